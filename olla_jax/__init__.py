@@ -1,0 +1,13 @@
+"""olla_jax: the least memory a JAX step can run in, found and applied.
+
+    import olla_jax
+    plan = olla_jax.plan(train_step, params, opt_state, batch)
+    print(plan.summary())
+    new_params, new_opt_state, loss = plan.compiled(params, opt_state, batch)
+"""
+
+from olla_jax.capture import Capture, CaptureError, capture
+from olla_jax.plan import Plan, PlanWarning, plan
+
+__all__ = ["Capture", "CaptureError", "Plan", "PlanWarning", "capture", "plan"]
+__version__ = "0.1.0"

@@ -1,0 +1,179 @@
+"""Compile a step once with XLA's dumps switched on and keep the pieces.
+
+The record holds the scheduled HLO (proto and text), XLA's buffer assignment,
+its value and live-range dumps, ``memory_analysis()`` figures and, where the
+backend can serialize, the executable bytes.  Nothing downstream needs jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import tempfile
+import shutil
+from typing import Any, Callable, Sequence
+
+import jax
+
+# XLA:CPU's scheduler choices (xla.DebugOptions.xla_cpu_scheduler_type).
+CPU_SCHEDULERS = {
+    "default": None,
+    "memory": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+}
+_DUMP_OPTIONS = {"xla_dump_hlo_as_proto": True, "xla_dump_hlo_as_text": True}
+
+
+class CaptureError(RuntimeError):
+    """The step could not be compiled or its dumps could not be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryFigures:
+    """XLA's own figures from ``compiled.memory_analysis()`` (bytes)."""
+    temp: int
+    argument: int
+    output: int
+    alias: int
+    generated_code: int
+
+    @property
+    def total(self) -> int:
+        return self.temp + self.argument + self.output - self.alias
+
+    @classmethod
+    def of(cls, compiled) -> "MemoryFigures":
+        stats = compiled.memory_analysis()
+        if stats is None:
+            raise CaptureError("this backend reports no memory_analysis(); it cannot be planned")
+        return cls(temp=int(stats.temp_size_in_bytes), argument=int(stats.argument_size_in_bytes),
+                   output=int(stats.output_size_in_bytes), alias=int(stats.alias_size_in_bytes),
+                   generated_code=int(stats.generated_code_size_in_bytes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Capture:
+    """Everything one compilation says about memory; plain data plus the live objects."""
+    backend: str                      # "cpu", "gpu:h100", ...
+    scheduler: str                    # which XLA scheduler made this schedule
+    compiler_options: dict[str, Any]
+    hlo_text: str
+    hlo_proto: bytes                  # serialized xla.HloProto: module, schedule, buffer assignment
+    values_text: str                  # *-buffer-assignment-values.txt
+    live_range_text: str              # *-live-range.txt
+    buffer_assignment_text: str       # *-buffer-assignment.txt (for people)
+    memory: MemoryFigures
+    executable: bytes | None          # serialized executable where the backend allows it
+    compiled: Any = dataclasses.field(repr=False, compare=False)  # jax.stages.Compiled
+    lowered: Any = dataclasses.field(repr=False, compare=False)   # jax.stages.Lowered
+
+
+def _read_one(directory: str, suffix: str, binary: bool = False):
+    matches = sorted(glob.glob(os.path.join(directory, f"*{suffix}")))
+    if not matches:
+        raise CaptureError(f"XLA wrote no '*{suffix}' dump; this jaxlib's dump layout is not supported")
+    # Several modules can be compiled (e.g. helpers); the step is the last one.
+    path = matches[-1]
+    with open(path, "rb" if binary else "r") as f:
+        return f.read()
+
+
+def _jitted(fn: Callable, static_argnums, donate_argnums):
+    if hasattr(fn, "lower"):
+        if static_argnums or donate_argnums:
+            raise CaptureError(
+                "the function is already jax.jit-wrapped; give static_argnums/donate_argnums "
+                "to jax.jit, not to olla_jax")
+        return fn
+    return jax.jit(fn, static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums))
+
+
+def _serialize(compiled) -> bytes | None:
+    try:
+        exe = compiled.runtime_executable()
+        return bytes(exe.client.serialize_executable(exe))
+    except Exception:  # noqa: BLE001 - not every backend serializes
+        return None
+
+
+def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: str,
+                       scheduler: str) -> Capture:
+    """Compile ``lowered`` with dumps into a private folder and read them."""
+    directory = tempfile.mkdtemp(prefix="olla_jax_dump_")
+    try:
+        options = dict(compiler_options)
+        options.update(_DUMP_OPTIONS)
+        options["xla_dump_to"] = directory
+        try:
+            compiled = lowered.compile(compiler_options=options)
+        except Exception as err:  # noqa: BLE001 - XLA raises many types
+            raise CaptureError(f"XLA could not compile the step: {err}") from err
+        after = "after_optimizations"
+        return Capture(
+            backend=backend, scheduler=scheduler, compiler_options=dict(compiler_options),
+            hlo_text=_read_one(directory, f"{after}.txt"),
+            hlo_proto=_read_one(directory, f"{after}.hlo.pb", binary=True),
+            values_text=_read_one(directory, f"{after}-buffer-assignment-values.txt"),
+            live_range_text=_read_one(directory, f"{after}-live-range.txt"),
+            buffer_assignment_text=_read_one(directory, f"{after}-buffer-assignment.txt"),
+            memory=MemoryFigures.of(compiled),
+            executable=_serialize(compiled),
+            compiled=compiled, lowered=lowered)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_args(args: Sequence[Any]) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            where = jax.tree_util.keystr(path)
+            raise CaptureError(
+                f"argument leaf {where} is a {type(leaf).__name__}, not an array: pass arrays or "
+                "jax.ShapeDtypeStruct leaves, and mark other arguments static (static_argnums)")
+
+
+def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default",
+            static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+            compiler_options: dict[str, Any] | None = None) -> Capture:
+    """Lower and compile ``fn(*args)`` for ``backend`` and capture XLA's memory plan.
+
+    ``backend``: "cpu" (this machine), or "gpu:<target>" for a GPU compiled
+    without one (targets in ``olla_jax/capture/targets``).  ``scheduler`` picks
+    XLA:CPU's scheduler ("default" or "memory").
+    """
+    options = dict(compiler_options or {})
+    static = set(static_argnums)
+    _check_args(tuple(a for i, a in enumerate(args) if i not in static))
+    if backend == "cpu":
+        if scheduler not in CPU_SCHEDULERS:
+            raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
+        if CPU_SCHEDULERS[scheduler]:
+            options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[scheduler]
+        jitted = _jitted(fn, static_argnums, donate_argnums)
+        try:
+            lowered = jitted.lower(*args)
+        except Exception as err:  # noqa: BLE001
+            raise CaptureError(f"jax could not trace/lower the step: {err}") from err
+        return compile_with_dumps(lowered, options, backend="cpu", scheduler=scheduler)
+    if backend.startswith("gpu:"):
+        from olla_jax.capture import gpu
+        target = backend.split(":", 1)[1]
+        compiled_holder = {}
+
+        def compile_fn(lowered_options):
+            compiled_holder["c"] = gpu.compile_for_target(
+                fn, args, target=target, static_argnums=tuple(static_argnums),
+                donate_argnums=tuple(donate_argnums), compiler_options=lowered_options)
+            return compiled_holder["c"]
+        return _capture_via(compile_fn, options, backend=backend, scheduler="default")
+    raise CaptureError(f"unknown backend {backend!r}: use 'cpu' or 'gpu:<target>' "
+                       "(olla_jax.capture.gpu.available_targets())")
+
+
+def _capture_via(compile_fn, compiler_options, *, backend, scheduler) -> Capture:
+    """Like compile_with_dumps, for backends whose compile call is not lowered.compile."""
+
+    class _Lowered:
+        def compile(self, compiler_options):
+            return compile_fn(compiler_options)
+    return compile_with_dumps(_Lowered(), compiler_options, backend=backend, scheduler=scheduler)

@@ -1,0 +1,236 @@
+"""The independent checker: is a plan safe to run?
+
+It shares no code with the model or the solvers.  From XLA's own dumps it
+re-derives, its own way, the flattened schedule a new entry order implies,
+every value's live interval on it, and which values XLA compiled to share
+bytes (in-place pairs and control-flow aliases).  Then it checks the plan:
+a topological order, no two values live at once on overlapping bytes unless
+XLA compiled them to share, shared values kept together, fixed values where
+XLA put them, alignment, and every value inside its allocation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+from olla_jax.graph import dumps
+
+
+class PlanRejected(ValueError):
+    """The plan is unsafe; the message names the first violation found."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidatePlan:
+    order: tuple[str, ...]                          # entry instructions by name
+    places: Mapping[int, tuple[int, int]]           # value id -> (allocation, offset)
+    allocation_sizes: Mapping[int, int]             # allocation index -> size
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    values_checked: int
+    pairs_checked: int
+    peak_bytes: Mapping[int, int]                   # allocation -> live-bytes peak under the plan
+
+
+def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: CandidatePlan,
+               alignment: int = 64) -> CheckReport:
+    """Raise PlanRejected unless ``plan`` is safe; return what was checked."""
+    proto = dumps.parse_hlo_proto(hlo_proto)
+    records = dumps.parse_values(values_text)
+    xla = dumps.parse_live_ranges(live_range_text)
+    module = proto.hlo_module
+    comps = {c.id: c for c in module.computations}
+    entry = comps[module.entry_computation_id]
+    instr_by_id = {i.id: i for c in module.computations for i in c.instructions}
+    instr_by_name = {i.name: i for c in module.computations for i in c.instructions}
+    comp_by_instr = {i.name: c.id for c in module.computations for i in c.instructions}
+
+    # 1. The order: a permutation of the entry instructions, operands first.
+    entry_names = [i.name for i in entry.instructions]
+    if sorted(plan.order) != sorted(entry_names):
+        raise PlanRejected("the order is not a permutation of the entry computation's instructions")
+    step_of = {name: k for k, name in enumerate(plan.order)}
+    for instr in entry.instructions:
+        for pred in list(instr.operand_ids) + list(instr.control_predecessor_ids):
+            p = instr_by_id[pred].name
+            if step_of[p] >= step_of[instr.name]:
+                raise PlanRejected(f"{instr.name} is scheduled before its predecessor {p}")
+
+    # 2. The new flattened schedule: each entry instruction preceded by the
+    # nested instructions XLA ran for it, in XLA's own inner order.
+    entry_set = set(entry_names)
+    inner_before: dict[str, list[str]] = defaultdict(list)
+    pending: list[str] = []
+    for name in xla.sequence:
+        if name in entry_set:
+            inner_before[name] = pending
+            pending = []
+        else:
+            pending.append(name)
+    if pending:
+        raise PlanRejected("XLA's flattened schedule ends inside a nested computation")
+    flat: dict[str, int] = {}
+    block: dict[str, tuple[int, int]] = {}
+    t = 0
+    for name in plan.order:
+        first = t
+        for inner in inner_before[name]:
+            flat[inner] = t
+            t += 1
+        flat[name] = t
+        block[name] = (first, t)
+        t += 1
+    horizon = t
+    root = instr_by_id[entry.root_id].name
+
+    # 3. Live intervals, derived from definitions, positions and uses.
+    placements = {}
+    for a in proto.buffer_assignment.buffer_allocations:
+        for assigned in a.assigned:
+            placements[assigned.logical_buffer_id] = (a.index, assigned.offset, assigned.size, a)
+    intervals: dict[int, tuple[int, int]] = {}
+    for rec in records.values():
+        if rec.id not in placements or placements[rec.id][3].is_thread_local:
+            continue
+        d = rec.defining_instruction
+        if d not in flat and placements[rec.id][3].is_constant:
+            continue  # a constant of a computation that is never flattened: pinned, never moves
+        if d not in flat:
+            raise PlanRejected(f"value {rec.key} is defined by {d}, which is not scheduled")
+        is_param = instr_by_name[d].opcode == "parameter" and comp_by_instr[d] == entry.id
+        start = 0 if is_param else flat[d]
+        end = start
+        for name in [p.instruction for p in rec.positions]:
+            if name not in flat:
+                raise PlanRejected(f"value {rec.key} is held by {name}, which is not scheduled")
+            end = max(end, flat[name])
+        for name in [u.instruction for u in rec.uses]:
+            if name not in flat:
+                raise PlanRejected(f"value {rec.key} is used by {name}, which is not scheduled")
+            # A control-flow instruction reads its operands as its block starts
+            # (they pass on to its callees' parameters); others at their step.
+            end = max(end, block[name][0] if name in block else flat[name])
+        if is_param or any(p.instruction == root for p in rec.positions):
+            end = horizon - 1
+        intervals[rec.id] = (start, end)
+
+    # 4. Which values XLA compiled to share bytes: in-place pairs and control flow.
+    parent = {v: v for v in intervals}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def xla_place(v):
+        a, o, s, _ = placements[v]
+        return a, o
+
+    def join(a, b):
+        if a in parent and b in parent and xla_place(a) == xla_place(b):
+            parent[find(a)] = find(b)
+
+    holders = defaultdict(list)   # (instruction, shape index) -> values there
+    for rec in records.values():
+        for p in rec.positions:
+            holders[(p.instruction, p.index)].append(rec.id)
+    defined_by = defaultdict(list)
+    for rec in records.values():
+        defined_by[rec.defining_instruction].append(rec.id)
+    for rec in records.values():
+        for use in rec.uses:  # the user writes its result over this operand
+            for out in defined_by.get(use.instruction, ()):
+                join(rec.id, out)
+    by_instr = defaultdict(set)
+    for (name, index) in holders:
+        by_instr[name].add(index)
+
+    def tie(names):
+        for index in set().union(*(by_instr[n] for n in names)):
+            vals = [v for n in names for v in holders.get((n, index), ())]
+            for v in vals[1:]:
+                join(vals[0], v)
+
+    def comp_root(cid):
+        return instr_by_id[comps[cid].root_id].name
+
+    def comp_params(cid):
+        ps = [i for i in comps[cid].instructions if i.opcode == "parameter"]
+        return [p.name for p in sorted(ps, key=lambda p: p.parameter_number)]
+
+    for instr in instr_by_name.values():
+        ops = [instr_by_id[o].name for o in instr.operand_ids]
+        called = list(instr.called_computation_ids)
+        if instr.opcode == "while":
+            body, cond = called
+            tie([ops[0], comp_params(body)[0], comp_root(body), comp_params(cond)[0], instr.name])
+        elif instr.opcode == "conditional":
+            tie([instr.name] + [comp_root(c) for c in called])
+            for b, c in enumerate(called):
+                if comp_params(c) and b + 1 < len(ops):
+                    tie([ops[b + 1], comp_params(c)[0]])
+        elif instr.opcode == "call":
+            tie([instr.name, comp_root(called[0])])
+            for o, p in zip(ops, comp_params(called[0])):
+                tie([o, p])
+
+    # 5. Places: fixed values stay, shared values stay together, all inside.
+    new_place = {}
+    for v, (a, o, size, alloc) in placements.items():
+        if v not in intervals:
+            continue
+        na, no = plan.places.get(v, (a, o))
+        pinned = alloc.is_entry_computation_parameter or alloc.is_constant or \
+            intervals[v][1] == horizon - 1 and any(p.instruction == root for p in records[v].positions)
+        if pinned and (na, no) != (a, o):
+            raise PlanRejected(f"value {records[v].key} is an input, constant or output and must "
+                               f"stay at allocation {a} offset {o}")
+        if (na, no) != (a, o) and no % alignment:
+            raise PlanRejected(f"value {records[v].key} moved to offset {no}, not a multiple of {alignment}")
+        cap = plan.allocation_sizes.get(na)
+        if cap is None:
+            cap = next(x.size for x in proto.buffer_assignment.buffer_allocations if x.index == na)
+        if no < 0 or no + size > cap:
+            raise PlanRejected(f"value {records[v].key} ({size} B at {no}) does not fit allocation "
+                               f"{na} of {cap} B")
+        new_place[v] = (na, no, size)
+    groups = defaultdict(set)
+    for v in new_place:
+        groups[find(v)].add(new_place[v][:2])
+    for root_v, places in groups.items():
+        if len(places) > 1:
+            raise PlanRejected(f"value {records[root_v].key} and the values XLA compiled to share its "
+                               f"bytes were split across {sorted(places)}")
+
+    # 6. No two values live at once on overlapping bytes, unless shared.
+    pairs = 0
+    peaks = {}
+    by_alloc = defaultdict(list)
+    for v, (a, o, size) in new_place.items():
+        by_alloc[a].append((intervals[v][0], intervals[v][1], o, size, v))
+    for a, items in by_alloc.items():
+        items.sort()
+        active: list[tuple[int, int, int, int, int]] = []
+        events = []
+        for s, e, o, size, v in items:
+            active = [x for x in active if x[1] >= s]
+            for s2, e2, o2, size2, v2 in active:
+                pairs += 1
+                if o < o2 + size2 and o2 < o + size and find(v) != find(v2):
+                    raise PlanRejected(
+                        f"values {records[v2].key} and {records[v].key} overlap in allocation {a} "
+                        f"(bytes {o2}+{size2} and {o}+{size}) while both are live")
+            active.append((s, e, o, size, v))
+            events.append((s, size))
+            events.append((e + 1, -size))
+        live = peak = 0
+        for _, delta in sorted(events):
+            live += delta
+            peak = max(peak, live)
+        peaks[a] = peak
+    return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)

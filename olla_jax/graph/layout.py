@@ -1,0 +1,127 @@
+"""A solved order and placement, stated per XLA value and per slice.
+
+``Layout`` is what the checker reads and what the executable rewrite applies:
+the new entry order by name, each value's new (allocation, offset), the new
+allocation sizes, and ``relocate`` that maps a thunk's old buffer slice to its
+new place (a slice is identified by the instruction whose thunk holds it, which
+fixes the moment and so the value, since XLA reuses bytes over time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+from olla_jax.graph.model import ScheduleGraph
+from olla_jax.solve import problem as sp
+
+
+class LayoutError(ValueError):
+    """A slice of the executable maps to no value, or a plan cannot be stated."""
+
+
+def _round_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    graph: ScheduleGraph = dataclasses.field(repr=False)
+    order: tuple[int, ...]                         # node indices
+    places: Mapping[int, tuple[int, int]]          # value id -> (allocation, offset)
+    allocation_sizes: Mapping[int, int]            # allocation -> new size (changed ones)
+
+    @property
+    def order_names(self) -> tuple[str, ...]:
+        return tuple(self.graph.nodes[n] for n in self.order)
+
+    @property
+    def temp_bytes(self) -> int:
+        g = self.graph
+        return sum(self.allocation_sizes.get(a.index, a.size)
+                   for a in g.allocations if a.kind == "temp")
+
+    @functools.cached_property
+    def _flat_step(self) -> dict[str, int]:
+        """XLA's flat step of every scheduled instruction (slices are looked up there)."""
+        return {name: k for k, name in enumerate(self.graph.flat)}
+
+    @functools.cached_property
+    def _by_allocation(self) -> dict[int, list]:
+        index = defaultdict(list)
+        for v in self.graph.values.values():
+            index[v.allocation].append(v)
+        return index
+
+    @functools.cached_property
+    def _moved_allocations(self) -> frozenset[int]:
+        g = self.graph
+        return frozenset(g.values[v].allocation for v, place in self.places.items()
+                         if place != (g.values[v].allocation, g.values[v].offset))
+
+    def _window(self, instruction: str) -> tuple[int, int]:
+        """XLA's flat steps at which ``instruction``'s thunk may touch memory:
+        its own step, or its whole block for a control-flow entry instruction."""
+        g = self.graph
+        node = g.node_index.get(instruction)
+        if node is not None:
+            return g.block_start[node], g.block_end[node]
+        step = self._flat_step.get(instruction)
+        if step is None:
+            raise LayoutError(f"a thunk names {instruction}, which is not on XLA's schedule")
+        return step, step
+
+    def relocate(self, instruction: str, allocation: int, offset: int, size: int) -> tuple[int, int]:
+        """New (allocation, offset) of a slice that ``instruction``'s thunk uses."""
+        if allocation not in self._moved_allocations:
+            return allocation, offset
+        first, last = self._window(instruction)
+        covering = [v for v in self._by_allocation[allocation]
+                    if v.offset <= offset and offset + size <= v.offset + v.size]
+        live = [v for v in covering if v.xla_range[0] <= last and first <= v.xla_range[1]]
+        if not live:
+            raise LayoutError(f"slice {allocation}:{offset}+{size} of {instruction} matches no live value")
+        new = set()
+        for v in live:
+            new_alloc, new_offset = self.places.get(v.id, (v.allocation, v.offset))
+            new.add((new_alloc, new_offset + offset - v.offset))
+        if len(new) > 1:
+            raise LayoutError(f"slice {allocation}:{offset}+{size} of {instruction} is ambiguous: "
+                              f"values {[v.key for v in live]} move apart")
+        return new.pop()
+
+    def relocate_logical(self, value_id: int, allocation: int, offset: int) -> tuple[int, int]:
+        v = self.graph.values.get(value_id)
+        if v is None:
+            return allocation, offset
+        new_alloc, new_offset = self.places.get(v.id, (v.allocation, v.offset))
+        return new_alloc, new_offset + (offset - v.offset)
+
+
+def realize(graph: ScheduleGraph, order: Sequence[int], placement: sp.Placement,
+            movable: Sequence[int]) -> Layout:
+    """Turn a per-unit placement of the movable units into per-value places."""
+    places: dict[int, tuple[int, int]] = {}
+    for uid, region, offset in zip(movable, placement.region, placement.offset):
+        # ``movable`` names each interval's unit; a unit's intervals share one place.
+        unit = graph.units[uid]
+        if region == sp.ARENA:
+            if graph.temp_allocation < 0:
+                raise LayoutError("the plan uses a temp arena but XLA made no temp allocation")
+            alloc = graph.temp_allocation
+        else:
+            alloc = graph.regions[region]
+        for v, rel in zip(unit.values, unit.member_offsets):
+            places[v] = (alloc, offset + rel)
+    sizes = {}
+    if graph.temp_allocation >= 0:
+        sizes[graph.temp_allocation] = _round_up(placement.arena_size, graph.alignment) \
+            if placement.arena_size else 0
+    return Layout(graph=graph, order=tuple(order), places=places, allocation_sizes=sizes)
+
+
+def xla_layout(graph: ScheduleGraph) -> Layout:
+    """XLA's own plan, as a Layout (nothing moves)."""
+    return Layout(graph=graph, order=graph.xla_order, places={}, allocation_sizes={})

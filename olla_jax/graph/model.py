@@ -1,0 +1,505 @@
+"""The scheduling graph and memory model of one compiled XLA module.
+
+Nodes are the entry computation's instructions.  An entry instruction that
+calls computations (while, conditional, call, async) owns a *block*: the steps
+of XLA's flattened schedule that run its callees, followed by itself.  Blocks
+move as a whole when the entry order changes, so values inside a block keep
+their own liveness.
+
+Values are XLA's HloValues with XLA's size and place.  *Units* are the groups
+that must share one place: values XLA put at the same bytes while both were
+live (aliases and in-place pairs) and values tied by control flow (a while's
+operand, body parameter, body root and result).  Units in the temp allocation
+or parked as scratch in an output allocation are *movable*; parameters,
+constants and everything live out are *fixed* where XLA put them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections import defaultdict
+from typing import Sequence
+
+from olla_jax.graph import dumps
+from olla_jax.solve import problem as sp
+
+
+class UnsupportedProgram(ValueError):
+    """The module has a construct the memory model does not cover."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    index: int
+    size: int
+    kind: str            # "parameter", "constant", "thread_local", "output", "temp"
+    parameter_number: int = -1
+    live_out: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Value:
+    id: int
+    key: str
+    size: int
+    allocation: int
+    offset: int
+    xla_range: tuple[int, int]      # inclusive, on XLA's flattened schedule
+    def_node: int                   # entry node whose block defines it
+    touches: frozenset[int]         # entry nodes whose blocks need it resident
+    live_in: bool
+    live_out: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    id: int
+    values: tuple[int, ...]         # value ids
+    allocation: int                 # XLA's allocation
+    offset: int                     # XLA's offset of the unit's first byte
+    size: int
+    member_offsets: tuple[int, ...]  # per value, bytes from the unit's first byte
+    movable: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleGraph:
+    """Nodes, dependencies, values, units and allocations of one module."""
+    nodes: tuple[str, ...]                   # entry instructions in XLA's order
+    flat: tuple[str, ...]                    # XLA's flattened schedule
+    block_end: tuple[int, ...]               # per node, its own step on the flat schedule
+    edges: tuple[tuple[int, int], ...]
+    values: dict[int, Value]
+    units: tuple[Unit, ...]
+    allocations: tuple[Allocation, ...]
+    temp_allocation: int                     # the arena we re-plan (-1 when XLA has none)
+    alignment: int = 64
+
+    # ---- derived views -------------------------------------------------
+    @functools.cached_property
+    def block_start(self) -> tuple[int, ...]:
+        return tuple((self.block_end[i - 1] + 1) if i else 0 for i in range(len(self.nodes)))
+
+    @functools.cached_property
+    def node_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.nodes)}
+
+    @functools.cached_property
+    def flat_node(self) -> tuple[int, ...]:
+        """Per flat step, the entry node whose block it belongs to."""
+        out = []
+        for node, end in enumerate(self.block_end):
+            out.extend([node] * (end + 1 - len(out)))
+        return tuple(out)
+
+    @functools.cached_property
+    def unit_of_value(self) -> dict[int, int]:
+        return {v: u.id for u in self.units for v in u.values}
+
+    def block_length(self, node: int) -> int:
+        return self.block_end[node] - self.block_start[node] + 1
+
+    @property
+    def xla_order(self) -> tuple[int, ...]:
+        return tuple(range(len(self.nodes)))
+
+    # ---- liveness under an order ----------------------------------------
+    def flat_layout(self, order: Sequence[int]) -> list[int]:
+        """Per node, the flat step its block starts at under ``order``."""
+        start = [0] * len(self.nodes)
+        step = 0
+        for node in order:
+            start[node] = step
+            step += self.block_length(node)
+        return start
+
+    def value_interval(self, value: Value, order_pos: Sequence[int], layout: Sequence[int],
+                       horizon: int) -> tuple[int, int]:
+        """Inclusive flat interval of ``value`` under an order (see module doc)."""
+        s, e = value.xla_range
+        if value.live_in:
+            start = 0
+        else:
+            d = value.def_node
+            start = layout[d] + (s - self.block_start[d])
+        if value.live_out:
+            return start, horizon - 1
+        last = max(value.touches, key=lambda n: order_pos[n])
+        xla_last = self.flat_node[min(e, len(self.flat_node) - 1)]
+        if last == xla_last:
+            end = layout[last] + (e - self.block_start[last])
+        else:
+            end = layout[last] + self.block_length(last) - 1
+        return start, max(start, end)
+
+    def unit_spans(self, order: Sequence[int]) -> list[list[tuple[int, int]]]:
+        """Per unit, its disjoint live spans under ``order``.  A unit tied by
+        control flow can be idle inside a loop body (XLA reuses those bytes
+        between the body's last read of the carried value and its new write)."""
+        pos = [0] * len(self.nodes)
+        for i, n in enumerate(order):
+            pos[n] = i
+        layout = self.flat_layout(order)
+        horizon = len(self.flat)
+        out = []
+        for unit in self.units:
+            spans = sorted(self.value_interval(self.values[v], pos, layout, horizon)
+                           for v in unit.values)
+            merged = [list(spans[0])]
+            for s, e in spans[1:]:
+                if s <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], e)
+                else:
+                    merged.append([s, e])
+            out.append([tuple(m) for m in merged])
+        return out
+
+    def unit_intervals(self, order: Sequence[int]) -> list[tuple[int, int]]:
+        """Per unit, the hull [first, last] of its live spans."""
+        return [(spans[0][0], spans[-1][1]) for spans in self.unit_spans(order)]
+
+    # ---- the solver's problems ------------------------------------------
+    @functools.cached_property
+    def regions(self) -> tuple[int, ...]:
+        """Allocations whose idle space may hold movable units: outputs (and donated inputs)."""
+        fixed_allocs = {u.allocation for u in self.units if not u.movable}
+        return tuple(a.index for a in self.allocations
+                     if a.live_out and a.kind in ("output", "parameter") and a.index in fixed_allocs)
+
+    def _inner_units(self) -> dict[int, int]:
+        """Movable units that live inside one node's block only: unit id -> node."""
+        inner = {}
+        for unit in self.units:
+            if not unit.movable:
+                continue
+            touched = set().union(*(self.values[v].touches for v in unit.values))
+            if len(touched) != 1:
+                continue
+            node = next(iter(touched))
+            if self.block_length(node) > 1:
+                inner[unit.id] = node
+        return inner
+
+    def order_problem(self, *, for_bound: bool = False) -> sp.OrderProblem:
+        """The order problem.  Its items are live over their hull, which for a unit
+        idle inside a loop body over-counts that body; with ``for_bound`` the
+        node's extra is lowered by such units' sizes (it may go negative) so
+        that the problem's cost never exceeds the true need: a valid base for a
+        lower bound."""
+        region_of = {alloc: r for r, alloc in enumerate(self.regions)}
+        inner = self._inner_units()
+        extra = [0] * len(self.nodes)
+        # Peak of inner units over each block, on XLA's own flat schedule.
+        per_step = defaultdict(int)
+        for unit_id, node in inner.items():
+            unit = self.units[unit_id]
+            s = min(self.values[v].xla_range[0] for v in unit.values)
+            e = max(self.values[v].xla_range[1] for v in unit.values)
+            for step in range(s, e + 1):
+                per_step[step] += unit.size
+        for step, size in per_step.items():
+            node = self.flat_node[min(step, len(self.flat_node) - 1)]
+            extra[node] = max(extra[node], size)
+        if for_bound:
+            for unit, spans in zip(self.units, self.unit_spans(self.xla_order)):
+                if unit.id in inner or len(spans) < 2:
+                    continue
+                gap_nodes = {self.flat_node[a[1] + 1] for a in spans[:-1]}
+                for node in gap_nodes:
+                    extra[node] -= unit.size
+        items = []
+        for unit in self.units:
+            if unit.id in inner:
+                continue
+            vals = [self.values[v] for v in unit.values]
+            if unit.movable:
+                region = sp.ARENA
+            elif unit.allocation in region_of:
+                region = region_of[unit.allocation]
+            else:
+                continue  # fixed outside any region: never in the arena's way
+            items.append(sp.Item(
+                size=unit.size,
+                defs=tuple(sorted({v.def_node for v in vals})),
+                touches=tuple(sorted(set().union(*(v.touches for v in vals)))),
+                region=region,
+                live_in=any(v.live_in for v in vals),
+                live_out=any(v.live_out for v in vals)))
+        sizes = tuple(self.allocations[a].size for a in self.regions)
+        return sp.OrderProblem(num_nodes=len(self.nodes), edges=self.edges, items=tuple(items),
+                               node_extra=tuple(extra), region_sizes=sizes)
+
+    def placement_problem(self, order: Sequence[int]) -> tuple[sp.PlacementProblem, tuple[int, ...]]:
+        """The movable units' live spans under ``order`` as intervals (the spans
+        of one unit tied to one offset); also, per interval, its unit id."""
+        spans = self.unit_spans(order)
+        occupants = defaultdict(list)
+        for unit in self.units:
+            if not unit.movable and unit.allocation in self.regions:
+                for s, e in spans[unit.id]:
+                    occupants[unit.allocation].append(sp.Occupant(unit.offset, unit.size, s, e))
+        regions = tuple(sp.Region(self.allocations[a].size, tuple(occupants[a])) for a in self.regions)
+        intervals, owner, groups = [], [], []
+        for unit in self.units:
+            if not unit.movable:
+                continue
+            first = len(intervals)
+            for s, e in spans[unit.id]:
+                intervals.append(sp.Interval(unit.size, s, e))
+                owner.append(unit.id)
+            if len(intervals) - first > 1:
+                groups.append(tuple(range(first, len(intervals))))
+        return (sp.PlacementProblem(intervals=tuple(intervals), regions=regions,
+                                    alignment=self.alignment, same_offset=tuple(groups)),
+                tuple(owner))
+
+    def xla_placement(self, movable: Sequence[int]) -> sp.Placement:
+        """XLA's own places of the movable units, as a Placement."""
+        region_of = {alloc: r for r, alloc in enumerate(self.regions)}
+        regs, offs = [], []
+        for uid in movable:
+            unit = self.units[uid]
+            regs.append(sp.ARENA if unit.allocation == self.temp_allocation
+                        else region_of.get(unit.allocation, -2))
+            offs.append(unit.offset)
+        temp = self.allocations[self.temp_allocation].size if self.temp_allocation >= 0 else 0
+        return sp.Placement(tuple(regs), tuple(offs), temp)
+
+
+# ---------------------------------------------------------------------------
+# Building the graph from the dumps.
+
+def _allocations(assignment) -> tuple[tuple[Allocation, ...], dict[int, tuple[int, int, int]]]:
+    allocs, place = [], {}
+    for a in assignment.buffer_allocations:
+        if a.is_thread_local:
+            kind = "thread_local"
+        elif a.is_entry_computation_parameter:
+            kind = "parameter"
+        elif a.is_constant:
+            kind = "constant"
+        elif a.maybe_live_out:
+            kind = "output"
+        else:
+            kind = "temp"
+        allocs.append(Allocation(a.index, a.size, kind,
+                                 a.parameter_number if a.is_entry_computation_parameter else -1,
+                                 bool(a.maybe_live_out)))
+        for assigned in a.assigned:
+            place[assigned.logical_buffer_id] = (a.index, assigned.offset, assigned.size)
+    allocs.sort(key=lambda a: a.index)
+    if [a.index for a in allocs] != list(range(len(allocs))):
+        raise UnsupportedProgram("buffer allocations are not numbered 0..n-1")
+    return tuple(allocs), place
+
+
+class _UnionFind:
+    def __init__(self, items):
+        self.parent = {i: i for i in items}
+
+    def find(self, x):
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
+          alignment: int = 64) -> ScheduleGraph:
+    """The scheduling graph of a module from XLA's dumps (see ``capture``)."""
+    proto = dumps.parse_hlo_proto(hlo_proto_bytes)
+    records = dumps.parse_values(values_text)
+    live = dumps.parse_live_ranges(live_range_text)
+    module = proto.hlo_module
+    comps = {c.id: c for c in module.computations}
+    entry = comps.get(module.entry_computation_id)
+    if entry is None:
+        raise UnsupportedProgram("the module names no entry computation")
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    by_name = {i.name: i for c in module.computations for i in c.instructions}
+    comp_of = {i.name: c.id for c in module.computations for i in c.instructions}
+
+    # Nodes: entry instructions in XLA's flattened order; blocks end at each.
+    entry_names = {i.name for i in entry.instructions}
+    flat = live.sequence
+    nodes = tuple(n for n in flat if n in entry_names)
+    if set(nodes) != entry_names:
+        missing = sorted(entry_names - set(nodes))[:5]
+        raise UnsupportedProgram(f"entry instructions missing from XLA's schedule: {missing}")
+    flat_pos = {}
+    for step, name in enumerate(flat):
+        if name in flat_pos:
+            raise UnsupportedProgram(f"instruction {name} appears twice in the flattened schedule "
+                                     "(a computation called from several places)")
+        flat_pos[name] = step
+    block_end = tuple(flat_pos[n] for n in nodes)
+    if block_end[-1] != len(flat) - 1:
+        raise UnsupportedProgram("XLA's flattened schedule does not end with an entry instruction")
+    flat_node = []
+    for node, end in enumerate(block_end):
+        flat_node.extend([node] * (end + 1 - len(flat_node)))
+    node_index = {n: i for i, n in enumerate(nodes)}
+
+    def node_of(instruction: str) -> int:
+        if instruction not in flat_pos:
+            raise UnsupportedProgram(f"instruction {instruction} is not on XLA's flattened schedule")
+        return flat_node[flat_pos[instruction]]
+
+    # Dependencies between entry instructions: operands and control edges.
+    edges = set()
+    for instr in entry.instructions:
+        v = node_index[instr.name]
+        for pred in list(instr.operand_ids) + list(instr.control_predecessor_ids):
+            u = node_index[by_id[pred].name]
+            if u != v:
+                edges.add((u, v))
+
+    allocations, place = _allocations(proto.buffer_assignment)
+    root_name = by_id[entry.root_id].name if entry.root_id in by_id else nodes[-1]
+    horizon = len(flat)
+
+    values: dict[int, Value] = {}
+    for rec in records.values():
+        if rec.key not in live.ranges:
+            if rec.id in place and allocations[place[rec.id][0]].kind in ("temp", "output"):
+                raise UnsupportedProgram(f"value {rec.key} has an allocation but no live range")
+            continue
+        if rec.id not in place:
+            raise UnsupportedProgram(f"value {rec.key} has no allocation in XLA's assignment")
+        alloc, offset, size = place[rec.id]
+        s, e = live.ranges[rec.key]
+        touches = {node_of(rec.defining_instruction)}
+        touches.update(node_of(p.instruction) for p in rec.positions)
+        touches.update(node_of(u.instruction) for u in rec.uses)
+        touches.add(flat_node[min(s, horizon - 1)])
+        touches.add(flat_node[min(e, horizon - 1)])
+        def_instr = by_name.get(rec.defining_instruction)
+        live_in = (def_instr is not None and def_instr.opcode == "parameter"
+                   and comp_of[def_instr.name] == entry.id)
+        live_out = e >= horizon - 1 and any(p.instruction == root_name for p in rec.positions) \
+            or e >= horizon
+        values[rec.id] = Value(
+            id=rec.id, key=rec.key, size=size, allocation=alloc, offset=offset,
+            xla_range=(s, min(e, horizon - 1)), def_node=node_of(rec.defining_instruction),
+            touches=frozenset(touches), live_in=live_in, live_out=live_out)
+
+    units = _units(values, records, allocations, by_name, comps)
+    temps = [a.index for a in allocations if a.kind == "temp"]
+    if len(temps) > 1:
+        raise UnsupportedProgram(f"XLA made {len(temps)} temp allocations; one is supported")
+    graph = ScheduleGraph(nodes=nodes, flat=flat, block_end=block_end, edges=(), values=values,
+                          units=units, allocations=allocations,
+                          temp_allocation=temps[0] if temps else -1, alignment=alignment)
+    edges |= _in_place_edges(graph)
+    return dataclasses.replace(graph, edges=tuple(sorted(edges)))
+
+
+def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
+    uf = _UnionFind(values)
+    # Rule 1: same bytes of one allocation while both are live (aliases, in-place pairs).
+    by_alloc = defaultdict(list)
+    for v in values.values():
+        by_alloc[v.allocation].append(v)
+    for vals in by_alloc.values():
+        vals.sort(key=lambda v: v.xla_range[0])
+        active: list[Value] = []
+        for v in vals:
+            active = [a for a in active if a.xla_range[1] >= v.xla_range[0]]
+            for a in active:
+                if a.offset < v.offset + v.size and v.offset < a.offset + a.size:
+                    uf.union(a.id, v.id)
+            active.append(v)
+    # Rule 2: control flow ties a callee's parameters and root to the caller.
+    at = defaultdict(set)
+    for rec in records.values():
+        if rec.id in values:
+            for p in rec.positions:
+                at[(p.instruction, p.index)].add(rec.id)
+    indices = defaultdict(set)
+    for (instr, index) in at:
+        indices[instr].add(index)
+
+    def tie(names: Sequence[str]):
+        for index in set().union(*(indices[n] for n in names)):
+            group = [v for n in names for v in at.get((n, index), ())]
+            for v in group[1:]:
+                a, b = values[group[0]], values[v]
+                if (a.allocation, a.offset) == (b.allocation, b.offset):
+                    uf.union(a.id, b.id)
+
+    def root(comp_id):
+        c = comps[comp_id]
+        return next(i.name for i in c.instructions if i.id == c.root_id)
+
+    def params(comp_id):
+        c = comps[comp_id]
+        ps = sorted((i for i in c.instructions if i.opcode == "parameter"),
+                    key=lambda i: i.parameter_number)
+        return [p.name for p in ps]
+
+    id_name = {i.id: i.name for i in by_name.values()}
+    for instr in by_name.values():
+        called = list(instr.called_computation_ids)
+        operands = [id_name[o] for o in instr.operand_ids]
+        if instr.opcode == "while" and len(called) == 2:
+            body, cond = called  # XLA keeps the body first, then the condition
+            tie([operands[0], params(body)[0], root(body), params(cond)[0], instr.name])
+        elif instr.opcode == "conditional":
+            tie([instr.name] + [root(c) for c in called])
+            for b, c in enumerate(called):
+                ps = params(c)
+                if ps and b + 1 < len(operands):
+                    tie([operands[b + 1], ps[0]])
+        elif instr.opcode == "call":
+            tie([instr.name, root(called[0])])
+            for o, p in zip(operands, params(called[0])):
+                tie([o, p])
+
+    groups = defaultdict(list)
+    for v in values:
+        groups[uf.find(v)].append(v)
+    units = []
+    for members in sorted(groups.values(), key=min):
+        members.sort()
+        vals = [values[v] for v in members]
+        allocs = {v.allocation for v in vals}
+        if len(allocs) != 1:
+            raise UnsupportedProgram(f"values {[v.key for v in vals]} are tied but in different allocations")
+        alloc = allocations[vals[0].allocation]
+        base = min(v.offset for v in vals)
+        size = max(v.offset + v.size for v in vals) - base
+        fixed = (alloc.kind in ("parameter", "constant")
+                 or any(v.live_in or v.live_out for v in vals))
+        units.append(Unit(id=len(units), values=tuple(members), allocation=alloc.index,
+                          offset=base, size=size,
+                          member_offsets=tuple(v.offset - base for v in vals),
+                          movable=not fixed and alloc.kind in ("temp", "output")))
+    return tuple(u for u in units if allocations[u.allocation].kind != "thread_local")
+
+
+def _in_place_edges(graph: ScheduleGraph) -> set[tuple[int, int]]:
+    """A unit's later member overwrites the earlier ones' bytes: everything that
+    touches an earlier member must run before the node that defines a later one."""
+    edges = set()
+    for unit in graph.units:
+        vals = sorted((graph.values[v] for v in unit.values), key=lambda v: v.xla_range[0])
+        for i, a in enumerate(vals):
+            for b in vals[i + 1:]:
+                d = b.def_node
+                if d == a.def_node or b.live_in:
+                    continue
+                for t in a.touches:
+                    if t != d and t < d:
+                        edges.add((t, d))
+    return edges
+
+
+def entry_sequence(live_range_text: str, entry_names: set[str]) -> list[str]:
+    """The entry instructions of a live-range dump, in its order."""
+    return [n for n in dumps.parse_live_ranges(live_range_text).sequence if n in entry_names]

@@ -1,0 +1,213 @@
+"""``olla_jax.plan``: capture -> graph -> solve -> check -> apply, with fallbacks.
+
+Every stage after capture may fail on a program nobody here has seen; each
+failure falls back to XLA's best executable with a warning that says why, so a
+``Plan`` is always usable and never worse than XLA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+from absl import logging
+
+from olla_jax import check
+from olla_jax.capture import Capture, capture
+from olla_jax.graph import layout as layout_lib
+from olla_jax.graph import model
+from olla_jax.solve import problem as sp
+
+
+class PlanWarning(UserWarning):
+    """olla_jax fell back to XLA's plan for part or all of a step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Figures (bytes) and the executable of one planned step."""
+    backend: str
+    xla_default_temp_bytes: int          # XLA's temp with its default scheduler
+    xla_best_temp_bytes: int             # the best temp any XLA scheduler reaches
+    xla_scheduler: str                   # which scheduler that was
+    planned_temp_bytes: int              # temp of our plan (== xla_best when we keep XLA's)
+    lower_bound_bytes: int               # proven: no order and placement needs less temp
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    solve_seconds: float
+    engine: str                          # what produced the order and placement
+    settings: dict[str, Any]
+    source: str                          # "olla_jax" or "xla" (when nothing better was found)
+    achieved_temp_bytes: int | None      # read from the loaded executable's memory_analysis()
+    verified: bool                       # outputs bit-identical to XLA's executable
+    notes: tuple[str, ...]               # why something fell back, what was skipped
+    compiled: Any = dataclasses.field(repr=False, compare=False)   # callable like the jitted fn
+    xla_compiled: Any = dataclasses.field(repr=False, compare=False)
+    graph: Any = dataclasses.field(repr=False, compare=False, default=None)
+    layout: Any = dataclasses.field(repr=False, compare=False, default=None)
+    capture: Any = dataclasses.field(repr=False, compare=False, default=None)
+
+    @property
+    def xla_temp_bytes(self) -> int:
+        """XLA's temp for this program (its best scheduler)."""
+        return self.xla_best_temp_bytes
+
+    @property
+    def gap(self) -> float:
+        """How far the plan may be above the optimum: (planned - bound) / planned."""
+        if self.planned_temp_bytes <= 0:
+            return 0.0
+        return (self.planned_temp_bytes - self.lower_bound_bytes) / self.planned_temp_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.planned_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
+
+    @property
+    def xla_total_bytes(self) -> int:
+        return self.xla_best_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
+
+    def summary(self) -> str:
+        def mb(x):
+            return "-" if x is None else f"{x / 2**20:,.2f} MiB"
+        rows = [
+            ("XLA temp, default scheduler", mb(self.xla_default_temp_bytes)),
+            (f"XLA temp, best ({self.xla_scheduler})", mb(self.xla_best_temp_bytes)),
+            ("olla_jax temp, planned", mb(self.planned_temp_bytes)),
+            ("olla_jax temp, achieved", mb(self.achieved_temp_bytes)),
+            ("lower bound (proven)", mb(self.lower_bound_bytes)),
+            ("gap to bound", f"{100 * self.gap:.2f}%"),
+            ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
+                                              f"{mb(self.alias_bytes)}"),
+            ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
+            ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s"),
+            ("verified bit-for-bit", str(self.verified)),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"olla_jax plan ({self.backend}, plan from {self.source})"]
+        lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options) -> list[Capture]:
+    schedulers = ("default", "memory") if backend == "cpu" else ("default",)
+    return [capture(fn, *args, backend=backend, scheduler=s, static_argnums=static_argnums,
+                    donate_argnums=donate_argnums, compiler_options=compiler_options)
+            for s in schedulers]
+
+
+def _warm_starts(graph: model.ScheduleGraph, others: Sequence[Capture]) -> list[tuple[int, ...]]:
+    """XLA's orders as starts: the base order, and other schedulers' orders when
+    their modules have the same entry instructions."""
+    starts = [graph.xla_order]
+    for other in others:
+        try:
+            names = [n for n in model.entry_sequence(other.live_range_text, set(graph.nodes))]
+        except Exception:  # noqa: BLE001 - another module; not a usable start
+            continue
+        if sorted(names) == sorted(graph.nodes):
+            order = tuple(graph.node_index[n] for n in names)
+            try:
+                sp.check_topological(graph.order_problem(), order)
+            except ValueError:
+                continue
+            starts.append(order)
+    return starts
+
+
+def _solve(graph: model.ScheduleGraph, starts, time_limit_s: float, engine: str, seed: int,
+           notes: list[str]):
+    """The best (order, placement, movable) found, and the order-level bound."""
+    from olla_jax.solve import bounds, place as place_lib
+    from olla_jax.solve import order as order_lib
+
+    problem = graph.order_problem()
+    t0 = time.monotonic()
+    result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=0.6 * time_limit_s,
+                                   engine=engine, seed=seed,
+                                   progress=lambda msg: logging.info("order search: %s", msg))
+    candidates = []
+    for order in dict.fromkeys([tuple(result.order)] + [tuple(s) for s in starts]):
+        pp, movable = graph.placement_problem(order)
+        remaining = max(1.0, time_limit_s - (time.monotonic() - t0)) / 2
+        placement = place_lib.place(pp, time_limit_s=remaining)
+        candidates.append((placement.arena_size, order, placement, movable))
+    candidates.sort(key=lambda c: c[0])
+    _, order, placement, movable = candidates[0]
+    bound = bounds.min_cut_bound(problem)
+    return order, placement, movable, bound.value, result.engine
+
+
+def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
+         static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+         compiler_options: dict[str, Any] | None = None, engine: str = "auto",
+         verify_trials: int = 2, feed_back: bool = True, seed: int = 0) -> Plan:
+    """Plan ``fn(*args)``: the least temp memory order and placement we can find,
+    applied to a real executable when the backend allows it, checked bit-for-bit
+    against XLA's, else XLA's best plan with the reason in ``notes``."""
+    t_start = time.monotonic()
+    notes: list[str] = []
+    caps = _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options)
+    default = caps[0]
+    best = min(caps, key=lambda c: c.memory.temp)
+    settings = {"time_limit_s": time_limit_s, "engine": engine, "seed": seed,
+                "schedulers": [c.scheduler for c in caps]}
+    common = dict(backend=backend, xla_default_temp_bytes=default.memory.temp,
+                  xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
+                  argument_bytes=best.memory.argument, output_bytes=best.memory.output,
+                  alias_bytes=best.memory.alias, settings=settings, capture=best,
+                  xla_compiled=best.compiled)
+
+    def fallback(reason: str, graph=None, bound: int = 0) -> Plan:
+        notes.append(reason)
+        warnings.warn(f"olla_jax keeps XLA's plan: {reason}", PlanWarning, stacklevel=3)
+        return Plan(planned_temp_bytes=best.memory.temp, lower_bound_bytes=bound,
+                    solve_seconds=time.monotonic() - t_start, engine="xla", source="xla",
+                    achieved_temp_bytes=best.memory.temp, verified=False, notes=tuple(notes),
+                    compiled=best.compiled, graph=graph, **common)
+
+    try:
+        graph = model.build(best.hlo_proto, best.values_text, best.live_range_text)
+    except (model.UnsupportedProgram, ValueError) as err:
+        return fallback(f"the memory model does not cover this program: {err}")
+    starts = _warm_starts(graph, [c for c in caps if c is not best])
+    try:
+        order, placement, movable, bound, engine_used = _solve(graph, starts, time_limit_s, engine,
+                                                                seed, notes)
+    except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
+        logging.exception("solver failed")
+        return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
+    layout = layout_lib.realize(graph, order, placement, movable)
+    solve_seconds = time.monotonic() - t_start
+    if layout.temp_bytes >= best.memory.temp:
+        return fallback("no order and placement below XLA's best was found", graph,
+                        min(bound, best.memory.temp))
+    try:
+        check.check_plan(best.hlo_proto, best.values_text, best.live_range_text,
+                         check.CandidatePlan(layout.order_names, layout.places, layout.allocation_sizes),
+                         alignment=graph.alignment)
+    except check.PlanRejected as err:
+        return fallback(f"the independent checker rejected the plan: {err}", graph, bound)
+
+    planned = layout.temp_bytes
+    result = dict(planned_temp_bytes=planned, lower_bound_bytes=min(bound, planned),
+                  solve_seconds=solve_seconds, engine=engine_used, graph=graph, layout=layout)
+    if not feed_back or best.executable is None or backend != "cpu":
+        notes.append("not fed back: " + ("asked not to" if not feed_back else
+                                          f"the {backend} executable cannot be rewritten here"))
+        return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
+                    notes=tuple(notes), compiled=best.compiled, **result, **common)
+    from olla_jax.apply import feed_back as apply_plan
+    outcome = apply_plan.apply_layout(best, layout, args=args, static_argnums=static_argnums,
+                                      trials=verify_trials)
+    if not outcome.ok:
+        notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
+        warnings.warn(f"olla_jax keeps XLA's executable: {outcome.reason}", PlanWarning, stacklevel=2)
+        return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
+                    notes=tuple(notes), compiled=best.compiled, **result, **common)
+    return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,
+                notes=tuple(notes), compiled=outcome.compiled, **result, **common)

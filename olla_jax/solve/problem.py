@@ -1,0 +1,137 @@
+"""The two problems the solvers work on, stated without jax or XLA.
+
+Order problem: a DAG of nodes (the entry computation's instructions, each one
+step) and items (placement units) that are resident from the first of their
+``defs`` to the last of their ``touches``.  Items of the temp arena (region -1)
+are what we minimise; items pinned in a fixed region (an output allocation)
+count only by making that region busy.  A region with no live item is idle and
+can host temp items, which is why the objective subtracts idle capacity.
+
+Placement problem: intervals on a (flattened) time axis with sizes, to be given
+offsets in the temp arena or inside idle regions, minimising the arena size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+ARENA = -1  # region id of the temp arena
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """A placement unit as the order solver sees it."""
+    size: int
+    defs: tuple[int, ...]          # nodes that create it; life starts at the first that runs
+    touches: tuple[int, ...]       # nodes that need it resident (defs included)
+    region: int = ARENA            # ARENA: movable temp; r >= 0: pinned in fixed region r
+    live_in: bool = False          # resident from before the first node
+    live_out: bool = False         # resident after the last node
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderProblem:
+    num_nodes: int
+    edges: tuple[tuple[int, int], ...]   # (u, v): u runs before v
+    items: tuple[Item, ...]
+    node_extra: tuple[int, ...]           # temp bytes a node needs while it runs (nested computations)
+    region_sizes: tuple[int, ...] = ()    # capacity of each fixed region
+
+    def __post_init__(self):
+        if len(self.node_extra) != self.num_nodes:
+            raise ValueError("node_extra needs one entry per node")
+
+
+def live_intervals(problem: OrderProblem, order: Sequence[int]) -> list[tuple[int, int]]:
+    """Per item, the inclusive [first, last] step it is resident under ``order``."""
+    pos = [0] * problem.num_nodes
+    for step, node in enumerate(order):
+        pos[node] = step
+    last = len(order) - 1
+    out = []
+    for item in problem.items:
+        start = 0 if item.live_in or not item.defs else min(pos[d] for d in item.defs)
+        end = last if item.live_out else max((pos[t] for t in item.touches), default=start)
+        out.append((start, max(start, end)))
+    return out
+
+
+def step_profile(problem: OrderProblem, order: Sequence[int]) -> list[int]:
+    """Per step, arena bytes needed at least: movable live bytes plus the node's
+    extra, less the capacity of fixed regions that are idle then (never below 0)."""
+    n = len(order)
+    movable = [0] * (n + 1)
+    busy = [[0] * (n + 1) for _ in problem.region_sizes]
+    for item, (s, e) in zip(problem.items, live_intervals(problem, order)):
+        if item.region == ARENA:
+            movable[s] += item.size
+            movable[e + 1] -= item.size
+        else:
+            busy[item.region][s] += 1
+            busy[item.region][e + 1] -= 1
+    profile, live = [], 0
+    counts = [0] * len(problem.region_sizes)
+    for step in range(n):
+        live += movable[step]
+        idle = 0
+        for r, cap in enumerate(problem.region_sizes):
+            counts[r] += busy[r][step]
+            if counts[r] == 0:
+                idle += cap
+        profile.append(max(0, live + problem.node_extra[order[step]] - idle))
+    return profile
+
+
+def order_cost(problem: OrderProblem, order: Sequence[int]) -> int:
+    """The order-level objective: the peak of ``step_profile``."""
+    return max(step_profile(problem, order), default=0)
+
+
+def check_topological(problem: OrderProblem, order: Sequence[int]) -> None:
+    if sorted(order) != list(range(problem.num_nodes)):
+        raise ValueError("order is not a permutation of the nodes")
+    pos = {node: step for step, node in enumerate(order)}
+    for u, v in problem.edges:
+        if pos[u] >= pos[v]:
+            raise ValueError(f"edge {u}->{v} violated")
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A buffer to place: resident on the inclusive time range [start, end]."""
+    size: int
+    start: int
+    end: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Occupant:
+    """A fixed block inside a region: bytes [offset, offset+size) over [start, end]."""
+    offset: int
+    size: int
+    start: int
+    end: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    capacity: int
+    occupants: tuple[Occupant, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PlacementProblem:
+    intervals: tuple[Interval, ...]
+    regions: tuple[Region, ...] = ()   # idle space that intervals may use besides the arena
+    alignment: int = 64
+    # groups of interval indices that must sit at one offset in one region
+    # (members of one XLA buffer split for placement; usually empty)
+    same_offset: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    region: tuple[int, ...]    # per interval: ARENA or a region index
+    offset: tuple[int, ...]    # per interval: byte offset inside that region / the arena
+    arena_size: int
