@@ -70,6 +70,28 @@ class Plan:
     def xla_total_bytes(self) -> int:
         return self.xla_best_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
 
+    def to_saved(self):
+        from olla_jax import saved
+        if self.capture is None:
+            raise ValueError("this plan has no captured module to tie a saved plan to")
+        layout = self.layout
+        figures = {k: getattr(self, k) for k in (
+            "xla_default_temp_bytes", "xla_best_temp_bytes", "planned_temp_bytes",
+            "achieved_temp_bytes", "lower_bound_bytes", "argument_bytes", "output_bytes",
+            "alias_bytes", "verified", "solve_seconds")}
+        return saved.SavedPlan(
+            fingerprint=saved.fingerprint(self.capture.hlo_text), backend=self.backend,
+            xla_scheduler=self.xla_scheduler,
+            order=layout.order_names if layout else tuple(self.graph.nodes) if self.graph else (),
+            places=dict(layout.places) if layout else {},
+            allocation_sizes=dict(layout.allocation_sizes) if layout else {},
+            figures=figures, engine=self.engine, notes=self.notes)
+
+    def save(self, path) -> None:
+        """Write the plan as versioned JSON tied to this module (``olla_jax.load_plan``)."""
+        from pathlib import Path
+        Path(path).write_text(self.to_saved().to_json())
+
     def summary(self) -> str:
         def mb(x):
             return "-" if x is None else f"{x / 2**20:,.2f} MiB"
@@ -100,6 +122,17 @@ def _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_optio
             for s in schedulers]
 
 
+def _matching_capture(caps: Sequence[Capture], saved) -> Capture:
+    from olla_jax import saved as saved_lib
+    for cap in caps:
+        if saved_lib.fingerprint(cap.hlo_text) == saved.fingerprint:
+            return cap
+    raise saved_lib.PlanFileError(
+        "the saved plan was made for another program (its module fingerprint "
+        f"{saved.fingerprint[:12]}... matches none compiled here): a different function, "
+        "argument shapes, compile options or jax version; plan this step again")
+
+
 def _warm_starts(graph: model.ScheduleGraph, others: Sequence[Capture]) -> list[tuple[int, ...]]:
     """XLA's orders as starts: the base order, and other schedulers' orders when
     their modules have the same entry instructions."""
@@ -119,36 +152,54 @@ def _warm_starts(graph: model.ScheduleGraph, others: Sequence[Capture]) -> list[
     return starts
 
 
-def _solve(graph: model.ScheduleGraph, starts, time_limit_s: float, engine: str, seed: int,
-           notes: list[str]):
-    """The best (order, placement, movable) found, and the order-level bound."""
+def _solve(graph: model.ScheduleGraph, starts, time_limit_s: float, engine: str, seed: int):
+    """The best (order, placement, intervals' units) found, the order-level
+    lower bound, and the engine that found the order.
+
+    Orders are searched under two objectives: arena live bytes less idle
+    output space (a relaxation that favours writing outputs late, so their
+    allocations can hold temporaries first), and arena live bytes alone.  The
+    placement of each candidate order, XLA's included, decides."""
     from olla_jax.solve import bounds, place as place_lib
     from olla_jax.solve import order as order_lib
 
-    problem = graph.order_problem()
     t0 = time.monotonic()
-    result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=0.6 * time_limit_s,
-                                   engine=engine, seed=seed,
-                                   progress=lambda msg: logging.info("order search: %s", msg))
-    candidates = []
-    for order in dict.fromkeys([tuple(result.order)] + [tuple(s) for s in starts]):
-        pp, movable = graph.placement_problem(order)
-        remaining = max(1.0, time_limit_s - (time.monotonic() - t0)) / 2
-        placement = place_lib.place(pp, time_limit_s=remaining)
-        candidates.append((placement.arena_size, order, placement, movable))
-    candidates.sort(key=lambda c: c[0])
-    _, order, placement, movable = candidates[0]
-    bound = bounds.min_cut_bound(problem)
-    return order, placement, movable, bound.value, result.engine
+    with_regions = graph.order_problem()
+    without = dataclasses.replace(with_regions, region_sizes=tuple(0 for _ in with_regions.region_sizes))
+    orders = {tuple(s): "xla" for s in starts}
+    problems = [with_regions, without] if with_regions.region_sizes else [with_regions]
+    for problem in problems:
+        share = 0.55 * time_limit_s / len(problems)
+        result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=share,
+                                       engine=engine, seed=seed,
+                                       progress=lambda msg: logging.info("order search: %s", msg))
+        orders.setdefault(tuple(result.order), result.engine)
+    best = None
+    for order, source in orders.items():
+        pp, owners = graph.placement_problem(order)
+        remaining = time_limit_s - (time.monotonic() - t0)
+        placement = place_lib.place(pp, time_limit_s=max(0.5, 0.8 * remaining / len(orders)))
+        if best is None or placement.arena_size < best[2].arena_size:
+            best = (order, source, placement, owners)
+    bound_problem = graph.order_problem(for_bound=True)
+    remaining = max(5.0, time_limit_s - (time.monotonic() - t0))
+    bound = bounds.min_cut_bound(bound_problem, time_limit_s=remaining, orders=list(orders))
+    order, source, placement, owners = best
+    return order, placement, owners, bound.value, source
 
 
 def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
          static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
-         verify_trials: int = 2, feed_back: bool = True, seed: int = 0) -> Plan:
+         verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
+         saved=None) -> Plan:
     """Plan ``fn(*args)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
-    against XLA's, else XLA's best plan with the reason in ``notes``."""
+    against XLA's, else XLA's best plan with the reason in ``notes``.
+
+    ``saved``: a plan read by ``olla_jax.load_plan``; it is applied (checked,
+    rewritten, verified) instead of solving, and refused unless it was made for
+    this very module."""
     t_start = time.monotonic()
     notes: list[str] = []
     caps = _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options)
@@ -170,18 +221,28 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
                     achieved_temp_bytes=best.memory.temp, verified=False, notes=tuple(notes),
                     compiled=best.compiled, graph=graph, **common)
 
+    if saved is not None:
+        best = _matching_capture(caps, saved)
+        common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
+                      capture=best, xla_compiled=best.compiled)
     try:
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text)
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
-    starts = _warm_starts(graph, [c for c in caps if c is not best])
-    try:
-        order, placement, movable, bound, engine_used = _solve(graph, starts, time_limit_s, engine,
-                                                                seed, notes)
-    except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
-        logging.exception("solver failed")
-        return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
-    layout = layout_lib.realize(graph, order, placement, movable)
+    if saved is not None:
+        order = tuple(graph.node_index[n] for n in saved.order)
+        layout = layout_lib.Layout(graph=graph, order=order, places=dict(saved.places),
+                                   allocation_sizes=dict(saved.allocation_sizes))
+        bound, engine_used = int(saved.figures.get("lower_bound_bytes") or 0), saved.engine
+    else:
+        starts = _warm_starts(graph, [c for c in caps if c is not best])
+        try:
+            order, placement, movable, bound, engine_used = _solve(graph, starts, time_limit_s,
+                                                                    engine, seed)
+            layout = layout_lib.realize(graph, order, placement, movable)
+        except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
+            logging.exception("solver failed")
+            return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
     solve_seconds = time.monotonic() - t_start
     if layout.temp_bytes >= best.memory.temp:
         return fallback("no order and placement below XLA's best was found", graph,

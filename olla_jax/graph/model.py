@@ -36,6 +36,7 @@ class Allocation:
     kind: str            # "parameter", "constant", "thread_local", "output", "temp"
     parameter_number: int = -1
     live_out: bool = False
+    is_tuple: bool = False      # holds a tuple's index table (the runtime writes it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +166,8 @@ class ScheduleGraph:
         """Allocations whose idle space may hold movable units: outputs (and donated inputs)."""
         fixed_allocs = {u.allocation for u in self.units if not u.movable}
         return tuple(a.index for a in self.allocations
-                     if a.live_out and a.kind in ("output", "parameter") and a.index in fixed_allocs)
+                     if a.live_out and a.kind in ("output", "parameter") and not a.is_tuple
+                     and a.index in fixed_allocs)
 
     def _inner_units(self) -> dict[int, int]:
         """Movable units that live inside one node's block only: unit id -> node."""
@@ -203,15 +205,19 @@ class ScheduleGraph:
             extra[node] = max(extra[node], size)
         if for_bound:
             for unit, spans in zip(self.units, self.unit_spans(self.xla_order)):
-                if unit.id in inner or len(spans) < 2:
+                if unit.id in inner or len(spans) < 2 or not unit.movable:
                     continue
                 gap_nodes = {self.flat_node[a[1] + 1] for a in spans[:-1]}
                 for node in gap_nodes:
                     extra[node] -= unit.size
+        gapped = {u.id for u, spans in zip(self.units, self.unit_spans(self.xla_order))
+                  if len(spans) > 1} if for_bound else set()
         items = []
         for unit in self.units:
             if unit.id in inner:
                 continue
+            if not unit.movable and unit.id in gapped:
+                continue  # for a bound, its region counts as idle throughout (never too high)
             vals = [self.values[v] for v in unit.values]
             if unit.movable:
                 region = sp.ARENA
@@ -285,7 +291,7 @@ def _allocations(assignment) -> tuple[tuple[Allocation, ...], dict[int, tuple[in
             kind = "temp"
         allocs.append(Allocation(a.index, a.size, kind,
                                  a.parameter_number if a.is_entry_computation_parameter else -1,
-                                 bool(a.maybe_live_out)))
+                                 bool(a.maybe_live_out), bool(a.is_tuple)))
         for assigned in a.assigned:
             place[assigned.logical_buffer_id] = (a.index, assigned.offset, assigned.size)
     allocs.sort(key=lambda a: a.index)

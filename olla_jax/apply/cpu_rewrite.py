@@ -1,0 +1,400 @@
+"""Apply an order and a placement to a serialized XLA:CPU executable.
+
+What the loader of jaxlib 0.10.2 does with the parts we touch
+(``CpuAotCompilationResult::LoadExecutable``):
+
+* ``BufferAssignment::FromProto`` rebuilds the assignment from the proto as is:
+  allocation sizes and ``assigned`` (logical buffer, offset, size) entries.
+  It CHECKs (aborting the process) that each entry fits its allocation and
+  that ``maybe_live_out`` agrees with dataflow, but never checks overlaps.
+* The thunks run in proto order, each with its own buffer slices (allocation,
+  offset, size); the runtime derives its concurrency from that order and the
+  slices' read/write conflicts.  Thunk slices, not the assignment's offsets,
+  decide where data lives: both must be changed together.
+* The HLO schedule is only checked to be a topological order.
+
+How a thunk names its instruction: ``ThunkProto.info.op_name`` is the HLO
+instruction's name (``ThunkEmitter``'s ``ThunkInfo``), with `` (unit)``
+appended when the instruction has a ``compilation_unit`` frontend attribute.
+Seen on kernel, ynn-fusion, dot, copy, sort (a copy thunk then the sort thunk,
+both named after the sort), topk (the custom-call), while, conditional and
+their nested thunks.  Nested thunk sequences (while cond/body, conditional
+branches, call) name instructions of the called computations.
+
+Buffer slices are found generically: every ``BufferAllocationSliceProto``
+inside a thunk (kernel arguments/results, dot/copy/conv/fft operands, sort
+inputs, topk buffers, while ``cond_buffer``, conditional
+``branch_index_buffer``, rng state, custom-call/collective/infeed/outfeed
+buffers...), recursing through every nested ``ThunkSequenceProto``.  Since the
+schema comes from the installed jaxlib, new thunk kinds are covered as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping
+
+from olla_jax.apply import executable
+
+ALIGNMENT = 64  # XLA:CPU's minimum buffer alignment; kernels are compiled for it
+_SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"
+_SEQUENCE = "xla.cpu.ThunkSequenceProto"
+
+
+class RewriteError(ValueError):
+    """The edit cannot be applied safely; nothing was produced."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutableEdit:
+    """An order and a placement for one executable.
+
+    ``relocate`` maps each thunk buffer slice (name of the HLO instruction whose
+    thunk holds it, allocation index, offset, size) to (allocation, offset);
+    nested thunks pass their own instruction's name.  ``relocate_logical``
+    does the same for the BufferAssignmentProto entries (logical buffer id,
+    allocation, offset).  ``allocation_sizes`` lists only the sizes that change.
+    """
+
+    order: tuple[str, ...]
+    relocate: Callable[[str, int, int, int], tuple[int, int]]
+    relocate_logical: Callable[[int, int, int], tuple[int, int]]
+    allocation_sizes: Mapping[int, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceUse:
+    """One buffer slice held by a thunk."""
+
+    instruction: str      # HLO instruction the thunk belongs to
+    thunk_kind: str       # e.g. "kernel", "dot", "while"
+    field: str            # path of the slice inside the thunk, e.g. "kernel_thunk.results_buffers.slice"
+    allocation: int
+    offset: int
+    size: int
+    depth: int            # 0 for entry thunks, 1 inside a while body...
+
+
+def identity_edit(decoded: executable.DecodedExecutable) -> ExecutableEdit:
+    """The edit that changes nothing (XLA's order and placement)."""
+    return ExecutableEdit(order=entry_order(decoded),
+                          relocate=lambda name, alloc, offset, size: (alloc, offset),
+                          relocate_logical=lambda buffer, alloc, offset: (alloc, offset),
+                          allocation_sizes={})
+
+
+def entry_order(decoded: executable.DecodedExecutable) -> tuple[str, ...]:
+    """XLA's entry schedule, by instruction name."""
+    module = decoded.hlo_module
+    names = {i.id: i.name for c in module.computations for i in c.instructions}
+    seq = module.schedule.sequences[module.entry_computation_id].instruction_ids
+    return tuple(names[i] for i in seq)
+
+
+def thunk_instruction(thunk: Any, instructions: Mapping[str, Any]) -> str:
+    """Name of the HLO instruction a ThunkProto was emitted for."""
+    op_name = thunk.info.op_name
+    if op_name in instructions:
+        return op_name
+    if op_name.endswith(")") and " (" in op_name:
+        base, unit = op_name[:-1].rsplit(" (", 1)
+        instr = instructions.get(base)
+        if instr is not None and instr.frontend_attributes.map.get("compilation_unit") == unit:
+            return base
+    raise RewriteError(f"thunk {thunk.kind!r} with op_name {op_name!r} names no HLO "
+                       "instruction of the module")
+
+
+def slice_uses(decoded: executable.DecodedExecutable) -> list[SliceUse]:
+    """Every buffer slice of every thunk, nested sequences included."""
+    instructions = _instructions(decoded)
+    out = []
+    for thunk, name, depth in _walk_thunks(decoded.thunk_sequence, instructions, 0):
+        for path, msg in _slices(thunk):
+            out.append(SliceUse(name, thunk.kind, path, msg.buffer_allocation_index,
+                                msg.offset, msg.size, depth))
+    return out
+
+
+def rewrite(raw: bytes, edit: ExecutableEdit) -> bytes:
+    """Serialized executable ``raw`` with ``edit`` applied (see module doc).
+
+    Raises RewriteError, before anything is loaded, when the edit cannot be
+    mapped or would break a rule the loader or the kernels rely on.
+    """
+    decoded = executable.decode(raw)
+    apply_edit(decoded, edit)
+    return executable.encode(decoded)
+
+
+def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> None:
+    """Edit ``decoded``'s protos in place (a fresh decode: see DecodedExecutable).
+
+    On RewriteError the protos may be half edited: throw them away.
+    """
+    instructions = _instructions(decoded)
+    allocations = list(decoded.buffer_assignment.buffer_allocations)
+    for i, alloc in enumerate(allocations):
+        if alloc.index != i:
+            raise RewriteError(f"allocations are not sorted by index (position {i} has {alloc.index})")
+    sizes = {a.index: a.size for a in allocations}
+    for index, size in edit.allocation_sizes.items():
+        if index not in sizes:
+            raise RewriteError(f"allocation_sizes names allocation {index}, which does not exist")
+        if int(size) != sizes[index] and _fixed_kind(allocations[index]):
+            raise RewriteError(f"allocation {index} is {_fixed_kind(allocations[index])}: "
+                               "its size cannot change")
+        if int(size) < 0:
+            raise RewriteError(f"allocation {index} given negative size {size}")
+        sizes[index] = int(size)
+
+    _reorder(decoded, instructions, tuple(edit.order))
+    thunk_extents = _relocate_thunks(decoded, instructions, edit.relocate, allocations, sizes)
+    buffer_extents = _relocate_buffers(decoded, edit.relocate_logical, allocations, sizes)
+    _check_covered(thunk_extents, buffer_extents)
+    for alloc in decoded.buffer_assignment.buffer_allocations:
+        alloc.size = sizes[alloc.index]
+
+
+# --- order -----------------------------------------------------------------
+
+def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -> None:
+    module = decoded.hlo_module
+    entry = decoded.entry_computation()
+    by_id = {i.id: i for i in entry.instructions}
+    schedule = module.schedule.sequences[module.entry_computation_id]
+    xla_order = [by_id[i].name for i in schedule.instruction_ids]
+    position = {name: k for k, name in enumerate(xla_order)}
+
+    if len(order) != len(xla_order) or set(order) != set(xla_order):
+        extra = sorted(set(order) - set(xla_order))[:5]
+        lacking = sorted(set(xla_order) - set(order))[:5]
+        raise RewriteError(
+            f"order is not a permutation of the entry sequence ({len(order)} names for "
+            f"{len(xla_order)}; unknown: {extra}, missing: {lacking}, "
+            f"duplicates: {len(order) - len(set(order))})")
+    seen: set[int] = set()
+    id_of = {i.name: i.id for i in entry.instructions}
+    for name in order:
+        instr = instructions[name]
+        for dep in list(instr.operand_ids) + list(instr.control_predecessor_ids):
+            if dep in by_id and dep not in seen:
+                raise RewriteError(f"order puts {name} before its operand or control "
+                                   f"predecessor {by_id[dep].name}")
+        seen.add(instr.id)
+
+    sequence = decoded.thunk_sequence
+    groups: dict[str, list[int]] = {}
+    last = -1
+    for k, thunk in enumerate(sequence.thunks):
+        name = thunk_instruction(thunk, instructions)
+        if name not in position:
+            raise RewriteError(f"entry thunk {k} ({thunk.kind}) belongs to {name!r}, "
+                               "which is not in the entry computation")
+        if groups.get(name) and groups[name][-1] != k - 1:
+            raise RewriteError(f"the thunks of {name} are not contiguous")
+        if position[name] < last:
+            raise RewriteError(f"entry thunks do not follow XLA's schedule at thunk {k} ({name})")
+        last = position[name]
+        groups.setdefault(name, []).append(k)
+
+    old_index = [k for name in order for k in groups.get(name, ())]
+    new_index = {old: new for new, old in enumerate(old_index)}
+    thunks = []
+    for k in old_index:
+        copy = type(sequence.thunks[k])()
+        copy.CopyFrom(sequence.thunks[k])
+        thunks.append(copy)
+    del sequence.thunks[:]
+    sequence.thunks.extend(thunks)
+    for users in sequence.thunk_resources:
+        users.thunk_indices[:] = [new_index[k] for k in users.thunk_indices]
+    schedule.instruction_ids[:] = [id_of[name] for name in order]
+
+
+# --- thunk slices ----------------------------------------------------------
+
+def _relocate_thunks(decoded, instructions, relocate, allocations, sizes):
+    """Apply ``relocate`` to every thunk slice; return the new extents."""
+    extents = []
+    for thunk, name, _ in _walk_thunks(decoded.thunk_sequence, instructions, 0):
+        for path, msg in _slices(thunk):
+            old = (msg.buffer_allocation_index, msg.offset, msg.size)
+            try:
+                alloc, offset = relocate(name, *old)
+                alloc, offset = int(alloc), int(offset)
+            except Exception as err:  # noqa: BLE001 - report which slice failed
+                raise RewriteError(f"relocate failed for {name} {path} {old}: {err!r}") from err
+            what = f"{thunk.kind} thunk of {name} ({path}, was allocation {old[0]} +{old[1]})"
+            _check_move(what, old[0], old[1], alloc, offset, msg.size, allocations, sizes)
+            msg.buffer_allocation_index = alloc
+            msg.offset = offset
+            extents.append((what, alloc, offset, msg.size))
+    return extents
+
+
+def _walk_thunks(sequence, instructions, depth) -> Iterator[tuple[Any, str, int]]:
+    for thunk in sequence.thunks:
+        name = thunk_instruction(thunk, instructions)
+        yield thunk, name, depth
+        for nested in _nested_sequences(thunk):
+            yield from _walk_thunks(nested, instructions, depth + 1)
+
+
+def _nested_sequences(msg) -> Iterator[Any]:
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        for item in (value if _repeated(field) else (value,)):
+            if field.message_type.full_name == _SEQUENCE:
+                yield item
+            else:
+                yield from _nested_sequences(item)
+
+
+def _slices(msg, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(field path, slice) for the slices of one thunk, not of nested sequences."""
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        kind = field.message_type.full_name
+        if kind == _SEQUENCE:
+            continue
+        for item in (value if _repeated(field) else (value,)):
+            if kind == _SLICE:
+                yield path + field.name, item
+            else:
+                yield from _slices(item, path + field.name + ".")
+
+
+def _repeated(field) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; label() is deprecated
+    return repeated if isinstance(repeated, bool) else field.label == field.LABEL_REPEATED
+
+
+# --- buffer assignment -----------------------------------------------------
+
+def _relocate_buffers(decoded, relocate_logical, allocations, sizes):
+    assignment = decoded.buffer_assignment
+    live_out = _possibly_live_out(decoded)
+    defined_at = {b.id: (b.defined_at.instruction_id, tuple(b.defined_at.shape_index))
+                  for b in assignment.logical_buffers}
+    moved: dict[int, list[Any]] = {a.index: [] for a in allocations}
+    extents = []
+    for alloc in assignment.buffer_allocations:
+        for entry in alloc.assigned:
+            old = (alloc.index, entry.offset)
+            try:
+                new_alloc, new_offset = relocate_logical(entry.logical_buffer_id, *old)
+                new_alloc, new_offset = int(new_alloc), int(new_offset)
+            except Exception as err:  # noqa: BLE001
+                raise RewriteError(f"relocate_logical failed for logical buffer "
+                                   f"{entry.logical_buffer_id} {old}: {err!r}") from err
+            what = f"logical buffer {entry.logical_buffer_id} (was allocation {old[0]} +{old[1]})"
+            if (new_alloc, new_offset) != old and defined_at.get(entry.logical_buffer_id) in live_out:
+                raise RewriteError(f"{what} may live out of the computation: it must stay "
+                                   "where XLA put it")
+            _check_move(what, old[0], old[1], new_alloc, new_offset, entry.size, allocations, sizes)
+            copy = type(entry)()
+            copy.CopyFrom(entry)
+            copy.offset = new_offset
+            moved[new_alloc].append(copy)
+            extents.append((new_alloc, new_offset, entry.size))
+    for alloc in assignment.buffer_allocations:
+        del alloc.assigned[:]
+        alloc.assigned.extend(moved[alloc.index])
+    # Peak buffers are informative only; drop those that left their allocation.
+    for peak in assignment.peak_buffers:
+        kept = {e.logical_buffer_id for e in moved.get(peak.index, ())}
+        peak.logical_buffer_ids[:] = [b for b in peak.logical_buffer_ids if b in kept]
+    return extents
+
+
+def _possibly_live_out(decoded) -> set[tuple[int, tuple[int, ...]]]:
+    """(instruction id, shape index) of the values that may flow out of the
+    entry computation.
+
+    An over-approximation of XLA's ``ValueLivesOut`` (dataflow without SSA
+    phis): moving a live-out value out of its allocation trips a CHECK at load
+    time, so values found here must stay where XLA put them.
+    """
+    module = decoded.hlo_module
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    roots = {c.id: c.root_id for c in module.computations}
+    found: set[tuple[int, tuple[int, ...]]] = set()
+    entry_root = by_id[roots[module.entry_computation_id]]
+    stack = [(entry_root.id, index) for index in _shape_indices(entry_root.shape)]
+    while stack:
+        iid, index = stack.pop()
+        if (iid, index) in found or iid not in by_id:
+            continue
+        found.add((iid, index))
+        instr = by_id[iid]
+        op = instr.opcode
+        if op == "tuple" and index:
+            stack.append((instr.operand_ids[index[0]], index[1:]))
+        elif op == "get-tuple-element":
+            stack.append((instr.operand_ids[0], (instr.tuple_index,) + index))
+        elif op in ("bitcast", "optimization-barrier", "add-dependency", "domain"):
+            stack.append((instr.operand_ids[0], index))
+        elif op == "while":
+            stack.append((instr.operand_ids[0], index))
+            stack.extend((roots[c], index) for c in instr.called_computation_ids if c in roots)
+        elif op in ("conditional", "call"):
+            stack.extend((roots[c], index) for c in instr.called_computation_ids if c in roots)
+    return found
+
+
+def _shape_indices(shape, prefix: tuple[int, ...] = ()) -> Iterator[tuple[int, ...]]:
+    yield prefix
+    for k, sub in enumerate(shape.tuple_shapes):
+        yield from _shape_indices(sub, prefix + (k,))
+
+
+# --- checks ----------------------------------------------------------------
+
+def _fixed_kind(alloc) -> str:
+    """Why an allocation's layout is not ours to change ("" if it is)."""
+    if alloc.is_entry_computation_parameter:
+        return f"parameter {alloc.parameter_number}"
+    if alloc.is_constant:
+        return "a constant"
+    if alloc.is_thread_local:
+        return "thread-local"
+    if alloc.is_tuple:
+        return "a tuple table"
+    return ""
+
+
+def _check_move(what, old_alloc, old_offset, alloc, offset, size, allocations, sizes) -> None:
+    if alloc not in sizes:
+        raise RewriteError(f"{what} moved to allocation {alloc}, which does not exist")
+    if (alloc, offset) != (old_alloc, old_offset):
+        for index in {old_alloc, alloc}:
+            fixed = _fixed_kind(allocations[index])
+            if fixed:
+                raise RewriteError(f"{what}: allocation {index} is {fixed}; nothing in it may move")
+        if allocations[alloc].color != allocations[old_alloc].color:
+            raise RewriteError(f"{what} moved across memory colors "
+                               f"({allocations[old_alloc].color} -> {allocations[alloc].color})")
+        if (offset - old_offset) % ALIGNMENT:
+            raise RewriteError(f"{what} moved to +{offset}: that breaks its "
+                               f"{ALIGNMENT}-byte alignment")
+    if offset < 0 or offset + size > sizes[alloc]:
+        raise RewriteError(f"{what}: [{offset}, {offset + size}) lies outside allocation "
+                           f"{alloc} of {sizes[alloc]} bytes")
+
+
+def _check_covered(thunk_extents, buffer_extents) -> None:
+    """Each thunk slice must sit inside a logical buffer of its allocation."""
+    by_alloc: dict[int, list[tuple[int, int]]] = {}
+    for alloc, offset, size in buffer_extents:
+        by_alloc.setdefault(alloc, []).append((offset, offset + size))
+    for what, alloc, offset, size in thunk_extents:
+        if not any(lo <= offset and offset + size <= hi for lo, hi in by_alloc.get(alloc, ())):
+            raise RewriteError(f"{what} now at allocation {alloc} [{offset}, {offset + size}) "
+                               "lies in no logical buffer: relocate and relocate_logical disagree")
+
+
+def _instructions(decoded) -> dict[str, Any]:
+    return {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}

@@ -1,0 +1,66 @@
+"""Apply a checked Layout to XLA's CPU executable: rewrite, verify, load.
+
+The order is strict: the layout has already passed the independent checker;
+the rewrite refuses slices it cannot map; the rewritten bytes run first in a
+child process against XLA's executable on random inputs (and the user's own),
+bit for bit; only then are they loaded here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from olla_jax.apply import cpu_rewrite, executable, load, verify
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    reason: str
+    achieved_temp_bytes: int | None = None
+    compiled: Any = None
+    raw: bytes | None = dataclasses.field(default=None, repr=False)
+    verification: verify.Verification | None = None
+
+
+def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
+    return cpu_rewrite.ExecutableEdit(order=layout.order_names, relocate=layout.relocate,
+                                      relocate_logical=layout.relocate_logical,
+                                      allocation_sizes=dict(layout.allocation_sizes))
+
+
+def apply_layout(capture, layout, *, args: Sequence[Any] = (), static_argnums: Sequence[int] = (),
+                 trials: int = 2, timeout_s: float = 300.0) -> Outcome:
+    """Rewrite ``capture``'s executable to ``layout``; verified and loaded, or why not."""
+    if capture.executable is None:
+        return Outcome(False, "XLA's executable could not be serialized on this backend")
+    try:
+        raw = cpu_rewrite.rewrite(capture.executable, edit_of(layout))
+    except (cpu_rewrite.RewriteError, executable.LayoutError, ValueError) as err:
+        return Outcome(False, f"the executable rewrite refused the plan: {err}")
+    user_args = None
+    dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
+    if dynamic and _concrete(dynamic):
+        try:
+            user_args = verify.executable_arguments(capture.compiled, *dynamic)
+        except Exception:  # noqa: BLE001 - fall back to random inputs only
+            user_args = None
+    result = verify.verify_executable(raw, capture.executable, trials=trials,
+                                      user_args=user_args, timeout_s=timeout_s)
+    if not result.ok:
+        return Outcome(False, f"the rewritten executable did not match XLA's: {result.reason}",
+                       raw=raw, verification=result)
+    try:
+        compiled = load.load_compiled(capture.compiled, raw)
+        achieved = int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception as err:  # noqa: BLE001 - loading is the last step that can fail
+        return Outcome(False, f"loading the verified executable failed: {err}", raw=raw,
+                       verification=result)
+    return Outcome(True, "verified", achieved, compiled, raw, result)
+
+
+def _concrete(leaves) -> bool:
+    import jax
+    return all(not isinstance(x, jax.ShapeDtypeStruct)
+               for x in jax.tree_util.tree_leaves(leaves))

@@ -1,0 +1,58 @@
+"""Turn rewritten executable bytes into a ``jax.stages.Compiled``.
+
+We go through the pickling path of ``jax.experimental.serialize_executable``:
+``serialize(original)`` pickles the unloaded executable (with the in/out
+pytrees, donation and shardings of the original call) and stores the
+executable itself as a persistent id ``('exec', bytes)``.  Unpickling with
+those bytes swapped for ours gives a Compiled that is called exactly like the
+original.  Only load bytes that :func:`olla_jax.apply.verify.verify_executable`
+accepted: a bad executable can abort the process.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import jax
+from jax.experimental import serialize_executable as _se
+
+from olla_jax.apply import executable
+
+
+class _SwapExecutable(_se._JaxPjrtUnpickler):
+    """Unpickler that loads ``raw`` in place of the pickled executable."""
+
+    def __init__(self, file, backend, raw: bytes):
+        super().__init__(file, backend)
+        self._raw = raw
+        self.swapped = 0
+
+    def persistent_load(self, pid):
+        if pid[0] == "exec":
+            self.swapped += 1
+            pid = ("exec", self._raw)
+        return super().persistent_load(pid)
+
+
+def load_compiled(original: jax.stages.Compiled, raw: bytes) -> jax.stages.Compiled:
+    """A Compiled running ``raw`` (a rewrite of ``original``'s executable)."""
+    executable.decode(raw)  # refuse anything that is not a CPU executable we understand
+    backend = original.runtime_executable().client
+    payload, in_tree, out_tree = _se.serialize(original)
+    unpickler = _SwapExecutable(io.BytesIO(payload), backend, bytes(raw))
+    unloaded, args_info_flat, no_kwargs = unpickler.load()
+    if unpickler.swapped != 1:
+        raise RuntimeError(f"expected one executable in the pickled Compiled, found "
+                           f"{unpickler.swapped}: jax's serialization changed")
+    # As in jax.experimental.serialize_executable.deserialize_and_load.
+    args_info = in_tree.unflatten(args_info_flat)
+    return jax.stages.Compiled(unloaded.load(), [], args_info, out_tree, no_kwargs=no_kwargs)
+
+
+def memory_sizes(compiled: Any) -> dict[str, int]:
+    """The byte counts of ``compiled.memory_analysis()`` as a dict."""
+    stats = compiled.memory_analysis()
+    return {k: int(getattr(stats, k)) for k in
+            ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+             "temp_size_in_bytes", "generated_code_size_in_bytes")}

@@ -1,0 +1,158 @@
+"""Check a rewritten executable against XLA's, bit for bit, in a child process.
+
+Loading a bad executable can abort the process (XLA CHECK failures) or crash
+it, so both executables are loaded and run by ``python -m
+olla_jax.apply.child`` (a fresh interpreter: forking a process that runs XLA
+threads is unsafe).  Whatever happens there comes back as a Verification.
+
+Both executables are called equally often and in step, so stateful thunks
+see the same states: with jaxlib 0.10.2 programs using ``lax.rng_uniform``
+(rng-get-and-update-state) compare equal; with 0.11.2 two loads of one
+executable start from different RNG states and such programs are reported as
+"the reference itself is not deterministic".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from olla_jax import protos
+from olla_jax.apply import executable
+
+_ROOT = Path(__file__).resolve().parents[2]  # the folder holding olla_jax/
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    ok: bool
+    reason: str
+    trials: int       # input sets on which the outputs were compared and equal
+    seconds: float
+
+
+def parameter_specs(raw: bytes) -> list[tuple[tuple[int, ...], str]]:
+    """(shape, XLA type name) of each entry parameter of an executable."""
+    decoded = executable.decode(raw)
+    entry = decoded.entry_computation()
+    params = sorted((i for i in entry.instructions if i.opcode == "parameter"),
+                    key=lambda i: i.parameter_number)
+    type_enum = protos.message_class("xla.ShapeProto").DESCRIPTOR.fields_by_name[
+        "element_type"].enum_type
+    specs = []
+    for p in params:
+        type_name = type_enum.values_by_number[p.shape.element_type].name
+        if type_name == "TUPLE":
+            raise ValueError(f"parameter {p.name} is a tuple; not supported")
+        specs.append((tuple(int(d) for d in p.shape.dimensions), type_name))
+    return specs
+
+
+def executable_arguments(compiled: Any, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+    """The flat host arrays the executable of ``compiled`` takes for a call
+    ``f(*args, **kwargs)`` (pytrees flattened, arguments jit pruned dropped)."""
+    import jax
+
+    leaves = jax.tree_util.tree_leaves((args, kwargs))
+    kept = getattr(compiled._executable, "_kept_var_idx", None)
+    if kept is not None:
+        leaves = [x for k, x in enumerate(leaves) if k in kept]
+    out = []
+    for x in leaves:
+        if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        out.append(np.asarray(x))
+    return out
+
+
+def _normalize_spec(args_spec: Any, expected) -> list[tuple[tuple[int, ...], str]]:
+    if args_spec is None:
+        return expected
+    import jax
+
+    from olla_jax.apply.child import numpy_dtype
+
+    leaves = jax.tree_util.tree_leaves(args_spec)
+    if len(leaves) != len(expected):
+        raise ValueError(f"args_spec has {len(leaves)} arrays, the executable takes "
+                         f"{len(expected)} parameters")
+    for k, (leaf, (shape, type_name)) in enumerate(zip(leaves, expected)):
+        if tuple(leaf.shape) != shape or np.dtype(leaf.dtype) != numpy_dtype(type_name):
+            raise ValueError(f"args_spec[{k}] is {leaf.dtype}{list(leaf.shape)}, the "
+                             f"executable takes {type_name}{list(shape)}")
+    return expected
+
+
+def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None, *,
+                      trials: int = 3, user_args: Sequence[Any] | None = None,
+                      timeout_s: float = 120, seed: int = 0) -> Verification:
+    """Run ``candidate`` and ``reference`` on the same inputs in a child process.
+
+    ``args_spec``: the executable's flat parameters (anything with .shape and
+    .dtype, in parameter order), checked against the executable; None takes
+    them from its HLO.  ``user_args``: flat host arrays in the same order
+    (:func:`executable_arguments` builds them from a call's pytrees).
+    Crashes, aborts, timeouts and exceptions in the child give ok=False.
+    """
+    start = time.monotonic()
+    try:
+        specs = _normalize_spec(args_spec, parameter_specs(reference))
+    except executable.LayoutError as err:
+        return Verification(False, f"reference is not usable: {err}", 0, 0.0)
+    request = {"candidate": bytes(candidate), "reference": bytes(reference),
+               "specs": specs, "trials": int(trials), "seed": int(seed),
+               "user_args": None if user_args is None else [np.asarray(x) for x in user_args]}
+
+    with tempfile.TemporaryDirectory(prefix="olla-verify-") as tmp:
+        request_path = os.path.join(tmp, "request.pkl")
+        result_path = os.path.join(tmp, "result.json")
+        with open(request_path, "wb") as f:
+            pickle.dump(request, f, protocol=pickle.HIGHEST_PROTOCOL)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["JAX_PLATFORMS"] = "cpu"
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "olla_jax.apply.child", request_path, result_path],
+                capture_output=True, text=True, timeout=timeout_s, env=env, cwd=tmp)
+        except subprocess.TimeoutExpired as err:
+            tail = _tail(err.stderr)
+            return Verification(False, f"timed out after {timeout_s} s; {_stage(tail)}\n{tail}",
+                                0, time.monotonic() - start)
+        seconds = time.monotonic() - start
+        tail = _tail(proc.stderr)
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            return Verification(False, f"child killed by {name} {_stage(tail)}\n{tail}",
+                                0, seconds)
+        if proc.returncode != 0 or not os.path.exists(result_path):
+            return Verification(False, f"child exited with status {proc.returncode} "
+                                       f"{_stage(tail)}\n{tail}", 0, seconds)
+        with open(result_path) as f:
+            result = json.load(f)
+    return Verification(bool(result["ok"]), str(result["reason"]), int(result["trials"]), seconds)
+
+
+def _tail(text: Any, limit: int = 2000) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return (text or "")[-limit:]
+
+
+def _stage(stderr: str) -> str:
+    """The last progress line of the child: where it died."""
+    steps = [line[len("olla-child: "):] for line in stderr.splitlines()
+             if line.startswith("olla-child: ")]
+    return f"(last step: {steps[-1]})" if steps else "(before its first step)"

@@ -1,0 +1,317 @@
+"""Compile a jax step for a named NVIDIA GPU, on a machine that may have none.
+
+XLA:GPU can compile without a device ("compile-only"): the CUDA PJRT plugin
+builds devices from a ``stream_executor.GpuTargetConfigProto`` (a device
+description: SM count, memory, clocks, compute capability...).  The compiled
+object has the scheduled GPU HLO, ``memory_analysis()`` and, with
+``xla_dump_to``, XLA's buffer assignment and live ranges.  It cannot run.
+
+Device descriptions live in ``targets/<name>.txtpb``.  They are read through
+the schema embedded in the installed jaxlib (``olla_jax.protos``): fields
+that jaxlib does not know are dropped, so one file serves several versions.
+
+Limits of compile-only: no autotuning (GEMMs get default Triton tiles, convs
+default cuDNN algorithms), cuDNN fused attention cannot be compiled, and CUB
+sorts need ``xla_gpu_deviceless_cub_mode`` (set here by default).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from google.protobuf import text_format
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from olla_jax import protos
+from olla_jax.capture.record import CaptureError as _CaptureErrorBase
+
+log = logging.getLogger(__name__)
+
+TARGETS_DIR = Path(__file__).parent / "targets"
+TARGET_PROTO = "stream_executor.GpuTargetConfigProto"
+# Top-level CUDA plugin packages jax discovers, newest first.
+_CUDA_PLUGINS = ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12")
+INSTALL_HINT = "pip install 'olla_jax[gpu]'"
+# Options every compile-only GPU compile gets unless the caller overrides them.
+DEVICELESS_OPTIONS: dict[str, Any] = {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"}
+LOCAL = "local"  # target name: compile for the GPUs attached to this machine
+
+
+class CaptureError(_CaptureErrorBase):
+    """A GPU capture cannot be made (plugin missing, unknown target...)."""
+
+
+# --- device descriptions ---------------------------------------------------
+
+def available_targets() -> list[str]:
+    """Names of the shipped device descriptions, e.g. ``["a100", "h100"]``."""
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.txtpb"))
+
+
+def _target_path(target: str) -> Path:
+    """A shipped description by name, or any ``.txtpb`` file by path."""
+    if target.endswith(".txtpb") and Path(target).is_file():
+        return Path(target)
+    path = TARGETS_DIR / f"{target}.txtpb"
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", target) or not path.is_file():
+        raise CaptureError(f"unknown GPU target {target!r}; known: "
+                           f"{', '.join(available_targets()) or 'none'}, {LOCAL!r}, "
+                           "or a path to a GpuTargetConfigProto .txtpb file")
+    return path
+
+
+def _schema_field_names(descriptor, seen: set[str] | None = None) -> set[str]:
+    seen = set() if seen is None else seen
+    names: set[str] = set()
+    if descriptor.full_name in seen:
+        return names
+    seen.add(descriptor.full_name)
+    for field in descriptor.fields:
+        names.add(field.name)
+        if field.message_type is not None:
+            names |= _schema_field_names(field.message_type, seen)
+    return names
+
+
+def _text_field_names(text: str) -> set[str]:
+    """Field names used in a text proto (identifier followed by ':' or '{')."""
+    body = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)   # strings first, then comments
+    body = re.sub(r"#[^\n]*", "", body)
+    return set(re.findall(r"\b([A-Za-z_]\w*)\s*(?=[:{])", body))
+
+
+def normalize_target_config(text: str) -> tuple[str, list[str]]:
+    """Re-write a GpuTargetConfigProto text for the installed jaxlib.
+
+    Returns the text holding only the fields this jaxlib knows, and the sorted
+    names of the fields that were dropped.
+    """
+    cls = protos.message_class(TARGET_PROTO)
+    message = cls()
+    try:
+        text_format.Parse(text, message, allow_unknown_field=True)
+    except text_format.ParseError as err:
+        raise CaptureError(f"device description does not parse as {TARGET_PROTO}: {err}") from err
+    dropped = sorted(_text_field_names(text) - _schema_field_names(cls.DESCRIPTOR))
+    return text_format.MessageToString(message), dropped
+
+
+@functools.lru_cache(maxsize=None)
+def target_config(target: str) -> str:
+    """The device description of ``target`` as text the installed jaxlib accepts."""
+    text, dropped = normalize_target_config(_target_path(target).read_text())
+    if dropped:
+        log.info("GPU target %s: fields unknown to this jaxlib dropped: %s", target, dropped)
+    return text
+
+
+# --- the CUDA plugin and devices -------------------------------------------
+
+def _skip_cuda_check() -> None:
+    """Without a GPU the CUDA plugin's version check fails and jax drops the
+    plugin, taking the compile-only path with it. jax reads this variable once,
+    when it first discovers plugins, so it is set when this module is imported
+    (a real GPU still initialises as usual; only the version check is skipped)."""
+    from jax._src import xla_bridge as xb
+
+    if cuda_plugin() is not None and not getattr(xb, "_plugins_registered", False):
+        os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+
+
+def cuda_plugin() -> str | None:
+    """The importable CUDA plugin module of jax, or None when none is installed."""
+    for name in _CUDA_PLUGINS:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        except (ImportError, ValueError):
+            continue
+    return None
+
+
+def _require_cuda_plugin() -> None:
+    if cuda_plugin() is None:
+        raise CaptureError("compiling for a GPU needs jax's CUDA plugin "
+                           "(jax-cuda12-plugin, jax-cuda12-pjrt, nvidia-cuda-nvcc-cu12 at "
+                           f"jax's version): {INSTALL_HINT}")
+    from jax._src import xla_bridge as xb
+
+    _skip_cuda_check()
+    getattr(xb, "_discover_and_register_pjrt_plugins", lambda: None)()
+    if "cuda" not in getattr(xb, "_topology_factories", {"cuda": None}):
+        raise CaptureError(
+            "jax's CUDA plugin is installed but was not registered (its CUDA check "
+            "failed when jax started). Set JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1 (or "
+            "JAX_PLATFORMS=cpu) before jax initialises, or import olla_jax.capture.gpu "
+            "before using jax.")
+
+
+@functools.lru_cache(maxsize=None)
+def local_gpu_devices() -> tuple[jax.Device, ...]:
+    """The real GPUs of this machine (empty without one or without the plugin)."""
+    if cuda_plugin() is None:
+        return ()
+    try:
+        _require_cuda_plugin()
+        return tuple(jax.devices("gpu"))
+    except (RuntimeError, CaptureError):
+        return ()
+
+
+def topology_name(num_devices: int) -> str:
+    """``<partitions>x<hosts per partition>x<devices per host>``; one host here."""
+    if num_devices < 1:
+        raise CaptureError(f"num_devices must be >= 1, got {num_devices}")
+    return f"1x1x{num_devices}"
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_only_devices(target: str, num_devices: int) -> tuple[jax.Device, ...]:
+    config = target_config(target)
+    _require_cuda_plugin()
+    from jax.experimental import topologies
+
+    try:
+        topology = topologies.get_topology_desc(
+            platform="cuda", topology=topology_name(num_devices), target_config=config)
+    except (RuntimeError, NotImplementedError) as err:
+        raise CaptureError(f"the CUDA plugin refused target {target!r} "
+                           f"with {num_devices} device(s): {err}") from err
+    return tuple(topology.devices)
+
+
+def gpu_devices(target: str, num_devices: int = 1) -> list[jax.Device]:
+    """Devices to compile for: compile-only ones for a named target, or the
+    local GPUs for ``target="local"``."""
+    if target == LOCAL:
+        local = local_gpu_devices()
+        if len(local) < num_devices:
+            raise CaptureError(f"{num_devices} local GPU(s) requested, {len(local)} present")
+        return list(local[:num_devices])
+    return list(_compile_only_devices(target, num_devices))
+
+
+def gpu_mesh(target: str, num_devices: int = 1,
+             axes: Mapping[str, int] | None = None) -> Mesh:
+    """A mesh over ``gpu_devices``; ``axes`` maps axis names to sizes
+    (default: one axis ``"x"`` over all devices)."""
+    axes = dict(axes) if axes else {"x": num_devices}
+    if int(np.prod(list(axes.values()))) != num_devices:
+        raise CaptureError(f"mesh axes {axes} do not multiply to {num_devices} devices")
+    devices = np.array(gpu_devices(target, num_devices), dtype=object)
+    return Mesh(devices.reshape(tuple(axes.values())), tuple(axes))
+
+
+# --- compiling ---------------------------------------------------------------
+
+def _abstract(leaf: Any, sharding: NamedSharding) -> Any:
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding,
+                                    weak_type=leaf.weak_type)
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+    if isinstance(leaf, (bool, int, float, complex)):
+        dtype = jax.dtypes.canonicalize_dtype(np.asarray(leaf).dtype)
+        return jax.ShapeDtypeStruct((), dtype, sharding=sharding, weak_type=True)
+    raise CaptureError(f"argument leaf of type {type(leaf).__name__} is not an array; "
+                       "mark it static (static_argnums) or pass a ShapeDtypeStruct")
+
+
+def _place(arg: Any, spec: Any, replicated: NamedSharding) -> Any:
+    """``arg``'s leaves as ShapeDtypeStructs carrying the shardings of ``spec``,
+    a pytree prefix of ``arg`` (None: replicated)."""
+    is_spec = lambda s: s is None or isinstance(s, jax.sharding.Sharding)  # noqa: E731
+    return jax.tree.map(
+        lambda s, sub: jax.tree.map(lambda leaf: _abstract(leaf, s or replicated), sub),
+        spec, arg, is_leaf=is_spec)
+
+
+def _to_shardings(spec: Any, mesh: Mesh) -> Any:
+    """PartitionSpecs (anywhere in a pytree) become NamedShardings on ``mesh``."""
+    if spec is None:
+        return None
+    return jax.tree.map(
+        lambda s: NamedSharding(mesh, s) if isinstance(s, PartitionSpec) else s,
+        spec, is_leaf=lambda s: isinstance(s, PartitionSpec) or s is None)
+
+
+def compile_for_target(
+    fn: Callable[..., Any],
+    args: tuple,
+    *,
+    target: str,
+    static_argnums: int | Sequence[int] = (),
+    donate_argnums: int | Sequence[int] = (),
+    compiler_options: dict[str, Any] | None = None,
+    num_devices: int = 1,
+    in_shardings: Any = None,
+    out_shardings: Any = None,
+    mesh_axes: Mapping[str, int] | None = None,
+) -> jax.stages.Compiled:
+    """Compile ``fn(*args)`` for ``target``: a name from ``available_targets()``,
+    a path to a GpuTargetConfigProto ``.txtpb``, or ``"local"`` (this machine's GPUs).
+
+    ``fn`` may be a plain function or a ``jax.jit`` one. A jitted ``fn`` keeps its
+    own options when none of ``static_argnums``, ``donate_argnums``,
+    ``out_shardings`` is given; otherwise it is re-jitted with exactly these (so
+    repeat its static_argnums). ``args`` may hold arrays or ``ShapeDtypeStruct``
+    pytrees (only shapes and dtypes are used; shardings come from here). Unless
+    ``in_shardings`` says otherwise every argument is replicated over the mesh.
+    Shardings may be ``PartitionSpec``s over ``mesh_axes`` (default ``{"x":
+    num_devices}``) or ``NamedSharding``s over ``gpu_mesh(...)``.
+    ``compiler_options`` go to XLA as they are (e.g. ``{"xla_dump_to": dir}``).
+    """
+    mesh = gpu_mesh(target, num_devices, mesh_axes)
+    static = {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
+    dynamic = [i for i in range(len(args)) if i not in static]
+    shardings = _to_shardings(in_shardings, mesh)
+    if not isinstance(shardings, (tuple, list)):   # one sharding (or None) for all
+        shardings = [shardings] * len(dynamic)
+    if len(shardings) != len(dynamic):
+        raise CaptureError(f"in_shardings has {len(shardings)} entries for "
+                           f"{len(dynamic)} non-static arguments")
+    abstract_args = list(args)
+    for i, spec in zip(dynamic, shardings):
+        abstract_args[i] = _place(args[i], spec, NamedSharding(mesh, PartitionSpec()))
+
+    # Argument shardings travel on the ShapeDtypeStructs; jit gets the rest.
+    given: dict[str, Any] = {}
+    if static:
+        given["static_argnums"] = tuple(sorted(static))
+    if donate_argnums is not None and donate_argnums != ():
+        given["donate_argnums"] = donate_argnums
+    if out_shardings is not None:
+        given["out_shardings"] = _to_shardings(out_shardings, mesh)
+    is_jitted = hasattr(fn, "lower") and hasattr(fn, "__wrapped__")
+    if is_jitted and not given:
+        jitted = fn                      # keep the caller's own jit options
+    else:                                # re-jit the plain function with ours
+        jitted = jax.jit(fn.__wrapped__ if is_jitted else fn, **given)
+
+    options = dict(compiler_options or {})
+    if target != LOCAL:
+        for key, value in DEVICELESS_OPTIONS.items():
+            options.setdefault(key, value)
+    with _mesh_context(mesh):
+        lowered = jitted.lower(*abstract_args)
+    try:
+        return lowered.compile(compiler_options=options or None)
+    except Exception as err:  # noqa: BLE001 - XLA raises several kinds; name the target
+        raise CaptureError(f"XLA could not compile for GPU target {target!r}: {err}") from err
+
+
+def _mesh_context(mesh: Mesh):
+    """Make ``mesh`` current so bare PartitionSpecs inside ``fn`` resolve to it."""
+    set_mesh = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
+    return set_mesh(mesh) if set_mesh is not None else mesh
+
+
+_skip_cuda_check()

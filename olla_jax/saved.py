@@ -1,0 +1,95 @@
+"""Plans on disk: a versioned JSON file tied to a fingerprint of the module.
+
+A saved plan records the entry order and every moved value's place.  It is
+only ever applied to the very module it was made for: the fingerprint is a
+hash of XLA's optimized HLO text, so another program, another jax version or
+other compile options give another fingerprint and the plan is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+FORMAT = "olla_jax.plan"
+VERSION = 1
+
+
+class PlanFileError(ValueError):
+    """A plan file is unreadable, of another version, or for another program."""
+
+
+def fingerprint(hlo_text: str) -> str:
+    return hashlib.sha256(hlo_text.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedPlan:
+    fingerprint: str
+    backend: str
+    xla_scheduler: str
+    order: tuple[str, ...]
+    places: dict[int, tuple[int, int]]
+    allocation_sizes: dict[int, int]
+    figures: dict[str, Any]
+    engine: str
+    notes: tuple[str, ...]
+
+    def summary(self) -> str:
+        f = self.figures
+        lines = [f"saved olla_jax plan for {self.backend} (module {self.fingerprint[:12]}...)"]
+        for key in ("xla_default_temp_bytes", "xla_best_temp_bytes", "planned_temp_bytes",
+                    "achieved_temp_bytes", "lower_bound_bytes"):
+            value = f.get(key)
+            lines.append(f"  {key:24s} {'-' if value is None else f'{value:,d} B'}")
+        lines.append(f"  engine                   {self.engine}")
+        lines.append(f"  verified when saved      {f.get('verified')}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
+            "backend": self.backend, "xla_scheduler": self.xla_scheduler,
+            "order": list(self.order),
+            "places": {str(k): list(v) for k, v in sorted(self.places.items())},
+            "allocation_sizes": {str(k): v for k, v in sorted(self.allocation_sizes.items())},
+            "figures": self.figures, "engine": self.engine, "notes": list(self.notes)},
+            indent=1)
+
+
+def from_json(text: str, source: str = "<string>") -> SavedPlan:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PlanFileError(f"{source} is not a plan file (invalid JSON: {err}); "
+                            "make a new one with plan.save(path)") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PlanFileError(f"{source} is not an olla_jax plan file")
+    if data.get("version") != VERSION:
+        raise PlanFileError(f"{source} has plan format version {data.get('version')}; this "
+                            f"olla_jax reads version {VERSION}: plan the step again")
+    try:
+        return SavedPlan(
+            fingerprint=str(data["fingerprint"]), backend=str(data["backend"]),
+            xla_scheduler=str(data["xla_scheduler"]), order=tuple(map(str, data["order"])),
+            places={int(k): (int(v[0]), int(v[1])) for k, v in data["places"].items()},
+            allocation_sizes={int(k): int(v) for k, v in data["allocation_sizes"].items()},
+            figures=dict(data["figures"]), engine=str(data["engine"]),
+            notes=tuple(map(str, data.get("notes", ()))))
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise PlanFileError(f"{source} is a damaged plan file ({type(err).__name__}: {err}); "
+                            "plan the step again") from err
+
+
+def load_plan(path: str | Path) -> SavedPlan:
+    """Read a plan written by ``Plan.save``; apply it with ``olla_jax.plan(..., saved=...)``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise PlanFileError(f"cannot read plan file {path}: {err}") from err
+    return from_json(text, str(path))
