@@ -26,6 +26,28 @@ class PlanWarning(UserWarning):
 
 
 @dataclasses.dataclass(frozen=True)
+class StepCallable:
+    """A compiled step callable with the original arguments, static ones included."""
+    executable: Any                       # jax.stages.Compiled
+    num_args: int
+    static: tuple[tuple[int, Any], ...]   # (position, value) of each static argument
+
+    def __call__(self, *args):
+        if len(args) != self.num_args:
+            raise TypeError(f"the planned step takes {self.num_args} positional arguments, "
+                            f"got {len(args)}")
+        for i, value in self.static:
+            if args[i] is not value and args[i] != value:
+                raise ValueError(f"static argument {i} is {args[i]!r}, but the step was planned "
+                                 f"for {value!r}: plan it again for this value")
+        positions = {i for i, _ in self.static}
+        return self.executable(*(a for i, a in enumerate(args) if i not in positions))
+
+    def memory_analysis(self):
+        return self.executable.memory_analysis()
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """Figures (bytes) and the executable of one planned step."""
     backend: str
@@ -202,6 +224,11 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     this very module."""
     t_start = time.monotonic()
     notes: list[str] = []
+    static = tuple((i, args[i]) for i in sorted(set(static_argnums)))
+
+    def callable_of(executable) -> StepCallable:
+        return StepCallable(executable, len(args), static)
+
     caps = _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options)
     default = caps[0]
     best = min(caps, key=lambda c: c.memory.temp)
@@ -211,7 +238,7 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
                   xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                   argument_bytes=best.memory.argument, output_bytes=best.memory.output,
                   alias_bytes=best.memory.alias, settings=settings, capture=best,
-                  xla_compiled=best.compiled)
+                  xla_compiled=callable_of(best.compiled))
 
     def fallback(reason: str, graph=None, bound: int = 0) -> Plan:
         notes.append(reason)
@@ -219,12 +246,12 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
         return Plan(planned_temp_bytes=best.memory.temp, lower_bound_bytes=bound,
                     solve_seconds=time.monotonic() - t_start, engine="xla", source="xla",
                     achieved_temp_bytes=best.memory.temp, verified=False, notes=tuple(notes),
-                    compiled=best.compiled, graph=graph, **common)
+                    compiled=callable_of(best.compiled), graph=graph, **common)
 
     if saved is not None:
         best = _matching_capture(caps, saved)
         common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
-                      capture=best, xla_compiled=best.compiled)
+                      capture=best, xla_compiled=callable_of(best.compiled))
     try:
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text)
     except (model.UnsupportedProgram, ValueError) as err:
@@ -261,7 +288,7 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend} executable cannot be rewritten here"))
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=best.compiled, **result, **common)
+                    notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     from olla_jax.apply import feed_back as apply_plan
     outcome = apply_plan.apply_layout(best, layout, args=args, static_argnums=static_argnums,
                                       trials=verify_trials)
@@ -269,6 +296,6 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
         warnings.warn(f"olla_jax keeps XLA's executable: {outcome.reason}", PlanWarning, stacklevel=2)
         return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
-                    notes=tuple(notes), compiled=best.compiled, **result, **common)
+                    notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,
-                notes=tuple(notes), compiled=outcome.compiled, **result, **common)
+                notes=tuple(notes), compiled=callable_of(outcome.compiled), **result, **common)

@@ -1,0 +1,134 @@
+"""The user's surface: plan(), Plan.compiled, save/load, the decorator."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import olla_jax
+
+
+def step(params, x, scale):
+    def loss(p):
+        h = jnp.tanh(x @ p["w1"])
+        return jnp.mean((h @ p["w2"]) ** 2) * scale
+    grads = jax.grad(loss)(params)
+    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), loss(params)
+
+
+def args(batch=32):
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    params = {"w1": jax.random.normal(k1, (64, 128)), "w2": jax.random.normal(k2, (128, 16))}
+    return params, jax.random.normal(k3, (batch, 64)), 2.0
+
+
+def same(a, b) -> bool:
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(
+        np.asarray(x).dtype == np.asarray(y).dtype
+        and np.asarray(x).tobytes() == np.asarray(y).tobytes() for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def planned():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        return olla_jax.plan(step, *args(), static_argnums=(2,), time_limit_s=5)
+
+
+def test_plan_figures_and_compiled(planned):
+    p = planned
+    assert p.xla_temp_bytes == p.xla_best_temp_bytes <= p.xla_default_temp_bytes
+    assert p.planned_temp_bytes <= p.xla_best_temp_bytes
+    assert 0 <= p.lower_bound_bytes <= p.planned_temp_bytes
+    assert p.achieved_temp_bytes is not None
+    if p.verified:
+        assert p.achieved_temp_bytes == p.planned_temp_bytes
+    else:
+        assert p.notes, "a plan that is not verified must say why"
+    expected = jax.jit(step, static_argnums=(2,))(*args())
+    assert same(p.compiled(*args()), expected)
+    with pytest.raises(ValueError, match="static argument 2"):
+        p.compiled(args()[0], args()[1], 3.0)
+    assert "olla_jax plan" in p.summary()
+
+
+def test_save_and_load_roundtrip(planned, tmp_path):
+    path = tmp_path / "plan.json"
+    planned.save(path)
+    saved = olla_jax.load_plan(path)
+    assert saved.figures["planned_temp_bytes"] == planned.planned_temp_bytes
+    assert "saved olla_jax plan" in saved.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        again = olla_jax.plan(step, *args(), static_argnums=(2,), saved=saved)
+    assert again.planned_temp_bytes == planned.planned_temp_bytes
+    assert same(again.compiled(*args()), planned.compiled(*args()))
+    # Another program (another batch size) refuses the plan.
+    with pytest.raises(olla_jax.PlanFileError, match="another program"):
+        olla_jax.plan(step, *args(batch=16), static_argnums=(2,), saved=saved)
+
+
+def test_load_plan_errors(tmp_path):
+    with pytest.raises(olla_jax.PlanFileError, match="cannot read"):
+        olla_jax.load_plan(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(olla_jax.PlanFileError, match="invalid JSON"):
+        olla_jax.load_plan(bad)
+    bad.write_text(json.dumps({"format": "olla_jax.plan", "version": 999}))
+    with pytest.raises(olla_jax.PlanFileError, match="version"):
+        olla_jax.load_plan(bad)
+
+
+def test_decorator_plans_once_per_signature_and_caches_on_disk(tmp_path):
+    calls = []
+
+    @olla_jax.optimize(static_argnums=(2,), time_limit_s=3, cache=tmp_path)
+    def traced(params, x, scale):
+        calls.append(1)
+        return step(params, x, scale)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        out1 = traced(*args())
+        out2 = traced(*args())
+        first = traced.plan_for(*args())
+        assert same(out1, out2) and same(out1, jax.jit(step, static_argnums=(2,))(*args()))
+        assert traced.plan_for(*args()) is first
+        other = traced.plan_for(*args(batch=8))
+        assert other is not first
+        if first.verified:
+            assert list(tmp_path.glob("*.json")), "a verified plan is cached on disk"
+            fresh = olla_jax.optimize(step, static_argnums=(2,), cache=tmp_path)
+            reused = fresh.plan_for(*args())
+            assert reused.engine == first.engine
+            assert reused.planned_temp_bytes == first.planned_temp_bytes
+
+
+def test_decorator_falls_back_with_one_warning(monkeypatch, tmp_path):
+    import olla_jax.decorator as deco
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(deco, "plan_step", broken)
+    f = olla_jax.optimize(step, static_argnums=(2,), cache=False)
+    with pytest.warns(olla_jax.PlanWarning, match="boom") as record:
+        out = f(*args())
+        f(*args(batch=8))
+    assert len(record) == 1
+    assert same(out, jax.jit(step, static_argnums=(2,))(*args()))
+
+
+def test_over_jax_jit():
+    jitted = jax.jit(lambda x: jnp.sin(x) * 2)
+    f = olla_jax.optimize(jitted, cache=False, time_limit_s=2)
+    x = jnp.arange(8.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        assert same(f(x), jitted(x))
