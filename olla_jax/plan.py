@@ -174,9 +174,17 @@ def _warm_starts(graph: model.ScheduleGraph, others: Sequence[Capture]) -> list[
     return starts
 
 
-def _solve(graph: model.ScheduleGraph, starts, time_limit_s: float, engine: str, seed: int):
-    """The best (order, placement, intervals' units) found, the order-level
-    lower bound, and the engine that found the order.
+@dataclasses.dataclass(frozen=True)
+class Solution:
+    """The best order and placement found for a graph, and what bounds it."""
+    layout: Any                # graph.layout.Layout
+    lower_bound_bytes: int     # proven for every order and placement of the model
+    engine: str                # what produced the order ("xla" when XLA's order won)
+
+
+def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[int]] = (),
+                time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0) -> Solution:
+    """Order and placement for a scheduling graph, with a lower bound.
 
     Orders are searched under two objectives: arena live bytes less idle
     output space (a relaxation that favours writing outputs late, so their
@@ -186,9 +194,10 @@ def _solve(graph: model.ScheduleGraph, starts, time_limit_s: float, engine: str,
     from olla_jax.solve import order as order_lib
 
     t0 = time.monotonic()
+    starts = [tuple(s) for s in warm_starts] or [graph.xla_order]
     with_regions = graph.order_problem()
     without = dataclasses.replace(with_regions, region_sizes=tuple(0 for _ in with_regions.region_sizes))
-    orders = {tuple(s): "xla" for s in starts}
+    orders = {s: "xla" for s in starts}
     problems = [with_regions, without] if with_regions.region_sizes else [with_regions]
     for problem in problems:
         share = 0.55 * time_limit_s / len(problems)
@@ -201,13 +210,16 @@ def _solve(graph: model.ScheduleGraph, starts, time_limit_s: float, engine: str,
         pp, owners = graph.placement_problem(order)
         remaining = time_limit_s - (time.monotonic() - t0)
         placement = place_lib.place(pp, time_limit_s=max(0.5, 0.8 * remaining / len(orders)))
+        logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
         if best is None or placement.arena_size < best[2].arena_size:
             best = (order, source, placement, owners)
-    bound_problem = graph.order_problem(for_bound=True)
-    remaining = max(5.0, time_limit_s - (time.monotonic() - t0))
-    bound = bounds.min_cut_bound(bound_problem, time_limit_s=remaining, orders=list(orders))
     order, source, placement, owners = best
-    return order, placement, owners, bound.value, source
+    layout = layout_lib.realize(graph, order, placement, owners)
+    remaining = max(5.0, time_limit_s - (time.monotonic() - t0))
+    bound = bounds.min_cut_bound(graph.order_problem(for_bound=True), time_limit_s=remaining,
+                                 orders=list(orders))
+    return Solution(layout=layout, lower_bound_bytes=min(bound.value, layout.temp_bytes),
+                    engine=source)
 
 
 def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
@@ -264,9 +276,9 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     else:
         starts = _warm_starts(graph, [c for c in caps if c is not best])
         try:
-            order, placement, movable, bound, engine_used = _solve(graph, starts, time_limit_s,
-                                                                    engine, seed)
-            layout = layout_lib.realize(graph, order, placement, movable)
+            solution = solve_graph(graph, warm_starts=starts, time_limit_s=time_limit_s,
+                                   engine=engine, seed=seed)
+            layout, bound, engine_used = solution.layout, solution.lower_bound_bytes, solution.engine
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)

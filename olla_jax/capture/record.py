@@ -106,6 +106,8 @@ def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: st
         options["xla_dump_to"] = directory
         try:
             compiled = lowered.compile(compiler_options=options)
+        except CaptureError:
+            raise
         except Exception as err:  # noqa: BLE001 - XLA raises many types
             raise CaptureError(f"XLA could not compile the step: {err}") from err
         after = "after_optimizations"
@@ -155,6 +157,16 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
         except Exception as err:  # noqa: BLE001
             raise CaptureError(f"jax could not trace/lower the step: {err}") from err
         return compile_with_dumps(lowered, options, backend="cpu", scheduler=scheduler)
+    if backend == "gpu":
+        backend = "gpu:local"
+    if backend == "tpu":
+        from olla_jax.capture import tpu
+
+        def compile_tpu(lowered_options):
+            return tpu.compile_for_tpu(fn, args, static_argnums=tuple(static_argnums),
+                                       donate_argnums=tuple(donate_argnums),
+                                       compiler_options=lowered_options)
+        return _capture_via(compile_tpu, options, backend="tpu", scheduler="default")
     if backend.startswith("gpu:"):
         from olla_jax.capture import gpu
         target = backend.split(":", 1)[1]
@@ -166,8 +178,9 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
                 donate_argnums=tuple(donate_argnums), compiler_options=lowered_options)
             return compiled_holder["c"]
         return _capture_via(compile_fn, options, backend=backend, scheduler="default")
-    raise CaptureError(f"unknown backend {backend!r}: use 'cpu' or 'gpu:<target>' "
-                       "(olla_jax.capture.gpu.available_targets())")
+    raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
+                       "'gpu:<target>' for a GPU compiled without one (targets: h100, a100, or a "
+                       "path to a GpuTargetConfigProto text file), or 'tpu' (read-only)")
 
 
 def _capture_via(compile_fn, compiler_options, *, backend, scheduler) -> Capture:

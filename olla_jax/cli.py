@@ -1,0 +1,374 @@
+"""olla_jax: the least temp memory a JAX step can run in.
+
+usage: {prog} SUBCOMMAND [--flags]
+
+subcommands:
+  demo    plan the example cnn_adam (size small) on CPU and print the result
+  plan    plan one step: --example=NAME [--size=small] or --module=pkg.mod:make_step
+  hlo     plan a module XLA dumped (--dump_dir=DIR, written with --xla_dump_to and
+          --xla_dump_hlo_as_proto); a report only, nothing is executed
+  place   place buffers given as MiniMalloc CSV (id,lower,upper,size):
+          --csv=in.csv --out=out.csv [--capacity=BYTES]
+  show    print a saved plan: --plan=plan.json
+  help    print this help
+
+examples:
+  {prog} demo
+  {prog} plan --example=gpt2 --size=tiny --time_limit_s=60 --save=gpt2.json --plot=gpt2
+  {prog} plan --module=my_project.train:make_step --backend=gpu:h100 --no_feed_back
+  {prog} hlo --dump_dir=/tmp/dump --plot=dump
+  {prog} show --plan=gpt2.json
+
+--module names a callable taking no arguments that returns a Step-like object
+(fn, args, static_argnums, donate_argnums) or a tuple (fn, args).
+Add --verbosity=1 for debug logs and full tracebacks; --helpfull lists absl's flags too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import importlib
+import json
+import logging as pylogging
+import os
+import sys
+import time
+import warnings
+from typing import Any, Callable, NoReturn, Sequence
+
+from absl import app, flags, logging
+
+SUBCOMMANDS = ("demo", "plan", "hlo", "place", "show", "help")
+ORDER_ENGINES = "auto, list, cpsat, ilp-cbc, ilp-highs, lns"
+
+_EXAMPLE = flags.DEFINE_string("example", None, "plan: the example step to plan "
+                               "(python -m examples lists them), e.g. gpt2.")
+_SIZE = flags.DEFINE_enum("size", "small", ["tiny", "small", "full"], "plan: the example's size.")
+_MODULE = flags.DEFINE_string("module", None, "plan: 'pkg.mod:make_step', a callable returning a "
+                              "Step-like object or a tuple (fn, args); imported from the current "
+                              "directory too.")
+_BACKEND = flags.DEFINE_enum("backend", "cpu", ["cpu", "gpu:h100", "gpu:a100"],
+                             "plan: where the step runs; GPU targets are compiled without a GPU "
+                             "(needs pip install 'olla_jax[gpu]').")
+_TIME_LIMIT = flags.DEFINE_float("time_limit_s", 20.0, "demo/plan/hlo/place: solver time limit "
+                                 "in seconds.", lower_bound=0.0)
+_ENGINE = flags.DEFINE_string("engine", "auto", f"plan/hlo: order engine, one of {ORDER_ENGINES}.")
+_SEED = flags.DEFINE_integer("seed", 0, "plan/hlo: random seed of the order search.")
+_SAVE = flags.DEFINE_string("save", None, "demo/plan: write the plan as JSON to this path "
+                            "(read it back with olla_jax.load_plan or the show subcommand).")
+_PLOT = flags.DEFINE_string("plot", None, "demo/plan/hlo: write PREFIX-memory.png and "
+                            "PREFIX-layout.png (needs pip install 'olla_jax[plots]').")
+_NO_FEED_BACK = flags.DEFINE_boolean("no_feed_back", False, "plan: report the plan only; do not "
+                                     "rewrite, verify and load the executable.")
+_DUMP_DIR = flags.DEFINE_string("dump_dir", None, "hlo: folder XLA dumped the module into "
+                                "(*after_optimizations.hlo.pb, *-buffer-assignment-values.txt, "
+                                "*-live-range.txt).")
+_HLO_MODULE = flags.DEFINE_string("hlo_module", None, "hlo: pick the dumped module whose file name "
+                                  "contains this text (default: the largest module).")
+_CSV = flags.DEFINE_string("csv", None, "place: the buffers to place, as MiniMalloc CSV (columns "
+                           "id,lower,upper,size; live on [lower, upper)).")
+_OUT = flags.DEFINE_string("out", None, "place: where to write the buffers with an offset column.")
+_CAPACITY = flags.DEFINE_integer("capacity", None, "place: arena capacity in bytes "
+                                 "(default: none, minimise the arena).", lower_bound=0)
+_PLAN = flags.DEFINE_string("plan", None, "show: the saved plan (JSON) to print.")
+
+FLAGS = flags.FLAGS
+MIB = 2 ** 20
+
+
+class UsageError(Exception):
+    """The command line is wrong: exit 2 with the message and a pointer to --help."""
+
+
+# ---- helpers -----------------------------------------------------------------
+
+def _prog() -> str:
+    argv0 = sys.argv[0] if sys.argv else ""
+    return "python -m olla_jax" if argv0.endswith("__main__.py") or not argv0 else os.path.basename(argv0)
+
+
+def _usage() -> str:
+    return __doc__.format(prog=_prog())
+
+
+def _print_help(full: bool = False) -> None:
+    text = FLAGS.get_help() if full else FLAGS.module_help(__name__)
+    try:
+        print(_usage() + "\nflags:\n" + text)
+    except BrokenPipeError:   # `olla-jax --help | head`
+        pass
+
+
+def _mib(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / MIB:,.2f} MiB" if n >= MIB else f"{n / 2**10:,.1f} KiB"
+
+
+def _change(old: int, new: int) -> str:
+    return f"{100 * (new - old) / old:+.1f}%" if old else "n/a"
+
+
+def _require(flag: flags.FlagHolder, subcommand: str) -> Any:
+    if flag.value is None:
+        raise UsageError(f"{subcommand} needs --{flag.name}")
+    return flag.value
+
+
+def _log_warnings() -> None:
+    """Warnings (e.g. PlanWarning: XLA's plan kept) as one log line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        logging.warning("%s: %s", category.__name__, message)
+    warnings.showwarning = show
+
+
+def _plot(plan: Any) -> None:
+    if _PLOT.value:
+        from olla_jax import report
+        paths = report.plot_plan(plan, _PLOT.value)
+        print("wrote " + ", ".join(paths))
+
+
+def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = (),
+              donate_argnums: Sequence[int] = ()) -> Any:
+    import olla_jax
+    logging.info("planning on %s, time limit %.0f s, engine %s", _BACKEND.value,
+                 _TIME_LIMIT.value, _ENGINE.value)
+    plan = olla_jax.plan(fn, *args, backend=_BACKEND.value, time_limit_s=_TIME_LIMIT.value,
+                         static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums),
+                         engine=_ENGINE.value, feed_back=not _NO_FEED_BACK.value, seed=_SEED.value)
+    print(plan.summary())
+    if _SAVE.value:
+        plan.save(_SAVE.value)
+        print(f"saved {_SAVE.value}")
+    _plot(plan)
+    return plan
+
+
+def _example(name: str, size: str) -> Any:
+    try:
+        import examples
+    except ImportError as err:
+        raise UsageError("the examples package is not importable: run from the olla_jax "
+                         "repository or install it (pip install -e '.[examples]')") from err
+    logging.info("building example %s (%s)", name, size)
+    return examples.get(name, size)
+
+
+def _load_callable(spec: str) -> Callable[[], Any]:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"--module={spec!r}: write it as pkg.mod:make_step")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UsageError(f"--module: cannot import {module_name}: {err}") from err
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UsageError(f"--module: {module_name} has no callable {attr!r}")
+    return fn
+
+
+def _step_parts(obj: Any, spec: str) -> tuple[Callable, tuple, tuple[int, ...], tuple[int, ...]]:
+    """(fn, args, static_argnums, donate_argnums) of a Step-like object or a (fn, args) tuple."""
+    if hasattr(obj, "fn") and hasattr(obj, "args"):
+        return (obj.fn, tuple(obj.args), tuple(getattr(obj, "static_argnums", ())),
+                tuple(getattr(obj, "donate_argnums", ())))
+    if isinstance(obj, tuple) and len(obj) == 2 and callable(obj[0]) and isinstance(obj[1], (tuple, list)):
+        return obj[0], tuple(obj[1]), (), ()
+    raise UsageError(f"--module={spec} returned a {type(obj).__name__}; it must return an object "
+                     "with fn and args (like examples.Step) or a tuple (fn, args)")
+
+
+# ---- subcommands ---------------------------------------------------------------
+
+def cmd_demo() -> None:
+    step = _example("cnn_adam", "small")
+    plan = _run_plan(step.fn, step.args, step.static_argnums, step.donate_argnums)
+    xla, ours = plan.xla_best_temp_bytes, plan.planned_temp_bytes
+    line = f"XLA best temp {xla / MIB:,.2f} MiB -> olla_jax {ours / MIB:,.2f} MiB ({_change(xla, ours)})"
+    if plan.source == "olla_jax" and plan.achieved_temp_bytes != ours:
+        line += "  [planned; the executable was not rewritten, see the notes]"
+    print(line)
+
+
+def cmd_plan() -> None:
+    if (_EXAMPLE.value is None) == (_MODULE.value is None):
+        raise UsageError("plan needs exactly one of --example=NAME or --module=pkg.mod:make_step")
+    if _EXAMPLE.value is not None:
+        step = _example(_EXAMPLE.value, _SIZE.value)
+        parts = _step_parts(step, _EXAMPLE.value)
+    else:
+        made = _load_callable(_MODULE.value)()
+        parts = _step_parts(made, _MODULE.value)
+    _run_plan(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dump:
+    name: str
+    hlo_proto: bytes
+    values_text: str
+    live_range_text: str
+
+
+def _read_dump(directory: str, pick: str | None) -> _Dump:
+    if not os.path.isdir(directory):
+        raise UsageError(f"--dump_dir={directory} is not a folder")
+    suffix = "after_optimizations.hlo.pb"
+    protos = sorted(glob.glob(os.path.join(directory, f"*{suffix}")))
+    if pick:
+        protos = [p for p in protos if pick in os.path.basename(p)]
+    if not protos:
+        raise UsageError(f"no *{suffix}{f' matching {pick!r}' if pick else ''} in {directory}: "
+                         "dump with XLA_FLAGS='--xla_dump_to=DIR --xla_dump_hlo_as_proto'")
+    path = max(protos, key=os.path.getsize)
+    if len(protos) > 1:
+        logging.info("%d modules in %s; planning the largest, %s (choose with --hlo_module)",
+                     len(protos), directory, os.path.basename(path))
+    prefix = path[:-len(suffix)] + "after_optimizations"
+
+    def text(tail: str) -> str:
+        try:
+            with open(prefix + tail) as f:
+                return f.read()
+        except OSError as err:
+            raise UsageError(f"{os.path.basename(path)} has no {tail} next to it ({err.strerror}): "
+                             "XLA writes it with --xla_dump_to") from err
+    with open(path, "rb") as f:
+        proto = f.read()
+    return _Dump(os.path.basename(prefix), proto, text("-buffer-assignment-values.txt"),
+                 text("-live-range.txt"))
+
+
+def _solve_graph(graph: Any, xla: Any, time_limit_s: float) -> tuple[Any, int | None, str]:
+    """(best layout, lower bound, engine) for a graph; ``xla`` if nothing beats it."""
+    from olla_jax.plan import solve_graph
+    solution = solve_graph(graph, time_limit_s=time_limit_s, engine=_ENGINE.value, seed=_SEED.value)
+    if solution.layout.temp_bytes >= xla.temp_bytes:
+        return xla, min(solution.lower_bound_bytes, xla.temp_bytes), solution.engine
+    return solution.layout, solution.lower_bound_bytes, solution.engine
+
+
+def cmd_hlo() -> None:
+    from olla_jax import check
+    from olla_jax.graph import layout as layout_lib
+    from olla_jax.graph import model
+    dump = _read_dump(_require(_DUMP_DIR, "hlo"), _HLO_MODULE.value)
+    logging.info("building the scheduling graph of %s", dump.name)
+    graph = model.build(dump.hlo_proto, dump.values_text, dump.live_range_text)
+    xla = layout_lib.xla_layout(graph)
+    t0 = time.monotonic()
+    ours, bound, engine = _solve_graph(graph, xla, _TIME_LIMIT.value)
+    seconds = time.monotonic() - t0
+    checked = "-"
+    if ours is not xla:
+        check.check_plan(dump.hlo_proto, dump.values_text, dump.live_range_text,
+                         check.CandidatePlan(ours.order_names, ours.places, ours.allocation_sizes),
+                         alignment=graph.alignment)
+        checked = "yes"
+    rows = [("XLA temp", _mib(xla.temp_bytes)),
+            ("olla_jax temp, planned", f"{_mib(ours.temp_bytes)} " + (
+                f"({_change(xla.temp_bytes, ours.temp_bytes)})" if ours is not xla
+                else "(XLA's plan kept: nothing better found)")),
+            ("lower bound (proven)", _mib(None if bound is None else min(bound, ours.temp_bytes))),
+            ("accepted by the checker", checked),
+            ("nodes / flat steps / units", f"{len(graph.nodes):,} / {len(graph.flat):,} / {len(graph.units):,}"),
+            ("engine, solve time", f"{engine}, {seconds:.1f} s")]
+    width = max(len(k) for k, _ in rows)
+    print(f"olla_jax plan of {dump.name} (report only: no executable)")
+    print("\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows))
+    if _PLOT.value:
+        from olla_jax import report
+        paths = [report.plot_memory(graph, xla, ours, f"{_PLOT.value}-memory.png",
+                                    title=f"temp memory over time: {dump.name}",
+                                    lower_bound=bound and min(bound, ours.temp_bytes)),
+                 report.plot_layout(graph, ours, f"{_PLOT.value}-layout.png",
+                                    title=f"buffer layout: {dump.name}")]
+        print("wrote " + ", ".join(paths))
+
+
+def cmd_place() -> None:
+    in_path, out_path = _require(_CSV, "place"), _require(_OUT, "place")
+    try:
+        from olla_jax.solve.csv_io import solve_csv
+    except ImportError as err:
+        raise ImportError(f"the CSV placement entry point is not available in this olla_jax ({err})") from err
+    logging.info("placing %s, time limit %.0f s", in_path, _TIME_LIMIT.value)
+    placement = solve_csv(in_path, out_path, capacity=_CAPACITY.value, time_limit_s=_TIME_LIMIT.value)
+    print(f"placed {len(placement.offset):,} buffers in an arena of {placement.arena_size:,} bytes; "
+          f"wrote {out_path}")
+
+
+def cmd_show() -> None:
+    path = _require(_PLAN, "show")
+    import olla_jax
+    load = getattr(olla_jax, "load_plan", None)
+    if load is not None:
+        print(load(path).summary())
+        return
+    with open(path) as f:
+        print(json.dumps(json.load(f), indent=2))
+
+
+COMMANDS: dict[str, Callable[[], None]] = {
+    "demo": cmd_demo, "plan": cmd_plan, "hlo": cmd_hlo, "place": cmd_place, "show": cmd_show}
+
+
+# ---- entry points ----------------------------------------------------------------
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"{_prog()}: error: {message}", file=sys.stderr)
+    if code == 2:
+        print(f"usage: {_prog()} {{{','.join(SUBCOMMANDS)}}} [--flags]; see --help",
+              file=sys.stderr)
+    sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        _fail(str(err), 2)
+
+
+def main(argv: list[str]) -> None:
+    """Dispatch ``argv[1]`` (flags already parsed by absl)."""
+    _log_warnings()
+    if logging.get_verbosity() < 1:   # jax's own INFO lines (e.g. no TPU found) are noise here
+        pylogging.getLogger("jax").setLevel(pylogging.WARNING)
+    positional = argv[1:]
+    if not positional:
+        _fail("give a subcommand", 2)
+    name, extra = positional[0], positional[1:]
+    if name == "help":
+        _print_help()
+        return
+    if name not in COMMANDS:
+        _fail(f"unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}", 2)
+    if extra:
+        _fail(f"unexpected arguments {' '.join(extra)!r} (flags are written --name=value)", 2)
+    from olla_jax import CaptureError
+    try:
+        COMMANDS[name]()
+    except UsageError as err:
+        _fail(str(err), 2)
+    except (CaptureError, ValueError, KeyError, ImportError, OSError) as err:
+        if logging.get_verbosity() >= 1:
+            raise
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        lines = message.strip().splitlines() or [type(err).__name__]
+        _fail(lines[0] + (" [more with --verbosity=1]" if len(lines) > 1 else ""), 1)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point (``olla-jax``, ``python -m olla_jax``)."""
+    argv = list(sys.argv if argv is None else argv)
+    flag_args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    if any(a in ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull") for a in flag_args):
+        _print_help(full="--helpfull" in flag_args)
+        sys.exit(0)
+    app.run(main, argv=argv, flags_parser=_parse_flags)
