@@ -114,6 +114,11 @@ class Plan:
         from pathlib import Path
         Path(path).write_text(self.to_saved().to_json())
 
+    def plot(self, prefix) -> list[str]:
+        """Write ``prefix-memory.png`` and ``prefix-layout.png`` (needs matplotlib)."""
+        from olla_jax import report
+        return report.plot_plan(self, str(prefix))
+
     def summary(self) -> str:
         def mb(x):
             return "-" if x is None else f"{x / 2**20:,.2f} MiB"

@@ -1,0 +1,151 @@
+"""``solve_order``: the order side of the planner, one entry point over the engines.
+
+Every engine starts from the best of the warm starts and the list schedules,
+so the result is never worse than a warm start, is always a valid order, and
+is what was best when the time ran out. Engines:
+
+- ``list``: list schedulers only (seconds on 20k nodes);
+- ``cpsat``: the CP-SAT position model over the whole graph;
+- ``ilp-cbc`` / ``ilp-highs``: OLLA's lifetime ILP (python-mip);
+- ``lns``: large-neighbourhood search (CP-SAT windows, long-range moves,
+  restarts), after a sweep over pieces cut at narrow points on big graphs;
+- ``auto``: list, then the whole-graph CP-SAT model on small graphs (it can
+  prove optimality), then LNS for the rest of the time. Chosen by measurement:
+  see benchmarks/results/order_engines.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Sequence
+
+from olla_jax.solve.cpsat_order import solve_cpsat
+from olla_jax.solve.dag import Dag, check_order
+from olla_jax.solve.evaluate import Evaluator
+from olla_jax.solve.ilp_order import default_steps, solve_ilp
+from olla_jax.solve.list_schedule import best_list_schedule
+from olla_jax.solve.problem import OrderProblem
+from olla_jax.solve.search import SearchConfig, improve, sweep_pieces
+
+ENGINES = ("auto", "list", "cpsat", "ilp-cbc", "ilp-highs", "lns")
+CPSAT_WHOLE_MAX_NODES = 600      # auto: whole-graph CP-SAT up to this size (453 proven in 14 s)
+SWEEP_MIN_NODES = 2000           # lns: sweep pieces first from this size
+ILP_MAX_WINDOW_VARS = 400_000    # ilp: skip (say so) beyond this many node-step pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderResult:
+    order: tuple[int, ...]
+    cost: int
+    engine: str                  # what produced the order (e.g. "list:growth", "cpsat", "lns")
+    seconds: float
+    proven_optimal: bool
+    history: tuple[tuple[float, int], ...]   # (seconds, cost) at each improvement
+
+
+class _Best:
+    """The best order so far, with its history."""
+
+    def __init__(self, ev: Evaluator, t0: float, progress: Callable[[str], None] | None):
+        self.ev, self.t0, self.progress = ev, t0, progress
+        self.order: tuple[int, ...] | None = None
+        self.cost = 0
+        self.source = ""
+        self.history: list[tuple[float, int]] = []
+        self.proven = False
+
+    def say(self, msg: str) -> None:
+        if self.progress is not None:
+            self.progress(f"[{time.monotonic() - self.t0:7.2f}s] {msg}")
+
+    def offer(self, order: Sequence[int], source: str, cost: int | None = None,
+              note: str = "") -> bool:
+        cost = self.ev.cost(order) if cost is None else cost
+        if self.order is not None and cost >= self.cost:
+            return False
+        self.order, self.cost, self.source = tuple(int(v) for v in order), cost, source
+        self.history.append((round(time.monotonic() - self.t0, 3), cost))
+        self.say(f"{source}{f' ({note})' if note else ''}: {cost:,}")
+        return True
+
+
+def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] = (),
+                time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0,
+                progress: Callable[[str], None] | None = None) -> OrderResult:
+    """The best order found for ``problem`` within ``time_limit_s`` by ``engine``."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    t0 = time.monotonic()
+    deadline = t0 + time_limit_s - min(1.0, 0.02 * time_limit_s)   # room to wrap up
+    dag = Dag.of(problem)
+    for k, ws in enumerate(warm_starts):
+        try:
+            check_order(problem, ws)
+        except ValueError as e:
+            raise ValueError(f"warm start {k}: {e}") from None
+    ev = Evaluator(problem)
+    best = _Best(ev, t0, progress)
+    for k, ws in enumerate(warm_starts):
+        best.offer(ws, f"warm start {k}")
+    for reference in ([best.order] if best.order else []) + [None]:   # tie-breaks: warm start, topo
+        listed = best_list_schedule(problem, reference=reference, dag=dag, evaluator=ev,
+                                    deadline=deadline)
+        best.offer(listed.order, f"list:{listed.rule}", listed.cost)
+    if best.cost == 0:
+        best.proven = True
+    elif engine in ("cpsat", "auto") and (engine == "cpsat" or problem.num_nodes <= CPSAT_WHOLE_MAX_NODES):
+        share = 1.0 if engine == "cpsat" else 0.5
+        _run_cpsat(problem, best, deadline, share, seed)
+    elif engine in ("ilp-cbc", "ilp-highs"):
+        _run_ilp(problem, dag, best, deadline, engine)
+    if engine in ("auto", "lns") and not best.proven:
+        _run_lns(ev, dag, best, deadline, seed)
+    assert best.order is not None
+    return OrderResult(best.order, best.cost, best.source, time.monotonic() - t0,
+                       best.proven, tuple(best.history))
+
+
+def _run_cpsat(problem: OrderProblem, best: _Best, deadline: float, share: float, seed: int) -> None:
+    left = (deadline - time.monotonic()) * share
+    if left <= 0.05:
+        return
+    best.say(f"cpsat: whole graph, {left:.1f}s")
+    res = solve_cpsat(problem, hint=best.order, time_limit_s=left, seed=seed)
+    if res.order is not None:
+        best.offer(res.order, "cpsat")
+        if res.optimal and res.exact:
+            best.proven = True
+    best.say(f"cpsat: bound {res.bound:,}, optimal={res.optimal}, exact model={res.exact}")
+
+
+def _run_ilp(problem: OrderProblem, dag: Dag, best: _Best, deadline: float, engine: str) -> None:
+    steps = default_steps(dag)
+    pairs = sum(steps - dag.depth[v] - dag.height[v] for v in range(problem.num_nodes))
+    if pairs > ILP_MAX_WINDOW_VARS:
+        best.say(f"{engine}: skipped, {pairs:,} node-step variables")
+        return
+    left = deadline - time.monotonic()
+    if left <= 1.0:
+        return
+    solver = "CBC" if engine == "ilp-cbc" else "HIGHS"
+    best.say(f"{engine}: {steps} steps, {left:.1f}s")
+    res = solve_ilp(problem, start=best.order, steps=steps, solver_name=solver,
+                    time_limit_s=left * 0.9)
+    if res.order is not None:
+        best.offer(res.order, engine)
+        if res.optimal and res.steps == problem.num_nodes:   # one node per step fits: exact
+            best.proven = True
+    best.say(f"{engine}: model peak {res.objective}, {res.num_vars:,} variables")
+
+
+def _run_lns(ev: Evaluator, dag: Dag, best: _Best, deadline: float, seed: int) -> None:
+    def took(order: Sequence[int], cost: int, how: str) -> None:
+        best.offer(order, "lns", cost, note=how)
+
+    order = list(best.order)
+    config = SearchConfig()
+    if ev.n >= SWEEP_MIN_NODES:
+        sweep_end = time.monotonic() + (deadline - time.monotonic()) / 3
+        order = sweep_pieces(ev, order, deadline=sweep_end, seed=seed, config=config, on_improve=took)
+    improve(ev, dag, order, deadline=deadline, seed=seed, config=config, on_improve=took)

@@ -1,0 +1,167 @@
+"""The placement solver's own self-check, and the live-bytes lower bound."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+
+import numpy as np
+
+from olla_jax.solve.place_model import check_problem
+from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
+
+
+def _where(r: int) -> str:
+    return "the arena" if r == ARENA else f"region {r}"
+
+
+def validate_placement(problem: PlacementProblem, placement: Placement) -> None:
+    """Raise ValueError, naming the intervals, unless ``placement`` is valid:
+    aligned, inside the arena size or region capacity, clear of occupants and
+    of every other interval live at the same time in the same place (members
+    of one ``same_offset`` group excepted, which must share region and offset)."""
+    check_problem(problem)
+    ivs = problem.intervals
+    n, a = len(ivs), problem.alignment
+    if len(placement.region) != n or len(placement.offset) != n:
+        raise ValueError(f"placement has {len(placement.region)} regions and "
+                         f"{len(placement.offset)} offsets for {n} intervals")
+    for i, (iv, r, off) in enumerate(zip(ivs, placement.region, placement.offset)):
+        if r != ARENA and not 0 <= r < len(problem.regions):
+            raise ValueError(f"interval {i} is placed in region {r}, which does not exist")
+        if off < 0:
+            raise ValueError(f"interval {i} has negative offset {off}")
+        if off % a:
+            raise ValueError(f"interval {i} offset {off} is not a multiple of the alignment {a}")
+        if iv.size == 0:
+            continue
+        limit = placement.arena_size if r == ARENA else problem.regions[r].capacity
+        if off + iv.size > limit:
+            what = f"arena size {limit}" if r == ARENA else f"region {r}'s capacity {limit}"
+            raise ValueError(f"interval {i} ends at byte {off + iv.size}, past the {what}")
+    group = list(range(n))
+    for g, members in enumerate(problem.same_offset):
+        first = members[0] if members else None
+        for i in members:
+            group[i] = n + g
+            if (placement.region[i], placement.offset[i]) != (placement.region[first], placement.offset[first]):
+                raise ValueError(f"same_offset group {g}: intervals {first} and {i} are at "
+                                 f"{_where(placement.region[first])} offset {placement.offset[first]} and "
+                                 f"{_where(placement.region[i])} offset {placement.offset[i]}")
+    _check_occupants(problem, placement)
+    _check_pairs(problem, placement, group)
+
+
+def _check_occupants(problem: PlacementProblem, placement: Placement) -> None:
+    reg = np.array(placement.region, dtype=np.int64)
+    off = np.array(placement.offset, dtype=np.int64)
+    size = np.array([iv.size for iv in problem.intervals], dtype=np.int64)
+    start = np.array([iv.start for iv in problem.intervals], dtype=np.int64)
+    end = np.array([iv.end for iv in problem.intervals], dtype=np.int64)
+    for r, region in enumerate(problem.regions):
+        mine = np.nonzero((reg == r) & (size > 0))[0]
+        for k, occ in enumerate(region.occupants):
+            if occ.size == 0 or not len(mine):
+                continue
+            bad = ((start[mine] <= occ.end) & (end[mine] >= occ.start)
+                   & (off[mine] < occ.offset + occ.size) & (off[mine] + size[mine] > occ.offset))
+            if bad.any():
+                i = int(mine[np.argmax(bad)])
+                raise ValueError(f"interval {i} (bytes [{off[i]}, {off[i] + size[i]}), times "
+                                 f"[{start[i]}, {end[i]}]) overlaps occupant {k} of region {r} "
+                                 f"(bytes [{occ.offset}, {occ.offset + occ.size}), times "
+                                 f"[{occ.start}, {occ.end}])")
+
+
+def _check_pairs(problem: PlacementProblem, placement: Placement, group: list[int]) -> None:
+    """Sweep over time; per place, the live blocks sorted by offset.  Blocks of
+    different groups never overlap (each insertion is checked), so only the
+    blocks below the new one's end and the nearest ones below its start matter."""
+    ivs = problem.intervals
+    by_start = sorted((iv.start, i) for i, iv in enumerate(ivs) if iv.size > 0)
+    live: dict[int, list[tuple[int, int]]] = {}      # place -> sorted (offset, interval)
+    ending: list[tuple[int, int]] = []                # heap of (end time, interval)
+    for t, i in by_start:
+        while ending and ending[0][0] < t:
+            _, j = heapq.heappop(ending)
+            keys = live[placement.region[j]]
+            del keys[bisect.bisect_left(keys, (placement.offset[j], j))]
+        place, lo = placement.region[i], placement.offset[i]
+        hi = lo + ivs[i].size
+        keys = live.setdefault(place, [])
+        pos = bisect.bisect_left(keys, (hi, -1))
+        k = pos - 1
+        while k >= 0:
+            o, j = keys[k]
+            if o + ivs[j].size > lo and group[j] != group[i]:
+                raise ValueError(
+                    f"intervals {j} and {i} overlap in {_where(place)}: bytes "
+                    f"[{o}, {o + ivs[j].size}) and [{lo}, {hi}) while both are live "
+                    f"(times [{ivs[j].start}, {ivs[j].end}] and [{ivs[i].start}, {ivs[i].end}])")
+            if o + ivs[j].size <= lo and (k == 0 or keys[k - 1][0] != o):
+                break  # everything further down ends at or below o
+            k -= 1
+        bisect.insort(keys, (lo, i))
+        heapq.heappush(ending, (ivs[i].end, i))
+
+
+def live_bytes_bound(problem: PlacementProblem) -> int:
+    """A lower bound on any valid placement's arena size: the most bytes live at
+    one time, less the free space of every region then (occupants subtracted,
+    alignment ignored), and at least what is live of the intervals too large for
+    every region.  Members of one same_offset group count once (the largest)."""
+    check_problem(problem)
+    ivs = problem.intervals
+    max_cap = max((r.capacity for r in problem.regions), default=-1)
+    grouped = {i for g in problem.same_offset for i in g}
+    # (start, end, size, must be in the arena) pieces
+    pieces = [(iv.start, iv.end, iv.size, iv.size > max_cap) for i, iv in enumerate(ivs)
+              if i not in grouped and iv.size > 0]
+    for members in problem.same_offset:
+        pieces += _group_pieces([ivs[i] for i in members], max_cap)
+    if not pieces:
+        return 0
+    # live bytes rise at piece starts, free space falls at occupant starts
+    times = sorted({p[0] for p in pieces} | {o.start for r in problem.regions for o in r.occupants})
+    t = np.array(times, dtype=np.int64)
+    live = np.zeros(len(t), dtype=np.int64)
+    forced = np.zeros(len(t), dtype=np.int64)
+    for s, e, size, must in pieces:
+        lo, hi = np.searchsorted(t, s), np.searchsorted(t, e, side="right")
+        live[lo:hi] += size
+        if must:
+            forced[lo:hi] += size
+    free = np.zeros(len(t), dtype=np.int64)
+    for region in problem.regions:
+        free += _region_free(region, t)
+    return int(max(0, np.maximum(live - free, forced).max()))
+
+
+def _group_pieces(members, max_cap: int) -> list[tuple[int, int, int, bool]]:
+    """A group's bytes over time: at each moment, its largest live member."""
+    cuts = sorted({m.start for m in members} | {m.end + 1 for m in members})
+    out = []
+    for s, nxt in zip(cuts, cuts[1:]):
+        size = max((m.size for m in members if m.start <= s <= m.end), default=0)
+        if size > 0:
+            out.append((s, nxt - 1, size, size > max_cap))
+    return out
+
+
+def _region_free(region, times: np.ndarray) -> np.ndarray:
+    """Free bytes of a region at each time: capacity less the union of its live occupants."""
+    free = np.full(len(times), region.capacity, dtype=np.int64)
+    occ = [o for o in region.occupants if o.size > 0]
+    if not occ:
+        return free
+    for k, t in enumerate(times.tolist()):
+        spans = sorted((o.offset, min(o.offset + o.size, region.capacity))
+                       for o in occ if o.start <= t <= o.end)
+        covered, reach = 0, 0
+        for lo, hi in spans:
+            lo = max(lo, reach)
+            if hi > lo:
+                covered += hi - lo
+                reach = hi
+        free[k] -= covered
+    return np.maximum(free, 0)

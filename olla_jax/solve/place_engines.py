@@ -1,0 +1,231 @@
+"""Exact placement engines: CP-SAT (NoOverlap2D) and OLLA's location ILP (python-mip).
+
+Both work in units of the alignment: a block at aligned byte offset ``A*x``
+with ``s`` bytes ends below an aligned ``A*y`` iff ``x + ceil(s/A) <= y``, so
+rounding sizes up is exact between blocks.  Region capacities are exact
+(``A*x + s <= cap``); an occupant at an unaligned offset is rounded outwards,
+which can only forbid placements.  The arena peak is minimised in bytes.
+Both start from (and are bounded by) a hint and never return anything worse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+from olla_jax.solve.place_model import BlockModel
+from olla_jax.solve.problem import ARENA, Placement
+
+
+class EngineFailure(RuntimeError):
+    """An exact engine crashed (CBC has been seen to abort in its preprocessing)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Units:
+    """What both engines need, in alignment units."""
+    size: list[int]                  # ceil(bytes / A) per block
+    places: list[list[int]]          # per block: ARENA and the regions it fits in
+    limit: list[dict[int, int]]      # per block, per place: highest offset unit allowed
+    ub: int                          # arena upper bound in bytes (the hint's)
+
+
+def _units(model: BlockModel, hint_arena: int) -> _Units:
+    a = model.alignment
+    sizes, places, limits = [], [], []
+    for b, block in enumerate(model.blocks):
+        sizes.append(-(-block.size // a))
+        lim = {ARENA: max(0, (hint_arena - block.size) // a)}
+        for r, region in enumerate(model.problem.regions):
+            if model.fits_region(b, r):
+                lim[r] = (region.capacity - block.size) // a
+        places.append(list(lim))
+        limits.append(lim)
+    return _Units(sizes, places, limits, hint_arena)
+
+
+def _occupant_units(lo: int, hi: int, a: int) -> tuple[int, int]:
+    return lo // a, -(-hi // a)
+
+
+def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
+                lower_bound: int = 0) -> Placement | None:
+    """Minimise the arena with CP-SAT; None when it found nothing."""
+    from ortools.sat.python import cp_model
+
+    a = model.alignment
+    u = _units(model, hint.arena_size)
+    hint_region, hint_offset = model.from_placement(hint)
+    m = cp_model.CpModel()
+    peak = m.new_int_var(lower_bound, max(lower_bound, hint.arena_size), "peak")
+    boxes: dict[int, tuple[list, list]] = {}            # place -> (x intervals, y intervals)
+    choice: list[dict[int, tuple]] = []
+    for b, block in enumerate(model.blocks):
+        if block.size == 0:
+            choice.append({})
+            continue
+        options = {}
+        lits = []
+        single = len(u.places[b]) == 1
+        for place in u.places[b]:
+            lit = None if single else m.new_bool_var(f"p{b}_{place}")
+            x = m.new_int_var(0, u.limit[b][place], f"x{b}_{place}")
+            xs, ys = boxes.setdefault(place, ([], []))
+            if single:
+                y = m.new_fixed_size_interval_var(x, u.size[b], f"y{b}")
+                xs += [m.new_fixed_size_interval_var(s, e - s + 1, f"t{b}_{s}") for s, e in block.segments]
+            else:
+                y = m.new_optional_fixed_size_interval_var(x, u.size[b], lit, f"y{b}_{place}")
+                xs += [m.new_optional_fixed_size_interval_var(s, e - s + 1, lit, f"t{b}_{place}_{s}")
+                       for s, e in block.segments]
+            ys += [y] * len(block.segments)
+            if place == ARENA:
+                ct = m.add(peak >= a * x + block.size)
+                if not single:
+                    ct.only_enforce_if(lit)
+            options[place] = (lit, x)
+            hinted = hint_region[b] == place
+            if not single:
+                lits.append(lit)
+                m.add_hint(lit, hinted)
+            m.add_hint(x, hint_offset[b] // a if hinted else 0)
+        if lits:
+            m.add_exactly_one(lits)
+        choice.append(options)
+    for r, region in enumerate(model.problem.regions):
+        if r not in boxes:
+            continue
+        xs, ys = boxes[r]
+        for k, occ in enumerate(region.occupants):
+            if occ.size > 0:
+                lo, hi = _occupant_units(occ.offset, occ.offset + occ.size, a)
+                xs.append(m.new_fixed_size_interval_var(occ.start, occ.end - occ.start + 1, f"o{r}_{k}"))
+                ys.append(m.new_fixed_size_interval_var(lo, hi - lo, f"oy{r}_{k}"))
+    for xs, ys in boxes.values():
+        m.add_no_overlap_2d(xs, ys)
+    m.minimize(peak)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
+    solver.parameters.num_workers = min(8, os.cpu_count() or 1)
+    status = solver.solve(m)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    region, offset = [ARENA] * len(model.blocks), [0] * len(model.blocks)
+    for b, options in enumerate(choice):
+        for place, (lit, x) in options.items():
+            if lit is None or solver.boolean_value(lit):
+                region[b], offset[b] = place, solver.value(x) * a
+    return model.to_placement(region, offset)
+
+
+def solve_ilp(model: BlockModel, hint: Placement, time_limit_s: float, solver_name: str = "CBC",
+              lower_bound: int = 0) -> Placement | None:
+    """OLLA's location ILP, solved in a child process.
+
+    python-mip's bundled CBC and OR-tools ship different builds of the same
+    COIN-OR libraries under one soname (libOsi.so.0): whichever loads second in a
+    process fails.  A spawned child that never imports OR-tools keeps both usable.
+    """
+    args = (model, hint, time_limit_s, solver_name, lower_bound)
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps(args), env=env,
+                              capture_output=True, timeout=time_limit_s + _CHILD_GRACE_S, check=True)
+    except subprocess.TimeoutExpired:
+        return None
+    except subprocess.CalledProcessError as err:
+        raise EngineFailure(f"the {solver_name} ILP child process failed (exit {err.returncode}):\n"
+                            f"{err.stderr.decode(errors='replace')[-2000:]}") from None
+    return pickle.loads(done.stdout)
+
+
+_CHILD_GRACE_S = 60.0  # start-up and model building on top of the solver's limit
+_CHILD = ("import os, pickle, sys\n"
+          "out = os.fdopen(os.dup(1), 'wb')\n"
+          "os.dup2(2, 1)  # solver chatter goes to stderr, the result alone to stdout\n"
+          "from olla_jax.solve.place_engines import _solve_ilp_here\n"
+          "out.write(pickle.dumps(_solve_ilp_here(*pickle.load(sys.stdin.buffer))))\n"
+          "out.flush()\n")
+
+
+def _solve_ilp_here(model: BlockModel, hint: Placement, time_limit_s: float, solver_name: str,
+                    lower_bound: int) -> Placement | None:
+    """OLLA's location ILP: an integer offset per block, one binary per pair of
+    blocks live at the same time (pairs that never are need none), big-M
+    non-overlap in every place both may use, minimise the arena peak."""
+    import mip
+
+    a = model.alignment
+    u = _units(model, hint.arena_size)
+    hint_region, hint_offset = model.from_placement(hint)
+    big = max([u.ub // a + 1] + [r.capacity // a + 1 for r in model.problem.regions]) + max(u.size, default=0)
+    m = mip.Model(sense=mip.MINIMIZE, solver_name=solver_name)
+    m.verbose = 0
+    m.threads = min(8, os.cpu_count() or 1)
+    peak = m.add_var("peak", lb=lower_bound, ub=max(lower_bound, hint.arena_size))
+    start: list[tuple] = [(peak, hint.arena_size)]
+    x, z = [], []
+    for b, block in enumerate(model.blocks):
+        if block.size == 0:
+            x.append(None)
+            z.append({})
+            continue
+        xb = m.add_var(f"x{b}", var_type=mip.INTEGER, lb=0, ub=max(u.limit[b].values()))
+        x.append(xb)
+        start.append((xb, hint_offset[b] // a))
+        zb = {}
+        if len(u.places[b]) == 1:
+            zb = {u.places[b][0]: 1}
+        else:
+            for place in u.places[b]:
+                zb[place] = m.add_var(f"z{b}_{place}", var_type=mip.BINARY)
+                start.append((zb[place], int(hint_region[b] == place)))
+            m += mip.xsum(zb.values()) == 1
+        z.append(zb)
+        for place, zv in zb.items():
+            m += xb <= u.limit[b][place] + big * (1 - zv)
+            if place == ARENA:
+                m += peak >= a * xb + block.size - a * big * (1 - zv)
+            else:
+                for k, (lo, hi) in enumerate(model.occupied[place][b]):
+                    below = (lo - block.size) // a   # highest offset ending at or below lo
+                    above = -(-hi // a)
+                    q = m.add_var(f"q{b}_{place}_{k}", var_type=mip.BINARY)
+                    m += xb <= below + big * (1 - q) + big * (1 - zv)
+                    m += xb >= above - big * q - big * (1 - zv)
+                    hinted_below = hint_offset[b] + block.size <= lo
+                    start.append((q, int(hinted_below)))
+    for i, conf in enumerate(model.conflicts):
+        if x[i] is None:
+            continue
+        for j in conf.tolist():
+            if j <= i or x[j] is None:
+                continue
+            shared = [p for p in z[i] if p in z[j]]
+            if not shared:
+                continue
+            y = m.add_var(f"y{i}_{j}", var_type=mip.BINARY)   # 1: i below j
+            start.append((y, int(hint_offset[i] < hint_offset[j])))
+            for p in shared:
+                off = big * (2 - z[i][p] - z[j][p])
+                m += x[i] + u.size[i] <= x[j] + big * (1 - y) + off
+                m += x[j] + u.size[j] <= x[i] + big * y + off
+    m.objective = mip.minimize(peak)
+    m.start = [(v, float(val)) for v, val in start if isinstance(v, mip.Var)]
+    m.optimize(max_seconds=max(0.01, time_limit_s))
+    if m.num_solutions == 0:
+        return None
+    region, offset = [ARENA] * len(model.blocks), [0] * len(model.blocks)
+    for b in range(len(model.blocks)):
+        if x[b] is None:
+            continue
+        for place, zv in z[b].items():
+            if zv.x >= 0.5 if isinstance(zv, mip.Var) else zv == 1:
+                region[b] = place
+        offset[b] = int(round(x[b].x)) * a
+    return model.to_placement(region, offset)

@@ -1,0 +1,124 @@
+"""Greedy best-fit placement with several sort orders."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from olla_jax.solve.place_model import BlockModel, build_model
+from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
+
+SORT_ORDERS = ("size", "start", "area", "duration")
+_OPEN = np.iinfo(np.int64).max  # length of the open space above all obstacles
+
+
+def _align_up(x: np.ndarray | int, a: int):
+    return -(-x // a) * a
+
+
+def tightest_gap(lo: np.ndarray, hi: np.ndarray, size: int, alignment: int,
+                 limit: int | None) -> tuple[int, int] | None:
+    """Lowest aligned offset in the tightest free gap between [lo, hi) obstacles
+    that holds ``size`` bytes below ``limit``, as (gap length, offset).
+
+    With ``limit=None`` the space above the obstacles is open; it is used only
+    when no gap between obstacles fits (its length counts as infinite).
+    """
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], hi[order]
+    top = np.maximum.accumulate(hi) if len(hi) else hi
+    gap_lo = np.concatenate(([0], top))
+    gap_hi = np.concatenate((lo, [limit if limit is not None else -1]))
+    if limit is not None:
+        gap_hi = np.minimum(gap_hi, limit)
+    start = _align_up(gap_lo, alignment)
+    length = gap_hi - gap_lo
+    fits = start + size <= gap_hi
+    if limit is None:
+        fits[-1] = False
+    if fits.any():
+        cand = np.nonzero(fits)[0]
+        best = cand[np.lexsort((start[cand], length[cand]))[0]]
+        return int(length[best]), int(start[best])
+    if limit is None:
+        return _OPEN, int(start[-1])
+    return None
+
+
+def _sort_keys(model: BlockModel, order: str, rng: np.random.Generator) -> np.ndarray:
+    blocks = model.blocks
+    size = np.array([b.size for b in blocks], dtype=np.int64)
+    start = np.array([b.start for b in blocks], dtype=np.int64)
+    dur = np.array([b.duration for b in blocks], dtype=np.int64)
+    tie = rng.permutation(len(blocks))
+    keys = {
+        "size": (tie, start, -dur, -size),
+        "start": (tie, -dur, -size, start),
+        "area": (tie, -size, -size * dur),
+        "duration": (tie, -size, -dur),
+    }
+    if order not in keys:
+        raise ValueError(f"unknown sort order {order!r}: use one of {SORT_ORDERS}")
+    return np.lexsort(keys[order])
+
+
+def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Place blocks in ``sequence``: each into the tightest region gap that fits,
+    else the tightest arena gap, else on top of what it overlaps in the arena."""
+    problem, a = model.problem, model.alignment
+    n = len(model.blocks)
+    region = [ARENA] * n
+    offset = [0] * n
+    placed = np.zeros(n, dtype=bool)
+    region_arr = np.full(n, ARENA, dtype=np.int64)
+    offset_arr = np.zeros(n, dtype=np.int64)
+    size_arr = np.array([b.size for b in model.blocks], dtype=np.int64)
+    for b in sequence:
+        size = model.blocks[b].size
+        placed[b] = True
+        if size == 0:
+            continue
+        conf = model.conflicts[b]
+        conf = conf[placed[conf]]
+        where = region_arr[conf]
+        best: tuple[int, int, int] | None = None   # (gap length, region, offset)
+        for r, reg in enumerate(problem.regions):
+            if not model.fits_region(b, r):
+                continue
+            mine = conf[where == r]
+            occ = model.occupied[r][b]
+            lo = np.concatenate((offset_arr[mine], np.array([o[0] for o in occ], dtype=np.int64)))
+            hi = np.concatenate((offset_arr[mine] + size_arr[mine],
+                                 np.array([o[1] for o in occ], dtype=np.int64)))
+            found = tightest_gap(lo, hi, size, a, reg.capacity)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = (found[0], r, found[1])
+        if best is None:
+            mine = conf[where == ARENA]
+            found = tightest_gap(offset_arr[mine], offset_arr[mine] + size_arr[mine], size, a, None)
+            best = (found[0], ARENA, found[1])
+        region[b], offset[b] = best[1], best[2]
+        region_arr[b], offset_arr[b] = best[1], best[2]
+    return region, offset
+
+
+def best_fit(problem: PlacementProblem, *, orders: Sequence[str] = SORT_ORDERS,
+             seed: int = 0) -> Placement:
+    """Best of the greedy best-fit placements over the given sort orders
+    ("size", "start", "area", "duration"); ``seed`` breaks ties."""
+    model = build_model(problem)
+    return best_fit_model(model, orders=orders, seed=seed)
+
+
+def best_fit_model(model: BlockModel, *, orders: Sequence[str] = SORT_ORDERS,
+                   seed: int = 0) -> Placement:
+    if not orders:
+        raise ValueError("best_fit needs at least one sort order")
+    best: Placement | None = None
+    for order in orders:
+        rng = np.random.default_rng(seed)
+        placement = model.to_placement(*greedy(model, _sort_keys(model, order, rng)))
+        if best is None or placement.arena_size < best.arena_size:
+            best = placement
+    return best
