@@ -12,55 +12,13 @@ user's interactive backend is left alone.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from olla_jax.graph.layout import Layout, xla_layout
 from olla_jax.graph.model import ScheduleGraph
+from olla_jax.graph.simulate import Box as _Box, boxes as _boxes, memory_timeline
 
 MIB = 2 ** 20
-
-
-class _Box(NamedTuple):
-    unit: int
-    allocation: int
-    offset: int
-    size: int
-    start: int
-    end: int       # inclusive step
-
-
-def _unit_place(graph: ScheduleGraph, layout: Layout, unit_id: int) -> tuple[int, int]:
-    """(allocation, offset of the unit's first byte) under ``layout``."""
-    unit = graph.units[unit_id]
-    first = graph.values[unit.values[0]]
-    alloc, offset = layout.places.get(first.id, (first.allocation, first.offset))
-    return alloc, offset - unit.member_offsets[0]
-
-
-def _boxes(graph: ScheduleGraph, layout: Layout) -> list[_Box]:
-    """One box per live span of every unit, at its place under ``layout``."""
-    boxes = []
-    for unit, spans in zip(graph.units, graph.unit_spans(layout.order)):
-        alloc, offset = _unit_place(graph, layout, unit.id)
-        boxes += [_Box(unit.id, alloc, offset, unit.size, s, e) for s, e in spans]
-    return boxes
-
-
-def memory_timeline(graph: ScheduleGraph, layout: Layout) -> list[int]:
-    """Per step of the flattened schedule under ``layout.order``: bytes of the
-    temp arena in use (units placed in it that are live then; a unit's bytes
-    are counted once however many aliased values it holds)."""
-    horizon = len(graph.flat)
-    delta = [0] * (horizon + 1)
-    for box in _boxes(graph, layout):
-        if box.allocation == graph.temp_allocation:
-            delta[box.start] += box.size
-            delta[min(box.end, horizon - 1) + 1] -= box.size
-    out, live = [], 0
-    for step in range(horizon):
-        live += delta[step]
-        out.append(live)
-    return out
 
 
 # ---- plots -----------------------------------------------------------------

@@ -151,3 +151,12 @@ def test_dump_parsers_refuse_garbage():
         dumps.parse_live_ranges("nothing here")
     with pytest.raises(ValueError):
         dumps.parse_hlo_proto(b"\x00\x01garbage")
+
+
+def test_simulation_of_xla_plan_matches_xla():
+    from olla_jax.graph import layout as layout_lib, simulate
+    cap = captured("cnn_adam", "cpu", "memory")
+    sim = simulate.simulate(layout_lib.xla_layout(graph_of(cap)))
+    assert sim.arena_bytes == cap.memory.temp
+    assert 0 < sim.live_peak_bytes <= sim.arena_bytes
+    assert 0.0 <= sim.fragmentation < 1.0

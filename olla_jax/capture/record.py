@@ -127,6 +127,8 @@ def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: st
 
 def _check_args(args: Sequence[Any]) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
+        if isinstance(leaf, (bool, int, float, complex)):
+            continue  # Python scalars are traced as weakly typed arrays, as jax.jit does
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
             where = jax.tree_util.keystr(path)
             raise CaptureError(

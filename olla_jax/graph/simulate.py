@@ -1,0 +1,77 @@
+"""Replay an order and placement: live spans, arena in use over time, peak,
+fragmentation.  The model's own view (the checker re-derives it separately)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+from olla_jax.graph.layout import Layout
+from olla_jax.graph.model import ScheduleGraph
+
+
+class Box(NamedTuple):
+    """One live span of a unit at its place."""
+    unit: int
+    allocation: int
+    offset: int
+    size: int
+    start: int
+    end: int       # inclusive step
+
+
+def unit_place(graph: ScheduleGraph, layout: Layout, unit_id: int) -> tuple[int, int]:
+    """(allocation, offset of the unit's first byte) under ``layout``."""
+    unit = graph.units[unit_id]
+    first = graph.values[unit.values[0]]
+    alloc, offset = layout.places.get(first.id, (first.allocation, first.offset))
+    return alloc, offset - unit.member_offsets[0]
+
+
+def boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
+    """One box per live span of every unit, at its place under ``layout``."""
+    boxes = []
+    for unit, spans in zip(graph.units, graph.unit_spans(layout.order)):
+        alloc, offset = unit_place(graph, layout, unit.id)
+        boxes += [Box(unit.id, alloc, offset, unit.size, s, e) for s, e in spans]
+    return boxes
+
+
+def memory_timeline(graph: ScheduleGraph, layout: Layout) -> list[int]:
+    """Per step of the flattened schedule under ``layout.order``: bytes of the
+    temp arena in use (units placed in it that are live then; a unit's bytes
+    are counted once however many aliased values it holds)."""
+    horizon = len(graph.flat)
+    delta = [0] * (horizon + 1)
+    for box in boxes(graph, layout):
+        if box.allocation == graph.temp_allocation:
+            delta[box.start] += box.size
+            delta[min(box.end, horizon - 1) + 1] -= box.size
+    out, live = [], 0
+    for step in range(horizon):
+        live += delta[step]
+        out.append(live)
+    return out
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    arena_bytes: int          # the temp allocation's size under the layout
+    live_peak_bytes: int      # most bytes of the arena in use at one step
+    peak_step: int
+    boxes: tuple[Box, ...]
+
+    @property
+    def fragmentation(self) -> float:
+        """Share of the arena never needed at the peak: 1 - live peak / arena."""
+        return 0.0 if not self.arena_bytes else 1 - self.live_peak_bytes / self.arena_bytes
+
+
+def simulate(layout: Layout) -> Simulation:
+    graph = layout.graph
+    timeline = memory_timeline(graph, layout)
+    peak = max(timeline, default=0)
+    return Simulation(arena_bytes=layout.temp_bytes, live_peak_bytes=peak,
+                      peak_step=timeline.index(peak) if timeline else 0,
+                      boxes=tuple(boxes(graph, layout)))
