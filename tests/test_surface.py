@@ -132,3 +132,18 @@ def test_over_jax_jit():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", olla_jax.PlanWarning)
         assert same(f(x), jitted(x))
+
+
+def test_place_standalone():
+    buffers = [(0, 4, 100), (2, 6, 200), (5, 9, 100), (0, 9, 64)]
+    placement = olla_jax.place(buffers)
+    spans = [(lo, hi, size, off) for (lo, hi, size), off in zip(buffers, placement.offset)]
+    for i, (l1, h1, s1, o1) in enumerate(spans):
+        for l2, h2, s2, o2 in spans[i + 1:]:
+            if l1 < h2 and l2 < h1:
+                assert o1 + s1 <= o2 or o2 + s2 <= o1
+    assert placement.arena_size >= 364  # buffers 0, 1 and 3 are live together
+    with pytest.raises(ValueError, match="capacity"):
+        olla_jax.place(buffers, capacity=100)
+    with pytest.raises(ValueError, match="lower < upper"):
+        olla_jax.place([(3, 3, 8)])
