@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := examples,plots,highs,test
+EXTRAS := examples,plots,highs,test,gpu
 
 .PHONY: demo test test-slow benchmark clean
 
