@@ -114,8 +114,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             # A control-flow instruction reads its operands as its block starts
             # (they pass on to its callees' parameters); others at their step.
             end = max(end, block[name][0] if name in block else flat[name])
-        if is_param or any(p.instruction == root for p in rec.positions):
-            end = horizon - 1
+        donated = is_param and placements[rec.id][3].maybe_live_out
+        if (is_param and not donated) or any(p.instruction == root for p in rec.positions):
+            end = horizon - 1  # inputs stay the caller's; outputs go back to it
         intervals[rec.id] = (start, end)
 
     # 4. Which values XLA compiled to share bytes: in-place pairs and control flow.
@@ -194,7 +195,10 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             raise PlanRejected(f"value {records[v].key} moved to offset {no}, not a multiple of {alignment}")
         cap = plan.allocation_sizes.get(na)
         if cap is None:
-            cap = next(x.size for x in proto.buffer_assignment.buffer_allocations if x.index == na)
+            cap = next((x.size for x in proto.buffer_assignment.buffer_allocations
+                        if x.index == na), None)
+        if cap is None:
+            raise PlanRejected(f"value {records[v].key} is moved to allocation {na}, which does not exist")
         if no < 0 or no + size > cap:
             raise PlanRejected(f"value {records[v].key} ({size} B at {no}) does not fit allocation "
                                f"{na} of {cap} B")

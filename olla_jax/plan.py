@@ -274,6 +274,11 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
     if saved is not None:
+        from olla_jax.saved import PlanFileError
+        unknown = [n for n in saved.order if n not in graph.node_index]
+        if unknown:
+            raise PlanFileError(f"the saved plan's order does not match this module (unknown "
+                                f"instructions: {unknown[:3]}); plan this step again")
         order = tuple(graph.node_index[n] for n in saved.order)
         layout = layout_lib.Layout(graph=graph, order=order, places=dict(saved.places),
                                    allocation_sizes=dict(saved.allocation_sizes))
@@ -307,8 +312,12 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     from olla_jax.apply import feed_back as apply_plan
-    outcome = apply_plan.apply_layout(best, layout, args=args, static_argnums=static_argnums,
-                                      trials=verify_trials)
+    try:
+        outcome = apply_plan.apply_layout(best, layout, args=args, static_argnums=static_argnums,
+                                          trials=verify_trials)
+    except Exception as err:  # noqa: BLE001 - a bug in the rewrite must not cost the user the step
+        logging.exception("applying the plan failed")
+        outcome = apply_plan.Outcome(False, f"applying the plan failed ({type(err).__name__}: {err})")
     if not outcome.ok:
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
         warnings.warn(f"olla_jax keeps XLA's executable: {outcome.reason}", PlanWarning, stacklevel=2)

@@ -78,11 +78,19 @@ def from_json(text: str, source: str = "<string>") -> SavedPlan:
             xla_scheduler=str(data["xla_scheduler"]), order=tuple(map(str, data["order"])),
             places={int(k): (int(v[0]), int(v[1])) for k, v in data["places"].items()},
             allocation_sizes={int(k): int(v) for k, v in data["allocation_sizes"].items()},
-            figures=dict(data["figures"]), engine=str(data["engine"]),
+            figures=_figures(data["figures"]), engine=str(data["engine"]),
             notes=tuple(map(str, data.get("notes", ()))))
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise PlanFileError(f"{source} is a damaged plan file ({type(err).__name__}: {err}); "
                             "plan the step again") from err
+
+
+def _figures(raw) -> dict[str, Any]:
+    figures = dict(raw)
+    for key, value in figures.items():
+        if key.endswith("_bytes") and value is not None and not isinstance(value, int):
+            raise ValueError(f"figure {key} is {value!r}, not a byte count")
+    return figures
 
 
 def load_plan(path: str | Path) -> SavedPlan:
@@ -90,6 +98,8 @@ def load_plan(path: str | Path) -> SavedPlan:
     path = Path(path)
     try:
         text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise PlanFileError(f"{path} is not a plan file (not UTF-8 text)") from err
     except OSError as err:
         raise PlanFileError(f"cannot read plan file {path}: {err}") from err
     return from_json(text, str(path))

@@ -39,6 +39,8 @@ def apply_layout(capture, layout, *, args: Sequence[Any] = (), static_argnums: S
         raw = cpu_rewrite.rewrite(capture.executable, edit_of(layout))
     except (cpu_rewrite.RewriteError, executable.LayoutError, ValueError) as err:
         return Outcome(False, f"the executable rewrite refused the plan: {err}")
+    except Exception as err:  # noqa: BLE001 - a rewrite bug falls back like a refusal
+        return Outcome(False, f"the executable rewrite failed ({type(err).__name__}: {err})")
     user_args = None
     dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
     if dynamic and _concrete(dynamic):

@@ -125,8 +125,9 @@ def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: st
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _check_args(args: Sequence[Any]) -> None:
-    for path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
+def _check_args(args: Sequence[Any], static: set[int]) -> None:
+    dynamic = {i: a for i, a in enumerate(args) if i not in static}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dynamic)[0]:
         if isinstance(leaf, (bool, int, float, complex)):
             continue  # Python scalars are traced as weakly typed arrays, as jax.jit does
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
@@ -145,9 +146,10 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
     without one (targets in ``olla_jax/capture/targets``).  ``scheduler`` picks
     XLA:CPU's scheduler ("default" or "memory").
     """
+    if not isinstance(backend, str):
+        raise CaptureError(f"backend must be a string such as 'cpu' or 'gpu:h100', not {backend!r}")
     options = dict(compiler_options or {})
-    static = set(static_argnums)
-    _check_args(tuple(a for i, a in enumerate(args) if i not in static))
+    _check_args(args, set(static_argnums))
     if backend == "cpu":
         if scheduler not in CPU_SCHEDULERS:
             raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")

@@ -83,6 +83,9 @@ class Layout:
         live = [v for v in covering if v.xla_range[0] <= last and first <= v.xla_range[1]]
         if not live:
             raise LayoutError(f"slice {allocation}:{offset}+{size} of {instruction} matches no live value")
+        exact = [v for v in live if v.offset == offset and v.size == size]
+        if len({self.places.get(v.id, (v.allocation, v.offset)) for v in exact}) == 1:
+            live = exact  # e.g. a while thunk's predicate among values reusing its bytes
         new = set()
         for v in live:
             new_alloc, new_offset = self.places.get(v.id, (v.allocation, v.offset))

@@ -76,8 +76,8 @@ class _Graph:
     desc: tuple[int, ...]           # strict descendants per node, as bitsets
 
 
-def _topological(num_nodes: int, edges: Sequence[tuple[int, int]], lifo: bool = False) -> list[int]:
-    """Kahn's order (FIFO, or LIFO which runs depth-first); ValueError on a cycle."""
+def _topological(num_nodes: int, edges: Sequence[tuple[int, int]]) -> list[int]:
+    """Kahn's (FIFO) order; ValueError on a cycle."""
     succ: list[list[int]] = [[] for _ in range(num_nodes)]
     indeg = [0] * num_nodes
     for u, v in edges:
@@ -88,7 +88,7 @@ def _topological(num_nodes: int, edges: Sequence[tuple[int, int]], lifo: bool = 
     ready = deque(v for v in range(num_nodes) if indeg[v] == 0)
     order = []
     while ready:
-        u = ready.pop() if lifo else ready.popleft()
+        u = ready.popleft()
         order.append(u)
         for v in succ[u]:
             indeg[v] -= 1
