@@ -6,12 +6,12 @@
     new_params, new_opt_state, loss = plan.compiled(params, opt_state, batch)
 """
 
-from olla_jax.capture import Capture, CaptureError, capture
+from olla_jax.capture import Capture, CaptureError
 from olla_jax.plan import Plan, PlanWarning, plan
 from olla_jax.saved import PlanFileError, SavedPlan, load_plan
 from olla_jax.decorator import optimize
 from olla_jax.placement import place
 
 __all__ = ["Capture", "CaptureError", "Plan", "PlanFileError", "PlanWarning", "SavedPlan",
-           "capture", "load_plan", "optimize", "place", "plan"]
+           "load_plan", "optimize", "place", "plan"]
 __version__ = "0.1.0"
