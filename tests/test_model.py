@@ -160,3 +160,13 @@ def test_simulation_of_xla_plan_matches_xla():
     assert sim.arena_bytes == cap.memory.temp
     assert 0 < sim.live_peak_bytes <= sim.arena_bytes
     assert 0.0 <= sim.fragmentation < 1.0
+
+
+def test_threshold_bound_problems_keep_only_what_regions_cannot_hold():
+    graph = graph_of(captured("cnn_adam", "cpu", "memory"))
+    problems = graph.bound_problems()
+    assert problems[0].region_sizes == graph.order_problem(for_bound=True).region_sizes
+    largest = max(problems[0].region_sizes, default=0)
+    last = problems[-1]
+    assert all(s == 0 for s in last.region_sizes)
+    assert all(i.size > largest for i in last.items if i.region == -1)

@@ -236,6 +236,20 @@ class ScheduleGraph:
         return sp.OrderProblem(num_nodes=len(self.nodes), edges=self.edges, items=tuple(items),
                                node_extra=tuple(extra), region_sizes=sizes)
 
+    def bound_problems(self) -> list[sp.OrderProblem]:
+        """Problems whose min-cut bounds are all valid for the arena: for each
+        threshold c (0 and every output region's size), the arena units larger
+        than c against the idle space of the regions larger than c only (a unit
+        fits only in a region at least its size).  c = 0 is the plain relaxation;
+        the largest c keeps the units no output can hold, whatever the placement."""
+        base = self.order_problem(for_bound=True)
+        problems = []
+        for c in sorted({0, *base.region_sizes}):
+            items = tuple(i for i in base.items if i.region != sp.ARENA or i.size > c)
+            sizes = tuple(s if s > c else 0 for s in base.region_sizes)
+            problems.append(dataclasses.replace(base, items=items, region_sizes=sizes))
+        return problems
+
     def placement_problem(self, order: Sequence[int]) -> tuple[sp.PlacementProblem, tuple[int, ...]]:
         """The movable units' live spans under ``order`` as intervals (the spans
         of one unit tied to one offset); also, per interval, its unit id."""
