@@ -236,19 +236,22 @@ class ScheduleGraph:
         return sp.OrderProblem(num_nodes=len(self.nodes), edges=self.edges, items=tuple(items),
                                node_extra=tuple(extra), region_sizes=sizes)
 
+    def threshold_problem(self, c: int, *, for_bound: bool = False) -> sp.OrderProblem:
+        """The order problem seen from units larger than ``c`` bytes: only they
+        count in the arena, and only regions larger than ``c`` can hold them
+        (a unit fits only in a region at least its size).  Its cost is a lower
+        bound of the arena any placement needs under that order."""
+        base = self.order_problem(for_bound=for_bound)
+        items = tuple(i for i in base.items if i.region != sp.ARENA or i.size > c)
+        sizes = tuple(s if s > c else 0 for s in base.region_sizes)
+        return dataclasses.replace(base, items=items, region_sizes=sizes)
+
     def bound_problems(self) -> list[sp.OrderProblem]:
-        """Problems whose min-cut bounds are all valid for the arena: for each
-        threshold c (0 and every output region's size), the arena units larger
-        than c against the idle space of the regions larger than c only (a unit
-        fits only in a region at least its size).  c = 0 is the plain relaxation;
-        the largest c keeps the units no output can hold, whatever the placement."""
-        base = self.order_problem(for_bound=True)
-        problems = []
-        for c in sorted({0, *base.region_sizes}):
-            items = tuple(i for i in base.items if i.region != sp.ARENA or i.size > c)
-            sizes = tuple(s if s > c else 0 for s in base.region_sizes)
-            problems.append(dataclasses.replace(base, items=items, region_sizes=sizes))
-        return problems
+        """Problems whose min-cut bounds are all valid for the arena, one per
+        threshold: 0 (the plain relaxation) and each output region's size (the
+        largest keeps only the units no output can hold)."""
+        sizes = self.order_problem().region_sizes
+        return [self.threshold_problem(c, for_bound=True) for c in sorted({0, *sizes})]
 
     def placement_problem(self, order: Sequence[int]) -> tuple[sp.PlacementProblem, tuple[int, ...]]:
         """The movable units' live spans under ``order`` as intervals (the spans
