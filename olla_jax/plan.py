@@ -213,30 +213,36 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             problems.append(graph.threshold_problem(caps[round(q * (len(caps) - 1))]))
         problems.append(dataclasses.replace(with_regions,
                                             region_sizes=tuple(0 for _ in with_regions.region_sizes)))
-    for problem in problems:
-        share = 0.55 * time_limit_s / len(problems)
-        result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=share,
-                                       engine=engine, seed=seed,
+    for k, problem in enumerate(problems):
+        share = (0.55 * time_limit_s - (time.monotonic() - t0)) / (len(problems) - k)
+        floor = bounds.min_cut_bound(problem, time_limit_s=max(0.5, share / 4),
+                                     orders=starts).value
+        result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(0.5, share),
+                                       engine=engine, seed=seed, lower_bound=floor,
                                        progress=lambda msg: logging.info("order search: %s", msg))
         orders.setdefault(tuple(result.order), result.engine)
+    # Each is a valid bound on the arena (see ScheduleGraph.bound_problems); the largest holds.
+    value = 0
+    bound_problems = graph.bound_problems()
+    for problem in bound_problems:
+        value = max(value, bounds.min_cut_bound(
+            problem, time_limit_s=max(0.5, 0.1 * time_limit_s / len(bound_problems)),
+            orders=list(orders)).value)
     best = None
+    # Greedy placement of every candidate first; the exact engine only for the best.
     for order, source in orders.items():
         pp, owners = graph.placement_problem(order)
-        remaining = time_limit_s - (time.monotonic() - t0)
-        placement = place_lib.place(pp, time_limit_s=max(0.5, 0.8 * remaining / len(orders)))
+        placement = place_lib.place(pp, engine="greedy")
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
         if best is None or placement.arena_size < best[2].arena_size:
-            best = (order, source, placement, owners)
-    order, source, placement, owners = best
+            best = (order, source, placement, owners, pp)
+    order, source, placement, owners, pp = best
+    remaining = time_limit_s - (time.monotonic() - t0)
+    if placement.arena_size > value and remaining > 1.0:
+        exact = place_lib.place(pp, time_limit_s=remaining)
+        if exact.arena_size < placement.arena_size:
+            placement = exact
     layout = layout_lib.realize(graph, order, placement, owners)
-    remaining = max(5.0, time_limit_s - (time.monotonic() - t0))
-    # Each is a valid bound (see ScheduleGraph.bound_problems); the largest holds.
-    problems = graph.bound_problems()
-    value = 0
-    for problem in problems:
-        left = max(1.0, remaining - (time.monotonic() - t0))
-        value = max(value, bounds.min_cut_bound(problem, time_limit_s=left / len(problems),
-                                                orders=list(orders)).value)
     return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
 
 

@@ -72,8 +72,12 @@ class _Best:
 
 def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] = (),
                 time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0,
-                progress: Callable[[str], None] | None = None) -> OrderResult:
-    """The best order found for ``problem`` within ``time_limit_s`` by ``engine``."""
+                progress: Callable[[str], None] | None = None,
+                lower_bound: int | None = None) -> OrderResult:
+    """The best order found for ``problem`` within ``time_limit_s`` by ``engine``.
+
+    ``lower_bound``: a proven bound on this problem's cost (e.g. the min-cut
+    bound); the search stops as soon as an order reaches it (proven optimal)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     t0 = time.monotonic()
@@ -92,7 +96,7 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
         listed = best_list_schedule(problem, reference=reference, dag=dag, evaluator=ev,
                                     deadline=deadline)
         best.offer(listed.order, f"list:{listed.rule}", listed.cost)
-    if best.cost == 0:
+    if best.cost == 0 or (lower_bound is not None and best.cost <= lower_bound):
         best.proven = True
     elif engine in ("cpsat", "auto") and (engine == "cpsat" or problem.num_nodes <= CPSAT_WHOLE_MAX_NODES):
         share = 1.0 if engine == "cpsat" else 0.5
@@ -100,7 +104,7 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
     elif engine in ("ilp-cbc", "ilp-highs"):
         _run_ilp(problem, dag, best, deadline, engine)
     if engine in ("auto", "lns") and not best.proven:
-        _run_lns(ev, dag, best, deadline, seed)
+        _run_lns(ev, dag, best, deadline, seed, lower_bound)
     assert best.order is not None
     return OrderResult(best.order, best.cost, best.source, time.monotonic() - t0,
                        best.proven, tuple(best.history))
@@ -139,13 +143,25 @@ def _run_ilp(problem: OrderProblem, dag: Dag, best: _Best, deadline: float, engi
     best.say(f"{engine}: model peak {res.objective}, {res.num_vars:,} variables")
 
 
-def _run_lns(ev: Evaluator, dag: Dag, best: _Best, deadline: float, seed: int) -> None:
+class _Reached(Exception):
+    """The search reached the lower bound: nothing better exists."""
+
+
+def _run_lns(ev: Evaluator, dag: Dag, best: _Best, deadline: float, seed: int,
+             lower_bound: int | None = None) -> None:
     def took(order: Sequence[int], cost: int, how: str) -> None:
         best.offer(order, "lns", cost, note=how)
+        if lower_bound is not None and best.cost <= lower_bound:
+            best.proven = True
+            raise _Reached
 
     order = list(best.order)
     config = SearchConfig()
-    if ev.n >= SWEEP_MIN_NODES:
-        sweep_end = time.monotonic() + (deadline - time.monotonic()) / 3
-        order = sweep_pieces(ev, order, deadline=sweep_end, seed=seed, config=config, on_improve=took)
-    improve(ev, dag, order, deadline=deadline, seed=seed, config=config, on_improve=took)
+    try:
+        if ev.n >= SWEEP_MIN_NODES:
+            sweep_end = time.monotonic() + (deadline - time.monotonic()) / 3
+            order = sweep_pieces(ev, order, deadline=sweep_end, seed=seed, config=config,
+                                 on_improve=took)
+        improve(ev, dag, order, deadline=deadline, seed=seed, config=config, on_improve=took)
+    except _Reached:
+        best.say("reached the lower bound: optimal")
