@@ -293,6 +293,11 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text)
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
+    temp = graph.temp_allocation
+    if feed_back and backend == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
+        return fallback("XLA marked its temp allocation as a tuple table (a variadic reduce or "
+                        "sort result lives there); XLA:CPU's executable cannot take a new size "
+                        "for it, so the plan could not be applied", graph)
     if saved is not None:
         from olla_jax.saved import PlanFileError
         unknown = [n for n in saved.order if n not in graph.node_index]

@@ -414,9 +414,6 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
 
     units = _units(values, records, allocations, by_name, comps)
     temps = [a.index for a in allocations if a.kind == "temp"]
-    if any(allocations[t].is_tuple for t in temps):
-        raise UnsupportedProgram("XLA's temp allocation is marked as a tuple table, whose size "
-                                 "the executable cannot change")
     if len(temps) > 1:
         raise UnsupportedProgram(f"XLA made {len(temps)} temp allocations; one is supported")
     graph = ScheduleGraph(nodes=nodes, flat=flat, block_end=block_end, edges=(), values=values,
