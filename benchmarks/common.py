@@ -1,0 +1,147 @@
+"""Helpers shared by the benchmark scripts: machine header, byte formatting, markdown."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import shlex
+import sys
+
+
+def command_line() -> str:
+    """The command that started this process, as it could be typed again."""
+    prog = sys.argv[0]
+    if prog.endswith(".py") and os.sep in prog and "benchmarks" in prog:
+        mod = "benchmarks." + os.path.splitext(os.path.basename(prog))[0]
+        prog = f"python -m {mod}"
+    return " ".join([prog, *map(shlex.quote, sys.argv[1:])])
+
+
+def gpu_environment(backend: str) -> None:
+    """Compile-only GPU targets need this before jax starts (no GPU on the machine)."""
+    if backend.startswith("gpu"):
+        os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+    else:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def machine() -> dict:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1])
+            mem = f"{kb / 2**20:.1f} GiB"
+    except (OSError, StopIteration):
+        pass
+    import jax
+    import jaxlib
+    return {"nproc": os.cpu_count(), "memory": mem, "cpu": cpu, "python": platform.python_version(),
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+def now() -> str:
+    return datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def header(title: str, extra: dict | None = None, *, command: str | None = None,
+           machine_info: dict | None = None, date: str | None = None) -> list[str]:
+    m = machine_info or machine()
+    lines = [f"# {title}", "",
+             f"- command: `{command or command_line()}`",
+             f"- date: {date or now()}",
+             f"- machine: nproc {m['nproc']}, memory {m['memory']}, CPU {m['cpu']}",
+             f"- python {m['python']}, jax {m['jax']}, jaxlib {m['jaxlib']}"]
+    for k, v in (extra or {}).items():
+        lines.append(f"- {k}: {v}")
+    return lines + [""]
+
+
+def load() -> str:
+    """1, 5 and 15 minute load averages: the machine may be shared."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+class Timer:
+    """Times the phases of ``olla_jax.plan`` by wrapping its steps at run time (no library edit):
+    XLA's compiles (``_baselines``), graph build, search (``_solve``: order, placement, bound),
+    the independent check, and the CPU rewrite + verification."""
+
+    def __init__(self):
+        import importlib
+        self.seconds: dict[str, float] = {}
+        plan_mod = importlib.import_module("olla_jax.plan")  # the module, not olla_jax.plan()
+        self._wrap(plan_mod, "_baselines", "compile")
+        self._wrap(plan_mod, "_solve", "search")        # older plan.py
+        self._wrap(plan_mod, "solve_graph", "search")   # order, placement, bound
+        self._wrap(importlib.import_module("olla_jax.graph.model"), "build", "graph")
+        self._wrap(importlib.import_module("olla_jax.check"), "check_plan", "check")
+        self._wrap(importlib.import_module("olla_jax.apply.feed_back"), "apply_layout", "apply")
+        # inside the search: order search, placement, lower bound
+        self._wrap(importlib.import_module("olla_jax.solve.order"), "solve_order", "search: order")
+        self._wrap(importlib.import_module("olla_jax.solve.place"), "place", "search: placement")
+        self._wrap(importlib.import_module("olla_jax.solve.bounds"), "min_cut_bound", "search: bound")
+
+    def solve_s(self) -> float:
+        """Graph build + search (order, placement, bound): the planner's own time."""
+        return self.seconds.get("graph", 0.0) + self.seconds.get("search", 0.0)
+
+    def _wrap(self, module, attr: str, phase: str) -> None:
+        original = getattr(module, attr, None)
+        if original is None:  # the library moved on: that phase is simply not timed
+            return
+        seconds = self.seconds
+
+        def timed(*a, **k):
+            t0 = __import__("time").perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                seconds[phase] = seconds.get(phase, 0.0) + __import__("time").perf_counter() - t0
+        setattr(module, attr, timed)
+
+    @property
+    def compile_s(self) -> float:
+        return self.seconds.get("compile", 0.0)
+
+
+def mib(x) -> str:
+    return "-" if x is None else f"{x / 2**20:,.3f}" if x < 2**20 else f"{x / 2**20:,.2f}"
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def geomean(xs) -> float | None:
+    xs = [x for x in xs if x is not None and x > 0]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
+
+
+def table(columns: list[str], rows: list[list], right: set[int] | None = None) -> list[str]:
+    right = right if right is not None else set(range(1, len(columns)))
+    out = ["| " + " | ".join(columns) + " |",
+           "|" + "|".join("---:" if i in right else "---" for i in range(len(columns))) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |")
+    return out
+
+
+def round_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+def solve_seconds(row: dict) -> float | None:
+    """The planner's own seconds of a result row: graph build + search when its phases were
+    timed, else what was recorded (Plan.solve_seconds less the compiles)."""
+    ph = row.get("phases") or {}
+    if "search" in ph:
+        return ph.get("graph", 0.0) + ph["search"]
+    return row.get("solve_s")
