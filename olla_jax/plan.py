@@ -229,21 +229,18 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             problem, time_limit_s=max(0.5, 0.1 * time_limit_s / len(bound_problems)),
             orders=list(orders)).value)
     best = None
-    # A quick best-fit of every candidate order (XLA's first), while time
-    # lasts; the full placement only for the best.
+    # Best-fit of every candidate order (seconds each, even on large steps:
+    # the ranking needs real placements); the exact engine only for the best.
     for order, source in orders.items():
-        if best is not None and time.monotonic() - t0 > 0.8 * time_limit_s:
-            logging.info("no time left to place the remaining candidate orders")
-            break
         pp, owners = graph.placement_problem(order)
-        placement = place_lib.best_fit(pp, orders=("size",))
+        placement = place_lib.best_fit(pp)
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
         if best is None or placement.arena_size < best[2].arena_size:
             best = (order, source, placement, owners, pp)
     order, source, placement, owners, pp = best
     remaining = time_limit_s - (time.monotonic() - t0)
-    if placement.arena_size > value:
-        exact = place_lib.place(pp, time_limit_s=max(0.5, remaining))
+    if placement.arena_size > value and remaining > 1.0:
+        exact = place_lib.place(pp, time_limit_s=remaining)
         if exact.arena_size < placement.arena_size:
             placement = exact
     layout = layout_lib.realize(graph, order, placement, owners)

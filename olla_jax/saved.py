@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,16 @@ class PlanFileError(ValueError):
     """A plan file is unreadable, of another version, or for another program."""
 
 
+_METADATA = re.compile(r", metadata=\{[^}]*\}")
+
+
 def fingerprint(hlo_text: str) -> str:
-    return hashlib.sha256(hlo_text.encode()).hexdigest()
+    """A hash of the optimized module without its source metadata (file names,
+    stack frames, op names), so the same step saved from another script matches."""
+    lines = hlo_text.splitlines()
+    body = [lines[0]] + [l for l in lines[next((i for i, l in enumerate(lines)
+                                                if l.startswith(("%", "ENTRY"))), len(lines)):]]
+    return hashlib.sha256(_METADATA.sub("", "\n".join(body)).encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
