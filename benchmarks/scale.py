@@ -1,0 +1,322 @@
+"""How the planner scales: synthetic train steps from ~1k to 20k+ instructions.
+
+    python -m benchmarks.scale --time_limit_s=60 --out=benchmarks/results/scale
+
+Two families in plain jax, layers unrolled in Python so that the number of
+instructions grows with depth: a deep MLP (dense + gelu + layer norm blocks
+with residuals) and a transformer LM (pre-LN blocks), both with a hand-written
+Adam update.  Widths are small so compiling stays reasonable.  Each depth is
+planned on CPU (feed-back off: planned temp vs XLA's best) in its own process,
+with a wall-clock limit per program; a program that does not finish is a row
+with the reason.  Writes ``<out>.md``, ``<out>.json`` and ``<out>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+# About 52 entry instructions per MLP block and 133 per transformer block (jax 0.10.2, CPU).
+DEFAULT_DEPTHS = {"mlp": (20, 100), "transformer": (8, 40, 80, 152)}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--time_limit_s", type=float, default=60.0, help="planner time limit per program")
+    p.add_argument("--families", default="mlp,transformer")
+    p.add_argument("--mlp_depths", default=",".join(map(str, DEFAULT_DEPTHS["mlp"])))
+    p.add_argument("--transformer_depths", default=",".join(map(str, DEFAULT_DEPTHS["transformer"])))
+    p.add_argument("--program_timeout_s", type=float, default=900, help="wall-clock limit per program")
+    p.add_argument("--budget_s", type=float, default=1500, help="stop starting programs after this")
+    p.add_argument("--opt_level", type=int, default=0,
+                   help="xla_backend_optimization_level (LLVM only; 0 halves compile time, the HLO "
+                        "schedule and buffer assignment come from earlier passes)")
+    p.add_argument("--out", default="benchmarks/results/scale")
+    p.add_argument("--render", default=None, help="rewrite the markdown and plot of <out>.json")
+    p.add_argument("--append", action="store_true", help="keep the rows of <out>.json not rerun")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------
+# the synthetic steps (plain jax)
+
+def _adam(params, grads, state, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    import jax
+    import jax.numpy as jnp
+    mu, nu, count = state
+    count = count + 1
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)
+    c1, c2 = 1 - b1 ** count, 1 - b2 ** count
+    params = jax.tree.map(lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), params, mu, nu)
+    return params, (mu, nu, count)
+
+
+def _ln(x, g, b):
+    import jax.numpy as jnp
+    m = x.mean(-1, keepdims=True)
+    v = ((x - m) ** 2).mean(-1, keepdims=True)
+    return (x - m) / jnp.sqrt(v + 1e-5) * g + b
+
+
+def mlp_step(depth: int, width: int = 128, batch: int = 64):
+    """Deep residual MLP regression step: x + W2 gelu(W1 ln(x)) per block, Adam."""
+    import jax
+    import jax.numpy as jnp
+    keys = jax.random.split(jax.random.PRNGKey(0), depth + 2)
+    params = [{"w1": jax.random.normal(k, (width, 2 * width)) * 0.02,
+               "w2": jax.random.normal(jax.random.fold_in(k, 1), (2 * width, width)) * 0.02,
+               "g": jnp.ones(width), "b": jnp.zeros(width)} for k in keys[:depth]]
+
+    def loss(p, x, y):
+        for layer in p:
+            h = _ln(x, layer["g"], layer["b"])
+            x = x + jax.nn.gelu(h @ layer["w1"]) @ layer["w2"]
+        return jnp.mean((x - y) ** 2)
+
+    def step(p, opt, batch_):
+        value, grads = jax.value_and_grad(loss)(p, *batch_)
+        p, opt = _adam(p, grads, opt)
+        return p, opt, value
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    opt = (zeros, jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32))
+    data = (jax.random.normal(keys[-2], (batch, width)), jax.random.normal(keys[-1], (batch, width)))
+    return step, (params, opt, data)
+
+
+def transformer_step(depth: int, d: int = 64, heads: int = 4, seq: int = 64, batch: int = 4,
+                     vocab: int = 256):
+    """Pre-LN transformer LM step (causal attention, MLP x4), next-token loss, Adam."""
+    import jax
+    import jax.numpy as jnp
+    key = jax.random.PRNGKey(0)
+
+    def dense(k, shape):
+        return jax.random.normal(k, shape) * 0.02
+    ks = jax.random.split(key, depth + 3)
+    params = {"emb": dense(ks[-1], (vocab, d)), "pos": dense(ks[-2], (seq, d)),
+              "blocks": [{"qkv": dense(k, (d, 3 * d)), "o": dense(jax.random.fold_in(k, 1), (d, d)),
+                          "up": dense(jax.random.fold_in(k, 2), (d, 4 * d)),
+                          "down": dense(jax.random.fold_in(k, 3), (4 * d, d)),
+                          "g1": jnp.ones(d), "b1": jnp.zeros(d), "g2": jnp.ones(d), "b2": jnp.zeros(d)}
+                         for k in ks[:depth]]}
+    mask = jnp.tril(jnp.ones((seq, seq), bool))
+
+    def loss(p, tokens):
+        x = p["emb"][tokens] + p["pos"]
+        for blk in p["blocks"]:
+            h = _ln(x, blk["g1"], blk["b1"]) @ blk["qkv"]
+            q, k, v = (t.reshape(batch, seq, heads, d // heads) for t in jnp.split(h, 3, -1))
+            a = jnp.einsum("bqhk,bshk->bhqs", q, k) / (d // heads) ** 0.5
+            a = jax.nn.softmax(jnp.where(mask, a, -1e9), -1)
+            x = x + jnp.einsum("bhqs,bshk->bqhk", a, v).reshape(batch, seq, d) @ blk["o"]
+            x = x + jax.nn.gelu(_ln(x, blk["g2"], blk["b2"]) @ blk["up"]) @ blk["down"]
+        logits = x @ p["emb"].T
+        logp = jax.nn.log_softmax(logits[:, :-1])
+        return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1))
+
+    def step(p, opt, tokens):
+        value, grads = jax.value_and_grad(loss)(p, tokens)
+        p, opt = _adam(p, grads, opt)
+        return p, opt, value
+
+    opt = (jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params),
+           jnp.zeros((), jnp.int32))
+    tokens = jax.random.randint(ks[-3], (batch, seq), 0, vocab)
+    return step, (params, opt, tokens)
+
+
+FAMILIES = {"mlp": mlp_step, "transformer": transformer_step}
+
+
+def run_one(family: str, depth: int, time_limit_s: float, opt_level: int) -> dict:
+    import warnings
+    from olla_jax.plan import plan
+    fn, args = FAMILIES[family](depth)
+    timer = common.Timer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = plan(fn, *args, backend="cpu", time_limit_s=time_limit_s, feed_back=False,
+                 compiler_options={"xla_backend_optimization_level": opt_level})
+    return {"family": family, "depth": depth,
+            "instructions": len(p.graph.nodes) if p.graph else None,
+            "buffers": len(p.graph.units) if p.graph else None,
+            "xla_default": p.xla_default_temp_bytes, "xla_best": p.xla_best_temp_bytes,
+            "xla_scheduler": p.xla_scheduler, "planned": p.planned_temp_bytes,
+            "bound": p.lower_bound_bytes, "gap": p.gap, "engine": p.engine,
+            "notes": list(p.notes), "compile_s": timer.compile_s, "phases": timer.seconds,
+            "solve_s": timer.solve_s(), "load": common.load()}
+
+
+def worker(args) -> None:
+    family, depth = args.worker.split(":")
+    try:
+        row = run_one(family, int(depth), args.time_limit_s, args.opt_level)
+    except Exception as err:  # noqa: BLE001
+        traceback.print_exc()
+        row = {"family": family, "depth": int(depth), "error": f"{type(err).__name__}: {err}"}
+    with open(args.worker_out, "w") as f:
+        json.dump(row, f)
+
+
+# ---------------------------------------------------------------------------
+
+def plot(rows: list[dict], path: str, time_limit_s: float = 0) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for family, marker in (("mlp", "o"), ("transformer", "s")):
+        rs = sorted((r for r in rows if r.get("family") == family and "error" not in r),
+                    key=lambda r: r["instructions"])
+        if not rs:
+            continue
+        xs = [r["instructions"] for r in rs]
+        a.plot(xs, [common.solve_seconds(r) for r in rs], marker=marker, label=family)
+        b.plot(xs, [100 * r["gap"] for r in rs], marker=marker, label=f"{family}: gap to bound")
+        b.plot(xs, [100 * (1 - r["planned"] / r["xla_best"]) for r in rs], marker=marker,
+               linestyle="--", label=f"{family}: reduction vs XLA best")
+    if time_limit_s:
+        a.axhline(time_limit_s, color="grey", linestyle=":", label=f"time limit ({time_limit_s:g} s)")
+    a.set(xlabel="entry instructions", ylabel="planner seconds (graph + search)", title="solve time",
+          ylim=(0, None))
+    b.set(xlabel="entry instructions", ylabel="%", title="gap to bound / reduction")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(rows: list[dict], args, note: str) -> str:
+    lines = common.header("olla_jax: scaling with program size", command=getattr(args, "command", None),
+                          date=getattr(args, "date", None), extra={"time limit per program": f"{args.time_limit_s:g} s (plan), "
+                                                     f"{args.program_timeout_s:g} s wall (whole row)",
+                           "load average at start (1/5/15 min)": f"{args.load_start} (2 cores shared "
+                           "with other jobs: times are inflated, solve quality under a wall-clock "
+                           "limit may suffer)"})
+    lines += ["Synthetic CPU train steps (see `benchmarks/scale.py`), planned without feed-back, "
+              f"compiled with xla_backend_optimization_level={args.opt_level}. compile s = XLA's two "
+              "compiles inside plan() (default and memory-optimised schedulers); solve s = the "
+              "planner's own time (graph build, order search, placement, bound), to compare with "
+              "the time limit; temps in MiB; "
+              "gap = (planned - bound) / planned. Plot: `scale.png`.", ""]
+    for e in getattr(args, "earlier", []):
+        lines += [f"Rows not rerun here come from an earlier run: `{e['command']}`"
+                  + (f" (it skipped {', '.join(e['skipped'])} for its time budget)" if e["skipped"] else ""), ""]
+    if note:
+        lines += [note, ""]
+    body = []
+    for r in sorted(rows, key=lambda r: (r["family"], r["depth"])):
+        if "error" in r:
+            body.append([r["family"], r["depth"], *["-"] * 9, "ERROR: " + r["error"][:200]])
+            continue
+        body.append([r["family"], r["depth"], r["instructions"], r["buffers"],
+                     f"{r['compile_s']:.1f}", f"{common.solve_seconds(r):.1f}", common.mib(r["xla_best"]),
+                     common.mib(r["planned"]), f"{r['planned'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
+                     common.mib(r["bound"]), f"{100 * r['gap']:.2f}", "; ".join(r["notes"])[:200] or r["engine"]])
+    lines += common.table(["family", "depth", "instr", "buffers", "compile s", "solve s", "XLA best",
+                           "planned", "planned/XLA best", "bound", "gap %", "engine / notes"], body,
+                          right=set(range(1, 11)))
+    return "\n".join(lines) + "\n"
+
+
+def render(path: str) -> None:
+    """Rewrite <out>.md and <out>.png from <out>.json (same run, same figures)."""
+    import shlex
+    data = json.load(open(path))
+    args = parse_args(shlex.split(data["command"])[3:])
+    args.command, args.earlier = data["command"], data.get("earlier", [])
+    args.date = data.get("date")
+    args.load_start = data.get("load_start") or (data["rows"][0].get("load", "?") + " (first row's)")
+    out = path[:-len(".json")]
+    note = f"Not run (time budget of {args.budget_s:g} s spent): {', '.join(data['skipped'])}." \
+        if data.get("skipped") else ""
+    with open(out + ".md", "w") as f:
+        f.write(markdown(data["rows"], args, note))
+    plot(data["rows"], out + ".png", args.time_limit_s)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.gpu_environment("cpu")
+    if args.worker:
+        worker(args)
+        return
+    if args.render:
+        render(args.render)
+        return
+    print(f"$ {common.command_line()}", flush=True)
+    args.load_start, args.date = common.load(), common.now()
+    jobs = [(f, int(d)) for f in args.families.split(",")
+            for d in getattr(args, f"{f}_depths").split(",") if d]
+    jobs.sort(key=lambda j: j[1] * (52 if j[0] == "mlp" else 133))  # roughly by size: small first
+    rows, skipped, t_start = [], [], time.perf_counter()
+    earlier = []
+    if args.append and os.path.exists(args.out + ".json"):
+        prior = json.load(open(args.out + ".json"))
+        earlier = prior.get("earlier", []) + [{"command": prior["command"], "skipped": prior["skipped"]}]
+        todo = set(jobs)
+        rows = [r for r in prior["rows"] if (r["family"], r["depth"]) not in todo]
+    args.earlier = earlier
+    for family, depth in jobs:
+        if time.perf_counter() - t_start > args.budget_s:
+            skipped.append(f"{family}:{depth}")
+            continue
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            path = tmp.name
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "benchmarks.scale", f"--worker={family}:{depth}",
+               f"--worker_out={path}", f"--time_limit_s={args.time_limit_s}",
+               f"--opt_level={args.opt_level}"]
+        try:
+            proc = subprocess.run(cmd, timeout=args.program_timeout_s, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+            with open(args.out + ".log", "a") as log:
+                log.write(f"==== {family}:{depth}\n{proc.stdout}\n")
+            with open(path) as f:
+                row = json.load(f)
+        except subprocess.TimeoutExpired:
+            row = {"family": family, "depth": depth,
+                   "error": f"not finished in {args.program_timeout_s:.0f} s (compile + plan)"}
+        except (OSError, ValueError) as err:
+            row = {"family": family, "depth": depth, "error": f"worker failed: {err}"}
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        rows.append(row)
+        print(f"{family}:{depth} " + (row.get("error") or
+              f"instr {row['instructions']} solve {common.solve_seconds(row):.1f}s planned/xla "
+              f"{row['planned'] / max(1, row['xla_best']):.3f} gap {100 * row['gap']:.2f}%")
+              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        note = f"Not run (time budget of {args.budget_s:g} s spent): {', '.join(skipped)}." if skipped else ""
+        with open(args.out + ".md", "w") as f:
+            f.write(markdown(rows, args, note))
+        with open(args.out + ".json", "w") as f:
+            json.dump({"command": common.command_line(), "rows": rows, "skipped": skipped,
+                       "earlier": earlier, "date": args.date, "load_start": args.load_start},
+                      f, indent=1)
+        plot(rows, args.out + ".png", args.time_limit_s)
+    if skipped:
+        note = f"Not run (time budget of {args.budget_s:g} s spent): {', '.join(skipped)}."
+        with open(args.out + ".md", "w") as f:
+            f.write(markdown(rows, args, note))
+
+
+if __name__ == "__main__":
+    main()

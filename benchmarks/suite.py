@@ -1,0 +1,296 @@
+"""Plan every example step and compare with XLA and with a greedy baseline.
+
+    python -m benchmarks.suite --backend=cpu --size=small --time_limit_s=30 --models=all \
+        --out=benchmarks/results/suite_cpu
+    python -m benchmarks.suite --backend=gpu:h100 ...      (in /work/venv-gpu: compile-only)
+
+Per model: instructions and buffers of the scheduling graph; temp bytes of XLA's
+default scheduler, of XLA's best scheduler, of a baseline (the best memory-aware
+list schedule, then greedy best-fit placement), of our plan (planned; achieved =
+read back from the rewritten, verified executable on CPU); the proven lower bound;
+gap = (planned - bound) / planned; reductions; solve seconds; verification; the
+step-time ratio ours/XLA (CPU, verified plans only).  Each model runs in its own
+process so a crash is a row with the error.  Writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
+    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
+    p.add_argument("--time_limit_s", type=float, default=30.0)
+    p.add_argument("--models", default="all", help="comma-separated example names, or all")
+    p.add_argument("--out", default=None, help="output path without extension")
+    p.add_argument("--timing_repeats", type=int, default=20, help="calls per side for the step-time ratio")
+    p.add_argument("--timing_budget_s", type=float, default=60.0,
+                   help="fewer repeats for slow steps, so timing takes about this long")
+    p.add_argument("--model_timeout_s", type=float, default=0, help="per-model limit (0: 12x time limit + 600)")
+    p.add_argument("--render", default=None, help="rewrite the markdown of a finished run's <out>.json")
+    p.add_argument("--merge", default=None, help="with --render: rows of a rerun (<out>.json) replace these")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--plans_dir", default=None, help="where each plan is saved (default <out>_plans)")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------
+# one model (runs in a child process)
+
+def baseline_temp(graph) -> tuple[int, float]:
+    """Temp of the memory-aware list schedule + best-fit placement, and its seconds."""
+    from olla_jax.solve import list_schedule, place
+    t0 = time.perf_counter()
+    order = list_schedule.best_list_schedule(graph.order_problem()).order
+    pp, _ = graph.placement_problem(order)
+    arena = place.best_fit(pp).arena_size
+    return (common.round_up(arena, graph.alignment) if arena else 0), time.perf_counter() - t0
+
+
+def run_one(name: str, args) -> dict:
+    import warnings
+    import examples
+    from olla_jax.plan import plan
+    from olla_jax.apply.timing import time_ratio
+
+    row = {"model": name, "backend": args.backend}
+    t0 = time.perf_counter()
+    step = examples.get(name, args.size)
+    row["description"] = step.description
+    timer = common.Timer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = plan(step.fn, *step.args, backend=args.backend, time_limit_s=args.time_limit_s,
+                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    row.update(instructions=len(p.graph.nodes) if p.graph else None,
+               buffers=len(p.graph.units) if p.graph else None,
+               xla_default=p.xla_default_temp_bytes, xla_best=p.xla_best_temp_bytes,
+               xla_scheduler=p.xla_scheduler, planned=p.planned_temp_bytes,
+               achieved=p.achieved_temp_bytes if args.backend == "cpu" else None,
+               bound=p.lower_bound_bytes, gap=p.gap, engine=p.engine, compile_s=timer.compile_s, phases=timer.seconds,
+               solve_s=timer.solve_s(), plan_s=p.solve_seconds,
+               source=p.source, verified=p.verified, notes=list(p.notes),
+               argument_bytes=p.argument_bytes, output_bytes=p.output_bytes, alias_bytes=p.alias_bytes)
+    if args.plans_dir and p.capture is not None:
+        os.makedirs(args.plans_dir, exist_ok=True)
+        p.save(os.path.join(args.plans_dir, f"{name}.json"))  # benchmarks.breakdown reads these
+    row["baseline"], row["baseline_s"] = baseline_temp(p.graph) if p.graph else (None, None)
+    row["time_ratio"] = None
+    if p.verified and args.backend == "cpu":
+        # Repeats capped so that timing takes about a minute, whatever the step's cost.
+        import jax
+        import jax.numpy as jnp
+        fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), step.args)  # donation eats args
+        t1 = time.perf_counter()
+        jax.block_until_ready(p.xla_compiled(*fresh))
+        one = time.perf_counter() - t1
+        repeats = max(3, min(args.timing_repeats, int(args.timing_budget_s / (2 * one + 1e-9))))
+        r = time_ratio(p.xla_compiled, p.compiled, step.args, repeats=repeats, warmup=1)
+        row.update(time_ratio=r.ratio, time_ratio_min=r.ratio_of_minima, xla_step_s=r.original_s,
+                   timing_repeats=repeats)
+    row["wall_s"] = time.perf_counter() - t0
+    row["load"] = common.load()
+    return row
+
+
+def worker(args) -> None:
+    try:
+        row = run_one(args.worker, args)
+    except Exception as err:  # noqa: BLE001 - a failing model is a row, not a crash
+        traceback.print_exc()
+        row = {"model": args.worker, "backend": args.backend, "error": f"{type(err).__name__}: {err}"}
+    with open(args.worker_out, "w") as f:
+        json.dump(row, f)
+
+
+# ---------------------------------------------------------------------------
+# the table
+
+def _ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def summarise(rows: list[dict], backend: str) -> dict:
+    ok = [r for r in rows if "error" not in r]
+    ours = "achieved" if backend == "cpu" else "planned"
+    s = {"models": len(rows), "planned_ok": len(ok),
+         "verified": sum(bool(r.get("verified")) for r in ok)}
+    for key in ("planned", "achieved", "baseline"):
+        if key == "achieved" and backend != "cpu":
+            continue
+        for ref in ("xla_default", "xla_best"):
+            g = common.geomean(_ratio(r.get(key), r[ref]) for r in ok)
+            s[f"geomean_{key}/{ref}"] = g
+    s["ours"] = ours
+    s["within_2pct_of_bound"] = sum(r["gap"] <= 0.02 for r in ok)
+    return s
+
+
+def markdown(rows: list[dict], summary: dict, args, meta: dict) -> str:
+    cpu = args.backend == "cpu"
+    extra = {"backend": args.backend, "example size": args.size,
+             "time limit per model": f"{args.time_limit_s:g} s (plan(time_limit_s=...))"
+             + (" instead of 30 s: the 2 cores were shared with other jobs and a 30 s suite "
+                "would not have finished in time" if args.backend == "cpu" and args.time_limit_s < 30 else ""),
+             "load average (1/5/15 min) at start, end": f"{meta['load_start']}; {meta.get('load_end', '-')} "
+             "(2 cores shared with other jobs: solve quality under a wall-clock limit and step "
+             "times are affected)"}
+    for i, rerun in enumerate(meta.get("reruns", []), 1):
+        extra[f"rerun {i} merged"] = (f"`{rerun.split(' (', 1)[0]}` ({rerun.split(' (', 1)[1]} "
+                                      "(its first attempt failed in this benchmark script, since fixed)")
+    lines = common.header(f"olla_jax suite: {args.backend}, size {args.size}", extra,
+                          command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+    lines += ["Temps in MiB. baseline: best memory-aware list schedule + best-fit placement on the "
+              "same memory model. gap = (planned - bound) / planned. red. = reduction of our temp "
+              "(achieved on CPU, planned on GPU) vs XLA. time = step time ours/XLA (median of "
+              f"up to {args.timing_repeats} interleaved calls each, fewer for slow steps so that timing "
+              f"takes about {args.timing_budget_s:g} s; verified CPU plans only). solve s = "
+              "the planner's own time (graph build + `solve_graph`: order search, placement, bound; "
+              "timed by wrapping those functions; not XLA's compiles, the check, rewrite and "
+              "verification), to compare with the time limit.", ""]
+    cols = ["model", "backend", "instr", "buffers", "XLA default", "XLA best", "baseline",
+            "planned", "achieved", "bound", "gap %", "red. vs default %", "red. vs best %",
+            "solve s", "verified", "time", "notes"]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], r["backend"], *["-"] * 14, "ERROR: " + r["error"][:300]])
+            continue
+        ours = r["achieved"] if cpu else r["planned"]
+        body.append([
+            r["model"], r["backend"], r["instructions"] or "-", r["buffers"] or "-",
+            common.mib(r["xla_default"]), f"{common.mib(r['xla_best'])} ({r['xla_scheduler']})",
+            common.mib(r["baseline"]), common.mib(r["planned"]), common.mib(r["achieved"]),
+            common.mib(r["bound"]), f"{100 * r['gap']:.2f}",
+            common.pct(1 - ours / r["xla_default"]) if r["xla_default"] else "-",
+            common.pct(1 - ours / r["xla_best"]) if r["xla_best"] else "-",
+            f"{common.solve_seconds(r):.1f}",
+            "yes" if r["verified"] else "no",
+            f"{r['time_ratio']:.3f}" if r.get("time_ratio") else "-",
+            "; ".join(r["notes"])[:300] or "-"])
+    lines += common.table(cols, body, right=set(range(2, 16)))
+    n = summary["planned_ok"]
+    lines += ["", "## Summary", "",
+              f"- models: {summary['models']}, planned without error: {n}, "
+              f"verified and fed back: {summary['verified']}"]
+    for key in ("achieved", "planned", "baseline"):
+        for ref in ("xla_default", "xla_best"):
+            g = summary.get(f"geomean_{key}/{ref}")
+            if g is not None:
+                lines.append(f"- geomean temp {key}/{ref.replace('_', ' ')}: {g:.4f} "
+                             f"(reduction {100 * (1 - g):.1f}%)")
+    lines.append(f"- within 2% of the lower bound: {summary['within_2pct_of_bound']} of {n}")
+    if cpu:
+        lines.append("- 'achieved' is XLA's best temp where the plan was not applied (fallback), so "
+                     "the achieved geomeans are what a user gets; 'planned' is what the model says.")
+    return "\n".join(lines) + "\n"
+
+
+def write(out: str, rows: list[dict], args, meta: dict) -> str:
+    summary = summarise(rows, args.backend)
+    text = markdown(rows, summary, args, meta)
+    with open(out + ".json", "w") as f:
+        json.dump({**meta, "settings": vars(args), "rows": rows, "summary": summary}, f, indent=1)
+    with open(out + ".md", "w") as f:
+        f.write(text)
+    return text
+
+
+def render(path: str, merge: str | None = None) -> None:
+    """Rewrite ``<out>.md`` from ``<out>.json`` (same run, same figures); with ``merge``,
+    rows of another run (same settings) replace this run's rows of the same models."""
+    data = json.load(open(path))
+    args = argparse.Namespace(**data["settings"])
+    meta = {k: data[k] for k in ("command", "machine", "date", "load_start", "load_end", "reruns")
+            if k in data}
+    rows = data["rows"]
+    if merge:
+        other = json.load(open(merge))
+        if {k: v for k, v in other["settings"].items() if k in ("backend", "size", "time_limit_s")} != \
+                {k: v for k, v in data["settings"].items() if k in ("backend", "size", "time_limit_s")}:
+            raise SystemExit("the runs to merge have different settings")
+        new = {r["model"]: r for r in other["rows"]}
+        rows = [new.get(r["model"], r) for r in rows]
+        meta.setdefault("reruns", []).append(f"{other['command']} ({other['date']}): "
+                                             f"{', '.join(new)} replaced")
+    write(path[:-len(".json")], rows, args, meta)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.gpu_environment(args.backend)
+    if args.worker:
+        worker(args)
+        return
+    if args.render:
+        render(args.render, args.merge)
+        return
+    print(f"$ {common.command_line()}", flush=True)
+    import examples
+    models = examples.names() if args.models == "all" else args.models.split(",")
+    out = args.out or f"benchmarks/results/suite_{args.backend.replace(':', '_')}"
+    timeout = args.model_timeout_s or 12 * args.time_limit_s + 600
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    if os.path.exists(out + ".log"):
+        os.unlink(out + ".log")
+    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
+            "load_start": common.load()}
+    rows = []
+    for name in models:
+        t0 = time.perf_counter()
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            path = tmp.name
+        cmd = [sys.executable, "-m", "benchmarks.suite", f"--worker={name}", f"--worker_out={path}",
+               f"--backend={args.backend}", f"--size={args.size}",
+               f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
+               f"--timing_budget_s={args.timing_budget_s}",
+               f"--plans_dir={args.plans_dir or out + '_plans'}"]
+        proc = None
+        try:
+            proc = subprocess.run(cmd, timeout=timeout, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+            with open(out + ".log", "a") as log:
+                log.write(f"==== {name}\n{proc.stdout}\n")
+            with open(path) as f:
+                row = json.load(f)
+            if proc.returncode and "error" not in row:
+                row["error"] = f"worker exited {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            row = {"model": name, "backend": args.backend, "error": f"timed out after {timeout:.0f} s"}
+        except (OSError, ValueError):
+            tail = proc.stdout.strip().splitlines()[-1:] if proc and proc.stdout else []
+            row = {"model": name, "backend": args.backend,
+                   "error": f"worker exited {proc and proc.returncode}: {' '.join(tail)[:300]}"}
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        rows.append(row)
+        if "error" in row:
+            print(f"{name:12s} ERROR {row['error'][:200]}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        else:
+            print(f"{name:12s} xla {common.mib(row['xla_best'])} planned {common.mib(row['planned'])} "
+                  f"achieved {common.mib(row['achieved'])} bound {common.mib(row['bound'])} "
+                  f"gap {100 * row['gap']:.1f}% verified {row['verified']} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        write(out, rows, args, meta)
+    meta["load_end"] = common.load()
+    print(write(out, rows, args, meta).split("## Summary", 1)[1])
+
+
+if __name__ == "__main__":
+    main()
