@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Sequence
 
 from olla_jax.solve.dag import Dag
+from olla_jax.solve.isolated import ChildFailed, run_isolated
 from olla_jax.solve.problem import ARENA, OrderProblem
 
 
@@ -80,27 +76,13 @@ def solve_ilp(problem: OrderProblem, *, start: Sequence[int] | None = None,
                 compute_lp=compute_lp, threads=threads, max_vars=max_vars)
     if solver_name.upper() == "HIGHS":
         return _solve(problem, **args)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.pickle")
-        try:
-            done = subprocess.run([sys.executable, "-c", f"import {__name__} as m; m._child()", out],
-                                  input=pickle.dumps((problem, args)), capture_output=True,
-                                  env=env, timeout=time_limit_s + 5)
-        except subprocess.TimeoutExpired:   # CBC can overrun its limit in preprocessing
-            return IlpResult(None, None, None, False, steps or 0, None, 0, time_limit_s + 5)
-        if done.returncode != 0 or not os.path.exists(out):
-            raise RuntimeError(f"the CBC child process failed:\n{done.stderr.decode()[-2000:]}")
-        with open(out, "rb") as f:
-            return pickle.load(f)
-
-
-def _child() -> None:
-    """Entry point of the CBC child process: problem and arguments on stdin."""
-    problem, args = pickle.loads(sys.stdin.buffer.read())
-    result = _solve(problem, **args)
-    with open(sys.argv[1], "wb") as f:
-        pickle.dump(result, f)
+    try:
+        result = run_isolated(__name__, "_solve", problem, timeout_s=time_limit_s + 5, **args)
+    except ChildFailed as err:
+        raise RuntimeError(f"the CBC child process failed: {err}") from None
+    if result is None:   # CBC can overrun its limit in preprocessing
+        return IlpResult(None, None, None, False, steps or 0, None, 0, time_limit_s + 5)
+    return result
 
 
 def _solve(problem: OrderProblem, *, started_at, start, steps, solver_name, time_limit_s,

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
-import subprocess
-import sys
-from pathlib import Path
 
+from olla_jax.solve.isolated import ChildFailed, run_isolated
 from olla_jax.solve.place_model import BlockModel
 from olla_jax.solve.problem import ARENA, Placement
 
@@ -130,27 +127,14 @@ def solve_ilp(model: BlockModel, hint: Placement, time_limit_s: float, solver_na
     COIN-OR libraries under one soname (libOsi.so.0): whichever loads second in a
     process fails.  A spawned child that never imports OR-tools keeps both usable.
     """
-    args = (model, hint, time_limit_s, solver_name, lower_bound)
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps(args), env=env,
-                              capture_output=True, timeout=time_limit_s + _CHILD_GRACE_S, check=True)
-    except subprocess.TimeoutExpired:
-        return None
-    except subprocess.CalledProcessError as err:
-        raise EngineFailure(f"the {solver_name} ILP child process failed (exit {err.returncode}):\n"
-                            f"{err.stderr.decode(errors='replace')[-2000:]}") from None
-    return pickle.loads(done.stdout)
+        return run_isolated(__name__, "_solve_ilp_here", model, hint, time_limit_s, solver_name,
+                            lower_bound, timeout_s=time_limit_s + _CHILD_GRACE_S)
+    except ChildFailed as err:
+        raise EngineFailure(f"the {solver_name} ILP: {err}") from None
 
 
 _CHILD_GRACE_S = 60.0  # start-up and model building on top of the solver's limit
-_CHILD = ("import os, pickle, sys\n"
-          "out = os.fdopen(os.dup(1), 'wb')\n"
-          "os.dup2(2, 1)  # solver chatter goes to stderr, the result alone to stdout\n"
-          "from olla_jax.solve.place_engines import _solve_ilp_here\n"
-          "out.write(pickle.dumps(_solve_ilp_here(*pickle.load(sys.stdin.buffer))))\n"
-          "out.flush()\n")
 
 
 def _solve_ilp_here(model: BlockModel, hint: Placement, time_limit_s: float, solver_name: str,
