@@ -1,6 +1,6 @@
 """What is live at the memory peak of each example step, by kind.
 
-    python -m benchmarks.breakdown --plans_dir=benchmarks/results/suite_cpu_plans --size=small \
+    python -m benchmarks.breakdown --plans_dir=benchmarks/results/suite_cpu_final_plans --size=small \
         --models=all --out=benchmarks/results/breakdown
 
 For each example, the order of our plan (read from the suite's saved plan, or
@@ -64,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--backend", default="cpu")
     p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
     p.add_argument("--models", default="all")
-    p.add_argument("--plans_dir", default="benchmarks/results/suite_cpu_plans",
+    p.add_argument("--plans_dir", default="benchmarks/results/suite_cpu_final_plans",
                    help="saved plans of the suite; models without one are planned here")
     p.add_argument("--time_limit_s", type=float, default=30.0, help="for models planned here")
     p.add_argument("--wait_s", type=float, default=0,
