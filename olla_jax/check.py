@@ -74,18 +74,39 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
     if pending:
         raise PlanRejected("XLA's flattened schedule ends inside a nested computation")
     flat: dict[str, int] = {}
-    block: dict[str, tuple[int, int]] = {}
     t = 0
     for name in plan.order:
-        first = t
         for inner in inner_before[name]:
             flat[inner] = t
             t += 1
         flat[name] = t
-        block[name] = (first, t)
         t += 1
     horizon = t
     root = instr_by_id[entry.root_id].name
+
+    # Where each control-flow instruction's block starts: the first step of the
+    # computations it calls (flattened just before it), at any nesting depth.
+    comp_steps: dict[int, list[int]] = defaultdict(list)
+    for name, step in flat.items():
+        comp_steps[comp_by_instr[name]].append(step)
+
+    def block_start(instr) -> int | None:
+        steps, todo, seen = [], list(instr.called_computation_ids), set()
+        while todo:
+            cid = todo.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            steps += comp_steps.get(cid, [])
+            todo += [c for i in comps[cid].instructions for c in i.called_computation_ids]
+        return min(steps) if steps else None
+
+    reads_at = {}
+    for instr in instr_by_name.values():
+        if instr.name in flat and instr.opcode in ("while", "conditional", "call"):
+            start = block_start(instr)
+            if start is not None:
+                reads_at[instr.name] = start
 
     # 3. Live intervals, derived from definitions, positions and uses.
     placements = {}
@@ -113,7 +134,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 raise PlanRejected(f"value {rec.key} is used by {name}, which is not scheduled")
             # A control-flow instruction reads its operands as its block starts
             # (they pass on to its callees' parameters); others at their step.
-            end = max(end, block[name][0] if name in block else flat[name])
+            end = max(end, reads_at.get(name, flat[name]))
         donated = is_param and placements[rec.id][3].maybe_live_out
         if (is_param and not donated) or any(p.instruction == root for p in rec.positions):
             end = horizon - 1  # inputs stay the caller's; outputs go back to it

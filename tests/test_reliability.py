@@ -309,6 +309,7 @@ def test_placement_raises(step, baseline, monkeypatch):
         raise MemoryError("placement ran out")
 
     monkeypatch.setattr(place_lib, "place", broken)
+    monkeypatch.setattr(place_lib, "best_fit", broken)
     plan = _plan_falls_back(args, expected, "the solver failed (MemoryError")
     assert plan.source == "xla"
 
