@@ -26,7 +26,7 @@ class SchemaError(RuntimeError):
     """The installed jaxlib does not carry a schema this module needs."""
 
 
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+def read_varint(data: bytes, i: int) -> tuple[int, int]:
     value, shift = 0, 0
     while True:
         if i >= len(data) or shift > 63:
@@ -44,11 +44,11 @@ def _extent(data: bytes, start: int) -> int:
     i = end = start
     try:
         while i < len(data):
-            tag, j = _read_varint(data, i)
+            tag, j = read_varint(data, i)
             wire = _FILE_FIELDS.get(tag >> 3)
             if wire is None or wire != tag & 7:
                 break
-            length, j = _read_varint(data, j)
+            length, j = read_varint(data, j)
             if wire == 2:
                 j += length
             if j > len(data):

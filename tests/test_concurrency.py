@@ -18,25 +18,10 @@ import pytest
 
 import olla_jax
 from benchmarks.fuzz import bit_identical, fresh
+from small_steps import mlp_args as _args, mlp_step as _step
 
 THREADS = 8
 CALLS = 20
-
-
-def _step(p, x, y):
-    def loss(p):
-        h = jnp.tanh(x @ p["w1"] + p["b1"])
-        return jnp.mean((h @ p["w2"] + p["b2"] - y) ** 2)
-
-    g = jax.grad(loss)(p)
-    return jax.tree.map(lambda a, b: a - 0.01 * b, p, g), loss(p)
-
-
-def _args(seed: int):
-    k = jax.random.split(jax.random.PRNGKey(seed), 4)
-    p = {"w1": jax.random.normal(k[0], (32, 64)), "b1": jnp.zeros(64),
-         "w2": jax.random.normal(k[1], (64, 8)), "b2": jnp.zeros(8)}
-    return p, jax.random.normal(k[2], (16, 32)), jax.random.normal(k[3], (16, 8))
 
 
 @pytest.fixture(scope="module")

@@ -28,27 +28,16 @@ from olla_jax.graph import layout as layout_lib
 from olla_jax.solve import order as order_lib
 from olla_jax.solve import place as place_lib
 from olla_jax.solve.problem import check_topological
+from small_steps import mlp_args, mlp_step as _step
 
 
 # ---------------------------------------------------------------------------
 # a small step that olla_jax improves and verifies (the whole pipeline runs)
 
 
-def _step(p, x, y):
-    def loss(p):
-        h = jnp.tanh(x @ p["w1"] + p["b1"])
-        return jnp.mean((h @ p["w2"] + p["b2"] - y) ** 2)
-
-    g = jax.grad(loss)(p)
-    return jax.tree.map(lambda a, b: a - 0.01 * b, p, g), loss(p)
-
-
 @pytest.fixture(scope="module")
 def step():
-    k = jax.random.split(jax.random.PRNGKey(0), 4)
-    p = {"w1": jax.random.normal(k[0], (32, 64)), "b1": jnp.zeros(64),
-         "w2": jax.random.normal(k[1], (64, 8)), "b2": jnp.zeros(8)}
-    args = (p, jax.random.normal(k[2], (16, 32)), jax.random.normal(k[3], (16, 8)))
+    args = mlp_args(0)
     expected = jax.jit(_step)(*args)
     return args, expected
 

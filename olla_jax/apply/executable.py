@@ -59,16 +59,10 @@ def serialize_compiled(compiled: Any) -> bytes:
 
 
 def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if i >= len(data) or shift > 63:
-            raise _fail("truncated length prefix")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
+    try:
+        return protos.read_varint(data, i)
+    except ValueError:
+        raise _fail("truncated length prefix") from None
 
 
 def _varint(value: int) -> bytes:
