@@ -23,10 +23,22 @@ class PlanRejected(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class RecomputeClaim:
+    """The plan runs ``producer`` a second time just before ``before``, writing
+    value ``value`` again at ``place``; ``late_users`` read that copy."""
+    value: int
+    producer: str
+    before: str
+    late_users: tuple[str, ...]
+    place: tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
 class CandidatePlan:
     order: tuple[str, ...]                          # entry instructions by name
     places: Mapping[int, tuple[int, int]]           # value id -> (allocation, offset)
     allocation_sizes: Mapping[int, int]             # allocation index -> size
+    recomputes: tuple[RecomputeClaim, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +85,27 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             pending.append(name)
     if pending:
         raise PlanRejected("XLA's flattened schedule ends inside a nested computation")
+    claims_before = defaultdict(list)
+    for claim in plan.recomputes:
+        for name in (claim.producer, claim.before, *claim.late_users):
+            if name not in entry_set:
+                raise PlanRejected(f"recomputation of {claim.producer} names {name}, which is not "
+                                   "an entry instruction")
+        if inner_before[claim.before]:
+            raise PlanRejected(f"recomputation before {claim.before}: it runs a nested computation")
+        if claim.value not in records or records[claim.value].defining_instruction != claim.producer:
+            raise PlanRejected(f"recomputation of {claim.producer}: value {claim.value} is not "
+                               "what it defines")
+        claims_before[claim.before].append(claim)
+    if len({c.value for c in plan.recomputes}) != len(plan.recomputes):
+        raise PlanRejected("a value is recomputed twice")
+    clone_step: dict[int, int] = {}
     flat: dict[str, int] = {}
     t = 0
     for name in plan.order:
+        for claim in claims_before[name]:
+            clone_step[claim.value] = t
+            t += 1
         for inner in inner_before[name]:
             flat[inner] = t
             t += 1
@@ -114,6 +144,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         for assigned in a.assigned:
             placements[assigned.logical_buffer_id] = (a.index, assigned.offset, assigned.size, a)
     intervals: dict[int, tuple[int, int]] = {}
+    late_readers = {c.value: set(c.late_users) for c in plan.recomputes}
     for rec in records.values():
         if rec.id not in placements or placements[rec.id][3].is_thread_local:
             continue
@@ -132,6 +163,14 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         for name in [u.instruction for u in rec.uses]:
             if name not in flat:
                 raise PlanRejected(f"value {rec.key} is used by {name}, which is not scheduled")
+            if rec.id in clone_step:
+                late = flat[name] > clone_step[rec.id]
+                if late != (name in late_readers[rec.id]):
+                    raise PlanRejected(f"value {rec.key} is recomputed at step {clone_step[rec.id]}, "
+                                       f"but its reader {name} (step {flat[name]}) is "
+                                       f"{'not ' if late else ''}declared a late reader")
+                if late:
+                    continue
             # A control-flow instruction reads its operands as its block starts
             # (they pass on to its callees' parameters); others at their step.
             end = max(end, reads_at.get(name, flat[name]))
@@ -201,6 +240,52 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             for o, p in zip(ops, comp_params(called[0])):
                 tie([o, p])
 
+    # 4b. Recomputation: a pure kernel's second run needs its own result apart
+    # from its operands (no in-place pair), one plain position, and operands
+    # whose bytes are intact when it runs (live until then, not written over).
+    extra_places = {}
+    for claim in plan.recomputes:
+        v = claim.value
+        rec = records[v]
+        if v not in intervals or sum(1 for x in intervals if find(x) == find(v)) != 1:
+            raise PlanRejected(f"value {rec.key} shares bytes with another value (in place or "
+                               "aliased): it cannot be recomputed")
+        if [p.instruction for p in rec.positions] != [claim.producer] or \
+                any(r.id != v for r in records.values() if r.defining_instruction == claim.producer):
+            raise PlanRejected(f"value {rec.key} is not the one plain result of {claim.producer}")
+        if placements[v][3].is_entry_computation_parameter or placements[v][3].is_constant or \
+                intervals[v][1] == horizon - 1:
+            raise PlanRejected(f"value {rec.key} is an input, constant or output")
+        if any(name in reads_at for name in claim.late_users):
+            raise PlanRejected(f"a late reader of {rec.key} runs a nested computation")
+        step = clone_step[v]
+        if flat[claim.producer] >= step:
+            raise PlanRejected(f"{claim.producer} is recomputed before its first run")
+        if not claim.late_users:
+            raise PlanRejected(f"recomputed value {rec.key} has no late reader")
+        for op in records.values():
+            if not any(u.instruction == claim.producer for u in op.uses):
+                continue
+            if op.id not in intervals:
+                if placements.get(op.id, (0, 0, 0, None))[3] is not None and \
+                        placements[op.id][3].is_constant:
+                    continue
+                raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is not tracked")
+            if op.id in clone_step:
+                raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is itself "
+                                   "recomputed")
+            s0, e0 = intervals[op.id]
+            intervals[op.id] = (s0, max(e0, step))
+            for other in intervals:
+                if other != op.id and find(other) == find(op.id) and s0 < intervals[other][0] <= step:
+                    raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is written "
+                                       f"over (by {records[other].key}) before the second run")
+        late_end = max(flat[name] for name in claim.late_users)
+        key = -1 - len(extra_places)
+        intervals[key] = (step, late_end)
+        parent[key] = key
+        extra_places[key] = (claim, placements[v][2], rec.key + " (recomputed)")
+
     # 5. Places: fixed values stay, shared values stay together, all inside.
     new_place = {}
     for v, (a, o, size, alloc) in placements.items():
@@ -224,6 +309,18 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             raise PlanRejected(f"value {records[v].key} ({size} B at {no}) does not fit allocation "
                                f"{na} of {cap} B")
         new_place[v] = (na, no, size)
+    allocs_by_index = {x.index: x for x in proto.buffer_assignment.buffer_allocations}
+    for key, (claim, size, label) in extra_places.items():
+        na, no = claim.place
+        alloc = allocs_by_index.get(na)
+        if alloc is None or alloc.is_entry_computation_parameter or alloc.is_constant or \
+                alloc.is_thread_local or alloc.is_tuple:
+            raise PlanRejected(f"{label} is placed in allocation {na}, which cannot hold it")
+        cap = plan.allocation_sizes.get(na, alloc.size)
+        if no % alignment or no < 0 or no + size > cap:
+            raise PlanRejected(f"{label} ({size} B at {no}) is misaligned or outside allocation "
+                               f"{na} of {cap} B")
+        new_place[key] = (na, no, size)
     groups = defaultdict(set)
     for v in new_place:
         groups[find(v)].add(new_place[v][:2])
@@ -233,6 +330,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                                f"bytes were split across {sorted(places)}")
 
     # 6. No two values live at once on overlapping bytes, unless shared.
+    def label_of(v):
+        return extra_places[v][2] if v in extra_places else records[v].key
+
     pairs = 0
     peaks = {}
     by_alloc = defaultdict(list)
@@ -248,7 +348,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 pairs += 1
                 if o < o2 + size2 and o2 < o + size and find(v) != find(v2):
                     raise PlanRejected(
-                        f"values {records[v2].key} and {records[v].key} overlap in allocation {a} "
+                        f"values {label_of(v2)} and {label_of(v)} overlap in allocation {a} "
                         f"(bytes {o2}+{size2} and {o}+{size}) while both are live")
             active.append((s, e, o, size, v))
             events.append((s, size))

@@ -12,6 +12,7 @@ import time
 import warnings
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from absl import logging
 
 from olla_jax import check
@@ -71,6 +72,9 @@ class Plan:
     graph: Any = dataclasses.field(repr=False, compare=False, default=None)
     layout: Any = dataclasses.field(repr=False, compare=False, default=None)
     capture: Any = dataclasses.field(repr=False, compare=False, default=None)
+    recomputed: tuple[str, ...] = ()      # producers run a second time (memory budgets)
+    extra_flops: int = 0                  # their FLOPs (estimated from the HLO)
+    step_time_ratio: float | None = None  # measured step time / XLA's, when measured
 
     @property
     def xla_temp_bytes(self) -> int:
@@ -87,6 +91,19 @@ class Plan:
     @property
     def total_bytes(self) -> int:
         return self.planned_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
+
+    @property
+    def runs_temp_bytes(self) -> int:
+        """Temp of the executable in ``compiled`` (ours when fed back, else XLA's;
+        the planned figure where nothing could be fed back, e.g. GPU)."""
+        temp = self.achieved_temp_bytes
+        if temp is None:
+            temp = self.planned_temp_bytes if self.source == "olla_jax" else self.xla_best_temp_bytes
+        return temp
+
+    @property
+    def runs_total_bytes(self) -> int:
+        return self.runs_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
 
     @property
     def xla_total_bytes(self) -> int:
@@ -107,7 +124,10 @@ class Plan:
             order=layout.order_names if layout else tuple(self.graph.nodes) if self.graph else (),
             places=dict(layout.places) if layout else {},
             allocation_sizes=dict(layout.allocation_sizes) if layout else {},
-            figures=figures, engine=self.engine, notes=self.notes)
+            figures=figures, engine=self.engine, notes=self.notes,
+            recomputes=tuple({"value": r.value, "producer": r.producer, "before": r.before,
+                              "late_users": list(r.late_users), "place": list(r.place),
+                              "size": r.size} for r in (layout.recomputes if layout else ())))
 
     def save(self, path) -> None:
         """Write the plan as versioned JSON tied to this module (``olla_jax.load_plan``)."""
@@ -127,12 +147,20 @@ class Plan:
             (f"XLA temp, best ({self.xla_scheduler})", mb(self.xla_best_temp_bytes)),
             ("olla_jax temp, planned", mb(self.planned_temp_bytes)),
             ("olla_jax temp, achieved", mb(self.achieved_temp_bytes)),
-            ("lower bound (proven)", mb(self.lower_bound_bytes)),
+            ("lower bound (proven)" if not self.recomputed else
+             "lower bound (working set)", mb(self.lower_bound_bytes)),
             ("gap to bound", f"{100 * self.gap:.2f}%"),
             ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
                                               f"{mb(self.alias_bytes)}"),
             ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
             ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s"),
+        ]
+        if self.recomputed:
+            ratio = "-" if self.step_time_ratio is None else f"{self.step_time_ratio:.3f} x XLA's"
+            rows.append(("recomputed values, extra FLOPs",
+                         f"{len(self.recomputed)}, {self.extra_flops:,}"))
+            rows.append(("step time (measured)", ratio))
+        rows += [
             ("verified bit-for-bit", str(self.verified)),
         ]
         width = max(len(k) for k, _ in rows)
@@ -247,18 +275,93 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
 
 
+def candidate_plan(layout) -> check.CandidatePlan:
+    """A layout as the independent checker reads it."""
+    return check.CandidatePlan(
+        layout.order_names, layout.places, layout.allocation_sizes,
+        recomputes=tuple(check.RecomputeClaim(r.value, r.producer, r.before, r.late_users, r.place)
+                         for r in layout.recomputes))
+
+
+class BudgetNotMet(ValueError):
+    """No plan olla_jax can make keeps the step within the memory budget.
+
+    ``plan`` holds the least-memory plan found (usable, but above the budget);
+    ``least_bytes`` its total; ``breakdown`` what holds the peak."""
+
+    def __init__(self, message: str, plan: "Plan", least_bytes: int, breakdown: str = ""):
+        super().__init__(message)
+        self.plan = plan
+        self.least_bytes = least_bytes
+        self.breakdown = breakdown
+
+
 def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
          static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
-         saved=None) -> Plan:
+         saved=None, memory_budget: int | None = None, recompute: bool = True) -> Plan:
     """Plan ``fn(*args)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
 
     ``saved``: a plan read by ``olla_jax.load_plan``; it is applied (checked,
     rewritten, verified) instead of solving, and refused unless it was made for
-    this very module."""
+    this very module.
+
+    ``memory_budget``: bytes the whole step may use on the device (arguments +
+    outputs - donated + temp, as ``Plan.total_bytes``).  Order and placement
+    come first; when they are not enough and ``recompute`` is on, values are
+    recomputed (extra compute) until the budget is met.  A budget that cannot
+    be met raises ``BudgetNotMet`` with the least memory reached."""
+    if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer))
+                                      or memory_budget <= 0):
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    result = _plan(fn, *args, backend=backend, time_limit_s=time_limit_s,
+                   static_argnums=static_argnums, donate_argnums=donate_argnums,
+                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
+                   feed_back=feed_back, seed=seed, saved=saved)
+    if memory_budget is None or result.runs_total_bytes <= memory_budget:
+        return result
+    if recompute and saved is None:
+        from olla_jax import budget
+        result = budget.recompute_to_budget(result, int(memory_budget), args=args,
+                                            static_argnums=static_argnums,
+                                            time_limit_s=time_limit_s,
+                                            verify_trials=verify_trials)
+        if result.runs_total_bytes <= memory_budget:
+            return result
+    raise _budget_error(result, int(memory_budget), recompute)
+
+
+def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
+    from olla_jax import report
+    try:
+        breakdown = report.peak_breakdown_text(result)
+    except Exception:  # noqa: BLE001 - the answer matters more than its detail
+        breakdown = ""
+    least = result.runs_total_bytes
+    how = "order, placement and recomputation" if recompute else "order and placement"
+    message = (f"the step needs at least {least / 2**20:,.2f} MiB with {how} "
+               f"(XLA's plan: {result.xla_total_bytes / 2**20:,.2f} MiB), over the budget of "
+               f"{budget / 2**20:,.2f} MiB; lower the batch size, donate arguments "
+               f"(olla_jax.advise_donation) or use a larger device")
+    if result.graph is not None and recompute:
+        from olla_jax import budget
+        floor, where = budget.working_set_bound(result.graph)
+        if floor:
+            message += (f"; no plan that runs the same kernels goes below "
+                        f"{(floor + least - result.runs_temp_bytes) / 2**20:,.2f} MiB "
+                        f"({where} needs {floor / 2**20:,.2f} MiB of temp for its operands "
+                        "and results)")
+    if breakdown:
+        message += "\n" + breakdown
+    return BudgetNotMet(message, result, least, breakdown)
+
+
+def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums: Sequence[int],
+          donate_argnums: Sequence[int], compiler_options: dict[str, Any] | None, engine: str,
+          verify_trials: int, feed_back: bool, seed: int, saved) -> Plan:
     t_start = time.monotonic()
     notes: list[str] = []
     static = tuple((i, args[i]) for i in sorted(set(static_argnums)))
@@ -306,8 +409,13 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
             raise PlanFileError(f"the saved plan's order does not match this module (unknown "
                                 f"instructions: {unknown[:3]}); plan this step again")
         order = tuple(graph.node_index[n] for n in saved.order)
+        recomputes = tuple(layout_lib.Recompute(
+            value=r["value"], producer=r["producer"], before=r["before"],
+            late_users=tuple(r["late_users"]), place=tuple(r["place"]), size=r["size"])
+            for r in saved.recomputes)
         layout = layout_lib.Layout(graph=graph, order=order, places=dict(saved.places),
-                                   allocation_sizes=dict(saved.allocation_sizes))
+                                   allocation_sizes=dict(saved.allocation_sizes),
+                                   recomputes=recomputes)
         bound, engine_used = int(saved.figures.get("lower_bound_bytes") or 0), saved.engine
     else:
         starts = _warm_starts(graph, [c for c in caps if c is not best])
@@ -324,8 +432,7 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
                         min(bound, best.memory.temp))
     try:
         check.check_plan(best.hlo_proto, best.values_text, best.live_range_text,
-                         check.CandidatePlan(layout.order_names, layout.places, layout.allocation_sizes),
-                         alignment=graph.alignment)
+                         candidate_plan(layout), alignment=graph.alignment)
     except check.PlanRejected as err:
         return fallback(f"the independent checker rejected the plan: {err}", graph, bound)
 

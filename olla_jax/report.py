@@ -184,4 +184,32 @@ def plot_plan(plan: Any, path_prefix: str) -> list[str]:
     return [memory, layout]
 
 
-__all__ = ["memory_timeline", "plot_layout", "plot_memory", "plot_plan"]
+# ---- text ------------------------------------------------------------------
+
+def peak_breakdown_text(plan: Any, top: int = 8) -> str:
+    """What holds a plan's memory: arguments, outputs, and the largest temp
+    values live at the temp peak (model view; recomputed copies not drawn)."""
+    lines = [f"  arguments {_size(plan.argument_bytes)}, outputs {_size(plan.output_bytes)}, "
+             f"donated (shared) {_size(plan.alias_bytes)}, temp "
+             f"{_size(plan.achieved_temp_bytes or plan.planned_temp_bytes)}"]
+    graph: ScheduleGraph | None = plan.graph
+    if graph is None:
+        return "\n".join(lines)
+    layout = plan.layout if plan.layout is not None else xla_layout(graph)
+    timeline = memory_timeline(graph, layout)
+    if not timeline:
+        return "\n".join(lines)
+    peak = max(range(len(timeline)), key=timeline.__getitem__)
+    live = [b for b in _boxes(graph, layout)
+            if b.allocation == graph.temp_allocation and b.start <= peak <= b.end]
+    live.sort(key=lambda b: -b.size)
+    lines.append(f"  temp peak at step {peak} of {len(timeline)}: {_size(timeline[peak])} in "
+                 f"{len(live)} buffers; the largest:")
+    for b in live[:top]:
+        unit = graph.units[b.unit]
+        key = graph.values[unit.values[0]].key
+        lines.append(f"    {_size(b.size):>10}  {key}")
+    return "\n".join(lines)
+
+
+__all__ = ["memory_timeline", "peak_breakdown_text", "plot_layout", "plot_memory", "plot_plan"]

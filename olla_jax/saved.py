@@ -46,6 +46,8 @@ class SavedPlan:
     figures: dict[str, Any]
     engine: str
     notes: tuple[str, ...]
+    # values computed twice: dicts with value, producer, before, late_users, place, size
+    recomputes: tuple[dict[str, Any], ...] = ()
 
     def summary(self) -> str:
         f = self.figures
@@ -55,6 +57,8 @@ class SavedPlan:
             value = f.get(key)
             lines.append(f"  {key:24s} {'-' if value is None else f'{value:,d} B'}")
         lines.append(f"  engine                   {self.engine}")
+        if self.recomputes:
+            lines.append(f"  recomputed values        {len(self.recomputes)}")
         lines.append(f"  verified when saved      {f.get('verified')}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -66,7 +70,8 @@ class SavedPlan:
             "order": list(self.order),
             "places": {str(k): list(v) for k, v in sorted(self.places.items())},
             "allocation_sizes": {str(k): v for k, v in sorted(self.allocation_sizes.items())},
-            "figures": self.figures, "engine": self.engine, "notes": list(self.notes)},
+            "figures": self.figures, "engine": self.engine, "notes": list(self.notes),
+            "recomputes": [dict(r) for r in self.recomputes]},
             indent=1)
 
 
@@ -88,10 +93,17 @@ def from_json(text: str, source: str = "<string>") -> SavedPlan:
             places={int(k): (int(v[0]), int(v[1])) for k, v in data["places"].items()},
             allocation_sizes={int(k): int(v) for k, v in data["allocation_sizes"].items()},
             figures=_figures(data["figures"]), engine=str(data["engine"]),
-            notes=tuple(map(str, data.get("notes", ()))))
+            notes=tuple(map(str, data.get("notes", ()))),
+            recomputes=tuple(_recompute(r) for r in data.get("recomputes", ())))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise PlanFileError(f"{source} is a damaged plan file ({type(err).__name__}: {err}); "
                             "plan the step again") from err
+
+
+def _recompute(raw) -> dict[str, Any]:
+    return {"value": int(raw["value"]), "producer": str(raw["producer"]),
+            "before": str(raw["before"]), "late_users": [str(u) for u in raw["late_users"]],
+            "place": [int(raw["place"][0]), int(raw["place"][1])], "size": int(raw["size"])}
 
 
 def _figures(raw) -> dict[str, Any]:

@@ -60,6 +60,24 @@ class ExecutableEdit:
     relocate: Callable[[str, int, int, int], tuple[int, int]]
     relocate_logical: Callable[[int, int, int], tuple[int, int]]
     allocation_sizes: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    clones: tuple["Clone", ...] = ()
+
+
+# Thunk kinds a copy of which was seen to recompute bit for bit (kernels are
+# pure functions of their argument slices; see the note on recomputation).
+CLONABLE_KINDS = frozenset({"kernel", "dot", "ynn-fusion", "convolution"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Clone:
+    """Run ``producer``'s (single, entry-level) thunk again just before the
+    first thunk of ``before``, writing to ``late`` what it writes to ``early``
+    (its result's new place, after relocation).  Readers of the copy are
+    pointed at ``late`` by ``relocate``."""
+    producer: str
+    before: str
+    early: tuple[int, int, int]     # (allocation, offset, size) of the first copy
+    late: tuple[int, int]           # (allocation, offset) of the second
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +170,8 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
     thunk_extents = _relocate_thunks(decoded, instructions, edit.relocate, allocations, sizes)
     buffer_extents = _relocate_buffers(decoded, edit.relocate_logical, allocations, sizes)
     _check_covered(thunk_extents, buffer_extents)
+    for clone in edit.clones:
+        _insert_clone(decoded, instructions, clone, allocations, sizes)
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
 
@@ -210,6 +230,60 @@ def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -
     for users in sequence.thunk_resources:
         users.thunk_indices[:] = [new_index[k] for k in users.thunk_indices]
     schedule.instruction_ids[:] = [id_of[name] for name in order]
+
+
+# --- recomputation ---------------------------------------------------------
+
+def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> None:
+    """Copy ``clone.producer``'s thunk (already relocated) before ``clone.before``.
+
+    The copy is not covered by a logical buffer of the assignment: adding an
+    entry for a logical buffer that already has one aborts the loader, and
+    the runtime reads only thunk slices."""
+    sequence = decoded.thunk_sequence
+    names = [thunk_instruction(t, instructions) for t in sequence.thunks]
+    made = [k for k, name in enumerate(names) if name == clone.producer]
+    if len(made) != 1:
+        raise RewriteError(f"cannot recompute {clone.producer}: it has {len(made)} entry thunks, "
+                           "not one")
+    source = sequence.thunks[made[0]]
+    if source.kind not in CLONABLE_KINDS or any(True for _ in _nested_sequences(source)):
+        raise RewriteError(f"cannot recompute {clone.producer}: its {source.kind!r} thunk is not "
+                           f"one of {sorted(CLONABLE_KINDS)}")
+    if any(made[0] in users.thunk_indices for users in sequence.thunk_resources):
+        raise RewriteError(f"cannot recompute {clone.producer}: its thunk holds a resource")
+    at = next((k for k, name in enumerate(names) if name == clone.before), None)
+    if at is None or at <= made[0]:
+        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no thunk of "
+                           f"{clone.before} after the producer's")
+    e_alloc, e_offset, size = clone.early
+    l_alloc, l_offset = clone.late
+    copy = type(source)()
+    copy.CopyFrom(source)
+    moved = 0
+    for path, msg in _slices(copy):
+        a, o = msg.buffer_allocation_index, msg.offset
+        if a == e_alloc and e_offset <= o and o + msg.size <= e_offset + size:
+            if "result" not in path and "out" not in path:
+                raise RewriteError(f"cannot recompute {clone.producer}: its operand {path} reads "
+                                   "its own result's bytes (an in-place kernel)")
+            what = f"recomputed {source.kind} thunk of {clone.producer} ({path})"
+            _check_move(what, a, o, l_alloc, l_offset + (o - e_offset), msg.size, allocations, sizes)
+            msg.buffer_allocation_index = l_alloc
+            msg.offset = l_offset + (o - e_offset)
+            moved += 1
+    if not moved:
+        raise RewriteError(f"cannot recompute {clone.producer}: no result slice of its thunk lies "
+                           f"at allocation {e_alloc} +{e_offset}")
+    kept = []
+    for thunk in sequence.thunks:
+        same = type(thunk)()
+        same.CopyFrom(thunk)
+        kept.append(same)
+    del sequence.thunks[:]
+    sequence.thunks.extend(kept[:at] + [copy] + kept[at:])
+    for users in sequence.thunk_resources:
+        users.thunk_indices[:] = [k + 1 if k >= at else k for k in users.thunk_indices]
 
 
 # --- thunk slices ----------------------------------------------------------

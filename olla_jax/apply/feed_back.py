@@ -25,9 +25,12 @@ class Outcome:
 
 
 def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
+    clones = tuple(cpu_rewrite.Clone(r.producer, r.before, (*layout.early_place(r.value), r.size),
+                                     r.place) for r in getattr(layout, "recomputes", ()))
     return cpu_rewrite.ExecutableEdit(order=layout.order_names, relocate=layout.relocate,
                                       relocate_logical=layout.relocate_logical,
-                                      allocation_sizes=dict(layout.allocation_sizes))
+                                      allocation_sizes=dict(layout.allocation_sizes),
+                                      clones=clones)
 
 
 def apply_layout(capture, layout, *, args: Sequence[Any] = (), static_argnums: Sequence[int] = (),

@@ -27,11 +27,26 @@ def _round_up(x: int, a: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class Recompute:
+    """A value computed a second time: a copy of its producer's thunk runs just
+    before entry instruction ``before`` and writes the value at ``place``,
+    where ``late_users`` (every reader from ``before`` on) read it.  The first
+    copy stays where the layout's ``places`` put it and dies earlier."""
+    value: int                      # value id (XLA's logical buffer id)
+    producer: str                   # entry instruction whose thunk is copied
+    before: str
+    late_users: tuple[str, ...]
+    place: tuple[int, int]          # (allocation, offset) of the second copy
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Layout:
     graph: ScheduleGraph = dataclasses.field(repr=False)
     order: tuple[int, ...]                         # node indices
     places: Mapping[int, tuple[int, int]]          # value id -> (allocation, offset)
     allocation_sizes: Mapping[int, int]            # allocation -> new size (changed ones)
+    recomputes: tuple[Recompute, ...] = ()
 
     @property
     def order_names(self) -> tuple[str, ...]:
@@ -58,8 +73,19 @@ class Layout:
     @functools.cached_property
     def _moved_allocations(self) -> frozenset[int]:
         g = self.graph
-        return frozenset(g.values[v].allocation for v, place in self.places.items()
-                         if place != (g.values[v].allocation, g.values[v].offset))
+        moved = {g.values[v].allocation for v, place in self.places.items()
+                 if place != (g.values[v].allocation, g.values[v].offset)}
+        moved.update(g.values[r.value].allocation for r in self.recomputes)
+        return frozenset(moved)
+
+    @functools.cached_property
+    def _late_places(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(late reader, value id) -> place of the recomputed copy it reads."""
+        return {(user, r.value): r.place for r in self.recomputes for user in r.late_users}
+
+    def early_place(self, value_id: int) -> tuple[int, int]:
+        v = self.graph.values[value_id]
+        return self.places.get(value_id, (v.allocation, v.offset))
 
     def _window(self, instruction: str) -> tuple[int, int]:
         """XLA's flat steps at which ``instruction``'s thunk may touch memory:
@@ -88,7 +114,8 @@ class Layout:
             live = exact  # e.g. a while thunk's predicate among values reusing its bytes
         new = set()
         for v in live:
-            new_alloc, new_offset = self.places.get(v.id, (v.allocation, v.offset))
+            new_alloc, new_offset = self._late_places.get(
+                (instruction, v.id), self.places.get(v.id, (v.allocation, v.offset)))
             new.add((new_alloc, new_offset + offset - v.offset))
         if len(new) > 1:
             raise LayoutError(f"slice {allocation}:{offset}+{size} of {instruction} is ambiguous: "

@@ -1,0 +1,194 @@
+"""Memory budgets on the example steps: order and placement, then recomputation.
+
+    python -m benchmarks.budget --size=small --fractions=0.75,0 --models=all \
+        --out=benchmarks/results/budget_cpu
+
+Per model: XLA's best temp (the better of XLA:CPU's two schedulers), our
+order-and-placement temp, then for each fraction f a budget of
+arguments + outputs - donated + f x XLA's best temp (f = 0: as little as
+recomputation reaches), met by ``olla_jax.budget.recompute_to_budget`` on top
+of the order-and-placement plan: temp reached (read from the rewritten,
+verified executable), its ratio to XLA's best, the working-set bound (no plan
+running the same kernels needs less temp), values recomputed, extra FLOPs (from
+the HLO, as a share of XLA's cost analysis of the step) and the step time
+ours/XLA (median of interleaved calls).  Each model runs in its own process.
+Writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
+    p.add_argument("--models", default="all")
+    p.add_argument("--fractions", default="0.75,0",
+                   help="budget temp as fractions of XLA's best temp; 0: the least reachable")
+    p.add_argument("--time_limit_s", type=float, default=20.0)
+    p.add_argument("--timing_repeats", type=int, default=20)
+    p.add_argument("--timing_budget_s", type=float, default=30.0)
+    p.add_argument("--out", default="benchmarks/results/budget_cpu")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_one(name: str, args) -> list[dict]:
+    import warnings
+    import jax
+    import jax.numpy as jnp
+    import examples
+    from olla_jax import budget
+    from olla_jax.apply.timing import time_ratio
+    from olla_jax.plan import plan
+
+    step = examples.get(name, args.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
+                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    fixed = base.argument_bytes + base.output_bytes - base.alias_bytes
+    floor, where = budget.working_set_bound(base.graph) if base.graph else (None, "")
+    total_flops = budget._step_flops(base.capture)
+    rows = []
+    for fraction in [float(f) for f in args.fractions.split(",")]:
+        target_temp = int(fraction * base.xla_best_temp_bytes)
+        row = {"model": name, "fraction": fraction, "xla_best": base.xla_best_temp_bytes,
+               "order_placement": base.runs_temp_bytes, "working_set": floor,
+               "working_set_at": where, "step_flops": total_flops}
+        t0 = time.perf_counter()
+        if fraction > 0 and base.runs_temp_bytes <= target_temp:
+            result = base
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = budget.recompute_to_budget(
+                    base, fixed + max(target_temp, 1), args=step.args,
+                    static_argnums=step.static_argnums, time_limit_s=args.time_limit_s,
+                    measure_time=False)
+        row.update(recompute_s=time.perf_counter() - t0, temp=result.runs_temp_bytes,
+                   recomputed=len(result.recomputed), extra_flops=result.extra_flops,
+                   verified=result.verified, notes=list(result.notes[len(base.notes):]),
+                   met=fraction > 0 and result.runs_temp_bytes <= target_temp)
+        row["time_ratio"] = None
+        if result.recomputed:
+            fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), step.args)
+            t1 = time.perf_counter()
+            jax.block_until_ready(result.xla_compiled(*fresh))
+            one = time.perf_counter() - t1
+            repeats = max(3, min(args.timing_repeats, int(args.timing_budget_s / (2 * one + 1e-9))))
+            r = time_ratio(result.xla_compiled, result.compiled, step.args, repeats=repeats, warmup=1)
+            row.update(time_ratio=r.ratio, timing_repeats=repeats)
+        rows.append(row)
+    return rows
+
+
+def worker(args) -> None:
+    try:
+        rows = run_one(args.worker, args)
+    except Exception as err:  # noqa: BLE001 - a failing model is a row, not a crash
+        traceback.print_exc()
+        rows = [{"model": args.worker, "error": f"{type(err).__name__}: {err}"}]
+    with open(args.worker_out, "w") as f:
+        json.dump(rows, f)
+
+
+def markdown(rows: list[dict], args, meta: dict) -> str:
+    lines = common.header(f"olla_jax memory budgets: cpu, size {args.size}", {
+        "fractions": args.fractions, "time limit": f"{args.time_limit_s:g} s",
+        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}"},
+        command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+    lines += ["Temps in MiB. budget = arguments + outputs - donated + fraction x XLA best temp "
+              "(fraction 0: the least recomputation reaches). ours/XLA best: temp reached over "
+              "XLA's best temp. working set: no plan running the same kernels needs less temp "
+              "(the largest operands + results of one instruction, less all output space). "
+              "extra FLOPs % of the step (XLA's cost analysis). time = step time ours/XLA.", ""]
+    cols = ["model", "fraction", "XLA best", "order+placement", "ours", "ours/XLA best",
+            "working set", "recomputed", "extra FLOPs %", "time", "verified", "met", "notes"]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], *["-"] * 11, "ERROR: " + r["error"][:200]])
+            continue
+        share = (f"{100 * r['extra_flops'] / r['step_flops']:.1f}" if r["step_flops"] else "-")
+        body.append([r["model"], f"{r['fraction']:g}", common.mib(r["xla_best"]),
+                     common.mib(r["order_placement"]), common.mib(r["temp"]),
+                     f"{r['temp'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
+                     common.mib(r["working_set"]), r["recomputed"], share,
+                     f"{r['time_ratio']:.3f}" if r.get("time_ratio") else "-",
+                     "yes" if r["verified"] else "no",
+                     "-" if r["fraction"] == 0 else ("yes" if r["met"] else "no"),
+                     "; ".join(r["notes"])[:200] or "-"])
+    lines += common.table(cols, body)
+    ok = [r for r in rows if "error" not in r]
+    for fraction in sorted({r["fraction"] for r in ok}, reverse=True):
+        sel = [r for r in ok if r["fraction"] == fraction]
+        g = common.geomean(r["temp"] / r["xla_best"] for r in sel if r["xla_best"])
+        met = sum(r["met"] for r in sel)
+        t = [r["time_ratio"] for r in sel if r.get("time_ratio")]
+        lines += ["", f"- fraction {fraction:g}: geomean temp ours/XLA best "
+                      f"{g:.3f}" if g else f"- fraction {fraction:g}: -"]
+        if fraction > 0:
+            lines[-1] += f"; budget met on {met} of {len(sel)}"
+        if t:
+            lines[-1] += f"; step time ratio {min(t):.3f}-{max(t):.3f} where recomputed"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.gpu_environment("cpu")
+    if args.worker:
+        return worker(args)
+    import examples
+    names = examples.names() if args.models == "all" else args.models.split(",")
+    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
+            "load_start": common.load()}
+    rows = []
+    for name in names:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            out = tmp.name
+        cmd = [sys.executable, "-m", "benchmarks.budget", f"--worker={name}", f"--worker_out={out}",
+               f"--size={args.size}", f"--fractions={args.fractions}",
+               f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
+               f"--timing_budget_s={args.timing_budget_s}"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            with open(out) as f:
+                got = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            got = [{"model": name, "error": f"worker exited {proc.returncode}: "
+                                            f"{proc.stderr.strip().splitlines()[-1:]}"}]
+        finally:
+            os.unlink(out)
+        rows += got
+        print(f"{name}: {time.perf_counter() - t0:.0f} s "
+              + "; ".join(f"f={r.get('fraction')}: {r.get('temp')} ({r.get('recomputed')} recomputed)"
+                          if "error" not in r else r["error"] for r in got), flush=True)
+    meta["load_end"] = common.load()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out + ".json", "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    text = markdown(rows, args, meta)
+    with open(args.out + ".md", "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

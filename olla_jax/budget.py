@@ -1,0 +1,441 @@
+"""Meeting a memory budget by recomputing values (trading compute for memory).
+
+Order and placement come first (``olla_jax.plan``).  When their plan is still
+over the budget, values held idle across the peak are recomputed: a copy of
+their producer's kernel runs again just before the first later reader, so the
+first copy dies early and the second is born late.  A value qualifies when
+its producer is one pure kernel thunk (kernel, dot, convolution or ynn fusion) with one
+plain result that shares bytes with nothing, and every operand can stay
+intact until the second run (an operand that is itself recomputed, or written
+over in place before then, disqualifies it).  Operands are kept live until
+the second run, which costs memory of its own and is counted.
+
+Values are picked greedily at the live-bytes peak, most bytes saved per unit
+of extra compute first (a roofline estimate from the instruction's FLOPs and
+bytes), and the order is kept.  Every pick is placed again (best-fit), the
+plan goes through the independent checker, and on CPU the executable with
+the copied thunks is verified bit for bit against XLA's before it is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+from absl import logging
+
+from olla_jax import check
+from olla_jax.graph import dumps
+from olla_jax.graph import layout as layout_lib
+from olla_jax.graph.model import ScheduleGraph
+from olla_jax.solve import problem as sp
+
+# Roofline constants for ranking only (relative cost of FLOPs and bytes).
+_FLOPS_PER_S = 1e11
+_BYTES_PER_S = 2e10
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A value that may be recomputed, with what its producer needs."""
+    value: int
+    producer: int                   # node
+    users: tuple[int, ...]          # reader nodes (plain, one thunk each)
+    operands: tuple[int, ...]       # value ids the producer reads
+    flops: int
+    cost_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RecomputePlan:
+    layout: Any                     # graph.layout.Layout with recomputes
+    temp_bytes: int
+    extra_flops: int
+    picked: tuple[str, ...]         # producers run twice
+
+
+# --- what may be recomputed -------------------------------------------------
+
+def _elements(shape) -> int:
+    if shape.tuple_shapes:
+        return sum(_elements(s) for s in shape.tuple_shapes)
+    return int(np.prod(list(shape.dimensions), dtype=np.int64)) if shape.dimensions else 1
+
+
+def instruction_flops(instr, by_id: dict[int, Any], comps: dict[int, Any]) -> int:
+    """FLOPs of one HLO instruction (fusions: the sum of their fused instructions)."""
+    op = instr.opcode
+    if op == "fusion":
+        return sum(instruction_flops(i, by_id, comps)
+                   for c in instr.called_computation_ids for i in comps[c].instructions)
+    out = _elements(instr.shape)
+    if op == "dot":
+        lhs = by_id[instr.operand_ids[0]].shape
+        k = 1
+        for d in instr.dot_dimension_numbers.lhs_contracting_dimensions:
+            k *= lhs.dimensions[d]
+        return 2 * out * k
+    if op == "convolution":
+        rhs = by_id[instr.operand_ids[1]].shape
+        dims = instr.convolution_dimension_numbers
+        window = 1
+        for d in dims.kernel_spatial_dimensions:
+            window *= rhs.dimensions[d]
+        in_features = rhs.dimensions[dims.kernel_input_feature_dimension]
+        return 2 * out * window * in_features
+    if op in ("parameter", "constant", "bitcast", "get-tuple-element", "tuple", "broadcast",
+              "reshape", "transpose", "copy", "slice", "iota"):
+        return 0
+    if op in ("reduce", "reduce-window"):
+        return sum(_elements(by_id[o].shape) for o in instr.operand_ids)
+    return out
+
+
+def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
+    """Values of ``graph`` whose producer can run a second time (see module doc)."""
+    from olla_jax.apply import cpu_rewrite, executable
+    decoded = executable.decode(capture.executable)
+    instructions = {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}
+    kinds = defaultdict(list)
+    for thunk in decoded.thunk_sequence.thunks:
+        name = cpu_rewrite.thunk_instruction(thunk, instructions)
+        nested = any(True for _ in cpu_rewrite._nested_sequences(thunk))
+        kinds[name].append("nested" if nested else thunk.kind)
+    module = decoded.hlo_module
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    comps = {c.id: c for c in module.computations}
+    records = dumps.parse_values(capture.values_text)
+    by_key = {v.key: v for v in graph.values.values()}
+    defined = defaultdict(list)
+    for rec in records.values():
+        defined[rec.defining_instruction].append(rec)
+    reads = defaultdict(list)
+    for rec in records.values():
+        for use in rec.uses:
+            reads[use.instruction].append(rec.key)
+    unit_of = graph.unit_of_value
+    out = []
+    for node, name in enumerate(graph.nodes):
+        recs = defined.get(name, [])
+        if len(recs) != 1 or kinds.get(name, []) not in ([k] for k in cpu_rewrite.CLONABLE_KINDS):
+            continue
+        rec = recs[0]
+        value = by_key.get(rec.key)
+        if value is None or value.live_in or value.live_out or graph.block_length(node) != 1:
+            continue
+        unit = graph.units[unit_of[value.id]]
+        if len(unit.values) != 1 or not unit.movable or value.allocation != graph.temp_allocation:
+            continue
+        if [p.instruction for p in rec.positions] != [name]:
+            continue
+        users = {u.instruction for u in rec.uses}
+        if not users or any(u not in graph.node_index or kinds.get(u, ["none"]) == ["nested"]
+                            or len(kinds.get(u, ())) > 1 or graph.block_length(graph.node_index[u]) != 1
+                            for u in users):
+            continue
+        operands = tuple(by_key[k].id for k in reads.get(name, ()) if k in by_key)
+        instr = instructions[name]
+        flops = instruction_flops(instr, by_id, comps)
+        moved = value.size + sum(graph.values[o].size for o in operands)
+        cost = max(flops / _FLOPS_PER_S, moved / _BYTES_PER_S)
+        out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
+                             operands, flops, cost))
+    return out
+
+
+# --- choosing values at the peak --------------------------------------------
+
+@dataclasses.dataclass
+class _State:
+    """The placement problem on a doubled time axis (node step t -> 2t+1, so a
+    second run just before a node's step sits at 2t), with the picks so far."""
+    base: sp.PlacementProblem
+    owners: tuple[int, ...]
+    intervals: list[list[int]]                  # [size, start, end] per base interval
+    interval_of_unit: dict[int, int]
+    extra: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # late copies
+    picks: list[tuple[Candidate, int]] = dataclasses.field(default_factory=list)  # (cand, split)
+
+    def problem(self) -> sp.PlacementProblem:
+        ivs = [sp.Interval(s, a, b) for s, a, b in self.intervals]
+        ivs += [sp.Interval(s, a, b) for s, a, b in self.extra]
+        regions = tuple(sp.Region(r.capacity, tuple(
+            sp.Occupant(o.offset, o.size, 2 * o.start + 1, 2 * o.end + 1) for o in r.occupants))
+            for r in self.base.regions)
+        return sp.PlacementProblem(intervals=tuple(ivs), regions=regions,
+                                   alignment=self.base.alignment,
+                                   same_offset=self.base.same_offset)
+
+    def profile(self, horizon: int) -> np.ndarray:
+        diff = np.zeros(horizon + 2, dtype=np.int64)
+        for s, a, b in [*self.intervals, *self.extra]:
+            diff[a] += s
+            diff[b + 1] -= s
+        return np.cumsum(diff)[:horizon]
+
+
+def _step(graph: ScheduleGraph, order: Sequence[int]) -> list[int]:
+    """Per node, its own flat step under ``order`` (the end of its block)."""
+    start = graph.flat_layout(order)
+    return [start[n] + graph.block_length(n) - 1 for n in range(len(graph.nodes))]
+
+
+def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+           target_temp: int, *, time_limit_s: float = 30.0) -> RecomputePlan | None:
+    """Greedy picks at the live-bytes peak until best-fit's arena is at most
+    ``target_temp``; the least-memory plan found when it never is (None when
+    nothing could be picked)."""
+    from olla_jax.solve import place as place_lib
+    t0 = time.monotonic()
+    pp, owners = graph.placement_problem(order)
+    if pp.same_offset:
+        gapped = {owners[i] for group in pp.same_offset for i in group}
+    else:
+        gapped = set()
+    intervals = [[iv.size, 2 * iv.start + 1, 2 * iv.end + 1] for iv in pp.intervals]
+    interval_of_unit = {u: i for i, u in enumerate(owners) if u not in gapped}
+    state = _State(pp, owners, intervals, interval_of_unit)
+    step = _step(graph, order)
+    horizon = 2 * len(graph.flat) + 2
+    spans = graph.unit_spans(order)
+    unit_of = graph.unit_of_value
+    recomputed: set[int] = set()
+    operand_of_clone: set[int] = set()
+    by_value = {c.value: c for c in cands}
+
+    def operand_ok(value_id: int, at: int) -> bool:
+        unit = graph.units[unit_of[value_id]]
+        v = graph.values[value_id]
+        if value_id in recomputed:
+            return False
+        if not unit.movable:
+            alloc = graph.allocations[unit.allocation]
+            if alloc.kind in ("parameter", "constant") and not alloc.live_out:
+                return True
+            return any(2 * s + 1 <= at <= 2 * e + 1 for s, e in spans[unit.id])
+        if unit.id not in interval_of_unit:
+            return False
+        # no other member of the unit may write its bytes before the second run
+        own = 2 * min(s for s, _ in spans[unit.id]) + 1
+        for other in unit.values:
+            if other != value_id and graph.values[other].def_node != v.def_node:
+                o_start = 2 * step[graph.values[other].def_node] + 1
+                if own < o_start <= at:
+                    return False
+        return True
+
+    def split_at(c: Candidate, peak: int):
+        """The split of ``c``'s readers whose gap covers ``peak``: (k, early end, clone time)."""
+        iv = state.intervals[interval_of_unit[unit_of[c.value]]]
+        users = sorted(c.users, key=lambda n: step[n])
+        times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users]
+        for k in range(len(users)):
+            early_end, clone_t = times[k], 2 * step[users[k]]
+            if early_end < peak < clone_t and iv[1] <= peak <= iv[2]:
+                return k, early_end, clone_t
+        return None
+
+    best = None
+    picks_since_place = 0
+    while time.monotonic() - t0 < time_limit_s:
+        prof = state.profile(horizon)
+        peak = int(np.argmax(prof))
+        choice = None
+        for c in cands:
+            if c.value in recomputed or c.value in operand_of_clone or \
+                    unit_of[c.value] not in interval_of_unit:
+                continue
+            split = split_at(c, peak)
+            if split is None:
+                continue
+            k, early_end, clone_t = split
+            if not all(operand_ok(o, clone_t) for o in c.operands):
+                continue
+            cost_at_peak = 0
+            for o in c.operands:
+                unit = graph.units[unit_of[o]]
+                if unit.movable:
+                    s, a, b = state.intervals[interval_of_unit[unit.id]]
+                    if b < peak <= clone_t:
+                        cost_at_peak += s
+            saved = graph.values[c.value].size - cost_at_peak
+            if saved <= 0:
+                continue
+            score = saved / (c.cost_s + 1e-9)
+            if choice is None or score > choice[0]:
+                choice = (score, c, k, early_end, clone_t)
+        if choice is None:
+            break
+        _, c, k, early_end, clone_t = choice
+        iv = state.intervals[interval_of_unit[unit_of[c.value]]]
+        late_end = iv[2]
+        iv[2] = early_end
+        state.extra.append((graph.values[c.value].size, clone_t, late_end))
+        for o in c.operands:
+            unit = graph.units[unit_of[o]]
+            if unit.movable:
+                ov = state.intervals[interval_of_unit[unit.id]]
+                ov[2] = max(ov[2], clone_t)
+            operand_of_clone.add(o)
+        recomputed.add(c.value)
+        state.picks.append((c, k))
+        picks_since_place += 1
+        if prof.max() - graph.values[c.value].size > target_temp and picks_since_place < 8:
+            continue
+        picks_since_place = 0
+        plan = _realize(graph, order, state, place_lib.best_fit(state.problem()))
+        if best is None or plan.temp_bytes < best.temp_bytes:
+            best = plan
+        if plan.temp_bytes <= target_temp:
+            return plan
+    if state.picks and picks_since_place:
+        plan = _realize(graph, order, state, place_lib.best_fit(state.problem()))
+        if best is None or plan.temp_bytes < best.temp_bytes:
+            best = plan
+    return best
+
+
+def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
+             placement: sp.Placement) -> RecomputePlan:
+    n = len(state.intervals)
+    base = sp.Placement(placement.region[:n], placement.offset[:n], placement.arena_size)
+    layout = layout_lib.realize(graph, order, base, state.owners)
+    step = _step(graph, order)
+    recomputes = []
+    for (c, k), region, offset in zip(state.picks, placement.region[n:], placement.offset[n:]):
+        users = sorted(c.users, key=lambda u: step[u])
+        alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
+        recomputes.append(layout_lib.Recompute(
+            value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
+            late_users=tuple(graph.nodes[u] for u in users[k:]), place=(alloc, offset),
+            size=graph.values[c.value].size))
+    layout = dataclasses.replace(layout, recomputes=tuple(recomputes))
+    return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
+                         extra_flops=sum(c.flops for c, _ in state.picks),
+                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks))
+
+
+# --- a bound that holds with recomputation ------------------------------------
+
+def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
+    """(bytes, instruction): a lower bound of the temp of any plan that runs the
+    same kernels, recomputed or not.  A plain instruction's operands and
+    results are resident together while it runs; only the idle space of output
+    allocations (at most their whole size) can hold some of them outside the
+    temp arena."""
+    regions = sum(graph.allocations[a].size for a in graph.regions)
+    touched = defaultdict(set)
+    for unit in graph.units:
+        if not unit.movable:
+            continue
+        for v in unit.values:
+            for node in graph.values[v].touches:
+                touched[node].add(unit.id)
+    best, where = 0, ""
+    for node, units in touched.items():
+        if graph.block_length(node) != 1:
+            continue
+        need = sum(graph.units[u].size for u in units) - regions
+        if need > best:
+            best, where = need, graph.nodes[node]
+    return best, where
+
+
+# --- the budget entry point -------------------------------------------------
+
+def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
+                        static_argnums: Sequence[int] = (), time_limit_s: float = 30.0,
+                        verify_trials: int = 2, measure_time: bool = True):
+    """``result`` (a Plan over the budget) with values recomputed until the
+    step's total fits ``budget``, checked, applied and verified; or the least
+    memory reached, with the reason in its notes."""
+    from olla_jax.plan import PlanWarning, candidate_plan
+
+    def note(plan, text: str):
+        warnings.warn(f"olla_jax recomputation: {text}", PlanWarning, stacklevel=3)
+        return dataclasses.replace(plan, notes=plan.notes + (text,))
+
+    graph, cap = result.graph, result.capture
+    if graph is None or cap is None:
+        return note(result, "no memory model of this step: recomputation not tried")
+    if result.backend != "cpu" or cap.executable is None:
+        return note(result, f"recomputation is applied only on CPU executables (this step is "
+                            f"for {result.backend})")
+    if graph.temp_allocation < 0 or graph.allocations[graph.temp_allocation].is_tuple:
+        return note(result, "XLA's temp allocation cannot be resized here: recomputation not tried")
+    t0 = time.monotonic()
+    fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
+    target = budget - fixed
+    if target <= 0:
+        return note(result, f"arguments and outputs alone take {fixed / 2**20:,.2f} MiB, more "
+                            "than the budget")
+    order = result.layout.order if result.layout is not None else graph.xla_order
+    cands = candidates(graph, cap)
+    logging.info("recomputation: %d candidate values", len(cands))
+    found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
+    floor, where = working_set_bound(graph)
+    if found is None or found.temp_bytes >= min(result.planned_temp_bytes,
+                                                result.achieved_temp_bytes or math.inf):
+        why = (f"; {where} alone needs {floor / 2**20:,.2f} MiB of temp for its operands and "
+               "results" if floor else "")
+        return note(result, f"recomputation found nothing that lowers the peak "
+                            f"({len(cands)} values qualified{why})")
+    layout = found.layout
+    try:
+        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                         candidate_plan(layout), alignment=graph.alignment)
+    except check.PlanRejected as err:
+        return note(result, f"the independent checker rejected the recomputation plan: {err}")
+    from olla_jax.apply import feed_back as apply_plan
+    try:
+        outcome = apply_plan.apply_layout(cap, layout, args=args, static_argnums=static_argnums,
+                                          trials=verify_trials)
+    except Exception as err:  # noqa: BLE001 - a rewrite bug must not cost the user the step
+        logging.exception("applying the recomputation failed")
+        return note(result, f"applying the recomputation failed ({type(err).__name__}: {err})")
+    if not outcome.ok:
+        return note(result, f"recomputation not applied: {outcome.reason}")
+    compiled = dataclasses.replace(result.compiled, executable=outcome.compiled)
+    ratio = None
+    if measure_time:
+        ratio = _time_ratio(result, compiled, args, static_argnums)
+    total_flops = _step_flops(cap)
+    share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
+    text = (f"recomputed {len(found.picked)} values: {found.extra_flops:,} extra FLOPs{share}"
+            + (f", step time {ratio:.3f} x XLA's" if ratio is not None else ""))
+    return dataclasses.replace(
+        result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=outcome.achieved_temp_bytes,
+        lower_bound_bytes=min(floor, found.temp_bytes), verified=True, source="olla_jax",
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + time.monotonic() - t0,
+        notes=result.notes + (text,), compiled=compiled, layout=layout,
+        recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio)
+
+
+def _step_flops(cap) -> int:
+    try:
+        analysis = cap.compiled.cost_analysis()
+        if isinstance(analysis, (list, tuple)):
+            analysis = analysis[0]
+        return int(analysis.get("flops", 0))
+    except Exception:  # noqa: BLE001 - a report detail
+        return 0
+
+
+def _time_ratio(result, compiled, args, static_argnums) -> float | None:
+    from olla_jax.apply import timing
+    import jax
+    dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
+    if not dynamic or any(isinstance(x, jax.ShapeDtypeStruct)
+                          for x in jax.tree_util.tree_leaves(dynamic)):
+        return None
+    try:
+        return timing.time_ratio(result.xla_compiled.executable, compiled.executable,
+                                 tuple(dynamic), repeats=10).ratio
+    except Exception:  # noqa: BLE001 - timing is a report detail
+        logging.exception("timing the recomputed step failed")
+        return None

@@ -1,0 +1,169 @@
+"""Memory budgets: order and placement first, then recomputation, checked,
+fed back and bit-identical; a budget that cannot be met is refused clearly."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import examples
+import olla_jax
+from olla_jax import budget, check
+from olla_jax.apply import cpu_rewrite, feed_back
+from olla_jax.capture import capture
+from olla_jax.plan import BudgetNotMet, candidate_plan
+
+
+def _bits(tree):
+    return [(np.asarray(x).dtype, np.asarray(x).tobytes()) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _plan(step, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        return olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
+                             donate_argnums=step.donate_argnums, time_limit_s=3, **kw)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    step = examples.get("vit", "tiny")
+    xla = min((capture(step.fn, *step.args, static_argnums=step.static_argnums, scheduler=s)
+               for s in ("default", "memory")), key=lambda c: c.memory.temp)
+    fixed = xla.memory.argument + xla.memory.output - xla.memory.alias
+    # 60% of XLA's best temp: below what order and placement reach on this step.
+    target = fixed + int(0.6 * xla.memory.temp)
+    return step, target, _plan(step, memory_budget=target)
+
+
+def test_recomputation_meets_the_budget_bit_for_bit(vit):
+    step, target, plan = vit
+    assert plan.recomputed, plan.notes
+    assert plan.verified and plan.source == "olla_jax"
+    assert plan.runs_total_bytes <= target
+    assert plan.achieved_temp_bytes == plan.planned_temp_bytes
+    assert plan.lower_bound_bytes <= plan.planned_temp_bytes
+    assert plan.extra_flops > 0
+    assert any("recomputed" in n for n in plan.notes)
+    ours = plan.compiled(*step.args)
+    xla = jax.jit(step.fn, static_argnums=step.static_argnums)(*step.args)
+    assert _bits(ours) == _bits(xla)
+    assert "recomputed values" in plan.summary()
+
+
+def test_checker_accepts_the_recomputation_and_rejects_broken_ones(vit):
+    _, _, plan = vit
+    cap, layout = plan.capture, plan.layout
+    args = (cap.hlo_proto, cap.values_text, cap.live_range_text)
+    check.check_plan(*args, candidate_plan(layout))
+    claim = candidate_plan(layout).recomputes[0]
+
+    def with_claim(new):
+        base = candidate_plan(layout)
+        return dataclasses.replace(base, recomputes=(new,) + base.recomputes[1:])
+
+    # A late reader left reading the first copy (which is dead by then).
+    dropped = dataclasses.replace(claim, late_users=claim.late_users[1:])
+    with pytest.raises(check.PlanRejected):
+        check.check_plan(*args, with_claim(dropped))
+    # The second copy written over a value live at the same time: the first
+    # copy's own place while it is still read (clone run before its producer).
+    early = layout.early_place(claim.value)
+    producer_first = dataclasses.replace(claim, before=claim.producer)
+    with pytest.raises(check.PlanRejected):
+        check.check_plan(*args, with_claim(producer_first))
+    # Another value's bytes: the operand the clone reads lives at the clone's time.
+    others = [p for v, p in layout.places.items() if v != claim.value and p != early]
+    overlapping = [p for p in others if p[0] == claim.place[0]]
+    rejected = 0
+    for place in overlapping[:20]:
+        try:
+            check.check_plan(*args, with_claim(dataclasses.replace(claim, place=place)))
+        except check.PlanRejected:
+            rejected += 1
+    assert rejected > 0
+    # A value nobody defines there.
+    with pytest.raises(check.PlanRejected):
+        check.check_plan(*args, with_claim(dataclasses.replace(claim, producer=claim.before)))
+
+
+def test_saved_plan_keeps_its_recomputation(vit, tmp_path):
+    step, _, plan = vit
+    path = tmp_path / "vit.json"
+    plan.save(path)
+    again = _plan(step, saved=olla_jax.load_plan(path))
+    assert again.verified and again.layout.recomputes == plan.layout.recomputes
+    assert again.achieved_temp_bytes == plan.achieved_temp_bytes
+
+
+def test_rewrite_refuses_what_it_cannot_copy(vit):
+    _, _, plan = vit
+    from olla_jax.apply import executable
+    r = plan.layout.recomputes[0]
+    edit = feed_back.edit_of(plan.layout)
+    bad = dataclasses.replace(edit, clones=(dataclasses.replace(edit.clones[0],
+                                                                 producer="no_such_instruction"),))
+    with pytest.raises(cpu_rewrite.RewriteError):
+        cpu_rewrite.rewrite(plan.capture.executable, bad)
+    late_first = dataclasses.replace(edit, clones=(dataclasses.replace(
+        edit.clones[0], before=plan.graph.nodes[0]),))
+    with pytest.raises(cpu_rewrite.RewriteError):
+        cpu_rewrite.rewrite(plan.capture.executable, late_first)
+    # The accepted edit adds exactly one thunk per recomputed value.
+    raw = cpu_rewrite.rewrite(plan.capture.executable, edit)
+    before = len(executable.decode(plan.capture.executable).thunk_sequence.thunks)
+    assert len(executable.decode(raw).thunk_sequence.thunks) == before + len(plan.layout.recomputes)
+    assert r.producer in plan.recomputed
+
+
+def test_unchecked_clone_over_live_bytes_is_caught_by_verification(vit):
+    """Safety net: a recomputation whose copy overwrites a live value (the
+    checker would refuse it) gives different outputs, and the bit-for-bit
+    verification refuses the executable."""
+    step, _, plan = vit
+    layout = plan.layout
+    r = layout.recomputes[0]
+    # Put the late copy on an operand of the consumer that is live when it runs.
+    graph = plan.graph
+    node = graph.node_index[r.before]
+    victims = [v for v in graph.values.values()
+               if node in v.touches and v.id != r.value and v.allocation == graph.temp_allocation
+               and v.size >= r.size]
+    assert victims
+    bad = dataclasses.replace(layout, recomputes=(dataclasses.replace(
+        r, place=layout.early_place(victims[0].id)),) + layout.recomputes[1:])
+    outcome = feed_back.apply_layout(plan.capture, bad, args=step.args, trials=1)
+    assert not outcome.ok
+
+
+def test_budget_met_by_order_and_placement_needs_no_recomputation():
+    step = examples.get("cnn_adam", "tiny")
+    plan = _plan(step)
+    met = _plan(step, memory_budget=plan.runs_total_bytes)
+    assert met.recomputed == () and met.runs_total_bytes <= plan.runs_total_bytes
+
+
+def test_budget_that_cannot_be_met_is_refused_with_the_least_reached():
+    step = examples.get("cnn_adam", "tiny")
+    xla = capture(step.fn, *step.args)
+    fixed = xla.memory.argument + xla.memory.output - xla.memory.alias
+    floor_budget = fixed + 1024
+    with pytest.raises(BudgetNotMet) as info:
+        _plan(step, memory_budget=floor_budget)
+    err = info.value
+    assert err.least_bytes > floor_budget
+    assert err.plan.runs_total_bytes == err.least_bytes
+    assert "MiB" in str(err) and "budget" in str(err)
+    floor, where = budget.working_set_bound(err.plan.graph)
+    assert floor <= err.plan.runs_temp_bytes and where
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, "1GB"])
+def test_budget_must_be_positive_bytes(bad):
+    step = examples.get("mlp", "tiny")
+    with pytest.raises(ValueError, match="memory_budget"):
+        olla_jax.plan(step.fn, *step.args, memory_budget=bad)
