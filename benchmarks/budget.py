@@ -10,7 +10,7 @@ recomputation reaches), met by ``olla_jax.budget.recompute_to_budget`` on top
 of the order-and-placement plan: temp reached (read from the rewritten,
 verified executable), its ratio to XLA's best, the working-set bound (no plan
 running the same kernels needs less temp), values recomputed, extra FLOPs (from
-the HLO, as a share of XLA's cost analysis of the step) and the step time
+the HLO by olla_jax.flops, as a share of the step's) and the step time
 ours/XLA (median of interleaved calls).  Each model runs in its own process.
 Writes ``<out>.md`` and ``<out>.json``.
 """
@@ -116,7 +116,7 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
               "(fraction 0: the least recomputation reaches). ours/XLA best: temp reached over "
               "XLA's best temp. working set: no plan running the same kernels needs less temp "
               "(the largest operands + results of one instruction, less all output space). "
-              "extra FLOPs % of the step (XLA's cost analysis). time = step time ours/XLA.", ""]
+              "extra FLOPs % of the step (counted from the HLO, olla_jax.flops). time = step time ours/XLA.", ""]
     cols = ["model", "fraction", "XLA best", "order+placement", "ours", "ours/XLA best",
             "working set", "recomputed", "extra FLOPs %", "time", "verified", "met", "notes"]
     body = []

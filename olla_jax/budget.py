@@ -30,6 +30,7 @@ import numpy as np
 from absl import logging
 
 from olla_jax import check
+from olla_jax import flops as flops_lib
 from olla_jax.graph import dumps
 from olla_jax.graph import layout as layout_lib
 from olla_jax.graph.model import ScheduleGraph
@@ -60,41 +61,6 @@ class RecomputePlan:
 
 
 # --- what may be recomputed -------------------------------------------------
-
-def _elements(shape) -> int:
-    if shape.tuple_shapes:
-        return sum(_elements(s) for s in shape.tuple_shapes)
-    return int(np.prod(list(shape.dimensions), dtype=np.int64)) if shape.dimensions else 1
-
-
-def instruction_flops(instr, by_id: dict[int, Any], comps: dict[int, Any]) -> int:
-    """FLOPs of one HLO instruction (fusions: the sum of their fused instructions)."""
-    op = instr.opcode
-    if op == "fusion":
-        return sum(instruction_flops(i, by_id, comps)
-                   for c in instr.called_computation_ids for i in comps[c].instructions)
-    out = _elements(instr.shape)
-    if op == "dot":
-        lhs = by_id[instr.operand_ids[0]].shape
-        k = 1
-        for d in instr.dot_dimension_numbers.lhs_contracting_dimensions:
-            k *= lhs.dimensions[d]
-        return 2 * out * k
-    if op == "convolution":
-        rhs = by_id[instr.operand_ids[1]].shape
-        dims = instr.convolution_dimension_numbers
-        window = 1
-        for d in dims.kernel_spatial_dimensions:
-            window *= rhs.dimensions[d]
-        in_features = rhs.dimensions[dims.kernel_input_feature_dimension]
-        return 2 * out * window * in_features
-    if op in ("parameter", "constant", "bitcast", "get-tuple-element", "tuple", "broadcast",
-              "reshape", "transpose", "copy", "slice", "iota"):
-        return 0
-    if op in ("reduce", "reduce-window"):
-        return sum(_elements(by_id[o].shape) for o in instr.operand_ids)
-    return out
-
 
 def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
     """Values of ``graph`` whose producer can run a second time (see module doc)."""
@@ -140,7 +106,7 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
             continue
         operands = tuple(by_key[k].id for k in reads.get(name, ()) if k in by_key)
         instr = instructions[name]
-        flops = instruction_flops(instr, by_id, comps)
+        flops = flops_lib.instruction_flops(instr, by_id, comps)
         moved = value.size + sum(graph.values[o].size for o in operands)
         cost = max(flops / _FLOPS_PER_S, moved / _BYTES_PER_S)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
@@ -416,12 +382,48 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio)
 
 
+def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
+                        static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+                        compiler_options=None):
+    """GPU: XLA's own rematerialization under a searched memory limit
+    (``olla_jax.xla_remat``); ``result`` with XLA's best point when it fits
+    better, the reason in its notes otherwise."""
+    from olla_jax import xla_remat
+    from olla_jax.plan import PlanWarning
+    t0 = time.monotonic()
+    try:
+        points = xla_remat.search(fn, *args, backend=result.backend, budget_bytes=budget,
+                                  static_argnums=static_argnums, donate_argnums=donate_argnums,
+                                  compiler_options=compiler_options)
+    except Exception as err:  # noqa: BLE001 - the answer is then order and placement alone
+        text = f"XLA's rematerialization could not be searched ({type(err).__name__}: {err})"
+        warnings.warn(f"olla_jax: {text}", PlanWarning, stacklevel=3)
+        return dataclasses.replace(result, notes=result.notes + (text,))
+    base, chosen = points[0], xla_remat.best(points, budget)
+    tried = ", ".join(f"{p.limit_bytes / 2**20:,.0f} MiB -> {p.total / 2**20:,.1f}"
+                      for p in points[1:])
+    if chosen.total >= result.runs_total_bytes:
+        return dataclasses.replace(result, notes=result.notes + (
+            f"XLA's rematerialization did not go below our plan (limits tried: {tried})",))
+    extra = max(0, chosen.flops - base.flops)
+    share = f" (+{100 * extra / base.flops:.1f}%)" if base.flops else ""
+    text = (f"XLA's rematerialization with its memory limit forced to "
+            f"{chosen.limit_bytes / 2**20:,.1f} MiB: temp {chosen.memory.temp / 2**20:,.2f} MiB, "
+            f"{extra:,} extra FLOPs{share}; limits tried: {tried}")
+    from olla_jax.plan import StepCallable
+    compiled = StepCallable(chosen.compiled, result.compiled.num_args, result.compiled.static)
+    return dataclasses.replace(
+        result, planned_temp_bytes=chosen.memory.temp, achieved_temp_bytes=chosen.memory.temp,
+        argument_bytes=chosen.memory.argument, output_bytes=chosen.memory.output,
+        alias_bytes=chosen.memory.alias, lower_bound_bytes=0, source="xla",
+        engine="xla-remat", verified=False, compiled=compiled, layout=None,
+        extra_flops=extra, solve_seconds=result.solve_seconds + time.monotonic() - t0,
+        notes=result.notes + (text,))
+
+
 def _step_flops(cap) -> int:
     try:
-        analysis = cap.compiled.cost_analysis()
-        if isinstance(analysis, (list, tuple)):
-            analysis = analysis[0]
-        return int(analysis.get("flops", 0))
+        return flops_lib.compiled_flops(cap.compiled)
     except Exception:  # noqa: BLE001 - a report detail
         return 0
 

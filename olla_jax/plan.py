@@ -312,8 +312,11 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     ``memory_budget``: bytes the whole step may use on the device (arguments +
     outputs - donated + temp, as ``Plan.total_bytes``).  Order and placement
     come first; when they are not enough and ``recompute`` is on, values are
-    recomputed (extra compute) until the budget is met.  A budget that cannot
-    be met raises ``BudgetNotMet`` with the least memory reached."""
+    recomputed (extra compute) until the budget is met: on CPU by copying
+    kernel thunks in the executable (``olla_jax.budget``), on a compile-only
+    GPU target by XLA's own rematerialization under a searched memory limit
+    (``olla_jax.xla_remat``).  A budget that cannot be met raises
+    ``BudgetNotMet`` with the least memory reached."""
     if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer))
                                       or memory_budget <= 0):
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
@@ -325,10 +328,15 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
         return result
     if recompute and saved is None:
         from olla_jax import budget
-        result = budget.recompute_to_budget(result, int(memory_budget), args=args,
-                                            static_argnums=static_argnums,
-                                            time_limit_s=time_limit_s,
-                                            verify_trials=verify_trials)
+        if backend.startswith("gpu:") and backend != "gpu:local":
+            result = budget.xla_remat_to_budget(
+                result, int(memory_budget), fn, args, static_argnums=static_argnums,
+                donate_argnums=donate_argnums, compiler_options=compiler_options)
+        else:
+            result = budget.recompute_to_budget(result, int(memory_budget), args=args,
+                                                static_argnums=static_argnums,
+                                                time_limit_s=time_limit_s,
+                                                verify_trials=verify_trials)
         if result.runs_total_bytes <= memory_budget:
             return result
     raise _budget_error(result, int(memory_budget), recompute)

@@ -167,3 +167,41 @@ def test_budget_must_be_positive_bytes(bad):
     step = examples.get("mlp", "tiny")
     with pytest.raises(ValueError, match="memory_budget"):
         olla_jax.plan(step.fn, *step.args, memory_budget=bad)
+
+
+def _gpu_plugin():
+    from olla_jax.capture import gpu
+    return gpu.cuda_plugin() is not None
+
+
+@pytest.mark.skipif(not _gpu_plugin(), reason="needs jax's CUDA plugin (pip install 'olla_jax[gpu]')")
+def test_gpu_budget_uses_xla_rematerialization_under_a_forced_limit():
+    from olla_jax import xla_remat
+    step = examples.get("lm_adamw", "tiny")
+    base = xla_remat.search(step.fn, *step.args, backend="gpu:h100", budget_bytes=1,
+                            static_argnums=step.static_argnums, fractions=())[0]
+    assert base.flops > 0 and base.limit_bytes is None
+    fixed = base.memory.argument + base.memory.output - base.memory.alias
+    budget_bytes = fixed + int(0.8 * base.memory.temp)
+    points = xla_remat.search(step.fn, *step.args, backend="gpu:h100", budget_bytes=budget_bytes,
+                              static_argnums=step.static_argnums, fractions=(0.9, 0.7))
+    assert len(points) == 3
+    chosen = xla_remat.best(points, budget_bytes)
+    fitting = [p for p in points if p.total <= budget_bytes]
+    if fitting:
+        assert chosen.total <= budget_bytes and chosen.flops == min(p.flops for p in fitting)
+    else:
+        assert chosen.total == min(p.total for p in points)
+    with pytest.raises(Exception, match="compile-only"):
+        xla_remat.search(step.fn, *step.args, backend="cpu", budget_bytes=budget_bytes)
+
+
+def test_flops_count_matmuls_and_convolutions():
+    from olla_jax import flops
+    m, k, n = 64, 48, 32
+    x, w = jax.numpy.ones((m, k)), jax.numpy.ones((k, n))
+    compiled = jax.jit(lambda a, b: a @ b).lower(x, w).compile()
+    assert flops.compiled_flops(compiled) == 2 * m * k * n
+    img, ker = jax.numpy.ones((2, 3, 16, 16)), jax.numpy.ones((8, 3, 3, 3))
+    conv = jax.jit(lambda a, b: jax.lax.conv(a, b, (1, 1), "VALID")).lower(img, ker).compile()
+    assert flops.compiled_flops(conv) == 2 * (2 * 8 * 14 * 14) * (3 * 3) * 3

@@ -1,0 +1,92 @@
+"""XLA:GPU's own rematerialization, driven by its memory limit and searched.
+
+XLA:GPU rematerializes only when its scheduler's memory limit is below what
+the program needs.  That limit is derived from the device description:
+(0.8 x ``device_memory_size`` - arguments - outputs) x
+``xla_gpu_memory_limit_slop_factor`` / 100.  On a compile-only target the
+description is ours to write, so the limit can be set to any value; the
+result is not monotone in the limit (a lower limit can give a larger temp),
+so several limits are compiled and the best one that fits is kept.
+
+This is the baseline (and GPU fallback) for ``plan(..., memory_budget=...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from typing import Any, Callable, Sequence
+
+from olla_jax.capture.record import CaptureError, MemoryFigures
+from olla_jax.flops import compiled_flops
+
+_DEVICE_FRACTION = 0.8        # of device_memory_size, in XLA:GPU's limit
+_DEFAULT_SLOP = 0.95          # xla_gpu_memory_limit_slop_factor's default, 95 (%)
+
+
+@dataclasses.dataclass(frozen=True)
+class RematPoint:
+    """One compile of the step under a forced memory limit."""
+    limit_bytes: int | None       # the scheduler limit aimed at (None: XLA's own)
+    memory: MemoryFigures
+    flops: int                    # of the whole step (olla_jax.flops)
+    compiled: Any = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def total(self) -> int:
+        return self.memory.total
+
+
+def _target_with_memory(target: str, device_memory: int, folder: str) -> str:
+    from olla_jax.capture import gpu
+    text = gpu.target_config(target)
+    if not re.search(r"\bdevice_memory_size:\s*\d+", text):
+        raise CaptureError(f"GPU target {target!r} has no device_memory_size to lower")
+    text = re.sub(r"\bdevice_memory_size:\s*\d+", f"device_memory_size: {int(device_memory)}",
+                  text, count=1)
+    path = os.path.join(folder, f"limit-{int(device_memory)}.txtpb")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def search(fn: Callable, *args, backend: str, budget_bytes: int,
+           static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+           compiler_options: dict[str, Any] | None = None,
+           fractions: Sequence[float] = (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)) -> list[RematPoint]:
+    """Compile ``fn`` for a compile-only GPU target (``backend`` "gpu:<target>")
+    with XLA's memory limit at ``fractions`` of the budget; XLA's own compile first."""
+    from olla_jax.capture import gpu
+    if not backend.startswith("gpu:") or backend == "gpu:" + gpu.LOCAL:
+        raise CaptureError("XLA's rematerialization can be forced only for a compile-only GPU "
+                           f"target such as 'gpu:h100' (got {backend!r}): the limit comes from "
+                           "the device description, which a real GPU reports itself")
+    target = backend.split(":", 1)[1]
+
+    def compile_with(target_name: str, limit: int | None) -> RematPoint:
+        compiled = gpu.compile_for_target(
+            fn, tuple(args), target=target_name, static_argnums=tuple(static_argnums),
+            donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
+        return RematPoint(limit, MemoryFigures.of(compiled), compiled_flops(compiled), compiled)
+
+    points = [compile_with(target, None)]
+    io = points[0].memory.argument + points[0].memory.output
+    with tempfile.TemporaryDirectory(prefix="olla_jax_remat_") as folder:
+        for fraction in fractions:
+            limit = int(fraction * budget_bytes)
+            device_memory = int((limit / _DEFAULT_SLOP + io) / _DEVICE_FRACTION)
+            try:
+                points.append(compile_with(_target_with_memory(target, device_memory, folder), limit))
+            except CaptureError:
+                continue  # XLA refused this limit outright; others may do
+    return points
+
+
+def best(points: Sequence[RematPoint], budget_bytes: int) -> RematPoint:
+    """The fewest FLOPs among points within the budget, else the least memory."""
+    fitting = [p for p in points if p.total <= budget_bytes]
+    if fitting:
+        return min(fitting, key=lambda p: (p.flops, p.total))
+    return min(points, key=lambda p: (p.total, p.flops))
