@@ -1,7 +1,8 @@
 """Real training steps (forward + backward + optimizer update) the planner is judged on.
 
-    from examples import get, names
+    from examples import get, make, names
     step = get("gpt2", size="tiny")          # sizes: "tiny", "small" (default), "full"
+    step = make("gpt2", "tiny", batch=8)     # the same step at another batch size
     compiled = step.jit().lower(*step.args).compile()
 
 Every model is random-initialised from a fixed key and fed random data; nothing is downloaded.
@@ -40,4 +41,17 @@ def get(name: str, size: str = "small") -> Step:
     return EXAMPLES[name](size)
 
 
-__all__ = ["EXAMPLES", "SIZES", "Step", "get", "names"]
+def make(name: str, size: str = "small", batch: int | None = None) -> Step:
+    """``get(name, size)`` with the batch size replaced by ``batch`` (None: the size's own).
+
+    Everything else keeps the size's configuration, so steps of one example at
+    several batch sizes differ only in the batch (``olla_jax.largest_batch``)."""
+    if batch is None:
+        return get(name, size)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    from .common import Sized
+    return get(name, Sized(size, batch=batch))
+
+
+__all__ = ["EXAMPLES", "SIZES", "Step", "get", "make", "names"]

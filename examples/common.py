@@ -15,10 +15,28 @@ from .step import Step
 KEY = jax.random.key(0, impl="rbg")
 
 
+class Sized(str):
+    """A size name ("tiny", ...) carrying overrides of its configuration, e.g. the batch size.
+
+    It equals and hashes as the plain name, so modules that branch on the size
+    (``size == "tiny"``, ``MICRO[size]``) see the name; ``pick`` applies the overrides."""
+    overrides: dict[str, Any]
+
+    def __new__(cls, name: str, **overrides: Any) -> "Sized":
+        sized = super().__new__(cls, name)
+        sized.overrides = dict(overrides)
+        return sized
+
+
 def pick(sizes: Mapping[str, Any], size: str) -> Any:
     if size not in sizes:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(sizes)}")
-    return sizes[size]
+    overrides = getattr(size, "overrides", {})
+    unknown = set(overrides) - set(sizes[size])
+    if unknown:
+        raise ValueError(f"this example has no setting {sorted(unknown)} to override; "
+                         f"it has {sorted(sizes[size])}")
+    return {**sizes[size], **overrides} if overrides else sizes[size]
 
 
 # ---------------------------------------------------------------- random data (fixed keys)

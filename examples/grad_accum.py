@@ -30,6 +30,9 @@ def accumulating_step(loss_fn, tx, has_state):
 def make_step(size: str = "small"):
     c = common.pick(gpt2.SIZES, size)
     m = MICRO[size]
+    if c["batch"] % m:
+        raise ValueError(f"grad_accum splits its batch into {m} micro-batches at size {size}: "
+                         f"give a batch size that is a multiple of {m}, not {c['batch']}")
     batch = gpt2.lm_batch(c, (m, c["batch"] // m, c["seq"]))  # same tokens per step as gpt2
     return common.flax_step("grad_accum", f"gpt2 with {m} micro-batches (lax.scan), {gpt2.describe(c)}",
                             gpt2.lm(c), batch, common.adamw(), common.next_token_loss,

@@ -7,11 +7,14 @@
 """
 
 from olla_jax.capture import Capture, CaptureError
-from olla_jax.plan import Plan, PlanWarning, plan
+from olla_jax.plan import BudgetNotMet, Plan, PlanWarning, plan
 from olla_jax.saved import PlanFileError, SavedPlan, load_plan
 from olla_jax.decorator import optimize
 from olla_jax.placement import place
+from olla_jax.donation import DonationAdvice, advise_donation
+from olla_jax.batch import BatchReport, largest_batch
 
-__all__ = ["Capture", "CaptureError", "Plan", "PlanFileError", "PlanWarning", "SavedPlan",
+__all__ = ["BatchReport", "BudgetNotMet", "Capture", "CaptureError", "DonationAdvice", "Plan",
+           "PlanFileError", "PlanWarning", "SavedPlan", "advise_donation", "largest_batch",
            "load_plan", "optimize", "place", "plan"]
 __version__ = "0.1.0"

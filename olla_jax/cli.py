@@ -10,6 +10,11 @@ subcommands:
   place   place buffers given as MiniMalloc CSV (id,lower,upper,size):
           --csv=in.csv --out=out.csv [--capacity=BYTES]
   show    print a saved plan: --plan=plan.json
+  donate  which arguments to donate, measured by XLA: --example=NAME [--size=small]
+          or --module=pkg.mod:make_step
+  batch   the largest batch size that fits, per planner: --example=NAME [--size=small]
+          or --module=pkg.mod:make_step_for_batch, --capacity=BYTES (or a GPU
+          --backend), [--modes=xla,olla] [--min_batch=1] [--max_batch=N]
   help    print this help
 
 examples:
@@ -18,9 +23,12 @@ examples:
   {prog} plan --module=my_project.train:make_step --backend=gpu:h100 --no_feed_back
   {prog} hlo --dump_dir=/tmp/dump --plot=dump
   {prog} show --plan=gpt2.json
+  {prog} donate --example=gpt2 --size=tiny
+  {prog} batch --example=remat --size=tiny --capacity=16777216 --modes=xla,olla
 
 --module names a callable taking no arguments that returns a Step-like object
-(fn, args, static_argnums, donate_argnums) or a tuple (fn, args).
+(fn, args, static_argnums, donate_argnums) or a tuple (fn, args); for batch it
+takes the batch size instead.
 Add --verbosity=1 for debug logs and full tracebacks; --helpfull lists absl's flags too.
 """
 
@@ -39,20 +47,22 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
 
-SUBCOMMANDS = ("demo", "plan", "hlo", "place", "show", "help")
+SUBCOMMANDS = ("demo", "plan", "hlo", "place", "show", "donate", "batch", "help")
 ORDER_ENGINES = "auto, list, cpsat, ilp-cbc, ilp-highs, lns"
 
-_EXAMPLE = flags.DEFINE_string("example", None, "plan: the example step to plan "
+_EXAMPLE = flags.DEFINE_string("example", None, "plan/donate/batch: the example step "
                                "(python -m examples lists them), e.g. gpt2.")
-_SIZE = flags.DEFINE_enum("size", "small", ["tiny", "small", "full"], "plan: the example's size.")
-_MODULE = flags.DEFINE_string("module", None, "plan: 'pkg.mod:make_step', a callable returning a "
-                              "Step-like object or a tuple (fn, args); imported from the current "
+_SIZE = flags.DEFINE_enum("size", "small", ["tiny", "small", "full"], "plan/donate/batch: the "
+                          "example's size (batch: everything but the batch size).")
+_MODULE = flags.DEFINE_string("module", None, "plan/donate: 'pkg.mod:make_step', a callable "
+                              "returning a Step-like object or a tuple (fn, args); batch: the "
+                              "same callable taking the batch size; imported from the current "
                               "directory too.")
 _BACKEND = flags.DEFINE_enum("backend", "cpu", ["cpu", "gpu:h100", "gpu:a100"],
-                             "plan: where the step runs; GPU targets are compiled without a GPU "
-                             "(needs pip install 'olla_jax[gpu]').")
-_TIME_LIMIT = flags.DEFINE_float("time_limit_s", 20.0, "demo/plan/hlo/place: solver time limit "
-                                 "in seconds.", lower_bound=0.0)
+                             "plan/donate/batch: where the step runs; GPU targets are compiled "
+                             "without a GPU (needs pip install 'olla_jax[gpu]').")
+_TIME_LIMIT = flags.DEFINE_float("time_limit_s", 20.0, "demo/plan/hlo/place/batch: solver time "
+                                 "limit in seconds (batch: per probed batch size).", lower_bound=0.0)
 _ENGINE = flags.DEFINE_string("engine", "auto", f"plan/hlo: order engine, one of {ORDER_ENGINES}.")
 _SEED = flags.DEFINE_integer("seed", 0, "plan/hlo: random seed of the order search.")
 _SAVE = flags.DEFINE_string("save", None, "demo/plan: write the plan as JSON to this path "
@@ -70,8 +80,21 @@ _CSV = flags.DEFINE_string("csv", None, "place: the buffers to place, as MiniMal
                            "id,lower,upper,size; live on [lower, upper)).")
 _OUT = flags.DEFINE_string("out", None, "place: where to write the buffers with an offset column.")
 _CAPACITY = flags.DEFINE_integer("capacity", None, "place: arena capacity in bytes "
-                                 "(default: none, minimise the arena).", lower_bound=0)
+                                 "(default: none, minimise the arena); batch: the bytes one step "
+                                 "may use (default for a GPU --backend: its memory less "
+                                 "--reserve_bytes).", lower_bound=0)
 _PLAN = flags.DEFINE_string("plan", None, "show: the saved plan (JSON) to print.")
+_MODES = flags.DEFINE_list("modes", ["xla", "olla"], "batch: planners to compare, from xla "
+                           "(XLA's best plan), olla (olla_jax's order and placement), recompute "
+                           "(olla_jax with recomputation, a memory budget).")
+_MIN_BATCH = flags.DEFINE_integer("min_batch", 1, "batch: the smallest batch size tried (the "
+                                  "search doubles from it).", lower_bound=1)
+_MAX_BATCH = flags.DEFINE_integer("max_batch", None, "batch: the largest batch size tried "
+                                  "(default: no limit).", lower_bound=1)
+_RESERVE = flags.DEFINE_integer("reserve_bytes", None, "batch: bytes of a GPU's memory held back "
+                                "from the step (default: the 25% jax's GPU client leaves "
+                                "outside its allocator, or 1 - XLA_CLIENT_MEM_FRACTION).",
+                                lower_bound=0)
 
 FLAGS = flags.FLAGS
 MIB = 2 ** 20
@@ -314,8 +337,62 @@ def cmd_show() -> None:
         print(json.dumps(json.load(f), indent=2))
 
 
+def _step_source(subcommand: str) -> None:
+    if (_EXAMPLE.value is None) == (_MODULE.value is None):
+        raise UsageError(f"{subcommand} needs exactly one of --example=NAME or "
+                         "--module=pkg.mod:make_step")
+
+
+def cmd_donate() -> None:
+    _step_source("donate")
+    if _EXAMPLE.value is not None:
+        fn, args, static, donate = _step_parts(_example(_EXAMPLE.value, _SIZE.value), _EXAMPLE.value)
+    else:
+        fn, args, static, donate = _step_parts(_load_callable(_MODULE.value)(), _MODULE.value)
+    import olla_jax
+    logging.info("measuring donation candidates on %s", _BACKEND.value)
+    advice = olla_jax.advise_donation(fn, *args, static_argnums=static, donate_argnums=donate,
+                                      backend=_BACKEND.value)
+    print(advice.summary())
+
+
+def _batch_maker() -> Callable[[int], Any]:
+    _step_source("batch")
+    if _MODULE.value is not None:
+        return _load_callable(_MODULE.value)
+    name, size = _EXAMPLE.value, _SIZE.value
+    try:
+        import examples
+    except ImportError as err:
+        raise UsageError("the examples package is not importable: run from the olla_jax "
+                         "repository or install it (pip install -e '.[examples]')") from err
+    if name not in examples.EXAMPLES:
+        raise UsageError(f"unknown example {name!r}; known: {', '.join(examples.names())}")
+
+    def make(batch: int) -> Any:
+        logging.info("building example %s (%s) at batch %d", name, size, batch)
+        return examples.make(name, size, batch)
+    return make
+
+
+def cmd_batch() -> None:
+    make = _batch_maker()
+    if _CAPACITY.value is None and not _BACKEND.value.startswith("gpu"):
+        raise UsageError("batch needs --capacity=BYTES on CPU (or a GPU --backend, whose memory "
+                         "is the default)")
+    import olla_jax
+    modes = tuple(m.strip() for m in _MODES.value if m.strip())
+    report = olla_jax.largest_batch(make, capacity_bytes=_CAPACITY.value, backend=_BACKEND.value,
+                                    modes=modes, low=_MIN_BATCH.value, high=_MAX_BATCH.value,
+                                    time_limit_s=_TIME_LIMIT.value, reserve_bytes=_RESERVE.value)
+    print(report.table())
+    print("\nprobes (in search order):")
+    print(report.probes_table())
+
+
 COMMANDS: dict[str, Callable[[], None]] = {
-    "demo": cmd_demo, "plan": cmd_plan, "hlo": cmd_hlo, "place": cmd_place, "show": cmd_show}
+    "demo": cmd_demo, "plan": cmd_plan, "hlo": cmd_hlo, "place": cmd_place, "show": cmd_show,
+    "donate": cmd_donate, "batch": cmd_batch}
 
 
 # ---- entry points ----------------------------------------------------------------

@@ -1,0 +1,410 @@
+"""``largest_batch``: the largest batch size whose step fits a memory capacity, per planner.
+
+A step fits when its total (temp + arguments + outputs - aliased, the figure
+``memory_analysis()`` gives and ``Plan.total_bytes`` reports) is at most the
+capacity.  Modes:
+
+- ``"xla"``: XLA's best plan (the schedulers XLA:CPU has, least temp; on a GPU XLA's default).
+- ``"olla"``: ``olla_jax.plan`` (order and placement), planned figures (``feed_back=False``).
+- ``"recompute"``: ``olla_jax.plan(..., memory_budget=capacity, recompute=True)``, where this
+  olla_jax has it; otherwise the mode is skipped with a note.
+
+The search doubles the batch from ``low`` until a batch does not fit (or
+``high``), then bisects.  It assumes that memory grows with the batch size; that
+is not guaranteed (XLA may pick other fusions or layouts at another size), so
+every probed batch is recorded with its figures in ``BatchReport.probes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+MODES = ("xla", "olla", "recompute")
+# The share of GPU memory jax's GPU client gives its allocator unless told otherwise
+# (XLA_CLIENT_MEM_FRACTION / XLA_PYTHON_CLIENT_MEM_FRACTION; jax's "GPU memory allocation" docs).
+JAX_GPU_MEM_FRACTION = 0.75
+_FRACTION_VARS = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+_MAX_BATCH = 2 ** 31
+MIB = 2 ** 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """One step compiled (and planned) at one batch size."""
+    mode: str
+    batch: int
+    total_bytes: int | None    # None when the mode could not produce a figure (see note)
+    fits: bool
+    seconds: float
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeResult:
+    mode: str
+    largest_batch: int | None      # None: not even ``low`` fits, or the mode was skipped
+    total_bytes: int | None        # the step's total at largest_batch
+    smallest_failing: int | None   # the least probed batch above largest_batch that did not fit
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchReport:
+    """The largest batch per mode under ``capacity_bytes``, with every probe."""
+    backend: str
+    capacity_bytes: int
+    device_memory_bytes: int | None   # the device description's memory, when capacity came from it
+    reserve_bytes: int | None         # what was held back from it
+    results: tuple[ModeResult, ...]
+    probes: tuple[Probe, ...]
+    notes: tuple[str, ...] = ()
+
+    def result(self, mode: str) -> ModeResult:
+        for r in self.results:
+            if r.mode == mode:
+                return r
+        raise KeyError(f"mode {mode!r} was not searched; searched: "
+                       f"{', '.join(r.mode for r in self.results)}")
+
+    def largest(self, mode: str) -> int | None:
+        return self.result(mode).largest_batch
+
+    @property
+    def largest_batches(self) -> dict[str, int | None]:
+        return {r.mode: r.largest_batch for r in self.results}
+
+    def probe(self, mode: str, batch: int) -> Probe | None:
+        for p in self.probes:
+            if p.mode == mode and p.batch == batch:
+                return p
+        return None
+
+    def table(self) -> str:
+        """Markdown: per mode, the largest batch, its total and the ratio to XLA's batch."""
+        xla = self.largest_batches.get("xla")
+        lines = [f"capacity {_mib(self.capacity_bytes)} ({self.capacity_bytes:,} bytes), "
+                 f"backend {self.backend}", "",
+                 "| mode | largest batch | total at largest | first batch over | vs xla |",
+                 "|---|---:|---:|---:|---:|"]
+        for r in self.results:
+            if r.largest_batch and xla:
+                ratio = f"{r.largest_batch / xla:.2f}x"
+            else:
+                ratio = "-"
+            lines.append(f"| {r.mode} | {r.largest_batch if r.largest_batch is not None else '-'} "
+                         f"| {_mib(r.total_bytes)} | "
+                         f"{r.smallest_failing if r.smallest_failing is not None else '-'} "
+                         f"| {ratio} |")
+        lines += [f"\n{r.mode}: {r.note}" for r in self.results if r.note]
+        lines += [f"\nnote: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def probes_table(self) -> str:
+        """Markdown: every probe in the order it was made."""
+        lines = ["| mode | batch | total | fits | seconds |", "|---|---:|---:|---|---:|"]
+        for p in self.probes:
+            lines.append(f"| {p.mode} | {p.batch} | {_mib(p.total_bytes)} | "
+                         f"{'yes' if p.fits else 'no'} | {p.seconds:.1f} |"
+                         + (f" {p.note}" if p.note else ""))
+        return "\n".join(lines)
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / MIB:,.2f} MiB"
+
+
+class _Skip(Exception):
+    """This olla_jax cannot run the mode; the search records why and moves on."""
+
+
+# ---- capacity -----------------------------------------------------------------
+
+def _memory_fraction() -> float:
+    for var in _FRACTION_VARS:
+        value = os.environ.get(var)
+        if value:
+            try:
+                fraction = float(value)
+            except ValueError as err:
+                raise ValueError(f"{var}={value!r} is not a number") from err
+            if not 0 < fraction <= 1:
+                raise ValueError(f"{var}={value!r} must be in (0, 1]")
+            return fraction
+    return JAX_GPU_MEM_FRACTION
+
+
+def target_memory_bytes(target: str) -> int:
+    """``device_memory_size`` of a shipped GPU device description (``gpu:<target>``)."""
+    from google.protobuf import text_format
+
+    from olla_jax import protos
+    from olla_jax.capture import gpu
+    message = protos.message_class(gpu.TARGET_PROTO)()
+    text_format.Parse(gpu.target_config(target), message)
+    size = int(message.gpu_device_info.device_memory_size)
+    if size <= 0:
+        raise ValueError(f"the device description of {target!r} gives no device_memory_size: "
+                         "pass capacity_bytes")
+    return size
+
+
+def device_capacity(backend: str, reserve_bytes: int | None = None) -> tuple[int, int, int]:
+    """(capacity, device memory, reserve) in bytes for a GPU backend.
+
+    ``gpu:<target>``: the description's ``device_memory_size`` less ``reserve_bytes``;
+    by default the share jax's GPU client leaves outside its allocator
+    (1 - XLA_CLIENT_MEM_FRACTION, 0.75 unless that variable is set): CUDA's
+    context, cuBLAS/cuDNN workspaces and other processes live there.  ``gpu``
+    (this machine's GPU): the allocator's own limit (``memory_stats()["bytes_limit"]``),
+    which already excludes that share, less ``reserve_bytes`` (default 0).
+    """
+    if backend in ("gpu", "gpu:local"):
+        import jax
+        try:
+            stats = jax.devices("gpu")[0].memory_stats() or {}
+        except RuntimeError as err:
+            raise ValueError(f"backend {backend!r}: no local GPU ({err}); pass capacity_bytes") from err
+        memory = int(stats.get("bytes_limit", 0))
+        if memory <= 0:
+            raise ValueError("the local GPU reports no bytes_limit; pass capacity_bytes")
+        reserve = 0 if reserve_bytes is None else int(reserve_bytes)
+    elif backend.startswith("gpu:"):
+        memory = target_memory_bytes(backend.split(":", 1)[1])
+        reserve = (memory - int(memory * _memory_fraction()) if reserve_bytes is None
+                   else int(reserve_bytes))
+    else:
+        raise ValueError(f"backend {backend!r} has no device memory size to read: pass "
+                         "capacity_bytes (the bytes one step may use)")
+    if reserve < 0 or reserve >= memory:
+        raise ValueError(f"reserve_bytes={reserve} must be at least 0 and below the device's "
+                         f"{memory} bytes")
+    return memory - reserve, memory, reserve
+
+
+# ---- one probe per mode -----------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    fn: Callable
+    args: tuple
+    static_argnums: tuple[int, ...]
+    donate_argnums: tuple[int, ...]
+
+
+def _step_of(made: Any, batch: int) -> _Step:
+    if hasattr(made, "fn") and hasattr(made, "args"):
+        return _Step(made.fn, tuple(made.args), tuple(getattr(made, "static_argnums", ())),
+                     tuple(getattr(made, "donate_argnums", ())))
+    if isinstance(made, tuple) and len(made) == 2 and callable(made[0]):
+        return _Step(made[0], tuple(made[1]), (), ())
+    raise ValueError(f"make_step({batch}) returned a {type(made).__name__}; it must return a "
+                    "tuple (fn, args) or an object with fn and args (and optionally "
+                    "static_argnums, donate_argnums), like examples.Step")
+
+
+def _xla_total(step: _Step, backend: str) -> int:
+    from olla_jax.capture import capture
+    schedulers = ("default", "memory") if backend == "cpu" else ("default",)
+    caps = [capture(step.fn, *step.args, backend=backend, scheduler=s,
+                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+            for s in schedulers]
+    return min(caps, key=lambda c: c.memory.temp).memory.total
+
+
+def _plan_function() -> Callable:
+    from olla_jax.plan import plan
+    return plan
+
+
+def _olla_total(step: _Step, backend: str, time_limit_s: float) -> int:
+    from olla_jax import PlanWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlanWarning)   # XLA's plan kept: its figures still count
+        result = _plan_function()(step.fn, *step.args, backend=backend, time_limit_s=time_limit_s,
+                                  static_argnums=step.static_argnums,
+                                  donate_argnums=step.donate_argnums, feed_back=False)
+    return int(result.total_bytes)
+
+
+def _recompute_support() -> tuple[Any, set[str]]:
+    """(BudgetNotMet, plan's parameter names), or _Skip when plan has no memory budget."""
+    try:
+        from olla_jax.plan import BudgetNotMet
+    except ImportError as err:
+        raise _Skip("this olla_jax has no olla_jax.plan.BudgetNotMet (memory budgets with "
+                    "recomputation are not available)") from err
+    params = set(inspect.signature(_plan_function()).parameters)
+    if not {"memory_budget", "recompute"} <= params:
+        raise _Skip("this olla_jax.plan takes no memory_budget/recompute")
+    return BudgetNotMet, params
+
+
+def _recompute_total(step: _Step, backend: str, time_limit_s: float, capacity: int,
+                     step_time_limit: float) -> tuple[int, bool, str]:
+    """(total, fits, note).  A plan that recomputed values fits only if its measured
+    step time is within ``step_time_limit`` x XLA's; unmeasured, that is noted."""
+    from olla_jax import PlanWarning
+    budget_not_met, _ = _recompute_support()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlanWarning)
+        try:
+            result = _plan_function()(
+                step.fn, *step.args, backend=backend, time_limit_s=time_limit_s,
+                static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+                feed_back=False, memory_budget=int(capacity), recompute=True)
+        except budget_not_met as err:
+            return int(err.least_bytes), False, "budget not met"
+        except ImportError as err:   # the recomputation module is not there
+            raise _Skip(f"recomputation is not available in this olla_jax ({err})") from err
+    total = int(getattr(result, "runs_total_bytes", result.total_bytes))
+    fits, note = total <= capacity, ""
+    if getattr(result, "recomputed", ()):
+        ratio = getattr(result, "step_time_ratio", None)
+        if ratio is None:
+            note = f"recomputed; step time not measured, step_time_limit={step_time_limit} unchecked"
+        elif ratio > step_time_limit:
+            fits, note = False, f"recomputed, but step time {ratio:.2f} x XLA's > {step_time_limit}"
+        else:
+            note = f"recomputed, step time {ratio:.2f} x XLA's"
+    return total, fits, note
+
+
+# ---- the search -------------------------------------------------------------------
+
+def _search(probe: Callable[[int], bool], low: int, high: int | None, start: int) -> int | None:
+    """Largest b in [low, high] with probe(b), assuming probe is monotone (True then False).
+
+    Doubles from ``start`` (>= low) until a probe fails, then bisects.  A failure
+    at ``start`` > ``low`` restarts below it."""
+    fit, fail = low - 1, None
+    b = start
+    while True:
+        if probe(b):
+            fit = b
+            if (high is not None and b >= high) or b >= _MAX_BATCH:
+                return b
+            b = 2 * b if high is None else min(2 * b, high)
+        else:
+            fail = b
+            break
+    while fail - fit > 1:
+        mid = (fit + fail) // 2
+        if probe(mid):
+            fit = mid
+        else:
+            fail = mid
+    return fit if fit >= low else None
+
+
+def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None = None,
+                  backend: str = "cpu", modes: Sequence[str] = ("xla", "olla"), low: int = 1,
+                  high: int | None = None, time_limit_s: float = 10.0,
+                  step_time_limit: float = 1.10, reserve_bytes: int | None = None) -> BatchReport:
+    """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
+
+    ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
+    args, static_argnums, donate_argnums), e.g. ``lambda b: examples.make("gpt2",
+    "tiny", b)``.  ``capacity_bytes``: the bytes one step may use; required on CPU.
+    For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
+    (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe.
+    ``step_time_limit``: the slowest step, relative to XLA's, a plan that recomputes
+    values may take to count as fitting (its ``step_time_ratio``, measured on CPU
+    with concrete arguments; when it is not measured the probe's note says so).
+
+    Modes after "xla" start doubling from XLA's answer (olla_jax's plan is never
+    above XLA's best), so they need fewer probes; that batch is probed again.
+    """
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
+    if isinstance(low, bool) or not isinstance(low, int) or low < 1:
+        raise ValueError(f"low must be a positive integer, got {low!r}")
+    if high is not None and (not isinstance(high, int) or high < low):
+        raise ValueError(f"high must be an integer >= low ({low}), got {high!r}")
+    memory = reserve = None
+    if capacity_bytes is None:
+        if not backend.startswith("gpu"):
+            raise ValueError(f"capacity_bytes is required for backend {backend!r} (the bytes one "
+                             "step may use); only GPU backends have a device memory size to "
+                             "default to")
+        capacity_bytes, memory, reserve = device_capacity(backend, reserve_bytes)
+    elif reserve_bytes is not None:
+        raise ValueError("give capacity_bytes or reserve_bytes, not both: reserve_bytes is held "
+                         "back from a GPU's device memory when capacity_bytes is not given")
+    if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes <= 0:
+        raise ValueError(f"capacity_bytes must be a positive integer, got {capacity_bytes!r}")
+
+    probes: list[Probe] = []
+    notes: list[str] = []
+    memo: dict[tuple[str, int], bool] = {}
+
+    @functools.lru_cache(maxsize=2)
+    def step_at(batch: int) -> _Step:
+        try:
+            made = make_step(batch)
+        except Exception as err:
+            raise ValueError(f"make_step({batch}) failed: {type(err).__name__}: {err}") from err
+        return _step_of(made, batch)
+
+    def measure(mode: str, batch: int) -> tuple[int, bool, str]:
+        step = step_at(batch)
+        if mode == "xla":
+            total = _xla_total(step, backend)
+            return total, total <= capacity_bytes, ""
+        if mode == "olla":
+            total = _olla_total(step, backend, time_limit_s)
+            return total, total <= capacity_bytes, ""
+        return _recompute_total(step, backend, time_limit_s, capacity_bytes, step_time_limit)
+
+    results: list[ModeResult] = []
+    for mode in modes:
+        totals: dict[int, int] = {}
+
+        def probe(batch: int, mode: str = mode, totals: dict = totals) -> bool:
+            if (mode, batch) in memo:
+                return memo[(mode, batch)]
+            t0 = time.monotonic()
+            total, fits, note = measure(mode, batch)
+            probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
+            totals[batch] = total
+            half = batch // 2
+            if fits and high is None and batch > 1 and totals.get(half) == total:
+                raise ValueError(f"mode {mode}: the step needs {total:,} bytes at batch {half} "
+                                 f"and at batch {batch}; does make_step use its batch size? "
+                                 "(give high= to search a bounded range anyway)")
+            memo[(mode, batch)] = fits
+            return fits
+
+        start = low
+        floor_modes = {"olla": ("xla",), "recompute": ("olla", "xla")}.get(mode, ())
+        known = [r.largest_batch for r in results if r.mode in floor_modes and r.largest_batch]
+        if known:
+            start = max(low, max(known))
+        try:
+            if mode == "recompute":
+                _recompute_support()
+            largest = _search(probe, low, high, start)
+        except _Skip as skip:
+            results.append(ModeResult(mode, None, None, None, f"skipped: {skip}"))
+            continue
+        failing = sorted(b for (m, b), fits in memo.items()
+                         if m == mode and not fits and (largest is None or b > largest))
+        note = ""
+        if largest is None:
+            note = f"batch {low} does not fit"
+        elif largest == high:
+            note = f"reached high={high}; larger batches were not tried"
+        results.append(ModeResult(mode, largest, totals.get(largest) if largest else None,
+                                  failing[0] if failing else None, note))
+    return BatchReport(backend=backend, capacity_bytes=int(capacity_bytes),
+                       device_memory_bytes=memory, reserve_bytes=reserve,
+                       results=tuple(results), probes=tuple(probes), notes=tuple(notes))
+
+
+__all__ = ["BatchReport", "ModeResult", "Probe", "device_capacity", "largest_batch"]

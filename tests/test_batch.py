@@ -1,0 +1,157 @@
+"""largest_batch: the largest batch that fits, per planner, checked against direct compiles."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import examples
+import olla_jax
+from olla_jax import batch as batch_lib
+from olla_jax.capture import capture
+
+REPO = Path(__file__).resolve().parents[1]
+F32 = jnp.float32
+
+
+def mlp_step(p, x, y):
+    def loss(p):
+        return jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2)
+    value, grads = jax.value_and_grad(loss)(p)
+    return jax.tree.map(lambda a, g: a - 0.1 * g, p, grads), value
+
+
+def make_mlp(batch: int):
+    """A tiny MLP step whose activations grow with the batch (shapes only: nothing runs)."""
+    params = {"w1": jax.ShapeDtypeStruct((64, 256), F32), "w2": jax.ShapeDtypeStruct((256, 16), F32)}
+    return mlp_step, (params, jax.ShapeDtypeStruct((batch, 64), F32),
+                      jax.ShapeDtypeStruct((batch, 16), F32))
+
+
+def xla_total(batch: int) -> int:
+    """XLA's best plan at ``batch``, compiled here without the search: least temp of both
+    XLA:CPU schedulers."""
+    fn, args = make_mlp(batch)
+    caps = [capture(fn, *args, scheduler=s) for s in ("default", "memory")]
+    return min(caps, key=lambda c: c.memory.temp).memory.total
+
+
+@pytest.fixture(scope="module")
+def capacity() -> int:
+    return xla_total(24)
+
+
+@pytest.fixture(scope="module")
+def report(capacity):
+    return olla_jax.largest_batch(make_mlp, capacity_bytes=capacity, modes=("xla", "olla"),
+                                  time_limit_s=1.0)
+
+
+def test_xla_answer_matches_direct_compiles(report, capacity):
+    answer = report.largest("xla")
+    assert answer is not None and answer >= 24
+    assert xla_total(answer) <= capacity
+    probe = report.probe("xla", answer)
+    assert probe is not None and probe.fits and probe.total_bytes == xla_total(answer)
+    # Bisection ends next to a failure: the search saw answer + 1, and it does not fit.
+    above = report.probe("xla", answer + 1)
+    assert above is not None and not above.fits
+    assert xla_total(answer + 1) > capacity == report.capacity_bytes
+    assert report.result("xla").smallest_failing == answer + 1
+
+
+def test_olla_fits_at_least_xla_s_batch(report):
+    assert report.largest("olla") >= report.largest("xla")
+    olla_probe = report.probe("olla", report.largest("olla"))
+    assert olla_probe.fits and olla_probe.total_bytes <= report.capacity_bytes
+    table = report.table()
+    assert "| xla |" in table and "| olla |" in table and "vs xla" in table
+    ratio = report.largest("olla") / report.largest("xla")
+    assert f"{ratio:.2f}x" in table
+    assert len(report.probes_table().splitlines()) == len(report.probes) + 2
+
+
+def test_high_bounds_the_search(capacity):
+    r = olla_jax.largest_batch(make_mlp, capacity_bytes=capacity, modes=("xla",), high=6)
+    assert r.largest("xla") == 6 and "high=6" in r.result("xla").note
+    assert max(p.batch for p in r.probes) == 6
+
+
+def test_nothing_fits(capacity):
+    r = olla_jax.largest_batch(make_mlp, capacity_bytes=xla_total(1) - 1, modes=("xla",))
+    assert r.largest("xla") is None and [p.batch for p in r.probes] == [1]
+
+
+def test_cpu_needs_a_capacity_and_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="capacity_bytes is required"):
+        olla_jax.largest_batch(make_mlp)
+    with pytest.raises(ValueError, match="unknown modes"):
+        olla_jax.largest_batch(make_mlp, capacity_bytes=10**6, modes=("xla", "fast"))
+    with pytest.raises(ValueError, match="not both"):
+        olla_jax.largest_batch(make_mlp, capacity_bytes=10**6, reserve_bytes=1)
+
+
+def test_a_step_that_ignores_the_batch_is_reported():
+    with pytest.raises(ValueError, match="use its batch size"):
+        olla_jax.largest_batch(lambda b: make_mlp(8), capacity_bytes=10**9, modes=("xla",))
+
+
+def test_gpu_capacity_from_the_device_description(monkeypatch):
+    text = (REPO / "olla_jax/capture/targets/h100.txtpb").read_text()
+    memory = int(re.search(r"device_memory_size:\s*(\d+)", text).group(1))
+    for var in batch_lib._FRACTION_VARS:
+        monkeypatch.delenv(var, raising=False)
+    capacity, read, reserve = batch_lib.device_capacity("gpu:h100")
+    assert read == memory and reserve == memory - int(memory * 0.75)
+    assert capacity == memory - reserve
+    assert batch_lib.device_capacity("gpu:h100", reserve_bytes=2**30)[0] == memory - 2**30
+    monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "0.5")
+    assert batch_lib.device_capacity("gpu:h100")[0] == int(memory * 0.5)
+
+
+def test_recompute_mode_is_skipped_with_a_note_when_unavailable(monkeypatch, capacity):
+    def unavailable():
+        raise batch_lib._Skip("no memory budgets here")
+    monkeypatch.setattr(batch_lib, "_recompute_support", unavailable)
+    r = olla_jax.largest_batch(make_mlp, capacity_bytes=capacity, modes=("xla", "recompute"),
+                               high=4)
+    assert r.largest("recompute") is None and "skipped" in r.result("recompute").note
+    assert r.largest("xla") == 4
+
+
+def test_examples_make_overrides_only_the_batch():
+    base = examples.get("mlp", "tiny")
+    step = examples.make("mlp", "tiny", 3)
+    assert step.args[2]["x"].shape[0] == 3 and base.args[2]["x"].shape[0] != 3
+    assert jax.tree.map(jnp.shape, step.args[0]) == jax.tree.map(jnp.shape, base.args[0])
+    with pytest.raises(ValueError, match="positive"):
+        examples.make("mlp", "tiny", 0)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        examples.make("grad_accum", "tiny", 3)
+
+
+def olla(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "olla_jax", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_batch():
+    step = examples.make("mlp", "tiny", 16)
+    caps = [capture(step.fn, *step.args, scheduler=s) for s in ("default", "memory")]
+    capacity = min(caps, key=lambda c: c.memory.temp).memory.total
+    result = olla("batch", "--example=mlp", "--size=tiny", f"--capacity={capacity}",
+                  "--modes=xla", "--max_batch=64")
+    assert result.returncode == 0, result.stderr
+    row = re.search(r"^\| xla \| (\d+) \|", result.stdout, re.M)
+    assert row and int(row.group(1)) >= 16, result.stdout
+    assert "probes (in search order)" in result.stdout
+    usage = olla("batch", "--example=mlp", "--size=tiny")
+    assert usage.returncode == 2 and "--capacity" in usage.stderr
