@@ -257,9 +257,16 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             problem, time_limit_s=max(0.5, 0.1 * time_limit_s / len(bound_problems)),
             orders=list(orders)).value)
     best = None
-    # Best-fit of every candidate order (seconds each, even on large steps:
-    # the ranking needs real placements); the exact engine only for the best.
-    for order, source in orders.items():
+    # Best-fit of the candidate orders (the ranking needs real placements):
+    # searched orders first, in the order their objectives were tried, XLA's
+    # last (XLA's own placement of its order is the baseline anyway); stop at
+    # the time limit once one is placed.  The exact engine only for the best.
+    ranked = sorted(orders.items(), key=lambda kv: kv[1] == "xla")
+    for order, source in ranked:
+        if best is not None and time.monotonic() - t0 > time_limit_s:
+            logging.info("time limit: %d candidate orders not placed", len(ranked) - ranked.index(
+                (order, source)))
+            break
         pp, owners = graph.placement_problem(order)
         placement = place_lib.best_fit(pp)
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Sequence
 
 import numpy as np
@@ -65,7 +66,11 @@ def _sort_keys(model: BlockModel, order: str, rng: np.random.Generator) -> np.nd
 
 def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[int]]:
     """Place blocks in ``sequence``: each into the tightest region gap that fits,
-    else the tightest arena gap, else on top of what it overlaps in the arena."""
+    else the tightest arena gap, else on top of what it overlaps in the arena.
+
+    Ties go to the lower region index.  A region nothing touches during a
+    block's life offers one gap, its whole capacity: those are found by size
+    (bisection over capacities), so only the regions in use are searched."""
     problem, a = model.problem, model.alignment
     n = len(model.blocks)
     region = [ARENA] * n
@@ -74,6 +79,10 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
     region_arr = np.full(n, ARENA, dtype=np.int64)
     offset_arr = np.zeros(n, dtype=np.int64)
     size_arr = np.array([b.size for b in model.blocks], dtype=np.int64)
+    capacity = [reg.capacity for reg in problem.regions]
+    by_capacity = sorted(range(len(capacity)), key=lambda r: (capacity[r], r))
+    sorted_caps = [capacity[r] for r in by_capacity]
+    occupied_regions = model.occupied_regions
     for b in sequence:
         size = model.blocks[b].size
         placed[b] = True
@@ -82,8 +91,10 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
         conf = model.conflicts[b]
         conf = conf[placed[conf]]
         where = region_arr[conf]
+        busy = set(where[where != ARENA].tolist())
+        busy.update(occupied_regions[b])
         best: tuple[int, int, int] | None = None   # (gap length, region, offset)
-        for r, reg in enumerate(problem.regions):
+        for r in sorted(busy):
             if not model.fits_region(b, r):
                 continue
             mine = conf[where == r]
@@ -91,9 +102,17 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
             lo = np.concatenate((offset_arr[mine], np.array([o[0] for o in occ], dtype=np.int64)))
             hi = np.concatenate((offset_arr[mine] + size_arr[mine],
                                  np.array([o[1] for o in occ], dtype=np.int64)))
-            found = tightest_gap(lo, hi, size, a, reg.capacity)
-            if found is not None and (best is None or found[0] < best[0]):
+            found = tightest_gap(lo, hi, size, a, capacity[r])
+            if found is not None and (best is None or (found[0], r) < best[:2]):
                 best = (found[0], r, found[1])
+        # The smallest idle region that holds the block (gap: its whole capacity).
+        k = bisect.bisect_left(sorted_caps, size)
+        while k < len(by_capacity) and by_capacity[k] in busy:
+            k += 1
+        if k < len(by_capacity):
+            r = by_capacity[k]
+            if best is None or (capacity[r], r) < best[:2]:
+                best = (capacity[r], r, 0)
         if best is None:
             mine = conf[where == ARENA]
             found = tightest_gap(offset_arr[mine], offset_arr[mine] + size_arr[mine], size, a, None)

@@ -9,6 +9,7 @@ and no occupant live at the same time is in the way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -46,6 +47,16 @@ class BlockModel:
     @property
     def alignment(self) -> int:
         return self.problem.alignment
+
+    @functools.cached_property
+    def occupied_regions(self) -> tuple[tuple[int, ...], ...]:
+        """Per block, the regions with an occupant live during it."""
+        per_block: list[list[int]] = [[] for _ in self.blocks]
+        for r, blocks in enumerate(self.occupied):
+            for b, occ in enumerate(blocks):
+                if occ:
+                    per_block[b].append(r)
+        return tuple(map(tuple, per_block))
 
     def fits_region(self, b: int, r: int) -> bool:
         return self.blocks[b].size <= self.problem.regions[r].capacity
