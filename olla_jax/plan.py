@@ -268,7 +268,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                 (order, source)))
             break
         pp, owners = graph.placement_problem(order)
-        placement = place_lib.best_fit(pp)
+        placement = place_lib.best_fit(pp, deadline=t0 + time_limit_s)
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
         if best is None or placement.arena_size < best[2].arena_size:
             best = (order, source, placement, owners, pp)

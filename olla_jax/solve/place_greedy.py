@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 from typing import Sequence
 
 import numpy as np
@@ -64,6 +65,26 @@ def _sort_keys(model: BlockModel, order: str, rng: np.random.Generator) -> np.nd
     return np.lexsort(keys[order])
 
 
+def _tightest(spans: list[tuple[int, int]], size: int, alignment: int,
+              limit: int | None) -> tuple[int, int] | None:
+    """``tightest_gap`` over a short list of (lo, hi) obstacles, in plain Python
+    (most blocks see a handful of obstacles per region: numpy costs more)."""
+    best = None
+    top = 0
+    for lo, hi in sorted(spans, key=lambda x: x[0]):
+        gap_hi = lo if limit is None else min(lo, limit)
+        start = -(-top // alignment) * alignment
+        if start + size <= gap_hi and (best is None or (gap_hi - top, start) < best):
+            best = (gap_hi - top, start)
+        top = max(top, hi)
+    start = -(-top // alignment) * alignment
+    if limit is None:
+        return best if best is not None else (_OPEN, start)
+    if start + size <= limit and (best is None or (limit - top, start) < best):
+        best = (limit - top, start)
+    return best
+
+
 def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[int]]:
     """Place blocks in ``sequence``: each into the tightest region gap that fits,
     else the tightest arena gap, else on top of what it overlaps in the arena.
@@ -76,66 +97,62 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
     region = [ARENA] * n
     offset = [0] * n
     placed = np.zeros(n, dtype=bool)
-    region_arr = np.full(n, ARENA, dtype=np.int64)
-    offset_arr = np.zeros(n, dtype=np.int64)
-    size_arr = np.array([b.size for b in model.blocks], dtype=np.int64)
+    sizes = [b.size for b in model.blocks]
     capacity = [reg.capacity for reg in problem.regions]
     by_capacity = sorted(range(len(capacity)), key=lambda r: (capacity[r], r))
     sorted_caps = [capacity[r] for r in by_capacity]
     occupied_regions = model.occupied_regions
     for b in sequence:
-        size = model.blocks[b].size
+        size = sizes[b]
         placed[b] = True
         if size == 0:
             continue
         conf = model.conflicts[b]
-        conf = conf[placed[conf]]
-        where = region_arr[conf]
-        busy = set(where[where != ARENA].tolist())
-        busy.update(occupied_regions[b])
+        members: dict[int, list[tuple[int, int]]] = {}
+        for j in conf[placed[conf]].tolist():
+            members.setdefault(region[j], []).append((offset[j], offset[j] + sizes[j]))
+        arena = members.pop(ARENA, [])
+        for r in occupied_regions[b]:
+            members.setdefault(r, [])
         best: tuple[int, int, int] | None = None   # (gap length, region, offset)
-        for r in sorted(busy):
-            if not model.fits_region(b, r):
+        for r in sorted(members):
+            if capacity[r] < size:
                 continue
-            mine = conf[where == r]
-            occ = model.occupied[r][b]
-            lo = np.concatenate((offset_arr[mine], np.array([o[0] for o in occ], dtype=np.int64)))
-            hi = np.concatenate((offset_arr[mine] + size_arr[mine],
-                                 np.array([o[1] for o in occ], dtype=np.int64)))
-            found = tightest_gap(lo, hi, size, a, capacity[r])
+            found = _tightest(members[r] + list(model.occupied[r][b]), size, a, capacity[r])
             if found is not None and (best is None or (found[0], r) < best[:2]):
                 best = (found[0], r, found[1])
         # The smallest idle region that holds the block (gap: its whole capacity).
         k = bisect.bisect_left(sorted_caps, size)
-        while k < len(by_capacity) and by_capacity[k] in busy:
+        while k < len(by_capacity) and by_capacity[k] in members:
             k += 1
         if k < len(by_capacity):
             r = by_capacity[k]
             if best is None or (capacity[r], r) < best[:2]:
                 best = (capacity[r], r, 0)
         if best is None:
-            mine = conf[where == ARENA]
-            found = tightest_gap(offset_arr[mine], offset_arr[mine] + size_arr[mine], size, a, None)
+            found = _tightest(arena, size, a, None)
             best = (found[0], ARENA, found[1])
         region[b], offset[b] = best[1], best[2]
-        region_arr[b], offset_arr[b] = best[1], best[2]
     return region, offset
 
 
 def best_fit(problem: PlacementProblem, *, orders: Sequence[str] = SORT_ORDERS,
-             seed: int = 0) -> Placement:
+             seed: int = 0, deadline: float | None = None) -> Placement:
     """Best of the greedy best-fit placements over the given sort orders
-    ("size", "start", "area", "duration"); ``seed`` breaks ties."""
+    ("size", "start", "area", "duration"); ``seed`` breaks ties.  Past
+    ``deadline`` (``time.monotonic()``) no further sort order is tried."""
     model = build_model(problem)
-    return best_fit_model(model, orders=orders, seed=seed)
+    return best_fit_model(model, orders=orders, seed=seed, deadline=deadline)
 
 
 def best_fit_model(model: BlockModel, *, orders: Sequence[str] = SORT_ORDERS,
-                   seed: int = 0) -> Placement:
+                   seed: int = 0, deadline: float | None = None) -> Placement:
     if not orders:
         raise ValueError("best_fit needs at least one sort order")
     best: Placement | None = None
     for order in orders:
+        if best is not None and deadline is not None and time.monotonic() > deadline:
+            break
         rng = np.random.default_rng(seed)
         placement = model.to_placement(*greedy(model, _sort_keys(model, order, rng)))
         if best is None or placement.arena_size < best.arena_size:

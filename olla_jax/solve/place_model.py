@@ -9,7 +9,6 @@ and no occupant live at the same time is in the way.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
@@ -43,20 +42,11 @@ class BlockModel:
     conflicts: tuple[np.ndarray, ...]        # per block: indices of conflicting blocks (size > 0)
     # per region, per block: (lo, hi) byte ranges of occupants live during the block
     occupied: tuple[tuple[tuple[tuple[int, int], ...], ...], ...]
+    occupied_regions: tuple[tuple[int, ...], ...] = ()   # per block: regions with an occupant then
 
     @property
     def alignment(self) -> int:
         return self.problem.alignment
-
-    @functools.cached_property
-    def occupied_regions(self) -> tuple[tuple[int, ...], ...]:
-        """Per block, the regions with an occupant live during it."""
-        per_block: list[list[int]] = [[] for _ in self.blocks]
-        for r, blocks in enumerate(self.occupied):
-            for b, occ in enumerate(blocks):
-                if occ:
-                    per_block[b].append(r)
-        return tuple(map(tuple, per_block))
 
     def fits_region(self, b: int, r: int) -> bool:
         return self.blocks[b].size <= self.problem.regions[r].capacity
@@ -158,13 +148,23 @@ def build_model(problem: PlacementProblem) -> BlockModel:
                            dtype=np.int64)
         conflicts.append(idx)
     occupied = []
-    for region in problem.regions:
-        if not any(o.size > 0 for o in region.occupants):
-            occupied.append(((),) * len(blocks))
-            continue
-        per_block = []
-        for block in blocks:
-            per_block.append(tuple((o.offset, o.offset + o.size) for o in region.occupants
-                                   if o.size > 0 and _segments_overlap(block.segments, ((o.start, o.end),))))
+    occupied_regions: list[list[int]] = [[] for _ in blocks]
+    for r, region in enumerate(problem.regions):
+        occupants = [o for o in region.occupants if o.size > 0]
+        per_block: list[tuple[tuple[int, int], ...]] = [()] * len(blocks)
+        if occupants:
+            o_start = np.array([o.start for o in occupants], dtype=np.int64)
+            o_end = np.array([o.end for o in occupants], dtype=np.int64)
+            # hull overlaps first (vectorised), then the exact segments of split lives
+            hit = (starts[:, None] <= o_end[None, :]) & (ends[:, None] >= o_start[None, :])
+            for b in np.nonzero(hit.any(axis=1))[0].tolist():
+                found = tuple((occupants[k].offset, occupants[k].offset + occupants[k].size)
+                              for k in np.nonzero(hit[b])[0].tolist()
+                              if not multi[b] or _segments_overlap(
+                                  blocks[b].segments, ((occupants[k].start, occupants[k].end),)))
+                if found:
+                    per_block[b] = found
+                    occupied_regions[b].append(r)
         occupied.append(tuple(per_block))
-    return BlockModel(problem, tuple(blocks), tuple(conflicts), tuple(occupied))
+    return BlockModel(problem, tuple(blocks), tuple(conflicts), tuple(occupied),
+                      tuple(map(tuple, occupied_regions)))

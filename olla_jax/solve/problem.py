@@ -14,6 +14,8 @@ offsets in the temp arena or inside idle regions, minimising the arena size.
 from __future__ import annotations
 
 import dataclasses
+
+import numpy as np
 from typing import Sequence
 
 ARENA = -1  # region id of the temp arena
@@ -61,26 +63,34 @@ def step_profile(problem: OrderProblem, order: Sequence[int]) -> list[int]:
     """Per step, arena bytes needed at least: movable live bytes plus the node's
     extra, less the capacity of fixed regions that are idle then (never below 0)."""
     n = len(order)
-    movable = [0] * (n + 1)
-    busy = [[0] * (n + 1) for _ in problem.region_sizes]
+    if n == 0:
+        return []
+    movable = np.zeros(n + 1, dtype=np.int64)
+    busy_capacity = np.zeros(n + 1, dtype=np.int64)
+    by_region: dict[int, list[tuple[int, int]]] = {}
     for item, (s, e) in zip(problem.items, live_intervals(problem, order)):
         if item.region == ARENA:
             movable[s] += item.size
             movable[e + 1] -= item.size
         else:
-            busy[item.region][s] += 1
-            busy[item.region][e + 1] -= 1
-    profile, live = [], 0
-    counts = [0] * len(problem.region_sizes)
-    for step in range(n):
-        live += movable[step]
-        idle = 0
-        for r, cap in enumerate(problem.region_sizes):
-            counts[r] += busy[r][step]
-            if counts[r] == 0:
-                idle += cap
-        profile.append(max(0, live + problem.node_extra[order[step]] - idle))
-    return profile
+            by_region.setdefault(item.region, []).append((s, e))
+    for r, spans in by_region.items():
+        cap = problem.region_sizes[r]
+        spans.sort()
+        lo, hi = spans[0]
+        for s, e in spans[1:]:      # a region is busy over the union of its items' lives
+            if s > hi + 1:
+                busy_capacity[lo] += cap
+                busy_capacity[hi + 1] -= cap
+                lo, hi = s, e
+            else:
+                hi = max(hi, e)
+        busy_capacity[lo] += cap
+        busy_capacity[hi + 1] -= cap
+    idle = sum(problem.region_sizes) - np.cumsum(busy_capacity)[:n]
+    extra = np.asarray(problem.node_extra, dtype=np.int64)[np.asarray(order, dtype=np.int64)]
+    profile = np.maximum(0, np.cumsum(movable)[:n] + extra - idle)
+    return profile.tolist()
 
 
 def order_cost(problem: OrderProblem, order: Sequence[int]) -> int:
