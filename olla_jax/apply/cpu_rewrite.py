@@ -169,6 +169,9 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
     _reorder(decoded, instructions, tuple(edit.order))
     thunk_extents = _relocate_thunks(decoded, instructions, edit.relocate, allocations, sizes)
     buffer_extents = _relocate_buffers(decoded, edit.relocate_logical, allocations, sizes)
+    # A recomputed copy has no logical buffer of its own (see _insert_clone):
+    # its readers' slices are covered by the copy's place.
+    buffer_extents += [(c.late[0], c.late[1], c.early[2]) for c in edit.clones]
     _check_covered(thunk_extents, buffer_extents)
     for clone in edit.clones:
         _insert_clone(decoded, instructions, clone, allocations, sizes)
