@@ -48,7 +48,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from absl import app, flags, logging
 
 SUBCOMMANDS = ("demo", "plan", "hlo", "place", "show", "donate", "batch", "help")
-ORDER_ENGINES = "auto, list, cpsat, ilp-cbc, ilp-highs, lns"
+ORDER_ENGINES = "auto, list, cpsat, ilp-cbc, ilp-highs, lns, joint (order and placement in one CP-SAT model)"
 
 _EXAMPLE = flags.DEFINE_string("example", None, "plan/donate/batch: the example step "
                                "(python -m examples lists them), e.g. gpt2.")

@@ -229,6 +229,11 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     from olla_jax.solve import order as order_lib
 
     t0 = time.monotonic()
+    joint = engine == "joint"
+    if joint:   # a short separate search warm-starts the joint model, which gets the rest
+        engine, search_limit_s = "auto", 0.4 * time_limit_s
+    else:
+        search_limit_s = time_limit_s
     starts = [tuple(s) for s in warm_starts] or [graph.xla_order]
     with_regions = graph.order_problem()
     orders = {s: "xla" for s in starts}
@@ -242,7 +247,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         problems.append(dataclasses.replace(with_regions,
                                             region_sizes=tuple(0 for _ in with_regions.region_sizes)))
     for k, problem in enumerate(problems):
-        share = (0.55 * time_limit_s - (time.monotonic() - t0)) / (len(problems) - k)
+        share = (0.55 * search_limit_s - (time.monotonic() - t0)) / (len(problems) - k)
         floor = bounds.min_cut_bound(problem, time_limit_s=max(0.5, share / 4),
                                      orders=starts).value
         result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(0.5, share),
@@ -254,7 +259,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     bound_problems = graph.bound_problems()
     for problem in bound_problems:
         value = max(value, bounds.min_cut_bound(
-            problem, time_limit_s=max(0.5, 0.1 * time_limit_s / len(bound_problems)),
+            problem, time_limit_s=max(0.5, 0.1 * search_limit_s / len(bound_problems)),
             orders=list(orders)).value)
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
@@ -263,16 +268,19 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # the time limit once one is placed.  The exact engine only for the best.
     ranked = sorted(orders.items(), key=lambda kv: kv[1] == "xla")
     for order, source in ranked:
-        if best is not None and time.monotonic() - t0 > time_limit_s:
+        if best is not None and time.monotonic() - t0 > search_limit_s:
             logging.info("time limit: %d candidate orders not placed", len(ranked) - ranked.index(
                 (order, source)))
             break
         pp, owners = graph.placement_problem(order)
-        placement = place_lib.best_fit(pp, deadline=t0 + time_limit_s)
+        placement = place_lib.best_fit(pp, deadline=t0 + search_limit_s)
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
         if best is None or placement.arena_size < best[2].arena_size:
             best = (order, source, placement, owners, pp)
     order, source, placement, owners, pp = best
+    if joint:
+        order, source, placement, owners, pp = _joint(graph, best, time_limit_s - (time.monotonic() - t0),
+                                                      seed)
     remaining = time_limit_s - (time.monotonic() - t0)
     if placement.arena_size > value and remaining > 1.0:
         exact = place_lib.place(pp, time_limit_s=remaining)
@@ -301,6 +309,38 @@ class BudgetNotMet(ValueError):
         self.plan = plan
         self.least_bytes = least_bytes
         self.breakdown = breakdown
+
+
+def _joint(graph, best, time_limit_s: float, seed: int):
+    """The joint order-and-placement model, warm-started from ``best``; ``best``
+    itself unless the joint model finds a valid plan with a smaller arena."""
+    from olla_jax.solve import isolated, joint, place_check
+    order, source, placement, owners, pp = best
+    reason = joint.unsupported(graph)
+    if reason:
+        logging.info("joint engine skipped: %s", reason)
+        return best
+    hint = joint.hull_hint(graph, order)
+    limit = max(1.0, time_limit_s)
+    try:   # in a child: a solver abort must not take the user's process with it
+        found = isolated.run_isolated("olla_jax.solve.joint", "solve_joint", graph,
+                                      hint_order=tuple(order), hint_places=hint,
+                                      time_limit_s=limit, seed=seed, timeout_s=limit + 60)
+    except isolated.ChildFailed as err:
+        logging.warning("joint engine failed: %s", err)
+        return best
+    if found is None:
+        return best
+    try:
+        place_check.validate_placement(found.problem, found.placement)
+    except ValueError as err:  # the model and the placement problem disagree: keep ours
+        logging.warning("joint engine returned an invalid placement: %s", err)
+        return best
+    logging.info("joint engine: arena %d (separate: %d), bound %d, optimal %s",
+                 found.placement.arena_size, placement.arena_size, found.bound, found.optimal)
+    if found.placement.arena_size < placement.arena_size:
+        return found.order, "joint", found.placement, found.owners, found.problem
+    return best
 
 
 def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
