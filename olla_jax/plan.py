@@ -475,7 +475,9 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
     else:
         starts = _warm_starts(graph, [c for c in caps if c is not best])
         try:
-            solution = solve_graph(graph, warm_starts=starts, time_limit_s=time_limit_s,
+            # The limit covers the planner's own time: the graph was built on it.
+            left = max(1.0, time_limit_s - (time.monotonic() - t_solve))
+            solution = solve_graph(graph, warm_starts=starts, time_limit_s=left,
                                    engine=engine, seed=seed)
             layout, bound, engine_used = solution.layout, solution.lower_bound_bytes, solution.engine
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
