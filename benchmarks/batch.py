@@ -1,0 +1,161 @@
+"""The largest batch that fits, per example: XLA, our order and placement, recomputation.
+
+    python -m benchmarks.batch --size=tiny --models=mlp,gpt2,bert,unet,remat,lm_adamw \
+        --capacity_factor=4 --out=benchmarks/results/batch_cpu
+
+Per model the capacity is ``capacity_factor`` x XLA's total (temp + arguments
++ outputs - aliased) at the example's own batch size, so each model is asked
+for a batch about that many times larger.  ``olla_jax.largest_batch`` then
+searches each mode (doubling, then bisection; every probe is recorded): xla
+(XLA's best plan), olla (our order and placement, planned figures), recompute
+(``plan(memory_budget=capacity)``: recomputation fed back, verified, kept only
+within ``--step_time_limit`` x XLA's step time).  Each model runs in its own
+process.  Writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="tiny", choices=("tiny", "small", "full"))
+    p.add_argument("--models", default="mlp,gpt2,bert,unet,remat,lm_adamw")
+    p.add_argument("--modes", default="xla,olla,recompute")
+    p.add_argument("--capacity_factor", type=float, default=4.0)
+    p.add_argument("--time_limit_s", type=float, default=5.0)
+    p.add_argument("--step_time_limit", type=float, default=1.10)
+    p.add_argument("--out", default="benchmarks/results/batch_cpu")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_one(name: str, args) -> dict:
+    import warnings
+    import examples
+    import olla_jax
+    from olla_jax.capture import capture
+
+    base = examples.make(name, args.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        caps = [capture(base.fn, *base.args, static_argnums=base.static_argnums,
+                        donate_argnums=base.donate_argnums, scheduler=s) for s in ("default", "memory")]
+    total = min(c.memory.total for c in caps)
+    capacity = int(args.capacity_factor * total)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = olla_jax.largest_batch(lambda b: examples.make(name, args.size, b),
+                                        capacity_bytes=capacity, modes=tuple(args.modes.split(",")),
+                                        time_limit_s=args.time_limit_s,
+                                        step_time_limit=args.step_time_limit)
+    return {"model": name, "own_batch_total": total, "capacity": capacity,
+            "largest": report.largest_batches,
+            "totals": {r.mode: r.total_bytes for r in report.results},
+            "notes": {r.mode: r.note for r in report.results if r.note},
+            "probes": [{"mode": p.mode, "batch": p.batch, "total": p.total_bytes, "fits": p.fits,
+                        "seconds": p.seconds, "note": p.note} for p in report.probes],
+            "seconds": time.perf_counter() - t0}
+
+
+def worker(args) -> None:
+    try:
+        row = run_one(args.worker, args)
+    except Exception as err:  # noqa: BLE001 - a failing model is a row, not a crash
+        traceback.print_exc()
+        row = {"model": args.worker, "error": f"{type(err).__name__}: {err}"}
+    with open(args.worker_out, "w") as f:
+        json.dump(row, f)
+
+
+def markdown(rows: list[dict], args, meta: dict) -> str:
+    modes = args.modes.split(",")
+    lines = common.header(f"olla_jax largest batch: cpu, size {args.size}", {
+        "capacity": f"{args.capacity_factor:g} x XLA's total at the example's own batch",
+        "time limit per plan": f"{args.time_limit_s:g} s",
+        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's",
+        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}"},
+        command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+    cols = ["model", "capacity MiB"] + [f"{m} batch" for m in modes] + \
+        [f"{m}/xla" for m in modes if m != "xla"] + ["probes", "seconds"]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], *["-"] * (len(cols) - 2), "ERROR " + r["error"][:150]])
+            continue
+        xla = r["largest"].get("xla")
+        ratios = [f"{r['largest'][m] / xla:.2f}" if xla and r["largest"].get(m) else "-"
+                  for m in modes if m != "xla"]
+        body.append([r["model"], common.mib(r["capacity"]),
+                     *[r["largest"].get(m) if r["largest"].get(m) is not None else "-" for m in modes],
+                     *ratios, len(r["probes"]), f"{r['seconds']:.0f}"])
+    lines += common.table(cols, body)
+    ok = [r for r in rows if "error" not in r and r["largest"].get("xla")]
+    for m in modes:
+        if m == "xla":
+            continue
+        ratios = [r["largest"][m] / r["largest"]["xla"] for r in ok if r["largest"].get(m)]
+        hit = sum(x >= 1.3 for x in ratios)
+        if ratios:
+            lines.append(f"\n- {m}: batch ratio to XLA's {min(ratios):.2f}-{max(ratios):.2f}, "
+                         f"geomean {common.geomean(ratios):.2f}; at least 1.3x on {hit} of {len(ok)}")
+    notes = [f"- {r['model']} {m}: {n}" for r in rows if "error" not in r
+             for m, n in r.get("notes", {}).items()]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.gpu_environment("cpu")
+    if args.worker:
+        return worker(args)
+    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
+            "load_start": common.load()}
+    rows = []
+    for name in args.models.split(","):
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            out = tmp.name
+        cmd = [sys.executable, "-m", "benchmarks.batch", f"--worker={name}", f"--worker_out={out}",
+               f"--size={args.size}", f"--modes={args.modes}",
+               f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
+               f"--step_time_limit={args.step_time_limit}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            with open(out) as f:
+                row = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            row = {"model": name, "error": f"worker exited {proc.returncode}: "
+                                           f"{proc.stderr.strip().splitlines()[-1:]}"}
+        finally:
+            os.unlink(out)
+        rows.append(row)
+        print(name, row.get("largest", row.get("error")), flush=True)
+    meta["load_end"] = common.load()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out + ".json", "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    text = markdown(rows, args, meta)
+    with open(args.out + ".md", "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
