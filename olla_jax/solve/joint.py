@@ -125,9 +125,11 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
         m.add_hint(end, h_end)
         return start, end, h_start, h_end
 
-    def time_interval(start, end, name, present=None):
+    def time_interval(start, end, name, present=None, hint=None):
         length = m.new_int_var(1, n, f"len_{name}")
         m.add(length == end - start + 1)
+        if hint is not None:   # a complete hint is taken as the first solution at once
+            m.add_hint(length, hint[1] - hint[0] + 1)
         if present is None:
             return m.new_interval_var(start, length, end + 1, name)
         return m.new_optional_interval_var(start, length, end + 1, present, name)
@@ -142,12 +144,13 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
     for unit in graph.units:
         if unit.movable or unit.allocation not in regions or unit.size == 0:
             continue
-        start, end, _, _ = span(unit)     # an output's own value, fixed in its allocation
+        start, end, h_start, h_end = span(unit)   # an output's own value, fixed in place
         r = regions.index(unit.allocation)
-        rects[r][0].append(time_interval(start, end, f"occ{unit.id}"))
+        rects[r][0].append(time_interval(start, end, f"occ{unit.id}", hint=(h_start, h_end)))
         rects[r][1].append(m.new_fixed_size_interval_var(unit.offset, unit.size, f"occy{unit.id}"))
+    hint_height = 0
     for unit in movable:
-        start, end, _, _ = span(unit)
+        start, end, h_start, h_end = span(unit)
         hint_region, hint_offset = hint_places.get(unit.id, (sp.ARENA, 0))
         fitting = sorted((r for r in range(len(regions)) if capacity[r] >= unit.size),
                          key=lambda r: (capacity[r], r))[:MAX_BINS]
@@ -158,7 +161,8 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
             present = m.new_bool_var(f"b{unit.id}_{r}")
             top = (total + a * len(movable)) if r == sp.ARENA else capacity[r]
             k = m.new_int_var(0, max(0, (top - unit.size) // a), f"k{unit.id}_{r}")
-            rects[r][0].append(time_interval(start, end, f"t{unit.id}_{r}", present))
+            rects[r][0].append(time_interval(start, end, f"t{unit.id}_{r}", present,
+                                             hint=(h_start, h_end)))
             rects[r][1].append(m.new_optional_interval_var(
                 a * k, unit.size, a * k + unit.size, present, f"y{unit.id}_{r}"))
             if r == sp.ARENA:
@@ -166,12 +170,15 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
             chosen = r == hint_region
             m.add_hint(present, chosen)
             m.add_hint(k, hint_offset // a if chosen else 0)
+            if chosen and r == sp.ARENA:
+                hint_height = max(hint_height, hint_offset + unit.size)
             options.append((r, present, k))
         m.add_exactly_one(p for _, p, _ in options)
         choice[unit.id] = options
     for r, (xs, ys) in rects.items():
         if len(xs) > 1:
             m.add_no_overlap_2d(xs, ys)
+    m.add_hint(height, hint_height)
     m.minimize(height)
 
     solver = cp_model.CpSolver()

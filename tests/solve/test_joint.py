@@ -25,6 +25,7 @@ def _graph(name):
     return model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
 
 
+@pytest.mark.slow   # CP-SAT needs seconds before its first solution; on a loaded machine, more
 def test_joint_plan_is_valid_and_no_worse_than_its_hint():
     graph = _graph("cnn_adam")
     order = graph.xla_order
@@ -35,7 +36,7 @@ def test_joint_plan_is_valid_and_no_worse_than_its_hint():
                       if r == sp.ARENA), default=0)
     place_check.validate_placement(pp, dataclasses.replace(hint, arena_size=hint_arena))
     found = isolated.run_isolated("olla_jax.solve.joint", "solve_joint", graph, hint_order=order,
-                                  hint_places=places, time_limit_s=5, timeout_s=120)
+                                  hint_places=places, time_limit_s=30, timeout_s=180)
     assert found is not None
     sp.check_topological(graph.order_problem(), found.order)
     place_check.validate_placement(found.problem, found.placement)
