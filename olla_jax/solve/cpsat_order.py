@@ -71,6 +71,19 @@ def _position_bounds(n: int, preds: Sequence[Sequence[int]], succs: Sequence[Seq
     return lo, hi
 
 
+def position_variables(m, dag: Dag) -> list:
+    """One position per node of ``dag`` in model ``m``: all different, within
+    [#ancestors, n-1-#descendants], each after its predecessors."""
+    n = len(dag.topo)
+    lo, hi = _position_bounds(n, dag.preds, dag.succs, dag.topo)
+    pos = [m.new_int_var(lo[v], hi[v], f"p{v}") for v in range(n)]
+    m.add_all_different(pos)
+    for v in range(n):
+        for w in dag.succs[v]:
+            m.add(pos[v] + 1 <= pos[w])
+    return pos
+
+
 def solve_cpsat(problem: OrderProblem, *, hint: Sequence[int] | None = None,
                 time_limit_s: float = 10.0, workers: int = 2, seed: int = 0,
                 extra_edges: Sequence[tuple[int, int]] = (),
@@ -85,12 +98,7 @@ def solve_cpsat(problem: OrderProblem, *, hint: Sequence[int] | None = None,
         return CpsatResult((), 0, 0, True, True, 0.0)
     dag = Dag.of(dataclasses.replace(problem, edges=tuple(problem.edges) + tuple(extra_edges)))
     m = cp_model.CpModel()
-    lo, hi = _position_bounds(n, dag.preds, dag.succs, dag.topo)
-    pos = [m.new_int_var(lo[v], hi[v], f"p{v}") for v in range(n)]
-    m.add_all_different(pos)
-    for v in range(n):
-        for w in dag.succs[v]:
-            m.add(pos[v] + 1 <= pos[w])
+    pos = position_variables(m, dag)
     hint_pos = None
     if hint is not None:
         hint_pos = [0] * n

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
-from olla_jax.solve.cpsat_order import _cp_model, _position_bounds
+from olla_jax.solve.cpsat_order import _cp_model, position_variables
 from olla_jax.solve.dag import Dag
 
 MAX_BINS = 8   # output allocations offered to one unit besides the arena (smallest that fit)
@@ -94,12 +94,7 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
     a = graph.alignment
     dag = Dag.of(graph.order_problem())
     m = cp_model.CpModel()
-    lo, hi = _position_bounds(n, dag.preds, dag.succs, dag.topo)
-    pos = [m.new_int_var(lo[v], hi[v], f"p{v}") for v in range(n)]
-    m.add_all_different(pos)
-    for v in range(n):
-        for w in dag.succs[v]:
-            m.add(pos[v] + 1 <= pos[w])
+    pos = position_variables(m, dag)
     hint_pos = [0] * n
     for step, v in enumerate(hint_order):
         hint_pos[v] = step
