@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 
@@ -130,21 +128,11 @@ def main(argv=None) -> None:
             "load_start": common.load()}
     rows = []
     for name in args.models.split(","):
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-            out = tmp.name
-        cmd = [sys.executable, "-m", "benchmarks.batch", f"--worker={name}", f"--worker_out={out}",
-               f"--size={args.size}", f"--modes={args.modes}",
-               f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
-               f"--step_time_limit={args.step_time_limit}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        try:
-            with open(out) as f:
-                row = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            row = {"model": name, "error": f"worker exited {proc.returncode}: "
-                                           f"{proc.stderr.strip().splitlines()[-1:]}"}
-        finally:
-            os.unlink(out)
+        flags = [f"--size={args.size}", f"--modes={args.modes}",
+                 f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
+                 f"--step_time_limit={args.step_time_limit}"]
+        row = common.run_worker("benchmarks.batch", name, flags,
+                                lambda message: {"model": name, "error": message})
         rows.append(row)
         print(name, row.get("largest", row.get("error")), flush=True)
     meta["load_end"] = common.load()

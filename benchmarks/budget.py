@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 
@@ -160,22 +158,12 @@ def main(argv=None) -> None:
             "load_start": common.load()}
     rows = []
     for name in names:
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-            out = tmp.name
-        cmd = [sys.executable, "-m", "benchmarks.budget", f"--worker={name}", f"--worker_out={out}",
-               f"--size={args.size}", f"--fractions={args.fractions}",
-               f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
-               f"--timing_budget_s={args.timing_budget_s}"]
+        flags = [f"--size={args.size}", f"--fractions={args.fractions}",
+                 f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
+                 f"--timing_budget_s={args.timing_budget_s}"]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        try:
-            with open(out) as f:
-                got = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            got = [{"model": name, "error": f"worker exited {proc.returncode}: "
-                                            f"{proc.stderr.strip().splitlines()[-1:]}"}]
-        finally:
-            os.unlink(out)
+        got = common.run_worker("benchmarks.budget", name, flags,
+                                lambda message: [{"model": name, "error": message}])
         rows += got
         print(f"{name}: {time.perf_counter() - t0:.0f} s "
               + "; ".join(f"f={r.get('fraction')}: {r.get('temp')} ({r.get('recomputed')} recomputed)"

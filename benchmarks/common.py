@@ -8,6 +8,7 @@ import os
 import platform
 import shlex
 import sys
+from typing import Any
 
 
 def command_line() -> str:
@@ -110,6 +111,25 @@ class Timer:
     @property
     def compile_s(self) -> float:
         return self.seconds.get("compile", 0.0)
+
+
+def run_worker(module: str, name: str, flags: list[str], error: Any) -> Any:
+    """Run ``python -m module --worker=name --worker_out=FILE *flags`` and read the
+    JSON it wrote; ``error(message)`` stands in when the child wrote nothing."""
+    import json
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        out = tmp.name
+    proc = subprocess.run([sys.executable, "-m", module, f"--worker={name}", f"--worker_out={out}",
+                           *flags], capture_output=True, text=True)
+    try:
+        with open(out) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return error(f"worker exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+    finally:
+        os.unlink(out)
 
 
 def mib(x) -> str:
