@@ -113,16 +113,23 @@ class Timer:
         return self.seconds.get("compile", 0.0)
 
 
-def run_worker(module: str, name: str, flags: list[str], error: Any) -> Any:
+def run_worker(module: str, name: str, flags: list[str], error: Any,
+               timeout_s: float | None = None) -> Any:
     """Run ``python -m module --worker=name --worker_out=FILE *flags`` and read the
-    JSON it wrote; ``error(message)`` stands in when the child wrote nothing."""
+    JSON it wrote; ``error(message)`` stands in when the child wrote nothing
+    (or ran past ``timeout_s``)."""
     import json
     import subprocess
     import tempfile
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = tmp.name
-    proc = subprocess.run([sys.executable, "-m", module, f"--worker={name}", f"--worker_out={out}",
-                           *flags], capture_output=True, text=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", module, f"--worker={name}",
+                               f"--worker_out={out}", *flags], capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.unlink(out)
+        return error(f"worker killed after {timeout_s:.0f} s")
     try:
         with open(out) as f:
             return json.load(f)

@@ -58,9 +58,10 @@ _MODULE = flags.DEFINE_string("module", None, "plan/donate: 'pkg.mod:make_step',
                               "returning a Step-like object or a tuple (fn, args); batch: the "
                               "same callable taking the batch size; imported from the current "
                               "directory too.")
-_BACKEND = flags.DEFINE_enum("backend", "cpu", ["cpu", "gpu:h100", "gpu:a100"],
-                             "plan/donate/batch: where the step runs; GPU targets are compiled "
-                             "without a GPU (needs pip install 'olla_jax[gpu]').")
+_BACKEND = flags.DEFINE_enum("backend", "cpu", ["cpu", "gpu", "gpu:h100", "gpu:a100"],
+                             "plan/donate/batch: where the step runs; 'gpu' is this machine's "
+                             "GPU, gpu:h100/gpu:a100 are compiled without a GPU (needs pip "
+                             "install 'olla_jax[gpu]').")
 _TIME_LIMIT = flags.DEFINE_float("time_limit_s", 20.0, "demo/plan/hlo/place/batch: solver time "
                                  "limit in seconds (batch: per probed batch size).", lower_bound=0.0)
 _ENGINE = flags.DEFINE_string("engine", "auto", f"plan/hlo: order engine, one of {ORDER_ENGINES}.")
@@ -69,6 +70,10 @@ _SAVE = flags.DEFINE_string("save", None, "demo/plan: write the plan as JSON to 
                             "(read it back with olla_jax.load_plan or the show subcommand).")
 _PLOT = flags.DEFINE_string("plot", None, "demo/plan/hlo: write PREFIX-memory.png and "
                             "PREFIX-layout.png (needs pip install 'olla_jax[plots]').")
+_EXECUTABLE_OUT = flags.DEFINE_string(
+    "executable_out", None, "plan: write our serialized executable to this path when one was "
+    "built (for a compile-only GPU target: rewritten and decoded here, to load on a GPU with "
+    "client.deserialize_executable).")
 _NO_FEED_BACK = flags.DEFINE_boolean("no_feed_back", False, "plan: report the plan only; do not "
                                      "rewrite, verify and load the executable.")
 _DUMP_DIR = flags.DEFINE_string("dump_dir", None, "hlo: folder XLA dumped the module into "
@@ -165,6 +170,13 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
     if _SAVE.value:
         plan.save(_SAVE.value)
         print(f"saved {_SAVE.value}")
+    if _EXECUTABLE_OUT.value:
+        if plan.executable_bytes is None:
+            print("no executable of ours was built (see the notes above); nothing written")
+        else:
+            with open(_EXECUTABLE_OUT.value, "wb") as f:
+                f.write(plan.executable_bytes)
+            print(f"wrote {_EXECUTABLE_OUT.value} ({len(plan.executable_bytes):,} bytes)")
     _plot(plan)
     return plan
 

@@ -18,8 +18,10 @@ from absl import logging
 from olla_jax import check
 from olla_jax.capture import Capture, capture
 from olla_jax.graph import layout as layout_lib
-from olla_jax.graph import model
+from olla_jax.graph import collectives, dumps, model
 from olla_jax.solve import problem as sp
+
+GPU_ALIGNMENT = 256  # XLA:GPU allocations and kernels: offsets move by multiples of this
 
 
 class PlanWarning(UserWarning):
@@ -75,6 +77,9 @@ class Plan:
     recomputed: tuple[str, ...] = ()      # producers run a second time (memory budgets)
     extra_flops: int = 0                  # their FLOPs (estimated from the HLO)
     step_time_ratio: float | None = None  # measured step time / XLA's, when measured
+    # Our serialized executable, when one was built: the one ``compiled`` runs,
+    # or, for a compile-only GPU target, one built and decoded but not run here.
+    executable_bytes: bytes | None = dataclasses.field(repr=False, compare=False, default=None)
 
     @property
     def xla_temp_bytes(self) -> int:
@@ -170,10 +175,11 @@ class Plan:
         return "\n".join(lines)
 
 
-def _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options) -> list[Capture]:
+def _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options,
+               spmd=None) -> list[Capture]:
     schedulers = ("default", "memory") if backend == "cpu" else ("default",)
     return [capture(fn, *args, backend=backend, scheduler=s, static_argnums=static_argnums,
-                    donate_argnums=donate_argnums, compiler_options=compiler_options)
+                    donate_argnums=donate_argnums, compiler_options=compiler_options, spmd=spmd)
             for s in schedulers]
 
 
@@ -282,8 +288,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         order, source, placement, owners, pp = _joint(graph, best, time_limit_s - (time.monotonic() - t0),
                                                       seed)
     remaining = time_limit_s - (time.monotonic() - t0)
-    if placement.arena_size > value and remaining > 1.0:
-        exact = place_lib.place(pp, time_limit_s=remaining)
+    if placement.arena_size > value and remaining > 2.0:
+        # The exact model warm-starts from the best-fit placement found above;
+        # building it takes time of its own, hence the share of what is left.
+        exact = place_lib.place_exact(pp, time_limit_s=0.6 * remaining, hint=placement)
         if exact.arena_size < placement.arena_size:
             placement = exact
     layout = layout_lib.realize(graph, order, placement, owners)
@@ -347,7 +355,10 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
          static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
-         saved=None, memory_budget: int | None = None, recompute: bool = True) -> Plan:
+         saved=None, memory_budget: int | None = None, recompute: bool = True,
+         num_devices: int = 1, in_shardings: Any = None, out_shardings: Any = None,
+         mesh_axes: dict[str, int] | None = None,
+         collective_overlap: str | float = "keep") -> Plan:
     """Plan ``fn(*args)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
@@ -363,19 +374,58 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     kernel thunks in the executable (``olla_jax.budget``), on a compile-only
     GPU target by XLA's own rematerialization under a searched memory limit
     (``olla_jax.xla_remat``).  A budget that cannot be met raises
-    ``BudgetNotMet`` with the least memory reached."""
+    ``BudgetNotMet`` with the least memory reached.
+
+    Sharded steps (compile-only GPU targets): ``num_devices``, ``in_shardings``,
+    ``out_shardings`` (PartitionSpecs over ``mesh_axes``, default ``{"x":
+    num_devices}``) make XLA compile the per-device program, with its
+    collectives split into asynchronous start/done pairs that overlap compute.
+    ``collective_overlap="keep"`` keeps what XLA runs between each start and
+    done between them (XLA's overlap, the least memory with it);
+    ``"free"`` lets the order collapse that overlap for less memory; a fraction
+    keeps the most-overlapped pairs up to that share of XLA's overlapped FLOPs
+    (``Plan.settings`` reports the overlapped FLOPs, XLA's and ours).  With a
+    ``memory_budget`` the overlap is given up step by step (3/4, 1/2, 1/4,
+    none of what was asked) before anything is recomputed."""
+    collectives.keep_fraction(collective_overlap)  # raises on a bad value
+    spmd = None
+    if num_devices != 1 or in_shardings is not None or out_shardings is not None or mesh_axes:
+        if not isinstance(num_devices, int) or num_devices < 1:
+            raise ValueError(f"num_devices must be a positive int, got {num_devices!r}")
+        spmd = dict(num_devices=num_devices, in_shardings=in_shardings,
+                    out_shardings=out_shardings, mesh_axes=mesh_axes)
     if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer))
                                       or memory_budget <= 0):
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     result = _plan(fn, *args, backend=backend, time_limit_s=time_limit_s,
                    static_argnums=static_argnums, donate_argnums=donate_argnums,
                    compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
-                   feed_back=feed_back, seed=seed, saved=saved)
+                   feed_back=feed_back, seed=seed, saved=saved, spmd=spmd,
+                   collective_overlap=collective_overlap)
     if memory_budget is None or result.runs_total_bytes <= memory_budget:
         return result
+    asked = collectives.keep_fraction(collective_overlap)
+    if result.settings.get("async_pairs") and asked > 0:
+        for share in (0.75, 0.5, 0.25, 0.0):
+            trial = _plan(fn, *args, backend=backend, time_limit_s=time_limit_s,
+                          static_argnums=static_argnums, donate_argnums=donate_argnums,
+                          compiler_options=compiler_options, engine=engine,
+                          verify_trials=verify_trials, feed_back=feed_back, seed=seed,
+                          saved=saved, spmd=spmd, collective_overlap=share * asked)
+            if trial.runs_total_bytes < result.runs_total_bytes:
+                result = dataclasses.replace(trial, notes=trial.notes + (
+                    f"collective overlap reduced to {share:.0%} of what was asked to meet the "
+                    f"memory budget (overlapped FLOPs {trial.settings.get('overlapped_flops', 0):,} "
+                    f"of XLA's {trial.settings.get('overlapped_flops_xla', 0):,})",))
+            if result.runs_total_bytes <= memory_budget:
+                return result
     if recompute and saved is None:
         from olla_jax import budget
-        if backend.startswith("gpu:") and backend != "gpu:local":
+        if spmd:
+            result = dataclasses.replace(result, notes=result.notes + (
+                "no recomputation for sharded steps (XLA's rematerialization is driven for "
+                "single-device steps only)",))
+        elif backend.startswith("gpu:") and backend != "gpu:local":
             result = budget.xla_remat_to_budget(
                 result, int(memory_budget), fn, args, static_argnums=static_argnums,
                 donate_argnums=donate_argnums, compiler_options=compiler_options)
@@ -416,7 +466,8 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
 
 def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums: Sequence[int],
           donate_argnums: Sequence[int], compiler_options: dict[str, Any] | None, engine: str,
-          verify_trials: int, feed_back: bool, seed: int, saved) -> Plan:
+          verify_trials: int, feed_back: bool, seed: int, saved, spmd=None,
+          collective_overlap: str | float = "keep") -> Plan:
     t_start = time.monotonic()
     notes: list[str] = []
     static = tuple((i, args[i]) for i in sorted(set(static_argnums)))
@@ -424,7 +475,7 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
     def callable_of(executable) -> StepCallable:
         return StepCallable(executable, len(args), static)
 
-    caps = _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options)
+    caps = _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options, spmd)
     default = caps[0]
     best = min(caps, key=lambda c: c.memory.temp)
     settings = {"time_limit_s": time_limit_s, "engine": engine, "seed": seed,
@@ -449,9 +500,20 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
                       capture=best, xla_compiled=callable_of(best.compiled))
     t_solve = time.monotonic()
     try:
-        graph = model.build(best.hlo_proto, best.values_text, best.live_range_text)
+        graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
+                            alignment=GPU_ALIGNMENT if backend.startswith("gpu") else 64)
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
+    module = dumps.parse_hlo_proto(best.hlo_proto).hlo_module
+    pairs = collectives.async_pairs(module)
+    if pairs:
+        weights = dict(zip(graph.nodes, collectives.node_flops(module, graph.nodes)))
+        kept = collectives.pairs_to_keep(graph.nodes, pairs, weights,
+                                         collectives.keep_fraction(collective_overlap))
+        settings.update(collective_overlap=collective_overlap, async_pairs=len(pairs),
+                        pairs_kept=len(kept))
+        graph = dataclasses.replace(graph, edges=tuple(sorted(
+            set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
     temp = graph.temp_allocation
     if feed_back and backend == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
         return fallback("XLA marked its temp allocation as a tuple table (a variadic reduce or "
@@ -477,8 +539,21 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
         try:
             # The limit covers the planner's own time: the graph was built on it.
             left = max(1.0, time_limit_s - (time.monotonic() - t_solve))
+            if pairs and len(kept) < len(pairs):
+                # Freer than XLA's overlap: the plan that keeps it all is feasible
+                # here too; found first, it warm-starts the freer search.
+                kept_all = dataclasses.replace(graph, edges=tuple(sorted(
+                    set(graph.edges) | set(collectives.overlap_edges(graph.nodes, pairs)))))
+                first = solve_graph(kept_all, warm_starts=starts, time_limit_s=0.35 * left,
+                                    engine=engine, seed=seed)
+                starts = [*starts, first.layout.order]
+                left = max(1.0, time_limit_s - (time.monotonic() - t_solve))
             solution = solve_graph(graph, warm_starts=starts, time_limit_s=left,
                                    engine=engine, seed=seed)
+            if pairs and len(kept) < len(pairs) and \
+                    first.layout.temp_bytes < solution.layout.temp_bytes:
+                solution = dataclasses.replace(
+                    solution, layout=dataclasses.replace(first.layout, graph=graph))
             layout, bound, engine_used = solution.layout, solution.lower_bound_bytes, solution.engine
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
             logging.exception("solver failed")
@@ -493,25 +568,36 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
     except check.PlanRejected as err:
         return fallback(f"the independent checker rejected the plan: {err}", graph, bound)
 
+    if pairs:
+        settings["overlapped_flops_xla"] = collectives.overlapped_flops(graph.nodes, pairs, weights)
+        settings["overlapped_flops"] = collectives.overlapped_flops(layout.order_names, pairs,
+                                                                   weights)
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=min(bound, planned),
                   solve_seconds=solve_seconds, engine=engine_used, graph=graph, layout=layout)
-    if not feed_back or best.executable is None or backend != "cpu":
+    if not feed_back or best.executable is None or not (backend == "cpu" or backend.startswith("gpu")):
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend} executable cannot be rewritten here"))
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     from olla_jax.apply import feed_back as apply_plan
     try:
-        outcome = apply_plan.apply_layout(best, layout, args=args, static_argnums=static_argnums,
-                                          trials=verify_trials)
+        outcome = apply_plan.apply_layout(best, layout, backend=backend, args=args,
+                                          static_argnums=static_argnums, trials=verify_trials)
     except Exception as err:  # noqa: BLE001 - a bug in the rewrite must not cost the user the step
         logging.exception("applying the plan failed")
         outcome = apply_plan.Outcome(False, f"applying the plan failed ({type(err).__name__}: {err})")
+    if not outcome.ok and outcome.raw is not None and backend.startswith("gpu:") \
+            and backend != "gpu:local" and outcome.verification is None:
+        notes.append(f"not fed back: {outcome.reason}")  # compile-only: built, nothing to run on
+        return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
+                    notes=tuple(notes), compiled=callable_of(best.compiled),
+                    executable_bytes=outcome.raw, **result, **common)
     if not outcome.ok:
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
         warnings.warn(f"olla_jax keeps XLA's executable: {outcome.reason}", PlanWarning, stacklevel=2)
         return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,
-                notes=tuple(notes), compiled=callable_of(outcome.compiled), **result, **common)
+                notes=tuple(notes), compiled=callable_of(outcome.compiled),
+                executable_bytes=outcome.raw, **result, **common)

@@ -88,9 +88,26 @@ def scan_file_descriptors(data: bytes) -> dict[str, descriptor_pb2.FileDescripto
     return {name: proto for name, (_, proto) in found.items()}
 
 
+def gpu_plugin_library() -> Path:
+    """The installed CUDA PJRT plugin's shared library (it embeds XLA:GPU's
+    schemas, e.g. ``xla.gpu.GpuExecutableProto``, which jaxlib lacks)."""
+    import importlib.util
+
+    for module in ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12"):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            continue
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(folder).glob("*.so")):
+                if "plugin" in path.name:
+                    return path
+    raise SchemaError("no CUDA PJRT plugin is installed (pip install 'olla_jax[gpu]')")
+
+
 @functools.lru_cache(maxsize=None)
-def _pool() -> descriptor_pool.DescriptorPool:
-    files = scan_file_descriptors(jaxlib_library().read_bytes())
+def _pool(library: Path | None = None) -> descriptor_pool.DescriptorPool:
+    files = scan_file_descriptors((library or jaxlib_library()).read_bytes())
     pool = descriptor_pool.DescriptorPool()
     added: set[str] = set()
 
@@ -134,14 +151,16 @@ def _import_well_known(name: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def message_class(full_name: str):
-    """The Python class of a message, e.g. ``xla.BufferAssignmentProto``."""
+def message_class(full_name: str, library: Path | None = None):
+    """The Python class of a message, e.g. ``xla.BufferAssignmentProto``, from
+    jaxlib's schemas or, given ``library``, from that binary's (messages of
+    two libraries never mix: each has its own pool)."""
     try:
-        descriptor = _pool().FindMessageTypeByName(full_name)
+        descriptor = _pool(library).FindMessageTypeByName(full_name)
     except KeyError as err:
         raise SchemaError(
-            f"the installed jaxlib ({jaxlib_library()}) carries no schema for "
-            f"{full_name}; this jaxlib version is not supported by olla_jax") from err
+            f"{library or jaxlib_library()} carries no schema for {full_name}; "
+            "this jaxlib version is not supported by olla_jax") from err
     return message_factory.GetMessageClass(descriptor)
 
 
@@ -149,8 +168,8 @@ class DecodeError(ValueError):
     """Bytes that do not parse as the message they should be."""
 
 
-def parse(full_name: str, data: bytes):
-    msg = message_class(full_name)()
+def parse(full_name: str, data: bytes, library: Path | None = None):
+    msg = message_class(full_name, library)()
     try:
         msg.ParseFromString(data)
     except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and friends

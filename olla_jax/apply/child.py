@@ -109,7 +109,7 @@ def compare(request: dict[str, Any]) -> dict[str, Any]:
     from jax._src.lib import xla_client as xc
 
     _prepare_runtime()
-    device = jax.devices("cpu")[0]
+    device = jax.devices(request.get("platform", "cpu"))[0]
     devices = xc.DeviceList((device,))
     client = device.client
 

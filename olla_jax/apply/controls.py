@@ -42,7 +42,7 @@ def temp_allocation(decoded: executable.DecodedExecutable) -> int:
     """Index of the largest allocation that is neither a parameter, a constant,
     thread-local, a tuple table nor live out: XLA's temp arena."""
     candidates = [a for a in decoded.buffer_assignment.buffer_allocations
-                  if not cpu_rewrite._fixed_kind(a) and not a.maybe_live_out]
+                  if not cpu_rewrite.fixed_kind(a) and not a.maybe_live_out]
     if not candidates:
         raise ValueError("the executable has no temp allocation")
     return max(candidates, key=lambda a: a.size).index

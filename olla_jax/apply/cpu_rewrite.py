@@ -32,52 +32,21 @@ schema comes from the installed jaxlib, new thunk kinds are covered as well.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import executable
+from olla_jax.apply.edits import (Clone, ExecutableEdit, RewriteError, check_covered,  # noqa: F401
+                                   check_move, fixed_kind, possibly_live_out, relocate_buffers,
+                                   repeated)
 
 ALIGNMENT = 64  # XLA:CPU's minimum buffer alignment; kernels are compiled for it
 _SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"
 _SEQUENCE = "xla.cpu.ThunkSequenceProto"
 
 
-class RewriteError(ValueError):
-    """The edit cannot be applied safely; nothing was produced."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ExecutableEdit:
-    """An order and a placement for one executable.
-
-    ``relocate`` maps each thunk buffer slice (name of the HLO instruction whose
-    thunk holds it, allocation index, offset, size) to (allocation, offset);
-    nested thunks pass their own instruction's name.  ``relocate_logical``
-    does the same for the BufferAssignmentProto entries (logical buffer id,
-    allocation, offset).  ``allocation_sizes`` lists only the sizes that change.
-    """
-
-    order: tuple[str, ...]
-    relocate: Callable[[str, int, int, int], tuple[int, int]]
-    relocate_logical: Callable[[int, int, int], tuple[int, int]]
-    allocation_sizes: Mapping[int, int] = dataclasses.field(default_factory=dict)
-    clones: tuple["Clone", ...] = ()
-
-
 # Thunk kinds a copy of which was seen to recompute bit for bit (kernels are
 # pure functions of their argument slices; see the note on recomputation).
 CLONABLE_KINDS = frozenset({"kernel", "dot", "ynn-fusion", "convolution"})
-
-
-@dataclasses.dataclass(frozen=True)
-class Clone:
-    """Run ``producer``'s (single, entry-level) thunk again just before the
-    first thunk of ``before``, writing to ``late`` what it writes to ``early``
-    (its result's new place, after relocation).  Readers of the copy are
-    pointed at ``late`` by ``relocate``."""
-    producer: str
-    before: str
-    early: tuple[int, int, int]     # (allocation, offset, size) of the first copy
-    late: tuple[int, int]           # (allocation, offset) of the second
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +128,8 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
     for index, size in edit.allocation_sizes.items():
         if index not in sizes:
             raise RewriteError(f"allocation_sizes names allocation {index}, which does not exist")
-        if int(size) != sizes[index] and _fixed_kind(allocations[index]):
-            raise RewriteError(f"allocation {index} is {_fixed_kind(allocations[index])}: "
+        if int(size) != sizes[index] and fixed_kind(allocations[index]):
+            raise RewriteError(f"allocation {index} is {fixed_kind(allocations[index])}: "
                                "its size cannot change")
         if int(size) < 0:
             raise RewriteError(f"allocation {index} given negative size {size}")
@@ -168,11 +137,12 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
 
     _reorder(decoded, instructions, tuple(edit.order))
     thunk_extents = _relocate_thunks(decoded, instructions, edit.relocate, allocations, sizes)
-    buffer_extents = _relocate_buffers(decoded, edit.relocate_logical, allocations, sizes)
+    buffer_extents = relocate_buffers(decoded, edit.relocate_logical, allocations, sizes,
+                                      ALIGNMENT)
     # A recomputed copy has no logical buffer of its own (see _insert_clone):
     # its readers' slices are covered by the copy's place.
     buffer_extents += [(c.late[0], c.late[1], c.early[2]) for c in edit.clones]
-    _check_covered(thunk_extents, buffer_extents)
+    check_covered(thunk_extents, buffer_extents)
     for clone in edit.clones:
         _insert_clone(decoded, instructions, clone, allocations, sizes)
     for alloc in decoded.buffer_assignment.buffer_allocations:
@@ -271,7 +241,8 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> No
                 raise RewriteError(f"cannot recompute {clone.producer}: its operand {path} reads "
                                    "its own result's bytes (an in-place kernel)")
             what = f"recomputed {source.kind} thunk of {clone.producer} ({path})"
-            _check_move(what, a, o, l_alloc, l_offset + (o - e_offset), msg.size, allocations, sizes)
+            check_move(what, a, o, l_alloc, l_offset + (o - e_offset), msg.size, allocations, sizes,
+                       ALIGNMENT)
             msg.buffer_allocation_index = l_alloc
             msg.offset = l_offset + (o - e_offset)
             moved += 1
@@ -303,7 +274,7 @@ def _relocate_thunks(decoded, instructions, relocate, allocations, sizes):
             except Exception as err:  # noqa: BLE001 - report which slice failed
                 raise RewriteError(f"relocate failed for {name} {path} {old}: {err!r}") from err
             what = f"{thunk.kind} thunk of {name} ({path}, was allocation {old[0]} +{old[1]})"
-            _check_move(what, old[0], old[1], alloc, offset, msg.size, allocations, sizes)
+            check_move(what, old[0], old[1], alloc, offset, msg.size, allocations, sizes, ALIGNMENT)
             msg.buffer_allocation_index = alloc
             msg.offset = offset
             extents.append((what, alloc, offset, msg.size))
@@ -322,7 +293,7 @@ def _nested_sequences(msg) -> Iterator[Any]:
     for field, value in msg.ListFields():
         if field.message_type is None:
             continue
-        for item in (value if _repeated(field) else (value,)):
+        for item in (value if repeated(field) else (value,)):
             if field.message_type.full_name == _SEQUENCE:
                 yield item
             else:
@@ -337,141 +308,16 @@ def _slices(msg, path: str = "") -> Iterator[tuple[str, Any]]:
         kind = field.message_type.full_name
         if kind == _SEQUENCE:
             continue
-        for item in (value if _repeated(field) else (value,)):
+        for item in (value if repeated(field) else (value,)):
             if kind == _SLICE:
                 yield path + field.name, item
             else:
                 yield from _slices(item, path + field.name + ".")
 
 
-def _repeated(field) -> bool:
-    repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; label() is deprecated
-    return repeated if isinstance(repeated, bool) else field.label == field.LABEL_REPEATED
-
-
 # --- buffer assignment -----------------------------------------------------
 
-def _relocate_buffers(decoded, relocate_logical, allocations, sizes):
-    assignment = decoded.buffer_assignment
-    live_out = _possibly_live_out(decoded)
-    defined_at = {b.id: (b.defined_at.instruction_id, tuple(b.defined_at.shape_index))
-                  for b in assignment.logical_buffers}
-    moved: dict[int, list[Any]] = {a.index: [] for a in allocations}
-    extents = []
-    for alloc in assignment.buffer_allocations:
-        for entry in alloc.assigned:
-            old = (alloc.index, entry.offset)
-            try:
-                new_alloc, new_offset = relocate_logical(entry.logical_buffer_id, *old)
-                new_alloc, new_offset = int(new_alloc), int(new_offset)
-            except Exception as err:  # noqa: BLE001
-                raise RewriteError(f"relocate_logical failed for logical buffer "
-                                   f"{entry.logical_buffer_id} {old}: {err!r}") from err
-            what = f"logical buffer {entry.logical_buffer_id} (was allocation {old[0]} +{old[1]})"
-            if (new_alloc, new_offset) != old and defined_at.get(entry.logical_buffer_id) in live_out:
-                raise RewriteError(f"{what} may live out of the computation: it must stay "
-                                   "where XLA put it")
-            _check_move(what, old[0], old[1], new_alloc, new_offset, entry.size, allocations, sizes)
-            copy = type(entry)()
-            copy.CopyFrom(entry)
-            copy.offset = new_offset
-            moved[new_alloc].append(copy)
-            extents.append((new_alloc, new_offset, entry.size))
-    for alloc in assignment.buffer_allocations:
-        del alloc.assigned[:]
-        alloc.assigned.extend(moved[alloc.index])
-    # Peak buffers are informative only; drop those that left their allocation.
-    for peak in assignment.peak_buffers:
-        kept = {e.logical_buffer_id for e in moved.get(peak.index, ())}
-        peak.logical_buffer_ids[:] = [b for b in peak.logical_buffer_ids if b in kept]
-    return extents
-
-
-def _possibly_live_out(decoded) -> set[tuple[int, tuple[int, ...]]]:
-    """(instruction id, shape index) of the values that may flow out of the
-    entry computation.
-
-    An over-approximation of XLA's ``ValueLivesOut`` (dataflow without SSA
-    phis): moving a live-out value out of its allocation trips a CHECK at load
-    time, so values found here must stay where XLA put them.
-    """
-    module = decoded.hlo_module
-    by_id = {i.id: i for c in module.computations for i in c.instructions}
-    roots = {c.id: c.root_id for c in module.computations}
-    found: set[tuple[int, tuple[int, ...]]] = set()
-    entry_root = by_id[roots[module.entry_computation_id]]
-    stack = [(entry_root.id, index) for index in _shape_indices(entry_root.shape)]
-    while stack:
-        iid, index = stack.pop()
-        if (iid, index) in found or iid not in by_id:
-            continue
-        found.add((iid, index))
-        instr = by_id[iid]
-        op = instr.opcode
-        if op == "tuple" and index:
-            stack.append((instr.operand_ids[index[0]], index[1:]))
-        elif op == "get-tuple-element":
-            stack.append((instr.operand_ids[0], (instr.tuple_index,) + index))
-        elif op in ("bitcast", "optimization-barrier", "add-dependency", "domain"):
-            stack.append((instr.operand_ids[0], index))
-        elif op == "while":
-            stack.append((instr.operand_ids[0], index))
-            stack.extend((roots[c], index) for c in instr.called_computation_ids if c in roots)
-        elif op in ("conditional", "call"):
-            stack.extend((roots[c], index) for c in instr.called_computation_ids if c in roots)
-    return found
-
-
-def _shape_indices(shape, prefix: tuple[int, ...] = ()) -> Iterator[tuple[int, ...]]:
-    yield prefix
-    for k, sub in enumerate(shape.tuple_shapes):
-        yield from _shape_indices(sub, prefix + (k,))
-
-
 # --- checks ----------------------------------------------------------------
-
-def _fixed_kind(alloc) -> str:
-    """Why an allocation's layout is not ours to change ("" if it is)."""
-    if alloc.is_entry_computation_parameter:
-        return f"parameter {alloc.parameter_number}"
-    if alloc.is_constant:
-        return "a constant"
-    if alloc.is_thread_local:
-        return "thread-local"
-    if alloc.is_tuple:
-        return "a tuple table"
-    return ""
-
-
-def _check_move(what, old_alloc, old_offset, alloc, offset, size, allocations, sizes) -> None:
-    if alloc not in sizes:
-        raise RewriteError(f"{what} moved to allocation {alloc}, which does not exist")
-    if (alloc, offset) != (old_alloc, old_offset):
-        for index in {old_alloc, alloc}:
-            fixed = _fixed_kind(allocations[index])
-            if fixed:
-                raise RewriteError(f"{what}: allocation {index} is {fixed}; nothing in it may move")
-        if allocations[alloc].color != allocations[old_alloc].color:
-            raise RewriteError(f"{what} moved across memory colors "
-                               f"({allocations[old_alloc].color} -> {allocations[alloc].color})")
-        if (offset - old_offset) % ALIGNMENT:
-            raise RewriteError(f"{what} moved to +{offset}: that breaks its "
-                               f"{ALIGNMENT}-byte alignment")
-    if offset < 0 or offset + size > sizes[alloc]:
-        raise RewriteError(f"{what}: [{offset}, {offset + size}) lies outside allocation "
-                           f"{alloc} of {sizes[alloc]} bytes")
-
-
-def _check_covered(thunk_extents, buffer_extents) -> None:
-    """Each thunk slice must sit inside a logical buffer of its allocation."""
-    by_alloc: dict[int, list[tuple[int, int]]] = {}
-    for alloc, offset, size in buffer_extents:
-        by_alloc.setdefault(alloc, []).append((offset, offset + size))
-    for what, alloc, offset, size in thunk_extents:
-        if not any(lo <= offset and offset + size <= hi for lo, hi in by_alloc.get(alloc, ())):
-            raise RewriteError(f"{what} now at allocation {alloc} [{offset}, {offset + size}) "
-                               "lies in no logical buffer: relocate and relocate_logical disagree")
-
 
 def _instructions(decoded) -> dict[str, Any]:
     return {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}

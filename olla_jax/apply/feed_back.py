@@ -1,9 +1,11 @@
-"""Apply a checked Layout to XLA's CPU executable: rewrite, verify, load.
+"""Apply a checked Layout to XLA's executable (CPU or GPU): rewrite, verify, load.
 
 The order is strict: the layout has already passed the independent checker;
 the rewrite refuses slices it cannot map; the rewritten bytes run first in a
 child process against XLA's executable on random inputs (and the user's own),
-bit for bit; only then are they loaded here.
+bit for bit; only then are they loaded here.  For a compile-only GPU target
+(no device here) the rewritten executable is built and decoded again, and
+handed back unrun.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from olla_jax.apply import cpu_rewrite, executable, load, verify
+from olla_jax.apply import cpu_rewrite, executable, gpu_executable, gpu_rewrite, load, verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,17 +35,32 @@ def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
                                       clones=clones)
 
 
-def apply_layout(capture, layout, *, args: Sequence[Any] = (), static_argnums: Sequence[int] = (),
-                 trials: int = 2, timeout_s: float = 300.0) -> Outcome:
-    """Rewrite ``capture``'s executable to ``layout``; verified and loaded, or why not."""
+def apply_layout(capture, layout, *, backend: str = "cpu", args: Sequence[Any] = (),
+                 static_argnums: Sequence[int] = (), trials: int = 2,
+                 timeout_s: float = 300.0) -> Outcome:
+    """Rewrite ``capture``'s executable to ``layout``; verified and loaded, or why not.
+
+    ``backend``: "cpu", "gpu" (the local GPU: verified and loaded like CPU) or
+    a compile-only GPU target such as "gpu:h100" (built, decoded, not run).
+    """
     if capture.executable is None:
         return Outcome(False, "XLA's executable could not be serialized on this backend")
+    gpu = backend.startswith("gpu")
+    rewriter = gpu_rewrite if gpu else cpu_rewrite
     try:
-        raw = cpu_rewrite.rewrite(capture.executable, edit_of(layout))
-    except (cpu_rewrite.RewriteError, executable.LayoutError, ValueError) as err:
+        raw = rewriter.rewrite(capture.executable, edit_of(layout))
+        if gpu:
+            gpu_executable.decode(raw)  # what we wrote must read back
+    except (cpu_rewrite.RewriteError, executable.LayoutError, gpu_executable.GpuLayoutError,
+            ValueError) as err:
         return Outcome(False, f"the executable rewrite refused the plan: {err}")
     except Exception as err:  # noqa: BLE001 - a rewrite bug falls back like a refusal
         return Outcome(False, f"the executable rewrite failed ({type(err).__name__}: {err})")
+    if gpu and backend not in ("gpu", "gpu:local"):
+        return Outcome(False, f"rewritten {backend} executable built ({len(raw)} bytes, decoded "
+                              "again); not run: a compile-only target has no GPU here",
+                       raw=raw)
+    platform = "gpu" if gpu else "cpu"
     user_args = None
     dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
     if dynamic and _concrete(dynamic):
@@ -52,12 +69,13 @@ def apply_layout(capture, layout, *, args: Sequence[Any] = (), static_argnums: S
         except Exception:  # noqa: BLE001 - fall back to random inputs only
             user_args = None
     result = verify.verify_executable(raw, capture.executable, trials=trials,
-                                      user_args=user_args, timeout_s=timeout_s)
+                                      user_args=user_args, timeout_s=timeout_s,
+                                      platform=platform)
     if not result.ok:
         return Outcome(False, f"the rewritten executable did not match XLA's: {result.reason}",
                        raw=raw, verification=result)
     try:
-        compiled = load.load_compiled(capture.compiled, raw)
+        compiled = load.load_compiled(capture.compiled, raw, platform=platform)
         achieved = int(compiled.memory_analysis().temp_size_in_bytes)
     except Exception as err:  # noqa: BLE001 - loading is the last step that can fail
         return Outcome(False, f"loading the verified executable failed: {err}", raw=raw,

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 from jax.experimental import serialize_executable as _se
 
-from olla_jax.apply import executable
+from olla_jax.apply import executable, gpu_executable
 
 
 class _SwapExecutable(_se._JaxPjrtUnpickler):
@@ -35,9 +35,11 @@ class _SwapExecutable(_se._JaxPjrtUnpickler):
         return super().persistent_load(pid)
 
 
-def load_compiled(original: jax.stages.Compiled, raw: bytes) -> jax.stages.Compiled:
+def load_compiled(original: jax.stages.Compiled, raw: bytes, *,
+                  platform: str = "cpu") -> jax.stages.Compiled:
     """A Compiled running ``raw`` (a rewrite of ``original``'s executable)."""
-    executable.decode(raw)  # refuse anything that is not a CPU executable we understand
+    # Refuse anything that is not an executable we understand.
+    (gpu_executable.decode if platform == "gpu" else executable.decode)(raw)
     backend = original.runtime_executable().client
     payload, in_tree, out_tree = _se.serialize(original)
     unpickler = _SwapExecutable(io.BytesIO(payload), backend, bytes(raw))

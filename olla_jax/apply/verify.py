@@ -28,8 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from olla_jax import protos
-from olla_jax.apply import executable
+from olla_jax.apply import executable, gpu_executable
 
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding olla_jax/
 
@@ -42,14 +41,16 @@ class Verification:
     seconds: float
 
 
-def parameter_specs(raw: bytes) -> list[tuple[tuple[int, ...], str]]:
+def parameter_specs(raw: bytes, platform: str = "cpu") -> list[tuple[tuple[int, ...], str]]:
     """(shape, XLA type name) of each entry parameter of an executable."""
-    decoded = executable.decode(raw)
-    entry = decoded.entry_computation()
+    if platform == "gpu":
+        entry = gpu_executable.decode(raw).entry_computation()
+    else:
+        entry = executable.decode(raw).entry_computation()
     params = sorted((i for i in entry.instructions if i.opcode == "parameter"),
                     key=lambda i: i.parameter_number)
-    type_enum = protos.message_class("xla.ShapeProto").DESCRIPTOR.fields_by_name[
-        "element_type"].enum_type
+    type_enum = params[0].shape.DESCRIPTOR.fields_by_name["element_type"].enum_type if params \
+        else None
     specs = []
     for p in params:
         type_name = type_enum.values_by_number[p.shape.element_type].name
@@ -96,7 +97,8 @@ def _normalize_spec(args_spec: Any, expected) -> list[tuple[tuple[int, ...], str
 
 def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None, *,
                       trials: int = 3, user_args: Sequence[Any] | None = None,
-                      timeout_s: float = 120, seed: int = 0) -> Verification:
+                      timeout_s: float = 120, seed: int = 0,
+                      platform: str = "cpu") -> Verification:
     """Run ``candidate`` and ``reference`` on the same inputs in a child process.
 
     ``args_spec``: the executable's flat parameters (anything with .shape and
@@ -104,14 +106,15 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
     them from its HLO.  ``user_args``: flat host arrays in the same order
     (:func:`executable_arguments` builds them from a call's pytrees).
     Crashes, aborts, timeouts and exceptions in the child give ok=False.
+    ``platform``: "cpu", or "gpu" to run both on this machine's first GPU.
     """
     start = time.monotonic()
     try:
-        specs = _normalize_spec(args_spec, parameter_specs(reference))
-    except executable.LayoutError as err:
+        specs = _normalize_spec(args_spec, parameter_specs(reference, platform))
+    except (executable.LayoutError, gpu_executable.GpuLayoutError) as err:
         return Verification(False, f"reference is not usable: {err}", 0, 0.0)
     request = {"candidate": bytes(candidate), "reference": bytes(reference),
-               "specs": specs, "trials": int(trials), "seed": int(seed),
+               "specs": specs, "trials": int(trials), "seed": int(seed), "platform": platform,
                "user_args": None if user_args is None else [np.asarray(x) for x in user_args]}
 
     with tempfile.TemporaryDirectory(prefix="olla-verify-") as tmp:
@@ -122,7 +125,11 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env["JAX_PLATFORMS"] = "cpu"
+        if platform == "gpu":
+            env.pop("JAX_PLATFORMS", None)
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # share the GPU with this process
+        else:
+            env["JAX_PLATFORMS"] = "cpu"
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "olla_jax.apply.child", request_path, result_path],

@@ -91,7 +91,10 @@ def _jitted(fn: Callable, static_argnums, donate_argnums):
 def _serialize(compiled) -> bytes | None:
     try:
         exe = compiled.runtime_executable()
-        return bytes(exe.client.serialize_executable(exe))
+        client = getattr(exe, "client", None)
+        if client is None:  # a compile-only executable (GPU target, no device) serializes itself
+            return bytes(exe.serialize())
+        return bytes(client.serialize_executable(exe))
     except Exception:  # noqa: BLE001 - not every backend serializes
         return None
 
@@ -139,13 +142,20 @@ def _check_args(args: Sequence[Any], static: set[int]) -> None:
 
 def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default",
             static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
-            compiler_options: dict[str, Any] | None = None) -> Capture:
+            compiler_options: dict[str, Any] | None = None,
+            spmd: dict[str, Any] | None = None) -> Capture:
     """Lower and compile ``fn(*args)`` for ``backend`` and capture XLA's memory plan.
 
     ``backend``: "cpu" (this machine), or "gpu:<target>" for a GPU compiled
     without one (targets in ``olla_jax/capture/targets``).  ``scheduler`` picks
-    XLA:CPU's scheduler ("default" or "memory").
+    XLA:CPU's scheduler ("default" or "memory").  ``spmd``: for GPU targets,
+    ``num_devices``/``in_shardings``/``out_shardings``/``mesh_axes`` of
+    :func:`olla_jax.capture.gpu.compile_for_target` (a sharded program: the
+    capture is the per-device module).
     """
+    if spmd and not (backend.startswith("gpu:") and backend != "gpu:local"):
+        raise CaptureError("sharded (multi-device) steps are planned for compile-only GPU "
+                           f"targets such as 'gpu:h100', not {backend!r}")
     if not isinstance(backend, str):
         raise CaptureError(f"backend must be a string such as 'cpu' or 'gpu:h100', not {backend!r}")
     options = dict(compiler_options or {})
@@ -179,7 +189,8 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
         def compile_fn(lowered_options):
             compiled_holder["c"] = gpu.compile_for_target(
                 fn, args, target=target, static_argnums=tuple(static_argnums),
-                donate_argnums=tuple(donate_argnums), compiler_options=lowered_options)
+                donate_argnums=tuple(donate_argnums), compiler_options=lowered_options,
+                **(spmd or {}))
             return compiled_holder["c"]
         return _capture_via(compile_fn, options, backend=backend, scheduler="default")
     raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "

@@ -132,7 +132,7 @@ def test_refuses_moving_fixed_or_live_out_buffers(programs):
     # A value that flows out (an updated weight) must stay in its output allocation.
     buffer_at = {(b.defined_at.instruction_id, tuple(b.defined_at.shape_index)): b.id
                  for b in decoded.buffer_assignment.logical_buffers}
-    live_out = {buffer_at[key] for key in cpu_rewrite._possibly_live_out(decoded) if key in buffer_at}
+    live_out = {buffer_at[key] for key in cpu_rewrite.possibly_live_out(decoded) if key in buffer_at}
     output = next(a for a in allocs if a.maybe_live_out and not a.is_tuple)
     buffer = next(e.logical_buffer_id for e in output.assigned if e.logical_buffer_id in live_out)
     temp = controls.temp_allocation(decoded)

@@ -1,0 +1,179 @@
+"""What the CPU and GPU executable rewrites share.
+
+An :class:`ExecutableEdit` says where every buffer slice goes and in which
+order the instructions run; the buffer assignment proto (``xla.BufferAssignmentProto``,
+the same message on both backends) is edited here, and the checks that keep
+an edit loadable (nothing in a parameter or constant moves, alignment kept,
+every slice inside an allocation and covered by a logical buffer, live-out
+values left where XLA put them) are common to both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping
+
+
+class RewriteError(ValueError):
+    """The edit cannot be applied safely; nothing was produced."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutableEdit:
+    """An order and a placement for one executable.
+
+    ``relocate`` maps each thunk buffer slice (name of the HLO instruction whose
+    thunk holds it, allocation index, offset, size) to (allocation, offset);
+    nested thunks pass their own instruction's name.  ``relocate_logical``
+    does the same for the BufferAssignmentProto entries (logical buffer id,
+    allocation, offset).  ``allocation_sizes`` lists only the sizes that change.
+    """
+
+    order: tuple[str, ...]
+    relocate: Callable[[str, int, int, int], tuple[int, int]]
+    relocate_logical: Callable[[int, int, int], tuple[int, int]]
+    allocation_sizes: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    clones: tuple["Clone", ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Clone:
+    """Run ``producer``'s (single, entry-level) thunk again just before the
+    first thunk of ``before``, writing to ``late`` what it writes to ``early``
+    (its result's new place, after relocation).  Readers of the copy are
+    pointed at ``late`` by ``relocate``."""
+    producer: str
+    before: str
+    early: tuple[int, int, int]     # (allocation, offset, size) of the first copy
+    late: tuple[int, int]           # (allocation, offset) of the second
+
+
+def repeated(field) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; label() is deprecated
+    return repeated if isinstance(repeated, bool) else field.label == field.LABEL_REPEATED
+
+
+# --- buffer assignment -----------------------------------------------------
+
+def relocate_buffers(decoded, relocate_logical, allocations, sizes, alignment: int):
+    assignment = decoded.buffer_assignment
+    live_out = possibly_live_out(decoded)
+    defined_at = {b.id: (b.defined_at.instruction_id, tuple(b.defined_at.shape_index))
+                  for b in assignment.logical_buffers}
+    moved: dict[int, list[Any]] = {a.index: [] for a in allocations}
+    extents = []
+    for alloc in assignment.buffer_allocations:
+        for entry in alloc.assigned:
+            old = (alloc.index, entry.offset)
+            try:
+                new_alloc, new_offset = relocate_logical(entry.logical_buffer_id, *old)
+                new_alloc, new_offset = int(new_alloc), int(new_offset)
+            except Exception as err:  # noqa: BLE001
+                raise RewriteError(f"relocate_logical failed for logical buffer "
+                                   f"{entry.logical_buffer_id} {old}: {err!r}") from err
+            what = f"logical buffer {entry.logical_buffer_id} (was allocation {old[0]} +{old[1]})"
+            if (new_alloc, new_offset) != old and defined_at.get(entry.logical_buffer_id) in live_out:
+                raise RewriteError(f"{what} may live out of the computation: it must stay "
+                                   "where XLA put it")
+            check_move(what, old[0], old[1], new_alloc, new_offset, entry.size, allocations, sizes,
+                       alignment)
+            copy = type(entry)()
+            copy.CopyFrom(entry)
+            copy.offset = new_offset
+            moved[new_alloc].append(copy)
+            extents.append((new_alloc, new_offset, entry.size))
+    for alloc in assignment.buffer_allocations:
+        del alloc.assigned[:]
+        alloc.assigned.extend(moved[alloc.index])
+    # Peak buffers are informative only; drop those that left their allocation.
+    for peak in assignment.peak_buffers:
+        kept = {e.logical_buffer_id for e in moved.get(peak.index, ())}
+        peak.logical_buffer_ids[:] = [b for b in peak.logical_buffer_ids if b in kept]
+    return extents
+
+
+def possibly_live_out(decoded) -> set[tuple[int, tuple[int, ...]]]:
+    """(instruction id, shape index) of the values that may flow out of the
+    entry computation.
+
+    An over-approximation of XLA's ``ValueLivesOut`` (dataflow without SSA
+    phis): moving a live-out value out of its allocation trips a CHECK at load
+    time, so values found here must stay where XLA put them.
+    """
+    module = decoded.hlo_module
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    roots = {c.id: c.root_id for c in module.computations}
+    found: set[tuple[int, tuple[int, ...]]] = set()
+    entry_root = by_id[roots[module.entry_computation_id]]
+    stack = [(entry_root.id, index) for index in _shape_indices(entry_root.shape)]
+    while stack:
+        iid, index = stack.pop()
+        if (iid, index) in found or iid not in by_id:
+            continue
+        found.add((iid, index))
+        instr = by_id[iid]
+        op = instr.opcode
+        if op == "tuple" and index:
+            stack.append((instr.operand_ids[index[0]], index[1:]))
+        elif op == "get-tuple-element":
+            stack.append((instr.operand_ids[0], (instr.tuple_index,) + index))
+        elif op in ("bitcast", "optimization-barrier", "add-dependency", "domain"):
+            stack.append((instr.operand_ids[0], index))
+        elif op == "while":
+            stack.append((instr.operand_ids[0], index))
+            stack.extend((roots[c], index) for c in instr.called_computation_ids if c in roots)
+        elif op in ("conditional", "call"):
+            stack.extend((roots[c], index) for c in instr.called_computation_ids if c in roots)
+    return found
+
+
+def _shape_indices(shape, prefix: tuple[int, ...] = ()) -> Iterator[tuple[int, ...]]:
+    yield prefix
+    for k, sub in enumerate(shape.tuple_shapes):
+        yield from _shape_indices(sub, prefix + (k,))
+
+
+# --- checks ----------------------------------------------------------------
+
+def fixed_kind(alloc) -> str:
+    """Why an allocation's layout is not ours to change ("" if it is)."""
+    if alloc.is_entry_computation_parameter:
+        return f"parameter {alloc.parameter_number}"
+    if alloc.is_constant:
+        return "a constant"
+    if alloc.is_thread_local:
+        return "thread-local"
+    if alloc.is_tuple:
+        return "a tuple table"
+    return ""
+
+
+def check_move(what, old_alloc, old_offset, alloc, offset, size, allocations, sizes,
+               alignment: int) -> None:
+    if alloc not in sizes:
+        raise RewriteError(f"{what} moved to allocation {alloc}, which does not exist")
+    if (alloc, offset) != (old_alloc, old_offset):
+        for index in {old_alloc, alloc}:
+            fixed = fixed_kind(allocations[index])
+            if fixed:
+                raise RewriteError(f"{what}: allocation {index} is {fixed}; nothing in it may move")
+        if allocations[alloc].color != allocations[old_alloc].color:
+            raise RewriteError(f"{what} moved across memory colors "
+                               f"({allocations[old_alloc].color} -> {allocations[alloc].color})")
+        if (offset - old_offset) % alignment:
+            raise RewriteError(f"{what} moved to +{offset}: that breaks its "
+                               f"{alignment}-byte alignment")
+    if offset < 0 or offset + size > sizes[alloc]:
+        raise RewriteError(f"{what}: [{offset}, {offset + size}) lies outside allocation "
+                           f"{alloc} of {sizes[alloc]} bytes")
+
+
+def check_covered(thunk_extents, buffer_extents) -> None:
+    """Each thunk slice must sit inside a logical buffer of its allocation."""
+    by_alloc: dict[int, list[tuple[int, int]]] = {}
+    for alloc, offset, size in buffer_extents:
+        by_alloc.setdefault(alloc, []).append((offset, offset + size))
+    for what, alloc, offset, size in thunk_extents:
+        if not any(lo <= offset and offset + size <= hi for lo, hi in by_alloc.get(alloc, ())):
+            raise RewriteError(f"{what} now at allocation {alloc} [{offset}, {offset + size}) "
+                               "lies in no logical buffer: relocate and relocate_logical disagree")

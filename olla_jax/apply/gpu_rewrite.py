@@ -1,0 +1,260 @@
+"""Apply an order and a placement to a serialized XLA:GPU executable.
+
+What the loader of the split (thunk) executable uses (``GpuExecutable::FromProto``
+via ``GpuCompiler::LoadAotCompilationResult``, jaxlib 0.10.2):
+
+* ``thunks`` run in proto order, on one stream for a single-device program;
+  each names its HLO instruction in ``thunk_info.profile_annotation`` and
+  holds its own buffer slices (allocation, offset, size): kernel arguments,
+  convolution operands and scratch, copies, nested thunks of while and
+  conditional...  Slices are found generically, as on CPU.
+* ``buffer_allocations`` (the runtime's allocations) give the sizes the
+  runtime allocates; ``buffer_assignment`` is the same list inside XLA's
+  BufferAssignmentProto (kept for memory statistics).  Both are edited alike.
+* The HLO module's entry schedule is verified to be a topological order, so
+  it follows the new order.
+
+What kernels assume: XLA compiled each kernel knowing which of its arguments
+are the same slice (deduplicated into one argument) and which are distinct
+(marked no-alias when written).  So within one thunk, slices that were
+identical stay identical and slices that were disjoint stay disjoint; this is
+checked.  Offsets move by multiples of 256 bytes (XLA:GPU's allocations are
+256-aligned; kernels may vectorise on that).  Recomputation is not supported
+here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+from olla_jax.apply import gpu_executable
+from olla_jax.apply.edits import (ExecutableEdit, RewriteError, check_covered, check_move,
+                                  fixed_kind, relocate_buffers, repeated)
+
+ALIGNMENT = 256
+_SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"
+_THUNK = "xla.gpu.ThunkProto"
+
+
+def rewrite(raw: bytes, edit: ExecutableEdit) -> bytes:
+    """Serialized GPU executable ``raw`` with ``edit`` applied.
+
+    Raises RewriteError (or GpuLayoutError for bytes it cannot read) before
+    anything is produced when the edit cannot be mapped or would break a rule
+    the loader or the kernels rely on.
+    """
+    decoded = gpu_executable.decode(raw)
+    apply_edit(decoded, edit)
+    return gpu_executable.encode(decoded)
+
+
+def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdit) -> None:
+    """Edit ``decoded``'s protos in place; on RewriteError throw them away."""
+    if edit.clones:
+        raise RewriteError("recomputation is not supported in GPU executables")
+    instructions = {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}
+    runtime = list(decoded.allocations)
+    allocations = list(decoded.buffer_assignment.buffer_allocations)
+    if len(runtime) != len(allocations) or any(
+            a.SerializeToString(deterministic=True) != b.SerializeToString(deterministic=True)
+            for a, b in zip(runtime, allocations)):
+        raise RewriteError("the runtime allocations differ from the buffer assignment's: "
+                           "this executable's layout is not the one this rewrite knows")
+    for i, alloc in enumerate(allocations):
+        if alloc.index != i:
+            raise RewriteError(f"allocations are not sorted by index (position {i} has {alloc.index})")
+    sizes = {a.index: a.size for a in allocations}
+    for index, size in edit.allocation_sizes.items():
+        if index not in sizes:
+            raise RewriteError(f"allocation_sizes names allocation {index}, which does not exist")
+        if int(size) != sizes[index] and fixed_kind(allocations[index]):
+            raise RewriteError(f"allocation {index} is {fixed_kind(allocations[index])}: "
+                               "its size cannot change")
+        if int(size) < 0 or int(size) % ALIGNMENT and int(size) != sizes[index]:
+            raise RewriteError(f"allocation {index} given size {size}: not a multiple of {ALIGNMENT}")
+        sizes[index] = int(size)
+
+    _reorder(decoded, instructions, tuple(edit.order))
+    thunk_extents = _relocate_thunks(decoded, instructions, edit.relocate, allocations, sizes)
+    buffer_extents = relocate_buffers(decoded, edit.relocate_logical, allocations, sizes, ALIGNMENT)
+    check_covered(thunk_extents, buffer_extents)
+    for alloc in decoded.buffer_assignment.buffer_allocations:
+        alloc.size = sizes[alloc.index]
+    for alloc, edited in zip(decoded.allocations, decoded.buffer_assignment.buffer_allocations):
+        alloc.CopyFrom(edited)
+
+
+def thunk_instruction(thunk: Any, instructions: Mapping[str, Any]) -> str:
+    name = thunk.thunk_info.profile_annotation
+    if name not in instructions:
+        raise RewriteError(f"thunk {thunk_kind(thunk)!r} names {name!r}, which is no HLO "
+                           "instruction of the module")
+    return name
+
+
+def thunk_kind(thunk: Any) -> str:
+    return thunk.WhichOneof("impl") or "unknown"
+
+
+def entry_order(decoded: gpu_executable.DecodedGpuExecutable) -> tuple[str, ...]:
+    """XLA's entry schedule, by instruction name."""
+    module = decoded.hlo_module
+    names = {i.id: i.name for c in module.computations for i in c.instructions}
+    return tuple(names[i] for i in module.schedule.sequences[module.entry_computation_id].instruction_ids)
+
+
+# --- order -----------------------------------------------------------------
+
+def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -> None:
+    module = decoded.hlo_module
+    entry = decoded.entry_computation()
+    by_id = {i.id: i for i in entry.instructions}
+    schedule = module.schedule.sequences[module.entry_computation_id]
+    xla_order = [by_id[i].name for i in schedule.instruction_ids]
+    position = {name: k for k, name in enumerate(xla_order)}
+    if len(order) != len(xla_order) or set(order) != set(xla_order):
+        raise RewriteError(f"order is not a permutation of the entry sequence ({len(order)} names "
+                           f"for {len(xla_order)}; unknown: {sorted(set(order) - set(xla_order))[:5]}, "
+                           f"missing: {sorted(set(xla_order) - set(order))[:5]})")
+    seen: set[int] = set()
+    for name in order:
+        instr = instructions[name]
+        for dep in list(instr.operand_ids) + list(instr.control_predecessor_ids):
+            if dep in by_id and dep not in seen:
+                raise RewriteError(f"order puts {name} before its operand or control "
+                                   f"predecessor {by_id[dep].name}")
+        seen.add(instr.id)
+
+    owner = _entry_owners(decoded)
+    groups: dict[str, list[int]] = {}
+    last = -1
+    for k, thunk in enumerate(decoded.thunks):
+        name = owner.get(thunk_instruction(thunk, instructions), "")
+        if name not in position:
+            raise RewriteError(f"entry thunk {k} ({thunk_kind(thunk)}) belongs to {name!r}, "
+                               "which is not in the entry computation")
+        if groups.get(name) and groups[name][-1] != k - 1:
+            raise RewriteError(f"the thunks of {name} are not contiguous")
+        if position[name] < last:
+            raise RewriteError(f"entry thunks do not follow XLA's schedule at thunk {k} ({name})")
+        last = position[name]
+        groups.setdefault(name, []).append(k)
+
+    thunks = []
+    for k in (k for name in order for k in groups.get(name, ())):
+        copy = type(decoded.thunks[k])()
+        copy.CopyFrom(decoded.thunks[k])
+        thunks.append(copy)
+    del decoded.thunks[:]
+    decoded.thunks.extend(thunks)
+    id_of = {i.name: i.id for i in entry.instructions}
+    schedule.instruction_ids[:] = [id_of[name] for name in order]
+
+
+# --- thunk slices ----------------------------------------------------------
+
+def _relocate_thunks(decoded, instructions, relocate, allocations, sizes):
+    module = decoded.hlo_module
+    ids = {i.id: i.name for c in module.computations for i in c.instructions}
+    scheduled = {ids[i] for seq in module.schedule.sequences.values() for i in seq.instruction_ids}
+    owner = _entry_owners(decoded)
+    extents = []
+    for thunk, name in _walk(decoded.thunks, instructions, scheduled, owner):
+        kind = thunk_kind(thunk)
+        moves = []
+        for path, msg in _slices(thunk):
+            old = (msg.buffer_allocation_index, msg.offset, msg.size)
+            try:
+                alloc, offset = (int(x) for x in relocate(name, *old))
+            except Exception as err:  # noqa: BLE001 - report which slice failed
+                raise RewriteError(f"relocate failed for {name} {path} {old}: {err!r}") from err
+            what = f"{kind} thunk of {name} ({path}, was allocation {old[0]} +{old[1]})"
+            check_move(what, old[0], old[1], alloc, offset, msg.size, allocations, sizes, ALIGNMENT)
+            moves.append((what, old, (alloc, offset)))
+            msg.buffer_allocation_index = alloc
+            msg.offset = offset
+            extents.append((what, alloc, offset, msg.size))
+        _check_aliasing(moves)
+    return extents
+
+
+def _check_aliasing(moves) -> None:
+    """Slices of one thunk keep how they overlapped: kernels were compiled for it."""
+    for i, (what_a, (a0, o0, s0), (a1, n1)) in enumerate(moves):
+        for what_b, (b0, p0, t0), (b1, m1) in moves[i + 1:]:
+            if not s0 or not t0:
+                continue
+            before = a0 == b0 and o0 < p0 + t0 and p0 < o0 + s0
+            after = a1 == b1 and n1 < m1 + t0 and m1 < n1 + s0
+            if before != after or (before and (a1 != b1 or n1 - o0 != m1 - p0)):
+                raise RewriteError(f"{what_a} and {what_b} " + (
+                    "overlapped and move apart" if before else "now overlap") +
+                    ": the kernel was compiled for how its arguments alias")
+
+
+def _entry_owners(decoded) -> dict[str, str]:
+    """Instruction name -> the entry instruction it runs for: itself in the
+    entry computation, else the one entry instruction whose called
+    computations (transitively) hold it, e.g. the reduce-scatter inside an
+    async-start.  Instructions of computations several entry instructions
+    call (reducers...) are left out."""
+    module = decoded.hlo_module
+    comps = {c.id: c for c in module.computations}
+    entry = comps[module.entry_computation_id]
+    owners: dict[str, set[str]] = {}
+    for instr in entry.instructions:
+        owners.setdefault(instr.name, set()).add(instr.name)
+        stack, seen = list(instr.called_computation_ids), set()
+        while stack:
+            cid = stack.pop()
+            if cid in seen or cid not in comps:
+                continue
+            seen.add(cid)
+            for inner in comps[cid].instructions:
+                owners.setdefault(inner.name, set()).add(instr.name)
+                stack.extend(inner.called_computation_ids)
+    return {name: next(iter(found)) for name, found in owners.items() if len(found) == 1}
+
+
+def _walk(thunks, instructions, scheduled, owner, parent=None) -> Iterator[tuple[Any, str]]:
+    """(thunk, scheduled instruction it runs for), nested thunks included.  An
+    entry-level thunk runs for its entry instruction (the async-start around a
+    collective...); a nested thunk for its own instruction where that is
+    scheduled (a while body's), else for its enclosing thunk's (e.g. a copy
+    emitted for a dynamic slice inside a fusion)."""
+    for thunk in thunks:
+        name = thunk_instruction(thunk, instructions)
+        if parent is None:
+            if name not in owner:
+                raise RewriteError(f"entry thunk {thunk_kind(thunk)!r} names {name!r}, which "
+                                   "runs for no single entry instruction")
+            name = owner[name]
+        elif name not in scheduled:
+            name = parent
+        yield thunk, name
+        yield from _walk(list(_nested(thunk)), instructions, scheduled, owner, name)
+
+
+def _nested(msg) -> Iterator[Any]:
+    """Thunks nested in ``msg`` (while bodies, conditional branches...), one level."""
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        for item in (value if repeated(field) else (value,)):
+            if field.message_type.full_name == _THUNK:
+                yield item
+            else:
+                yield from _nested(item)
+
+
+def _slices(msg, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(field path, slice) of one thunk, not of the thunks nested in it."""
+    for field, value in msg.ListFields():
+        if field.message_type is None or field.message_type.full_name == _THUNK:
+            continue
+        for k, item in enumerate(value if repeated(field) else (value,)):
+            where = path + field.name + (f"[{k}]" if repeated(field) else "")
+            if field.message_type.full_name == _SLICE:
+                yield where, item
+            else:
+                yield from _slices(item, where + ".")

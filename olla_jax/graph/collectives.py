@@ -1,0 +1,111 @@
+"""Asynchronous collectives of a sharded step: their start/done pairs and overlap.
+
+On several devices XLA:GPU splits collectives into a start and a done
+(all-reduce-start/done, all-gather-start/done, collective-permute-start/done,
+async-start/done) and schedules compute between them so that communication
+overlaps it; the buffers of a pair stay live from start to done (XLA's own
+value dumps say so), so overlap costs memory.  Two ways to plan such a step:
+
+* ``keep``: every instruction XLA put between a start and its done stays
+  between them (extra precedence edges): the least memory at XLA's overlap.
+* ``free``: no such edges: the least memory, overlap whatever the order gives.
+
+* a fraction f: the pairs with the most overlapped FLOPs are kept until they
+  hold f of XLA's overlapped FLOPs; the others are free (a point on the trade
+  curve between the two).
+
+Overlap is measured as the FLOPs of the entry instructions that run between
+each start and its done, summed over pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from olla_jax import flops as flops_lib
+
+MODES = ("keep", "free")
+
+
+def keep_fraction(mode) -> float:
+    """``"keep"`` -> 1.0, ``"free"`` -> 0.0, a number in [0, 1] as it is."""
+    if mode in MODES:
+        return 1.0 if mode == "keep" else 0.0
+    if isinstance(mode, (int, float)) and not isinstance(mode, bool) and 0.0 <= mode <= 1.0:
+        return float(mode)
+    raise ValueError(f"collective_overlap must be 'keep', 'free' or a fraction in [0, 1], "
+                     f"not {mode!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncPair:
+    start: str
+    done: str
+    kind: str   # the start's opcode, e.g. "all-reduce-start"
+
+
+def async_pairs(module) -> list[AsyncPair]:
+    """The start/done pairs of an ``xla.HloModuleProto``'s entry computation."""
+    comps = {c.id: c for c in module.computations}
+    entry = comps[module.entry_computation_id]
+    by_id = {i.id: i for i in entry.instructions}
+    pairs = []
+    for instr in entry.instructions:
+        if not instr.opcode.endswith("-done") or not instr.operand_ids:
+            continue
+        start = by_id.get(instr.operand_ids[0])
+        if start is not None and start.opcode.endswith("-start"):
+            pairs.append(AsyncPair(start.name, instr.name, start.opcode))
+    return pairs
+
+
+def overlap_edges(nodes: Sequence[str], pairs: Sequence[AsyncPair]) -> tuple[tuple[int, int], ...]:
+    """Edges keeping, for each pair, what runs between start and done in
+    ``nodes`` (XLA's order) between them."""
+    index = {name: k for k, name in enumerate(nodes)}
+    edges = []
+    for pair in pairs:
+        s, d = index.get(pair.start), index.get(pair.done)
+        if s is None or d is None or d <= s:
+            continue
+        for k in range(s + 1, d):
+            edges += [(s, k), (k, d)]
+    return tuple(edges)
+
+
+def node_flops(module, nodes: Sequence[str]) -> list[int]:
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    comps = {c.id: c for c in module.computations}
+    by_name = {i.name: i for i in comps[module.entry_computation_id].instructions}
+    return [flops_lib.instruction_flops(by_name[n], by_id, comps) if n in by_name else 0
+            for n in nodes]
+
+
+def overlapped_flops(order_names: Sequence[str], pairs: Sequence[AsyncPair],
+                     weights: dict[str, int]) -> int:
+    """FLOPs of what runs between each start and its done under an order."""
+    position = {name: k for k, name in enumerate(order_names)}
+    total = 0
+    for pair in pairs:
+        s, d = position.get(pair.start), position.get(pair.done)
+        if s is None or d is None:
+            continue
+        total += sum(weights.get(n, 0) for n in order_names[s + 1:d])
+    return total
+
+
+def pairs_to_keep(nodes: Sequence[str], pairs: Sequence[AsyncPair], weights: dict[str, int],
+                  fraction: float) -> list[AsyncPair]:
+    """The pairs kept at ``fraction`` of XLA's overlap (see module doc)."""
+    if fraction >= 1.0:
+        return list(pairs)
+    each = sorted(((overlapped_flops(nodes, [p], weights), k) for k, p in enumerate(pairs)),
+                  reverse=True)
+    total, kept, held = sum(f for f, _ in each), [], 0
+    for f, k in each:
+        if held >= fraction * total or f == 0:
+            break
+        kept.append(pairs[k])
+        held += f
+    return kept

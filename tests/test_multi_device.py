@@ -1,0 +1,93 @@
+"""Sharded steps on several compile-only GPUs: async collective pairs and overlap.
+
+Needs jax's CUDA plugin (``pip install '.[gpu]'``), no GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import olla_jax  # noqa: E402
+from olla_jax.capture import gpu  # noqa: E402
+from olla_jax.graph import collectives  # noqa: E402
+
+needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
+                                  reason="jax's CUDA plugin is not installed")
+
+
+def dp_step(params, x, y):
+    def loss(p):
+        h = x
+        for w in p:
+            h = jnp.tanh(h @ w)
+        return jnp.mean((h - y) ** 2)
+    grads = jax.grad(loss)(params)
+    return [w - 0.1 * g for w, g in zip(params, grads)]
+
+
+ARGS = ([jnp.zeros((256, 256)) for _ in range(4)], jnp.zeros((512, 256)), jnp.zeros((512, 256)))
+SHARDING = ([P("x")] * 4, P("x"), P("x"))  # FSDP-style: weights gathered per layer
+
+
+def _plan(overlap):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return olla_jax.plan(dp_step, *ARGS, backend="gpu:h100", time_limit_s=3, num_devices=2,
+                             in_shardings=SHARDING, collective_overlap=overlap)
+
+
+@needs_plugin
+def test_keep_holds_xlas_overlap_and_free_may_drop_it():
+    keep = _plan("keep")
+    assert keep.settings["async_pairs"] >= 1, keep.capture.hlo_text[:2000]
+    assert keep.settings["pairs_kept"] == keep.settings["async_pairs"]
+    assert keep.planned_temp_bytes <= keep.xla_best_temp_bytes
+    if keep.source == "olla_jax":
+        order = keep.layout.order_names
+        xla = keep.graph.nodes
+        for pair in collectives.async_pairs(olla_jax.graph.dumps.parse_hlo_proto(
+                keep.capture.hlo_proto).hlo_module):
+            inside = xla[xla.index(pair.start) + 1:xla.index(pair.done)]
+            s, d = order.index(pair.start), order.index(pair.done)
+            assert all(s < order.index(n) < d for n in inside)
+        assert keep.settings["overlapped_flops"] >= keep.settings["overlapped_flops_xla"]
+        assert keep.executable_bytes is not None  # the per-device executable was rewritten
+    free = _plan("free")
+    assert free.settings["pairs_kept"] == 0
+    assert free.planned_temp_bytes <= keep.planned_temp_bytes
+
+
+def test_overlap_settings_are_checked():
+    assert collectives.keep_fraction("keep") == 1.0
+    assert collectives.keep_fraction("free") == 0.0
+    assert collectives.keep_fraction(0.25) == 0.25
+    for bad in ("some", 1.5, -0.1, True):
+        with pytest.raises(ValueError):
+            collectives.keep_fraction(bad)
+    with pytest.raises(ValueError):
+        olla_jax.plan(dp_step, *ARGS, collective_overlap="sometimes")
+
+
+def test_sharded_steps_need_a_gpu_target():
+    from olla_jax.capture import CaptureError
+    with pytest.raises(CaptureError, match="compile-only GPU"):
+        olla_jax.plan(dp_step, *ARGS, backend="cpu", num_devices=2, in_shardings=SHARDING)
+
+
+def test_pairs_to_keep_takes_the_most_overlapped_first():
+    pairs = [collectives.AsyncPair("s1", "d1", "all-reduce-start"),
+             collectives.AsyncPair("s2", "d2", "all-gather-start")]
+    nodes = ["s1", "a", "d1", "s2", "b", "c", "d2"]
+    weights = {"a": 10, "b": 30, "c": 30}
+    assert collectives.overlapped_flops(nodes, pairs, weights) == 70
+    assert collectives.pairs_to_keep(nodes, pairs, weights, 0.5) == [pairs[1]]
+    assert set(collectives.pairs_to_keep(nodes, pairs, weights, 0.9)) == set(pairs)
+    assert collectives.pairs_to_keep(nodes, pairs, weights, 0.0) == []
+    edges = collectives.overlap_edges(nodes, [pairs[0]])
+    assert set(edges) == {(0, 1), (1, 2)}
