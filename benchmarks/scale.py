@@ -9,6 +9,19 @@ Adam update.  Widths are small so compiling stays reasonable.  Each depth is
 planned on CPU (feed-back off: planned temp vs XLA's best) in its own process,
 with a wall-clock limit per program; a program that does not finish is a row
 with the reason.  Writes ``<out>.md``, ``<out>.json`` and ``<out>.png``.
+
+Past ~5k instructions XLA:CPU's own compile runs out of memory on this 24 GiB
+machine: its instruction fusion copies the elementwise residual-gradient chain
+into every layer's loop fusion, so fused instructions grow as depth squared
+(seen by hand, dumping the module before and after fusion).  For 10k-20k
+instruction steps use
+the compile-only GPU target (``--backend=gpu:h100``, run with the GPU venv),
+whose fusion does not blow up, or ``--compiler_options='{"xla_disable_hlo_passes":
+"fusion"}'`` on CPU (an unfused step):
+
+    python -m benchmarks.scale --backend=gpu:h100 --mlp_batch=512 \
+        --mlp_depths=200,400 --transformer_depths=80,160 --time_limit_s=10 \
+        --out=benchmarks/results/scale_large
 """
 
 from __future__ import annotations
@@ -42,6 +55,16 @@ def parse_args(argv=None):
     p.add_argument("--opt_level", type=int, default=0,
                    help="xla_backend_optimization_level (LLVM only; 0 halves compile time, the HLO "
                         "schedule and buffer assignment come from earlier passes)")
+    p.add_argument("--backend", default="cpu",
+                   help="plan(backend=...): cpu, or a compile-only GPU target such as gpu:h100 "
+                        "(run with a jax that has the CUDA plugin; no GPU needed)")
+    p.add_argument("--mlp_batch", type=int, default=64,
+                   help="batch of the MLP family (at 64 its CPU temp is ~0: everything fits in "
+                        "the output allocations)")
+    p.add_argument("--compiler_options", default="",
+                   help="JSON object of extra XLA options for plan(compiler_options=...), on top "
+                        "of xla_backend_optimization_level, e.g. "
+                        "'{\"xla_disable_hlo_passes\": \"fusion\"}'")
     p.add_argument("--out", default="benchmarks/results/scale")
     p.add_argument("--render", default=None, help="rewrite the markdown and plot of <out>.json")
     p.add_argument("--append", action="store_true", help="keep the rows of <out>.json not rerun")
@@ -143,15 +166,22 @@ def transformer_step(depth: int, d: int = 64, heads: int = 4, seq: int = 64, bat
 FAMILIES = {"mlp": mlp_step, "transformer": transformer_step}
 
 
-def run_one(family: str, depth: int, time_limit_s: float, opt_level: int) -> dict:
+def compiler_options(opt_level: int, extra: str = "") -> dict:
+    options = {"xla_backend_optimization_level": opt_level}
+    options.update(json.loads(extra) if extra else {})
+    return options
+
+
+def run_one(family: str, depth: int, time_limit_s: float, opt_level: int, backend: str = "cpu",
+            mlp_batch: int = 64, extra_options: str = "") -> dict:
     import warnings
     from olla_jax.plan import plan
-    fn, args = FAMILIES[family](depth)
+    fn, args = FAMILIES[family](depth, batch=mlp_batch) if family == "mlp" else FAMILIES[family](depth)
     timer = common.Timer()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = plan(fn, *args, backend="cpu", time_limit_s=time_limit_s, feed_back=False,
-                 compiler_options={"xla_backend_optimization_level": opt_level})
+        p = plan(fn, *args, backend=backend, time_limit_s=time_limit_s, feed_back=False,
+                 compiler_options=compiler_options(opt_level, extra_options))
     return {"family": family, "depth": depth,
             "instructions": len(p.graph.nodes) if p.graph else None,
             "buffers": len(p.graph.units) if p.graph else None,
@@ -159,13 +189,19 @@ def run_one(family: str, depth: int, time_limit_s: float, opt_level: int) -> dic
             "xla_scheduler": p.xla_scheduler, "planned": p.planned_temp_bytes,
             "bound": p.lower_bound_bytes, "gap": p.gap, "engine": p.engine,
             "notes": list(p.notes), "compile_s": timer.compile_s, "phases": timer.seconds,
-            "solve_s": timer.solve_s(), "load": common.load()}
+            "solve_s": timer.solve_s(), "load": common.load(), "max_rss_mib": _max_rss_mib()}
+
+
+def _max_rss_mib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(args) -> None:
     family, depth = args.worker.split(":")
     try:
-        row = run_one(family, int(depth), args.time_limit_s, args.opt_level)
+        row = run_one(family, int(depth), args.time_limit_s, args.opt_level, args.backend,
+                      args.mlp_batch, args.compiler_options)
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
         row = {"family": family, "depth": int(depth), "error": f"{type(err).__name__}: {err}"}
@@ -210,12 +246,32 @@ def markdown(rows: list[dict], args, note: str) -> str:
                            "load average at start (1/5/15 min)": f"{args.load_start} (2 cores shared "
                            "with other jobs: times are inflated, solve quality under a wall-clock "
                            "limit may suffer)"})
-    lines += ["Synthetic CPU train steps (see `benchmarks/scale.py`), planned without feed-back, "
-              f"compiled with xla_backend_optimization_level={args.opt_level}. compile s = XLA's two "
-              "compiles inside plan() (default and memory-optimised schedulers); solve s = the "
+    rss = any("max_rss_mib" in r for r in rows)  # newer rows: the worker's peak memory
+    backend = getattr(args, "backend", "cpu")
+    if backend == "cpu":
+        what = "Synthetic CPU train steps (see `benchmarks/scale.py`), planned without feed-back, "
+        compiles = "XLA's two compiles inside plan() (default and memory-optimised schedulers)"
+    else:
+        what = (f"Synthetic train steps (see `benchmarks/scale.py`) compiled for the compile-only "
+                f"target {backend} (XLA's GPU compiler with the shipped device description, no GPU "
+                "on the machine), planned without feed-back, ")
+        compiles = "XLA's compile inside plan() (capture of the default scheduler's module)"
+    extra = []
+    if getattr(args, "mlp_batch", 64) != 64:
+        extra.append(f"MLP batch {args.mlp_batch}")
+    if getattr(args, "compiler_options", ""):
+        extra.append(f"extra compiler options {args.compiler_options}")
+    lines += [what + f"compiled with xla_backend_optimization_level={args.opt_level}"
+              + (f" ({'; '.join(extra)})" if extra else "") + f". compile s = {compiles}; solve s = the "
               "planner's own time (graph build, order search, placement, bound), to compare with "
               "the time limit; temps in MiB; "
-              "gap = (planned - bound) / planned. Plot: `scale.png`.", ""]
+              "gap = (planned - bound) / planned"
+              + ("; max RSS = the worker process's peak resident memory (compile + plan)" if rss else "")
+              + f". Plot: `{os.path.basename(args.out)}.png`.", "",
+              "Rows: depth = blocks, unrolled in Python. mlp: residual blocks x + W2 gelu(W1 ln(x)), "
+              f"width 128 -> 256 -> 128, batch {getattr(args, 'mlp_batch', 64)}, MSE loss; transformer: "
+              "pre-LN blocks (d 64, 4 heads, causal attention, MLP x4), seq 64, batch 4, vocab 256, "
+              "next-token loss; both one value_and_grad + hand-written Adam step.", ""]
     for e in getattr(args, "earlier", []):
         lines += [f"Rows not rerun here come from an earlier run: `{e['command']}`"
                   + (f" (it skipped {', '.join(e['skipped'])} for its time budget)" if e["skipped"] else ""), ""]
@@ -224,15 +280,18 @@ def markdown(rows: list[dict], args, note: str) -> str:
     body = []
     for r in sorted(rows, key=lambda r: (r["family"], r["depth"])):
         if "error" in r:
-            body.append([r["family"], r["depth"], *["-"] * 9, "ERROR: " + r["error"][:200]])
+            body.append([r["family"], r["depth"], *["-"] * (10 if rss else 9), "ERROR: " + r["error"][:200]])
             continue
         body.append([r["family"], r["depth"], r["instructions"], r["buffers"],
                      f"{r['compile_s']:.1f}", f"{common.solve_seconds(r):.1f}", common.mib(r["xla_best"]),
                      common.mib(r["planned"]), f"{r['planned'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
-                     common.mib(r["bound"]), f"{100 * r['gap']:.2f}", "; ".join(r["notes"])[:200] or r["engine"]])
+                     common.mib(r["bound"]), f"{100 * r['gap']:.2f}"]
+                    + ([f"{r['max_rss_mib'] / 1024:.2f}" if "max_rss_mib" in r else "-"] if rss else [])
+                    + ["; ".join(r["notes"])[:200] or r["engine"]])
     lines += common.table(["family", "depth", "instr", "buffers", "compile s", "solve s", "XLA best",
-                           "planned", "planned/XLA best", "bound", "gap %", "engine / notes"], body,
-                          right=set(range(1, 11)))
+                           "planned", "planned/XLA best", "bound", "gap %"]
+                          + (["max RSS GiB"] if rss else []) + ["engine / notes"], body,
+                          right=set(range(1, 12 if rss else 11)))
     return "\n".join(lines) + "\n"
 
 
@@ -254,7 +313,7 @@ def render(path: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment("cpu")
+    common.gpu_environment(args.backend)
     if args.worker:
         worker(args)
         return
@@ -283,7 +342,8 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "benchmarks.scale", f"--worker={family}:{depth}",
                f"--worker_out={path}", f"--time_limit_s={args.time_limit_s}",
-               f"--opt_level={args.opt_level}"]
+               f"--opt_level={args.opt_level}", f"--backend={args.backend}",
+               f"--mlp_batch={args.mlp_batch}", f"--compiler_options={args.compiler_options}"]
         try:
             proc = subprocess.run(cmd, timeout=args.program_timeout_s, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
