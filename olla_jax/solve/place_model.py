@@ -143,28 +143,42 @@ def build_model(problem: PlacementProblem) -> BlockModel:
         hit = (starts <= block.end) & (ends >= block.start) & (sizes > 0)
         hit[b] = False
         idx = np.nonzero(hit)[0]
-        if multi[b] or multi[idx].any():  # refine hull overlaps of split lives
-            idx = np.array([j for j in idx if _segments_overlap(block.segments, blocks[j].segments)],
-                           dtype=np.int64)
+        # Refine hull overlaps where a life is split: single-segment neighbours
+        # vectorised against this block's segments, split ones one by one.
+        split = multi[idx]
+        if multi[b] or split.any():
+            single = idx[~split]
+            if multi[b]:
+                keep = np.zeros(len(single), dtype=bool)
+                for lo, hi in block.segments:
+                    keep |= (starts[single] <= hi) & (ends[single] >= lo)
+                single = single[keep]
+            others = [j for j in idx[split].tolist()
+                      if _segments_overlap(block.segments, blocks[j].segments)]
+            idx = np.sort(np.concatenate([single, np.array(others, dtype=np.int64)]))
         conflicts.append(idx)
+    # Occupants of every region at once: hull overlaps vectorised, the exact
+    # segments of split lives checked one by one.
+    occupants = [(r, o) for r, region in enumerate(problem.regions)
+                 for o in region.occupants if o.size > 0]
+    found: list[dict[int, list[tuple[int, int]]]] = [{} for _ in problem.regions]
+    if occupants:
+        o_start = np.array([o.start for _, o in occupants], dtype=np.int64)
+        o_end = np.array([o.end for _, o in occupants], dtype=np.int64)
+        hit = (starts[:, None] <= o_end[None, :]) & (ends[:, None] >= o_start[None, :])
+        rows, cols = np.nonzero(hit)
+        for b, k in zip(rows.tolist(), cols.tolist()):
+            r, o = occupants[k]
+            if multi[b] and not _segments_overlap(blocks[b].segments, ((o.start, o.end),)):
+                continue
+            found[r].setdefault(b, []).append((o.offset, o.offset + o.size))
     occupied = []
     occupied_regions: list[list[int]] = [[] for _ in blocks]
-    for r, region in enumerate(problem.regions):
-        occupants = [o for o in region.occupants if o.size > 0]
+    for r, by_block in enumerate(found):
         per_block: list[tuple[tuple[int, int], ...]] = [()] * len(blocks)
-        if occupants:
-            o_start = np.array([o.start for o in occupants], dtype=np.int64)
-            o_end = np.array([o.end for o in occupants], dtype=np.int64)
-            # hull overlaps first (vectorised), then the exact segments of split lives
-            hit = (starts[:, None] <= o_end[None, :]) & (ends[:, None] >= o_start[None, :])
-            for b in np.nonzero(hit.any(axis=1))[0].tolist():
-                found = tuple((occupants[k].offset, occupants[k].offset + occupants[k].size)
-                              for k in np.nonzero(hit[b])[0].tolist()
-                              if not multi[b] or _segments_overlap(
-                                  blocks[b].segments, ((occupants[k].start, occupants[k].end),)))
-                if found:
-                    per_block[b] = found
-                    occupied_regions[b].append(r)
+        for b, spans in by_block.items():
+            per_block[b] = tuple(spans)
+            occupied_regions[b].append(r)
         occupied.append(tuple(per_block))
     return BlockModel(problem, tuple(blocks), tuple(conflicts), tuple(occupied),
                       tuple(map(tuple, occupied_regions)))
