@@ -101,13 +101,13 @@ def run_one(spec: str, args) -> dict:
     if not p.verified:
         return row
     device = jax.devices()[0]
-    dynamic = list(step.dynamic_args())
-    fresh = lambda: timing._fresh(dynamic)  # noqa: E731 - donated inputs are consumed
+    # plan's callables take every argument, static ones included (checked, then dropped).
+    fresh = lambda: timing._fresh(step.args)  # noqa: E731 - donated inputs are consumed
     jax.block_until_ready(p.xla_compiled(*fresh()))
     jax.block_until_ready(p.compiled(*fresh()))
     row["xla_added"] = step_added_bytes(p.xla_compiled, fresh, device)
     row["ours_added"] = step_added_bytes(p.compiled, fresh, device)
-    ratio = timing.time_ratio(p.xla_compiled, p.compiled, dynamic, repeats=args.timing_repeats)
+    ratio = timing.time_ratio(p.xla_compiled, p.compiled, step.args, repeats=args.timing_repeats)
     row.update(time_ratio=ratio.ratio, xla_step_s=ratio.original_s, ours_step_s=ratio.rewritten_s)
     return row
 
