@@ -260,6 +260,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                                        engine=engine, seed=seed, lower_bound=floor,
                                        progress=lambda msg: logging.info("order search: %s", msg))
         orders.setdefault(tuple(result.order), result.engine)
+    # The memory-aware list schedule on its own: cheap, and its best-fit placement
+    # sometimes beats orders that score better on the order objectives.
+    from olla_jax.solve import list_schedule
+    orders.setdefault(tuple(list_schedule.best_list_schedule(with_regions).order), "list")
     # Each is a valid bound on the arena (see ScheduleGraph.bound_problems); the largest holds.
     value = 0
     bound_problems = graph.bound_problems()
@@ -269,10 +273,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             orders=list(orders)).value)
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
-    # searched orders first, in the order their objectives were tried, XLA's
-    # last (XLA's own placement of its order is the baseline anyway); stop at
+    # the first searched order, the list schedule's, the other searched orders
+    # in the order their objectives were tried, XLA's last (XLA's own placement of its order is the baseline anyway); stop at
     # the time limit once one is placed.  The exact engine only for the best.
-    ranked = sorted(orders.items(), key=lambda kv: kv[1] == "xla")
+    searched = [o for o, src in orders.items() if src not in ("xla", "list")]
+
+    def rank(item):
+        order, src = item
+        return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
+    ranked = sorted(orders.items(), key=rank)
     for order, source in ranked:
         if best is not None and time.monotonic() - t0 > search_limit_s:
             logging.info("time limit: %d candidate orders not placed", len(ranked) - ranked.index(

@@ -305,7 +305,22 @@ def compile_for_target(
     try:
         return lowered.compile(compiler_options=options or None)
     except Exception as err:  # noqa: BLE001 - XLA raises several kinds; name the target
+        if target != LOCAL and _UNTILED in str(err) and _TRITON_GEMM not in options:
+            # Without a GPU there is no autotuning, and Triton's default GEMM tiles can
+            # fit no shape of some dots; cuBLAS takes any.  The program differs from
+            # an autotuned one only in how those GEMMs are emitted.
+            log.warning("compile-only %s: no default Triton tiles fit a dot; compiling with "
+                        "%s=False", target, _TRITON_GEMM)
+            return compile_for_target(fn, args, target=target, static_argnums=static_argnums,
+                                      donate_argnums=donate_argnums,
+                                      compiler_options={**options, _TRITON_GEMM: False},
+                                      num_devices=num_devices, in_shardings=in_shardings,
+                                      out_shardings=out_shardings, mesh_axes=mesh_axes)
         raise CaptureError(f"XLA could not compile for GPU target {target!r}: {err}") from err
+
+
+_UNTILED = "Couldn't find output tile sizes"
+_TRITON_GEMM = "xla_gpu_enable_triton_gemm"
 
 
 def _mesh_context(mesh: Mesh):
