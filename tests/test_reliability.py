@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import json
 import random
+import types
 import warnings
 
 import jax
@@ -25,6 +26,7 @@ from benchmarks.fuzz import bit_identical, fresh
 from olla_jax import check
 from olla_jax.apply import cpu_rewrite, executable, load, verify
 from olla_jax.graph import layout as layout_lib
+from olla_jax.solve import list_schedule
 from olla_jax.solve import order as order_lib
 from olla_jax.solve import place as place_lib
 from olla_jax.solve.problem import check_topological
@@ -339,6 +341,9 @@ def test_every_candidate_order_invalid(step, baseline, monkeypatch):
         return order_lib.OrderResult(tuple(warm_starts[0]), 0, "bad", 0.0, False, ())
 
     monkeypatch.setattr(order_lib, "solve_order", bad)
+    # The list schedule's order is a candidate of its own: broken too.
+    monkeypatch.setattr(list_schedule, "best_list_schedule", lambda problem, **kw:
+                        types.SimpleNamespace(order=tuple(range(problem.num_nodes))[::-1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", olla_jax.PlanWarning)
         plan = olla_jax.plan(_step, *args, time_limit_s=1.0)
