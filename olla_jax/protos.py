@@ -39,6 +39,16 @@ def read_varint(data: bytes, i: int) -> tuple[int, int]:
             return value, i
 
 
+def write_varint(value: int) -> bytes:
+    """The base-128 varint of a non-negative int (protobuf's, Riegeli's, Snappy's)."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
+
+
 def _extent(data: bytes, start: int) -> int:
     """End of the longest run of valid FileDescriptorProto fields from start."""
     i = end = start

@@ -58,38 +58,52 @@ def serialize_compiled(compiled: Any) -> bytes:
     return bytes(loaded.client.serialize_executable(loaded))
 
 
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    try:
-        return protos.read_varint(data, i)
-    except ValueError:
-        raise _fail("truncated length prefix") from None
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _strict_parse(name: str, data: bytes, where: str):
-    """Parse ``data`` as message ``name``; unknown fields or junk are errors."""
+def strict_parse(name: str, data: bytes, where: str, *, fail=None, library=None,
+                 exact: bool = False):
+    """Parse ``data`` as message ``name`` (from jaxlib's schemas, or ``library``'s);
+    unknown fields or junk are errors, raised as ``fail(message)``.  ``exact``:
+    the message must also re-encode to as many bytes as it was read from."""
     from google.protobuf import unknown_fields
 
+    fail = fail or _fail
     try:
-        msg = protos.parse(name, data)
+        msg = protos.parse(name, data, library)
     except protos.SchemaError as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     except Exception as err:  # noqa: BLE001 - DecodeError and friends
-        raise _fail(f"{where} does not parse as {name} ({err})") from err
+        raise fail(f"{where} does not parse as {name} ({err})") from err
     if len(unknown_fields.UnknownFieldSet(msg)):
-        raise _fail(f"{where} has fields unknown to {name}")
+        raise fail(f"{where} has fields unknown to {name}")
+    if exact and len(msg.SerializeToString()) != len(data):
+        raise fail(f"{where} does not re-encode to its own size: the schema differs from the "
+                   "writer's")
     return msg
+
+
+def read_envelope(raw: bytes, *, fail=None, exact: bool = False) -> tuple[bytes, Any]:
+    """The parts every serialized executable starts with, CPU or GPU: the ifrt
+    metadata (bytes, checked) and the ExecutableAndOptionsProto."""
+    fail = fail or _fail
+    if not raw:
+        raise fail("empty input")
+    try:
+        n, start = protos.read_varint(raw, 0)
+    except ValueError:
+        raise fail("truncated length prefix") from None
+    if start + n > len(raw):
+        raise fail(f"metadata length {n} runs past the end ({len(raw)} bytes)")
+    metadata = raw[start:start + n]
+    meta = strict_parse(METADATA, metadata, "the metadata block", fail=fail, exact=exact)
+    if meta.runtime_name != "pjrt_ifrt":
+        raise fail(f"runtime_name is {meta.runtime_name!r}, expected 'pjrt_ifrt'")
+    envelope = strict_parse(ENVELOPE, raw[start + n:], "the executable block", fail=fail,
+                            exact=exact)
+    return metadata, envelope
+
+
+def find_entry(module):
+    """The entry computation of an HloModuleProto, or None."""
+    return next((c for c in module.computations if c.id == module.entry_computation_id), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,34 +141,22 @@ class DecodedExecutable:
         return self.result.thunk_sequence
 
     def entry_computation(self):
-        module = self.hlo_module
-        for computation in module.computations:
-            if computation.id == module.entry_computation_id:
-                return computation
-        raise _fail(f"entry computation id {module.entry_computation_id} not in the module")
+        entry = find_entry(self.hlo_module)
+        if entry is None:
+            raise _fail(f"entry computation id {self.hlo_module.entry_computation_id} not in the module")
+        return entry
 
 
 def decode(raw: bytes) -> DecodedExecutable:
     """Split ``raw`` into metadata and protos; raise LayoutError if it is not
     exactly the CPU layout of the installed jaxlib."""
     raw = bytes(raw)
-    if not raw:
-        raise _fail("empty input")
-    n, start = _read_varint(raw, 0)
-    if start + n > len(raw):
-        raise _fail(f"metadata length {n} runs past the end ({len(raw)} bytes)")
-    metadata = raw[start:start + n]
-    meta = _strict_parse(METADATA, metadata, "the metadata block")
-    if meta.runtime_name != "pjrt_ifrt":
-        raise _fail(f"runtime_name is {meta.runtime_name!r}, expected 'pjrt_ifrt'")
-
-    envelope = _strict_parse(ENVELOPE, raw[start + n:], "the executable block")
+    metadata, envelope = read_envelope(raw)
     if envelope.pjrt_client_name not in ("", "cpu"):
         raise _fail(f"executable is for platform {envelope.pjrt_client_name!r}, not cpu")
     if not envelope.serialized_executable:
         raise _fail("ExecutableAndOptionsProto has no serialized_executable")
-    result = _strict_parse(RESULT, envelope.serialized_executable,
-                           "serialized_executable")
+    result = strict_parse(RESULT, envelope.serialized_executable, "serialized_executable")
     missing = [f for f in ("hlo_module", "buffer_assignment", "thunk_sequence",
                            "target_machine_options") if not result.HasField(f)]
     if missing:
@@ -187,5 +189,5 @@ def _serialize(metadata: bytes, envelope, result) -> bytes:
     full = protos.message_class(ENVELOPE)()
     full.CopyFrom(envelope)
     full.serialized_executable = result.SerializeToString(deterministic=True)
-    return _varint(len(metadata)) + metadata + full.SerializeToString(deterministic=True)
+    return protos.write_varint(len(metadata)) + metadata + full.SerializeToString(deterministic=True)
 

@@ -28,8 +28,8 @@ import hashlib
 from typing import Any
 
 from olla_jax import protos
-from olla_jax.apply import riegeli
-from olla_jax.apply.executable import ENVELOPE, METADATA, jaxlib_version
+from olla_jax.apply import executable, riegeli
+from olla_jax.apply.executable import ENVELOPE, jaxlib_version
 
 RESULT = "xla.gpu.GpuExecutableProto"
 MANIFEST = "xla.SplitProtoManifest"
@@ -43,15 +43,6 @@ def _fail(what: str) -> GpuLayoutError:
     return GpuLayoutError(f"not a serialized XLA:GPU executable of jaxlib {jaxlib_version()}: {what}")
 
 
-def serialize_compiled(compiled: Any) -> bytes:
-    """Raw executable bytes of a ``jax.stages.Compiled`` for a GPU (compile-only or real)."""
-    runtime = compiled.runtime_executable()
-    client = getattr(runtime, "client", None)
-    if client is not None:
-        return bytes(client.serialize_executable(runtime))
-    return bytes(runtime.serialize())
-
-
 def _gpu_class(name: str):
     try:
         return protos.message_class(name, protos.gpu_plugin_library())
@@ -59,20 +50,13 @@ def _gpu_class(name: str):
         raise _fail(str(err)) from err
 
 
-def _strict(name: str, data: bytes, where: str, gpu: bool = True):
-    from google.protobuf import unknown_fields
-
-    cls = _gpu_class(name) if gpu else protos.message_class(name)
-    msg = cls()
+def _strict(name: str, data: bytes, where: str):
+    """A message of XLA:GPU's schemas, parsed strictly (see executable.strict_parse)."""
     try:
-        msg.ParseFromString(data)
-    except Exception as err:  # noqa: BLE001 - DecodeError and friends
-        raise _fail(f"{where} does not parse as {name} ({err})") from err
-    if len(unknown_fields.UnknownFieldSet(msg)):
-        raise _fail(f"{where} has fields unknown to {name}")
-    if len(msg.SerializeToString()) != len(data):
-        raise _fail(f"{where} does not re-encode to its own size: the schema differs from the writer's")
-    return msg
+        library = protos.gpu_plugin_library()
+    except protos.SchemaError as err:
+        raise _fail(str(err)) from err
+    return executable.strict_parse(name, data, where, fail=_fail, library=library, exact=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,28 +90,17 @@ class DecodedGpuExecutable:
         return self.result.thunks
 
     def entry_computation(self):
-        module = self.hlo_module
-        for computation in module.computations:
-            if computation.id == module.entry_computation_id:
-                return computation
-        raise _fail(f"entry computation id {module.entry_computation_id} not in the module")
+        entry = executable.find_entry(self.hlo_module)
+        if entry is None:
+            raise _fail(f"entry computation id {self.hlo_module.entry_computation_id} not in the module")
+        return entry
 
 
 def decode(raw: bytes) -> DecodedGpuExecutable:
     """Split ``raw`` into its protos; GpuLayoutError if it is not exactly the
     layout described in the module doc."""
     raw = bytes(raw)
-    try:
-        n, start = protos.read_varint(raw, 0)
-    except ValueError:
-        raise _fail("truncated length prefix") from None
-    if start + n > len(raw):
-        raise _fail(f"metadata length {n} runs past the end ({len(raw)} bytes)")
-    metadata = raw[start:start + n]
-    meta = _strict(METADATA, metadata, "the metadata block", gpu=False)
-    if meta.runtime_name != "pjrt_ifrt":
-        raise _fail(f"runtime_name is {meta.runtime_name!r}, expected 'pjrt_ifrt'")
-    envelope = _strict(ENVELOPE, raw[start + n:], "the executable block", gpu=False)
+    metadata, envelope = executable.read_envelope(raw, fail=_fail, exact=True)
     try:
         records = riegeli.read_records(envelope.serialized_executable)
     except riegeli.RiegeliError as err:
@@ -201,13 +174,6 @@ def encode(decoded: DecodedGpuExecutable) -> bytes:
     envelope = protos.message_class(ENVELOPE)()
     envelope.CopyFrom(decoded.envelope)
     envelope.serialized_executable = riegeli.write_records(_records(decoded))
-    return _varint(len(decoded.metadata)) + decoded.metadata + envelope.SerializeToString(deterministic=True)
+    return (protos.write_varint(len(decoded.metadata)) + decoded.metadata
+            + envelope.SerializeToString(deterministic=True))
 
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 
+from olla_jax import protos
 from olla_jax.apply import snappy
 from olla_jax.apply.highwayhash import hash64
 
@@ -45,25 +46,10 @@ class Chunk:
 
 
 def _varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(data) or shift > 63:
-            raise RiegeliError("truncated varint")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
-
-
-def _put_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)
+    try:
+        return protos.read_varint(data, i)
+    except ValueError:
+        raise RiegeliError("truncated varint") from None
 
 
 def _overhead_blocks(pos: int, size: int) -> int:
@@ -201,8 +187,8 @@ def _emit_chunk(out: bytearray, chunk_type: int, num_records: int, decoded: int,
 
 def write_records(records: list[bytes]) -> bytes:
     """A Riegeli file holding ``records`` in one uncompressed simple chunk."""
-    sizes = b"".join(_put_varint(len(r)) for r in records)
-    data = bytes([_NONE]) + _put_varint(len(sizes)) + sizes + b"".join(records)
+    sizes = b"".join(protos.write_varint(len(r)) for r in records)
+    data = bytes([_NONE]) + protos.write_varint(len(sizes)) + sizes + b"".join(records)
     out = bytearray()
     _emit_chunk(out, SIGNATURE, 0, 0, b"")
     _emit_chunk(out, SIMPLE, len(records), sum(len(r) for r in records), data)

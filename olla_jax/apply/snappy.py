@@ -5,27 +5,19 @@ Only reading is needed: the chunks we write are stored uncompressed.
 
 from __future__ import annotations
 
+from olla_jax import protos
+
 
 class SnappyError(ValueError):
     """Bytes that are not a valid Snappy block."""
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(data) or shift > 35:
-            raise SnappyError("truncated length")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
-
-
 def decompress(data: bytes) -> bytes:
     """The bytes a raw Snappy block (length varint, then elements) stands for."""
-    size, i = _varint(data, 0)
+    try:
+        size, i = protos.read_varint(data, 0)
+    except ValueError:
+        raise SnappyError("truncated length") from None
     out = bytearray()
     while i < len(data):
         tag = data[i]

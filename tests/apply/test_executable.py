@@ -32,7 +32,7 @@ def test_edit_is_encoded(programs):
 
 
 def _split(raw: bytes):
-    n, start = executable._read_varint(raw, 0)
+    n, start = protos.read_varint(raw, 0)
     return raw[:start + n], protos.parse(executable.ENVELOPE, raw[start + n:])
 
 
