@@ -36,11 +36,10 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import executable
 from olla_jax.apply.edits import (Clone, ExecutableEdit, RewriteError, check_covered,  # noqa: F401
-                                   check_move, fixed_kind, possibly_live_out, relocate_buffers,
-                                   repeated)
+                                   check_move, fixed_kind, nested_of_type, possibly_live_out,
+                                   relocate_buffers, slices)
 
 ALIGNMENT = 64  # XLA:CPU's minimum buffer alignment; kernels are compiled for it
-_SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"
 _SEQUENCE = "xla.cpu.ThunkSequenceProto"
 
 
@@ -290,29 +289,12 @@ def _walk_thunks(sequence, instructions, depth) -> Iterator[tuple[Any, str, int]
 
 
 def _nested_sequences(msg) -> Iterator[Any]:
-    for field, value in msg.ListFields():
-        if field.message_type is None:
-            continue
-        for item in (value if repeated(field) else (value,)):
-            if field.message_type.full_name == _SEQUENCE:
-                yield item
-            else:
-                yield from _nested_sequences(item)
+    return nested_of_type(msg, _SEQUENCE)
 
 
-def _slices(msg, path: str = "") -> Iterator[tuple[str, Any]]:
+def _slices(msg) -> Iterator[tuple[str, Any]]:
     """(field path, slice) for the slices of one thunk, not of nested sequences."""
-    for field, value in msg.ListFields():
-        if field.message_type is None:
-            continue
-        kind = field.message_type.full_name
-        if kind == _SEQUENCE:
-            continue
-        for item in (value if repeated(field) else (value,)):
-            if kind == _SLICE:
-                yield path + field.name, item
-            else:
-                yield from _slices(item, path + field.name + ".")
+    return slices(msg, _SEQUENCE)
 
 
 # --- buffer assignment -----------------------------------------------------

@@ -48,6 +48,38 @@ class Clone:
     late: tuple[int, int]           # (allocation, offset) of the second
 
 
+SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"
+
+
+def nested_of_type(msg, full_name: str) -> Iterator[Any]:
+    """Messages of type ``full_name`` anywhere inside ``msg``, not looking inside them
+    (the thunk sequences of a CPU thunk, the thunks nested in a GPU thunk)."""
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        for item in (value if repeated(field) else (value,)):
+            if field.message_type.full_name == full_name:
+                yield item
+            else:
+                yield from nested_of_type(item, full_name)
+
+
+def slices(msg, skip: str, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(field path, slice) of every buffer slice inside ``msg``, except inside
+    messages of type ``skip`` (the nested thunks, which hold their own)."""
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        kind = field.message_type.full_name
+        if kind == skip:
+            continue
+        for item in (value if repeated(field) else (value,)):
+            if kind == SLICE:
+                yield path + field.name, item
+            else:
+                yield from slices(item, skip, path + field.name + ".")
+
+
 def repeated(field) -> bool:
     repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; label() is deprecated
     return repeated if isinstance(repeated, bool) else field.label == field.LABEL_REPEATED

@@ -29,10 +29,9 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import gpu_executable
 from olla_jax.apply.edits import (ExecutableEdit, RewriteError, check_covered, check_move,
-                                  fixed_kind, relocate_buffers, repeated)
+                                  fixed_kind, nested_of_type, relocate_buffers, slices)
 
 ALIGNMENT = 256
-_SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"
 _THUNK = "xla.gpu.ThunkProto"
 
 
@@ -235,26 +234,11 @@ def _walk(thunks, instructions, scheduled, owner, parent=None) -> Iterator[tuple
         yield from _walk(list(_nested(thunk)), instructions, scheduled, owner, name)
 
 
-def _nested(msg) -> Iterator[Any]:
-    """Thunks nested in ``msg`` (while bodies, conditional branches...), one level."""
-    for field, value in msg.ListFields():
-        if field.message_type is None:
-            continue
-        for item in (value if repeated(field) else (value,)):
-            if field.message_type.full_name == _THUNK:
-                yield item
-            else:
-                yield from _nested(item)
+def _nested(thunk) -> Iterator[Any]:
+    """Thunks nested in ``thunk`` (while bodies, conditional branches...), one level."""
+    return nested_of_type(thunk, _THUNK)
 
 
-def _slices(msg, path: str = "") -> Iterator[tuple[str, Any]]:
+def _slices(thunk) -> Iterator[tuple[str, Any]]:
     """(field path, slice) of one thunk, not of the thunks nested in it."""
-    for field, value in msg.ListFields():
-        if field.message_type is None or field.message_type.full_name == _THUNK:
-            continue
-        for k, item in enumerate(value if repeated(field) else (value,)):
-            where = path + field.name + (f"[{k}]" if repeated(field) else "")
-            if field.message_type.full_name == _SLICE:
-                yield where, item
-            else:
-                yield from _slices(item, where + ".")
+    return slices(thunk, _THUNK)
