@@ -136,12 +136,8 @@ def main(argv=None) -> None:
         rows.append(row)
         print(name, row.get("largest", row.get("error")), flush=True)
     meta["load_end"] = common.load()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
     text = markdown(rows, args, meta)
-    with open(args.out + ".md", "w") as f:
-        f.write(text)
+    common.write_results(args.out, {"meta": meta, "rows": rows}, text)
     print(text)
 
 

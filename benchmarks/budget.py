@@ -169,12 +169,8 @@ def main(argv=None) -> None:
               + "; ".join(f"f={r.get('fraction')}: {r.get('temp')} ({r.get('recomputed')} recomputed)"
                           if "error" not in r else r["error"] for r in got), flush=True)
     meta["load_end"] = common.load()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
     text = markdown(rows, args, meta)
-    with open(args.out + ".md", "w") as f:
-        f.write(text)
+    common.write_results(args.out, {"meta": meta, "rows": rows}, text)
     print(text)
 
 

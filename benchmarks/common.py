@@ -139,6 +139,16 @@ def run_worker(module: str, name: str, flags: list[str], error: Any,
         os.unlink(out)
 
 
+def write_results(out: str, payload: dict, text: str) -> None:
+    """``<out>.json`` (the rows and how they were made) and ``<out>.md`` (the table)."""
+    import json
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(payload, f, indent=1)
+    with open(out + ".md", "w") as f:
+        f.write(text)
+
+
 def mib(x) -> str:
     return "-" if x is None else f"{x / 2**20:,.3f}" if x < 2**20 else f"{x / 2**20:,.2f}"
 

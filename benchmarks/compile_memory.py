@@ -66,11 +66,7 @@ def main(argv=None) -> None:
     body = [[r["depth"], r["mode"], f"{r['seconds']:.0f}" if "seconds" in r else "-",
              f"{r['max_rss_gib']:.2f}" if "max_rss_gib" in r else r.get("error", "-")] for r in rows]
     out += common.table(["depth", "mode", "seconds", "peak RSS GiB"], body)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(out) + "\n")
+    common.write_results(args.out, {"meta": meta, "rows": rows}, "\n".join(out) + "\n")
     print("\n".join(out))
 
 

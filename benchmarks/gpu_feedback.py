@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -173,11 +172,8 @@ def main(argv=None) -> None:
                                 timeout_s=args.model_timeout_s)
         print(json.dumps(row), flush=True)
         rows.append(row)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".json", "w") as f:
-            json.dump({"command": command, "machine": machine, "rows": rows}, f, indent=1)
-        with open(args.out + ".md", "w") as f:
-            f.write(markdown(rows, args, machine, command))
+        common.write_results(args.out, {"command": command, "machine": machine, "rows": rows},
+                             markdown(rows, args, machine, command))
     print(open(args.out + ".md").read())
 
 

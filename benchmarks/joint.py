@@ -75,11 +75,7 @@ def main(argv=None) -> None:
                            "bound", "joint model applies", "separate s", "joint s"], body)
     better = sum(r["joint"]["temp"] < r["auto"]["temp"] for r in rows)
     lines += ["", f"- joint below separate on {better} of {len(rows)}"]
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    common.write_results(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
