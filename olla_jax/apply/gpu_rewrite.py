@@ -73,8 +73,10 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
             raise RewriteError(f"allocation {index} given size {size}: not a multiple of {ALIGNMENT}")
         sizes[index] = int(size)
 
-    _reorder(decoded, instructions, tuple(edit.order))
-    thunk_extents = _relocate_thunks(decoded, instructions, edit.relocate, allocations, sizes)
+    owner = _entry_owners(decoded)
+    _reorder(decoded, instructions, owner, tuple(edit.order))
+    thunk_extents = _relocate_thunks(decoded, instructions, owner, edit.relocate, allocations,
+                                     sizes)
     buffer_extents = relocate_buffers(decoded, edit.relocate_logical, allocations, sizes, ALIGNMENT)
     check_covered(thunk_extents, buffer_extents)
     for alloc in decoded.buffer_assignment.buffer_allocations:
@@ -104,7 +106,8 @@ def entry_order(decoded: gpu_executable.DecodedGpuExecutable) -> tuple[str, ...]
 
 # --- order -----------------------------------------------------------------
 
-def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -> None:
+def _reorder(decoded, instructions: Mapping[str, Any], owner: Mapping[str, str],
+             order: tuple[str, ...]) -> None:
     module = decoded.hlo_module
     entry = decoded.entry_computation()
     by_id = {i.id: i for i in entry.instructions}
@@ -124,7 +127,6 @@ def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -
                                    f"predecessor {by_id[dep].name}")
         seen.add(instr.id)
 
-    owner = _entry_owners(decoded)
     groups: dict[str, list[int]] = {}
     last = -1
     for k, thunk in enumerate(decoded.thunks):
@@ -152,11 +154,10 @@ def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -
 
 # --- thunk slices ----------------------------------------------------------
 
-def _relocate_thunks(decoded, instructions, relocate, allocations, sizes):
+def _relocate_thunks(decoded, instructions, owner, relocate, allocations, sizes):
     module = decoded.hlo_module
     ids = {i.id: i.name for c in module.computations for i in c.instructions}
     scheduled = {ids[i] for seq in module.schedule.sequences.values() for i in seq.instruction_ids}
-    owner = _entry_owners(decoded)
     extents = []
     for thunk, name in _walk(decoded.thunks, instructions, scheduled, owner):
         kind = thunk_kind(thunk)
