@@ -74,6 +74,13 @@ def test_overlap_settings_are_checked():
         olla_jax.plan(dp_step, *ARGS, collective_overlap="sometimes")
 
 
+def test_bad_device_counts_are_refused():
+    for bad in (0, -2, "4", 2.0):
+        with pytest.raises(ValueError, match="num_devices"):
+            olla_jax.plan(dp_step, *ARGS, backend="gpu:h100", num_devices=bad,
+                          in_shardings=SHARDING)
+
+
 def test_sharded_steps_need_a_gpu_target():
     from olla_jax.capture import CaptureError
     with pytest.raises(CaptureError, match="compile-only GPU"):
