@@ -35,9 +35,10 @@ import dataclasses
 from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import executable
-from olla_jax.apply.edits import (Clone, ExecutableEdit, RewriteError, check_covered,  # noqa: F401
-                                   check_move, fixed_kind, nested_of_type, possibly_live_out,
-                                   relocate_buffers, slices)
+from olla_jax.apply.edits import (  # noqa: F401 - fixed_kind, possibly_live_out re-exported
+    Clone, ExecutableEdit, RewriteError, check_covered, check_move, check_order, edited_sizes,
+    entry_order, fixed_kind, nested_of_type, possibly_live_out, relocate_buffers, reorder_thunks,
+    slices, thunk_groups)
 
 ALIGNMENT = 64  # XLA:CPU's minimum buffer alignment; kernels are compiled for it
 _SEQUENCE = "xla.cpu.ThunkSequenceProto"
@@ -67,14 +68,6 @@ def identity_edit(decoded: executable.DecodedExecutable) -> ExecutableEdit:
                           relocate=lambda name, alloc, offset, size: (alloc, offset),
                           relocate_logical=lambda buffer, alloc, offset: (alloc, offset),
                           allocation_sizes={})
-
-
-def entry_order(decoded: executable.DecodedExecutable) -> tuple[str, ...]:
-    """XLA's entry schedule, by instruction name."""
-    module = decoded.hlo_module
-    names = {i.id: i.name for c in module.computations for i in c.instructions}
-    seq = module.schedule.sequences[module.entry_computation_id].instruction_ids
-    return tuple(names[i] for i in seq)
 
 
 def thunk_instruction(thunk: Any, instructions: Mapping[str, Any]) -> str:
@@ -120,19 +113,7 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
     """
     instructions = _instructions(decoded)
     allocations = list(decoded.buffer_assignment.buffer_allocations)
-    for i, alloc in enumerate(allocations):
-        if alloc.index != i:
-            raise RewriteError(f"allocations are not sorted by index (position {i} has {alloc.index})")
-    sizes = {a.index: a.size for a in allocations}
-    for index, size in edit.allocation_sizes.items():
-        if index not in sizes:
-            raise RewriteError(f"allocation_sizes names allocation {index}, which does not exist")
-        if int(size) != sizes[index] and fixed_kind(allocations[index]):
-            raise RewriteError(f"allocation {index} is {fixed_kind(allocations[index])}: "
-                               "its size cannot change")
-        if int(size) < 0:
-            raise RewriteError(f"allocation {index} given negative size {size}")
-        sizes[index] = int(size)
+    sizes = edited_sizes(allocations, edit.allocation_sizes)
 
     _reorder(decoded, instructions, tuple(edit.order))
     thunk_extents = _relocate_thunks(decoded, instructions, edit.relocate, allocations, sizes)
@@ -153,55 +134,17 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
 def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -> None:
     module = decoded.hlo_module
     entry = decoded.entry_computation()
-    by_id = {i.id: i for i in entry.instructions}
-    schedule = module.schedule.sequences[module.entry_computation_id]
-    xla_order = [by_id[i].name for i in schedule.instruction_ids]
-    position = {name: k for k, name in enumerate(xla_order)}
-
-    if len(order) != len(xla_order) or set(order) != set(xla_order):
-        extra = sorted(set(order) - set(xla_order))[:5]
-        lacking = sorted(set(xla_order) - set(order))[:5]
-        raise RewriteError(
-            f"order is not a permutation of the entry sequence ({len(order)} names for "
-            f"{len(xla_order)}; unknown: {extra}, missing: {lacking}, "
-            f"duplicates: {len(order) - len(set(order))})")
-    seen: set[int] = set()
-    id_of = {i.name: i.id for i in entry.instructions}
-    for name in order:
-        instr = instructions[name]
-        for dep in list(instr.operand_ids) + list(instr.control_predecessor_ids):
-            if dep in by_id and dep not in seen:
-                raise RewriteError(f"order puts {name} before its operand or control "
-                                   f"predecessor {by_id[dep].name}")
-        seen.add(instr.id)
-
+    position = check_order(module, entry, instructions, order)
     sequence = decoded.thunk_sequence
-    groups: dict[str, list[int]] = {}
-    last = -1
-    for k, thunk in enumerate(sequence.thunks):
-        name = thunk_instruction(thunk, instructions)
-        if name not in position:
-            raise RewriteError(f"entry thunk {k} ({thunk.kind}) belongs to {name!r}, "
-                               "which is not in the entry computation")
-        if groups.get(name) and groups[name][-1] != k - 1:
-            raise RewriteError(f"the thunks of {name} are not contiguous")
-        if position[name] < last:
-            raise RewriteError(f"entry thunks do not follow XLA's schedule at thunk {k} ({name})")
-        last = position[name]
-        groups.setdefault(name, []).append(k)
-
-    old_index = [k for name in order for k in groups.get(name, ())]
+    groups = thunk_groups([thunk_instruction(t, instructions) for t in sequence.thunks],
+                          [t.kind for t in sequence.thunks], position)
+    old_index = reorder_thunks(sequence.thunks, groups, order)
     new_index = {old: new for new, old in enumerate(old_index)}
-    thunks = []
-    for k in old_index:
-        copy = type(sequence.thunks[k])()
-        copy.CopyFrom(sequence.thunks[k])
-        thunks.append(copy)
-    del sequence.thunks[:]
-    sequence.thunks.extend(thunks)
     for users in sequence.thunk_resources:
         users.thunk_indices[:] = [new_index[k] for k in users.thunk_indices]
-    schedule.instruction_ids[:] = [id_of[name] for name in order]
+    id_of = {i.name: i.id for i in entry.instructions}
+    module.schedule.sequences[module.entry_computation_id].instruction_ids[:] = [
+        id_of[name] for name in order]
 
 
 # --- recomputation ---------------------------------------------------------

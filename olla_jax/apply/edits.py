@@ -11,7 +11,7 @@ values left where XLA put them) are common to both.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 
 class RewriteError(ValueError):
@@ -49,6 +49,95 @@ class Clone:
 
 
 SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"
+
+
+def edited_sizes(allocations, requested: Mapping[int, int],
+                 alignment: int = 1) -> dict[int, int]:
+    """Every allocation's size once ``requested`` (index -> new size) is applied;
+    ``allocations`` must be listed by index.  Fixed allocations keep their size;
+    a changed size is non-negative and a multiple of ``alignment``."""
+    for i, alloc in enumerate(allocations):
+        if alloc.index != i:
+            raise RewriteError(f"allocations are not sorted by index (position {i} has {alloc.index})")
+    sizes = {a.index: a.size for a in allocations}
+    for index, size in requested.items():
+        if index not in sizes:
+            raise RewriteError(f"allocation_sizes names allocation {index}, which does not exist")
+        size = int(size)
+        if size != sizes[index] and fixed_kind(allocations[index]):
+            raise RewriteError(f"allocation {index} is {fixed_kind(allocations[index])}: "
+                               "its size cannot change")
+        if size < 0:
+            raise RewriteError(f"allocation {index} given negative size {size}")
+        if size != sizes[index] and size % alignment:
+            raise RewriteError(f"allocation {index} given size {size}: not a multiple of {alignment}")
+        sizes[index] = size
+    return sizes
+
+
+def entry_order(decoded) -> tuple[str, ...]:
+    """XLA's entry schedule of a decoded executable (CPU or GPU), by instruction name."""
+    module = decoded.hlo_module
+    names = {i.id: i.name for c in module.computations for i in c.instructions}
+    return tuple(names[i] for i in module.schedule.sequences[module.entry_computation_id].instruction_ids)
+
+
+def check_order(module, entry, instructions: Mapping[str, Any],
+                order: Sequence[str]) -> dict[str, int]:
+    """``order`` must be a topological permutation of the entry schedule; returns
+    each entry instruction's position in XLA's schedule."""
+    by_id = {i.id: i for i in entry.instructions}
+    sequence = module.schedule.sequences[module.entry_computation_id]
+    xla_order = [by_id[i].name for i in sequence.instruction_ids]
+    if len(order) != len(xla_order) or set(order) != set(xla_order):
+        extra = sorted(set(order) - set(xla_order))[:5]
+        lacking = sorted(set(xla_order) - set(order))[:5]
+        raise RewriteError(
+            f"order is not a permutation of the entry sequence ({len(order)} names for "
+            f"{len(xla_order)}; unknown: {extra}, missing: {lacking}, "
+            f"duplicates: {len(order) - len(set(order))})")
+    seen: set[int] = set()
+    for name in order:
+        instr = instructions[name]
+        for dep in list(instr.operand_ids) + list(instr.control_predecessor_ids):
+            if dep in by_id and dep not in seen:
+                raise RewriteError(f"order puts {name} before its operand or control "
+                                   f"predecessor {by_id[dep].name}")
+        seen.add(instr.id)
+    return {name: k for k, name in enumerate(xla_order)}
+
+
+def thunk_groups(owners: Sequence[str], kinds: Sequence[str],
+                 position: Mapping[str, int]) -> dict[str, list[int]]:
+    """Entry thunk indices by the entry instruction each runs for (``owners[k]``);
+    each instruction's thunks must be contiguous and in XLA's schedule order."""
+    groups: dict[str, list[int]] = {}
+    last = -1
+    for k, (name, kind) in enumerate(zip(owners, kinds)):
+        if name not in position:
+            raise RewriteError(f"entry thunk {k} ({kind}) belongs to {name!r}, "
+                               "which is not in the entry computation")
+        if groups.get(name) and groups[name][-1] != k - 1:
+            raise RewriteError(f"the thunks of {name} are not contiguous")
+        if position[name] < last:
+            raise RewriteError(f"entry thunks do not follow XLA's schedule at thunk {k} ({name})")
+        last = position[name]
+        groups.setdefault(name, []).append(k)
+    return groups
+
+
+def reorder_thunks(thunks, groups: Mapping[str, list[int]], order: Sequence[str]) -> list[int]:
+    """Put the repeated ThunkProto field ``thunks`` in ``order`` (by group);
+    returns the old index of each new position."""
+    old_index = [k for name in order for k in groups.get(name, ())]
+    copies = []
+    for k in old_index:
+        copy = type(thunks[k])()
+        copy.CopyFrom(thunks[k])
+        copies.append(copy)
+    del thunks[:]
+    thunks.extend(copies)
+    return old_index
 
 
 def nested_of_type(msg, full_name: str) -> Iterator[Any]:

@@ -28,8 +28,9 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import gpu_executable
-from olla_jax.apply.edits import (ExecutableEdit, RewriteError, check_covered, check_move,
-                                  fixed_kind, nested_of_type, relocate_buffers, slices)
+from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
+    ExecutableEdit, RewriteError, check_covered, check_move, check_order, edited_sizes,
+    entry_order, nested_of_type, relocate_buffers, reorder_thunks, slices, thunk_groups)
 
 ALIGNMENT = 256
 _THUNK = "xla.gpu.ThunkProto"
@@ -59,19 +60,7 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
             for a, b in zip(runtime, allocations)):
         raise RewriteError("the runtime allocations differ from the buffer assignment's: "
                            "this executable's layout is not the one this rewrite knows")
-    for i, alloc in enumerate(allocations):
-        if alloc.index != i:
-            raise RewriteError(f"allocations are not sorted by index (position {i} has {alloc.index})")
-    sizes = {a.index: a.size for a in allocations}
-    for index, size in edit.allocation_sizes.items():
-        if index not in sizes:
-            raise RewriteError(f"allocation_sizes names allocation {index}, which does not exist")
-        if int(size) != sizes[index] and fixed_kind(allocations[index]):
-            raise RewriteError(f"allocation {index} is {fixed_kind(allocations[index])}: "
-                               "its size cannot change")
-        if int(size) < 0 or int(size) % ALIGNMENT and int(size) != sizes[index]:
-            raise RewriteError(f"allocation {index} given size {size}: not a multiple of {ALIGNMENT}")
-        sizes[index] = int(size)
+    sizes = edited_sizes(allocations, edit.allocation_sizes, ALIGNMENT)
 
     owner = _entry_owners(decoded)
     _reorder(decoded, instructions, owner, tuple(edit.order))
@@ -97,59 +86,19 @@ def thunk_kind(thunk: Any) -> str:
     return thunk.WhichOneof("impl") or "unknown"
 
 
-def entry_order(decoded: gpu_executable.DecodedGpuExecutable) -> tuple[str, ...]:
-    """XLA's entry schedule, by instruction name."""
-    module = decoded.hlo_module
-    names = {i.id: i.name for c in module.computations for i in c.instructions}
-    return tuple(names[i] for i in module.schedule.sequences[module.entry_computation_id].instruction_ids)
-
-
 # --- order -----------------------------------------------------------------
 
 def _reorder(decoded, instructions: Mapping[str, Any], owner: Mapping[str, str],
              order: tuple[str, ...]) -> None:
     module = decoded.hlo_module
     entry = decoded.entry_computation()
-    by_id = {i.id: i for i in entry.instructions}
-    schedule = module.schedule.sequences[module.entry_computation_id]
-    xla_order = [by_id[i].name for i in schedule.instruction_ids]
-    position = {name: k for k, name in enumerate(xla_order)}
-    if len(order) != len(xla_order) or set(order) != set(xla_order):
-        raise RewriteError(f"order is not a permutation of the entry sequence ({len(order)} names "
-                           f"for {len(xla_order)}; unknown: {sorted(set(order) - set(xla_order))[:5]}, "
-                           f"missing: {sorted(set(xla_order) - set(order))[:5]})")
-    seen: set[int] = set()
-    for name in order:
-        instr = instructions[name]
-        for dep in list(instr.operand_ids) + list(instr.control_predecessor_ids):
-            if dep in by_id and dep not in seen:
-                raise RewriteError(f"order puts {name} before its operand or control "
-                                   f"predecessor {by_id[dep].name}")
-        seen.add(instr.id)
-
-    groups: dict[str, list[int]] = {}
-    last = -1
-    for k, thunk in enumerate(decoded.thunks):
-        name = owner.get(thunk_instruction(thunk, instructions), "")
-        if name not in position:
-            raise RewriteError(f"entry thunk {k} ({thunk_kind(thunk)}) belongs to {name!r}, "
-                               "which is not in the entry computation")
-        if groups.get(name) and groups[name][-1] != k - 1:
-            raise RewriteError(f"the thunks of {name} are not contiguous")
-        if position[name] < last:
-            raise RewriteError(f"entry thunks do not follow XLA's schedule at thunk {k} ({name})")
-        last = position[name]
-        groups.setdefault(name, []).append(k)
-
-    thunks = []
-    for k in (k for name in order for k in groups.get(name, ())):
-        copy = type(decoded.thunks[k])()
-        copy.CopyFrom(decoded.thunks[k])
-        thunks.append(copy)
-    del decoded.thunks[:]
-    decoded.thunks.extend(thunks)
+    position = check_order(module, entry, instructions, order)
+    owners = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
+    groups = thunk_groups(owners, [thunk_kind(t) for t in decoded.thunks], position)
+    reorder_thunks(decoded.thunks, groups, order)
     id_of = {i.name: i.id for i in entry.instructions}
-    schedule.instruction_ids[:] = [id_of[name] for name in order]
+    module.schedule.sequences[module.entry_computation_id].instruction_ids[:] = [
+        id_of[name] for name in order]
 
 
 # --- thunk slices ----------------------------------------------------------
