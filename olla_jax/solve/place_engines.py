@@ -49,6 +49,32 @@ def _occupant_units(lo: int, hi: int, a: int) -> tuple[int, int]:
     return lo // a, -(-hi // a)
 
 
+def _occupant_boxes(region, a: int) -> list[tuple[int, int, int, int]]:
+    """A region's occupants as disjoint (first time, last time, lo unit, hi unit) boxes.
+
+    Occupants may overlap one another (XLA hands one buffer's bytes to the next
+    at the step where the first dies), and NoOverlap2D would call two fixed
+    boxes that overlap infeasible.  So the union is cut at every occupant start
+    and end into time slabs, the byte spans of each slab are merged, and a span
+    that carries on unchanged into the next slab stays one box."""
+    occ = [(o.start, o.end, *_occupant_units(o.offset, o.offset + o.size, a))
+           for o in region.occupants if o.size > 0]
+    cuts = sorted({s for s, *_ in occ} | {e + 1 for _, e, *_ in occ})
+    boxes, open_since = [], {}                  # (lo, hi) -> first time of its box
+    for t, nxt in zip(cuts, cuts[1:] + [None]):
+        spans: list[tuple[int, int]] = []
+        for lo, hi in sorted((lo, hi) for s, e, lo, hi in occ if s <= t <= e):
+            if spans and lo <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
+            else:
+                spans.append((lo, hi))
+        for span in [sp for sp in open_since if sp not in spans]:
+            boxes.append((open_since.pop(span), t - 1, *span))
+        for span in spans:
+            open_since.setdefault(span, t)
+    return boxes
+
+
 def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
                 lower_bound: int = 0) -> Placement | None:
     """Minimise the arena with CP-SAT; None when it found nothing."""
@@ -97,11 +123,9 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
         if r not in boxes:
             continue
         xs, ys = boxes[r]
-        for k, occ in enumerate(region.occupants):
-            if occ.size > 0:
-                lo, hi = _occupant_units(occ.offset, occ.offset + occ.size, a)
-                xs.append(m.new_fixed_size_interval_var(occ.start, occ.end - occ.start + 1, f"o{r}_{k}"))
-                ys.append(m.new_fixed_size_interval_var(lo, hi - lo, f"oy{r}_{k}"))
+        for k, (first, last, lo, hi) in enumerate(_occupant_boxes(region, a)):
+            xs.append(m.new_fixed_size_interval_var(first, last - first + 1, f"o{r}_{k}"))
+            ys.append(m.new_fixed_size_interval_var(lo, hi - lo, f"oy{r}_{k}"))
     for xs, ys in boxes.values():
         m.add_no_overlap_2d(xs, ys)
     m.minimize(peak)

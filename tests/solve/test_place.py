@@ -153,6 +153,19 @@ def test_cpsat_reaches_the_brute_force_optimum(p):
     assert pl.arena_size == brute_force_arena(p)
 
 
+@pytest.mark.parametrize("engine", ["cpsat", "ilp-cbc"])
+def test_occupants_that_overlap_each_other_leave_the_optimum_reachable(engine):
+    # The two occupants share bytes [330, 332) at time 7, as a buffer handed
+    # on in place does; the optimum puts intervals 1 and 2 in the region.
+    ivs = (Interval(0, 0, 0), Interval(4, 0, 8), Interval(277, 8, 16), Interval(185, 20, 28),
+           Interval(54, 4, 12))
+    region = Region(436, (Occupant(135, 197, 1, 7), Occupant(330, 200, 7, 13)))
+    p = PlacementProblem(ivs, (region,), 1)
+    pl = place_exact(p, time_limit_s=20.0, engine=engine)
+    validate_placement(p, pl)
+    assert pl.arena_size == brute_force_arena(p) == 54
+
+
 @pytest.mark.parametrize("engine", ["ilp-highs", "ilp-cbc"])
 def test_ilp_reaches_the_brute_force_optimum(engine):
     if engine == "ilp-highs":
