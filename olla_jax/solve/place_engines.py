@@ -49,35 +49,30 @@ def _occupant_units(lo: int, hi: int, a: int) -> tuple[int, int]:
     return lo // a, -(-hi // a)
 
 
-def _occupant_boxes(region, a: int) -> list[tuple[int, int, int, int]]:
-    """A region's occupants as disjoint (first time, last time, lo unit, hi unit) boxes.
-
-    Occupants may overlap one another (XLA hands one buffer's bytes to the next
-    at the step where the first dies), and NoOverlap2D would call two fixed
-    boxes that overlap infeasible.  So the union is cut at every occupant start
-    and end into time slabs, the byte spans of each slab are merged, and a span
-    that carries on unchanged into the next slab stays one box."""
-    occ = [(o.start, o.end, *_occupant_units(o.offset, o.offset + o.size, a))
-           for o in region.occupants if o.size > 0]
-    cuts = sorted({s for s, *_ in occ} | {e + 1 for _, e, *_ in occ})
-    boxes, open_since = [], {}                  # (lo, hi) -> first time of its box
-    for t, nxt in zip(cuts, cuts[1:] + [None]):
-        spans: list[tuple[int, int]] = []
-        for lo, hi in sorted((lo, hi) for s, e, lo, hi in occ if s <= t <= e):
-            if spans and lo <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
-            else:
-                spans.append((lo, hi))
-        for span in [sp for sp in open_since if sp not in spans]:
-            boxes.append((open_since.pop(span), t - 1, *span))
-        for span in spans:
-            open_since.setdefault(span, t)
-    return boxes
+def _free_units(model: BlockModel, b: int, r: int, top: int) -> list[tuple[int, int]]:
+    """Offsets (in units, inclusive ranges) at which block ``b`` fits in region
+    ``r``: below ``top`` (the highest unit allowed there) and clear of every
+    occupant live at any time during the block's life.  Occupants are fixed and
+    a block keeps one offset all its life, so they only narrow its domain."""
+    a, size = model.alignment, model.blocks[b].size
+    spans = sorted(_occupant_units(lo, hi, a) for lo, hi in model.occupied[r][b])
+    free, x = [], 0
+    for lo, hi in spans + [(top + -(-size // a) + 1, None)]:
+        last = min(top, (lo * a - size) // a)      # highest unit ending at or below lo
+        if last >= x:
+            free.append((x, last))
+        if hi is not None:
+            x = max(x, hi)
+    return free
 
 
 def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
                 lower_bound: int = 0) -> Placement | None:
-    """Minimise the arena with CP-SAT; None when it found nothing."""
+    """Minimise the arena with CP-SAT; None when it found nothing.
+
+    One NoOverlap2D (time x units) per place, over only the blocks that can use
+    it: a region is offered to a block only where some offset clears every
+    occupant of its life, and the occupants themselves enter as domains."""
     from ortools.sat.python import cp_model
 
     a = model.alignment
@@ -85,18 +80,25 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
     hint_region, hint_offset = model.from_placement(hint)
     m = cp_model.CpModel()
     peak = m.new_int_var(lower_bound, max(lower_bound, hint.arena_size), "peak")
+    m.add_hint(peak, max(lower_bound, hint.arena_size))
     boxes: dict[int, tuple[list, list]] = {}            # place -> (x intervals, y intervals)
     choice: list[dict[int, tuple]] = []
     for b, block in enumerate(model.blocks):
         if block.size == 0:
             choice.append({})
             continue
+        domains = {ARENA: [(0, u.limit[b][ARENA])]}
+        for place in u.places[b]:
+            if place != ARENA:
+                free = _free_units(model, b, place, u.limit[b][place])
+                if free:
+                    domains[place] = free
         options = {}
         lits = []
-        single = len(u.places[b]) == 1
-        for place in u.places[b]:
+        single = len(domains) == 1
+        for place, free in domains.items():
             lit = None if single else m.new_bool_var(f"p{b}_{place}")
-            x = m.new_int_var(0, u.limit[b][place], f"x{b}_{place}")
+            x = m.new_int_var_from_domain(cp_model.Domain.from_intervals(free), f"x{b}_{place}")
             xs, ys = boxes.setdefault(place, ([], []))
             if single:
                 y = m.new_fixed_size_interval_var(x, u.size[b], f"y{b}")
@@ -115,23 +117,21 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
             if not single:
                 lits.append(lit)
                 m.add_hint(lit, hinted)
-            m.add_hint(x, hint_offset[b] // a if hinted else 0)
+            m.add_hint(x, hint_offset[b] // a if hinted else free[0][0])
         if lits:
             m.add_exactly_one(lits)
         choice.append(options)
-    for r, region in enumerate(model.problem.regions):
-        if r not in boxes:
-            continue
-        xs, ys = boxes[r]
-        for k, (first, last, lo, hi) in enumerate(_occupant_boxes(region, a)):
-            xs.append(m.new_fixed_size_interval_var(first, last - first + 1, f"o{r}_{k}"))
-            ys.append(m.new_fixed_size_interval_var(lo, hi - lo, f"oy{r}_{k}"))
     for xs, ys in boxes.values():
-        m.add_no_overlap_2d(xs, ys)
+        if len(xs) > 1:
+            m.add_no_overlap_2d(xs, ys)
     m.minimize(peak)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
     solver.parameters.num_workers = min(8, os.cpu_count() or 1)
+    # Probing the region literals of a few hundred blocks can outlast the
+    # whole limit (seen on every suite model), leaving no time to search.
+    solver.parameters.cp_model_probing_level = 0
+    solver.parameters.symmetry_level = 0
     status = solver.solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
