@@ -166,6 +166,27 @@ def test_occupants_that_overlap_each_other_leave_the_optimum_reachable(engine):
     assert pl.arena_size == brute_force_arena(p) == 54
 
 
+def test_cpsat_returns_a_placement_when_every_block_may_use_many_regions():
+    # Like a training step: 200 output regions, each written only at the end,
+    # may hold any of 400 temporaries before.  Probing every region literal
+    # once used the whole time limit, and CP-SAT returned nothing.
+    from olla_jax.solve.place_engines import solve_cpsat
+    from olla_jax.solve.place_model import build_model
+
+    rng = np.random.default_rng(0)
+    ivs = []
+    for s in rng.integers(0, 700, 400).tolist():
+        ivs.append(Interval(int(rng.integers(1, 64)) * 4096, s, s + int(rng.integers(1, 40))))
+    caps = (rng.integers(16, 128, 200) * 4096).tolist()
+    regions = tuple(Region(c, (Occupant(0, c, 650 + k % 50, 800),)) for k, c in enumerate(caps))
+    p = PlacementProblem(tuple(ivs), regions, 64)
+    hint = best_fit(p)
+    found = solve_cpsat(build_model(p), hint, 5.0)
+    assert found is not None
+    validate_placement(p, found)
+    assert found.arena_size <= hint.arena_size
+
+
 @pytest.mark.parametrize("engine", ["ilp-highs", "ilp-cbc"])
 def test_ilp_reaches_the_brute_force_optimum(engine):
     if engine == "ilp-highs":
