@@ -283,7 +283,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
     for order, source in ranked:
-        if best is not None and time.monotonic() - t0 > search_limit_s:
+        if best is not None and time.monotonic() - t0 > 0.85 * search_limit_s:
             logging.info("time limit: %d candidate orders not placed", len(ranked) - ranked.index(
                 (order, source)))
             break
@@ -292,11 +292,14 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
         if best is None or placement.arena_size < best[2].arena_size:
             best = (order, source, placement, owners, pp)
+    if best[2].arena_size > value:
+        best = _defer_outputs(graph, with_regions, best, deadline=t0 + search_limit_s)
     order, source, placement, owners, pp = best
-    if time.monotonic() > t0 + search_limit_s:
-        # The deadline may have cut the chosen order's best-fit to fewer sort
+    if time.monotonic() > t0 + 0.85 * search_limit_s:
+        # A deadline may have cut the chosen order's best-fit to fewer sort
         # orders (densenet lost 3% so); all of them take a second or so.
         placement = min(placement, place_lib.best_fit(pp), key=lambda p: p.arena_size)
+        best = (order, source, placement, owners, pp)
     if joint:
         order, source, placement, owners, pp = _joint(graph, best, time_limit_s - (time.monotonic() - t0),
                                                       seed)
@@ -309,6 +312,35 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             placement = exact
     layout = layout_lib.realize(graph, order, placement, owners)
     return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
+
+
+def _defer_outputs(graph: model.ScheduleGraph, problem, best, *, deadline: float):
+    """The best order with output writers moved later (``solve.defer``), each
+    variant placed by best-fit; the best placement wins.  At least one variant
+    is tried; the rest while ``deadline`` allows."""
+    import bisect
+
+    from olla_jax.solve import defer
+    from olla_jax.solve import place as place_lib
+
+    order, source, placement, _, pp = best
+    writers = defer.output_writers(problem)
+    if not writers:
+        return best
+    layout = graph.flat_layout(order)
+    starts = [layout[n] for n in order]
+    peak = order[bisect.bisect_right(starts, defer.arena_peak_step(pp, placement)) - 1]
+    for k, chosen in enumerate(defer.deferral_sets(writers, order, peak)):
+        if k and time.monotonic() > deadline:
+            break
+        moved = defer.defer(problem, order, chosen)
+        moved_pp, moved_owners = graph.placement_problem(moved)
+        moved_placement = place_lib.best_fit(moved_pp, deadline=deadline)
+        logging.info("placement with %d output writers deferred: %d bytes", len(chosen),
+                     moved_placement.arena_size)
+        if moved_placement.arena_size < best[2].arena_size:
+            best = (moved, f"{source}+deferred", moved_placement, moved_owners, moved_pp)
+    return best
 
 
 def candidate_plan(layout) -> check.CandidatePlan:
