@@ -35,8 +35,9 @@ def vit():
     xla = min((capture(step.fn, *step.args, static_argnums=step.static_argnums, scheduler=s)
                for s in ("default", "memory")), key=lambda c: c.memory.temp)
     fixed = xla.memory.argument + xla.memory.output - xla.memory.alias
-    # 60% of XLA's best temp: below what order and placement reach on this step.
-    target = fixed + int(0.6 * xla.memory.temp)
+    # 68% of XLA's best temp: order and placement alone reach 76% here in 3 s,
+    # recomputation 54% on an idle machine and 64% on a loaded one (measured).
+    target = fixed + int(0.68 * xla.memory.temp)
     return step, target, _plan(step, memory_budget=target)
 
 

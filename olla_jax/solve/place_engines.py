@@ -66,6 +66,9 @@ def _free_units(model: BlockModel, b: int, r: int, top: int) -> list[tuple[int, 
     return free
 
 
+_PRESOLVE_MAX_OPTIONAL = 10_000
+
+
 def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
                 lower_bound: int = 0) -> Placement | None:
     """Minimise the arena with CP-SAT; None when it found nothing.
@@ -83,6 +86,7 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
     m.add_hint(peak, max(lower_bound, hint.arena_size))
     boxes: dict[int, tuple[list, list]] = {}            # place -> (x intervals, y intervals)
     choice: list[dict[int, tuple]] = []
+    optional = 0                                        # rectangles present only if a place is chosen
     for b, block in enumerate(model.blocks):
         if block.size == 0:
             choice.append({})
@@ -107,6 +111,7 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
                 y = m.new_optional_fixed_size_interval_var(x, u.size[b], lit, f"y{b}_{place}")
                 xs += [m.new_optional_fixed_size_interval_var(s, e - s + 1, lit, f"t{b}_{place}_{s}")
                        for s, e in block.segments]
+                optional += len(block.segments)
             ys += [y] * len(block.segments)
             if place == ARENA:
                 ct = m.add(peak >= a * x + block.size)
@@ -132,6 +137,10 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
     # whole limit (seen on every suite model), leaving no time to search.
     solver.parameters.cp_model_probing_level = 0
     solver.parameters.symmetry_level = 0
+    # Presolve pays on arena-only models (1000 random buffers: 0.44% above the
+    # live-bytes bound at 10 s with it, 1.64% without), but on 63k optional
+    # rectangles (400 blocks x 157 regions) it alone outlasted a 5 s limit.
+    solver.parameters.cp_model_presolve = optional <= _PRESOLVE_MAX_OPTIONAL
     status = solver.solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
