@@ -265,12 +265,16 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     from olla_jax.solve import list_schedule
     orders.setdefault(tuple(list_schedule.best_list_schedule(with_regions).order), "list")
     # Each is a valid bound on the arena (see ScheduleGraph.bound_problems); the largest holds.
+    # Largest threshold first: those problems are small, often the strongest, and
+    # what they prove lets the others skip every node that cannot beat it.
     value = 0
-    bound_problems = graph.bound_problems()
+    bound_problems = graph.bound_problems()[::-1]
     for problem in bound_problems:
         value = max(value, bounds.min_cut_bound(
             problem, time_limit_s=max(0.5, 0.1 * search_limit_s / len(bound_problems)),
-            orders=list(orders)).value)
+            orders=list(orders), floor=value).value)
+    logging.info("lower bound %d bytes (%d problems), %.1f s into the search", value,
+                 len(bound_problems), time.monotonic() - t0)
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
     # the first searched order, the list schedule's, the other searched orders
@@ -280,6 +284,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
 
     def rank(item):
         order, src = item
+        if src.endswith("+sunk"):
+            return -1
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
     for order, source in ranked:
@@ -294,6 +300,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             best = (order, source, placement, owners, pp)
     if best[2].arena_size > value:
         best = _defer_outputs(graph, with_regions, best, deadline=t0 + search_limit_s)
+    if best[2].arena_size > value and "defer" in best[1]:
+        best = _sink_deferred(graph, with_regions, best, deadline=t0 + search_limit_s)
     order, source, placement, owners, pp = best
     if time.monotonic() > t0 + 0.85 * search_limit_s:
         # A deadline may have cut the chosen order's best-fit to fewer sort
@@ -312,6 +320,31 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             placement = exact
     layout = layout_lib.realize(graph, order, placement, owners)
     return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
+
+
+def _sink_deferred(graph: model.ScheduleGraph, problem, best, *, deadline: float):
+    """Sink moves (``solve.sink``) on an order whose output writers were just
+    deferred: the writers' operands now wait for them and can often be made
+    later too; placed by best-fit, kept when better."""
+    from olla_jax.solve import place as place_lib
+    from olla_jax.solve import sink
+    from olla_jax.solve.dag import Dag
+    from olla_jax.solve.evaluate import Evaluator
+
+    order, source, placement, _, _ = best
+    if time.monotonic() > deadline:
+        return best
+    budget = 0.25 * (deadline - time.monotonic())
+    moved = sink.improve(Evaluator(problem), Dag.of(problem), order,
+                         deadline=time.monotonic() + budget)
+    if moved == order:
+        return best
+    pp, owners = graph.placement_problem(moved)
+    trial = place_lib.best_fit(pp)
+    logging.info("placement after sink moves on the deferred order: %d bytes", trial.arena_size)
+    if trial.arena_size < placement.arena_size:
+        return moved, f"{source}+sunk", trial, owners, pp
+    return best
 
 
 def _defer_outputs(graph: model.ScheduleGraph, problem, best, *, deadline: float):

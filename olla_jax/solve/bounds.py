@@ -474,7 +474,7 @@ def _order_upper(problem: OrderProblem, orders: Sequence[Sequence[int]]) -> tupl
 
 
 def min_cut_bound(problem: OrderProblem, *, time_limit_s: float = 60.0, flow: str = "auto",
-                  orders: Sequence[Sequence[int]] = (), prune: bool = True) -> Bound:
+                  orders: Sequence[Sequence[int]] = (), prune: bool = True, floor: int = 0) -> Bound:
     """The per-node min-cut (closure) lower bound.
 
     Nodes are solved in decreasing order of an upper bound on their value (the
@@ -483,13 +483,19 @@ def min_cut_bound(problem: OrderProblem, *, time_limit_s: float = 60.0, flow: st
     stops early when the maximum meets the best order's peak.  On timeout the
     best bound proven so far is returned with ``complete=False``.
     ``prune=False`` solves every node, so ``per_node`` holds each exact minimum.
+    ``floor``: a bound already proven by other means; nodes whose upper bound
+    cannot exceed it are skipped too, so ``max(floor, value)`` is exact while
+    ``value`` alone may then be weaker.
     """
     t0 = time.perf_counter()
     engine, flow_fn = _flow_engine(flow)
+    method = f"min-cut/{engine}"
+    if prune and orders and floor > 0 and _order_upper(problem, orders)[1] <= floor:
+        # An order already costs no more than the floor: so does the optimum.
+        return Bound(0, (0,) * problem.num_nodes, method, time.perf_counter() - t0, True)
     graph = _graph(problem)
     items = _items(problem)
     per_node = _simple_per_node(problem, graph, items)
-    method = f"min-cut/{engine}"
     if problem.num_nodes == 0:
         return Bound(0, (), method, time.perf_counter() - t0, True)
     heuristic = [_greedy_order(problem), _topological(problem.num_nodes, problem.edges)]
@@ -497,7 +503,7 @@ def min_cut_bound(problem: OrderProblem, *, time_limit_s: float = 60.0, flow: st
     best = int(per_node.max())
     complete, flows = True, 0
     for n in np.argsort(-upper, kind="stable").tolist():
-        if prune and min(int(upper[n]), best_peak) <= best:
+        if prune and min(int(upper[n]), best_peak) <= max(best, floor):
             break  # nor can any later node: upper is sorted, values are at most it
         if time.perf_counter() - t0 > time_limit_s:
             complete = False

@@ -26,12 +26,14 @@ from olla_jax.solve.evaluate import Evaluator
 from olla_jax.solve.ilp_order import default_steps, solve_ilp
 from olla_jax.solve.list_schedule import best_list_schedule
 from olla_jax.solve.problem import OrderProblem
+from olla_jax.solve import sink
 from olla_jax.solve.search import SearchConfig, improve, sweep_pieces
 
 ENGINES = ("auto", "list", "cpsat", "ilp-cbc", "ilp-highs", "lns")
 CPSAT_WHOLE_MAX_NODES = 600      # auto: whole-graph CP-SAT up to this size (453 proven in 14 s)
 SWEEP_MIN_NODES = 2000           # lns: sweep pieces first from this size
 ILP_MAX_WINDOW_VARS = 400_000    # ilp: skip (say so) beyond this many node-step pairs
+SINK_SHARE = 0.3                 # auto/lns: share of the time left for sink moves before the search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +106,18 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
     elif engine in ("ilp-cbc", "ilp-highs"):
         _run_ilp(problem, dag, best, deadline, engine)
     if engine in ("auto", "lns") and not best.proven:
+        _run_sink(ev, dag, best, time.monotonic() + SINK_SHARE * (deadline - time.monotonic()))
         _run_lns(ev, dag, best, deadline, seed, lower_bound)
+        _run_sink(ev, dag, best, deadline)     # what the search moved may sink further
     assert best.order is not None
     return OrderResult(best.order, best.cost, best.source, time.monotonic() - t0,
                        best.proven, tuple(best.history))
+
+
+def _run_sink(ev: Evaluator, dag: Dag, best: _Best, deadline: float) -> None:
+    if best.proven or deadline - time.monotonic() <= 0.05:
+        return
+    best.offer(sink.improve(ev, dag, best.order, deadline=deadline), "sink")
 
 
 def _run_cpsat(problem: OrderProblem, best: _Best, deadline: float, share: float, seed: int) -> None:

@@ -75,6 +75,13 @@ def test_bounds_never_exceed_brute_force_optimum(problem):
             assert simple.per_node[node] <= cost
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order_problems(), st.integers(0, 400))
+def test_a_floor_only_skips_nodes_that_cannot_beat_it(problem, floor):
+    full = min_cut_bound(problem).value
+    assert max(floor, min_cut_bound(problem, floor=floor).value) == max(floor, full)
+
+
 @st.composite
 def dataflow_problems(draw, max_nodes: int = 7):
     """Each node defines a value read by some later nodes; at most one pinned
