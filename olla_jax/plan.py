@@ -253,7 +253,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         problems.append(dataclasses.replace(with_regions,
                                             region_sizes=tuple(0 for _ in with_regions.region_sizes)))
     for k, problem in enumerate(problems):
-        share = (0.55 * search_limit_s - (time.monotonic() - t0)) / (len(problems) - k)
+        share = (0.5 * search_limit_s - (time.monotonic() - t0)) / (len(problems) - k)
         floor = bounds.min_cut_bound(problem, time_limit_s=max(0.5, share / 4),
                                      orders=starts).value
         result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(0.5, share),
@@ -301,7 +301,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     if best[2].arena_size > value:
         best = _defer_outputs(graph, with_regions, best, deadline=t0 + search_limit_s)
     if best[2].arena_size > value and "defer" in best[1]:
-        best = _sink_deferred(graph, with_regions, best, deadline=t0 + search_limit_s)
+        best = _sink_deferred(graph, with_regions, best, deadline=t0 + 0.85 * search_limit_s)
     order, source, placement, owners, pp = best
     if time.monotonic() > t0 + 0.85 * search_limit_s:
         # A deadline may have cut the chosen order's best-fit to fewer sort
@@ -332,7 +332,7 @@ def _sink_deferred(graph: model.ScheduleGraph, problem, best, *, deadline: float
     from olla_jax.solve.evaluate import Evaluator
 
     order, source, placement, _, _ = best
-    if time.monotonic() > deadline:
+    if deadline - time.monotonic() < 0.5:    # no time left for sinking and a best-fit
         return best
     budget = 0.25 * (deadline - time.monotonic())
     moved = sink.improve(Evaluator(problem), Dag.of(problem), order,

@@ -12,6 +12,9 @@ is what was best when the time ran out. Engines:
 - ``auto``: list, then the whole-graph CP-SAT model on small graphs (it can
   prove optimality), then LNS for the rest of the time. Chosen by measurement:
   see benchmarks/results/order_engines.md.
+
+``auto`` and ``lns`` also make sink and hoist moves (``solve.sink``: a node run
+next to its first consumer or last producer) before and after the LNS.
 """
 
 from __future__ import annotations
