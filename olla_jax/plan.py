@@ -265,16 +265,25 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     from olla_jax.solve import list_schedule
     orders.setdefault(tuple(list_schedule.best_list_schedule(with_regions).order), "list")
     # Each is a valid bound on the arena (see ScheduleGraph.bound_problems); the largest holds.
-    # Largest threshold first: those problems are small, often the strongest, and
-    # what they prove lets the others skip every node that cannot beat it.
+    # The largest threshold first (few units, often the strongest: what it
+    # proves lets the others skip every node that cannot beat it), then the
+    # plain relaxation, then the rest, largest first, while the bound's share of
+    # the limit lasts: any subset of these bounds is a bound, only maybe weaker.
     value = 0
-    bound_problems = graph.bound_problems()[::-1]
-    for problem in bound_problems:
+    ascending = graph.bound_problems()
+    bound_problems = [ascending[-1], *ascending[:1], *ascending[-2:0:-1]][:len(ascending)]
+    bound_deadline = time.monotonic() + max(1.0, 0.15 * search_limit_s)
+    solved = 0
+    for k, problem in enumerate(bound_problems):
+        left = bound_deadline - time.monotonic()
+        if k >= 2 and left <= 0:
+            break
         value = max(value, bounds.min_cut_bound(
-            problem, time_limit_s=max(0.5, 0.1 * search_limit_s / len(bound_problems)),
+            problem, time_limit_s=max(0.2, left / (len(bound_problems) - k)),
             orders=list(orders), floor=value).value)
-    logging.info("lower bound %d bytes (%d problems), %.1f s into the search", value,
-                 len(bound_problems), time.monotonic() - t0)
+        solved += 1
+    logging.info("lower bound %d bytes (%d of %d threshold problems), %.1f s into the search",
+                 value, solved, len(bound_problems), time.monotonic() - t0)
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
     # the first searched order, the list schedule's, the other searched orders

@@ -490,16 +490,16 @@ def min_cut_bound(problem: OrderProblem, *, time_limit_s: float = 60.0, flow: st
     t0 = time.perf_counter()
     engine, flow_fn = _flow_engine(flow)
     method = f"min-cut/{engine}"
-    if prune and orders and floor > 0 and _order_upper(problem, orders)[1] <= floor:
+    if problem.num_nodes == 0:
+        return Bound(0, (), method, time.perf_counter() - t0, True)
+    heuristic = [_greedy_order(problem), _topological(problem.num_nodes, problem.edges)]
+    upper, best_peak = _order_upper(problem, [*heuristic, *orders])
+    if prune and floor > 0 and best_peak <= floor:
         # An order already costs no more than the floor: so does the optimum.
         return Bound(0, (0,) * problem.num_nodes, method, time.perf_counter() - t0, True)
     graph = _graph(problem)
     items = _items(problem)
     per_node = _simple_per_node(problem, graph, items)
-    if problem.num_nodes == 0:
-        return Bound(0, (), method, time.perf_counter() - t0, True)
-    heuristic = [_greedy_order(problem), _topological(problem.num_nodes, problem.edges)]
-    upper, best_peak = _order_upper(problem, [*heuristic, *orders])
     best = int(per_node.max())
     complete, flows = True, 0
     for n in np.argsort(-upper, kind="stable").tolist():
