@@ -310,7 +310,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     if best[2].arena_size > value:
         best = _defer_outputs(graph, with_regions, best, deadline=t0 + search_limit_s)
     if best[2].arena_size > value and "defer" in best[1]:
-        best = _sink_deferred(graph, with_regions, best, deadline=t0 + 0.85 * search_limit_s)
+        best = _sink_deferred(graph, with_regions, best, deadline=t0 + search_limit_s)
     order, source, placement, owners, pp = best
     if time.monotonic() > t0 + 0.85 * search_limit_s:
         # A deadline may have cut the chosen order's best-fit to fewer sort
