@@ -35,8 +35,9 @@ def vit():
     xla = min((capture(step.fn, *step.args, static_argnums=step.static_argnums, scheduler=s)
                for s in ("default", "memory")), key=lambda c: c.memory.temp)
     fixed = xla.memory.argument + xla.memory.output - xla.memory.alias
-    # 68% of XLA's best temp: order and placement alone reach 76% here in 3 s,
-    # recomputation 54% on an idle machine and 64% on a loaded one (measured).
+    # 68% of XLA's best temp: below what order and placement alone reach here in
+    # 3 s, and clear of what recomputation reaches even on a loaded machine (60%
+    # was not: the planner's 3 s give a worse order there).
     target = fixed + int(0.68 * xla.memory.temp)
     return step, target, _plan(step, memory_budget=target)
 

@@ -137,9 +137,9 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
     # whole limit (seen on every suite model), leaving no time to search.
     solver.parameters.cp_model_probing_level = 0
     solver.parameters.symmetry_level = 0
-    # Presolve pays on arena-only models (1000 random buffers: 0.44% above the
-    # live-bytes bound at 10 s with it, 1.64% without), but on 63k optional
-    # rectangles (400 blocks x 157 regions) it alone outlasted a 5 s limit.
+    # Presolve pays on arena-only models (random buffers without regions end
+    # closer to the live-bytes bound with it), but on 63k optional rectangles
+    # (400 blocks x 157 regions, the test of that name) it alone outlasted 5 s.
     solver.parameters.cp_model_presolve = optional <= _PRESOLVE_MAX_OPTIONAL
     status = solver.solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
