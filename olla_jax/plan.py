@@ -293,8 +293,6 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
 
     def rank(item):
         order, src = item
-        if src.endswith("+sunk"):
-            return -1
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
     for order, source in ranked:

@@ -39,7 +39,7 @@ def _reduce_rows(ufunc: np.ufunc, values: np.ndarray, lens: np.ndarray, empty: i
     return out
 
 
-def _csr(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def csr(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     ptr = np.zeros(len(rows) + 1, np.int64)
     ptr[1:] = np.cumsum([len(r) for r in rows])
     flat = np.fromiter((x for r in rows for x in r), np.int64, count=int(ptr[-1]))
@@ -80,8 +80,8 @@ class Evaluator:
         self.region = np.array([it.region for it in items], np.int64)
         self.fixed_start = np.array([it.live_in or not it.defs for it in items], bool)
         self.live_out = np.array([it.live_out for it in items], bool)
-        self.def_ptr, self.def_nodes = _csr([it.defs for it in items])
-        self.touch_ptr, self.touch_nodes = _csr([it.touches for it in items])
+        self.def_ptr, self.def_nodes = csr([it.defs for it in items])
+        self.touch_ptr, self.touch_nodes = csr([it.touches for it in items])
         self.extra = np.array(problem.node_extra, np.int64)
         self.caps = np.array(problem.region_sizes, np.int64)
         self.total_cap = int(self.caps.sum())
@@ -192,12 +192,16 @@ class Evaluator:
             idle = idle + old_busy - self._busy_caps(s_all, e_all, members, lo, hi)
         return np.maximum(0, live + self.extra[segment] - idle)
 
+    def outside_peak(self, st: OrderState, lo: int, hi: int) -> int:
+        """The highest step of ``st`` outside steps lo..hi."""
+        return max(int(st.prefix_max[lo - 1]) if lo > 0 else 0,
+                   int(st.suffix_max[hi + 1]) if hi + 1 < self.n else 0)
+
     def window_score(self, st: OrderState, lo: int, segment: Sequence[int]) -> tuple[int, int]:
         """``score()`` of the order with ``segment`` placed at steps lo.. (see window_profile)."""
         hi = lo + len(segment) - 1
         inner = self.window_profile(st, lo, segment)
-        outside = max(int(st.prefix_max[lo - 1]) if lo > 0 else 0,
-                      int(st.suffix_max[hi + 1]) if hi + 1 < self.n else 0)
+        outside = self.outside_peak(st, lo, hi)
         peak = max(outside, int(inner.max(initial=0)))
         count = int(np.count_nonzero(inner == peak))
         if outside == peak:

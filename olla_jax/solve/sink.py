@@ -19,15 +19,14 @@ from typing import Sequence
 import numpy as np
 
 from olla_jax.solve.dag import Dag
-from olla_jax.solve.evaluate import Evaluator
+from olla_jax.solve.evaluate import Evaluator, csr
 
 
 def _score(ev: Evaluator, st, lo: int, segment: np.ndarray) -> tuple[int, int]:
     """(peak, profile sum) of the order with ``segment`` at steps lo.."""
     hi = lo + len(segment) - 1
     inner = ev.window_profile(st, lo, segment)
-    outside = max(int(st.prefix_max[lo - 1]) if lo > 0 else 0,
-                  int(st.suffix_max[hi + 1]) if hi + 1 < ev.n else 0)
+    outside = ev.outside_peak(st, lo, hi)
     total = int(st.profile.sum()) - int(st.profile[lo:hi + 1].sum()) + int(inner.sum())
     return max(outside, int(inner.max(initial=0))), total
 
@@ -38,9 +37,8 @@ class _Index:
 
     def __init__(self, ev: Evaluator, dag: Dag):
         def flat(rows):
-            lens = np.array([len(r) for r in rows], np.int64)
-            owner = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
-            return owner, np.fromiter((x for r in rows for x in r), np.int64, count=int(lens.sum()))
+            ptr, values = csr(rows)
+            return np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(ptr)), values
         self.item_node, self.item = flat(ev.node_items)
         self.succ_node, self.succ = flat(dag.succs)
         self.pred_node, self.pred = flat(dag.preds)
