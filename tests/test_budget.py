@@ -22,11 +22,11 @@ def _bits(tree):
     return [(np.asarray(x).dtype, np.asarray(x).tobytes()) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def _plan(step, **kw):
+def _plan(step, time_limit_s=3, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", olla_jax.PlanWarning)
         return olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
-                             donate_argnums=step.donate_argnums, time_limit_s=3, **kw)
+                             donate_argnums=step.donate_argnums, time_limit_s=time_limit_s, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,13 @@ def vit():
     xla = min((capture(step.fn, *step.args, static_argnums=step.static_argnums, scheduler=s)
                for s in ("default", "memory")), key=lambda c: c.memory.temp)
     fixed = xla.memory.argument + xla.memory.output - xla.memory.alias
-    # 68% of XLA's best temp: below what order and placement alone reach here in
-    # 3 s, and clear of what recomputation reaches even on a loaded machine (60%
-    # was not: the planner's 3 s give a worse order there).
-    target = fixed + int(0.68 * xla.memory.temp)
-    return step, target, _plan(step, memory_budget=target)
+    # Below the proven lower bound, which order and placement alone can reach
+    # (sink moves often do), so only recomputation meets it; 8 s give the
+    # order search room to end near that bound even on a loaded machine, since
+    # recomputation starts from the order found.
+    bound = _plan(step, feed_back=False).lower_bound_bytes
+    target = fixed + int(0.95 * bound)
+    return step, target, _plan(step, time_limit_s=8, memory_budget=target)
 
 
 def test_recomputation_meets_the_budget_bit_for_bit(vit):
