@@ -6,6 +6,8 @@
     new_params, new_opt_state, loss = plan.compiled(params, opt_state, batch)
 """
 
+# First: jax is imported there, under its version check and with the CUDA plugin set up.
+from olla_jax import jax_compat  # noqa: F401  (isort: skip)
 from olla_jax.capture import Capture, CaptureError
 from olla_jax.plan import BudgetNotMet, Plan, PlanWarning, plan
 from olla_jax.saved import PlanFileError, SavedPlan, load_plan

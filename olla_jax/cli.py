@@ -440,7 +440,8 @@ def main(argv: list[str]) -> None:
         _fail(f"unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}", 2)
     if extra:
         _fail(f"unexpected arguments {' '.join(extra)!r} (flags are written --name=value)", 2)
-    from olla_jax import CaptureError
+    from olla_jax import CaptureError, jax_compat
+    jax_compat.discover_plugins()   # now, before any step touches jax: quietly
     try:
         COMMANDS[name]()
     except UsageError as err:

@@ -6,6 +6,10 @@ no GPU; without the plugin they are skipped.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -150,3 +154,83 @@ def test_local_gpu_detection_does_not_fail():
     if devices:
         compiled = gpu.compile_for_target(mlp_step, mlp_args(), target=gpu.LOCAL)
         assert_positive_memory(compiled)
+
+
+# --- the paths users take: no environment variables, any import order ------------------
+
+REPO = Path(__file__).resolve().parents[1]
+STEP_MODULE = """
+import jax.numpy as jnp
+
+def make_step():
+    def step(x):
+        return (jnp.sin(x) @ x.T).sum()
+    return step, (jnp.ones((32, 32)),)
+"""
+
+
+def run_as_user(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python ARGS`` with the environment of a user: none of the jax variables
+    the tests or benchmarks might set (importing olla_jax here sets one)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(cwd)])
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@needs_plugin
+def test_plan_for_gpu_after_jax_started_first(tmp_path):
+    # jax discovers its plugins (and the CUDA check fails) before olla_jax is imported.
+    (tmp_path / "user.py").write_text(textwrap.dedent("""
+        import jax
+        jax.numpy.ones(3).block_until_ready()
+        import olla_jax
+        def step(x):
+            return (jax.numpy.sin(x) @ x.T).sum()
+        p = olla_jax.plan(step, jax.numpy.ones((32, 32)), backend="gpu:h100", time_limit_s=2)
+        print("planned", p.backend)
+    """))
+    proc = run_as_user(["user.py"], tmp_path)
+    assert_ok(proc)
+    assert "planned gpu:h100" in proc.stdout
+
+
+@needs_plugin
+def test_cli_plans_for_gpu(tmp_path):
+    (tmp_path / "user_step.py").write_text(STEP_MODULE)
+    proc = run_as_user(["-m", "olla_jax", "plan", "--module=user_step:make_step",
+                        "--backend=gpu:h100", "--time_limit_s=2"], tmp_path)
+    assert_ok(proc)
+    assert "gpu:h100" in proc.stdout
+
+
+@needs_plugin   # the noise comes from the plugin: without it there is nothing to keep quiet
+def test_cli_on_cpu_is_quiet(tmp_path):
+    (tmp_path / "user_step.py").write_text(STEP_MODULE)
+    proc = run_as_user(["-m", "olla_jax", "plan", "--module=user_step:make_step",
+                        "--backend=cpu", "--time_limit_s=2"], tmp_path)
+    assert_ok(proc)
+    assert "Traceback" not in proc.stderr
+    assert "cudart_stub" not in proc.stderr
+
+
+@needs_plugin
+def test_library_on_cpu_prints_no_traceback(tmp_path):
+    # olla_jax first, then the user's own jax calls start the backends.
+    (tmp_path / "user.py").write_text(textwrap.dedent("""
+        import olla_jax
+        import jax
+        x = jax.numpy.ones((32, 32))
+        p = olla_jax.plan(lambda x: (jax.numpy.sin(x) @ x.T).sum(), x, time_limit_s=2,
+                          feed_back=False)
+        print("planned", p.backend)
+    """))
+    proc = run_as_user(["user.py"], tmp_path)
+    assert_ok(proc)
+    assert "planned cpu" in proc.stdout
+    assert "Traceback" not in proc.stderr

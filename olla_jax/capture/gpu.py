@@ -18,9 +18,7 @@ sorts need ``xla_gpu_deviceless_cub_mode`` (set here by default).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -30,15 +28,13 @@ import numpy as np
 from google.protobuf import text_format
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from olla_jax import protos
+from olla_jax import jax_compat, protos
 from olla_jax.capture.record import CaptureError as _CaptureErrorBase
 
 log = logging.getLogger(__name__)
 
 TARGETS_DIR = Path(__file__).parent / "targets"
 TARGET_PROTO = "stream_executor.GpuTargetConfigProto"
-# Top-level CUDA plugin packages jax discovers, newest first.
-_CUDA_PLUGINS = ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12")
 INSTALL_HINT = "pip install 'olla_jax[gpu]'"
 # Options every compile-only GPU compile gets unless the caller overrides them.
 DEVICELESS_OPTIONS: dict[str, Any] = {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"}
@@ -115,26 +111,9 @@ def target_config(target: str) -> str:
 
 # --- the CUDA plugin and devices -------------------------------------------
 
-def _skip_cuda_check() -> None:
-    """Without a GPU the CUDA plugin's version check fails and jax drops the
-    plugin, taking the compile-only path with it. jax reads this variable once,
-    when it first discovers plugins, so it is set when this module is imported
-    (a real GPU still initialises as usual; only the version check is skipped)."""
-    from jax._src import xla_bridge as xb
-
-    if cuda_plugin() is not None and not getattr(xb, "_plugins_registered", False):
-        os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
-
-
 def cuda_plugin() -> str | None:
     """The importable CUDA plugin module of jax, or None when none is installed."""
-    for name in _CUDA_PLUGINS:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return name
-        except (ImportError, ValueError):
-            continue
-    return None
+    return jax_compat.cuda_plugin()
 
 
 def _require_cuda_plugin() -> None:
@@ -142,16 +121,12 @@ def _require_cuda_plugin() -> None:
         raise CaptureError("compiling for a GPU needs jax's CUDA plugin "
                            "(jax-cuda12-plugin, jax-cuda12-pjrt, nvidia-cuda-nvcc-cu12 at "
                            f"jax's version): {INSTALL_HINT}")
-    from jax._src import xla_bridge as xb
-
-    _skip_cuda_check()
-    getattr(xb, "_discover_and_register_pjrt_plugins", lambda: None)()
-    if "cuda" not in getattr(xb, "_topology_factories", {"cuda": None}):
+    if not jax_compat.register_cuda_plugin():
         raise CaptureError(
-            "jax's CUDA plugin is installed but was not registered (its CUDA check "
-            "failed when jax started). Set JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1 (or "
-            "JAX_PLATFORMS=cpu) before jax initialises, or import olla_jax.capture.gpu "
-            "before using jax.")
+            f"jax's CUDA plugin ({cuda_plugin()}) is installed but could not be registered "
+            f"(jax {jax.__version__}); run with --verbosity=1 or logging at INFO for the "
+            "plugin's error, and check that jax, jaxlib and the plugin share one version: "
+            f"{INSTALL_HINT}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -328,5 +303,3 @@ def _mesh_context(mesh: Mesh):
     set_mesh = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
     return set_mesh(mesh) if set_mesh is not None else mesh
 
-
-_skip_cuda_check()

@@ -1,0 +1,221 @@
+"""Every use of jax's private modules, behind one version check.
+
+olla_jax reads a few things jax keeps private: how its PJRT plugins were
+discovered and registered (``jax._src.xla_bridge``), whether a GPU is visible
+(``jax._src.hardware_utils``), LAPACK's set-up and ``DeviceList`` for a process
+that only deserializes executables.  They move between jax releases, so they
+live here, next to the range of jax versions they were tested with.
+
+The CUDA plugin, when installed, is registered by jax the first time it needs
+a backend; on a machine without a GPU its CUDA version check then fails, jax
+prints a traceback and drops the plugin, and with it the compile-only GPU
+targets.  This module (imported with ``olla_jax``) makes that check skip where
+it can only fail, and registers the plugin later if jax had already dropped it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import re
+import sys
+import tempfile
+from typing import Any, Iterator, Sequence
+
+log = logging.getLogger(__name__)
+
+# The oldest jax olla_jax passes its tests with (0.10.0's jaxlib lacks a field
+# of the buffer assignment the executable rewrite edits).  Newer releases are
+# not refused (0.11 runs on the GPU machines); an older one is, with a message
+# saying what to install.  Keep in step with pyproject.toml.
+MIN_JAX = (0, 10, 1)
+SKIP_CHECK_VAR = "JAX_SKIP_CUDA_CONSTRAINTS_CHECK"
+# Top-level CUDA plugin modules jax discovers, newest first.
+CUDA_PLUGINS = ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12")
+
+
+class UnsupportedJaxError(ImportError):
+    """The installed jax (or jaxlib) is older than olla_jax supports."""
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"0.10.2"`` -> ``(0, 10, 2)``; suffixes such as ``.dev2026`` or ``rc1`` are dropped."""
+    parts = []
+    for piece in text.split(".")[:3]:
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+    return tuple(parts)
+
+
+def check_versions(jax_version: str, jaxlib_version: str) -> None:
+    """Raise :class:`UnsupportedJaxError` when either is older than ``MIN_JAX``."""
+    minimum = ".".join(map(str, MIN_JAX))
+    for name, version in (("jax", jax_version), ("jaxlib", jaxlib_version)):
+        if version_tuple(version) < MIN_JAX:
+            raise UnsupportedJaxError(
+                f"olla_jax needs {name} >= {minimum}, found {name} {version}: "
+                f"pip install -U 'jax>={minimum}' 'jaxlib>={minimum}'")
+
+
+# --- quiet native logs -----------------------------------------------------
+
+# Printed by each CUDA library of the plugin that is loaded on a machine without
+# a driver (absl logs to stderr before anything initialises it; no variable
+# turns these off).  They say nothing a CPU user can act on.
+_NATIVE_NOISE = re.compile(
+    r"(?:WARNING: All log messages before absl::InitializeLog\(\) is called are written "
+    r"to STDERR\n)?[IW]\d{4} [^\n]*cudart_stub\.cc:\d+\] Could not find cuda drivers on "
+    r"your machine, GPU will not be used\.\n")
+
+
+def drop_native_noise(text: str) -> str:
+    """``text`` without the CUDA stub lines of a machine that has no GPU driver."""
+    return _NATIVE_NOISE.sub("", text)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Hold what native code writes to file descriptor 2 meanwhile, and write it
+    back without the CUDA stub lines (everything else is kept, in order)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        held = tempfile.TemporaryFile()
+        os.dup2(held.fileno(), 2)
+    except (OSError, ValueError, AttributeError):   # no usable fd 2: nothing to filter
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        held.seek(0)
+        kept = drop_native_noise(held.read().decode(errors="replace"))
+        held.close()
+        if kept:
+            os.write(2, kept.encode())
+
+
+# --- importing jax ---------------------------------------------------------
+
+def _import_jax() -> Any:
+    if "jax" in sys.modules:
+        import jax
+        return jax
+    with quiet_native_stderr():
+        import jax
+    return jax
+
+
+jax = _import_jax()
+import jaxlib  # noqa: E402 - jax first, under the filter above
+from jax._src import xla_bridge as _xb  # noqa: E402
+
+check_versions(jax.__version__, getattr(jaxlib, "__version__", "0"))
+
+
+# --- the CUDA plugin -------------------------------------------------------
+
+def cuda_plugin() -> str | None:
+    """The importable CUDA plugin module of jax, or None when none is installed."""
+    for name in CUDA_PLUGINS:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        except (ImportError, ValueError):
+            continue
+    return None
+
+
+def has_visible_nvidia_gpu() -> bool:
+    """Whether this machine shows an NVIDIA device to jax (its own test)."""
+    try:
+        from jax._src import hardware_utils
+        return bool(hardware_utils.has_visible_nvidia_gpu())
+    except (ImportError, AttributeError):
+        return os.path.exists("/dev/nvidiactl")
+
+
+def plugins_discovered() -> bool:
+    """Whether jax has already imported and initialised its PJRT plugins."""
+    return bool(getattr(_xb, "_plugins_registered", False))
+
+
+def cuda_registered() -> bool:
+    """Whether the CUDA plugin can make device topologies (compile-only targets)."""
+    return "cuda" in getattr(_xb, "_topology_factories", {})
+
+
+def skip_failing_cuda_check() -> None:
+    """Without a visible GPU, jax's CUDA version check can only fail (no driver),
+    print a traceback and drop the plugin; skip it then.  jax does not start a
+    CUDA backend on such a machine anyway, so nothing else changes.  With a GPU
+    the check is left to jax.  jax reads the variable when it discovers plugins."""
+    if (cuda_plugin() is not None and not plugins_discovered()
+            and not has_visible_nvidia_gpu()):
+        os.environ.setdefault(SKIP_CHECK_VAR, "1")
+
+
+def discover_plugins() -> None:
+    """Let jax discover its plugins now, keeping the CUDA stub lines off stderr.
+    A no-op once jax has done it."""
+    if plugins_discovered():
+        return
+    skip_failing_cuda_check()
+    with quiet_native_stderr():
+        _xb._discover_and_register_pjrt_plugins()
+
+
+def register_cuda_plugin() -> bool:
+    """Make sure jax's CUDA plugin is registered; True when it is.
+
+    When jax discovered its plugins before olla_jax was imported (a user called
+    ``jax.devices()`` first), the version check failed then and the plugin was
+    dropped.  Its ``initialize()`` is run again here with the check skipped: the
+    plugin then serves compile-only targets (jax's backends, fixed already, are
+    left as they were)."""
+    name = cuda_plugin()
+    if name is None:
+        return False
+    discover_plugins()
+    if cuda_registered():
+        return True
+    previous = os.environ.get(SKIP_CHECK_VAR)
+    os.environ[SKIP_CHECK_VAR] = "1"
+    try:
+        with quiet_native_stderr():
+            importlib.import_module(name).initialize()
+    except Exception as err:  # noqa: BLE001 - the plugin raises several kinds
+        log.info("registering %s again failed: %r", name, err)
+    finally:
+        if previous is None:
+            os.environ.pop(SKIP_CHECK_VAR, None)
+        else:
+            os.environ[SKIP_CHECK_VAR] = previous
+    return cuda_registered()
+
+
+# --- for a process that only deserializes executables ----------------------
+
+def initialize_lapack() -> None:
+    """Set up LAPACK's function table for jnp.linalg's custom calls (jax does this
+    lazily while lowering, which a deserializing process never does)."""
+    from jax._src.lax import linalg
+    linalg.initialize_lapack()
+
+
+def device_list(devices: Sequence[Any]) -> Any:
+    """jaxlib's ``DeviceList`` of ``devices``, as ``deserialize_executable`` takes."""
+    from jax._src.lib import xla_client
+    return xla_client.DeviceList(tuple(devices))
+
+
+skip_failing_cuda_check()
