@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := examples,plots,highs,test,gpu
+EXTRAS := examples,plots,highs
+# The tests also compile for GPU targets (compile-only: the CUDA plugin, no GPU).
+TEST_EXTRAS := $(EXTRAS),test,gpu
 
 .PHONY: demo test test-slow benchmark clean
 
@@ -12,13 +14,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[$(TEST_EXTRAS)]"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(PY) -m olla_jax demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m slow
 
 benchmark: $(VENV)/.installed

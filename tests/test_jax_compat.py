@@ -1,0 +1,64 @@
+"""jax_compat: the supported jax range and the filter for the CUDA stub lines."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import jaxlib
+import pytest
+
+from olla_jax import jax_compat
+
+
+def test_installed_jax_is_in_the_declared_range():
+    assert jax_compat.version_tuple(jax.__version__) >= jax_compat.MIN_JAX
+    jax_compat.check_versions(jax.__version__, jaxlib.__version__)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0.10.2", (0, 10, 2)), ("0.11.0.dev20260101", (0, 11, 0)), ("0.11.0rc1", (0, 11, 0)),
+    ("1.0", (1, 0)),
+])
+def test_version_tuple(text, expected):
+    assert jax_compat.version_tuple(text) == expected
+
+
+@pytest.mark.parametrize("jax_version, jaxlib_version", [("0.9.2", "0.9.2"), ("0.10.2", "0.10.0")])
+def test_older_jax_is_refused_with_what_to_install(jax_version, jaxlib_version):
+    minimum = ".".join(map(str, jax_compat.MIN_JAX))
+    with pytest.raises(jax_compat.UnsupportedJaxError, match=f"pip install -U 'jax>={minimum}'"):
+        jax_compat.check_versions(jax_version, jaxlib_version)
+
+
+@pytest.mark.parametrize("version", ["0.11.0", "0.11.3.dev20260301", "0.12.0"])
+def test_newer_jax_is_accepted(version):
+    jax_compat.check_versions(version, version)   # the GPU machines run 0.11
+
+
+def test_minimum_matches_pyproject():
+    text = open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")).read()
+    minimum = ".".join(map(str, jax_compat.MIN_JAX))
+    assert f'"jax>={minimum}"' in text and f'"jaxlib>={minimum}"' in text
+
+
+STUB = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796439171.226700    5452 cudart_stub.cc:31] Could not find cuda drivers "
+        "on your machine, GPU will not be used.\n")
+
+
+def test_noise_filter_drops_only_the_stub_lines():
+    other = "W1205 02:56:44.098278 9940 sort_rewriter.cc:929] Using fallback sort algorithm\n"
+    text = "before\n" + STUB + other + STUB + "Traceback (most recent call last):\n"
+    assert jax_compat.drop_native_noise(text) == "before\n" + other + "Traceback (most recent call last):\n"
+
+
+def test_quiet_native_stderr_keeps_other_output(capfd):
+    with jax_compat.quiet_native_stderr():
+        os.write(2, STUB.encode())
+        os.write(2, b"kept line\n")
+        print("from python", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "cudart_stub" not in err
+    assert "kept line\n" in err and "from python\n" in err
