@@ -1,9 +1,8 @@
 """Every use of jax's private modules, behind one version check.
 
 olla_jax reads a few things jax keeps private: how its PJRT plugins were
-discovered and registered (``jax._src.xla_bridge``), whether a GPU is visible
-(``jax._src.hardware_utils``), LAPACK's set-up and ``DeviceList`` for a process
-that only deserializes executables.  They move between jax releases, so they
+discovered and registered (``jax._src.xla_bridge``), LAPACK's set-up and
+``DeviceList`` for a process that only deserializes executables.  They move between jax releases, so they
 live here, next to the range of jax versions they were tested with.
 
 The CUDA plugin, when installed, is registered by jax the first time it needs
@@ -104,24 +103,6 @@ def quiet_native_stderr() -> Iterator[None]:
             os.write(2, kept.encode())
 
 
-# --- importing jax ---------------------------------------------------------
-
-def _import_jax() -> Any:
-    if "jax" in sys.modules:
-        import jax
-        return jax
-    with quiet_native_stderr():
-        import jax
-    return jax
-
-
-jax = _import_jax()
-import jaxlib  # noqa: E402 - jax first, under the filter above
-from jax._src import xla_bridge as _xb  # noqa: E402
-
-check_versions(jax.__version__, getattr(jaxlib, "__version__", "0"))
-
-
 # --- the CUDA plugin -------------------------------------------------------
 
 def cuda_plugin() -> str | None:
@@ -135,13 +116,41 @@ def cuda_plugin() -> str | None:
     return None
 
 
+# The device files jax looks for (jax._src.hardware_utils) before it starts a CUDA backend.
+_NVIDIA_DEVICE_FILES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg")
+
+
 def has_visible_nvidia_gpu() -> bool:
-    """Whether this machine shows an NVIDIA device to jax (its own test)."""
-    try:
-        from jax._src import hardware_utils
-        return bool(hardware_utils.has_visible_nvidia_gpu())
-    except (ImportError, AttributeError):
-        return os.path.exists("/dev/nvidiactl")
+    """Whether this machine shows an NVIDIA device, by jax's own test."""
+    return any(os.path.exists(path) for path in _NVIDIA_DEVICE_FILES)
+
+
+# --- importing jax ---------------------------------------------------------
+
+def _noise_expected() -> bool:
+    """The stub lines come only from the CUDA plugin on a machine with no NVIDIA
+    device.  Elsewhere stderr is left alone, so that a native crash still shows."""
+    return cuda_plugin() is not None and not has_visible_nvidia_gpu()
+
+
+def _quiet_if_noisy() -> contextlib.AbstractContextManager:
+    return quiet_native_stderr() if _noise_expected() else contextlib.nullcontext()
+
+
+def _import_jax() -> Any:
+    if "jax" in sys.modules:
+        import jax
+        return jax
+    with _quiet_if_noisy():
+        import jax
+    return jax
+
+
+jax = _import_jax()
+import jaxlib  # noqa: E402 - jax first, under the filter above
+from jax._src import xla_bridge as _xb  # noqa: E402
+
+check_versions(jax.__version__, getattr(jaxlib, "__version__", "0"))
 
 
 def plugins_discovered() -> bool:
@@ -167,11 +176,12 @@ def skip_failing_cuda_check() -> None:
 def discover_plugins() -> None:
     """Let jax discover its plugins now, keeping the CUDA stub lines off stderr.
     A no-op once jax has done it."""
-    if plugins_discovered():
+    discover = getattr(_xb, "_discover_and_register_pjrt_plugins", None)
+    if plugins_discovered() or discover is None:   # done, or a jax that hides it: jax will
         return
     skip_failing_cuda_check()
-    with quiet_native_stderr():
-        _xb._discover_and_register_pjrt_plugins()
+    with _quiet_if_noisy():
+        discover()
 
 
 def register_cuda_plugin() -> bool:
@@ -191,7 +201,7 @@ def register_cuda_plugin() -> bool:
     previous = os.environ.get(SKIP_CHECK_VAR)
     os.environ[SKIP_CHECK_VAR] = "1"
     try:
-        with quiet_native_stderr():
+        with _quiet_if_noisy():
             importlib.import_module(name).initialize()
     except Exception as err:  # noqa: BLE001 - the plugin raises several kinds
         log.info("registering %s again failed: %r", name, err)
