@@ -61,6 +61,13 @@ def apply_layout(capture, layout, *, backend: str = "cpu", args: Sequence[Any] =
                               "again); not run: a compile-only target has no GPU here",
                        raw=raw)
     platform = "gpu" if gpu else "cpu"
+    callbacks = verify.host_callbacks(capture.executable, platform)
+    if callbacks:
+        return Outcome(False, f"host callbacks: not fed back: the step calls back into Python "
+                              f"({', '.join(callbacks[:3])}: jax.debug.callback, pure_callback "
+                              "or io_callback), and a rewritten executable is only loaded once "
+                              "it ran in a separate verification process, where that Python "
+                              "function does not exist", raw=raw)
     user_args = None
     dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
     if dynamic and _concrete(dynamic):
