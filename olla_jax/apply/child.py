@@ -104,16 +104,16 @@ def derived_inputs(user_args: Sequence[np.ndarray], seed: int) -> list[np.ndarra
 
 def _run(executable, inputs: Sequence[np.ndarray], device,
          donated: frozenset = frozenset()) -> tuple[list[np.ndarray], list[int]]:
-    """Outputs of one call, and the parameters (not donated) the call changed."""
+    """Outputs of one call, and the parameters not in ``donated`` that the
+    call consumed or overwrote."""
     import jax
 
     # Fresh device copies every call: donated arguments are consumed.
     args = [jax.device_put(np.array(x, copy=True), device) for x in inputs]
     outputs = [np.asarray(o) for o in executable.execute(args)]
     changed = [k for k, (a, x) in enumerate(zip(args, inputs))
-               if k not in donated and not a.is_deleted()
-               and np.ascontiguousarray(np.asarray(a)).tobytes()
-               != np.ascontiguousarray(x).tobytes()]
+               if k not in donated and (a.is_deleted() or np.ascontiguousarray(np.asarray(a))
+                                        .tobytes() != np.ascontiguousarray(x).tobytes())]
     return outputs, changed
 
 
@@ -194,8 +194,8 @@ def compare(request: dict[str, Any]) -> dict[str, Any]:
         got, changed = _run(candidate, inputs, device, donated)
         diff = _same(expected, got)
         if not diff and changed != reference_changed:
-            diff = (f"parameter(s) {sorted(set(changed) - set(reference_changed))} (not donated) "
-                    "were overwritten by the call")
+            diff = (f"the call changed parameter(s) {changed} (not donated), XLA's changed "
+                    f"{reference_changed or 'none'}")
             return {"ok": False, "trials": min(done, len(runs) - 1), "reason": f"on {label}: {diff}"}
         if diff:
             _log("checking that the reference is deterministic")

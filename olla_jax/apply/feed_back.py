@@ -2,8 +2,9 @@
 
 The order is strict: the layout has already passed the independent checker;
 the rewrite refuses slices it cannot map; the rewritten bytes run first in a
-child process against XLA's executable on random inputs (and the user's own),
-bit for bit; only then are they loaded here.  For a compile-only GPU target
+child process against XLA's executable on random inputs (and the user's own,
+and those perturbed), bit for bit; only then are they loaded here.  Steps that
+call back into Python are not fed back (the child has no such function).  For a compile-only GPU target
 (no device here) the rewritten executable is built and decoded again, and
 handed back unrun.
 """

@@ -337,3 +337,18 @@ def test_plan_keeps_xla_for_a_step_with_host_callbacks():
     planned.compiled(*mlp_args(0))
     jax.effects_barrier()
     assert seen, "XLA's executable, kept, still calls back"
+
+
+def test_a_candidate_that_consumes_an_undonated_argument_is_refused():
+    """Same outputs, but the candidate reuses parameter 0's buffer (donation
+    the reference does not have): the caller's array would be lost."""
+    def f(a, b):
+        return jnp.tanh(a) * b
+
+    args = (jnp.ones((64, 32)), jnp.full((64, 32), 0.5))
+    reference = executable.serialize_compiled(jax.jit(f).lower(*args).compile())
+    candidate = executable.serialize_compiled(
+        jax.jit(f, donate_argnums=0).lower(*args).compile())
+    assert verify.donated_parameters(candidate) == [0] and not verify.donated_parameters(reference)
+    result = verify.verify_executable(candidate, reference, trials=2)
+    assert not result.ok and "changed parameter(s) [0]" in result.reason, result.reason
