@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -181,7 +182,7 @@ def test_fewer_than_two_input_sets_are_refused(programs):
 def test_derived_inputs_perturb_floats_and_keep_integers():
     user = [np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), np.zeros(5, np.float16),
             np.array([0, 3, 7], np.int32), np.array([True, False]), np.float64(np.inf),
-            np.array([1 + 2j], np.complex64)]
+            np.array([1 + 2j], np.complex64), np.ones(8, ml_dtypes.bfloat16)]
     derived = child.derived_inputs(user, seed=0)
     for a, b in zip(user, derived):
         assert a.dtype == b.dtype and a.shape == b.shape
@@ -189,6 +190,7 @@ def test_derived_inputs_perturb_floats_and_keep_integers():
     assert np.array_equal(derived[2], user[2]) and np.array_equal(derived[3], user[3])
     assert derived[4] == np.inf  # non-finite values are kept
     assert derived[5][0].real != 1 and derived[5][0].imag != 2
+    assert np.any(derived[6] != user[6])
     assert all(np.array_equal(x, y) for x, y in zip(derived, child.derived_inputs(user, 0)))
 
 
