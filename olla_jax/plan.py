@@ -473,6 +473,12 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     ``memory_budget`` the overlap is given up step by step (3/4, 1/2, 1/4,
     none of what was asked) before anything is recomputed."""
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
+    if isinstance(verify_trials, bool) or not isinstance(verify_trials, (int, np.integer)) \
+            or verify_trials < 2:
+        raise ValueError(f"verify_trials must be an int >= 2, got {verify_trials!r}: a plan is "
+                         "only called verified once its executable matched XLA's on at least two "
+                         "random input sets (besides your own inputs); to skip verification "
+                         "altogether, pass feed_back=False (the plan is then not applied)")
     spmd = None
     if num_devices != 1 or in_shardings is not None or out_shardings is not None or mesh_axes:
         if not isinstance(num_devices, int) or num_devices < 1:

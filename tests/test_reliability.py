@@ -410,7 +410,7 @@ def test_verification_child_crash_is_contained(baseline):
         if use_alloc.index == temp:
             use_alloc.size = 64
     bad = executable.encode(decoded)
-    result = verify.verify_executable(bad, raw, trials=1, timeout_s=120)
+    result = verify.verify_executable(bad, raw, trials=2, timeout_s=120)
     assert not result.ok and result.reason
 
 
@@ -463,5 +463,5 @@ def test_load_refuses_corrupt_bytes(baseline, raw_executable):
 
 
 def test_verify_with_a_corrupt_reference(raw_executable):
-    result = verify.verify_executable(raw_executable, b"\x00garbage", trials=1)
+    result = verify.verify_executable(raw_executable, b"\x00garbage", trials=2)
     assert not result.ok and "reference is not usable" in result.reason

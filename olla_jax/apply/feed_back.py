@@ -2,8 +2,9 @@
 
 The order is strict: the layout has already passed the independent checker;
 the rewrite refuses slices it cannot map; the rewritten bytes run first in a
-child process against XLA's executable on random inputs (and the user's own),
-bit for bit; only then are they loaded here.  For a compile-only GPU target
+child process against XLA's executable on random inputs (and the user's own,
+and those perturbed), bit for bit; only then are they loaded here.  Steps that
+call back into Python are not fed back (the child has no such function).  For a compile-only GPU target
 (no device here) the rewritten executable is built and decoded again, and
 handed back unrun.
 """
@@ -61,6 +62,13 @@ def apply_layout(capture, layout, *, backend: str = "cpu", args: Sequence[Any] =
                               "again); not run: a compile-only target has no GPU here",
                        raw=raw)
     platform = "gpu" if gpu else "cpu"
+    callbacks = verify.host_callbacks(capture.executable, platform)
+    if callbacks:
+        return Outcome(False, f"host callbacks: not fed back: the step calls back into Python "
+                              f"({', '.join(callbacks[:3])}: jax.debug.callback, pure_callback "
+                              "or io_callback), and a rewritten executable is only loaded once "
+                              "it ran in a separate verification process, where that Python "
+                              "function does not exist", raw=raw)
     user_args = None
     dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
     if dynamic and _concrete(dynamic):

@@ -40,6 +40,7 @@ def load_compiled(original: jax.stages.Compiled, raw: bytes, *,
     """A Compiled running ``raw`` (a rewrite of ``original``'s executable)."""
     # Refuse anything that is not an executable we understand.
     (gpu_executable.decode if platform == "gpu" else executable.decode)(raw)
+    raw = executable.without_dump_options(raw)  # else XLA dumps the module again on load
     backend = original.runtime_executable().client
     payload, in_tree, out_tree = _se.serialize(original)
     unpickler = _SwapExecutable(io.BytesIO(payload), backend, bytes(raw))

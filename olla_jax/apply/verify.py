@@ -5,6 +5,16 @@ it, so both executables are loaded and run by ``python -m
 olla_jax.apply.child`` (a fresh interpreter: forking a process that runs XLA
 threads is unsafe).  Whatever happens there comes back as a Verification.
 
+The request (both executables and the inputs, a pickle) goes to the child on
+a pipe and the result comes back on one: no file holds the user's inputs, and
+the child dies with this process (see :mod:`olla_jax.apply.child`).
+
+"Verified" means: outputs bit-identical on at least two distinct input sets
+(the user's, the user's with their floats perturbed, ``trials`` random sets),
+the first set called once more after the others, and no parameter that is not
+donated changed by a call.  Steps that call back into Python (host callbacks)
+are refused: the callback lives in this process, not in the child.
+
 Both executables are called equally often and in step, so stateful thunks
 see the same states: with jaxlib 0.10.2 programs using ``lax.rng_uniform``
 (rng-get-and-update-state) compare equal; with 0.11.2 two loads of one
@@ -21,7 +31,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,12 +50,13 @@ class Verification:
     seconds: float
 
 
+def _decode(raw: bytes, platform: str):
+    return (gpu_executable if platform == "gpu" else executable).decode(raw)
+
+
 def parameter_specs(raw: bytes, platform: str = "cpu") -> list[tuple[tuple[int, ...], str]]:
     """(shape, XLA type name) of each entry parameter of an executable."""
-    if platform == "gpu":
-        entry = gpu_executable.decode(raw).entry_computation()
-    else:
-        entry = executable.decode(raw).entry_computation()
+    entry = _decode(raw, platform).entry_computation()
     params = sorted((i for i in entry.instructions if i.opcode == "parameter"),
                     key=lambda i: i.parameter_number)
     type_enum = params[0].shape.DESCRIPTOR.fields_by_name["element_type"].enum_type if params \
@@ -58,6 +68,23 @@ def parameter_specs(raw: bytes, platform: str = "cpu") -> list[tuple[tuple[int, 
             raise ValueError(f"parameter {p.name} is a tuple; not supported")
         specs.append((tuple(int(d) for d in p.shape.dimensions), type_name))
     return specs
+
+
+def donated_parameters(raw: bytes, platform: str = "cpu") -> list[int]:
+    """Entry parameters whose buffers the executable may reuse for its outputs."""
+    module = _decode(raw, platform).hlo_module
+    return sorted({e.parameter_number for e in module.input_output_alias.entries}
+                  | {e.parameter_number for e in module.buffer_donor.entries})
+
+
+def host_callbacks(raw: bytes, platform: str = "cpu") -> list[str]:
+    """Instructions that call back into Python (jax.debug.callback,
+    jax.pure_callback, io_callback): their target is a function of the
+    process that compiled them."""
+    module = _decode(raw, platform).hlo_module
+    return [i.name for c in module.computations for i in c.instructions
+            if i.opcode == "custom-call" and "python" in i.custom_call_target
+            and "callback" in i.custom_call_target]
 
 
 def executable_arguments(compiled: Any, *args: Any, **kwargs: Any) -> list[np.ndarray]:
@@ -104,51 +131,71 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
     ``args_spec``: the executable's flat parameters (anything with .shape and
     .dtype, in parameter order), checked against the executable; None takes
     them from its HLO.  ``user_args``: flat host arrays in the same order
-    (:func:`executable_arguments` builds them from a call's pytrees).
-    Crashes, aborts, timeouts and exceptions in the child give ok=False.
-    ``platform``: "cpu", or "gpu" to run both on this machine's first GPU.
+    (:func:`executable_arguments` builds them from a call's pytrees); they
+    are compared on, then again with their floats perturbed.  ``trials``:
+    random input sets besides those; at least two sets in all, else
+    ValueError.  Crashes, aborts, timeouts and exceptions in the child give
+    ok=False.  ``platform``: "cpu", or "gpu" to run both on this machine's
+    first GPU.
     """
+    if not isinstance(trials, (int, np.integer)) or trials < 0 or \
+            trials + (2 if user_args is not None else 0) < 2:
+        raise ValueError(f"trials={trials!r}: a verification compares at least two input sets; "
+                         "give trials >= 2 (random input sets), or user_args and trials >= 0")
     start = time.monotonic()
+    candidate, reference = (executable.without_dump_options(bytes(raw))
+                            for raw in (candidate, reference))
     try:
         specs = _normalize_spec(args_spec, parameter_specs(reference, platform))
+        donated = donated_parameters(reference, platform)
+        callbacks = host_callbacks(reference, platform)
     except (executable.LayoutError, gpu_executable.GpuLayoutError) as err:
         return Verification(False, f"reference is not usable: {err}", 0, 0.0)
-    request = {"candidate": bytes(candidate), "reference": bytes(reference),
-               "specs": specs, "trials": int(trials), "seed": int(seed), "platform": platform,
-               "user_args": None if user_args is None else [np.asarray(x) for x in user_args]}
-
-    with tempfile.TemporaryDirectory(prefix="olla-verify-") as tmp:
-        request_path = os.path.join(tmp, "request.pkl")
-        result_path = os.path.join(tmp, "result.json")
-        with open(request_path, "wb") as f:
-            pickle.dump(request, f, protocol=pickle.HIGHEST_PROTOCOL)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        if platform == "gpu":
-            env.pop("JAX_PLATFORMS", None)
-            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # share the GPU with this process
-        else:
-            env["JAX_PLATFORMS"] = "cpu"
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "olla_jax.apply.child", request_path, result_path],
-                capture_output=True, text=True, timeout=timeout_s, env=env, cwd=tmp)
-        except subprocess.TimeoutExpired as err:
-            tail = _tail(err.stderr)
-            return Verification(False, f"timed out after {timeout_s} s; {_stage(tail)}\n{tail}",
-                                0, time.monotonic() - start)
-        seconds = time.monotonic() - start
-        tail = _tail(proc.stderr)
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
-            return Verification(False, f"child killed by {name} {_stage(tail)}\n{tail}",
-                                0, seconds)
-        if proc.returncode != 0 or not os.path.exists(result_path):
-            return Verification(False, f"child exited with status {proc.returncode} "
-                                       f"{_stage(tail)}\n{tail}", 0, seconds)
-        with open(result_path) as f:
-            result = json.load(f)
+    if callbacks:
+        return Verification(False, f"the step calls back into Python ({', '.join(callbacks[:3])}: "
+                                   "jax.debug.callback, pure_callback or io_callback); the "
+                                   "callback exists only in this process, so the rewritten "
+                                   "executable cannot be run in the verification child", 0, 0.0)
+    request = pickle.dumps(
+        {"candidate": candidate, "reference": reference, "specs": specs, "donated": donated,
+         "trials": int(trials), "seed": int(seed), "platform": platform,
+         "user_args": None if user_args is None else [np.asarray(x) for x in user_args]},
+        protocol=pickle.HIGHEST_PROTOCOL)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if platform == "gpu":
+        env.pop("JAX_PLATFORMS", None)
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # share the GPU with this process
+    else:
+        env["JAX_PLATFORMS"] = "cpu"
+    # The child's lifeline: this process holds the only write end, so the
+    # child reads end of file when this process dies, however it dies.
+    lifeline, keep = os.pipe()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "olla_jax.apply.child", str(lifeline), str(os.getpid())],
+            input=request, capture_output=True, timeout=timeout_s, env=env, cwd=str(_ROOT),
+            pass_fds=(lifeline,))
+    except subprocess.TimeoutExpired as err:
+        tail = _tail(err.stderr)
+        return Verification(False, f"timed out after {timeout_s} s; {_stage(tail)}\n{tail}",
+                            0, time.monotonic() - start)
+    finally:
+        os.close(lifeline)
+        os.close(keep)
+    seconds = time.monotonic() - start
+    tail = _tail(proc.stderr)
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        return Verification(False, f"child killed by {name} {_stage(tail)}\n{tail}", 0, seconds)
+    try:
+        result = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        return Verification(False, f"child exited with status {proc.returncode} "
+                                   f"{_stage(tail)}\n{tail}", 0, seconds)
     return Verification(bool(result["ok"]), str(result["reason"]), int(result["trials"]), seconds)
 
 

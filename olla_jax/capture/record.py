@@ -93,10 +93,14 @@ def _serialize(compiled) -> bytes | None:
         exe = compiled.runtime_executable()
         client = getattr(exe, "client", None)
         if client is None:  # a compile-only executable (GPU target, no device) serializes itself
-            return bytes(exe.serialize())
-        return bytes(client.serialize_executable(exe))
+            raw = bytes(exe.serialize())
+        else:
+            raw = bytes(client.serialize_executable(exe))
     except Exception:  # noqa: BLE001 - not every backend serializes
         return None
+    # Loading bytes that still name our dump folder would make XLA dump there again.
+    from olla_jax.apply import executable
+    return executable.without_dump_options(raw)
 
 
 def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: str,
