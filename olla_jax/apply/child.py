@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from olla_jax import jax_compat
+
 
 def _log(message: str) -> None:
     print(f"olla-child: {message}", file=sys.stderr, flush=True)
@@ -137,23 +139,20 @@ def _prepare_runtime() -> None:
     only deserializes never does: LAPACK's function table for its custom calls
     (running jnp.linalg's custom calls without it segfaults)."""
     try:
-        from jax._src.lax import linalg
-
-        linalg.initialize_lapack()
+        jax_compat.initialize_lapack()
     except Exception as err:  # noqa: BLE001 - jax moved it; custom calls may crash
         _log(f"could not initialise LAPACK ({err!r})")
 
 
 def compare(request: dict[str, Any]) -> dict[str, Any]:
     import jax
-    from jax._src.lib import xla_client as xc
 
     # The inputs already have the executable's exact dtypes: keep float64 and
     # int64 as they are whatever the caller's script configured.
     jax.config.update("jax_enable_x64", True)
     _prepare_runtime()
     device = jax.devices(request.get("platform", "cpu"))[0]
-    devices = xc.DeviceList((device,))
+    devices = jax_compat.device_list([device])
     client = device.client
 
     def load(what: str):
