@@ -461,7 +461,9 @@ def cmd_hlo() -> None:
                                     title=f"temp memory over time: {dump.name}",
                                     lower_bound=bound and min(bound, ours.temp_bytes)),
                  report.plot_layout(graph, ours, f"{_PLOT.value}-layout.png",
-                                    title=f"buffer layout: {dump.name}")]
+                                    title=f"buffer layout: {dump.name}", xla=xla,
+                                    sources=report.op_sources(dump.hlo_proto),
+                                    name="olla_jax" if ours is not xla else "XLA")]
         print("wrote " + ", ".join(paths))
 
 
