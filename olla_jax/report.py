@@ -272,6 +272,15 @@ def plot_layout(graph: ScheduleGraph, layout: Layout, path: str, *,
     same scale when given; buffers coloured and named by the user's source
     line and op (``sources``, from ``op_sources``) with a colour key; below,
     the output allocations with the values parked in their idle space.  PNG."""
+    return _save(layout_figure(graph, layout, title=title, xla=xla, sources=sources, name=name),
+                 path)
+
+
+def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer layout",
+                  xla: Layout | None = None, sources: dict[str, OpSource] | None = None,
+                  name: str = "olla_jax"):
+    """The matplotlib Figure of ``plot_layout`` (not saved)."""
+    _matplotlib()
     horizon = max(1, len(graph.flat))
     boxes = _boxes(graph, layout)
     panels = [(f"{name}'s layout", layout)]
@@ -319,14 +328,15 @@ def plot_layout(graph: ScheduleGraph, layout: Layout, path: str, *,
                        fontsize="x-small")
         ax2.set_xlim(0, horizon)
         ax2.set_ylim(-0.05, len(hosts))
-        ax2.set_title(f"{name}: {len(parked_units)} temp value{'' if len(parked_units) == 1 else 's'} parked in idle output "
-                      "allocations (light grey: the outputs themselves)", fontsize="medium")
+        values = f"{len(parked_units)} temp value{'' if len(parked_units) == 1 else 's'}"
+        ax2.set_title(f"{name}: {values} parked in idle output allocations (light grey: the "
+                      "outputs themselves)", fontsize="medium")
         ax2.set_xlabel("step of the schedule")
     else:
         ax2.axis("off")
         ax2.text(0.5, 0.5, f"{name}: no temp values parked in output allocations",
                  transform=ax2.transAxes, ha="center", va="center", fontsize="small")
-    return _save(fig, path)
+    return fig
 
 
 def plot_plan(plan: Any, path_prefix: str) -> list[str]:
@@ -379,5 +389,5 @@ def peak_breakdown_text(plan: Any, top: int = 8) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["OpSource", "memory_timeline", "op_sources", "peak_breakdown_text", "plot_layout",
+__all__ = ["OpSource", "layout_figure", "memory_timeline", "op_sources", "peak_breakdown_text", "plot_layout",
            "plot_memory", "plot_plan"]
