@@ -243,21 +243,23 @@ def _label_big(ax, boxes: list[_Box], labels: dict[int, str], horizon: int, heig
         if b.size < 0.1 * height:
             lines = lines[:1]
         ax.text((b.start + b.end + 1) / 2, y_of(b), "\n".join(lines), ha="center", va="center",
-                fontsize=6, clip_on=True)
+                fontsize=7, clip_on=True)
 
 
 def _arena_panel(ax, graph: ScheduleGraph, layout: Layout, key: _Key, top: int,
                  horizon: int, title: str) -> None:
     arena = [b for b in _boxes(graph, layout) if b.allocation == graph.temp_allocation]
-    _draw_boxes(ax, arena, {graph.temp_allocation: 0.0}, {graph.temp_allocation: 1 / MIB},
+    unit, unit_name = (MIB, "MiB") if top >= MIB else (2 ** 10, "KiB")
+    _draw_boxes(ax, arena, {graph.temp_allocation: 0.0}, {graph.temp_allocation: 1 / unit},
                 [key.colour_of_unit[b.unit] for b in arena])
-    _label_big(ax, arena, key.label_of_unit, horizon, top, lambda b: (b.offset + b.size / 2) / MIB)
+    _label_big(ax, arena, key.label_of_unit, horizon, top, lambda b: (b.offset + b.size / 2) / unit)
     temp = layout.temp_bytes
-    ax.axhline(temp / MIB, color="black", linestyle="--", linewidth=1)
-    ax.text(horizon, temp / MIB, f"temp {_size(temp)} ", va="bottom", ha="right",
+    ax.axhline(temp / unit, color="black", linestyle="--", linewidth=1)
+    ax.text(horizon, temp / unit, f"temp {_size(temp)} ", va="bottom", ha="right",
             fontsize="small")
     ax.set_xlim(0, horizon)
-    ax.set_ylim(0, top / MIB * 1.06)
+    ax.set_ylim(0, top / unit * 1.06)
+    ax.set_ylabel(f"offset in the temp arena ({unit_name})")
     ax.set_title(f"{title}: {len(arena):,} live span{'' if len(arena) == 1 else 's'}",
                  fontsize="medium")
     ax.set_xlabel("step of its schedule")
@@ -305,7 +307,8 @@ def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer 
         ax = fig.add_subplot(grid[0, k], sharey=axes[0] if axes else None)
         _arena_panel(ax, graph, lay, key, top, horizon, panel_title)
         axes.append(ax)
-    axes[0].set_ylabel("offset in the temp arena (MiB)")
+    for ax in axes[1:]:
+        ax.set_ylabel("")
     fig.suptitle(title)
     from matplotlib.patches import Patch
     fig.legend([Patch(facecolor=c, edgecolor=(0, 0, 0, 0.4)) for c, _ in key.legend],
