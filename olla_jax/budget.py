@@ -379,7 +379,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         lower_bound_bytes=min(floor, found.temp_bytes), verified=True, source="olla_jax",
         engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + time.monotonic() - t0,
         notes=result.notes + (text,), compiled=compiled, layout=layout,
-        recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio)
+        recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio,
+        executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
 
 
 def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
@@ -410,6 +411,7 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
     text = (f"XLA's rematerialization with its memory limit forced to "
             f"{chosen.limit_bytes / 2**20:,.1f} MiB: temp {chosen.memory.temp / 2**20:,.2f} MiB, "
             f"{extra:,} extra FLOPs{share}; limits tried: {tried}")
+    from olla_jax.capture.record import _serialize
     from olla_jax.plan import StepCallable
     compiled = StepCallable(chosen.compiled, result.compiled.num_args, result.compiled.static)
     return dataclasses.replace(
@@ -417,6 +419,7 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
         argument_bytes=chosen.memory.argument, output_bytes=chosen.memory.output,
         alias_bytes=chosen.memory.alias, lower_bound_bytes=0, source="xla",
         engine="xla-remat", verified=False, compiled=compiled, layout=None,
+        executable_bytes=_serialize(chosen.compiled),   # XLA's rematerializing one, not ours
         extra_flops=extra, solve_seconds=result.solve_seconds + time.monotonic() - t0,
         notes=result.notes + (text,))
 

@@ -15,7 +15,7 @@ subcommands:
   batch   the largest batch size that fits, per planner: --example=NAME [--size=small]
           or --module=pkg.mod:make_step_for_batch, --capacity=BYTES (or a GPU
           --backend), [--modes=xla,olla] [--min_batch=1] [--max_batch=N]
-  help    print this help
+  help    print this help (help SUBCOMMAND, or SUBCOMMAND --help: that subcommand's)
 
 examples:
   {prog} demo
@@ -29,7 +29,8 @@ examples:
 --module names a callable taking no arguments that returns a Step-like object
 (fn, args, static_argnums, donate_argnums) or a tuple (fn, args); for batch it
 takes the batch size instead.
-Add --verbosity=1 for debug logs and full tracebacks; --helpfull lists absl's flags too.
+Only warnings are logged unless --verbosity=0 (info) or --verbosity=1 (debug logs
+and full tracebacks) is given; --helpfull lists absl's flags too.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ import importlib
 import json
 import logging as pylogging
 import os
+import re
+import shutil
 import sys
+import textwrap
+import threading
 import time
 import warnings
 from typing import Any, Callable, NoReturn, Sequence
@@ -120,12 +125,72 @@ def _usage() -> str:
     return __doc__.format(prog=_prog())
 
 
-def _print_help(full: bool = False) -> None:
-    text = FLAGS.get_help() if full else FLAGS.module_help(__name__)
+def _print_help(full: bool = False, subcommand: str | None = None) -> None:
+    if subcommand is not None and not full:
+        text = _subcommand_help(subcommand)
+    else:
+        text = _usage() + "\nflags:\n" + (FLAGS.get_help() if full else FLAGS.module_help(__name__))
     try:
-        print(_usage() + "\nflags:\n" + text)
+        print(text)
     except BrokenPipeError:   # `olla-jax --help | head`
         pass
+
+
+# absl puts an enum's values first: "<tiny|small|full>: plan/donate: ..."
+_SEGMENT = re.compile(r"(?:^(?:<[^>]*>:\s+)?|;\s+)((?:{0})(?:/(?:{0}))*):\s+".format(
+    "|".join(SUBCOMMANDS)))
+
+
+def _flag_text(help_text: str, subcommand: str) -> str | None:
+    """What a flag's help says for ``subcommand`` (its help is written as
+    'plan/hlo: ...; batch: ...'); None when the flag is not one of its flags."""
+    found = list(_SEGMENT.finditer(help_text))
+    for k, m in enumerate(found):
+        if subcommand in m.group(1).split("/"):
+            end = found[k + 1].start() if k + 1 < len(found) else len(help_text)
+            text = help_text[m.end():end].strip()
+            return text if text.endswith(".") else text + "."
+    return None
+
+
+def _flag_usage(flag: Any) -> str:
+    if flag.flag_type() == "bool":
+        return f"--{flag.name}"
+    values = getattr(flag.parser, "enum_values", None)
+    kind = "{" + ",".join(values) + "}" if values else flag.flag_type().split()[-1].upper()
+    return f"--{flag.name}={kind}"
+
+
+def _subcommand_help(name: str) -> str:
+    """Usage, description, examples and flags of one subcommand (from this
+    module's docstring and the flags' help)."""
+    doc, prog = _usage(), _prog()
+    described, current = [], None
+    for line in doc.split("subcommands:\n", 1)[1].split("\n\n", 1)[0].splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            current = line.split()[0]
+            line = line.strip()[len(current):]
+        if current == name:
+            described.append(line.strip())
+    examples = [line.strip() for line in doc.split("examples:\n", 1)[1].split("\n\n", 1)[0]
+                .splitlines() if (line.strip() + " ").startswith(f"{prog} {name} ")]
+    rows = []
+    for flag in FLAGS.get_flags_for_module(__name__):
+        text = _flag_text(flag.help, name)
+        if text is None:
+            continue
+        if flag.default not in (None, False, []):
+            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
+            text += f" (default: {default})"
+        rows.append(f"  {_flag_usage(flag)}\n" + textwrap.fill(
+            text, width=92, initial_indent="      ", subsequent_indent="      "))
+    rows.append("  -v, --verbosity=INT\n      Logs: 0 info, 1 debug (and full tracebacks); by default "
+                "warnings only.")
+    out = [f"usage: {prog} {name} [--flags]", "",
+           textwrap.fill(f"{name}: " + " ".join(described), width=92, subsequent_indent="  ")]
+    if examples:
+        out += ["", "examples:"] + [f"  {e}" for e in examples]
+    return "\n".join(out + ["", "flags:"] + rows)
 
 
 def _mib(n: int | None) -> str:
@@ -147,8 +212,73 @@ def _require(flag: flags.FlagHolder, subcommand: str) -> Any:
 def _log_warnings() -> None:
     """Warnings (e.g. PlanWarning: XLA's plan kept) as one log line each."""
     def show(message, category, filename, lineno, file=None, line=None):
+        if _StatusLine.active is not None:
+            _StatusLine.active.clear()
         logging.warning("%s: %s", category.__name__, message)
     warnings.showwarning = show
+
+
+class _StatusLine:
+    """The planner's progress as one line on a terminal, redrawn in place
+    (elapsed time ticks between the planner's reports).  A no-op unless the
+    stream is a terminal and info logs are off."""
+    active: "_StatusLine | None" = None
+
+    def __init__(self, stream: Any = None, interval_s: float = 0.25):
+        self.stream = sys.stderr if stream is None else stream
+        self.interval_s = interval_s
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)()) and \
+            logging.get_verbosity() < logging.INFO
+        self._latest: tuple[Any, float] | None = None   # (Progress, its run's start)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def callback(self) -> Callable[[Any], None] | None:
+        return self.update if self.enabled else None
+
+    def update(self, progress: Any) -> None:
+        self._latest = (progress, time.monotonic())
+        self.draw()
+
+    def _width(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or 100
+        except (AttributeError, OSError, ValueError):
+            return shutil.get_terminal_size((100, 20)).columns
+
+    def draw(self) -> None:
+        if self._latest is None:
+            return
+        progress, when = self._latest
+        line = progress.line(time.monotonic() - when)[:max(20, self._width() - 1)]
+        with self._lock:
+            self.stream.write("\r" + line + "\x1b[K")
+            self.stream.flush()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.draw()
+
+    def __enter__(self) -> "_StatusLine":
+        if self.enabled:
+            _StatusLine.active = self
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.clear()
+        _StatusLine.active = None
 
 
 def _plot(plan: Any) -> None:
@@ -163,9 +293,12 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
     import olla_jax
     logging.info("planning on %s, time limit %.0f s, engine %s", _BACKEND.value,
                  _TIME_LIMIT.value, _ENGINE.value)
-    plan = olla_jax.plan(fn, *args, backend=_BACKEND.value, time_limit_s=_TIME_LIMIT.value,
-                         static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums),
-                         engine=_ENGINE.value, feed_back=not _NO_FEED_BACK.value, seed=_SEED.value)
+    with _StatusLine() as status:
+        plan = olla_jax.plan(fn, *args, backend=_BACKEND.value, time_limit_s=_TIME_LIMIT.value,
+                             static_argnums=tuple(static_argnums),
+                             donate_argnums=tuple(donate_argnums), engine=_ENGINE.value,
+                             feed_back=not _NO_FEED_BACK.value, seed=_SEED.value,
+                             progress=status.callback)
     print(plan.summary())
     if _SAVE.value:
         plan.save(_SAVE.value)
@@ -282,7 +415,13 @@ def _read_dump(directory: str, pick: str | None) -> _Dump:
 def _solve_graph(graph: Any, xla: Any, time_limit_s: float) -> tuple[Any, int | None, str]:
     """(best layout, lower bound, engine) for a graph; ``xla`` if nothing beats it."""
     from olla_jax.plan import solve_graph
-    solution = solve_graph(graph, time_limit_s=time_limit_s, engine=_ENGINE.value, seed=_SEED.value)
+    from olla_jax.progress import Reporter
+    with _StatusLine() as status:
+        report = Reporter(status.callback, time_limit_s)
+        report.start_planning()
+        report("order search", xla=xla.temp_bytes)
+        solution = solve_graph(graph, time_limit_s=time_limit_s, engine=_ENGINE.value,
+                               seed=_SEED.value, progress=report)
     if solution.layout.temp_bytes >= xla.temp_bytes:
         return xla, min(solution.lower_bound_bytes, xla.temp_bytes), solution.engine
     return solution.layout, solution.lower_bound_bytes, solution.engine
@@ -322,7 +461,9 @@ def cmd_hlo() -> None:
                                     title=f"temp memory over time: {dump.name}",
                                     lower_bound=bound and min(bound, ours.temp_bytes)),
                  report.plot_layout(graph, ours, f"{_PLOT.value}-layout.png",
-                                    title=f"buffer layout: {dump.name}")]
+                                    title=f"buffer layout: {dump.name}", xla=xla,
+                                    sources=report.op_sources(dump.hlo_proto),
+                                    name="olla_jax" if ours is not xla else "XLA")]
         print("wrote " + ", ".join(paths))
 
 
@@ -427,6 +568,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     """Dispatch ``argv[1]`` (flags already parsed by absl)."""
     _log_warnings()
+    if not FLAGS["verbosity"].present:   # absl would log INFO; only warnings unless asked
+        logging.set_verbosity(logging.WARNING)
     if logging.get_verbosity() < 1:   # jax's own INFO lines (e.g. no TPU found) are noise here
         pylogging.getLogger("jax").setLevel(pylogging.WARNING)
     positional = argv[1:]
@@ -434,7 +577,9 @@ def main(argv: list[str]) -> None:
         _fail("give a subcommand", 2)
     name, extra = positional[0], positional[1:]
     if name == "help":
-        _print_help()
+        if extra and extra[0] not in COMMANDS:
+            _fail(f"help: unknown subcommand {extra[0]!r}; choose one of {', '.join(COMMANDS)}", 2)
+        _print_help(subcommand=extra[0] if extra else None)
         return
     if name not in COMMANDS:
         _fail(f"unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}", 2)
@@ -459,6 +604,7 @@ def run(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     flag_args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
     if any(a in ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull") for a in flag_args):
-        _print_help(full="--helpfull" in flag_args)
+        named = [a for a in flag_args if a in COMMANDS]
+        _print_help(full="--helpfull" in flag_args, subcommand=named[0] if named else None)
         sys.exit(0)
     app.run(main, argv=argv, flags_parser=_parse_flags)

@@ -144,9 +144,28 @@ class Plan:
         from olla_jax import report
         return report.plot_plan(self, str(prefix))
 
+    @property
+    def runs_xla_executable(self) -> bool:
+        """``compiled`` runs XLA's own executable (nothing of ours was loaded)."""
+        def exe(c):
+            return getattr(c, "executable", c)
+        return self.source == "xla" or exe(self.compiled) is exe(self.xla_compiled)
+
+    def _verified_text(self) -> str:
+        if self.verified:
+            return "yes"
+        if self.runs_xla_executable:
+            if self.source != "xla" and self.executable_bytes is not None:
+                # a compile-only target: ours was built and decoded, not run here
+                return "n/a (XLA's executable runs; ours, in executable_bytes, was not run)"
+            return "n/a (XLA's executable)"
+        return "no"
+
     def summary(self) -> str:
         def mb(x):
-            return "-" if x is None else f"{x / 2**20:,.2f} MiB"
+            if x is None:
+                return "-"
+            return f"{x / 2**20:,.2f} MiB" if abs(x) >= 2**20 or x == 0 else f"{x / 2**10:,.1f} KiB"
         rows = [
             ("XLA temp, default scheduler", mb(self.xla_default_temp_bytes)),
             (f"XLA temp, best ({self.xla_scheduler})", mb(self.xla_best_temp_bytes)),
@@ -154,7 +173,8 @@ class Plan:
             ("olla_jax temp, achieved", mb(self.achieved_temp_bytes)),
             ("lower bound (proven)" if not self.recomputed else
              "lower bound (working set)", mb(self.lower_bound_bytes)),
-            ("gap to bound", f"{100 * self.gap:.2f}%"),
+            ("gap to bound", f"{100 * self.gap:.2f}%" if self.lower_bound_bytes > 0
+             else "n/a (no bound)"),
             ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
                                               f"{mb(self.alias_bytes)}"),
             ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
@@ -166,7 +186,7 @@ class Plan:
                          f"{len(self.recomputed)}, {self.extra_flops:,}"))
             rows.append(("step time (measured)", ratio))
         rows += [
-            ("verified bit-for-bit", str(self.verified)),
+            ("verified bit-for-bit", self._verified_text()),
         ]
         width = max(len(k) for k, _ in rows)
         lines = [f"olla_jax plan ({self.backend}, plan from {self.source})"]
@@ -222,7 +242,8 @@ class Solution:
 
 
 def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[int]] = (),
-                time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0) -> Solution:
+                time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0,
+                progress=None) -> Solution:
     """Order and placement for a scheduling graph, with a lower bound.
 
     Orders are searched under several objectives: arena live bytes less idle
@@ -230,9 +251,17 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     allocations can hold temporaries first), the same seen from units larger
     than a threshold (only regions at least their size can hold them), and
     arena live bytes alone.  The placement of each candidate order, XLA's
-    included, decides."""
+    included, decides.  ``progress``: a callable taking ``olla_jax.progress.Progress``
+    snapshots (or a ``progress.Reporter``)."""
+    from olla_jax import progress as progress_lib
     from olla_jax.solve import bounds, place as place_lib
     from olla_jax.solve import order as order_lib
+
+    report = progress_lib.reporter(progress, time_limit_s)
+
+    def order_progress(msg: str) -> None:
+        logging.info("order search: %s", msg)
+        report("order search", msg)
 
     t0 = time.monotonic()
     joint = engine == "joint"
@@ -258,7 +287,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                                      orders=starts).value
         result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(0.5, share),
                                        engine=engine, seed=seed, lower_bound=floor,
-                                       progress=lambda msg: logging.info("order search: %s", msg))
+                                       progress=order_progress)
         orders.setdefault(tuple(result.order), result.engine)
     # The memory-aware list schedule on its own: cheap, and its best-fit placement
     # sometimes beats orders that score better on the order objectives.
@@ -284,6 +313,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         solved += 1
     logging.info("lower bound %d bytes (%d of %d threshold problems), %.1f s into the search",
                  value, solved, len(bound_problems), time.monotonic() - t0)
+    report("lower bound", bound=value)
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
     # the first searched order, the list schedule's, the other searched orders
@@ -303,6 +333,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         pp, owners = graph.placement_problem(order)
         placement = place_lib.best_fit(pp, deadline=t0 + search_limit_s)
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
+        report("placement", f"{source} order", best=placement.arena_size)
         if best is None or placement.arena_size < best[2].arena_size:
             best = (order, source, placement, owners, pp)
     if best[2].arena_size > value:
@@ -326,6 +357,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         if exact.arena_size < placement.arena_size:
             placement = exact
     layout = layout_lib.realize(graph, order, placement, owners)
+    report("placement", "done", best=layout.temp_bytes)
     return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
 
 
@@ -443,7 +475,7 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
          saved=None, memory_budget: int | None = None, recompute: bool = True,
          num_devices: int = 1, in_shardings: Any = None, out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
-         collective_overlap: str | float = "keep") -> Plan:
+         collective_overlap: str | float = "keep", progress=None) -> Plan:
     """Plan ``fn(*args)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
@@ -471,7 +503,13 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     keeps the most-overlapped pairs up to that share of XLA's overlapped FLOPs
     (``Plan.settings`` reports the overlapped FLOPs, XLA's and ours).  With a
     ``memory_budget`` the overlap is given up step by step (3/4, 1/2, 1/4,
-    none of what was asked) before anything is recomputed."""
+    none of what was asked) before anything is recomputed.
+
+    ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
+    seconds, the least temp placed so far, XLA's, the bound) at each stage and
+    improvement; by default nothing is reported."""
+    from olla_jax.progress import Reporter
+    report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     if isinstance(verify_trials, bool) or not isinstance(verify_trials, (int, np.integer)) \
             or verify_trials < 2:
@@ -492,7 +530,7 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
                    static_argnums=static_argnums, donate_argnums=donate_argnums,
                    compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                    feed_back=feed_back, seed=seed, saved=saved, spmd=spmd,
-                   collective_overlap=collective_overlap)
+                   collective_overlap=collective_overlap, progress=report)
     if memory_budget is None or result.runs_total_bytes <= memory_budget:
         return result
     asked = collectives.keep_fraction(collective_overlap)
@@ -502,7 +540,8 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
                           static_argnums=static_argnums, donate_argnums=donate_argnums,
                           compiler_options=compiler_options, engine=engine,
                           verify_trials=verify_trials, feed_back=feed_back, seed=seed,
-                          saved=saved, spmd=spmd, collective_overlap=share * asked)
+                          saved=saved, spmd=spmd, collective_overlap=share * asked,
+                          progress=report)
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"collective overlap reduced to {share:.0%} of what was asked to meet the "
@@ -512,6 +551,7 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
                 return result
     if recompute and saved is None:
         from olla_jax import budget
+        report("recomputing", "to meet the memory budget")
         if spmd:
             result = dataclasses.replace(result, notes=result.notes + (
                 "no recomputation for sharded steps (XLA's rematerialization is driven for "
@@ -558,7 +598,10 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
 def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums: Sequence[int],
           donate_argnums: Sequence[int], compiler_options: dict[str, Any] | None, engine: str,
           verify_trials: int, feed_back: bool, seed: int, saved, spmd=None,
-          collective_overlap: str | float = "keep") -> Plan:
+          collective_overlap: str | float = "keep", progress=None) -> Plan:
+    from olla_jax.progress import reporter
+    report = reporter(progress, time_limit_s)
+    report("compiling")   # XLA, with each of its schedulers
     t_start = time.monotonic()
     notes: list[str] = []
     static = tuple((i, args[i]) for i in sorted(set(static_argnums)))
@@ -569,6 +612,8 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
     caps = _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options, spmd)
     default = caps[0]
     best = min(caps, key=lambda c: c.memory.temp)
+    report.start_planning()
+    report("graph", xla=best.memory.temp)
     settings = {"time_limit_s": time_limit_s, "engine": engine, "seed": seed,
                 "schedulers": [c.scheduler for c in caps]}
     common = dict(backend=backend, xla_default_temp_bytes=default.memory.temp,
@@ -636,11 +681,11 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
                 kept_all = dataclasses.replace(graph, edges=tuple(sorted(
                     set(graph.edges) | set(collectives.overlap_edges(graph.nodes, pairs)))))
                 first = solve_graph(kept_all, warm_starts=starts, time_limit_s=0.35 * left,
-                                    engine=engine, seed=seed)
+                                    engine=engine, seed=seed, progress=report)
                 starts = [*starts, first.layout.order]
                 left = max(1.0, time_limit_s - (time.monotonic() - t_solve))
             solution = solve_graph(graph, warm_starts=starts, time_limit_s=left,
-                                   engine=engine, seed=seed)
+                                   engine=engine, seed=seed, progress=report)
             if pairs and len(kept) < len(pairs) and \
                     first.layout.temp_bytes < solution.layout.temp_bytes:
                 solution = dataclasses.replace(
@@ -650,9 +695,11 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
     solve_seconds = time.monotonic() - t_solve  # graph, order, placement, bound (not XLA's compiles)
+    report.stop_planning()
     if layout.temp_bytes >= best.memory.temp:
         return fallback("no order and placement below XLA's best was found", graph,
                         min(bound, best.memory.temp))
+    report("checking")
     try:
         check.check_plan(best.hlo_proto, best.values_text, best.live_range_text,
                          candidate_plan(layout), alignment=graph.alignment)
@@ -672,6 +719,7 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     from olla_jax.apply import feed_back as apply_plan
+    report("verifying", "rewriting the executable and checking it bit for bit")
     try:
         outcome = apply_plan.apply_layout(best, layout, backend=backend, args=args,
                                           static_argnums=static_argnums, trials=verify_trials)

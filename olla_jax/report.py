@@ -4,14 +4,19 @@
     report.plot_plan(plan, "out/cnn")   # out/cnn-memory.png, out/cnn-layout.png
 
 Time is the step on the flattened schedule (entry instructions with the
-instructions of their called computations in place).  ``memory_timeline`` is
-plain Python; the plots need matplotlib (``pip install 'olla_jax[plots]'``),
+instructions of their called computations in place).  Buffers are named by the
+user's operations and source lines, which XLA keeps as op metadata in the
+module (``op_sources``).  ``memory_timeline`` is plain Python; the plots need matplotlib (``pip install 'olla_jax[plots]'``),
 imported on first use and drawn on an Agg canvas, never through pyplot, so a
 user's interactive backend is left alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+from collections import defaultdict
 from typing import Any
 
 from olla_jax.graph.layout import Layout, xla_layout
@@ -19,6 +24,95 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.graph.simulate import Box as _Box, boxes as _boxes, memory_timeline
 
 MIB = 2 ** 20
+KEYED_GROUPS = 10    # source lines with a colour of their own in the layout's key
+
+
+# ---- what the user wrote -------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class OpSource:
+    """The user's operation behind an HLO instruction (its op metadata)."""
+    op_name: str        # as jax names it, e.g. "jit(step)/transpose(jvp(Dense_0))/dot_general"
+    file: str           # source file ('' when XLA kept none)
+    line: int
+    function: str
+
+    @property
+    def where(self) -> str:
+        return f"{os.path.basename(self.file)}:{self.line}" if self.file else ""
+
+    @property
+    def short_op(self) -> str:
+        """The op without jax's wrappers: "Dense_0/dot_general (bwd)"."""
+        backward = "transpose(" in self.op_name
+        parts = []
+        for part in self.op_name.split("/"):
+            if part.startswith(("jit(", "pjit(")) and not parts:
+                continue
+            inner = re.sub(r"^(?:\w+\()+([^()]*)\)+$", r"\1", part)   # jvp(Dense_0) -> Dense_0
+            if inner:
+                parts.append(inner)
+        name = "/".join(parts[-2:])
+        return f"{name} (bwd)" if backward and name else name
+
+
+def _is_library(path: str) -> bool:
+    return any(f"{os.sep}{d}{os.sep}" in path for d in ("site-packages", "dist-packages"))
+
+
+def op_sources(hlo_proto: bytes) -> dict[str, OpSource]:
+    """Per instruction name (every computation), the user's op and source line.
+
+    Newer jax keeps source lines as stack frames in the module's
+    ``stack_frame_index``; the innermost frame outside installed packages is
+    the user's line (a flax layer's own line is not what the user wrote)."""
+    from olla_jax.graph import dumps
+    module = dumps.parse_hlo_proto(hlo_proto).hlo_module
+    index = module.stack_frame_index
+
+    def entry(table, k):        # the index's ids count from 1
+        return table[k - 1] if 0 < k <= len(table) else None
+
+    def frame(frame_id: int) -> tuple[str, int, str]:
+        first, seen = None, set()
+        while frame_id and frame_id not in seen:
+            seen.add(frame_id)
+            f = entry(index.stack_frames, frame_id)
+            loc = f and entry(index.file_locations, f.file_location_id)
+            if loc is None:
+                break
+            found = (entry(index.file_names, loc.file_name_id) or "", loc.line,
+                     entry(index.function_names, loc.function_name_id) or "")
+            first = first or found
+            if found[0] and not _is_library(found[0]):
+                return found
+            frame_id = f.parent_frame_id
+        return first or ("", 0, "")
+
+    def source(md) -> OpSource:
+        file, line, function = md.source_file, md.source_line, ""
+        if md.stack_frame_id and (not file or _is_library(file)):
+            file, line, function = frame(md.stack_frame_id)
+        return OpSource(md.op_name, file, int(line), function)
+
+    roots = {}
+    for comp in module.computations:
+        for instr in comp.instructions:
+            if instr.id == comp.root_id:
+                roots[comp.id] = instr
+    out = {}
+    for comp in module.computations:
+        for instr in comp.instructions:
+            # A fusion XLA wrapped around one op may carry no metadata: its root's then
+            md, inner, seen = instr.metadata, instr, set()
+            while not md.op_name and inner.called_computation_ids and inner.id not in seen:
+                seen.add(inner.id)
+                inner = roots.get(inner.called_computation_ids[0])
+                if inner is None:
+                    break
+                md = inner.metadata
+            out[instr.name] = source(md)
+    return out
 
 
 # ---- plots -----------------------------------------------------------------
@@ -82,11 +176,49 @@ def plot_memory(graph: ScheduleGraph, xla: Layout, ours: Layout, path: str, *,
     return _save(fig, path)
 
 
-def _colours(boxes: list[_Box]):
-    """A colour per box, by unit: tab20 with neighbouring units spread apart."""
+@dataclasses.dataclass(frozen=True)
+class _Key:
+    """Colour and name of every unit, grouped by the user's source line (or,
+    without metadata, the op): the largest groups get a colour of their own."""
+    colour_of_unit: dict[int, Any]
+    label_of_unit: dict[int, str]
+    legend: list[tuple[Any, str]]      # (colour, text)
+
+
+_OTHER = (0.72, 0.72, 0.72, 1.0)
+_OUTPUT = (0.93, 0.93, 0.93, 1.0)
+
+
+def _key(graph: ScheduleGraph, boxes: list[_Box], sources: dict[str, OpSource] | None) -> _Key:
     import matplotlib
-    cmap = matplotlib.colormaps["tab20"]
-    return [cmap((b.unit * 7) % 20) for b in boxes]
+    sources = sources or {}
+    group_of, label_of, ops_of = {}, {}, defaultdict(lambda: defaultdict(int))
+    area = defaultdict(int)
+    for unit in graph.units:
+        key = graph.values[unit.values[0]].key
+        src = sources.get(key.split("{", 1)[0])
+        op = src.short_op if src else ""
+        where = src.where if src else ""
+        group_of[unit.id] = where or op.split("/")[-1] or key.split("{", 1)[0].rstrip(".0123456789")
+        label_of[unit.id] = "\n".join(x for x in (op or key, where) if x)
+        ops_of[group_of[unit.id]][op.split(" ")[0].split("/")[-1] or "-"] += unit.size
+    for b in boxes:
+        area[group_of[b.unit]] += b.size * (b.end + 1 - b.start)
+    ranked = sorted(area, key=lambda g: -area[g])[:KEYED_GROUPS]
+    cmap = matplotlib.colormaps["tab10"]
+    colour_of_group = {g: cmap(k % 10) for k, g in enumerate(ranked)}
+    legend = []
+    for g in ranked:
+        ops = sorted(ops_of[g], key=lambda o: -ops_of[g][o])
+        if ops == ["-"]:
+            text = f"{g} (XLA's; no source line)"
+        else:
+            text = g if g in ops else f"{g}  {', '.join(ops[:3])}{' ...' if len(ops) > 3 else ''}"
+        legend.append((colour_of_group[g], text))
+    if len(area) > len(ranked):
+        legend.append((_OTHER, f"{len(area) - len(ranked)} other source lines"))
+    colours = {u: colour_of_group.get(g, _OTHER) for u, g in group_of.items()}
+    return _Key(colours, label_of, legend)
 
 
 def _draw_boxes(ax, boxes: list[_Box], base: dict[int, float], scale: dict[int, float], colours):
@@ -101,73 +233,118 @@ def _draw_boxes(ax, boxes: list[_Box], base: dict[int, float], scale: dict[int, 
                                      linewidths=0.3 if len(boxes) < 1500 else 0.0))
 
 
-def _label_big(ax, graph: ScheduleGraph, boxes: list[_Box], horizon: int, height: float,
+def _label_big(ax, boxes: list[_Box], labels: dict[int, str], horizon: int, height: float,
                y_of, limit: int = 25) -> None:
-    """Name the values of the boxes big enough to hold a label."""
-    big = [b for b in boxes if (b.end + 1 - b.start) > 0.08 * horizon and b.size > 0.04 * height]
+    """Name the buffers of the boxes big enough to hold a label (op and source line)."""
+    big = [b for b in boxes if (b.end + 1 - b.start) > 0.08 * horizon and b.size > 0.05 * height]
     big.sort(key=lambda b: -(b.end + 1 - b.start) * b.size)
     for b in big[:limit]:
-        key = graph.values[graph.units[b.unit].values[0]].key
-        ax.text((b.start + b.end + 1) / 2, y_of(b), key if len(key) <= 28 else key[:26] + "..",
-                ha="center", va="center", fontsize=6, clip_on=True)
+        lines = [x if len(x) <= 30 else x[:28] + ".." for x in labels[b.unit].split("\n")]
+        if b.size < 0.1 * height:
+            lines = lines[:1]
+        ax.text((b.start + b.end + 1) / 2, y_of(b), "\n".join(lines), ha="center", va="center",
+                fontsize=7, clip_on=True)
+
+
+def _arena_panel(ax, graph: ScheduleGraph, layout: Layout, key: _Key, top: int,
+                 horizon: int, title: str) -> None:
+    arena = [b for b in _boxes(graph, layout) if b.allocation == graph.temp_allocation]
+    unit, unit_name = (MIB, "MiB") if top >= MIB else (2 ** 10, "KiB")
+    _draw_boxes(ax, arena, {graph.temp_allocation: 0.0}, {graph.temp_allocation: 1 / unit},
+                [key.colour_of_unit[b.unit] for b in arena])
+    _label_big(ax, arena, key.label_of_unit, horizon, top, lambda b: (b.offset + b.size / 2) / unit)
+    temp = layout.temp_bytes
+    ax.axhline(temp / unit, color="black", linestyle="--", linewidth=1)
+    ax.text(horizon, temp / unit, f"temp {_size(temp)} ", va="bottom", ha="right",
+            fontsize="small")
+    ax.set_xlim(0, horizon)
+    ax.set_ylim(0, top / unit * 1.06)
+    ax.set_ylabel(f"offset in the temp arena ({unit_name})")
+    ax.set_title(f"{title}: {len(arena):,} live span{'' if len(arena) == 1 else 's'}",
+                 fontsize="medium")
+    ax.set_xlabel("step of its schedule")
+    ax.grid(alpha=0.2)
 
 
 def plot_layout(graph: ScheduleGraph, layout: Layout, path: str, *,
-                title: str = "buffer layout") -> str:
-    """Where every buffer sits over time: the temp arena (x = step, y = offset,
-    one rectangle per live span, coloured by unit) and, below, the output
-    allocations with the values parked in their idle space.  PNG."""
+                title: str = "buffer layout", xla: Layout | None = None,
+                sources: dict[str, OpSource] | None = None, name: str = "olla_jax") -> str:
+    """Where every buffer sits over time in the temp arena (x = step, y =
+    offset, one rectangle per live span), ``xla``'s layout beside it on the
+    same scale when given; buffers coloured and named by the user's source
+    line and op (``sources``, from ``op_sources``) with a colour key; below,
+    the output allocations with the values parked in their idle space.  PNG."""
+    return _save(layout_figure(graph, layout, title=title, xla=xla, sources=sources, name=name),
+                 path)
+
+
+def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer layout",
+                  xla: Layout | None = None, sources: dict[str, OpSource] | None = None,
+                  name: str = "olla_jax"):
+    """The matplotlib Figure of ``plot_layout`` (not saved)."""
+    _matplotlib()
     horizon = max(1, len(graph.flat))
     boxes = _boxes(graph, layout)
-    arena = [b for b in boxes if b.allocation == graph.temp_allocation]
+    panels = [(f"{name}'s layout", layout)]
+    if xla is not None and xla is not layout:
+        panels.insert(0, ("XLA's layout", xla))
+    all_arena = [b for _, lay in panels for b in _boxes(graph, lay)
+                 if b.allocation == graph.temp_allocation]
     region_allocs = set(graph.regions)
     parked_units = {b.unit for b in boxes if b.allocation in region_allocs
                     and graph.units[b.unit].movable}
     hosts = sorted({b.allocation for b in boxes if b.unit in parked_units})
     region_boxes = [b for b in boxes if b.allocation in hosts]
+    key = _key(graph, all_arena + [b for b in region_boxes if b.unit in parked_units], sources)
 
     lower = min(5.0, max(1.2, 0.16 * len(hosts))) if hosts else 0.4
-    fig = _figure(12, 6.2 + lower)
-    ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(5, lower))
-    temp = layout.temp_bytes
-    top = max([temp] + [b.offset + b.size for b in arena]) or 1
-    _draw_boxes(ax, arena, {graph.temp_allocation: 0.0}, {graph.temp_allocation: 1 / MIB},
-                _colours(arena))
-    _label_big(ax, graph, arena, horizon, top, lambda b: (b.offset + b.size / 2) / MIB)
-    ax.axhline(temp / MIB, color="black", linestyle="--", linewidth=1)
-    ax.text(horizon, temp / MIB, f" temp {temp / MIB:,.2f} MiB", va="bottom", ha="right",
-            fontsize="small")
-    ax.set_xlim(0, horizon)
-    ax.set_ylim(0, top / MIB * 1.04)
-    ax.set_ylabel("offset in the temp arena (MiB)")
-    ax.set_title(f"{title}: {len(arena):,} live span{'' if len(arena) == 1 else 's'} in the temp arena")
-    ax.grid(alpha=0.2)
+    keyed = len(key.legend)
+    fig = _figure(9 + 6 * (len(panels) - 1), 6.2 + lower + 0.2 * keyed)
+    grid = fig.add_gridspec(2, len(panels), height_ratios=(5, lower))
+    top = max([lay.temp_bytes for _, lay in panels] + [b.offset + b.size for b in all_arena]) or 1
+    axes = []
+    for k, (panel_title, lay) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, k], sharey=axes[0] if axes else None)
+        _arena_panel(ax, graph, lay, key, top, horizon, panel_title)
+        axes.append(ax)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    fig.suptitle(title)
+    from matplotlib.patches import Patch
+    fig.legend([Patch(facecolor=c, edgecolor=(0, 0, 0, 0.4)) for c, _ in key.legend],
+               [t for _, t in key.legend], loc="outside lower center", ncol=2 if keyed > 4 else 1,
+               fontsize="small", frameon=False,
+               title="colour: the user's source line (op names from XLA's op metadata)",
+               title_fontsize="small")
 
     # Output allocations hosting parked values: one band each, offsets scaled to the band.
+    ax2 = fig.add_subplot(grid[1, :])
     if hosts:
         base = {a: float(i) for i, a in enumerate(hosts)}
         scale = {a: 0.9 / max(1, graph.allocations[a].size) for a in hosts}
-        colours = [(0.8, 0.8, 0.8, 1.0) if b.unit not in parked_units else c
-                   for b, c in zip(region_boxes, _colours(region_boxes))]
+        colours = [key.colour_of_unit[b.unit] if b.unit in parked_units else _OUTPUT
+                   for b in region_boxes]
         _draw_boxes(ax2, region_boxes, base, scale, colours)
         every = -(-len(hosts) // 24)   # at most 24 labels
         ax2.set_yticks([i + 0.45 for i in range(0, len(hosts), every)],
                        [f"alloc {a} ({_size(graph.allocations[a].size)})" for a in hosts[::every]],
                        fontsize="x-small")
+        ax2.set_xlim(0, horizon)
         ax2.set_ylim(-0.05, len(hosts))
-        ax2.set_title(f"{len(parked_units)} temp values parked in idle output allocations "
-                      "(grey: the outputs themselves)", fontsize="medium")
+        values = f"{len(parked_units)} temp value{'' if len(parked_units) == 1 else 's'}"
+        ax2.set_title(f"{name}: {values} parked in idle output allocations (light grey: the "
+                      "outputs themselves)", fontsize="medium")
+        ax2.set_xlabel("step of the schedule")
     else:
-        ax2.set_yticks([])
-        ax2.text(0.5, 0.5, "no temp values parked in output allocations",
+        ax2.axis("off")
+        ax2.text(0.5, 0.5, f"{name}: no temp values parked in output allocations",
                  transform=ax2.transAxes, ha="center", va="center", fontsize="small")
-    ax2.set_xlabel("step of the flattened schedule")
-    return _save(fig, path)
+    return fig
 
 
 def plot_plan(plan: Any, path_prefix: str) -> list[str]:
     """``<prefix>-memory.png`` and ``<prefix>-layout.png`` for an ``olla_jax.Plan``
-    (XLA's own layout for both when the plan kept XLA's)."""
+    (XLA's own layout for both when the plan kept XLA's; beside ours otherwise)."""
     graph: ScheduleGraph | None = plan.graph
     if graph is None:
         raise ValueError("this plan has no scheduling graph (the memory model did not cover the "
@@ -175,12 +352,15 @@ def plot_plan(plan: Any, path_prefix: str) -> list[str]:
     xla = xla_layout(graph)
     ours = plan.layout if plan.layout is not None else xla
     who = "olla_jax" if plan.layout is not None else "XLA (kept)"
+    capture = getattr(plan, "capture", None)
+    sources = op_sources(capture.hlo_proto) if capture is not None else None
     memory = plot_memory(graph, xla, ours, f"{path_prefix}-memory.png",
                          title=f"temp memory over time ({plan.backend}): " + (
                              "XLA vs olla_jax" if plan.layout is not None else "XLA's plan kept"),
                          lower_bound=plan.lower_bound_bytes or None)
-    layout = plot_layout(graph, ours, f"{path_prefix}-layout.png",
-                         title=f"{who} buffer layout ({plan.backend})")
+    layout = plot_layout(graph, ours, f"{path_prefix}-layout.png", xla=xla, sources=sources,
+                         title=f"{who} buffer layout ({plan.backend})",
+                         name="olla_jax" if plan.layout is not None else "XLA")
     return [memory, layout]
 
 
@@ -212,4 +392,5 @@ def peak_breakdown_text(plan: Any, top: int = 8) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["memory_timeline", "peak_breakdown_text", "plot_layout", "plot_memory", "plot_plan"]
+__all__ = ["OpSource", "layout_figure", "memory_timeline", "op_sources", "peak_breakdown_text", "plot_layout",
+           "plot_memory", "plot_plan"]

@@ -95,6 +95,23 @@ def test_checker_accepts_the_recomputation_and_rejects_broken_ones(vit):
         check.check_plan(*args, with_claim(dataclasses.replace(claim, producer=claim.before)))
 
 
+def test_recomputed_plan_carries_the_recomputing_executable(vit):
+    """``executable_bytes`` is the executable with the copied thunks, the one
+    ``compiled`` runs (not the order-and-placement plan's from before)."""
+    from olla_jax.apply import executable, load
+    step, _, plan = vit
+    assert plan.recomputed and plan.executable_bytes is not None
+
+    def thunks(raw):
+        return len(executable.decode(raw).thunk_sequence.thunks)
+    assert thunks(plan.executable_bytes) == thunks(plan.capture.executable) + len(plan.recomputed)
+    runs = executable.serialize_compiled(plan.compiled.executable)
+    assert thunks(runs) == thunks(plan.executable_bytes)
+    loaded = load.load_compiled(plan.capture.compiled, plan.executable_bytes)
+    assert loaded.memory_analysis().temp_size_in_bytes == plan.achieved_temp_bytes
+    assert _bits(loaded(*step.args)) == _bits(plan.compiled(*step.args))
+
+
 def test_saved_plan_keeps_its_recomputation(vit, tmp_path):
     step, _, plan = vit
     path = tmp_path / "vit.json"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -77,3 +81,107 @@ def test_hlo_plans_a_dump(tmp_path):
 def test_hlo_without_dumps_is_a_usage_error(tmp_path):
     result = olla("hlo", f"--dump_dir={tmp_path}")
     assert result.returncode == 2 and "after_optimizations.hlo.pb" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("plan", "--help"), ("--help", "plan"), ("help", "plan")])
+def test_subcommand_help_lists_its_own_flags(args):
+    result = olla(*args)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("usage:") and " plan [--flags]" in out.splitlines()[0]
+    for flag in ("--example", "--module", "--size={tiny,small,full}", "--time_limit_s=FLOAT",
+                 "--no_feed_back", "--executable_out", "--verbosity"):
+        assert flag in out, flag
+    for other in ("--csv", "--dump_dir", "--min_batch", "--plan="):
+        assert other not in out, other
+
+
+def test_place_help_is_not_plans():
+    out = olla("place", "--help").stdout
+    assert "--csv" in out and "--capacity" in out and "--example" not in out
+    assert "arena capacity in bytes" in out          # place's part of --capacity's help
+    assert "the bytes one step may use" not in out   # batch's part
+    bad = olla("help", "frobnicate")
+    assert bad.returncode == 2 and "unknown subcommand" in bad.stderr
+
+
+def _absl_info_lines(stderr: str) -> list[str]:
+    """absl's Python INFO lines (I1205 12:00:00.000 123 file.py:10] ...)."""
+    return [line for line in stderr.splitlines() if re.match(r"I\d{4} .*\.py:\d+\]", line)]
+
+
+def test_info_logs_only_with_verbosity(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("id,lower,upper,size\na,0,3,64\nb,1,4,128\n")
+    quiet = olla("place", f"--csv={src}", f"--out={tmp_path / 'o.csv'}", "--time_limit_s=1")
+    assert quiet.returncode == 0 and _absl_info_lines(quiet.stderr) == [], quiet.stderr
+    loud = olla("place", f"--csv={src}", f"--out={tmp_path / 'o.csv'}", "--time_limit_s=1",
+                "--verbosity=0")
+    assert loud.returncode == 0 and any("placing" in ln for ln in _absl_info_lines(loud.stderr))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _snapshot(**changes):
+    from olla_jax.progress import Progress
+    fields = dict(stage="order search", elapsed_s=1.0, time_limit_s=10.0, total_s=4.0,
+                  best_bytes=3 << 20, xla_bytes=4 << 20, bound_bytes=2 << 20, planning=True)
+    fields.update(changes)
+    return Progress(**fields)
+
+
+def test_status_line_redraws_in_place_on_a_terminal():
+    from absl import logging
+    from olla_jax import cli
+    logging.set_verbosity(logging.WARNING)
+    stream = _Terminal()
+    with cli._StatusLine(stream, interval_s=0.05) as status:
+        assert status.callback is not None
+        status.callback(_snapshot())
+        time.sleep(0.3)
+    draws = [d for d in stream.getvalue().split("\r") if d.strip("\x1b[K")]
+    assert len(draws) >= 3 and stream.getvalue().endswith("\r\x1b[K")   # cleared at the end
+    clocks = [float(re.search(r"(\d+\.\d) of 10 s", d).group(1)) for d in draws]
+    assert clocks == sorted(clocks) and clocks[-1] > clocks[0]             # the clock ticks
+    assert "best 3.00 MiB (XLA 4.00 MiB)" in draws[-1] and "bound 2.00 MiB" in draws[-1]
+    assert "\n" not in stream.getvalue()
+    piped = cli._StatusLine(io.StringIO())
+    assert piped.callback is None                                           # not a terminal
+
+
+def test_progress_line_reads_the_figures():
+    line = _snapshot().line()
+    assert line.startswith("olla_jax: order search") and "1.0 of 10 s" in line
+    assert "in all" in _snapshot(planning=False, stage="compiling").line(since_s=2.0)
+    assert "6.0 s in all" in _snapshot(planning=False).line(since_s=2.0)
+    assert "best - (XLA 4.00 MiB)" in _snapshot(best_bytes=None).line()
+    assert "bound" not in _snapshot(bound_bytes=None).line()
+
+
+def test_plan_reports_progress_to_a_callback():
+    import examples
+    import olla_jax
+    step = examples.get("cnn_adam", "tiny")
+    events = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        plan = olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
+                             donate_argnums=step.donate_argnums, time_limit_s=2, feed_back=False,
+                             progress=events.append)
+    assert events[0].stage == "compiling" and not events[0].planning
+    for key in ("elapsed_s", "total_s"):
+        clock = [getattr(e, key) for e in events]
+        assert clock == sorted(clock) and clock[-1] > clock[0], key
+    assert {"order search", "lower bound", "placement"} <= {e.stage for e in events}
+    assert all(e.time_limit_s == 2 for e in events)
+    bests = [e.best_bytes for e in events if e.best_bytes is not None]
+    assert bests and bests == sorted(bests, reverse=True)
+    assert events[-1].xla_bytes == plan.xla_best_temp_bytes
+    if plan.source == "olla_jax":
+        assert bests[-1] == plan.planned_temp_bytes
+        assert min(events[-1].bound_bytes, plan.planned_temp_bytes) == plan.lower_bound_bytes
+    with pytest.raises(TypeError, match="progress"):
+        olla_jax.plan(step.fn, *step.args, progress="loud")

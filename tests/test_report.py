@@ -100,3 +100,87 @@ def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install 'olla_jax\[plots\]'"):
         report.plot_layout(graph, layout_lib.xla_layout(graph), str(tmp_path / "l.png"))
+
+
+@functools.lru_cache(maxsize=None)
+def _capture():
+    return capture(_step, jnp.ones((128, 256)), jnp.ones((256, 64)), jnp.ones((512, 128)))
+
+
+def test_op_sources_name_the_users_ops_and_lines():
+    sources = report.op_sources(_capture().hlo_proto)
+    here = [s for s in sources.values() if s.file.endswith("test_report.py")]
+    assert here, sorted({s.file for s in sources.values()})
+    lines = {s.line for s in here}
+    first = _step.__code__.co_firstlineno
+    assert lines and all(first <= line <= first + 6 for line in lines)
+    assert any(s.short_op.startswith("dot_general") for s in here)
+    assert any(s.short_op.endswith("(bwd)") for s in here)   # the gradient's transposes
+
+
+def test_short_op_drops_jax_wrappers():
+    src = report.OpSource("jit(step)/transpose(jvp(Dense_0))/dot_general", "/a/model.py", 12, "f")
+    assert src.short_op == "Dense_0/dot_general (bwd)" and src.where == "model.py:12"
+    assert report.OpSource("", "", 0, "").short_op == "" and report.OpSource("", "", 0, "").where == ""
+
+
+def test_layout_plot_names_buffers_by_source_with_xla_beside_ours(tmp_path):
+    graph = _graph()
+    xla = layout_lib.xla_layout(graph)
+    from olla_jax.plan import solve_graph
+    ours = solve_graph(graph, time_limit_s=1).layout
+    sources = report.op_sources(_capture().hlo_proto)
+    fig = report.layout_figure(graph, ours, xla=xla, sources=sources)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("XLA's layout") for t in titles)
+    assert any(t.startswith("olla_jax's layout") for t in titles)
+    xla_ax, ours_ax = fig.axes[0], fig.axes[1]
+    assert xla_ax.get_ylim() == ours_ax.get_ylim()          # the same scale
+    texts = [t.get_text() for ax in fig.axes[:2] for t in ax.texts]
+    assert any("test_report.py:" in t for t in texts), texts
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("test_report.py:") for t in legend), legend
+    path = report.plot_layout(graph, ours, str(tmp_path / "l.png"), xla=xla, sources=sources)
+    assert _is_png(path)
+    # Without metadata the key falls back to the instructions' names.
+    bare = report.layout_figure(graph, ours, xla=xla)
+    assert not any("test_report.py" in t.get_text() for t in bare.legends[0].get_texts())
+
+
+def _plan_record(**changes):
+    from olla_jax.plan import Plan
+    xla_exe, ours_exe = object(), object()
+    fields = dict(backend="cpu", xla_default_temp_bytes=4 << 20, xla_best_temp_bytes=3 << 20,
+                  xla_scheduler="memory", planned_temp_bytes=2 << 20, lower_bound_bytes=1 << 20,
+                  argument_bytes=1 << 20, output_bytes=1 << 20, alias_bytes=0, solve_seconds=1.0,
+                  engine="lns", settings={}, source="olla_jax", achieved_temp_bytes=2 << 20,
+                  verified=True, notes=(), compiled=types.SimpleNamespace(executable=ours_exe),
+                  xla_compiled=types.SimpleNamespace(executable=xla_exe))
+    fields.update(changes)
+    if fields["compiled"] == "xla":
+        fields["compiled"] = types.SimpleNamespace(executable=xla_exe)
+        fields["xla_compiled"] = types.SimpleNamespace(executable=xla_exe)
+    return Plan(**fields)
+
+
+def _row(summary: str, name: str) -> str:
+    (line,) = [ln for ln in summary.splitlines() if ln.strip().startswith(name)]
+    return line.strip()[len(name):].strip()
+
+
+def test_summary_says_what_was_verified_and_when_there_is_no_bound():
+    ours = _plan_record().summary()
+    assert _row(ours, "verified bit-for-bit") == "yes"
+    assert _row(ours, "gap to bound") == "50.00%"
+    kept = _plan_record(source="xla", engine="xla", verified=False, compiled="xla",
+                        planned_temp_bytes=3 << 20, lower_bound_bytes=0).summary()
+    assert _row(kept, "verified bit-for-bit") == "n/a (XLA's executable)"
+    assert _row(kept, "gap to bound") == "n/a (no bound)"
+    # Not fed back: XLA's executable runs although the plan is ours.
+    report_only = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None)
+    assert _row(report_only.summary(), "verified bit-for-bit") == "n/a (XLA's executable)"
+    built = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None,
+                         executable_bytes=b"gpu")
+    assert "was not run" in _row(built.summary(), "verified bit-for-bit")
+    small = _plan_record(planned_temp_bytes=208 << 10).summary()
+    assert _row(small, "olla_jax temp, planned") == "208.0 KiB"
