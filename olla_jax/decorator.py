@@ -62,12 +62,22 @@ def function_identity(fn: Any) -> str:
     jit wrappers: two functions never share a cache entry, an edited one is
     planned afresh."""
     target = inspect_unwrap(fn)
+    h = hashlib.sha256()
+    if isinstance(target, functools.partial):
+        h.update(f"partial({_stable(target.args)},{_stable(sorted(target.keywords.items()))})"
+                 .encode())
+        target = inspect_unwrap(target.func)
     name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
-    h = hashlib.sha256(name.encode())
+    h.update(name.encode())
     code = getattr(target, "__code__", None) or getattr(getattr(target, "__call__", None),
                                                         "__code__", None)
     if code is not None:
         _code_hash(code, h)
+    for cell in getattr(target, "__closure__", None) or ():
+        try:   # closed-over values (a closure made per setting is another function)
+            h.update(_stable(cell.cell_contents).encode())
+        except ValueError:   # an empty cell
+            pass
     return h.hexdigest()[:24]
 
 
@@ -250,10 +260,17 @@ class Jitted:
 
     # -- jax.jit's surface ----------------------------------------------------
     def __call__(self, *args, **kwargs):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+            return self._jitted(*args, **kwargs)   # inside another transformation: jax's job
         result = self.plan_for(*args, **kwargs)
         if result is None:
             return self._jitted(*args, **kwargs)
         return result.compiled(*args, **kwargs)
+
+    @property
+    def _jit_info(self):
+        """jax.jit's resolved options, so olla_jax.plan splits calls of this as jax does."""
+        return getattr(self._jitted, "_jit_info", None)
 
     def lower(self, *args, **kwargs):
         """jax's Lowered for this call (``olla_jax.plan`` accepts it)."""

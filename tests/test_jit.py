@@ -75,13 +75,23 @@ def test_plan_of_a_jitted_function_with_static_arguments():
     assert_same(planned.compiled(*mlp_args(0), 3.0), jitted(*mlp_args(0), 3.0))
     with pytest.raises(ValueError, match="static argument 3"):
         planned.compiled(*mlp_args(0), 4.0)
-    # keyword arguments reach the function as jax.jit gives them
-    kw = jax.jit(step, static_argnames="mode")
+    # keyword arguments reach the function as jax.jit gives them (here an
+    # olla_jax.jit object, split as its jax.jit is)
+    kw = olla_jax.jit(step, static_argnames="mode", cache=False)
     p, x, y = mlp_args(2)
     by_name = olla_jax.plan(kw, p, x, kwargs={"y": y, "mode": "adam"}, time_limit_s=1)
-    assert_same(by_name.compiled(p, x, y=y, mode="adam"), kw(p, x, y=y, mode="adam"))
+    assert_same(by_name.compiled(p, x, y=y, mode="adam"),
+                jax.jit(step, static_argnames="mode")(p, x, y=y, mode="adam"))
     with pytest.raises(ValueError, match="'mode'"):
         by_name.compiled(p, x, y=y, mode="sgd")
+
+
+def test_jit_inside_other_transformations_is_left_to_jax():
+    f = olla_jax.jit(lambda x, k: jnp.sin(x) * k, static_argnums=1, cache=False)
+    xs = jnp.arange(12.0).reshape(3, 4)
+    assert_same(jax.jit(lambda x: f(x, 2) + 1)(xs), jnp.sin(xs) * 2 + 1)
+    assert_same(jax.vmap(lambda x: f(x, 3))(xs), jax.jit(lambda x: jnp.sin(x) * 3)(xs))
+    assert f._plans == {}, "traced calls are not planned"
 
 
 def test_plan_of_a_lowered():
@@ -176,6 +186,11 @@ def test_cache_key_separates_functions_donation_options_and_static_values(tmp_pa
     assert f._key(args + (Mode(1),), {}) != f._key(args + (Mode(2),), {})
     assert _cached_file(f, *args, Mode(1)) != _cached_file(f, *args, Mode(2))
     assert f._key(args + (Mode(1),), {}) == f._key(args + (Mode(1),), {})
+
+    def scaled(k):   # closures over other values are other functions
+        return lambda p, x, y: step(p, x, y, lr=k)
+    assert _cached_file(olla_jax.jit(scaled(0.1), cache=tmp_path), *args) != \
+        _cached_file(olla_jax.jit(scaled(0.2), cache=tmp_path), *args)
 
 
 @pytest.fixture(scope="module")
