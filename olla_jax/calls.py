@@ -40,7 +40,8 @@ def inner_compiled(compiled: Any) -> Any:
 def rewrapper(compiled: Any) -> Callable[[Any], Any] | None:
     """For a wrapper of a Compiled (``flax.nnx``'s, a frozen dataclass holding
     ``compiled``): a function giving the same wrapper around another Compiled."""
-    if isinstance(compiled, jax.stages.Compiled) or not dataclasses.is_dataclass(compiled):
+    if isinstance(compiled, jax.stages.Compiled) or not dataclasses.is_dataclass(compiled) \
+            or not isinstance(getattr(compiled, "compiled", None), jax.stages.Compiled):
         return None
     template = compiled
     return lambda inner: dataclasses.replace(template, compiled=inner)
@@ -158,9 +159,8 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
     if info is not None:
         nums, names = info
         fixed = {i % len(args) for i in nums if -len(args) <= i < len(args)} if args else set()
-        _check_dynamic({**{f"argument {i}": a for i, a in enumerate(args) if i not in fixed},
-                        **{f"keyword argument {k!r}": v for k, v in kwargs.items()
-                           if k not in names}})
+        _check_dynamic({i: a for i, a in enumerate(args) if i not in fixed})
+        _check_dynamic({k: v for k, v in kwargs.items() if k not in names})
     try:
         lowered = jitted.lower(*args, **kwargs)
     except (TypeError, ValueError) as err:
@@ -182,17 +182,18 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
     return Entry(lowered, len(args), static, static_kwargs, verify_args, verify_static)
 
 
-def _check_dynamic(dynamic: dict[str, Any]) -> None:
+def _check_dynamic(dynamic: dict[Any, Any]) -> None:
+    """Every dynamic leaf an array (or a Python scalar), else where it is, as
+    ``argument leaf [2]['cfg']`` (positions and keyword names of the call)."""
     from olla_jax.capture import CaptureError
-    for where, value in dynamic.items():
-        for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
-            if isinstance(leaf, (bool, int, float, complex)):
-                continue  # Python scalars are traced as weakly typed arrays, as jax.jit does
-            if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-                raise CaptureError(
-                    f"{where}{jax.tree_util.keystr(path)} is a {type(leaf).__name__}, not an "
-                    "array: pass arrays or jax.ShapeDtypeStruct leaves, and mark other "
-                    "arguments static (static_argnums / static_argnames)")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dynamic)[0]:
+        if isinstance(leaf, (bool, int, float, complex)):
+            continue  # Python scalars are traced as weakly typed arrays, as jax.jit does
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise CaptureError(
+                f"argument leaf {jax.tree_util.keystr(path)} is a {type(leaf).__name__}, not an "
+                "array: pass arrays or jax.ShapeDtypeStruct leaves, and mark other "
+                "arguments static (static_argnums / static_argnames)")
 
 
 def of_lowered(lowered: Any) -> Entry:

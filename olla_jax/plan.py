@@ -481,6 +481,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
                   memory_budget=None, recompute=True) -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
+    from olla_jax.capture import CaptureError
     from olla_jax.saved import SavedPlan
     from olla_jax.solve.order import ENGINES
     if not (callable(fn) or calls.is_lowered(fn)):
@@ -491,7 +492,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
         raise TypeError(f"kwargs must be a dict of keyword arguments for the step, got {kwargs!r}")
     if not isinstance(backend, str) or not (backend in ("cpu", "gpu", "tpu")
                                             or (backend.startswith("gpu:") and len(backend) > 4)):
-        raise ValueError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
+        raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
                          "'gpu:<target>' for a GPU compiled without one (e.g. 'gpu:h100'), or "
                          "'tpu' (read-only)")
     if not _is_number(time_limit_s) or not math.isfinite(time_limit_s) or time_limit_s <= 0:
