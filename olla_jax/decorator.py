@@ -96,7 +96,8 @@ def _stable(value: Any) -> str:
     """A text for a static value that is the same in every process: exact for
     plain Python values, else its type and hash (an object hashed by identity
     then never matches another process's: planned again, never a wrong hit)."""
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+    if value is None or value is Ellipsis or isinstance(value, (bool, int, float, complex, str,
+                                                                 bytes)):
         return f"{type(value).__name__}:{value!r}"
     if isinstance(value, (tuple, list, frozenset)):
         items = sorted(map(_stable, value)) if isinstance(value, frozenset) else map(_stable, value)

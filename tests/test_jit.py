@@ -195,6 +195,25 @@ def test_cache_key_separates_functions_donation_options_and_static_values(tmp_pa
         _cached_file(olla_jax.jit(scaled(0.2), cache=tmp_path), *args)
 
 
+def test_cache_key_is_the_same_in_another_process(tmp_path):
+    """The disk key must not depend on the process (hash seeds, addresses)."""
+    import subprocess
+    import sys
+    code = ("import jax, olla_jax, small_steps\n"
+            "f = olla_jax.jit(small_steps.mlp_step, static_argnums=2, cache=%r)\n"
+            "a = small_steps.mlp_args(0)\n"
+            "print(f._file_key(f._key((a[0], a[1], 'mode...'), {})))\n" % str(tmp_path))
+    f = olla_jax.jit(__import__("small_steps").mlp_step, static_argnums=2, cache=tmp_path)
+    a = mlp_args(0)
+    here = f._file_key(f._key((a[0], a[1], "mode..."), {}))
+    env = dict(os.environ, PYTHONHASHSEED="12345",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get(
+                   "PYTHONPATH", "")]))
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, check=True).stdout.split()[-1]
+    assert there == here
+
+
 @pytest.fixture(scope="module")
 def cache_with_plan(tmp_path_factory):
     """A cache folder holding a verified plan of ``step`` (and its file)."""
