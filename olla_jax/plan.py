@@ -508,9 +508,11 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if isinstance(verify_trials, bool) or not isinstance(verify_trials, numbers.Integral):
         raise TypeError(f"verify_trials must be an int (random input sets the rewritten "
                         f"executable is checked on), got {verify_trials!r}")
-    if verify_trials < 1:
-        raise ValueError(f"verify_trials must be at least 1 (a rewritten executable is only "
-                         f"loaded once it matched XLA's), got {verify_trials}")
+    if verify_trials < 2:
+        raise ValueError(f"verify_trials must be an int >= 2, got {verify_trials!r}: a plan is "
+                         "only loaded once its executable matched XLA's on at least two random "
+                         "input sets; to skip verification, pass feed_back=False (the plan is "
+                         "then not applied)")
     for name, value in (("feed_back", feed_back), ("recompute", recompute)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")

@@ -302,6 +302,7 @@ def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypa
     (dict(backend=None), olla_jax.CaptureError, "unknown backend"),
     (dict(verify_trials="2"), TypeError, "verify_trials"),
     (dict(verify_trials=0), ValueError, "verify_trials"),
+    (dict(verify_trials=1), ValueError, "verify_trials"),
     (dict(memory_budget=-5), ValueError, "memory_budget"),
     (dict(memory_budget=1.5), ValueError, "memory_budget"),
     (dict(saved="plan.json"), TypeError, "load_plan"),
