@@ -30,7 +30,7 @@ import jax
 
 from olla_jax import calls
 from olla_jax import saved as saved_lib
-from olla_jax.plan import PlanWarning, check_options, plan as plan_step, warn
+from olla_jax.plan import PlanWarning, check_options, plan as plan_step, quiet, warn
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
 PLAN_OPTIONS = ("engine", "verify_trials", "feed_back", "seed", "memory_budget", "recompute")
@@ -235,7 +235,8 @@ class Jitted:
             return None
         try:
             saved = saved_lib.load_plan(path)
-            result = plan_step(self._jitted, *args, kwargs=kwargs, saved=saved, **options)
+            with quiet():   # a refused entry is planned again: its fallback is no news
+                result = plan_step(self._jitted, *args, kwargs=kwargs, saved=saved, **options)
         except Exception:  # noqa: BLE001 - a stale or damaged entry: plan again
             self._drop(path)
             return None

@@ -7,6 +7,8 @@ failure falls back to XLA's best executable with a warning that says why, so a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import numbers
@@ -35,10 +37,25 @@ class PlanWarning(UserWarning):
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Set while olla_jax tries something it will redo if it fails (a cached plan):
+# its warnings would describe a failure the user never sees.  Per thread/context.
+_QUIET = contextvars.ContextVar("olla_jax_quiet", default=False)
+
+
+@contextlib.contextmanager
+def quiet():
+    """No PlanWarnings from this thread's planning inside (the notes still say it all)."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
 
 
 def warn(message: str, category: type[Warning] = PlanWarning) -> None:
     """``warnings.warn`` attributed to the user's line: the first frame outside olla_jax."""
+    if _QUIET.get():
+        return
     frame, level = sys._getframe(1), 2
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1

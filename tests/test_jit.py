@@ -245,7 +245,10 @@ def test_cached_plan_the_checker_rejects_is_planned_again(cache_with_plan, tmp_p
     data = json.loads(good.read_text())
     data["places"] = {k: [v[0], 0] for k, v in data["places"].items()}   # everything at 0
     path.write_text(json.dumps(data))
-    planned = f.plan_for(*mlp_args(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        planned = f.plan_for(*mlp_args(0))
+    assert not [w for w in caught if "rejected" in str(w.message)], "the refused entry is no news"
     assert planned.verified and planned.source == "olla_jax", planned.notes
     assert planned.planned_temp_bytes == first.planned_temp_bytes
     assert json.loads(path.read_text())["places"] != data["places"], "the bad entry is replaced"
