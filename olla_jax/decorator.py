@@ -180,12 +180,16 @@ class Jitted:
     def _key(self, args, kwargs):
         """In memory: static values themselves (hash and equality, as jax.jit keys
         them) and the dynamic arguments' structure and avals."""
-        static, dynamic = self._split(args, kwargs)
+        (positional, named), dynamic = self._split(args, kwargs)
+        # the type too: 1, 1.0 and True are equal and hash alike, but trace differently
+        static = (tuple((i, type(v), v) for i, v in positional),
+                  tuple((k, type(v), v) for k, v in named))
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
         return (static, tree, tuple(_leaf(x) for x in leaves))
 
     def _file_key(self, key) -> str:
-        static, tree, leaves = key
+        (positional, named), tree, leaves = key
+        static = (tuple((i, v) for i, _, v in positional), tuple((k, v) for k, _, v in named))
         text = "|".join((self._identity, _stable(static), _ADDRESS.sub("", str(tree)),
                          repr(leaves)))
         return hashlib.sha256(text.encode()).hexdigest()[:32]

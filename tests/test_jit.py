@@ -188,6 +188,7 @@ def test_cache_key_separates_functions_donation_options_and_static_values(tmp_pa
     assert f._key(args + (Mode(1),), {}) != f._key(args + (Mode(2),), {})
     assert _cached_file(f, *args, Mode(1)) != _cached_file(f, *args, Mode(2))
     assert f._key(args + (Mode(1),), {}) == f._key(args + (Mode(1),), {})
+    assert f._key(args + (1,), {}) != f._key(args + (1.0,), {}) != f._key(args + (True,), {})
 
     def scaled(k):   # closures over other values are other functions
         return lambda p, x, y: step(p, x, y, lr=k)
