@@ -109,10 +109,12 @@ def _stable(value: Any) -> str:
 
 
 def _leaf(x: Any) -> tuple:
+    """What of an argument leaf the program depends on (the sharding object as
+    it is: hashable, and cheap where its text is not; the file key prints it)."""
     if isinstance(x, (bool, int, float, complex)):
         return ("py", type(x).__name__)
-    return (str(getattr(x, "dtype", type(x).__name__)), tuple(getattr(x, "shape", ())),
-            bool(getattr(x, "weak_type", False)), str(getattr(x, "sharding", "")))
+    return (getattr(x, "dtype", type(x).__name__), tuple(getattr(x, "shape", ())),
+            bool(getattr(x, "weak_type", False)), getattr(x, "sharding", None))
 
 
 class Jitted:
@@ -191,7 +193,7 @@ class Jitted:
         (positional, named), tree, leaves = key
         static = (tuple((i, v) for i, _, v in positional), tuple((k, v) for k, _, v in named))
         text = "|".join((self._identity, _stable(static), _ADDRESS.sub("", str(tree)),
-                         repr(leaves)))
+                         _ADDRESS.sub("", repr([tuple(map(str, leaf)) for leaf in leaves]))))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     # -- planning -----------------------------------------------------------
