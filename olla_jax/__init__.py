@@ -4,6 +4,9 @@
     plan = olla_jax.plan(train_step, params, opt_state, batch)
     print(plan.summary())
     new_params, new_opt_state, loss = plan.compiled(params, opt_state, batch)
+
+    @olla_jax.jit(donate_argnums=(0, 1))     # jax.jit's arguments; planned per signature
+    def train_step(params, opt_state, batch): ...
 """
 
 # First: jax is imported there, under its version check and with the CUDA plugin set up.
@@ -11,12 +14,12 @@ from olla_jax import jax_compat  # noqa: F401  (isort: skip)
 from olla_jax.capture import Capture, CaptureError
 from olla_jax.plan import BudgetNotMet, Plan, PlanWarning, plan
 from olla_jax.saved import PlanFileError, SavedPlan, load_plan
-from olla_jax.decorator import optimize
+from olla_jax.decorator import jit, optimize
 from olla_jax.placement import place
 from olla_jax.donation import DonationAdvice, advise_donation
 from olla_jax.batch import BatchReport, largest_batch
 
 __all__ = ["BatchReport", "BudgetNotMet", "Capture", "CaptureError", "DonationAdvice", "Plan",
-           "PlanFileError", "PlanWarning", "SavedPlan", "advise_donation", "largest_batch",
+           "PlanFileError", "PlanWarning", "SavedPlan", "advise_donation", "jit", "largest_batch",
            "load_plan", "optimize", "place", "plan"]
 __version__ = "0.1.0"

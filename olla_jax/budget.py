@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -320,10 +319,10 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     """``result`` (a Plan over the budget) with values recomputed until the
     step's total fits ``budget``, checked, applied and verified; or the least
     memory reached, with the reason in its notes."""
-    from olla_jax.plan import PlanWarning, candidate_plan
+    from olla_jax.plan import candidate_plan, warn
 
     def note(plan, text: str):
-        warnings.warn(f"olla_jax recomputation: {text}", PlanWarning, stacklevel=3)
+        warn(f"olla_jax recomputation: {text}")
         return dataclasses.replace(plan, notes=plan.notes + (text,))
 
     graph, cap = result.graph, result.capture
@@ -390,7 +389,7 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
     (``olla_jax.xla_remat``); ``result`` with XLA's best point when it fits
     better, the reason in its notes otherwise."""
     from olla_jax import xla_remat
-    from olla_jax.plan import PlanWarning
+    from olla_jax.plan import warn
     t0 = time.monotonic()
     try:
         points = xla_remat.search(fn, *args, backend=result.backend, budget_bytes=budget,
@@ -398,7 +397,7 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
                                   compiler_options=compiler_options)
     except Exception as err:  # noqa: BLE001 - the answer is then order and placement alone
         text = f"XLA's rematerialization could not be searched ({type(err).__name__}: {err})"
-        warnings.warn(f"olla_jax: {text}", PlanWarning, stacklevel=3)
+        warn(f"olla_jax: {text}")
         return dataclasses.replace(result, notes=result.notes + (text,))
     base, chosen = points[0], xla_remat.best(points, budget)
     tried = ", ".join(f"{p.limit_bytes / 2**20:,.0f} MiB -> {p.total / 2**20:,.1f}"
@@ -412,8 +411,7 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
             f"{chosen.limit_bytes / 2**20:,.1f} MiB: temp {chosen.memory.temp / 2**20:,.2f} MiB, "
             f"{extra:,} extra FLOPs{share}; limits tried: {tried}")
     from olla_jax.capture.record import _serialize
-    from olla_jax.plan import StepCallable
-    compiled = StepCallable(chosen.compiled, result.compiled.num_args, result.compiled.static)
+    compiled = dataclasses.replace(result.compiled, executable=chosen.compiled)
     return dataclasses.replace(
         result, planned_temp_bytes=chosen.memory.temp, achieved_temp_bytes=chosen.memory.temp,
         argument_bytes=chosen.memory.argument, output_bytes=chosen.memory.output,

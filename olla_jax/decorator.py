@@ -1,14 +1,18 @@
-"""``@olla_jax.optimize``: plan a jitted function on its first call per signature.
+"""``olla_jax.jit``: ``jax.jit`` that plans each input signature's memory once.
 
-    @olla_jax.optimize(donate_argnums=(0, 1))
-    def train_step(params, opt_state, batch): ...
+    @olla_jax.jit(donate_argnums=(0, 1), static_argnames="train")
+    def train_step(params, opt_state, batch, *, train=True): ...
 
-Each new input signature (shapes, dtypes, tree structure, static values) is
-planned once; the plan is kept in memory and on disk (``$OLLA_JAX_CACHE_DIR``,
-else ``$XDG_CACHE_HOME/olla_jax``, else ``~/.cache/olla_jax``), so a later
-process re-applies it without solving (it is still checked and verified).
-When planning is impossible the function runs under plain ``jax.jit``, with
-one warning.
+Takes every argument ``jax.jit`` takes and is called exactly as the jitted
+function is: jax lowers each call (it resolves static, keyword and donated
+arguments), and that Lowered is what is planned.  Each new signature (tree
+structure, shapes, dtypes, static values) is planned once; the plan is kept in
+memory and on disk (``$OLLA_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/olla_jax``,
+else ``~/.cache/olla_jax``), so a later process re-applies it without solving
+(it is still checked and verified).  The cache never breaks a call: a cache
+entry that cannot be read, written or applied is planned again.  When planning
+is impossible the function runs under plain ``jax.jit``, with one warning.
+``olla_jax.optimize`` is the same decorator under its old name.
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import threading
-import warnings
+import types
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 
+from olla_jax import calls
 from olla_jax import saved as saved_lib
-from olla_jax.plan import PlanWarning, plan as plan_step
+from olla_jax.plan import PlanWarning, check_options, plan as plan_step, quiet, warn
+
+# Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
+PLAN_OPTIONS = ("engine", "verify_trials", "feed_back", "seed", "memory_budget", "recompute")
 
 
 def cache_dir() -> Path:
@@ -35,60 +44,184 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "olla_jax"
 
 
-def _signature(args: Sequence[Any], static_argnums: Sequence[int], backend: str) -> str:
-    static = set(static_argnums)
-    parts = [backend, jax.__version__]
-    for i, arg in enumerate(args):
-        if i in static:
-            parts.append(f"static:{i}:{arg!r}")
-            continue
-        leaves, tree = jax.tree_util.tree_flatten(arg)
-        parts.append(f"{i}:{tree}:" + ",".join(
-            f"{getattr(x, 'dtype', type(x).__name__)}{list(getattr(x, 'shape', ()))}" for x in leaves))
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-class Optimized:
-    """The decorated function: plans per signature, then runs the plan."""
+def _code_hash(code: types.CodeType, h) -> None:
+    h.update(code.co_code)
+    h.update(code.co_name.encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_hash(const, h)
+        else:
+            h.update(_stable(const).encode())
 
-    def __init__(self, fn: Callable, *, static_argnums: Sequence[int], donate_argnums: Sequence[int],
-                 backend: str, time_limit_s: float, cache: bool | str | Path, plan_options: dict):
-        if hasattr(fn, "lower") and hasattr(fn, "__wrapped__") and (static_argnums or donate_argnums):
-            # Over jax.jit with jit's arguments repeated here: plan the Python function.
-            fn = fn.__wrapped__
-        self._fn = fn
-        self._static = tuple(static_argnums)
-        self._donate = tuple(donate_argnums)
+
+def function_identity(fn: Any) -> str:
+    """Module, qualified name and a hash of the code of the function under any
+    jit wrappers: two functions never share a cache entry, an edited one is
+    planned afresh."""
+    target = inspect_unwrap(fn)
+    h = hashlib.sha256()
+    if isinstance(target, functools.partial):
+        h.update(f"partial({_stable(target.args)},{_stable(sorted(target.keywords.items()))})"
+                 .encode())
+        target = inspect_unwrap(target.func)
+    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+    h.update(name.encode())
+    code = getattr(target, "__code__", None) or getattr(getattr(target, "__call__", None),
+                                                        "__code__", None)
+    if code is not None:
+        _code_hash(code, h)
+    for cell in getattr(target, "__closure__", None) or ():
+        try:   # closed-over values (a closure made per setting is another function)
+            h.update(_stable(cell.cell_contents).encode())
+        except ValueError:   # an empty cell
+            pass
+    return h.hexdigest()[:24]
+
+
+def inspect_unwrap(fn: Any) -> Any:
+    seen = set()
+    while id(fn) not in seen:
+        seen.add(id(fn))
+        inner = getattr(fn, "__wrapped__", None) or getattr(fn, "fun", None)
+        if inner is None or not callable(inner):
+            return fn
+        fn = inner
+    return fn
+
+
+def _stable(value: Any) -> str:
+    """A text for a static value that is the same in every process: exact for
+    plain Python values, else its type and hash (an object hashed by identity
+    then never matches another process's: planned again, never a wrong hit)."""
+    if value is None or value is Ellipsis or isinstance(value, (bool, int, float, complex, str,
+                                                                 bytes)):
+        return f"{type(value).__name__}:{value!r}"
+    if isinstance(value, (tuple, list, frozenset)):
+        items = sorted(map(_stable, value)) if isinstance(value, frozenset) else map(_stable, value)
+        return f"{type(value).__name__}({','.join(items)})"
+    try:
+        return f"{type(value).__module__}.{type(value).__qualname__}#{hash(value)}"
+    except TypeError:
+        return f"{type(value).__module__}.{type(value).__qualname__}#unhashable"
+
+
+def _leaf(x: Any) -> tuple:
+    """What of an argument leaf the program depends on (the sharding object as
+    it is: hashable, and cheap where its text is not; the file key prints it)."""
+    if isinstance(x, (bool, int, float, complex)):
+        return ("py", type(x).__name__)
+    return (getattr(x, "dtype", type(x).__name__), tuple(getattr(x, "shape", ())),
+            bool(getattr(x, "weak_type", False)), getattr(x, "sharding", None))
+
+
+class Jitted:
+    """The jitted function: plans per input signature, then runs the plan."""
+
+    def __init__(self, fun: Callable, *, backend: str | None = None, time_limit_s: float = 30.0,
+                 cache: bool | str | Path = True, compiler_options: dict | None = None,
+                 plan_options: dict | None = None, jit_kwargs: dict | None = None):
+        plan_options = dict(plan_options or {})
+        unknown = set(plan_options) - set(PLAN_OPTIONS)
+        if unknown:
+            raise TypeError(f"olla_jax.jit got unexpected keyword argument(s) {sorted(unknown)}; "
+                            f"it takes jax.jit's arguments and {', '.join(PLAN_OPTIONS)}, "
+                            "backend, time_limit_s, cache")
+        if backend is None:
+            backend = "cpu" if jax.default_backend() == "cpu" else "gpu"
+        if backend not in ("cpu", "gpu"):
+            raise ValueError(f"olla_jax.jit runs the step here: backend must be 'cpu' or 'gpu', "
+                             f"not {backend!r} (plan a compile-only target with olla_jax.plan)")
+        check_options(fun, backend=backend, time_limit_s=time_limit_s,
+                      compiler_options=compiler_options, **plan_options)
+        if not isinstance(cache, (bool, str, os.PathLike)):
+            raise TypeError(f"cache must be True, False or a folder, got {cache!r}")
+        jit_kwargs = dict(jit_kwargs or {})
+        if compiler_options:
+            jit_kwargs["compiler_options"] = compiler_options
+        for name in ("static_argnums", "donate_argnums"):
+            if name in jit_kwargs:
+                jit_kwargs[name] = calls.argnums(jit_kwargs[name], name)
+        if calls.is_jitted(fun) and jit_kwargs:
+            if not hasattr(fun, "__wrapped__"):
+                raise TypeError("this jitted function cannot be re-jitted with new options; give "
+                                "them to the jit that made it")
+            fun = fun.__wrapped__     # over jax.jit with jit's arguments repeated here
+        try:
+            self._jitted = fun if calls.is_jitted(fun) else jax.jit(fun, **jit_kwargs)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"olla_jax.jit: jax.jit refused these arguments: {err}") from err
+        self._fn = fun
         self._backend = backend
         self._time_limit_s = time_limit_s
         self._options = plan_options
         self._cache = None if cache is False else (cache_dir() if cache is True else Path(cache))
-        self._plans: dict[str, Any] = {}
+        self._identity = "|".join((
+            function_identity(fun), jax.__version__, backend,
+            repr(sorted((k, _stable_option(v)) for k, v in jit_kwargs.items())),
+            repr(sorted((k, _stable_option(v)) for k, v in plan_options.items()))))
+        self._plans: dict[Any, Any] = {}
         self._lock = threading.Lock()
         self._warned = False
-        self._jitted = fn if hasattr(fn, "lower") else jax.jit(
-            fn, static_argnums=self._static, donate_argnums=self._donate)
-        functools.update_wrapper(self, fn)
+        functools.update_wrapper(self, inspect_unwrap(fun) if calls.is_jitted(fun) else fun)
 
-    def plan_for(self, *args):
-        """The Plan used for these arguments (planning it if needed)."""
-        key = _signature(args, self._static, self._backend)
+    # -- signatures ---------------------------------------------------------
+    def _split(self, args, kwargs):
+        """(static part, dynamic part) of a call, as jax.jit splits it."""
+        info = calls.static_info(self._jitted)
+        nums, names = info if info is not None else ((), ())
+        fixed = {i % len(args) for i in nums if -len(args) <= i < len(args)} if args else set()
+        static = (tuple((i, args[i]) for i in sorted(fixed)),
+                  tuple((k, kwargs[k]) for k in sorted(kwargs) if k in names))
+        dynamic = (tuple(a for i, a in enumerate(args) if i not in fixed),
+                   {k: v for k, v in kwargs.items() if k not in names})
+        return static, dynamic
+
+    def _key(self, args, kwargs):
+        """In memory: static values themselves (hash and equality, as jax.jit keys
+        them) and the dynamic arguments' structure and avals."""
+        (positional, named), dynamic = self._split(args, kwargs)
+        # the type too: 1, 1.0 and True are equal and hash alike, but trace differently
+        static = (tuple((i, type(v), v) for i, v in positional),
+                  tuple((k, type(v), v) for k, v in named))
+        leaves, tree = jax.tree_util.tree_flatten(dynamic)
+        return (static, tree, tuple(_leaf(x) for x in leaves))
+
+    def _file_key(self, key) -> str:
+        (positional, named), tree, leaves = key
+        static = (tuple((i, v) for i, _, v in positional), tuple((k, v) for k, _, v in named))
+        text = "|".join((self._identity, _stable(static), _ADDRESS.sub("", str(tree)),
+                         _ADDRESS.sub("", repr([tuple(map(str, leaf)) for leaf in leaves]))))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    # -- planning -----------------------------------------------------------
+    def plan_for(self, *args, **kwargs):
+        """The Plan used for these arguments (planning it if needed); None when
+        planning failed and the call runs under jax.jit."""
+        try:
+            key = self._key(args, kwargs)
+            hash(key)
+        except TypeError:   # an unhashable static value: jax.jit itself will say so
+            return None
         with self._lock:
             if key not in self._plans:
-                self._plans[key] = self._make_plan(key, args)
+                self._plans[key] = self._make_plan(key, args, kwargs)
             return self._plans[key]
 
-    def _make_plan(self, key: str, args):
-        path = self._cache / f"{key}.json" if self._cache else None
-        options = dict(backend=self._backend, static_argnums=self._static,
-                       donate_argnums=self._donate, **self._options)
-        if path is not None and path.exists():
+    def _make_plan(self, key, args, kwargs):
+        path = self._cache / f"{self._file_key(key)}.json" if self._cache else None
+        options = dict(backend=self._backend, time_limit_s=self._time_limit_s, **self._options)
+        if path is not None:
             try:
-                return plan_step(self._fn, *args, saved=saved_lib.load_plan(path), **options)
-            except saved_lib.PlanFileError:
-                path.unlink(missing_ok=True)  # stale: another jax or program; plan again
+                cached = self._cached(path, args, kwargs, options)
+            except OSError:   # an unreadable cache folder: plan as if it were empty
+                cached = None
+            if cached is not None:
+                return cached
         try:
-            result = plan_step(self._fn, *args, time_limit_s=self._time_limit_s, **options)
+            result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
             self._warn(f"planning failed ({type(err).__name__}: {err}); running plain jax.jit")
             return None
@@ -100,29 +233,102 @@ class Optimized:
                 self._warn(f"could not cache the plan in {path}: {err}")
         return result
 
+    def _cached(self, path: Path, args, kwargs, options):
+        """The cached plan applied to this call, or None (then it is planned again)."""
+        if not path.is_file():
+            if path.exists() or path.is_symlink():
+                self._drop(path)
+            return None
+        try:
+            saved = saved_lib.load_plan(path)
+            with quiet():   # a refused entry is planned again: its fallback is no news
+                result = plan_step(self._jitted, *args, kwargs=kwargs, saved=saved, **options)
+        except Exception:  # noqa: BLE001 - a stale or damaged entry: plan again
+            self._drop(path)
+            return None
+        if not result.verified:   # the checker or the verification refused it: plan again
+            self._drop(path)
+            return None
+        return result
+
+    def _drop(self, path: Path) -> None:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                import shutil
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            pass   # a read-only cache: the fresh plan is then not saved either (one warning)
+
     def _warn(self, message: str) -> None:
         if not self._warned:
             self._warned = True
-            warnings.warn(f"olla_jax.optimize: {message}", PlanWarning, stacklevel=3)
+            warn(f"olla_jax.jit: {message}", PlanWarning)
 
-    def __call__(self, *args):
-        result = self.plan_for(*args)
+    # -- jax.jit's surface ----------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+            return self._jitted(*args, **kwargs)   # inside another transformation: jax's job
+        result = self.plan_for(*args, **kwargs)
         if result is None:
-            return self._jitted(*args)
-        return result.compiled(*args)
+            return self._jitted(*args, **kwargs)
+        return result.compiled(*args, **kwargs)
+
+    @property
+    def _jit_info(self):
+        """jax.jit's resolved options, so olla_jax.plan splits calls of this as jax does."""
+        return getattr(self._jitted, "_jit_info", None)
+
+    def lower(self, *args, **kwargs):
+        """jax's Lowered for this call (``olla_jax.plan`` accepts it)."""
+        return self._jitted.lower(*args, **kwargs)
+
+    def trace(self, *args, **kwargs):
+        return self._jitted.trace(*args, **kwargs)
+
+    def eval_shape(self, *args, **kwargs):
+        return self._jitted.eval_shape(*args, **kwargs)
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return functools.partial(self, obj)
 
 
-def optimize(fn: Callable | None = None, *, static_argnums: Sequence[int] = (),
-             donate_argnums: Sequence[int] = (), backend: str = "cpu", time_limit_s: float = 30.0,
-             cache: bool | str | Path = True, **plan_options):
-    """Decorator (with or without arguments) planning ``fn`` per input signature.
+# The old name: the same class.
+Optimized = Jitted
 
-    ``static_argnums``/``donate_argnums`` mean what they mean to ``jax.jit``;
-    donation is never added on its own (it invalidates the caller's arrays).
-    ``cache``: True (the default cache folder), False, or a folder.
-    """
+
+def _stable_option(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_stable_option(v)}" for k, v in sorted(value.items())) + "}"
+    return _ADDRESS.sub("", _stable(value) if not hasattr(value, "__dict__") else repr(value))
+
+
+def jit(fun: Callable | None = None, /, *, backend: str | None = None, time_limit_s: float = 30.0,
+        cache: bool | str | Path = True, compiler_options: dict | None = None,
+        engine: str = "auto", verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
+        memory_budget: int | None = None, recompute: bool = True, **jit_kwargs):
+    """``jax.jit`` with planned memory.  ``jit_kwargs`` are ``jax.jit``'s own
+    (static_argnums/static_argnames, donate_argnums/donate_argnames,
+    in_shardings/out_shardings, keep_unused, device, inline, ...); ``backend``
+    ("cpu" or "gpu", default: jax's default backend), ``time_limit_s``,
+    ``engine``, ``verify_trials``, ``feed_back``, ``seed``, ``memory_budget``,
+    ``recompute`` mean what they mean to ``olla_jax.plan``; ``compiler_options``
+    go to jax.jit (so to XLA) as well.  ``cache``: True (the default folder),
+    False, or a folder.  Donation is never added on its own (it invalidates
+    the caller's arrays).  Usable with or without arguments."""
+    plan_options = dict(engine=engine, verify_trials=verify_trials, feed_back=feed_back,
+                        seed=seed, memory_budget=memory_budget, recompute=recompute)
+
     def wrap(f):
-        return Optimized(f, static_argnums=static_argnums, donate_argnums=donate_argnums,
-                         backend=backend, time_limit_s=time_limit_s, cache=cache,
-                         plan_options=plan_options)
-    return wrap(fn) if fn is not None else wrap
+        return Jitted(f, backend=backend, time_limit_s=time_limit_s, cache=cache,
+                      compiler_options=compiler_options, plan_options=plan_options,
+                      jit_kwargs=jit_kwargs)
+    return wrap(fun) if fun is not None else wrap
+
+
+def optimize(fun: Callable | None = None, /, **kwargs):
+    """The old name of :func:`jit` (same arguments, same class)."""
+    return jit(fun, **kwargs)

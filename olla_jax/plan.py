@@ -7,7 +7,13 @@ failure falls back to XLA's best executable with a warning that says why, so a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import math
+import numbers
+import os
+import sys
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -15,8 +21,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from absl import logging
 
-from olla_jax import check
+from olla_jax import calls, check
+from olla_jax.calls import StepCallable  # noqa: F401 - re-exported: Plan.compiled's type
 from olla_jax.capture import Capture, capture
+from olla_jax.capture.record import capture_lowered
 from olla_jax.graph import layout as layout_lib
 from olla_jax.graph import collectives, dumps, model
 from olla_jax.solve import problem as sp
@@ -28,26 +36,30 @@ class PlanWarning(UserWarning):
     """olla_jax fell back to XLA's plan for part or all of a step."""
 
 
-@dataclasses.dataclass(frozen=True)
-class StepCallable:
-    """A compiled step callable with the original arguments, static ones included."""
-    executable: Any                       # jax.stages.Compiled
-    num_args: int
-    static: tuple[tuple[int, Any], ...]   # (position, value) of each static argument
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Set while olla_jax tries something it will redo if it fails (a cached plan):
+# its warnings would describe a failure the user never sees.  Per thread/context.
+_QUIET = contextvars.ContextVar("olla_jax_quiet", default=False)
 
-    def __call__(self, *args):
-        if len(args) != self.num_args:
-            raise TypeError(f"the planned step takes {self.num_args} positional arguments, "
-                            f"got {len(args)}")
-        for i, value in self.static:
-            if args[i] is not value and args[i] != value:
-                raise ValueError(f"static argument {i} is {args[i]!r}, but the step was planned "
-                                 f"for {value!r}: plan it again for this value")
-        positions = {i for i, _ in self.static}
-        return self.executable(*(a for i, a in enumerate(args) if i not in positions))
 
-    def memory_analysis(self):
-        return self.executable.memory_analysis()
+@contextlib.contextmanager
+def quiet():
+    """No PlanWarnings from this thread's planning inside (the notes still say it all)."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def warn(message: str, category: type[Warning] = PlanWarning) -> None:
+    """``warnings.warn`` attributed to the user's line: the first frame outside olla_jax."""
+    if _QUIET.get():
+        return
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +148,8 @@ class Plan:
 
     def save(self, path) -> None:
         """Write the plan as versioned JSON tied to this module (``olla_jax.load_plan``)."""
-        from pathlib import Path
-        Path(path).write_text(self.to_saved().to_json())
+        from olla_jax import saved
+        saved.write_atomic(path, self.to_saved().to_json())
 
     def plot(self, prefix) -> list[str]:
         """Write ``prefix-memory.png`` and ``prefix-layout.png`` (needs matplotlib)."""
@@ -195,11 +207,53 @@ class Plan:
         return "\n".join(lines)
 
 
-def _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options,
-               spmd=None) -> list[Capture]:
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """What the planner compiles: a Lowered jax made for the call (this
+    machine's backends), or the function and positional arguments (compile-only
+    targets, TPU), with how the user's calls reach the executable."""
+    entry: calls.Entry
+    fn: Callable | None = None
+    args: tuple[Any, ...] = ()
+    static_argnums: tuple[int, ...] = ()
+    donate_argnums: tuple[int, ...] = ()
+
+
+def _step(fn, args, kwargs, backend: str, static_argnums, donate_argnums, spmd) -> _Step:
+    if calls.is_lowered(fn):
+        if args or kwargs or static_argnums or donate_argnums:
+            raise TypeError("a jax.stages.Lowered is planned as it is: pass no arguments, "
+                            "static_argnums or donate_argnums with it (jax fixed them when "
+                            "it was lowered)")
+        if backend not in ("cpu", "gpu", "gpu:local"):
+            raise ValueError(f"a jax.stages.Lowered is compiled for this machine: backend must "
+                             f"be 'cpu' or 'gpu', not {backend!r}; for a compile-only target "
+                             "pass the function and its arguments")
+        return _Step(calls.of_lowered(fn))
+    static = calls.positions(static_argnums, len(args), "static_argnums")
+    donate = calls.positions(donate_argnums, len(args), "donate_argnums")
+    if set(static) & set(donate):
+        raise ValueError(f"argument(s) {sorted(set(static) & set(donate))} are both static and "
+                         "donated: a static argument is not an array and cannot be donated")
+    if backend in ("cpu", "gpu", "gpu:local") and not spmd:
+        jitted = calls.jit_of(fn, static, donate)
+        return _Step(calls.lower_call(jitted, args, kwargs))
+    if kwargs:
+        raise TypeError(f"keyword arguments are not supported for backend {backend!r}: pass "
+                        "the step's arguments positionally")
+    entry = calls.Entry(None, len(args), tuple((i, args[i]) for i in static), (),
+                        tuple(args), static)
+    return _Step(entry, fn, tuple(args), static, donate)
+
+
+def _baselines(step: _Step, backend, compiler_options, spmd=None) -> list[Capture]:
     schedulers = ("default", "memory") if backend == "cpu" else ("default",)
-    return [capture(fn, *args, backend=backend, scheduler=s, static_argnums=static_argnums,
-                    donate_argnums=donate_argnums, compiler_options=compiler_options, spmd=spmd)
+    if step.fn is None:
+        return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
+                                compiler_options=compiler_options) for s in schedulers]
+    return [capture(step.fn, *step.args, backend=backend, scheduler=s,
+                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+                    compiler_options=compiler_options, spmd=spmd)
             for s in schedulers]
 
 
@@ -468,7 +522,61 @@ def _joint(graph, best, time_limit_s: float, seed: int):
     return best
 
 
-def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
+                  engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
+                  memory_budget=None, recompute=True) -> None:
+    """Every planning option checked before anything is compiled, with what to do instead."""
+    from olla_jax.capture import CaptureError
+    from olla_jax.saved import SavedPlan
+    from olla_jax.solve.order import ENGINES
+    if not (callable(fn) or calls.is_lowered(fn)):
+        raise TypeError(f"olla_jax plans a function, a jax.jit-wrapped function or a "
+                        f"jax.stages.Lowered, not a {type(fn).__name__}")
+    if kwargs is not None and (not isinstance(kwargs, dict)
+                               or not all(isinstance(k, str) for k in kwargs)):
+        raise TypeError(f"kwargs must be a dict of keyword arguments for the step, got {kwargs!r}")
+    if not isinstance(backend, str) or not (backend in ("cpu", "gpu", "tpu")
+                                            or (backend.startswith("gpu:") and len(backend) > 4)):
+        raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
+                         "'gpu:<target>' for a GPU compiled without one (e.g. 'gpu:h100'), or "
+                         "'tpu' (read-only)")
+    if not _is_number(time_limit_s) or not math.isfinite(time_limit_s) or time_limit_s <= 0:
+        raise (TypeError if not _is_number(time_limit_s) else ValueError)(
+            f"time_limit_s must be a positive number of seconds, got {time_limit_s!r}")
+    if compiler_options is not None and (not isinstance(compiler_options, dict) or not all(
+            isinstance(k, str) for k in compiler_options)):
+        raise TypeError(f"compiler_options must be a dict of XLA option names to values, "
+                        f"got {compiler_options!r}")
+    engines = (*ENGINES, "joint")
+    if engine not in engines:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(engines)}")
+    if isinstance(verify_trials, bool) or not isinstance(verify_trials, numbers.Integral):
+        raise TypeError(f"verify_trials must be an int (random input sets the rewritten "
+                        f"executable is checked on), got {verify_trials!r}")
+    if verify_trials < 2:
+        raise ValueError(f"verify_trials must be an int >= 2, got {verify_trials!r}: a plan is "
+                         "only loaded once its executable matched XLA's on at least two random "
+                         "input sets; to skip verification, pass feed_back=False (the plan is "
+                         "then not applied)")
+    for name, value in (("feed_back", feed_back), ("recompute", recompute)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if saved is not None and not isinstance(saved, SavedPlan):
+        raise TypeError(f"saved must be a plan read by olla_jax.load_plan(path), got a "
+                        f"{type(saved).__name__}")
+    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(
+            memory_budget, numbers.Integral) or memory_budget <= 0):
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+
+
+def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str = "cpu",
+         time_limit_s: float = 30.0,
          static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
@@ -476,9 +584,15 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
          num_devices: int = 1, in_shardings: Any = None, out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
          collective_overlap: str | float = "keep", progress=None) -> Plan:
-    """Plan ``fn(*args)``: the least temp memory order and placement we can find,
+    """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
+
+    ``fn``: a function (with ``static_argnums``/``donate_argnums`` as jax.jit
+    takes them), a ``jax.jit``/``flax.nnx.jit`` object (with its own options),
+    or a ``jax.stages.Lowered`` (no arguments: ``Plan.compiled`` is then called
+    as its ``.compile()`` result is, with the dynamic arguments).  Otherwise
+    ``Plan.compiled`` takes the same arguments as ``fn``.
 
     ``saved``: a plan read by ``olla_jax.load_plan``; it is applied (checked,
     rewritten, verified) instead of solving, and refused unless it was made for
@@ -509,39 +623,31 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
     improvement; by default nothing is reported."""
     from olla_jax.progress import Reporter
+    static_argnums = calls.argnums(static_argnums, "static_argnums")
+    donate_argnums = calls.argnums(donate_argnums, "donate_argnums")
+    check_options(fn, kwargs=kwargs, backend=backend, time_limit_s=time_limit_s,
+                  compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
+                  feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
+                  recompute=recompute)
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
-    if isinstance(verify_trials, bool) or not isinstance(verify_trials, (int, np.integer)) \
-            or verify_trials < 2:
-        raise ValueError(f"verify_trials must be an int >= 2, got {verify_trials!r}: a plan is "
-                         "only called verified once its executable matched XLA's on at least two "
-                         "random input sets (besides your own inputs); to skip verification "
-                         "altogether, pass feed_back=False (the plan is then not applied)")
     spmd = None
     if num_devices != 1 or in_shardings is not None or out_shardings is not None or mesh_axes:
         if not isinstance(num_devices, int) or num_devices < 1:
             raise ValueError(f"num_devices must be a positive int, got {num_devices!r}")
         spmd = dict(num_devices=num_devices, in_shardings=in_shardings,
                     out_shardings=out_shardings, mesh_axes=mesh_axes)
-    if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer))
-                                      or memory_budget <= 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    result = _plan(fn, *args, backend=backend, time_limit_s=time_limit_s,
-                   static_argnums=static_argnums, donate_argnums=donate_argnums,
-                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
-                   feed_back=feed_back, seed=seed, saved=saved, spmd=spmd,
-                   collective_overlap=collective_overlap, progress=report)
+    step = _step(fn, args, dict(kwargs or {}), backend, static_argnums, donate_argnums, spmd)
+    options = dict(backend=backend, time_limit_s=time_limit_s, compiler_options=compiler_options,
+                   engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
+                   saved=saved, spmd=spmd, progress=report)
+    result = _plan(step, collective_overlap=collective_overlap, **options)
     if memory_budget is None or result.runs_total_bytes <= memory_budget:
         return result
     asked = collectives.keep_fraction(collective_overlap)
     if result.settings.get("async_pairs") and asked > 0:
         for share in (0.75, 0.5, 0.25, 0.0):
-            trial = _plan(fn, *args, backend=backend, time_limit_s=time_limit_s,
-                          static_argnums=static_argnums, donate_argnums=donate_argnums,
-                          compiler_options=compiler_options, engine=engine,
-                          verify_trials=verify_trials, feed_back=feed_back, seed=seed,
-                          saved=saved, spmd=spmd, collective_overlap=share * asked,
-                          progress=report)
+            trial = _plan(step, collective_overlap=share * asked, **options)
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"collective overlap reduced to {share:.0%} of what was asked to meet the "
@@ -558,11 +664,13 @@ def plan(fn: Callable, *args, backend: str = "cpu", time_limit_s: float = 30.0,
                 "single-device steps only)",))
         elif backend.startswith("gpu:") and backend != "gpu:local":
             result = budget.xla_remat_to_budget(
-                result, int(memory_budget), fn, args, static_argnums=static_argnums,
-                donate_argnums=donate_argnums, compiler_options=compiler_options)
+                result, int(memory_budget), step.fn, step.args,
+                static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+                compiler_options=compiler_options)
         else:
-            result = budget.recompute_to_budget(result, int(memory_budget), args=args,
-                                                static_argnums=static_argnums,
+            result = budget.recompute_to_budget(result, int(memory_budget),
+                                                args=step.entry.verify_args,
+                                                static_argnums=step.entry.verify_static,
                                                 time_limit_s=time_limit_s,
                                                 verify_trials=verify_trials)
         if result.runs_total_bytes <= memory_budget:
@@ -595,8 +703,8 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     return BudgetNotMet(message, result, least, breakdown)
 
 
-def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums: Sequence[int],
-          donate_argnums: Sequence[int], compiler_options: dict[str, Any] | None, engine: str,
+def _plan(step: _Step, *, backend: str, time_limit_s: float,
+          compiler_options: dict[str, Any] | None, engine: str,
           verify_trials: int, feed_back: bool, seed: int, saved, spmd=None,
           collective_overlap: str | float = "keep", progress=None) -> Plan:
     from olla_jax.progress import reporter
@@ -604,12 +712,11 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
     report("compiling")   # XLA, with each of its schedulers
     t_start = time.monotonic()
     notes: list[str] = []
-    static = tuple((i, args[i]) for i in sorted(set(static_argnums)))
+    caps = _baselines(step, backend, compiler_options, spmd)
 
     def callable_of(executable) -> StepCallable:
-        return StepCallable(executable, len(args), static)
+        return step.entry.callable_of(executable, caps[0].wrap)
 
-    caps = _baselines(fn, args, backend, static_argnums, donate_argnums, compiler_options, spmd)
     default = caps[0]
     best = min(caps, key=lambda c: c.memory.temp)
     report.start_planning()
@@ -624,7 +731,7 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
 
     def fallback(reason: str, graph=None, bound: int = 0) -> Plan:
         notes.append(reason)
-        warnings.warn(f"olla_jax keeps XLA's plan: {reason}", PlanWarning, stacklevel=3)
+        warn(f"olla_jax keeps XLA's plan: {reason}")
         return Plan(planned_temp_bytes=best.memory.temp, lower_bound_bytes=bound,
                     solve_seconds=time.monotonic() - t_start, engine="xla", source="xla",
                     achieved_temp_bytes=best.memory.temp, verified=False, notes=tuple(notes),
@@ -721,8 +828,10 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
     from olla_jax.apply import feed_back as apply_plan
     report("verifying", "rewriting the executable and checking it bit for bit")
     try:
-        outcome = apply_plan.apply_layout(best, layout, backend=backend, args=args,
-                                          static_argnums=static_argnums, trials=verify_trials)
+        outcome = apply_plan.apply_layout(best, layout, backend=backend,
+                                          args=step.entry.verify_args,
+                                          static_argnums=step.entry.verify_static,
+                                          trials=verify_trials)
     except Exception as err:  # noqa: BLE001 - a bug in the rewrite must not cost the user the step
         logging.exception("applying the plan failed")
         outcome = apply_plan.Outcome(False, f"applying the plan failed ({type(err).__name__}: {err})")
@@ -734,7 +843,7 @@ def _plan(fn: Callable, *args, backend: str, time_limit_s: float, static_argnums
                     executable_bytes=outcome.raw, **result, **common)
     if not outcome.ok:
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
-        warnings.warn(f"olla_jax keeps XLA's executable: {outcome.reason}", PlanWarning, stacklevel=2)
+        warn(f"olla_jax keeps XLA's executable: {outcome.reason}")
         return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,

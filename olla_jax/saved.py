@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,24 @@ def _figures(raw) -> dict[str, Any]:
         if key.endswith("_bytes") and value is not None and not isinstance(value, int):
             raise ValueError(f"figure {key} is {value!r}, not a byte count")
     return figures
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a
+    reader (another process sharing a cache) sees the old file or the new one,
+    never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def load_plan(path: str | Path) -> SavedPlan:

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import jax
 
+from olla_jax import calls
+
 # XLA:CPU's scheduler choices (xla.DebugOptions.xla_cpu_scheduler_type).
 CPU_SCHEDULERS = {
     "default": None,
@@ -66,6 +68,9 @@ class Capture:
     executable: bytes | None          # serialized executable where the backend allows it
     compiled: Any = dataclasses.field(repr=False, compare=False)  # jax.stages.Compiled
     lowered: Any = dataclasses.field(repr=False, compare=False)   # jax.stages.Lowered
+    # For a flax.nnx.jit step: puts a jax.stages.Compiled back into nnx's Compiled
+    # (which moves the modules' state in and out); None for jax.jit steps.
+    wrap: Any = dataclasses.field(repr=False, compare=False, default=None)
 
 
 def _read_one(directory: str, suffix: str, binary: bool = False):
@@ -76,16 +81,6 @@ def _read_one(directory: str, suffix: str, binary: bool = False):
     path = matches[-1]
     with open(path, "rb" if binary else "r") as f:
         return f.read()
-
-
-def _jitted(fn: Callable, static_argnums, donate_argnums):
-    if hasattr(fn, "lower"):
-        if static_argnums or donate_argnums:
-            raise CaptureError(
-                "the function is already jax.jit-wrapped; give static_argnums/donate_argnums "
-                "to jax.jit, not to olla_jax")
-        return fn
-    return jax.jit(fn, static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums))
 
 
 def _serialize(compiled) -> bytes | None:
@@ -118,6 +113,8 @@ def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: st
         except Exception as err:  # noqa: BLE001 - XLA raises many types
             raise CaptureError(f"XLA could not compile the step: {err}") from err
         after = "after_optimizations"
+        wrap = calls.rewrapper(compiled)
+        compiled = calls.inner_compiled(compiled)
         return Capture(
             backend=backend, scheduler=scheduler, compiler_options=dict(compiler_options),
             hlo_text=_read_one(directory, f"{after}.txt"),
@@ -127,7 +124,7 @@ def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: st
             buffer_assignment_text=_read_one(directory, f"{after}-buffer-assignment.txt"),
             memory=MemoryFigures.of(compiled),
             executable=_serialize(compiled),
-            compiled=compiled, lowered=lowered)
+            compiled=compiled, lowered=lowered, wrap=wrap)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -169,11 +166,8 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
             raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
         if CPU_SCHEDULERS[scheduler]:
             options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[scheduler]
-        jitted = _jitted(fn, static_argnums, donate_argnums)
-        try:
-            lowered = jitted.lower(*args)
-        except Exception as err:  # noqa: BLE001
-            raise CaptureError(f"jax could not trace/lower the step: {err}") from err
+        lowered = calls.lower_call(calls.jit_of(fn, static_argnums, donate_argnums), args,
+                                   {}).lowered
         return compile_with_dumps(lowered, options, backend="cpu", scheduler=scheduler)
     if backend == "gpu":
         backend = "gpu:local"
@@ -200,6 +194,26 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
     raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
                        "'gpu:<target>' for a GPU compiled without one (targets: h100, a100, or a "
                        "path to a GpuTargetConfigProto text file), or 'tpu' (read-only)")
+
+
+def capture_lowered(lowered, *, backend: str = "cpu", scheduler: str = "default",
+                    compiler_options: dict[str, Any] | None = None) -> Capture:
+    """Compile a Lowered (``jax.stages.Lowered`` or flax.nnx's) with dumps: jax
+    already resolved the call (static and keyword arguments, donation).
+    ``backend``: "cpu", or "gpu"/"gpu:local" (the Lowered must be for it)."""
+    options = dict(compiler_options or {})
+    if backend == "cpu":
+        if scheduler not in CPU_SCHEDULERS:
+            raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
+        if CPU_SCHEDULERS[scheduler]:
+            options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[scheduler]
+    elif backend in ("gpu", "gpu:local"):
+        backend = "gpu:local"
+    else:
+        raise CaptureError(f"a lowered step is compiled for this machine ('cpu' or 'gpu'), not "
+                           f"{backend!r}: for a compile-only target pass the function and its "
+                           "positional arguments")
+    return compile_with_dumps(lowered, options, backend=backend, scheduler=scheduler)
 
 
 def _capture_via(compile_fn, compiler_options, *, backend, scheduler) -> Capture:

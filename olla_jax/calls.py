@@ -1,0 +1,217 @@
+"""How a call reaches an executable: jax's calling convention, kept as jax keeps it.
+
+Every entry (a plain function with ``static_argnums``/``donate_argnums``, a
+``jax.jit`` or ``flax.nnx.jit`` object, a ``jax.stages.Lowered``) becomes a
+:class:`Entry`: the Lowered that jax itself made for the call (jax resolves
+static arguments, keyword arguments and donation), and how a later call of the
+same function is split into the dynamic arguments a ``Compiled`` takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Callable, Sequence
+
+import jax
+
+
+def is_lowered(obj: Any) -> bool:
+    """A ``jax.stages.Lowered``, or a wrapper of one (``flax.nnx``'s)."""
+    return isinstance(obj, jax.stages.Lowered) or (
+        isinstance(getattr(obj, "lowered", None), jax.stages.Lowered) and hasattr(obj, "compile"))
+
+
+def is_jitted(fn: Any) -> bool:
+    """A ``jax.jit`` (or ``flax.nnx.jit``) object: it lowers itself."""
+    return callable(fn) and hasattr(fn, "lower") and not is_lowered(fn)
+
+
+def inner_compiled(compiled: Any) -> Any:
+    """The ``jax.stages.Compiled`` in ``compiled`` (itself, or what a wrapper holds)."""
+    if isinstance(compiled, jax.stages.Compiled):
+        return compiled
+    inner = getattr(compiled, "compiled", None)
+    if isinstance(inner, jax.stages.Compiled):
+        return inner
+    return compiled
+
+
+def rewrapper(compiled: Any) -> Callable[[Any], Any] | None:
+    """For a wrapper of a Compiled (``flax.nnx``'s, a frozen dataclass holding
+    ``compiled``): a function giving the same wrapper around another Compiled."""
+    if isinstance(compiled, jax.stages.Compiled) or not dataclasses.is_dataclass(compiled) \
+            or not isinstance(getattr(compiled, "compiled", None), jax.stages.Compiled):
+        return None
+    template = compiled
+    return lambda inner: dataclasses.replace(template, compiled=inner)
+
+
+def argnums(value: Any, name: str) -> tuple[int, ...]:
+    """``static_argnums``/``donate_argnums`` as jax takes them: an int or ints."""
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, numbers.Integral) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
+    for i in items:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
+    return tuple(int(i) for i in items)
+
+
+def positions(nums: Sequence[int], num_args: int, name: str) -> tuple[int, ...]:
+    """Argument positions, negative ones counted from the end as jax does;
+    out of range is an error (jax would silently treat nothing as static)."""
+    out = []
+    for i in nums:
+        if not -num_args <= i < num_args:
+            raise ValueError(f"{name} has {i}, but the step is given {num_args} positional "
+                             f"argument{'s' if num_args != 1 else ''}: use positions 0.."
+                             f"{num_args - 1} (or -{num_args}..-1)")
+        out.append(i % num_args)
+    return tuple(sorted(set(out)))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCallable:
+    """A compiled step callable with the original arguments, static ones included.
+
+    ``executable`` is the ``jax.stages.Compiled`` that runs; a call is split as
+    jax.jit splits it (positions in ``static`` and names in ``static_kwargs``
+    are static, must equal the planned values, and are not passed on), and the
+    rest goes to the executable, wrapped by ``wrap`` where the step was a
+    ``flax.nnx.jit`` one (nnx moves its modules' state in and out)."""
+    executable: Any                       # jax.stages.Compiled
+    num_args: int | None                  # positional arguments (None: not checked)
+    static: tuple[tuple[int, Any], ...] = ()        # (position, value) of each static argument
+    static_kwargs: tuple[tuple[str, Any], ...] = ()  # (name, value) of static keyword arguments
+    wrap: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
+
+    def __call__(self, *args, **kwargs):
+        if self.num_args is not None and len(args) != self.num_args:
+            raise TypeError(f"the planned step takes {self.num_args} positional arguments, "
+                            f"got {len(args)}")
+        for i, value in self.static:
+            if not _same_static(args[i], value):
+                raise ValueError(f"static argument {i} is {args[i]!r}, but the step was planned "
+                                 f"for {value!r}: plan it again for this value")
+        for name, value in self.static_kwargs:
+            if name not in kwargs:
+                raise TypeError(f"the planned step was called without its static keyword "
+                                f"argument {name!r} (planned for {value!r})")
+            if not _same_static(kwargs[name], value):
+                raise ValueError(f"static argument {name!r} is {kwargs[name]!r}, but the step "
+                                 f"was planned for {value!r}: plan it again for this value")
+        if self.static:
+            skip = {i for i, _ in self.static}
+            args = tuple(a for i, a in enumerate(args) if i not in skip)
+        if self.static_kwargs:
+            names = {n for n, _ in self.static_kwargs}
+            kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        target = self.executable if self.wrap is None else self.wrap(self.executable)
+        return target(*args, **kwargs)
+
+    def memory_analysis(self):
+        return self.executable.memory_analysis()
+
+
+def _same_static(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return type(a) is type(b) and hash(a) == hash(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - unhashable or odd __eq__: not the same value
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One call of a step, normalised to jax's convention."""
+    lowered: Any                          # jax.stages.Lowered (or flax.nnx's wrapper of one)
+    num_args: int | None
+    static: tuple[tuple[int, Any], ...]
+    static_kwargs: tuple[tuple[str, Any], ...]
+    # What verification and timing get: the positional args and static positions
+    # as before where the call is positional only, else the flat dynamic leaves.
+    verify_args: tuple[Any, ...]
+    verify_static: tuple[int, ...]
+
+    def callable_of(self, compiled: Any, wrap=None) -> StepCallable:
+        return StepCallable(compiled, self.num_args, self.static, self.static_kwargs, wrap)
+
+
+def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+    """(static_argnums, static_argnames) of a ``jax.jit`` object, as jax resolved them
+    (names given for positional parameters are in both); None when not a jax.jit object."""
+    info = getattr(jitted, "_jit_info", None)
+    if info is None:
+        return None
+    return tuple(info.static_argnums), tuple(info.static_argnames)
+
+
+def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entry:
+    """Lower ``jitted(*args, **kwargs)`` (jax.jit or flax.nnx.jit) and say how it splits."""
+    from olla_jax.capture import CaptureError
+    info = static_info(jitted)
+    if info is not None:
+        nums, names = info
+        fixed = {i % len(args) for i in nums if -len(args) <= i < len(args)} if args else set()
+        _check_dynamic({i: a for i, a in enumerate(args) if i not in fixed})
+        _check_dynamic({k: v for k, v in kwargs.items() if k not in names})
+    try:
+        lowered = jitted.lower(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise CaptureError(f"jax could not trace/lower the step with these arguments: "
+                           f"{type(err).__name__}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - tracing the user's code raises anything
+        raise CaptureError(f"jax could not trace/lower the step: {type(err).__name__}: "
+                           f"{err}") from err
+    if info is None:   # flax.nnx.jit: its Compiled takes the whole call and splits it itself
+        return Entry(lowered, len(args), (), (), (), ())
+    static = tuple((i, args[i]) for i in sorted(fixed))
+    static_kwargs = tuple((k, kwargs[k]) for k in sorted(kwargs) if k in names)
+    if not kwargs:
+        verify_args, verify_static = tuple(args), tuple(sorted(fixed))
+    else:
+        dyn_args = tuple(a for i, a in enumerate(args) if i not in fixed)
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        verify_args, verify_static = tuple(jax.tree_util.tree_leaves((dyn_args, dyn_kwargs))), ()
+    return Entry(lowered, len(args), static, static_kwargs, verify_args, verify_static)
+
+
+def _check_dynamic(dynamic: dict[Any, Any]) -> None:
+    """Every dynamic leaf an array (or a Python scalar), else where it is, as
+    ``argument leaf [2]['cfg']`` (positions and keyword names of the call)."""
+    from olla_jax.capture import CaptureError
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dynamic)[0]:
+        if isinstance(leaf, (bool, int, float, complex)):
+            continue  # Python scalars are traced as weakly typed arrays, as jax.jit does
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise CaptureError(
+                f"argument leaf {jax.tree_util.keystr(path)} is a {type(leaf).__name__}, not an "
+                "array: pass arrays or jax.ShapeDtypeStruct leaves, and mark other "
+                "arguments static (static_argnums / static_argnames)")
+
+
+def of_lowered(lowered: Any) -> Entry:
+    """A Lowered given as it is: its Compiled is called with the dynamic arguments only."""
+    return Entry(lowered, None, (), (), (), ())
+
+
+def jit_of(fn: Callable, static_argnums: Sequence[int], donate_argnums: Sequence[int]):
+    """``fn`` under jax.jit with these options (or ``fn`` itself, already jitted)."""
+    from olla_jax.capture import CaptureError
+    if is_jitted(fn):
+        if static_argnums or donate_argnums:
+            raise CaptureError(
+                "the function is already jax.jit-wrapped; give static_argnums/donate_argnums "
+                "to jax.jit, not to olla_jax")
+        return fn
+    try:
+        return jax.jit(fn, static_argnums=tuple(static_argnums),
+                       donate_argnums=tuple(donate_argnums))
+    except ValueError as err:
+        raise ValueError(f"jax.jit refused these options: {err}") from err

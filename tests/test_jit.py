@@ -1,0 +1,353 @@
+"""olla_jax.jit and olla_jax.plan as drop-ins for jax.jit: keyword, static and
+donated arguments, Lowered and nnx.jit entries, the plan cache, argument checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import olla_jax
+from olla_jax import decorator, saved as saved_lib
+from small_steps import mlp_args
+
+
+def step(p, x, y, *, lr=0.01, mode="sgd"):
+    def loss(p):
+        h = jnp.tanh(x @ p["w1"] + p["b1"])
+        return jnp.mean((h @ p["w2"] + p["b2"] - y) ** 2)
+    g = jax.grad(loss)(p)
+    scale = 1.0 if mode == "sgd" else 0.5
+    return jax.tree.map(lambda a, b: a - lr * scale * b, p, g), loss(p)
+
+
+def positional_step(p, x, y, n):
+    return step(p, x, y * n)
+
+
+def assert_same(got, expected):
+    got, expected = jax.tree.leaves(got), jax.tree.leaves(expected)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        yield
+
+
+def test_jit_keywords_static_argnames_and_donate_argnames():
+    f = olla_jax.jit(step, static_argnames="mode", donate_argnames="p", time_limit_s=1,
+                     cache=False)
+    reference = jax.jit(step, static_argnames="mode")
+    p, x, y = mlp_args(0)
+    expected = reference(p, x, y, lr=0.02, mode="adam")
+    got = f(p, x, y=y, lr=0.02, mode="adam")          # positional and keyword mixed
+    assert_same(got, expected)
+    assert all(a.is_deleted() for a in jax.tree.leaves(p)), "donated inputs are consumed"
+    assert not x.is_deleted() and not y.is_deleted()
+    planned = f.plan_for(*mlp_args(0)[:2], y=y, lr=0.02, mode="adam")
+    assert planned is not None and planned.settings["time_limit_s"] == 1
+    # same signature: the same plan, no second planning; a new static value: a new one
+    p, x, y = mlp_args(1)
+    assert f.plan_for(p, x, y=y, lr=0.5, mode="adam") is planned
+    assert_same(f(p, x, y=y, lr=0.5, mode="adam"), reference(*mlp_args(1), lr=0.5, mode="adam"))
+    # .lower() is jax's Lowered for the call, donation included
+    lowered = f.lower(*mlp_args(0), lr=0.02, mode="adam")
+    assert isinstance(lowered, jax.stages.Lowered)
+    assert lowered.as_text() == jax.jit(step, static_argnames="mode", donate_argnames="p").lower(
+        *mlp_args(0), lr=0.02, mode="adam").as_text()
+
+
+def test_plan_of_a_jitted_function_with_static_arguments():
+    jitted = jax.jit(positional_step, static_argnums=(3,))
+    planned = olla_jax.plan(jitted, *mlp_args(0), 3.0, time_limit_s=1)
+    assert planned.verified and planned.source == "olla_jax", planned.notes
+    assert_same(planned.compiled(*mlp_args(0), 3.0), jitted(*mlp_args(0), 3.0))
+    with pytest.raises(ValueError, match="static argument 3"):
+        planned.compiled(*mlp_args(0), 4.0)
+    # keyword arguments reach the function as jax.jit gives them (here an
+    # olla_jax.jit object, split as its jax.jit is)
+    kw = olla_jax.jit(step, static_argnames="mode", cache=False)
+    p, x, y = mlp_args(2)
+    by_name = olla_jax.plan(kw, p, x, kwargs={"y": y, "mode": "adam"}, time_limit_s=1)
+    assert_same(by_name.compiled(p, x, y=y, mode="adam"),
+                jax.jit(step, static_argnames="mode")(p, x, y=y, mode="adam"))
+    with pytest.raises(ValueError, match="'mode'"):
+        by_name.compiled(p, x, y=y, mode="sgd")
+
+
+def test_jit_inside_other_transformations_is_left_to_jax():
+    f = olla_jax.jit(lambda x, k: jnp.sin(x) * k, static_argnums=1, cache=False)
+    xs = jnp.arange(12.0).reshape(3, 4)
+    assert_same(jax.jit(lambda x: f(x, 2) + 1)(xs), jnp.sin(xs) * 2 + 1)
+    assert_same(jax.vmap(lambda x: f(x, 3))(xs), jax.jit(lambda x: jnp.sin(x) * 3)(xs))
+    assert f._plans == {}, "traced calls are not planned"
+
+
+def test_plan_of_a_lowered():
+    jitted = jax.jit(positional_step, static_argnums=(3,))
+    lowered = jitted.lower(*mlp_args(0), 3.0)
+    planned = olla_jax.plan(lowered, time_limit_s=1)
+    assert planned.verified, planned.notes
+    # called as lowered.compile() is: the dynamic arguments only
+    assert_same(planned.compiled(*mlp_args(1)), lowered.compile()(*mlp_args(1)))
+    assert_same(planned.compiled(*mlp_args(1)), jitted(*mlp_args(1), 3.0))
+    with pytest.raises(TypeError, match="no arguments"):
+        olla_jax.plan(lowered, *mlp_args(0))
+
+
+def _nnx_parts():
+    optax = pytest.importorskip("optax")
+    nnx = pytest.importorskip("flax.nnx")
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(16, 64, rngs=rngs)
+            self.l2 = nnx.Linear(64, 64, rngs=rngs)
+            self.l3 = nnx.Linear(64, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l3(jnp.tanh(self.l2(jnp.tanh(self.l1(x)))))
+
+    def make():
+        model = MLP(nnx.Rngs(0))
+        return model, nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    def train_step(model, opt, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+        opt.update(model, grads)
+        return loss
+
+    x = jax.random.normal(jax.random.key(1), (64, 16))
+    y = jax.random.normal(jax.random.key(2), (64, 4))
+    return nnx, make, nnx.jit(train_step), x, y
+
+
+def test_nnx_jit_step_is_bit_identical():
+    nnx, make, nnx_step, x, y = _nnx_parts()
+    # olla_jax.jit over nnx.jit plans through olla_jax.plan(nnx_step, model, opt, x, y)
+    f = olla_jax.jit(nnx_step, time_limit_s=1, cache=False)
+    ours, theirs = make(), make()
+    planned = f.plan_for(*ours, x, y)
+    assert planned.verified and planned.source == "olla_jax", planned.notes
+    assert planned.compiled.wrap is not None, "nnx's Compiled moves the modules' state"
+    for _ in range(2):   # the modules' state moves in and out each step
+        assert_same(f(*ours, x, y), nnx_step(*theirs, x, y))
+    assert_same(nnx.state(ours[0]), nnx.state(theirs[0]))
+    assert_same(nnx.state(ours[1]), nnx.state(theirs[1]))
+    # the plan itself, called directly, continues the same training
+    assert_same(planned.compiled(*ours, x, y), nnx_step(*theirs, x, y))
+    assert_same(nnx.state(ours[0]), nnx.state(theirs[0]))
+
+
+# --- the cache ---------------------------------------------------------------
+
+def _cached_file(f, *args, **kwargs):
+    return f._cache / f"{f._file_key(f._key(args, kwargs))}.json"
+
+
+def test_cache_key_separates_functions_donation_options_and_static_values(tmp_path):
+    def train(p, x, y):
+        return step(p, x, y)
+
+    def evaluate(p, x, y):
+        return step(p, x, y, lr=0.0)
+
+    args = mlp_args(0)
+    keys = {_cached_file(olla_jax.jit(fn, cache=tmp_path, **kw), *args).name
+            for fn, kw in ((train, {}), (evaluate, {}), (train, {"donate_argnums": 0}),
+                           (train, {"engine": "list"}), (train, {"keep_unused": True}))}
+    assert len(keys) == 5
+    assert _cached_file(olla_jax.jit(train, cache=tmp_path), *args) == \
+        _cached_file(olla_jax.jit(train, cache=tmp_path), *mlp_args(1)), "same signature, same key"
+
+    class Mode:   # the same repr for different values: keyed by hash and equality
+        def __init__(self, v):
+            self.v = v
+
+        def __repr__(self):
+            return "Mode"
+
+        def __eq__(self, other):
+            return isinstance(other, Mode) and other.v == self.v
+
+        def __hash__(self):
+            return hash(self.v)
+
+    f = olla_jax.jit(lambda p, x, y, m: step(p, x, y), static_argnums=3, cache=tmp_path)
+    assert f._key(args + (Mode(1),), {}) != f._key(args + (Mode(2),), {})
+    assert _cached_file(f, *args, Mode(1)) != _cached_file(f, *args, Mode(2))
+    assert f._key(args + (Mode(1),), {}) == f._key(args + (Mode(1),), {})
+    assert f._key(args + (1,), {}) != f._key(args + (1.0,), {}) != f._key(args + (True,), {})
+
+    def scaled(k):   # closures over other values are other functions
+        return lambda p, x, y: step(p, x, y, lr=k)
+    assert _cached_file(olla_jax.jit(scaled(0.1), cache=tmp_path), *args) != \
+        _cached_file(olla_jax.jit(scaled(0.2), cache=tmp_path), *args)
+
+
+def test_cache_key_is_the_same_in_another_process(tmp_path):
+    """The disk key must not depend on the process (hash seeds, addresses)."""
+    import subprocess
+    import sys
+    code = ("import jax, olla_jax, small_steps\n"
+            "f = olla_jax.jit(small_steps.mlp_step, static_argnums=2, cache=%r)\n"
+            "a = small_steps.mlp_args(0)\n"
+            "print(f._file_key(f._key((a[0], a[1], 'mode...'), {})))\n" % str(tmp_path))
+    f = olla_jax.jit(__import__("small_steps").mlp_step, static_argnums=2, cache=tmp_path)
+    a = mlp_args(0)
+    here = f._file_key(f._key((a[0], a[1], "mode..."), {}))
+    env = dict(os.environ, PYTHONHASHSEED="12345",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get(
+                   "PYTHONPATH", "")]))
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, check=True).stdout.split()[-1]
+    assert there == here
+
+
+@pytest.fixture(scope="module")
+def cache_with_plan(tmp_path_factory):
+    """A cache folder holding a verified plan of ``step`` (and its file)."""
+    folder = tmp_path_factory.mktemp("cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        f = olla_jax.jit(step, time_limit_s=1, cache=folder)
+        planned = f.plan_for(*mlp_args(0))
+    assert planned.verified, planned.notes
+    path = _cached_file(f, *mlp_args(0))
+    assert path.is_file()
+    return folder, path, planned
+
+
+def test_cache_entry_that_is_a_folder_is_replaced(cache_with_plan, tmp_path):
+    _, good, _ = cache_with_plan
+    f = olla_jax.jit(step, time_limit_s=1, cache=tmp_path)
+    path = _cached_file(f, *mlp_args(0))
+    (path / "inside").mkdir(parents=True)
+    assert_same(f(*mlp_args(0)), jax.jit(step)(*mlp_args(0)))
+    assert path.is_file() and saved_lib.load_plan(path).fingerprint == \
+        saved_lib.load_plan(good).fingerprint
+
+
+def test_cached_plan_the_checker_rejects_is_planned_again(cache_with_plan, tmp_path):
+    _, good, first = cache_with_plan
+    f = olla_jax.jit(step, time_limit_s=1, cache=tmp_path)
+    path = _cached_file(f, *mlp_args(0))
+    data = json.loads(good.read_text())
+    data["places"] = {k: [v[0], 0] for k, v in data["places"].items()}   # everything at 0
+    path.write_text(json.dumps(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        planned = f.plan_for(*mlp_args(0))
+    assert not [w for w in caught if "rejected" in str(w.message)], "the refused entry is no news"
+    assert planned.verified and planned.source == "olla_jax", planned.notes
+    assert planned.planned_temp_bytes == first.planned_temp_bytes
+    assert json.loads(path.read_text())["places"] != data["places"], "the bad entry is replaced"
+    assert_same(f(*mlp_args(0)), jax.jit(step)(*mlp_args(0)))
+
+
+def test_stale_file_in_a_read_only_cache_never_breaks_a_call(cache_with_plan, tmp_path,
+                                                             monkeypatch):
+    f = olla_jax.jit(positional_step, time_limit_s=1, cache=tmp_path)
+    path = _cached_file(f, *mlp_args(0), 2.0)
+    path.write_text('{"format": "olla_jax.plan", "version": 1, "fingerprint": "stale"}')
+
+    def refuse(*_a, **_k):
+        raise PermissionError(13, "Read-only file system")
+    os.chmod(tmp_path, 0o555)   # root ignores this: refuse writes and deletes as well
+    monkeypatch.setattr(saved_lib, "write_atomic", refuse)
+    monkeypatch.setattr(type(path), "unlink", refuse)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = f(*mlp_args(0), 2.0)
+    finally:
+        os.chmod(tmp_path, 0o755)
+    assert_same(got, jax.jit(positional_step)(*mlp_args(0), 2.0))
+    assert f.plan_for(*mlp_args(0), 2.0) is not None, "planned, only not cached"
+    assert any("could not cache" in str(w.message) for w in caught)
+    assert path.read_text().endswith('"stale"}')
+
+
+def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "plan.json"
+    saved_lib.write_atomic(path, "old")
+    assert path.read_text() == "old"
+
+    def fail(*_a):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        saved_lib.write_atomic(path, "new")
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+# --- arguments checked up front -----------------------------------------------
+
+@pytest.mark.parametrize("options, error, match", [
+    (dict(engine="nope"), ValueError, "unknown engine 'nope'"),
+    (dict(time_limit_s=None), TypeError, "time_limit_s"),
+    (dict(time_limit_s=-1), ValueError, "time_limit_s"),
+    (dict(static_argnums=5), ValueError, "static_argnums has 5"),
+    (dict(static_argnums=-4), ValueError, "static_argnums has -4"),
+    (dict(static_argnums="0"), TypeError, "static_argnums"),
+    (dict(donate_argnums=(0,), static_argnums=(0,)), ValueError, "both static and donated"),
+    (dict(backend="cuda"), olla_jax.CaptureError, "unknown backend"),
+    (dict(backend=None), olla_jax.CaptureError, "unknown backend"),
+    (dict(verify_trials="2"), TypeError, "verify_trials"),
+    (dict(verify_trials=0), ValueError, "verify_trials"),
+    (dict(verify_trials=1), ValueError, "verify_trials"),
+    (dict(memory_budget=-5), ValueError, "memory_budget"),
+    (dict(memory_budget=1.5), ValueError, "memory_budget"),
+    (dict(saved="plan.json"), TypeError, "load_plan"),
+    (dict(feed_back="yes"), TypeError, "feed_back"),
+    (dict(compiler_options=["xla_foo"]), TypeError, "compiler_options"),
+    (dict(kwargs=[1]), TypeError, "kwargs"),
+])
+def test_plan_checks_every_argument_first(options, error, match):
+    with pytest.raises(error, match=match):
+        olla_jax.plan(step, *mlp_args(0), **options)
+
+
+def test_plan_refuses_what_it_cannot_plan():
+    with pytest.raises(TypeError, match="not a int"):
+        olla_jax.plan(3, jnp.ones(3))
+    with pytest.raises(olla_jax.CaptureError, match="already jax.jit-wrapped"):
+        olla_jax.plan(jax.jit(step), *mlp_args(0), static_argnums=(2,))
+    with pytest.raises(olla_jax.CaptureError, match=r"argument leaf \[2\]\['y'\] is a str"):
+        olla_jax.plan(lambda p, x, d: x, *mlp_args(0)[:2], {"y": "text"})
+
+
+def test_jit_checks_its_arguments():
+    with pytest.raises(TypeError, match="jax.jit refused"):
+        olla_jax.jit(step, no_such_option=1)
+    with pytest.raises(ValueError, match="unknown engine"):
+        olla_jax.jit(step, engine="fast")
+    with pytest.raises(ValueError, match="backend must be 'cpu' or 'gpu'"):
+        olla_jax.jit(step, backend="gpu:h100")
+    with pytest.raises(ValueError, match="jax.jit refused"):
+        olla_jax.jit(step, static_argnums=7)
+    with pytest.raises(TypeError, match="cache"):
+        olla_jax.jit(step, cache=3)
+    assert olla_jax.optimize is not None and isinstance(olla_jax.optimize(step), decorator.Jitted)
+
+
+def test_plan_warnings_name_the_callers_file():
+    tiny = lambda x: jnp.sin(x) * 2   # noqa: E731 - nothing to plan: XLA's plan is kept
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        olla_jax.plan(tiny, jnp.ones(8), time_limit_s=1)
+        olla_jax.jit(tiny, time_limit_s=1, cache=False)(jnp.ones(16))
+    plan_warnings = [w for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+    assert len(plan_warnings) >= 2
+    assert {w.filename for w in plan_warnings} == {__file__}
