@@ -122,6 +122,22 @@ def _normalize_spec(args_spec: Any, expected) -> list[tuple[tuple[int, ...], str
     return expected
 
 
+def _as_parameters(user_args: Sequence[Any], specs) -> list[np.ndarray]:
+    """The user's leaves as host arrays of the parameters' dtypes: a Python
+    scalar is weakly typed (jax gives it the executable's dtype; numpy would
+    make it 64-bit, which the child, running with x64 on, would keep)."""
+    from olla_jax.apply.child import numpy_dtype
+
+    out = []
+    for x, (shape, type_name) in zip(user_args, specs):
+        arr = np.asarray(x)
+        want = numpy_dtype(type_name)
+        if arr.dtype != want and arr.shape == tuple(shape):
+            arr = arr.astype(want)
+        out.append(arr)
+    return out
+
+
 def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None, *,
                       trials: int = 3, user_args: Sequence[Any] | None = None,
                       timeout_s: float = 120, seed: int = 0,
@@ -159,7 +175,7 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
     request = pickle.dumps(
         {"candidate": candidate, "reference": reference, "specs": specs, "donated": donated,
          "trials": int(trials), "seed": int(seed), "platform": platform,
-         "user_args": None if user_args is None else [np.asarray(x) for x in user_args]},
+         "user_args": None if user_args is None else _as_parameters(user_args, specs)},
         protocol=pickle.HIGHEST_PROTOCOL)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
