@@ -5,9 +5,12 @@ plan that would change a result?
 
 A small real training step (an MLP whose first layer is scaled by a constant
 table, with an argmax output: a constant allocation, a tuple table,
-thread-local allocations, parameters, outputs and a temp arena) is planned
-once; the solver's plan is checked and run.  Then each mutation takes that
-plan and breaks it on purpose, 1 to 3 edits drawn from :data:`KINDS` (a value
+thread-local allocations, parameters, outputs and a temp arena) gives two
+base plans, checked and run first: the solver's plan of the step, and XLA's
+own plan of the step with its parameters donated (XLA puts temps in the
+donated bytes; the solver's plan of that variant is refused by the checker
+today, a memory-model matter).  Half the mutations start from each.  Each
+mutation takes its base plan and breaks it on purpose, 1 to 3 edits drawn from :data:`KINDS` (a value
 moved onto another live value, onto the constant, into the tuple table, a
 thread-local or a parameter allocation, a fixed value moved, two instructions
 swapped, an allocation resized, an offset misaligned, a recomputation claimed
@@ -114,6 +117,19 @@ def base_plan(time_limit_s: float = 1.0) -> Base:
     cap = plan.capture
     proto = dumps.parse_hlo_proto(cap.hlo_proto)
     return Base(cap, plan.layout, dumps.parse_values(cap.values_text),
+                {a.index: a for a in proto.buffer_assignment.buffer_allocations})
+
+
+def donated_base() -> Base:
+    """XLA's own plan of :func:`fuzz_step` with its parameters donated (XLA
+    then puts temps in the donated bytes and makes other in-place pairs)."""
+    from olla_jax.capture import capture
+    from olla_jax.graph import dumps, model
+    from olla_jax.graph import layout as layout_lib
+    cap = capture(fuzz_step, *fuzz_args(), donate_argnums=(0,))
+    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
+    proto = dumps.parse_hlo_proto(cap.hlo_proto)
+    return Base(cap, layout_lib.xla_layout(graph), dumps.parse_values(cap.values_text),
                 {a.index: a for a in proto.buffer_assignment.buffer_allocations})
 
 
@@ -515,21 +531,36 @@ def _reason_class(message: str) -> str:
     return text[:90]
 
 
-def campaign(base: Base, mutations: int, seed: int = 0, runner: Runner | None = None,
-             progress: Callable[[str], None] | None = None) -> Figures:
-    """Mutate, check, and apply and run every accepted mutant."""
+def check_base(base: Base, runner: Runner) -> None:
+    """A base plan must pass the checker and run right, or the fuzz measures nothing."""
     from olla_jax import check
+    plain = Mutant(list(base.layout.order), dict(base.layout.places),
+                   dict(base.layout.allocation_sizes), list(base.layout.recomputes), [])
     cap = base.capture
+    check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text, candidate(base, plain),
+                     alignment=base.graph.alignment)
+    diff = runner.run(rewrite(base, plain, guards=True))
+    if diff:
+        raise RuntimeError(f"a base plan does not run right: {diff}")
+
+
+def campaign(bases: Sequence[Base], mutations: int, seed: int = 0,
+             progress: Callable[[str], None] | None = None) -> Figures:
+    """Mutate, check, and apply and run every accepted mutant; mutation ``k``
+    starts from ``bases[k % len(bases)]``, and each base sees every kind in turn."""
+    from olla_jax import check
     rng = random.Random(seed)
     figures = Figures()
-    own = runner is None
-    runner = runner or Runner(cap.executable)
+    runners = [Runner(b.capture.executable) for b in bases]
     seen: dict[str, str] = {}
     start = time.monotonic()
     try:
+        for base, runner in zip(bases, runners):
+            check_base(base, runner)
         for k in range(mutations):
-            kind = KINDS[k % len(KINDS)]
-            m = mutate(base, rng, kind)
+            base, runner = bases[k % len(bases)], runners[k % len(bases)]
+            cap = base.capture
+            m = mutate(base, rng, KINDS[(k // len(bases)) % len(KINDS)])
             figures.mutations += 1
             figures.kinds.update(set(m.kinds))
             try:
@@ -557,12 +588,13 @@ def campaign(base: Base, mutations: int, seed: int = 0, runner: Runner | None = 
             figures.accepted_applied += 1
             if seen[key]:
                 figures.accepted_and_wrong += 1
-                figures.wrong.append({"mutation": k, "kinds": m.kinds, "diff": seen[key]})
+                figures.wrong.append({"mutation": k, "base": k % len(bases), "kinds": m.kinds,
+                                      "diff": seen[key]})
             if progress and (k + 1) % 500 == 0:
                 progress(f"{k + 1} mutations, {figures.accepted} accepted, "
                          f"{figures.accepted_and_wrong} wrong")
     finally:
-        if own:
+        for runner in runners:
             runner.close()
     figures.seconds = time.monotonic() - start
     figures.distinct_applied = len(seen)
@@ -604,23 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     command = (f"{COMMAND} --mutations={args.mutations} --seed={args.seed}"
                + (f" --out={args.out}" if args.out else ""))
-    base = base_plan(args.time_limit)
-    runner = Runner(base.capture.executable)
-    try:
-        # The solver's own plan must pass and run right, or the fuzz measures nothing.
-        from olla_jax import check
-        plain = Mutant(list(base.layout.order), dict(base.layout.places),
-                       dict(base.layout.allocation_sizes), list(base.layout.recomputes), [])
-        check.check_plan(base.capture.hlo_proto, base.capture.values_text,
-                         base.capture.live_range_text, candidate(base, plain),
-                         alignment=base.graph.alignment)
-        diff = runner.run(rewrite(base, plain, guards=True))
-        if diff:
-            raise RuntimeError(f"the solver's own plan does not run right: {diff}")
-        figures = campaign(base, args.mutations, args.seed, runner,
-                           progress=lambda s: print(s, flush=True))
-    finally:
-        runner.close()
+    bases = [base_plan(args.time_limit), donated_base()]
+    figures = campaign(bases, args.mutations, args.seed, progress=lambda s: print(s, flush=True))
     text = summary(figures, command)
     print(text)
     if args.out:

@@ -259,6 +259,24 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             for o, p in zip(ops, comp_params(called[0])):
                 tie([o, p])
 
+    # 4a. Values XLA compiled to share bytes take turns: once a later one is
+    # written (by the instruction that may read the earlier one last), nothing
+    # reads the earlier one.  Values of nested computations keep XLA's inner
+    # order; entry values are what a new order can move past one another.
+    members = defaultdict(list)
+    for v in intervals:
+        if records[v].defining_instruction in entry_set and placements[v][2] > 0:
+            members[find(v)].append(v)
+    for group in members.values():
+        group.sort(key=lambda x: intervals[x])
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if intervals[a][0] < intervals[b][0] < intervals[a][1]:
+                    raise PlanRejected(
+                        f"value {records[a].key} is still read at step {intervals[a][1]} after "
+                        f"{records[b].key}, which XLA compiled to write over its bytes, is "
+                        f"written at step {intervals[b][0]}")
+
     # 4b. Recomputation: a pure kernel's second run needs its own result apart
     # from its operands (no in-place pair), one plain position, and operands
     # whose bytes are intact when it runs (live until then, not written over).

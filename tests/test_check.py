@@ -25,6 +25,12 @@ def base():
     return fuzz_plans.base_plan(time_limit_s=1.0)
 
 
+@pytest.fixture(scope="module")
+def donated():
+    """XLA's own plan of the step with donated parameters (other in-place pairs)."""
+    return fuzz_plans.donated_base()
+
+
 def _check(base, plan):
     cap = base.capture
     return check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text, plan,
@@ -198,12 +204,61 @@ def test_recomputed_copy_on_a_constant(base):
         _check(base, fuzz_plans.candidate(base, m))
 
 
-def test_adversarial_mutations_accepted_plans_all_run_right(base):
-    """200 mutants: every one the checker accepts is applied (rewrite guards
-    off) and run against XLA on 2 input sets, twice each; none may differ."""
-    figures = fuzz_plans.campaign(base, 200, seed=1)
+def test_adversarial_mutations_accepted_plans_all_run_right(base, donated):
+    """200 mutants of the two base plans: every one the checker accepts is
+    applied (rewrite guards off) and run against XLA on 2 input sets, twice
+    each; none may differ."""
+    figures = fuzz_plans.campaign([base, donated], 200, seed=1)
     print("\n" + fuzz_plans.summary(figures, "tests/test_check.py (200 mutations)"))
     assert figures.mutations == 200
     assert figures.accepted_and_wrong == 0, figures.wrong
     assert set(figures.kinds) == set(fuzz_plans.KINDS), set(fuzz_plans.KINDS) - set(figures.kinds)
     assert figures.rejected > 0 and figures.accepted_applied > 0
+
+
+def _sink_after(base, names, r, writer):
+    """``names`` with ``r`` and whatever depends on it (between the two) moved
+    just after ``writer``; None when ``writer`` itself depends on ``r``."""
+    from olla_jax.graph import dumps
+    module = dumps.parse_hlo_proto(base.capture.hlo_proto).hlo_module
+    entry = next(c for c in module.computations if c.id == module.entry_computation_id)
+    by_id = {i.id: i.name for i in entry.instructions}
+    preds = {i.name: {by_id[p] for p in list(i.operand_ids) + list(i.control_predecessor_ids)}
+             for i in entry.instructions}
+    i, j = names.index(r), names.index(writer)
+    moved = {r}
+    for n in names[i + 1:j + 1]:
+        if preds[n] & moved:
+            if n == writer:
+                return None
+            moved.add(n)
+    stay = [n for n in names[i:j + 1] if n not in moved]
+    return names[:i] + stay + [n for n in names[i:j + 1] if n in moved] + names[j + 1:]
+
+
+def test_reader_moved_after_the_in_place_writer(donated):
+    """Values XLA compiled to share bytes (an in-place kernel's operand and
+    result) take turns: before, a reader of the operand moved after the kernel
+    that writes over it passed (with donated parameters, XLA's own order so
+    changed passed and the result changed)."""
+    base = donated
+    g, lay = base.graph, base.layout
+    names = list(lay.order_names)
+    found = 0
+    for unit in g.units:
+        for a in unit.values:
+            for b in unit.values:
+                writer = base.records[b].defining_instruction
+                if a == b or writer not in names or writer not in fuzz_plans._users(base, a):
+                    continue
+                for r in fuzz_plans._users(base, a):
+                    if r == writer or names.index(r) > names.index(writer):
+                        continue
+                    order = _sink_after(base, names, r, writer)
+                    if order is None:
+                        continue
+                    with pytest.raises(check.PlanRejected,
+                                       match="which XLA compiled to write over its bytes"):
+                        _check(base, dataclasses.replace(_good(base), order=tuple(order)))
+                    found += 1
+    assert found, "no in-place pair of the fuzz step has another reader to move"
