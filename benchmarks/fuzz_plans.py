@@ -10,11 +10,14 @@ base plans, checked and run first: the solver's plan of the step, and XLA's
 own plan of the step with its parameters donated (XLA puts temps in the
 donated bytes; the solver's plan of that variant is refused by the checker
 today, a memory-model matter).  Half the mutations start from each.  Each
-mutation takes its base plan and breaks it on purpose, 1 to 3 edits drawn from :data:`KINDS` (a value
-moved onto another live value, onto the constant, into the tuple table, a
-thread-local or a parameter allocation, a fixed value moved, two instructions
-swapped, an allocation resized, an offset misaligned, a recomputation claimed
-or damaged...), and hands it to ``check.check_plan``.
+mutation takes its base plan and breaks it on purpose, 1 to 3 edits drawn
+from :data:`KINDS` (a value moved onto another live value, onto the constant,
+into the tuple table, a thread-local or a parameter allocation, a fixed value
+moved, two instructions swapped, an allocation resized, an offset misaligned,
+a recomputation claimed or damaged, and "probe_offsets": a value tried at up
+to 12 offsets of an allocation of any kind until the checker accepts one, so
+that the accepted plans sit on the checker's boundary), and hands it to
+``check.check_plan``.
 
 Every plan the checker ACCEPTS is applied for real: the CPU executable
 rewrite runs with its own guards switched off (what it refuses on its own:
@@ -47,7 +50,7 @@ from typing import Any, Callable, Sequence
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-KINDS = ("onto_live_value", "onto_constant", "into_tuple_table", "into_thread_local",
+KINDS = ("probe_offsets", "onto_live_value", "onto_constant", "into_tuple_table", "into_thread_local",
          "into_parameter", "into_output", "random_place", "misalign", "move_fixed",
          "split_group", "swap_order", "move_instruction", "resize_temp", "resize_fixed",
          "recompute", "damage_recompute")
@@ -163,22 +166,51 @@ def _movable(base: Base) -> list[int]:
     return [v for u in base.graph.units if u.movable for v in u.values]
 
 
+def _put_unit(base: Base, m: Mutant, unit, alloc: int, offset: int) -> None:
+    """Move every value of ``unit`` (its members keep their relative offsets)."""
+    for v, rel in zip(unit.values, unit.member_offsets):
+        m.places[v] = (alloc, offset + rel)
+
+
 def _move_into(base: Base, m: Mutant, rng: random.Random, allocs: Sequence[int]) -> bool:
-    """Move a movable value into one of ``allocs`` at an aligned offset,
+    """Move a movable unit into one of ``allocs`` at an aligned offset,
     sometimes growing the allocation to make it fit."""
     allocs = list(allocs)
     if not allocs:
         return False
-    v = rng.choice(_movable(base))
+    unit = rng.choice([u for u in base.graph.units if u.movable])
     a = rng.choice(allocs)
-    size = base.graph.values[v].size
     cap = _size(base, m, a)
-    if size > cap or rng.random() < 0.3:
+    if unit.size > cap or rng.random() < 0.3:
         offset = _aligned(rng, cap) if rng.random() < 0.5 else 0
-        m.sizes[a] = max(cap, offset + size)
+        m.sizes[a] = max(cap, offset + unit.size)
     else:
-        offset = _aligned(rng, cap - size)
-    m.places[v] = (a, offset)
+        offset = _aligned(rng, cap - unit.size)
+    _put_unit(base, m, unit, a, offset)
+    return True
+
+
+def _probe(base: Base, m: Mutant, rng: random.Random, by_kind, accepts) -> bool:
+    """Look for a place the checker accepts: a movable unit, an allocation of
+    a random kind (constant, tuple table, thread-local, parameter, output or
+    the temp arena), up to 12 aligned offsets that fit without resizing;
+    the first accepted one is kept (else the last tried)."""
+    kinds = [k for k in ("constant", "tuple", "thread_local", "parameter", "output")
+             if by_kind[k]] + ["temp"]
+    kind = rng.choice(kinds)
+    allocs = [base.graph.temp_allocation] if kind == "temp" else by_kind[kind]
+    a = rng.choice(allocs)
+    cap = _size(base, m, a)
+    units = [u for u in base.graph.units if u.movable and 0 < u.size <= cap]
+    if not units:
+        return False
+    unit = rng.choice(units)
+    before = dict(m.places)
+    for _ in range(12):
+        m.places = dict(before)
+        _put_unit(base, m, unit, a, _aligned(rng, cap - unit.size))
+        if accepts is not None and accepts(m):
+            break
     return True
 
 
@@ -259,8 +291,10 @@ def _damage(base: Base, m: Mutant, rng: random.Random, claim, names):
     return dataclasses.replace(claim, producer=rng.choice(names))
 
 
-def mutate(base: Base, rng: random.Random, kind: str | None = None) -> Mutant:
-    """The solver's plan with 1-3 adversarial edits (``kind`` forces the first)."""
+def mutate(base: Base, rng: random.Random, kind: str | None = None,
+           accepts: Callable[[Mutant], bool] | None = None) -> Mutant:
+    """The base plan with 1-3 adversarial edits (``kind`` forces the first);
+    ``accepts`` (the checker) steers the "probe_offsets" edit."""
     lay = base.layout
     g = lay.graph
     m = Mutant(list(lay.order), dict(lay.places), dict(lay.allocation_sizes),
@@ -282,7 +316,9 @@ def mutate(base: Base, rng: random.Random, kind: str | None = None) -> Mutant:
     for k in range(edits):
         todo = kind if k == 0 and kind else rng.choice(KINDS)
         done = True
-        if todo == "onto_live_value":
+        if todo == "probe_offsets":
+            done = _probe(base, m, rng, by_kind, accepts)
+        elif todo == "onto_live_value":
             v = rng.choice(_movable(base))
             m.places[v] = _place(base, m, rng.choice(list(g.values)))
         elif todo == "onto_constant":
@@ -560,7 +596,15 @@ def campaign(bases: Sequence[Base], mutations: int, seed: int = 0,
         for k in range(mutations):
             base, runner = bases[k % len(bases)], runners[k % len(bases)]
             cap = base.capture
-            m = mutate(base, rng, KINDS[(k // len(bases)) % len(KINDS)])
+            def accepts(m, base=base, cap=cap):
+                try:
+                    check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                                     candidate(base, m), alignment=base.graph.alignment)
+                    return True
+                except check.PlanRejected:
+                    return False
+
+            m = mutate(base, rng, KINDS[(k // len(bases)) % len(KINDS)], accepts)
             figures.mutations += 1
             figures.kinds.update(set(m.kinds))
             try:
