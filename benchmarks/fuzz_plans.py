@@ -564,7 +564,7 @@ def _reason_class(message: str) -> str:
     import re
     text = re.sub(r"\{[^}]*\}", "", message)
     text = re.sub(r"[\w.\-]+\.\d+|\d+", "#", text)
-    return text[:90]
+    return text[:110]
 
 
 def check_base(base: Base, runner: Runner) -> None:
@@ -624,8 +624,10 @@ def campaign(bases: Sequence[Base], mutations: int, seed: int = 0,
                 continue
             try:
                 rewrite(base, m, guards=True)
-            except Exception:  # noqa: BLE001 - counted
+            except Exception as err:  # noqa: BLE001 - counted with its reason
                 figures.accepted_guarded_refusal += 1
+                figures.reasons["(accepted) the guarded rewrite refuses: "
+                                + _reason_class(str(err))] += 1
             key = hashlib.sha256(raw).hexdigest()
             if key not in seen:
                 seen[key] = runner.run(raw)
@@ -660,8 +662,13 @@ def summary(figures: Figures, command: str) -> str:
     for kind in KINDS:
         lines.append(f"  {kind:18s} {figures.kinds[kind]:6d} / {figures.rejected_by_kind[kind]:6d}")
     lines.append("most common rejection reasons:")
-    for reason, n in figures.reasons.most_common(25):
+    rejections = [(r, n) for r, n in figures.reasons.most_common() if not r.startswith("(accepted)")]
+    for reason, n in rejections[:25]:
         lines.append(f"  {n:6d}  {reason}")
+    lines.append("accepted plans the rewrite refuses (not run, or run with its guards off):")
+    for reason, n in figures.reasons.most_common():
+        if reason.startswith("(accepted)"):
+            lines.append(f"  {n:6d}  {reason[len('(accepted) '):]}")
     for w in figures.wrong[:20]:
         lines.append(f"WRONG: {w}")
     return "\n".join(lines)
@@ -688,7 +695,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.txt").write_text(text + "\n")
-        data = {k: v for k, v in dataclasses.asdict(figures).items()}
+        data = {f.name: getattr(figures, f.name) for f in dataclasses.fields(figures)}
+        data = {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in data.items()}
         data["command"] = command
         (out / "figures.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     return 1 if figures.accepted_and_wrong else 0

@@ -333,8 +333,8 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         na, no = plan.places.get(v, (a, o))
         if v not in intervals:
             if (na, no) != (a, o):
-                raise PlanRejected(f"value {label} is {_fixed_kind(alloc) or 'not tracked'} and "
-                                   f"must stay at allocation {a} offset {o}")
+                raise PlanRejected(f"value {label} is in {_fixed_kind(alloc) or 'an untracked'} "
+                                   f"allocation and must stay at allocation {a} offset {o}")
             if not alloc.is_thread_local and v not in records:
                 # Nothing says when it is live: it holds its bytes for the whole program.
                 key = -1 - len(extra_places)
@@ -371,7 +371,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         _check_destination(label, allocs_by_index[placements[claim.value][0]], alloc, na)
         if alloc.is_entry_computation_parameter:
             raise PlanRejected(f"{label} is placed in allocation {na}, which cannot hold it: "
-                               f"it is {_fixed_kind(alloc)}")
+                               f"it is {_fixed_kind(alloc)} allocation")
         cap = plan.allocation_sizes.get(na, alloc.size)
         if no % alignment or no < 0 or no + size > cap:
             raise PlanRejected(f"{label} ({size} B at {no}) is misaligned or outside allocation "
@@ -423,7 +423,7 @@ def _fixed_kind(alloc) -> str:
     if alloc.is_thread_local:
         return "a thread-local"
     if alloc.is_entry_computation_parameter:
-        return f"an entry parameter's ({alloc.parameter_number})"
+        return f"entry parameter {alloc.parameter_number}'s"
     return ""
 
 
