@@ -5,7 +5,8 @@ re-derives, its own way, the flattened schedule a new entry order implies,
 every value's live interval on it, and which values XLA compiled to share
 bytes (in-place pairs and control-flow aliases).  Then it checks the plan:
 a topological order, no two values live at once on overlapping bytes unless
-XLA compiled them to share, shared values kept together, fixed values where
+XLA compiled them to share (and those take turns: nothing reads one once the
+next is written over it), shared values kept together, fixed values where
 XLA put them, alignment, and every value inside its allocation.
 
 What the executable owns is never a destination, whatever its occupants'
