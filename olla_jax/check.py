@@ -5,8 +5,19 @@ re-derives, its own way, the flattened schedule a new entry order implies,
 every value's live interval on it, and which values XLA compiled to share
 bytes (in-place pairs and control-flow aliases).  Then it checks the plan:
 a topological order, no two values live at once on overlapping bytes unless
-XLA compiled them to share, shared values kept together, fixed values where
+XLA compiled them to share (and those take turns: nothing reads one once the
+next is written over it), shared values kept together, fixed values where
 XLA put them, alignment, and every value inside its allocation.
+
+What the executable owns is never a destination, whatever its occupants'
+lifetimes: a constant allocation (its bytes are initialised once, when the
+executable loads, so a write corrupts every later call), a tuple table (the
+runtime writes its index table), a thread-local allocation (no real buffer:
+kernels keep those values on their own stacks) and an entry parameter that is
+not donated (the caller's bytes).  Only allocations that are neither these nor
+possibly live out may change size.  Every byte of a destination is checked
+against every occupant for its whole life: constants are live for the whole
+program, and a logical buffer the values dump does not describe is too.
 """
 
 from __future__ import annotations
@@ -140,9 +151,15 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
 
     # 3. Live intervals, derived from definitions, positions and uses.
     placements = {}
+    allocs_by_index = {x.index: x for x in proto.buffer_assignment.buffer_allocations}
     for a in proto.buffer_assignment.buffer_allocations:
         for assigned in a.assigned:
             placements[assigned.logical_buffer_id] = (a.index, assigned.offset, assigned.size, a)
+    _check_sizes(plan, allocs_by_index)
+    for v in plan.places:
+        if v not in placements:
+            raise PlanRejected(f"the plan places value {v}, which XLA's buffer assignment does not "
+                               "hold")
     intervals: dict[int, tuple[int, int]] = {}
     late_readers = {c.value: set(c.late_users) for c in plan.recomputes}
     for rec in records.values():
@@ -175,8 +192,11 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             # (they pass on to its callees' parameters); others at their step.
             end = max(end, reads_at.get(name, flat[name]))
         donated = is_param and placements[rec.id][3].maybe_live_out
-        if (is_param and not donated) or any(p.instruction == root for p in rec.positions):
+        if (is_param and not donated) or any(p.instruction == root for p in rec.positions) or \
+                xla.ranges.get(rec.key, (0, 0))[1] >= len(xla.sequence):
             end = horizon - 1  # inputs stay the caller's; outputs go back to it
+        if placements[rec.id][3].is_constant:
+            start, end = 0, horizon - 1  # initialised once, at load: live in every call
         intervals[rec.id] = (start, end)
 
     # 4. Which values XLA compiled to share bytes: in-place pairs and control flow.
@@ -240,6 +260,24 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             for o, p in zip(ops, comp_params(called[0])):
                 tie([o, p])
 
+    # 4a. Values XLA compiled to share bytes take turns: once a later one is
+    # written (by the instruction that may read the earlier one last), nothing
+    # reads the earlier one.  Values of nested computations keep XLA's inner
+    # order; entry values are what a new order can move past one another.
+    members = defaultdict(list)
+    for v in intervals:
+        if records[v].defining_instruction in entry_set and placements[v][2] > 0:
+            members[find(v)].append(v)
+    for group in members.values():
+        group.sort(key=lambda x: intervals[x])
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if intervals[a][0] < intervals[b][0] < intervals[a][1]:
+                    raise PlanRejected(
+                        f"value {records[a].key} is still read at step {intervals[a][1]} after "
+                        f"{records[b].key}, which XLA compiled to write over its bytes, is "
+                        f"written at step {intervals[b][0]}")
+
     # 4b. Recomputation: a pure kernel's second run needs its own result apart
     # from its operands (no in-place pair), one plain position, and operands
     # whose bytes are intact when it runs (live until then, not written over).
@@ -286,36 +324,55 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         parent[key] = key
         extra_places[key] = (claim, placements[v][2], rec.key + " (recomputed)")
 
+    def label_of(v):
+        return extra_places[v][2] if v in extra_places else records[v].key
+
     # 5. Places: fixed values stay, shared values stay together, all inside.
     new_place = {}
     for v, (a, o, size, alloc) in placements.items():
-        if v not in intervals:
-            continue
+        label = records[v].key if v in records else f"logical buffer {v}"
         na, no = plan.places.get(v, (a, o))
+        if v not in intervals:
+            if (na, no) != (a, o):
+                raise PlanRejected(f"value {label} is in {_fixed_kind(alloc) or 'an untracked'} "
+                                   f"allocation and must stay at allocation {a} offset {o}")
+            if not alloc.is_thread_local and v not in records:
+                # Nothing says when it is live: it holds its bytes for the whole program.
+                key = -1 - len(extra_places)
+                intervals[key], parent[key] = (0, horizon - 1), key
+                extra_places[key] = (None, size, label)
+                new_place[key] = (a, o, size)
+            continue
         pinned = alloc.is_entry_computation_parameter or alloc.is_constant or \
-            intervals[v][1] == horizon - 1 and any(p.instruction == root for p in records[v].positions)
+            alloc.is_thread_local or alloc.is_tuple or intervals[v][1] == horizon - 1 and (
+                any(p.instruction == root for p in records[v].positions)
+                or xla.ranges.get(records[v].key, (0, 0))[1] >= len(xla.sequence))
         if pinned and (na, no) != (a, o):
-            raise PlanRejected(f"value {records[v].key} is an input, constant or output and must "
-                               f"stay at allocation {a} offset {o}")
+            what = _fixed_kind(alloc) or "an output"
+            raise PlanRejected(f"value {label} is in {what} allocation and must stay at allocation "
+                               f"{a} offset {o}")
+        if (na, no) != (a, o):
+            _check_destination(label, alloc, allocs_by_index.get(na), na)
         if (na, no) != (a, o) and no % alignment:
-            raise PlanRejected(f"value {records[v].key} moved to offset {no}, not a multiple of {alignment}")
-        cap = plan.allocation_sizes.get(na)
-        if cap is None:
-            cap = next((x.size for x in proto.buffer_assignment.buffer_allocations
-                        if x.index == na), None)
-        if cap is None:
-            raise PlanRejected(f"value {records[v].key} is moved to allocation {na}, which does not exist")
+            raise PlanRejected(f"value {label} moved to offset {no}, not a multiple of {alignment}")
+        if na not in allocs_by_index:
+            raise PlanRejected(f"value {label} is moved to allocation {na}, which does not exist")
+        cap = plan.allocation_sizes.get(na, allocs_by_index[na].size)
         if no < 0 or no + size > cap:
-            raise PlanRejected(f"value {records[v].key} ({size} B at {no}) does not fit allocation "
+            raise PlanRejected(f"value {label} ({size} B at {no}) does not fit allocation "
                                f"{na} of {cap} B")
         new_place[v] = (na, no, size)
-    allocs_by_index = {x.index: x for x in proto.buffer_assignment.buffer_allocations}
     for key, (claim, size, label) in extra_places.items():
+        if claim is None:
+            continue
         na, no = claim.place
         alloc = allocs_by_index.get(na)
-        if alloc is None or alloc.is_entry_computation_parameter or alloc.is_constant or \
-                alloc.is_thread_local or alloc.is_tuple:
-            raise PlanRejected(f"{label} is placed in allocation {na}, which cannot hold it")
+        if alloc is None:
+            raise PlanRejected(f"{label} is placed in allocation {na}, which does not exist")
+        _check_destination(label, allocs_by_index[placements[claim.value][0]], alloc, na)
+        if alloc.is_entry_computation_parameter:
+            raise PlanRejected(f"{label} is placed in allocation {na}, which cannot hold it: "
+                               f"it is {_fixed_kind(alloc)} allocation")
         cap = plan.allocation_sizes.get(na, alloc.size)
         if no % alignment or no < 0 or no + size > cap:
             raise PlanRejected(f"{label} ({size} B at {no}) is misaligned or outside allocation "
@@ -326,13 +383,10 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         groups[find(v)].add(new_place[v][:2])
     for root_v, places in groups.items():
         if len(places) > 1:
-            raise PlanRejected(f"value {records[root_v].key} and the values XLA compiled to share its "
+            raise PlanRejected(f"value {label_of(root_v)} and the values XLA compiled to share its "
                                f"bytes were split across {sorted(places)}")
 
     # 6. No two values live at once on overlapping bytes, unless shared.
-    def label_of(v):
-        return extra_places[v][2] if v in extra_places else records[v].key
-
     pairs = 0
     peaks = {}
     by_alloc = defaultdict(list)
@@ -359,3 +413,57 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             peak = max(peak, live)
         peaks[a] = peak
     return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)
+
+
+def _fixed_kind(alloc) -> str:
+    """What makes an allocation the executable's own ("" if nothing does)."""
+    if alloc.is_constant:
+        return "a constant"
+    if alloc.is_tuple:
+        return "a tuple table"
+    if alloc.is_thread_local:
+        return "a thread-local"
+    if alloc.is_entry_computation_parameter:
+        return f"entry parameter {alloc.parameter_number}'s"
+    return ""
+
+
+def _check_destination(label: str, source, dest, index: int) -> None:
+    """A moved value (or a recomputed copy) may go to a temp or output
+    allocation, or into a donated parameter's (its lifetimes are checked
+    after); never onto bytes the executable owns."""
+    if dest is None:
+        raise PlanRejected(f"{label} is moved to allocation {index}, which does not exist")
+    if dest.is_constant:
+        raise PlanRejected(f"{label} is moved onto constant allocation {index}: constants are "
+                           "initialised once, when the executable loads, and a write there "
+                           "corrupts every later call")
+    if dest.is_tuple:
+        raise PlanRejected(f"{label} is moved into allocation {index}, a tuple table (the runtime "
+                           "writes its index table there)")
+    if dest.is_thread_local:
+        raise PlanRejected(f"{label} is moved into thread-local allocation {index}, which has no "
+                           "buffer of its own")
+    if dest.is_entry_computation_parameter and not dest.maybe_live_out:
+        raise PlanRejected(f"{label} is moved into allocation {index}, entry parameter "
+                           f"{dest.parameter_number}'s, which is not donated: its bytes are the "
+                           "caller's")
+    if source is not None and dest.color != source.color:
+        raise PlanRejected(f"{label} is moved across memory colors ({source.color} -> "
+                           f"{dest.color})")
+
+
+def _check_sizes(plan: CandidatePlan, allocs_by_index) -> None:
+    """Only a temp allocation (not fixed, not possibly live out) may change size."""
+    for index, size in plan.allocation_sizes.items():
+        alloc = allocs_by_index.get(index)
+        if alloc is None:
+            raise PlanRejected(f"the plan sizes allocation {index}, which does not exist")
+        if int(size) < 0:
+            raise PlanRejected(f"the plan gives allocation {index} a negative size ({size})")
+        if int(size) == alloc.size:
+            continue
+        what = _fixed_kind(alloc) or ("a possibly live-out" if alloc.maybe_live_out else "")
+        if what:
+            raise PlanRejected(f"allocation {index} is {what} allocation: its size "
+                               f"({alloc.size} B) cannot change (the plan asks for {size} B)")
