@@ -271,7 +271,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # outputs whose idle space it counts as free for every unit).
     from olla_jax.graph import resident
     floor_found = resident.floor_bound(
-        graph, deadline=time.monotonic() + 0.3 * (bound_deadline - time.monotonic()))
+        graph, deadline=time.monotonic() + 0.5 * (bound_deadline - time.monotonic()))
     logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
                  floor_found.evaluated)
     value = floor_found.value

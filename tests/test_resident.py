@@ -6,7 +6,6 @@ model whose many outputs' idle space the relaxation counts as free."""
 from __future__ import annotations
 
 import functools
-import itertools
 import warnings
 
 import jax
@@ -125,17 +124,18 @@ def assert_valid(graph) -> int:
     floor = resident.floor_bound(graph)
     own = budget.working_set_bound(graph)[0]
     xla_temp = graph.allocations[graph.temp_allocation].size if graph.temp_allocation >= 0 else 0
+    ceiling = min(xla_temp, xla_order_arena(graph))
     for value in (floor.value, own, resident.resident_bound(graph).value,
                   resident.last_writer_bound(graph).value):
-        assert 0 <= value <= min(xla_temp, xla_order_arena(graph))
+        assert 0 <= value <= ceiling
     assert own <= resident.resident_bound(graph).value  # fewer units surely live without `across`
     return floor.value
 
 
-FAST = ("mlp", "cnn_adam", "lm_adamw", "lstm", "donated", "grad_accum", "remat")
+FAST = ("scan", "conv", "lstm", "grad_accum")   # each compiles its step: the rest are slow
 
 
-@pytest.mark.parametrize("name", ["scan", "conv", *FAST])
+@pytest.mark.parametrize("name", FAST)
 def test_bound_never_exceeds_xla_or_a_placement_of_its_order(name):
     assert_valid(graph_of(name))
 

@@ -98,15 +98,6 @@ def _parkable(sizes: np.ndarray, capacities: np.ndarray) -> int:
     return int(min(prefix[-1], (whole + fits).min()))
 
 
-def _union_bytes(spans: list[tuple[int, int]]) -> int:
-    total, end = 0, -1
-    for a, b in sorted(spans):
-        if b > end:
-            total += b - max(a, end)
-            end = b
-    return total
-
-
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     out: list[list[int]] = []
     for a, b in sorted(spans):
@@ -147,6 +138,18 @@ class _Surely:
                 bits |= before & after
             if bits:
                 self.forced.append((unit.id, bits))
+        self.forced_bits = dict(self.forced)
+        width = (n_nodes + 7) // 8 or 1
+        self.forced_ids = np.array([uid for uid, _ in self.forced], dtype=np.int64)
+        self.forced_packed = np.frombuffer(b"".join(
+            bits.to_bytes(width, "little") for _, bits in self.forced), dtype=np.uint8
+        ).reshape(len(self.forced), width)
+        # Per unit (by id): movable, size, region (-1 outside any), first and end byte.
+        self.movable = np.array([u.movable for u in graph.units], dtype=bool)
+        self.size = np.array([u.size for u in graph.units], dtype=np.int64)
+        self.region = np.array([self.region_index.get(u.allocation, -1) for u in graph.units],
+                               dtype=np.int64)
+        self.offset = np.array([u.offset for u in graph.units], dtype=np.int64)
         # Per node, per unit it touches, the unit's live spans in the node's block.
         self.touching: dict[int, dict[int, list[tuple[int, int]]]] = defaultdict(
             lambda: defaultdict(list))
@@ -168,11 +171,13 @@ class _Surely:
                     here = graph.flat_node[min(e, last)] == n and not v.live_out
                     b = e - bs if here else length - 1
                     self.touching[n][unit.id].append((a, max(a, b)))
-        self._forced_at: dict[int, list[int]] = {}
+        self._forced_at: dict[int, np.ndarray] = {}
 
-    def forced_at(self, n: int) -> list[int]:
+    def forced_at(self, n: int) -> np.ndarray:
+        """The units that span node ``n``'s whole block in every order."""
         if n not in self._forced_at:
-            self._forced_at[n] = [uid for uid, bits in self.forced if (bits >> n) & 1]
+            column = (self.forced_packed[:, n >> 3] >> (n & 7)) & 1
+            self._forced_at[n] = self.forced_ids[column.astype(bool)]
         return self._forced_at[n]
 
     def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,18 +186,18 @@ class _Surely:
         graph, units = self.graph, self.graph.units
         n_nodes = len(graph.nodes)
         whole = np.zeros(n_nodes, dtype=np.int64)
-        for uid, bits in self.forced:
-            if units[uid].movable:
-                raw = np.frombuffer(bits.to_bytes((n_nodes + 7) // 8 or 1, "little"), np.uint8)
-                whole += units[uid].size * np.unpackbits(
-                    raw, count=n_nodes, bitorder="little").astype(np.int64)
+        weights = np.where(self.movable[self.forced_ids], self.size[self.forced_ids], 0) \
+            if len(self.forced_ids) else np.zeros(0, dtype=np.int64)
+        for lo in range(0, len(weights), 1024):   # chunks keep the unpacked bits small
+            bits = np.unpackbits(self.forced_packed[lo:lo + 1024], axis=1, count=n_nodes,
+                                 bitorder="little")
+            whole += weights[lo:lo + 1024] @ bits.astype(np.int64)
         totals, owner, offset = [], [], []
         for n in range(n_nodes):
             length = graph.block_length(n)
             diff = np.zeros(length + 1, dtype=np.int64)
-            forced_here = set(self.forced_at(n)) if self.touching[n] else set()
             for uid, spans in self.touching[n].items():
-                if not units[uid].movable or uid in forced_here:
+                if not units[uid].movable or (self.forced_bits.get(uid, 0) >> n) & 1:
                     continue  # fixed, or already in the whole-block total
                 for a, b in _merge(spans):
                     diff[a] += units[uid].size
@@ -202,26 +207,30 @@ class _Surely:
             offset.append(np.arange(length, dtype=np.int64))
         return tuple(np.concatenate(x) for x in (totals, owner, offset))
 
-    def at_step(self, n: int, k: int, busy: Sequence[int] = ()) -> int:
+    def at_step(self, n: int, k: int, busy: np.ndarray | Sequence[int] = ()) -> int:
         """Arena bytes surely needed at step ``k`` of node ``n``'s block, with
         the fixed units ``busy`` also occupying their regions."""
-        units = self.graph.units
-        live = {uid for uid, spans in self.touching[n].items()
-                if any(a <= k <= b for a, b in spans)}
-        live.update(self.forced_at(n))
-        live.update(busy)
-        sizes, occupied = [], defaultdict(list)
-        for uid in live:
-            unit = units[uid]
-            if unit.movable:
-                sizes.append(unit.size)
-            else:
-                occupied[self.region_index[unit.allocation]].append(
-                    (unit.offset, unit.offset + unit.size))
+        here = [uid for uid, spans in self.touching[n].items()
+                if any(a <= k <= b for a, b in spans)]
+        live = np.unique(np.concatenate([np.array(here, dtype=np.int64), self.forced_at(n),
+                                         np.asarray(busy, dtype=np.int64)]))
+        movable = self.movable[live]
+        sizes = self.size[live[movable]]
+        fixed = live[~movable]
         free = self.region_size.copy()
-        for r, spans in occupied.items():
-            free[r] -= _union_bytes(spans)
-        sizes = np.array(sizes, dtype=np.int64)
+        if len(fixed):
+            # Bytes of each region covered by its live fixed units (their union):
+            # shifted so regions never overlap, sorted, each counts past the
+            # furthest end before it.
+            shift = np.int64(1) << np.int64(41)
+            start = self.region[fixed] * shift + self.offset[fixed]
+            order = np.argsort(start, kind="stable")
+            start = start[order]
+            end = start + self.size[fixed][order]
+            reach = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min], end[:-1]]))
+            covered = np.maximum(0, end - np.maximum(start, reach))
+            free -= np.bincount(self.region[fixed][order], weights=covered,
+                                minlength=len(free)).astype(np.int64)
         return max(0, int(sizes.sum()) - _parkable(sizes, free))
 
     def at_node(self, n: int, busy: Sequence[int] = ()) -> tuple[int, int]:
@@ -291,45 +300,49 @@ def last_writer_bound(graph: ScheduleGraph, *, across: bool = True,
 
 
 def floor_bound(graph: ScheduleGraph, *, deadline: float | None = None) -> Resident:
-    """The larger of ``resident_bound`` and ``last_writer_bound`` (built once;
-    half the time left to each)."""
+    """The larger of ``resident_bound`` and ``last_writer_bound``, built once:
+    the steps get a third of the time left, the writers the rest, starting
+    from the steps' value (a writer that cannot beat it need not be solved)."""
     if graph.temp_allocation < 0:
         return Resident(0)
     surely = _Surely(graph, across=True)
-    mid = None if deadline is None else time.monotonic() + 0.5 * (deadline - time.monotonic())
-    steps = _best_step(surely, mid)
-    last = _last_writer(surely, deadline)
-    best = max(steps, last, key=lambda r: r.value)
+    third = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / 3
+    steps = _best_step(surely, third)
+    last = _last_writer(surely, deadline, start=steps.value)
+    best = last if last.value > steps.value else steps
     return dataclasses.replace(best, evaluated=steps.evaluated + last.evaluated,
                                complete=steps.complete and last.complete)
 
 
-def _last_writer(surely: _Surely, deadline: float | None) -> Resident:
+def _last_writer(surely: _Surely, deadline: float | None, start: int = 0) -> Resident:
     """The best set W by peeling: W starts as every output writer; each round
     the writers that need no more than the best minimum so far leave it.
     Values only fall as W shrinks, so the first writer of the best set to
     leave does so at a minimum at least that set's: the peeling finds it
-    (as for a graph's degeneracy).  Stopped by ``deadline``, still a bound."""
+    (as for a graph's degeneracy).  Stopped by ``deadline``, still a bound.
+    ``start``: a bound known already; the value returned is 0 unless it beats it."""
     graph = surely.graph
     writes = _writers(graph, surely.region_index)
     writers = sorted(writes)
     best, evaluated = Resident(0), 0
     while writers:
+        floor = max(best.value, start)
         count: dict[int, int] = defaultdict(int)   # unit -> its writers in W
         for w in writers:
             for uid in writes[w]:
                 count[uid] += 1
+        written = np.array(sorted(count), dtype=np.int64)
         values = []
         for w in writers:
             if deadline is not None and evaluated and time.monotonic() > deadline:
                 return dataclasses.replace(best, evaluated=evaluated, complete=False)
-            mine = set(writes[w])
-            others = [uid for uid, c in count.items() if c > (uid in mine)]
+            alone = [uid for uid in writes[w] if count[uid] == 1]   # written by w only
+            others = np.setdiff1d(written, alone, assume_unique=True) if alone else written
             value, k = surely.at_node(w, others)
             evaluated += graph.block_length(w)
             values.append((value, k, w))
         low, k, w = min(values)
-        if low > best.value:
+        if low > floor:
             best = Resident(low, w, graph.block_start[w] + k)
-        writers = [w for value, _, w in values if value > best.value]
+        writers = [w for value, _, w in values if value > max(floor, low)]
     return dataclasses.replace(best, evaluated=evaluated)
