@@ -172,6 +172,7 @@ class _Surely:
                     b = e - bs if here else length - 1
                     self.touching[n][unit.id].append((a, max(a, b)))
         self._forced_at: dict[int, np.ndarray] = {}
+        self._totals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def forced_at(self, n: int) -> np.ndarray:
         """The units that span node ``n``'s whole block in every order."""
@@ -183,6 +184,11 @@ class _Surely:
     def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per flat step, the movable bytes surely live there before parking (an
         upper bound of the step's value), with the step's node and offset."""
+        if self._totals is None:
+            self._totals = self._compute_totals()
+        return self._totals
+
+    def _compute_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         graph, units = self.graph, self.graph.units
         n_nodes = len(graph.nodes)
         whole = np.zeros(n_nodes, dtype=np.int64)
@@ -323,7 +329,11 @@ def _last_writer(surely: _Surely, deadline: float | None, start: int = 0) -> Res
     ``start``: a bound known already; the value returned is 0 unless it beats it."""
     graph = surely.graph
     writes = _writers(graph, surely.region_index)
-    writers = sorted(writes)
+    totals, owner, _ = surely.totals()
+    upper = np.zeros(len(graph.nodes), dtype=np.int64)
+    np.maximum.at(upper, owner, totals)
+    # A writer that cannot need more than ``start`` would leave at once.
+    writers = sorted(w for w in writes if upper[w] > start)
     best, evaluated = Resident(0), 0
     while writers:
         floor = max(best.value, start)
