@@ -192,26 +192,29 @@ class _Surely:
         graph, units = self.graph, self.graph.units
         n_nodes = len(graph.nodes)
         whole = np.zeros(n_nodes, dtype=np.int64)
-        weights = np.where(self.movable[self.forced_ids], self.size[self.forced_ids], 0) \
-            if len(self.forced_ids) else np.zeros(0, dtype=np.int64)
-        for lo in range(0, len(weights), 1024):   # chunks keep the unpacked bits small
-            bits = np.unpackbits(self.forced_packed[lo:lo + 1024], axis=1, count=n_nodes,
+        rows = np.flatnonzero(self.movable[self.forced_ids]) if len(self.forced_ids) else []
+        for lo in range(0, len(rows), 256):   # chunks keep the unpacked bits small
+            chunk = rows[lo:lo + 256]
+            bits = np.unpackbits(self.forced_packed[chunk], axis=1, count=n_nodes,
                                  bitorder="little")
-            whole += weights[lo:lo + 1024] @ bits.astype(np.int64)
-        totals, owner, offset = [], [], []
+            whole += self.size[self.forced_ids[chunk]] @ bits.astype(np.int64)
+        totals: list[np.ndarray | int] = []
         for n in range(n_nodes):
             length = graph.block_length(n)
+            mine = [(uid, spans) for uid, spans in self.touching[n].items()
+                    if units[uid].movable and not (self.forced_bits.get(uid, 0) >> n) & 1]
+            if length == 1:
+                totals.append(int(whole[n]) + sum(units[uid].size for uid, _ in mine))
+                continue
             diff = np.zeros(length + 1, dtype=np.int64)
-            for uid, spans in self.touching[n].items():
-                if not units[uid].movable or (self.forced_bits.get(uid, 0) >> n) & 1:
-                    continue  # fixed, or already in the whole-block total
+            for uid, spans in mine:     # the rest is already in the whole-block total
                 for a, b in _merge(spans):
                     diff[a] += units[uid].size
                     diff[b + 1] -= units[uid].size
-            totals.append(int(whole[n]) + np.cumsum(diff[:-1]))
-            owner.append(np.full(length, n, dtype=np.int64))
-            offset.append(np.arange(length, dtype=np.int64))
-        return tuple(np.concatenate(x) for x in (totals, owner, offset))
+            totals.extend((int(whole[n]) + np.cumsum(diff[:-1])).tolist())
+        owner = np.array(graph.flat_node, dtype=np.int64)
+        offset = np.arange(len(owner), dtype=np.int64) - np.array(graph.block_start)[owner]
+        return np.array(totals, dtype=np.int64), owner, offset
 
     def at_step(self, n: int, k: int, busy: np.ndarray | Sequence[int] = ()) -> int:
         """Arena bytes surely needed at step ``k`` of node ``n``'s block, with
