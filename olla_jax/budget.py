@@ -289,26 +289,13 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
 
 def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
     """(bytes, instruction): a lower bound of the temp of any plan that runs the
-    same kernels, recomputed or not.  A plain instruction's operands and
-    results are resident together while it runs; only the idle space of output
-    allocations (at most their whole size) can hold some of them outside the
-    temp arena."""
-    regions = sum(graph.allocations[a].size for a in graph.regions)
-    touched = defaultdict(set)
-    for unit in graph.units:
-        if not unit.movable:
-            continue
-        for v in unit.values:
-            for node in graph.values[v].touches:
-                touched[node].add(unit.id)
-    best, where = 0, ""
-    for node, units in touched.items():
-        if graph.block_length(node) != 1:
-            continue
-        need = sum(graph.units[u].size for u in units) - regions
-        if need > best:
-            best, where = need, graph.nodes[node]
-    return best, where
+    same kernels, recomputed or not: at one step, the operands and results of
+    an instruction (and what a while, call or conditional holds inside) that
+    no idle output space can take (``graph.resident``, without values held
+    across instructions, which recomputation may drop)."""
+    from olla_jax.graph import resident
+    found = resident.resident_bound(graph, across=False)
+    return found.value, graph.nodes[found.node] if found.value else ""
 
 
 # --- the budget entry point -------------------------------------------------

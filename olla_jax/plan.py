@@ -347,15 +347,24 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # sometimes beats orders that score better on the order objectives.
     from olla_jax.solve import list_schedule
     orders.setdefault(tuple(list_schedule.best_list_schedule(with_regions).order), "list")
+    bound_deadline = time.monotonic() + max(1.0, 0.15 * search_limit_s)
+    # What must be resident at one step whatever the order (loop bodies
+    # included) and the last output writer's need: the min-cut's floor, and
+    # the bound where the relaxation degenerates (a step inside one while;
+    # outputs whose idle space it counts as free for every unit).
+    from olla_jax.graph import resident
+    floor_found = resident.floor_bound(
+        graph, deadline=time.monotonic() + 0.5 * (bound_deadline - time.monotonic()))
+    logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
+                 floor_found.evaluated)
+    value = floor_found.value
     # Each is a valid bound on the arena (see ScheduleGraph.bound_problems); the largest holds.
     # The largest threshold first (few units, often the strongest: what it
     # proves lets the others skip every node that cannot beat it), then the
     # plain relaxation, then the rest, largest first, while the bound's share of
     # the limit lasts: any subset of these bounds is a bound, only maybe weaker.
-    value = 0
     ascending = graph.bound_problems()
     bound_problems = [ascending[-1], *ascending[:1], *ascending[-2:0:-1]][:len(ascending)]
-    bound_deadline = time.monotonic() + max(1.0, 0.15 * search_limit_s)
     solved = 0
     for k, problem in enumerate(bound_problems):
         left = bound_deadline - time.monotonic()
