@@ -173,3 +173,23 @@ def test_donated_flax_step_is_planned_fed_back_and_exact():
     xla = jax.jit(step.fn, donate_argnums=donate)(*xla_args)
     assert _bits(ours) == _bits(xla)
     assert all(x.is_deleted() for x in jax.tree_util.tree_leaves(ours_args[:2]))
+
+
+def test_rewrite_lets_values_into_a_donated_parameter_only():
+    """XLA parks temporaries in a donated parameter's allocation (it is not read-only);
+    the rewrite may put values there too, but moves nothing XLA put in a parameter."""
+    from olla_jax.apply import edits
+    from olla_jax.graph import dumps
+    params, batch = params_and_batch()
+    cap = capture(sgd, params, batch, donate_argnums=(0,))
+    allocs = list(dumps.parse_hlo_proto(cap.hlo_proto).buffer_assignment.buffer_allocations)
+    sizes = {a.index: a.size for a in allocs}
+    donated = next(a for a in allocs if a.is_entry_computation_parameter and a.maybe_live_out)
+    kept = next(a for a in allocs if a.is_entry_computation_parameter and not a.maybe_live_out)
+    temp = next(a for a in allocs if not edits.fixed_kind(a) and not a.maybe_live_out)
+    assert edits.donated(donated) and not edits.donated(kept)
+    edits.check_move("v", temp.index, 0, donated.index, 0, 64, allocs, sizes, 64)   # accepted
+    with pytest.raises(edits.RewriteError, match="parameter"):
+        edits.check_move("v", temp.index, 0, kept.index, 0, 64, allocs, sizes, 64)
+    with pytest.raises(edits.RewriteError, match="parameter"):
+        edits.check_move("v", donated.index, 0, temp.index, 0, 64, allocs, sizes, 64)
