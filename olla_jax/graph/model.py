@@ -550,13 +550,13 @@ def _fixed_reuse_edges(graph: ScheduleGraph) -> set[tuple[int, int]]:
     for units in by_alloc.values():
         if len(units) < 2:
             continue
-        vals = [(graph.values[v], u.offset, u.size, u.id) for u in units for v in u.values]
-        for a, a_off, a_size, a_unit in vals:
+        vals = [(graph.values[v], u.id) for u in units for v in u.values]
+        for a, a_unit in vals:
             if a.live_out:
                 continue
-            for b, b_off, b_size, b_unit in vals:
+            for b, b_unit in vals:
                 if b_unit == a_unit or b.live_in or b.xla_range[0] <= a.xla_range[1] \
-                        or not (a_off < b_off + b_size and b_off < a_off + a_size):
+                        or not (a.offset < b.offset + b.size and b.offset < a.offset + a.size):
                     continue
                 d = b.def_node
                 edges.update((t, d) for t in a.touches if t < d)
