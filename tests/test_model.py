@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 
@@ -170,3 +171,89 @@ def test_threshold_bound_problems_keep_only_what_regions_cannot_hold():
     last = problems[-1]
     assert all(s == 0 for s in last.region_sizes)
     assert all(i.size > largest for i in last.items if i.region == -1)
+
+
+# ---------------------------------------------------------------------------
+# Donated variants: a donated parameter's allocation is also its output's, and
+# XLA parks temporaries there in between (issue 18).
+
+DONATED_FAST = ("mlp", "cnn_adam", "lm_adamw", "lstm")
+# The order-level model counts an outer value that dies inside a loop body as
+# live for the whole body, while XLA reuses its bytes there: for lstm donated,
+# memory scheduler, that is 8 bytes above XLA's temp at the while (the flat
+# replay, the arena and the conflicts agree with XLA).  Not a donation defect.
+ORDER_LEVEL_OVERCOUNT = {("lstm", "memory")}
+
+
+def donated_variant(step):
+    """The step with every dynamic argument but the last (the batch) donated."""
+    dynamic = [i for i in range(len(step.args)) if i not in step.static_argnums]
+    return dataclasses.replace(step, donate_argnums=tuple(dynamic[:-1]))
+
+
+@functools.lru_cache(maxsize=None)
+def captured_donated(name: str, scheduler: str):
+    step = donated_variant(examples.get(name, "tiny"))
+    return capture(step.fn, *step.args, scheduler=scheduler,
+                   static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+
+
+def random_order(graph, seed: int) -> tuple[int, ...]:
+    """A topological order of the graph's edges, drawn at random (any order a solver may pick)."""
+    import random
+    rng = random.Random(seed)
+    succ, indeg = collections.defaultdict(list), [0] * len(graph.nodes)
+    for u, v in graph.edges:
+        succ[u].append(v)
+        indeg[v] += 1
+    ready, order = [n for n in range(len(graph.nodes)) if not indeg[n]], []
+    while ready:
+        node = ready.pop(rng.randrange(len(ready)))
+        order.append(node)
+        for v in succ[node]:
+            indeg[v] -= 1
+            if not indeg[v]:
+                ready.append(v)
+    assert len(order) == len(graph.nodes)
+    return tuple(order)
+
+
+def spread_plan(graph, order):
+    """``order`` with every movable unit given bytes of its own in the temp
+    allocation: only what no plan moves can still overlap."""
+    places, end = {}, 0
+    for unit in graph.units:
+        if unit.movable:
+            places.update({v: (graph.temp_allocation, end + off)
+                           for v, off in zip(unit.values, unit.member_offsets)})
+            end += -(-unit.size // 64) * 64
+    return check.CandidatePlan(order=tuple(graph.nodes[n] for n in order), places=places,
+                               allocation_sizes={graph.temp_allocation: end})
+
+
+def _donated_params(name):
+    out = []
+    for s in ("default", "memory"):
+        marks = [] if name in DONATED_FAST else [pytest.mark.slow]
+        if (name, s) in ORDER_LEVEL_OVERCOUNT:
+            marks.append(pytest.mark.xfail(strict=True, raises=AssertionError,
+                                           reason="order-level model over-counts a loop body"))
+        out.append(pytest.param(name, s, marks=marks, id=f"{name}-{s}"))
+    return out
+
+
+@pytest.mark.parametrize("name,scheduler", [p for n in examples.names() for p in _donated_params(n)])
+def test_fidelity_donated(name, scheduler):
+    cap = captured_donated(name, scheduler)
+    assert cap.memory.alias > 0, "the donation did not take"
+    graph = assert_faithful(cap)
+    donated = [a for a in graph.allocations if a.kind == "parameter" and a.live_out]
+    assert donated and all(a.index in graph.regions for a in donated)
+    # What no plan moves (inputs, outputs, what XLA parked between them) never
+    # shares bytes while live, in any order the model allows; the independent
+    # checker agrees once everything movable has bytes of its own.
+    for seed in range(3):
+        order = random_order(graph, seed)
+        assert fidelity.fixed_conflicts(graph, order) == ()
+        if graph.temp_allocation >= 0:
+            _check(cap, spread_plan(graph, order))

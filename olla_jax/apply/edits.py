@@ -3,7 +3,8 @@
 An :class:`ExecutableEdit` says where every buffer slice goes and in which
 order the instructions run; the buffer assignment proto (``xla.BufferAssignmentProto``,
 the same message on both backends) is edited here, and the checks that keep
-an edit loadable (nothing in a parameter or constant moves, alignment kept,
+an edit loadable (nothing in a parameter or constant moves, though a donated
+parameter's idle bytes may take other values, alignment kept,
 every slice inside an allocation and covered by a logical buffer, live-out
 values left where XLA put them) are common to both.
 """
@@ -269,6 +270,16 @@ def fixed_kind(alloc) -> str:
     return ""
 
 
+def donated(alloc) -> bool:
+    """A donated parameter's allocation (aliased with an output: XLA's
+    input_output_alias).  XLA does not treat it as read-only: between the
+    input's last read and the output's write it parks its own temporaries
+    there, and the runtime hands the executable a buffer it may write (the
+    donated one, or a copy when the caller's cannot be donated).  So values
+    may move into its idle bytes; nothing XLA put there moves out."""
+    return alloc.is_entry_computation_parameter and alloc.maybe_live_out and not alloc.is_tuple
+
+
 def check_move(what, old_alloc, old_offset, alloc, offset, size, allocations, sizes,
                alignment: int) -> None:
     if alloc not in sizes:
@@ -276,7 +287,7 @@ def check_move(what, old_alloc, old_offset, alloc, offset, size, allocations, si
     if (alloc, offset) != (old_alloc, old_offset):
         for index in {old_alloc, alloc}:
             fixed = fixed_kind(allocations[index])
-            if fixed:
+            if fixed and not (index == alloc != old_alloc and donated(allocations[index])):
                 raise RewriteError(f"{what}: allocation {index} is {fixed}; nothing in it may move")
         if allocations[alloc].color != allocations[old_alloc].color:
             raise RewriteError(f"{what} moved across memory colors "

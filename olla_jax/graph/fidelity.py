@@ -4,12 +4,15 @@ Three checks (issue 2): the arena XLA's places need equals XLA's temp
 allocation; the model's live bytes for XLA's order never exceed XLA's temp;
 and no two units XLA placed on overlapping bytes are live together in the
 model (the model's lifetimes are never longer than XLA's where it matters).
+``fixed_conflicts`` asks the last question of any order: units no plan moves
+must never be live together on shared bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from typing import Sequence
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
@@ -59,10 +62,25 @@ def replay_xla(graph: ScheduleGraph) -> Fidelity:
             idle += region.capacity if counts[r] == 0 else 0
         flat_peak = max(flat_peak, live - idle)
     # Pairs XLA put on overlapping bytes must not be live together in the model.
+    return Fidelity(xla_temp_bytes=xla_temp, replayed_arena_bytes=arena,
+                    order_peak_bytes=sp.order_cost(graph.order_problem(), order),
+                    flat_peak_bytes=max(0, flat_peak),
+                    conflicts=_overlaps(graph, order, graph.units))
+
+
+def fixed_conflicts(graph: ScheduleGraph, order: Sequence[int]) -> tuple[str, ...]:
+    """Fixed units (they stay at XLA's places under any plan) on overlapping
+    bytes that ``order`` makes live together.  The model's edges must rule
+    this out for every order they allow: XLA reuses a donated parameter's
+    allocation for its output and for temporaries parked in between."""
+    return _overlaps(graph, order, [u for u in graph.units if not u.movable])
+
+
+def _overlaps(graph: ScheduleGraph, order: Sequence[int], units) -> tuple[str, ...]:
     spans = graph.unit_spans(order)
     conflicts = []
     by_alloc = defaultdict(list)
-    for unit in graph.units:
+    for unit in units:
         for s, e in spans[unit.id]:
             by_alloc[unit.allocation].append((s, e, unit))
     for pieces in by_alloc.values():
@@ -74,6 +92,4 @@ def replay_xla(graph: ScheduleGraph) -> Fidelity:
                 if a.id != u.id and a.offset < u.offset + u.size and u.offset < a.offset + a.size:
                     conflicts.append(f"{graph.values[a.values[0]].key} / {graph.values[u.values[0]].key}")
             active.append((s, e, u))
-    return Fidelity(xla_temp_bytes=xla_temp, replayed_arena_bytes=arena,
-                    order_peak_bytes=sp.order_cost(graph.order_problem(), order),
-                    flat_peak_bytes=max(0, flat_peak), conflicts=tuple(conflicts))
+    return tuple(conflicts)

@@ -12,6 +12,14 @@ live (aliases and in-place pairs) and values tied by control flow (a while's
 operand, body parameter, body root and result).  Units in the temp allocation
 or parked as scratch in an output allocation are *movable*; parameters,
 constants and everything live out are *fixed* where XLA put them.
+
+Donation: a donated parameter's allocation is also its aliased output's
+(XLA's input_output_alias) and XLA does not treat it as read-only: it holds
+the input until its last read, the output from its write, and in between XLA
+may park temporaries there.  Everything XLA put there stays (the checker pins
+a parameter allocation's values), so such fixed units keep XLA's order among
+themselves (``_fixed_reuse_edges``); the allocation's idle bytes are a region
+movable units may use, as an output allocation's are.
 """
 
 from __future__ import annotations
@@ -420,6 +428,7 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
                           units=units, allocations=allocations,
                           temp_allocation=temps[0] if temps else -1, alignment=alignment)
     edges |= _in_place_edges(graph)
+    edges |= _fixed_reuse_edges(graph)
     return dataclasses.replace(graph, edges=tuple(sorted(edges)))
 
 
@@ -520,6 +529,37 @@ def _in_place_edges(graph: ScheduleGraph) -> set[tuple[int, int]]:
                 for t in a.touches:
                     if t != d and t < d:
                         edges.add((t, d))
+    return edges
+
+
+def _fixed_reuse_edges(graph: ScheduleGraph) -> set[tuple[int, int]]:
+    """Fixed units XLA put on the same bytes one after another keep that order.
+
+    A donated parameter's allocation is also its aliased output's (XLA's
+    input_output_alias): it holds the input until its last read, the output
+    from its write, and in between whatever temporaries XLA parked there.
+    None of these moves (a parameter's allocation is not ours to rearrange),
+    so no order may make two of them live at once: everything that touches an
+    earlier one runs before the node that defines a later one.
+    """
+    edges = set()
+    by_alloc = defaultdict(list)
+    for unit in graph.units:
+        if not unit.movable:
+            by_alloc[unit.allocation].append(unit)
+    for units in by_alloc.values():
+        if len(units) < 2:
+            continue
+        vals = [(graph.values[v], u.id) for u in units for v in u.values]
+        for a, a_unit in vals:
+            if a.live_out:
+                continue
+            for b, b_unit in vals:
+                if b_unit == a_unit or b.live_in or b.xla_range[0] <= a.xla_range[1] \
+                        or not (a.offset < b.offset + b.size and b.offset < a.offset + a.size):
+                    continue
+                d = b.def_node
+                edges.update((t, d) for t in a.touches if t < d)
     return edges
 
 
