@@ -17,7 +17,13 @@ comes next and prunes with:
   that branch is dropped;
 - symmetry: blocks at one offset (they never share a moment) come in index order;
 - decomposition: groups of blocks that never share a moment with each other
-  (connected components of the conflict graph) are placed separately.
+  (connected components of the conflict graph, and again during the search,
+  groups of the blocks left) are placed separately.
+
+The search is heavy-tailed (one branching rule finds a placement at once
+where another gets lost), so it restarts under node limits that follow the
+Luby sequence, cycling through section rules, block rankings and the
+time-reversed problem.
 
 The search covers the arena only.  Blocks that the starting placement puts
 in a region (an idle output allocation) stay there as they are; within that
@@ -75,7 +81,7 @@ class _NodeLimit(Exception):
     pass
 
 
-SECTION_RULES = ("count", "rem", "left", "right", "remc")
+SECTION_RULES = ("slack", "count", "rem", "left", "right", "remc")
 
 
 class _Search:
@@ -102,6 +108,7 @@ class _Search:
         self.flat = np.concatenate(self.secs) if m else np.zeros(0, dtype=np.int64)
         lens = np.array([len(x) for x in self.secs], dtype=np.int64)
         self.starts = np.concatenate(([0], np.cumsum(lens)[:-1])) if m else lens
+        self.owner = np.repeat(np.arange(m), lens)      # block of each entry of flat
         self.inc = np.zeros((m, self.n_sec), dtype=bool)
         for b in range(m):
             self.inc[b, self.secs[b]] = True
@@ -109,6 +116,8 @@ class _Search:
         dur = np.array([sum(e - s + 1 for s, e in segs) for segs in segments], dtype=np.int64)
         # Among the blocks that may cover a section, try the larger and longer-lived first.
         self.dur = dur
+        kinds: dict = {}                # blocks of one size and life are interchangeable
+        self.twin = [kinds.setdefault((int(sizes[b]), self.secs[b].tobytes()), b) for b in range(m)]
         self.nodes = 0
 
     def ranking(self, rule: str, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -128,7 +137,7 @@ class _Search:
 
     def run(self, cap: int, deadline: float, *, node_limit: int | None = None,
             section_rule: str = "count", pos: np.ndarray | None = None,
-            fit: bool = False) -> np.ndarray | None:
+            fit: bool | str = False) -> np.ndarray | None:
         """Offsets with every top <= ``cap``, or None when there are none.
         Raises _Timeout past ``deadline``, _NodeLimit after ``node_limit``
         placements.  ``section_rule`` picks the section to branch on (one of
@@ -140,7 +149,6 @@ class _Search:
             return np.zeros(0, dtype=np.int64)
         floor = np.zeros(self.n_sec, dtype=np.int64)    # highest top placed in each section
         gap = np.zeros(self.n_sec, dtype=np.int64)      # nothing more below this, per section
-        lift = np.zeros(self.n_sec, dtype=np.int64)     # ... for blocks a gap kept off their candidate
         rem = np.zeros(self.n_sec, dtype=np.int64)      # bytes still to place, per section
         cross = np.zeros(self.n_sec, dtype=np.int64)    # blocks to place live at s and s + 1
         for b in range(m):
@@ -187,12 +195,11 @@ class _Search:
             left = act & ~placed
             xs = aligned(cand)
             if gap[p:q + 1].any():
-                # A block a gap keeps off its candidate must wait for a block
-                # placed from now on (at the level or above) to land in its life.
-                barred = xs < np.maximum.reduceat(gap[self.flat], self.starts)
-                xs = np.where(barred, np.maximum(xs, np.maximum.reduceat(lift[self.flat], self.starts)), xs)
-            low = np.where(self.inc[:, p:q + 1] & left[:, None], xs[:, None], cap).min(axis=0)
-            return int((np.maximum(lo, low) + rem[p:q + 1]).max()) <= cap
+                xs = np.maximum(xs, np.maximum.reduceat(gap[self.flat], self.starts))
+            pick = left[self.owner]
+            low = np.full(self.n_sec, cap, dtype=np.int64)
+            np.minimum.at(low, self.flat[pick], xs[self.owner[pick]])
+            return int((np.maximum(lo, low[p:q + 1]) + rem[p:q + 1]).max()) <= cap
 
         def solve(p: int, q: int, level: int) -> list[int] | None:
             """Place every unplaced block within sections [p, q]; the blocks
@@ -238,13 +245,29 @@ class _Search:
                 sec = q - int(np.argmax(covered[::-1] > 0))
             elif section_rule == "rem":
                 sec = p + int(np.argmax(np.where(covered > 0, rem[p:q + 1], -1)))
+            elif section_rule == "slack":
+                # The tightest section (least room above its stack), then the fewest blocks.
+                room = cap - np.maximum(floor[p:q + 1], x) - rem[p:q + 1]
+                key = np.where(covered > 0, room * (m + 1) + covered, np.iinfo(np.int64).max)
+                sec = p + int(np.argmin(key))
             elif section_rule == "remc":
                 sec = p + int(np.argmax(np.where(covered > 0, rem[p:q + 1] * 1000 - covered, -1)))
             else:
                 covered[covered == 0] = m + 1
                 sec = p + int(np.argmin(covered))
             opts = at[self.inc[at, sec]]
-            if fit:
+            if fit == "valley":
+                # Blocks that fill the valley around the section (floor at most
+                # the level, from wall to wall) first, then those meeting one wall.
+                low = (floor[p:q + 1] <= x) & (gap[p:q + 1] <= x)
+                k = sec - p
+                walls = np.nonzero(~low[:k])[0]
+                vl = p + (int(walls[-1]) + 1 if len(walls) else 0)
+                walls = np.nonzero(~low[k:])[0]
+                vr = sec + (int(walls[0]) - 1 if len(walls) else q - sec)
+                meets = (self.lo[opts] == vl).astype(np.int64) + (self.hi[opts] == vr)
+                opts = opts[np.lexsort((pos[opts], -meets))]
+            elif fit:
                 # Blocks whose top meets a neighbour's floor (a flat skyline) first.
                 tops = x + size[opts]
                 left = np.where(self.lo[opts] > 0, floor[np.maximum(self.lo[opts] - 1, 0)], -1)
@@ -254,7 +277,12 @@ class _Search:
                 opts = opts[np.lexsort((pos[opts], -meets))]
             else:
                 opts = opts[np.argsort(pos[opts])]
+            tried = set()
             for b in opts.tolist():
+                twin = self.twin[b]
+                if twin in tried:           # the same size and life as a block tried here
+                    continue
+                tried.add(twin)
                 undos[b] = place(b, x)
                 # Section inference, then dominance (see the module doc): a
                 # block that fits below the level, above all it overlaps,
@@ -265,13 +293,20 @@ class _Search:
                     if got is not None:
                         return [b, *got]
                 unplace(b, undos.pop(b))
-            old = int(gap[sec]), int(lift[sec])              # a gap at (sec, x)
-            gap[sec] = x + 1
-            lift[sec] = max(old[1], int(aligned(x + int(size[act & ~placed].min()))))
+            # A gap at (sec, x): a block there now at x must wait for one placed
+            # from now on (at x or above) to land in its life; the others sit
+            # at their candidates or higher.
+            old = int(gap[sec])
+            left = act & ~placed
+            xs = aligned(cand)[left & self.inc[:, sec]]
+            g = int(aligned(x + int(size[left].min())))
+            if (xs > x).any():
+                g = min(g, int(xs[xs > x].min()))
+            gap[sec] = max(old, g)
             got = None
             if feasible(p, q, level, act):
                 got = solve(p, q, level)
-            gap[sec], lift[sec] = old
+            gap[sec] = old
             return got
 
         undos: dict[int, tuple] = {}
@@ -307,11 +342,16 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
     jobs = []
     for comp in _components(conf, len(active)):
         pos = {int(g): i for i, g in enumerate(comp.tolist())}
-        search = _Search(sizes[comp], [model.blocks[active[g]].segments for g in comp.tolist()],
-                         [np.array([pos[j] for j in conf[g].tolist()], dtype=np.int64)
-                          for g in comp.tolist()], model.alignment)
+        segments = [model.blocks[active[g]].segments for g in comp.tolist()]
+        cconf = [np.array([pos[j] for j in conf[g].tolist()], dtype=np.int64) for g in comp.tolist()]
+        # The same blocks with time reversed: an equivalent problem that the
+        # search explores differently (a second member of the portfolio).
+        end = max(e for segs in segments for _, e in segs)
+        mirrored = [tuple(sorted((end - e, end - s) for s, e in segs)) for segs in segments]
+        search = (_Search(sizes[comp], segments, cconf, model.alignment),
+                  _Search(sizes[comp], mirrored, cconf, model.alignment))
         height = max(offset[active[g]] + int(sizes[g]) for g in comp.tolist())
-        goal = max(stop, search.live_bound())
+        goal = max(stop, search[0].live_bound())
         if height > goal and (target is None or height > target):
             jobs.append((height, goal, comp, search))
     # The highest components first: the others cannot lower the arena below them.
@@ -322,7 +362,7 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
         share_end = time.monotonic() + (deadline - time.monotonic()) / (len(jobs) - k)
         try:
             for attempt in itertools.count():
-                found = _restart(search, cap, share_end, attempt)
+                found = _restart(search[attempt % 2], cap, share_end, attempt // 2)
                 if found is _LIMIT:
                     continue
                 if found is None:
@@ -330,19 +370,20 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
                     break
                 for i, g in enumerate(comp.tolist()):
                     offset[active[g]] = int(found[i])
-                height = int((found + search.size).max())
+                height = int((found + sizes[comp]).max())
                 if height <= goal or target is not None:
                     break
                 cap = height - 1
         except _Timeout:
             optimal = False
-        nodes += search.nodes
+        nodes += search[0].nodes + search[1].nodes
     optimal = optimal and target is None
     return CanonicalResult(model.to_placement(list(region), offset), optimal, infeasible, nodes)
 
 
 _LIMIT = object()
 _RANKINGS = ("size", "life", "area")
+_FITS = (False, True, "valley")
 
 
 def _luby(i: int) -> int:
@@ -371,6 +412,6 @@ def _restart(search: _Search, cap: int, deadline: float, attempt: int):
     limit = max(2 * search.m, 256) * _luby(attempt + 1)
     try:
         return search.run(cap, deadline, node_limit=limit, section_rule=rule,
-                          pos=search.ranking(ranking, rng), fit=attempt % 2 == 1)
+                          pos=search.ranking(ranking, rng), fit=_FITS[attempt % len(_FITS)])
     except _NodeLimit:
         return _LIMIT
