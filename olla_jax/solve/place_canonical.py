@@ -137,7 +137,7 @@ class _Search:
 
     def run(self, cap: int, deadline: float, *, node_limit: int | None = None,
             section_rule: str = "count", pos: np.ndarray | None = None,
-            fit: bool | str = False) -> np.ndarray | None:
+            fit: bool | str = False, rng: np.random.Generator | None = None) -> np.ndarray | None:
         """Offsets with every top <= ``cap``, or None when there are none.
         Raises _Timeout past ``deadline``, _NodeLimit after ``node_limit``
         placements.  ``section_rule`` picks the section to branch on (one of
@@ -249,11 +249,15 @@ class _Search:
                 # The tightest section (least room above its stack), then the fewest blocks.
                 room = cap - np.maximum(floor[p:q + 1], x) - rem[p:q + 1]
                 key = np.where(covered > 0, room * (m + 1) + covered, np.iinfo(np.int64).max)
+                if rng is not None:      # random ties
+                    key = np.where(key == key.min(), rng.random(len(key)), 2.0)
                 sec = p + int(np.argmin(key))
             elif section_rule == "remc":
                 sec = p + int(np.argmax(np.where(covered > 0, rem[p:q + 1] * 1000 - covered, -1)))
             else:
                 covered[covered == 0] = m + 1
+                if rng is not None:      # random ties
+                    covered = np.where(covered == covered.min(), rng.random(len(covered)), 2.0)
                 sec = p + int(np.argmin(covered))
             opts = at[self.inc[at, sec]]
             if fit == "valley":
@@ -412,6 +416,6 @@ def _restart(search: _Search, cap: int, deadline: float, attempt: int):
     limit = max(2 * search.m, 256) * _luby(attempt + 1)
     try:
         return search.run(cap, deadline, node_limit=limit, section_rule=rule,
-                          pos=search.ranking(ranking, rng), fit=_FITS[attempt % len(_FITS)])
+                          pos=search.ranking(ranking, rng), fit=_FITS[attempt % len(_FITS)], rng=rng)
     except _NodeLimit:
         return _LIMIT
