@@ -133,3 +133,15 @@ def test_place_uses_the_canonical_search_by_default():
     p = PlacementProblem(tuple(_tiling(random.Random(0), 40, 80, 512)), alignment=1)
     assert best_fit(p).arena_size > 512
     assert place(p, time_limit_s=10.0).arena_size == 512
+
+
+def test_a_capacity_not_met_still_reports_a_lowered_arena():
+    # Below the live-bytes bound nothing fits; the time left after looking for
+    # a fit lowers the arena that CapacityError reports below best-fit's.
+    problem = read_csv(DATA / "E.1048576.csv").problem
+    buffers = [(iv.start, iv.end + 1, iv.size) for iv in problem.intervals]
+    capacity = live_bytes_bound(problem) - 1
+    with pytest.raises(CapacityError) as err:
+        place_buffers(buffers, capacity=capacity, time_limit_s=2.0)
+    assert err.value.bound > capacity
+    assert err.value.best < best_fit(problem).arena_size
