@@ -16,7 +16,7 @@ def place(buffers: Iterable[tuple[int, int, int]] | PlacementProblem, *, capacit
     Returns a ``Placement`` (``offset`` per buffer, ``arena_size``) with no two
     buffers live at once on overlapping bytes.  With ``capacity``, raises
     ``CapacityError`` (the least arena found and the live-bytes bound) when it
-    does not fit.
+    does not fit; the search stops at the first placement that fits.
     """
     if isinstance(buffers, PlacementProblem):
         problem = buffers
@@ -31,7 +31,7 @@ def place(buffers: Iterable[tuple[int, int, int]] | PlacementProblem, *, capacit
                 raise ValueError(f"buffer {k}: needs lower < upper and size >= 0, got {entry!r}")
             intervals.append(Interval(size, lower, upper - 1))
         problem = PlacementProblem(intervals=tuple(intervals), alignment=alignment)
-    placement = place_lib.place(problem, time_limit_s=time_limit_s, engine=engine)
+    placement = place_lib.place(problem, time_limit_s=time_limit_s, engine=engine, target=capacity)
     if capacity is not None and placement.arena_size > capacity:
         raise CapacityError(capacity, placement.arena_size, place_lib.live_bytes_bound(problem))
     return placement

@@ -106,7 +106,7 @@ def solve_csv(in_path: str | Path, out_path: str | Path, capacity: int | None = 
     Raises CapacityError (nothing written) when the arena found exceeds ``capacity``.
     """
     parsed = read_csv(in_path, alignment=alignment)
-    placement = place(parsed.problem, time_limit_s=time_limit_s, engine=engine)
+    placement = place(parsed.problem, time_limit_s=time_limit_s, engine=engine, target=capacity)
     if capacity is not None and placement.arena_size > capacity:
         raise CapacityError(capacity, placement.arena_size, live_bytes_bound(parsed.problem))
     Path(out_path).write_text(format_csv(parsed, placement))

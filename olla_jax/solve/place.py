@@ -2,6 +2,8 @@
 
 ``place`` runs the greedy best-fit, then an exact engine while the arena is
 above the live-bytes bound and time remains, and checks what it returns.
+Engines: "canonical" (search over canonical placements, the arena only:
+region choices stay the hint's), "cpsat", "ilp-cbc", "ilp-highs".
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 
+from olla_jax.solve.place_canonical import solve_canonical
 from olla_jax.solve.place_check import live_bytes_bound, validate_placement
 from olla_jax.solve.place_engines import EngineFailure, solve_cpsat, solve_ilp
 from olla_jax.solve.place_greedy import SORT_ORDERS, best_fit, best_fit_model
@@ -18,14 +21,16 @@ from olla_jax.solve.problem import Placement, PlacementProblem
 __all__ = ["ENGINES", "SORT_ORDERS", "best_fit", "live_bytes_bound", "place", "place_exact",
            "validate_placement"]
 
-ENGINES = ("cpsat", "ilp-cbc", "ilp-highs")
+ENGINES = ("canonical", "cpsat", "ilp-cbc", "ilp-highs")
 
 
 def place_exact(problem: PlacementProblem, *, time_limit_s: float, engine: str = "cpsat",
-                hint: Placement | None = None) -> Placement:
-    """Minimise the arena with an exact engine ("cpsat", "ilp-cbc", "ilp-highs"),
-    warm-started from ``hint`` (best_fit when None); never worse than the hint.
-    An engine that crashes leaves the hint, with a RuntimeWarning."""
+                hint: Placement | None = None, target: int | None = None) -> Placement:
+    """Minimise the arena with an exact engine ("canonical", "cpsat", "ilp-cbc",
+    "ilp-highs"), warm-started from ``hint`` (best_fit when None); never worse
+    than the hint.  With ``target``, an arena of at most ``target`` is enough
+    (the canonical search then prunes with it from the start).  An engine that
+    crashes leaves the hint, with a RuntimeWarning."""
     if engine not in ENGINES:
         raise ValueError(f"unknown placement engine {engine!r}: use one of {ENGINES}")
     model = build_model(problem)
@@ -34,10 +39,12 @@ def place_exact(problem: PlacementProblem, *, time_limit_s: float, engine: str =
     else:
         validate_placement(problem, hint)
     lower = live_bytes_bound(problem)
-    if hint.arena_size <= lower:
+    if hint.arena_size <= max(lower, target or 0):
         return hint
     try:
-        if engine == "cpsat":
+        if engine == "canonical":
+            found = solve_canonical(model, hint, time_limit_s, stop=lower, target=target).placement
+        elif engine == "cpsat":
             found = solve_cpsat(model, hint, time_limit_s, lower)
         else:
             found = solve_ilp(model, hint, time_limit_s, "CBC" if engine == "ilp-cbc" else "HiGHS", lower)
@@ -50,16 +57,35 @@ def place_exact(problem: PlacementProblem, *, time_limit_s: float, engine: str =
     return found
 
 
-def place(problem: PlacementProblem, *, time_limit_s: float = 10.0, engine: str = "auto") -> Placement:
-    """Best-fit, then the exact engine (``auto``: CP-SAT; ``greedy``: none) if
-    the arena is above the live-bytes bound and time allows.  Always valid."""
+def place(problem: PlacementProblem, *, time_limit_s: float = 10.0, engine: str = "auto",
+          target: int | None = None) -> Placement:
+    """Best-fit, then an exact engine (``greedy``: none) if the arena is above
+    the live-bytes bound and ``target`` and time allows.  ``auto``: the
+    canonical search; where some block may use a region, it gets half the
+    time and CP-SAT (which also moves blocks between regions and the arena)
+    the rest, from its result.  With a ``target`` and no regions, it looks
+    for a fit for 80% of the time and, failing that, lowers the arena in
+    the rest.  Always valid."""
     t0 = time.perf_counter()
     if engine not in ("auto", "greedy", *ENGINES):
         raise ValueError(f"unknown placement engine {engine!r}: use 'auto', 'greedy' or one of {ENGINES}")
     result = best_fit(problem)
     validate_placement(problem, result)
-    left = time_limit_s - (time.perf_counter() - t0)
-    if engine != "greedy" and left > 0.05 and result.arena_size > live_bytes_bound(problem):
-        result = place_exact(problem, time_limit_s=left, engine="cpsat" if engine == "auto" else engine,
-                             hint=result)
+    goal = max(live_bytes_bound(problem), target or 0)
+
+    def left() -> float:
+        return time_limit_s - (time.perf_counter() - t0)
+    if engine == "greedy" or left() <= 0.05 or result.arena_size <= goal:
+        return result
+    if engine != "auto":
+        return place_exact(problem, time_limit_s=left(), engine=engine, hint=result, target=target)
+    regions = any(r.capacity > 0 for r in problem.regions)
+    share = 0.5 if regions else 0.8 if target is not None else 1.0
+    result = place_exact(problem, time_limit_s=share * left(), engine="canonical", hint=result,
+                         target=target)
+    if target is not None and not regions and result.arena_size > target and left() > 0.05:
+        # No fit found: the rest of the time lowers the arena, for the report.
+        result = place_exact(problem, time_limit_s=left(), engine="canonical", hint=result)
+    if regions and left() > 0.05 and result.arena_size > goal:
+        result = place_exact(problem, time_limit_s=left(), engine="cpsat", hint=result, target=target)
     return result

@@ -1,0 +1,421 @@
+"""Exact arena placement by search over canonical solutions.
+
+The idea is MiniMalloc's (Moffitt, ASPLOS 2023); this code is our own.
+Push every block of a valid placement down as far as it goes, and sort the
+blocks by offset: each then sits at the lowest aligned offset above the blocks
+placed before it that share a moment of its life.  So placing blocks one at a
+time, each at that lowest offset, in non-decreasing offset order, reaches some
+placement at least as good as any other.  The search branches on which block
+comes next and prunes with:
+
+- section inference: at each time section, every block still to place sits
+  above both the highest block placed there and the offset of the last block
+  placed, so that level plus their bytes must fit under the target;
+- dominance: a block not yet placed that fits entirely below the last offset
+  placed, above what it overlaps, could drop there; among the placements with
+  the least sum of offsets (some of them optimal) none has such a block, so
+  that branch is dropped;
+- symmetry: blocks at one offset (they never share a moment) come in index order;
+- decomposition: groups of blocks that never share a moment with each other
+  (connected components of the conflict graph, and again during the search,
+  groups of the blocks left) are placed separately.
+
+The search is heavy-tailed (one branching rule finds a placement at once
+where another gets lost), so it restarts under node limits that follow the
+Luby sequence, cycling through section rules, block rankings and the
+time-reversed problem.
+
+The search covers the arena only.  Blocks that the starting placement puts
+in a region (an idle output allocation) stay there as they are; within that
+choice the arena result is optimal when the search ends before its deadline.
+Alignment and ``same_offset`` groups (blocks whose life has several
+segments) are served directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+import time
+
+import numpy as np
+
+from olla_jax.solve.place_model import BlockModel
+from olla_jax.solve.problem import ARENA, Placement
+
+
+@dataclasses.dataclass
+class CanonicalResult:
+    placement: Placement
+    optimal: bool        # no target: the search finished, nothing lower exists (given the region choices)
+    infeasible: bool     # with a target: proven that nothing fits under it (given the region choices)
+    nodes: int           # blocks placed during the search, over all components
+
+
+def _components(conf: list[np.ndarray], m: int) -> list[np.ndarray]:
+    """Connected components of the conflict graph (local block ids)."""
+    comp = np.full(m, -1, dtype=np.int64)
+    out = []
+    for root in range(m):
+        if comp[root] >= 0:
+            continue
+        comp[root] = len(out)
+        stack, members = [root], [root]
+        while stack:
+            b = stack.pop()
+            for c in conf[b].tolist():
+                if comp[c] < 0:
+                    comp[c] = len(out)
+                    stack.append(c)
+                    members.append(c)
+        out.append(np.array(sorted(members), dtype=np.int64))
+    return out
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _NodeLimit(Exception):
+    pass
+
+
+SECTION_RULES = ("slack", "count", "rem", "left", "right", "remc")
+
+
+class _Search:
+    """Depth-first search over canonical placements of one component.
+
+    A node's level is the lowest offset any of its blocks may take next.  It
+    picks the time section at that level with the fewest blocks able to
+    cover it there and branches on which of them does, or on none (a gap:
+    nothing in that section may then sit below level + 1).  Where the blocks
+    left to place split into groups that share no section, each group is
+    searched alone: one that fails fails the node, whatever the others do."""
+
+    def __init__(self, sizes: np.ndarray, segments: list, conf: list[np.ndarray], alignment: int):
+        m = len(sizes)
+        self.m, self.a = m, alignment
+        self.size = sizes.astype(np.int64)
+        cuts = sorted({t for segs in segments for s, e in segs for t in (s, e + 1)})
+        where = {t: k for k, t in enumerate(cuts)}
+        self.secs = [np.concatenate([np.arange(where[s], where[e + 1]) for s, e in segs])
+                     for segs in segments]
+        self.n_sec = max(1, len(cuts) - 1)
+        self.lo = np.array([x[0] for x in self.secs], dtype=np.int64)        # hull, in sections
+        self.hi = np.array([x[-1] for x in self.secs], dtype=np.int64)
+        self.flat = np.concatenate(self.secs) if m else np.zeros(0, dtype=np.int64)
+        lens = np.array([len(x) for x in self.secs], dtype=np.int64)
+        self.starts = np.concatenate(([0], np.cumsum(lens)[:-1])) if m else lens
+        self.owner = np.repeat(np.arange(m), lens)      # block of each entry of flat
+        self.inc = np.zeros((m, self.n_sec), dtype=bool)
+        for b in range(m):
+            self.inc[b, self.secs[b]] = True
+        self.conf = conf
+        dur = np.array([sum(e - s + 1 for s, e in segs) for segs in segments], dtype=np.int64)
+        # Among the blocks that may cover a section, try the larger and longer-lived first.
+        self.dur = dur
+        kinds: dict = {}                # blocks of one size and life are interchangeable
+        self.twin = [kinds.setdefault((int(sizes[b]), self.secs[b].tobytes()), b) for b in range(m)]
+        self.nodes = 0
+
+    def ranking(self, rule: str, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Per block, its rank among blocks that may cover one section (lower first)."""
+        m, tie = self.m, (np.arange(self.m) if rng is None else rng.permutation(self.m))
+        keys = {"size": (tie, -self.dur, -self.size), "life": (tie, -self.size, -self.dur),
+                "area": (tie, -self.size * self.dur)}[rule]
+        pos = np.empty(m, dtype=np.int64)
+        pos[np.lexsort(keys)] = np.arange(m)
+        return pos
+
+    def live_bound(self) -> int:
+        rem = np.zeros(self.n_sec, dtype=np.int64)
+        for b in range(self.m):
+            rem[self.secs[b]] += self.size[b]
+        return int(rem.max()) if self.m else 0
+
+    def run(self, cap: int, deadline: float, *, node_limit: int | None = None,
+            section_rule: str = "count", pos: np.ndarray | None = None,
+            fit: bool | str = False, rng: np.random.Generator | None = None) -> np.ndarray | None:
+        """Offsets with every top <= ``cap``, or None when there are none.
+        Raises _Timeout past ``deadline``, _NodeLimit after ``node_limit``
+        placements.  ``section_rule`` picks the section to branch on (one of
+        SECTION_RULES), ``pos`` (from ``ranking``) the order of its blocks."""
+        pos = self.ranking("size") if pos is None else pos
+        stop_at = None if node_limit is None else self.nodes + node_limit
+        m, a, size = self.m, self.a, self.size
+        if m == 0:
+            return np.zeros(0, dtype=np.int64)
+        floor = np.zeros(self.n_sec, dtype=np.int64)    # highest top placed in each section
+        gap = np.zeros(self.n_sec, dtype=np.int64)      # nothing more below this, per section
+        rem = np.zeros(self.n_sec, dtype=np.int64)      # bytes still to place, per section
+        cross = np.zeros(self.n_sec, dtype=np.int64)    # blocks to place live at s and s + 1
+        for b in range(m):
+            rem[self.secs[b]] += size[b]
+            cross[self.lo[b]:self.hi[b]] += 1
+        if int(rem.max()) > cap:
+            return None
+        cand = np.zeros(m, dtype=np.int64)              # highest top placed in each block's life
+        placed = np.zeros(m, dtype=bool)
+        offset = np.zeros(m, dtype=np.int64)
+        tick = [0]
+
+        def aligned(x):
+            return x if a == 1 else -(-x // a) * a
+
+        def place(b: int, x: int):
+            top = x + int(size[b])
+            s, c = self.secs[b], self.conf[b]
+            undo = (floor[s].copy(), cand[c].copy())
+            floor[s] = top
+            rem[s] -= size[b]
+            cross[self.lo[b]:self.hi[b]] -= 1
+            cand[c] = np.maximum(cand[c], top)
+            placed[b] = True
+            offset[b] = x
+            self.nodes += 1
+            return undo
+
+        def unplace(b: int, undo) -> None:
+            s = self.secs[b]
+            floor[s] = undo[0]
+            rem[s] += size[b]
+            cross[self.lo[b]:self.hi[b]] += 1
+            cand[self.conf[b]] = undo[1]
+            placed[b] = False
+
+        def feasible(p: int, q: int, level: int, act: np.ndarray) -> bool:
+            """Section inference: in each section, the blocks left sit above
+            the level, the highest block placed there, any gap, and the
+            lowest offset any of them may take (their own candidate)."""
+            lo = np.maximum(np.maximum(floor[p:q + 1], gap[p:q + 1]), level)
+            if int((lo + rem[p:q + 1]).max()) > cap:
+                return False
+            left = act & ~placed
+            xs = aligned(cand)
+            if gap[p:q + 1].any():
+                xs = np.maximum(xs, np.maximum.reduceat(gap[self.flat], self.starts))
+            pick = left[self.owner]
+            low = np.full(self.n_sec, cap, dtype=np.int64)
+            np.minimum.at(low, self.flat[pick], xs[self.owner[pick]])
+            return int((np.maximum(lo, low[p:q + 1]) + rem[p:q + 1]).max()) <= cap
+
+        def solve(p: int, q: int, level: int) -> list[int] | None:
+            """Place every unplaced block within sections [p, q]; the blocks
+            placed (state kept) or None (state restored)."""
+            tick[0] += 1
+            if tick[0] >= 64:
+                tick[0] = 0
+                if time.monotonic() > deadline:
+                    raise _Timeout
+            if stop_at is not None and self.nodes > stop_at:
+                raise _NodeLimit
+            busy = np.nonzero(rem[p:q + 1] > 0)[0]
+            if not len(busy):
+                return []
+            p, q = p + int(busy[0]), p + int(busy[-1])
+            cuts = np.nonzero(cross[p:q] == 0)[0]
+            if len(cuts):                                    # independent groups
+                done: list[int] = []
+                for lo, hi in zip([p, *(p + cuts + 1).tolist()], [*(p + cuts).tolist(), q]):
+                    if not rem[lo:hi + 1].any():
+                        continue
+                    got = solve(lo, hi, level)
+                    if got is None:
+                        for b in reversed(done):
+                            unplace(b, undos.pop(b))
+                        return None
+                    done += got
+                return done
+            act = ~placed & (self.lo >= p) & (self.hi <= q)
+            xs = aligned(cand)
+            ok = act & (xs + size <= cap) & (xs >= level)
+            if gap[p:q + 1].any():
+                ok &= xs >= np.maximum.reduceat(gap[self.flat], self.starts)
+            cands = np.nonzero(ok)[0]
+            if not len(cands):
+                return None
+            x = int(xs[cands].min())
+            at = cands[xs[cands] == x]
+            covered = self.inc[at, p:q + 1].sum(axis=0)
+            if section_rule == "left":
+                sec = p + int(np.argmax(covered > 0))
+            elif section_rule == "right":
+                sec = q - int(np.argmax(covered[::-1] > 0))
+            elif section_rule == "rem":
+                sec = p + int(np.argmax(np.where(covered > 0, rem[p:q + 1], -1)))
+            elif section_rule == "slack":
+                # The tightest section (least room above its stack), then the fewest blocks.
+                room = cap - np.maximum(floor[p:q + 1], x) - rem[p:q + 1]
+                key = np.where(covered > 0, room * (m + 1) + covered, np.iinfo(np.int64).max)
+                if rng is not None:      # random ties
+                    key = np.where(key == key.min(), rng.random(len(key)), 2.0)
+                sec = p + int(np.argmin(key))
+            elif section_rule == "remc":
+                sec = p + int(np.argmax(np.where(covered > 0, rem[p:q + 1] * 1000 - covered, -1)))
+            else:
+                covered[covered == 0] = m + 1
+                if rng is not None:      # random ties
+                    covered = np.where(covered == covered.min(), rng.random(len(covered)), 2.0)
+                sec = p + int(np.argmin(covered))
+            opts = at[self.inc[at, sec]]
+            if fit == "valley":
+                # Blocks that fill the valley around the section (floor at most
+                # the level, from wall to wall) first, then those meeting one wall.
+                low = (floor[p:q + 1] <= x) & (gap[p:q + 1] <= x)
+                k = sec - p
+                walls = np.nonzero(~low[:k])[0]
+                vl = p + (int(walls[-1]) + 1 if len(walls) else 0)
+                walls = np.nonzero(~low[k:])[0]
+                vr = sec + (int(walls[0]) - 1 if len(walls) else q - sec)
+                meets = (self.lo[opts] == vl).astype(np.int64) + (self.hi[opts] == vr)
+                opts = opts[np.lexsort((pos[opts], -meets))]
+            elif fit:
+                # Blocks whose top meets a neighbour's floor (a flat skyline) first.
+                tops = x + size[opts]
+                left = np.where(self.lo[opts] > 0, floor[np.maximum(self.lo[opts] - 1, 0)], -1)
+                right = np.where(self.hi[opts] < self.n_sec - 1,
+                                 floor[np.minimum(self.hi[opts] + 1, self.n_sec - 1)], -1)
+                meets = (left == tops).astype(np.int64) + (right == tops)
+                opts = opts[np.lexsort((pos[opts], -meets))]
+            else:
+                opts = opts[np.argsort(pos[opts])]
+            tried = set()
+            for b in opts.tolist():
+                twin = self.twin[b]
+                if twin in tried:           # the same size and life as a block tried here
+                    continue
+                tried.add(twin)
+                undos[b] = place(b, x)
+                # Section inference, then dominance (see the module doc): a
+                # block that fits below the level, above all it overlaps,
+                # would drop there.
+                if feasible(p, q, x, act) and \
+                        not (act & ~placed & (aligned(cand) + size <= x)).any():
+                    got = solve(p, q, x)
+                    if got is not None:
+                        return [b, *got]
+                unplace(b, undos.pop(b))
+            # A gap at (sec, x): a block there now at x must wait for one placed
+            # from now on (at x or above) to land in its life; the others sit
+            # at their candidates or higher.
+            old = int(gap[sec])
+            left = act & ~placed
+            xs = aligned(cand)[left & self.inc[:, sec]]
+            g = int(aligned(x + int(size[left].min())))
+            if (xs > x).any():
+                g = min(g, int(xs[xs > x].min()))
+            gap[sec] = max(old, g)
+            got = None
+            if feasible(p, q, level, act):
+                got = solve(p, q, level)
+            gap[sec] = old
+            return got
+
+        undos: dict[int, tuple] = {}
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 4 * m + 1000))
+        try:
+            got = solve(0, self.n_sec - 1, 0)
+        finally:
+            sys.setrecursionlimit(limit)
+        return None if got is None else offset.copy()
+
+
+def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
+                    stop: int = 0, target: int | None = None) -> CanonicalResult:
+    """The least arena over placements that keep ``hint``'s region choices,
+    within ``time_limit_s``; never worse than ``hint``.
+
+    Searches for an arena below the best one found until none exists (then
+    ``optimal``), the time is up, or the arena is at most ``stop`` (e.g. a
+    lower bound).  With ``target``, the first search asks for an arena of at
+    most ``target`` at once (stronger pruning) and a fit ends the search."""
+    deadline = time.monotonic() + time_limit_s
+    region, offset = model.from_placement(hint)
+    offset = list(offset)
+    active = [b for b, blk in enumerate(model.blocks) if region[b] == ARENA and blk.size > 0]
+    local = {b: i for i, b in enumerate(active)}
+    conf = [np.array([local[j] for j in model.conflicts[b].tolist() if j in local], dtype=np.int64)
+            for b in active]
+    sizes = np.array([model.blocks[b].size for b in active], dtype=np.int64)
+    for b, blk in enumerate(model.blocks):
+        if region[b] == ARENA and blk.size == 0:
+            offset[b] = 0
+    jobs = []
+    for comp in _components(conf, len(active)):
+        pos = {int(g): i for i, g in enumerate(comp.tolist())}
+        segments = [model.blocks[active[g]].segments for g in comp.tolist()]
+        cconf = [np.array([pos[j] for j in conf[g].tolist()], dtype=np.int64) for g in comp.tolist()]
+        # The same blocks with time reversed: an equivalent problem that the
+        # search explores differently (a second member of the portfolio).
+        end = max(e for segs in segments for _, e in segs)
+        mirrored = [tuple(sorted((end - e, end - s) for s, e in segs)) for segs in segments]
+        search = (_Search(sizes[comp], segments, cconf, model.alignment),
+                  _Search(sizes[comp], mirrored, cconf, model.alignment))
+        height = max(offset[active[g]] + int(sizes[g]) for g in comp.tolist())
+        goal = max(stop, search[0].live_bound())
+        if height > goal and (target is None or height > target):
+            jobs.append((height, goal, comp, search))
+    # The highest components first: the others cannot lower the arena below them.
+    jobs.sort(key=lambda job: -job[0])
+    optimal, infeasible, nodes = True, False, 0
+    for k, (height, goal, comp, search) in enumerate(jobs):
+        cap = height - 1 if target is None else min(height - 1, max(target, goal))
+        share_end = time.monotonic() + (deadline - time.monotonic()) / (len(jobs) - k)
+        try:
+            for attempt in itertools.count():
+                found = _restart(search[attempt % 2], cap, share_end, attempt // 2)
+                if found is _LIMIT:
+                    continue
+                if found is None:
+                    infeasible = infeasible or target is not None
+                    break
+                for i, g in enumerate(comp.tolist()):
+                    offset[active[g]] = int(found[i])
+                height = int((found + sizes[comp]).max())
+                if height <= goal or target is not None:
+                    break
+                cap = height - 1
+        except _Timeout:
+            optimal = False
+        nodes += search[0].nodes + search[1].nodes
+    optimal = optimal and target is None
+    return CanonicalResult(model.to_placement(list(region), offset), optimal, infeasible, nodes)
+
+
+_LIMIT = object()
+_RANKINGS = ("size", "life", "area")
+_FITS = (False, True, "valley")
+
+
+def _luby(i: int) -> int:
+    """The Luby sequence 1 1 2 1 1 2 4 1 1 2 ... (i >= 1)."""
+    k = 1
+    while (1 << k) - 1 < i:
+        k += 1
+    while True:
+        if i == (1 << k) - 1:
+            return 1 << (k - 1)
+        i -= (1 << (k - 1)) - 1
+        k = 1
+        while (1 << k) - 1 < i:
+            k += 1
+
+
+def _restart(search: _Search, cap: int, deadline: float, attempt: int):
+    """One run of the search under a node limit that follows the Luby
+    sequence, with the ``attempt``-th branching rules: the fixed ones first,
+    then random ties.  The searches are heavy-tailed: some rule usually
+    finds a placement with little backtracking where another gets lost."""
+    fixed = len(SECTION_RULES) * len(_RANKINGS)
+    rule = SECTION_RULES[attempt % len(SECTION_RULES)]
+    ranking = _RANKINGS[(attempt // len(SECTION_RULES)) % len(_RANKINGS)]
+    rng = None if attempt < fixed else np.random.default_rng(attempt)
+    limit = max(2 * search.m, 256) * _luby(attempt + 1)
+    try:
+        return search.run(cap, deadline, node_limit=limit, section_rule=rule,
+                          pos=search.ranking(ranking, rng), fit=_FITS[attempt % len(_FITS)], rng=rng)
+    except _NodeLimit:
+        return _LIMIT
