@@ -29,7 +29,7 @@ from google.protobuf import text_format
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from olla_jax import jax_compat, protos
-from olla_jax.capture.record import CaptureError as _CaptureErrorBase
+from olla_jax.capture.base import CaptureError as _CaptureErrorBase
 
 log = logging.getLogger(__name__)
 

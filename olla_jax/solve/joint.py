@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
-from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.solve.cpsat_order import _cp_model, position_variables
 from olla_jax.solve.dag import Dag
+
+# An olla_jax.graph.model.ScheduleGraph, read for its nodes, units, allocations and
+# problems; named only here so that the solver imports nothing of the graph package.
+ScheduleGraph = Any
 
 MAX_BINS = 8   # output allocations offered to one unit besides the arena (smallest that fit)
 
