@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 from olla_jax.calls import StepCallable  # noqa: F401 - Plan.compiled's type
+from olla_jax.errors import OllaJaxError
 
 
 class PlanWarning(UserWarning):
@@ -192,7 +193,7 @@ class Plan:
         return "\n".join(lines)
 
 
-class BudgetNotMet(ValueError):
+class BudgetNotMet(OllaJaxError, ValueError):
     """No plan olla_jax can make keeps the step within the memory budget.
 
     ``plan`` holds the least-memory plan found (usable, but above the budget);

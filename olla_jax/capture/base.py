@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from olla_jax.errors import OllaJaxError
 
-class CaptureError(RuntimeError):
+
+class CaptureError(OllaJaxError, RuntimeError):
     """The step could not be compiled or its dumps could not be read."""
 
 

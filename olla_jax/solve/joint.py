@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from olla_jax.solve import problem as sp
 from olla_jax.solve.cpsat_order import _cp_model, position_variables
 from olla_jax.solve.dag import Dag
+from olla_jax.errors import OllaJaxError
 
 # An olla_jax.graph.model.ScheduleGraph, read for its nodes, units, allocations and
 # problems; named only here so that the solver imports nothing of the graph package.
@@ -33,7 +34,7 @@ ScheduleGraph = Any
 MAX_BINS = 8   # output allocations offered to one unit besides the arena (smallest that fit)
 
 
-class JointUnsupported(ValueError):
+class JointUnsupported(OllaJaxError, ValueError):
     """The step has a shape the joint model does not cover."""
 
 
