@@ -11,6 +11,7 @@
 
 # First: jax is imported there, under its version check and with the CUDA plugin set up.
 from olla_jax import jax_compat  # noqa: F401  (isort: skip)
+from olla_jax.errors import OllaJaxError
 from olla_jax.capture import Capture, CaptureError
 from olla_jax.plan import BudgetNotMet, Plan, PlanWarning, plan
 from olla_jax.saved import PlanFileError, SavedPlan, load_plan
@@ -19,7 +20,7 @@ from olla_jax.placement import place
 from olla_jax.donation import DonationAdvice, advise_donation
 from olla_jax.batch import BatchReport, largest_batch
 
-__all__ = ["BatchReport", "BudgetNotMet", "Capture", "CaptureError", "DonationAdvice", "Plan",
-           "PlanFileError", "PlanWarning", "SavedPlan", "advise_donation", "jit", "largest_batch",
-           "load_plan", "optimize", "place", "plan"]
+__all__ = ["BatchReport", "BudgetNotMet", "Capture", "CaptureError", "DonationAdvice",
+           "OllaJaxError", "Plan", "PlanFileError", "PlanWarning", "SavedPlan", "advise_donation",
+           "jit", "largest_batch", "load_plan", "optimize", "place", "plan"]
 __version__ = "0.1.0"

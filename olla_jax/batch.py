@@ -223,7 +223,7 @@ def _plan_function() -> Callable:
 
 
 def _olla_total(step: _Step, backend: str, time_limit_s: float) -> int:
-    from olla_jax import PlanWarning
+    from olla_jax.result import PlanWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlanWarning)   # XLA's plan kept: its figures still count
         result = _plan_function()(step.fn, *step.args, backend=backend, time_limit_s=time_limit_s,
@@ -235,7 +235,7 @@ def _olla_total(step: _Step, backend: str, time_limit_s: float) -> int:
 def _recompute_support() -> tuple[Any, set[str]]:
     """(BudgetNotMet, plan's parameter names), or _Skip when plan has no memory budget."""
     try:
-        from olla_jax.plan import BudgetNotMet
+        from olla_jax.result import BudgetNotMet
     except ImportError as err:
         raise _Skip("this olla_jax has no olla_jax.plan.BudgetNotMet (memory budgets with "
                     "recomputation are not available)") from err
@@ -249,7 +249,7 @@ def _recompute_total(step: _Step, backend: str, time_limit_s: float, capacity: i
                      step_time_limit: float) -> tuple[int, bool, str]:
     """(total, fits, note).  A plan that recomputed values fits only if its measured
     step time is within ``step_time_limit`` x XLA's; unmeasured, that is noted."""
-    from olla_jax import PlanWarning
+    from olla_jax.result import PlanWarning
     budget_not_met, _ = _recompute_support()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlanWarning)

@@ -28,11 +28,12 @@ from typing import Any, Sequence
 import numpy as np
 from absl import logging
 
-from olla_jax import check
+from olla_jax import checked
 from olla_jax import flops as flops_lib
 from olla_jax.graph import dumps
 from olla_jax.graph import layout as layout_lib
 from olla_jax.graph.model import ScheduleGraph
+from olla_jax.result import warn
 from olla_jax.solve import problem as sp
 
 # Roofline constants for ranking only (relative cost of FLOPs and bytes).
@@ -306,7 +307,6 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     """``result`` (a Plan over the budget) with values recomputed until the
     step's total fits ``budget``, checked, applied and verified; or the least
     memory reached, with the reason in its notes."""
-    from olla_jax.plan import candidate_plan, warn
 
     def note(plan, text: str):
         warn(f"olla_jax recomputation: {text}")
@@ -338,18 +338,12 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         return note(result, f"recomputation found nothing that lowers the peak "
                             f"({len(cands)} values qualified{why})")
     layout = found.layout
-    try:
-        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
-                         candidate_plan(layout), alignment=graph.alignment)
-    except check.PlanRejected as err:
-        return note(result, f"the independent checker rejected the recomputation plan: {err}")
-    from olla_jax.apply import feed_back as apply_plan
-    try:
-        outcome = apply_plan.apply_layout(cap, layout, args=args, static_argnums=static_argnums,
-                                          trials=verify_trials)
-    except Exception as err:  # noqa: BLE001 - a rewrite bug must not cost the user the step
-        logging.exception("applying the recomputation failed")
-        return note(result, f"applying the recomputation failed ({type(err).__name__}: {err})")
+    rejected = checked.rejection(cap, layout, alignment=graph.alignment)
+    if rejected is not None:
+        return note(result, f"the independent checker rejected the recomputation plan: {rejected}")
+    outcome = checked.apply(cap, layout, backend=result.backend, args=args,
+                            static_argnums=static_argnums, trials=verify_trials,
+                            what="the recomputation")
     if not outcome.ok:
         return note(result, f"recomputation not applied: {outcome.reason}")
     compiled = dataclasses.replace(result.compiled, executable=outcome.compiled)
@@ -376,7 +370,6 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
     (``olla_jax.xla_remat``); ``result`` with XLA's best point when it fits
     better, the reason in its notes otherwise."""
     from olla_jax import xla_remat
-    from olla_jax.plan import warn
     t0 = time.monotonic()
     try:
         points = xla_remat.search(fn, *args, backend=result.backend, budget_bytes=budget,

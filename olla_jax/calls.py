@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import jax
 
+from olla_jax.capture.base import CaptureError
+
 
 def is_lowered(obj: Any) -> bool:
     """A ``jax.stages.Lowered``, or a wrapper of one (``flax.nnx``'s)."""
@@ -154,7 +156,6 @@ def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
 
 def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entry:
     """Lower ``jitted(*args, **kwargs)`` (jax.jit or flax.nnx.jit) and say how it splits."""
-    from olla_jax.capture import CaptureError
     info = static_info(jitted)
     if info is not None:
         nums, names = info
@@ -185,7 +186,6 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
 def _check_dynamic(dynamic: dict[Any, Any]) -> None:
     """Every dynamic leaf an array (or a Python scalar), else where it is, as
     ``argument leaf [2]['cfg']`` (positions and keyword names of the call)."""
-    from olla_jax.capture import CaptureError
     for path, leaf in jax.tree_util.tree_flatten_with_path(dynamic)[0]:
         if isinstance(leaf, (bool, int, float, complex)):
             continue  # Python scalars are traced as weakly typed arrays, as jax.jit does
@@ -203,7 +203,6 @@ def of_lowered(lowered: Any) -> Entry:
 
 def jit_of(fn: Callable, static_argnums: Sequence[int], donate_argnums: Sequence[int]):
     """``fn`` under jax.jit with these options (or ``fn`` itself, already jitted)."""
-    from olla_jax.capture import CaptureError
     if is_jitted(fn):
         if static_argnums or donate_argnums:
             raise CaptureError(

@@ -27,9 +27,10 @@ from collections import defaultdict
 from typing import Mapping, Sequence
 
 from olla_jax.graph import dumps
+from olla_jax.errors import OllaJaxError
 
 
-class PlanRejected(ValueError):
+class PlanRejected(OllaJaxError, ValueError):
     """The plan is unsafe; the message names the first violation found."""
 
 

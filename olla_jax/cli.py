@@ -52,6 +52,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
 
+from olla_jax.errors import OllaJaxError
+
 SUBCOMMANDS = ("demo", "plan", "hlo", "place", "show", "donate", "batch", "help")
 ORDER_ENGINES = "auto, list, cpsat, ilp-cbc, ilp-highs, lns, joint (order and placement in one CP-SAT model)"
 
@@ -110,7 +112,7 @@ FLAGS = flags.FLAGS
 MIB = 2 ** 20
 
 
-class UsageError(Exception):
+class UsageError(OllaJaxError):
     """The command line is wrong: exit 2 with the message and a pointer to --help."""
 
 

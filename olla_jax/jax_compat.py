@@ -24,6 +24,8 @@ import sys
 import tempfile
 from typing import Any, Iterator, Sequence
 
+from olla_jax.errors import OllaJaxError
+
 log = logging.getLogger(__name__)
 
 # The oldest jax olla_jax passes its tests with (0.10.0's jaxlib lacks a field
@@ -36,7 +38,7 @@ SKIP_CHECK_VAR = "JAX_SKIP_CUDA_CONSTRAINTS_CHECK"
 CUDA_PLUGINS = ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12")
 
 
-class UnsupportedJaxError(ImportError):
+class UnsupportedJaxError(OllaJaxError, ImportError):
     """The installed jax (or jaxlib) is older than olla_jax supports."""
 
 

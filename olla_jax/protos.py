@@ -14,6 +14,8 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from olla_jax.errors import OllaJaxError
+
 # name tag (field 1, length-delimited), a one-byte length, a *.proto path, then
 # the package tag (field 2).  Every embedded FileDescriptorProto starts so.
 _FILE_START = re.compile(rb"\x0a([\x01-\x7f])([A-Za-z0-9_/.\-]+\.proto)\x12")
@@ -22,7 +24,7 @@ _FILE_FIELDS = {1: 2, 2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 2, 8: 2, 9: 2, 10: 0,
                 11: 0, 12: 2, 13: 2, 14: 0, 15: 2}
 
 
-class SchemaError(RuntimeError):
+class SchemaError(OllaJaxError, RuntimeError):
     """The installed jaxlib does not carry a schema this module needs."""
 
 
@@ -174,7 +176,7 @@ def message_class(full_name: str, library: Path | None = None):
     return message_factory.GetMessageClass(descriptor)
 
 
-class DecodeError(ValueError):
+class DecodeError(OllaJaxError, ValueError):
     """Bytes that do not parse as the message they should be."""
 
 

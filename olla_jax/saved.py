@@ -17,11 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from olla_jax.errors import OllaJaxError
+
 FORMAT = "olla_jax.plan"
 VERSION = 1
 
 
-class PlanFileError(ValueError):
+class PlanFileError(OllaJaxError, ValueError):
     """A plan file is unreadable, of another version, or for another program."""
 
 

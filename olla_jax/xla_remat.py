@@ -19,7 +19,7 @@ import re
 import tempfile
 from typing import Any, Callable, Sequence
 
-from olla_jax.capture.record import CaptureError, MemoryFigures
+from olla_jax.capture.base import CaptureError, MemoryFigures
 from olla_jax.flops import compiled_flops
 
 _DEVICE_FRACTION = 0.8        # of device_memory_size, in XLA:GPU's limit

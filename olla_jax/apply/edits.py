@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from olla_jax.errors import OllaJaxError
 
-class RewriteError(ValueError):
+
+class RewriteError(OllaJaxError, ValueError):
     """The edit cannot be applied safely; nothing was produced."""
 
 

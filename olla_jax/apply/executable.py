@@ -15,7 +15,7 @@ This is what ``jax.experimental.serialize_executable`` pickles, and what
 
 The schemas are read from the installed jaxlib (:mod:`olla_jax.protos`).
 Anything that does not parse exactly as that layout, or that would not
-re-encode to the very same bytes, raises :class:`LayoutError`: we never guess.
+re-encode to the very same bytes, raises :class:`ExecutableFormatError`: we never guess.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import hashlib
 from typing import Any
 
 from olla_jax import protos
+from olla_jax.errors import OllaJaxError
 
 METADATA = "xla.ifrt.SerializedXlaExecutableMetadata"
 ENVELOPE = "xla.ExecutableAndOptionsProto"
@@ -33,8 +34,13 @@ RESULT = "xla.cpu.CompilationResultProto"
 _KERNELS = 2  # CompilationResultProto.ObjFileKind.KERNELS: thunks + object files
 
 
-class LayoutError(ValueError):
+class ExecutableFormatError(OllaJaxError, ValueError):
     """The bytes are not a CPU executable in the layout this jaxlib writes."""
+
+
+# Its old name, kept (``except executable.LayoutError`` still works); not to be
+# confused with olla_jax.graph.layout.LayoutError, a layout that does not fit its graph.
+LayoutError = ExecutableFormatError
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,8 +53,8 @@ def jaxlib_version() -> str:
         return "unknown"
 
 
-def _fail(what: str) -> LayoutError:
-    return LayoutError(
+def _fail(what: str) -> ExecutableFormatError:
+    return ExecutableFormatError(
         f"not a serialized XLA:CPU executable of jaxlib {jaxlib_version()}: {what}")
 
 
@@ -176,7 +182,7 @@ class DecodedExecutable:
 
 
 def decode(raw: bytes) -> DecodedExecutable:
-    """Split ``raw`` into metadata and protos; raise LayoutError if it is not
+    """Split ``raw`` into metadata and protos; raise ExecutableFormatError if it is not
     exactly the CPU layout of the installed jaxlib."""
     raw = bytes(raw)
     metadata, envelope = read_envelope(raw)

@@ -30,12 +30,13 @@ from typing import Any
 from olla_jax import protos
 from olla_jax.apply import executable, riegeli
 from olla_jax.apply.executable import ENVELOPE, jaxlib_version
+from olla_jax.errors import OllaJaxError
 
 RESULT = "xla.gpu.GpuExecutableProto"
 MANIFEST = "xla.SplitProtoManifest"
 
 
-class GpuLayoutError(ValueError):
+class GpuLayoutError(OllaJaxError, ValueError):
     """The bytes are not a GPU executable in the layout this jax writes."""
 
 

@@ -23,6 +23,7 @@ import struct
 from olla_jax import protos
 from olla_jax.apply import snappy
 from olla_jax.apply.highwayhash import hash64
+from olla_jax.errors import OllaJaxError
 
 BLOCK = 1 << 16
 _BLOCK_HEADER = 24
@@ -32,7 +33,7 @@ SIGNATURE, METADATA, PADDING, SIMPLE = ord("s"), ord("m"), ord("p"), ord("r")
 _NONE, _SNAPPY = 0, ord("s")
 
 
-class RiegeliError(ValueError):
+class RiegeliError(OllaJaxError, ValueError):
     """Bytes that are not a Riegeli file this module can read."""
 
 

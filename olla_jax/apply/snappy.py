@@ -6,9 +6,10 @@ Only reading is needed: the chunks we write are stored uncompressed.
 from __future__ import annotations
 
 from olla_jax import protos
+from olla_jax.errors import OllaJaxError
 
 
-class SnappyError(ValueError):
+class SnappyError(OllaJaxError, ValueError):
     """Bytes that are not a valid Snappy block."""
 
 

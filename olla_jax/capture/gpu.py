@@ -29,7 +29,7 @@ from google.protobuf import text_format
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from olla_jax import jax_compat, protos
-from olla_jax.capture.record import CaptureError as _CaptureErrorBase
+from olla_jax.capture.base import CaptureError as _CaptureErrorBase
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,11 @@ DEVICELESS_OPTIONS: dict[str, Any] = {"xla_gpu_deviceless_cub_mode": "DEVICELESS
 LOCAL = "local"  # target name: compile for the GPUs attached to this machine
 
 
-class CaptureError(_CaptureErrorBase):
+class GpuCaptureError(_CaptureErrorBase):
     """A GPU capture cannot be made (plugin missing, unknown target...)."""
+
+
+CaptureError = GpuCaptureError   # its old name, kept: ``except gpu.CaptureError`` still works
 
 
 # --- device descriptions ---------------------------------------------------
@@ -58,9 +61,9 @@ def _target_path(target: str) -> Path:
         return Path(target)
     path = TARGETS_DIR / f"{target}.txtpb"
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", target) or not path.is_file():
-        raise CaptureError(f"unknown GPU target {target!r}; known: "
-                           f"{', '.join(available_targets()) or 'none'}, {LOCAL!r}, "
-                           "or a path to a GpuTargetConfigProto .txtpb file")
+        raise GpuCaptureError(f"unknown GPU target {target!r}; known: "
+                              f"{', '.join(available_targets()) or 'none'}, {LOCAL!r}, "
+                              "or a path to a GpuTargetConfigProto .txtpb file")
     return path
 
 
@@ -95,7 +98,8 @@ def normalize_target_config(text: str) -> tuple[str, list[str]]:
     try:
         text_format.Parse(text, message, allow_unknown_field=True)
     except text_format.ParseError as err:
-        raise CaptureError(f"device description does not parse as {TARGET_PROTO}: {err}") from err
+        raise GpuCaptureError(
+            f"device description does not parse as {TARGET_PROTO}: {err}") from err
     dropped = sorted(_text_field_names(text) - _schema_field_names(cls.DESCRIPTOR))
     return text_format.MessageToString(message), dropped
 
@@ -118,11 +122,11 @@ def cuda_plugin() -> str | None:
 
 def _require_cuda_plugin() -> None:
     if cuda_plugin() is None:
-        raise CaptureError("compiling for a GPU needs jax's CUDA plugin "
-                           "(jax-cuda12-plugin, jax-cuda12-pjrt, nvidia-cuda-nvcc-cu12 at "
-                           f"jax's version): {INSTALL_HINT}")
+        raise GpuCaptureError("compiling for a GPU needs jax's CUDA plugin "
+                              "(jax-cuda12-plugin, jax-cuda12-pjrt, nvidia-cuda-nvcc-cu12 at "
+                              f"jax's version): {INSTALL_HINT}")
     if not jax_compat.register_cuda_plugin():
-        raise CaptureError(
+        raise GpuCaptureError(
             f"jax's CUDA plugin ({cuda_plugin()}) is installed but could not be registered "
             f"(jax {jax.__version__}); run with --verbosity=1 or logging at INFO for the "
             "plugin's error, and check that jax, jaxlib and the plugin share one version: "
@@ -137,14 +141,14 @@ def local_gpu_devices() -> tuple[jax.Device, ...]:
     try:
         _require_cuda_plugin()
         return tuple(jax.devices("gpu"))
-    except (RuntimeError, CaptureError):
+    except (RuntimeError, GpuCaptureError):
         return ()
 
 
 def topology_name(num_devices: int) -> str:
     """``<partitions>x<hosts per partition>x<devices per host>``; one host here."""
     if num_devices < 1:
-        raise CaptureError(f"num_devices must be >= 1, got {num_devices}")
+        raise GpuCaptureError(f"num_devices must be >= 1, got {num_devices}")
     return f"1x1x{num_devices}"
 
 
@@ -158,8 +162,8 @@ def _compile_only_devices(target: str, num_devices: int) -> tuple[jax.Device, ..
         topology = topologies.get_topology_desc(
             platform="cuda", topology=topology_name(num_devices), target_config=config)
     except (RuntimeError, NotImplementedError) as err:
-        raise CaptureError(f"the CUDA plugin refused target {target!r} "
-                           f"with {num_devices} device(s): {err}") from err
+        raise GpuCaptureError(f"the CUDA plugin refused target {target!r} "
+                              f"with {num_devices} device(s): {err}") from err
     return tuple(topology.devices)
 
 
@@ -169,7 +173,7 @@ def gpu_devices(target: str, num_devices: int = 1) -> list[jax.Device]:
     if target == LOCAL:
         local = local_gpu_devices()
         if len(local) < num_devices:
-            raise CaptureError(f"{num_devices} local GPU(s) requested, {len(local)} present")
+            raise GpuCaptureError(f"{num_devices} local GPU(s) requested, {len(local)} present")
         return list(local[:num_devices])
     return list(_compile_only_devices(target, num_devices))
 
@@ -180,7 +184,7 @@ def gpu_mesh(target: str, num_devices: int = 1,
     (default: one axis ``"x"`` over all devices)."""
     axes = dict(axes) if axes else {"x": num_devices}
     if int(np.prod(list(axes.values()))) != num_devices:
-        raise CaptureError(f"mesh axes {axes} do not multiply to {num_devices} devices")
+        raise GpuCaptureError(f"mesh axes {axes} do not multiply to {num_devices} devices")
     devices = np.array(gpu_devices(target, num_devices), dtype=object)
     return Mesh(devices.reshape(tuple(axes.values())), tuple(axes))
 
@@ -196,8 +200,8 @@ def _abstract(leaf: Any, sharding: NamedSharding) -> Any:
     if isinstance(leaf, (bool, int, float, complex)):
         dtype = jax.dtypes.canonicalize_dtype(np.asarray(leaf).dtype)
         return jax.ShapeDtypeStruct((), dtype, sharding=sharding, weak_type=True)
-    raise CaptureError(f"argument leaf of type {type(leaf).__name__} is not an array; "
-                       "mark it static (static_argnums) or pass a ShapeDtypeStruct")
+    raise GpuCaptureError(f"argument leaf of type {type(leaf).__name__} is not an array; "
+                          "mark it static (static_argnums) or pass a ShapeDtypeStruct")
 
 
 def _place(arg: Any, spec: Any, replicated: NamedSharding) -> Any:
@@ -251,8 +255,8 @@ def compile_for_target(
     if not isinstance(shardings, (tuple, list)):   # one sharding (or None) for all
         shardings = [shardings] * len(dynamic)
     if len(shardings) != len(dynamic):
-        raise CaptureError(f"in_shardings has {len(shardings)} entries for "
-                           f"{len(dynamic)} non-static arguments")
+        raise GpuCaptureError(f"in_shardings has {len(shardings)} entries for "
+                              f"{len(dynamic)} non-static arguments")
     abstract_args = list(args)
     for i, spec in zip(dynamic, shardings):
         abstract_args[i] = _place(args[i], spec, NamedSharding(mesh, PartitionSpec()))
@@ -291,7 +295,7 @@ def compile_for_target(
                                       compiler_options={**options, _TRITON_GEMM: False},
                                       num_devices=num_devices, in_shardings=in_shardings,
                                       out_shardings=out_shardings, mesh_axes=mesh_axes)
-        raise CaptureError(f"XLA could not compile for GPU target {target!r}: {err}") from err
+        raise GpuCaptureError(f"XLA could not compile for GPU target {target!r}: {err}") from err
 
 
 _UNTILED = "Couldn't find output tile sizes"

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from olla_jax.capture.record import CaptureError
+from olla_jax.capture.base import CaptureError
 
 
 def tpu_notice() -> str:

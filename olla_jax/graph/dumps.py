@@ -13,9 +13,10 @@ import dataclasses
 import re
 
 from olla_jax import protos
+from olla_jax.errors import OllaJaxError
 
 
-class DumpFormatError(ValueError):
+class DumpFormatError(OllaJaxError, ValueError):
     """An XLA dump file does not have the layout this reader knows."""
 
 

@@ -16,9 +16,10 @@ from typing import Mapping, Sequence
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
+from olla_jax.errors import OllaJaxError
 
 
-class LayoutError(ValueError):
+class LayoutError(OllaJaxError, ValueError):
     """A slice of the executable maps to no value, or a plan cannot be stated."""
 
 

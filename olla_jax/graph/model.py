@@ -31,9 +31,10 @@ from typing import Sequence
 
 from olla_jax.graph import dumps
 from olla_jax.solve import problem as sp
+from olla_jax.errors import OllaJaxError
 
 
-class UnsupportedProgram(ValueError):
+class UnsupportedProgram(OllaJaxError, ValueError):
     """The module has a construct the memory model does not cover."""
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from olla_jax.solve.place import live_bytes_bound, place
 from olla_jax.solve.problem import Interval, Placement, PlacementProblem
+from olla_jax.errors import OllaJaxError
 
 REQUIRED = ("id", "lower", "upper", "size")
 
 
-class CapacityError(ValueError):
+class CapacityError(OllaJaxError, ValueError):
     """The buffers do not fit in the requested capacity."""
 
     def __init__(self, capacity: int, best: int, bound: int):

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from olla_jax.errors import OllaJaxError
+
 _ROOT = str(Path(__file__).resolve().parents[2])
 _CHILD = ("import importlib, os, pickle, sys\n"
           "out = os.fdopen(os.dup(1), 'wb')\n"
@@ -25,7 +27,7 @@ _CHILD = ("import importlib, os, pickle, sys\n"
           "out.flush()\n")
 
 
-class ChildFailed(RuntimeError):
+class ChildFailed(OllaJaxError, RuntimeError):
     """The child process exited with an error or a signal."""
 
 

@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
-from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.solve.cpsat_order import _cp_model, position_variables
 from olla_jax.solve.dag import Dag
+from olla_jax.errors import OllaJaxError
+
+# An olla_jax.graph.model.ScheduleGraph, read for its nodes, units, allocations and
+# problems; named only here so that the solver imports nothing of the graph package.
+ScheduleGraph = Any
 
 MAX_BINS = 8   # output allocations offered to one unit besides the arena (smallest that fit)
 
 
-class JointUnsupported(ValueError):
+class JointUnsupported(OllaJaxError, ValueError):
     """The step has a shape the joint model does not cover."""
 
 

@@ -1,0 +1,206 @@
+"""What planning hands back: the Plan, its warning and the budget error.
+
+Here, not in plan.py, so that every stage after the solver (plan.py, budget.py,
+the decorator, the CLI) can import them without importing the pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import os
+import sys
+import warnings
+from typing import Any
+
+from olla_jax.calls import StepCallable  # noqa: F401 - Plan.compiled's type
+from olla_jax.errors import OllaJaxError
+
+
+class PlanWarning(UserWarning):
+    """olla_jax fell back to XLA's plan for part or all of a step."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Set while olla_jax tries something it will redo if it fails (a cached plan):
+# its warnings would describe a failure the user never sees.  Per thread/context.
+_QUIET = contextvars.ContextVar("olla_jax_quiet", default=False)
+
+
+@contextlib.contextmanager
+def quiet():
+    """No PlanWarnings from this thread's planning inside (the notes still say it all)."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def warn(message: str, category: type[Warning] = PlanWarning) -> None:
+    """``warnings.warn`` attributed to the user's line: the first frame outside olla_jax."""
+    if _QUIET.get():
+        return
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Figures (bytes) and the executable of one planned step."""
+    backend: str
+    xla_default_temp_bytes: int          # XLA's temp with its default scheduler
+    xla_best_temp_bytes: int             # the best temp any XLA scheduler reaches
+    xla_scheduler: str                   # which scheduler that was
+    planned_temp_bytes: int              # temp of our plan (== xla_best when we keep XLA's)
+    lower_bound_bytes: int               # proven: no order and placement needs less temp
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    solve_seconds: float
+    engine: str                          # what produced the order and placement
+    settings: dict[str, Any]
+    source: str                          # "olla_jax" or "xla" (when nothing better was found)
+    achieved_temp_bytes: int | None      # read from the loaded executable's memory_analysis()
+    verified: bool                       # outputs bit-identical to XLA's executable
+    notes: tuple[str, ...]               # why something fell back, what was skipped
+    compiled: Any = dataclasses.field(repr=False, compare=False)   # callable like the jitted fn
+    xla_compiled: Any = dataclasses.field(repr=False, compare=False)
+    graph: Any = dataclasses.field(repr=False, compare=False, default=None)
+    layout: Any = dataclasses.field(repr=False, compare=False, default=None)
+    capture: Any = dataclasses.field(repr=False, compare=False, default=None)
+    recomputed: tuple[str, ...] = ()      # producers run a second time (memory budgets)
+    extra_flops: int = 0                  # their FLOPs (estimated from the HLO)
+    step_time_ratio: float | None = None  # measured step time / XLA's, when measured
+    # Our serialized executable, when one was built: the one ``compiled`` runs,
+    # or, for a compile-only GPU target, one built and decoded but not run here.
+    executable_bytes: bytes | None = dataclasses.field(repr=False, compare=False, default=None)
+
+    @property
+    def xla_temp_bytes(self) -> int:
+        """XLA's temp for this program (its best scheduler)."""
+        return self.xla_best_temp_bytes
+
+    @property
+    def gap(self) -> float:
+        """How far the plan may be above the optimum: (planned - bound) / planned."""
+        if self.planned_temp_bytes <= 0:
+            return 0.0
+        return (self.planned_temp_bytes - self.lower_bound_bytes) / self.planned_temp_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.planned_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
+
+    @property
+    def runs_temp_bytes(self) -> int:
+        """Temp of the executable in ``compiled`` (ours when fed back, else XLA's;
+        the planned figure where nothing could be fed back, e.g. GPU)."""
+        temp = self.achieved_temp_bytes
+        if temp is None:
+            temp = self.planned_temp_bytes if self.source == "olla_jax" else self.xla_best_temp_bytes
+        return temp
+
+    @property
+    def runs_total_bytes(self) -> int:
+        return self.runs_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
+
+    @property
+    def xla_total_bytes(self) -> int:
+        return self.xla_best_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
+
+    def to_saved(self):
+        from olla_jax import saved
+        if self.capture is None:
+            raise ValueError("this plan has no captured module to tie a saved plan to")
+        layout = self.layout
+        figures = {k: getattr(self, k) for k in (
+            "xla_default_temp_bytes", "xla_best_temp_bytes", "planned_temp_bytes",
+            "achieved_temp_bytes", "lower_bound_bytes", "argument_bytes", "output_bytes",
+            "alias_bytes", "verified", "solve_seconds")}
+        return saved.SavedPlan(
+            fingerprint=saved.fingerprint(self.capture.hlo_text), backend=self.backend,
+            xla_scheduler=self.xla_scheduler,
+            order=layout.order_names if layout else tuple(self.graph.nodes) if self.graph else (),
+            places=dict(layout.places) if layout else {},
+            allocation_sizes=dict(layout.allocation_sizes) if layout else {},
+            figures=figures, engine=self.engine, notes=self.notes,
+            recomputes=tuple({"value": r.value, "producer": r.producer, "before": r.before,
+                              "late_users": list(r.late_users), "place": list(r.place),
+                              "size": r.size} for r in (layout.recomputes if layout else ())))
+
+    def save(self, path) -> None:
+        """Write the plan as versioned JSON tied to this module (``olla_jax.load_plan``)."""
+        from olla_jax import saved
+        saved.write_atomic(path, self.to_saved().to_json())
+
+    def plot(self, prefix) -> list[str]:
+        """Write ``prefix-memory.png`` and ``prefix-layout.png`` (needs matplotlib)."""
+        from olla_jax import report
+        return report.plot_plan(self, str(prefix))
+
+    @property
+    def runs_xla_executable(self) -> bool:
+        """``compiled`` runs XLA's own executable (nothing of ours was loaded)."""
+        def exe(c):
+            return getattr(c, "executable", c)
+        return self.source == "xla" or exe(self.compiled) is exe(self.xla_compiled)
+
+    def _verified_text(self) -> str:
+        if self.verified:
+            return "yes"
+        if self.runs_xla_executable:
+            if self.source != "xla" and self.executable_bytes is not None:
+                # a compile-only target: ours was built and decoded, not run here
+                return "n/a (XLA's executable runs; ours, in executable_bytes, was not run)"
+            return "n/a (XLA's executable)"
+        return "no"
+
+    def summary(self) -> str:
+        def mb(x):
+            if x is None:
+                return "-"
+            return f"{x / 2**20:,.2f} MiB" if abs(x) >= 2**20 or x == 0 else f"{x / 2**10:,.1f} KiB"
+        rows = [
+            ("XLA temp, default scheduler", mb(self.xla_default_temp_bytes)),
+            (f"XLA temp, best ({self.xla_scheduler})", mb(self.xla_best_temp_bytes)),
+            ("olla_jax temp, planned", mb(self.planned_temp_bytes)),
+            ("olla_jax temp, achieved", mb(self.achieved_temp_bytes)),
+            ("lower bound (proven)" if not self.recomputed else
+             "lower bound (working set)", mb(self.lower_bound_bytes)),
+            ("gap to bound", f"{100 * self.gap:.2f}%" if self.lower_bound_bytes > 0
+             else "n/a (no bound)"),
+            ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
+                                              f"{mb(self.alias_bytes)}"),
+            ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
+            ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s"),
+        ]
+        if self.recomputed:
+            ratio = "-" if self.step_time_ratio is None else f"{self.step_time_ratio:.3f} x XLA's"
+            rows.append(("recomputed values, extra FLOPs",
+                         f"{len(self.recomputed)}, {self.extra_flops:,}"))
+            rows.append(("step time (measured)", ratio))
+        rows += [
+            ("verified bit-for-bit", self._verified_text()),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"olla_jax plan ({self.backend}, plan from {self.source})"]
+        lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+class BudgetNotMet(OllaJaxError, ValueError):
+    """No plan olla_jax can make keeps the step within the memory budget.
+
+    ``plan`` holds the least-memory plan found (usable, but above the budget);
+    ``least_bytes`` its total; ``breakdown`` what holds the peak."""
+
+    def __init__(self, message: str, plan: "Plan", least_bytes: int, breakdown: str = ""):
+        super().__init__(message)
+        self.plan = plan
+        self.least_bytes = least_bytes
+        self.breakdown = breakdown

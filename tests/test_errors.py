@@ -1,0 +1,71 @@
+"""One error hierarchy: every error olla_jax defines is an ``olla_jax.OllaJaxError``
+and keeps its builtin base, so ``except ValueError`` code keeps working."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import olla_jax
+from olla_jax.errors import OllaJaxError
+
+# Modules run as programs (importing them runs them) are left out.
+_PROGRAMS = {"olla_jax.__main__", "olla_jax.apply.child"}
+# solve/place_engines.py belongs to the placement work, in flight when this was
+# written: its EngineFailure joins the hierarchy when that work is merged.
+_PENDING = {"EngineFailure"}
+
+
+def _public_errors() -> dict[str, type]:
+    found = {}
+    for info in pkgutil.walk_packages(olla_jax.__path__, "olla_jax."):
+        if info.name in _PROGRAMS:
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, BaseException)
+                    and not issubclass(obj, Warning) and not name.startswith("_")
+                    and obj.__module__.startswith("olla_jax")):
+                found[f"{info.name}.{name}"] = obj
+    return found
+
+
+def test_every_public_error_is_an_olla_jax_error():
+    errors = _public_errors()
+    # the discovery itself must see the errors (a walk that found nothing proves nothing)
+    assert "olla_jax.capture.record.CaptureError" in errors
+    assert "olla_jax.saved.PlanFileError" in errors
+    outside = sorted(name for name, cls in errors.items()
+                     if not issubclass(cls, OllaJaxError) and cls.__name__ not in _PENDING)
+    assert not outside, f"errors that do not subclass olla_jax.OllaJaxError: {outside}"
+
+
+@pytest.mark.xfail(strict=True, reason="place_engines.EngineFailure is not changed yet (owned "
+                   "by the placement work): subclass OllaJaxError there and drop _PENDING")
+def test_pending_errors_join_the_hierarchy():
+    from olla_jax.solve import place_engines
+    assert issubclass(place_engines.EngineFailure, OllaJaxError)
+
+
+@pytest.mark.parametrize("name, builtin", [
+    ("CaptureError", RuntimeError), ("PlanFileError", ValueError), ("BudgetNotMet", ValueError)])
+def test_public_errors_keep_their_builtin_base(name, builtin):
+    cls = getattr(olla_jax, name)
+    assert issubclass(cls, OllaJaxError) and issubclass(cls, builtin)
+    assert olla_jax.OllaJaxError is OllaJaxError
+
+
+def test_twin_names_are_distinct_with_old_names_kept():
+    from olla_jax.apply import executable
+    from olla_jax.capture import gpu
+    from olla_jax.graph import layout
+
+    assert gpu.CaptureError is gpu.GpuCaptureError
+    assert issubclass(gpu.GpuCaptureError, olla_jax.CaptureError)
+    assert executable.LayoutError is executable.ExecutableFormatError
+    assert executable.ExecutableFormatError is not layout.LayoutError
+    with pytest.raises(OllaJaxError, match="not a serialized XLA:CPU executable"):
+        executable.decode(b"not an executable")
