@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from olla_jax.errors import OllaJaxError
 from olla_jax.solve.isolated import ChildFailed, run_isolated
 from olla_jax.solve.place_model import BlockModel
 from olla_jax.solve.problem import ARENA, Placement
 
 
-class EngineFailure(RuntimeError):
+class EngineFailure(OllaJaxError, RuntimeError):
     """An exact engine crashed (CBC has been seen to abort in its preprocessing)."""
 
 
