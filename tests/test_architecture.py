@@ -142,3 +142,22 @@ def test_solver_imports_no_jax_nor_stages_around_it(banned):
 def test_checker_shares_nothing_with_solver_or_model():
     offending = _offending(_all_imports("olla_jax.check"), ("olla_jax.solve", "olla_jax.graph.model"))
     assert not offending, offending
+
+
+# Test files that test a benchmark's own code, and so import it: test_autotune.py
+# checks benchmarks/gpu_device.py's autotune text helpers against its recorded
+# results; test_check.py runs benchmarks/fuzz_plans.py's mutation campaign,
+# whose worker is a child ``python -m benchmarks.fuzz_plans --worker``.
+BENCHMARK_TESTS = {"test_autotune.py", "test_check.py"}
+
+
+def test_tests_import_nothing_from_benchmarks():
+    """Helpers the tests need live under tests/ (``tests/_fuzz.py``), not in benchmarks/."""
+    tests = ROOT / "tests"
+    offending = sorted(
+        f"{path.relative_to(ROOT)} imports {target}"
+        for path in tests.rglob("*.py") if path.name not in BENCHMARK_TESTS
+        for target in _imported(path.stem, path)
+        if target == "benchmarks" or target.startswith("benchmarks."))
+    assert not offending, offending
+    assert all((tests / name).exists() for name in BENCHMARK_TESTS)

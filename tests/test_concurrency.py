@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import olla_jax
-from benchmarks.fuzz import bit_identical, fresh
+from _fuzz import bit_identical, fresh
 from small_steps import mlp_args as _args, mlp_step as _step
 
 THREADS = 8

@@ -1,13 +1,13 @@
 """Random small JAX programs through ``olla_jax.plan``, end to end.
 
-Programs come from the grammar in ``benchmarks/fuzz.py`` (elementwise ops,
+Programs come from the grammar in ``tests/_fuzz.py`` (elementwise ops,
 matmul, reductions, broadcasting, reshapes and transposes, ``lax.cond``,
 ``lax.scan``, ``fori_loop``, ``while_loop``, scatter ``.at[].add/set``,
 gather, ``dynamic_update_slice``, ``dynamic_slice``, concatenation, sort,
 argmax; with and without ``donate_argnums``), seeded so that every failure
 names the seed that reproduces it::
 
-    from benchmarks import fuzz
+    import _fuzz as fuzz  # tests/_fuzz.py
     spec = fuzz.random_program(random.Random("program-test-7"), seed=7, must_use=(fuzz.OPS[7 % 20],))
     print(fuzz.run_program(spec))
 
@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import olla_jax
-from benchmarks import fuzz
+import _fuzz as fuzz
 
 
 def _spec(tag: str, k: int, **kw) -> fuzz.ProgramSpec:

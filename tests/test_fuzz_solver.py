@@ -1,7 +1,7 @@
 """Fuzzing the solvers: random DAGs through ``solve_order`` and the min-cut
 bound, random placement problems through ``place``, each result judged by
 checks that share no code with the solvers (brute force, an O(n^2) overlap
-check).  The generators live in ``benchmarks/fuzz.py`` (the long run); here
+check).  The generators live in ``tests/_fuzz.py`` (``benchmarks/fuzz.py`` runs them long); here
 hypothesis drives them through ``st.randoms()``, so failures shrink.
 
 Bounded: about 30-60 s on two cores.
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks import fuzz
+import _fuzz as fuzz
 from olla_jax.solve import bounds, place
 from olla_jax.solve.order import solve_order
 from olla_jax.solve.problem import (ARENA, Interval, Item, Occupant, OrderProblem, Placement,

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import olla_jax
-from benchmarks.fuzz import bit_identical, fresh
+from _fuzz import bit_identical, fresh
 from olla_jax import check
 from olla_jax.apply import cpu_rewrite, executable, load, verify
 from olla_jax.graph import layout as layout_lib
