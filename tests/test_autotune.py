@@ -1,4 +1,4 @@
-"""Recorded GPU autotune results (olla_jax/capture/targets/autotune/) and the
+"""Recorded GPU autotune results (benchmarks/data/autotune/) and the
 text helpers of benchmarks/gpu_device.py.
 
 The files were written on an NVIDIA H200 by jax 0.11.2 (``xla_gpu_dump_autotune_results_to``,
@@ -24,7 +24,7 @@ from benchmarks import gpu_device as gd
 from olla_jax.capture import gpu
 
 REPO = Path(__file__).resolve().parents[1]
-AUTOTUNE_DIR = REPO / "olla_jax" / "capture" / "targets" / "autotune"
+AUTOTUNE_DIR = REPO / "benchmarks" / "data" / "autotune"
 RESULTS = REPO / "benchmarks" / "results" / "gpu_device.json"
 FILES = sorted(AUTOTUNE_DIR.glob(f"*_h200{gd.AUTOTUNE_SUFFIX}"))
 FAST = {"cnn_adam_small"}            # the rest are slow (a compile each, 10-60 s)
