@@ -111,6 +111,19 @@ def _warm_starts(graph: model.ScheduleGraph, others: Sequence[Capture]) -> list[
 
 
 @dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One order and its placement, as ``solve_graph``'s steps hand them on:
+    ``source`` names what produced the order ("xla", "list", an engine, with
+    "+deferred", "+sunk" when moved after), ``owners`` and ``problem`` are what
+    ``graph.placement_problem(order)`` returned for it."""
+    order: tuple[int, ...]
+    source: str
+    placement: sp.Placement
+    owners: Any
+    problem: sp.PlacementProblem
+
+
+@dataclasses.dataclass(frozen=True)
 class Solution:
     """The best order and placement found for a graph, and what bounds it."""
     layout: Any                # graph.layout.Layout
@@ -220,21 +233,21 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         placement = place_lib.best_fit(pp, deadline=t0 + search_limit_s)
         logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
         report("placement", f"{source} order", best=placement.arena_size)
-        if best is None or placement.arena_size < best[2].arena_size:
-            best = (order, source, placement, owners, pp)
-    if best[2].arena_size > value:
+        if best is None or placement.arena_size < best.placement.arena_size:
+            best = Candidate(order, source, placement, owners, pp)
+    if best.placement.arena_size > value:
         best = _defer_outputs(graph, with_regions, best, deadline=t0 + search_limit_s)
-    if best[2].arena_size > value and "defer" in best[1]:
+    if best.placement.arena_size > value and "defer" in best.source:
         best = _sink_deferred(graph, with_regions, best, deadline=t0 + search_limit_s)
-    order, source, placement, owners, pp = best
     if time.monotonic() > t0 + 0.85 * search_limit_s:
         # A deadline may have cut the chosen order's best-fit to fewer sort
         # orders (densenet lost 3% so); all of them take a second or so.
-        placement = min(placement, place_lib.best_fit(pp), key=lambda p: p.arena_size)
-        best = (order, source, placement, owners, pp)
+        best = dataclasses.replace(best, placement=min(
+            best.placement, place_lib.best_fit(best.problem), key=lambda p: p.arena_size))
     if joint:
-        order, source, placement, owners, pp = _joint(graph, best, time_limit_s - (time.monotonic() - t0),
-                                                      seed)
+        best = _joint(graph, best, time_limit_s - (time.monotonic() - t0), seed)
+    order, source, placement, owners, pp = (best.order, best.source, best.placement,
+                                            best.owners, best.problem)
     remaining = time_limit_s - (time.monotonic() - t0)
     if placement.arena_size > value and remaining > 2.0:
         # The exact model warm-starts from the best-fit placement found above;
@@ -247,7 +260,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
 
 
-def _sink_deferred(graph: model.ScheduleGraph, problem, best, *, deadline: float):
+def _sink_deferred(graph: model.ScheduleGraph, problem, best: Candidate, *,
+                   deadline: float) -> Candidate:
     """Sink moves (``solve.sink``) on an order whose output writers were just
     deferred: the writers' operands now wait for them and can often be made
     later too; placed by best-fit, kept when better."""
@@ -256,7 +270,7 @@ def _sink_deferred(graph: model.ScheduleGraph, problem, best, *, deadline: float
     from olla_jax.solve.dag import Dag
     from olla_jax.solve.evaluate import Evaluator
 
-    order, source, placement, _, _ = best
+    order, source, placement = best.order, best.source, best.placement
     if deadline - time.monotonic() < 0.5:    # no time left for sinking and a best-fit
         return best
     budget = 0.25 * (deadline - time.monotonic())
@@ -268,11 +282,12 @@ def _sink_deferred(graph: model.ScheduleGraph, problem, best, *, deadline: float
     trial = place_lib.best_fit(pp)
     logging.info("placement after sink moves on the deferred order: %d bytes", trial.arena_size)
     if trial.arena_size < placement.arena_size:
-        return moved, f"{source}+sunk", trial, owners, pp
+        return Candidate(moved, f"{source}+sunk", trial, owners, pp)
     return best
 
 
-def _defer_outputs(graph: model.ScheduleGraph, problem, best, *, deadline: float):
+def _defer_outputs(graph: model.ScheduleGraph, problem, best: Candidate, *,
+                   deadline: float) -> Candidate:
     """The best order with output writers moved later (``solve.defer``), each
     variant placed by best-fit; the best placement wins.  At least one variant
     is tried; the rest while ``deadline`` allows."""
@@ -281,7 +296,7 @@ def _defer_outputs(graph: model.ScheduleGraph, problem, best, *, deadline: float
     from olla_jax.solve import defer
     from olla_jax.solve import place as place_lib
 
-    order, source, placement, _, pp = best
+    order, source, placement, pp = best.order, best.source, best.placement, best.problem
     writers = defer.output_writers(problem)
     if not writers:
         return best
@@ -296,16 +311,16 @@ def _defer_outputs(graph: model.ScheduleGraph, problem, best, *, deadline: float
         moved_placement = place_lib.best_fit(moved_pp, deadline=deadline)
         logging.info("placement with %d output writers deferred: %d bytes", len(chosen),
                      moved_placement.arena_size)
-        if moved_placement.arena_size < best[2].arena_size:
-            best = (moved, f"{source}+deferred", moved_placement, moved_owners, moved_pp)
+        if moved_placement.arena_size < best.placement.arena_size:
+            best = Candidate(moved, f"{source}+deferred", moved_placement, moved_owners, moved_pp)
     return best
 
 
-def _joint(graph, best, time_limit_s: float, seed: int):
+def _joint(graph, best: Candidate, time_limit_s: float, seed: int) -> Candidate:
     """The joint order-and-placement model, warm-started from ``best``; ``best``
     itself unless the joint model finds a valid plan with a smaller arena."""
     from olla_jax.solve import isolated, joint, place_check
-    order, source, placement, owners, pp = best
+    order, placement = best.order, best.placement
     reason = joint.unsupported(graph)
     if reason:
         logging.info("joint engine skipped: %s", reason)
@@ -329,7 +344,7 @@ def _joint(graph, best, time_limit_s: float, seed: int):
     logging.info("joint engine: arena %d (separate: %d), bound %d, optimal %s",
                  found.placement.arena_size, placement.arena_size, found.bound, found.optimal)
     if found.placement.arena_size < placement.arena_size:
-        return found.order, "joint", found.placement, found.owners, found.problem
+        return Candidate(found.order, "joint", found.placement, found.owners, found.problem)
     return best
 
 
