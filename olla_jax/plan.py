@@ -29,6 +29,18 @@ from olla_jax.solve import problem as sp
 
 GPU_ALIGNMENT = 256  # XLA:GPU allocations and kernels: offsets move by multiples of this
 
+# How solve_graph and _plan share the time limit (fractions; the floors in seconds
+# stay beside their use).
+JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
+ORDER_SEARCH_SHARE = 0.5       # of the search limit: the order searches, all objectives together
+ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
+BOUND_SHARE = 0.15             # of the search limit: the lower bounds after the order search
+RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
+PLACE_CANDIDATES_SHARE = 0.85  # of the search limit: no more candidate orders placed past it
+SINK_SHARE = 0.25              # of the time to the deadline: sink moves on a deferred order
+EXACT_PLACEMENT_SHARE = 0.6    # of the time left at the end: the exact placement engine
+KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
+
 
 @dataclasses.dataclass(frozen=True)
 class _Step:
@@ -156,7 +168,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     t0 = time.monotonic()
     joint = engine == "joint"
     if joint:   # a short separate search warm-starts the joint model, which gets the rest
-        engine, search_limit_s = "auto", 0.4 * time_limit_s
+        engine, search_limit_s = "auto", JOINT_WARM_START_SHARE * time_limit_s
     else:
         search_limit_s = time_limit_s
     starts = [tuple(s) for s in warm_starts] or [graph.xla_order]
@@ -172,8 +184,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         problems.append(dataclasses.replace(with_regions,
                                             region_sizes=tuple(0 for _ in with_regions.region_sizes)))
     for k, problem in enumerate(problems):
-        share = (0.5 * search_limit_s - (time.monotonic() - t0)) / (len(problems) - k)
-        floor = bounds.min_cut_bound(problem, time_limit_s=max(0.5, share / 4),
+        share = ((ORDER_SEARCH_SHARE * search_limit_s - (time.monotonic() - t0))
+                 / (len(problems) - k))
+        floor = bounds.min_cut_bound(problem, time_limit_s=max(0.5, ORDER_FLOOR_SHARE * share),
                                      orders=starts).value
         result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(0.5, share),
                                        engine=engine, seed=seed, lower_bound=floor,
@@ -183,14 +196,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # sometimes beats orders that score better on the order objectives.
     from olla_jax.solve import list_schedule
     orders.setdefault(tuple(list_schedule.best_list_schedule(with_regions).order), "list")
-    bound_deadline = time.monotonic() + max(1.0, 0.15 * search_limit_s)
+    bound_deadline = time.monotonic() + max(1.0, BOUND_SHARE * search_limit_s)
     # What must be resident at one step whatever the order (loop bodies
     # included) and the last output writer's need: the min-cut's floor, and
     # the bound where the relaxation degenerates (a step inside one while;
     # outputs whose idle space it counts as free for every unit).
     from olla_jax.graph import resident
     floor_found = resident.floor_bound(
-        graph, deadline=time.monotonic() + 0.5 * (bound_deadline - time.monotonic()))
+        graph,
+        deadline=time.monotonic() + RESIDENT_BOUND_SHARE * (bound_deadline - time.monotonic()))
     logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
                  floor_found.evaluated)
     value = floor_found.value
@@ -225,7 +239,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
     for order, source in ranked:
-        if best is not None and time.monotonic() - t0 > 0.85 * search_limit_s:
+        if best is not None and time.monotonic() - t0 > PLACE_CANDIDATES_SHARE * search_limit_s:
             logging.info("time limit: %d candidate orders not placed", len(ranked) - ranked.index(
                 (order, source)))
             break
@@ -239,7 +253,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         best = _defer_outputs(graph, with_regions, best, deadline=t0 + search_limit_s)
     if best.placement.arena_size > value and "defer" in best.source:
         best = _sink_deferred(graph, with_regions, best, deadline=t0 + search_limit_s)
-    if time.monotonic() > t0 + 0.85 * search_limit_s:
+    if time.monotonic() > t0 + PLACE_CANDIDATES_SHARE * search_limit_s:
         # A deadline may have cut the chosen order's best-fit to fewer sort
         # orders (densenet lost 3% so); all of them take a second or so.
         best = dataclasses.replace(best, placement=min(
@@ -252,7 +266,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     if placement.arena_size > value and remaining > 2.0:
         # The exact model warm-starts from the best-fit placement found above;
         # building it takes time of its own, hence the share of what is left.
-        exact = place_lib.place_exact(pp, time_limit_s=0.6 * remaining, hint=placement)
+        exact = place_lib.place_exact(pp, time_limit_s=EXACT_PLACEMENT_SHARE * remaining,
+                                      hint=placement)
         if exact.arena_size < placement.arena_size:
             placement = exact
     layout = layout_lib.realize(graph, order, placement, owners)
@@ -273,7 +288,7 @@ def _sink_deferred(graph: model.ScheduleGraph, problem, best: Candidate, *,
     order, source, placement = best.order, best.source, best.placement
     if deadline - time.monotonic() < 0.5:    # no time left for sinking and a best-fit
         return best
-    budget = 0.25 * (deadline - time.monotonic())
+    budget = SINK_SHARE * (deadline - time.monotonic())
     moved = sink.improve(Evaluator(problem), Dag.of(problem), order,
                          deadline=time.monotonic() + budget)
     if moved == order:
@@ -613,7 +628,7 @@ def _plan(step: _Step, *, backend: str, time_limit_s: float,
                 # here too; found first, it warm-starts the freer search.
                 kept_all = dataclasses.replace(graph, edges=tuple(sorted(
                     set(graph.edges) | set(collectives.overlap_edges(graph.nodes, pairs)))))
-                first = solve_graph(kept_all, warm_starts=starts, time_limit_s=0.35 * left,
+                first = solve_graph(kept_all, warm_starts=starts, time_limit_s=KEEP_OVERLAP_SHARE * left,
                                     engine=engine, seed=seed, progress=report)
                 starts = [*starts, first.layout.order]
                 left = max(1.0, time_limit_s - (time.monotonic() - t_solve))
