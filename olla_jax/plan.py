@@ -22,12 +22,11 @@ from olla_jax.calls import StepCallable  # noqa: F401 - re-exported: Plan.compil
 from olla_jax.checked import candidate_plan  # noqa: F401
 from olla_jax.result import BudgetNotMet, Plan, PlanWarning, quiet, warn  # noqa: F401
 from olla_jax.capture import Capture, capture
+from olla_jax.capture.base import GPU_ALIGNMENT, Backend  # noqa: F401 - GPU_ALIGNMENT re-exported
 from olla_jax.capture.record import capture_lowered
 from olla_jax.graph import layout as layout_lib
 from olla_jax.graph import collectives, dumps, model
 from olla_jax.solve import problem as sp
-
-GPU_ALIGNMENT = 256  # XLA:GPU allocations and kernels: offsets move by multiples of this
 
 # How solve_graph and _plan share the time limit (fractions; the floors in seconds
 # stay beside their use).
@@ -54,15 +53,15 @@ class _Step:
     donate_argnums: tuple[int, ...] = ()
 
 
-def _step(fn, args, kwargs, backend: str, static_argnums, donate_argnums, spmd) -> _Step:
+def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd) -> _Step:
     if calls.is_lowered(fn):
         if args or kwargs or static_argnums or donate_argnums:
             raise TypeError("a jax.stages.Lowered is planned as it is: pass no arguments, "
                             "static_argnums or donate_argnums with it (jax fixed them when "
                             "it was lowered)")
-        if backend not in ("cpu", "gpu", "gpu:local"):
+        if not backend.local:
             raise ValueError(f"a jax.stages.Lowered is compiled for this machine: backend must "
-                             f"be 'cpu' or 'gpu', not {backend!r}; for a compile-only target "
+                             f"be 'cpu' or 'gpu', not {backend.name!r}; for a compile-only target "
                              "pass the function and its arguments")
         return _Step(calls.of_lowered(fn))
     static = calls.positions(static_argnums, len(args), "static_argnums")
@@ -70,23 +69,23 @@ def _step(fn, args, kwargs, backend: str, static_argnums, donate_argnums, spmd) 
     if set(static) & set(donate):
         raise ValueError(f"argument(s) {sorted(set(static) & set(donate))} are both static and "
                          "donated: a static argument is not an array and cannot be donated")
-    if backend in ("cpu", "gpu", "gpu:local") and not spmd:
+    if backend.local and not spmd:
         jitted = calls.jit_of(fn, static, donate)
         return _Step(calls.lower_call(jitted, args, kwargs))
     if kwargs:
-        raise TypeError(f"keyword arguments are not supported for backend {backend!r}: pass "
+        raise TypeError(f"keyword arguments are not supported for backend {backend.name!r}: pass "
                         "the step's arguments positionally")
     entry = calls.Entry(None, len(args), tuple((i, args[i]) for i in static), (),
                         tuple(args), static)
     return _Step(entry, fn, tuple(args), static, donate)
 
 
-def _baselines(step: _Step, backend, compiler_options, spmd=None) -> list[Capture]:
-    schedulers = ("default", "memory") if backend == "cpu" else ("default",)
+def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:
+    schedulers = backend.schedulers
     if step.fn is None:
-        return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
+        return [capture_lowered(step.entry.lowered, backend=backend.name, scheduler=s,
                                 compiler_options=compiler_options) for s in schedulers]
-    return [capture(step.fn, *step.args, backend=backend, scheduler=s,
+    return [capture(step.fn, *step.args, backend=backend.name, scheduler=s,
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                     compiler_options=compiler_options, spmd=spmd)
             for s in schedulers]
@@ -371,7 +370,6 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
                   memory_budget=None, recompute=True) -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
-    from olla_jax.capture import CaptureError
     from olla_jax.saved import SavedPlan
     from olla_jax.solve.order import ENGINES
     if not (callable(fn) or calls.is_lowered(fn)):
@@ -380,11 +378,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if kwargs is not None and (not isinstance(kwargs, dict)
                                or not all(isinstance(k, str) for k in kwargs)):
         raise TypeError(f"kwargs must be a dict of keyword arguments for the step, got {kwargs!r}")
-    if not isinstance(backend, str) or not (backend in ("cpu", "gpu", "tpu")
-                                            or (backend.startswith("gpu:") and len(backend) > 4)):
-        raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
-                         "'gpu:<target>' for a GPU compiled without one (e.g. 'gpu:h100'), or "
-                         "'tpu' (read-only)")
+    Backend.parse(backend)   # raises CaptureError("unknown backend ...")
     if not _is_number(time_limit_s) or not math.isfinite(time_limit_s) or time_limit_s <= 0:
         raise (TypeError if not _is_number(time_limit_s) else ValueError)(
             f"time_limit_s must be a positive number of seconds, got {time_limit_s!r}")
@@ -478,8 +472,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             raise ValueError(f"num_devices must be a positive int, got {num_devices!r}")
         spmd = dict(num_devices=num_devices, in_shardings=in_shardings,
                     out_shardings=out_shardings, mesh_axes=mesh_axes)
-    step = _step(fn, args, dict(kwargs or {}), backend, static_argnums, donate_argnums, spmd)
-    options = dict(backend=backend, time_limit_s=time_limit_s, compiler_options=compiler_options,
+    target = Backend.parse(backend)
+    step = _step(fn, args, dict(kwargs or {}), target, static_argnums, donate_argnums, spmd)
+    options = dict(backend=target, time_limit_s=time_limit_s, compiler_options=compiler_options,
                    engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
                    saved=saved, spmd=spmd, progress=report)
     result = _plan(step, collective_overlap=collective_overlap, **options)
@@ -503,7 +498,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             result = dataclasses.replace(result, notes=result.notes + (
                 "no recomputation for sharded steps (XLA's rematerialization is driven for "
                 "single-device steps only)",))
-        elif backend.startswith("gpu:") and backend != "gpu:local":
+        elif target.compile_only:
             result = budget.xla_remat_to_budget(
                 result, int(memory_budget), step.fn, step.args,
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
@@ -544,7 +539,7 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     return BudgetNotMet(message, result, least, breakdown)
 
 
-def _plan(step: _Step, *, backend: str, time_limit_s: float,
+def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
           compiler_options: dict[str, Any] | None, engine: str,
           verify_trials: int, feed_back: bool, seed: int, saved, spmd=None,
           collective_overlap: str | float = "keep", progress=None) -> Plan:
@@ -564,7 +559,7 @@ def _plan(step: _Step, *, backend: str, time_limit_s: float,
     report("graph", xla=best.memory.temp)
     settings = {"time_limit_s": time_limit_s, "engine": engine, "seed": seed,
                 "schedulers": [c.scheduler for c in caps]}
-    common = dict(backend=backend, xla_default_temp_bytes=default.memory.temp,
+    common = dict(backend=backend.name, xla_default_temp_bytes=default.memory.temp,
                   xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                   argument_bytes=best.memory.argument, output_bytes=best.memory.output,
                   alias_bytes=best.memory.alias, settings=settings, capture=best,
@@ -585,7 +580,7 @@ def _plan(step: _Step, *, backend: str, time_limit_s: float,
     t_solve = time.monotonic()
     try:
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
-                            alignment=GPU_ALIGNMENT if backend.startswith("gpu") else 64)
+                            alignment=backend.alignment)
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
     module = dumps.parse_hlo_proto(best.hlo_proto).hlo_module
@@ -599,7 +594,7 @@ def _plan(step: _Step, *, backend: str, time_limit_s: float,
         graph = dataclasses.replace(graph, edges=tuple(sorted(
             set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
     temp = graph.temp_allocation
-    if feed_back and backend == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
+    if feed_back and backend.kind == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
         return fallback("XLA marked its temp allocation as a tuple table (a variadic reduce or "
                         "sort result lives there); XLA:CPU's executable cannot take a new size "
                         "for it, so the plan could not be applied", graph)
@@ -659,16 +654,16 @@ def _plan(step: _Step, *, backend: str, time_limit_s: float,
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=min(bound, planned),
                   solve_seconds=solve_seconds, engine=engine_used, graph=graph, layout=layout)
-    if not feed_back or best.executable is None or not (backend == "cpu" or backend.startswith("gpu")):
+    if not feed_back or best.executable is None or not backend.can_rewrite:
         notes.append("not fed back: " + ("asked not to" if not feed_back else
-                                          f"the {backend} executable cannot be rewritten here"))
+                                          f"the {backend.name} executable cannot be rewritten here"))
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     report("verifying", "rewriting the executable and checking it bit for bit")
-    outcome = checked.apply(best, layout, backend=backend, args=step.entry.verify_args,
+    outcome = checked.apply(best, layout, backend=backend.name, args=step.entry.verify_args,
                             static_argnums=step.entry.verify_static, trials=verify_trials)
-    if not outcome.ok and outcome.raw is not None and backend.startswith("gpu:") \
-            and backend != "gpu:local" and outcome.verification is None:
+    if not outcome.ok and outcome.raw is not None and backend.compile_only \
+            and outcome.verification is None:
         notes.append(f"not fed back: {outcome.reason}")  # compile-only: built, nothing to run on
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled),

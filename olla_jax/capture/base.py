@@ -17,6 +17,52 @@ class CaptureError(OllaJaxError, RuntimeError):
     """The step could not be compiled or its dumps could not be read."""
 
 
+GPU_ALIGNMENT = 256  # XLA:GPU allocations and kernels: offsets move by multiples of this
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """Where a step is compiled, parsed once from the ``backend`` string.
+
+    ``name``: the string as given ("cpu", "gpu", "gpu:local", "gpu:h100", "tpu");
+    ``kind``: "cpu", "gpu" or "tpu"; ``target``: the GPU target ("local" for this
+    machine's GPU), None otherwise; ``compile_only``: a GPU target compiled
+    without the device (nothing to run on here); ``alignment``: what offsets move
+    by; ``schedulers``: XLA's schedulers tried as baselines; ``can_rewrite``: its
+    executables can be rewritten and fed back."""
+    name: str
+    kind: str
+    target: str | None
+    compile_only: bool
+    alignment: int
+    schedulers: tuple[str, ...]
+    can_rewrite: bool
+
+    @property
+    def local(self) -> bool:
+        """Compiled by jax for this machine (cpu, or the local GPU)."""
+        return self.kind == "cpu" or (self.kind == "gpu" and not self.compile_only)
+
+    @classmethod
+    def parse(cls, backend: "str | Backend") -> "Backend":
+        if isinstance(backend, Backend):
+            return backend
+        if not isinstance(backend, str) or not (backend in ("cpu", "gpu", "tpu")
+                                                or (backend.startswith("gpu:") and len(backend) > 4)):
+            raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
+                               "'gpu:<target>' for a GPU compiled without one (e.g. 'gpu:h100'), "
+                               "or 'tpu' (read-only)")
+        kind = backend.split(":", 1)[0]
+        target = None
+        if kind == "gpu":
+            target = backend.split(":", 1)[1] if ":" in backend else "local"
+        return cls(name=backend, kind=kind, target=target,
+                   compile_only=kind == "gpu" and target != "local",
+                   alignment=GPU_ALIGNMENT if kind == "gpu" else 64,
+                   schedulers=("default", "memory") if kind == "cpu" else ("default",),
+                   can_rewrite=kind in ("cpu", "gpu"))
+
+
 @dataclasses.dataclass(frozen=True)
 class MemoryFigures:
     """XLA's own figures from ``compiled.memory_analysis()`` (bytes)."""
