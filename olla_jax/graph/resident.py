@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from olla_jax.graph.model import ScheduleGraph
+from olla_jax.solve.problem import topological_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,21 +56,10 @@ def _closure(num_nodes: int, edges: Sequence[tuple[int, int]]) -> tuple[list[int
     """Strict ancestors and descendants per node, as Python int bitsets."""
     preds: list[list[int]] = [[] for _ in range(num_nodes)]
     succs: list[list[int]] = [[] for _ in range(num_nodes)]
-    indeg = [0] * num_nodes
     for u, v in edges:
         preds[v].append(u)
         succs[u].append(v)
-        indeg[v] += 1
-    order, ready = [], [v for v in range(num_nodes) if indeg[v] == 0]
-    while ready:
-        u = ready.pop()
-        order.append(u)
-        for v in succs[u]:
-            indeg[v] -= 1
-            if indeg[v] == 0:
-                ready.append(v)
-    if len(order) != num_nodes:
-        raise ValueError("the graph's edges contain a cycle")
+    order = topological_order(num_nodes, edges)
     anc = [0] * num_nodes
     for v in order:
         for u in preds[v]:

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from olla_jax.solve.problem import ARENA, OrderProblem, step_profile
+from olla_jax.solve.problem import ARENA, OrderProblem, step_profile, topological_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,32 +76,9 @@ class _Graph:
     desc: tuple[int, ...]           # strict descendants per node, as bitsets
 
 
-def _topological(num_nodes: int, edges: Sequence[tuple[int, int]]) -> list[int]:
-    """Kahn's (FIFO) order; ValueError on a cycle."""
-    succ: list[list[int]] = [[] for _ in range(num_nodes)]
-    indeg = [0] * num_nodes
-    for u, v in edges:
-        if not (0 <= u < num_nodes and 0 <= v < num_nodes):
-            raise ValueError(f"edge {u}->{v} names a node outside 0..{num_nodes - 1}")
-        succ[u].append(v)
-        indeg[v] += 1
-    ready = deque(v for v in range(num_nodes) if indeg[v] == 0)
-    order = []
-    while ready:
-        u = ready.popleft()
-        order.append(u)
-        for v in succ[u]:
-            indeg[v] -= 1
-            if indeg[v] == 0:
-                ready.append(v)
-    if len(order) != num_nodes:
-        raise ValueError("the order problem's edges contain a cycle")
-    return order
-
-
 def _graph(problem: OrderProblem) -> _Graph:
     n = problem.num_nodes
-    order = _topological(n, problem.edges)
+    order = topological_order(n, problem.edges)
     preds: list[list[int]] = [[] for _ in range(n)]
     succs: list[list[int]] = [[] for _ in range(n)]
     for u, v in problem.edges:
@@ -492,7 +469,7 @@ def min_cut_bound(problem: OrderProblem, *, time_limit_s: float = 60.0, flow: st
     method = f"min-cut/{engine}"
     if problem.num_nodes == 0:
         return Bound(0, (), method, time.perf_counter() - t0, True)
-    heuristic = [_greedy_order(problem), _topological(problem.num_nodes, problem.edges)]
+    heuristic = [_greedy_order(problem), topological_order(problem.num_nodes, problem.edges)]
     upper, best_peak = _order_upper(problem, [*heuristic, *orders])
     if prune and floor > 0 and best_peak <= floor:
         # An order already costs no more than the floor: so does the optimum.

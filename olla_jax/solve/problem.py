@@ -13,6 +13,7 @@ offsets in the temp arena or inside idle regions, minimising the arena size.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -145,3 +146,27 @@ class Placement:
     region: tuple[int, ...]    # per interval: ARENA or a region index
     offset: tuple[int, ...]    # per interval: byte offset inside that region / the arena
     arena_size: int
+
+
+def topological_order(num_nodes: int, edges: Sequence[tuple[int, int]]) -> list[int]:
+    """Kahn's order, first ready first (FIFO); ValueError on a cycle or an edge
+    naming a node outside the graph."""
+    succ: list[list[int]] = [[] for _ in range(num_nodes)]
+    indeg = [0] * num_nodes
+    for u, v in edges:
+        if not (0 <= u < num_nodes and 0 <= v < num_nodes):
+            raise ValueError(f"edge {u}->{v} names a node outside 0..{num_nodes - 1}")
+        succ[u].append(v)
+        indeg[v] += 1
+    ready = collections.deque(v for v in range(num_nodes) if indeg[v] == 0)
+    order = []
+    while ready:
+        u = ready.popleft()
+        order.append(u)
+        for v in succ[u]:
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                ready.append(v)
+    if len(order) != num_nodes:
+        raise ValueError("the edges contain a cycle")
+    return order
