@@ -390,14 +390,14 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
     text = (f"XLA's rematerialization with its memory limit forced to "
             f"{chosen.limit_bytes / 2**20:,.1f} MiB: temp {chosen.memory.temp / 2**20:,.2f} MiB, "
             f"{extra:,} extra FLOPs{share}; limits tried: {tried}")
-    from olla_jax.capture.record import _serialize
+    from olla_jax.capture.record import serialize_executable
     compiled = dataclasses.replace(result.compiled, executable=chosen.compiled)
     return dataclasses.replace(
         result, planned_temp_bytes=chosen.memory.temp, achieved_temp_bytes=chosen.memory.temp,
         argument_bytes=chosen.memory.argument, output_bytes=chosen.memory.output,
         alias_bytes=chosen.memory.alias, lower_bound_bytes=0, source="xla",
         engine="xla-remat", verified=False, compiled=compiled, layout=None,
-        executable_bytes=_serialize(chosen.compiled),   # XLA's rematerializing one, not ours
+        executable_bytes=serialize_executable(chosen.compiled),   # XLA's rematerializing one, not ours
         extra_flops=extra, solve_seconds=result.solve_seconds + time.monotonic() - t0,
         notes=result.notes + (text,))
 

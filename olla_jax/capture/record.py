@@ -36,7 +36,9 @@ def _read_one(directory: str, suffix: str, binary: bool = False):
         return f.read()
 
 
-def _serialize(compiled) -> bytes | None:
+def serialize_executable(compiled) -> bytes | None:
+    """``compiled``'s executable as bytes, without XLA's dump options; None where
+    the backend does not serialize."""
     try:
         exe = compiled.runtime_executable()
         client = getattr(exe, "client", None)
@@ -76,7 +78,7 @@ def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: st
             live_range_text=_read_one(directory, f"{after}-live-range.txt"),
             buffer_assignment_text=_read_one(directory, f"{after}-buffer-assignment.txt"),
             memory=MemoryFigures.of(compiled),
-            executable=_serialize(compiled),
+            executable=serialize_executable(compiled),
             compiled=compiled, lowered=lowered, wrap=wrap)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -201,7 +201,7 @@ def test_dump_options_are_stripped(programs, tmp_path):
 
     p = programs["mlp"]
     folder = tmp_path / "dumps"
-    raw = record._serialize(p.fn.lower(*p.args).compile(
+    raw = record.serialize_executable(p.fn.lower(*p.args).compile(
         compiler_options={"xla_dump_to": str(folder), "xla_dump_hlo_as_text": True}))
     shutil.rmtree(folder)
     overrides = executable.decode(raw).envelope.compile_options.env_option_overrides
