@@ -25,6 +25,8 @@ import time
 import warnings
 from typing import Any, Callable, Sequence
 
+from olla_jax.capture.base import Backend, CaptureError
+
 MODES = ("xla", "olla", "recompute")
 # The share of GPU memory jax's GPU client gives its allocator unless told otherwise
 # (XLA_CLIENT_MEM_FRACTION / XLA_PYTHON_CLIENT_MEM_FRACTION; jax's "GPU memory allocation" docs).
@@ -154,7 +156,7 @@ def target_memory_bytes(target: str) -> int:
     return size
 
 
-def device_capacity(backend: str, reserve_bytes: int | None = None) -> tuple[int, int, int]:
+def device_capacity(backend: str | Backend, reserve_bytes: int | None = None) -> tuple[int, int, int]:
     """(capacity, device memory, reserve) in bytes for a GPU backend.
 
     ``gpu:<target>``: the description's ``device_memory_size`` less ``reserve_bytes``;
@@ -164,7 +166,12 @@ def device_capacity(backend: str, reserve_bytes: int | None = None) -> tuple[int
     (this machine's GPU): the allocator's own limit (``memory_stats()["bytes_limit"]``),
     which already excludes that share, less ``reserve_bytes`` (default 0).
     """
-    if backend in ("gpu", "gpu:local"):
+    try:
+        target = Backend.parse(backend)
+    except CaptureError:
+        target = None   # refused below like cpu: no device memory size to read
+    backend = getattr(backend, "name", backend)
+    if target is not None and target.kind == "gpu" and not target.compile_only:
         import jax
         try:
             stats = jax.devices("gpu")[0].memory_stats() or {}
@@ -174,8 +181,8 @@ def device_capacity(backend: str, reserve_bytes: int | None = None) -> tuple[int
         if memory <= 0:
             raise ValueError("the local GPU reports no bytes_limit; pass capacity_bytes")
         reserve = 0 if reserve_bytes is None else int(reserve_bytes)
-    elif backend.startswith("gpu:"):
-        memory = target_memory_bytes(backend.split(":", 1)[1])
+    elif target is not None and target.kind == "gpu":
+        memory = target_memory_bytes(target.target)
         reserve = (memory - int(memory * _memory_fraction()) if reserve_bytes is None
                    else int(reserve_bytes))
     else:
@@ -208,12 +215,11 @@ def _step_of(made: Any, batch: int) -> _Step:
                     "static_argnums, donate_argnums), like examples.Step")
 
 
-def _xla_total(step: _Step, backend: str) -> int:
+def _xla_total(step: _Step, backend: Backend) -> int:
     from olla_jax.capture import capture
-    schedulers = ("default", "memory") if backend == "cpu" else ("default",)
     caps = [capture(step.fn, *step.args, backend=backend, scheduler=s,
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
-            for s in schedulers]
+            for s in backend.schedulers]
     return min(caps, key=lambda c: c.memory.temp).memory.total
 
 
@@ -222,11 +228,12 @@ def _plan_function() -> Callable:
     return plan
 
 
-def _olla_total(step: _Step, backend: str, time_limit_s: float) -> int:
+def _olla_total(step: _Step, backend: Backend, time_limit_s: float) -> int:
     from olla_jax.result import PlanWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlanWarning)   # XLA's plan kept: its figures still count
-        result = _plan_function()(step.fn, *step.args, backend=backend, time_limit_s=time_limit_s,
+        result = _plan_function()(step.fn, *step.args, backend=backend.name,
+                                  time_limit_s=time_limit_s,
                                   static_argnums=step.static_argnums,
                                   donate_argnums=step.donate_argnums, feed_back=False)
     return int(result.total_bytes)
@@ -245,7 +252,7 @@ def _recompute_support() -> tuple[Any, set[str]]:
     return BudgetNotMet, params
 
 
-def _recompute_total(step: _Step, backend: str, time_limit_s: float, capacity: int,
+def _recompute_total(step: _Step, backend: Backend, time_limit_s: float, capacity: int,
                      step_time_limit: float) -> tuple[int, bool, str]:
     """(total, fits, note).  A plan that recomputed values fits only if its measured
     step time is within ``step_time_limit`` x XLA's; unmeasured, that is noted."""
@@ -255,7 +262,7 @@ def _recompute_total(step: _Step, backend: str, time_limit_s: float, capacity: i
         warnings.simplefilter("ignore", PlanWarning)
         try:
             result = _plan_function()(
-                step.fn, *step.args, backend=backend, time_limit_s=time_limit_s,
+                step.fn, *step.args, backend=backend.name, time_limit_s=time_limit_s,
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                 feed_back=False, memory_budget=int(capacity), recompute=True)
         except budget_not_met as err:
@@ -328,12 +335,14 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     if high is not None and (not isinstance(high, int) or high < low):
         raise ValueError(f"high must be an integer >= low ({low}), got {high!r}")
     memory = reserve = None
+    target = Backend.parse(backend)
+    backend = target.name
     if capacity_bytes is None:
-        if not backend.startswith("gpu"):
+        if target.kind != "gpu":
             raise ValueError(f"capacity_bytes is required for backend {backend!r} (the bytes one "
                              "step may use); only GPU backends have a device memory size to "
                              "default to")
-        capacity_bytes, memory, reserve = device_capacity(backend, reserve_bytes)
+        capacity_bytes, memory, reserve = device_capacity(target, reserve_bytes)
     elif reserve_bytes is not None:
         raise ValueError("give capacity_bytes or reserve_bytes, not both: reserve_bytes is held "
                          "back from a GPU's device memory when capacity_bytes is not given")
@@ -355,12 +364,12 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     def measure(mode: str, batch: int) -> tuple[int, bool, str]:
         step = step_at(batch)
         if mode == "xla":
-            total = _xla_total(step, backend)
+            total = _xla_total(step, target)
             return total, total <= capacity_bytes, ""
         if mode == "olla":
-            total = _olla_total(step, backend, time_limit_s)
+            total = _olla_total(step, target, time_limit_s)
             return total, total <= capacity_bytes, ""
-        return _recompute_total(step, backend, time_limit_s, capacity_bytes, step_time_limit)
+        return _recompute_total(step, target, time_limit_s, capacity_bytes, step_time_limit)
 
     results: list[ModeResult] = []
     for mode in modes:

@@ -30,6 +30,7 @@ from absl import logging
 
 from olla_jax import checked
 from olla_jax import flops as flops_lib
+from olla_jax.capture.base import Backend
 from olla_jax.graph import dumps
 from olla_jax.graph import layout as layout_lib
 from olla_jax.graph.model import ScheduleGraph
@@ -315,7 +316,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     graph, cap = result.graph, result.capture
     if graph is None or cap is None:
         return note(result, "no memory model of this step: recomputation not tried")
-    if result.backend != "cpu" or cap.executable is None:
+    if Backend.parse(result.backend).kind != "cpu" or cap.executable is None:
         return note(result, f"recomputation is applied only on CPU executables (this step is "
                             f"for {result.backend})")
     if graph.temp_allocation < 0 or graph.allocations[graph.temp_allocation].is_tuple:

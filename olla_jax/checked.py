@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from absl import logging
 
 from olla_jax import check
+from olla_jax.capture.base import Backend
 
 
 def candidate_plan(layout) -> check.CandidatePlan:
@@ -32,7 +33,7 @@ def rejection(cap, layout, *, alignment: int) -> str | None:
     return None
 
 
-def apply(cap, layout, *, backend: str, args: Sequence[Any] = (),
+def apply(cap, layout, *, backend: str | Backend, args: Sequence[Any] = (),
           static_argnums: Sequence[int] = (), trials: int = 2, what: str = "the plan"):
     """``cap``'s executable rewritten to ``layout``, verified and loaded: an
     ``olla_jax.apply.feed_back.Outcome``; an exception inside the rewrite becomes

@@ -52,6 +52,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
 
+from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
 
 SUBCOMMANDS = ("demo", "plan", "hlo", "place", "show", "donate", "batch", "help")
@@ -532,7 +533,7 @@ def _batch_maker() -> Callable[[int], Any]:
 
 def cmd_batch() -> None:
     make = _batch_maker()
-    if _CAPACITY.value is None and not _BACKEND.value.startswith("gpu"):
+    if _CAPACITY.value is None and Backend.parse(_BACKEND.value).kind != "gpu":
         raise UsageError("batch needs --capacity=BYTES on CPU (or a GPU --backend, whose memory "
                          "is the default)")
     import olla_jax

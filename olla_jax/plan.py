@@ -76,9 +76,9 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
 def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:
     schedulers = backend.schedulers
     if step.fn is None:
-        return [capture_lowered(step.entry.lowered, backend=backend.name, scheduler=s,
+        return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
                                 compiler_options=compiler_options) for s in schedulers]
-    return [capture(step.fn, *step.args, backend=backend.name, scheduler=s,
+    return [capture(step.fn, *step.args, backend=backend, scheduler=s,
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                     compiler_options=compiler_options, spmd=spmd)
             for s in schedulers]
@@ -412,7 +412,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
     report("verifying", "rewriting the executable and checking it bit for bit")
-    outcome = checked.apply(best, layout, backend=backend.name, args=step.entry.verify_args,
+    outcome = checked.apply(best, layout, backend=backend, args=step.entry.verify_args,
                             static_argnums=step.entry.verify_static, trials=verify_trials)
     if not outcome.ok and outcome.raw is not None and backend.compile_only \
             and outcome.verification is None:

@@ -19,7 +19,7 @@ import re
 import tempfile
 from typing import Any, Callable, Sequence
 
-from olla_jax.capture.base import CaptureError, MemoryFigures
+from olla_jax.capture.base import Backend, CaptureError, MemoryFigures
 from olla_jax.flops import compiled_flops
 
 _DEVICE_FRACTION = 0.8        # of device_memory_size, in XLA:GPU's limit
@@ -52,18 +52,23 @@ def _target_with_memory(target: str, device_memory: int, folder: str) -> str:
     return path
 
 
-def search(fn: Callable, *args, backend: str, budget_bytes: int,
+def search(fn: Callable, *args, backend: str | Backend, budget_bytes: int,
            static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
            compiler_options: dict[str, Any] | None = None,
            fractions: Sequence[float] = (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)) -> list[RematPoint]:
     """Compile ``fn`` for a compile-only GPU target (``backend`` "gpu:<target>")
     with XLA's memory limit at ``fractions`` of the budget; XLA's own compile first."""
     from olla_jax.capture import gpu
-    if not backend.startswith("gpu:") or backend == "gpu:" + gpu.LOCAL:
+    try:
+        parsed = Backend.parse(backend)
+    except CaptureError:
+        parsed = None   # refused just below, with what to use instead
+    if parsed is None or not parsed.compile_only:
         raise CaptureError("XLA's rematerialization can be forced only for a compile-only GPU "
-                           f"target such as 'gpu:h100' (got {backend!r}): the limit comes from "
-                           "the device description, which a real GPU reports itself")
-    target = backend.split(":", 1)[1]
+                           f"target such as 'gpu:h100' (got {getattr(backend, 'name', backend)!r}): "
+                           "the limit comes from the device description, which a real GPU "
+                           "reports itself")
+    target = parsed.target
 
     def compile_with(target_name: str, limit: int | None) -> RematPoint:
         compiled = gpu.compile_for_target(

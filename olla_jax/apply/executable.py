@@ -26,10 +26,10 @@ import hashlib
 from typing import Any
 
 from olla_jax import protos
+from olla_jax.envelope import ENVELOPE, without_dump_options  # noqa: F401 - re-exported
 from olla_jax.errors import OllaJaxError
 
 METADATA = "xla.ifrt.SerializedXlaExecutableMetadata"
-ENVELOPE = "xla.ExecutableAndOptionsProto"
 RESULT = "xla.cpu.CompilationResultProto"
 _KERNELS = 2  # CompilationResultProto.ObjFileKind.KERNELS: thunks + object files
 
@@ -105,34 +105,6 @@ def read_envelope(raw: bytes, *, fail=None, exact: bool = False) -> tuple[bytes,
     envelope = strict_parse(ENVELOPE, raw[start + n:], "the executable block", fail=fail,
                             exact=exact)
     return metadata, envelope
-
-
-def without_dump_options(raw: bytes) -> bytes:
-    """``raw`` without XLA's dump options (``xla_dump_*``) in its compile options.
-
-    XLA dumps a module again each time an executable carrying them is loaded,
-    into the folder they name: a capture's folder, long removed, came back
-    once per verification and per load.  Anything that does not read as a
-    serialized executable comes back unchanged (its loader will say why).
-    """
-    raw = bytes(raw)
-    try:
-        n, start = protos.read_varint(raw, 0)
-        envelope = protos.parse(ENVELOPE, raw[start + n:])
-    except Exception:  # noqa: BLE001 - not an executable: nothing to strip
-        return raw
-    options = envelope.compile_options
-    overrides = options.env_option_overrides
-    dumps = [key for key in overrides if key.startswith("xla_dump")]
-    debug = options.executable_build_options.debug_options
-    set_in_debug = [f.name for f, _ in debug.ListFields() if f.name.startswith("xla_dump")]
-    if not dumps and not set_in_debug:
-        return raw
-    for key in dumps:
-        del overrides[key]
-    for name in set_in_debug:
-        debug.ClearField(name)
-    return raw[:start + n] + envelope.SerializeToString(deterministic=True)
 
 
 def find_entry(module):

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from olla_jax.apply import cpu_rewrite, executable, gpu_executable, gpu_rewrite, load, verify
+from olla_jax.capture.base import Backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,17 +37,19 @@ def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
                                       clones=clones)
 
 
-def apply_layout(capture, layout, *, backend: str = "cpu", args: Sequence[Any] = (),
+def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Sequence[Any] = (),
                  static_argnums: Sequence[int] = (), trials: int = 2,
                  timeout_s: float = 300.0) -> Outcome:
     """Rewrite ``capture``'s executable to ``layout``; verified and loaded, or why not.
 
     ``backend``: "cpu", "gpu" (the local GPU: verified and loaded like CPU) or
-    a compile-only GPU target such as "gpu:h100" (built, decoded, not run).
+    a compile-only GPU target such as "gpu:h100" (built, decoded, not run), as
+    a string or a parsed :class:`Backend`.
     """
+    backend = Backend.parse(backend)
     if capture.executable is None:
         return Outcome(False, "XLA's executable could not be serialized on this backend")
-    gpu = backend.startswith("gpu")
+    gpu = backend.kind == "gpu"
     rewriter = gpu_rewrite if gpu else cpu_rewrite
     try:
         raw = rewriter.rewrite(capture.executable, edit_of(layout))
@@ -57,8 +60,8 @@ def apply_layout(capture, layout, *, backend: str = "cpu", args: Sequence[Any] =
         return Outcome(False, f"the executable rewrite refused the plan: {err}")
     except Exception as err:  # noqa: BLE001 - a rewrite bug falls back like a refusal
         return Outcome(False, f"the executable rewrite failed ({type(err).__name__}: {err})")
-    if gpu and backend not in ("gpu", "gpu:local"):
-        return Outcome(False, f"rewritten {backend} executable built ({len(raw)} bytes, decoded "
+    if gpu and backend.compile_only:
+        return Outcome(False, f"rewritten {backend.name} executable built ({len(raw)} bytes, decoded "
                               "again); not run: a compile-only target has no GPU here",
                        raw=raw)
     platform = "gpu" if gpu else "cpu"

@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 import jax
 
 from olla_jax import calls
-from olla_jax.capture.base import Capture, CaptureError, MemoryFigures  # noqa: F401 - re-exported
+from olla_jax.envelope import without_dump_options
+from olla_jax.capture.base import Backend, Capture, CaptureError, MemoryFigures  # noqa: F401 - re-exported
 
 # XLA:CPU's scheduler choices (xla.DebugOptions.xla_cpu_scheduler_type).
 CPU_SCHEDULERS = {
@@ -49,8 +50,7 @@ def serialize_executable(compiled) -> bytes | None:
     except Exception:  # noqa: BLE001 - not every backend serializes
         return None
     # Loading bytes that still name our dump folder would make XLA dump there again.
-    from olla_jax.apply import executable
-    return executable.without_dump_options(raw)
+    return without_dump_options(raw)
 
 
 def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: str,
@@ -96,27 +96,27 @@ def _check_args(args: Sequence[Any], static: set[int]) -> None:
                 "jax.ShapeDtypeStruct leaves, and mark other arguments static (static_argnums)")
 
 
-def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default",
+def capture(fn: Callable, *args, backend: str | Backend = "cpu", scheduler: str = "default",
             static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
             compiler_options: dict[str, Any] | None = None,
             spmd: dict[str, Any] | None = None) -> Capture:
     """Lower and compile ``fn(*args)`` for ``backend`` and capture XLA's memory plan.
 
     ``backend``: "cpu" (this machine), or "gpu:<target>" for a GPU compiled
-    without one (targets in ``olla_jax/capture/targets``).  ``scheduler`` picks
+    without one (targets in ``olla_jax/capture/targets``), or a parsed
+    :class:`Backend`.  ``scheduler`` picks
     XLA:CPU's scheduler ("default" or "memory").  ``spmd``: for GPU targets,
     ``num_devices``/``in_shardings``/``out_shardings``/``mesh_axes`` of
     :func:`olla_jax.capture.gpu.compile_for_target` (a sharded program: the
     capture is the per-device module).
     """
-    if spmd and not (backend.startswith("gpu:") and backend != "gpu:local"):
+    parsed = _parse(backend)
+    if spmd and not parsed.compile_only:
         raise CaptureError("sharded (multi-device) steps are planned for compile-only GPU "
                            f"targets such as 'gpu:h100', not {backend!r}")
-    if not isinstance(backend, str):
-        raise CaptureError(f"backend must be a string such as 'cpu' or 'gpu:h100', not {backend!r}")
     options = dict(compiler_options or {})
     _check_args(args, set(static_argnums))
-    if backend == "cpu":
+    if parsed.kind == "cpu":
         if scheduler not in CPU_SCHEDULERS:
             raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
         if CPU_SCHEDULERS[scheduler]:
@@ -124,9 +124,7 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
         lowered = calls.lower_call(calls.jit_of(fn, static_argnums, donate_argnums), args,
                                    {}).lowered
         return compile_with_dumps(lowered, options, backend="cpu", scheduler=scheduler)
-    if backend == "gpu":
-        backend = "gpu:local"
-    if backend == "tpu":
+    if parsed.kind == "tpu":
         from olla_jax.capture import tpu
 
         def compile_tpu(lowered_options):
@@ -134,41 +132,56 @@ def capture(fn: Callable, *args, backend: str = "cpu", scheduler: str = "default
                                        donate_argnums=tuple(donate_argnums),
                                        compiler_options=lowered_options)
         return _capture_via(compile_tpu, options, backend="tpu", scheduler="default")
-    if backend.startswith("gpu:"):
-        from olla_jax.capture import gpu
-        target = backend.split(":", 1)[1]
-        compiled_holder = {}
+    from olla_jax.capture import gpu
+    target = parsed.target
+    compiled_holder = {}
 
-        def compile_fn(lowered_options):
-            compiled_holder["c"] = gpu.compile_for_target(
-                fn, args, target=target, static_argnums=tuple(static_argnums),
-                donate_argnums=tuple(donate_argnums), compiler_options=lowered_options,
-                **(spmd or {}))
-            return compiled_holder["c"]
-        return _capture_via(compile_fn, options, backend=backend, scheduler="default")
-    raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
-                       "'gpu:<target>' for a GPU compiled without one (targets: h100, a100, or a "
-                       "path to a GpuTargetConfigProto text file), or 'tpu' (read-only)")
+    def compile_fn(lowered_options):
+        compiled_holder["c"] = gpu.compile_for_target(
+            fn, args, target=target, static_argnums=tuple(static_argnums),
+            donate_argnums=tuple(donate_argnums), compiler_options=lowered_options,
+            **(spmd or {}))
+        return compiled_holder["c"]
+    # "gpu" and "gpu:local" are both recorded as "gpu:local"
+    return _capture_via(compile_fn, options, backend=f"gpu:{target}", scheduler="default")
 
 
-def capture_lowered(lowered, *, backend: str = "cpu", scheduler: str = "default",
+def _parse(backend: str | Backend) -> Backend:
+    """``backend`` parsed, with capture's own message for a string it does not know."""
+    if not isinstance(backend, (str, Backend)):
+        raise CaptureError(f"backend must be a string such as 'cpu' or 'gpu:h100', not {backend!r}")
+    try:
+        return Backend.parse(backend)
+    except CaptureError:
+        raise CaptureError(f"unknown backend {backend!r}: use 'cpu', 'gpu' (the local GPU), "
+                           "'gpu:<target>' for a GPU compiled without one (targets: h100, a100, "
+                           "or a path to a GpuTargetConfigProto text file), or 'tpu' (read-only)"
+                           ) from None
+
+
+def capture_lowered(lowered, *, backend: str | Backend = "cpu", scheduler: str = "default",
                     compiler_options: dict[str, Any] | None = None) -> Capture:
     """Compile a Lowered (``jax.stages.Lowered`` or flax.nnx's) with dumps: jax
     already resolved the call (static and keyword arguments, donation).
     ``backend``: "cpu", or "gpu"/"gpu:local" (the Lowered must be for it)."""
     options = dict(compiler_options or {})
-    if backend == "cpu":
+    try:
+        parsed = Backend.parse(backend)
+    except CaptureError:
+        parsed = None  # refused below, with what to do instead
+    if parsed is not None and parsed.kind == "cpu":
         if scheduler not in CPU_SCHEDULERS:
             raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
         if CPU_SCHEDULERS[scheduler]:
             options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[scheduler]
-    elif backend in ("gpu", "gpu:local"):
-        backend = "gpu:local"
+        name = "cpu"
+    elif parsed is not None and parsed.kind == "gpu" and not parsed.compile_only:
+        name = "gpu:local"
     else:
         raise CaptureError(f"a lowered step is compiled for this machine ('cpu' or 'gpu'), not "
-                           f"{backend!r}: for a compile-only target pass the function and its "
-                           "positional arguments")
-    return compile_with_dumps(lowered, options, backend=backend, scheduler=scheduler)
+                           f"{getattr(backend, 'name', backend)!r}: for a compile-only target pass "
+                           "the function and its positional arguments")
+    return compile_with_dumps(lowered, options, backend=name, scheduler=scheduler)
 
 
 def _capture_via(compile_fn, compiler_options, *, backend, scheduler) -> Capture:
