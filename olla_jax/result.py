@@ -12,10 +12,15 @@ import dataclasses
 import os
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olla_jax.calls import StepCallable  # noqa: F401 - Plan.compiled's type
 from olla_jax.errors import OllaJaxError
+
+if TYPE_CHECKING:   # types only: a Plan is read without importing the pipeline
+    from olla_jax.capture.base import Capture
+    from olla_jax.graph.layout import Layout
+    from olla_jax.graph.model import ScheduleGraph
 
 
 class PlanWarning(UserWarning):
@@ -69,9 +74,9 @@ class Plan:
     notes: tuple[str, ...]               # why something fell back, what was skipped
     compiled: Any = dataclasses.field(repr=False, compare=False)   # callable like the jitted fn
     xla_compiled: Any = dataclasses.field(repr=False, compare=False)
-    graph: Any = dataclasses.field(repr=False, compare=False, default=None)
-    layout: Any = dataclasses.field(repr=False, compare=False, default=None)
-    capture: Any = dataclasses.field(repr=False, compare=False, default=None)
+    graph: ScheduleGraph | None = dataclasses.field(repr=False, compare=False, default=None)
+    layout: Layout | None = dataclasses.field(repr=False, compare=False, default=None)
+    capture: Capture | None = dataclasses.field(repr=False, compare=False, default=None)
     recomputed: tuple[str, ...] = ()      # producers run a second time (memory budgets)
     extra_flops: int = 0                  # their FLOPs (estimated from the HLO)
     step_time_ratio: float | None = None  # measured step time / XLA's, when measured

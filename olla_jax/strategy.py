@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from absl import logging
 
@@ -20,8 +20,8 @@ from olla_jax.graph import layout as layout_lib
 from olla_jax.graph import model
 from olla_jax.solve import problem as sp
 
-# How solve_graph shares the time limit (fractions; the floors in seconds
-# stay beside their use).
+# How solve_graph shares the time limit (fractions), then the floors in seconds
+# that keep a step worth running when the limit is short.
 JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
 ORDER_SEARCH_SHARE = 0.5       # of the search limit: the order searches, all objectives together
 ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
@@ -30,6 +30,13 @@ RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (thresh
 PLACE_CANDIDATES_SHARE = 0.85  # of the search limit: no more candidate orders placed past it
 SINK_SHARE = 0.25              # of the time to the deadline: sink moves on a deferred order
 EXACT_PLACEMENT_SHARE = 0.6    # of the time left at the end: the exact placement engine
+
+ORDER_SEARCH_FLOOR_S = 0.5     # the least one objective's order search, and its min-cut floor, get
+BOUNDS_FLOOR_S = 1.0           # the least the lower bounds get together
+BOUND_PROBLEM_FLOOR_S = 0.2    # the least one threshold problem's min-cut bound gets
+SINK_MIN_S = 0.5               # no sink moves with less than this to the deadline
+EXACT_PLACEMENT_MIN_S = 2.0    # no exact placement with this or less of the limit left
+JOINT_FLOOR_S = 1.0            # the least the joint model gets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +48,14 @@ class Candidate:
     order: tuple[int, ...]
     source: str
     placement: sp.Placement
-    owners: Any
+    owners: tuple[int, ...]   # per interval of ``problem``, the graph's unit id
     problem: sp.PlacementProblem
 
 
 @dataclasses.dataclass(frozen=True)
 class Solution:
     """The best order and placement found for a graph, and what bounds it."""
-    layout: Any                # graph.layout.Layout
+    layout: layout_lib.Layout
     lower_bound_bytes: int     # proven for every order and placement of the model
     engine: str                # what produced the order ("xla" when XLA's order won)
 
@@ -96,9 +103,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     for k, problem in enumerate(problems):
         share = ((ORDER_SEARCH_SHARE * search_limit_s - (time.monotonic() - t0))
                  / (len(problems) - k))
-        floor = bounds.min_cut_bound(problem, time_limit_s=max(0.5, ORDER_FLOOR_SHARE * share),
+        floor = bounds.min_cut_bound(problem, time_limit_s=max(ORDER_SEARCH_FLOOR_S,
+                                                                    ORDER_FLOOR_SHARE * share),
                                      orders=starts).value
-        result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(0.5, share),
+        result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(ORDER_SEARCH_FLOOR_S, share),
                                        engine=engine, seed=seed, lower_bound=floor,
                                        progress=order_progress)
         orders.setdefault(tuple(result.order), result.engine)
@@ -106,7 +114,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # sometimes beats orders that score better on the order objectives.
     from olla_jax.solve import list_schedule
     orders.setdefault(tuple(list_schedule.best_list_schedule(with_regions).order), "list")
-    bound_deadline = time.monotonic() + max(1.0, BOUND_SHARE * search_limit_s)
+    bound_deadline = time.monotonic() + max(BOUNDS_FLOOR_S, BOUND_SHARE * search_limit_s)
     # What must be resident at one step whatever the order (loop bodies
     # included) and the last output writer's need: the min-cut's floor, and
     # the bound where the relaxation degenerates (a step inside one while;
@@ -131,7 +139,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         if k >= 2 and left <= 0:
             break
         value = max(value, bounds.min_cut_bound(
-            problem, time_limit_s=max(0.2, left / (len(bound_problems) - k)),
+            problem, time_limit_s=max(BOUND_PROBLEM_FLOOR_S, left / (len(bound_problems) - k)),
             orders=list(orders), floor=value).value)
         solved += 1
     logging.info("lower bound %d bytes (%d of %d threshold problems), %.1f s into the search",
@@ -173,7 +181,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     order, source, placement, owners, pp = (best.order, best.source, best.placement,
                                             best.owners, best.problem)
     remaining = time_limit_s - (time.monotonic() - t0)
-    if placement.arena_size > value and remaining > 2.0:
+    if placement.arena_size > value and remaining > EXACT_PLACEMENT_MIN_S:
         # The exact model warm-starts from the best-fit placement found above;
         # building it takes time of its own, hence the share of what is left.
         exact = place_lib.place_exact(pp, time_limit_s=EXACT_PLACEMENT_SHARE * remaining,
@@ -185,7 +193,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
 
 
-def _sink_deferred(graph: model.ScheduleGraph, problem, best: Candidate, *,
+def _sink_deferred(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: Candidate, *,
                    deadline: float) -> Candidate:
     """Sink moves (``solve.sink``) on an order whose output writers were just
     deferred: the writers' operands now wait for them and can often be made
@@ -196,7 +204,7 @@ def _sink_deferred(graph: model.ScheduleGraph, problem, best: Candidate, *,
     from olla_jax.solve.evaluate import Evaluator
 
     order, source, placement = best.order, best.source, best.placement
-    if deadline - time.monotonic() < 0.5:    # no time left for sinking and a best-fit
+    if deadline - time.monotonic() < SINK_MIN_S:    # no time left for sinking and a best-fit
         return best
     budget = SINK_SHARE * (deadline - time.monotonic())
     moved = sink.improve(Evaluator(problem), Dag.of(problem), order,
@@ -211,7 +219,7 @@ def _sink_deferred(graph: model.ScheduleGraph, problem, best: Candidate, *,
     return best
 
 
-def _defer_outputs(graph: model.ScheduleGraph, problem, best: Candidate, *,
+def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: Candidate, *,
                    deadline: float) -> Candidate:
     """The best order with output writers moved later (``solve.defer``), each
     variant placed by best-fit; the best placement wins.  At least one variant
@@ -241,7 +249,7 @@ def _defer_outputs(graph: model.ScheduleGraph, problem, best: Candidate, *,
     return best
 
 
-def _joint(graph, best: Candidate, time_limit_s: float, seed: int) -> Candidate:
+def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, seed: int) -> Candidate:
     """The joint order-and-placement model, warm-started from ``best``; ``best``
     itself unless the joint model finds a valid plan with a smaller arena."""
     from olla_jax.solve import isolated, joint, place_check
@@ -251,7 +259,7 @@ def _joint(graph, best: Candidate, time_limit_s: float, seed: int) -> Candidate:
         logging.info("joint engine skipped: %s", reason)
         return best
     hint = joint.hull_hint(graph, order)
-    limit = max(1.0, time_limit_s)
+    limit = max(JOINT_FLOOR_S, time_limit_s)
     try:   # in a child: a solver abort must not take the user's process with it
         found = isolated.run_isolated("olla_jax.solve.joint", "solve_joint", graph,
                                       hint_order=tuple(order), hint_places=hint,

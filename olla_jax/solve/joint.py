@@ -20,16 +20,69 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import AbstractSet, Mapping, Protocol, Sequence
 
 from olla_jax.solve import problem as sp
 from olla_jax.solve.cpsat_order import _cp_model, position_variables
 from olla_jax.solve.dag import Dag
 from olla_jax.errors import OllaJaxError
 
-# An olla_jax.graph.model.ScheduleGraph, read for its nodes, units, allocations and
-# problems; named only here so that the solver imports nothing of the graph package.
-ScheduleGraph = Any
+
+# What the joint model reads of olla_jax.graph.model.ScheduleGraph, described
+# here so that the solver imports nothing of the graph package (the graph's
+# classes match these protocols structurally).
+class JointValue(Protocol):
+    @property
+    def def_node(self) -> int: ...
+    @property
+    def touches(self) -> AbstractSet[int]: ...
+    @property
+    def live_in(self) -> bool: ...
+    @property
+    def live_out(self) -> bool: ...
+
+
+class JointUnit(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def values(self) -> Sequence[int]: ...
+    @property
+    def allocation(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def movable(self) -> bool: ...
+
+
+class JointAllocation(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+class JointGraph(Protocol):
+    """A step's memory model as the joint model reads it: its nodes, values,
+    buffer units and allocations, and the problems it poses."""
+    @property
+    def nodes(self) -> Sequence[str]: ...
+    @property
+    def values(self) -> Mapping[int, JointValue]: ...
+    @property
+    def units(self) -> Sequence[JointUnit]: ...
+    @property
+    def allocations(self) -> Sequence[JointAllocation]: ...
+    @property
+    def regions(self) -> Sequence[int]: ...
+    @property
+    def alignment(self) -> int: ...
+    def block_length(self, node: int) -> int: ...
+    def order_problem(self) -> sp.OrderProblem: ...
+    def placement_problem(self, order: Sequence[int]) -> tuple[sp.PlacementProblem, tuple[int, ...]]: ...
+
+
+ScheduleGraph = JointGraph   # its old name here
 
 MAX_BINS = 8   # output allocations offered to one unit besides the arena (smallest that fit)
 
