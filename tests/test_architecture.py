@@ -2,8 +2,12 @@
 
 An import graph over olla_jax/ read from the source (imports inside functions
 included, since a cycle hidden in a function is still a cycle), then: no cycles;
-the solver knows nothing of jax or of the stages around it; the independent
-checker shares no code with the solver or the memory model it checks.
+no stage imports a later one (capture < graph < solve < strategy < check <
+apply < the surface); the solver knows nothing of jax or of the stages around
+it; the independent checker shares no code with the solver or the memory model
+it checks.  Imports under ``if TYPE_CHECKING:`` never run, so they make no
+cycle; they still count for the stage order (a type from a later stage is
+still a dependency on it).
 """
 
 from __future__ import annotations
@@ -27,11 +31,29 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
-def _imported(name: str, path: Path) -> set[str]:
-    """Every name imported anywhere in ``path``, absolute (a module, or a name in one)."""
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (
+                (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+                or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
+            for stmt in node.body:
+                found.update(id(n) for n in ast.walk(stmt)
+                             if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return found
+
+
+def _imported(name: str, path: Path, *, types: bool = True, source: str | None = None) -> set[str]:
+    """Every name imported anywhere in ``path``, absolute (a module, or a name in one);
+    ``types=False`` leaves out the imports under ``if TYPE_CHECKING:``."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text() if source is None else source, str(path))
+    skip = set() if types else _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -45,13 +67,13 @@ def _imported(name: str, path: Path) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """olla_jax module -> the olla_jax modules it imports."""
+def import_graph(*, types: bool = False) -> dict[str, set[str]]:
+    """olla_jax module -> the olla_jax modules it imports (at run time unless ``types``)."""
     mods = _modules()
     graph = {}
     for name, path in mods.items():
         targets = set()
-        for imported in _imported(name, path):
+        for imported in _imported(name, path, types=types):
             # ``from olla_jax.x import f``: the edge goes to olla_jax.x (f is no module)
             while imported and imported not in mods:
                 imported = imported.rpartition(".")[0]
@@ -121,6 +143,82 @@ def test_no_import_cycles():
         " <-> ".join(c) for c in found)
 
 
+def test_type_checking_imports_make_no_cycle_but_count_for_layering():
+    source = ("from typing import TYPE_CHECKING\nimport olla_jax.errors\n"
+              "if TYPE_CHECKING:\n    from olla_jax.plan import Plan\n")
+    path = PACKAGE / "strategy.py"
+    assert _imported("olla_jax.strategy", path, source=source, types=False) == {
+        "olla_jax.errors", "typing.TYPE_CHECKING"}
+    assert "olla_jax.plan.Plan" in _imported("olla_jax.strategy", path, source=source)
+
+
+# The stages in the order data flows through them; a module may import its own
+# stage and earlier ones only.  Every module of the package is named here (a new
+# one must be placed).  Ground floor: shared by every stage, importing no stage.
+STAGES = (
+    ("ground", ("olla_jax.errors", "olla_jax.protos", "olla_jax.envelope", "olla_jax.jax_compat",
+                "olla_jax.progress", "olla_jax.flops",
+                # the problems the graph poses and the solver reads: plain data, imports
+                # nothing (the graph builds them, so they sit below both)
+                "olla_jax.solve.problem")),
+    ("capture", ("olla_jax.capture", "olla_jax.calls")),
+    ("graph", ("olla_jax.graph",)),
+    ("solve", ("olla_jax.solve",)),
+    ("strategy", ("olla_jax.strategy",)),
+    ("check", ("olla_jax.check",)),
+    ("apply", ("olla_jax.apply",)),
+    ("surface", ("olla_jax.checked", "olla_jax.result", "olla_jax.report", "olla_jax.saved",
+                 "olla_jax.plan", "olla_jax.budget", "olla_jax.xla_remat", "olla_jax.batch",
+                 "olla_jax.donation", "olla_jax.placement", "olla_jax.decorator",
+                 "olla_jax.cli", "olla_jax.__main__", "olla_jax")),
+)
+# (importer, imported) pairs allowed to go up a stage, each with its reason.  None now.
+UPWARD_EXCEPTIONS: dict[tuple[str, str], str] = {}
+
+
+def stage_of(module: str) -> int:
+    """The index in STAGES of ``module``: its longest matching prefix (exact names first)."""
+    best, rank = -1, None
+    for k, (_, prefixes) in enumerate(STAGES):
+        for prefix in prefixes:
+            if (module == prefix or (prefix != "olla_jax" and module.startswith(prefix + "."))) \
+                    and len(prefix) > best:
+                best, rank = len(prefix), k
+    if rank is None:
+        raise KeyError(f"{module} is in no stage: add it to STAGES in tests/test_architecture.py")
+    return rank
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} ({STAGES[stage_of(a)][0]}) imports {b} ({STAGES[stage_of(b)][0]})"
+                  for a, targets in graph.items() for b in targets
+                  if stage_of(b) > stage_of(a) and (a, b) not in UPWARD_EXCEPTIONS)
+
+
+def test_every_module_has_a_stage():
+    for module in _modules():
+        stage_of(module)
+    assert STAGES[stage_of("olla_jax.solve.problem")][0] == "ground"
+    assert STAGES[stage_of("olla_jax.solve.joint")][0] == "solve"
+    assert STAGES[stage_of("olla_jax.capture.record")][0] == "capture"
+
+
+def test_stage_order_finds_an_upward_import():
+    assert upward({"olla_jax.capture.record": {"olla_jax.apply.executable"},
+                   "olla_jax.apply.executable": {"olla_jax.envelope"}}) == [
+        "olla_jax.capture.record (capture) imports olla_jax.apply.executable (apply)"]
+
+
+def test_no_stage_imports_a_later_one():
+    """capture < graph < solve < strategy < check < apply < surface, type-only imports
+    included; exceptions are listed in UPWARD_EXCEPTIONS with their reason."""
+    found = upward(import_graph(types=True))
+    assert not found, "imports from a stage to a later one: " + "; ".join(found)
+    graph = import_graph(types=True)
+    for (a, b), reason in UPWARD_EXCEPTIONS.items():
+        assert b in graph[a] and reason, f"stale exception {a} -> {b}: remove it"
+
+
 def _all_imports(prefix: str) -> dict[str, set[str]]:
     return {name: _imported(name, path) for name, path in _modules().items()
             if name == prefix or name.startswith(prefix + ".")}
@@ -161,3 +259,24 @@ def test_tests_import_nothing_from_benchmarks():
         if target == "benchmarks" or target.startswith("benchmarks."))
     assert not offending, offending
     assert all((tests / name).exists() for name in BENCHMARK_TESTS)
+
+
+def test_graph_model_has_what_the_joint_model_reads():
+    """solve/joint.py describes the graph it reads by protocols (the solver imports no
+    graph); the graph's classes must have every member those protocols name."""
+    import dataclasses
+    import typing
+
+    from olla_jax.graph import model
+    from olla_jax.solve import joint
+
+    def members(protocol):
+        return {n for n in vars(protocol) if not n.startswith("_")}
+
+    for protocol, cls in ((joint.JointGraph, model.ScheduleGraph), (joint.JointUnit, model.Unit),
+                          (joint.JointValue, model.Value),
+                          (joint.JointAllocation, model.Allocation)):
+        assert typing.get_origin(protocol) is None and members(protocol)
+        have = {f.name for f in dataclasses.fields(cls)} | set(dir(cls))
+        missing = members(protocol) - have
+        assert not missing, f"{cls.__name__} lacks {sorted(missing)} of {protocol.__name__}"
