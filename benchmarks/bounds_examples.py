@@ -3,7 +3,7 @@ with the bound's parts (min-cut over the threshold problems; graph.resident's
 floor) computed again on the planned graph.
 
 Usage: python benchmarks/bounds_examples.py [--size tiny] [--time_limit_s 3] [NAME ...]
-Names: the examples, plus "scan" and "conv" (the steps of tests/test_resident.py).
+Names: the examples, plus "scan" and "conv" (the steps of tests/graph/test_resident.py).
 Planned without feed-back (nothing is run).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "graph"))   # test_resident.py: the scan and conv steps
 
 import examples  # noqa: E402
 import olla_jax  # noqa: E402

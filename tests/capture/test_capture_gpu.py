@@ -158,7 +158,7 @@ def test_local_gpu_detection_does_not_fail():
 
 # --- the paths users take: no environment variables, any import order ------------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEP_MODULE = """
 import jax.numpy as jnp
 
