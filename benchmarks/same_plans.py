@@ -96,8 +96,9 @@ def markdown(report: dict) -> str:
             lines.append(f"| {row['model']} | {k + 1} | {r['planned_temp_bytes']:,} | "
                          f"{r['lower_bound_bytes']:,} | {r['xla_best_temp_bytes']:,} | "
                          f"{r['engine']} | {r['source']} | {r['seconds']} |")
-    lines += ["", "Same planned bytes across the repeats: " + ", ".join(
-        f"{row['model']} {'yes' if row['same_across_repeats'] else 'no'}" for row in report["rows"])]
+    same = [f"{row['model']} {'yes' if row['same_across_repeats'] else 'no'}"
+            for row in report["rows"]]
+    lines += ["", "Same planned bytes across the repeats: " + ", ".join(same)]
     return "\n".join(lines) + "\n"
 
 
