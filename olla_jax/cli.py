@@ -48,12 +48,17 @@ import textwrap
 import threading
 import time
 import warnings
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
 
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
+
+if TYPE_CHECKING:   # types only: the CLI imports the pipeline when a command runs
+    from olla_jax.graph.layout import Layout
+    from olla_jax.graph.model import ScheduleGraph
+    from olla_jax.result import Plan
 
 SUBCOMMANDS = ("demo", "plan", "hlo", "place", "show", "donate", "batch", "help")
 ORDER_ENGINES = "auto, list, cpsat, ilp-cbc, ilp-highs, lns, joint (order and placement in one CP-SAT model)"
@@ -284,7 +289,7 @@ class _StatusLine:
         _StatusLine.active = None
 
 
-def _plot(plan: Any) -> None:
+def _plot(plan: Plan) -> None:
     if _PLOT.value:
         from olla_jax import report
         paths = report.plot_plan(plan, _PLOT.value)
@@ -415,7 +420,8 @@ def _read_dump(directory: str, pick: str | None) -> _Dump:
                  text("-live-range.txt"))
 
 
-def _solve_graph(graph: Any, xla: Any, time_limit_s: float) -> tuple[Any, int | None, str]:
+def _solve_graph(graph: ScheduleGraph, xla: Layout,
+                 time_limit_s: float) -> tuple[Layout, int | None, str]:
     """(best layout, lower bound, engine) for a graph; ``xla`` if nothing beats it."""
     from olla_jax.plan import solve_graph
     from olla_jax.progress import Reporter

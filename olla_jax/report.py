@@ -17,11 +17,14 @@ import dataclasses
 import os
 import re
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olla_jax.graph.layout import Layout, xla_layout
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.graph.simulate import Box as _Box, boxes as _boxes, memory_timeline
+
+if TYPE_CHECKING:   # result.py imports this module: the type only
+    from olla_jax.result import Plan
 
 MIB = 2 ** 20
 KEYED_GROUPS = 10    # source lines with a colour of their own in the layout's key
@@ -342,7 +345,7 @@ def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer 
     return fig
 
 
-def plot_plan(plan: Any, path_prefix: str) -> list[str]:
+def plot_plan(plan: Plan, path_prefix: str) -> list[str]:
     """``<prefix>-memory.png`` and ``<prefix>-layout.png`` for an ``olla_jax.Plan``
     (XLA's own layout for both when the plan kept XLA's; beside ours otherwise)."""
     graph: ScheduleGraph | None = plan.graph
@@ -366,7 +369,7 @@ def plot_plan(plan: Any, path_prefix: str) -> list[str]:
 
 # ---- text ------------------------------------------------------------------
 
-def peak_breakdown_text(plan: Any, top: int = 8) -> str:
+def peak_breakdown_text(plan: Plan, top: int = 8) -> str:
     """What holds a plan's memory: arguments, outputs, and the largest temp
     values live at the temp peak (model view; recomputed copies not drawn)."""
     lines = [f"  arguments {_size(plan.argument_bytes)}, outputs {_size(plan.output_bytes)}, "

@@ -61,8 +61,8 @@ def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Seque
     except Exception as err:  # noqa: BLE001 - a rewrite bug falls back like a refusal
         return Outcome(False, f"the executable rewrite failed ({type(err).__name__}: {err})")
     if gpu and backend.compile_only:
-        return Outcome(False, f"rewritten {backend.name} executable built ({len(raw)} bytes, decoded "
-                              "again); not run: a compile-only target has no GPU here",
+        return Outcome(False, f"rewritten {backend.name} executable built ({len(raw)} bytes, "
+                              "decoded again); not run: a compile-only target has no GPU here",
                        raw=raw)
     platform = "gpu" if gpu else "cpu"
     callbacks = verify.host_callbacks(capture.executable, platform)

@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import jax
 
 from olla_jax import calls
-from olla_jax.envelope import without_dump_options
 from olla_jax.capture.base import Backend, Capture, CaptureError, MemoryFigures  # noqa: F401 - re-exported
+from olla_jax.envelope import without_dump_options
 
 # XLA:CPU's scheduler choices (xla.DebugOptions.xla_cpu_scheduler_type).
 CPU_SCHEDULERS = {
@@ -113,7 +113,7 @@ def capture(fn: Callable, *args, backend: str | Backend = "cpu", scheduler: str 
     parsed = _parse(backend)
     if spmd and not parsed.compile_only:
         raise CaptureError("sharded (multi-device) steps are planned for compile-only GPU "
-                           f"targets such as 'gpu:h100', not {backend!r}")
+                           f"targets such as 'gpu:h100', not {parsed.name!r}")
     options = dict(compiler_options or {})
     _check_args(args, set(static_argnums))
     if parsed.kind == "cpu":
