@@ -23,7 +23,7 @@ from olla_jax.solve import problem as sp
 # How solve_graph shares the time limit: every stage ends at a mark, a
 # fraction of the limit from the start, or at the deadline itself.
 JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
-LIST_SHARE = 0.05              # the list schedules placed first end here (the first rule always runs)
+LIST_SHARE = 0.1               # the list schedules placed first end here (the first rule always runs)
 ORDER_SEARCH_SHARE = 0.45      # the order searches end here, all objectives together
 ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
 BOUND_END = 0.55               # the lower bounds end here
@@ -33,7 +33,8 @@ DEFER_END = 0.8                # output deferral and sink moves end here
 SINK_SHARE = 0.25              # of the time to DEFER_END: sink moves on a deferred order
 EXACT_PLACEMENT_SHARE = 0.7    # of the time left: exact placement of the first order repaired
 FINISH_RESERVE = 0.03          # of the limit: kept for turning the placement into a layout
-PLACEMENTS_KEPT = 3            # best-fits' time kept after the search (candidates, deferral)
+PLACEMENTS_KEPT = 1.5          # best-fits' time kept after the search (the searched order's)
+BEST_FIT_US = 3.0              # best-fit's cost estimate before it is measured (see _Cost.predict)
 PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes is worth repairing
 # The exact engine of the repair: the canonical search (set-up about one
 # best-fit).  CP-SAT's model took 5 s (unet, small) and 21 s (resnet50) to
@@ -80,6 +81,16 @@ class _Cost:
         self.model = 0.0
         self.sort_order = 0.0
         self.exact_setup = 0.0
+        self.measured = False
+
+    def predict(self, problem: sp.PlacementProblem) -> None:
+        """Estimates from a problem's size until a best-fit is measured: model
+        and one sort order each took up to 3 us per interval and region (the
+        arena counts as one) on the examples, unloaded."""
+        if not self.measured:
+            self.model = self.sort_order = (BEST_FIT_US * 1e-6 * len(problem.intervals)
+                                            * (len(problem.regions) + 1))
+            self.exact_setup = self.model + 4 * self.sort_order
 
     @property
     def one_best_fit(self) -> float:
@@ -90,6 +101,9 @@ class _Cost:
         """Best-fit over the sort orders, none started that would end past
         ``until`` (the first always runs)."""
         from olla_jax.solve import place_greedy, place_model
+        if not self.measured:
+            self.model = self.sort_order = self.exact_setup = 0.0
+            self.measured = True
         t = self.clock()
         model_ = place_model.build_model(problem)
         self.model = max(self.model, self.clock() - t)
@@ -184,22 +198,17 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     orders = {s: "xla" for s in starts}
     cost = _Cost(now)
     placed: dict[tuple[int, ...], Candidate] = {}
-    # The memory-aware list schedule first, placed at once by one best-fit sort
-    # order: a candidate however short the limit, and what a placement costs on
-    # this graph, which the later stages leave time for.  (Its best-fit
-    # sometimes beats orders that score better on the order objectives.)
+    # The memory-aware list schedule first: a candidate however short the
+    # limit (its best-fit sometimes beats orders that score better on the order
+    # objectives).  Its placement problem tells what a best-fit will cost on
+    # this graph, which the later stages leave time for.
     from olla_jax.solve import list_schedule
     listed = tuple(list_schedule.best_list_schedule(   # the engines run on time.monotonic
         with_regions, deadline=time.monotonic() + search.until(LIST_SHARE)).order)
-    pp, owners = graph.placement_problem(listed)
-    placed[listed] = Candidate(listed, "list", cost.best_fit(pp, now()), owners, pp,
-                               live_of(listed))
     orders.setdefault(listed, "list")
-    report("placement", "list order", best=placed[listed].placement.arena_size)
-    # Time kept after the order search and the bounds: a few best-fits (the
-    # searched orders, output deferral).
+    cost.predict(graph.placement_problem(listed)[0])
     kept = PLACEMENTS_KEPT * cost.one_best_fit
-    logging.info("best-fit: model %.2f s, one sort order %.2f s; %.1f s kept for placement",
+    logging.info("best-fit estimate: model %.2f s, one sort order %.2f s; %.1f s kept for it",
                  cost.model, cost.sort_order, kept)
     order_end = min(search.mark(ORDER_SEARCH_SHARE), search.at - kept)
     problems = [lambda: with_regions]
@@ -237,7 +246,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     value = _lower_bound(graph, with_regions, list(orders), now, bound_end)
     report("lower bound", bound=value)
     live = {order: live_of(order) for order in orders}
-    best = placed[listed]
+    best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
     # the first searched order, the list schedule's, the other searched orders
     # in the order their objectives were tried, XLA's last (XLA's own placement
@@ -247,10 +256,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     def rank(item):
         order, src = item
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
-    ranked = [item for item in sorted(orders.items(), key=rank) if item[0] not in placed]
+    ranked = sorted(orders.items(), key=rank)
     for order, source in ranked:
         until = min(search.mark(PLACE_CANDIDATES_END), search.at - kept / 2)
-        if now() + cost.one_best_fit > until:
+        if best is not None and now() + cost.one_best_fit > until:
             logging.info("time limit: %d candidate orders not placed by best-fit",
                          len(ranked) - ranked.index((order, source)))
             break
@@ -260,7 +269,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                      placement.arena_size, live[order])
         report("placement", f"{source} order", best=placement.arena_size)
         placed[order] = Candidate(order, source, placement, owners, pp, live[order])
-        if placement.arena_size < best.placement.arena_size:
+        if best is None or placement.arena_size < best.placement.arena_size:
             best = placed[order]
     if best.placement.arena_size > value:
         best = _defer_outputs(graph, with_regions, best, deadline=search.mark(DEFER_END),
