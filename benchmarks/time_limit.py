@@ -1,6 +1,6 @@
 """The time limit as a limit, and placement judged against the order's live bytes.
 
-    python -m benchmarks.time_limit --models=mlp,unet,resnet50,densenet,remat --size=small \
+    python -m benchmarks.time_limit --models=cnn_adam,unet,resnet50,densenet,remat --size=small \
         --time_limit_s=5 --out=benchmarks/results/time_limit_5s
 
 Per example, in its own process: the limit; the planner's part of ``plan()``
@@ -29,7 +29,7 @@ from benchmarks import common  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="mlp,unet,resnet50,densenet,remat")
+    p.add_argument("--models", default="cnn_adam,unet,resnet50,densenet,remat")
     p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
     p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--out", default="benchmarks/results/time_limit_5s")
@@ -63,6 +63,12 @@ def run_one(name: str, args) -> dict:
     # the arena of our plan even when XLA's was kept: planned is XLA's then
     if p.layout is not None:
         row["arena"] = p.layout.temp_bytes
+        # After the timed part: the placement's own bound for the chosen order
+        # (the most bytes live at once, less region space; units too big for
+        # any region counted whole), which the order objective can undercut.
+        from olla_jax.solve import place_check
+        pp, _ = p.graph.placement_problem(p.layout.order)
+        row["placement_live"] = place_check.live_bytes_bound(pp)
     json.dumps(row)
     return row
 
@@ -91,35 +97,40 @@ def markdown(rows, args, meta) -> str:
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
     lines += ["MiB. planner s = Plan.solve_seconds (graph build + solve_graph: what the limit "
               "bounds); capture s = XLA's compiles and dumps; verify s = check, rewrite, "
-              "bit-for-bit verification. live = the chosen order's live bytes (order objective); "
-              "best-fit, placed = its arena before and after the exact engine; overhead = placed / "
-              "live - 1. least live = least live bytes of any order searched. planned = what the "
+              "bit-for-bit verification. live = the chosen order's live bytes by the order "
+              "objective (what the search minimises); placement live = the same order's live-bytes "
+              "bound of its placement problem (computed after the plan, untimed; higher where a "
+              "unit is too big for the regions the objective counts as free); best-fit, placed = "
+              "its arena before and after the exact engine; overhead = placed / placement live - "
+              "1 (what placement lost). least live = least live bytes of any order searched. planned = what the "
               "plan runs with (XLA's when kept).", ""]
     cols = ["model", "instr", "limit s", "planner s", "wall/limit", "capture s", "verify s",
-            "live", "best-fit", "placed", "overhead %", "least live", "exact tried", "planned",
+            "live", "placement live", "best-fit", "placed", "overhead %", "least live", "exact tried", "planned",
             "XLA best", "planned/XLA", "bound", "source"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["model"], *["-"] * 16, "ERROR " + r["error"][:200]])
+            body.append([r["model"], *["-"] * 17, "ERROR " + r["error"][:200]])
             continue
         arena = r.get("arena")
         body.append([r["model"], r["instructions"], f"{r['limit_s']:g}", f"{r['solve_s']:.2f}",
                      f"{r['solve_s'] / r['limit_s']:.2f}", f"{r['capture_s']:.1f}",
-                     f"{r['verify_s']:.1f}", common.mib(r["live"]), common.mib(r["best_fit"]),
+                     f"{r['verify_s']:.1f}", common.mib(r["live"]),
+                     common.mib(r.get("placement_live")), common.mib(r["best_fit"]),
                      common.mib(arena),
-                     _pct(arena / r["live"] - 1) if arena and r["live"] else "-",
+                     _pct(arena / r["placement_live"] - 1) if arena and r.get("placement_live")
+                     else "-",
                      common.mib(r["least_live"]), "yes" if r["exact_tried"] else "no",
                      common.mib(r["planned"]), common.mib(r["xla_best"]),
                      f"{r['planned'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
                      common.mib(r["bound"]), r["source"]])
-    lines += common.table(cols, body, right=set(range(1, 17)))
+    lines += common.table(cols, body, right=set(range(1, 18)))
     ok = [r for r in rows if "error" not in r]
     if ok:
         worst = max(r["solve_s"] / r["limit_s"] for r in ok)
         lines += ["", f"- worst planner wall / limit: {worst:.2f} (target <= 1.1)",
                   f"- plans more than 2% above their order's live bytes: "
-                  f"{sum(1 for r in ok if r.get('arena') and r['live'] and r['arena'] > 1.02 * r['live'])}"
+                  f"{sum(1 for r in ok if r.get('arena') and r.get('placement_live') and r['arena'] > 1.02 * r['placement_live'])}"
                   f" of {len(ok)}"]
     return "\n".join(lines) + "\n"
 
