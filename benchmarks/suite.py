@@ -85,6 +85,9 @@ def run_one(name: str, args) -> dict:
                achieved=p.achieved_temp_bytes if args.backend == "cpu" else None,
                bound=p.lower_bound_bytes, gap=p.gap, engine=p.engine, compile_s=timer.compile_s, phases=timer.seconds,
                solve_s=timer.solve_s(), plan_s=p.solve_seconds,
+               capture_s=getattr(p, "capture_seconds", None),
+               verify_s=getattr(p, "verify_seconds", None),
+               live=p.settings.get("live_bytes"), best_fit=p.settings.get("best_fit_bytes"),
                source=p.source, verified=p.verified, notes=list(p.notes),
                argument_bytes=p.argument_bytes, output_bytes=p.output_bytes, alias_bytes=p.alias_bytes)
     if args.plans_dir and p.capture is not None:

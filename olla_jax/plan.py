@@ -28,7 +28,7 @@ from olla_jax.graph import layout as layout_lib
 from olla_jax.graph import collectives, dumps, model
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
-from olla_jax.strategy import Candidate, Solution, solve_graph  # noqa: F401
+from olla_jax.strategy import Candidate, Deadline, Solution, solve_graph  # noqa: F401
 
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
 KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
@@ -301,6 +301,20 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     t_start = time.monotonic()
     notes: list[str] = []
     caps = _baselines(step, backend, compiler_options, spmd)
+    # Three clocks, reported apart: XLA's compiles and dumps (capture), the
+    # planner's part (graph build, order search, bound, placement: what
+    # time_limit_s bounds), the check, rewrite and verification after it.
+    capture_seconds = time.monotonic() - t_start
+    t_solve = time.monotonic()
+    # The limit covers the planner's own time: the graph is built on it.
+    deadline = Deadline(time_limit_s)
+    solved_at: list[float] = []   # when the planner's part ended
+
+    def solve_seconds() -> float:
+        return (solved_at[0] if solved_at else time.monotonic()) - t_solve
+
+    def verify_seconds() -> float:
+        return time.monotonic() - solved_at[0] if solved_at else 0.0
 
     def callable_of(executable) -> StepCallable:
         return step.entry.callable_of(executable, caps[0].wrap)
@@ -315,13 +329,14 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                   xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                   argument_bytes=best.memory.argument, output_bytes=best.memory.output,
                   alias_bytes=best.memory.alias, settings=settings, capture=best,
-                  xla_compiled=callable_of(best.compiled))
+                  xla_compiled=callable_of(best.compiled), capture_seconds=capture_seconds)
 
     def fallback(reason: str, graph=None, bound: int = 0) -> Plan:
         notes.append(reason)
         warn(f"olla_jax keeps XLA's plan: {reason}")
         return Plan(planned_temp_bytes=best.memory.temp, lower_bound_bytes=bound,
-                    solve_seconds=time.monotonic() - t_start, engine="xla", source="xla",
+                    solve_seconds=solve_seconds(), verify_seconds=verify_seconds(),
+                    engine="xla", source="xla",
                     achieved_temp_bytes=best.memory.temp, verified=False, notes=tuple(notes),
                     compiled=callable_of(best.compiled), graph=graph, **common)
 
@@ -329,7 +344,6 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         best = _matching_capture(caps, saved)
         common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                       capture=best, xla_compiled=callable_of(best.compiled))
-    t_solve = time.monotonic()
     try:
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
                             alignment=backend.alignment)
@@ -368,31 +382,36 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     else:
         starts = _warm_starts(graph, [c for c in caps if c is not best])
         try:
-            # The limit covers the planner's own time: the graph was built on it.
-            left = max(1.0, time_limit_s - (time.monotonic() - t_solve))
             if pairs and len(kept) < len(pairs):
                 # Freer than XLA's overlap: the plan that keeps it all is feasible
                 # here too; found first, it warm-starts the freer search.
                 kept_all = dataclasses.replace(graph, edges=tuple(sorted(
                     set(graph.edges) | set(collectives.overlap_edges(graph.nodes, pairs)))))
-                first = solve_graph(kept_all, warm_starts=starts, time_limit_s=KEEP_OVERLAP_SHARE * left,
-                                    engine=engine, seed=seed, progress=report)
+                first = solve_graph(kept_all, warm_starts=starts, engine=engine, seed=seed,
+                                    progress=report, xla_temp_bytes=best.memory.temp,
+                                    deadline=Deadline(KEEP_OVERLAP_SHARE * deadline.left()))
                 starts = [*starts, first.layout.order]
-                left = max(1.0, time_limit_s - (time.monotonic() - t_solve))
-            solution = solve_graph(graph, warm_starts=starts, time_limit_s=left,
-                                   engine=engine, seed=seed, progress=report)
+            solution = solve_graph(graph, warm_starts=starts, engine=engine, seed=seed,
+                                   progress=report, xla_temp_bytes=best.memory.temp,
+                                   deadline=deadline)
             if pairs and len(kept) < len(pairs) and \
                     first.layout.temp_bytes < solution.layout.temp_bytes:
                 solution = dataclasses.replace(
                     solution, layout=dataclasses.replace(first.layout, graph=graph))
             layout, bound, engine_used = solution.layout, solution.lower_bound_bytes, solution.engine
+            settings.update(live_bytes=solution.live_bytes,
+                            least_live_bytes=solution.least_live_bytes,
+                            best_fit_bytes=solution.best_fit_bytes,
+                            exact_placement_tried=solution.exact_tried)
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
-    solve_seconds = time.monotonic() - t_solve  # graph, order, placement, bound (not XLA's compiles)
+    solved_at.append(time.monotonic())  # graph, order, placement, bound (not XLA's compiles)
     report.stop_planning()
     if layout.temp_bytes >= best.memory.temp:
-        return fallback("no order and placement below XLA's best was found", graph,
+        tried = (" (exact placement was tried on the orders whose live bytes are below it)"
+                 if settings.get("exact_placement_tried") else "")
+        return fallback(f"no order and placement below XLA's best was found{tried}", graph,
                         min(bound, best.memory.temp))
     report("checking")
     rejected = checked.rejection(best, layout, alignment=graph.alignment)
@@ -405,12 +424,13 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                                                                    weights)
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=min(bound, planned),
-                  solve_seconds=solve_seconds, engine=engine_used, graph=graph, layout=layout)
+                  solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)
     if not feed_back or best.executable is None or not backend.can_rewrite:
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend.name} executable cannot be rewritten here"))
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
+                    notes=tuple(notes), compiled=callable_of(best.compiled),
+                    verify_seconds=verify_seconds(), **result, **common)
     report("verifying", "rewriting the executable and checking it bit for bit")
     outcome = checked.apply(best, layout, backend=backend, args=step.entry.verify_args,
                             static_argnums=step.entry.verify_static, trials=verify_trials)
@@ -419,12 +439,14 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         notes.append(f"not fed back: {outcome.reason}")  # compile-only: built, nothing to run on
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled),
-                    executable_bytes=outcome.raw, **result, **common)
+                    executable_bytes=outcome.raw, verify_seconds=verify_seconds(),
+                    **result, **common)
     if not outcome.ok:
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
         warn(f"olla_jax keeps XLA's executable: {outcome.reason}")
         return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled), **result, **common)
+                    notes=tuple(notes), compiled=callable_of(best.compiled),
+                    verify_seconds=verify_seconds(), **result, **common)
     return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,
                 notes=tuple(notes), compiled=callable_of(outcome.compiled),
-                executable_bytes=outcome.raw, **result, **common)
+                executable_bytes=outcome.raw, verify_seconds=verify_seconds(), **result, **common)

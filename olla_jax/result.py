@@ -65,7 +65,8 @@ class Plan:
     argument_bytes: int
     output_bytes: int
     alias_bytes: int
-    solve_seconds: float
+    solve_seconds: float                 # the planner's part, which time_limit_s bounds: graph
+                                         # build, order search, bound, placement (no XLA compile)
     engine: str                          # what produced the order and placement
     settings: dict[str, Any]
     source: str                          # "olla_jax" or "xla" (when nothing better was found)
@@ -80,6 +81,9 @@ class Plan:
     recomputed: tuple[str, ...] = ()      # producers run a second time (memory budgets)
     extra_flops: int = 0                  # their FLOPs (estimated from the HLO)
     step_time_ratio: float | None = None  # measured step time / XLA's, when measured
+    capture_seconds: float = 0.0          # XLA's compiles (each scheduler) and their dumps
+    verify_seconds: float = 0.0           # after the plan: the independent check, the
+                                          # rewrite and the bit-for-bit verification
     # Our serialized executable, when one was built: the one ``compiled`` runs,
     # or, for a compile-only GPU target, one built and decoded but not run here.
     executable_bytes: bytes | None = dataclasses.field(repr=False, compare=False, default=None)
@@ -125,7 +129,7 @@ class Plan:
         figures = {k: getattr(self, k) for k in (
             "xla_default_temp_bytes", "xla_best_temp_bytes", "planned_temp_bytes",
             "achieved_temp_bytes", "lower_bound_bytes", "argument_bytes", "output_bytes",
-            "alias_bytes", "verified", "solve_seconds")}
+            "alias_bytes", "verified", "solve_seconds", "capture_seconds", "verify_seconds")}
         return saved.SavedPlan(
             fingerprint=saved.fingerprint(self.capture.hlo_text), backend=self.backend,
             xla_scheduler=self.xla_scheduler,
@@ -181,7 +185,10 @@ class Plan:
             ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
                                               f"{mb(self.alias_bytes)}"),
             ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
-            ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s"),
+            ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s (limit "
+                                   f"{self.settings.get('time_limit_s', '-')} s)"),
+            ("XLA compiles, verification", f"{self.capture_seconds:.1f} s, "
+                                           f"{self.verify_seconds:.1f} s"),
         ]
         if self.recomputed:
             ratio = "-" if self.step_time_ratio is None else f"{self.step_time_ratio:.3f} x XLA's"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from absl import logging
 
@@ -20,23 +20,105 @@ from olla_jax.graph import layout as layout_lib
 from olla_jax.graph import model
 from olla_jax.solve import problem as sp
 
-# How solve_graph shares the time limit (fractions), then the floors in seconds
-# that keep a step worth running when the limit is short.
+# How solve_graph shares the time limit: every stage ends at a mark, a
+# fraction of the limit from the start, or at the deadline itself.
 JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
-ORDER_SEARCH_SHARE = 0.5       # of the search limit: the order searches, all objectives together
+LIST_SHARE = 0.1               # the list schedules placed first end here (the first rule always runs)
+ORDER_SEARCH_SHARE = 0.45      # the order searches end here, all objectives together
 ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
-BOUND_SHARE = 0.15             # of the search limit: the lower bounds after the order search
+BOUND_END = 0.55               # the lower bounds end here
 RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
-PLACE_CANDIDATES_SHARE = 0.85  # of the search limit: no more candidate orders placed past it
-SINK_SHARE = 0.25              # of the time to the deadline: sink moves on a deferred order
-EXACT_PLACEMENT_SHARE = 0.6    # of the time left at the end: the exact placement engine
+PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
+DEFER_END = 0.8                # output deferral and sink moves end here
+SINK_SHARE = 0.25              # of the time to DEFER_END: sink moves on a deferred order
+EXACT_PLACEMENT_SHARE = 0.7    # of the time left: exact placement of the first order repaired
+FINISH_RESERVE = 0.03          # of the limit: kept for turning the placement into a layout
+PLACEMENTS_KEPT = 1.5          # best-fits' time kept after the search (the searched order's)
+BEST_FIT_US = 3.0              # best-fit's cost estimate before it is measured (see _Cost.predict)
+PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes is worth repairing
+# The exact engine of the repair: the canonical search (set-up about one
+# best-fit).  CP-SAT's model took 5 s (unet, small) and 21 s (resnet50) to
+# build before it searched at all, whatever its limit.
+REPAIR_ENGINE = "canonical"
 
-ORDER_SEARCH_FLOOR_S = 0.5     # the least one objective's order search, and its min-cut floor, get
-BOUNDS_FLOOR_S = 1.0           # the least the lower bounds get together
-BOUND_PROBLEM_FLOOR_S = 0.2    # the least one threshold problem's min-cut bound gets
-SINK_MIN_S = 0.5               # no sink moves with less than this to the deadline
-EXACT_PLACEMENT_MIN_S = 2.0    # no exact placement with this or less of the limit left
-JOINT_FLOOR_S = 1.0            # the least the joint model gets
+
+class Deadline:
+    """One clock for a whole solve: each stage asks it for the time to a mark
+    (a fraction of the limit from the start) or to the end, never past the end.
+    ``clock``: ``time.monotonic`` unless a test passes another."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.start = clock()
+        self.seconds = max(0.0, float(seconds))
+        self.at = self.start + self.seconds
+
+    def left(self) -> float:
+        """Seconds to the deadline (0 once past it)."""
+        return max(0.0, self.at - self.clock())
+
+    def mark(self, fraction: float) -> float:
+        """The clock time ``fraction`` of the limit after the start (capped at the deadline)."""
+        return min(self.at, self.start + fraction * self.seconds)
+
+    def until(self, fraction: float) -> float:
+        """Seconds from now to ``mark(fraction)`` (0 once past it)."""
+        return max(0.0, self.mark(fraction) - self.clock())
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+
+class _Cost:
+    """Running estimates of what the placement steps cost on this graph, so that
+    none starts when it cannot end before its mark: best-fit's model, one
+    best-fit sort order, and the exact engine's set-up (its model and bound,
+    before it searches; until measured, taken as a whole best-fit, which it
+    was within 2x on the examples)."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.model = 0.0
+        self.sort_order = 0.0
+        self.exact_setup = 0.0
+        self.measured = False
+
+    def predict(self, problem: sp.PlacementProblem) -> None:
+        """Estimates from a problem's size until a best-fit is measured: model
+        and one sort order each took up to 3 us per interval and region (the
+        arena counts as one) on the examples, unloaded."""
+        if not self.measured:
+            self.model = self.sort_order = (BEST_FIT_US * 1e-6 * len(problem.intervals)
+                                            * (len(problem.regions) + 1))
+            self.exact_setup = self.model + 4 * self.sort_order
+
+    @property
+    def one_best_fit(self) -> float:
+        """A best-fit with one sort order: the least a placement costs."""
+        return self.model + self.sort_order
+
+    def best_fit(self, problem, until: float) -> sp.Placement:
+        """Best-fit over the sort orders, none started that would end past
+        ``until`` (the first always runs)."""
+        from olla_jax.solve import place_greedy, place_model
+        if not self.measured:
+            self.model = self.sort_order = self.exact_setup = 0.0
+            self.measured = True
+        t = self.clock()
+        model_ = place_model.build_model(problem)
+        self.model = max(self.model, self.clock() - t)
+        best = None
+        for order in place_greedy.SORT_ORDERS:
+            if best is not None and self.clock() + self.sort_order > until:
+                break
+            t1 = self.clock()
+            placement = place_greedy.best_fit_model(model_, orders=(order,))
+            self.sort_order = max(self.sort_order, self.clock() - t1)
+            if best is None or placement.arena_size < best.arena_size:
+                best = placement
+        if not self.exact_setup:
+            self.exact_setup = self.model + len(place_greedy.SORT_ORDERS) * self.sort_order
+        return best
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,25 +126,37 @@ class Candidate:
     """One order and its placement, as ``solve_graph``'s steps hand them on:
     ``source`` names what produced the order ("xla", "list", an engine, with
     "+deferred", "+sunk" when moved after), ``owners`` and ``problem`` are what
-    ``graph.placement_problem(order)`` returned for it."""
+    ``graph.placement_problem(order)`` returned for it; ``live`` is the order's
+    live bytes by the order objective (a lower bound on its arena)."""
     order: tuple[int, ...]
     source: str
     placement: sp.Placement
     owners: tuple[int, ...]   # per interval of ``problem``, the graph's unit id
     problem: sp.PlacementProblem
+    live: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
 class Solution:
-    """The best order and placement found for a graph, and what bounds it."""
+    """The best order and placement found for a graph, and what bounds it.
+
+    ``live_bytes``: the chosen order's live bytes (the order objective);
+    ``least_live_bytes``: the least of any order searched; ``best_fit_bytes``:
+    the chosen order's arena by best-fit, before exact placement;
+    ``exact_tried``: an exact placement engine ran on some order."""
     layout: layout_lib.Layout
     lower_bound_bytes: int     # proven for every order and placement of the model
     engine: str                # what produced the order ("xla" when XLA's order won)
+    live_bytes: int = 0
+    least_live_bytes: int = 0
+    best_fit_bytes: int = 0
+    exact_tried: bool = False
 
 
 def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[int]] = (),
                 time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0,
-                progress=None) -> Solution:
+                progress=None, xla_temp_bytes: int | None = None,
+                deadline: Deadline | None = None) -> Solution:
     """Order and placement for a scheduling graph, with a lower bound.
 
     Orders are searched under several objectives: arena live bytes less idle
@@ -70,86 +164,93 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     allocations can hold temporaries first), the same seen from units larger
     than a threshold (only regions at least their size can hold them), and
     arena live bytes alone.  The placement of each candidate order, XLA's
-    included, decides.  ``progress``: a callable taking ``olla_jax.progress.Progress``
+    included, decides; then the orders whose live bytes are below the best
+    arena, least live bytes first, are placed by the exact engine ("repair":
+    best-fit can leave an order's arena well above its live bytes).
+    ``xla_temp_bytes``: XLA's temp; an order whose live bytes are below it
+    always gets an exact placement attempt before the result could lose to XLA.
+    ``deadline``: the clock the whole solve runs on (a ``Deadline`` of
+    ``time_limit_s`` from now when None); every stage takes its time from it.
+    ``progress``: a callable taking ``olla_jax.progress.Progress``
     snapshots (or a ``progress.Reporter``)."""
     from olla_jax import progress as progress_lib
-    from olla_jax.solve import bounds, place as place_lib
+    from olla_jax.solve import bounds
     from olla_jax.solve import order as order_lib
+    from olla_jax.solve.evaluate import Evaluator
 
-    report = progress_lib.reporter(progress, time_limit_s)
+    clock = deadline or Deadline(time_limit_s)
+    now = clock.clock
+    report = progress_lib.reporter(progress, clock.seconds)
 
     def order_progress(msg: str) -> None:
         logging.info("order search: %s", msg)
         report("order search", msg)
 
-    t0 = time.monotonic()
     joint = engine == "joint"
     if joint:   # a short separate search warm-starts the joint model, which gets the rest
-        engine, search_limit_s = "auto", JOINT_WARM_START_SHARE * time_limit_s
+        engine = "auto"
+        search = Deadline(JOINT_WARM_START_SHARE * clock.left(), now)
     else:
-        search_limit_s = time_limit_s
+        search = clock
     starts = [tuple(s) for s in warm_starts] or [graph.xla_order]
     with_regions = graph.order_problem()
+    live_of = Evaluator(with_regions).cost
     orders = {s: "xla" for s in starts}
-    problems = [with_regions]
+    cost = _Cost(now)
+    placed: dict[tuple[int, ...], Candidate] = {}
+    # The memory-aware list schedule first: a candidate however short the
+    # limit (its best-fit sometimes beats orders that score better on the order
+    # objectives).  Its placement problem tells what a best-fit will cost on
+    # this graph, which the later stages leave time for.
+    from olla_jax.solve import list_schedule
+    listed = tuple(list_schedule.best_list_schedule(   # the engines run on time.monotonic
+        with_regions, deadline=time.monotonic() + search.until(LIST_SHARE)).order)
+    orders.setdefault(listed, "list")
+    cost.predict(graph.placement_problem(listed)[0])
+    kept = PLACEMENTS_KEPT * cost.one_best_fit
+    logging.info("best-fit estimate: model %.2f s, one sort order %.2f s; %.1f s kept for it",
+                 cost.model, cost.sort_order, kept)
+    order_end = min(search.mark(ORDER_SEARCH_SHARE), search.at - kept)
+    problems = [lambda: with_regions]
     if with_regions.region_sizes:
         # Also search as seen from the units larger than a few region sizes
         # (only big regions can hold big units), and with no parking at all.
+        # Built when their turn comes: each costs a fraction of a second on 2k nodes.
         caps = sorted(set(with_regions.region_sizes))
         for q in (0.5, 0.9, 1.0):
-            problems.append(graph.threshold_problem(caps[round(q * (len(caps) - 1))]))
-        problems.append(dataclasses.replace(with_regions,
-                                            region_sizes=tuple(0 for _ in with_regions.region_sizes)))
-    for k, problem in enumerate(problems):
-        share = ((ORDER_SEARCH_SHARE * search_limit_s - (time.monotonic() - t0))
-                 / (len(problems) - k))
-        floor = bounds.min_cut_bound(problem, time_limit_s=max(ORDER_SEARCH_FLOOR_S,
-                                                                    ORDER_FLOOR_SHARE * share),
+            problems.append(lambda c=caps[round(q * (len(caps) - 1))]: graph.threshold_problem(c))
+        problems.append(lambda: dataclasses.replace(
+            with_regions, region_sizes=tuple(0 for _ in with_regions.region_sizes)))
+    first_search = 0.0
+    for k, make_problem in enumerate(problems):
+        left = order_end - now()
+        # The first objective (the plain one, the best on the examples) gets half.
+        share = left / 2 if k == 0 and len(problems) > 1 else left / (len(problems) - k)
+        if share <= 0 or (k and share < first_search):
+            # Each search has a fixed cost (its list schedules) the first one showed.
+            logging.info("time limit: %d of %d order objectives not searched",
+                         len(problems) - k, len(problems))
+            break
+        t = now()
+        problem = make_problem()
+        floor = bounds.min_cut_bound(problem, time_limit_s=ORDER_FLOOR_SHARE * share,
                                      orders=starts).value
-        result = order_lib.solve_order(problem, warm_starts=starts, time_limit_s=max(ORDER_SEARCH_FLOOR_S, share),
+        result = order_lib.solve_order(problem, warm_starts=starts,
+                                       time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
                                        progress=order_progress)
+        if not k:
+            first_search = max(0.0, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
-    # The memory-aware list schedule on its own: cheap, and its best-fit placement
-    # sometimes beats orders that score better on the order objectives.
-    from olla_jax.solve import list_schedule
-    orders.setdefault(tuple(list_schedule.best_list_schedule(with_regions).order), "list")
-    bound_deadline = time.monotonic() + max(BOUNDS_FLOOR_S, BOUND_SHARE * search_limit_s)
-    # What must be resident at one step whatever the order (loop bodies
-    # included) and the last output writer's need: the min-cut's floor, and
-    # the bound where the relaxation degenerates (a step inside one while;
-    # outputs whose idle space it counts as free for every unit).
-    from olla_jax.graph import resident
-    floor_found = resident.floor_bound(
-        graph,
-        deadline=time.monotonic() + RESIDENT_BOUND_SHARE * (bound_deadline - time.monotonic()))
-    logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
-                 floor_found.evaluated)
-    value = floor_found.value
-    # Each is a valid bound on the arena (see ScheduleGraph.bound_problems); the largest holds.
-    # The largest threshold first (few units, often the strongest: what it
-    # proves lets the others skip every node that cannot beat it), then the
-    # plain relaxation, then the rest, largest first, while the bound's share of
-    # the limit lasts: any subset of these bounds is a bound, only maybe weaker.
-    ascending = graph.bound_problems()
-    bound_problems = [ascending[-1], *ascending[:1], *ascending[-2:0:-1]][:len(ascending)]
-    solved = 0
-    for k, problem in enumerate(bound_problems):
-        left = bound_deadline - time.monotonic()
-        if k >= 2 and left <= 0:
-            break
-        value = max(value, bounds.min_cut_bound(
-            problem, time_limit_s=max(BOUND_PROBLEM_FLOOR_S, left / (len(bound_problems) - k)),
-            orders=list(orders), floor=value).value)
-        solved += 1
-    logging.info("lower bound %d bytes (%d of %d threshold problems), %.1f s into the search",
-                 value, solved, len(bound_problems), time.monotonic() - t0)
+    bound_end = min(search.mark(BOUND_END), search.at - kept)
+    value = _lower_bound(graph, with_regions, list(orders), now, bound_end)
     report("lower bound", bound=value)
+    live = {order: live_of(order) for order in orders}
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
     # the first searched order, the list schedule's, the other searched orders
-    # in the order their objectives were tried, XLA's last (XLA's own placement of its order is the baseline anyway); stop at
-    # the time limit once one is placed.  The exact engine only for the best.
+    # in the order their objectives were tried, XLA's last (XLA's own placement
+    # of its order is the baseline anyway); none past the mark once one is placed.
     searched = [o for o, src in orders.items() if src not in ("xla", "list")]
 
     def rank(item):
@@ -157,77 +258,179 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
     for order, source in ranked:
-        if best is not None and time.monotonic() - t0 > PLACE_CANDIDATES_SHARE * search_limit_s:
-            logging.info("time limit: %d candidate orders not placed", len(ranked) - ranked.index(
-                (order, source)))
+        until = min(search.mark(PLACE_CANDIDATES_END), search.at - kept / 2)
+        if best is not None and now() + cost.one_best_fit > until:
+            logging.info("time limit: %d candidate orders not placed by best-fit",
+                         len(ranked) - ranked.index((order, source)))
             break
         pp, owners = graph.placement_problem(order)
-        placement = place_lib.best_fit(pp, deadline=t0 + search_limit_s)
-        logging.info("placement under the %s order: %d bytes", source, placement.arena_size)
+        placement = cost.best_fit(pp, until)
+        logging.info("placement under the %s order: %d bytes (live bytes %d)", source,
+                     placement.arena_size, live[order])
         report("placement", f"{source} order", best=placement.arena_size)
+        placed[order] = Candidate(order, source, placement, owners, pp, live[order])
         if best is None or placement.arena_size < best.placement.arena_size:
-            best = Candidate(order, source, placement, owners, pp)
+            best = placed[order]
     if best.placement.arena_size > value:
-        best = _defer_outputs(graph, with_regions, best, deadline=t0 + search_limit_s)
+        best = _defer_outputs(graph, with_regions, best, deadline=search.mark(DEFER_END),
+                              cost=cost, live_of=live_of)
     if best.placement.arena_size > value and "defer" in best.source:
-        best = _sink_deferred(graph, with_regions, best, deadline=t0 + search_limit_s)
-    if time.monotonic() > t0 + PLACE_CANDIDATES_SHARE * search_limit_s:
-        # A deadline may have cut the chosen order's best-fit to fewer sort
-        # orders (densenet lost 3% so); all of them take a second or so.
-        best = dataclasses.replace(best, placement=min(
-            best.placement, place_lib.best_fit(best.problem), key=lambda p: p.arena_size))
+        best = _sink_deferred(graph, with_regions, best, deadline=search.mark(DEFER_END),
+                              cost=cost, live_of=live_of)
+    placed[best.order] = best
+    live[best.order] = best.live
     if joint:
-        best = _joint(graph, best, time_limit_s - (time.monotonic() - t0), seed)
-    order, source, placement, owners, pp = (best.order, best.source, best.placement,
-                                            best.owners, best.problem)
-    remaining = time_limit_s - (time.monotonic() - t0)
-    if placement.arena_size > value and remaining > EXACT_PLACEMENT_MIN_S:
-        # The exact model warm-starts from the best-fit placement found above;
-        # building it takes time of its own, hence the share of what is left.
-        exact = place_lib.place_exact(pp, time_limit_s=EXACT_PLACEMENT_SHARE * remaining,
-                                      hint=placement)
-        if exact.arena_size < placement.arena_size:
-            placement = exact
-    layout = layout_lib.realize(graph, order, placement, owners)
+        best = _joint(graph, best, clock.left() - FINISH_RESERVE * clock.seconds, seed)
+        placed[best.order] = best
+        live[best.order] = best.live
+    unplaced = [(o, orders[o]) for o in orders if o not in placed]
+    best_fit_bytes = {o: c.placement.arena_size for o, c in placed.items()}
+    best, exact_tried = _repair(graph, best, placed, unplaced, live, value, xla_temp_bytes,
+                                clock, cost)
+    layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
     report("placement", "done", best=layout.temp_bytes)
-    return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes), engine=source)
+    logging.info("chosen order (%s): live bytes %d, best-fit %d, placed %d; %.1f s of %.1f",
+                 best.source, best.live, best_fit_bytes.get(best.order, best.placement.arena_size),
+                 layout.temp_bytes, clock.elapsed(), clock.seconds)
+    return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes),
+                    engine=best.source, live_bytes=best.live,
+                    least_live_bytes=min([*live.values(), best.live]),
+                    best_fit_bytes=best_fit_bytes.get(best.order, best.placement.arena_size),
+                    exact_tried=exact_tried)
+
+
+def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float) -> int:
+    """The lower bound, by ``end`` (a ``now()`` time): what must be resident at
+    one step whatever the order (loop bodies included) and the last output
+    writer's need, the min-cut's floor and the bound where the relaxation
+    degenerates (a step inside one while; outputs whose idle space it counts as
+    free for every unit); then the threshold min-cuts (each a valid bound on
+    the arena, see ScheduleGraph.bound_problems; the largest holds)."""
+    from olla_jax.graph import resident
+    from olla_jax.solve import bounds
+    t0 = now()
+    floor_found = resident.floor_bound(   # on time.monotonic, as the engines
+        graph, deadline=time.monotonic() + RESIDENT_BOUND_SHARE * max(0.0, end - now()))
+    logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
+                 floor_found.evaluated)
+    value = floor_found.value
+    # The largest threshold first (few units, often the strongest: what it
+    # proves lets the others skip every node that cannot beat it), then the
+    # plain relaxation, then the rest, largest first, while the time lasts:
+    # any subset of these bounds is a bound, only maybe weaker.  Each problem
+    # is built when its turn comes (building them all costs seconds on 2k nodes).
+    thresholds = sorted({0, *with_regions.region_sizes})
+    thresholds = [thresholds[-1], *thresholds[:1], *thresholds[-2:0:-1]][:len(thresholds)]
+    solved = 0
+    for k, cap in enumerate(thresholds):
+        left = end - now()
+        if left <= 0 and (k >= 2 or value > 0):
+            break   # the first two at least, unless another bound is in already
+        problem = graph.threshold_problem(cap, for_bound=True)
+        value = max(value, bounds.min_cut_bound(
+            problem, time_limit_s=max(0.0, end - now()) / (len(thresholds) - k),
+            orders=orders, floor=value).value)
+        solved += 1
+    logging.info("lower bound %d bytes (%d of %d threshold problems) in %.1f s",
+                 value, solved, len(thresholds), now() - t0)
+    return value
+
+
+def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bound: int,
+            xla_temp: int | None, clock: Deadline, cost: _Cost) -> tuple[Candidate, bool]:
+    """Placement judged against the order's own live bytes: the orders whose
+    live bytes are below the best arena (by more than ``PLACEMENT_SLACK`` when
+    that arena already beats XLA's), least live bytes first, get the exact
+    engine (orders not placed yet get best-fit first), warm-started from
+    best-fit, while time lasts; one attempt always when the best arena is not
+    below XLA's temp and some order's live bytes are.  Returns the best
+    candidate and whether an exact engine ran."""
+    from olla_jax.solve import place as place_lib
+    now = clock.clock
+    finish = clock.at - FINISH_RESERVE * clock.seconds
+    pool = sorted([*placed, *(o for o, _ in unplaced)], key=lambda o: (live[o], o not in placed))
+    sources = dict(unplaced)
+    tried = False
+    for order in pool:
+        arena = best.placement.arena_size
+        losing = xla_temp is not None and arena >= xla_temp and live[order] < xla_temp
+        slack = 0 if losing else PLACEMENT_SLACK
+        if live[order] * (1 + slack) >= arena or arena <= bound:
+            break    # sorted by live bytes: no later order can do better
+        if tried and finish - now() <= 0:
+            break
+        cand = placed.get(order)
+        if cand is None:
+            if now() + cost.one_best_fit > finish and not losing:
+                continue
+            pp, owners = graph.placement_problem(order)
+            cand = Candidate(order, sources[order], cost.best_fit(pp, finish), owners, pp,
+                             live[order])
+            placed[order] = cand
+            logging.info("placement under the %s order: %d bytes (live bytes %d)", cand.source,
+                         cand.placement.arena_size, cand.live)
+            if cand.placement.arena_size < best.placement.arena_size:
+                best = cand
+                losing = xla_temp is not None and cand.placement.arena_size >= xla_temp
+        if finish - now() <= cost.exact_setup and not losing:
+            continue
+        if cand.placement.arena_size <= cand.live:
+            continue
+        # The exact model warm-starts from best-fit; building it takes time of
+        # its own (measured on the first call), hence the share of what is left.
+        t = now()
+        left = max(0.0, finish - t - cost.exact_setup)
+        budget = left * (EXACT_PLACEMENT_SHARE if not tried else 1.0)
+        exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
+                                      engine=REPAIR_ENGINE)
+        cost.exact_setup = now() - t - budget if not tried else max(cost.exact_setup,
+                                                                     now() - t - budget)
+        tried = True
+        logging.info("exact placement of the %s order (live bytes %d): %d -> %d bytes in %.1f s",
+                     cand.source, cand.live, cand.placement.arena_size, exact.arena_size, now() - t)
+        if exact.arena_size < cand.placement.arena_size:
+            cand = dataclasses.replace(cand, placement=exact)
+            placed[order] = cand
+        if cand.placement.arena_size < best.placement.arena_size:
+            best = cand
+    return best, tried
 
 
 def _sink_deferred(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: Candidate, *,
-                   deadline: float) -> Candidate:
+                   deadline: float, cost: _Cost, live_of) -> Candidate:
     """Sink moves (``solve.sink``) on an order whose output writers were just
     deferred: the writers' operands now wait for them and can often be made
     later too; placed by best-fit, kept when better."""
-    from olla_jax.solve import place as place_lib
     from olla_jax.solve import sink
     from olla_jax.solve.dag import Dag
     from olla_jax.solve.evaluate import Evaluator
 
     order, source, placement = best.order, best.source, best.placement
-    if deadline - time.monotonic() < SINK_MIN_S:    # no time left for sinking and a best-fit
+    now = cost.clock
+    if deadline - now() < 2 * cost.one_best_fit:   # no time for sinking and a best-fit
         return best
-    budget = SINK_SHARE * (deadline - time.monotonic())
+    budget = SINK_SHARE * (deadline - now() - cost.one_best_fit)
+    # sink.improve runs on time.monotonic: given the budget, not the deadline
     moved = sink.improve(Evaluator(problem), Dag.of(problem), order,
                          deadline=time.monotonic() + budget)
     if moved == order:
         return best
     pp, owners = graph.placement_problem(moved)
-    trial = place_lib.best_fit(pp)
+    trial = cost.best_fit(pp, deadline)
     logging.info("placement after sink moves on the deferred order: %d bytes", trial.arena_size)
     if trial.arena_size < placement.arena_size:
-        return Candidate(moved, f"{source}+sunk", trial, owners, pp)
+        return Candidate(moved, f"{source}+sunk", trial, owners, pp, live_of(moved))
     return best
 
 
 def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: Candidate, *,
-                   deadline: float) -> Candidate:
+                   deadline: float, cost: _Cost, live_of) -> Candidate:
     """The best order with output writers moved later (``solve.defer``), each
-    variant placed by best-fit; the best placement wins.  At least one variant
-    is tried; the rest while ``deadline`` allows."""
+    variant placed by best-fit; the best placement wins.  Variants are tried
+    while ``deadline`` allows (none whose best-fit would end past it)."""
     import bisect
 
     from olla_jax.solve import defer
-    from olla_jax.solve import place as place_lib
 
     order, source, placement, pp = best.order, best.source, best.placement, best.problem
     writers = defer.output_writers(problem)
@@ -237,15 +440,16 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
     starts = [layout[n] for n in order]
     peak = order[bisect.bisect_right(starts, defer.arena_peak_step(pp, placement)) - 1]
     for k, chosen in enumerate(defer.deferral_sets(writers, order, peak)):
-        if k and time.monotonic() > deadline:
+        if cost.clock() + cost.one_best_fit > deadline:
             break
         moved = defer.defer(problem, order, chosen)
         moved_pp, moved_owners = graph.placement_problem(moved)
-        moved_placement = place_lib.best_fit(moved_pp, deadline=deadline)
+        moved_placement = cost.best_fit(moved_pp, deadline)
         logging.info("placement with %d output writers deferred: %d bytes", len(chosen),
                      moved_placement.arena_size)
         if moved_placement.arena_size < best.placement.arena_size:
-            best = Candidate(moved, f"{source}+deferred", moved_placement, moved_owners, moved_pp)
+            best = Candidate(moved, f"{source}+deferred", moved_placement, moved_owners,
+                             moved_pp, live_of(moved))
     return best
 
 
@@ -259,7 +463,10 @@ def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, see
         logging.info("joint engine skipped: %s", reason)
         return best
     hint = joint.hull_hint(graph, order)
-    limit = max(JOINT_FLOOR_S, time_limit_s)
+    limit = time_limit_s
+    if limit <= 0:
+        logging.info("joint engine skipped: no time left")
+        return best
     try:   # in a child: a solver abort must not take the user's process with it
         found = isolated.run_isolated("olla_jax.solve.joint", "solve_joint", graph,
                                       hint_order=tuple(order), hint_places=hint,
@@ -277,5 +484,6 @@ def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, see
     logging.info("joint engine: arena %d (separate: %d), bound %d, optimal %s",
                  found.placement.arena_size, placement.arena_size, found.bound, found.optimal)
     if found.placement.arena_size < placement.arena_size:
-        return Candidate(found.order, "joint", found.placement, found.owners, found.problem)
+        return Candidate(found.order, "joint", found.placement, found.owners, found.problem,
+                         best.live)
     return best

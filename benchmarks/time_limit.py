@@ -1,0 +1,164 @@
+"""The time limit as a limit, and placement judged against the order's live bytes.
+
+    python -m benchmarks.time_limit --models=cnn_adam,unet,resnet50,densenet,remat --size=small \
+        --time_limit_s=5 --out=benchmarks/results/time_limit_5s
+
+Per example, in its own process: the limit; the planner's part of ``plan()``
+(``Plan.solve_seconds``: graph build, order search, bound, placement) and its
+ratio to the limit; XLA's compiles (``capture_seconds``) and the check, rewrite
+and verification (``verify_seconds``), which the limit does not cover; the
+chosen order's live bytes (the order objective, a lower bound on its arena),
+its arena by best-fit and as placed, and the placement overhead (placed / live
+- 1); the least live bytes of any order searched; whether an exact placement
+engine ran; planned vs XLA's best; the proven bound.  Writes ``<out>.md`` and
+``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="cnn_adam,unet,resnet50,densenet,remat")
+    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
+    p.add_argument("--time_limit_s", type=float, default=5.0)
+    p.add_argument("--out", default="benchmarks/results/time_limit_5s")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_one(name: str, args) -> dict:
+    import json
+    import warnings
+    import examples
+    import olla_jax
+
+    step = examples.get(name, args.size)
+    t0 = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = olla_jax.plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
+                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    s = p.settings
+    row = dict(model=name, limit_s=args.time_limit_s, solve_s=p.solve_seconds,
+               capture_s=p.capture_seconds, verify_s=p.verify_seconds,
+               plan_wall_s=time.monotonic() - t0,
+               instructions=len(p.graph.nodes) if p.graph else None,
+               live=s.get("live_bytes"), least_live=s.get("least_live_bytes"),
+               best_fit=s.get("best_fit_bytes"), exact_tried=s.get("exact_placement_tried"),
+               planned=p.planned_temp_bytes, xla_best=p.xla_best_temp_bytes,
+               bound=p.lower_bound_bytes, source=p.source, engine=p.engine,
+               verified=p.verified, notes=list(p.notes), load=common.load())
+    # the arena of our plan even when XLA's was kept: planned is XLA's then
+    if p.layout is not None:
+        row["arena"] = p.layout.temp_bytes
+        # After the timed part: the placement's own bound for the chosen order
+        # (the most bytes live at once, less region space; units too big for
+        # any region counted whole), which the order objective can undercut.
+        from olla_jax.solve import place_check
+        pp, _ = p.graph.placement_problem(p.layout.order)
+        row["placement_live"] = place_check.live_bytes_bound(pp)
+    json.dumps(row)
+    return row
+
+
+def worker(args) -> None:
+    import json
+    import traceback
+    try:
+        row = run_one(args.worker, args)
+    except Exception as err:  # noqa: BLE001 - a failing model is a row, not a crash
+        traceback.print_exc()
+        row = {"model": args.worker, "error": f"{type(err).__name__}: {err}"}
+    with open(args.worker_out, "w") as f:
+        json.dump(row, f)
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(rows, args, meta) -> str:
+    lines = common.header(f"Time limit and placement vs live bytes, size {args.size}", {
+        "time limit per model": f"{args.time_limit_s:g} s",
+        "load average (1/5/15 min) at start, end": f"{meta['load_start']}; {meta.get('load_end', '-')} "
+        "(2 cores shared with other jobs: timings and what a wall-clock limit allows are affected)"},
+        command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+    lines += ["MiB. planner s = Plan.solve_seconds (graph build + solve_graph: what the limit "
+              "bounds); capture s = XLA's compiles and dumps; verify s = check, rewrite, "
+              "bit-for-bit verification. live = the chosen order's live bytes by the order "
+              "objective (what the search minimises); placement live = the same order's live-bytes "
+              "bound of its placement problem (computed after the plan, untimed; higher where a "
+              "unit is too big for the regions the objective counts as free); best-fit, placed = "
+              "its arena before and after the exact engine; overhead = placed / placement live - "
+              "1 (what placement lost). least live = least live bytes of any order searched. planned = what the "
+              "plan runs with (XLA's when kept).", ""]
+    cols = ["model", "instr", "limit s", "planner s", "wall/limit", "capture s", "verify s",
+            "live", "placement live", "best-fit", "placed", "overhead %", "least live", "exact tried", "planned",
+            "XLA best", "planned/XLA", "bound", "source"]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], *["-"] * 17, "ERROR " + r["error"][:200]])
+            continue
+        arena = r.get("arena")
+        body.append([r["model"], r["instructions"], f"{r['limit_s']:g}", f"{r['solve_s']:.2f}",
+                     f"{r['solve_s'] / r['limit_s']:.2f}", f"{r['capture_s']:.1f}",
+                     f"{r['verify_s']:.1f}", common.mib(r["live"]),
+                     common.mib(r.get("placement_live")), common.mib(r["best_fit"]),
+                     common.mib(arena),
+                     _pct(arena / r["placement_live"] - 1) if arena and r.get("placement_live")
+                     else "-",
+                     common.mib(r["least_live"]), "yes" if r["exact_tried"] else "no",
+                     common.mib(r["planned"]), common.mib(r["xla_best"]),
+                     f"{r['planned'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
+                     common.mib(r["bound"]), r["source"]])
+    lines += common.table(cols, body, right=set(range(1, 18)))
+    ok = [r for r in rows if "error" not in r]
+    if ok:
+        worst = max(r["solve_s"] / r["limit_s"] for r in ok)
+        lines += ["", f"- worst planner wall / limit: {worst:.2f} (target <= 1.1)",
+                  f"- plans more than 2% above their order's live bytes: "
+                  f"{sum(1 for r in ok if r.get('arena') and r.get('placement_live') and r['arena'] > 1.02 * r['placement_live'])}"
+                  f" of {len(ok)}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.gpu_environment("cpu")
+    if args.worker:
+        worker(args)
+        return
+    print(f"$ {common.command_line()}", flush=True)
+    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
+            "load_start": common.load()}
+    rows = []
+    for name in args.models.split(","):
+        row = common.run_worker("benchmarks.time_limit", name,
+                                [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}"],
+                                lambda msg, name=name: {"model": name, "error": msg},
+                                timeout_s=1800)
+        rows.append(row)
+        print({k: v for k, v in row.items() if k != "notes"}, flush=True)
+        common.write_results(args.out, {**meta, "settings": vars(args), "rows": rows},
+                             markdown(rows, args, meta))
+    meta["load_end"] = common.load()
+    text = markdown(rows, args, meta)
+    common.write_results(args.out, {**meta, "settings": vars(args), "rows": rows}, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

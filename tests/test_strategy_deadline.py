@@ -1,0 +1,137 @@
+"""solve_graph's time discipline and placement repair (olla_jax/strategy.py).
+
+The limit is tested as a mechanism, not a wall-clock figure (that is
+benchmarks/time_limit.py's job): a fake clock that the stubbed engines advance
+by all the time they are given, so a stage handed time past the deadline shows
+as a fake elapsed time past the limit, however loaded the machine is."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+
+from olla_jax import strategy
+from olla_jax.capture.record import capture
+from olla_jax.graph import model
+from olla_jax.solve import bounds, order as order_lib, place as place_lib, place_greedy
+from olla_jax.solve import problem as sp
+from tests.small_steps import mlp_args, mlp_step
+
+
+@pytest.fixture(scope="module")
+def graph():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cap = capture(mlp_step, *mlp_args(0), scheduler="memory")
+    return model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
+
+
+class FakeClock:
+    """Real time plus whatever the stubbed engines claim to have spent."""
+
+    def __init__(self):
+        self.spent = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.spent
+
+
+def test_deadline_marks_are_fractions_of_the_limit_and_never_pass_the_end():
+    now = [100.0]
+    d = strategy.Deadline(10.0, clock=lambda: now[0])
+    assert d.mark(0.5) == 105.0 and d.mark(2.0) == 110.0
+    now[0] = 103.0
+    assert d.until(0.5) == 2.0 and d.left() == 7.0 and d.elapsed() == 3.0
+    now[0] = 120.0
+    assert d.until(0.5) == 0.0 and d.left() == 0.0
+
+
+def test_engines_that_take_all_their_time_keep_the_solve_within_the_limit(graph, monkeypatch):
+    clock = FakeClock()
+    given = []
+    real_order, real_bound, real_exact = (order_lib.solve_order, bounds.min_cut_bound,
+                                          place_lib.place_exact)
+
+    def spend(name, seconds):
+        given.append((name, seconds, strategy_deadline[0].left()))
+        clock.spent += seconds
+
+    def solve_order(problem, **kw):
+        spend("order", kw["time_limit_s"])
+        return real_order(problem, **{**kw, "time_limit_s": 0.01, "engine": "list"})
+
+    def min_cut_bound(problem, **kw):
+        spend("bound", kw.get("time_limit_s", 0.0))
+        return real_bound(problem, **{**kw, "time_limit_s": 0.01})
+
+    def place_exact(problem, **kw):
+        spend("exact", kw["time_limit_s"])
+        return real_exact(problem, **{**kw, "time_limit_s": 0.01})
+
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    monkeypatch.setattr(bounds, "min_cut_bound", min_cut_bound)
+    monkeypatch.setattr(place_lib, "place_exact", place_exact)
+    limit = 30.0   # fake seconds: the real work on this graph is a small part of it
+    strategy_deadline = [strategy.Deadline(limit, clock=clock)]
+    solution = strategy.solve_graph(graph, deadline=strategy_deadline[0])
+    assert given, "no engine was called"
+    for name, seconds, left in given:
+        assert seconds <= left + 1e-6, f"{name} was given {seconds:.2f} s with {left:.2f} s left"
+    assert strategy_deadline[0].elapsed() <= 1.1 * limit
+    assert solution.layout.temp_bytes > 0
+
+
+def test_a_deadline_already_past_still_gives_a_valid_solution_and_no_engine_time(graph, monkeypatch):
+    given = []
+    real_order = order_lib.solve_order
+
+    def solve_order(problem, **kw):
+        given.append(kw["time_limit_s"])
+        return real_order(problem, **kw)
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    now = [time.monotonic()]
+    deadline = strategy.Deadline(1.0, clock=lambda: now[0])
+    now[0] += 5.0   # the graph build (say) ate the whole limit
+    solution = strategy.solve_graph(graph, deadline=deadline)
+    assert all(g == 0 for g in given)
+    sp.check_topological(graph.order_problem(), solution.layout.order)
+    assert solution.live_bytes <= solution.layout.temp_bytes
+
+
+def test_xla_is_not_kept_without_exact_placement_of_an_order_with_fewer_live_bytes(graph,
+                                                                                   monkeypatch):
+    """Best-fit made poor (every block stacked), XLA's temp just above the best
+    order's live bytes: the repair must run the exact engine on that order."""
+    def stacked(model_, orders=place_greedy.SORT_ORDERS, **kw):
+        n = len(model_.blocks)
+        offsets, top = [], 0
+        for b in model_.blocks:
+            offsets.append(top)
+            top += -(-b.size // model_.alignment) * model_.alignment
+        return model_.to_placement([sp.ARENA] * n, offsets)
+    monkeypatch.setattr(place_greedy, "best_fit_model", stacked)
+    exact_calls = []
+    real_exact = place_lib.place_exact
+
+    def place_exact(problem, **kw):
+        found = real_exact(problem, **kw)
+        exact_calls.append((kw["hint"].arena_size, found.arena_size))
+        return found
+    monkeypatch.setattr(place_lib, "place_exact", place_exact)
+    probe = strategy.solve_graph(graph, time_limit_s=0.5)
+    xla_temp = probe.least_live_bytes + 1
+
+    def past_deadline():
+        now = [time.monotonic()]
+        deadline = strategy.Deadline(1.0, clock=lambda: now[0])
+        now[0] += 5.0   # no time left for anything
+        return deadline
+    exact_calls.clear()
+    spent = strategy.solve_graph(graph, deadline=past_deadline())
+    assert not spent.exact_tried and not exact_calls   # no XLA figure to lose to: no time, no try
+    solution = strategy.solve_graph(graph, deadline=past_deadline(), xla_temp_bytes=xla_temp)
+    assert solution.least_live_bytes < xla_temp
+    assert solution.exact_tried and exact_calls
+    assert exact_calls[0][0] >= xla_temp   # it was the stacked (losing) placement it repaired
