@@ -502,9 +502,11 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
         # search explores differently (a second member of the portfolio).
         end = max(e for segs in segments for _, e in segs)
         mirrored = [tuple(sorted((end - e, end - s) for s, e in segs)) for segs in segments]
-        search = _Race((_Search(sizes[comp], segments, cconf, model.alignment),
-                        _Search(sizes[comp], mirrored, cconf, model.alignment)),
-                       _Ordered(sizes[comp], segments, cconf, model.alignment))
+        sections = (_Search(sizes[comp], segments, cconf, model.alignment),
+                    _Search(sizes[comp], mirrored, cconf, model.alignment))
+        ordered = (_Ordered(sizes[comp], segments, cconf, model.alignment)
+                   if len(comp) * sections[0].n_sec <= _ORDERED_MAX_CELLS else None)
+        search = _Race(sections, ordered)
         height = max(offset[active[g]] + int(sizes[g]) for g in comp.tolist())
         goal = max(stop, search.sections[0].live_bound())
         if height > goal and (target is None or height > target):
@@ -574,6 +576,9 @@ def _restart(search: _Search, cap: int, deadline: float, attempt: int):
 # MiniMalloc's benchmarks each solves some instance the others do not.
 _ORDERED_HEURISTICS = ("TWA", "WAT")
 _SLICE_S = 0.25
+# The ordered search keeps an int64 per block and time section: above this
+# many (64 MiB) the section search runs alone.
+_ORDERED_MAX_CELLS = 8_000_000
 
 
 class _Race:
@@ -583,17 +588,19 @@ class _Race:
     next.  The dives are generators, so a slice goes on where the last one
     stopped; the section search goes on with its next restart."""
 
-    def __init__(self, sections: tuple[_Search, _Search], ordered: _Ordered):
+    def __init__(self, sections: tuple[_Search, _Search], ordered: _Ordered | None):
         self.sections, self.ordered = sections, ordered
         self.attempt = 0
 
     @property
     def nodes(self) -> int:
-        return self.sections[0].nodes + self.sections[1].nodes + self.ordered.nodes
+        return (self.sections[0].nodes + self.sections[1].nodes
+                + (self.ordered.nodes if self.ordered is not None else 0))
 
     def run(self, cap: int, deadline: float) -> np.ndarray | None:
         """Offsets under ``cap``, or None when there are none; _Timeout past ``deadline``."""
-        dives = [self.ordered.dive(cap, h) for h in _ORDERED_HEURISTICS]
+        dives = ([] if self.ordered is None else
+                 [self.ordered.dive(cap, h) for h in _ORDERED_HEURISTICS])
         used = [0.0] * (1 + len(dives))
         while True:
             k = min(range(len(used)), key=used.__getitem__)
