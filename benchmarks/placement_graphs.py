@@ -1,13 +1,12 @@
 """Exact placement engines on the placement problems that real plans hand them.
 
 Usage: python -m benchmarks.placement_graphs [--examples mlp,cnn_adam,gpt2,densenet]
-           [--size tiny] [--plan_limit_s 8] [--limit 3] [--out benchmarks/results/placement_graphs]
+           [--size tiny] [--limit 3] [--out benchmarks/results/placement_graphs]
 
-Each example step is planned with ``olla_jax.plan`` (CPU); the placement
-problem that ``solve_graph`` gives its final exact placement (the chosen
-order, with the idle output regions and their occupants) is recorded, with
-the best-fit placement it starts from.  Each engine then runs on it alone
-for --limit seconds from that start: "canonical" (the arena only, region
+Each example step is captured (CPU) and its placement problem under XLA's
+own order built as ``solve_graph`` builds one for any order (idle output
+regions and their occupants included).  Each engine then runs on it alone
+for --limit seconds from the best-fit placement: "canonical" (the arena only, region
 choices kept), "cpsat", and "auto" (place_exact's default: canonical, then
 CP-SAT where blocks may use regions).  Every placement is checked with
 validate_placement.  Per problem: blocks, regions, the live-bytes bound,
@@ -30,41 +29,37 @@ from benchmarks import common  # noqa: E402
 ENGINES = ("canonical", "cpsat", "auto")
 
 
-def record(names: list[str], size: str, plan_limit_s: float) -> list[tuple[str, object, object]]:
-    """(example, PlacementProblem, hint) for each exact placement solve_graph asked for."""
+def record(names: list[str], size: str) -> list[tuple[str, object, object]]:
+    """(example, PlacementProblem, best-fit hint): each example's step captured
+    (CPU) and its placement problem under XLA's own order, idle output regions
+    and their occupants included (what ``solve_graph`` builds for an order)."""
     import examples
-    import olla_jax
-    from olla_jax.solve import place as place_lib
+    from olla_jax.capture import capture
+    from olla_jax.graph import model
+    from olla_jax.solve.place import best_fit
 
-    seen: list[tuple[str, object, object]] = []
-    real = place_lib.place_exact
+    out = []
     for name in names:
-        def spy(problem, *, time_limit_s, hint=None, **kw):
-            if all(problem != p or hint != h for _, p, h in seen):    # plan may ask twice
-                seen.append((name, problem, hint))
-            return real(problem, time_limit_s=time_limit_s, hint=hint, **kw)
-        place_lib.place_exact = spy
-        try:
-            step = examples.get(name, size)
-            olla_jax.plan(step.fn, *step.args, time_limit_s=plan_limit_s,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
-        finally:
-            place_lib.place_exact = real
-    return seen
+        step = examples.get(name, size)
+        cap = capture(step.fn, *step.args, static_argnums=step.static_argnums,
+                      donate_argnums=step.donate_argnums)
+        graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
+        problem, _ = graph.placement_problem(graph.xla_order)
+        out.append((name, problem, best_fit(problem)))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", default="mlp,cnn_adam,gpt2,densenet")
     parser.add_argument("--size", default="tiny")
-    parser.add_argument("--plan_limit_s", type=float, default=8.0)
     parser.add_argument("--limit", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=None, help="write OUT.md and OUT.json")
     args = parser.parse_args()
     from olla_jax.solve.place import live_bytes_bound, place_exact, validate_placement
     from olla_jax.solve.place_model import build_model
 
-    problems = record(args.examples.split(","), args.size, args.plan_limit_s)
+    problems = record(args.examples.split(","), args.size)
     lines = common.header("Exact placement engines on plans' placement problems",
                           {"examples": args.examples, "size": args.size,
                            "engine limit": f"{args.limit} s", "load (1/5/15 min)": common.load()})

@@ -360,6 +360,8 @@ class _Ordered:
         self.hhi = np.array([int(x[-1]) + 1 for x in self.secs], dtype=np.int64)
         self.width = np.array([segs[-1][1] + 1 - segs[0][0] for segs in segments], dtype=np.int64)
         self.conf = [np.asarray(c, dtype=np.int64) for c in conf]
+        kinds: dict = {}                # blocks of one size and life are interchangeable
+        self.twin = [kinds.setdefault((int(sizes[b]), self.secs[b].tobytes()), b) for b in range(m)]
         self.nodes = 0
 
     def _rank(self, blocks: np.ndarray, total: np.ndarray, heuristic: str) -> np.ndarray:
@@ -372,7 +374,7 @@ class _Ordered:
         """Offsets with every top <= ``cap`` (returned), or None when there
         are none; yields every YIELD_EVERY nodes."""
         m, a, size, inc, secs, conf = self.m, self.a, self.size, self.inc, self.secs, self.conf
-        hlo, hhi = self.hlo, self.hhi
+        hlo, hhi, twin = self.hlo, self.hhi, self.twin
         big = np.int64(cap + 1)
         left = np.ones(m, dtype=bool)
         offset = np.zeros(m, dtype=np.int64)
@@ -419,7 +421,11 @@ class _Ordered:
             v = np.maximum(np.maximum(floor[None, :], o), np.where(ic, o + sz, 0)) + tot[None, :] - ic * sz
             cands = cands[(v <= cap).all(axis=1)]
             cands = cands[np.lexsort((rank[cands], minoff[cands]))]
+            tried = set()
             for b in cands.tolist():
+                if twin[b] in tried:        # the same size and life as a block tried here
+                    continue
+                tried.add(twin[b])
                 x, sb = int(minoff[b]), int(size[b])
                 top = x + sb
                 c = conf[b]
