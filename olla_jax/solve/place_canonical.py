@@ -582,6 +582,9 @@ def _restart(search: _Search, cap: int, deadline: float, attempt: int):
 # MiniMalloc's benchmarks each solves some instance the others do not.
 _ORDERED_HEURISTICS = ("TWA", "WAT")
 _SLICE_S = 0.25
+# The section search's share against one dive's: it alone fits A-C and F-H
+# quickly, each dive some of D and I-K.
+_SECTION_WEIGHT = 2.0
 # The ordered search keeps an int64 per block and time section: above this
 # many (64 MiB) the section search runs alone.
 _ORDERED_MAX_CELLS = 8_000_000
@@ -591,7 +594,7 @@ class _Race:
     """The section search (restarts, both time directions) and the ordered
     search (one dive per rank heuristic) share one deadline: each gets
     slices of about _SLICE_S in turn, the one that has used the least time
-    next.  The dives are generators, so a slice goes on where the last one
+    (over its weight) next.  The dives are generators, so a slice goes on where the last one
     stopped; the section search goes on with its next restart."""
 
     def __init__(self, sections: tuple[_Search, _Search], ordered: _Ordered | None):
@@ -608,8 +611,9 @@ class _Race:
         dives = ([] if self.ordered is None else
                  [self.ordered.dive(cap, h) for h in _ORDERED_HEURISTICS])
         used = [0.0] * (1 + len(dives))
+        weight = [_SECTION_WEIGHT] + [1.0] * len(dives)
         while True:
-            k = min(range(len(used)), key=used.__getitem__)
+            k = min(range(len(used)), key=lambda i: used[i] / weight[i])
             t0 = time.monotonic()
             if t0 >= deadline:
                 raise _Timeout
