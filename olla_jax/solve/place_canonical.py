@@ -23,7 +23,11 @@ comes next and prunes with:
 The search is heavy-tailed (one branching rule finds a placement at once
 where another gets lost), so it restarts under node limits that follow the
 Luby sequence, cycling through section rules, block rankings and the
-time-reversed problem.
+time-reversed problem.  It shares its time with a second search over the
+same space (``_Ordered``, MiniMalloc's own scheme: branch on which block
+comes next, by offset then a static rank), one dive per rank heuristic;
+on MiniMalloc's benchmarks each of the two solves instances the other
+does not within seconds.
 
 The search covers the arena only.  Blocks that the starting placement puts
 in a region (an idle output allocation) stay there as they are; within that
@@ -35,7 +39,6 @@ segments) are served directly.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import sys
 import time
 
@@ -323,6 +326,159 @@ class _Search:
         return None if got is None else offset.copy()
 
 
+class _Ordered:
+    """A second search over canonical placements of one component, in the
+    style of MiniMalloc's: each node places one of the blocks left at its
+    lowest offset, trying them by that offset, then by a static rank (the
+    ``heuristic``: letters W life span, A area, T the fullest section the
+    block lives in, Z size, most first).  Offsets never decrease along a
+    branch (blocks at one offset come in rank order); a block whose offset
+    is at or above the lowest top any block left could reach is skipped
+    (it would leave a gap that block could fill); a node fails when, in some
+    time section, the blocks left cannot stack above both the last offset
+    and the lowest offset any of them may take; and where no block left
+    spans a section boundary, the two sides are searched apart.
+
+    ``dive`` is a generator: it yields now and then, so that the caller can
+    share the time with other searches, and returns the offsets or None."""
+
+    YIELD_EVERY = 64
+
+    def __init__(self, sizes: np.ndarray, segments: list, conf: list[np.ndarray], alignment: int):
+        m = len(sizes)
+        self.m, self.a = m, alignment
+        self.size = np.asarray(sizes, dtype=np.int64)
+        cuts = sorted({t for segs in segments for s, e in segs for t in (s, e + 1)})
+        where = {t: k for k, t in enumerate(cuts)}
+        self.n_sec = max(1, len(cuts) - 1)
+        self.secs = [np.concatenate([np.arange(where[s], where[e + 1]) for s, e in segs])
+                     for segs in segments]
+        self.inc = np.zeros((m, self.n_sec), dtype=bool)
+        for b in range(m):
+            self.inc[b, self.secs[b]] = True
+        self.hlo = np.array([int(x[0]) for x in self.secs], dtype=np.int64)
+        self.hhi = np.array([int(x[-1]) + 1 for x in self.secs], dtype=np.int64)
+        self.width = np.array([segs[-1][1] + 1 - segs[0][0] for segs in segments], dtype=np.int64)
+        self.conf = [np.asarray(c, dtype=np.int64) for c in conf]
+        kinds: dict = {}                # blocks of one size and life are interchangeable
+        self.twin = [kinds.setdefault((int(sizes[b]), self.secs[b].tobytes()), b) for b in range(m)]
+        self.nodes = 0
+
+    def _rank(self, blocks: np.ndarray, total: np.ndarray, heuristic: str) -> np.ndarray:
+        fullest = np.array([int(total[self.secs[b]].max()) for b in blocks.tolist()], dtype=np.int64)
+        w, z = self.width[blocks], self.size[blocks]
+        keys = {"W": -w, "A": -w * z, "T": -fullest, "Z": -z}
+        return blocks[np.lexsort([blocks] + [keys[c] for c in reversed(heuristic)])]
+
+    def dive(self, cap: int, heuristic: str):
+        """Offsets with every top <= ``cap`` (returned), or None when there
+        are none; yields every YIELD_EVERY nodes."""
+        m, a, size, inc, secs, conf = self.m, self.a, self.size, self.inc, self.secs, self.conf
+        hlo, hhi, twin = self.hlo, self.hhi, self.twin
+        big = np.int64(cap + 1)
+        left = np.ones(m, dtype=bool)
+        offset = np.zeros(m, dtype=np.int64)
+        minoff = np.zeros(m, dtype=np.int64)       # lowest offset each block may take
+        total = np.zeros(self.n_sec, dtype=np.int64)
+        for b in range(m):
+            total[secs[b]] += size[b]
+        if m == 0:
+            return offset
+        if int(total.max()) > cap or int(size.max()) > cap:
+            return None
+        low = np.where(inc, np.int64(0), big)       # per block, per section: its minoff where live
+        rank = np.zeros(m, dtype=np.int64)
+        cross = np.zeros(self.n_sec, dtype=np.int64)    # hulls left across boundary s | s + 1
+        for b in range(m):
+            cross[hlo[b]:hhi[b] - 1] += 1
+
+        def part(blocks, lo, hi):
+            order = self._rank(blocks, total, heuristic)
+            rank[order] = np.arange(len(order))
+            return (yield from node(order, lo, hi, 0, -1))
+
+        def node(blocks, lo, hi, level, last_rank):
+            self.nodes += 1
+            if self.nodes % self.YIELD_EVERY == 0:
+                yield
+            blocks = blocks[left[blocks]]
+            if not len(blocks):
+                return True
+            tot = total[lo:hi]
+            floor = np.minimum(low[blocks, lo:hi].min(axis=0), cap)
+            if int((np.maximum(floor, level) + tot).max()) > cap:
+                return False
+            mo = minoff[blocks]
+            lowest_top = int((mo + size[blocks]).min())
+            ok = (mo < lowest_top) & ((mo > level) | ((mo == level) & (rank[blocks] > last_rank)))
+            cands = blocks[ok]
+            if not len(cands):
+                return False
+            # Every candidate at once, before it is placed: the stacks it would leave.
+            o = minoff[cands][:, None]
+            ic = inc[cands, lo:hi]
+            sz = size[cands][:, None]
+            v = np.maximum(np.maximum(floor[None, :], o), np.where(ic, o + sz, 0)) + tot[None, :] - ic * sz
+            cands = cands[(v <= cap).all(axis=1)]
+            cands = cands[np.lexsort((rank[cands], minoff[cands]))]
+            tried = set()
+            for b in cands.tolist():
+                if twin[b] in tried:        # the same size and life as a block tried here
+                    continue
+                tried.add(twin[b])
+                x, sb = int(minoff[b]), int(size[b])
+                top = x + sb
+                c = conf[b]
+                c = c[left[c] & (minoff[c] < top)]
+                t = top if a == 1 else -(-top // a) * a
+                if len(c) and int(size[c].max()) + t > cap:
+                    continue
+                old, rows, row_b = minoff[c], low[c], low[b].copy()
+                left[b] = False
+                offset[b] = x
+                minoff[c] = t
+                total[secs[b]] -= sb
+                low[b] = big
+                low[c] = np.where(inc[c], t, big)
+                found = yield from split(blocks, lo, hi, x, int(rank[b]), b)
+                low[c] = rows
+                low[b] = row_b
+                total[secs[b]] += sb
+                minoff[c] = old
+                left[b] = True
+                if found:
+                    return True
+            return False
+
+        def split(blocks, lo, hi, level, last_rank, b):
+            """Go on below ``b``'s placement; apart where no hull left crosses."""
+            l, h = int(hlo[b]), int(hhi[b])
+            cross[l:h - 1] -= 1
+            try:
+                a0, a1 = max(lo, l), min(hi, h)
+                zero = np.nonzero(cross[a0:a1 - 1] == 0)[0]
+                if not len(zero):
+                    return (yield from node(blocks, lo, hi, level, last_rank))
+                saved = rank.copy()
+                cutpoints = [lo, *(a0 + zero + 1).tolist(), hi]
+                rest = blocks[left[blocks]]
+                try:
+                    for s0, s1 in zip(cutpoints[:-1], cutpoints[1:]):
+                        group = rest[(hhi[rest] > s0) & (hlo[rest] < s1)]
+                        if len(group) and not (yield from part(group, s0, s1)):
+                            return False
+                    return True
+                finally:
+                    rank[:] = saved
+            finally:
+                cross[l:h - 1] += 1
+
+        # The offsets of a success stay in ``offset``: every block is written
+        # on the way down and the last writes are those of the branch found.
+        found = yield from part(np.arange(m), 0, self.n_sec)
+        return offset.copy() if found else None
+
+
 def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
                     stop: int = 0, target: int | None = None) -> CanonicalResult:
     """The least arena over placements that keep ``hint``'s region choices,
@@ -352,10 +508,13 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
         # search explores differently (a second member of the portfolio).
         end = max(e for segs in segments for _, e in segs)
         mirrored = [tuple(sorted((end - e, end - s) for s, e in segs)) for segs in segments]
-        search = (_Search(sizes[comp], segments, cconf, model.alignment),
-                  _Search(sizes[comp], mirrored, cconf, model.alignment))
+        sections = (_Search(sizes[comp], segments, cconf, model.alignment),
+                    _Search(sizes[comp], mirrored, cconf, model.alignment))
+        ordered = (_Ordered(sizes[comp], segments, cconf, model.alignment)
+                   if len(comp) * sections[0].n_sec <= _ORDERED_MAX_CELLS else None)
+        search = _Race(sections, ordered)
         height = max(offset[active[g]] + int(sizes[g]) for g in comp.tolist())
-        goal = max(stop, search[0].live_bound())
+        goal = max(stop, search.sections[0].live_bound())
         if height > goal and (target is None or height > target):
             jobs.append((height, goal, comp, search))
     # The highest components first: the others cannot lower the arena below them.
@@ -365,10 +524,8 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
         cap = height - 1 if target is None else min(height - 1, max(target, goal))
         share_end = time.monotonic() + (deadline - time.monotonic()) / (len(jobs) - k)
         try:
-            for attempt in itertools.count():
-                found = _restart(search[attempt % 2], cap, share_end, attempt // 2)
-                if found is _LIMIT:
-                    continue
+            while True:
+                found = search.run(cap, share_end)
                 if found is None:
                     infeasible = infeasible or target is not None
                     break
@@ -380,7 +537,7 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
                 cap = height - 1
         except _Timeout:
             optimal = False
-        nodes += search[0].nodes + search[1].nodes
+        nodes += search.nodes
     optimal = optimal and target is None
     return CanonicalResult(model.to_placement(list(region), offset), optimal, infeasible, nodes)
 
@@ -419,3 +576,60 @@ def _restart(search: _Search, cap: int, deadline: float, attempt: int):
                           pos=search.ranking(ranking, rng), fit=_FITS[attempt % len(_FITS)], rng=rng)
     except _NodeLimit:
         return _LIMIT
+
+
+# The ordered search's static ranks that take turns (see _Ordered): on
+# MiniMalloc's benchmarks each solves some instance the others do not.
+_ORDERED_HEURISTICS = ("TWA", "WAT")
+_SLICE_S = 0.25
+# The section search's share against one dive's: it alone fits A-C and F-H
+# quickly, each dive some of D and I-K.
+_SECTION_WEIGHT = 2.0
+# The ordered search keeps an int64 per block and time section: above this
+# many (64 MiB) the section search runs alone.
+_ORDERED_MAX_CELLS = 8_000_000
+
+
+class _Race:
+    """The section search (restarts, both time directions) and the ordered
+    search (one dive per rank heuristic) share one deadline: each gets
+    slices of about _SLICE_S in turn, the one that has used the least time
+    (over its weight) next.  The dives are generators, so a slice goes on where the last one
+    stopped; the section search goes on with its next restart."""
+
+    def __init__(self, sections: tuple[_Search, _Search], ordered: _Ordered | None):
+        self.sections, self.ordered = sections, ordered
+        self.attempt = 0
+
+    @property
+    def nodes(self) -> int:
+        return (self.sections[0].nodes + self.sections[1].nodes
+                + (self.ordered.nodes if self.ordered is not None else 0))
+
+    def run(self, cap: int, deadline: float) -> np.ndarray | None:
+        """Offsets under ``cap``, or None when there are none; _Timeout past ``deadline``."""
+        dives = ([] if self.ordered is None else
+                 [self.ordered.dive(cap, h) for h in _ORDERED_HEURISTICS])
+        used = [0.0] * (1 + len(dives))
+        weight = [_SECTION_WEIGHT] + [1.0] * len(dives)
+        while True:
+            k = min(range(len(used)), key=lambda i: used[i] / weight[i])
+            t0 = time.monotonic()
+            if t0 >= deadline:
+                raise _Timeout
+            end = min(deadline, t0 + _SLICE_S)
+            try:
+                if k == 0:
+                    while time.monotonic() < end:
+                        found = _restart(self.sections[self.attempt % 2], cap, deadline,
+                                         self.attempt // 2)
+                        self.attempt += 1
+                        if found is not _LIMIT:
+                            return found
+                else:
+                    while time.monotonic() < end:
+                        next(dives[k - 1])
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                used[k] += time.monotonic() - t0

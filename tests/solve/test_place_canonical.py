@@ -8,14 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
+import numpy as np
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from olla_jax.placement import place as place_buffers
 from olla_jax.solve.csv_io import CapacityError, read_csv
 from olla_jax.solve.place import best_fit, live_bytes_bound, place, place_exact, validate_placement
-from olla_jax.solve.place_canonical import solve_canonical
+from olla_jax.solve.place_canonical import _Ordered, solve_canonical
 from olla_jax.solve.place_model import build_model
-from olla_jax.solve.problem import ARENA, Interval, Placement, PlacementProblem
+from olla_jax.solve.problem import ARENA, Interval, Occupant, Placement, PlacementProblem, Region
 from tests.solve.test_place import brute_force_arena, naive_valid, placement_problems
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "minimalloc"
@@ -145,3 +147,103 @@ def test_a_capacity_not_met_still_reports_a_lowered_arena():
         place_buffers(buffers, capacity=capacity, time_limit_s=2.0)
     assert err.value.bound > capacity
     assert err.value.best < best_fit(problem).arena_size
+
+
+def _dive(search, cap: int, heuristic: str):
+    """Run an ordered-search dive to its end: the offsets, or None."""
+    gen = search.dive(cap, heuristic)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _ordered(p: PlacementProblem):
+    model = build_model(p)
+    live = [b for b, blk in enumerate(model.blocks) if blk.size > 0]
+    local = {b: i for i, b in enumerate(live)}
+    conf = [np.array([local[j] for j in model.conflicts[b].tolist() if j in local], dtype=np.int64)
+            for b in live]
+    search = _Ordered(np.array([model.blocks[b].size for b in live], dtype=np.int64),
+                      [model.blocks[b].segments for b in live], conf, p.alignment)
+    return model, live, search
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(placement_problems(max_intervals=5, max_regions=0), st.sampled_from(("TWA", "WAT", "ZAW")))
+def test_the_ordered_search_decides_each_capacity_like_brute_force(p, heuristic):
+    # At the optimum it finds a valid placement; one byte below it proves there is none.
+    best = brute_force_arena(p)
+    model, live, search = _ordered(p)
+    if not live:
+        return
+    found = _dive(search, best, heuristic)
+    assert found is not None
+    offset = [0] * len(model.blocks)
+    for i, b in enumerate(live):
+        offset[b] = int(found[i])
+    placement = model.to_placement([ARENA] * len(model.blocks), offset)
+    validate_placement(p, placement)
+    assert naive_valid(p, placement) and placement.arena_size <= best
+    assert _dive(search, best - 1, heuristic) is None
+
+
+def test_the_ordered_search_fits_minimalloc_instance_k():
+    # The section search alone did not fit K in 10 s; one ordered dive does.
+    p = read_csv(DATA / "K.1048576.csv").problem
+    model, live, search = _ordered(p)
+    found = _dive(search, 1048576, "TWA")
+    assert found is not None
+    placement = model.to_placement([ARENA] * len(model.blocks), [int(x) for x in found])
+    validate_placement(p, placement)
+    assert placement.arena_size <= 1048576 < best_fit(p).arena_size
+
+
+def _region_helps() -> tuple[PlacementProblem, Placement]:
+    """Two long buffers, one idle region that holds either, and a hint with
+    both in the arena: only a move into the region halves the arena."""
+    p = PlacementProblem((Interval(256, 0, 9), Interval(256, 0, 9)),
+                         regions=(Region(256, (Occupant(0, 256, 12, 14),)),), alignment=64)
+    hint = Placement((ARENA, ARENA), (0, 256), 512)
+    validate_placement(p, hint)
+    return p, hint
+
+
+def test_auto_moves_blocks_into_regions_where_canonical_cannot():
+    p, hint = _region_helps()
+    assert place_exact(p, time_limit_s=1.0, engine="canonical", hint=hint).arena_size == 512
+    import ortools.sat.python.cp_model  # noqa: F401  (its first import is not the engine's time)
+    t0 = time.monotonic()
+    pl = place_exact(p, time_limit_s=1.0, hint=hint)          # the default: auto
+    assert time.monotonic() - t0 < 3.0
+    validate_placement(p, pl)
+    assert naive_valid(p, pl) and pl.arena_size == 256 and ARENA in pl.region and 0 in pl.region
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(placement_problems(max_intervals=4, max_regions=2))
+def test_auto_is_exact_with_regions_on_small_cases(p):
+    # Regions, occupants, alignment and same_offset groups: the default engine
+    # reaches the brute-force optimum over every location choice.
+    pl = place_exact(p, time_limit_s=2.0)
+    validate_placement(p, pl)
+    assert naive_valid(p, pl)
+    assert pl.arena_size == brute_force_arena(p)
+
+
+def test_auto_respects_its_time_limit_with_regions():
+    rng = random.Random(1)
+    ivs = []
+    for _ in range(300):
+        s = rng.randrange(150)
+        ivs.append(Interval(rng.randrange(1, 200) * 64, s, s + rng.randrange(1, 40)))
+    regions = (Region(64 * 300, (Occupant(0, 64 * 100, 40, 80),)), Region(64 * 150))
+    p = PlacementProblem(tuple(ivs), regions=regions, alignment=64)
+    hint = best_fit(p)
+    import ortools.sat.python.cp_model  # noqa: F401  (its first import is not the engine's time)
+    t0 = time.monotonic()
+    pl = place_exact(p, time_limit_s=1.0, hint=hint)
+    assert time.monotonic() - t0 < 3.0
+    validate_placement(p, pl)
+    assert pl.arena_size <= hint.arena_size
