@@ -17,32 +17,41 @@ TINY = dict(layers=2, d_model=32, heads=4, kv_heads=2, seq=16, batch=8, vocab=64
 
 
 def _real_args(c):
-    params = llama.init(common.KEY, c)
-    return params, llama.optimizer().init(params), common.tokens((c.batch, c.seq), c.vocab)
+    params = jax.jit(llama.init, static_argnums=1)(common.KEY, c)
+    return params, jax.jit(llama.optimizer().init)(params), common.tokens((c.batch, c.seq), c.vocab)
 
 
-def test_scanned_and_unrolled_compute_the_same_step():
+def _stacked(params):
+    return dict(params, blocks=jax.tree.map(lambda *xs: jnp.stack(xs), *params["blocks"]))
+
+
+def test_forward_is_causal_grouped_and_the_same_scanned():
+    c = llama.Config(**TINY)
+    params, _, tokens = _real_args(c)
+    forward = jax.jit(lambda p, t: llama.forward(p, t, c))
+    logits = forward(params, tokens)
+    changed = tokens.at[:, -1].set((tokens[:, -1] + 1) % c.vocab)
+    again = forward(params, changed)
+    np.testing.assert_allclose(np.asarray(logits[:, :-1]), np.asarray(again[:, :-1]), atol=1e-5)
+    assert not np.allclose(np.asarray(logits[:, -1]), np.asarray(again[:, -1]))
+    assert params["blocks"][0]["wk"].shape == (c.d_model, c.kv_heads * c.head_dim)
+    scanned = llama.Config(**TINY, scan=True, remat=True)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda p, t: llama.forward(p, t, scanned))(
+        _stacked(params), tokens)), np.asarray(logits), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_scanned_and_unrolled_train_steps_agree():
     unrolled = llama.Config(**TINY, scan=False, remat=False)
     scanned = llama.Config(**TINY, scan=True, remat=True)
     params, opt_state, tokens = _real_args(unrolled)
-    stacked = dict(params, blocks=jax.tree.map(lambda *xs: jnp.stack(xs), *params["blocks"]))
+    stacked = _stacked(params)
     a = jax.jit(llama.train_step_fn(unrolled))(params, opt_state, tokens)
     b = jax.jit(llama.train_step_fn(scanned))(stacked, llama.optimizer().init(stacked), tokens)
     assert np.isfinite(float(a[2])) and float(a[2]) > 0
     np.testing.assert_allclose(float(a[2]), float(b[2]), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(a[0]["blocks"][1]["wq"]),
                                np.asarray(b[0]["blocks"]["wq"][1]), rtol=1e-4, atol=1e-6)
-
-
-def test_attention_is_causal_and_grouped():
-    c = llama.Config(**TINY)
-    params, _, tokens = _real_args(c)
-    logits = jax.jit(lambda p, t: llama.forward(p, t, c))(params, tokens)
-    changed = tokens.at[:, -1].set((tokens[:, -1] + 1) % c.vocab)
-    again = jax.jit(lambda p, t: llama.forward(p, t, c))(params, changed)
-    np.testing.assert_allclose(np.asarray(logits[:, :-1]), np.asarray(again[:, :-1]), atol=1e-5)
-    assert not np.allclose(np.asarray(logits[:, -1]), np.asarray(again[:, -1]))
-    assert params["blocks"][0]["wk"].shape == (c.d_model, c.kv_heads * c.head_dim)
 
 
 def test_shardings_split_what_divides():

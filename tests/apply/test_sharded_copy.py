@@ -123,5 +123,4 @@ def test_scanned_sharded_llama_step_with_constraint_is_rewritten():
                           donate_argnums=step.donate_argnums, num_devices=8,
                           in_shardings=llama.shardings(step, "fsdp", 8), collective_overlap="free")
     assert not any("refused" in n for n in p.notes), p.notes
-    if p.source == "olla_jax":
-        assert p.executable_bytes is not None, p.notes
+    assert p.source == "olla_jax" and p.executable_bytes is not None, p.notes
