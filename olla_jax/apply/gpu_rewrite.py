@@ -34,6 +34,7 @@ from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
 
 ALIGNMENT = 256
 _THUNK = "xla.gpu.ThunkProto"
+_ALLOCATION = "xla.BufferAllocationProto"  # an allocation table of a thunk's own
 
 
 def rewrite(raw: bytes, edit: ExecutableEdit) -> bytes:
@@ -181,7 +182,21 @@ def _walk(thunks, instructions, scheduled, owner, parent=None) -> Iterator[tuple
         elif name not in scheduled:
             name = parent
         yield thunk, name
-        yield from _walk(list(_nested(thunk)), instructions, scheduled, owner, name)
+        if not _own_allocations(thunk):
+            yield from _walk(list(_nested(thunk)), instructions, scheduled, owner, name)
+
+
+def _own_allocations(thunk) -> bool:
+    """Whether the thunks nested in ``thunk`` address an allocation table of its
+    own, not the executable's: a dynamic-slice thunk (and the fusion form of it)
+    runs its embedded thunks on "fake" allocations, one per argument, each the
+    size of the slice it takes, and points them at run time at its own argument
+    slices, which are relocated as its slices.  Their indices only coincide with
+    the executable's, so relocating them would move (or refuse) the wrong bytes."""
+    impl = thunk.WhichOneof("impl")
+    return impl is not None and any(
+        f.message_type is not None and f.message_type.full_name == _ALLOCATION
+        for f in getattr(thunk, impl).DESCRIPTOR.fields)
 
 
 def _nested(thunk) -> Iterator[Any]:
