@@ -178,6 +178,12 @@ def main(argv=None) -> int:
                      f"{[m.kind for m in dev.addressable_memories()]}")
     except Exception as err:  # noqa: BLE001
         lines.append(f"- memory kinds of the compile-only device: not listed ({err})")
+    reached = [r["probe"] for r in rows if r.get("host_temp_size_in_bytes", 0) > 0
+               or r.get("host_output_size_in_bytes", 0) > 0
+               or any(c != "0" for c in r.get("allocation_colors", {}))]
+    lines.append("- host memory in the compiled executable (host bytes in memory_analysis or an "
+                 "allocation of another memory color): "
+                 + (", ".join(reached) if reached else "none of the probes"))
     lines.append("")
     for row in rows:
         lines.append(f"## {row['probe']}")
