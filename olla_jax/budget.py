@@ -65,15 +65,9 @@ class RecomputePlan:
 
 def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
     """Values of ``graph`` whose producer can run a second time (see module doc)."""
-    from olla_jax.apply import cpu_rewrite, executable
-    decoded = executable.decode(capture.executable)
-    instructions = {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}
-    kinds = defaultdict(list)
-    for thunk in decoded.thunk_sequence.thunks:
-        name = cpu_rewrite.thunk_instruction(thunk, instructions)
-        nested = any(True for _ in cpu_rewrite._nested_sequences(thunk))
-        kinds[name].append("nested" if nested else thunk.kind)
-    module = decoded.hlo_module
+    from olla_jax.apply import cpu_rewrite
+    kinds, module = _thunk_kinds(capture)
+    instructions = {i.name: i for c in module.computations for i in c.instructions}
     by_id = {i.id: i for c in module.computations for i in c.instructions}
     comps = {c.id: c for c in module.computations}
     records = dumps.parse_values(capture.values_text)
@@ -113,6 +107,25 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost))
     return out
+
+
+def _thunk_kinds(capture):
+    """(entry instruction -> kinds of its thunks, HLO module) of ``capture``'s
+    executable; "nested" for a thunk holding others.  On GPU a kernel thunk
+    that ``gpu_rewrite.clone_refusal`` lets be copied reads "kernel" (one of
+    cpu_rewrite.CLONABLE_KINDS), any other keeps its own kind."""
+    from olla_jax.apply import cpu_rewrite, executable
+    if Backend.parse(capture.backend).kind == "gpu":
+        from olla_jax.apply import gpu_executable, gpu_rewrite
+        return gpu_rewrite.entry_thunk_kinds(gpu_executable.decode(capture.executable))
+    decoded = executable.decode(capture.executable)
+    instructions = {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}
+    kinds = defaultdict(list)
+    for thunk in decoded.thunk_sequence.thunks:
+        name = cpu_rewrite.thunk_instruction(thunk, instructions)
+        nested = any(True for _ in cpu_rewrite._nested_sequences(thunk))
+        kinds[name].append("nested" if nested else thunk.kind)
+    return kinds, decoded.hlo_module
 
 
 # --- choosing values at the peak --------------------------------------------
@@ -316,9 +329,10 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     graph, cap = result.graph, result.capture
     if graph is None or cap is None:
         return note(result, "no memory model of this step: recomputation not tried")
-    if Backend.parse(result.backend).kind != "cpu" or cap.executable is None:
-        return note(result, f"recomputation is applied only on CPU executables (this step is "
-                            f"for {result.backend})")
+    backend = Backend.parse(result.backend)
+    if not (backend.kind == "cpu" or backend.compile_only) or cap.executable is None:
+        return note(result, f"recomputation is applied only on CPU executables and built for "
+                            f"compile-only GPU targets (this step is for {result.backend})")
     if graph.temp_allocation < 0 or graph.allocations[graph.temp_allocation].is_tuple:
         return note(result, "XLA's temp allocation cannot be resized here: recomputation not tried")
     t0 = time.monotonic()
@@ -345,6 +359,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     outcome = checked.apply(cap, layout, backend=result.backend, args=args,
                             static_argnums=static_argnums, trials=verify_trials,
                             what="the recomputation")
+    if compile_only and outcome.raw is not None and outcome.verification is None:
+        return _built_unrun(result, found, floor, outcome, time.monotonic() - t0)  # GPU: not run
     if not outcome.ok:
         return note(result, f"recomputation not applied: {outcome.reason}")
     compiled = dataclasses.replace(result.compiled, executable=outcome.compiled)
@@ -362,6 +378,21 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         notes=result.notes + (text,), compiled=compiled, layout=layout,
         recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio,
         executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
+
+
+def _built_unrun(result, found: RecomputePlan, floor: int, outcome, seconds: float):
+    """A compile-only GPU target: the recomputing executable was built, read
+    back and compared with the plan, but there is no GPU here to run it."""
+    total_flops = _step_flops(result.capture)
+    share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
+    text = (f"recomputed {len(found.picked)} values: {found.extra_flops:,} extra FLOPs{share}; "
+            f"not fed back: {outcome.reason}")
+    return dataclasses.replace(
+        result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=None,
+        lower_bound_bytes=min(floor, found.temp_bytes), verified=False, source="olla_jax",
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + seconds,
+        notes=result.notes + (text,), layout=found.layout, recomputed=found.picked,
+        extra_flops=found.extra_flops, executable_bytes=outcome.raw)
 
 
 def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,

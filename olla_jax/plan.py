@@ -190,8 +190,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     come first; when they are not enough and ``recompute`` is on, values are
     recomputed (extra compute) until the budget is met: on CPU by copying
     kernel thunks in the executable (``olla_jax.budget``), on a compile-only
-    GPU target by XLA's own rematerialization under a searched memory limit
-    (``olla_jax.xla_remat``).  A budget that cannot be met raises
+    GPU target by the same copies in the GPU executable (built, not run) or
+    XLA's own rematerialization under a searched memory limit
+    (``olla_jax.xla_remat``), whichever meets it with fewer extra FLOPs
+    (``olla_jax.gpu_budget``).  A budget that cannot be met raises
     ``BudgetNotMet`` with the least memory reached.
 
     Sharded steps (compile-only GPU targets): ``num_devices``, ``in_shardings``,
@@ -250,11 +252,12 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             result = dataclasses.replace(result, notes=result.notes + (
                 "no recomputation for sharded steps (XLA's rematerialization is driven for "
                 "single-device steps only)",))
-        elif target.compile_only:
-            result = budget.xla_remat_to_budget(
+        elif target.compile_only:   # ours and XLA's rematerialization, side by side
+            from olla_jax import gpu_budget
+            result = gpu_budget.to_budget(
                 result, int(memory_budget), step.fn, step.args,
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
-                compiler_options=compiler_options)
+                compiler_options=compiler_options, time_limit_s=time_limit_s)
         else:
             result = budget.recompute_to_budget(result, int(memory_budget),
                                                 args=step.entry.verify_args,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from olla_jax.apply import cpu_rewrite, executable, gpu_executable, gpu_rewrite, load, verify
+from olla_jax.apply import (cpu_rewrite, executable, gpu_executable, gpu_readback, gpu_rewrite,
+                            load, verify)
 from olla_jax.capture.base import Backend
 
 
@@ -53,8 +54,11 @@ def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Seque
     rewriter = gpu_rewrite if gpu else cpu_rewrite
     try:
         raw = rewriter.rewrite(capture.executable, edit_of(layout))
-        if gpu:
-            gpu_executable.decode(raw)  # what we wrote must read back
+        if gpu:  # what we wrote must read back, and hold what the plan asked
+            differs = gpu_readback.compare(raw, layout)
+            if differs is not None:
+                return Outcome(False, f"the rewritten executable, read back, differs from the "
+                                      f"plan: {differs}")
     except (cpu_rewrite.RewriteError, executable.LayoutError, gpu_executable.GpuLayoutError,
             ValueError) as err:
         return Outcome(False, f"the executable rewrite refused the plan: {err}")

@@ -19,8 +19,20 @@ are the same slice (deduplicated into one argument) and which are distinct
 (marked no-alias when written).  So within one thunk, slices that were
 identical stay identical and slices that were disjoint stay disjoint; this is
 checked.  Offsets move by multiples of 256 bytes (XLA:GPU's allocations are
-256-aligned; kernels may vectorise on that).  Recomputation is not supported
-here.
+256-aligned; kernels may vectorise on that).
+
+Recomputation (``edit.clones``), as on CPU: the producer's entry thunk is
+copied (same kernel, launch dimensions and operand slices) just before the
+first thunk of ``before``; the copy's written arguments that hold the value
+move to the second copy's place, and the late readers' slices were already
+pointed there by ``relocate``.  Only kernel launches of instructions with no
+side effects are copied (:func:`clone_refusal`): a kernel thunk's
+``written`` flags say which arguments it writes, so a copy that would read its
+own result (an in-place kernel) or write other bytes too (a multi-output
+fusion) is refused.  cuBLAS and cuDNN calls (workspaces placed for their first
+run), collectives, copies, custom calls and control flow are refused with
+their reason.  The copy gets a thunk id of its own; the HLO module and
+its schedule stay as they are.  Not yet run on a GPU.
 """
 
 from __future__ import annotations
@@ -51,8 +63,6 @@ def rewrite(raw: bytes, edit: ExecutableEdit) -> bytes:
 
 def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdit) -> None:
     """Edit ``decoded``'s protos in place; on RewriteError throw them away."""
-    if edit.clones:
-        raise RewriteError("recomputation is not supported in GPU executables")
     instructions = {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}
     runtime = list(decoded.allocations)
     allocations = list(decoded.buffer_assignment.buffer_allocations)
@@ -68,7 +78,12 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
     thunk_extents = _relocate_thunks(decoded, instructions, owner, edit.relocate, allocations,
                                      sizes)
     buffer_extents = relocate_buffers(decoded, edit.relocate_logical, allocations, sizes, ALIGNMENT)
+    # A recomputed copy has no logical buffer of its own (as on CPU): its
+    # readers' slices are covered by the copy's place.
+    buffer_extents += [(c.late[0], c.late[1], c.early[2]) for c in edit.clones]
     check_covered(thunk_extents, buffer_extents)
+    for clone in edit.clones:
+        _insert_clone(decoded, instructions, owner, clone, allocations, sizes)
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
     for alloc, edited in zip(decoded.allocations, decoded.buffer_assignment.buffer_allocations):
@@ -100,6 +115,159 @@ def _reorder(decoded, instructions: Mapping[str, Any], owner: Mapping[str, str],
     id_of = {i.name: i.id for i in entry.instructions}
     module.schedule.sequences[module.entry_computation_id].instruction_ids[:] = [
         id_of[name] for name in order]
+
+
+# --- recomputation ---------------------------------------------------------
+
+# Kernel launches: a pure function of their argument slices when the HLO
+# instruction they run has no side effects.
+CLONABLE_KINDS = frozenset({"kernel_thunk", "custom_kernel_thunk"})
+
+_KIND_REASONS = {
+    "gemm_thunk": "a cuBLAS GEMM, whose workspace was placed for its first run only",
+    "cublas_lt_matmul_thunk": "a cuBLASLt matmul, whose workspace was placed for its first run only",
+    "convolution_thunk": "a cuDNN convolution, whose scratch was placed for its first run only",
+    "cudnn_thunk": "a cuDNN graph, whose workspace was placed for its first run only",
+    "copy_thunk": "a copy (nothing to gain over keeping its source)",
+    "device_to_device_copy_thunk": "a copy (nothing to gain over keeping its source)",
+    "while_thunk": "control flow (nested thunks)",
+    "conditional_thunk": "control flow (nested thunks)",
+    "sequential_thunk": "a sequence of nested thunks",
+}
+
+# Instructions whose second run would not repeat the first: random numbers
+# from device state, host and device communication, calls into foreign code.
+_SIDE_EFFECTS = ("rng", "rng-get-and-update-state", "custom-call", "infeed", "outfeed",
+                 "send", "send-done", "recv", "recv-done", "all-reduce", "all-gather",
+                 "all-to-all", "reduce-scatter", "collective-permute", "collective-broadcast",
+                 "ragged-all-to-all", "partition-id", "replica-id")
+
+
+def clone_refusal(thunk: Any, instruction: Any, computations: Mapping[int, Any]) -> str | None:
+    """Why ``thunk`` (an entry thunk running HLO ``instruction``) may not run
+    a second time as a recomputation, or None when a copy recomputes it."""
+    kind = thunk_kind(thunk)
+    if kind not in CLONABLE_KINDS:
+        why = _KIND_REASONS.get(kind) or (
+            "a collective" if any(w in kind for w in ("all_", "collective", "reduce_scatter",
+                                                       "nccl", "send", "recv"))
+            else "not a kernel launch")
+        return f"its {kind} is {why}; only {', '.join(sorted(CLONABLE_KINDS))} are copied"
+    if any(True for _ in _nested(thunk)):
+        return f"its {kind} holds nested thunks"
+    stack, seen = [instruction], set()
+    while stack:
+        instr = stack.pop()
+        if instr.opcode in _SIDE_EFFECTS:
+            return f"{instruction.name} runs {instr.opcode} ({instr.name}), which has side effects"
+        for cid in instr.called_computation_ids:
+            if cid not in seen and cid in computations:
+                seen.add(cid)
+                stack.extend(computations[cid].instructions)
+    return None
+
+
+def entry_thunk_kinds(decoded) -> tuple[dict[str, list[str]], Any]:
+    """(entry instruction -> kinds of the entry thunks it runs, HLO module).
+    A thunk :func:`clone_refusal` accepts reads "kernel", one holding nested
+    thunks "nested", any other its own kind (``custom_kernel_thunk`` of an
+    instruction with side effects...)."""
+    module = decoded.hlo_module
+    instructions = {i.name: i for c in module.computations for i in c.instructions}
+    comps = {c.id: c for c in module.computations}
+    owner = _entry_owners(decoded)
+    kinds: dict[str, list[str]] = {}
+    for thunk in decoded.thunks:
+        name = thunk_instruction(thunk, instructions)
+        if any(True for _ in _nested(thunk)):
+            kind = "nested"
+        elif clone_refusal(thunk, instructions[name], comps) is None:
+            kind = "kernel"
+        else:
+            kind = thunk_kind(thunk)
+        kinds.setdefault(owner.get(name, name), []).append(kind)
+    return kinds, module
+
+
+def kernel_arguments(thunk: Any) -> list[tuple[Any, bool]]:
+    """(slice, written) per argument of a kernel thunk, in launch order."""
+    kind = thunk_kind(thunk)
+    body = getattr(thunk, kind)
+    if kind == "custom_kernel_thunk":
+        args = [a.slice for a in body.args]
+    elif kind == "kernel_thunk":
+        args = list(body.args)
+    else:
+        raise RewriteError(f"{kind} is not a kernel thunk")
+    written = list(body.written)
+    if len(written) != len(args):
+        raise RewriteError(f"{kind} of {thunk.thunk_info.profile_annotation} has {len(args)} "
+                           f"arguments but {len(written)} written flags")
+    return list(zip(args, written))
+
+
+def _insert_clone(decoded, instructions, owner, clone, allocations, sizes) -> None:
+    """Copy ``clone.producer``'s (relocated) entry thunk before ``clone.before``'s first."""
+    names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
+    made = [k for k, name in enumerate(names) if name == clone.producer]
+    if len(made) != 1:
+        raise RewriteError(f"cannot recompute {clone.producer}: it has {len(made)} entry thunks, "
+                           "not one")
+    source = decoded.thunks[made[0]]
+    comps = {c.id: c for c in decoded.hlo_module.computations}
+    why = clone_refusal(source, instructions[thunk_instruction(source, instructions)], comps)
+    if why is not None:
+        raise RewriteError(f"cannot recompute {clone.producer}: {why}")
+    at = next((k for k, name in enumerate(names) if name == clone.before), None)
+    if at is None or at <= made[0]:
+        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no thunk of "
+                           f"{clone.before} after the producer's")
+    e_alloc, e_offset, size = clone.early
+    l_alloc, l_offset = clone.late
+    copy = type(source)()
+    copy.CopyFrom(source)
+    kind = thunk_kind(copy)
+    moves, moved = [], 0
+    for k, (msg, written) in enumerate(kernel_arguments(copy)):
+        a, o, n = msg.buffer_allocation_index, msg.offset, msg.size
+        what = f"recomputed {kind} of {clone.producer} (argument {k})"
+        old = (a, o, n)
+        inside = a == e_alloc and e_offset <= o and o + n <= e_offset + size
+        touches = a == e_alloc and o < e_offset + size and e_offset < o + n
+        if touches and not written:
+            raise RewriteError(f"cannot recompute {clone.producer}: its argument {k} reads its own "
+                               "result's bytes (an in-place kernel)")
+        if written and not inside:
+            raise RewriteError(f"cannot recompute {clone.producer}: it writes argument {k} "
+                               f"(allocation {a} +{o}) besides the recomputed value at "
+                               f"allocation {e_alloc} +{e_offset} (a multi-output fusion?)")
+        if inside:
+            new = (l_alloc, l_offset + (o - e_offset))
+            check_move(what, a, o, *new, n, allocations, sizes, ALIGNMENT)
+            msg.buffer_allocation_index, msg.offset = new
+            moved += 1
+            moves.append((what, old, new))
+        else:
+            moves.append((what, old, (a, o)))
+    if not moved:
+        raise RewriteError(f"cannot recompute {clone.producer}: no written argument of its thunk "
+                           f"lies at allocation {e_alloc} +{e_offset}")
+    _check_aliasing(moves)
+    copy.thunk_info.thunk_id = 1 + max((t.thunk_info.thunk_id for t in _all_thunks(decoded.thunks)),
+                                       default=0)
+    kept = []
+    for thunk in decoded.thunks:
+        same = type(thunk)()
+        same.CopyFrom(thunk)
+        kept.append(same)
+    del decoded.thunks[:]
+    decoded.thunks.extend(kept[:at] + [copy] + kept[at:])
+
+
+def _all_thunks(thunks) -> Iterator[Any]:
+    for thunk in thunks:
+        yield thunk
+        yield from _all_thunks(list(_nested(thunk)))
 
 
 # --- thunk slices ----------------------------------------------------------

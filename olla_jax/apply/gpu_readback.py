@@ -1,0 +1,156 @@
+"""Read a rewritten GPU executable back and compare it with the plan.
+
+A compile-only GPU target cannot run what the rewrite wrote, so the bytes are
+decoded again and held against the layout, thunk by thunk, without the
+rewrite's code (only the decoder is shared): the entry thunks follow the
+plan's order; each recomputation added exactly one copy of its producer's
+thunk, just before the first thunk of ``before``, with the same kernel and
+launch and every argument the same as the producer's except the value's
+bytes, now at the plan's place; every late reader reads the value there; the
+allocation sizes are the plan's.  The first difference is reported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from olla_jax.apply import gpu_executable
+
+
+def _args(thunk: Any) -> list[tuple[tuple[int, int, int], bool]] | None:
+    """((allocation, offset, size), written) per kernel argument; None if no kernel."""
+    kind = thunk.WhichOneof("impl")
+    if kind == "custom_kernel_thunk":
+        body = thunk.custom_kernel_thunk
+        slices = [a.slice for a in body.args]
+    elif kind == "kernel_thunk":
+        body = thunk.kernel_thunk
+        slices = list(body.args)
+    else:
+        return None
+    return [((s.buffer_allocation_index, s.offset, s.size), bool(w))
+            for s, w in zip(slices, body.written)]
+
+
+def _all_slices(msg: Any) -> list[tuple[int, int, int]]:
+    """Every buffer slice inside ``msg`` (any thunk kind)."""
+    out = []
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        repeated = getattr(field, "is_repeated", None)   # protobuf >= 5.28
+        if not isinstance(repeated, bool):
+            repeated = field.label == field.LABEL_REPEATED
+        items = value if repeated else (value,)
+        for item in items:
+            if field.message_type.full_name.endswith("BufferAllocationSliceProto"):
+                out.append((item.buffer_allocation_index, item.offset, item.size))
+            else:
+                out.extend(_all_slices(item))
+    return out
+
+
+def _reads(thunk: Any) -> list[tuple[int, int, int]]:
+    args = _args(thunk)
+    if args is None:
+        return _all_slices(thunk)
+    return [s for s, written in args if not written]
+
+
+def _launch(thunk: Any) -> bytes:
+    """The thunk without its arguments and id: kernel, launch dimensions..."""
+    bare = type(thunk)()
+    bare.CopyFrom(thunk)
+    bare.thunk_info.thunk_id = 0
+    kind = bare.WhichOneof("impl")
+    body = getattr(bare, kind)
+    body.ClearField("args")
+    return bare.SerializeToString(deterministic=True)
+
+
+def _overlaps(s: tuple[int, int, int], alloc: int, offset: int, size: int) -> bool:
+    return s[0] == alloc and s[1] < offset + size and offset < s[1] + s[2]
+
+
+def compare(raw: bytes, layout) -> str | None:
+    """The first way ``raw`` differs from what ``layout`` asked, or None."""
+    decoded = gpu_executable.decode(raw)
+    order = list(layout.order_names)
+    position = {name: k for k, name in enumerate(order)}
+    comps = {c.id: c for c in decoded.hlo_module.computations}
+    entry = comps[decoded.hlo_module.entry_computation_id]
+    inner_owner: dict[str, str] = {}
+    for instr in entry.instructions:
+        stack = list(instr.called_computation_ids)
+        seen: set[int] = set()
+        while stack:
+            cid = stack.pop()
+            if cid in seen or cid not in comps:
+                continue
+            seen.add(cid)
+            for inner in comps[cid].instructions:
+                inner_owner.setdefault(inner.name, instr.name)
+                stack.extend(inner.called_computation_ids)
+    names = []
+    for t in decoded.thunks:
+        name = t.thunk_info.profile_annotation
+        names.append(name if name in position else inner_owner.get(name, name))
+
+    # Recomputed copies: the thunks of a producer beyond the first.
+    wanted = Counter(r.producer for r in layout.recomputes)
+    firsts: dict[str, int] = {}
+    copies: dict[str, list[int]] = defaultdict(list)
+    for k, name in enumerate(names):
+        if name in wanted:
+            if name in firsts:
+                copies[name].append(k)
+            else:
+                firsts[name] = k
+    for producer, count in wanted.items():
+        if len(copies[producer]) != count:
+            return (f"{producer} should run {count + 1} times, its thunk appears "
+                    f"{len(copies[producer]) + 1} times")
+    copy_at = {k for ks in copies.values() for k in ks}
+    steps = [position.get(name, -1) for k, name in enumerate(names) if k not in copy_at]
+    if -1 in steps:
+        return "a thunk names no entry instruction of the plan's order"
+    if steps != sorted(steps):
+        return "the entry thunks do not follow the plan's order"
+
+    for r in layout.recomputes:
+        k = copies[r.producer].pop(0)
+        nxt = next((j for j in range(k + 1, len(names)) if j not in copy_at), None)
+        if nxt is None or names[nxt] != r.before or \
+                any(names[j] == r.before for j in range(k)):
+            return f"the copy of {r.producer} does not run just before {r.before}'s first thunk"
+        first, copy = decoded.thunks[firsts[r.producer]], decoded.thunks[k]
+        a, b = _args(first), _args(copy)
+        if a is None or b is None or len(a) != len(b):
+            return f"the copy of {r.producer} is not the same kernel thunk"
+        if _launch(first) != _launch(copy):
+            return f"the copy of {r.producer} launches another kernel or another grid"
+        early = layout.early_place(r.value)
+        for (sa, wa), (sb, wb) in zip(a, b):
+            if wa != wb:
+                return f"the copy of {r.producer} writes other arguments"
+            if wa and _overlaps(sa, early[0], early[1], r.size):
+                expect = (r.place[0], r.place[1] + sa[1] - early[1], sa[2])
+                if sb != expect:
+                    return (f"the copy of {r.producer} writes {sb}, not the plan's place "
+                            f"{expect}")
+            elif sa != sb:
+                return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
+        value = layout.graph.values[r.value]
+        for user in r.late_users:
+            reads = [s for j, n in enumerate(names) if n == user and j not in copy_at
+                     for s in _reads(decoded.thunks[j])]
+            if not any(s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
+                       for s in reads):
+                return (f"late reader {user} does not read the recomputed {value.key} at "
+                        f"allocation {r.place[0]} +{r.place[1]}")
+    sizes = {a.index: a.size for a in decoded.allocations}
+    for index, size in layout.allocation_sizes.items():
+        if sizes.get(index) != size:
+            return f"allocation {index} has {sizes.get(index)} bytes, the plan asked {size}"
+    return None

@@ -1,0 +1,60 @@
+"""Memory budgets on compile-only GPU targets: our recomputation beside XLA's.
+
+Two ways to trade compute for memory are tried on the same plan:
+
+* ours (``budget.recompute_to_budget``): values idle across the peak are
+  recomputed by copying their producer's kernel thunk in the GPU executable;
+  the plan passes the independent checker, the rewritten executable is built,
+  decoded again and compared with the plan (not run: no GPU here);
+* XLA's rematerialization under a searched memory limit
+  (``budget.xla_remat_to_budget``), the baseline.
+
+The one kept: among those that meet the budget, the fewest extra FLOPs; when
+neither does, the least memory.  The other's figures stay in the notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One way of meeting the budget, as a Plan, with how it is described."""
+    name: str
+    plan: Any   # olla_jax.result.Plan
+
+
+def _figures(side: Side) -> str:
+    p = side.plan
+    return (f"{side.name}: total {p.runs_total_bytes / 2**20:,.2f} MiB (temp "
+            f"{p.runs_temp_bytes / 2**20:,.2f} MiB), {p.extra_flops:,} extra FLOPs")
+
+
+def choose(sides: Sequence[Side], budget: int) -> Side:
+    """Fewest extra FLOPs among the sides within ``budget``, else the least memory."""
+    fitting = [s for s in sides if s.plan.runs_total_bytes <= budget]
+    if fitting:
+        return min(fitting, key=lambda s: (s.plan.extra_flops, s.plan.runs_total_bytes))
+    return min(sides, key=lambda s: (s.plan.runs_total_bytes, s.plan.extra_flops))
+
+
+def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: Sequence[int] = (),
+              donate_argnums: Sequence[int] = (), compiler_options=None,
+              time_limit_s: float = 30.0):
+    """``result`` (a Plan over ``budget`` on a compile-only GPU target) with
+    the better of our recomputation and XLA's rematerialization."""
+    from olla_jax import budget as budget_lib
+    ours = budget_lib.recompute_to_budget(result, budget, time_limit_s=time_limit_s,
+                                          measure_time=False)
+    xla = budget_lib.xla_remat_to_budget(result, budget, fn, args, static_argnums=static_argnums,
+                                         donate_argnums=donate_argnums,
+                                         compiler_options=compiler_options)
+    sides = [Side("our recomputation", ours), Side("XLA's rematerialization", xla)]
+    kept = choose(sides, budget)
+    other = next(s for s in sides if s is not kept)
+    text = (f"budget {budget / 2**20:,.2f} MiB side by side: {_figures(kept)} (kept); "
+            f"{_figures(other)}")
+    extra = tuple(n for n in other.plan.notes if n not in kept.plan.notes)
+    return dataclasses.replace(kept.plan, notes=kept.plan.notes + extra + (text,))
