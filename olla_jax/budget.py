@@ -359,7 +359,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     outcome = checked.apply(cap, layout, backend=result.backend, args=args,
                             static_argnums=static_argnums, trials=verify_trials,
                             what="the recomputation")
-    if compile_only and outcome.raw is not None and outcome.verification is None:
+    if backend.compile_only and outcome.raw is not None and outcome.verification is None:
         return _built_unrun(result, found, floor, outcome, time.monotonic() - t0)  # GPU: not run
     if not outcome.ok:
         return note(result, f"recomputation not applied: {outcome.reason}")
