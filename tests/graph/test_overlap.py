@@ -174,3 +174,16 @@ def test_hidden_mode_on_a_sharded_step_exposes_no_more_than_xla():
     assert s["exposed_s"] <= s["exposed_s_xla"] + 1e-12
     assert s["exposed_allowance_s"] == s["exposed_s_xla"]
     assert p.planned_temp_bytes <= p.xla_best_temp_bytes
+    # The cost model's view of the step's pairs: FSDP on 2 devices gathers
+    # weights and reduces gradients over groups of 2, each moving half its data.
+    from olla_jax.graph import dumps
+    module = dumps.parse_hlo_proto(p.capture.hlo_proto).hlo_module
+    pairs = collectives.async_pairs(module)
+    cost = overlap.device_cost(gpu._target_path("h100").read_text())
+    colls = overlap.collectives(module, pairs, p.graph.node_index, cost, 2)
+    assert len(colls) == len(pairs) and {c.group for c in colls} == {2}
+    assert {c.kind for c in colls} & {"all-gather", "reduce-scatter", "all-reduce"}
+    gathers = [c for c in colls if c.kind == "all-gather"]
+    assert gathers and all(c.link_bytes > 0 and c.link_bytes % (256 * 256 * 4 / 2) == 0
+                           for c in gathers)   # halves of 256x256 f32 weights
+    assert s["comm_s"] == pytest.approx(sum(c.seconds for c in colls))
