@@ -32,6 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--sharding", default="fsdp")
     p.add_argument("--target", default="h100")
     p.add_argument("--time_limit_s", type=float, default=8.0)
+    p.add_argument("--combine_threshold_bytes", type=int, default=None,
+                   help="XLA's collective combiners' thresholds (all-gather, reduce-scatter, "
+                        "all-reduce); 0 keeps one collective per array; default: XLA's")
     p.add_argument("--out", default="overlap_curve")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
@@ -54,8 +57,13 @@ def run_model(model: str, args) -> list[dict]:
     from benchmarks.multi_device import in_shardings
     from olla_jax.graph import collectives
     step = examples.get(model, args.size)
+    options = {}
+    if args.combine_threshold_bytes is not None:
+        options = {f"xla_gpu_{kind}_combine_threshold_bytes": args.combine_threshold_bytes
+                   for kind in ("all_gather", "reduce_scatter", "all_reduce")}
 
     def plan(mode, **extra):
+        extra["compiler_options"] = {**options, **extra.get("compiler_options", {})}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
@@ -111,7 +119,9 @@ def markdown(rows, args, machine, command) -> str:
     lines = common.header(
         f"Memory against exposed communication: {args.devices} x {args.target}, "
         f"{args.sharding} (compile-only)",
-        {"example size": args.size, "plan time limit": f"{args.time_limit_s:g} s"},
+        {"example size": args.size, "plan time limit": f"{args.time_limit_s:g} s",
+         "collective combine threshold": "XLA's" if args.combine_threshold_bytes is None
+         else f"{args.combine_threshold_bytes} bytes"},
         command=command, machine_info=machine)
     lines += ["Per-device temp in MiB; exposed = communication the compute stream waits for, "
               "in microseconds, under olla_jax.graph.overlap's cost model (roofline per "
@@ -142,6 +152,8 @@ def main(argv=None) -> None:
     command, machine = common.command_line(), common.machine()
     flags = [f"--size={args.size}", f"--devices={args.devices}", f"--target={args.target}",
              f"--sharding={args.sharding}", f"--time_limit_s={args.time_limit_s}"]
+    if args.combine_threshold_bytes is not None:
+        flags.append(f"--combine_threshold_bytes={args.combine_threshold_bytes}")
     rows = []
     for model in args.models.split(","):
         got = common.run_worker("benchmarks.overlap_curve", model, flags,
