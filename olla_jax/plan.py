@@ -31,6 +31,7 @@ from olla_jax.solve import problem as sp
 from olla_jax.strategy import Candidate, Solution, solve_graph  # noqa: F401
 
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
+RETIME_SHARE = 0.25            # _plan: re-timing collectives ("hidden"), after the time limit
 KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
 
 
@@ -451,8 +452,10 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             if step_cost is not None and collectives.exposure_mode(collective_overlap):
                 tried = {f"keep/{first.engine}": dataclasses.replace(first.layout, graph=graph),
                          f"free/{solution.engine}": solution.layout, "xla": graph.xla_order}
-                layout, engine_used = _hidden(graph, step_cost, collective_overlap, settings,
-                                              notes, tried, deadline=t_solve + time_limit_s)
+                # Re-timing runs after the searches, on top of the limit.
+                layout, engine_used = _hidden(
+                    graph, step_cost, collective_overlap, settings, notes, tried,
+                    deadline=time.monotonic() + RETIME_SHARE * time_limit_s)
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)

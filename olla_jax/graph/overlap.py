@@ -254,7 +254,8 @@ def _moved(order: list[int], src: int, dst: int) -> list[int]:
 
 def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[Collective],
            edges: Sequence[tuple[int, int]], allowance_s: float,
-           memory_cost: Callable[[Sequence[int]], int], max_moves: int = 10_000) -> Retimed:
+           memory_cost: Callable[[Sequence[int]], int], max_moves: int = 10_000,
+           deadline: float | None = None) -> Retimed:
     """Move starts earlier and dones later until at most ``allowance_s`` of
     communication is exposed, or nothing more helps.
 
@@ -308,7 +309,9 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
             return o
         return o[:k] + [n for n in o[k:at + 1] if n in cone] + behind[::-1] + o[at + 1:]
 
-    while current.exposed_s > allowance_s + _EPS and moves < max_moves:
+    import time
+    while current.exposed_s > allowance_s + _EPS and moves < max_moves and (
+            deadline is None or time.monotonic() < deadline):
         pos = {n: k for k, n in enumerate(order)}
         waiting = [k for k, w in enumerate(current.per_collective) if w > _EPS and k not in stuck]
         if not waiting:
@@ -374,22 +377,25 @@ def hide(graph, step: StepModel, orders: dict[str, object], allowance_s: float,
     """Re-time each of ``orders`` (by name: where it came from; an order, or a
     ``Layout`` whose placement is kept when no move was needed) to expose at
     most ``allowance_s``, place each moved one best-fit, and keep the least temp
-    among those within the allowance (the least exposed when none is)."""
+    among those within the allowance (the least exposed when none is).  Each
+    order's re-timing gets an equal share of the time to ``deadline``."""
     import time
 
     from olla_jax.graph import layout as layout_lib
     from olla_jax.solve import place as place_lib
     problem = graph.order_problem()
     found, seen = [], set()
-    for name, given in orders.items():
+    for k, (name, given) in enumerate(orders.items()):
         if found and deadline is not None and time.monotonic() > deadline:
             break
+        share = None if deadline is None else (
+            time.monotonic() + (deadline - time.monotonic()) / (len(orders) - k))
         order = tuple(getattr(given, "order", given))
         if order in seen:
             continue
         seen.add(order)
         retimed = retime(order, step.node_seconds, step.collectives, problem.edges, allowance_s,
-                         lambda o: order_problem_cost(problem, o))
+                         lambda o: order_problem_cost(problem, o), deadline=share)
         if retimed.moves == 0 and hasattr(given, "order"):
             layout = given
         else:

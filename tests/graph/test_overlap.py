@@ -110,6 +110,8 @@ def test_retime_picks_the_move_cheapest_in_memory():
     # Within the allowance already: nothing moves.
     kept = overlap.retime([0, 1, 2, 3], secs, coll, edges, 2.0, lambda o: 0)
     assert kept.order == (0, 1, 2, 3) and kept.moves == 0
+    late = overlap.retime([0, 1, 2, 3], secs, coll, edges, 0.0, lambda o: 0, deadline=0.0)
+    assert late.moves == 0   # past its deadline: nothing moves
 
 
 def test_retime_never_breaks_dependencies_on_random_dags():
