@@ -121,7 +121,8 @@ def markdown(rows, args, machine, command) -> str:
         f"{args.sharding} (compile-only)",
         {"example size": args.size, "plan time limit": f"{args.time_limit_s:g} s",
          "collective combine threshold": "XLA's" if args.combine_threshold_bytes is None
-         else f"{args.combine_threshold_bytes} bytes"},
+         else f"{args.combine_threshold_bytes} bytes",
+         "load average (1 / 5 / 15 min, when written)": common.load()},
         command=command, machine_info=machine)
     lines += ["Per-device temp in MiB; exposed = communication the compute stream waits for, "
               "in microseconds, under olla_jax.graph.overlap's cost model (roofline per "
