@@ -376,26 +376,30 @@ def hide(graph, step: StepModel, orders: dict[str, object], allowance_s: float,
          deadline: float | None = None) -> Hidden:
     """Re-time each of ``orders`` (by name: where it came from; an order, or a
     ``Layout`` whose placement is kept when no move was needed) to expose at
-    most ``allowance_s``, place each moved one best-fit, and keep the least temp
+    most ``allowance_s``, and also as far as re-timing hides (moving a
+    reduce-scatter's start up to its gradient can free memory: more overlap is
+    not always dearer); place each moved one best-fit, and keep the least temp
     among those within the allowance (the least exposed when none is).  Each
-    order's re-timing gets an equal share of the time to ``deadline``."""
+    re-timing gets an equal share of the time to ``deadline``."""
     import time
 
     from olla_jax.graph import layout as layout_lib
     from olla_jax.solve import place as place_lib
     problem = graph.order_problem()
+    targets = (allowance_s, 0.0) if allowance_s > 0 else (allowance_s,)
+    tries = [(name, given, a) for name, given in orders.items() for a in targets]
     found, seen = [], set()
-    for k, (name, given) in enumerate(orders.items()):
+    for k, (name, given, allowed) in enumerate(tries):
         if found and deadline is not None and time.monotonic() > deadline:
             break
         share = None if deadline is None else (
-            time.monotonic() + (deadline - time.monotonic()) / (len(orders) - k))
+            time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
         order = tuple(getattr(given, "order", given))
-        if order in seen:
-            continue
-        seen.add(order)
-        retimed = retime(order, step.node_seconds, step.collectives, problem.edges, allowance_s,
+        retimed = retime(order, step.node_seconds, step.collectives, problem.edges, allowed,
                          lambda o: order_problem_cost(problem, o), deadline=share)
+        if retimed.order in seen:
+            continue
+        seen.add(retimed.order)
         if retimed.moves == 0 and hasattr(given, "order"):
             layout = given
         else:
