@@ -25,12 +25,13 @@ from olla_jax.capture import Capture, capture
 from olla_jax.capture.base import GPU_ALIGNMENT, Backend  # noqa: F401 - GPU_ALIGNMENT re-exported
 from olla_jax.capture.record import capture_lowered
 from olla_jax.graph import layout as layout_lib
-from olla_jax.graph import collectives, dumps, model
+from olla_jax.graph import collectives, dumps, model, overlap
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
 from olla_jax.strategy import Candidate, Deadline, Solution, solve_graph  # noqa: F401
 
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
+RETIME_SHARE = 0.25            # _plan: re-timing collectives ("hidden"), kept back from the searches
 KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
 
 
@@ -204,9 +205,16 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     done between them (XLA's overlap, the least memory with it);
     ``"free"`` lets the order collapse that overlap for less memory; a fraction
     keeps the most-overlapped pairs up to that share of XLA's overlapped FLOPs
-    (``Plan.settings`` reports the overlapped FLOPs, XLA's and ours).  With a
+    (``Plan.settings`` reports the overlapped FLOPs, XLA's and ours).
+    ``"hidden"`` plans the least memory whose order exposes no more
+    communication than XLA's under ``olla_jax.graph.overlap``'s cost model
+    (starts and dones re-timed, not XLA's instructions kept);
+    ``collectives.ExposedAtMost(seconds)`` allows that many seconds instead
+    (``Plan.settings``: ``exposed_s``, ``exposed_s_xla``, ``comm_s``).  With a
     ``memory_budget`` the overlap is given up step by step (3/4, 1/2, 1/4,
-    none of what was asked) before anything is recomputed.
+    none of what was asked; for ``"hidden"``/``ExposedAtMost``, allowances
+    growing to all of the step's communication, the least exposed that meets
+    the budget first) before anything is recomputed.
 
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
@@ -235,7 +243,24 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     if memory_budget is None or result.runs_total_bytes <= memory_budget:
         return result
     asked = collectives.keep_fraction(collective_overlap)
-    if result.settings.get("async_pairs") and asked > 0:
+    if result.settings.get("async_pairs") and collectives.exposure_mode(collective_overlap) \
+            and "comm_s" in result.settings:
+        # The least exposed communication that meets the budget: allowances
+        # from what was asked up to all of the step's communication.
+        low = result.settings.get("exposed_allowance_s", result.settings["exposed_s_xla"])
+        high = max(low, result.settings["comm_s"])
+        for share in (0.25, 0.5, 0.75, 1.0):
+            trial = _plan(step, collective_overlap=collectives.ExposedAtMost(
+                low + share * (high - low)), **options)
+            if trial.runs_total_bytes < result.runs_total_bytes:
+                result = dataclasses.replace(trial, notes=trial.notes + (
+                    f"exposed communication allowed to grow to "
+                    f"{trial.settings.get('exposed_allowance_s', 0) * 1e6:,.1f} us (XLA's order: "
+                    f"{trial.settings.get('exposed_s_xla', 0) * 1e6:,.1f} us) to meet the memory "
+                    "budget",))
+            if result.runs_total_bytes <= memory_budget:
+                return result
+    elif result.settings.get("async_pairs") and asked > 0:
         for share in (0.75, 0.5, 0.25, 0.0):
             trial = _plan(step, collective_overlap=share * asked, **options)
             if trial.runs_total_bytes < result.runs_total_bytes:
@@ -292,6 +317,40 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     if breakdown:
         message += "\n" + breakdown
     return BudgetNotMet(message, result, least, breakdown)
+
+
+def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict):
+    """The overlap cost model of a sharded step (``graph.overlap``), its figures
+    for XLA's order put in ``settings``; None (and why) without a description."""
+    from olla_jax.capture import gpu
+    if backend.kind != "gpu" or not backend.compile_only:
+        settings["overlap_model"] = "no device description for this backend"
+        return None
+    try:
+        cost = overlap.device_cost(gpu._target_path(backend.target).read_text())
+    except (OSError, ValueError) as err:
+        settings["overlap_model"] = f"the device description does not serve: {err}"
+        return None
+    step_cost = overlap.step_model(module, graph, pairs, cost,
+                                   int((spmd or {}).get("num_devices") or 1))
+    settings.update(overlap_model=f"roofline + ring collectives on {cost.name}, link "
+                                  f"{cost.link_bandwidth / 1e9:g} GB/s one way",
+                    exposed_s_xla=step_cost.xla.exposed_s, comm_s=step_cost.xla.comm_s,
+                    compute_s=step_cost.xla.compute_s, exposed_s=step_cost.xla.exposed_s)
+    return step_cost
+
+
+def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, deadline: float):
+    """The least-memory of ``orders`` (by the engine that found them: with XLA's
+    overlap kept, free, XLA's) re-timed to the exposure ``mode`` allows; the
+    layout and the engine that found its order (``+retimed`` when moved)."""
+    allowance = step_cost.allowance(mode)
+    hidden = overlap.hide(graph, step_cost, orders, allowance, deadline=deadline)
+    settings.update(exposed_allowance_s=allowance, retimed_from=hidden.source)
+    if not hidden.met:
+        notes.append(f"exposed communication {hidden.exposure.exposed_s * 1e6:,.1f} us, over the "
+                     f"{allowance * 1e6:,.1f} us allowed: no re-timing found hides more")
+    return hidden.layout, hidden.source
 
 
 def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
@@ -362,6 +421,10 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         pairs_kept=len(kept))
         graph = dataclasses.replace(graph, edges=tuple(sorted(
             set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
+    step_cost = _overlap_model(backend, module, graph, pairs, spmd, settings) if pairs else None
+    if step_cost is None and pairs and collectives.exposure_mode(collective_overlap):
+        return fallback(f"collective_overlap={collective_overlap!r} needs the overlap cost "
+                        f"model: {settings.get('overlap_model')}", graph)
     temp = graph.temp_allocation
     if feed_back and backend.kind == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
         return fallback("XLA marked its temp allocation as a tuple table (a variadic reduce or "
@@ -384,6 +447,10 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         bound, engine_used = int(saved.figures.get("lower_bound_bytes") or 0), saved.engine
     else:
         starts = _warm_starts(graph, [c for c in caps if c is not best])
+        # With an exposure mode the searches leave RETIME_SHARE of the limit to re-timing.
+        search = (Deadline((1 - RETIME_SHARE) * deadline.left())
+                  if step_cost is not None and collectives.exposure_mode(collective_overlap)
+                  else deadline)
         try:
             if pairs and len(kept) < len(pairs):
                 # Freer than XLA's overlap: the plan that keeps it all is feasible
@@ -392,11 +459,11 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                     set(graph.edges) | set(collectives.overlap_edges(graph.nodes, pairs)))))
                 first = solve_graph(kept_all, warm_starts=starts, engine=engine, seed=seed,
                                     progress=report, xla_temp_bytes=best.memory.temp,
-                                    deadline=Deadline(KEEP_OVERLAP_SHARE * deadline.left()))
+                                    deadline=Deadline(KEEP_OVERLAP_SHARE * search.left()))
                 starts = [*starts, first.layout.order]
             solution = solve_graph(graph, warm_starts=starts, engine=engine, seed=seed,
                                    progress=report, xla_temp_bytes=best.memory.temp,
-                                   deadline=deadline)
+                                   deadline=search)
             if pairs and len(kept) < len(pairs) and \
                     first.layout.temp_bytes < solution.layout.temp_bytes:
                 solution = dataclasses.replace(
@@ -406,6 +473,13 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                             least_live_bytes=solution.least_live_bytes,
                             best_fit_bytes=solution.best_fit_bytes,
                             exact_placement_tried=solution.exact_tried)
+            if step_cost is not None and collectives.exposure_mode(collective_overlap):
+                tried = {f"keep/{first.engine}": dataclasses.replace(first.layout, graph=graph),
+                         f"free/{solution.engine}": solution.layout, "xla": graph.xla_order}
+                # Re-timing gets what the searches left of the limit (RETIME_SHARE at least).
+                layout, engine_used = _hidden(
+                    graph, step_cost, collective_overlap, settings, notes, tried,
+                    deadline=deadline.at)
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
@@ -425,6 +499,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         settings["overlapped_flops_xla"] = collectives.overlapped_flops(graph.nodes, pairs, weights)
         settings["overlapped_flops"] = collectives.overlapped_flops(layout.order_names, pairs,
                                                                    weights)
+        if step_cost is not None:
+            settings["exposed_s"] = step_cost.exposure(layout.order).exposed_s
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=min(bound, planned),
                   solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)

@@ -14,8 +14,14 @@ value dumps say so), so overlap costs memory.  Two ways to plan such a step:
   hold f of XLA's overlapped FLOPs; the others are free (a point on the trade
   curve between the two).
 
+* ``"hidden"``, or ``ExposedAtMost(seconds)``: overlap as a quantity (see
+  ``olla_jax.graph.overlap``'s cost model): the order may re-time starts and
+  dones as long as no more communication is exposed than XLA's order exposes
+  (``"hidden"``) or than the given seconds.
+
 Overlap is measured as the FLOPs of the entry instructions that run between
-each start and its done, summed over pairs.
+each start and its done, summed over pairs, and, where the device description
+gives the cost model its rates, as exposed communication seconds.
 """
 
 from __future__ import annotations
@@ -25,17 +31,38 @@ from typing import Sequence
 
 from olla_jax import flops as flops_lib
 
-MODES = ("keep", "free")
+MODES = ("keep", "free", "hidden")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExposedAtMost:
+    """``collective_overlap`` as an allowance: at most ``seconds`` of exposed
+    communication per step under ``olla_jax.graph.overlap``'s cost model."""
+    seconds: float
+
+    def __post_init__(self):
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)) \
+                or not self.seconds >= 0:
+            raise ValueError(f"ExposedAtMost takes seconds >= 0, not {self.seconds!r}")
 
 
 def keep_fraction(mode) -> float:
-    """``"keep"`` -> 1.0, ``"free"`` -> 0.0, a number in [0, 1] as it is."""
+    """``"keep"`` -> 1.0, ``"free"`` -> 0.0, a number in [0, 1] as it is;
+    ``"hidden"`` and ``ExposedAtMost`` keep no pair as it was (0.0): the
+    allowance decides (``exposure_mode``)."""
     if mode in MODES:
         return 1.0 if mode == "keep" else 0.0
+    if isinstance(mode, ExposedAtMost):
+        return 0.0
     if isinstance(mode, (int, float)) and not isinstance(mode, bool) and 0.0 <= mode <= 1.0:
         return float(mode)
-    raise ValueError(f"collective_overlap must be 'keep', 'free' or a fraction in [0, 1], "
-                     f"not {mode!r}")
+    raise ValueError(f"collective_overlap must be 'keep', 'free', 'hidden', a fraction in "
+                     f"[0, 1] or collectives.ExposedAtMost(seconds), not {mode!r}")
+
+
+def exposure_mode(mode) -> bool:
+    """Whether ``mode`` plans against exposed communication time."""
+    return mode == "hidden" or isinstance(mode, ExposedAtMost)
 
 
 @dataclasses.dataclass(frozen=True)

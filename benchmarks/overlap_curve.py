@@ -1,0 +1,240 @@
+"""Sharded steps (compile-only GPUs): per-device temp against exposed communication.
+
+    python -m benchmarks.overlap_curve --out=benchmarks/results/overlap_curve_h100
+
+For each example step, FSDP-style on ``--devices`` H100s (``benchmarks.multi_device``'s
+shardings), the points of the trade curve under ``olla_jax.graph.overlap``'s
+cost model (roofline instructions, ring collectives over NVLink, one link shared
+first come first served): XLA's latency-hiding order and its order without the
+latency-hiding scheduler (``xla_gpu_enable_latency_hiding_scheduler=false``) as
+reference points, and ours with ``collective_overlap`` = "keep", "free",
+"hidden" (exposed <= XLA's) and ``ExposedAtMost(a)`` for a from 0 (hide all
+that re-timing can) to all of the step's communication.  Planned figures: the
+per-device executables are built, not run (no GPU here).
+
+With ``--orders_only`` no search runs (nothing depends on the time limit or
+the machine's load): XLA's order, the same order with every done moved right
+after its start (no overlap at all), and that order re-timed by
+``overlap.retime`` to each allowance, each placed best-fit; the table gives the
+live-bytes peak of the order (the order problem's objective), the placed temp
+and the exposed communication.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+import warnings
+
+from benchmarks import common
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="lm_adamw,gpt2")
+    p.add_argument("--size", default="small")
+    p.add_argument("--devices", type=int, default=8)
+    p.add_argument("--sharding", default="fsdp")
+    p.add_argument("--target", default="h100")
+    p.add_argument("--time_limit_s", type=float, default=8.0)
+    p.add_argument("--combine_threshold_bytes", type=int, default=None,
+                   help="XLA's collective combiners' thresholds (all-gather, reduce-scatter, "
+                        "all-reduce); 0 keeps one collective per array; default: XLA's")
+    p.add_argument("--orders_only", action="store_true")
+    p.add_argument("--out", default="overlap_curve")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _row(model, label, p, allowance=None) -> dict:
+    s = p.settings
+    return {"model": model, "point": label, "allowance_s": allowance,
+            "xla": p.xla_best_temp_bytes, "planned": p.planned_temp_bytes,
+            "exposed_s": s.get("exposed_s"), "exposed_s_xla": s.get("exposed_s_xla"),
+            "comm_s": s.get("comm_s"), "compute_s": s.get("compute_s"),
+            "pairs": s.get("async_pairs", 0), "source": p.source, "engine": p.engine,
+            "built": p.executable_bytes is not None, "notes": list(p.notes)}
+
+
+def run_model(model: str, args) -> list[dict]:
+    import examples
+    import olla_jax
+    from benchmarks.multi_device import in_shardings
+    from olla_jax.graph import collectives
+    step = examples.get(model, args.size)
+    options = {}
+    if args.combine_threshold_bytes is not None:
+        options = {f"xla_gpu_{kind}_combine_threshold_bytes": args.combine_threshold_bytes
+                   for kind in ("all_gather", "reduce_scatter", "all_reduce")}
+
+    def plan(mode, **extra):
+        extra["compiler_options"] = {**options, **extra.get("compiler_options", {})}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
+                                 time_limit_s=args.time_limit_s,
+                                 static_argnums=step.static_argnums,
+                                 donate_argnums=step.donate_argnums, num_devices=args.devices,
+                                 in_shardings=in_shardings(step, args.sharding, args.devices),
+                                 collective_overlap=mode, **extra)
+    rows = []
+    hidden = plan("hidden")
+    s = hidden.settings
+    rows.append({"model": model, "point": "XLA latency-hiding order", "allowance_s": None,
+                 "xla": hidden.xla_best_temp_bytes, "planned": hidden.xla_best_temp_bytes,
+                 "exposed_s": s.get("exposed_s_xla"), "exposed_s_xla": s.get("exposed_s_xla"),
+                 "comm_s": s.get("comm_s"), "compute_s": s.get("compute_s"),
+                 "pairs": s.get("async_pairs", 0), "source": "xla", "engine": "xla",
+                 "built": True, "notes": []})
+    flat = plan("keep", compiler_options={"xla_gpu_enable_latency_hiding_scheduler": False})
+    f = flat.settings
+    rows.append({"model": model, "point": "XLA order, no latency-hiding scheduler",
+                 "allowance_s": None, "xla": flat.xla_best_temp_bytes,
+                 "planned": flat.xla_best_temp_bytes, "exposed_s": f.get("exposed_s_xla"),
+                 "exposed_s_xla": f.get("exposed_s_xla"), "comm_s": f.get("comm_s"),
+                 "compute_s": f.get("compute_s"), "pairs": f.get("async_pairs", 0),
+                 "source": "xla", "engine": "xla", "built": True, "notes": []})
+    rows.append(_row(model, "ours, keep", plan("keep")))
+    rows.append(_row(model, "ours, free", plan("free")))
+    rows.append(_row(model, "ours, hidden (<= XLA's)", hidden, s.get("exposed_allowance_s")))
+    xla_s, comm_s = s.get("exposed_s_xla") or 0.0, s.get("comm_s") or 0.0
+    for label, a in (("0", 0.0), ("XLA's / 2", xla_s / 2),
+                     ("halfway to all", xla_s + (comm_s - xla_s) / 2), ("all", comm_s)):
+        rows.append(_row(model, f"ours, exposed <= {label}",
+                         plan(collectives.ExposedAtMost(a)), a))
+    return rows
+
+
+def orders_only(model: str, args) -> list[dict]:
+    """XLA's order and the no-overlap order re-timed to allowances (module doc)."""
+    import examples
+    from benchmarks.multi_device import in_shardings
+    from olla_jax.capture import gpu, record
+    from olla_jax.graph import collectives, dumps, layout as layout_lib, model as model_lib, overlap
+    from olla_jax.solve import place as place_lib
+    from olla_jax.solve import problem as sp
+    step = examples.get(model, args.size)
+    options = {}
+    if args.combine_threshold_bytes is not None:
+        options = {f"xla_gpu_{kind}_combine_threshold_bytes": args.combine_threshold_bytes
+                   for kind in ("all_gather", "reduce_scatter", "all_reduce")}
+    cap = record.capture(step.fn, *step.args, backend=f"gpu:{args.target}",
+                         static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+                         compiler_options=options,
+                         spmd=dict(num_devices=args.devices, out_shardings=None, mesh_axes=None,
+                                   in_shardings=in_shardings(step, args.sharding, args.devices)))
+    graph = model_lib.build(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                            alignment=256)
+    module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
+    pairs = collectives.async_pairs(module)
+    cost = overlap.device_cost(gpu._target_path(args.target).read_text())
+    sm = overlap.step_model(module, graph, pairs, cost, args.devices)
+    problem = graph.order_problem()
+
+    def row(label, order, allowance=None, temp=None):
+        e = sm.exposure(order)
+        if temp is None:
+            pp, owners = graph.placement_problem(order)
+            temp = layout_lib.realize(graph, order, place_lib.best_fit(pp), owners).temp_bytes
+        return {"model": model, "point": label, "allowance_s": allowance, "xla": cap.memory.temp,
+                "planned": temp, "order_peak": sp.order_cost(problem, order),
+                "exposed_s": e.exposed_s, "comm_s": e.comm_s, "compute_s": e.compute_s,
+                "pairs": len(pairs), "source": "xla" if temp == cap.memory.temp else "best-fit",
+                "notes": []}
+    rows = [row("XLA's order (XLA's placement)", graph.xla_order, temp=cap.memory.temp)]
+    collapsed = list(graph.xla_order)
+    for c in sm.collectives:
+        collapsed.remove(c.done)
+        collapsed.insert(collapsed.index(c.start) + 1, c.done)
+    sp.check_topological(problem, collapsed)
+    rows.append(row("XLA's order, no overlap (done right after start)", collapsed))
+    xla_s, comm_s = sm.xla.exposed_s, sm.xla.comm_s
+    for label, a in (("halfway to all", xla_s + (comm_s - xla_s) / 2), ("XLA's", xla_s),
+                     ("XLA's / 2", xla_s / 2), ("0", 0.0)):
+        for name, start in (("no-overlap order", collapsed), ("XLA's order", graph.xla_order)):
+            r = overlap.retime(start, sm.node_seconds, sm.collectives, problem.edges, a,
+                               lambda o: sp.order_cost(problem, o))
+            rows.append(row(f"{name} re-timed, exposed <= {label} ({r.moves} moves)",
+                            r.order, a))
+    return rows
+
+
+def worker(args) -> None:
+    common.gpu_environment("gpu")
+    try:
+        rows = (orders_only if args.orders_only else run_model)(args.worker, args)
+    except Exception as err:  # noqa: BLE001 - reported in the table
+        traceback.print_exc()
+        rows = [{"model": args.worker, "point": "-", "error": f"{type(err).__name__}: {err}"[:500]}]
+    with open(args.worker_out, "w") as f:
+        json.dump(rows, f)
+
+
+def _us(x) -> str:
+    return "-" if x is None else f"{x * 1e6:,.1f}"
+
+
+def markdown(rows, args, machine, command) -> str:
+    lines = common.header(
+        f"Memory against exposed communication: {args.devices} x {args.target}, "
+        f"{args.sharding} (compile-only)",
+        {"example size": args.size, "plan time limit": f"{args.time_limit_s:g} s",
+         "collective combine threshold": "XLA's" if args.combine_threshold_bytes is None
+         else f"{args.combine_threshold_bytes} bytes",
+         "load average (1 / 5 / 15 min, when written)": common.load()},
+        command=command, machine_info=machine)
+    lines += ["Per-device temp in MiB; exposed = communication the compute stream waits for, "
+              "in microseconds, under olla_jax.graph.overlap's cost model (roofline per "
+              "instruction from the device description; ring collectives over NVLink 4, 450 GB/s "
+              "one way per GPU; one link, first come first served). allowed = the exposure "
+              "asked for. XLA rows: XLA's own order and placement. 'ours' rows: planned, the "
+              "per-device executable built (not run: no GPU here); where no plan below XLA's "
+              "was found the row is XLA's (source xla). The machine was shared with other "
+              "jobs (load above): times are not comparable, figures are. order peak (--orders_only): "
+              "the order's live-bytes peak (the order problem's objective); temp there: that "
+              "order placed best-fit (XLA's own placement for XLA's order).", ""]
+    table = []
+    for r in rows:
+        if "error" in r:
+            table.append([r["model"], r["point"], f"ERROR: {r['error'][:200]}"] + [""] * 7)
+            continue
+        table.append([r["model"], r["point"], _us(r["allowance_s"]), common.mib(r["planned"]),
+                      f"{r['planned'] / r['xla']:.3f}" if r["xla"] else "-",
+                      common.mib(r["order_peak"]) if "order_peak" in r else "-",
+                      _us(r["exposed_s"]), _us(r["comm_s"]), _us(r["compute_s"]), r["source"]])
+    lines += common.table(["model", "point", "allowed", "temp", "temp/XLA's", "order peak",
+                           "exposed", "comm", "compute", "source"], table,
+                          right={2, 3, 4, 5, 6, 7, 8})
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    common.gpu_environment("gpu")
+    command, machine = common.command_line(), common.machine()
+    flags = [f"--size={args.size}", f"--devices={args.devices}", f"--target={args.target}",
+             f"--sharding={args.sharding}", f"--time_limit_s={args.time_limit_s}"]
+    if args.combine_threshold_bytes is not None:
+        flags.append(f"--combine_threshold_bytes={args.combine_threshold_bytes}")
+    if args.orders_only:
+        flags.append("--orders_only")
+    rows = []
+    for model in args.models.split(","):
+        got = common.run_worker("benchmarks.overlap_curve", model, flags,
+                                lambda msg, m=model: [{"model": m, "point": "-", "error": msg}],
+                                timeout_s=1800)
+        for row in got:
+            print(json.dumps(row), flush=True)
+        rows += got
+        common.write_results(args.out, {"command": command, "machine": machine, "rows": rows},
+                             markdown(rows, args, machine, command))
+    print(open(args.out + ".md").read())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,421 @@
+"""Collective overlap as a quantity: a stated cost model, exposed communication
+time under an order, and re-timing starts and dones to hide collectives.
+
+The cost model (all figures per device, from the device description):
+
+* an instruction takes ``max(FLOPs / peak FLOP/s, bytes accessed / memory
+  bandwidth)`` (a roofline).  FLOPs are ``olla_jax.flops``'s count; bytes
+  accessed are its operands' and result's sizes; the peak is the tensor-core
+  rate of its result's element type (f32 dots as TF32, as XLA:GPU runs them by
+  default) when it contains a dot, a convolution or a GEMM custom call, the
+  vector rate (SMs x FP32 lanes x 2 x clock) otherwise.  A while loop's body
+  counts once, as in ``olla_jax.flops``.
+* a collective moves, over one direction of the device's interconnect, what a
+  ring algorithm moves per device over a group of n: all-gather (n-1)/n of its
+  output, reduce-scatter (n-1)/n of its input, all-reduce 2(n-1)/n of its
+  input, all-to-all (n-1)/n, collective-permute all of it.  For all-gather and
+  reduce-scatter n is read from the shapes (output/input); for the others it
+  is the step's device count.  Other async pairs (host copies, async compute)
+  cost no link time.  No fixed latency is added.
+* one link, first come first served: collectives run one at a time in the
+  order of their starts, each at the full bandwidth; compute runs one
+  instruction at a time beside it.  A done waits until its collective has
+  finished; the time the compute stream waits there is that collective's
+  exposed time.  With one collective in flight at a time this is
+  ``max(0, comm time - compute time between its start and done)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Sequence
+
+from olla_jax import flops as flops_lib
+
+# Per direction per NVLink link: 50 GB/s bidirectional for NVLink 3 (A100,
+# 12 links: 600 GB/s) and NVLink 4 (H100 SXM, 18 links: 900 GB/s), NVIDIA's
+# A100 and H100 datasheets (and the H100 whitepaper's "NVLink: 18 links, 900
+# GB/s total bandwidth").  Per GPU one way: 300 GB/s (A100), 450 GB/s (H100).
+NVLINK_LINK_BYTES_PER_S_ONE_WAY = 25e9
+
+_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 2, 8: 4, 9: 8, 10: 2, 11: 4, 12: 8, 15: 8,
+          16: 2, 18: 16, 19: 1, 20: 1, 21: 1, 22: 1, 23: 1, 24: 1, 25: 1}   # xla.PrimitiveType
+_F32, _TF32_KEY = 11, 11
+_NO_COST = frozenset({"parameter", "constant", "bitcast", "get-tuple-element", "tuple",
+                      "after-all", "partition-id", "replica-id", "optimization-barrier"})
+_RING = {"all-gather": "out", "reduce-scatter": "in", "all-reduce": "in2", "all-to-all": "in",
+         "ragged-all-to-all": "in", "collective-permute": "all"}
+
+
+class DeviceDescriptionError(ValueError):
+    """A device description lacks what the cost model needs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceCost:
+    """Peak rates of one device (bytes and FLOPs per second)."""
+    name: str
+    vector_flops: float                      # FP32 FMA lanes x 2 x clock
+    matrix_flops: dict[int, float]           # dense tensor-core rate by xla.PrimitiveType
+    memory_bandwidth: float
+    link_bandwidth: float                    # interconnect, one direction, per device
+
+
+def device_cost(target_text: str, link_bandwidth: float | None = None) -> DeviceCost:
+    """The cost model's rates from a ``GpuTargetConfigProto`` text (``targets/*.txtpb``).
+
+    ``link_bandwidth``: bytes/s one way per device; by default NVLink's
+    ``active_links`` x ``NVLINK_LINK_BYTES_PER_S_ONE_WAY``."""
+    def number(field: str) -> float:
+        m = re.search(rf"\b{field}:\s*([0-9.eE+]+)", target_text)
+        if m is None:
+            raise DeviceDescriptionError(f"the device description has no {field}; the overlap "
+                                         "cost model needs it (see olla_jax/capture/targets)")
+        return float(m.group(1))
+    name = re.search(r'\bname:\s*"([^"]*)"', target_text)
+    cores, lanes, clock = number("core_count"), number("fpus_per_core"), number("clock_rate_ghz")
+    matrix = {}
+    for key, ghz, units, ops in re.findall(
+            r"key:\s*(\d+)\s*value\s*\{\s*clock_rate_ghz:\s*([0-9.]+)\s*units_per_core:\s*(\d+)"
+            r"\s*ops_per_clock:\s*(\d+)", target_text):
+        matrix[int(key)] = cores * int(units) * float(ghz) * 1e9 * int(ops) * 2
+    if link_bandwidth is None:
+        links = re.search(r"active_links:\s*(\d+)", target_text)
+        if links is None:
+            raise DeviceDescriptionError(
+                "the device description has no device_interconnect_info.active_links; pass the "
+                "interconnect bandwidth (bytes/s one way per device) explicitly")
+        link_bandwidth = int(links.group(1)) * NVLINK_LINK_BYTES_PER_S_ONE_WAY
+    return DeviceCost(name=name.group(1) if name else "?",
+                      vector_flops=cores * lanes * 2 * clock * 1e9, matrix_flops=matrix,
+                      memory_bandwidth=number("memory_bandwidth"),
+                      link_bandwidth=float(link_bandwidth))
+
+
+def shape_bytes(shape) -> int:
+    if shape.tuple_shapes:
+        return sum(shape_bytes(s) for s in shape.tuple_shapes)
+    if shape.element_type in (13, 14, 17):   # tuple, opaque, token
+        return 0
+    return flops_lib.elements(shape) * _BYTES.get(shape.element_type, 4)
+
+
+def _matrix_type(instr, comps) -> int | None:
+    """The element type whose tensor-core rate applies, None for vector work."""
+    if instr.opcode in ("dot", "convolution") or (
+            instr.opcode == "custom-call" and any(
+                k in instr.custom_call_target.lower() for k in ("gemm", "matmul", "conv"))):
+        shape = instr.shape.tuple_shapes[0] if instr.shape.tuple_shapes else instr.shape
+        return shape.element_type
+    for c in instr.called_computation_ids:
+        for inner in comps[c].instructions if c in comps else ():
+            found = _matrix_type(inner, comps)
+            if found is not None:
+                return found
+    return None
+
+
+def instruction_seconds(module, names: Sequence[str], cost: DeviceCost) -> list[float]:
+    """Per entry instruction named in ``names``, its roofline time (0 for starts,
+    dones and instructions that move no data)."""
+    comps = {c.id: c for c in module.computations}
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    by_name = {i.name: i for i in comps[module.entry_computation_id].instructions}
+    out = []
+    for name in names:
+        instr = by_name.get(name)
+        if instr is None or instr.opcode in _NO_COST or instr.opcode.endswith(("-start", "-done")):
+            out.append(0.0)
+            continue
+        flops = flops_lib.instruction_flops(instr, by_id, comps)
+        moved = shape_bytes(instr.shape) + sum(shape_bytes(by_id[o].shape)
+                                               for o in instr.operand_ids if o in by_id)
+        kind = _matrix_type(instr, comps)
+        peak = cost.vector_flops
+        if kind is not None:
+            peak = cost.matrix_flops.get(_TF32_KEY if kind == _F32 else kind, cost.vector_flops)
+        out.append(max(flops / peak, moved / cost.memory_bandwidth))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+    """One async pair as the cost model sees it (``start``/``done``: node indices)."""
+    start: int
+    done: int
+    kind: str            # "all-gather", "reduce-scatter", ..., or the start's opcode
+    group: int           # devices taking part
+    link_bytes: float    # bytes this device sends one way
+    seconds: float       # link_bytes / link bandwidth
+
+
+def link_bytes(kind: str, in_bytes: int, out_bytes: int, group: int) -> float:
+    """Bytes one device sends under a ring algorithm (module doc); 0 for non-collectives."""
+    how = _RING.get(kind)
+    if how is None or group <= 1:
+        return 0.0
+    share = (group - 1) / group
+    return {"out": share * out_bytes, "in": share * in_bytes, "in2": 2 * share * in_bytes,
+            "all": float(in_bytes)}[how]
+
+
+def collective_kind(start, comps) -> str:
+    if start.opcode == "async-start":
+        for c in start.called_computation_ids:
+            comp = comps.get(c)
+            if comp is not None:
+                root = next((i for i in comp.instructions if i.id == comp.root_id), None)
+                if root is not None:
+                    return root.opcode.removesuffix("-start")
+    return start.opcode.removesuffix("-start")
+
+
+def collectives(module, pairs, node_index: dict[str, int], cost: DeviceCost,
+                num_devices: int) -> list[Collective]:
+    """The cost model's view of ``collectives.async_pairs(module)``."""
+    comps = {c.id: c for c in module.computations}
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    by_name = {i.name: i for i in comps[module.entry_computation_id].instructions}
+    out = []
+    for pair in pairs:
+        if pair.start not in node_index or pair.done not in node_index:
+            continue
+        start, done = by_name[pair.start], by_name[pair.done]
+        kind = collective_kind(start, comps)
+        in_bytes = sum(shape_bytes(by_id[o].shape) for o in start.operand_ids if o in by_id)
+        out_bytes = shape_bytes(done.shape)
+        group = num_devices
+        if kind == "all-gather" and in_bytes:
+            group = round(out_bytes / in_bytes)
+        elif kind == "reduce-scatter" and out_bytes:
+            group = round(in_bytes / out_bytes)
+        moved = link_bytes(kind, in_bytes, out_bytes, group)
+        out.append(Collective(start=node_index[pair.start], done=node_index[pair.done], kind=kind,
+                              group=group, link_bytes=moved, seconds=moved / cost.link_bandwidth))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Exposure:
+    """Exposed communication of one order (seconds)."""
+    exposed_s: float                 # compute stream waiting at dones, all collectives
+    per_collective: tuple[float, ...]  # in the order of the collectives given
+    compute_s: float                 # the compute stream's own work
+    comm_s: float                    # the link's work
+
+    @property
+    def step_s(self) -> float:
+        return self.compute_s + self.exposed_s
+
+
+def exposure(order: Sequence[int], node_seconds: Sequence[float],
+             colls: Sequence[Collective]) -> Exposure:
+    """Simulate ``order`` under the module doc's model."""
+    by_start = {c.start: k for k, c in enumerate(colls)}
+    by_done = {c.done: k for k, c in enumerate(colls)}
+    finish = [0.0] * len(colls)
+    waited = [0.0] * len(colls)
+    clock = link = compute = 0.0
+    for node in order:
+        k = by_start.get(node)
+        if k is not None:
+            link = max(clock, link) + colls[k].seconds
+            finish[k] = link
+        k = by_done.get(node)
+        if k is not None:
+            if finish[k] > clock:
+                waited[k] = finish[k] - clock
+                clock = finish[k]
+            continue
+        clock += node_seconds[node]
+        compute += node_seconds[node]
+    return Exposure(exposed_s=sum(waited), per_collective=tuple(waited), compute_s=compute,
+                    comm_s=sum(c.seconds for c in colls))
+
+
+@dataclasses.dataclass(frozen=True)
+class Retimed:
+    order: tuple[int, ...]
+    exposure: Exposure
+    memory: int          # memory_cost(order)
+    moves: int           # starts moved earlier / dones moved later
+
+
+_EPS = 1e-12
+
+
+def _moved(order: list[int], src: int, dst: int) -> list[int]:
+    """``order`` with the node at position ``src`` moved to position ``dst``."""
+    node = order[src]
+    rest = order[:src] + order[src + 1:]
+    return rest[:dst] + [node] + rest[dst:]
+
+
+def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[Collective],
+           edges: Sequence[tuple[int, int]], allowance_s: float,
+           memory_cost: Callable[[Sequence[int]], int], max_moves: int = 10_000,
+           deadline: float | None = None) -> Retimed:
+    """Move starts earlier and dones later until at most ``allowance_s`` of
+    communication is exposed, or nothing more helps.
+
+    Each round takes the first collective (by its done) that still waits and
+    tries: its done later, past just enough compute that does not depend on it
+    to hide it (what depends on the done moves along after it, in its order),
+    its start earlier likewise (what it depends on moves along before it), and
+    both; of those that lower the exposed time, the one with the least
+    ``memory_cost`` wins.  Every move keeps ``edges``."""
+    order = list(order)
+    preds: dict[int, list[int]] = {}
+    succs: dict[int, list[int]] = {}
+    for u, v in edges:
+        succs.setdefault(u, []).append(v)
+        preds.setdefault(v, []).append(u)
+    current = exposure(order, node_seconds, colls)
+    memory = memory_cost(order)
+    stuck: set[int] = set()
+    moves = 0
+
+    def later_done(o: list[int], c: Collective, need: float) -> list[int]:
+        # Nodes after the done that do not depend on it move before it (and
+        # run inside the pair); the done and its dependents keep their order.
+        at = o.index(c.done)
+        cone, ahead, acc, k = {c.done}, [], 0.0, at
+        while k + 1 < len(o) and acc < need:
+            k += 1
+            n = o[k]
+            if any(p in cone for p in preds.get(n, ())):
+                cone.add(n)
+            else:
+                ahead.append(n)
+                acc += node_seconds[n]
+        if not ahead:
+            return o
+        return o[:at] + ahead + [n for n in o[at:k + 1] if n in cone] + o[k + 1:]
+
+    def earlier_start(o: list[int], c: Collective, need: float) -> list[int]:
+        # Nodes before the start that it does not depend on move after it.
+        at = o.index(c.start)
+        cone, behind, acc, k = {c.start}, [], 0.0, at
+        while k - 1 >= 0 and acc < need:
+            k -= 1
+            n = o[k]
+            if any(s in cone for s in succs.get(n, ())):
+                cone.add(n)
+            else:
+                behind.append(n)
+                acc += node_seconds[n]
+        if not behind:
+            return o
+        return o[:k] + [n for n in o[k:at + 1] if n in cone] + behind[::-1] + o[at + 1:]
+
+    import time
+    while current.exposed_s > allowance_s + _EPS and moves < max_moves and (
+            deadline is None or time.monotonic() < deadline):
+        pos = {n: k for k, n in enumerate(order)}
+        waiting = [k for k, w in enumerate(current.per_collective) if w > _EPS and k not in stuck]
+        if not waiting:
+            break
+        k = min(waiting, key=lambda j: pos[colls[j].done])
+        c, need = colls[k], current.per_collective[k]
+        tries = []
+        late = later_done(order, c, need)
+        early = earlier_start(order, c, need)
+        for candidate in (late, early, later_done(early, c, need)):
+            if candidate is order:
+                continue
+            e = exposure(candidate, node_seconds, colls)
+            if e.exposed_s < current.exposed_s - _EPS:
+                tries.append((memory_cost(candidate), e.exposed_s, candidate, e))
+        if not tries:
+            stuck.add(k)
+            continue
+        memory, _, order, current = min(tries, key=lambda t: (t[0], t[1]))
+        moves += 1
+    return Retimed(order=tuple(order), exposure=current, memory=memory, moves=moves)
+
+
+# ---- on a scheduling graph ------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class StepModel:
+    """The cost model of one sharded step's graph: per node its seconds, the
+    collectives, and what XLA's own order exposes."""
+    cost: DeviceCost
+    node_seconds: tuple[float, ...]
+    collectives: tuple[Collective, ...]
+    xla: Exposure
+
+    def exposure(self, order: Sequence[int]) -> Exposure:
+        return exposure(order, self.node_seconds, self.collectives)
+
+    def allowance(self, mode) -> float:
+        """Seconds of exposed communication ``mode`` allows ("hidden": XLA's)."""
+        seconds = getattr(mode, "seconds", None)
+        return float(seconds) if seconds is not None else self.xla.exposed_s
+
+
+def step_model(module, graph, pairs, cost: DeviceCost, num_devices: int) -> StepModel:
+    """``StepModel`` of a ``model.ScheduleGraph`` built from ``module``."""
+    seconds = tuple(instruction_seconds(module, graph.nodes, cost))
+    colls = tuple(collectives(module, pairs, graph.node_index, cost, num_devices))
+    return StepModel(cost=cost, node_seconds=seconds, collectives=colls,
+                     xla=exposure(graph.xla_order, seconds, colls))
+
+
+@dataclasses.dataclass(frozen=True)
+class Hidden:
+    """The least-memory order found within the allowance, placed."""
+    layout: object            # graph.layout.Layout
+    exposure: Exposure
+    source: str               # which order it was re-timed from
+    met: bool                 # exposure within the allowance
+
+
+def hide(graph, step: StepModel, orders: dict[str, object], allowance_s: float,
+         deadline: float | None = None) -> Hidden:
+    """Re-time each of ``orders`` (by name: where it came from; an order, or a
+    ``Layout`` whose placement is kept when no move was needed) to expose at
+    most ``allowance_s``, and also as far as re-timing hides (moving a
+    reduce-scatter's start up to its gradient can free memory: more overlap is
+    not always dearer); place each moved one best-fit, and keep the least temp
+    among those within the allowance (the least exposed when none is).  Each
+    re-timing gets an equal share of the time to ``deadline``."""
+    import time
+
+    from olla_jax.graph import layout as layout_lib
+    from olla_jax.solve import place as place_lib
+    problem = graph.order_problem()
+    targets = (allowance_s, 0.0) if allowance_s > 0 else (allowance_s,)
+    tries = [(name, given, a) for name, given in orders.items() for a in targets]
+    found, seen = [], set()
+    for k, (name, given, allowed) in enumerate(tries):
+        if found and deadline is not None and time.monotonic() > deadline:
+            break
+        share = None if deadline is None else (
+            time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
+        order = tuple(getattr(given, "order", given))
+        retimed = retime(order, step.node_seconds, step.collectives, problem.edges, allowed,
+                         lambda o: order_problem_cost(problem, o), deadline=share)
+        if retimed.order in seen:
+            continue
+        seen.add(retimed.order)
+        if retimed.moves == 0 and hasattr(given, "order"):
+            layout = given
+        else:
+            pp, owners = graph.placement_problem(retimed.order)
+            placement = place_lib.best_fit(pp, deadline=deadline)
+            layout = layout_lib.realize(graph, retimed.order, placement, owners)
+        met = retimed.exposure.exposed_s <= allowance_s + _EPS
+        found.append(Hidden(layout=layout, exposure=retimed.exposure,
+                            source=name + ("+retimed" if retimed.moves else ""),
+                            met=met))
+    within = [h for h in found if h.met]
+    if within:
+        return min(within, key=lambda h: (h.layout.temp_bytes, h.exposure.exposed_s))
+    return min(found, key=lambda h: (h.exposure.exposed_s, h.layout.temp_bytes))
+
+
+def order_problem_cost(problem, order: Sequence[int]) -> int:
+    from olla_jax.solve import problem as sp
+    return sp.order_cost(problem, order)
