@@ -28,7 +28,7 @@ from olla_jax.graph import layout as layout_lib
 from olla_jax.graph import collectives, dumps, model, overlap
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
-from olla_jax.strategy import Candidate, Deadline, Solution, solve_graph  # noqa: F401
+from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, solve_graph  # noqa: F401
 
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
 RETIME_SHARE = 0.25            # _plan: re-timing collectives ("hidden"), kept back from the searches
@@ -345,7 +345,7 @@ def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, d
     overlap kept, free, XLA's) re-timed to the exposure ``mode`` allows; the
     layout and the engine that found its order (``+retimed`` when moved)."""
     allowance = step_cost.allowance(mode)
-    hidden = overlap.hide(graph, step_cost, orders, allowance, deadline=deadline)
+    hidden = hide_collectives(graph, step_cost, orders, allowance, deadline=deadline)
     settings.update(exposed_allowance_s=allowance, retimed_from=hidden.source)
     if not hidden.met:
         notes.append(f"exposed communication {hidden.exposure.exposed_s * 1e6:,.1f} us, over the "

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from absl import logging
 
 from olla_jax.graph import layout as layout_lib
-from olla_jax.graph import model
+from olla_jax.graph import model, overlap
 from olla_jax.solve import problem as sp
 
 # How solve_graph shares the time limit: every stage ends at a mark, a
@@ -487,3 +487,57 @@ def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, see
         return Candidate(found.order, "joint", found.placement, found.owners, found.problem,
                          best.live)
     return best
+
+
+# Collective re-timing (collective_overlap="hidden" or an exposure allowance): the cost
+# model and the re-timing move are olla_jax.graph.overlap's; placing the moved orders is here.
+
+
+@dataclasses.dataclass(frozen=True)
+class Hidden:
+    """The least-memory order found within the allowance, placed."""
+    layout: layout_lib.Layout
+    exposure: overlap.Exposure
+    source: str               # which order it was re-timed from
+    met: bool                 # exposure within the allowance
+
+
+def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders: dict[str, object],
+                     allowance_s: float, deadline: float | None = None) -> Hidden:
+    """Re-time each of ``orders`` (by name: where it came from; an order, or a
+    ``Layout`` whose placement is kept when no move was needed) to expose at
+    most ``allowance_s``, and also as far as re-timing hides (moving a
+    reduce-scatter's start up to its gradient can free memory: more overlap is
+    not always dearer); place each moved one best-fit, and keep the least temp
+    among those within the allowance (the least exposed when none is).  Each
+    re-timing gets an equal share of the time to ``deadline``."""
+    from olla_jax.solve import place as place_lib
+    problem = graph.order_problem()
+    targets = (allowance_s, 0.0) if allowance_s > 0 else (allowance_s,)
+    tries = [(name, given, a) for name, given in orders.items() for a in targets]
+    found, seen = [], set()
+    for k, (name, given, allowed) in enumerate(tries):
+        if found and deadline is not None and time.monotonic() > deadline:
+            break
+        share = None if deadline is None else (
+            time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
+        order = tuple(getattr(given, "order", given))
+        retimed = overlap.retime(order, step.node_seconds, step.collectives, problem.edges, allowed,
+                         lambda o: overlap.order_problem_cost(problem, o), deadline=share)
+        if retimed.order in seen:
+            continue
+        seen.add(retimed.order)
+        if retimed.moves == 0 and hasattr(given, "order"):
+            layout = given
+        else:
+            pp, owners = graph.placement_problem(retimed.order)
+            placement = place_lib.best_fit(pp, deadline=deadline)
+            layout = layout_lib.realize(graph, retimed.order, placement, owners)
+        met = retimed.exposure.exposed_s <= allowance_s + overlap.EPS
+        found.append(Hidden(layout=layout, exposure=retimed.exposure,
+                            source=name + ("+retimed" if retimed.moves else ""),
+                            met=met))
+    within = [h for h in found if h.met]
+    if within:
+        return min(within, key=lambda h: (h.layout.temp_bytes, h.exposure.exposed_s))
+    return min(found, key=lambda h: (h.exposure.exposed_s, h.layout.temp_bytes))

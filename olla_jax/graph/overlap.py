@@ -32,6 +32,7 @@ import re
 from typing import Callable, Sequence
 
 from olla_jax import flops as flops_lib
+from olla_jax.errors import OllaJaxError
 
 # Per direction per NVLink link: 50 GB/s bidirectional for NVLink 3 (A100,
 # 12 links: 600 GB/s) and NVLink 4 (H100 SXM, 18 links: 900 GB/s), NVIDIA's
@@ -48,7 +49,7 @@ _RING = {"all-gather": "out", "reduce-scatter": "in", "all-reduce": "in2", "all-
          "ragged-all-to-all": "in", "collective-permute": "all"}
 
 
-class DeviceDescriptionError(ValueError):
+class DeviceDescriptionError(OllaJaxError, ValueError):
     """A device description lacks what the cost model needs."""
 
 
@@ -242,7 +243,7 @@ class Retimed:
     moves: int           # starts moved earlier / dones moved later
 
 
-_EPS = 1e-12
+EPS = 1e-12
 
 
 def _moved(order: list[int], src: int, dst: int) -> list[int]:
@@ -310,10 +311,10 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
         return o[:k] + [n for n in o[k:at + 1] if n in cone] + behind[::-1] + o[at + 1:]
 
     import time
-    while current.exposed_s > allowance_s + _EPS and moves < max_moves and (
+    while current.exposed_s > allowance_s + EPS and moves < max_moves and (
             deadline is None or time.monotonic() < deadline):
         pos = {n: k for k, n in enumerate(order)}
-        waiting = [k for k, w in enumerate(current.per_collective) if w > _EPS and k not in stuck]
+        waiting = [k for k, w in enumerate(current.per_collective) if w > EPS and k not in stuck]
         if not waiting:
             break
         k = min(waiting, key=lambda j: pos[colls[j].done])
@@ -325,7 +326,7 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
             if candidate is order:
                 continue
             e = exposure(candidate, node_seconds, colls)
-            if e.exposed_s < current.exposed_s - _EPS:
+            if e.exposed_s < current.exposed_s - EPS:
                 tries.append((memory_cost(candidate), e.exposed_s, candidate, e))
         if not tries:
             stuck.add(k)
@@ -361,59 +362,6 @@ def step_model(module, graph, pairs, cost: DeviceCost, num_devices: int) -> Step
     colls = tuple(collectives(module, pairs, graph.node_index, cost, num_devices))
     return StepModel(cost=cost, node_seconds=seconds, collectives=colls,
                      xla=exposure(graph.xla_order, seconds, colls))
-
-
-@dataclasses.dataclass(frozen=True)
-class Hidden:
-    """The least-memory order found within the allowance, placed."""
-    layout: object            # graph.layout.Layout
-    exposure: Exposure
-    source: str               # which order it was re-timed from
-    met: bool                 # exposure within the allowance
-
-
-def hide(graph, step: StepModel, orders: dict[str, object], allowance_s: float,
-         deadline: float | None = None) -> Hidden:
-    """Re-time each of ``orders`` (by name: where it came from; an order, or a
-    ``Layout`` whose placement is kept when no move was needed) to expose at
-    most ``allowance_s``, and also as far as re-timing hides (moving a
-    reduce-scatter's start up to its gradient can free memory: more overlap is
-    not always dearer); place each moved one best-fit, and keep the least temp
-    among those within the allowance (the least exposed when none is).  Each
-    re-timing gets an equal share of the time to ``deadline``."""
-    import time
-
-    from olla_jax.graph import layout as layout_lib
-    from olla_jax.solve import place as place_lib
-    problem = graph.order_problem()
-    targets = (allowance_s, 0.0) if allowance_s > 0 else (allowance_s,)
-    tries = [(name, given, a) for name, given in orders.items() for a in targets]
-    found, seen = [], set()
-    for k, (name, given, allowed) in enumerate(tries):
-        if found and deadline is not None and time.monotonic() > deadline:
-            break
-        share = None if deadline is None else (
-            time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
-        order = tuple(getattr(given, "order", given))
-        retimed = retime(order, step.node_seconds, step.collectives, problem.edges, allowed,
-                         lambda o: order_problem_cost(problem, o), deadline=share)
-        if retimed.order in seen:
-            continue
-        seen.add(retimed.order)
-        if retimed.moves == 0 and hasattr(given, "order"):
-            layout = given
-        else:
-            pp, owners = graph.placement_problem(retimed.order)
-            placement = place_lib.best_fit(pp, deadline=deadline)
-            layout = layout_lib.realize(graph, retimed.order, placement, owners)
-        met = retimed.exposure.exposed_s <= allowance_s + _EPS
-        found.append(Hidden(layout=layout, exposure=retimed.exposure,
-                            source=name + ("+retimed" if retimed.moves else ""),
-                            met=met))
-    within = [h for h in found if h.met]
-    if within:
-        return min(within, key=lambda h: (h.layout.temp_bytes, h.exposure.exposed_s))
-    return min(found, key=lambda h: (h.exposure.exposed_s, h.layout.temp_bytes))
 
 
 def order_problem_cost(problem, order: Sequence[int]) -> int:
