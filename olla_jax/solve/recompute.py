@@ -6,10 +6,11 @@ bytes.  A recomputable value (a ``Choice``) may take at most one of its
 ``Option``s: the value is then absent over the option's ``gap`` (the first
 copy dies after its last early reader, the second is born just before the
 first late one) and the operands the second run reads stay live until it
-(``extend``: interval index -> new end, an end is only ever raised).  A value
-whose interval an option extends cannot itself be recomputed in the same plan
-(the rewriter copies single kernels that read their operands' first copies),
-so such pairs of choices exclude each other.
+(``extend``: interval index -> new end, an end is only ever raised).  An
+operand may itself be recomputed (a chain): the copy then reads the operand's
+first copy when it runs before the operand's gap, its second copy (kept live
+until then) when it runs after; inside the gap there is none, so such pairs
+of options exclude each other (``conflicts``).
 
 ``solve`` is lexicographic: the least extra cost whose live-bytes peak is at
 most the budget and, among those, the least peak; when no plan meets the
@@ -82,16 +83,22 @@ class RecomputeSolution:
     seconds: float
 
 
-def conflicts(problem: RecomputeProblem) -> list[tuple[int, int]]:
-    """Pairs of choices (c, d) where an option of c extends d's interval."""
+def conflicts(problem: RecomputeProblem) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Pairs of (choice, option) that cannot both be taken: the second run of
+    the first reads an operand that the second has dropped at that moment
+    (its copy runs inside the operand's gap).  Before the gap the copy reads
+    the operand's first copy; after it, its second copy (a chain)."""
     of_interval = {c.interval: k for k, c in enumerate(problem.choices)}
     out = set()
     for k, c in enumerate(problem.choices):
-        for o in c.options:
-            for i, _ in o.extend:
+        for j, o in enumerate(c.options):
+            for i, e in o.extend:
                 d = of_interval.get(i)
-                if d is not None:
-                    out.add((min(k, d), max(k, d)))
+                if d is None:
+                    continue
+                for l, od in enumerate(problem.choices[d].options):
+                    if od.gap[0] <= e <= od.gap[1]:
+                        out.add(((k, j), (d, l)))
     return sorted(out)
 
 
@@ -129,10 +136,11 @@ def profile(problem: RecomputeProblem, picks: Sequence[int]) -> np.ndarray:
 
 def evaluate(problem: RecomputeProblem, picks: Sequence[int]) -> tuple[int, int]:
     """(peak, cost) of ``picks``; ValueError when two picks conflict."""
-    chosen = {k for k, p in enumerate(picks) if p >= 0}
+    chosen = {(k, p) for k, p in enumerate(picks) if p >= 0}
     for a, b in conflicts(problem):
         if a in chosen and b in chosen:
-            raise ValueError(f"choices {a} and {b} cannot both be recomputed")
+            raise ValueError(f"options {a} and {b} (choice, option) cannot both be taken: the "
+                             "first's copy runs while the second has dropped its operand")
     prof = profile(problem, picks)
     cost = sum(c.cost for c, p in zip(problem.choices, picks) if p >= 0)
     return (int(prof.max()) if len(prof) else 0), cost
@@ -276,9 +284,8 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
          for k, c in enumerate(problem.choices)]
     for k, row in enumerate(x):
         m.AddAtMostOne(row)
-    any_of = [sum(row) for row in x]
-    for a, b in conflicts(problem):
-        m.Add(any_of[a] + any_of[b] <= 1)
+    for (a, i), (b, j) in conflicts(problem):
+        m.AddBoolOr([x[a][i].Not(), x[b][j].Not()])
     ext = _extensions(problem)
     peak = m.NewIntVar(0, int(max(base.max() + addable.max(), 0)), "peak")
     m.Add(peak <= cap)
@@ -325,8 +332,8 @@ def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, ti
     x = [[m.add_var(var_type=mip.BINARY) for _ in c.options] for c in problem.choices]
     for row in x:
         m += mip.xsum(row) <= 1
-    for a, b in conflicts(problem):
-        m += mip.xsum(x[a]) + mip.xsum(x[b]) <= 1
+    for (a, i), (b, j) in conflicts(problem):
+        m += x[a][i] + x[b][j] <= 1
     ext = _extensions(problem)
     peak = m.add_var(lb=0, ub=float(cap))
     alive = {}

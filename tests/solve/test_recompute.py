@@ -61,21 +61,34 @@ def test_model_matches_brute_force(engine, seed):
     assert ((0, cost, peak) if got.met else (1, peak, cost)) == key
 
 
-def test_operand_extension_counts_and_operand_cannot_be_recomputed():
+def test_operand_extension_counts():
     # value 0 (big) idle over [3, 8]; its copy reads value 1, which then lives to step 9
     problem = rc.RecomputeProblem(
         sizes=(100, 30, 50), starts=(0, 0, 4), ends=(10, 2, 6),
-        choices=(rc.Choice(0, (rc.Option((3, 8), ((1, 9),)),), 5),
-                 rc.Choice(1, (rc.Option((1, 1)),), 1)),
+        choices=(rc.Choice(0, (rc.Option((3, 8), ((1, 9),)),), 5),),
         budget=135)
-    assert rc.conflicts(problem) == [(0, 1)]
     got = rc.solve(problem, time_limit_s=2)
     # 150 at steps 4-6 before; dropping value 0 saves 100 there but keeps 30 alive: 80,
     # and the peak moves to steps 0-2 (130)
-    assert got.picks == (0, -1) and got.met
+    assert got.picks == (0,) and got.met
     assert got.peak == int(rc.profile(problem, got.picks).max()) == 130
+
+
+def test_chains_read_the_operands_copy_and_never_inside_its_gap():
+    # A (50 bytes, [0, 11]) is read by B's copy at step 10; B (60, [1, 12]) may drop
+    # over [3, 9]; A over [2, 8] (its copy, born at 9, is what B's copy reads) or over
+    # [2, 10] (no A at all when B's copy runs); C (80, [4, 7]) makes the peak.
+    problem = rc.RecomputeProblem(
+        sizes=(50, 60, 80), starts=(0, 1, 4), ends=(11, 12, 7),
+        choices=(rc.Choice(1, (rc.Option((3, 9), ((0, 10),)),), 5),
+                 rc.Choice(0, (rc.Option((2, 8)), rc.Option((2, 10))), 3)),
+        budget=120)
+    assert rc.conflicts(problem) == [((0, 0), (1, 1))]
     with pytest.raises(ValueError, match="cannot both"):
-        rc.evaluate(problem, (0, 0))
+        rc.evaluate(problem, (0, 1))
+    assert rc.evaluate(problem, (0, -1))[0] == 130 and rc.evaluate(problem, (-1, 0))[0] == 140
+    got = rc.solve(problem, time_limit_s=2)
+    assert got.picks == (0, 0) and got.met and (got.peak, got.cost) == (110, 8)
 
 
 def test_lower_budget_never_gets_a_higher_peak():
