@@ -343,7 +343,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     none = [-1] * len(choices)
     problem0 = model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0)
     peak0 = int(model.profile(problem0, none).max())
-    base = place_lib.best_fit(state0.problem()).arena_size
+    base = placed.arena_size
     # live bytes the arena does not hold (idle output space takes them), or
     # fragmentation it adds (negative): the model's budget is offset by it
     model_budget = target_temp + peak0 - base
@@ -356,31 +356,8 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         sol = model.solve(problem, engine=engine, time_limit_s=left, hint=hint)
         if not any(k >= 0 for k in sol.picks):
             break
-        state = _new_state(graph, order)
-        picked = []                                 # (clone time, candidate, k)
-        for (c, ks), pick in zip(keys, sol.picks):
-            if pick >= 0:
-                users = sorted(c.users, key=lambda n: step[n])
-                picked.append((2 * step[users[ks[pick]]], c, ks[pick]))
-        # copies run by time, operands first (a chain's operand is made earlier)
-        picked.sort(key=lambda p: (p[0], step[p[1].producer]))
-        copy = {}                                   # value -> [size, born, end] of its copy
-        for clone_t, c, k in picked:
-            users = sorted(c.users, key=lambda n: step[n])
-            iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
-            copy[c.value] = [graph.values[c.value].size, clone_t, iv[2]]
-            iv[2] = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[k - 1]] + 1
-        for clone_t, c, k in picked:
-            for o in c.operands:
-                unit_o = graph.units[unit_of[o]]
-                if o in copy and copy[o][1] <= clone_t:
-                    copy[o][2] = max(copy[o][2], clone_t)   # a chain reads the operand's copy
-                elif unit_o.movable:
-                    ov = state.intervals[state.interval_of_unit[unit_o.id]]
-                    ov[2] = max(ov[2], clone_t)
-            state.picks.append((c, k))
-        state.extra = [tuple(copy[c.value]) for c, _ in state.picks]
-        plan = _realize(graph, order, state, place_lib.best_fit(state.problem()))
+        plan = plan_of(graph, order, [(c, ks[pick]) for (c, ks), pick in zip(keys, sol.picks)
+                                      if pick >= 0])
         plan = dataclasses.replace(plan, how=f"model ({engine}"
                                    + (", optimal)" if sol.optimal else ")"))
         if best is None or _better(plan, best, target_temp):
@@ -390,6 +367,39 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         model_budget -= plan.temp_bytes - target_temp   # placement lost this much: ask for less
         hint = list(sol.picks)
     return best
+
+
+def plan_of(graph: ScheduleGraph, order: Sequence[int],
+            picks: Sequence[tuple[Candidate, int]]) -> RecomputePlan:
+    """The plan that recomputes each candidate of ``picks`` before its k-th
+    reader (in ``order``), placed by best-fit.  Copies run by time, a chain's
+    operand first; a copy made after its operand's copy reads that copy."""
+    from olla_jax.solve import place as place_lib
+    step = _step(graph, order)
+    unit_of = graph.unit_of_value
+    state = _new_state(graph, order)
+    picked = []                                 # (clone time, candidate, k)
+    for c, k in picks:
+        users = sorted(c.users, key=lambda n: step[n])
+        picked.append((2 * step[users[k]], c, k))
+    picked.sort(key=lambda p: (p[0], step[p[1].producer]))
+    copy = {}                                   # value -> [size, born, end] of its copy
+    for clone_t, c, k in picked:
+        users = sorted(c.users, key=lambda n: step[n])
+        iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
+        copy[c.value] = [graph.values[c.value].size, clone_t, iv[2]]
+        iv[2] = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[k - 1]] + 1
+    for clone_t, c, k in picked:
+        for o in c.operands:
+            unit_o = graph.units[unit_of[o]]
+            if o in copy and copy[o][1] <= clone_t:
+                copy[o][2] = max(copy[o][2], clone_t)   # a chain reads the operand's copy
+            elif unit_o.movable:
+                ov = state.intervals[state.interval_of_unit[unit_o.id]]
+                ov[2] = max(ov[2], clone_t)
+        state.picks.append((c, k))
+    state.extra = [tuple(copy[c.value]) for c, _ in state.picks]
+    return _realize(graph, order, state, place_lib.best_fit(state.problem()))
 
 
 def _better(a: RecomputePlan, b: RecomputePlan, target: int) -> bool:
@@ -498,7 +508,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if engine == "greedy":
         found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
     else:
-        found = choose(graph, order, cands, target, time_limit_s=time_limit_s / 3)
+        found = choose(graph, order, cands, target, time_limit_s=time_limit_s / 2)
         got = choose_model(graph, order, cands, target, engine=engine, warm=found,
                            time_limit_s=max(1.0, time_limit_s - (time.monotonic() - t0)))
         if got is not None and (found is None or _better(got, found, target)):
