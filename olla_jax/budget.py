@@ -6,15 +6,21 @@ their producer's kernel runs again just before the first later reader, so the
 first copy dies early and the second is born late.  A value qualifies when
 its producer is one pure kernel thunk (kernel, dot, convolution or ynn fusion) with one
 plain result that shares bytes with nothing, and every operand can stay
-intact until the second run (an operand that is itself recomputed, or written
-over in place before then, disqualifies it).  Operands are kept live until
+intact until the second run (an operand written over in place before then
+disqualifies it; one that is itself recomputed is read from its copy when that
+copy is made first, a chain, which only the model picks).  Operands are kept live until
 the second run, which costs memory of its own and is counted.
 
 Values are picked greedily at the live-bytes peak, most bytes saved per unit
 of extra compute first (a roofline estimate from the instruction's FLOPs and
-bytes), and the order is kept.  Every pick is placed again (best-fit), the
-plan goes through the independent checker, and on CPU the executable with
-the copied thunks is verified bit for bit against XLA's before it is used.
+bytes), and the order is kept.  That plan is then the warm start (and the
+fallback) of a model (``choose_model``, ``olla_jax.solve.recompute``: CP-SAT
+or python-mip) that picks, on the same order, which values to drop and before
+which reader to run their copy, for the least extra roofline cost that meets
+the budget (else the least memory), chains included: a copy may read the copy
+of an operand recomputed before it.  Every plan is placed again (best-fit),
+goes through the independent checker, and on CPU the executable with the
+copied thunks is verified bit for bit against XLA's before it is used.
 """
 
 from __future__ import annotations
@@ -508,7 +514,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if engine == "greedy":
         found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
     else:
-        found = choose(graph, order, cands, target, time_limit_s=time_limit_s / 2)
+        # the greedy first, as before (the fallback), the model with what is left (1 s at least)
+        found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
         got = choose_model(graph, order, cands, target, engine=engine, warm=found,
                            time_limit_s=max(1.0, time_limit_s - (time.monotonic() - t0)))
         if got is not None and (found is None or _better(got, found, target)):
