@@ -145,18 +145,27 @@ def test_unchecked_clone_over_live_bytes_is_caught_by_verification(vit):
     """Safety net: a recomputation whose copy overwrites a live value (the
     checker would refuse it) gives different outputs, and the bit-for-bit
     verification refuses the executable."""
-    step, _, plan = vit
-    layout = plan.layout
-    r = layout.recomputes[0]
-    # Put the late copy on an operand of the consumer that is live when it runs.
+    step, target, plan = vit
     graph = plan.graph
-    node = graph.node_index[r.before]
-    victims = [v for v in graph.values.values()
-               if node in v.touches and v.id != r.value and v.allocation == graph.temp_allocation
-               and v.size >= r.size]
-    assert victims
-    bad = dataclasses.replace(layout, recomputes=(dataclasses.replace(
-        r, place=layout.early_place(victims[0].id)),) + layout.recomputes[1:])
+    # the plan's recomputations, and the greedy's (the model may pick other values)
+    fixed = plan.argument_bytes + plan.output_bytes - plan.alias_bytes
+    greedy = budget.choose(graph, plan.layout.order, budget.candidates(graph, plan.capture),
+                           target - fixed, time_limit_s=3)
+    layouts = [plan.layout] + ([greedy.layout] if greedy is not None else [])
+
+    def victims(layout, r):
+        node = graph.node_index[r.before]
+        return [v for v in graph.values.values()
+                if node in v.touches and v.id != r.value and v.allocation == graph.temp_allocation
+                and v.size >= r.size]
+    # Put the late copy on an operand of the consumer that is live when it runs.
+    found = [(layout, k, vs[0]) for layout in layouts for k, r in enumerate(layout.recomputes)
+             if (vs := victims(layout, r))]
+    assert found
+    layout, k, victim = found[0]
+    recomputes = list(layout.recomputes)
+    recomputes[k] = dataclasses.replace(recomputes[k], place=layout.early_place(victim.id))
+    bad = dataclasses.replace(layout, recomputes=tuple(recomputes))
     outcome = feed_back.apply_layout(plan.capture, bad, args=step.args, trials=1)
     assert not outcome.ok
 
