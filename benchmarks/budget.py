@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--fractions", default="0.75,0",
                    help="budget temp as fractions of XLA's best temp; 0: the least reachable")
     p.add_argument("--time_limit_s", type=float, default=20.0)
+    p.add_argument("--engines", default="cpsat",
+                   help="recomputation searches side by side: greedy, cpsat, mip (comma-separated)")
     p.add_argument("--timing_repeats", type=int, default=20)
     p.add_argument("--timing_budget_s", type=float, default=30.0)
     p.add_argument("--out", default="benchmarks/results/budget_cpu")
@@ -63,9 +65,11 @@ def run_one(name: str, args) -> list[dict]:
     floor, where = budget.working_set_bound(base.graph) if base.graph else (None, "")
     total_flops = budget._step_flops(base.capture)
     rows = []
-    for fraction in [float(f) for f in args.fractions.split(",")]:
+    for engine, fraction in [(e, float(f)) for e in args.engines.split(",")
+                             for f in args.fractions.split(",")]:
         target_temp = int(fraction * base.xla_best_temp_bytes)
-        row = {"model": name, "fraction": fraction, "xla_best": base.xla_best_temp_bytes,
+        row = {"model": name, "engine": engine, "fraction": fraction,
+               "xla_best": base.xla_best_temp_bytes,
                "order_placement": base.runs_temp_bytes, "working_set": floor,
                "working_set_at": where, "step_flops": total_flops}
         t0 = time.perf_counter()
@@ -77,19 +81,22 @@ def run_one(name: str, args) -> list[dict]:
                 result = budget.recompute_to_budget(
                     base, fixed + max(target_temp, 1), args=step.args,
                     static_argnums=step.static_argnums, time_limit_s=args.time_limit_s,
-                    measure_time=False)
+                    measure_time=False, engine=engine)
         row.update(recompute_s=time.perf_counter() - t0, temp=result.runs_temp_bytes,
                    recomputed=len(result.recomputed), extra_flops=result.extra_flops,
                    verified=result.verified, notes=list(result.notes[len(base.notes):]),
                    met=fraction > 0 and result.runs_temp_bytes <= target_temp)
         row["time_ratio"] = None
         if result.recomputed:
-            fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), step.args)
+            # the executables take the dynamic arguments only (a static one would become an array)
+            dynamic = tuple(a for i, a in enumerate(step.args) if i not in set(step.static_argnums))
+            fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), dynamic)
             t1 = time.perf_counter()
-            jax.block_until_ready(result.xla_compiled(*fresh))
+            jax.block_until_ready(result.xla_compiled.executable(*fresh))
             one = time.perf_counter() - t1
             repeats = max(3, min(args.timing_repeats, int(args.timing_budget_s / (2 * one + 1e-9))))
-            r = time_ratio(result.xla_compiled, result.compiled, step.args, repeats=repeats, warmup=1)
+            r = time_ratio(result.xla_compiled.executable, result.compiled.executable, dynamic,
+                           repeats=repeats, warmup=1)
             row.update(time_ratio=r.ratio, timing_repeats=repeats)
         rows.append(row)
     return rows
@@ -107,7 +114,7 @@ def worker(args) -> None:
 
 def markdown(rows: list[dict], args, meta: dict) -> str:
     lines = common.header(f"olla_jax memory budgets: cpu, size {args.size}", {
-        "fractions": args.fractions, "time limit": f"{args.time_limit_s:g} s",
+        "fractions": args.fractions, "engines": args.engines, "time limit": f"{args.time_limit_s:g} s",
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}"},
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
     lines += ["Temps in MiB. budget = arguments + outputs - donated + fraction x XLA best temp "
@@ -115,15 +122,16 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
               "XLA's best temp. working set: no plan running the same kernels needs less temp "
               "(the largest operands + results of one instruction, less all output space). "
               "extra FLOPs % of the step (counted from the HLO, olla_jax.flops). time = step time ours/XLA.", ""]
-    cols = ["model", "fraction", "XLA best", "order+placement", "ours", "ours/XLA best",
+    cols = ["model", "engine", "fraction", "XLA best", "order+placement", "ours", "ours/XLA best",
             "working set", "recomputed", "extra FLOPs %", "time", "verified", "met", "notes"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["model"], *["-"] * 11, "ERROR: " + r["error"][:200]])
+            body.append([r["model"], *["-"] * 12, "ERROR: " + r["error"][:200]])
             continue
         share = (f"{100 * r['extra_flops'] / r['step_flops']:.1f}" if r["step_flops"] else "-")
-        body.append([r["model"], f"{r['fraction']:g}", common.mib(r["xla_best"]),
+        body.append([r["model"], r.get("engine", "-"), f"{r['fraction']:g}",
+                     common.mib(r["xla_best"]),
                      common.mib(r["order_placement"]), common.mib(r["temp"]),
                      f"{r['temp'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
                      common.mib(r["working_set"]), r["recomputed"], share,
@@ -133,13 +141,14 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                      "; ".join(r["notes"])[:200] or "-"])
     lines += common.table(cols, body)
     ok = [r for r in rows if "error" not in r]
-    for fraction in sorted({r["fraction"] for r in ok}, reverse=True):
-        sel = [r for r in ok if r["fraction"] == fraction]
+    for engine, fraction in sorted({(r.get("engine", "-"), r["fraction"]) for r in ok},
+                                   key=lambda x: (x[0], -x[1])):
+        sel = [r for r in ok if r["fraction"] == fraction and r.get("engine", "-") == engine]
         g = common.geomean(r["temp"] / r["xla_best"] for r in sel if r["xla_best"])
         met = sum(r["met"] for r in sel)
         t = [r["time_ratio"] for r in sel if r.get("time_ratio")]
-        lines += ["", f"- fraction {fraction:g}: geomean temp ours/XLA best "
-                      f"{g:.3f}" if g else f"- fraction {fraction:g}: -"]
+        lines += ["", f"- {engine}, fraction {fraction:g}: geomean temp ours/XLA best "
+                      f"{g:.3f}" if g else f"- {engine}, fraction {fraction:g}: -"]
         if fraction > 0:
             lines[-1] += f"; budget met on {met} of {len(sel)}"
         if t:
@@ -158,7 +167,7 @@ def main(argv=None) -> None:
             "load_start": common.load()}
     rows = []
     for name in names:
-        flags = [f"--size={args.size}", f"--fractions={args.fractions}",
+        flags = [f"--size={args.size}", f"--fractions={args.fractions}", f"--engines={args.engines}",
                  f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
                  f"--timing_budget_s={args.timing_budget_s}"]
         t0 = time.perf_counter()

@@ -6,15 +6,21 @@ their producer's kernel runs again just before the first later reader, so the
 first copy dies early and the second is born late.  A value qualifies when
 its producer is one pure kernel thunk (kernel, dot, convolution or ynn fusion) with one
 plain result that shares bytes with nothing, and every operand can stay
-intact until the second run (an operand that is itself recomputed, or written
-over in place before then, disqualifies it).  Operands are kept live until
+intact until the second run (an operand written over in place before then
+disqualifies it; one that is itself recomputed is read from its copy when that
+copy is made first, a chain, which only the model picks).  Operands are kept live until
 the second run, which costs memory of its own and is counted.
 
 Values are picked greedily at the live-bytes peak, most bytes saved per unit
 of extra compute first (a roofline estimate from the instruction's FLOPs and
-bytes), and the order is kept.  Every pick is placed again (best-fit), the
-plan goes through the independent checker, and on CPU the executable with
-the copied thunks is verified bit for bit against XLA's before it is used.
+bytes), and the order is kept.  That plan is then the warm start (and the
+fallback) of a model (``choose_model``, ``olla_jax.solve.recompute``: CP-SAT
+or python-mip) that picks, on the same order, which values to drop and before
+which reader to run their copy, for the least extra roofline cost that meets
+the budget (else the least memory), chains included: a copy may read the copy
+of an operand recomputed before it.  Every plan is placed again (best-fit),
+goes through the independent checker, and on CPU the executable with the
+copied thunks is verified bit for bit against XLA's before it is used.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ class RecomputePlan:
     temp_bytes: int
     extra_flops: int
     picked: tuple[str, ...]         # producers run twice
+    splits: tuple[tuple[int, int], ...] = ()   # (value, k): the copy runs before its k-th reader
+    extra_cost_s: float = 0.0       # roofline estimate of the copies (the model's objective)
+    how: str = "greedy"             # which search chose it
 
 
 # --- what may be recomputed -------------------------------------------------
@@ -186,28 +195,11 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     unit_of = graph.unit_of_value
     recomputed: set[int] = set()
     operand_of_clone: set[int] = set()
-    by_value = {c.value: c for c in cands}
 
     def operand_ok(value_id: int, at: int) -> bool:
-        unit = graph.units[unit_of[value_id]]
-        v = graph.values[value_id]
         if value_id in recomputed:
             return False
-        if not unit.movable:
-            alloc = graph.allocations[unit.allocation]
-            if alloc.kind in ("parameter", "constant") and not alloc.live_out:
-                return True
-            return any(2 * s + 1 <= at <= 2 * e + 1 for s, e in spans[unit.id])
-        if unit.id not in interval_of_unit:
-            return False
-        # no other member of the unit may write its bytes before the second run
-        own = 2 * min(s for s, _ in spans[unit.id]) + 1
-        for other in unit.values:
-            if other != value_id and graph.values[other].def_node != v.def_node:
-                o_start = 2 * step[graph.values[other].def_node] + 1
-                if own < o_start <= at:
-                    return False
-        return True
+        return _operand_intact(graph, spans, step, interval_of_unit, value_id, at)
 
     def split_at(c: Candidate, peak: int):
         """The split of ``c``'s readers whose gap covers ``peak``: (k, early end, clone time)."""
@@ -280,6 +272,185 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     return best
 
 
+def _operand_intact(graph: ScheduleGraph, spans, step, interval_of_unit, value_id: int,
+                    at: int) -> bool:
+    """Whether operand ``value_id`` can stay intact until a second run at doubled step ``at``."""
+    unit = graph.units[graph.unit_of_value[value_id]]
+    v = graph.values[value_id]
+    if not unit.movable:
+        alloc = graph.allocations[unit.allocation]
+        if alloc.kind in ("parameter", "constant") and not alloc.live_out:
+            return True
+        return any(2 * s + 1 <= at <= 2 * e + 1 for s, e in spans[unit.id])
+    if unit.id not in interval_of_unit:
+        return False
+    # no other member of the unit may write its bytes before the second run
+    own = 2 * min(s for s, _ in spans[unit.id]) + 1
+    for other in unit.values:
+        if other != value_id and graph.values[other].def_node != v.def_node:
+            o_start = 2 * step[graph.values[other].def_node] + 1
+            if own < o_start <= at:
+                return False
+    return True
+
+
+def _new_state(graph: ScheduleGraph, order: Sequence[int]) -> _State:
+    pp, owners = graph.placement_problem(order)
+    gapped = {owners[i] for group in pp.same_offset for i in group} if pp.same_offset else set()
+    intervals = [[iv.size, 2 * iv.start + 1, 2 * iv.end + 1] for iv in pp.intervals]
+    interval_of_unit = {u: i for i, u in enumerate(owners) if u not in gapped}
+    return _State(pp, owners, intervals, interval_of_unit)
+
+
+def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+                 target_temp: int, *, time_limit_s: float = 30.0, engine: str = "cpsat",
+                 warm: RecomputePlan | None = None) -> RecomputePlan | None:
+    """Recomputations chosen by a model on the fixed ``order``
+    (``olla_jax.solve.recompute``): the least extra roofline cost whose live
+    bytes fit ``target_temp``, else the least peak; warm-started from ``warm``
+    (the greedy's plan).  The live-bytes profile is not best-fit's arena
+    (idle output space takes some values, fragmentation adds some), so the
+    model's budget is corrected by what placement reached and solved again
+    while time is left.  None when nothing is picked."""
+    from olla_jax.solve import place as place_lib
+    from olla_jax.solve import recompute as model
+    t0 = time.monotonic()
+    state0 = _new_state(graph, order)
+    step = _step(graph, order)
+    spans = graph.unit_spans(order)
+    unit_of = graph.unit_of_value
+    choices, keys = [], []                      # keys: (candidate, [k per option])
+    for c in cands:
+        unit = unit_of[c.value]
+        if unit not in state0.interval_of_unit:
+            continue
+        iv_index = state0.interval_of_unit[unit]
+        _, iv_start, iv_end = state0.intervals[iv_index]
+        users = sorted(c.users, key=lambda n: step[n])
+        times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users]
+        options, ks = [], []
+        for k in range(len(users)):
+            early_end, clone_t = times[k], 2 * step[users[k]]
+            if not (iv_start <= early_end and early_end + 1 <= clone_t - 1 and clone_t <= iv_end):
+                continue
+            if not all(_operand_intact(graph, spans, step, state0.interval_of_unit, o, clone_t)
+                       for o in c.operands):
+                continue
+            extend = []
+            for o in c.operands:
+                unit_o = graph.units[unit_of[o]]
+                if unit_o.movable and unit_o.id in state0.interval_of_unit:
+                    extend.append((state0.interval_of_unit[unit_o.id], clone_t))
+            options.append(model.Option((early_end + 1, clone_t - 1), tuple(sorted(set(extend)))))
+            ks.append(k)
+        if options:
+            choices.append(model.Choice(iv_index, tuple(options), max(1, round(c.cost_s * 1e9))))
+            keys.append((c, ks))
+    if not choices:
+        return None
+    # Only what best-fit puts in the arena counts (idle output space takes the
+    # rest): the live bytes of those are the model's proxy for the arena.
+    placed = place_lib.best_fit(state0.problem())
+    sizes = tuple(iv[0] if region == sp.ARENA else 0
+                  for iv, region in zip(state0.intervals, placed.region))
+    starts = tuple(iv[1] for iv in state0.intervals)
+    ends = tuple(iv[2] for iv in state0.intervals)
+    hint = None
+    if warm is not None and warm.splits:
+        chosen = dict(warm.splits)
+        hint = [ks.index(chosen[c.value]) if chosen.get(c.value) in ks else -1 for c, ks in keys]
+    none = [-1] * len(choices)
+    problem0 = model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0)
+    peak0 = int(model.profile(problem0, none).max())
+    base = placed.arena_size
+    # live bytes the arena does not hold (idle output space takes them), or
+    # fragmentation it adds (negative): the model's budget is offset by it
+    model_budget = target_temp + peak0 - base
+    best = None
+    for _ in range(4):
+        left = time_limit_s - (time.monotonic() - t0)
+        if left <= 0.2:
+            break
+        problem = dataclasses.replace(problem0, budget=max(0, model_budget))
+        sol = model.solve(problem, engine=engine, time_limit_s=left, hint=hint)
+        if not any(k >= 0 for k in sol.picks):
+            break
+        plan = plan_of(graph, order, [(c, ks[pick]) for (c, ks), pick in zip(keys, sol.picks)
+                                      if pick >= 0])
+        plan = dataclasses.replace(plan, how=f"model ({engine}"
+                                   + (", optimal)" if sol.optimal else ")"))
+        if best is None or _better(plan, best, target_temp):
+            best = plan
+        if plan.temp_bytes <= target_temp or not sol.met:
+            break
+        model_budget -= plan.temp_bytes - target_temp   # placement lost this much: ask for less
+        hint = list(sol.picks)
+    return best
+
+
+def plan_of(graph: ScheduleGraph, order: Sequence[int],
+            picks: Sequence[tuple[Candidate, int]]) -> RecomputePlan:
+    """The plan that recomputes each candidate of ``picks`` before its k-th
+    reader (in ``order``), placed by best-fit.  Copies run by time, a chain's
+    operand first; a copy made after its operand's copy reads that copy."""
+    from olla_jax.solve import place as place_lib
+    step = _step(graph, order)
+    unit_of = graph.unit_of_value
+    state = _new_state(graph, order)
+    picked = []                                 # (clone time, candidate, k)
+    for c, k in picks:
+        users = sorted(c.users, key=lambda n: step[n])
+        picked.append((2 * step[users[k]], c, k))
+    picked.sort(key=lambda p: (p[0], step[p[1].producer]))
+    copy = {}                                   # value -> [size, born, end] of its copy
+    for clone_t, c, k in picked:
+        users = sorted(c.users, key=lambda n: step[n])
+        iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
+        copy[c.value] = [graph.values[c.value].size, clone_t, iv[2]]
+        iv[2] = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[k - 1]] + 1
+    for clone_t, c, k in picked:
+        for o in c.operands:
+            unit_o = graph.units[unit_of[o]]
+            if o in copy and copy[o][1] <= clone_t:
+                copy[o][2] = max(copy[o][2], clone_t)   # a chain reads the operand's copy
+            elif unit_o.movable:
+                ov = state.intervals[state.interval_of_unit[unit_o.id]]
+                ov[2] = max(ov[2], clone_t)
+        state.picks.append((c, k))
+    state.extra = [tuple(copy[c.value]) for c, _ in state.picks]
+    return _realize(graph, order, state, place_lib.best_fit(state.problem()))
+
+
+def _better(a: RecomputePlan, b: RecomputePlan, target: int) -> bool:
+    """``a`` over ``b``: meeting the target first, then less extra cost; else less temp."""
+    if (a.temp_bytes <= target) != (b.temp_bytes <= target):
+        return a.temp_bytes <= target
+    if a.temp_bytes <= target:
+        return (a.extra_cost_s, a.temp_bytes) < (b.extra_cost_s, b.temp_bytes)
+    return (a.temp_bytes, a.extra_cost_s) < (b.temp_bytes, b.extra_cost_s)
+
+
+def ladder(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+           targets: Sequence[int], *, time_limit_s: float = 10.0,
+           engine: str = "cpsat") -> list[RecomputePlan | None]:
+    """Plans for ``targets`` (temp bytes), monotone: a lower target never
+    gets more temp than a higher one (when its own plan would, it gets the
+    higher target's).  None where nothing is recomputed."""
+    order_of = sorted(range(len(targets)), key=lambda i: -targets[i])
+    out: list[RecomputePlan | None] = [None] * len(targets)
+    prev = None
+    for i in order_of:
+        warm = choose(graph, order, cands, targets[i], time_limit_s=time_limit_s / 3)
+        got = choose_model(graph, order, cands, targets[i], time_limit_s=time_limit_s,
+                           engine=engine, warm=warm)
+        if warm is not None and (got is None or _better(warm, got, targets[i])):
+            got = warm
+        if prev is not None and (got is None or got.temp_bytes > prev.temp_bytes):
+            got = prev
+        out[i] = prev = got
+    return out
+
+
 def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
              placement: sp.Placement) -> RecomputePlan:
     n = len(state.intervals)
@@ -297,7 +468,9 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
     layout = dataclasses.replace(layout, recomputes=tuple(recomputes))
     return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
                          extra_flops=sum(c.flops for c, _ in state.picks),
-                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks))
+                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks),
+                         splits=tuple((c.value, k) for c, k in state.picks),
+                         extra_cost_s=sum(c.cost_s for c, _ in state.picks))
 
 
 # --- a bound that holds with recomputation ------------------------------------
@@ -317,10 +490,18 @@ def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
 
 def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                         static_argnums: Sequence[int] = (), time_limit_s: float = 30.0,
-                        verify_trials: int = 2, measure_time: bool = True):
+                        verify_trials: int = 2, measure_time: bool = True,
+                        engine: str = "cpsat"):
     """``result`` (a Plan over the budget) with values recomputed until the
     step's total fits ``budget``, checked, applied and verified; or the least
-    memory reached, with the reason in its notes."""
+    memory reached, with the reason in its notes.
+
+    ``engine``: "greedy" (picks at the peak, most bytes per cost first), or
+    "cpsat" / "mip": the model of ``choose_model`` (least extra cost that meets
+    the budget, else least memory), warm-started from the greedy, whose plan
+    is kept when the model finds nothing better."""
+    if engine not in ("greedy", "cpsat", "mip"):
+        raise ValueError(f"engine must be 'greedy', 'cpsat' or 'mip', not {engine!r}")
 
     def note(plan, text: str):
         warn(f"olla_jax recomputation: {text}")
@@ -344,7 +525,15 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     order = result.layout.order if result.layout is not None else graph.xla_order
     cands = candidates(graph, cap)
     logging.info("recomputation: %d candidate values", len(cands))
-    found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
+    if engine == "greedy":
+        found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
+    else:
+        # the greedy first, as before (the fallback), the model with what is left (1 s at least)
+        found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
+        got = choose_model(graph, order, cands, target, engine=engine, warm=found,
+                           time_limit_s=max(1.0, time_limit_s - (time.monotonic() - t0)))
+        if got is not None and (found is None or _better(got, found, target)):
+            found = got
     floor, where = working_set_bound(graph)
     if found is None or found.temp_bytes >= min(result.planned_temp_bytes,
                                                 result.achieved_temp_bytes or math.inf):
@@ -369,7 +558,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         ratio = _time_ratio(result, compiled, args, static_argnums)
     total_flops = _step_flops(cap)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
-    text = (f"recomputed {len(found.picked)} values: {found.extra_flops:,} extra FLOPs{share}"
+    text = (f"recomputed {len(found.picked)} values ({found.how}): {found.extra_flops:,} extra "
+            f"FLOPs{share}"
             + (f", step time {ratio:.3f} x XLA's" if ratio is not None else ""))
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=outcome.achieved_temp_bytes,

@@ -283,7 +283,10 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
     # from its operands (no in-place pair), one plain position, and operands
     # whose bytes are intact when it runs (live until then, not written over).
     extra_places = {}
-    for claim in plan.recomputes:
+    copy_key = {}       # recomputed value -> key of its second copy's interval
+    # In the order the copies run: a copy reads the copy of an operand made
+    # before it (a chain), or else the operand's first copy.
+    for claim in sorted(plan.recomputes, key=lambda c: clone_step[c.value]):
         v = claim.value
         rec = records[v]
         if v not in intervals or sum(1 for x in intervals if find(x) == find(v)) != 1:
@@ -310,9 +313,11 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                         placements[op.id][3].is_constant:
                     continue
                 raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is not tracked")
-            if op.id in clone_step:
-                raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is itself "
-                                   "recomputed")
+            if op.id in clone_step and clone_step[op.id] < step:
+                # a chain: the operand's second copy, which must stay live until this run
+                s0, e0 = intervals[copy_key[op.id]]
+                intervals[copy_key[op.id]] = (s0, max(e0, step))
+                continue
             s0, e0 = intervals[op.id]
             intervals[op.id] = (s0, max(e0, step))
             for other in intervals:
@@ -321,6 +326,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                                        f"over (by {records[other].key}) before the second run")
         late_end = max(flat[name] for name in claim.late_users)
         key = -1 - len(extra_places)
+        copy_key[v] = key
         intervals[key] = (step, late_end)
         parent[key] = key
         extra_places[key] = (claim, placements[v][2], rec.key + " (recomputed)")

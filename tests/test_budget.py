@@ -145,18 +145,27 @@ def test_unchecked_clone_over_live_bytes_is_caught_by_verification(vit):
     """Safety net: a recomputation whose copy overwrites a live value (the
     checker would refuse it) gives different outputs, and the bit-for-bit
     verification refuses the executable."""
-    step, _, plan = vit
-    layout = plan.layout
-    r = layout.recomputes[0]
-    # Put the late copy on an operand of the consumer that is live when it runs.
+    step, target, plan = vit
     graph = plan.graph
-    node = graph.node_index[r.before]
-    victims = [v for v in graph.values.values()
-               if node in v.touches and v.id != r.value and v.allocation == graph.temp_allocation
-               and v.size >= r.size]
-    assert victims
-    bad = dataclasses.replace(layout, recomputes=(dataclasses.replace(
-        r, place=layout.early_place(victims[0].id)),) + layout.recomputes[1:])
+    # the plan's recomputations, and the greedy's (the model may pick other values)
+    fixed = plan.argument_bytes + plan.output_bytes - plan.alias_bytes
+    greedy = budget.choose(graph, plan.layout.order, budget.candidates(graph, plan.capture),
+                           target - fixed, time_limit_s=3)
+    layouts = [plan.layout] + ([greedy.layout] if greedy is not None else [])
+
+    def victims(layout, r):
+        node = graph.node_index[r.before]
+        return [v for v in graph.values.values()
+                if node in v.touches and v.id != r.value and v.allocation == graph.temp_allocation
+                and v.size >= r.size]
+    # Put the late copy on an operand of the consumer that is live when it runs.
+    found = [(layout, k, vs[0]) for layout in layouts for k, r in enumerate(layout.recomputes)
+             if (vs := victims(layout, r))]
+    assert found
+    layout, k, victim = found[0]
+    recomputes = list(layout.recomputes)
+    recomputes[k] = dataclasses.replace(recomputes[k], place=layout.early_place(victim.id))
+    bad = dataclasses.replace(layout, recomputes=tuple(recomputes))
     outcome = feed_back.apply_layout(plan.capture, bad, args=step.args, trials=1)
     assert not outcome.ok
 
@@ -226,3 +235,85 @@ def test_flops_count_matmuls_and_convolutions():
     img, ker = jax.numpy.ones((2, 3, 16, 16)), jax.numpy.ones((8, 3, 3, 3))
     conv = jax.jit(lambda a, b: jax.lax.conv(a, b, (1, 1), "VALID")).lower(img, ker).compile()
     assert flops.compiled_flops(conv) == 2 * (2 * 8 * 14 * 14) * (3 * 3) * 3
+
+
+# --- recomputation chosen by a model (olla_jax.solve.recompute) --------------
+
+@pytest.fixture(scope="module")
+def vit_base():
+    """vit tiny planned without a budget (order and placement only)."""
+    step = examples.get("vit", "tiny")
+    return step, _plan(step, time_limit_s=3)
+
+
+def _base(vit_base):
+    _, plan = vit_base
+    graph = plan.graph
+    order = plan.layout.order if plan.layout is not None else graph.xla_order
+    return plan, graph, order, budget.candidates(graph, plan.capture)
+
+
+def _a_chain(graph, order, cands):
+    """(A, ka, B, kb): B's copy reads A's copy (A is B's operand, copied first)."""
+    by = {c.value: c for c in cands}
+    step = budget._step(graph, order)
+    state = budget._new_state(graph, order)
+    spans = graph.unit_spans(order)
+
+    def intact(c, t):
+        return all(o in by or budget._operand_intact(graph, spans, step, state.interval_of_unit,
+                                                     o, 2 * t) for o in c.operands)
+    for b in cands:
+        ub = sorted(b.users, key=lambda n: step[n])
+        for a in (by[o] for o in b.operands if o in by):
+            ua = sorted(a.users, key=lambda n: step[n])
+            for ka, kb in ((i, j) for i in range(len(ua)) for j in range(len(ub))):
+                ta, tb = step[ua[ka]], step[ub[kb]]
+                early_a = step[a.producer] if ka == 0 else step[ua[ka - 1]]
+                early_b = step[b.producer] if kb == 0 else step[ub[kb - 1]]
+                if ta <= tb and early_a + 1 < ta and early_b < tb and \
+                        step[b.producer] <= early_a and intact(a, ta) and intact(b, tb):
+                    return a, ka, b, kb
+    return None
+
+
+def test_chained_recomputation_is_checked_and_bit_identical(vit_base):
+    step, _ = vit_base
+    base, graph, planned, cands = _base(vit_base)
+    # the order found depends on the machine's load: XLA's own order as well
+    found = [(order, c) for order in (planned, graph.xla_order)
+             if (c := _a_chain(graph, order, cands)) is not None]
+    assert found, "vit tiny has a value whose operand can be recomputed first"
+    order, (a, ka, b, kb) = found[0]
+    found = budget.plan_of(graph, order, [(b, kb), (a, ka)])
+    # the operand's copy runs first, and the rewrite points B's copy at it
+    assert [r.value for r in found.layout.recomputes] == [a.value, b.value]
+    clones = feed_back.edit_of(found.layout).clones
+    assert clones[0].operands == () and len(clones[1].operands) == 1
+    assert check.check_plan(base.capture.hlo_proto, base.capture.values_text,
+                            base.capture.live_range_text, candidate_plan(found.layout),
+                            alignment=graph.alignment)
+    outcome = feed_back.apply_layout(base.capture, found.layout, args=step.args,
+                                     static_argnums=step.static_argnums, trials=1)
+    assert outcome.ok, outcome.reason
+
+
+def test_budget_ladder_is_monotone_and_checked(vit_base):
+    base, graph, order, cands = _base(vit_base)
+    top = base.runs_temp_bytes
+    targets = [top, int(0.9 * top), int(0.8 * top), int(0.6 * top), 1]
+    plans = budget.ladder(graph, order, cands, targets, time_limit_s=1.5)
+    temps = [top if p is None else p.temp_bytes for p in plans]
+    assert temps == sorted(temps, reverse=True), temps
+    assert temps[-1] < top
+    for p in plans:
+        if p is not None:
+            assert check.check_plan(base.capture.hlo_proto, base.capture.values_text,
+                                    base.capture.live_range_text, candidate_plan(p.layout),
+                                    alignment=graph.alignment)
+
+
+def test_recompute_engine_must_be_known(vit_base):
+    _, plan = vit_base
+    with pytest.raises(ValueError, match="engine"):
+        budget.recompute_to_budget(plan, plan.runs_total_bytes, engine="simplex")

@@ -188,6 +188,17 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> No
             msg.buffer_allocation_index = l_alloc
             msg.offset = l_offset + (o - e_offset)
             moved += 1
+            continue
+        for (oa, oo, osize), (na, no) in clone.operands:   # a chain: read the operand's copy
+            if a == oa and oo <= o and o + msg.size <= oo + osize:
+                if "result" in path or "out" in path:
+                    raise RewriteError(f"cannot recompute {clone.producer}: it writes its "
+                                       f"recomputed operand's bytes ({path})")
+                what = f"recomputed {source.kind} thunk of {clone.producer} ({path}, chained)"
+                check_move(what, a, o, na, no + (o - oo), msg.size, allocations, sizes, ALIGNMENT)
+                msg.buffer_allocation_index = na
+                msg.offset = no + (o - oo)
+                break
     if not moved:
         raise RewriteError(f"cannot recompute {clone.producer}: no result slice of its thunk lies "
                            f"at allocation {e_alloc} +{e_offset}")

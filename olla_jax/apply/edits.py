@@ -49,6 +49,9 @@ class Clone:
     before: str
     early: tuple[int, int, int]     # (allocation, offset, size) of the first copy
     late: tuple[int, int]           # (allocation, offset) of the second
+    # A chain: operands recomputed before this copy, read from their second
+    # copy: ((allocation, offset, size) of the operand's first copy, its second).
+    operands: tuple[tuple[tuple[int, int, int], tuple[int, int]], ...] = ()
 
 
 SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"

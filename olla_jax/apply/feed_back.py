@@ -30,12 +30,37 @@ class Outcome:
 
 
 def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
+    recomputes = getattr(layout, "recomputes", ())
     clones = tuple(cpu_rewrite.Clone(r.producer, r.before, (*layout.early_place(r.value), r.size),
-                                     r.place) for r in getattr(layout, "recomputes", ()))
+                                     r.place, _chained(layout, recomputes, k))
+                   for k, r in enumerate(recomputes))
     return cpu_rewrite.ExecutableEdit(order=layout.order_names, relocate=layout.relocate,
                                       relocate_logical=layout.relocate_logical,
                                       allocation_sizes=dict(layout.allocation_sizes),
                                       clones=clones)
+
+
+def _chained(layout, recomputes, k: int) -> tuple:
+    """Operands of the ``k``-th copy that are themselves copied before it (a
+    chain): (first copy's extent, second copy's place) each; the copy reads
+    the second.  Copies run in order of their ``before`` instruction, then of
+    the list (what the checker assumes)."""
+    graph = layout.graph
+    if not recomputes or graph is None:
+        return ()
+    position = {name: i for i, name in enumerate(layout.order_names)}
+    r = recomputes[k]
+    node = graph.node_index[r.producer]
+    at = (position[r.before], k)
+    out = []
+    for j, q in enumerate(recomputes):
+        value = graph.values[q.value]
+        # the producer read q's first copy when it first ran (an early reader):
+        # then, at that moment, nothing else held q's first bytes
+        if (position[q.before], j) < at and node in value.touches and value.def_node != node \
+                and position[r.producer] < position[q.before] and r.producer not in q.late_users:
+            out.append(((*layout.early_place(q.value), q.size), q.place))
+    return tuple(out)
 
 
 def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Sequence[Any] = (),

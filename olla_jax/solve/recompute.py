@@ -1,0 +1,370 @@
+"""Which values to recompute on a fixed order: the least extra cost under a budget.
+
+A pure model (plain numbers, no jax, no graph).  The time axis is the one the
+caller places on; every value is an inclusive interval ``[start, end]`` of
+bytes.  A recomputable value (a ``Choice``) may take at most one of its
+``Option``s: the value is then absent over the option's ``gap`` (the first
+copy dies after its last early reader, the second is born just before the
+first late one) and the operands the second run reads stay live until it
+(``extend``: interval index -> new end, an end is only ever raised).  An
+operand may itself be recomputed (a chain): the copy then reads the operand's
+first copy when it runs before the operand's gap, its second copy (kept live
+until then) when it runs after; inside the gap there is none, so such pairs
+of options exclude each other (``conflicts``).
+
+``solve`` is lexicographic: the least extra cost whose live-bytes peak is at
+most the budget and, among those, the least peak; when no plan meets the
+budget, the least peak and then the least cost at that peak.  With exact
+solves this is monotone: a lower budget never gets a higher peak (a plan
+feasible at the lower budget with no more cost would have been picked at the
+higher one, and ties go to the lower peak).  Engines: CP-SAT (``cpsat``,
+deterministic: one worker and a deterministic time limit) and python-mip with
+HiGHS (``mip``); both take a warm start (``hint``, e.g. the greedy's picks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    gap: tuple[int, int]                     # inclusive [first, last] step the value is absent
+                                             # (inside its life: the copy is born at last + 1)
+    extend: tuple[tuple[int, int], ...] = () # (interval, new end) of operands kept for the copy
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    interval: int                            # the value's interval
+    options: tuple[Option, ...]
+    cost: int                                # extra cost of one recomputation (> 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecomputeProblem:
+    sizes: tuple[int, ...]
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]                    # inclusive
+    choices: tuple[Choice, ...]
+    budget: int
+
+    def __post_init__(self):
+        n = len(self.sizes)
+        if len(self.starts) != n or len(self.ends) != n:
+            raise ValueError("sizes, starts and ends need one entry per interval")
+        for c in self.choices:
+            if not 0 <= c.interval < n:
+                raise ValueError(f"choice names interval {c.interval}, not one of {n}")
+            if c.cost <= 0:
+                raise ValueError("a recomputation's cost must be positive")
+            for o in c.options:
+                a, b = o.gap
+                if not self.starts[c.interval] < a <= b < self.ends[c.interval]:
+                    raise ValueError(f"gap {o.gap} is not inside interval {c.interval}'s life, "
+                                     "after its start")
+                for i, e in o.extend:
+                    if not 0 <= i < n or i == c.interval:
+                        raise ValueError(f"option extends interval {i}: not an operand")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecomputeSolution:
+    picks: tuple[int, ...]                   # per choice: option index, or -1
+    peak: int
+    cost: int
+    met: bool                                # peak <= budget
+    optimal: bool                            # proven lexicographically optimal
+    engine: str
+    seconds: float
+
+
+def conflicts(problem: RecomputeProblem) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Pairs of (choice, option) that cannot both be taken: the second run of
+    the first reads an operand that the second has dropped at that moment
+    (its copy runs inside the operand's gap).  Before the gap the copy reads
+    the operand's first copy; after it, its second copy (a chain)."""
+    of_interval = {c.interval: k for k, c in enumerate(problem.choices)}
+    out = set()
+    for k, c in enumerate(problem.choices):
+        for j, o in enumerate(c.options):
+            for i, e in o.extend:
+                d = of_interval.get(i)
+                if d is None:
+                    continue
+                for l, od in enumerate(problem.choices[d].options):
+                    if od.gap[0] <= e <= od.gap[1]:
+                        out.add(((k, j), (d, l)))
+    return sorted(out)
+
+
+def intervals_after(problem: RecomputeProblem, picks: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(size, start, end) of every piece of memory under ``picks``: each
+    recomputed value becomes two pieces, operands are extended."""
+    ends = list(problem.ends)
+    for c, k in zip(problem.choices, picks):
+        if k >= 0:
+            for i, e in c.options[k].extend:
+                ends[i] = max(ends[i], e)
+    out = []
+    split = {c.interval: c.options[k].gap for c, k in zip(problem.choices, picks) if k >= 0}
+    for i, size in enumerate(problem.sizes):
+        s, e = problem.starts[i], ends[i]
+        if i in split:
+            a, b = split[i]
+            out.append((size, s, a - 1))
+            out.append((size, b + 1, e))
+        else:
+            out.append((size, s, e))
+    return out
+
+
+def profile(problem: RecomputeProblem, picks: Sequence[int]) -> np.ndarray:
+    """Live bytes per step under ``picks``."""
+    pieces = intervals_after(problem, picks)
+    horizon = max([e for _, _, e in pieces], default=-1) + 2
+    diff = np.zeros(horizon + 1, dtype=np.int64)
+    for size, s, e in pieces:
+        diff[s] += size
+        diff[e + 1] -= size
+    return np.cumsum(diff)[:horizon]
+
+
+def evaluate(problem: RecomputeProblem, picks: Sequence[int]) -> tuple[int, int]:
+    """(peak, cost) of ``picks``; ValueError when two picks conflict."""
+    chosen = {(k, p) for k, p in enumerate(picks) if p >= 0}
+    for a, b in conflicts(problem):
+        if a in chosen and b in chosen:
+            raise ValueError(f"options {a} and {b} (choice, option) cannot both be taken: the "
+                             "first's copy runs while the second has dropped its operand")
+    prof = profile(problem, picks)
+    cost = sum(c.cost for c, p in zip(problem.choices, picks) if p >= 0)
+    return (int(prof.max()) if len(prof) else 0), cost
+
+
+def _rows(problem: RecomputeProblem):
+    """Steps that need a memory row, with what is fixed there and which
+    (choice, option) terms and operand extensions touch it."""
+    n = len(problem.sizes)
+    horizon = max(problem.ends, default=0) + 2
+    for c in problem.choices:
+        for o in c.options:
+            for _, e in o.extend:
+                horizon = max(horizon, e + 2)
+    diff = np.zeros(horizon + 1, dtype=np.int64)
+    for i in range(n):
+        diff[problem.starts[i]] += problem.sizes[i]
+        diff[problem.ends[i] + 1] -= problem.sizes[i]
+    base = np.cumsum(diff)[:horizon]
+    # A peak sits where something is born: an interval's start or a second copy's.
+    steps = set(problem.starts)
+    for c in problem.choices:
+        for o in c.options:
+            steps.add(o.gap[1] + 1)
+    steps = sorted(t for t in steps if t < horizon)
+    removable = np.zeros(horizon, dtype=np.int64)
+    addable = np.zeros(horizon, dtype=np.int64)
+    for c in problem.choices:
+        size = problem.sizes[c.interval]
+        lo = min(o.gap[0] for o in c.options)
+        hi = max(o.gap[1] for o in c.options)
+        removable[lo:hi + 1] += size
+    ext_end = {}
+    for c in problem.choices:
+        for o in c.options:
+            for i, e in o.extend:
+                ext_end[i] = max(ext_end.get(i, -1), e)
+    for i, e in ext_end.items():
+        if e > problem.ends[i]:
+            addable[problem.ends[i] + 1:e + 1] += problem.sizes[i]
+    return base, steps, removable, addable
+
+
+def solve(problem: RecomputeProblem, *, engine: str = "cpsat", time_limit_s: float = 10.0,
+          hint: Sequence[int] | None = None) -> RecomputeSolution:
+    """The lexicographic optimum (see module doc), or the best found in the time."""
+    if engine not in ("cpsat", "mip"):
+        raise ValueError(f"engine must be 'cpsat' or 'mip', not {engine!r}")
+    t0 = time.monotonic()
+    none = tuple(-1 for _ in problem.choices)
+    if hint is not None:
+        if len(hint) != len(problem.choices):
+            raise ValueError("hint needs one entry per choice")
+        try:
+            evaluate(problem, hint)
+        except ValueError:
+            hint = None
+    base, steps, removable, addable = _rows(problem)
+    lower = int(max((base[t] - removable[t] for t in steps), default=0))
+    if not problem.choices:
+        peak, _ = evaluate(problem, none)
+        return RecomputeSolution(none, peak, 0, peak <= problem.budget, True, engine, 0.0)
+    run = _solve_cpsat if engine == "cpsat" else _solve_mip
+    # Stage 1: is the budget reachable at all?  (least peak, bounded below by ``lower``)
+    start_peak, _ = evaluate(problem, none)
+    if start_peak <= problem.budget:
+        return RecomputeSolution(none, start_peak, 0, True, True, engine, time.monotonic() - t0)
+    remaining = lambda: max(0.1, time_limit_s - (time.monotonic() - t0))  # noqa: E731
+    best = hint if hint is not None else none
+    best_peak, best_cost = evaluate(problem, best)
+    if lower <= problem.budget:
+        got = run(problem, base, steps, addable, lower=lower, cap=problem.budget, objective="cost",
+                  hint=best, time_limit_s=remaining() / 2)
+        if got is not None:
+            picks, optimal = got
+            peak, cost = evaluate(problem, picks)
+            # then the least peak at that cost
+            got2 = run(problem, base, steps, addable, lower=lower, cap=peak, objective="peak", cost_cap=cost,
+                       hint=picks, time_limit_s=remaining())
+            if got2 is not None:
+                p2, c2 = evaluate(problem, got2[0])
+                if p2 <= peak and c2 <= cost:
+                    picks, peak, cost, optimal = got2[0], p2, c2, optimal and got2[1]
+            return RecomputeSolution(tuple(picks), peak, cost, True, optimal, engine,
+                                     time.monotonic() - t0)
+        if best_peak <= problem.budget:
+            return RecomputeSolution(tuple(best), best_peak, best_cost, True, False, engine,
+                                     time.monotonic() - t0)
+    # Budget not reachable (or not found in time): least peak, then least cost.
+    got = run(problem, base, steps, addable, lower=lower, cap=best_peak, objective="peak", hint=best,
+              time_limit_s=remaining() / 2)
+    optimal = False
+    if got is not None:
+        p, c = evaluate(problem, got[0])
+        if (p, c) < (best_peak, best_cost):
+            best, best_peak, best_cost, optimal = got[0], p, c, got[1]
+    got = run(problem, base, steps, addable, lower=lower, cap=best_peak, objective="cost", hint=best,
+              time_limit_s=remaining())
+    if got is not None:
+        p, c = evaluate(problem, got[0])
+        if p <= best_peak and c <= best_cost:
+            best, best_peak, best_cost, optimal = got[0], p, c, optimal and got[1]
+    return RecomputeSolution(tuple(best), best_peak, best_cost, best_peak <= problem.budget,
+                             optimal, engine, time.monotonic() - t0)
+
+
+def _terms(problem: RecomputeProblem, steps, addable, prune: int, base):
+    """Per row step: (step, fixed bytes, [(size, choice, option) removed]).
+    Rows that cannot exceed ``prune`` whatever is picked are left out (``prune``:
+    the cap when it is a constraint, a lower bound of every plan's peak when the
+    peak is minimised)."""
+    rows = []
+    for t in steps:
+        if base[t] + addable[t] <= prune:
+            continue
+        removed = []
+        for k, c in enumerate(problem.choices):
+            for j, o in enumerate(c.options):
+                if o.gap[0] <= t <= o.gap[1]:
+                    removed.append((problem.sizes[c.interval], k, j))
+        rows.append((t, int(base[t]), removed))
+    return rows
+
+
+def _extensions(problem: RecomputeProblem):
+    """interval -> [(choice, option, new end)] of the options that extend it."""
+    out: dict[int, list[tuple[int, int, int]]] = {}
+    for k, c in enumerate(problem.choices):
+        for j, o in enumerate(c.options):
+            for i, e in o.extend:
+                if e > problem.ends[i]:
+                    out.setdefault(i, []).append((k, j, e))
+    return out
+
+
+def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
+                 cost_cap=None):
+    from ortools.sat.python import cp_model
+    m = cp_model.CpModel()
+    x = [[m.NewBoolVar(f"x{k}_{j}") for j in range(len(c.options))]
+         for k, c in enumerate(problem.choices)]
+    for k, row in enumerate(x):
+        m.AddAtMostOne(row)
+    for (a, i), (b, j) in conflicts(problem):
+        m.AddBoolOr([x[a][i].Not(), x[b][j].Not()])
+    ext = _extensions(problem)
+    peak = m.NewIntVar(0, int(max(base.max() + addable.max(), 0)), "peak")
+    m.Add(peak <= cap)
+    alive: dict[tuple[int, int], object] = {}
+    prune = cap if objective == "cost" else lower
+    for t, fixed, removed in _terms(problem, steps, addable, prune, base):
+        expr = fixed - sum(size * x[k][j] for size, k, j in removed)
+        for i, opts in ext.items():
+            if problem.ends[i] < t <= max(e for _, _, e in opts):
+                key = (i, t)
+                if key not in alive:
+                    v = m.NewBoolVar(f"a{i}_{t}")
+                    for k, j, e in opts:
+                        if t <= e:
+                            m.AddImplication(x[k][j], v)
+                    alive[key] = v
+                expr += problem.sizes[i] * alive[key]
+        m.Add(expr <= peak)
+    cost = sum(c.cost * sum(x[k]) for k, c in enumerate(problem.choices))
+    if cost_cap is not None:
+        m.Add(cost <= cost_cap)
+    m.Minimize(cost if objective == "cost" else peak)
+    for k, row in enumerate(x):
+        for j, v in enumerate(row):
+            m.AddHint(v, 1 if hint[k] == j else 0)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_deterministic_time = float(time_limit_s)
+    solver.parameters.max_time_in_seconds = float(time_limit_s) * 3
+    status = solver.Solve(m)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    picks = [next((j for j, v in enumerate(row) if solver.Value(v)), -1) for row in x]
+    return picks, status == cp_model.OPTIMAL
+
+
+def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
+               cost_cap=None):
+    import mip
+    # HiGHS: CBC's library clashes with OR-tools' in one process (ilp_order runs it in a child)
+    m = mip.Model(sense=mip.MINIMIZE, solver_name=mip.HIGHS)
+    m.verbose = 0
+    m.threads = 1
+    x = [[m.add_var(var_type=mip.BINARY) for _ in c.options] for c in problem.choices]
+    for row in x:
+        m += mip.xsum(row) <= 1
+    for (a, i), (b, j) in conflicts(problem):
+        m += x[a][i] + x[b][j] <= 1
+    ext = _extensions(problem)
+    peak = m.add_var(lb=0, ub=float(cap))
+    alive = {}
+    prune = cap if objective == "cost" else lower
+    for t, fixed, removed in _terms(problem, steps, addable, prune, base):
+        expr = fixed - mip.xsum(size * x[k][j] for size, k, j in removed)
+        for i, opts in ext.items():
+            if problem.ends[i] < t <= max(e for _, _, e in opts):
+                key = (i, t)
+                if key not in alive:
+                    v = m.add_var(lb=0, ub=1)
+                    for k, j, e in opts:
+                        if t <= e:
+                            m += v >= x[k][j]
+                    alive[key] = v
+                expr = expr + problem.sizes[i] * alive[key]
+        m += expr <= peak
+    cost = mip.xsum(c.cost * x[k][j] for k, c in enumerate(problem.choices)
+                    for j in range(len(c.options)))
+    if cost_cap is not None:
+        m += cost <= cost_cap
+    m.objective = mip.minimize(cost if objective == "cost" else peak)
+    start = [(x[k][j], 1.0) for k, j in enumerate(hint) if j >= 0]
+    if start:
+        try:
+            m.start = start
+        except Exception:  # noqa: BLE001 - a warm start is an optimisation only
+            pass
+    status = m.optimize(max_seconds=max(0.5, time_limit_s))
+    if status not in (mip.OptimizationStatus.OPTIMAL, mip.OptimizationStatus.FEASIBLE):
+        return None
+    picks = [next((j for j, v in enumerate(row) if v.x is not None and v.x > 0.5), -1)
+             for row in x]
+    return picks, status == mip.OptimizationStatus.OPTIMAL
