@@ -28,6 +28,7 @@ from olla_jax.apply import cpu_rewrite, executable, load, verify
 from olla_jax.graph import layout as layout_lib
 from olla_jax.solve import list_schedule
 from olla_jax.solve import order as order_lib
+from olla_jax.solve import place_greedy
 from olla_jax.solve import place as place_lib
 from olla_jax.solve.problem import check_topological
 from small_steps import mlp_args, mlp_step as _step
@@ -301,6 +302,8 @@ def test_placement_raises(step, baseline, monkeypatch):
 
     monkeypatch.setattr(place_lib, "place", broken)
     monkeypatch.setattr(place_lib, "best_fit", broken)
+    # solve_graph's best-fit passes go through the greedy's model directly (one sort order at a time)
+    monkeypatch.setattr(place_greedy, "best_fit_model", broken)
     plan = _plan_falls_back(args, expected, "the solver failed (MemoryError")
     assert plan.source == "xla"
 
