@@ -196,7 +196,7 @@ def temp_kind(record, phases: Phases) -> str:
 
 def breakdown(graph, order, cap, param_kind, out_kinds, places=None) -> dict:
     """Bytes per kind at the step of ``order`` where the most temporary bytes are live."""
-    from olla_jax.graph import dumps
+    from olla_jax import dumps
     proto = dumps.parse_hlo_proto(cap.hlo_proto)
     records = dumps.parse_values(cap.values_text)
     phases = Phases(proto)

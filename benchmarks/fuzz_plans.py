@@ -111,7 +111,7 @@ def base_plan(time_limit_s: float = 1.0) -> Base:
     import warnings
 
     import olla_jax
-    from olla_jax.graph import dumps
+    from olla_jax import dumps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plan = olla_jax.plan(fuzz_step, *fuzz_args(), time_limit_s=time_limit_s, feed_back=False)
@@ -127,7 +127,8 @@ def donated_base() -> Base:
     """XLA's own plan of :func:`fuzz_step` with its parameters donated (XLA
     then puts temps in the donated bytes and makes other in-place pairs)."""
     from olla_jax.capture import capture
-    from olla_jax.graph import dumps, model
+    from olla_jax import dumps
+    from olla_jax.graph import model
     from olla_jax.graph import layout as layout_lib
     cap = capture(fuzz_step, *fuzz_args(), donate_argnums=(0,))
     graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)

@@ -113,7 +113,8 @@ def orders_only(model: str, args) -> list[dict]:
     import examples
     from benchmarks.multi_device import in_shardings
     from olla_jax.capture import gpu, record
-    from olla_jax.graph import collectives, dumps, layout as layout_lib, model as model_lib, overlap
+    from olla_jax import dumps
+    from olla_jax.graph import collectives, layout as layout_lib, model as model_lib, overlap
     from olla_jax.solve import place as place_lib
     from olla_jax.solve import problem as sp
     step = examples.get(model, args.size)

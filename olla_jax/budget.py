@@ -37,7 +37,7 @@ from absl import logging
 from olla_jax import checked
 from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
-from olla_jax.graph import dumps
+from olla_jax import dumps
 from olla_jax.graph import layout as layout_lib
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.result import warn

@@ -26,7 +26,7 @@ import dataclasses
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-from olla_jax.graph import dumps
+from olla_jax import dumps
 from olla_jax.errors import OllaJaxError
 
 

@@ -25,7 +25,8 @@ from olla_jax.capture import Capture, capture
 from olla_jax.capture.base import GPU_ALIGNMENT, Backend  # noqa: F401 - GPU_ALIGNMENT re-exported
 from olla_jax.capture.record import capture_lowered
 from olla_jax.graph import layout as layout_lib
-from olla_jax.graph import collectives, dumps, model, overlap
+from olla_jax import dumps
+from olla_jax.graph import collectives, model, overlap
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
 from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, solve_graph  # noqa: F401

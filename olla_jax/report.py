@@ -69,7 +69,7 @@ def op_sources(hlo_proto: bytes) -> dict[str, OpSource]:
     Newer jax keeps source lines as stack frames in the module's
     ``stack_frame_index``; the innermost frame outside installed packages is
     the user's line (a flax layer's own line is not what the user wrote)."""
-    from olla_jax.graph import dumps
+    from olla_jax import dumps
     module = dumps.parse_hlo_proto(hlo_proto).hlo_module
     index = module.stack_frame_index
 

@@ -219,7 +219,7 @@ def test_adversarial_mutations_accepted_plans_all_run_right(base, donated):
 def _sink_after(base, names, r, writer):
     """``names`` with ``r`` and whatever depends on it (between the two) moved
     just after ``writer``; None when ``writer`` itself depends on ``r``."""
-    from olla_jax.graph import dumps
+    from olla_jax import dumps
     module = dumps.parse_hlo_proto(base.capture.hlo_proto).hlo_module
     entry = next(c for c in module.computations if c.id == module.entry_computation_id)
     by_id = {i.id: i.name for i in entry.instructions}

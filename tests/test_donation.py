@@ -179,7 +179,7 @@ def test_rewrite_lets_values_into_a_donated_parameter_only():
     """XLA parks temporaries in a donated parameter's allocation (it is not read-only);
     the rewrite may put values there too, but moves nothing XLA put in a parameter."""
     from olla_jax.apply import edits
-    from olla_jax.graph import dumps
+    from olla_jax import dumps
     params, batch = params_and_batch()
     cap = capture(sgd, params, batch, donate_argnums=(0,))
     allocs = list(dumps.parse_hlo_proto(cap.hlo_proto).buffer_assignment.buffer_allocations)

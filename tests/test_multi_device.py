@@ -51,7 +51,7 @@ def test_keep_holds_xlas_overlap_and_free_may_drop_it():
     if keep.source == "olla_jax":
         order = keep.layout.order_names
         xla = keep.graph.nodes
-        for pair in collectives.async_pairs(olla_jax.graph.dumps.parse_hlo_proto(
+        for pair in collectives.async_pairs(olla_jax.dumps.parse_hlo_proto(
                 keep.capture.hlo_proto).hlo_module):
             inside = xla[xla.index(pair.start) + 1:xla.index(pair.done)]
             s, d = order.index(pair.start), order.index(pair.done)

@@ -29,7 +29,7 @@ import functools
 from collections import defaultdict
 from typing import Sequence
 
-from olla_jax.graph import dumps
+from olla_jax import dumps
 from olla_jax.solve import problem as sp
 from olla_jax.errors import OllaJaxError
 

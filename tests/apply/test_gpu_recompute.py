@@ -110,7 +110,8 @@ def inplace_step(x, w1, w2):
 def test_checker_refuses_a_copy_whose_operand_is_overwritten_before_it_runs(recomputed):
     import olla_jax
     from olla_jax import check, checked
-    from olla_jax.graph import dumps, layout as layout_lib
+    from olla_jax import dumps
+    from olla_jax.graph import layout as layout_lib
     base, plan = recomputed
     assert checked.rejection(base.capture, plan.layout, alignment=256) is None
     # A copy written over a value still live there is refused.

@@ -11,7 +11,8 @@ import pytest
 import examples
 from olla_jax import check
 from olla_jax.capture import capture
-from olla_jax.graph import dumps, fidelity, model
+from olla_jax import dumps
+from olla_jax.graph import fidelity, model
 
 MODELS = ("mlp", "cnn_adam", "lm_adamw", "lstm")
 

@@ -178,7 +178,7 @@ def test_hidden_mode_on_a_sharded_step_exposes_no_more_than_xla():
     assert p.planned_temp_bytes <= p.xla_best_temp_bytes
     # The cost model's view of the step's pairs: FSDP on 2 devices gathers
     # weights and reduces gradients over groups of 2, each moving half its data.
-    from olla_jax.graph import dumps
+    from olla_jax import dumps
     module = dumps.parse_hlo_proto(p.capture.hlo_proto).hlo_module
     pairs = collectives.async_pairs(module)
     cost = overlap.device_cost(gpu._target_path("h100").read_text())
