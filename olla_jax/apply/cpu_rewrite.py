@@ -36,9 +36,10 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import executable
 from olla_jax.apply.edits import (  # noqa: F401 - fixed_kind, possibly_live_out re-exported
-    Clone, ExecutableEdit, RewriteError, check_covered, check_move, check_order, edited_sizes,
-    entry_order, fixed_kind, nested_of_type, possibly_live_out, relocate_buffers, reorder_thunks,
-    slices, thunk_groups)
+    Clone, ExecutableEdit, RewriteError, check_covered, check_move, check_order, clone_slot,
+    edited_sizes,
+    entry_order, fixed_kind, nested_of_type, possibly_live_out, producer_thunk, relocate_buffers,
+    reorder_thunks, slices, thunk_groups)
 
 ALIGNMENT = 64  # XLA:CPU's minimum buffer alignment; kernels are compiled for it
 _SEQUENCE = "xla.cpu.ThunkSequenceProto"
@@ -157,20 +158,14 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> No
     the runtime reads only thunk slices."""
     sequence = decoded.thunk_sequence
     names = [thunk_instruction(t, instructions) for t in sequence.thunks]
-    made = [k for k, name in enumerate(names) if name == clone.producer]
-    if len(made) != 1:
-        raise RewriteError(f"cannot recompute {clone.producer}: it has {len(made)} entry thunks, "
-                           "not one")
-    source = sequence.thunks[made[0]]
+    made = producer_thunk(names, clone)
+    source = sequence.thunks[made]
     if source.kind not in CLONABLE_KINDS or any(True for _ in _nested_sequences(source)):
         raise RewriteError(f"cannot recompute {clone.producer}: its {source.kind!r} thunk is not "
                            f"one of {sorted(CLONABLE_KINDS)}")
-    if any(made[0] in users.thunk_indices for users in sequence.thunk_resources):
+    if any(made in users.thunk_indices for users in sequence.thunk_resources):
         raise RewriteError(f"cannot recompute {clone.producer}: its thunk holds a resource")
-    at = next((k for k, name in enumerate(names) if name == clone.before), None)
-    if at is None or at <= made[0]:
-        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no thunk of "
-                           f"{clone.before} after the producer's")
+    at = clone_slot(names, clone, made)
     e_alloc, e_offset, size = clone.early
     l_alloc, l_offset = clone.late
     copy = type(source)()

@@ -88,6 +88,26 @@ def entry_order(decoded) -> tuple[str, ...]:
     return tuple(names[i] for i in module.schedule.sequences[module.entry_computation_id].instruction_ids)
 
 
+def producer_thunk(names: Sequence[str], clone: Clone) -> int:
+    """The index of ``clone.producer``'s one entry thunk; ``names``: the
+    instruction each entry thunk belongs to.  RewriteError when it has none or several."""
+    made = [k for k, name in enumerate(names) if name == clone.producer]
+    if len(made) != 1:
+        raise RewriteError(f"cannot recompute {clone.producer}: it has {len(made)} entry thunks, "
+                           "not one")
+    return made[0]
+
+
+def clone_slot(names: Sequence[str], clone: Clone, producer: int) -> int:
+    """Where the copy goes: the first thunk of ``clone.before``, which must come
+    after the producer's thunk (index ``producer``)."""
+    at = next((k for k, name in enumerate(names) if name == clone.before), None)
+    if at is None or at <= producer:
+        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no thunk of "
+                           f"{clone.before} after the producer's")
+    return at
+
+
 def check_order(module, entry, instructions: Mapping[str, Any],
                 order: Sequence[str]) -> dict[str, int]:
     """``order`` must be a topological permutation of the entry schedule; returns

@@ -41,8 +41,9 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import gpu_executable
 from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
-    ExecutableEdit, RewriteError, check_covered, check_move, check_order, edited_sizes,
-    entry_order, nested_of_type, relocate_buffers, reorder_thunks, slices, thunk_groups)
+    ExecutableEdit, RewriteError, check_covered, check_move, check_order, clone_slot, edited_sizes,
+    entry_order, nested_of_type, producer_thunk, relocate_buffers, reorder_thunks, slices,
+    thunk_groups)
 
 ALIGNMENT = 256
 _THUNK = "xla.gpu.ThunkProto"
@@ -209,19 +210,13 @@ def kernel_arguments(thunk: Any) -> list[tuple[Any, bool]]:
 def _insert_clone(decoded, instructions, owner, clone, allocations, sizes) -> None:
     """Copy ``clone.producer``'s (relocated) entry thunk before ``clone.before``'s first."""
     names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
-    made = [k for k, name in enumerate(names) if name == clone.producer]
-    if len(made) != 1:
-        raise RewriteError(f"cannot recompute {clone.producer}: it has {len(made)} entry thunks, "
-                           "not one")
-    source = decoded.thunks[made[0]]
+    made = producer_thunk(names, clone)
+    source = decoded.thunks[made]
     comps = {c.id: c for c in decoded.hlo_module.computations}
     why = clone_refusal(source, instructions[thunk_instruction(source, instructions)], comps)
     if why is not None:
         raise RewriteError(f"cannot recompute {clone.producer}: {why}")
-    at = next((k for k, name in enumerate(names) if name == clone.before), None)
-    if at is None or at <= made[0]:
-        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no thunk of "
-                           f"{clone.before} after the producer's")
+    at = clone_slot(names, clone, made)
     e_alloc, e_offset, size = clone.early
     l_alloc, l_offset = clone.late
     copy = type(source)()
