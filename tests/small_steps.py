@@ -1,4 +1,5 @@
-"""A small training step the whole pipeline improves and verifies, shared by tests."""
+"""Small training steps shared by tests: one the whole pipeline improves and
+verifies (``mlp_step``), one for sharded plans on two devices (``dp_step``)."""
 
 import jax
 import jax.numpy as jnp
@@ -18,3 +19,19 @@ def mlp_args(seed: int):
     p = {"w1": jax.random.normal(k[0], (32, 64)), "b1": jnp.zeros(64),
          "w2": jax.random.normal(k[1], (64, 8)), "b2": jnp.zeros(8)}
     return p, jax.random.normal(k[2], (16, 32)), jax.random.normal(k[3], (16, 8))
+
+
+def dp_step(params, x, y):
+    """Four tanh layers and an SGD update: sharded over two devices, its
+    gradients and gathered weights give XLA async collectives to schedule."""
+    def loss(p):
+        h = x
+        for w in p:
+            h = jnp.tanh(h @ w)
+        return jnp.mean((h - y) ** 2)
+    grads = jax.grad(loss)(params)
+    return [w - 0.1 * g for w, g in zip(params, grads)]
+
+
+def dp_args():
+    return ([jnp.zeros((256, 256)) for _ in range(4)], jnp.zeros((512, 256)), jnp.zeros((512, 256)))

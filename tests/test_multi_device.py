@@ -10,28 +10,18 @@ import warnings
 import pytest
 
 jax = pytest.importorskip("jax")
-import jax.numpy as jnp  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import olla_jax  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
 from olla_jax.graph import collectives  # noqa: E402
+from small_steps import dp_args, dp_step  # noqa: E402
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
 
 
-def dp_step(params, x, y):
-    def loss(p):
-        h = x
-        for w in p:
-            h = jnp.tanh(h @ w)
-        return jnp.mean((h - y) ** 2)
-    grads = jax.grad(loss)(params)
-    return [w - 0.1 * g for w, g in zip(params, grads)]
-
-
-ARGS = ([jnp.zeros((256, 256)) for _ in range(4)], jnp.zeros((512, 256)), jnp.zeros((512, 256)))
+ARGS = dp_args()
 SHARDING = ([P("x")] * 4, P("x"), P("x"))  # FSDP-style: weights gathered per layer
 
 

@@ -150,22 +150,12 @@ def test_hidden_mode_on_a_sharded_step_exposes_no_more_than_xla():
     from olla_jax.capture import gpu
     if gpu.cuda_plugin() is None:
         pytest.skip("jax's CUDA plugin is not installed")
-    import jax
-    import jax.numpy as jnp
     from jax.sharding import PartitionSpec as P
 
     import olla_jax
+    from small_steps import dp_args, dp_step
 
-    def dp_step(params, x, y):
-        def loss(p):
-            h = x
-            for w in p:
-                h = jnp.tanh(h @ w)
-            return jnp.mean((h - y) ** 2)
-        grads = jax.grad(loss)(params)
-        return [w - 0.1 * g for w, g in zip(params, grads)]
-    ARGS = ([jnp.zeros((256, 256)) for _ in range(4)], jnp.zeros((512, 256)),
-            jnp.zeros((512, 256)))
+    ARGS = dp_args()
     SHARDING = ([P("x")] * 4, P("x"), P("x"))  # FSDP-style: weights gathered per layer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
