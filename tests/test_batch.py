@@ -147,8 +147,9 @@ def test_cli_batch():
     step = examples.make("mlp", "tiny", 16)
     caps = [capture(step.fn, *step.args, scheduler=s) for s in ("default", "memory")]
     capacity = min(caps, key=lambda c: c.memory.temp).memory.total
+    # The search itself is checked in-process above; from 16 to 17, two probes.
     result = olla("batch", "--example=mlp", "--size=tiny", f"--capacity={capacity}",
-                  "--modes=xla", "--max_batch=64")
+                  "--modes=xla", "--min_batch=16", "--max_batch=17")
     assert result.returncode == 0, result.stderr
     row = re.search(r"^\| xla \| (\d+) \|", result.stdout, re.M)
     assert row and int(row.group(1)) >= 16, result.stdout

@@ -125,7 +125,7 @@ def olla(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_donate():
-    result = olla("donate", "--example=cnn_adam", "--size=tiny")
+    result = olla("donate", "--example=mlp", "--size=tiny")
     assert result.returncode == 0, result.stderr
     assert "olla_jax donation advice (cpu)" in result.stdout
     assert "argument 0:" in result.stdout and "total:" in result.stdout

@@ -13,7 +13,11 @@ import pytest
 import examples
 import olla_jax
 
-FAST = ("mlp", "cnn_adam", "lm_adamw", "lstm", "donated", "grad_accum", "remat")
+# The default run: a plain step, a loop (lstm) and jax.checkpoint (remat).  The
+# others are slow: donation is planned bit-exact by test_donation (cnn_adam,
+# flax + optax, donated), static arguments by test_jit and test_surface, scan
+# loops by lstm here and by test_fuzz_programs.
+FAST = ("mlp", "lstm", "remat")
 SLOW = tuple(n for n in examples.names() if n not in FAST)
 
 

@@ -38,7 +38,7 @@ def same(a, b) -> bool:
 def planned():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", olla_jax.PlanWarning)
-        return olla_jax.plan(step, *args(), static_argnums=(2,), time_limit_s=5)
+        return olla_jax.plan(step, *args(), static_argnums=(2,), time_limit_s=2)
 
 
 def test_plan_figures_and_compiled(planned):
@@ -89,7 +89,7 @@ def test_load_plan_errors(tmp_path):
 def test_decorator_plans_once_per_signature_and_caches_on_disk(tmp_path):
     calls = []
 
-    @olla_jax.optimize(static_argnums=(2,), time_limit_s=3, cache=tmp_path)
+    @olla_jax.optimize(static_argnums=(2,), time_limit_s=1, cache=tmp_path)
     def traced(params, x, scale):
         calls.append(1)
         return step(params, x, scale)
