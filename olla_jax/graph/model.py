@@ -24,8 +24,10 @@ movable units may use, as an output allocation's are.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
+import heapq
 from collections import defaultdict
 from typing import Sequence
 
@@ -439,15 +441,34 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
     by_alloc = defaultdict(list)
     for v in values.values():
         by_alloc[v.allocation].append(v)
+    # Swept by time with the live values kept by offset: only those that start
+    # within the longest live value's size below v's end can share its bytes
+    # (the live values of one allocation mostly sit side by side, so this is
+    # a few per value, not all of them: the temp allocation's are thousands).
     for vals in by_alloc.values():
         vals.sort(key=lambda v: v.xla_range[0])
-        active: list[Value] = []
+        by_offset: list[tuple[int, int]] = []    # (offset, value id) of the live values
+        ending: list[tuple[int, int, int]] = []  # heap of (last step, offset, value id)
+        largest: list[tuple[int, int]] = []      # heap of (-size, value id), dead ones lazily
+        alive: set[int] = set()
         for v in vals:
-            active = [a for a in active if a.xla_range[1] >= v.xla_range[0]]
-            for a in active:
+            while ending and ending[0][0] < v.xla_range[0]:
+                _, off, vid = heapq.heappop(ending)
+                del by_offset[bisect.bisect_left(by_offset, (off, vid))]
+                alive.discard(vid)
+            while largest and largest[0][1] not in alive:
+                heapq.heappop(largest)
+            longest = -largest[0][0] if largest else 0
+            hi = bisect.bisect_left(by_offset, (v.offset + v.size, -1))
+            lo = bisect.bisect_left(by_offset, (v.offset - longest, -1))
+            for _, aid in by_offset[lo:hi]:
+                a = values[aid]
                 if a.offset < v.offset + v.size and v.offset < a.offset + a.size:
                     uf.union(a.id, v.id)
-            active.append(v)
+            bisect.insort(by_offset, (v.offset, v.id))
+            heapq.heappush(ending, (v.xla_range[1], v.offset, v.id))
+            heapq.heappush(largest, (-v.size, v.id))
+            alive.add(v.id)
     # Rule 2: control flow ties a callee's parameters and root to the caller.
     at = defaultdict(set)
     for rec in records.values():
@@ -518,18 +539,30 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
 
 def _in_place_edges(graph: ScheduleGraph) -> set[tuple[int, int]]:
     """A unit's later member overwrites the earlier ones' bytes: everything that
-    touches an earlier member must run before the node that defines a later one."""
+    touches an earlier member must run before the node that defines a later one.
+
+    A unit of k members (an in-place accumulator: one per layer) would give
+    k^2 / 2 pairs; when the members' def nodes follow their order, a touch of an
+    earlier member needs an edge only to the first later def past it: the edges
+    between the later members chain it on to the rest (the same orders are
+    allowed, with edges linear in k)."""
     edges = set()
     for unit in graph.units:
         vals = sorted((graph.values[v] for v in unit.values), key=lambda v: v.xla_range[0])
+        defs = [v.def_node for v in vals]
+        chained = all(x <= y for x, y in zip(defs, defs[1:]))
         for i, a in enumerate(vals):
+            waiting = set(a.touches)
             for b in vals[i + 1:]:
                 d = b.def_node
                 if d == a.def_node or b.live_in:
                     continue
-                for t in a.touches:
-                    if t != d and t < d:
-                        edges.add((t, d))
+                covered = {t for t in waiting if t < d}
+                edges.update((t, d) for t in covered)
+                if chained:
+                    waiting -= covered
+                    if not waiting:
+                        break
     return edges
 
 
