@@ -326,6 +326,11 @@ def markdown(rows: list[dict], args, note: str) -> str:
               f"width 128 -> 256 -> 128, batch {getattr(args, 'mlp_batch', 64)}, MSE loss; transformer: "
               "pre-LN blocks (d 64, 4 heads, causal attention, MLP x4), seq 64, batch 4, vocab 256, "
               "next-token loss; both one value_and_grad + hand-written Adam step.", ""]
+    if getattr(args, "capture_dir", ""):
+        lines += ["Captures reused (`--capture_dir`): each row's XLA compile ran once, in an earlier "
+                  "`--capture_only` run with the same options that stored its dumps; compile s is "
+                  "that run's, and max RSS is this run's worker (loading the dumps and planning, "
+                  "no XLA compile).", ""]
     for e in getattr(args, "earlier", []):
         lines += [f"Rows not rerun here come from an earlier run: `{e['command']}`"
                   + (f" (it skipped {', '.join(e['skipped'])} for its time budget)" if e["skipped"] else ""), ""]

@@ -274,7 +274,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             first_search = max(0.0, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
     bound_end = min(search.mark(BOUND_END), search.at - kept)
-    value = _lower_bound(graph, with_regions, list(orders), now, bound_end)
+    value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep)
     report("lower bound", bound=value)
     live = {order: live_of(order) for order in orders}
     best = None
@@ -330,13 +330,16 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                     exact_tried=exact_tried)
 
 
-def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float) -> int:
+def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,
+                 big: bool = False) -> int:
     """The lower bound, by ``end`` (a ``now()`` time): what must be resident at
     one step whatever the order (loop bodies included) and the last output
     writer's need, the min-cut's floor and the bound where the relaxation
     degenerates (a step inside one while; outputs whose idle space it counts as
     free for every unit); then the threshold min-cuts (each a valid bound on
-    the arena, see ScheduleGraph.bound_problems; the largest holds)."""
+    the arena, see ScheduleGraph.bound_problems; the largest holds).  ``big``:
+    a graph past the block model's size (see PAIR_US), where each min-cut
+    costs seconds."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
@@ -363,8 +366,8 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     solved = 0
     for k, cap in enumerate(thresholds):
         left = end - now()
-        if left <= 0 and (k >= 2 or value > 0):
-            break   # the first two at least, unless another bound is in already
+        if left <= 0 and (k >= (1 if big else 2) or value > 0):
+            break   # the first two at least (one on a big graph), unless a bound is in already
         problem = graph.threshold_problem(cap, for_bound=True)
         value = max(value, bounds.min_cut_bound(
             problem, time_limit_s=max(0.0, end - now()) / (len(thresholds) - k),

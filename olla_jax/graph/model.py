@@ -269,8 +269,9 @@ class ScheduleGraph:
         of one unit tied to one offset); also, per interval, its unit id."""
         spans = self.unit_spans(order)
         occupants = defaultdict(list)
+        regions = set(self.regions)   # a set: the tuple's ``in`` made this units x regions
         for unit in self.units:
-            if not unit.movable and unit.allocation in self.regions:
+            if not unit.movable and unit.allocation in regions:
                 for s, e in spans[unit.id]:
                     occupants[unit.allocation].append(sp.Occupant(unit.offset, unit.size, s, e))
         regions = tuple(sp.Region(self.allocations[a].size, tuple(occupants[a])) for a in self.regions)
