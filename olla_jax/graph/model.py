@@ -356,9 +356,12 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
     entry = comps.get(module.entry_computation_id)
     if entry is None:
         raise UnsupportedProgram("the module names no entry computation")
-    by_id = {i.id: i for c in module.computations for i in c.instructions}
-    by_name = {i.name: i for c in module.computations for i in c.instructions}
-    comp_of = {i.name: c.id for c in module.computations for i in c.instructions}
+    by_id, by_name, comp_of = {}, {}, {}
+    for c in module.computations:   # one pass: each proto field read costs (140k on 20k nodes)
+        for i in c.instructions:
+            name = i.name
+            by_id[i.id] = by_name[name] = i
+            comp_of[name] = c.id
 
     # Nodes: entry instructions in XLA's flattened order; blocks end at each.
     entry_names = {i.name for i in entry.instructions}
@@ -498,8 +501,12 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
                     key=lambda i: i.parameter_number)
         return [p.name for p in ps]
 
-    id_name = {i.id: i.name for i in by_name.values()}
+    id_name: dict[int, str] = {}   # filled at the first control-flow instruction
     for instr in by_name.values():
+        if instr.opcode not in ("while", "conditional", "call"):
+            continue
+        if not id_name:
+            id_name = {i.id: name for name, i in by_name.items()}
         called = list(instr.called_computation_ids)
         operands = [id_name[o] for o in instr.operand_ids]
         if instr.opcode == "while" and len(called) == 2:
