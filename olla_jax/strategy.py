@@ -29,6 +29,7 @@ ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for
 BOUND_END = 0.55               # the lower bounds end here
 RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
+MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
 DEFER_END = 0.8                # output deferral and sink moves end here
 SINK_SHARE = 0.25              # of the time to DEFER_END: sink moves on a deferred order
@@ -264,8 +265,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             break
         t = now()
         problem = make_problem()
-        floor = bounds.min_cut_bound(problem, time_limit_s=ORDER_FLOOR_SHARE * share,
-                                     orders=starts).value
+        floor = None if cost.sweep and MIN_CUT_NODE_S * len(graph.nodes) > \
+            ORDER_FLOOR_SHARE * share else bounds.min_cut_bound(
+                problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts).value
         result = order_lib.solve_order(problem, warm_starts=starts,
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
@@ -339,7 +341,8 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     free for every unit); then the threshold min-cuts (each a valid bound on
     the arena, see ScheduleGraph.bound_problems; the largest holds).  ``big``:
     a graph past the block model's size (see PAIR_US), where each min-cut
-    costs seconds."""
+    costs seconds: none starts that MIN_CUT_NODE_S says would end past ``end``
+    (the bound may then be 0: valid, and reported as such)."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
@@ -366,8 +369,10 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     solved = 0
     for k, cap in enumerate(thresholds):
         left = end - now()
-        if left <= 0 and (k >= (1 if big else 2) or value > 0):
-            break   # the first two at least (one on a big graph), unless a bound is in already
+        if big and MIN_CUT_NODE_S * len(graph.nodes) > left:
+            break   # sized: one min-cut (not interruptible) costs seconds on a big graph
+        if left <= 0 and (k >= 2 or value > 0):
+            break   # the first two at least, unless another bound is in already
         problem = graph.threshold_problem(cap, for_bound=True)
         value = max(value, bounds.min_cut_bound(
             problem, time_limit_s=max(0.0, end - now()) / (len(thresholds) - k),
