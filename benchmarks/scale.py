@@ -71,6 +71,7 @@ def parse_args(argv=None):
                         "captured it, and the planner runs on the same module")
     p.add_argument("--capture_only", action="store_true",
                    help="with --capture_dir: compile and store the captures, do not plan")
+    p.add_argument("--note", default="", help="a line for the markdown (what was not run, and why)")
     p.add_argument("--out", default="benchmarks/results/scale")
     p.add_argument("--render", default=None, help="rewrite the markdown and plot of <out>.json")
     p.add_argument("--append", action="store_true", help="keep the rows of <out>.json not rerun")
@@ -336,6 +337,8 @@ def markdown(rows: list[dict], args, note: str) -> str:
                   + (f" (it skipped {', '.join(e['skipped'])} for its time budget)" if e["skipped"] else ""), ""]
     if note:
         lines += [note, ""]
+    if getattr(args, "note", ""):
+        lines += [args.note, ""]
     body = []
     for r in sorted(rows, key=lambda r: (r["family"], r["depth"])):
         if "error" in r:
