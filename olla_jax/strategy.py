@@ -322,6 +322,14 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     best_fit_bytes = {o: c.placement.arena_size for o, c in placed.items()}
     best, exact_tried = _repair(graph, best, placed, unplaced, live, value, xla_temp_bytes,
                                 clock, cost)
+    if cost.sweep and not value:
+        # A big graph's bound found no time at its mark (the graph build and
+        # the first list schedule take most of it): the time the skipped exact
+        # placement leaves goes to it, all but the layout's share.
+        value = _lower_bound(graph, with_regions, list(orders), now,
+                             clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit,
+                             big=True)
+        report("lower bound", bound=value)
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
     report("placement", "done", best=layout.temp_bytes)
     logging.info("chosen order (%s): live bytes %d, best-fit %d, placed %d; %.1f s of %.1f",
