@@ -47,6 +47,7 @@ PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes 
 # model and one greedy pass.
 PAIR_US = 10.0
 SWEEP_PAIR_SHARE = 0.25
+SWEEP_MIN_PAIRS = 500_000      # below this the block model stays, whatever the limit (small steps)
 # The exact engine of the repair: the canonical search (set-up about one
 # best-fit).  CP-SAT's model took 5 s (unet, small) and 21 s (resnet50) to
 # build before it searched at all, whatever its limit.
@@ -104,7 +105,7 @@ class _Cost:
         if not self.measured:
             from olla_jax.solve import place_sweep
             pairs = place_sweep.overlapping_pairs(problem)
-            if PAIR_US * 1e-6 * pairs > SWEEP_PAIR_SHARE * self.limit_s:
+            if pairs >= SWEEP_MIN_PAIRS and PAIR_US * 1e-6 * pairs > SWEEP_PAIR_SHARE * self.limit_s:
                 self.sweep = True
                 logging.info("%d overlapping pairs: sweep placement (no block model, no exact "
                              "placement) in a %.0f s limit", pairs, self.limit_s)

@@ -34,6 +34,7 @@ def _refuse(name):
 
 def test_big_graphs_skip_the_block_model_and_the_resident_floor(graph, monkeypatch):
     monkeypatch.setattr(strategy, "PAIR_US", 1e9)
+    monkeypatch.setattr(strategy, "SWEEP_MIN_PAIRS", 0)
     monkeypatch.setattr(strategy, "RESIDENT_NODE_PAIR_S", 1e9)
     monkeypatch.setattr(place_model, "build_model", _refuse("the block model"))
     monkeypatch.setattr(place_lib, "place_exact", _refuse("exact placement"))
@@ -47,6 +48,7 @@ def test_big_graphs_skip_the_block_model_and_the_resident_floor(graph, monkeypat
 
 def test_min_cuts_that_cannot_end_by_their_mark_do_not_start(graph, monkeypatch):
     monkeypatch.setattr(strategy, "PAIR_US", 1e9)
+    monkeypatch.setattr(strategy, "SWEEP_MIN_PAIRS", 0)
     monkeypatch.setattr(strategy, "MIN_CUT_NODE_S", 1e9)
     monkeypatch.setattr(bounds, "min_cut_bound", _refuse("a min-cut"))
     solution = strategy.solve_graph(graph, time_limit_s=2.0)
@@ -54,6 +56,7 @@ def test_min_cuts_that_cannot_end_by_their_mark_do_not_start(graph, monkeypatch)
 
 
 def test_small_graphs_keep_the_block_model(graph, monkeypatch):
+    monkeypatch.setattr(strategy, "PAIR_US", 1e9)   # costly pairs, but too few of them
     built = []
     real = place_model.build_model
     monkeypatch.setattr(place_model, "build_model", lambda p: built.append(1) or real(p))
