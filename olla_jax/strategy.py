@@ -42,9 +42,9 @@ PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes 
 # (place_model: every pair of blocks live together, quadratic on deep steps)
 # is not built at all: placements come from the sweep (solve.place_sweep,
 # O(n log n)) and no exact placement is tried.  The model and one greedy pass
-# took 80-115 s on 3.5 M pairs (10k-instruction transformer, loaded machine):
-# ~25 us a pair there, taken as 10 unloaded; SWEEP_PAIR_SHARE of the limit may go to the
-# model and one greedy pass.
+# took 137 s under cProfile on 3.5 M pairs (benchmarks/scale_profile.py
+# --cprofile, 10k-instruction transformer, loaded machine): taken as 10 us a
+# pair; SWEEP_PAIR_SHARE of the limit may go to the model and one greedy pass.
 PAIR_US = 10.0
 SWEEP_PAIR_SHARE = 0.25
 SWEEP_MIN_PAIRS = 500_000      # below this the block model stays, whatever the limit (small steps)
