@@ -65,6 +65,13 @@ def parse_args(argv=None):
                    help="JSON object of extra XLA options for plan(compiler_options=...), on top "
                         "of xla_backend_optimization_level, e.g. "
                         "'{\"xla_disable_hlo_passes\": \"fusion\"}'")
+    p.add_argument("--capture_dir", default="",
+                   help="keep each program's captures (XLA's dumps, plain data) here and reuse them "
+                        "on a rerun: the row then reports the compile seconds of the run that "
+                        "captured it, and the planner runs on the same module")
+    p.add_argument("--capture_only", action="store_true",
+                   help="with --capture_dir: compile and store the captures, do not plan")
+    p.add_argument("--note", default="", help="a line for the markdown (what was not run, and why)")
     p.add_argument("--out", default="benchmarks/results/scale")
     p.add_argument("--render", default=None, help="rewrite the markdown and plot of <out>.json")
     p.add_argument("--append", action="store_true", help="keep the rows of <out>.json not rerun")
@@ -172,16 +179,64 @@ def compiler_options(opt_level: int, extra: str = "") -> dict:
     return options
 
 
+def _capture_path(capture_dir: str, family: str, depth: int, opt_level: int, backend: str,
+                  mlp_batch: int, extra_options: str) -> str:
+    import hashlib
+    key = hashlib.sha1(f"{backend}|{opt_level}|{mlp_batch}|{extra_options}".encode()).hexdigest()[:10]
+    return os.path.join(capture_dir, f"{family}-{depth}-{key}.pkl")
+
+
+def _cached_captures(timer, path: str, capture_only: bool) -> None:
+    """Wraps plan()'s compile step so that its captures are stored at ``path`` (plain data:
+    the live jax objects are dropped) or, when stored there, read back with the compile seconds
+    of the run that made them.  With ``capture_only`` it stops after storing them."""
+    import dataclasses
+    import importlib
+    import pickle
+    plan_mod = importlib.import_module("olla_jax.plan")
+    original = plan_mod._baselines
+
+    def baselines(*a, **k):
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                stored = pickle.load(f)
+            timer.seconds["compile"] = timer.seconds.get("compile", 0.0) + stored["compile_s"]
+            return stored["captures"]
+        t0 = time.perf_counter()
+        caps = original(*a, **k)
+        plain = [dataclasses.replace(c, compiled=None, lowered=None, wrap=None) for c in caps]
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            pickle.dump({"compile_s": time.perf_counter() - t0, "captures": plain}, f)
+        os.replace(path + ".tmp", path)
+        if capture_only:
+            raise _CaptureStored(path)
+        return caps
+    plan_mod._baselines = baselines
+
+
+class _CaptureStored(Exception):
+    pass
+
+
 def run_one(family: str, depth: int, time_limit_s: float, opt_level: int, backend: str = "cpu",
-            mlp_batch: int = 64, extra_options: str = "") -> dict:
+            mlp_batch: int = 64, extra_options: str = "", capture_dir: str = "",
+            capture_only: bool = False) -> dict:
     import warnings
     from olla_jax.plan import plan
     fn, args = FAMILIES[family](depth, batch=mlp_batch) if family == "mlp" else FAMILIES[family](depth)
-    timer = common.Timer()
+    timer = common.Timer()   # wraps plan's compile step first: the cache sits inside the timer
+    if capture_dir:
+        path = _capture_path(capture_dir, family, depth, opt_level, backend, mlp_batch, extra_options)
+        _cached_captures(timer, path, capture_only)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = plan(fn, *args, backend=backend, time_limit_s=time_limit_s, feed_back=False,
-                 compiler_options=compiler_options(opt_level, extra_options))
+        try:
+            p = plan(fn, *args, backend=backend, time_limit_s=time_limit_s, feed_back=False,
+                     compiler_options=compiler_options(opt_level, extra_options))
+        except _CaptureStored:
+            return {"family": family, "depth": depth, "error": "capture only: stored",
+                    "compile_s": timer.compile_s, "max_rss_mib": _max_rss_mib()}
     return {"family": family, "depth": depth,
             "instructions": len(p.graph.nodes) if p.graph else None,
             "buffers": len(p.graph.units) if p.graph else None,
@@ -201,7 +256,7 @@ def worker(args) -> None:
     family, depth = args.worker.split(":")
     try:
         row = run_one(family, int(depth), args.time_limit_s, args.opt_level, args.backend,
-                      args.mlp_batch, args.compiler_options)
+                      args.mlp_batch, args.compiler_options, args.capture_dir, args.capture_only)
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
         row = {"family": family, "depth": int(depth), "error": f"{type(err).__name__}: {err}"}
@@ -272,11 +327,18 @@ def markdown(rows: list[dict], args, note: str) -> str:
               f"width 128 -> 256 -> 128, batch {getattr(args, 'mlp_batch', 64)}, MSE loss; transformer: "
               "pre-LN blocks (d 64, 4 heads, causal attention, MLP x4), seq 64, batch 4, vocab 256, "
               "next-token loss; both one value_and_grad + hand-written Adam step.", ""]
+    if getattr(args, "capture_dir", ""):
+        lines += ["Captures reused (`--capture_dir`): each row's XLA compile ran once, in an earlier "
+                  "`--capture_only` run with the same options that stored its dumps; compile s is "
+                  "that run's, and max RSS is this run's worker (loading the dumps and planning, "
+                  "no XLA compile).", ""]
     for e in getattr(args, "earlier", []):
         lines += [f"Rows not rerun here come from an earlier run: `{e['command']}`"
                   + (f" (it skipped {', '.join(e['skipped'])} for its time budget)" if e["skipped"] else ""), ""]
     if note:
         lines += [note, ""]
+    if getattr(args, "note", ""):
+        lines += [args.note, ""]
     body = []
     for r in sorted(rows, key=lambda r: (r["family"], r["depth"])):
         if "error" in r:
@@ -343,7 +405,8 @@ def main(argv=None) -> None:
         cmd = [sys.executable, "-m", "benchmarks.scale", f"--worker={family}:{depth}",
                f"--worker_out={path}", f"--time_limit_s={args.time_limit_s}",
                f"--opt_level={args.opt_level}", f"--backend={args.backend}",
-               f"--mlp_batch={args.mlp_batch}", f"--compiler_options={args.compiler_options}"]
+               f"--mlp_batch={args.mlp_batch}", f"--compiler_options={args.compiler_options}",
+               f"--capture_dir={args.capture_dir}"] + (["--capture_only"] if args.capture_only else [])
         try:
             proc = subprocess.run(cmd, timeout=args.program_timeout_s, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)

@@ -28,6 +28,8 @@ ORDER_SEARCH_SHARE = 0.45      # the order searches end here, all objectives tog
 ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
 BOUND_END = 0.55               # the lower bounds end here
 RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
+RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
+MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
 DEFER_END = 0.8                # output deferral and sink moves end here
 SINK_SHARE = 0.25              # of the time to DEFER_END: sink moves on a deferred order
@@ -36,6 +38,16 @@ FINISH_RESERVE = 0.03          # of the limit: kept for turning the placement in
 PLACEMENTS_KEPT = 1.5          # best-fits' time kept after the search (the searched order's)
 BEST_FIT_US = 3.0              # best-fit's cost estimate before it is measured (see _Cost.predict)
 PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes is worth repairing
+# Past this many overlapping pairs per second of the limit, the block model
+# (place_model: every pair of blocks live together, quadratic on deep steps)
+# is not built at all: placements come from the sweep (solve.place_sweep,
+# O(n log n)) and no exact placement is tried.  The model and one greedy pass
+# took 137 s under cProfile on 3.5 M pairs (benchmarks/scale_profile.py
+# --cprofile, 10k-instruction transformer, loaded machine): taken as 10 us a
+# pair; SWEEP_PAIR_SHARE of the limit may go to the model and one greedy pass.
+PAIR_US = 10.0
+SWEEP_PAIR_SHARE = 0.25
+SWEEP_MIN_PAIRS = 500_000      # below this the block model stays, whatever the limit (small steps)
 # The exact engine of the repair: the canonical search (set-up about one
 # best-fit).  CP-SAT's model took 5 s (unet, small) and 21 s (resnet50) to
 # build before it searched at all, whatever its limit.
@@ -76,18 +88,31 @@ class _Cost:
     before it searches; until measured, taken as a whole best-fit, which it
     was within 2x on the examples)."""
 
-    def __init__(self, clock: Callable[[], float]):
+    def __init__(self, clock: Callable[[], float], limit_s: float = float("inf")):
         self.clock = clock
+        self.limit_s = limit_s
         self.model = 0.0
         self.sort_order = 0.0
         self.exact_setup = 0.0
         self.measured = False
+        self.sweep = False    # too many overlapping pairs for the block model: sweep placement
 
     def predict(self, problem: sp.PlacementProblem) -> None:
         """Estimates from a problem's size until a best-fit is measured: model
         and one sort order each took up to 3 us per interval and region (the
-        arena counts as one) on the examples, unloaded."""
+        arena counts as one) on the examples, unloaded.  Decides, once, whether
+        the block model fits in the limit at all (see PAIR_US)."""
         if not self.measured:
+            from olla_jax.solve import place_sweep
+            pairs = place_sweep.overlapping_pairs(problem)
+            if pairs >= SWEEP_MIN_PAIRS and PAIR_US * 1e-6 * pairs > SWEEP_PAIR_SHARE * self.limit_s:
+                self.sweep = True
+                logging.info("%d overlapping pairs: sweep placement (no block model, no exact "
+                             "placement) in a %.0f s limit", pairs, self.limit_s)
+                self.model = 0.0
+                self.sort_order = BEST_FIT_US * 1e-6 * len(problem.intervals)
+                self.exact_setup = float("inf")
+                return
             self.model = self.sort_order = (BEST_FIT_US * 1e-6 * len(problem.intervals)
                                             * (len(problem.regions) + 1))
             self.exact_setup = self.model + 4 * self.sort_order
@@ -101,6 +126,16 @@ class _Cost:
         """Best-fit over the sort orders, none started that would end past
         ``until`` (the first always runs)."""
         from olla_jax.solve import place_greedy, place_model
+        if self.sweep:
+            from olla_jax.solve import place_sweep
+            t = self.clock()
+            placement = place_sweep.sweep_fit(problem)
+            # Counted twice: building the placement problem for an order costs
+            # about one sweep (8 and 11 s on 100k nodes), and callers do both.
+            spent = 2 * (self.clock() - t)
+            self.sort_order = spent if not self.measured else max(self.sort_order, spent)
+            self.measured = True
+            return placement
         if not self.measured:
             self.model = self.sort_order = self.exact_setup = 0.0
             self.measured = True
@@ -196,7 +231,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     with_regions = graph.order_problem()
     live_of = Evaluator(with_regions).cost
     orders = {s: "xla" for s in starts}
-    cost = _Cost(now)
+    cost = _Cost(now, clock.seconds)
     placed: dict[tuple[int, ...], Candidate] = {}
     # The memory-aware list schedule first: a candidate however short the
     # limit (its best-fit sometimes beats orders that score better on the order
@@ -233,8 +268,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             break
         t = now()
         problem = make_problem()
-        floor = bounds.min_cut_bound(problem, time_limit_s=ORDER_FLOOR_SHARE * share,
-                                     orders=starts).value
+        floor = None if cost.sweep and MIN_CUT_NODE_S * len(graph.nodes) > \
+            ORDER_FLOOR_SHARE * share else bounds.min_cut_bound(
+                problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts).value
         result = order_lib.solve_order(problem, warm_starts=starts,
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
@@ -243,7 +279,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             first_search = max(0.0, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
     bound_end = min(search.mark(BOUND_END), search.at - kept)
-    value = _lower_bound(graph, with_regions, list(orders), now, bound_end)
+    value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep)
     report("lower bound", bound=value)
     live = {order: live_of(order) for order in orders}
     best = None
@@ -287,6 +323,14 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     best_fit_bytes = {o: c.placement.arena_size for o, c in placed.items()}
     best, exact_tried = _repair(graph, best, placed, unplaced, live, value, xla_temp_bytes,
                                 clock, cost)
+    if cost.sweep and not value:
+        # A big graph's bound found no time at its mark (the graph build and
+        # the first list schedule take most of it): the time the skipped exact
+        # placement leaves goes to it, all but the layout's share.
+        value = _lower_bound(graph, with_regions, list(orders), now,
+                             clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit,
+                             big=True)
+        report("lower bound", bound=value)
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
     report("placement", "done", best=layout.temp_bytes)
     logging.info("chosen order (%s): live bytes %d, best-fit %d, placed %d; %.1f s of %.1f",
@@ -299,21 +343,33 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                     exact_tried=exact_tried)
 
 
-def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float) -> int:
+def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,
+                 big: bool = False) -> int:
     """The lower bound, by ``end`` (a ``now()`` time): what must be resident at
     one step whatever the order (loop bodies included) and the last output
     writer's need, the min-cut's floor and the bound where the relaxation
     degenerates (a step inside one while; outputs whose idle space it counts as
     free for every unit); then the threshold min-cuts (each a valid bound on
-    the arena, see ScheduleGraph.bound_problems; the largest holds)."""
+    the arena, see ScheduleGraph.bound_problems; the largest holds).  ``big``:
+    a graph past the block model's size (see PAIR_US), where each min-cut
+    costs seconds: none starts that MIN_CUT_NODE_S says would end past ``end``
+    (the bound may then be 0: valid, and reported as such)."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
-    floor_found = resident.floor_bound(   # on time.monotonic, as the engines
-        graph, deadline=time.monotonic() + RESIDENT_BOUND_SHARE * max(0.0, end - now()))
-    logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
-                 floor_found.evaluated)
-    value = floor_found.value
+    share = RESIDENT_BOUND_SHARE * max(0.0, end - now())
+    nodes = len(graph.nodes)
+    if RESIDENT_NODE_PAIR_S * nodes * nodes > share:
+        # Its set-up (every node's ancestors and descendants as bitsets) cannot
+        # be interrupted and grows as nodes squared, in time and memory.
+        logging.info("resident bound skipped: %d nodes, %.1f s for it", nodes, share)
+        value = 0
+    else:
+        floor_found = resident.floor_bound(   # on time.monotonic, as the engines
+            graph, deadline=time.monotonic() + share)
+        logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
+                     floor_found.evaluated)
+        value = floor_found.value
     # The largest threshold first (few units, often the strongest: what it
     # proves lets the others skip every node that cannot beat it), then the
     # plain relaxation, then the rest, largest first, while the time lasts:
@@ -324,6 +380,8 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     solved = 0
     for k, cap in enumerate(thresholds):
         left = end - now()
+        if big and MIN_CUT_NODE_S * len(graph.nodes) > left:
+            break   # sized: one min-cut (not interruptible) costs seconds on a big graph
         if left <= 0 and (k >= 2 or value > 0):
             break   # the first two at least, unless another bound is in already
         problem = graph.threshold_problem(cap, for_bound=True)
@@ -376,6 +434,9 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
             continue
         if cand.placement.arena_size <= cand.live:
             continue
+        if cost.sweep:   # the exact engines build the block model: it does not fit the limit
+            logging.info("no exact placement: too many overlapping pairs for the limit")
+            break
         # The exact model warm-starts from best-fit; building it takes time of
         # its own (measured on the first call), hence the share of what is left.
         t = now()
