@@ -90,6 +90,14 @@ def run_one(name: str, args) -> dict:
                live=p.settings.get("live_bytes"), best_fit=p.settings.get("best_fit_bytes"),
                source=p.source, verified=p.verified, notes=list(p.notes),
                argument_bytes=p.argument_bytes, output_bytes=p.output_bytes, alias_bytes=p.alias_bytes)
+    row["least_live"] = p.settings.get("least_live_bytes")
+    if p.layout is not None and p.graph is not None:
+        # After the timed part: our arena, and the live-bytes peak of the chosen
+        # order's placement problem (what no placement of that order can beat),
+        # to tell the plan's placement loss from the order's distance to the bound.
+        from olla_jax.solve import place_check
+        row["arena"] = p.layout.temp_bytes
+        row["placement_live"] = place_check.live_bytes_bound(p.graph.placement_problem(p.layout.order)[0])
     if args.plans_dir and p.capture is not None:
         os.makedirs(args.plans_dir, exist_ok=True)
         p.save(os.path.join(args.plans_dir, f"{name}.json"))  # benchmarks.breakdown reads these
@@ -129,6 +137,27 @@ def _ratio(a, b):
     return None if a is None or not b else a / b
 
 
+def gap_split(r: dict) -> dict | None:
+    """Where the gap (planned - bound) lies, for a row with our arena: the
+    placement's loss (our arena above the chosen order's live-bytes peak:
+    the plan's) and the order's live bytes above the bound (the order
+    search's or the bound's: which one, only a proof of the best order can
+    tell).  ``is``: "none" within 2% of the bound, else the larger part.
+    Fractions of planned; None for a row without the figures."""
+    if "error" in r or not r.get("planned") or r.get("arena") is None or r.get("placement_live") is None:
+        return None
+    planned, arena, live, bound = r["planned"], r["arena"], r["placement_live"], r["bound"]
+    kept_xla = arena > planned     # XLA's plan handed back: ours lost by (arena - planned)
+    # No placement of the order goes below its peak nor below the bound (the
+    # peak counts idle output space as free and can be the lower of the two).
+    floor = max(live, bound)
+    placement = max(0, arena - floor) / planned
+    order = max(0, min(floor, planned) - bound) / planned
+    verdict = ("none" if r["gap"] <= 0.02 else
+               "placement" if placement >= order else "order or bound")
+    return {"placement": placement, "order": order, "kept_xla": kept_xla, "is": verdict}
+
+
 def summarise(rows: list[dict], backend: str) -> dict:
     ok = [r for r in rows if "error" not in r]
     ours = "achieved" if backend == "cpu" else "planned"
@@ -142,6 +171,9 @@ def summarise(rows: list[dict], backend: str) -> dict:
             s[f"geomean_{key}/{ref}"] = g
     s["ours"] = ours
     s["within_2pct_of_bound"] = sum(r["gap"] <= 0.02 for r in ok)
+    splits = [gap_split(r) for r in ok]
+    s["gap_is_placement"] = sum(1 for g in splits if g and g["is"] == "placement")
+    s["gap_is_order_or_bound"] = sum(1 for g in splits if g and g["is"] == "order or bound")
     times = sorted(r["solve_s"] for r in ok if r.get("solve_s") is not None)
     if times:
         s["solve_s_median"] = statistics.median(times)
@@ -190,6 +222,31 @@ def markdown(rows: list[dict], summary: dict, args, meta: dict) -> str:
             f"{r['time_ratio']:.3f}" if r.get("time_ratio") else "-",
             "; ".join(r["notes"])[:300] or "-"])
     lines += common.table(cols, body, right=set(range(2, 16)))
+    gap_body = []
+    for r in rows:
+        g = gap_split(r)
+        if g is None:
+            continue
+        gap_body.append([r["model"], common.mib(r["planned"]), common.mib(r["arena"]),
+                         common.mib(r["placement_live"]), common.mib(r.get("live")),
+                         common.mib(r.get("least_live")), common.mib(r["bound"]),
+                         f"{100 * r['gap']:.2f}", f"{100 * g['placement']:.2f}",
+                         f"{100 * g['order']:.2f}",
+                         g["is"] + (" (XLA's plan kept)" if g["kept_xla"] else "")])
+    if gap_body:
+        lines += ["", "## Where the gap is", "",
+                  "arena = our plan's arena (planned is XLA's where ours lost); order peak = the "
+                  "chosen order's live-bytes peak in its placement problem (no placement of that "
+                  "order does better); order live = the same by the order objective; least live = "
+                  "the least order-objective live bytes of any order searched (the order objective "
+                  "counts idle output space as free: not comparable with the bound). floor = "
+                  "max(order peak, bound). placement % = (arena - floor) / planned: the plan's loss "
+                  "to placement; order-bound % = (min(floor, planned) - bound) / planned: the order "
+                  "search's or the bound's (a proof of the best order would tell which). gap is: "
+                  "none (gap <= 2%) or the larger part.", ""]
+        lines += common.table(["model", "planned", "arena", "order peak", "order live", "least live",
+                               "bound", "gap %", "placement %", "order-bound %", "gap is"],
+                              gap_body, right=set(range(1, 10)))
     n = summary["planned_ok"]
     lines += ["", "## Summary", "",
               f"- models: {summary['models']}, planned without error: {n}, "
@@ -201,6 +258,9 @@ def markdown(rows: list[dict], summary: dict, args, meta: dict) -> str:
                 lines.append(f"- geomean temp {key}/{ref.replace('_', ' ')}: {g:.4f} "
                              f"(reduction {100 * (1 - g):.1f}%)")
     lines.append(f"- within 2% of the lower bound: {summary['within_2pct_of_bound']} of {n}")
+    if "gap_is_placement" in summary:
+        lines.append(f"- the rest: the gap is mostly placement in {summary['gap_is_placement']}, "
+                     f"the order's live bytes above the bound in {summary['gap_is_order_or_bound']}")
     if summary.get("solve_s_median") is not None:
         lines.append(f"- planner time (solve s): median {summary['solve_s_median']:.1f} s, "
                      f"max {summary['solve_s_max']:.1f} s")

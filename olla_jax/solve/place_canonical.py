@@ -326,6 +326,10 @@ class _Search:
         return None if got is None else offset.copy()
 
 
+# Per group of blocks, at most this many failed and solved states are kept.
+_MEMO_PER_KEY = 64
+
+
 class _Ordered:
     """A second search over canonical placements of one component, in the
     style of MiniMalloc's: each node places one of the blocks left at its
@@ -363,6 +367,8 @@ class _Ordered:
         kinds: dict = {}                # blocks of one size and life are interchangeable
         self.twin = [kinds.setdefault((int(sizes[b]), self.secs[b].tobytes()), b) for b in range(m)]
         self.nodes = 0
+        self.hatless = True
+        self._memo_cap, self._memo = None, {}
 
     def _rank(self, blocks: np.ndarray, total: np.ndarray, heuristic: str) -> np.ndarray:
         fullest = np.array([int(total[self.secs[b]].max()) for b in blocks.tolist()], dtype=np.int64)
@@ -392,10 +398,32 @@ class _Ordered:
         for b in range(m):
             cross[hlo[b]:hhi[b] - 1] += 1
 
+        if self._memo_cap != cap:
+            self._memo_cap, self._memo = cap, {}
+        memo = self._memo
+
         def part(blocks, lo, hi):
+            # A group's subproblem is fixed by its blocks and their lowest
+            # offsets: one that failed fails again from offsets as high or
+            # higher; one solved is solved the same way from offsets as low.
+            ids = np.sort(blocks)
+            seen = memo.setdefault((lo, hi, ids.tobytes()), ([], []))
+            mo = minoff[ids]
+            if any((mo >= bad).all() for bad in seen[0]):
+                return False
+            for good, where in seen[1]:
+                if (mo <= good).all():
+                    offset[ids] = where
+                    return True
             order = self._rank(blocks, total, heuristic)
             rank[order] = np.arange(len(order))
-            return (yield from node(order, lo, hi, 0, -1))
+            found = yield from node(order, lo, hi, 0, -1)
+            if found:
+                if len(seen[1]) < _MEMO_PER_KEY:
+                    seen[1].append((mo, offset[ids].copy()))
+            elif len(seen[0]) < _MEMO_PER_KEY:
+                seen[0].append(mo)
+            return found
 
         def node(blocks, lo, hi, level, last_rank):
             self.nodes += 1
@@ -429,6 +457,7 @@ class _Ordered:
                 x, sb = int(minoff[b]), int(size[b])
                 top = x + sb
                 c = conf[b]
+                hatless = not left[c].any()
                 c = c[left[c] & (minoff[c] < top)]
                 t = top if a == 1 else -(-top // a) * a
                 if len(c) and int(size[c].max()) + t > cap:
@@ -448,6 +477,10 @@ class _Ordered:
                 left[b] = True
                 if found:
                     return True
+                if hatless and self.hatless:
+                    # Nothing left overlaps b: it sits at x in every completion
+                    # from here, so every other choice fails the same way.
+                    break
             return False
 
         def split(blocks, lo, hi, level, last_rank, b):

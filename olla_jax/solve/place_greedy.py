@@ -11,7 +11,11 @@ import numpy as np
 from olla_jax.solve.place_model import BlockModel, build_model
 from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
 
-SORT_ORDERS = ("size", "start", "area", "duration")
+# Tried in this order; the planner, short of time, may stop after the first.
+# Longest-lived first gave the least arena of the four on the placement
+# problems of resnet50, unet and densenet small (each order's chosen by the
+# planner at a 10 s limit), where size first had been tried alone.
+SORT_ORDERS = ("duration", "size", "start", "area")
 _OPEN = np.iinfo(np.int64).max  # length of the open space above all obstacles
 
 
