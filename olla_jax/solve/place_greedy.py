@@ -101,18 +101,22 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
     capacity = [reg.capacity for reg in problem.regions]
     by_capacity = sorted(range(len(capacity)), key=lambda r: (capacity[r], r))
     sorted_caps = [capacity[r] for r in by_capacity]
-    occupied_regions = model.occupied_regions
+    # Regions an occupant fills during a block's life are neither searched nor idle.
+    open_regions = model.open_regions or model.occupied_regions
+    no_block = frozenset()
     for b in sequence:
         size = sizes[b]
         placed[b] = True
         if size == 0:
             continue
+        blocked = model.blocked_regions[b] if model.blocked_regions else no_block
         conf = model.conflicts[b]
         members: dict[int, list[tuple[int, int]]] = {}
         for j in conf[placed[conf]].tolist():
-            members.setdefault(region[j], []).append((offset[j], offset[j] + sizes[j]))
+            if region[j] not in blocked:
+                members.setdefault(region[j], []).append((offset[j], offset[j] + sizes[j]))
         arena = members.pop(ARENA, [])
-        for r in occupied_regions[b]:
+        for r in open_regions[b]:
             members.setdefault(r, [])
         best: tuple[int, int, int] | None = None   # (gap length, region, offset)
         for r in sorted(members):
@@ -123,7 +127,7 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
                 best = (found[0], r, found[1])
         # The smallest idle region that holds the block (gap: its whole capacity).
         k = bisect.bisect_left(sorted_caps, size)
-        while k < len(by_capacity) and by_capacity[k] in members:
+        while k < len(by_capacity) and (by_capacity[k] in members or by_capacity[k] in blocked):
             k += 1
         if k < len(by_capacity):
             r = by_capacity[k]
