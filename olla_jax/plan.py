@@ -34,6 +34,7 @@ from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, s
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
 RETIME_SHARE = 0.25            # _plan: re-timing collectives ("hidden"), kept back from the searches
 KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
+UNCOMBINED = "uncombined"      # Capture.scheduler of a sharded step compiled with no collective combining
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +81,24 @@ def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> li
     if step.fn is None:
         return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
                                 compiler_options=compiler_options) for s in schedulers]
-    return [capture(step.fn, *step.args, backend=backend, scheduler=s,
+    caps = [capture(step.fn, *step.args, backend=backend, scheduler=s,
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                     compiler_options=compiler_options, spmd=spmd)
             for s in schedulers]
+    if spmd is not None and backend.kind == "gpu" and not (
+            set(compiler_options or {}) & set(collectives.COMBINE_THRESHOLD_OPTIONS)):
+        module = dumps.parse_hlo_proto(caps[0].hlo_proto).hlo_module
+        if collectives.combined_pairs(module):
+            # A combined collective waits for all its arrays (collectives.combined_pairs):
+            # the same step with one collective per array is a baseline too, so that
+            # a start can follow its own array (XLA plans that module as well).
+            options = {**(compiler_options or {}),
+                       **{k: 0 for k in collectives.COMBINE_THRESHOLD_OPTIONS}}
+            caps.append(dataclasses.replace(
+                capture(step.fn, *step.args, backend=backend, static_argnums=step.static_argnums,
+                        donate_argnums=step.donate_argnums, compiler_options=options, spmd=spmd),
+                scheduler=UNCOMBINED))
+    return caps
 
 
 def _matching_capture(caps: Sequence[Capture], saved) -> Capture:
@@ -320,9 +335,12 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     return BudgetNotMet(message, result, least, breakdown)
 
 
-def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict):
+def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict,
+                   default_module=None):
     """The overlap cost model of a sharded step (``graph.overlap``), its figures
-    for XLA's order put in ``settings``; None (and why) without a description."""
+    for XLA's order put in ``settings`` (and for XLA's order of ``default_module``,
+    the default compile, when the graph is of another); None (and why) without
+    a description."""
     from olla_jax.capture import gpu
     if backend.kind != "gpu" or not backend.compile_only:
         settings["overlap_model"] = "no device description for this backend"
@@ -332,12 +350,19 @@ def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict)
     except (OSError, ValueError) as err:
         settings["overlap_model"] = f"the device description does not serve: {err}"
         return None
-    step_cost = overlap.step_model(module, graph, pairs, cost,
-                                   int((spmd or {}).get("num_devices") or 1))
+    devices = int((spmd or {}).get("num_devices") or 1)
+    step_cost = overlap.step_model(module, graph, pairs, cost, devices)
     settings.update(overlap_model=f"roofline + ring collectives on {cost.name}, link "
                                   f"{cost.link_bandwidth / 1e9:g} GB/s one way",
                     exposed_s_xla=step_cost.xla.exposed_s, comm_s=step_cost.xla.comm_s,
                     compute_s=step_cost.xla.compute_s, exposed_s=step_cost.xla.exposed_s)
+    if default_module is not None:
+        # The graph is of another compile (one collective per array): "hidden"
+        # allows what XLA's order of the default compile exposes.
+        reference = overlap.module_exposure(default_module, cost, devices)
+        step_cost = dataclasses.replace(step_cost, reference=reference)
+        settings.update(exposed_s_xla_default=reference.exposed_s,
+                        comm_s_xla_default=reference.comm_s)
     return step_cost
 
 
@@ -422,7 +447,15 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         pairs_kept=len(kept))
         graph = dataclasses.replace(graph, edges=tuple(sorted(
             set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
-    step_cost = _overlap_model(backend, module, graph, pairs, spmd, settings) if pairs else None
+    default_module = (dumps.parse_hlo_proto(default.hlo_proto).hlo_module
+                       if pairs and best is not default else None)
+    if best.scheduler == UNCOMBINED:
+        notes.append("planned on the step compiled with one collective per array (XLA's "
+                     "collective combining off: a combined collective waits for all its arrays); "
+                     f"XLA plans that module in {best.memory.temp / 2**20:,.2f} MiB, its default "
+                     f"compile in {default.memory.temp / 2**20:,.2f} MiB")
+    step_cost = _overlap_model(backend, module, graph, pairs, spmd, settings,
+                               default_module) if pairs else None
     if step_cost is None and pairs and collectives.exposure_mode(collective_overlap):
         return fallback(f"collective_overlap={collective_overlap!r} needs the overlap cost "
                         f"model: {settings.get('overlap_model')}", graph)

@@ -341,19 +341,38 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
 @dataclasses.dataclass(frozen=True)
 class StepModel:
     """The cost model of one sharded step's graph: per node its seconds, the
-    collectives, and what XLA's own order exposes."""
+    collectives, and what XLA's own order exposes.  ``reference``: what XLA's
+    order of the step as compiled by default exposes, when the graph is of
+    another compile of it (one collective per array, say); None when the same."""
     cost: DeviceCost
     node_seconds: tuple[float, ...]
     collectives: tuple[Collective, ...]
     xla: Exposure
+    reference: Exposure | None = None
 
     def exposure(self, order: Sequence[int]) -> Exposure:
         return exposure(order, self.node_seconds, self.collectives)
 
     def allowance(self, mode) -> float:
-        """Seconds of exposed communication ``mode`` allows ("hidden": XLA's)."""
+        """Seconds of exposed communication ``mode`` allows ("hidden": what XLA's
+        order of the default compile exposes)."""
         seconds = getattr(mode, "seconds", None)
-        return float(seconds) if seconds is not None else self.xla.exposed_s
+        if seconds is not None:
+            return float(seconds)
+        return (self.reference or self.xla).exposed_s
+
+
+def module_exposure(module, cost: DeviceCost, num_devices: int) -> Exposure:
+    """What XLA's own order of ``module`` (its entry schedule) exposes; no graph needed."""
+    from olla_jax.graph import collectives as collectives_lib
+    comps = {c.id: c for c in module.computations}
+    entry = module.entry_computation_id
+    by_id = {i.id: i for i in comps[entry].instructions}
+    names = [by_id[i].name for i in module.schedule.sequences[entry].instruction_ids]
+    index = {n: k for k, n in enumerate(names)}
+    seconds = instruction_seconds(module, names, cost)
+    colls = collectives(module, collectives_lib.async_pairs(module), index, cost, num_devices)
+    return exposure(range(len(names)), seconds, colls)
 
 
 def step_model(module, graph, pairs, cost: DeviceCost, num_devices: int) -> StepModel:
