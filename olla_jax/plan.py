@@ -230,7 +230,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     ``memory_budget`` the overlap is given up step by step (3/4, 1/2, 1/4,
     none of what was asked; for ``"hidden"``/``ExposedAtMost``, allowances
     growing to all of the step's communication, the least exposed that meets
-    the budget first) before anything is recomputed.
+    the budget first) before anything is recomputed (on a sharded step: our
+    kernel copies in the per-device executable, not XLA's rematerialization).
 
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
@@ -290,9 +291,11 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         from olla_jax import budget
         report("recomputing", "to meet the memory budget")
         if spmd:
-            result = dataclasses.replace(result, notes=result.notes + (
-                "no recomputation for sharded steps (XLA's rematerialization is driven for "
-                "single-device steps only)",))
+            # Our kernel copies in the per-device executable (built, not run: the
+            # target is compile-only); XLA's rematerialization is driven for
+            # single-device steps only.
+            result = budget.recompute_to_budget(result, int(memory_budget),
+                                                time_limit_s=time_limit_s, measure_time=False)
         elif target.compile_only:   # ours and XLA's rematerialization, side by side
             from olla_jax import gpu_budget
             result = gpu_budget.to_budget(
