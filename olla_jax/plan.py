@@ -382,6 +382,15 @@ def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, d
     return hidden.layout, hidden.source
 
 
+def _fixed_solve_seconds(graph) -> float:
+    """What one ``solve_graph`` costs however short its limit: a list schedule
+    and a best-fit, each about ``strategy.BEST_FIT_US`` per movable unit and
+    region (the strategy's own estimate before it measures one)."""
+    from olla_jax import strategy
+    units = sum(1 for u in graph.units if u.movable)
+    return 2 * strategy.BEST_FIT_US * 1e-6 * units * (len(graph.regions) + 1)
+
+
 def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
           compiler_options: dict[str, Any] | None, engine: str,
           verify_trials: int, feed_back: bool, seed: int, saved, spmd=None,
@@ -451,7 +460,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         graph = dataclasses.replace(graph, edges=tuple(sorted(
             set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
     default_module = (dumps.parse_hlo_proto(default.hlo_proto).hlo_module
-                       if pairs and best is not default else None)
+                       if pairs and best is not default
+                       and collectives.exposure_mode(collective_overlap) else None)
     if best.scheduler == UNCOMBINED:
         notes.append("planned on the step compiled with one collective per array (XLA's "
                      "collective combining off: a combined collective waits for all its arrays); "
@@ -488,21 +498,23 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         search = (Deadline((1 - RETIME_SHARE) * deadline.left())
                   if step_cost is not None and collectives.exposure_mode(collective_overlap)
                   else deadline)
+        first = None
         try:
-            if pairs and len(kept) < len(pairs):
+            keep_share = KEEP_OVERLAP_SHARE * search.left()
+            if pairs and len(kept) < len(pairs) and keep_share >= _fixed_solve_seconds(graph):
                 # Freer than XLA's overlap: the plan that keeps it all is feasible
-                # here too; found first, it warm-starts the freer search.
+                # here too; found first, it warm-starts the freer search (when its
+                # share of the limit covers a solve's fixed part).
                 kept_all = dataclasses.replace(graph, edges=tuple(sorted(
                     set(graph.edges) | set(collectives.overlap_edges(graph.nodes, pairs)))))
                 first = solve_graph(kept_all, warm_starts=starts, engine=engine, seed=seed,
                                     progress=report, xla_temp_bytes=best.memory.temp,
-                                    deadline=Deadline(KEEP_OVERLAP_SHARE * search.left()))
+                                    deadline=Deadline(keep_share))
                 starts = [*starts, first.layout.order]
             solution = solve_graph(graph, warm_starts=starts, engine=engine, seed=seed,
                                    progress=report, xla_temp_bytes=best.memory.temp,
                                    deadline=search)
-            if pairs and len(kept) < len(pairs) and \
-                    first.layout.temp_bytes < solution.layout.temp_bytes:
+            if first is not None and first.layout.temp_bytes < solution.layout.temp_bytes:
                 solution = dataclasses.replace(
                     solution, layout=dataclasses.replace(first.layout, graph=graph))
             layout, bound, engine_used = solution.layout, solution.lower_bound_bytes, solution.engine
@@ -511,8 +523,10 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                             best_fit_bytes=solution.best_fit_bytes,
                             exact_placement_tried=solution.exact_tried)
             if step_cost is not None and collectives.exposure_mode(collective_overlap):
-                tried = {f"keep/{first.engine}": dataclasses.replace(first.layout, graph=graph),
-                         f"free/{solution.engine}": solution.layout, "xla": graph.xla_order}
+                tried = {f"free/{solution.engine}": solution.layout, "xla": graph.xla_order}
+                if first is not None:
+                    tried = {f"keep/{first.engine}": dataclasses.replace(first.layout, graph=graph),
+                             **tried}
                 # Re-timing gets what the searches left of the limit (RETIME_SHARE at least).
                 layout, engine_used = _hidden(
                     graph, step_cost, collective_overlap, settings, notes, tried,
