@@ -217,6 +217,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     ``out_shardings`` (PartitionSpecs over ``mesh_axes``, default ``{"x":
     num_devices}``) make XLA compile the per-device program, with its
     collectives split into asynchronous start/done pairs that overlap compute.
+    When XLA combined several arrays into one collective (a combined start
+    waits for all of them: every layer's gradient for one reduce-scatter), the
+    step is also compiled with XLA's combiners off (``UNCOMBINED``), and the
+    lower of the two compiles is planned (``Plan.xla_scheduler``).
     ``collective_overlap="keep"`` keeps what XLA runs between each start and
     done between them (XLA's overlap, the least memory with it);
     ``"free"`` lets the order collapse that overlap for less memory; a fraction
