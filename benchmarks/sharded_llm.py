@@ -184,6 +184,7 @@ def run_one(spec: str, args) -> dict:
         row[f"{overlap}_engine"] = p.engine
         row[f"{overlap}_notes"] = [n[:300] for n in p.notes]
         row[f"{overlap}_solve_s"] = round(p.solve_seconds, 1)
+        row[f"{overlap}_solve_cpu_s"] = round(s.get("solve_cpu_s", float("nan")), 1)
         row[f"{overlap}_capture_s"] = round(p.capture_seconds, 1)
         row[f"{overlap}_s"] = round(time.monotonic() - t0, 1)
         if overlap == "hidden":
@@ -226,7 +227,9 @@ def markdown(rows, args, machine, command) -> str:
               "hidden/scan: the ratio the issue targets (<= 1.3). Exposed: microseconds of "
               "communication the compute stream waits for under olla_jax.graph.overlap's cost "
               "model. Solve s: Plan.solve_seconds (the planner's part, what the time limit bounds; "
-              "XLA's compiles are not in it). 'built': the rewritten per-device executables for "
+              "XLA's compiles are not in it), wall clock, and in brackets the planner's CPU "
+              "seconds (Plan.settings['solve_cpu_s']: on a shared machine the wall clock "
+              "includes waiting for a core). 'built': the rewritten per-device executables for "
               "keep / free / hidden were built and decoded (not run: no GPU here). When no plan "
               "below XLA's was found, the figure is XLA's.", ""]
     table = []
@@ -246,15 +249,15 @@ def markdown(rows, args, machine, command) -> str:
                              f"{r['hidden'] / r['scanned']:.2f}",
                              f"{us(r['exposed_xla_default'])} / {us(r['exposed_xla_best'])} / "
                              f"{us(r['hidden_exposed'])}",
-                             f"{r['keep_solve_s']:.1f} / {r['free_solve_s']:.1f} / "
-                             f"{r['hidden_solve_s']:.1f}",
+                             " / ".join(f"{r[f'{m}_solve_s']:.1f} ({r.get(f'{m}_solve_cpu_s', 0):.1f})"
+                                        for m in ("keep", "free", "hidden")),
                              " / ".join("yes" if r[f"{m}_built"] else "no"
                                         for m in ("keep", "free", "hidden")),
                              r.get("load", "")])
     lines += common.table(["layers", "d", "sharding", "remat", "instr", "async pairs",
                            "XLA default", "XLA uncombined", "LHS off", "keep", "free", "hidden",
                            "scanned XLA", "hidden/scan", "exposed us: XLA / XLA unc. / hidden",
-                           "solve s: keep/free/hidden", "built", "load"], table,
+                           "solve s (CPU s): keep/free/hidden", "built", "load"], table,
                           right={0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
     for r in rows:
         if r.get("hidden_peak"):

@@ -410,6 +410,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     # time_limit_s bounds), the check, rewrite and verification after it.
     capture_seconds = time.monotonic() - t_start
     t_solve = time.monotonic()
+    cpu_solve = time.process_time()   # the planner's CPU seconds: on a shared machine, beside its wall time
     # The limit covers the planner's own time: the graph is built on it.
     deadline = Deadline(time_limit_s)
     solved_at: list[float] = []   # when the planner's part ended
@@ -539,6 +540,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
     solved_at.append(time.monotonic())  # graph, order, placement, bound (not XLA's compiles)
+    settings["solve_cpu_s"] = time.process_time() - cpu_solve
     report.stop_planning()
     if layout.temp_bytes >= best.memory.temp:
         tried = (" (exact placement was tried on the orders whose live bytes are below it)"
