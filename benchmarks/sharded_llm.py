@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--target", default="h100")
     p.add_argument("--time_limit_s", type=float, default=10.0)
+    p.add_argument("--budget", type=float, default=None,
+                   help="also plan 'hidden' with memory_budget = this fraction of the hidden "
+                        "plan's total bytes (exposure ladder, then our recomputation)")
     p.add_argument("--out", default="sharded_llm")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
@@ -189,6 +192,24 @@ def run_one(spec: str, args) -> dict:
         row[f"{overlap}_s"] = round(time.monotonic() - t0, 1)
         if overlap == "hidden":
             row["hidden_peak"] = peak_breakdown(p)
+            hidden_total = p.runs_total_bytes
+    if args.budget:
+        budget = int(args.budget * hidden_total)
+        row.update(budget=budget, budget_from=hidden_total)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                b = olla_jax.plan(unrolled.fn, *unrolled.args, backend=backend,
+                                  time_limit_s=args.time_limit_s,
+                                  donate_argnums=unrolled.donate_argnums,
+                                  collective_overlap="hidden", memory_budget=budget,
+                                  **spmd(unrolled))
+            row.update(budget_total=b.runs_total_bytes, budget_extra_flops=b.extra_flops,
+                       budget_exposed=b.settings.get("exposed_s"),
+                       budget_notes=[n[:300] for n in b.notes[-3:]])
+        except olla_jax.BudgetNotMet as err:
+            row.update(budget_total=err.least_bytes,
+                       budget_notes=[str(err)[:400]])
     for name, step, options in (("lhs_off", unrolled, LHS_OFF), ("scanned", scanned, None)):
         t0 = time.monotonic()
         cap = capture(step.fn, *step.args, backend=backend, donate_argnums=step.donate_argnums,
@@ -260,6 +281,14 @@ def markdown(rows, args, machine, command) -> str:
                            "solve s (CPU s): keep/free/hidden", "built", "load"], table,
                           right={0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
     for r in rows:
+        if r.get("budget"):
+            lines += ["", f"Memory budget ({r['spec']}): {common.mib(r['budget'])} MiB total "
+                          f"(the hidden plan's {common.mib(r['budget_from'])} x "
+                          f"{args.budget:g}) -> {common.mib(r.get('budget_total'))} MiB, extra "
+                          f"FLOPs {r.get('budget_extra_flops', '-')}, exposed "
+                          f"{(r.get('budget_exposed') or 0) * 1e6:,.0f} us; "
+                          + " | ".join(r.get("budget_notes", []))]
+    for r in rows:
         if r.get("hidden_peak"):
             lines += ["", f"What is live at the temp peak of the 'hidden' plan ({r['spec']}), MiB:",
                       ""]
@@ -281,6 +310,8 @@ def main(argv=None) -> None:
     flags = [f"--devices={args.devices}", f"--batch={args.batch}", f"--seq={args.seq}",
              f"--vocab={args.vocab}", f"--target={args.target}",
              f"--time_limit_s={args.time_limit_s}"]
+    if args.budget:
+        flags.append(f"--budget={args.budget}")
     rows = []
     for size in args.sizes.split(","):
         layers, d = size.lower().split("x")
