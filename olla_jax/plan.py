@@ -528,10 +528,13 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                             best_fit_bytes=solution.best_fit_bytes,
                             exact_placement_tried=solution.exact_tried)
             if step_cost is not None and collectives.exposure_mode(collective_overlap):
-                tried = {f"free/{solution.engine}": solution.layout, "xla": graph.xla_order}
+                # XLA's order with XLA's placement first: it costs no placement
+                # and meets "hidden" whenever the planned compile exposes no more
+                # than the default one, so a plan within the allowance is at hand.
+                tried = {"xla": layout_lib.xla_layout(graph)}
                 if first is not None:
-                    tried = {f"keep/{first.engine}": dataclasses.replace(first.layout, graph=graph),
-                             **tried}
+                    tried[f"keep/{first.engine}"] = dataclasses.replace(first.layout, graph=graph)
+                tried[f"free/{solution.engine}"] = solution.layout
                 # Re-timing gets what the searches left of the limit (RETIME_SHARE at least).
                 layout, engine_used = _hidden(
                     graph, step_cost, collective_overlap, settings, notes, tried,
