@@ -52,19 +52,37 @@ def parse_args(argv=None):
 def _row(model, label, p, allowance=None) -> dict:
     s = p.settings
     return {"model": model, "point": label, "allowance_s": allowance,
-            "xla": p.xla_best_temp_bytes, "planned": p.planned_temp_bytes,
+            "xla": p.xla_default_temp_bytes, "planned": p.planned_temp_bytes,
             "exposed_s": s.get("exposed_s"), "exposed_s_xla": s.get("exposed_s_xla"),
             "comm_s": s.get("comm_s"), "compute_s": s.get("compute_s"),
             "pairs": s.get("async_pairs", 0), "source": p.source, "engine": p.engine,
             "built": p.executable_bytes is not None, "notes": list(p.notes)}
 
 
-def run_model(model: str, args) -> list[dict]:
+def step_of(model: str, args):
+    """The example step and its in_shardings: an ``examples`` name at ``--size``,
+    or ``llama:LAYERSxD`` (``examples/llama.py``, per-block remat, unrolled,
+    batch 16, seq 256, vocab 8192 as in ``benchmarks/sharded_llm.py``)."""
+    if model.startswith("llama:"):
+        from examples import llama
+        layers, d = (int(x) for x in model.split(":", 1)[1].lower().split("x"))
+        heads = max(1, d // 64)
+        step = llama.make_step(llama.Config(layers=layers, d_model=d, heads=heads,
+                                            kv_heads=max(1, heads // 2), seq=256, batch=16,
+                                            vocab=8192, scan=False, remat=True))
+        return step, llama.shardings(step, args.sharding, args.devices)
     import examples
-    import olla_jax
     from benchmarks.multi_device import in_shardings
-    from olla_jax.graph import collectives
     step = examples.get(model, args.size)
+    return step, in_shardings(step, args.sharding, args.devices)
+
+
+def run_model(model: str, args) -> list[dict]:
+    import olla_jax
+    from benchmarks.sharded_llm import _reuse_compiles
+    from olla_jax.graph import collectives
+    _reuse_compiles()   # the points share XLA's compiles of the step
+    step, shardings = step_of(model, args)
     options = {}
     if args.combine_threshold_bytes is not None:
         options = {f"xla_gpu_{kind}_combine_threshold_bytes": args.combine_threshold_bytes
@@ -78,23 +96,35 @@ def run_model(model: str, args) -> list[dict]:
                                  time_limit_s=args.time_limit_s,
                                  static_argnums=step.static_argnums,
                                  donate_argnums=step.donate_argnums, num_devices=args.devices,
-                                 in_shardings=in_shardings(step, args.sharding, args.devices),
-                                 collective_overlap=mode, **extra)
+                                 in_shardings=shardings, collective_overlap=mode, **extra)
     rows = []
     hidden = plan("hidden")
     s = hidden.settings
+    default = hidden.xla_default_temp_bytes
     rows.append({"model": model, "point": "XLA latency-hiding order", "allowance_s": None,
-                 "xla": hidden.xla_best_temp_bytes, "planned": hidden.xla_best_temp_bytes,
-                 "exposed_s": s.get("exposed_s_xla"), "exposed_s_xla": s.get("exposed_s_xla"),
-                 "comm_s": s.get("comm_s"), "compute_s": s.get("compute_s"),
+                 "xla": default, "planned": default,
+                 "exposed_s": s.get("exposed_s_xla_default", s.get("exposed_s_xla")),
+                 "exposed_s_xla": s.get("exposed_s_xla_default", s.get("exposed_s_xla")),
+                 "comm_s": s.get("comm_s_xla_default", s.get("comm_s")),
+                 "compute_s": s.get("compute_s"),
                  "pairs": s.get("async_pairs", 0), "source": "xla", "engine": "xla",
                  "built": True, "notes": []})
-    flat = plan("keep", compiler_options={"xla_gpu_enable_latency_hiding_scheduler": False})
+    if hidden.xla_scheduler == "uncombined":
+        rows.append({"model": model, "point": "XLA, one collective per array (combiners off)",
+                     "allowance_s": None, "xla": default, "planned": hidden.xla_best_temp_bytes,
+                     "exposed_s": s.get("exposed_s_xla"), "exposed_s_xla": s.get("exposed_s_xla"),
+                     "comm_s": s.get("comm_s"), "compute_s": s.get("compute_s"),
+                     "pairs": s.get("async_pairs", 0), "source": "xla", "engine": "xla",
+                     "built": True, "notes": []})
+    from benchmarks.sharded_llm import LHS_OFF   # on H100 targets both flags must be off
+    flat = plan("keep", compiler_options=dict(LHS_OFF))
     f = flat.settings
     rows.append({"model": model, "point": "XLA order, no latency-hiding scheduler",
-                 "allowance_s": None, "xla": flat.xla_best_temp_bytes,
-                 "planned": flat.xla_best_temp_bytes, "exposed_s": f.get("exposed_s_xla"),
-                 "exposed_s_xla": f.get("exposed_s_xla"), "comm_s": f.get("comm_s"),
+                 "allowance_s": None, "xla": default,
+                 "planned": flat.xla_default_temp_bytes,
+                 "exposed_s": f.get("exposed_s_xla_default", f.get("exposed_s_xla")),
+                 "exposed_s_xla": f.get("exposed_s_xla_default", f.get("exposed_s_xla")),
+                 "comm_s": f.get("comm_s_xla_default", f.get("comm_s")),
                  "compute_s": f.get("compute_s"), "pairs": f.get("async_pairs", 0),
                  "source": "xla", "engine": "xla", "built": True, "notes": []})
     rows.append(_row(model, "ours, keep", plan("keep")))
@@ -110,14 +140,12 @@ def run_model(model: str, args) -> list[dict]:
 
 def orders_only(model: str, args) -> list[dict]:
     """XLA's order and the no-overlap order re-timed to allowances (module doc)."""
-    import examples
-    from benchmarks.multi_device import in_shardings
     from olla_jax.capture import gpu, record
     from olla_jax import dumps
     from olla_jax.graph import collectives, layout as layout_lib, model as model_lib, overlap
     from olla_jax.solve import place as place_lib
     from olla_jax.solve import problem as sp
-    step = examples.get(model, args.size)
+    step, shardings = step_of(model, args)
     options = {}
     if args.combine_threshold_bytes is not None:
         options = {f"xla_gpu_{kind}_combine_threshold_bytes": args.combine_threshold_bytes
@@ -126,7 +154,7 @@ def orders_only(model: str, args) -> list[dict]:
                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                          compiler_options=options,
                          spmd=dict(num_devices=args.devices, out_shardings=None, mesh_axes=None,
-                                   in_shardings=in_shardings(step, args.sharding, args.devices)))
+                                   in_shardings=shardings))
     graph = model_lib.build(cap.hlo_proto, cap.values_text, cap.live_range_text,
                             alignment=256)
     module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module

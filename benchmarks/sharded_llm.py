@@ -14,10 +14,21 @@ block under ``jax.checkpoint`` or not); its per-device temp figures:
 - LHS off: the same with XLA's latency-hiding scheduler off (on H100 targets
   that takes both ``xla_gpu_enable_latency_hiding_scheduler=False`` and
   ``xla_gpu_enable_analytical_sol_latency_estimator=False``);
-- keep / free: ``olla_jax.plan(collective_overlap="keep" | "free")`` on the
-  unrolled step (keep: every instruction XLA runs between an async collective's
-  start and done stays between them; free: that overlap may be collapsed);
+- uncombined XLA: the unrolled step compiled with XLA's collective combiners
+  off (one collective per array), which ``olla_jax.plan`` adds as a baseline
+  when XLA combined collectives (a combined reduce-scatter waits for every
+  layer's gradient); the plans below are made on the lower of the two;
+- keep / free / hidden: ``olla_jax.plan(collective_overlap="keep" | "free" |
+  "hidden")`` on the unrolled step (keep: every instruction XLA runs between an
+  async collective's start and done stays between them; free: that overlap may
+  be collapsed; hidden: no more exposed communication than XLA's order of the
+  default compile under ``olla_jax.graph.overlap``'s cost model);
 - scanned XLA: the same model with its blocks under ``jax.lax.scan``.
+
+Exposed communication (microseconds, the cost model): XLA's default compile,
+XLA's uncombined compile, and each plan.  Solve seconds: ``Plan.solve_seconds``
+(the planner's part, bounded by the time limit; XLA's compiles are apart).
+What is live at the temp peak of the "hidden" plan is broken down by kind.
 
 Planned figures: the rewritten per-device executable is built and decoded, not
 run (no GPU here).  Each row runs in its own process.
@@ -50,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--target", default="h100")
     p.add_argument("--time_limit_s", type=float, default=10.0)
+    p.add_argument("--budget", type=float, default=None,
+                   help="also plan 'hidden' with memory_budget = this fraction of the hidden "
+                        "plan's total bytes (exposure ladder, then our recomputation)")
     p.add_argument("--out", default="sharded_llm")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
@@ -79,6 +93,63 @@ def _reuse_compiles() -> None:
     plan_mod._baselines = cached
 
 
+def peak_breakdown(p) -> list[tuple[str, int]]:
+    """What is live at the temp peak of a plan's order, by kind: gathered
+    parameters (all-gather results), full-size arrays waiting for or in a
+    reduce-scatter / all-reduce, other collective buffers, the rest by opcode."""
+    from olla_jax import dumps
+    from olla_jax.graph import collectives, overlap
+    graph, layout = p.graph, p.layout
+    if graph is None or layout is None:
+        return []
+    module = dumps.parse_hlo_proto(p.capture.hlo_proto).hlo_module
+    comps = {c.id: c for c in module.computations}
+    entry = comps[module.entry_computation_id]
+    by_name = {i.name: i for i in entry.instructions}
+    by_id = {i.id: i for i in entry.instructions}
+    index = graph.node_index
+    kind_of_start = {}
+    operand_of = {}
+    for pair in collectives.async_pairs(module):
+        start = by_name[pair.start]
+        kind = overlap.collective_kind(start, comps)
+        for name in (pair.start, pair.done):
+            if name in index:
+                kind_of_start[index[name]] = kind
+        for o in start.operand_ids:
+            if o in by_id and by_id[o].name in index:
+                operand_of[index[by_id[o].name]] = kind
+    order = layout.order
+    spans = graph.unit_spans(order)
+    horizon = len(graph.flat)
+    delta = [0] * (horizon + 1)
+    for u in graph.units:
+        if u.movable:
+            for a, b in spans[u.id]:
+                delta[a] += u.size
+                delta[b + 1] -= u.size
+    live, cur = [], 0
+    for x in delta[:-1]:
+        cur += x
+        live.append(cur)
+    peak = max(range(horizon), key=live.__getitem__)
+    out: dict[str, int] = {}
+    for u in graph.units:
+        if not u.movable or not any(a <= peak <= b for a, b in spans[u.id]):
+            continue
+        d = graph.values[u.values[0]].def_node
+        if d in kind_of_start:
+            kind = kind_of_start[d]
+            what = ("gathered parameters (all-gather buffers)" if kind == "all-gather"
+                    else f"{kind} buffers")
+        elif d in operand_of:
+            what = f"operands of {operand_of[d]}s (full-size, waiting or in flight)"
+        else:
+            what = f"other: {by_name[graph.nodes[d]].opcode if graph.nodes[d] in by_name else '?'}"
+        out[what] = out.get(what, 0) + u.size
+    return sorted(out.items(), key=lambda kv: -kv[1])
+
+
 def run_one(spec: str, args) -> dict:
     import olla_jax
     from examples import llama
@@ -94,21 +165,51 @@ def run_one(spec: str, args) -> dict:
     def spmd(step):
         return dict(num_devices=args.devices, in_shardings=llama.shardings(step, kind, args.devices))
 
-    for overlap in ("keep", "free"):
+    for overlap in ("keep", "free", "hidden"):
         t0 = time.monotonic()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             p = olla_jax.plan(unrolled.fn, *unrolled.args, backend=backend,
                               time_limit_s=args.time_limit_s, donate_argnums=unrolled.donate_argnums,
                               collective_overlap=overlap, **spmd(unrolled))
-        row["xla"] = p.xla_best_temp_bytes
+        s = p.settings
+        row["xla"] = p.xla_default_temp_bytes
+        row["xla_best"] = p.xla_best_temp_bytes
+        row["xla_scheduler"] = p.xla_scheduler
         row["instructions"] = len(p.graph.nodes) if p.graph else None
-        row["pairs"] = p.settings.get("async_pairs", 0)
+        row["pairs"] = s.get("async_pairs", 0)
+        row["exposed_xla_default"] = s.get("exposed_s_xla_default", s.get("exposed_s_xla"))
+        row["exposed_xla_best"] = s.get("exposed_s_xla")
         row[overlap] = p.planned_temp_bytes
+        row[f"{overlap}_exposed"] = s.get("exposed_s")
         row[f"{overlap}_built"] = p.executable_bytes is not None
         row[f"{overlap}_source"] = p.source
+        row[f"{overlap}_engine"] = p.engine
         row[f"{overlap}_notes"] = [n[:300] for n in p.notes]
+        row[f"{overlap}_solve_s"] = round(p.solve_seconds, 1)
+        row[f"{overlap}_solve_cpu_s"] = round(s.get("solve_cpu_s", float("nan")), 1)
+        row[f"{overlap}_capture_s"] = round(p.capture_seconds, 1)
         row[f"{overlap}_s"] = round(time.monotonic() - t0, 1)
+        if overlap == "hidden":
+            row["hidden_peak"] = peak_breakdown(p)
+            hidden_total = p.runs_total_bytes
+    if args.budget:
+        budget = int(args.budget * hidden_total)
+        row.update(budget=budget, budget_from=hidden_total)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                b = olla_jax.plan(unrolled.fn, *unrolled.args, backend=backend,
+                                  time_limit_s=args.time_limit_s,
+                                  donate_argnums=unrolled.donate_argnums,
+                                  collective_overlap="hidden", memory_budget=budget,
+                                  **spmd(unrolled))
+            row.update(budget_total=b.runs_total_bytes, budget_extra_flops=b.extra_flops,
+                       budget_exposed=b.settings.get("exposed_s"),
+                       budget_notes=[n[:300] for n in b.notes[-3:]])
+        except olla_jax.BudgetNotMet as err:
+            row.update(budget_total=err.least_bytes,
+                       budget_notes=[str(err)[:400]])
     for name, step, options in (("lhs_off", unrolled, LHS_OFF), ("scanned", scanned, None)):
         t0 = time.monotonic()
         cap = capture(step.fn, *step.args, backend=backend, donate_argnums=step.donate_argnums,
@@ -138,31 +239,63 @@ def markdown(rows, args, machine, command) -> str:
          "plan time limit": f"{args.time_limit_s:g} s",
          "note": "the machine (2 cores) was shared with other jobs: times are indicative"},
         command=command, machine_info=machine)
-    lines += ["Per-device temp in MiB. unrolled XLA = latency-hiding scheduler on; LHS off = "
-              "both flags off; keep / free = olla_jax.plan(collective_overlap=...) on the unrolled "
-              "step; scanned = XLA on the scanned step (same sharding and remat). 'built': the "
-              "rewritten per-device executable for keep / free was built and decoded (not run: "
-              "no GPU here). When no plan below XLA's was found, keep/free = XLA's figure.", ""]
+    lines += ["Per-device temp in MiB. XLA default = the unrolled step as jax.jit compiles it "
+              "(latency-hiding scheduler on); XLA uncombined = the same with XLA's collective "
+              "combiners off (one collective per array; '-' when XLA combined nothing); LHS off = "
+              "both latency-hiding flags off; keep / free / hidden = olla_jax.plan("
+              "collective_overlap=...) on the unrolled step, planned on the lower of XLA's two "
+              "compiles; scanned = XLA on the scanned step (same sharding and remat). "
+              "hidden/scan: the ratio the issue targets (<= 1.3). Exposed: microseconds of "
+              "communication the compute stream waits for under olla_jax.graph.overlap's cost "
+              "model. Solve s: Plan.solve_seconds (the planner's part, what the time limit bounds; "
+              "XLA's compiles are not in it), wall clock, and in brackets the planner's CPU "
+              "seconds (Plan.settings['solve_cpu_s']: on a shared machine the wall clock "
+              "includes waiting for a core). 'built': the rewritten per-device executables for "
+              "keep / free / hidden were built and decoded (not run: no GPU here). When no plan "
+              "below XLA's was found, the figure is XLA's.", ""]
     table = []
     for r in rows:
         layers, d, kind, remat = r["spec"].split(":")
         head = [layers, d, kind, "yes" if remat == "1" else "no"]
         if "error" in r:
-            table.append(head + [f"ERROR: {r['error'][:200]}"] + [""] * 7)
+            table.append(head + [f"ERROR: {r['error'][:200]}"] + [""] * 12)
             continue
-        table.append(head + [r["instructions"], r["pairs"], common.mib(r["xla"]),
+
+        def us(x):
+            return "-" if x is None else f"{x * 1e6:,.0f}"
+        uncombined = common.mib(r["xla_best"]) if r.get("xla_scheduler") == "uncombined" else "-"
+        table.append(head + [r["instructions"], r["pairs"], common.mib(r["xla"]), uncombined,
                              common.mib(r["lhs_off"]), common.mib(r["keep"]), common.mib(r["free"]),
-                             common.mib(r["scanned"]),
-                             f"{'yes' if r['keep_built'] else 'no'} / "
-                             f"{'yes' if r['free_built'] else 'no'}",
-                             f"{r['keep_s']:.0f} / {r['free_s']:.0f} / {r['scanned_s']:.0f}",
+                             common.mib(r["hidden"]), common.mib(r["scanned"]),
+                             f"{r['hidden'] / r['scanned']:.2f}",
+                             f"{us(r['exposed_xla_default'])} / {us(r['exposed_xla_best'])} / "
+                             f"{us(r['hidden_exposed'])}",
+                             " / ".join(f"{r[f'{m}_solve_s']:.1f} ({r.get(f'{m}_solve_cpu_s', 0):.1f})"
+                                        for m in ("keep", "free", "hidden")),
+                             " / ".join("yes" if r[f"{m}_built"] else "no"
+                                        for m in ("keep", "free", "hidden")),
                              r.get("load", "")])
     lines += common.table(["layers", "d", "sharding", "remat", "instr", "async pairs",
-                           "unrolled XLA", "LHS off", "keep", "free", "scanned XLA",
-                           "built", "s: keep/free/scan", "load"], table,
-                          right={0, 1, 4, 5, 6, 7, 8, 9, 10})
+                           "XLA default", "XLA uncombined", "LHS off", "keep", "free", "hidden",
+                           "scanned XLA", "hidden/scan", "exposed us: XLA / XLA unc. / hidden",
+                           "solve s (CPU s): keep/free/hidden", "built", "load"], table,
+                          right={0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
+    for r in rows:
+        if r.get("budget"):
+            lines += ["", f"Memory budget ({r['spec']}): {common.mib(r['budget'])} MiB total "
+                          f"(the hidden plan's {common.mib(r['budget_from'])} x "
+                          f"{args.budget:g}) -> {common.mib(r.get('budget_total'))} MiB, extra "
+                          f"FLOPs {r.get('budget_extra_flops', '-')}, exposed "
+                          f"{(r.get('budget_exposed') or 0) * 1e6:,.0f} us; "
+                          + " | ".join(r.get("budget_notes", []))]
+    for r in rows:
+        if r.get("hidden_peak"):
+            lines += ["", f"What is live at the temp peak of the 'hidden' plan ({r['spec']}), MiB:",
+                      ""]
+            lines += [f"- {common.mib(b)}  {what}" for what, b in r["hidden_peak"]]
     notes = [f"- {r['spec']}: {n}" for r in rows for n in
-             dict.fromkeys(r.get("keep_notes", []) + r.get("free_notes", []))]
+             dict.fromkeys(r.get("keep_notes", []) + r.get("free_notes", [])
+                           + r.get("hidden_notes", []))]
     if notes:
         lines += ["", "Notes from olla_jax.plan:", ""] + notes
     return "\n".join(lines) + "\n"
@@ -177,6 +310,8 @@ def main(argv=None) -> None:
     flags = [f"--devices={args.devices}", f"--batch={args.batch}", f"--seq={args.seq}",
              f"--vocab={args.vocab}", f"--target={args.target}",
              f"--time_limit_s={args.time_limit_s}"]
+    if args.budget:
+        flags.append(f"--budget={args.budget}")
     rows = []
     for size in args.sizes.split(","):
         layers, d = size.lower().split("x")

@@ -34,6 +34,7 @@ from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, s
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
 RETIME_SHARE = 0.25            # _plan: re-timing collectives ("hidden"), kept back from the searches
 KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
+UNCOMBINED = "uncombined"      # Capture.scheduler of a sharded step compiled with no collective combining
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +81,24 @@ def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> li
     if step.fn is None:
         return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
                                 compiler_options=compiler_options) for s in schedulers]
-    return [capture(step.fn, *step.args, backend=backend, scheduler=s,
+    caps = [capture(step.fn, *step.args, backend=backend, scheduler=s,
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                     compiler_options=compiler_options, spmd=spmd)
             for s in schedulers]
+    if spmd is not None and backend.kind == "gpu" and not (
+            set(compiler_options or {}) & set(collectives.COMBINE_THRESHOLD_OPTIONS)):
+        module = dumps.parse_hlo_proto(caps[0].hlo_proto).hlo_module
+        if collectives.combined_pairs(module):
+            # A combined collective waits for all its arrays (collectives.combined_pairs):
+            # the same step with one collective per array is a baseline too, so that
+            # a start can follow its own array (XLA plans that module as well).
+            options = {**(compiler_options or {}),
+                       **{k: 0 for k in collectives.COMBINE_THRESHOLD_OPTIONS}}
+            caps.append(dataclasses.replace(
+                capture(step.fn, *step.args, backend=backend, static_argnums=step.static_argnums,
+                        donate_argnums=step.donate_argnums, compiler_options=options, spmd=spmd),
+                scheduler=UNCOMBINED))
+    return caps
 
 
 def _matching_capture(caps: Sequence[Capture], saved) -> Capture:
@@ -202,6 +217,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     ``out_shardings`` (PartitionSpecs over ``mesh_axes``, default ``{"x":
     num_devices}``) make XLA compile the per-device program, with its
     collectives split into asynchronous start/done pairs that overlap compute.
+    When XLA combined several arrays into one collective (a combined start
+    waits for all of them: every layer's gradient for one reduce-scatter), the
+    step is also compiled with XLA's combiners off (``UNCOMBINED``), and the
+    lower of the two compiles is planned (``Plan.xla_scheduler``).
     ``collective_overlap="keep"`` keeps what XLA runs between each start and
     done between them (XLA's overlap, the least memory with it);
     ``"free"`` lets the order collapse that overlap for less memory; a fraction
@@ -215,7 +234,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     ``memory_budget`` the overlap is given up step by step (3/4, 1/2, 1/4,
     none of what was asked; for ``"hidden"``/``ExposedAtMost``, allowances
     growing to all of the step's communication, the least exposed that meets
-    the budget first) before anything is recomputed.
+    the budget first) before anything is recomputed (on a sharded step: our
+    kernel copies in the per-device executable, not XLA's rematerialization).
 
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
@@ -275,9 +295,11 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         from olla_jax import budget
         report("recomputing", "to meet the memory budget")
         if spmd:
-            result = dataclasses.replace(result, notes=result.notes + (
-                "no recomputation for sharded steps (XLA's rematerialization is driven for "
-                "single-device steps only)",))
+            # Our kernel copies in the per-device executable (built, not run: the
+            # target is compile-only); XLA's rematerialization is driven for
+            # single-device steps only.
+            result = budget.recompute_to_budget(result, int(memory_budget),
+                                                time_limit_s=time_limit_s, measure_time=False)
         elif target.compile_only:   # ours and XLA's rematerialization, side by side
             from olla_jax import gpu_budget
             result = gpu_budget.to_budget(
@@ -320,9 +342,12 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     return BudgetNotMet(message, result, least, breakdown)
 
 
-def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict):
+def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict,
+                   default_module=None):
     """The overlap cost model of a sharded step (``graph.overlap``), its figures
-    for XLA's order put in ``settings``; None (and why) without a description."""
+    for XLA's order put in ``settings`` (and for XLA's order of ``default_module``,
+    the default compile, when the graph is of another); None (and why) without
+    a description."""
     from olla_jax.capture import gpu
     if backend.kind != "gpu" or not backend.compile_only:
         settings["overlap_model"] = "no device description for this backend"
@@ -332,12 +357,19 @@ def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict)
     except (OSError, ValueError) as err:
         settings["overlap_model"] = f"the device description does not serve: {err}"
         return None
-    step_cost = overlap.step_model(module, graph, pairs, cost,
-                                   int((spmd or {}).get("num_devices") or 1))
+    devices = int((spmd or {}).get("num_devices") or 1)
+    step_cost = overlap.step_model(module, graph, pairs, cost, devices)
     settings.update(overlap_model=f"roofline + ring collectives on {cost.name}, link "
                                   f"{cost.link_bandwidth / 1e9:g} GB/s one way",
                     exposed_s_xla=step_cost.xla.exposed_s, comm_s=step_cost.xla.comm_s,
                     compute_s=step_cost.xla.compute_s, exposed_s=step_cost.xla.exposed_s)
+    if default_module is not None:
+        # The graph is of another compile (one collective per array): "hidden"
+        # allows what XLA's order of the default compile exposes.
+        reference = overlap.module_exposure(default_module, cost, devices)
+        step_cost = dataclasses.replace(step_cost, reference=reference)
+        settings.update(exposed_s_xla_default=reference.exposed_s,
+                        comm_s_xla_default=reference.comm_s)
     return step_cost
 
 
@@ -352,6 +384,15 @@ def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, d
         notes.append(f"exposed communication {hidden.exposure.exposed_s * 1e6:,.1f} us, over the "
                      f"{allowance * 1e6:,.1f} us allowed: no re-timing found hides more")
     return hidden.layout, hidden.source
+
+
+def _fixed_solve_seconds(graph) -> float:
+    """What one ``solve_graph`` costs however short its limit: a list schedule
+    and a best-fit, each about ``strategy.BEST_FIT_US`` per movable unit and
+    region (the strategy's own estimate before it measures one)."""
+    from olla_jax import strategy
+    units = sum(1 for u in graph.units if u.movable)
+    return 2 * strategy.BEST_FIT_US * 1e-6 * units * (len(graph.regions) + 1)
 
 
 def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
@@ -369,6 +410,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     # time_limit_s bounds), the check, rewrite and verification after it.
     capture_seconds = time.monotonic() - t_start
     t_solve = time.monotonic()
+    cpu_solve = time.process_time()   # the planner's CPU seconds: on a shared machine, beside its wall time
     # The limit covers the planner's own time: the graph is built on it.
     deadline = Deadline(time_limit_s)
     solved_at: list[float] = []   # when the planner's part ended
@@ -422,7 +464,16 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         pairs_kept=len(kept))
         graph = dataclasses.replace(graph, edges=tuple(sorted(
             set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
-    step_cost = _overlap_model(backend, module, graph, pairs, spmd, settings) if pairs else None
+    default_module = (dumps.parse_hlo_proto(default.hlo_proto).hlo_module
+                       if pairs and best is not default
+                       and collectives.exposure_mode(collective_overlap) else None)
+    if best.scheduler == UNCOMBINED:
+        notes.append("planned on the step compiled with one collective per array (XLA's "
+                     "collective combining off: a combined collective waits for all its arrays); "
+                     f"XLA plans that module in {best.memory.temp / 2**20:,.2f} MiB, its default "
+                     f"compile in {default.memory.temp / 2**20:,.2f} MiB")
+    step_cost = _overlap_model(backend, module, graph, pairs, spmd, settings,
+                               default_module) if pairs else None
     if step_cost is None and pairs and collectives.exposure_mode(collective_overlap):
         return fallback(f"collective_overlap={collective_overlap!r} needs the overlap cost "
                         f"model: {settings.get('overlap_model')}", graph)
@@ -452,21 +503,23 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         search = (Deadline((1 - RETIME_SHARE) * deadline.left())
                   if step_cost is not None and collectives.exposure_mode(collective_overlap)
                   else deadline)
+        first = None
         try:
-            if pairs and len(kept) < len(pairs):
+            keep_share = KEEP_OVERLAP_SHARE * search.left()
+            if pairs and len(kept) < len(pairs) and keep_share >= _fixed_solve_seconds(graph):
                 # Freer than XLA's overlap: the plan that keeps it all is feasible
-                # here too; found first, it warm-starts the freer search.
+                # here too; found first, it warm-starts the freer search (when its
+                # share of the limit covers a solve's fixed part).
                 kept_all = dataclasses.replace(graph, edges=tuple(sorted(
                     set(graph.edges) | set(collectives.overlap_edges(graph.nodes, pairs)))))
                 first = solve_graph(kept_all, warm_starts=starts, engine=engine, seed=seed,
                                     progress=report, xla_temp_bytes=best.memory.temp,
-                                    deadline=Deadline(KEEP_OVERLAP_SHARE * search.left()))
+                                    deadline=Deadline(keep_share))
                 starts = [*starts, first.layout.order]
             solution = solve_graph(graph, warm_starts=starts, engine=engine, seed=seed,
                                    progress=report, xla_temp_bytes=best.memory.temp,
                                    deadline=search)
-            if pairs and len(kept) < len(pairs) and \
-                    first.layout.temp_bytes < solution.layout.temp_bytes:
+            if first is not None and first.layout.temp_bytes < solution.layout.temp_bytes:
                 solution = dataclasses.replace(
                     solution, layout=dataclasses.replace(first.layout, graph=graph))
             layout, bound, engine_used = solution.layout, solution.lower_bound_bytes, solution.engine
@@ -475,8 +528,13 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                             best_fit_bytes=solution.best_fit_bytes,
                             exact_placement_tried=solution.exact_tried)
             if step_cost is not None and collectives.exposure_mode(collective_overlap):
-                tried = {f"keep/{first.engine}": dataclasses.replace(first.layout, graph=graph),
-                         f"free/{solution.engine}": solution.layout, "xla": graph.xla_order}
+                # XLA's order with XLA's placement first: it costs no placement
+                # and meets "hidden" whenever the planned compile exposes no more
+                # than the default one, so a plan within the allowance is at hand.
+                tried = {"xla": layout_lib.xla_layout(graph)}
+                if first is not None:
+                    tried[f"keep/{first.engine}"] = dataclasses.replace(first.layout, graph=graph)
+                tried[f"free/{solution.engine}"] = solution.layout
                 # Re-timing gets what the searches left of the limit (RETIME_SHARE at least).
                 layout, engine_used = _hidden(
                     graph, step_cost, collective_overlap, settings, notes, tried,
@@ -485,6 +543,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
     solved_at.append(time.monotonic())  # graph, order, placement, bound (not XLA's compiles)
+    settings["solve_cpu_s"] = time.process_time() - cpu_solve
     report.stop_planning()
     if layout.temp_bytes >= best.memory.temp:
         tried = (" (exact placement was tried on the orders whose live bytes are below it)"

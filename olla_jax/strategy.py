@@ -575,29 +575,43 @@ def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders
     from olla_jax.solve import place as place_lib
     problem = graph.order_problem()
     targets = (allowance_s, 0.0) if allowance_s > 0 else (allowance_s,)
-    tries = [(name, given, a) for name, given in orders.items() for a in targets]
+    # Each order as it is, then drawn in to just-in-time collectives (overlap.just_in_time:
+    # all-gathers started late, reduce-scatters right after their gradients),
+    # each re-timed to the allowance, then to none.
+    tries = [(name, given, jit, a) for name, given in orders.items() for jit in (False, True)
+             for a in targets]
     found, seen = [], set()
-    for k, (name, given, allowed) in enumerate(tries):
+    fit_s = 0.0   # the longest placement so far
+    for k, (name, given, jit, allowed) in enumerate(tries):
         if found and deadline is not None and time.monotonic() > deadline:
             break
         share = None if deadline is None else (
             time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
         order = tuple(getattr(given, "order", given))
+        if jit:
+            drawn = overlap.just_in_time(order, step.node_seconds, step.collectives, problem.edges)
+            if drawn == order:
+                continue
+            order = drawn
         retimed = overlap.retime(order, step.node_seconds, step.collectives, problem.edges, allowed,
                          lambda o: overlap.order_problem_cost(problem, o), deadline=share)
         if retimed.order in seen:
             continue
         seen.add(retimed.order)
-        if retimed.moves == 0 and hasattr(given, "order"):
+        if retimed.moves == 0 and not jit and hasattr(given, "order"):
             layout = given
         else:
+            if found and deadline is not None and time.monotonic() + fit_s > deadline:
+                continue   # no time for its placement (as long as the last one took)
+            t = time.monotonic()
             pp, owners = graph.placement_problem(retimed.order)
             placement = place_lib.best_fit(pp, deadline=deadline)
             layout = layout_lib.realize(graph, retimed.order, placement, owners)
+            fit_s = max(fit_s, time.monotonic() - t)
         met = retimed.exposure.exposed_s <= allowance_s + overlap.EPS
         found.append(Hidden(layout=layout, exposure=retimed.exposure,
-                            source=name + ("+retimed" if retimed.moves else ""),
-                            met=met))
+                            source=name + ("+jit" if jit else "")
+                            + ("+retimed" if retimed.moves else ""), met=met))
     within = [h for h in found if h.met]
     if within:
         return min(within, key=lambda h: (h.layout.temp_bytes, h.exposure.exposed_s))

@@ -88,3 +88,16 @@ def test_pairs_to_keep_takes_the_most_overlapped_first():
     assert collectives.pairs_to_keep(nodes, pairs, weights, 0.0) == []
     edges = collectives.overlap_edges(nodes, [pairs[0]])
     assert set(edges) == {(0, 1), (1, 2)}
+
+
+@needs_plugin
+@pytest.mark.slow
+def test_a_budget_below_the_plan_is_met_by_recomputation_on_a_sharded_step():
+    free = _plan("free")
+    budget = int(0.8 * free.runs_total_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = olla_jax.plan(dp_step, *ARGS, backend="gpu:h100", time_limit_s=3, num_devices=2,
+                          in_shardings=SHARDING, collective_overlap="free", memory_budget=budget)
+    assert p.runs_total_bytes <= budget < free.runs_total_bytes
+    assert p.extra_flops > 0 and p.executable_bytes is not None   # kernel copies, built

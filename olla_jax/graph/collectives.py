@@ -87,6 +87,24 @@ def async_pairs(module) -> list[AsyncPair]:
     return pairs
 
 
+# XLA:GPU's collective combiners' size thresholds; 0 keeps one collective per array.
+COMBINE_THRESHOLD_OPTIONS = tuple(f"xla_gpu_{kind}_combine_threshold_bytes"
+                                  for kind in ("all_gather", "reduce_scatter", "all_reduce"))
+
+
+def combined_pairs(module) -> list[AsyncPair]:
+    """The async collectives XLA's combiners made of several arrays (a start
+    with more than one operand).  Such a start waits for every operand: a
+    reduce-scatter combined over all layers' gradients cannot start, in any
+    order, before the last gradient exists, and holds all of them full-size
+    until then."""
+    comps = {c.id: c for c in module.computations}
+    by_name = {i.name: i for i in comps[module.entry_computation_id].instructions}
+    combinable = ("all-gather-start", "all-reduce-start", "async-start")  # async-start: reduce-scatter
+    return [p for p in async_pairs(module)
+            if p.kind in combinable and len(by_name[p.start].operand_ids) > 1]
+
+
 def overlap_edges(nodes: Sequence[str], pairs: Sequence[AsyncPair]) -> tuple[tuple[int, int], ...]:
     """Edges keeping, for each pair, what runs between start and done in
     ``nodes`` (XLA's order) between them."""

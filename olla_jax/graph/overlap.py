@@ -16,7 +16,10 @@ The cost model (all figures per device, from the device description):
   input, all-to-all (n-1)/n, collective-permute all of it.  For all-gather and
   reduce-scatter n is read from the shapes (output/input); for the others it
   is the step's device count.  Other async pairs (host copies, async compute)
-  cost no link time.  No fixed latency is added.
+  cost no link time.  No fixed latency is added: a compile with one collective
+  per array (``olla_jax.plan``'s uncombined baseline: two to four times as many
+  collectives as XLA's combined ones on the examples) pays no more here for
+  its count, while NCCL pays some microseconds per collective.
 * one link, first come first served: collectives run one at a time in the
   order of their starts, each at the full bandwidth; compute runs one
   instruction at a time beside it.  A done waits until its collective has
@@ -253,6 +256,66 @@ def _moved(order: list[int], src: int, dst: int) -> list[int]:
     return rest[:dst] + [node] + rest[dst:]
 
 
+# Which end of a collective to pull in: an all-gather's output (the gathered
+# array) is allocated at its start, so its start goes late; a reduce-scatter's
+# or all-reduce's operand (a full-size gradient) waits until its done, so its
+# start goes right after the operand exists and its done early.
+LATE_START = frozenset({"all-gather"})
+EARLY_PAIR = frozenset({"reduce-scatter", "all-reduce"})
+
+
+def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
+                 colls: Sequence[Collective], edges: Sequence[tuple[int, int]],
+                 slack: float = 1.0) -> tuple[int, ...]:
+    """``order`` with each collective's pair drawn in to the compute that hides
+    it and no further: an all-gather starts ``slack`` x its link time of compute
+    before its done (no earlier than it was, never before what it depends on);
+    a reduce-scatter or all-reduce starts right after its operands and is done
+    after ``slack`` x its link time of compute (never after what depends on it).
+    Less memory than starting early (what XLA's latency-hiding scheduler does,
+    up to its memory limit); exposure is not checked here (the link is shared,
+    first come first served: see ``exposure``).  Every move keeps ``edges``."""
+    order = list(order)
+    preds: dict[int, list[int]] = {}
+    succs: dict[int, list[int]] = {}
+    for u, v in edges:
+        succs.setdefault(u, []).append(v)
+        preds.setdefault(v, []).append(u)
+    for c in sorted(colls, key=lambda c: order.index(c.done)):
+        if c.seconds <= 0 or (c.kind not in LATE_START and c.kind not in EARLY_PAIR):
+            continue
+        need = slack * c.seconds
+        pos = {n: k for k, n in enumerate(order)}
+        s, d = pos[c.start], pos[c.done]
+        if c.kind in LATE_START:
+            floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
+            ceiling = min(pos[x] for x in succs.get(c.start, [c.done]))
+            k, acc = d - 1, 0.0
+            while k > max(s, floor) and acc < need:
+                acc += node_seconds[order[k]]
+                k -= 1
+            at = min(k + 1, ceiling)   # the start goes right before order[at]
+            if at > s + 1:
+                order.insert(at, c.start)
+                del order[s]
+            continue
+        floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
+        if floor + 1 < s:
+            order.insert(floor + 1, order.pop(s))
+        pos = {n: k for k, n in enumerate(order)}
+        s, d = pos[c.start], pos[c.done]
+        ceiling = min([pos[x] for x in succs.get(c.done, ()) if x != c.done] or [len(order)])
+        k, acc = s + 1, 0.0
+        while k < min(d, ceiling) and acc < need:
+            acc += node_seconds[order[k]]
+            k += 1
+        floor_done = max((pos[p] for p in preds.get(c.done, ())), default=s)
+        k = max(k, floor_done + 1)
+        if k < d:
+            order.insert(k, order.pop(d))
+    return tuple(order)
+
+
 def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[Collective],
            edges: Sequence[tuple[int, int]], allowance_s: float,
            memory_cost: Callable[[Sequence[int]], int], max_moves: int = 10_000,
@@ -341,19 +404,38 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
 @dataclasses.dataclass(frozen=True)
 class StepModel:
     """The cost model of one sharded step's graph: per node its seconds, the
-    collectives, and what XLA's own order exposes."""
+    collectives, and what XLA's own order exposes.  ``reference``: what XLA's
+    order of the step as compiled by default exposes, when the graph is of
+    another compile of it (one collective per array, say); None when the same."""
     cost: DeviceCost
     node_seconds: tuple[float, ...]
     collectives: tuple[Collective, ...]
     xla: Exposure
+    reference: Exposure | None = None
 
     def exposure(self, order: Sequence[int]) -> Exposure:
         return exposure(order, self.node_seconds, self.collectives)
 
     def allowance(self, mode) -> float:
-        """Seconds of exposed communication ``mode`` allows ("hidden": XLA's)."""
+        """Seconds of exposed communication ``mode`` allows ("hidden": what XLA's
+        order of the default compile exposes)."""
         seconds = getattr(mode, "seconds", None)
-        return float(seconds) if seconds is not None else self.xla.exposed_s
+        if seconds is not None:
+            return float(seconds)
+        return (self.reference or self.xla).exposed_s
+
+
+def module_exposure(module, cost: DeviceCost, num_devices: int) -> Exposure:
+    """What XLA's own order of ``module`` (its entry schedule) exposes; no graph needed."""
+    from olla_jax.graph import collectives as collectives_lib
+    comps = {c.id: c for c in module.computations}
+    entry = module.entry_computation_id
+    by_id = {i.id: i for i in comps[entry].instructions}
+    names = [by_id[i].name for i in module.schedule.sequences[entry].instruction_ids]
+    index = {n: k for k, n in enumerate(names)}
+    seconds = instruction_seconds(module, names, cost)
+    colls = collectives(module, collectives_lib.async_pairs(module), index, cost, num_devices)
+    return exposure(range(len(names)), seconds, colls)
 
 
 def step_model(module, graph, pairs, cost: DeviceCost, num_devices: int) -> StepModel:

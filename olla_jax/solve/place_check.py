@@ -149,12 +149,17 @@ def _group_pieces(members, max_cap: int) -> list[tuple[int, int, int, bool]]:
 
 
 def _region_free(region, times: np.ndarray) -> np.ndarray:
-    """Free bytes of a region at each time: capacity less the union of its live occupants."""
+    """Free bytes of a region at each time: capacity less the union of its live
+    occupants.  The live set changes only where an occupant starts or ends:
+    each stretch between those is measured once (a region has few occupants,
+    the times are thousands)."""
     free = np.full(len(times), region.capacity, dtype=np.int64)
     occ = [o for o in region.occupants if o.size > 0]
     if not occ:
         return free
-    for k, t in enumerate(times.tolist()):
+    cuts = sorted({o.start for o in occ} | {o.end + 1 for o in occ})
+    covered_at = [0]   # before the first cut nothing is live
+    for t in cuts:
         spans = sorted((o.offset, min(o.offset + o.size, region.capacity))
                        for o in occ if o.start <= t <= o.end)
         covered, reach = 0, 0
@@ -163,5 +168,7 @@ def _region_free(region, times: np.ndarray) -> np.ndarray:
             if hi > lo:
                 covered += hi - lo
                 reach = hi
-        free[k] -= covered
+        covered_at.append(covered)
+    stretch = np.searchsorted(np.array(cuts, dtype=np.int64), times, side="right")
+    free -= np.array(covered_at, dtype=np.int64)[stretch]
     return np.maximum(free, 0)

@@ -17,6 +17,7 @@ from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
 # planner at a 10 s limit), where size first had been tried alone.
 SORT_ORDERS = ("duration", "size", "start", "area")
 _OPEN = np.iinfo(np.int64).max  # length of the open space above all obstacles
+_FEW = 32   # obstacles up to which the gap search runs in plain Python (numpy beyond)
 
 
 def _align_up(x: np.ndarray | int, a: int):
@@ -102,21 +103,39 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
     offset = [0] * n
     placed = np.zeros(n, dtype=bool)
     sizes = [b.size for b in model.blocks]
+    # The same places as arrays: a block's placed neighbours are read in bulk
+    # (a long-lived block conflicts with thousands).
+    region_a = np.full(n, ARENA, dtype=np.int64)
+    offset_a = np.zeros(n, dtype=np.int64)
+    size_a = np.array(sizes, dtype=np.int64)
     capacity = [reg.capacity for reg in problem.regions]
     by_capacity = sorted(range(len(capacity)), key=lambda r: (capacity[r], r))
     sorted_caps = [capacity[r] for r in by_capacity]
-    occupied_regions = model.occupied_regions
+    # Regions an occupant fills during a block's life are neither searched nor idle.
+    open_regions = model.open_regions or model.occupied_regions
+    no_block = frozenset()
     for b in sequence:
         size = sizes[b]
         placed[b] = True
         if size == 0:
             continue
+        blocked = model.blocked_regions[b] if model.blocked_regions else no_block
         conf = model.conflicts[b]
+        near = conf[placed[conf]]
+        regs = region_a[near]
+        in_arena = regs == ARENA
         members: dict[int, list[tuple[int, int]]] = {}
-        for j in conf[placed[conf]].tolist():
-            members.setdefault(region[j], []).append((offset[j], offset[j] + sizes[j]))
-        arena = members.pop(ARENA, [])
-        for r in occupied_regions[b]:
+        if not in_arena.all():
+            rj, rr = near[~in_arena], regs[~in_arena]
+            by_region = np.argsort(rr, kind="stable")
+            rj, rr = rj[by_region], rr[by_region]
+            cuts = np.flatnonzero(np.diff(rr)) + 1
+            for part_r, part_j in zip(np.split(rr, cuts), np.split(rj, cuts)):
+                r = int(part_r[0])
+                if r not in blocked:
+                    lo = offset_a[part_j]
+                    members[r] = list(zip(lo.tolist(), (lo + size_a[part_j]).tolist()))
+        for r in open_regions[b]:
             members.setdefault(r, [])
         best: tuple[int, int, int] | None = None   # (gap length, region, offset)
         for r in sorted(members):
@@ -127,16 +146,23 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
                 best = (found[0], r, found[1])
         # The smallest idle region that holds the block (gap: its whole capacity).
         k = bisect.bisect_left(sorted_caps, size)
-        while k < len(by_capacity) and by_capacity[k] in members:
+        while k < len(by_capacity) and (by_capacity[k] in members or by_capacity[k] in blocked):
             k += 1
         if k < len(by_capacity):
             r = by_capacity[k]
             if best is None or (capacity[r], r) < best[:2]:
                 best = (capacity[r], r, 0)
         if best is None:
-            found = _tightest(arena, size, a, None)
+            arena = near[in_arena]
+            lo = offset_a[arena]
+            if len(arena) > _FEW:
+                found = tightest_gap(lo, lo + size_a[arena], size, a, None)
+            else:
+                found = _tightest(list(zip(lo.tolist(), (lo + size_a[arena]).tolist())), size, a,
+                                  None)
             best = (found[0], ARENA, found[1])
         region[b], offset[b] = best[1], best[2]
+        region_a[b], offset_a[b] = best[1], best[2]
     return region, offset
 
 

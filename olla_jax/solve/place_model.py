@@ -9,6 +9,7 @@ and no occupant live at the same time is in the way.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
@@ -40,9 +41,12 @@ class BlockModel:
     problem: PlacementProblem
     blocks: tuple[Block, ...]
     conflicts: tuple[np.ndarray, ...]        # per block: indices of conflicting blocks (size > 0)
-    # per region, per block: (lo, hi) byte ranges of occupants live during the block
-    occupied: tuple[tuple[tuple[tuple[int, int], ...], ...], ...]
+    # per region, indexed by block: (lo, hi) byte ranges of occupants live during the block
+    occupied: tuple[Sequence[tuple[tuple[int, int], ...]], ...]
     occupied_regions: tuple[tuple[int, ...], ...] = ()   # per block: regions with an occupant then
+    # per block: regions an occupant fills wholly at some time of its life (nothing fits there)
+    blocked_regions: tuple[frozenset[int], ...] = ()
+    open_regions: tuple[tuple[int, ...], ...] = ()       # per block: occupied_regions less blocked
 
     @property
     def alignment(self) -> int:
@@ -68,6 +72,23 @@ class BlockModel:
         region = [placement.region[b.members[0]] for b in self.blocks]
         offset = [placement.offset[b.members[0]] for b in self.blocks]
         return region, offset
+
+
+class _Occupied:
+    """One region's occupants as ``occupied[r][b]`` reads them: the (lo, hi)
+    byte ranges of those live during block ``b``, found when asked."""
+
+    def __init__(self, occupants, blocks):
+        self._occupants = occupants
+        self._blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __getitem__(self, b: int) -> tuple[tuple[int, int], ...]:
+        segments = self._blocks[b].segments
+        return tuple((o.offset, o.offset + o.size) for o in self._occupants
+                     if _segments_overlap(segments, ((o.start, o.end),)))
 
 
 def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -157,28 +178,43 @@ def build_model(problem: PlacementProblem) -> BlockModel:
                       if _segments_overlap(block.segments, blocks[j].segments)]
             idx = np.sort(np.concatenate([single, np.array(others, dtype=np.int64)]))
         conflicts.append(idx)
-    # Occupants of every region at once: hull overlaps vectorised, the exact
-    # segments of split lives checked one by one.
+    # Occupants of every region at once, hull overlaps vectorised (the exact
+    # segments of split lives checked one by one).  A region that an occupant
+    # fills wholly at some time of a block's life is closed to that block.
+    # Per region, the spans in a block's way are read when asked (``_Occupied``):
+    # donated inputs and outputs make hundreds of regions, each in the way of
+    # nearly every block, too many pairs to list.
+    n = len(blocks)
     occupants = [(r, o) for r, region in enumerate(problem.regions)
                  for o in region.occupants if o.size > 0]
-    found: list[dict[int, list[tuple[int, int]]]] = [{} for _ in problem.regions]
-    if occupants:
-        o_start = np.array([o.start for _, o in occupants], dtype=np.int64)
-        o_end = np.array([o.end for _, o in occupants], dtype=np.int64)
-        hit = (starts[:, None] <= o_end[None, :]) & (ends[:, None] >= o_start[None, :])
-        rows, cols = np.nonzero(hit)
-        for b, k in zip(rows.tolist(), cols.tolist()):
-            r, o = occupants[k]
-            if multi[b] and not _segments_overlap(blocks[b].segments, ((o.start, o.end),)):
-                continue
-            found[r].setdefault(b, []).append((o.offset, o.offset + o.size))
-    occupied = []
-    occupied_regions: list[list[int]] = [[] for _ in blocks]
-    for r, by_block in enumerate(found):
-        per_block: list[tuple[tuple[int, int], ...]] = [()] * len(blocks)
-        for b, spans in by_block.items():
-            per_block[b] = tuple(spans)
-            occupied_regions[b].append(r)
-        occupied.append(tuple(per_block))
-    return BlockModel(problem, tuple(blocks), tuple(conflicts), tuple(occupied),
-                      tuple(map(tuple, occupied_regions)))
+    empty = tuple(() for _ in range(n))
+    if not occupants:
+        return BlockModel(problem, tuple(blocks), tuple(conflicts),
+                          tuple(_Occupied((), blocks) for _ in problem.regions), empty,
+                          tuple(frozenset() for _ in range(n)), empty)
+    o_start = np.array([o.start for _, o in occupants], dtype=np.int64)
+    o_end = np.array([o.end for _, o in occupants], dtype=np.int64)
+    o_region = np.array([r for r, _ in occupants], dtype=np.int64)
+    capacity = np.array([problem.regions[r].capacity for r, _ in occupants], dtype=np.int64)
+    fills = np.array([o.offset <= 0 for _, o in occupants]) & (
+        np.array([o.offset + o.size for _, o in occupants], dtype=np.int64) >= capacity)
+    hit = (starts[:, None] <= o_end[None, :]) & (ends[:, None] >= o_start[None, :])
+    for b in np.nonzero(multi)[0].tolist():
+        for k in np.nonzero(hit[b])[0].tolist():
+            _, o = occupants[k]
+            hit[b, k] = _segments_overlap(blocks[b].segments, ((o.start, o.end),))
+    in_way = np.zeros((n, len(problem.regions)), dtype=bool)
+    closed = np.zeros_like(in_way)
+    rows, cols = np.nonzero(hit)
+    in_way[rows, o_region[cols]] = True
+    full = fills[cols]
+    closed[rows[full], o_region[cols[full]]] = True
+    occupied_regions = tuple(tuple(np.nonzero(row)[0].tolist()) for row in in_way)
+    blocked = tuple(frozenset(np.nonzero(row)[0].tolist()) for row in closed)
+    open_regions = tuple(tuple(np.nonzero(row)[0].tolist()) for row in in_way & ~closed)
+    by_region: list[list] = [[] for _ in problem.regions]
+    for r, o in occupants:
+        by_region[r].append(o)
+    occupied = tuple(_Occupied(tuple(occ), blocks) for occ in by_region)
+    return BlockModel(problem, tuple(blocks), tuple(conflicts), occupied, occupied_regions,
+                      blocked, open_regions)
