@@ -627,8 +627,9 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     if not cands:
         return None
     from olla_jax.solve import place as place_lib
+    problem0 = _new_state(graph, order).problem()
     mark = clock()
-    place_lib.best_fit(_new_state(graph, order).problem())
+    place_lib.best_fit(problem0)
     one_fit = clock() - mark     # what placing a plan costs past a search's own limit
     orders = [tuple(order)]
     if left(_SINK_END) > 0.05:
@@ -639,20 +640,20 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             orders.append(moved)
     best, best_order, pool = None, orders[0], []
     for i, o in enumerate(orders):
-        share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - 2 * one_fit) \
+        share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_fit) \
             / (len(orders) - i)
-        if share <= 0.05:
-            break
-        found = choose(graph, o, cands, target_temp, time_limit_s=share)
+        if share <= 0.05 and i > 0:
+            break       # (on the order given the greedy makes one pick at least)
+        found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share))
         if found is not None:
             pool.append(found)
             logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
                          len(orders), found.temp_bytes, clock() - t0)
         if found is not None and (best is None or _better(found, best, target_temp)):
             best, best_order = found, o
-    if engine != "greedy" and left(_MODEL_END) - 3 * one_fit > 0.2:
+    if engine != "greedy" and left(_MODEL_END) - one_fit > 0.2:
         got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
-                           time_limit_s=left(_MODEL_END) - 3 * one_fit, tried=pool)
+                           time_limit_s=left(_MODEL_END) - one_fit, tried=pool)
         if got is not None:
             logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
                          clock() - t0)
@@ -673,9 +674,9 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         ranked = ranked[:3]
         by_value = {c.value: c for c in cands}
         for i, pick in enumerate(ranked):
-            if left(_PLACE_END) - 4 * one_fit <= 0.1:
+            if left(_PLACE_END) - 2 * one_fit <= 0.1:
                 break
-            share = (left(_PLACE_END) - 4 * one_fit) / (1 if i == len(ranked) - 1 else 2)
+            share = (left(_PLACE_END) - 2 * one_fit) / (1 if i == len(ranked) - 1 else 2)
             placed = plan_of(graph, pick.layout.order, [(by_value[v], k) for v, k in pick.splits],
                              exact_s=share, target_temp=target_temp)
             placed = dataclasses.replace(placed, how=pick.how + ", placed exactly")
