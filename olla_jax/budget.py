@@ -300,8 +300,8 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         picks_since_place += 1
         if prof.max() - graph.values[c.value].size > target_temp and picks_since_place < 8:
             continue
-        picks_since_place = 0
-        plan = _realize(graph, order, state, _place(state, base))
+        picks_since_place = 0     # plain best-fit per pick (cheap); _place at the end
+        plan = _realize(graph, order, state, place_lib.best_fit(state.problem()))
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
         if plan.temp_bytes <= target_temp:
