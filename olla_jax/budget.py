@@ -5,7 +5,9 @@ over the budget, values held idle across the peak are recomputed: a copy of
 their producer's kernel runs again just before the first later reader, so the
 first copy dies early and the second is born late.  A value qualifies when
 its producer is one pure kernel thunk (kernel, dot, convolution or ynn fusion) with one
-plain result that shares bytes with nothing, and every operand can stay
+plain result that shares bytes with nothing but values XLA writes over it in
+place later (those are then written over the second copy: they move with it,
+so the copy must run before the first of them is written), and every operand can stay
 intact until the second run (an operand written over in place before then
 disqualifies it; one that is itself recomputed is read from its copy when that
 copy is made first, a chain, which only the model picks).  Operands are kept live until
@@ -21,6 +23,10 @@ the budget (else the least memory), chains included: a copy may read the copy
 of an operand recomputed before it.  Every plan is placed again (best-fit),
 goes through the independent checker, and on CPU the executable with the
 copied thunks is verified bit for bit against XLA's before it is used.
+
+``search`` runs it all within a time limit: the order given and the same with
+sink moves, the greedy on each, the model on the better, then an exact
+placement of the most promising plan (best-fit fragments around the copies).
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ class Candidate:
     operands: tuple[int, ...]       # value ids the producer reads
     flops: int
     cost_s: float
+    # Values XLA writes over this one's bytes later (in place): a copy is then
+    # written where they will be, and they move with it (``_late_part_ok``).
+    successors: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +77,9 @@ class RecomputePlan:
     splits: tuple[tuple[int, int], ...] = ()   # (value, k): the copy runs before its k-th reader
     extra_cost_s: float = 0.0       # roofline estimate of the copies (the model's objective)
     how: str = "greedy"             # which search chose it
+    # Live-bytes peak of what its placement puts in the arena: the least
+    # arena an exact placement keeping the same values out of it can reach.
+    arena_live: int = 0
 
 
 # --- what may be recomputed -------------------------------------------------
@@ -99,7 +111,10 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
         if value is None or value.live_in or value.live_out or graph.block_length(node) != 1:
             continue
         unit = graph.units[unit_of[value.id]]
-        if len(unit.values) != 1 or not unit.movable or value.allocation != graph.temp_allocation:
+        if not unit.movable or value.allocation != graph.temp_allocation:
+            continue
+        successors = tuple(o for o in unit.values if o != value.id)
+        if successors and not _in_place_after(graph, unit, value, successors):
             continue
         if [p.instruction for p in rec.positions] != [name]:
             continue
@@ -114,8 +129,30 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
         moved = value.size + sum(graph.values[o].size for o in operands)
         cost = max(flops / _FLOPS_PER_S, moved / _BYTES_PER_S)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
-                             operands, flops, cost))
+                             operands, flops, cost, successors))
     return out
+
+
+def _in_place_after(graph: ScheduleGraph, unit, value, successors) -> bool:
+    """Whether the other values of ``value``'s unit can move with its copy:
+    all of them on its very bytes, each defined by another plain entry
+    instruction (one thunk), none an input or output.  Which of them come
+    after the value (not before it) depends on the order (``_late_part_ok``)."""
+    if unit.size != value.size or any(unit.member_offsets):
+        return False
+    for o in successors:
+        other = graph.values[o]
+        if other.live_in or other.live_out or other.def_node == value.def_node or \
+                graph.block_length(other.def_node) != 1 or other.size > value.size:
+            return False
+    return True
+
+
+def _late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before: int) -> bool:
+    """Whether ``c``'s copy may run just before node ``before``: every value
+    written over its bytes in place is written at or after ``before`` (the
+    copy then takes their bytes, the unit's late part)."""
+    return all(step[graph.values[o].def_node] >= step[before] for o in c.successors)
 
 
 def _thunk_kinds(capture):
@@ -189,6 +226,7 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     intervals = [[iv.size, 2 * iv.start + 1, 2 * iv.end + 1] for iv in pp.intervals]
     interval_of_unit = {u: i for i, u in enumerate(owners) if u not in gapped}
     state = _State(pp, owners, intervals, interval_of_unit)
+    base = place_lib.best_fit(state.problem())
     step = _step(graph, order)
     horizon = 2 * len(graph.flat) + 2
     spans = graph.unit_spans(order)
@@ -208,13 +246,16 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users]
         for k in range(len(users)):
             early_end, clone_t = times[k], 2 * step[users[k]]
-            if early_end < peak < clone_t and iv[1] <= peak <= iv[2]:
+            if early_end < peak < clone_t and iv[1] <= peak <= iv[2] and \
+                    _late_part_ok(graph, step, c, users[k]):
                 return k, early_end, clone_t
         return None
 
     best = None
     picks_since_place = 0
-    while time.monotonic() - t0 < time_limit_s:
+    first = True        # one pick at least, however short the time
+    while first or time.monotonic() - t0 < time_limit_s:
+        first = False
         prof = state.profile(horizon)
         peak = int(np.argmax(prof))
         choice = None
@@ -259,14 +300,14 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         picks_since_place += 1
         if prof.max() - graph.values[c.value].size > target_temp and picks_since_place < 8:
             continue
-        picks_since_place = 0
+        picks_since_place = 0     # plain best-fit per pick (cheap); _place at the end
         plan = _realize(graph, order, state, place_lib.best_fit(state.problem()))
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
         if plan.temp_bytes <= target_temp:
             return plan
     if state.picks and picks_since_place:
-        plan = _realize(graph, order, state, place_lib.best_fit(state.problem()))
+        plan = _realize(graph, order, state, _place(state, base))
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
     return best
@@ -304,14 +345,16 @@ def _new_state(graph: ScheduleGraph, order: Sequence[int]) -> _State:
 
 def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
                  target_temp: int, *, time_limit_s: float = 30.0, engine: str = "cpsat",
-                 warm: RecomputePlan | None = None) -> RecomputePlan | None:
+                 warm: RecomputePlan | None = None,
+                 tried: list[RecomputePlan] | None = None) -> RecomputePlan | None:
     """Recomputations chosen by a model on the fixed ``order``
     (``olla_jax.solve.recompute``): the least extra roofline cost whose live
     bytes fit ``target_temp``, else the least peak; warm-started from ``warm``
     (the greedy's plan).  The live-bytes profile is not best-fit's arena
     (idle output space takes some values, fragmentation adds some), so the
     model's budget is corrected by what placement reached and solved again
-    while time is left.  None when nothing is picked."""
+    while time is left.  None when nothing is picked; every plan solved is
+    appended to ``tried`` when given."""
     from olla_jax.solve import place as place_lib
     from olla_jax.solve import recompute as model
     t0 = time.monotonic()
@@ -332,6 +375,8 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         for k in range(len(users)):
             early_end, clone_t = times[k], 2 * step[users[k]]
             if not (iv_start <= early_end and early_end + 1 <= clone_t - 1 and clone_t <= iv_end):
+                continue
+            if not _late_part_ok(graph, step, c, users[k]):
                 continue
             if not all(_operand_intact(graph, spans, step, state0.interval_of_unit, o, clone_t)
                        for o in c.operands):
@@ -376,9 +421,14 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         if not any(k >= 0 for k in sol.picks):
             break
         plan = plan_of(graph, order, [(c, ks[pick]) for (c, ks), pick in zip(keys, sol.picks)
-                                      if pick >= 0])
+                                      if pick >= 0], base=placed)
         plan = dataclasses.replace(plan, how=f"model ({engine}"
                                    + (", optimal)" if sol.optimal else ")"))
+        if tried is not None:
+            tried.append(plan)
+        logging.info("recomputation model: budget %d, live-bytes peak %d (met %s, optimal %s), "
+                     "placed %d, target %d", problem.budget, sol.peak, sol.met, sol.optimal,
+                     plan.temp_bytes, target_temp)
         if best is None or _better(plan, best, target_temp):
             best = plan
         if plan.temp_bytes <= target_temp or not sol.met:
@@ -389,14 +439,22 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
 
 
 def plan_of(graph: ScheduleGraph, order: Sequence[int],
-            picks: Sequence[tuple[Candidate, int]]) -> RecomputePlan:
+            picks: Sequence[tuple[Candidate, int]], *,
+            base: sp.Placement | None = None, exact_s: float = 0.0,
+            target_temp: int | None = None) -> RecomputePlan:
     """The plan that recomputes each candidate of ``picks`` before its k-th
-    reader (in ``order``), placed by best-fit.  Copies run by time, a chain's
-    operand first; a copy made after its operand's copy reads that copy."""
+    reader (in ``order``), placed by best-fit (``_place``; ``base``: best-fit's
+    placement without recomputation, computed when None).  Copies run by
+    time, a chain's operand first; a copy made after its operand's copy reads
+    that copy.  With ``exact_s``, an exact placement search (``place_exact``)
+    then lowers the arena for that long at most, stopping at ``target_temp``:
+    the copies' short lives fragment best-fit's arena."""
     from olla_jax.solve import place as place_lib
     step = _step(graph, order)
     unit_of = graph.unit_of_value
     state = _new_state(graph, order)
+    if base is None:
+        base = place_lib.best_fit(state.problem())
     picked = []                                 # (clone time, candidate, k)
     for c, k in picks:
         users = sorted(c.users, key=lambda n: step[n])
@@ -418,7 +476,57 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
                 ov[2] = max(ov[2], clone_t)
         state.picks.append((c, k))
     state.extra = [tuple(copy[c.value]) for c, _ in state.picks]
-    return _realize(graph, order, state, place_lib.best_fit(state.problem()))
+    placement = _place(state, base)
+    if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
+        placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
+                                          target=target_temp)
+    return _realize(graph, order, state, placement)
+
+
+def _place(state: _State, base: sp.Placement) -> sp.Placement:
+    """Best-fit of ``state``'s problem, or, when smaller, best-fit with the
+    values that ``base`` (the placement before recomputation) put in idle
+    output space kept there (the model counts them out of the arena; a plain
+    best-fit may fill that space with others and leave them in the arena)."""
+    from olla_jax.solve import place as place_lib
+    problem = state.problem()
+    plain = place_lib.best_fit(problem)
+    grouped = {i for group in problem.same_offset for i in group}
+    taken: dict[int, list[tuple[int, int, int, int]]] = {   # region -> (offset, size, start, end)
+        r: [(o.offset, o.size, o.start, o.end) for o in region.occupants]
+        for r, region in enumerate(problem.regions)}
+    fixed = {}
+    for i in range(len(state.intervals)):
+        r = base.region[i]
+        if r == sp.ARENA or i in grouped:
+            continue
+        iv, off = problem.intervals[i], base.offset[i]
+        if any(off < o + sz and o < off + iv.size and iv.start <= e and s <= iv.end
+               for o, sz, s, e in taken[r]):
+            continue        # an operand kept longer for a copy now meets another there
+        fixed[i] = (r, off)
+        taken[r].append((off, iv.size, iv.start, iv.end))
+    if not fixed:
+        return plain
+    free = [i for i in range(len(problem.intervals)) if i not in fixed]
+    index = {i: k for k, i in enumerate(free)}
+    regions = tuple(sp.Region(region.capacity, tuple(sp.Occupant(*x) for x in taken[r]))
+                    for r, region in enumerate(problem.regions))
+    reduced = sp.PlacementProblem(
+        intervals=tuple(problem.intervals[i] for i in free), regions=regions,
+        alignment=problem.alignment,
+        same_offset=tuple(tuple(index[i] for i in group) for group in problem.same_offset))
+    got = place_lib.best_fit(reduced)
+    region, offset = [sp.ARENA] * len(problem.intervals), [0] * len(problem.intervals)
+    for i, (r, off) in fixed.items():
+        region[i], offset[i] = r, off
+    for k, i in enumerate(free):
+        region[i], offset[i] = got.region[k], got.offset[k]
+    kept = sp.Placement(tuple(region), tuple(offset), got.arena_size)
+    if kept.arena_size >= plain.arena_size:
+        return plain
+    place_lib.validate_placement(problem, kept)
+    return kept
 
 
 def _better(a: RecomputePlan, b: RecomputePlan, target: int) -> bool:
@@ -465,12 +573,120 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
             value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
             late_users=tuple(graph.nodes[u] for u in users[k:]), place=(alloc, offset),
             size=graph.values[c.value].size))
-    layout = dataclasses.replace(layout, recomputes=tuple(recomputes))
+    problem = state.problem()
+    events = defaultdict(int)
+    for iv, region in zip(problem.intervals, placement.region):
+        if region == sp.ARENA:
+            events[iv.start] += iv.size
+            events[iv.end + 1] -= iv.size
+    arena_live = max(np.cumsum([events[t] for t in sorted(events)]), default=0)
+    places = dict(layout.places)
+    for (c, _), r in zip(state.picks, recomputes):
+        for o in c.successors:      # written in place over the copy: its bytes
+            places[o] = r.place
+    layout = dataclasses.replace(layout, places=places, recomputes=tuple(recomputes))
     return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
                          extra_flops=sum(c.flops for c, _ in state.picks),
                          picked=tuple(graph.nodes[c.producer] for c, _ in state.picks),
                          splits=tuple((c.value, k) for c, k in state.picks),
-                         extra_cost_s=sum(c.cost_s for c, _ in state.picks))
+                         extra_cost_s=sum(c.cost_s for c, _ in state.picks),
+                         arena_live=int(arena_live))
+
+
+# --- the whole search, within a time limit ----------------------------------
+
+# Shares of ``search``'s time limit (ends, as fractions of it): sink moves,
+# the greedy on each order, the model on the order the greedy did best on,
+# the exact placement of the best plan; the last tenth is left for what runs
+# past its share (a best-fit after the model, a solver's stop).
+_SINK_END = 0.1
+_GREEDY_END = 0.5
+_MODEL_END = 0.75
+_PLACE_END = 0.9
+
+
+def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+           target_temp: int, *, time_limit_s: float, engine: str = "cpsat",
+           clock=time.monotonic) -> RecomputePlan | None:
+    """The recomputation plan for ``target_temp`` (the best by ``_better``),
+    found within ``time_limit_s``.  Orders: ``order`` and ``order`` with sink
+    moves (``solve.sink``: nodes run just after their producers or before
+    their consumers), which shorten lives that recomputation on a fixed order
+    cannot cut (a weight gradient's dot left at the end of the step keeps its
+    activation until then).  The greedy runs on each; the model (``engine``
+    "cpsat" / "mip") on the order the greedy did best on, warm-started from
+    it; the best plan's placement is then searched exactly (``plan_of``'s
+    ``exact_s``) with what is left.  ``clock``: seconds, for the shares."""
+    from olla_jax.solve import sink
+    from olla_jax.solve.dag import Dag
+    from olla_jax.solve.evaluate import Evaluator
+    t0 = clock()
+
+    def left(until: float) -> float:
+        return t0 + until * time_limit_s - clock()
+    if not cands:
+        return None
+    from olla_jax.solve import place as place_lib
+    problem0 = _new_state(graph, order).problem()
+    mark = clock()
+    place_lib.best_fit(problem0)
+    one_fit = clock() - mark     # what placing a plan costs past a search's own limit
+    orders = [tuple(order)]
+    if left(_SINK_END) > 0.05:
+        problem = graph.order_problem()
+        moved = tuple(sink.improve(Evaluator(problem), Dag.of(problem), order,
+                                   deadline=time.monotonic() + left(_SINK_END)))
+        if moved != orders[0]:
+            orders.append(moved)
+    best, best_order, pool = None, orders[0], []
+    for i, o in enumerate(orders):
+        share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_fit) \
+            / (len(orders) - i)
+        if share <= 0.05 and i > 0:
+            break       # (on the order given the greedy makes one pick at least)
+        found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share))
+        if found is not None:
+            pool.append(found)
+            logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
+                         len(orders), found.temp_bytes, clock() - t0)
+        if found is not None and (best is None or _better(found, best, target_temp)):
+            best, best_order = found, o
+    if engine != "greedy" and left(_MODEL_END) - one_fit > 0.2:
+        got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
+                           time_limit_s=left(_MODEL_END) - one_fit, tried=pool)
+        if got is not None:
+            logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
+                         clock() - t0)
+        if got is not None and (best is None or _better(got, best, target_temp)):
+            best = got
+    if best is not None and best.temp_bytes > target_temp:
+        # the plan whose arena's live bytes promise the most, placed exactly
+        def promise(p: RecomputePlan):
+            fits = p.arena_live <= target_temp
+            return (not fits, p.extra_cost_s if fits else p.arena_live, p.temp_bytes)
+        # (the cheapest that may fit is the hardest to fit: when its placement
+        # does not, the next, with half of what is left each but the last)
+        ranked, seen = [], set()
+        for p in sorted(pool, key=promise):
+            if (p.layout.order, p.splits) not in seen:
+                seen.add((p.layout.order, p.splits))
+                ranked.append(p)
+        ranked = ranked[:3]
+        by_value = {c.value: c for c in cands}
+        for i, pick in enumerate(ranked):
+            if left(_PLACE_END) - 2 * one_fit <= 0.1:
+                break
+            share = (left(_PLACE_END) - 2 * one_fit) / (1 if i == len(ranked) - 1 else 2)
+            placed = plan_of(graph, pick.layout.order, [(by_value[v], k) for v, k in pick.splits],
+                             exact_s=share, target_temp=target_temp)
+            placed = dataclasses.replace(placed, how=pick.how + ", placed exactly")
+            logging.info("recomputation placed exactly: temp %d (arena live bytes %d), %.1f s in",
+                         placed.temp_bytes, pick.arena_live, clock() - t0)
+            if _better(placed, best, target_temp):
+                best = placed
+            if best.temp_bytes <= target_temp:
+                break
+    return best
 
 
 # --- a bound that holds with recomputation ------------------------------------
@@ -525,15 +741,9 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     order = result.layout.order if result.layout is not None else graph.xla_order
     cands = candidates(graph, cap)
     logging.info("recomputation: %d candidate values", len(cands))
-    if engine == "greedy":
-        found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
-    else:
-        # the greedy first, as before (the fallback), the model with what is left (1 s at least)
-        found = choose(graph, order, cands, target, time_limit_s=time_limit_s)
-        got = choose_model(graph, order, cands, target, engine=engine, warm=found,
-                           time_limit_s=max(1.0, time_limit_s - (time.monotonic() - t0)))
-        if got is not None and (found is None or _better(got, found, target)):
-            found = got
+    found = search(graph, order, cands, target, engine=engine,
+                   time_limit_s=time_limit_s - (time.monotonic() - t0))
+    search_s = time.monotonic() - t0
     floor, where = working_set_bound(graph)
     if found is None or found.temp_bytes >= min(result.planned_temp_bytes,
                                                 result.achieved_temp_bytes or math.inf):
@@ -560,7 +770,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
     text = (f"recomputed {len(found.picked)} values ({found.how}): {found.extra_flops:,} extra "
             f"FLOPs{share}"
-            + (f", step time {ratio:.3f} x XLA's" if ratio is not None else ""))
+            + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
+            + f"; searched in {search_s:.1f} s")
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=outcome.achieved_temp_bytes,
         lower_bound_bytes=min(floor, found.temp_bytes), verified=True, source="olla_jax",

@@ -282,16 +282,32 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
     # 4b. Recomputation: a pure kernel's second run needs its own result apart
     # from its operands (no in-place pair), one plain position, and operands
     # whose bytes are intact when it runs (live until then, not written over).
+    # Values written over the recomputed one in place must come after the
+    # second run: they then share bytes with the second copy, not the first.
+    # A recomputed value may share bytes with values XLA writes over it later
+    # (in place): those are then written over its second copy, so they form a
+    # group with the copy, apart from the first copy's.
     extra_places = {}
     copy_key = {}       # recomputed value -> key of its second copy's interval
+    moved_with = {}     # value written over a recomputed value's bytes -> the copy's key
+    recomputed_groups = [find(c.value) for c in plan.recomputes if c.value in intervals]
+    if len(set(recomputed_groups)) != len(recomputed_groups):
+        raise PlanRejected("two recomputed values share bytes (in place or aliased)")
     # In the order the copies run: a copy reads the copy of an operand made
     # before it (a chain), or else the operand's first copy.
     for claim in sorted(plan.recomputes, key=lambda c: clone_step[c.value]):
         v = claim.value
         rec = records[v]
-        if v not in intervals or sum(1 for x in intervals if find(x) == find(v)) != 1:
-            raise PlanRejected(f"value {rec.key} shares bytes with another value (in place or "
-                               "aliased): it cannot be recomputed")
+        if v not in intervals:
+            raise PlanRejected(f"value {rec.key} is not tracked: it cannot be recomputed")
+        for x in intervals:
+            if x == v or find(x) != find(v):
+                continue
+            if records[x].defining_instruction not in entry_set or \
+                    intervals[x][0] <= clone_step[v]:
+                raise PlanRejected(f"value {rec.key} shares bytes with {records[x].key}, which is "
+                                   "not written over it after its second copy: it cannot be "
+                                   "recomputed")
         if [p.instruction for p in rec.positions] != [claim.producer] or \
                 any(r.id != v for r in records.values() if r.defining_instruction == claim.producer):
             raise PlanRejected(f"value {rec.key} is not the one plain result of {claim.producer}")
@@ -330,6 +346,18 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         intervals[key] = (step, late_end)
         parent[key] = key
         extra_places[key] = (claim, placements[v][2], rec.key + " (recomputed)")
+        for x in list(intervals):
+            if x >= 0 and x != v and find(x) == find(v):
+                moved_with[x] = key
+    # The copy and the values written over it in place take turns, chains' reads included.
+    for x, key in moved_with.items():
+        if intervals[key][0] < intervals[x][0] < intervals[key][1]:
+            raise PlanRejected(f"{extra_places[key][2]} is still read at step {intervals[key][1]} "
+                               f"after {records[x].key}, which XLA compiled to write over its "
+                               f"bytes, is written at step {intervals[x][0]}")
+
+    def group_of(x):
+        return moved_with.get(x, find(x))
 
     def label_of(v):
         return extra_places[v][2] if v in extra_places else records[v].key
@@ -387,7 +415,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         new_place[key] = (na, no, size)
     groups = defaultdict(set)
     for v in new_place:
-        groups[find(v)].add(new_place[v][:2])
+        groups[group_of(v)].add(new_place[v][:2])
     for root_v, places in groups.items():
         if len(places) > 1:
             raise PlanRejected(f"value {label_of(root_v)} and the values XLA compiled to share its "
@@ -407,7 +435,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             active = [x for x in active if x[1] >= s]
             for s2, e2, o2, size2, v2 in active:
                 pairs += 1
-                if o < o2 + size2 and o2 < o + size and find(v) != find(v2):
+                if o < o2 + size2 and o2 < o + size and group_of(v) != group_of(v2):
                     raise PlanRejected(
                         f"values {label_of(v2)} and {label_of(v)} overlap in allocation {a} "
                         f"(bytes {o2}+{size2} and {o}+{size}) while both are live")

@@ -18,12 +18,14 @@ budget, the least peak and then the least cost at that peak.  With exact
 solves this is monotone: a lower budget never gets a higher peak (a plan
 feasible at the lower budget with no more cost would have been picked at the
 higher one, and ties go to the lower peak).  Engines: CP-SAT (``cpsat``,
-deterministic: one worker and a deterministic time limit) and python-mip with
+deterministic: one worker and a deterministic time limit, as long as
+the wall-clock limit does not stop it first) and python-mip with
 HiGHS (``mip``); both take a warm start (``hint``, e.g. the greedy's picks).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import time
 from typing import Sequence
@@ -276,6 +278,14 @@ def _extensions(problem: RecomputeProblem):
     return out
 
 
+def _levels(problem: RecomputeProblem):
+    """interval -> (its extension ends, sorted): one variable per end, "kept
+    until at least this end", so a memory row reads one variable per
+    extended interval (the first end at or after the row) and an option
+    implies one, not every row it reaches."""
+    return {i: sorted({e for _, _, e in opts}) for i, opts in _extensions(problem).items()}
+
+
 def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
                  cost_cap=None):
     from ortools.sat.python import cp_model
@@ -286,23 +296,22 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
         m.AddAtMostOne(row)
     for (a, i), (b, j) in conflicts(problem):
         m.AddBoolOr([x[a][i].Not(), x[b][j].Not()])
-    ext = _extensions(problem)
+    levels = _levels(problem)
+    kept = {i: [m.NewBoolVar(f"y{i}_{e}") for e in ends] for i, ends in levels.items()}
+    for i, ys in kept.items():
+        for later, earlier in zip(ys[1:], ys):
+            m.AddImplication(later, earlier)
+    for i, opts in _extensions(problem).items():
+        for k, j, e in opts:
+            m.AddImplication(x[k][j], kept[i][levels[i].index(e)])
     peak = m.NewIntVar(0, int(max(base.max() + addable.max(), 0)), "peak")
     m.Add(peak <= cap)
-    alive: dict[tuple[int, int], object] = {}
     prune = cap if objective == "cost" else lower
     for t, fixed, removed in _terms(problem, steps, addable, prune, base):
         expr = fixed - sum(size * x[k][j] for size, k, j in removed)
-        for i, opts in ext.items():
-            if problem.ends[i] < t <= max(e for _, _, e in opts):
-                key = (i, t)
-                if key not in alive:
-                    v = m.NewBoolVar(f"a{i}_{t}")
-                    for k, j, e in opts:
-                        if t <= e:
-                            m.AddImplication(x[k][j], v)
-                    alive[key] = v
-                expr += problem.sizes[i] * alive[key]
+        for i, ends in levels.items():
+            if problem.ends[i] < t <= ends[-1]:
+                expr += problem.sizes[i] * kept[i][bisect.bisect_left(ends, t)]
         m.Add(expr <= peak)
     cost = sum(c.cost * sum(x[k]) for k, c in enumerate(problem.choices))
     if cost_cap is not None:
@@ -313,8 +322,9 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
             m.AddHint(v, 1 if hint[k] == j else 0)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
+    # deterministic when the machine keeps up; never past the limit when it does not
     solver.parameters.max_deterministic_time = float(time_limit_s)
-    solver.parameters.max_time_in_seconds = float(time_limit_s) * 3
+    solver.parameters.max_time_in_seconds = float(time_limit_s)
     status = solver.Solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
@@ -334,22 +344,21 @@ def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, ti
         m += mip.xsum(row) <= 1
     for (a, i), (b, j) in conflicts(problem):
         m += x[a][i] + x[b][j] <= 1
-    ext = _extensions(problem)
+    levels = _levels(problem)
+    kept = {i: [m.add_var(lb=0, ub=1) for _ in ends] for i, ends in levels.items()}
+    for i, ys in kept.items():
+        for later, earlier in zip(ys[1:], ys):
+            m += earlier >= later
+    for i, opts in _extensions(problem).items():
+        for k, j, e in opts:
+            m += kept[i][levels[i].index(e)] >= x[k][j]
     peak = m.add_var(lb=0, ub=float(cap))
-    alive = {}
     prune = cap if objective == "cost" else lower
     for t, fixed, removed in _terms(problem, steps, addable, prune, base):
         expr = fixed - mip.xsum(size * x[k][j] for size, k, j in removed)
-        for i, opts in ext.items():
-            if problem.ends[i] < t <= max(e for _, _, e in opts):
-                key = (i, t)
-                if key not in alive:
-                    v = m.add_var(lb=0, ub=1)
-                    for k, j, e in opts:
-                        if t <= e:
-                            m += v >= x[k][j]
-                    alive[key] = v
-                expr = expr + problem.sizes[i] * alive[key]
+        for i, ends in levels.items():
+            if problem.ends[i] < t <= ends[-1]:
+                expr = expr + problem.sizes[i] * kept[i][bisect.bisect_left(ends, t)]
         m += expr <= peak
     cost = mip.xsum(c.cost * x[k][j] for k, c in enumerate(problem.choices)
                     for j in range(len(c.options)))
