@@ -1,5 +1,8 @@
 """Small training steps shared by tests: one the whole pipeline improves and
-verifies (``mlp_step``), one for sharded plans on two devices (``dp_step``)."""
+verifies (``mlp_step``, and its memory model: ``mlp_graph``), one for sharded
+plans on two devices (``dp_step``)."""
+
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +22,16 @@ def mlp_args(seed: int):
     p = {"w1": jax.random.normal(k[0], (32, 64)), "b1": jnp.zeros(64),
          "w2": jax.random.normal(k[1], (64, 8)), "b2": jnp.zeros(8)}
     return p, jax.random.normal(k[2], (16, 32)), jax.random.normal(k[3], (16, 8))
+
+
+def mlp_graph():
+    """``mlp_step``'s schedule graph, captured with XLA's memory scheduler."""
+    from olla_jax.capture.record import capture
+    from olla_jax.graph import model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cap = capture(mlp_step, *mlp_args(0), scheduler="memory")
+    return model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
 
 
 def dp_step(params, x, y):

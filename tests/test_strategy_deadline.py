@@ -8,24 +8,18 @@ as a fake elapsed time past the limit, however loaded the machine is."""
 from __future__ import annotations
 
 import time
-import warnings
 
 import pytest
 
 from olla_jax import strategy
-from olla_jax.capture.record import capture
-from olla_jax.graph import model
 from olla_jax.solve import bounds, order as order_lib, place as place_lib, place_greedy
 from olla_jax.solve import problem as sp
-from tests.small_steps import mlp_args, mlp_step
+from tests.small_steps import mlp_graph
 
 
 @pytest.fixture(scope="module")
 def graph():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cap = capture(mlp_step, *mlp_args(0), scheduler="memory")
-    return model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
+    return mlp_graph()
 
 
 class FakeClock:

@@ -7,23 +7,17 @@ paths."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from olla_jax import strategy
-from olla_jax.capture.record import capture
-from olla_jax.graph import model, resident
+from olla_jax.graph import resident
 from olla_jax.solve import bounds, place as place_lib, place_check, place_model
-from tests.small_steps import mlp_args, mlp_step
+from tests.small_steps import mlp_graph
 
 
 @pytest.fixture(scope="module")
 def graph():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cap = capture(mlp_step, *mlp_args(0), scheduler="memory")
-    return model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
+    return mlp_graph()
 
 
 def _refuse(name):

@@ -264,6 +264,17 @@ LATE_START = frozenset({"all-gather"})
 EARLY_PAIR = frozenset({"reduce-scatter", "all-reduce"})
 
 
+def _neighbours(edges: Sequence[tuple[int, int]]) -> tuple[dict[int, list[int]],
+                                                            dict[int, list[int]]]:
+    """(predecessors, successors) of each node that has any, from ``edges``."""
+    preds: dict[int, list[int]] = {}
+    succs: dict[int, list[int]] = {}
+    for u, v in edges:
+        succs.setdefault(u, []).append(v)
+        preds.setdefault(v, []).append(u)
+    return preds, succs
+
+
 def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
                  colls: Sequence[Collective], edges: Sequence[tuple[int, int]],
                  slack: float = 1.0) -> tuple[int, ...]:
@@ -276,11 +287,7 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
     up to its memory limit); exposure is not checked here (the link is shared,
     first come first served: see ``exposure``).  Every move keeps ``edges``."""
     order = list(order)
-    preds: dict[int, list[int]] = {}
-    succs: dict[int, list[int]] = {}
-    for u, v in edges:
-        succs.setdefault(u, []).append(v)
-        preds.setdefault(v, []).append(u)
+    preds, succs = _neighbours(edges)
     for c in sorted(colls, key=lambda c: order.index(c.done)):
         if c.seconds <= 0 or (c.kind not in LATE_START and c.kind not in EARLY_PAIR):
             continue
@@ -330,11 +337,7 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
     both; of those that lower the exposed time, the one with the least
     ``memory_cost`` wins.  Every move keeps ``edges``."""
     order = list(order)
-    preds: dict[int, list[int]] = {}
-    succs: dict[int, list[int]] = {}
-    for u, v in edges:
-        succs.setdefault(u, []).append(v)
-        preds.setdefault(v, []).append(u)
+    preds, succs = _neighbours(edges)
     current = exposure(order, node_seconds, colls)
     memory = memory_cost(order)
     stuck: set[int] = set()
