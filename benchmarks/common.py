@@ -8,7 +8,7 @@ import os
 import platform
 import shlex
 import sys
-from typing import Any
+from typing import Any, Callable
 
 
 def command_line() -> str:
@@ -135,6 +135,28 @@ def run_worker(module: str, name: str, flags: list[str], error: Any,
         return error(f"worker exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
     finally:
         os.unlink(out)
+
+
+def run_rows(module: str, specs: list[str], flags: list[str], error: Callable[[str, str], Any],
+             render: Callable[[list, dict, str], str], out: str, timeout_s: float) -> list:
+    """Run ``module``'s worker on each spec in turn (``run_worker``; a worker may
+    write one row or a list of them), print each row as JSON, and rewrite
+    ``<out>.json`` / ``<out>.md`` (``render(rows, machine, command)``) after each
+    spec, so an interrupted run keeps what finished; then print the table.
+    ``error(spec, message)`` stands in for a worker that wrote nothing."""
+    import json
+    command, info = command_line(), machine()
+    rows: list = []
+    for spec in specs:
+        got = run_worker(module, spec, flags, lambda msg, s=spec: error(s, msg),
+                         timeout_s=timeout_s)
+        for row in got if isinstance(got, list) else [got]:
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        write_results(out, {"command": command, "machine": info, "rows": rows},
+                      render(rows, info, command))
+    print(open(out + ".md").read())
+    return rows
 
 
 def write_results(out: str, payload: dict, text: str) -> None:

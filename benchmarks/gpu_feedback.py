@@ -161,20 +161,12 @@ def main(argv=None) -> None:
     if args.worker:
         return worker(args)
     common.gpu_environment(args.backend)
-    command = common.command_line()
-    machine = common.machine()
     flags = [f"--backend={args.backend}", f"--time_limit_s={args.time_limit_s}",
              f"--size={args.size}", f"--timing_repeats={args.timing_repeats}"]
-    rows = []
-    for spec in [m for m in args.models.split(",") if m]:
-        row = common.run_worker("benchmarks.gpu_feedback", spec, flags,
-                                lambda msg, spec=spec: {"model": spec, "error": msg},
-                                timeout_s=args.model_timeout_s)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-        common.write_results(args.out, {"command": command, "machine": machine, "rows": rows},
-                             markdown(rows, args, machine, command))
-    print(open(args.out + ".md").read())
+    common.run_rows("benchmarks.gpu_feedback", [m for m in args.models.split(",") if m], flags,
+                    lambda spec, msg: {"model": spec, "error": msg},
+                    lambda rows, machine, command: markdown(rows, args, machine, command),
+                    args.out, timeout_s=args.model_timeout_s)
 
 
 if __name__ == "__main__":

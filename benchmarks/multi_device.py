@@ -136,23 +136,17 @@ def main(argv=None) -> None:
     if args.worker:
         return worker(args)
     common.gpu_environment("gpu")
-    command, machine = common.command_line(), common.machine()
     flags = [f"--size={args.size}", f"--devices={args.devices}", f"--target={args.target}",
              f"--time_limit_s={args.time_limit_s}"]
-    rows = []
-    for model in args.models.split(","):
-        for kind in args.shardings.split(","):
-            for fraction in args.fractions.split(","):
-                spec = f"{model}:{kind}:{fraction}"
-                row = common.run_worker("benchmarks.multi_device", spec, flags,
-                                        lambda msg, m=model, k=kind, f=fraction: {
-                                            "model": m, "sharding": k, "fraction": float(f),
-                                            "error": msg}, timeout_s=900)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                common.write_results(args.out, {"command": command, "machine": machine,
-                                                "rows": rows}, markdown(rows, args, machine, command))
-    print(open(args.out + ".md").read())
+    specs = [f"{model}:{kind}:{fraction}" for model in args.models.split(",")
+             for kind in args.shardings.split(",") for fraction in args.fractions.split(",")]
+
+    def error(spec: str, msg: str) -> dict:
+        model, kind, fraction = spec.split(":")
+        return {"model": model, "sharding": kind, "fraction": float(fraction), "error": msg}
+    common.run_rows("benchmarks.multi_device", specs, flags, error,
+                    lambda rows, machine, command: markdown(rows, args, machine, command),
+                    args.out, timeout_s=900)
 
 
 if __name__ == "__main__":

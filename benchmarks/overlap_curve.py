@@ -245,24 +245,16 @@ def main(argv=None) -> None:
     if args.worker:
         return worker(args)
     common.gpu_environment("gpu")
-    command, machine = common.command_line(), common.machine()
     flags = [f"--size={args.size}", f"--devices={args.devices}", f"--target={args.target}",
              f"--sharding={args.sharding}", f"--time_limit_s={args.time_limit_s}"]
     if args.combine_threshold_bytes is not None:
         flags.append(f"--combine_threshold_bytes={args.combine_threshold_bytes}")
     if args.orders_only:
         flags.append("--orders_only")
-    rows = []
-    for model in args.models.split(","):
-        got = common.run_worker("benchmarks.overlap_curve", model, flags,
-                                lambda msg, m=model: [{"model": m, "point": "-", "error": msg}],
-                                timeout_s=1800)
-        for row in got:
-            print(json.dumps(row), flush=True)
-        rows += got
-        common.write_results(args.out, {"command": command, "machine": machine, "rows": rows},
-                             markdown(rows, args, machine, command))
-    print(open(args.out + ".md").read())
+    common.run_rows("benchmarks.overlap_curve", args.models.split(","), flags,
+                    lambda model, msg: [{"model": model, "point": "-", "error": msg}],
+                    lambda rows, machine, command: markdown(rows, args, machine, command),
+                    args.out, timeout_s=1800)
 
 
 if __name__ == "__main__":

@@ -306,26 +306,18 @@ def main(argv=None) -> None:
     if args.worker:
         return worker(args)
     common.gpu_environment("gpu")
-    command, machine = common.command_line(), common.machine()
     flags = [f"--devices={args.devices}", f"--batch={args.batch}", f"--seq={args.seq}",
              f"--vocab={args.vocab}", f"--target={args.target}",
              f"--time_limit_s={args.time_limit_s}"]
     if args.budget:
         flags.append(f"--budget={args.budget}")
-    rows = []
-    for size in args.sizes.split(","):
-        layers, d = size.lower().split("x")
-        for kind in args.shardings.split(","):
-            for remat in args.remat.split(","):
-                spec = f"{int(layers)}:{int(d)}:{kind}:{remat}"
-                row = common.run_worker("benchmarks.sharded_llm", spec, flags,
-                                        lambda msg, s=spec: {"spec": s, "error": msg},
-                                        timeout_s=1800)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                common.write_results(args.out, {"command": command, "machine": machine,
-                                                "rows": rows}, markdown(rows, args, machine, command))
-    print(open(args.out + ".md").read())
+    sizes = [size.lower().split("x") for size in args.sizes.split(",")]
+    specs = [f"{int(layers)}:{int(d)}:{kind}:{remat}" for layers, d in sizes
+             for kind in args.shardings.split(",") for remat in args.remat.split(",")]
+    common.run_rows("benchmarks.sharded_llm", specs, flags,
+                    lambda spec, msg: {"spec": spec, "error": msg},
+                    lambda rows, machine, command: markdown(rows, args, machine, command),
+                    args.out, timeout_s=1800)
 
 
 if __name__ == "__main__":
