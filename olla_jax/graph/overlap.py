@@ -343,38 +343,33 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
     stuck: set[int] = set()
     moves = 0
 
-    def later_done(o: list[int], c: Collective, need: float) -> list[int]:
-        # Nodes after the done that do not depend on it move before it (and
-        # run inside the pair); the done and its dependents keep their order.
-        at = o.index(c.done)
-        cone, ahead, acc, k = {c.done}, [], 0.0, at
+    def draw_in(o: list[int], node: int, need: float, deps: dict[int, list[int]]):
+        # Nodes after ``node`` that do not depend on it (``deps``: what each
+        # node reads from) move before it, ``need`` seconds of them; ``node``
+        # and its dependents keep their order.  None when nothing moves.
+        at = o.index(node)
+        cone, ahead, acc, k = {node}, [], 0.0, at
         while k + 1 < len(o) and acc < need:
             k += 1
             n = o[k]
-            if any(p in cone for p in preds.get(n, ())):
+            if any(p in cone for p in deps.get(n, ())):
                 cone.add(n)
             else:
                 ahead.append(n)
                 acc += node_seconds[n]
         if not ahead:
-            return o
+            return None
         return o[:at] + ahead + [n for n in o[at:k + 1] if n in cone] + o[k + 1:]
 
+    def later_done(o: list[int], c: Collective, need: float) -> list[int]:
+        # compute after the done runs inside the pair
+        moved = draw_in(o, c.done, need, preds)
+        return o if moved is None else moved
+
     def earlier_start(o: list[int], c: Collective, need: float) -> list[int]:
-        # Nodes before the start that it does not depend on move after it.
-        at = o.index(c.start)
-        cone, behind, acc, k = {c.start}, [], 0.0, at
-        while k - 1 >= 0 and acc < need:
-            k -= 1
-            n = o[k]
-            if any(s in cone for s in succs.get(n, ())):
-                cone.add(n)
-            else:
-                behind.append(n)
-                acc += node_seconds[n]
-        if not behind:
-            return o
-        return o[:k] + [n for n in o[k:at + 1] if n in cone] + behind[::-1] + o[at + 1:]
+        # the mirror image: compute before the start that it does not depend on moves after it
+        moved = draw_in(o[::-1], c.start, need, succs)
+        return o if moved is None else moved[::-1]
 
     import time
     while current.exposed_s > allowance_s + EPS and moves < max_moves and (
