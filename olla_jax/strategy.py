@@ -35,9 +35,15 @@ DEFER_END = 0.8                # output deferral and sink moves end here
 SINK_SHARE = 0.25              # of the time to DEFER_END: sink moves on a deferred order
 EXACT_PLACEMENT_SHARE = 0.7    # of the time left: exact placement of the first order repaired
 FINISH_RESERVE = 0.03          # of the limit: kept for turning the placement into a layout
+LOSING_EXACT_SHARE = 0.05      # of the limit: the least an exact placement gets before XLA's plan wins
 PLACEMENTS_KEPT = 1.5          # best-fits' time kept after the search (the searched order's)
 BEST_FIT_US = 3.0              # best-fit's cost estimate before it is measured (see _Cost.predict)
 PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes is worth repairing
+# The exact engine's set-up (block model, region pass, search state) in block
+# model builds: about 3 on resnet50 small (0.43 s beside a 0.14 s model, 989
+# intervals x 429 regions, loaded machine).  It was taken as a model and four
+# best-fit sort orders (9.2 s there), so no exact placement started at a 10 s limit.
+EXACT_SETUP_MODELS = 3.0
 # Past this many overlapping pairs per second of the limit, the block model
 # (place_model: every pair of blocks live together, quadratic on deep steps)
 # is not built at all: placements come from the sweep (solve.place_sweep,
@@ -85,8 +91,7 @@ class _Cost:
     """Running estimates of what the placement steps cost on this graph, so that
     none starts when it cannot end before its mark: best-fit's model, one
     best-fit sort order, and the exact engine's set-up (its model and bound,
-    before it searches; until measured, taken as a whole best-fit, which it
-    was within 2x on the examples)."""
+    before it searches; until measured, EXACT_SETUP_MODELS model builds)."""
 
     def __init__(self, clock: Callable[[], float], limit_s: float = float("inf")):
         self.clock = clock
@@ -115,7 +120,7 @@ class _Cost:
                 return
             self.model = self.sort_order = (BEST_FIT_US * 1e-6 * len(problem.intervals)
                                             * (len(problem.regions) + 1))
-            self.exact_setup = self.model + 4 * self.sort_order
+            self.exact_setup = EXACT_SETUP_MODELS * self.model
 
     @property
     def one_best_fit(self) -> float:
@@ -152,7 +157,7 @@ class _Cost:
             if best is None or placement.arena_size < best.arena_size:
                 best = placement
         if not self.exact_setup:
-            self.exact_setup = self.model + len(place_greedy.SORT_ORDERS) * self.sort_order
+            self.exact_setup = EXACT_SETUP_MODELS * self.model
         return best
 
 
@@ -442,6 +447,8 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
         t = now()
         left = max(0.0, finish - t - cost.exact_setup)
         budget = left * (EXACT_PLACEMENT_SHARE if not tried else 1.0)
+        if losing and not tried:   # an attempt, not a call with no time: past the finish if need be
+            budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
                                       engine=REPAIR_ENGINE)
         cost.exact_setup = now() - t - budget if not tried else max(cost.exact_setup,
