@@ -172,3 +172,72 @@ def _region_free(region, times: np.ndarray) -> np.ndarray:
     stretch = np.searchsorted(np.array(cuts, dtype=np.int64), times, side="right")
     free -= np.array(covered_at, dtype=np.int64)[stretch]
     return np.maximum(free, 0)
+
+
+def region_fit_bound(problem: PlacementProblem) -> int:
+    """``live_bytes_bound`` with region space counted only where a block
+    could use it: at each moment, the bytes that leave the arena are at most
+    (a) the region space free then, (b) per region, the bytes live then of
+    blocks that fit in it clear of its occupants for their whole life, summed
+    over regions, and (c) the bytes live then of blocks that fit in some
+    region.  Never below ``live_bytes_bound``, which counts every region
+    byte free at a moment as usable by whatever is live then
+    (benchmarks/time_limit.py reports both).
+    Members of one same_offset group count as one piece per stretch (the
+    largest live), fitting every region that large (a relaxation)."""
+    check_problem(problem)
+    ivs, regions = problem.intervals, problem.regions
+    caps = np.array([r.capacity for r in regions], dtype=np.int64)
+    max_cap = int(caps.max()) if len(caps) else -1
+    grouped = {i for g in problem.same_offset for i in g}
+    # (start, end, size, whole life known: occupants checked)
+    pieces = [(iv.start, iv.end, iv.size, True) for i, iv in enumerate(ivs)
+              if i not in grouped and iv.size > 0]
+    for members in problem.same_offset:
+        pieces += [(s, e, z, False) for s, e, z, _ in _group_pieces([ivs[i] for i in members], max_cap)]
+    if not pieces:
+        return 0
+    start = np.array([p[0] for p in pieces], dtype=np.int64)
+    end = np.array([p[1] for p in pieces], dtype=np.int64)
+    size = np.array([p[2] for p in pieces], dtype=np.int64)
+    whole = np.array([p[3] for p in pieces], dtype=bool)
+    t = np.array(sorted(set(start.tolist()) | {o.start for r in regions for o in r.occupants}),
+                 dtype=np.int64)
+    live_at = ((start[None, :] <= t[:, None]) & (t[:, None] <= end[None, :])).astype(np.float64)
+    live = live_at @ size.astype(np.float64)      # float sums: exact below 2**53 bytes
+    if not regions:
+        return int(live.max())
+    fits = size[:, None] <= caps[None, :]
+    for r, region in enumerate(regions):
+        occ = [o for o in region.occupants if o.size > 0]
+        if not occ:
+            continue
+        o_start = np.array([o.start for o in occ], dtype=np.int64)
+        o_end = np.array([o.end for o in occ], dtype=np.int64)
+        hit = (o_start[None, :] <= end[:, None]) & (start[:, None] <= o_end[None, :])
+        # Blocks meeting the same occupants share one widest gap.
+        if hit.shape[1] <= 62:
+            keys = hit @ (np.int64(1) << np.arange(hit.shape[1], dtype=np.int64))
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            patterns = hit[first]
+        else:
+            patterns, inverse = np.unique(hit, axis=0, return_inverse=True)
+        widest = np.array([_widest_gap(region, occ, row, problem.alignment) for row in patterns],
+                          dtype=np.int64)
+        fits[:, r] &= ~whole | (size <= widest[np.ravel(inverse)])
+    free = np.stack([_region_free(region, t) for region in regions], axis=1).astype(np.float64)
+    per_region = np.minimum(free, live_at @ (size[:, None] * fits).astype(np.float64)).sum(axis=1)
+    movable = live_at @ (size * fits.any(axis=1)).astype(np.float64)
+    moved = np.minimum(np.minimum(movable, per_region), free.sum(axis=1))
+    return int(round(max(0.0, float((live - moved).max()))))
+
+
+def _widest_gap(region, occupants, row: np.ndarray, alignment: int) -> int:
+    """The most bytes one block can take in ``region`` at an aligned offset,
+    clear of the occupants ``row`` marks."""
+    top, best = 0, 0
+    for lo, hi in sorted((occupants[j].offset, occupants[j].offset + occupants[j].size)
+                         for j in np.nonzero(row)[0].tolist()):
+        best = max(best, lo - -(-top // alignment) * alignment)
+        top = max(top, hi)
+    return max(best, region.capacity - -(-top // alignment) * alignment)
