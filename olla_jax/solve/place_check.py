@@ -180,7 +180,10 @@ def region_fit_bound(problem: PlacementProblem) -> int:
     (a) the region space free then, (b) per region, the bytes live then of
     blocks that fit in it clear of its occupants for their whole life, summed
     over regions, and (c) the bytes live then of blocks that fit in some
-    region.  Never below ``live_bytes_bound``, which counts every region
+    region; at the moments with the highest figures, (d) what a max-flow
+    of those blocks' bytes into the regions' free bytes can carry (a block
+    that fits several regions counts once).  Never below ``live_bytes_bound``,
+    which counts every region
     byte free at a moment as usable by whatever is live then
     (benchmarks/time_limit.py reports both).
     Members of one same_offset group count as one piece per stretch (the
@@ -229,7 +232,44 @@ def region_fit_bound(problem: PlacementProblem) -> int:
     per_region = np.minimum(free, live_at @ (size[:, None] * fits).astype(np.float64)).sum(axis=1)
     movable = live_at @ (size * fits.any(axis=1)).astype(np.float64)
     moved = np.minimum(np.minimum(movable, per_region), free.sum(axis=1))
-    return int(round(max(0.0, float((live - moved).max()))))
+    bound = live - moved
+    # At the moments with the highest figures, the bytes that can leave the
+    # arena as a flow: each live block's bytes to regions it fits, each
+    # region's free bytes at most (fractional: a relaxation of the
+    # assignment, so still a bound; a block fitting many regions counts once).
+    top = np.argsort(-bound, kind="stable")[:FLOW_MOMENTS]
+    top = np.union1d(top, np.argsort(-live, kind="stable")[:FLOW_MOMENTS])
+    for k in top.tolist():
+        if live[k] <= bound.max():
+            continue
+        on = np.nonzero(live_at[k] > 0)[0]
+        bound[k] = max(bound[k], live[k] - _flow_out(size[on], fits[on], free[k]))
+    return int(round(max(0.0, float(bound.max()))))
+
+
+# Moments (by each figure) at which region_fit_bound solves the flow.
+FLOW_MOMENTS = 16
+
+
+def _flow_out(sizes: np.ndarray, fits: np.ndarray, free: np.ndarray) -> float:
+    """Most bytes of blocks (``sizes``, ``fits`` per region) that the
+    regions' ``free`` bytes can take, split as they may (a max-flow)."""
+    from ortools.graph.python import max_flow
+    b_idx, r_idx = np.nonzero(fits & (free[None, :] > 0))
+    if not len(b_idx):
+        return 0.0
+    n, R = len(sizes), len(free)
+    source, sink = n + R, n + R + 1
+    blocks = np.unique(b_idx)
+    regions = np.unique(r_idx)
+    tails = np.concatenate([np.full(len(blocks), source), b_idx, n + regions]).astype(np.int32)
+    heads = np.concatenate([blocks, n + r_idx, np.full(len(regions), sink)]).astype(np.int32)
+    caps = np.concatenate([sizes[blocks], sizes[b_idx], free[regions]]).astype(np.int64)
+    smf = max_flow.SimpleMaxFlow()
+    smf.add_arcs_with_capacity(tails, heads, caps)
+    if smf.solve(source, sink) != smf.OPTIMAL:
+        return float(free.sum())      # no flow figure: the plain relaxation
+    return float(smf.optimal_flow())
 
 
 def _widest_gap(region, occupants, row: np.ndarray, alignment: int) -> int:

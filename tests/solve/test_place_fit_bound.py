@@ -24,6 +24,16 @@ def test_region_space_a_block_cannot_use_for_its_whole_life_is_not_counted():
     assert placed.arena_size == 96
 
 
+def test_a_block_that_fits_several_regions_counts_once():
+    # A (128 B) fits all three regions, B and C (256 B) only the 256 B one:
+    # one of B and C stays in the arena.  Summed region by region, the 128 B
+    # regions look usable by A twice (bound 128); as a flow, once (256).
+    p = PlacementProblem((Interval(128, 0, 4), Interval(256, 0, 4), Interval(256, 0, 4)),
+                         regions=(Region(128), Region(128), Region(256)), alignment=64)
+    assert live_bytes_bound(p) == 128
+    assert region_fit_bound(p) == 256 == best_fit(p).arena_size
+
+
 def _random(seed: int) -> PlacementProblem:
     rng = random.Random(seed)
     ivs = []
