@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_jax.graph import overlap
+from olla_jax.graph import layout as layout_lib, overlap
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 
@@ -72,6 +72,25 @@ class RegatherPlan:
         return graph.placement_problem(self.order, spans=[list(s) for s in self.spans])
 
 
+def with_copies(graph: ScheduleGraph, rp: RegatherPlan, placed: layout_lib.Layout,
+                step: overlap.StepModel) -> layout_lib.Layout:
+    """``placed`` (the realized placement of ``rp.placement_problem``) with each
+    re-gather stated as a ``layout.Recompute`` of the gathered value, its second
+    copy at the first copy's place (``done_before``: where its done runs)."""
+    copies = []
+    for r in rp.regathers:
+        c = step.collectives[r.collective]
+        value = max((v for v in graph.units[r.unit].values
+                     if graph.values[v].def_node == c.start),
+                    key=lambda v: graph.values[v].size)
+        copies.append(layout_lib.Recompute(
+            value=value, producer=graph.nodes[c.start], before=graph.nodes[r.start_before],
+            late_users=tuple(graph.nodes[u] for u in r.late_users),
+            place=placed.early_place(value), size=graph.values[value].size,
+            done_before=graph.nodes[r.done_before]))
+    return dataclasses.replace(placed, recomputes=placed.recomputes + tuple(copies))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Candidate:
     collective: int
@@ -80,6 +99,7 @@ class _Candidate:
     early_end: int                  # last flat step of the last early reader
     first_late: int                 # position in the order of the first late reader
     late_users: tuple[int, ...]
+    operands: tuple[int, ...]       # units the all-gather reads (its shard): kept until the copy
 
 
 def candidates(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
@@ -90,8 +110,11 @@ def candidates(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepMod
     pos = {n: k for k, n in enumerate(order)}
     layout = graph.flat_layout(order)
     by_def: dict[int, list[int]] = {}
+    touching: dict[int, set[int]] = {}
     for v in graph.values.values():
         by_def.setdefault(v.def_node, []).append(v.id)
+        for t in v.touches:
+            touching.setdefault(t, set()).add(v.id)
     out = []
     for k, c in enumerate(step.collectives):
         if c.kind != "all-gather" or c.seconds <= 0:
@@ -123,7 +146,10 @@ def candidates(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepMod
         out.append(_Candidate(collective=k, unit=uid, size=unit.size,
                               early_end=layout[a] + graph.block_length(a) - 1,
                               first_late=pos[b],
-                              late_users=tuple(r for r in readers if pos[r] >= pos[b])))
+                              late_users=tuple(r for r in readers if pos[r] >= pos[b]),
+                              operands=tuple(sorted({
+                                  graph.unit_of_value[v] for v in touching.get(c.start, ())
+                                  if graph.values[v].def_node not in (c.start, c.done)}))))
     return out
 
 
@@ -152,6 +178,16 @@ def exposure_with(order: Sequence[int], step: overlap.StepModel, picks: Sequence
                   num_nodes: int) -> overlap.Exposure:
     ext, seconds, colls = _extended(order, step, picks, num_nodes)
     return overlap.exposure(ext, seconds, colls)
+
+
+def _ends(spans) -> int:
+    return spans[-1][1]
+
+
+def _kept_operands(graph, spans, operands, until: int) -> list[tuple[int, int]]:
+    """(unit, its last step now) of each operand unit that must be kept live
+    longer, until the copy's start at step ``until`` (the checker asks the same)."""
+    return [(u, _ends(spans[u])) for u in operands if _ends(spans[u]) < until]
 
 
 def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
@@ -195,6 +231,10 @@ def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
                 r = Regather(collective=c.collective, unit=c.unit, start_before=order[k],
                              done_before=order[c.first_late], late_users=c.late_users,
                              gap=(c.early_end + 1, start_at - 1), slack=slack)
+                kept = _kept_operands(graph, spans, c.operands, start_at)
+                if live[at] - c.size + sum(graph.units[u].size for u, _ in kept
+                                           if _ends(spans[u]) < at <= start_at) >= live[at]:
+                    break   # the shard kept for the copy costs as much at the peak
                 if exposure_with(order, step, picks + [r], n).exposed_s <= limit + overlap.EPS:
                     chosen = r
                     break
@@ -204,6 +244,11 @@ def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
         if chosen is None:
             break
         picks.append(chosen)
+        operands = next(c.operands for c in cands if c.collective == chosen.collective)
+        for u, old_end in _kept_operands(graph, spans, operands, chosen.gap[1] + 1):
+            spans[u][-1] = (spans[u][-1][0], chosen.gap[1] + 1)
+            if graph.units[u].movable:
+                live[old_end + 1:chosen.gap[1] + 2] += graph.units[u].size
         cands = [c for c in cands if c.collective != chosen.collective]
         (s, e), = spans[chosen.unit]
         size = graph.units[chosen.unit].size

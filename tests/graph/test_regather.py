@@ -1,4 +1,4 @@
-"""Re-gathering (olla_jax.graph.regather) on a tiny FSDP Llama step, 8 compile-only H100s."""
+"""Re-gathering (olla_jax.graph.regather) on a tiny FSDP step, 2 compile-only H100s."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from olla_jax import dumps  # noqa: E402
 from olla_jax.capture import capture, gpu  # noqa: E402
 from olla_jax.graph import collectives, layout as layout_lib, model, overlap, regather  # noqa: E402
 from olla_jax.solve import place as place_lib  # noqa: E402
+from small_steps import regather_capture  # noqa: E402
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -20,16 +21,13 @@ needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
 
 @functools.lru_cache(maxsize=1)
 def _step():
-    from examples import llama
-    step = llama.make_step(llama.Config(layers=2, d_model=128, heads=2, kv_heads=1, seq=64,
-                                        batch=8, vocab=512, remat=True))
-    cap = capture(step.fn, *step.args, backend="gpu:h100", donate_argnums=step.donate_argnums,
-                  compiler_options={k: 0 for k in collectives.COMBINE_THRESHOLD_OPTIONS},
-                  spmd=dict(num_devices=8, in_shardings=llama.shardings(step, "fsdp", 8)))
+    """dp_step on 2 devices, FSDP, one all-gather per weight (combining off):
+    each gathered weight is read in the forward pass and again in the backward."""
+    cap = regather_capture()
     graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
     module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
     cost = overlap.device_cost(gpu._target_path("h100").read_text())
-    return graph, overlap.step_model(module, graph, collectives.async_pairs(module), cost, 8)
+    return graph, overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)
 
 
 def _live_peak(graph, spans) -> int:
@@ -45,7 +43,6 @@ def _live_peak(graph, spans) -> int:
     return peak
 
 
-@pytest.mark.slow   # an 8-device compile: ~10 s of CPU
 @needs_plugin
 def test_regathers_free_the_gap_and_keep_exposure_within_the_allowance():
     graph, step = _step()
