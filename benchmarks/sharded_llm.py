@@ -174,7 +174,8 @@ def regathered(p, args) -> dict:
     model = overlap.step_model(module, p.graph, collectives.async_pairs(module), cost,
                                args.devices)
     allowance = p.settings.get("exposed_s_xla_default", p.settings.get("exposed_s_xla"))
-    rp = regather.plan(p.graph, order, model, allowance)
+    rp = regather.plan(p.graph, order, model, allowance,
+                       exclude=collectives.sync_starts(module))
     problem, owners = rp.placement_problem(p.graph)
     layout = layout_lib.realize(p.graph, rp.order, place_lib.best_fit(problem), owners)
     layout = regather.with_copies(p.graph, rp, layout, model)

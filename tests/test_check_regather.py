@@ -22,7 +22,7 @@ needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
 @functools.lru_cache(maxsize=1)
 def _planned():
     cap = regather_capture()
-    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
+    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text, alignment=256)
     module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
     cost = overlap.device_cost(gpu._target_path("h100").read_text())
     step = overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)

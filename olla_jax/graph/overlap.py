@@ -279,8 +279,9 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
                  colls: Sequence[Collective], edges: Sequence[tuple[int, int]],
                  slack: float = 1.0) -> tuple[int, ...]:
     """``order`` with each collective's pair drawn in to the compute that hides
-    it and no further: an all-gather starts ``slack`` x its link time of compute
-    before its done (no earlier than it was, never before what it depends on);
+    it and no further: an all-gather is done just before its first reader and
+    starts ``slack`` x its link time of compute before its done (no earlier
+    than it was, never before what it depends on);
     a reduce-scatter or all-reduce starts right after its operands and is done
     after ``slack`` x its link time of compute (never after what depends on it).
     Less memory than starting early (what XLA's latency-hiding scheduler does,
@@ -295,6 +296,13 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
         pos = {n: k for k, n in enumerate(order)}
         s, d = pos[c.start], pos[c.done]
         if c.kind in LATE_START:
+            # the done first goes right before its first reader (XLA may have
+            # put it, and so the gathered array, long before it is read)
+            first = min((pos[x] for x in succs.get(c.done, ())), default=len(order))
+            if first - 1 > d:
+                order.insert(first - 1, order.pop(d))
+                pos = {n: k for k, n in enumerate(order)}
+                s, d = pos[c.start], pos[c.done]
             floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
             ceiling = min(pos[x] for x in succs.get(c.start, [c.done]))
             k, acc = d - 1, 0.0

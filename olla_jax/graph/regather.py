@@ -103,7 +103,8 @@ class _Candidate:
 
 
 def candidates(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
-               spans: Sequence[Sequence[tuple[int, int]]]) -> list[_Candidate]:
+               spans: Sequence[Sequence[tuple[int, int]]],
+               exclude: frozenset[int] = frozenset()) -> list[_Candidate]:
     """All-gathers whose gathered unit is movable, held by nothing but the
     pair (no in-place writer), and idle between two of its readers; split at
     the widest idle stretch (in flat steps)."""
@@ -117,7 +118,7 @@ def candidates(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepMod
             touching.setdefault(t, set()).add(v.id)
     out = []
     for k, c in enumerate(step.collectives):
-        if c.kind != "all-gather" or c.seconds <= 0:
+        if c.kind != "all-gather" or c.seconds <= 0 or c.start in exclude:
             continue
         vals = by_def.get(c.start, []) + by_def.get(c.done, [])
         # one gathered array (not a combined all-gather: its copy would write
@@ -192,9 +193,11 @@ def _kept_operands(graph, spans, operands, until: int) -> list[tuple[int, int]]:
 
 def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
          allowance_s: float, slacks: Sequence[float] = SLACKS,
-         max_regathers: int | None = None) -> RegatherPlan:
+         max_regathers: int | None = None, exclude: Sequence[str] = ()) -> RegatherPlan:
     """Re-gathers on ``order`` that lower its live-bytes peak with at most
-    ``allowance_s`` of exposed communication (module doc)."""
+    ``allowance_s`` of exposed communication (module doc).  ``exclude``: starts
+    (by name) not to repeat, e.g. ``collectives.sync_starts``: a synchronous
+    all-gather's copy could not overlap anything."""
     order = tuple(order)
     n = len(graph.nodes)
     spans = [list(s) for s in graph.unit_spans(order)]
@@ -208,7 +211,8 @@ def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
                 delta[b + 1] -= u.size
     live = np.cumsum(delta[:-1])
     peak_before = int(live.max()) if horizon else 0
-    cands = candidates(graph, order, step, spans)
+    cands = candidates(graph, order, step, spans,
+                       frozenset(graph.node_index[x] for x in exclude if x in graph.node_index))
     picks: list[Regather] = []
     refused: set[int] = set()
     base = exposure_with(order, step, (), n)

@@ -24,7 +24,7 @@ def _step():
     """dp_step on 2 devices, FSDP, one all-gather per weight (combining off):
     each gathered weight is read in the forward pass and again in the backward."""
     cap = regather_capture()
-    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
+    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text, alignment=256)
     module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
     cost = overlap.device_cost(gpu._target_path("h100").read_text())
     return graph, overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)
