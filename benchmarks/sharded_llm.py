@@ -186,9 +186,14 @@ def regathered(p, args) -> dict:
         verdict = f"accepted (temp live peak {common.mib(report.peak_bytes.get(p.graph.temp_allocation, 0))} MiB)"
     except check.PlanRejected as err:
         verdict = f"rejected: {err}"[:300]
+        built = "not built: the checker rejected it"
+    else:
+        from olla_jax.apply import feed_back
+        outcome = feed_back.apply_layout(p.capture, layout, backend=f"gpu:{args.target}")
+        built = outcome.reason[:300]
     return {"regather": layout.temp_bytes, "regather_exposed": rp.exposure.exposed_s,
             "regather_from": p.source if p.layout is not None else "xla (the plan fell back)",
-            "regather_check": verdict,
+            "regather_check": verdict, "regather_built": built,
             "regather_allowance": allowance, "regather_count": len(rp.regathers),
             "regather_exposed_before": model.exposure(order).exposed_s,
             "regather_link_s": rp.link_s, "regather_peak_live": rp.peak,
@@ -350,8 +355,7 @@ def markdown(rows, args, machine, command) -> str:
                           f"{r['regather_count']} all-gathers run twice, adding "
                           f"{r['regather_link_s'] * 1e6:,.0f} us of link time; "
                           f"{r['regather_s']} s; from the {r['regather_from']} order. Checker: "
-                          f"{r['regather_check']}. Not built: the GPU rewrite does not copy "
-                          "collective thunks yet."]
+                          f"{r['regather_check']}. Executable: {r.get('regather_built')}."]
         elif r.get("regather_error"):
             lines += ["", f"Re-gathering ({r['spec']}): {r['regather_error']}"]
     for r in rows:

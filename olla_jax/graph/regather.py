@@ -191,6 +191,50 @@ def _kept_operands(graph, spans, operands, until: int) -> list[tuple[int, int]]:
     return [(u, _ends(spans[u])) for u in operands if _ends(spans[u]) < until]
 
 
+def _take(graph, spans, live, r: Regather, operands) -> None:
+    """Split ``r``'s unit around its gap and keep its operands until the copy."""
+    for u, old_end in _kept_operands(graph, spans, operands, r.gap[1] + 1):
+        spans[u][-1] = (spans[u][-1][0], r.gap[1] + 1)
+        if graph.units[u].movable:
+            live[old_end + 1:r.gap[1] + 2] += graph.units[u].size
+    (s, e), = spans[r.unit]
+    spans[r.unit] = [(s, r.gap[0] - 1), (r.gap[1] + 1, e)]
+    live[r.gap[0]:r.gap[1] + 1] -= graph.units[r.unit].size
+
+
+def _profile(graph: ScheduleGraph, spans) -> np.ndarray:
+    horizon = len(graph.flat)
+    delta = np.zeros(horizon + 1, dtype=np.int64)
+    for u in graph.units:
+        if u.movable:
+            for a, b in spans[u.id]:
+                delta[a] += u.size
+                delta[b + 1] -= u.size
+    return np.cumsum(delta[:-1])
+
+
+def given(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
+          picks: Sequence[Regather]) -> RegatherPlan:
+    """The plan of the re-gathers ``picks`` (each a candidate's, as ``plan``
+    makes them) on ``order``, whatever they do to the peak or the exposure."""
+    order = tuple(order)
+    spans = [list(s) for s in graph.unit_spans(order)]
+    live = _profile(graph, spans)
+    peak_before = int(live.max()) if len(live) else 0
+    by_collective = {c.collective: c for c in candidates(graph, order, step, spans)}
+    for r in picks:
+        c = by_collective.get(r.collective)
+        if c is None or c.unit != r.unit or not c.early_end < r.gap[0] <= r.gap[1] or \
+                r.gap[1] + 1 > graph.flat_layout(order)[r.done_before]:
+            raise ValueError(f"re-gather of collective {r.collective} is not one of a candidate's")
+        _take(graph, spans, live, r, c.operands)
+    return RegatherPlan(order=order, regathers=tuple(picks),
+                        spans=tuple(tuple(s) for s in spans),
+                        exposure=exposure_with(order, step, picks, len(graph.nodes)),
+                        peak_before=peak_before, peak=int(live.max()) if len(live) else 0,
+                        link_s=sum(step.collectives[r.collective].seconds for r in picks))
+
+
 def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
          allowance_s: float, slacks: Sequence[float] = SLACKS,
          max_regathers: int | None = None, exclude: Sequence[str] = ()) -> RegatherPlan:
@@ -203,13 +247,7 @@ def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
     spans = [list(s) for s in graph.unit_spans(order)]
     layout = graph.flat_layout(order)
     horizon = len(graph.flat)
-    delta = np.zeros(horizon + 1, dtype=np.int64)
-    for u in graph.units:
-        if u.movable:
-            for a, b in spans[u.id]:
-                delta[a] += u.size
-                delta[b + 1] -= u.size
-    live = np.cumsum(delta[:-1])
+    live = _profile(graph, spans)
     peak_before = int(live.max()) if horizon else 0
     cands = candidates(graph, order, step, spans,
                        frozenset(graph.node_index[x] for x in exclude if x in graph.node_index))
@@ -249,15 +287,8 @@ def plan(graph: ScheduleGraph, order: Sequence[int], step: overlap.StepModel,
             break
         picks.append(chosen)
         operands = next(c.operands for c in cands if c.collective == chosen.collective)
-        for u, old_end in _kept_operands(graph, spans, operands, chosen.gap[1] + 1):
-            spans[u][-1] = (spans[u][-1][0], chosen.gap[1] + 1)
-            if graph.units[u].movable:
-                live[old_end + 1:chosen.gap[1] + 2] += graph.units[u].size
+        _take(graph, spans, live, chosen, operands)
         cands = [c for c in cands if c.collective != chosen.collective]
-        (s, e), = spans[chosen.unit]
-        size = graph.units[chosen.unit].size
-        spans[chosen.unit] = [(s, chosen.gap[0] - 1), (chosen.gap[1] + 1, e)]
-        live[chosen.gap[0]:chosen.gap[1] + 1] -= size
     final = exposure_with(order, step, picks, n)
     return RegatherPlan(order=order, regathers=tuple(picks),
                         spans=tuple(tuple(s) for s in spans), exposure=final,
