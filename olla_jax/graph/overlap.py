@@ -216,24 +216,32 @@ class Exposure:
 def exposure(order: Sequence[int], node_seconds: Sequence[float],
              colls: Sequence[Collective]) -> Exposure:
     """Simulate ``order`` under the module doc's model."""
-    by_start = {c.start: k for k, c in enumerate(colls)}
-    by_done = {c.done: k for k, c in enumerate(colls)}
+    # per node: -1, or the collective it starts (k) / is the done of (-2 - k);
+    # lists, not dicts: this runs for every candidate move of ``retime``
+    size = max(len(node_seconds), 1 + max((max(c.start, c.done) for c in colls), default=-1))
+    start_of = [-1] * size
+    done_of = [-1] * size
+    for k, c in enumerate(colls):
+        start_of[c.start] = k
+        done_of[c.done] = k
+    seconds = [c.seconds for c in colls]
     finish = [0.0] * len(colls)
     waited = [0.0] * len(colls)
     clock = link = compute = 0.0
     for node in order:
-        k = by_start.get(node)
-        if k is not None:
-            link = max(clock, link) + colls[k].seconds
+        k = start_of[node]
+        if k >= 0:
+            link = (clock if clock > link else link) + seconds[k]
             finish[k] = link
-        k = by_done.get(node)
-        if k is not None:
+        k = done_of[node]
+        if k >= 0:
             if finish[k] > clock:
                 waited[k] = finish[k] - clock
                 clock = finish[k]
             continue
-        clock += node_seconds[node]
-        compute += node_seconds[node]
+        t = node_seconds[node]
+        clock += t
+        compute += t
     return Exposure(exposed_s=sum(waited), per_collective=tuple(waited), compute_s=compute,
                     comm_s=sum(c.seconds for c in colls))
 
