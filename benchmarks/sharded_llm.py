@@ -64,6 +64,12 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=float, default=None,
                    help="also plan 'hidden' with memory_budget = this fraction of the hidden "
                         "plan's total bytes (exposure ladder, then our recomputation)")
+    p.add_argument("--overlaps", default="keep,free,hidden",
+                   help="which collective_overlap plans to make (hidden is needed for --regather "
+                        "and --budget)")
+    p.add_argument("--regather", type=int, default=0,
+                   help="1: also re-gather on the hidden plan's order (olla_jax.graph.regather): "
+                        "its placed temp, exposure and how many all-gathers run twice")
     p.add_argument("--out", default="sharded_llm")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
@@ -150,6 +156,68 @@ def peak_breakdown(p) -> list[tuple[str, int]]:
     return sorted(out.items(), key=lambda kv: -kv[1])
 
 
+def regathered(p, args) -> dict:
+    """The hidden plan's order with re-gathers (``olla_jax.graph.regather``),
+    placed best-fit: its temp, exposure under the same cost model and allowance
+    as "hidden", the copies' link time.  A figure of the plan only: no checker
+    claim or executable rewrite runs the copies yet."""
+    from olla_jax import check, checked, dumps
+    from olla_jax.capture import gpu
+    from olla_jax.graph import collectives, layout as layout_lib, overlap, regather
+    from olla_jax.solve import place as place_lib
+    if p.graph is None:
+        return {"regather_error": "the hidden plan has no graph"}
+    t0 = time.monotonic()
+    order = p.layout.order if p.layout is not None else p.graph.xla_order
+    module = dumps.parse_hlo_proto(p.capture.hlo_proto).hlo_module
+    cost = overlap.device_cost(gpu._target_path(args.target).read_text())
+    model = overlap.step_model(module, p.graph, collectives.async_pairs(module), cost,
+                               args.devices)
+    allowance = p.settings.get("exposed_s_xla_default", p.settings.get("exposed_s_xla"))
+    source = p.source if p.layout is not None else "xla (the plan fell back)"
+    if p.layout is None:
+        # The plan's own re-timing did not finish in its limit: draw XLA's order
+        # in and re-time it here (what "hidden" does, outside the plan's limit).
+        order_problem = p.graph.order_problem()
+        edges = order_problem.edges
+        drawn = overlap.just_in_time(order, model.node_seconds, model.collectives, edges)
+        retimed = overlap.retime(drawn, model.node_seconds, model.collectives, edges, allowance,
+                                 lambda o: overlap.order_problem_cost(order_problem, o),
+                                 deadline=time.monotonic() + 120)
+        if retimed.exposure.exposed_s <= allowance + overlap.EPS:
+            order, source = retimed.order, "xla, drawn in and re-timed here (outside the plan)"
+    sync = collectives.sync_starts(module)
+    plain = regather.plan(p.graph, order, model, allowance, exclude=sync, max_regathers=0)
+    problem, owners = plain.placement_problem(p.graph)
+    plain_temp = layout_lib.realize(p.graph, plain.order, place_lib.best_fit(problem),
+                                    owners).temp_bytes
+    rp = regather.plan(p.graph, order, model, allowance, exclude=sync)
+    problem, owners = rp.placement_problem(p.graph)
+    layout = layout_lib.realize(p.graph, rp.order, place_lib.best_fit(problem), owners)
+    layout = regather.with_copies(p.graph, rp, layout, model)
+    try:
+        report = check.check_plan(p.capture.hlo_proto, p.capture.values_text,
+                                  p.capture.live_range_text, checked.candidate_plan(layout),
+                                  alignment=p.graph.alignment)
+        verdict = f"accepted (temp live peak {common.mib(report.peak_bytes.get(p.graph.temp_allocation, 0))} MiB)"
+    except check.PlanRejected as err:
+        verdict = f"rejected: {err}"[:300]
+        built = "not built: the checker rejected it"
+    else:
+        from olla_jax.apply import feed_back
+        outcome = feed_back.apply_layout(p.capture, layout, backend=f"gpu:{args.target}")
+        built = outcome.reason[:300]
+    return {"regather": layout.temp_bytes, "regather_exposed": rp.exposure.exposed_s,
+            "regather_from": source, "regather_order_temp": plain_temp,
+            "regather_order_exposed": plain.exposure.exposed_s,
+            "regather_check": verdict, "regather_built": built,
+            "regather_allowance": allowance, "regather_count": len(rp.regathers),
+            "regather_exposed_before": model.exposure(order).exposed_s,
+            "regather_link_s": rp.link_s, "regather_peak_live": rp.peak,
+            "regather_peak_live_before": rp.peak_before,
+            "regather_s": round(time.monotonic() - t0, 1)}
+
+
 def run_one(spec: str, args) -> dict:
     import olla_jax
     from examples import llama
@@ -165,7 +233,7 @@ def run_one(spec: str, args) -> dict:
     def spmd(step):
         return dict(num_devices=args.devices, in_shardings=llama.shardings(step, kind, args.devices))
 
-    for overlap in ("keep", "free", "hidden"):
+    for overlap in args.overlaps.split(","):
         t0 = time.monotonic()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -193,6 +261,8 @@ def run_one(spec: str, args) -> dict:
         if overlap == "hidden":
             row["hidden_peak"] = peak_breakdown(p)
             hidden_total = p.runs_total_bytes
+            if args.regather:
+                row.update(regathered(p, args))
     if args.budget:
         budget = int(args.budget * hidden_total)
         row.update(budget=budget, budget_from=hidden_total)
@@ -265,14 +335,15 @@ def markdown(rows, args, machine, command) -> str:
             return "-" if x is None else f"{x * 1e6:,.0f}"
         uncombined = common.mib(r["xla_best"]) if r.get("xla_scheduler") == "uncombined" else "-"
         table.append(head + [r["instructions"], r["pairs"], common.mib(r["xla"]), uncombined,
-                             common.mib(r["lhs_off"]), common.mib(r["keep"]), common.mib(r["free"]),
+                             common.mib(r["lhs_off"]), common.mib(r.get("keep")), common.mib(r.get("free")),
                              common.mib(r["hidden"]), common.mib(r["scanned"]),
                              f"{r['hidden'] / r['scanned']:.2f}",
                              f"{us(r['exposed_xla_default'])} / {us(r['exposed_xla_best'])} / "
                              f"{us(r['hidden_exposed'])}",
                              " / ".join(f"{r[f'{m}_solve_s']:.1f} ({r.get(f'{m}_solve_cpu_s', 0):.1f})"
+                                        if f"{m}_solve_s" in r else "-"
                                         for m in ("keep", "free", "hidden")),
-                             " / ".join("yes" if r[f"{m}_built"] else "no"
+                             " / ".join("yes" if r.get(f"{m}_built") else "no"
                                         for m in ("keep", "free", "hidden")),
                              r.get("load", "")])
     lines += common.table(["layers", "d", "sharding", "remat", "instr", "async pairs",
@@ -288,6 +359,27 @@ def markdown(rows, args, machine, command) -> str:
                           f"FLOPs {r.get('budget_extra_flops', '-')}, exposed "
                           f"{(r.get('budget_exposed') or 0) * 1e6:,.0f} us; "
                           + " | ".join(r.get("budget_notes", []))]
+    for r in rows:
+        if r.get("regather") is not None:
+            lines += ["", f"Re-gathering ({r['spec']}) on the order of {r['regather_from']}: "
+                          f"that order placed best-fit without copies "
+                          f"{common.mib(r.get('regather_order_temp'))} MiB "
+                          f"({(r.get('regather_order_temp') or 0) / r['scanned']:.2f} x scanned, "
+                          f"{(r.get('regather_order_exposed') or 0) * 1e6:,.0f} us exposed); "
+                          f"with re-gathers placed temp "
+                          f"{common.mib(r['regather'])} MiB, {r['regather'] / r['scanned']:.2f} x "
+                          f"scanned (live-bytes peak {common.mib(r['regather_peak_live_before'])} "
+                          f"-> {common.mib(r['regather_peak_live'])} MiB); exposed "
+                          f"{r['regather_exposed'] * 1e6:,.0f} us, allowed "
+                          f"{r['regather_allowance'] * 1e6:,.0f} us (XLA's default compile; "
+                          f"never more than the order's own, "
+                          f"{r['regather_exposed_before'] * 1e6:,.0f} us); "
+                          f"{r['regather_count']} all-gathers run twice, adding "
+                          f"{r['regather_link_s'] * 1e6:,.0f} us of link time; "
+                          f"{r['regather_s']} s. Checker: "
+                          f"{r['regather_check']}. Executable: {r.get('regather_built')}."]
+        elif r.get("regather_error"):
+            lines += ["", f"Re-gathering ({r['spec']}): {r['regather_error']}"]
     for r in rows:
         if r.get("hidden_peak"):
             lines += ["", f"What is live at the temp peak of the 'hidden' plan ({r['spec']}), MiB:",
@@ -311,6 +403,10 @@ def main(argv=None) -> None:
              f"--time_limit_s={args.time_limit_s}"]
     if args.budget:
         flags.append(f"--budget={args.budget}")
+    if args.regather:
+        flags.append(f"--regather={args.regather}")
+    if args.overlaps != "keep,free,hidden":
+        flags.append(f"--overlaps={args.overlaps}")
     sizes = [size.lower().split("x") for size in args.sizes.split(",")]
     specs = [f"{int(layers)}:{int(d)}:{kind}:{remat}" for layers, d in sizes
              for kind in args.shardings.split(",") for remat in args.remat.split(",")]

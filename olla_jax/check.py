@@ -43,6 +43,10 @@ class RecomputeClaim:
     before: str
     late_users: tuple[str, ...]
     place: tuple[int, int]
+    # A collective run again (re-gathering): ``producer`` is an all-gather's
+    # start, copied to run just before ``before``; its done, copied too, runs
+    # just before ``done_before`` (at or before the first late reader).
+    done_before: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,11 +103,12 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         raise PlanRejected("XLA's flattened schedule ends inside a nested computation")
     claims_before = defaultdict(list)
     for claim in plan.recomputes:
-        for name in (claim.producer, claim.before, *claim.late_users):
+        for name in (claim.producer, claim.before, *claim.late_users,
+                     *((claim.done_before,) if claim.done_before else ())):
             if name not in entry_set:
                 raise PlanRejected(f"recomputation of {claim.producer} names {name}, which is not "
                                    "an entry instruction")
-        if inner_before[claim.before]:
+        if inner_before[claim.before] or (claim.done_before and inner_before[claim.done_before]):
             raise PlanRejected(f"recomputation before {claim.before}: it runs a nested computation")
         if claim.value not in records or records[claim.value].defining_instruction != claim.producer:
             raise PlanRejected(f"recomputation of {claim.producer}: value {claim.value} is not "
@@ -177,6 +182,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         for name in [p.instruction for p in rec.positions]:
             if name not in flat:
                 raise PlanRejected(f"value {rec.key} is held by {name}, which is not scheduled")
+            if rec.id in clone_step and flat[name] > clone_step[rec.id] and \
+                    instr_by_name[name].opcode == "bitcast":
+                continue  # a re-gathered value's late bitcast names its copy (no thunk)
             end = max(end, flat[name])
         for name in [u.instruction for u in rec.uses]:
             if name not in flat:
@@ -308,7 +316,10 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 raise PlanRejected(f"value {rec.key} shares bytes with {records[x].key}, which is "
                                    "not written over it after its second copy: it cannot be "
                                    "recomputed")
-        if [p.instruction for p in rec.positions] != [claim.producer] or \
+        if claim.done_before:
+            _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat,
+                            clone_step[v])
+        elif [p.instruction for p in rec.positions] != [claim.producer] or \
                 any(r.id != v for r in records.values() if r.defining_instruction == claim.producer):
             raise PlanRejected(f"value {rec.key} is not the one plain result of {claim.producer}")
         if placements[v][3].is_entry_computation_parameter or placements[v][3].is_constant or \
@@ -448,6 +459,46 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             peak = max(peak, live)
         peaks[a] = peak
     return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)
+
+
+def _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat, step) -> None:
+    """A re-gathered value: the one gathered array of an all-gather start (its
+    other values are the start's tuple index table, shape index {}), held by
+    the start, its done and bitcasts only; the first run is done before the copy starts
+    (one in flight at a time), and the copy's done precedes every late reader."""
+    start = instr_by_name[claim.producer]
+    kind = start.opcode
+    if kind == "async-start":
+        roots = [instr_by_id.get(comps[c].root_id) for c in start.called_computation_ids
+                 if c in comps]
+        kind = roots[0].opcode if roots and roots[0] is not None else kind
+    if kind not in ("all-gather-start", "all-gather"):
+        raise PlanRejected(f"{claim.producer} is run again as a collective, but it is a "
+                           f"{start.opcode}, not an all-gather's start")
+    dones = [i.name for i in instr_by_name.values()
+             if i.opcode.endswith("-done") and start.id in i.operand_ids]
+    if len(dones) != 1:
+        raise PlanRejected(f"{claim.producer} has {len(dones)} dones, not one")
+    done = dones[0]
+    held = {p.instruction for p in rec.positions
+            if instr_by_name[p.instruction].opcode != "bitcast"}   # bitcasts run no thunk
+    if not held <= {claim.producer, done} or claim.producer not in held:
+        raise PlanRejected(f"value {rec.key} is held by {sorted(held - {claim.producer, done})} "
+                           f"besides {claim.producer} and its done: it cannot be re-gathered")
+    for other in records.values():
+        if other.defining_instruction == claim.producer and other.id != rec.id and any(
+                p.index for p in other.positions if p.instruction == claim.producer):
+            raise PlanRejected(f"{claim.producer} writes {other.key} besides {rec.key} (a "
+                               "combined all-gather): its copy would write it too")
+    if flat[done] >= step:
+        raise PlanRejected(f"{claim.producer} runs again before its first run is done")
+    if flat[claim.done_before] < step:
+        raise PlanRejected(f"the copy of {claim.producer} is done before {claim.done_before}, "
+                           "which runs before the copy starts")
+    early = [u for u in claim.late_users if flat[u] < flat[claim.done_before]]
+    if early:
+        raise PlanRejected(f"late reader {early[0]} of {rec.key} runs before the copy of "
+                           f"{claim.producer} is done (before {claim.done_before})")
 
 
 def _fixed_kind(alloc) -> str:

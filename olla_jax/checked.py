@@ -19,7 +19,8 @@ def candidate_plan(layout) -> check.CandidatePlan:
     """A layout as the independent checker reads it."""
     return check.CandidatePlan(
         layout.order_names, layout.places, layout.allocation_sizes,
-        recomputes=tuple(check.RecomputeClaim(r.value, r.producer, r.before, r.late_users, r.place)
+        recomputes=tuple(check.RecomputeClaim(r.value, r.producer, r.before, r.late_users, r.place,
+                                              done_before=r.done_before)
                          for r in layout.recomputes))
 
 

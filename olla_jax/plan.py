@@ -373,16 +373,32 @@ def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict,
     return step_cost
 
 
-def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, deadline: float):
+def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, deadline: float,
+            exclude: Sequence[str] = (), accept: Callable[[Any], bool] | None = None):
     """The least-memory of ``orders`` (by the engine that found them: with XLA's
     overlap kept, free, XLA's) re-timed to the exposure ``mode`` allows; the
-    layout and the engine that found its order (``+retimed`` when moved)."""
+    layout and the engine that found its order (``+retimed`` when moved).
+    Within the allowance and the deadline, all-gathers are then re-gathered
+    (``graph.regather``; ``exclude``: synchronous ones) when that places lower
+    (``+regathered``; ``settings["regathers"]``) and ``accept`` (the checker) takes it."""
     allowance = step_cost.allowance(mode)
     hidden = hide_collectives(graph, step_cost, orders, allowance, deadline=deadline)
     settings.update(exposed_allowance_s=allowance, retimed_from=hidden.source)
     if not hidden.met:
         notes.append(f"exposed communication {hidden.exposure.exposed_s * 1e6:,.1f} us, over the "
                      f"{allowance * 1e6:,.1f} us allowed: no re-timing found hides more")
+    elif time.monotonic() < deadline:
+        from olla_jax.graph import regather
+        from olla_jax.solve import place as place_lib
+        rp = regather.plan(graph, hidden.layout.order, step_cost, allowance, exclude=exclude)
+        if rp.regathers:
+            problem, owners = rp.placement_problem(graph)
+            placed = layout_lib.realize(graph, rp.order, place_lib.best_fit(problem), owners)
+            copied = regather.with_copies(graph, rp, placed, step_cost)
+            if placed.temp_bytes < hidden.layout.temp_bytes and (accept is None or accept(copied)):
+                settings.update(regathers=len(rp.regathers), regather_link_s=rp.link_s,
+                                regather_exposed_s=rp.exposure.exposed_s)
+                return copied, hidden.source + "+regathered"
     return hidden.layout, hidden.source
 
 
@@ -538,7 +554,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                 # Re-timing gets what the searches left of the limit (RETIME_SHARE at least).
                 layout, engine_used = _hidden(
                     graph, step_cost, collective_overlap, settings, notes, tried,
-                    deadline=deadline.at)
+                    deadline=deadline.at, exclude=collectives.sync_starts(module),
+                    accept=lambda lay: checked.rejection(best, lay,
+                                                         alignment=graph.alignment) is None)
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step
             logging.exception("solver failed")
             return fallback(f"the solver failed ({type(err).__name__}: {err})", graph)
@@ -560,7 +578,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         settings["overlapped_flops"] = collectives.overlapped_flops(layout.order_names, pairs,
                                                                    weights)
         if step_cost is not None:
-            settings["exposed_s"] = step_cost.exposure(layout.order).exposed_s
+            settings["exposed_s"] = settings.get("regather_exposed_s") if any(
+                r.done_before for r in layout.recomputes) else \
+                step_cost.exposure(layout.order).exposed_s
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=min(bound, planned),
                   solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)

@@ -2,6 +2,7 @@
 verifies (``mlp_step``, and its memory model: ``mlp_graph``), one for sharded
 plans on two devices (``dp_step``)."""
 
+import functools
 import warnings
 
 import jax
@@ -48,3 +49,16 @@ def dp_step(params, x, y):
 
 def dp_args():
     return ([jnp.zeros((256, 256)) for _ in range(4)], jnp.zeros((512, 256)), jnp.zeros((512, 256)))
+
+
+@functools.lru_cache(maxsize=1)
+def regather_capture():
+    """dp_step compiled for 2 compile-only H100s, weights split (FSDP), XLA's
+    collective combining off: one all-gather per weight, read in the forward
+    and the backward pass (what re-gathering repeats)."""
+    from jax.sharding import PartitionSpec as P
+    from olla_jax.capture import capture
+    from olla_jax.graph import collectives
+    return capture(dp_step, *dp_args(), backend="gpu:h100",
+                   compiler_options={k: 0 for k in collectives.COMBINE_THRESHOLD_OPTIONS},
+                   spmd=dict(num_devices=2, in_shardings=([P("x")] * 4, P("x"), P("x"))))

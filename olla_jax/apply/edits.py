@@ -52,6 +52,9 @@ class Clone:
     # A chain: operands recomputed before this copy, read from their second
     # copy: ((allocation, offset, size) of the operand's first copy, its second).
     operands: tuple[tuple[tuple[int, int, int], tuple[int, int]], ...] = ()
+    # A collective run again (re-gathering, graph.regather): the producer is an
+    # all-gather's start; its done thunk is copied too, just before ``done_before``.
+    done_before: str = ""
 
 
 SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"

@@ -32,7 +32,8 @@ class Outcome:
 def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
     recomputes = getattr(layout, "recomputes", ())
     clones = tuple(cpu_rewrite.Clone(r.producer, r.before, (*layout.early_place(r.value), r.size),
-                                     r.place, _chained(layout, recomputes, k))
+                                     r.place, _chained(layout, recomputes, k),
+                                     done_before=getattr(r, "done_before", ""))
                    for k, r in enumerate(recomputes))
     return cpu_rewrite.ExecutableEdit(order=layout.order_names, relocate=layout.relocate,
                                       relocate_logical=layout.relocate_logical,

@@ -73,6 +73,67 @@ def _overlaps(s: tuple[int, int, int], alloc: int, offset: int, size: int) -> bo
     return s[0] == alloc and s[1] < offset + size and offset < s[1] + s[2]
 
 
+def _dones(decoded) -> dict[str, str]:
+    """Entry async start -> its done (the done whose operand it is)."""
+    entry = next(c for c in decoded.hlo_module.computations
+                 if c.id == decoded.hlo_module.entry_computation_id)
+    names = {i.id: i.name for i in entry.instructions}
+    return {names[o]: i.name for i in entry.instructions if i.opcode.endswith("-done")
+            for o in i.operand_ids if o in names}
+
+
+def _just_before(names, copy_at, k: int, position, name: str) -> bool:
+    """Thunk ``k`` runs right before the first thunk at or after ``name`` in the order."""
+    nxt = next((j for j in range(k + 1, len(names)) if j not in copy_at), None)
+    prev = next((j for j in range(k - 1, -1, -1) if j not in copy_at), None)
+    return (nxt is None or position.get(names[nxt], -1) >= position[name]) and \
+        (prev is None or position.get(names[prev], -1) < position[name])
+
+
+def _compare_regather(decoded, names, copies, copy_at, firsts, position, r, done,
+                      layout) -> str | None:
+    """A re-gathered all-gather: a second async start (same collective, same
+    source, the destination at the plan's place) just before ``r.before``'s
+    first thunk, its own async execution id, and a done of that id just before
+    ``r.done_before``'s; the late readers with thunks read the plan's place."""
+    if not copies.get(done):
+        return f"the done of re-gathered {r.producer} runs once"
+    k, d = copies[r.producer].pop(0), copies[done].pop(0)
+    if not _just_before(names, copy_at, k, position, r.before):
+        return f"the copy of {r.producer} does not run just before {r.before}"
+    if not _just_before(names, copy_at, d, position, r.done_before) or d < k:
+        return f"the copy of {done} does not run just before {r.done_before}"
+    first, copy, done_copy = (decoded.thunks[firsts[r.producer]], decoded.thunks[k],
+                              decoded.thunks[d])
+    if first.WhichOneof("impl") != "async_start_thunk" or \
+            copy.WhichOneof("impl") != "async_start_thunk" or \
+            done_copy.WhichOneof("impl") != "async_done_thunk":
+        return f"the copy of {r.producer} is not an async start and done"
+    if copy.async_start_thunk.async_execution_id == first.async_start_thunk.async_execution_id \
+            or done_copy.async_done_thunk.async_execution_id != \
+            copy.async_start_thunk.async_execution_id:
+        return f"the copy of {r.producer} does not have an async execution of its own"
+    (a,), (b,) = first.async_start_thunk.thunks.thunks, copy.async_start_thunk.thunks.thunks
+    if a.all_gather_thunk.collective_config.SerializeToString(deterministic=True) != \
+            b.all_gather_thunk.collective_config.SerializeToString(deterministic=True):
+        return f"the copy of {r.producer} is another collective"
+    (ba,), (bb,) = a.all_gather_thunk.buffers, b.all_gather_thunk.buffers
+    if ba.source_buffer.SerializeToString(deterministic=True) != \
+            bb.source_buffer.SerializeToString(deterministic=True):
+        return f"the copy of {r.producer} gathers from other bytes"
+    dst = bb.destination_buffer.slice
+    if (dst.buffer_allocation_index, dst.offset) != tuple(r.place) or dst.size != r.size:
+        return (f"the copy of {r.producer} writes {dst.buffer_allocation_index} +{dst.offset}, "
+                f"not the plan's place {r.place}")
+    for user in r.late_users:
+        thunks = [j for j, n in enumerate(names) if n == user and j not in copy_at]
+        reads = [s for j in thunks for s in _reads(decoded.thunks[j])]
+        if thunks and not any(s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
+                              for s in reads):
+            return f"late reader {user} does not read the re-gathered copy at {r.place}"
+    return None
+
+
 def compare(raw: bytes, layout) -> str | None:
     """The first way ``raw`` differs from what ``layout`` asked, or None."""
     decoded = gpu_executable.decode(raw)
@@ -97,8 +158,12 @@ def compare(raw: bytes, layout) -> str | None:
         name = t.thunk_info.profile_annotation
         names.append(name if name in position else inner_owner.get(name, name))
 
-    # Recomputed copies: the thunks of a producer beyond the first.
+    # Recomputed copies: the thunks of a producer beyond the first (and of a
+    # re-gathered all-gather's done: its start and done both run twice).
+    done_of = _dones(decoded)
     wanted = Counter(r.producer for r in layout.recomputes)
+    wanted.update(done_of.get(r.producer, "?") for r in layout.recomputes
+                  if getattr(r, "done_before", ""))
     firsts: dict[str, int] = {}
     copies: dict[str, list[int]] = defaultdict(list)
     for k, name in enumerate(names):
@@ -119,6 +184,12 @@ def compare(raw: bytes, layout) -> str | None:
         return "the entry thunks do not follow the plan's order"
 
     for r in layout.recomputes:
+        if getattr(r, "done_before", ""):
+            differs = _compare_regather(decoded, names, copies, copy_at, firsts, position,
+                                        r, done_of.get(r.producer, "?"), layout)
+            if differs is not None:
+                return differs
+            continue
         k = copies[r.producer].pop(0)
         nxt = next((j for j in range(k + 1, len(names)) if j not in copy_at), None)
         if nxt is None or names[nxt] != r.before or \

@@ -84,7 +84,11 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
     buffer_extents += [(c.late[0], c.late[1], c.early[2]) for c in edit.clones]
     check_covered(thunk_extents, buffer_extents)
     for clone in edit.clones:
-        _insert_clone(decoded, instructions, owner, clone, allocations, sizes)
+        if clone.done_before:
+            _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
+                                    tuple(edit.order))
+        else:
+            _insert_clone(decoded, instructions, owner, clone, allocations, sizes)
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
     for alloc, edited in zip(decoded.allocations, decoded.buffer_assignment.buffer_allocations):
@@ -257,6 +261,100 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes) -> No
         kept.append(same)
     del decoded.thunks[:]
     decoded.thunks.extend(kept[:at] + [copy] + kept[at:])
+
+
+def slot_at_or_after(names, order: tuple[str, ...], name: str) -> int | None:
+    """Index of the first entry thunk of ``name`` or, when it runs none (a
+    bitcast...), of the first instruction after it in ``order`` that runs one;
+    ``names``: the entry instruction of each thunk (thunks already in ``order``)."""
+    position = {n: k for k, n in enumerate(order)}
+    at = position.get(name)
+    if at is None:
+        return None
+    return next((k for k, n in enumerate(names) if position.get(n, -1) >= at), len(names))
+
+
+def _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
+                            order) -> None:
+    """Run ``clone.producer``'s all-gather again (re-gathering): its entry
+    ``async_start_thunk`` (one ``all_gather_thunk`` inside) is copied just
+    before ``clone.before``'s first thunk and its ``async_done_thunk`` just
+    before ``clone.done_before``'s, with fresh thunk ids and a fresh async
+    execution id (the pair's own, as XLA numbers them: the start's thunk id);
+    the destination slice moves from the first copy's bytes to ``clone.late``
+    (the same bytes when the plan keeps them), the source (the shard) stays.
+    A synchronous all-gather (a bare ``all_gather_thunk``: XLA found nothing to
+    overlap it with) is refused: its copy would expose its whole link time."""
+    names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
+    made = producer_thunk(names, clone)
+    start = decoded.thunks[made]
+    kind = thunk_kind(start)
+    if kind == "all_gather_thunk":
+        raise RewriteError(f"cannot re-gather {clone.producer}: XLA made it synchronous (no "
+                           "async start/done thunks), so its copy could not overlap compute")
+    inner = list(start.async_start_thunk.thunks.thunks) if kind == "async_start_thunk" else []
+    if len(inner) != 1 or thunk_kind(inner[0]) != "all_gather_thunk":
+        raise RewriteError(f"cannot re-gather {clone.producer}: its {kind} is not an async "
+                           "start holding one all_gather_thunk")
+    async_id = start.async_start_thunk.async_execution_id
+    dones = [k for k, t in enumerate(decoded.thunks) if thunk_kind(t) == "async_done_thunk"
+             and t.async_done_thunk.async_execution_id == async_id]
+    if len(dones) != 1 or dones[0] < made:
+        raise RewriteError(f"cannot re-gather {clone.producer}: {len(dones)} done thunks of its "
+                           f"async execution {async_id} follow its start")
+    done = decoded.thunks[dones[0]]
+    at_start = slot_at_or_after(names, order, clone.before)
+    at_done = slot_at_or_after(names, order, clone.done_before)
+    if at_start is None or at_start <= dones[0]:
+        raise RewriteError(f"cannot re-gather {clone.producer} before {clone.before}: its first "
+                           "run is not done by then")
+    if at_done is None or at_done < at_start:
+        raise RewriteError(f"cannot re-gather {clone.producer}: its copy's done goes before "
+                           f"{clone.done_before}, which has no thunk after the copy's start")
+    e_alloc, e_offset, size = clone.early
+    l_alloc, l_offset = clone.late
+    copy = type(start)()
+    copy.CopyFrom(start)
+    buffers = list(copy.async_start_thunk.thunks.thunks[0].all_gather_thunk.buffers)
+    moves, moved = [], 0
+    for k, buf in enumerate(buffers):
+        src, dst = buf.source_buffer.slice, buf.destination_buffer.slice
+        what = f"re-gathered all_gather_thunk of {clone.producer} (buffer {k})"
+        if src.buffer_allocation_index == e_alloc and src.offset < e_offset + size and \
+                e_offset < src.offset + src.size:
+            raise RewriteError(f"cannot re-gather {clone.producer}: its source is inside the "
+                               "gathered bytes")
+        a, o, n = dst.buffer_allocation_index, dst.offset, dst.size
+        if a == e_alloc and e_offset <= o and o + n <= e_offset + size:
+            new = (l_alloc, l_offset + (o - e_offset))
+            check_move(what, a, o, *new, n, allocations, sizes, ALIGNMENT)
+            dst.buffer_allocation_index, dst.offset = new
+            moved += 1
+            moves.append((what, (a, o, n), new))
+        moves.append((what + " source", (src.buffer_allocation_index, src.offset, src.size),
+                      (src.buffer_allocation_index, src.offset)))
+    if moved != 1 or len(buffers) != 1:
+        raise RewriteError(f"cannot re-gather {clone.producer}: it gathers {len(buffers)} arrays, "
+                           f"{moved} of them at allocation {e_alloc} +{e_offset}; one is re-gathered")
+    _check_aliasing(moves)
+    fresh = 1 + max((t.thunk_info.thunk_id for t in _all_thunks(decoded.thunks)), default=0)
+    fresh = max(fresh, 1 + max((t.async_start_thunk.async_execution_id for t in decoded.thunks
+                                if thunk_kind(t) == "async_start_thunk"), default=0))
+    copy.async_start_thunk.thunks.thunks[0].thunk_info.thunk_id = fresh
+    copy.thunk_info.thunk_id = fresh + 1
+    copy.async_start_thunk.async_execution_id = fresh + 1
+    done_copy = type(done)()
+    done_copy.CopyFrom(done)
+    done_copy.thunk_info.thunk_id = fresh + 2
+    done_copy.async_done_thunk.async_execution_id = fresh + 1
+    kept = []
+    for thunk in decoded.thunks:
+        same = type(thunk)()
+        same.CopyFrom(thunk)
+        kept.append(same)
+    del decoded.thunks[:]
+    decoded.thunks.extend(kept[:at_start] + [copy] + kept[at_start:at_done] + [done_copy]
+                          + kept[at_done:])
 
 
 def _all_thunks(thunks) -> Iterator[Any]:

@@ -154,3 +154,15 @@ def pairs_to_keep(nodes: Sequence[str], pairs: Sequence[AsyncPair], weights: dic
         kept.append(pairs[k])
         held += f
     return kept
+
+
+def sync_starts(module) -> frozenset[str]:
+    """Entry starts XLA:GPU made synchronous (``"is_sync":true`` in their
+    collective backend config: it found nothing to overlap them with); their
+    thunk runs the whole collective on the compute stream, with no done thunk."""
+    entry = next(c for c in module.computations if c.id == module.entry_computation_id)
+    def config(i) -> str:
+        c = i.backend_config
+        return (c.decode(errors="replace") if isinstance(c, bytes) else c).replace(" ", "")
+    return frozenset(i.name for i in entry.instructions
+                     if i.opcode.endswith("-start") and '"is_sync":true' in config(i))

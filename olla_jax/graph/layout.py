@@ -39,6 +39,7 @@ class Recompute:
     late_users: tuple[str, ...]
     place: tuple[int, int]          # (allocation, offset) of the second copy
     size: int
+    done_before: str = ""           # a collective run again (graph.regather): its done's place
 
 
 @dataclasses.dataclass(frozen=True)

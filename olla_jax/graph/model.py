@@ -264,10 +264,13 @@ class ScheduleGraph:
         sizes = self.order_problem().region_sizes
         return [self.threshold_problem(c, for_bound=True) for c in sorted({0, *sizes})]
 
-    def placement_problem(self, order: Sequence[int]) -> tuple[sp.PlacementProblem, tuple[int, ...]]:
+    def placement_problem(self, order: Sequence[int], spans=None
+                          ) -> tuple[sp.PlacementProblem, tuple[int, ...]]:
         """The movable units' live spans under ``order`` as intervals (the spans
-        of one unit tied to one offset); also, per interval, its unit id."""
-        spans = self.unit_spans(order)
+        of one unit tied to one offset); also, per interval, its unit id.
+        ``spans``: per unit, its spans when not ``unit_spans(order)``'s
+        (``graph.regather``: a re-gathered unit is idle in between)."""
+        spans = self.unit_spans(order) if spans is None else spans
         occupants = defaultdict(list)
         regions = set(self.regions)   # a set: the tuple's ``in`` made this units x regions
         for unit in self.units:

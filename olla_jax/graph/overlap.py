@@ -216,24 +216,32 @@ class Exposure:
 def exposure(order: Sequence[int], node_seconds: Sequence[float],
              colls: Sequence[Collective]) -> Exposure:
     """Simulate ``order`` under the module doc's model."""
-    by_start = {c.start: k for k, c in enumerate(colls)}
-    by_done = {c.done: k for k, c in enumerate(colls)}
+    # per node: -1, or the collective it starts (k) / is the done of (-2 - k);
+    # lists, not dicts: this runs for every candidate move of ``retime``
+    size = max(len(node_seconds), 1 + max((max(c.start, c.done) for c in colls), default=-1))
+    start_of = [-1] * size
+    done_of = [-1] * size
+    for k, c in enumerate(colls):
+        start_of[c.start] = k
+        done_of[c.done] = k
+    seconds = [c.seconds for c in colls]
     finish = [0.0] * len(colls)
     waited = [0.0] * len(colls)
     clock = link = compute = 0.0
     for node in order:
-        k = by_start.get(node)
-        if k is not None:
-            link = max(clock, link) + colls[k].seconds
+        k = start_of[node]
+        if k >= 0:
+            link = (clock if clock > link else link) + seconds[k]
             finish[k] = link
-        k = by_done.get(node)
-        if k is not None:
+        k = done_of[node]
+        if k >= 0:
             if finish[k] > clock:
                 waited[k] = finish[k] - clock
                 clock = finish[k]
             continue
-        clock += node_seconds[node]
-        compute += node_seconds[node]
+        t = node_seconds[node]
+        clock += t
+        compute += t
     return Exposure(exposed_s=sum(waited), per_collective=tuple(waited), compute_s=compute,
                     comm_s=sum(c.seconds for c in colls))
 
@@ -279,8 +287,9 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
                  colls: Sequence[Collective], edges: Sequence[tuple[int, int]],
                  slack: float = 1.0) -> tuple[int, ...]:
     """``order`` with each collective's pair drawn in to the compute that hides
-    it and no further: an all-gather starts ``slack`` x its link time of compute
-    before its done (no earlier than it was, never before what it depends on);
+    it and no further: an all-gather is done just before its first reader and
+    starts ``slack`` x its link time of compute before its done (no earlier
+    than it was, never before what it depends on);
     a reduce-scatter or all-reduce starts right after its operands and is done
     after ``slack`` x its link time of compute (never after what depends on it).
     Less memory than starting early (what XLA's latency-hiding scheduler does,
@@ -295,6 +304,13 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
         pos = {n: k for k, n in enumerate(order)}
         s, d = pos[c.start], pos[c.done]
         if c.kind in LATE_START:
+            # the done first goes right before its first reader (XLA may have
+            # put it, and so the gathered array, long before it is read)
+            first = min((pos[x] for x in succs.get(c.done, ())), default=len(order))
+            if first - 1 > d:
+                order.insert(first - 1, order.pop(d))
+                pos = {n: k for k, n in enumerate(order)}
+                s, d = pos[c.start], pos[c.done]
             floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
             ceiling = min(pos[x] for x in succs.get(c.start, [c.done]))
             k, acc = d - 1, 0.0

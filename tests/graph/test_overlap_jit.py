@@ -54,3 +54,22 @@ def test_just_in_time_keeps_every_edge_on_random_dags():
         assert sorted(drawn) == list(range(n))
         pos = {v: k for k, v in enumerate(drawn)}
         assert all(pos[u] < pos[v] for u, v in edges)
+
+
+def test_all_gather_done_early_moves_to_its_first_reader():
+    # XLA's order gathers up front: 1 start, 2 done, then 3..6 compute (1 s each),
+    # 7 the gathered array's reader; its array was live over all four.
+    edges = [(0, 1), (1, 2), (2, 7), (3, 4), (4, 5), (5, 6), (6, 7)]
+    seconds = [0, 0, 0, 1, 1, 1, 1, 1]
+    colls = [_coll(1, 2, "all-gather", 1.5)]
+    xla = (0, 1, 2, 3, 4, 5, 6, 7)
+    drawn = overlap.just_in_time(xla, seconds, colls, edges)
+    pos = {n: k for k, n in enumerate(drawn)}
+    assert all(pos[u] < pos[v] for u, v in edges)
+    assert pos[2] + 1 == pos[7]                      # done right before its reader
+    assert drawn[pos[1] + 1:pos[2]] == (5, 6)        # 2 s of compute hide its 1.5 s
+    assert overlap.exposure(drawn, seconds, colls).exposed_s == 0.0
+    # a done already right before its reader stays
+    free = [(0, 1), (1, 2), (2, 7), (3, 4), (4, 5), (5, 6)]
+    assert overlap.just_in_time((0, 1, 2, 7, 3, 4, 5, 6), seconds, colls,
+                                free)[:4] == (0, 1, 2, 7)
