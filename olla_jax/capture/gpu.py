@@ -39,21 +39,22 @@ INSTALL_HINT = "pip install 'olla_jax[gpu]'"
 # Options every compile-only GPU compile gets unless the caller overrides them.
 DEVICELESS_OPTIONS: dict[str, Any] = {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"}
 LOCAL = "local"  # target name: compile for the GPUs attached to this machine
-# Opt-in options that keep XLA:GPU's compile of a big unrolled step near linear in
-# its size (``plan(..., compiler_options=with_fast_capture(...))``; benchmarks/scale.py
-# --fast_capture).  Seen with XLA's pass timings (TF_CPP_VMODULE=hlo_pass_pipeline=1)
-# on the synthetic transformer of benchmarks/scale.py: priority fusion, weighing
-# Triton tilings for the fusions that triton-softmax-rewriter made (layer norms,
-# softmaxes), and multi-output fusion take time that grows faster than the step
-# (priority fusion 7.9 -> 23 s, multi-output fusion 0.4 -> 4.9 s from 20 to 40
-# blocks); without those two passes priority fusion took 8.1 -> 16.5 s from 40 to
-# 80 blocks.  They CHANGE THE PROGRAM that is planned: normalizations become plain
-# XLA reduction fusions instead of Triton ones, and no sibling or producer-consumer
-# fusion shares a kernel's inputs, so there are more kernels and buffers (80 blocks:
-# 10438 entry instructions instead of 10003; XLA's temp 91.1 MiB instead of 108.7).
-# The other two act after buffer assignment (LLVM and ptxas optimization), so they
-# leave the schedule and buffers as they are, but the executable's code is slower:
-# a capture for planning, not for deployment.
+# Opt-in options that make XLA:GPU's compile of a big unrolled step cheaper
+# (``plan(..., compiler_options=with_fast_capture(...))``; benchmarks/scale.py
+# --fast_capture).  XLA's pass timings (benchmarks/scale_compile.py, results in
+# benchmarks/results/scale_compile.md) put the time in priority fusion, which
+# weighs Triton tilings for the fusions triton-softmax-rewriter made (layer norms,
+# softmaxes; perf shows SymbolicTileAnalysis under PriorityFusionQueue::CanFuseTriton),
+# and in multi-output fusion, both growing faster than the step (perf on a
+# 720-block compile also caught layout assignment's per-dot constraints, which
+# cannot be turned off, taking minutes).  The first two
+# CHANGE THE PROGRAM that is planned: normalizations become plain XLA reduction
+# fusions instead of Triton ones, and no sibling or producer-consumer fusion shares
+# a kernel's inputs, so kernels and buffers differ (a 40-block step: 5238 entry
+# instructions instead of 5023, XLA's temp 46.1 MiB instead of 54.8).  The other
+# two act after buffer assignment (LLVM and ptxas optimization): the schedule and
+# buffers stay as they are (tests/capture/test_fast_capture.py), but the code is
+# slower: a capture for planning, not an executable to deploy.
 FAST_CAPTURE_OPTIONS: dict[str, Any] = {
     "xla_disable_hlo_passes": "multi_output_fusion,triton-softmax-rewriter",
     "xla_gpu_disable_gpuasm_optimizations": True,
