@@ -51,14 +51,16 @@ LOCAL = "local"  # target name: compile for the GPUs attached to this machine
 # CHANGE THE PROGRAM that is planned: normalizations become plain XLA reduction
 # fusions instead of Triton ones, and no sibling or producer-consumer fusion shares
 # a kernel's inputs, so kernels and buffers differ (a 40-block step: 5238 entry
-# instructions instead of 5023, XLA's temp 46.1 MiB instead of 54.8).  The other
-# two act after buffer assignment (LLVM and ptxas optimization): the schedule and
-# buffers stay as they are (tests/capture/test_fast_capture.py), but the code is
-# slower: a capture for planning, not an executable to deploy.
+# instructions instead of 5023, XLA's temp 46.1 MiB instead of 54.8).  The others
+# act after buffer assignment (LLVM and ptxas optimization; command buffers, whose
+# conversion of the thunk sequence perf caught taking over 10 minutes on a 720-block
+# step): the schedule and buffers stay as they are (tests/capture/test_fast_capture.py),
+# but the code is slower: a capture for planning, not an executable to deploy.
 FAST_CAPTURE_OPTIONS: dict[str, Any] = {
     "xla_disable_hlo_passes": "multi_output_fusion,triton-softmax-rewriter",
     "xla_gpu_disable_gpuasm_optimizations": True,
     "xla_llvm_disable_expensive_passes": True,
+    "xla_gpu_enable_command_buffer": "",
 }
 
 
