@@ -22,6 +22,12 @@ whose fusion does not blow up, or ``--compiler_options='{"xla_disable_hlo_passes
     python -m benchmarks.scale --backend=gpu:h100 --mlp_batch=512 \
         --mlp_depths=200,400 --transformer_depths=80,160 --time_limit_s=10 \
         --out=benchmarks/results/scale_large
+
+XLA:GPU's own compile of these steps grows faster than the step (fusion passes:
+``benchmarks/scale_compile.py``); ``--fast_capture`` adds
+``olla_jax.capture.gpu.FAST_CAPTURE_OPTIONS`` (it changes the program planned:
+see there).  ``benchmarks/scale_from_dumps.py`` stores a capture from XLA's
+dumps of a compile that is still in its code generation.
 """
 
 from __future__ import annotations
