@@ -22,6 +22,12 @@ whose fusion does not blow up, or ``--compiler_options='{"xla_disable_hlo_passes
     python -m benchmarks.scale --backend=gpu:h100 --mlp_batch=512 \
         --mlp_depths=200,400 --transformer_depths=80,160 --time_limit_s=10 \
         --out=benchmarks/results/scale_large
+
+XLA:GPU's own compile of these steps grows faster than the step (fusion passes:
+``benchmarks/scale_compile.py``); ``--fast_capture`` adds
+``olla_jax.capture.gpu.FAST_CAPTURE_OPTIONS`` (it changes the program planned:
+see there).  ``benchmarks/scale_from_dumps.py`` stores a capture from XLA's
+dumps of a compile that is still in its code generation.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ def parse_args(argv=None):
                    help="JSON object of extra XLA options for plan(compiler_options=...), on top "
                         "of xla_backend_optimization_level, e.g. "
                         "'{\"xla_disable_hlo_passes\": \"fusion\"}'")
+    p.add_argument("--fast_capture", action="store_true",
+                   help="GPU targets: add olla_jax.capture.gpu.FAST_CAPTURE_OPTIONS (XLA's compile "
+                        "of big steps near linear in their size; it changes the program: see there)")
     p.add_argument("--capture_dir", default="",
                    help="keep each program's captures (XLA's dumps, plain data) here and reuse them "
                         "on a rerun: the row then reports the compile seconds of the run that "
@@ -77,7 +86,14 @@ def parse_args(argv=None):
     p.add_argument("--append", action="store_true", help="keep the rows of <out>.json not rerun")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.fast_capture:   # expanded here: workers get the options themselves
+        if not args.backend.startswith("gpu"):
+            p.error("--fast_capture is for GPU targets (--backend=gpu:h100)")
+        from olla_jax.capture import gpu
+        args.compiler_options = json.dumps(gpu.with_fast_capture(
+            json.loads(args.compiler_options) if args.compiler_options else {}), sort_keys=True)
+    return args
 
 
 # ---------------------------------------------------------------------------

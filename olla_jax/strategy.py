@@ -234,7 +234,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         search = clock
     starts = [tuple(s) for s in warm_starts] or [graph.xla_order]
     with_regions = graph.order_problem()
-    live_of = Evaluator(with_regions).cost
+    evaluator = Evaluator(with_regions)
+    live_of = evaluator.cost
     orders = {s: "xla" for s in starts}
     cost = _Cost(now, clock.seconds)
     placed: dict[tuple[int, ...], Candidate] = {}
@@ -244,9 +245,12 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # this graph, which the later stages leave time for.
     from olla_jax.solve import list_schedule
     listed = tuple(list_schedule.best_list_schedule(   # the engines run on time.monotonic
-        with_regions, deadline=time.monotonic() + search.until(LIST_SHARE)).order)
+        with_regions, evaluator=evaluator,
+        deadline=time.monotonic() + search.until(LIST_SHARE)).order)
     orders.setdefault(listed, "list")
-    cost.predict(graph.placement_problem(listed)[0])
+    # Kept: the list order is placed below, and its problem costs about a best-fit to build.
+    listed_problem = graph.placement_problem(listed)
+    cost.predict(listed_problem[0])
     kept = PLACEMENTS_KEPT * cost.one_best_fit
     logging.info("best-fit estimate: model %.2f s, one sort order %.2f s; %.1f s kept for it",
                  cost.model, cost.sort_order, kept)
@@ -304,7 +308,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             logging.info("time limit: %d candidate orders not placed by best-fit",
                          len(ranked) - ranked.index((order, source)))
             break
-        pp, owners = graph.placement_problem(order)
+        pp, owners = listed_problem if order == listed else graph.placement_problem(order)
         placement = cost.best_fit(pp, until)
         logging.info("placement under the %s order: %d bytes (live bytes %d)", source,
                      placement.arena_size, live[order])

@@ -39,6 +39,41 @@ INSTALL_HINT = "pip install 'olla_jax[gpu]'"
 # Options every compile-only GPU compile gets unless the caller overrides them.
 DEVICELESS_OPTIONS: dict[str, Any] = {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"}
 LOCAL = "local"  # target name: compile for the GPUs attached to this machine
+# Opt-in options that make XLA:GPU's compile of a big unrolled step cheaper
+# (``plan(..., compiler_options=with_fast_capture(...))``; benchmarks/scale.py
+# --fast_capture).  XLA's pass timings (benchmarks/scale_compile.py, results in
+# benchmarks/results/scale_compile.md) put the time in priority fusion, which
+# weighs Triton tilings for the fusions triton-softmax-rewriter made (layer norms,
+# softmaxes; perf shows SymbolicTileAnalysis under PriorityFusionQueue::CanFuseTriton),
+# and in multi-output fusion, both growing faster than the step (perf on a
+# 720-block compile also caught layout assignment's per-dot constraints, which
+# cannot be turned off, taking minutes).  The first two
+# CHANGE THE PROGRAM that is planned: normalizations become plain XLA reduction
+# fusions instead of Triton ones, and no sibling or producer-consumer fusion shares
+# a kernel's inputs, so kernels and buffers differ (a 40-block step: 5238 entry
+# instructions instead of 5023, XLA's temp 46.1 MiB instead of 54.8).  The others
+# act after buffer assignment (LLVM and ptxas optimization; command buffers, whose
+# conversion of the thunk sequence perf caught taking over 10 minutes on a 720-block
+# step): the schedule and buffers stay as they are (tests/capture/test_fast_capture.py),
+# but the code is slower: a capture for planning, not an executable to deploy.
+FAST_CAPTURE_OPTIONS: dict[str, Any] = {
+    "xla_disable_hlo_passes": "multi_output_fusion,triton-softmax-rewriter",
+    "xla_gpu_disable_gpuasm_optimizations": True,
+    "xla_llvm_disable_expensive_passes": True,
+    "xla_gpu_enable_command_buffer": "",
+}
+
+
+def with_fast_capture(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` plus ``FAST_CAPTURE_OPTIONS``: passes the caller already
+    disables are kept (the lists are joined); the caller's other values win."""
+    merged = dict(FAST_CAPTURE_OPTIONS)
+    given = dict(options or {})
+    disabled = [p for p in str(given.pop("xla_disable_hlo_passes", "") or "").split(",") if p]
+    ours = FAST_CAPTURE_OPTIONS["xla_disable_hlo_passes"].split(",")
+    merged["xla_disable_hlo_passes"] = ",".join(sorted(set(ours) | set(disabled)))
+    merged.update(given)
+    return merged
 
 
 class GpuCaptureError(_CaptureErrorBase):
