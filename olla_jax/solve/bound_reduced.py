@@ -150,3 +150,22 @@ def reduced_cpsat_bound(problem: OrderProblem, min_size: int, *, time_limit_s: f
     value = max(0, res.bound)
     return ReducedBound(value, res.objective, min_size, red.problem.num_nodes,
                         len(red.problem.items), res.optimal, time.monotonic() - t0)
+
+
+def min_size_for(problem: OrderProblem, max_nodes: int) -> int:
+    """The least item size whose reduced problem keeps at most ``max_nodes``
+    nodes (the biggest items first; ties kept together)."""
+    if max_nodes < 1:
+        raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
+    by_size: dict[int, set[int]] = {}
+    for it in problem.items:
+        if it.region == ARENA and it.size > 0:
+            by_size.setdefault(it.size, set()).update(it.defs, it.touches)
+    nodes: set[int] = set()
+    chosen = max(by_size, default=0) + 1
+    for size in sorted(by_size, reverse=True):
+        nodes |= by_size[size]
+        if len(nodes) > max_nodes:
+            break
+        chosen = size
+    return chosen
