@@ -16,7 +16,7 @@ long search, long live = its order's live bytes (placement problem's peak:
 no placement of that order does better); bound = the plan's; bound+ = the best
 proven here (the long solve's min-cut, the reduced CP-SAT bounds).  plan's
 part = (planned - long) / planned: memory a longer search found, so the plan
-left it; unresolved = (long - bound+) / planned: the bound's or a search's that
+left it; bound's part = (bound+ - bound) / planned; unresolved = (long - bound+) / planned: the bound's or a search's that
 neither run could settle; of the long plan's own part, placement = (long -
 max(long live, bound+)) / planned.
 """
@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--reduced_s", type=float, default=45.0)
     p.add_argument("--reduced_nodes", type=int, default=150)
     p.add_argument("--out", default="benchmarks/results/gap_evidence_cpu")
+    p.add_argument("--render", default=None, help="rewrite <out>.md from a finished run's <out>.json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -102,22 +103,29 @@ def worker(args) -> None:
 
 
 def verdict(r: dict) -> dict:
-    """The parts of the gap (fractions of planned) and which side it is on."""
+    """The parts of the gap (fractions of planned) and which side it is on:
+    plan's (a longer search found that much less), bound's (a bound proven
+    here rose that much), unresolved (the long plan above the best bound) and,
+    of that, the long plan's placement loss."""
     planned, long, bound = r["planned"], r["long"], r["bound_plus"]
     plan_part = max(0, planned - long) / planned
+    bound_part = max(0, bound - r["bound"]) / planned
     unresolved = max(0, long - bound) / planned
     placement = max(0, long - max(r["long_live"], bound)) / planned
     if (planned - r["bound"]) <= CLOSE * planned:
         is_ = "none (within 2%)"
     elif unresolved <= CLOSE:
-        is_ = "plan's: the long search closes it" if plan_part > CLOSE else "bound's: bound+ closes it"
+        is_ = ("plan's: the long search closes it" if plan_part >= bound_part
+               else "bound's: the bound proven here closes it")
     elif plan_part > CLOSE and plan_part >= unresolved:
         is_ = "mostly the plan's"
     elif placement >= unresolved - placement:
-        is_ = "plan's placement (the long order is near bound+)"
+        is_ = "plan's placement: the long order's live bytes are near bound+"
     else:
-        is_ = "unresolved: the long search's order stays above bound+ (bound likely loose)"
-    return dict(plan_part=plan_part, unresolved=unresolved, placement=placement, is_=is_)
+        ratio = r["long_s"] / r["limit_s"]
+        is_ = f"unresolved: a {ratio:g}x longer search stays {100 * unresolved:.1f}% above bound+"
+    return dict(plan_part=plan_part, bound_part=bound_part, unresolved=unresolved,
+                placement=placement, is_=is_)
 
 
 def render(rows: list, info: dict, command: str) -> str:
@@ -141,11 +149,11 @@ def render(rows: list, info: dict, command: str) -> str:
                      mib(r["long"]), f"{r['long_solve_s']:.0f}", mib(r["long_live"]),
                      mib(r["bound"]), mib(r["long_bound"]), red, mib(r["bound_plus"]),
                      f"{100 * (r['planned'] - r['bound']) / r['planned']:.2f}",
-                     f"{100 * v['plan_part']:.2f} / {100 * v['unresolved']:.2f} / "
-                     f"{100 * v['placement']:.2f}", v["is_"]])
+                     f"{100 * v['plan_part']:.2f} / {100 * v['bound_part']:.2f} / "
+                     f"{100 * v['unresolved']:.2f} / {100 * v['placement']:.2f}", v["is_"]])
     lines += common.table(["model", "instr", "planned", "solve s", "long", "long s", "long live",
                            "bound", "long bound", "reduced CP-SAT bounds", "bound+", "gap %",
-                           "plan's / unresolved / long placement %", "gap is"],
+                           "plan's / bound's / unresolved / long placement %", "gap is"],
                           body, right=set(range(1, 9)) | {10, 11})
     return "\n".join(lines) + "\n"
 
@@ -155,6 +163,12 @@ def main(argv=None) -> None:
     common.gpu_environment("cpu")
     if args.worker:
         worker(args)
+        return
+    if args.render:   # same rows, same command; the table as this code draws it
+        import json
+        data = json.load(open(args.render))
+        with open(args.render[:-len(".json")] + ".md", "w") as f:
+            f.write(render(data["rows"], data["machine"], data["command"]))
         return
     print(f"$ {common.command_line()}", flush=True)
     flags = [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}", f"--long_s={args.long_s}",
