@@ -110,7 +110,9 @@ def run_one(name: str, args) -> dict:
         # Repeats capped so that timing takes about a minute, whatever the step's cost.
         import jax
         import jax.numpy as jnp
-        fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), step.args)  # donation eats args
+        # donation eats args; static ones (plain Python values) stay as they are
+        fresh = jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
+                             step.args)
         t1 = time.perf_counter()
         jax.block_until_ready(p.xla_compiled(*fresh))
         one = time.perf_counter() - t1
