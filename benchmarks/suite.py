@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--plans_dir", default=None, help="where each plan is saved (default <out>_plans)")
+    p.add_argument("--evidence", default=None,
+                   help="a benchmarks.gap_evidence <out>.json: its long searches and stronger "
+                        "bounds say, per model it ran, whether the gap is the plan's or the bound's")
     return p.parse_args(argv)
 
 
@@ -107,7 +110,9 @@ def run_one(name: str, args) -> dict:
         # Repeats capped so that timing takes about a minute, whatever the step's cost.
         import jax
         import jax.numpy as jnp
-        fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), step.args)  # donation eats args
+        # donation eats args; static ones (plain Python values) stay as they are
+        fresh = jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
+                             step.args)
         t1 = time.perf_counter()
         jax.block_until_ready(p.xla_compiled(*fresh))
         one = time.perf_counter() - t1
@@ -158,6 +163,25 @@ def gap_split(r: dict) -> dict | None:
     return {"placement": placement, "order": order, "kept_xla": kept_xla, "is": verdict}
 
 
+def load_evidence(path: str | None) -> dict[str, dict]:
+    """Rows of a benchmarks.gap_evidence run, by model (none without a path)."""
+    if not path:
+        return {}
+    with open(path) as f:
+        return {r["model"]: r for r in json.load(f)["rows"] if "error" not in r}
+
+
+def evidence_columns(r: dict, evidence: dict[str, dict]) -> list[str]:
+    """Long-search arena, best proven bound and the verdict of gap_evidence for
+    this row's model (its own run: compare its planned with this row's)."""
+    from benchmarks import gap_evidence
+    e = evidence.get(r["model"])
+    if e is None:
+        return ["-", "-", "-"]
+    return [common.mib(e["long"]), common.mib(max(e["bound_plus"], r["bound"] or 0)),
+            f"{gap_evidence.verdict(e)['is_']} (its {e['limit_s']:g} s plan: {common.mib(e['planned'])})"]
+
+
 def summarise(rows: list[dict], backend: str) -> dict:
     ok = [r for r in rows if "error" not in r]
     ours = "achieved" if backend == "cpu" else "planned"
@@ -188,6 +212,8 @@ def markdown(rows: list[dict], summary: dict, args, meta: dict) -> str:
              "load average (1/5/15 min) at start, end": f"{meta['load_start']}; {meta.get('load_end', '-')} "
              "(a load near or above the core count means other jobs shared the machine: solve "
              "quality under a wall-clock limit and step times are then affected)"}
+    if meta.get("rendered"):
+        extra["gap evidence added by"] = f"`{meta['rendered']}`"
     for i, rerun in enumerate(meta.get("reruns", []), 1):
         extra[f"rerun {i} merged"] = (f"`{rerun.split(' (', 1)[0]}` ({rerun.split(' (', 1)[1]} "
                                       "(its first attempt failed in this benchmark script, since fixed)")
@@ -223,6 +249,7 @@ def markdown(rows: list[dict], summary: dict, args, meta: dict) -> str:
             "; ".join(r["notes"])[:300] or "-"])
     lines += common.table(cols, body, right=set(range(2, 16)))
     gap_body = []
+    evidence = load_evidence(getattr(args, "evidence", None))
     for r in rows:
         g = gap_split(r)
         if g is None:
@@ -233,6 +260,8 @@ def markdown(rows: list[dict], summary: dict, args, meta: dict) -> str:
                          f"{100 * r['gap']:.2f}", f"{100 * g['placement']:.2f}",
                          f"{100 * g['order']:.2f}",
                          g["is"] + (" (XLA's plan kept)" if g["kept_xla"] else "")])
+        if evidence:
+            gap_body[-1] += evidence_columns(r, evidence)
     if gap_body:
         lines += ["", "## Where the gap is", "",
                   "arena = our plan's arena (planned is XLA's where ours lost); order peak = the "
@@ -243,10 +272,14 @@ def markdown(rows: list[dict], summary: dict, args, meta: dict) -> str:
                   "max(order peak, bound). placement % = (arena - floor) / planned: the plan's loss "
                   "to placement; order-bound % = (min(floor, planned) - bound) / planned: the order "
                   "search's or the bound's (a proof of the best order would tell which). gap is: "
-                  "none (gap <= 2%) or the larger part.", ""]
+                  "none (gap <= 2%) or the larger part." + (
+                      f" long arena, bound+, evidence: from `{args.evidence}` (benchmarks.gap_evidence:"
+                      " the same step planned with a much longer search, and the best bound proven"
+                      " there; its verdict)." if evidence else ""), ""]
         lines += common.table(["model", "planned", "arena", "order peak", "order live", "least live",
-                               "bound", "gap %", "placement %", "order-bound %", "gap is"],
-                              gap_body, right=set(range(1, 10)))
+                               "bound", "gap %", "placement %", "order-bound %", "gap is",
+                               *(["long arena", "bound+", "evidence"] if evidence else [])],
+                              gap_body, right=set(range(1, 10)) | ({11, 12} if evidence else set()))
     n = summary["planned_ok"]
     lines += ["", "## Summary", "",
               f"- models: {summary['models']}, planned without error: {n}, "
@@ -280,13 +313,16 @@ def write(out: str, rows: list[dict], args, meta: dict) -> str:
     return text
 
 
-def render(path: str, merge: str | None = None) -> None:
+def render(path: str, merge: str | None = None, evidence: str | None = None) -> None:
     """Rewrite ``<out>.md`` from ``<out>.json`` (same run, same figures); with ``merge``,
     rows of another run (same settings) replace this run's rows of the same models."""
     data = json.load(open(path))
     args = argparse.Namespace(**data["settings"])
-    meta = {k: data[k] for k in ("command", "machine", "date", "load_start", "load_end", "reruns")
-            if k in data}
+    meta = {k: data[k] for k in ("command", "machine", "date", "load_start", "load_end", "reruns",
+                                 "rendered") if k in data}
+    if evidence:
+        args.evidence = evidence
+        meta["rendered"] = common.command_line()
     rows = data["rows"]
     if merge:
         other = json.load(open(merge))
@@ -307,7 +343,7 @@ def main(argv=None) -> None:
         worker(args)
         return
     if args.render:
-        render(args.render, args.merge)
+        render(args.render, args.merge, args.evidence)
         return
     print(f"$ {common.command_line()}", flush=True)
     import examples

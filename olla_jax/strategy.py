@@ -280,7 +280,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         floor = None if cost.sweep and MIN_CUT_NODE_S * len(graph.nodes) > \
             ORDER_FLOOR_SHARE * share else bounds.min_cut_bound(
                 problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts).value
-        result = order_lib.solve_order(problem, warm_starts=starts,
+        result = order_lib.solve_order(problem, warm_starts=[*starts, listed],
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
                                        progress=order_progress)

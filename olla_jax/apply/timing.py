@@ -22,7 +22,9 @@ class TimeRatio:
 
 def _fresh(args: Sequence[Any]) -> Sequence[Any]:
     """Device copies of the arguments, ready: donation consumes its inputs."""
-    copied = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tuple(args))
+    # static arguments (plain Python values) stay as they are: an array would not match the plan
+    copied = jax.tree_util.tree_map(
+        lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, tuple(args))
     return jax.block_until_ready(copied)
 
 
