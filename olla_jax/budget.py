@@ -746,6 +746,47 @@ def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
     return found.value, graph.nodes[found.node] if found.value else ""
 
 
+def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
+                    time_limit_s: float = 10.0) -> int:
+    """A lower bound of the temp of any plan that recomputes only values of
+    ``cands`` (each as often as it likes), under any order: the order lower
+    bounds (``solve.bounds``, simple and min-cut over ``graph.bound_problems``)
+    of the graph where each candidate's unit is live only at the steps of the
+    nodes that write or read it (some copy of it is live there), not between.
+    That is a relaxation of every such plan: every other value lives at least
+    as long with recomputation (an operand is kept for a copy, never freed
+    early), so a budget below this is out of reach without recomputing other
+    values (a loop's results, say)."""
+    from olla_jax.solve import bounds
+    drop = {graph.unit_of_value[c.value] for c in cands}
+    relaxed = dataclasses.replace(graph, units=tuple(
+        dataclasses.replace(u, size=0) if u.id in drop else u for u in graph.units))
+    at_nodes = []                    # (size, nodes where some copy is live)
+    for u in drop:
+        unit = graph.units[u]
+        nodes = set()
+        for v in unit.values:
+            nodes |= {graph.values[v].def_node, *graph.values[v].touches}
+        at_nodes.append((unit.size, nodes))
+    t0 = time.monotonic()
+    best = 0
+    # as ``graph.bound_problems``: one problem per threshold c, counting in the
+    # arena only units larger than c (a smaller one may sit in an output region)
+    for c in sorted({0, *graph.order_problem().region_sizes}):
+        problem = relaxed.threshold_problem(c, for_bound=True)
+        extra = list(problem.node_extra)
+        for size, nodes in at_nodes:
+            if size > c:
+                for n in nodes:
+                    extra[n] += size
+        problem = dataclasses.replace(problem, node_extra=tuple(extra))
+        best = max(best, bounds.simple_bound(problem).value)
+        left = time_limit_s - (time.monotonic() - t0)
+        if left > 0.1:
+            best = max(best, bounds.min_cut_bound(problem, time_limit_s=left, floor=best).value)
+    return int(best)
+
+
 # --- the budget entry point -------------------------------------------------
 
 def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
