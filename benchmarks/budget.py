@@ -127,7 +127,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
               "XLA's best temp. working set: no plan running the same kernels needs less temp "
               "(the largest operands + results of one instruction, less all output space). "
               "floor: no plan recomputing only the values that qualify needs less temp, under any "
-              "order (budget.recompute_floor: order lower bounds with those values dropped). "
+              "order (budget.recompute_floor: order lower bounds with each such value live only at "
+              "the steps that write or read it). "
               "extra FLOPs % of the step (counted from the HLO, olla_jax.flops). time = step time ours/XLA.", ""]
     cols = ["model", "engine", "fraction", "XLA best", "order+placement", "ours", "ours/XLA best",
             "working set", "floor", "floor/XLA best", "recomputed", "extra FLOPs %", "time", "verified", "met", "notes"]
