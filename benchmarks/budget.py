@@ -63,6 +63,10 @@ def run_one(name: str, args) -> list[dict]:
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
     fixed = base.argument_bytes + base.output_bytes - base.alias_bytes
     floor, where = budget.working_set_bound(base.graph) if base.graph else (None, "")
+    # no plan recomputing only the candidates goes below this, under any order
+    remat_floor = (budget.recompute_floor(base.graph, budget.candidates(base.graph, base.capture),
+                                          time_limit_s=args.time_limit_s / 2)
+                   if base.graph else None)
     total_flops = budget._step_flops(base.capture)
     rows = []
     for engine, fraction in [(e, float(f)) for e in args.engines.split(",")
@@ -71,6 +75,7 @@ def run_one(name: str, args) -> list[dict]:
         row = {"model": name, "engine": engine, "fraction": fraction,
                "xla_best": base.xla_best_temp_bytes,
                "order_placement": base.runs_temp_bytes, "working_set": floor,
+               "recompute_floor": remat_floor,
                "working_set_at": where, "step_flops": total_flops}
         t0 = time.perf_counter()
         if fraction > 0 and base.runs_temp_bytes <= target_temp:
@@ -121,20 +126,27 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
               "(fraction 0: the least recomputation reaches). ours/XLA best: temp reached over "
               "XLA's best temp. working set: no plan running the same kernels needs less temp "
               "(the largest operands + results of one instruction, less all output space). "
+              "floor: no plan recomputing only the values that qualify needs less temp, under any "
+              "order (budget.recompute_floor: order lower bounds with each such value live only at "
+              "the steps that write or read it). "
               "extra FLOPs % of the step (counted from the HLO, olla_jax.flops). time = step time ours/XLA.", ""]
     cols = ["model", "engine", "fraction", "XLA best", "order+placement", "ours", "ours/XLA best",
-            "working set", "recomputed", "extra FLOPs %", "time", "verified", "met", "notes"]
+            "working set", "floor", "floor/XLA best", "recomputed", "extra FLOPs %", "time", "verified", "met", "notes"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["model"], *["-"] * 12, "ERROR: " + r["error"][:200]])
+            body.append([r["model"], *["-"] * 14, "ERROR: " + r["error"][:200]])
             continue
         share = (f"{100 * r['extra_flops'] / r['step_flops']:.1f}" if r["step_flops"] else "-")
         body.append([r["model"], r.get("engine", "-"), f"{r['fraction']:g}",
                      common.mib(r["xla_best"]),
                      common.mib(r["order_placement"]), common.mib(r["temp"]),
                      f"{r['temp'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
-                     common.mib(r["working_set"]), r["recomputed"], share,
+                     common.mib(r["working_set"]),
+                     common.mib(r["recompute_floor"]) if r.get("recompute_floor") is not None else "-",
+                     f"{r['recompute_floor'] / r['xla_best']:.3f}"
+                     if r.get("recompute_floor") is not None and r["xla_best"] else "-",
+                     r["recomputed"], share,
                      f"{r['time_ratio']:.3f}" if r.get("time_ratio") else "-",
                      "yes" if r["verified"] else "no",
                      "-" if r["fraction"] == 0 else ("yes" if r["met"] else "no"),

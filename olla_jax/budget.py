@@ -80,6 +80,9 @@ class RecomputePlan:
     # Live-bytes peak of what its placement puts in the arena: the least
     # arena an exact placement keeping the same values out of it can reach.
     arena_live: int = 0
+    # (start, end, top byte) of each piece of memory in the arena, on the
+    # doubled time axis of ``_State``: where the arena's top is reached.
+    arena_blocks: tuple[tuple[int, int, int], ...] = ()
 
 
 # --- what may be recomputed -------------------------------------------------
@@ -212,10 +215,12 @@ def _step(graph: ScheduleGraph, order: Sequence[int]) -> list[int]:
 
 
 def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
-           target_temp: int, *, time_limit_s: float = 30.0) -> RecomputePlan | None:
+           target_temp: int, *, time_limit_s: float = 30.0,
+           base: sp.Placement | None = None) -> RecomputePlan | None:
     """Greedy picks at the live-bytes peak until best-fit's arena is at most
     ``target_temp``; the least-memory plan found when it never is (None when
-    nothing could be picked)."""
+    nothing could be picked).  ``base``: best-fit's placement of ``order``
+    without recomputation (computed when None)."""
     from olla_jax.solve import place as place_lib
     t0 = time.monotonic()
     pp, owners = graph.placement_problem(order)
@@ -226,7 +231,8 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     intervals = [[iv.size, 2 * iv.start + 1, 2 * iv.end + 1] for iv in pp.intervals]
     interval_of_unit = {u: i for i, u in enumerate(owners) if u not in gapped}
     state = _State(pp, owners, intervals, interval_of_unit)
-    base = place_lib.best_fit(state.problem())
+    if base is None:
+        base = place_lib.best_fit(state.problem())
     step = _step(graph, order)
     horizon = 2 * len(graph.flat) + 2
     spans = graph.unit_spans(order)
@@ -346,7 +352,8 @@ def _new_state(graph: ScheduleGraph, order: Sequence[int]) -> _State:
 def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
                  target_temp: int, *, time_limit_s: float = 30.0, engine: str = "cpsat",
                  warm: RecomputePlan | None = None,
-                 tried: list[RecomputePlan] | None = None) -> RecomputePlan | None:
+                 tried: list[RecomputePlan] | None = None,
+                 base: sp.Placement | None = None, fit_s: float = 0.0) -> RecomputePlan | None:
     """Recomputations chosen by a model on the fixed ``order``
     (``olla_jax.solve.recompute``): the least extra roofline cost whose live
     bytes fit ``target_temp``, else the least peak; warm-started from ``warm``
@@ -354,7 +361,11 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     (idle output space takes some values, fragmentation adds some), so the
     model's budget is corrected by what placement reached and solved again
     while time is left.  None when nothing is picked; every plan solved is
-    appended to ``tried`` when given."""
+    appended to ``tried`` when given; ``base``: best-fit's placement of
+    ``order`` without recomputation (computed when None); ``fit_s``: what
+    one best-fit takes (a plan's placement, past a solve's limit, takes two:
+    the first solve is given ``time_limit_s`` less one, the next less what
+    placing the first took)."""
     from olla_jax.solve import place as place_lib
     from olla_jax.solve import recompute as model
     t0 = time.monotonic()
@@ -395,7 +406,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         return None
     # Only what best-fit puts in the arena counts (idle output space takes the
     # rest): the live bytes of those are the model's proxy for the arena.
-    placed = place_lib.best_fit(state0.problem())
+    placed = base if base is not None else place_lib.best_fit(state0.problem())
     sizes = tuple(iv[0] if region == sp.ARENA else 0
                   for iv, region in zip(state0.intervals, placed.region))
     starts = tuple(iv[1] for iv in state0.intervals)
@@ -411,31 +422,59 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     # live bytes the arena does not hold (idle output space takes them), or
     # fragmentation it adds (negative): the model's budget is offset by it
     model_budget = target_temp + peak0 - base
-    best = None
-    for _ in range(4):
-        left = time_limit_s - (time.monotonic() - t0)
+    best, placing, caps = None, fit_s, {}
+    for _ in range(6):
+        left = time_limit_s - (time.monotonic() - t0) - placing
         if left <= 0.2:
             break
-        problem = dataclasses.replace(problem0, budget=max(0, model_budget))
+        problem = dataclasses.replace(problem0, budget=max(0, model_budget), caps=tuple(caps.items()))
         sol = model.solve(problem, engine=engine, time_limit_s=left, hint=hint)
         if not any(k >= 0 for k in sol.picks):
             break
+        mark = time.monotonic()
         plan = plan_of(graph, order, [(c, ks[pick]) for (c, ks), pick in zip(keys, sol.picks)
                                       if pick >= 0], base=placed)
+        placing = time.monotonic() - mark
         plan = dataclasses.replace(plan, how=f"model ({engine}"
                                    + (", optimal)" if sol.optimal else ")"))
         if tried is not None:
             tried.append(plan)
-        logging.info("recomputation model: budget %d, live-bytes peak %d (met %s, optimal %s), "
-                     "placed %d, target %d", problem.budget, sol.peak, sol.met, sol.optimal,
+        logging.info("recomputation model: budget %d, %d step caps, live-bytes peak %d (met %s, "
+                     "optimal %s) in %.1f s, placed %d, target %d", problem.budget,
+                     len(problem.caps), sol.peak, sol.met, sol.optimal, sol.seconds,
                      plan.temp_bytes, target_temp)
         if best is None or _better(plan, best, target_temp):
             best = plan
         if plan.temp_bytes <= target_temp or not sol.met:
             break
-        model_budget -= plan.temp_bytes - target_temp   # placement lost this much: ask for less
+        # placement lost this much over the live bytes the model reached: ask
+        # for that much less than what it reached (not than what it was asked,
+        # or a plan already below the new budget comes back unchanged), and,
+        # at each step where the arena's top is over the target, that step's
+        # excess less than the live bytes there (the top is often not at the
+        # live-bytes peak: fragmentation)
+        model_budget = min(model_budget, sol.peak) - (plan.temp_bytes - target_temp)
+        caps = _over_target_caps(problem, sol.picks, plan, target_temp, caps)
         hint = list(sol.picks)
     return best
+
+
+def _over_target_caps(problem, picks, plan: RecomputePlan, target_temp: int,
+                      caps: dict[int, int]) -> dict[int, int]:
+    """``caps`` (step -> live bytes) lowered, at each step where ``plan``'s
+    arena reaches above ``target_temp``, to the live bytes ``picks`` leave
+    there less that excess."""
+    from olla_jax.solve import recompute as model
+    live = model.profile(problem, picks)
+    excess = np.zeros(len(live) + 1, dtype=np.int64)
+    for start, end, top in plan.arena_blocks:
+        if top > target_temp and start < len(live):
+            seg = excess[start:min(end, len(live) - 1) + 1]
+            np.maximum(seg, top - target_temp, out=seg)
+    out = dict(caps)
+    for t in np.flatnonzero(excess[:len(live)]).tolist():
+        out[t] = min(out.get(t, live[t]), int(live[t] - excess[t]))
+    return out
 
 
 def plan_of(graph: ScheduleGraph, order: Sequence[int],
@@ -575,10 +614,12 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
             size=graph.values[c.value].size))
     problem = state.problem()
     events = defaultdict(int)
-    for iv, region in zip(problem.intervals, placement.region):
+    blocks = []
+    for iv, region, offset in zip(problem.intervals, placement.region, placement.offset):
         if region == sp.ARENA:
             events[iv.start] += iv.size
             events[iv.end + 1] -= iv.size
+            blocks.append((iv.start, iv.end, offset + iv.size))
     arena_live = max(np.cumsum([events[t] for t in sorted(events)]), default=0)
     places = dict(layout.places)
     for (c, _), r in zip(state.picks, recomputes):
@@ -590,7 +631,7 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
                          picked=tuple(graph.nodes[c.producer] for c, _ in state.picks),
                          splits=tuple((c.value, k) for c, k in state.picks),
                          extra_cost_s=sum(c.cost_s for c, _ in state.picks),
-                         arena_live=int(arena_live))
+                         arena_live=int(arena_live), arena_blocks=tuple(blocks))
 
 
 # --- the whole search, within a time limit ----------------------------------
@@ -600,9 +641,9 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
 # the exact placement of the best plan; the last tenth is left for what runs
 # past its share (a best-fit after the model, a solver's stop).
 _SINK_END = 0.1
-_GREEDY_END = 0.5
-_MODEL_END = 0.75
-_PLACE_END = 0.9
+_GREEDY_END = 0.35      # the greedy is the warm start: the model does better with the time
+_MODEL_END = 0.85
+_PLACE_END = 0.93
 
 
 def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
@@ -629,7 +670,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     from olla_jax.solve import place as place_lib
     problem0 = _new_state(graph, order).problem()
     mark = clock()
-    place_lib.best_fit(problem0)
+    base0 = place_lib.best_fit(problem0)    # the order's placement, shared by the searches
     one_fit = clock() - mark     # what placing a plan costs past a search's own limit
     orders = [tuple(order)]
     if left(_SINK_END) > 0.05:
@@ -644,7 +685,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             / (len(orders) - i)
         if share <= 0.05 and i > 0:
             break       # (on the order given the greedy makes one pick at least)
-        found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share))
+        found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share),
+                       base=base0 if i == 0 else None)
         if found is not None:
             pool.append(found)
             logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
@@ -652,8 +694,10 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         if found is not None and (best is None or _better(found, best, target_temp)):
             best, best_order = found, o
     if engine != "greedy" and left(_MODEL_END) - one_fit > 0.2:
+        # (its plans are placed past its solves' limit: two best-fits, ``_place``)
         got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
-                           time_limit_s=left(_MODEL_END) - one_fit, tried=pool)
+                           time_limit_s=left(_MODEL_END) - one_fit, tried=pool,
+                           base=base0 if best_order == orders[0] else None, fit_s=one_fit)
         if got is not None:
             logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
                          clock() - t0)
@@ -700,6 +744,47 @@ def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
     from olla_jax.graph import resident
     found = resident.resident_bound(graph, across=False)
     return found.value, graph.nodes[found.node] if found.value else ""
+
+
+def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
+                    time_limit_s: float = 10.0) -> int:
+    """A lower bound of the temp of any plan that recomputes only values of
+    ``cands`` (each as often as it likes), under any order: the order lower
+    bounds (``solve.bounds``, simple and min-cut over ``graph.bound_problems``)
+    of the graph where each candidate's unit is live only at the steps of the
+    nodes that write or read it (some copy of it is live there), not between.
+    That is a relaxation of every such plan: every other value lives at least
+    as long with recomputation (an operand is kept for a copy, never freed
+    early), so a budget below this is out of reach without recomputing other
+    values (a loop's results, say)."""
+    from olla_jax.solve import bounds
+    drop = {graph.unit_of_value[c.value] for c in cands}
+    relaxed = dataclasses.replace(graph, units=tuple(
+        dataclasses.replace(u, size=0) if u.id in drop else u for u in graph.units))
+    at_nodes = []                    # (size, nodes where some copy is live)
+    for u in drop:
+        unit = graph.units[u]
+        nodes = set()
+        for v in unit.values:
+            nodes |= {graph.values[v].def_node, *graph.values[v].touches}
+        at_nodes.append((unit.size, nodes))
+    t0 = time.monotonic()
+    best = 0
+    # as ``graph.bound_problems``: one problem per threshold c, counting in the
+    # arena only units larger than c (a smaller one may sit in an output region)
+    for c in sorted({0, *graph.order_problem().region_sizes}):
+        problem = relaxed.threshold_problem(c, for_bound=True)
+        extra = list(problem.node_extra)
+        for size, nodes in at_nodes:
+            if size > c:
+                for n in nodes:
+                    extra[n] += size
+        problem = dataclasses.replace(problem, node_extra=tuple(extra))
+        best = max(best, bounds.simple_bound(problem).value)
+        left = time_limit_s - (time.monotonic() - t0)
+        if left > 0.1:
+            best = max(best, bounds.min_cut_bound(problem, time_limit_s=left, floor=best).value)
+    return int(best)
 
 
 # --- the budget entry point -------------------------------------------------

@@ -103,3 +103,24 @@ def test_search_stays_within_its_time_limit(vit_base):
     if found is not None:
         assert found.temp_bytes <= plan.runs_temp_bytes
         assert found.layout.allocation_sizes[graph.temp_allocation] == found.temp_bytes
+
+
+# budget.recompute_floor: no plan that recomputes only the candidates goes
+# below it (a budget under it is out of reach); a relaxation of the order bound.
+
+def test_recompute_floor_is_below_every_plan_found(vit_base):
+    _, plan, graph, cands = vit_base
+    floor = budget.recompute_floor(graph, cands, time_limit_s=1)
+    assert 0 < floor <= plan.planned_temp_bytes
+    # as little as the search reaches (target 1 byte), from the plan's order and sink moves
+    least = budget.search(graph, plan.layout.order, cands, 1, time_limit_s=2)
+    assert least is not None and floor <= least.temp_bytes
+
+
+def test_recompute_floor_drops_with_more_candidates(vit_base):
+    _, plan, graph, cands = vit_base
+    # (limits the bounds finish well within: a bound cut short could be weaker)
+    none = budget.recompute_floor(graph, [], time_limit_s=30)
+    some = budget.recompute_floor(graph, cands[: len(cands) // 2], time_limit_s=30)
+    every = budget.recompute_floor(graph, cands, time_limit_s=30)
+    assert every <= some <= none <= plan.planned_temp_bytes

@@ -21,6 +21,9 @@ higher one, and ties go to the lower peak).  Engines: CP-SAT (``cpsat``,
 deterministic: one worker and a deterministic time limit, as long as
 the wall-clock limit does not stop it first) and python-mip with
 HiGHS (``mip``); both take a warm start (``hint``, e.g. the greedy's picks).
+``caps`` bound the live bytes at single steps as well (a plan meets the budget
+only when it holds them too): a caller feeds back where its placement of the
+live bytes ran over.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class RecomputeProblem:
     ends: tuple[int, ...]                    # inclusive
     choices: tuple[Choice, ...]
     budget: int
+    # (step, bytes): live bytes at that step at most this, besides the budget
+    # (a caller's per-step correction, e.g. where placement fragments most)
+    caps: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
         n = len(self.sizes)
@@ -72,6 +78,9 @@ class RecomputeProblem:
                 for i, e in o.extend:
                     if not 0 <= i < n or i == c.interval:
                         raise ValueError(f"option extends interval {i}: not an operand")
+        for t, _ in self.caps:
+            if t < 0:
+                raise ValueError(f"cap at step {t}: steps are >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +88,7 @@ class RecomputeSolution:
     picks: tuple[int, ...]                   # per choice: option index, or -1
     peak: int
     cost: int
-    met: bool                                # peak <= budget
+    met: bool                                # peak <= budget, and every cap held
     optimal: bool                            # proven lexicographically optimal
     engine: str
     seconds: float
@@ -148,6 +157,14 @@ def evaluate(problem: RecomputeProblem, picks: Sequence[int]) -> tuple[int, int]
     return (int(prof.max()) if len(prof) else 0), cost
 
 
+def fits(problem: RecomputeProblem, picks: Sequence[int]) -> bool:
+    """Whether ``picks`` meet the budget and every cap."""
+    prof = profile(problem, picks)
+    if len(prof) and prof.max() > problem.budget:
+        return False
+    return all(t >= len(prof) or prof[t] <= b for t, b in problem.caps)
+
+
 def _rows(problem: RecomputeProblem):
     """Steps that need a memory row, with what is fixed there and which
     (choice, option) terms and operand extensions touch it."""
@@ -202,33 +219,38 @@ def solve(problem: RecomputeProblem, *, engine: str = "cpsat", time_limit_s: flo
             hint = None
     base, steps, removable, addable = _rows(problem)
     lower = int(max((base[t] - removable[t] for t in steps), default=0))
+    if problem.caps:
+        # a cap below what every plan keeps at its step is raised to that
+        least = lambda t: int(base[t] - removable[t]) if t < len(base) else 0  # noqa: E731
+        problem = dataclasses.replace(problem, caps=tuple((t, max(b, least(t)))
+                                                          for t, b in problem.caps))
     if not problem.choices:
         peak, _ = evaluate(problem, none)
-        return RecomputeSolution(none, peak, 0, peak <= problem.budget, True, engine, 0.0)
+        return RecomputeSolution(none, peak, 0, fits(problem, none), True, engine, 0.0)
     run = _solve_cpsat if engine == "cpsat" else _solve_mip
     # Stage 1: is the budget reachable at all?  (least peak, bounded below by ``lower``)
     start_peak, _ = evaluate(problem, none)
-    if start_peak <= problem.budget:
+    if fits(problem, none):
         return RecomputeSolution(none, start_peak, 0, True, True, engine, time.monotonic() - t0)
     remaining = lambda: max(0.1, time_limit_s - (time.monotonic() - t0))  # noqa: E731
     best = hint if hint is not None else none
     best_peak, best_cost = evaluate(problem, best)
     if lower <= problem.budget:
         got = run(problem, base, steps, addable, lower=lower, cap=problem.budget, objective="cost",
-                  hint=best, time_limit_s=remaining() / 2)
+                  hint=best, time_limit_s=remaining() / 2, caps=problem.caps)
         if got is not None:
             picks, optimal = got
             peak, cost = evaluate(problem, picks)
             # then the least peak at that cost
             got2 = run(problem, base, steps, addable, lower=lower, cap=peak, objective="peak", cost_cap=cost,
-                       hint=picks, time_limit_s=remaining())
+                       hint=picks, time_limit_s=remaining(), caps=problem.caps)
             if got2 is not None:
                 p2, c2 = evaluate(problem, got2[0])
-                if p2 <= peak and c2 <= cost:
+                if p2 <= peak and c2 <= cost and fits(problem, got2[0]):
                     picks, peak, cost, optimal = got2[0], p2, c2, optimal and got2[1]
             return RecomputeSolution(tuple(picks), peak, cost, True, optimal, engine,
                                      time.monotonic() - t0)
-        if best_peak <= problem.budget:
+        if fits(problem, best):
             return RecomputeSolution(tuple(best), best_peak, best_cost, True, False, engine,
                                      time.monotonic() - t0)
     # Budget not reachable (or not found in time): least peak, then least cost.
@@ -245,7 +267,7 @@ def solve(problem: RecomputeProblem, *, engine: str = "cpsat", time_limit_s: flo
         p, c = evaluate(problem, got[0])
         if p <= best_peak and c <= best_cost:
             best, best_peak, best_cost, optimal = got[0], p, c, optimal and got[1]
-    return RecomputeSolution(tuple(best), best_peak, best_cost, best_peak <= problem.budget,
+    return RecomputeSolution(tuple(best), best_peak, best_cost, fits(problem, best),
                              optimal, engine, time.monotonic() - t0)
 
 
@@ -254,17 +276,29 @@ def _terms(problem: RecomputeProblem, steps, addable, prune: int, base):
     Rows that cannot exceed ``prune`` whatever is picked are left out (``prune``:
     the cap when it is a constraint, a lower bound of every plan's peak when the
     peak is minimised)."""
+    opts = [(o.gap[0], o.gap[1], problem.sizes[c.interval], k, j)
+            for k, c in enumerate(problem.choices) for j, o in enumerate(c.options)]
+    lo = np.array([o[0] for o in opts], dtype=np.int64)
+    hi = np.array([o[1] for o in opts], dtype=np.int64)
     rows = []
     for t in steps:
         if base[t] + addable[t] <= prune:
             continue
-        removed = []
-        for k, c in enumerate(problem.choices):
-            for j, o in enumerate(c.options):
-                if o.gap[0] <= t <= o.gap[1]:
-                    removed.append((problem.sizes[c.interval], k, j))
-        rows.append((t, int(base[t]), removed))
+        rows.append((t, int(base[t]), [opts[i][2:] for i in np.flatnonzero((lo <= t) & (t <= hi))]))
     return rows
+
+
+def _kept_terms(problem: RecomputeProblem, levels, row_steps) -> dict[int, list[tuple[int, int, int]]]:
+    """Per row step: [(size, interval, level)] of the operands an extension may
+    keep live there (the first level whose end is at or after the step)."""
+    out: dict[int, list[tuple[int, int, int]]] = {}
+    ordered = sorted(row_steps)
+    for i, ends in levels.items():
+        lo = bisect.bisect_right(ordered, problem.ends[i])
+        hi = bisect.bisect_right(ordered, ends[-1])
+        for t in ordered[lo:hi]:
+            out.setdefault(t, []).append((problem.sizes[i], i, bisect.bisect_left(ends, t)))
+    return out
 
 
 def _extensions(problem: RecomputeProblem):
@@ -286,8 +320,18 @@ def _levels(problem: RecomputeProblem):
     return {i: sorted({e for _, _, e in opts}) for i, opts in _extensions(problem).items()}
 
 
+def _cap_rows(problem: RecomputeProblem, caps, addable, base):
+    """(row, bytes) of the caps that some plan could break."""
+    least = {}
+    for t, b in caps:
+        if t < len(base):
+            least[t] = min(b, least.get(t, b))
+    rows = _terms(problem, sorted(least), addable, -1, base)
+    return [(r, least[r[0]]) for r in rows if base[r[0]] + addable[r[0]] > least[r[0]]]
+
+
 def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
-                 cost_cap=None):
+                 cost_cap=None, caps=()):
     from ortools.sat.python import cp_model
     m = cp_model.CpModel()
     x = [[m.NewBoolVar(f"x{k}_{j}") for j in range(len(c.options))]
@@ -307,13 +351,21 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
     peak = m.NewIntVar(0, int(max(base.max() + addable.max(), 0)), "peak")
     m.Add(peak <= cap)
     prune = cap if objective == "cost" else lower
-    for t, fixed, removed in _terms(problem, steps, addable, prune, base):
-        expr = fixed - sum(size * x[k][j] for size, k, j in removed)
-        for i, ends in levels.items():
-            if problem.ends[i] < t <= ends[-1]:
-                expr += problem.sizes[i] * kept[i][bisect.bisect_left(ends, t)]
-        m.Add(expr <= peak)
-    cost = sum(c.cost * sum(x[k]) for k, c in enumerate(problem.choices))
+    rows = _terms(problem, steps, addable, prune, base)
+    capped = _cap_rows(problem, caps, addable, base)
+    held = _kept_terms(problem, levels, [t for t, _, _ in rows] + [r[0] for r, _ in capped])
+
+    def live(t, fixed, removed):
+        terms = [x[k][j] for _, k, j in removed] + [kept[i][lv] for _, i, lv in held.get(t, ())]
+        coefs = [-size for size, _, _ in removed] + [size for size, _, _ in held.get(t, ())]
+        return cp_model.LinearExpr.WeightedSum(terms, coefs) + fixed
+    for row in rows:
+        m.Add(live(*row) <= peak)
+    for row, b in capped:
+        m.Add(live(*row) <= b)
+    cost = cp_model.LinearExpr.WeightedSum(
+        [v for row in x for v in row],
+        [c.cost for c in problem.choices for _ in c.options])
     if cost_cap is not None:
         m.Add(cost <= cost_cap)
     m.Minimize(cost if objective == "cost" else peak)
@@ -333,7 +385,7 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
 
 
 def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
-               cost_cap=None):
+               cost_cap=None, caps=()):
     import mip
     # HiGHS: CBC's library clashes with OR-tools' in one process (ilp_order runs it in a child)
     m = mip.Model(sense=mip.MINIMIZE, solver_name=mip.HIGHS)
@@ -354,12 +406,17 @@ def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, ti
             m += kept[i][levels[i].index(e)] >= x[k][j]
     peak = m.add_var(lb=0, ub=float(cap))
     prune = cap if objective == "cost" else lower
-    for t, fixed, removed in _terms(problem, steps, addable, prune, base):
-        expr = fixed - mip.xsum(size * x[k][j] for size, k, j in removed)
-        for i, ends in levels.items():
-            if problem.ends[i] < t <= ends[-1]:
-                expr = expr + problem.sizes[i] * kept[i][bisect.bisect_left(ends, t)]
-        m += expr <= peak
+    rows = _terms(problem, steps, addable, prune, base)
+    capped = _cap_rows(problem, caps, addable, base)
+    held = _kept_terms(problem, levels, [t for t, _, _ in rows] + [r[0] for r, _ in capped])
+
+    def live(t, fixed, removed):
+        return (fixed - mip.xsum(size * x[k][j] for size, k, j in removed)
+                + mip.xsum(size * kept[i][lv] for size, i, lv in held.get(t, ())))
+    for row in rows:
+        m += live(*row) <= peak
+    for row, b in capped:
+        m += live(*row) <= b
     cost = mip.xsum(c.cost * x[k][j] for k, c in enumerate(problem.choices)
                     for j in range(len(c.options)))
     if cost_cap is not None:
