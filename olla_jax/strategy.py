@@ -578,21 +578,29 @@ def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders
     reduce-scatter's start up to its gradient can free memory: more overlap is
     not always dearer); place each moved one best-fit, and keep the least temp
     among those within the allowance (the least exposed when none is).  Each
-    re-timing gets an equal share of the time to ``deadline``."""
+    re-timing gets an equal share of the time to ``deadline``, but the first
+    order of ``orders`` (XLA's, from the plan) drawn in and re-timed to the
+    allowance goes first with all of it: on a large step that one try alone
+    may take most of the limit, and equal shares left every try unfinished."""
     from olla_jax.solve import place as place_lib
+    from olla_jax.solve.evaluate import Evaluator
     problem = graph.order_problem()
+    score = Evaluator(problem).cost   # problem.order_cost, vectorised: retime scores every move
     targets = (allowance_s, 0.0) if allowance_s > 0 else (allowance_s,)
     # Each order as it is, then drawn in to just-in-time collectives (overlap.just_in_time:
     # all-gathers started late, reduce-scatters right after their gradients),
     # each re-timed to the allowance, then to none.
     tries = [(name, given, jit, a) for name, given in orders.items() for jit in (False, True)
              for a in targets]
+    if tries:
+        lead = next(k for k, t in enumerate(tries) if t[2] or k == len(tries) - 1)
+        tries.insert(0, tries.pop(lead))   # the first order, drawn in, to the allowance
     found, seen = [], set()
     fit_s = 0.0   # the longest placement so far
     for k, (name, given, jit, allowed) in enumerate(tries):
         if found and deadline is not None and time.monotonic() > deadline:
             break
-        share = None if deadline is None else (
+        share = None if deadline is None else deadline if k == 0 else (
             time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
         order = tuple(getattr(given, "order", given))
         if jit:
@@ -601,7 +609,7 @@ def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders
                 continue
             order = drawn
         retimed = overlap.retime(order, step.node_seconds, step.collectives, problem.edges, allowed,
-                         lambda o: overlap.order_problem_cost(problem, o), deadline=share)
+                         score, deadline=share)
         if retimed.order in seen:
             continue
         seen.add(retimed.order)
