@@ -37,6 +37,7 @@ EXACT_PLACEMENT_SHARE = 0.7    # of the time left: exact placement of the first 
 FINISH_RESERVE = 0.03          # of the limit: kept for turning the placement into a layout
 LOSING_EXACT_SHARE = 0.05      # of the limit: the least an exact placement gets before XLA's plan wins
 PLACEMENTS_KEPT = 1.5          # best-fits' time kept after the search (the searched order's)
+FIRST_FIT_SHARE = 0.2          # hide_collectives: of the time left, kept for its first try's placement
 BEST_FIT_US = 3.0              # best-fit's cost estimate before it is measured (see _Cost.predict)
 PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes is worth repairing
 # The exact engine's set-up (block model, region pass, search state) in block
@@ -580,8 +581,9 @@ def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders
     among those within the allowance (the least exposed when none is).  Each
     re-timing gets an equal share of the time to ``deadline``, but the first
     order of ``orders`` (XLA's, from the plan) drawn in and re-timed to the
-    allowance goes first with all of it: on a large step that one try alone
-    may take most of the limit, and equal shares left every try unfinished."""
+    allowance goes first with all of it (less FIRST_FIT_SHARE for its
+    placement): on a large step that one try alone may take most of the
+    limit, and equal shares left every try unfinished."""
     from olla_jax.solve import place as place_lib
     from olla_jax.solve.evaluate import Evaluator
     problem = graph.order_problem()
@@ -600,7 +602,8 @@ def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders
     for k, (name, given, jit, allowed) in enumerate(tries):
         if found and deadline is not None and time.monotonic() > deadline:
             break
-        share = None if deadline is None else deadline if k == 0 else (
+        share = None if deadline is None else (
+            deadline - FIRST_FIT_SHARE * (deadline - time.monotonic())) if k == 0 else (
             time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
         order = tuple(getattr(given, "order", given))
         if jit:

@@ -46,7 +46,9 @@ def test_xla_order_drawn_in_is_retimed_first_with_the_whole_limit(monkeypatch):
     deadline = time.monotonic() + 30
     hidden = strategy.hide_collectives(graph, step, orders, step.allowance("hidden"),
                                        deadline=deadline)
-    assert calls[0] == (drawn, deadline)   # first, and given all the time to the deadline
+    # first, and given all the time to the deadline but its placement's share
+    assert calls[0][0] == drawn
+    assert calls[0][1] >= deadline - strategy.FIRST_FIT_SHARE * 30
     assert len(calls) > 1 and all(d < deadline for _, d in calls[1:])   # the rest: shares
     assert hidden.met
 
@@ -60,7 +62,7 @@ def test_when_the_first_try_takes_the_limit_its_plan_is_kept(monkeypatch):
 
     def slow(order, *args, deadline=None, **kw):
         out = retime(order, *args, deadline=None, **kw)
-        clock[0] = 11.0   # this re-timing ran past the whole limit (10 s)
+        clock[0] = 11.0   # this re-timing ran past the whole limit (10 s) and its placement
         return out
 
     monkeypatch.setattr(overlap, "retime", slow)
