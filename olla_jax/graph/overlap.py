@@ -219,7 +219,7 @@ def exposure(order: Sequence[int], node_seconds: Sequence[float],
     return _simulate(order, node_seconds, colls)[0]
 
 
-_TABLES: list = []   # [(colls, size, tables)] of the last collectives simulated
+_TABLES: list = []   # [(colls, len(node_seconds), tables)] of the last tuple of collectives
 SNAPSHOT_EVERY = 128  # retime: the simulation's state kept every so many steps
 
 
@@ -236,7 +236,8 @@ def _tables(node_seconds: Sequence[float], colls: Sequence[Collective]):
         start_of[c.start] = k
         done_of[c.done] = k
     tables = (start_of, done_of, [c.seconds for c in colls], sum(c.seconds for c in colls))
-    _TABLES[:] = [(colls, len(node_seconds), tables)]
+    if isinstance(colls, tuple):   # kept only when they cannot change in place
+        _TABLES[:] = [(colls, len(node_seconds), tables)]
     return tables
 
 
