@@ -329,11 +329,16 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
     first come first served: see ``exposure``).  Every move keeps ``edges``."""
     order = list(order)
     preds, succs = _neighbours(edges)
+    pos = {n: k for k, n in enumerate(order)}   # kept up to date: each move shifts a span
+
+    def repos(lo: int, hi: int) -> None:
+        for k in range(lo, hi + 1):
+            pos[order[k]] = k
+
     for c in sorted(colls, key=lambda c: order.index(c.done)):
         if c.seconds <= 0 or (c.kind not in LATE_START and c.kind not in EARLY_PAIR):
             continue
         need = slack * c.seconds
-        pos = {n: k for k, n in enumerate(order)}
         s, d = pos[c.start], pos[c.done]
         if c.kind in LATE_START:
             # the done first goes right before its first reader (XLA may have
@@ -341,7 +346,7 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
             first = min((pos[x] for x in succs.get(c.done, ())), default=len(order))
             if first - 1 > d:
                 order.insert(first - 1, order.pop(d))
-                pos = {n: k for k, n in enumerate(order)}
+                repos(d, first - 1)
                 s, d = pos[c.start], pos[c.done]
             floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
             ceiling = min(pos[x] for x in succs.get(c.start, [c.done]))
@@ -353,11 +358,12 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
             if at > s + 1:
                 order.insert(at, c.start)
                 del order[s]
+                repos(s, at - 1)
             continue
         floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
         if floor + 1 < s:
             order.insert(floor + 1, order.pop(s))
-        pos = {n: k for k, n in enumerate(order)}
+            repos(floor + 1, s)
         s, d = pos[c.start], pos[c.done]
         ceiling = min([pos[x] for x in succs.get(c.done, ()) if x != c.done] or [len(order)])
         k, acc = s + 1, 0.0
@@ -368,6 +374,7 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
         k = max(k, floor_done + 1)
         if k < d:
             order.insert(k, order.pop(d))
+            repos(k, d)
     return tuple(order)
 
 
