@@ -165,6 +165,7 @@ def regathered(p, args) -> dict:
     from olla_jax.capture import gpu
     from olla_jax.graph import collectives, layout as layout_lib, overlap, regather
     from olla_jax.solve import place as place_lib
+    from olla_jax.solve.evaluate import Evaluator
     if p.graph is None:
         return {"regather_error": "the hidden plan has no graph"}
     t0 = time.monotonic()
@@ -182,7 +183,7 @@ def regathered(p, args) -> dict:
         edges = order_problem.edges
         drawn = overlap.just_in_time(order, model.node_seconds, model.collectives, edges)
         retimed = overlap.retime(drawn, model.node_seconds, model.collectives, edges, allowance,
-                                 lambda o: overlap.order_problem_cost(order_problem, o),
+                                 Evaluator(order_problem).cost,
                                  deadline=time.monotonic() + 120)
         if retimed.exposure.exposed_s <= allowance + overlap.EPS:
             order, source = retimed.order, "xla, drawn in and re-timed here (outside the plan)"

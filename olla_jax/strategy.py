@@ -37,6 +37,7 @@ EXACT_PLACEMENT_SHARE = 0.7    # of the time left: exact placement of the first 
 FINISH_RESERVE = 0.03          # of the limit: kept for turning the placement into a layout
 LOSING_EXACT_SHARE = 0.05      # of the limit: the least an exact placement gets before XLA's plan wins
 PLACEMENTS_KEPT = 1.5          # best-fits' time kept after the search (the searched order's)
+FIRST_FIT_SHARE = 0.2          # hide_collectives: of the time left, kept for its first try's placement
 BEST_FIT_US = 3.0              # best-fit's cost estimate before it is measured (see _Cost.predict)
 PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes is worth repairing
 # The exact engine's set-up (block model, region pass, search state) in block
@@ -582,21 +583,31 @@ def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders
     reduce-scatter's start up to its gradient can free memory: more overlap is
     not always dearer); place each moved one best-fit, and keep the least temp
     among those within the allowance (the least exposed when none is).  Each
-    re-timing gets an equal share of the time to ``deadline``."""
+    re-timing gets an equal share of the time to ``deadline``, but the first
+    order of ``orders`` (XLA's, from the plan) drawn in and re-timed to the
+    allowance goes first with all of it (less FIRST_FIT_SHARE for its
+    placement): on a large step that one try alone may take most of the
+    limit, and equal shares left every try unfinished."""
     from olla_jax.solve import place as place_lib
+    from olla_jax.solve.evaluate import Evaluator
     problem = graph.order_problem()
+    score = Evaluator(problem).cost   # problem.order_cost, vectorised: retime scores every move
     targets = (allowance_s, 0.0) if allowance_s > 0 else (allowance_s,)
     # Each order as it is, then drawn in to just-in-time collectives (overlap.just_in_time:
     # all-gathers started late, reduce-scatters right after their gradients),
     # each re-timed to the allowance, then to none.
     tries = [(name, given, jit, a) for name, given in orders.items() for jit in (False, True)
              for a in targets]
+    if tries:
+        lead = next(k for k, t in enumerate(tries) if t[2] or k == len(tries) - 1)
+        tries.insert(0, tries.pop(lead))   # the first order, drawn in, to the allowance
     found, seen = [], set()
     fit_s = 0.0   # the longest placement so far
     for k, (name, given, jit, allowed) in enumerate(tries):
         if found and deadline is not None and time.monotonic() > deadline:
             break
         share = None if deadline is None else (
+            deadline - FIRST_FIT_SHARE * (deadline - time.monotonic())) if k == 0 else (
             time.monotonic() + (deadline - time.monotonic()) / (len(tries) - k))
         order = tuple(getattr(given, "order", given))
         if jit:
@@ -605,7 +616,7 @@ def hide_collectives(graph: model.ScheduleGraph, step: overlap.StepModel, orders
                 continue
             order = drawn
         retimed = overlap.retime(order, step.node_seconds, step.collectives, problem.edges, allowed,
-                         lambda o: overlap.order_problem_cost(problem, o), deadline=share)
+                         score, deadline=share)
         if retimed.order in seen:
             continue
         seen.add(retimed.order)

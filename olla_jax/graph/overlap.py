@@ -216,34 +216,66 @@ class Exposure:
 def exposure(order: Sequence[int], node_seconds: Sequence[float],
              colls: Sequence[Collective]) -> Exposure:
     """Simulate ``order`` under the module doc's model."""
-    # per node: -1, or the collective it starts (k) / is the done of (-2 - k);
-    # lists, not dicts: this runs for every candidate move of ``retime``
+    return _simulate(order, node_seconds, colls)[0]
+
+
+_TABLES: list = []   # [(colls, len(node_seconds), tables)] of the last tuple of collectives
+SNAPSHOT_EVERY = 128  # retime: the simulation's state kept every so many steps
+
+
+def _tables(node_seconds: Sequence[float], colls: Sequence[Collective]):
+    """Per node -1 or the collective it starts / is the done of, and each
+    collective's seconds (lists, not dicts: this runs for every candidate move
+    of ``retime``); the last collectives' kept."""
+    if _TABLES and _TABLES[0][0] is colls and _TABLES[0][1] == len(node_seconds):
+        return _TABLES[0][2]
     size = max(len(node_seconds), 1 + max((max(c.start, c.done) for c in colls), default=-1))
     start_of = [-1] * size
     done_of = [-1] * size
     for k, c in enumerate(colls):
         start_of[c.start] = k
         done_of[c.done] = k
-    seconds = [c.seconds for c in colls]
-    finish = [0.0] * len(colls)
-    waited = [0.0] * len(colls)
-    clock = link = compute = 0.0
-    for node in order:
-        k = start_of[node]
-        if k >= 0:
-            link = (clock if clock > link else link) + seconds[k]
-            finish[k] = link
-        k = done_of[node]
-        if k >= 0:
-            if finish[k] > clock:
-                waited[k] = finish[k] - clock
-                clock = finish[k]
-            continue
-        t = node_seconds[node]
-        clock += t
-        compute += t
+    tables = (start_of, done_of, [c.seconds for c in colls], sum(c.seconds for c in colls))
+    if isinstance(colls, tuple):   # kept only when they cannot change in place
+        _TABLES[:] = [(colls, len(node_seconds), tables)]
+    return tables
+
+
+def _simulate(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[Collective],
+              lo: int = 0, state=None, every: int = 0):
+    """``exposure`` of ``order``, its steps from ``lo`` on simulated from
+    ``state`` (clock, link, compute, finish, waited: the state before step
+    ``lo``, as ``every`` > 0 keeps it at each multiple of ``every``); (Exposure,
+    the states kept from ``lo`` on)."""
+    start_of, done_of, seconds, comm = _tables(node_seconds, colls)
+    if state is None:
+        clock = link = compute = 0.0
+        finish = [0.0] * len(colls)
+        waited = [0.0] * len(colls)
+    else:
+        clock, link, compute = state[0], state[1], state[2]
+        finish, waited = list(state[3]), list(state[4])
+    kept = []
+    step = every or max(len(order) - lo, 1)
+    for chunk in range(lo, len(order), step):   # lo: a multiple of every
+        if every:
+            kept.append((clock, link, compute, finish[:], waited[:]))
+        for node in order[chunk:chunk + step]:
+            k = start_of[node]
+            if k >= 0:
+                link = (clock if clock > link else link) + seconds[k]
+                finish[k] = link
+            k = done_of[node]
+            if k >= 0:
+                if finish[k] > clock:
+                    waited[k] = finish[k] - clock
+                    clock = finish[k]
+                continue
+            t = node_seconds[node]
+            clock += t
+            compute += t
     return Exposure(exposed_s=sum(waited), per_collective=tuple(waited), compute_s=compute,
-                    comm_s=sum(c.seconds for c in colls))
+                    comm_s=comm), kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,11 +329,16 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
     first come first served: see ``exposure``).  Every move keeps ``edges``."""
     order = list(order)
     preds, succs = _neighbours(edges)
+    pos = {n: k for k, n in enumerate(order)}   # kept up to date: each move shifts a span
+
+    def repos(lo: int, hi: int) -> None:
+        for k in range(lo, hi + 1):
+            pos[order[k]] = k
+
     for c in sorted(colls, key=lambda c: order.index(c.done)):
         if c.seconds <= 0 or (c.kind not in LATE_START and c.kind not in EARLY_PAIR):
             continue
         need = slack * c.seconds
-        pos = {n: k for k, n in enumerate(order)}
         s, d = pos[c.start], pos[c.done]
         if c.kind in LATE_START:
             # the done first goes right before its first reader (XLA may have
@@ -309,7 +346,7 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
             first = min((pos[x] for x in succs.get(c.done, ())), default=len(order))
             if first - 1 > d:
                 order.insert(first - 1, order.pop(d))
-                pos = {n: k for k, n in enumerate(order)}
+                repos(d, first - 1)
                 s, d = pos[c.start], pos[c.done]
             floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
             ceiling = min(pos[x] for x in succs.get(c.start, [c.done]))
@@ -321,11 +358,12 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
             if at > s + 1:
                 order.insert(at, c.start)
                 del order[s]
+                repos(s, at - 1)
             continue
         floor = max((pos[p] for p in preds.get(c.start, ())), default=-1)
         if floor + 1 < s:
             order.insert(floor + 1, order.pop(s))
-        pos = {n: k for k, n in enumerate(order)}
+            repos(floor + 1, s)
         s, d = pos[c.start], pos[c.done]
         ceiling = min([pos[x] for x in succs.get(c.done, ()) if x != c.done] or [len(order)])
         k, acc = s + 1, 0.0
@@ -336,6 +374,7 @@ def just_in_time(order: Sequence[int], node_seconds: Sequence[float],
         k = max(k, floor_done + 1)
         if k < d:
             order.insert(k, order.pop(d))
+            repos(k, d)
     return tuple(order)
 
 
@@ -354,7 +393,10 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
     ``memory_cost`` wins.  Every move keeps ``edges``."""
     order = list(order)
     preds, succs = _neighbours(edges)
-    current = exposure(order, node_seconds, colls)
+    every = SNAPSHOT_EVERY
+    # the simulation's state every ``every`` steps of ``order``: a candidate is
+    # simulated from the last state before the first step it changes
+    current, kept = _simulate(order, node_seconds, colls, every=every)
     memory = memory_cost(order)
     stuck: set[int] = set()
     moves = 0
@@ -363,29 +405,30 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
         # Nodes after ``node`` that do not depend on it (``deps``: what each
         # node reads from) move before it, ``need`` seconds of them; ``node``
         # and its dependents keep their order.  None when nothing moves.
+        # (with the steps it changes: o[at:k + 1])
         at = o.index(node)
         cone, ahead, acc, k = {node}, [], 0.0, at
         while k + 1 < len(o) and acc < need:
             k += 1
             n = o[k]
-            if any(p in cone for p in deps.get(n, ())):
+            if not cone.isdisjoint(deps.get(n, ())):
                 cone.add(n)
             else:
                 ahead.append(n)
                 acc += node_seconds[n]
         if not ahead:
-            return None
-        return o[:at] + ahead + [n for n in o[at:k + 1] if n in cone] + o[k + 1:]
+            return None, at, k
+        return o[:at] + ahead + [n for n in o[at:k + 1] if n in cone] + o[k + 1:], at, k
 
-    def later_done(o: list[int], c: Collective, need: float) -> list[int]:
-        # compute after the done runs inside the pair
-        moved = draw_in(o, c.done, need, preds)
-        return o if moved is None else moved
+    def later_done(o: list[int], c: Collective, need: float) -> tuple[list[int], int]:
+        # compute after the done runs inside the pair; (the order, its first changed step)
+        moved, at, _ = draw_in(o, c.done, need, preds)
+        return (o, len(o)) if moved is None else (moved, at)
 
-    def earlier_start(o: list[int], c: Collective, need: float) -> list[int]:
+    def earlier_start(o: list[int], c: Collective, need: float) -> tuple[list[int], int]:
         # the mirror image: compute before the start that it does not depend on moves after it
-        moved = draw_in(o[::-1], c.start, need, succs)
-        return o if moved is None else moved[::-1]
+        moved, _, k = draw_in(o[::-1], c.start, need, succs)
+        return (o, len(o)) if moved is None else (moved[::-1], len(o) - 1 - k)
 
     import time
     while current.exposed_s > allowance_s + EPS and moves < max_moves and (
@@ -397,18 +440,22 @@ def retime(order: Sequence[int], node_seconds: Sequence[float], colls: Sequence[
         k = min(waiting, key=lambda j: pos[colls[j].done])
         c, need = colls[k], current.per_collective[k]
         tries = []
-        late = later_done(order, c, need)
-        early = earlier_start(order, c, need)
-        for candidate in (late, early, later_done(early, c, need)):
+        late, at_late = later_done(order, c, need)
+        early, at_early = earlier_start(order, c, need)
+        both, at_both = later_done(early, c, need)
+        for candidate, at in ((late, at_late), (early, at_early),
+                              (both, min(at_early, at_both))):
             if candidate is order:
                 continue
-            e = exposure(candidate, node_seconds, colls)
+            lo = at // every
+            e, more = _simulate(candidate, node_seconds, colls, lo * every, kept[lo], every)
             if e.exposed_s < current.exposed_s - EPS:
-                tries.append((memory_cost(candidate), e.exposed_s, candidate, e))
+                tries.append((memory_cost(candidate), e.exposed_s, candidate, e,
+                              kept[:lo] + more))
         if not tries:
             stuck.add(k)
             continue
-        memory, _, order, current = min(tries, key=lambda t: (t[0], t[1]))
+        memory, _, order, current, kept = min(tries, key=lambda t: (t[0], t[1]))
         moves += 1
     return Retimed(order=tuple(order), exposure=current, memory=memory, moves=moves)
 
