@@ -337,10 +337,10 @@ def markdown(rows, args, machine, command) -> str:
         uncombined = common.mib(r["xla_best"]) if r.get("xla_scheduler") == "uncombined" else "-"
         table.append(head + [r["instructions"], r["pairs"], common.mib(r["xla"]), uncombined,
                              common.mib(r["lhs_off"]), common.mib(r.get("keep")), common.mib(r.get("free")),
-                             common.mib(r["hidden"]), common.mib(r["scanned"]),
-                             f"{r['hidden'] / r['scanned']:.2f}",
+                             common.mib(r.get("hidden")), common.mib(r["scanned"]),
+                             f"{r['hidden'] / r['scanned']:.2f}" if "hidden" in r else "-",
                              f"{us(r['exposed_xla_default'])} / {us(r['exposed_xla_best'])} / "
-                             f"{us(r['hidden_exposed'])}",
+                             f"{us(r.get('hidden_exposed'))}",
                              " / ".join(f"{r[f'{m}_solve_s']:.1f} ({r.get(f'{m}_solve_cpu_s', 0):.1f})"
                                         if f"{m}_solve_s" in r else "-"
                                         for m in ("keep", "free", "hidden")),
