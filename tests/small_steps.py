@@ -2,6 +2,7 @@
 verifies (``mlp_step``, and its memory model: ``mlp_graph``), one for sharded
 plans on two devices (``dp_step``)."""
 
+import dataclasses
 import functools
 import warnings
 
@@ -62,3 +63,26 @@ def regather_capture():
     return capture(dp_step, *dp_args(), backend="gpu:h100",
                    compiler_options={k: 0 for k in collectives.COMBINE_THRESHOLD_OPTIONS},
                    spmd=dict(num_devices=2, in_shardings=([P("x")] * 4, P("x"), P("x"))))
+
+
+@dataclasses.dataclass(frozen=True)
+class RegatherStep:
+    """regather_capture's capture, its memory graph, parsed module and overlap
+    step model (H100 cost model, 2 devices)."""
+    capture: object
+    graph: object
+    module: object
+    step: object
+
+
+@functools.lru_cache(maxsize=1)
+def regather_step() -> RegatherStep:
+    from olla_jax import dumps
+    from olla_jax.capture import gpu
+    from olla_jax.graph import collectives, model, overlap
+    cap = regather_capture()
+    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text, alignment=256)
+    module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
+    cost = overlap.device_cost(gpu._target_path("h100").read_text())
+    step = overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)
+    return RegatherStep(cap, graph, module, step)

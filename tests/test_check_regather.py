@@ -11,9 +11,9 @@ jax = pytest.importorskip("jax")
 
 from olla_jax import check, checked, dumps  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
-from olla_jax.graph import collectives, layout as layout_lib, model, overlap, regather  # noqa: E402
+from olla_jax.graph import collectives, layout as layout_lib, regather  # noqa: E402
 from olla_jax.solve import place as place_lib  # noqa: E402
-from small_steps import regather_capture  # noqa: E402
+from small_steps import regather_step  # noqa: E402
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -21,11 +21,8 @@ needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
 
 @functools.lru_cache(maxsize=1)
 def _planned():
-    cap = regather_capture()
-    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text, alignment=256)
-    module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
-    cost = overlap.device_cost(gpu._target_path("h100").read_text())
-    step = overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)
+    s = regather_step()
+    cap, graph, step = s.capture, s.graph, s.step
     rp = regather.plan(graph, graph.xla_order, step, allowance_s=1.0)
     problem, owners = rp.placement_problem(graph)
     placed = layout_lib.realize(graph, rp.order, place_lib.best_fit(problem), owners)

@@ -9,10 +9,10 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from olla_jax import dumps, strategy  # noqa: E402
+from olla_jax import strategy  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
-from olla_jax.graph import collectives, layout as layout_lib, model, overlap  # noqa: E402
-from small_steps import regather_capture  # noqa: E402
+from olla_jax.graph import layout as layout_lib, overlap  # noqa: E402
+from small_steps import regather_step  # noqa: E402
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -20,11 +20,8 @@ needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
 
 @functools.lru_cache(maxsize=1)
 def _step():
-    cap = regather_capture()
-    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text, alignment=256)
-    module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
-    cost = overlap.device_cost(gpu._target_path("h100").read_text())
-    return graph, overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)
+    s = regather_step()
+    return s.graph, s.step
 
 
 @needs_plugin

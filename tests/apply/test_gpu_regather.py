@@ -13,9 +13,9 @@ jax = pytest.importorskip("jax")
 from olla_jax import check, checked, dumps  # noqa: E402
 from olla_jax.apply import feed_back, gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
-from olla_jax.graph import collectives, layout as layout_lib, model, overlap, regather  # noqa: E402
+from olla_jax.graph import collectives, layout as layout_lib, regather  # noqa: E402
 from olla_jax.solve import place as place_lib  # noqa: E402
-from small_steps import regather_capture  # noqa: E402
+from small_steps import regather_step  # noqa: E402
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -26,11 +26,8 @@ def _forced():
     """The one asynchronous all-gather of dp_step re-gathered by hand (the
     planner does not pick it: it does not lower the peak), its copy started
     and done right before its first late reader."""
-    cap = regather_capture()
-    graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text, alignment=256)
-    module = dumps.parse_hlo_proto(cap.hlo_proto).hlo_module
-    cost = overlap.device_cost(gpu._target_path("h100").read_text())
-    step = overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)
+    s = regather_step()
+    cap, graph, module, step = s.capture, s.graph, s.module, s.step
     order = graph.xla_order
     sync = {graph.node_index[x] for x in collectives.sync_starts(module)}
     cands = regather.candidates(graph, order, step, graph.unit_spans(order), frozenset(sync))
