@@ -254,13 +254,7 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes) -> No
     _check_aliasing(moves)
     copy.thunk_info.thunk_id = 1 + max((t.thunk_info.thunk_id for t in _all_thunks(decoded.thunks)),
                                        default=0)
-    kept = []
-    for thunk in decoded.thunks:
-        same = type(thunk)()
-        same.CopyFrom(thunk)
-        kept.append(same)
-    del decoded.thunks[:]
-    decoded.thunks.extend(kept[:at] + [copy] + kept[at:])
+    _splice(decoded, [(at, copy)])
 
 
 def slot_at_or_after(names, order: tuple[str, ...], name: str) -> int | None:
@@ -347,14 +341,7 @@ def _insert_collective_copy(decoded, instructions, owner, clone, allocations, si
     done_copy.CopyFrom(done)
     done_copy.thunk_info.thunk_id = fresh + 2
     done_copy.async_done_thunk.async_execution_id = fresh + 1
-    kept = []
-    for thunk in decoded.thunks:
-        same = type(thunk)()
-        same.CopyFrom(thunk)
-        kept.append(same)
-    del decoded.thunks[:]
-    decoded.thunks.extend(kept[:at_start] + [copy] + kept[at_start:at_done] + [done_copy]
-                          + kept[at_done:])
+    _splice(decoded, [(at_start, copy), (at_done, done_copy)])
 
 
 def _all_thunks(thunks) -> Iterator[Any]:
@@ -468,3 +455,25 @@ def _nested(thunk) -> Iterator[Any]:
 def _slices(thunk) -> Iterator[tuple[str, Any]]:
     """(field path, slice) of one thunk, not of the thunks nested in it."""
     return slices(thunk, _THUNK)
+
+
+def _splice(decoded, inserts: list[tuple[int, Any]]) -> None:
+    """Put each ``(index, thunk)`` of ``inserts`` before the thunk now at
+    ``index`` of ``decoded.thunks`` (in the order given where indices tie).
+    The repeated field is rebuilt from copies: protobuf has no insert."""
+    kept = []
+    for thunk in decoded.thunks:
+        same = type(thunk)()
+        same.CopyFrom(thunk)
+        kept.append(same)
+    spliced = []
+    pending = sorted(inserts, key=lambda item: item[0])
+    k = 0
+    for i, thunk in enumerate(kept):
+        while k < len(pending) and pending[k][0] == i:
+            spliced.append(pending[k][1])
+            k += 1
+        spliced.append(thunk)
+    spliced.extend(t for _, t in pending[k:])
+    del decoded.thunks[:]
+    decoded.thunks.extend(spliced)
