@@ -18,11 +18,9 @@ Writes ``<out>.md`` and ``<out>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-import traceback
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -108,13 +106,8 @@ def run_one(name: str, args) -> list[dict]:
 
 
 def worker(args) -> None:
-    try:
-        rows = run_one(args.worker, args)
-    except Exception as err:  # noqa: BLE001 - a failing model is a row, not a crash
-        traceback.print_exc()
-        rows = [{"model": args.worker, "error": f"{type(err).__name__}: {err}"}]
-    with open(args.worker_out, "w") as f:
-        json.dump(rows, f)
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+                               lambda msg: [{"model": args.worker, "error": msg}])
 
 
 def markdown(rows: list[dict], args, meta: dict) -> str:

@@ -137,6 +137,22 @@ def run_worker(module: str, name: str, flags: list[str], error: Any,
         os.unlink(out)
 
 
+def write_worker_result(worker_out: str, run: Callable[[], Any],
+                        error_result: Callable[[str], Any]) -> None:
+    """The child side of ``run_worker``: ``run()``'s result, or
+    ``error_result(message)`` when it raised (a failing example is a row of the
+    table, not a crash), written as JSON to ``worker_out``."""
+    import json
+    import traceback
+    try:
+        result = run()
+    except Exception as err:  # noqa: BLE001 - a failing example is a row, not a crash
+        traceback.print_exc()
+        result = error_result(f"{type(err).__name__}: {err}")
+    with open(worker_out, "w") as f:
+        json.dump(result, f)
+
+
 def run_rows(module: str, specs: list[str], flags: list[str], error: Callable[[str, str], Any],
              render: Callable[[list, dict, str], str], out: str, timeout_s: float) -> list:
     """Run ``module``'s worker on each spec in turn (``run_worker``; a worker may

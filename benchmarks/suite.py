@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -126,13 +125,9 @@ def run_one(name: str, args) -> dict:
 
 
 def worker(args) -> None:
-    try:
-        row = run_one(args.worker, args)
-    except Exception as err:  # noqa: BLE001 - a failing model is a row, not a crash
-        traceback.print_exc()
-        row = {"model": args.worker, "backend": args.backend, "error": f"{type(err).__name__}: {err}"}
-    with open(args.worker_out, "w") as f:
-        json.dump(row, f)
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+                               lambda msg: {"model": args.worker, "backend": args.backend,
+                                            "error": msg})
 
 
 # ---------------------------------------------------------------------------

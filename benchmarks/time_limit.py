@@ -77,15 +77,8 @@ def run_one(name: str, args) -> dict:
 
 
 def worker(args) -> None:
-    import json
-    import traceback
-    try:
-        row = run_one(args.worker, args)
-    except Exception as err:  # noqa: BLE001 - a failing model is a row, not a crash
-        traceback.print_exc()
-        row = {"model": args.worker, "error": f"{type(err).__name__}: {err}"}
-    with open(args.worker_out, "w") as f:
-        json.dump(row, f)
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+                               lambda msg: {"model": args.worker, "error": msg})
 
 
 def _pct(x):
