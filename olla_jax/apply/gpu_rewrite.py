@@ -252,8 +252,7 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes) -> No
         raise RewriteError(f"cannot recompute {clone.producer}: no written argument of its thunk "
                            f"lies at allocation {e_alloc} +{e_offset}")
     _check_aliasing(moves)
-    copy.thunk_info.thunk_id = 1 + max((t.thunk_info.thunk_id for t in _all_thunks(decoded.thunks)),
-                                       default=0)
+    copy.thunk_info.thunk_id = _unused_thunk_id(decoded)
     _splice(decoded, [(at, copy)])
 
 
@@ -331,7 +330,7 @@ def _insert_collective_copy(decoded, instructions, owner, clone, allocations, si
         raise RewriteError(f"cannot re-gather {clone.producer}: it gathers {len(buffers)} arrays, "
                            f"{moved} of them at allocation {e_alloc} +{e_offset}; one is re-gathered")
     _check_aliasing(moves)
-    fresh = 1 + max((t.thunk_info.thunk_id for t in _all_thunks(decoded.thunks)), default=0)
+    fresh = _unused_thunk_id(decoded)
     fresh = max(fresh, 1 + max((t.async_start_thunk.async_execution_id for t in decoded.thunks
                                 if thunk_kind(t) == "async_start_thunk"), default=0))
     copy.async_start_thunk.thunks.thunks[0].thunk_info.thunk_id = fresh
@@ -455,6 +454,11 @@ def _nested(thunk) -> Iterator[Any]:
 def _slices(thunk) -> Iterator[tuple[str, Any]]:
     """(field path, slice) of one thunk, not of the thunks nested in it."""
     return slices(thunk, _THUNK)
+
+
+def _unused_thunk_id(decoded) -> int:
+    """One past the largest thunk id anywhere in the sequence (nested included)."""
+    return 1 + max((t.thunk_info.thunk_id for t in _all_thunks(decoded.thunks)), default=0)
 
 
 def _splice(decoded, inserts: list[tuple[int, Any]]) -> None:
