@@ -282,7 +282,7 @@ SOURCE, SINK = 0, 1
 
 
 def _node_minimum(problem: OrderProblem, graph: _Graph, items: _Items, n: int,
-                  flow_fn: FlowFn, before: int = 0) -> int:
+                  flow_fn: FlowFn, before: int = 0, after: int = 0) -> int:
     """min over admissible S of the modelled step cost at node ``n``.
 
     Network: source side = "in S" (already run).  Free nodes x_v get
@@ -294,10 +294,12 @@ def _node_minimum(problem: OrderProblem, graph: _Graph, items: _Items, n: int,
     infinite arcs b -> x_t (b = AND of the free touches).
     ``before``: a bitset of nodes also run before ``n``, closed under
     ancestors and disjoint from ``n`` and its descendants (the caller's case).
+    ``after``: a bitset of nodes also run after ``n``, closed under
+    descendants and disjoint from ``n``, its ancestors and ``before``.
     """
     nn = graph.num_nodes
     anc = _bits_to_mask(graph.anc[n] | before, nn)
-    desc = _bits_to_mask(graph.desc[n], nn)
+    desc = _bits_to_mask(graph.desc[n] | after, nn)
     here = np.zeros(nn, dtype=bool)
     here[n] = True
     free = ~(anc | desc | here)
@@ -549,3 +551,56 @@ def last_of_set_bound(problem: OrderProblem, sets: Sequence[Sequence[int]], *,
         if low is not None:
             best = max(best, low)
     return Bound(best, (), method, time.perf_counter() - t0, complete, flows)
+
+
+def _down_closure(graph: _Graph, node: int) -> int:
+    return graph.desc[node] | (1 << node)
+
+
+def pair_bound(problem: OrderProblem, pairs: Sequence[tuple[int, int]], *,
+               time_limit_s: float = 60.0, flow: str = "auto", floor: int = 0) -> Bound:
+    """For two unordered nodes ``a`` and ``b``, every order runs one first.
+    If ``a`` does, the step at ``a`` has ``b`` and its descendants still to
+    run and the step at ``b`` has ``a`` and its ancestors done: the order's
+    peak is at least the larger of the two per-node min-cuts so constrained.
+    The least of that over both cases is a bound for every order; it is at
+    least ``last_of_set_bound`` of ``{a, b}`` (which keeps only the second
+    term of each case); where one node is an ancestor of the other, only its
+    one case is possible.  ``value``: the max over
+    ``pairs`` done within the time (and ``floor``: pairs that cannot beat it
+    stop early); ``per_node`` is empty."""
+    t0 = time.perf_counter()
+    engine, flow_fn = _flow_engine(flow)
+    method = f"pair/{engine}"
+    if problem.num_nodes == 0:
+        return Bound(0, (), method, time.perf_counter() - t0, True)
+    graph = _graph(problem)
+    items = _items(problem)
+    best, flows, complete = max(0, floor), 0, True
+    for a, b in pairs:
+        a, b = int(a), int(b)
+        if not (0 <= a < problem.num_nodes and 0 <= b < problem.num_nodes):
+            raise ValueError(f"a pair names a node outside 0..{problem.num_nodes - 1}")
+        if a == b:
+            continue
+        low = None
+        # (first, second) is impossible when second is an ancestor of first
+        for first, second in [c for c in ((a, b), (b, a)) if not graph.anc[c[0]] >> c[1] & 1]:
+            if time.perf_counter() - t0 > time_limit_s:
+                complete = False
+                break
+            # first runs before second: the later one sees the earlier done
+            case = max(0, _node_minimum(problem, graph, items, second, flow_fn,
+                                        before=_closure(graph, [first])),
+                       _node_minimum(problem, graph, items, first, flow_fn,
+                                     after=_down_closure(graph, second)))
+            flows += 2
+            low = case if low is None else min(low, case)
+            if low <= best:
+                break           # this pair cannot raise the bound
+        if not complete:
+            break
+        if low is not None:
+            best = max(best, low)
+    return Bound(best if best > floor else 0, (), method, time.perf_counter() - t0, complete,
+                 flows)
