@@ -27,6 +27,7 @@ LIST_SHARE = 0.1               # the list schedules placed first end here (the f
 ORDER_SEARCH_SHARE = 0.45      # the order searches end here, all objectives together
 ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
 BOUND_END = 0.55               # the lower bounds end here
+BOUND_TOP_UP_SHARE = 0.05      # of the limit: the least left after the repair that goes on to the bound
 RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
@@ -345,6 +346,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                              clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit,
                              big=True)
         report("lower bound", bound=value)
+    elif best.placement.arena_size > value:
+        # The bound had a tenth of the time at its mark (less on a loaded
+        # machine: unet's fell from 83.88 to 46.50 MiB at load 10); what the
+        # repair left before the finish goes to it, starting from what it proved.
+        end = clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit
+        if end - now() >= BOUND_TOP_UP_SHARE * clock.seconds:
+            value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
+                                 floor=value)
+            report("lower bound", bound=value)
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
     report("placement", "done", best=layout.temp_bytes)
     logging.info("chosen order (%s): live bytes %d, best-fit %d, placed %d; %.1f s of %.1f",
@@ -358,7 +368,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
 
 
 def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,
-                 big: bool = False) -> int:
+                 big: bool = False, floor: int = 0) -> int:
     """The lower bound, by ``end`` (a ``now()`` time): what must be resident at
     one step whatever the order (loop bodies included) and the last output
     writer's need, the min-cut's floor and the bound where the relaxation
@@ -367,7 +377,9 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     the arena, see ScheduleGraph.bound_problems; the largest holds).  ``big``:
     a graph past the block model's size (see PAIR_US), where each min-cut
     costs seconds: none starts that MIN_CUT_NODE_S says would end past ``end``
-    (the bound may then be 0: valid, and reported as such)."""
+    (the bound may then be 0: valid, and reported as such).  ``floor``: a
+    bound already proven, the start (no threshold problem runs past ``end``
+    to beat it)."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
@@ -384,6 +396,7 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
         logging.info("resident bound %d bytes (%d steps solved)", floor_found.value,
                      floor_found.evaluated)
         value = floor_found.value
+    value = max(value, floor)
     # The largest threshold first (few units, often the strongest: what it
     # proves lets the others skip every node that cannot beat it), then the
     # plain relaxation, then the rest, largest first, while the time lasts:

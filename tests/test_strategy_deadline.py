@@ -165,3 +165,24 @@ def test_a_deadline_partly_spent_before_the_solve_leaves_the_first_search_its_sh
         assert seconds <= left_then + 1e-6
     assert deadline.elapsed() <= 1.1 * limit
     sp.check_topological(graph.order_problem(), solution.layout.order)
+
+
+def test_time_the_repair_leaves_goes_on_to_the_bound(graph, monkeypatch):
+    """The bound stage cut short (here: its first run proves nothing, as on a
+    loaded machine) is topped up with the time left after the placement
+    repair, from what it proved, and ends before the deadline."""
+    calls = []
+    real = strategy._lower_bound
+
+    def lower_bound(graph_, with_regions, orders, now, end, big=False, floor=0):
+        calls.append((end, floor))
+        if len(calls) == 1:
+            return 0   # valid: nothing proven in time
+        return real(graph_, with_regions, orders, now, end, big=big, floor=floor)
+    monkeypatch.setattr(strategy, "_lower_bound", lower_bound)
+    deadline = strategy.Deadline(3.0)
+    solution = strategy.solve_graph(graph, deadline=deadline)
+    assert len(calls) == 2, "the bound was not topped up"
+    assert calls[1][0] <= deadline.at
+    assert 0 < solution.lower_bound_bytes <= solution.layout.temp_bytes
+    assert deadline.elapsed() <= 1.1 * 3.0
