@@ -282,7 +282,8 @@ SOURCE, SINK = 0, 1
 
 
 def _node_minimum(problem: OrderProblem, graph: _Graph, items: _Items, n: int,
-                  flow_fn: FlowFn, before: int = 0, after: int = 0) -> int:
+                  flow_fn: FlowFn, before: int = 0, after: int = 0,
+                  chosen: np.ndarray | None = None) -> int:
     """min over admissible S of the modelled step cost at node ``n``.
 
     Network: source side = "in S" (already run).  Free nodes x_v get
@@ -296,6 +297,8 @@ def _node_minimum(problem: OrderProblem, graph: _Graph, items: _Items, n: int,
     ancestors and disjoint from ``n`` and its descendants (the caller's case).
     ``after``: a bitset of nodes also run after ``n``, closed under
     descendants and disjoint from ``n``, its ancestors and ``before``.
+    ``chosen``: a bool array over the nodes, set to one minimising ``S``
+    (OR-tools' flow then, whatever ``flow_fn``: it gives the cut's side).
     """
     nn = graph.num_nodes
     anc = _bits_to_mask(graph.anc[n] | before, nn)
@@ -332,6 +335,8 @@ def _node_minimum(problem: OrderProblem, graph: _Graph, items: _Items, n: int,
         pinned_maybe = pinned & maybe
         weight[pinned_maybe] = share[items.region[pinned_maybe]]
     var = maybe & (weight > 0)
+    if chosen is not None:
+        chosen[:] = anc
     if not var.any():
         return const
 
@@ -367,8 +372,48 @@ def _node_minimum(problem: OrderProblem, graph: _Graph, items: _Items, n: int,
                                np.full(int(closure.sum()) + int(da.sum()) + int(tb.sum()), inf,
                                        dtype=np.int64)])
     keep = tails != heads
+    if chosen is not None:
+        cut, side = _source_side_flow(tails[keep], heads[keep], capacity[keep])
+        in_s = np.zeros(next_id, dtype=bool)
+        in_s[side] = True
+        chosen |= free & in_s[fid]
+        return const + cut
     cut = flow_fn(next_id, tails[keep], heads[keep], capacity[keep], SOURCE, SINK)
     return const + cut
+
+
+def _source_side_flow(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray
+                      ) -> tuple[int, np.ndarray]:
+    """OR-tools' max-flow from SOURCE to SINK, and the nodes on the source side of a min cut."""
+    from ortools.graph.python import max_flow
+    if len(tails) == 0:
+        return 0, np.array([SOURCE], dtype=np.int64)
+    smf = max_flow.SimpleMaxFlow()
+    smf.add_arcs_with_capacity(tails, heads, caps)
+    status = smf.solve(SOURCE, SINK)
+    if status != smf.OPTIMAL:
+        raise RuntimeError(f"ortools max-flow failed with status {status}")
+    return int(smf.optimal_flow()), np.asarray(smf.get_source_side_min_cut(), dtype=np.int64)
+
+
+class NodeCuts:
+    """Per-node min-cuts of one problem with the set that attains each: what
+    ``min_cut_bound`` computes per node, kept as an order (``solve.cut_move``
+    uses it to move an order's nodes to either side of a peak node)."""
+
+    def __init__(self, problem: OrderProblem):
+        self.problem = problem
+        self.graph = _graph(problem)
+        self.items = _items(problem)
+
+    def before(self, n: int) -> tuple[int, np.ndarray]:
+        """(min over admissible S of the modelled step cost at ``n``, a
+        minimising S as a bool array: closed under ancestors, holding
+        ``n``'s ancestors and none of ``n`` or its descendants)."""
+        chosen = np.zeros(self.problem.num_nodes, dtype=bool)
+        value = _node_minimum(self.problem, self.graph, self.items, n, ortools_max_flow,
+                              chosen=chosen)
+        return value, chosen
 
 
 def _greedy_order(problem: OrderProblem) -> list[int]:
