@@ -25,6 +25,7 @@ from olla_jax.solve import problem as sp
 JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
 LIST_SHARE = 0.1               # the list schedules placed first end here (the first rule always runs)
 ORDER_SEARCH_SHARE = 0.45      # the order searches end here, all objectives together
+FIRST_OBJECTIVE_SHARE = 2 / 3  # of the order searches: the first (plain) objective, the best on the examples
 ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
 BOUND_END = 0.55               # the lower bounds end here
 BOUND_TOP_UP_SHARE = 0.05      # of the limit: the least left after the repair that goes on to the bound
@@ -274,8 +275,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     first_search = 0.0
     for k, make_problem in enumerate(problems):
         left = order_end - now()
-        # The first objective (the plain one, the best on the examples) gets half.
-        share = left / 2 if k == 0 and len(problems) > 1 else left / (len(problems) - k)
+        # The first objective (the plain one, the best on the examples) gets the most.
+        share = FIRST_OBJECTIVE_SHARE * left if k == 0 and len(problems) > 1 else \
+            left / (len(problems) - k)
         if share <= 0 or (k and share < first_search):
             # Each search has a fixed cost (its list schedules) the first one showed.
             logging.info("time limit: %d of %d order objectives not searched",

@@ -41,7 +41,7 @@ ILP_MAX_WINDOW_VARS = 400_000    # ilp: skip (say so) beyond this many node-step
 SINK_SHARE = 0.3                 # auto/lns: share of the time left for sink moves before the search
 LIST_SHARE = 0.3                 # the list schedules' share of the limit (the first rule always runs)
 SINK_ALL_BELOW_S = 3.0           # auto/lns: with less time than this left, sink moves get all of it
-CUT_SHARE = 0.6                  # auto/lns: of the time left after the list schedules, min-cut moves
+CUT_SHARE = 0.8                  # auto/lns: of the time left after the list schedules, min-cut moves
 CUT_MAX_NODES = 10_000           # min-cut moves up to this size (their set-up: nodes squared bits)
 
 
