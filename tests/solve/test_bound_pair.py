@@ -17,7 +17,7 @@ from olla_jax.solve.bounds import last_of_set_bound, min_cut_bound, pair_bound  
 from olla_jax.solve.problem import Item, OrderProblem  # noqa: E402
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order_problems(max_nodes=6), st.data())
 def test_never_exceeds_the_optimum_and_is_at_least_the_last_of_the_pair(problem, data):
     n = problem.num_nodes

@@ -20,7 +20,7 @@ from olla_jax.solve.problem import (Item, OrderProblem, check_topological, order
                                     step_profile, topological_order)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order_problems())
 def test_each_nodes_set_is_admissible_and_its_value_the_per_node_bound(problem):
     cuts = NodeCuts(problem)
@@ -42,7 +42,7 @@ def test_each_nodes_set_is_admissible_and_its_value_the_per_node_bound(problem):
         assert value <= step_profile(problem, moved)[len(order)]
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order_problems())
 def test_moves_keep_the_order_valid_and_never_worse(problem):
     start = topological_order(problem.num_nodes, problem.edges)
