@@ -59,6 +59,10 @@ SWEEP_MIN_PAIRS = 500_000      # below this the block model stays, whatever the 
 # best-fit).  CP-SAT's model took 5 s (unet, small) and 21 s (resnet50) to
 # build before it searched at all, whatever its limit.
 REPAIR_ENGINE = "canonical"
+# The repair's floor of an order (place_check.region_fit_bound) builds a
+# moments x blocks matrix: on more intervals than this, the live-bytes bound
+# alone (about 0.2 s for the region-fit bound on 1k intervals, loaded).
+FIT_BOUND_MAX_INTERVALS = 4000
 
 
 class Deadline:
@@ -406,47 +410,82 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
 
 def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bound: int,
             xla_temp: int | None, clock: Deadline, cost: _Cost) -> tuple[Candidate, bool]:
-    """Placement judged against the order's own live bytes: the orders whose
-    live bytes are below the best arena (by more than ``PLACEMENT_SLACK`` when
-    that arena already beats XLA's), least live bytes first, get the exact
-    engine (orders not placed yet get best-fit first), warm-started from
-    best-fit, while time lasts; one attempt always when the best arena is not
-    below XLA's temp and some order's live bytes are.  Returns the best
-    candidate and whether an exact engine ran."""
+    """Placement judged against what each order's placement problem allows:
+    an order's floor is the most of the proven bound and its region-fit
+    bound (``place_check.region_fit_bound``: its live bytes with region
+    space counted only where a block fits, while its live bytes by the
+    order objective count every idle output byte as free and ran 40% below
+    it on remat).  The orders whose floor is below the best arena (by more
+    than ``PLACEMENT_SLACK`` when that arena already beats XLA's) get the
+    exact engine, stopping at the floor: the placed orders by best-fit
+    arena first, then the orders not placed yet (best-fit first, after a
+    screen by their live-bytes bound), warm-started from best-fit, while
+    time lasts; one attempt always when the best arena is not below XLA's
+    temp and some order's floor is.  Returns the best candidate and
+    whether an exact engine ran."""
     from olla_jax.solve import place as place_lib
+    from olla_jax.solve import place_check
     now = clock.clock
     finish = clock.at - FINISH_RESERVE * clock.seconds
-    pool = sorted([*placed, *(o for o, _ in unplaced)], key=lambda o: (live[o], o not in placed))
+    pool = sorted(placed, key=lambda o: (placed[o].placement.arena_size, live[o]))
+    pool += sorted((o for o, _ in unplaced), key=lambda o: live[o])
     sources = dict(unplaced)
+    fit_s = [0.0]    # the longest region-fit bound so far
+
+    def floor_of(problem: sp.PlacementProblem) -> int:
+        """The arena no placement of this problem goes below (as far as
+        time allows to tell: the live-bytes bound when the region-fit one
+        would not fit the time or memory)."""
+        t = now()
+        found = place_check.live_bytes_bound(problem)
+        if (len(problem.intervals) <= FIT_BOUND_MAX_INTERVALS and any(
+                r.capacity > 0 for r in problem.regions) and t + 2 * fit_s[0] < finish):
+            found = max(found, place_check.region_fit_bound(problem))
+        fit_s[0] = max(fit_s[0], now() - t)
+        return max(bound, found)
+
     tried = False
     for order in pool:
         arena = best.placement.arena_size
-        losing = xla_temp is not None and arena >= xla_temp and live[order] < xla_temp
-        slack = 0 if losing else PLACEMENT_SLACK
-        if live[order] * (1 + slack) >= arena or arena <= bound:
-            break    # sorted by live bytes: no later order can do better
+        if arena <= bound:
+            break
         if tried and finish - now() <= 0:
             break
         cand = placed.get(order)
+        if cost.sweep:    # no region-fit bound nor exact placement on such a graph: as before
+            if cand is None and live[order] < arena and now() + cost.one_best_fit <= finish:
+                pp, owners = graph.placement_problem(order)
+                cand = Candidate(order, sources[order], cost.best_fit(pp, finish), owners, pp,
+                                 live[order])
+                placed[order] = cand
+                if cand.placement.arena_size < arena:
+                    best = cand
+            continue
         if cand is None:
+            pp, owners = graph.placement_problem(order)
+            floor = floor_of(pp)
+            losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
+            if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
+                continue
             if now() + cost.one_best_fit > finish and not losing:
                 continue
-            pp, owners = graph.placement_problem(order)
             cand = Candidate(order, sources[order], cost.best_fit(pp, finish), owners, pp,
                              live[order])
             placed[order] = cand
-            logging.info("placement under the %s order: %d bytes (live bytes %d)", cand.source,
-                         cand.placement.arena_size, cand.live)
+            logging.info("placement under the %s order: %d bytes (live bytes %d, floor %d)",
+                         cand.source, cand.placement.arena_size, cand.live, floor)
             if cand.placement.arena_size < best.placement.arena_size:
                 best = cand
-                losing = xla_temp is not None and cand.placement.arena_size >= xla_temp
+                arena = best.placement.arena_size
+        else:
+            floor = floor_of(cand.problem)
+        losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
+        if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
+            continue     # no placement of this order beats the best by enough
+        if cand.placement.arena_size <= floor:
+            continue
         if finish - now() <= cost.exact_setup and not losing:
             continue
-        if cand.placement.arena_size <= cand.live:
-            continue
-        if cost.sweep:   # the exact engines build the block model: it does not fit the limit
-            logging.info("no exact placement: too many overlapping pairs for the limit")
-            break
         # The exact model warm-starts from best-fit; building it takes time of
         # its own (measured on the first call), hence the share of what is left.
         t = now()
@@ -455,12 +494,14 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
         if losing and not tried:   # an attempt, not a call with no time: past the finish if need be
             budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
-                                      engine=REPAIR_ENGINE)
-        cost.exact_setup = now() - t - budget if not tried else max(cost.exact_setup,
-                                                                     now() - t - budget)
+                                      engine=REPAIR_ENGINE, floor=floor)
+        over = now() - t - budget   # its set-up, when it ran to its limit (not when it met the floor)
+        if over > 0:
+            cost.exact_setup = over if not tried else max(cost.exact_setup, over)
         tried = True
-        logging.info("exact placement of the %s order (live bytes %d): %d -> %d bytes in %.1f s",
-                     cand.source, cand.live, cand.placement.arena_size, exact.arena_size, now() - t)
+        logging.info("exact placement of the %s order (live bytes %d, floor %d): %d -> %d bytes "
+                     "in %.1f s", cand.source, cand.live, floor, cand.placement.arena_size,
+                     exact.arena_size, now() - t)
         if exact.arena_size < cand.placement.arena_size:
             cand = dataclasses.replace(cand, placement=exact)
             placed[order] = cand
