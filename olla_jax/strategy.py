@@ -417,32 +417,45 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
     order objective count every idle output byte as free and ran 40% below
     it on remat).  The orders whose floor is below the best arena (by more
     than ``PLACEMENT_SLACK`` when that arena already beats XLA's) get the
-    exact engine, stopping at the floor: the placed orders by best-fit
-    arena first, then the orders not placed yet (best-fit first, after a
-    screen by their live-bytes bound), warm-started from best-fit, while
-    time lasts; one attempt always when the best arena is not below XLA's
-    temp and some order's floor is.  Returns the best candidate and
-    whether an exact engine ran."""
+    exact engine, stopping at the floor: the least live-bytes bound first
+    (then the least best-fit arena; orders not placed yet get best-fit
+    first), warm-started from best-fit, while time lasts; one attempt
+    always when the best arena is not below XLA's temp and some order's
+    floor is.  Returns the best candidate and whether an exact engine ran."""
     from olla_jax.solve import place as place_lib
     from olla_jax.solve import place_check
     now = clock.clock
     finish = clock.at - FINISH_RESERVE * clock.seconds
-    pool = sorted(placed, key=lambda o: (placed[o].placement.arena_size, live[o]))
-    pool += sorted((o for o, _ in unplaced), key=lambda o: live[o])
     sources = dict(unplaced)
+    problems, peaks = {}, {}
+    if cost.sweep:   # building each order's problem costs seconds there: as before
+        pool = sorted(placed, key=lambda o: (placed[o].placement.arena_size, live[o]))
+        pool += sorted(sources, key=lambda o: live[o])
+    else:
+        # Least live-bytes bound first (cheap: the order objective can rank an
+        # order 40% below another whose bound is lower), then best-fit arena.
+        problems = {o: (c.problem, c.owners) for o, c in placed.items()}
+        for o in sorted(sources, key=lambda o: live[o]):
+            if now() + cost.one_best_fit > finish:
+                break    # no time to place it: not worth its problem (about a best-fit's cost)
+            problems[o] = graph.placement_problem(o)
+        peaks = {o: max(bound, place_check.live_bytes_bound(pp)) for o, (pp, _) in problems.items()}
+        pool = sorted(problems, key=lambda o: (peaks[o], placed[o].placement.arena_size
+                                               if o in placed else float("inf"), live[o]))
     fit_s = [0.0]    # the longest region-fit bound so far
 
-    def floor_of(problem: sp.PlacementProblem) -> int:
-        """The arena no placement of this problem goes below (as far as
+    def floor_of(order) -> int:
+        """The arena no placement of this order goes below (as far as
         time allows to tell: the live-bytes bound when the region-fit one
         would not fit the time or memory)."""
+        problem = problems[order][0]
         t = now()
-        found = place_check.live_bytes_bound(problem)
+        found = peaks[order]
         if (len(problem.intervals) <= FIT_BOUND_MAX_INTERVALS and any(
                 r.capacity > 0 for r in problem.regions) and t + 2 * fit_s[0] < finish):
             found = max(found, place_check.region_fit_bound(problem))
         fit_s[0] = max(fit_s[0], now() - t)
-        return max(bound, found)
+        return found
 
     tried = False
     for order in pool:
@@ -461,9 +474,12 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
                 if cand.placement.arena_size < arena:
                     best = cand
             continue
+        losing = xla_temp is not None and arena >= xla_temp and peaks[order] < xla_temp
+        if peaks[order] * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
+            continue     # no placement of this order beats the best by enough
         if cand is None:
-            pp, owners = graph.placement_problem(order)
-            floor = floor_of(pp)
+            pp, owners = problems[order]
+            floor = floor_of(order)
             losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
             if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
                 continue
@@ -478,7 +494,7 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
                 best = cand
                 arena = best.placement.arena_size
         else:
-            floor = floor_of(cand.problem)
+            floor = floor_of(order)
         losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
         if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
             continue     # no placement of this order beats the best by enough
