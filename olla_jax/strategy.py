@@ -307,13 +307,28 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         order, src = item
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
+    made = {listed: listed_problem}
+    if not cost.sweep:
+        # The least live-bytes bound of its placement problem first (no
+        # placement of an order goes below it; the order objectives count idle
+        # output space no block may fit: on remat two orders 0.7 MiB apart by
+        # the objective had bounds of 64 and 96 MiB), while its problems cost
+        # at most one best-fit's time; then the rank above.
+        from olla_jax.solve import place_check
+        peak, t = {}, now()
+        for order, _ in ranked:
+            if now() - t > cost.one_best_fit:
+                break
+            made.setdefault(order, graph.placement_problem(order))
+            peak[order] = place_check.live_bytes_bound(made[order][0])
+        ranked.sort(key=lambda item: peak.get(item[0], float("inf")))   # stable: rank breaks ties
     for order, source in ranked:
         until = min(search.mark(PLACE_CANDIDATES_END), search.at - kept / 2)
         if best is not None and now() + cost.one_best_fit > until:
             logging.info("time limit: %d candidate orders not placed by best-fit",
                          len(ranked) - ranked.index((order, source)))
             break
-        pp, owners = listed_problem if order == listed else graph.placement_problem(order)
+        pp, owners = made[order] if order in made else graph.placement_problem(order)
         placement = cost.best_fit(pp, until)
         logging.info("placement under the %s order: %d bytes (live bytes %d)", source,
                      placement.arena_size, live[order])
