@@ -526,7 +526,7 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
             budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
                                       engine=REPAIR_ENGINE, floor=floor)
-        over = now() - t - budget   # its set-up, when it ran to its limit (not when it met the floor)
+        over = now() - t - budget   # its set-up, when it ran to its limit (not at the floor)
         if over > 0:
             cost.exact_setup = over if not tried else max(cost.exact_setup, over)
         tried = True

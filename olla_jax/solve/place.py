@@ -128,8 +128,8 @@ def _place_auto(problem: PlacementProblem, *, time_limit_s: float, hint: Placeme
         result = place_exact(problem, time_limit_s=left(), engine="canonical", hint=result,
                              floor=floor)
     if regions and left() > 0.05 and result.arena_size > goal:
-        result = place_exact(problem, time_limit_s=left(), engine="cpsat", hint=result, target=target,
-                             floor=floor)
+        result = place_exact(problem, time_limit_s=left(), engine="cpsat", hint=result,
+                             target=target, floor=floor)
     return result
 
 
