@@ -2,6 +2,8 @@
 
     python -m benchmarks.time_limit --models=cnn_adam,unet,resnet50,densenet,remat --size=small \
         --time_limit_s=5 --out=benchmarks/results/time_limit_5s
+    python -m benchmarks.time_limit --models=remat,lm_adamw,resnet50,unet,densenet,vit \
+        --size=small --time_limit_s=10 --offline_exact_s=10 --out=benchmarks/results/placement_floor_10s
 
 Per example, in its own process: the limit; the planner's part of ``plan()``
 (``Plan.solve_seconds``: graph build, order search, bound, placement) and its
@@ -10,8 +12,10 @@ and verification (``verify_seconds``), which the limit does not cover; the
 chosen order's live bytes (the order objective, a lower bound on its arena),
 its arena by best-fit and as placed, and the placement overhead (placed / live
 - 1); the least live bytes of any order searched; whether an exact placement
-engine ran; planned vs XLA's best; the proven bound.  Writes ``<out>.md`` and
-``<out>.json``.
+engine ran; planned vs XLA's best; the proven bound; with --offline_exact_s,
+what the repair's exact engine reaches on the chosen order with that much time
+to itself (untimed, after the plan: a plan cut short vs one at its order's
+floor).  Writes ``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
     p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--out", default="benchmarks/results/time_limit_5s")
+    p.add_argument("--offline_exact_s", type=float, default=0.0,
+                   help="after the plan (untimed): the exact engine the repair uses, given this "
+                        "many seconds on the chosen order from best-fit (0: skip)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -72,6 +79,18 @@ def run_one(name: str, args) -> dict:
         # The same with region space counted only where a block could use
         # it for its whole life: the arena no placement of this order goes below.
         row["placement_fit"] = place_check.region_fit_bound(pp)
+        if args.offline_exact_s > 0:
+            # What the repair's engine reaches on this order with the whole
+            # time to itself (tells a plan cut short from one at its floor).
+            from olla_jax import strategy
+            from olla_jax.solve import place as place_lib
+            hint = place_lib.best_fit(pp)
+            t1 = time.monotonic()
+            exact = place_lib.place_exact(pp, time_limit_s=args.offline_exact_s, hint=hint,
+                                          engine=strategy.REPAIR_ENGINE,
+                                          floor=row["placement_fit"])
+            row.update(offline_best_fit=hint.arena_size, offline_exact=exact.arena_size,
+                       offline_exact_s=time.monotonic() - t1)
     json.dumps(row)
     return row
 
@@ -102,15 +121,17 @@ def markdown(rows, args, meta) -> str:
               "best-fit, placed = its arena before and after the exact engine; overhead = placed "
               "/ placement live - 1, fit overhead = placed / fit live - 1 (what placement lost at "
               "most). least live = least live bytes of any order searched. planned = what the "
-              "plan runs with (XLA's when kept).", ""]
+              "plan runs with (XLA's when kept). offline exact (with --offline_exact_s, untimed, "
+              "after the plan): best-fit of the chosen order, then the repair's exact engine "
+              "on it with that many seconds to itself, stopping at fit live (and its seconds).", ""]
     cols = ["model", "instr", "limit s", "planner s", "wall/limit", "capture s", "verify s",
             "live", "placement live", "fit live", "best-fit", "placed", "overhead %",
-            "fit overhead %", "least live", "exact tried", "planned",
+            "fit overhead %", "offline exact", "least live", "exact tried", "planned",
             "XLA best", "planned/XLA", "bound", "source"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["model"], *["-"] * 19, "ERROR " + r["error"][:200]])
+            body.append([r["model"], *["-"] * 20, "ERROR " + r["error"][:200]])
             continue
         arena = r.get("arena")
         body.append([r["model"], r["instructions"], f"{r['limit_s']:g}", f"{r['solve_s']:.2f}",
@@ -122,11 +143,13 @@ def markdown(rows, args, meta) -> str:
                      else "-",
                      _pct(arena / r["placement_fit"] - 1) if arena and r.get("placement_fit")
                      else "-",
+                     f"{common.mib(r['offline_exact'])} ({r['offline_exact_s']:.1f} s)"
+                     if r.get("offline_exact") else "-",
                      common.mib(r["least_live"]), "yes" if r["exact_tried"] else "no",
                      common.mib(r["planned"]), common.mib(r["xla_best"]),
                      f"{r['planned'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
                      common.mib(r["bound"]), r["source"]])
-    lines += common.table(cols, body, right=set(range(1, 20)))
+    lines += common.table(cols, body, right=set(range(1, 21)))
     ok = [r for r in rows if "error" not in r]
     if ok:
         worst = max(r["solve_s"] / r["limit_s"] for r in ok)
@@ -152,7 +175,8 @@ def main(argv=None) -> None:
     rows = []
     for name in args.models.split(","):
         row = common.run_worker("benchmarks.time_limit", name,
-                                [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}"],
+                                [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}",
+                                 f"--offline_exact_s={args.offline_exact_s}"],
                                 lambda msg, name=name: {"model": name, "error": msg},
                                 timeout_s=1800)
         rows.append(row)

@@ -61,6 +61,10 @@ SWEEP_MIN_PAIRS = 500_000      # below this the block model stays, whatever the 
 # best-fit).  CP-SAT's model took 5 s (unet, small) and 21 s (resnet50) to
 # build before it searched at all, whatever its limit.
 REPAIR_ENGINE = "canonical"
+# The repair's floor of an order (place_check.region_fit_bound) builds a
+# moments x blocks matrix: on more intervals than this, the live-bytes bound
+# alone (about 0.2 s for the region-fit bound on 1k intervals, loaded).
+FIT_BOUND_MAX_INTERVALS = 4000
 
 
 class Deadline:
@@ -310,13 +314,28 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         order, src = item
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
+    made = {listed: listed_problem}
+    if not cost.sweep:
+        # The least live-bytes bound of its placement problem first (no
+        # placement of an order goes below it; the order objectives count idle
+        # output space no block may fit: on remat two orders 0.7 MiB apart by
+        # the objective had bounds of 64 and 96 MiB), while its problems cost
+        # at most one best-fit's time; then the rank above.
+        from olla_jax.solve import place_check
+        peak, t = {}, now()
+        for order, _ in ranked:
+            if now() - t > cost.one_best_fit:
+                break
+            made.setdefault(order, graph.placement_problem(order))
+            peak[order] = place_check.live_bytes_bound(made[order][0])
+        ranked.sort(key=lambda item: peak.get(item[0], float("inf")))   # stable: rank breaks ties
     for order, source in ranked:
         until = min(search.mark(PLACE_CANDIDATES_END), search.at - kept / 2)
         if best is not None and now() + cost.one_best_fit > until:
             logging.info("time limit: %d candidate orders not placed by best-fit",
                          len(ranked) - ranked.index((order, source)))
             break
-        pp, owners = listed_problem if order == listed else graph.placement_problem(order)
+        pp, owners = made[order] if order in made else graph.placement_problem(order)
         placement = cost.best_fit(pp, until)
         logging.info("placement under the %s order: %d bytes (live bytes %d)", source,
                      placement.arena_size, live[order])
@@ -425,47 +444,98 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
 
 def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bound: int,
             xla_temp: int | None, clock: Deadline, cost: _Cost) -> tuple[Candidate, bool]:
-    """Placement judged against the order's own live bytes: the orders whose
-    live bytes are below the best arena (by more than ``PLACEMENT_SLACK`` when
-    that arena already beats XLA's), least live bytes first, get the exact
-    engine (orders not placed yet get best-fit first), warm-started from
-    best-fit, while time lasts; one attempt always when the best arena is not
-    below XLA's temp and some order's live bytes are.  Returns the best
-    candidate and whether an exact engine ran."""
+    """Placement judged against what each order's placement problem allows:
+    an order's floor is the most of the proven bound and its region-fit
+    bound (``place_check.region_fit_bound``: its live bytes with region
+    space counted only where a block fits, while its live bytes by the
+    order objective count every idle output byte as free and ran 40% below
+    it on remat).  The orders whose floor is below the best arena (by more
+    than ``PLACEMENT_SLACK`` when that arena already beats XLA's) get the
+    exact engine, stopping at the floor: the least live-bytes bound first
+    (then the least best-fit arena; orders not placed yet get best-fit
+    first), warm-started from best-fit, while time lasts; one attempt
+    always when the best arena is not below XLA's temp and some order's
+    floor is.  Returns the best candidate and whether an exact engine ran."""
     from olla_jax.solve import place as place_lib
+    from olla_jax.solve import place_check
     now = clock.clock
     finish = clock.at - FINISH_RESERVE * clock.seconds
-    pool = sorted([*placed, *(o for o, _ in unplaced)], key=lambda o: (live[o], o not in placed))
     sources = dict(unplaced)
+    problems, peaks = {}, {}
+    if cost.sweep:   # building each order's problem costs seconds there: as before
+        pool = sorted(placed, key=lambda o: (placed[o].placement.arena_size, live[o]))
+        pool += sorted(sources, key=lambda o: live[o])
+    else:
+        # Least live-bytes bound first (cheap: the order objective can rank an
+        # order 40% below another whose bound is lower), then best-fit arena.
+        problems = {o: (c.problem, c.owners) for o, c in placed.items()}
+        for o in sorted(sources, key=lambda o: live[o]):
+            if now() + cost.one_best_fit > finish:
+                break    # no time to place it: not worth its problem (about a best-fit's cost)
+            problems[o] = graph.placement_problem(o)
+        peaks = {o: max(bound, place_check.live_bytes_bound(pp)) for o, (pp, _) in problems.items()}
+        pool = sorted(problems, key=lambda o: (peaks[o], placed[o].placement.arena_size
+                                               if o in placed else float("inf"), live[o]))
+    fit_s = [0.0]    # the longest region-fit bound so far
+
+    def floor_of(order) -> int:
+        """The arena no placement of this order goes below (as far as
+        time allows to tell: the live-bytes bound when the region-fit one
+        would not fit the time or memory)."""
+        problem = problems[order][0]
+        t = now()
+        found = peaks[order]
+        if (len(problem.intervals) <= FIT_BOUND_MAX_INTERVALS and any(
+                r.capacity > 0 for r in problem.regions) and t + 2 * fit_s[0] < finish):
+            found = max(found, place_check.region_fit_bound(problem))
+        fit_s[0] = max(fit_s[0], now() - t)
+        return found
+
     tried = False
     for order in pool:
         arena = best.placement.arena_size
-        losing = xla_temp is not None and arena >= xla_temp and live[order] < xla_temp
-        slack = 0 if losing else PLACEMENT_SLACK
-        if live[order] * (1 + slack) >= arena or arena <= bound:
-            break    # sorted by live bytes: no later order can do better
+        if arena <= bound:
+            break
         if tried and finish - now() <= 0:
             break
         cand = placed.get(order)
+        if cost.sweep:    # no region-fit bound nor exact placement on such a graph: as before
+            if cand is None and live[order] < arena and now() + cost.one_best_fit <= finish:
+                pp, owners = graph.placement_problem(order)
+                cand = Candidate(order, sources[order], cost.best_fit(pp, finish), owners, pp,
+                                 live[order])
+                placed[order] = cand
+                if cand.placement.arena_size < arena:
+                    best = cand
+            continue
+        losing = xla_temp is not None and arena >= xla_temp and peaks[order] < xla_temp
+        if peaks[order] * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
+            continue     # no placement of this order beats the best by enough
         if cand is None:
+            pp, owners = problems[order]
+            floor = floor_of(order)
+            losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
+            if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
+                continue
             if now() + cost.one_best_fit > finish and not losing:
                 continue
-            pp, owners = graph.placement_problem(order)
             cand = Candidate(order, sources[order], cost.best_fit(pp, finish), owners, pp,
                              live[order])
             placed[order] = cand
-            logging.info("placement under the %s order: %d bytes (live bytes %d)", cand.source,
-                         cand.placement.arena_size, cand.live)
+            logging.info("placement under the %s order: %d bytes (live bytes %d, floor %d)",
+                         cand.source, cand.placement.arena_size, cand.live, floor)
             if cand.placement.arena_size < best.placement.arena_size:
                 best = cand
-                losing = xla_temp is not None and cand.placement.arena_size >= xla_temp
+                arena = best.placement.arena_size
+        else:
+            floor = floor_of(order)
+        losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
+        if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
+            continue     # no placement of this order beats the best by enough
+        if cand.placement.arena_size <= floor:
+            continue
         if finish - now() <= cost.exact_setup and not losing:
             continue
-        if cand.placement.arena_size <= cand.live:
-            continue
-        if cost.sweep:   # the exact engines build the block model: it does not fit the limit
-            logging.info("no exact placement: too many overlapping pairs for the limit")
-            break
         # The exact model warm-starts from best-fit; building it takes time of
         # its own (measured on the first call), hence the share of what is left.
         t = now()
@@ -474,12 +544,14 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
         if losing and not tried:   # an attempt, not a call with no time: past the finish if need be
             budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
-                                      engine=REPAIR_ENGINE)
-        cost.exact_setup = now() - t - budget if not tried else max(cost.exact_setup,
-                                                                     now() - t - budget)
+                                      engine=REPAIR_ENGINE, floor=floor)
+        over = now() - t - budget   # its set-up, when it ran to its limit (not at the floor)
+        if over > 0:
+            cost.exact_setup = over if not tried else max(cost.exact_setup, over)
         tried = True
-        logging.info("exact placement of the %s order (live bytes %d): %d -> %d bytes in %.1f s",
-                     cand.source, cand.live, cand.placement.arena_size, exact.arena_size, now() - t)
+        logging.info("exact placement of the %s order (live bytes %d, floor %d): %d -> %d bytes "
+                     "in %.1f s", cand.source, cand.live, floor, cand.placement.arena_size,
+                     exact.arena_size, now() - t)
         if exact.arena_size < cand.placement.arena_size:
             cand = dataclasses.replace(cand, placement=exact)
             placed[order] = cand

@@ -29,12 +29,16 @@ ENGINES = ("canonical", "cpsat", "ilp-cbc", "ilp-highs")
 
 
 def place_exact(problem: PlacementProblem, *, time_limit_s: float, engine: str = "auto",
-                hint: Placement | None = None, target: int | None = None) -> Placement:
+                hint: Placement | None = None, target: int | None = None,
+                floor: int | None = None) -> Placement:
     """Minimise the arena with an exact engine ("canonical", "cpsat", "ilp-cbc",
     "ilp-highs"), warm-started from ``hint`` (best_fit when None); never worse
     than the hint.  With ``target``, an arena of at most ``target`` is enough
     (the canonical search then prunes with it from the start).  An engine that
-    crashes leaves the hint, with a RuntimeWarning.
+    crashes leaves the hint, with a RuntimeWarning.  ``floor``: a lower bound
+    on the arena the caller knows (e.g. ``place_check.region_fit_bound``,
+    often above the live-bytes bound where blocks may use regions): the
+    search ends on reaching it instead of trying to prove it.
 
     ``auto`` (the default): the canonical search, which places the arena
     under a few region choices it does not search exhaustively (the hint's,
@@ -43,7 +47,8 @@ def place_exact(problem: PlacementProblem, *, time_limit_s: float, engine: str =
     also moves blocks between regions and the arena, the rest from its
     result."""
     if engine == "auto":
-        return _place_auto(problem, time_limit_s=time_limit_s, hint=hint, target=target)
+        return _place_auto(problem, time_limit_s=time_limit_s, hint=hint, target=target,
+                           floor=floor)
     if engine not in ENGINES:
         raise ValueError(f"unknown placement engine {engine!r}: use 'auto' or one of {ENGINES}")
     t0 = time.perf_counter()
@@ -53,7 +58,7 @@ def place_exact(problem: PlacementProblem, *, time_limit_s: float, engine: str =
         hint = best_fit_model(model)
     else:
         validate_placement(problem, hint)
-    lower = live_bytes_bound(problem)
+    lower = max(live_bytes_bound(problem), floor or 0)
     if hint.arena_size <= max(lower, target or 0):
         return hint
     try:
@@ -100,7 +105,7 @@ _CANONICAL_SHARE_WITH_REGIONS = 0.75
 
 
 def _place_auto(problem: PlacementProblem, *, time_limit_s: float, hint: Placement | None,
-                target: int | None) -> Placement:
+                target: int | None, floor: int | None = None) -> Placement:
     """place_exact's ``auto``: see there.  With a ``target`` and no region,
     the canonical search looks for a fit for 80% of the time and, failing
     that, lowers the arena in the rest (for the report)."""
@@ -109,7 +114,7 @@ def _place_auto(problem: PlacementProblem, *, time_limit_s: float, hint: Placeme
     def left() -> float:
         return time_limit_s - (time.perf_counter() - t0)
     result = hint if hint is not None else best_fit(problem)
-    goal = max(live_bytes_bound(problem), target or 0)
+    goal = max(live_bytes_bound(problem), target or 0, floor or 0)
     if result.arena_size <= goal:
         if hint is not None:
             validate_placement(problem, hint)
@@ -117,12 +122,14 @@ def _place_auto(problem: PlacementProblem, *, time_limit_s: float, hint: Placeme
     regions = any(r.capacity > 0 for r in problem.regions)
     share = _CANONICAL_SHARE_WITH_REGIONS if regions else 0.8 if target is not None else 1.0
     result = place_exact(problem, time_limit_s=share * left(), engine="canonical", hint=result,
-                         target=target)
+                         target=target, floor=floor)
     if target is not None and not regions and result.arena_size > target and left() > 0.05:
         # No fit found: the rest of the time lowers the arena, for the report.
-        result = place_exact(problem, time_limit_s=left(), engine="canonical", hint=result)
+        result = place_exact(problem, time_limit_s=left(), engine="canonical", hint=result,
+                             floor=floor)
     if regions and left() > 0.05 and result.arena_size > goal:
-        result = place_exact(problem, time_limit_s=left(), engine="cpsat", hint=result, target=target)
+        result = place_exact(problem, time_limit_s=left(), engine="cpsat", hint=result,
+                             target=target, floor=floor)
     return result
 
 
