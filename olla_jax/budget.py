@@ -804,9 +804,13 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if engine not in ("greedy", "cpsat", "mip"):
         raise ValueError(f"engine must be 'greedy', 'cpsat' or 'mip', not {engine!r}")
 
+    spent = {"search": 0.0, "verify": 0.0}      # seconds, once the search has run
+
     def note(plan, text: str):
         warn(f"olla_jax recomputation: {text}")
-        return dataclasses.replace(plan, notes=plan.notes + (text,))
+        return dataclasses.replace(plan, notes=plan.notes + (text,),
+                                   solve_seconds=plan.solve_seconds + spent["search"],
+                                   verify_seconds=plan.verify_seconds + spent["verify"])
 
     graph, cap = result.graph, result.capture
     if graph is None or cap is None:
@@ -828,8 +832,10 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     logging.info("recomputation: %d candidate values", len(cands))
     found = search(graph, order, cands, target, engine=engine,
                    time_limit_s=time_limit_s - (time.monotonic() - t0))
-    search_s = time.monotonic() - t0
     floor, where = working_set_bound(graph)
+    # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
+    # verification and timing after it go to ``verify_seconds`` (and the note)
+    search_s = spent["search"] = time.monotonic() - t0
     if found is None or found.temp_bytes >= min(result.planned_temp_bytes,
                                                 result.achieved_temp_bytes or math.inf):
         why = (f"; {where} alone needs {floor / 2**20:,.2f} MiB of temp for its operands and "
@@ -837,36 +843,43 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         return note(result, f"recomputation found nothing that lowers the peak "
                             f"({len(cands)} values qualified{why})")
     layout = found.layout
+    t_check = time.monotonic()
     rejected = checked.rejection(cap, layout, alignment=graph.alignment)
     if rejected is not None:
         return note(result, f"the independent checker rejected the recomputation plan: {rejected}")
     outcome = checked.apply(cap, layout, backend=result.backend, args=args,
                             static_argnums=static_argnums, trials=verify_trials,
                             what="the recomputation")
+    verify_s = spent["verify"] = time.monotonic() - t_check
     if backend.compile_only and outcome.raw is not None and outcome.verification is None:
-        return _built_unrun(result, found, floor, outcome, time.monotonic() - t0)  # GPU: not run
+        return _built_unrun(result, found, floor, outcome, search_s, verify_s)  # GPU: not run
     if not outcome.ok:
         return note(result, f"recomputation not applied: {outcome.reason}")
     compiled = dataclasses.replace(result.compiled, executable=outcome.compiled)
     ratio = None
     if measure_time:
+        t_time = time.monotonic()
         ratio = _time_ratio(result, compiled, args, static_argnums)
+        verify_s += time.monotonic() - t_time
     total_flops = _step_flops(cap)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
     text = (f"recomputed {len(found.picked)} values ({found.how}): {found.extra_flops:,} extra "
             f"FLOPs{share}"
             + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
-            + f"; searched in {search_s:.1f} s")
+            + f"; searched in {search_s:.1f} s (limit {time_limit_s:g} s), checked, verified"
+            + (" and timed" if ratio is not None else "") + f" in {verify_s:.1f} s")
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=outcome.achieved_temp_bytes,
         lower_bound_bytes=min(floor, found.temp_bytes), verified=True, source="olla_jax",
-        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + time.monotonic() - t0,
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
+        verify_seconds=result.verify_seconds + verify_s,
         notes=result.notes + (text,), compiled=compiled, layout=layout,
         recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio,
         executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
 
 
-def _built_unrun(result, found: RecomputePlan, floor: int, outcome, seconds: float):
+def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,
+                 verify_s: float):
     """A compile-only GPU target: the recomputing executable was built, read
     back and compared with the plan, but there is no GPU here to run it."""
     total_flops = _step_flops(result.capture)
@@ -876,7 +889,8 @@ def _built_unrun(result, found: RecomputePlan, floor: int, outcome, seconds: flo
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=None,
         lower_bound_bytes=min(floor, found.temp_bytes), verified=False, source="olla_jax",
-        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + seconds,
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
+        verify_seconds=result.verify_seconds + verify_s,
         notes=result.notes + (text,), layout=found.layout, recomputed=found.picked,
         extra_flops=found.extra_flops, executable_bytes=outcome.raw)
 

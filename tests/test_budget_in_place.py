@@ -147,3 +147,27 @@ def test_recompute_floor_drops_with_more_candidates(vit_base):
     some = budget.recompute_floor(graph, cands[: len(cands) // 2], time_limit_s=30)
     every = budget.recompute_floor(graph, cands, time_limit_s=30)
     assert every <= some <= none <= plan.planned_temp_bytes
+
+
+def test_budget_plan_reports_its_search_within_the_limit(vit_base):
+    # recompute_to_budget's planner part (candidates, search, bound) is what
+    # time_limit_s bounds and what solve_seconds adds; the check, rewrite and
+    # bit-for-bit verification after it go to verify_seconds, not solve_seconds
+    step, plan, _, _ = vit_base
+    fixed = plan.argument_bytes + plan.output_bytes - plan.alias_bytes
+    limit = 3.0
+    t0 = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        got = budget.recompute_to_budget(plan, fixed + 1, args=step.args,
+                                         static_argnums=step.static_argnums, time_limit_s=limit,
+                                         verify_trials=1, measure_time=False)
+    elapsed = time.monotonic() - t0
+    search_s = got.solve_seconds - plan.solve_seconds
+    verify_s = got.verify_seconds - plan.verify_seconds
+    assert 0 < search_s <= 1.1 * limit, (search_s, got.notes[-1])
+    assert search_s + verify_s <= elapsed + 1e-6
+    # (what it finds in that time depends on the machine's load)
+    if got.recomputed:
+        assert got.verified and verify_s > 0
+        assert f"limit {limit:g} s" in got.notes[-1] and "verified" in got.notes[-1]
