@@ -83,6 +83,8 @@ class RecomputePlan:
     # (start, end, top byte) of each piece of memory in the arena, on the
     # doubled time axis of ``_State``: where the arena's top is reached.
     arena_blocks: tuple[tuple[int, int, int], ...] = ()
+    # The (doubled) time at which those live bytes peak, -1 when none.
+    arena_peak_at: int = -1
 
 
 # --- what may be recomputed -------------------------------------------------
@@ -620,7 +622,10 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
             events[iv.start] += iv.size
             events[iv.end + 1] -= iv.size
             blocks.append((iv.start, iv.end, offset + iv.size))
-    arena_live = max(np.cumsum([events[t] for t in sorted(events)]), default=0)
+    times = sorted(events)
+    running = np.cumsum([events[t] for t in times])
+    arena_live = max(running, default=0)
+    peak_at = times[int(np.argmax(running))] if len(running) else -1
     places = dict(layout.places)
     for (c, _), r in zip(state.picks, recomputes):
         for o in c.successors:      # written in place over the copy: its bytes
@@ -631,7 +636,88 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
                          picked=tuple(graph.nodes[c.producer] for c, _ in state.picks),
                          splits=tuple((c.value, k) for c, k in state.picks),
                          extra_cost_s=sum(c.cost_s for c, _ in state.picks),
-                         arena_live=int(arena_live), arena_blocks=tuple(blocks))
+                         arena_live=int(arena_live), arena_blocks=tuple(blocks),
+                         arena_peak_at=int(peak_at))
+
+
+def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+           plan: RecomputePlan, target_temp: int, *, time_limit_s: float,
+           base: sp.Placement | None = None, tries: int = 8) -> RecomputePlan:
+    """``plan`` with recomputations added one at a time where its placed arena
+    peaks, each judged by its placement (``plan_of``), not by live bytes: the
+    model counts only what best-fit put in the arena before recomputation, so
+    a value it counts as free (held in idle output space) may come back into
+    the arena with the copies, and a pick it sees no gain in may lower the
+    placed arena.  A pick is kept when it lowers the arena's live bytes (the
+    least arena an exact placement can reach); at each round the ``tries``
+    largest values (the cheapest first among equals) whose gap covers the
+    peak are placed.
+    Stops at ``target_temp``, when nothing helps, or at ``time_limit_s``;
+    ``plan`` itself when nothing was added."""
+    t0 = time.monotonic()
+    step = _step(graph, order)
+    spans = graph.unit_spans(order)
+    state0 = _new_state(graph, order)
+    unit_of = graph.unit_of_value
+    by_value = {c.value: c for c in cands}
+    users = {c.value: sorted(c.users, key=lambda n: step[n]) for c in cands}
+
+    def times(c: Candidate, k: int) -> tuple[int, int]:
+        """(end of the first copy, birth of the second) of ``c`` split before reader k."""
+        early = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[c.value][k - 1]] + 1
+        return early, 2 * step[users[c.value][k]]
+
+    def allowed(picks: dict[int, int], c: Candidate, k: int) -> bool:
+        early, clone = times(c, k)
+        if not early + 1 <= clone - 1 or not _late_part_ok(graph, step, c, users[c.value][k]):
+            return False
+        if not all(_operand_intact(graph, spans, step, state0.interval_of_unit, o, clone)
+                   for o in c.operands):
+            return False
+        # no copy may run while an operand of it is dropped (inside its gap),
+        # this one's or another's that reads this value
+        for o in c.operands:
+            if o in picks:
+                e, cl = times(by_value[o], picks[o])
+                if e < clone < cl:
+                    return False
+        for v, kv in picks.items():
+            if c.value in by_value[v].operands and early < times(by_value[v], kv)[1] < clone:
+                return False
+        return True
+
+    best = plan
+    picks = dict(plan.splits)
+    while best.arena_live > target_temp and time.monotonic() - t0 < time_limit_s:
+        t = best.arena_peak_at
+        options = []
+        for c in cands:
+            if c.value in picks or unit_of[c.value] not in state0.interval_of_unit \
+                    or graph.units[unit_of[c.value]].id in {unit_of[v] for v in picks}:
+                continue
+            for k in range(len(users[c.value])):
+                early, clone = times(c, k)
+                if early < t < clone and allowed(picks, c, k):
+                    size = graph.values[c.value].size
+                    options.append((-size, c.cost_s, c.value, k))
+                    break           # the earliest reader after the peak: the shortest gap
+        found = None
+        for _, _, v, k in sorted(options)[:tries]:
+            if time.monotonic() - t0 >= time_limit_s:
+                break
+            trial = {**picks, v: k}
+            got = plan_of(graph, order, [(by_value[u], kk) for u, kk in trial.items()], base=base)
+            if got.arena_live < best.arena_live and (
+                    found is None or (got.arena_live, got.extra_cost_s) <
+                    (found[0].arena_live, found[0].extra_cost_s)):
+                found = (got, trial)
+        logging.info("recomputation polish: arena peak at %d, %d options, best %s (was %d)", t,
+                     len(options), found and found[0].arena_live, best.arena_live)
+        if found is None:
+            break
+        best, picks = found
+        best = dataclasses.replace(best, how=plan.how + ", polished")
+    return best
 
 
 # --- the whole search, within a time limit ----------------------------------
@@ -642,7 +728,7 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
 # past its share (a best-fit after the model, a solver's stop).
 _SINK_END = 0.1
 _GREEDY_END = 0.35      # the greedy is the warm start: the model does better with the time
-_MODEL_END = 0.85
+_MODEL_END = 0.7        # then ``polish`` (half of what is left) and the exact placement
 _PLACE_END = 0.93
 
 
@@ -703,6 +789,20 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                          clock() - t0)
         if got is not None and (best is None or _better(got, best, target_temp)):
             best = got
+    if engine != "greedy" and best is not None and best.temp_bytes > target_temp \
+            and (left(_PLACE_END) - 2 * one_fit) / 2 > 0.2:
+        # (the exact placement keeps the other half: it gains the most when
+        # the live bytes fit and the arena does not)
+        start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
+        got = polish(graph, start.layout.order, cands, start, target_temp,
+                     time_limit_s=(left(_PLACE_END) - 2 * one_fit) / 2,
+                     base=base0 if start.layout.order == orders[0] else None)
+        if got is not start:
+            pool.append(got)
+            logging.info("recomputation, polished: arena live bytes %d -> %d, temp %d, %.1f s in",
+                         start.arena_live, got.arena_live, got.temp_bytes, clock() - t0)
+            if _better(got, best, target_temp):
+                best = got
     if best is not None and best.temp_bytes > target_temp:
         # the plan whose arena's live bytes promise the most, placed exactly
         def promise(p: RecomputePlan):
@@ -804,9 +904,13 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if engine not in ("greedy", "cpsat", "mip"):
         raise ValueError(f"engine must be 'greedy', 'cpsat' or 'mip', not {engine!r}")
 
+    spent = {"search": 0.0, "verify": 0.0}      # seconds, once the search has run
+
     def note(plan, text: str):
         warn(f"olla_jax recomputation: {text}")
-        return dataclasses.replace(plan, notes=plan.notes + (text,))
+        return dataclasses.replace(plan, notes=plan.notes + (text,),
+                                   solve_seconds=plan.solve_seconds + spent["search"],
+                                   verify_seconds=plan.verify_seconds + spent["verify"])
 
     graph, cap = result.graph, result.capture
     if graph is None or cap is None:
@@ -828,8 +932,10 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     logging.info("recomputation: %d candidate values", len(cands))
     found = search(graph, order, cands, target, engine=engine,
                    time_limit_s=time_limit_s - (time.monotonic() - t0))
-    search_s = time.monotonic() - t0
     floor, where = working_set_bound(graph)
+    # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
+    # verification and timing after it go to ``verify_seconds`` (and the note)
+    search_s = spent["search"] = time.monotonic() - t0
     if found is None or found.temp_bytes >= min(result.planned_temp_bytes,
                                                 result.achieved_temp_bytes or math.inf):
         why = (f"; {where} alone needs {floor / 2**20:,.2f} MiB of temp for its operands and "
@@ -837,36 +943,43 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         return note(result, f"recomputation found nothing that lowers the peak "
                             f"({len(cands)} values qualified{why})")
     layout = found.layout
+    t_check = time.monotonic()
     rejected = checked.rejection(cap, layout, alignment=graph.alignment)
     if rejected is not None:
         return note(result, f"the independent checker rejected the recomputation plan: {rejected}")
     outcome = checked.apply(cap, layout, backend=result.backend, args=args,
                             static_argnums=static_argnums, trials=verify_trials,
                             what="the recomputation")
+    verify_s = spent["verify"] = time.monotonic() - t_check
     if backend.compile_only and outcome.raw is not None and outcome.verification is None:
-        return _built_unrun(result, found, floor, outcome, time.monotonic() - t0)  # GPU: not run
+        return _built_unrun(result, found, floor, outcome, search_s, verify_s)  # GPU: not run
     if not outcome.ok:
         return note(result, f"recomputation not applied: {outcome.reason}")
     compiled = dataclasses.replace(result.compiled, executable=outcome.compiled)
     ratio = None
     if measure_time:
+        t_time = time.monotonic()
         ratio = _time_ratio(result, compiled, args, static_argnums)
+        verify_s += time.monotonic() - t_time
     total_flops = _step_flops(cap)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
     text = (f"recomputed {len(found.picked)} values ({found.how}): {found.extra_flops:,} extra "
             f"FLOPs{share}"
             + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
-            + f"; searched in {search_s:.1f} s")
+            + f"; searched in {search_s:.1f} s (limit {time_limit_s:g} s), checked, verified"
+            + (" and timed" if ratio is not None else "") + f" in {verify_s:.1f} s")
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=outcome.achieved_temp_bytes,
         lower_bound_bytes=min(floor, found.temp_bytes), verified=True, source="olla_jax",
-        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + time.monotonic() - t0,
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
+        verify_seconds=result.verify_seconds + verify_s,
         notes=result.notes + (text,), compiled=compiled, layout=layout,
         recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio,
         executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
 
 
-def _built_unrun(result, found: RecomputePlan, floor: int, outcome, seconds: float):
+def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,
+                 verify_s: float):
     """A compile-only GPU target: the recomputing executable was built, read
     back and compared with the plan, but there is no GPU here to run it."""
     total_flops = _step_flops(result.capture)
@@ -876,7 +989,8 @@ def _built_unrun(result, found: RecomputePlan, floor: int, outcome, seconds: flo
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=None,
         lower_bound_bytes=min(floor, found.temp_bytes), verified=False, source="olla_jax",
-        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + seconds,
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
+        verify_seconds=result.verify_seconds + verify_s,
         notes=result.notes + (text,), layout=found.layout, recomputed=found.picked,
         extra_flops=found.extra_flops, executable_bytes=outcome.raw)
 
