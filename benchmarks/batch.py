@@ -1,16 +1,21 @@
 """The largest batch that fits, per example: XLA, our order and placement, recomputation.
 
-    python -m benchmarks.batch --size=tiny --models=mlp,gpt2,bert,unet,remat,lm_adamw \
-        --capacity_factor=4 --out=benchmarks/results/batch_cpu
+    python -m benchmarks.batch --size=tiny --models=all --capacity_factor=4 \
+        --out=benchmarks/results/batch_cpu
+    python -m benchmarks.batch --size=tiny --models=cnn_adam,unet --search=bisect \
+        --out=benchmarks/results/batch_search_bisect      (the earlier search, for its seconds)
 
 Per model the capacity is ``capacity_factor`` x XLA's total (temp + arguments
 + outputs - aliased) at the example's own batch size, so each model is asked
 for a batch about that many times larger.  ``olla_jax.largest_batch`` then
-searches each mode (doubling, then bisection; every probe is recorded): xla
+searches each mode (``--search``: predict from measured totals, or the
+earlier doubling and bisection; every probe is recorded): xla
 (XLA's best plan), olla (our order and placement, planned figures), recompute
 (``plan(memory_budget=capacity)``: recomputation fed back, verified, kept only
 within ``--step_time_limit`` x XLA's step time).  Each model runs in its own
-process.  Writes ``<out>.md`` and ``<out>.json``.
+process; the result files are rewritten after each model, so a run cut short
+keeps the models it finished (the others are listed as not run).  Writes
+``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ from benchmarks import common  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="tiny", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="mlp,gpt2,bert,unet,remat,lm_adamw")
+    p.add_argument("--models", default="all", help="comma-separated example names, or all")
     p.add_argument("--modes", default="xla,olla,recompute")
     p.add_argument("--capacity_factor", type=float, default=4.0)
     p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--step_time_limit", type=float, default=1.10)
+    p.add_argument("--search", default="predict", choices=("predict", "bisect"))
+    p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
     p.add_argument("--out", default="benchmarks/results/batch_cpu")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
@@ -59,7 +66,8 @@ def run_one(name: str, args) -> dict:
         report = olla_jax.largest_batch(lambda b: examples.make(name, args.size, b),
                                         capacity_bytes=capacity, modes=tuple(args.modes.split(",")),
                                         time_limit_s=args.time_limit_s,
-                                        step_time_limit=args.step_time_limit)
+                                        step_time_limit=args.step_time_limit,
+                                        search=args.search)
     return {"model": name, "own_batch_total": total, "capacity": capacity,
             "largest": report.largest_batches,
             "totals": {r.mode: r.total_bytes for r in report.results},
@@ -74,16 +82,33 @@ def worker(args) -> None:
                                lambda msg: {"model": args.worker, "error": msg})
 
 
+def step_time(row: dict) -> str:
+    """The measured step time of the recomputing plan at the recompute answer
+    ("no recomputation" when that batch needed none)."""
+    import re
+    batch = row["largest"].get("recompute")
+    if not batch:
+        return "-"
+    for p in row["probes"]:
+        if p["mode"] == "recompute" and p["batch"] == batch:
+            found = re.search(r"step time ([0-9.]+) x", p["note"])
+            return f"{found.group(1)} x XLA's" if found else "no recomputation"
+    return "no recomputation"
+
+
 def markdown(rows: list[dict], args, meta: dict) -> str:
     modes = args.modes.split(",")
     lines = common.header(f"olla_jax largest batch: cpu, size {args.size}", {
         "capacity": f"{args.capacity_factor:g} x XLA's total at the example's own batch",
         "time limit per plan": f"{args.time_limit_s:g} s",
-        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's",
+        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's (measured at each "
+                                       "probe that recomputed)",
+        "search": args.search,
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}"},
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
     cols = ["model", "capacity MiB"] + [f"{m} batch" for m in modes] + \
-        [f"{m}/xla" for m in modes if m != "xla"] + ["probes", "seconds"]
+        [f"{m}/xla" for m in modes if m != "xla"] + \
+        (["step time at recompute batch"] if "recompute" in modes else []) + ["probes", "seconds"]
     body = []
     for r in rows:
         if "error" in r:
@@ -94,7 +119,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                   for m in modes if m != "xla"]
         body.append([r["model"], common.mib(r["capacity"]),
                      *[r["largest"].get(m) if r["largest"].get(m) is not None else "-" for m in modes],
-                     *ratios, len(r["probes"]), f"{r['seconds']:.0f}"])
+                     *ratios, *([step_time(r)] if "recompute" in modes else []),
+                     len(r["probes"]), f"{r['seconds']:.0f}"])
     lines += common.table(cols, body)
     ok = [r for r in rows if "error" not in r and r["largest"].get("xla")]
     for m in modes:
@@ -105,6 +131,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
         if ratios:
             lines.append(f"\n- {m}: batch ratio to XLA's {min(ratios):.2f}-{max(ratios):.2f}, "
                          f"geomean {common.geomean(ratios):.2f}; at least 1.3x on {hit} of {len(ok)}")
+    if meta.get("missing"):
+        lines.append(f"\n- not run (the run ended first): {', '.join(meta['missing'])}")
     notes = [f"- {r['model']} {m}: {n}" for r in rows if "error" not in r
              for m, n in r.get("notes", {}).items()]
     if notes:
@@ -120,17 +148,26 @@ def main(argv=None) -> None:
     meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
             "load_start": common.load()}
     rows = []
-    for name in args.models.split(","):
+    if args.models == "all":
+        import examples
+        names = examples.names()
+    else:
+        names = args.models.split(",")
+    for i, name in enumerate(names):
         flags = [f"--size={args.size}", f"--modes={args.modes}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
-                 f"--step_time_limit={args.step_time_limit}"]
+                 f"--step_time_limit={args.step_time_limit}", f"--search={args.search}"]
         row = common.run_worker("benchmarks.batch", name, flags,
-                                lambda message: {"model": name, "error": message})
+                                lambda message: {"model": name, "error": message},
+                                timeout_s=args.model_timeout_s or None)
         rows.append(row)
-        print(name, row.get("largest", row.get("error")), flush=True)
-    meta["load_end"] = common.load()
-    text = markdown(rows, args, meta)
-    common.write_results(args.out, {"meta": meta, "rows": rows}, text)
+        print(name, row.get("largest", row.get("error")), f"{row.get('seconds', 0):.0f} s",
+              flush=True)
+        # Written after each model: a run cut short keeps what it finished.
+        meta["load_end"] = common.load()
+        meta["missing"] = names[i + 1:]
+        text = markdown(rows, args, meta)
+        common.write_results(args.out, {"meta": meta, "rows": rows}, text)
     print(text)
 
 
