@@ -348,8 +348,8 @@ def _predict(probe: Callable[[int], _Point], low: int, high: int | None, capacit
     ``known``: points already settled (not probed again).  Until a batch fails,
     the next batch is where a line through the largest fit and the nearest
     smaller batch with a lower total (``slope_hint`` while there is none)
-    reaches ``capacity``, at most ``_GROWTH`` x the largest fit; when two such
-    predictions in a row fit, the step at least doubles.  Then the line through
+    reaches ``capacity``, at most ``_GROWTH`` x the largest fit; when three
+    predictions in a row by the mode's own line fit, the step at least doubles.  Then the line through
     the largest fit and the least failure, with a bisection whenever two probes
     in a row land on the same side."""
     points = {p.batch: p for p in known if p.batch >= low and (high is None or p.batch <= high)}
@@ -385,13 +385,13 @@ def _predict(probe: Callable[[int], _Point], low: int, high: int | None, capacit
         else:
             lower = [p for p in points.values() if p.batch < f and p.total is not None
                      and p.fits and p.total < fit.total]
-            slope = _slope(max(lower, key=lambda p: p.batch), fit) if lower else slope_hint
-            if slope:
-                guess = f + int((capacity - fit.total) // slope)
-                predicted = guess < f * _GROWTH
+            slope = _slope(max(lower, key=lambda p: p.batch), fit) if lower else None
+            if slope or slope_hint:
+                guess = f + int((capacity - fit.total) // (slope or slope_hint))
+                predicted = bool(slope) and guess < f * _GROWTH   # by this mode's own line
             else:
                 guess = 2 * f
-            if crawl >= 2:
+            if crawl >= 3:
                 prev = max((p.batch for p in points.values() if p.fits and p.batch < f),
                            default=f // 2)
                 guess = max(guess, f + 2 * (f - prev))
