@@ -263,6 +263,31 @@ def _recompute_support() -> tuple[Any, set[str]]:
     return BudgetNotMet, params
 
 
+def _why_not_met(err) -> str:
+    """What held the batch: the step's fixed bytes, the working-set floor (the
+    temp one instruction needs whatever is recomputed), and what recomputation
+    said; empty when the error carries no plan."""
+    result = getattr(err, "plan", None)
+    if result is None:
+        return ""
+    parts = []
+    try:
+        fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
+        parts.append(f"least {_mib(int(err.least_bytes))}, of which arguments + outputs "
+                     f"{_mib(fixed)}")
+        if result.graph is not None:
+            from olla_jax import budget
+            floor, where = budget.working_set_bound(result.graph)
+            if floor:
+                parts.append(f"working-set floor {_mib(floor + fixed)} ({where})")
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not cost the probe
+        parts.append(f"no diagnosis ({type(exc).__name__})")
+    said = [n for n in getattr(result, "notes", ()) if "recomput" in n]
+    if said:
+        parts.append(said[-1][:200])
+    return ": " + "; ".join(parts) if parts else ""
+
+
 def _recompute_total(step: _Step, backend: Backend, time_limit_s: float, capacity: int,
                      step_time_limit: float) -> tuple[int, bool, str]:
     """(total, fits, note).  A plan that recomputed values fits only if its measured
@@ -277,7 +302,7 @@ def _recompute_total(step: _Step, backend: Backend, time_limit_s: float, capacit
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                 feed_back=False, memory_budget=int(capacity), recompute=True)
         except budget_not_met as err:
-            return int(err.least_bytes), False, "budget not met"
+            return int(err.least_bytes), False, "budget not met" + _why_not_met(err)
         except ImportError as err:   # the recomputation module is not there
             raise _Skip(f"recomputation is not available in this olla_jax ({err})") from err
     total = int(getattr(result, "runs_total_bytes", result.total_bytes))
