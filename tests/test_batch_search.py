@@ -146,3 +146,24 @@ def test_a_step_that_ignores_the_batch_is_reported_without_compiling(monkeypatch
 def test_an_unknown_search_is_refused():
     with pytest.raises(ValueError, match="search must be one of"):
         olla_jax.largest_batch(make_step, capacity_bytes=10**6, search="guess")
+
+
+def test_a_missed_budget_says_what_held_it():
+    from types import SimpleNamespace
+    plan = SimpleNamespace(argument_bytes=3 * 2**20, output_bytes=2**20, alias_bytes=2**20,
+                           graph=None, notes=("placed", "recomputation found nothing that lowers "
+                                              "the peak (0 values qualified)"))
+    note = batch_lib._why_not_met(SimpleNamespace(plan=plan, least_bytes=5 * 2**20))
+    assert "least 5.00 MiB" in note and "arguments + outputs 3.00 MiB" in note
+    assert "0 values qualified" in note
+    assert batch_lib._why_not_met(SimpleNamespace(least_bytes=1)) == ""
+
+
+def test_the_benchmark_reports_the_step_time_at_the_recompute_answer():
+    from benchmarks import batch as bench
+    row = {"largest": {"xla": 4, "recompute": 6}, "probes": [
+        {"mode": "recompute", "batch": 6, "note": "recomputed, step time 1.04 x XLA's"},
+        {"mode": "recompute", "batch": 7, "note": "budget not met"}]}
+    assert bench.step_time(row) == "1.04 x XLA's"
+    row["largest"]["recompute"] = 5   # settled by ours without recomputation: no probe
+    assert bench.step_time(row) == "no recomputation"
