@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--search", default="predict", choices=("predict", "bisect"))
     p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
     p.add_argument("--out", default="benchmarks/results/batch_cpu")
+    p.add_argument("--render", default=None,
+                   help="rewrite <out>.md from a finished (or cut short) run's <out>.json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -133,6 +135,21 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                          f"geomean {common.geomean(ratios):.2f}; at least 1.3x on {hit} of {len(ok)}")
     if meta.get("missing"):
         lines.append(f"\n- not run (the run ended first): {', '.join(meta['missing'])}")
+    held = []
+    for r in rows:
+        if "error" in r:
+            continue
+        for m in modes:
+            batch = r["largest"].get(m)
+            over = [p for p in r["probes"] if p["mode"] == m and not p["fits"]
+                    and (batch is None or p["batch"] > batch)]
+            if over:
+                p = min(over, key=lambda p: p["batch"])
+                held.append(f"- {r['model']} {m}: batch {p['batch']}: {common.mib(p['total'])}"
+                            + (f"; {p['note']}" if p["note"] else ""))
+    if held:
+        lines += ["", "What held each batch (the least failing probe above the answer; MiB):",
+                  *held]
     notes = [f"- {r['model']} {m}: {n}" for r in rows if "error" not in r
              for m, n in r.get("notes", {}).items()]
     if notes:
@@ -143,6 +160,19 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     common.gpu_environment("cpu")
+    if args.render:
+        import json
+        with open(args.render) as f:
+            done = json.load(f)
+        meta, rows = done["meta"], done["rows"]
+        saved = dict(arg.lstrip("-").split("=", 1) for arg in meta["command"].split()
+                     if arg.startswith("--") and "=" in arg)
+        for key in ("size", "modes", "search"):
+            setattr(args, key, saved.get(key, getattr(args, key)))
+        for key in ("capacity_factor", "time_limit_s", "step_time_limit"):
+            setattr(args, key, float(saved.get(key, getattr(args, key))))
+        common.write_results(args.render[:-len(".json")], done, markdown(rows, args, meta))
+        return None
     if args.worker:
         return worker(args)
     meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
