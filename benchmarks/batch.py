@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="benchmarks/results/batch_cpu")
     p.add_argument("--render", default=None,
                    help="rewrite <out>.md from a finished (or cut short) run's <out>.json")
+    p.add_argument("--compare", default=None,
+                   help="BEFORE.json,AFTER.json: probes, seconds and answers of two runs, per "
+                        "model both ran (written to <out>.md)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -157,9 +160,43 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(args) -> None:
+    """Two runs side by side (e.g. --search=bisect and --search=predict)."""
+    import json
+    runs = []
+    for path in args.compare.split(","):
+        with open(path) as f:
+            runs.append((path, json.load(f)))
+    (before_path, before), (after_path, after) = runs
+    rows_after = {r["model"]: r for r in after["rows"] if "error" not in r}
+    lines = [f"# largest batch: two searches compared", "",
+             f"- command: `{common.command_line()}`",
+             *[f"- {label}: `{path}`: `{run['meta']['command']}`, {run['meta']['date']}, load "
+               f"{run['meta']['load_start']}; {run['meta'].get('load_end', '-')}"
+               for label, (path, run) in zip(("before", "after"), runs)], "",
+             "| model | before: probes | before: seconds | after: probes | after: seconds | "
+             "seconds after/before | before: xla, olla, recompute | after: xla, olla, recompute |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in before["rows"]:
+        a = rows_after.get(r["model"])
+        if "error" in r or a is None:
+            continue
+        answers = [", ".join(str(x["largest"].get(m)) for m in ("xla", "olla", "recompute"))
+                   for x in (r, a)]
+        lines.append(f"| {r['model']} | {len(r['probes'])} | {r['seconds']:.0f} | "
+                     f"{len(a['probes'])} | {a['seconds']:.0f} | "
+                     f"{a['seconds'] / r['seconds']:.2f} | {answers[0]} | {answers[1]} |")
+    text = "\n".join(lines) + "\n"
+    with open(args.out + ".md", "w") as f:
+        f.write(text)
+    print(text)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     common.gpu_environment("cpu")
+    if args.compare:
+        return compare(args)
     if args.render:
         import json
         with open(args.render) as f:
