@@ -167,3 +167,19 @@ def test_the_benchmark_reports_the_step_time_at_the_recompute_answer():
     assert bench.step_time(row) == "1.04 x XLA's"
     row["largest"]["recompute"] = 5   # settled by ours without recomputation: no probe
     assert bench.step_time(row) == "no recomputation"
+
+
+def test_a_recomputing_plan_is_timed_again_on_concrete_arguments():
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+    fast = jax.jit(lambda x: x + 1)
+    slow = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T + x)
+    result = SimpleNamespace(step_time_ratio=99.0, compiled=SimpleNamespace(executable=slow),
+                             xla_compiled=SimpleNamespace(executable=fast))
+    x = jnp.ones((256, 256))
+    ratio = batch_lib._retimed(result, batch_lib._Step(None, (x,), (), ()))
+    assert ratio is not None and ratio != 99.0 and ratio > 1.0
+    abstract = batch_lib._Step(None, (jax.ShapeDtypeStruct((4,), jnp.float32),), (), ())
+    assert batch_lib._retimed(result, abstract) == 99.0   # nothing to run: the plan's own figure
