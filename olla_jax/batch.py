@@ -17,7 +17,10 @@ predictions in a row land on the same side keeps it within about twice
 bisection's probes.  What one mode found is not probed again by the next:
 ours fits wherever XLA's plan does (the planner keeps XLA's plan when it finds
 nothing lower), and recomputation is only tried where ours without it does
-not fit (``plan(memory_budget=...)`` returns that plan unchanged).
+not fit (``plan(memory_budget=...)`` returns that plan unchanged).  For
+recomputation the search finds the batch memory allows, then walks down from
+it (``_SLOW_WALK`` batches at most) while the step time is over the limit: a
+slow plan at one batch says nothing about the next, which recomputes other values.
 ``search="bisect"`` is the earlier search, for comparison: doubling from
 ``low``, then bisection, each mode starting from the previous mode's answer and
 probing it again.  Both assume that memory grows with the batch size; that is
@@ -264,31 +267,43 @@ def _recompute_support() -> tuple[Any, set[str]]:
 
 
 # Calls per side when a recomputing plan is timed again (the budget's own check
-# takes 10): on a shared machine a short median swings by tens of percent.
+# takes 10 and compares medians, which swing by tens of percent on a shared machine).
 STEP_TIME_REPEATS = 30
 
 
-def _retimed(result, step: _Step) -> float | None:
-    """The recomputing plan's step time over XLA's, measured again here with
-    ``STEP_TIME_REPEATS`` interleaved calls per side (median over median; every
-    recomputing probe is timed so, whatever its first figure said); the plan's
-    own ``step_time_ratio`` when it cannot be run here."""
+@dataclasses.dataclass(frozen=True)
+class _Timed:
+    ratio: float            # what the step-time limit is checked against
+    how: str                # how it was measured, for the probe's note
+
+
+def _retimed(result, step: _Step) -> _Timed | None:
+    """The recomputing plan's step time over XLA's, measured again here:
+    ``STEP_TIME_REPEATS`` interleaved calls per side, the fastest call over
+    the fastest (other processes only ever add time to a call; the medians are
+    in the note); the plan's own ``step_time_ratio`` when it cannot be run here."""
     own = getattr(result, "step_time_ratio", None)
     compiled, xla = getattr(result, "compiled", None), getattr(result, "xla_compiled", None)
-    if own is None or compiled is None or xla is None:
-        return own
+    if own is None:
+        return None
+    fallback = _Timed(own, "the plan's own median of 10 calls a side")
+    if compiled is None or xla is None:
+        return fallback
     import jax
 
     from olla_jax.apply import timing
     dynamic = tuple(a for i, a in enumerate(step.args) if i not in set(step.static_argnums))
     if not dynamic or any(isinstance(x, jax.ShapeDtypeStruct)
                           for x in jax.tree_util.tree_leaves(dynamic)):
-        return own
+        return fallback
     try:
-        return timing.time_ratio(xla.executable, compiled.executable, dynamic,
-                                 repeats=STEP_TIME_REPEATS).ratio
+        measured = timing.time_ratio(xla.executable, compiled.executable, dynamic,
+                                     repeats=STEP_TIME_REPEATS)
     except Exception:  # noqa: BLE001 - the plan's own figure stands
-        return own
+        return fallback
+    return _Timed(measured.ratio_of_minima,
+                  f"fastest of {STEP_TIME_REPEATS} calls a side; medians {measured.ratio:.2f}, "
+                  f"the plan's own {own:.2f}")
 
 
 def _why_not_met(err) -> str:
@@ -336,16 +351,14 @@ def _recompute_total(step: _Step, backend: Backend, time_limit_s: float, capacit
     total = int(getattr(result, "runs_total_bytes", result.total_bytes))
     fits, note = total <= capacity, ""
     if getattr(result, "recomputed", ()):
-        ratio = _retimed(result, step)
-        if ratio is None:
+        timed = _retimed(result, step)
+        if timed is None:
             note = f"recomputed; step time not measured, step_time_limit={step_time_limit} unchecked"
-        elif ratio > step_time_limit:
-            fits, note = False, f"recomputed, but step time {ratio:.2f} x XLA's > {step_time_limit}"
+        elif timed.ratio > step_time_limit:
+            fits, note = False, (f"recomputed, but step time {timed.ratio:.2f} x XLA's > "
+                                 f"{step_time_limit} ({timed.how})")
         else:
-            note = f"recomputed, step time {ratio:.2f} x XLA's"
-        own = getattr(result, "step_time_ratio", None)
-        if ratio is not None and own is not None and ratio != own:
-            note += f" ({STEP_TIME_REPEATS} calls a side; the plan's own figure {own:.2f})"
+            note = f"recomputed, step time {timed.ratio:.2f} x XLA's ({timed.how})"
     return total, fits, note
 
 
@@ -470,6 +483,41 @@ def _run_length(sides: Sequence[bool]) -> int:
     return n
 
 
+# Recomputing probes below the memory boundary tried, at most, when the step
+# time is over the limit there.
+_SLOW_WALK = 4
+
+
+def _memory_view(point: _Point, capacity: int) -> _Point:
+    """``point`` judged by memory alone: a recomputing plan over the step-time
+    limit still bounds the batch memory allows."""
+    if point.total is None:
+        return point
+    return _Point(point.batch, point.total <= capacity, point.total)
+
+
+def _slow_walk(probe: Callable[[int], _Point], memory_largest: int | None,
+               known: dict[int, _Point]) -> int | None:
+    """The largest batch at or below ``memory_largest`` whose recomputing plan is
+    also within the step-time limit: a step-time failure says nothing about the
+    next batch (other values are recomputed there), so the batches below the
+    memory boundary are tried downwards, ``_SLOW_WALK`` at most, down to the
+    largest batch ours fits without recomputation."""
+    floor = max((b for b, p in known.items() if p.fits), default=0)
+    if memory_largest is None or memory_largest <= floor:
+        return memory_largest
+    tried = 0
+    for b in range(memory_largest, floor, -1):
+        if b in known and known[b].fits:
+            return b
+        point = probe(b)   # the boundary itself was probed already: not counted
+        if point.fits:
+            return b
+        tried += b != memory_largest
+        if tried >= _SLOW_WALK:
+            break
+    return floor or None
+
 def _boundary_slope(pts, capacity: int) -> float | None:
     """Bytes per batch element of a finished mode near its answer: through its
     largest fit and least failure when both have figures, else its two largest fits."""
@@ -505,8 +553,9 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
     (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe.
     ``step_time_limit``: the slowest step, relative to XLA's, a plan that recomputes
-    values may take to count as fitting (its ``step_time_ratio``, measured on CPU
-    with concrete arguments; when it is not measured the probe's note says so).
+    values may take to count as fitting (measured on CPU with concrete arguments,
+    fastest call over fastest call of ``STEP_TIME_REPEATS`` a side; when it is not
+    measured the probe's note says so).
 
     ``search``: "predict" (a line through measured totals; what one mode settles
     is not probed again by the next) or "bisect" (the earlier doubling and
@@ -600,6 +649,10 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
             if search == "bisect":
                 largest = _bisect_mode(lambda b, m=mode: probe_point(m, b).fits, low, high,
                                        results, mode)
+            elif mode == "recompute":
+                largest = _slow_walk(lambda b: probe_point("recompute", b), _predict(
+                    lambda b: _memory_view(probe_point("recompute", b), capacity_bytes), low,
+                    high, capacity_bytes, tuple(known.values()), hint), known)
             else:
                 largest = _predict(lambda b, m=mode: probe_point(m, b), low, high,
                                    capacity_bytes, tuple(known.values()), hint)
@@ -609,6 +662,9 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
         failing = sorted(b for b, p in points[mode].items()
                          if not p.fits and (largest is None or b > largest))
         note, total = "", None
+        if mode == "recompute" and largest is not None and largest in points[mode] \
+                and not points[mode][largest].fits:
+            largest = None   # (the walk found no batch within the step-time limit)
         if largest is not None:
             if largest in points[mode]:
                 total = points[mode][largest].total

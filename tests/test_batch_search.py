@@ -179,7 +179,26 @@ def test_a_recomputing_plan_is_timed_again_on_concrete_arguments():
     result = SimpleNamespace(step_time_ratio=99.0, compiled=SimpleNamespace(executable=slow),
                              xla_compiled=SimpleNamespace(executable=fast))
     x = jnp.ones((256, 256))
-    ratio = batch_lib._retimed(result, batch_lib._Step(None, (x,), (), ()))
-    assert ratio is not None and ratio != 99.0 and ratio > 1.0
+    timed = batch_lib._retimed(result, batch_lib._Step(None, (x,), (), ()))
+    assert timed.ratio != 99.0 and timed.ratio > 1.0 and "fastest of 30" in timed.how
     abstract = batch_lib._Step(None, (jax.ShapeDtypeStruct((4,), jnp.float32),), (), ())
-    assert batch_lib._retimed(result, abstract) == 99.0   # nothing to run: the plan's own figure
+    assert batch_lib._retimed(result, abstract).ratio == 99.0   # nothing to run: its own figure
+    assert batch_lib._retimed(SimpleNamespace(step_time_ratio=None), abstract) is None
+
+
+@pytest.mark.parametrize("slow, answer", [({40, 39}, 38), (set(range(31, 41)), 30),
+                                           (set(), 40)])
+def test_recompute_over_the_step_time_limit_walks_down(monkeypatch, slow, answer):
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
+
+    def recompute_total(step, backend, limit, capacity, step_time_limit):
+        b = step.args[0]
+        over = b in slow
+        return RECOMPUTE(b), RECOMPUTE(b) <= capacity and not over, "step time" if over else ""
+    monkeypatch.setattr(batch_lib, "_recompute_total", recompute_total)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY,
+                               modes=("xla", "olla", "recompute"))
+    assert r.largest("recompute") == answer
+    # The memory boundary (41 fails) is found first, then at most _SLOW_WALK batches below it.
+    assert r.probe("recompute", 41) is not None and not r.probe("recompute", 41).fits
+    assert len([p for p in r.probes if p.mode == "recompute"]) <= 5 + batch_lib._SLOW_WALK
