@@ -159,16 +159,6 @@ def test_a_missed_budget_says_what_held_it():
     assert batch_lib._why_not_met(SimpleNamespace(least_bytes=1)) == ""
 
 
-def test_the_benchmark_reports_the_step_time_at_the_recompute_answer():
-    from benchmarks import batch as bench
-    row = {"largest": {"xla": 4, "recompute": 6}, "probes": [
-        {"mode": "recompute", "batch": 6, "note": "recomputed, step time 1.04 x XLA's"},
-        {"mode": "recompute", "batch": 7, "note": "budget not met"}]}
-    assert bench.step_time(row) == "1.04 x XLA's"
-    row["largest"]["recompute"] = 5   # settled by ours without recomputation: no probe
-    assert bench.step_time(row) == "no recomputation"
-
-
 def test_a_recomputing_plan_is_timed_again_on_concrete_arguments():
     from types import SimpleNamespace
 
