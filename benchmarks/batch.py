@@ -43,7 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
     p.add_argument("--out", default="benchmarks/results/batch_cpu")
     p.add_argument("--render", default=None,
-                   help="rewrite <out>.md from a finished (or cut short) run's <out>.json")
+                   help="rewrite <out>.md from a finished (or cut short) run's <out>.json; "
+                        "several (A.json,B.json: runs of the same settings on other models) "
+                        "are merged into --out")
     p.add_argument("--compare", default=None,
                    help="BEFORE.json,AFTER.json: probes, seconds and answers of two runs, per "
                         "model both ran (written to <out>.md)")
@@ -109,7 +111,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
         "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's (measured at each "
                                        "probe that recomputed)",
         "search": args.search,
-        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}"},
+        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
+        **({"merged by": f"`{meta['rendered']}`"} if meta.get("rendered") else {})},
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
     cols = ["model", "capacity MiB"] + [f"{m} batch" for m in modes] + \
         [f"{m}/xla" for m in modes if m != "xla"] + \
@@ -199,16 +202,32 @@ def main(argv=None) -> None:
         return compare(args)
     if args.render:
         import json
-        with open(args.render) as f:
-            done = json.load(f)
-        meta, rows = done["meta"], done["rows"]
+        runs = []
+        for path in args.render.split(","):
+            with open(path) as f:
+                runs.append(json.load(f))
+        done = runs[0]
+        meta, rows = dict(done["meta"]), list(done["rows"])
+        for other in runs[1:]:   # more runs of the same settings: their models join the table
+            have = {r["model"] for r in rows}
+            rows += [r for r in other["rows"] if r["model"] not in have]
+            meta["command"] += f"`; `{other['meta']['command']}"
+            meta["load_start"] += f" (and {other['meta']['load_start']})"
+            meta["load_end"] = f"{meta.get('load_end', '-')} (and {other['meta'].get('load_end', '-')})"
+        ran = {r["model"] for r in rows}
+        meta["missing"] = [m for run in runs for m in run["meta"].get("missing", [])
+                           if m not in ran]
+        meta["missing"] = list(dict.fromkeys(meta["missing"]))
+        meta["rendered"] = common.command_line()
+        done = {"meta": meta, "rows": rows}
         saved = dict(arg.lstrip("-").split("=", 1) for arg in meta["command"].split()
                      if arg.startswith("--") and "=" in arg)
         for key in ("size", "modes", "search"):
             setattr(args, key, saved.get(key, getattr(args, key)))
         for key in ("capacity_factor", "time_limit_s", "step_time_limit"):
             setattr(args, key, float(saved.get(key, getattr(args, key))))
-        common.write_results(args.render[:-len(".json")], done, markdown(rows, args, meta))
+        out = args.out if "," in args.render else args.render[:-len(".json")]
+        common.write_results(out, done, markdown(rows, args, meta))
         return None
     if args.worker:
         return worker(args)
