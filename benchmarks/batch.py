@@ -209,8 +209,10 @@ def main(argv=None) -> None:
         done = runs[0]
         meta, rows = dict(done["meta"]), list(done["rows"])
         for other in runs[1:]:   # more runs of the same settings: their models join the table
-            have = {r["model"] for r in rows}
-            rows += [r for r in other["rows"] if r["model"] not in have]
+            have = {r["model"] for r in rows if "error" not in r}
+            again = [r for r in other["rows"] if r["model"] not in have]
+            redone = {r["model"] for r in again if "error" not in r}
+            rows = [r for r in rows if r["model"] not in redone] + again   # a rerun replaces an error
             meta["command"] += f"`; `{other['meta']['command']}"
             meta["load_start"] += f" (and {other['meta']['load_start']})"
             meta["load_end"] = f"{meta.get('load_end', '-')} (and {other['meta'].get('load_end', '-')})"
