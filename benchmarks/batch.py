@@ -212,7 +212,9 @@ def main(argv=None) -> None:
             have = {r["model"] for r in rows if "error" not in r}
             again = [r for r in other["rows"] if r["model"] not in have]
             redone = {r["model"] for r in again if "error" not in r}
-            rows = [r for r in rows if r["model"] not in redone] + again   # a rerun replaces an error
+            listed = {r["model"] for r in rows}
+            rows = [r for r in rows if r["model"] not in redone] + [   # a rerun replaces an error
+                r for r in again if "error" not in r or r["model"] not in listed]
             meta["command"] += f"`; `{other['meta']['command']}"
             meta["load_start"] += f" (and {other['meta']['load_start']})"
             meta["load_end"] = f"{meta.get('load_end', '-')} (and {other['meta'].get('load_end', '-')})"
