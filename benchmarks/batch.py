@@ -67,21 +67,38 @@ def run_one(name: str, args) -> dict:
                         donate_argnums=base.donate_argnums, scheduler=s) for s in ("default", "memory")]
     total = min(c.memory.total for c in caps)
     capacity = int(args.capacity_factor * total)
+    unit = batch_unit(name, args.size)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = olla_jax.largest_batch(lambda b: examples.make(name, args.size, b),
+        report = olla_jax.largest_batch(lambda b: examples.make(name, args.size, unit * b),
                                         capacity_bytes=capacity, modes=tuple(args.modes.split(",")),
                                         time_limit_s=args.time_limit_s,
                                         step_time_limit=args.step_time_limit,
                                         search=args.search)
-    return {"model": name, "own_batch_total": total, "capacity": capacity,
-            "largest": report.largest_batches,
+    scale = (lambda b: b if b is None else unit * b)
+    return {"model": name, "own_batch_total": total, "capacity": capacity, "batch_unit": unit,
+            "largest": {m: scale(b) for m, b in report.largest_batches.items()},
             "totals": {r.mode: r.total_bytes for r in report.results},
             "notes": {r.mode: r.note for r in report.results if r.note},
-            "probes": [{"mode": p.mode, "batch": p.batch, "total": p.total_bytes, "fits": p.fits,
+            "probes": [{"mode": p.mode, "batch": scale(p.batch), "total": p.total_bytes, "fits": p.fits,
                         "seconds": p.seconds, "note": p.note} for p in report.probes],
             "seconds": time.perf_counter() - t0}
+
+
+def batch_unit(name: str, size: str) -> int:
+    """The step the example's batch comes in (grad_accum: its micro-batch count);
+    the search then counts in units of it, and batches are reported in samples."""
+    import re
+    import examples
+    try:
+        examples.make(name, size, 1)
+    except ValueError as err:
+        found = re.search(r"multiple of (\d+)", str(err))
+        if found:
+            return int(found.group(1))
+        raise
+    return 1
 
 
 def worker(args) -> None:
