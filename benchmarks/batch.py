@@ -1,16 +1,21 @@
 """The largest batch that fits, per example: XLA, our order and placement, recomputation.
 
-    python -m benchmarks.batch --size=tiny --models=mlp,gpt2,bert,unet,remat,lm_adamw \
-        --capacity_factor=4 --out=benchmarks/results/batch_cpu
+    python -m benchmarks.batch --size=tiny --models=all --capacity_factor=4 \
+        --out=benchmarks/results/batch_cpu
+    python -m benchmarks.batch --size=tiny --models=cnn_adam,unet --search=bisect \
+        --out=benchmarks/results/batch_search_bisect      (the earlier search, for its seconds)
 
 Per model the capacity is ``capacity_factor`` x XLA's total (temp + arguments
 + outputs - aliased) at the example's own batch size, so each model is asked
 for a batch about that many times larger.  ``olla_jax.largest_batch`` then
-searches each mode (doubling, then bisection; every probe is recorded): xla
+searches each mode (``--search``: predict from measured totals, or the
+earlier doubling and bisection; every probe is recorded): xla
 (XLA's best plan), olla (our order and placement, planned figures), recompute
 (``plan(memory_budget=capacity)``: recomputation fed back, verified, kept only
 within ``--step_time_limit`` x XLA's step time).  Each model runs in its own
-process.  Writes ``<out>.md`` and ``<out>.json``.
+process; the result files are rewritten after each model, so a run cut short
+keeps the models it finished (the others are listed as not run).  Writes
+``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,21 @@ from benchmarks import common  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="tiny", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="mlp,gpt2,bert,unet,remat,lm_adamw")
+    p.add_argument("--models", default="all", help="comma-separated example names, or all")
     p.add_argument("--modes", default="xla,olla,recompute")
     p.add_argument("--capacity_factor", type=float, default=4.0)
     p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--step_time_limit", type=float, default=1.10)
+    p.add_argument("--search", default="predict", choices=("predict", "bisect"))
+    p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
     p.add_argument("--out", default="benchmarks/results/batch_cpu")
+    p.add_argument("--render", default=None,
+                   help="rewrite <out>.md from a finished (or cut short) run's <out>.json; "
+                        "several (A.json,B.json: runs of the same settings on other models) "
+                        "are merged into --out")
+    p.add_argument("--compare", default=None,
+                   help="BEFORE.json,AFTER.json: probes, seconds and answers of two runs, per "
+                        "model both ran (written to <out>.md)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -53,20 +67,38 @@ def run_one(name: str, args) -> dict:
                         donate_argnums=base.donate_argnums, scheduler=s) for s in ("default", "memory")]
     total = min(c.memory.total for c in caps)
     capacity = int(args.capacity_factor * total)
+    unit = batch_unit(name, args.size)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = olla_jax.largest_batch(lambda b: examples.make(name, args.size, b),
+        report = olla_jax.largest_batch(lambda b: examples.make(name, args.size, unit * b),
                                         capacity_bytes=capacity, modes=tuple(args.modes.split(",")),
                                         time_limit_s=args.time_limit_s,
-                                        step_time_limit=args.step_time_limit)
-    return {"model": name, "own_batch_total": total, "capacity": capacity,
-            "largest": report.largest_batches,
+                                        step_time_limit=args.step_time_limit,
+                                        search=args.search)
+    scale = (lambda b: b if b is None else unit * b)
+    return {"model": name, "own_batch_total": total, "capacity": capacity, "batch_unit": unit,
+            "largest": {m: scale(b) for m, b in report.largest_batches.items()},
             "totals": {r.mode: r.total_bytes for r in report.results},
             "notes": {r.mode: r.note for r in report.results if r.note},
-            "probes": [{"mode": p.mode, "batch": p.batch, "total": p.total_bytes, "fits": p.fits,
+            "probes": [{"mode": p.mode, "batch": scale(p.batch), "total": p.total_bytes, "fits": p.fits,
                         "seconds": p.seconds, "note": p.note} for p in report.probes],
             "seconds": time.perf_counter() - t0}
+
+
+def batch_unit(name: str, size: str) -> int:
+    """The step the example's batch comes in (grad_accum: its micro-batch count);
+    the search then counts in units of it, and batches are reported in samples."""
+    import re
+    import examples
+    try:
+        examples.make(name, size, 1)
+    except ValueError as err:
+        found = re.search(r"multiple of (\d+)", str(err))
+        if found:
+            return int(found.group(1))
+        raise
+    return 1
 
 
 def worker(args) -> None:
@@ -74,16 +106,34 @@ def worker(args) -> None:
                                lambda msg: {"model": args.worker, "error": msg})
 
 
+def step_time(row: dict) -> str:
+    """The measured step time of the recomputing plan at the recompute answer
+    ("no recomputation" when that batch needed none)."""
+    import re
+    batch = row["largest"].get("recompute")
+    if not batch:
+        return "-"
+    for p in row["probes"]:
+        if p["mode"] == "recompute" and p["batch"] == batch:
+            found = re.search(r"step time ([0-9.]+) x", p["note"])
+            return f"{found.group(1)} x XLA's" if found else "no recomputation"
+    return "no recomputation"
+
+
 def markdown(rows: list[dict], args, meta: dict) -> str:
     modes = args.modes.split(",")
     lines = common.header(f"olla_jax largest batch: cpu, size {args.size}", {
         "capacity": f"{args.capacity_factor:g} x XLA's total at the example's own batch",
         "time limit per plan": f"{args.time_limit_s:g} s",
-        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's",
-        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}"},
+        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's (measured at each "
+                                       "probe that recomputed)",
+        "search": args.search,
+        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
+        **({"merged by": f"`{meta['rendered']}`"} if meta.get("rendered") else {})},
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
     cols = ["model", "capacity MiB"] + [f"{m} batch" for m in modes] + \
-        [f"{m}/xla" for m in modes if m != "xla"] + ["probes", "seconds"]
+        [f"{m}/xla" for m in modes if m != "xla"] + \
+        (["step time at recompute batch"] if "recompute" in modes else []) + ["probes", "seconds"]
     body = []
     for r in rows:
         if "error" in r:
@@ -94,7 +144,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                   for m in modes if m != "xla"]
         body.append([r["model"], common.mib(r["capacity"]),
                      *[r["largest"].get(m) if r["largest"].get(m) is not None else "-" for m in modes],
-                     *ratios, len(r["probes"]), f"{r['seconds']:.0f}"])
+                     *ratios, *([step_time(r)] if "recompute" in modes else []),
+                     len(r["probes"]), f"{r['seconds']:.0f}"])
     lines += common.table(cols, body)
     ok = [r for r in rows if "error" not in r and r["largest"].get("xla")]
     for m in modes:
@@ -105,6 +156,23 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
         if ratios:
             lines.append(f"\n- {m}: batch ratio to XLA's {min(ratios):.2f}-{max(ratios):.2f}, "
                          f"geomean {common.geomean(ratios):.2f}; at least 1.3x on {hit} of {len(ok)}")
+    if meta.get("missing"):
+        lines.append(f"\n- not run (the run ended first): {', '.join(meta['missing'])}")
+    held = []
+    for r in rows:
+        if "error" in r:
+            continue
+        for m in modes:
+            batch = r["largest"].get(m)
+            over = [p for p in r["probes"] if p["mode"] == m and not p["fits"]
+                    and (batch is None or p["batch"] > batch)]
+            if over:
+                p = min(over, key=lambda p: p["batch"])
+                held.append(f"- {r['model']} {m}: batch {p['batch']}: {common.mib(p['total'])}"
+                            + (f"; {p['note']}" if p["note"] else ""))
+    if held:
+        lines += ["", "What held each batch (the least failing probe above the answer; MiB):",
+                  *held]
     notes = [f"- {r['model']} {m}: {n}" for r in rows if "error" not in r
              for m, n in r.get("notes", {}).items()]
     if notes:
@@ -112,25 +180,101 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(args) -> None:
+    """Two runs side by side (e.g. --search=bisect and --search=predict)."""
+    import json
+    runs = []
+    for path in args.compare.split(","):
+        with open(path) as f:
+            runs.append((path, json.load(f)))
+    (before_path, before), (after_path, after) = runs
+    rows_after = {r["model"]: r for r in after["rows"] if "error" not in r}
+    lines = [f"# largest batch: two searches compared", "",
+             f"- command: `{common.command_line()}`",
+             *[f"- {label}: `{path}`: `{run['meta']['command']}`, {run['meta']['date']}, load "
+               f"{run['meta']['load_start']}; {run['meta'].get('load_end', '-')}"
+               for label, (path, run) in zip(("before", "after"), runs)], "",
+             "| model | before: probes | before: seconds | after: probes | after: seconds | "
+             "seconds after/before | before: xla, olla, recompute | after: xla, olla, recompute |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in before["rows"]:
+        a = rows_after.get(r["model"])
+        if "error" in r or a is None:
+            continue
+        answers = [", ".join(str(x["largest"].get(m)) for m in ("xla", "olla", "recompute"))
+                   for x in (r, a)]
+        lines.append(f"| {r['model']} | {len(r['probes'])} | {r['seconds']:.0f} | "
+                     f"{len(a['probes'])} | {a['seconds']:.0f} | "
+                     f"{a['seconds'] / r['seconds']:.2f} | {answers[0]} | {answers[1]} |")
+    text = "\n".join(lines) + "\n"
+    with open(args.out + ".md", "w") as f:
+        f.write(text)
+    print(text)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     common.gpu_environment("cpu")
+    if args.compare:
+        return compare(args)
+    if args.render:
+        import json
+        runs = []
+        for path in args.render.split(","):
+            with open(path) as f:
+                runs.append(json.load(f))
+        done = runs[0]
+        meta, rows = dict(done["meta"]), list(done["rows"])
+        for other in runs[1:]:   # more runs of the same settings: their models join the table
+            have = {r["model"] for r in rows if "error" not in r}
+            again = [r for r in other["rows"] if r["model"] not in have]
+            redone = {r["model"] for r in again if "error" not in r}
+            listed = {r["model"] for r in rows}
+            rows = [r for r in rows if r["model"] not in redone] + [   # a rerun replaces an error
+                r for r in again if "error" not in r or r["model"] not in listed]
+            meta["command"] += f"`; `{other['meta']['command']}"
+            meta["load_start"] += f" (and {other['meta']['load_start']})"
+            meta["load_end"] = f"{meta.get('load_end', '-')} (and {other['meta'].get('load_end', '-')})"
+        ran = {r["model"] for r in rows}
+        meta["missing"] = [m for run in runs for m in run["meta"].get("missing", [])
+                           if m not in ran]
+        meta["missing"] = list(dict.fromkeys(meta["missing"]))
+        meta["rendered"] = common.command_line()
+        done = {"meta": meta, "rows": rows}
+        saved = dict(arg.lstrip("-").split("=", 1) for arg in meta["command"].split()
+                     if arg.startswith("--") and "=" in arg)
+        for key in ("size", "modes", "search"):
+            setattr(args, key, saved.get(key, getattr(args, key)))
+        for key in ("capacity_factor", "time_limit_s", "step_time_limit"):
+            setattr(args, key, float(saved.get(key, getattr(args, key))))
+        out = args.out if "," in args.render else args.render[:-len(".json")]
+        common.write_results(out, done, markdown(rows, args, meta))
+        return None
     if args.worker:
         return worker(args)
     meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
             "load_start": common.load()}
     rows = []
-    for name in args.models.split(","):
+    if args.models == "all":
+        import examples
+        names = examples.names()
+    else:
+        names = args.models.split(",")
+    for i, name in enumerate(names):
         flags = [f"--size={args.size}", f"--modes={args.modes}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
-                 f"--step_time_limit={args.step_time_limit}"]
+                 f"--step_time_limit={args.step_time_limit}", f"--search={args.search}"]
         row = common.run_worker("benchmarks.batch", name, flags,
-                                lambda message: {"model": name, "error": message})
+                                lambda message: {"model": name, "error": message},
+                                timeout_s=args.model_timeout_s or None)
         rows.append(row)
-        print(name, row.get("largest", row.get("error")), flush=True)
-    meta["load_end"] = common.load()
-    text = markdown(rows, args, meta)
-    common.write_results(args.out, {"meta": meta, "rows": rows}, text)
+        print(name, row.get("largest", row.get("error")), f"{row.get('seconds', 0):.0f} s",
+              flush=True)
+        # Written after each model: a run cut short keeps what it finished.
+        meta["load_end"] = common.load()
+        meta["missing"] = names[i + 1:]
+        text = markdown(rows, args, meta)
+        common.write_results(args.out, {"meta": meta, "rows": rows}, text)
     print(text)
 
 

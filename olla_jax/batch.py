@@ -9,9 +9,22 @@ capacity.  Modes:
 - ``"recompute"``: ``olla_jax.plan(..., memory_budget=capacity, recompute=True)``, where this
   olla_jax has it; otherwise the mode is skipped with a note.
 
-The search doubles the batch from ``low`` until a batch does not fit (or
-``high``), then bisects.  It assumes that memory grows with the batch size; that
-is not guaranteed (XLA may pick other fusions or layouts at another size), so
+The search (``search="predict"``) reads the step's total at each probe and
+predicts the largest batch from a straight line through two measured totals
+(temp grows about linearly with the batch), then probes next to the prediction
+until a fitting batch sits next to a failing one; a bisection step whenever two
+predictions in a row land on the same side keeps it within about twice
+bisection's probes.  What one mode found is not probed again by the next:
+ours fits wherever XLA's plan does (the planner keeps XLA's plan when it finds
+nothing lower), and recomputation is only tried where ours without it does
+not fit (``plan(memory_budget=...)`` returns that plan unchanged).  For
+recomputation the search finds the batch memory allows, then walks down from
+it (``_SLOW_WALK`` batches at most) while the step time is over the limit: a
+slow plan at one batch says nothing about the next, which recomputes other values.
+``search="bisect"`` is the earlier search, for comparison: doubling from
+``low``, then bisection, each mode starting from the previous mode's answer and
+probing it again.  Both assume that memory grows with the batch size; that is
+not guaranteed (XLA may pick other fusions or layouts at another size), so
 every probed batch is recorded with its figures in ``BatchReport.probes``.
 """
 
@@ -28,6 +41,7 @@ from typing import Any, Callable, Sequence
 from olla_jax.capture.base import Backend, CaptureError
 
 MODES = ("xla", "olla", "recompute")
+SEARCHES = ("predict", "bisect")
 # The share of GPU memory jax's GPU client gives its allocator unless told otherwise
 # (XLA_CLIENT_MEM_FRACTION / XLA_PYTHON_CLIENT_MEM_FRACTION; jax's "GPU memory allocation" docs).
 JAX_GPU_MEM_FRACTION = 0.75
@@ -252,6 +266,71 @@ def _recompute_support() -> tuple[Any, set[str]]:
     return BudgetNotMet, params
 
 
+# Calls per side when a recomputing plan is timed again (the budget's own check
+# takes 10 and compares medians, which swing by tens of percent on a shared machine).
+STEP_TIME_REPEATS = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class _Timed:
+    ratio: float            # what the step-time limit is checked against
+    how: str                # how it was measured, for the probe's note
+
+
+def _retimed(result, step: _Step) -> _Timed | None:
+    """The recomputing plan's step time over XLA's, measured again here:
+    ``STEP_TIME_REPEATS`` interleaved calls per side, the fastest call over
+    the fastest (other processes only ever add time to a call; the medians are
+    in the note); the plan's own ``step_time_ratio`` when it cannot be run here."""
+    own = getattr(result, "step_time_ratio", None)
+    compiled, xla = getattr(result, "compiled", None), getattr(result, "xla_compiled", None)
+    if own is None:
+        return None
+    fallback = _Timed(own, "the plan's own median of 10 calls a side")
+    if compiled is None or xla is None:
+        return fallback
+    import jax
+
+    from olla_jax.apply import timing
+    dynamic = tuple(a for i, a in enumerate(step.args) if i not in set(step.static_argnums))
+    if not dynamic or any(isinstance(x, jax.ShapeDtypeStruct)
+                          for x in jax.tree_util.tree_leaves(dynamic)):
+        return fallback
+    try:
+        measured = timing.time_ratio(xla.executable, compiled.executable, dynamic,
+                                     repeats=STEP_TIME_REPEATS)
+    except Exception:  # noqa: BLE001 - the plan's own figure stands
+        return fallback
+    return _Timed(measured.ratio_of_minima,
+                  f"fastest of {STEP_TIME_REPEATS} calls a side; medians {measured.ratio:.2f}, "
+                  f"the plan's own {own:.2f}")
+
+
+def _why_not_met(err) -> str:
+    """What held the batch: the step's fixed bytes, the working-set floor (the
+    temp one instruction needs whatever is recomputed), and what recomputation
+    said; empty when the error carries no plan."""
+    result = getattr(err, "plan", None)
+    if result is None:
+        return ""
+    parts = []
+    try:
+        fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
+        parts.append(f"least {_mib(int(err.least_bytes))}, of which arguments + outputs "
+                     f"{_mib(fixed)}")
+        if result.graph is not None:
+            from olla_jax import budget
+            floor, where = budget.working_set_bound(result.graph)
+            if floor:
+                parts.append(f"working-set floor {_mib(floor + fixed)} ({where})")
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not cost the probe
+        parts.append(f"no diagnosis ({type(exc).__name__})")
+    said = [n for n in getattr(result, "notes", ()) if "recomput" in n]
+    if said:
+        parts.append(said[-1][:200])
+    return ": " + "; ".join(parts) if parts else ""
+
+
 def _recompute_total(step: _Step, backend: Backend, time_limit_s: float, capacity: int,
                      step_time_limit: float) -> tuple[int, bool, str]:
     """(total, fits, note).  A plan that recomputed values fits only if its measured
@@ -266,19 +345,20 @@ def _recompute_total(step: _Step, backend: Backend, time_limit_s: float, capacit
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                 feed_back=False, memory_budget=int(capacity), recompute=True)
         except budget_not_met as err:
-            return int(err.least_bytes), False, "budget not met"
+            return int(err.least_bytes), False, "budget not met" + _why_not_met(err)
         except ImportError as err:   # the recomputation module is not there
             raise _Skip(f"recomputation is not available in this olla_jax ({err})") from err
     total = int(getattr(result, "runs_total_bytes", result.total_bytes))
     fits, note = total <= capacity, ""
     if getattr(result, "recomputed", ()):
-        ratio = getattr(result, "step_time_ratio", None)
-        if ratio is None:
+        timed = _retimed(result, step)
+        if timed is None:
             note = f"recomputed; step time not measured, step_time_limit={step_time_limit} unchecked"
-        elif ratio > step_time_limit:
-            fits, note = False, f"recomputed, but step time {ratio:.2f} x XLA's > {step_time_limit}"
+        elif timed.ratio > step_time_limit:
+            fits, note = False, (f"recomputed, but step time {timed.ratio:.2f} x XLA's > "
+                                 f"{step_time_limit} ({timed.how})")
         else:
-            note = f"recomputed, step time {ratio:.2f} x XLA's"
+            note = f"recomputed, step time {timed.ratio:.2f} x XLA's ({timed.how})"
     return total, fits, note
 
 
@@ -309,10 +389,162 @@ def _search(probe: Callable[[int], bool], low: int, high: int | None, start: int
     return fit if fit >= low else None
 
 
+# The most a prediction may multiply the largest fitting batch by before a batch
+# has failed: a linear fit through two small batches (where the arguments
+# dominate) can predict far too much.
+_GROWTH = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class _Point:
+    """A batch whose fit is known; ``total`` None when it was inferred, not compiled."""
+    batch: int
+    fits: bool
+    total: int | None
+
+
+def _slope(a: _Point | None, b: _Point | None) -> float | None:
+    if a is None or b is None or a.total is None or b.total is None or a.batch == b.batch:
+        return None
+    slope = (b.total - a.total) / (b.batch - a.batch)
+    return slope if slope > 0 else None
+
+
+def _predict(probe: Callable[[int], _Point], low: int, high: int | None, capacity: int,
+             known: Sequence[_Point] = (), slope_hint: float | None = None) -> int | None:
+    """Largest b in [low, high] whose probe fits, assuming fit is monotone in b.
+
+    ``known``: points already settled (not probed again).  Until a batch fails,
+    the next batch is where a line through the largest fit and the nearest
+    smaller batch with a lower total (``slope_hint`` while there is none)
+    reaches ``capacity``, at most ``_GROWTH`` x the largest fit; when three
+    predictions in a row by the mode's own line fit, the step at least doubles.  Then the line through
+    the largest fit and the least failure, with a bisection whenever two probes
+    in a row land on the same side."""
+    points = {p.batch: p for p in known if p.batch >= low and (high is None or p.batch <= high)}
+    top_limit = min(_MAX_BATCH, high) if high is not None else _MAX_BATCH
+    bracket_sides: list[bool] = []
+    crawl = 0   # predictions in a row (before any failure) that fit
+    while True:
+        fit = max((p for p in points.values() if p.fits), key=lambda p: p.batch, default=None)
+        f = fit.batch if fit is not None else low - 1
+        fail = min((p for p in points.values() if not p.fits and p.batch > f),
+                   key=lambda p: p.batch, default=None)
+        if fail is not None and fail.batch - f <= 1:
+            return fit.batch if fit is not None else None
+        if fit is not None and f >= top_limit:
+            return f
+        predicted = False
+        if fit is None:
+            guess = low
+        elif fit.total is None or fit.total > capacity:
+            guess = f + 1   # fit known without a figure: is one more already too many?
+        elif fail is not None:
+            # While probes keep landing on one side, the end that stays put
+            # weighs half as much each time (the Illinois rule), pulling the
+            # next guess toward it; the fourth same side in a row bisects.
+            run = _run_length(bracket_sides)
+            if run >= 4 or fail.total is None or fail.total <= capacity:
+                guess = (f + fail.batch) // 2   # (a failure for another reason: no line)
+            else:
+                shrink = 0.5 ** (run - 1) if run else 1.0
+                under = (capacity - fit.total) * (shrink if not bracket_sides[-1] else 1)
+                over = (fail.total - capacity) * (shrink if bracket_sides[-1] else 1)
+                guess = f + int((fail.batch - f) * under / (under + over))
+        else:
+            lower = [p for p in points.values() if p.batch < f and p.total is not None
+                     and p.fits and p.total < fit.total]
+            slope = _slope(max(lower, key=lambda p: p.batch), fit) if lower else None
+            if slope or slope_hint:
+                guess = f + int((capacity - fit.total) // (slope or slope_hint))
+                predicted = bool(slope) and guess < f * _GROWTH   # by this mode's own line
+            else:
+                guess = 2 * f
+            if crawl >= 3:
+                prev = max((p.batch for p in points.values() if p.fits and p.batch < f),
+                           default=f // 2)
+                guess = max(guess, f + 2 * (f - prev))
+        hi = fail.batch - 1 if fail is not None else (f * _GROWTH if fit is not None else low)
+        guess = max(f + 1, min(guess, hi, top_limit))
+        point = probe(guess)
+        points[guess] = point
+        if fail is not None or not point.fits:
+            bracket_sides.append(point.fits)
+        crawl = crawl + 1 if predicted and point.fits else 0
+
+
+def _run_length(sides: Sequence[bool]) -> int:
+    """How many of the last entries of ``sides`` equal the last one."""
+    n = 0
+    for side in reversed(sides):
+        if side != sides[-1]:
+            break
+        n += 1
+    return n
+
+
+# Recomputing probes below the memory boundary tried, at most, when the step
+# time is over the limit there.
+_SLOW_WALK = 4
+
+
+def _memory_view(point: _Point, capacity: int) -> _Point:
+    """``point`` judged by memory alone: a recomputing plan over the step-time
+    limit still bounds the batch memory allows."""
+    if point.total is None:
+        return point
+    return _Point(point.batch, point.total <= capacity, point.total)
+
+
+def _slow_walk(probe: Callable[[int], _Point], memory_largest: int | None,
+               known: dict[int, _Point]) -> int | None:
+    """The largest batch at or below ``memory_largest`` whose recomputing plan is
+    also within the step-time limit: a step-time failure says nothing about the
+    next batch (other values are recomputed there), so the batches below the
+    memory boundary are tried downwards, ``_SLOW_WALK`` at most, down to the
+    largest batch ours fits without recomputation."""
+    floor = max((b for b, p in known.items() if p.fits), default=0)
+    if memory_largest is None or memory_largest <= floor:
+        return memory_largest
+    tried = 0
+    for b in range(memory_largest, floor, -1):
+        if b in known and known[b].fits:
+            return b
+        point = probe(b)   # the boundary itself was probed already: not counted
+        if point.fits:
+            return b
+        tried += b != memory_largest
+        if tried >= _SLOW_WALK:
+            break
+    return floor or None
+
+def _boundary_slope(pts, capacity: int) -> float | None:
+    """Bytes per batch element of a finished mode near its answer: through its
+    largest fit and least failure when both have figures, else its two largest fits."""
+    measured = sorted((p for p in pts if p.total is not None and (p.total <= capacity) == p.fits),
+                      key=lambda p: p.batch)
+    fits = [p for p in measured if p.fits]
+    if not fits:
+        return None
+    fails = [p for p in measured if not p.fits and p.batch > fits[-1].batch]
+    return (_slope(fits[-1], fails[0]) if fails else None) or \
+        (_slope(fits[-2], fits[-1]) if len(fits) > 1 else None)
+
+
+def _bisect_mode(fits: Callable[[int], bool], low: int, high: int | None,
+                 results: Sequence[ModeResult], mode: str) -> int | None:
+    """The earlier search: doubling then bisection from the previous modes' answer
+    (probed again)."""
+    floor_modes = {"olla": ("xla",), "recompute": ("olla", "xla")}.get(mode, ())
+    known = [r.largest_batch for r in results if r.mode in floor_modes and r.largest_batch]
+    return _search(fits, low, high, max(low, max(known)) if known else low)
+
+
 def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None = None,
                   backend: str = "cpu", modes: Sequence[str] = ("xla", "olla"), low: int = 1,
                   high: int | None = None, time_limit_s: float = 10.0,
-                  step_time_limit: float = 1.10, reserve_bytes: int | None = None) -> BatchReport:
+                  step_time_limit: float = 1.10, reserve_bytes: int | None = None,
+                  search: str = "predict") -> BatchReport:
     """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
 
     ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
@@ -321,12 +553,16 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
     (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe.
     ``step_time_limit``: the slowest step, relative to XLA's, a plan that recomputes
-    values may take to count as fitting (its ``step_time_ratio``, measured on CPU
-    with concrete arguments; when it is not measured the probe's note says so).
+    values may take to count as fitting (measured on CPU with concrete arguments,
+    fastest call over fastest call of ``STEP_TIME_REPEATS`` a side; when it is not
+    measured the probe's note says so).
 
-    Modes after "xla" start doubling from XLA's answer (olla_jax's plan is never
-    above XLA's best), so they need fewer probes; that batch is probed again.
+    ``search``: "predict" (a line through measured totals; what one mode settles
+    is not probed again by the next) or "bisect" (the earlier doubling and
+    bisection); see the module doc.
     """
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
@@ -351,9 +587,9 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
 
     probes: list[Probe] = []
     notes: list[str] = []
-    memo: dict[tuple[str, int], bool] = {}
+    points: dict[str, dict[int, _Point]] = {m: {} for m in modes}   # compiled probes per mode
 
-    @functools.lru_cache(maxsize=2)
+    @functools.lru_cache(maxsize=4)   # the next mode's first probe is often the last one's batch
     def step_at(batch: int) -> _Step:
         try:
             made = make_step(batch)
@@ -371,46 +607,78 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
             return total, total <= capacity_bytes, ""
         return _recompute_total(step, target, time_limit_s, capacity_bytes, step_time_limit)
 
+    def probe_point(mode: str, batch: int) -> _Point:
+        mine = points[mode]
+        if batch in mine:
+            return mine[batch]
+        t0 = time.monotonic()
+        total, fits, note = measure(mode, batch)
+        probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
+        if fits and high is None:
+            same = [b for b, p in mine.items() if p.fits and p.total == total
+                    and (2 * b <= batch or 2 * batch <= b)]
+            if same:
+                raise ValueError(f"mode {mode}: the step needs {total:,} bytes at batch "
+                                 f"{min(same[0], batch)} and at batch {max(same[0], batch)}; does "
+                                 "make_step use its batch size? (give high= to search a bounded "
+                                 "range anyway)")
+        mine[batch] = _Point(batch, fits, total)
+        return mine[batch]
+
+    # What an earlier mode settles for a later one: ours fits wherever XLA's plan
+    # fits (no figure: ours is lower), recomputation wherever ours fits (the same plan).
+    floors = {"olla": ("xla",), "recompute": ("olla", "xla")}
     results: list[ModeResult] = []
     for mode in modes:
-        totals: dict[int, int] = {}
-
-        def probe(batch: int, mode: str = mode, totals: dict = totals) -> bool:
-            if (mode, batch) in memo:
-                return memo[(mode, batch)]
-            t0 = time.monotonic()
-            total, fits, note = measure(mode, batch)
-            probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
-            totals[batch] = total
-            half = batch // 2
-            if fits and high is None and batch > 1 and totals.get(half) == total:
-                raise ValueError(f"mode {mode}: the step needs {total:,} bytes at batch {half} "
-                                 f"and at batch {batch}; does make_step use its batch size? "
-                                 "(give high= to search a bounded range anyway)")
-            memo[(mode, batch)] = fits
-            return fits
-
-        start = low
-        floor_modes = {"olla": ("xla",), "recompute": ("olla", "xla")}.get(mode, ())
-        known = [r.largest_batch for r in results if r.mode in floor_modes and r.largest_batch]
-        if known:
-            start = max(low, max(known))
+        known: dict[int, _Point] = {}
+        for earlier in reversed([m for m in floors.get(mode, ()) if m in points]):
+            for b, p in points[earlier].items():
+                if p.fits:
+                    known[b] = p if earlier == "olla" else _Point(b, True, None)
+        for r in results:   # fits an earlier mode inferred without a probe
+            if r.mode in floors.get(mode, ()) and r.largest_batch and r.largest_batch not in known:
+                known[r.largest_batch] = _Point(r.largest_batch, True, r.total_bytes
+                                                if r.mode == "olla" else None)
+        hint = None
+        for earlier in floors.get(mode, ()):
+            if earlier in points and hint is None:
+                hint = _boundary_slope(points[earlier].values(), capacity_bytes)
         try:
             if mode == "recompute":
                 _recompute_support()
-            largest = _search(probe, low, high, start)
+            if search == "bisect":
+                largest = _bisect_mode(lambda b, m=mode: probe_point(m, b).fits, low, high,
+                                       results, mode)
+            elif mode == "recompute":
+                largest = _slow_walk(lambda b: probe_point("recompute", b), _predict(
+                    lambda b: _memory_view(probe_point("recompute", b), capacity_bytes), low,
+                    high, capacity_bytes, tuple(known.values()), hint), known)
+            else:
+                largest = _predict(lambda b, m=mode: probe_point(m, b), low, high,
+                                   capacity_bytes, tuple(known.values()), hint)
         except _Skip as skip:
             results.append(ModeResult(mode, None, None, None, f"skipped: {skip}"))
             continue
-        failing = sorted(b for (m, b), fits in memo.items()
-                         if m == mode and not fits and (largest is None or b > largest))
-        note = ""
+        failing = sorted(b for b, p in points[mode].items()
+                         if not p.fits and (largest is None or b > largest))
+        note, total = "", None
+        if mode == "recompute" and largest is not None and largest in points[mode] \
+                and not points[mode][largest].fits:
+            largest = None   # (the walk found no batch within the step-time limit)
+        if largest is not None:
+            if largest in points[mode]:
+                total = points[mode][largest].total
+            else:
+                total = known[largest].total
+                note = ("fits without recomputation (ours at this batch); not probed again"
+                        if mode == "recompute" and total is not None else
+                        "fits: XLA's plan does, and ours is never above it; not planned at this "
+                        "batch")
         if largest is None:
             note = f"batch {low} does not fit"
         elif largest == high:
             note = f"reached high={high}; larger batches were not tried"
-        results.append(ModeResult(mode, largest, totals.get(largest) if largest else None,
-                                  failing[0] if failing else None, note))
+        results.append(ModeResult(mode, largest, total, failing[0] if failing else None, note))
     return BatchReport(backend=backend, capacity_bytes=int(capacity_bytes),
                        device_memory_bytes=memory, reserve_bytes=reserve,
                        results=tuple(results), probes=tuple(probes), notes=tuple(notes))
