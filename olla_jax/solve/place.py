@@ -61,15 +61,19 @@ def place_exact(problem: PlacementProblem, *, time_limit_s: float, engine: str =
     lower = max(live_bytes_bound(problem), floor or 0)
     if hint.arena_size <= max(lower, target or 0):
         return hint
+    # The engine gets what the model build and the hint's check left of the limit.
+    left = time_limit_s - (time.perf_counter() - t0)
+    if left <= 0.02:
+        return hint
     try:
         if engine == "canonical" and any(r.capacity > 0 for r in problem.regions):
-            found = _regions_and_arena(problem, model, hint, time_limit_s, lower, target, built)
+            found = _regions_and_arena(problem, model, hint, left, lower, target, built)
         elif engine == "canonical":
-            found = solve_canonical(model, hint, time_limit_s, stop=lower, target=target).placement
+            found = solve_canonical(model, hint, left, stop=lower, target=target).placement
         elif engine == "cpsat":
-            found = solve_cpsat(model, hint, time_limit_s, lower)
+            found = solve_cpsat(model, hint, left, lower)
         else:
-            found = solve_ilp(model, hint, time_limit_s, "CBC" if engine == "ilp-cbc" else "HiGHS", lower)
+            found = solve_ilp(model, hint, left, "CBC" if engine == "ilp-cbc" else "HiGHS", lower)
     except EngineFailure as err:
         warnings.warn(f"placement engine {engine} failed, keeping the hint: {err}", RuntimeWarning)
         return hint
