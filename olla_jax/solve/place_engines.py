@@ -171,8 +171,11 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
         if len(xs) > 1:
             m.add_no_overlap_2d(xs, ys)
     m.minimize(peak)
+    left = time_limit_s - (time.perf_counter() - t0)
+    if left <= 0.05:
+        return None             # loading the model alone would outlast the limit
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s - (time.perf_counter() - t0))
+    solver.parameters.max_time_in_seconds = left
     solver.parameters.num_workers = min(8, os.cpu_count() or 1)
     # Probing the region literals of a few hundred blocks can outlast the
     # whole limit (seen on every suite model), leaving no time to search.

@@ -11,7 +11,7 @@ import pytest
 from olla_jax.solve.place import best_fit, live_bytes_bound, place, place_exact, validate_placement
 from olla_jax.solve.problem import Interval, Occupant, PlacementProblem, Region
 
-SLACK_S = 0.3     # process noise on a shared machine, on top of 10% of the limit
+SLACK_S = 0.5     # process noise on a shared machine, on top of 10% of the limit
 
 
 def _many_options() -> PlacementProblem:
@@ -29,6 +29,7 @@ def _many_options() -> PlacementProblem:
 
 @pytest.fixture(scope="module")
 def problem_and_hint():
+    pytest.importorskip("ortools.sat.python.cp_model")  # its first import (~1 s) is not measured
     problem = _many_options()
     return problem, best_fit(problem)
 
