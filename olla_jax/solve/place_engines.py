@@ -11,7 +11,9 @@ Both start from (and are bounded by) a hint and never return anything worse.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import time
 
 from olla_jax.errors import OllaJaxError
 from olla_jax.solve.isolated import ChildFailed, run_isolated
@@ -69,6 +71,42 @@ def _free_units(model: BlockModel, b: int, r: int, top: int) -> list[tuple[int, 
 
 _PRESOLVE_MAX_OPTIONAL = 10_000
 
+# The share of solve_cpsat's limit its model build may take.  The build costs
+# about the same per (block, place) option, and on remat's placement problem
+# (1,001 blocks x 302 regions, 139k options) it alone took 16-25 s, so a 5 s
+# limit ran 16 s.
+_BUILD_SHARE = 0.4
+
+
+class _RegionCap:
+    """Bounds solve_cpsat's model build: every few blocks it projects the
+    build's end from the seconds spent per option so far, and where that
+    passes ``budget_s`` it offers each later block fewer regions (always the
+    arena and the hint's place, so the hint stays a solution; then the first
+    ``k`` that fit, ``k`` what the rest of the budget affords)."""
+
+    def __init__(self, t0: float, budget_s: float, places: list[list[int]]):
+        self.t0, self.budget_s, self.all = t0, budget_s, places
+        self.after = list(itertools.accumulate((len(p) for p in reversed(places)), initial=0))[::-1]
+        self.done = 0                  # options offered so far
+        self.k: int | None = None      # regions offered per block beyond the hint's; None: all
+
+    def places(self, b: int, hinted: int) -> list[int]:
+        if b and b % 16 == 0 and self.done:
+            spent = time.perf_counter() - self.t0
+            per = spent / self.done
+            rest = self.after[b] if self.k is None else 0          # options of blocks b..
+            if self.k is not None or spent + per * rest > self.budget_s:
+                afford = max(0.0, self.budget_s - spent) / per / max(1, len(self.all) - b)
+                k = max(0, int(afford) - 2)
+                self.k = k if self.k is None else min(self.k, k)
+        mine = self.all[b]
+        if self.k is not None and len(mine) > self.k + 2:
+            keep = {ARENA, hinted}
+            mine = [p for p in mine if p in keep] + [p for p in mine if p not in keep][:self.k]
+        self.done += len(mine)
+        return mine
+
 
 def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
                 lower_bound: int = 0) -> Placement | None:
@@ -77,11 +115,13 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
     One NoOverlap2D (time x units) per place, over only the blocks that can use
     it: a region is offered to a block only where some offset clears every
     occupant of its life, and the occupants themselves enter as domains."""
+    t0 = time.perf_counter()                # the first import of OR-Tools costs ~1 s
     from ortools.sat.python import cp_model
 
     a = model.alignment
     u = _units(model, hint.arena_size)
     hint_region, hint_offset = model.from_placement(hint)
+    cap = _RegionCap(t0, _BUILD_SHARE * time_limit_s, u.places)
     m = cp_model.CpModel()
     peak = m.new_int_var(lower_bound, max(lower_bound, hint.arena_size), "peak")
     m.add_hint(peak, max(lower_bound, hint.arena_size))
@@ -93,7 +133,7 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
             choice.append({})
             continue
         domains = {ARENA: [(0, u.limit[b][ARENA])]}
-        for place in u.places[b]:
+        for place in cap.places(b, hint_region[b]):
             if place != ARENA:
                 free = _free_units(model, b, place, u.limit[b][place])
                 if free:
@@ -131,8 +171,11 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
         if len(xs) > 1:
             m.add_no_overlap_2d(xs, ys)
     m.minimize(peak)
+    left = time_limit_s - (time.perf_counter() - t0)
+    if left <= 0.05:
+        return None             # loading the model alone would outlast the limit
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
+    solver.parameters.max_time_in_seconds = left
     solver.parameters.num_workers = min(8, os.cpu_count() or 1)
     # Probing the region literals of a few hundred blocks can outlast the
     # whole limit (seen on every suite model), leaving no time to search.
@@ -161,21 +204,29 @@ def solve_ilp(model: BlockModel, hint: Placement, time_limit_s: float, solver_na
     COIN-OR libraries under one soname (libOsi.so.0): whichever loads second in a
     process fails.  A spawned child that never imports OR-tools keeps both usable.
     """
+    # The child's start-up, model build and solve all come out of the limit: it
+    # stops building at the deadline (wall clock, shared with the child), and
+    # one that overruns anyway is killed (None: the caller keeps its hint).
+    deadline = time.time() + time_limit_s
     try:
         return run_isolated(__name__, "_solve_ilp_here", model, hint, time_limit_s, solver_name,
-                            lower_bound, timeout_s=time_limit_s + _CHILD_GRACE_S)
+                            lower_bound, deadline=deadline,
+                            timeout_s=_CHILD_GRACE * time_limit_s + 0.1)
     except ChildFailed as err:
         raise EngineFailure(f"the {solver_name} ILP: {err}") from None
 
 
-_CHILD_GRACE_S = 60.0  # start-up and model building on top of the solver's limit
+_CHILD_GRACE = 1.05  # the child is killed this many times its limit after its start
 
 
 def _solve_ilp_here(model: BlockModel, hint: Placement, time_limit_s: float, solver_name: str,
-                    lower_bound: int) -> Placement | None:
+                    lower_bound: int, deadline: float | None = None) -> Placement | None:
     """OLLA's location ILP: an integer offset per block, one binary per pair of
     blocks live at the same time (pairs that never are need none), big-M
-    non-overlap in every place both may use, minimise the arena peak."""
+    non-overlap in every place both may use, minimise the arena peak.
+    ``deadline`` (time.time()): None when the model is not built by then."""
+    if deadline is None:
+        deadline = time.time() + time_limit_s
     import mip
 
     a = model.alignment
@@ -227,6 +278,8 @@ def _solve_ilp_here(model: BlockModel, hint: Placement, time_limit_s: float, sol
             shared = [p for p in z[i] if p in z[j]]
             if not shared:
                 continue
+            if len(start) % 512 == 0 and time.time() >= deadline:
+                return None                 # the model alone outlasts the limit
             y = m.add_var(f"y{i}_{j}", var_type=mip.BINARY)   # 1: i below j
             start.append((y, int(hint_offset[i] < hint_offset[j])))
             for p in shared:
@@ -235,7 +288,10 @@ def _solve_ilp_here(model: BlockModel, hint: Placement, time_limit_s: float, sol
                 m += x[j] + u.size[j] <= x[i] + big * y + off
     m.objective = mip.minimize(peak)
     m.start = [(v, float(val)) for v, val in start if isinstance(v, mip.Var)]
-    m.optimize(max_seconds=max(0.01, time_limit_s))
+    left = deadline - time.time()
+    if left <= 0.05:
+        return None
+    m.optimize(max_seconds=left)
     if m.num_solutions == 0:
         return None
     region, offset = [ARENA] * len(model.blocks), [0] * len(model.blocks)
