@@ -194,6 +194,9 @@ class Solution:
     least_live_bytes: int = 0
     best_fit_bytes: int = 0
     exact_tried: bool = False
+    # seconds from the solve's start at the end of each stage, in order (logged
+    # and reported by plan() so that an overrun of the limit can be located)
+    stage_ends: tuple[tuple[str, float], ...] = ()
 
 
 def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[int]] = (),
@@ -224,6 +227,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     clock = deadline or Deadline(time_limit_s)
     now = clock.clock
     report = progress_lib.reporter(progress, clock.seconds)
+    stage_ends: list[tuple[str, float]] = []
+
+    def lap(stage: str) -> None:
+        stage_ends.append((stage, round(now() - clock.start, 3)))
 
     def order_progress(msg: str) -> None:
         logging.info("order search: %s", msg)
@@ -255,10 +262,12 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         with_regions, evaluator=evaluator,
         deadline=time.monotonic() + search.until(LIST_SHARE)).order)
     orders.setdefault(listed, "list")
+    lap("list schedule")
     # Kept: the list order is placed below, and its problem costs about a best-fit to build.
     listed_problem = graph.placement_problem(listed)
     cost.predict(listed_problem[0])
     kept = PLACEMENTS_KEPT * cost.one_best_fit
+    lap("list problem")
     logging.info("best-fit estimate: model %.2f s, one sort order %.2f s; %.1f s kept for it",
                  cost.model, cost.sort_order, kept)
     order_end = min(search.mark(ORDER_SEARCH_SHARE), search.at - kept)
@@ -295,9 +304,11 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         if not k:
             first_search = max(0.0, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
+        lap(f"order search {k}")
     bound_end = min(search.mark(BOUND_END), search.at - kept)
     value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep)
     report("lower bound", bound=value)
+    lap("bound")
     live = {order: live_of(order) for order in orders}
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
@@ -324,6 +335,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         placed[order] = Candidate(order, source, placement, owners, pp, live[order])
         if best is None or placement.arena_size < best.placement.arena_size:
             best = placed[order]
+    lap("best-fit candidates")
     if best.placement.arena_size > value:
         best = _defer_outputs(graph, with_regions, best, deadline=search.mark(DEFER_END),
                               cost=cost, live_of=live_of)
@@ -332,6 +344,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                               cost=cost, live_of=live_of)
     placed[best.order] = best
     live[best.order] = best.live
+    lap("defer and sink")
     if joint:
         best = _joint(graph, best, clock.left() - FINISH_RESERVE * clock.seconds, seed)
         placed[best.order] = best
@@ -340,6 +353,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     best_fit_bytes = {o: c.placement.arena_size for o, c in placed.items()}
     best, exact_tried = _repair(graph, best, placed, unplaced, live, value, xla_temp_bytes,
                                 clock, cost)
+    lap("repair")
     if cost.sweep and not value:
         # A big graph's bound found no time at its mark (the graph build and
         # the first list schedule take most of it): the time the skipped exact
@@ -357,7 +371,11 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
                                  floor=value)
             report("lower bound", bound=value)
+    lap("bound top-up")
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
+    lap("layout")
+    logging.info("stage ends (s from the solve's start): %s",
+                 ", ".join(f"{name} {t:.2f}" for name, t in stage_ends))
     report("placement", "done", best=layout.temp_bytes)
     logging.info("chosen order (%s): live bytes %d, best-fit %d, placed %d; %.1f s of %.1f",
                  best.source, best.live, best_fit_bytes.get(best.order, best.placement.arena_size),
@@ -366,7 +384,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                     engine=best.source, live_bytes=best.live,
                     least_live_bytes=min([*live.values(), best.live]),
                     best_fit_bytes=best_fit_bytes.get(best.order, best.placement.arena_size),
-                    exact_tried=exact_tried)
+                    exact_tried=exact_tried, stage_ends=tuple(stage_ends))
 
 
 def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,
@@ -474,7 +492,7 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
         if losing and not tried:   # an attempt, not a call with no time: past the finish if need be
             budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
-                                      engine=REPAIR_ENGINE)
+                                      engine=REPAIR_ENGINE, best_fit_s=cost.sort_order)
         cost.exact_setup = now() - t - budget if not tried else max(cost.exact_setup,
                                                                      now() - t - budget)
         tried = True
