@@ -294,13 +294,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             break
         t = now()
         problem = make_problem()
+        # One network and the cuts the floor solves, reused by the search's min-cut moves.
+        cuts = bounds.NodeCuts(problem)
         floor = None if cost.sweep and MIN_CUT_NODE_S * len(graph.nodes) > \
             ORDER_FLOOR_SHARE * share else bounds.min_cut_bound(
-                problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts).value
+                problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts, cuts=cuts).value
         result = order_lib.solve_order(problem, warm_starts=[*starts, listed],
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
-                                       progress=order_progress)
+                                       progress=order_progress, cuts=cuts)
         if not k:
             first_search = max(0.0, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
