@@ -151,7 +151,7 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
     best = hint
     starts = [None, *SORT_ORDERS]
     for k, order in enumerate(starts):
-        if k and left() < 3 * one:
+        if k and left() < 1.5 * one:   # a start: one best-fit, then its search
             break
         t = time.perf_counter()
         start = hint if order is None else best_fit_model(model, orders=(order,))
