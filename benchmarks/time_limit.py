@@ -66,7 +66,8 @@ def run_one(name: str, args) -> dict:
                best_fit=s.get("best_fit_bytes"), exact_tried=s.get("exact_placement_tried"),
                planned=p.planned_temp_bytes, xla_best=p.xla_best_temp_bytes,
                bound=p.lower_bound_bytes, source=p.source, engine=p.engine,
-               verified=p.verified, notes=list(p.notes), load=common.load())
+               verified=p.verified, notes=list(p.notes), load=common.load(),
+               stage_ends=s.get("stage_ends_s"))
     # the arena of our plan even when XLA's was kept: planned is XLA's then
     if p.layout is not None:
         row["arena"] = p.layout.temp_bytes
@@ -160,6 +161,10 @@ def markdown(rows, args, meta) -> str:
                   f"- plans more than 2% above their order's region-fit bound: "
                   f"{sum(1 for r in ok if r.get('arena') and r.get('placement_fit') and r['arena'] > 1.02 * r['placement_fit'])}"
                   f" of {len(ok)}"]
+        lines += ["", "Stage ends, seconds from the planner's start (solve_graph's stages; "
+                  "Solution.stage_ends, 'start' = the graph build before them):", ""]
+        lines += [f"- {r['model']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ends"].items())
+                  for r in ok if r.get("stage_ends")]
     return "\n".join(lines) + "\n"
 
 

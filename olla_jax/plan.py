@@ -544,7 +544,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             settings.update(live_bytes=solution.live_bytes,
                             least_live_bytes=solution.least_live_bytes,
                             best_fit_bytes=solution.best_fit_bytes,
-                            exact_placement_tried=solution.exact_tried)
+                            exact_placement_tried=solution.exact_tried,
+                            stage_ends_s=dict(solution.stage_ends))
             if step_cost is not None and collectives.exposure_mode(collective_overlap):
                 # XLA's order with XLA's placement first: it costs no placement
                 # and meets "hidden" whenever the planned compile exposes no more

@@ -198,6 +198,9 @@ class Solution:
     least_live_bytes: int = 0
     best_fit_bytes: int = 0
     exact_tried: bool = False
+    # seconds from the solve's start at the end of each stage, in order (logged
+    # and reported by plan() so that an overrun of the limit can be located)
+    stage_ends: tuple[tuple[str, float], ...] = ()
 
 
 def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[int]] = (),
@@ -228,6 +231,11 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     clock = deadline or Deadline(time_limit_s)
     now = clock.clock
     report = progress_lib.reporter(progress, clock.seconds)
+    stage_ends: list[tuple[str, float]] = []
+
+    def lap(stage: str) -> None:
+        stage_ends.append((stage, round(now() - clock.start, 3)))
+    lap("start")    # past 0 when the deadline started earlier (plan(): the graph build)
 
     def order_progress(msg: str) -> None:
         logging.info("order search: %s", msg)
@@ -259,10 +267,12 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         with_regions, evaluator=evaluator,
         deadline=time.monotonic() + search.until(LIST_SHARE)).order)
     orders.setdefault(listed, "list")
+    lap("list schedule")
     # Kept: the list order is placed below, and its problem costs about a best-fit to build.
     listed_problem = graph.placement_problem(listed)
     cost.predict(listed_problem[0])
     kept = PLACEMENTS_KEPT * cost.one_best_fit
+    lap("list problem")
     logging.info("best-fit estimate: model %.2f s, one sort order %.2f s; %.1f s kept for it",
                  cost.model, cost.sort_order, kept)
     order_end = min(search.mark(ORDER_SEARCH_SHARE), search.at - kept)
@@ -276,32 +286,41 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             problems.append(lambda c=caps[round(q * (len(caps) - 1))]: graph.threshold_problem(c))
         problems.append(lambda: dataclasses.replace(
             with_regions, region_sizes=tuple(0 for _ in with_regions.region_sizes)))
-    first_search = 0.0
+    overrun = 0.0    # the most an objective took past its share (its problem, floor, list schedules)
     for k, make_problem in enumerate(problems):
         left = order_end - now()
         # The first objective (the plain one, the best on the examples) gets the most.
         share = FIRST_OBJECTIVE_SHARE * left if k == 0 and len(problems) > 1 else \
             left / (len(problems) - k)
-        if share <= 0 or (k and share < first_search):
-            # Each search has a fixed cost (its list schedules) the first one showed.
+        if share <= 0 or (k and share + overrun > left):
+            # Each search has a fixed cost (its problem, floor and list
+            # schedules): on densenet small, loaded, 0.1-0.3 s shares took
+            # 0.44-0.51 s, and the order searches ended 0.4 s past their mark.
+            # None starts that would end past the mark by the most one overran.
             logging.info("time limit: %d of %d order objectives not searched",
                          len(problems) - k, len(problems))
             break
         t = now()
         problem = make_problem()
+        # One network and the cuts the floor solves, reused by the search's min-cut moves.
+        cuts = bounds.NodeCuts(problem)
         floor = None if cost.sweep and MIN_CUT_NODE_S * len(graph.nodes) > \
             ORDER_FLOOR_SHARE * share else bounds.min_cut_bound(
-                problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts).value
+                problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts, cuts=cuts).value
+        t_floor = now()
         result = order_lib.solve_order(problem, warm_starts=[*starts, listed],
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
-                                       progress=order_progress)
-        if not k:
-            first_search = max(0.0, now() - t - share)
+                                       progress=order_progress, cuts=cuts)
+        overrun = max(overrun, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
+        lap(f"order search {k}")
+        logging.info("order objective %d: %.2f s given, %.2f s taken (problem and floor %.2f s)",
+                     k, share, now() - t, t_floor - t)
     bound_end = min(search.mark(BOUND_END), search.at - kept)
     value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep)
     report("lower bound", bound=value)
+    lap("bound")
     live = {order: live_of(order) for order in orders}
     best = None
     # Best-fit of the candidate orders (the ranking needs real placements):
@@ -343,6 +362,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         placed[order] = Candidate(order, source, placement, owners, pp, live[order])
         if best is None or placement.arena_size < best.placement.arena_size:
             best = placed[order]
+    lap("best-fit candidates")
     if best.placement.arena_size > value:
         best = _defer_outputs(graph, with_regions, best, deadline=search.mark(DEFER_END),
                               cost=cost, live_of=live_of)
@@ -351,6 +371,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                               cost=cost, live_of=live_of)
     placed[best.order] = best
     live[best.order] = best.live
+    lap("defer and sink")
     if joint:
         best = _joint(graph, best, clock.left() - FINISH_RESERVE * clock.seconds, seed)
         placed[best.order] = best
@@ -359,6 +380,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     best_fit_bytes = {o: c.placement.arena_size for o, c in placed.items()}
     best, exact_tried = _repair(graph, best, placed, unplaced, live, value, xla_temp_bytes,
                                 clock, cost)
+    lap("repair")
     if cost.sweep and not value:
         # A big graph's bound found no time at its mark (the graph build and
         # the first list schedule take most of it): the time the skipped exact
@@ -376,7 +398,11 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
                                  floor=value)
             report("lower bound", bound=value)
+    lap("bound top-up")
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
+    lap("layout")
+    logging.info("stage ends (s from the solve's start): %s",
+                 ", ".join(f"{name} {t:.2f}" for name, t in stage_ends))
     report("placement", "done", best=layout.temp_bytes)
     logging.info("chosen order (%s): live bytes %d, best-fit %d, placed %d; %.1f s of %.1f",
                  best.source, best.live, best_fit_bytes.get(best.order, best.placement.arena_size),
@@ -385,7 +411,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                     engine=best.source, live_bytes=best.live,
                     least_live_bytes=min([*live.values(), best.live]),
                     best_fit_bytes=best_fit_bytes.get(best.order, best.placement.arena_size),
-                    exact_tried=exact_tried)
+                    exact_tried=exact_tried, stage_ends=tuple(stage_ends))
 
 
 def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,
@@ -544,7 +570,8 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
         if losing and not tried:   # an attempt, not a call with no time: past the finish if need be
             budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
-                                      engine=REPAIR_ENGINE, floor=floor)
+                                      engine=REPAIR_ENGINE, floor=floor,
+                                      best_fit_s=cost.sort_order)
         over = now() - t - budget   # its set-up, when it ran to its limit (not at the floor)
         if over > 0:
             cost.exact_setup = over if not tried else max(cost.exact_setup, over)

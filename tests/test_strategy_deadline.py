@@ -186,3 +186,54 @@ def test_time_the_repair_leaves_goes_on_to_the_bound(graph, monkeypatch):
     assert calls[1][0] <= deadline.at
     assert 0 < solution.lower_bound_bytes <= solution.layout.temp_bytes
     assert deadline.elapsed() <= 1.1 * 3.0
+
+
+def test_exact_placement_starts_no_best_fit_it_cannot_finish(graph, monkeypatch):
+    """The repair's exact placement tries best-fit starts besides the hint's
+    while time lasts; a start costs one best-fit sort order, which the
+    strategy has measured (``best_fit_s``): none starts that the budget cannot
+    cover (vit small, loaded: a 1.2 s budget ran 2.8 s on a 1.8 s best-fit)."""
+    pp, _ = graph.placement_problem(graph.xla_order)
+    assert any(r.capacity > 0 for r in pp.regions)   # the region-choice search runs
+    hint = place_greedy.best_fit(pp)
+    calls = []
+    real = place_lib.best_fit_model
+
+    def best_fit_model(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+    monkeypatch.setattr(place_lib, "best_fit_model", best_fit_model)
+    # Unknown cost (a model build's time): the other starts are tried.
+    place_lib.place_exact(pp, time_limit_s=0.5, hint=hint, engine="canonical")
+    assert calls
+    calls.clear()
+    # Known to cost more than the budget: none is.
+    found = place_lib.place_exact(pp, time_limit_s=0.5, hint=hint, engine="canonical",
+                                  best_fit_s=1.0)
+    assert not calls and found.arena_size <= hint.arena_size
+
+
+def test_order_objectives_with_a_fixed_cost_end_by_the_order_mark(graph, monkeypatch):
+    """Each order objective past the first costs a fixed time beyond its share
+    (its problem, floor and list schedules: 0.2-0.3 s on densenet small, where
+    0.1 s shares took 0.5 s); once one has shown it, none starts whose share
+    and that overrun would end past the order searches' mark."""
+    clock = FakeClock()
+    fixed = 1.0    # fake seconds each objective after the first takes past its share
+    ends = []
+    real_order = order_lib.solve_order
+
+    def solve_order(problem, **kw):
+        clock.spent += kw["time_limit_s"] + (fixed if ends else 0.0)
+        found = real_order(problem, **{**kw, "time_limit_s": 0.01, "engine": "list"})
+        ends.append(deadline.elapsed())
+        return found
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    monkeypatch.setattr(bounds, "min_cut_bound", lambda problem, **kw: bounds.Bound(
+        0, (), "stub", 0.0, True))
+    assert graph.order_problem().region_sizes   # several objectives
+    limit = 30.0
+    deadline = strategy.Deadline(limit, clock=clock)
+    strategy.solve_graph(graph, deadline=deadline)
+    assert len(ends) >= 2
+    assert max(ends) <= strategy.ORDER_SEARCH_SHARE * limit + 0.3, ends

@@ -84,11 +84,13 @@ class _Best:
 def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] = (),
                 time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0,
                 progress: Callable[[str], None] | None = None,
-                lower_bound: int | None = None) -> OrderResult:
+                lower_bound: int | None = None, cuts=None) -> OrderResult:
     """The best order found for ``problem`` within ``time_limit_s`` by ``engine``.
 
     ``lower_bound``: a proven bound on this problem's cost (e.g. the min-cut
-    bound); the search stops as soon as an order reaches it (proven optimal)."""
+    bound); the search stops as soon as an order reaches it (proven optimal).
+    ``cuts``: a ``bounds.NodeCuts`` of ``problem`` for the min-cut moves (the
+    cuts the bound already solved are reused)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     t0 = time.monotonic()
@@ -123,7 +125,7 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
         # (densenet, small: 95 -> 81 MiB in 7 s, loaded).
         # Min-cut moves first: DenseNet (small) 81 -> 51 MiB where a 20 s
         # search had stopped, ResNet-50 40 -> 17 (live bytes by this objective).
-        _run_cut(ev, best, time.monotonic() + CUT_SHARE * (deadline - time.monotonic()))
+        _run_cut(ev, best, time.monotonic() + CUT_SHARE * (deadline - time.monotonic()), cuts)
         left = deadline - time.monotonic()
         _run_sink(ev, dag, best, time.monotonic() + (left if left < SINK_ALL_BELOW_S
                                                      else SINK_SHARE * left))
@@ -140,11 +142,11 @@ def _run_sink(ev: Evaluator, dag: Dag, best: _Best, deadline: float) -> None:
     best.offer(sink.improve(ev, dag, best.order, deadline=deadline), "sink")
 
 
-def _run_cut(ev: Evaluator, best: _Best, deadline: float) -> None:
+def _run_cut(ev: Evaluator, best: _Best, deadline: float, cuts=None) -> None:
     if best.proven or ev.n > CUT_MAX_NODES or deadline - time.monotonic() <= 0.05:
         return
     from olla_jax.solve import cut_move
-    best.offer(cut_move.improve(ev, best.order, deadline=deadline), "cut")
+    best.offer(cut_move.improve(ev, best.order, deadline=deadline, cuts=cuts), "cut")
 
 
 def _run_cpsat(problem: OrderProblem, best: _Best, deadline: float, share: float, seed: int) -> None:
