@@ -238,10 +238,10 @@ def main(argv=None) -> int:
             rows.append({"example": item, "error": f"{type(err).__name__}: {err}"[:300]})
         _cache_save(args.cache, cache)
         print(json.dumps(rows[-1])[:2000], flush=True)
-    text = render(rows, args, (start_load, common.load()))
+        text = render(rows, args, (start_load, common.load()))
+        if args.out:   # after each example: a run cut short keeps what it did
+            common.write_results(args.out, {"rows": rows, "command": common.command_line()}, text)
     print(text)
-    if args.out:
-        common.write_results(args.out, {"rows": rows, "command": common.command_line()}, text)
     return 0
 
 
