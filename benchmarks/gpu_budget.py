@@ -39,10 +39,13 @@ def _cache_load(path: str) -> dict:
 
 
 def _cache_save(path: str, cache: dict) -> None:
+    """``cache`` merged into the file (another run may have added to it since)."""
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(cache, f, indent=1, sort_keys=True)
+        merged = {**_cache_load(path), **cache}
+        with open(path + ".tmp", "w") as f:
+            json.dump(merged, f, indent=1, sort_keys=True)
+        os.replace(path + ".tmp", path)
 
 
 def xla_points(step, item: str, base, args, cache: dict) -> tuple[list[dict], int]:
@@ -160,7 +163,8 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
             continue
         if not r["comparisons"]:
             table.append([r["example"], common.mib(r["xla_temp"]), common.mib(r["plan_temp"]),
-                          "no lower point", "", "", "", "n/a", f"{r['plan_s']} / {r['xla_s']} / -"])
+                          "no lower point" if args.limits else "not compiled (--limits=)",
+                          "", "", "", "n/a", f"{r['plan_s']} / {r['xla_s']} / -"])
         for c in r["comparisons"]:
             at = c["ours"]
             table.append([
