@@ -91,3 +91,16 @@ def test_a_value_held_at_a_bitcast_is_recomputed_checked_and_read_back():
     names = [t.thunk_info.profile_annotation
              for t in gpu_executable.decode(outcome.raw).thunks]
     assert names.count(r.producer) == 2
+
+
+@needs_plugin
+def test_xla_remat_search_skips_xlas_own_compile_when_told_the_io_bytes():
+    from olla_jax import xla_remat
+
+    def f(x):
+        return jnp.tanh(x @ x.T).sum(0)
+    x = S((256, 256), jnp.float32)
+    points = xla_remat.search(f, x, backend="gpu:h100", budget_bytes=2**20, fractions=(0.5,),
+                              io_bytes=256 * 256 * 4 + 256 * 4)
+    assert [p.limit_bytes for p in points] == [2**19]      # no point of XLA's own limit
+    assert points[0].flops > 0
