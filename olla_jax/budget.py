@@ -106,6 +106,7 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
         for use in rec.uses:
             reads[use.instruction].append(rec.key)
     unit_of = graph.unit_of_value
+    gpu = Backend.parse(capture.backend).kind == "gpu"
     out = []
     for node, name in enumerate(graph.nodes):
         recs = defined.get(name, [])
@@ -121,7 +122,9 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
         successors = tuple(o for o in unit.values if o != value.id)
         if successors and not _in_place_after(graph, unit, value, successors):
             continue
-        if [p.instruction for p in rec.positions] != [name]:
+        held = [p.instruction for p in rec.positions]
+        if held[:1] != [name] or any(not (gpu and _entry_bitcast(graph, instructions, kinds, x))
+                                     for x in held[1:]):
             continue
         users = {u.instruction for u in rec.uses}
         if not users or any(u not in graph.node_index or kinds.get(u, ["none"]) == ["nested"]
@@ -136,6 +139,14 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors))
     return out
+
+
+def _entry_bitcast(graph: ScheduleGraph, instructions, kinds, name: str) -> bool:
+    """Whether ``name`` is an entry bitcast that runs no thunk: XLA:GPU holds a
+    fusion's result at the bitcasts of it too (the same bytes, viewed), and
+    their readers are the value's own, so a copy serves them as well."""
+    return name in graph.node_index and instructions[name].opcode == "bitcast" and \
+        not kinds.get(name) and graph.block_length(graph.node_index[name]) == 1
 
 
 def _in_place_after(graph: ScheduleGraph, unit, value, successors) -> bool:

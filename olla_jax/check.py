@@ -319,7 +319,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         if claim.done_before:
             _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat,
                             clone_step[v])
-        elif [p.instruction for p in rec.positions] != [claim.producer] or \
+        elif [p.instruction for p in rec.positions   # a bitcast of it runs nothing: a view
+              if not (instr_by_name[p.instruction].opcode == "bitcast" and
+                      comp_by_instr.get(p.instruction) == entry.id)] != [claim.producer] or \
                 any(r.id != v for r in records.values() if r.defining_instruction == claim.producer):
             raise PlanRejected(f"value {rec.key} is not the one plain result of {claim.producer}")
         if placements[v][3].is_entry_computation_parameter or placements[v][3].is_constant or \

@@ -58,3 +58,51 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
             f"{_figures(other)}")
     extra = tuple(n for n in other.plan.notes if n not in kept.plan.notes)
     return dataclasses.replace(kept.plan, notes=kept.plan.notes + extra + (text,))
+
+
+# --- the issue's terms: ours against one point of XLA's rematerialization -----
+
+# Ours meets a point of XLA's remat (temp M, extra FLOPs F) when it reaches M
+# with at most FLOPS_SHARE x F, or MEMORY_SHARE x M with at most F.
+FLOPS_SHARE = 0.5
+MEMORY_SHARE = 0.85
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether our (temp, extra FLOPs) meets the target against one XLA point."""
+    met: bool
+    how: str        # which of the two terms is met, or how far each is
+
+
+def against_xla(ours_temp: int, ours_flops: int, xla_temp: int, xla_flops: int, *,
+                flops_share: float = FLOPS_SHARE, memory_share: float = MEMORY_SHARE) -> Verdict:
+    """Ours against XLA's remat at temp ``xla_temp`` with ``xla_flops`` extra
+    FLOPs: met when ours reaches that temp at ``flops_share`` x its FLOPs or
+    fewer, or ``memory_share`` x that temp at its FLOPs or fewer."""
+    if min(ours_temp, ours_flops, xla_temp, xla_flops) < 0:
+        raise ValueError("temps and FLOPs must be non-negative")
+    if ours_temp <= xla_temp and ours_flops <= flops_share * xla_flops:
+        return Verdict(True, f"its memory at {_ratio(ours_flops, xla_flops)} its extra FLOPs "
+                             f"(<= {flops_share:g})")
+    if ours_temp <= memory_share * xla_temp and ours_flops <= xla_flops:
+        return Verdict(True, f"{ours_temp / xla_temp:.3f} x its memory (<= {memory_share:g}) "
+                             f"at {_ratio(ours_flops, xla_flops)} its extra FLOPs")
+    return Verdict(False, f"{ours_temp / xla_temp:.3f} x its memory at "
+                          f"{_ratio(ours_flops, xla_flops)} its extra FLOPs")
+
+
+def _ratio(a: int, b: int) -> str:
+    if b == 0:
+        return "0 x" if a == 0 else "more than (it has none)"
+    return f"{a / b:.2f} x"
+
+
+def front(points: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (temp, extra FLOPs) points no other point is at least as good as on
+    both, least temp first (XLA's remat is not monotone in its limit)."""
+    kept = []
+    for temp, flops in sorted(set(points)):
+        if not kept or flops < kept[-1][1]:
+            kept.append((temp, flops))
+    return kept

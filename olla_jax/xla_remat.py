@@ -55,9 +55,13 @@ def _target_with_memory(target: str, device_memory: int, folder: str) -> str:
 def search(fn: Callable, *args, backend: str | Backend, budget_bytes: int,
            static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
            compiler_options: dict[str, Any] | None = None,
-           fractions: Sequence[float] = (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)) -> list[RematPoint]:
+           fractions: Sequence[float] = (1.0, 0.85, 0.7, 0.55, 0.4, 0.25),
+           io_bytes: int | None = None) -> list[RematPoint]:
     """Compile ``fn`` for a compile-only GPU target (``backend`` "gpu:<target>")
-    with XLA's memory limit at ``fractions`` of the budget; XLA's own compile first."""
+    with XLA's memory limit at ``fractions`` of the budget; XLA's own compile
+    first, unless ``io_bytes`` (its arguments + outputs, which the limit is
+    offset by) is given: then only the forced limits are compiled (a caller
+    that holds XLA's own compile already saves one)."""
     from olla_jax.capture import gpu
     try:
         parsed = Backend.parse(backend)
@@ -76,8 +80,11 @@ def search(fn: Callable, *args, backend: str | Backend, budget_bytes: int,
             donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
         return RematPoint(limit, MemoryFigures.of(compiled), compiled_flops(compiled), compiled)
 
-    points = [compile_with(target, None)]
-    io = points[0].memory.argument + points[0].memory.output
+    if io_bytes is None:
+        points = [compile_with(target, None)]
+        io = points[0].memory.argument + points[0].memory.output
+    else:
+        points, io = [], int(io_bytes)
     with tempfile.TemporaryDirectory(prefix="olla_jax_remat_") as folder:
         for fraction in fractions:
             limit = int(fraction * budget_bytes)

@@ -58,6 +58,12 @@ def _reads(thunk: Any) -> list[tuple[int, int, int]]:
     return [s for s, written in args if not written]
 
 
+def _arguments(thunk: Any) -> list[tuple[int, int, int]]:
+    """Every slice a kernel thunk is given, read or written (else every slice)."""
+    args = _args(thunk)
+    return _all_slices(thunk) if args is None else [s for s, _ in args]
+
+
 def _launch(thunk: Any) -> bytes:
     """The thunk without its arguments and id: kernel, launch dimensions..."""
     bare = type(thunk)()
@@ -192,7 +198,10 @@ def compare(raw: bytes, layout) -> str | None:
             continue
         k = copies[r.producer].pop(0)
         nxt = next((j for j in range(k + 1, len(names)) if j not in copy_at), None)
-        if nxt is None or names[nxt] != r.before or \
+        if r.before in position and r.before not in names:   # a bitcast: no thunk of its own
+            if not _just_before(names, copy_at, k, position, r.before):
+                return f"the copy of {r.producer} does not run just before {r.before}"
+        elif nxt is None or names[nxt] != r.before or \
                 any(names[j] == r.before for j in range(k)):
             return f"the copy of {r.producer} does not run just before {r.before}'s first thunk"
         first, copy = decoded.thunks[firsts[r.producer]], decoded.thunks[k]
@@ -214,9 +223,10 @@ def compare(raw: bytes, layout) -> str | None:
                 return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
         value = layout.graph.values[r.value]
         for user in r.late_users:
-            reads = [s for j, n in enumerate(names) if n == user and j not in copy_at
-                     for s in _reads(decoded.thunks[j])]
-            if not any(s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
+            thunks = [j for j, n in enumerate(names) if n == user and j not in copy_at]
+            # (an argument a reader also writes, in place over the copy, is read too)
+            reads = [s for j in thunks for s in _arguments(decoded.thunks[j])]
+            if thunks and not any(s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
                        for s in reads):
                 return (f"late reader {user} does not read the recomputed {value.key} at "
                         f"allocation {r.place[0]} +{r.place[1]}")

@@ -88,7 +88,8 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
             _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
                                     tuple(edit.order))
         else:
-            _insert_clone(decoded, instructions, owner, clone, allocations, sizes)
+            _insert_clone(decoded, instructions, owner, clone, allocations, sizes,
+                          tuple(edit.order))
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
     for alloc, edited in zip(decoded.allocations, decoded.buffer_assignment.buffer_allocations):
@@ -211,8 +212,10 @@ def kernel_arguments(thunk: Any) -> list[tuple[Any, bool]]:
     return list(zip(args, written))
 
 
-def _insert_clone(decoded, instructions, owner, clone, allocations, sizes) -> None:
-    """Copy ``clone.producer``'s (relocated) entry thunk before ``clone.before``'s first."""
+def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order=()) -> None:
+    """Copy ``clone.producer``'s (relocated) entry thunk before ``clone.before``'s
+    first, or, when ``clone.before`` runs none (a bitcast of the value), before
+    the first thunk after it in ``order``."""
     names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
     made = producer_thunk(names, clone)
     source = decoded.thunks[made]
@@ -220,7 +223,13 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes) -> No
     why = clone_refusal(source, instructions[thunk_instruction(source, instructions)], comps)
     if why is not None:
         raise RewriteError(f"cannot recompute {clone.producer}: {why}")
-    at = clone_slot(names, clone, made)
+    if clone.before not in names and order:
+        at = slot_at_or_after(names, order, clone.before)
+        if at is None or at <= made:
+            raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no "
+                               "thunk after it follows the producer's")
+    else:
+        at = clone_slot(names, clone, made)
     e_alloc, e_offset, size = clone.early
     l_alloc, l_offset = clone.late
     copy = type(source)()

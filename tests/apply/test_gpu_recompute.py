@@ -100,6 +100,27 @@ def test_readback_finds_a_copy_that_is_not_where_the_plan_says(recomputed):
     assert "just before" in gpu_readback.compare(plan.executable_bytes, wrong)
 
 
+@needs_plugin
+def test_readback_counts_a_late_reader_that_writes_over_the_copy_in_place(recomputed):
+    _, plan = recomputed
+    (r,) = plan.layout.recomputes
+
+    def with_late_argument(change):
+        decoded = gpu_executable.decode(plan.executable_bytes)
+        late = next(t for t in decoded.thunks
+                    if t.thunk_info.profile_annotation == r.late_users[0])
+        body = getattr(late, late.WhichOneof("impl"))
+        for k, (s, _) in enumerate(gpu_rewrite.kernel_arguments(late)):
+            if (s.buffer_allocation_index, s.offset) == r.place:
+                change(body, k, s)
+        return gpu_executable.encode(decoded)
+    # XLA flags an argument a kernel reads and writes in place as written
+    written = with_late_argument(lambda body, k, s: body.written.__setitem__(k, True))
+    assert gpu_readback.compare(written, plan.layout) is None
+    elsewhere = with_late_argument(lambda body, k, s: setattr(s, "offset", r.place[1] + r.size))
+    assert "does not read the recomputed" in gpu_readback.compare(elsewhere, plan.layout)
+
+
 def inplace_step(x, w1, w2):
     a = jnp.tanh(x @ w1)
     c = jnp.tanh((x * a.sum()) @ w2)

@@ -1,0 +1,106 @@
+"""Our recomputation against XLA's rematerialization on compile-only GPU targets.
+
+The issue's terms (``gpu_budget.against_xla``), XLA's front, and a value
+XLA:GPU also holds at a bitcast of it (most of a transformer's idle
+activations on H100: the GEMM fusion reading it takes the bitcast), which
+is recomputed, passes the independent checker, and is built and read back.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+from olla_jax import gpu_budget  # noqa: E402
+from olla_jax.capture import gpu  # noqa: E402
+
+needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
+                                  reason="jax's CUDA plugin is not installed")
+S = jax.ShapeDtypeStruct
+
+
+def test_against_xla_meets_either_term_and_says_which():
+    # XLA's point: temp 100 at 1000 extra FLOPs
+    half = gpu_budget.against_xla(100, 500, 100, 1000)
+    assert half.met and "its memory" in half.how
+    less = gpu_budget.against_xla(85, 1000, 100, 1000)
+    assert less.met and "0.850 x its memory" in less.how
+    assert not gpu_budget.against_xla(86, 600, 100, 1000).met     # neither term
+    assert not gpu_budget.against_xla(101, 0, 100, 1000).met       # more memory, even for free
+    assert not gpu_budget.against_xla(50, 1001, 100, 1000).met     # less memory, more FLOPs
+    # XLA lowered its temp without recomputing: only memory at no FLOPs meets it
+    assert gpu_budget.against_xla(100, 0, 100, 0).met
+    assert not gpu_budget.against_xla(10, 1, 100, 0).met
+    with pytest.raises(ValueError, match="non-negative"):
+        gpu_budget.against_xla(-1, 0, 100, 0)
+
+
+def test_front_keeps_the_points_nothing_beats_on_both():
+    points = [(100, 50), (90, 80), (120, 10), (100, 60), (95, 80), (130, 10)]
+    assert gpu_budget.front(points) == [(90, 80), (100, 50), (120, 10)]
+    assert gpu_budget.front([]) == []
+
+
+def viewed_step(x, w1, w2, w3):
+    a = x @ w1                                  # idle across the peak
+    c = jnp.tanh((x * a.sum()) @ w2)            # the peak: 8 MiB while a waits
+    d = c[:, :256] * c[:, 256:512]
+    e = a.reshape(1024, 512) @ (w3 * d.sum())   # a's late reader, through a bitcast of it
+    return (d * e[:, :1].repeat(2, 0)[:2048, :1]).astype(jnp.bfloat16)
+
+
+VIEWED_ARGS = (S((2048, 256), jnp.float32), S((256, 256), jnp.float32),
+               S((256, 1024), jnp.float32), S((512, 256), jnp.float32))
+
+
+@pytest.mark.slow
+@needs_plugin
+def test_a_value_held_at_a_bitcast_is_recomputed_checked_and_read_back():
+    import olla_jax
+    from olla_jax import budget, checked, dumps
+    from olla_jax.apply import gpu_executable, gpu_readback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(viewed_step, *VIEWED_ARGS, backend="gpu:h100", time_limit_s=1,
+                             feed_back=False)
+    g, cap = base.graph, base.capture
+    records = {r.key: r for r in dumps.parse_values(cap.values_text).values()}
+    module = {i.name: i for c in gpu_executable.decode(cap.executable).hlo_module.computations
+              for i in c.instructions}
+
+    def bitcasts(c):
+        return [p.instruction for p in records[g.values[c.value].key].positions
+                if module[p.instruction].opcode == "bitcast"]
+    held = [c for c in budget.candidates(g, cap) if bitcasts(c)]
+    assert held, "no candidate is held at a bitcast of it"
+    c = max(held, key=lambda c: g.values[c.value].size)
+    order = base.layout.order if base.layout is not None else g.xla_order
+    step = budget._step(g, order)
+    users = sorted(c.users, key=lambda n: step[n])
+    assert g.node_index[bitcasts(c)[0]] in users          # the bitcast reads it (no thunk)
+    plan = budget.plan_of(g, order, [(c, len(users) - 1)])
+    (r,) = plan.layout.recomputes
+    assert checked.rejection(cap, plan.layout, alignment=g.alignment) is None
+    outcome = checked.apply(cap, plan.layout, backend="gpu:h100", what="the recomputation")
+    assert outcome.raw is not None, outcome.reason
+    assert gpu_readback.compare(outcome.raw, plan.layout) is None
+    names = [t.thunk_info.profile_annotation
+             for t in gpu_executable.decode(outcome.raw).thunks]
+    assert names.count(r.producer) == 2
+
+
+@needs_plugin
+def test_xla_remat_search_skips_xlas_own_compile_when_told_the_io_bytes():
+    from olla_jax import xla_remat
+
+    def f(x):
+        return jnp.tanh(x @ x.T).sum(0)
+    x = S((256, 256), jnp.float32)
+    points = xla_remat.search(f, x, backend="gpu:h100", budget_bytes=2**20, fractions=(0.5,),
+                              io_bytes=256 * 256 * 4 + 256 * 4)
+    assert [p.limit_bytes for p in points] == [2**19]      # no point of XLA's own limit
+    assert points[0].flops > 0
