@@ -1,0 +1,46 @@
+"""A time limit is a limit: with a memory budget, plan()'s planner part (every
+order-and-placement solve and the recomputation search) fits one deadline,
+not one limit per stage; XLA's compiles and the verification are apart."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import jax
+import numpy as np
+
+import examples
+import olla_jax
+from olla_jax.plan import BudgetNotMet
+
+
+def test_budget_plan_solves_within_one_time_limit():
+    # vit tiny (XLA's temp ~0.6 MiB) with 256 KiB of temp over its arguments
+    # and outputs: order and placement alone cannot reach it, so
+    # recomputation is searched too (no donation: nothing aliased)
+    step = examples.get("vit", "tiny")
+    assert not step.static_argnums and not step.donate_argnums
+    target = _bytes(step.args) + _bytes(jax.eval_shape(step.fn, *step.args)) + 256 * 1024
+    limit = 2.0
+    t0 = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        try:
+            plan = olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
+                                 time_limit_s=limit, memory_budget=target)
+        except BudgetNotMet as err:
+            plan = err.plan
+            assert err.least_bytes > target and "budget" in str(err)
+        else:
+            assert plan.runs_total_bytes <= target and plan.recomputed, plan.notes
+    elapsed = time.monotonic() - t0
+    # (half a second of slack on a loaded machine, as the recomputation's own test)
+    assert 0 < plan.solve_seconds <= 1.1 * limit + 0.5, (plan.solve_seconds, plan.notes)
+    assert plan.solve_seconds + plan.verify_seconds <= elapsed + 1e-6
+    print(f"solve {plan.solve_seconds:.2f} s, verify {plan.verify_seconds:.2f} s, limit {limit} s")
+
+
+def _bytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+               for x in jax.tree_util.tree_leaves(tree))
