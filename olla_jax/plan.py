@@ -216,7 +216,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     XLA's own rematerialization under a searched memory limit
     (``olla_jax.xla_remat``), whichever meets it with fewer extra FLOPs
     (``olla_jax.gpu_budget``).  A budget that cannot be met raises
-    ``BudgetNotMet`` with the least memory reached.
+    ``BudgetNotMet`` with the least memory reached.  ``time_limit_s`` bounds
+    the planner's part of the whole call (``Plan.solve_seconds``, summed over
+    the stages): with a budget, the first order and placement gets
+    ``FIRST_PLAN_SHARE`` of it, the overlap retries and recomputation the rest.
 
     Sharded steps (compile-only GPU targets): ``num_devices``, ``in_shardings``,
     ``out_shardings`` (PartitionSpecs over ``mesh_axes``, default ``{"x":
