@@ -37,6 +37,9 @@ RETIME_SHARE = 0.5             # _plan: re-timing collectives ("hidden"), kept b
 # placed takes ~3.5 s of CPU, more wall clock on a shared machine; the plan fell back)
 KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
 UNCOMBINED = "uncombined"      # Capture.scheduler of a sharded step compiled with no collective combining
+# How plan() shares one time limit over its stages when a budget may need more than one solve.
+FIRST_PLAN_SHARE = 0.5         # the first order and placement; overlap retries, recomputation: the rest
+MIN_STAGE_S = 0.5              # less than this left: a later stage is skipped (said in notes), not overrun
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +216,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     XLA's own rematerialization under a searched memory limit
     (``olla_jax.xla_remat``), whichever meets it with fewer extra FLOPs
     (``olla_jax.gpu_budget``).  A budget that cannot be met raises
-    ``BudgetNotMet`` with the least memory reached.
+    ``BudgetNotMet`` with the least memory reached.  ``time_limit_s`` bounds
+    the planner's part of the whole call (``Plan.solve_seconds``, summed over
+    the stages): with a budget, the first order and placement gets
+    ``FIRST_PLAN_SHARE`` of it, the overlap retries and recomputation the rest.
 
     Sharded steps (compile-only GPU targets): ``num_devices``, ``in_shardings``,
     ``out_shardings`` (PartitionSpecs over ``mesh_axes``, default ``{"x":
@@ -262,7 +268,29 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     options = dict(backend=target, time_limit_s=time_limit_s, compiler_options=compiler_options,
                    engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
                    saved=saved, spmd=spmd, progress=report)
-    result = _plan(step, collective_overlap=collective_overlap, **options)
+    # One deadline for the planner's part of the whole call (every _plan's
+    # solve and the recomputation search; not XLA's compiles or verification):
+    # with a budget that may need later stages, the first plan gets a share.
+    later = memory_budget is not None and ((recompute and saved is None) or spmd is not None)
+    first = _plan(step, collective_overlap=collective_overlap,
+                  **dict(options, time_limit_s=time_limit_s * (FIRST_PLAN_SHARE if later else 1.0)))
+    spent = [first.solve_seconds]    # planner seconds over the stages so far
+
+    def total(plan: Plan, *notes: str) -> Plan:   # ``plan`` reporting every stage's seconds
+        return dataclasses.replace(plan, solve_seconds=spent[0], notes=plan.notes + notes)
+
+    skipped: list[str] = []          # later stages with no time left, for the notes
+
+    def time_for(stages_left: int, what: str) -> float | None:
+        """Seconds for the next of ``stages_left`` stages; None (noted) if too few are left."""
+        left = time_limit_s - spent[0]
+        if left < MIN_STAGE_S:
+            skipped.append(f"{what} not tried: {max(left, 0):.1f} s of the {time_limit_s:g} s "
+                           "limit left after the stages before it")
+            return None
+        return max(MIN_STAGE_S, left / stages_left)
+
+    result = first
     if memory_budget is None or result.runs_total_bytes <= memory_budget:
         return result
     asked = collectives.keep_fraction(collective_overlap)
@@ -272,9 +300,14 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         # from what was asked up to all of the step's communication.
         low = result.settings.get("exposed_allowance_s", result.settings["exposed_s_xla"])
         high = max(low, result.settings["comm_s"])
-        for share in (0.25, 0.5, 0.75, 1.0):
+        shares = (0.25, 0.5, 0.75, 1.0)
+        for i, share in enumerate(shares):
+            limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
+            if limit is None:
+                break
             trial = _plan(step, collective_overlap=collectives.ExposedAtMost(
-                low + share * (high - low)), **options)
+                low + share * (high - low)), **dict(options, time_limit_s=limit))
+            spent[0] += trial.solve_seconds
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"exposed communication allowed to grow to "
@@ -282,18 +315,25 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                     f"{trial.settings.get('exposed_s_xla', 0) * 1e6:,.1f} us) to meet the memory "
                     "budget",))
             if result.runs_total_bytes <= memory_budget:
-                return result
+                return total(result)
     elif result.settings.get("async_pairs") and asked > 0:
-        for share in (0.75, 0.5, 0.25, 0.0):
-            trial = _plan(step, collective_overlap=share * asked, **options)
+        shares = (0.75, 0.5, 0.25, 0.0)
+        for i, share in enumerate(shares):
+            limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
+            if limit is None:
+                break
+            trial = _plan(step, collective_overlap=share * asked, **dict(options, time_limit_s=limit))
+            spent[0] += trial.solve_seconds
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"collective overlap reduced to {share:.0%} of what was asked to meet the "
                     f"memory budget (overlapped FLOPs {trial.settings.get('overlapped_flops', 0):,} "
                     f"of XLA's {trial.settings.get('overlapped_flops_xla', 0):,})",))
             if result.runs_total_bytes <= memory_budget:
-                return result
-    if recompute and saved is None:
+                return total(result)
+    limit = time_for(1, "recomputation") if recompute and saved is None else None
+    result = total(result, *skipped)
+    if limit is not None:
         from olla_jax import budget
         report("recomputing", "to meet the memory budget")
         if spmd:
@@ -301,18 +341,18 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             # target is compile-only); XLA's rematerialization is driven for
             # single-device steps only.
             result = budget.recompute_to_budget(result, int(memory_budget),
-                                                time_limit_s=time_limit_s, measure_time=False)
+                                                time_limit_s=limit, measure_time=False)
         elif target.compile_only:   # ours and XLA's rematerialization, side by side
             from olla_jax import gpu_budget
             result = gpu_budget.to_budget(
                 result, int(memory_budget), step.fn, step.args,
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
-                compiler_options=compiler_options, time_limit_s=time_limit_s)
+                compiler_options=compiler_options, time_limit_s=limit)
         else:
             result = budget.recompute_to_budget(result, int(memory_budget),
                                                 args=step.entry.verify_args,
                                                 static_argnums=step.entry.verify_static,
-                                                time_limit_s=time_limit_s,
+                                                time_limit_s=limit,
                                                 verify_trials=verify_trials)
         if result.runs_total_bytes <= memory_budget:
             return result

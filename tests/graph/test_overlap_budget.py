@@ -23,6 +23,7 @@ class FakePlan:
     xla_total_bytes: int = 2000
     runs_temp_bytes: int = 0
     graph: None = None
+    solve_seconds: float = 0.0
 
 
 def _fake_planner(monkeypatch, bytes_at):
