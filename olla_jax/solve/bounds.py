@@ -569,6 +569,31 @@ def _closure(graph: _Graph, nodes) -> int:
     return bits
 
 
+def _max_of_least(groups, *, t0: float, time_limit_s: float, best: int = 0):
+    """The max over ``groups`` of the least over each group's cases (a case:
+    a call giving its value and the max-flows it ran), from ``best``; a group
+    whose cases fall to ``best`` stops early, and the time limit (from
+    ``t0``) ends the search with the groups done before it.  Returns (best,
+    flows, complete)."""
+    flows, complete = 0, True
+    for cases in groups:
+        low = None
+        for case in cases:
+            if time.perf_counter() - t0 > time_limit_s:
+                complete = False
+                break
+            value, ran = case()
+            flows += ran
+            low = value if low is None else min(low, value)
+            if low <= best:
+                break           # this group cannot raise the bound
+        if not complete:
+            break
+        if low is not None:
+            best = max(best, low)
+    return best, flows, complete
+
+
 def last_of_set_bound(problem: OrderProblem, sets: Sequence[Sequence[int]], *,
                       time_limit_s: float = 60.0, flow: str = "auto") -> Bound:
     """For a set ``D`` of nodes, every order runs some ``d`` in ``D`` last: then
@@ -586,31 +611,22 @@ def last_of_set_bound(problem: OrderProblem, sets: Sequence[Sequence[int]], *,
         return Bound(0, (), method, time.perf_counter() - t0, True)
     graph = _graph(problem)
     items = _items(problem)
-    best, flows, complete = 0, 0, True
-    for members in sets:
-        members = sorted(set(int(v) for v in members))
-        if not members:
-            continue
-        if any(not 0 <= v < problem.num_nodes for v in members):
-            raise ValueError(f"a set names a node outside 0..{problem.num_nodes - 1}")
-        low = None
+    def cases(members):
         for d in members:
-            others = [v for v in members if v != d]
-            before = _closure(graph, others)
+            before = _closure(graph, [v for v in members if v != d])
             if before & (graph.desc[d] | (1 << d)):
                 continue        # another member is a descendant of d: d is not last
-            if time.perf_counter() - t0 > time_limit_s:
-                complete, low = False, None
-                break
-            value = max(0, _node_minimum(problem, graph, items, d, flow_fn, before))
-            flows += 1
-            low = value if low is None else min(low, value)
-            if low <= best:
-                break           # this set cannot raise the bound
-        if not complete:
-            break
-        if low is not None:
-            best = max(best, low)
+            yield lambda d=d, before=before: (
+                max(0, _node_minimum(problem, graph, items, d, flow_fn, before)), 1)
+
+    def groups():
+        for members in sets:
+            members = sorted(set(int(v) for v in members))
+            if any(not 0 <= v < problem.num_nodes for v in members):
+                raise ValueError(f"a set names a node outside 0..{problem.num_nodes - 1}")
+            yield cases(members)
+
+    best, flows, complete = _max_of_least(groups(), t0=t0, time_limit_s=time_limit_s)
     return Bound(best, (), method, time.perf_counter() - t0, complete, flows)
 
 
@@ -637,31 +653,25 @@ def pair_bound(problem: OrderProblem, pairs: Sequence[tuple[int, int]], *,
         return Bound(0, (), method, time.perf_counter() - t0, True)
     graph = _graph(problem)
     items = _items(problem)
-    best, flows, complete = max(0, floor), 0, True
-    for a, b in pairs:
-        a, b = int(a), int(b)
-        if not (0 <= a < problem.num_nodes and 0 <= b < problem.num_nodes):
-            raise ValueError(f"a pair names a node outside 0..{problem.num_nodes - 1}")
-        if a == b:
-            continue
-        low = None
+    def cases(a, b):
         # (first, second) is impossible when second is an ancestor of first
         for first, second in [c for c in ((a, b), (b, a)) if not graph.anc[c[0]] >> c[1] & 1]:
-            if time.perf_counter() - t0 > time_limit_s:
-                complete = False
-                break
             # first runs before second: the later one sees the earlier done
-            case = max(0, _node_minimum(problem, graph, items, second, flow_fn,
-                                        before=_closure(graph, [first])),
-                       _node_minimum(problem, graph, items, first, flow_fn,
-                                     after=_down_closure(graph, second)))
-            flows += 2
-            low = case if low is None else min(low, case)
-            if low <= best:
-                break           # this pair cannot raise the bound
-        if not complete:
-            break
-        if low is not None:
-            best = max(best, low)
+            yield lambda first=first, second=second: (max(
+                0, _node_minimum(problem, graph, items, second, flow_fn,
+                                 before=_closure(graph, [first])),
+                _node_minimum(problem, graph, items, first, flow_fn,
+                              after=_down_closure(graph, second))), 2)
+
+    def groups():
+        for a, b in pairs:
+            a, b = int(a), int(b)
+            if not (0 <= a < problem.num_nodes and 0 <= b < problem.num_nodes):
+                raise ValueError(f"a pair names a node outside 0..{problem.num_nodes - 1}")
+            if a != b:
+                yield cases(a, b)
+
+    best, flows, complete = _max_of_least(groups(), t0=t0, time_limit_s=time_limit_s,
+                                          best=max(0, floor))
     return Bound(best if best > floor else 0, (), method, time.perf_counter() - t0, complete,
                  flows)
