@@ -86,3 +86,16 @@ def regather_step() -> RegatherStep:
     cost = overlap.device_cost(gpu._target_path("h100").read_text())
     step = overlap.step_model(module, graph, collectives.async_pairs(module), cost, 2)
     return RegatherStep(cap, graph, module, step)
+
+
+@dataclasses.dataclass(frozen=True)
+class FakePlan:
+    """What ``plan()``'s budget ladders read of a ``_plan`` result, for tests
+    that stand in for the planner (no compile)."""
+    runs_total_bytes: int
+    settings: dict
+    notes: tuple = ()
+    xla_total_bytes: int = 2000
+    runs_temp_bytes: int = 0
+    graph: None = None
+    solve_seconds: float = 0.0

@@ -104,15 +104,6 @@ def test_value_written_over_in_place_is_recomputed_and_checked(vit_base):
         _check(plan, broken)
 
 
-@pytest.mark.slow   # a child process verifies the rewritten executable
-def test_value_written_over_in_place_is_recomputed_bit_for_bit(vit_base):
-    step, plan, _, _ = vit_base
-    _, recomputed = _recomputed(vit_base)
-    outcome = feed_back.apply_layout(plan.capture, recomputed.layout, args=step.args,
-                                     static_argnums=step.static_argnums, trials=1)
-    assert outcome.ok, outcome.reason       # verified bit for bit in a child process
-
-
 def test_search_stays_within_its_time_limit(vit_base):
     _, plan, graph, cands = vit_base
     order = plan.layout.order if plan.layout is not None else graph.xla_order
@@ -196,9 +187,10 @@ def test_polish_adds_picks_where_the_placed_arena_peaks(vit_base):
 
 
 @pytest.mark.slow   # a child process verifies the rewritten executable
-def test_polished_plan_is_bit_identical(vit_base):
+@pytest.mark.parametrize("make", [_recomputed, _polished], ids=["in_place", "polished"])
+def test_recomputing_plan_is_bit_identical(vit_base, make):
     step, plan, _, _ = vit_base
-    _, got = _polished(vit_base)
+    _, got = make(vit_base)
     outcome = feed_back.apply_layout(plan.capture, got.layout, args=step.args,
                                      static_argnums=step.static_argnums, trials=1)
-    assert outcome.ok, outcome.reason
+    assert outcome.ok, outcome.reason       # verified bit for bit in a child process

@@ -4,7 +4,6 @@ not one limit per stage; XLA's compiles and the verification are apart."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import time
 import warnings
@@ -16,6 +15,7 @@ import pytest
 import examples
 import olla_jax
 from olla_jax.plan import BudgetNotMet
+from tests.small_steps import FakePlan
 
 plan_lib = importlib.import_module("olla_jax.plan")   # olla_jax.plan is also the function
 
@@ -77,12 +77,3 @@ def test_overlap_retries_share_what_the_first_plan_left(monkeypatch, first_overr
         assert len(limits) == 5 and sum(limits) <= 10.0 + 1e-9
 
 
-@dataclasses.dataclass(frozen=True)
-class FakePlan:
-    runs_total_bytes: int
-    settings: dict
-    notes: tuple = ()
-    xla_total_bytes: int = 2000
-    runs_temp_bytes: int = 0
-    graph: None = None
-    solve_seconds: float = 0.0

@@ -4,26 +4,15 @@ a stand-in for the planner so it runs in no time."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 
 import pytest
 
 import olla_jax
 from olla_jax.graph import collectives
+from tests.small_steps import FakePlan
 
 plan_lib = importlib.import_module("olla_jax.plan")   # olla_jax.plan is also the function
-
-
-@dataclasses.dataclass(frozen=True)
-class FakePlan:
-    runs_total_bytes: int
-    settings: dict
-    notes: tuple = ()
-    xla_total_bytes: int = 2000
-    runs_temp_bytes: int = 0
-    graph: None = None
-    solve_seconds: float = 0.0
 
 
 def _fake_planner(monkeypatch, bytes_at):
