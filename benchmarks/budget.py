@@ -13,6 +13,15 @@ running the same kernels needs less temp), values recomputed, extra FLOPs (from
 the HLO by olla_jax.flops, as a share of the step's) and the step time
 ours/XLA (median of interleaved calls).  Each model runs in its own process.
 Writes ``<out>.md`` and ``<out>.json``.
+
+``--curve``: the Pareto curve (memory vs extra cost vs step time) instead:
+
+    python -m benchmarks.budget --curve --models=lm_adamw \
+        --fractions=1.0,0.9,0.8,0.7,0.6,0 --out=benchmarks/results/budget_curve_cpu
+
+one ladder of budgets on one plan's graph and order (``budget.ladder``,
+monotone by construction: a lower budget keeps the higher one's plan when its
+own is worse), each plan fed back (``budget.feed_back_plan``) and timed.
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--timing_repeats", type=int, default=20)
     p.add_argument("--timing_budget_s", type=float, default=30.0)
     p.add_argument("--out", default="benchmarks/results/budget_cpu")
+    p.add_argument("--curve", action="store_true",
+                   help="the Pareto curve: one monotone ladder (budget.ladder) over the fractions "
+                        "on one captured graph and order, each point fed back and timed")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -105,8 +117,134 @@ def run_one(name: str, args) -> list[dict]:
     return rows
 
 
+def _time(result, step, args) -> tuple[float, int]:
+    """(step time ours/XLA, repeats): the median of interleaved calls."""
+    import jax
+    import jax.numpy as jnp
+    from olla_jax.apply.timing import time_ratio
+    # the executables take the dynamic arguments only (a static one would become an array)
+    dynamic = tuple(a for i, a in enumerate(step.args) if i not in set(step.static_argnums))
+    fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), dynamic)
+    t1 = time.perf_counter()
+    jax.block_until_ready(result.xla_compiled.executable(*fresh))
+    one = time.perf_counter() - t1
+    repeats = max(3, min(args.timing_repeats, int(args.timing_budget_s / (2 * one + 1e-9))))
+    r = time_ratio(result.xla_compiled.executable, result.compiled.executable, dynamic,
+                   repeats=repeats, warmup=1)
+    return r.ratio, repeats
+
+
+def run_curve(name: str, args) -> list[dict]:
+    """One ladder of budgets (fractions, highest first) on one plan's graph
+    and order (``budget.ladder``: monotone by construction), each distinct
+    plan fed back (checked, rewritten, verified in a child) and timed."""
+    import warnings
+    import examples
+    from olla_jax import budget
+    from olla_jax.plan import plan
+
+    step = examples.get(name, args.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
+                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    if base.graph is None:
+        raise RuntimeError(f"no memory model of {name}: {'; '.join(base.notes)}")
+    graph = base.graph
+    order = base.layout.order if base.layout is not None else graph.xla_order
+    cands = budget.candidates(graph, base.capture)
+    fractions = sorted((float(f) for f in args.fractions.split(",")), reverse=True)
+    fractions = [f for f in fractions if f > 0] + [f for f in fractions if f <= 0]
+    targets = [max(1, int(f * base.xla_best_temp_bytes)) for f in fractions]
+    t0 = time.perf_counter()
+    plans = budget.ladder(graph, order, cands, targets, time_limit_s=args.time_limit_s,
+                          engine=args.engines.split(",")[0], base_temp=base.runs_temp_bytes)
+    ladder_s = time.perf_counter() - t0
+    total_flops = budget._step_flops(base.capture)
+    fed = {}                            # plan identity -> row fields
+    rows = []
+    for fraction, target, found in zip(fractions, targets, plans):
+        row = {"model": name, "curve": True, "fraction": fraction, "target": target,
+               "xla_best": base.xla_best_temp_bytes, "order_placement": base.runs_temp_bytes,
+               "step_flops": total_flops, "ladder_s": ladder_s,
+               "planned": found.temp_bytes if found else base.runs_temp_bytes,
+               "extra_cost_s": found.extra_cost_s if found else 0.0,
+               "how": found.how if found else "order and placement"}
+        # the ladder hands the same plan on where it keeps a higher budget's
+        key = None if found is None else id(found)
+        row["own_plan"] = found is None or all(found is not p for p in plans[:len(rows)])
+        if key not in fed:
+            if found is None:
+                fed[key] = dict(temp=base.runs_temp_bytes, recomputed=0, extra_flops=0,
+                                verified=base.verified, time_ratio=None, notes=[])
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    got = budget.feed_back_plan(base, found, args=step.args,
+                                                static_argnums=step.static_argnums,
+                                                measure_time=False)
+                fed[key] = dict(temp=got.runs_temp_bytes, recomputed=len(got.recomputed),
+                                extra_flops=got.extra_flops, verified=got.verified,
+                                notes=list(got.notes[len(base.notes):]), time_ratio=None)
+                if got.recomputed:
+                    fed[key]["time_ratio"], fed[key]["timing_repeats"] = _time(got, step, args)
+        row.update(fed[key])
+        row["met"] = fraction > 0 and row["temp"] <= target
+        rows.append(row)
+        print(f"{name} f={fraction:g}: temp {row['temp']} (planned {row['planned']}), "
+              f"{row['recomputed']} recomputed, time {row['time_ratio']}", flush=True)
+    temps = [r["temp"] for r in rows]
+    for r in rows:
+        r["monotone"] = all(a >= b for a, b in zip(temps, temps[1:]))
+    return rows
+
+
+def curve_markdown(rows: list[dict], args, meta: dict) -> str:
+    lines = common.header(f"olla_jax recomputation curve: cpu, size {args.size}", {
+        "fractions": args.fractions, "engine": args.engines.split(",")[0],
+        "time limit per point": f"{args.time_limit_s:g} s",
+        "load average at start, end": f"{meta['load_start']}; {meta['load_end']} "
+                                      "(the machine was shared with other jobs)"},
+        command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+    lines += ["Temps in MiB. One plan of the step (order and placement), then one ladder of "
+              "budgets on its graph and order, highest first (olla_jax.budget.ladder: a lower "
+              "budget keeps the higher one's plan when its own would need more temp, or the same "
+              "for more cost); budget temp = fraction x XLA's best temp (fraction 0: as little "
+              "as recomputation reaches). temp: read from the rewritten executable, verified "
+              "bit-for-bit in a child (planned: the plan's own figure). extra FLOPs % of the "
+              "step (olla_jax.flops); extra cost: "
+              "the roofline estimate of the copies (ms); time: step time ours/XLA (median of "
+              "interleaved calls).", ""]
+    cols = ["model", "fraction", "budget temp", "planned", "temp", "temp/XLA best", "recomputed",
+            "extra FLOPs %", "extra cost ms", "time", "verified", "met", "plan"]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], *["-"] * 11, "ERROR: " + r["error"][:200]])
+            continue
+        body.append([r["model"], f"{r['fraction']:g}", common.mib(r["target"]),
+                     common.mib(r["planned"]), common.mib(r["temp"]),
+                     f"{r['temp'] / r['xla_best']:.3f}",
+                     r["recomputed"],
+                     f"{100 * r['extra_flops'] / r['step_flops']:.1f}" if r["step_flops"] else "-",
+                     f"{1e3 * r['extra_cost_s']:.3f}",
+                     f"{r['time_ratio']:.3f}" if r.get("time_ratio") else "-",
+                     "yes" if r["verified"] else "no",
+                     "-" if r["fraction"] == 0 else ("yes" if r["met"] else "no"),
+                     r["how"] if r["own_plan"] else "the higher budget's (its own was worse)"])
+    lines += common.table(cols, body)
+    for name in dict.fromkeys(r["model"] for r in rows if "error" not in r):
+        sel = [r for r in rows if r["model"] == name and "error" not in r]
+        lines += ["", f"- {name}: XLA best temp {common.mib(sel[0]['xla_best'])} MiB, order and "
+                      f"placement {common.mib(sel[0]['order_placement'])} MiB; ladder searched in "
+                      f"{sel[0]['ladder_s']:.0f} s; temp monotone non-increasing down the ladder: "
+                      + ("yes" if sel[0]["monotone"] else "NO")]
+    return "\n".join(lines) + "\n"
+
+
 def worker(args) -> None:
-    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+    run = run_curve if args.curve else run_one
+    common.write_worker_result(args.worker_out, lambda: run(args.worker, args),
                                lambda msg: [{"model": args.worker, "error": msg}])
 
 
@@ -174,7 +312,7 @@ def main(argv=None) -> None:
     for name in names:
         flags = [f"--size={args.size}", f"--fractions={args.fractions}", f"--engines={args.engines}",
                  f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
-                 f"--timing_budget_s={args.timing_budget_s}"]
+                 f"--timing_budget_s={args.timing_budget_s}"] + (["--curve"] if args.curve else [])
         t0 = time.perf_counter()
         got = common.run_worker("benchmarks.budget", name, flags,
                                 lambda message: [{"model": name, "error": message}])
@@ -183,7 +321,7 @@ def main(argv=None) -> None:
               + "; ".join(f"f={r.get('fraction')}: {r.get('temp')} ({r.get('recomputed')} recomputed)"
                           if "error" not in r else r["error"] for r in got), flush=True)
     meta["load_end"] = common.load()
-    text = markdown(rows, args, meta)
+    text = (curve_markdown if args.curve else markdown)(rows, args, meta)
     common.write_results(args.out, {"meta": meta, "rows": rows}, text)
     print(text)
 

@@ -592,20 +592,27 @@ def _better(a: RecomputePlan, b: RecomputePlan, target: int) -> bool:
 
 def ladder(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
            targets: Sequence[int], *, time_limit_s: float = 10.0,
-           engine: str = "cpsat") -> list[RecomputePlan | None]:
-    """Plans for ``targets`` (temp bytes), monotone: a lower target never
-    gets more temp than a higher one (when its own plan would, it gets the
-    higher target's).  None where nothing is recomputed."""
+           engine: str = "cpsat", base_temp: int | None = None) -> list[RecomputePlan | None]:
+    """Plans for ``targets`` (temp bytes), each searched by ``search`` (greedy,
+    model, ``polish``, exact placement) within ``time_limit_s``, from the
+    highest target down, monotone by construction: a lower target never gets
+    more temp than a higher one (when its own plan would, or when the higher
+    one's also meets it for less extra cost, it gets the higher one's), so the
+    lowest target (1: the least reachable) is at most every other point.
+    ``base_temp``: the temp without recomputation (on ``order``); a target it
+    meets is not searched, and a plan not below it counts as none.  None
+    where nothing is recomputed."""
     order_of = sorted(range(len(targets)), key=lambda i: -targets[i])
     out: list[RecomputePlan | None] = [None] * len(targets)
     prev = None
     for i in order_of:
-        warm = choose(graph, order, cands, targets[i], time_limit_s=time_limit_s / 3)
-        got = choose_model(graph, order, cands, targets[i], time_limit_s=time_limit_s,
-                           engine=engine, warm=warm)
-        if warm is not None and (got is None or _better(warm, got, targets[i])):
-            got = warm
-        if prev is not None and (got is None or got.temp_bytes > prev.temp_bytes):
+        if prev is None and base_temp is not None and base_temp <= targets[i]:
+            continue
+        got = search(graph, order, cands, targets[i], time_limit_s=time_limit_s, engine=engine)
+        if got is not None and base_temp is not None and got.temp_bytes >= base_temp:
+            got = None
+        if prev is not None and (got is None or got.temp_bytes > prev.temp_bytes
+                                 or _better(prev, got, targets[i])):
             got = prev
         out[i] = prev = got
     return out
@@ -953,6 +960,32 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                "results" if floor else "")
         return note(result, f"recomputation found nothing that lowers the peak "
                             f"({len(cands)} values qualified{why})")
+    return feed_back_plan(result, found, args=args, static_argnums=static_argnums,
+                          verify_trials=verify_trials, measure_time=measure_time,
+                          search_s=search_s, time_limit_s=time_limit_s, floor=floor)
+
+
+def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
+                   static_argnums: Sequence[int] = (), verify_trials: int = 2,
+                   measure_time: bool = True, search_s: float = 0.0,
+                   time_limit_s: float | None = None, floor: int | None = None):
+    """``result`` (a Plan) with ``found``'s recomputation on ``result``'s
+    capture: checked by the independent checker, the executable rewritten,
+    verified bit-for-bit in a child and loaded (``recompute_to_budget``'s
+    last part; ``ladder``'s plans go through it one by one); the reason in
+    its notes when refused.  ``search_s``: the seconds the search took."""
+    spent = {"search": search_s, "verify": 0.0}
+
+    def note(plan, text: str):
+        warn(f"olla_jax recomputation: {text}")
+        return dataclasses.replace(plan, notes=plan.notes + (text,),
+                                   solve_seconds=plan.solve_seconds + spent["search"],
+                                   verify_seconds=plan.verify_seconds + spent["verify"])
+
+    graph, cap = result.graph, result.capture
+    backend = Backend.parse(result.backend)
+    if floor is None:
+        floor, _ = working_set_bound(graph)
     layout = found.layout
     t_check = time.monotonic()
     rejected = checked.rejection(cap, layout, alignment=graph.alignment)
@@ -977,7 +1010,9 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     text = (f"recomputed {len(found.picked)} values ({found.how}): {found.extra_flops:,} extra "
             f"FLOPs{share}"
             + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
-            + f"; searched in {search_s:.1f} s (limit {time_limit_s:g} s), checked, verified"
+            + f"; searched in {search_s:.1f} s"
+            + (f" (limit {time_limit_s:g} s)" if time_limit_s is not None else "")
+            + ", checked, verified"
             + (" and timed" if ratio is not None else "") + f" in {verify_s:.1f} s")
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=outcome.achieved_temp_bytes,
