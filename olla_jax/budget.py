@@ -598,7 +598,9 @@ def ladder(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     highest target down, monotone by construction: a lower target never gets
     more temp than a higher one (when its own plan would, or when the higher
     one's also meets it for less extra cost, it gets the higher one's), so the
-    lowest target (1: the least reachable) is at most every other point.
+    lowest target (1: the least reachable) is at most every other point; a
+    target its own search missed gets the cheapest plan a lower target found
+    that meets it.
     ``base_temp``: the temp without recomputation (on ``order``); a target it
     meets is not searched, and a plan not below it counts as none.  None
     where nothing is recomputed."""
@@ -615,6 +617,20 @@ def ladder(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                                  or _better(prev, got, targets[i])):
             got = prev
         out[i] = prev = got
+    # A target its own search missed takes the cheapest plan found for a
+    # lower one that meets it; then monotone again, from the highest down.
+    for i in order_of:
+        own = out[i].temp_bytes if out[i] is not None else base_temp
+        if own is not None and own <= targets[i]:
+            continue
+        meets = [p for p in out if p is not None and p.temp_bytes <= targets[i]]
+        if meets:
+            out[i] = min(meets, key=lambda p: (p.extra_cost_s, p.temp_bytes))
+    prev = None
+    for i in order_of:
+        if prev is not None and (out[i] is None or out[i].temp_bytes > prev.temp_bytes):
+            out[i] = prev
+        prev = out[i]
     return out
 
 

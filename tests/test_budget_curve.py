@@ -58,3 +58,14 @@ def test_ladder_skips_budgets_met_without_recomputation(searches):
     assert calls == [90, 80]
     assert plans[0] is None and plans[1] is None
     assert plans[2].how == "y"
+
+
+def test_a_missed_budget_takes_a_lower_budgets_plan_that_meets_it(searches):
+    table, _ = searches
+    # 80's own search misses it (85); the least reachable's plan (70) meets 80
+    # at more cost, and 75's (72) meets it more cheaply: 80 gets 75's
+    table.update({80: _plan(85, 1.0, "a"), 75: _plan(72, 2.0, "b"), 1: _plan(70, 3.0, "c")})
+    plans = budget.ladder(None, (), (), [80, 75, 1], time_limit_s=1, base_temp=100)
+    assert [p.how for p in plans] == ["b", "b", "c"]
+    temps = [p.temp_bytes for p in plans]
+    assert temps == sorted(temps, reverse=True)
