@@ -170,7 +170,8 @@ def run_curve(name: str, args) -> list[dict]:
                "planned": found.temp_bytes if found else base.runs_temp_bytes,
                "extra_cost_s": found.extra_cost_s if found else 0.0,
                "how": found.how if found else "order and placement"}
-        # the ladder hands the same plan on where it keeps a higher budget's
+        # the ladder hands one plan to several budgets (a higher one's kept, or a
+        # lower one's that meets a budget its own search missed)
         key = None if found is None else id(found)
         row["own_plan"] = found is None or all(found is not p for p in plans[:len(rows)])
         if key not in fed:
@@ -231,7 +232,7 @@ def curve_markdown(rows: list[dict], args, meta: dict) -> str:
                      f"{r['time_ratio']:.3f}" if r.get("time_ratio") else "-",
                      "yes" if r["verified"] else "no",
                      "-" if r["fraction"] == 0 else ("yes" if r["met"] else "no"),
-                     r["how"] if r["own_plan"] else "the higher budget's (its own was worse)"])
+                     r["how"] if r["own_plan"] else f"{r['how']} (the same plan as a higher budget's)"])
     lines += common.table(cols, body)
     for name in dict.fromkeys(r["model"] for r in rows if "error" not in r):
         sel = [r for r in rows if r["model"] == name and "error" not in r]
