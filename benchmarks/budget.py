@@ -59,11 +59,8 @@ def parse_args(argv=None):
 
 def run_one(name: str, args) -> list[dict]:
     import warnings
-    import jax
-    import jax.numpy as jnp
     import examples
     from olla_jax import budget
-    from olla_jax.apply.timing import time_ratio
     from olla_jax.plan import plan
 
     step = examples.get(name, args.size)
@@ -103,16 +100,8 @@ def run_one(name: str, args) -> list[dict]:
                    met=fraction > 0 and result.runs_temp_bytes <= target_temp)
         row["time_ratio"] = None
         if result.recomputed:
-            # the executables take the dynamic arguments only (a static one would become an array)
-            dynamic = tuple(a for i, a in enumerate(step.args) if i not in set(step.static_argnums))
-            fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), dynamic)
-            t1 = time.perf_counter()
-            jax.block_until_ready(result.xla_compiled.executable(*fresh))
-            one = time.perf_counter() - t1
-            repeats = max(3, min(args.timing_repeats, int(args.timing_budget_s / (2 * one + 1e-9))))
-            r = time_ratio(result.xla_compiled.executable, result.compiled.executable, dynamic,
-                           repeats=repeats, warmup=1)
-            row.update(time_ratio=r.ratio, timing_repeats=repeats)
+            ratio, repeats = _time(result, step, args)
+            row.update(time_ratio=ratio, timing_repeats=repeats)
         rows.append(row)
     return rows
 

@@ -923,6 +923,15 @@ def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
 
 # --- the budget entry point -------------------------------------------------
 
+def _noted(plan, text: str, spent: dict[str, float]):
+    """``plan`` with ``text`` in its notes (and warned), and the seconds
+    ``spent`` on the search and on verification added to its own."""
+    warn(f"olla_jax recomputation: {text}")
+    return dataclasses.replace(plan, notes=plan.notes + (text,),
+                               solve_seconds=plan.solve_seconds + spent["search"],
+                               verify_seconds=plan.verify_seconds + spent["verify"])
+
+
 def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                         static_argnums: Sequence[int] = (), time_limit_s: float = 30.0,
                         verify_trials: int = 2, measure_time: bool = True,
@@ -941,10 +950,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     spent = {"search": 0.0, "verify": 0.0}      # seconds, once the search has run
 
     def note(plan, text: str):
-        warn(f"olla_jax recomputation: {text}")
-        return dataclasses.replace(plan, notes=plan.notes + (text,),
-                                   solve_seconds=plan.solve_seconds + spent["search"],
-                                   verify_seconds=plan.verify_seconds + spent["verify"])
+        return _noted(plan, text, spent)
 
     graph, cap = result.graph, result.capture
     if graph is None or cap is None:
@@ -993,10 +999,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
     spent = {"search": search_s, "verify": 0.0}
 
     def note(plan, text: str):
-        warn(f"olla_jax recomputation: {text}")
-        return dataclasses.replace(plan, notes=plan.notes + (text,),
-                                   solve_seconds=plan.solve_seconds + spent["search"],
-                                   verify_seconds=plan.verify_seconds + spent["verify"])
+        return _noted(plan, text, spent)
 
     graph, cap = result.graph, result.capture
     backend = Backend.parse(result.backend)
