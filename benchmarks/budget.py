@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--timing_repeats", type=int, default=20)
     p.add_argument("--timing_budget_s", type=float, default=30.0)
     p.add_argument("--out", default="benchmarks/results/budget_cpu")
+    p.add_argument("--render", default=None,
+                   help="a run's .json: write its .md again with this code (same rows, same command)")
     p.add_argument("--curve", action="store_true",
                    help="the Pareto curve: one monotone ladder (budget.ladder) over the fractions "
                         "on one captured graph and order, each point fed back and timed")
@@ -189,17 +191,23 @@ def run_curve(name: str, args) -> list[dict]:
     return rows
 
 
+def _rendered(meta: dict) -> dict:
+    """The header line naming the --render command that wrote the markdown again, if one did."""
+    return {"markdown rewritten by": f"`{meta['rendered_by']}` (same rows)"} \
+        if meta.get("rendered_by") else {}
+
+
 def curve_markdown(rows: list[dict], args, meta: dict) -> str:
     lines = common.header(f"olla_jax recomputation curve: cpu, size {args.size}", {
         "fractions": args.fractions, "engine": args.engines.split(",")[0],
         "time limit per point": f"{args.time_limit_s:g} s",
-        "load average at start, end": f"{meta['load_start']}; {meta['load_end']} "
-                                      "(the machine was shared with other jobs)"},
-        command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
+        **_rendered(meta)}, command=meta["command"], machine_info=meta["machine"], date=meta["date"])
     lines += ["Temps in MiB. One plan of the step (order and placement), then one ladder of "
               "budgets on its graph and order, highest first (olla_jax.budget.ladder: a lower "
               "budget keeps the higher one's plan when its own would need more temp, or the same "
-              "for more cost); budget temp = fraction x XLA's best temp (fraction 0: as little "
+              "for more cost, and a budget its own search missed takes the cheapest plan a lower "
+              "one found that meets it); budget temp = fraction x XLA's best temp (fraction 0: as little "
               "as recomputation reaches). temp: read from the rewritten executable, verified "
               "bit-for-bit in a child (planned: the plan's own figure). extra FLOPs % of the "
               "step (olla_jax.flops); extra cost: "
@@ -241,8 +249,8 @@ def worker(args) -> None:
 def markdown(rows: list[dict], args, meta: dict) -> str:
     lines = common.header(f"olla_jax memory budgets: cpu, size {args.size}", {
         "fractions": args.fractions, "engines": args.engines, "time limit": f"{args.time_limit_s:g} s",
-        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}"},
-        command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+        "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
+        **_rendered(meta)}, command=meta["command"], machine_info=meta["machine"], date=meta["date"])
     lines += ["Temps in MiB. budget = arguments + outputs - donated + fraction x XLA best temp "
               "(fraction 0: the least recomputation reaches). ours/XLA best: temp reached over "
               "XLA's best temp. working set: no plan running the same kernels needs less temp "
@@ -294,6 +302,15 @@ def main(argv=None) -> None:
     common.gpu_environment("cpu")
     if args.worker:
         return worker(args)
+    if args.render:
+        import json
+        import shlex
+        data = json.load(open(args.render))
+        made = parse_args(shlex.split(data["meta"]["command"])[3:])   # after "python -m benchmarks.budget"
+        data["meta"]["rendered_by"] = common.command_line()
+        with open(args.render[:-len(".json")] + ".md", "w") as f:
+            f.write((curve_markdown if made.curve else markdown)(data["rows"], made, data["meta"]))
+        return
     import examples
     names = examples.names() if args.models == "all" else args.models.split(",")
     meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
