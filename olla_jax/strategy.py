@@ -134,9 +134,11 @@ class _Cost:
         """A best-fit with one sort order: the least a placement costs."""
         return self.model + self.sort_order
 
-    def best_fit(self, problem, until: float) -> sp.Placement:
+    def best_fit(self, problem, until: float, cut: float | None = None) -> sp.Placement:
         """Best-fit over the sort orders, none started that would end past
-        ``until`` (the first always runs)."""
+        ``until`` (the first always runs; with ``cut``, a time on this clock,
+        it stops placing by best-fit there and stacks the blocks left:
+        place_greedy.greedy)."""
         from olla_jax.solve import place_greedy, place_model
         if self.sweep:
             from olla_jax.solve import place_sweep
@@ -159,7 +161,9 @@ class _Cost:
             if best is not None and self.clock() + self.sort_order > until:
                 break
             t1 = self.clock()
-            placement = place_greedy.best_fit_model(model_, orders=(order,))
+            stop = None if cut is None or best is not None else time.monotonic() + cut - t1
+            placement = place_greedy.best_fit_model(model_, orders=(order,), deadline=stop,
+                                                    cut=stop is not None)
             self.sort_order = max(self.sort_order, self.clock() - t1)
             if best is None or placement.arena_size < best.arena_size:
                 best = placement
@@ -355,7 +359,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                          len(ranked) - ranked.index((order, source)))
             break
         pp, owners = made[order] if order in made else graph.placement_problem(order)
-        placement = cost.best_fit(pp, until)
+        # The first placement, cut at the finish: a plan past the limit is worse
+        # than a loose one (the repair and the layout still follow).
+        placement = cost.best_fit(pp, until, cut=None if best is not None else
+                                  clock.at - FINISH_RESERVE * clock.seconds)
         logging.info("placement under the %s order: %d bytes (live bytes %d)", source,
                      placement.arena_size, live[order])
         report("placement", f"{source} order", best=placement.arena_size)

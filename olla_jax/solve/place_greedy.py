@@ -90,13 +90,22 @@ def _tightest(spans: list[tuple[int, int]], size: int, alignment: int,
     return best
 
 
-def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[int]]:
+# Blocks placed between two looks at the clock in ``greedy``.
+_CLOCK_EVERY = 64
+
+
+def greedy(model: BlockModel, sequence: Sequence[int],
+           deadline: float | None = None) -> tuple[list[int], list[int]]:
     """Place blocks in ``sequence``: each into the tightest region gap that fits,
     else the tightest arena gap, else on top of what it overlaps in the arena.
 
     Ties go to the lower region index.  A region nothing touches during a
     block's life offers one gap, its whole capacity: those are found by size
-    (bisection over capacities), so only the regions in use are searched."""
+    (bisection over capacities), so only the regions in use are searched.
+
+    Past ``deadline`` (``time.monotonic()``) the blocks left are stacked in
+    the arena above everything placed, one on another (valid at once, not
+    tight): a best-fit on a big problem can cost more than a whole limit."""
     problem, a = model.problem, model.alignment
     n = len(model.blocks)
     region = [ARENA] * n
@@ -114,7 +123,11 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
     # Regions an occupant fills during a block's life are neither searched nor idle.
     open_regions = model.open_regions or model.occupied_regions
     no_block = frozenset()
-    for b in sequence:
+    sequence = list(sequence)
+    for k, b in enumerate(sequence):
+        if deadline is not None and k % _CLOCK_EVERY == 0 and k and time.monotonic() > deadline:
+            _stack(model, sequence[:k], sequence[k:], region, offset)
+            break
         size = sizes[b]
         placed[b] = True
         if size == 0:
@@ -169,17 +182,34 @@ def greedy(model: BlockModel, sequence: Sequence[int]) -> tuple[list[int], list[
     return region, offset
 
 
+def _stack(model: BlockModel, done: Sequence[int], rest: Sequence[int], region: list[int],
+           offset: list[int]) -> None:
+    """``rest`` into the arena, each on top of the arena's top over ``done``
+    and the blocks stacked before it (in place)."""
+    a = model.alignment
+    top = max((offset[b] + model.blocks[b].size for b in done
+               if region[b] == ARENA and model.blocks[b].size > 0), default=0)
+    for b in rest:
+        region[b] = ARENA
+        if model.blocks[b].size == 0:
+            continue
+        offset[b] = _align_up(top, a)
+        top = offset[b] + model.blocks[b].size
+
+
 def best_fit(problem: PlacementProblem, *, orders: Sequence[str] = SORT_ORDERS,
-             seed: int = 0, deadline: float | None = None) -> Placement:
+             seed: int = 0, deadline: float | None = None, cut: bool = False) -> Placement:
     """Best of the greedy best-fit placements over the given sort orders
     ("size", "start", "area", "duration"); ``seed`` breaks ties.  Past
-    ``deadline`` (``time.monotonic()``) no further sort order is tried."""
+    ``deadline`` (``time.monotonic()``) no further sort order is tried, and
+    with ``cut=True`` the first one stops placing by best-fit (the blocks
+    left are stacked: see ``greedy``)."""
     model = build_model(problem)
-    return best_fit_model(model, orders=orders, seed=seed, deadline=deadline)
+    return best_fit_model(model, orders=orders, seed=seed, deadline=deadline, cut=cut)
 
 
 def best_fit_model(model: BlockModel, *, orders: Sequence[str] = SORT_ORDERS,
-                   seed: int = 0, deadline: float | None = None) -> Placement:
+                   seed: int = 0, deadline: float | None = None, cut: bool = False) -> Placement:
     if not orders:
         raise ValueError("best_fit needs at least one sort order")
     best: Placement | None = None
@@ -187,7 +217,8 @@ def best_fit_model(model: BlockModel, *, orders: Sequence[str] = SORT_ORDERS,
         if best is not None and deadline is not None and time.monotonic() > deadline:
             break
         rng = np.random.default_rng(seed)
-        placement = model.to_placement(*greedy(model, _sort_keys(model, order, rng)))
+        placement = model.to_placement(*greedy(model, _sort_keys(model, order, rng),
+                                               deadline if cut else None))
         if best is None or placement.arena_size < best.arena_size:
             best = placement
     return best
