@@ -4,6 +4,8 @@
         --time_limit_s=5 --out=benchmarks/results/time_limit_5s
     python -m benchmarks.time_limit --models=remat,lm_adamw,resnet50,unet,densenet,vit \
         --size=small --time_limit_s=10 --offline_exact_s=10 --out=benchmarks/results/placement_floor_10s
+    python -m benchmarks.time_limit --models=unet,lstm --size=small --time_limit_s=10 \
+        --floor_exact_s=10 --out=benchmarks/results/time_limit_10s_floor
 
 Per example, in its own process: the limit; the planner's part of ``plan()``
 (``Plan.solve_seconds``: graph build, order search, bound, placement) and its
@@ -40,6 +42,11 @@ def parse_args(argv=None):
     p.add_argument("--offline_exact_s", type=float, default=0.0,
                    help="after the plan (untimed): the exact engine the repair uses, given this "
                         "many seconds on the chosen order from best-fit (0: skip)")
+    p.add_argument("--floor_exact_s", type=float, default=0.0,
+                   help="after the plan (untimed): the chosen order's floor with the region "
+                        "assignment at its highest moments solved whole by CP-SAT "
+                        "(place_check.region_fit_bound(exact_s=...)), within this many seconds "
+                        "(0: skip)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -80,6 +87,13 @@ def run_one(name: str, args) -> dict:
         # The same with region space counted only where a block could use
         # it for its whole life: the arena no placement of this order goes below.
         row["placement_fit"] = place_check.region_fit_bound(pp)
+        if args.floor_exact_s > 0:
+            # The same with whole blocks assigned to regions (a multiple
+            # knapsack per moment, CP-SAT's proven bound): still no placement
+            # of this order goes below it.
+            t1 = time.monotonic()
+            row["placement_floor"] = place_check.region_fit_bound(pp, exact_s=args.floor_exact_s)
+            row["placement_floor_s"] = time.monotonic() - t1
         if args.offline_exact_s > 0:
             # What the repair's engine reaches on this order with the whole
             # time to itself (tells a plan cut short from one at its floor).
@@ -124,15 +138,19 @@ def markdown(rows, args, meta) -> str:
               "most). least live = least live bytes of any order searched. planned = what the "
               "plan runs with (XLA's when kept). offline exact (with --offline_exact_s, untimed, "
               "after the plan): best-fit of the chosen order, then the repair's exact engine "
-              "on it with that many seconds to itself, stopping at fit live (and its seconds).", ""]
+              "on it with that many seconds to itself, stopping at fit live (and its seconds). "
+              "floor (with --floor_exact_s, untimed, after the plan): fit live with the blocks "
+              "live at its highest moments assigned whole to regions (CP-SAT's proven bound on a "
+              "multiple knapsack; no placement of this order goes below it), floor overhead = "
+              "placed / floor - 1.", ""]
     cols = ["model", "instr", "limit s", "planner s", "wall/limit", "capture s", "verify s",
             "live", "placement live", "fit live", "best-fit", "placed", "overhead %",
-            "fit overhead %", "offline exact", "least live", "exact tried", "planned",
+            "fit overhead %", "floor", "floor overhead %", "offline exact", "least live", "exact tried", "planned",
             "XLA best", "planned/XLA", "bound", "source"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["model"], *["-"] * 20, "ERROR " + r["error"][:200]])
+            body.append([r["model"], *["-"] * 22, "ERROR " + r["error"][:200]])
             continue
         arena = r.get("arena")
         body.append([r["model"], r["instructions"], f"{r['limit_s']:g}", f"{r['solve_s']:.2f}",
@@ -144,13 +162,17 @@ def markdown(rows, args, meta) -> str:
                      else "-",
                      _pct(arena / r["placement_fit"] - 1) if arena and r.get("placement_fit")
                      else "-",
+                     f"{common.mib(r['placement_floor'])} ({r['placement_floor_s']:.1f} s)"
+                     if r.get("placement_floor") else "-",
+                     _pct(arena / r["placement_floor"] - 1) if arena and r.get("placement_floor")
+                     else "-",
                      f"{common.mib(r['offline_exact'])} ({r['offline_exact_s']:.1f} s)"
                      if r.get("offline_exact") else "-",
                      common.mib(r["least_live"]), "yes" if r["exact_tried"] else "no",
                      common.mib(r["planned"]), common.mib(r["xla_best"]),
                      f"{r['planned'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
                      common.mib(r["bound"]), r["source"]])
-    lines += common.table(cols, body, right=set(range(1, 21)))
+    lines += common.table(cols, body, right=set(range(1, 23)))
     ok = [r for r in rows if "error" not in r]
     if ok:
         worst = max(r["solve_s"] / r["limit_s"] for r in ok)
@@ -161,6 +183,10 @@ def markdown(rows, args, meta) -> str:
                   f"- plans more than 2% above their order's region-fit bound: "
                   f"{sum(1 for r in ok if r.get('arena') and r.get('placement_fit') and r['arena'] > 1.02 * r['placement_fit'])}"
                   f" of {len(ok)}"]
+        if any(r.get("placement_floor") for r in ok):
+            lines += [f"- plans more than 2% above their order's floor: "
+                      f"{sum(1 for r in ok if r.get('arena') and r.get('placement_floor') and r['arena'] > 1.02 * r['placement_floor'])}"
+                      f" of {sum(1 for r in ok if r.get('placement_floor'))}"]
         lines += ["", "Stage ends, seconds from the planner's start (solve_graph's stages; "
                   "Solution.stage_ends, 'start' = the graph build before them):", ""]
         lines += [f"- {r['model']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ends"].items())
@@ -181,7 +207,8 @@ def main(argv=None) -> None:
     for name in args.models.split(","):
         row = common.run_worker("benchmarks.time_limit", name,
                                 [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}",
-                                 f"--offline_exact_s={args.offline_exact_s}"],
+                                 f"--offline_exact_s={args.offline_exact_s}",
+                                 f"--floor_exact_s={args.floor_exact_s}"],
                                 lambda msg, name=name: {"model": name, "error": msg},
                                 timeout_s=1800)
         rows.append(row)

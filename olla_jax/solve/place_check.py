@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import time
 
 import numpy as np
 
@@ -174,7 +175,7 @@ def _region_free(region, times: np.ndarray) -> np.ndarray:
     return np.maximum(free, 0)
 
 
-def region_fit_bound(problem: PlacementProblem) -> int:
+def region_fit_bound(problem: PlacementProblem, exact_s: float = 0.0) -> int:
     """``live_bytes_bound`` with region space counted only where a block
     could use it: at each moment, the bytes that leave the arena are at most
     (a) the region space free then, (b) per region, the bytes live then of
@@ -187,7 +188,12 @@ def region_fit_bound(problem: PlacementProblem) -> int:
     byte free at a moment as usable by whatever is live then
     (benchmarks/time_limit.py reports both).
     Members of one same_offset group count as one piece per stretch (the
-    largest live), fitting every region that large (a relaxation)."""
+    largest live), fitting every region that large (a relaxation).
+    ``exact_s`` > 0: then, highest moment first, (e) the assignment itself
+    (each block whole into at most one region it fits) by CP-SAT, its
+    proven bound on the bytes moved, within about that many seconds in all
+    (on unet small's chosen order: 91.00 MiB, its placed arena, where the
+    flow said 90.05)."""
     check_problem(problem)
     ivs, regions = problem.intervals, problem.regions
     caps = np.array([r.capacity for r in regions], dtype=np.int64)
@@ -246,7 +252,48 @@ def region_fit_bound(problem: PlacementProblem) -> int:
         on = np.nonzero(live_at[k] > 0)[0]
         room = _packable(on, size[on], fits[on], free[k], sums)
         bound[k] = max(bound[k], live[k] - _flow_out(size[on], fits[on], room))
+    if exact_s > 0:
+        end = time.monotonic() + exact_s
+        for k in np.argsort(-bound, kind="stable")[:FLOW_MOMENTS].tolist():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            if live[k] <= bound.max():
+                continue
+            on = np.nonzero(live_at[k] > 0)[0]
+            moved_at_most = _assign_out(size[on], fits[on], free[k], left)
+            bound[k] = max(bound[k], live[k] - moved_at_most)
     return int(round(max(0.0, float(bound.max()))))
+
+
+def _assign_out(sizes: np.ndarray, fits: np.ndarray, free: np.ndarray, time_limit_s: float) -> float:
+    """At most how many bytes of whole blocks (``sizes``, ``fits`` per region)
+    the regions' ``free`` bytes take, each block into one region: CP-SAT's
+    proven bound (a multiple knapsack), in units of the sizes' gcd."""
+    from ortools.sat.python import cp_model
+    pairs = list(zip(*np.nonzero(fits & (sizes[:, None] <= free[None, :]))))
+    if not pairs:
+        return 0.0
+    g = int(np.gcd.reduce(sizes))
+    model = cp_model.CpModel()
+    take = {(b, r): model.NewBoolVar("") for b, r in pairs}
+    by_block: dict = {}
+    by_region: dict = {}
+    for (b, r), v in take.items():
+        by_block.setdefault(b, []).append(v)
+        by_region.setdefault(r, []).append((v, int(sizes[b]) // g))
+    for vs in by_block.values():
+        model.AddAtMostOne(vs)
+    for r, vs in by_region.items():
+        model.Add(sum(v * u for v, u in vs) <= int(free[r]) // g)
+    model.Maximize(sum(v * (int(sizes[b]) // g) for (b, _), v in take.items()))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
+    solver.parameters.num_workers = 1
+    status = solver.Solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return float(sum(int(sizes[b]) for b in by_block))
+    return float(np.floor(solver.BestObjectiveBound() + 1e-6)) * g
 
 
 # Subset sums are taken over at most this many units (of the sizes' gcd) per region.

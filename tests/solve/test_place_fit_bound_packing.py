@@ -56,3 +56,21 @@ def test_never_above_a_placement_and_never_below_the_flow_alone(monkeypatch):
         assert bound >= flow, seed
         tighter += bound > flow
     assert tighter > 0       # the cases the packing is about do occur
+
+
+def test_exact_assignment_counts_each_block_whole_in_one_region():
+    # Blocks of 5, 5 and 2 units, regions of 8 and 2: the flow fills both
+    # regions (9 units leave, 3 stay); whole blocks, at most 7 leave (5 + 2,
+    # in either way), so 5 stay, as best-fit finds.
+    u = 64
+    p = PlacementProblem((Interval(5 * u, 0, 3), Interval(5 * u, 0, 3), Interval(2 * u, 0, 3)),
+                         regions=(Region(8 * u), Region(2 * u)), alignment=u)
+    assert region_fit_bound(p) == 3 * u
+    assert region_fit_bound(p, exact_s=2.0) == 5 * u == best_fit(p).arena_size
+
+
+def test_exact_assignment_never_above_a_placement():
+    for seed in range(40):
+        p = _random(seed)
+        bound = region_fit_bound(p, exact_s=0.5)
+        assert region_fit_bound(p) <= bound <= best_fit(p).arena_size, seed
