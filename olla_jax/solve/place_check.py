@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -189,7 +190,9 @@ def region_fit_bound(problem: PlacementProblem, exact_s: float = 0.0) -> int:
     (benchmarks/time_limit.py reports both).
     Members of one same_offset group count as one piece per stretch (the
     largest live), fitting every region that large (a relaxation).
-    ``exact_s`` > 0: then, highest moment first, (e) the assignment itself
+    At the PACK_MOMENTS highest, (e) the same flow with each region's free
+    bytes lowered to the most that whole blocks live then sum to.
+    ``exact_s`` > 0: then, highest moment first, (f) the assignment itself
     (each block whole into at most one region it fits) by CP-SAT, its
     proven bound on the bytes moved, within about that many seconds in all
     (on unet small's chosen order: 91.00 MiB, its placed arena, where the
@@ -245,13 +248,21 @@ def region_fit_bound(problem: PlacementProblem, exact_s: float = 0.0) -> int:
     # assignment, so still a bound; a block fitting many regions counts once).
     top = np.argsort(-bound, kind="stable")[:FLOW_MOMENTS]
     top = np.union1d(top, np.argsort(-live, kind="stable")[:FLOW_MOMENTS])
-    sums: dict = {}      # subset sums, shared by the moments
     for k in top.tolist():
         if live[k] <= bound.max():
             continue
         on = np.nonzero(live_at[k] > 0)[0]
+        bound[k] = max(bound[k], live[k] - _flow_out(size[on], fits[on], free[k]))
+    # Then at the highest few, (e) the same flow with each region's free bytes
+    # lowered to what whole blocks live then can fill (see _packable).
+    sums: dict = {}      # subset sums, shared by the moments
+    for k in np.argsort(-bound, kind="stable")[:PACK_MOMENTS].tolist():
+        if live[k] <= bound.max():
+            continue
+        on = np.nonzero(live_at[k] > 0)[0]
         room = _packable(on, size[on], fits[on], free[k], sums)
-        bound[k] = max(bound[k], live[k] - _flow_out(size[on], fits[on], room))
+        if (room < free[k]).any():
+            bound[k] = max(bound[k], live[k] - _flow_out(size[on], fits[on], room))
     if exact_s > 0:
         end = time.monotonic() + exact_s
         for k in np.argsort(-bound, kind="stable")[:FLOW_MOMENTS].tolist():
@@ -296,8 +307,10 @@ def _assign_out(sizes: np.ndarray, fits: np.ndarray, free: np.ndarray, time_limi
     return float(np.floor(solver.BestObjectiveBound() + 1e-6)) * g
 
 
+# Moments (the highest by the flow) at which region_fit_bound packs whole blocks.
+PACK_MOMENTS = 4
 # Subset sums are taken over at most this many units (of the sizes' gcd) per region.
-SUBSET_MAX_UNITS = 1 << 22
+SUBSET_MAX_UNITS = 1 << 16
 
 
 def _packable(ids: np.ndarray, sizes: np.ndarray, fits: np.ndarray, free: np.ndarray,
@@ -313,16 +326,15 @@ def _packable(ids: np.ndarray, sizes: np.ndarray, fits: np.ndarray, free: np.nda
     blocks' own numbers, ``sums``: the sums found so far (by block set and
     free bytes)."""
     room = free.astype(np.float64).copy()
-    for r in np.nonzero(free > 0)[0].tolist():
-        pick = fits[:, r] & (sizes <= free[r])
+    usable = fits & (sizes[:, None] <= free[None, :])
+    over = (sizes.astype(np.float64) @ usable) > free      # blocks that do not all fit
+    for r in np.nonzero(over & (free > 0))[0].tolist():
+        pick = usable[:, r]
         key = (ids[pick].tobytes(), float(free[r]))
         if key not in sums:
-            mine = sizes[pick]
-            if float(mine.sum()) <= free[r]:
-                sums[key] = float(free[r])
-            else:
-                kinds, counts = np.unique(mine, return_counts=True)
-                sums[key] = _subset_sum(kinds, counts, int(free[r]))
+            many = Counter(sizes[pick].tolist())
+            sums[key] = _subset_sum(np.fromiter(many, dtype=np.int64),
+                                    np.fromiter(many.values(), dtype=np.int64), int(free[r]))
         room[r] = min(room[r], sums[key])
     return room
 
@@ -332,6 +344,11 @@ def _subset_sum(kinds: np.ndarray, counts: np.ndarray, cap: int) -> float:
     to without passing ``cap`` (``cap`` itself where the units are too many
     to tell).  Equal sizes go in as 1, 2, 4, ... of them (a bounded knapsack
     by binary splitting)."""
+    got = 0                              # largest first: often ``cap`` at once
+    for u, c in sorted(zip(kinds.tolist(), counts.tolist()), reverse=True):
+        got += u * min(c, (cap - got) // u)
+    if got == cap:
+        return float(cap)
     g = int(np.gcd.reduce(kinds))
     units = cap // g
     if units > SUBSET_MAX_UNITS:
