@@ -2,6 +2,7 @@
 
     python -m benchmarks.gap_evidence --models=densenet,remat,lm_adamw,mlp_mixer,vit \
         --size=small --time_limit_s=10 --long_s=180 --out=benchmarks/results/gap_evidence_cpu
+    python -m benchmarks.gap_evidence --backend=gpu:h100 --models=resnet18,unet ...  (compile-only)
 
 Per example, in its own process: capture and plan at ``time_limit_s`` (no
 feed-back: the plan's figures, nothing run); then ``solve_graph`` on the same
@@ -39,6 +40,7 @@ CLOSE = 0.02   # within 2% of planned: the suite's target
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="densenet,remat,lm_adamw,mlp_mixer,vit")
+    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
     p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
     p.add_argument("--time_limit_s", type=float, default=10.0)
     p.add_argument("--long_s", type=float, default=180.0)
@@ -61,10 +63,11 @@ def run_one(name: str, args) -> dict:
     step = examples.get(name, args.size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, time_limit_s=args.time_limit_s, feed_back=False,
+        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
+                          time_limit_s=args.time_limit_s, feed_back=False,
                           static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
     g = p.graph
-    row = dict(model=name, instructions=len(g.nodes), limit_s=args.time_limit_s,
+    row = dict(model=name, backend=args.backend, instructions=len(g.nodes), limit_s=args.time_limit_s,
                planned=p.planned_temp_bytes, xla_best=p.xla_best_temp_bytes,
                arena=p.layout.temp_bytes if p.layout is not None else None,
                bound=p.lower_bound_bytes, solve_s=p.solve_seconds, load_start=common.load())
@@ -124,6 +127,7 @@ def verdict(r: dict) -> dict:
 def render(rows: list, info: dict, command: str) -> str:
     mib = common.mib
     lines = common.header("Where the gap to the bound is: long searches and reduced CP-SAT bounds", {
+        "backend": ", ".join(sorted({r.get("backend", "cpu") for r in rows})),
         "loads (1/5/15 min) per model": "; ".join(
             f"{r['model']}: {r.get('load_start', '?')} -> {r.get('load_end', '?')}" for r in rows),
         "note": "2 cores shared with other helpers' jobs (loads above 2 mean the searches got less "
@@ -153,7 +157,7 @@ def render(rows: list, info: dict, command: str) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment("cpu")
+    common.gpu_environment(args.backend)
     if args.worker:
         worker(args)
         return
@@ -164,7 +168,8 @@ def main(argv=None) -> None:
             f.write(render(data["rows"], data["machine"], data["command"]))
         return
     print(f"$ {common.command_line()}", flush=True)
-    flags = [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}", f"--long_s={args.long_s}",
+    flags = [f"--backend={args.backend}", f"--size={args.size}",
+             f"--time_limit_s={args.time_limit_s}", f"--long_s={args.long_s}",
              f"--reduced_s={args.reduced_s}", f"--reduced_nodes={args.reduced_nodes}"]
     common.run_rows("benchmarks.gap_evidence", args.models.split(","), flags,
                     lambda spec, msg: {"model": spec, "error": msg}, render, args.out,

@@ -93,6 +93,7 @@ def run_one(name: str, args) -> dict:
                source=p.source, verified=p.verified, notes=list(p.notes),
                argument_bytes=p.argument_bytes, output_bytes=p.output_bytes, alias_bytes=p.alias_bytes)
     row["least_live"] = p.settings.get("least_live_bytes")
+    row["stage_ends_s"] = p.settings.get("stage_ends_s")   # which stage overran the limit
     if p.layout is not None and p.graph is not None:
         # After the timed part: our arena, and the live-bytes peak of the chosen
         # order's placement problem (what no placement of that order can beat),

@@ -30,6 +30,11 @@ ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for
 BOUND_END = 0.55               # the lower bounds end here
 BOUND_TOP_UP_SHARE = 0.05      # of the limit: the least left after the repair that goes on to the bound
 RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
+# Of the time left, the least each threshold min-cut gets (it stops when done,
+# leaving the rest to the next): an equal share of 27 left densenet's largest
+# (gpu:h100, small, loaded) 0.06 s of the 0.5 s it needed (bound 70.78 MiB, not
+# 74.78); resnet50's 23 each got less than their set-up (0.1 s) and ran no flow.
+LEAD_THRESHOLD_SHARE = 0.5
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
@@ -41,7 +46,10 @@ LOSING_EXACT_SHARE = 0.05      # of the limit: the least an exact placement gets
 PLACEMENTS_KEPT = 1.5          # best-fits' time kept after the search (the searched order's)
 FIRST_FIT_SHARE = 0.2          # hide_collectives: of the time left, kept for its first try's placement
 BEST_FIT_US = 3.0              # best-fit's cost estimate before it is measured (see _Cost.predict)
-PLACEMENT_SLACK = 0.02         # an arena this far above its order's live bytes is worth repairing
+# An arena this far above its order's floor is worth repairing.  At 0.02,
+# resnet50 gpu:h100 small (20 s) kept best-fit's 96.39 MiB over a 94.81 floor
+# (1.7%: no exact try) and a 93.90 bound; the exact engine reached 95.42.
+PLACEMENT_SLACK = 0.01
 # The exact engine's set-up (block model, region pass, search state) in block
 # model builds: about 3 on resnet50 small (0.43 s beside a 0.14 s model, 989
 # intervals x 429 regions, loaded machine).  It was taken as a model and four
@@ -56,7 +64,11 @@ EXACT_SETUP_MODELS = 3.0
 # pair; SWEEP_PAIR_SHARE of the limit may go to the model and one greedy pass.
 PAIR_US = 10.0
 SWEEP_PAIR_SHARE = 0.25
-SWEEP_MIN_PAIRS = 500_000      # below this the block model stays, whatever the limit (small steps)
+# Below SWEEP_MIN_PAIRS the block model stays, whatever the limit (small steps).
+# resnet50 gpu:h100 small has 546k pairs (its model and one sort order: 1.2 s,
+# 2.2 us a pair, load 9.6): at 500k it fell to the sweep at a 20 s limit, no
+# exact placement, 97.70 MiB over a 93.90 bound.  The scale rows have 3.5 M+.
+SWEEP_MIN_PAIRS = 1_000_000
 # The exact engine of the repair: the canonical search (set-up about one
 # best-fit).  CP-SAT's model took 5 s (unet, small) and 21 s (resnet50) to
 # build before it searched at all, whatever its limit.
@@ -322,7 +334,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         logging.info("order objective %d: %.2f s given, %.2f s taken (problem and floor %.2f s)",
                      k, share, now() - t, t_floor - t)
     bound_end = min(search.mark(BOUND_END), search.at - kept)
-    value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep)
+    proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
+    value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep,
+                         done=proven)
     report("lower bound", bound=value)
     lap("bound")
     live = {order: live_of(order) for order in orders}
@@ -403,7 +417,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         end = clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit
         if end - now() >= BOUND_TOP_UP_SHARE * clock.seconds:
             value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
-                                 floor=value)
+                                 floor=value, done=proven)
             report("lower bound", bound=value)
     lap("bound top-up")
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
@@ -422,7 +436,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
 
 
 def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,
-                 big: bool = False, floor: int = 0) -> int:
+                 big: bool = False, floor: int = 0, done: set | None = None) -> int:
     """The lower bound, by ``end`` (a ``now()`` time): what must be resident at
     one step whatever the order (loop bodies included) and the last output
     writer's need, the min-cut's floor and the bound where the relaxation
@@ -433,7 +447,8 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     costs seconds: none starts that MIN_CUT_NODE_S says would end past ``end``
     (the bound may then be 0: valid, and reported as such).  ``floor``: a
     bound already proven, the start (no threshold problem runs past ``end``
-    to beat it)."""
+    to beat it).  ``done``: thresholds whose min-cut ran to the end, skipped
+    (their value must be in ``floor``); those completed here are added."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
@@ -459,17 +474,29 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     thresholds = sorted({0, *with_regions.region_sizes})
     thresholds = [thresholds[-1], *thresholds[:1], *thresholds[-2:0:-1]][:len(thresholds)]
     solved = 0
+    if done:   # proven already (the value is in ``floor``): the time goes to the others
+        thresholds = [c for c in thresholds if c not in done]
+    overrun = 0.0   # the most a threshold took past its share (its problem, set-up, last flow)
     for k, cap in enumerate(thresholds):
         left = end - now()
         if big and MIN_CUT_NODE_S * len(graph.nodes) > left:
             break   # sized: one min-cut (not interruptible) costs seconds on a big graph
-        if left <= 0 and (k >= 2 or value > 0):
-            break   # the first two at least, unless another bound is in already
+        if left <= overrun and (k >= 2 or value > 0):
+            # The first two at least, unless another bound is in already; none
+            # that would end past ``end`` by the most one overran (the stage's
+            # min-cuts ended 0.2-0.8 s past their marks on loaded gpu:h100 runs).
+            break
+        t = now()
         problem = graph.threshold_problem(cap, for_bound=True)
-        value = max(value, bounds.min_cut_bound(
-            problem, time_limit_s=max(0.0, end - now()) / (len(thresholds) - k),
-            orders=orders, floor=value).value)
+        left = max(0.0, end - now() - overrun)   # room for its overrun: it ends by ``end``
+        # min_cut_bound stops when done: what the first leaves goes to the rest
+        share = max(left / (len(thresholds) - k), LEAD_THRESHOLD_SHARE * left)
+        found = bounds.min_cut_bound(problem, time_limit_s=share, orders=orders, floor=value)
+        overrun = max(overrun, now() - t - share)
+        value = max(value, found.value)
         solved += 1
+        if found.complete and done is not None:
+            done.add(cap)
     logging.info("lower bound %d bytes (%d of %d threshold problems) in %.1f s",
                  value, solved, len(thresholds), now() - t0)
     return value
