@@ -1157,7 +1157,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
         verify_s += time.monotonic() - t_time
     total_flops = _step_flops(cap)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
-    text = (f"recomputed {len(found.picked)} values ({found.how}): {found.extra_flops:,} extra "
+    text = (f"recomputed {_copies_stated(found)} ({found.how}): {found.extra_flops:,} extra "
             f"FLOPs{share}"
             + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
             + f"; searched in {search_s:.1f} s"
@@ -1174,13 +1174,20 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
         executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
 
 
+def _copies_stated(found: RecomputePlan) -> str:
+    """"N values", and how many copies when a value is recomputed several times."""
+    values = len({v for v, _ in found.splits}) if found.splits else len(found.picked)
+    copies = len(found.picked)
+    return f"{values} values" + (f" ({copies} copies)" if copies != values else "")
+
+
 def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,
                  verify_s: float):
     """A compile-only GPU target: the recomputing executable was built, read
     back and compared with the plan, but there is no GPU here to run it."""
     total_flops = _step_flops(result.capture)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
-    text = (f"recomputed {len(found.picked)} values: {found.extra_flops:,} extra FLOPs{share}; "
+    text = (f"recomputed {_copies_stated(found)}: {found.extra_flops:,} extra FLOPs{share}; "
             f"not fed back: {outcome.reason}")
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=None,
