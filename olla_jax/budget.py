@@ -388,7 +388,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     step = _step(graph, order)
     spans = graph.unit_spans(order)
     unit_of = graph.unit_of_value
-    choices, keys = [], []                      # keys: (candidate, [k per option])
+    choices, keys = [], []                      # keys: (candidate, [splits per option])
     for c in cands:
         unit = unit_of[c.value]
         if unit not in state0.interval_of_unit:
@@ -414,6 +414,8 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
                     extend.append((state0.interval_of_unit[unit_o.id], clone_t))
             options.append(model.Option((early_end + 1, clone_t - 1), tuple(sorted(set(extend)))))
             ks.append(k)
+        more, ks_more = _two_copy_options(options, ks)
+        options, ks = options + more, [(k,) for k in ks] + ks_more
         if options:
             choices.append(model.Choice(iv_index, tuple(options), max(1, round(c.cost_s * 1e9))))
             keys.append((c, ks))
@@ -428,7 +430,9 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     ends = tuple(iv[2] for iv in state0.intervals)
     hint = None
     if warm is not None and warm.splits:
-        chosen = dict(warm.splits)
+        chosen = defaultdict(tuple)
+        for v, k in sorted(warm.splits):
+            chosen[v] += (k,)
         hint = [ks.index(chosen[c.value]) if chosen.get(c.value) in ks else -1 for c, ks in keys]
     none = [-1] * len(choices)
     problem0 = model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0)
@@ -447,8 +451,8 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         if not any(k >= 0 for k in sol.picks):
             break
         mark = time.monotonic()
-        plan = plan_of(graph, order, [(c, ks[pick]) for (c, ks), pick in zip(keys, sol.picks)
-                                      if pick >= 0], base=placed)
+        plan = plan_of(graph, order, [(c, k) for (c, ks), pick in zip(keys, sol.picks)
+                                      if pick >= 0 for k in ks[pick]], base=placed)
         placing = time.monotonic() - mark
         plan = dataclasses.replace(plan, how=f"model ({engine}"
                                    + (", optimal)" if sol.optimal else ")"))
@@ -472,6 +476,28 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         caps = _over_target_caps(problem, sol.picks, plan, target_temp, caps)
         hint = list(sol.picks)
     return best
+
+
+def _two_copy_options(options, ks, longest: int = 6):
+    """Options that recompute a value twice (``model.Option.more``): pairs of
+    its one-copy ``options`` (split before reader ``ks[j]``) among the
+    ``longest`` gaps, the second copy's operands kept as long as both need;
+    (options, their pairs of splits)."""
+    from olla_jax.solve import recompute as model
+    ranked = sorted(range(len(options)), key=lambda j: options[j].gap[0] - options[j].gap[1])
+    top = sorted(ranked[:longest], key=lambda j: ks[j])
+    out, pairs = [], []
+    for x, i in enumerate(top):
+        for j in top[x + 1:]:
+            first, second = options[i], options[j]
+            if second.gap[0] <= first.gap[1] + 1:
+                continue
+            ends = dict(first.extend)
+            for o, e in second.extend:
+                ends[o] = max(ends.get(o, e), e)
+            out.append(model.Option(first.gap, tuple(sorted(ends.items())), more=(second.gap,)))
+            pairs.append((ks[i], ks[j]))
+    return out, pairs
 
 
 def _over_target_caps(problem, picks, plan: RecomputePlan, target_temp: int,

@@ -178,3 +178,17 @@ def test_split_copies_recomputes_a_value_idle_across_two_peaks_twice(held):
     assert got.arena_live < min(p.arena_live for p in single)
     assert got.temp_bytes < min(p.temp_bytes for p in single)
     _check(cap, got.layout)
+
+
+def test_the_model_recomputes_a_value_idle_across_two_peaks_twice(held):
+    """``choose_model`` offers two-copy options (``Option.more``): asked for
+    less than any one-copy plan reaches, it picks two copies of ``a``."""
+    cap, _, graph, order, a = held
+    cands = budget.candidates(graph, cap)
+    single = [budget.plan_of(graph, order, [(a, k)]) for k in range(len(a.users))]
+    target = min(p.temp_bytes for p in single) - 1
+    got = budget.choose_model(graph, order, cands, target, time_limit_s=3)
+    assert got is not None and got.how.startswith("model")
+    assert sum(v == a.value for v, _ in got.splits) == 2
+    assert got.temp_bytes <= target
+    _check(cap, got.layout)
