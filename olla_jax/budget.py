@@ -478,12 +478,17 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     return best
 
 
-def _two_copy_options(options, ks, longest: int = 6):
+# Two-copy options per value: pairs among its this many longest gaps.
+_TWO_COPY_GAPS = 6
+
+
+def _two_copy_options(options, ks, longest: int | None = None):
     """Options that recompute a value twice (``model.Option.more``): pairs of
     its one-copy ``options`` (split before reader ``ks[j]``) among the
     ``longest`` gaps, the second copy's operands kept as long as both need;
     (options, their pairs of splits)."""
     from olla_jax.solve import recompute as model
+    longest = _TWO_COPY_GAPS if longest is None else longest
     ranked = sorted(range(len(options)), key=lambda j: options[j].gap[0] - options[j].gap[1])
     top = sorted(ranked[:longest], key=lambda j: ks[j])
     out, pairs = [], []
