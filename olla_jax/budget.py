@@ -20,7 +20,9 @@ fallback) of a model (``choose_model``, ``olla_jax.solve.recompute``: CP-SAT
 or python-mip) that picks, on the same order, which values to drop and before
 which reader to run their copy, for the least extra roofline cost that meets
 the budget (else the least memory), chains included: a copy may read the copy
-of an operand recomputed before it.  Every plan is placed again (best-fit),
+of an operand recomputed before it.  A value may be recomputed several times
+(``split_copies``): each copy is read by its own readers, in order, and dies
+after the last of them.  Every plan is placed again (best-fit),
 goes through the independent checker, and on CPU the executable with the
 copied thunks is verified bit for bit against XLA's before it is used.
 
@@ -386,7 +388,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     step = _step(graph, order)
     spans = graph.unit_spans(order)
     unit_of = graph.unit_of_value
-    choices, keys = [], []                      # keys: (candidate, [k per option])
+    choices, keys = [], []                      # keys: (candidate, [splits per option])
     for c in cands:
         unit = unit_of[c.value]
         if unit not in state0.interval_of_unit:
@@ -412,6 +414,8 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
                     extend.append((state0.interval_of_unit[unit_o.id], clone_t))
             options.append(model.Option((early_end + 1, clone_t - 1), tuple(sorted(set(extend)))))
             ks.append(k)
+        more, ks_more = _two_copy_options(options, ks)
+        options, ks = options + more, [(k,) for k in ks] + ks_more
         if options:
             choices.append(model.Choice(iv_index, tuple(options), max(1, round(c.cost_s * 1e9))))
             keys.append((c, ks))
@@ -426,7 +430,9 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     ends = tuple(iv[2] for iv in state0.intervals)
     hint = None
     if warm is not None and warm.splits:
-        chosen = dict(warm.splits)
+        chosen = defaultdict(tuple)
+        for v, k in sorted(warm.splits):
+            chosen[v] += (k,)
         hint = [ks.index(chosen[c.value]) if chosen.get(c.value) in ks else -1 for c, ks in keys]
     none = [-1] * len(choices)
     problem0 = model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0)
@@ -445,8 +451,8 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         if not any(k >= 0 for k in sol.picks):
             break
         mark = time.monotonic()
-        plan = plan_of(graph, order, [(c, ks[pick]) for (c, ks), pick in zip(keys, sol.picks)
-                                      if pick >= 0], base=placed)
+        plan = plan_of(graph, order, [(c, k) for (c, ks), pick in zip(keys, sol.picks)
+                                      if pick >= 0 for k in ks[pick]], base=placed)
         placing = time.monotonic() - mark
         plan = dataclasses.replace(plan, how=f"model ({engine}"
                                    + (", optimal)" if sol.optimal else ")"))
@@ -470,6 +476,33 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         caps = _over_target_caps(problem, sol.picks, plan, target_temp, caps)
         hint = list(sol.picks)
     return best
+
+
+# Two-copy options per value: pairs among its this many longest gaps.
+_TWO_COPY_GAPS = 6
+
+
+def _two_copy_options(options, ks, longest: int | None = None):
+    """Options that recompute a value twice (``model.Option.more``): pairs of
+    its one-copy ``options`` (split before reader ``ks[j]``) among the
+    ``longest`` gaps, the second copy's operands kept as long as both need;
+    (options, their pairs of splits)."""
+    from olla_jax.solve import recompute as model
+    longest = _TWO_COPY_GAPS if longest is None else longest
+    ranked = sorted(range(len(options)), key=lambda j: options[j].gap[0] - options[j].gap[1])
+    top = sorted(ranked[:longest], key=lambda j: ks[j])
+    out, pairs = [], []
+    for x, i in enumerate(top):
+        for j in top[x + 1:]:
+            first, second = options[i], options[j]
+            if second.gap[0] <= first.gap[1] + 1:
+                continue
+            ends = dict(first.extend)
+            for o, e in second.extend:
+                ends[o] = max(ends.get(o, e), e)
+            out.append(model.Option(first.gap, tuple(sorted(ends.items())), more=(second.gap,)))
+            pairs.append((ks[i], ks[j]))
+    return out, pairs
 
 
 def _over_target_caps(problem, picks, plan: RecomputePlan, target_temp: int,
@@ -512,27 +545,50 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
         users = sorted(c.users, key=lambda n: step[n])
         picked.append((2 * step[users[k]], c, k))
     picked.sort(key=lambda p: (p[0], step[p[1].producer]))
-    copy = {}                                   # value -> [size, born, end] of its copy
-    for clone_t, c, k in picked:
-        users = sorted(c.users, key=lambda n: step[n])
-        iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
-        copy[c.value] = [graph.values[c.value].size, clone_t, iv[2]]
-        iv[2] = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[k - 1]] + 1
+    copy = _copy_lives(graph, state, step, picked)   # (value, k) -> [size, born, end]
     for clone_t, c, k in picked:
         for o in c.operands:
             unit_o = graph.units[unit_of[o]]
-            if o in copy and copy[o][1] <= clone_t:
-                copy[o][2] = max(copy[o][2], clone_t)   # a chain reads the operand's copy
+            made = [key for key in copy if key[0] == o and copy[key][1] <= clone_t]
+            if made:    # a chain reads the operand's latest copy
+                last = max(made, key=lambda key: copy[key][1])
+                copy[last][2] = max(copy[last][2], clone_t)
             elif unit_o.movable:
                 ov = state.intervals[state.interval_of_unit[unit_o.id]]
                 ov[2] = max(ov[2], clone_t)
         state.picks.append((c, k))
-    state.extra = [tuple(copy[c.value]) for c, _ in state.picks]
+    state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
     placement = _place(state, base)
     if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
         placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
                                           target=target_temp)
     return _realize(graph, order, state, placement)
+
+
+def _copy_lives(graph: ScheduleGraph, state: _State, step, picked) -> dict:
+    """(value, k) -> [size, born, end] of the copy run before the k-th reader
+    (``picked``: (clone time, candidate, k) by time); the first copy's
+    interval in ``state`` is cut to end after the reader before the first
+    split.  A value split several times has one copy per split, each read up
+    to the reader before the next split, the last one until the value's end."""
+    unit_of = graph.unit_of_value
+    ks_of = defaultdict(list)
+    for _, c, k in picked:
+        ks_of[c.value].append(k)
+    out, end_of = {}, {}
+    for clone_t, c, k in picked:
+        users = sorted(c.users, key=lambda n: step[n])
+        iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
+        ks = sorted(ks_of[c.value])
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"value {c.value} is split twice before reader {k}")
+        if c.value not in end_of:
+            end_of[c.value] = iv[2]
+            iv[2] = 2 * step[c.producer] + 1 if ks[0] == 0 else 2 * step[users[ks[0] - 1]] + 1
+        nxt = [j for j in ks if j > k]
+        end = 2 * step[users[nxt[0] - 1]] + 1 if nxt else end_of[c.value]
+        out[(c.value, k)] = [graph.values[c.value].size, clone_t, end]
+    return out
 
 
 def _place(state: _State, base: sp.Placement) -> sp.Placement:
@@ -641,12 +697,16 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
     layout = layout_lib.realize(graph, order, base, state.owners)
     step = _step(graph, order)
     recomputes = []
+    ks_of = defaultdict(list)       # a value recomputed several times: its copies' splits
+    for c, k in state.picks:
+        ks_of[c.value].append(k)
     for (c, k), region, offset in zip(state.picks, placement.region[n:], placement.offset[n:]):
         users = sorted(c.users, key=lambda u: step[u])
+        upto = min((j for j in ks_of[c.value] if j > k), default=len(users))
         alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
         recomputes.append(layout_lib.Recompute(
             value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
-            late_users=tuple(graph.nodes[u] for u in users[k:]), place=(alloc, offset),
+            late_users=tuple(graph.nodes[u] for u in users[k:upto]), place=(alloc, offset),
             size=graph.values[c.value].size))
     problem = state.problem()
     events = defaultdict(int)
@@ -661,8 +721,10 @@ def _realize(graph: ScheduleGraph, order: Sequence[int], state: _State,
     arena_live = max(running, default=0)
     peak_at = times[int(np.argmax(running))] if len(running) else -1
     places = dict(layout.places)
-    for (c, _), r in zip(state.picks, recomputes):
-        for o in c.successors:      # written in place over the copy: its bytes
+    for (c, k), r in zip(state.picks, recomputes):
+        if k != max(ks_of[c.value]):
+            continue
+        for o in c.successors:      # written in place over the (last) copy: its bytes
             places[o] = r.place
     layout = dataclasses.replace(layout, places=places, recomputes=tuple(recomputes))
     return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
@@ -754,6 +816,86 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     return best
 
 
+def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+                 plan: RecomputePlan, target_temp: int, *, time_limit_s: float,
+                 base: sp.Placement | None = None, tries: int = 8) -> RecomputePlan:
+    """``plan`` with values it recomputes recomputed once more, where a copy
+    (or the first run) is held idle across the placed arena's peak between
+    two of its readers: a further copy then runs just before the later
+    reader, and the copy before it dies after the earlier one (several
+    copies of one value, each read by its own readers in order).  Each split
+    is judged by its placement (``plan_of``), kept when it lowers the arena's
+    live bytes, or when it keeps them but moves the peak (two idle peaks of
+    one height need two splits; ``tries`` such moves at most); at each round
+    the ``tries`` largest values (the cheapest first among equals) whose idle
+    gap covers the peak are placed.  Stops at ``target_temp``, when nothing
+    helps, or at ``time_limit_s``; the least arena found, ``plan`` itself
+    when no split lowered it."""
+    t0 = time.monotonic()
+    step = _step(graph, order)
+    spans = graph.unit_spans(order)
+    state0 = _new_state(graph, order)
+    by_value = {c.value: c for c in cands}
+    if any(v not in by_value for v, _ in plan.splits):
+        return plan
+    users = {c.value: sorted(c.users, key=lambda n: step[n]) for c in cands}
+    picked = {v for v, _ in plan.splits}   # operands recomputed: read from a copy
+
+    def gap(v: int, k: int) -> tuple[int, int]:
+        """(last read before reader k, birth of a copy before it), doubled time."""
+        c = by_value[v]
+        early = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[v][k - 1]] + 1
+        return early, 2 * step[users[v][k]]
+
+    def allowed(v: int, k: int, ks: set[int]) -> bool:
+        c = by_value[v]
+        early, clone = gap(v, k)
+        if k in ks or early + 1 > clone - 1:
+            return False
+        if k > max(ks) and not _late_part_ok(graph, step, c, users[v][k]):
+            return False    # values written over it in place must follow its last copy
+        return all(o in picked or _operand_intact(graph, spans, step, state0.interval_of_unit,
+                                                  o, clone) for o in c.operands)
+
+    # ``now`` walks on: a split that only moves the peak elsewhere (another
+    # peak of the same height, which the next split may cut) is taken too,
+    # ``tries`` times at most; ``best`` is the least arena found
+    best = now = plan
+    splits, level = list(plan.splits), 0
+    while now.arena_live > target_temp and time.monotonic() - t0 < time_limit_s:
+        t = now.arena_peak_at
+        ks_of = defaultdict(set)
+        for v, k in splits:
+            ks_of[v].add(k)
+        options = []
+        for v, ks in ks_of.items():
+            for k in range(len(users[v])):
+                early, clone = gap(v, k)
+                if early < t < clone and allowed(v, k, ks):
+                    options.append((-graph.values[v].size, by_value[v].cost_s, v, k))
+        found = None
+        for _, _, v, k in sorted(options)[:tries]:
+            if time.monotonic() - t0 >= time_limit_s:
+                break
+            trial = splits + [(v, k)]
+            got = plan_of(graph, order, [(by_value[u], kk) for u, kk in trial], base=base)
+            if (got.arena_live < now.arena_live or got.arena_live == now.arena_live
+                    and got.arena_peak_at != t and level < tries) and (
+                    found is None or (got.arena_live, got.extra_cost_s) <
+                    (found[0].arena_live, found[0].extra_cost_s)):
+                found = (got, trial)
+        logging.info("recomputation, copies split: arena peak at %d, %d options, best %s (was %d)",
+                     t, len(options), found and found[0].arena_live, now.arena_live)
+        if found is None:
+            break
+        level += found[0].arena_live == now.arena_live
+        now, splits = found
+        now = dataclasses.replace(now, how=plan.how + ", copies split")
+        if (now.arena_live, now.temp_bytes) < (best.arena_live, best.temp_bytes):
+            best = now
+    return best
+
+
 # --- the whole search, within a time limit ----------------------------------
 
 # Shares of ``search``'s time limit (ends, as fractions of it): sink moves,
@@ -837,6 +979,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                          start.arena_live, got.arena_live, got.temp_bytes, clock() - t0)
             if _better(got, best, target_temp):
                 best = got
+    best = _split_in_search(graph, cands, pool, best, target_temp, engine,
+                            (left(_PLACE_END) - 2 * one_fit) / 3, base0, orders[0], clock, t0)
     if best is not None and best.temp_bytes > target_temp:
         # the plan whose arena's live bytes promise the most, placed exactly
         def promise(p: RecomputePlan):
@@ -865,6 +1009,24 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             if best.temp_bytes <= target_temp:
                 break
     return best
+
+
+def _split_in_search(graph, cands, pool, best, target_temp, engine, share, base0, order0,
+                     clock, t0):
+    """``search``'s step for ``split_copies``: the pooled plan whose arena's
+    live bytes are least, its copies split for ``share`` seconds; the split
+    plan joins ``pool`` and replaces ``best`` when better."""
+    if engine == "greedy" or best is None or best.temp_bytes <= target_temp or share <= 0.2:
+        return best
+    start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
+    got = split_copies(graph, start.layout.order, cands, start, target_temp,
+                       time_limit_s=share, base=base0 if start.layout.order == order0 else None)
+    if got is start:
+        return best
+    pool.append(got)
+    logging.info("recomputation, copies split: arena live bytes %d -> %d, temp %d, %.1f s in",
+                 start.arena_live, got.arena_live, got.temp_bytes, clock() - t0)
+    return got if _better(got, best, target_temp) else best
 
 
 # --- a bound that holds with recomputation ------------------------------------
@@ -1026,7 +1188,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
         verify_s += time.monotonic() - t_time
     total_flops = _step_flops(cap)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
-    text = (f"recomputed {len(found.picked)} values ({found.how}): {found.extra_flops:,} extra "
+    text = (f"recomputed {_copies_stated(found)} ({found.how}): {found.extra_flops:,} extra "
             f"FLOPs{share}"
             + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
             + f"; searched in {search_s:.1f} s"
@@ -1043,13 +1205,20 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
         executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
 
 
+def _copies_stated(found: RecomputePlan) -> str:
+    """"N values", and how many copies when a value is recomputed several times."""
+    values = len({v for v, _ in found.splits}) if found.splits else len(found.picked)
+    copies = len(found.picked)
+    return f"{values} values" + (f" ({copies} copies)" if copies != values else "")
+
+
 def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,
                  verify_s: float):
     """A compile-only GPU target: the recomputing executable was built, read
     back and compared with the plan, but there is no GPU here to run it."""
     total_flops = _step_flops(result.capture)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
-    text = (f"recomputed {len(found.picked)} values: {found.extra_flops:,} extra FLOPs{share}; "
+    text = (f"recomputed {_copies_stated(found)}: {found.extra_flops:,} extra FLOPs{share}; "
             f"not fed back: {outcome.reason}")
     return dataclasses.replace(
         result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=None,

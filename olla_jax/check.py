@@ -37,7 +37,10 @@ class PlanRejected(OllaJaxError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class RecomputeClaim:
     """The plan runs ``producer`` a second time just before ``before``, writing
-    value ``value`` again at ``place``; ``late_users`` read that copy."""
+    value ``value`` again at ``place``; ``late_users`` read that copy.  A value
+    may have several claims (copies): each copy's readers are its own, later
+    than its run, and the copies' groups follow one another in the order
+    (every reader after the first copy reads exactly one copy)."""
     value: int
     producer: str
     before: str
@@ -114,14 +117,19 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             raise PlanRejected(f"recomputation of {claim.producer}: value {claim.value} is not "
                                "what it defines")
         claims_before[claim.before].append(claim)
-    if len({c.value for c in plan.recomputes}) != len(plan.recomputes):
-        raise PlanRejected("a value is recomputed twice")
-    clone_step: dict[int, int] = {}
+    copies_of: dict[int, list[int]] = defaultdict(list)    # value -> its claims' indices
+    for j, claim in enumerate(plan.recomputes):
+        copies_of[claim.value].append(j)
+    for v, js in copies_of.items():
+        if len(js) > 1 and any(plan.recomputes[j].done_before for j in js):
+            raise PlanRejected(f"value {v} is re-gathered (a collective run again) more than once")
+    claim_index = {id(c): j for j, c in enumerate(plan.recomputes)}
+    claim_step: dict[int, int] = {}     # claim index -> step of its copy's run
     flat: dict[str, int] = {}
     t = 0
     for name in plan.order:
         for claim in claims_before[name]:
-            clone_step[claim.value] = t
+            claim_step[claim_index[id(claim)]] = t
             t += 1
         for inner in inner_before[name]:
             flat[inner] = t
@@ -130,6 +138,10 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         t += 1
     horizon = t
     root = instr_by_id[entry.root_id].name
+    for js in copies_of.values():
+        js.sort(key=lambda j: claim_step[j])
+    # a value's first copy: readers from there on read a copy, not the first run's
+    clone_step = {v: claim_step[js[0]] for v, js in copies_of.items()}
 
     # Where each control-flow instruction's block starts: the first step of the
     # computations it calls (flattened just before it), at any nesting depth.
@@ -167,7 +179,20 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             raise PlanRejected(f"the plan places value {v}, which XLA's buffer assignment does not "
                                "hold")
     intervals: dict[int, tuple[int, int]] = {}
-    late_readers = {c.value: set(c.late_users) for c in plan.recomputes}
+    reader_copy: dict[int, dict[str, int]] = defaultdict(dict)   # value -> reader -> claim
+    for v, js in copies_of.items():
+        last_reader = -1
+        for j in js:
+            claim = plan.recomputes[j]
+            steps = sorted(flat[u] for u in claim.late_users) if claim.late_users else []
+            if steps and steps[0] <= last_reader:
+                raise PlanRejected(f"the copies of value {v} (before {claim.before} and an earlier "
+                                   "one) have reader groups that overlap or are out of order")
+            last_reader = steps[-1] if steps else last_reader
+            for u in claim.late_users:
+                if u in reader_copy[v]:
+                    raise PlanRejected(f"{u} is declared a late reader of two copies of value {v}")
+                reader_copy[v][u] = j
     for rec in records.values():
         if rec.id not in placements or placements[rec.id][3].is_thread_local:
             continue
@@ -191,11 +216,16 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 raise PlanRejected(f"value {rec.key} is used by {name}, which is not scheduled")
             if rec.id in clone_step:
                 late = flat[name] > clone_step[rec.id]
-                if late != (name in late_readers[rec.id]):
+                if late != (name in reader_copy[rec.id]):
                     raise PlanRejected(f"value {rec.key} is recomputed at step {clone_step[rec.id]}, "
                                        f"but its reader {name} (step {flat[name]}) is "
                                        f"{'not ' if late else ''}declared a late reader")
                 if late:
+                    j = reader_copy[rec.id][name]
+                    if flat[name] <= claim_step[j]:
+                        raise PlanRejected(f"{name} (step {flat[name]}) reads the copy of value "
+                                           f"{rec.key} made before {plan.recomputes[j].before} "
+                                           f"(step {claim_step[j]}), which it precedes")
                     continue
             # A control-flow instruction reads its operands as its block starts
             # (they pass on to its callees' parameters); others at their step.
@@ -296,29 +326,30 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
     # (in place): those are then written over its second copy, so they form a
     # group with the copy, apart from the first copy's.
     extra_places = {}
-    copy_key = {}       # recomputed value -> key of its second copy's interval
-    moved_with = {}     # value written over a recomputed value's bytes -> the copy's key
-    recomputed_groups = [find(c.value) for c in plan.recomputes if c.value in intervals]
+    copy_key = {}       # claim index -> key of its copy's interval
+    moved_with = {}     # value written over a recomputed value's bytes -> its last copy's key
+    recomputed_groups = [find(v) for v in copies_of if v in intervals]
     if len(set(recomputed_groups)) != len(recomputed_groups):
         raise PlanRejected("two recomputed values share bytes (in place or aliased)")
-    # In the order the copies run: a copy reads the copy of an operand made
-    # before it (a chain), or else the operand's first copy.
-    for claim in sorted(plan.recomputes, key=lambda c: clone_step[c.value]):
+    # In the order the copies run: a copy reads the latest copy of an operand
+    # made before it (a chain), or else the operand's first copy.
+    for j in sorted(claim_step, key=lambda j: claim_step[j]):
+        claim = plan.recomputes[j]
         v = claim.value
         rec = records[v]
+        step = claim_step[j]
         if v not in intervals:
             raise PlanRejected(f"value {rec.key} is not tracked: it cannot be recomputed")
         for x in intervals:
             if x == v or find(x) != find(v):
                 continue
             if records[x].defining_instruction not in entry_set or \
-                    intervals[x][0] <= clone_step[v]:
+                    intervals[x][0] <= step:
                 raise PlanRejected(f"value {rec.key} shares bytes with {records[x].key}, which is "
                                    "not written over it after its second copy: it cannot be "
                                    "recomputed")
         if claim.done_before:
-            _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat,
-                            clone_step[v])
+            _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat, step)
         elif [p.instruction for p in rec.positions   # a bitcast of it runs nothing: a view
               if not (instr_by_name[p.instruction].opcode == "bitcast" and
                       comp_by_instr.get(p.instruction) == entry.id)] != [claim.producer] or \
@@ -329,7 +360,6 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             raise PlanRejected(f"value {rec.key} is an input, constant or output")
         if any(name in reads_at for name in claim.late_users):
             raise PlanRejected(f"a late reader of {rec.key} runs a nested computation")
-        step = clone_step[v]
         if flat[claim.producer] >= step:
             raise PlanRejected(f"{claim.producer} is recomputed before its first run")
         if not claim.late_users:
@@ -342,10 +372,11 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                         placements[op.id][3].is_constant:
                     continue
                 raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is not tracked")
-            if op.id in clone_step and clone_step[op.id] < step:
-                # a chain: the operand's second copy, which must stay live until this run
-                s0, e0 = intervals[copy_key[op.id]]
-                intervals[copy_key[op.id]] = (s0, max(e0, step))
+            made = [i for i in copies_of.get(op.id, ()) if claim_step[i] < step]
+            if made:
+                # a chain: the operand's latest copy, which must stay live until this run
+                s0, e0 = intervals[copy_key[made[-1]]]
+                intervals[copy_key[made[-1]]] = (s0, max(e0, step))
                 continue
             s0, e0 = intervals[op.id]
             intervals[op.id] = (s0, max(e0, step))
@@ -355,10 +386,13 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                                        f"over (by {records[other].key}) before the second run")
         late_end = max(flat[name] for name in claim.late_users)
         key = -1 - len(extra_places)
-        copy_key[v] = key
+        copy_key[j] = key
         intervals[key] = (step, late_end)
         parent[key] = key
-        extra_places[key] = (claim, placements[v][2], rec.key + " (recomputed)")
+        n_copies = len(copies_of[v])
+        extra_places[key] = (claim, placements[v][2], rec.key + (
+            " (recomputed)" if n_copies == 1 else
+            f" (recomputed, copy {copies_of[v].index(j) + 1} of {n_copies})"))
         for x in list(intervals):
             if x >= 0 and x != v and find(x) == find(v):
                 moved_with[x] = key

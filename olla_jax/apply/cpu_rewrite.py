@@ -124,6 +124,11 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
     # its readers' slices are covered by the copy's place.
     buffer_extents += [(c.late[0], c.late[1], c.early[2]) for c in edit.clones]
     check_covered(thunk_extents, buffer_extents)
+    # one thunk per producer, counted before any copy of it is inserted (a
+    # value recomputed several times has several copies of one producer)
+    names = [thunk_instruction(t, instructions) for t in decoded.thunk_sequence.thunks]
+    for clone in edit.clones:
+        producer_thunk(names, clone)
     for clone in edit.clones:
         _insert_clone(decoded, instructions, clone, allocations, sizes)
     for alloc in decoded.buffer_assignment.buffer_allocations:
@@ -158,7 +163,8 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> No
     the runtime reads only thunk slices."""
     sequence = decoded.thunk_sequence
     names = [thunk_instruction(t, instructions) for t in sequence.thunks]
-    made = producer_thunk(names, clone)
+    # the first run: copies are inserted after it (``apply_edit`` checked it is one thunk)
+    made = names.index(clone.producer) if clone.producer in names else producer_thunk(names, clone)
     source = sequence.thunks[made]
     if source.kind not in CLONABLE_KINDS or any(True for _ in _nested_sequences(source)):
         raise RewriteError(f"cannot recompute {clone.producer}: its {source.kind!r} thunk is not "

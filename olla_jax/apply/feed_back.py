@@ -43,9 +43,11 @@ def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
 
 def _chained(layout, recomputes, k: int) -> tuple:
     """Operands of the ``k``-th copy that are themselves copied before it (a
-    chain): (first copy's extent, second copy's place) each; the copy reads
-    the second.  Copies run in order of their ``before`` instruction, then of
-    the list (what the checker assumes)."""
+    chain): (extent the producer's thunk reads, place of the copy read) each;
+    the copy reads the operand's latest copy made before it, while the
+    producer's own run read its first copy or the copy whose reader it is.
+    Copies run in order of their ``before`` instruction, then of the list
+    (what the checker assumes)."""
     graph = layout.graph
     if not recomputes or graph is None:
         return ()
@@ -53,14 +55,19 @@ def _chained(layout, recomputes, k: int) -> tuple:
     r = recomputes[k]
     node = graph.node_index[r.producer]
     at = (position[r.before], k)
-    out = []
+    latest = {}         # operand value -> (its copy's run, index) of its latest copy before r's
     for j, q in enumerate(recomputes):
         value = graph.values[q.value]
-        # the producer read q's first copy when it first ran (an early reader):
-        # then, at that moment, nothing else held q's first bytes
-        if (position[q.before], j) < at and node in value.touches and value.def_node != node \
-                and position[r.producer] < position[q.before] and r.producer not in q.late_users:
-            out.append(((*layout.early_place(q.value), q.size), q.place))
+        if (position[q.before], j) < at and node in value.touches and value.def_node != node:
+            latest[q.value] = max(latest.get(q.value, (position[q.before], j)),
+                                  (position[q.before], j))
+    out = []
+    for v, (_, j) in sorted(latest.items()):
+        q = recomputes[j]
+        read = next((p.place for p in recomputes if p.value == v and r.producer in p.late_users),
+                    layout.early_place(v))
+        if read != q.place:
+            out.append(((*read, q.size), q.place))
     return tuple(out)
 
 

@@ -83,6 +83,11 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
     # readers' slices are covered by the copy's place.
     buffer_extents += [(c.late[0], c.late[1], c.early[2]) for c in edit.clones]
     check_covered(thunk_extents, buffer_extents)
+    # one thunk per producer, counted before any copy of it is inserted (a
+    # value recomputed several times has several copies of one producer)
+    names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
+    for clone in edit.clones:
+        producer_thunk(names, clone)
     for clone in edit.clones:
         if clone.done_before:
             _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
@@ -217,7 +222,8 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
     first, or, when ``clone.before`` runs none (a bitcast of the value), before
     the first thunk after it in ``order``."""
     names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
-    made = producer_thunk(names, clone)
+    # the first run: copies are inserted after it (``rewrite`` checked it is one thunk)
+    made = names.index(clone.producer) if clone.producer in names else producer_thunk(names, clone)
     source = decoded.thunks[made]
     comps = {c.id: c for c in decoded.hlo_module.computations}
     why = clone_refusal(source, instructions[thunk_instruction(source, instructions)], comps)

@@ -32,7 +32,11 @@ class Recompute:
     """A value computed a second time: a copy of its producer's thunk runs just
     before entry instruction ``before`` and writes the value at ``place``,
     where ``late_users`` (every reader from ``before`` on) read it.  The first
-    copy stays where the layout's ``places`` put it and dies earlier."""
+    copy stays where the layout's ``places`` put it and dies earlier.
+
+    A value may be recomputed several times (several entries, by ``before``):
+    each copy's ``late_users`` are then the readers from its ``before`` up to
+    the next copy's, and it dies after the last of them."""
     value: int                      # value id (XLA's logical buffer id)
     producer: str                   # entry instruction whose thunk is copied
     before: str

@@ -10,7 +10,10 @@ first late one) and the operands the second run reads stay live until it
 operand may itself be recomputed (a chain): the copy then reads the operand's
 first copy when it runs before the operand's gap, its second copy (kept live
 until then) when it runs after; inside the gap there is none, so such pairs
-of options exclude each other (``conflicts``).
+of options exclude each other (``conflicts``).  An option may hold several
+gaps (``more``): the value is then recomputed once per gap, each copy read
+until the next gap, and costs that many recomputations; its operands stay
+live until the last copy runs.
 
 ``solve`` is lexicographic: the least extra cost whose live-bytes peak is at
 most the budget and, among those, the least peak; when no plan meets the
@@ -41,6 +44,16 @@ class Option:
     gap: tuple[int, int]                     # inclusive [first, last] step the value is absent
                                              # (inside its life: the copy is born at last + 1)
     extend: tuple[tuple[int, int], ...] = () # (interval, new end) of operands kept for the copy
+    more: tuple[tuple[int, int], ...] = ()   # later gaps, one more copy each (in order)
+
+    @property
+    def gaps(self) -> tuple[tuple[int, int], ...]:
+        return (self.gap, *self.more)
+
+
+def _cost(choice: "Choice", option: Option) -> int:
+    """An option's extra cost: one recomputation per gap."""
+    return choice.cost * len(option.gaps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +84,12 @@ class RecomputeProblem:
             if c.cost <= 0:
                 raise ValueError("a recomputation's cost must be positive")
             for o in c.options:
-                a, b = o.gap
-                if not self.starts[c.interval] < a <= b < self.ends[c.interval]:
-                    raise ValueError(f"gap {o.gap} is not inside interval {c.interval}'s life, "
-                                     "after its start")
+                last = self.starts[c.interval]
+                for a, b in o.gaps:
+                    if not last < a <= b < self.ends[c.interval]:
+                        raise ValueError(f"gap {(a, b)} is not inside interval {c.interval}'s "
+                                         "life, after its start and its gaps before")
+                    last = b + 1
                 for i, e in o.extend:
                     if not 0 <= i < n or i == c.interval:
                         raise ValueError(f"option extends interval {i}: not an operand")
@@ -103,12 +118,13 @@ def conflicts(problem: RecomputeProblem) -> list[tuple[tuple[int, int], tuple[in
     out = set()
     for k, c in enumerate(problem.choices):
         for j, o in enumerate(c.options):
-            for i, e in o.extend:
+            runs = [e for _, e in o.extend] + [b + 1 for _, b in o.gaps]  # every copy's run
+            for i, _ in o.extend:
                 d = of_interval.get(i)
                 if d is None:
                     continue
                 for l, od in enumerate(problem.choices[d].options):
-                    if od.gap[0] <= e <= od.gap[1]:
+                    if any(a <= e <= b for a, b in od.gaps for e in runs):
                         out.add(((k, j), (d, l)))
     return sorted(out)
 
@@ -122,15 +138,13 @@ def intervals_after(problem: RecomputeProblem, picks: Sequence[int]) -> list[tup
             for i, e in c.options[k].extend:
                 ends[i] = max(ends[i], e)
     out = []
-    split = {c.interval: c.options[k].gap for c, k in zip(problem.choices, picks) if k >= 0}
+    split = {c.interval: c.options[k].gaps for c, k in zip(problem.choices, picks) if k >= 0}
     for i, size in enumerate(problem.sizes):
         s, e = problem.starts[i], ends[i]
-        if i in split:
-            a, b = split[i]
+        for a, b in split.get(i, ()):
             out.append((size, s, a - 1))
-            out.append((size, b + 1, e))
-        else:
-            out.append((size, s, e))
+            s = b + 1
+        out.append((size, s, e))
     return out
 
 
@@ -153,7 +167,7 @@ def evaluate(problem: RecomputeProblem, picks: Sequence[int]) -> tuple[int, int]
             raise ValueError(f"options {a} and {b} (choice, option) cannot both be taken: the "
                              "first's copy runs while the second has dropped its operand")
     prof = profile(problem, picks)
-    cost = sum(c.cost for c, p in zip(problem.choices, picks) if p >= 0)
+    cost = sum(_cost(c, c.options[p]) for c, p in zip(problem.choices, picks) if p >= 0)
     return (int(prof.max()) if len(prof) else 0), cost
 
 
@@ -183,14 +197,14 @@ def _rows(problem: RecomputeProblem):
     steps = set(problem.starts)
     for c in problem.choices:
         for o in c.options:
-            steps.add(o.gap[1] + 1)
+            steps.update(b + 1 for _, b in o.gaps)
     steps = sorted(t for t in steps if t < horizon)
     removable = np.zeros(horizon, dtype=np.int64)
     addable = np.zeros(horizon, dtype=np.int64)
     for c in problem.choices:
         size = problem.sizes[c.interval]
-        lo = min(o.gap[0] for o in c.options)
-        hi = max(o.gap[1] for o in c.options)
+        lo = min(a for o in c.options for a, _ in o.gaps)
+        hi = max(b for o in c.options for _, b in o.gaps)
         removable[lo:hi + 1] += size
     ext_end = {}
     for c in problem.choices:
@@ -276,8 +290,9 @@ def _terms(problem: RecomputeProblem, steps, addable, prune: int, base):
     Rows that cannot exceed ``prune`` whatever is picked are left out (``prune``:
     the cap when it is a constraint, a lower bound of every plan's peak when the
     peak is minimised)."""
-    opts = [(o.gap[0], o.gap[1], problem.sizes[c.interval], k, j)
-            for k, c in enumerate(problem.choices) for j, o in enumerate(c.options)]
+    opts = [(a, b, problem.sizes[c.interval], k, j)
+            for k, c in enumerate(problem.choices) for j, o in enumerate(c.options)
+            for a, b in o.gaps]
     lo = np.array([o[0] for o in opts], dtype=np.int64)
     hi = np.array([o[1] for o in opts], dtype=np.int64)
     rows = []
@@ -365,7 +380,7 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
         m.Add(live(*row) <= b)
     cost = cp_model.LinearExpr.WeightedSum(
         [v for row in x for v in row],
-        [c.cost for c in problem.choices for _ in c.options])
+        [_cost(c, o) for c in problem.choices for o in c.options])
     if cost_cap is not None:
         m.Add(cost <= cost_cap)
     m.Minimize(cost if objective == "cost" else peak)
@@ -417,8 +432,8 @@ def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, ti
         m += live(*row) <= peak
     for row, b in capped:
         m += live(*row) <= b
-    cost = mip.xsum(c.cost * x[k][j] for k, c in enumerate(problem.choices)
-                    for j in range(len(c.options)))
+    cost = mip.xsum(_cost(c, o) * x[k][j] for k, c in enumerate(problem.choices)
+                    for j, o in enumerate(c.options))
     if cost_cap is not None:
         m += cost <= cost_cap
     m.objective = mip.minimize(cost if objective == "cost" else peak)
