@@ -457,8 +457,14 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     if RESIDENT_NODE_PAIR_S * nodes * nodes > share:
         # Its set-up (every node's ancestors and descendants as bitsets) cannot
         # be interrupted and grows as nodes squared, in time and memory.
-        logging.info("resident bound skipped: %d nodes, %.1f s for it", nodes, share)
-        value = 0
+        # The forced-live floor instead, at the nodes costliest in the orders
+        # found (linear memory a node; the costliest at least, however little
+        # time: 100k nodes' bound was 0, nothing else fitting the time left).
+        found = bounds.probe_bound(graph._bound_base, orders, time_limit_s=share)
+        logging.info("resident bound skipped: %d nodes, %.1f s for it; forced-live floor %d "
+                     "bytes (%d nodes probed, %.1f s)", nodes, share, found.value,
+                     sum(1 for v in found.per_node if v), found.seconds)
+        value = found.value
     else:
         floor_found = resident.floor_bound(   # on time.monotonic, as the engines
             graph, deadline=time.monotonic() + share)
