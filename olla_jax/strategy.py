@@ -448,13 +448,16 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     (the bound may then be 0: valid, and reported as such).  ``floor``: a
     bound already proven, the start (no threshold problem runs past ``end``
     to beat it).  ``done``: thresholds whose min-cut ran to the end, skipped
-    (their value must be in ``floor``); those completed here are added."""
+    (their value must be in ``floor``), and "probe" once the forced-live floor
+    (the resident floor's stand-in on a big graph) has; those completed here are added."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
     share = RESIDENT_BOUND_SHARE * max(0.0, end - now())
     nodes = len(graph.nodes)
-    if RESIDENT_NODE_PAIR_S * nodes * nodes > share:
+    if done and "probe" in done:
+        value = 0    # the forced-live floor ran to the end: its value is in ``floor``
+    elif RESIDENT_NODE_PAIR_S * nodes * nodes > share:
         # Its set-up (every node's ancestors and descendants as bitsets) cannot
         # be interrupted and grows as nodes squared, in time and memory.
         # The forced-live floor instead, at the nodes costliest in the orders
@@ -465,6 +468,8 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
                      "bytes (%d nodes probed, %.1f s)", nodes, share, found.value,
                      sum(1 for v in found.per_node if v), found.seconds)
         value = found.value
+        if found.complete and done is not None:
+            done.add("probe")
     else:
         floor_found = resident.floor_bound(   # on time.monotonic, as the engines
             graph, deadline=time.monotonic() + share)
