@@ -466,7 +466,7 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
         found = bounds.probe_bound(graph._bound_base, orders, time_limit_s=share)
         logging.info("resident bound skipped: %d nodes, %.1f s for it; forced-live floor %d "
                      "bytes (%d nodes probed, %.1f s)", nodes, share, found.value,
-                     sum(1 for v in found.per_node if v), found.seconds)
+                     found.flows, found.seconds)
         value = found.value
         if found.complete and done is not None:
             done.add("probe")

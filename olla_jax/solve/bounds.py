@@ -727,7 +727,7 @@ def probe_bound(problem: OrderProblem, orders: Sequence[Sequence[int]], *,
     100k nodes).  Nodes go in decreasing order of their least step cost over
     ``orders`` (which caps their value) and stop when none left can beat the
     best, or past ``time_limit_s``; the first node always runs.  ``per_node``
-    is 0 where no node was probed (valid, only weak)."""
+    is 0 where no node was probed (valid, only weak); ``flows``: the nodes probed."""
     t0 = time.perf_counter()
     n = problem.num_nodes
     if n == 0 or not orders:
@@ -743,7 +743,7 @@ def probe_bound(problem: OrderProblem, orders: Sequence[Sequence[int]], *,
     arena = items.region == ARENA
     caps = np.asarray(problem.region_sizes, dtype=np.int64)
     per_node = np.zeros(n, dtype=np.int64)
-    best, complete = 0, True
+    best, complete, probed = 0, True, 0
     for k, node in enumerate(np.argsort(-upper, kind="stable").tolist()):
         if prune and int(upper[node]) <= max(best, floor):
             break   # nor can any later node: its value is at most its upper
@@ -763,5 +763,6 @@ def probe_bound(problem: OrderProblem, orders: Sequence[Sequence[int]], *,
         value = int(extra[node] + items.size[live & arena].sum() - caps[~busy].sum())
         per_node[node] = max(0, value)
         best = max(best, value)
+        probed += 1
     return Bound(max(0, best), tuple(int(x) for x in per_node), "probe",
-                 time.perf_counter() - t0, complete)
+                 time.perf_counter() - t0, complete, probed)

@@ -10,7 +10,7 @@ from olla_jax.solve.problem import topological_order
 from tests.solve.test_bounds import order_problems
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order_problems())
 def test_probe_matches_the_simple_bound(problem):
     orders = [topological_order(problem.num_nodes, problem.edges)]
@@ -28,6 +28,6 @@ def test_no_time_still_probes_the_costliest_node():
     problem = random_dag_problem(np.random.default_rng(0), 40)
     orders = [topological_order(problem.num_nodes, problem.edges)]
     found = probe_bound(problem, orders, time_limit_s=0.0, prune=False)
-    assert sum(1 for v in found.per_node if v) <= 1
+    assert found.flows == 1 and sum(1 for v in found.per_node if v) <= 1
     assert found.value == max(found.per_node) <= simple_bound(problem).value
     assert not found.complete
