@@ -448,17 +448,28 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     (the bound may then be 0: valid, and reported as such).  ``floor``: a
     bound already proven, the start (no threshold problem runs past ``end``
     to beat it).  ``done``: thresholds whose min-cut ran to the end, skipped
-    (their value must be in ``floor``); those completed here are added."""
+    (their value must be in ``floor``), and "probe" once the forced-live floor
+    (the resident floor's stand-in on a big graph) has; those completed here are added."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
     share = RESIDENT_BOUND_SHARE * max(0.0, end - now())
     nodes = len(graph.nodes)
-    if RESIDENT_NODE_PAIR_S * nodes * nodes > share:
+    if done and "probe" in done:
+        value = 0    # the forced-live floor ran to the end: its value is in ``floor``
+    elif RESIDENT_NODE_PAIR_S * nodes * nodes > share:
         # Its set-up (every node's ancestors and descendants as bitsets) cannot
         # be interrupted and grows as nodes squared, in time and memory.
-        logging.info("resident bound skipped: %d nodes, %.1f s for it", nodes, share)
-        value = 0
+        # The forced-live floor instead, at the nodes costliest in the orders
+        # found (linear memory a node; the costliest at least, however little
+        # time: 100k nodes' bound was 0, nothing else fitting the time left).
+        found = bounds.probe_bound(graph._bound_base, orders, time_limit_s=share)
+        logging.info("resident bound skipped: %d nodes, %.1f s for it; forced-live floor %d "
+                     "bytes (%d nodes probed, %.1f s)", nodes, share, found.value,
+                     found.flows, found.seconds)
+        value = found.value
+        if found.complete and done is not None:
+            done.add("probe")
     else:
         floor_found = resident.floor_bound(   # on time.monotonic, as the engines
             graph, deadline=time.monotonic() + share)

@@ -214,15 +214,16 @@ class ScheduleGraph:
         for step, size in per_step.items():
             node = self.flat_node[min(step, len(self.flat_node) - 1)]
             extra[node] = max(extra[node], size)
+        # Once (2 s a call on 100k nodes): both uses below read XLA's spans.
+        xla_spans = self.unit_spans(self.xla_order) if for_bound else []
         if for_bound:
-            for unit, spans in zip(self.units, self.unit_spans(self.xla_order)):
+            for unit, spans in zip(self.units, xla_spans):
                 if unit.id in inner or len(spans) < 2 or not unit.movable:
                     continue
                 gap_nodes = {self.flat_node[a[1] + 1] for a in spans[:-1]}
                 for node in gap_nodes:
                     extra[node] -= unit.size
-        gapped = {u.id for u, spans in zip(self.units, self.unit_spans(self.xla_order))
-                  if len(spans) > 1} if for_bound else set()
+        gapped = {u.id for u, spans in zip(self.units, xla_spans) if len(spans) > 1}
         items = []
         for unit in self.units:
             if unit.id in inner:
