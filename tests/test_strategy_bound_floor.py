@@ -7,7 +7,7 @@ from __future__ import annotations
 from olla_jax import strategy
 from olla_jax.graph import resident
 from olla_jax.solve import bounds
-from benchmarks.scale_synthetic import deep_graph
+from olla_jax.graph.synthetic import deep_graph
 
 LAYERS, ACT = 300, 65536
 
