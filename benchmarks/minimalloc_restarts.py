@@ -68,12 +68,10 @@ def main() -> None:
             for att in range(args.attempts):
                 got = pc._restart(search, args.capacity, time.monotonic() + 3600, att)
                 if got is not pc._LIMIT and got is not None:
-                    fixed = att < len(pc.SECTION_RULES) * len(pc._RANKINGS)
+                    at = pc.schedule(att)
                     wins.append(dict(
-                        attempt=att, rule=pc.SECTION_RULES[att % len(pc.SECTION_RULES)],
-                        ranking=pc._RANKINGS[(att // len(pc.SECTION_RULES)) % len(pc._RANKINGS)],
-                        fit=str(pc._FITS[att % len(pc._FITS)]),
-                        ties="fixed" if fixed else "random",
+                        attempt=att, rule=at.rule, ranking=at.ranking, fit=str(at.fit),
+                        ties="fixed" if at.seed is None else "random", luby=at.luby,
                         cpu_s=round(time.process_time() - c0, 2)))
                 if got is None:
                     break                     # proven: nothing fits

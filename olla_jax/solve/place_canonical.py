@@ -21,9 +21,10 @@ comes next and prunes with:
   groups of the blocks left) are placed separately.
 
 The search is heavy-tailed (one branching rule finds a placement at once
-where another gets lost), so it restarts under node limits that follow the
-Luby sequence, cycling through section rules, block rankings and the
-time-reversed problem.  It shares its time with a second search over the
+where another gets lost), so it restarts: every combination of section
+rule, block ranking and fit is a strategy with its own Luby sequence of
+node limits, the restarts go round-robin over them (``schedule``), and
+the time-reversed problem takes every other restart.  It shares its time with a second search over the
 same space (``_Ordered``, MiniMalloc's own scheme: branch on which block
 comes next, by offset then a static rank), one dive per rank heuristic;
 on MiniMalloc's benchmarks each of the two solves instances the other
@@ -594,19 +595,51 @@ def _luby(i: int) -> int:
             k += 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """The branching rules and node limit of one restart (see ``schedule``)."""
+    rule: str               # SECTION_RULES
+    ranking: str            # _RANKINGS
+    fit: bool | str         # _FITS
+    seed: int | None        # random ties from this seed; None: ties by block index
+    luby: int               # the node limit, in units of max(2 * blocks, 256)
+
+
+_COMBOS = len(SECTION_RULES) * len(_RANKINGS) * len(_FITS)
+
+
+def schedule(attempt: int) -> Attempt:
+    """The ``attempt``-th restart: every (rule, ranking, fit) combination is
+    a strategy of the portfolio with its own Luby sequence, and the attempts
+    go round-robin over the combinations.  Round 0 runs each once at the
+    smallest limit with ties by index, the later rounds with random ties
+    and the limit luby(round + 1).
+
+    Within a round the rule changes fastest, then the ranking, and the fit
+    is offset by the ranking's pass (``(k + k // 18) % 3``), so all 54
+    combinations are reached: cycling rule and fit by the attempt alone (6
+    and 3 share a factor) would only ever pair each rule with one fit.  On
+    MiniMalloc's A-K every section-search fit within the first seconds came
+    at the smallest limit, so a whole round of cheap probes comes before
+    any longer one."""
+    k, rnd = attempt % _COMBOS, attempt // _COMBOS
+    n_r = len(SECTION_RULES)
+    return Attempt(rule=SECTION_RULES[k % n_r], ranking=_RANKINGS[(k // n_r) % len(_RANKINGS)],
+                   fit=_FITS[(k + k // (n_r * len(_RANKINGS))) % len(_FITS)],
+                   seed=None if rnd == 0 else attempt, luby=_luby(rnd + 1))
+
+
 def _restart(search: _Search, cap: int, deadline: float, attempt: int):
-    """One run of the search under a node limit that follows the Luby
-    sequence, with the ``attempt``-th branching rules: the fixed ones first,
-    then random ties.  The searches are heavy-tailed: some rule usually
-    finds a placement with little backtracking where another gets lost."""
-    fixed = len(SECTION_RULES) * len(_RANKINGS)
-    rule = SECTION_RULES[attempt % len(SECTION_RULES)]
-    ranking = _RANKINGS[(attempt // len(SECTION_RULES)) % len(_RANKINGS)]
-    rng = None if attempt < fixed else np.random.default_rng(attempt)
-    limit = max(2 * search.m, 256) * _luby(attempt + 1)
+    """One run of the search under a node limit, with the ``attempt``-th
+    branching rules (``schedule``).  The searches are heavy-tailed: some
+    rule usually finds a placement with little backtracking where another
+    gets lost."""
+    at = schedule(attempt)
+    rng = None if at.seed is None else np.random.default_rng(at.seed)
+    limit = max(2 * search.m, 256) * at.luby
     try:
-        return search.run(cap, deadline, node_limit=limit, section_rule=rule,
-                          pos=search.ranking(ranking, rng), fit=_FITS[attempt % len(_FITS)], rng=rng)
+        return search.run(cap, deadline, node_limit=limit, section_rule=at.rule,
+                          pos=search.ranking(at.ranking, rng), fit=at.fit, rng=rng)
     except _NodeLimit:
         return _LIMIT
 
