@@ -4,6 +4,9 @@
         --out=benchmarks/results/batch_cpu
     python -m benchmarks.batch --size=tiny --models=cnn_adam,unet --search=bisect \
         --out=benchmarks/results/batch_search_bisect      (the earlier search, for its seconds)
+    python -m benchmarks.batch --size=tiny --models=all --mode_time_s=60 --reach_time_s=45 \
+        --model_timeout_s=480 --out=benchmarks/results/batch_cpu_suite   (the whole suite in
+        about an hour on a loaded 2-core machine)
 
 Per model the capacity is ``capacity_factor`` x XLA's total (temp + arguments
 + outputs - aliased) at the example's own batch size, so each model is asked
@@ -16,6 +19,18 @@ within ``--step_time_limit`` x XLA's step time).  Each model runs in its own
 process; the result files are rewritten after each model, so a run cut short
 keeps the models it finished (the others are listed as not run).  Writes
 ``<out>.md`` and ``<out>.json``.
+
+Time: XLA's compiles dominate (two schedulers per probed batch, 10-25 s each
+on a loaded machine); they are made once per batch and shared by the modes and
+the floor search (``olla_jax.batch.CaptureCache``).  ``--mode_time_s`` stops
+ours and recomputation (never XLA's search, the ratios' denominator) from
+starting another probe; an answer cut short is the largest batch seen to fit,
+printed ">= ".  ``--reach_time_s`` runs ``olla_jax.batch.reachable_batch``: the
+"Memory model" section splits the step into what is fixed (parameters,
+optimizer state) and what grows per sample, and says per example whether
+``--target`` x XLA's batch is out of reach for any plan that runs the step's
+kernels (the arguments, outputs and one instruction's operands and results
+alone exceed the capacity there).
 """
 
 from __future__ import annotations
@@ -234,8 +249,10 @@ def memory_model(rows: list[dict], args) -> list[str]:
     lines = [f"Memory model (computed from XLA's compiles; the floor is `budget.working_set_bound`: "
              "the temp one instruction needs for its operands and results, which order, placement "
              "and recomputation by kernel copies all keep; arguments + outputs - aliased are "
-             "kept by every plan). Fixed = the line's intercept through two batches (parameters, "
-             "optimizer state); per sample = its slope (the batch's data, activations):", ""]
+             "kept by every plan; larger batches are assumed to need no less, as the search "
+             "assumes). Fixed = the line's intercept through the least and the largest batch XLA "
+             "fits (parameters, optimizer state); per sample = its slope (the batch's data, "
+             "activations):", ""]
     cols = ["model", "xla batch", "capacity MiB", "fixed MiB", "args+outputs per sample",
             "XLA temp per sample", "floor per sample", f"at {target:g} x XLA's batch: "
             "args+outputs + floor, MiB", "verdict"]

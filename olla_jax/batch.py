@@ -26,6 +26,12 @@ slow plan at one batch says nothing about the next, which recomputes other value
 probing it again.  Both assume that memory grows with the batch size; that is
 not guaranteed (XLA may pick other fusions or layouts at another size), so
 every probed batch is recorded with its figures in ``BatchReport.probes``.
+
+XLA's compiles (one per scheduler and batch) are most of a probe's time; a
+``CaptureCache`` makes each once and shares it between the modes (ours and
+recomputation mostly probe batches XLA's search compiled).  ``reachable_batch``
+answers what no planner can beat: the largest batch whose arguments, outputs
+and one instruction's working set fit (``FloorPoint``, ``Reach``).
 """
 
 from __future__ import annotations
