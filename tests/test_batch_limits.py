@@ -4,8 +4,6 @@ XLA's compiles shared between modes, a mode cut short says its answer is a lower
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import jax
 import jax.numpy as jnp
 import pytest
@@ -104,8 +102,14 @@ def test_reachable_batch_is_where_the_floor_stops_fitting():
     assert not cut.complete
 
 
-def test_the_benchmark_says_when_the_target_is_out_of_reach():
-    from benchmarks import batch as bench
+def test_the_benchmark_says_when_the_target_is_out_of_reach(tmp_path):
+    """``benchmarks.batch --render`` on a synthetic run (tests import nothing of benchmarks)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
     mib = 2 ** 20
 
     def row(name, floor_at_target):
@@ -115,13 +119,26 @@ def test_the_benchmark_says_when_the_target_is_out_of_reach():
                    "where": "dot.1"},
                   {"batch": 15, "io": 3 * mib + mib // 2, "xla_temp": 15 * mib,
                    "floor_temp": floor_at_target, "where": "dot.1"}]
-        return {"model": name, "capacity": 13 * mib, "largest": {"xla": 10, "recompute": 11},
-                "probes": [], "reach": {"batch": 12, "smallest_failing": 13, "complete": True,
-                                        "seconds": 1.0, "target_batch": 15, "points": points}}
-    args = SimpleNamespace(target=1.5)
-    text = "\n".join(bench.memory_model([row("tight", 10 * mib), row("roomy", 8 * mib)], args))
-    tight = next(line for line in text.splitlines() if line.startswith("| tight"))
-    roomy = next(line for line in text.splitlines() if line.startswith("| roomy"))
+        return {"model": name, "capacity": 13 * mib, "largest": {"xla": 10, "olla": 10,
+                                                                  "recompute": 11},
+                "probes": [], "seconds": 1.0, "reach": {
+                    "batch": 12, "smallest_failing": 13, "complete": True, "seconds": 1.0,
+                    "target_batch": 15, "points": points}}
+    machine = {"nproc": 2, "memory": "1 GiB", "cpu": "x", "python": "3", "jax": "0", "jaxlib": "0"}
+    run = {"meta": {"command": "python -m benchmarks.batch --target=1.5", "machine": machine,
+                    "date": "today", "load_start": "1", "load_end": "1"},
+           "rows": [row("tight", 10 * mib), row("roomy", 8 * mib)]}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+               JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.batch", f"--render={path}"], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "run.md").read_text()
+    tight = next(line for line in text.splitlines() if line.startswith("| tight | 10 |"))
+    roomy = next(line for line in text.splitlines() if line.startswith("| roomy | 10 |"))
+    # At batch 15: 3.5 MiB of arguments + outputs and 10 MiB of floor > 13 MiB; 8 MiB fits.
     assert "out of reach" in tight and "dot.1 alone 10.00 MiB" in tight
-    assert "not ruled out" in roomy
+    assert "not ruled out" in roomy and "1.20 x" in roomy
     assert "out of reach for any plan of these kernels on 1 of 2 (tight)" in text
