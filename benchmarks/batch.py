@@ -4,6 +4,9 @@
         --out=benchmarks/results/batch_cpu
     python -m benchmarks.batch --size=tiny --models=cnn_adam,unet --search=bisect \
         --out=benchmarks/results/batch_search_bisect      (the earlier search, for its seconds)
+    python -m benchmarks.batch --size=tiny --models=all --mode_time_s=60 --reach_time_s=45 \
+        --model_timeout_s=480 --out=benchmarks/results/batch_cpu_suite   (the whole suite in
+        about an hour on a loaded 2-core machine)
 
 Per model the capacity is ``capacity_factor`` x XLA's total (temp + arguments
 + outputs - aliased) at the example's own batch size, so each model is asked
@@ -16,6 +19,18 @@ within ``--step_time_limit`` x XLA's step time).  Each model runs in its own
 process; the result files are rewritten after each model, so a run cut short
 keeps the models it finished (the others are listed as not run).  Writes
 ``<out>.md`` and ``<out>.json``.
+
+Time: XLA's compiles dominate (two schedulers per probed batch, 10-25 s each
+on a loaded machine); they are made once per batch and shared by the modes and
+the floor search (``olla_jax.batch.CaptureCache``).  ``--mode_time_s`` stops
+ours and recomputation (never XLA's search, the ratios' denominator) from
+starting another probe; an answer cut short is the largest batch seen to fit,
+printed ">= ".  ``--reach_time_s`` runs ``olla_jax.batch.reachable_batch``: the
+"Memory model" section splits the step into what is fixed (parameters,
+optimizer state) and what grows per sample, and says per example whether
+``--target`` x XLA's batch is out of reach for any plan that runs the step's
+kernels (the arguments, outputs and one instruction's operands and results
+alone exceed the capacity there).
 """
 
 from __future__ import annotations
@@ -41,6 +56,13 @@ def parse_args(argv=None):
     p.add_argument("--step_time_limit", type=float, default=1.10)
     p.add_argument("--search", default="predict", choices=("predict", "bisect"))
     p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
+    p.add_argument("--mode_time_s", type=float, default=0,
+                   help="per mode and model: no probe starts after it; the answer is then the "
+                        "largest batch seen to fit, marked as a lower bound (0: none)")
+    p.add_argument("--reach_time_s", type=float, default=0,
+                   help="seconds for the working-set floor search per model (0: skip it)")
+    p.add_argument("--target", type=float, default=1.5,
+                   help="the batch ratio to XLA's the floor is checked against")
     p.add_argument("--out", default="benchmarks/results/batch_cpu")
     p.add_argument("--render", default=None,
                    help="rewrite <out>.md from a finished (or cut short) run's <out>.json; "
@@ -58,13 +80,15 @@ def run_one(name: str, args) -> dict:
     import warnings
     import examples
     import olla_jax
-    from olla_jax.capture import capture
 
+    from olla_jax import batch as batch_lib
     base = examples.make(name, args.size)
+    cache = batch_lib.CaptureCache()   # XLA's compiles, shared by the modes and the floor search
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        caps = [capture(base.fn, *base.args, static_argnums=base.static_argnums,
-                        donate_argnums=base.donate_argnums, scheduler=s) for s in ("default", "memory")]
+        caps = [cache.capture(base.fn, *base.args, static_argnums=base.static_argnums,
+                              donate_argnums=base.donate_argnums, scheduler=s)
+                for s in ("default", "memory")]
     total = min(c.memory.total for c in caps)
     capacity = int(args.capacity_factor * total)
     unit = batch_unit(name, args.size)
@@ -75,12 +99,35 @@ def run_one(name: str, args) -> dict:
                                         capacity_bytes=capacity, modes=tuple(args.modes.split(",")),
                                         time_limit_s=args.time_limit_s,
                                         step_time_limit=args.step_time_limit,
-                                        search=args.search)
+                                        search=args.search, cache=cache,
+                                        mode_time_s=args.mode_time_s or None)
     scale = (lambda b: b if b is None else unit * b)
+    search_seconds = time.perf_counter() - t0
+    reach = None
+    xla = report.largest("xla")
+    if args.reach_time_s and xla:
+        import math
+        target = max(xla + 1, math.ceil(args.target * xla))   # in units, as the search counts
+        smallest = min(p.batch for p in report.probes if p.mode == "xla")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = batch_lib.reachable_batch(
+                lambda b: examples.make(name, args.size, unit * b), capacity,
+                batches=(smallest, xla, target), low=smallest, time_s=args.reach_time_s,
+                cache=cache)
+        reach = {"batch": scale(found.batch), "smallest_failing": scale(found.smallest_failing),
+                 "complete": found.complete, "seconds": found.seconds,
+                 "target_batch": scale(target),
+                 "points": [{"batch": scale(p.batch), "io": p.io_bytes, "xla_temp": p.xla_temp,
+                             "floor_temp": p.floor_temp, "where": p.where}
+                            for p in found.points]}
     return {"model": name, "own_batch_total": total, "capacity": capacity, "batch_unit": unit,
             "largest": {m: scale(b) for m, b in report.largest_batches.items()},
             "totals": {r.mode: r.total_bytes for r in report.results},
             "notes": {r.mode: r.note for r in report.results if r.note},
+            "complete": {r.mode: r.complete for r in report.results},
+            "report_notes": list(report.notes), "reach": reach,
+            "search_seconds": search_seconds,
             "probes": [{"mode": p.mode, "batch": scale(p.batch), "total": p.total_bytes, "fits": p.fits,
                         "seconds": p.seconds, "note": p.note} for p in report.probes],
             "seconds": time.perf_counter() - t0}
@@ -131,20 +178,31 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
         **({"merged by": f"`{meta['rendered']}`"} if meta.get("rendered") else {})},
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
+    reach_on = any(r.get("reach") for r in rows)
     cols = ["model", "capacity MiB"] + [f"{m} batch" for m in modes] + \
         [f"{m}/xla" for m in modes if m != "xla"] + \
-        (["step time at recompute batch"] if "recompute" in modes else []) + ["probes", "seconds"]
+        (["step time at recompute batch"] if "recompute" in modes else []) + \
+        (["floor batch", "floor/xla"] if reach_on else []) + ["probes", "seconds"]
     body = []
     for r in rows:
         if "error" in r:
             body.append([r["model"], *["-"] * (len(cols) - 2), "ERROR " + r["error"][:150]])
             continue
         xla = r["largest"].get("xla")
-        ratios = [f"{r['largest'][m] / xla:.2f}" if xla and r["largest"].get(m) else "-"
-                  for m in modes if m != "xla"]
+        done = r.get("complete", {})
+        at_least = {m: "" if done.get(m, True) else ">= " for m in modes}
+        ratios = [f"{at_least[m]}{r['largest'][m] / xla:.2f}" if xla and r["largest"].get(m)
+                  else "-" for m in modes if m != "xla"]
+        reach = r.get("reach")
+        floor = []
+        if reach_on:
+            b = reach and reach.get("batch")
+            mark = "" if reach and reach["complete"] else ">= "
+            floor = [f"{mark}{b}" if b else "-", f"{mark}{b / xla:.2f}" if b and xla else "-"]
         body.append([r["model"], common.mib(r["capacity"]),
-                     *[r["largest"].get(m) if r["largest"].get(m) is not None else "-" for m in modes],
-                     *ratios, *([step_time(r)] if "recompute" in modes else []),
+                     *[f"{at_least[m]}{r['largest'][m]}" if r["largest"].get(m) is not None
+                       else "-" for m in modes],
+                     *ratios, *([step_time(r)] if "recompute" in modes else []), *floor,
                      len(r["probes"]), f"{r['seconds']:.0f}"])
     lines += common.table(cols, body)
     ok = [r for r in rows if "error" not in r and r["largest"].get("xla")]
@@ -152,10 +210,14 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
         if m == "xla":
             continue
         ratios = [r["largest"][m] / r["largest"]["xla"] for r in ok if r["largest"].get(m)]
-        hit = sum(x >= 1.3 for x in ratios)
+        target = getattr(args, "target", 1.5)
+        hit = sum(x >= target for x in ratios)
         if ratios:
             lines.append(f"\n- {m}: batch ratio to XLA's {min(ratios):.2f}-{max(ratios):.2f}, "
-                         f"geomean {common.geomean(ratios):.2f}; at least 1.3x on {hit} of {len(ok)}")
+                         f"geomean {common.geomean(ratios):.2f}; at least {target:g}x on {hit} "
+                         f"of {len(ok)}")
+    if reach_on:
+        lines += ["", *memory_model(rows, args)]
     if meta.get("missing"):
         lines.append(f"\n- not run (the run ended first): {', '.join(meta['missing'])}")
     held = []
@@ -178,6 +240,67 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def memory_model(rows: list[dict], args) -> list[str]:
+    """Per example: what is fixed and what grows with the batch, and whether the
+    target ratio is out of reach for any plan that runs the step's kernels."""
+    target = getattr(args, "target", 1.5)
+    lines = [f"Memory model (computed from XLA's compiles; the floor is `budget.working_set_bound`: "
+             "the temp one instruction needs for its operands and results, which order, placement "
+             "and recomputation by kernel copies all keep; arguments + outputs - aliased are "
+             "kept by every plan; larger batches are assumed to need no less, as the search "
+             "assumes). Fixed = the line's intercept through the least and the largest batch XLA "
+             "fits (parameters, optimizer state); per sample = its slope (the batch's data, "
+             "activations):", ""]
+    cols = ["model", "xla batch", "capacity MiB", "fixed MiB", "args+outputs per sample",
+            "XLA temp per sample", "floor per sample", f"at {target:g} x XLA's batch: "
+            "args+outputs + floor, MiB", "verdict"]
+    body, out_of_reach, ruled, open_ = [], 0, [], []
+    for r in rows:
+        reach = r.get("reach") if "error" not in r else None
+        xla = r.get("largest", {}).get("xla") if "error" not in r else None
+        if not reach or not xla:
+            continue
+        pts = {p["batch"]: p for p in reach["points"]}
+        px, pt = pts.get(xla), pts.get(reach["target_batch"])
+        lo = min(pts)
+        fixed = slope_io = slope_t = slope_w = None
+        if px and lo < xla:
+            p0 = pts[lo]
+            slope_io = (px["io"] - p0["io"]) / (xla - lo)
+            slope_t = (px["xla_temp"] - p0["xla_temp"]) / (xla - lo)
+            slope_w = (px["floor_temp"] - p0["floor_temp"]) / (xla - lo)
+            fixed = px["io"] - slope_io * xla
+        need = pt["io"] + pt["floor_temp"] if pt else None
+        recompute = r["largest"].get("recompute") or r["largest"].get("olla") or xla
+        reached = recompute / xla >= target
+        if need is None:
+            verdict = "floor at the target batch not computed (time ran out)"
+        elif need > r["capacity"]:
+            out_of_reach += 1
+            what = ("the arguments + outputs alone exceed the capacity" if pt["io"] > r["capacity"]
+                    else f"args+outputs {common.mib(pt['io'])} MiB and {pt['where']} alone "
+                    f"{common.mib(pt['floor_temp'])} MiB of temp")
+            verdict = (f"out of reach for any plan of these kernels: at batch "
+                       f"{reach['target_batch']} {what}")
+            ruled.append(r["model"])
+        else:
+            verdict = (("reached" if reached else "not ruled out by the floor")
+                       + f" (floor fits up to batch {'>= ' if not reach['complete'] else ''}"
+                       f"{reach['batch']}, {reach['batch'] / xla:.2f} x)")
+            if not reached:
+                open_.append(r["model"])
+        fmt = (lambda x: "-" if x is None else f"{x / 2**10:,.1f} KiB")
+        body.append([r["model"], xla, common.mib(r["capacity"]), common.mib(fixed) if fixed is not None
+                     else "-", fmt(slope_io), fmt(slope_t), fmt(slope_w),
+                     common.mib(need) if need is not None else "-", verdict])
+    lines += common.table(cols, body)
+    lines.append(f"\n- {target:g} x XLA's batch out of reach for any plan of these kernels on "
+                 f"{out_of_reach} of {len(body)}" + (f" ({', '.join(ruled)})" if ruled else "")
+                 + (f"; not reached and not ruled out by the floor: {', '.join(open_)}"
+                    if open_ else ""))
+    return lines
 
 
 def compare(args) -> None:
@@ -245,7 +368,7 @@ def main(argv=None) -> None:
                      if arg.startswith("--") and "=" in arg)
         for key in ("size", "modes", "search"):
             setattr(args, key, saved.get(key, getattr(args, key)))
-        for key in ("capacity_factor", "time_limit_s", "step_time_limit"):
+        for key in ("capacity_factor", "time_limit_s", "step_time_limit", "target"):
             setattr(args, key, float(saved.get(key, getattr(args, key))))
         out = args.out if "," in args.render else args.render[:-len(".json")]
         common.write_results(out, done, markdown(rows, args, meta))
@@ -262,6 +385,8 @@ def main(argv=None) -> None:
         names = args.models.split(",")
     for i, name in enumerate(names):
         flags = [f"--size={args.size}", f"--modes={args.modes}",
+                 f"--mode_time_s={args.mode_time_s}", f"--reach_time_s={args.reach_time_s}",
+                 f"--target={args.target}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
                  f"--step_time_limit={args.step_time_limit}", f"--search={args.search}"]
         row = common.run_worker("benchmarks.batch", name, flags,

@@ -26,10 +26,17 @@ slow plan at one batch says nothing about the next, which recomputes other value
 probing it again.  Both assume that memory grows with the batch size; that is
 not guaranteed (XLA may pick other fusions or layouts at another size), so
 every probed batch is recorded with its figures in ``BatchReport.probes``.
+
+XLA's compiles (one per scheduler and batch) are most of a probe's time; a
+``CaptureCache`` makes each once and shares it between the modes (ours and
+recomputation mostly probe batches XLA's search compiled).  ``reachable_batch``
+answers what no planner can beat: the largest batch whose arguments, outputs
+and one instruction's working set fit (``FloorPoint``, ``Reach``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -68,6 +75,7 @@ class ModeResult:
     total_bytes: int | None        # the step's total at largest_batch
     smallest_failing: int | None   # the least probed batch above largest_batch that did not fit
     note: str = ""
+    complete: bool = True          # False: the mode's time ran out; largest_batch is a lower bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +145,10 @@ def _mib(n: int | None) -> str:
 
 class _Skip(Exception):
     """This olla_jax cannot run the mode; the search records why and moves on."""
+
+
+class _OutOfTime(Exception):
+    """The mode's seconds (``mode_time_s``) are spent: no further probe is started."""
 
 
 # ---- capacity -----------------------------------------------------------------
@@ -229,12 +241,81 @@ def _step_of(made: Any, batch: int) -> _Step:
                     "static_argnums, donate_argnums), like examples.Step")
 
 
-def _xla_total(step: _Step, backend: Backend) -> int:
-    from olla_jax.capture import capture
-    caps = [capture(step.fn, *step.args, backend=backend, scheduler=s,
-                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
-            for s in backend.schedulers]
-    return min(caps, key=lambda c: c.memory.temp).memory.total
+class CaptureCache:
+    """XLA's compiles of one step, shared by the modes that probe the same batch.
+
+    Each probe of each mode compiles the step once per XLA scheduler (on a loaded
+    2-core machine 10-25 s each for the small examples); ours and recomputation
+    usually probe batches XLA's search compiled already.  The key is the lowered
+    module's text with the backend, scheduler and argument options: the same
+    module compiled with the same options is the same compile, so the figures
+    and dumps are XLA's own either way.  Used by ``largest_batch`` for its XLA
+    probes and, while it runs, for ``olla_jax.plan``'s baseline compiles."""
+
+    def __init__(self) -> None:
+        self._caps: dict[tuple, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _cached(self, lowered, backend, scheduler: str, make: Callable[[], Any]):
+        try:
+            key = (getattr(backend, "name", backend), scheduler, lowered.as_text())
+        except Exception:  # noqa: BLE001 - no text, no sharing
+            return make()
+        if key in self._caps:
+            self.hits += 1
+            return self._caps[key]
+        self.misses += 1
+        self._caps[key] = found = make()
+        return found
+
+    def capture_lowered(self, lowered, *, backend="cpu", scheduler="default",
+                        compiler_options=None):
+        """``capture.capture_lowered``, cached (what ``olla_jax.plan`` calls for a local step)."""
+        from olla_jax.capture.record import capture_lowered
+
+        def make():
+            return capture_lowered(lowered, backend=backend, scheduler=scheduler,
+                                   compiler_options=compiler_options)
+        return make() if compiler_options else self._cached(lowered, backend, scheduler, make)
+
+    def capture(self, fn, *args, backend="cpu", scheduler="default", static_argnums=(),
+                donate_argnums=(), compiler_options=None, spmd=None):
+        """``capture.capture``, cached for a local step (lowered as ``olla_jax.plan`` lowers it)."""
+        from olla_jax import calls
+        from olla_jax.capture import capture
+        parsed = Backend.parse(backend)
+        if compiler_options or spmd or not parsed.local:
+            return capture(fn, *args, backend=backend, scheduler=scheduler,
+                           static_argnums=static_argnums, donate_argnums=donate_argnums,
+                           compiler_options=compiler_options, spmd=spmd)
+        lowered = calls.lower_call(calls.jit_of(fn, tuple(static_argnums), tuple(donate_argnums)),
+                                   args, {}).lowered
+        return self.capture_lowered(lowered, backend=parsed, scheduler=scheduler)
+
+    def xla_total(self, step: "_Step", backend: Backend) -> int:
+        """The step's total under XLA's best plan: the least temp of XLA's schedulers."""
+        caps = [self.capture(step.fn, *step.args, backend=backend, scheduler=s,
+                             static_argnums=step.static_argnums,
+                             donate_argnums=step.donate_argnums)
+                for s in backend.schedulers]
+        return min(caps, key=lambda c: c.memory.temp).memory.total
+
+    @contextlib.contextmanager
+    def shared_with_plan(self):
+        """``olla_jax.plan``'s baseline compiles go through this cache meanwhile."""
+        import importlib
+        plan_module = importlib.import_module("olla_jax.plan")   # (olla_jax.plan is the function)
+        original = plan_module.capture, plan_module.capture_lowered
+        plan_module.capture, plan_module.capture_lowered = self.capture, self.capture_lowered
+        try:
+            yield self
+        finally:
+            plan_module.capture, plan_module.capture_lowered = original
+
+
+def _xla_total(step: _Step, backend: Backend, cache: CaptureCache | None = None) -> int:
+    return (cache or CaptureCache()).xla_total(step, backend)
 
 
 def _plan_function() -> Callable:
@@ -447,9 +528,9 @@ def _predict(probe: Callable[[int], _Point], low: int, high: int | None, capacit
             if run >= 4 or fail.total is None or fail.total <= capacity:
                 guess = (f + fail.batch) // 2   # (a failure for another reason: no line)
             else:
-                shrink = 0.5 ** (run - 1) if run else 1.0
-                under = (capacity - fit.total) * (shrink if not bracket_sides[-1] else 1)
-                over = (fail.total - capacity) * (shrink if bracket_sides[-1] else 1)
+                shrink = 0.5 ** (run - 1) if run else 1.0   # (run 0: a failure was known)
+                under = (capacity - fit.total) * (shrink if run and not bracket_sides[-1] else 1)
+                over = (fail.total - capacity) * (shrink if run and bracket_sides[-1] else 1)
                 guess = f + int((fail.batch - f) * under / (under + over))
         else:
             lower = [p for p in points.values() if p.batch < f and p.total is not None
@@ -540,11 +621,102 @@ def _bisect_mode(fits: Callable[[int], bool], low: int, high: int | None,
     return _search(fits, low, high, max(low, max(known)) if known else low)
 
 
+# ---- what no plan of these kernels can beat ---------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FloorPoint:
+    """The step at one batch, split as the batch question needs it (bytes)."""
+    batch: int
+    io_bytes: int          # arguments + outputs - aliased (parameters, optimizer state, the batch's data)
+    xla_temp: int          # XLA's best plan's temp
+    floor_temp: int        # the working-set floor: the temp one instruction needs (budget.working_set_bound)
+    where: str             # that instruction
+
+    @property
+    def floor_total(self) -> int:
+        return self.io_bytes + self.floor_temp
+
+
+@dataclasses.dataclass(frozen=True)
+class Reach:
+    """The largest batch any plan that runs the step's kernels could fit
+    (order, placement, recomputation by kernel copies all keep the arguments,
+    the outputs and each instruction's operands and results): the largest batch
+    whose ``FloorPoint.floor_total`` is within the capacity, searched like a mode."""
+    batch: int | None              # None: not even the first batch's floor fits
+    smallest_failing: int | None   # the least batch computed above it whose floor does not fit
+    points: tuple[FloorPoint, ...]
+    complete: bool                 # False: time ran out; ``batch`` is a lower bound
+    seconds: float
+
+    def point(self, batch: int) -> FloorPoint | None:
+        return next((p for p in self.points if p.batch == batch), None)
+
+
+def floor_point(step: "_Step", backend: Backend, cache: "CaptureCache", batch: int) -> FloorPoint:
+    """``FloorPoint`` of ``step`` from XLA's best compile (cached)."""
+    from olla_jax import budget
+    from olla_jax.graph import model
+    caps = [cache.capture(step.fn, *step.args, backend=backend, scheduler=s,
+                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+            for s in backend.schedulers]
+    best = min(caps, key=lambda c: c.memory.temp)
+    graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
+                        alignment=backend.alignment)
+    floor, where = budget.working_set_bound(graph)
+    m = best.memory
+    return FloorPoint(batch, m.argument + m.output - m.alias, m.temp, int(floor), str(where))
+
+
+def reachable_batch(make_step: Callable[[int], Any], capacity_bytes: int, *, backend: str = "cpu",
+                    batches: Sequence[int] = (), low: int = 1, time_s: float | None = None,
+                    cache: CaptureCache | None = None) -> Reach:
+    """The largest batch whose working-set floor plus arguments and outputs fits
+    ``capacity_bytes`` (see ``Reach``): an upper limit of every answer
+    ``largest_batch`` can give for ``olla`` and ``recompute``, assuming (as the
+    search does) that the floor grows with the batch.  ``batches``: computed
+    first (e.g. XLA's answer and 1.5 x it; cached compiles cost no compile);
+    ``time_s``: no further batch starts after it (the answer is then a lower
+    bound, ``complete`` False)."""
+    target = Backend.parse(backend)
+    cache = cache if cache is not None else CaptureCache()
+    t0 = time.monotonic()
+    points: dict[int, FloorPoint] = {}
+
+    def at(batch: int) -> FloorPoint:
+        if batch not in points:
+            if time_s is not None and time.monotonic() - t0 > time_s:
+                raise _OutOfTime()
+            points[batch] = floor_point(_step_of(make_step(batch), batch), target, cache, batch)
+        return points[batch]
+
+    def probe(batch: int) -> _Point:
+        p = at(batch)
+        return _Point(batch, p.floor_total <= capacity_bytes, p.floor_total)
+
+    complete = True
+    try:
+        for b in batches:
+            at(b)
+        known = [_Point(b, p.floor_total <= capacity_bytes, p.floor_total)
+                 for b, p in points.items()]
+        largest = _predict(probe, low, None, capacity_bytes, known)
+    except _OutOfTime:
+        complete = False
+        largest = max((b for b, p in points.items() if p.floor_total <= capacity_bytes),
+                      default=None)
+    over = [b for b, p in points.items() if p.floor_total > capacity_bytes
+            and (largest is None or b > largest)]
+    return Reach(largest, min(over, default=None),
+                 tuple(points[b] for b in sorted(points)), complete, time.monotonic() - t0)
+
+
 def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None = None,
                   backend: str = "cpu", modes: Sequence[str] = ("xla", "olla"), low: int = 1,
                   high: int | None = None, time_limit_s: float = 10.0,
                   step_time_limit: float = 1.10, reserve_bytes: int | None = None,
-                  search: str = "predict") -> BatchReport:
+                  search: str = "predict", mode_time_s: float | None = None,
+                  cache: CaptureCache | None = None) -> BatchReport:
     """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
 
     ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
@@ -560,6 +732,14 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     ``search``: "predict" (a line through measured totals; what one mode settles
     is not probed again by the next) or "bisect" (the earlier doubling and
     bisection); see the module doc.
+
+    ``mode_time_s``: seconds for "olla" and "recompute" each, after which no
+    further probe starts (the one running finishes); the mode's answer is then
+    the largest batch seen to fit, a lower bound, with ``ModeResult.complete``
+    False and a note.  XLA's search always finishes: its answer is what the
+    others are measured against, so a cut there would flatter them.
+    ``cache``: XLA's compiles shared between the modes (and with the caller,
+    e.g. the capture that set the capacity); a fresh one by default.
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -585,8 +765,21 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes <= 0:
         raise ValueError(f"capacity_bytes must be a positive integer, got {capacity_bytes!r}")
 
+    if mode_time_s is not None and not mode_time_s > 0:
+        raise ValueError(f"mode_time_s must be positive seconds or None, got {mode_time_s!r}")
+    cache = cache if cache is not None else CaptureCache()
+    with cache.shared_with_plan():
+        return _largest_batch(make_step, capacity_bytes, target, modes, low, high, time_limit_s,
+                              step_time_limit, search, mode_time_s, cache, memory, reserve)
+
+
+def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, high,
+                   time_limit_s, step_time_limit, search, mode_time_s, cache, memory,
+                   reserve) -> BatchReport:
+    backend = target.name
     probes: list[Probe] = []
     notes: list[str] = []
+    deadline = [float("inf")]   # the current mode's, time.monotonic()
     points: dict[str, dict[int, _Point]] = {m: {} for m in modes}   # compiled probes per mode
 
     @functools.lru_cache(maxsize=4)   # the next mode's first probe is often the last one's batch
@@ -600,7 +793,7 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     def measure(mode: str, batch: int) -> tuple[int, bool, str]:
         step = step_at(batch)
         if mode == "xla":
-            total = _xla_total(step, target)
+            total = _xla_total(step, target, cache)
             return total, total <= capacity_bytes, ""
         if mode == "olla":
             total = _olla_total(step, target, time_limit_s)
@@ -611,6 +804,8 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
         mine = points[mode]
         if batch in mine:
             return mine[batch]
+        if time.monotonic() > deadline[0]:
+            raise _OutOfTime()
         t0 = time.monotonic()
         total, fits, note = measure(mode, batch)
         probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
@@ -643,6 +838,10 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
         for earlier in floors.get(mode, ()):
             if earlier in points and hint is None:
                 hint = _boundary_slope(points[earlier].values(), capacity_bytes)
+        # XLA's answer is the denominator of every ratio: it is never cut short.
+        deadline[0] = (time.monotonic() + mode_time_s if mode_time_s and mode != "xla"
+                       else float("inf"))
+        stopped = False
         try:
             if mode == "recompute":
                 _recompute_support()
@@ -659,6 +858,10 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
         except _Skip as skip:
             results.append(ModeResult(mode, None, None, None, f"skipped: {skip}"))
             continue
+        except _OutOfTime:
+            stopped = True   # the largest batch seen to fit, a lower bound
+            seen = [b for b, p in {**known, **points[mode]}.items() if p.fits]
+            largest = max(seen, default=None)
         failing = sorted(b for b, p in points[mode].items()
                          if not p.fits and (largest is None or b > largest))
         note, total = "", None
@@ -674,14 +877,25 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                         if mode == "recompute" and total is not None else
                         "fits: XLA's plan does, and ours is never above it; not planned at this "
                         "batch")
-        if largest is None:
+        if stopped:
+            above = f"; {failing[0]} does not fit" if failing else ""
+            note = (f"stopped after the mode's {mode_time_s:g} s, before the answer was bracketed: "
+                    + (f"batch {largest} fits, larger ones were not all tried{above}"
+                       if largest is not None else f"no batch seen to fit{above}")
+                    + (f" ({note})" if note else ""))
+        elif largest is None:
             note = f"batch {low} does not fit"
         elif largest == high:
             note = f"reached high={high}; larger batches were not tried"
-        results.append(ModeResult(mode, largest, total, failing[0] if failing else None, note))
+        results.append(ModeResult(mode, largest, total, failing[0] if failing else None, note,
+                              complete=not stopped))
+    if cache.hits:
+        notes.append(f"XLA's compiles shared between modes: {cache.hits} reused, "
+                     f"{cache.misses} made")
     return BatchReport(backend=backend, capacity_bytes=int(capacity_bytes),
                        device_memory_bytes=memory, reserve_bytes=reserve,
                        results=tuple(results), probes=tuple(probes), notes=tuple(notes))
 
 
-__all__ = ["BatchReport", "ModeResult", "Probe", "device_capacity", "largest_batch"]
+__all__ = ["BatchReport", "CaptureCache", "FloorPoint", "ModeResult", "Probe", "Reach",
+           "device_capacity", "largest_batch", "reachable_batch"]

@@ -81,7 +81,7 @@ def test_bounds_and_known_points():
 
 def fake_totals(monkeypatch, xla, olla, recompute):
     """Each mode's total as a function of the batch (step.args[0])."""
-    monkeypatch.setattr(batch_lib, "_xla_total", lambda step, backend: xla(step.args[0]))
+    monkeypatch.setattr(batch_lib, "_xla_total", lambda step, backend, cache=None: xla(step.args[0]))
     monkeypatch.setattr(batch_lib, "_olla_total",
                         lambda step, backend, limit: olla(step.args[0]))
 
