@@ -36,7 +36,6 @@ and one instruction's working set fit (``FloorPoint``, ``Reach``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import inspect
@@ -46,6 +45,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 from olla_jax.capture.base import Backend, CaptureError
+from olla_jax.capture.record import CompileStore, capture, capture_lowered, sharing_compiles
 
 MODES = ("xla", "olla", "recompute")
 SEARCHES = ("predict", "bisect")
@@ -253,45 +253,25 @@ class CaptureCache:
     probes and, while it runs, for ``olla_jax.plan``'s baseline compiles."""
 
     def __init__(self) -> None:
-        self._caps: dict[tuple, Any] = {}
-        self.hits = 0
-        self.misses = 0
+        self.store = CompileStore()
 
-    def _cached(self, lowered, backend, scheduler: str, make: Callable[[], Any]):
-        try:
-            key = (getattr(backend, "name", backend), scheduler, lowered.as_text())
-        except Exception:  # noqa: BLE001 - no text, no sharing
-            return make()
-        if key in self._caps:
-            self.hits += 1
-            return self._caps[key]
-        self.misses += 1
-        self._caps[key] = found = make()
-        return found
+    @property
+    def hits(self) -> int:
+        return self.store.hits
 
-    def capture_lowered(self, lowered, *, backend="cpu", scheduler="default",
-                        compiler_options=None):
-        """``capture.capture_lowered``, cached (what ``olla_jax.plan`` calls for a local step)."""
-        from olla_jax.capture.record import capture_lowered
+    @property
+    def misses(self) -> int:
+        return self.store.misses
 
-        def make():
-            return capture_lowered(lowered, backend=backend, scheduler=scheduler,
-                                   compiler_options=compiler_options)
-        return make() if compiler_options else self._cached(lowered, backend, scheduler, make)
+    def capture_lowered(self, lowered, **options):
+        """``capture.capture_lowered``, sharing this cache's compiles."""
+        with sharing_compiles(self.store):
+            return capture_lowered(lowered, **options)
 
-    def capture(self, fn, *args, backend="cpu", scheduler="default", static_argnums=(),
-                donate_argnums=(), compiler_options=None, spmd=None):
-        """``capture.capture``, cached for a local step (lowered as ``olla_jax.plan`` lowers it)."""
-        from olla_jax import calls
-        from olla_jax.capture import capture
-        parsed = Backend.parse(backend)
-        if compiler_options or spmd or not parsed.local:
-            return capture(fn, *args, backend=backend, scheduler=scheduler,
-                           static_argnums=static_argnums, donate_argnums=donate_argnums,
-                           compiler_options=compiler_options, spmd=spmd)
-        lowered = calls.lower_call(calls.jit_of(fn, tuple(static_argnums), tuple(donate_argnums)),
-                                   args, {}).lowered
-        return self.capture_lowered(lowered, backend=parsed, scheduler=scheduler)
+    def capture(self, fn, *args, **options):
+        """``capture.capture``, sharing this cache's compiles (local backends)."""
+        with sharing_compiles(self.store):
+            return capture(fn, *args, **options)
 
     def xla_total(self, step: "_Step", backend: Backend) -> int:
         """The step's total under XLA's best plan: the least temp of XLA's schedulers."""
@@ -301,17 +281,10 @@ class CaptureCache:
                 for s in backend.schedulers]
         return min(caps, key=lambda c: c.memory.temp).memory.total
 
-    @contextlib.contextmanager
     def shared_with_plan(self):
-        """``olla_jax.plan``'s baseline compiles go through this cache meanwhile."""
-        import importlib
-        plan_module = importlib.import_module("olla_jax.plan")   # (olla_jax.plan is the function)
-        original = plan_module.capture, plan_module.capture_lowered
-        plan_module.capture, plan_module.capture_lowered = self.capture, self.capture_lowered
-        try:
-            yield self
-        finally:
-            plan_module.capture, plan_module.capture_lowered = original
+        """A context within which ``olla_jax.plan``'s baseline compiles (any
+        capture on this machine) share this cache's compiles."""
+        return sharing_compiles(self.store)
 
 
 def _xla_total(step: _Step, backend: Backend, cache: CaptureCache | None = None) -> int:

@@ -7,6 +7,9 @@ backend can serialize, the executable bytes.  Nothing downstream needs jax.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import glob
 import os
 import tempfile
@@ -96,6 +99,51 @@ def _check_args(args: Sequence[Any], static: set[int]) -> None:
                 "jax.ShapeDtypeStruct leaves, and mark other arguments static (static_argnums)")
 
 
+@dataclasses.dataclass
+class CompileStore:
+    """Captures of local compiles, by what was compiled: the same module text
+    for the same backend, scheduler and compiler options is the same compile,
+    so its figures and dumps are XLA's own either way."""
+    captures: dict = dataclasses.field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+
+_SHARED_COMPILES: contextvars.ContextVar[CompileStore | None] = contextvars.ContextVar(
+    "olla_jax_shared_compiles", default=None)
+
+
+@contextlib.contextmanager
+def sharing_compiles(store: CompileStore | None = None):
+    """Within: ``capture`` and ``capture_lowered`` on this machine reuse a
+    compile of the same module made earlier into ``store`` (a search that
+    compiles one step again and again, e.g. ``olla_jax.batch``, pays once)."""
+    store = store if store is not None else CompileStore()
+    token = _SHARED_COMPILES.set(store)
+    try:
+        yield store
+    finally:
+        _SHARED_COMPILES.reset(token)
+
+
+def _compile_local(lowered, options: dict[str, Any], *, backend: str, scheduler: str) -> Capture:
+    store = _SHARED_COMPILES.get()
+    if store is None:
+        return compile_with_dumps(lowered, options, backend=backend, scheduler=scheduler)
+    try:
+        key = (backend, scheduler, tuple(sorted((k, repr(v)) for k, v in options.items())),
+               lowered.as_text())
+    except Exception:  # noqa: BLE001 - a module with no text is not shared
+        return compile_with_dumps(lowered, options, backend=backend, scheduler=scheduler)
+    if key in store.captures:
+        store.hits += 1
+    else:
+        store.misses += 1
+        store.captures[key] = compile_with_dumps(lowered, options, backend=backend,
+                                                 scheduler=scheduler)
+    return store.captures[key]
+
+
 def capture(fn: Callable, *args, backend: str | Backend = "cpu", scheduler: str = "default",
             static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
             compiler_options: dict[str, Any] | None = None,
@@ -123,7 +171,7 @@ def capture(fn: Callable, *args, backend: str | Backend = "cpu", scheduler: str 
             options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[scheduler]
         lowered = calls.lower_call(calls.jit_of(fn, static_argnums, donate_argnums), args,
                                    {}).lowered
-        return compile_with_dumps(lowered, options, backend="cpu", scheduler=scheduler)
+        return _compile_local(lowered, options, backend="cpu", scheduler=scheduler)
     if parsed.kind == "tpu":
         from olla_jax.capture import tpu
 
@@ -181,7 +229,7 @@ def capture_lowered(lowered, *, backend: str | Backend = "cpu", scheduler: str =
         raise CaptureError(f"a lowered step is compiled for this machine ('cpu' or 'gpu'), not "
                            f"{getattr(backend, 'name', backend)!r}: for a compile-only target pass "
                            "the function and its positional arguments")
-    return compile_with_dumps(lowered, options, backend=name, scheduler=scheduler)
+    return _compile_local(lowered, options, backend=name, scheduler=scheduler)
 
 
 def _capture_via(compile_fn, compiler_options, *, backend, scheduler) -> Capture:

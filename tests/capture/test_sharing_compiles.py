@@ -1,0 +1,22 @@
+"""capture.record.sharing_compiles: one compile per module, within the context only."""
+
+import jax.numpy as jnp
+
+from olla_jax.capture import record
+
+
+def _step(x):
+    return jnp.tanh(x @ x.T).sum()
+
+
+def test_the_same_module_is_compiled_once_within_and_again_outside():
+    x = jnp.ones((8, 8), jnp.float32)
+    with record.sharing_compiles() as store:
+        first = record.capture(_step, x)
+        again = record.capture(_step, x)
+        other_scheduler = record.capture(_step, x, scheduler="memory")
+    assert again is first
+    assert other_scheduler is not first
+    assert (store.hits, store.misses) == (1, 2)
+    assert record.capture(_step, x) is not first     # outside: compiled afresh
+    assert (store.hits, store.misses) == (1, 2)
