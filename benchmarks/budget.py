@@ -101,6 +101,10 @@ def run_one(name: str, args) -> list[dict]:
                    verified=result.verified, notes=list(result.notes[len(base.notes):]),
                    met=fraction > 0 and result.runs_temp_bytes <= target_temp)
         row["time_ratio"] = None
+        if not row["met"] and result.graph is not None:
+            # what holds the arena's peak, and why it is not recomputed
+            row["peak_held"] = budget.held_at_peak(result.graph, result.capture,
+                                                   result.layout).describe()
         if result.recomputed:
             ratio, repeats = _time(result, step, args)
             row.update(time_ratio=ratio, timing_repeats=repeats)
@@ -281,6 +285,11 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                      "-" if r["fraction"] == 0 else ("yes" if r["met"] else "no"),
                      "; ".join(r["notes"])[:200] or "-"])
     lines += common.table(cols, body)
+    held = [r for r in rows if r.get("peak_held")]
+    if held:
+        lines += ["", "Over budget: what is live in the arena where it peaks under the plan, by why "
+                      "it is not recomputed (budget.held_at_peak):", ""]
+        lines += [f"- {r['model']}, fraction {r['fraction']:g}: {r['peak_held']}" for r in held]
     ok = [r for r in rows if "error" not in r]
     for engine, fraction in sorted({(r.get("engine", "-"), r["fraction"]) for r in ok},
                                    key=lambda x: (x[0], -x[1])):
@@ -327,6 +336,10 @@ def main(argv=None) -> None:
         print(f"{name}: {time.perf_counter() - t0:.0f} s "
               + "; ".join(f"f={r.get('fraction')}: {r.get('temp')} ({r.get('recomputed')} recomputed)"
                           if "error" not in r else r["error"] for r in got), flush=True)
+        if name != names[-1]:     # an interrupted run keeps the models that finished
+            meta["load_end"] = common.load()
+            common.write_results(args.out, {"meta": meta, "rows": rows},
+                                 (curve_markdown if args.curve else markdown)(rows, args, meta))
     meta["load_end"] = common.load()
     text = (curve_markdown if args.curve else markdown)(rows, args, meta)
     common.write_results(args.out, {"meta": meta, "rows": rows}, text)

@@ -93,6 +93,35 @@ class RecomputePlan:
 
 def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
     """Values of ``graph`` whose producer can run a second time (see module doc)."""
+    return _screen(graph, capture)[0]
+
+
+def refusals(graph: ScheduleGraph, capture) -> dict[int, str]:
+    """Value id -> why it may not be recomputed, for each value of ``graph``
+    that ``candidates`` leaves out (in words, for reports)."""
+    return _named(graph, *_screen(graph, capture))
+
+
+def _named(graph: ScheduleGraph, found: Sequence[Candidate], why: dict[int, str]) -> dict[int, str]:
+    """``why`` (from ``_screen``) with a reason for every other value left out."""
+    why = dict(why)
+    picked = {c.value for c in found}
+    moved = {o for c in found for o in c.successors}
+    for v in graph.values.values():
+        if v.id in picked or v.id in why:
+            continue
+        if v.id in moved:
+            why[v.id] = "written in place over a recomputable value (moves with its copy)"
+        elif graph.block_length(v.def_node) != 1:
+            why[v.id] = "made inside a loop or call (recomputing it reruns the loop)"
+        else:
+            why[v.id] = "not its producer's own result (written in place over another value)"
+    return why
+
+
+def _screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, str]]:
+    """(``candidates``, value id -> reason for the values of entry
+    instructions that do not qualify)."""
     from olla_jax.apply import cpu_rewrite
     kinds, module = _thunk_kinds(capture)
     instructions = {i.name: i for c in module.computations for i in c.instructions}
@@ -109,29 +138,48 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
             reads[use.instruction].append(rec.key)
     unit_of = graph.unit_of_value
     gpu = Backend.parse(capture.backend).kind == "gpu"
-    out = []
+    out, why = [], {}
+
+    def refuse(recs, text: str) -> None:
+        for r in recs:
+            if r.key in by_key:
+                why[by_key[r.key].id] = text
     for node, name in enumerate(graph.nodes):
         recs = defined.get(name, [])
-        if len(recs) != 1 or kinds.get(name, []) not in ([k] for k in cpu_rewrite.CLONABLE_KINDS):
+        if graph.block_length(node) != 1:
+            refuse(recs, "made by a loop or call (recomputing it reruns the loop)")
+            continue
+        if len(recs) != 1:
+            refuse(recs, f"its producer has {len(recs)} results")
+            continue
+        if kinds.get(name, []) not in ([k] for k in cpu_rewrite.CLONABLE_KINDS):
+            refuse(recs, f"its producer runs {'/'.join(kinds.get(name, [])) or 'no'} thunk, "
+                         "not one kernel")
             continue
         rec = recs[0]
         value = by_key.get(rec.key)
-        if value is None or value.live_in or value.live_out or graph.block_length(node) != 1:
+        if value is None or value.live_in or value.live_out:
             continue
         unit = graph.units[unit_of[value.id]]
         if not unit.movable or value.allocation != graph.temp_allocation:
+            refuse(recs, "fixed in memory")
             continue
         successors = tuple(o for o in unit.values if o != value.id)
         if successors and not _in_place_after(graph, unit, value, successors):
+            loop = any(graph.block_length(graph.values[o].def_node) != 1 for o in successors)
+            refuse(recs, "shares bytes with a loop's or call's results" if loop
+                   else "shares bytes with values that cannot move with a copy")
             continue
         held = [p.instruction for p in rec.positions]
         if held[:1] != [name] or any(not (gpu and _entry_bitcast(graph, instructions, kinds, x))
                                      for x in held[1:]):
+            refuse(recs, "held by other instructions too (a tuple or alias)")
             continue
         users = {u.instruction for u in rec.uses}
         if not users or any(u not in graph.node_index or kinds.get(u, ["none"]) == ["nested"]
                             or len(kinds.get(u, ())) > 1 or graph.block_length(graph.node_index[u]) != 1
                             for u in users):
+            refuse(recs, "read inside a loop or call" if users else "never read")
             continue
         operands = tuple(by_key[k].id for k in reads.get(name, ()) if k in by_key)
         instr = instructions[name]
@@ -140,7 +188,7 @@ def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
         cost = max(flops / _FLOPS_PER_S, moved / _BYTES_PER_S)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors))
-    return out
+    return out, why
 
 
 def _entry_bitcast(graph: ScheduleGraph, instructions, kinds, name: str) -> bool:
@@ -1081,6 +1129,100 @@ def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
         if left > 0.1:
             best = max(best, bounds.min_cut_bound(problem, time_limit_s=left, floor=best).value)
     return int(best)
+
+
+# --- what holds the peak ----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class HeldAtPeak:
+    """The arena's live bytes where they peak under a plan, by why they stay:
+    what a missed budget would need recomputed, and whether it may be."""
+    node: str                                   # the entry instruction at the peak
+    arena_live: int                             # bytes live in the arena there
+    by_reason: tuple[tuple[str, int], ...]      # (reason, bytes), most bytes first
+
+    def describe(self, top: int = 4) -> str:
+        parts = [f"{b / 2**20:,.2f} MiB {why}" for why, b in self.by_reason[:top]]
+        return (f"arena live bytes peak at {self.node} ({self.arena_live / 2**20:,.2f} MiB): "
+                + "; ".join(parts))
+
+
+def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
+    """What is live in the arena where ``layout`` (a plan's, recomputations
+    included; XLA's own when None) has the most live bytes there, grouped by
+    why: recomputable values (those whose gap between readers spans the peak
+    apart from those with no such gap), copies, and each reason
+    ``refusals`` gives for the rest."""
+    order = layout.order if layout is not None else graph.xla_order
+    places = dict(layout.places) if layout is not None else {}
+    cands, refused = _screen(graph, capture)
+    by_value = {c.value: c for c in cands}
+    why = _named(graph, cands, refused)
+    step = _step(graph, order)
+    spans = graph.unit_spans(order)
+    state = _new_state(graph, order)
+    unit_of = graph.unit_of_value
+    users = {c.value: sorted(c.users, key=lambda n: step[n]) for c in cands}
+    copies = []                                 # (size, start, end, in the arena)
+    for r in (layout.recomputes if layout is not None else ()):
+        c = by_value.get(r.value)
+        if c is None or graph.node_index.get(r.before) not in users[c.value]:
+            continue
+        k = users[c.value].index(graph.node_index[r.before])
+        iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
+        copies.append((r.size, 2 * step[users[c.value][k]], iv[2],
+                       r.place[0] == graph.temp_allocation))
+        iv[2] = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[c.value][k - 1]] + 1
+    for r in (layout.recomputes if layout is not None else ()):
+        c = by_value.get(r.value)
+        for o in (c.operands if c is not None else ()):
+            i = state.interval_of_unit.get(unit_of[o])
+            if i is not None:
+                state.intervals[i][2] = max(state.intervals[i][2],
+                                            2 * step[graph.node_index[r.before]])
+
+    def in_arena(unit) -> bool:
+        return all(places.get(v, (graph.values[v].allocation, 0))[0] == graph.temp_allocation
+                   for v in unit.values)
+    live = [(size, a, b, graph.units[state.owners[i]])
+            for i, (size, a, b) in enumerate(state.intervals)]
+    horizon = 2 * len(graph.flat) + 2
+    diff = np.zeros(horizon + 2, dtype=np.int64)
+    for size, a, b, unit in live:
+        if in_arena(unit):
+            diff[a] += size
+            diff[b + 1] -= size
+    for size, a, b, arena in copies:
+        if arena:
+            diff[a] += size
+            diff[b + 1] -= size
+    profile = np.cumsum(diff)[:horizon]
+    t = int(np.argmax(profile))
+    held: dict[str, int] = defaultdict(int)
+    for size, a, b, unit in live:
+        if not (a <= t <= b and in_arena(unit)):
+            continue
+        member = next((v for v in unit.values if v in by_value), None)
+        if member is None:
+            # a loop's or call's share names the unit (it cannot be dropped without it)
+            texts = [why.get(v, "an input or output") for v in
+                     sorted(unit.values, key=lambda v: step[graph.values[v].def_node])]
+            held[next((x for x in texts if "loop" in x), texts[0])] += size
+            continue
+        c = by_value[member]
+        times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users[member]]
+        gap = any(times[k] < t < times[k + 1] - 1 and _late_part_ok(graph, step, c, u)
+                  and all(_operand_intact(graph, spans, step, state.interval_of_unit, o,
+                                          times[k + 1] - 1) for o in c.operands)
+                  for k, u in enumerate(users[member]))
+        held["recomputable across the peak" if gap
+             else "recomputable, but written or read at the peak (no gap spans it)"] += size
+    for size, a, b, arena in copies:
+        if arena and a <= t <= b:
+            held["copies of recomputed values"] += size
+    node = graph.nodes[graph.flat_node[min(max(t - 1, 0) // 2, len(graph.flat_node) - 1)]]
+    return HeldAtPeak(node, int(profile[t]) if len(profile) else 0,
+                      tuple(sorted(held.items(), key=lambda x: -x[1])))
 
 
 # --- the budget entry point -------------------------------------------------

@@ -195,3 +195,18 @@ def test_recomputing_plan_is_bit_identical(vit_base, make):
     outcome = feed_back.apply_layout(plan.capture, got.layout, args=step.args,
                                      static_argnums=step.static_argnums, trials=1)
     assert outcome.ok, outcome.reason       # verified bit for bit in a child process
+
+
+def test_held_at_peak_counts_the_plans_own_arena_peak(vit_base):
+    """``budget.held_at_peak`` (what a missed budget's row names) finds, under
+    a recomputing plan, the live bytes its own placement counts at the arena's
+    peak (``RecomputePlan.arena_live``), copies and kept operands included."""
+    _, plan, graph, cands = vit_base
+    order = plan.layout.order if plan.layout is not None else graph.xla_order
+    plain = budget.plan_of(graph, order, [])
+    found = budget.choose(graph, order, cands, plain.temp_bytes // 2, time_limit_s=1)
+    assert found is not None and found.splits
+    held = budget.held_at_peak(graph, plan.capture, found.layout)
+    assert held.arena_live == found.arena_live
+    assert sum(b for _, b in held.by_reason) == held.arena_live
+    assert budget.held_at_peak(graph, plan.capture, plain.layout).arena_live == plain.arena_live
