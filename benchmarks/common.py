@@ -185,6 +185,16 @@ def write_results(out: str, payload: dict, text: str) -> None:
         f.write(text)
 
 
+def write_lines_and_rows(out, lines: list[str], rows: list) -> None:
+    """``<out>.md`` (the printed lines) and ``<out>.json`` (the rows as a list)."""
+    import json
+    from pathlib import Path
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def mib(x) -> str:
     return "-" if x is None else f"{x / 2**20:,.3f}" if x < 2**20 else f"{x / 2**20:,.2f}"
 

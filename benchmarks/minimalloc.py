@@ -15,7 +15,6 @@ command.  With --out, writes OUT.md and OUT.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -73,9 +72,7 @@ def main() -> None:
     lines += ["", total]
     print("\n" + total)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+        common.write_lines_and_rows(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ search that has none.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -86,9 +85,7 @@ def main() -> None:
             lines.append(line)
             print(line, flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+        common.write_lines_and_rows(args.out, lines, rows)
 
 
 if __name__ == "__main__":

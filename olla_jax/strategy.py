@@ -463,7 +463,7 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
         # The forced-live floor instead, at the nodes costliest in the orders
         # found (linear memory a node; the costliest at least, however little
         # time: 100k nodes' bound was 0, nothing else fitting the time left).
-        found = bounds.probe_bound(graph._bound_base, orders, time_limit_s=share)
+        found = bounds.probe_bound(graph.order_problem_for_bound, orders, time_limit_s=share)
         logging.info("resident bound skipped: %d nodes, %.1f s for it; forced-live floor %d "
                      "bytes (%d nodes probed, %.1f s)", nodes, share, found.value,
                      found.flows, found.seconds)

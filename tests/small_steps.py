@@ -99,3 +99,37 @@ class FakePlan:
     runs_temp_bytes: int = 0
     graph: None = None
     solve_seconds: float = 0.0
+
+
+def recompute_brute_force(problem):
+    """Every plan of a ``solve.recompute.RecomputeProblem``: the best (key, picks)
+    by the module's lexicographic rule (budget met first, then least cost)."""
+    import itertools
+
+    from olla_jax.solve import recompute as rc
+    best = None
+    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
+        try:
+            peak, cost = rc.evaluate(problem, picks)
+        except ValueError:
+            continue
+        key = (0, cost, peak) if peak <= problem.budget else (1, peak, cost)
+        if best is None or key < best[0]:
+            best = (key, picks)
+    return best
+
+
+def _batch_mlp_step(p, x, y):
+    def loss(p):
+        return jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2)
+    value, grads = jax.value_and_grad(loss)(p)
+    return jax.tree.map(lambda a, g: a - 0.1 * g, p, grads), value
+
+
+def make_batch_mlp(batch: int):
+    """A tiny MLP step whose activations grow with the batch (shapes only: nothing
+    runs), as ``olla_jax.largest_batch``'s ``make_step``."""
+    f32 = jnp.float32
+    params = {"w1": jax.ShapeDtypeStruct((64, 256), f32), "w2": jax.ShapeDtypeStruct((256, 16), f32)}
+    return _batch_mlp_step, (params, jax.ShapeDtypeStruct((batch, 64), f32),
+                             jax.ShapeDtypeStruct((batch, 16), f32))

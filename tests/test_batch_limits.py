@@ -4,30 +4,15 @@ XLA's compiles shared between modes, a mode cut short says its answer is a lower
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import pytest
 
 import olla_jax
 from olla_jax import batch as batch_lib
 from olla_jax.capture import capture
+from tests.small_steps import make_batch_mlp as make_mlp
 from olla_jax.capture.base import Backend
 
-F32 = jnp.float32
 CPU = Backend.parse("cpu")
-
-
-def mlp_step(p, x, y):
-    def loss(p):
-        return jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2)
-    value, grads = jax.value_and_grad(loss)(p)
-    return jax.tree.map(lambda a, g: a - 0.1 * g, p, grads), value
-
-
-def make_mlp(batch: int):
-    params = {"w1": jax.ShapeDtypeStruct((64, 256), F32), "w2": jax.ShapeDtypeStruct((256, 16), F32)}
-    return mlp_step, (params, jax.ShapeDtypeStruct((batch, 64), F32),
-                      jax.ShapeDtypeStruct((batch, 16), F32))
 
 
 def xla_total(batch: int) -> int:

@@ -249,7 +249,7 @@ class ScheduleGraph:
                                node_extra=tuple(extra), region_sizes=sizes)
 
     @functools.cached_property
-    def _bound_base(self) -> sp.OrderProblem:
+    def order_problem_for_bound(self) -> sp.OrderProblem:
         """``order_problem(for_bound=True)``, built once: the bound's threshold
         problems all filter it (0.19 s a build on resnet50 small, 23 thresholds)."""
         return self.order_problem(for_bound=True)
@@ -259,7 +259,7 @@ class ScheduleGraph:
         count in the arena, and only regions larger than ``c`` can hold them
         (a unit fits only in a region at least its size).  Its cost is a lower
         bound of the arena any placement needs under that order."""
-        base = self._bound_base if for_bound else self.order_problem()
+        base = self.order_problem_for_bound if for_bound else self.order_problem()
         items = tuple(i for i in base.items if i.region != sp.ARENA or i.size > c)
         sizes = tuple(s if s > c else 0 for s in base.region_sizes)
         return dataclasses.replace(base, items=items, region_sizes=sizes)

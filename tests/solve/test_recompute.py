@@ -1,11 +1,11 @@
 """The recomputation model (olla_jax.solve.recompute) against brute force."""
 
-import itertools
 import random
 
 import pytest
 
 from olla_jax.solve import recompute as rc
+from tests.small_steps import recompute_brute_force
 
 
 def _random_problem(rng: random.Random, n: int = 6, budget_share: float = 0.7):
@@ -33,27 +33,12 @@ def _random_problem(rng: random.Random, n: int = 6, budget_share: float = 0.7):
                                int(peak * budget_share))
 
 
-def _brute(problem):
-    """All plans: (met, key) best by the module's lexicographic rule."""
-    best = None
-    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
-        try:
-            peak, cost = rc.evaluate(problem, picks)
-        except ValueError:
-            continue
-        met = peak <= problem.budget
-        key = (0, cost, peak) if met else (1, peak, cost)
-        if best is None or key < best[0]:
-            best = (key, picks)
-    return best
-
-
 @pytest.mark.parametrize("engine", ["cpsat", "mip"])
 @pytest.mark.parametrize("seed", range(12))
 def test_model_matches_brute_force(engine, seed):
     rng = random.Random(seed)
     problem = _random_problem(rng, budget_share=rng.choice([0.5, 0.7, 0.9]))
-    key, _ = _brute(problem)
+    key, _ = recompute_brute_force(problem)
     got = rc.solve(problem, engine=engine, time_limit_s=5)
     peak, cost = rc.evaluate(problem, got.picks)
     assert (peak, cost) == (got.peak, got.cost)
@@ -106,7 +91,7 @@ def test_lower_budget_never_gets_a_higher_peak():
 def test_warm_start_is_kept_or_improved():
     rng = random.Random(3)
     p = _random_problem(rng, n=7, budget_share=0.8)
-    key, picks = _brute(p)
+    key, picks = recompute_brute_force(p)
     got = rc.solve(p, time_limit_s=3, hint=picks)
     assert rc.evaluate(p, got.picks) <= rc.evaluate(p, picks) or got.met
 

@@ -2,12 +2,12 @@
 two idle peaks of one height need two copies; each copy costs one more
 recomputation; and the model still matches brute force with such options."""
 
-import itertools
 import random
 
 import pytest
 
 from olla_jax.solve import recompute as rc
+from tests.small_steps import recompute_brute_force
 
 
 def _two_peaks(budget: int):
@@ -80,24 +80,10 @@ def _random_problem(rng: random.Random, n: int = 5):
                                int(peak * rng.choice([0.5, 0.7, 0.9])))
 
 
-def _brute(problem):
-    best = None
-    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
-        try:
-            peak, cost = rc.evaluate(problem, picks)
-        except ValueError:
-            continue
-        met = peak <= problem.budget
-        key = (0, cost, peak) if met else (1, peak, cost)
-        if best is None or key < best:
-            best = key
-    return best
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_model_with_two_copy_options_matches_brute_force(seed):
     problem = _random_problem(random.Random(seed))
     got = rc.solve(problem, engine="cpsat", time_limit_s=5)
     peak, cost = rc.evaluate(problem, got.picks)
     assert (peak, cost) == (got.peak, got.cost)
-    assert ((0, cost, peak) if got.met else (1, peak, cost)) == _brute(problem)
+    assert ((0, cost, peak) if got.met else (1, peak, cost)) == recompute_brute_force(problem)[0]
