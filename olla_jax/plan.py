@@ -192,7 +192,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          saved=None, memory_budget: int | None = None, recompute: bool = True,
          num_devices: int = 1, in_shardings: Any = None, out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
-         collective_overlap: str | float = "keep", progress=None) -> Plan:
+         collective_overlap: str | float = "keep", progress=None, **unknown) -> Plan:
     """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
@@ -249,6 +249,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
     improvement; by default nothing is reported."""
     from olla_jax.progress import Reporter
+    if unknown:
+        raise TypeError(f"plan() takes no keyword argument {', '.join(sorted(unknown))}: the "
+                        "step's own keyword arguments go in kwargs={...} (olla_jax.jit takes "
+                        "them directly, as jax.jit does)")
     static_argnums = calls.argnums(static_argnums, "static_argnums")
     donate_argnums = calls.argnums(donate_argnums, "donate_argnums")
     check_options(fn, kwargs=kwargs, backend=backend, time_limit_s=time_limit_s,

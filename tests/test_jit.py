@@ -313,6 +313,7 @@ def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypa
     (dict(feed_back="yes"), TypeError, "feed_back"),
     (dict(compiler_options=["xla_foo"]), TypeError, "compiler_options"),
     (dict(kwargs=[1]), TypeError, "kwargs"),
+    (dict(y=1), TypeError, r"no keyword argument y: the step's own keyword arguments go in kwargs"),
 ])
 def test_plan_checks_every_argument_first(options, error, match):
     with pytest.raises(error, match=match):
