@@ -92,14 +92,20 @@ def _graph(problem: OrderProblem) -> _Graph:
 _GRAPH_KEPT: list = []   # [((num_nodes, edges), _Graph)]: the last one built
 
 
+def _adjacency(n: int, edges) -> tuple[list[list[int]], list[list[int]]]:
+    """Each node's predecessors and successors."""
+    preds: list[list[int]] = [[] for _ in range(n)]
+    succs: list[list[int]] = [[] for _ in range(n)]
+    for u, v in edges:
+        preds[v].append(u)
+        succs[u].append(v)
+    return preds, succs
+
+
 def _build_graph(problem: OrderProblem) -> _Graph:
     n = problem.num_nodes
     order = topological_order(n, problem.edges)
-    preds: list[list[int]] = [[] for _ in range(n)]
-    succs: list[list[int]] = [[] for _ in range(n)]
-    for u, v in problem.edges:
-        preds[v].append(u)
-        succs[u].append(v)
+    preds, succs = _adjacency(n, problem.edges)
     anc = [0] * n
     for v in order:
         acc = 0
@@ -734,11 +740,7 @@ def probe_bound(problem: OrderProblem, orders: Sequence[Sequence[int]], *,
         return Bound(0, (0,) * n, "probe", time.perf_counter() - t0, not n)
     upper, _ = _order_upper(problem, orders)
     items = _items(problem)
-    preds: list[list[int]] = [[] for _ in range(n)]
-    succs: list[list[int]] = [[] for _ in range(n)]
-    for u, v in problem.edges:
-        preds[v].append(u)
-        succs[u].append(v)
+    preds, succs = _adjacency(n, problem.edges)
     extra = np.asarray(problem.node_extra, dtype=np.int64)
     arena = items.region == ARENA
     caps = np.asarray(problem.region_sizes, dtype=np.int64)
