@@ -37,9 +37,8 @@ from typing import Any, Iterator, Mapping
 from olla_jax.apply import executable
 from olla_jax.apply.edits import (  # noqa: F401 - fixed_kind, possibly_live_out re-exported
     Clone, ExecutableEdit, RewriteError, check_covered, check_move, check_order, clone_slot,
-    edited_sizes,
-    entry_order, fixed_kind, nested_of_type, possibly_live_out, producer_thunk, relocate_buffers,
-    reorder_thunks, slices, thunk_groups)
+    edited_sizes, entry_order, first_run_thunk, fixed_kind, nested_of_type, possibly_live_out,
+    producer_thunk, relocate_buffers, reorder_thunks, slices, thunk_groups)
 
 ALIGNMENT = 64  # XLA:CPU's minimum buffer alignment; kernels are compiled for it
 _SEQUENCE = "xla.cpu.ThunkSequenceProto"
@@ -163,8 +162,7 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> No
     the runtime reads only thunk slices."""
     sequence = decoded.thunk_sequence
     names = [thunk_instruction(t, instructions) for t in sequence.thunks]
-    # the first run: copies are inserted after it (``apply_edit`` checked it is one thunk)
-    made = names.index(clone.producer) if clone.producer in names else producer_thunk(names, clone)
+    made = first_run_thunk(names, clone)
     source = sequence.thunks[made]
     if source.kind not in CLONABLE_KINDS or any(True for _ in _nested_sequences(source)):
         raise RewriteError(f"cannot recompute {clone.producer}: its {source.kind!r} thunk is not "

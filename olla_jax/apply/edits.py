@@ -101,6 +101,16 @@ def producer_thunk(names: Sequence[str], clone: Clone) -> int:
     return made[0]
 
 
+def first_run_thunk(names: Sequence[str], clone: Clone) -> int:
+    """The index of ``clone.producer``'s own run while copies are inserted: its
+    first thunk (copies of it, inserted later in the sequence, share its
+    name).  The caller checks with ``producer_thunk``, before inserting any
+    copy, that the producer runs exactly one thunk."""
+    if clone.producer in names:
+        return list(names).index(clone.producer)
+    return producer_thunk(names, clone)   # none: refused with its message
+
+
 def clone_slot(names: Sequence[str], clone: Clone, producer: int) -> int:
     """Where the copy goes: the first thunk of ``clone.before``, which must come
     after the producer's thunk (index ``producer``)."""

@@ -42,8 +42,8 @@ from typing import Any, Iterator, Mapping
 from olla_jax.apply import gpu_executable
 from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
     ExecutableEdit, RewriteError, check_covered, check_move, check_order, clone_slot, edited_sizes,
-    entry_order, nested_of_type, producer_thunk, relocate_buffers, reorder_thunks, slices,
-    thunk_groups)
+    entry_order, first_run_thunk, nested_of_type, producer_thunk, relocate_buffers,
+    reorder_thunks, slices, thunk_groups)
 
 ALIGNMENT = 256
 _THUNK = "xla.gpu.ThunkProto"
@@ -222,8 +222,7 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
     first, or, when ``clone.before`` runs none (a bitcast of the value), before
     the first thunk after it in ``order``."""
     names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
-    # the first run: copies are inserted after it (``rewrite`` checked it is one thunk)
-    made = names.index(clone.producer) if clone.producer in names else producer_thunk(names, clone)
+    made = first_run_thunk(names, clone)
     source = decoded.thunks[made]
     comps = {c.id: c for c in decoded.hlo_module.computations}
     why = clone_refusal(source, instructions[thunk_instruction(source, instructions)], comps)
