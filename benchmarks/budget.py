@@ -76,7 +76,7 @@ def run_one(name: str, args) -> list[dict]:
     remat_floor = (budget.recompute_floor(base.graph, budget.candidates(base.graph, base.capture),
                                           time_limit_s=args.time_limit_s / 2)
                    if base.graph else None)
-    total_flops = budget._step_flops(base.capture)
+    total_flops = budget.step_flops(base.capture)
     rows = []
     for engine, fraction in [(e, float(f)) for e in args.engines.split(",")
                              for f in args.fractions.split(",")]:
@@ -155,7 +155,7 @@ def run_curve(name: str, args) -> list[dict]:
     plans = budget.ladder(graph, order, cands, targets, time_limit_s=args.time_limit_s,
                           engine=args.engines.split(",")[0], base_temp=base.runs_temp_bytes)
     ladder_s = time.perf_counter() - t0
-    total_flops = budget._step_flops(base.capture)
+    total_flops = budget.step_flops(base.capture)
     fed = {}                            # plan identity -> row fields
     rows = []
     for fraction, target, found in zip(fractions, targets, plans):

@@ -86,7 +86,7 @@ def run_one(item: str, args, cache: dict) -> dict:
                              time_limit_s=args.plan_time_limit_s,
                              static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
     t1 = time.monotonic()
-    step_flops = budget._step_flops(base.capture)
+    step_flops = budget.step_flops(base.capture)
     points, compiled = xla_points(step, item, base, args, cache)
     t2 = time.monotonic()
     row = {"example": item, "xla_temp": base.xla_temp_bytes, "plan_temp": base.runs_temp_bytes,

@@ -1,6 +1,6 @@
 """The one checked-apply step: a layout is checked, then applied to the executable.
 
-Both the planner (plan.py) and the recomputation to a budget (budget.py) end the
+Both the planner (plan.py) and the recomputation to a budget (the budget package) end the
 same way: the independent checker reads the layout, and only then is the
 executable rewritten, verified bit for bit and loaded.  Here once, for both.
 """

@@ -18,7 +18,7 @@ from absl import logging
 
 from olla_jax import calls, checked
 from olla_jax.calls import StepCallable  # noqa: F401 - re-exported: Plan.compiled's type
-# The result types live in olla_jax.result (budget.py needs them too); re-exported here.
+# The result types live in olla_jax.result (the budget package needs them too); re-exported here.
 from olla_jax.checked import candidate_plan  # noqa: F401
 from olla_jax.result import BudgetNotMet, Plan, PlanWarning, quiet, warn  # noqa: F401
 from olla_jax.capture import Capture, capture

@@ -1,6 +1,6 @@
 """What planning hands back: the Plan, its warning and the budget error.
 
-Here, not in plan.py, so that every stage after the solver (plan.py, budget.py,
+Here, not in plan.py, so that every stage after the solver (plan.py, budget/,
 the decorator, the CLI) can import them without importing the pipeline.
 """
 

@@ -13,6 +13,7 @@ import pytest
 import examples
 import olla_jax
 from olla_jax import budget, check
+from olla_jax.budget import recompute_plan
 from olla_jax.apply import cpu_rewrite, feed_back
 from olla_jax.capture import capture
 from olla_jax.plan import BudgetNotMet, candidate_plan
@@ -257,12 +258,12 @@ def _base(vit_base):
 def _a_chain(graph, order, cands):
     """(A, ka, B, kb): B's copy reads A's copy (A is B's operand, copied first)."""
     by = {c.value: c for c in cands}
-    step = budget._step(graph, order)
-    state = budget._new_state(graph, order)
+    step = recompute_plan.step_index(graph, order)
+    state = recompute_plan.new_state(graph, order)
     spans = graph.unit_spans(order)
 
     def intact(c, t):
-        return all(o in by or budget._operand_intact(graph, spans, step, state.interval_of_unit,
+        return all(o in by or recompute_plan.operand_intact(graph, spans, step, state.interval_of_unit,
                                                      o, 2 * t) for o in c.operands)
     for b in cands:
         ub = sorted(b.users, key=lambda n: step[n])

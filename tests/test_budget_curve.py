@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from olla_jax import budget
+from olla_jax.budget import timed_search
 
 
 def _plan(temp: int, cost: float, tag: str) -> budget.RecomputePlan:
@@ -21,7 +22,7 @@ def searches(monkeypatch):
     def fake(graph, order, cands, target, *, time_limit_s, engine="cpsat", clock=None):
         calls.append(target)
         return table[target]
-    monkeypatch.setattr(budget, "search", fake)
+    monkeypatch.setattr(timed_search, "search", fake)
     return table, calls
 
 

@@ -13,6 +13,7 @@ import pytest
 import examples
 import olla_jax
 from olla_jax import budget, check
+from olla_jax.budget import recompute_plan
 from olla_jax.apply import feed_back
 from olla_jax.plan import candidate_plan
 
@@ -31,8 +32,8 @@ def vit_base():
 def _shared_pick(graph, order, cands):
     """(candidate, k): a value with in-place successors whose copy may run
     before its k-th reader (successors written after it, operands intact)."""
-    step = budget._step(graph, order)
-    state = budget._new_state(graph, order)
+    step = recompute_plan.step_index(graph, order)
+    state = recompute_plan.new_state(graph, order)
     spans = graph.unit_spans(order)
     for c in cands:
         if not c.successors:
@@ -40,8 +41,8 @@ def _shared_pick(graph, order, cands):
         users = sorted(c.users, key=lambda n: step[n])
         for k in range(1, len(users)):
             if step[users[k - 1]] + 1 < step[users[k]] and \
-                    budget._late_part_ok(graph, step, c, users[k]) and \
-                    all(budget._operand_intact(graph, spans, step, state.interval_of_unit, o,
+                    recompute_plan.late_part_ok(graph, step, c, users[k]) and \
+                    all(recompute_plan.operand_intact(graph, spans, step, state.interval_of_unit, o,
                                                2 * step[users[k]]) for o in c.operands):
                 return c, k
     return None

@@ -62,6 +62,7 @@ VIEWED_ARGS = (S((2048, 256), jnp.float32), S((256, 256), jnp.float32),
 def test_a_value_held_at_a_bitcast_is_recomputed_checked_and_read_back():
     import olla_jax
     from olla_jax import budget, checked, dumps
+    from olla_jax.budget import recompute_plan
     from olla_jax.apply import gpu_executable, gpu_readback
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -79,7 +80,7 @@ def test_a_value_held_at_a_bitcast_is_recomputed_checked_and_read_back():
     assert held, "no candidate is held at a bitcast of it"
     c = max(held, key=lambda c: g.values[c.value].size)
     order = base.layout.order if base.layout is not None else g.xla_order
-    step = budget._step(g, order)
+    step = recompute_plan.step_index(g, order)
     users = sorted(c.users, key=lambda n: step[n])
     assert g.node_index[bitcasts(c)[0]] in users          # the bitcast reads it (no thunk)
     plan = budget.plan_of(g, order, [(c, len(users) - 1)])

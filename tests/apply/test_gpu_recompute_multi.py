@@ -11,6 +11,7 @@ import pytest
 jax = pytest.importorskip("jax")
 
 from olla_jax import budget, check  # noqa: E402
+from olla_jax.budget import recompute_plan  # noqa: E402
 from olla_jax.apply import feed_back, gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
 from olla_jax.plan import candidate_plan  # noqa: E402
@@ -33,7 +34,7 @@ def test_two_copies_of_one_kernel_are_built_and_read_back():
         cap = capture(held_thrice, *args, backend="gpu:h100")
     graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
     order = graph.xla_order
-    step = budget._step(graph, order)
+    step = recompute_plan.step_index(graph, order)
     cands = [c for c in budget.candidates(graph, cap) if len(c.users) >= 2]
     assert cands, "a value with two readers can be recomputed on GPU"
     a = max(cands, key=lambda c: len(c.users))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from olla_jax import budget, check
+from olla_jax.budget import recompute_plan
 from olla_jax.apply import cpu_rewrite, executable, feed_back
 from olla_jax.plan import candidate_plan
 
@@ -71,7 +72,7 @@ def test_three_copies_of_one_value_are_checked_and_copied(held):
     plan = _three(held)
     copies = plan.layout.recomputes
     assert [r.value for r in copies] == [a.value] * 3
-    step = budget._step(graph, order)
+    step = recompute_plan.step_index(graph, order)
     readers = [graph.nodes[u] for u in sorted(a.users, key=lambda n: step[n])]
     assert [r.late_users for r in copies] == [(u,) for u in readers[:3]]
     _check(cap, plan.layout)
@@ -135,7 +136,7 @@ def test_a_later_copy_keeps_its_producers_operands_alive(held):
     copy runs after that value is written, refused when one does (the
     operand must then be intact until that run)."""
     cap, _, graph, order, a = held
-    step = budget._step(graph, order)
+    step = recompute_plan.step_index(graph, order)
     readers = sorted(a.users, key=lambda n: step[n])
 
     def alone(v):

@@ -1,0 +1,174 @@
+"""What may be recomputed: the candidates, and why each other value may not be."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Sequence
+
+from olla_jax import flops as flops_lib
+from olla_jax.capture.base import Backend
+from olla_jax import dumps
+from olla_jax.graph.model import ScheduleGraph
+
+
+FLOPS_PER_S = 1e11
+
+
+BYTES_PER_S = 2e10
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A value that may be recomputed, with what its producer needs."""
+    value: int
+    producer: int                   # node
+    users: tuple[int, ...]          # reader nodes (plain, one thunk each)
+    operands: tuple[int, ...]       # value ids the producer reads
+    flops: int
+    cost_s: float
+    # Values XLA writes over this one's bytes later (in place): a copy is then
+    # written where they will be, and they move with it (``late_part_ok``).
+    successors: tuple[int, ...] = ()
+
+
+def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
+    """Values of ``graph`` whose producer can run a second time (see module doc)."""
+    return screen(graph, capture)[0]
+
+
+def refusals(graph: ScheduleGraph, capture) -> dict[int, str]:
+    """Value id -> why it may not be recomputed, for each value of ``graph``
+    that ``candidates`` leaves out (in words, for reports)."""
+    return named_refusals(graph, *screen(graph, capture))
+
+
+def named_refusals(graph: ScheduleGraph, found: Sequence[Candidate], why: dict[int, str]) -> dict[int, str]:
+    """``why`` (from ``screen``) with a reason for every other value left out."""
+    why = dict(why)
+    picked = {c.value for c in found}
+    moved = {o for c in found for o in c.successors}
+    for v in graph.values.values():
+        if v.id in picked or v.id in why:
+            continue
+        if v.id in moved:
+            why[v.id] = "written in place over a recomputable value (moves with its copy)"
+        elif graph.block_length(v.def_node) != 1:
+            why[v.id] = "made inside a loop or call (recomputing it reruns the loop)"
+        else:
+            why[v.id] = "not its producer's own result (written in place over another value)"
+    return why
+
+
+def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, str]]:
+    """(``candidates``, value id -> reason for the values of entry
+    instructions that do not qualify)."""
+    from olla_jax.apply import cpu_rewrite
+    kinds, module = _thunk_kinds(capture)
+    instructions = {i.name: i for c in module.computations for i in c.instructions}
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    comps = {c.id: c for c in module.computations}
+    records = dumps.parse_values(capture.values_text)
+    by_key = {v.key: v for v in graph.values.values()}
+    defined = defaultdict(list)
+    for rec in records.values():
+        defined[rec.defining_instruction].append(rec)
+    reads = defaultdict(list)
+    for rec in records.values():
+        for use in rec.uses:
+            reads[use.instruction].append(rec.key)
+    unit_of = graph.unit_of_value
+    gpu = Backend.parse(capture.backend).kind == "gpu"
+    out, why = [], {}
+
+    def refuse(recs, text: str) -> None:
+        for r in recs:
+            if r.key in by_key:
+                why[by_key[r.key].id] = text
+    for node, name in enumerate(graph.nodes):
+        recs = defined.get(name, [])
+        if graph.block_length(node) != 1:
+            refuse(recs, "made by a loop or call (recomputing it reruns the loop)")
+            continue
+        if len(recs) != 1:
+            refuse(recs, f"its producer has {len(recs)} results")
+            continue
+        if kinds.get(name, []) not in ([k] for k in cpu_rewrite.CLONABLE_KINDS):
+            refuse(recs, f"its producer runs {'/'.join(kinds.get(name, [])) or 'no'} thunk, "
+                         "not one kernel")
+            continue
+        rec = recs[0]
+        value = by_key.get(rec.key)
+        if value is None or value.live_in or value.live_out:
+            continue
+        unit = graph.units[unit_of[value.id]]
+        if not unit.movable or value.allocation != graph.temp_allocation:
+            refuse(recs, "fixed in memory")
+            continue
+        successors = tuple(o for o in unit.values if o != value.id)
+        if successors and not _in_place_after(graph, unit, value, successors):
+            loop = any(graph.block_length(graph.values[o].def_node) != 1 for o in successors)
+            refuse(recs, "shares bytes with a loop's or call's results" if loop
+                   else "shares bytes with values that cannot move with a copy")
+            continue
+        held = [p.instruction for p in rec.positions]
+        if held[:1] != [name] or any(not (gpu and _entry_bitcast(graph, instructions, kinds, x))
+                                     for x in held[1:]):
+            refuse(recs, "held by other instructions too (a tuple or alias)")
+            continue
+        users = {u.instruction for u in rec.uses}
+        if not users or any(u not in graph.node_index or kinds.get(u, ["none"]) == ["nested"]
+                            or len(kinds.get(u, ())) > 1 or graph.block_length(graph.node_index[u]) != 1
+                            for u in users):
+            refuse(recs, "read inside a loop or call" if users else "never read")
+            continue
+        operands = tuple(by_key[k].id for k in reads.get(name, ()) if k in by_key)
+        instr = instructions[name]
+        flops = flops_lib.instruction_flops(instr, by_id, comps)
+        moved = value.size + sum(graph.values[o].size for o in operands)
+        cost = max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
+        out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
+                             operands, flops, cost, successors))
+    return out, why
+
+
+def _entry_bitcast(graph: ScheduleGraph, instructions, kinds, name: str) -> bool:
+    """Whether ``name`` is an entry bitcast that runs no thunk: XLA:GPU holds a
+    fusion's result at the bitcasts of it too (the same bytes, viewed), and
+    their readers are the value's own, so a copy serves them as well."""
+    return name in graph.node_index and instructions[name].opcode == "bitcast" and \
+        not kinds.get(name) and graph.block_length(graph.node_index[name]) == 1
+
+
+def _in_place_after(graph: ScheduleGraph, unit, value, successors) -> bool:
+    """Whether the other values of ``value``'s unit can move with its copy:
+    all of them on its very bytes, each defined by another plain entry
+    instruction (one thunk), none an input or output.  Which of them come
+    after the value (not before it) depends on the order (``late_part_ok``)."""
+    if unit.size != value.size or any(unit.member_offsets):
+        return False
+    for o in successors:
+        other = graph.values[o]
+        if other.live_in or other.live_out or other.def_node == value.def_node or \
+                graph.block_length(other.def_node) != 1 or other.size > value.size:
+            return False
+    return True
+
+
+def _thunk_kinds(capture):
+    """(entry instruction -> kinds of its thunks, HLO module) of ``capture``'s
+    executable; "nested" for a thunk holding others.  On GPU a kernel thunk
+    that ``gpu_rewrite.clone_refusal`` lets be copied reads "kernel" (one of
+    cpu_rewrite.CLONABLE_KINDS), any other keeps its own kind."""
+    from olla_jax.apply import cpu_rewrite, executable
+    if Backend.parse(capture.backend).kind == "gpu":
+        from olla_jax.apply import gpu_executable, gpu_rewrite
+        return gpu_rewrite.entry_thunk_kinds(gpu_executable.decode(capture.executable))
+    decoded = executable.decode(capture.executable)
+    instructions = {i.name: i for c in decoded.hlo_module.computations for i in c.instructions}
+    kinds = defaultdict(list)
+    for thunk in decoded.thunk_sequence.thunks:
+        name = cpu_rewrite.thunk_instruction(thunk, instructions)
+        nested = any(True for _ in cpu_rewrite._nested_sequences(thunk))
+        kinds[name].append("nested" if nested else thunk.kind)
+    return kinds, decoded.hlo_module

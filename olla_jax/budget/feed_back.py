@@ -1,0 +1,224 @@
+"""The budget entry points: plan, check, rewrite and verify; and XLA's remat side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Sequence
+
+from absl import logging
+
+from olla_jax import checked
+from olla_jax import flops as flops_lib
+from olla_jax.capture.base import Backend
+from olla_jax.result import warn
+from olla_jax.budget.candidates import candidates
+from olla_jax.budget.recompute_plan import RecomputePlan
+from olla_jax.budget.timed_search import search
+from olla_jax.budget.floors import working_set_bound
+
+
+def _noted(plan, text: str, spent: dict[str, float]):
+    """``plan`` with ``text`` in its notes (and warned), and the seconds
+    ``spent`` on the search and on verification added to its own."""
+    warn(f"olla_jax recomputation: {text}")
+    return dataclasses.replace(plan, notes=plan.notes + (text,),
+                               solve_seconds=plan.solve_seconds + spent["search"],
+                               verify_seconds=plan.verify_seconds + spent["verify"])
+
+
+def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
+                        static_argnums: Sequence[int] = (), time_limit_s: float = 30.0,
+                        verify_trials: int = 2, measure_time: bool = True,
+                        engine: str = "cpsat"):
+    """``result`` (a Plan over the budget) with values recomputed until the
+    step's total fits ``budget``, checked, applied and verified; or the least
+    memory reached, with the reason in its notes.
+
+    ``engine``: "greedy" (picks at the peak, most bytes per cost first), or
+    "cpsat" / "mip": the model of ``choose_model`` (least extra cost that meets
+    the budget, else least memory), warm-started from the greedy, whose plan
+    is kept when the model finds nothing better."""
+    if engine not in ("greedy", "cpsat", "mip"):
+        raise ValueError(f"engine must be 'greedy', 'cpsat' or 'mip', not {engine!r}")
+
+    spent = {"search": 0.0, "verify": 0.0}      # seconds, once the search has run
+
+    def note(plan, text: str):
+        return _noted(plan, text, spent)
+
+    graph, cap = result.graph, result.capture
+    if graph is None or cap is None:
+        return note(result, "no memory model of this step: recomputation not tried")
+    backend = Backend.parse(result.backend)
+    if not (backend.kind == "cpu" or backend.compile_only) or cap.executable is None:
+        return note(result, f"recomputation is applied only on CPU executables and built for "
+                            f"compile-only GPU targets (this step is for {result.backend})")
+    if graph.temp_allocation < 0 or graph.allocations[graph.temp_allocation].is_tuple:
+        return note(result, "XLA's temp allocation cannot be resized here: recomputation not tried")
+    t0 = time.monotonic()
+    fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
+    target = budget - fixed
+    if target <= 0:
+        return note(result, f"arguments and outputs alone take {fixed / 2**20:,.2f} MiB, more "
+                            "than the budget")
+    order = result.layout.order if result.layout is not None else graph.xla_order
+    cands = candidates(graph, cap)
+    logging.info("recomputation: %d candidate values", len(cands))
+    found = search(graph, order, cands, target, engine=engine,
+                   time_limit_s=time_limit_s - (time.monotonic() - t0))
+    floor, where = working_set_bound(graph)
+    # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
+    # verification and timing after it go to ``verify_seconds`` (and the note)
+    search_s = spent["search"] = time.monotonic() - t0
+    if found is None or found.temp_bytes >= min(result.planned_temp_bytes,
+                                                result.achieved_temp_bytes or math.inf):
+        why = (f"; {where} alone needs {floor / 2**20:,.2f} MiB of temp for its operands and "
+               "results" if floor else "")
+        return note(result, f"recomputation found nothing that lowers the peak "
+                            f"({len(cands)} values qualified{why})")
+    return feed_back_plan(result, found, args=args, static_argnums=static_argnums,
+                          verify_trials=verify_trials, measure_time=measure_time,
+                          search_s=search_s, time_limit_s=time_limit_s, floor=floor)
+
+
+def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
+                   static_argnums: Sequence[int] = (), verify_trials: int = 2,
+                   measure_time: bool = True, search_s: float = 0.0,
+                   time_limit_s: float | None = None, floor: int | None = None):
+    """``result`` (a Plan) with ``found``'s recomputation on ``result``'s
+    capture: checked by the independent checker, the executable rewritten,
+    verified bit-for-bit in a child and loaded (``recompute_to_budget``'s
+    last part; ``ladder``'s plans go through it one by one); the reason in
+    its notes when refused.  ``search_s``: the seconds the search took."""
+    spent = {"search": search_s, "verify": 0.0}
+
+    def note(plan, text: str):
+        return _noted(plan, text, spent)
+
+    graph, cap = result.graph, result.capture
+    backend = Backend.parse(result.backend)
+    if floor is None:
+        floor, _ = working_set_bound(graph)
+    layout = found.layout
+    t_check = time.monotonic()
+    rejected = checked.rejection(cap, layout, alignment=graph.alignment)
+    if rejected is not None:
+        return note(result, f"the independent checker rejected the recomputation plan: {rejected}")
+    outcome = checked.apply(cap, layout, backend=result.backend, args=args,
+                            static_argnums=static_argnums, trials=verify_trials,
+                            what="the recomputation")
+    verify_s = spent["verify"] = time.monotonic() - t_check
+    if backend.compile_only and outcome.raw is not None and outcome.verification is None:
+        return _built_unrun(result, found, floor, outcome, search_s, verify_s)  # GPU: not run
+    if not outcome.ok:
+        return note(result, f"recomputation not applied: {outcome.reason}")
+    compiled = dataclasses.replace(result.compiled, executable=outcome.compiled)
+    ratio = None
+    if measure_time:
+        t_time = time.monotonic()
+        ratio = _time_ratio(result, compiled, args, static_argnums)
+        verify_s += time.monotonic() - t_time
+    total_flops = step_flops(cap)
+    share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
+    text = (f"recomputed {_copies_stated(found)} ({found.how}): {found.extra_flops:,} extra "
+            f"FLOPs{share}"
+            + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
+            + f"; searched in {search_s:.1f} s"
+            + (f" (limit {time_limit_s:g} s)" if time_limit_s is not None else "")
+            + ", checked, verified"
+            + (" and timed" if ratio is not None else "") + f" in {verify_s:.1f} s")
+    return dataclasses.replace(
+        result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=outcome.achieved_temp_bytes,
+        lower_bound_bytes=min(floor, found.temp_bytes), verified=True, source="olla_jax",
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
+        verify_seconds=result.verify_seconds + verify_s,
+        notes=result.notes + (text,), compiled=compiled, layout=layout,
+        recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio,
+        executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
+
+
+def _copies_stated(found: RecomputePlan) -> str:
+    """"N values", and how many copies when a value is recomputed several times."""
+    values = len({v for v, _ in found.splits}) if found.splits else len(found.picked)
+    copies = len(found.picked)
+    return f"{values} values" + (f" ({copies} copies)" if copies != values else "")
+
+
+def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,
+                 verify_s: float):
+    """A compile-only GPU target: the recomputing executable was built, read
+    back and compared with the plan, but there is no GPU here to run it."""
+    total_flops = step_flops(result.capture)
+    share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
+    text = (f"recomputed {_copies_stated(found)}: {found.extra_flops:,} extra FLOPs{share}; "
+            f"not fed back: {outcome.reason}")
+    return dataclasses.replace(
+        result, planned_temp_bytes=found.temp_bytes, achieved_temp_bytes=None,
+        lower_bound_bytes=min(floor, found.temp_bytes), verified=False, source="olla_jax",
+        engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
+        verify_seconds=result.verify_seconds + verify_s,
+        notes=result.notes + (text,), layout=found.layout, recomputed=found.picked,
+        extra_flops=found.extra_flops, executable_bytes=outcome.raw)
+
+
+def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
+                        static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+                        compiler_options=None):
+    """GPU: XLA's own rematerialization under a searched memory limit
+    (``olla_jax.xla_remat``); ``result`` with XLA's best point when it fits
+    better, the reason in its notes otherwise."""
+    from olla_jax import xla_remat
+    t0 = time.monotonic()
+    try:
+        points = xla_remat.search(fn, *args, backend=result.backend, budget_bytes=budget,
+                                  static_argnums=static_argnums, donate_argnums=donate_argnums,
+                                  compiler_options=compiler_options)
+    except Exception as err:  # noqa: BLE001 - the answer is then order and placement alone
+        text = f"XLA's rematerialization could not be searched ({type(err).__name__}: {err})"
+        warn(f"olla_jax: {text}")
+        return dataclasses.replace(result, notes=result.notes + (text,))
+    base, chosen = points[0], xla_remat.best(points, budget)
+    tried = ", ".join(f"{p.limit_bytes / 2**20:,.0f} MiB -> {p.total / 2**20:,.1f}"
+                      for p in points[1:])
+    if chosen.total >= result.runs_total_bytes:
+        return dataclasses.replace(result, notes=result.notes + (
+            f"XLA's rematerialization did not go below our plan (limits tried: {tried})",))
+    extra = max(0, chosen.flops - base.flops)
+    share = f" (+{100 * extra / base.flops:.1f}%)" if base.flops else ""
+    text = (f"XLA's rematerialization with its memory limit forced to "
+            f"{chosen.limit_bytes / 2**20:,.1f} MiB: temp {chosen.memory.temp / 2**20:,.2f} MiB, "
+            f"{extra:,} extra FLOPs{share}; limits tried: {tried}")
+    from olla_jax.capture.record import serialize_executable
+    compiled = dataclasses.replace(result.compiled, executable=chosen.compiled)
+    return dataclasses.replace(
+        result, planned_temp_bytes=chosen.memory.temp, achieved_temp_bytes=chosen.memory.temp,
+        argument_bytes=chosen.memory.argument, output_bytes=chosen.memory.output,
+        alias_bytes=chosen.memory.alias, lower_bound_bytes=0, source="xla",
+        engine="xla-remat", verified=False, compiled=compiled, layout=None,
+        executable_bytes=serialize_executable(chosen.compiled),   # XLA's rematerializing one, not ours
+        extra_flops=extra, solve_seconds=result.solve_seconds + time.monotonic() - t0,
+        notes=result.notes + (text,))
+
+
+def step_flops(cap) -> int:
+    try:
+        return flops_lib.compiled_flops(cap.compiled)
+    except Exception:  # noqa: BLE001 - a report detail
+        return 0
+
+
+def _time_ratio(result, compiled, args, static_argnums) -> float | None:
+    from olla_jax.apply import timing
+    import jax
+    dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
+    if not dynamic or any(isinstance(x, jax.ShapeDtypeStruct)
+                          for x in jax.tree_util.tree_leaves(dynamic)):
+        return None
+    try:
+        return timing.time_ratio(result.xla_compiled.executable, compiled.executable,
+                                 tuple(dynamic), repeats=10).ratio
+    except Exception:  # noqa: BLE001 - timing is a report detail
+        logging.exception("timing the recomputed step failed")
+        return None

@@ -1,0 +1,158 @@
+"""What no recomputation plan can go below, and what holds a plan's peak."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from olla_jax.graph.model import ScheduleGraph
+from olla_jax.budget.candidates import Candidate, named_refusals, screen
+from olla_jax.budget.recompute_plan import late_part_ok, new_state, operand_intact, step_index
+
+
+def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
+    """(bytes, instruction): a lower bound of the temp of any plan that runs the
+    same kernels, recomputed or not: at one step, the operands and results of
+    an instruction (and what a while, call or conditional holds inside) that
+    no idle output space can take (``graph.resident``, without values held
+    across instructions, which recomputation may drop)."""
+    from olla_jax.graph import resident
+    found = resident.resident_bound(graph, across=False)
+    return found.value, graph.nodes[found.node] if found.value else ""
+
+
+def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
+                    time_limit_s: float = 10.0) -> int:
+    """A lower bound of the temp of any plan that recomputes only values of
+    ``cands`` (each as often as it likes), under any order: the order lower
+    bounds (``solve.bounds``, simple and min-cut over ``graph.bound_problems``)
+    of the graph where each candidate's unit is live only at the steps of the
+    nodes that write or read it (some copy of it is live there), not between.
+    That is a relaxation of every such plan: every other value lives at least
+    as long with recomputation (an operand is kept for a copy, never freed
+    early), so a budget below this is out of reach without recomputing other
+    values (a loop's results, say)."""
+    from olla_jax.solve import bounds
+    drop = {graph.unit_of_value[c.value] for c in cands}
+    relaxed = dataclasses.replace(graph, units=tuple(
+        dataclasses.replace(u, size=0) if u.id in drop else u for u in graph.units))
+    at_nodes = []                    # (size, nodes where some copy is live)
+    for u in drop:
+        unit = graph.units[u]
+        nodes = set()
+        for v in unit.values:
+            nodes |= {graph.values[v].def_node, *graph.values[v].touches}
+        at_nodes.append((unit.size, nodes))
+    t0 = time.monotonic()
+    best = 0
+    # as ``graph.bound_problems``: one problem per threshold c, counting in the
+    # arena only units larger than c (a smaller one may sit in an output region)
+    for c in sorted({0, *graph.order_problem().region_sizes}):
+        problem = relaxed.threshold_problem(c, for_bound=True)
+        extra = list(problem.node_extra)
+        for size, nodes in at_nodes:
+            if size > c:
+                for n in nodes:
+                    extra[n] += size
+        problem = dataclasses.replace(problem, node_extra=tuple(extra))
+        best = max(best, bounds.simple_bound(problem).value)
+        left = time_limit_s - (time.monotonic() - t0)
+        if left > 0.1:
+            best = max(best, bounds.min_cut_bound(problem, time_limit_s=left, floor=best).value)
+    return int(best)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldAtPeak:
+    """The arena's live bytes where they peak under a plan, by why they stay:
+    what a missed budget would need recomputed, and whether it may be."""
+    node: str                                   # the entry instruction at the peak
+    arena_live: int                             # bytes live in the arena there
+    by_reason: tuple[tuple[str, int], ...]      # (reason, bytes), most bytes first
+
+    def describe(self, top: int = 4) -> str:
+        parts = [f"{b / 2**20:,.2f} MiB {why}" for why, b in self.by_reason[:top]]
+        return (f"arena live bytes peak at {self.node} ({self.arena_live / 2**20:,.2f} MiB): "
+                + "; ".join(parts))
+
+
+def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
+    """What is live in the arena where ``layout`` (a plan's, recomputations
+    included; XLA's own when None) has the most live bytes there, grouped by
+    why: recomputable values (those whose gap between readers spans the peak
+    apart from those with no such gap), copies, and each reason
+    ``refusals`` gives for the rest."""
+    order = layout.order if layout is not None else graph.xla_order
+    places = dict(layout.places) if layout is not None else {}
+    cands, refused = screen(graph, capture)
+    by_value = {c.value: c for c in cands}
+    why = named_refusals(graph, cands, refused)
+    step = step_index(graph, order)
+    spans = graph.unit_spans(order)
+    state = new_state(graph, order)
+    unit_of = graph.unit_of_value
+    users = {c.value: sorted(c.users, key=lambda n: step[n]) for c in cands}
+    copies = []                                 # (size, start, end, in the arena)
+    for r in (layout.recomputes if layout is not None else ()):
+        c = by_value.get(r.value)
+        if c is None or graph.node_index.get(r.before) not in users[c.value]:
+            continue
+        k = users[c.value].index(graph.node_index[r.before])
+        iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
+        copies.append((r.size, 2 * step[users[c.value][k]], iv[2],
+                       r.place[0] == graph.temp_allocation))
+        iv[2] = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[c.value][k - 1]] + 1
+    for r in (layout.recomputes if layout is not None else ()):
+        c = by_value.get(r.value)
+        for o in (c.operands if c is not None else ()):
+            i = state.interval_of_unit.get(unit_of[o])
+            if i is not None:
+                state.intervals[i][2] = max(state.intervals[i][2],
+                                            2 * step[graph.node_index[r.before]])
+
+    def in_arena(unit) -> bool:
+        return all(places.get(v, (graph.values[v].allocation, 0))[0] == graph.temp_allocation
+                   for v in unit.values)
+    live = [(size, a, b, graph.units[state.owners[i]])
+            for i, (size, a, b) in enumerate(state.intervals)]
+    horizon = 2 * len(graph.flat) + 2
+    diff = np.zeros(horizon + 2, dtype=np.int64)
+    for size, a, b, unit in live:
+        if in_arena(unit):
+            diff[a] += size
+            diff[b + 1] -= size
+    for size, a, b, arena in copies:
+        if arena:
+            diff[a] += size
+            diff[b + 1] -= size
+    profile = np.cumsum(diff)[:horizon]
+    t = int(np.argmax(profile))
+    held: dict[str, int] = defaultdict(int)
+    for size, a, b, unit in live:
+        if not (a <= t <= b and in_arena(unit)):
+            continue
+        member = next((v for v in unit.values if v in by_value), None)
+        if member is None:
+            # a loop's or call's share names the unit (it cannot be dropped without it)
+            texts = [why.get(v, "an input or output") for v in
+                     sorted(unit.values, key=lambda v: step[graph.values[v].def_node])]
+            held[next((x for x in texts if "loop" in x), texts[0])] += size
+            continue
+        c = by_value[member]
+        times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users[member]]
+        gap = any(times[k] < t < times[k + 1] - 1 and late_part_ok(graph, step, c, u)
+                  and all(operand_intact(graph, spans, step, state.interval_of_unit, o,
+                                          times[k + 1] - 1) for o in c.operands)
+                  for k, u in enumerate(users[member]))
+        held["recomputable across the peak" if gap
+             else "recomputable, but written or read at the peak (no gap spans it)"] += size
+    for size, a, b, arena in copies:
+        if arena and a <= t <= b:
+            held["copies of recomputed values"] += size
+    node = graph.nodes[graph.flat_node[min(max(t - 1, 0) // 2, len(graph.flat_node) - 1)]]
+    return HeldAtPeak(node, int(profile[t]) if len(profile) else 0,
+                      tuple(sorted(held.items(), key=lambda x: -x[1])))

@@ -1,0 +1,274 @@
+"""A recomputation plan on a fixed order: its state, its layout and its placement."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from olla_jax.graph import layout as layout_lib
+from olla_jax.graph.model import ScheduleGraph
+from olla_jax.solve import problem as sp
+from olla_jax.budget.candidates import Candidate
+
+
+@dataclasses.dataclass(frozen=True)
+class RecomputePlan:
+    layout: Any                     # graph.layout.Layout with recomputes
+    temp_bytes: int
+    extra_flops: int
+    picked: tuple[str, ...]         # producers run twice
+    splits: tuple[tuple[int, int], ...] = ()   # (value, k): the copy runs before its k-th reader
+    extra_cost_s: float = 0.0       # roofline estimate of the copies (the model's objective)
+    how: str = "greedy"             # which search chose it
+    # Live-bytes peak of what its placement puts in the arena: the least
+    # arena an exact placement keeping the same values out of it can reach.
+    arena_live: int = 0
+    # (start, end, top byte) of each piece of memory in the arena, on the
+    # doubled time axis of ``State``: where the arena's top is reached.
+    arena_blocks: tuple[tuple[int, int, int], ...] = ()
+    # The (doubled) time at which those live bytes peak, -1 when none.
+    arena_peak_at: int = -1
+
+
+def late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before: int) -> bool:
+    """Whether ``c``'s copy may run just before node ``before``: every value
+    written over its bytes in place is written at or after ``before`` (the
+    copy then takes their bytes, the unit's late part)."""
+    return all(step[graph.values[o].def_node] >= step[before] for o in c.successors)
+
+
+@dataclasses.dataclass
+class State:
+    """The placement problem on a doubled time axis (node step t -> 2t+1, so a
+    second run just before a node's step sits at 2t), with the picks so far."""
+    base: sp.PlacementProblem
+    owners: tuple[int, ...]
+    intervals: list[list[int]]                  # [size, start, end] per base interval
+    interval_of_unit: dict[int, int]
+    extra: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # late copies
+    picks: list[tuple[Candidate, int]] = dataclasses.field(default_factory=list)  # (cand, split)
+
+    def problem(self) -> sp.PlacementProblem:
+        ivs = [sp.Interval(s, a, b) for s, a, b in self.intervals]
+        ivs += [sp.Interval(s, a, b) for s, a, b in self.extra]
+        regions = tuple(sp.Region(r.capacity, tuple(
+            sp.Occupant(o.offset, o.size, 2 * o.start + 1, 2 * o.end + 1) for o in r.occupants))
+            for r in self.base.regions)
+        return sp.PlacementProblem(intervals=tuple(ivs), regions=regions,
+                                   alignment=self.base.alignment,
+                                   same_offset=self.base.same_offset)
+
+    def profile(self, horizon: int) -> np.ndarray:
+        diff = np.zeros(horizon + 2, dtype=np.int64)
+        for s, a, b in [*self.intervals, *self.extra]:
+            diff[a] += s
+            diff[b + 1] -= s
+        return np.cumsum(diff)[:horizon]
+
+
+def step_index(graph: ScheduleGraph, order: Sequence[int]) -> list[int]:
+    """Per node, its own flat step under ``order`` (the end of its block)."""
+    start = graph.flat_layout(order)
+    return [start[n] + graph.block_length(n) - 1 for n in range(len(graph.nodes))]
+
+
+def operand_intact(graph: ScheduleGraph, spans, step, interval_of_unit, value_id: int,
+                    at: int) -> bool:
+    """Whether operand ``value_id`` can stay intact until a second run at doubled step ``at``."""
+    unit = graph.units[graph.unit_of_value[value_id]]
+    v = graph.values[value_id]
+    if not unit.movable:
+        alloc = graph.allocations[unit.allocation]
+        if alloc.kind in ("parameter", "constant") and not alloc.live_out:
+            return True
+        return any(2 * s + 1 <= at <= 2 * e + 1 for s, e in spans[unit.id])
+    if unit.id not in interval_of_unit:
+        return False
+    # no other member of the unit may write its bytes before the second run
+    own = 2 * min(s for s, _ in spans[unit.id]) + 1
+    for other in unit.values:
+        if other != value_id and graph.values[other].def_node != v.def_node:
+            o_start = 2 * step[graph.values[other].def_node] + 1
+            if own < o_start <= at:
+                return False
+    return True
+
+
+def new_state(graph: ScheduleGraph, order: Sequence[int]) -> State:
+    pp, owners = graph.placement_problem(order)
+    gapped = {owners[i] for group in pp.same_offset for i in group} if pp.same_offset else set()
+    intervals = [[iv.size, 2 * iv.start + 1, 2 * iv.end + 1] for iv in pp.intervals]
+    interval_of_unit = {u: i for i, u in enumerate(owners) if u not in gapped}
+    return State(pp, owners, intervals, interval_of_unit)
+
+
+def plan_of(graph: ScheduleGraph, order: Sequence[int],
+            picks: Sequence[tuple[Candidate, int]], *,
+            base: sp.Placement | None = None, exact_s: float = 0.0,
+            target_temp: int | None = None) -> RecomputePlan:
+    """The plan that recomputes each candidate of ``picks`` before its k-th
+    reader (in ``order``), placed by best-fit (``place_state``; ``base``: best-fit's
+    placement without recomputation, computed when None).  Copies run by
+    time, a chain's operand first; a copy made after its operand's copy reads
+    that copy.  With ``exact_s``, an exact placement search (``place_exact``)
+    then lowers the arena for that long at most, stopping at ``target_temp``:
+    the copies' short lives fragment best-fit's arena."""
+    from olla_jax.solve import place as place_lib
+    step = step_index(graph, order)
+    unit_of = graph.unit_of_value
+    state = new_state(graph, order)
+    if base is None:
+        base = place_lib.best_fit(state.problem())
+    picked = []                                 # (clone time, candidate, k)
+    for c, k in picks:
+        users = sorted(c.users, key=lambda n: step[n])
+        picked.append((2 * step[users[k]], c, k))
+    picked.sort(key=lambda p: (p[0], step[p[1].producer]))
+    copy = _copy_lives(graph, state, step, picked)   # (value, k) -> [size, born, end]
+    for clone_t, c, k in picked:
+        for o in c.operands:
+            unit_o = graph.units[unit_of[o]]
+            made = [key for key in copy if key[0] == o and copy[key][1] <= clone_t]
+            if made:    # a chain reads the operand's latest copy
+                last = max(made, key=lambda key: copy[key][1])
+                copy[last][2] = max(copy[last][2], clone_t)
+            elif unit_o.movable:
+                ov = state.intervals[state.interval_of_unit[unit_o.id]]
+                ov[2] = max(ov[2], clone_t)
+        state.picks.append((c, k))
+    state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
+    placement = place_state(state, base)
+    if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
+        placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
+                                          target=target_temp)
+    return realize(graph, order, state, placement)
+
+
+def _copy_lives(graph: ScheduleGraph, state: State, step, picked) -> dict:
+    """(value, k) -> [size, born, end] of the copy run before the k-th reader
+    (``picked``: (clone time, candidate, k) by time); the first copy's
+    interval in ``state`` is cut to end after the reader before the first
+    split.  A value split several times has one copy per split, each read up
+    to the reader before the next split, the last one until the value's end."""
+    unit_of = graph.unit_of_value
+    ks_of = defaultdict(list)
+    for _, c, k in picked:
+        ks_of[c.value].append(k)
+    out, end_of = {}, {}
+    for clone_t, c, k in picked:
+        users = sorted(c.users, key=lambda n: step[n])
+        iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
+        ks = sorted(ks_of[c.value])
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"value {c.value} is split twice before reader {k}")
+        if c.value not in end_of:
+            end_of[c.value] = iv[2]
+            iv[2] = 2 * step[c.producer] + 1 if ks[0] == 0 else 2 * step[users[ks[0] - 1]] + 1
+        nxt = [j for j in ks if j > k]
+        end = 2 * step[users[nxt[0] - 1]] + 1 if nxt else end_of[c.value]
+        out[(c.value, k)] = [graph.values[c.value].size, clone_t, end]
+    return out
+
+
+def place_state(state: State, base: sp.Placement) -> sp.Placement:
+    """Best-fit of ``state``'s problem, or, when smaller, best-fit with the
+    values that ``base`` (the placement before recomputation) put in idle
+    output space kept there (the model counts them out of the arena; a plain
+    best-fit may fill that space with others and leave them in the arena)."""
+    from olla_jax.solve import place as place_lib
+    problem = state.problem()
+    plain = place_lib.best_fit(problem)
+    grouped = {i for group in problem.same_offset for i in group}
+    taken: dict[int, list[tuple[int, int, int, int]]] = {   # region -> (offset, size, start, end)
+        r: [(o.offset, o.size, o.start, o.end) for o in region.occupants]
+        for r, region in enumerate(problem.regions)}
+    fixed = {}
+    for i in range(len(state.intervals)):
+        r = base.region[i]
+        if r == sp.ARENA or i in grouped:
+            continue
+        iv, off = problem.intervals[i], base.offset[i]
+        if any(off < o + sz and o < off + iv.size and iv.start <= e and s <= iv.end
+               for o, sz, s, e in taken[r]):
+            continue        # an operand kept longer for a copy now meets another there
+        fixed[i] = (r, off)
+        taken[r].append((off, iv.size, iv.start, iv.end))
+    if not fixed:
+        return plain
+    free = [i for i in range(len(problem.intervals)) if i not in fixed]
+    index = {i: k for k, i in enumerate(free)}
+    regions = tuple(sp.Region(region.capacity, tuple(sp.Occupant(*x) for x in taken[r]))
+                    for r, region in enumerate(problem.regions))
+    reduced = sp.PlacementProblem(
+        intervals=tuple(problem.intervals[i] for i in free), regions=regions,
+        alignment=problem.alignment,
+        same_offset=tuple(tuple(index[i] for i in group) for group in problem.same_offset))
+    got = place_lib.best_fit(reduced)
+    region, offset = [sp.ARENA] * len(problem.intervals), [0] * len(problem.intervals)
+    for i, (r, off) in fixed.items():
+        region[i], offset[i] = r, off
+    for k, i in enumerate(free):
+        region[i], offset[i] = got.region[k], got.offset[k]
+    kept = sp.Placement(tuple(region), tuple(offset), got.arena_size)
+    if kept.arena_size >= plain.arena_size:
+        return plain
+    place_lib.validate_placement(problem, kept)
+    return kept
+
+
+def better(a: RecomputePlan, b: RecomputePlan, target: int) -> bool:
+    """``a`` over ``b``: meeting the target first, then less extra cost; else less temp."""
+    if (a.temp_bytes <= target) != (b.temp_bytes <= target):
+        return a.temp_bytes <= target
+    if a.temp_bytes <= target:
+        return (a.extra_cost_s, a.temp_bytes) < (b.extra_cost_s, b.temp_bytes)
+    return (a.temp_bytes, a.extra_cost_s) < (b.temp_bytes, b.extra_cost_s)
+
+
+def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
+             placement: sp.Placement) -> RecomputePlan:
+    n = len(state.intervals)
+    base = sp.Placement(placement.region[:n], placement.offset[:n], placement.arena_size)
+    layout = layout_lib.realize(graph, order, base, state.owners)
+    step = step_index(graph, order)
+    recomputes = []
+    ks_of = defaultdict(list)       # a value recomputed several times: its copies' splits
+    for c, k in state.picks:
+        ks_of[c.value].append(k)
+    for (c, k), region, offset in zip(state.picks, placement.region[n:], placement.offset[n:]):
+        users = sorted(c.users, key=lambda u: step[u])
+        upto = min((j for j in ks_of[c.value] if j > k), default=len(users))
+        alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
+        recomputes.append(layout_lib.Recompute(
+            value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
+            late_users=tuple(graph.nodes[u] for u in users[k:upto]), place=(alloc, offset),
+            size=graph.values[c.value].size))
+    problem = state.problem()
+    events = defaultdict(int)
+    blocks = []
+    for iv, region, offset in zip(problem.intervals, placement.region, placement.offset):
+        if region == sp.ARENA:
+            events[iv.start] += iv.size
+            events[iv.end + 1] -= iv.size
+            blocks.append((iv.start, iv.end, offset + iv.size))
+    times = sorted(events)
+    running = np.cumsum([events[t] for t in times])
+    arena_live = max(running, default=0)
+    peak_at = times[int(np.argmax(running))] if len(running) else -1
+    places = dict(layout.places)
+    for (c, k), r in zip(state.picks, recomputes):
+        if k != max(ks_of[c.value]):
+            continue
+        for o in c.successors:      # written in place over the (last) copy: its bytes
+            places[o] = r.place
+    layout = dataclasses.replace(layout, places=places, recomputes=tuple(recomputes))
+    return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
+                         extra_flops=sum(c.flops for c, _ in state.picks),
+                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks),
+                         splits=tuple((c.value, k) for c, k in state.picks),
+                         extra_cost_s=sum(c.cost_s for c, _ in state.picks),
+                         arena_live=int(arena_live), arena_blocks=tuple(blocks),
+                         arena_peak_at=int(peak_at))

@@ -1,0 +1,197 @@
+"""The whole search within a time limit (``search``) and the monotone curve (``ladder``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+from absl import logging
+
+from olla_jax.graph.model import ScheduleGraph
+from olla_jax.budget.candidates import Candidate
+from olla_jax.budget.recompute_plan import RecomputePlan, better, new_state, plan_of
+from olla_jax.budget.greedy import choose
+from olla_jax.budget.model import choose_model
+from olla_jax.budget.refine import polish, split_copies
+
+
+def ladder(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+           targets: Sequence[int], *, time_limit_s: float = 10.0,
+           engine: str = "cpsat", base_temp: int | None = None) -> list[RecomputePlan | None]:
+    """Plans for ``targets`` (temp bytes), each searched by ``search`` (greedy,
+    model, ``polish``, exact placement) within ``time_limit_s``, from the
+    highest target down, monotone by construction: a lower target never gets
+    more temp than a higher one (when its own plan would, or when the higher
+    one's also meets it for less extra cost, it gets the higher one's), so the
+    lowest target (1: the least reachable) is at most every other point; a
+    target its own search missed gets the cheapest plan a lower target found
+    that meets it.
+    ``base_temp``: the temp without recomputation (on ``order``); a target it
+    meets is not searched, and a plan not below it counts as none.  None
+    where nothing is recomputed."""
+    order_of = sorted(range(len(targets)), key=lambda i: -targets[i])
+    out: list[RecomputePlan | None] = [None] * len(targets)
+    prev = None
+    for i in order_of:
+        if prev is None and base_temp is not None and base_temp <= targets[i]:
+            continue
+        got = search(graph, order, cands, targets[i], time_limit_s=time_limit_s, engine=engine)
+        if got is not None and base_temp is not None and got.temp_bytes >= base_temp:
+            got = None
+        if prev is not None and (got is None or got.temp_bytes > prev.temp_bytes
+                                 or better(prev, got, targets[i])):
+            got = prev
+        out[i] = prev = got
+    # A target its own search missed takes the cheapest plan found for a
+    # lower one that meets it; then monotone again, from the highest down.
+    for i in order_of:
+        own = out[i].temp_bytes if out[i] is not None else base_temp
+        if own is not None and own <= targets[i]:
+            continue
+        meets = [p for p in out if p is not None and p.temp_bytes <= targets[i]]
+        if meets:
+            out[i] = min(meets, key=lambda p: (p.extra_cost_s, p.temp_bytes))
+    prev = None
+    for i in order_of:
+        if prev is not None and (out[i] is None or out[i].temp_bytes > prev.temp_bytes):
+            out[i] = prev
+        prev = out[i]
+    return out
+
+
+# Shares of ``search``'s time limit (ends, as fractions of it): sink moves,
+# the greedy on each order, the model on the order the greedy did best on,
+# the exact placement of the best plan; the last tenth is left for what runs
+# past its share (a best-fit after the model, a solver's stop).
+_SINK_END = 0.1
+
+
+_GREEDY_END = 0.35      # the greedy is the warm start: the model does better with the time
+
+
+_MODEL_END = 0.7        # then ``polish`` (half of what is left) and the exact placement
+
+
+_PLACE_END = 0.93
+
+
+def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
+           target_temp: int, *, time_limit_s: float, engine: str = "cpsat",
+           clock=time.monotonic) -> RecomputePlan | None:
+    """The recomputation plan for ``target_temp`` (the best by ``better``),
+    found within ``time_limit_s``.  Orders: ``order`` and ``order`` with sink
+    moves (``solve.sink``: nodes run just after their producers or before
+    their consumers), which shorten lives that recomputation on a fixed order
+    cannot cut (a weight gradient's dot left at the end of the step keeps its
+    activation until then).  The greedy runs on each; the model (``engine``
+    "cpsat" / "mip") on the order the greedy did best on, warm-started from
+    it; the best plan's placement is then searched exactly (``plan_of``'s
+    ``exact_s``) with what is left.  ``clock``: seconds, for the shares."""
+    from olla_jax.solve import sink
+    from olla_jax.solve.dag import Dag
+    from olla_jax.solve.evaluate import Evaluator
+    t0 = clock()
+
+    def left(until: float) -> float:
+        return t0 + until * time_limit_s - clock()
+    if not cands:
+        return None
+    from olla_jax.solve import place as place_lib
+    problem0 = new_state(graph, order).problem()
+    mark = clock()
+    base0 = place_lib.best_fit(problem0)    # the order's placement, shared by the searches
+    one_fit = clock() - mark     # what placing a plan costs past a search's own limit
+    orders = [tuple(order)]
+    if left(_SINK_END) > 0.05:
+        problem = graph.order_problem()
+        moved = tuple(sink.improve(Evaluator(problem), Dag.of(problem), order,
+                                   deadline=time.monotonic() + left(_SINK_END)))
+        if moved != orders[0]:
+            orders.append(moved)
+    best, best_order, pool = None, orders[0], []
+    for i, o in enumerate(orders):
+        share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_fit) \
+            / (len(orders) - i)
+        if share <= 0.05 and i > 0:
+            break       # (on the order given the greedy makes one pick at least)
+        found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share),
+                       base=base0 if i == 0 else None)
+        if found is not None:
+            pool.append(found)
+            logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
+                         len(orders), found.temp_bytes, clock() - t0)
+        if found is not None and (best is None or better(found, best, target_temp)):
+            best, best_order = found, o
+    if engine != "greedy" and left(_MODEL_END) - one_fit > 0.2:
+        # (its plans are placed past its solves' limit: two best-fits, ``place_state``)
+        got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
+                           time_limit_s=left(_MODEL_END) - one_fit, tried=pool,
+                           base=base0 if best_order == orders[0] else None, fit_s=one_fit)
+        if got is not None:
+            logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
+                         clock() - t0)
+        if got is not None and (best is None or better(got, best, target_temp)):
+            best = got
+    if engine != "greedy" and best is not None and best.temp_bytes > target_temp \
+            and (left(_PLACE_END) - 2 * one_fit) / 2 > 0.2:
+        # (the exact placement keeps the other half: it gains the most when
+        # the live bytes fit and the arena does not)
+        start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
+        got = polish(graph, start.layout.order, cands, start, target_temp,
+                     time_limit_s=(left(_PLACE_END) - 2 * one_fit) / 2,
+                     base=base0 if start.layout.order == orders[0] else None)
+        if got is not start:
+            pool.append(got)
+            logging.info("recomputation, polished: arena live bytes %d -> %d, temp %d, %.1f s in",
+                         start.arena_live, got.arena_live, got.temp_bytes, clock() - t0)
+            if better(got, best, target_temp):
+                best = got
+    best = _split_in_search(graph, cands, pool, best, target_temp, engine,
+                            (left(_PLACE_END) - 2 * one_fit) / 3, base0, orders[0], clock, t0)
+    if best is not None and best.temp_bytes > target_temp:
+        # the plan whose arena's live bytes promise the most, placed exactly
+        def promise(p: RecomputePlan):
+            fits = p.arena_live <= target_temp
+            return (not fits, p.extra_cost_s if fits else p.arena_live, p.temp_bytes)
+        # (the cheapest that may fit is the hardest to fit: when its placement
+        # does not, the next, with half of what is left each but the last)
+        ranked, seen = [], set()
+        for p in sorted(pool, key=promise):
+            if (p.layout.order, p.splits) not in seen:
+                seen.add((p.layout.order, p.splits))
+                ranked.append(p)
+        ranked = ranked[:3]
+        by_value = {c.value: c for c in cands}
+        for i, pick in enumerate(ranked):
+            if left(_PLACE_END) - 2 * one_fit <= 0.1:
+                break
+            share = (left(_PLACE_END) - 2 * one_fit) / (1 if i == len(ranked) - 1 else 2)
+            placed = plan_of(graph, pick.layout.order, [(by_value[v], k) for v, k in pick.splits],
+                             exact_s=share, target_temp=target_temp)
+            placed = dataclasses.replace(placed, how=pick.how + ", placed exactly")
+            logging.info("recomputation placed exactly: temp %d (arena live bytes %d), %.1f s in",
+                         placed.temp_bytes, pick.arena_live, clock() - t0)
+            if better(placed, best, target_temp):
+                best = placed
+            if best.temp_bytes <= target_temp:
+                break
+    return best
+
+
+def _split_in_search(graph, cands, pool, best, target_temp, engine, share, base0, order0,
+                     clock, t0):
+    """``search``'s step for ``split_copies``: the pooled plan whose arena's
+    live bytes are least, its copies split for ``share`` seconds; the split
+    plan joins ``pool`` and replaces ``best`` when better."""
+    if engine == "greedy" or best is None or best.temp_bytes <= target_temp or share <= 0.2:
+        return best
+    start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
+    got = split_copies(graph, start.layout.order, cands, start, target_temp,
+                       time_limit_s=share, base=base0 if start.layout.order == order0 else None)
+    if got is start:
+        return best
+    pool.append(got)
+    logging.info("recomputation, copies split: arena live bytes %d -> %d, temp %d, %.1f s in",
+                 start.arena_live, got.arena_live, got.temp_bytes, clock() - t0)
+    return got if better(got, best, target_temp) else best
