@@ -201,7 +201,7 @@ class _FitScore:
     55.12 by the largest threshold and 55.14 placed; on unet 85.11 against
     89.50 (region size 0.56 MiB) and 91.00 placed.  The thresholds: the
     BINDING_CANDIDATES largest region sizes (each problem and its evaluator
-    cost 10-30 ms on 2k nodes), built on first use."""
+    cost 10-30 ms on 2k nodes), built by the first ``binding``."""
 
     def __init__(self, graph: model.ScheduleGraph, plain: sp.OrderProblem, evaluator):
         from olla_jax.solve.evaluate import Evaluator
@@ -223,9 +223,11 @@ class _FitScore:
         return self.costs[key]
 
     def score(self, order: Sequence[int]) -> int:
-        """The order's arena is at least this (the most of its costs)."""
+        """The most of the order's costs under the plain objective and the
+        thresholds built so far (``binding`` builds them: on a graph where
+        the order searches had no time for it, scoring builds nothing)."""
         order = tuple(order)
-        return max(self._cost(c, order) for c in (0, *self.caps))
+        return max(self._cost(c, order) for c in (0, *self.evaluators))
 
     def binding(self, orders: Sequence[Sequence[int]]) -> sp.OrderProblem | None:
         """The threshold problem that costs most on the order of least
@@ -237,6 +239,8 @@ class _FitScore:
         were the first two picks when each was searched once)."""
         if not orders or not self.caps:
             return None
+        for c in self.caps:
+            self._cost(c, tuple(orders[0]))   # builds every threshold's evaluator
         lead = min((tuple(o) for o in orders), key=lambda o: (self.score(o), self._cost(0, o)))
         plain = self._cost(0, lead)
         c = max((c for c in self.caps if (c, lead) not in self.searched),
