@@ -192,10 +192,12 @@ class _FitScore:
     """An order judged as its placement will judge it, before it is placed:
     the most of its costs under the plain objective and under the threshold
     objectives (``ScheduleGraph.threshold_problem``: only the units larger
-    than a region size count, only regions that large hold them), each a
-    lower bound on the order's arena.  The plain objective counts every idle
+    than a region size count, only regions that large hold them).  The
+    plain objective counts every idle
     output byte free to any unit; where the units live at its peak are too
-    large for those outputs, a threshold's cost is higher: on densenet
+    large for those outputs, a threshold's cost is higher (a lower bound
+    too, but for units idle inside a loop body, counted over their hull:
+    a ranking, never a reason to skip an order): on densenet
     (CPU, small) every region is under 0.08 MiB and every unit live at the
     plain order's peak larger, 52.29 MiB by the plain objective against
     55.12 by the largest threshold and 55.14 placed; on unet 85.11 against
