@@ -300,8 +300,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     Orders are searched under several objectives: arena live bytes less idle
     output space (a relaxation that favours writing outputs late, so their
     allocations can hold temporaries first), the same seen from units larger
-    than a threshold (only regions at least their size can hold them), and
-    arena live bytes alone.  The placement of each candidate order, XLA's
+    than a threshold (only regions at least their size can hold them: the
+    threshold that binds the orders found most, searched from them, see
+    ``_FitScore``), and arena live bytes alone.  The placement of each candidate order, XLA's
     included, decides; then the orders whose live bytes are below the best
     arena, least live bytes first, are placed by the exact engine ("repair":
     best-fit can leave an order's arena well above its live bytes).
