@@ -80,7 +80,6 @@ FIT_BOUND_MAX_INTERVALS = 4000
 # The threshold objectives after the plain one are the region sizes its
 # order is most bound by, among this many of the largest (_FitScore).
 BINDING_CANDIDATES = 8
-BINDING_SEARCHES = 2   # threshold objectives searched after the plain one (each from the orders found)
 
 
 class Deadline:
@@ -378,10 +377,12 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         else:
             # The threshold the orders found so far are most bound by (their
             # placement cannot use what the plain objective counts free),
-            # searched from them: order and placement alternate.
-            for _ in range(BINDING_SEARCHES):
-                problems.append(lambda: fit.binding(
-                    [o for o, src in orders.items() if src not in ("xla", "list")]))
+            # searched from them: order and placement alternate.  Where none
+            # binds them, the threshold at that quantile of the sizes, as before.
+            for q in (0.5, 0.9, 1.0):
+                problems.append(lambda c=caps[round(q * (len(caps) - 1))]: fit.binding(
+                    [o for o, src in orders.items() if src not in ("xla", "list")])
+                    or graph.threshold_problem(c))
         problems.append(lambda: dataclasses.replace(
             with_regions, region_sizes=tuple(0 for _ in with_regions.region_sizes)))
     overrun = 0.0    # the most an objective took past its share (its problem, floor, list schedules)
@@ -400,8 +401,6 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             break
         t = now()
         problem = make_problem()
-        if problem is None:   # no threshold binds the orders found above the plain objective
-            continue
         # One network and the cuts the floor solves, reused by the search's min-cut moves.
         cuts = bounds.NodeCuts(problem)
         # No floor for a binding threshold's search: it starts from an order
