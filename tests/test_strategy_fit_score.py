@@ -121,3 +121,25 @@ def test_the_binding_threshold_is_searched_from_the_plain_objectives_order(monke
     pp, _ = graph.placement_problem(bound)
     from olla_jax.solve import place as place_lib
     assert solution.layout.temp_bytes <= place_lib.best_fit(pp).arena_size
+
+
+def test_where_no_threshold_binds_the_quantile_thresholds_are_searched(monkeypatch):
+    """When no threshold binds the orders found (``binding`` says None
+    here), each threshold slot searches the region size at its quantile,
+    as before (the median size first)."""
+    graph = mlp_graph()
+    plain = graph.order_problem()
+    searched = []
+    real = order_lib.solve_order
+
+    def solve_order(problem, **kw):
+        searched.append(problem)
+        return real(problem, **{**kw, "time_limit_s": min(kw["time_limit_s"], 0.3)})
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    logged = []
+    monkeypatch.setattr(strategy._FitScore, "binding",
+                        lambda self, orders: logged.append(len(orders)) or None)
+    strategy.solve_graph(graph, time_limit_s=6.0)
+    caps = sorted(set(plain.region_sizes))
+    assert searched[0] == plain and logged
+    assert searched[1] == graph.threshold_problem(caps[round(0.5 * (len(caps) - 1))])
