@@ -6,6 +6,8 @@
         --size=small --time_limit_s=10 --offline_exact_s=10 --out=benchmarks/results/placement_floor_10s
     python -m benchmarks.time_limit --models=unet,lstm --size=small --time_limit_s=10 \
         --floor_exact_s=10 --out=benchmarks/results/time_limit_10s_floor
+    python -m benchmarks.time_limit --models=unet,lstm,densenet --size=small --time_limit_s=10 \
+        --out=benchmarks/results/time_limit_10s_fit_score
 
 Per example, in its own process: the limit; the planner's part of ``plan()``
 (``Plan.solve_seconds``: graph build, order search, bound, placement) and its
@@ -87,6 +89,15 @@ def run_one(name: str, args) -> dict:
         # The same with region space counted only where a block could use
         # it for its whole life: the arena no placement of this order goes below.
         row["placement_fit"] = place_check.region_fit_bound(pp)
+        # The order's costs under the threshold objectives (only units larger
+        # than a region size count, only regions that large hold them): the
+        # most of them, and that size (what strategy._FitScore ranks by).
+        from olla_jax.solve.evaluate import Evaluator
+        sizes = sorted({c for c in p.graph.order_problem().region_sizes if c > 0})
+        costs = {c: Evaluator(p.graph.threshold_problem(c)).cost(p.layout.order) for c in sizes}
+        if costs:
+            binding = max(costs, key=costs.get)
+            row.update(threshold_score=costs[binding], threshold_size=binding)
         if args.floor_exact_s > 0:
             # The same with whole blocks assigned to regions (a multiple
             # knapsack per moment, CP-SAT's proven bound): still no placement
@@ -133,6 +144,9 @@ def markdown(rows, args, meta) -> str:
               "unit is too big for the regions the objective counts as free); fit live = the same "
               "with region space counted only where a block live then fits for its whole life "
               "(place_check.region_fit_bound: no placement of this order goes below it); "
+              "thr score = the most of the same order's costs under the threshold objectives "
+              "(only units larger than a region size count, only regions that large hold "
+              "them), at region size thr size (MiB); "
               "best-fit, placed = its arena before and after the exact engine; overhead = placed "
               "/ placement live - 1, fit overhead = placed / fit live - 1 (what placement lost at "
               "most). least live = least live bytes of any order searched. planned = what the "
@@ -144,19 +158,22 @@ def markdown(rows, args, meta) -> str:
               "multiple knapsack; no placement of this order goes below it), floor overhead = "
               "placed / floor - 1.", ""]
     cols = ["model", "instr", "limit s", "planner s", "wall/limit", "capture s", "verify s",
-            "live", "placement live", "fit live", "best-fit", "placed", "overhead %",
+            "live", "placement live", "fit live", "thr score", "thr size", "best-fit", "placed",
+            "overhead %",
             "fit overhead %", "floor", "floor overhead %", "offline exact", "least live", "exact tried", "planned",
             "XLA best", "planned/XLA", "bound", "source"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["model"], *["-"] * 22, "ERROR " + r["error"][:200]])
+            body.append([r["model"], *["-"] * 24, "ERROR " + r["error"][:200]])
             continue
         arena = r.get("arena")
         body.append([r["model"], r["instructions"], f"{r['limit_s']:g}", f"{r['solve_s']:.2f}",
                      f"{r['solve_s'] / r['limit_s']:.2f}", f"{r['capture_s']:.1f}",
                      f"{r['verify_s']:.1f}", common.mib(r["live"]),
                      common.mib(r.get("placement_live")), common.mib(r.get("placement_fit")),
+                     common.mib(r.get("threshold_score")),
+                     f"{r['threshold_size'] / 2**20:.3f}" if r.get("threshold_size") else "-",
                      common.mib(r["best_fit"]), common.mib(arena),
                      _pct(arena / r["placement_live"] - 1) if arena and r.get("placement_live")
                      else "-",
@@ -172,7 +189,7 @@ def markdown(rows, args, meta) -> str:
                      common.mib(r["planned"]), common.mib(r["xla_best"]),
                      f"{r['planned'] / r['xla_best']:.3f}" if r["xla_best"] else "-",
                      common.mib(r["bound"]), r["source"]])
-    lines += common.table(cols, body, right=set(range(1, 23)))
+    lines += common.table(cols, body, right=set(range(1, 25)))
     ok = [r for r in rows if "error" not in r]
     if ok:
         worst = max(r["solve_s"] / r["limit_s"] for r in ok)

@@ -77,6 +77,9 @@ REPAIR_ENGINE = "canonical"
 # moments x blocks matrix: on more intervals than this, the live-bytes bound
 # alone (about 0.2 s for the region-fit bound on 1k intervals, loaded).
 FIT_BOUND_MAX_INTERVALS = 4000
+# The threshold objectives after the plain one are the region sizes its
+# order is most bound by, among this many of the largest (_FitScore).
+BINDING_CANDIDATES = 8
 
 
 class Deadline:
@@ -184,6 +187,74 @@ class _Cost:
         return best
 
 
+class _FitScore:
+    """An order judged as its placement will judge it, before it is placed:
+    the most of its costs under the plain objective and under the threshold
+    objectives (``ScheduleGraph.threshold_problem``: only the units larger
+    than a region size count, only regions that large hold them).  The
+    plain objective counts every idle
+    output byte free to any unit; where the units live at its peak are too
+    large for those outputs, a threshold's cost is higher (a lower bound
+    too, but for units idle inside a loop body, counted over their hull:
+    a ranking, never a reason to skip an order): on densenet
+    (CPU, small) every region is under 0.08 MiB and every unit live at the
+    plain order's peak larger, 52.29 MiB by the plain objective against
+    55.12 by the largest threshold and 55.14 placed; on unet 85.11 against
+    89.50 (region size 0.56 MiB) and 91.00 placed.  The thresholds: the
+    BINDING_CANDIDATES largest region sizes (each problem and its evaluator
+    cost 10-30 ms on 2k nodes), built by the first ``binding``."""
+
+    def __init__(self, graph: model.ScheduleGraph, plain: sp.OrderProblem, evaluator):
+        from olla_jax.solve.evaluate import Evaluator
+        self._evaluator_of = Evaluator
+        self.graph = graph
+        self.plain = evaluator
+        self.caps = sorted({c for c in plain.region_sizes if c > 0})[-BINDING_CANDIDATES:]
+        self.evaluators: dict[int, object] = {}
+        self.searched: set[tuple[int, tuple[int, ...]]] = set()   # (threshold, lead)
+        self.costs: dict[tuple[int, tuple[int, ...]], int] = {}
+        self.last: sp.OrderProblem | None = None   # what ``binding`` returned last
+
+    def _cost(self, c: int, order: tuple[int, ...]) -> int:
+        key = (c, order)
+        if key not in self.costs:
+            if c not in self.evaluators:
+                self.evaluators[c] = self._evaluator_of(self.graph.threshold_problem(c))
+            self.costs[key] = (self.plain if c == 0 else self.evaluators[c]).cost(order)
+        return self.costs[key]
+
+    def score(self, order: Sequence[int]) -> int:
+        """The most of the order's costs under the plain objective and the
+        thresholds built so far (``binding`` builds them: on a graph where
+        the order searches had no time for it, scoring builds nothing)."""
+        order = tuple(order)
+        return max(self._cost(c, order) for c in (0, *self.evaluators))
+
+    def binding(self, orders: Sequence[Sequence[int]]) -> sp.OrderProblem | None:
+        """The threshold problem that costs most on the order of least
+        ``score`` (the lead), not searched from that lead already, when that
+        cost is above the lead's plain cost (else None: no threshold sees
+        more than the plain objective there).  The same threshold again
+        when it still binds the order its search found: the search goes on
+        from there (on densenet the two largest region sizes, 4% apart,
+        were the first two picks when each was searched once)."""
+        if not orders or not self.caps:
+            return None
+        for c in self.caps:
+            self._cost(c, tuple(orders[0]))   # builds every threshold's evaluator
+        lead = min((tuple(o) for o in orders), key=lambda o: (self.score(o), self._cost(0, o)))
+        plain = self._cost(0, lead)
+        c = max((c for c in self.caps if (c, lead) not in self.searched),
+                key=lambda c: self._cost(c, lead), default=None)
+        if c is None or self._cost(c, lead) <= plain:
+            return None
+        self.searched.add((c, lead))
+        self.last = self.graph.threshold_problem(c)
+        logging.info("binding threshold %d bytes: %d on the lead order (plain objective %d)",
+                     c, self._cost(c, lead), plain)
+        return self.last
+
+
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """One order and its placement, as ``solve_graph``'s steps hand them on:
@@ -228,8 +299,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     Orders are searched under several objectives: arena live bytes less idle
     output space (a relaxation that favours writing outputs late, so their
     allocations can hold temporaries first), the same seen from units larger
-    than a threshold (only regions at least their size can hold them), and
-    arena live bytes alone.  The placement of each candidate order, XLA's
+    than a threshold (only regions at least their size can hold them: the
+    threshold that binds the orders found most, searched from them, see
+    ``_FitScore``), and arena live bytes alone.  The placement of each candidate order, XLA's
     included, decides; then the orders whose live bytes are below the best
     arena, least live bytes first, are placed by the exact engine ("repair":
     best-fit can leave an order's arena well above its live bytes).
@@ -293,13 +365,24 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                  cost.model, cost.sort_order, kept)
     order_end = min(search.mark(ORDER_SEARCH_SHARE), search.at - kept)
     problems = [lambda: with_regions]
+    fit = _FitScore(graph, with_regions, evaluator)
     if with_regions.region_sizes:
         # Also search as seen from the units larger than a few region sizes
         # (only big regions can hold big units), and with no parking at all.
         # Built when their turn comes: each costs a fraction of a second on 2k nodes.
         caps = sorted(set(with_regions.region_sizes))
-        for q in (0.5, 0.9, 1.0):
-            problems.append(lambda c=caps[round(q * (len(caps) - 1))]: graph.threshold_problem(c))
+        if cost.sweep:   # a threshold's cost on an order costs seconds there: as before
+            for q in (0.5, 0.9, 1.0):
+                problems.append(lambda c=caps[round(q * (len(caps) - 1))]: graph.threshold_problem(c))
+        else:
+            # The threshold the orders found so far are most bound by (their
+            # placement cannot use what the plain objective counts free),
+            # searched from them: order and placement alternate.  Where none
+            # binds them, the threshold at that quantile of the sizes, as before.
+            for q in (0.5, 0.9, 1.0):
+                problems.append(lambda c=caps[round(q * (len(caps) - 1))]: fit.binding(
+                    [o for o, src in orders.items() if src not in ("xla", "list")])
+                    or graph.threshold_problem(c))
         problems.append(lambda: dataclasses.replace(
             with_regions, region_sizes=tuple(0 for _ in with_regions.region_sizes)))
     overrun = 0.0    # the most an objective took past its share (its problem, floor, list schedules)
@@ -320,11 +403,18 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         problem = make_problem()
         # One network and the cuts the floor solves, reused by the search's min-cut moves.
         cuts = bounds.NodeCuts(problem)
-        floor = None if cost.sweep and MIN_CUT_NODE_S * len(graph.nodes) > \
-            ORDER_FLOOR_SHARE * share else bounds.min_cut_bound(
+        # No floor for a binding threshold's search: it starts from an order
+        # already searched, far above the floor (densenet: 48.50 MiB against
+        # 57.80), and the floor took a quarter of its share.
+        floor = None if (cost.sweep and MIN_CUT_NODE_S * len(graph.nodes) > ORDER_FLOOR_SHARE
+                         * share) or problem is fit.last else bounds.min_cut_bound(
                 problem, time_limit_s=ORDER_FLOOR_SHARE * share, orders=starts, cuts=cuts).value
         t_floor = now()
-        result = order_lib.solve_order(problem, warm_starts=[*starts, listed],
+        # From the orders found so far too: each objective then moves the best
+        # order it sees (a threshold objective counts what the placement of
+        # the plain objective's order cannot use).
+        found_orders = [o for o, src in orders.items() if src not in ("xla", "list")]
+        result = order_lib.solve_order(problem, warm_starts=[*starts, listed, *found_orders],
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
                                        progress=order_progress, cuts=cuts)
@@ -364,7 +454,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             if now() - t > cost.one_best_fit:
                 break
             made.setdefault(order, graph.placement_problem(order))
-            peak[order] = place_check.live_bytes_bound(made[order][0])
+            # At least its fit score too (the threshold objectives: unet's
+            # plain order and a threshold's were 85.11 and 85.14 MiB by the
+            # live bytes, 89.50 and 87.50 by the score, 91.00 and 89.38 placed).
+            peak[order] = max(place_check.live_bytes_bound(made[order][0]), fit.score(order))
         ranked.sort(key=lambda item: peak.get(item[0], float("inf")))   # stable: rank breaks ties
     for order, source in ranked:
         until = min(search.mark(PLACE_CANDIDATES_END), search.at - kept / 2)
@@ -400,7 +493,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     unplaced = [(o, orders[o]) for o in orders if o not in placed]
     best_fit_bytes = {o: c.placement.arena_size for o, c in placed.items()}
     best, exact_tried = _repair(graph, best, placed, unplaced, live, value, xla_temp_bytes,
-                                clock, cost)
+                                clock, cost, score=None if cost.sweep else fit.score)
     lap("repair")
     if cost.sweep and not value:
         # A big graph's bound found no time at its mark (the graph build and
@@ -514,7 +607,8 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
 
 
 def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bound: int,
-            xla_temp: int | None, clock: Deadline, cost: _Cost) -> tuple[Candidate, bool]:
+            xla_temp: int | None, clock: Deadline, cost: _Cost,
+            score: Callable[[tuple[int, ...]], int] | None = None) -> tuple[Candidate, bool]:
     """Placement judged against what each order's placement problem allows:
     an order's floor is the most of the proven bound and its region-fit
     bound (``place_check.region_fit_bound``: its live bytes with region
@@ -526,7 +620,9 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
     (then the least best-fit arena; orders not placed yet get best-fit
     first), warm-started from best-fit, while time lasts; one attempt
     always when the best arena is not below XLA's temp and some order's
-    floor is.  Returns the best candidate and whether an exact engine ran."""
+    floor is.  ``score``: an order's fit score (``_FitScore.score``), which
+    ranks the orders before their live-bytes bound.  Returns the best
+    candidate and whether an exact engine ran."""
     from olla_jax.solve import place as place_lib
     from olla_jax.solve import place_check
     now = clock.clock
@@ -545,7 +641,10 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
                 break    # no time to place it: not worth its problem (about a best-fit's cost)
             problems[o] = graph.placement_problem(o)
         peaks = {o: max(bound, place_check.live_bytes_bound(pp)) for o, (pp, _) in problems.items()}
-        pool = sorted(problems, key=lambda o: (peaks[o], placed[o].placement.arena_size
+        # With the fit score when given (a ranking only: the threshold
+        # objectives count an order's items over their hull, not a bound).
+        pool = sorted(problems, key=lambda o: (max(peaks[o], score(o)) if score else peaks[o],
+                                               placed[o].placement.arena_size
                                                if o in placed else float("inf"), live[o]))
     fit_s = [0.0]    # the longest region-fit bound so far
 
