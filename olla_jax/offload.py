@@ -8,9 +8,13 @@ memory space ``S(5)``; but when nothing holds the move to host apart from the
 move back, XLA's algebraic simplifier folds ``copy(copy(x))`` away and nothing
 is offloaded.  Here each move is tied with ``jax.lax.optimization_barrier``:
 the copy to host to the outputs of the instruction that starts the idle
-stretch, the copy back to the deepest value ready just before the instruction
-that ends it.
+stretch; the copy back to the deepest value ready just before the instruction
+that ends it (the anchor), and the anchor to that instruction's outputs, so
+that XLA neither starts the copy back early nor defers the reader (it defers
+a weight gradient's matmul to the end of the backward pass).
 XLA:CPU lowers no host transfer at all (jax drops the memory kinds there).
+olla_jax's own planner cannot take the offloaded step yet: its graph supports
+one temp allocation and XLA makes a second one in host memory.
 
 The lever: the step is traced to a jaxpr; each value computed in it whose uses
 leave a long gap (in the jaxpr's own order, top-level equations; the HLO
@@ -393,20 +397,21 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
     if not candidates:
         raise OffloadError(f"no value of the step is over {min_bytes} bytes and idle across "
                            "two or more equations: nothing to offload")
-    best = (0, base, fn)      # never worse than XLA: offloading nothing is a candidate
+    # Never worse than XLA: offloading nothing is a candidate.
+    best_k, best_cap, best_step = 0, base, fn
     tried = []
     for k in _sizes(len(candidates)):
         step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums,
                        traced=traced)
         cap = record.capture(step, *args, **kw)
         tried.append((k, cap.memory.temp))
-        if cap.memory.temp < best[1].memory.temp:
-            best = (k, cap, step)
+        if cap.memory.temp < best_cap.memory.temp:
+            best_k, best_cap, best_step = k, cap, step
         if budget is not None and cap.memory.temp <= budget:
             break
-    k, cap, step = best
+    cap = best_cap
     return OffloadResult(
         backend=parsed.name, xla_temp=base.memory.temp, temp=cap.memory.temp,
         host_temp=host_temp(cap.compiled), transfers=transfers(cap.hlo_text),
-        chosen=candidates[:k], tried=tuple(tried), budget=budget,
-        met=None if budget is None else cap.memory.temp <= budget, capture=cap, fn=step)
+        chosen=candidates[:best_k], tried=tuple(tried), budget=budget,
+        met=None if budget is None else cap.memory.temp <= budget, capture=cap, fn=best_step)

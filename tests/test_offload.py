@@ -110,3 +110,19 @@ def test_offload_meets_a_budget_below_xla_on_h100():
     assert result.met and result.temp < base and len(result.chosen) == 1
     assert result.host_temp > 0 and result.transfers.to_host == 1
     assert "built, not run" in result.summary()
+
+
+@pytest.mark.slow   # about a minute on 2 shared cores: two CPU compiles of a training step
+def test_rewritten_training_step_keeps_its_results_on_cpu():
+    from examples import lm_adamw
+    st = lm_adamw.make_step("tiny")
+    traced = offload.trace(st.fn, st.args, st.static_argnums)
+    parked = offload.idle_values(traced.closed)[:4]
+    assert len(parked) == 4
+    step = offload.rewrite(st.fn, st.args, parked, static_argnums=st.static_argnums,
+                           traced=traced)
+    ours = jax.jit(step, static_argnums=st.static_argnums)(*st.args)
+    xla = jax.jit(st.fn, static_argnums=st.static_argnums)(*st.args)
+    assert jax.tree.structure(ours) == jax.tree.structure(xla)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(xla)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
