@@ -30,6 +30,22 @@ Routes:
   ``offload_dot_with_no_batch_dims``;
 * ``out_shardings`` with ``memory_kind="pinned_host"`` for the new optimizer state;
 * ``compute_on("device_host")`` around the AdamW update.
+
+What it found (figures in ``benchmarks/results/offload_reach.md``): on CPU
+nothing reaches host memory (jax lowers no placement annotation there, or
+XLA:CPU ignores it).  On the compile-only H100 every route compiles; a bare
+``device_put`` pair leaves no copy to ``S(5)`` (XLA's per-pass dumps of a
+small step, read by hand with ``xla_dump_hlo_pass_re=.*``: the host offloader
+makes ``copy(copy(x))`` with the inner one in ``S(5)``, and the algebraic
+simplifier right after it removes both); the
+checkpoint offload policies do put bytes in ``S(5)`` but raise the device temp
+above their save/recompute controls: XLA's scheduler overlaps each copy with
+compute (in the HLO of "block input offloaded, rest recomputed", read by hand,
+a copy-start comes 2 to 150 instructions before its copy-done), and the
+device buffer stays live meanwhile; ``out_shardings`` with ``pinned_host`` is ignored
+there (the compile-only device lists no memories); ``compute_on`` becomes a
+``HostExecute`` call.  Only the tied moves of ``olla_jax.offload`` lower the
+device temp.
 """
 
 from __future__ import annotations
@@ -181,11 +197,17 @@ def measure(name: str, target: str, fn, args, static_argnums, *, control: str,
         row["host_temp"] = int(getattr(stats, "host_temp_size_in_bytes", 0) or 0)
         row["host_output"] = int(getattr(stats, "host_output_size_in_bytes", 0) or 0)
         row["flops"] = flops.compiled_flops(compiled)
+        row["host_calls"] = _host_calls(compiled.as_text())
         row.update(_transfers(offload.transfers(compiled.as_text())))
     except Exception as err:  # noqa: BLE001 - the error is the answer
         row["error"] = traceback.format_exception_only(type(err), err)[-1].strip()[:600]
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
+
+
+def _host_calls(hlo_text: str) -> int:
+    """Calls run on the host (compute_on): XLA:GPU's ``HostExecute`` custom calls."""
+    return hlo_text.count('custom_call_target="HostExecute"')
 
 
 def _transfers(t) -> dict:
@@ -241,6 +263,9 @@ def lever(st, target: str, max_values: int | None) -> dict:
     try:
         r = offload.offload(st.fn, *st.abstract_args(), backend=target,
                             static_argnums=st.static_argnums, max_values=max_values)
+        from olla_jax import flops
+        row.update(flops=flops.compiled_flops(r.capture.compiled),
+                   host_calls=_host_calls(r.capture.hlo_text))
         row.update(lowered=True, compiled=True, temp=r.temp, host_temp=r.host_temp,
                    xla_temp=r.xla_temp, values=len(r.chosen), tried=[list(t) for t in r.tried],
                    **_transfers(r.transfers))
@@ -262,7 +287,7 @@ def render(rows: list[dict], header: list[str]) -> str:
     by = {(r["target"], r["route"]): r for r in rows}
     lines = list(header)
     cols = ["target", "route", "compiles", "device temp MiB", "vs control", "host temp MiB",
-            "host out MiB", "to host: n / MiB", "back: n / MiB", "GFLOP"]
+            "host out MiB", "to host: n / MiB", "back: n / MiB", "host calls", "GFLOP"]
     body = []
     for r in rows:
         ctrl = by.get((r["target"], r["control"]))
@@ -274,8 +299,9 @@ def render(rows: list[dict], header: list[str]) -> str:
                      _mib(r.get("host_temp")), _mib(r.get("host_output")),
                      f"{r['to_host']} / {_mib(r['to_host_bytes'])}" if "to_host" in r else "",
                      f"{r['to_device']} / {_mib(r['to_device_bytes'])}" if "to_device" in r else "",
+                     r.get("host_calls", ""),
                      f"{r['flops'] / 1e9:,.2f}" if r.get("flops", -1) >= 0 else ""])
-    lines += common.table(cols, body, right={3, 4, 5, 6, 7, 8, 9})
+    lines += common.table(cols, body, right={3, 4, 5, 6, 7, 8, 9, 10})
     lines.append("")
     for target in dict.fromkeys(r["target"] for r in rows):
         mine = [r for r in rows if r["target"] == target and r.get("compiled")]
@@ -285,12 +311,15 @@ def render(rows: list[dict], header: list[str]) -> str:
         lower = [f"{r['route']} ({r['temp'] / by[(target, r['control'])]['temp']:.3f})"
                  for r in host_rows if by.get((target, r["control"]), {}).get("temp")
                  and r["temp"] < by[(target, r["control"])]["temp"]]
+        calls = [r["route"] for r in mine if r.get("host_calls")]
         lines.append(f"- {target}: {len(mine)} of "
                      f"{sum(r['target'] == target for r in rows)} routes compile; "
                      f"{len(host)} put bytes in host memory"
                      + (f" ({'; '.join(host)})" if host else "")
-                     + f"; of those, below their control's device temp: "
-                     + ("; ".join(lower) if lower else "none"))
+                     + "; of those, below their control's device temp: "
+                     + ("; ".join(lower) if lower else "none")
+                     + "; computing on the host (HostExecute calls): "
+                     + ("; ".join(calls) if calls else "none"))
     lines.append("")
     errors = [r for r in rows if r.get("error")]
     if errors:
