@@ -1,0 +1,417 @@
+"""Host offloading as a third lever (issue 20.4): park values idle over a long
+stretch in host memory, on a compile-only GPU target.
+
+What is reachable from jax 0.10.2 (``benchmarks/offload_reach.py``): a
+``jax.device_put(x, jax.memory.Space.Host)`` inside jit lowers to XLA's
+``MoveToHost`` annotation and XLA:GPU's host offloader turns it into a copy to
+memory space ``S(5)``; but when nothing holds the move to host apart from the
+move back, XLA's algebraic simplifier folds ``copy(copy(x))`` away and nothing
+is offloaded.  Here each move is tied with ``jax.lax.optimization_barrier``:
+the copy to host to the outputs of the instruction that starts the idle
+stretch; the copy back to the deepest value ready just before the instruction
+that ends it (the anchor), and the anchor to that instruction's outputs, so
+that XLA neither starts the copy back early nor defers the reader (it defers
+a weight gradient's matmul to the end of the backward pass).
+XLA:CPU lowers no host transfer at all (jax drops the memory kinds there).
+olla_jax's own planner cannot take the offloaded step yet: its graph supports
+one temp allocation and XLA makes a second one in host memory.
+
+The lever: the step is traced to a jaxpr; each value computed in it whose uses
+leave a long gap (in the jaxpr's own order, top-level equations; the HLO
+planner's view is not mapped back to jaxpr variables) is a candidate, ranked by
+bytes x gap.  The step is evaluated again with the moves inserted for the top
+candidates, re-jitted and captured with ``olla_jax.capture``; growing sets of
+candidates are tried until the device temp meets ``budget`` (or all are in).
+Compile-only: built, not run (no GPU here), so nothing says how long the copies
+take or whether the results match bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.extend import core as jex
+
+from olla_jax.capture import record
+from olla_jax.capture.base import Backend
+from olla_jax.errors import OllaJaxError
+
+# Values smaller than this are not worth a transfer (and keep the candidate list short).
+MIN_BYTES = 64 * 1024
+# Candidates are values made by, or read at the end of their idle stretch by, one of
+# these: XLA materializes a matmul's output and operands in memory, while it fuses an
+# elementwise value into its readers (recomputing it there), so parking one of those
+# forces into memory what was never there (on lm_adamw, the GELU's intermediates: the
+# device temp grew, benchmarks/results/offload_reach.md).
+MATMULS = frozenset({"dot_general", "conv_general_dilated"})
+# Candidate sets tried: the top 1, 2, 4, ... up to all of them.
+GROWTH = 2
+
+
+class OffloadError(OllaJaxError, ValueError):
+    """Host offloading cannot be set up for this step or backend."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IdleValue:
+    """A value of the step's jaxpr idle between two top-level equations."""
+    name: str          # "e<equation>.<output>: <primitive>", unique in one trace
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    defined_at: int    # equation that computes it
+    park_after: int    # equation after which it is idle (its definition or a use)
+    back_before: int   # equation that reads it next (the end of the idle stretch)
+
+    @property
+    def gap(self) -> int:
+        """Equations between the start and the end of the idle stretch."""
+        return self.back_before - self.park_after - 1
+
+    @property
+    def score(self) -> int:
+        return self.nbytes * self.gap
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfers:
+    """Host transfers in a compiled GPU module (its optimized HLO text)."""
+    to_host: int        # copies into memory space S(5)
+    to_device: int      # copies out of it
+    to_host_bytes: int
+    to_device_bytes: int
+    host_shapes: int    # shapes in S(5) anywhere in the module
+
+
+@dataclasses.dataclass(frozen=True)
+class OffloadResult:
+    """The step with host offloading, captured for ``backend`` (built, not run)."""
+    backend: str
+    xla_temp: int                 # XLA's device temp for the step as given
+    temp: int                     # device temp with the chosen values offloaded
+    host_temp: int                # XLA's host temp (memory_analysis) with them offloaded
+    transfers: Transfers
+    chosen: tuple[IdleValue, ...]
+    tried: tuple[tuple[int, int], ...]   # (values offloaded, device temp) per capture
+    budget: int | None
+    met: bool | None              # None without a budget
+    capture: Any = dataclasses.field(repr=False, compare=False)   # olla_jax Capture
+    fn: Any = dataclasses.field(repr=False, compare=False)        # the rewritten step
+
+    def summary(self) -> str:
+        mib = 2 ** 20
+        t = self.transfers
+        head = (f"host offloading on {self.backend} (compile-only: built, not run): device temp "
+                f"{self.temp / mib:,.2f} MiB against XLA's {self.xla_temp / mib:,.2f} MiB, "
+                f"{len(self.chosen)} value(s) parked, host temp {self.host_temp / mib:,.2f} MiB, "
+                f"{t.to_host} cop(ies) to host ({t.to_host_bytes / mib:,.2f} MiB) and "
+                f"{t.to_device} back ({t.to_device_bytes / mib:,.2f} MiB)")
+        if self.budget is not None:
+            head += (f"; budget {self.budget / mib:,.2f} MiB "
+                     + ("met" if self.met else "not met"))
+        return head
+
+
+# --- the jaxpr view: which values are idle longest -------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """A step's jaxpr and the pytree of its outputs (shapes)."""
+    closed: Any       # jax.extend.core.ClosedJaxpr
+    out_shape: Any
+
+
+def trace(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = ()) -> Traced:
+    """``fn(*args)`` traced to a jaxpr (arguments may be ShapeDtypeStructs)."""
+    try:
+        closed, out_shape = jax.make_jaxpr(fn, static_argnums=tuple(static_argnums),
+                                           return_shape=True)(*args)
+        return Traced(closed, out_shape)
+    except Exception as err:  # noqa: BLE001 - the user's step failed to trace
+        raise OffloadError(f"the step could not be traced to a jaxpr for offloading: "
+                           f"{type(err).__name__}: {err}") from err
+
+
+def idle_values(closed, *, min_bytes: int = MIN_BYTES,
+                kinds: frozenset[str] | None = MATMULS) -> tuple[IdleValue, ...]:
+    """Values computed by ``closed``'s top-level equations, with their longest
+    idle stretch, best candidates (bytes x gap) first; with ``kinds``, only
+    values made by such a primitive or read by one where the stretch ends."""
+    jaxpr = closed.jaxpr
+    defined: dict[Any, int] = {}
+    uses: dict[Any, list[int]] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if isinstance(v, jex.Var) and v in defined:
+                uses.setdefault(v, []).append(i)
+        for v in eqn.outvars:
+            if not isinstance(v, jex.DropVar):
+                defined[v] = i
+    names = _names(jaxpr)
+    found = []
+    for v, at in defined.items():
+        aval = v.aval
+        if not hasattr(aval, "shape") or not hasattr(aval, "dtype"):
+            continue
+        nbytes = int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+        reads = sorted(set(uses.get(v, [])))
+        if nbytes < min_bytes or not reads:
+            continue   # small, or only an output (the executable's output, not temp)
+        points = [at, *reads]
+        start, stop = max(zip(points, points[1:]), key=lambda p: p[1] - p[0])
+        if stop - start < 2:
+            continue
+        if kinds is not None and not (jaxpr.eqns[at].primitive.name in kinds
+                                      or jaxpr.eqns[stop].primitive.name in kinds):
+            continue
+        found.append(IdleValue(name=names[v], shape=tuple(int(d) for d in aval.shape),
+                               dtype=str(aval.dtype), nbytes=nbytes, defined_at=at,
+                               park_after=start, back_before=stop))
+    return tuple(sorted(found, key=lambda c: (-c.score, c.defined_at, c.name)))
+
+
+def _names(jaxpr) -> dict[Any, str]:
+    """Each top-level equation's outputs by a name stable for one trace."""
+    return {v: f"e{i}.{k}: {eqn.primitive.name}"
+            for i, eqn in enumerate(jaxpr.eqns) for k, v in enumerate(eqn.outvars)
+            if not isinstance(v, jex.DropVar)}
+
+
+# --- the rewrite: evaluate the jaxpr with the moves in ----------------------------
+
+def _barrier(values: list[Any]) -> list[Any]:
+    return list(jax.lax.optimization_barrier(tuple(values))) if len(values) > 1 else values
+
+
+# The copy back waits for the deepest value among the reader's other inputs and
+# the outputs of this many equations before it.
+LOOKBACK = 4
+
+
+def _depths(jaxpr) -> dict[Any, int]:
+    """Each variable's longest path from the step's inputs, in equations."""
+    depth: dict[Any, int] = {}
+    for eqn in jaxpr.eqns:
+        d = 1 + max((depth.get(u, 0) for u in eqn.invars if isinstance(u, jex.Var)), default=0)
+        for v in eqn.outvars:
+            depth[v] = d
+    return depth
+
+
+def _latest(jaxpr, at: int, v, depth: dict[Any, int], env: dict[Any, Any]) -> list[Any]:
+    """What the copy back of ``v`` before equation ``at`` waits for: the deepest
+    value among that equation's other inputs and the outputs of the ``LOOKBACK``
+    equations before it.  Without it XLA's scheduler starts the copy back early,
+    to hide it, and the value is back on the device over most of its idle stretch;
+    the reader's own inputs are not enough (a transpose has none, and a weight's
+    transpose is ready from the start)."""
+    pool = [*jaxpr.eqns[at].invars]
+    for eqn in jaxpr.eqns[max(0, at - LOOKBACK):at]:
+        pool += eqn.outvars
+    pool = [u for u in pool if isinstance(u, jex.Var) and not isinstance(u, jex.DropVar)
+            and u is not v and u in env and hasattr(u.aval, "shape")]
+    return [max(pool, key=lambda u: depth.get(u, 0))] if pool else []
+
+
+def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
+              tie: bool = True, move: bool = True) -> list[Any]:
+    """``closed`` on ``flat_args`` with each of ``parked`` copied to host after
+    its ``park_after`` equation and back before its ``back_before`` one;
+    ``tie=False`` leaves out the barriers (XLA then folds the moves away),
+    ``move=False`` the copies (the barriers alone: a control)."""
+    jaxpr = closed.jaxpr
+    barrier = _barrier if tie else (lambda values: values)
+    by_name = {c.name: c for c in parked}
+    park_at: dict[int, list[Any]] = {}
+    back_at: dict[int, list[Any]] = {}
+    for v, name in _names(jaxpr).items():
+        c = by_name.get(name)
+        if c is not None:
+            park_at.setdefault(c.park_after, []).append(v)
+            back_at.setdefault(c.back_before, []).append(v)
+    env: dict[Any, Any] = {}
+    host: dict[Any, Any] = {}
+    depth = _depths(jaxpr)
+
+    def read(v):
+        return v.val if isinstance(v, jex.Literal) else env[v]
+
+    for v, x in zip(jaxpr.constvars, closed.consts):
+        env[v] = x
+    for v, x in zip(jaxpr.invars, flat_args):
+        env[v] = x
+    for i, eqn in enumerate(jaxpr.eqns):
+        anchors: list[Any] = []
+        for v in back_at.get(i, []):
+            others = _latest(jaxpr, i, v, depth, env)
+            anchors += others
+            tied = barrier([host.pop(v), *(env[u] for u in others)])
+            for u, x in zip(others, tied[1:]):
+                env[u] = x
+            env[v] = jax.device_put(tied[0], jax.memory.Space.Device) if move else tied[0]
+        params = eqn.primitive.get_bind_params(eqn.params)   # jax 0.10: the params only
+        subfuns, params = params if isinstance(params, tuple) else ((), params)
+        with eqn.ctx.manager:
+            out = eqn.primitive.bind(*subfuns, *map(read, eqn.invars), **params)
+        outs = out if eqn.primitive.multiple_results else [out]
+        for v, x in zip(eqn.outvars, outs):
+            if not isinstance(v, jex.DropVar):
+                env[v] = x
+        if tie and anchors:
+            # The reader runs where the jaxpr has it: the anchor (on the critical
+            # path) waits for its outputs.  Else XLA defers it (a weight gradient's
+            # matmul, to the end of the backward pass) and the value copied back
+            # stays on the device all that time.
+            made = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
+            anchors = list(dict.fromkeys(anchors))
+            tied = _barrier([*(env[u] for u in made), *(env[u] for u in anchors)])
+            for u, x in zip([*made, *anchors], tied):
+                env[u] = x
+        for v in park_at.get(i, []):
+            live = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)] or [v]
+            tied = barrier([jax.device_put(env[v], jax.memory.Space.Host) if move else env[v],
+                            *(env[u] for u in live)])
+            for u, x in zip(live, tied[1:]):
+                env[u] = x
+            host[v] = tied[0]
+    return [read(v) for v in jaxpr.outvars]
+
+
+def rewrite(fn: Callable, args: Sequence[Any], parked: Sequence[IdleValue], *,
+            static_argnums: Sequence[int] = (), traced: Traced | None = None,
+            tie: bool = True, move: bool = True) -> Callable:
+    """``fn`` (same arguments, same outputs) with ``parked`` moved to host memory
+    over their idle stretches; ``parked`` come from ``idle_values`` of this
+    step's jaxpr (the names are its variables)."""
+    traced = traced or trace(fn, args, static_argnums)
+    closed = traced.closed
+    static = set(static_argnums)
+    out_tree = jax.tree.structure(traced.out_shape)
+
+    def offloaded(*call_args):
+        dynamic = [a for i, a in enumerate(call_args) if i not in static]
+        outs = _evaluate(closed, jax.tree.leaves(dynamic), parked, tie, move)
+        return jax.tree.unflatten(out_tree, outs)
+
+    offloaded.__name__ = getattr(fn, "__name__", "step") + "_offloaded"
+    return offloaded
+
+
+# --- what the compiled module moves ------------------------------------------------
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
+                "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8, "c64": 8,
+                "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1}
+_ARRAY = re.compile(r"([a-z0-9]+)\[([0-9,]*)\]\{([^}]*)\}")
+_COPY_START = re.compile(r"=\s*\((.*?)\)\s+copy-start\(")
+_COPY = re.compile(r"=\s*(\S+\[[0-9,]*\]\{[^}]*\})\s+copy\(%([\w.\-]+)\)")
+_DEFINES = re.compile(r"%([\w.\-]+)\s*=\s*(\S+\[[0-9,]*\]\{[^}]*\})\s")
+
+
+def _array_bytes(dtype: str, dims: str) -> int:
+    n = int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
+    return n * _DTYPE_BYTES.get(dtype, 4)
+
+
+def transfers(hlo_text: str) -> Transfers:
+    """Copies into and out of host memory space ``S(5)`` in an optimized module:
+    ``copy-start`` (its result names destination then source) and plain ``copy``."""
+    shapes = dict(_DEFINES.findall(hlo_text))
+    to_host = to_device = host_bytes = device_bytes = 0
+    for line in hlo_text.splitlines():
+        m = _COPY_START.search(line)
+        if m:
+            arrays = _ARRAY.findall(m.group(1))
+            if len(arrays) >= 2:
+                (dt, dims, dst), (_, _, src) = arrays[0], arrays[1]
+                if "S(5)" in dst and "S(5)" not in src:
+                    to_host += 1
+                    host_bytes += _array_bytes(dt, dims)
+                elif "S(5)" in src and "S(5)" not in dst:
+                    to_device += 1
+                    device_bytes += _array_bytes(dt, dims)
+            continue
+        m = _COPY.search(line)
+        if m:
+            dst_shape, operand = m.groups()
+            (dt, dims, dst), = _ARRAY.findall(dst_shape)
+            src = shapes.get(operand, "")
+            if "S(5)" in dst and "S(5)" not in src:
+                to_host += 1
+                host_bytes += _array_bytes(dt, dims)
+            elif "S(5)" in src and "S(5)" not in dst:
+                to_device += 1
+                device_bytes += _array_bytes(dt, dims)
+    return Transfers(to_host=to_host, to_device=to_device, to_host_bytes=host_bytes,
+                     to_device_bytes=device_bytes,
+                     host_shapes=len(re.findall(r"S\(5\)", hlo_text)))
+
+
+def host_temp(compiled) -> int:
+    """XLA's host temp bytes (0 where memory_analysis does not report it)."""
+    stats = compiled.memory_analysis()
+    return int(getattr(stats, "host_temp_size_in_bytes", 0) or 0) if stats is not None else 0
+
+
+# --- the lever -------------------------------------------------------------------
+
+def _sizes(n: int) -> list[int]:
+    sizes, k = [], 1
+    while k < n:
+        sizes.append(k)
+        k *= GROWTH
+    return sizes + [n] if n else []
+
+
+def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: int | None = None,
+            static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+            compiler_options: dict[str, Any] | None = None, max_values: int | None = None,
+            min_bytes: int = MIN_BYTES,
+            kinds: frozenset[str] | None = MATMULS) -> OffloadResult:
+    """``fn(*args)`` with its longest-idle values parked in host memory, captured
+    for a compile-only GPU ``backend``: the top 1, 2, 4, ... candidates of
+    ``idle_values`` until the device temp is at most ``budget`` bytes (without a
+    budget: all of them, at most ``max_values``), keeping the least device temp,
+    XLA's own step (nothing parked) included.  Built, not run."""
+    parsed = Backend.parse(backend)
+    if not (parsed.kind == "gpu" and parsed.compile_only):
+        raise OffloadError(f"host offloading is built for compile-only GPU targets such as "
+                           f"'gpu:h100', not {parsed.name!r}: XLA:CPU lowers no host transfer "
+                           "(see benchmarks/results/offload_reach.md)")
+    if budget is not None and budget < 0:
+        raise ValueError(f"budget must be a non-negative number of bytes, got {budget}")
+    kw = dict(backend=parsed, static_argnums=tuple(static_argnums),
+              donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
+    base = record.capture(fn, *args, **kw)
+    if budget is not None and base.memory.temp <= budget:
+        return OffloadResult(backend=parsed.name, xla_temp=base.memory.temp,
+                             temp=base.memory.temp, host_temp=host_temp(base.compiled),
+                             transfers=transfers(base.hlo_text), chosen=(), tried=(),
+                             budget=budget, met=True, capture=base, fn=fn)
+    traced = trace(fn, args, static_argnums)
+    candidates = idle_values(traced.closed, min_bytes=min_bytes, kinds=kinds)[:max_values]
+    if not candidates:
+        raise OffloadError(f"no value of the step is over {min_bytes} bytes and idle across "
+                           "two or more equations: nothing to offload")
+    # Never worse than XLA: offloading nothing is a candidate.
+    best_k, best_cap, best_step = 0, base, fn
+    tried = []
+    for k in _sizes(len(candidates)):
+        step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums,
+                       traced=traced)
+        cap = record.capture(step, *args, **kw)
+        tried.append((k, cap.memory.temp))
+        if cap.memory.temp < best_cap.memory.temp:
+            best_k, best_cap, best_step = k, cap, step
+        if budget is not None and cap.memory.temp <= budget:
+            break
+    cap = best_cap
+    return OffloadResult(
+        backend=parsed.name, xla_temp=base.memory.temp, temp=cap.memory.temp,
+        host_temp=host_temp(cap.compiled), transfers=transfers(cap.hlo_text),
+        chosen=candidates[:best_k], tried=tuple(tried), budget=budget,
+        met=None if budget is None else cap.memory.temp <= budget, capture=cap, fn=best_step)

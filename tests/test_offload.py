@@ -1,0 +1,128 @@
+"""olla_jax.offload: idle values from the jaxpr, the rewrite, the transfers read
+from XLA's HLO, and the lever on the compile-only H100 target (no GPU needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+from olla_jax import offload  # noqa: E402
+from olla_jax.capture import gpu  # noqa: E402
+
+needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
+                                  reason="jax's CUDA plugin is not installed")
+S = jax.ShapeDtypeStruct
+ARGS = (S((256, 512), jnp.float32), S((512, 512), jnp.float32))
+
+
+def chain(x, w):
+    """``h`` is read at once and again only at the end, by a matmul: idle across the chain."""
+    h = jnp.tanh(x @ w)
+    y = h
+    for _ in range(6):
+        y = jnp.tanh(y @ w)
+    small = jnp.sum(x, axis=1)          # 1 KiB: under MIN_BYTES
+    return (y.T @ h).sum() + small.sum()
+
+
+def park_across(x, w):
+    """``h`` idle across six matmuls, read at the end by an elementwise multiply."""
+    h = jnp.tanh(x @ w)
+    y = h
+    for _ in range(6):
+        y = jnp.tanh(y @ w)
+    return (y * h).sum()
+
+
+def test_longest_idle_value_comes_first():
+    traced = offload.trace(chain, ARGS)
+    found = offload.idle_values(traced.closed)
+    assert found, "h is idle across six matmuls"
+    top = found[0]
+    assert top.shape == (256, 512) and top.nbytes == 256 * 512 * 4
+    eqns = traced.closed.jaxpr.eqns
+    assert eqns[top.defined_at].primitive.name == "tanh"
+    # h is read by the first matmul, then idle until the last one
+    assert eqns[top.back_before].primitive.name == "dot_general"
+    assert top.gap >= 6 * 2
+    assert all(c.nbytes >= offload.MIN_BYTES for c in found)
+    assert [c.score for c in found] == sorted((c.score for c in found), reverse=True)
+    # without the filter, elementwise values XLA fuses away are candidates too
+    assert len(offload.idle_values(traced.closed, kinds=None)) >= len(found)
+
+
+def test_rewrite_keeps_the_results_on_cpu():
+    x = jax.random.normal(jax.random.key(0), (256, 512))
+    w = jax.random.normal(jax.random.key(1), (512, 512)) * 0.05
+    traced = offload.trace(chain, (x, w))
+    parked = offload.idle_values(traced.closed)[:2]
+    step = offload.rewrite(chain, (x, w), parked)
+    np.testing.assert_array_equal(np.asarray(jax.jit(step)(x, w)), np.asarray(jax.jit(chain)(x, w)))
+
+
+def test_transfers_read_copies_to_and_from_host_space():
+    hlo = """
+  %a = f32[256,512]{1,0} fusion(%p), kind=kLoop
+  %cs = (f32[256,512]{1,0:S(5)}, f32[256,512]{1,0}, u32[]) copy-start(%a)
+  %cd = f32[256,512]{1,0:S(5)} copy-done(%cs)
+  %cs2 = (f32[256,512]{1,0}, f32[256,512]{1,0:S(5)}, u32[]) copy-start(%cd)
+  %h = bf16[8,4]{1,0:S(5)} copy(%b)
+  %b = bf16[8,4]{1,0} add(%q, %q)
+"""
+    t = offload.transfers(hlo)
+    assert (t.to_host, t.to_device) == (2, 1)
+    assert t.to_host_bytes == 256 * 512 * 4 + 8 * 4 * 2
+    assert t.to_device_bytes == 256 * 512 * 4
+    assert offload.transfers("%x = f32[4]{0} add(%y, %y)").to_host == 0
+
+
+def test_cpu_backend_is_refused_with_the_reason():
+    with pytest.raises(offload.OffloadError, match="compile-only GPU"):
+        offload.offload(chain, *ARGS, backend="cpu")
+
+
+@needs_plugin
+def test_h100_moves_need_the_barriers_and_lower_device_temp():
+    traced = offload.trace(park_across, ARGS)
+    parked = offload.idle_values(traced.closed, kinds=None)[:1]
+    figures = {}
+    for tie in (False, True):
+        step = offload.rewrite(park_across, ARGS, parked, traced=traced, tie=tie)
+        compiled = gpu.compile_for_target(step, ARGS, target="h100")
+        figures[tie] = (compiled.memory_analysis().temp_size_in_bytes,
+                        offload.transfers(compiled.as_text()))
+    assert figures[False][1].to_host == 0          # XLA folds bare moves away
+    assert figures[True][1].to_host == 1 and figures[True][1].to_device == 1
+    assert figures[True][1].to_host_bytes == parked[0].nbytes
+    assert figures[True][0] < figures[False][0]
+
+
+@needs_plugin
+def test_offload_meets_a_budget_below_xla_on_h100():
+    base = gpu.compile_for_target(park_across, ARGS,
+                                  target="h100").memory_analysis().temp_size_in_bytes
+    result = offload.offload(park_across, *ARGS, backend="gpu:h100", budget=base - 1,
+                             max_values=1, kinds=None)
+    assert result.xla_temp == base
+    assert result.met and result.temp < base and len(result.chosen) == 1
+    assert result.host_temp > 0 and result.transfers.to_host == 1
+    assert "built, not run" in result.summary()
+
+
+@pytest.mark.slow   # about a minute on 2 shared cores: two CPU compiles of a training step
+def test_rewritten_training_step_keeps_its_results_on_cpu():
+    from examples import lm_adamw
+    st = lm_adamw.make_step("tiny")
+    traced = offload.trace(st.fn, st.args, st.static_argnums)
+    parked = offload.idle_values(traced.closed)[:4]
+    assert len(parked) == 4
+    step = offload.rewrite(st.fn, st.args, parked, static_argnums=st.static_argnums,
+                           traced=traced)
+    ours = jax.jit(step, static_argnums=st.static_argnums)(*st.args)
+    xla = jax.jit(st.fn, static_argnums=st.static_argnums)(*st.args)
+    assert jax.tree.structure(ours) == jax.tree.structure(xla)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(xla)):   # bit for bit on CPU
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
