@@ -40,13 +40,41 @@ def choose(sides: Sequence[Side], budget: int) -> Side:
     return min(sides, key=lambda s: (s.plan.runs_total_bytes, s.plan.extra_flops))
 
 
+# What checking, rewriting, building and reading back a recomputing GPU
+# executable takes, by the size of its (uncompressed) GpuExecutableProto:
+# about this many bytes a second (pure-Python Riegeli hash and Snappy on a
+# loaded 2-core machine), plus a second; measured on mlp_mixer:small (3.9 MB,
+# 6.6 s at load 9).
+BUILD_BYTES_PER_S = 0.6e6
+
+
+BUILD_FIXED_S = 1.0
+
+
+def search_limit_s(result, time_limit_s: float) -> float:
+    """The share of ``time_limit_s`` the recomputation search of ``result``
+    (a Plan on a compile-only GPU target) may take, so that the check, the
+    rewrite and the read-back after it end within the limit too: the limit
+    less their estimate (``BUILD_BYTES_PER_S``), a fifth of it at least."""
+    from olla_jax.apply import gpu_executable
+    cap = getattr(result, "capture", None)
+    if cap is None or cap.executable is None:
+        return time_limit_s
+    try:
+        size = gpu_executable.decode(cap.executable).result.ByteSize()
+    except Exception:  # noqa: BLE001 - no estimate: the search keeps the whole limit
+        return time_limit_s
+    return max(time_limit_s / 5, time_limit_s - BUILD_FIXED_S - size / BUILD_BYTES_PER_S)
+
+
 def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: Sequence[int] = (),
               donate_argnums: Sequence[int] = (), compiler_options=None,
               time_limit_s: float = 30.0):
     """``result`` (a Plan over ``budget`` on a compile-only GPU target) with
     the better of our recomputation and XLA's rematerialization."""
     from olla_jax import budget as budget_lib
-    ours = budget_lib.recompute_to_budget(result, budget, time_limit_s=time_limit_s,
+    ours = budget_lib.recompute_to_budget(result, budget,
+                                          time_limit_s=search_limit_s(result, time_limit_s),
                                           measure_time=False)
     xla = budget_lib.xla_remat_to_budget(result, budget, fn, args, static_argnums=static_argnums,
                                          donate_argnums=donate_argnums,
