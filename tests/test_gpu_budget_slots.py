@@ -51,5 +51,7 @@ def dataclass_replace(c, **kw):
 def test_search_share_leaves_the_build_its_time():
     result = types.SimpleNamespace(capture=None)
     assert gpu_budget.search_limit_s(result, 30) == 30
-    big = types.SimpleNamespace(capture=types.SimpleNamespace(executable=b"not an executable"))
-    assert gpu_budget.search_limit_s(big, 30) == 30     # no estimate: the whole limit
+    none = types.SimpleNamespace(capture=types.SimpleNamespace(executable=None))
+    assert gpu_budget.search_limit_s(none, 30) == 30    # no executable: the whole limit
+    big = types.SimpleNamespace(capture=types.SimpleNamespace(executable=bytes(10**8)))
+    assert gpu_budget.search_limit_s(big, 30) == 6      # a fifth at least

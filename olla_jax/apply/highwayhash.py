@@ -3,7 +3,7 @@
 Riegeli, the container XLA:GPU serializes its executables into, checks every
 block header, chunk header and chunk payload against this hash; writing a
 container we must compute it.  About 1.3 MB/s (the packet loop unrolled over
-the four lanes); a chunk hashed once is remembered by its bytes (the rewrite
+the four lanes and the zipper merges); a chunk hashed once is remembered by its bytes (the rewrite
 decodes the same executable per plan, writes a chunk and reads it back).
 """
 
@@ -145,15 +145,40 @@ def _packets(state: _State, data) -> None:
         m3 ^= ((b3 & M32) * (a3 >> 32)) & M64
         a3 = (a3 + n3) & M64
         n3 ^= ((a3 & M32) * (b3 >> 32)) & M64
-        # the zipper merges (``_zipper``): v1 lanes (1, 0), (3, 2) into v0, then v0's into v1
-        hi, lo = _zipper(b1, b0)
-        a1, a0 = (a1 + hi) & M64, (a0 + lo) & M64
-        hi, lo = _zipper(b3, b2)
-        a3, a2 = (a3 + hi) & M64, (a2 + lo) & M64
-        hi, lo = _zipper(a1, a0)
-        b1, b0 = (b1 + hi) & M64, (b0 + lo) & M64
-        hi, lo = _zipper(a3, a2)
-        b3, b2 = (b3 + hi) & M64, (b2 + lo) & M64
+        # the zipper merges (``_zipper``, inlined): v1 lanes (1, 0), (3, 2) into v0,
+        # then v0's into v1
+        a0 = (a0 + (((((b0 & 0xFF000000) | (b1 & 0xFF00000000)) >> 24)
+                     | (((b0 & 0xFF0000000000) | (b1 & 0xFF000000000000)) >> 16)
+                     | (b0 & 0xFF0000) | ((b0 & 0xFF00) << 32)
+                     | ((b1 & 0xFF00000000000000) >> 8) | ((b0 << 56) & M64)))) & M64
+        a1 = (a1 + (((((b1 & 0xFF000000) | (b0 & 0xFF00000000)) >> 24)
+                     | (b1 & 0xFF0000) | ((b1 & 0xFF0000000000) >> 16)
+                     | ((b1 & 0xFF00) << 24) | ((b0 & 0xFF000000000000) >> 8)
+                     | ((b1 & 0xFF) << 48) | (b0 & 0xFF00000000000000)) & M64)) & M64
+        a2 = (a2 + (((((b2 & 0xFF000000) | (b3 & 0xFF00000000)) >> 24)
+                     | (((b2 & 0xFF0000000000) | (b3 & 0xFF000000000000)) >> 16)
+                     | (b2 & 0xFF0000) | ((b2 & 0xFF00) << 32)
+                     | ((b3 & 0xFF00000000000000) >> 8) | ((b2 << 56) & M64)))) & M64
+        a3 = (a3 + (((((b3 & 0xFF000000) | (b2 & 0xFF00000000)) >> 24)
+                     | (b3 & 0xFF0000) | ((b3 & 0xFF0000000000) >> 16)
+                     | ((b3 & 0xFF00) << 24) | ((b2 & 0xFF000000000000) >> 8)
+                     | ((b3 & 0xFF) << 48) | (b2 & 0xFF00000000000000)) & M64)) & M64
+        b0 = (b0 + (((((a0 & 0xFF000000) | (a1 & 0xFF00000000)) >> 24)
+                     | (((a0 & 0xFF0000000000) | (a1 & 0xFF000000000000)) >> 16)
+                     | (a0 & 0xFF0000) | ((a0 & 0xFF00) << 32)
+                     | ((a1 & 0xFF00000000000000) >> 8) | ((a0 << 56) & M64)))) & M64
+        b1 = (b1 + (((((a1 & 0xFF000000) | (a0 & 0xFF00000000)) >> 24)
+                     | (a1 & 0xFF0000) | ((a1 & 0xFF0000000000) >> 16)
+                     | ((a1 & 0xFF00) << 24) | ((a0 & 0xFF000000000000) >> 8)
+                     | ((a1 & 0xFF) << 48) | (a0 & 0xFF00000000000000)) & M64)) & M64
+        b2 = (b2 + (((((a2 & 0xFF000000) | (a3 & 0xFF00000000)) >> 24)
+                     | (((a2 & 0xFF0000000000) | (a3 & 0xFF000000000000)) >> 16)
+                     | (a2 & 0xFF0000) | ((a2 & 0xFF00) << 32)
+                     | ((a3 & 0xFF00000000000000) >> 8) | ((a2 << 56) & M64)))) & M64
+        b3 = (b3 + (((((a3 & 0xFF000000) | (a2 & 0xFF00000000)) >> 24)
+                     | (a3 & 0xFF0000) | ((a3 & 0xFF0000000000) >> 16)
+                     | ((a3 & 0xFF00) << 24) | ((a2 & 0xFF000000000000) >> 8)
+                     | ((a3 & 0xFF) << 48) | (a2 & 0xFF00000000000000)) & M64)) & M64
     state.v0[:] = [a0, a1, a2, a3]
     state.v1[:] = [b0, b1, b2, b3]
     state.mul0[:] = [m0, m1, m2, m3]
