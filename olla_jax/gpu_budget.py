@@ -40,13 +40,37 @@ def choose(sides: Sequence[Side], budget: int) -> Side:
     return min(sides, key=lambda s: (s.plan.runs_total_bytes, s.plan.extra_flops))
 
 
+# What checking, rewriting, building and reading back a recomputing GPU
+# executable takes, by the size of XLA's serialized executable (compressed):
+# about this many bytes a second (pure-Python Riegeli hash and Snappy on a
+# loaded 2-core machine), plus a second; set by hand from mlp_mixer:small and
+# vit:small (about 1 MB each) on this machine shared by several runs.
+BUILD_BYTES_PER_S = 0.1e6
+
+
+BUILD_FIXED_S = 1.0
+
+
+def search_limit_s(result, time_limit_s: float) -> float:
+    """The share of ``time_limit_s`` the recomputation search of ``result``
+    (a Plan on a compile-only GPU target) may take, so that the check, the
+    rewrite and the read-back after it end within the limit too: the limit
+    less their estimate (``BUILD_BYTES_PER_S``), a fifth of it at least."""
+    cap = getattr(result, "capture", None)
+    if cap is None or not cap.executable:
+        return time_limit_s
+    build = BUILD_FIXED_S + len(cap.executable) / BUILD_BYTES_PER_S
+    return max(time_limit_s / 5, time_limit_s - build)
+
+
 def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: Sequence[int] = (),
               donate_argnums: Sequence[int] = (), compiler_options=None,
               time_limit_s: float = 30.0):
     """``result`` (a Plan over ``budget`` on a compile-only GPU target) with
     the better of our recomputation and XLA's rematerialization."""
     from olla_jax import budget as budget_lib
-    ours = budget_lib.recompute_to_budget(result, budget, time_limit_s=time_limit_s,
+    ours = budget_lib.recompute_to_budget(result, budget,
+                                          time_limit_s=search_limit_s(result, time_limit_s),
                                           measure_time=False)
     xla = budget_lib.xla_remat_to_budget(result, budget, fn, args, static_argnums=static_argnums,
                                          donate_argnums=donate_argnums,

@@ -344,8 +344,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             # Our kernel copies in the per-device executable (built, not run: the
             # target is compile-only); XLA's rematerialization is driven for
             # single-device steps only.
-            result = budget.recompute_to_budget(result, int(memory_budget),
-                                                time_limit_s=limit, measure_time=False)
+            from olla_jax import gpu_budget
+            result = budget.recompute_to_budget(
+                result, int(memory_budget), measure_time=False,
+                time_limit_s=gpu_budget.search_limit_s(result, limit))  # the build fits too
         elif target.compile_only:   # ours and XLA's rematerialization, side by side
             from olla_jax import gpu_budget
             result = gpu_budget.to_budget(

@@ -140,6 +140,34 @@ def _compare_regather(decoded, names, copies, copy_at, firsts, position, r, done
     return None
 
 
+def _chained_read(layout, j: int, position, read) -> tuple | None:
+    """Where the ``j``-th copy of ``layout`` should read what its producer's
+    first run read at ``read`` (allocation, offset, size) when that is a value
+    the producer reads that was recomputed before the copy runs (a chain):
+    its latest copy made before, at the same offset inside it; None otherwise.
+    Copies run in order of the instruction they precede, then of the list."""
+    graph, recs = layout.graph, layout.recomputes
+    r = recs[j]
+    node = graph.node_index[r.producer]
+    at = (position.get(r.before, -1), j)
+    latest: dict[int, tuple[tuple[int, int], int]] = {}
+    for i, q in enumerate(recs):
+        value = graph.values[q.value]
+        if (position.get(q.before, -1), i) < at and node in value.touches and \
+                value.def_node != node:
+            latest[q.value] = max(latest.get(q.value, ((position.get(q.before, -1), i))),
+                                  (position.get(q.before, -1), i))
+    for v, (_, i) in latest.items():
+        size = graph.values[v].size
+        # what the first run read: the value's first copy, or a copy it is a late reader of
+        alloc, offset = next((q.place for q in recs if q.value == v and
+                              r.producer in q.late_users), layout.early_place(v))
+        if read[0] == alloc and offset <= read[1] and read[1] + read[2] <= offset + size:
+            place = recs[i].place
+            return (place[0], place[1] + read[1] - offset, read[2])
+    return None
+
+
 def compare(raw: bytes, layout) -> str | None:
     """The first way ``raw`` differs from what ``layout`` asked, or None."""
     decoded = gpu_executable.decode(raw)
@@ -189,7 +217,7 @@ def compare(raw: bytes, layout) -> str | None:
     if steps != sorted(steps):
         return "the entry thunks do not follow the plan's order"
 
-    for r in layout.recomputes:
+    for j, r in enumerate(layout.recomputes):
         if getattr(r, "done_before", ""):
             differs = _compare_regather(decoded, names, copies, copy_at, firsts, position,
                                         r, done_of.get(r.producer, "?"), layout)
@@ -220,7 +248,15 @@ def compare(raw: bytes, layout) -> str | None:
                     return (f"the copy of {r.producer} writes {sb}, not the plan's place "
                             f"{expect}")
             elif sa != sb:
-                return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
+                chained = _chained_read(layout, j, position, sa)
+                if chained is None:
+                    return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
+                if sb != chained:
+                    return (f"the copy of {r.producer} reads {sb}, not the copy of its "
+                            f"recomputed operand at {chained}")
+            elif _chained_read(layout, j, position, sa) not in (None, sa):
+                return (f"the copy of {r.producer} reads {sb}, not the copy of its recomputed "
+                        f"operand at {_chained_read(layout, j, position, sa)}")
         value = layout.graph.values[r.value]
         for user in r.late_users:
             thunks = [j for j, n in enumerate(names) if n == user and j not in copy_at]

@@ -31,8 +31,10 @@ side effects are copied (:func:`clone_refusal`): a kernel thunk's
 own result (an in-place kernel) or write other bytes too (a multi-output
 fusion) is refused.  cuBLAS and cuDNN calls (workspaces placed for their first
 run), collectives, copies, custom calls and control flow are refused with
-their reason.  The copy gets a thunk id of its own; the HLO module and
-its schedule stay as they are.  Not yet run on a GPU.
+their reason.  A copy whose operand is itself recomputed before it (a chain)
+reads that operand's copy (``Clone.operands``), as on CPU.  The copy gets a
+thunk id of its own; the HLO module and its schedule stay as they are.  Not
+yet run on a GPU.
 """
 
 from __future__ import annotations
@@ -88,13 +90,14 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
     names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
     for clone in edit.clones:
         producer_thunk(names, clone)
+    next_id = [_unused_thunk_id(decoded)]   # (walking every nested thunk once, not per copy)
     for clone in edit.clones:
         if clone.done_before:
             _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
-                                    tuple(edit.order))
+                                    tuple(edit.order), next_id=next_id)
         else:
             _insert_clone(decoded, instructions, owner, clone, allocations, sizes,
-                          tuple(edit.order))
+                          tuple(edit.order), next_id=next_id)
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
     for alloc, edited in zip(decoded.allocations, decoded.buffer_assignment.buffer_allocations):
@@ -217,10 +220,12 @@ def kernel_arguments(thunk: Any) -> list[tuple[Any, bool]]:
     return list(zip(args, written))
 
 
-def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order=()) -> None:
+def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order=(),
+                  next_id: list[int] | None = None) -> None:
     """Copy ``clone.producer``'s (relocated) entry thunk before ``clone.before``'s
     first, or, when ``clone.before`` runs none (a bitcast of the value), before
-    the first thunk after it in ``order``."""
+    the first thunk after it in ``order``.  ``next_id``: [the first thunk id
+    no thunk has], advanced past the id the copy takes (None: looked up)."""
     names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
     made = first_run_thunk(names, clone)
     source = decoded.thunks[made]
@@ -254,19 +259,28 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
             raise RewriteError(f"cannot recompute {clone.producer}: it writes argument {k} "
                                f"(allocation {a} +{o}) besides the recomputed value at "
                                f"allocation {e_alloc} +{e_offset} (a multi-output fusion?)")
+        chained = next(((na, no + (o - oo)) for (oa, oo, osize), (na, no) in clone.operands
+                        if a == oa and oo <= o and o + n <= oo + osize), None)
         if inside:
             new = (l_alloc, l_offset + (o - e_offset))
             check_move(what, a, o, *new, n, allocations, sizes, ALIGNMENT)
             msg.buffer_allocation_index, msg.offset = new
             moved += 1
             moves.append((what, old, new))
+        elif chained is not None:    # a chain: read the operand's copy made before this one
+            if written:
+                raise RewriteError(f"cannot recompute {clone.producer}: it writes its recomputed "
+                                   f"operand's bytes (argument {k})")
+            check_move(what + ", chained", a, o, *chained, n, allocations, sizes, ALIGNMENT)
+            msg.buffer_allocation_index, msg.offset = chained
+            moves.append((what + ", chained", old, chained))
         else:
             moves.append((what, old, (a, o)))
     if not moved:
         raise RewriteError(f"cannot recompute {clone.producer}: no written argument of its thunk "
                            f"lies at allocation {e_alloc} +{e_offset}")
     _check_aliasing(moves)
-    copy.thunk_info.thunk_id = _unused_thunk_id(decoded)
+    copy.thunk_info.thunk_id = _take_ids(decoded, next_id, 1)
     _splice(decoded, [(at, copy)])
 
 
@@ -282,7 +296,7 @@ def slot_at_or_after(names, order: tuple[str, ...], name: str) -> int | None:
 
 
 def _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
-                            order) -> None:
+                            order, next_id: list[int] | None = None) -> None:
     """Run ``clone.producer``'s all-gather again (re-gathering): its entry
     ``async_start_thunk`` (one ``all_gather_thunk`` inside) is copied just
     before ``clone.before``'s first thunk and its ``async_done_thunk`` just
@@ -344,9 +358,11 @@ def _insert_collective_copy(decoded, instructions, owner, clone, allocations, si
         raise RewriteError(f"cannot re-gather {clone.producer}: it gathers {len(buffers)} arrays, "
                            f"{moved} of them at allocation {e_alloc} +{e_offset}; one is re-gathered")
     _check_aliasing(moves)
-    fresh = _unused_thunk_id(decoded)
-    fresh = max(fresh, 1 + max((t.async_start_thunk.async_execution_id for t in decoded.thunks
-                                if thunk_kind(t) == "async_start_thunk"), default=0))
+    fresh = max(_take_ids(decoded, next_id, 0),
+                1 + max((t.async_start_thunk.async_execution_id for t in decoded.thunks
+                         if thunk_kind(t) == "async_start_thunk"), default=0))
+    if next_id is not None:
+        next_id[0] = fresh + 3
     copy.async_start_thunk.thunks.thunks[0].thunk_info.thunk_id = fresh
     copy.thunk_info.thunk_id = fresh + 1
     copy.async_start_thunk.async_execution_id = fresh + 1
@@ -473,6 +489,16 @@ def _slices(thunk) -> Iterator[tuple[str, Any]]:
 def _unused_thunk_id(decoded) -> int:
     """One past the largest thunk id anywhere in the sequence (nested included)."""
     return 1 + max((t.thunk_info.thunk_id for t in _all_thunks(decoded.thunks)), default=0)
+
+
+def _take_ids(decoded, next_id: list[int] | None, n: int) -> int:
+    """The first of ``n`` thunk ids no thunk has: from ``next_id`` (advanced
+    past them) when given, else looked up in ``decoded``."""
+    if next_id is None:
+        return _unused_thunk_id(decoded)
+    fresh = next_id[0]
+    next_id[0] += n
+    return fresh
 
 
 def _splice(decoded, inserts: list[tuple[int, Any]]) -> None:

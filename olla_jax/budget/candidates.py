@@ -23,13 +23,20 @@ class Candidate:
     """A value that may be recomputed, with what its producer needs."""
     value: int
     producer: int                   # node
-    users: tuple[int, ...]          # reader nodes (plain, one thunk each)
+    users: tuple[int, ...]          # nodes a copy may run before: readers and ``slots``
     operands: tuple[int, ...]       # value ids the producer reads
     flops: int
     cost_s: float
     # Values XLA writes over this one's bytes later (in place): a copy is then
     # written where they will be, and they move with it (``late_part_ok``).
     successors: tuple[int, ...] = ()
+    # Nodes of ``users`` that do not read the value: late readers of values
+    # recomputed from it (``with_slots``), where a copy of it serves their copy.
+    slots: tuple[int, ...] = ()
+
+    @property
+    def readers(self) -> tuple[int, ...]:
+        return tuple(u for u in self.users if u not in self.slots)
 
 
 def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
@@ -129,7 +136,42 @@ def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, st
         cost = max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors))
-    return out, why
+    return with_slots(out), why
+
+
+# How far down a chain of candidates the readers of a dependent become slots.
+SLOT_DEPTH = 2
+
+
+def with_slots(cands: Sequence[Candidate], depth: int = SLOT_DEPTH) -> list[Candidate]:
+    """``cands`` with ``slots``: a value read by another candidate may also be
+    recomputed just before that one's readers (``depth`` links down the chain),
+    where the dependent's copy then reads its copy (a chain).  Without them a
+    copy runs only before the value's own readers, so a value whose readers
+    all come before a dependent's late readers (a hidden layer's
+    pre-activation, read by its activation and then, late, by the
+    activation's gradient) stays live for the dependent's copy however late
+    that runs."""
+    by_value = {c.value: c for c in cands}
+    readers_of = {c.value: set(c.users) for c in cands}
+    dependents = defaultdict(set)
+    for c in cands:
+        for o in c.operands:
+            if o in by_value and o != c.value:
+                dependents[o].add(c.value)
+    out = []
+    for c in cands:
+        extra, frontier, seen = set(), {c.value}, {c.value}
+        for _ in range(depth):
+            frontier = {d for v in frontier for d in dependents[v]} - seen
+            seen |= frontier
+            for d in frontier:
+                extra |= readers_of[d]
+        extra -= readers_of[c.value]
+        extra.discard(c.producer)
+        out.append(dataclasses.replace(c, users=c.users + tuple(sorted(extra)),
+                                       slots=tuple(sorted(extra))) if extra else c)
+    return out
 
 
 def _entry_bitcast(graph: ScheduleGraph, instructions, kinds, name: str) -> bool:

@@ -14,7 +14,8 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, better, late_part_ok, new_state, operand_intact, plan_of, step_index)
+    RecomputePlan, better, copies_read, late_part_ok, new_state, operand_intact, plan_of,
+    step_index)
 
 
 def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
@@ -68,6 +69,9 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
             options.append(model.Option((early_end + 1, clone_t - 1), tuple(sorted(set(extend)))))
             ks.append(k)
         more, ks_more = _two_copy_options(options, ks)
+        if c.slots:     # (a copy before a slot must have readers before the next)
+            kept = [j for j, pair in enumerate(ks_more) if copies_read(c, users, pair)]
+            more, ks_more = [more[j] for j in kept], [ks_more[j] for j in kept]
         options, ks = options + more, [(k,) for k in ks] + ks_more
         if options:
             choices.append(model.Choice(iv_index, tuple(options), max(1, round(c.cost_s * 1e9))))

@@ -36,8 +36,22 @@ class RecomputePlan:
 def late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before: int) -> bool:
     """Whether ``c``'s copy may run just before node ``before``: every value
     written over its bytes in place is written at or after ``before`` (the
-    copy then takes their bytes, the unit's late part)."""
+    copy then takes their bytes, the unit's late part), and, before a slot
+    (not a reader), a reader of the value comes after it."""
+    if before in c.slots and not any(step[r] > step[before] for r in c.readers):
+        return False
     return all(step[graph.values[o].def_node] >= step[before] for o in c.successors)
+
+
+def copies_read(c: Candidate, users: Sequence[int], ks) -> bool:
+    """Whether each copy of ``c`` split before readers ``ks`` of ``users``
+    (``c.users`` in order) has a reader of its own: a copy before a slot
+    serves the readers up to the next split, and there must be one."""
+    ks = sorted(set(ks))
+    for k, nxt in zip(ks, [*ks[1:], len(users)]):
+        if not any(u not in c.slots for u in users[k:nxt]):
+            return False
+    return True
 
 
 @dataclasses.dataclass
@@ -244,7 +258,8 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
         alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
         recomputes.append(layout_lib.Recompute(
             value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
-            late_users=tuple(graph.nodes[u] for u in users[k:upto]), place=(alloc, offset),
+            late_users=tuple(graph.nodes[u] for u in users[k:upto] if u not in c.slots),
+            place=(alloc, offset),
             size=graph.values[c.value].size))
     problem = state.problem()
     events = defaultdict(int)

@@ -13,7 +13,7 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, late_part_ok, new_state, operand_intact, plan_of, step_index)
+    RecomputePlan, copies_read, late_part_ok, new_state, operand_intact, plan_of, step_index)
 
 
 def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
@@ -134,6 +134,8 @@ def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
             return False
         if k > max(ks) and not late_part_ok(graph, step, c, users[v][k]):
             return False    # values written over it in place must follow its last copy
+        if not copies_read(c, users[v], ks | {k}):
+            return False    # a copy before a slot needs a reader of its own
         return all(o in picked or operand_intact(graph, spans, step, state0.interval_of_unit,
                                                   o, clone) for o in c.operands)
 
