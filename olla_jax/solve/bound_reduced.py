@@ -32,9 +32,12 @@ from olla_jax.solve.problem import ARENA, Item, OrderProblem, topological_order
 
 @dataclasses.dataclass(frozen=True)
 class Reduced:
-    """A reduced problem and, per node of it, the node of the full problem."""
+    """A reduced problem and, per node of it, the node of the full problem;
+    per region of it (the idle one ``_with_idle`` appends excepted), the
+    region of the full problem."""
     problem: OrderProblem
     nodes: tuple[int, ...]
+    regions: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +123,7 @@ def reduce_problem(problem: OrderProblem, min_size: int) -> Reduced:
                            tuple(problem.region_sizes[r] for r in regions))
     if idle:
         reduced = _with_idle(reduced, idle)
-    return Reduced(reduced, tuple(nodes))
+    return Reduced(reduced, tuple(nodes), tuple(regions))
 
 
 def _with_idle(problem: OrderProblem, idle: int) -> OrderProblem:
