@@ -63,7 +63,7 @@ def prove(problem: OrderProblem, target: int, *, time_limit_s: float, floor: int
                                          _least_kept(problem, max_nodes))
     if min_size is None:
         min_size = bound_reduced.min_size_for(problem, max_nodes)
-    red = bound_reduced.reduce_problem(problem, min_size)
+    red = bound_reduced.reduce_problem(problem, min_size, keep_negative=not park)
     rp = red.problem
 
     def done(value: int, status: str) -> CpsatBound:
@@ -109,7 +109,7 @@ def prove(problem: OrderProblem, target: int, *, time_limit_s: float, floor: int
         return m.new_optional_interval_var(start, size, end + 1, present, "")
 
     spans = [span(it) for it in rp.items]
-    top = sum(it.size for it in rp.items if it.region == ARENA) + sum(rp.node_extra)
+    top = sum(it.size for it in rp.items if it.region == ARENA) + sum(max(0, x) for x in rp.node_extra)
     if park:
         arena_ivs, arena_dem = _park(m, rp, red.regions, list(problem.region_sizes), spans,
                                      interval)
@@ -130,6 +130,15 @@ def prove(problem: OrderProblem, target: int, *, time_limit_s: float, floor: int
             if x > 0:
                 arena_ivs.append(m.new_fixed_size_interval_var(pos[v], 1, ""))
                 arena_dem.append(x)
+            elif x < 0:
+                # -x more room at v's step: -x taken everywhere else, -x more capacity
+                before = m.new_interval_var(0, pos[v], pos[v], "")
+                after_len = m.new_int_var(0, n, "")
+                m.add(after_len == n - 1 - pos[v])
+                after = m.new_interval_var(pos[v] + 1, after_len, n, "")
+                arena_ivs += [before, after]
+                arena_dem += [-x, -x]
+                const -= x
         idle = sum(rp.region_sizes) + const
         peak = m.new_int_var(floor, max(floor, min(top, target - 1)), "peak")
         capacity = m.new_int_var(0, top + idle, "capacity")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_bounds import all_orders, optimum, order_problems  # noqa: E402
+from test_bound_reduced import problems_with_corrections  # noqa: E402
 
 from olla_jax.solve import place as place_lib  # noqa: E402
 from olla_jax.solve.bound_cpsat import prove  # noqa: E402
@@ -19,7 +20,7 @@ from olla_jax.solve.bound_reduced import reduce_problem  # noqa: E402
 from olla_jax.solve.bounds import min_cut_bound  # noqa: E402
 from olla_jax.solve.place_greedy import best_fit  # noqa: E402
 from olla_jax.solve.problem import (ARENA, Interval, Item, Occupant, OrderProblem,  # noqa: E402
-                                    PlacementProblem, Region, live_intervals)
+                                    PlacementProblem, Region, live_intervals, order_cost)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -47,6 +48,29 @@ def test_with_its_optimum_as_the_target_it_proves_the_reduced_optimum(problem):
     found = prove(problem, least, min_size=0, time_limit_s=5.0)
     assert found.value == least
     assert found.status == ("below-none" if least > 0 else "none")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems_with_corrections(), st.integers(0, 100))
+def test_with_negative_extras_kept_every_order_restricted_costs_no_more(problem, min_size):
+    """reduce_problem(keep_negative=True), as prove uses it: a node with a
+    negative extra (a bound's correction) stays, with it."""
+    red = reduce_problem(problem, min_size, keep_negative=True)
+    where = {v: k for k, v in enumerate(red.nodes)}
+    for order in all_orders(problem):
+        restricted = [where[v] for v in order if v in where]
+        assert order_cost(red.problem, restricted) <= order_cost(problem, order)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems_with_corrections(), st.integers(0, 400))
+def test_with_negative_extras_never_above_the_optimum_and_proves_the_reduced_one(problem, target):
+    opt = optimum(problem)
+    assert prove(problem, target, min_size=0, time_limit_s=2.0).value <= opt
+    red = reduce_problem(problem, 0, keep_negative=True).problem
+    if red.num_nodes:
+        least = optimum(red)
+        assert prove(problem, least, min_size=0, time_limit_s=5.0).value == least
 
 
 def test_proves_the_plan_where_the_per_node_min_cut_stops_short():
