@@ -538,12 +538,13 @@ def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: 
     from olla_jax.solve import bound_cpsat
     ranked = sorted(per_cap, key=lambda c: (-per_cap[c], c))[:CPSAT_BOUND_PROBLEMS]
     for k, cap in enumerate(ranked):
-        left = end - now()
-        if value >= target or left < CPSAT_BOUND_MIN_S:
+        if value >= target or end - now() < CPSAT_BOUND_MIN_S:
             break
+        problem = graph.threshold_problem(cap, for_bound=True)
+        left = max(0.0, end - now())    # what the problem's build left
         share = left if k == len(ranked) - 1 else CPSAT_BOUND_SHARE * left
-        found = bound_cpsat.prove(graph.threshold_problem(cap, for_bound=True), target,
-                                  floor=value, max_nodes=CPSAT_BOUND_NODES, time_limit_s=share)
+        found = bound_cpsat.prove(problem, target, floor=value, max_nodes=CPSAT_BOUND_NODES,
+                                  time_limit_s=share)
         logging.info("CP-SAT bound, threshold %d: %d bytes (%s, %d nodes, %.1f s)", cap,
                      found.value, found.status, found.kept_nodes, found.seconds)
         value = max(value, found.value)
