@@ -35,11 +35,12 @@ RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (thresh
 # (gpu:h100, small, loaded) 0.06 s of the 0.5 s it needed (bound 70.78 MiB, not
 # 74.78); resnet50's 23 each got less than their set-up (0.1 s) and ran no flow.
 LEAD_THRESHOLD_SHARE = 0.5
-# After the top-up: CP-SAT on the threshold problems whose min-cuts proved
-# most, reduced to the items that keep at most CPSAT_BOUND_NODES nodes, asked
-# whether any order is below the plan (solve.bound_cpsat; lstm cpu small:
-# 143.50 -> 147.50 MiB, the plan, in 0.4 s on 97 nodes); none starts with
-# less than CPSAT_BOUND_MIN_S left, each but the last gets CPSAT_BOUND_SHARE.
+# After the min-cuts (by the bound's mark) and after the top-up: CP-SAT on the
+# threshold problems whose min-cuts proved most, reduced to the items that
+# keep at most CPSAT_BOUND_NODES nodes, asked whether any order is below the
+# orders' best there (then below the plan) (solve.bound_cpsat; lstm cpu
+# small: 143.50 -> 147.50 MiB, the plan, in 0.4 s on 97 nodes); none starts
+# with less than CPSAT_BOUND_MIN_S left, each but the last gets CPSAT_BOUND_SHARE.
 CPSAT_BOUND_PROBLEMS = 2
 CPSAT_BOUND_NODES = 120
 CPSAT_BOUND_MIN_S = 0.2
@@ -345,8 +346,12 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     bound_end = min(search.mark(BOUND_END), search.at - kept)
     proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
     per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
+    settled: set = set()  # thresholds whose optimum CP-SAT proved
     value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep,
                          done=proven, values=per_cap)
+    if not cost.sweep:   # the time the min-cuts left: the orders' best proven optimal
+        value = _prove_below(graph, per_cap, value, None, now, bound_end, orders=list(orders),
+                             settled=settled)
     report("lower bound", bound=value)
     lap("bound")
     live = {order: live_of(order) for order in orders}
@@ -429,7 +434,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
                                  floor=value, done=proven, values=per_cap)
             if not cost.sweep:   # a big graph's reduction alone takes seconds
-                value = _prove_below(graph, per_cap, value, best.placement.arena_size, now, end)
+                value = _prove_below(graph, per_cap, value, best.placement.arena_size, now,
+                                     end, settled=settled)
             report("lower bound", bound=value)
     lap("bound top-up")
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
@@ -529,24 +535,37 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     return value
 
 
-def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: int, now,
-                 end: float) -> int:
+def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: int | None,
+                 now, end: float, orders: Sequence[Sequence[int]] = (),
+                 settled: set | None = None) -> int:
     """``value`` raised by CP-SAT (``solve.bound_cpsat.prove``) on the
     threshold problems whose min-cuts proved most (``per_cap``), reduced:
     no order of one below ``target`` (the plan's arena) makes ``target`` the
-    bound.  Each ends by ``end`` (a ``now()`` time)."""
+    bound.  ``target`` None: per problem, the least cost of ``orders`` there
+    (before any placement; proven, that is the problem's optimum, and the
+    problem goes in ``settled``, which later calls skip).  Each ends by
+    ``end`` (a ``now()`` time)."""
     from olla_jax.solve import bound_cpsat
-    ranked = sorted(per_cap, key=lambda c: (-per_cap[c], c))[:CPSAT_BOUND_PROBLEMS]
+    from olla_jax.solve.problem import order_cost
+    settled = set() if settled is None else settled
+    ranked = sorted((c for c in per_cap if c not in settled),
+                    key=lambda c: (-per_cap[c], c))[:CPSAT_BOUND_PROBLEMS]
     for k, cap in enumerate(ranked):
-        if value >= target or end - now() < CPSAT_BOUND_MIN_S:
+        if (target is not None and value >= target) or end - now() < CPSAT_BOUND_MIN_S:
             break
         problem = graph.threshold_problem(cap, for_bound=True)
+        goal = target if target is not None else min(
+            (order_cost(problem, o) for o in orders), default=0)
+        if goal <= value:
+            continue
         left = max(0.0, end - now())    # what the problem's build left
         share = left if k == len(ranked) - 1 else CPSAT_BOUND_SHARE * left
-        found = bound_cpsat.prove(problem, target, floor=value, max_nodes=CPSAT_BOUND_NODES,
+        found = bound_cpsat.prove(problem, goal, floor=value, max_nodes=CPSAT_BOUND_NODES,
                                   time_limit_s=share)
         logging.info("CP-SAT bound, threshold %d: %d bytes (%s, %d nodes, %.1f s)", cap,
                      found.value, found.status, found.kept_nodes, found.seconds)
+        if found.status == "optimal" or (target is None and found.status == "below-none"):
+            settled.add(cap)    # its reduced problem solved: no later target proves more
         value = max(value, found.value)
     return value
 

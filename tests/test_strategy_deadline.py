@@ -314,6 +314,14 @@ def test_the_cpsat_bound_after_the_top_up_ends_by_its_end_and_never_passes_a_pla
     value = strategy._prove_below(graph, per_cap, 0, arena, time.monotonic,
                                   time.monotonic() + 2.0)
     assert 0 <= value <= arena
+    # before any placement: each problem's target is the orders' best there
+    settled: set = set()
+    order = solution.layout.order
+    best = max(sp.order_cost(graph.threshold_problem(c, for_bound=True), order) for c in caps)
+    early = strategy._prove_below(graph, per_cap, 0, None, time.monotonic,
+                                  time.monotonic() + 2.0, orders=[order], settled=settled)
+    assert 0 <= early <= min(best, arena)
+    assert settled <= set(caps)
     now, given = [1000.0], []
 
     def prove(problem, target, **kw):
