@@ -40,11 +40,12 @@ LEAD_THRESHOLD_SHARE = 0.5
 # keep at most CPSAT_BOUND_NODES nodes, asked whether any order is below the
 # orders' best there (then below the plan) (solve.bound_cpsat; lstm cpu
 # small: 143.50 -> 147.50 MiB, the plan, in 0.4 s on 97 nodes); none starts
-# with less than CPSAT_BOUND_MIN_S left, each but the last gets CPSAT_BOUND_SHARE.
+# with less than CPSAT_BOUND_MIN_S left.  Each gets all the time left (the
+# next runs only when one ends early): split 2/3 and 1/3 at load 10, the
+# strongest's 0.9 s were short of its proof, twice, and the other proved nothing.
 CPSAT_BOUND_PROBLEMS = 2
 CPSAT_BOUND_NODES = 120
 CPSAT_BOUND_MIN_S = 0.2
-CPSAT_BOUND_SHARE = 2 / 3
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
@@ -550,7 +551,7 @@ def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: 
     settled = set() if settled is None else settled
     ranked = sorted((c for c in per_cap if c not in settled),
                     key=lambda c: (-per_cap[c], c))[:CPSAT_BOUND_PROBLEMS]
-    for k, cap in enumerate(ranked):
+    for cap in ranked:
         if (target is not None and value >= target) or end - now() < CPSAT_BOUND_MIN_S:
             break
         problem = graph.threshold_problem(cap, for_bound=True)
@@ -558,10 +559,8 @@ def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: 
             (order_cost(problem, o) for o in orders), default=0)
         if goal <= value:
             continue
-        left = max(0.0, end - now())    # what the problem's build left
-        share = left if k == len(ranked) - 1 else CPSAT_BOUND_SHARE * left
         found = bound_cpsat.prove(problem, goal, floor=value, max_nodes=CPSAT_BOUND_NODES,
-                                  time_limit_s=share)
+                                  time_limit_s=max(0.0, end - now()))   # what its build left
         logging.info("CP-SAT bound, threshold %d: %d bytes (%s, %d nodes, %.1f s)", cap,
                      found.value, found.status, found.kept_nodes, found.seconds)
         if found.status == "optimal" or (target is None and found.status == "below-none"):
