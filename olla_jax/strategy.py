@@ -35,6 +35,17 @@ RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (thresh
 # (gpu:h100, small, loaded) 0.06 s of the 0.5 s it needed (bound 70.78 MiB, not
 # 74.78); resnet50's 23 each got less than their set-up (0.1 s) and ran no flow.
 LEAD_THRESHOLD_SHARE = 0.5
+# After the min-cuts (by the bound's mark) and after the top-up: CP-SAT on the
+# threshold problems whose min-cuts proved most, reduced to the items that
+# keep at most CPSAT_BOUND_NODES nodes, asked whether any order is below the
+# orders' best there (then below the plan) (solve.bound_cpsat; lstm cpu
+# small: 143.50 -> 147.50 MiB, the plan, in 0.4 s on 97 nodes); none starts
+# with less than CPSAT_BOUND_MIN_S left.  Each gets all the time left (the
+# next runs only when one ends early): split 2/3 and 1/3 at load 10, the
+# strongest's 0.9 s were short of its proof, twice, and the other proved nothing.
+CPSAT_BOUND_PROBLEMS = 2
+CPSAT_BOUND_NODES = 120
+CPSAT_BOUND_MIN_S = 0.2
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
@@ -425,8 +436,13 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                      k, share, now() - t, t_floor - t)
     bound_end = min(search.mark(BOUND_END), search.at - kept)
     proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
+    per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
+    settled: set = set()  # thresholds whose optimum CP-SAT proved
     value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep,
-                         done=proven)
+                         done=proven, values=per_cap)
+    if not cost.sweep:   # the time the min-cuts left: the orders' best proven optimal
+        value = _prove_below(graph, per_cap, value, None, now, bound_end, orders=list(orders),
+                             settled=settled)
     report("lower bound", bound=value)
     lap("bound")
     live = {order: live_of(order) for order in orders}
@@ -510,7 +526,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         end = clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit
         if end - now() >= BOUND_TOP_UP_SHARE * clock.seconds:
             value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
-                                 floor=value, done=proven)
+                                 floor=value, done=proven, values=per_cap)
+            if not cost.sweep:   # a big graph's reduction alone takes seconds
+                value = _prove_below(graph, per_cap, value, best.placement.arena_size, now,
+                                     end, settled=settled)
             report("lower bound", bound=value)
     lap("bound top-up")
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
@@ -529,7 +548,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
 
 
 def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,
-                 big: bool = False, floor: int = 0, done: set | None = None) -> int:
+                 big: bool = False, floor: int = 0, done: set | None = None,
+                 values: dict | None = None) -> int:
     """The lower bound, by ``end`` (a ``now()`` time): what must be resident at
     one step whatever the order (loop bodies included) and the last output
     writer's need, the min-cut's floor and the bound where the relaxation
@@ -542,7 +562,8 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     bound already proven, the start (no threshold problem runs past ``end``
     to beat it).  ``done``: thresholds whose min-cut ran to the end, skipped
     (their value must be in ``floor``), and "probe" once the forced-live floor
-    (the resident floor's stand-in on a big graph) has; those completed here are added."""
+    (the resident floor's stand-in on a big graph) has; those completed here are added.
+    ``values``: per threshold, what its min-cut proved (set here)."""
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
@@ -599,10 +620,45 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
         overrun = max(overrun, now() - t - share)
         value = max(value, found.value)
         solved += 1
+        if values is not None:
+            values[cap] = max(values.get(cap, 0), found.value)
         if found.complete and done is not None:
             done.add(cap)
     logging.info("lower bound %d bytes (%d of %d threshold problems) in %.1f s",
                  value, solved, len(thresholds), now() - t0)
+    return value
+
+
+def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: int | None,
+                 now, end: float, orders: Sequence[Sequence[int]] = (),
+                 settled: set | None = None) -> int:
+    """``value`` raised by CP-SAT (``solve.bound_cpsat.prove``) on the
+    threshold problems whose min-cuts proved most (``per_cap``), reduced:
+    no order of one below ``target`` (the plan's arena) makes ``target`` the
+    bound.  ``target`` None: per problem, the least cost of ``orders`` there
+    (before any placement; proven, that is the problem's optimum, and the
+    problem goes in ``settled``, which later calls skip).  Each ends by
+    ``end`` (a ``now()`` time)."""
+    from olla_jax.solve import bound_cpsat
+    from olla_jax.solve.problem import order_cost
+    settled = set() if settled is None else settled
+    ranked = sorted((c for c in per_cap if c not in settled),
+                    key=lambda c: (-per_cap[c], c))[:CPSAT_BOUND_PROBLEMS]
+    for cap in ranked:
+        if (target is not None and value >= target) or end - now() < CPSAT_BOUND_MIN_S:
+            break
+        problem = graph.threshold_problem(cap, for_bound=True)
+        goal = target if target is not None else min(
+            (order_cost(problem, o) for o in orders), default=0)
+        if goal <= value:
+            continue
+        found = bound_cpsat.prove(problem, goal, floor=value, max_nodes=CPSAT_BOUND_NODES,
+                                  time_limit_s=max(0.0, end - now()))   # what its build left
+        logging.info("CP-SAT bound, threshold %d: %d bytes (%s, %d nodes, %.1f s)", cap,
+                     found.value, found.status, found.kept_nodes, found.seconds)
+        if found.status == "optimal" or (target is None and found.status == "below-none"):
+            settled.add(cap)    # its reduced problem solved: no later target proves more
+        value = max(value, found.value)
     return value
 
 

@@ -174,11 +174,13 @@ def test_time_the_repair_leaves_goes_on_to_the_bound(graph, monkeypatch):
     calls = []
     real = strategy._lower_bound
 
-    def lower_bound(graph_, with_regions, orders, now, end, big=False, floor=0, done=None):
+    def lower_bound(graph_, with_regions, orders, now, end, big=False, floor=0, done=None,
+                    values=None):
         calls.append((end, floor))
         if len(calls) == 1:
             return 0   # valid: nothing proven in time
-        return real(graph_, with_regions, orders, now, end, big=big, floor=floor, done=done)
+        return real(graph_, with_regions, orders, now, end, big=big, floor=floor, done=done,
+                    values=values)
     monkeypatch.setattr(strategy, "_lower_bound", lower_bound)
     deadline = strategy.Deadline(3.0)
     solution = strategy.solve_graph(graph, deadline=deadline)
@@ -294,4 +296,41 @@ def test_no_threshold_min_cut_starts_that_would_end_past_the_bound_mark_by_its_o
     strategy._lower_bound(graph, graph.order_problem(), [graph.xla_order], lambda: now[0],
                           1004.0, floor=1)   # a bound in already: no threshold must run
     assert len(calls) >= 2
+    assert now[0] <= 1004.0 + 1e-9
+
+
+def test_the_cpsat_bound_after_the_top_up_ends_by_its_end_and_never_passes_a_plan(
+        graph, monkeypatch):
+    """_prove_below: CP-SAT on the threshold problems whose min-cuts proved
+    most, each given no more than is left to ``end`` (here each takes all it
+    is given), none started with less than CPSAT_BOUND_MIN_S left; on the
+    real engine, never above a plan that exists."""
+    from olla_jax.solve import bound_cpsat
+    solution = strategy.solve_graph(graph, time_limit_s=2.0)
+    arena = solution.layout.temp_bytes
+    caps = sorted({0, *graph.order_problem().region_sizes})
+    per_cap = {c: solution.lower_bound_bytes - k for k, c in enumerate(caps)}
+    real = bound_cpsat.prove
+    value = strategy._prove_below(graph, per_cap, 0, arena, time.monotonic,
+                                  time.monotonic() + 2.0)
+    assert 0 <= value <= arena
+    # before any placement: each problem's target is the orders' best there
+    settled: set = set()
+    order = solution.layout.order
+    best = max(sp.order_cost(graph.threshold_problem(c, for_bound=True), order) for c in caps)
+    early = strategy._prove_below(graph, per_cap, 0, None, time.monotonic,
+                                  time.monotonic() + 2.0, orders=[order], settled=settled)
+    assert 0 <= early <= min(best, arena)
+    assert settled <= set(caps)
+    now, given = [1000.0], []
+
+    def prove(problem, target, **kw):
+        given.append((kw["time_limit_s"], 1004.0 - now[0]))
+        now[0] += kw["time_limit_s"]
+        return real(problem, target, **{**kw, "time_limit_s": 0.01})
+    monkeypatch.setattr(bound_cpsat, "prove", prove)
+    strategy._prove_below(graph, per_cap, 0, arena + 1, lambda: now[0], 1004.0)
+    assert 1 <= len(given) <= strategy.CPSAT_BOUND_PROBLEMS
+    for seconds, left in given:
+        assert strategy.CPSAT_BOUND_MIN_S <= left and seconds <= left + 1e-9
     assert now[0] <= 1004.0 + 1e-9

@@ -32,9 +32,12 @@ from olla_jax.solve.problem import ARENA, Item, OrderProblem, topological_order
 
 @dataclasses.dataclass(frozen=True)
 class Reduced:
-    """A reduced problem and, per node of it, the node of the full problem."""
+    """A reduced problem and, per node of it, the node of the full problem;
+    per region of it (the idle one ``_with_idle`` appends excepted), the
+    region of the full problem."""
     problem: OrderProblem
     nodes: tuple[int, ...]
+    regions: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +54,15 @@ class ReducedBound:
     seconds: float
 
 
-def reduce_problem(problem: OrderProblem, min_size: int) -> Reduced:
+def reduce_problem(problem: OrderProblem, min_size: int, *, keep_negative: bool = False) -> Reduced:
     """Keep the arena items of at least ``min_size`` bytes (and each pinned item
     alone in its region), the nodes they name, and the precedences among those
     nodes that the full graph implies.  Nodes with a negative extra (a bound's
-    correction) are dropped with every item naming them."""
+    correction) are dropped with every item naming them; with ``keep_negative``
+    they stay, extra and all (a kept node's cost is still at most its full
+    cost: the dropped items only add to the full one), for a model that can
+    take a negative extra (``bound_cpsat``; CP-SAT's cumulative cannot).
+    ``Reduced.problem`` then has negative extras."""
     if min_size < 0:
         raise ValueError(f"min_size must be >= 0, got {min_size}")
     n = problem.num_nodes
@@ -63,7 +70,7 @@ def reduce_problem(problem: OrderProblem, min_size: int) -> Reduced:
     for it in problem.items:
         if it.region != ARENA:
             pinned_count[it.region] = pinned_count.get(it.region, 0) + 1
-    negative = {v for v, x in enumerate(problem.node_extra) if x < 0}
+    negative = set() if keep_negative else {v for v, x in enumerate(problem.node_extra) if x < 0}
 
     def keep(it: Item) -> bool:
         if it.region == ARENA:
@@ -112,15 +119,15 @@ def reduce_problem(problem: OrderProblem, min_size: int) -> Reduced:
     new_items = tuple(dataclasses.replace(
         it, defs=tuple(index[v] for v in it.defs), touches=tuple(index[v] for v in it.touches),
         region=ARENA if it.region == ARENA else region_index[it.region]) for it in items)
-    extra = tuple(max(0, problem.node_extra[v]) if problem.node_extra[v] >= min_size else 0
-                  for v in nodes)
+    extra = tuple(x if x < 0 and keep_negative else max(0, x) if x >= min_size else 0
+                  for x in (problem.node_extra[v] for v in nodes))
     # Regions that lost their items (shared or dropped) are idle: more free space, a lower cost.
     idle = sum(c for r, c in enumerate(problem.region_sizes) if r not in region_index)
     reduced = OrderProblem(len(nodes), tuple(edges), new_items, extra,
                            tuple(problem.region_sizes[r] for r in regions))
     if idle:
         reduced = _with_idle(reduced, idle)
-    return Reduced(reduced, tuple(nodes))
+    return Reduced(reduced, tuple(nodes), tuple(regions))
 
 
 def _with_idle(problem: OrderProblem, idle: int) -> OrderProblem:

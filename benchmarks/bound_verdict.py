@@ -1,0 +1,159 @@
+"""Per example: is the gap to the bound the bound's or the plan's?
+
+    python -m benchmarks.bound_verdict --backend=cpu --models=unet,lstm,densenet \
+        --time_limit_s=10 --out=benchmarks/results/bound_verdict_cpu
+    python -m benchmarks.bound_verdict --backend=gpu:h100 --models=resnet18,unet --time_limit_s=20 ...
+
+Per example, in its own process: plan at ``time_limit_s`` (no feed-back);
+then on the same graph, with time to finish: every threshold problem's
+min-cut and the chosen order's cost there (``order - cut``: the most the
+chosen order is above a threshold's relaxation: 0 means the order is
+optimal for every one of them); CP-SAT asked whether any order of the two
+strongest threshold problems, reduced (``solve.bound_cpsat``), is below the
+plan; the same with whole blocks parked in regions (``park``, the plain
+problem); and the chosen order's own placement floor
+(``place_check.region_fit_bound`` with its exact pass: no placement of that
+order does better).  Figures in MiB.
+
+gap is: "closed" (a bound proven here is within 2% of the plan), "this
+order's placement" (its floor is above the bound+ by more than 2%: a better
+placement of it, or another order, may close it; where its floor meets the
+plan, only another order can), "order or bound" (the chosen order is
+above some threshold's relaxation: a better order or a tighter bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+CLOSE = 0.02
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="unet,lstm,densenet")
+    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
+    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
+    p.add_argument("--time_limit_s", type=float, default=10.0)
+    p.add_argument("--prove_s", type=float, default=30.0, help="CP-SAT's time per problem")
+    p.add_argument("--prove_nodes", type=int, default=120)
+    p.add_argument("--out", default="benchmarks/results/bound_verdict_cpu")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_one(name: str, args) -> dict:
+    import warnings
+    import examples
+    import olla_jax
+    from olla_jax.solve import bound_cpsat, bounds, place_check
+    from olla_jax.solve.problem import order_cost
+
+    step = examples.get(name, args.size)
+    load_start = common.load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
+                          time_limit_s=args.time_limit_s, feed_back=False,
+                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    g, order = p.graph, p.layout.order
+    planned, bound = p.layout.temp_bytes, p.lower_bound_bytes
+    cuts = []
+    for c in sorted({0, *g.order_problem().region_sizes}):
+        problem = g.threshold_problem(c, for_bound=True)
+        cut = bounds.min_cut_bound(problem, time_limit_s=60, orders=[order])
+        cuts.append(dict(c=c, cut=cut.value, complete=cut.complete,
+                         order=order_cost(problem, order)))
+    proofs = []
+    for row in sorted(cuts, key=lambda r: -r["cut"])[:2]:
+        found = bound_cpsat.prove(g.threshold_problem(row["c"], for_bound=True), planned,
+                                  floor=bound, max_nodes=args.prove_nodes,
+                                  time_limit_s=args.prove_s)
+        proofs.append(dict(c=row["c"], park=False, value=found.value, status=found.status,
+                           nodes=found.kept_nodes, seconds=found.seconds))
+    found = bound_cpsat.prove(g.threshold_problem(0, for_bound=True), planned, floor=bound,
+                              max_nodes=args.prove_nodes, park=True, time_limit_s=args.prove_s)
+    proofs.append(dict(c=0, park=True, value=found.value, status=found.status,
+                       nodes=found.kept_nodes, seconds=found.seconds))
+    pp = g.placement_problem(order)[0]
+    t0 = time.monotonic()
+    fit = place_check.region_fit_bound(pp, exact_s=5.0)
+    return dict(model=name, backend=args.backend, limit_s=args.time_limit_s, planned=planned,
+                bound=bound, solve_s=p.solve_seconds, cuts=cuts, proofs=proofs,
+                live=place_check.live_bytes_bound(pp), fit=fit, fit_s=time.monotonic() - t0,
+                load_start=load_start, load_end=common.load())
+
+
+def worker(args) -> None:
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+                               lambda msg: {"model": args.worker, "error": msg})
+
+
+def verdict(r: dict) -> tuple[int, int, str]:
+    """(bound+, most the order is above a threshold's min-cut, gap is)."""
+    planned = r["planned"]
+    best = max([r["bound"], *(c["cut"] for c in r["cuts"]), *(x["value"] for x in r["proofs"])])
+    above = max(c["order"] - c["cut"] for c in r["cuts"])
+    if planned - best <= CLOSE * planned:
+        return best, above, "closed: the bound proven here is within 2% of the plan"
+    if above <= 0:
+        where = ("only another order can do better (its floor is the plan)"
+                 if r["fit"] >= planned else "a better placement of it or another order")
+        return best, above, (f"placement: the order is optimal for every threshold relaxation; "
+                             f"its own floor {common.mib(r['fit'])}: {where}")
+    return best, above, "order or bound: the order is above a threshold's relaxation"
+
+
+def render(rows: list, info: dict, command: str) -> str:
+    mib = common.mib
+    lines = common.header("Whose is the gap to the bound: the bound's or the plan's", {
+        "backend": ", ".join(sorted({r.get("backend", "cpu") for r in rows})),
+        "loads (1/5/15 min) per model": "; ".join(
+            f"{r['model']}: {r.get('load_start', '?')} -> {r.get('load_end', '?')}" for r in rows),
+        "note": "2 cores shared with other helpers' jobs: the plans at the limit are what a "
+                "loaded machine gives"}, command=command, machine_info=info)
+    lines += [__doc__.split("\n\n", 2)[2].strip(), ""]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], *["-"] * 8, "ERROR: " + r["error"][:200]])
+            continue
+        best, above, is_ = verdict(r)
+        proofs = "; ".join(f"{'park ' if x['park'] else ''}c={mib(x['c'])}: {mib(x['value'])} "
+                           f"{x['status']} ({x['nodes']} nodes, {x['seconds']:.1f} s)"
+                           for x in r["proofs"])
+        body.append([r["model"], mib(r["planned"]), mib(r["bound"]),
+                     mib(max(c["cut"] for c in r["cuts"])), mib(above), proofs, mib(r["live"]),
+                     mib(r["fit"]), mib(best), is_])
+    lines += common.table(["model", "planned", "bound", "best min-cut", "order - cut", "CP-SAT",
+                           "order live", "order floor", "bound+", "gap is"],
+                          body, right={1, 2, 3, 4, 6, 7, 8})
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.gpu_environment(args.backend)
+    if args.worker:
+        worker(args)
+        return
+    print(f"$ {common.command_line()}", flush=True)
+    flags = [f"--backend={args.backend}", f"--size={args.size}",
+             f"--time_limit_s={args.time_limit_s}", f"--prove_s={args.prove_s}",
+             f"--prove_nodes={args.prove_nodes}"]
+    common.run_rows("benchmarks.bound_verdict", args.models.split(","), flags,
+                    lambda spec, msg: {"model": spec, "error": msg}, render, args.out,
+                    timeout_s=6 * args.prove_s + 1800)
+
+
+if __name__ == "__main__":
+    main()
