@@ -10,7 +10,7 @@ from absl import logging
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.budget.candidates import Candidate
-from olla_jax.budget.recompute_plan import RecomputePlan, better, new_state, plan_of
+from olla_jax.budget.recompute_plan import RecomputePlan, better, fit_orders, new_state, plan_of
 from olla_jax.budget.greedy import choose
 from olla_jax.budget.model import choose_model
 from olla_jax.budget.refine import polish, split_copies
@@ -97,11 +97,14 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         return t0 + until * time_limit_s - clock()
     if not cands:
         return None
-    from olla_jax.solve import place as place_lib
     problem0 = new_state(graph, order).problem()
     mark = clock()
-    base0 = place_lib.best_fit(problem0)    # the order's placement, shared by the searches
-    one_fit = clock() - mark     # what placing a plan costs past a search's own limit
+    # the order's placement, shared by the searches, and best-fit's sort order
+    # that placed it: the searches' plans are placed with that one alone
+    base0, fit = fit_orders(problem0)
+    fit = fit[:1]
+    # what placing a plan (two best-fits of one order) costs past a search's own limit
+    one_fit = clock() - mark
     orders = [tuple(order)]
     if left(_SINK_END) > 0.05:
         problem = graph.order_problem()
@@ -116,7 +119,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         if share <= 0.05 and i > 0:
             break       # (on the order given the greedy makes one pick at least)
         found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share),
-                       base=base0 if i == 0 else None)
+                       base=base0 if i == 0 else None, orders=fit, clock=clock)
         if found is not None:
             pool.append(found)
             logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
@@ -127,7 +130,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         # (its plans are placed past its solves' limit: two best-fits, ``place_state``)
         got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
                            time_limit_s=left(_MODEL_END) - one_fit, tried=pool,
-                           base=base0 if best_order == orders[0] else None, fit_s=one_fit)
+                           base=base0 if best_order == orders[0] else None, fit_s=one_fit,
+                           orders=fit, clock=clock)
         if got is not None:
             logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
                          clock() - t0)
@@ -140,7 +144,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
         got = polish(graph, start.layout.order, cands, start, target_temp,
                      time_limit_s=(left(_PLACE_END) - 2 * one_fit) / 2,
-                     base=base0 if start.layout.order == orders[0] else None)
+                     base=base0 if start.layout.order == orders[0] else None, orders=fit,
+                     clock=clock)
         if got is not start:
             pool.append(got)
             logging.info("recomputation, polished: arena live bytes %d -> %d, temp %d, %.1f s in",
@@ -148,7 +153,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             if better(got, best, target_temp):
                 best = got
     best = _split_in_search(graph, cands, pool, best, target_temp, engine,
-                            (left(_PLACE_END) - 2 * one_fit) / 3, base0, orders[0], clock, t0)
+                            (left(_PLACE_END) - 2 * one_fit) / 3, base0, orders[0], clock, t0, fit)
     if best is not None and best.temp_bytes > target_temp:
         # the plan whose arena's live bytes promise the most, placed exactly
         def promise(p: RecomputePlan):
@@ -168,7 +173,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                 break
             share = (left(_PLACE_END) - 2 * one_fit) / (1 if i == len(ranked) - 1 else 2)
             placed = plan_of(graph, pick.layout.order, [(by_value[v], k) for v, k in pick.splits],
-                             exact_s=share, target_temp=target_temp)
+                             exact_s=share, target_temp=target_temp, orders=fit,
+                             base=base0 if pick.layout.order == orders[0] else None)
             placed = dataclasses.replace(placed, how=pick.how + ", placed exactly")
             logging.info("recomputation placed exactly: temp %d (arena live bytes %d), %.1f s in",
                          placed.temp_bytes, pick.arena_live, clock() - t0)
@@ -180,7 +186,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
 
 def _split_in_search(graph, cands, pool, best, target_temp, engine, share, base0, order0,
-                     clock, t0):
+                     clock, t0, fit):
     """``search``'s step for ``split_copies``: the pooled plan whose arena's
     live bytes are least, its copies split for ``share`` seconds; the split
     plan joins ``pool`` and replaces ``best`` when better."""
@@ -188,7 +194,8 @@ def _split_in_search(graph, cands, pool, best, target_temp, engine, share, base0
         return best
     start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
     got = split_copies(graph, start.layout.order, cands, start, target_temp,
-                       time_limit_s=share, base=base0 if start.layout.order == order0 else None)
+                       time_limit_s=share, base=base0 if start.layout.order == order0 else None,
+                       orders=fit, clock=clock)
     if got is start:
         return best
     pool.append(got)
