@@ -95,7 +95,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
     def left(until: float) -> float:
         return t0 + until * time_limit_s - clock()
-    if not cands:
+    if not cands or time_limit_s <= 0:
         return None
     problem0 = new_state(graph, order).problem()
     mark = clock()
@@ -105,6 +105,11 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     fit = fit[:1]
     # what placing a plan (two best-fits of one order) costs past a search's own limit
     one_fit = clock() - mark
+    if left(1.0) < one_fit:
+        # no time for the greedy's one pick and its placement (two best-fits)
+        logging.info("recomputation not searched: %.2f s of %.2f s left, a placement takes %.2f s",
+                     max(0.0, left(1.0)), time_limit_s, one_fit)
+        return None
     orders = [tuple(order)]
     if left(_SINK_END) > 0.05:
         problem = graph.order_problem()
@@ -160,7 +165,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             fits = p.arena_live <= target_temp
             return (not fits, p.extra_cost_s if fits else p.arena_live, p.temp_bytes)
         # (the cheapest that may fit is the hardest to fit: when its placement
-        # does not, the next, with half of what is left each but the last)
+        # does not, the next, with half of what is left each but the last;
+        # best-fit's four sort orders first, ``2 * one_fit``, as the searches' one may lose)
         ranked, seen = [], set()
         for p in sorted(pool, key=promise):
             if (p.layout.order, p.splits) not in seen:
@@ -173,7 +179,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                 break
             share = (left(_PLACE_END) - 2 * one_fit) / (1 if i == len(ranked) - 1 else 2)
             placed = plan_of(graph, pick.layout.order, [(by_value[v], k) for v, k in pick.splits],
-                             exact_s=share, target_temp=target_temp, orders=fit,
+                             exact_s=share, target_temp=target_temp,
                              base=base0 if pick.layout.order == orders[0] else None)
             placed = dataclasses.replace(placed, how=pick.how + ", placed exactly")
             logging.info("recomputation placed exactly: temp %d (arena live bytes %d), %.1f s in",
