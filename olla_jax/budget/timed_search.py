@@ -136,7 +136,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
                            time_limit_s=left(_MODEL_END) - one_fit, tried=pool,
                            base=base0 if best_order == orders[0] else None, fit_s=one_fit,
-                           orders=fit, clock=clock)
+                           clock=clock)     # (its few plans placed with all four orders)
         if got is not None:
             logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
                          clock() - t0)
