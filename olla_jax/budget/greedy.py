@@ -11,18 +11,20 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, State, late_part_ok, operand_intact, place_state, realize, step_index)
+    RecomputePlan, State, best_fit, late_part_ok, operand_intact, place_state, realize,
+    step_index)
 
 
 def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
            target_temp: int, *, time_limit_s: float = 30.0,
-           base: sp.Placement | None = None) -> RecomputePlan | None:
+           base: sp.Placement | None = None,
+           orders: Sequence[str] | None = None, clock=time.monotonic) -> RecomputePlan | None:
     """Greedy picks at the live-bytes peak until best-fit's arena is at most
     ``target_temp``; the least-memory plan found when it never is (None when
     nothing could be picked).  ``base``: best-fit's placement of ``order``
-    without recomputation (computed when None)."""
-    from olla_jax.solve import place as place_lib
-    t0 = time.monotonic()
+    without recomputation (computed when None); ``orders``: best-fit's sort
+    orders (all when None); ``clock``: seconds, for the limit."""
+    t0 = clock()
     pp, owners = graph.placement_problem(order)
     if pp.same_offset:
         gapped = {owners[i] for group in pp.same_offset for i in group}
@@ -32,7 +34,7 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     interval_of_unit = {u: i for i, u in enumerate(owners) if u not in gapped}
     state = State(pp, owners, intervals, interval_of_unit)
     if base is None:
-        base = place_lib.best_fit(state.problem())
+        base = best_fit(state.problem(), orders)
     step = step_index(graph, order)
     horizon = 2 * len(graph.flat) + 2
     spans = graph.unit_spans(order)
@@ -60,7 +62,7 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     best = None
     picks_since_place = 0
     first = True        # one pick at least, however short the time
-    while first or time.monotonic() - t0 < time_limit_s:
+    while first or clock() - t0 < time_limit_s:
         first = False
         prof = state.profile(horizon)
         peak = int(np.argmax(prof))
@@ -107,13 +109,13 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         if prof.max() - graph.values[c.value].size > target_temp and picks_since_place < 8:
             continue
         picks_since_place = 0     # plain best-fit per pick (cheap); place_state at the end
-        plan = realize(graph, order, state, place_lib.best_fit(state.problem()))
+        plan = realize(graph, order, state, best_fit(state.problem(), orders))
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
         if plan.temp_bytes <= target_temp:
             return plan
     if state.picks and picks_since_place:
-        plan = realize(graph, order, state, place_state(state, base))
+        plan = realize(graph, order, state, place_state(state, base, orders))
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
     return best

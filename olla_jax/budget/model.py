@@ -14,15 +14,16 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, better, copies_read, late_part_ok, new_state, operand_intact, plan_of,
-    step_index)
+    RecomputePlan, best_fit, better, copies_read, late_part_ok, new_state, operand_intact,
+    plan_of, step_index)
 
 
 def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
                  target_temp: int, *, time_limit_s: float = 30.0, engine: str = "cpsat",
                  warm: RecomputePlan | None = None,
                  tried: list[RecomputePlan] | None = None,
-                 base: sp.Placement | None = None, fit_s: float = 0.0) -> RecomputePlan | None:
+                 base: sp.Placement | None = None, fit_s: float = 0.0,
+                 orders: Sequence[str] | None = None, clock=time.monotonic) -> RecomputePlan | None:
     """Recomputations chosen by a model on the fixed ``order``
     (``olla_jax.solve.recompute``): the least extra roofline cost whose live
     bytes fit ``target_temp``, else the least peak; warm-started from ``warm``
@@ -34,10 +35,9 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     ``order`` without recomputation (computed when None); ``fit_s``: what
     one best-fit takes (a plan's placement, past a solve's limit, takes two:
     the first solve is given ``time_limit_s`` less one, the next less what
-    placing the first took)."""
-    from olla_jax.solve import place as place_lib
+    placing the first took); ``orders``: best-fit's sort orders (all when None); ``clock``: seconds."""
     from olla_jax.solve import recompute as model
-    t0 = time.monotonic()
+    t0 = clock()
     state0 = new_state(graph, order)
     step = step_index(graph, order)
     spans = graph.unit_spans(order)
@@ -80,7 +80,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         return None
     # Only what best-fit puts in the arena counts (idle output space takes the
     # rest): the live bytes of those are the model's proxy for the arena.
-    placed = base if base is not None else place_lib.best_fit(state0.problem())
+    placed = base if base is not None else best_fit(state0.problem(), orders)
     sizes = tuple(iv[0] if region == sp.ARENA else 0
                   for iv, region in zip(state0.intervals, placed.region))
     starts = tuple(iv[1] for iv in state0.intervals)
@@ -100,17 +100,18 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     model_budget = target_temp + peak0 - base
     best, placing, caps = None, fit_s, {}
     for _ in range(6):
-        left = time_limit_s - (time.monotonic() - t0) - placing
+        left = time_limit_s - (clock() - t0) - placing
         if left <= 0.2:
             break
         problem = dataclasses.replace(problem0, budget=max(0, model_budget), caps=tuple(caps.items()))
         sol = model.solve(problem, engine=engine, time_limit_s=left, hint=hint)
         if not any(k >= 0 for k in sol.picks):
             break
-        mark = time.monotonic()
+        mark = clock()
         plan = plan_of(graph, order, [(c, k) for (c, ks), pick in zip(keys, sol.picks)
-                                      if pick >= 0 for k in ks[pick]], base=placed)
-        placing = time.monotonic() - mark
+                                      if pick >= 0 for k in ks[pick]], base=placed,
+                       orders=orders)
+        placing = clock() - mark
         plan = dataclasses.replace(plan, how=f"model ({engine}"
                                    + (", optimal)" if sol.optimal else ")"))
         if tried is not None:

@@ -122,20 +122,21 @@ def new_state(graph: ScheduleGraph, order: Sequence[int]) -> State:
 def plan_of(graph: ScheduleGraph, order: Sequence[int],
             picks: Sequence[tuple[Candidate, int]], *,
             base: sp.Placement | None = None, exact_s: float = 0.0,
-            target_temp: int | None = None) -> RecomputePlan:
+            target_temp: int | None = None, orders: Sequence[str] | None = None) -> RecomputePlan:
     """The plan that recomputes each candidate of ``picks`` before its k-th
     reader (in ``order``), placed by best-fit (``place_state``; ``base``: best-fit's
     placement without recomputation, computed when None).  Copies run by
     time, a chain's operand first; a copy made after its operand's copy reads
     that copy.  With ``exact_s``, an exact placement search (``place_exact``)
     then lowers the arena for that long at most, stopping at ``target_temp``:
-    the copies' short lives fragment best-fit's arena."""
+    the copies' short lives fragment best-fit's arena.  ``orders``: best-fit's
+    sort orders (``fit_orders``; all when None)."""
     from olla_jax.solve import place as place_lib
     step = step_index(graph, order)
     unit_of = graph.unit_of_value
     state = new_state(graph, order)
     if base is None:
-        base = place_lib.best_fit(state.problem())
+        base = best_fit(state.problem(), orders)
     picked = []                                 # (clone time, candidate, k)
     for c, k in picks:
         users = sorted(c.users, key=lambda n: step[n])
@@ -154,7 +155,7 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
                 ov[2] = max(ov[2], clone_t)
         state.picks.append((c, k))
     state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
-    placement = place_state(state, base)
+    placement = place_state(state, base, orders)
     if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
         placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
                                           target=target_temp)
@@ -187,14 +188,37 @@ def _copy_lives(graph: ScheduleGraph, state: State, step, picked) -> dict:
     return out
 
 
-def place_state(state: State, base: sp.Placement) -> sp.Placement:
+def best_fit(problem: sp.PlacementProblem, orders: Sequence[str] | None = None) -> sp.Placement:
+    """Best-fit's placement of ``problem`` over ``orders`` (all its sort orders when None)."""
+    from olla_jax.solve import place as place_lib
+    return place_lib.best_fit(problem, orders=tuple(orders or place_lib.SORT_ORDERS))
+
+
+def fit_orders(problem: sp.PlacementProblem) -> tuple[sp.Placement, tuple[str, ...]]:
+    """(best-fit's placement of ``problem``, its sort orders with the one that
+    placed it first): a search places many problems
+    that differ from ``problem`` only by a few copies, and the order that
+    wins on it (one of four) places them in a quarter of the time."""
+    from olla_jax.solve import place as place_lib
+    from olla_jax.solve.place_greedy import best_fit_model
+    from olla_jax.solve.place_model import build_model
+    model = build_model(problem)
+    found = []
+    for o in place_lib.SORT_ORDERS:
+        found.append((best_fit_model(model, orders=(o,)), o))
+    best, first = min(found, key=lambda f: f[0].arena_size)
+    return best, (first, *(o for o in place_lib.SORT_ORDERS if o != first))
+
+
+def place_state(state: State, base: sp.Placement,
+                orders: Sequence[str] | None = None) -> sp.Placement:
     """Best-fit of ``state``'s problem, or, when smaller, best-fit with the
     values that ``base`` (the placement before recomputation) put in idle
     output space kept there (the model counts them out of the arena; a plain
     best-fit may fill that space with others and leave them in the arena)."""
     from olla_jax.solve import place as place_lib
     problem = state.problem()
-    plain = place_lib.best_fit(problem)
+    plain = best_fit(problem, orders)
     grouped = {i for group in problem.same_offset for i in group}
     taken: dict[int, list[tuple[int, int, int, int]]] = {   # region -> (offset, size, start, end)
         r: [(o.offset, o.size, o.start, o.end) for o in region.occupants]
@@ -220,7 +244,7 @@ def place_state(state: State, base: sp.Placement) -> sp.Placement:
         intervals=tuple(problem.intervals[i] for i in free), regions=regions,
         alignment=problem.alignment,
         same_offset=tuple(tuple(index[i] for i in group) for group in problem.same_offset))
-    got = place_lib.best_fit(reduced)
+    got = best_fit(reduced, orders)
     region, offset = [sp.ARENA] * len(problem.intervals), [0] * len(problem.intervals)
     for i, (r, off) in fixed.items():
         region[i], offset[i] = r, off

@@ -18,7 +18,8 @@ from olla_jax.budget.recompute_plan import (
 
 def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
            plan: RecomputePlan, target_temp: int, *, time_limit_s: float,
-           base: sp.Placement | None = None, tries: int = 8) -> RecomputePlan:
+           base: sp.Placement | None = None, tries: int = 8,
+           orders: Sequence[str] | None = None, clock=time.monotonic) -> RecomputePlan:
     """``plan`` with recomputations added one at a time where its placed arena
     peaks, each judged by its placement (``plan_of``), not by live bytes: the
     model counts only what best-fit put in the arena before recomputation, so
@@ -29,8 +30,9 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     largest values (the cheapest first among equals) whose gap covers the
     peak are placed.
     Stops at ``target_temp``, when nothing helps, or at ``time_limit_s``;
-    ``plan`` itself when nothing was added."""
-    t0 = time.monotonic()
+    ``plan`` itself when nothing was added.  ``orders``: best-fit's sort
+    orders (all when None); ``clock``: seconds, for the limit."""
+    t0 = clock()
     step = step_index(graph, order)
     spans = graph.unit_spans(order)
     state0 = new_state(graph, order)
@@ -64,7 +66,7 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
     best = plan
     picks = dict(plan.splits)
-    while best.arena_live > target_temp and time.monotonic() - t0 < time_limit_s:
+    while best.arena_live > target_temp and clock() - t0 < time_limit_s:
         t = best.arena_peak_at
         options = []
         for c in cands:
@@ -79,10 +81,11 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                     break           # the earliest reader after the peak: the shortest gap
         found = None
         for _, _, v, k in sorted(options)[:tries]:
-            if time.monotonic() - t0 >= time_limit_s:
+            if clock() - t0 >= time_limit_s:
                 break
             trial = {**picks, v: k}
-            got = plan_of(graph, order, [(by_value[u], kk) for u, kk in trial.items()], base=base)
+            got = plan_of(graph, order, [(by_value[u], kk) for u, kk in trial.items()], base=base,
+                          orders=orders)
             if got.arena_live < best.arena_live and (
                     found is None or (got.arena_live, got.extra_cost_s) <
                     (found[0].arena_live, found[0].extra_cost_s)):
@@ -98,7 +101,8 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
 def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
                  plan: RecomputePlan, target_temp: int, *, time_limit_s: float,
-                 base: sp.Placement | None = None, tries: int = 8) -> RecomputePlan:
+                 base: sp.Placement | None = None, tries: int = 8,
+                 orders: Sequence[str] | None = None, clock=time.monotonic) -> RecomputePlan:
     """``plan`` with values it recomputes recomputed once more, where a copy
     (or the first run) is held idle across the placed arena's peak between
     two of its readers: a further copy then runs just before the later
@@ -110,8 +114,9 @@ def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     the ``tries`` largest values (the cheapest first among equals) whose idle
     gap covers the peak are placed.  Stops at ``target_temp``, when nothing
     helps, or at ``time_limit_s``; the least arena found, ``plan`` itself
-    when no split lowered it."""
-    t0 = time.monotonic()
+    when no split lowered it.  ``orders``: best-fit's sort orders (all when None);
+    ``clock``: seconds, for the limit."""
+    t0 = clock()
     step = step_index(graph, order)
     spans = graph.unit_spans(order)
     state0 = new_state(graph, order)
@@ -144,7 +149,7 @@ def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     # ``tries`` times at most; ``best`` is the least arena found
     best = now = plan
     splits, level = list(plan.splits), 0
-    while now.arena_live > target_temp and time.monotonic() - t0 < time_limit_s:
+    while now.arena_live > target_temp and clock() - t0 < time_limit_s:
         t = now.arena_peak_at
         ks_of = defaultdict(set)
         for v, k in splits:
@@ -157,10 +162,11 @@ def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
                     options.append((-graph.values[v].size, by_value[v].cost_s, v, k))
         found = None
         for _, _, v, k in sorted(options)[:tries]:
-            if time.monotonic() - t0 >= time_limit_s:
+            if clock() - t0 >= time_limit_s:
                 break
             trial = splits + [(v, k)]
-            got = plan_of(graph, order, [(by_value[u], kk) for u, kk in trial], base=base)
+            got = plan_of(graph, order, [(by_value[u], kk) for u, kk in trial], base=base,
+                          orders=orders)
             if (got.arena_live < now.arena_live or got.arena_live == now.arena_live
                     and got.arena_peak_at != t and level < tries) and (
                     found is None or (got.arena_live, got.extra_cost_s) <

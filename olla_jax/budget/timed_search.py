@@ -10,7 +10,7 @@ from absl import logging
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.budget.candidates import Candidate
-from olla_jax.budget.recompute_plan import RecomputePlan, better, new_state, plan_of
+from olla_jax.budget.recompute_plan import RecomputePlan, better, fit_orders, new_state, plan_of
 from olla_jax.budget.greedy import choose
 from olla_jax.budget.model import choose_model
 from olla_jax.budget.refine import polish, split_copies
@@ -95,13 +95,21 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
     def left(until: float) -> float:
         return t0 + until * time_limit_s - clock()
-    if not cands:
+    if not cands or time_limit_s <= 0:
         return None
-    from olla_jax.solve import place as place_lib
     problem0 = new_state(graph, order).problem()
     mark = clock()
-    base0 = place_lib.best_fit(problem0)    # the order's placement, shared by the searches
-    one_fit = clock() - mark     # what placing a plan costs past a search's own limit
+    # the order's placement, shared by the searches, and best-fit's sort order
+    # that placed it: the searches' plans are placed with that one alone
+    base0, fit = fit_orders(problem0)
+    fit = fit[:1]
+    # what placing a plan (two best-fits of one order) costs past a search's own limit
+    one_fit = clock() - mark
+    if left(1.0) < one_fit:
+        # no time for the greedy's one pick and its placement (two best-fits)
+        logging.info("recomputation not searched: %.2f s of %.2f s left, a placement takes %.2f s",
+                     max(0.0, left(1.0)), time_limit_s, one_fit)
+        return None
     orders = [tuple(order)]
     if left(_SINK_END) > 0.05:
         problem = graph.order_problem()
@@ -116,7 +124,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         if share <= 0.05 and i > 0:
             break       # (on the order given the greedy makes one pick at least)
         found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share),
-                       base=base0 if i == 0 else None)
+                       base=base0 if i == 0 else None, orders=fit, clock=clock)
         if found is not None:
             pool.append(found)
             logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
@@ -127,7 +135,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         # (its plans are placed past its solves' limit: two best-fits, ``place_state``)
         got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
                            time_limit_s=left(_MODEL_END) - one_fit, tried=pool,
-                           base=base0 if best_order == orders[0] else None, fit_s=one_fit)
+                           base=base0 if best_order == orders[0] else None, fit_s=one_fit,
+                           clock=clock)     # (its few plans placed with all four orders)
         if got is not None:
             logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
                          clock() - t0)
@@ -140,7 +149,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
         got = polish(graph, start.layout.order, cands, start, target_temp,
                      time_limit_s=(left(_PLACE_END) - 2 * one_fit) / 2,
-                     base=base0 if start.layout.order == orders[0] else None)
+                     base=base0 if start.layout.order == orders[0] else None, orders=fit,
+                     clock=clock)
         if got is not start:
             pool.append(got)
             logging.info("recomputation, polished: arena live bytes %d -> %d, temp %d, %.1f s in",
@@ -148,14 +158,15 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             if better(got, best, target_temp):
                 best = got
     best = _split_in_search(graph, cands, pool, best, target_temp, engine,
-                            (left(_PLACE_END) - 2 * one_fit) / 3, base0, orders[0], clock, t0)
+                            (left(_PLACE_END) - 2 * one_fit) / 3, base0, orders[0], clock, t0, fit)
     if best is not None and best.temp_bytes > target_temp:
         # the plan whose arena's live bytes promise the most, placed exactly
         def promise(p: RecomputePlan):
             fits = p.arena_live <= target_temp
             return (not fits, p.extra_cost_s if fits else p.arena_live, p.temp_bytes)
         # (the cheapest that may fit is the hardest to fit: when its placement
-        # does not, the next, with half of what is left each but the last)
+        # does not, the next, with half of what is left each but the last;
+        # best-fit's four sort orders first, ``2 * one_fit``, as the searches' one may lose)
         ranked, seen = [], set()
         for p in sorted(pool, key=promise):
             if (p.layout.order, p.splits) not in seen:
@@ -168,7 +179,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                 break
             share = (left(_PLACE_END) - 2 * one_fit) / (1 if i == len(ranked) - 1 else 2)
             placed = plan_of(graph, pick.layout.order, [(by_value[v], k) for v, k in pick.splits],
-                             exact_s=share, target_temp=target_temp)
+                             exact_s=share, target_temp=target_temp,
+                             base=base0 if pick.layout.order == orders[0] else None)
             placed = dataclasses.replace(placed, how=pick.how + ", placed exactly")
             logging.info("recomputation placed exactly: temp %d (arena live bytes %d), %.1f s in",
                          placed.temp_bytes, pick.arena_live, clock() - t0)
@@ -180,7 +192,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
 
 def _split_in_search(graph, cands, pool, best, target_temp, engine, share, base0, order0,
-                     clock, t0):
+                     clock, t0, fit):
     """``search``'s step for ``split_copies``: the pooled plan whose arena's
     live bytes are least, its copies split for ``share`` seconds; the split
     plan joins ``pool`` and replaces ``best`` when better."""
@@ -188,7 +200,8 @@ def _split_in_search(graph, cands, pool, best, target_temp, engine, share, base0
         return best
     start = min(pool, key=lambda p: (p.arena_live, p.extra_cost_s), default=best)
     got = split_copies(graph, start.layout.order, cands, start, target_temp,
-                       time_limit_s=share, base=base0 if start.layout.order == order0 else None)
+                       time_limit_s=share, base=base0 if start.layout.order == order0 else None,
+                       orders=fit, clock=clock)
     if got is start:
         return best
     pool.append(got)

@@ -202,16 +202,10 @@ class ScheduleGraph:
         lower bound."""
         region_of = {alloc: r for r, alloc in enumerate(self.regions)}
         inner = self._inner_units()
-        extra = self.inner_extra()
         # Once (2 s a call on 100k nodes): both uses below read XLA's spans.
-        xla_spans = self.unit_spans(self.xla_order) if for_bound else []
-        if for_bound:
-            for unit, spans in zip(self.units, xla_spans):
-                if unit.id in inner or len(spans) < 2 or not unit.movable:
-                    continue
-                gap_nodes = {self.flat_node[a[1] + 1] for a in spans[:-1]}
-                for node in gap_nodes:
-                    extra[node] -= unit.size
+        xla_spans = self._xla_spans if for_bound else []
+        extra = self._node_extra(self._bound_extra_parts if for_bound else
+                                 self._plain_extra_parts, above=0)
         gapped = {u.id for u, spans in zip(self.units, xla_spans) if len(spans) > 1}
         items = []
         for unit in self.units:
@@ -237,23 +231,58 @@ class ScheduleGraph:
         return sp.OrderProblem(num_nodes=len(self.nodes), edges=self.edges, items=tuple(items),
                                node_extra=tuple(extra), region_sizes=sizes)
 
-    def inner_extra(self, above: int = 0) -> list[int]:
-        """Per node, the peak bytes of the movable units that live inside its
-        block alone (those larger than ``above``), on XLA's own flat schedule."""
-        extra = [0] * len(self.nodes)
-        per_step: dict[int, int] = defaultdict(int)
-        for unit_id in self._inner_units():
+    def _extra_parts(self, inner: dict[int, int], xla_spans):
+        """What makes the nodes' extra (``order_problem``): (size, first, last
+        flat step) of each inner unit (``_inner_units``), on XLA's own flat
+        schedule, and (size, nodes) of each movable unit idle in gaps, at the
+        nodes after them (``xla_spans``: a bound's; none without)."""
+        spans_in = []
+        for unit_id in inner:
             unit = self.units[unit_id]
-            if unit.size <= above:
+            spans_in.append((unit.size, min(self.values[v].xla_range[0] for v in unit.values),
+                             max(self.values[v].xla_range[1] for v in unit.values)))
+        gaps = []
+        for unit, spans in zip(self.units, xla_spans):
+            if unit.id in inner or len(spans) < 2 or not unit.movable:
                 continue
-            s = min(self.values[v].xla_range[0] for v in unit.values)
-            e = max(self.values[v].xla_range[1] for v in unit.values)
-            for step in range(s, e + 1):
-                per_step[step] += unit.size
+            gaps.append((unit.size, tuple({self.flat_node[a[1] + 1] for a in spans[:-1]})))
+        return spans_in, gaps
+
+    def _node_extra(self, parts, *, above: int) -> list[int]:
+        """Per node, the peak of the inner units larger than ``above`` bytes
+        over its block, less the units larger than ``above`` idle in a gap
+        there (``parts``: ``_extra_parts``).  A threshold problem counts only
+        units larger than its threshold: the others may sit in output regions
+        it no longer counts as idle."""
+        extra = [0] * len(self.nodes)
+        per_step = defaultdict(int)
+        for size, s, e in parts[0]:
+            if size > above:
+                for step in range(s, e + 1):
+                    per_step[step] += size
         for step, size in per_step.items():
             node = self.flat_node[min(step, len(self.flat_node) - 1)]
             extra[node] = max(extra[node], size)
+        for size, nodes in parts[1]:
+            if size > above:
+                for node in nodes:
+                    extra[node] -= size
         return extra
+
+    @functools.cached_property
+    def _xla_spans(self):
+        """``unit_spans`` of XLA's order (2 s on 100k nodes: the bound's problems share it)."""
+        return self.unit_spans(self.xla_order)
+
+    @functools.cached_property
+    def _bound_extra_parts(self):
+        """``_extra_parts`` of the bound's order problem, for its threshold problems."""
+        return self._extra_parts(self._inner_units(), self._xla_spans)
+
+    @functools.cached_property
+    def _plain_extra_parts(self):
+        """``_extra_parts`` of the plain order problem, for its threshold problems."""
+        return self._extra_parts(self._inner_units(), [])
 
     @functools.cached_property
     def order_problem_for_bound(self) -> sp.OrderProblem:
@@ -270,13 +299,11 @@ class ScheduleGraph:
         items = tuple(i for i in base.items if i.region != sp.ARENA or i.size > c)
         sizes = tuple(s if s > c else 0 for s in base.region_sizes)
         extra = base.node_extra
-        if for_bound and c > 0 and any(x > 0 for x in extra):
-            # A node's extra is its inner units: those of c bytes or less may
-            # sit in regions this problem counts as 0, so they do not count
-            # (on lstm cpu small they made a reduced CP-SAT prove 147.50 MiB,
-            # 143.50 without them).
-            extra = tuple(x - a + b for x, a, b in zip(extra, self.inner_extra(),
-                                                       self.inner_extra(c)))
+        parts = self._bound_extra_parts if for_bound else self._plain_extra_parts
+        if c > 0 and any(p[0] <= c for part in parts for p in part):
+            # loop-body units of c bytes or less, like the items left out, may
+            # sit in the regions of c bytes or less that no longer count as idle
+            extra = tuple(self._node_extra(parts, above=c))
         return dataclasses.replace(base, items=items, region_sizes=sizes, node_extra=extra)
 
     def bound_problems(self) -> list[sp.OrderProblem]:

@@ -159,10 +159,12 @@ def profile(problem: RecomputeProblem, picks: Sequence[int]) -> np.ndarray:
     return np.cumsum(diff)[:horizon]
 
 
-def evaluate(problem: RecomputeProblem, picks: Sequence[int]) -> tuple[int, int]:
-    """(peak, cost) of ``picks``; ValueError when two picks conflict."""
+def evaluate(problem: RecomputeProblem, picks: Sequence[int],
+             conflicting: Sequence | None = None) -> tuple[int, int]:
+    """(peak, cost) of ``picks``; ValueError when two picks conflict
+    (``conflicting``: ``conflicts(problem)`` when known)."""
     chosen = {(k, p) for k, p in enumerate(picks) if p >= 0}
-    for a, b in conflicts(problem):
+    for a, b in (conflicts(problem) if conflicting is None else conflicting):
         if a in chosen and b in chosen:
             raise ValueError(f"options {a} and {b} (choice, option) cannot both be taken: the "
                              "first's copy runs while the second has dropped its operand")
@@ -219,16 +221,21 @@ def _rows(problem: RecomputeProblem):
 
 def solve(problem: RecomputeProblem, *, engine: str = "cpsat", time_limit_s: float = 10.0,
           hint: Sequence[int] | None = None) -> RecomputeSolution:
-    """The lexicographic optimum (see module doc), or the best found in the time."""
+    """The lexicographic optimum (see module doc), or the best found in the
+    time.  ``time_limit_s`` holds for the whole call: each engine run's
+    model build is taken from its time, and a run whose build the time left
+    would not cover (the last build's time) is not started."""
     if engine not in ("cpsat", "mip"):
         raise ValueError(f"engine must be 'cpsat' or 'mip', not {engine!r}")
     t0 = time.monotonic()
+    end = t0 + time_limit_s
     none = tuple(-1 for _ in problem.choices)
+    conflicting = conflicts(problem)
     if hint is not None:
         if len(hint) != len(problem.choices):
             raise ValueError("hint needs one entry per choice")
         try:
-            evaluate(problem, hint)
+            evaluate(problem, hint, conflicting)
         except ValueError:
             hint = None
     base, steps, removable, addable = _rows(problem)
@@ -239,48 +246,61 @@ def solve(problem: RecomputeProblem, *, engine: str = "cpsat", time_limit_s: flo
         problem = dataclasses.replace(problem, caps=tuple((t, max(b, least(t)))
                                                           for t, b in problem.caps))
     if not problem.choices:
-        peak, _ = evaluate(problem, none)
+        peak, _ = evaluate(problem, none, conflicting)
         return RecomputeSolution(none, peak, 0, fits(problem, none), True, engine, 0.0)
-    run = _solve_cpsat if engine == "cpsat" else _solve_mip
+    engine_run = _solve_cpsat if engine == "cpsat" else _solve_mip
+    built = [0.0]                   # the last model build's seconds
+
+    def run(*args, share: float = 1.0, **kw):
+        """One engine run with ``share`` of the time left (None when none is)."""
+        left = end - time.monotonic()
+        if left <= max(0.05, built[0]):
+            return None
+        got = engine_run(*args, conflicting=conflicting, time_limit_s=left * share,
+                         built=built, **kw)
+        return got
     # Stage 1: is the budget reachable at all?  (least peak, bounded below by ``lower``)
-    start_peak, _ = evaluate(problem, none)
+    start_peak, _ = evaluate(problem, none, conflicting)
     if fits(problem, none):
         return RecomputeSolution(none, start_peak, 0, True, True, engine, time.monotonic() - t0)
-    remaining = lambda: max(0.1, time_limit_s - (time.monotonic() - t0))  # noqa: E731
     best = hint if hint is not None else none
-    best_peak, best_cost = evaluate(problem, best)
+    best_peak, best_cost = evaluate(problem, best, conflicting)
     if lower <= problem.budget:
         got = run(problem, base, steps, addable, lower=lower, cap=problem.budget, objective="cost",
-                  hint=best, time_limit_s=remaining() / 2, caps=problem.caps)
+                  hint=best, share=0.5, caps=problem.caps)
         if got is not None:
             picks, optimal = got
-            peak, cost = evaluate(problem, picks)
+            peak, cost = evaluate(problem, picks, conflicting)
             # then the least peak at that cost
-            got2 = run(problem, base, steps, addable, lower=lower, cap=peak, objective="peak", cost_cap=cost,
-                       hint=picks, time_limit_s=remaining(), caps=problem.caps)
+            got2 = run(problem, base, steps, addable, lower=lower, cap=peak, objective="peak",
+                       cost_cap=cost, hint=picks, caps=problem.caps)
             if got2 is not None:
-                p2, c2 = evaluate(problem, got2[0])
+                p2, c2 = evaluate(problem, got2[0], conflicting)
                 if p2 <= peak and c2 <= cost and fits(problem, got2[0]):
                     picks, peak, cost, optimal = got2[0], p2, c2, optimal and got2[1]
+            else:
+                optimal = False
             return RecomputeSolution(tuple(picks), peak, cost, True, optimal, engine,
                                      time.monotonic() - t0)
         if fits(problem, best):
             return RecomputeSolution(tuple(best), best_peak, best_cost, True, False, engine,
                                      time.monotonic() - t0)
     # Budget not reachable (or not found in time): least peak, then least cost.
-    got = run(problem, base, steps, addable, lower=lower, cap=best_peak, objective="peak", hint=best,
-              time_limit_s=remaining() / 2)
+    got = run(problem, base, steps, addable, lower=lower, cap=best_peak, objective="peak",
+              hint=best, share=0.5)
     optimal = False
     if got is not None:
-        p, c = evaluate(problem, got[0])
+        p, c = evaluate(problem, got[0], conflicting)
         if (p, c) < (best_peak, best_cost):
             best, best_peak, best_cost, optimal = got[0], p, c, got[1]
-    got = run(problem, base, steps, addable, lower=lower, cap=best_peak, objective="cost", hint=best,
-              time_limit_s=remaining())
+    got = run(problem, base, steps, addable, lower=lower, cap=best_peak, objective="cost",
+              hint=best)
     if got is not None:
-        p, c = evaluate(problem, got[0])
+        p, c = evaluate(problem, got[0], conflicting)
         if p <= best_peak and c <= best_cost:
             best, best_peak, best_cost, optimal = got[0], p, c, optimal and got[1]
+    else:
+        optimal = False
     return RecomputeSolution(tuple(best), best_peak, best_cost, fits(problem, best),
                              optimal, engine, time.monotonic() - t0)
 
@@ -346,14 +366,18 @@ def _cap_rows(problem: RecomputeProblem, caps, addable, base):
 
 
 def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
-                 cost_cap=None, caps=()):
+                 conflicting, built, cost_cap=None, caps=()):
+    """The CP-SAT run: ``time_limit_s`` from its start, the model's build
+    included (its seconds are written to ``built[0]``); None when the build
+    left no time or nothing was found."""
+    t0 = time.monotonic()
     from ortools.sat.python import cp_model
     m = cp_model.CpModel()
     x = [[m.NewBoolVar(f"x{k}_{j}") for j in range(len(c.options))]
          for k, c in enumerate(problem.choices)]
     for k, row in enumerate(x):
         m.AddAtMostOne(row)
-    for (a, i), (b, j) in conflicts(problem):
+    for (a, i), (b, j) in conflicting:
         m.AddBoolOr([x[a][i].Not(), x[b][j].Not()])
     levels = _levels(problem)
     kept = {i: [m.NewBoolVar(f"y{i}_{e}") for e in ends] for i, ends in levels.items()}
@@ -387,11 +411,15 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
     for k, row in enumerate(x):
         for j, v in enumerate(row):
             m.AddHint(v, 1 if hint[k] == j else 0)
+    built[0] = time.monotonic() - t0
+    left = time_limit_s - built[0]
+    if left <= 0.02:
+        return None
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     # deterministic when the machine keeps up; never past the limit when it does not
-    solver.parameters.max_deterministic_time = float(time_limit_s)
-    solver.parameters.max_time_in_seconds = float(time_limit_s)
+    solver.parameters.max_deterministic_time = float(left)
+    solver.parameters.max_time_in_seconds = float(left)
     status = solver.Solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
@@ -400,7 +428,9 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
 
 
 def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
-               cost_cap=None, caps=()):
+               conflicting, built, cost_cap=None, caps=()):
+    """The HiGHS run, as ``_solve_cpsat``."""
+    t0 = time.monotonic()
     import mip
     # HiGHS: CBC's library clashes with OR-tools' in one process (ilp_order runs it in a child)
     m = mip.Model(sense=mip.MINIMIZE, solver_name=mip.HIGHS)
@@ -409,7 +439,7 @@ def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, ti
     x = [[m.add_var(var_type=mip.BINARY) for _ in c.options] for c in problem.choices]
     for row in x:
         m += mip.xsum(row) <= 1
-    for (a, i), (b, j) in conflicts(problem):
+    for (a, i), (b, j) in conflicting:
         m += x[a][i] + x[b][j] <= 1
     levels = _levels(problem)
     kept = {i: [m.add_var(lb=0, ub=1) for _ in ends] for i, ends in levels.items()}
@@ -443,7 +473,11 @@ def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, ti
             m.start = start
         except Exception:  # noqa: BLE001 - a warm start is an optimisation only
             pass
-    status = m.optimize(max_seconds=max(0.5, time_limit_s))
+    built[0] = time.monotonic() - t0
+    left = time_limit_s - built[0]
+    if left <= 0.02:
+        return None
+    status = m.optimize(max_seconds=left)
     if status not in (mip.OptimizationStatus.OPTIMAL, mip.OptimizationStatus.FEASIBLE):
         return None
     picks = [next((j for j, v in enumerate(row) if v.x is not None and v.x > 0.5), -1)
