@@ -321,33 +321,29 @@ def transfers(hlo_text: str) -> Transfers:
     """Copies into and out of host memory space ``S(5)`` in an optimized module:
     ``copy-start`` (its result names destination then source) and plain ``copy``."""
     shapes = dict(_DEFINES.findall(hlo_text))
-    to_host = to_device = host_bytes = device_bytes = 0
+    counts = {"host": [0, 0], "device": [0, 0]}     # direction -> [copies, bytes]
+
+    def count(dt: str, dims: str, dst: str, src: str) -> None:
+        into_host = "S(5)" in dst
+        if into_host != ("S(5)" in src):
+            tally = counts["host" if into_host else "device"]
+            tally[0] += 1
+            tally[1] += _array_bytes(dt, dims)
     for line in hlo_text.splitlines():
         m = _COPY_START.search(line)
         if m:
             arrays = _ARRAY.findall(m.group(1))
             if len(arrays) >= 2:
                 (dt, dims, dst), (_, _, src) = arrays[0], arrays[1]
-                if "S(5)" in dst and "S(5)" not in src:
-                    to_host += 1
-                    host_bytes += _array_bytes(dt, dims)
-                elif "S(5)" in src and "S(5)" not in dst:
-                    to_device += 1
-                    device_bytes += _array_bytes(dt, dims)
+                count(dt, dims, dst, src)
             continue
         m = _COPY.search(line)
         if m:
             dst_shape, operand = m.groups()
             (dt, dims, dst), = _ARRAY.findall(dst_shape)
-            src = shapes.get(operand, "")
-            if "S(5)" in dst and "S(5)" not in src:
-                to_host += 1
-                host_bytes += _array_bytes(dt, dims)
-            elif "S(5)" in src and "S(5)" not in dst:
-                to_device += 1
-                device_bytes += _array_bytes(dt, dims)
-    return Transfers(to_host=to_host, to_device=to_device, to_host_bytes=host_bytes,
-                     to_device_bytes=device_bytes,
+            count(dt, dims, dst, shapes.get(operand, ""))
+    return Transfers(to_host=counts["host"][0], to_device=counts["device"][0],
+                     to_host_bytes=counts["host"][1], to_device_bytes=counts["device"][1],
                      host_shapes=len(re.findall(r"S\(5\)", hlo_text)))
 
 
