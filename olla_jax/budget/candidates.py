@@ -136,7 +136,9 @@ def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, st
         cost = max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors))
-    return with_slots(out), why
+    # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
+    # GPT-2 on H100): on CPU the readers' indices of a value are what its copies split on.
+    return (with_slots(out) if gpu else out), why
 
 
 # How far down a chain of candidates the readers of a dependent become slots.
