@@ -63,13 +63,9 @@ def run_one(name: str, args) -> list[dict]:
     import warnings
     import examples
     from olla_jax import budget
-    from olla_jax.plan import plan
 
     step = examples.get(name, args.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
-                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    base = common.plan_quietly(step, time_limit_s=args.time_limit_s)
     fixed = base.argument_bytes + base.output_bytes - base.alias_bytes
     floor, where = budget.working_set_bound(base.graph) if base.graph else (None, "")
     # no plan recomputing only the candidates goes below this, under any order
@@ -136,13 +132,9 @@ def run_curve(name: str, args) -> list[dict]:
     import warnings
     import examples
     from olla_jax import budget
-    from olla_jax.plan import plan
 
     step = examples.get(name, args.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
-                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    base = common.plan_quietly(step, time_limit_s=args.time_limit_s)
     if base.graph is None:
         raise RuntimeError(f"no memory model of {name}: {'; '.join(base.notes)}")
     graph = base.graph

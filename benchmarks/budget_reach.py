@@ -39,17 +39,12 @@ def parse_args(argv=None):
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
     from olla_jax import budget
     from olla_jax.budget.candidates import Candidate
-    from olla_jax.plan import plan
 
     step = examples.get(name, args.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
-                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    base = common.plan_quietly(step, time_limit_s=args.time_limit_s)
     graph = base.graph
     cands = budget.candidates(graph, base.capture)
     refused = budget.refusals(graph, base.capture)

@@ -39,13 +39,9 @@ def run_one(name: str, args) -> list[dict]:
     import examples
     from olla_jax import budget
     from olla_jax.budget import feed_back
-    from olla_jax.plan import plan
 
     step = examples.get(name, args.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
-                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    base = common.plan_quietly(step, time_limit_s=args.time_limit_s)
     fixed = base.argument_bytes + base.output_bytes - base.alias_bytes
     seen = {}
     real = feed_back.feed_back_plan

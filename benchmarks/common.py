@@ -228,3 +228,14 @@ def solve_seconds(row: dict) -> float | None:
     if "search" in ph:
         return ph.get("graph", 0.0) + ph["search"]
     return row.get("solve_s")
+
+
+def plan_quietly(step, **options):
+    """``olla_jax.plan`` of an example step (its own static and donated
+    arguments), jax's and olla_jax's warnings silenced."""
+    import warnings
+    from olla_jax.plan import plan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return plan(step.fn, *step.args, static_argnums=step.static_argnums,
+                    donate_argnums=step.donate_argnums, **options)
