@@ -97,15 +97,26 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     unit_of = graph.unit_of_value
     users = {c.value: sorted(c.users, key=lambda n: step[n]) for c in cands}
     copies = []                                 # (size, start, end, in the arena)
-    for r in (layout.recomputes if layout is not None else ()):
+    recomputes = sorted((layout.recomputes if layout is not None else ()),
+                        key=lambda r: step[graph.node_index[r.before]])
+    for j, r in enumerate(recomputes):
         c = by_value.get(r.value)
-        if c is None or graph.node_index.get(r.before) not in users[c.value]:
+        if c is None:
             continue
-        k = users[c.value].index(graph.node_index[r.before])
+        at = step[graph.node_index[r.before]]
         iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
-        copies.append((r.size, 2 * step[users[c.value][k]], iv[2],
-                       r.place[0] == graph.temp_allocation))
-        iv[2] = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[c.value][k - 1]] + 1
+        later = [q for q in recomputes[j + 1:] if q.value == r.value]
+        # The last copy keeps the unit's end (values written over it in place
+        # move with it); an earlier one dies after its own last reader.
+        end = (iv[2] if not later else
+               2 * max(step[graph.node_index[u]] for u in r.late_users) + 1)
+        copies.append((r.size, 2 * at, end, r.place[0] == graph.temp_allocation))
+    for value in {r.value for r in recomputes if r.value in by_value}:
+        c = by_value[value]
+        first = min(step[graph.node_index[r.before]] for r in recomputes if r.value == value)
+        earlier = [u for u in users[value] if step[u] < first]
+        iv = state.intervals[state.interval_of_unit[unit_of[value]]]
+        iv[2] = 2 * step[earlier[-1] if earlier else c.producer] + 1
     for r in (layout.recomputes if layout is not None else ()):
         c = by_value.get(r.value)
         for o in (c.operands if c is not None else ()):

@@ -193,3 +193,16 @@ def test_the_model_recomputes_a_value_idle_across_two_peaks_twice(held):
     assert sum(v == a.value for v, _ in got.splits) == 2
     assert got.temp_bytes <= target
     _check(cap, got.layout)
+
+
+def test_held_at_peak_counts_each_copy_of_a_value_recomputed_twice(held):
+    """``budget.held_at_peak`` finds the arena's live-bytes peak that the
+    plan's own placement counts (``arena_live``) when a value has two copies:
+    each copy lives from its run to its own last reader, the first place dies
+    at the reader before the first copy."""
+    cap, _, graph, order, a = held
+    for picks in ([(a, 1)], [(a, 1), (a, 2)], [(a, 0), (a, 2)]):
+        got = budget.plan_of(graph, order, picks)
+        held_ = budget.held_at_peak(graph, cap, got.layout)
+        assert held_.arena_live == got.arena_live, picks
+        assert sum(b for _, b in held_.by_reason) == held_.arena_live
