@@ -467,6 +467,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         if len(places) > 1:
             raise PlanRejected(f"value {label_of(root_v)} and the values XLA compiled to share its "
                                f"bytes were split across {sorted(places)}")
+    _check_one_kernel_calls(instr_by_name, comps, records, placements, new_place)
 
     # 6. No two values live at once on overlapping bytes, unless shared.
     pairs = 0
@@ -495,6 +496,41 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             peak = max(peak, live)
         peaks[a] = peak
     return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)
+
+
+def _check_one_kernel_calls(instr_by_name, comps, records, placements, new_place) -> None:
+    """A call XLA:CPU emits as one kernel (frontend attribute
+    ``xla_cpu_small_call``) reaches every value inside it through the slice
+    XLA gave that value, from one thunk that spans the whole call: values
+    inside one call that share bytes must move by the same amount, even when
+    they are live one after another."""
+    for call in instr_by_name.values():
+        if call.opcode != "call" or call.frontend_attributes.map.get("xla_cpu_small_call") != "true":
+            continue
+        inside, todo = set(), list(call.called_computation_ids)
+        while todo:
+            comp = comps[todo.pop()]
+            for instr in comp.instructions:
+                if instr.name not in inside:
+                    inside.add(instr.name)
+                    todo.extend(instr.called_computation_ids)
+        spans = defaultdict(list)    # XLA's allocation -> (offset, end, move, key)
+        for v, rec in records.items():
+            if rec.defining_instruction in inside and v in new_place:
+                a, o, size, _ = placements[v]
+                na, no, _ = new_place[v]
+                spans[a].append((o, o + size, (na, no - o), rec.key))
+        for items in spans.values():
+            items.sort()
+            end, move, first = 0, None, ""
+            for lo, hi, shift, key in items:
+                if lo >= end:
+                    move, first = shift, key
+                elif shift != move:
+                    raise PlanRejected(
+                        f"values {first} and {key} share bytes inside {call.name}, which XLA:CPU "
+                        "runs as one kernel, and were moved apart")
+                end = max(end, hi)
 
 
 def _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat, step) -> None:

@@ -575,6 +575,27 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
             for o, p in zip(operands, params(called[0])):
                 tie([o, p])
 
+    # Rule 3: a call XLA:CPU compiles into one kernel (its small-call
+    # attribute) addresses its callees' values by XLA's slices from that one
+    # thunk, over its whole block: values there sharing bytes keep XLA's
+    # relative places, even when they are live one after another.
+    call_of = {name: k for k, names in enumerate(one_kernel_calls(by_name.values(), comps))
+               for name in names}
+    spots = defaultdict(list)      # (call, allocation) -> values defined inside the call
+    for rec in records.values():
+        if rec.id in values and rec.defining_instruction in call_of:
+            spots[(call_of[rec.defining_instruction], values[rec.id].allocation)].append(
+                values[rec.id])
+    for vals in spots.values():
+        vals.sort(key=lambda v: v.offset)
+        first, end = vals[0], 0
+        for v in vals:      # runs of overlapping byte ranges
+            if v.offset < end:
+                uf.union(first.id, v.id)
+            else:
+                first = v
+            end = max(end, v.offset + v.size)
+
     groups = defaultdict(list)
     for v in values:
         groups[uf.find(v)].append(v)
@@ -595,6 +616,30 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
                           member_offsets=tuple(v.offset - base for v in vals),
                           movable=not fixed and alloc.kind in ("temp", "output")))
     return tuple(u for u in units if allocations[u.allocation].kind != "thread_local")
+
+
+ONE_KERNEL_CALL = ("xla_cpu_small_call", "true")   # XLA:CPU's frontend attribute
+
+
+def one_kernel_calls(instructions, comps) -> list[set[str]]:
+    """Per call XLA:CPU emits as one kernel, the names of the instructions
+    inside it (nested callees included)."""
+    out = []
+    for call in instructions:
+        if call.opcode != "call" or \
+                call.frontend_attributes.map.get(ONE_KERNEL_CALL[0]) != ONE_KERNEL_CALL[1]:
+            continue
+        todo, seen, names = list(call.called_computation_ids), set(), set()
+        while todo:
+            cid = todo.pop()
+            if cid in seen or cid not in comps:
+                continue
+            seen.add(cid)
+            for i in comps[cid].instructions:
+                names.add(i.name)
+                todo.extend(i.called_computation_ids)
+        out.append(names)
+    return out
 
 
 def _in_place_edges(graph: ScheduleGraph) -> set[tuple[int, int]]:
