@@ -10,6 +10,7 @@ same function is split into the dynamic arguments a ``Compiled`` takes.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 from typing import Any, Callable, Sequence
 
@@ -62,6 +63,39 @@ def argnums(value: Any, name: str) -> tuple[int, ...]:
         if isinstance(i, bool) or not isinstance(i, numbers.Integral):
             raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
     return tuple(int(i) for i in items)
+
+
+def argnames(value: Any, name: str) -> tuple[str, ...]:
+    """``static_argnames``/``donate_argnames`` as jax takes them: a str or strs."""
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, str) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{name} must be a str or a sequence of str, got {value!r}") from None
+    if not all(isinstance(i, str) for i in items):
+        raise TypeError(f"{name} must be a str or a sequence of str, got {value!r}")
+    return items
+
+
+def name_positions(fn: Callable, names: Sequence[str], num_args: int, what: str) -> tuple[int, ...]:
+    """Positions of the parameters ``names`` among ``fn``'s first ``num_args``
+    (for a call made with positional arguments only)."""
+    if not names:
+        return ()
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p.name for p in params[:num_args]
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    missing = [n for n in names if n not in positional]
+    if missing:
+        raise TypeError(f"{what} names {missing}, which are not among the step's {num_args} "
+                        f"positional arguments {positional}: on this backend pass the step's "
+                        "arguments positionally and name only those (or use the positions)")
+    return tuple(positional.index(n) for n in names)
 
 
 def positions(nums: Sequence[int], num_args: int, name: str) -> tuple[int, ...]:
@@ -201,16 +235,21 @@ def of_lowered(lowered: Any) -> Entry:
     return Entry(lowered, None, (), (), (), ())
 
 
-def jit_of(fn: Callable, static_argnums: Sequence[int], donate_argnums: Sequence[int]):
+def jit_of(fn: Callable, static_argnums: Sequence[int], donate_argnums: Sequence[int],
+           static_argnames: Sequence[str] = (), donate_argnames: Sequence[str] = ()):
     """``fn`` under jax.jit with these options (or ``fn`` itself, already jitted)."""
     if is_jitted(fn):
-        if static_argnums or donate_argnums:
+        if static_argnums or donate_argnums or static_argnames or donate_argnames:
             raise CaptureError(
-                "the function is already jax.jit-wrapped; give static_argnums/donate_argnums "
-                "to jax.jit, not to olla_jax")
+                "the function is already jax.jit-wrapped; give static_argnums/static_argnames/"
+                "donate_argnums/donate_argnames to jax.jit, not to olla_jax")
         return fn
+    # Only the options given: jax.jit ignores donate_argnames next to an
+    # explicit donate_argnums=() (jax 0.10.2).
+    options = {k: tuple(v) for k, v in (
+        ("static_argnums", static_argnums), ("donate_argnums", donate_argnums),
+        ("static_argnames", static_argnames), ("donate_argnames", donate_argnames)) if v}
     try:
-        return jax.jit(fn, static_argnums=tuple(static_argnums),
-                       donate_argnums=tuple(donate_argnums))
+        return jax.jit(fn, **options)
     except ValueError as err:
         raise ValueError(f"jax.jit refused these options: {err}") from err

@@ -54,24 +54,31 @@ class _Step:
     donate_argnums: tuple[int, ...] = ()
 
 
-def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd) -> _Step:
+def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd,
+          static_argnames=(), donate_argnames=()) -> _Step:
     if calls.is_lowered(fn):
-        if args or kwargs or static_argnums or donate_argnums:
+        if args or kwargs or static_argnums or donate_argnums or static_argnames or donate_argnames:
             raise TypeError("a jax.stages.Lowered is planned as it is: pass no arguments, "
-                            "static_argnums or donate_argnums with it (jax fixed them when "
-                            "it was lowered)")
+                            "static_argnums/static_argnames or donate_argnums/donate_argnames "
+                            "with it (jax fixed them when it was lowered)")
         if not backend.local:
             raise ValueError(f"a jax.stages.Lowered is compiled for this machine: backend must "
                              f"be 'cpu' or 'gpu', not {backend.name!r}; for a compile-only target "
                              "pass the function and its arguments")
         return _Step(calls.of_lowered(fn))
+    if not (backend.local and not spmd):    # positional calls only: names become positions
+        static_argnums = (*static_argnums,
+                          *calls.name_positions(fn, static_argnames, len(args), "static_argnames"))
+        donate_argnums = (*donate_argnums,
+                          *calls.name_positions(fn, donate_argnames, len(args), "donate_argnames"))
+        static_argnames = donate_argnames = ()
     static = calls.positions(static_argnums, len(args), "static_argnums")
     donate = calls.positions(donate_argnums, len(args), "donate_argnums")
     if set(static) & set(donate):
         raise ValueError(f"argument(s) {sorted(set(static) & set(donate))} are both static and "
                          "donated: a static argument is not an array and cannot be donated")
     if backend.local and not spmd:
-        jitted = calls.jit_of(fn, static, donate)
+        jitted = calls.jit_of(fn, static, donate, static_argnames, donate_argnames)
         return _Step(calls.lower_call(jitted, args, kwargs))
     if kwargs:
         raise TypeError(f"keyword arguments are not supported for backend {backend.name!r}: pass "
@@ -187,6 +194,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
 def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str = "cpu",
          time_limit_s: float = 30.0,
          static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+         static_argnames: str | Sequence[str] = (), donate_argnames: str | Sequence[str] = (),
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
          saved=None, memory_budget: int | None = None, recompute: bool = True,
@@ -197,8 +205,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
 
-    ``fn``: a function (with ``static_argnums``/``donate_argnums`` as jax.jit
-    takes them), a ``jax.jit``/``flax.nnx.jit`` object (with its own options),
+    ``fn``: a function (with ``static_argnums``/``static_argnames`` and
+    ``donate_argnums``/``donate_argnames`` as jax.jit takes them), a ``jax.jit``/``flax.nnx.jit`` object (with its own options),
     or a ``jax.stages.Lowered`` (no arguments: ``Plan.compiled`` is then called
     as its ``.compile()`` result is, with the dynamic arguments).  Otherwise
     ``Plan.compiled`` takes the same arguments as ``fn``.
@@ -255,6 +263,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                         "them directly, as jax.jit does)")
     static_argnums = calls.argnums(static_argnums, "static_argnums")
     donate_argnums = calls.argnums(donate_argnums, "donate_argnums")
+    static_argnames = calls.argnames(static_argnames, "static_argnames")
+    donate_argnames = calls.argnames(donate_argnames, "donate_argnames")
     check_options(fn, kwargs=kwargs, backend=backend, time_limit_s=time_limit_s,
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
@@ -268,7 +278,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         spmd = dict(num_devices=num_devices, in_shardings=in_shardings,
                     out_shardings=out_shardings, mesh_axes=mesh_axes)
     target = Backend.parse(backend)
-    step = _step(fn, args, dict(kwargs or {}), target, static_argnums, donate_argnums, spmd)
+    step = _step(fn, args, dict(kwargs or {}), target, static_argnums, donate_argnums, spmd,
+                 static_argnames, donate_argnames)
     options = dict(backend=target, time_limit_s=time_limit_s, compiler_options=compiler_options,
                    engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
                    saved=saved, spmd=spmd, progress=report)

@@ -1,0 +1,52 @@
+"""``olla_jax.plan`` takes jax.jit's ``static_argnames`` and ``donate_argnames``
+as well as the positions: on CPU they go to jax.jit as they are (so they may
+name keyword arguments); on a compile-only target, whose calls are positional,
+they become positions, and a name that is not a positional argument is a clear
+TypeError."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import olla_jax
+
+
+def step(w, x, *, scale, act):
+    h = x @ w
+    return jnp.sum((jnp.tanh(h) if act == "tanh" else jax.nn.relu(h)) * scale), w - 0.1 * h.mean()
+
+
+def _args():
+    k = jax.random.split(jax.random.PRNGKey(0), 2)
+    return jax.random.normal(k[0], (64, 64)), jax.random.normal(k[1], (32, 64))
+
+
+def test_names_of_keyword_arguments_static_and_donated_on_cpu():
+    w, x = _args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = olla_jax.plan(step, w, x, kwargs=dict(scale=2.0, act="tanh"),
+                             static_argnames="act", donate_argnames=("w",), time_limit_s=1)
+    want = jax.jit(step, static_argnames="act")(w, x, scale=2.0, act="tanh")
+    got = plan.compiled(jnp.array(w), x, scale=2.0, act="tanh")
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert plan.capture.memory.alias > 0         # w was donated (by name)
+
+
+def test_a_name_must_be_a_positional_argument_on_a_compile_only_target():
+    w, x = _args()
+    with pytest.raises(TypeError, match="positional"):
+        olla_jax.plan(lambda w, x, act: step(w, x, scale=1.0, act=act), w, x,
+                      backend="gpu:h100", static_argnames=("scale",), time_limit_s=1)
+
+
+def test_names_must_be_strings():
+    w, x = _args()
+    with pytest.raises(TypeError, match="static_argnames must be a str"):
+        olla_jax.plan(step, w, x, static_argnames=(1,), time_limit_s=1)
