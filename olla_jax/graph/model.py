@@ -200,36 +200,61 @@ class ScheduleGraph:
         node's extra is lowered by such units' sizes (it may go negative) so
         that the problem's cost never exceeds the true need: a valid base for a
         lower bound."""
-        region_of = {alloc: r for r, alloc in enumerate(self.regions)}
         inner = self._inner_units()
         # Once (2 s a call on 100k nodes): both uses below read XLA's spans.
         xla_spans = self._xla_spans if for_bound else []
         extra = self._node_extra(self._bound_extra_parts if for_bound else
                                  self._plain_extra_parts, above=0)
-        gapped = {u.id for u, spans in zip(self.units, xla_spans) if len(spans) > 1}
+        if for_bound:
+            segments, gapped = self._bound_segments
+        else:
+            segments = tuple((a, 0, self.allocations[a].size) for a in self.regions)
+            gapped = frozenset()
+        segments_of = defaultdict(list)
+        for r, (alloc, lo, hi) in enumerate(segments):
+            segments_of[alloc].append((r, lo, hi))
         items = []
         for unit in self.units:
             if unit.id in inner:
                 continue
             if not unit.movable and unit.id in gapped:
                 continue  # for a bound, its region counts as idle throughout (never too high)
-            vals = [self.values[v] for v in unit.values]
             if unit.movable:
-                region = sp.ARENA
-            elif unit.allocation in region_of:
-                region = region_of[unit.allocation]
-            else:
-                continue  # fixed outside any region: never in the arena's way
-            items.append(sp.Item(
-                size=unit.size,
-                defs=tuple(sorted({v.def_node for v in vals})),
-                touches=tuple(sorted(set().union(*(v.touches for v in vals)))),
-                region=region,
-                live_in=any(v.live_in for v in vals),
-                live_out=any(v.live_out for v in vals)))
-        sizes = tuple(self.allocations[a].size for a in self.regions)
+                regions = [sp.ARENA]
+            else:   # fixed outside any region: never in the arena's way
+                regions = [r for r, lo, hi in segments_of.get(unit.allocation, ())
+                           if lo < unit.offset + unit.size and unit.offset < hi]
+            vals = [self.values[v] for v in unit.values]
+            for region in regions:
+                items.append(sp.Item(
+                    size=unit.size,
+                    defs=tuple(sorted({v.def_node for v in vals})),
+                    touches=tuple(sorted(set().union(*(v.touches for v in vals)))),
+                    region=region,
+                    live_in=any(v.live_in for v in vals),
+                    live_out=any(v.live_out for v in vals)))
+        sizes = tuple(hi - lo for _, lo, hi in segments)
         return sp.OrderProblem(num_nodes=len(self.nodes), edges=self.edges, items=tuple(items),
                                node_extra=tuple(extra), region_sizes=sizes)
+
+    @functools.cached_property
+    def _bound_segments(self) -> tuple[tuple[tuple[int, int, int], ...], frozenset[int]]:
+        """The bound's regions: each output region cut at the edges of the
+        fixed units it holds, as (allocation, first byte, end), and the fixed
+        units left out (idle in a gap of XLA's order: idle throughout).  A
+        region counts busy whole while any of its items is live; beside a
+        fixed unit on part of its bytes (XLA's temporaries parked in a donated
+        input) the rest may hold movable units, so for a bound each piece is
+        busy only while a unit on it is live."""
+        gapped = frozenset(u.id for u, spans in zip(self.units, self._xla_spans)
+                           if len(spans) > 1 and not u.movable)
+        cuts = {a: {0, self.allocations[a].size} for a in self.regions}
+        for unit in self.units:
+            if not unit.movable and unit.id not in gapped and unit.allocation in cuts:
+                cuts[unit.allocation].update((unit.offset, unit.offset + unit.size))
+        segments = tuple((a, lo, hi) for a in self.regions
+                         for lo, hi in zip(sorted(cuts[a]), sorted(cuts[a])[1:]))
+        return segments, gapped
 
     def _extra_parts(self, inner: dict[int, int], xla_spans):
         """What makes the nodes' extra (``order_problem``): (size, first, last
@@ -297,7 +322,10 @@ class ScheduleGraph:
         bound of the arena any placement needs under that order."""
         base = self.order_problem_for_bound if for_bound else self.order_problem()
         items = tuple(i for i in base.items if i.region != sp.ARENA or i.size > c)
-        sizes = tuple(s if s > c else 0 for s in base.region_sizes)
+        # a piece of a bound's region counts when its allocation can hold more than c
+        whole = ([self.allocations[a].size for a, _, _ in self._bound_segments[0]] if for_bound
+                 else base.region_sizes)
+        sizes = tuple(s if w > c else 0 for s, w in zip(base.region_sizes, whole))
         extra = base.node_extra
         parts = self._bound_extra_parts if for_bound else self._plain_extra_parts
         if c > 0 and any(p[0] <= c for part in parts for p in part):
