@@ -92,10 +92,48 @@ def name_positions(fn: Callable, names: Sequence[str], num_args: int, what: str)
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     missing = [n for n in names if n not in positional]
     if missing:
-        raise TypeError(f"{what} names {missing}, which are not among the step's {num_args} "
-                        f"positional arguments {positional}: on this backend pass the step's "
-                        "arguments positionally and name only those (or use the positions)")
+        raise TypeError(f"{what} names {missing}, which are neither keyword arguments of the "
+                        f"call nor among its {num_args} positional arguments {positional}")
     return tuple(positional.index(n) for n in names)
+
+
+@dataclasses.dataclass(frozen=True)
+class PositionalCall:
+    """A call with positional arguments only (what the compile-only targets compile)."""
+    fn: Callable
+    args: tuple[Any, ...]
+    static_argnums: tuple[int, ...]
+    donate_argnums: tuple[int, ...]
+
+
+def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
+                    static_argnums: Sequence[int], donate_argnums: Sequence[int],
+                    static_argnames: Sequence[str], donate_argnames: Sequence[str]
+                    ) -> PositionalCall:
+    """``fn(*args, **kwargs)`` as a positional call: static keyword arguments
+    are bound into the function, the others follow ``args`` (sorted by name);
+    names of positional parameters become their positions."""
+    if kwargs and is_jitted(fn):
+        raise TypeError("keyword arguments with a jax.jit-wrapped function on a compile-only "
+                        "target: pass the plain function, with static_argnames/donate_argnames "
+                        "given to olla_jax.plan")
+    fixed = {k: v for k, v in kwargs.items() if k in static_argnames}
+    dynamic = sorted(k for k in kwargs if k not in fixed)
+    n = len(args)
+    static, donate = list(static_argnums), list(donate_argnums)
+    for what, names, out in (("static_argnames", static_argnames, static),
+                             ("donate_argnames", donate_argnames, donate)):
+        by_position = [k for k in names if k not in kwargs]
+        out.extend(name_positions(fn, by_position, n, what))
+    donate.extend(n + dynamic.index(k) for k in donate_argnames if k in dynamic)
+    if not kwargs:
+        return PositionalCall(fn, tuple(args), tuple(static), tuple(donate))
+
+    def call(*flat):
+        return fn(*flat[:n], **fixed, **dict(zip(dynamic, flat[n:])))
+    call.__name__ = getattr(fn, "__name__", "step")
+    return PositionalCall(call, (*args, *(kwargs[k] for k in dynamic)), tuple(static),
+                          tuple(donate))
 
 
 def positions(nums: Sequence[int], num_args: int, name: str) -> tuple[int, ...]:

@@ -66,11 +66,11 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
                              f"be 'cpu' or 'gpu', not {backend.name!r}; for a compile-only target "
                              "pass the function and its arguments")
         return _Step(calls.of_lowered(fn))
-    if not (backend.local and not spmd):    # positional calls only: names become positions
-        static_argnums = (*static_argnums,
-                          *calls.name_positions(fn, static_argnames, len(args), "static_argnames"))
-        donate_argnums = (*donate_argnums,
-                          *calls.name_positions(fn, donate_argnames, len(args), "donate_argnames"))
+    if not (backend.local and not spmd):    # compiled from a positional call
+        call = calls.positional_call(fn, args, kwargs, static_argnums, donate_argnums,
+                                     static_argnames, donate_argnames)
+        fn, args, kwargs = call.fn, call.args, {}
+        static_argnums, donate_argnums = call.static_argnums, call.donate_argnums
         static_argnames = donate_argnames = ()
     static = calls.positions(static_argnums, len(args), "static_argnums")
     donate = calls.positions(donate_argnums, len(args), "donate_argnums")
@@ -80,9 +80,6 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
     if backend.local and not spmd:
         jitted = calls.jit_of(fn, static, donate, static_argnames, donate_argnames)
         return _Step(calls.lower_call(jitted, args, kwargs))
-    if kwargs:
-        raise TypeError(f"keyword arguments are not supported for backend {backend.name!r}: pass "
-                        "the step's arguments positionally")
     entry = calls.Entry(None, len(args), tuple((i, args[i]) for i in static), (),
                         tuple(args), static)
     return _Step(entry, fn, tuple(args), static, donate)

@@ -1,8 +1,9 @@
 """``olla_jax.plan`` takes jax.jit's ``static_argnames`` and ``donate_argnames``
 as well as the positions: on CPU they go to jax.jit as they are (so they may
-name keyword arguments); on a compile-only target, whose calls are positional,
-they become positions, and a name that is not a positional argument is a clear
-TypeError."""
+name keyword arguments); on a compile-only target, which compiles a positional
+call, static keyword arguments are bound into the step, the others follow the
+positional ones, names become positions, and a name the call does not pass is
+a clear TypeError."""
 
 from __future__ import annotations
 
@@ -39,11 +40,18 @@ def test_names_of_keyword_arguments_static_and_donated_on_cpu():
     assert plan.capture.memory.alias > 0         # w was donated (by name)
 
 
-def test_a_name_must_be_a_positional_argument_on_a_compile_only_target():
+def test_keyword_arguments_static_and_donated_on_a_compile_only_target():
     w, x = _args()
-    with pytest.raises(TypeError, match="positional"):
-        olla_jax.plan(lambda w, x, act: step(w, x, scale=1.0, act=act), w, x,
-                      backend="gpu:h100", static_argnames=("scale",), time_limit_s=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = olla_jax.plan(step, w, kwargs=dict(x=x, scale=2.0, act="tanh"),
+                             backend="gpu:h100", static_argnames="act", donate_argnames="w",
+                             time_limit_s=1)
+    assert plan.capture.memory.alias > 0                 # w was donated (by name)
+    assert "tanh" in plan.capture.hlo_text               # act="tanh" was static
+    with pytest.raises(TypeError, match="neither keyword arguments"):
+        olla_jax.plan(step, w, x, kwargs=dict(scale=1.0, act="relu"), backend="gpu:h100",
+                      static_argnames=("mode",), time_limit_s=1)
 
 
 def test_names_must_be_strings():
