@@ -105,6 +105,7 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             operand_of_clone.add(o)
         recomputed.add(c.value)
         state.picks.append((c, k))
+        state.add_scratch(graph, c, clone_t)
         picks_since_place += 1
         if prof.max() - graph.values[c.value].size > target_temp and picks_since_place < 8:
             continue

@@ -64,10 +64,19 @@ class State:
     interval_of_unit: dict[int, int]
     extra: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # late copies
     picks: list[tuple[Candidate, int]] = dataclasses.field(default_factory=list)  # (cand, split)
+    # A library call's copy writes its scratch too: (pick index, scratch value,
+    # [size, copy time, copy time]) each, placed after ``extra``.
+    scratch: list[tuple[int, int, list[int]]] = dataclasses.field(default_factory=list)
+
+    def add_scratch(self, graph: ScheduleGraph, c: Candidate, clone_t: int) -> None:
+        """The scratch of ``c``'s copy (the last pick), live at its time alone."""
+        for v in c.scratch:
+            self.scratch.append((len(self.picks) - 1, v, [graph.values[v].size, clone_t, clone_t]))
 
     def problem(self) -> sp.PlacementProblem:
         ivs = [sp.Interval(s, a, b) for s, a, b in self.intervals]
         ivs += [sp.Interval(s, a, b) for s, a, b in self.extra]
+        ivs += [sp.Interval(s, a, b) for _, _, (s, a, b) in self.scratch]
         regions = tuple(sp.Region(r.capacity, tuple(
             sp.Occupant(o.offset, o.size, 2 * o.start + 1, 2 * o.end + 1) for o in r.occupants))
             for r in self.base.regions)
@@ -77,7 +86,7 @@ class State:
 
     def profile(self, horizon: int) -> np.ndarray:
         diff = np.zeros(horizon + 2, dtype=np.int64)
-        for s, a, b in [*self.intervals, *self.extra]:
+        for s, a, b in [*self.intervals, *self.extra, *(iv for _, _, iv in self.scratch)]:
             diff[a] += s
             diff[b + 1] -= s
         return np.cumsum(diff)[:horizon]
@@ -154,6 +163,7 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
                 ov = state.intervals[state.interval_of_unit[unit_o.id]]
                 ov[2] = max(ov[2], clone_t)
         state.picks.append((c, k))
+        state.add_scratch(graph, c, clone_t)
     state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
     placement = place_state(state, base, orders)
     if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
@@ -273,10 +283,17 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
     layout = layout_lib.realize(graph, order, base, state.owners)
     step = step_index(graph, order)
     recomputes = []
+    scratch_of = defaultdict(list)  # pick index -> (scratch value, its copy's place)
+    at = n + len(state.picks)
+    for (i, v, _), region, offset in zip(state.scratch, placement.region[at:],
+                                         placement.offset[at:]):
+        alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
+        scratch_of[i].append((v, (alloc, offset)))
     ks_of = defaultdict(list)       # a value recomputed several times: its copies' splits
     for c, k in state.picks:
         ks_of[c.value].append(k)
-    for (c, k), region, offset in zip(state.picks, placement.region[n:], placement.offset[n:]):
+    for i, ((c, k), region, offset) in enumerate(zip(state.picks, placement.region[n:],
+                                                     placement.offset[n:])):
         users = sorted(c.users, key=lambda u: step[u])
         upto = min((j for j in ks_of[c.value] if j > k), default=len(users))
         alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
@@ -284,7 +301,8 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
             value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
             late_users=tuple(graph.nodes[u] for u in users[k:upto] if u not in c.slots),
             place=(alloc, offset),
-            size=graph.values[c.value].size))
+            size=graph.values[c.value].size,
+            scratch=tuple(scratch_of[i])))
     problem = state.problem()
     events = defaultdict(int)
     blocks = []
