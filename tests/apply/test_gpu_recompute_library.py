@@ -47,7 +47,7 @@ def recomputed():
         base = olla_jax.plan(held_step, *ARGS, backend="gpu:h100", time_limit_s=1,
                              compiler_options=CUBLAS)
         target = base.runs_total_bytes - base.runs_temp_bytes + int(0.9 * base.runs_temp_bytes)
-        plan = budget.recompute_to_budget(base, target, time_limit_s=2, measure_time=False)
+        plan = budget.recompute_to_budget(base, target, time_limit_s=5, measure_time=False)
     return base, plan
 
 
