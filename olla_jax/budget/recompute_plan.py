@@ -43,6 +43,21 @@ def late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before
     return all(step[graph.values[o].def_node] >= step[before] for o in c.successors)
 
 
+def read_times(c: Candidate, users: Sequence[int], step: Sequence[int]) -> list[int]:
+    """Per split k of ``users`` (``c.users`` in order; 0 to len), the doubled
+    time until which the run before it must live: its producer's, or the last
+    of ``c``'s own readers before ``users[k]``.  Slots do not count: a slot
+    reads nothing of ``c`` unless a dependent's copy runs there, and that copy
+    keeps what it reads alive itself (``plan_of``)."""
+    out, last = [], 2 * step[c.producer] + 1
+    for u in users:
+        out.append(last)
+        if u not in c.slots:
+            last = max(last, 2 * step[u] + 1)
+    out.append(last)
+    return out
+
+
 def copies_read(c: Candidate, users: Sequence[int], ks) -> bool:
     """Whether each copy of ``c`` split before readers ``ks`` of ``users``
     (``c.users`` in order) has a reader of its own: a copy before a slot
@@ -189,11 +204,12 @@ def _copy_lives(graph: ScheduleGraph, state: State, step, picked) -> dict:
         ks = sorted(ks_of[c.value])
         if len(set(ks)) != len(ks):
             raise ValueError(f"value {c.value} is split twice before reader {k}")
+        reads = read_times(c, users, step)
         if c.value not in end_of:
             end_of[c.value] = iv[2]
-            iv[2] = 2 * step[c.producer] + 1 if ks[0] == 0 else 2 * step[users[ks[0] - 1]] + 1
+            iv[2] = reads[ks[0]]
         nxt = [j for j in ks if j > k]
-        end = 2 * step[users[nxt[0] - 1]] + 1 if nxt else end_of[c.value]
+        end = max(clone_t, reads[nxt[0]]) if nxt else end_of[c.value]
         out[(c.value, k)] = [graph.values[c.value].size, clone_t, end]
     return out
 
