@@ -29,9 +29,12 @@ pointed there by ``relocate``.  Only kernel launches of instructions with no
 side effects are copied (:func:`clone_refusal`): a kernel thunk's
 ``written`` flags say which arguments it writes, so a copy that would read its
 own result (an in-place kernel) or write other bytes too (a multi-output
-fusion) is refused.  cuBLAS and cuDNN calls (workspaces placed for their first
-run), collectives, copies, custom calls and control flow are refused with
-their reason.  A copy whose operand is itself recomputed before it (a chain)
+fusion) is refused.  cuBLAS, cuBLASLt and cuDNN convolution calls are copied
+too (``LIBRARY_KINDS``): their result moves like a kernel's, and their
+workspace, which only the first run's slice held, moves to the place the plan
+gave the copy's scratch (``Clone.scratch``; none is needed when it has no
+bytes).  cuDNN graphs, collectives, copies, other custom calls and control
+flow are refused with their reason.  A copy whose operand is itself recomputed before it (a chain)
 reads that operand's copy (``Clone.operands``), as on CPU.  The copy gets a
 thunk id of its own; the HLO module and its schedule stay as they are.  Not
 yet run on a GPU.
