@@ -50,6 +50,10 @@ class RecomputeClaim:
     # start, copied to run just before ``before``; its done, copied too, runs
     # just before ``done_before`` (at or before the first late reader).
     done_before: str = ""
+    # A library call (cuBLAS, cuDNN custom-call) run again: its scratch values
+    # (written by the call, read by nothing), each with the (allocation,
+    # offset) the copy's scratch takes; it must be free at the copy's step.
+    scratch: tuple[tuple[int, tuple[int, int]], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,8 +356,13 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat, step)
         elif [p.instruction for p in rec.positions   # a bitcast of it runs nothing: a view
               if not (instr_by_name[p.instruction].opcode == "bitcast" and
-                      comp_by_instr.get(p.instruction) == entry.id)] != [claim.producer] or \
-                any(r.id != v for r in records.values() if r.defining_instruction == claim.producer):
+                      comp_by_instr.get(p.instruction) == entry.id) and
+              not _tuple_view(instr_by_name[p.instruction], instr_by_name[claim.producer],
+                              instr_by_id, comp_by_instr, entry.id)] != [claim.producer] or \
+                any(r.id != v and not _library_side(r, instr_by_name[claim.producer],
+                                                    instr_by_name, instr_by_id, comp_by_instr,
+                                                    entry.id)
+                    for r in records.values() if r.defining_instruction == claim.producer):
             raise PlanRejected(f"value {rec.key} is not the one plain result of {claim.producer}")
         if placements[v][3].is_entry_computation_parameter or placements[v][3].is_constant or \
                 intervals[v][1] == horizon - 1:
@@ -384,6 +393,8 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 if other != op.id and find(other) == find(op.id) and s0 < intervals[other][0] <= step:
                     raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is written "
                                        f"over (by {records[other].key}) before the second run")
+        _scratch_claims(claim, records, placements, horizon, intervals, parent, extra_places,
+                        step, instr_by_name)
         late_end = max(flat[name] for name in claim.late_users)
         key = -1 - len(extra_places)
         copy_key[j] = key
@@ -531,6 +542,74 @@ def _check_one_kernel_calls(instr_by_name, comps, records, placements, new_place
                         f"values {first} and {key} share bytes inside {call.name}, which XLA:CPU "
                         "runs as one kernel, and were moved apart")
                 end = max(end, hi)
+
+
+# Library calls XLA:GPU makes custom-calls of: pure functions of their
+# operands, whose result tuple holds the result and a scratch (workspace).
+LIBRARY_CALLS = frozenset({
+    "__cublas$gemm", "__cublas$lt$matmul", "__cublas$lt$matmul$f8",
+    "__cudnn$convForward", "__cudnn$convBackwardInput", "__cudnn$convBackwardFilter",
+    "__cudnn$convBiasActivationForward"})
+
+
+def _tuple_view(instr, producer, instr_by_id, comp_by_instr, entry_id) -> bool:
+    """Whether ``instr`` is an entry get-tuple-element of library call
+    ``producer``'s result: it runs nothing, it names the same bytes."""
+    return producer.opcode == "custom-call" and producer.custom_call_target in LIBRARY_CALLS and \
+        instr.opcode == "get-tuple-element" and comp_by_instr.get(instr.name) == entry_id and \
+        [instr_by_id[o].name for o in instr.operand_ids] == [producer.name]
+
+
+def _library_side(rec, producer, instr_by_name, instr_by_id, comp_by_instr, entry_id) -> bool:
+    """Whether ``rec`` (defined by ``producer``, not the recomputed value) is
+    a library call's tuple table (read by its get-tuple-elements only, which
+    run nothing: the call does not write it) or its scratch (read by nothing;
+    what a copy does with it is ``_scratch_claims``' to check)."""
+    if producer.opcode != "custom-call" or producer.custom_call_target not in LIBRARY_CALLS:
+        return False
+    if [p.instruction for p in rec.positions] != [producer.name]:
+        return False
+    if rec.positions[0].index == ():
+        return all(_tuple_view(instr_by_name[u.instruction], producer, instr_by_id,
+                               comp_by_instr, entry_id) for u in rec.uses)
+    return not rec.uses
+
+
+def _scratch_claims(claim, records, placements, horizon, intervals, parent, extra_places, step,
+                    instr_by_name) -> None:
+    """The scratch a library call's copy writes: each scratch value of the
+    producer with bytes gets the claimed place for the copy's step alone (the
+    overlap check then refuses it over any value live there), and only such
+    values may be claimed."""
+    producer = instr_by_name[claim.producer]
+    claimed = dict(claim.scratch)
+    if len(claimed) != len(claim.scratch):
+        raise PlanRejected(f"the copy of {claim.producer} claims one scratch value twice")
+    for sid, place in claim.scratch:
+        rec = records.get(sid)
+        if rec is None or rec.defining_instruction != claim.producer or rec.uses or \
+                sid not in placements or not rec.positions or rec.positions[0].index == () or \
+                producer.opcode != "custom-call" or \
+                producer.custom_call_target not in LIBRARY_CALLS or \
+                intervals.get(sid, (0, horizon - 1))[1] == horizon - 1:
+            raise PlanRejected(f"value {sid}, claimed as scratch of the copy of {claim.producer}, "
+                               "is no scratch of that library call")
+    for rec in records.values():
+        if rec.defining_instruction != claim.producer or rec.id == claim.value or rec.uses or \
+                not rec.positions or rec.positions[0].index == () or rec.id not in placements:
+            continue
+        size = placements[rec.id][2]
+        if size == 0:
+            continue
+        if rec.id not in claimed:
+            raise PlanRejected(f"the copy of {claim.producer} writes its scratch {rec.key} "
+                               f"({size} B) with no place claimed for it")
+        key = -1 - len(extra_places)
+        intervals[key] = (step, step)
+        parent[key] = key
+        # (placed like a copy: the place is checked in step 5, overlaps in step 6)
+        extra_places[key] = (dataclasses.replace(claim, value=rec.id, place=claimed[rec.id]),
+                             size, f"scratch {rec.key} of the copy of {claim.producer}")
 
 
 def _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat, step) -> None:

@@ -20,7 +20,8 @@ def candidate_plan(layout) -> check.CandidatePlan:
     return check.CandidatePlan(
         layout.order_names, layout.places, layout.allocation_sizes,
         recomputes=tuple(check.RecomputeClaim(r.value, r.producer, r.before, r.late_users, r.place,
-                                              done_before=r.done_before)
+                                              done_before=r.done_before,
+                                              scratch=tuple(getattr(r, "scratch", ())))
                          for r in layout.recomputes))
 
 

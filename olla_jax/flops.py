@@ -11,7 +11,7 @@ count is not always known); fusions and calls count their callees.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,12 +32,29 @@ def _first_array(shape):
     return shape.tuple_shapes[0] if shape.tuple_shapes else shape
 
 
-def _contraction(instr, by_id) -> int:
+def _backend_config(instr, payloads: Sequence[bytes] = ()) -> bytes:
+    """``instr``'s backend config text: its own field, or (jaxlib 0.10) the
+    module's payload its ``backend_config_payload`` names by id."""
+    if instr.backend_config:
+        return instr.backend_config
+    try:
+        if not instr.HasField("backend_config_payload"):
+            return b""
+    except ValueError:      # a schema without payloads
+        return b""
+    ref = instr.backend_config_payload
+    if ref.value:
+        return ref.value
+    return payloads[ref.id] if 0 <= ref.id < len(payloads) else b""
+
+
+def _contraction(instr, by_id, payloads: Sequence[bytes] = ()) -> int:
     lhs = by_id[instr.operand_ids[0]].shape
     dims = list(instr.dot_dimension_numbers.lhs_contracting_dimensions)
-    if not dims and instr.backend_config:
+    text = _backend_config(instr, payloads) if not dims else b""
+    if not dims and text:
         try:
-            config = json.loads(instr.backend_config)
+            config = json.loads(text)
             numbers = config.get("gemm_backend_config", {}).get("dot_dimension_numbers", {})
             dims = [int(d) for d in numbers.get("lhs_contracting_dimensions", [])]
         except (ValueError, AttributeError):
@@ -58,11 +75,13 @@ def _convolution(instr, by_id) -> int:
     return 2 * elements(_first_array(instr.shape)) * window * in_features
 
 
-def instruction_flops(instr, by_id: dict[int, Any], comps: dict[int, Any]) -> int:
-    """FLOPs of one instruction of an HloModuleProto (callees included)."""
+def instruction_flops(instr, by_id: dict[int, Any], comps: dict[int, Any],
+                      payloads: Sequence[bytes] = ()) -> int:
+    """FLOPs of one instruction of an HloModuleProto (callees included);
+    ``payloads``: the module's, where a cuBLAS call's config may sit."""
     op = instr.opcode
     if op in ("fusion", "call", "while", "conditional", "async-start"):
-        return sum(instruction_flops(i, by_id, comps)
+        return sum(instruction_flops(i, by_id, comps, payloads)
                    for c in instr.called_computation_ids if c in comps
                    for i in comps[c].instructions)
     if op == "dot":
@@ -72,7 +91,7 @@ def instruction_flops(instr, by_id: dict[int, Any], comps: dict[int, Any]) -> in
     if op == "custom-call":
         target = instr.custom_call_target.lower()
         if "gemm" in target or "matmul" in target:
-            return 2 * elements(_first_array(instr.shape)) * _contraction(instr, by_id)
+            return 2 * elements(_first_array(instr.shape)) * _contraction(instr, by_id, payloads)
         if "conv" in target and len(instr.operand_ids) > 1:
             return _convolution(instr, by_id)
         return 0
@@ -88,7 +107,8 @@ def module_flops(module) -> int:
     by_id = {i.id: i for c in module.computations for i in c.instructions}
     comps = {c.id: c for c in module.computations}
     entry = comps[module.entry_computation_id]
-    return sum(instruction_flops(i, by_id, comps) for i in entry.instructions)
+    payloads = tuple(getattr(module, "payloads", ()))
+    return sum(instruction_flops(i, by_id, comps, payloads) for i in entry.instructions)
 
 
 def compiled_flops(compiled) -> int:

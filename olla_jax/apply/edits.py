@@ -55,6 +55,9 @@ class Clone:
     # A collective run again (re-gathering, graph.regather): the producer is an
     # all-gather's start; its done thunk is copied too, just before ``done_before``.
     done_before: str = ""
+    # A library call's copy: ((allocation, offset, size) of its scratch in the
+    # first run, (allocation, offset) of the copy's scratch) per scratch slice.
+    scratch: tuple[tuple[tuple[int, int, int], tuple[int, int]], ...] = ()
 
 
 SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"

@@ -33,12 +33,19 @@ def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
     recomputes = getattr(layout, "recomputes", ())
     clones = tuple(cpu_rewrite.Clone(r.producer, r.before, (*layout.early_place(r.value), r.size),
                                      r.place, _chained(layout, recomputes, k),
-                                     done_before=getattr(r, "done_before", ""))
+                                     done_before=getattr(r, "done_before", ""),
+                                     scratch=_scratch(layout, r))
                    for k, r in enumerate(recomputes))
     return cpu_rewrite.ExecutableEdit(order=layout.order_names, relocate=layout.relocate,
                                       relocate_logical=layout.relocate_logical,
                                       allocation_sizes=dict(layout.allocation_sizes),
                                       clones=clones)
+
+
+def _scratch(layout, r) -> tuple:
+    """A library call's copy: (first run's scratch extent, the copy's place) each."""
+    return tuple(((*layout.early_place(v), layout.graph.values[v].size), place)
+                 for v, place in getattr(r, "scratch", ()))
 
 
 def _chained(layout, recomputes, k: int) -> tuple:

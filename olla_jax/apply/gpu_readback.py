@@ -168,6 +168,52 @@ def _chained_read(layout, j: int, position, read) -> tuple | None:
     return None
 
 
+def _bare(thunk: Any) -> bytes:
+    """The thunk with every slice and its id cleared: the call and its config."""
+    bare = type(thunk)()
+    bare.CopyFrom(thunk)
+    bare.thunk_info.thunk_id = 0
+    _clear_slices(bare)
+    return bare.SerializeToString(deterministic=True)
+
+
+def _clear_slices(msg: Any) -> None:
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        repeated = getattr(field, "is_repeated", None)
+        if not isinstance(repeated, bool):
+            repeated = field.label == field.LABEL_REPEATED
+        for item in (value if repeated else (value,)):
+            if field.message_type.full_name.endswith("BufferAllocationSliceProto"):
+                item.buffer_allocation_index, item.offset = 0, 0
+            else:
+                _clear_slices(item)
+
+
+def _compare_library(first: Any, copy: Any, layout, j: int, position, r) -> str | None:
+    """A library call's copy: the same call and config; each slice where the
+    first run's was, except the result's bytes (at the plan's place), its
+    scratch (at the plan's scratch place; one with no bytes stays) and
+    recomputed operands (their copies, a chain)."""
+    if first.WhichOneof("impl") != copy.WhichOneof("impl") or _bare(first) != _bare(copy):
+        return f"the copy of {r.producer} is not the same library call"
+    early = layout.early_place(r.value)
+    scratch = [((*layout.early_place(v), layout.graph.values[v].size), place)
+               for v, place in getattr(r, "scratch", ())]
+    for sa, sb in zip(_all_slices(first), _all_slices(copy)):
+        if sa[2] and _overlaps(sa, early[0], early[1], r.size):
+            expect = (r.place[0], r.place[1] + sa[1] - early[1], sa[2])
+        else:
+            expect = next(((p[0], p[1] + sa[1] - e[1], sa[2]) for e, p in scratch
+                           if sa[2] and _overlaps(sa, *e)), None)
+            if expect is None:
+                expect = _chained_read(layout, j, position, sa) or sa
+        if sb != expect:
+            return f"the copy of {r.producer} has {sb} where the plan puts {expect}"
+    return None
+
+
 def compare(raw: bytes, layout) -> str | None:
     """The first way ``raw`` differs from what ``layout`` asked, or None."""
     decoded = gpu_executable.decode(raw)
@@ -233,11 +279,17 @@ def compare(raw: bytes, layout) -> str | None:
                 any(names[j] == r.before for j in range(k)):
             return f"the copy of {r.producer} does not run just before {r.before}'s first thunk"
         first, copy = decoded.thunks[firsts[r.producer]], decoded.thunks[k]
-        a, b = _args(first), _args(copy)
-        if a is None or b is None or len(a) != len(b):
-            return f"the copy of {r.producer} is not the same kernel thunk"
-        if _launch(first) != _launch(copy):
-            return f"the copy of {r.producer} launches another kernel or another grid"
+        if _args(first) is None:    # a library call (cuBLAS, cuDNN): its own slices
+            differs = _compare_library(first, copy, layout, j, position, r)
+            if differs is not None:
+                return differs
+            a = b = []
+        else:
+            a, b = _args(first), _args(copy)
+            if a is None or b is None or len(a) != len(b):
+                return f"the copy of {r.producer} is not the same kernel thunk"
+            if _launch(first) != _launch(copy):
+                return f"the copy of {r.producer} launches another kernel or another grid"
         early = layout.early_place(r.value)
         for (sa, wa), (sb, wb) in zip(a, b):
             if wa != wb:

@@ -29,9 +29,12 @@ pointed there by ``relocate``.  Only kernel launches of instructions with no
 side effects are copied (:func:`clone_refusal`): a kernel thunk's
 ``written`` flags say which arguments it writes, so a copy that would read its
 own result (an in-place kernel) or write other bytes too (a multi-output
-fusion) is refused.  cuBLAS and cuDNN calls (workspaces placed for their first
-run), collectives, copies, custom calls and control flow are refused with
-their reason.  A copy whose operand is itself recomputed before it (a chain)
+fusion) is refused.  cuBLAS, cuBLASLt and cuDNN convolution calls are copied
+too (``LIBRARY_KINDS``): their result moves like a kernel's, and their
+workspace, which only the first run's slice held, moves to the place the plan
+gave the copy's scratch (``Clone.scratch``; none is needed when it has no
+bytes).  cuDNN graphs, collectives, copies, other custom calls and control
+flow are refused with their reason.  A copy whose operand is itself recomputed before it (a chain)
 reads that operand's copy (``Clone.operands``), as on CPU.  The copy gets a
 thunk id of its own; the HLO module and its schedule stay as they are.  Not
 yet run on a GPU.
@@ -137,10 +140,25 @@ def _reorder(decoded, instructions: Mapping[str, Any], owner: Mapping[str, str],
 # instruction they run has no side effects.
 CLONABLE_KINDS = frozenset({"kernel_thunk", "custom_kernel_thunk"})
 
+# Library calls (cuBLAS, cuDNN): a pure function of their operands too, with a
+# scratch (workspace) they write and nobody reads.  Per thunk kind: the fields
+# holding what it writes, and its scratch; a copy writes its result at the
+# plan's place and its scratch where ``Clone.scratch`` puts it.
+LIBRARY_KINDS = {
+    "gemm_thunk": (("output_buffer",), ("workspace",)),
+    "cublas_lt_matmul_thunk": (("d", "aux", "d_amax"), ("workspace",)),
+    "convolution_thunk": (("result_buffers",), ("scratch_buffer",)),
+}
+# The custom-calls XLA:GPU runs them for (the HLO instruction of the thunk).
+LIBRARY_TARGETS = frozenset({
+    "__cublas$gemm", "__cublas$lt$matmul", "__cublas$lt$matmul$f8",
+    "__cudnn$convForward", "__cudnn$convBackwardInput", "__cudnn$convBackwardFilter",
+    "__cudnn$convBiasActivationForward"})
+
 _KIND_REASONS = {
-    "gemm_thunk": "a cuBLAS GEMM, whose workspace was placed for its first run only",
-    "cublas_lt_matmul_thunk": "a cuBLASLt matmul, whose workspace was placed for its first run only",
-    "convolution_thunk": "a cuDNN convolution, whose scratch was placed for its first run only",
+    "gemm_thunk": "a cuBLAS GEMM that accumulates into its output (beta != 0)",
+    "cublas_lt_matmul_thunk": "a cuBLASLt matmul of an instruction that is no plain library call",
+    "convolution_thunk": "a cuDNN convolution of an instruction that is no plain library call",
     "cudnn_thunk": "a cuDNN graph, whose workspace was placed for its first run only",
     "copy_thunk": "a copy (nothing to gain over keeping its source)",
     "device_to_device_copy_thunk": "a copy (nothing to gain over keeping its source)",
@@ -161,6 +179,10 @@ def clone_refusal(thunk: Any, instruction: Any, computations: Mapping[int, Any])
     """Why ``thunk`` (an entry thunk running HLO ``instruction``) may not run
     a second time as a recomputation, or None when a copy recomputes it."""
     kind = thunk_kind(thunk)
+    if kind in LIBRARY_KINDS and instruction.opcode == "custom-call" and \
+            instruction.custom_call_target in LIBRARY_TARGETS and \
+            not (kind == "gemm_thunk" and thunk.gemm_thunk.gemm_config.beta != 0):
+        return None
     if kind not in CLONABLE_KINDS:
         why = _KIND_REASONS.get(kind) or (
             "a collective" if any(w in kind for w in ("all_", "collective", "reduce_scatter",
@@ -183,7 +205,8 @@ def clone_refusal(thunk: Any, instruction: Any, computations: Mapping[int, Any])
 
 def entry_thunk_kinds(decoded) -> tuple[dict[str, list[str]], Any]:
     """(entry instruction -> kinds of the entry thunks it runs, HLO module).
-    A thunk :func:`clone_refusal` accepts reads "kernel", one holding nested
+    A thunk :func:`clone_refusal` accepts reads "kernel" ("library" for a
+    cuBLAS or cuDNN call, which has a scratch to place), one holding nested
     thunks "nested", any other its own kind (``custom_kernel_thunk`` of an
     instruction with side effects...)."""
     module = decoded.hlo_module
@@ -196,7 +219,7 @@ def entry_thunk_kinds(decoded) -> tuple[dict[str, list[str]], Any]:
         if any(True for _ in _nested(thunk)):
             kind = "nested"
         elif clone_refusal(thunk, instructions[name], comps) is None:
-            kind = "kernel"
+            kind = "library" if thunk_kind(thunk) in LIBRARY_KINDS else "kernel"
         else:
             kind = thunk_kind(thunk)
         kinds.setdefault(owner.get(name, name), []).append(kind)
@@ -218,6 +241,26 @@ def kernel_arguments(thunk: Any) -> list[tuple[Any, bool]]:
         raise RewriteError(f"{kind} of {thunk.thunk_info.profile_annotation} has {len(args)} "
                            f"arguments but {len(written)} written flags")
     return list(zip(args, written))
+
+
+def clone_arguments(thunk: Any) -> list[tuple[Any, str]]:
+    """(slice, role) per buffer slice of a thunk a copy may be made of: role
+    "written" (its result), "read", "scratch" (a library call's workspace) or
+    "unread" (cuBLASLt's C matrix when beta is 0: given, never read; XLA
+    passes the result's own slice)."""
+    kind = thunk_kind(thunk)
+    if kind not in LIBRARY_KINDS:
+        return [(msg, "written" if written else "read") for msg, written in kernel_arguments(thunk)]
+    writes, scratch = LIBRARY_KINDS[kind]
+    body = getattr(thunk, kind)
+    beta = body.gemm_config.beta if kind != "convolution_thunk" else 0
+    out = []
+    for path, msg in _slices(thunk):
+        field = path.split(".")[1] if "." in path else path
+        role = "written" if field in writes else "scratch" if field in scratch else \
+            "unread" if kind == "cublas_lt_matmul_thunk" and field == "c" and beta == 0 else "read"
+        out.append((msg, role))
+    return out
 
 
 def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order=(),
@@ -246,12 +289,32 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
     copy.CopyFrom(source)
     kind = thunk_kind(copy)
     moves, moved = [], 0
-    for k, (msg, written) in enumerate(kernel_arguments(copy)):
+    scratch_done = set()
+    for k, (msg, role) in enumerate(clone_arguments(copy)):
         a, o, n = msg.buffer_allocation_index, msg.offset, msg.size
         what = f"recomputed {kind} of {clone.producer} (argument {k})"
         old = (a, o, n)
+        if role == "scratch":
+            if n == 0:      # no workspace (an algorithm that needs none): nothing written
+                continue
+            found = next(((j, (la, lo + (o - so))) for j, ((sa, so, ssize), (la, lo))
+                          in enumerate(clone.scratch)
+                          if a == sa and so <= o and o + n <= so + ssize), None)
+            if found is None:
+                raise RewriteError(f"cannot recompute {clone.producer}: its scratch (allocation "
+                                   f"{a} +{o}, {n} B) has no place of the copy's own")
+            scratch_done.add(found[0])
+            check_move(what + ", scratch", a, o, *found[1], n, allocations, sizes, ALIGNMENT)
+            msg.buffer_allocation_index, msg.offset = found[1]
+            moves.append((what + ", scratch", old, found[1]))
+            continue
+        if n == 0:          # an output the call does not produce (cuBLASLt's aux...)
+            continue
+        written = role == "written"
         inside = a == e_alloc and e_offset <= o and o + n <= e_offset + size
         touches = a == e_alloc and o < e_offset + size and e_offset < o + n
+        if role == "unread" and (inside or not touches):
+            written = inside    # moves with the result it names, or stays
         if touches and not written:
             raise RewriteError(f"cannot recompute {clone.producer}: its argument {k} reads its own "
                                "result's bytes (an in-place kernel)")
@@ -279,6 +342,9 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
     if not moved:
         raise RewriteError(f"cannot recompute {clone.producer}: no written argument of its thunk "
                            f"lies at allocation {e_alloc} +{e_offset}")
+    if len(scratch_done) != len(clone.scratch):
+        raise RewriteError(f"cannot recompute {clone.producer}: a scratch place was given for "
+                           "bytes its thunk does not write")
     _check_aliasing(moves)
     copy.thunk_info.thunk_id = _take_ids(decoded, next_id, 1)
     _splice(decoded, [(at, copy)])

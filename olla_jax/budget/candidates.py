@@ -33,6 +33,9 @@ class Candidate:
     # Nodes of ``users`` that do not read the value: late readers of values
     # recomputed from it (``with_slots``), where a copy of it serves their copy.
     slots: tuple[int, ...] = ()
+    # A library call's scratch (cuBLAS or cuDNN workspace) values: its copy
+    # writes one of each size too, placed free for the copy's step alone.
+    scratch: tuple[int, ...] = ()
 
     @property
     def readers(self) -> tuple[int, ...]:
@@ -94,13 +97,17 @@ def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, st
                 why[by_key[r.key].id] = text
     for node, name in enumerate(graph.nodes):
         recs = defined.get(name, [])
+        scratch = ()
+        if gpu and kinds.get(name) == ["library"]:
+            recs, scratch = _library_results(recs, by_key)
         if graph.block_length(node) != 1:
             refuse(recs, "made by a loop or call (recomputing it reruns the loop)")
             continue
         if len(recs) != 1:
             refuse(recs, f"its producer has {len(recs)} results")
             continue
-        if kinds.get(name, []) not in ([k] for k in cpu_rewrite.CLONABLE_KINDS):
+        if kinds.get(name, []) not in ([k] for k in (*cpu_rewrite.CLONABLE_KINDS,
+                                                     *(("library",) if gpu else ()))):
             refuse(recs, f"its producer runs {'/'.join(kinds.get(name, [])) or 'no'} thunk, "
                          "not one kernel")
             continue
@@ -131,11 +138,11 @@ def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, st
             continue
         operands = tuple(by_key[k].id for k in reads.get(name, ()) if k in by_key)
         instr = instructions[name]
-        flops = flops_lib.instruction_flops(instr, by_id, comps)
+        flops = flops_lib.instruction_flops(instr, by_id, comps, tuple(getattr(module, "payloads", ())))
         moved = value.size + sum(graph.values[o].size for o in operands)
         cost = max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
-                             operands, flops, cost, successors))
+                             operands, flops, cost, successors, scratch=scratch))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
     # GPT-2 on H100): on CPU the readers' indices of a value are what its copies split on.
     return (with_slots(out) if gpu else out), why
@@ -176,11 +183,30 @@ def with_slots(cands: Sequence[Candidate], depth: int = SLOT_DEPTH) -> list[Cand
     return out
 
 
+def _library_results(recs, by_key) -> tuple[list, tuple[int, ...]]:
+    """A library call's records split: (those a copy must write again: its
+    results, read by others; value ids of its scratch with bytes: read by
+    nobody).  Its tuple table (shape index ()), read by its
+    get-tuple-elements only, is neither: the call does not write it."""
+    results, scratch = [], []
+    for r in recs:
+        index = r.positions[0].index if r.positions else ()
+        if index == ():
+            continue
+        if r.uses:
+            results.append(r)
+        elif r.key in by_key and by_key[r.key].size > 0:
+            scratch.append(by_key[r.key].id)
+    return results, tuple(scratch)
+
+
 def _entry_bitcast(graph: ScheduleGraph, instructions, kinds, name: str) -> bool:
-    """Whether ``name`` is an entry bitcast that runs no thunk: XLA:GPU holds a
-    fusion's result at the bitcasts of it too (the same bytes, viewed), and
-    their readers are the value's own, so a copy serves them as well."""
-    return name in graph.node_index and instructions[name].opcode == "bitcast" and \
+    """Whether ``name`` is an entry bitcast (or a get-tuple-element of a
+    library call's result tuple) that runs no thunk: XLA:GPU holds a fusion's
+    result at the bitcasts of it too (the same bytes, viewed), and their
+    readers are the value's own, so a copy serves them as well."""
+    return name in graph.node_index and \
+        instructions[name].opcode in ("bitcast", "get-tuple-element") and \
         not kinds.get(name) and graph.block_length(graph.node_index[name]) == 1
 
 

@@ -11,8 +11,8 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, State, best_fit, late_part_ok, operand_intact, place_state, realize,
-    step_index)
+    RecomputePlan, State, best_fit, late_part_ok, operand_intact, place_state, read_times,
+    realize, step_index)
 
 
 def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
@@ -48,11 +48,11 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         return operand_intact(graph, spans, step, interval_of_unit, value_id, at)
 
     def split_at(c: Candidate, peak: int):
-        """The split of ``c``'s readers whose gap covers ``peak``: (k, early end, clone time)."""
+        """The last split of ``c``'s readers whose gap covers ``peak``: (k, early end, clone time)."""
         iv = state.intervals[interval_of_unit[unit_of[c.value]]]
         users = sorted(c.users, key=lambda n: step[n])
-        times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users]
-        for k in range(len(users)):
+        times = read_times(c, users, step)     # (the run before a split lives until times[k])
+        for k in reversed(range(len(users))):   # the latest: its copy lives the least
             early_end, clone_t = times[k], 2 * step[users[k]]
             if early_end < peak < clone_t and iv[1] <= peak <= iv[2] and \
                     late_part_ok(graph, step, c, users[k]):
@@ -105,6 +105,7 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             operand_of_clone.add(o)
         recomputed.add(c.value)
         state.picks.append((c, k))
+        state.add_scratch(graph, c, clone_t)
         picks_since_place += 1
         if prof.max() - graph.values[c.value].size > target_temp and picks_since_place < 8:
             continue

@@ -15,7 +15,7 @@ from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
     RecomputePlan, best_fit, better, copies_read, late_part_ok, new_state, operand_intact,
-    plan_of, step_index)
+    plan_of, read_times, step_index)
 
 
 def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
@@ -50,7 +50,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         iv_index = state0.interval_of_unit[unit]
         _, iv_start, iv_end = state0.intervals[iv_index]
         users = sorted(c.users, key=lambda n: step[n])
-        times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users]
+        times = read_times(c, users, step)     # (the run before a split lives until times[k])
         options, ks = [], []
         for k in range(len(users)):
             early_end, clone_t = times[k], 2 * step[users[k]]

@@ -43,6 +43,21 @@ def late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before
     return all(step[graph.values[o].def_node] >= step[before] for o in c.successors)
 
 
+def read_times(c: Candidate, users: Sequence[int], step: Sequence[int]) -> list[int]:
+    """Per split k of ``users`` (``c.users`` in order; 0 to len), the doubled
+    time until which the run before it must live: its producer's, or the last
+    of ``c``'s own readers before ``users[k]``.  Slots do not count: a slot
+    reads nothing of ``c`` unless a dependent's copy runs there, and that copy
+    keeps what it reads alive itself (``plan_of``)."""
+    out, last = [], 2 * step[c.producer] + 1
+    for u in users:
+        out.append(last)
+        if u not in c.slots:
+            last = max(last, 2 * step[u] + 1)
+    out.append(last)
+    return out
+
+
 def copies_read(c: Candidate, users: Sequence[int], ks) -> bool:
     """Whether each copy of ``c`` split before readers ``ks`` of ``users``
     (``c.users`` in order) has a reader of its own: a copy before a slot
@@ -64,10 +79,19 @@ class State:
     interval_of_unit: dict[int, int]
     extra: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # late copies
     picks: list[tuple[Candidate, int]] = dataclasses.field(default_factory=list)  # (cand, split)
+    # A library call's copy writes its scratch too: (pick index, scratch value,
+    # [size, copy time, copy time]) each, placed after ``extra``.
+    scratch: list[tuple[int, int, list[int]]] = dataclasses.field(default_factory=list)
+
+    def add_scratch(self, graph: ScheduleGraph, c: Candidate, clone_t: int) -> None:
+        """The scratch of ``c``'s copy (the last pick), live at its time alone."""
+        for v in c.scratch:
+            self.scratch.append((len(self.picks) - 1, v, [graph.values[v].size, clone_t, clone_t]))
 
     def problem(self) -> sp.PlacementProblem:
         ivs = [sp.Interval(s, a, b) for s, a, b in self.intervals]
         ivs += [sp.Interval(s, a, b) for s, a, b in self.extra]
+        ivs += [sp.Interval(s, a, b) for _, _, (s, a, b) in self.scratch]
         regions = tuple(sp.Region(r.capacity, tuple(
             sp.Occupant(o.offset, o.size, 2 * o.start + 1, 2 * o.end + 1) for o in r.occupants))
             for r in self.base.regions)
@@ -77,7 +101,7 @@ class State:
 
     def profile(self, horizon: int) -> np.ndarray:
         diff = np.zeros(horizon + 2, dtype=np.int64)
-        for s, a, b in [*self.intervals, *self.extra]:
+        for s, a, b in [*self.intervals, *self.extra, *(iv for _, _, iv in self.scratch)]:
             diff[a] += s
             diff[b + 1] -= s
         return np.cumsum(diff)[:horizon]
@@ -154,6 +178,7 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
                 ov = state.intervals[state.interval_of_unit[unit_o.id]]
                 ov[2] = max(ov[2], clone_t)
         state.picks.append((c, k))
+        state.add_scratch(graph, c, clone_t)
     state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
     placement = place_state(state, base, orders)
     if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
@@ -179,11 +204,12 @@ def _copy_lives(graph: ScheduleGraph, state: State, step, picked) -> dict:
         ks = sorted(ks_of[c.value])
         if len(set(ks)) != len(ks):
             raise ValueError(f"value {c.value} is split twice before reader {k}")
+        reads = read_times(c, users, step)
         if c.value not in end_of:
             end_of[c.value] = iv[2]
-            iv[2] = 2 * step[c.producer] + 1 if ks[0] == 0 else 2 * step[users[ks[0] - 1]] + 1
+            iv[2] = reads[ks[0]]
         nxt = [j for j in ks if j > k]
-        end = 2 * step[users[nxt[0] - 1]] + 1 if nxt else end_of[c.value]
+        end = max(clone_t, reads[nxt[0]]) if nxt else end_of[c.value]
         out[(c.value, k)] = [graph.values[c.value].size, clone_t, end]
     return out
 
@@ -273,10 +299,17 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
     layout = layout_lib.realize(graph, order, base, state.owners)
     step = step_index(graph, order)
     recomputes = []
+    scratch_of = defaultdict(list)  # pick index -> (scratch value, its copy's place)
+    at = n + len(state.picks)
+    for (i, v, _), region, offset in zip(state.scratch, placement.region[at:],
+                                         placement.offset[at:]):
+        alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
+        scratch_of[i].append((v, (alloc, offset)))
     ks_of = defaultdict(list)       # a value recomputed several times: its copies' splits
     for c, k in state.picks:
         ks_of[c.value].append(k)
-    for (c, k), region, offset in zip(state.picks, placement.region[n:], placement.offset[n:]):
+    for i, ((c, k), region, offset) in enumerate(zip(state.picks, placement.region[n:],
+                                                     placement.offset[n:])):
         users = sorted(c.users, key=lambda u: step[u])
         upto = min((j for j in ks_of[c.value] if j > k), default=len(users))
         alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
@@ -284,7 +317,8 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
             value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
             late_users=tuple(graph.nodes[u] for u in users[k:upto] if u not in c.slots),
             place=(alloc, offset),
-            size=graph.values[c.value].size))
+            size=graph.values[c.value].size,
+            scratch=tuple(scratch_of[i])))
     problem = state.problem()
     events = defaultdict(int)
     blocks = []

@@ -44,6 +44,10 @@ class Recompute:
     place: tuple[int, int]          # (allocation, offset) of the second copy
     size: int
     done_before: str = ""           # a collective run again (graph.regather): its done's place
+    # A library call's copy (cuBLAS, cuDNN): its scratch (workspace) values,
+    # written by the copy and read by nothing, each with the (allocation,
+    # offset) the copy's own scratch takes (free while the copy runs).
+    scratch: tuple[tuple[int, tuple[int, int]], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

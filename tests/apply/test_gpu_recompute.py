@@ -45,7 +45,9 @@ def recomputed():
         warnings.simplefilter("ignore")
         base = olla_jax.plan(held_step, *HELD_ARGS, backend="gpu:h100", time_limit_s=2)
         target = base.runs_total_bytes - base.runs_temp_bytes + int(0.9 * base.runs_temp_bytes)
-        plan = budget.recompute_to_budget(base, target, time_limit_s=2, measure_time=False)
+        # (5 s: the first search in a process also decodes the executable's
+        # protos for the first time, which took more than 2 s on a loaded machine)
+        plan = budget.recompute_to_budget(base, target, time_limit_s=5, measure_time=False)
     return base, plan
 
 
@@ -201,8 +203,10 @@ def test_uncopyable_thunks_are_refused_with_a_reason():
     edit = ExecutableEdit(order=gpu_rewrite.entry_order(decoded),
                           relocate=lambda name, a, o, s: (a, o),
                           relocate_logical=lambda b, a, o: (a, o), clones=(clone,))
-    with pytest.raises(RewriteError, match="cuDNN"):
-        gpu_rewrite.rewrite(raw, edit)
+    # A cuDNN convolution (a library call, pure) is copied: compile-only, it
+    # has no workspace (no autotuning), so nothing else needs a place.
+    copied = gpu_executable.decode(gpu_rewrite.rewrite(raw, edit))
+    assert _names(copied).count(names[conv]) == 2
 
     # A kernel launch whose instruction has side effects is refused by name.
     kernel = next(t for t in decoded.thunks if gpu_rewrite.thunk_kind(t) in

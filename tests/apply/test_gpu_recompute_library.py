@@ -1,0 +1,133 @@
+"""Recomputation of a library call (cuBLASLt) in the GPU executable: the
+copy of the call writes its result at the plan's place and its workspace at
+a place of its own, free while the copy runs; the independent checker refuses
+a workspace placed over a live value, the read-back one placed elsewhere.
+
+Compile-only for the shipped H100 description (jax's CUDA plugin, no GPU):
+built and decoded again, never run here.  Triton GEMMs are switched off, so
+the step's matmuls are cuBLASLt calls (what a compile-only target does
+when no default Triton tile fits a dot, as in vit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
+from olla_jax.capture import gpu  # noqa: E402
+
+needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
+                                  reason="jax's CUDA plugin is not installed")
+S = jax.ShapeDtypeStruct
+CUBLAS = {"xla_gpu_enable_triton_gemm": False}
+
+
+def held_step(x, w1, w2):
+    a = x @ w1                              # read early, and again at the end
+    c = jnp.tanh((x * a.sum()) @ w2)        # the peak: 8 MiB while a waits
+    d = c[:, :256] * c[:, 256:512]
+    return (a * d).astype(jnp.bfloat16)
+
+
+ARGS = (S((2048, 256), jnp.float32), S((256, 256), jnp.float32), S((256, 1024), jnp.float32))
+
+
+@pytest.fixture(scope="module")
+def recomputed():
+    import olla_jax
+    from olla_jax import budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(held_step, *ARGS, backend="gpu:h100", time_limit_s=1,
+                             compiler_options=CUBLAS)
+        target = base.runs_total_bytes - base.runs_temp_bytes + int(0.9 * base.runs_temp_bytes)
+        plan = budget.recompute_to_budget(base, target, time_limit_s=5, measure_time=False)
+    return base, plan
+
+
+def _library_copy(plan):
+    lib = [r for r in plan.layout.recomputes if r.scratch]
+    assert lib, (plan.notes, plan.layout.recomputes)
+    return lib[0]
+
+
+@needs_plugin
+def test_a_cublas_call_is_copied_with_a_workspace_of_its_own(recomputed):
+    from olla_jax import checked
+    base, plan = recomputed
+    assert plan.planned_temp_bytes < base.runs_temp_bytes, plan.notes
+    r = _library_copy(plan)
+    ((ws, ws_place),) = r.scratch
+    assert plan.graph.values[ws].size > 0
+    # the x @ w1 product: 2 m n k FLOPs, its k read from the call's config payload
+    assert plan.extra_flops >= 2 * 2048 * 256 * 256
+    assert checked.rejection(base.capture, plan.layout, alignment=256) is None
+    after = gpu_executable.decode(plan.executable_bytes)
+    names = [t.thunk_info.profile_annotation for t in after.thunks]
+    first, copy = [k for k, n in enumerate(names) if n == r.producer]
+    assert gpu_rewrite.thunk_kind(after.thunks[copy]) == "cublas_lt_matmul_thunk"
+    roles = [(m.buffer_allocation_index, m.offset, role)
+             for m, role in gpu_rewrite.clone_arguments(after.thunks[copy])]
+    first_ws = next((m.buffer_allocation_index, m.offset) for m, role
+                    in gpu_rewrite.clone_arguments(after.thunks[first]) if role == "scratch")
+    assert (*ws_place, "scratch") in roles and first_ws == plan.layout.early_place(ws)
+    assert (*r.place, "written") in roles
+    assert gpu_readback.compare(plan.executable_bytes, plan.layout) is None
+
+
+@needs_plugin
+def test_checker_refuses_a_copy_whose_workspace_overlaps_a_live_value(recomputed):
+    from olla_jax import check, checked
+    base, plan = recomputed
+    r = _library_copy(plan)
+    ((ws, _),) = r.scratch
+    cap = base.capture
+
+    def with_scratch(scratch):
+        claims = tuple(dataclasses.replace(c, scratch=scratch) if c.producer == r.producer else c
+                       for c in checked.candidate_plan(plan.layout).recomputes)
+        return dataclasses.replace(checked.candidate_plan(plan.layout), recomputes=claims)
+    # over the copy's own result, written by the same call and live from then on
+    with pytest.raises(check.PlanRejected, match="scratch.*overlap|overlap.*scratch"):
+        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                         with_scratch(((ws, r.place),)), alignment=256)
+    # over an operand the copy reads (kept live until the copy runs)
+    operand = max((v for v in plan.graph.values.values() if plan.graph.node_index[r.producer]
+                   in v.touches and v.def_node != plan.graph.node_index[r.producer]
+                   and v.allocation == plan.graph.temp_allocation), key=lambda v: v.size,
+                  default=None)
+    if operand is not None:
+        with pytest.raises(check.PlanRejected, match="overlap"):
+            check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                             with_scratch(((ws, plan.layout.early_place(operand.id)),)),
+                             alignment=256)
+    # no place claimed for it, or a claim on a value that is no scratch of the call
+    with pytest.raises(check.PlanRejected, match="no place claimed"):
+        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text, with_scratch(()),
+                         alignment=256)
+    with pytest.raises(check.PlanRejected, match="no scratch of that library call"):
+        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                         with_scratch(((ws, r.place), (r.value, r.place))), alignment=256)
+
+
+@needs_plugin
+def test_readback_and_rewrite_hold_the_workspace_to_the_plan(recomputed):
+    from olla_jax.apply import feed_back
+    base, plan = recomputed
+    r = _library_copy(plan)
+    ((ws, place),) = r.scratch
+    moved = dataclasses.replace(r, scratch=((ws, (place[0], place[1] + 256)),))
+    wrong = dataclasses.replace(plan.layout, recomputes=tuple(
+        moved if q is r else q for q in plan.layout.recomputes))
+    assert "where the plan puts" in gpu_readback.compare(plan.executable_bytes, wrong)
+    # the rewrite refuses a copy of the call with no place for its workspace
+    bare = dataclasses.replace(plan.layout, recomputes=tuple(
+        dataclasses.replace(q, scratch=()) if q is r else q for q in plan.layout.recomputes))
+    with pytest.raises(gpu_rewrite.RewriteError, match="scratch"):
+        gpu_rewrite.rewrite(base.capture.executable, feed_back.edit_of(bare))
