@@ -260,6 +260,7 @@ def run_one(family: str, depth: int, time_limit_s: float, opt_level: int, backen
             "xla_scheduler": p.xla_scheduler, "planned": p.planned_temp_bytes,
             "bound": p.lower_bound_bytes, "gap": p.gap, "engine": p.engine,
             "notes": list(p.notes), "compile_s": timer.compile_s, "phases": timer.seconds,
+            "stage_ends_s": (p.settings or {}).get("stage_ends_s"),
             "solve_s": timer.solve_s(), "load": common.load(), "max_rss_mib": _max_rss_mib()}
 
 
