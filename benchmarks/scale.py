@@ -260,6 +260,7 @@ def run_one(family: str, depth: int, time_limit_s: float, opt_level: int, backen
             "xla_scheduler": p.xla_scheduler, "planned": p.planned_temp_bytes,
             "bound": p.lower_bound_bytes, "gap": p.gap, "engine": p.engine,
             "notes": list(p.notes), "compile_s": timer.compile_s, "phases": timer.seconds,
+            "stage_ends_s": (p.settings or {}).get("stage_ends_s"),
             "solve_s": timer.solve_s(), "load": common.load(), "max_rss_mib": _max_rss_mib()}
 
 
@@ -286,7 +287,9 @@ def plot(rows: list[dict], path: str, time_limit_s: float = 0) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    rss = any("max_rss_mib" in r and "error" not in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if rss else 2, figsize=(15 if rss else 10, 4))
+    a, b = axes[:2]
     for family, marker in (("mlp", "o"), ("transformer", "s")):
         rs = sorted((r for r in rows if r.get("family") == family and "error" not in r),
                     key=lambda r: r["instructions"])
@@ -297,12 +300,18 @@ def plot(rows: list[dict], path: str, time_limit_s: float = 0) -> None:
         b.plot(xs, [100 * r["gap"] for r in rs], marker=marker, label=f"{family}: gap to bound")
         b.plot(xs, [100 * (1 - r["planned"] / r["xla_best"]) for r in rs], marker=marker,
                linestyle="--", label=f"{family}: reduction vs XLA best")
+        if rss:
+            axes[2].plot(xs, [r.get("max_rss_mib", float("nan")) / 1024 for r in rs],
+                         marker=marker, label=family)
     if time_limit_s:
         a.axhline(time_limit_s, color="grey", linestyle=":", label=f"time limit ({time_limit_s:g} s)")
     a.set(xlabel="entry instructions", ylabel="planner seconds (graph + search)", title="solve time",
           ylim=(0, None))
     b.set(xlabel="entry instructions", ylabel="%", title="gap to bound / reduction")
-    for ax in (a, b):
+    if rss:
+        axes[2].set(xlabel="entry instructions", ylabel="GiB", title="worker's max RSS",
+                    ylim=(0, None))
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -438,8 +438,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
     per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
     settled: set = set()  # thresholds whose optimum CP-SAT proved
-    value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep,
-                         done=proven, values=per_cap)
+    if cost.sweep and now() >= _finish_mark(clock, cost):
+        # A big graph already past the layout's reserve: no bound starts (on
+        # 93k nodes at load 21, 240 s limit, two forced-live probes given no
+        # time took 30 s and 16 s past the limit, for a bound of 0).
+        logging.info("lower bound skipped: past the finish reserve")
+        value = 0
+    else:
+        value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep,
+                             done=proven, values=per_cap)
     if not cost.sweep:   # the time the min-cuts left: the orders' best proven optimal
         value = _prove_below(graph, per_cap, value, None, now, bound_end, orders=list(orders),
                              settled=settled)
@@ -514,11 +521,11 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     if cost.sweep and not value:
         # A big graph's bound found no time at its mark (the graph build and
         # the first list schedule take most of it): the time the skipped exact
-        # placement leaves goes to it, all but the layout's share.
-        value = _lower_bound(graph, with_regions, list(orders), now,
-                             clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit,
-                             big=True)
-        report("lower bound", bound=value)
+        # placement leaves goes to it, all but the layout's share (if any).
+        if now() < _finish_mark(clock, cost):
+            value = _lower_bound(graph, with_regions, list(orders), now,
+                                 _finish_mark(clock, cost), big=True)
+            report("lower bound", bound=value)
     elif best.placement.arena_size > value:
         # The bound had a tenth of the time at its mark (less on a loaded
         # machine: unet's fell from 83.88 to 46.50 MiB at load 10); what the
@@ -550,6 +557,11 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                     least_live_bytes=min([*live.values(), best.live]),
                     best_fit_bytes=best_fit_bytes.get(best.order, best.placement.arena_size),
                     exact_tried=exact_tried, stage_ends=tuple(stage_ends))
+
+
+def _finish_mark(clock: Deadline, cost: _Cost) -> float:
+    """When the layout must start: the finish reserve and one best-fit before the end."""
+    return clock.at - FINISH_RESERVE * clock.seconds - cost.one_best_fit
 
 
 def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: float,

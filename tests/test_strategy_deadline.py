@@ -334,3 +334,49 @@ def test_the_cpsat_bound_after_the_top_up_ends_by_its_end_and_never_passes_a_pla
     for seconds, left in given:
         assert strategy.CPSAT_BOUND_MIN_S <= left and seconds <= left + 1e-9
     assert now[0] <= 1004.0 + 1e-9
+
+
+def _sweep_mode(monkeypatch):
+    """The small graph planned as a big one (sweep placement: no block model, no exact)."""
+    monkeypatch.setattr(strategy, "SWEEP_MIN_PAIRS", 0)
+    monkeypatch.setattr(strategy, "PAIR_US", 1e9)
+
+
+def _bound_calls(monkeypatch) -> list:
+    calls = []
+    real_probe, real_cut = bounds.probe_bound, bounds.min_cut_bound
+
+    def probe_bound(*a, **kw):
+        calls.append("probe")
+        return real_probe(*a, **kw)
+
+    def min_cut_bound(*a, **kw):
+        calls.append("min-cut")
+        return real_cut(*a, **kw)
+    monkeypatch.setattr(bounds, "probe_bound", probe_bound)
+    monkeypatch.setattr(bounds, "min_cut_bound", min_cut_bound)
+    return calls
+
+
+def test_a_big_graph_past_the_finish_reserve_starts_no_bound(graph, monkeypatch):
+    # 93k nodes at load 21 (240 s limit): the graph build and first searches
+    # ate the limit, then two forced-live probes given no time ran 46 s past it.
+    _sweep_mode(monkeypatch)
+    calls = _bound_calls(monkeypatch)
+    now = [time.monotonic()]
+    deadline = strategy.Deadline(1.0, clock=lambda: now[0])
+    now[0] += 5.0
+    solution = strategy.solve_graph(graph, deadline=deadline)
+    assert calls == []
+    assert solution.lower_bound_bytes == 0
+    sp.check_topological(graph.order_problem(), solution.layout.order)
+
+
+def test_a_big_graph_with_time_left_still_gets_its_bound(graph, monkeypatch):
+    _sweep_mode(monkeypatch)
+    calls = _bound_calls(monkeypatch)
+    real_order = order_lib.solve_order
+    monkeypatch.setattr(order_lib, "solve_order", lambda problem, **kw: real_order(
+        problem, **{**kw, "time_limit_s": min(kw["time_limit_s"], 0.05), "engine": "list"}))
+    solution = strategy.solve_graph(graph, deadline=strategy.Deadline(3.0))
+    assert calls and solution.lower_bound_bytes > 0
