@@ -247,8 +247,9 @@ def test_checker_shares_nothing_with_solver_or_model():
 # Test files that test a benchmark's own code, and so import it: test_autotune.py
 # checks benchmarks/gpu_device.py's autotune text helpers against its recorded
 # results; test_check.py runs benchmarks/fuzz_plans.py's mutation campaign,
-# whose worker is a child ``python -m benchmarks.fuzz_plans --worker``.
-BENCHMARK_TESTS = {"test_autotune.py", "test_check.py"}
+# whose worker is a child ``python -m benchmarks.fuzz_plans --worker``;
+# test_scale_capture.py checks benchmarks/scale_capture.py's reading of XLA's pass log.
+BENCHMARK_TESTS = {"test_autotune.py", "test_check.py", "test_scale_capture.py"}
 
 
 def test_tests_import_nothing_from_benchmarks():
