@@ -53,6 +53,7 @@ CPSAT_BOUND_PROBLEMS = 2
 CHAIN_PROBLEMS = 2
 CHAIN_WIDTH = 12
 CHAIN_SHARE = 0.3
+CHAIN_REST_SHARE = 0.5         # of what the stage's min-cuts left: the rest goes to CP-SAT
 CHAIN_MIN_S = 0.05
 CPSAT_BOUND_NODES = 120
 CPSAT_BOUND_MIN_S = 0.2
@@ -453,7 +454,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     value = _lower_bound(graph, with_regions, list(orders), now, cuts_end, big=cost.sweep,
                          done=proven, values=per_cap)
     if not cost.sweep:   # the time the min-cuts left: the orders' best proven optimal
-        value = _chain_up(graph, per_cap, value, list(orders), now, bound_end)
+        value = _chain_up(graph, per_cap, value, list(orders), now,
+                          now() + CHAIN_REST_SHARE * max(0.0, bound_end - now()))
         value = _prove_below(graph, per_cap, value, None, now, bound_end, orders=list(orders),
                              settled=settled)
     report("lower bound", bound=value)
