@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--long_s", type=float, default=0.0,
                    help="also solve the same graph again with this limit (0: not)")
     p.add_argument("--out", default="benchmarks/results/bound_verdict_cpu")
+    p.add_argument("--render", default=None,
+                   help="rewrite <out>.md from a finished run's <out>.json (its rows and command)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -130,7 +132,7 @@ def verdict(r: dict) -> tuple[int, int, str]:
     above = max(c["order"] - c["cut"] for c in r["cuts"])
     if planned - best <= CLOSE * planned:
         return best, above, "closed: the bound proven here is within 2% of the plan"
-    if long and long["planned"] - best <= CLOSE * planned:
+    if long and long["planned"] - best <= CLOSE * long["planned"]:
         return best, above, (f"the plan's: the planner at {long['limit_s']:g} s found "
                              f"{common.mib(long['planned'])}, within 2% of the bound")
     if above <= 0:
@@ -179,6 +181,13 @@ def main(argv=None) -> None:
     common.gpu_environment(args.backend)
     if args.worker:
         worker(args)
+        return
+    if args.render:
+        import json
+        with open(args.render + ".json") as f:
+            run = json.load(f)
+        common.write_results(args.render, run, render(run["rows"], run["machine"], run["command"])
+                             + f"\n(rendered again by `{common.command_line()}`)\n")
         return
     print(f"$ {common.command_line()}", flush=True)
     flags = [f"--backend={args.backend}", f"--size={args.size}",

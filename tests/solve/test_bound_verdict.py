@@ -26,3 +26,9 @@ def test_a_longer_solve_near_the_bound_makes_it_the_plans():
     assert verdict(_row(long=long))[2].startswith("the plan's")
     far = dict(long, planned=95 * MIB)
     assert verdict(_row(long=far))[2].startswith("order or bound")
+
+
+def test_the_two_percent_is_of_the_longer_solves_arena():
+    # 1.9 MiB above a 90 MiB bound: 1.9% of the 10 s plan's 100, 2.07% of its own 91.9
+    long = dict(limit_s=120, planned=int(91.9 * MIB), bound=90 * MIB, live=90 * MIB, seconds=1)
+    assert not verdict(_row(long=long))[2].startswith("the plan's")
