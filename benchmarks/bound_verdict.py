@@ -4,8 +4,9 @@
         --time_limit_s=10 --out=benchmarks/results/bound_verdict_cpu
     python -m benchmarks.bound_verdict --backend=gpu:h100 --models=resnet18,unet --time_limit_s=20 ...
 
-Per example, in its own process: plan at ``time_limit_s`` (no feed-back);
-then on the same graph, with time to finish: every threshold problem's
+Per example, in its own process: plan at ``time_limit_s`` (no feed-back;
+where the plan keeps no layout, the planner's solve of its graph at that
+limit); then on the same graph, with time to finish: every threshold problem's
 min-cut and the chosen order's cost there (``order - cut``: the most the
 chosen order is above a threshold's relaxation: 0 means the order is
 optimal for every one of them); CP-SAT asked whether any order of the two
@@ -76,8 +77,14 @@ def run_one(name: str, args) -> dict:
         p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
                           time_limit_s=args.time_limit_s, feed_back=False,
                           static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
-    g, order = p.graph, p.layout.order
-    planned, bound = p.layout.temp_bytes, p.lower_bound_bytes
+    g = p.graph
+    if p.layout is not None:
+        order, planned, bound = p.layout.order, p.layout.temp_bytes, p.lower_bound_bytes
+    else:
+        # No layout kept (XLA's plan won, or a compile-only target): the
+        # planner's own solve of the same graph at the same limit instead.
+        sol = strategy.solve_graph(g, time_limit_s=args.time_limit_s)
+        order, planned, bound = sol.layout.order, sol.layout.temp_bytes, sol.lower_bound_bytes
     cuts = []
     for c in sorted({0, *g.order_problem().region_sizes}):
         problem = g.threshold_problem(c, for_bound=True)
