@@ -44,6 +44,17 @@ LEAD_THRESHOLD_SHARE = 0.5
 # next runs only when one ends early): split 2/3 and 1/3 at load 10, the
 # strongest's 0.9 s were short of its proof, twice, and the other proved nothing.
 CPSAT_BOUND_PROBLEMS = 2
+# Before CP-SAT: pairs and triples of the CHAIN_WIDTH nodes costliest in the
+# orders, in every sequence (solve.bound_chain), on the CHAIN_PROBLEMS
+# strongest thresholds, in CHAIN_SHARE of the bound's stage and of the
+# top-up (kept from the min-cuts in the stage) (unet cpu small:
+# 83.88 -> 87.50 MiB, the best order's cost there, in 0.7 s; CP-SAT on 120
+# reduced nodes had proven nothing past 83.88 in 20 s).
+CHAIN_PROBLEMS = 2
+CHAIN_WIDTH = 12
+CHAIN_SHARE = 0.3
+CHAIN_REST_SHARE = 0.5         # of what the stage's min-cuts left: the rest goes to CP-SAT
+CHAIN_MIN_S = 0.05
 CPSAT_BOUND_NODES = 120
 CPSAT_BOUND_MIN_S = 0.2
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
@@ -445,9 +456,14 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         logging.info("lower bound skipped: past the finish reserve")
         value = 0
     else:
-        value = _lower_bound(graph, with_regions, list(orders), now, bound_end, big=cost.sweep,
+        # The chain bound's share of the stage is kept from the min-cuts (none on a big graph).
+        cuts_end = bound_end if cost.sweep else \
+            now() + (1 - CHAIN_SHARE) * max(0.0, bound_end - now())
+        value = _lower_bound(graph, with_regions, list(orders), now, cuts_end, big=cost.sweep,
                              done=proven, values=per_cap)
     if not cost.sweep:   # the time the min-cuts left: the orders' best proven optimal
+        value = _chain_up(graph, per_cap, value, list(orders), now,
+                          now() + CHAIN_REST_SHARE * max(0.0, bound_end - now()))
         value = _prove_below(graph, per_cap, value, None, now, bound_end, orders=list(orders),
                              settled=settled)
     report("lower bound", bound=value)
@@ -535,6 +551,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
                                  floor=value, done=proven, values=per_cap)
             if not cost.sweep:   # a big graph's reduction alone takes seconds
+                value = _chain_up(graph, per_cap, value, [*orders, best.order], now,
+                                  now() + CHAIN_SHARE * max(0.0, end - now()))
                 value = _prove_below(graph, per_cap, value, best.placement.arena_size, now,
                                      end, settled=settled)
             report("lower bound", bound=value)
@@ -643,6 +661,28 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
             done.add(cap)
     logging.info("lower bound %d bytes (%d of %d threshold problems) in %.1f s",
                  value, solved, len(thresholds), now() - t0)
+    return value
+
+
+def _chain_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
+              orders: Sequence[Sequence[int]], now, end: float) -> int:
+    """``value`` raised by sets of nodes in every sequence (``solve.bound_chain``)
+    on the threshold problems whose min-cuts proved most (``per_cap``, raised
+    here too), by ``end`` (a ``now()`` time); what it leaves goes to CP-SAT."""
+    from olla_jax.solve import bound_chain
+    ranked = sorted(per_cap, key=lambda c: (-per_cap[c], c))[:CHAIN_PROBLEMS]
+    for k, cap in enumerate(ranked):
+        left = (end - now()) / (len(ranked) - k)
+        if left < CHAIN_MIN_S or not orders:
+            break
+        problem = graph.threshold_problem(cap, for_bound=True)
+        found = bound_chain.search_bound(problem, orders, time_limit_s=left, floor=value,
+                                         width=CHAIN_WIDTH)
+        logging.info("chain bound, threshold %d: %d bytes (%d flows, %.2f s%s)", cap,
+                     found.value, found.flows, found.seconds,
+                     "" if found.complete else ", stopped")
+        per_cap[cap] = max(per_cap[cap], found.value)
+        value = max(value, found.value)
     return value
 
 

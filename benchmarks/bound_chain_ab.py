@@ -1,0 +1,114 @@
+"""The chain bound (solve.bound_chain) on and off, on the same graphs.
+
+    python -m benchmarks.bound_chain_ab --models=unet,densenet,lstm --time_limit_s=10 \
+        --repeats=2 --out=benchmarks/results/bound_chain_ab_cpu
+
+Per example, in its own process: the planner's graph (one ``olla_jax.plan``
+at ``--capture_limit_s``), then ``strategy.solve_graph`` on it at
+``time_limit_s`` with the chain bound off (``CHAIN_PROBLEMS = 0``) and on,
+alternately, ``repeats`` times each, after one warm-up solve: the same graph, the same machine
+moments, so the difference is the chain's (on a loaded machine the search's
+luck still varies from run to run).  Figures in MiB; wall: the solve's
+seconds (to compare with the limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="unet,densenet,lstm")
+    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
+    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
+    p.add_argument("--time_limit_s", type=float, default=10.0)
+    p.add_argument("--capture_limit_s", type=float, default=2.0)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/bound_chain_ab_cpu")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_one(name: str, args) -> dict:
+    import warnings
+    import examples
+    import olla_jax
+    from olla_jax import strategy
+
+    step = examples.get(name, args.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
+                          time_limit_s=args.capture_limit_s, feed_back=False,
+                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    strategy.solve_graph(p.graph, time_limit_s=1.0)   # warm-up (imports, first calls): not kept
+    runs = []
+    kept = strategy.CHAIN_PROBLEMS
+    try:
+        for k in range(args.repeats):
+            for on in (False, True):
+                strategy.CHAIN_PROBLEMS = kept if on else 0
+                load = common.load()
+                t0 = time.monotonic()
+                sol = strategy.solve_graph(p.graph, time_limit_s=args.time_limit_s, seed=k)
+                runs.append(dict(chain=on, planned=sol.layout.temp_bytes,
+                                 bound=sol.lower_bound_bytes, wall=time.monotonic() - t0,
+                                 load=load))
+    finally:
+        strategy.CHAIN_PROBLEMS = kept
+    return dict(model=name, backend=args.backend, runs=runs)
+
+
+def worker(args) -> None:
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+                               lambda msg: {"model": args.worker, "error": msg})
+
+
+def render(rows: list, info: dict, command: str) -> str:
+    mib = common.mib
+    lines = common.header("The chain bound on and off, on the same graphs", {
+        "backend": ", ".join(sorted({r.get("backend", "cpu") for r in rows})),
+        "note": "2 cores shared with other helpers' jobs (loads per run below)"},
+        command=command, machine_info=info)
+    lines += [__doc__.split("\n\n", 2)[2].strip(), ""]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], "-", "-", "-", "-", "-", "-", "ERROR: " + r["error"][:200]])
+            continue
+        for x in r["runs"]:
+            gap = 100 * (x["planned"] - x["bound"]) / x["planned"] if x["planned"] else 0.0
+            body.append([r["model"], "on" if x["chain"] else "off", mib(x["planned"]),
+                         mib(x["bound"]), f"{gap:.2f}", f"{x['wall']:.1f}", x["load"], ""])
+    lines += common.table(["model", "chain", "planned", "bound", "gap %", "wall s", "load 1/5/15",
+                           "notes"], body, right={2, 3, 4, 5})
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.gpu_environment(args.backend)
+    if args.worker:
+        worker(args)
+        return
+    print(f"$ {common.command_line()}", flush=True)
+    flags = [f"--backend={args.backend}", f"--size={args.size}",
+             f"--time_limit_s={args.time_limit_s}", f"--capture_limit_s={args.capture_limit_s}",
+             f"--repeats={args.repeats}"]
+    common.run_rows("benchmarks.bound_chain_ab", args.models.split(","), flags,
+                    lambda spec, msg: {"model": spec, "error": msg}, render, args.out,
+                    timeout_s=4 * args.repeats * args.time_limit_s + 1800)
+
+
+if __name__ == "__main__":
+    main()
