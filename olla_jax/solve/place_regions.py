@@ -173,7 +173,7 @@ def improve_regions(model: BlockModel, placement: Placement, deadline: float) ->
                 if best is not None:
                     break
             if best is None and _eject(model, region, offset, prof, peak, b, used, caps, by_cap,
-                                       deadline, outside):
+                                       deadline, outside, sizes):
                 best = (region[b], offset[b])
             if best is not None:
                 moved = done = True
@@ -208,20 +208,49 @@ def improve_regions(model: BlockModel, placement: Placement, deadline: float) ->
 EJECT_MAX = 8
 
 
+def _in_way(model: BlockModel, region: list[int], j: int, caps: np.ndarray,
+            sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks in a region during block ``j``'s life, in a region that
+    could hold ``j``, and their regions (vectorised: a deep step's blocks
+    conflict with hundreds of others)."""
+    conf = model.conflicts[j]
+    if not len(conf):
+        return conf, conf
+    where = np.asarray(region, dtype=np.int64)[conf]
+    keep = where != ARENA
+    keep[keep] = caps[where[keep]] >= sizes[j]
+    return conf[keep], where[keep]
+
+
+def _spans(model: BlockModel, offset: list[int], j: int, r: int, ks: np.ndarray,
+           rs: np.ndarray, sizes: np.ndarray) -> list[tuple[int, int]]:
+    """(lo, hi) of what is in region ``r`` during block ``j``'s life: the
+    blocks ``ks`` whose region ``rs`` is ``r``, and its occupants."""
+    out = [(offset[k], offset[k] + int(sizes[k])) for k in ks[rs == r].tolist()]
+    if r in model.open_regions[j] or r in model.blocked_regions[j]:
+        out.extend(model.occupied[r][j])
+    return out
+
+
 def _home(model: BlockModel, region: list[int], offset: list[int], prof: np.ndarray,
-          peak: int, j: int, caps: np.ndarray, by_cap: np.ndarray,
+          peak: int, j: int, caps: np.ndarray, by_cap: np.ndarray, sizes: np.ndarray,
           skip: int | None = None) -> tuple[int, int] | None:
     """Where block ``j`` (out of its region for now) can go as things stand:
     the tightest room in the smallest region in use during its life with
     room for it, else the smallest region idle then, else the arena when its
     bytes there stay below ``peak`` at every moment of its life; None when
     nowhere.  ``skip``: a region not to look in (and no arena)."""
-    size = int(model.blocks[j].size)
-    used = _members(model, region, offset, j, caps)
-    for r in sorted(used, key=lambda r: (caps[r], r)):   # the smallest region with room
-        if r == skip or max(hi - lo for lo, hi, _ in used[r]) > caps[r] - size:
-            continue     # one span leaves too little (a full region, the usual case)
-        got = _tightest([(lo, hi) for lo, hi, _ in used[r]], size, model.alignment, int(caps[r]))
+    size = int(sizes[j])
+    ks, rs = _in_way(model, region, j, caps, sizes)
+    occupied = [r for r in model.occupied_regions[j] if caps[r] >= size]
+    used = set(rs.tolist()) | set(occupied)
+    # one block leaves too little room (a full region, the usual case)
+    full = set(rs[sizes[ks] > caps[rs] - size].tolist()) | model.blocked_regions[j]
+    for r in sorted(used - full, key=lambda r: (caps[r], r)):   # the smallest with room
+        if r == skip:
+            continue
+        got = _tightest(_spans(model, offset, j, r, ks, rs, sizes), size, model.alignment,
+                        int(caps[r]))
         if got is not None:
             return r, got[1]
     for r in by_cap[np.searchsorted(caps[by_cap], size):].tolist():
@@ -235,34 +264,39 @@ def _home(model: BlockModel, region: list[int], offset: list[int], prof: np.ndar
 
 def _chain_home(model: BlockModel, region: list[int], offset: list[int], prof: np.ndarray,
                 peak: int, j: int, r: int, caps: np.ndarray, by_cap: np.ndarray,
-                outside: dict, homed: list[int]) -> tuple[int, int] | None:
+                outside: dict, homed: list[int], sizes: np.ndarray) -> tuple[int, int] | None:
     """``_home`` of block ``j``, one of an ejection chain's out of region
     ``r``: its home outside ``r`` as the placement stood before the chain
     (``outside``, per block, kept until a move is made) when no block of
     this chain (``homed``) took that room since, else as things stand."""
+    size = int(sizes[j])
     if j not in outside:
         saved = region[j]
         region[j] = ARENA
-        outside[j] = _home(model, region, offset, prof, peak, j, caps, by_cap, skip=r)
+        outside[j] = _home(model, region, offset, prof, peak, j, caps, by_cap, sizes, skip=r)
         region[j] = saved
     found = outside[j]
-    if found is not None:
-        lo, hi = found[1], found[1] + int(model.blocks[j].size)
-        conf = set(model.conflicts[j].tolist())
-        if not any(region[k] == found[0] and k in conf and offset[k] < hi
-                   and offset[k] + int(model.blocks[k].size) > lo for k in homed):
-            return found
-    else:
-        used = _members(model, region, offset, j, caps, only=r)
-        spans = [(lo, hi) for lo, hi, _ in used.get(r, [])]
-        got = _tightest(spans, int(model.blocks[j].size), model.alignment, int(caps[r]))
+    if found is None:     # region r itself, at another offset, or the arena
+        conf = model.conflicts[j]    # sorted
+        mine = np.nonzero(np.asarray(region, dtype=np.int64) == r)[0]
+        if len(conf) and len(mine):
+            pos = np.minimum(np.searchsorted(conf, mine), len(conf) - 1)
+            ks = mine[conf[pos] == mine]
+        else:
+            ks = mine[:0]
+        got = _tightest(_spans(model, offset, j, r, ks, np.full(len(ks), r), sizes), size,
+                        model.alignment, int(caps[r]))
         if got is not None:
             return r, got[1]
-        size = int(model.blocks[j].size)
         if all(int(prof[s:e + 1].max()) + size < peak for s, e in model.blocks[j].segments):
             return ARENA, 0
         return None
-    return _home(model, region, offset, prof, peak, j, caps, by_cap)
+    lo, hi = found[1], found[1] + size
+    conf = set(model.conflicts[j].tolist()) if homed else ()
+    if not any(region[k] == found[0] and k in conf and offset[k] < hi
+               and offset[k] + int(sizes[k]) > lo for k in homed):
+        return found
+    return _home(model, region, offset, prof, peak, j, caps, by_cap, sizes)
 
 
 def _windows(spans: list, size: int, cap: int, alignment: int) -> list[tuple[int, list[int]]]:
@@ -286,7 +320,7 @@ def _windows(spans: list, size: int, cap: int, alignment: int) -> list[tuple[int
 
 def _eject(model: BlockModel, region: list[int], offset: list[int], prof: np.ndarray,
            peak: int, b: int, used: dict, caps: np.ndarray, by_cap: np.ndarray,
-           deadline: float, outside: dict) -> bool:
+           deadline: float, outside: dict, sizes: np.ndarray) -> bool:
     """The ejection chain of ``improve_regions`` for peak block ``b`` (out of
     the arena profile already): the first window of a region whose blocks
     all find a home elsewhere (``_home``, one after another, ``b`` in the
@@ -312,7 +346,7 @@ def _eject(model: BlockModel, region: list[int], offset: list[int], prof: np.nda
             homes = []
             for j in sorted(way, key=lambda j: -int(model.blocks[j].size)):
                 home = _chain_home(model, region, offset, prof, peak, j, r, caps, by_cap,
-                                   outside, homes)
+                                   outside, homes, sizes)
                 if home is None:
                     break
                 region[j], offset[j] = home
