@@ -184,8 +184,15 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
         start = hint if order is None else best_fit_model(model, orders=(order,))
         if order is not None:
             one = max(best_fit_s, time.perf_counter() - t)
-        start = improve_regions(model, start, time.monotonic()
-                                + (_IMPROVE_SHARE if k == 0 else 0.1) * max(0.0, left()))
+        improved = improve_regions(model, start, time.monotonic()
+                                   + (_IMPROVE_SHARE if k == 0 else 0.1) * max(0.0, left()))
+        if improved is not start:
+            try:   # its moves are checked here, as an engine's result is
+                validate_placement(problem, improved)
+                start = improved
+            except ValueError as err:
+                warnings.warn(f"the region pass returned an invalid placement, keeping its "
+                              f"start: {err}", RuntimeWarning)
         peak = int(arena_profile(model, model.from_placement(start)[0], horizon).max())
         if order is not None and peak >= best.arena_size:
             continue                       # its arena cannot go below its live peak

@@ -147,6 +147,7 @@ def improve_regions(model: BlockModel, placement: Placement, deadline: float) ->
                 region[b], offset[b] = best
                 add(b, -1)
                 moved = done = True
+                outside.clear()   # homes found before this move may be taken now
                 break
             # One region block in the way, live at no peak moment, to the arena.
             add(b, -1)
