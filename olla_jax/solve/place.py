@@ -147,6 +147,10 @@ def _place_auto(problem: PlacementProblem, *, time_limit_s: float, hint: Placeme
 # kept best-fit's region choices, 10.00 MiB; its ejection chains need about
 # 1.4 s there (loaded machine) to bring the peak to 8.75.
 _IMPROVE_SHARE = 0.5
+# ... when the hint is at most this many times the floor: a best-fit cut at
+# its deadline (blocks stacked, 200 MiB on grad_accum at load 20) took
+# _IMPROVE_SHARE of 1.5 s and lost to XLA's 15.06 MiB.
+_NEAR = 2.0
 
 
 # One best-fit sort order over a model takes about this many times the model's
@@ -184,8 +188,10 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
         start = hint if order is None else best_fit_model(model, orders=(order,))
         if order is not None:
             one = max(best_fit_s, time.perf_counter() - t)
-        improved = improve_regions(model, start, time.monotonic()
-                                   + (_IMPROVE_SHARE if k == 0 else 0.1) * max(0.0, left()))
+        # The hint's pass gets more, unless the hint is far above the floor
+        # (a best-fit cut short: the next start's best-fit is worth more).
+        share = _IMPROVE_SHARE if k == 0 and start.arena_size <= _NEAR * goal else 0.1
+        improved = improve_regions(model, start, time.monotonic() + share * max(0.0, left()))
         if improved is not start:
             try:   # its moves are checked here, as an engine's result is
                 validate_placement(problem, improved)

@@ -15,12 +15,11 @@ places what is left), one move at a time, while it goes down:
   for it all its life;
 - failing that, one region block in its way that is live at no peak moment
   goes to the arena (where its bytes stay below the peak) and the peak block
-  takes its room.
-
-- failing that, an ejection chain: the blocks in the way of one window of
-  a region (no occupant there) each move into another region with room for
-  their whole life (or, live at no peak moment, to the arena), and the peak
-  block takes the window.  On gpt2 with gradient accumulation (CPU, small)
+  takes its room;
+- once neither move is left for any block at the peak, an ejection chain:
+  the blocks in the way of one window of a region (no occupant there) each
+  move into another region with room for their whole life (or, live at no
+  peak moment, to the arena), and the peak block takes the window.  On gpt2 with gradient accumulation (CPU, small)
   1 MiB regions held 0.25 MiB blocks that 0.25 MiB regions had room for,
   while two 1 MiB blocks sat in the arena at its peak (10.00 MiB placed
   against 8.28 that no order's placement goes below).
@@ -103,7 +102,11 @@ def improve_regions(model: BlockModel, placement: Placement, deadline: float) ->
     caps = np.array([reg.capacity for reg in problem.regions], dtype=np.int64)
     by_cap = np.argsort(caps, kind="stable")
     moved = False
-    tried: set[tuple[int, int]] = set()        # (block, peak) pairs that found no move
+    tried: set[tuple[int, int, bool]] = set()   # (block, peak, chains) that found no move
+    # Ejection chains only once no plain move is left (they cost more: on a
+    # start whose best-fit was cut short, nearly every block in the arena,
+    # they took the time the plain moves needed).
+    chains = False
     outside: dict = {}   # ejection chains' homes of blocks, until a move is made
 
     def add(b: int, sign: int) -> None:
@@ -121,7 +124,7 @@ def improve_regions(model: BlockModel, placement: Placement, deadline: float) ->
         hit = np.zeros(len(model.blocks), dtype=bool)
         hit[seg_of[marks[seg_hi] > marks[seg_lo]]] = True
         at_peak = [b for b in np.nonzero(hit)[0].tolist()
-                   if region[b] == ARENA and sizes[b] and (b, peak) not in tried]
+                   if region[b] == ARENA and sizes[b] and (b, peak, chains) not in tried]
         at_peak.sort(key=lambda b: -int(sizes[b]))
         done = False
         for b in at_peak:
@@ -173,17 +176,20 @@ def improve_regions(model: BlockModel, placement: Placement, deadline: float) ->
                     break
                 if best is not None:
                     break
-            if best is None and _eject(model, region, offset, prof, peak, b, used, caps, by_cap,
-                                       deadline, outside, sizes):
+            if best is None and chains and _eject(model, region, offset, prof, peak, b, used,
+                                                  caps, by_cap, deadline, outside, sizes):
                 best = (region[b], offset[b])
+                chains = False   # the plain moves first again
             if best is not None:
                 moved = done = True
                 outside.clear()   # homes found before this move may be taken now
                 break
             add(b, +1)
-            tried.add((b, peak))
+            tried.add((b, peak, chains))
         if not done:
-            break
+            if chains or time.monotonic() >= deadline:
+                break
+            chains = True     # no plain move lowers the peak: ejection chains too
     if not moved:
         return placement
     # Arena blocks stacked in the order of their old offsets: valid, not tight.
