@@ -189,8 +189,10 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
         if order is not None:
             one = max(best_fit_s, time.perf_counter() - t)
         # The hint's pass gets more, unless the hint is far above the floor
-        # (a best-fit cut short: the next start's best-fit is worth more).
-        share = _IMPROVE_SHARE if k == 0 and start.arena_size <= _NEAR * goal else 0.1
+        # (a best-fit cut short: the next start's best-fit is worth more) or
+        # within 1% of it (the arena search has more to win there).
+        share = (_IMPROVE_SHARE if k == 0 and 1.01 * goal < start.arena_size <= _NEAR * goal
+                 else 0.1)
         improved = improve_regions(model, start, time.monotonic() + share * max(0.0, left()))
         if improved is not start:
             try:   # its moves are checked here, as an engine's result is
