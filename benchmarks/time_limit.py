@@ -8,6 +8,8 @@
         --floor_exact_s=10 --out=benchmarks/results/time_limit_10s_floor
     python -m benchmarks.time_limit --models=unet,lstm,densenet --size=small --time_limit_s=10 \
         --out=benchmarks/results/time_limit_10s_fit_score
+    python -m benchmarks.time_limit --backend=gpu:h100 --models=grad_accum,resnet18,unet \
+        --size=small --time_limit_s=20 --offline_exact_s=10 --out=benchmarks/results/place_h100_fit
 
 Per example, in its own process: the limit; the planner's part of ``plan()``
 (``Plan.solve_seconds``: graph build, order search, bound, placement) and its
@@ -38,6 +40,7 @@ from benchmarks import common  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="cnn_adam,unet,resnet50,densenet,remat")
+    p.add_argument("--backend", default="cpu", help="cpu, or a compile-only GPU target (gpu:h100)")
     p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
     p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--out", default="benchmarks/results/time_limit_5s")
@@ -65,7 +68,8 @@ def run_one(name: str, args) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = olla_jax.plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+                          backend=args.backend, static_argnums=step.static_argnums,
+                          donate_argnums=step.donate_argnums)
     s = p.settings
     row = dict(model=name, limit_s=args.time_limit_s, solve_s=p.solve_seconds,
                capture_s=p.capture_seconds, verify_s=p.verify_seconds,
@@ -132,6 +136,7 @@ def _pct(x):
 
 def markdown(rows, args, meta) -> str:
     lines = common.header(f"Time limit and placement vs live bytes, size {args.size}", {
+        "backend": getattr(args, "backend", "cpu"),
         "time limit per model": f"{args.time_limit_s:g} s",
         "load average (1/5/15 min) at start, end": f"{meta['load_start']}; {meta.get('load_end', '-')} "
         "(2 cores shared with other jobs: timings and what a wall-clock limit allows are affected)"},
@@ -213,7 +218,7 @@ def markdown(rows, args, meta) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment("cpu")
+    common.gpu_environment(args.backend)
     if args.worker:
         worker(args)
         return
@@ -224,6 +229,7 @@ def main(argv=None) -> None:
     for name in args.models.split(","):
         row = common.run_worker("benchmarks.time_limit", name,
                                 [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}",
+                                 f"--backend={args.backend}",
                                  f"--offline_exact_s={args.offline_exact_s}",
                                  f"--floor_exact_s={args.floor_exact_s}"],
                                 lambda msg, name=name: {"model": name, "error": msg},
