@@ -59,6 +59,10 @@ def parse_args(argv=None):
     p.add_argument("--mode_time_s", type=float, default=0,
                    help="per mode and model: no probe starts after it; the answer is then the "
                         "largest batch seen to fit, marked as a lower bound (0: none)")
+    p.add_argument("--time_s", type=float, default=0,
+                   help="per model, the whole search (XLA's included): no probe starts after "
+                        "it, answers found so far are kept as lower bounds (0: --model_timeout_s "
+                        "less a margin for the probe running, when that is given)")
     p.add_argument("--reach_time_s", type=float, default=0,
                    help="seconds for the working-set floor search per model (0: skip it)")
     p.add_argument("--target", type=float, default=1.5,
@@ -100,21 +104,18 @@ def run_one(name: str, args) -> dict:
                                         time_limit_s=args.time_limit_s,
                                         step_time_limit=args.step_time_limit,
                                         search=args.search, cache=cache,
-                                        mode_time_s=args.mode_time_s or None)
+                                        mode_time_s=args.mode_time_s or None,
+                                        time_s=args.time_s or None,
+                                        reach_time_s=args.reach_time_s or None,
+                                        reach_target=args.target)
     scale = (lambda b: b if b is None else unit * b)
     search_seconds = time.perf_counter() - t0
     reach = None
     xla = report.largest("xla")
-    if args.reach_time_s and xla:
+    found = report.reach   # the working-set floor's search, run inside (it caps recomputation)
+    if found is not None and xla:
         import math
         target = max(xla + 1, math.ceil(args.target * xla))   # in units, as the search counts
-        smallest = min(p.batch for p in report.probes if p.mode == "xla")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = batch_lib.reachable_batch(
-                lambda b: examples.make(name, args.size, unit * b), capacity,
-                batches=(smallest, xla, target), low=smallest, time_s=args.reach_time_s,
-                cache=cache)
         reach = {"batch": scale(found.batch), "smallest_failing": scale(found.smallest_failing),
                  "complete": found.complete, "seconds": found.seconds,
                  "target_batch": scale(target),
@@ -133,6 +134,21 @@ def run_one(name: str, args) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+# Seconds kept from --model_timeout_s for the probe running when the search's
+# own time ends (a recomputing probe fed back, verified and timed on a loaded machine).
+TIMEOUT_MARGIN_S = 120
+
+
+def model_time_s(args) -> float:
+    """The search's own time per model: --time_s, else --model_timeout_s less the
+    margin (the search stops itself and reports lower bounds, before the worker is killed)."""
+    if args.time_s:
+        return args.time_s
+    if args.model_timeout_s:
+        return max(args.model_timeout_s - TIMEOUT_MARGIN_S, args.model_timeout_s / 2)
+    return 0
+
+
 def batch_unit(name: str, size: str) -> int:
     """The step the example's batch comes in (grad_accum: its micro-batch count);
     the search then counts in units of it, and batches are reported in samples."""
@@ -149,6 +165,12 @@ def batch_unit(name: str, size: str) -> int:
 
 
 def worker(args) -> None:
+    import signal
+
+    def terminated(signum, frame):   # a row that says so, not a worker gone without a word
+        raise RuntimeError(f"the worker got signal {signum} (SIGTERM) from outside the benchmark "
+                           "(its own time limit kills with SIGKILL); rerun this model")
+    signal.signal(signal.SIGTERM, terminated)
     common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
                                lambda msg: {"model": args.worker, "error": msg})
 
@@ -160,7 +182,7 @@ def step_time(row: dict) -> str:
     batch = row["largest"].get("recompute")
     if not batch:
         return "-"
-    for p in row["probes"]:
+    for p in reversed(row["probes"]):   # the confirmation comes after the memory-only probe
         if p["mode"] == "recompute" and p["batch"] == batch:
             found = re.search(r"step time ([0-9.]+) x", p["note"])
             return f"{found.group(1)} x XLA's" if found else "no recomputation"
@@ -386,6 +408,7 @@ def main(argv=None) -> None:
     for i, name in enumerate(names):
         flags = [f"--size={args.size}", f"--modes={args.modes}",
                  f"--mode_time_s={args.mode_time_s}", f"--reach_time_s={args.reach_time_s}",
+                 f"--time_s={model_time_s(args)}",
                  f"--target={args.target}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
                  f"--step_time_limit={args.step_time_limit}", f"--search={args.search}"]
