@@ -194,8 +194,11 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
     lines = common.header(f"olla_jax largest batch: cpu, size {args.size}", {
         "capacity": f"{args.capacity_factor:g} x XLA's total at the example's own batch",
         "time limit per plan": f"{args.time_limit_s:g} s",
-        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's (measured at each "
-                                       "probe that recomputed)",
+        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's at the same batch "
+                                       "(measured where a batch the search settled on "
+                                       "recomputes: the fed-back executable and XLA's, 30 "
+                                       "interleaved calls a side in one process, fastest over "
+                                       "fastest)",
         "search": args.search,
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
         **({"merged by": f"`{meta['rendered']}`"} if meta.get("rendered") else {})},
