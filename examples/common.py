@@ -149,7 +149,8 @@ def _init(model, x) -> dict:
     key = (type(model).__module__, type(model).__qualname__, repr(model), x.shape, str(x.dtype))
     if not _LAST_INIT or _LAST_INIT[0][0] != key:
         _LAST_INIT[:] = [(key, jax.jit(model.init)(KEY, x))]
-    return dict(_LAST_INIT[0][1])
+    # copies: a step that donates its parameters must not delete the next step's
+    return dict(jax.tree_util.tree_map(jnp.copy, _LAST_INIT[0][1]))
 
 
 def flax_step(name: str, description: str, model, batch: dict, tx: optax.GradientTransformation,
