@@ -80,7 +80,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run_one(name: str, args) -> dict:
+def run_one(name: str, args, started: float | None = None) -> dict:
+    """One model's row; ``started``: time.monotonic() when the worker began (its
+    --time_s counts from then: the capacity's compiles come out of it too)."""
     import warnings
     import examples
     import olla_jax
@@ -105,7 +107,7 @@ def run_one(name: str, args) -> dict:
                                         step_time_limit=args.step_time_limit,
                                         search=args.search, cache=cache,
                                         mode_time_s=args.mode_time_s or None,
-                                        time_s=args.time_s or None,
+                                        time_s=time_left(args, started),
                                         reach_time_s=args.reach_time_s or None,
                                         reach_target=args.target)
     scale = (lambda b: b if b is None else unit * b)
@@ -136,7 +138,16 @@ def run_one(name: str, args) -> dict:
 
 # Seconds kept from --model_timeout_s for the probe running when the search's
 # own time ends (a recomputing probe fed back, verified and timed on a loaded machine).
-TIMEOUT_MARGIN_S = 120
+TIMEOUT_MARGIN_S = 240
+
+
+def time_left(args, started: float | None) -> float | None:
+    """--time_s less what the worker has spent already (at least a second: the
+    search then reports what it had, lower bounds, instead of nothing); None: no limit."""
+    if not args.time_s:
+        return None
+    spent = time.monotonic() - started if started is not None else 0.0
+    return max(args.time_s - spent, 1.0)
 
 
 def model_time_s(args) -> float:
@@ -171,7 +182,8 @@ def worker(args) -> None:
         raise RuntimeError(f"the worker got signal {signum} (SIGTERM) from outside the benchmark "
                            "(its own time limit kills with SIGKILL); rerun this model")
     signal.signal(signal.SIGTERM, terminated)
-    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+    started = time.monotonic()
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args, started),
                                lambda msg: {"model": args.worker, "error": msg})
 
 

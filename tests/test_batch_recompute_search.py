@@ -132,7 +132,7 @@ def test_a_terminated_worker_writes_a_row_that_says_so(tmp_path):
     out = tmp_path / "row.json"
     code = ("import os, signal, time, sys\n"
             "from benchmarks import batch\n"
-            "batch.run_one = lambda name, args: (os.kill(os.getpid(), signal.SIGTERM), "
+            "batch.run_one = lambda name, args, started=None: (os.kill(os.getpid(), signal.SIGTERM), "
             "time.sleep(30))\n"
             f"batch.worker(batch.parse_args(['--worker=mlp', '--worker_out={out}']))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True,
