@@ -143,15 +143,18 @@ def test_a_terminated_worker_writes_a_row_that_says_so(tmp_path):
 
 
 def test_the_search_stops_itself_before_the_worker_is_killed():
-    code = ("from benchmarks import batch\n"
+    code = ("import time\nfrom benchmarks import batch\n"
             "print(batch.model_time_s(batch.parse_args(['--model_timeout_s=480'])),"
             " batch.model_time_s(batch.parse_args(['--model_timeout_s=480', '--time_s=100'])),"
-            " batch.model_time_s(batch.parse_args([])))\n")
+            " batch.model_time_s(batch.parse_args([])),"
+            " batch.time_left(batch.parse_args(['--time_s=480']), time.monotonic() - 100),"
+            " batch.time_left(batch.parse_args(['--time_s=480']), time.monotonic() - 900))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    own, given, none = map(float, done.stdout.split())
+    own, given, none, left, late = map(float, done.stdout.split())
     assert 0 < own < 480 and given == 100 and none == 0
+    assert 370 < left <= 380 and late == 1.0   # counted from the worker's start
 
 
 def test_the_table_reads_the_confirmation_s_step_time(tmp_path):
