@@ -63,6 +63,10 @@ def parse_args(argv=None):
                    help="per model, the whole search (XLA's included): no probe starts after "
                         "it, answers found so far are kept as lower bounds (0: --model_timeout_s "
                         "less a margin for the probe running, when that is given)")
+    p.add_argument("--hints", default=None,
+                   help="A.json,B.json: earlier runs of this benchmark; per model, each mode's "
+                        "complete answer there (the first file that has one) and the batch above "
+                        "it are probed first: two probes settle an answer that has not moved")
     p.add_argument("--reach_time_s", type=float, default=0,
                    help="seconds for the working-set floor search per model (0: skip it)")
     p.add_argument("--target", type=float, default=1.5,
@@ -109,7 +113,8 @@ def run_one(name: str, args, started: float | None = None) -> dict:
                                         mode_time_s=args.mode_time_s or None,
                                         time_s=time_left(args, started),
                                         reach_time_s=args.reach_time_s or None,
-                                        reach_target=args.target)
+                                        reach_target=args.target,
+                                        hints=hints_for(name, args.hints, unit))
     scale = (lambda b: b if b is None else unit * b)
     search_seconds = time.perf_counter() - t0
     reach = None
@@ -134,6 +139,25 @@ def run_one(name: str, args, started: float | None = None) -> dict:
             "probes": [{"mode": p.mode, "batch": scale(p.batch), "total": p.total_bytes, "fits": p.fits,
                         "seconds": p.seconds, "note": p.note} for p in report.probes],
             "seconds": time.perf_counter() - t0}
+
+
+def hints_for(name: str, paths: str | None, unit: int) -> dict[str, int]:
+    """Per mode, ``name``'s complete answer in the first of ``paths`` that has one
+    (in the search's units); the floor search's as "reach"."""
+    import json
+    found: dict[str, int] = {}
+    for path in (paths.split(",") if paths else ()):
+        with open(path) as f:
+            rows = [r for r in json.load(f)["rows"] if r.get("model") == name and "error" not in r]
+        for r in rows:
+            done = r.get("complete", {})
+            for mode, batch in r.get("largest", {}).items():
+                if batch and done.get(mode, True) and mode not in found and batch // unit >= 1:
+                    found[mode] = batch // unit
+            reach = r.get("reach")
+            if reach and reach.get("complete") and reach.get("batch") and "reach" not in found:
+                found["reach"] = reach["batch"] // unit
+    return found
 
 
 # Seconds kept from --model_timeout_s for the probe running when the search's
@@ -211,7 +235,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                                        "recomputes: the fed-back executable and XLA's, 30 "
                                        "interleaved calls a side in one process, fastest over "
                                        "fastest)",
-        "search": args.search,
+        "search": args.search + (f"; probed first: each mode's answer in `{args.hints}` and "
+                                 "the batch above it" if getattr(args, "hints", None) else ""),
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
         **({"merged by": f"`{meta['rendered']}`"} if meta.get("rendered") else {})},
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
@@ -424,6 +449,7 @@ def main(argv=None) -> None:
         flags = [f"--size={args.size}", f"--modes={args.modes}",
                  f"--mode_time_s={args.mode_time_s}", f"--reach_time_s={args.reach_time_s}",
                  f"--time_s={model_time_s(args)}",
+                 *([f"--hints={args.hints}"] if args.hints else []),
                  f"--target={args.target}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
                  f"--step_time_limit={args.step_time_limit}", f"--search={args.search}"]

@@ -744,7 +744,8 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                   step_time_limit: float = 1.10, reserve_bytes: int | None = None,
                   search: str = "predict", mode_time_s: float | None = None,
                   cache: CaptureCache | None = None, time_s: float | None = None,
-                  reach_time_s: float | None = None, reach_target: float = 1.5) -> BatchReport:
+                  reach_time_s: float | None = None, reach_target: float = 1.5,
+                  hints: dict[str, int] | None = None) -> BatchReport:
     """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
 
     ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
@@ -778,6 +779,10 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     search, from XLA's answer and ``reach_target`` x it; its answer
     (``BatchReport.reach``) caps the recomputation search, which no plan of
     these kernels can take past it.
+    ``hints``: per mode ("xla", "olla", "recompute", and "reach" for the floor
+    search), a batch to probe first with the one above it (e.g. a previous
+    run's answers): where they bracket the answer, two probes settle it; the
+    answer is still this call's own probes, a fitting batch next to a failing one.
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -815,16 +820,24 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     if isinstance(reach_target, bool) or not isinstance(reach_target, (int, float)) \
             or not reach_target > 1.0:
         raise ValueError(f"reach_target must be a ratio above 1.0, got {reach_target!r}")
+    hints = dict(hints or {})
+    for key, value in hints.items():
+        if key not in MODES + ("reach",) or isinstance(value, bool) or not isinstance(value, int) \
+                or value < 1:
+            raise ValueError(f"hints maps a mode ({', '.join(MODES)}) or 'reach' to a positive "
+                             f"batch; got {key!r}: {value!r}")
     cache = cache if cache is not None else CaptureCache()
     with cache.shared_with_plan():
         return _largest_batch(make_step, capacity_bytes, target, modes, low, high, time_limit_s,
                               step_time_limit, search, mode_time_s, cache, memory, reserve,
-                              time_s, reach_time_s, reach_target)
+                              time_s, reach_time_s, reach_target, hints)
 
 
 def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, high,
                    time_limit_s, step_time_limit, search, mode_time_s, cache, memory,
-                   reserve, time_s=None, reach_time_s=None, reach_target=1.5) -> BatchReport:
+                   reserve, time_s=None, reach_time_s=None, reach_target=1.5,
+                   hints=None) -> BatchReport:
+    hints = hints or {}
     backend = target.name
     probes: list[Probe] = []
     notes: list[str] = []
@@ -929,9 +942,10 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             return
         aim = max(xla + 1, math.ceil(reach_target * xla))
         smallest = min((p.batch for p in probes if p.mode == "xla"), default=xla)
+        hinted = (hints["reach"], hints["reach"] + 1) if hints.get("reach", 0) > smallest else ()
         try:
             reach = reachable_batch(step_at, capacity_bytes, backend=target,
-                                    batches=(smallest, xla, aim), low=smallest,
+                                    batches=(smallest, xla, aim, *hinted), low=smallest,
                                     time_s=min(reach_time_s, end - time.monotonic()),
                                     cache=cache)
         except _OutOfTime:
@@ -978,8 +992,12 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                 if xla:
                     aim = max(xla + 1, math.ceil(reach_target * xla))
                 largest = _recompute_search(memory_point, confirm_point, known, low, ceiling,
-                                            aim)
+                                            aim, hints.get("recompute"))
             else:
+                h = hints.get(mode)
+                for b in ((h, h + 1) if h and h >= low and (high is None or h < high) else ()):
+                    if not (b in known and known[b].fits):
+                        known[b] = probe_point(mode, b)
                 largest = _predict(lambda b, m=mode: probe_point(m, b), low, high,
                                    capacity_bytes, tuple(known.values()), hint)
         except _Skip as skip:
@@ -1043,34 +1061,61 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
 
 def _recompute_search(memory: Callable[[int], _Point], confirm: Callable[[int], _Point],
                       known: dict[int, _Point], low: int, ceiling: int | None,
-                      aim: int | None) -> int | None:
+                      aim: int | None, hint: int | None = None) -> int | None:
     """The largest batch whose recomputing plan fits by memory and then, fed
     back, verified and timed, within the step-time limit.
 
     From the largest batch known to fit without recomputation (ours, else XLA's)
-    up to ``ceiling`` (the working-set floor's last fitting batch, when known):
-    by memory alone first (``aim``, e.g. 1.5 x XLA's batch, is probed first,
-    then doubling and bisection), then the batch found is confirmed; where it
-    fails (the executable over the capacity, verification, or the step time),
-    the confirmations bisect between it and the last batch known to fit (a slow
+    up to ``ceiling`` (the working-set floor's last fitting batch, when known),
+    by memory alone: ``aim`` (e.g. 1.5 x XLA's batch) first, confirmed at once
+    when it fits (so a search cut short still answers that question), then
+    ``hint`` and the batch above it, then doubling and bisection.  The largest
+    batch that fits by memory is then confirmed; where that fails (the
+    executable over the capacity, verification, or the step time), the
+    confirmations bisect between it and the largest batch confirmed (a slow
     plan at one batch says little about the next, which recomputes other
     values, but the fewer values a smaller batch needs recomputed the faster
     it tends to run)."""
     base = max((b for b, p in known.items() if p.fits), default=low - 1)
-    start = base + 1
-    if ceiling is not None and start > ceiling:
+    lo, hi = base, (ceiling + 1 if ceiling is not None else None)   # memory: lo fits, hi not
+    if hi is not None and lo + 1 >= hi:
         return base if base >= low else None
-    first = min(max(aim or 2 * max(base, 1), start), ceiling if ceiling is not None else _MAX_BATCH)
-    top = _search(lambda b: memory(b).fits, start, ceiling, first)
-    if top is None:
-        return base if base >= low else None
-    good, bad = base, top + 1
-    candidate = top
-    while True:
-        if confirm(candidate).fits:
-            good = candidate
+    firsts = [aim] if aim else []
+    firsts += [hint, hint + 1] if hint else []
+    for b in firsts:
+        if lo < b and (hi is None or b < hi):
+            if memory(b).fits:
+                lo = b
+                if b == aim:
+                    confirm(b)   # the question asked, answered before anything else
+            else:
+                hi = b
+    while hi is None:   # nothing failed yet: double
+        b = 2 * max(lo, 1) if ceiling is None else min(2 * max(lo, 1), ceiling)
+        if b <= lo:
+            break
+        if memory(b).fits:
+            lo = b
+            if ceiling is not None and b >= ceiling:
+                break
         else:
-            bad = candidate
+            hi = b
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        if memory(mid).fits:
+            lo = mid
+        else:
+            hi = mid
+    if lo <= base:
+        return base if base >= low else None
+    good = max([base] + [b for b in range(base + 1, lo + 1) if b == aim and confirm(b).fits])
+    bad, candidate = lo + 1, lo
+    while True:
+        if candidate > good:
+            if confirm(candidate).fits:
+                good = candidate
+            else:
+                bad = candidate
         if bad - good <= 1:
             return good if good >= low else None
         candidate = (good + bad) // 2

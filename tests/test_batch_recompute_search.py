@@ -56,11 +56,11 @@ class Fake:
         return memory.total, not over, f"step time {1.5 if over else 1.0:.2f} x XLA's"
 
 
-def test_only_the_answer_is_fed_back_verified_and_timed(monkeypatch):
+def test_only_1_5_x_xla_s_batch_and_the_answer_are_fed_back_verified_and_timed(monkeypatch):
     fake = Fake(monkeypatch)
     r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES)
     assert r.largest("recompute") == 40 and r.result("recompute").smallest_failing == 41
-    assert fake.confirmed == [40]                     # one confirmation, at the answer
+    assert fake.confirmed == [36, 40]   # 1.5 x XLA's 24 at once, then the answer
     assert 36 == fake.memory[0]                       # 1.5 x XLA's 24 is asked first
     # Ours at a batch is planned once and shared by the olla probe and recomputation.
     assert len(fake.plans) == len(set(fake.plans))
@@ -72,7 +72,7 @@ def test_a_slow_answer_bisects_the_confirmations_below_it(monkeypatch):
     fake = Fake(monkeypatch, slow=range(35, 41))
     r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES)
     assert r.largest("recompute") == 34
-    assert fake.confirmed[0] == 40 and len(fake.confirmed) <= 5, fake.confirmed
+    assert fake.confirmed[:2] == [36, 40] and len(fake.confirmed) <= 6, fake.confirmed
     assert r.result("recompute").smallest_failing == 35
 
 
@@ -91,6 +91,24 @@ def test_the_working_set_floor_caps_the_search(monkeypatch):
     assert r.largest("recompute") == 33 and max(fake.memory) == 33
     assert "working-set floor" in r.result("recompute").note
     assert fake.confirmed == [33]
+    assert 36 not in fake.memory and len(fake.memory) <= 3   # 1.5 x is past the floor
+
+
+def test_hints_bracket_each_answer_in_two_probes(monkeypatch):
+    fake = Fake(monkeypatch)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES,
+                               hints={"xla": 24, "olla": 30, "recompute": 40})
+    assert r.largest_batches == {"xla": 24, "olla": 30, "recompute": 40}
+    assert [p.batch for p in r.probes if p.mode == "xla"] == [24, 25]
+    assert [p.batch for p in r.probes if p.mode == "olla"] == [30, 31]
+    assert fake.memory == [36, 40, 41] and fake.confirmed == [36, 40]
+    # A wrong hint costs probes, not the answer.
+    Fake(monkeypatch)
+    wrong = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES,
+                                   hints={"xla": 5, "olla": 90, "recompute": 37})
+    assert wrong.largest_batches == {"xla": 24, "olla": 30, "recompute": 40}
+    with pytest.raises(ValueError, match="hints"):
+        olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, hints={"xla": 0})
 
 
 def test_the_whole_call_s_time_gives_lower_bounds_said_so(monkeypatch):

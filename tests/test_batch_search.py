@@ -138,9 +138,10 @@ def test_predict_does_not_probe_what_an_earlier_mode_settled(monkeypatch):
     assert old.probe("olla", 24) is not None and old.probe("recompute", 30) is not None
     # Recomputation is bisected by memory alone (its totals sit at the capacity
     # wherever it fits: no line), then one batch is fed back, verified and timed.
-    assert len(new.probes) <= 0.75 * len(old.probes), (new.probes_table(), old.probes_table())
+    # (1.5 x XLA's batch is confirmed at once, the answer last.)
+    assert len(new.probes) <= 0.8 * len(old.probes), (new.probes_table(), old.probes_table())
     timed = [p for p in new.probes if p.mode == "recompute" and "step time" in p.note]
-    assert [p.batch for p in timed] == [40]
+    assert [p.batch for p in timed] == [36, 40]
 
 
 def test_an_inferred_answer_says_so(monkeypatch):
