@@ -59,6 +59,14 @@ def parse_args(argv=None):
     p.add_argument("--mode_time_s", type=float, default=0,
                    help="per mode and model: no probe starts after it; the answer is then the "
                         "largest batch seen to fit, marked as a lower bound (0: none)")
+    p.add_argument("--time_s", type=float, default=0,
+                   help="per model, the whole search (XLA's included): no probe starts after "
+                        "it, answers found so far are kept as lower bounds (0: --model_timeout_s "
+                        "less a margin for the probe running, when that is given)")
+    p.add_argument("--hints", default=None,
+                   help="A.json,B.json: earlier runs of this benchmark; per model, each mode's "
+                        "complete answer there (the first file that has one) and the batch above "
+                        "it are probed first: two probes settle an answer that has not moved")
     p.add_argument("--reach_time_s", type=float, default=0,
                    help="seconds for the working-set floor search per model (0: skip it)")
     p.add_argument("--target", type=float, default=1.5,
@@ -76,7 +84,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run_one(name: str, args) -> dict:
+def run_one(name: str, args, started: float | None = None) -> dict:
+    """One model's row; ``started``: time.monotonic() when the worker began (its
+    --time_s counts from then: the capacity's compiles come out of it too)."""
     import warnings
     import examples
     import olla_jax
@@ -100,21 +110,19 @@ def run_one(name: str, args) -> dict:
                                         time_limit_s=args.time_limit_s,
                                         step_time_limit=args.step_time_limit,
                                         search=args.search, cache=cache,
-                                        mode_time_s=args.mode_time_s or None)
+                                        mode_time_s=args.mode_time_s or None,
+                                        time_s=time_left(args, started),
+                                        reach_time_s=args.reach_time_s or None,
+                                        reach_target=args.target,
+                                        hints=hints_for(name, args.hints, unit))
     scale = (lambda b: b if b is None else unit * b)
     search_seconds = time.perf_counter() - t0
     reach = None
     xla = report.largest("xla")
-    if args.reach_time_s and xla:
+    found = report.reach   # the working-set floor's search, run inside (it caps recomputation)
+    if found is not None and xla:
         import math
         target = max(xla + 1, math.ceil(args.target * xla))   # in units, as the search counts
-        smallest = min(p.batch for p in report.probes if p.mode == "xla")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = batch_lib.reachable_batch(
-                lambda b: examples.make(name, args.size, unit * b), capacity,
-                batches=(smallest, xla, target), low=smallest, time_s=args.reach_time_s,
-                cache=cache)
         reach = {"batch": scale(found.batch), "smallest_failing": scale(found.smallest_failing),
                  "complete": found.complete, "seconds": found.seconds,
                  "target_batch": scale(target),
@@ -133,6 +141,49 @@ def run_one(name: str, args) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def hints_for(name: str, paths: str | None, unit: int) -> dict[str, int]:
+    """Per mode, ``name``'s complete answer in the first of ``paths`` that has one
+    (in the search's units); the floor search's as "reach"."""
+    import json
+    found: dict[str, int] = {}
+    for path in (paths.split(",") if paths else ()):
+        with open(path) as f:
+            rows = [r for r in json.load(f)["rows"] if r.get("model") == name and "error" not in r]
+        for r in rows:
+            done = r.get("complete", {})
+            for mode, batch in r.get("largest", {}).items():
+                if batch and done.get(mode, True) and mode not in found and batch // unit >= 1:
+                    found[mode] = batch // unit
+            reach = r.get("reach")
+            if reach and reach.get("complete") and reach.get("batch") and "reach" not in found:
+                found["reach"] = reach["batch"] // unit
+    return found
+
+
+# Seconds kept from --model_timeout_s for the probe running when the search's
+# own time ends (a recomputing probe fed back, verified and timed on a loaded machine).
+TIMEOUT_MARGIN_S = 240
+
+
+def time_left(args, started: float | None) -> float | None:
+    """--time_s less what the worker has spent already (at least a second: the
+    search then reports what it had, lower bounds, instead of nothing); None: no limit."""
+    if not args.time_s:
+        return None
+    spent = time.monotonic() - started if started is not None else 0.0
+    return max(args.time_s - spent, 1.0)
+
+
+def model_time_s(args) -> float:
+    """The search's own time per model: --time_s, else --model_timeout_s less the
+    margin (the search stops itself and reports lower bounds, before the worker is killed)."""
+    if args.time_s:
+        return args.time_s
+    if args.model_timeout_s:
+        return max(args.model_timeout_s - TIMEOUT_MARGIN_S, args.model_timeout_s / 2)
+    return 0
+
+
 def batch_unit(name: str, size: str) -> int:
     """The step the example's batch comes in (grad_accum: its micro-batch count);
     the search then counts in units of it, and batches are reported in samples."""
@@ -149,7 +200,14 @@ def batch_unit(name: str, size: str) -> int:
 
 
 def worker(args) -> None:
-    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+    import signal
+
+    def terminated(signum, frame):   # a row that says so, not a worker gone without a word
+        raise RuntimeError(f"the worker got signal {signum} (SIGTERM) from outside the benchmark "
+                           "(its own time limit kills with SIGKILL); rerun this model")
+    signal.signal(signal.SIGTERM, terminated)
+    started = time.monotonic()
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args, started),
                                lambda msg: {"model": args.worker, "error": msg})
 
 
@@ -160,7 +218,7 @@ def step_time(row: dict) -> str:
     batch = row["largest"].get("recompute")
     if not batch:
         return "-"
-    for p in row["probes"]:
+    for p in reversed(row["probes"]):   # the confirmation comes after the memory-only probe
         if p["mode"] == "recompute" and p["batch"] == batch:
             found = re.search(r"step time ([0-9.]+) x", p["note"])
             return f"{found.group(1)} x XLA's" if found else "no recomputation"
@@ -172,9 +230,13 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
     lines = common.header(f"olla_jax largest batch: cpu, size {args.size}", {
         "capacity": f"{args.capacity_factor:g} x XLA's total at the example's own batch",
         "time limit per plan": f"{args.time_limit_s:g} s",
-        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's (measured at each "
-                                       "probe that recomputed)",
-        "search": args.search,
+        "step time limit (recompute)": f"{args.step_time_limit:g} x XLA's at the same batch "
+                                       "(measured where a batch the search settled on "
+                                       "recomputes: the fed-back executable and XLA's, 30 "
+                                       "interleaved calls a side in one process, fastest over "
+                                       "fastest)",
+        "search": args.search + (f"; probed first: each mode's answer in `{args.hints}` and "
+                                 "the batch above it" if getattr(args, "hints", None) else ""),
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
         **({"merged by": f"`{meta['rendered']}`"} if meta.get("rendered") else {})},
         command=meta["command"], machine_info=meta["machine"], date=meta["date"])
@@ -386,6 +448,8 @@ def main(argv=None) -> None:
     for i, name in enumerate(names):
         flags = [f"--size={args.size}", f"--modes={args.modes}",
                  f"--mode_time_s={args.mode_time_s}", f"--reach_time_s={args.reach_time_s}",
+                 f"--time_s={model_time_s(args)}",
+                 *([f"--hints={args.hints}"] if args.hints else []),
                  f"--target={args.target}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
                  f"--step_time_limit={args.step_time_limit}", f"--search={args.search}"]

@@ -139,6 +139,20 @@ def train_step(loss_fn: Callable, tx: optax.GradientTransformation, has_state: b
     return step
 
 
+_LAST_INIT: list = []   # [(key, variables)]: the last model initialised
+
+
+def _init(model, x) -> dict:
+    """``model.init(KEY, x)``; the same model on the same shape again (a step remade at
+    another batch size, as ``olla_jax.largest_batch`` does per probe) reuses the last
+    variables instead of compiling init again (seconds per call on a loaded machine)."""
+    key = (type(model).__module__, type(model).__qualname__, repr(model), x.shape, str(x.dtype))
+    if not _LAST_INIT or _LAST_INIT[0][0] != key:
+        _LAST_INIT[:] = [(key, jax.jit(model.init)(KEY, x))]
+    # copies: a step that donates its parameters must not delete the next step's
+    return dict(jax.tree_util.tree_map(jnp.copy, _LAST_INIT[0][1]))
+
+
 def flax_step(name: str, description: str, model, batch: dict, tx: optax.GradientTransformation,
               loss: Callable, *, collections: tuple[str, ...] = (), donate: bool = False,
               make_fn: Callable = train_step, init_x=None) -> Step:
@@ -148,7 +162,7 @@ def flax_step(name: str, description: str, model, batch: dict, tx: optax.Gradien
     model has mutable `collections` (e.g. batch_stats); the step returns them updated plus the loss.
     """
     x = batch["x"][:1] if init_x is None else init_x  # parameters do not depend on the batch size
-    variables = jax.jit(model.init)(KEY, x)
+    variables = _init(model, x)
     params = variables.pop("params")
     state = {c: variables[c] for c in collections}
     opt_state = tx.init(params)

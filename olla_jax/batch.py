@@ -17,10 +17,14 @@ predictions in a row land on the same side keeps it within about twice
 bisection's probes.  What one mode found is not probed again by the next:
 ours fits wherever XLA's plan does (the planner keeps XLA's plan when it finds
 nothing lower), and recomputation is only tried where ours without it does
-not fit (``plan(memory_budget=...)`` returns that plan unchanged).  For
-recomputation the search finds the batch memory allows, then walks down from
-it (``_SLOW_WALK`` batches at most) while the step time is over the limit: a
-slow plan at one batch says nothing about the next, which recomputes other values.
+not fit (``plan(memory_budget=...)`` returns that plan unchanged).
+Recomputation is searched in two stages: by memory alone (ours at the batch,
+shared with the olla mode, then ``budget.search`` for the capacity: planned
+bytes, nothing fed back), from ``reach_target`` x XLA's batch, doubling then
+bisecting, up to the working-set floor's answer (``reach_time_s``), which no
+plan of these kernels passes; then the batch found is fed back, verified and
+timed, and where that fails (step time over the limit, or the executable
+over the capacity) the confirmations bisect below it.
 ``search="bisect"`` is the earlier search, for comparison: doubling from
 ``low``, then bisection, each mode starting from the previous mode's answer and
 probing it again.  Both assume that memory grows with the batch size; that is
@@ -39,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import os
 import time
 import warnings
@@ -88,6 +93,7 @@ class BatchReport:
     results: tuple[ModeResult, ...]
     probes: tuple[Probe, ...]
     notes: tuple[str, ...] = ()
+    reach: "Reach | None" = None      # the working-set floor's search (``reach_time_s``)
 
     def result(self, mode: str) -> ModeResult:
         for r in self.results:
@@ -104,7 +110,9 @@ class BatchReport:
         return {r.mode: r.largest_batch for r in self.results}
 
     def probe(self, mode: str, batch: int) -> Probe | None:
-        for p in self.probes:
+        """The last probe of ``mode`` at ``batch`` (recomputation: the confirmation,
+        where the batch was confirmed after its memory-only probe)."""
+        for p in reversed(self.probes):
             if p.mode == mode and p.batch == batch:
                 return p
         return None
@@ -297,14 +305,7 @@ def _plan_function() -> Callable:
 
 
 def _olla_total(step: _Step, backend: Backend, time_limit_s: float) -> int:
-    from olla_jax.result import PlanWarning
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PlanWarning)   # XLA's plan kept: its figures still count
-        result = _plan_function()(step.fn, *step.args, backend=backend.name,
-                                  time_limit_s=time_limit_s,
-                                  static_argnums=step.static_argnums,
-                                  donate_argnums=step.donate_argnums, feed_back=False)
-    return int(result.total_bytes)
+    return int(_olla_plan(step, backend, time_limit_s).total_bytes)
 
 
 def _recompute_support() -> tuple[Any, set[str]]:
@@ -338,9 +339,8 @@ def _retimed(result, step: _Step) -> _Timed | None:
     in the note); the plan's own ``step_time_ratio`` when it cannot be run here."""
     own = getattr(result, "step_time_ratio", None)
     compiled, xla = getattr(result, "compiled", None), getattr(result, "xla_compiled", None)
-    if own is None:
-        return None
-    fallback = _Timed(own, "the plan's own median of 10 calls a side")
+    fallback = (_Timed(own, "the plan's own median of 10 calls a side") if own is not None
+                else None)
     if compiled is None or xla is None:
         return fallback
     import jax
@@ -356,8 +356,8 @@ def _retimed(result, step: _Step) -> _Timed | None:
     except Exception:  # noqa: BLE001 - the plan's own figure stands
         return fallback
     return _Timed(measured.ratio_of_minima,
-                  f"fastest of {STEP_TIME_REPEATS} calls a side; medians {measured.ratio:.2f}, "
-                  f"the plan's own {own:.2f}")
+                  f"fastest of {STEP_TIME_REPEATS} calls a side; medians {measured.ratio:.2f}"
+                  + (f", the plan's own {own:.2f}" if own is not None else ""))
 
 
 def _why_not_met(err) -> str:
@@ -414,6 +414,95 @@ def _recompute_total(step: _Step, backend: Backend, time_limit_s: float, capacit
         else:
             note = f"recomputed, step time {timed.ratio:.2f} x XLA's ({timed.how})"
     return total, fits, note
+
+
+@dataclasses.dataclass(frozen=True)
+class _MemoryFit:
+    """A recomputation plan judged by memory alone (planned bytes, nothing fed
+    back, verified or timed): the search's probe.  ``found`` is None where
+    order and placement fit without recomputation, or nothing fits."""
+    total: int
+    fits: bool
+    note: str
+    found: Any = None
+
+
+def _olla_plan(step: _Step, backend: Backend, time_limit_s: float):
+    """``olla_jax.plan`` (order and placement, planned figures): the olla mode's
+    probe, and the plan recomputation starts from at the same batch."""
+    from olla_jax.result import PlanWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlanWarning)   # XLA's plan kept: its figures still count
+        return _plan_function()(step.fn, *step.args, backend=backend.name,
+                                time_limit_s=time_limit_s, static_argnums=step.static_argnums,
+                                donate_argnums=step.donate_argnums, feed_back=False)
+
+
+def _recompute_memory(result, capacity: int, time_limit_s: float) -> _MemoryFit:
+    """Does ``result`` (ours without recomputation) fit ``capacity`` once values
+    are recomputed, by the plan's figures?  ``olla_jax.budget.search`` on
+    ``result``'s graph and order, what ``plan(memory_budget=...)`` runs, but
+    without feeding the plan back, verifying or timing it: that is done once,
+    for the batch the search settles on (``_recompute_confirm``)."""
+    from olla_jax import budget
+    fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
+    total = int(result.runs_total_bytes)
+    if total <= capacity:
+        return _MemoryFit(total, True, "fits without recomputation (ours)")
+    graph, cap = result.graph, result.capture
+    if graph is None or cap is None or getattr(cap, "executable", None) is None:
+        return _MemoryFit(total, False, "no memory model of this step: recomputation not tried")
+    if capacity - fixed <= 0:
+        return _MemoryFit(total, False, f"arguments and outputs alone take {_mib(fixed)}")
+    order = result.layout.order if result.layout is not None else graph.xla_order
+    cands = budget.candidates(graph, cap)
+    found = budget.search(graph, order, cands, capacity - fixed, time_limit_s=time_limit_s)
+    if found is None or found.temp_bytes + fixed >= total:
+        floor, where = budget.working_set_bound(graph)
+        return _MemoryFit(total, False, f"budget not met: recomputation found nothing that "
+                          f"lowers the peak ({len(cands)} values qualified; working-set floor "
+                          f"{_mib(floor + fixed)} ({where}))")
+    planned = int(found.temp_bytes + fixed)
+    if planned > capacity:
+        floor, where = budget.working_set_bound(graph)
+        return _MemoryFit(planned, False, f"budget not met: least {_mib(planned)} with "
+                          f"recomputation, of which arguments + outputs {_mib(fixed)}; "
+                          f"working-set floor {_mib(floor + fixed)} ({where})")
+    return _MemoryFit(planned, True, f"fits by the plan's figures recomputing "
+                      f"{len(found.picked)} values (not yet verified or timed)", found)
+
+
+def _recompute_confirm(result, memory: _MemoryFit, step: _Step, capacity: int,
+                       step_time_limit: float, verify_trials: int = 2) -> tuple[int, bool, str]:
+    """(total, fits, note) of the batch the search settled on: the recomputation
+    fed back into the executable (``budget.feed_back_plan``: checked, rewritten,
+    verified bit for bit), its achieved total within ``capacity``, and its step
+    time, measured here against XLA's executable at the same batch
+    (``_retimed``), within ``step_time_limit`` x XLA's."""
+    if memory.found is None:
+        return memory.total, memory.fits, memory.note
+    from olla_jax import budget
+    from olla_jax.result import PlanWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlanWarning)
+        fed = budget.feed_back_plan(result, memory.found, args=step.args,
+                                    static_argnums=step.static_argnums,
+                                    verify_trials=verify_trials, measure_time=False)
+    if not getattr(fed, "recomputed", ()):
+        said = [n for n in fed.notes if "recomput" in n]
+        return memory.total, False, "not fed back: " + (said[-1][:200] if said else "refused")
+    total = int(fed.runs_total_bytes)
+    if total > capacity:
+        return total, False, (f"recomputed and verified, but the executable needs {_mib(total)} "
+                              f"(planned {_mib(memory.total)})")
+    timed = _retimed(fed, step)   # (measure_time=False: the plan's own is None)
+    if timed is None:
+        return total, False, "recomputed, but the step time could not be measured here"
+    if timed.ratio > step_time_limit:
+        return total, False, (f"recomputed, but step time {timed.ratio:.2f} x XLA's > "
+                              f"{step_time_limit} ({timed.how})")
+    return total, True, (f"recomputed {len(fed.recomputed)} values, verified, step time "
+                         f"{timed.ratio:.2f} x XLA's ({timed.how})")
 
 
 # ---- the search -------------------------------------------------------------------
@@ -537,41 +626,6 @@ def _run_length(sides: Sequence[bool]) -> int:
     return n
 
 
-# Recomputing probes below the memory boundary tried, at most, when the step
-# time is over the limit there.
-_SLOW_WALK = 4
-
-
-def _memory_view(point: _Point, capacity: int) -> _Point:
-    """``point`` judged by memory alone: a recomputing plan over the step-time
-    limit still bounds the batch memory allows."""
-    if point.total is None:
-        return point
-    return _Point(point.batch, point.total <= capacity, point.total)
-
-
-def _slow_walk(probe: Callable[[int], _Point], memory_largest: int | None,
-               known: dict[int, _Point]) -> int | None:
-    """The largest batch at or below ``memory_largest`` whose recomputing plan is
-    also within the step-time limit: a step-time failure says nothing about the
-    next batch (other values are recomputed there), so the batches below the
-    memory boundary are tried downwards, ``_SLOW_WALK`` at most, down to the
-    largest batch ours fits without recomputation."""
-    floor = max((b for b, p in known.items() if p.fits), default=0)
-    if memory_largest is None or memory_largest <= floor:
-        return memory_largest
-    tried = 0
-    for b in range(memory_largest, floor, -1):
-        if b in known and known[b].fits:
-            return b
-        point = probe(b)   # the boundary itself was probed already: not counted
-        if point.fits:
-            return b
-        tried += b != memory_largest
-        if tried >= _SLOW_WALK:
-            break
-    return floor or None
-
 def _boundary_slope(pts, capacity: int) -> float | None:
     """Bytes per batch element of a finished mode near its answer: through its
     largest fit and least failure when both have figures, else its two largest fits."""
@@ -689,30 +743,46 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                   high: int | None = None, time_limit_s: float = 10.0,
                   step_time_limit: float = 1.10, reserve_bytes: int | None = None,
                   search: str = "predict", mode_time_s: float | None = None,
-                  cache: CaptureCache | None = None) -> BatchReport:
+                  cache: CaptureCache | None = None, time_s: float | None = None,
+                  reach_time_s: float | None = None, reach_target: float = 1.5,
+                  hints: dict[str, int] | None = None) -> BatchReport:
     """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
 
     ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
     args, static_argnums, donate_argnums), e.g. ``lambda b: examples.make("gpt2",
     "tiny", b)``.  ``capacity_bytes``: the bytes one step may use; required on CPU.
     For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
-    (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe.
-    ``step_time_limit``: the slowest step, relative to XLA's, a plan that recomputes
-    values may take to count as fitting (measured on CPU with concrete arguments,
-    fastest call over fastest call of ``STEP_TIME_REPEATS`` a side; when it is not
-    measured the probe's note says so).
+    (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe
+    (order and placement; the recomputation search gets as much again).
+    ``step_time_limit``: the slowest step, relative to XLA's at the same batch, a
+    plan that recomputes values may take to count as fitting: measured on CPU with
+    concrete arguments, in this process, XLA's executable and the recomputing one
+    called in turn, fastest call over fastest call of ``STEP_TIME_REPEATS`` a side
+    (when it cannot be measured the batch does not count).
 
     ``search``: "predict" (a line through measured totals; what one mode settles
-    is not probed again by the next) or "bisect" (the earlier doubling and
-    bisection); see the module doc.
+    is not probed again by the next; recomputation probed by memory alone, then
+    fed back, verified and timed at the batch it settles on) or "bisect" (the
+    earlier doubling and bisection, every recomputing probe verified and timed);
+    see the module doc.
 
     ``mode_time_s``: seconds for "olla" and "recompute" each, after which no
     further probe starts (the one running finishes); the mode's answer is then
     the largest batch seen to fit, a lower bound, with ``ModeResult.complete``
-    False and a note.  XLA's search always finishes: its answer is what the
-    others are measured against, so a cut there would flatter them.
+    False and a note.  ``time_s``: seconds for the whole call, XLA's search
+    included (its answer, the ratios' denominator, is then a lower bound too,
+    and said so): a caller with a hard limit (a worker that will be killed)
+    gets what was found instead of nothing.
     ``cache``: XLA's compiles shared between the modes (and with the caller,
     e.g. the capture that set the capacity); a fresh one by default.
+    ``reach_time_s``: run ``reachable_batch`` (seconds) after XLA's and our
+    search, from XLA's answer and ``reach_target`` x it; its answer
+    (``BatchReport.reach``) caps the recomputation search, which no plan of
+    these kernels can take past it.
+    ``hints``: per mode ("xla", "olla", "recompute", and "reach" for the floor
+    search), a batch to probe first with the one above it (e.g. a previous
+    run's answers): where they bracket the answer, two probes settle it; the
+    answer is still this call's own probes, a fitting batch next to a failing one.
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -737,25 +807,48 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                          "back from a GPU's device memory when capacity_bytes is not given")
     if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes <= 0:
         raise ValueError(f"capacity_bytes must be a positive integer, got {capacity_bytes!r}")
-
-    if mode_time_s is not None and not mode_time_s > 0:
-        raise ValueError(f"mode_time_s must be positive seconds or None, got {mode_time_s!r}")
+    for name, value in (("mode_time_s", mode_time_s), ("time_s", time_s),
+                        ("reach_time_s", reach_time_s), ("time_limit_s", time_limit_s)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not value > 0):
+            raise ValueError(f"{name} must be positive seconds" +
+                             (" or None" if name != "time_limit_s" else "") + f", got {value!r}")
+    if isinstance(step_time_limit, bool) or not isinstance(step_time_limit, (int, float)) \
+            or not step_time_limit >= 1.0:
+        raise ValueError(f"step_time_limit must be a number >= 1.0 (x XLA's step time), got "
+                         f"{step_time_limit!r}")
+    if isinstance(reach_target, bool) or not isinstance(reach_target, (int, float)) \
+            or not reach_target > 1.0:
+        raise ValueError(f"reach_target must be a ratio above 1.0, got {reach_target!r}")
+    hints = dict(hints or {})
+    for key, value in hints.items():
+        if key not in MODES + ("reach",) or isinstance(value, bool) or not isinstance(value, int) \
+                or value < 1:
+            raise ValueError(f"hints maps a mode ({', '.join(MODES)}) or 'reach' to a positive "
+                             f"batch; got {key!r}: {value!r}")
     cache = cache if cache is not None else CaptureCache()
     with cache.shared_with_plan():
         return _largest_batch(make_step, capacity_bytes, target, modes, low, high, time_limit_s,
-                              step_time_limit, search, mode_time_s, cache, memory, reserve)
+                              step_time_limit, search, mode_time_s, cache, memory, reserve,
+                              time_s, reach_time_s, reach_target, hints)
 
 
 def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, high,
                    time_limit_s, step_time_limit, search, mode_time_s, cache, memory,
-                   reserve) -> BatchReport:
+                   reserve, time_s=None, reach_time_s=None, reach_target=1.5,
+                   hints=None) -> BatchReport:
+    hints = hints or {}
     backend = target.name
     probes: list[Probe] = []
     notes: list[str] = []
-    deadline = [float("inf")]   # the current mode's, time.monotonic()
+    end = time.monotonic() + time_s if time_s else float("inf")   # the whole call's
+    deadline = [end]   # the current mode's, time.monotonic()
     points: dict[str, dict[int, _Point]] = {m: {} for m in modes}   # compiled probes per mode
+    plans: dict[int, Any] = {}          # ours (order and placement) per batch, for recomputation
+    memory_fits: dict[int, _MemoryFit] = {}   # recomputation by memory alone, per batch
+    confirmed: dict[int, _Point] = {}         # recomputation fed back, verified, timed
 
-    @functools.lru_cache(maxsize=4)   # the next mode's first probe is often the last one's batch
+    @functools.lru_cache(maxsize=32)   # modes and the floor search probe the same batches
     def step_at(batch: int) -> _Step:
         try:
             made = make_step(batch)
@@ -763,26 +856,28 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             raise ValueError(f"make_step({batch}) failed: {type(err).__name__}: {err}") from err
         return _step_of(made, batch)
 
+    def plan_at(batch: int):
+        if batch not in plans:
+            plans[batch] = _olla_plan(step_at(batch), target, time_limit_s)
+        return plans[batch]
+
     def measure(mode: str, batch: int) -> tuple[int, bool, str]:
         step = step_at(batch)
         if mode == "xla":
             total = _xla_total(step, target, cache)
             return total, total <= capacity_bytes, ""
         if mode == "olla":
-            total = _olla_total(step, target, time_limit_s)
+            total = int(plan_at(batch).total_bytes)
             return total, total <= capacity_bytes, ""
         return _recompute_total(step, target, time_limit_s, capacity_bytes, step_time_limit)
 
-    def probe_point(mode: str, batch: int) -> _Point:
-        mine = points[mode]
-        if batch in mine:
-            return mine[batch]
+    def started() -> float:
         if time.monotonic() > deadline[0]:
             raise _OutOfTime()
-        t0 = time.monotonic()
-        total, fits, note = measure(mode, batch)
-        probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
-        if fits and high is None:
+        return time.monotonic()
+
+    def check_batch_used(mode: str, mine: dict[int, _Point], batch: int, total, fits: bool):
+        if fits and high is None and total is not None:
             same = [b for b, p in mine.items() if p.fits and p.total == total
                     and (2 * b <= batch or 2 * batch <= b)]
             if same:
@@ -790,14 +885,79 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                                  f"{min(same[0], batch)} and at batch {max(same[0], batch)}; does "
                                  "make_step use its batch size? (give high= to search a bounded "
                                  "range anyway)")
+
+    def probe_point(mode: str, batch: int) -> _Point:
+        mine = points[mode]
+        if batch in mine:
+            return mine[batch]
+        t0 = started()
+        total, fits, note = measure(mode, batch)
+        probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
+        check_batch_used(mode, mine, batch, total, fits)
         mine[batch] = _Point(batch, fits, total)
         return mine[batch]
+
+    def memory_point(batch: int) -> _Point:
+        """Recomputation at ``batch`` by the plan's figures (no feed-back, no timing)."""
+        if target.kind != "cpu":   # GPU: plan(memory_budget=...) whole (ours and XLA's remat)
+            point = probe_point("recompute", batch)
+            memory_fits.setdefault(batch, _MemoryFit(point.total, point.fits, ""))
+            return point
+        if batch not in memory_fits:
+            t0 = started()
+            fit = _recompute_memory(plan_at(batch), capacity_bytes, time_limit_s)
+            memory_fits[batch] = fit
+            probes.append(Probe("recompute", batch, fit.total, fit.fits,
+                                time.monotonic() - t0, "memory only: " + fit.note))
+            check_batch_used("recompute", {b: _Point(b, m.fits, m.total)
+                                           for b, m in memory_fits.items() if b != batch},
+                             batch, fit.total, fit.fits)
+        fit = memory_fits[batch]
+        return _Point(batch, fit.fits, fit.total)
+
+    def confirm_point(batch: int) -> _Point:
+        """The batch the memory search settled on: fed back, verified and timed."""
+        if batch not in confirmed:
+            mem = memory_point(batch)
+            if not mem.fits:
+                confirmed[batch] = mem
+                return mem
+            if memory_fits[batch].found is None:   # no recomputation: nothing to verify or time
+                confirmed[batch] = mem
+                return mem
+            t0 = started()
+            total, fits, note = _recompute_confirm(plan_at(batch), memory_fits[batch],
+                                                   step_at(batch), capacity_bytes,
+                                                   step_time_limit)
+            probes.append(Probe("recompute", batch, total, fits, time.monotonic() - t0, note))
+            confirmed[batch] = _Point(batch, fits, total)
+        return confirmed[batch]
+
+    reach: Reach | None = None
+
+    def floor_search() -> None:
+        nonlocal reach
+        xla = next((r.largest_batch for r in results if r.mode == "xla"), None)
+        if not reach_time_s or not xla or time.monotonic() > end:
+            return
+        aim = max(xla + 1, math.ceil(reach_target * xla))
+        smallest = min((p.batch for p in probes if p.mode == "xla"), default=xla)
+        hinted = (hints["reach"], hints["reach"] + 1) if hints.get("reach", 0) > smallest else ()
+        try:
+            reach = reachable_batch(step_at, capacity_bytes, backend=target,
+                                    batches=(smallest, xla, aim, *hinted), low=smallest,
+                                    time_s=min(reach_time_s, end - time.monotonic()),
+                                    cache=cache)
+        except _OutOfTime:
+            pass
 
     # What an earlier mode settles for a later one: ours fits wherever XLA's plan
     # fits (no figure: ours is lower), recomputation wherever ours fits (the same plan).
     floors = {"olla": ("xla",), "recompute": ("olla", "xla")}
     results: list[ModeResult] = []
     for mode in modes:
+        if mode == "recompute" and search == "predict":
+            floor_search()
         known: dict[int, _Point] = {}
         for earlier in reversed([m for m in floors.get(mode, ()) if m in points]):
             for b, p in points[earlier].items():
@@ -811,10 +971,11 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
         for earlier in floors.get(mode, ()):
             if earlier in points and hint is None:
                 hint = _boundary_slope(points[earlier].values(), capacity_bytes)
-        # XLA's answer is the denominator of every ratio: it is never cut short.
-        deadline[0] = (time.monotonic() + mode_time_s if mode_time_s and mode != "xla"
-                       else float("inf"))
+        # XLA's answer is the denominator of every ratio: only the whole call's time cuts it.
+        deadline[0] = min(end, time.monotonic() + mode_time_s if mode_time_s and mode != "xla"
+                          else float("inf"))
         stopped = False
+        mine = points[mode]
         try:
             if mode == "recompute":
                 _recompute_support()
@@ -822,10 +983,21 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                 largest = _bisect_mode(lambda b, m=mode: probe_point(m, b).fits, low, high,
                                        results, mode)
             elif mode == "recompute":
-                largest = _slow_walk(lambda b: probe_point("recompute", b), _predict(
-                    lambda b: _memory_view(probe_point("recompute", b), capacity_bytes), low,
-                    high, capacity_bytes, tuple(known.values()), hint), known)
+                mine = confirmed
+                ceiling = high
+                if reach is not None and reach.complete and reach.smallest_failing is not None:
+                    ceiling = min(c for c in (high, reach.smallest_failing - 1) if c is not None)
+                aim = None
+                xla = next((r.largest_batch for r in results if r.mode == "xla"), None)
+                if xla:
+                    aim = max(xla + 1, math.ceil(reach_target * xla))
+                largest = _recompute_search(memory_point, confirm_point, known, low, ceiling,
+                                            aim, hints.get("recompute"))
             else:
+                h = hints.get(mode)
+                for b in ((h, h + 1) if h and h >= low and (high is None or h < high) else ()):
+                    if not (b in known and known[b].fits):
+                        known[b] = probe_point(mode, b)
                 largest = _predict(lambda b, m=mode: probe_point(m, b), low, high,
                                    capacity_bytes, tuple(known.values()), hint)
         except _Skip as skip:
@@ -833,17 +1005,20 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             continue
         except _OutOfTime:
             stopped = True   # the largest batch seen to fit, a lower bound
-            seen = [b for b, p in {**known, **points[mode]}.items() if p.fits]
+            seen = [b for b, p in {**known, **mine}.items() if p.fits]
             largest = max(seen, default=None)
-        failing = sorted(b for b, p in points[mode].items()
+        failing = sorted(b for b, p in mine.items()
                          if not p.fits and (largest is None or b > largest))
+        if mode == "recompute" and mine is confirmed:
+            failing = sorted(set(failing) | {b for b, m in memory_fits.items()
+                                             if not m.fits and (largest is None or b > largest)})
         note, total = "", None
-        if mode == "recompute" and largest is not None and largest in points[mode] \
-                and not points[mode][largest].fits:
+        if mode == "recompute" and largest is not None and largest in mine \
+                and not mine[largest].fits:
             largest = None   # (the walk found no batch within the step-time limit)
         if largest is not None:
-            if largest in points[mode]:
-                total = points[mode][largest].total
+            if largest in mine:
+                total = mine[largest].total
             else:
                 total = known[largest].total
                 note = ("fits without recomputation (ours at this batch); not probed again"
@@ -852,22 +1027,98 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                         "batch")
         if stopped:
             above = f"; {failing[0]} does not fit" if failing else ""
-            note = (f"stopped after the mode's {mode_time_s:g} s, before the answer was bracketed: "
+            unconfirmed = sorted(b for b, m in memory_fits.items() if m.fits and m.found is not None
+                                 and b not in confirmed and (largest is None or b > largest)) \
+                if mode == "recompute" else []
+            note = (f"stopped after the {'call' if deadline[0] >= end else 'mode'}'s "
+                    f"{(time_s if deadline[0] >= end else mode_time_s):g} s, before the answer "
+                    "was bracketed: "
                     + (f"batch {largest} fits, larger ones were not all tried{above}"
                        if largest is not None else f"no batch seen to fit{above}")
+                    + (f"; {unconfirmed[-1]} fits by memory, not yet verified or timed"
+                       if unconfirmed else "")
                     + (f" ({note})" if note else ""))
         elif largest is None:
             note = f"batch {low} does not fit"
         elif largest == high:
             note = f"reached high={high}; larger batches were not tried"
+        elif mode == "recompute" and reach is not None and reach.complete \
+                and reach.smallest_failing is not None and largest == reach.smallest_failing - 1:
+            note = (f"the working-set floor does not fit at batch {reach.smallest_failing}: "
+                    "no plan of these kernels fits it")
         results.append(ModeResult(mode, largest, total, failing[0] if failing else None, note,
-                              complete=not stopped))
+                                  complete=not stopped))
+    if "recompute" not in modes or search != "predict":
+        floor_search()
     if cache.hits:
         notes.append(f"XLA's compiles shared between modes: {cache.hits} reused, "
                      f"{cache.misses} made")
     return BatchReport(backend=backend, capacity_bytes=int(capacity_bytes),
                        device_memory_bytes=memory, reserve_bytes=reserve,
-                       results=tuple(results), probes=tuple(probes), notes=tuple(notes))
+                       results=tuple(results), probes=tuple(probes), notes=tuple(notes),
+                       reach=reach)
+
+
+def _recompute_search(memory: Callable[[int], _Point], confirm: Callable[[int], _Point],
+                      known: dict[int, _Point], low: int, ceiling: int | None,
+                      aim: int | None, hint: int | None = None) -> int | None:
+    """The largest batch whose recomputing plan fits by memory and then, fed
+    back, verified and timed, within the step-time limit.
+
+    From the largest batch known to fit without recomputation (ours, else XLA's)
+    up to ``ceiling`` (the working-set floor's last fitting batch, when known),
+    by memory alone: ``aim`` (e.g. 1.5 x XLA's batch) first, confirmed at once
+    when it fits (so a search cut short still answers that question), then
+    ``hint`` and the batch above it, then doubling and bisection.  The largest
+    batch that fits by memory is then confirmed; where that fails (the
+    executable over the capacity, verification, or the step time), the
+    confirmations bisect between it and the largest batch confirmed (a slow
+    plan at one batch says little about the next, which recomputes other
+    values, but the fewer values a smaller batch needs recomputed the faster
+    it tends to run)."""
+    base = max((b for b, p in known.items() if p.fits), default=low - 1)
+    lo, hi = base, (ceiling + 1 if ceiling is not None else None)   # memory: lo fits, hi not
+    if hi is not None and lo + 1 >= hi:
+        return base if base >= low else None
+    firsts = [aim] if aim else []
+    firsts += [hint, hint + 1] if hint else []
+    for b in firsts:
+        if lo < b and (hi is None or b < hi):
+            if memory(b).fits:
+                lo = b
+                if b == aim:
+                    confirm(b)   # the question asked, answered before anything else
+            else:
+                hi = b
+    while hi is None:   # nothing failed yet: double
+        b = 2 * max(lo, 1) if ceiling is None else min(2 * max(lo, 1), ceiling)
+        if b <= lo:
+            break
+        if memory(b).fits:
+            lo = b
+            if ceiling is not None and b >= ceiling:
+                break
+        else:
+            hi = b
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        if memory(mid).fits:
+            lo = mid
+        else:
+            hi = mid
+    if lo <= base:
+        return base if base >= low else None
+    good = max([base] + [b for b in range(base + 1, lo + 1) if b == aim and confirm(b).fits])
+    bad, candidate = lo + 1, lo
+    while True:
+        if candidate > good:
+            if confirm(candidate).fits:
+                good = candidate
+            else:
+                bad = candidate
+        if bad - good <= 1:
+            return good if good >= low else None
+        candidate = (good + bad) // 2
 
 
 __all__ = ["BatchReport", "CaptureCache", "FloorPoint", "ModeResult", "Probe", "Reach",

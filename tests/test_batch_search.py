@@ -79,15 +79,29 @@ def test_bounds_and_known_points():
 
 # ---- largest_batch with synthetic figures per mode --------------------------------
 
-def fake_totals(monkeypatch, xla, olla, recompute):
-    """Each mode's total as a function of the batch (step.args[0])."""
+def fake_totals(monkeypatch, xla, olla, recompute, slow=()):
+    """Each mode's total as a function of the batch (step.args[0]); recomputation
+    at a batch in ``slow`` fits by memory but fails its step-time confirmation."""
+    from types import SimpleNamespace
     monkeypatch.setattr(batch_lib, "_xla_total", lambda step, backend, cache=None: xla(step.args[0]))
-    monkeypatch.setattr(batch_lib, "_olla_total",
-                        lambda step, backend, limit: olla(step.args[0]))
+    monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit: SimpleNamespace(
+        batch=step.args[0], total_bytes=olla(step.args[0]), runs_total_bytes=olla(step.args[0])))
 
-    def recompute_total(step, backend, limit, capacity, step_time_limit):
-        total = recompute(step.args[0])
-        return total, total <= capacity, "recomputed, step time 1.00 x XLA's"
+    def memory(plan, capacity, limit):
+        total = recompute(plan.batch)
+        return batch_lib._MemoryFit(total, total <= capacity, "memory", found=plan.batch)
+
+    def confirm(plan, mem, step, capacity, step_time_limit):
+        over = plan.batch in slow
+        return mem.total, not over, ("recomputed, but step time 1.50 x XLA's" if over else
+                                     "recomputed, step time 1.00 x XLA's")
+    monkeypatch.setattr(batch_lib, "_recompute_memory", memory)
+    monkeypatch.setattr(batch_lib, "_recompute_confirm", confirm)
+
+    def recompute_total(step, backend, limit, capacity, step_time_limit):   # search="bisect"
+        b = step.args[0]
+        total = recompute(b)
+        return total, total <= capacity and b not in slow, "recomputed"
     monkeypatch.setattr(batch_lib, "_recompute_total", recompute_total)
 
 
@@ -122,7 +136,12 @@ def test_predict_does_not_probe_what_an_earlier_mode_settled(monkeypatch):
     assert not probed["olla"] & fit["xla"]          # ours fits wherever XLA's plan does
     assert not probed["recompute"] & fit["olla"]    # no recomputation where ours fits
     assert old.probe("olla", 24) is not None and old.probe("recompute", 30) is not None
-    assert len(new.probes) <= 0.6 * len(old.probes), (new.probes_table(), old.probes_table())
+    # Recomputation is bisected by memory alone (its totals sit at the capacity
+    # wherever it fits: no line), then one batch is fed back, verified and timed.
+    # (1.5 x XLA's batch is confirmed at once, the answer last.)
+    assert len(new.probes) <= 0.8 * len(old.probes), (new.probes_table(), old.probes_table())
+    timed = [p for p in new.probes if p.mode == "recompute" and "step time" in p.note]
+    assert [p.batch for p in timed] == [36, 40]
 
 
 def test_an_inferred_answer_says_so(monkeypatch):
@@ -178,17 +197,12 @@ def test_a_recomputing_plan_is_timed_again_on_concrete_arguments():
 
 @pytest.mark.parametrize("slow, answer", [({40, 39}, 38), (set(range(31, 41)), 30),
                                            (set(), 40)])
-def test_recompute_over_the_step_time_limit_walks_down(monkeypatch, slow, answer):
-    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
-
-    def recompute_total(step, backend, limit, capacity, step_time_limit):
-        b = step.args[0]
-        over = b in slow
-        return RECOMPUTE(b), RECOMPUTE(b) <= capacity and not over, "step time" if over else ""
-    monkeypatch.setattr(batch_lib, "_recompute_total", recompute_total)
+def test_recompute_over_the_step_time_limit_bisects_down(monkeypatch, slow, answer):
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE, slow=slow)
     r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY,
                                modes=("xla", "olla", "recompute"))
     assert r.largest("recompute") == answer
-    # The memory boundary (41 fails) is found first, then at most _SLOW_WALK batches below it.
+    # The memory boundary (41 fails) is found first, then the confirmations bisect below it.
     assert r.probe("recompute", 41) is not None and not r.probe("recompute", 41).fits
-    assert len([p for p in r.probes if p.mode == "recompute"]) <= 5 + batch_lib._SLOW_WALK
+    confirmations = [p for p in r.probes if p.mode == "recompute" and "step time" in p.note]
+    assert len(confirmations) <= 1 + math.ceil(math.log2(40 - 30 + 1)), r.probes_table()
