@@ -515,33 +515,34 @@ def _check_one_kernel_calls(instr_by_name, comps, records, placements, new_place
     XLA gave that value, from one thunk that spans the whole call: values
     inside one call that share bytes must move by the same amount, even when
     they are live one after another."""
+    call_of = {}     # instruction inside such a call -> the call
     for call in instr_by_name.values():
         if call.opcode != "call" or call.frontend_attributes.map.get("xla_cpu_small_call") != "true":
             continue
-        inside, todo = set(), list(call.called_computation_ids)
+        todo = list(call.called_computation_ids)
         while todo:
-            comp = comps[todo.pop()]
-            for instr in comp.instructions:
-                if instr.name not in inside:
-                    inside.add(instr.name)
+            for instr in comps[todo.pop()].instructions:
+                if instr.name not in call_of:
+                    call_of[instr.name] = call.name
                     todo.extend(instr.called_computation_ids)
-        spans = defaultdict(list)    # XLA's allocation -> (offset, end, move, key)
-        for v, rec in records.items():
-            if rec.defining_instruction in inside and v in new_place:
-                a, o, size, _ = placements[v]
-                na, no, _ = new_place[v]
-                spans[a].append((o, o + size, (na, no - o), rec.key))
-        for items in spans.values():
-            items.sort()
-            end, move, first = 0, None, ""
-            for lo, hi, shift, key in items:
-                if lo >= end:
-                    move, first = shift, key
-                elif shift != move:
-                    raise PlanRejected(
-                        f"values {first} and {key} share bytes inside {call.name}, which XLA:CPU "
-                        "runs as one kernel, and were moved apart")
-                end = max(end, hi)
+    spans = defaultdict(list)    # (call, XLA's allocation) -> (offset, end, move, key)
+    for v, rec in records.items():
+        call = call_of.get(rec.defining_instruction)
+        if call is not None and v in new_place:
+            a, o, size, _ = placements[v]
+            na, no, _ = new_place[v]
+            spans[(call, a)].append((o, o + size, (na, no - o), rec.key))
+    for (call, _), items in spans.items():
+        items.sort()
+        end, move, first = 0, None, ""
+        for lo, hi, shift, key in items:
+            if lo >= end:
+                move, first = shift, key
+            elif shift != move:
+                raise PlanRejected(
+                    f"values {first} and {key} share bytes inside {call}, which XLA:CPU "
+                    "runs as one kernel, and were moved apart")
+            end = max(end, hi)
 
 
 # Library calls XLA:GPU makes custom-calls of: pure functions of their
