@@ -40,17 +40,12 @@ def parse_args(argv=None):
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
-    import olla_jax
     from olla_jax import strategy
 
     step = examples.get(name, args.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
-                          time_limit_s=args.capture_limit_s, feed_back=False,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.capture_limit_s,
+                            feed_back=False)
     strategy.solve_graph(p.graph, time_limit_s=1.0)   # warm-up (imports, first calls): not kept
     runs = []
     kept = strategy.CHAIN_PROBLEMS
