@@ -154,14 +154,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         comp_steps[comp_by_instr[name]].append(step)
 
     def block_start(instr) -> int | None:
-        steps, todo, seen = [], list(instr.called_computation_ids), set()
-        while todo:
-            cid = todo.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            steps += comp_steps.get(cid, [])
-            todo += [c for i in comps[cid].instructions for c in i.called_computation_ids]
+        steps = [s for cid in _callees(instr, comps) for s in comp_steps.get(cid, [])]
         return min(steps) if steps else None
 
     reads_at = {}
@@ -509,6 +502,17 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
     return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)
 
 
+def _callees(instr, comps) -> set[int]:
+    """The computations ``instr`` calls, at any nesting depth."""
+    todo, seen = list(instr.called_computation_ids), set()
+    while todo:
+        cid = todo.pop()
+        if cid not in seen:
+            seen.add(cid)
+            todo += [c for i in comps[cid].instructions for c in i.called_computation_ids]
+    return seen
+
+
 def _check_one_kernel_calls(instr_by_name, comps, records, placements, new_place) -> None:
     """A call XLA:CPU emits as one kernel (frontend attribute
     ``xla_cpu_small_call``) reaches every value inside it through the slice
@@ -519,12 +523,9 @@ def _check_one_kernel_calls(instr_by_name, comps, records, placements, new_place
     for call in instr_by_name.values():
         if call.opcode != "call" or call.frontend_attributes.map.get("xla_cpu_small_call") != "true":
             continue
-        todo = list(call.called_computation_ids)
-        while todo:
-            for instr in comps[todo.pop()].instructions:
-                if instr.name not in call_of:
-                    call_of[instr.name] = call.name
-                    todo.extend(instr.called_computation_ids)
+        for cid in _callees(call, comps):
+            for instr in comps[cid].instructions:
+                call_of.setdefault(instr.name, call.name)
     spans = defaultdict(list)    # (call, XLA's allocation) -> (offset, end, move, key)
     for v, rec in records.items():
         call = call_of.get(rec.defining_instruction)

@@ -203,7 +203,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     against XLA's, else XLA's best plan with the reason in ``notes``.
 
     ``fn``: a function (with ``static_argnums``/``static_argnames`` and
-    ``donate_argnums``/``donate_argnames`` as jax.jit takes them), a ``jax.jit``/``flax.nnx.jit`` object (with its own options),
+    ``donate_argnums``/``donate_argnames`` as jax.jit takes them), a
+    ``jax.jit``/``flax.nnx.jit`` object (with its own options),
     or a ``jax.stages.Lowered`` (no arguments: ``Plan.compiled`` is then called
     as its ``.compile()`` result is, with the dynamic arguments).  Otherwise
     ``Plan.compiled`` takes the same arguments as ``fn``.

@@ -224,15 +224,18 @@ class ScheduleGraph:
             else:   # fixed outside any region: never in the arena's way
                 regions = [r for r, lo, hi in segments_of.get(unit.allocation, ())
                            if lo < unit.offset + unit.size and unit.offset < hi]
+            if not regions:
+                continue
             vals = [self.values[v] for v in unit.values]
-            for region in regions:
-                items.append(sp.Item(
-                    size=unit.size,
-                    defs=tuple(sorted({v.def_node for v in vals})),
-                    touches=tuple(sorted(set().union(*(v.touches for v in vals)))),
-                    region=region,
-                    live_in=any(v.live_in for v in vals),
-                    live_out=any(v.live_out for v in vals)))
+            item = sp.Item(
+                size=unit.size,
+                defs=tuple(sorted({v.def_node for v in vals})),
+                touches=tuple(sorted(set().union(*(v.touches for v in vals)))),
+                region=regions[0],
+                live_in=any(v.live_in for v in vals),
+                live_out=any(v.live_out for v in vals))
+            items += [dataclasses.replace(item, region=r) if r != item.region else item
+                      for r in regions]
         sizes = tuple(hi - lo for _, lo, hi in segments)
         return sp.OrderProblem(num_nodes=len(self.nodes), edges=self.edges, items=tuple(items),
                                node_extra=tuple(extra), region_sizes=sizes)
@@ -252,8 +255,9 @@ class ScheduleGraph:
         for unit in self.units:
             if not unit.movable and unit.id not in gapped and unit.allocation in cuts:
                 cuts[unit.allocation].update((unit.offset, unit.offset + unit.size))
+        edges = {a: sorted(c) for a, c in cuts.items()}
         segments = tuple((a, lo, hi) for a in self.regions
-                         for lo, hi in zip(sorted(cuts[a]), sorted(cuts[a])[1:]))
+                         for lo, hi in zip(edges[a], edges[a][1:]))
         return segments, gapped
 
     def _extra_parts(self, inner: dict[int, int], xla_spans):
