@@ -47,6 +47,26 @@ def cache_dir() -> Path:
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
+def source_hash(package: Path) -> str:
+    """A hash of the names and contents of the Python files under ``package``."""
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode())
+        try:
+            h.update(path.read_bytes())
+        except OSError:   # an unreadable file: its name alone still counts
+            pass
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def planner_identity() -> str:
+    """olla_jax's own source, hashed: a plan cached by other planner code is
+    planned again (a stale plan would still be checked and verified, but it
+    would keep that code's memory figures after an upgrade)."""
+    return source_hash(Path(__file__).resolve().parent)
+
+
 def _code_hash(code: types.CodeType, h) -> None:
     h.update(code.co_code)
     h.update(code.co_name.encode())
@@ -159,7 +179,7 @@ class Jitted:
         self._options = plan_options
         self._cache = None if cache is False else (cache_dir() if cache is True else Path(cache))
         self._identity = "|".join((
-            function_identity(fun), jax.__version__, backend,
+            function_identity(fun), jax.__version__, planner_identity(), backend,
             repr(sorted((k, _stable_option(v)) for k, v in jit_kwargs.items())),
             repr(sorted((k, _stable_option(v)) for k, v in plan_options.items()))))
         self._plans: dict[Any, Any] = {}

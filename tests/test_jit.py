@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -352,3 +353,22 @@ def test_plan_warnings_name_the_callers_file():
     plan_warnings = [w for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
     assert len(plan_warnings) >= 2
     assert {w.filename for w in plan_warnings} == {__file__}
+
+
+def test_cache_key_changes_with_the_planner_code(tmp_path, monkeypatch):
+    """A plan cached by other olla_jax code is planned again, not reused."""
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    before = decorator.source_hash(package)
+    assert decorator.source_hash(package) == before
+    (package / "sub" / "b.py").write_text("y = 3\n")
+    assert decorator.source_hash(package) != before
+    assert decorator.planner_identity() == decorator.source_hash(
+        Path(decorator.__file__).resolve().parent)
+
+    args = mlp_args(0)
+    here = _cached_file(olla_jax.jit(step, cache=tmp_path), *args)
+    monkeypatch.setattr(decorator, "planner_identity", lambda: "another planner")
+    assert _cached_file(olla_jax.jit(step, cache=tmp_path), *args) != here
