@@ -112,11 +112,20 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
                     ) -> PositionalCall:
     """``fn(*args, **kwargs)`` as a positional call: static keyword arguments
     are bound into the function, the others follow ``args`` (sorted by name);
-    names of positional parameters become their positions."""
-    if kwargs and is_jitted(fn):
-        raise TypeError("keyword arguments with a jax.jit-wrapped function on a compile-only "
-                        "target: pass the plain function, with static_argnames/donate_argnames "
-                        "given to olla_jax.plan")
+    names of positional parameters become their positions.  A ``jax.jit``
+    object is compiled as its function, with its own static and donated
+    arguments added to those given."""
+    own = jit_options(fn)
+    if own is not None:
+        fn, (nums, names, donums, donames) = own
+        static_argnums, static_argnames = (*static_argnums, *nums), (*static_argnames, *names)
+        donate_argnums, donate_argnames = (*donate_argnums, *donums), (*donate_argnames, *donames)
+    elif kwargs and is_jitted(fn):
+        raise TypeError("keyword arguments with a flax.nnx.jit-wrapped function on a "
+                        "compile-only target: pass the plain function, with static_argnames/"
+                        "donate_argnames given to olla_jax.plan")
+    static_argnames = tuple(dict.fromkeys(static_argnames))
+    donate_argnames = tuple(dict.fromkeys(donate_argnames))
     fixed = {k: v for k, v in kwargs.items() if k in static_argnames}
     dynamic = sorted(k for k in kwargs if k not in fixed)
     n = len(args)
@@ -215,6 +224,17 @@ class Entry:
 
     def callable_of(self, compiled: Any, wrap=None) -> StepCallable:
         return StepCallable(compiled, self.num_args, self.static, self.static_kwargs, wrap)
+
+
+def jit_options(jitted: Any) -> tuple[Callable, tuple[tuple, tuple, tuple, tuple]] | None:
+    """(the function under a ``jax.jit`` object, (static_argnums, static_argnames,
+    donate_argnums, donate_argnames) as jax resolved them); None for anything else."""
+    info = getattr(jitted, "_jit_info", None)
+    inner = getattr(jitted, "__wrapped__", None)
+    if info is None or not callable(inner):
+        return None
+    return inner, (tuple(info.static_argnums), tuple(info.static_argnames),
+                   tuple(info.donate_argnums), tuple(info.donate_argnames))
 
 
 def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:

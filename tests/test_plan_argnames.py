@@ -54,6 +54,27 @@ def test_keyword_arguments_static_and_donated_on_a_compile_only_target():
                       static_argnames=("mode",), time_limit_s=1)
 
 
+def test_a_jax_jit_object_keeps_its_own_static_and_donated_arguments_on_a_compile_only_target():
+    """A jax.jit object is compiled as its function with its own options (they
+    were dropped: its static argument became a tracer and XLA's compile failed)."""
+    w, x = _args()
+    jitted = jax.jit(step, static_argnames="act", donate_argnums=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = olla_jax.plan(jitted, w, x, kwargs=dict(scale=2.0, act="tanh"),
+                             backend="gpu:h100", time_limit_s=1)
+    assert plan.capture.memory.alias > 0                 # w was donated by the jit's option
+    assert "tanh" in plan.capture.hlo_text               # act="tanh" stayed static
+
+    def positional(w, x, scale, act):
+        return step(w, x, scale=scale, act=act)
+    jitted = jax.jit(positional, static_argnums=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = olla_jax.plan(jitted, w, x, 2.0, "relu", backend="gpu:h100", time_limit_s=1)
+    assert "tanh" not in plan.capture.hlo_text and plan.capture.memory.alias == 0
+
+
 def test_names_must_be_strings():
     w, x = _args()
     with pytest.raises(TypeError, match="static_argnames must be a str"):
