@@ -382,7 +382,8 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
         breakdown = ""
     least = result.runs_total_bytes
     how = "order, placement and recomputation" if recompute else "order and placement"
-    message = (f"the step needs at least {least / 2**20:,.2f} MiB with {how} "
+    # ``least`` is what the search reached, not a floor (the floor follows)
+    message = (f"the best plan found needs {least / 2**20:,.2f} MiB with {how} "
                f"(XLA's plan: {result.xla_total_bytes / 2**20:,.2f} MiB), over the budget of "
                f"{budget / 2**20:,.2f} MiB; lower the batch size, donate arguments "
                f"(olla_jax.advise_donation) or use a larger device")
