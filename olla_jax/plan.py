@@ -374,6 +374,13 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     raise _budget_error(result, int(memory_budget), recompute)
 
 
+def _claimable(bound: int, plan_bytes: int) -> int:
+    """``bound`` when no plan of the model is below it, else 0: a bound above a
+    plan is wrong, and clipped to the plan it would claim a 0% gap unproven
+    (strategy has warned of it already)."""
+    return bound if bound <= plan_bytes else 0
+
+
 def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     from olla_jax import report
     try:
@@ -626,7 +633,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         tried = (" (exact placement was tried on the orders whose live bytes are below it)"
                  if settings.get("exact_placement_tried") else "")
         return fallback(f"no order and placement below XLA's best was found{tried}", graph,
-                        min(bound, best.memory.temp))
+                        _claimable(bound, best.memory.temp))
     report("checking")
     rejected = checked.rejection(best, layout, alignment=graph.alignment)
     if rejected is not None:
@@ -641,7 +648,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                 r.done_before for r in layout.recomputes) else \
                 step_cost.exposure(layout.order).exposed_s
     planned = layout.temp_bytes
-    result = dict(planned_temp_bytes=planned, lower_bound_bytes=min(bound, planned),
+    result = dict(planned_temp_bytes=planned, lower_bound_bytes=_claimable(bound, planned),
                   solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)
     if not feed_back or best.executable is None or not backend.can_rewrite:
         notes.append("not fed back: " + ("asked not to" if not feed_back else

@@ -566,11 +566,13 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                  best.source, best.live, best_fit_bytes.get(best.order, best.placement.arena_size),
                  layout.temp_bytes, clock.elapsed(), clock.seconds)
     if value > layout.temp_bytes:
-        # A valid bound never exceeds a plan of the same model: clipped, it
-        # would read as a 0% gap (grad_accum's threshold bound once did).
+        # A valid bound never exceeds a plan of the same model.  Clipped to the
+        # plan it would claim the plan optimal (a 0% gap) on the strength of a
+        # wrong proof, so none is claimed.
         logging.warning("lower bound %d bytes above the plan's %d: the bound is wrong on this "
-                        "graph (reported as the plan's; please file it)", value, layout.temp_bytes)
-    return Solution(layout=layout, lower_bound_bytes=min(value, layout.temp_bytes),
+                        "graph (no bound reported; please file it)", value, layout.temp_bytes)
+        value = 0
+    return Solution(layout=layout, lower_bound_bytes=value,
                     engine=best.source, live_bytes=best.live,
                     least_live_bytes=min([*live.values(), best.live]),
                     best_fit_bytes=best_fit_bytes.get(best.order, best.placement.arena_size),
