@@ -124,3 +124,15 @@ def test_a_plan_file_keeps_a_copys_workspace_and_done():
     assert tuple(saved.recompute_of(r) for r in again.recomputes) == rs
     older = plan.to_json().replace('"scratch"', '"unknown_key"')
     assert saved.recompute_of(saved.from_json(older).recomputes[0]).scratch == ()
+
+
+def test_step_flops_are_counted_once_per_capture(monkeypatch):
+    import types
+    from olla_jax import flops
+    from olla_jax.budget import feed_back
+    calls = []
+    monkeypatch.setattr(flops, "compiled_flops", lambda compiled: calls.append(compiled) or 7)
+    caps = [types.SimpleNamespace(compiled=object()) for _ in range(6)]
+    assert [feed_back.step_flops(c) for c in caps + caps[-1:]] == [7] * 7
+    assert len(calls) == 6
+    assert len(feed_back._STEP_FLOPS) <= feed_back._STEP_FLOPS_KEPT
