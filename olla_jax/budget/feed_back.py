@@ -211,8 +211,8 @@ _STEP_FLOPS_KEPT = 4
 
 def step_flops(cap) -> int:
     """FLOPs of ``cap``'s step (0 when they cannot be counted), counted once
-    per capture: every budget of one step reports its share (serializing and
-    counting vit:small's module took 2.7 s of a 40 s budget)."""
+    per capture: every budget of one step reports its share, and serializing
+    and walking a large module takes seconds of a budget's limit."""
     hit = _STEP_FLOPS.get(id(cap))
     if hit is not None and hit[0] is cap:
         return hit[1]
