@@ -564,16 +564,13 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         "sort result lives there); XLA:CPU's executable cannot take a new size "
                         "for it, so the plan could not be applied", graph)
     if saved is not None:
-        from olla_jax.saved import PlanFileError
+        from olla_jax.saved import PlanFileError, recompute_of
         unknown = [n for n in saved.order if n not in graph.node_index]
         if unknown:
             raise PlanFileError(f"the saved plan's order does not match this module (unknown "
                                 f"instructions: {unknown[:3]}); plan this step again")
         order = tuple(graph.node_index[n] for n in saved.order)
-        recomputes = tuple(layout_lib.Recompute(
-            value=r["value"], producer=r["producer"], before=r["before"],
-            late_users=tuple(r["late_users"]), place=tuple(r["place"]), size=r["size"])
-            for r in saved.recomputes)
+        recomputes = tuple(recompute_of(r) for r in saved.recomputes)
         layout = layout_lib.Layout(graph=graph, order=order, places=dict(saved.places),
                                    allocation_sizes=dict(saved.allocation_sizes),
                                    recomputes=recomputes)

@@ -137,9 +137,8 @@ class Plan:
             places=dict(layout.places) if layout else {},
             allocation_sizes=dict(layout.allocation_sizes) if layout else {},
             figures=figures, engine=self.engine, notes=self.notes,
-            recomputes=tuple({"value": r.value, "producer": r.producer, "before": r.before,
-                              "late_users": list(r.late_users), "place": list(r.place),
-                              "size": r.size} for r in (layout.recomputes if layout else ())))
+            recomputes=tuple(saved.recompute_record(r)
+                             for r in (layout.recomputes if layout else ())))
 
     def save(self, path) -> None:
         """Write the plan as versioned JSON tied to this module (``olla_jax.load_plan``)."""

@@ -50,7 +50,8 @@ class SavedPlan:
     figures: dict[str, Any]
     engine: str
     notes: tuple[str, ...]
-    # values computed twice: dicts with value, producer, before, late_users, place, size
+    # values computed twice: dicts with value, producer, before, late_users,
+    # place, size, and where set, scratch and done_before (``recompute_record``)
     recomputes: tuple[dict[str, Any], ...] = ()
 
     def summary(self) -> str:
@@ -105,9 +106,34 @@ def from_json(text: str, source: str = "<string>") -> SavedPlan:
 
 
 def _recompute(raw) -> dict[str, Any]:
-    return {"value": int(raw["value"]), "producer": str(raw["producer"]),
-            "before": str(raw["before"]), "late_users": [str(u) for u in raw["late_users"]],
-            "place": [int(raw["place"][0]), int(raw["place"][1])], "size": int(raw["size"])}
+    out = {"value": int(raw["value"]), "producer": str(raw["producer"]),
+           "before": str(raw["before"]), "late_users": [str(u) for u in raw["late_users"]],
+           "place": [int(raw["place"][0]), int(raw["place"][1])], "size": int(raw["size"])}
+    if raw.get("scratch"):
+        out["scratch"] = [[int(v), [int(p[0]), int(p[1])]] for v, p in raw["scratch"]]
+    if raw.get("done_before"):
+        out["done_before"] = str(raw["done_before"])
+    return out
+
+
+def recompute_record(r) -> dict[str, Any]:
+    """A ``graph.layout.Recompute`` as a plan file keeps it: a library call's
+    copy keeps its workspace's place (``scratch``) and a collective run again
+    its done's (``done_before``), which the checker asks for."""
+    return _recompute({"value": r.value, "producer": r.producer, "before": r.before,
+                       "late_users": list(r.late_users), "place": list(r.place), "size": r.size,
+                       "scratch": [[v, list(p)] for v, p in r.scratch],
+                       "done_before": r.done_before})
+
+
+def recompute_of(raw: dict[str, Any]):
+    """The ``graph.layout.Recompute`` of a plan file's record (``recompute_record``)."""
+    from olla_jax.graph import layout
+    return layout.Recompute(
+        value=raw["value"], producer=raw["producer"], before=raw["before"],
+        late_users=tuple(raw["late_users"]), place=tuple(raw["place"]), size=raw["size"],
+        done_before=raw.get("done_before", ""),
+        scratch=tuple((v, tuple(p)) for v, p in raw.get("scratch", ())))
 
 
 def _figures(raw) -> dict[str, Any]:

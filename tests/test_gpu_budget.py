@@ -105,3 +105,34 @@ def test_xla_remat_search_skips_xlas_own_compile_when_told_the_io_bytes():
                               io_bytes=256 * 256 * 4 + 256 * 4)
     assert [p.limit_bytes for p in points] == [2**19]      # no point of XLA's own limit
     assert points[0].flops > 0
+
+
+def test_a_plan_file_keeps_a_copys_workspace_and_done():
+    """A recomputation read back from a plan file is the one saved, scratch
+    (a library call's workspace) and done_before included; a file without
+    them (older) reads as before."""
+    from olla_jax import saved
+    from olla_jax.graph.layout import Recompute
+    rs = (Recompute(3, "custom-call.2", "fusion.7", ("fusion.7", "fusion.9"), (7, 256), 1024,
+                    scratch=((25, (7, 10485760)),)),
+          Recompute(4, "all-gather-start", "fusion.8", ("fusion.8",), (7, 0), 512,
+                    done_before="fusion.8"),
+          Recompute(5, "fusion.1", "fusion.9", ("fusion.9",), (7, 4096), 64))
+    plan = saved.SavedPlan("f" * 64, "gpu:h100", "default", ("a",), {}, {}, {}, "auto", (),
+                           tuple(saved.recompute_record(r) for r in rs))
+    again = saved.from_json(plan.to_json())
+    assert tuple(saved.recompute_of(r) for r in again.recomputes) == rs
+    older = plan.to_json().replace('"scratch"', '"unknown_key"')
+    assert saved.recompute_of(saved.from_json(older).recomputes[0]).scratch == ()
+
+
+def test_step_flops_are_counted_once_per_capture(monkeypatch):
+    import types
+    from olla_jax import flops
+    from olla_jax.budget import feed_back
+    calls = []
+    monkeypatch.setattr(flops, "compiled_flops", lambda compiled: calls.append(compiled) or 7)
+    caps = [types.SimpleNamespace(compiled=object()) for _ in range(6)]
+    assert [feed_back.step_flops(c) for c in caps + caps[-1:]] == [7] * 7
+    assert len(calls) == 6
+    assert len(feed_back._STEP_FLOPS) <= feed_back._STEP_FLOPS_KEPT

@@ -202,11 +202,28 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
         notes=result.notes + (text,))
 
 
+# step_flops's last few answers, by capture (kept alive with it, so its id is not reused)
+_STEP_FLOPS: dict[int, tuple[Any, int]] = {}
+
+
+_STEP_FLOPS_KEPT = 4
+
+
 def step_flops(cap) -> int:
+    """FLOPs of ``cap``'s step (0 when they cannot be counted), counted once
+    per capture: every budget of one step reports its share, and serializing
+    and walking a large module takes seconds of a budget's limit."""
+    hit = _STEP_FLOPS.get(id(cap))
+    if hit is not None and hit[0] is cap:
+        return hit[1]
     try:
-        return flops_lib.compiled_flops(cap.compiled)
+        got = flops_lib.compiled_flops(cap.compiled)
     except Exception:  # noqa: BLE001 - a report detail
-        return 0
+        got = 0
+    while len(_STEP_FLOPS) >= _STEP_FLOPS_KEPT:
+        del _STEP_FLOPS[next(iter(_STEP_FLOPS))]
+    _STEP_FLOPS[id(cap)] = (cap, got)
+    return got
 
 
 def _time_ratio(result, compiled, args, static_argnums) -> float | None:

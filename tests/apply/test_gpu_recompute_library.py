@@ -131,3 +131,28 @@ def test_readback_and_rewrite_hold_the_workspace_to_the_plan(recomputed):
         dataclasses.replace(q, scratch=()) if q is r else q for q in plan.layout.recomputes))
     with pytest.raises(gpu_rewrite.RewriteError, match="scratch"):
         gpu_rewrite.rewrite(base.capture.executable, feed_back.edit_of(bare))
+
+
+@needs_plugin
+def test_a_saved_plan_keeps_the_copys_workspace(recomputed, tmp_path):
+    """A plan file keeps where a library call's copy puts its workspace: the
+    plan read back is the same plan, passes the checker and is built again
+    (without the place, the checker finds "no place claimed" and the plan
+    falls back to XLA's)."""
+    import olla_jax
+    base, plan = recomputed
+    r = _library_copy(plan)
+    path = tmp_path / "library_copy.json"
+    plan.save(path)
+    loaded = olla_jax.load_plan(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = olla_jax.plan(held_step, *ARGS, backend="gpu:h100", time_limit_s=1,
+                              compiler_options=CUBLAS, saved=loaded)
+    assert again.layout is not None and again.layout.recomputes == plan.layout.recomputes, \
+        again.notes
+    assert again.planned_temp_bytes == plan.planned_temp_bytes
+    assert again.executable_bytes is not None, again.notes
+    assert gpu_readback.compare(again.executable_bytes, again.layout) is None
+    assert [q.get("scratch") for q in loaded.recomputes if q["producer"] == r.producer] == \
+        [[[v, list(p)] for v, p in r.scratch]]
