@@ -14,12 +14,11 @@ copy is made first, a chain, which only the model picks).  Operands are kept liv
 the second run, which costs memory of its own and is counted.
 
 Values are picked greedily at the live-bytes peak, most bytes saved per unit
-of extra cost first (``candidates.copy_cost``: on CPU a roofline estimate of
-time from the instruction's FLOPs and bytes; on compile-only GPU targets its
-FLOPs, bytes breaking ties), and the order is kept.  That plan is then the warm start (and the
+of extra compute first (a roofline estimate from the instruction's FLOPs and
+bytes), and the order is kept.  That plan is then the warm start (and the
 fallback) of a model (``choose_model``, ``olla_jax.solve.recompute``: CP-SAT
 or python-mip) that picks, on the same order, which values to drop and before
-which reader to run their copy, for the least extra cost that meets
+which reader to run their copy, for the least extra roofline cost that meets
 the budget (else the least memory), chains included: a copy may read the copy
 of an operand recomputed before it.  A value may be recomputed several times
 (``split_copies``): each copy is read by its own readers, in order, and dies

@@ -18,24 +18,6 @@ FLOPS_PER_S = 1e11
 BYTES_PER_S = 2e10
 
 
-# On GPU targets bytes moved only break ties between copies of equal FLOPs
-# (a kernel that only moves data is not free): this share of their time.
-BYTES_TIE = 1e-3
-
-
-def copy_cost(flops: int, moved: int, gpu: bool) -> float:
-    """What the search minimises for one copy, in seconds of FLOPS_PER_S /
-    BYTES_PER_S.  CPU: a roofline estimate of its time (copies are timed
-    there).  GPU targets: its FLOPs, bytes moved a tie-break
-    (``BYTES_TIE``): nothing runs on a compile-only target, and its plans
-    are judged by extra FLOPs against XLA's rematerialization; a roofline
-    ranks a data-bound kernel by its bytes, so the search took a kernel of
-    many FLOPs over one of few that moves more bytes."""
-    if gpu:
-        return flops / FLOPS_PER_S + BYTES_TIE * moved / BYTES_PER_S
-    return max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
-
-
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """A value that may be recomputed, with what its producer needs."""
@@ -44,7 +26,7 @@ class Candidate:
     users: tuple[int, ...]          # nodes a copy may run before: readers and ``slots``
     operands: tuple[int, ...]       # value ids the producer reads
     flops: int
-    cost_s: float                   # the search's objective (``copy_cost``)
+    cost_s: float
     # Values XLA writes over this one's bytes later (in place): a copy is then
     # written where they will be, and they move with it (``late_part_ok``).
     successors: tuple[int, ...] = ()
@@ -158,7 +140,7 @@ def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, st
         instr = instructions[name]
         flops = flops_lib.instruction_flops(instr, by_id, comps, tuple(getattr(module, "payloads", ())))
         moved = value.size + sum(graph.values[o].size for o in operands)
-        cost = copy_cost(flops, moved, gpu)
+        cost = max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors, scratch=scratch))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
