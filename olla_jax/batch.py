@@ -1026,7 +1026,7 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
         if not reach_time_s or not xla or time.monotonic() > end:
             return
         aim = max(xla + 1, math.ceil(reach_target * xla))
-        smallest = min((p.batch for p in probes if p.mode == "xla"), default=xla)
+        smallest = min(points["xla"], default=xla)   # (compiled in full: shared, no new compile)
         hinted = (hints["reach"], hints["reach"] + 1) if hints.get("reach", 0) > smallest else ()
         try:
             reach = reachable_batch(step_at, capacity_bytes, backend=target,
