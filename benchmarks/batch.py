@@ -98,12 +98,12 @@ def run_one(name: str, args, started: float | None = None) -> dict:
     from olla_jax import batch as batch_lib
     base = examples.make(name, args.size)
     cache = batch_lib.CaptureCache()   # XLA's compiles, shared by the modes and the floor search
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():   # XLA's figures (the search's quick compiles, cached)
         warnings.simplefilter("ignore")
-        caps = [cache.capture(base.fn, *base.args, static_argnums=base.static_argnums,
-                              donate_argnums=base.donate_argnums, scheduler=s)
-                for s in ("default", "memory")]
-    total = min(c.memory.total for c in caps)
+        step = batch_lib._step_of(base, 0)
+        cpu = batch_lib.Backend.parse("cpu")
+        total = (cache.quick_total(step, cpu) if getattr(args, "xla_probes", "quick") == "quick"
+                 else cache.xla_total(step, cpu))
     capacity = int(args.capacity_factor * total)
     unit = batch_unit(name, args.size)
     t0 = time.perf_counter()

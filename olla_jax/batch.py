@@ -1059,7 +1059,7 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
         # XLA's answer is the denominator of every ratio: only the whole call's time cuts it.
         deadline[0] = min(end, time.monotonic() + mode_time_s if mode_time_s and mode != "xla"
                           else float("inf"))
-        stopped = False
+        stopped, quick_note = False, ""
         mine = points[mode]
         try:
             if mode == "recompute":
@@ -1095,6 +1095,11 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             stopped = True   # the largest batch seen to fit, a lower bound
             seen = [b for b, p in {**known, **mine}.items() if p.fits]
             largest = max(seen, default=None)
+            if mode == "xla" and max((b for b, p in quick.items() if p.fits),
+                                     default=0) > (largest or 0):
+                largest = max(b for b, p in quick.items() if p.fits)
+                mine = {**mine, largest: quick[largest]}
+                quick_note = "by a figures-only compile, not compiled in full"
         failing = sorted(b for b, p in mine.items()
                          if not p.fits and (largest is None or b > largest))
         if mode == "recompute" and mine is confirmed:
@@ -1125,7 +1130,7 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                        if largest is not None else f"no batch seen to fit{above}")
                     + (f"; {unconfirmed[-1]} fits by memory, not yet verified or timed"
                        if unconfirmed else "")
-                    + (f" ({note})" if note else ""))
+                    + (f" ({note})" if note else "") + (f" ({quick_note})" if quick_note else ""))
         elif largest is None:
             note = f"batch {low} does not fit"
         elif largest == high:

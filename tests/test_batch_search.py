@@ -266,3 +266,18 @@ def test_an_over_limit_step_time_is_timed_again_and_the_median_round_counts(monk
     assert batch_lib._retimed(result, step, 1.10).ratio == 1.05 and len(calls) == 1
     rounds = iter([1.30, 1.25, 1.02])
     assert batch_lib._retimed(result, step, 1.10).ratio == 1.25   # one lucky round is not enough
+
+
+def test_xla_cut_short_counts_its_figures_only_fits(monkeypatch):
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
+    clock = [0.0]
+    monkeypatch.setattr(batch_lib.time, "monotonic", lambda: clock[0])
+
+    def quick(step, backend, cache=None):
+        clock[0] += 10.0
+        return XLA(step.args[0])
+    monkeypatch.setattr(batch_lib, "_xla_quick_total", quick)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla",), time_s=25.0)
+    xla = r.result("xla")
+    assert not xla.complete and xla.largest_batch is not None and XLA(xla.largest_batch) <= CAPACITY
+    assert "figures-only" in xla.note
