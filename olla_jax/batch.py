@@ -33,7 +33,13 @@ every probed batch is recorded with its figures in ``BatchReport.probes``.
 
 XLA's compiles (one per scheduler and batch) are most of a probe's time; a
 ``CaptureCache`` makes each once and shares it between the modes (ours and
-recomputation mostly probe batches XLA's search compiled).  ``reachable_batch``
+recomputation mostly probe batches XLA's search compiled).  XLA's own search
+(``quick_xla``, CPU) compiles for ``memory_analysis()`` alone, without dumps
+and with LLVM's optimization off (about half a full compile); only its answer
+and the batch above it are compiled in full, and where those disagree with the
+quick figures the search goes on by full compiles (said in ``notes``).  A
+recomputing plan whose first step-time round is over the limit is timed twice
+more and judged by the median round.  ``reachable_batch``
 answers what no planner can beat: the largest batch whose arguments, outputs
 and one instruction's working set fit (``FloorPoint``, ``Reach``).
 """
