@@ -961,6 +961,12 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
     quick: dict[int, _Point] = {}   # XLA's search by figures-only compiles (``quick_total``)
 
     def quick_point(batch: int) -> _Point:
+        if batch in points["xla"]:
+            return points["xla"][batch]
+        below = batch == low or (batch - 1 in quick and quick[batch - 1].fits)
+        above = batch == high or (batch + 1 in quick and not quick[batch + 1].fits)
+        if below and above:   # the answer's edge either way: compiled in full, once
+            return probe_point("xla", batch)
         if batch not in quick:
             t0 = started()
             total = _xla_quick_total(step_at(batch), target, cache)
