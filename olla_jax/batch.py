@@ -899,6 +899,7 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                    reserve, time_s=None, reach_time_s=None, reach_target=1.5,
                    hints=None, quick_xla=True) -> BatchReport:
     hints = hints or {}
+    quick_xla = quick_xla and (high is None or high - low > 1)   # (two batches: both edges)
     backend = target.name
     probes: list[Probe] = []
     notes: list[str] = []
