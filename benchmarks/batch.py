@@ -55,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--step_time_limit", type=float, default=1.10)
     p.add_argument("--search", default="predict", choices=("predict", "bisect"))
+    p.add_argument("--xla_probes", default="quick", choices=("quick", "full"),
+                   help="XLA's search (predict): compiles for their figures alone, its answer "
+                        "and the batch above it then compiled in full (quick), or every probe "
+                        "in full, with XLA's dumps (full, the earlier search)")
     p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
     p.add_argument("--mode_time_s", type=float, default=0,
                    help="per mode and model: no probe starts after it; the answer is then the "
@@ -94,12 +98,12 @@ def run_one(name: str, args, started: float | None = None) -> dict:
     from olla_jax import batch as batch_lib
     base = examples.make(name, args.size)
     cache = batch_lib.CaptureCache()   # XLA's compiles, shared by the modes and the floor search
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():   # XLA's figures (the search's quick compiles, cached)
         warnings.simplefilter("ignore")
-        caps = [cache.capture(base.fn, *base.args, static_argnums=base.static_argnums,
-                              donate_argnums=base.donate_argnums, scheduler=s)
-                for s in ("default", "memory")]
-    total = min(c.memory.total for c in caps)
+        step = batch_lib._step_of(base, 0)
+        cpu = batch_lib.Backend.parse("cpu")
+        total = (cache.quick_total(step, cpu) if getattr(args, "xla_probes", "quick") == "quick"
+                 else cache.xla_total(step, cpu))
     capacity = int(args.capacity_factor * total)
     unit = batch_unit(name, args.size)
     t0 = time.perf_counter()
@@ -114,7 +118,8 @@ def run_one(name: str, args, started: float | None = None) -> dict:
                                         time_s=time_left(args, started),
                                         reach_time_s=args.reach_time_s or None,
                                         reach_target=args.target,
-                                        hints=hints_for(name, args.hints, unit))
+                                        hints=hints_for(name, args.hints, unit),
+                                        quick_xla=getattr(args, "xla_probes", "quick") == "quick")
     scale = (lambda b: b if b is None else unit * b)
     search_seconds = time.perf_counter() - t0
     reach = None
@@ -234,8 +239,10 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                                        "(measured where a batch the search settled on "
                                        "recomputes: the fed-back executable and XLA's, 30 "
                                        "interleaved calls a side in one process, fastest over "
-                                       "fastest)",
-        "search": args.search + (f"; probed first: each mode's answer in `{args.hints}` and "
+                                       "fastest; where that is over the limit, two more rounds "
+                                       "and the median of the three)",
+        "search": args.search + (f", XLA's probes {args.xla_probes}"
+                                 if args.search == "predict" else "") + (f"; probed first: each mode's answer in `{args.hints}` and "
                                  "the batch above it" if getattr(args, "hints", None) else ""),
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
         **({"merged by": f"`{meta['rendered']}`"} if meta.get("rendered") else {})},
@@ -430,6 +437,7 @@ def main(argv=None) -> None:
                      if arg.startswith("--") and "=" in arg)
         for key in ("size", "modes", "search"):
             setattr(args, key, saved.get(key, getattr(args, key)))
+        args.xla_probes = saved.get("xla_probes", "full")   # (runs before the flag: full)
         for key in ("capacity_factor", "time_limit_s", "step_time_limit", "target"):
             setattr(args, key, float(saved.get(key, getattr(args, key))))
         out = args.out if "," in args.render else args.render[:-len(".json")]
@@ -452,7 +460,8 @@ def main(argv=None) -> None:
                  *([f"--hints={args.hints}"] if args.hints else []),
                  f"--target={args.target}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
-                 f"--step_time_limit={args.step_time_limit}", f"--search={args.search}"]
+                 f"--step_time_limit={args.step_time_limit}", f"--search={args.search}",
+                 f"--xla_probes={args.xla_probes}"]
         row = common.run_worker("benchmarks.batch", name, flags,
                                 lambda message: {"model": name, "error": message},
                                 timeout_s=args.model_timeout_s or None)

@@ -41,6 +41,8 @@ CAPACITY = 15_000_000   # xla 24, olla 30
 
 def test_a_mode_out_of_time_gives_a_lower_bound_and_xla_is_never_cut(monkeypatch):
     monkeypatch.setattr(batch_lib, "_xla_total", lambda step, backend, cache=None: XLA(step.args[0]))
+    monkeypatch.setattr(batch_lib, "_xla_quick_total",
+                        lambda step, backend, cache=None: XLA(step.args[0]))
     from types import SimpleNamespace
     monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit: SimpleNamespace(
         total_bytes=OLLA(step.args[0])))

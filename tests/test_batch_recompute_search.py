@@ -34,8 +34,8 @@ class Fake:
     def __init__(self, monkeypatch, slow=()):
         self.plans, self.memory, self.confirmed = [], [], []
         self.slow = set(slow)
-        monkeypatch.setattr(batch_lib, "_xla_total",
-                            lambda step, backend, cache=None: XLA(step.args[0]))
+        for name in ("_xla_total", "_xla_quick_total"):
+            monkeypatch.setattr(batch_lib, name, lambda step, backend, cache=None: XLA(step.args[0]))
         monkeypatch.setattr(batch_lib, "_olla_plan", self.olla_plan)
         monkeypatch.setattr(batch_lib, "_recompute_memory", self.recompute_memory)
         monkeypatch.setattr(batch_lib, "_recompute_confirm", self.recompute_confirm)
@@ -120,6 +120,7 @@ def test_the_whole_call_s_time_gives_lower_bounds_said_so(monkeypatch):
         clock[0] += 10.0   # every XLA probe takes 10 s
         return XLA(step.args[0])
     monkeypatch.setattr(batch_lib, "_xla_total", slow_xla)
+    monkeypatch.setattr(batch_lib, "_xla_quick_total", slow_xla)
     r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES, time_s=25.0)
     xla = r.result("xla")
     assert not xla.complete and "call's 25 s" in xla.note

@@ -84,6 +84,8 @@ def fake_totals(monkeypatch, xla, olla, recompute, slow=()):
     at a batch in ``slow`` fits by memory but fails its step-time confirmation."""
     from types import SimpleNamespace
     monkeypatch.setattr(batch_lib, "_xla_total", lambda step, backend, cache=None: xla(step.args[0]))
+    monkeypatch.setattr(batch_lib, "_xla_quick_total",
+                        lambda step, backend, cache=None: xla(step.args[0]))
     monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit: SimpleNamespace(
         batch=step.args[0], total_bytes=olla(step.args[0]), runs_total_bytes=olla(step.args[0])))
 
@@ -127,8 +129,8 @@ def test_both_searches_agree(monkeypatch, search):
 
 def test_predict_does_not_probe_what_an_earlier_mode_settled(monkeypatch):
     fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
-    new = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY,
-                                 modes=("xla", "olla", "recompute"))
+    new = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY,   # (quick: below)
+                                 modes=("xla", "olla", "recompute"), quick_xla=False)
     old = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY,
                                  modes=("xla", "olla", "recompute"), search="bisect")
     fit = {m: {p.batch for p in new.probes if p.mode == m and p.fits} for m in batch_lib.MODES}
@@ -150,7 +152,7 @@ def test_an_inferred_answer_says_so(monkeypatch):
     r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY,
                                modes=("xla", "olla", "recompute"))
     assert r.largest_batches == {"xla": 24, "olla": 24, "recompute": 24}
-    assert [p.mode for p in r.probes if p.batch == 24] == ["xla"]
+    assert [p.mode for p in r.probes if p.batch == 24] == ["xla", "xla"]   # quick, then full
     olla = r.result("olla")
     assert olla.total_bytes is None and "never above" in olla.note
     assert r.result("recompute").total_bytes is None
@@ -206,3 +208,82 @@ def test_recompute_over_the_step_time_limit_bisects_down(monkeypatch, slow, answ
     assert r.probe("recompute", 41) is not None and not r.probe("recompute", 41).fits
     confirmations = [p for p in r.probes if p.mode == "recompute" and "step time" in p.note]
     assert len(confirmations) <= 1 + math.ceil(math.log2(40 - 30 + 1)), r.probes_table()
+
+
+def test_xla_searches_by_figures_only_compiles_and_compiles_its_answer_in_full(monkeypatch):
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
+    full = []
+    monkeypatch.setattr(batch_lib, "_xla_total",
+                        lambda step, backend, cache=None: full.append(step.args[0]) or XLA(step.args[0]))
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla", "olla"))
+    assert r.largest_batches == {"xla": 24, "olla": 30} and r.result("xla").smallest_failing == 25
+    assert sorted(full) == [24, 25]   # the search itself by the quick figures
+    assert r.probe("xla", 24).note == "" and r.result("xla").total_bytes == XLA(24)
+    assert any("figures only" in p.note for p in r.probes)
+    full.clear()   # a batch that is an edge whatever it gives is compiled in full only
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla",), low=23, high=25)
+    assert r.largest("xla") == 24
+    assert sorted(p.batch for p in r.probes if "figures only" not in p.note) == [24, 25]
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla",), low=24, high=25)
+    assert r.largest("xla") == 24 and [p.note for p in r.probes] == ["", ""]   # both edges
+
+
+def test_xla_searches_on_by_full_compiles_where_the_quick_figures_disagree(monkeypatch):
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
+    # The quick figure is low by a batch's worth: it would answer 25, where 25 does not fit.
+    monkeypatch.setattr(batch_lib, "_xla_quick_total",
+                        lambda step, backend, cache=None: XLA(step.args[0]) - 500_000)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla",))
+    assert r.largest("xla") == 24 and r.result("xla").smallest_failing == 25
+    assert r.probe("xla", 24).note == "" and r.probe("xla", 25).note == ""
+    assert any("disagreed" in n for n in r.notes)
+
+
+def test_xla_quick_figures_are_xlas_own():
+    import jax.numpy as jnp
+    cache = batch_lib.CaptureCache()
+    cpu = batch_lib.Backend.parse("cpu")
+    for n in (8, 64):
+        step = batch_lib._Step(lambda x: jnp.tanh(x @ x.T) @ x, (jnp.ones((n, 32)),), (), ())
+        assert cache.quick_total(step, cpu) == cache.xla_total(step, cpu)
+
+
+def test_an_over_limit_step_time_is_timed_again_and_the_median_round_counts(monkeypatch):
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+    from olla_jax.apply import timing
+    rounds = iter([1.30, 1.02, 1.05])
+    calls = []
+
+    def fake_ratio(a, b, args, repeats):
+        calls.append(repeats)
+        r = next(rounds)
+        return SimpleNamespace(ratio=r, ratio_of_minima=r)
+    monkeypatch.setattr(timing, "time_ratio", fake_ratio)
+    exe = SimpleNamespace(executable=jax.jit(lambda x: x))
+    result = SimpleNamespace(step_time_ratio=None, compiled=exe, xla_compiled=exe)
+    step = batch_lib._Step(None, (jnp.ones(4),), (), ())
+    timed = batch_lib._retimed(result, step, 1.10)
+    assert len(calls) == 3 and timed.ratio == 1.05 and "median of 3 rounds" in timed.how
+    calls.clear()
+    rounds = iter([1.05])
+    assert batch_lib._retimed(result, step, 1.10).ratio == 1.05 and len(calls) == 1
+    rounds = iter([1.30, 1.25, 1.02])
+    assert batch_lib._retimed(result, step, 1.10).ratio == 1.25   # one lucky round is not enough
+
+
+def test_xla_cut_short_counts_its_figures_only_fits(monkeypatch):
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
+    clock = [0.0]
+    monkeypatch.setattr(batch_lib.time, "monotonic", lambda: clock[0])
+
+    def quick(step, backend, cache=None):
+        clock[0] += 10.0
+        return XLA(step.args[0])
+    monkeypatch.setattr(batch_lib, "_xla_quick_total", quick)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla",), time_s=25.0)
+    xla = r.result("xla")
+    assert not xla.complete and xla.largest_batch is not None and XLA(xla.largest_batch) <= CAPACITY
+    assert "figures-only" in xla.note
