@@ -263,8 +263,9 @@ class ScheduleGraph:
     def _extra_parts(self, inner: dict[int, int], xla_spans):
         """What makes the nodes' extra (``order_problem``): (size, first, last
         flat step) of each inner unit (``_inner_units``), on XLA's own flat
-        schedule, and (size, nodes) of each movable unit idle in gaps, at the
-        nodes after them (``xla_spans``: a bound's; none without)."""
+        schedule, (size, nodes) of each movable unit idle in gaps, at the
+        nodes after them, and the region pieces held by fixed units inside
+        one block (``_inner_fixed``) (``xla_spans``: a bound's; none without)."""
         spans_in = []
         for unit_id in inner:
             unit = self.units[unit_id]
@@ -275,14 +276,51 @@ class ScheduleGraph:
             if unit.id in inner or len(spans) < 2 or not unit.movable:
                 continue
             gaps.append((unit.size, tuple({self.flat_node[a[1] + 1] for a in spans[:-1]})))
-        return spans_in, gaps
+        return spans_in, gaps, self._inner_fixed() if xla_spans else {}
+
+    def _inner_fixed(self) -> dict[int, tuple]:
+        """For a bound: per node whose block holds fixed units in a region that
+        live inside that block only (XLA's loop-body temporaries parked in a
+        donated input or an output), the bound's region pieces they cover, as
+        (piece size, its allocation's size), and per such unit its (first,
+        last flat step) and the indices of its pieces there.  The node's item
+        makes those pieces busy over the whole block; they are idle at the
+        block's other steps, where its inner units may sit (``_node_extra``)."""
+        segments, gapped = self._bound_segments
+        by_alloc = defaultdict(list)
+        for r, (alloc, lo, hi) in enumerate(segments):
+            by_alloc[alloc].append((r, lo, hi))
+        found = defaultdict(list)
+        for unit, spans in zip(self.units, self._xla_spans):
+            if unit.movable or unit.id in gapped or unit.allocation not in by_alloc:
+                continue
+            vals = [self.values[v] for v in unit.values]
+            touched = set().union(*(v.touches for v in vals))
+            if len(touched) != 1 or any(v.live_in or v.live_out for v in vals):
+                continue
+            node = next(iter(touched))
+            if self.block_length(node) < 2:
+                continue
+            pieces = tuple(r for r, lo, hi in by_alloc[unit.allocation]
+                           if lo < unit.offset + unit.size and unit.offset < hi)
+            found[node].append((spans[0][0], spans[-1][1], pieces))
+        out = {}
+        for node, units in found.items():
+            pieces = sorted({r for _, _, rs in units for r in rs})
+            out[node] = (tuple((r, segments[r][2] - segments[r][1],
+                                self.allocations[segments[r][0]].size) for r in pieces),
+                         tuple(units))
+        return out
 
     def _node_extra(self, parts, *, above: int) -> list[int]:
         """Per node, the peak of the inner units larger than ``above`` bytes
         over its block, less the units larger than ``above`` idle in a gap
         there (``parts``: ``_extra_parts``).  A threshold problem counts only
         units larger than its threshold: the others may sit in output regions
-        it no longer counts as idle."""
+        it no longer counts as idle.  Where fixed units inside the block hold
+        region pieces (``_inner_fixed``: a bound's), the peak is of the inner
+        units less those pieces idle at each step (the scan's remat'd body:
+        XLA parked its temporaries in a donated input, one after another)."""
         extra = [0] * len(self.nodes)
         per_step = defaultdict(int)
         for size, s, e in parts[0]:
@@ -292,11 +330,40 @@ class ScheduleGraph:
         for step, size in per_step.items():
             node = self.flat_node[min(step, len(self.flat_node) - 1)]
             extra[node] = max(extra[node], size)
+        for node, (pieces, units) in parts[2].items():
+            extra[node] = self._block_peak(node, pieces, units, per_step, above)
         for size, nodes in parts[1]:
             if size > above:
                 for node in nodes:
                     extra[node] -= size
         return extra
+
+    def _block_peak(self, node: int, pieces, units, per_step, above: int) -> int:
+        """The most, over ``node``'s block steps, of its inner units' bytes
+        (``per_step``) less the bytes of ``pieces`` (region pieces of
+        allocations larger than ``above``) that none of ``units`` (fixed
+        units inside the block, as ``_inner_fixed``'s) holds at that step."""
+        counted = {r: size for r, size, whole in pieces if whole > above}
+        held = defaultdict(int)    # piece -> fixed units on it live at the step
+        events = defaultdict(list)
+        for s, e, rs in units:
+            for r in rs:
+                if r in counted:
+                    events[s].append((r, 1))
+                    events[e + 1].append((r, -1))
+        idle = sum(counted.values())
+        best = None
+        for step in range(self.block_start[node], self.block_end[node] + 1):
+            for r, d in events.get(step, ()):
+                before = held[r]
+                held[r] += d
+                if before == 0 and held[r]:
+                    idle -= counted[r]
+                elif before and held[r] == 0:
+                    idle += counted[r]
+            need = per_step.get(step, 0) - idle
+            best = need if best is None else max(best, need)
+        return best
 
     @functools.cached_property
     def _xla_spans(self):
@@ -332,7 +399,7 @@ class ScheduleGraph:
         sizes = tuple(s if w > c else 0 for s, w in zip(base.region_sizes, whole))
         extra = base.node_extra
         parts = self._bound_extra_parts if for_bound else self._plain_extra_parts
-        if c > 0 and any(p[0] <= c for part in parts for p in part):
+        if c > 0 and (parts[2] or any(p[0] <= c for part in parts[:2] for p in part)):
             # loop-body units of c bytes or less, like the items left out, may
             # sit in the regions of c bytes or less that no longer count as idle
             extra = tuple(self._node_extra(parts, above=c))
