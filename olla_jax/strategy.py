@@ -439,7 +439,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         result = order_lib.solve_order(problem, warm_starts=[*starts, listed, *found_orders],
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
-                                       progress=order_progress, cuts=cuts)
+                                       progress=order_progress, cuts=cuts,
+                                       polish=bool(found_orders))
         overrun = max(overrun, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
         lap(f"order search {k}")

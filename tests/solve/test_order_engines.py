@@ -125,3 +125,29 @@ def test_bad_inputs_are_named():
         solve_order(problem, engine="gurobi")
     with pytest.raises(ValueError, match="edge 0->5"):
         solve_order(OrderProblem(3, ((0, 5),), (), (0, 0, 0)))
+
+
+def test_polish_skips_the_list_schedules_and_sinks_first(monkeypatch):
+    # Node 0 makes a 100-byte value read by nodes 1..8; node 9 an 80-byte
+    # output.  From the order with the output first, sink moves (hoists of
+    # the readers) reach 100 bytes; a polish runs them before anything else
+    # and runs no list schedule (the warm start came from a search already).
+    from olla_jax.solve import order as order_lib
+    k = 8
+    edges = tuple((0, r) for r in range(1, k + 1))
+    items = (Item(100, (0,), (0, *range(1, k + 1))), Item(80, (k + 1,), (k + 1,), live_out=True))
+    problem = OrderProblem(k + 2, edges, items, (0,) * (k + 2))
+    warm = (0, k + 1, *range(1, k + 1))
+    listed = []
+    real = order_lib.best_list_schedule
+
+    def spy(*a, **kw):
+        listed.append(1)
+        return real(*a, **kw)
+    monkeypatch.setattr(order_lib, "best_list_schedule", spy)
+    result = solve_order(problem, warm_starts=[warm], time_limit_s=2.0, engine="lns", polish=True)
+    _check(problem, result, warm)
+    assert not listed
+    assert result.cost == 100 and result.engine == "sink"
+    solve_order(problem, warm_starts=[warm], time_limit_s=0.5, engine="lns")
+    assert listed   # without polish the list schedules run as before
