@@ -42,7 +42,6 @@ SINK_SHARE = 0.3                 # auto/lns: share of the time left for sink mov
 LIST_SHARE = 0.3                 # the list schedules' share of the limit (the first rule always runs)
 SINK_ALL_BELOW_S = 3.0           # auto/lns: with less time than this left, sink moves get all of it
 CUT_SHARE = 0.8                  # auto/lns: of the time left after the list schedules, min-cut moves
-POLISH_SINK_SHARE = 0.8        # polish: of the time, sink moves first (they stop when a round moves nothing)
 CUT_MAX_NODES = 10_000           # min-cut moves up to this size (their set-up: nodes squared bits)
 
 
@@ -94,10 +93,11 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
     cuts the bound already solved are reused).
     ``polish``: the warm starts include orders another search already
     moved (under a related objective): no list schedules (they never came
-    near such an order and took 0.3 of the time), and sink moves before the
-    min-cut moves (``auto``/``lns``): from such an order sink moves gain most
-    (densenet cpu small, a threshold objective from the plain search's order:
-    55.12 -> 53.56 MiB in six rounds, where min-cut moves found nothing)."""
+    near such an order and took 0.3 of the time: on densenet and unet, cpu
+    small, a threshold objective's search of 0.35 s at a 10 s limit had
+    none left for the moves), and min-cut moves from the best order only.
+    (Sink moves first instead left unet's min-cut moves no time: 91.00 MiB
+    placed, not 89.38.)"""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     t0 = time.monotonic()
@@ -138,9 +138,6 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
         # (densenet, small: 95 -> 81 MiB in 7 s, loaded).
         # Min-cut moves first: DenseNet (small) 81 -> 51 MiB where a 20 s
         # search had stopped, ResNet-50 40 -> 17 (live bytes by this objective).
-        if polish:
-            _run_sink(ev, dag, best, time.monotonic() + POLISH_SINK_SHARE
-                      * (deadline - time.monotonic()))
         # From the least memory-aware list schedule first, then from the
         # best order when that is another: where min-cut moves end depends
         # on where they start, not on how low the start is (densenet cpu
