@@ -439,7 +439,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         result = order_lib.solve_order(problem, warm_starts=[*starts, listed, *found_orders],
                                        time_limit_s=max(0.0, share - (now() - t)),
                                        engine=engine, seed=seed, lower_bound=floor,
-                                       progress=order_progress, cuts=cuts)
+                                       progress=order_progress, cuts=cuts,
+                                       polish=bool(found_orders))
         overrun = max(overrun, now() - t - share)
         orders.setdefault(tuple(result.order), result.engine)
         lap(f"order search {k}")
@@ -481,6 +482,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         return 3 if src == "xla" else 1 if src == "list" else 0 if order == searched[0] else 2
     ranked = sorted(orders.items(), key=rank)
     made = {listed: listed_problem}
+    floors: dict = {}   # an order's live-bytes bound: no placement of it goes below
     if not cost.sweep:
         # The least live-bytes bound of its placement problem first (no
         # placement of an order goes below it; the order objectives count idle
@@ -496,7 +498,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             # At least its fit score too (the threshold objectives: unet's
             # plain order and a threshold's were 85.11 and 85.14 MiB by the
             # live bytes, 89.50 and 87.50 by the score, 91.00 and 89.38 placed).
-            peak[order] = max(place_check.live_bytes_bound(made[order][0]), fit.score(order))
+            floors[order] = place_check.live_bytes_bound(made[order][0])
+            peak[order] = max(floors[order], fit.score(order))
         ranked.sort(key=lambda item: peak.get(item[0], float("inf")))   # stable: rank breaks ties
     for order, source in ranked:
         until = min(search.mark(PLACE_CANDIDATES_END), search.at - kept / 2)
@@ -504,6 +507,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             logging.info("time limit: %d candidate orders not placed by best-fit",
                          len(ranked) - ranked.index((order, source)))
             break
+        if best is not None and floors.get(order, 0) >= best.placement.arena_size:
+            continue   # no placement of it beats the best (densenet: a 95 MiB list order, 0.7 s)
         pp, owners = made[order] if order in made else graph.placement_problem(order)
         # The first placement, cut at the finish: a plan past the limit is worse
         # than a loose one (the repair and the layout still follow).
@@ -529,7 +534,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         best = _joint(graph, best, clock.left() - FINISH_RESERVE * clock.seconds, seed)
         placed[best.order] = best
         live[best.order] = best.live
-    unplaced = [(o, orders[o]) for o in orders if o not in placed]
+    unplaced = [(o, orders[o]) for o in orders
+                if o not in placed and floors.get(o, 0) < best.placement.arena_size]
     best_fit_bytes = {o: c.placement.arena_size for o, c in placed.items()}
     best, exact_tried = _repair(graph, best, placed, unplaced, live, value, xla_temp_bytes,
                                 clock, cost, score=None if cost.sweep else fit.score)

@@ -34,6 +34,9 @@ from olla_jax.solve.problem import ARENA, Item, OrderProblem
 
 GREEDY_RULES = ("growth", "peak", "frees", "lookahead")
 RULES = (*GREEDY_RULES, "dfs", "post-order", *(f"rev-{r}" for r in GREEDY_RULES))
+# The rules that weigh memory as they go (forwards or backwards): not the
+# walks (``dfs``, ``post-order``), whose orders follow the program's.
+MEMORY_RULES = tuple(r for r in RULES if r.removeprefix("rev-") in GREEDY_RULES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,22 +276,31 @@ def list_schedule(problem: OrderProblem, rule: str, *, dag: Dag | None = None,
     return _Greedy(problem, dag).run(key_of, rank)
 
 
+def list_schedules(problem: OrderProblem, *, rules: Sequence[str] = RULES,
+                   reference: Sequence[int] | None = None, dag: Dag | None = None,
+                   evaluator: Evaluator | None = None,
+                   deadline: float | None = None) -> list[ListResult]:
+    """Each rule's order and cost, in ``rules``' order, until ``deadline`` (a
+    time.monotonic() value).  The first rule always runs."""
+    dag = dag or Dag.of(problem)
+    evaluator = evaluator or Evaluator(problem)
+    found: list[ListResult] = []
+    for rule in rules:
+        if found and deadline is not None and time.monotonic() >= deadline:
+            break
+        order = list_schedule(problem, rule, dag=dag, reference=reference)
+        found.append(ListResult(tuple(order), evaluator.cost(order), rule))
+    if not found:
+        raise ValueError("no list rule given")
+    return found
+
+
 def best_list_schedule(problem: OrderProblem, *, rules: Sequence[str] = RULES,
                        reference: Sequence[int] | None = None, dag: Dag | None = None,
                        evaluator: Evaluator | None = None,
                        deadline: float | None = None) -> ListResult:
     """Run each rule (until ``deadline``, a time.monotonic() value) and keep the best.
     The first rule always runs."""
-    dag = dag or Dag.of(problem)
-    evaluator = evaluator or Evaluator(problem)
-    best: ListResult | None = None
-    for rule in rules:
-        if best is not None and deadline is not None and time.monotonic() >= deadline:
-            break
-        order = list_schedule(problem, rule, dag=dag, reference=reference)
-        cost = evaluator.cost(order)
-        if best is None or cost < best.cost:
-            best = ListResult(tuple(order), cost, rule)
-    if best is None:
-        raise ValueError("no list rule given")
-    return best
+    found = list_schedules(problem, rules=rules, reference=reference, dag=dag,
+                           evaluator=evaluator, deadline=deadline)
+    return min(found, key=lambda r: r.cost)   # the first of equal costs, as before

@@ -29,7 +29,7 @@ from olla_jax.solve.cpsat_order import solve_cpsat
 from olla_jax.solve.dag import Dag, check_order
 from olla_jax.solve.evaluate import Evaluator
 from olla_jax.solve.ilp_order import default_steps, solve_ilp
-from olla_jax.solve.list_schedule import best_list_schedule
+from olla_jax.solve.list_schedule import MEMORY_RULES, list_schedules
 from olla_jax.solve.problem import OrderProblem
 from olla_jax.solve import sink
 from olla_jax.solve.search import SearchConfig, improve, sweep_pieces
@@ -84,13 +84,20 @@ class _Best:
 def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] = (),
                 time_limit_s: float = 30.0, engine: str = "auto", seed: int = 0,
                 progress: Callable[[str], None] | None = None,
-                lower_bound: int | None = None, cuts=None) -> OrderResult:
+                lower_bound: int | None = None, cuts=None, polish: bool = False) -> OrderResult:
     """The best order found for ``problem`` within ``time_limit_s`` by ``engine``.
 
     ``lower_bound``: a proven bound on this problem's cost (e.g. the min-cut
     bound); the search stops as soon as an order reaches it (proven optimal).
     ``cuts``: a ``bounds.NodeCuts`` of ``problem`` for the min-cut moves (the
-    cuts the bound already solved are reused)."""
+    cuts the bound already solved are reused).
+    ``polish``: the warm starts include orders another search already
+    moved (under a related objective): no list schedules (they never came
+    near such an order and took 0.3 of the time: on densenet and unet, cpu
+    small, a threshold objective's search of 0.35 s at a 10 s limit had
+    none left for the moves), and min-cut moves from the best order only.
+    (Sink moves first instead left unet's min-cut moves no time: 91.00 MiB
+    placed, not 89.38.)"""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     t0 = time.monotonic()
@@ -108,10 +115,16 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
     # Not all of a short limit: each rule costs about 0.1 s on 2k nodes, and
     # twenty of them left a 1.5 s search no time for the moves that follow.
     list_end = t0 + LIST_SHARE * (deadline - t0)
-    for reference in ([best.order] if best.order else []) + [None]:   # tie-breaks: warm start, topo
-        listed = best_list_schedule(problem, reference=reference, dag=dag, evaluator=ev,
-                                    deadline=list_end)
+    memory_aware = None   # the least order of the rules that weigh memory (MEMORY_RULES)
+    for reference in ([] if polish and best.order else
+                      ([best.order] if best.order else []) + [None]):   # tie-breaks: warm start, topo
+        found = list_schedules(problem, reference=reference, dag=dag, evaluator=ev,
+                               deadline=list_end)
+        listed = min(found, key=lambda r: r.cost)
         best.offer(listed.order, f"list:{listed.rule}", listed.cost)
+        for r in found:
+            if r.rule in MEMORY_RULES and (memory_aware is None or r.cost < memory_aware.cost):
+                memory_aware = r
     if best.cost == 0 or (lower_bound is not None and best.cost <= lower_bound):
         best.proven = True
     elif engine in ("cpsat", "auto") and (engine == "cpsat" or problem.num_nodes <= CPSAT_WHOLE_MAX_NODES):
@@ -125,7 +138,21 @@ def solve_order(problem: OrderProblem, *, warm_starts: Sequence[Sequence[int]] =
         # (densenet, small: 95 -> 81 MiB in 7 s, loaded).
         # Min-cut moves first: DenseNet (small) 81 -> 51 MiB where a 20 s
         # search had stopped, ResNet-50 40 -> 17 (live bytes by this objective).
-        _run_cut(ev, best, time.monotonic() + CUT_SHARE * (deadline - time.monotonic()), cuts)
+        # From the least memory-aware list schedule first, then from the
+        # best order when that is another: where min-cut moves end depends
+        # on where they start, not on how low the start is (densenet cpu
+        # small: from XLA's order, 95 MiB, or the post-order walk's, the
+        # same, they ended at 53.6; from rev-growth's, 114, at 50.7, whose
+        # largest threshold then met the bound; on resnet50 growth's order
+        # ended 17.2 against XLA's 18.1; unet, lm_adamw, gpt2: the same end).
+        # The next start gets what the first leaves when it ends (no move in
+        # the last GIVE_UP_AFTER nodes tried): halves of the time left the
+        # first at 58.6 MiB at a 10 s limit.
+        starts = [] if polish or memory_aware is None else [memory_aware.order]
+        starts += [best.order] if best.order not in starts else []
+        cut_end = time.monotonic() + CUT_SHARE * (deadline - time.monotonic())
+        for start in starts:
+            _run_cut(ev, best, cut_end, cuts, start=start)
         left = deadline - time.monotonic()
         _run_sink(ev, dag, best, time.monotonic() + (left if left < SINK_ALL_BELOW_S
                                                      else SINK_SHARE * left))
@@ -142,11 +169,14 @@ def _run_sink(ev: Evaluator, dag: Dag, best: _Best, deadline: float) -> None:
     best.offer(sink.improve(ev, dag, best.order, deadline=deadline), "sink")
 
 
-def _run_cut(ev: Evaluator, best: _Best, deadline: float, cuts=None) -> None:
+def _run_cut(ev: Evaluator, best: _Best, deadline: float, cuts=None,
+             start: Sequence[int] | None = None) -> None:
+    """Min-cut moves from ``start`` (the best order when None)."""
     if best.proven or ev.n > CUT_MAX_NODES or deadline - time.monotonic() <= 0.05:
         return
     from olla_jax.solve import cut_move
-    best.offer(cut_move.improve(ev, best.order, deadline=deadline, cuts=cuts), "cut")
+    start = best.order if start is None else start
+    best.offer(cut_move.improve(ev, start, deadline=deadline, cuts=cuts), "cut")
 
 
 def _run_cpsat(problem: OrderProblem, best: _Best, deadline: float, share: float, seed: int) -> None:

@@ -79,14 +79,19 @@ def _moves(ev: Evaluator, ix: _Index, st) -> list[tuple[int, int, str]]:
 
 
 def improve(ev: Evaluator, dag: Dag, order: Sequence[int], *, deadline: float,
-            max_rounds: int = 4) -> tuple[int, ...]:
+            max_rounds: int | None = None) -> tuple[int, ...]:
     """``order`` after sink and hoist moves that lower (peak, profile sum),
-    most promising first, until a round changes nothing, the rounds run out
-    or ``deadline`` (time.monotonic()) passes."""
+    most promising first, until a round changes nothing, ``max_rounds`` (None:
+    no limit) run out or ``deadline`` (time.monotonic()) passes.  A move one
+    round rejects can pay after another's: on densenet (cpu, small), from the
+    plain search's order under its largest threshold, each of six rounds
+    took one such move, 0.3 MiB off the peak each (the cap was once 4)."""
     st = ev.state(order)
     best = (st.cost, int(st.profile.sum()))
     ix = _Index(ev, dag)
-    for _ in range(max_rounds):
+    rounds = 0
+    while max_rounds is None or rounds < max_rounds:
+        rounds += 1
         changed = False
         for _, node, kind in _moves(ev, ix, st):
             if time.monotonic() > deadline:

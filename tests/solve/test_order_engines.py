@@ -125,3 +125,56 @@ def test_bad_inputs_are_named():
         solve_order(problem, engine="gurobi")
     with pytest.raises(ValueError, match="edge 0->5"):
         solve_order(OrderProblem(3, ((0, 5),), (), (0, 0, 0)))
+
+
+def test_polish_skips_the_list_schedules(monkeypatch):
+    # Node 0 makes a 100-byte value read by nodes 1..8; node 9 an 80-byte
+    # output.  From the order with the output first, the moves reach 100
+    # bytes; a polish runs no list schedule (the warm start came from a
+    # search already).
+    from olla_jax.solve import order as order_lib
+    k = 8
+    edges = tuple((0, r) for r in range(1, k + 1))
+    items = (Item(100, (0,), (0, *range(1, k + 1))), Item(80, (k + 1,), (k + 1,), live_out=True))
+    problem = OrderProblem(k + 2, edges, items, (0,) * (k + 2))
+    warm = (0, k + 1, *range(1, k + 1))
+    listed = []
+    real = order_lib.list_schedules
+
+    def spy(*a, **kw):
+        listed.append(1)
+        return real(*a, **kw)
+    monkeypatch.setattr(order_lib, "list_schedules", spy)
+    result = solve_order(problem, warm_starts=[warm], time_limit_s=2.0, engine="lns", polish=True)
+    _check(problem, result, warm)
+    assert not listed
+    assert result.cost == 100
+    solve_order(problem, warm_starts=[warm], time_limit_s=0.5, engine="lns")
+    assert listed   # without polish the list schedules run as before
+
+
+def test_min_cut_moves_start_from_the_memory_aware_list_order_then_the_best(monkeypatch):
+    # Where min-cut moves end depends on their start, not on its cost: they
+    # run from the least order of the memory-aware rules first (here above
+    # the warm start), then from the best order.
+    from olla_jax.solve import cut_move
+    from olla_jax.solve import list_schedule as ls
+    problem = _diamond_chain(20)
+    warm = Dag.of(problem).topo
+    memory_aware = min((r for ref in (warm, None)
+                        for r in ls.list_schedules(problem, reference=ref)
+                        if r.rule in ls.MEMORY_RULES), key=lambda r: r.cost)
+    starts = []
+
+    def spy(ev, order, **kw):
+        starts.append(tuple(order))
+        return tuple(order)
+    monkeypatch.setattr(cut_move, "improve", spy)
+    result = solve_order(problem, warm_starts=[warm], time_limit_s=1.0, engine="lns")
+    _check(problem, result, warm)
+    assert starts[0] == memory_aware.order
+    if memory_aware.order != starts[-1]:
+        assert len(starts) == 2
+    assert set(ls.MEMORY_RULES) == set(ls.RULES) - {"dfs", "post-order"}
+    best = ls.best_list_schedule(problem)
+    assert best.cost == min(r.cost for r in ls.list_schedules(problem))

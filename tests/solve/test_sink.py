@@ -52,6 +52,31 @@ def test_a_passed_deadline_returns_the_order_given():
     assert sink.improve(Evaluator(p), Dag.of(p), early, deadline=time.monotonic() - 1) == early
 
 
+def _readers_of_one_value(k: int) -> OrderProblem:
+    # Node 0 makes a 100-byte value that nodes 1..k read; node k+1 makes an
+    # 80-byte output.  Only the last reader frees the value, so hoisting a
+    # reader next to node 0 pays only once the readers after it have moved:
+    # one hoist a round, the last reader first.
+    edges = tuple((0, r) for r in range(1, k + 1))
+    items = (Item(100, (0,), (0, *range(1, k + 1))), Item(80, (k + 1,), (k + 1,), live_out=True))
+    return OrderProblem(k + 2, edges, items, (0,) * (k + 2))
+
+
+def test_moves_that_pay_only_after_others_go_on_past_four_rounds():
+    k = 8
+    p = _readers_of_one_value(k)
+    late = (0, k + 1, *range(1, k + 1))       # the output made before the readers
+    moved = _improve(p, late)
+    check_topological(p, moved)
+    assert order_cost(p, late) == 180
+    assert order_cost(p, moved) == 100        # every reader before the output (4 rounds: 180)
+    assert moved.index(k + 1) == k + 1
+    # a cap on the rounds still holds
+    capped = sink.improve(Evaluator(p), Dag.of(p), late, deadline=time.monotonic() + 5,
+                          max_rounds=4)
+    assert order_cost(p, capped) == 180
+
+
 @st.composite
 def _problems(draw):
     n = draw(st.integers(2, 12))
