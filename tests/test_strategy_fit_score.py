@@ -29,8 +29,9 @@ class _Posed:
     def order_problem_for_bound(self) -> sp.OrderProblem:
         return self.problem
 
-    # no loop-body units and no gaps: the nodes' extra is the problem's own
-    _plain_extra_parts = _bound_extra_parts = ((), ())
+    # no loop-body units, no gaps and no fixed units inside a block: the
+    # nodes' extra is the problem's own
+    _plain_extra_parts = _bound_extra_parts = ((), (), {})
 
     def threshold_problem(self, c: int, *, for_bound: bool = False) -> sp.OrderProblem:
         return model.ScheduleGraph.threshold_problem(self, c, for_bound=for_bound)
