@@ -2,8 +2,10 @@
 verifies (``mlp_step``, and its memory model: ``mlp_graph``), one for sharded
 plans on two devices (``dp_step``)."""
 
+import collections
 import dataclasses
 import functools
+import random
 import warnings
 
 import jax
@@ -133,3 +135,23 @@ def make_batch_mlp(batch: int):
     params = {"w1": jax.ShapeDtypeStruct((64, 256), f32), "w2": jax.ShapeDtypeStruct((256, 16), f32)}
     return _batch_mlp_step, (params, jax.ShapeDtypeStruct((batch, 64), f32),
                              jax.ShapeDtypeStruct((batch, 16), f32))
+
+
+def random_order(graph, seed: int) -> tuple[int, ...]:
+    """A topological order of a ScheduleGraph's edges, drawn at random (any
+    order a solver may pick)."""
+    rng = random.Random(seed)
+    succ, indeg = collections.defaultdict(list), [0] * len(graph.nodes)
+    for u, v in graph.edges:
+        succ[u].append(v)
+        indeg[v] += 1
+    ready, order = [n for n in range(len(graph.nodes)) if not indeg[n]], []
+    while ready:
+        node = ready.pop(rng.randrange(len(ready)))
+        order.append(node)
+        for v in succ[node]:
+            indeg[v] -= 1
+            if not indeg[v]:
+                ready.append(v)
+    assert len(order) == len(graph.nodes)
+    return tuple(order)

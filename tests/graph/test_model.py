@@ -9,6 +9,7 @@ import functools
 import pytest
 
 import examples
+from small_steps import random_order
 from olla_jax import check
 from olla_jax.capture import capture
 from olla_jax import dumps
@@ -197,26 +198,6 @@ def captured_donated(name: str, scheduler: str):
     step = donated_variant(examples.get(name, "tiny"))
     return capture(step.fn, *step.args, scheduler=scheduler,
                    static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
-
-
-def random_order(graph, seed: int) -> tuple[int, ...]:
-    """A topological order of the graph's edges, drawn at random (any order a solver may pick)."""
-    import random
-    rng = random.Random(seed)
-    succ, indeg = collections.defaultdict(list), [0] * len(graph.nodes)
-    for u, v in graph.edges:
-        succ[u].append(v)
-        indeg[v] += 1
-    ready, order = [n for n in range(len(graph.nodes)) if not indeg[n]], []
-    while ready:
-        node = ready.pop(rng.randrange(len(ready)))
-        order.append(node)
-        for v in succ[node]:
-            indeg[v] -= 1
-            if not indeg[v]:
-                ready.append(v)
-    assert len(order) == len(graph.nodes)
-    return tuple(order)
 
 
 def spread_plan(graph, order):

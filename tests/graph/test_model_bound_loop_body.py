@@ -12,7 +12,6 @@ its verified plan; this step's was too, on the old code)."""
 from __future__ import annotations
 
 import functools
-import random
 import warnings
 from collections import defaultdict
 
@@ -25,6 +24,7 @@ from olla_jax import strategy
 from olla_jax.capture import capture
 from olla_jax.graph import model
 from olla_jax.solve.problem import order_cost, step_profile
+from small_steps import random_order
 
 L, D, V, T, B = 2, 64, 128, 32, 4
 
@@ -105,27 +105,10 @@ def _flat_need(graph: model.ScheduleGraph, order, c: int) -> list[int]:
     return out
 
 
-def _random_order(graph: model.ScheduleGraph, rng: random.Random) -> list[int]:
-    succ, indeg = defaultdict(list), [0] * len(graph.nodes)
-    for u, v in graph.edges:
-        succ[u].append(v)
-        indeg[v] += 1
-    ready, order = [n for n in range(len(graph.nodes)) if not indeg[n]], []
-    while ready:
-        node = ready.pop(rng.randrange(len(ready)))
-        order.append(node)
-        for v in succ[node]:
-            indeg[v] -= 1
-            if not indeg[v]:
-                ready.append(v)
-    return order
-
-
 def test_a_loop_node_asks_no_more_than_its_block_needs_at_one_step():
     graph = _graph()
-    rng = random.Random(0)
     caps = sorted({0, *graph.order_problem_for_bound.region_sizes})
-    for order in [list(graph.xla_order), *(_random_order(graph, rng) for _ in range(2))]:
+    for order in [list(graph.xla_order), *(list(random_order(graph, seed)) for seed in range(2))]:
         start = graph.flat_layout(order)
         for c in caps:
             problem = graph.threshold_problem(c, for_bound=True)
