@@ -60,7 +60,11 @@ def test_rewrite_keeps_the_results_on_cpu():
     traced = offload.trace(chain, (x, w))
     parked = offload.idle_values(traced.closed)[:2]
     step = offload.rewrite(chain, (x, w), parked)
-    np.testing.assert_array_equal(np.asarray(jax.jit(step)(x, w)), np.asarray(jax.jit(chain)(x, w)))
+    # The same values up to rounding, not bit for bit: the moves are tied with
+    # optimization barriers, which change how XLA fuses the program, and a sum's
+    # order with it (one machine here gave 1 ulp on a final sum of -4,644.44).
+    np.testing.assert_allclose(np.asarray(jax.jit(step)(x, w)), np.asarray(jax.jit(chain)(x, w)),
+                               rtol=1e-6)
 
 
 def test_transfers_read_copies_to_and_from_host_space():
