@@ -312,16 +312,14 @@ class CaptureCache:
             return self.xla_total(step, backend)
         from olla_jax import calls
         from olla_jax.capture.base import MemoryFigures
-        from olla_jax.capture.record import CPU_SCHEDULERS
+        from olla_jax.capture.record import cpu_scheduler_options
         lowered = calls.lower_call(calls.jit_of(step.fn, step.static_argnums,
                                                 step.donate_argnums), step.args, {}).lowered
         key = lowered.as_text()
         if key not in self.quick:
             figures = []
             for s in backend.schedulers:
-                options = dict(QUICK_OPTIONS)
-                if CPU_SCHEDULERS.get(s):
-                    options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[s]
+                options = {**QUICK_OPTIONS, **cpu_scheduler_options(s)}
                 try:
                     compiled = lowered.compile(compiler_options=options)
                 except Exception as err:  # noqa: BLE001 - XLA raises many types

@@ -202,10 +202,9 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
         notes=result.notes + (text,))
 
 
-# step_flops's last few answers, by capture (kept alive with it, so its id is not reused)
+# step_flops's last _STEP_FLOPS_KEPT answers, by capture (kept alive with it,
+# so its id is not reused)
 _STEP_FLOPS: dict[int, tuple[Any, int]] = {}
-
-
 _STEP_FLOPS_KEPT = 4
 
 

@@ -30,6 +30,14 @@ CPU_SCHEDULERS = {
 _DUMP_OPTIONS = {"xla_dump_hlo_as_proto": True, "xla_dump_hlo_as_text": True}
 
 
+def cpu_scheduler_options(scheduler: str) -> dict[str, str]:
+    """XLA:CPU's compiler options that pick ``scheduler`` (a key of ``CPU_SCHEDULERS``)."""
+    if scheduler not in CPU_SCHEDULERS:
+        raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
+    chosen = CPU_SCHEDULERS[scheduler]
+    return {"xla_cpu_scheduler_type": chosen} if chosen else {}
+
+
 def _read_one(directory: str, suffix: str, binary: bool = False):
     matches = sorted(glob.glob(os.path.join(directory, f"*{suffix}")))
     if not matches:
@@ -165,10 +173,7 @@ def capture(fn: Callable, *args, backend: str | Backend = "cpu", scheduler: str 
     options = dict(compiler_options or {})
     _check_args(args, set(static_argnums))
     if parsed.kind == "cpu":
-        if scheduler not in CPU_SCHEDULERS:
-            raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
-        if CPU_SCHEDULERS[scheduler]:
-            options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[scheduler]
+        options.update(cpu_scheduler_options(scheduler))
         lowered = calls.lower_call(calls.jit_of(fn, static_argnums, donate_argnums), args,
                                    {}).lowered
         return _compile_local(lowered, options, backend="cpu", scheduler=scheduler)
@@ -218,10 +223,7 @@ def capture_lowered(lowered, *, backend: str | Backend = "cpu", scheduler: str =
     except CaptureError:
         parsed = None  # refused below, with what to do instead
     if parsed is not None and parsed.kind == "cpu":
-        if scheduler not in CPU_SCHEDULERS:
-            raise CaptureError(f"unknown CPU scheduler {scheduler!r}; use one of {sorted(CPU_SCHEDULERS)}")
-        if CPU_SCHEDULERS[scheduler]:
-            options["xla_cpu_scheduler_type"] = CPU_SCHEDULERS[scheduler]
+        options.update(cpu_scheduler_options(scheduler))
         name = "cpu"
     elif parsed is not None and parsed.kind == "gpu" and not parsed.compile_only:
         name = "gpu:local"
