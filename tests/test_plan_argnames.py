@@ -75,6 +75,16 @@ def test_a_jax_jit_object_keeps_its_own_static_and_donated_arguments_on_a_compil
     assert "tanh" not in plan.capture.hlo_text and plan.capture.memory.alias == 0
 
 
+def test_keyword_arguments_with_an_nnx_jit_object_on_a_compile_only_target_say_what_to_do():
+    """flax.nnx.jit keeps its options where olla_jax cannot read them: a clear
+    TypeError before any compile, naming what to pass instead."""
+    nnx = pytest.importorskip("flax.nnx")
+    w, x = _args()
+    with pytest.raises(TypeError, match="flax.nnx.jit-wrapped.*pass the plain function"):
+        olla_jax.plan(nnx.jit(step, static_argnames="act"), w, x,
+                      kwargs=dict(scale=2.0, act="tanh"), backend="gpu:h100", time_limit_s=1)
+
+
 def test_names_must_be_strings():
     w, x = _args()
     with pytest.raises(TypeError, match="static_argnames must be a str"):
