@@ -560,9 +560,10 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         f"model: {settings.get('overlap_model')}", graph)
     temp = graph.temp_allocation
     if feed_back and backend.kind == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
-        return fallback("XLA marked its temp allocation as a tuple table (a variadic reduce or "
-                        "sort result lives there); XLA:CPU's executable cannot take a new size "
-                        "for it, so the plan could not be applied", graph)
+        return fallback("XLA marked its temp allocation as a tuple table (the index table of a "
+                        "tuple-shaped value lives there: a while loop's state, a variadic reduce "
+                        "or sort result); XLA:CPU's executable cannot take a new size for it, so "
+                        "the plan could not be applied", graph)
     if saved is not None:
         from olla_jax.saved import PlanFileError, recompute_of
         unknown = [n for n in saved.order if n not in graph.node_index]
