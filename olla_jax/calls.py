@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
+from olla_jax import jax_compat
 from olla_jax.capture.base import CaptureError
 
 
@@ -229,21 +230,21 @@ class Entry:
 def jit_options(jitted: Any) -> tuple[Callable, tuple[tuple, tuple, tuple, tuple]] | None:
     """(the function under a ``jax.jit`` object, (static_argnums, static_argnames,
     donate_argnums, donate_argnames) as jax resolved them); None for anything else."""
-    info = getattr(jitted, "_jit_info", None)
+    options = jax_compat.jit_options(jitted)
     inner = getattr(jitted, "__wrapped__", None)
-    if info is None or not callable(inner):
+    if options is None or not callable(inner):
         return None
-    return inner, (tuple(info.static_argnums), tuple(info.static_argnames),
-                   tuple(info.donate_argnums), tuple(info.donate_argnames))
+    return inner, (options.static_argnums, options.static_argnames,
+                   options.donate_argnums, options.donate_argnames)
 
 
 def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
     """(static_argnums, static_argnames) of a ``jax.jit`` object, as jax resolved them
     (names given for positional parameters are in both); None when not a jax.jit object."""
-    info = getattr(jitted, "_jit_info", None)
-    if info is None:
+    options = jax_compat.jit_options(jitted)
+    if options is None:
         return None
-    return tuple(info.static_argnums), tuple(info.static_argnames)
+    return options.static_argnums, options.static_argnames
 
 
 def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entry:

@@ -2,7 +2,8 @@
 
 olla_jax reads a few things jax keeps private: how its PJRT plugins were
 discovered and registered (``jax._src.xla_bridge``), LAPACK's set-up and
-``DeviceList`` for a process that only deserializes executables.  They move between jax releases, so they
+``DeviceList`` for a process that only deserializes executables, and the
+options a ``jax.jit`` object resolved (``_jit_info``).  They move between jax releases, so they
 live here, next to the range of jax versions they were tested with.
 
 The CUDA plugin, when installed, is registered by jax the first time it needs
@@ -15,6 +16,7 @@ it can only fail, and registers the plugin later if jax had already dropped it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -231,3 +233,25 @@ def device_list(devices: Sequence[Any]) -> Any:
 
 
 skip_failing_cuda_check()
+
+
+# --- a jax.jit object's options ----------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class JitOptions:
+    """The static and donated arguments of a ``jax.jit`` object, as jax resolved
+    them (a name given for a positional parameter is in both lists)."""
+    static_argnums: tuple[int, ...]
+    static_argnames: tuple[str, ...]
+    donate_argnums: tuple[int, ...]
+    donate_argnames: tuple[str, ...]
+
+
+def jit_options(jitted: Any) -> JitOptions | None:
+    """``jitted``'s resolved options, or None when it is not a ``jax.jit`` object
+    (jax keeps them in a private field; an ``olla_jax.jit`` object forwards it)."""
+    info = getattr(jitted, "_jit_info", None)
+    if info is None:
+        return None
+    return JitOptions(tuple(info.static_argnums), tuple(info.static_argnames),
+                      tuple(info.donate_argnums), tuple(info.donate_argnames))

@@ -62,3 +62,14 @@ def test_quiet_native_stderr_keeps_other_output(capfd):
     err = capfd.readouterr().err
     assert "cudart_stub" not in err
     assert "kept line\n" in err and "from python\n" in err
+
+
+def test_jit_options_read_as_jax_resolved_them():
+    def step(w, x, *, scale):
+        return w * scale + x
+
+    jitted = jax.jit(step, static_argnames="scale", donate_argnums=0)
+    options = jax_compat.jit_options(jitted)
+    assert options == jax_compat.JitOptions(static_argnums=(), static_argnames=("scale",),
+                                            donate_argnums=(0,), donate_argnames=("w",))
+    assert jax_compat.jit_options(step) is None
