@@ -808,9 +808,11 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
             losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
             if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
                 continue
-            if now() + cost.one_best_fit > finish and not losing:
+            # Losing to XLA, an order may take the finish reserve, never the deadline.
+            end = clock.at if losing else finish
+            if now() + cost.one_best_fit > end:
                 continue
-            cand = Candidate(order, sources[order], cost.best_fit(pp, finish), owners, pp,
+            cand = Candidate(order, sources[order], cost.best_fit(pp, end), owners, pp,
                              live[order])
             placed[order] = cand
             logging.info("placement under the %s order: %d bytes (live bytes %d, floor %d)",
@@ -825,15 +827,20 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
             continue     # no placement of this order beats the best by enough
         if cand.placement.arena_size <= floor:
             continue
-        if finish - now() <= cost.exact_setup and not losing:
+        # Its set-up (the block model: seconds on 10k nodes, not interruptible)
+        # must end in time: by the finish, or losing to XLA by the deadline (a
+        # 10k-instruction step at a 240 s limit, loaded, ran 27 s past it).
+        end = clock.at if losing and not tried else finish
+        if end - now() <= cost.exact_setup:
             continue
         # The exact model warm-starts from best-fit; building it takes time of
         # its own (measured on the first call), hence the share of what is left.
         t = now()
         left = max(0.0, finish - t - cost.exact_setup)
         budget = left * (EXACT_PLACEMENT_SHARE if not tried else 1.0)
-        if losing and not tried:   # an attempt, not a call with no time: past the finish if need be
-            budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
+        if losing and not tried:   # an attempt, not a call with no time: the reserve if need be
+            budget = max(budget, min(LOSING_EXACT_SHARE * clock.seconds,
+                                     end - t - cost.exact_setup))
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
                                       engine=REPAIR_ENGINE, floor=floor,
                                       best_fit_s=cost.sort_order)
