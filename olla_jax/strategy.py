@@ -373,10 +373,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # objectives).  Its placement problem tells what a best-fit will cost on
     # this graph, which the later stages leave time for.
     from olla_jax.solve import list_schedule
+    t_list = now()
     listed = tuple(list_schedule.best_list_schedule(   # the engines run on time.monotonic
         with_regions, evaluator=evaluator,
         deadline=time.monotonic() + search.until(LIST_SHARE)).order)
     orders.setdefault(listed, "list")
+    # A search's fixed part (its problem, list schedules, evaluator) costs more
+    # than this stage (at least one rule): 2.3 s for a 0.13 s share on 20k
+    # instructions at a 10 s limit, load 14, ending at the deadline.
+    list_s = now() - t_list
     lap("list schedule")
     # Kept: the list order is placed below, and its problem costs about a best-fit to build.
     listed_problem = graph.placement_problem(listed)
@@ -413,7 +418,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         # The first objective (the plain one, the best on the examples) gets the most.
         share = FIRST_OBJECTIVE_SHARE * left if k == 0 and len(problems) > 1 else \
             left / (len(problems) - k)
-        if share <= 0 or (k and share + overrun > left):
+        if share <= 0 or (k and share + overrun > left) or (k == 0 and share < list_s):
             # Each search has a fixed cost (its problem, floor and list
             # schedules): on densenet small, loaded, 0.1-0.3 s shares took
             # 0.44-0.51 s, and the order searches ended 0.4 s past their mark.

@@ -460,3 +460,36 @@ def test_with_time_for_its_set_up_the_losing_order_still_gets_its_exact_attempt(
     solution = strategy.solve_graph(graph, deadline=deadline, xla_temp_bytes=xla_temp)
     assert solution.exact_tried and exact_calls
     assert deadline.elapsed() <= 1.1 * limit, f"{deadline.elapsed():.1f} s of {limit:.0f}"
+
+
+def test_no_order_search_starts_with_a_share_below_what_the_list_schedule_took(graph,
+                                                                             monkeypatch):
+    """An order search's fixed part (its problem, list schedules, evaluator)
+    costs more than the list schedule stage: on 20k instructions at a 10 s
+    limit (load 14) a 0.13 s share took 2.3 s, ending at the deadline.  Here
+    the graph build took half the limit, the list stage 15% of it, and a
+    search would take three times that past its share: none starts."""
+    from olla_jax.solve import list_schedule
+    clock = FakeClock()
+    limit, list_s = 10.0, 1.5
+    searched = []
+    real_list, real_order = list_schedule.best_list_schedule, order_lib.solve_order
+
+    def best_list_schedule(*a, **kw):
+        clock.spent += list_s
+        return real_list(*a, **kw)
+
+    def solve_order(problem, **kw):
+        searched.append(kw["time_limit_s"])
+        clock.spent += kw["time_limit_s"] + 3 * list_s
+        return real_order(problem, **{**kw, "time_limit_s": 0.01, "engine": "list"})
+    monkeypatch.setattr(list_schedule, "best_list_schedule", best_list_schedule)
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    monkeypatch.setattr(bounds, "min_cut_bound", lambda problem, **kw: bounds.Bound(
+        0, (), "stub", 0.0, True))
+    deadline = strategy.Deadline(limit, clock=clock)
+    clock.spent += 0.5 * limit    # the graph build
+    solution = strategy.solve_graph(graph, deadline=deadline)
+    assert not searched, searched
+    assert deadline.elapsed() <= 1.1 * limit, f"{deadline.elapsed():.1f} s of {limit:.0f}"
+    sp.check_topological(graph.order_problem(), solution.layout.order)
