@@ -455,11 +455,13 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
     per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
     settled: set = set()  # thresholds whose optimum CP-SAT proved
-    if cost.sweep and now() >= _finish_mark(clock, cost):
+    if cost.sweep and now() >= min(bound_end, _finish_mark(clock, cost)):
         # A big graph already past the layout's reserve: no bound starts (on
         # 93k nodes at load 21, 240 s limit, two forced-live probes given no
-        # time took 30 s and 16 s past the limit, for a bound of 0).
-        logging.info("lower bound skipped: past the finish reserve")
+        # time took 30 s and 16 s past the limit, for a bound of 0).  Nor past
+        # its mark: its problem alone costs seconds (10k nodes, 10 s limit,
+        # load 16: 1.6 s, past the deadline); the top-up may run it later.
+        logging.info("lower bound skipped: past its mark")
         value = 0
     else:
         # The chain bound's share of the stage is kept from the min-cuts (none on a big graph).
@@ -548,8 +550,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     if cost.sweep and not value:
         # A big graph's bound found no time at its mark (the graph build and
         # the first list schedule take most of it): the time the skipped exact
-        # placement leaves goes to it, all but the layout's share (if any).
-        if now() < _finish_mark(clock, cost):
+        # placement leaves goes to it, all but the layout's share (if any), when
+        # that is worth a start (as the top-up below).
+        if _finish_mark(clock, cost) - now() >= BOUND_TOP_UP_SHARE * clock.seconds:
             value = _lower_bound(graph, with_regions, list(orders), now,
                                  _finish_mark(clock, cost), big=True)
             report("lower bound", bound=value)

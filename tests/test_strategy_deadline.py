@@ -493,3 +493,27 @@ def test_no_order_search_starts_with_a_share_below_what_the_list_schedule_took(g
     assert not searched, searched
     assert deadline.elapsed() <= 1.1 * limit, f"{deadline.elapsed():.1f} s of {limit:.0f}"
     sp.check_topological(graph.order_problem(), solution.layout.order)
+
+
+def test_a_big_graph_past_its_bound_mark_starts_no_bound_in_the_last_moments(graph, monkeypatch):
+    """Sweep mode (a big graph): the bound's problem alone costs seconds (10k
+    instructions at a 10 s limit, load 16: 1.6 s from 96% of the limit).  Past
+    its mark the bound waits for the top-up, which starts only with
+    BOUND_TOP_UP_SHARE of the limit left before the finish reserve."""
+    from olla_jax.solve import list_schedule
+    _sweep_mode(monkeypatch)
+    calls = _bound_calls(monkeypatch)
+    clock = FakeClock()
+    limit = 10.0
+    real_list = list_schedule.best_list_schedule
+
+    def best_list_schedule(*a, **kw):
+        clock.spent += 0.43 * limit   # past the bound's mark, short of the finish reserve
+        return real_list(*a, **kw)
+    monkeypatch.setattr(list_schedule, "best_list_schedule", best_list_schedule)
+    deadline = strategy.Deadline(limit, clock=clock)
+    clock.spent += 0.5 * limit    # the graph build
+    solution = strategy.solve_graph(graph, deadline=deadline)
+    assert calls == []
+    assert solution.lower_bound_bytes == 0
+    sp.check_topological(graph.order_problem(), solution.layout.order)
