@@ -373,10 +373,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # objectives).  Its placement problem tells what a best-fit will cost on
     # this graph, which the later stages leave time for.
     from olla_jax.solve import list_schedule
+    t_list = now()
     listed = tuple(list_schedule.best_list_schedule(   # the engines run on time.monotonic
         with_regions, evaluator=evaluator,
         deadline=time.monotonic() + search.until(LIST_SHARE)).order)
     orders.setdefault(listed, "list")
+    # A search's fixed part (its problem, list schedules, evaluator) costs more
+    # than this stage (at least one rule): 2.3 s for a 0.13 s share on 20k
+    # instructions at a 10 s limit, load 14, ending at the deadline.
+    list_s = now() - t_list
     lap("list schedule")
     # Kept: the list order is placed below, and its problem costs about a best-fit to build.
     listed_problem = graph.placement_problem(listed)
@@ -413,7 +418,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         # The first objective (the plain one, the best on the examples) gets the most.
         share = FIRST_OBJECTIVE_SHARE * left if k == 0 and len(problems) > 1 else \
             left / (len(problems) - k)
-        if share <= 0 or (k and share + overrun > left):
+        if share <= 0 or (k and share + overrun > left) or (k == 0 and share < list_s):
             # Each search has a fixed cost (its problem, floor and list
             # schedules): on densenet small, loaded, 0.1-0.3 s shares took
             # 0.44-0.51 s, and the order searches ended 0.4 s past their mark.
@@ -450,11 +455,13 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
     per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
     settled: set = set()  # thresholds whose optimum CP-SAT proved
-    if cost.sweep and now() >= _finish_mark(clock, cost):
+    if cost.sweep and now() >= min(bound_end, _finish_mark(clock, cost)):
         # A big graph already past the layout's reserve: no bound starts (on
         # 93k nodes at load 21, 240 s limit, two forced-live probes given no
-        # time took 30 s and 16 s past the limit, for a bound of 0).
-        logging.info("lower bound skipped: past the finish reserve")
+        # time took 30 s and 16 s past the limit, for a bound of 0).  Nor past
+        # its mark: its problem alone costs seconds (10k nodes, 10 s limit,
+        # load 16: 1.6 s, past the deadline); the top-up may run it later.
+        logging.info("lower bound skipped: past its mark")
         value = 0
     else:
         # The chain bound's share of the stage is kept from the min-cuts (none on a big graph).
@@ -543,8 +550,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     if cost.sweep and not value:
         # A big graph's bound found no time at its mark (the graph build and
         # the first list schedule take most of it): the time the skipped exact
-        # placement leaves goes to it, all but the layout's share (if any).
-        if now() < _finish_mark(clock, cost):
+        # placement leaves goes to it, all but the layout's share (if any), when
+        # that is worth a start (as the top-up below).
+        if _finish_mark(clock, cost) - now() >= BOUND_TOP_UP_SHARE * clock.seconds:
             value = _lower_bound(graph, with_regions, list(orders), now,
                                  _finish_mark(clock, cost), big=True)
             report("lower bound", bound=value)
@@ -808,9 +816,11 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
             losing = xla_temp is not None and arena >= xla_temp and floor < xla_temp
             if floor * (1 + (0 if losing else PLACEMENT_SLACK)) >= arena:
                 continue
-            if now() + cost.one_best_fit > finish and not losing:
+            # Losing to XLA, an order may take the finish reserve, never the deadline.
+            end = clock.at if losing else finish
+            if now() + cost.one_best_fit > end:
                 continue
-            cand = Candidate(order, sources[order], cost.best_fit(pp, finish), owners, pp,
+            cand = Candidate(order, sources[order], cost.best_fit(pp, end), owners, pp,
                              live[order])
             placed[order] = cand
             logging.info("placement under the %s order: %d bytes (live bytes %d, floor %d)",
@@ -825,15 +835,20 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
             continue     # no placement of this order beats the best by enough
         if cand.placement.arena_size <= floor:
             continue
-        if finish - now() <= cost.exact_setup and not losing:
+        # Its set-up (the block model: seconds on 10k nodes, not interruptible)
+        # must end in time: by the finish, or losing to XLA by the deadline (a
+        # 10k-instruction step at a 240 s limit, loaded, ran 27 s past it).
+        end = clock.at if losing and not tried else finish
+        if end - now() <= cost.exact_setup:
             continue
         # The exact model warm-starts from best-fit; building it takes time of
         # its own (measured on the first call), hence the share of what is left.
         t = now()
         left = max(0.0, finish - t - cost.exact_setup)
         budget = left * (EXACT_PLACEMENT_SHARE if not tried else 1.0)
-        if losing and not tried:   # an attempt, not a call with no time: past the finish if need be
-            budget = max(budget, LOSING_EXACT_SHARE * clock.seconds)
+        if losing and not tried:   # an attempt, not a call with no time: the reserve if need be
+            budget = max(budget, min(LOSING_EXACT_SHARE * clock.seconds,
+                                     end - t - cost.exact_setup))
         exact = place_lib.place_exact(cand.problem, time_limit_s=budget, hint=cand.placement,
                                       engine=REPAIR_ENGINE, floor=floor,
                                       best_fit_s=cost.sort_order)

@@ -13,6 +13,7 @@ import pytest
 
 from olla_jax import strategy
 from olla_jax.solve import bounds, order as order_lib, place as place_lib, place_greedy
+from olla_jax.solve import place_model
 from olla_jax.solve import problem as sp
 from tests.small_steps import mlp_graph
 
@@ -117,18 +118,23 @@ def test_xla_is_not_kept_without_exact_placement_of_an_order_with_fewer_live_byt
     probe = strategy.solve_graph(graph, time_limit_s=0.5)
     xla_temp = probe.least_live_bytes + 1
 
-    def past_deadline():
+    def spent_deadline(fraction):
         now = [time.monotonic()]
-        deadline = strategy.Deadline(1.0, clock=lambda: now[0])
-        now[0] += 5.0   # no time left for anything
+        deadline = strategy.Deadline(10.0, clock=lambda: now[0])
+        now[0] += fraction * 10.0   # 0.98: in the finish reserve; past 1: no time at all
         return deadline
     exact_calls.clear()
-    spent = strategy.solve_graph(graph, deadline=past_deadline())
+    spent = strategy.solve_graph(graph, deadline=spent_deadline(0.98))
     assert not spent.exact_tried and not exact_calls   # no XLA figure to lose to: no time, no try
-    solution = strategy.solve_graph(graph, deadline=past_deadline(), xla_temp_bytes=xla_temp)
+    # Losing to XLA, the attempt takes the finish reserve (never the deadline: see
+    # tests/test_strategy_losing_deadline.py).
+    solution = strategy.solve_graph(graph, deadline=spent_deadline(0.98), xla_temp_bytes=xla_temp)
     assert solution.least_live_bytes < xla_temp
     assert solution.exact_tried and exact_calls
     assert exact_calls[0][0] >= xla_temp   # it was the stacked (losing) placement it repaired
+    exact_calls.clear()
+    late = strategy.solve_graph(graph, deadline=spent_deadline(1.5), xla_temp_bytes=xla_temp)
+    assert not late.exact_tried and not exact_calls   # past the deadline: no attempt
 
 
 def test_a_deadline_partly_spent_before_the_solve_leaves_the_first_search_its_share(graph,
@@ -380,3 +386,134 @@ def test_a_big_graph_with_time_left_still_gets_its_bound(graph, monkeypatch):
         problem, **{**kw, "time_limit_s": min(kw["time_limit_s"], 0.05), "engine": "list"}))
     solution = strategy.solve_graph(graph, deadline=strategy.Deadline(3.0))
     assert calls and solution.lower_bound_bytes > 0
+
+
+def _stacked(model_, orders=place_greedy.SORT_ORDERS, **kw):
+    """A poor best-fit: every block stacked in the arena (the plan loses to XLA)."""
+    offsets, top = [], 0
+    for b in model_.blocks:
+        offsets.append(top)
+        top += -(-b.size // model_.alignment) * model_.alignment
+    return model_.to_placement([sp.ARENA] * len(model_.blocks), offsets)
+
+
+def _slow_engines(monkeypatch, clock: FakeClock, model_s: float, exact_calls: list) -> None:
+    """Engines that take all their time; a block model takes ``model_s`` and
+    the exact engine's set-up three of them (as EXACT_SETUP_MODELS says)."""
+    real_order, real_bound, real_model = (order_lib.solve_order, bounds.min_cut_bound,
+                                          place_model.build_model)
+    real_exact = place_lib.place_exact
+
+    def solve_order(problem, **kw):
+        clock.spent += kw["time_limit_s"]
+        return real_order(problem, **{**kw, "time_limit_s": 0.01, "engine": "list"})
+
+    def min_cut_bound(problem, **kw):
+        clock.spent += kw.get("time_limit_s", 0.0)
+        return real_bound(problem, **{**kw, "time_limit_s": 0.01})
+
+    def build_model(problem):
+        clock.spent += model_s
+        return real_model(problem)
+
+    def place_exact(problem, **kw):
+        exact_calls.append(kw["time_limit_s"])
+        clock.spent += strategy.EXACT_SETUP_MODELS * model_s + kw["time_limit_s"]
+        return real_exact(problem, **{**kw, "time_limit_s": 0.01})
+
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    monkeypatch.setattr(bounds, "min_cut_bound", min_cut_bound)
+    monkeypatch.setattr(place_model, "build_model", build_model)
+    monkeypatch.setattr(place_lib, "place_exact", place_exact)
+    monkeypatch.setattr(place_greedy, "best_fit_model", _stacked)
+
+
+def test_an_exact_attempt_losing_to_xla_starts_only_if_its_set_up_ends_by_the_deadline(
+        graph, monkeypatch):
+    """When the best arena is not below XLA's temp, the repair tries an exact
+    placement of an order whose floor is (XLA's plan wins without it).  It
+    may use the finish reserve, but its set-up (the block model, not
+    interruptible: seconds on a 10k-instruction step) must end by the
+    deadline: a 10k-instruction step at a 240 s limit, loaded, ran 27 s past it."""
+    monkeypatch.setattr(place_greedy, "best_fit_model", _stacked)
+    probe = strategy.solve_graph(graph, time_limit_s=0.5)
+    xla_temp = probe.least_live_bytes + 1     # the stacked placements all lose to it
+    limit = 10.0   # fake seconds; a block model takes a fifth of them
+    clock, exact_calls = FakeClock(), []
+    _slow_engines(monkeypatch, clock, 0.2 * limit, exact_calls)
+    deadline = strategy.Deadline(limit, clock=clock)
+    solution = strategy.solve_graph(graph, deadline=deadline, xla_temp_bytes=xla_temp)
+    assert solution.layout.temp_bytes >= xla_temp   # it lost: the repair was asked to try
+    assert deadline.elapsed() <= 1.1 * limit, f"{deadline.elapsed():.1f} s of {limit:.0f}"
+    sp.check_topological(graph.order_problem(), solution.layout.order)
+
+
+def test_with_time_for_its_set_up_the_losing_order_still_gets_its_exact_attempt(graph,
+                                                                                monkeypatch):
+    monkeypatch.setattr(place_greedy, "best_fit_model", _stacked)
+    probe = strategy.solve_graph(graph, time_limit_s=0.5)
+    xla_temp = probe.least_live_bytes + 1
+    limit = 10.0
+    clock, exact_calls = FakeClock(), []
+    _slow_engines(monkeypatch, clock, 0.005 * limit, exact_calls)   # a cheap block model
+    deadline = strategy.Deadline(limit, clock=clock)
+    solution = strategy.solve_graph(graph, deadline=deadline, xla_temp_bytes=xla_temp)
+    assert solution.exact_tried and exact_calls
+    assert deadline.elapsed() <= 1.1 * limit, f"{deadline.elapsed():.1f} s of {limit:.0f}"
+
+
+def test_no_order_search_starts_with_a_share_below_what_the_list_schedule_took(graph,
+                                                                             monkeypatch):
+    """An order search's fixed part (its problem, list schedules, evaluator)
+    costs more than the list schedule stage: on 20k instructions at a 10 s
+    limit (load 14) a 0.13 s share took 2.3 s, ending at the deadline.  Here
+    the graph build took half the limit, the list stage 15% of it, and a
+    search would take three times that past its share: none starts."""
+    from olla_jax.solve import list_schedule
+    clock = FakeClock()
+    limit, list_s = 10.0, 1.5
+    searched = []
+    real_list, real_order = list_schedule.best_list_schedule, order_lib.solve_order
+
+    def best_list_schedule(*a, **kw):
+        clock.spent += list_s
+        return real_list(*a, **kw)
+
+    def solve_order(problem, **kw):
+        searched.append(kw["time_limit_s"])
+        clock.spent += kw["time_limit_s"] + 3 * list_s
+        return real_order(problem, **{**kw, "time_limit_s": 0.01, "engine": "list"})
+    monkeypatch.setattr(list_schedule, "best_list_schedule", best_list_schedule)
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    monkeypatch.setattr(bounds, "min_cut_bound", lambda problem, **kw: bounds.Bound(
+        0, (), "stub", 0.0, True))
+    deadline = strategy.Deadline(limit, clock=clock)
+    clock.spent += 0.5 * limit    # the graph build
+    solution = strategy.solve_graph(graph, deadline=deadline)
+    assert not searched, searched
+    assert deadline.elapsed() <= 1.1 * limit, f"{deadline.elapsed():.1f} s of {limit:.0f}"
+    sp.check_topological(graph.order_problem(), solution.layout.order)
+
+
+def test_a_big_graph_past_its_bound_mark_starts_no_bound_in_the_last_moments(graph, monkeypatch):
+    """Sweep mode (a big graph): the bound's problem alone costs seconds (10k
+    instructions at a 10 s limit, load 16: 1.6 s from 96% of the limit).  Past
+    its mark the bound waits for the top-up, which starts only with
+    BOUND_TOP_UP_SHARE of the limit left before the finish reserve."""
+    from olla_jax.solve import list_schedule
+    _sweep_mode(monkeypatch)
+    calls = _bound_calls(monkeypatch)
+    clock = FakeClock()
+    limit = 10.0
+    real_list = list_schedule.best_list_schedule
+
+    def best_list_schedule(*a, **kw):
+        clock.spent += 0.43 * limit   # past the bound's mark, short of the finish reserve
+        return real_list(*a, **kw)
+    monkeypatch.setattr(list_schedule, "best_list_schedule", best_list_schedule)
+    deadline = strategy.Deadline(limit, clock=clock)
+    clock.spent += 0.5 * limit    # the graph build
+    solution = strategy.solve_graph(graph, deadline=deadline)
+    assert calls == []
+    assert solution.lower_bound_bytes == 0
+    sp.check_topological(graph.order_problem(), solution.layout.order)

@@ -40,6 +40,10 @@ class UnsupportedProgram(OllaJaxError, ValueError):
     """The module has a construct the memory model does not cover."""
 
 
+class OutOfTime(OllaJaxError):
+    """``build`` passed its deadline (between two of its phases)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Allocation:
     index: int
@@ -497,10 +501,20 @@ class _UnionFind:
 
 
 def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
-          alignment: int = 64) -> ScheduleGraph:
-    """The scheduling graph of a module from XLA's dumps (see ``capture``)."""
+          alignment: int = 64, deadline: float | None = None) -> ScheduleGraph:
+    """The scheduling graph of a module from XLA's dumps (see ``capture``).
+    ``deadline``: a ``time.monotonic()`` time; past it, ``OutOfTime`` is raised
+    between phases (plan() builds the graph on its time limit: 15 s on a
+    10k-instruction step at load 19, past a 10 s limit before any search)."""
+    import time
+
+    def in_time() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise OutOfTime("the graph build ran past its deadline")
     proto = dumps.parse_hlo_proto(hlo_proto_bytes)
+    in_time()
     records = dumps.parse_values(values_text)
+    in_time()
     live = dumps.parse_live_ranges(live_range_text)
     module = proto.hlo_module
     comps = {c.id: c for c in module.computations}
@@ -549,7 +563,9 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
             if u != v:
                 edges.add((u, v))
 
+    in_time()
     allocations, place = _allocations(proto.buffer_assignment)
+    in_time()
     root_name = by_id[entry.root_id].name if entry.root_id in by_id else nodes[-1]
     horizon = len(flat)
 
@@ -578,7 +594,9 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
             xla_range=(s, min(e, horizon - 1)), def_node=node_of(rec.defining_instruction),
             touches=frozenset(touches), live_in=live_in, live_out=live_out)
 
+    in_time()
     units = _units(values, records, allocations, by_name, comps)
+    in_time()
     temps = [a.index for a in allocations if a.kind == "temp"]
     if len(temps) > 1:
         raise UnsupportedProgram(f"XLA made {len(temps)} temp allocations; one is supported")
