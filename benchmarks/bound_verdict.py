@@ -181,8 +181,9 @@ def verdict(r: dict) -> tuple[int, int, str]:
                              f"{common.mib(long['planned'])}, within 2% of the bound")
     if above <= 0:
         floor = max(r["fit"], (r.get("assign") or {}).get("proven", 0))
-        where = ("only another order can do better (its floor is the plan)"
-                 if floor >= planned else "a better placement of it or another order")
+        where = ("the order's own fit: no placement of it is 2% below the plan, only "
+                 "another order can be" if floor >= (1 - CLOSE) * planned
+                 else "a better placement of it or another order")
         return best, above, (f"placement: the order is optimal for every threshold relaxation; "
                              f"its own floor {common.mib(floor)}: {where}")
     return best, above, "order or bound: the order is above a threshold's relaxation"
