@@ -28,6 +28,7 @@ import bisect
 import dataclasses
 import functools
 import heapq
+import math
 from collections import defaultdict
 from typing import Sequence
 
@@ -401,6 +402,8 @@ class ScheduleGraph:
         whole = ([self.allocations[a].size for a, _, _ in self._bound_segments[0]] if for_bound
                  else base.region_sizes)
         sizes = tuple(s if w > c else 0 for s, w in zip(base.region_sizes, whole))
+        if for_bound:
+            sizes = self._fillable(c, sizes)
         extra = base.node_extra
         parts = self._bound_extra_parts if for_bound else self._plain_extra_parts
         if c > 0 and (parts[2] or any(p[0] <= c for part in parts[:2] for p in part)):
@@ -408,6 +411,39 @@ class ScheduleGraph:
             # sit in the regions of c bytes or less that no longer count as idle
             extra = tuple(self._node_extra(parts, above=c))
         return dataclasses.replace(base, items=items, region_sizes=sizes, node_extra=extra)
+
+    def _fillable(self, c: int, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """A bound's region sizes, each lowered to the most that movable units
+        larger than ``c`` bytes can fill of it: the units in a region at one
+        step are disjoint, whole, and larger than ``c`` (the threshold
+        problem's arena counts no others), so they sum to some subset sum of
+        those units' sizes (a 2.25 MiB output among 1, 2 and 4 MiB units
+        holds 2 MiB of them, where the fluid count lets it hold 2.25).  Only
+        a region that is one piece (``_bound_segments``): a unit may straddle
+        the cut between two pieces of one allocation."""
+        segments = self._bound_segments[0]
+        pieces = defaultdict(int)
+        for alloc, _, _ in segments:
+            pieces[alloc] += 1
+        units = self._movable_sizes
+        kinds = sorted((s for s in units if s > c), reverse=True)
+        found: dict[int, int] = {}
+        out = list(sizes)
+        for r, (alloc, _, _) in enumerate(segments):
+            if out[r] > 0 and pieces[alloc] == 1:
+                if out[r] not in found:
+                    found[out[r]] = _subset_sum(kinds, units, out[r])
+                out[r] = found[out[r]]
+        return tuple(out)
+
+    @functools.cached_property
+    def _movable_sizes(self) -> dict[int, int]:
+        """How many movable units there are of each size."""
+        count: dict[int, int] = defaultdict(int)
+        for unit in self.units:
+            if unit.movable and unit.size > 0:
+                count[unit.size] += 1
+        return dict(count)
 
     def bound_problems(self) -> list[sp.OrderProblem]:
         """Problems whose min-cut bounds are all valid for the arena, one per
@@ -455,6 +491,39 @@ class ScheduleGraph:
             offs.append(unit.offset)
         temp = self.allocations[self.temp_allocation].size if self.temp_allocation >= 0 else 0
         return sp.Placement(tuple(regs), tuple(offs), temp)
+
+
+# Subset sums are taken over at most this many units (of the sizes' gcd) per capacity.
+SUBSET_MAX_UNITS = 1 << 18
+
+
+def _subset_sum(kinds: Sequence[int], count: dict[int, int], cap: int) -> int:
+    """The most that some of the units (``count[size]`` of each size in
+    ``kinds``, largest first) sum to without passing ``cap``; ``cap`` itself
+    where the gcd's units would pass SUBSET_MAX_UNITS (a bound, only weaker).
+    Equal sizes go in as 1, 2, 4, ... of them (a bounded knapsack by binary
+    splitting) into a bitset of the sums reached."""
+    kinds = [k for k in kinds if k <= cap]
+    got = 0
+    for k in kinds:                      # largest first: often ``cap`` at once
+        got += k * min(count[k], (cap - got) // k)
+    if got == cap or not kinds:
+        return got
+    g = functools.reduce(math.gcd, kinds)
+    units = cap // g
+    if units > SUBSET_MAX_UNITS:
+        return cap
+    mask, bits = (1 << (units + 1)) - 1, 1
+    for k in kinds:
+        left, step = count[k], 1
+        while left > 0:
+            take = min(step, left)
+            bits |= (bits << (k // g * take)) & mask
+            left -= take
+            step *= 2
+        if bits >> units & 1:
+            return units * g
+    return (bits.bit_length() - 1) * g
 
 
 # ---------------------------------------------------------------------------
