@@ -59,16 +59,12 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                 return k, early_end, clone_t
         return None
 
-    # The peak that matters is the arena's: what ``base`` puts in idle output
-    # space is not in it (as in ``choose_model``), and a peak made of such
-    # values may be one no candidate's gap spans while the arena's is.
-    outside = [i for i, r in enumerate(base.region[:len(intervals)]) if r != sp.ARENA]
     best = None
     picks_since_place = 0
     first = True        # one pick at least, however short the time
     while first or clock() - t0 < time_limit_s:
         first = False
-        prof = _arena_profile(state, outside, horizon)
+        prof = state.profile(horizon)
         peak = int(np.argmax(prof))
         choice = None
         for c in cands:
@@ -124,13 +120,3 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
     return best
-
-
-def _arena_profile(state: State, outside: Sequence[int], horizon: int) -> np.ndarray:
-    """``state``'s live bytes per (doubled) step without the intervals
-    ``outside`` (placed in idle output space), whose lives may have grown."""
-    prof = state.profile(horizon)
-    for i in outside:
-        s, a, b = state.intervals[i]
-        prof[a:b + 1] -= s
-    return prof
