@@ -124,3 +124,32 @@ def test_model_solve_counts_its_builds_in_its_limit(monkeypatch, limit):
         assert sol.met and sol.picks == (0,) and len(builds) == 4
     else:
         assert not sol.met and len(builds) == 2
+
+
+def test_greedy_is_handed_its_share_less_two_one_order_fits(vit_tiny, monkeypatch):
+    """The greedy places its plans with best-fit's one winning sort order: what
+    its placement may run past its share is two fits of one order, not the
+    four of ``fit_orders`` (on resnet50:small on H100, 2,000 nodes, those took
+    seconds, and the greedy and the model were left no time)."""
+    from olla_jax.budget import timed_search
+    graph, order, cands = vit_tiny
+    clock = FakeClock()
+    fit_s = 0.5                         # per sort order: fit_orders' four take 2 s
+    _slow_stages(monkeypatch, clock, fit_s=fit_s, build_s=0.0)
+    handed = []
+    real_choose = timed_search.choose
+
+    def choose(*args, time_limit_s, **kw):
+        handed.append((time_limit_s, clock()))
+        return real_choose(*args, time_limit_s=time_limit_s, **kw)
+    monkeypatch.setattr(timed_search, "choose", choose)
+    limit = 12.0
+    t0 = clock()
+    budget.search(graph, order, cands, 1, time_limit_s=limit, clock=clock)
+    elapsed = clock() - t0
+    share, at = handed[0]
+    # until the greedy's end (0.35 of the limit), less two fits of one order;
+    # (before: less fit_orders' four, 1 s less)
+    expected = timed_search._GREEDY_END * limit - (at - t0) - 2 * fit_s
+    assert share >= expected - 0.3, (share, expected)
+    assert elapsed <= 1.1 * limit, elapsed

@@ -102,9 +102,13 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     # the order's placement, shared by the searches, and best-fit's sort order
     # that placed it: the searches' plans are placed with that one alone
     base0, fit = fit_orders(problem0)
-    fit = fit[:1]
-    # what placing a plan (two best-fits of one order) costs past a search's own limit
+    fit, rest = fit[:1], fit[1:]
+    # what placing a plan costs past a search's own limit: with best-fit's four
+    # sort orders (the model's plans, the exact placement's start) up to two
+    # runs of what ``fit_orders`` just did; the greedy's plans, with the one
+    # order, two of its quarters (a 2,000-node step's fit takes seconds)
     one_fit = clock() - mark
+    one_order = 2 * one_fit / (len(fit) + len(rest))
     if left(1.0) < one_fit:
         # no time for the greedy's one pick and its placement (two best-fits)
         logging.info("recomputation not searched: %.2f s of %.2f s left, a placement takes %.2f s",
@@ -119,7 +123,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             orders.append(moved)
     best, best_order, pool = None, orders[0], []
     for i, o in enumerate(orders):
-        share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_fit) \
+        share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_order) \
             / (len(orders) - i)
         if share <= 0.05 and i > 0:
             break       # (on the order given the greedy makes one pick at least)
