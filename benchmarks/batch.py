@@ -59,6 +59,10 @@ def parse_args(argv=None):
                    help="XLA's search (predict): compiles for their figures alone, its answer "
                         "and the batch above it then compiled in full (quick), or every probe "
                         "in full, with XLA's dumps (full, the earlier search)")
+    p.add_argument("--plan_probes", default="quick", choices=("quick", "full"),
+                   help="ours and recomputation (predict): plans of compiles at LLVM -O0, only "
+                        "what is fed back, verified and timed planned again in full (quick), or "
+                        "every plan of full compiles (full, the earlier search)")
     p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
     p.add_argument("--mode_time_s", type=float, default=0,
                    help="per mode and model: no probe starts after it; the answer is then the "
@@ -119,7 +123,9 @@ def run_one(name: str, args, started: float | None = None) -> dict:
                                         reach_time_s=args.reach_time_s or None,
                                         reach_target=args.target,
                                         hints=hints_for(name, args.hints, unit),
-                                        quick_xla=getattr(args, "xla_probes", "quick") == "quick")
+                                        quick_xla=getattr(args, "xla_probes", "quick") == "quick",
+                                        quick_plans=getattr(args, "plan_probes",
+                                                            "quick") == "quick")
     scale = (lambda b: b if b is None else unit * b)
     search_seconds = time.perf_counter() - t0
     reach = None
@@ -241,7 +247,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                                        "interleaved calls a side in one process, fastest over "
                                        "fastest; where that is over the limit, two more rounds "
                                        "and the median of the three)",
-        "search": args.search + (f", XLA's probes {args.xla_probes}"
+        "search": args.search + (f", XLA's probes {args.xla_probes}, ours and "
+                                 f"recomputation's {getattr(args, 'plan_probes', 'full')}"
                                  if args.search == "predict" else "") + (f"; probed first: each mode's answer in `{args.hints}` and "
                                  "the batch above it" if getattr(args, "hints", None) else ""),
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
@@ -438,6 +445,7 @@ def main(argv=None) -> None:
         for key in ("size", "modes", "search"):
             setattr(args, key, saved.get(key, getattr(args, key)))
         args.xla_probes = saved.get("xla_probes", "full")   # (runs before the flag: full)
+        args.plan_probes = saved.get("plan_probes", "full")   # (likewise)
         for key in ("capacity_factor", "time_limit_s", "step_time_limit", "target"):
             setattr(args, key, float(saved.get(key, getattr(args, key))))
         out = args.out if "," in args.render else args.render[:-len(".json")]
@@ -461,7 +469,7 @@ def main(argv=None) -> None:
                  f"--target={args.target}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
                  f"--step_time_limit={args.step_time_limit}", f"--search={args.search}",
-                 f"--xla_probes={args.xla_probes}"]
+                 f"--xla_probes={args.xla_probes}", f"--plan_probes={args.plan_probes}"]
         row = common.run_worker("benchmarks.batch", name, flags,
                                 lambda message: {"model": name, "error": message},
                                 timeout_s=args.model_timeout_s or None)

@@ -44,8 +44,9 @@ def test_a_mode_out_of_time_gives_a_lower_bound_and_xla_is_never_cut(monkeypatch
     monkeypatch.setattr(batch_lib, "_xla_quick_total",
                         lambda step, backend, cache=None: XLA(step.args[0]))
     from types import SimpleNamespace
-    monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit: SimpleNamespace(
+    monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit, quick=False: SimpleNamespace(
         total_bytes=OLLA(step.args[0])))
+    monkeypatch.setattr(batch_lib, "_quick_differences", lambda *a: [])
     r = olla_jax.largest_batch(lambda b: ((lambda x: x), (b,)), capacity_bytes=CAPACITY,
                                modes=("xla", "olla"), mode_time_s=1e-9)
     assert r.largest("xla") == 24 and r.result("xla").complete
