@@ -36,6 +36,7 @@ alone exceed the capacity there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -220,6 +221,27 @@ def worker(args) -> None:
     started = time.monotonic()
     common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args, started),
                                lambda msg: {"model": args.worker, "error": msg})
+
+
+@contextlib.contextmanager
+def private_tmp():
+    """Within: temporary files of this process and of the workers it starts (XLA's
+    dump folders, the worker's result file) go to a folder of their own, removed
+    on the way out, also where a worker killed at its timeout left some."""
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="olla_jax_batch_")
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def step_time(row: dict) -> str:
@@ -470,9 +492,10 @@ def main(argv=None) -> None:
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
                  f"--step_time_limit={args.step_time_limit}", f"--search={args.search}",
                  f"--xla_probes={args.xla_probes}", f"--plan_probes={args.plan_probes}"]
-        row = common.run_worker("benchmarks.batch", name, flags,
-                                lambda message: {"model": name, "error": message},
-                                timeout_s=args.model_timeout_s or None)
+        with private_tmp():
+            row = common.run_worker("benchmarks.batch", name, flags,
+                                    lambda message: {"model": name, "error": message},
+                                    timeout_s=args.model_timeout_s or None)
         rows.append(row)
         print(name, row.get("largest", row.get("error")), f"{row.get('seconds', 0):.0f} s",
               flush=True)

@@ -132,3 +132,16 @@ def test_the_benchmark_says_when_the_target_is_out_of_reach(tmp_path):
     assert "out of reach" in tight and "dot.1 alone 10.00 MiB" in tight
     assert "not ruled out" in roomy and "1.20 x" in roomy
     assert "out of reach for any plan of these kernels on 1 of 2 (tight)" in text
+
+
+def test_the_workers_temporary_files_are_removed_with_their_folder():
+    import os
+    import tempfile
+
+    from benchmarks import batch as bench
+    before = tempfile.gettempdir()
+    with bench.private_tmp() as folder:
+        assert tempfile.gettempdir() == folder and os.environ["TMPDIR"] == folder
+        left = tempfile.mkdtemp(prefix="olla_jax_dump_")   # as a worker killed mid-compile leaves
+    assert not os.path.exists(left) and not os.path.exists(folder)
+    assert tempfile.gettempdir() == before
