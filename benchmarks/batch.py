@@ -155,21 +155,27 @@ def run_one(name: str, args, started: float | None = None) -> dict:
 
 def hints_for(name: str, paths: str | None, unit: int) -> dict[str, int]:
     """Per mode, ``name``'s complete answer in the first of ``paths`` that has one
-    (in the search's units); the floor search's as "reach"."""
+    (in the search's units), else the largest lower bound a run cut short found
+    (a hint is only probed first: the answer is still the search's own); the
+    floor search's as "reach"."""
     import json
     found: dict[str, int] = {}
+    bounds: dict[str, int] = {}   # answers cut short: a hint where no run finished the mode
     for path in (paths.split(",") if paths else ()):
         with open(path) as f:
             rows = [r for r in json.load(f)["rows"] if r.get("model") == name and "error" not in r]
         for r in rows:
             done = r.get("complete", {})
             for mode, batch in r.get("largest", {}).items():
-                if batch and done.get(mode, True) and mode not in found and batch // unit >= 1:
-                    found[mode] = batch // unit
+                if batch and mode not in found and batch // unit >= 1:
+                    if done.get(mode, True):
+                        found[mode] = batch // unit
+                    else:
+                        bounds[mode] = max(bounds.get(mode, 0), batch // unit)
             reach = r.get("reach")
             if reach and reach.get("complete") and reach.get("batch") and "reach" not in found:
                 found["reach"] = reach["batch"] // unit
-    return found
+    return {**bounds, **found}
 
 
 # Seconds kept from --model_timeout_s for the probe running when the search's

@@ -145,3 +145,20 @@ def test_the_workers_temporary_files_are_removed_with_their_folder():
         left = tempfile.mkdtemp(prefix="olla_jax_dump_")   # as a worker killed mid-compile leaves
     assert not os.path.exists(left) and not os.path.exists(folder)
     assert tempfile.gettempdir() == before
+
+
+def test_hints_prefer_a_complete_answer_and_else_take_the_largest_lower_bound(tmp_path):
+    import json
+
+    from benchmarks import batch as bench
+    rows = [{"model": "m", "largest": {"xla": 10, "olla": 12}, "complete": {"xla": False,
+                                                                            "olla": True}},
+            {"model": "m", "largest": {"xla": 16, "olla": 14}, "complete": {"xla": False,
+                                                                            "olla": True}},
+            {"model": "m", "largest": {"xla": 8}, "complete": {"xla": True}}]
+    paths = []
+    for i, row in enumerate(rows):
+        paths.append(str(tmp_path / f"{i}.json"))
+        (tmp_path / f"{i}.json").write_text(json.dumps({"rows": [row]}))
+    assert bench.hints_for("m", ",".join(paths[:2]), 2) == {"xla": 8, "olla": 6}
+    assert bench.hints_for("m", ",".join(paths), 2) == {"xla": 4, "olla": 6}
