@@ -1148,8 +1148,8 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             if not mem.fits:
                 confirmed[batch] = mem
                 return mem
-            if memory_fits[batch].found is None:   # no recomputation: nothing to verify or time
-                confirmed[batch] = mem
+            if memory_fits[batch].found is None and batch not in quick_plans_made:
+                confirmed[batch] = mem   # no recomputation: nothing to verify or time
                 return mem
             t0 = started()
             full, fit, said = plan_at(batch), memory_fits[batch], ""

@@ -263,3 +263,18 @@ def test_a_figures_only_compile_has_the_full_compile_s_module_and_buffer_assignm
     assert batch_lib._compile_differences(quick, full) == []
     moved = dataclasses.replace(quick, buffer_assignment_text=quick.buffer_assignment_text + " ")
     assert batch_lib._compile_differences(moved, full) == ["buffer_assignment_text"]
+
+
+def test_ours_fitting_without_recomputation_at_the_answer_is_planned_again_in_full(monkeypatch):
+    fake = Fake(monkeypatch)
+    memory = fake.recompute_memory
+
+    def fits_as_ours(plan, capacity, limit):   # ours alone fits there: nothing recomputed
+        fit = memory(plan, capacity, limit)
+        return batch_lib._MemoryFit(fit.total, fit.fits, "fits without recomputation (ours)")
+    monkeypatch.setattr(batch_lib, "_recompute_memory", fits_as_ours)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES)
+    assert r.largest("recompute") == 40 and fake.confirmed == []   # nothing fed back
+    assert 40 in fake.full and 40 in fake.memory_again   # but planned again in full
+    assert "planned again from full compiles" in r.probes[-1].note or any(
+        "planned again from full compiles" in p.note for p in r.probes if p.batch == 40)
