@@ -229,6 +229,39 @@ def worker(args) -> None:
                                lambda msg: {"model": args.worker, "error": msg})
 
 
+STOPPED: list[int] = []   # the signal that stopped this run, if one did
+
+
+def stop_workers(signum, frame) -> None:
+    """SIGTERM to the run: its running worker (a child of this process) is
+    killed, no further one started, and the run exits through ``private_tmp``'s
+    clean-up (the exception raised here can be swallowed where it lands, e.g.
+    in a garbage-collection callback: the flag and the kill do not depend on it)."""
+    import signal
+    STOPPED.append(signum)
+    for child in _children():
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+    raise SystemExit(128 + signum)
+
+
+def _children() -> list[int]:
+    """This process's children's ids (Linux /proc; none found elsewhere)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == me:
+                found.append(int(entry))
+    return found
+
+
 @contextlib.contextmanager
 def private_tmp():
     """Within: temporary files of this process and of the workers it starts (XLA's
@@ -481,6 +514,8 @@ def main(argv=None) -> None:
         return None
     if args.worker:
         return worker(args)
+    import signal
+    signal.signal(signal.SIGTERM, stop_workers)
     meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
             "load_start": common.load()}
     rows = []
@@ -490,6 +525,8 @@ def main(argv=None) -> None:
     else:
         names = args.models.split(",")
     for i, name in enumerate(names):
+        if STOPPED:
+            break
         flags = [f"--size={args.size}", f"--modes={args.modes}",
                  f"--mode_time_s={args.mode_time_s}", f"--reach_time_s={args.reach_time_s}",
                  f"--time_s={model_time_s(args)}",
