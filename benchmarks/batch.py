@@ -229,6 +229,17 @@ def worker(args) -> None:
                                lambda msg: {"model": args.worker, "error": msg})
 
 
+def probe_kinds(rows: list[dict], saved: dict[str, str]) -> tuple[str, str]:
+    """(XLA's probes, ours and recomputation's): "quick" or "full", as the runs'
+    flags gave them, else as their probes' notes show (a flag left at its
+    default is not on the command line), else "full" (runs before the flags)."""
+    notes = [(p["mode"], p.get("note", "")) for r in rows for p in r.get("probes", ())]
+    seen_xla = any(m == "xla" and n.startswith("figures only") for m, n in notes)
+    seen_plans = any(m != "xla" and "figures-only compiles" in n for m, n in notes)
+    return (saved.get("xla_probes", "quick" if seen_xla else "full"),
+            saved.get("plan_probes", "quick" if seen_plans else "full"))
+
+
 STOPPED: list[int] = []   # the signal that stopped this run, if one did
 
 
@@ -505,8 +516,7 @@ def main(argv=None) -> None:
                      if arg.startswith("--") and "=" in arg)
         for key in ("size", "modes", "search"):
             setattr(args, key, saved.get(key, getattr(args, key)))
-        args.xla_probes = saved.get("xla_probes", "full")   # (runs before the flag: full)
-        args.plan_probes = saved.get("plan_probes", "full")   # (likewise)
+        args.xla_probes, args.plan_probes = probe_kinds(rows, saved)
         for key in ("capacity_factor", "time_limit_s", "step_time_limit", "target"):
             setattr(args, key, float(saved.get(key, getattr(args, key))))
         out = args.out if "," in args.render else args.render[:-len(".json")]

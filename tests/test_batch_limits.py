@@ -160,6 +160,15 @@ for i, row in enumerate(rows):
         json.dump({"rows": [row]}, f)
 assert bench.hints_for("m", ",".join(paths[:2]), 2) == {"xla": 8, "olla": 6}
 assert bench.hints_for("m", ",".join(paths), 2) == {"xla": 4, "olla": 6}
+""",
+    "probe_kinds": """
+from benchmarks import batch as bench
+quick = [{"probes": [{"mode": "xla", "note": "figures only (LLVM -O0, no dumps)"},
+                     {"mode": "olla", "note": "planned from figures-only compiles (LLVM -O0)"}]}]
+full = [{"probes": [{"mode": "xla", "note": ""}, {"mode": "recompute", "note": "memory only: x"}]}]
+assert bench.probe_kinds(quick, {}) == ("quick", "quick")
+assert bench.probe_kinds(full, {}) == ("full", "full")
+assert bench.probe_kinds(full, {"xla_probes": "quick"}) == ("quick", "full")
 """}
 
 
@@ -181,3 +190,7 @@ def test_the_workers_temporary_files_are_removed_with_their_folder():
 
 def test_hints_prefer_a_complete_answer_and_else_take_the_largest_lower_bound(tmp_path):
     _bench_check("hints", str(tmp_path))
+
+
+def test_the_rendered_header_says_how_the_probes_compiled_from_the_flags_or_the_probes():
+    _bench_check("probe_kinds")
