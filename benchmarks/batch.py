@@ -36,6 +36,7 @@ alone exceed the capacity there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -59,6 +60,10 @@ def parse_args(argv=None):
                    help="XLA's search (predict): compiles for their figures alone, its answer "
                         "and the batch above it then compiled in full (quick), or every probe "
                         "in full, with XLA's dumps (full, the earlier search)")
+    p.add_argument("--plan_probes", default="quick", choices=("quick", "full"),
+                   help="ours and recomputation (predict): plans of compiles at LLVM -O0, only "
+                        "what is fed back, verified and timed planned again in full (quick), or "
+                        "every plan of full compiles (full, the earlier search)")
     p.add_argument("--model_timeout_s", type=float, default=0, help="per model (0: none)")
     p.add_argument("--mode_time_s", type=float, default=0,
                    help="per mode and model: no probe starts after it; the answer is then the "
@@ -119,7 +124,9 @@ def run_one(name: str, args, started: float | None = None) -> dict:
                                         reach_time_s=args.reach_time_s or None,
                                         reach_target=args.target,
                                         hints=hints_for(name, args.hints, unit),
-                                        quick_xla=getattr(args, "xla_probes", "quick") == "quick")
+                                        quick_xla=getattr(args, "xla_probes", "quick") == "quick",
+                                        quick_plans=getattr(args, "plan_probes",
+                                                            "quick") == "quick")
     scale = (lambda b: b if b is None else unit * b)
     search_seconds = time.perf_counter() - t0
     reach = None
@@ -148,21 +155,27 @@ def run_one(name: str, args, started: float | None = None) -> dict:
 
 def hints_for(name: str, paths: str | None, unit: int) -> dict[str, int]:
     """Per mode, ``name``'s complete answer in the first of ``paths`` that has one
-    (in the search's units); the floor search's as "reach"."""
+    (in the search's units), else the largest lower bound a run cut short found
+    (a hint is only probed first: the answer is still the search's own); the
+    floor search's as "reach"."""
     import json
     found: dict[str, int] = {}
+    bounds: dict[str, int] = {}   # answers cut short: a hint where no run finished the mode
     for path in (paths.split(",") if paths else ()):
         with open(path) as f:
             rows = [r for r in json.load(f)["rows"] if r.get("model") == name and "error" not in r]
         for r in rows:
             done = r.get("complete", {})
             for mode, batch in r.get("largest", {}).items():
-                if batch and done.get(mode, True) and mode not in found and batch // unit >= 1:
-                    found[mode] = batch // unit
+                if batch and mode not in found and batch // unit >= 1:
+                    if done.get(mode, True):
+                        found[mode] = batch // unit
+                    else:
+                        bounds[mode] = max(bounds.get(mode, 0), batch // unit)
             reach = r.get("reach")
             if reach and reach.get("complete") and reach.get("batch") and "reach" not in found:
                 found["reach"] = reach["batch"] // unit
-    return found
+    return {**bounds, **found}
 
 
 # Seconds kept from --model_timeout_s for the probe running when the search's
@@ -216,6 +229,71 @@ def worker(args) -> None:
                                lambda msg: {"model": args.worker, "error": msg})
 
 
+def probe_kinds(rows: list[dict], saved: dict[str, str]) -> tuple[str, str]:
+    """(XLA's probes, ours and recomputation's): "quick" or "full", as the runs'
+    flags gave them, else as their probes' notes show (a flag left at its
+    default is not on the command line), else "full" (runs before the flags)."""
+    notes = [(p["mode"], p.get("note", "")) for r in rows for p in r.get("probes", ())]
+    seen_xla = any(m == "xla" and n.startswith("figures only") for m, n in notes)
+    seen_plans = any(m != "xla" and "figures-only compiles" in n for m, n in notes)
+    return (saved.get("xla_probes", "quick" if seen_xla else "full"),
+            saved.get("plan_probes", "quick" if seen_plans else "full"))
+
+
+STOPPED: list[int] = []   # the signal that stopped this run, if one did
+
+
+def stop_workers(signum, frame) -> None:
+    """SIGTERM to the run: its running worker (a child of this process) is
+    killed, no further one started, and the run exits through ``private_tmp``'s
+    clean-up (the exception raised here can be swallowed where it lands, e.g.
+    in a garbage-collection callback: the flag and the kill do not depend on it)."""
+    import signal
+    STOPPED.append(signum)
+    for child in _children():
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+    raise SystemExit(128 + signum)
+
+
+def _children() -> list[int]:
+    """This process's children's ids (Linux /proc; none found elsewhere)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == me:
+                found.append(int(entry))
+    return found
+
+
+@contextlib.contextmanager
+def private_tmp():
+    """Within: temporary files of this process and of the workers it starts (XLA's
+    dump folders, the worker's result file) go to a folder of their own, removed
+    on the way out, also where a worker killed at its timeout left some."""
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="olla_jax_batch_")
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def step_time(row: dict) -> str:
     """The measured step time of the recomputing plan at the recompute answer
     ("no recomputation" when that batch needed none)."""
@@ -241,7 +319,8 @@ def markdown(rows: list[dict], args, meta: dict) -> str:
                                        "interleaved calls a side in one process, fastest over "
                                        "fastest; where that is over the limit, two more rounds "
                                        "and the median of the three)",
-        "search": args.search + (f", XLA's probes {args.xla_probes}"
+        "search": args.search + (f", XLA's probes {args.xla_probes}, ours and "
+                                 f"recomputation's {getattr(args, 'plan_probes', 'full')}"
                                  if args.search == "predict" else "") + (f"; probed first: each mode's answer in `{args.hints}` and "
                                  "the batch above it" if getattr(args, "hints", None) else ""),
         "load average at start, end": f"{meta['load_start']}; {meta['load_end']}",
@@ -437,7 +516,7 @@ def main(argv=None) -> None:
                      if arg.startswith("--") and "=" in arg)
         for key in ("size", "modes", "search"):
             setattr(args, key, saved.get(key, getattr(args, key)))
-        args.xla_probes = saved.get("xla_probes", "full")   # (runs before the flag: full)
+        args.xla_probes, args.plan_probes = probe_kinds(rows, saved)
         for key in ("capacity_factor", "time_limit_s", "step_time_limit", "target"):
             setattr(args, key, float(saved.get(key, getattr(args, key))))
         out = args.out if "," in args.render else args.render[:-len(".json")]
@@ -445,6 +524,8 @@ def main(argv=None) -> None:
         return None
     if args.worker:
         return worker(args)
+    import signal
+    signal.signal(signal.SIGTERM, stop_workers)
     meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
             "load_start": common.load()}
     rows = []
@@ -454,6 +535,8 @@ def main(argv=None) -> None:
     else:
         names = args.models.split(",")
     for i, name in enumerate(names):
+        if STOPPED:
+            break
         flags = [f"--size={args.size}", f"--modes={args.modes}",
                  f"--mode_time_s={args.mode_time_s}", f"--reach_time_s={args.reach_time_s}",
                  f"--time_s={model_time_s(args)}",
@@ -461,10 +544,11 @@ def main(argv=None) -> None:
                  f"--target={args.target}",
                  f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
                  f"--step_time_limit={args.step_time_limit}", f"--search={args.search}",
-                 f"--xla_probes={args.xla_probes}"]
-        row = common.run_worker("benchmarks.batch", name, flags,
-                                lambda message: {"model": name, "error": message},
-                                timeout_s=args.model_timeout_s or None)
+                 f"--xla_probes={args.xla_probes}", f"--plan_probes={args.plan_probes}"]
+        with private_tmp():
+            row = common.run_worker("benchmarks.batch", name, flags,
+                                    lambda message: {"model": name, "error": message},
+                                    timeout_s=args.model_timeout_s or None)
         rows.append(row)
         print(name, row.get("largest", row.get("error")), f"{row.get('seconds', 0):.0f} s",
               flush=True)

@@ -39,7 +39,11 @@ and with LLVM's optimization off (about half a full compile); only its answer
 and the batch above it are compiled in full, and where those disagree with the
 quick figures the search goes on by full compiles (said in ``notes``).  A
 recomputing plan whose first step-time round is over the limit is timed twice
-more and judged by the median round.  ``reachable_batch``
+more and judged by the median round.  Ours and recomputation (``quick_plans``)
+plan from compiles with the same dumps at LLVM -O0 (the module and buffer
+assignment are XLA's before code generation); only what is fed back, verified
+and timed is planned again from full compiles, compared with the quick ones
+(where they differ, the search goes on by full compiles, said so).  ``reachable_batch``
 answers what no planner can beat: the largest batch whose arguments, outputs
 and one instruction's working set fit (``FloorPoint``, ``Reach``).
 """
@@ -258,6 +262,7 @@ def _step_of(made: Any, batch: int) -> _Step:
 # The XLA search's probes compile for ``memory_analysis()`` alone: LLVM's
 # optimization (XLA:CPU's code generation, after buffer assignment) switched off.
 QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
+QUICK_NOTE = "planned from figures-only compiles (LLVM -O0)"
 
 
 class CaptureCache:
@@ -482,15 +487,54 @@ class _MemoryFit:
     found: Any = None
 
 
-def _olla_plan(step: _Step, backend: Backend, time_limit_s: float):
+def _olla_plan(step: _Step, backend: Backend, time_limit_s: float, quick: bool = False):
     """``olla_jax.plan`` (order and placement, planned figures): the olla mode's
-    probe, and the plan recomputation starts from at the same batch."""
+    probe, and the plan recomputation starts from at the same batch.  ``quick``:
+    XLA's baselines compiled with ``QUICK_OPTIONS`` (dumps on, LLVM -O0): the
+    same module and buffer assignment where ``_compile_differences`` finds none,
+    but an executable neither fed back nor timed."""
     from olla_jax.result import PlanWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlanWarning)   # XLA's plan kept: its figures still count
         return _plan_function()(step.fn, *step.args, backend=backend.name,
                                 time_limit_s=time_limit_s, static_argnums=step.static_argnums,
-                                donate_argnums=step.donate_argnums, feed_back=False)
+                                donate_argnums=step.donate_argnums, feed_back=False,
+                                compiler_options=dict(QUICK_OPTIONS) if quick else None)
+
+
+def _quick_differences(quick_plan, step: _Step, backend: Backend, cache: CaptureCache
+                       ) -> list[str]:
+    """``_compile_differences`` of the figures-only compile ``quick_plan`` was
+    planned from and the full compile of the same step and scheduler (cached)."""
+    quick = getattr(quick_plan, "capture", None)
+    if quick is None:
+        return ["no compile to compare (the plan has none)"]
+    full = cache.capture(step.fn, *step.args, backend=backend, scheduler=quick.scheduler,
+                         static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    return _compile_differences(quick, full)
+
+
+_COMPARED_DUMPS = ("hlo_text", "buffer_assignment_text", "values_text", "live_range_text")
+
+
+def _compile_differences(quick, full) -> list[str]:
+    """What the figures-only compile ``quick`` (a Capture) holds that the full
+    compile ``full`` of the same module and scheduler does not: the dumps a plan
+    is built from (the scheduled module, its proto less the module's unique id,
+    the buffer assignment, values and live ranges) and ``memory_analysis()``.
+    Empty where a plan of either is a plan of the other."""
+    from olla_jax import dumps
+    differ = [name for name in _COMPARED_DUMPS if getattr(quick, name) != getattr(full, name)]
+    if quick.memory != full.memory:
+        differ.append("memory_analysis")
+    a, b = dumps.parse_hlo_proto(quick.hlo_proto), dumps.parse_hlo_proto(full.hlo_proto)
+    if a.buffer_assignment != b.buffer_assignment:
+        differ.append("the proto's buffer assignment")
+    fields = {f.name for f, _ in a.hlo_module.ListFields()} | \
+        {f.name for f, _ in b.hlo_module.ListFields()}
+    if any(getattr(a.hlo_module, f) != getattr(b.hlo_module, f) for f in fields - {"id"}):
+        differ.append("the proto's module")
+    return differ
 
 
 def _recompute_memory(result, capacity: int, time_limit_s: float) -> _MemoryFit:
@@ -735,12 +779,16 @@ class Reach:
         return next((p for p in self.points if p.batch == batch), None)
 
 
-def floor_point(step: "_Step", backend: Backend, cache: "CaptureCache", batch: int) -> FloorPoint:
-    """``FloorPoint`` of ``step`` from XLA's best compile (cached)."""
+def floor_point(step: "_Step", backend: Backend, cache: "CaptureCache", batch: int,
+                quick: bool = False) -> FloorPoint:
+    """``FloorPoint`` of ``step`` from XLA's best compile (cached); ``quick``: by
+    compiles with ``QUICK_OPTIONS`` (the same dumps, LLVM -O0), CPU only."""
     from olla_jax import budget
     from olla_jax.graph import model
+    options = dict(QUICK_OPTIONS) if quick and backend.kind == "cpu" else None
     caps = [cache.capture(step.fn, *step.args, backend=backend, scheduler=s,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+                          compiler_options=options)
             for s in backend.schedulers]
     best = min(caps, key=lambda c: c.memory.temp)
     graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
@@ -752,14 +800,16 @@ def floor_point(step: "_Step", backend: Backend, cache: "CaptureCache", batch: i
 
 def reachable_batch(make_step: Callable[[int], Any], capacity_bytes: int, *, backend: str = "cpu",
                     batches: Sequence[int] = (), low: int = 1, time_s: float | None = None,
-                    cache: CaptureCache | None = None) -> Reach:
+                    cache: CaptureCache | None = None,
+                    quick: Callable[[int], bool] | None = None) -> Reach:
     """The largest batch whose working-set floor plus arguments and outputs fits
     ``capacity_bytes`` (see ``Reach``): an upper limit of every answer
     ``largest_batch`` can give for ``olla`` and ``recompute``, assuming (as the
     search does) that the floor grows with the batch.  ``batches``: computed
     first (e.g. XLA's answer and 1.5 x it; cached compiles cost no compile);
     ``time_s``: no further batch starts after it (the answer is then a lower
-    bound, ``complete`` False)."""
+    bound, ``complete`` False); ``quick(batch)``: compile that batch with
+    ``QUICK_OPTIONS`` (``floor_point``)."""
     target = Backend.parse(backend)
     cache = cache if cache is not None else CaptureCache()
     t0 = time.monotonic()
@@ -769,7 +819,8 @@ def reachable_batch(make_step: Callable[[int], Any], capacity_bytes: int, *, bac
         if batch not in points:
             if time_s is not None and time.monotonic() - t0 > time_s:
                 raise _OutOfTime()
-            points[batch] = floor_point(_step_of(make_step(batch), batch), target, cache, batch)
+            points[batch] = floor_point(_step_of(make_step(batch), batch), target, cache, batch,
+                                        quick=bool(quick and quick(batch)))
         return points[batch]
 
     def probe(batch: int) -> _Point:
@@ -800,7 +851,8 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                   search: str = "predict", mode_time_s: float | None = None,
                   cache: CaptureCache | None = None, time_s: float | None = None,
                   reach_time_s: float | None = None, reach_target: float = 1.5,
-                  hints: dict[str, int] | None = None, quick_xla: bool = True) -> BatchReport:
+                  hints: dict[str, int] | None = None, quick_xla: bool = True,
+                  quick_plans: bool = True) -> BatchReport:
     """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
 
     ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
@@ -842,6 +894,15 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     made for their figures alone (``CaptureCache.quick_total``), then compiles
     its answer and the batch above it in full (those figures are the ones
     reported; where they disagree it searches on by full compiles).
+    ``quick_plans`` (``search="predict"``, CPU): ours and recomputation probe
+    plans of compiles with the same options and dumps at LLVM -O0, and the floor
+    search compiles so too; ours' answer and the batch above it are compiled
+    in full and the compiles compared (module, proto less its id, buffer
+    assignment, values, live ranges, ``memory_analysis()``), and the batch
+    recomputation settles on is planned again from full compiles, then fed
+    back, verified and timed (XLA's executable it is timed against is the full
+    one).  Where a comparison differs it is said in ``notes`` and the search
+    goes on by full compiles.
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -889,15 +950,19 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     with cache.shared_with_plan():
         return _largest_batch(make_step, capacity_bytes, target, modes, low, high, time_limit_s,
                               step_time_limit, search, mode_time_s, cache, memory, reserve,
-                              time_s, reach_time_s, reach_target, hints, quick_xla)
+                              time_s, reach_time_s, reach_target, hints, quick_xla,
+                              quick_plans)
 
 
 def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, high,
                    time_limit_s, step_time_limit, search, mode_time_s, cache, memory,
                    reserve, time_s=None, reach_time_s=None, reach_target=1.5,
-                   hints=None, quick_xla=True) -> BatchReport:
+                   hints=None, quick_xla=True, quick_plans=True) -> BatchReport:
     hints = hints or {}
     quick_xla = quick_xla and (high is None or high - low > 1)   # (two batches: both edges)
+    # Ours and recomputation probe plans of figures-only compiles while this holds
+    # (cleared where one differs from the full compile of the same batch).
+    quick_on = [quick_plans and target.kind == "cpu" and search == "predict"]
     backend = target.name
     probes: list[Probe] = []
     notes: list[str] = []
@@ -905,6 +970,9 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
     deadline = [end]   # the current mode's, time.monotonic()
     points: dict[str, dict[int, _Point]] = {m: {} for m in modes}   # compiled probes per mode
     plans: dict[int, Any] = {}          # ours (order and placement) per batch, for recomputation
+    quick_plans_made: set[int] = set()  # batches whose ``plans`` entry is of figures-only compiles
+    full_plans: dict[int, Any] = {}     # ours from full compiles where ``plans`` has a quick one
+    compared: dict[int, list[str]] = {}   # batch -> what the quick compile had that the full did not
     memory_fits: dict[int, _MemoryFit] = {}   # recomputation by memory alone, per batch
     confirmed: dict[int, _Point] = {}         # recomputation fed back, verified, timed
 
@@ -917,9 +985,69 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
         return _step_of(made, batch)
 
     def plan_at(batch: int):
+        """The probe's plan: of figures-only compiles (``quick_plans``) unless
+        XLA's search compiled this batch in full already (shared, no compile)."""
         if batch not in plans:
-            plans[batch] = _olla_plan(step_at(batch), target, time_limit_s)
+            quick_here = quick_on[0] and batch not in points["xla"]
+            plans[batch] = _olla_plan(step_at(batch), target, time_limit_s, quick=quick_here)
+            if quick_here:
+                quick_plans_made.add(batch)
         return plans[batch]
+
+    def compare_at(batch: int) -> list[str]:
+        """The quick plan's capture at ``batch`` against the full compile of the
+        same scheduler; where they differ, said in ``notes`` and no further probe
+        is made by figures-only compiles."""
+        if batch in compared or batch not in quick_plans_made:
+            return compared.get(batch, [])
+        differ = compared[batch] = _quick_differences(plans[batch], step_at(batch), target,
+                                                      cache)
+        if differ and quick_on[0]:
+            quick_on[0] = False
+            notes.append(f"ours and recomputation: the figures-only compile at batch {batch} "
+                         f"differs from the full compile ({', '.join(differ)}); probed by full "
+                         "compiles from there on")
+            for b in sorted(quick_plans_made):   # nothing planned from them is used again
+                del plans[b]
+                memory_fits.pop(b, None)
+                points["olla"].pop(b, None)
+                if b in full_plans:
+                    plans[b] = full_plans.pop(b)
+            quick_plans_made.clear()
+        return differ
+
+    def full_plan_at(batch: int):
+        """Ours at ``batch`` from full compiles (what is fed back, verified and
+        timed), compared with the figures-only plan's compile where there was one."""
+        if batch not in quick_plans_made:
+            return plan_at(batch)
+        if batch not in full_plans:
+            full = full_plans[batch] = _olla_plan(step_at(batch), target, time_limit_s)
+            compare_at(batch)   # (plan's compiles, cached: no compile)
+            return full
+        return full_plans[batch]
+
+    def settle_olla(largest: int | None, hint, known: dict[int, _Point]) -> int | None:
+        """Ours found by plans of figures-only compiles: the batches at the
+        answer's edge compiled in full and compared (the plan's input, not its
+        figures: a plan of the same module and buffer assignment is the same
+        plan).  Where they differ, searched again by full compiles."""
+        edge = [b for b in (largest, (largest or low - 1) + 1)
+                if b is not None and b in quick_plans_made and b in points["olla"]]
+        for b in edge:
+            t0 = started()
+            differ = compare_at(b)
+            notes.append(f"ours at batch {b}: the full compile compared with the figures-only "
+                         "one, " + (f"{', '.join(differ)} differ" if differ else
+                                    "the same module and buffer assignment")
+                         + f" ({time.monotonic() - t0:.0f} s)")
+            if differ:
+                break
+        if quick_on[0] or not edge:
+            return largest
+        again = {b: p for b, p in known.items() if p.total is None or b in points["olla"]}
+        return _predict(lambda b: probe_point("olla", b), low, high, capacity_bytes,
+                        tuple({**again, **points["olla"]}.values()), hint)
 
     def measure(mode: str, batch: int) -> tuple[int, bool, str]:
         step = step_at(batch)
@@ -928,7 +1056,8 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             return total, total <= capacity_bytes, ""
         if mode == "olla":
             total = int(plan_at(batch).total_bytes)
-            return total, total <= capacity_bytes, ""
+            return total, total <= capacity_bytes, (QUICK_NOTE if batch in quick_plans_made
+                                                    else "")
         return _recompute_total(step, target, time_limit_s, capacity_bytes, step_time_limit)
 
     def started() -> float:
@@ -1004,7 +1133,8 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             fit = _recompute_memory(plan_at(batch), capacity_bytes, time_limit_s)
             memory_fits[batch] = fit
             probes.append(Probe("recompute", batch, fit.total, fit.fits,
-                                time.monotonic() - t0, "memory only: " + fit.note))
+                                time.monotonic() - t0, "memory only: " + fit.note
+                                + (f" ({QUICK_NOTE})" if batch in quick_plans_made else "")))
             check_batch_used("recompute", {b: _Point(b, m.fits, m.total)
                                            for b, m in memory_fits.items() if b != batch},
                              batch, fit.total, fit.fits)
@@ -1018,14 +1148,25 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             if not mem.fits:
                 confirmed[batch] = mem
                 return mem
-            if memory_fits[batch].found is None:   # no recomputation: nothing to verify or time
-                confirmed[batch] = mem
+            if memory_fits[batch].found is None and batch not in quick_plans_made:
+                confirmed[batch] = mem   # no recomputation: nothing to verify or time
                 return mem
             t0 = started()
-            total, fits, note = _recompute_confirm(plan_at(batch), memory_fits[batch],
-                                                   step_at(batch), capacity_bytes,
-                                                   step_time_limit)
-            probes.append(Probe("recompute", batch, total, fits, time.monotonic() - t0, note))
+            full, fit, said = plan_at(batch), memory_fits[batch], ""
+            if batch in quick_plans_made:   # planned again from the full compiles
+                full = full_plan_at(batch)
+                fit = _recompute_memory(full, capacity_bytes, time_limit_s)
+                differ = compared.get(batch, [])
+                said = ("; planned again from full compiles (the figures-only compile's "
+                        + (f"{', '.join(differ)} differed)" if differ else
+                           "module and buffer assignment the same)"))
+            if fit.found is None:   # fits without recomputation, or no longer fits
+                total, fits, note = fit.total, fit.fits, "memory only: " + fit.note
+            else:
+                total, fits, note = _recompute_confirm(full, fit, step_at(batch),
+                                                       capacity_bytes, step_time_limit)
+            probes.append(Probe("recompute", batch, total, fits, time.monotonic() - t0,
+                                note + said))
             confirmed[batch] = _Point(batch, fits, total)
         return confirmed[batch]
 
@@ -1043,7 +1184,9 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
             reach = reachable_batch(step_at, capacity_bytes, backend=target,
                                     batches=(smallest, xla, aim, *hinted), low=smallest,
                                     time_s=min(reach_time_s, end - time.monotonic()),
-                                    cache=cache)
+                                    cache=cache, quick=lambda b: quick_on[0]
+                                    and b not in points["xla"]
+                                    and (b not in plans or b in quick_plans_made))
         except _OutOfTime:
             pass
 
@@ -1099,6 +1242,8 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                 largest = _predict(probe, low, high, capacity_bytes, tuple(known.values()), hint)
                 if mode == "xla" and quick_xla:
                     largest = settle_xla(largest, hint)
+                if mode == "olla":
+                    largest = settle_olla(largest, hint, known)
         except _Skip as skip:
             results.append(ModeResult(mode, None, None, None, f"skipped: {skip}"))
             continue

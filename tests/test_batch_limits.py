@@ -44,8 +44,9 @@ def test_a_mode_out_of_time_gives_a_lower_bound_and_xla_is_never_cut(monkeypatch
     monkeypatch.setattr(batch_lib, "_xla_quick_total",
                         lambda step, backend, cache=None: XLA(step.args[0]))
     from types import SimpleNamespace
-    monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit: SimpleNamespace(
+    monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit, quick=False: SimpleNamespace(
         total_bytes=OLLA(step.args[0])))
+    monkeypatch.setattr(batch_lib, "_quick_differences", lambda *a: [])
     r = olla_jax.largest_batch(lambda b: ((lambda x: x), (b,)), capacity_bytes=CAPACITY,
                                modes=("xla", "olla"), mode_time_s=1e-9)
     assert r.largest("xla") == 24 and r.result("xla").complete
@@ -131,3 +132,65 @@ def test_the_benchmark_says_when_the_target_is_out_of_reach(tmp_path):
     assert "out of reach" in tight and "dot.1 alone 10.00 MiB" in tight
     assert "not ruled out" in roomy and "1.20 x" in roomy
     assert "out of reach for any plan of these kernels on 1 of 2 (tight)" in text
+
+
+
+# benchmarks/batch.py's own helpers, run in a child (tests import nothing from benchmarks/).
+_BENCH_CHECKS = {
+    "private_tmp": """
+import os, tempfile
+from benchmarks import batch as bench
+before = tempfile.gettempdir()
+with bench.private_tmp() as folder:
+    assert tempfile.gettempdir() == folder and os.environ["TMPDIR"] == folder
+    left = tempfile.mkdtemp(prefix="olla_jax_dump_")   # as a worker killed mid-compile leaves
+assert not os.path.exists(left) and not os.path.exists(folder)
+assert tempfile.gettempdir() == before
+""",
+    "hints": """
+import json, os, sys
+from benchmarks import batch as bench
+rows = [{"model": "m", "largest": {"xla": 10, "olla": 12}, "complete": {"xla": False, "olla": True}},
+        {"model": "m", "largest": {"xla": 16, "olla": 14}, "complete": {"xla": False, "olla": True}},
+        {"model": "m", "largest": {"xla": 8}, "complete": {"xla": True}}]
+paths = []
+for i, row in enumerate(rows):
+    paths.append(os.path.join(sys.argv[1], f"{i}.json"))
+    with open(paths[-1], "w") as f:
+        json.dump({"rows": [row]}, f)
+assert bench.hints_for("m", ",".join(paths[:2]), 2) == {"xla": 8, "olla": 6}
+assert bench.hints_for("m", ",".join(paths), 2) == {"xla": 4, "olla": 6}
+""",
+    "probe_kinds": """
+from benchmarks import batch as bench
+quick = [{"probes": [{"mode": "xla", "note": "figures only (LLVM -O0, no dumps)"},
+                     {"mode": "olla", "note": "planned from figures-only compiles (LLVM -O0)"}]}]
+full = [{"probes": [{"mode": "xla", "note": ""}, {"mode": "recompute", "note": "memory only: x"}]}]
+assert bench.probe_kinds(quick, {}) == ("quick", "quick")
+assert bench.probe_kinds(full, {}) == ("full", "full")
+assert bench.probe_kinds(full, {"xla_probes": "quick"}) == ("quick", "full")
+"""}
+
+
+def _bench_check(name: str, *argv: str) -> None:
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _BENCH_CHECKS[name], *argv], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_workers_temporary_files_are_removed_with_their_folder():
+    _bench_check("private_tmp")
+
+
+def test_hints_prefer_a_complete_answer_and_else_take_the_largest_lower_bound(tmp_path):
+    _bench_check("hints", str(tmp_path))
+
+
+def test_the_rendered_header_says_how_the_probes_compiled_from_the_flags_or_the_probes():
+    _bench_check("probe_kinds")

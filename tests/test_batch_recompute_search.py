@@ -32,21 +32,24 @@ class Fake:
     """The probes' hooks, counting what each batch cost."""
 
     def __init__(self, monkeypatch, slow=()):
-        self.plans, self.memory, self.confirmed = [], [], []
+        self.plans, self.memory, self.confirmed, self.full = [], [], [], []
+        self.memory_again = []
         self.slow = set(slow)
         for name in ("_xla_total", "_xla_quick_total"):
             monkeypatch.setattr(batch_lib, name, lambda step, backend, cache=None: XLA(step.args[0]))
         monkeypatch.setattr(batch_lib, "_olla_plan", self.olla_plan)
+        monkeypatch.setattr(batch_lib, "_quick_differences", lambda *a: [])
         monkeypatch.setattr(batch_lib, "_recompute_memory", self.recompute_memory)
         monkeypatch.setattr(batch_lib, "_recompute_confirm", self.recompute_confirm)
 
-    def olla_plan(self, step, backend, limit):
+    def olla_plan(self, step, backend, limit, quick=False):
         b = step.args[0]
-        self.plans.append(b)
-        return SimpleNamespace(batch=b, total_bytes=OLLA(b), runs_total_bytes=OLLA(b))
+        (self.plans if quick else self.full).append(b)
+        return SimpleNamespace(batch=b, total_bytes=OLLA(b), runs_total_bytes=OLLA(b), quick=quick)
 
     def recompute_memory(self, plan, capacity, limit):
-        self.memory.append(plan.batch)
+        again = not plan.quick and plan.batch in self.plans   # the confirmation's full plan
+        (self.memory_again if again else self.memory).append(plan.batch)
         total = RECOMPUTE(plan.batch)
         return batch_lib._MemoryFit(total, total <= capacity, "memory", found=plan.batch)
 
@@ -62,8 +65,11 @@ def test_only_1_5_x_xla_s_batch_and_the_answer_are_fed_back_verified_and_timed(m
     assert r.largest("recompute") == 40 and r.result("recompute").smallest_failing == 41
     assert fake.confirmed == [36, 40]   # 1.5 x XLA's 24 at once, then the answer
     assert 36 == fake.memory[0]                       # 1.5 x XLA's 24 is asked first
-    # Ours at a batch is planned once and shared by the olla probe and recomputation.
-    assert len(fake.plans) == len(set(fake.plans))
+    # Ours at a batch is planned once (from figures-only compiles) and shared by the
+    # olla probe and recomputation; only what is fed back is planned again in full, and
+    # 25, which XLA's search compiled in full (its answer's edge), from those compiles.
+    assert len(fake.plans) == len(set(fake.plans)) and fake.full == [25, 36, 40]
+    assert fake.memory_again == [36, 40]   # recomputation searched again on them
     assert r.probe("recompute", 40).note.startswith("step time")   # the confirmation's
     assert any(p.note.startswith("memory only") for p in r.probes if p.batch == 40)
 
@@ -80,7 +86,7 @@ def test_the_working_set_floor_caps_the_search(monkeypatch):
     fake = Fake(monkeypatch)
     seen = {}
 
-    def reach(make, capacity, *, backend, batches, low, time_s, cache):
+    def reach(make, capacity, *, backend, batches, low, time_s, cache, quick=None):
         seen.update(batches=batches, time_s=time_s)
         return batch_lib.Reach(33, 34, (), True, 0.0)
     monkeypatch.setattr(batch_lib, "reachable_batch", reach)
@@ -216,3 +222,59 @@ def test_a_real_recomputation_is_planned_by_memory_then_confirmed():
     assert fits and total <= capacity and "verified, step time" in note, note
     _, slow_fits, slow_note = batch_lib._recompute_confirm(plan, fit, step, capacity, 1.0)
     assert ("step time" in slow_note) and (slow_fits == ("> 1.0" not in slow_note))
+
+
+def test_full_plan_probes_plan_every_batch_once_in_full(monkeypatch):
+    fake = Fake(monkeypatch)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES, quick_plans=False)
+    assert r.largest("recompute") == 40 and fake.plans == []
+    assert len(fake.full) == len(set(fake.full)) and {36, 40} <= set(fake.full)
+
+
+def test_a_quick_compile_unlike_the_full_one_is_said_and_the_search_goes_on_in_full(monkeypatch):
+    fake = Fake(monkeypatch)
+    compared = []   # (batch, quick plans made by then)
+
+    def differ(plan, step, backend, cache):
+        compared.append((plan.batch, len(fake.plans)))
+        return ["buffer_assignment_text"]
+    monkeypatch.setattr(batch_lib, "_quick_differences", differ)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES)
+    assert r.largest("recompute") == 40 and r.largest("olla") == 30
+    assert any("differs from the full compile (buffer_assignment_text)" in n for n in r.notes)
+    (batch, made), = compared                    # compared once: ours' answer (30)
+    assert batch == 30 and len(fake.plans) == made   # no figures-only plan after it
+    assert {30, 31, 36, 40} <= set(fake.full)
+    assert "figures-only" in [p for p in r.probes if p.mode == "olla" and p.batch == 30][0].note
+
+
+def test_a_figures_only_compile_has_the_full_compile_s_module_and_buffer_assignment():
+    """What the quick plans rest on, on a real step: LLVM -O0 changes the code,
+    not the module or buffer assignment a plan is built from; a change is found."""
+    import dataclasses
+
+    import examples
+    from olla_jax.capture.record import capture
+    step = batch_lib._step_of(examples.make("mlp", "tiny"), 8)
+    full = capture(step.fn, *step.args, scheduler="memory")
+    quick = capture(step.fn, *step.args, scheduler="memory",
+                    compiler_options=dict(batch_lib.QUICK_OPTIONS))
+    assert quick.executable != full.executable   # other code, compiled otherwise
+    assert batch_lib._compile_differences(quick, full) == []
+    moved = dataclasses.replace(quick, buffer_assignment_text=quick.buffer_assignment_text + " ")
+    assert batch_lib._compile_differences(moved, full) == ["buffer_assignment_text"]
+
+
+def test_ours_fitting_without_recomputation_at_the_answer_is_planned_again_in_full(monkeypatch):
+    fake = Fake(monkeypatch)
+    memory = fake.recompute_memory
+
+    def fits_as_ours(plan, capacity, limit):   # ours alone fits there: nothing recomputed
+        fit = memory(plan, capacity, limit)
+        return batch_lib._MemoryFit(fit.total, fit.fits, "fits without recomputation (ours)")
+    monkeypatch.setattr(batch_lib, "_recompute_memory", fits_as_ours)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=MODES)
+    assert r.largest("recompute") == 40 and fake.confirmed == []   # nothing fed back
+    assert 40 in fake.full and 40 in fake.memory_again   # but planned again in full
+    assert "planned again from full compiles" in r.probes[-1].note or any(
+        "planned again from full compiles" in p.note for p in r.probes if p.batch == 40)

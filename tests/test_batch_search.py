@@ -86,7 +86,7 @@ def fake_totals(monkeypatch, xla, olla, recompute, slow=()):
     monkeypatch.setattr(batch_lib, "_xla_total", lambda step, backend, cache=None: xla(step.args[0]))
     monkeypatch.setattr(batch_lib, "_xla_quick_total",
                         lambda step, backend, cache=None: xla(step.args[0]))
-    monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit: SimpleNamespace(
+    monkeypatch.setattr(batch_lib, "_olla_plan", lambda step, backend, limit, quick=False: SimpleNamespace(
         batch=step.args[0], total_bytes=olla(step.args[0]), runs_total_bytes=olla(step.args[0])))
 
     def memory(plan, capacity, limit):
@@ -98,6 +98,7 @@ def fake_totals(monkeypatch, xla, olla, recompute, slow=()):
         return mem.total, not over, ("recomputed, but step time 1.50 x XLA's" if over else
                                      "recomputed, step time 1.00 x XLA's")
     monkeypatch.setattr(batch_lib, "_recompute_memory", memory)
+    monkeypatch.setattr(batch_lib, "_quick_differences", lambda *a: [])
     monkeypatch.setattr(batch_lib, "_recompute_confirm", confirm)
 
     def recompute_total(step, backend, limit, capacity, step_time_limit):   # search="bisect"
