@@ -128,7 +128,8 @@ def test_recompute_floor_is_below_every_plan_found(vit_base):
     floor = budget.recompute_floor(graph, cands, time_limit_s=1)
     assert 0 < floor <= plan.planned_temp_bytes
     # as little as the search reaches (target 1 byte), from the plan's order and sink moves
-    least = budget.search(graph, plan.layout.order, cands, 1, time_limit_s=2)
+    order = plan.layout.order if plan.layout is not None else graph.xla_order
+    least = budget.search(graph, order, cands, 1, time_limit_s=2)
     assert least is not None and floor <= least.temp_bytes
 
 
@@ -196,6 +197,79 @@ def test_recomputing_plan_is_bit_identical(vit_base, make):
     outcome = feed_back.apply_layout(plan.capture, got.layout, args=step.args,
                                      static_argnums=step.static_argnums, trials=1)
     assert outcome.ok, outcome.reason       # verified bit for bit in a child process
+
+
+@pytest.fixture(scope="module")
+def donated_base():
+    """donated tiny (its parameters donated: the optimizer writes over them in
+    place), planned without a budget, with XLA's order (the planner's depends
+    on the time it got)."""
+    step = examples.get("donated", "tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        plan = olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
+                             donate_argnums=step.donate_argnums, time_limit_s=2,
+                             feed_back=False)
+    graph = plan.graph
+    return plan, graph, graph.xla_order, budget.candidates(graph, plan.capture)
+
+
+def test_donated_operand_is_not_intact_once_written_over(donated_base):
+    """A copy may not read a donated argument after the update XLA writes
+    over it in place (a member of the argument's unit): ``operand_intact``
+    says so, and the independent checker refuses such a copy."""
+    plan, graph, order, cands = donated_base
+    step = recompute_plan.step_index(graph, order)
+    spans = graph.unit_spans(order)
+    state = recompute_plan.new_state(graph, order)
+    found = None
+    for c in cands:
+        users = sorted(c.users, key=lambda n: step[n])
+        for o in c.operands:
+            unit = graph.units[graph.unit_of_value[o]]
+            if unit.movable:
+                continue
+            writes = [step[graph.values[w].def_node] for w in unit.values
+                      if graph.values[w].def_node != graph.values[o].def_node
+                      and step[graph.values[w].def_node] > step[graph.values[o].def_node]]
+            late = [k for k in range(1, len(users)) if writes and step[users[k]] > min(writes)
+                    and step[users[k - 1]] + 1 < step[users[k]]]
+            if late and found is None:
+                found = (c, late[0], o)
+    assert found, "donated tiny has a copy that would read a donated argument after its update"
+    c, k, o = found
+    at = 2 * step[sorted(c.users, key=lambda n: step[n])[k]]
+    assert not recompute_plan.operand_intact(graph, spans, step, state.interval_of_unit, o, at)
+    with pytest.raises(check.PlanRejected, match="written over"):
+        _check(plan, budget.plan_of(graph, order, [(c, k)]).layout)
+
+
+def test_polish_goes_on_while_the_placed_arena_is_over(vit_base, monkeypatch):
+    """``budget.polish`` on a plan whose arena's live bytes fit the target and
+    whose placed arena does not (fragmentation): it still adds picks, judged
+    by the placed arena (here a placement that fits once anything is added)."""
+    from olla_jax.budget import refine
+    _, plan, graph, cands = vit_base
+    order = plan.layout.order if plan.layout is not None else graph.xla_order
+    start = budget.plan_of(graph, order, [])
+    target = start.arena_live
+    start = dataclasses.replace(start, temp_bytes=target + graph.alignment)
+    real, placed = refine.plan_of, []
+
+    def fragmenting(*args, **kw):
+        got = real(*args, **kw)
+        placed.append(got)
+        return dataclasses.replace(got, temp_bytes=target, arena_live=min(got.arena_live, target))
+    monkeypatch.setattr(refine, "plan_of", fragmenting)
+    got = budget.polish(graph, order, cands, start, target, time_limit_s=5)
+    assert placed and got.temp_bytes == target
+    assert set(start.splits) < set(got.splits)
+    assert _check(plan, got.layout)
+    # where it looks: the births of pieces above the target, then the live peak
+    over = dataclasses.replace(start, arena_blocks=((3, 9, target + 1), (5, 7, target),
+                                                    (11, 13, target + 8)), arena_peak_at=7)
+    assert refine._attack_times(over, target) == [11, 3, 7]
+    assert refine._attack_times(dataclasses.replace(over, arena_live=target + 1), target) == [7]
 
 
 def test_held_at_peak_counts_the_plans_own_arena_peak(vit_base):

@@ -119,6 +119,13 @@ def operand_intact(graph: ScheduleGraph, spans, step, interval_of_unit, value_id
     unit = graph.units[graph.unit_of_value[value_id]]
     v = graph.values[value_id]
     if not unit.movable:
+        # (a donated argument: the update XLA writes over it in place is a
+        # member of its unit, written at its own step)
+        for other in unit.values:
+            o = graph.values[other]
+            if other != value_id and o.def_node != v.def_node and \
+                    2 * step[v.def_node] + 1 < 2 * step[o.def_node] + 1 <= at:
+                return False
         alloc = graph.allocations[unit.allocation]
         if alloc.kind in ("parameter", "constant") and not alloc.live_out:
             return True

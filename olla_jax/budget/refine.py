@@ -25,10 +25,13 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     model counts only what best-fit put in the arena before recomputation, so
     a value it counts as free (held in idle output space) may come back into
     the arena with the copies, and a pick it sees no gain in may lower the
-    placed arena.  A pick is kept when it lowers the arena's live bytes (the
-    least arena an exact placement can reach); at each round the ``tries``
-    largest values (the cheapest first among equals) whose gap covers the
-    peak are placed.
+    placed arena.  While the arena's live bytes are over the target, a pick
+    is kept when it lowers them (the least arena an exact placement can
+    reach); once they fit and best-fit's arena does not (fragmentation), when
+    it lowers the placed arena, the values looked at being those live where
+    pieces are born above the target (``_attack_times``).  At each round the
+    ``tries`` largest values (the cheapest first among equals) whose gap
+    covers such a time are placed, those the plan keeps in the arena first.
     Stops at ``target_temp``, when nothing helps, or at ``time_limit_s``;
     ``plan`` itself when nothing was added.  ``orders``: best-fit's sort
     orders (all when None); ``clock``: seconds, for the limit."""
@@ -64,39 +67,70 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                 return False
         return True
 
+    def score(p: RecomputePlan) -> tuple:
+        # live bytes first while they are over the target; once they fit,
+        # the placed arena (what fragmentation leaves over the target)
+        return ((p.arena_live, p.temp_bytes) if p.arena_live > target_temp
+                else (target_temp, p.temp_bytes))
+
     best = plan
     picks = dict(plan.splits)
-    while best.arena_live > target_temp and clock() - t0 < time_limit_s:
-        t = best.arena_peak_at
-        options = []
+    while best.temp_bytes > target_temp and clock() - t0 < time_limit_s:
+        peaks = _attack_times(best, target_temp)
+        options, seen = [], set()
+        places = best.layout.places
         for c in cands:
             if c.value in picks or unit_of[c.value] not in state0.interval_of_unit \
                     or graph.units[unit_of[c.value]].id in {unit_of[v] for v in picks}:
                 continue
-            for k in range(len(users[c.value])):
-                early, clone = times(c, k)
-                if early < t < clone and allowed(picks, c, k):
-                    size = graph.values[c.value].size
-                    options.append((-size, c.cost_s, c.value, k))
-                    break           # the earliest reader after the peak: the shortest gap
+            for t in peaks:
+                for k in range(len(users[c.value])):
+                    early, clone = times(c, k)
+                    if early < t < clone and allowed(picks, c, k):
+                        if (c.value, k) not in seen:
+                            seen.add((c.value, k))
+                            val = graph.values[c.value]
+                            # (one best-fit put outside the arena does not lower it)
+                            outside = places.get(c.value, (val.allocation,))[0] \
+                                != graph.temp_allocation
+                            options.append((outside, -val.size, c.cost_s, c.value, k))
+                        break       # the earliest reader after the peak: the shortest gap
         found = None
-        for _, _, v, k in sorted(options)[:tries]:
+        for *_, v, k in sorted(options)[:tries]:
             if clock() - t0 >= time_limit_s:
                 break
             trial = {**picks, v: k}
             got = plan_of(graph, order, [(by_value[u], kk) for u, kk in trial.items()], base=base,
                           orders=orders)
-            if got.arena_live < best.arena_live and (
-                    found is None or (got.arena_live, got.extra_cost_s) <
-                    (found[0].arena_live, found[0].extra_cost_s)):
+            if score(got) < score(best) and (
+                    found is None or (score(got), got.extra_cost_s) <
+                    (score(found[0]), found[0].extra_cost_s)):
                 found = (got, trial)
-        logging.info("recomputation polish: arena peak at %d, %d options, best %s (was %d)", t,
-                     len(options), found and found[0].arena_live, best.arena_live)
+        logging.info("recomputation polish: arena peaks at %s, %d options, best %s (was %d, %d)",
+                     peaks, len(options), found and score(found[0]), best.arena_live,
+                     best.temp_bytes)
         if found is None:
             break
         best, picks = found
         best = dataclasses.replace(best, how=plan.how + ", polished")
     return best
+
+
+def _attack_times(plan: RecomputePlan, target_temp: int) -> list[int]:
+    """Where ``polish`` looks for values to drop: the arena's live-bytes peak
+    while the live bytes are over ``target_temp``; once they fit (the
+    placement fragments), the births of the arena pieces whose top is over
+    the target, highest top first (at most two), and that peak."""
+    if plan.arena_live > target_temp:
+        return [plan.arena_peak_at]
+    over = sorted({(-top, start) for start, _, top in plan.arena_blocks if top > target_temp})
+    out = []
+    for _, start in over:
+        if start not in out:
+            out.append(start)
+        if len(out) == 2:
+            break
+    return [*out, plan.arena_peak_at] if plan.arena_peak_at not in out else out
 
 
 def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
