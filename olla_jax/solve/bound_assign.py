@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from olla_jax.solve import place_check
 from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
 
 
@@ -90,18 +91,5 @@ def whole_life_floor(problem: PlacementProblem, *, time_limit_s: float, min_size
 def _covered(region) -> list[tuple[int, int, int]]:
     """(first step, last step, bytes) of the stretches over which the same
     occupants of ``region`` are live, with the bytes they cover together."""
-    occ = [o for o in region.occupants if o.size > 0]
-    cuts = sorted({o.start for o in occ} | {o.end + 1 for o in occ})
-    out = []
-    for a, b in zip(cuts, cuts[1:]):
-        spans = sorted((o.offset, min(o.offset + o.size, region.capacity))
-                       for o in occ if o.start <= a <= o.end)
-        covered, reach = 0, 0
-        for lo, hi in spans:
-            lo = max(lo, reach)
-            if hi > lo:
-                covered += hi - lo
-                reach = hi
-        if covered:
-            out.append((a, b - 1, covered))
-    return out
+    cuts, covered = place_check.covered_stretches(region)
+    return [(a, b - 1, c) for a, b, c in zip(cuts, cuts[1:], covered) if c]

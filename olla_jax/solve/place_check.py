@@ -150,17 +150,13 @@ def _group_pieces(members, max_cap: int) -> list[tuple[int, int, int, bool]]:
     return out
 
 
-def _region_free(region, times: np.ndarray) -> np.ndarray:
-    """Free bytes of a region at each time: capacity less the union of its live
-    occupants.  The live set changes only where an occupant starts or ends:
-    each stretch between those is measured once (a region has few occupants,
-    the times are thousands)."""
-    free = np.full(len(times), region.capacity, dtype=np.int64)
+def covered_stretches(region) -> tuple[list[int], list[int]]:
+    """(cuts, covered): the steps where a live occupant of ``region`` starts or
+    ends (one past its last step), and the bytes the live occupants cover
+    together (their union) from each cut until the next."""
     occ = [o for o in region.occupants if o.size > 0]
-    if not occ:
-        return free
     cuts = sorted({o.start for o in occ} | {o.end + 1 for o in occ})
-    covered_at = [0]   # before the first cut nothing is live
+    covered_list = []
     for t in cuts:
         spans = sorted((o.offset, min(o.offset + o.size, region.capacity))
                        for o in occ if o.start <= t <= o.end)
@@ -170,7 +166,20 @@ def _region_free(region, times: np.ndarray) -> np.ndarray:
             if hi > lo:
                 covered += hi - lo
                 reach = hi
-        covered_at.append(covered)
+        covered_list.append(covered)
+    return cuts, covered_list
+
+
+def _region_free(region, times: np.ndarray) -> np.ndarray:
+    """Free bytes of a region at each time: capacity less the union of its live
+    occupants.  The live set changes only where an occupant starts or ends:
+    each stretch between those is measured once (a region has few occupants,
+    the times are thousands)."""
+    free = np.full(len(times), region.capacity, dtype=np.int64)
+    cuts, covered = covered_stretches(region)
+    if not cuts:
+        return free
+    covered_at = [0] + covered   # before the first cut nothing is live
     stretch = np.searchsorted(np.array(cuts, dtype=np.int64), times, side="right")
     free -= np.array(covered_at, dtype=np.int64)[stretch]
     return np.maximum(free, 0)
