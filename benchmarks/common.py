@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -111,6 +112,21 @@ class Timer:
         return self.seconds.get("compile", 0.0)
 
 
+@contextlib.contextmanager
+def worker_files():
+    """(the path a worker writes its result to, the environment to run it in):
+    its temporary files (that result, XLA's dump folders) go in a folder of its
+    own, removed afterwards.  A worker killed at its timeout cannot clean up
+    after itself; its parent does."""
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="olla_jax_worker_")
+    try:
+        yield os.path.join(folder, "result.json"), {**os.environ, "TMPDIR": folder}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_worker(module: str, name: str, flags: list[str], error: Any,
                timeout_s: float | None = None) -> Any:
     """Run ``python -m module --worker=name --worker_out=FILE *flags`` and read the
@@ -118,23 +134,19 @@ def run_worker(module: str, name: str, flags: list[str], error: Any,
     (or ran past ``timeout_s``)."""
     import json
     import subprocess
-    import tempfile
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-        out = tmp.name
-    try:
-        proc = subprocess.run([sys.executable, "-m", module, f"--worker={name}",
-                               f"--worker_out={out}", *flags], capture_output=True, text=True,
-                              timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.unlink(out)
-        return error(f"worker killed after {timeout_s:.0f} s")
-    try:
-        with open(out) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return error(f"worker exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
-    finally:
-        os.unlink(out)
+    with worker_files() as (out, env):
+        try:
+            proc = subprocess.run([sys.executable, "-m", module, f"--worker={name}",
+                                   f"--worker_out={out}", *flags], capture_output=True,
+                                  text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            return error(f"worker killed after {timeout_s:.0f} s")
+        try:
+            with open(out) as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError):
+            return error(f"worker exited {proc.returncode}: "
+                         f"{proc.stderr.strip().splitlines()[-1:]}")
 
 
 def write_worker_result(worker_out: str, run: Callable[[], Any],

@@ -447,29 +447,25 @@ def main(argv=None) -> None:
         if time.perf_counter() - t_start > args.budget_s:
             skipped.append(f"{family}:{depth}")
             continue
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-            path = tmp.name
-        t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "benchmarks.scale", f"--worker={family}:{depth}",
-               f"--worker_out={path}", f"--time_limit_s={args.time_limit_s}",
-               f"--opt_level={args.opt_level}", f"--backend={args.backend}",
-               f"--mlp_batch={args.mlp_batch}", f"--compiler_options={args.compiler_options}",
-               f"--capture_dir={args.capture_dir}"] + (["--capture_only"] if args.capture_only else [])
-        try:
-            proc = subprocess.run(cmd, timeout=args.program_timeout_s, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-            with open(args.out + ".log", "a") as log:
-                log.write(f"==== {family}:{depth}\n{proc.stdout}\n")
-            with open(path) as f:
-                row = json.load(f)
-        except subprocess.TimeoutExpired:
-            row = {"family": family, "depth": depth,
-                   "error": f"not finished in {args.program_timeout_s:.0f} s (compile + plan)"}
-        except (OSError, ValueError) as err:
-            row = {"family": family, "depth": depth, "error": f"worker failed: {err}"}
-        finally:
-            if os.path.exists(path):
-                os.unlink(path)
+        with common.worker_files() as (path, env):
+            t0 = time.perf_counter()
+            cmd = [sys.executable, "-m", "benchmarks.scale", f"--worker={family}:{depth}",
+                   f"--worker_out={path}", f"--time_limit_s={args.time_limit_s}",
+                   f"--opt_level={args.opt_level}", f"--backend={args.backend}",
+                   f"--mlp_batch={args.mlp_batch}", f"--compiler_options={args.compiler_options}",
+                   f"--capture_dir={args.capture_dir}"] + (["--capture_only"] if args.capture_only else [])
+            try:
+                proc = subprocess.run(cmd, timeout=args.program_timeout_s, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, env=env)
+                with open(args.out + ".log", "a") as log:
+                    log.write(f"==== {family}:{depth}\n{proc.stdout}\n")
+                with open(path) as f:
+                    row = json.load(f)
+            except subprocess.TimeoutExpired:
+                row = {"family": family, "depth": depth,
+                       "error": f"not finished in {args.program_timeout_s:.0f} s (compile + plan)"}
+            except (OSError, ValueError) as err:
+                row = {"family": family, "depth": depth, "error": f"worker failed: {err}"}
         rows.append(row)
         print(f"{family}:{depth} " + (row.get("error") or
               f"instr {row['instructions']} solve {common.solve_seconds(row):.1f}s planned/xla "

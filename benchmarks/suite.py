@@ -354,32 +354,28 @@ def main(argv=None) -> None:
     rows = []
     for name in models:
         t0 = time.perf_counter()
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-            path = tmp.name
-        cmd = [sys.executable, "-m", "benchmarks.suite", f"--worker={name}", f"--worker_out={path}",
-               f"--backend={args.backend}", f"--size={args.size}",
-               f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
-               f"--timing_budget_s={args.timing_budget_s}",
-               f"--plans_dir={args.plans_dir or out + '_plans'}"]
-        proc = None
-        try:
-            proc = subprocess.run(cmd, timeout=timeout, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-            with open(out + ".log", "a") as log:
-                log.write(f"==== {name}\n{proc.stdout}\n")
-            with open(path) as f:
-                row = json.load(f)
-            if proc.returncode and "error" not in row:
-                row["error"] = f"worker exited {proc.returncode}"
-        except subprocess.TimeoutExpired:
-            row = {"model": name, "backend": args.backend, "error": f"timed out after {timeout:.0f} s"}
-        except (OSError, ValueError):
-            tail = proc.stdout.strip().splitlines()[-1:] if proc and proc.stdout else []
-            row = {"model": name, "backend": args.backend,
-                   "error": f"worker exited {proc and proc.returncode}: {' '.join(tail)[:300]}"}
-        finally:
-            if os.path.exists(path):
-                os.unlink(path)
+        with common.worker_files() as (path, env):
+            cmd = [sys.executable, "-m", "benchmarks.suite", f"--worker={name}", f"--worker_out={path}",
+                   f"--backend={args.backend}", f"--size={args.size}",
+                   f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
+                   f"--timing_budget_s={args.timing_budget_s}",
+                   f"--plans_dir={args.plans_dir or out + '_plans'}"]
+            proc = None
+            try:
+                proc = subprocess.run(cmd, timeout=timeout, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, env=env)
+                with open(out + ".log", "a") as log:
+                    log.write(f"==== {name}\n{proc.stdout}\n")
+                with open(path) as f:
+                    row = json.load(f)
+                if proc.returncode and "error" not in row:
+                    row["error"] = f"worker exited {proc.returncode}"
+            except subprocess.TimeoutExpired:
+                row = {"model": name, "backend": args.backend, "error": f"timed out after {timeout:.0f} s"}
+            except (OSError, ValueError):
+                tail = proc.stdout.strip().splitlines()[-1:] if proc and proc.stdout else []
+                row = {"model": name, "backend": args.backend,
+                       "error": f"worker exited {proc and proc.returncode}: {' '.join(tail)[:300]}"}
         rows.append(row)
         if "error" in row:
             print(f"{name:12s} ERROR {row['error'][:200]}  ({time.perf_counter() - t0:.0f} s)", flush=True)
