@@ -119,8 +119,10 @@ def operand_intact(graph: ScheduleGraph, spans, step, interval_of_unit, value_id
     unit = graph.units[graph.unit_of_value[value_id]]
     v = graph.values[value_id]
     if not unit.movable:
-        # (a donated argument: the update XLA writes over it in place is a
-        # member of its unit, written at its own step)
+        # (a donated argument, or a value in an output allocation: the value
+        # XLA writes over it in place, a donated parameter's update or a
+        # multi-output fusion's output such as a running mean's, is a member
+        # of its unit, written at its own step)
         for other in unit.values:
             o = graph.values[other]
             if other != value_id and o.def_node != v.def_node and \
