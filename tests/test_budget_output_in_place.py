@@ -80,14 +80,18 @@ def _greedy_splits(graph, cand):
     return () if found is None else found.splits
 
 
-def test_operand_written_over_in_its_output_allocation_is_not_intact():
-    graph, cand, m = _graph(update_in_place=True)
+def _intact(graph, value, at):
+    """``operand_intact`` on XLA's order, for a copy at doubled step ``at``."""
     order = graph.xla_order
     step = recompute_plan.step_index(graph, order)
     spans = graph.unit_spans(order)
     state = recompute_plan.new_state(graph, order)
-    intact = [recompute_plan.operand_intact(graph, spans, step, state.interval_of_unit, m, 2 * n)
-              for n in range(2, 7)]
+    return recompute_plan.operand_intact(graph, spans, step, state.interval_of_unit, value, at)
+
+
+def test_operand_written_over_in_its_output_allocation_is_not_intact():
+    graph, cand, m = _graph(update_in_place=True)
+    intact = [_intact(graph, m, 2 * n) for n in range(2, 7)]
     # intact for a copy before n2..n4 (the update is written at n4), not before n5, n6
     assert intact == [True, True, True, False, False]
 
@@ -99,9 +103,5 @@ def test_search_offers_no_copy_that_reads_the_overwritten_operand():
 
 def test_control_without_the_in_place_update_the_copy_is_taken():
     graph, cand, m = _graph(update_in_place=False)
-    order = graph.xla_order
-    step = recompute_plan.step_index(graph, order)
-    spans = graph.unit_spans(order)
-    state = recompute_plan.new_state(graph, order)
-    assert recompute_plan.operand_intact(graph, spans, step, state.interval_of_unit, m, 12)
+    assert _intact(graph, m, 12)
     assert (cand.value, 1) in _greedy_splits(graph, cand)
