@@ -130,11 +130,16 @@ def _stable(value: Any) -> str:
 
 def _leaf(x: Any) -> tuple:
     """What of an argument leaf the program depends on (the sharding object as
-    it is: hashable, and cheap where its text is not; the file key prints it)."""
+    it is: hashable, and cheap where its text is not; the file key prints it).
+
+    As jax.jit does, only a committed array's sharding counts: a NumPy array and
+    an uncommitted jax array (placed by default) lower to the same program, so
+    they share a plan rather than planning the step twice."""
     if isinstance(x, (bool, int, float, complex)):
         return ("py", type(x).__name__)
+    sharding = getattr(x, "sharding", None) if getattr(x, "committed", True) else None
     return (getattr(x, "dtype", type(x).__name__), tuple(getattr(x, "shape", ())),
-            bool(getattr(x, "weak_type", False)), getattr(x, "sharding", None))
+            bool(getattr(x, "weak_type", False)), sharding)
 
 
 class Jitted:

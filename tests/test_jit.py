@@ -197,6 +197,22 @@ def test_cache_key_separates_functions_donation_options_and_static_values(tmp_pa
         _cached_file(olla_jax.jit(scaled(0.2), cache=tmp_path), *args)
 
 
+def test_numpy_and_uncommitted_arrays_share_a_plan_as_under_jax_jit():
+    """jax.jit lowers a NumPy array and an uncommitted jax array alike (its
+    sharding is unspecified) and a committed one apart: so do our plans."""
+    f = olla_jax.jit(step, time_limit_s=1, cache=False)
+    p, x, y = mlp_args(0)
+    as_numpy = (jax.tree.map(np.asarray, p), np.asarray(x), np.asarray(y))
+    assert f._key((p, x, y), {}) == f._key(as_numpy, {})
+    committed = jax.device_put(x, jax.devices()[0])
+    assert committed.committed and not x.committed
+    assert f._key((p, committed, y), {}) != f._key((p, x, y), {})
+    expected = jax.jit(step)(p, x, y)
+    assert_same(f(p, x, y), expected)
+    assert_same(f(*as_numpy), expected)
+    assert len(f._plans) == 1, "the NumPy call reused the first call's plan"
+
+
 def test_cache_key_is_the_same_in_another_process(tmp_path):
     """The disk key must not depend on the process (hash seeds, addresses)."""
     import subprocess
