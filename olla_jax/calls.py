@@ -116,11 +116,13 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
     names of positional parameters become their positions.  A ``jax.jit``
     object is compiled as its function, with its own static and donated
     arguments added to those given."""
-    own = jit_options(fn)
-    if own is not None:
-        fn, (nums, names, donums, donames) = own
-        static_argnums, static_argnames = (*static_argnums, *nums), (*static_argnames, *names)
-        donate_argnums, donate_argnames = (*donate_argnums, *donums), (*donate_argnames, *donames)
+    own = jax_compat.jit_options(fn)
+    if own is not None and callable(getattr(fn, "__wrapped__", None)):
+        fn = fn.__wrapped__
+        static_argnums = (*static_argnums, *own.static_argnums)
+        static_argnames = (*static_argnames, *own.static_argnames)
+        donate_argnums = (*donate_argnums, *own.donate_argnums)
+        donate_argnames = (*donate_argnames, *own.donate_argnames)
     elif kwargs and is_jitted(fn):
         raise TypeError("keyword arguments with a flax.nnx.jit-wrapped function on a "
                         "compile-only target: pass the plain function, with static_argnames/"
@@ -225,17 +227,6 @@ class Entry:
 
     def callable_of(self, compiled: Any, wrap=None) -> StepCallable:
         return StepCallable(compiled, self.num_args, self.static, self.static_kwargs, wrap)
-
-
-def jit_options(jitted: Any) -> tuple[Callable, tuple[tuple, tuple, tuple, tuple]] | None:
-    """(the function under a ``jax.jit`` object, (static_argnums, static_argnames,
-    donate_argnums, donate_argnames) as jax resolved them); None for anything else."""
-    options = jax_compat.jit_options(jitted)
-    inner = getattr(jitted, "__wrapped__", None)
-    if options is None or not callable(inner):
-        return None
-    return inner, (options.static_argnums, options.static_argnames,
-                   options.donate_argnums, options.donate_argnames)
 
 
 def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
