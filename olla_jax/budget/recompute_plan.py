@@ -301,8 +301,41 @@ def better(a: RecomputePlan, b: RecomputePlan, target: int) -> bool:
     return (a.temp_bytes, a.extra_cost_s) < (b.temp_bytes, b.extra_cost_s)
 
 
+def copies_outside_parameters(graph: ScheduleGraph, state: State,
+                              placement: sp.Placement) -> sp.Placement:
+    """``placement`` with every copy (and copy's scratch) that it put in a
+    donated parameter's idle bytes moved to the arena, into the lowest gap free
+    over its life (on top when none): the independent checker refuses a copy
+    there (a donated parameter's region holds moved values only), and the
+    placement engines know one kind of region."""
+    problem = state.problem()
+    n = len(state.intervals)
+    moving = [i for i in range(n, len(problem.intervals))
+              if placement.region[i] != sp.ARENA
+              and graph.allocations[graph.regions[placement.region[i]]].kind == "parameter"]
+    if not moving:
+        return placement
+    region, offset = list(placement.region), list(placement.offset)
+    align, arena = problem.alignment, placement.arena_size
+    for i in moving:
+        iv = problem.intervals[i]
+        taken = sorted((offset[j], offset[j] + problem.intervals[j].size)
+                       for j, other in enumerate(problem.intervals)
+                       if region[j] == sp.ARENA and j != i
+                       and other.start <= iv.end and iv.start <= other.end)
+        at = 0
+        for lo, hi in taken:
+            if at + iv.size <= lo:
+                break
+            at = max(at, -(-hi // align) * align)
+        region[i], offset[i] = sp.ARENA, at
+        arena = max(arena, at + iv.size)
+    return sp.Placement(tuple(region), tuple(offset), arena)
+
+
 def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
-             placement: sp.Placement) -> RecomputePlan:
+            placement: sp.Placement) -> RecomputePlan:
+    placement = copies_outside_parameters(graph, state, placement)
     n = len(state.intervals)
     base = sp.Placement(placement.region[:n], placement.offset[:n], placement.arena_size)
     layout = layout_lib.realize(graph, order, base, state.owners)
