@@ -295,8 +295,11 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   **dict(options, time_limit_s=time_limit_s * (FIRST_PLAN_SHARE if later else 1.0)))
     spent = [first.solve_seconds]    # planner seconds over the stages so far
 
-    def total(plan: Plan, *notes: str) -> Plan:   # ``plan`` reporting every stage's seconds
-        return dataclasses.replace(plan, solve_seconds=spent[0], notes=plan.notes + notes)
+    def total(plan: Plan, *notes: str) -> Plan:
+        """``plan`` reporting every stage's seconds against the whole call's limit."""
+        settings = dict(plan.settings, time_limit_s=time_limit_s)
+        return dataclasses.replace(plan, solve_seconds=spent[0], notes=plan.notes + notes,
+                                   settings=settings)
 
     skipped: list[str] = []          # later stages with no time left, for the notes
 

@@ -183,7 +183,7 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> No
                                    "its own result's bytes (an in-place kernel)")
             what = f"recomputed {source.kind} thunk of {clone.producer} ({path})"
             check_move(what, a, o, l_alloc, l_offset + (o - e_offset), msg.size, allocations, sizes,
-                       ALIGNMENT)
+                       ALIGNMENT, copy=True)
             msg.buffer_allocation_index = l_alloc
             msg.offset = l_offset + (o - e_offset)
             moved += 1
@@ -194,7 +194,8 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> No
                     raise RewriteError(f"cannot recompute {clone.producer}: it writes its "
                                        f"recomputed operand's bytes ({path})")
                 what = f"recomputed {source.kind} thunk of {clone.producer} ({path}, chained)"
-                check_move(what, a, o, na, no + (o - oo), msg.size, allocations, sizes, ALIGNMENT)
+                check_move(what, a, o, na, no + (o - oo), msg.size, allocations, sizes, ALIGNMENT,
+                           copy=True)
                 msg.buffer_allocation_index = na
                 msg.offset = no + (o - oo)
                 break

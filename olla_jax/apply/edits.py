@@ -322,11 +322,14 @@ def donated(alloc) -> bool:
 
 
 def check_move(what, old_alloc, old_offset, alloc, offset, size, allocations, sizes,
-               alignment: int) -> None:
+               alignment: int, *, copy: bool = False) -> None:
+    """A slice moved from (old_alloc, old_offset) to (alloc, offset) of ``size``
+    bytes.  ``copy``: the slice is a recomputed copy's (or reads one): what is
+    at the old place stays there, so only the new place must take it."""
     if alloc not in sizes:
         raise RewriteError(f"{what} moved to allocation {alloc}, which does not exist")
     if (alloc, offset) != (old_alloc, old_offset):
-        for index in {old_alloc, alloc}:
+        for index in {alloc} if copy else {old_alloc, alloc}:
             fixed = fixed_kind(allocations[index])
             if fixed and not (index == alloc != old_alloc and donated(allocations[index])):
                 raise RewriteError(f"{what}: allocation {index} is {fixed}; nothing in it may move")

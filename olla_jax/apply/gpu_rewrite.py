@@ -304,7 +304,8 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
                 raise RewriteError(f"cannot recompute {clone.producer}: its scratch (allocation "
                                    f"{a} +{o}, {n} B) has no place of the copy's own")
             scratch_done.add(found[0])
-            check_move(what + ", scratch", a, o, *found[1], n, allocations, sizes, ALIGNMENT)
+            check_move(what + ", scratch", a, o, *found[1], n, allocations, sizes, ALIGNMENT,
+                       copy=True)
             msg.buffer_allocation_index, msg.offset = found[1]
             moves.append((what + ", scratch", old, found[1]))
             continue
@@ -326,7 +327,7 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
                         if a == oa and oo <= o and o + n <= oo + osize), None)
         if inside:
             new = (l_alloc, l_offset + (o - e_offset))
-            check_move(what, a, o, *new, n, allocations, sizes, ALIGNMENT)
+            check_move(what, a, o, *new, n, allocations, sizes, ALIGNMENT, copy=True)
             msg.buffer_allocation_index, msg.offset = new
             moved += 1
             moves.append((what, old, new))
@@ -334,7 +335,8 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
             if written:
                 raise RewriteError(f"cannot recompute {clone.producer}: it writes its recomputed "
                                    f"operand's bytes (argument {k})")
-            check_move(what + ", chained", a, o, *chained, n, allocations, sizes, ALIGNMENT)
+            check_move(what + ", chained", a, o, *chained, n, allocations, sizes, ALIGNMENT,
+                       copy=True)
             msg.buffer_allocation_index, msg.offset = chained
             moves.append((what + ", chained", old, chained))
         else:

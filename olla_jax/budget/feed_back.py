@@ -233,8 +233,24 @@ def _time_ratio(result, compiled, args, static_argnums) -> float | None:
                           for x in jax.tree_util.tree_leaves(dynamic)):
         return None
     try:
-        return timing.time_ratio(result.xla_compiled.executable, compiled.executable,
-                                 tuple(dynamic), repeats=10).ratio
+        original = result.xla_compiled.executable
+        call_args, call_kwargs = _as_called(original, dynamic)
+        return timing.time_ratio(original, compiled.executable, call_args, repeats=10,
+                                 kwargs=call_kwargs).ratio
     except Exception:  # noqa: BLE001 - timing is a report detail
         logging.exception("timing the recomputed step failed")
         return None
+
+
+def _as_called(compiled, dynamic: Sequence[Any]) -> tuple[tuple, dict]:
+    """(positional, keyword) arguments of ``compiled`` (a jax Compiled) from
+    ``dynamic``: the dynamic positional arguments, or, for a call with keyword
+    arguments, their flat leaves (what verification takes), rebuilt by the
+    executable's own input tree."""
+    import jax
+    leaves = jax.tree_util.tree_leaves(tuple(dynamic))
+    tree = getattr(compiled, "in_tree", None)
+    if tree is None or tree.num_leaves != len(leaves):
+        return tuple(dynamic), {}
+    call_args, call_kwargs = jax.tree_util.tree_unflatten(tree, leaves)
+    return tuple(call_args), dict(call_kwargs)

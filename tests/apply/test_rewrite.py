@@ -181,3 +181,26 @@ def test_rng_state_thunk_names_its_instruction():
     uses = cpu_rewrite.slice_uses(decoded)
     rng = [u for u in uses if u.thunk_kind == "rng-get-and-update-state"]
     assert rng and rng[0].instruction in {i.name for i in decoded.entry_computation().instructions}
+
+
+def test_a_copy_may_leave_a_donated_parameter_a_moved_value_may_not():
+    """A recomputed copy's result (or a chained read) placed away from where
+    its first run sits in a donated parameter's bytes moves nothing: the first
+    run stays.  Moving the value itself out of there is still refused."""
+    from types import SimpleNamespace
+
+    from olla_jax.apply.edits import RewriteError, check_move
+
+    def alloc(index, **kind):
+        base = dict(index=index, is_entry_computation_parameter=False, is_constant=False,
+                    is_thread_local=False, is_tuple=False, maybe_live_out=False, color=0,
+                    parameter_number=0)
+        return SimpleNamespace(**{**base, **kind})
+    allocations = [alloc(0), alloc(1, is_entry_computation_parameter=True, maybe_live_out=True),
+                   alloc(2, is_constant=True)]
+    sizes = {0: 4096, 1: 4096, 2: 4096}
+    check_move("copy", 1, 64, 0, 128, 64, allocations, sizes, 64, copy=True)
+    with pytest.raises(RewriteError, match="parameter"):
+        check_move("value", 1, 64, 0, 128, 64, allocations, sizes, 64)
+    with pytest.raises(RewriteError, match="constant"):   # the destination still counts
+        check_move("copy", 0, 64, 2, 128, 64, allocations, sizes, 64, copy=True)

@@ -1,5 +1,7 @@
-"""A recomputed copy never lands in a donated parameter's idle bytes (the
-independent checker refuses it there), whatever best-fit would choose."""
+"""A memory budget on a flax/optax step with donated parameters and keyword
+arguments, as a user writes it: a recomputed copy never lands in a donated
+parameter's idle bytes (the independent checker refuses it there), and the
+plan meets the budget, verified and timed."""
 
 from __future__ import annotations
 
@@ -94,3 +96,20 @@ def test_copies_best_fit_puts_in_donated_parameters_move_to_the_arena(donated_fl
                 check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
                                  candidate_plan(got.layout), alignment=graph.alignment)
     assert moved, "best-fit put some copy in a donated parameter's bytes: the case tested"
+
+
+def test_budget_of_a_keyword_call_with_donation_is_met_verified_and_timed(donated_flax):
+    plan, _ = donated_flax
+    x = jax.random.normal(jax.random.key(1), (4, 16, 32))
+    params = _Net().init(jax.random.key(0), x)
+    state = optax.adamw(1e-3).init(params)
+    fixed = plan.argument_bytes + plan.output_bytes - plan.alias_bytes
+    budget_bytes = fixed + int(0.85 * plan.planned_temp_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        got = olla_jax.plan(_step, params, state, x, kwargs=dict(y=jnp.arange(4) % 10),
+                            donate_argnums=(0, 1), memory_budget=budget_bytes, time_limit_s=4)
+    assert got.runs_total_bytes <= budget_bytes
+    assert got.recomputed and got.verified
+    assert got.step_time_ratio is not None and got.step_time_ratio > 0
+    assert got.settings["time_limit_s"] == 4, "the summary states the call's limit"
