@@ -136,3 +136,64 @@ def test_step_flops_are_counted_once_per_capture(monkeypatch):
     assert [feed_back.step_flops(c) for c in caps + caps[-1:]] == [7] * 7
     assert len(calls) == 6
     assert len(feed_back._STEP_FLOPS) <= feed_back._STEP_FLOPS_KEPT
+
+
+def test_xlas_remat_search_counts_as_xlas_compiles_not_the_planners(monkeypatch):
+    """XLA's rematerialization is searched by compiling the step under several
+    limits: those seconds are XLA's compiles (``capture_seconds``), kept or
+    not, never the planner's ``solve_seconds`` (which the limit bounds)."""
+    import dataclasses
+    import time
+    import types
+
+    from olla_jax import xla_remat
+    from olla_jax.budget import feed_back
+    from olla_jax.capture import record
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def memory(total):
+        return types.SimpleNamespace(total=total, temp=total, argument=0, output=0, alias=0)
+
+    def search(*args, **kwargs):
+        clock[0] += 30.0
+        return [xla_remat.RematPoint(None, memory(1000), 10, None),
+                xla_remat.RematPoint(500, memory(400), 12, None)]
+    monkeypatch.setattr(xla_remat, "search", search)
+    monkeypatch.setattr(record, "serialize_executable", lambda compiled: b"")
+
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        executable: object = None
+
+    @dataclasses.dataclass(frozen=True)
+    class Result:
+        backend: str = "gpu:h100"
+        runs_total_bytes: int = 900
+        solve_seconds: float = 2.0
+        capture_seconds: float = 5.0
+        notes: tuple = ()
+        compiled: Compiled = Compiled()
+        planned_temp_bytes: int = 900
+        achieved_temp_bytes: int = 900
+        argument_bytes: int = 0
+        output_bytes: int = 0
+        alias_bytes: int = 0
+        lower_bound_bytes: int = 0
+        source: str = "olla"
+        engine: str = "list"
+        verified: bool = False
+        layout: object = None
+        executable_bytes: bytes = b""
+        extra_flops: int = 0
+    kept = feed_back.xla_remat_to_budget(Result(), 500, lambda x: x, ())
+    assert kept.engine == "xla-remat" and kept.planned_temp_bytes == 400
+    assert (kept.solve_seconds, kept.capture_seconds) == (2.0, 35.0)
+
+    def failing(*args, **kwargs):
+        clock[0] += 30.0
+        raise RuntimeError("no limit compiled")
+    monkeypatch.setattr(xla_remat, "search", failing)
+    with pytest.warns(UserWarning):
+        got = feed_back.xla_remat_to_budget(Result(), 500, lambda x: x, ())
+    assert (got.solve_seconds, got.capture_seconds) == (2.0, 35.0)
