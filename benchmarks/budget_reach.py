@@ -102,14 +102,12 @@ def render(rows: list[dict], args) -> list[str]:
               "order.  Where it is also below floor (c), values made inside loops must be recomputed: "
               "a loop's results (a scan's stacked outputs, written in place by every iteration) exist "
               "only once the whole loop has run, so only a second run of the loop recreates them.  "
-              "Between (c) and (b), the values to recompute are made by entry instructions but are "
-              "held by a tuple and read by a while loop (the loop's carried operands): a copy of such "
-              "a value must be read by the loop, that is by the thunks of its body, which address "
-              "the carried buffer directly, and the tuple's slot must point at the copy.  The CPU "
-              "rewrite copies a kernel thunk and re-points entry thunks' operands; it does not "
-              "re-point a while thunk's carried buffers or its body's slices, and the checker does "
-              "not model a copy read inside a loop (candidates refuses both: \"held by other "
-              "instructions too (a tuple or alias)\", \"read inside a loop or call\")."]
+              "Between (c) and (b), the values to recompute are made by entry instructions but "
+              "held or read where a copy cannot serve (the reasons below).  A value that while loops "
+              "read through their carried tuple, unchanged, is a candidate: a copy made just before "
+              "a later loop is what that loop's body and condition thunks read (they address the "
+              "carried bytes directly; a tuple runs no thunk on CPU), and the checker re-derives "
+              "that every reader inside the loop reads the copy (budget.candidates.loop_reads)."]
     for r in rows:
         lines += ["", f"{r['model']}: {r['peak']}", "",
                   "Live at that peak, made outside loops, not a candidate today:", ""]

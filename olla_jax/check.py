@@ -115,7 +115,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             if name not in entry_set:
                 raise PlanRejected(f"recomputation of {claim.producer} names {name}, which is not "
                                    "an entry instruction")
-        if inner_before[claim.before] or (claim.done_before and inner_before[claim.done_before]):
+        if (inner_before[claim.before] and not (instr_by_name[claim.before].opcode == "while" and
+                                                claim.before in claim.late_users)) or \
+                (claim.done_before and inner_before[claim.done_before]):
             raise PlanRejected(f"recomputation before {claim.before}: it runs a nested computation")
         if claim.value not in records or records[claim.value].defining_instruction != claim.producer:
             raise PlanRejected(f"recomputation of {claim.producer}: value {claim.value} is not "
@@ -177,6 +179,13 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                                "hold")
     intervals: dict[int, tuple[int, int]] = {}
     reader_copy: dict[int, dict[str, int]] = defaultdict(dict)   # value -> reader -> claim
+    # A while loop among a copy's late readers reads it in its body and
+    # condition (at every depth); the tuple that is its operand runs nothing.
+    late_domain: dict[int, set[str]] = defaultdict(set)          # value -> where the copies are
+    for claim in plan.recomputes:
+        for u in claim.late_users:
+            if instr_by_name[u].opcode == "while":
+                late_domain[claim.value] |= _loop_domain(instr_by_name[u], instr_by_id, entry, comps)
     for v, js in copies_of.items():
         last_reader = -1
         for j in js:
@@ -190,6 +199,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 if u in reader_copy[v]:
                     raise PlanRejected(f"{u} is declared a late reader of two copies of value {v}")
                 reader_copy[v][u] = j
+                if instr_by_name[u].opcode == "while":
+                    for inner in _loop_domain(instr_by_name[u], instr_by_id, entry, comps):
+                        reader_copy[v].setdefault(inner, j)
     for rec in records.values():
         if rec.id not in placements or placements[rec.id][3].is_thread_local:
             continue
@@ -207,6 +219,8 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             if rec.id in clone_step and flat[name] > clone_step[rec.id] and \
                     instr_by_name[name].opcode == "bitcast":
                 continue  # a re-gathered value's late bitcast names its copy (no thunk)
+            if name in late_domain.get(rec.id, ()):
+                continue  # a late loop's (its copy's, which lives until the loop's end)
             end = max(end, flat[name])
         for name in [u.instruction for u in rec.uses]:
             if name not in flat:
@@ -350,6 +364,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         elif [p.instruction for p in rec.positions   # a bitcast of it runs nothing: a view
               if not (instr_by_name[p.instruction].opcode == "bitcast" and
                       comp_by_instr.get(p.instruction) == entry.id) and
+              p.instruction not in _loops_reading(rec, instr_by_name, instr_by_id, entry, comps) and
               not _tuple_view(instr_by_name[p.instruction], instr_by_name[claim.producer],
                               instr_by_id, comp_by_instr, entry.id)] != [claim.producer] or \
                 any(r.id != v and not _library_side(r, instr_by_name[claim.producer],
@@ -360,7 +375,8 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         if placements[v][3].is_entry_computation_parameter or placements[v][3].is_constant or \
                 intervals[v][1] == horizon - 1:
             raise PlanRejected(f"value {rec.key} is an input, constant or output")
-        if any(name in reads_at for name in claim.late_users):
+        if any(name in reads_at and instr_by_name[name].opcode != "while"
+               for name in claim.late_users):
             raise PlanRejected(f"a late reader of {rec.key} runs a nested computation")
         if flat[claim.producer] >= step:
             raise PlanRejected(f"{claim.producer} is recomputed before its first run")
@@ -500,6 +516,32 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             peak = max(peak, live)
         peaks[a] = peak
     return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)
+
+
+def _loop_domain(loop, instr_by_id, entry, comps) -> set[str]:
+    """Where entry while ``loop`` holds its carried values: itself, the
+    instructions of its body and condition (any depth), and the entry tuple
+    that is its operand when nothing else reads that tuple (a tuple runs no
+    thunk on XLA:CPU: the loop's thunks address each element's bytes)."""
+    out = {loop.name} | {i.name for cid in _callees(loop, comps) for i in comps[cid].instructions}
+    carried = instr_by_id[loop.operand_ids[0]]
+    if carried.opcode == "tuple" and \
+            [i.name for i in entry.instructions if carried.id in i.operand_ids] == [loop.name]:
+        out.add(carried.name)
+    return out
+
+
+def _loops_reading(rec, instr_by_name, instr_by_id, entry, comps) -> set[str]:
+    """The places of ``rec`` inside the domains (``_loop_domain``) of the entry
+    while loops that read it.  Being one value there, the loop passes it on
+    unchanged: nothing in the loop writes it (a write would be a value of its
+    own, at its bytes, which the recomputation check refuses)."""
+    out = set()
+    for u in rec.uses:
+        instr = instr_by_name[u.instruction]
+        if instr.opcode == "while" and any(i.id == instr.id for i in entry.instructions):
+            out |= _loop_domain(instr, instr_by_id, entry, comps)
+    return out
 
 
 def _callees(instr, comps) -> set[int]:

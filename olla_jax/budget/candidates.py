@@ -126,14 +126,20 @@ def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, st
                    else "shares bytes with values that cannot move with a copy")
             continue
         held = [p.instruction for p in rec.positions]
-        if held[:1] != [name] or any(not (gpu and _entry_bitcast(graph, instructions, kinds, x))
-                                     for x in held[1:]):
+        users = {u.instruction for u in rec.uses}
+
+        def plain(u: str) -> bool:
+            return u in graph.node_index and kinds.get(u, ["none"]) != ["nested"] and \
+                len(kinds.get(u, ())) <= 1 and graph.block_length(graph.node_index[u]) == 1
+        loops = None if gpu or successors else \
+            loop_reads(graph, instructions, comps, rec, plain)
+        if loops is not None:
+            users = {u for u in users if plain(u)} | set(loops)
+        elif held[:1] != [name] or any(not (gpu and _entry_bitcast(graph, instructions, kinds, x))
+                                       for x in held[1:]):
             refuse(recs, "held by other instructions too (a tuple or alias)")
             continue
-        users = {u.instruction for u in rec.uses}
-        if not users or any(u not in graph.node_index or kinds.get(u, ["none"]) == ["nested"]
-                            or len(kinds.get(u, ())) > 1 or graph.block_length(graph.node_index[u]) != 1
-                            for u in users):
+        elif not users or not all(plain(u) for u in users):
             refuse(recs, "read inside a loop or call" if users else "never read")
             continue
         operands = tuple(by_key[k].id for k in reads.get(name, ()) if k in by_key)
@@ -180,6 +186,54 @@ def with_slots(cands: Sequence[Candidate], depth: int = SLOT_DEPTH) -> list[Cand
         extra.discard(c.producer)
         out.append(dataclasses.replace(c, users=c.users + tuple(sorted(extra)),
                                        slots=tuple(sorted(extra))) if extra else c)
+    return out
+
+
+def loop_reads(graph: ScheduleGraph, instructions, comps, rec, plain) -> list[str] | None:
+    """The entry while loops that read ``rec`` through their carried tuple,
+    when every other place that holds or reads it is one of them: the
+    producer itself, the entry tuple that is a loop's operand (read by that
+    loop alone; it runs no thunk on CPU), the loop and its body and condition
+    (the value is one XLA value there, so the body passes it through
+    unchanged: it reads it and never writes it), or a ``plain`` entry reader.
+    None otherwise (a loop that writes the element, or a loop result read
+    after the loop, holds a value of its own).  A copy made just before such a
+    loop is what its body then reads (the rewrite re-points the body's slices)."""
+    name = rec.defining_instruction
+    loops = sorted(u.instruction for u in rec.uses
+                   if u.instruction in graph.node_index and
+                   instructions[u.instruction].opcode == "while")
+    if not loops or not rec.positions or rec.positions[0].instruction != name:
+        return None
+    readers = defaultdict(set)      # entry instruction -> entry instructions reading it
+    for n in graph.nodes:
+        for o in instructions[n].operand_ids:
+            readers[o].add(n)
+    domain = set(loops)
+    for w in loops:
+        instr = instructions[w]
+        domain |= callee_instructions(instr, comps)
+        carried = [x for x in instructions.values() if x.id == instr.operand_ids[0]]
+        if carried and carried[0].opcode == "tuple" and readers[carried[0].id] == {w}:
+            domain.add(carried[0].name)
+    if any(p.instruction not in domain for p in rec.positions[1:]):
+        return None
+    if any(u.instruction not in domain and not plain(u.instruction) for u in rec.uses):
+        return None
+    return loops
+
+
+def callee_instructions(instr, comps) -> set[str]:
+    """Names of the instructions of the computations ``instr`` calls, at any depth."""
+    out, stack, seen = set(), list(instr.called_computation_ids), set()
+    while stack:
+        cid = stack.pop()
+        if cid in seen or cid not in comps:
+            continue
+        seen.add(cid)
+        for x in comps[cid].instructions:
+            out.add(x.name)
+            stack.extend(x.called_computation_ids)
     return out
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.budget.candidates import Candidate, named_refusals, screen
-from olla_jax.budget.recompute_plan import late_part_ok, new_state, operand_intact, step_index
+from olla_jax.budget.recompute_plan import (
+    copy_time, late_part_ok, new_state, operand_intact, step_index)
 
 
 def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
@@ -103,14 +104,14 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
         c = by_value.get(r.value)
         if c is None:
             continue
-        at = step[graph.node_index[r.before]]
         iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
         later = [q for q in recomputes[j + 1:] if q.value == r.value]
         # The last copy keeps the unit's end (values written over it in place
         # move with it); an earlier one dies after its own last reader.
         end = (iv[2] if not later else
                2 * max(step[graph.node_index[u]] for u in r.late_users) + 1)
-        copies.append((r.size, 2 * at, end, r.place[0] == graph.temp_allocation))
+        copies.append((r.size, copy_time(graph, step, graph.node_index[r.before]), end,
+                       r.place[0] == graph.temp_allocation))
     for value in {r.value for r in recomputes if r.value in by_value}:
         c = by_value[value]
         first = min(step[graph.node_index[r.before]] for r in recomputes if r.value == value)
@@ -123,7 +124,7 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
             i = state.interval_of_unit.get(unit_of[o])
             if i is not None:
                 state.intervals[i][2] = max(state.intervals[i][2],
-                                            2 * step[graph.node_index[r.before]])
+                                            copy_time(graph, step, graph.node_index[r.before]))
 
     def in_arena(unit) -> bool:
         return all(places.get(v, (graph.values[v].allocation, 0))[0] == graph.temp_allocation
@@ -155,9 +156,9 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
             continue
         c = by_value[member]
         times = [2 * step[c.producer] + 1] + [2 * step[u] + 1 for u in users[member]]
-        gap = any(times[k] < t < times[k + 1] - 1 and late_part_ok(graph, step, c, u)
+        gap = any(times[k] < t < copy_time(graph, step, u) and late_part_ok(graph, step, c, u)
                   and all(operand_intact(graph, spans, step, state.interval_of_unit, o,
-                                          times[k + 1] - 1) for o in c.operands)
+                                          copy_time(graph, step, u)) for o in c.operands)
                   for k, u in enumerate(users[member]))
         held["recomputable across the peak" if gap
              else "recomputable, but written or read at the peak (no gap spans it)"] += size

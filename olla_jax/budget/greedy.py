@@ -11,7 +11,7 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, State, best_fit, late_part_ok, operand_intact, place_state, read_times,
+    copy_time, RecomputePlan, State, best_fit, late_part_ok, operand_intact, place_state, read_times,
     realize, step_index)
 
 
@@ -53,7 +53,7 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         users = sorted(c.users, key=lambda n: step[n])
         times = read_times(c, users, step)     # (the run before a split lives until times[k])
         for k in reversed(range(len(users))):   # the latest: its copy lives the least
-            early_end, clone_t = times[k], 2 * step[users[k]]
+            early_end, clone_t = times[k], copy_time(graph, step, users[k])
             if early_end < peak < clone_t and iv[1] <= peak <= iv[2] and \
                     late_part_ok(graph, step, c, users[k]):
                 return k, early_end, clone_t

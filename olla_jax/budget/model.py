@@ -14,7 +14,7 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, best_fit, better, copies_read, late_part_ok, new_state, operand_intact,
+    copy_time, RecomputePlan, best_fit, better, copies_read, late_part_ok, new_state, operand_intact,
     plan_of, read_times, step_index)
 
 
@@ -53,7 +53,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         times = read_times(c, users, step)     # (the run before a split lives until times[k])
         options, ks = [], []
         for k in range(len(users)):
-            early_end, clone_t = times[k], 2 * step[users[k]]
+            early_end, clone_t = times[k], copy_time(graph, step, users[k])
             if not (iv_start <= early_end and early_end + 1 <= clone_t - 1 and clone_t <= iv_end):
                 continue
             if not late_part_ok(graph, step, c, users[k]):

@@ -43,6 +43,13 @@ def late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before
     return all(step[graph.values[o].def_node] >= step[before] for o in c.successors)
 
 
+def copy_time(graph: ScheduleGraph, step: Sequence[int], node: int) -> int:
+    """Doubled time of a copy run just before ``node``: before its whole block
+    (a while loop's body reads the copy from its first iteration on), which
+    for a plain instruction is just before its own step (``2 * step``)."""
+    return 2 * (step[node] - graph.block_length(node) + 1)
+
+
 def read_times(c: Candidate, users: Sequence[int], step: Sequence[int]) -> list[int]:
     """Per split k of ``users`` (``c.users`` in order; 0 to len), the doubled
     time until which the run before it must live: its producer's, or the last
@@ -173,7 +180,7 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
     picked = []                                 # (clone time, candidate, k)
     for c, k in picks:
         users = sorted(c.users, key=lambda n: step[n])
-        picked.append((2 * step[users[k]], c, k))
+        picked.append((copy_time(graph, step, users[k]), c, k))
     picked.sort(key=lambda p: (p[0], step[p[1].producer]))
     copy = _copy_lives(graph, state, step, picked)   # (value, k) -> [size, born, end]
     for clone_t, c, k in picked:

@@ -13,7 +13,7 @@ from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
 from olla_jax.budget.candidates import Candidate
 from olla_jax.budget.recompute_plan import (
-    RecomputePlan, copies_read, late_part_ok, new_state, operand_intact, plan_of, step_index)
+    copy_time, RecomputePlan, copies_read, late_part_ok, new_state, operand_intact, plan_of, step_index)
 
 
 def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
@@ -46,7 +46,7 @@ def polish(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     def times(c: Candidate, k: int) -> tuple[int, int]:
         """(end of the first copy, birth of the second) of ``c`` split before reader k."""
         early = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[c.value][k - 1]] + 1
-        return early, 2 * step[users[c.value][k]]
+        return early, copy_time(graph, step, users[c.value][k])
 
     def allowed(picks: dict[int, int], c: Candidate, k: int) -> bool:
         early, clone = times(c, k)
@@ -164,7 +164,7 @@ def split_copies(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         """(last read before reader k, birth of a copy before it), doubled time."""
         c = by_value[v]
         early = 2 * step[c.producer] + 1 if k == 0 else 2 * step[users[v][k - 1]] + 1
-        return early, 2 * step[users[v][k]]
+        return early, copy_time(graph, step, users[v][k])
 
     def allowed(v: int, k: int, ks: set[int]) -> bool:
         c = by_value[v]

@@ -90,8 +90,18 @@ class Layout:
 
     @functools.cached_property
     def _late_places(self) -> dict[tuple[str, int], tuple[int, int]]:
-        """(late reader, value id) -> place of the recomputed copy it reads."""
-        return {(user, r.value): r.place for r in self.recomputes for user in r.late_users}
+        """(late reader, value id) -> place of the recomputed copy it reads.  A
+        late reader that runs a block (a while loop reading the value through
+        its carried tuple) reads it with the thunks of its body and condition:
+        every instruction of its block reads the copy."""
+        g = self.graph
+        out = {}
+        for r in self.recomputes:
+            for user in r.late_users:
+                node = g.node_index[user]
+                for name in g.flat[g.block_start[node]:g.block_end[node] + 1]:
+                    out[(name, r.value)] = r.place
+        return out
 
     def early_place(self, value_id: int) -> tuple[int, int]:
         v = self.graph.values[value_id]
