@@ -16,6 +16,8 @@ decoded again; not run, no GPU here).  The issue's target per XLA point:
 ours reaches its temp with at most half its extra FLOPs, or 0.85 x its temp
 with at most its extra FLOPs (``olla_jax.gpu_budget.against_xla``).  FLOPs
 come from the HLO (``olla_jax.flops``); compile-only: no step time.
+``--recompute_cost=time,flops`` asks ours once per cost the search may
+minimise (``olla_jax.budget.candidates.copy_cost``), each its own rows.
 """
 
 from __future__ import annotations
@@ -72,8 +74,33 @@ def xla_points(step, item: str, base, args, cache: dict) -> tuple[list[dict], in
         for f in missing:
             p = by_limit.get(int(f * base.xla_temp_bytes))
             cache[key[f]] = None if p is None else {
-                "limit": p.limit_bytes, "temp": p.memory.temp, "total": p.total, "flops": p.flops}
+                "limit": p.limit_bytes, "temp": p.memory.temp, "total": p.total, "flops": p.flops,
+                "remat": xla_recomputed(p.compiled)}
     return [dict(cache[key[f]], fraction=f) for f in args.limits if cache[key[f]]], len(missing)
+
+
+def xla_recomputed(compiled) -> str:
+    """What XLA's rematerialization copied in ``compiled``'s entry: its
+    clones are named ``<instruction>.remat<n>``; those that run a kernel
+    (not bitcasts, tuples' elements) counted by kind, and how many have
+    several results."""
+    from collections import Counter
+    import re
+    counts, multi = Counter(), 0
+    for line in compiled.as_text().splitlines():
+        m = re.match(r"\s*(?:ROOT )?%(\S+) = (\(.*?\)|\S+) ([a-z-]+)\(", line)
+        if not m or ".remat" not in m.group(1) or m.group(3) in ("bitcast", "get-tuple-element",
+                                                                 "tuple"):
+            continue
+        kind = re.search(r"kind=(k\w+)", line)
+        target = re.search(r'custom_call_target="([^"]+)"', line)
+        counts[m.group(3) + (f" {kind.group(1)}" if kind else "")
+               + (f" {target.group(1)}" if target else "")] += 1
+        multi += m.group(2).startswith("(")
+    if not counts:
+        return "nothing"
+    return (f"{sum(counts.values())} ({', '.join(f'{k} x{c}' for k, c in counts.most_common())}"
+            f"; {multi} with several results)")
 
 
 def _has_cublas(cap) -> bool:
@@ -112,11 +139,11 @@ def run_one(item: str, args, cache: dict) -> dict:
     front = gpu_budget.front(lower)
     chosen = front[:1] + front[-1:] if args.points > 1 and len(front) > 1 else front[:1]
     fixed = base.runs_total_bytes - base.runs_temp_bytes
-    ours_cache: dict[int, dict] = {}
+    ours_cache: dict[tuple[int, str], dict] = {}
 
-    def ours_at(temp: int) -> dict:
-        if temp in ours_cache:
-            return ours_cache[temp]
+    def ours_at(temp: int, cost: str) -> dict:
+        if (temp, cost) in ours_cache:
+            return ours_cache[temp, cost]
         t = time.monotonic()
         if base.runs_temp_bytes <= temp:
             got = {"temp": base.runs_temp_bytes, "flops": 0, "recomputed": 0,
@@ -125,36 +152,50 @@ def run_one(item: str, args, cache: dict) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 res = budget.recompute_to_budget(
-                    base, fixed + temp, measure_time=False,
+                    base, fixed + temp, measure_time=False, recompute_cost=cost,
                     # the search's share: the check and the build after it fit too
                     time_limit_s=gpu_budget.search_limit_s(base, args.time_limit_s))
             note = res.notes[-1] if res.notes else ""
             got = {"temp": res.runs_temp_bytes, "flops": res.extra_flops or 0,
                    "recomputed": len(res.recomputed or ()), "note": note,
+                   "recomputed_names": list(res.recomputed or ()),
                    # a recomputing plan is kept only once checked, built and decoded again
                    "built": not res.recomputed or res.executable_bytes is not None}
         got["budget_temp"], got["seconds"] = temp, round(time.monotonic() - t, 1)
-        ours_cache[temp] = got
+        got["cost"] = cost
+        ours_cache[temp, cost] = got
         return got
 
-    for xla_temp, xla_flops in chosen:
-        tries = [ours_at(xla_temp)]
-        verdict = gpu_budget.against_xla(tries[0]["temp"], tries[0]["flops"], xla_temp, xla_flops)
-        if not verdict.met:
-            tries.append(ours_at(int(gpu_budget.MEMORY_SHARE * xla_temp)))
-            second = gpu_budget.against_xla(tries[1]["temp"], tries[1]["flops"], xla_temp,
-                                            xla_flops)
-            if second.met:
-                verdict = second
-        row["comparisons"].append({"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
-                                   "ours": tries, "met": verdict.met, "how": verdict.how})
+    for cost in args.recompute_cost:
+        for xla_temp, xla_flops in chosen:
+            tries = [ours_at(xla_temp, cost)]
+            verdict = gpu_budget.against_xla(tries[0]["temp"], tries[0]["flops"], xla_temp,
+                                             xla_flops)
+            if not verdict.met:
+                tries.append(ours_at(int(gpu_budget.MEMORY_SHARE * xla_temp), cost))
+                second = gpu_budget.against_xla(tries[1]["temp"], tries[1]["flops"], xla_temp,
+                                                xla_flops)
+                if second.met:
+                    verdict = second
+            row["comparisons"].append({"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
+                                       "cost": cost, "ours": tries, "met": verdict.met,
+                                       "how": verdict.how})
     row["shares"] = []
-    for s in args.of_xla_temp:
-        got = ours_at(int(s * base.xla_temp_bytes))
-        row["shares"].append({"share": s, "ours": got,
-                              "met": got["temp"] <= s * base.xla_temp_bytes})
+    for cost in args.recompute_cost:
+        for s in args.of_xla_temp:
+            got = ours_at(int(s * base.xla_temp_bytes), cost)
+            row["shares"].append({"share": s, "cost": cost, "ours": got,
+                                  "met": got["temp"] <= s * base.xla_temp_bytes})
     row["ours_s"] = round(time.monotonic() - t2, 1)
     return row
+
+
+def kinds(names) -> str:
+    """Recomputed producers counted by name (XLA's, the digits after the
+    first dot dropped), the most frequent first."""
+    from collections import Counter
+    counts = Counter(n.split(".")[0] for n in names)
+    return ", ".join(f"{k} x{c}" for k, c in counts.most_common())
 
 
 def share(flops: int, total: int) -> str:
@@ -176,36 +217,51 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
     table = []
     for r in rows:
         if "error" in r:
-            table.append([r["example"], f"error: {r['error']}"] + [""] * 7)
+            table.append([r["example"], f"error: {r['error']}"] + [""] * 8)
             continue
         if not r["comparisons"]:
             table.append([r["example"], common.mib(r["xla_temp"]), common.mib(r["plan_temp"]),
                           "no lower point" if args.limits else "not compiled (--limits=)",
-                          "", "", "", "n/a", f"{r['plan_s']} / {r['xla_s']} / -"])
+                          "", "", "", "", "n/a", f"{r['plan_s']} / {r['xla_s']} / -"])
         for c in r["comparisons"]:
             at = c["ours"]
             table.append([
                 r["example"], common.mib(r["xla_temp"]), common.mib(r["plan_temp"]),
                 f"{common.mib(c['xla_remat_temp'])} at {share(c['xla_remat_flops'], r['step_flops'])}",
+                c.get("cost", "time"),
                 f"{common.mib(at[0]['temp'])} at {share(at[0]['flops'], r['step_flops'])}",
                 (f"{common.mib(at[1]['temp'])} at {share(at[1]['flops'], r['step_flops'])}"
                  if len(at) > 1 else "-"),
                 "yes" if c["met"] else "no", c["how"],
                 f"{r['plan_s']} / {r['xla_s']} / {sum(t['seconds'] for t in at):.1f}"])
-    lines += common.table(["example", "XLA temp", "our plan", "XLA remat point",
+    lines += common.table(["example", "XLA temp", "our plan", "XLA remat point", "our cost",
                            "ours at its temp", "ours at 0.85 x", "met", "how",
-                           "seconds plan / XLA / ours"], table, right={1, 2, 3, 4, 5})
-    met = [c["met"] for r in rows for c in r.get("comparisons", ())]
-    lines += ["", f"Target met at {sum(met)} of {len(met)} XLA points "
-                  f"({sum(1 for r in rows if r.get('comparisons') and all(c['met'] for c in r['comparisons']))}"
-                  f" of {sum(1 for r in rows if r.get('comparisons'))} examples at every point).",
-              "", "XLA's points (limit x its temp: temp MiB, extra FLOPs; 'cached': not compiled "
+                           "seconds plan / XLA / ours"], table, right={1, 2, 3, 5, 6})
+    lines.append("")
+    for cost in args.recompute_cost:
+        comps = [(r, c) for r in rows for c in r.get("comparisons", ()) if c.get("cost") == cost]
+        met = [c["met"] for _, c in comps]
+        examples = {r["example"]: r for r, _ in comps}
+        every = sum(1 for r in examples.values()
+                    if all(c["met"] for c in r["comparisons"] if c.get("cost") == cost))
+        lines.append(f"Target met with recompute_cost={cost!r} at {sum(met)} of {len(met)} XLA "
+                     f"points ({every} of {len(examples)} examples at every point).")
+    if len(args.recompute_cost) > 1:
+        points = {(r["example"], c["xla_remat_temp"], c["xla_remat_flops"]): False
+                  for r in rows for c in r.get("comparisons", ())}
+        for r in rows:
+            for c in r.get("comparisons", ()):
+                points[r["example"], c["xla_remat_temp"], c["xla_remat_flops"]] |= c["met"]
+        lines.append(f"Met by either cost at {sum(points.values())} of {len(points)} XLA points.")
+    lines += ["", "XLA's points (limit x its temp: temp MiB, extra FLOPs; 'cached': not compiled "
                   "in this run):"]
     for r in rows:
         if "error" in r:
             continue
         pts = "; ".join(f"{p['fraction']:g}: {common.mib(p['temp'])}, "
-                        f"{max(0, p['flops'] - r['step_flops']):,}" for p in r["xla_points"])
+                        f"{max(0, p['flops'] - r['step_flops']):,}"
+                        + (f", recomputes {p['remat']}" if p.get("remat") else "")
+                        for p in r["xla_points"])
         cached = len(args.limits) - r["xla_compiled"]
         lines.append(f"- {r['example']}: {pts or 'none compiled'}"
                      + (f" ({cached} cached)" if cached else ""))
@@ -213,12 +269,13 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
     if shares:
         lines += ["", "Ours alone at a share of XLA's own temp (met: our temp within it):", ""]
         lines += common.table(
-            ["example", "XLA temp", "our plan", "share", "ours: temp", "ours: extra FLOPs",
-             "met", "seconds plan / ours"],
+            ["example", "XLA temp", "our plan", "share", "our cost", "ours: temp",
+             "ours: extra FLOPs", "met", "seconds plan / ours"],
             [[r["example"], common.mib(r["xla_temp"]), common.mib(r["plan_temp"]), f"{x['share']:g}",
+              x.get("cost", "time"),
               common.mib(x["ours"]["temp"]), share(x["ours"]["flops"], r["step_flops"]),
               "yes" if x["met"] else "no", f"{r['plan_s']} / {x['ours']['seconds']}"]
-             for r, x in shares], right={1, 2, 4, 5})
+             for r, x in shares], right={1, 2, 5, 6})
     asked_s = [t["seconds"] for r in rows for c in r.get("comparisons", ()) for t in c["ours"]]
     asked_s += [x["ours"]["seconds"] for r in rows for x in r.get("shares", ())]
     if asked_s:
@@ -229,9 +286,12 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
     for r in rows:
         asked = [t for c in r.get("comparisons", ()) for t in c["ours"]]
         asked += [x["ours"] for x in r.get("shares", ())]
-        for t in {t["budget_temp"]: t for t in asked}.values():   # (asked once per budget)
-            lines.append(f"- {r['example']} at {common.mib(t['budget_temp'])} MiB: "
-                         f"{t['note']} ({t['seconds']} s)")
+        for t in {(t["budget_temp"], t.get("cost")): t for t in asked}.values():   # (once each)
+            lines.append(f"- {r['example']} at {common.mib(t['budget_temp'])} MiB "
+                         f"(recompute_cost={t.get('cost', 'time')!r}): "
+                         f"{t['note']} ({t['seconds']} s)"
+                         + (f"; copies of: {kinds(t['recomputed_names'])}"
+                            if t.get("recomputed_names") else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -250,10 +310,20 @@ def main(argv=None) -> int:
                    help="XLA's points by jax version, example, target, limit ('' for none)")
     p.add_argument("--of_xla_temp", default="",
                    help="also ours alone at these shares of XLA's own temp (e.g. 0.6)")
+    p.add_argument("--recompute_cost", default="time",
+                   help="what our search minimises per copy, comma-separated to ask each: "
+                        "time (roofline), flops (olla_jax.budget.candidates.copy_cost)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     args.limits = [float(x) for x in args.limits.split(",") if x]
     args.of_xla_temp = [float(x) for x in args.of_xla_temp.split(",") if x]
+    from olla_jax.budget.candidates import check_cost
+    try:
+        args.recompute_cost = [check_cost(x) for x in args.recompute_cost.split(",") if x]
+    except ValueError as err:
+        p.error(str(err))
+    if not args.recompute_cost:
+        p.error("--recompute_cost needs at least one of time, flops")
     start_load = common.load()
     cache = _cache_load(args.cache)
     rows = []

@@ -65,13 +65,15 @@ def search_limit_s(result, time_limit_s: float) -> float:
 
 def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: Sequence[int] = (),
               donate_argnums: Sequence[int] = (), compiler_options=None,
-              time_limit_s: float = 30.0):
+              time_limit_s: float = 30.0, recompute_cost: str = "time"):
     """``result`` (a Plan over ``budget`` on a compile-only GPU target) with
-    the better of our recomputation and XLA's rematerialization."""
+    the better of our recomputation (its search costing copies by
+    ``recompute_cost``, ``budget.candidates.copy_cost``) and XLA's
+    rematerialization."""
     from olla_jax import budget as budget_lib
     ours = budget_lib.recompute_to_budget(result, budget,
                                           time_limit_s=search_limit_s(result, time_limit_s),
-                                          measure_time=False)
+                                          measure_time=False, recompute_cost=recompute_cost)
     xla = budget_lib.xla_remat_to_budget(result, budget, fn, args, static_argnums=static_argnums,
                                          donate_argnums=donate_argnums,
                                          compiler_options=compiler_options)

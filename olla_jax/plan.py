@@ -201,7 +201,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
          saved=None, memory_budget: int | None = None, recompute: bool = True,
-         num_devices: int = 1, in_shardings: Any = None, out_shardings: Any = None,
+         recompute_cost: str = "time", num_devices: int = 1, in_shardings: Any = None, out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
          collective_overlap: str | float = "keep", progress=None, **unknown) -> Plan:
     """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
@@ -232,6 +232,12 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     the planner's part of the whole call (``Plan.solve_seconds``, summed over
     the stages): with a budget, the first order and placement gets
     ``FIRST_PLAN_SHARE`` of it, the overlap retries and recomputation the rest.
+    ``recompute_cost``: what the recomputation search minimises per copy,
+    ``"time"`` (default: a roofline estimate of its time from its FLOPs and
+    bytes) or ``"flops"`` (its FLOPs, bytes moved breaking ties: on a GPU a
+    roofline makes a GEMM or convolution copy look about as cheap per byte as
+    an elementwise one; ``"flops"`` prefers the kernels of few FLOPs that XLA's
+    rematerialization picks).
 
     Sharded steps (compile-only GPU targets): ``num_devices``, ``in_shardings``,
     ``out_shardings`` (PartitionSpecs over ``mesh_axes``, default ``{"x":
@@ -273,6 +279,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
                   recompute=recompute)
+    from olla_jax.budget.candidates import check_cost
+    check_cost(recompute_cost)
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None
@@ -364,20 +372,22 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             # single-device steps only.
             from olla_jax import gpu_budget
             result = budget.recompute_to_budget(
-                result, int(memory_budget), measure_time=False,
+                result, int(memory_budget), measure_time=False, recompute_cost=recompute_cost,
                 time_limit_s=gpu_budget.search_limit_s(result, limit))  # the build fits too
         elif target.compile_only:   # ours and XLA's rematerialization, side by side
             from olla_jax import gpu_budget
             result = gpu_budget.to_budget(
                 result, int(memory_budget), step.fn, step.args,
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
-                compiler_options=compiler_options, time_limit_s=limit)
+                compiler_options=compiler_options, time_limit_s=limit,
+                recompute_cost=recompute_cost)
         else:
             result = budget.recompute_to_budget(result, int(memory_budget),
                                                 args=step.entry.verify_args,
                                                 static_argnums=step.entry.verify_static,
                                                 time_limit_s=limit,
-                                                verify_trials=verify_trials)
+                                                verify_trials=verify_trials,
+                                                recompute_cost=recompute_cost)
         if result.runs_total_bytes <= memory_budget:
             return result
     raise _budget_error(result, int(memory_budget), recompute)

@@ -194,15 +194,17 @@ def _clear_slices(msg: Any) -> None:
 def _compare_library(first: Any, copy: Any, layout, j: int, position, r) -> str | None:
     """A library call's copy: the same call and config; each slice where the
     first run's was, except the result's bytes (at the plan's place), its
-    scratch (at the plan's scratch place; one with no bytes stays) and
-    recomputed operands (their copies, a chain)."""
+    scratch (at the plan's scratch place) and recomputed operands (their
+    copies, a chain); a slice with no bytes stays where it was."""
     if first.WhichOneof("impl") != copy.WhichOneof("impl") or _bare(first) != _bare(copy):
         return f"the copy of {r.producer} is not the same library call"
     early = layout.early_place(r.value)
     scratch = [((*layout.early_place(v), layout.graph.values[v].size), place)
                for v, place in getattr(r, "scratch", ())]
     for sa, sb in zip(_all_slices(first), _all_slices(copy)):
-        if sa[2] and _overlaps(sa, early[0], early[1], r.size):
+        if not sa[2]:
+            expect = sa     # no bytes (an output the call does not make): the copy leaves it
+        elif _overlaps(sa, early[0], early[1], r.size):
             expect = (r.place[0], r.place[1] + sa[1] - early[1], sa[2])
         else:
             expect = next(((p[0], p[1] + sa[1] - e[1], sa[2]) for e, p in scratch

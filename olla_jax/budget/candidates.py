@@ -18,6 +18,33 @@ FLOPS_PER_S = 1e11
 BYTES_PER_S = 2e10
 
 
+# What a copy costs the search (``recompute_cost``): "time", a roofline
+# estimate (the slower of its FLOPs at FLOPS_PER_S and its bytes at
+# BYTES_PER_S), or "flops", its FLOPs with the bytes it moves breaking ties
+# (BYTES_TIE of their time).  The roofline ranks a data-bound kernel by its
+# bytes, so a GEMM or convolution copy looks about as cheap per byte saved as
+# an elementwise or transpose copy; "flops" is for steps judged by extra
+# FLOPs (XLA's rematerialization is, on compile-only GPU targets).
+RECOMPUTE_COSTS = ("time", "flops")
+BYTES_TIE = 1e-3
+
+
+def check_cost(recompute_cost) -> str:
+    """``recompute_cost`` if it is one of RECOMPUTE_COSTS, else a clear error."""
+    if recompute_cost not in RECOMPUTE_COSTS:
+        raise ValueError(f"recompute_cost must be one of {', '.join(map(repr, RECOMPUTE_COSTS))}, "
+                         f"not {recompute_cost!r}")
+    return recompute_cost
+
+
+def copy_cost(flops: int, moved: int, recompute_cost: str = "time") -> float:
+    """What the search minimises for one copy of FLOPs ``flops`` that moves
+    ``moved`` bytes, in seconds of FLOPS_PER_S / BYTES_PER_S (see RECOMPUTE_COSTS)."""
+    if check_cost(recompute_cost) == "flops":
+        return flops / FLOPS_PER_S + BYTES_TIE * moved / BYTES_PER_S
+    return max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
+
+
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """A value that may be recomputed, with what its producer needs."""
@@ -26,7 +53,7 @@ class Candidate:
     users: tuple[int, ...]          # nodes a copy may run before: readers and ``slots``
     operands: tuple[int, ...]       # value ids the producer reads
     flops: int
-    cost_s: float
+    cost_s: float                   # the search's objective (``copy_cost``)
     # Values XLA writes over this one's bytes later (in place): a copy is then
     # written where they will be, and they move with it (``late_part_ok``).
     successors: tuple[int, ...] = ()
@@ -42,9 +69,10 @@ class Candidate:
         return tuple(u for u in self.users if u not in self.slots)
 
 
-def candidates(graph: ScheduleGraph, capture) -> list[Candidate]:
-    """Values of ``graph`` whose producer can run a second time (see module doc)."""
-    return screen(graph, capture)[0]
+def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> list[Candidate]:
+    """Values of ``graph`` whose producer can run a second time (see module
+    doc), each costed by ``recompute_cost`` (``copy_cost``)."""
+    return screen(graph, capture, recompute_cost)[0]
 
 
 def refusals(graph: ScheduleGraph, capture) -> dict[int, str]:
@@ -70,9 +98,11 @@ def named_refusals(graph: ScheduleGraph, found: Sequence[Candidate], why: dict[i
     return why
 
 
-def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, str]]:
+def screen(graph: ScheduleGraph, capture,
+           recompute_cost: str = "time") -> tuple[list[Candidate], dict[int, str]]:
     """(``candidates``, value id -> reason for the values of entry
     instructions that do not qualify)."""
+    check_cost(recompute_cost)
     from olla_jax.apply import cpu_rewrite
     kinds, module = _thunk_kinds(capture)
     instructions = {i.name: i for c in module.computations for i in c.instructions}
@@ -146,7 +176,7 @@ def screen(graph: ScheduleGraph, capture) -> tuple[list[Candidate], dict[int, st
         instr = instructions[name]
         flops = flops_lib.instruction_flops(instr, by_id, comps, tuple(getattr(module, "payloads", ())))
         moved = value.size + sum(graph.values[o].size for o in operands)
-        cost = max(flops / FLOPS_PER_S, moved / BYTES_PER_S)
+        cost = copy_cost(flops, moved, recompute_cost)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors, scratch=scratch))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size

@@ -13,7 +13,7 @@ from olla_jax import checked
 from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
 from olla_jax.result import warn
-from olla_jax.budget.candidates import candidates
+from olla_jax.budget.candidates import candidates, check_cost
 from olla_jax.budget.recompute_plan import RecomputePlan
 from olla_jax.budget.timed_search import search
 from olla_jax.budget.floors import working_set_bound
@@ -31,7 +31,7 @@ def _noted(plan, text: str, spent: dict[str, float]):
 def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                         static_argnums: Sequence[int] = (), time_limit_s: float = 30.0,
                         verify_trials: int = 2, measure_time: bool = True,
-                        engine: str = "cpsat"):
+                        engine: str = "cpsat", recompute_cost: str = "time"):
     """``result`` (a Plan over the budget) with values recomputed until the
     step's total fits ``budget``, checked, applied and verified; or the least
     memory reached, with the reason in its notes.
@@ -39,9 +39,14 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     ``engine``: "greedy" (picks at the peak, most bytes per cost first), or
     "cpsat" / "mip": the model of ``choose_model`` (least extra cost that meets
     the budget, else least memory), warm-started from the greedy, whose plan
-    is kept when the model finds nothing better."""
+    is kept when the model finds nothing better.
+
+    ``recompute_cost``: what a copy costs the search, "time" (a roofline
+    estimate from its FLOPs and bytes) or "flops" (its FLOPs, bytes moved
+    breaking ties); see ``candidates.copy_cost``."""
     if engine not in ("greedy", "cpsat", "mip"):
         raise ValueError(f"engine must be 'greedy', 'cpsat' or 'mip', not {engine!r}")
+    check_cost(recompute_cost)
 
     spent = {"search": 0.0, "verify": 0.0}      # seconds, once the search has run
 
@@ -64,7 +69,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         return note(result, f"arguments and outputs alone take {fixed / 2**20:,.2f} MiB, more "
                             "than the budget")
     order = result.layout.order if result.layout is not None else graph.xla_order
-    cands = candidates(graph, cap)
+    cands = candidates(graph, cap, recompute_cost)
     logging.info("recomputation: %d candidate values", len(cands))
     found = search(graph, order, cands, target, engine=engine,
                    time_limit_s=time_limit_s - (time.monotonic() - t0))

@@ -98,7 +98,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     # live bytes the arena does not hold (idle output space takes them), or
     # fragmentation it adds (negative): the model's budget is offset by it
     model_budget = target_temp + peak0 - base
-    best, placing, caps = None, fit_s, {}
+    best, placing, caps, relaxed = None, fit_s, {}, False
     for _ in range(6):
         left = time_limit_s - (clock() - t0) - placing
         if left <= 0.2:
@@ -123,6 +123,12 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         if best is None or better(plan, best, target_temp):
             best = plan
         if plan.temp_bytes <= target_temp or not sol.met:
+            if not sol.met and caps and not relaxed:
+                # no plan meets the step caps: what the model returned instead
+                # is its least memory, whatever its cost (copies of convolutions
+                # where caps asked a little less); once, the lowered budget alone
+                relaxed, caps = True, {}
+                continue
             break
         # placement lost this much over the live bytes the model reached: ask
         # for that much less than what it reached (not than what it was asked,
