@@ -152,8 +152,9 @@ def _is_number(x) -> bool:
 
 def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
-                  memory_budget=None, recompute=True) -> None:
+                  memory_budget=None, recompute=True, recompute_cost="time") -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
+    from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
     from olla_jax.solve.order import ENGINES
     if not (callable(fn) or calls.is_lowered(fn)):
@@ -163,6 +164,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                                or not all(isinstance(k, str) for k in kwargs)):
         raise TypeError(f"kwargs must be a dict of keyword arguments for the step, got {kwargs!r}")
     Backend.parse(backend)   # raises CaptureError("unknown backend ...")
+    check_cost(recompute_cost)
     if not _is_number(time_limit_s) or not math.isfinite(time_limit_s) or time_limit_s <= 0:
         raise (TypeError if not _is_number(time_limit_s) else ValueError)(
             f"time_limit_s must be a positive number of seconds, got {time_limit_s!r}")
@@ -201,7 +203,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
          saved=None, memory_budget: int | None = None, recompute: bool = True,
-         recompute_cost: str = "time", num_devices: int = 1, in_shardings: Any = None, out_shardings: Any = None,
+         recompute_cost: str = "time", num_devices: int = 1, in_shardings: Any = None,
+         out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
          collective_overlap: str | float = "keep", progress=None, **unknown) -> Plan:
     """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
@@ -278,9 +281,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     check_options(fn, kwargs=kwargs, backend=backend, time_limit_s=time_limit_s,
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
-                  recompute=recompute)
-    from olla_jax.budget.candidates import check_cost
-    check_cost(recompute_cost)
+                  recompute=recompute, recompute_cost=recompute_cost)
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None

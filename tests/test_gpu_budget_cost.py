@@ -106,3 +106,12 @@ def test_recompute_to_budget_hands_its_cost_to_the_candidates(monkeypatch):
     assert got.executable_bytes is not None               # checked, built and decoded again
     with pytest.raises(ValueError, match="recompute_cost"):
         budget.recompute_to_budget(base, budget_bytes, recompute_cost="energy")
+
+
+def test_jit_takes_the_cost_and_refuses_an_unknown_one():
+    """``olla_jax.jit`` passes ``recompute_cost`` on to each plan, checked when made."""
+    import olla_jax
+    f = olla_jax.jit(lambda x: x + 1, memory_budget=2**20, recompute_cost="flops")
+    assert f._options["recompute_cost"] == "flops"
+    with pytest.raises(ValueError, match="recompute_cost must be one of"):
+        olla_jax.jit(lambda x: x + 1, recompute_cost="energy")
