@@ -73,8 +73,8 @@ def test_park_up_raises_a_threshold_from_the_orders_costliest_nodes():
 def test_random_graphs_park_bound_at_most_the_optimum_and_placed_orders():
     rng = random.Random(11)
     sizes = [KIB, 2 * KIB, 3 * KIB]
-    raised = 0
-    for trial in range(25):
+    raised = barred = 0
+    for trial in range(15):
         n = rng.randrange(4, 7)
         edges = {(rng.randrange(i), i) for i in range(1, n)}
         temps = []
@@ -93,4 +93,7 @@ def test_random_graphs_park_bound_at_most_the_optimum_and_placed_orders():
             placed = place.place(graph.placement_problem(order)[0], time_limit_s=1)
             assert value <= placed.arena_size, (trial, seed)
         raised += value > _min_cut(graph)
+        barred += any(park.park_problem(graph, c).barred
+                      for c in sorted({0, *graph.order_problem().region_sizes}))
     assert raised, "no random graph where parking whole units raised the bound"
+    assert barred, "no random graph with a unit read at or after an output's writer"
