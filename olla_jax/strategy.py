@@ -464,6 +464,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
     per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
     settled: set = set()  # thresholds whose optimum CP-SAT proved
+    parked: set = set()   # (threshold, node) whose parked minimum is proven (_park_up)
     if cost.sweep and now() >= min(bound_end, _finish_mark(clock, cost)):
         # A big graph already past the layout's reserve: no bound starts (on
         # 93k nodes at load 21, 240 s limit, two forced-live probes given no
@@ -482,7 +483,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         value = _chain_up(graph, per_cap, value, list(orders), now,
                           now() + CHAIN_REST_SHARE * max(0.0, bound_end - now()))
         value = _park_up(graph, per_cap, value, list(orders), now,
-                         now() + PARK_SHARE * max(0.0, bound_end - now()))
+                         now() + PARK_SHARE * max(0.0, bound_end - now()), fit=fit,
+                         done=parked)
         value = _prove_below(graph, per_cap, value, None, now, bound_end, orders=list(orders),
                              settled=settled)
     report("lower bound", bound=value)
@@ -579,7 +581,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                 value = _chain_up(graph, per_cap, value, [*orders, best.order], now,
                                   now() + CHAIN_SHARE * max(0.0, end - now()))
                 value = _park_up(graph, per_cap, value, [*orders, best.order], now,
-                                 now() + PARK_SHARE * max(0.0, end - now()))
+                                 now() + PARK_SHARE * max(0.0, end - now()), fit=fit,
+                                 done=parked)
                 value = _prove_below(graph, per_cap, value, best.placement.arena_size, now,
                                      end, settled=settled)
             report("lower bound", bound=value)
@@ -716,16 +719,26 @@ def _chain_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
 
 
 def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
-             orders: Sequence[Sequence[int]], now, end: float) -> int:
+             orders: Sequence[Sequence[int]], now, end: float,
+             fit: _FitScore | None = None, done: set | None = None) -> int:
     """``value`` raised by whole units parked in the regions at single nodes
-    (``solve.bound_park``) on the threshold problems whose min-cuts proved
-    most (``per_cap``, raised here too), at the nodes costliest in
-    ``orders`` there, by ``end`` (a ``now()`` time)."""
+    (``solve.bound_park``) on the PARK_PROBLEMS thresholds the orders cost
+    most on (by ``fit``'s threshold objectives where it has them: the min-cuts'
+    ``per_cap`` says little once another bound met them; else ``per_cap``,
+    raised here too), at the nodes costliest in ``orders`` there, by ``end``
+    (a ``now()`` time).  ``done``: (threshold, node) pairs solved exactly,
+    skipped (their value is in ``value``); those solved here are added."""
     from olla_jax.graph import park
     from olla_jax.solve import bound_park, bounds
     if len(graph.nodes) > PARK_MAX_NODES or not orders:
         return value
-    ranked = sorted(per_cap, key=lambda c: (-per_cap[c], c))[:PARK_PROBLEMS]
+    done = set() if done is None else done
+
+    def rank(c):
+        if fit is not None and (c == 0 or c in fit.evaluators):
+            return (0, -min(fit._cost(c, tuple(o)) for o in orders), c)
+        return (1, -per_cap[c], c)
+    ranked = sorted(per_cap, key=rank)[:PARK_PROBLEMS]
     for cap in ranked:
         if end - now() < CHAIN_MIN_S:
             break
@@ -737,6 +750,7 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
         room = sum(found.problem.region_sizes[r] for r in found.whole)
         nodes = [n for n in sorted(range(len(upper)), key=lambda n: -upper[n])
                  if upper[n] + room > value and n in found.nodes][:PARK_NODES]
+        nodes = [n for n in nodes if (cap, n) not in done]
         cuts = bounds.NodeCuts(found.problem)
         for n in nodes:
             left = end - now()
@@ -749,6 +763,8 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
                          proven, known, "exact" if exact else "stopped")
             per_cap[cap] = max(per_cap[cap], proven)
             value = max(value, proven)
+            if exact:
+                done.add((cap, n))
     return value
 
 
