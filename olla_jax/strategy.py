@@ -57,6 +57,17 @@ CHAIN_REST_SHARE = 0.5         # of what the stage's min-cuts left: the rest goe
 CHAIN_MIN_S = 0.05
 CPSAT_BOUND_NODES = 120
 CPSAT_BOUND_MIN_S = 0.2
+# Whole units parked in the regions at one node (solve.bound_park): on the
+# PARK_PROBLEMS thresholds the orders cost most on, the PARK_NODES nodes
+# costliest in the orders there, each at most PARK_NODE_S of CP-SAT, in PARK_SHARE of what the
+# stage's min-cuts and chains left; graphs of at most PARK_MAX_NODES nodes
+# (a park problem's set-up, not interruptible, walks each output writer's
+# descendants: 0.17 s on unet's 898 nodes).
+PARK_PROBLEMS = 4
+PARK_NODES = 4
+PARK_NODE_S = 2.0
+PARK_SHARE = 0.5
+PARK_MAX_NODES = 2500
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
@@ -455,6 +466,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     proven: set = set()   # thresholds whose min-cut is done: the top-up skips them
     per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
     settled: set = set()  # thresholds whose optimum CP-SAT proved
+    parked: set = set()   # (threshold, node) whose parked minimum is proven (_park_up)
     if cost.sweep and now() >= min(bound_end, _finish_mark(clock, cost)):
         # A big graph already past the layout's reserve: no bound starts (on
         # 93k nodes at load 21, 240 s limit, two forced-live probes given no
@@ -472,6 +484,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     if not cost.sweep:   # the time the min-cuts left: the orders' best proven optimal
         value = _chain_up(graph, per_cap, value, list(orders), now,
                           now() + CHAIN_REST_SHARE * max(0.0, bound_end - now()))
+        value = _park_up(graph, per_cap, value, list(orders), now,
+                         now() + PARK_SHARE * max(0.0, bound_end - now()), fit=fit,
+                         done=parked)
         value = _prove_below(graph, per_cap, value, None, now, bound_end, orders=list(orders),
                              settled=settled)
     report("lower bound", bound=value)
@@ -567,6 +582,9 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             if not cost.sweep:   # a big graph's reduction alone takes seconds
                 value = _chain_up(graph, per_cap, value, [*orders, best.order], now,
                                   now() + CHAIN_SHARE * max(0.0, end - now()))
+                value = _park_up(graph, per_cap, value, [*orders, best.order], now,
+                                 now() + PARK_SHARE * max(0.0, end - now()), fit=fit,
+                                 done=parked)
                 value = _prove_below(graph, per_cap, value, best.placement.arena_size, now,
                                      end, settled=settled)
             report("lower bound", bound=value)
@@ -700,6 +718,65 @@ def _chain_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
         per_cap[cap] = max(per_cap[cap], found.value)
         value = max(value, found.value)
     return value
+
+
+def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
+             orders: Sequence[Sequence[int]], now, end: float,
+             fit: _FitScore | None = None, done: set | None = None) -> int:
+    """``value`` raised by whole units parked in the regions at single nodes
+    (``solve.bound_park``) on the PARK_PROBLEMS thresholds the orders cost
+    most on (by ``fit``'s threshold objectives where it has them: the min-cuts'
+    ``per_cap`` says little once another bound met them; else ``per_cap``,
+    raised here too), at the nodes costliest in ``orders`` there, by ``end``
+    (a ``now()`` time).  ``done``: (threshold, node) pairs solved exactly,
+    skipped (their value is in ``value``); those solved here are added."""
+    from olla_jax.graph import park
+    from olla_jax.solve import bound_park, bounds
+    if len(graph.nodes) > PARK_MAX_NODES or not orders:
+        return value
+    done = set() if done is None else done
+
+    def rank(c):
+        if fit is not None and (c == 0 or c in fit.evaluators):
+            return (0, -min(fit._cost(c, tuple(o)) for o in orders), c)
+        return (1, -per_cap[c], c)
+    ranked = sorted(per_cap, key=rank)[:PARK_PROBLEMS]
+    for cap in ranked:
+        if end - now() < CHAIN_MIN_S:
+            break
+        found = park.park_problem(graph, cap)
+        if not found.whole:
+            continue
+        upper = [min(col) for col in zip(*(_by_node(found.problem, o) for o in orders))]
+        # Parking adds at most the whole regions' counted bytes to a node's cost.
+        room = sum(found.problem.region_sizes[r] for r in found.whole)
+        nodes = [n for n in sorted(range(len(upper)), key=lambda n: -upper[n])
+                 if upper[n] + room > value and n in found.nodes][:PARK_NODES]
+        nodes = [n for n in nodes if (cap, n) not in done]
+        cuts = bounds.NodeCuts(found.problem)
+        for n in nodes:
+            left = end - now()
+            if left < CHAIN_MIN_S:
+                break
+            known = max(0, cuts.before(n)[0])
+            proven, exact = bound_park.node_minimum(found, n, floor=known,
+                                                    time_limit_s=min(PARK_NODE_S, left))
+            logging.info("park bound, threshold %d, node %d: %d bytes (min-cut %d, %s)", cap, n,
+                         proven, known, "exact" if exact else "stopped")
+            per_cap[cap] = max(per_cap[cap], proven)
+            value = max(value, proven)
+            if exact:
+                done.add((cap, n))
+    return value
+
+
+def _by_node(problem: sp.OrderProblem, order: Sequence[int]) -> list[int]:
+    """``order``'s step cost per node (``problem.step_profile``, indexed by node)."""
+    from olla_jax.solve.problem import step_profile
+    out = [0] * problem.num_nodes
+    for node, cost in zip(order, step_profile(problem, order)):
+        out[node] = cost
+    return out
 
 
 def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: int | None,

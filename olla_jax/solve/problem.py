@@ -46,6 +46,21 @@ class OrderProblem:
             raise ValueError("node_extra needs one entry per node")
 
 
+@dataclasses.dataclass(frozen=True)
+class ParkProblem:
+    """An order problem (``solve.bound_park``) whose regions in ``whole`` hold whole arena items
+    only (at ``capacity[r]`` bytes, their ``region_sizes`` entry ignored);
+    the others count their ``region_sizes`` when idle, as ``bounds`` does.
+    ``barred``: (arena item index, region, node): the item cannot sit in the
+    region at a step before the node runs.  ``nodes``: the nodes whose step
+    cost is one real step (the only ones evaluated)."""
+    problem: OrderProblem
+    whole: tuple[int, ...]
+    capacity: dict[int, int]
+    barred: tuple[tuple[int, int, int], ...]
+    nodes: frozenset[int]
+
+
 def live_intervals(problem: OrderProblem, order: Sequence[int]) -> list[tuple[int, int]]:
     """Per item, the inclusive [first, last] step it is resident under ``order``."""
     pos = [0] * problem.num_nodes

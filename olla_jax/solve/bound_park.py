@@ -1,0 +1,192 @@
+"""A node's step cost with whole units parked in regions, minimised by CP-SAT.
+
+The min-cut (``bounds``) counts an idle region's whole capacity as free at a
+node, for any unit live then.  A real placement puts each unit whole at one
+offset for its whole life, so at one step the units in a region are disjoint
+(they sum to at most its capacity) and a unit may sit there only if the
+region stays idle until the unit's last read.  On unet (H100) six idle
+1.125 MiB outputs and three of 2.25 MiB meet live blocks of 1, 1.125, 2 and
+2.25 MiB: whole, they fill 12.25 of the 13.5 MiB the fluid count takes.
+
+For one node ``n`` this minimises, over the sets ``S`` run before it (closed
+under ancestors, holding ``n``'s ancestors, none of its descendants), the
+arena's live bytes plus ``n``'s extra less (a) the capacity of the idle
+*fluid* regions and (b) the bytes of the units assigned to idle *whole*
+regions, each unit to one region at most, each region at most its capacity,
+and no unit to a region in ``barred`` while that pair's node has not run.
+Liveness is ``bounds``' (``live_in``/defs in ``S`` or ``n``; ``live_out``/a
+touch not in ``S``), which never says more is live than an order does.
+
+Why it is at most the arena of any placement of any order at ``n``'s step
+(``n`` one step of the real schedule, see ``ScheduleGraph.park_problem``):
+take the order's ``S``; the units live then each sit in the arena or whole
+in a region idle then (a busy region's pinned unit covers its bytes), the
+ones in one region disjoint: that is an assignment of the model, and a unit
+in a region while ``barred``'s node has not run would overlap the region's
+pinned unit that node writes (the caller's promise).  Units the model counts
+live that are not (a loop-carried unit idle here) only lower it with the
+extra that subtracts them.  So ``max_n`` of these minima is a lower bound.
+"""
+
+from __future__ import annotations
+
+from olla_jax.solve.problem import ARENA, OrderProblem, ParkProblem
+
+
+def node_minimum(park: ParkProblem, n: int, *, time_limit_s: float, floor: int = 0,
+                 anc: set[int] | None = None, desc: set[int] | None = None) -> tuple[int, bool]:
+    """(a proven lower bound on the least parked step cost at node ``n``, whether
+    it is the exact minimum).  ``floor``: a value known to hold already
+    (returned when CP-SAT proves nothing more)."""
+    from ortools.sat.python import cp_model
+    p = park.problem
+    if anc is None or desc is None:
+        anc, desc = _reach(p, n)
+    m = cp_model.CpModel()
+    x: dict[int, object] = {}     # free node -> "runs before n"
+
+    def ran(v: int):
+        """True/False, or the variable: whether ``v`` ran before ``n``."""
+        if v in anc:
+            return True
+        if v == n or v in desc:
+            return False
+        if v not in x:
+            x[v] = m.new_bool_var("")
+        return x[v]
+
+    def any_of(terms):
+        """A literal equal to the OR of ``terms`` (bools or literals)."""
+        lits = []
+        for t in terms:
+            if t is True:
+                return True
+            if t is not False:
+                lits.append(t)
+        if not lits:
+            return False
+        if len(lits) == 1:
+            return lits[0]
+        v = m.new_bool_var("")
+        m.add_bool_or(lits).only_enforce_if(v)
+        for lit in lits:
+            m.add_implication(lit, v)
+        return v
+
+    def neg(t):
+        return (not t) if isinstance(t, bool) else t.Not()
+
+    def both(a, b):
+        if a is False or b is False:
+            return False
+        if a is True:
+            return b
+        if b is True:
+            return a
+        v = m.new_bool_var("")
+        m.add_bool_and([a, b]).only_enforce_if(v)
+        m.add_bool_or([a.Not(), b.Not()]).only_enforce_if(v.Not())
+        return v
+
+    live = []
+    for it in p.items:
+        started = True if it.live_in or not it.defs else any_of(
+            [True if d == n else ran(d) for d in it.defs])
+        unfinished = True if it.live_out else any_of(
+            [True if t == n else neg(ran(t)) for t in it.touches])
+        live.append(both(started, unfinished))
+    for u, v in p.edges:       # closure: v before n needs u before n
+        a, b = ran(u), ran(v)
+        if b is True and a is False:
+            raise ValueError(f"node {n}: ancestor sets are inconsistent")
+        if isinstance(a, bool) or isinstance(b, bool):
+            continue
+        m.add_implication(b, a)
+    whole = set(park.whole)
+    pinned: dict[int, list] = {}
+    for it, lv in zip(p.items, live):
+        if it.region != ARENA:
+            pinned.setdefault(it.region, []).append(lv)
+    idle = {}
+    for r in range(len(p.region_sizes)):
+        busy = any_of(pinned.get(r, []))
+        idle[r] = neg(busy)
+    const = int(p.node_extra[n])
+    terms, coefs = [], []
+    for r, i in idle.items():
+        if r not in whole and p.region_sizes[r]:
+            if i is True:
+                const -= p.region_sizes[r]
+            elif i is not False:
+                terms.append(i)
+                coefs.append(-p.region_sizes[r])
+    barred = {}
+    for i, r, w in park.barred:
+        barred.setdefault((i, r), []).append(w)
+    load: dict[int, tuple[list, list]] = {}
+    for i, (it, lv) in enumerate(zip(p.items, live)):
+        if it.region != ARENA or it.size <= 0 or lv is False:
+            continue
+        if lv is True:
+            const += it.size
+        else:
+            terms.append(lv)
+            coefs.append(it.size)
+        places = []
+        for r in park.whole:
+            cap = park.capacity[r]
+            if it.size > cap or idle[r] is False:
+                continue
+            gate = [ran(w) for w in barred.get((i, r), ())]
+            if any(g is False for g in gate):
+                continue
+            z = m.new_bool_var("")
+            for lit in (lv, idle[r], *gate):
+                if lit is not True:
+                    m.add_implication(z, lit)
+            places.append(z)
+            load.setdefault(r, ([], []))
+            load[r][0].append(z)
+            load[r][1].append(it.size)
+            terms.append(z)
+            coefs.append(-it.size)
+        if len(places) > 1:
+            m.add_at_most_one(places)
+    for r, (zs, sizes) in load.items():
+        if sum(sizes) > park.capacity[r]:
+            m.add(sum(s * z for s, z in zip(sizes, zs)) <= park.capacity[r])
+    if not terms:
+        return max(floor, const), True
+    objective = const + sum(c * t for c, t in zip(coefs, terms))
+    m.add(objective >= floor)      # nothing below the floor needs proving
+    m.minimize(objective)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
+    solver.parameters.num_workers = 1
+    status = solver.solve(m)
+    if status == cp_model.OPTIMAL:
+        return max(floor, int(round(solver.objective_value))), True
+    if status == cp_model.INFEASIBLE:     # every S costs less than the floor: cannot be
+        return floor, False
+    if status == cp_model.FEASIBLE:
+        return max(floor, int(solver.best_objective_bound)), False
+    return floor, False
+
+
+def _reach(problem: OrderProblem, n: int) -> tuple[set[int], set[int]]:
+    """``n``'s strict ancestors and descendants."""
+    preds: list[list[int]] = [[] for _ in range(problem.num_nodes)]
+    succs: list[list[int]] = [[] for _ in range(problem.num_nodes)]
+    for u, v in problem.edges:
+        preds[v].append(u)
+        succs[u].append(v)
+
+    def walk(adj):
+        seen, stack = set(), list(adj[n])
+        while stack:
+            v = stack.pop()
+            if v not in seen:
+                seen.add(v)
+                stack.extend(adj[v])
+        return seen
+    return walk(preds), walk(succs)
