@@ -123,7 +123,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     if left(_SINK_END) > 0.05:
         problem = graph.order_problem()
         moved = tuple(sink.improve(Evaluator(problem), Dag.of(problem), order,
-                                   deadline=time.monotonic() + left(_SINK_END)))
+                                   deadline=time.monotonic() + left(_SINK_END), pairs=True))
         if moved != orders[0]:
             orders.append(moved)
     best, best_order, pool = None, orders[0], []
