@@ -122,10 +122,17 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     anchor = anchor_of(graph, orders[0], new_state(graph, orders[0]), layout)
     if left(_SINK_END) > 0.05:
         problem = graph.order_problem()
-        moved = tuple(sink.improve(Evaluator(problem), Dag.of(problem), order,
-                                   deadline=time.monotonic() + left(_SINK_END), pairs=True))
+        ev, dag = Evaluator(problem), Dag.of(problem)
+        moved = tuple(sink.improve(ev, dag, order, deadline=time.monotonic() + left(_SINK_END / 2)))
         if moved != orders[0]:
             orders.append(moved)
+        # and with pair hoists (a weight gradient's dot with the copy before
+        # it): a third order, since on some steps they lower the order's peak
+        # and leave recomputation less to drop
+        paired = tuple(sink.improve(ev, dag, moved, deadline=time.monotonic() + left(_SINK_END),
+                                    pairs=True))
+        if paired not in orders:
+            orders.append(paired)
     best, best_order, pool = None, orders[0], []
     for i, o in enumerate(orders):
         share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_order) \
