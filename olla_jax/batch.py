@@ -544,6 +544,7 @@ def _recompute_memory(result, capacity: int, time_limit_s: float) -> _MemoryFit:
     without feeding the plan back, verifying or timing it: that is done once,
     for the batch the search settles on (``_recompute_confirm``)."""
     from olla_jax import budget
+    from olla_jax.graph.layout import xla_layout
     fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
     total = int(result.runs_total_bytes)
     if total <= capacity:
@@ -555,7 +556,9 @@ def _recompute_memory(result, capacity: int, time_limit_s: float) -> _MemoryFit:
         return _MemoryFit(total, False, f"arguments and outputs alone take {_mib(fixed)}")
     order = result.layout.order if result.layout is not None else graph.xla_order
     cands = budget.candidates(graph, cap)
-    found = budget.search(graph, order, cands, capacity - fixed, time_limit_s=time_limit_s)
+    found = budget.search(graph, order, cands, capacity - fixed, time_limit_s=time_limit_s,
+                          layout=result.layout if result.layout is not None
+                          else xla_layout(graph))
     if found is None or found.temp_bytes + fixed >= total:
         floor, where = budget.working_set_bound(graph)
         return _MemoryFit(total, False, f"budget not met: recomputation found nothing that "

@@ -12,6 +12,7 @@ from absl import logging
 from olla_jax import checked
 from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
+from olla_jax.graph.layout import xla_layout
 from olla_jax.result import warn
 from olla_jax.budget.candidates import candidates, check_cost
 from olla_jax.budget.recompute_plan import RecomputePlan
@@ -72,7 +73,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     cands = candidates(graph, cap, recompute_cost)
     logging.info("recomputation: %d candidate values", len(cands))
     found = search(graph, order, cands, target, engine=engine,
-                   time_limit_s=time_limit_s - (time.monotonic() - t0))
+                   time_limit_s=time_limit_s - (time.monotonic() - t0),
+                   layout=result.layout if result.layout is not None else xla_layout(graph))
     floor, where = working_set_bound(graph)
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)

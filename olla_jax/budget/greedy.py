@@ -18,12 +18,16 @@ from olla_jax.budget.recompute_plan import (
 def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
            target_temp: int, *, time_limit_s: float = 30.0,
            base: sp.Placement | None = None,
-           orders: Sequence[str] | None = None, clock=time.monotonic) -> RecomputePlan | None:
+           orders: Sequence[str] | None = None, clock=time.monotonic,
+           anchor=None) -> RecomputePlan | None:
     """Greedy picks at the live-bytes peak until best-fit's arena is at most
     ``target_temp``; the least-memory plan found when it never is (None when
     nothing could be picked).  ``base``: best-fit's placement of ``order``
     without recomputation (computed when None); ``orders``: best-fit's sort
-    orders (all when None); ``clock``: seconds, for the limit."""
+    orders (all when None); ``clock``: seconds, for the limit; ``anchor``: the
+    plan's own placement of ``order`` (``anchor.Anchor``), kept where it is
+    smaller than best-fit's (``anchor.smaller``)."""
+    from olla_jax.budget.anchor import smaller
     t0 = clock()
     pp, owners = graph.placement_problem(order)
     if pp.same_offset:
@@ -110,13 +114,15 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         if prof.max() - graph.values[c.value].size > target_temp and picks_since_place < 8:
             continue
         picks_since_place = 0     # plain best-fit per pick (cheap); place_state at the end
-        plan = realize(graph, order, state, best_fit(state.problem(), orders))
+        plan = realize(graph, order, state,
+                       smaller(best_fit(state.problem(), orders), state, anchor))
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
         if plan.temp_bytes <= target_temp:
             return plan
     if state.picks and picks_since_place:
-        plan = realize(graph, order, state, place_state(state, base, orders))
+        plan = realize(graph, order, state,
+                       smaller(place_state(state, base, orders), state, anchor))
         if best is None or plan.temp_bytes < best.temp_bytes:
             best = plan
     return best

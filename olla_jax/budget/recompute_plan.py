@@ -162,7 +162,8 @@ def new_state(graph: ScheduleGraph, order: Sequence[int]) -> State:
 def plan_of(graph: ScheduleGraph, order: Sequence[int],
             picks: Sequence[tuple[Candidate, int]], *,
             base: sp.Placement | None = None, exact_s: float = 0.0,
-            target_temp: int | None = None, orders: Sequence[str] | None = None) -> RecomputePlan:
+            target_temp: int | None = None, orders: Sequence[str] | None = None,
+            anchor=None) -> RecomputePlan:
     """The plan that recomputes each candidate of ``picks`` before its k-th
     reader (in ``order``), placed by best-fit (``place_state``; ``base``: best-fit's
     placement without recomputation, computed when None).  Copies run by
@@ -170,8 +171,10 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
     that copy.  With ``exact_s``, an exact placement search (``place_exact``)
     then lowers the arena for that long at most, stopping at ``target_temp``:
     the copies' short lives fragment best-fit's arena.  ``orders``: best-fit's
-    sort orders (``fit_orders``; all when None)."""
+    sort orders (``fit_orders``; all when None); ``anchor``: the plan's own
+    placement of ``order``, kept where smaller (``anchor.smaller``)."""
     from olla_jax.solve import place as place_lib
+    from olla_jax.budget.anchor import smaller
     step = step_index(graph, order)
     unit_of = graph.unit_of_value
     state = new_state(graph, order)
@@ -196,7 +199,7 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
         state.picks.append((c, k))
         state.add_scratch(graph, c, clone_t)
     state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
-    placement = place_state(state, base, orders)
+    placement = smaller(place_state(state, base, orders), state, anchor)
     if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
         placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
                                           target=target_temp)

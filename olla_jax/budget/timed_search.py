@@ -78,7 +78,7 @@ _PLACE_END = 0.93
 
 def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
            target_temp: int, *, time_limit_s: float, engine: str = "cpsat",
-           clock=time.monotonic) -> RecomputePlan | None:
+           clock=time.monotonic, layout=None) -> RecomputePlan | None:
     """The recomputation plan for ``target_temp`` (the best by ``better``),
     found within ``time_limit_s``.  Orders: ``order`` and ``order`` with sink
     moves (``solve.sink``: nodes run just after their producers or before
@@ -87,7 +87,11 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     activation until then).  The greedy runs on each; the model (``engine``
     "cpsat" / "mip") on the order the greedy did best on, warm-started from
     it; the best plan's placement is then searched exactly (``plan_of``'s
-    ``exact_s``) with what is left.  ``clock``: seconds, for the shares."""
+    ``exact_s``) with what is left.  ``clock``: seconds, for the shares.
+    ``layout``: the plan recomputation starts from (its Layout on ``order``):
+    the greedy on ``order`` and the exact placements keep its places where
+    that is smaller than best-fit's (``budget.anchor``)."""
+    from olla_jax.budget.anchor import anchor_of
     from olla_jax.solve import sink
     from olla_jax.solve.dag import Dag
     from olla_jax.solve.evaluate import Evaluator
@@ -115,12 +119,20 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                      max(0.0, left(1.0)), time_limit_s, one_fit)
         return None
     orders = [tuple(order)]
+    anchor = anchor_of(graph, orders[0], new_state(graph, orders[0]), layout)
     if left(_SINK_END) > 0.05:
         problem = graph.order_problem()
-        moved = tuple(sink.improve(Evaluator(problem), Dag.of(problem), order,
-                                   deadline=time.monotonic() + left(_SINK_END)))
+        ev, dag = Evaluator(problem), Dag.of(problem)
+        moved = tuple(sink.improve(ev, dag, order, deadline=time.monotonic() + left(_SINK_END / 2)))
         if moved != orders[0]:
             orders.append(moved)
+        # and with pair hoists (a weight gradient's dot with the copy before
+        # it): a third order, since on some steps they lower the order's peak
+        # and leave recomputation less to drop
+        paired = tuple(sink.improve(ev, dag, moved, deadline=time.monotonic() + left(_SINK_END),
+                                    pairs=True))
+        if paired not in orders:
+            orders.append(paired)
     best, best_order, pool = None, orders[0], []
     for i, o in enumerate(orders):
         share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_order) \
@@ -128,7 +140,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         if share <= 0.05 and i > 0:
             break       # (on the order given the greedy makes one pick at least)
         found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share),
-                       base=base0 if i == 0 else None, orders=fit, clock=clock)
+                       base=base0 if i == 0 else None, orders=fit, clock=clock,
+                       anchor=anchor if i == 0 else None)
         if found is not None:
             pool.append(found)
             logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
@@ -184,7 +197,8 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             share = (left(_PLACE_END) - 2 * one_fit) / (1 if i == len(ranked) - 1 else 2)
             placed = plan_of(graph, pick.layout.order, [(by_value[v], k) for v, k in pick.splits],
                              exact_s=share, target_temp=target_temp,
-                             base=base0 if pick.layout.order == orders[0] else None)
+                             base=base0 if pick.layout.order == orders[0] else None,
+                             anchor=anchor if pick.layout.order == orders[0] else None)
             placed = dataclasses.replace(placed, how=pick.how + ", placed exactly")
             logging.info("recomputation placed exactly: temp %d (arena live bytes %d), %.1f s in",
                          placed.temp_bytes, pick.arena_live, clock() - t0)

@@ -44,14 +44,15 @@ class _Index:
         self.pred_node, self.pred = flat(dag.preds)
 
 
-def _moves(ev: Evaluator, ix: _Index, st) -> list[tuple[int, int, str]]:
+def _moves(ev: Evaluator, ix: _Index, st, pairs: bool = False) -> list[tuple[int, int, str]]:
     """Candidate moves as (potential, node, kind), most promising first.
 
     A node's net bytes are those it starts (its results) less those whose last
     reader it is.  Running it later (sink) frees its net bytes over the steps
     skipped, running it earlier (hoist) frees minus them: only moves that free
     something (or delay an output's write, which leaves its space idle longer)
-    are worth evaluating."""
+    are worth evaluating; with ``pairs``, hoists from just after a producer
+    too (``_pair_hoist``)."""
     n = ev.n
     a = st.pos[ix.item_node]
     item = ix.item
@@ -72,20 +73,24 @@ def _moves(ev: Evaluator, ix: _Index, st) -> list[tuple[int, int, str]]:
     out = []
     for node in np.flatnonzero(((net > 0) | writes_output) & (sink_gap > 1)).tolist():
         out.append((max(int(net[node]), 1) * int(sink_gap[node]), node, "sink"))
-    for node in np.flatnonzero((net < 0) & (hoist_gap > 1)).tolist():
+    for node in np.flatnonzero((net < 0) & (hoist_gap > (0 if pairs else 1))).tolist():
         out.append((-int(net[node]) * int(hoist_gap[node]), node, "hoist"))
     out.sort(reverse=True)
     return out
 
 
 def improve(ev: Evaluator, dag: Dag, order: Sequence[int], *, deadline: float,
-            max_rounds: int | None = None) -> tuple[int, ...]:
+            max_rounds: int | None = None, pairs: bool = False) -> tuple[int, ...]:
     """``order`` after sink and hoist moves that lower (peak, profile sum),
     most promising first, until a round changes nothing, ``max_rounds`` (None:
     no limit) run out or ``deadline`` (time.monotonic()) passes.  A move one
     round rejects can pay after another's: on densenet (cpu, small), from the
     plain search's order under its largest threshold, each of six rounds
-    took one such move, 0.3 MiB off the peak each (the cap was once 4)."""
+    took one such move, 0.3 MiB off the peak each (the cap was once 4).
+    ``pairs``: a node that would free bytes run earlier but sits just after a
+    producer whose one consumer it is (a weight gradient's dot after the copy
+    that lays out its other operand) is hoisted with that producer
+    (``_pair_hoist``): alone, neither move pays."""
     st = ev.state(order)
     best = (st.cost, int(st.profile.sum()))
     ix = _Index(ev, dag)
@@ -93,7 +98,7 @@ def improve(ev: Evaluator, dag: Dag, order: Sequence[int], *, deadline: float,
     while max_rounds is None or rounds < max_rounds:
         rounds += 1
         changed = False
-        for _, node, kind in _moves(ev, ix, st):
+        for _, node, kind in _moves(ev, ix, st, pairs):
             if time.monotonic() > deadline:
                 return tuple(int(v) for v in st.order)
             a = int(st.pos[node])
@@ -105,8 +110,14 @@ def improve(ev: Evaluator, dag: Dag, order: Sequence[int], *, deadline: float,
             else:
                 p = max((int(st.pos[u]) for u in dag.preds[node]), default=-1)
                 if a - p <= 1:
-                    continue
-                lo, segment = p + 1, np.concatenate([[node], st.order[p + 1:a]])
+                    if not pairs:
+                        continue
+                    moved = _pair_hoist(dag, st, node)
+                    if moved is None:
+                        continue
+                    lo, segment = moved
+                else:
+                    lo, segment = p + 1, np.concatenate([[node], st.order[p + 1:a]])
             score = _score(ev, st, lo, segment)
             if score < best:
                 new = st.order.copy()
@@ -115,3 +126,20 @@ def improve(ev: Evaluator, dag: Dag, order: Sequence[int], *, deadline: float,
         if not changed:
             break
     return tuple(int(v) for v in st.order)
+
+
+def _pair_hoist(dag: Dag, st, node: int) -> tuple[int, np.ndarray] | None:
+    """(lo, segment): ``node`` and the producer just before it, whose one
+    consumer it is, run just after the last of their other producers; None
+    when there is no such producer or nowhere earlier to go."""
+    a = int(st.pos[node])
+    if a == 0:
+        return None
+    p_node = int(st.order[a - 1])
+    if p_node not in dag.preds[node] or list(dag.succs[p_node]) != [node]:
+        return None
+    q = max([int(st.pos[u]) for u in dag.preds[p_node]]
+            + [int(st.pos[u]) for u in dag.preds[node] if u != p_node], default=-1)
+    if a - 1 - q <= 1:
+        return None
+    return q + 1, np.concatenate([[p_node, node], st.order[q + 1:a - 1]])
