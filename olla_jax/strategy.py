@@ -26,6 +26,7 @@ JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starti
 LIST_SHARE = 0.1               # the list schedules placed first end here (the first rule always runs)
 LIST_TIE = 1e-4                # list orders whose order costs are this close tie (_tied_list_order)
 LIST_FLOOR_SHARE = 0.25        # of the time left, what ranking tied list orders by floor may take
+LIST_FIT_LOSS = 0.02           # ... when the least cost's floor is this far above its live bytes
 LIST_FLOW_MOMENTS = 2          # region_fit_bound's flows there (16: 1.0 s an order, 2: 0.25 s)
 ORDER_SEARCH_SHARE = 0.45      # the order searches end here, all objectives together
 FIRST_OBJECTIVE_SHARE = 2 / 3  # of the order searches: the first (plain) objective, the best on the examples
@@ -602,7 +603,10 @@ def _tied_list_order(graph: model.ScheduleGraph, found, until: float):
     (within LIST_TIE) has a lower region-fit floor (``region_fit_bound`` with
     LIST_FLOW_MOMENTS flows: no placement of that order goes below it),
     looked at in the rules' order while ``time.monotonic()`` is before
-    ``until`` (each costs its placement problem and the floor).  The order
+    ``until`` (each costs its placement problem and the floor), and only
+    when the first's floor is above its live bytes by more than
+    LIST_FIT_LOSS (on grad_accum CPU every rule's floor was its live bytes'
+    8.22 MiB and 8.28; looking at them took the order search's time).  The order
     objective counts every idle output byte free, so it cannot tell such
     orders apart: on gpt2 with gradient accumulation (H100, small) the ten
     rules' orders were within 12 bytes of each other and their floors 8.25 to
@@ -621,6 +625,8 @@ def _tied_list_order(graph: model.ScheduleGraph, found, until: float):
         return tuple(best.order), best_problem
     keep = (tuple(best.order), best_problem,
             place_check.region_fit_bound(best_problem[0], moments=LIST_FLOW_MOMENTS))
+    if keep[2] <= (1 + LIST_FIT_LOSS) * place_check.live_bytes_bound(best_problem[0]):
+        return keep[0], keep[1]   # the regions cost it little: the time goes to the search
     each = time.monotonic() - t
     for r in ties:
         if time.monotonic() + each > until:

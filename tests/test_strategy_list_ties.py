@@ -49,6 +49,17 @@ def test_the_tied_order_with_the_lower_floor_is_kept():
     assert problem[0] is graph.problems[(1, 0)]
 
 
+def test_no_look_where_the_regions_cost_the_first_order_little():
+    # The first order's floor is its live bytes: the others are not looked at.
+    ivs = (Interval(K, 0, 2), Interval(2 * K, 1, 1))
+    free = PlacementProblem(intervals=ivs, regions=(Region(K),), alignment=K)
+    graph = _problems()
+    graph.problems[(0, 1)] = free
+    graph.problems[(1, 0)] = None     # would fail if it were looked at
+    found = [ListResult((0, 1), 100, "growth"), ListResult((1, 0), 100, "frees")]
+    assert strategy._tied_list_order(graph, found, until=time.monotonic() + 60)[0] == (0, 1)
+
+
 def test_a_costlier_order_or_no_time_keeps_the_least_cost():
     graph = _problems()
     costlier = [ListResult((0, 1), 100, "growth"), ListResult((1, 0), 101, "frees")]
