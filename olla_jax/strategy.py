@@ -378,8 +378,10 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # this graph, which the later stages leave time for.
     from olla_jax.solve import list_schedule
     t_list = now()
-    listed_all = list_schedule.list_schedules(   # the engines run on time.monotonic
-        with_regions, evaluator=evaluator, deadline=time.monotonic() + search.until(LIST_SHARE))
+    listed_all: list = []    # every rule's order, for _tied_list_order
+    best_listed = list_schedule.best_list_schedule(   # the engines run on time.monotonic
+        with_regions, evaluator=evaluator, deadline=time.monotonic() + search.until(LIST_SHARE),
+        found_all=listed_all)
     # A search's fixed part (its problem, list schedules, evaluator) costs more
     # than this stage (at least one rule): 2.3 s for a 0.13 s share on 20k
     # instructions at a 10 s limit, load 14, ending at the deadline.
@@ -387,7 +389,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     lap("list schedule")
     # Kept: the list order is placed below, and its problem costs about a best-fit to build.
     listed, listed_problem = _tied_list_order(
-        graph, listed_all, until=time.monotonic() + LIST_FLOOR_SHARE * clock.left())
+        graph, listed_all or [best_listed],
+        until=time.monotonic() + LIST_FLOOR_SHARE * clock.left())
     orders.setdefault(listed, "list")
     cost.predict(listed_problem[0])
     kept = PLACEMENTS_KEPT * cost.one_best_fit
