@@ -150,7 +150,8 @@ def run_one(name: str, args) -> dict:
         assign = _whole_life(g, order, p.layout, args.assign_s)
     classes = _classes(g, order, p.layout, args.class_s) if args.class_s > 0 else None
     listed = _list_orders(g, args.list_s) if args.list_s > 0 else None
-    return dict(classes=classes, listed=listed, model=name, backend=args.backend, limit_s=args.time_limit_s, planned=planned,
+    return dict(classes=classes, listed=listed,
+                model=name, backend=args.backend, limit_s=args.time_limit_s, planned=planned,
                 bound=bound, solve_s=p.solve_seconds, cuts=cuts, proofs=proofs, chains=chains,
                 long=long,
                 live=place_check.live_bytes_bound(pp), fit=fit, fit_s=fit_s, assign=assign,
