@@ -24,6 +24,10 @@ from olla_jax.solve import problem as sp
 # fraction of the limit from the start, or at the deadline itself.
 JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
 LIST_SHARE = 0.1               # the list schedules placed first end here (the first rule always runs)
+LIST_TIE = 1e-4                # list orders whose order costs are this close tie (_tied_list_order)
+LIST_FLOOR_SHARE = 0.25        # of the time left, what ranking tied list orders by floor may take
+LIST_FIT_LOSS = 0.02           # ... when the least cost's floor is this far above its live bytes
+LIST_FLOW_MOMENTS = 2          # region_fit_bound's flows there (16: 1.0 s an order, 2: 0.25 s)
 ORDER_SEARCH_SHARE = 0.45      # the order searches end here, all objectives together
 FIRST_OBJECTIVE_SHARE = 2 / 3  # of the order searches: the first (plain) objective, the best on the examples
 ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for its order search
@@ -385,17 +389,20 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     # this graph, which the later stages leave time for.
     from olla_jax.solve import list_schedule
     t_list = now()
-    listed = tuple(list_schedule.best_list_schedule(   # the engines run on time.monotonic
-        with_regions, evaluator=evaluator,
-        deadline=time.monotonic() + search.until(LIST_SHARE)).order)
-    orders.setdefault(listed, "list")
+    listed_all: list = []    # every rule's order, for _tied_list_order
+    best_listed = list_schedule.best_list_schedule(   # the engines run on time.monotonic
+        with_regions, evaluator=evaluator, deadline=time.monotonic() + search.until(LIST_SHARE),
+        found_all=listed_all)
     # A search's fixed part (its problem, list schedules, evaluator) costs more
     # than this stage (at least one rule): 2.3 s for a 0.13 s share on 20k
     # instructions at a 10 s limit, load 14, ending at the deadline.
     list_s = now() - t_list
     lap("list schedule")
     # Kept: the list order is placed below, and its problem costs about a best-fit to build.
-    listed_problem = graph.placement_problem(listed)
+    listed, listed_problem = _tied_list_order(
+        graph, listed_all or [best_listed],
+        until=time.monotonic() + LIST_FLOOR_SHARE * clock.left())
+    orders.setdefault(listed, "list")
     cost.predict(listed_problem[0])
     kept = PLACEMENTS_KEPT * cost.one_best_fit
     lap("list problem")
@@ -609,6 +616,49 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                     least_live_bytes=min([*live.values(), best.live]),
                     best_fit_bytes=best_fit_bytes.get(best.order, best.placement.arena_size),
                     exact_tried=exact_tried, stage_ends=tuple(stage_ends))
+
+
+def _tied_list_order(graph: model.ScheduleGraph, found, until: float):
+    """The list order kept, and its placement problem: the least order cost
+    (the first of equal costs), unless another list order whose cost ties it
+    (within LIST_TIE) has a lower region-fit floor (``region_fit_bound`` with
+    LIST_FLOW_MOMENTS flows: no placement of that order goes below it),
+    looked at in the rules' order while ``time.monotonic()`` is before
+    ``until`` (each costs its placement problem and the floor), and only
+    when the first's floor is above its live bytes by more than
+    LIST_FIT_LOSS (on grad_accum CPU every rule's floor was its live bytes'
+    8.22 MiB and 8.28; looking at them took the order search's time).  The order
+    objective counts every idle output byte free, so it cannot tell such
+    orders apart: on gpt2 with gradient accumulation (H100, small) the ten
+    rules' orders were within 12 bytes of each other and their floors 8.25 to
+    9.25 MiB (the first of the least cost: 9.25; placed at its floor)."""
+    from olla_jax.solve import place_check
+    best = min(found, key=lambda r: r.cost)
+    t = time.monotonic()
+    best_problem = graph.placement_problem(best.order)
+    ties, seen = [], {tuple(best.order)}
+    for r in found:
+        if r.cost <= best.cost * (1 + LIST_TIE) and tuple(r.order) not in seen:
+            seen.add(tuple(r.order))
+            ties.append(r)
+    if not ties or len(best_problem[0].intervals) > FIT_BOUND_MAX_INTERVALS or \
+            not any(reg.capacity > 0 for reg in best_problem[0].regions):
+        return tuple(best.order), best_problem
+    keep = (tuple(best.order), best_problem,
+            place_check.region_fit_bound(best_problem[0], moments=LIST_FLOW_MOMENTS))
+    if keep[2] <= (1 + LIST_FIT_LOSS) * place_check.live_bytes_bound(best_problem[0]):
+        return keep[0], keep[1]   # the regions cost it little: the time goes to the search
+    each = time.monotonic() - t
+    for r in ties:
+        if time.monotonic() + each > until:
+            break
+        problem = graph.placement_problem(r.order)
+        floor = place_check.region_fit_bound(problem[0], moments=LIST_FLOW_MOMENTS)
+        if floor < keep[2]:
+            logging.info("list order %s: region-fit floor %d bytes, below %d (same order cost)",
+                         r.rule, floor, keep[2])
+            keep = (tuple(r.order), problem, floor)
+    return keep[0], keep[1]
 
 
 def _finish_mark(clock: Deadline, cost: _Cost) -> float:

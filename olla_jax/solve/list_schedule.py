@@ -298,9 +298,12 @@ def list_schedules(problem: OrderProblem, *, rules: Sequence[str] = RULES,
 def best_list_schedule(problem: OrderProblem, *, rules: Sequence[str] = RULES,
                        reference: Sequence[int] | None = None, dag: Dag | None = None,
                        evaluator: Evaluator | None = None,
-                       deadline: float | None = None) -> ListResult:
+                       deadline: float | None = None,
+                       found_all: list | None = None) -> ListResult:
     """Run each rule (until ``deadline``, a time.monotonic() value) and keep the best.
-    The first rule always runs."""
+    The first rule always runs.  ``found_all``: every rule's result is appended to it."""
     found = list_schedules(problem, rules=rules, reference=reference, dag=dag,
                            evaluator=evaluator, deadline=deadline)
+    if found_all is not None:
+        found_all.extend(found)
     return min(found, key=lambda r: r.cost)   # the first of equal costs, as before

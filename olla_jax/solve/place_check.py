@@ -185,7 +185,8 @@ def _region_free(region, times: np.ndarray) -> np.ndarray:
     return np.maximum(free, 0)
 
 
-def region_fit_bound(problem: PlacementProblem, exact_s: float = 0.0) -> int:
+def region_fit_bound(problem: PlacementProblem, exact_s: float = 0.0,
+                     moments: int | None = None) -> int:
     """``live_bytes_bound`` with region space counted only where a block
     could use it: at each moment, the bytes that leave the arena are at most
     (a) the region space free then, (b) per region, the bytes live then of
@@ -205,8 +206,10 @@ def region_fit_bound(problem: PlacementProblem, exact_s: float = 0.0) -> int:
     (each block whole into at most one region it fits) by CP-SAT, its
     proven bound on the bytes moved, within about that many seconds in all
     (on unet small's chosen order: 91.00 MiB, its placed arena, where the
-    flow said 90.05)."""
+    flow said 90.05).  ``moments``: how many of the highest moments get the
+    flows (FLOW_MOMENTS when None; fewer is faster and still a bound)."""
     check_problem(problem)
+    flows = FLOW_MOMENTS if moments is None else moments
     ivs, regions = problem.intervals, problem.regions
     caps = np.array([r.capacity for r in regions], dtype=np.int64)
     max_cap = int(caps.max()) if len(caps) else -1
@@ -255,8 +258,8 @@ def region_fit_bound(problem: PlacementProblem, exact_s: float = 0.0) -> int:
     # arena as a flow: each live block's bytes to regions it fits, each
     # region's free bytes at most (fractional: a relaxation of the
     # assignment, so still a bound; a block fitting many regions counts once).
-    top = np.argsort(-bound, kind="stable")[:FLOW_MOMENTS]
-    top = np.union1d(top, np.argsort(-live, kind="stable")[:FLOW_MOMENTS])
+    top = np.argsort(-bound, kind="stable")[:flows]
+    top = np.union1d(top, np.argsort(-live, kind="stable")[:flows])
     for k in top.tolist():
         if live[k] <= bound.max():
             continue
