@@ -32,6 +32,23 @@ def _brute_force(problem: PlacementProblem) -> int:
     return best
 
 
+def random_problem(rng: random.Random, max_regions: int) -> PlacementProblem:
+    """2-4 blocks of 1 or 2 K over short spans, 1 to ``max_regions`` regions of
+    1 or 2 K, each with an occupant half the time: small enough to brute-force."""
+    ivs = []
+    for _ in range(rng.randrange(2, 5)):
+        s = rng.randrange(0, 4)
+        ivs.append(Interval(rng.choice((K, 2 * K)), s, s + rng.randrange(0, 3)))
+    regions = []
+    for _ in range(rng.randrange(1, max_regions + 1)):
+        occ = ()
+        if rng.random() < 0.5:
+            s = rng.randrange(0, 5)
+            occ = (Occupant(0, K, s, s + rng.randrange(0, 3)),)
+        regions.append(Region(rng.choice((K, 2 * K)), occ))
+    return PlacementProblem(intervals=tuple(ivs), regions=tuple(regions), alignment=K)
+
+
 def _pack(blocks, region):
     """The least top of ``blocks`` at offsets (multiples of K) with no two live
     together overlapping (and clear of the region's occupants, below its
@@ -69,18 +86,7 @@ def test_a_block_cannot_move_between_regions():
 def test_random_problems_floor_at_most_every_placement():
     rng = random.Random(3)
     for trial in range(25):
-        ivs = []
-        for _ in range(rng.randrange(2, 5)):
-            s = rng.randrange(0, 4)
-            ivs.append(Interval(rng.choice((K, 2 * K)), s, s + rng.randrange(0, 3)))
-        regions = []
-        for _ in range(rng.randrange(1, 3)):
-            occ = ()
-            if rng.random() < 0.5:
-                s = rng.randrange(0, 5)
-                occ = (Occupant(0, K, s, s + rng.randrange(0, 3)),)
-            regions.append(Region(rng.choice((K, 2 * K)), occ))
-        problem = PlacementProblem(intervals=tuple(ivs), regions=tuple(regions), alignment=K)
+        problem = random_problem(rng, max_regions=2)
         floor = bound_assign.whole_life_floor(problem, time_limit_s=5)
         assert floor.status == "OPTIMAL"
         brute = _brute_force(problem)

@@ -10,7 +10,7 @@ import random
 
 from olla_jax.solve import place, place_check, place_classes
 from olla_jax.solve.problem import ARENA, Interval, Occupant, PlacementProblem, Region
-from tests.solve.test_bound_assign import K, _brute_force
+from tests.solve.test_bound_assign import K, _brute_force, random_problem
 
 
 def test_a_block_cannot_leave_its_class():
@@ -31,18 +31,7 @@ def test_a_block_cannot_leave_its_class():
 def test_random_problems_floor_at_most_every_placement():
     rng = random.Random(5)
     for trial in range(30):
-        ivs = []
-        for _ in range(rng.randrange(2, 5)):
-            s = rng.randrange(0, 4)
-            ivs.append(Interval(rng.choice((K, 2 * K)), s, s + rng.randrange(0, 3)))
-        regions = []
-        for _ in range(rng.randrange(1, 4)):
-            occ = ()
-            if rng.random() < 0.5:
-                s = rng.randrange(0, 5)
-                occ = (Occupant(0, K, s, s + rng.randrange(0, 3)),)
-            regions.append(Region(rng.choice((K, 2 * K)), occ))
-        problem = PlacementProblem(intervals=tuple(ivs), regions=tuple(regions), alignment=K)
+        problem = random_problem(rng, max_regions=3)
         found = place_classes.class_floor(problem, time_limit_s=5)
         assert found.status == "OPTIMAL", trial
         brute = _brute_force(problem)
