@@ -30,6 +30,7 @@ extra that subtracts them.  So ``max_n`` of these minima is a lower bound.
 
 from __future__ import annotations
 
+from olla_jax.solve.dag import reachable
 from olla_jax.solve.problem import ARENA, OrderProblem, ParkProblem
 
 
@@ -180,13 +181,4 @@ def _reach(problem: OrderProblem, n: int) -> tuple[set[int], set[int]]:
     for u, v in problem.edges:
         preds[v].append(u)
         succs[u].append(v)
-
-    def walk(adj):
-        seen, stack = set(), list(adj[n])
-        while stack:
-            v = stack.pop()
-            if v not in seen:
-                seen.add(v)
-                stack.extend(adj[v])
-        return seen
-    return walk(preds), walk(succs)
+    return reachable(preds, preds[n]), reachable(succs, succs[n])

@@ -7,7 +7,7 @@ regions known, no cycle) once, so engines can trust their input.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from olla_jax.solve.problem import ARENA, OrderProblem
 
@@ -97,3 +97,15 @@ def check_order(problem: OrderProblem, order: Sequence[int]) -> None:
     for u, v in problem.edges:
         if pos[u] >= pos[v]:
             raise ValueError(f"order violates edge {u}->{v} (steps {pos[u]} and {pos[v]})")
+
+
+def reachable(adj, frontier: Iterable[int]) -> set[int]:
+    """Every node reached from ``frontier`` along ``adj`` (node -> its
+    neighbours: a list of lists or a mapping), the frontier's own included."""
+    seen, stack = set(), list(frontier)
+    while stack:
+        v = stack.pop()
+        if v not in seen:
+            seen.add(v)
+            stack.extend(adj[v])
+    return seen
