@@ -797,7 +797,7 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
         found = park.park_problem(graph, cap)
         if not found.whole:
             continue
-        upper = [min(col) for col in zip(*(_by_node(found.problem, o) for o in orders))]
+        upper = bounds.order_upper(found.problem, orders)[0]
         # Parking adds at most the whole regions' counted bytes to a node's cost.
         room = sum(found.problem.region_sizes[r] for r in found.whole)
         nodes = [n for n in sorted(range(len(upper)), key=lambda n: -upper[n])
@@ -818,15 +818,6 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
             if exact:
                 done.add((cap, n))
     return value
-
-
-def _by_node(problem: sp.OrderProblem, order: Sequence[int]) -> list[int]:
-    """``order``'s step cost per node (``problem.step_profile``, indexed by node)."""
-    from olla_jax.solve.problem import step_profile
-    out = [0] * problem.num_nodes
-    for node, cost in zip(order, step_profile(problem, order)):
-        out[node] = cost
-    return out
 
 
 def _prove_below(graph: model.ScheduleGraph, per_cap: dict, value: int, target: int | None,

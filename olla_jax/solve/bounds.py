@@ -527,7 +527,7 @@ def _greedy_order(problem: OrderProblem) -> list[int]:
     return order
 
 
-def _order_upper(problem: OrderProblem, orders: Sequence[Sequence[int]]) -> tuple[np.ndarray, int]:
+def order_upper(problem: OrderProblem, orders: Sequence[Sequence[int]]) -> tuple[np.ndarray, int]:
     """Per node, the least step cost seen in the given orders, and their best peak."""
     per_node = np.full(problem.num_nodes, np.iinfo(np.int64).max, dtype=np.int64)
     best = np.iinfo(np.int64).max
@@ -564,7 +564,7 @@ def min_cut_bound(problem: OrderProblem, *, time_limit_s: float = 60.0, flow: st
     if problem.num_nodes == 0:
         return Bound(0, (), method, time.perf_counter() - t0, True)
     heuristic = [_greedy_order(problem), topological_order(problem.num_nodes, problem.edges)]
-    upper, best_peak = _order_upper(problem, [*heuristic, *orders])
+    upper, best_peak = order_upper(problem, [*heuristic, *orders])
     if prune and floor > 0 and best_peak <= floor:
         # An order already costs no more than the floor: so does the optimum.
         return Bound(0, (0,) * problem.num_nodes, method, time.perf_counter() - t0, True)
@@ -738,7 +738,7 @@ def probe_bound(problem: OrderProblem, orders: Sequence[Sequence[int]], *,
     n = problem.num_nodes
     if n == 0 or not orders:
         return Bound(0, (0,) * n, "probe", time.perf_counter() - t0, not n)
-    upper, _ = _order_upper(problem, orders)
+    upper, _ = order_upper(problem, orders)
     items = _items(problem)
     preds, succs = _adjacency(n, problem.edges)
     extra = np.asarray(problem.node_extra, dtype=np.int64)
