@@ -107,16 +107,22 @@ def anchored(state, anchor: Anchor) -> sp.Placement | None:
             offset[i], fixed[i] = 0, True
             continue
         near = fixed & (region == sp.ARENA) & (start <= end[i]) & (start[i] <= end) & (size > 0)
-        spans = sorted(zip(offset[near].tolist(), (offset[near] + size[near]).tolist()))
-        at = 0
-        for lo, hi in spans:
-            if lo >= at + size[i]:
-                break
-            at = max(at, -(-hi // a) * a)
-        offset[i], fixed[i] = at, True
+        spans = zip(offset[near].tolist(), (offset[near] + size[near]).tolist())
+        offset[i], fixed[i] = lowest_gap(spans, int(size[i]), a), True
     arena = region == sp.ARENA
     top = int((offset[arena] + size[arena]).max()) if arena.any() else 0
     return sp.Placement(tuple(region.tolist()), tuple(offset.tolist()), top)
+
+
+def lowest_gap(spans, size: int, alignment: int) -> int:
+    """The lowest offset (a multiple of ``alignment``) where ``size`` bytes
+    meet none of ``spans`` ((start, end) byte ranges taken then)."""
+    at = 0
+    for lo, hi in sorted(spans):
+        if lo >= at + size:
+            break
+        at = max(at, -(-hi // alignment) * alignment)
+    return at
 
 
 def smaller(plain: sp.Placement, state, anchor: Anchor | None) -> sp.Placement:

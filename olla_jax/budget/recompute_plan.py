@@ -11,6 +11,7 @@ import numpy as np
 from olla_jax.graph import layout as layout_lib
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
+from olla_jax.budget.anchor import lowest_gap
 from olla_jax.budget.candidates import Candidate
 
 
@@ -329,15 +330,10 @@ def copies_outside_parameters(graph: ScheduleGraph, state: State,
     align, arena = problem.alignment, placement.arena_size
     for i in moving:
         iv = problem.intervals[i]
-        taken = sorted((offset[j], offset[j] + problem.intervals[j].size)
-                       for j, other in enumerate(problem.intervals)
-                       if region[j] == sp.ARENA and j != i
-                       and other.start <= iv.end and iv.start <= other.end)
-        at = 0
-        for lo, hi in taken:
-            if at + iv.size <= lo:
-                break
-            at = max(at, -(-hi // align) * align)
+        taken = ((offset[j], offset[j] + other.size) for j, other in enumerate(problem.intervals)
+                 if region[j] == sp.ARENA and j != i
+                 and other.start <= iv.end and iv.start <= other.end)
+        at = lowest_gap(taken, iv.size, align)
         region[i], offset[i] = sp.ARENA, at
         arena = max(arena, at + iv.size)
     return sp.Placement(tuple(region), tuple(offset), arena)
