@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from olla_jax import jax_compat as _jax_compat  # noqa: F401 - jax imported without a CPU install's CUDA noise
+
 from .step import Step
 
 _MODULES = ("mlp", "resnet18", "resnet50", "gpt2", "bert", "vit", "mlp_mixer", "unet", "densenet",

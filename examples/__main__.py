@@ -13,7 +13,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
+from olla_jax import jax_compat  # noqa: E402
+
 from . import SIZES, get, names  # noqa: E402
+
+jax_compat.discover_plugins()   # quietly: a CPU install's CUDA plugin prints tracebacks
 
 MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 HEADER = ("| model | instructions | temp MB | args MB | output MB | compile s | temp MB, memory scheduler |"

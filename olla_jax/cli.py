@@ -89,6 +89,13 @@ _EXECUTABLE_OUT = flags.DEFINE_string(
     "client.deserialize_executable).")
 _NO_FEED_BACK = flags.DEFINE_boolean("no_feed_back", False, "plan: report the plan only; do not "
                                      "rewrite, verify and load the executable.")
+_MEMORY_BUDGET = flags.DEFINE_string(
+    "memory_budget", None, "plan: the bytes the whole step may use (arguments, outputs and temp), "
+    "e.g. 200MiB, 1.5GiB or 123456789; order and placement first, then recomputation. A budget "
+    "not met exits 1 with the least reached (and --save writes that plan).")
+_RECOMPUTE_COST = flags.DEFINE_enum("recompute_cost", "time", ["time", "flops"], "plan: what "
+                                    "recomputation minimises with --memory_budget: estimated "
+                                    "time (roofline) or extra FLOPs.")
 _DUMP_DIR = flags.DEFINE_string("dump_dir", None, "hlo: folder XLA dumped the module into "
                                 "(*after_optimizations.hlo.pb, *-buffer-assignment-values.txt, "
                                 "*-live-range.txt).")
@@ -296,17 +303,39 @@ def _plot(plan: Plan) -> None:
         print("wrote " + ", ".join(paths))
 
 
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10,
+               "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """``text`` such as '123456', '200MiB' or '1.5 GB' as a positive number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = match and _BYTE_UNITS.get(match.group(2).lower())
+    if not unit or float(match.group(1)) * unit < 1:
+        raise UsageError(f"--memory_budget={text!r}: give a positive size in bytes, e.g. 123456789, "
+                         "200MiB or 1.5GiB (units B, KB, MB, GB, KiB, MiB, GiB)")
+    return int(float(match.group(1)) * unit)
+
+
 def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = (),
               donate_argnums: Sequence[int] = ()) -> Any:
     import olla_jax
+    budget = None if _MEMORY_BUDGET.value is None else parse_bytes(_MEMORY_BUDGET.value)
     logging.info("planning on %s, time limit %.0f s, engine %s", _BACKEND.value,
                  _TIME_LIMIT.value, _ENGINE.value)
+    missed = None
     with _StatusLine() as status:
-        plan = olla_jax.plan(fn, *args, backend=_BACKEND.value, time_limit_s=_TIME_LIMIT.value,
-                             static_argnums=tuple(static_argnums),
-                             donate_argnums=tuple(donate_argnums), engine=_ENGINE.value,
-                             feed_back=not _NO_FEED_BACK.value, seed=_SEED.value,
-                             progress=status.callback)
+        try:
+            plan = olla_jax.plan(fn, *args, backend=_BACKEND.value, time_limit_s=_TIME_LIMIT.value,
+                                 static_argnums=tuple(static_argnums),
+                                 donate_argnums=tuple(donate_argnums), engine=_ENGINE.value,
+                                 feed_back=not _NO_FEED_BACK.value, seed=_SEED.value,
+                                 progress=status.callback, memory_budget=budget,
+                                 recompute_cost=_RECOMPUTE_COST.value)
+        except olla_jax.BudgetNotMet as err:
+            if err.plan is None:
+                raise
+            missed, plan = err, err.plan
     print(plan.summary())
     if _SAVE.value:
         plan.save(_SAVE.value)
@@ -319,6 +348,8 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
                 f.write(plan.executable_bytes)
             print(f"wrote {_EXECUTABLE_OUT.value} ({len(plan.executable_bytes):,} bytes)")
     _plot(plan)
+    if missed is not None:
+        raise missed
     return plan
 
 

@@ -185,3 +185,38 @@ def test_plan_reports_progress_to_a_callback():
         assert min(events[-1].bound_bytes, plan.planned_temp_bytes) == plan.lower_bound_bytes
     with pytest.raises(TypeError, match="progress"):
         olla_jax.plan(step.fn, *step.args, progress="loud")
+
+
+def test_examples_listing_prints_no_cuda_noise():
+    # a CPU install with jax's CUDA plugin: importing examples imports jax through olla_jax
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("JAX_PLATFORMS", None)
+    result = subprocess.run([sys.executable, "-m", "examples", "--list"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "mlp" in result.stdout
+    assert "cudart_stub" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("text, expected", [("123456", 123456), ("200MiB", 200 << 20),
+                                            ("1.5 GiB", 3 << 29), ("2kb", 2000), ("7B", 7)])
+def test_memory_budget_sizes(text, expected):
+    from olla_jax import cli
+    assert cli.parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5MiB", "12 parsecs", "MiB", "0.1"])
+def test_memory_budget_refuses_what_is_not_a_size(text):
+    from olla_jax import cli
+    with pytest.raises(cli.UsageError, match="positive size in bytes"):
+        cli.parse_bytes(text)
+
+
+def test_plan_with_a_budget_it_cannot_meet_saves_the_least_and_exits_1(tmp_path):
+    saved = tmp_path / "least.json"
+    result = olla("plan", "--example=mlp", "--size=tiny", "--time_limit_s=3", "--no_feed_back",
+                  "--memory_budget=1KiB", f"--save={saved}")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "budget" in result.stderr.lower()
+    assert saved.exists() and "olla_jax" in result.stdout    # the least plan's summary
+    bad = olla("plan", "--example=mlp", "--size=tiny", "--memory_budget=lots")
+    assert bad.returncode == 2 and "positive size in bytes" in bad.stderr
