@@ -133,7 +133,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
             f"FLOPs{share}"
             + (f", step time {ratio:.3f} x XLA's" if ratio is not None else "")
             + f"; searched in {search_s:.1f} s"
-            + (f" (limit {time_limit_s:g} s)" if time_limit_s is not None else "")
+            + (f" (limit {time_limit_s:.1f} s)" if time_limit_s is not None else "")
             + ", checked, verified"
             + (" and timed" if ratio is not None else "") + f" in {verify_s:.1f} s")
     return dataclasses.replace(
