@@ -188,6 +188,12 @@ def discover_plugins() -> None:
         discover()
 
 
+# A CPU install with jax's CUDA plugin: the plugins are discovered now, quietly,
+# so that a user's first jax call after `import olla_jax` prints no stub lines.
+if _noise_expected():
+    discover_plugins()
+
+
 def register_cuda_plugin() -> bool:
     """Make sure jax's CUDA plugin is registered; True when it is.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import jax
@@ -73,3 +74,14 @@ def test_jit_options_read_as_jax_resolved_them():
     assert options == jax_compat.JitOptions(static_argnums=(), static_argnames=("scale",),
                                             donate_argnums=(0,), donate_argnames=("w",))
     assert jax_compat.jit_options(step) is None
+
+
+@pytest.mark.skipif(jax_compat.cuda_plugin() is None or jax_compat.has_visible_nvidia_gpu(),
+                    reason="the stub lines come from jax's CUDA plugin on a machine without a GPU")
+def test_first_jax_call_after_import_prints_no_stub_lines():
+    code = "import olla_jax, jax.numpy as jnp; print(jnp.ones(3).sum())"
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", jax_compat.SKIP_CHECK_VAR)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "3.0" in result.stdout, result.stderr
+    assert "cudart_stub" not in result.stderr and "Traceback" not in result.stderr, result.stderr
