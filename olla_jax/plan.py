@@ -322,8 +322,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         return max(MIN_STAGE_S, left / stages_left)
 
     result = first
-    if memory_budget is None or result.runs_total_bytes <= memory_budget:
+    if memory_budget is None:
         return result
+    if result.runs_total_bytes <= memory_budget:
+        return total(result)
     asked = collectives.keep_fraction(collective_overlap)
     if result.settings.get("async_pairs") and collectives.exposure_mode(collective_overlap) \
             and "comm_s" in result.settings:
