@@ -192,8 +192,10 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
         raise TypeError(f"saved must be a plan read by olla_jax.load_plan(path), got a "
                         f"{type(saved).__name__}")
     if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(
-            memory_budget, numbers.Integral) or memory_budget <= 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+            memory_budget, numbers.Real) or not math.isfinite(memory_budget)
+            or memory_budget < 1 or memory_budget != int(memory_budget)):
+        raise ValueError(f"memory_budget must be a whole number of bytes, at least 1 (e.g. 2e9 "
+                         f"or 2 << 30), got {memory_budget!r}")
 
 
 def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str = "cpu",
@@ -282,6 +284,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
                   recompute=recompute, recompute_cost=recompute_cost)
+    if memory_budget is not None:
+        memory_budget = int(memory_budget)   # 2e9 as well as 2_000_000_000
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None

@@ -79,13 +79,14 @@ def test_overlap_retries_share_what_the_first_plan_left(monkeypatch, first_overr
 
 
 
-def test_a_budget_met_by_the_first_plan_reports_the_whole_limit(monkeypatch):
+@pytest.mark.parametrize("budget", [100, 100.0, np.int64(100)])   # 1e2 bytes is a budget too
+def test_a_budget_met_by_the_first_plan_reports_the_whole_limit(monkeypatch, budget):
     # the first plan gets a share of the limit; met at once, the plan says
     # the call's limit (the one asked for), not that share
     def fake(step, *, collective_overlap, time_limit_s, **options):
         return FakePlan(50, {"time_limit_s": time_limit_s}, solve_seconds=time_limit_s / 2)
     monkeypatch.setattr(plan_lib, "_plan", fake)
     monkeypatch.setattr(plan_lib, "_step", lambda *a, **k: None)
-    got = olla_jax.plan(lambda x: x, 1.0, time_limit_s=10.0, memory_budget=100)
+    got = olla_jax.plan(lambda x: x, 1.0, time_limit_s=10.0, memory_budget=budget)
     assert got.settings["time_limit_s"] == 10.0
     assert got.solve_seconds == 10.0 * plan_lib.FIRST_PLAN_SHARE / 2

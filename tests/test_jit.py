@@ -326,6 +326,7 @@ def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypa
     (dict(verify_trials=1), ValueError, "verify_trials"),
     (dict(memory_budget=-5), ValueError, "memory_budget"),
     (dict(memory_budget=1.5), ValueError, "memory_budget"),
+    (dict(memory_budget=float("inf")), ValueError, "whole number of bytes"),
     (dict(saved="plan.json"), TypeError, "load_plan"),
     (dict(feed_back="yes"), TypeError, "feed_back"),
     (dict(compiler_options=["xla_foo"]), TypeError, "compiler_options"),
