@@ -185,7 +185,7 @@ class Plan:
                                               f"{mb(self.alias_bytes)}"),
             ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
             ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s (limit "
-                                   f"{self.settings.get('time_limit_s', '-')} s)"),
+                                   f"{_seconds(self.settings.get('time_limit_s'))})"),
             ("XLA compiles, verification", f"{self.capture_seconds:.1f} s, "
                                            f"{self.verify_seconds:.1f} s"),
         ]
@@ -202,6 +202,10 @@ class Plan:
         lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else f"{float(value):.1f} s"
 
 
 class BudgetNotMet(OllaJaxError, ValueError):
