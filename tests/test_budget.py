@@ -304,7 +304,7 @@ def test_budget_ladder_is_monotone_and_checked(vit_base):
     base, graph, order, cands = _base(vit_base)
     top = base.runs_temp_bytes
     targets = [top, int(0.9 * top), int(0.8 * top), int(0.6 * top), 1]
-    plans = budget.ladder(graph, order, cands, targets, time_limit_s=1.5)
+    plans = budget.ladder(graph, order, cands, targets, time_limit_s=5)   # (1.5 s: short on a loaded machine)
     temps = [top if p is None else p.temp_bytes for p in plans]
     assert temps == sorted(temps, reverse=True), temps
     assert temps[-1] < top

@@ -125,11 +125,11 @@ def test_search_stays_within_its_time_limit(vit_base):
 
 def test_recompute_floor_is_below_every_plan_found(vit_base):
     _, plan, graph, cands = vit_base
-    floor = budget.recompute_floor(graph, cands, time_limit_s=1)
+    floor = budget.recompute_floor(graph, cands, time_limit_s=10)   # ends early; room for load
     assert 0 < floor <= plan.planned_temp_bytes
     # as little as the search reaches (target 1 byte), from the plan's order and sink moves
     order = plan.layout.order if plan.layout is not None else graph.xla_order
-    least = budget.search(graph, order, cands, 1, time_limit_s=2)
+    least = budget.search(graph, order, cands, 1, time_limit_s=5)
     assert least is not None and floor <= least.temp_bytes
 
 
