@@ -128,3 +128,44 @@ def test_readback_and_rewrite_hold_the_other_result_to_the_plan(recomputed):
         dataclasses.replace(q, scratch=()) if q is r else q for q in plan.layout.recomputes))
     with pytest.raises(gpu_rewrite.RewriteError, match="multi-output"):
         gpu_rewrite.rewrite(base.capture.executable, feed_back.edit_of(bare))
+
+
+@pytest.mark.slow     # mlp:small compiled for H100: ~40 s on a loaded machine
+@needs_plugin
+def test_candidates_of_a_steps_multi_result_fusions():
+    """mlp:small on H100: a multi-result fusion's results read by others are
+    candidates, each with the fusion's other results with bytes as its
+    scratch; a fusion with a result written in place over one of its operands
+    (the relu gradient over the activation) is refused for every result, with
+    its reason: its copy would read what its first run wrote."""
+    import importlib
+    import examples
+    import olla_jax
+    # (the module: ``olla_jax.budget.candidates`` the attribute is its function)
+    screen = importlib.import_module("olla_jax.budget.candidates")
+    step = examples.get("mlp", "small")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(step.fn, *step.args, backend="gpu:h100", time_limit_s=1,
+                             static_argnums=step.static_argnums,
+                             donate_argnums=step.donate_argnums)
+    g = base.graph
+    module = gpu_executable.decode(base.capture.executable).hlo_module
+    multi = {i.name for c in module.computations for i in c.instructions
+             if i.opcode == "fusion" and len(i.shape.tuple_shapes) > 1}
+    found, why = screen.screen(g, base.capture, "flops")
+    from_multi = [c for c in found if g.nodes[c.producer] in multi]
+    assert from_multi
+    for c in from_multi:
+        results = [v.id for v in g.values.values() if v.def_node == c.producer
+                   and "{}" not in v.key]
+        assert sorted(c.scratch) == sorted(v for v in results
+                                           if v != c.value and g.values[v].size > 0)
+    in_place = [v for v, text in why.items() if "in place" in text and
+                g.nodes[g.values[v].def_node] in multi]
+    assert in_place
+    for v in in_place:
+        node = g.values[v].def_node
+        units = {g.unit_of_value[x.id] for x in g.values.values() if x.def_node == node}
+        assert any(g.unit_of_value[o.id] in units for o in g.values.values()
+                   if o.def_node != node and node in o.touches)
