@@ -125,8 +125,8 @@ def screen(graph: ScheduleGraph, capture,
         for r in recs:
             if r.key in by_key:
                 why[by_key[r.key].id] = text
-    for node, name, recs, scratch in _pieces(graph, defined, kinds, by_key, instructions, gpu,
-                                             refuse):
+    for node, name, recs, scratch in _pieces(graph, defined, reads, kinds, by_key, instructions,
+                                             gpu, refuse):
         if graph.block_length(node) != 1:
             refuse(recs, "made by a loop or call (recomputing it reruns the loop)")
             continue
@@ -266,7 +266,7 @@ def callee_instructions(instr, comps) -> set[str]:
     return out
 
 
-def _pieces(graph: ScheduleGraph, defined, kinds, by_key, instructions, gpu: bool, refuse):
+def _pieces(graph: ScheduleGraph, defined, reads, kinds, by_key, instructions, gpu: bool, refuse):
     """(node, name, records a copy of it recomputes, scratch value ids) per
     entry node; a GPU multi-result fusion (one kernel) gives one piece per
     result (``_fusion_results``), the others its copy's scratch."""
@@ -276,7 +276,8 @@ def _pieces(graph: ScheduleGraph, defined, kinds, by_key, instructions, gpu: boo
             yield (node, name, *_library_results(recs, by_key))
         elif gpu and kinds.get(name) == ["kernel"] and len(recs) > 1 and \
                 instructions[name].opcode == "fusion":
-            pieces, why = _fusion_results(graph, recs, by_key)
+            operands = [by_key[k].id for k in reads.get(name, ()) if k in by_key]
+            pieces, why = _fusion_results(graph, recs, by_key, operands)
             if why:
                 refuse(recs, why)
             for rec, scratch in pieces:
@@ -285,12 +286,12 @@ def _pieces(graph: ScheduleGraph, defined, kinds, by_key, instructions, gpu: boo
             yield node, name, recs, ()
 
 
-def _fusion_results(graph: ScheduleGraph, recs, by_key) -> tuple[list, str]:
+def _fusion_results(graph: ScheduleGraph, recs, by_key, operands) -> tuple[list, str]:
     """A multi-result fusion's records as ([(result, the other results' value
     ids)] per result read by others, or [] and why none qualifies).  Its
     kernel writes every result: a copy writes the others at a scratch place
     of their own (free for the copy's step alone), so each must be a tracked
-    value none of the fusion's operands shares bytes with (an in-place
+    value none of the fusion's ``operands`` shares bytes with (an in-place
     result would have the copy read what its first run wrote).  Its tuple
     table (shape index ()), read by get-tuple-elements only, is not written."""
     results = [r for r in recs if r.positions and r.positions[0].index != ()]
@@ -298,9 +299,7 @@ def _fusion_results(graph: ScheduleGraph, recs, by_key) -> tuple[list, str]:
         return [], "a result of its fusion is not tracked"
     ids = [by_key[r.key].id for r in results]
     units = {graph.unit_of_value[v] for v in ids}
-    node = graph.values[ids[0]].def_node
-    if any(graph.unit_of_value[o.id] in units for o in graph.values.values()
-           if o.def_node != node and node in o.touches):
+    if any(graph.unit_of_value[o] in units for o in operands if o not in ids):
         return [], "a result of its fusion shares bytes with an operand (in place)"
     out = [(r, tuple(v for v in ids if v != by_key[r.key].id and graph.values[v].size > 0))
            for r in results if r.uses]
