@@ -702,13 +702,21 @@ def _result_claims(claim, records, placements, intervals, parent, extra_places, 
     results = {r.id: r for r in records.values() if r.defining_instruction == claim.producer
                and r.positions and r.positions[0].instruction == claim.producer
                and r.positions[0].index != ()}
+    if claim.value not in results:
+        raise PlanRejected(f"value {claim.value}, recomputed by a copy of {claim.producer}, is "
+                           "none of that fusion's results (its tuple table is not written)")
     claimed = dict(claim.scratch)
     for sid in claimed:
         if sid not in results or sid == claim.value or sid not in placements:
             raise PlanRejected(f"value {sid}, claimed as scratch of the copy of {claim.producer}, "
                                "is no other result of that fusion")
     for rid, rec in sorted(results.items()):
-        if rid == claim.value or rid not in placements or placements[rid][2] == 0:
+        if rid == claim.value:
+            continue
+        if rid not in placements:
+            raise PlanRejected(f"the copy of {claim.producer} writes its result {rec.key}, "
+                               "which has no place of XLA's to size it by")
+        if placements[rid][2] == 0:
             continue
         if rid not in claimed:
             raise PlanRejected(f"the copy of {claim.producer} writes its result {rec.key} "
