@@ -366,10 +366,13 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                       comp_by_instr.get(p.instruction) == entry.id) and
               p.instruction not in _loops_reading(rec, instr_by_name, instr_by_id, entry, comps) and
               not _tuple_view(instr_by_name[p.instruction], instr_by_name[claim.producer],
-                              instr_by_id, comp_by_instr, entry.id)] != [claim.producer] or \
+                              instr_by_id, comp_by_instr, entry.id) and
+              not _fusion_view(instr_by_name[p.instruction], instr_by_name[claim.producer],
+                               instr_by_id, comp_by_instr, entry.id)] != [claim.producer] or \
                 any(r.id != v and not _library_side(r, instr_by_name[claim.producer],
                                                     instr_by_name, instr_by_id, comp_by_instr,
-                                                    entry.id)
+                                                    entry.id) and
+                    not _fusion_side(r, claim, instr_by_name, instr_by_id, comp_by_instr, entry.id)
                     for r in records.values() if r.defining_instruction == claim.producer):
             raise PlanRejected(f"value {rec.key} is not the one plain result of {claim.producer}")
         if placements[v][3].is_entry_computation_parameter or placements[v][3].is_constant or \
@@ -629,6 +632,9 @@ def _scratch_claims(claim, records, placements, horizon, intervals, parent, extr
     claimed = dict(claim.scratch)
     if len(claimed) != len(claim.scratch):
         raise PlanRejected(f"the copy of {claim.producer} claims one scratch value twice")
+    if _multi_result_fusion(producer):
+        _result_claims(claim, records, placements, intervals, parent, extra_places, step)
+        return
     for sid, place in claim.scratch:
         rec = records.get(sid)
         if rec is None or rec.defining_instruction != claim.producer or rec.uses or \
@@ -654,6 +660,73 @@ def _scratch_claims(claim, records, placements, horizon, intervals, parent, extr
         # (placed like a copy: the place is checked in step 5, overlaps in step 6)
         extra_places[key] = (dataclasses.replace(claim, value=rec.id, place=claimed[rec.id]),
                              size, f"scratch {rec.key} of the copy of {claim.producer}")
+
+
+def _multi_result_fusion(producer) -> bool:
+    """Whether ``producer`` is a fusion with several results (a tuple): XLA:GPU
+    runs it as one kernel that writes each result (not the tuple's table)."""
+    return producer.opcode == "fusion" and len(producer.shape.tuple_shapes) > 0
+
+
+def _fusion_view(instr, producer, instr_by_id, comp_by_instr, entry_id) -> bool:
+    """Whether ``instr`` is an entry get-tuple-element of multi-result fusion
+    ``producer``: it runs nothing, it names the bytes of one of its results."""
+    return _multi_result_fusion(producer) and instr.opcode == "get-tuple-element" and \
+        comp_by_instr.get(instr.name) == entry_id and \
+        [instr_by_id[o].name for o in instr.operand_ids] == [producer.name]
+
+
+def _fusion_side(rec, claim, instr_by_name, instr_by_id, comp_by_instr, entry_id) -> bool:
+    """Whether ``rec`` (defined by ``claim.producer``, not the recomputed
+    value) is, for a multi-result fusion, its tuple table (read by its
+    get-tuple-elements only, written by nobody) or another result (which the
+    copy writes too: where, and that a place is claimed, ``_result_claims``
+    checks)."""
+    producer = instr_by_name[claim.producer]
+    if not _multi_result_fusion(producer) or not rec.positions or \
+            rec.positions[0].instruction != producer.name:
+        return False
+    if rec.positions[0].index == ():
+        return [p.instruction for p in rec.positions] == [producer.name] and \
+            all(_fusion_view(instr_by_name[u.instruction], producer, instr_by_id, comp_by_instr,
+                             entry_id) for u in rec.uses)
+    return True
+
+
+def _result_claims(claim, records, placements, intervals, parent, extra_places, step) -> None:
+    """A multi-result fusion's copy writes every result: each one besides the
+    recomputed value that has bytes must have a claimed place, held for the
+    copy's step alone (the overlap check then refuses it over any value live
+    there: an operand kept for the copy, the copy's own result...), and only
+    such results may be claimed."""
+    results = {r.id: r for r in records.values() if r.defining_instruction == claim.producer
+               and r.positions and r.positions[0].instruction == claim.producer
+               and r.positions[0].index != ()}
+    if claim.value not in results:
+        raise PlanRejected(f"value {claim.value}, recomputed by a copy of {claim.producer}, is "
+                           "none of that fusion's results (its tuple table is not written)")
+    claimed = dict(claim.scratch)
+    for sid in claimed:
+        if sid not in results or sid == claim.value or sid not in placements:
+            raise PlanRejected(f"value {sid}, claimed as scratch of the copy of {claim.producer}, "
+                               "is no other result of that fusion")
+    for rid, rec in sorted(results.items()):
+        if rid == claim.value:
+            continue
+        if rid not in placements:
+            raise PlanRejected(f"the copy of {claim.producer} writes its result {rec.key}, "
+                               "which has no place of XLA's to size it by")
+        if placements[rid][2] == 0:
+            continue
+        if rid not in claimed:
+            raise PlanRejected(f"the copy of {claim.producer} writes its result {rec.key} "
+                               f"({placements[rid][2]} B) with no place claimed for it")
+        key = -1 - len(extra_places)
+        intervals[key] = (step, step)
+        parent[key] = key
+        extra_places[key] = (dataclasses.replace(claim, value=rid, place=claimed[rid]),
+                             placements[rid][2],
+                             f"result {rec.key} written by the copy of {claim.producer}")
 
 
 def _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat, step) -> None:

@@ -216,6 +216,18 @@ def _compare_library(first: Any, copy: Any, layout, j: int, position, r) -> str 
     return None
 
 
+def _scratch_place(layout, r, sa) -> tuple | None:
+    """Where the copy of ``r`` writes slice ``sa`` of its first run that
+    lies in one of its scratch values (a workspace, or another result of a
+    multi-result fusion): that value's plan place, or None."""
+    for v, place in getattr(r, "scratch", ()):
+        e = layout.early_place(v)
+        size = layout.graph.values[v].size
+        if sa[0] == e[0] and e[1] <= sa[1] and sa[1] + sa[2] <= e[1] + size:
+            return (place[0], place[1] + sa[1] - e[1], sa[2])
+    return None
+
+
 def compare(raw: bytes, layout) -> str | None:
     """The first way ``raw`` differs from what ``layout`` asked, or None."""
     decoded = gpu_executable.decode(raw)
@@ -301,6 +313,11 @@ def compare(raw: bytes, layout) -> str | None:
                 if sb != expect:
                     return (f"the copy of {r.producer} writes {sb}, not the plan's place "
                             f"{expect}")
+            elif wa:    # another result of a multi-result fusion: at its scratch place
+                expect = _scratch_place(layout, r, sa)
+                if sb != expect:
+                    return (f"the copy of {r.producer} writes {sb}, where the plan puts "
+                            f"{expect or 'nothing'}")
             elif sa != sb:
                 chained = _chained_read(layout, j, position, sa)
                 if chained is None:

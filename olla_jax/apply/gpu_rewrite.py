@@ -28,8 +28,10 @@ move to the second copy's place, and the late readers' slices were already
 pointed there by ``relocate``.  Only kernel launches of instructions with no
 side effects are copied (:func:`clone_refusal`): a kernel thunk's
 ``written`` flags say which arguments it writes, so a copy that would read its
-own result (an in-place kernel) or write other bytes too (a multi-output
-fusion) is refused.  cuBLAS, cuBLASLt and cuDNN convolution calls are copied
+own result (an in-place kernel) is refused.  A multi-result fusion's copy
+writes its other results too: each goes, like a library call's workspace, to
+the place ``Clone.scratch`` gives it (free while the copy runs; nothing reads
+it), and without such a place the copy is refused.  cuBLAS, cuBLASLt and cuDNN convolution calls are copied
 too (``LIBRARY_KINDS``): their result moves like a kernel's, and their
 workspace, which only the first run's slice held, moves to the place the plan
 gave the copy's scratch (``Clone.scratch``; none is needed when it has no
@@ -294,6 +296,9 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
         a, o, n = msg.buffer_allocation_index, msg.offset, msg.size
         what = f"recomputed {kind} of {clone.producer} (argument {k})"
         old = (a, o, n)
+        if role == "written" and kind in CLONABLE_KINDS and clone.scratch and \
+                not (a == e_alloc and e_offset <= o and o + n <= e_offset + size):
+            role = "scratch"    # another result of a multi-result fusion: to its scratch place
         if role == "scratch":
             if n == 0:      # no workspace (an algorithm that needs none): nothing written
                 continue

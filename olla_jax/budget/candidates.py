@@ -125,11 +125,8 @@ def screen(graph: ScheduleGraph, capture,
         for r in recs:
             if r.key in by_key:
                 why[by_key[r.key].id] = text
-    for node, name in enumerate(graph.nodes):
-        recs = defined.get(name, [])
-        scratch = ()
-        if gpu and kinds.get(name) == ["library"]:
-            recs, scratch = _library_results(recs, by_key)
+    for node, name, recs, scratch in _pieces(graph, defined, reads, kinds, by_key, instructions,
+                                             gpu, refuse):
         if graph.block_length(node) != 1:
             refuse(recs, "made by a loop or call (recomputing it reruns the loop)")
             continue
@@ -176,6 +173,8 @@ def screen(graph: ScheduleGraph, capture,
         instr = instructions[name]
         flops = flops_lib.instruction_flops(instr, by_id, comps, tuple(getattr(module, "payloads", ())))
         moved = value.size + sum(graph.values[o].size for o in operands)
+        if kinds.get(name) == ["kernel"]:   # a multi-result fusion's other results: written too
+            moved += sum(graph.values[o].size for o in scratch)
         cost = copy_cost(flops, moved, recompute_cost)
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors, scratch=scratch))
@@ -265,6 +264,46 @@ def callee_instructions(instr, comps) -> set[str]:
             out.add(x.name)
             stack.extend(x.called_computation_ids)
     return out
+
+
+def _pieces(graph: ScheduleGraph, defined, reads, kinds, by_key, instructions, gpu: bool, refuse):
+    """(node, name, records a copy of it recomputes, scratch value ids) per
+    entry node; a GPU multi-result fusion (one kernel) gives one piece per
+    result (``_fusion_results``), the others its copy's scratch."""
+    for node, name in enumerate(graph.nodes):
+        recs = defined.get(name, [])
+        if gpu and kinds.get(name) == ["library"]:
+            yield (node, name, *_library_results(recs, by_key))
+        elif gpu and kinds.get(name) == ["kernel"] and len(recs) > 1 and \
+                instructions[name].opcode == "fusion":
+            operands = [by_key[k].id for k in reads.get(name, ()) if k in by_key]
+            pieces, why = _fusion_results(graph, recs, by_key, operands)
+            if why:
+                refuse(recs, why)
+            for rec, scratch in pieces:
+                yield node, name, [rec], scratch
+        else:
+            yield node, name, recs, ()
+
+
+def _fusion_results(graph: ScheduleGraph, recs, by_key, operands) -> tuple[list, str]:
+    """A multi-result fusion's records as ([(result, the other results' value
+    ids)] per result read by others, or [] and why none qualifies).  Its
+    kernel writes every result: a copy writes the others at a scratch place
+    of their own (free for the copy's step alone), so each must be a tracked
+    value none of the fusion's ``operands`` shares bytes with (an in-place
+    result would have the copy read what its first run wrote).  Its tuple
+    table (shape index ()), read by get-tuple-elements only, is not written."""
+    results = [r for r in recs if r.positions and r.positions[0].index != ()]
+    if any(r.key not in by_key for r in results):
+        return [], "a result of its fusion is not tracked"
+    ids = [by_key[r.key].id for r in results]
+    units = {graph.unit_of_value[v] for v in ids}
+    if any(graph.unit_of_value[o] in units for o in operands if o not in ids):
+        return [], "a result of its fusion shares bytes with an operand (in place)"
+    out = [(r, tuple(v for v in ids if v != by_key[r.key].id and graph.values[v].size > 0))
+           for r in results if r.uses]
+    return out, ""
 
 
 def _library_results(recs, by_key) -> tuple[list, tuple[int, ...]]:

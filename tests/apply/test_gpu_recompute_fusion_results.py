@@ -1,0 +1,171 @@
+"""Recomputation of one result of a multi-result fusion in the GPU executable:
+the copy of its kernel writes every result, the recomputed one at the plan's
+place and the other at a scratch place of its own, free while the copy runs
+(as a library call's workspace); the independent checker refuses that place
+over a live value, or no place for it, the read-back a place elsewhere.
+
+Compile-only for the shipped H100 description (jax's CUDA plugin, no GPU):
+built and decoded again, never run here.  ``exp(x)`` and its row sums are one
+reduction fusion with two results; ``exp(x)`` waits across an 8 MiB product
+for a GEMM (cuBLAS: Triton GEMMs are switched off, so no fusion takes it in).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
+from olla_jax.capture import gpu  # noqa: E402
+
+needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
+                                  reason="jax's CUDA plugin is not installed")
+S = jax.ShapeDtypeStruct
+CUBLAS = {"xla_gpu_enable_triton_gemm": False}
+
+
+def held_step(x, w1, w2):
+    a = jnp.exp(x)
+    s = a.sum(1, keepdims=True)             # one fusion writes a and s
+    c = jnp.tanh((x * s) @ w2)              # the peak: 8 MiB while a waits
+    d = (c[:, :256] * c[:, 256:512]) @ w1   # c dies here
+    return (a @ (w1 * d.sum())).astype(jnp.bfloat16)   # a read again, by a GEMM
+
+
+ARGS = (S((2048, 256), jnp.float32), S((256, 256), jnp.float32), S((256, 1024), jnp.float32))
+
+
+@pytest.fixture(scope="module")
+def recomputed():
+    import olla_jax
+    from olla_jax import budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(held_step, *ARGS, backend="gpu:h100", time_limit_s=1,
+                             compiler_options=CUBLAS)
+        target = base.runs_total_bytes - base.runs_temp_bytes + int(0.9 * base.runs_temp_bytes)
+        plan = budget.recompute_to_budget(base, target, time_limit_s=5, measure_time=False)
+    return base, plan
+
+
+def _fusion_copy(plan):
+    module = gpu_executable.decode(plan.capture.executable).hlo_module
+    fusions = {i.name for c in module.computations for i in c.instructions
+               if i.opcode == "fusion" and len(i.shape.tuple_shapes) > 1}
+    found = [r for r in plan.layout.recomputes if r.producer in fusions]
+    assert found, (plan.notes, plan.layout.recomputes)
+    return found[0]
+
+
+@needs_plugin
+def test_a_multi_result_fusion_is_copied_with_its_other_result_at_a_scratch_place(recomputed):
+    from olla_jax import checked
+    base, plan = recomputed
+    assert plan.planned_temp_bytes < base.runs_temp_bytes, plan.notes
+    r = _fusion_copy(plan)
+    ((other, place),) = r.scratch
+    assert other != r.value and plan.graph.values[other].size > 0
+    assert checked.rejection(base.capture, plan.layout, alignment=256) is None
+    after = gpu_executable.decode(plan.executable_bytes)
+    names = [t.thunk_info.profile_annotation for t in after.thunks]
+    first, copy = [k for k, n in enumerate(names) if n == r.producer]
+    written = [(m.buffer_allocation_index, m.offset) for m, w
+               in gpu_rewrite.kernel_arguments(after.thunks[copy]) if w]
+    first_written = [(m.buffer_allocation_index, m.offset) for m, w
+                     in gpu_rewrite.kernel_arguments(after.thunks[first]) if w]
+    assert sorted(written) == sorted([r.place, place])
+    assert sorted(first_written) == sorted([plan.layout.early_place(r.value),
+                                            plan.layout.early_place(other)])
+    assert gpu_readback.compare(plan.executable_bytes, plan.layout) is None
+
+
+@needs_plugin
+def test_checker_refuses_the_other_result_over_a_live_value_or_unplaced(recomputed):
+    from olla_jax import check, checked
+    base, plan = recomputed
+    r = _fusion_copy(plan)
+    ((other, _),) = r.scratch
+    cap = base.capture
+
+    def with_scratch(scratch):
+        claims = tuple(dataclasses.replace(c, scratch=scratch) if c.producer == r.producer else c
+                       for c in checked.candidate_plan(plan.layout).recomputes)
+        return dataclasses.replace(checked.candidate_plan(plan.layout), recomputes=claims)
+    # over the copy's own result, written by the same kernel and live from then on
+    with pytest.raises(check.PlanRejected, match="overlap"):
+        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                         with_scratch(((other, r.place),)), alignment=256)
+    # no place claimed for it, or a claim on a value that is no result of the fusion
+    with pytest.raises(check.PlanRejected, match="no place claimed"):
+        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text, with_scratch(()),
+                         alignment=256)
+    stranger = next(v.id for v in plan.graph.values.values()
+                    if v.def_node != plan.graph.node_index[r.producer] and v.size > 0
+                    and v.allocation == plan.graph.temp_allocation)
+    with pytest.raises(check.PlanRejected, match="no other result of that fusion"):
+        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
+                         with_scratch(((other, r.scratch[0][1]), (stranger, r.scratch[0][1]))),
+                         alignment=256)
+
+
+@needs_plugin
+def test_readback_and_rewrite_hold_the_other_result_to_the_plan(recomputed):
+    from olla_jax.apply import feed_back
+    base, plan = recomputed
+    r = _fusion_copy(plan)
+    ((other, place),) = r.scratch
+    moved = dataclasses.replace(r, scratch=((other, (place[0], place[1] + 256)),))
+    wrong = dataclasses.replace(plan.layout, recomputes=tuple(
+        moved if q is r else q for q in plan.layout.recomputes))
+    assert "where the plan puts" in gpu_readback.compare(plan.executable_bytes, wrong)
+    # the rewrite refuses a copy that would write the other result over its first run's
+    bare = dataclasses.replace(plan.layout, recomputes=tuple(
+        dataclasses.replace(q, scratch=()) if q is r else q for q in plan.layout.recomputes))
+    with pytest.raises(gpu_rewrite.RewriteError, match="multi-output"):
+        gpu_rewrite.rewrite(base.capture.executable, feed_back.edit_of(bare))
+
+
+@pytest.mark.slow     # mlp:small compiled for H100: ~40 s on a loaded machine
+@needs_plugin
+def test_candidates_of_a_steps_multi_result_fusions():
+    """mlp:small on H100: a multi-result fusion's results read by others are
+    candidates, each with the fusion's other results with bytes as its
+    scratch; a fusion with a result written in place over one of its operands
+    (the relu gradient over the activation) is refused for every result, with
+    its reason: its copy would read what its first run wrote."""
+    import importlib
+    import examples
+    import olla_jax
+    # (the module: ``olla_jax.budget.candidates`` the attribute is its function)
+    screen = importlib.import_module("olla_jax.budget.candidates")
+    step = examples.get("mlp", "small")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(step.fn, *step.args, backend="gpu:h100", time_limit_s=1,
+                             static_argnums=step.static_argnums,
+                             donate_argnums=step.donate_argnums)
+    g = base.graph
+    module = gpu_executable.decode(base.capture.executable).hlo_module
+    multi = {i.name for c in module.computations for i in c.instructions
+             if i.opcode == "fusion" and len(i.shape.tuple_shapes) > 1}
+    found, why = screen.screen(g, base.capture, "flops")
+    from_multi = [c for c in found if g.nodes[c.producer] in multi]
+    assert from_multi
+    for c in from_multi:
+        results = [v.id for v in g.values.values() if v.def_node == c.producer
+                   and "{}" not in v.key]
+        assert sorted(c.scratch) == sorted(v for v in results
+                                           if v != c.value and g.values[v].size > 0)
+    in_place = [v for v, text in why.items() if "in place" in text and
+                g.nodes[g.values[v].def_node] in multi]
+    assert in_place
+    for v in in_place:
+        node = g.values[v].def_node
+        units = {g.unit_of_value[x.id] for x in g.values.values() if x.def_node == node}
+        assert any(g.unit_of_value[o.id] in units for o in g.values.values()
+                   if o.def_node != node and node in o.touches)
