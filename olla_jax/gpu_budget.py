@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import Any, Callable, Sequence
+
+from olla_jax.result import warn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +92,7 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     except Exception as err:  # noqa: BLE001 - the answer is then ours or order and placement
         points = []
         failed = f"XLA's rematerialization could not be searched ({type(err).__name__}: {err})"
-        warnings.warn(f"olla_jax: {failed}", stacklevel=2)
+        warn(f"olla_jax: {failed}")
     compile_s = time.monotonic() - t0
     if points:
         xla = feed_back.xla_remat_plan(result, points, budget, compile_s)
@@ -109,8 +110,9 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     if ours.runs_total_bytes <= budget:   # only a point with no more FLOPs can be kept
         base = points[0].flops
         candidates = [p for p in candidates if p.flops - base <= ours.extra_flops]
-    planned, seconds = (remat_planned(result, points, candidates, budget, plan_on,
-                                      time_limit_s - spent) if candidates else (None, {}))
+    planned, seconds, tries = (remat_planned(result, points, candidates, budget, plan_on,
+                                             time_limit_s - spent)
+                               if candidates else (None, {}, ""))
     if planned is not None:
         sides.append(planned)
     kept = choose(sides, budget)
@@ -125,6 +127,9 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     solve = ours.solve_seconds + seconds.get("solve", 0.0)
     verify = ours.verify_seconds + seconds.get("verify", 0.0)
     capture = xla.capture_seconds + seconds.get("capture", 0.0)
+    if tries and planned is None:
+        extra += (f"XLA's rematerialized programs planned by us: none below XLA's temp there "
+                  f"({tries})",)
     return dataclasses.replace(kept.plan, notes=kept.plan.notes + extra + (text,),
                                solve_seconds=solve, verify_seconds=verify,
                                capture_seconds=capture)
@@ -173,7 +178,8 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
     pipeline: capture, graph, order and placement, check, build and read
     back), until one meets ``budget``; the Side of the best (that one, else
     the least memory), or None when none goes below XLA's temp there, with
-    the seconds of all tries (``solve``, ``verify``, ``capture``).  Its FLOPs
+    the seconds of all tries (``solve``, ``verify``, ``capture``) and what
+    each gave.  Its FLOPs
     are XLA's at that point; ``time_limit_s`` covers the planner's part and
     the builds of all tries (each try's share less its build estimate)."""
     import tempfile
@@ -214,21 +220,25 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
                 break   # the fewest FLOPs of those that fit
             if best is None or got.runs_total_bytes < best[1].runs_total_bytes:
                 best = (point, got)
+    tries = "; ".join(tried) + f" ({time.monotonic() - start:.1f} s)"
     if best is None:
-        return None, seconds
+        return None, seconds, tries
     point, got = best
     extra = max(0, point.flops - base.flops)
     text = (f"XLA's rematerialization at its limit {point.limit_bytes / 2**20:,.1f} MiB "
             f"(device_memory_size {xla_remat.device_memory_for(point.limit_bytes, io):,}), "
             f"ordered and placed by us: temp {got.runs_temp_bytes / 2**20:,.2f} MiB against "
             f"XLA's {got.xla_best_temp_bytes / 2**20:,.2f}, {extra:,} extra FLOPs; tried: "
-            + "; ".join(tried) + f" ({time.monotonic() - start:.1f} s)")
+            + tries)
     plan = dataclasses.replace(
         got, backend=result.backend, xla_default_temp_bytes=result.xla_default_temp_bytes,
         xla_best_temp_bytes=result.xla_best_temp_bytes, xla_scheduler=result.xla_scheduler,
         xla_compiled=result.xla_compiled, lower_bound_bytes=0, extra_flops=extra,
-        engine=f"xla-remat+{got.engine}", notes=got.notes + (text,))
-    return Side("XLA's rematerialization planned by us", plan), seconds
+        engine=f"xla-remat+{got.engine}", notes=got.notes + (text,),
+        # the call's limit, as every other side reports it (the try had a share)
+        settings={**got.settings, "time_limit_s": result.settings.get("time_limit_s",
+                                                                     time_limit_s)})
+    return Side("XLA's rematerialization planned by us", plan), seconds, tries
 
 
 # --- the issue's terms: ours against one point of XLA's rematerialization -----

@@ -333,3 +333,25 @@ def test_remat_candidates_one_per_program_fewest_flops_first_and_within_reach():
     got = gpu_budget.remat_candidates([own, *same, far, fits, dearer], 800)
     assert [(p.limit_bytes, p.flops) for p in got] == [(800, 150), (500, 300)]
     assert gpu_budget.remat_candidates([own], 800) == []
+
+
+@pytest.mark.slow
+@needs_plugin
+def test_plan_meets_a_budget_with_xlas_remat_under_our_order_where_xla_alone_cannot(monkeypatch):
+    """Through ``olla_jax.plan``: with our recomputation left out (it gives
+    back the plan it got), a budget 45 MiB of temp that XLA's remat misses
+    (48 MiB at best) is met by XLA's program at a higher limit (52 MiB there)
+    under our order and placement, at XLA's FLOPs there; before, the call
+    raised BudgetNotMet."""
+    import olla_jax
+    from olla_jax import budget as budget_lib
+    monkeypatch.setattr(budget_lib, "recompute_to_budget", lambda result, *a, **k: result)
+    io = sum(4 * 512 * 512 for _ in range(6)) * 2 + 4 * 2048 * 512   # arguments + outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = olla_jax.plan(_mlp_step, *MLP_ARGS, backend="gpu:h100", time_limit_s=8,
+                            memory_budget=io + 45 * 2**20)
+    assert got.engine.startswith("xla-remat+") and got.runs_temp_bytes <= 45 * 2**20
+    assert got.extra_flops > 0 and got.backend == "gpu:h100"
+    assert "3 sides" in got.notes[-1], got.notes
+    assert got.executable_bytes is not None
