@@ -18,6 +18,14 @@ with at most its extra FLOPs (``olla_jax.gpu_budget.against_xla``).  FLOPs
 come from the HLO (``olla_jax.flops``); compile-only: no step time.
 ``--recompute_cost=time,flops`` asks ours once per cost the search may
 minimise (``olla_jax.budget.candidates.copy_cost``), each its own rows.
+With ``--remat_planned=1`` (the default) each of XLA's points below its temp
+is also compiled again for a device description of its limit and planned by
+``olla_jax.plan`` (order and placement on XLA's rematerialized program, with
+``--time_limit_s`` less the build estimate, like ours):
+``gpu_budget.to_budget``'s third side, set against XLA's points on the same
+terms (at XLA's FLOPs there, it meets a point at <= 0.85 x its temp, or a
+point with twice its FLOPs or more at its temp).  Here each side has its own
+limit; in ``plan`` they share one.
 """
 
 from __future__ import annotations
