@@ -117,7 +117,8 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
         sides.append(planned)
     kept = choose(sides, budget)
     others = [s for s in sides if s is not kept]
-    text = (f"budget {budget / 2**20:,.2f} MiB, {len(sides)} sides: {_figures(kept)} (kept); "
+    text = (f"budget {budget / 2**20:,.2f} MiB side by side ({len(sides)} sides): "
+            f"{_figures(kept)} (kept); "
             + "; ".join(_figures(o) for o in others))
     extra = tuple(dict.fromkeys(n for o in others for n in o.plan.notes
                                 if n not in kept.plan.notes))
