@@ -18,6 +18,14 @@ with at most its extra FLOPs (``olla_jax.gpu_budget.against_xla``).  FLOPs
 come from the HLO (``olla_jax.flops``); compile-only: no step time.
 ``--recompute_cost=time,flops`` asks ours once per cost the search may
 minimise (``olla_jax.budget.candidates.copy_cost``), each its own rows.
+With ``--remat_planned=1`` (the default) each of XLA's points below its temp
+is also compiled again for a device description of its limit and planned by
+``olla_jax.plan`` (order and placement on XLA's rematerialized program, with
+``--time_limit_s`` less the build estimate, like ours):
+``gpu_budget.to_budget``'s third side, set against XLA's points on the same
+terms (at XLA's FLOPs there, it meets a point at <= 0.85 x its temp, or a
+point with twice its FLOPs or more at its temp).  Here each side has its own
+limit; in ``plan`` they share one.
 """
 
 from __future__ import annotations
@@ -114,6 +122,57 @@ def _has_cublas(cap) -> bool:
                for c in module.computations for i in c.instructions)
 
 
+def remat_planned(step, base, points: list[dict], args, step_flops: int) -> list[dict]:
+    """Each of XLA's ``points`` below its own temp, its rematerialized program
+    compiled again for a device description of its limit
+    (``xla_remat.target_file``) and planned by ``olla_jax.plan`` (order and
+    placement, checked, built and decoded again; no recomputation of ours):
+    XLA's temp there, ours, and the extra FLOPs counted on the program planned
+    (``olla_jax.gpu_budget.remat_planned`` is this side in ``plan``)."""
+    import tempfile
+    import olla_jax
+    from olla_jax import budget, gpu_budget, xla_remat
+    io = base.argument_bytes + base.output_bytes
+    got, seen = [], set()
+    with tempfile.TemporaryDirectory(prefix="olla_jax_bench_remat_") as folder:
+        for p in points:
+            if p["temp"] >= base.xla_temp_bytes or (p["temp"], p["flops"]) in seen:
+                continue
+            seen.add((p["temp"], p["flops"]))
+            t = time.monotonic()
+            path = xla_remat.target_file(args.target, p["limit"], io, folder)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{path}",
+                                    time_limit_s=gpu_budget.search_limit_s(base, args.time_limit_s),
+                                    static_argnums=step.static_argnums,
+                                    donate_argnums=step.donate_argnums)
+            ours = res.source == "olla_jax"
+            got.append({"fraction": p["fraction"], "limit": p["limit"], "xla_point_temp": p["temp"],
+                        "xla_temp": res.xla_best_temp_bytes, "temp": res.runs_temp_bytes,
+                        "flops": max(0, budget.step_flops(res.capture) - step_flops),
+                        "point_flops": max(0, p["flops"] - step_flops),
+                        "ours": ours, "built": not ours or res.executable_bytes is not None,
+                        "note": res.notes[-1] if res.notes else "",
+                        "solve_s": round(res.solve_seconds, 1),
+                        "seconds": round(time.monotonic() - t, 1)})
+    return got
+
+
+def _best_planned(planned: list[dict], xla_temp: int, xla_flops: int):
+    """The planned point that meets the target against XLA's (temp, FLOPs)
+    point, else the least temp at no more FLOPs; with its Verdict."""
+    from olla_jax import gpu_budget
+    ranked = []
+    for q in planned:
+        v = gpu_budget.against_xla(q["temp"], q["flops"], xla_temp, xla_flops)
+        ranked.append((not v.met, q["flops"] > xla_flops, q["temp"], q["flops"], id(q), q, v))
+    if not ranked:
+        return None, None
+    best = min(ranked)
+    return best[-2], best[-1]
+
+
 def run_one(item: str, args, cache: dict) -> dict:
     import examples
     import olla_jax
@@ -166,6 +225,9 @@ def run_one(item: str, args, cache: dict) -> dict:
         ours_cache[temp, cost] = got
         return got
 
+    t3 = time.monotonic()
+    planned = remat_planned(step, base, points, args, step_flops) if args.remat_planned else []
+    row["remat_planned"], row["remat_planned_s"] = planned, round(time.monotonic() - t3, 1)
     for cost in args.recompute_cost:
         for xla_temp, xla_flops in chosen:
             tries = [ours_at(xla_temp, cost)]
@@ -177,16 +239,19 @@ def run_one(item: str, args, cache: dict) -> dict:
                                                 xla_flops)
                 if second.met:
                     verdict = second
+            q, v = _best_planned(planned, xla_temp, xla_flops)
             row["comparisons"].append({"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
                                        "cost": cost, "ours": tries, "met": verdict.met,
-                                       "how": verdict.how})
+                                       "how": verdict.how, "planned": q,
+                                       "met_planned": bool(v and v.met),
+                                       "how_planned": v.how if v else "no point planned"})
     row["shares"] = []
     for cost in args.recompute_cost:
         for s in args.of_xla_temp:
             got = ours_at(int(s * base.xla_temp_bytes), cost)
             row["shares"].append({"share": s, "cost": cost, "ours": got,
                                   "met": got["temp"] <= s * base.xla_temp_bytes})
-    row["ours_s"] = round(time.monotonic() - t2, 1)
+    row["ours_s"] = round(time.monotonic() - t2 - row["remat_planned_s"], 1)
     return row
 
 
@@ -246,6 +311,12 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
                     if all(c["met"] for c in r["comparisons"] if c.get("cost") == cost))
         lines.append(f"Target met with recompute_cost={cost!r} at {sum(met)} of {len(met)} XLA "
                      f"points ({every} of {len(examples)} examples at every point).")
+        if args.remat_planned:
+            by_plan = [c["met_planned"] for _, c in comps]
+            either = [c["met"] or c["met_planned"] for _, c in comps]
+            lines.append(f"  XLA's rematerialized programs planned by us meet it at {sum(by_plan)} "
+                         f"of {len(by_plan)}; ours or them (gpu_budget.to_budget's sides) at "
+                         f"{sum(either)} of {len(either)}.")
     if len(args.recompute_cost) > 1:
         points = {(r["example"], c["xla_remat_temp"], c["xla_remat_flops"]): False
                   for r in rows for c in r.get("comparisons", ())}
@@ -253,6 +324,34 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
             for c in r.get("comparisons", ()):
                 points[r["example"], c["xla_remat_temp"], c["xla_remat_flops"]] |= c["met"]
         lines.append(f"Met by either cost at {sum(points.values())} of {len(points)} XLA points.")
+    planned_rows = [(r, c) for r in rows for c in r.get("comparisons", ())]
+    if args.remat_planned and planned_rows:
+        lines += ["", "XLA's rematerialized programs planned by us (order and placement on the "
+                      "program XLA compiles under a point's limit, compiled again for a device "
+                      "description of that limit; checked, built and decoded again, not run), "
+                      "the best one against each XLA point:", ""]
+        table = []
+        for r, c in planned_rows:
+            q = c.get("planned")
+            table.append([
+                r["example"],
+                f"{common.mib(c['xla_remat_temp'])} at {share(c['xla_remat_flops'], r['step_flops'])}",
+                c.get("cost", "time"),
+                (f"{q['fraction']:g}: {common.mib(q['xla_temp'])} -> {common.mib(q['temp'])} at "
+                 f"{share(q['flops'], r['step_flops'])}" if q else "-"),
+                "yes" if c["met_planned"] else "no", c["how_planned"],
+                "yes" if c["met"] or c["met_planned"] else "no"])
+        lines += common.table(["example", "XLA remat point", "our cost",
+                               "planned point (limit: XLA temp -> ours at extra FLOPs)", "met",
+                               "how", "met by ours or planned"], table, right={1, 3})
+        lines += ["", "Planned points (limit x XLA's temp: XLA's temp there -> ours; seconds; "
+                      "note):"]
+        for r in rows:
+            for q in r.get("remat_planned", ()):
+                lines.append(f"- {r['example']} {q['fraction']:g}: {common.mib(q['xla_temp'])} -> "
+                             f"{common.mib(q['temp'])} MiB at {share(q['flops'], r['step_flops'])}"
+                             + ("" if q["built"] else " (NOT built)")
+                             + f" ({q['solve_s']} s planner, {q['seconds']} s in all): {q['note']}")
     lines += ["", "XLA's points (limit x its temp: temp MiB, extra FLOPs; 'cached': not compiled "
                   "in this run):"]
     for r in rows:
@@ -313,6 +412,9 @@ def main(argv=None) -> int:
     p.add_argument("--recompute_cost", default="time",
                    help="what our search minimises per copy, comma-separated to ask each: "
                         "time (roofline), flops (olla_jax.budget.candidates.copy_cost)")
+    p.add_argument("--remat_planned", type=int, default=1, choices=(0, 1),
+                   help="also plan XLA's rematerialized program at each of its points with our "
+                        "order and placement (gpu_budget.to_budget's third side)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     args.limits = [float(x) for x in args.limits.split(",") if x]

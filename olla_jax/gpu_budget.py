@@ -1,22 +1,28 @@
 """Memory budgets on compile-only GPU targets: our recomputation beside XLA's.
 
-Two ways to trade compute for memory are tried on the same plan:
+Three ways to trade compute for memory are tried on the same plan:
 
 * ours (``budget.recompute_to_budget``): values idle across the peak are
   recomputed by copying their producer's kernel thunk in the GPU executable;
   the plan passes the independent checker, the rewritten executable is built,
   decoded again and compared with the plan (not run: no GPU here);
 * XLA's rematerialization under a searched memory limit
-  (``budget.xla_remat_to_budget``), the baseline.
+  (``xla_remat.search``), the baseline;
+* XLA's rematerialized program, compiled again for a device description of
+  its limit and planned by our order and placement (``remat_planned``): XLA's
+  FLOPs, at most its memory.
 
 The one kept: among those that meet the budget, the fewest extra FLOPs; when
-neither does, the least memory.  The other's figures stay in the notes.
+none does, the least memory.  The others' figures stay in the notes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
+
+from olla_jax.result import warn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,30 +71,175 @@ def search_limit_s(result, time_limit_s: float) -> float:
 
 def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: Sequence[int] = (),
               donate_argnums: Sequence[int] = (), compiler_options=None,
-              time_limit_s: float = 30.0, recompute_cost: str = "time"):
+              time_limit_s: float = 30.0, recompute_cost: str = "time",
+              plan_on: Callable[[str, float], Any] | None = None):
     """``result`` (a Plan over ``budget`` on a compile-only GPU target) with
-    the better of our recomputation (its search costing copies by
-    ``recompute_cost``, ``budget.candidates.copy_cost``) and XLA's
-    rematerialization."""
+    the best of our recomputation (its search costing copies by
+    ``recompute_cost``, ``budget.candidates.copy_cost``), XLA's
+    rematerialization, and, given ``plan_on`` (a target file's path and a
+    time limit to a Plan of the same step on that target), XLA's
+    rematerialized program under our order and placement (``remat_planned``).
+    XLA's compiles count as ``capture_seconds``; ours and the planning of
+    XLA's programs share ``time_limit_s``."""
     from olla_jax import budget as budget_lib
+    from olla_jax import xla_remat
+    from olla_jax.budget import feed_back
+    t0 = time.monotonic()
+    try:
+        points = xla_remat.search(fn, *args, backend=result.backend, budget_bytes=budget,
+                                  static_argnums=static_argnums, donate_argnums=donate_argnums,
+                                  compiler_options=compiler_options)
+    except Exception as err:  # noqa: BLE001 - the answer is then ours or order and placement
+        points = []
+        failed = f"XLA's rematerialization could not be searched ({type(err).__name__}: {err})"
+        warn(f"olla_jax: {failed}")
+    compile_s = time.monotonic() - t0
+    if points:
+        xla = feed_back.xla_remat_plan(result, points, budget, compile_s)
+    else:
+        xla = dataclasses.replace(result, notes=result.notes + (failed,),
+                                  capture_seconds=result.capture_seconds + compile_s)
+    candidates = remat_candidates(points, budget) if plan_on is not None else []
+    ours_s = time_limit_s * (1 - REMAT_PLAN_SHARE if candidates else 1.0)
     ours = budget_lib.recompute_to_budget(result, budget,
-                                          time_limit_s=search_limit_s(result, time_limit_s),
+                                          time_limit_s=search_limit_s(result, ours_s),
                                           measure_time=False, recompute_cost=recompute_cost)
-    xla = budget_lib.xla_remat_to_budget(result, budget, fn, args, static_argnums=static_argnums,
-                                         donate_argnums=donate_argnums,
-                                         compiler_options=compiler_options)
     sides = [Side("our recomputation", ours), Side("XLA's rematerialization", xla)]
+    spent = (ours.solve_seconds + ours.verify_seconds
+             - result.solve_seconds - result.verify_seconds)
+    if ours.runs_total_bytes <= budget:   # only a point with no more FLOPs can be kept
+        base = points[0].flops
+        candidates = [p for p in candidates if p.flops - base <= ours.extra_flops]
+    planned, seconds, tries = (remat_planned(result, points, candidates, budget, plan_on,
+                                             time_limit_s - spent)
+                               if candidates else (None, {}, ""))
+    if planned is not None:
+        sides.append(planned)
     kept = choose(sides, budget)
-    other = next(s for s in sides if s is not kept)
-    text = (f"budget {budget / 2**20:,.2f} MiB side by side: {_figures(kept)} (kept); "
-            f"{_figures(other)}")
-    extra = tuple(n for n in other.plan.notes if n not in kept.plan.notes)
-    # every second of both sides is reported: XLA's remat compiles with XLA's
-    # compiles, our search with the planner's, our build with verification
-    return dataclasses.replace(
-        kept.plan, notes=kept.plan.notes + extra + (text,),
-        solve_seconds=ours.solve_seconds, verify_seconds=ours.verify_seconds,
-        capture_seconds=xla.capture_seconds)
+    others = [s for s in sides if s is not kept]
+    text = (f"budget {budget / 2**20:,.2f} MiB side by side ({len(sides)} sides): "
+            f"{_figures(kept)} (kept); "
+            + "; ".join(_figures(o) for o in others))
+    extra = tuple(dict.fromkeys(n for o in others for n in o.plan.notes
+                                if n not in kept.plan.notes))
+    # every second of every side is reported: XLA's compiles (its remat
+    # search's, and those planned again) with XLA's compiles, our searches
+    # and order/placement with the planner's, our builds with verification
+    solve = ours.solve_seconds + seconds.get("solve", 0.0)
+    verify = ours.verify_seconds + seconds.get("verify", 0.0)
+    capture = xla.capture_seconds + seconds.get("capture", 0.0)
+    if tries and planned is None:
+        extra += (f"XLA's rematerialized programs planned by us: none below XLA's temp there "
+                  f"({tries})",)
+    return dataclasses.replace(kept.plan, notes=kept.plan.notes + extra + (text,),
+                               solve_seconds=solve, verify_seconds=verify,
+                               capture_seconds=capture)
+
+
+# XLA's rematerialized programs planned by us (order and placement, no
+# recomputation of ours): the share of the time limit they get when some
+# point may be brought within the budget, our recomputation the rest.
+REMAT_PLAN_SHARE = 0.5
+# A point is tried when the bytes it is over the budget are at most this share
+# of its temp: what order and placement may save on a program XLA has
+# scheduled (on the H100 suite they saved up to 27% of XLA's temp).
+REMAT_MAX_GAIN = 0.35
+# At most this many points are planned (each is compiled again and planned).
+REMAT_MAX_TRIES = 2
+# Least planner seconds worth a try (a solve's fixed part, roughly).
+REMAT_MIN_S = 1.0
+
+
+def remat_candidates(points, budget: int) -> list:
+    """XLA's forced-limit ``points`` (``xla_remat.search``'s, XLA's own compile
+    first) worth planning: one per program, fewest FLOPs first, none with more
+    FLOPs than XLA's own pick when that fits (ours then has its FLOPs and at
+    most its memory), only those order and placement may bring within
+    ``budget`` (``REMAT_MAX_GAIN``), ``REMAT_MAX_TRIES`` at most."""
+    from olla_jax import xla_remat
+    if len(points) < 2:
+        return []
+    chosen = xla_remat.best(points, budget)
+    seen, kept = set(), []
+    for p in sorted(points[1:], key=lambda p: (p.flops, p.total)):
+        if chosen.total <= budget and p.flops > chosen.flops:
+            break
+        if (p.memory.temp, p.flops) in seen:
+            continue
+        seen.add((p.memory.temp, p.flops))
+        if p.total - budget <= REMAT_MAX_GAIN * p.memory.temp:
+            kept.append(p)
+    return kept[:REMAT_MAX_TRIES]
+
+
+def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s: float):
+    """XLA's rematerialized program at each of ``candidates`` (fewest FLOPs
+    first), compiled again for a device description of its limit
+    (``xla_remat.target_file``) and planned by ``plan_on`` (the normal
+    pipeline: capture, graph, order and placement, check, build and read
+    back), until one meets ``budget``; the Side of the best (that one, else
+    the least memory), or None when none goes below XLA's temp there, with
+    the seconds of all tries (``solve``, ``verify``, ``capture``) and what
+    each gave.  Its FLOPs
+    are XLA's at that point; ``time_limit_s`` covers the planner's part and
+    the builds of all tries (each try's share less its build estimate)."""
+    import tempfile
+
+    from olla_jax import xla_remat
+    base = points[0]
+    io = base.memory.argument + base.memory.output
+    target = result.backend.split(":", 1)[1]
+    start = time.monotonic()
+    best, tried = None, []
+    seconds = dict(solve=0.0, verify=0.0, capture=0.0)
+    with tempfile.TemporaryDirectory(prefix="olla_jax_remat_plan_") as folder:
+        for i, point in enumerate(candidates):
+            # the planner's part of the time left, shared by the tries left
+            left = time_limit_s - seconds["solve"] - seconds["verify"]
+            share = search_limit_s(result, left / (len(candidates) - i))
+            if share < REMAT_MIN_S or left < REMAT_MIN_S:
+                tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: not tried ({max(left, 0):.1f} s "
+                             "left)")
+                continue
+            try:
+                got = plan_on(xla_remat.target_file(target, point.limit_bytes, io, folder), share)
+            except Exception as err:  # noqa: BLE001 - this side is then left out
+                tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: failed "
+                             f"({type(err).__name__}: {err})")
+                continue
+            seconds["solve"] += got.solve_seconds
+            seconds["verify"] += got.verify_seconds
+            seconds["capture"] += got.capture_seconds
+            ours = got.source == "olla_jax" and got.runs_temp_bytes < got.xla_best_temp_bytes
+            tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: XLA temp "
+                         f"{got.xla_best_temp_bytes / 2**20:,.2f} -> ours "
+                         + (f"{got.runs_temp_bytes / 2**20:,.2f}" if ours else "none below"))
+            if not ours:
+                continue
+            if got.runs_total_bytes <= budget:
+                best = (point, got)
+                break   # the fewest FLOPs of those that fit
+            if best is None or got.runs_total_bytes < best[1].runs_total_bytes:
+                best = (point, got)
+    tries = "; ".join(tried) + f" ({time.monotonic() - start:.1f} s)"
+    if best is None:
+        return None, seconds, tries
+    point, got = best
+    extra = max(0, point.flops - base.flops)
+    text = (f"XLA's rematerialization at its limit {point.limit_bytes / 2**20:,.1f} MiB "
+            f"(device_memory_size {xla_remat.device_memory_for(point.limit_bytes, io):,}), "
+            f"ordered and placed by us: temp {got.runs_temp_bytes / 2**20:,.2f} MiB against "
+            f"XLA's {got.xla_best_temp_bytes / 2**20:,.2f}, {extra:,} extra FLOPs; tried: "
+            + tries)
+    plan = dataclasses.replace(
+        got, backend=result.backend, xla_default_temp_bytes=result.xla_default_temp_bytes,
+        xla_best_temp_bytes=result.xla_best_temp_bytes, xla_scheduler=result.xla_scheduler,
+        xla_compiled=result.xla_compiled, lower_bound_bytes=0, extra_flops=extra,
+        engine=f"xla-remat+{got.engine}", notes=got.notes + (text,),
+        # the call's limit, as every other side reports it (the try had a share)
+        settings={**got.settings, "time_limit_s": result.settings.get("time_limit_s",
+                                                                     time_limit_s)})
+    return Side("XLA's rematerialization planned by us", plan), seconds, tries
 
 
 # --- the issue's terms: ours against one point of XLA's rematerialization -----

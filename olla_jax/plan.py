@@ -383,11 +383,16 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                 time_limit_s=gpu_budget.search_limit_s(result, limit))  # the build fits too
         elif target.compile_only:   # ours and XLA's rematerialization, side by side
             from olla_jax import gpu_budget
+
+            def plan_on(path: str, limit_s: float) -> Plan:
+                """The same step planned for the device description at ``path``."""
+                return _plan(step, collective_overlap=collective_overlap, **dict(
+                    options, backend=Backend.parse(f"gpu:{path}"), time_limit_s=limit_s))
             result = gpu_budget.to_budget(
                 result, int(memory_budget), step.fn, step.args,
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                 compiler_options=compiler_options, time_limit_s=limit,
-                recompute_cost=recompute_cost)
+                recompute_cost=recompute_cost, plan_on=plan_on)
         else:
             result = budget.recompute_to_budget(result, int(memory_budget),
                                                 args=step.entry.verify_args,

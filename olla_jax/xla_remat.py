@@ -39,6 +39,20 @@ class RematPoint:
         return self.memory.total
 
 
+def device_memory_for(limit_bytes: int, io_bytes: int) -> int:
+    """The ``device_memory_size`` that puts XLA:GPU's scheduler limit at
+    ``limit_bytes`` for a step with ``io_bytes`` of arguments and outputs."""
+    return int((limit_bytes / _DEFAULT_SLOP + io_bytes) / _DEVICE_FRACTION)
+
+
+def target_file(target: str, limit_bytes: int, io_bytes: int, folder: str) -> str:
+    """A device description of ``target`` written in ``folder`` whose memory
+    puts XLA's limit at ``limit_bytes``; its path is a target of its own
+    (``backend="gpu:<path>"``): the program XLA rematerializes under that
+    limit, compiled again, which ``olla_jax.plan`` can capture and plan."""
+    return _target_with_memory(target, device_memory_for(limit_bytes, io_bytes), folder)
+
+
 def _target_with_memory(target: str, device_memory: int, folder: str) -> str:
     from olla_jax.capture import gpu
     text = gpu.target_config(target)
@@ -88,9 +102,8 @@ def search(fn: Callable, *args, backend: str | Backend, budget_bytes: int,
     with tempfile.TemporaryDirectory(prefix="olla_jax_remat_") as folder:
         for fraction in fractions:
             limit = int(fraction * budget_bytes)
-            device_memory = int((limit / _DEFAULT_SLOP + io) / _DEVICE_FRACTION)
             try:
-                points.append(compile_with(_target_with_memory(target, device_memory, folder), limit))
+                points.append(compile_with(target_file(target, limit, io, folder), limit))
             except CaptureError:
                 continue  # XLA refused this limit outright; others may do
     return points

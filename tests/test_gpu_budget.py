@@ -197,3 +197,161 @@ def test_xlas_remat_search_counts_as_xlas_compiles_not_the_planners(monkeypatch)
     with pytest.warns(UserWarning):
         got = feed_back.xla_remat_to_budget(Result(), 500, lambda x: x, ())
     assert (got.solve_seconds, got.capture_seconds) == (2.0, 35.0)
+
+
+# --- XLA's rematerialized program under our order and placement ---------------
+
+def _mlp_step(ws, x):
+    def loss(ws, x):
+        h = x
+        for w in ws:
+            h = jnp.tanh(h @ w) + h
+        return (h * h).sum()
+    g = jax.grad(loss)(ws, x)
+    return [w - 0.1 * gw for w, gw in zip(ws, g)]
+
+
+MLP_ARGS = ([S((512, 512), jnp.float32)] * 6, S((2048, 512), jnp.float32))
+
+
+@pytest.mark.slow
+@needs_plugin
+def test_xlas_remat_program_is_captured_and_planned_for_its_target_file(tmp_path):
+    """The program XLA rematerializes under a forced limit, compiled again for
+    a device description of that limit (a target file), is the one planned:
+    the capture's temp and FLOPs are XLA's at that point, our order and
+    placement go below its temp, and the plan is checked, built and decoded
+    again.  On this step XLA's remat at 5 MB holds 48 MiB; order and
+    placement there reach 36 MiB (0.75 x) at its FLOPs."""
+    import olla_jax
+    from olla_jax import budget, xla_remat
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        own, point = xla_remat.search(_mlp_step, *MLP_ARGS, backend="gpu:h100",
+                                      budget_bytes=10**7, fractions=(0.5,))
+        assert point.flops > own.flops                      # XLA recomputed
+        path = xla_remat.target_file("h100", point.limit_bytes,
+                                     own.memory.argument + own.memory.output, str(tmp_path))
+        got = olla_jax.plan(_mlp_step, *MLP_ARGS, backend=f"gpu:{path}", time_limit_s=3)
+    assert got.xla_best_temp_bytes == point.memory.temp     # the same program
+    assert budget.step_flops(got.capture) == point.flops
+    assert got.source == "olla_jax" and got.runs_temp_bytes <= 0.85 * point.memory.temp
+    assert got.executable_bytes is not None                  # built and decoded again
+
+
+def _fake_plan(total: int, **kw):
+    from olla_jax.result import Plan
+    fields = dict(backend="gpu:h100", xla_default_temp_bytes=1000, xla_best_temp_bytes=1000,
+                  xla_scheduler="default", planned_temp_bytes=total, lower_bound_bytes=0,
+                  argument_bytes=0, output_bytes=0, alias_bytes=0, solve_seconds=2.0,
+                  engine="list", settings={}, source="olla_jax", achieved_temp_bytes=None,
+                  verified=False, notes=(), compiled=None, xla_compiled=None,
+                  capture_seconds=5.0, verify_seconds=1.0)
+    fields.update(kw)
+    return Plan(**fields)
+
+
+def test_to_budget_keeps_xlas_remat_planned_by_us_when_it_has_the_fewest_flops(monkeypatch):
+    """Three sides: ours misses the budget, XLA's remat meets it at 200 extra
+    FLOPs, XLA's program at a higher limit (50 extra FLOPs, 900 bytes) is
+    over it, and order and placement bring that one to 780: it is kept, with
+    XLA's FLOPs there, XLA's own temp as the reference, the others' figures in
+    the notes, and every second counted (its compile with XLA's, its
+    planning with the planner's, within what ours left of the limit)."""
+    import dataclasses
+    import re
+    import time
+    import types
+
+    from olla_jax import budget as budget_lib
+    from olla_jax import xla_remat
+    from olla_jax.capture import record
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def memory(temp):
+        return types.SimpleNamespace(total=temp, temp=temp, argument=0, output=0, alias=0)
+    points = [xla_remat.RematPoint(None, memory(1000), 100, None),
+              xla_remat.RematPoint(800, memory(900), 150, None),
+              xla_remat.RematPoint(640, memory(900), 150, None),    # the same program again
+              xla_remat.RematPoint(500, memory(700), 300, None)]
+
+    def search(*args, **kwargs):
+        clock[0] += 30.0
+        return points
+    monkeypatch.setattr(xla_remat, "search", search)
+    monkeypatch.setattr(record, "serialize_executable", lambda compiled: b"")
+    limits = []
+
+    def recompute_to_budget(result, budget, *, time_limit_s, **kw):
+        limits.append(time_limit_s)
+        return _fake_plan(850, solve_seconds=result.solve_seconds + 10.0, engine="list+recompute",
+                          extra_flops=0)
+    monkeypatch.setattr(budget_lib, "recompute_to_budget", recompute_to_budget)
+    asked = []
+
+    def plan_on(path, limit_s):
+        memory_size = int(re.search(r"device_memory_size:\s*(\d+)", open(path).read()).group(1))
+        asked.append((memory_size, limit_s))
+        return _fake_plan(780, xla_default_temp_bytes=900, xla_best_temp_bytes=900,
+                          backend=f"gpu:{path}", solve_seconds=4.0, verify_seconds=1.5,
+                          capture_seconds=20.0)
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        executable: object = None
+    result = _fake_plan(950, compiled=Compiled())
+    got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0,
+                               plan_on=plan_on)
+    assert [m for m, _ in asked] == [xla_remat.device_memory_for(800, 0)]   # met: no more tries
+    assert asked[0][1] <= 40.0 - 10.0 and limits[0] <= 40.0 * (1 - gpu_budget.REMAT_PLAN_SHARE)
+    assert got.runs_total_bytes == 780 and got.extra_flops == 50
+    assert got.engine == "xla-remat+list" and got.backend == "gpu:h100"
+    assert got.xla_best_temp_bytes == 1000
+    assert "3 sides" in got.notes[-1] and "200 extra FLOPs" in got.notes[-1]
+    assert got.solve_seconds == 2.0 + 10.0 + 4.0
+    assert got.capture_seconds == 5.0 + 30.0 + 20.0
+
+    # without a planner for the target files, XLA's remat is kept as before
+    got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0)
+    assert got.engine == "xla-remat" and got.extra_flops == 200
+    assert "2 sides" in got.notes[-1] and limits[-1] > limits[0]
+
+
+def test_remat_candidates_one_per_program_fewest_flops_first_and_within_reach():
+    import types
+
+    from olla_jax import xla_remat
+
+    def point(limit, temp, flops):
+        m = types.SimpleNamespace(total=temp, temp=temp, argument=0, output=0, alias=0)
+        return xla_remat.RematPoint(limit, m, flops, None)
+    own = point(None, 1000, 100)
+    same = [point(800, 900, 150), point(700, 900, 150)]
+    far = point(600, 2000, 120)                 # over the budget by more than order can save
+    fits = point(500, 700, 300)
+    dearer = point(400, 650, 400)               # more FLOPs than XLA's pick, which fits
+    got = gpu_budget.remat_candidates([own, *same, far, fits, dearer], 800)
+    assert [(p.limit_bytes, p.flops) for p in got] == [(800, 150), (500, 300)]
+    assert gpu_budget.remat_candidates([own], 800) == []
+
+
+@pytest.mark.slow
+@needs_plugin
+def test_plan_meets_a_budget_with_xlas_remat_under_our_order_where_xla_alone_cannot(monkeypatch):
+    """Through ``olla_jax.plan``: with our recomputation left out (it gives
+    back the plan it got), a budget 45 MiB of temp that XLA's remat misses
+    (48 MiB at best) is met by XLA's program at a higher limit (52 MiB there)
+    under our order and placement, at XLA's FLOPs there; before, the call
+    raised BudgetNotMet."""
+    import olla_jax
+    from olla_jax import budget as budget_lib
+    monkeypatch.setattr(budget_lib, "recompute_to_budget", lambda result, *a, **k: result)
+    io = sum(4 * 512 * 512 for _ in range(6)) * 2 + 4 * 2048 * 512   # arguments + outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = olla_jax.plan(_mlp_step, *MLP_ARGS, backend="gpu:h100", time_limit_s=8,
+                            memory_budget=io + 45 * 2**20)
+    assert got.engine.startswith("xla-remat+") and got.runs_temp_bytes <= 45 * 2**20
+    assert got.extra_flops > 0 and got.backend == "gpu:h100"
+    assert "3 sides" in got.notes[-1], got.notes
+    assert got.executable_bytes is not None

@@ -188,7 +188,15 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
         warn(f"olla_jax: {text}")
         return dataclasses.replace(result, notes=result.notes + (text,),
                                    capture_seconds=result.capture_seconds + time.monotonic() - t0)
-    compile_s = time.monotonic() - t0
+    return xla_remat_plan(result, points, budget, time.monotonic() - t0)
+
+
+def xla_remat_plan(result, points, budget: int, compile_s: float):
+    """``result`` with the best of XLA's rematerialization ``points``
+    (``xla_remat.search``'s, XLA's own compile first) when it fits better,
+    the reason in its notes otherwise; ``compile_s``, the points' compiles,
+    added to its ``capture_seconds``."""
+    from olla_jax import xla_remat
     result = dataclasses.replace(result, capture_seconds=result.capture_seconds + compile_s)
     base, chosen = points[0], xla_remat.best(points, budget)
     tried = ", ".join(f"{p.limit_bytes / 2**20:,.0f} MiB -> {p.total / 2**20:,.1f}"
