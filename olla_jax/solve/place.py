@@ -4,8 +4,8 @@
 above the live-bytes bound and time remains, and checks what it returns.
 Engines: "canonical" (search over canonical placements of the arena, under
 the hint's region choices and, where blocks may use regions, those of
-best-fit's sort orders, each improved by moving blocks live at the arena's
-peak into regions), "cpsat", "ilp-cbc", "ilp-highs", and
+greedy region-class choices and of best-fit's sort orders, each improved
+by moving blocks live at the arena's peak into regions), "cpsat", "ilp-cbc", "ilp-highs", and
 "auto" (the default: canonical, then CP-SAT where regions may be used).
 """
 
@@ -164,7 +164,8 @@ _GREEDY_PER_BUILD = 15.0
 def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_limit_s: float,
                        goal: int, target: int | None, built: float,
                        best_fit_s: float = 0.0) -> Placement:
-    """The canonical arena search under several region choices: the hint's,
+    """The canonical arena search under several region choices: greedy
+    class choices' (``_from_classes``, where the time allows), the hint's,
     then best-fit's under each sort order, each first improved by moving
     blocks live at the arena's peak into regions (place_regions), while time
     lasts; the best arena (never worse than the hint).  The canonical search
