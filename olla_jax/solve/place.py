@@ -4,8 +4,8 @@
 above the live-bytes bound and time remains, and checks what it returns.
 Engines: "canonical" (search over canonical placements of the arena, under
 the hint's region choices and, where blocks may use regions, those of
-best-fit's sort orders, each improved by moving blocks live at the arena's
-peak into regions), "cpsat", "ilp-cbc", "ilp-highs", and
+greedy region-class choices and of best-fit's sort orders, each improved
+by moving blocks live at the arena's peak into regions), "cpsat", "ilp-cbc", "ilp-highs", and
 "auto" (the default: canonical, then CP-SAT where regions may be used).
 """
 
@@ -14,13 +14,14 @@ from __future__ import annotations
 import time
 import warnings
 
+from olla_jax.solve import place_classes
 from olla_jax.solve.place_canonical import solve_canonical
 from olla_jax.solve.place_check import live_bytes_bound, validate_placement
 from olla_jax.solve.place_engines import EngineFailure, solve_cpsat, solve_ilp
 from olla_jax.solve.place_greedy import SORT_ORDERS, best_fit, best_fit_model
 from olla_jax.solve.place_model import build_model
 from olla_jax.solve.place_regions import arena_profile, improve_regions
-from olla_jax.solve.problem import Placement, PlacementProblem
+from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
 
 __all__ = ["ENGINES", "SORT_ORDERS", "best_fit", "live_bytes_bound", "place", "place_exact",
            "validate_placement"]
@@ -163,7 +164,8 @@ _GREEDY_PER_BUILD = 15.0
 def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_limit_s: float,
                        goal: int, target: int | None, built: float,
                        best_fit_s: float = 0.0) -> Placement:
-    """The canonical arena search under several region choices: the hint's,
+    """The canonical arena search under several region choices: greedy
+    class choices' (``_from_classes``, where the time allows), the hint's,
     then best-fit's under each sort order, each first improved by moving
     blocks live at the arena's peak into regions (place_regions), while time
     lasts; the best arena (never worse than the hint).  The canonical search
@@ -180,6 +182,13 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
     one = best_fit_s or _GREEDY_PER_BUILD * built   # one best-fit order's seconds, then measured
     horizon = max((blk.end for blk in model.blocks), default=-1) + 1
     best = hint
+    if _CLASSES_SHARE * time_limit_s >= _CLASSES_PER_BUILD * built:
+        classed = _from_classes(problem, model, t0 + _CLASSES_SHARE * time_limit_s, goal,
+                                target)
+        if classed is not None and classed.arena_size < best.arena_size:
+            best = classed
+            if best.arena_size <= max(goal, target or 0):
+                return best
     starts = [None, *SORT_ORDERS]
     for k, order in enumerate(starts):
         if k and left() < 1.5 * one:   # a start: one best-fit, then its search
@@ -202,7 +211,7 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
                 warnings.warn(f"the region pass returned an invalid placement, keeping its "
                               f"start: {err}", RuntimeWarning)
         peak = int(arena_profile(model, model.from_placement(start)[0], horizon).max())
-        if order is not None and peak >= best.arena_size:
+        if (order is not None or best is not hint) and peak >= best.arena_size:
             continue                       # its arena cannot go below its live peak
         # The hint's search keeps time for the other starts only when they
         # would get as much again (else it gets it all: a best-fit may cost
@@ -219,3 +228,80 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
         if best.arena_size <= max(goal, target or 0) or left() <= 0:
             break
     return best
+
+
+# Of _regions_and_arena's time, what the start from class choices may take
+# (it ends sooner when its arena search reaches its live peak): on gpt2 with
+# gradient accumulation (CPU, small) the greedy, class start and region pass
+# took 0.6 s and the arena search alone about 1 s to reach 8.50 MiB, where
+# the other starts stopped at 9.00 (best-fit's region choices).
+_CLASSES_SHARE = 0.6
+# ... only when that share is at least this many times the model's build:
+# on that step the greedy, class start and region pass took about 8 builds
+# (0.08 s) unloaded; with less, the time they took left the other starts
+# too little (10.25 MiB at a 1 s limit, where without them 9.00).
+_CLASSES_PER_BUILD = 8.0
+# ... the greedy's and the region pass's shares of that (the arena search the
+# rest).  A greedy cut short leaves most blocks in the arena: no start then.
+_GREEDY_SHARE = 0.3
+_CLASS_PASS_SHARE = 0.15
+
+
+def _from_classes(problem: PlacementProblem, model, end: float, goal: int,
+                  target: int | None) -> Placement | None:
+    """A placement whose region choices start from class choices
+    (``place_classes.greedy_classes``, placed by ``class_start``), improved
+    by the region pass, and whose arena blocks are then placed on their own
+    (best-fit and the canonical search on the arena's blocks alone: on the
+    whole model, its region blocks kept, the search found nothing below
+    best-fit's 9.00 MiB in 3 s where alone it reached the live peak, 8.50,
+    in 1 s); by ``end`` (``time.perf_counter()``), checked; None when time
+    is short or the start is invalid."""
+    def left() -> float:
+        return end - time.perf_counter()
+    if left() <= 0.05:
+        return None
+    span = left()
+    choice = place_classes.greedy_classes(problem,
+                                          deadline=time.monotonic() + _GREEDY_SHARE * span)
+    if choice.status != "GREEDY":
+        return None       # cut short, most blocks are still in the arena: no start
+    start = place_classes.class_start(problem, choice.classes, pack=False)
+    start = improve_regions(model, start, time.monotonic() + _CLASS_PASS_SHARE * span)
+    grouped = {i for members in problem.same_offset for i in members}
+    arena = [i for i, r in enumerate(start.region) if r == ARENA and i not in grouped]
+    if not arena:
+        return None      # every block in a region: the other starts' region pass finds it
+    sub = PlacementProblem(tuple(problem.intervals[i] for i in arena), (), problem.alignment)
+    sub_model = build_model(sub)
+    found = best_fit_model(sub_model)
+    stop = max(goal, live_bytes_bound(sub))
+    if left() > 0.01 and found.arena_size > stop:
+        # First with the stop as its target, for half the time: it prunes
+        # from the start (on that step 0.5 s to the live peak, where without
+        # it 1-4 s) but finds nothing when nothing fits under it.
+        found = solve_canonical(sub_model, found, left() / 2, stop=stop,
+                                target=max(stop, target or 0)).placement
+    if left() > 0.01 and found.arena_size > stop:
+        found = solve_canonical(sub_model, found, left(), stop=stop, target=target).placement
+    offset = list(start.offset)
+    for k, i in enumerate(arena):
+        offset[i] = found.offset[k]
+    # Same-offset groups left in the arena (their members' lives are apart:
+    # the search above would take each as one block over their union, and on
+    # that step two such groups of a few bytes kept it from the live peak)
+    # go on top.
+    top, a = found.arena_size, problem.alignment
+    for members in problem.same_offset:
+        if members and start.region[members[0]] == ARENA:
+            top = -(-top // a) * a
+            for i in members:
+                offset[i] = top
+            top += max(problem.intervals[i].size for i in members)
+    result = Placement(start.region, tuple(offset), -(-top // a) * a)
+    try:
+        validate_placement(problem, result)
+    except ValueError as err:
+        warnings.warn(f"the start from class choices is invalid, dropped: {err}", RuntimeWarning)
+        return None
+    return result
