@@ -809,7 +809,8 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
             if left < CHAIN_MIN_S:
                 break
             known = max(0, cuts.before(n)[0])
-            proven, exact = bound_park.node_minimum(found, n, floor=known,
+            hints = [set(o[:list(o).index(n)]) for o in orders]
+            proven, exact = bound_park.node_minimum(found, n, floor=known, hints=hints,
                                                     time_limit_s=min(PARK_NODE_S, left))
             logging.info("park bound, threshold %d, node %d: %d bytes (min-cut %d, %s)", cap, n,
                          proven, known, "exact" if exact else "stopped")
