@@ -1017,10 +1017,12 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
                    deadline: float, cost: _Cost, live_of) -> Candidate:
     """The best order with output writers moved later (``solve.defer``), each
     variant placed by best-fit; the best placement wins.  Variants are tried
-    while ``deadline`` allows (none whose best-fit would end past it)."""
+    while ``deadline`` allows (none whose best-fit would end past it), those
+    whose live bytes (``place_check.live_bytes_bound``: no placement of the
+    order is below them) are at or above the best arena skipped."""
     import bisect
 
-    from olla_jax.solve import defer
+    from olla_jax.solve import defer, place_check
 
     order, source, placement, pp = best.order, best.source, best.placement, best.problem
     writers = defer.output_writers(problem)
@@ -1034,6 +1036,8 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
             break
         moved = defer.defer(problem, order, chosen)
         moved_pp, moved_owners = graph.placement_problem(moved)
+        if place_check.live_bytes_bound(moved_pp) >= best.placement.arena_size:
+            continue   # no placement of it beats the best (H100 resnet18: 8 variants, 4 s)
         moved_placement = cost.best_fit(moved_pp, deadline)
         logging.info("placement with %d output writers deferred: %d bytes", len(chosen),
                      moved_placement.arena_size)
