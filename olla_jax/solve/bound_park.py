@@ -219,8 +219,9 @@ def _add_hint(m, x: dict, rules: list, choices: list, capacity: dict[int, int],
             best = (cost, val)
     if best is None:
         return None
-    for var, value in best[1].items():
-        m.add_hint(var, value)
+    hint = m.proto.solution_hint     # at once: add_hint per variable took 0.6 s on remat
+    hint.vars.extend(var.index for var in best[1])
+    hint.values.extend(int(value) for value in best[1].values())
     return best[0]
 
 
@@ -242,9 +243,12 @@ def _pack(val: _Values, choices: list, capacity: dict[int, int]) -> None:
     literals hold (best-fit decreasing: a hint, not an optimum)."""
     free = dict(capacity)
     units: dict[int, list] = {}
+    live: dict[int, bool] = {}       # per unit (its first literal, shared by its choices)
     for z, unit, size, r, needs in choices:
         val[z] = False
-        if all(val[lit] for lit in needs):
+        if unit not in live:
+            live[unit] = val[needs[0]]
+        if live[unit] and all(val[lit] for lit in needs[1:]):
             units.setdefault(unit, []).append((z, size, r))
     for options in sorted(units.values(), key=lambda o: -o[0][1]):
         fits = [(free[r], z, r, size) for z, size, r in options if free[r] >= size]
