@@ -135,3 +135,16 @@ def test_an_orders_prefix_is_a_whole_feasible_hint_and_changes_no_minimum():
                     assert round(solver.objective_value) == hinted >= plain[0]
                     hinted_any += 1
     assert hinted_any > 20
+
+
+def test_park_up_starts_no_node_whose_set_up_would_pass_its_end(monkeypatch):
+    """A park model's set-up is not interruptible (3.2 s on remat's, H100):
+    with a set-up estimate past the time given, no node is started."""
+    graph = _two_live_one_output()
+    monkeypatch.setattr(strategy, "PARK_SETUP_US", 1e9)
+    calls = []
+    monkeypatch.setattr(bound_park, "node_minimum",
+                        lambda *a, **k: calls.append(1) or (KIB, True))
+    value = strategy._park_up(graph, {0: KIB // 2}, KIB // 2, [random_order(graph, 0)],
+                              time.monotonic, time.monotonic() + 5)
+    assert value == KIB // 2 and not calls
