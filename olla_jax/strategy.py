@@ -72,6 +72,11 @@ PARK_NODES = 4
 PARK_NODE_S = 2.0
 PARK_SHARE = 0.5
 PARK_MAX_NODES = 2500
+# A park node's CP-SAT set-up per arena item and whole region, taken before
+# one starts (then the longest measured): remat (H100) has 1,118 x 302, 3.2 s
+# (quiet); begun with 1 s left at load 16, its bound top-up ended 3.8 s past
+# the limit's mark (solve 21.7 s at 20).
+PARK_SETUP_US = 10.0
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
@@ -791,6 +796,7 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
             return (0, -min(fit._cost(c, tuple(o)) for o in orders), c)
         return (1, -per_cap[c], c)
     ranked = sorted(per_cap, key=rank)[:PARK_PROBLEMS]
+    setup_s = [0.0]    # the longest set-up measured here
     for cap in ranked:
         if end - now() < CHAIN_MIN_S:
             break
@@ -804,13 +810,26 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
                  if upper[n] + room > value and n in found.nodes][:PARK_NODES]
         nodes = [n for n in nodes if (cap, n) not in done]
         cuts = bounds.NodeCuts(found.problem)
+        profiles = [sp.step_profile(found.problem, o) for o in orders] if nodes else []
+        at = [{v: i for i, v in enumerate(o)} for o in orders] if nodes else []
+        # The model's set-up (not interruptible) grows with arena items x whole regions.
+        items = sum(1 for it in found.problem.items if it.region == sp.ARENA)
+        setup = max(setup_s[0], PARK_SETUP_US * 1e-6 * items * len(found.whole))
         for n in nodes:
             left = end - now()
-            if left < CHAIN_MIN_S:
+            if left < CHAIN_MIN_S + setup:
                 break
             known = max(0, cuts.before(n)[0])
-            proven, exact = bound_park.node_minimum(found, n, floor=known,
-                                                    time_limit_s=min(PARK_NODE_S, left))
+            # One hint (each costs about the model's build: 0.4 s on remat's
+            # 1,861 nodes): the order cheapest at ``n``.
+            k = min(range(len(orders)), key=lambda k: profiles[k][at[k][n]])
+            hints = [set(orders[k][:at[k][n]])]
+            t = now()
+            limit = max(0.01, min(PARK_NODE_S, left - setup))
+            proven, exact = bound_park.node_minimum(found, n, floor=known, hints=hints,
+                                                    time_limit_s=limit)
+            if not exact:    # it ran to its limit: the rest was its set-up
+                setup_s[0] = max(setup_s[0], now() - t - limit)
             logging.info("park bound, threshold %d, node %d: %d bytes (min-cut %d, %s)", cap, n,
                          proven, known, "exact" if exact else "stopped")
             per_cap[cap] = max(per_cap[cap], proven)
@@ -1016,10 +1035,12 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
                    deadline: float, cost: _Cost, live_of) -> Candidate:
     """The best order with output writers moved later (``solve.defer``), each
     variant placed by best-fit; the best placement wins.  Variants are tried
-    while ``deadline`` allows (none whose best-fit would end past it)."""
+    while ``deadline`` allows (none whose best-fit would end past it), those
+    whose live bytes (``place_check.live_bytes_bound``: no placement of the
+    order is below them) are at or above the best arena skipped."""
     import bisect
 
-    from olla_jax.solve import defer
+    from olla_jax.solve import defer, place_check
 
     order, source, placement, pp = best.order, best.source, best.placement, best.problem
     writers = defer.output_writers(problem)
@@ -1033,6 +1054,8 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
             break
         moved = defer.defer(problem, order, chosen)
         moved_pp, moved_owners = graph.placement_problem(moved)
+        if place_check.live_bytes_bound(moved_pp) >= best.placement.arena_size:
+            continue   # no placement of it beats the best (H100 resnet18: 8 variants, 4 s)
         moved_placement = cost.best_fit(moved_pp, deadline)
         logging.info("placement with %d output writers deferred: %d bytes", len(chosen),
                      moved_placement.arena_size)

@@ -70,11 +70,11 @@ def test_park_up_raises_a_threshold_from_the_orders_costliest_nodes():
     assert value == KIB and per_cap[0] == value
 
 
-def test_random_graphs_park_bound_at_most_the_optimum_and_placed_orders():
-    rng = random.Random(11)
+def _random_graphs(seed: int, count: int):
+    """Small random steps: temporaries of 1-3 KiB, 1-3 outputs of about that."""
+    rng = random.Random(seed)
     sizes = [KIB, 2 * KIB, 3 * KIB]
-    raised = barred = 0
-    for trial in range(15):
+    for _ in range(count):
         n = rng.randrange(4, 7)
         edges = {(rng.randrange(i), i) for i in range(1, n)}
         temps = []
@@ -85,7 +85,12 @@ def test_random_graphs_park_bound_at_most_the_optimum_and_placed_orders():
             temps.append((rng.choice(sizes), d, last))
         outputs = [(rng.choice(sizes) + rng.choice((0, 0, KIB // 4)), rng.randrange(n))
                    for _ in range(rng.randrange(1, 4))]
-        graph = _graph(temps, outputs, edges, n)
+        yield _graph(temps, outputs, edges, n)
+
+
+def test_random_graphs_park_bound_at_most_the_optimum_and_placed_orders():
+    raised = barred = 0
+    for trial, graph in enumerate(_random_graphs(11, 15)):
         value = _park_value(graph)
         assert value <= _brute_force(graph), trial
         for seed in range(2):
@@ -97,3 +102,49 @@ def test_random_graphs_park_bound_at_most_the_optimum_and_placed_orders():
                       for c in sorted({0, *graph.order_problem().region_sizes}))
     assert raised, "no random graph where parking whole units raised the bound"
     assert barred, "no random graph with a unit read at or after an output's writer"
+
+
+def test_an_orders_prefix_is_a_whole_feasible_hint_and_changes_no_minimum():
+    """The hint (``node_minimum``'s ``hints``: an order's prefix, its units
+    packed best-fit) sets every variable of the model consistently: CP-SAT
+    with every variable fixed to it finds that solution, at the cost the hint
+    claims, never below the minimum; and the minimum with hints is the one
+    without."""
+    from ortools.sat.python import cp_model
+    hinted_any = 0
+    for trial, graph in enumerate(_random_graphs(5, 10)):
+        for c in sorted({0, *graph.order_problem().region_sizes}):
+            found = park.park_problem(graph, c)
+            for n in sorted(found.nodes):
+                plain = bound_park.node_minimum(found, n, time_limit_s=10)
+                assert plain[1]
+                for seed in range(2):
+                    order = random_order(graph, seed)
+                    prefix = set(order[:order.index(n)])
+                    assert bound_park.node_minimum(found, n, time_limit_s=10,
+                                                   hints=[prefix]) == plain
+                    built = bound_park._model(found, n, floor=0, anc=None, desc=None,
+                                              hints=[prefix])
+                    if isinstance(built, int):
+                        continue
+                    m, hinted = built
+                    solver = cp_model.CpSolver()
+                    solver.parameters.fix_variables_to_their_hinted_value = True
+                    solver.parameters.num_workers = 1
+                    assert solver.solve(m) == cp_model.OPTIMAL, (trial, c, n, seed)
+                    assert round(solver.objective_value) == hinted >= plain[0]
+                    hinted_any += 1
+    assert hinted_any > 20
+
+
+def test_park_up_starts_no_node_whose_set_up_would_pass_its_end(monkeypatch):
+    """A park model's set-up is not interruptible (3.2 s on remat's, H100):
+    with a set-up estimate past the time given, no node is started."""
+    graph = _two_live_one_output()
+    monkeypatch.setattr(strategy, "PARK_SETUP_US", 1e9)
+    calls = []
+    monkeypatch.setattr(bound_park, "node_minimum",
+                        lambda *a, **k: calls.append(1) or (KIB, True))
+    value = strategy._park_up(graph, {0: KIB // 2}, KIB // 2, [random_order(graph, 0)],
+                              time.monotonic, time.monotonic() + 5)
+    assert value == KIB // 2 and not calls
