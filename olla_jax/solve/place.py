@@ -182,7 +182,8 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
     one = best_fit_s or _GREEDY_PER_BUILD * built   # one best-fit order's seconds, then measured
     horizon = max((blk.end for blk in model.blocks), default=-1) + 1
     best = hint
-    if _CLASSES_SHARE * time_limit_s >= _CLASSES_PER_BUILD * built:
+    # (its arena blocks' best-fit costs up to a whole one: none it cannot finish)
+    if _CLASSES_SHARE * time_limit_s >= max(_CLASSES_PER_BUILD * built, 1.5 * best_fit_s):
         classed = _from_classes(problem, model, t0 + _CLASSES_SHARE * time_limit_s, goal,
                                 target)
         if classed is not None and classed.arena_size < best.arena_size:
