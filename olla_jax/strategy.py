@@ -81,6 +81,17 @@ RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s 
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
 DEFER_END = 0.8                # output deferral and sink moves end here
+# Before the finish, kept for the repair (the exact placement of the orders
+# placed) from the candidates after the first and from output deferral, in
+# best-fits of this graph (its model and one sort order, as measured, so
+# that it grows with the load): the region-fit floor (1-2), the exact
+# engine's region pass (densenet small, CPU: about 4, 0.4 s) and its
+# canonical search (3).  At a 10 s limit densenet's repair had about 1 s and
+# its region pass was cut (57.27 MiB placed against a 52.66 floor, 53.25 with
+# the pass done); at a 6 s limit (CPU time) a second candidate and the
+# deferrals left resnet50's repair 0.1 s an order: 31.99 kept, where the
+# exact engine reaches 28.12 in 0.1 s of CPU.
+REPAIR_BEST_FITS = 8.0
 SINK_SHARE = 0.25              # of the time to DEFER_END: sink moves on a deferred order
 EXACT_PLACEMENT_SHARE = 0.7    # of the time left: exact placement of the first order repaired
 FINISH_RESERVE = 0.03          # of the limit: kept for turning the placement into a layout
@@ -537,6 +548,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         ranked.sort(key=lambda item: peak.get(item[0], float("inf")))   # stable: rank breaks ties
     for order, source in ranked:
         until = min(search.mark(PLACE_CANDIDATES_END), search.at - kept / 2)
+        if best is not None:   # the first's sort orders as before: it is the repair's hint
+            until = min(until, _repair_mark(clock, cost))
         if best is not None and now() + cost.one_best_fit > until:
             logging.info("time limit: %d candidate orders not placed by best-fit",
                          len(ranked) - ranked.index((order, source)))
@@ -555,12 +568,15 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         if best is None or placement.arena_size < best.placement.arena_size:
             best = placed[order]
     lap("best-fit candidates")
+
+    def defer_end() -> float:
+        return min(search.mark(DEFER_END), _repair_mark(clock, cost))
     if best.placement.arena_size > value:
-        best = _defer_outputs(graph, with_regions, best, deadline=search.mark(DEFER_END),
-                              cost=cost, live_of=live_of)
+        best = _defer_outputs(graph, with_regions, best, deadline=defer_end(), cost=cost,
+                              live_of=live_of)
     if best.placement.arena_size > value and "defer" in best.source:
-        best = _sink_deferred(graph, with_regions, best, deadline=search.mark(DEFER_END),
-                              cost=cost, live_of=live_of)
+        best = _sink_deferred(graph, with_regions, best, deadline=defer_end(), cost=cost,
+                              live_of=live_of)
     placed[best.order] = best
     live[best.order] = best.live
     lap("defer and sink")
@@ -664,6 +680,14 @@ def _tied_list_order(graph: model.ScheduleGraph, found, until: float):
                          r.rule, floor, keep[2])
             keep = (tuple(r.order), problem, floor)
     return keep[0], keep[1]
+
+
+def _repair_mark(clock: Deadline, cost: _Cost) -> float:
+    """When the repair must start at the latest: REPAIR_BEST_FITS best-fits
+    before the finish (the deadline on a sweep graph: no exact placement there)."""
+    if cost.sweep:
+        return clock.at
+    return clock.at - FINISH_RESERVE * clock.seconds - REPAIR_BEST_FITS * cost.one_best_fit
 
 
 def _finish_mark(clock: Deadline, cost: _Cost) -> float:
@@ -921,8 +945,12 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
         problem = problems[order][0]
         t = now()
         found = peaks[order]
+        # Until one is measured, taken as a best-fit (resnet50 small: 0.29 s
+        # against 0.23; at load 12 the first, started just before the finish
+        # with none measured, ran the plan 1.5 s past its limit).
         if (len(problem.intervals) <= FIT_BOUND_MAX_INTERVALS and any(
-                r.capacity > 0 for r in problem.regions) and t + 2 * fit_s[0] < finish):
+                r.capacity > 0 for r in problem.regions)
+                and t + 2 * (fit_s[0] or cost.one_best_fit) < finish):
             found = max(found, place_check.region_fit_bound(problem))
         fit_s[0] = max(fit_s[0], now() - t)
         return found
@@ -994,8 +1022,8 @@ def _repair(graph, best: Candidate, placed: dict, unplaced: list, live: dict, bo
             cost.exact_setup = over if not tried else max(cost.exact_setup, over)
         tried = True
         logging.info("exact placement of the %s order (live bytes %d, floor %d): %d -> %d bytes "
-                     "in %.1f s", cand.source, cand.live, floor, cand.placement.arena_size,
-                     exact.arena_size, now() - t)
+                     "in %.1f s of %.1f", cand.source, cand.live, floor, cand.placement.arena_size,
+                     exact.arena_size, now() - t, budget)
         if exact.arena_size < cand.placement.arena_size:
             cand = dataclasses.replace(cand, placement=exact)
             placed[order] = cand
@@ -1035,9 +1063,11 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
                    deadline: float, cost: _Cost, live_of) -> Candidate:
     """The best order with output writers moved later (``solve.defer``), each
     variant placed by best-fit; the best placement wins.  Variants are tried
-    while ``deadline`` allows (none whose best-fit would end past it), those
-    whose live bytes (``place_check.live_bytes_bound``: no placement of the
-    order is below them) are at or above the best arena skipped."""
+    while ``deadline`` allows (none whose best-fit would end past it); none
+    is placed that repeats an order tried, or whose live-bytes bound is not
+    below the best arena (no placement of it wins: deferring all 380 of
+    densenet's writers, CPU small, took a best-fit to place at 139 MiB
+    against 54, and the repair after lacked that time)."""
     import bisect
 
     from olla_jax.solve import defer, place_check
@@ -1049,12 +1079,18 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
     layout = graph.flat_layout(order)
     starts = [layout[n] for n in order]
     peak = order[bisect.bisect_right(starts, defer.arena_peak_step(pp, placement)) - 1]
+    tried = {tuple(order)}
     for k, chosen in enumerate(defer.deferral_sets(writers, order, peak)):
         if cost.clock() + cost.one_best_fit > deadline:
             break
         moved = defer.defer(problem, order, chosen)
+        if moved in tried:
+            continue
+        tried.add(moved)
         moved_pp, moved_owners = graph.placement_problem(moved)
         if place_check.live_bytes_bound(moved_pp) >= best.placement.arena_size:
+            logging.info("%d output writers deferred: live-bytes bound not below %d bytes, "
+                         "not placed", len(chosen), best.placement.arena_size)
             continue   # no placement of it beats the best (H100 resnet18: 8 variants, 4 s)
         moved_placement = cost.best_fit(moved_pp, deadline)
         logging.info("placement with %d output writers deferred: %d bytes", len(chosen),

@@ -1,0 +1,105 @@
+"""strategy._defer_outputs places only the deferral variants that can win: no
+order placed twice (the original included), none whose live-bytes bound is not
+below the best arena (its placement cannot beat it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from olla_jax import strategy
+from olla_jax.solve import defer, place_check
+from tests.small_steps import mlp_graph
+
+
+def _setup():
+    graph = mlp_graph()
+    problem = graph.order_problem()
+    order = tuple(graph.xla_order)
+    cost = strategy._Cost(time.monotonic)
+    pp, owners = graph.placement_problem(order)
+    best = strategy.Candidate(order, "xla", cost.best_fit(pp, time.monotonic() + 60), owners, pp)
+    placed: list = []
+    real = cost.best_fit
+
+    def best_fit(problem_, until, cut=None):
+        placed.append(problem_)
+        return real(problem_, until, cut)
+    cost.best_fit = best_fit
+    return graph, problem, order, cost, best, placed
+
+
+def test_each_deferred_order_is_placed_once_and_the_original_not_again(monkeypatch):
+    graph, problem, order, cost, best, placed = _setup()
+    made = []
+    real_defer = defer.defer
+
+    def spy(problem_, order_, deferred):
+        made.append(real_defer(problem_, order_, deferred))
+        return made[-1]
+    monkeypatch.setattr(defer, "defer", spy)
+    monkeypatch.setattr(place_check, "live_bytes_bound", lambda pp: 0)   # no variant screened
+    strategy._defer_outputs(graph, problem, best, deadline=time.monotonic() + 60, cost=cost,
+                            live_of=lambda o: 0)
+    new = {m for m in made if m != order}
+    assert len(made) > len(new) >= 1           # mlp's variants repeat themselves and the order
+    assert len(placed) == len(new)
+
+
+def test_a_variant_whose_live_bytes_bound_is_not_below_the_best_is_not_placed():
+    graph, problem, order, cost, best, placed = _setup()
+    floors = [place_check.live_bytes_bound(graph.placement_problem(
+        defer.defer(problem, order, s))[0]) for s in defer.deferral_sets(
+            defer.output_writers(problem), order, order[len(order) // 2])]
+    # A best arena at the least of the variants' bounds: none of them can beat it.
+    at_floor = dataclasses.replace(best, placement=dataclasses.replace(
+        best.placement, arena_size=min(floors)))
+    kept = strategy._defer_outputs(graph, problem, at_floor, deadline=time.monotonic() + 60,
+                                   cost=cost, live_of=lambda o: 0)
+    assert placed == []
+    assert kept is at_floor
+
+
+def test_deferral_leaves_the_repair_its_best_fits(monkeypatch):
+    """Each best-fit sort order costs 1 fake second: output deferral (the
+    stage before the repair) ends REPAIR_BEST_FITS best-fits before the
+    finish, not at its mark of the limit."""
+    from olla_jax.solve import bounds, order as order_lib, place_greedy
+    from olla_jax.solve import problem as sp
+    graph = mlp_graph()
+    spent = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + spent[0]
+
+    def stacked(model_, orders=place_greedy.SORT_ORDERS, **kw):
+        spent[0] += 1.0 * len(orders)
+        offsets, top = [], 0
+        for b in model_.blocks:
+            offsets.append(top)
+            top += -(-b.size // model_.alignment) * model_.alignment
+        return model_.to_placement([sp.ARENA] * len(model_.blocks), offsets)
+    monkeypatch.setattr(place_greedy, "best_fit_model", stacked)
+    real_order, real_bound = order_lib.solve_order, bounds.min_cut_bound
+
+    def solve_order(problem, **kw):
+        return real_order(problem, **{**kw, "time_limit_s": 0.01, "engine": "list"})
+
+    def min_cut_bound(problem, **kw):
+        return real_bound(problem, **{**kw, "time_limit_s": 0.01})
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    monkeypatch.setattr(bounds, "min_cut_bound", min_cut_bound)
+    given = []
+    real_defer = strategy._defer_outputs
+
+    def defer_outputs(graph_, problem, best, *, deadline, cost, live_of):
+        given.append((deadline, cost.one_best_fit))
+        return real_defer(graph_, problem, best, deadline=deadline, cost=cost, live_of=live_of)
+    monkeypatch.setattr(strategy, "_defer_outputs", defer_outputs)
+    deadline = strategy.Deadline(20.0, clock=clock)
+    strategy.solve_graph(graph, deadline=deadline)
+    assert given
+    (end, one), = given
+    assert one >= 1.0
+    finish = deadline.at - strategy.FINISH_RESERVE * deadline.seconds
+    assert end <= finish - strategy.REPAIR_BEST_FITS * one + 1e-6
