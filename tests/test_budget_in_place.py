@@ -166,7 +166,7 @@ def test_budget_plan_reports_its_search_within_the_limit(vit_base):
     # (what it finds in that time depends on the machine's load)
     if got.recomputed:
         assert got.verified and verify_s > 0
-        assert f"limit {limit:g} s" in got.notes[-1] and "verified" in got.notes[-1]
+        assert f"limit {limit:.1f} s" in got.notes[-1] and "verified" in got.notes[-1]
 
 
 def _polished(vit_base):

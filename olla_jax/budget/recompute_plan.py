@@ -212,7 +212,9 @@ def _copy_lives(graph: ScheduleGraph, state: State, step, picked) -> dict:
     (``picked``: (clone time, candidate, k) by time); the first copy's
     interval in ``state`` is cut to end after the reader before the first
     split.  A value split several times has one copy per split, each read up
-    to the reader before the next split, the last one until the value's end."""
+    to the reader before the next split, the last one until the value's end.
+    ValueError for a copy that no reader reads (one before a slot that no
+    reader of the value follows would end before it is made)."""
     unit_of = graph.unit_of_value
     ks_of = defaultdict(list)
     for _, c, k in picked:
@@ -224,6 +226,10 @@ def _copy_lives(graph: ScheduleGraph, state: State, step, picked) -> dict:
         ks = sorted(ks_of[c.value])
         if len(set(ks)) != len(ks):
             raise ValueError(f"value {c.value} is split twice before reader {k}")
+        if not copies_read(c, users, ks):   # (the searches never pick one: late_part_ok)
+            before = [graph.nodes[users[j]] for j in ks]
+            raise ValueError(f"value {c.value}: a copy of it before {before} (slots included) "
+                             "has no reader of its own before the next copy or the end")
         reads = read_times(c, users, step)
         if c.value not in end_of:
             end_of[c.value] = iv[2]
