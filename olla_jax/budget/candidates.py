@@ -63,6 +63,9 @@ class Candidate:
     # A library call's scratch (cuBLAS or cuDNN workspace) values: its copy
     # writes one of each size too, placed free for the copy's step alone.
     scratch: tuple[int, ...] = ()
+    # Operands recomputed just before this copy, for it alone (``with_feeders``):
+    # each a copy of its own producer, read by this copy and dead after it.
+    feeders: tuple[int, ...] = ()
 
     @property
     def readers(self) -> tuple[int, ...]:
@@ -146,7 +149,7 @@ def screen(graph: ScheduleGraph, capture,
         if value is None or value.live_in or value.live_out:
             continue
         unit = graph.units[unit_of[value.id]]
-        if not unit.movable or value.allocation != graph.temp_allocation:
+        if not placed_by_plan(graph, unit, value):
             refuse(recs, "fixed in memory")
             continue
         successors = tuple(o for o in unit.values if o != value.id)
@@ -181,7 +184,16 @@ def screen(graph: ScheduleGraph, capture,
                              operands, flops, cost, successors, scratch=scratch))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
     # GPT-2 on H100): on CPU the readers' indices of a value are what its copies split on.
-    return (with_slots(out) if gpu else out), why
+    return (with_slots(out) if gpu else with_feeders(graph, out, recompute_cost)), why
+
+
+def placed_by_plan(graph: ScheduleGraph, unit, value) -> bool:
+    """Whether the plan places ``value``'s unit: a movable one in the temp
+    allocation, or one XLA parked in an output allocation's idle bytes (the
+    planner moves those too, ``graph.model``): its first run's place is the
+    plan's either way, and its copy goes where the placement puts it."""
+    return unit.movable and (value.allocation == graph.temp_allocation or
+                             graph.allocations[value.allocation].kind == "output")
 
 
 # How far down a chain of candidates the readers of a dependent become slots.
@@ -216,6 +228,46 @@ def with_slots(cands: Sequence[Candidate], depth: int = SLOT_DEPTH) -> list[Cand
         extra.discard(c.producer)
         out.append(dataclasses.replace(c, users=c.users + tuple(sorted(extra)),
                                        slots=tuple(sorted(extra))) if extra else c)
+    return out
+
+
+def with_feeders(graph: ScheduleGraph, cands: Sequence[Candidate],
+                 recompute_cost: str = "time") -> list[Candidate]:
+    """``cands`` where a copy reads, instead of an operand kept live for it,
+    that operand's own copy made just before (a *feeder*): an operand that is
+    a candidate read by this copy's producer alone, with no value written over
+    it in place, whose own operands are inputs that stay intact for the whole
+    step (parameters that are not donated, constants).  The feeder's copy
+    then lives only while the copy runs, where the operand would otherwise
+    be kept from its first run to the copy (e.g. a layer's input gathered from
+    an embedding table, read by a forward loop and, much later, the backward
+    loop).  The copy's cost and FLOPs include the feeder's."""
+    by_value = {c.value: c for c in cands}
+
+    def intact_input(v: int) -> bool:
+        value = graph.values[v]
+        alloc = graph.allocations[value.allocation]
+        return not graph.units[graph.unit_of_value[v]].movable and \
+            alloc.kind in ("parameter", "constant") and not alloc.live_out
+    out = []
+    for c in cands:
+        feeders = [by_value[o] for o in c.operands
+                   if o in by_value and o != c.value and not by_value[o].feeders and
+                   not by_value[o].successors and not by_value[o].scratch and
+                   by_value[o].users == (c.producer,) and
+                   all(intact_input(x) for x in by_value[o].operands)]
+        if not feeders:
+            out.append(c)
+            continue
+        fed = {f.value for f in feeders}
+        operands = tuple(dict.fromkeys(
+            [o for o in c.operands if o not in fed] + [x for f in feeders for x in f.operands]))
+        flops = c.flops + sum(f.flops for f in feeders)
+        moved = graph.values[c.value].size + sum(graph.values[o].size for o in operands) + \
+            sum(2 * graph.values[f.value].size for f in feeders)
+        out.append(dataclasses.replace(c, operands=operands, flops=flops,
+                                       cost_s=copy_cost(flops, moved, recompute_cost),
+                                       feeders=tuple(sorted(fed))))
     return out
 
 

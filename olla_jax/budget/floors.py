@@ -104,6 +104,10 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
         c = by_value.get(r.value)
         if c is None:
             continue
+        if not r.late_users:        # a feeder's copy: read by the next copy alone
+            at = copy_time(graph, step, graph.node_index[r.before])
+            copies.append((r.size, at, at, r.place[0] == graph.temp_allocation))
+            continue
         iv = state.intervals[state.interval_of_unit[unit_of[c.value]]]
         later = [q for q in recomputes[j + 1:] if q.value == r.value]
         # The last copy keeps the unit's end (values written over it in place
