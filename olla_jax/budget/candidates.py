@@ -72,10 +72,12 @@ class Candidate:
         return tuple(u for u in self.users if u not in self.slots)
 
 
-def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> list[Candidate]:
+def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
+               feeders: bool = True) -> list[Candidate]:
     """Values of ``graph`` whose producer can run a second time (see module
-    doc), each costed by ``recompute_cost`` (``copy_cost``)."""
-    return screen(graph, capture, recompute_cost)[0]
+    doc), each costed by ``recompute_cost`` (``copy_cost``); on CPU, with
+    ``feeders`` (``with_feeders``; False: each copy reads its operands' first runs)."""
+    return screen(graph, capture, recompute_cost, feeders=feeders)[0]
 
 
 def refusals(graph: ScheduleGraph, capture) -> dict[int, str]:
@@ -101,8 +103,8 @@ def named_refusals(graph: ScheduleGraph, found: Sequence[Candidate], why: dict[i
     return why
 
 
-def screen(graph: ScheduleGraph, capture,
-           recompute_cost: str = "time") -> tuple[list[Candidate], dict[int, str]]:
+def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
+           feeders: bool = True) -> tuple[list[Candidate], dict[int, str]]:
     """(``candidates``, value id -> reason for the values of entry
     instructions that do not qualify)."""
     check_cost(recompute_cost)
@@ -184,7 +186,16 @@ def screen(graph: ScheduleGraph, capture,
                              operands, flops, cost, successors, scratch=scratch))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
     # GPT-2 on H100): on CPU the readers' indices of a value are what its copies split on.
-    return (with_slots(out) if gpu else with_feeders(graph, out, recompute_cost)), why
+    # Values parked in an output allocation serve as feeders alone: as
+    # candidates of their own they add many small values (gpt2: 192 -> 909)
+    # for little (what an output's idle bytes hold costs the arena nothing).
+    parked = {c.value for c in out if graph.values[c.value].allocation != graph.temp_allocation}
+    for v in parked:
+        why[v] = "parked in an output allocation (recomputed only as a copy's feeder)"
+    if gpu:
+        return with_slots([c for c in out if c.value not in parked]), why
+    fed = with_feeders(graph, out, recompute_cost) if feeders else out
+    return [c for c in fed if c.value not in parked], why
 
 
 def placed_by_plan(graph: ScheduleGraph, unit, value) -> bool:
