@@ -116,7 +116,8 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 raise PlanRejected(f"recomputation of {claim.producer} names {name}, which is not "
                                    "an entry instruction")
         if (inner_before[claim.before] and not (instr_by_name[claim.before].opcode == "while" and
-                                                claim.before in claim.late_users)) or \
+                                                (claim.before in claim.late_users or
+                                                 _feeds_loop_copy(claim, plan.recomputes)))) or \
                 (claim.done_before and inner_before[claim.done_before]):
             raise PlanRejected(f"recomputation before {claim.before}: it runs a nested computation")
         if claim.value not in records or records[claim.value].defining_instruction != claim.producer:
@@ -339,6 +340,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
     extra_places = {}
     copy_key = {}       # claim index -> key of its copy's interval
     moved_with = {}     # value written over a recomputed value's bytes -> its last copy's key
+    chain_read = set()  # claim indices whose copy a later copy reads
     recomputed_groups = [find(v) for v in copies_of if v in intervals]
     if len(set(recomputed_groups)) != len(recomputed_groups):
         raise PlanRejected("two recomputed values share bytes (in place or aliased)")
@@ -383,8 +385,6 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             raise PlanRejected(f"a late reader of {rec.key} runs a nested computation")
         if flat[claim.producer] >= step:
             raise PlanRejected(f"{claim.producer} is recomputed before its first run")
-        if not claim.late_users:
-            raise PlanRejected(f"recomputed value {rec.key} has no late reader")
         for op in records.values():
             if not any(u.instruction == claim.producer for u in op.uses):
                 continue
@@ -396,6 +396,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             made = [i for i in copies_of.get(op.id, ()) if claim_step[i] < step]
             if made:
                 # a chain: the operand's latest copy, which must stay live until this run
+                chain_read.add(made[-1])
                 s0, e0 = intervals[copy_key[made[-1]]]
                 intervals[copy_key[made[-1]]] = (s0, max(e0, step))
                 continue
@@ -407,7 +408,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                                        f"over (by {records[other].key}) before the second run")
         _scratch_claims(claim, records, placements, horizon, intervals, parent, extra_places,
                         step, instr_by_name)
-        late_end = max(flat[name] for name in claim.late_users)
+        # (a copy no instruction reads is a chain's operand: the copies that
+        # read it extend its life, and ``_chain_read`` makes sure one does)
+        late_end = max((flat[name] for name in claim.late_users), default=step)
         key = -1 - len(extra_places)
         copy_key[j] = key
         intervals[key] = (step, late_end)
@@ -419,6 +422,7 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         for x in list(intervals):
             if x >= 0 and x != v and find(x) == find(v):
                 moved_with[x] = key
+    _chain_read(plan.recomputes, chain_read, records)
     # The copy and the values written over it in place take turns, chains' reads included.
     for x, key in moved_with.items():
         if intervals[key][0] < intervals[x][0] < intervals[key][1]:
@@ -519,6 +523,23 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             peak = max(peak, live)
         peaks[a] = peak
     return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)
+
+
+def _feeds_loop_copy(claim, claims) -> bool:
+    """Whether ``claim``, with no late reader of its own, runs before a while
+    loop whose own copy (a claim before the same loop, which the loop reads)
+    comes after it and may read it (a chain's operand, made just before)."""
+    return not claim.late_users and any(
+        other.before == claim.before and claim.before in other.late_users for other in claims)
+
+
+def _chain_read(claims, chain_read: set[int], records) -> None:
+    """Every copy that no instruction reads (no late reader) is read by a
+    later copy, a chain (``chain_read``: indices of claims read so)."""
+    for j, claim in enumerate(claims):
+        if not claim.late_users and j not in chain_read:
+            raise PlanRejected(f"recomputed value {records[claim.value].key} has no late reader "
+                               f"(before {claim.before}) and no later copy reads its copy")
 
 
 def _loop_domain(loop, instr_by_id, entry, comps) -> set[str]:

@@ -11,7 +11,9 @@ so the copy must run before the first of them is written), and every operand can
 intact until the second run (an operand written over in place before then
 disqualifies it; one that is itself recomputed is read from its copy when that
 copy is made first, a chain, which only the model picks).  Operands are kept live until
-the second run, which costs memory of its own and is counted.
+the second run, which costs memory of its own and is counted; on CPU an operand
+made from intact inputs and read by the producer alone is instead recomputed
+just before the copy, for it alone (a *feeder*, ``candidates.with_feeders``).
 
 Values are picked greedily at the live-bytes peak, most bytes saved per unit
 of extra compute first (a roofline estimate from the instruction's FLOPs and

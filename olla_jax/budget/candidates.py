@@ -63,16 +63,21 @@ class Candidate:
     # A library call's scratch (cuBLAS or cuDNN workspace) values: its copy
     # writes one of each size too, placed free for the copy's step alone.
     scratch: tuple[int, ...] = ()
+    # Operands recomputed just before this copy, for it alone (``with_feeders``):
+    # each a copy of its own producer, read by this copy and dead after it.
+    feeders: tuple[int, ...] = ()
 
     @property
     def readers(self) -> tuple[int, ...]:
         return tuple(u for u in self.users if u not in self.slots)
 
 
-def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> list[Candidate]:
+def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
+               feeders: bool = True) -> list[Candidate]:
     """Values of ``graph`` whose producer can run a second time (see module
-    doc), each costed by ``recompute_cost`` (``copy_cost``)."""
-    return screen(graph, capture, recompute_cost)[0]
+    doc), each costed by ``recompute_cost`` (``copy_cost``); on CPU, with
+    ``feeders`` (``with_feeders``; False: each copy reads its operands' first runs)."""
+    return screen(graph, capture, recompute_cost, feeders=feeders)[0]
 
 
 def refusals(graph: ScheduleGraph, capture) -> dict[int, str]:
@@ -98,8 +103,8 @@ def named_refusals(graph: ScheduleGraph, found: Sequence[Candidate], why: dict[i
     return why
 
 
-def screen(graph: ScheduleGraph, capture,
-           recompute_cost: str = "time") -> tuple[list[Candidate], dict[int, str]]:
+def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
+           feeders: bool = True) -> tuple[list[Candidate], dict[int, str]]:
     """(``candidates``, value id -> reason for the values of entry
     instructions that do not qualify)."""
     check_cost(recompute_cost)
@@ -143,7 +148,7 @@ def screen(graph: ScheduleGraph, capture,
         if value is None or value.live_in or value.live_out:
             continue
         unit = graph.units[unit_of[value.id]]
-        if not unit.movable or value.allocation != graph.temp_allocation:
+        if not placed_by_plan(graph, unit, value):
             refuse(recs, "fixed in memory")
             continue
         successors = tuple(o for o in unit.values if o != value.id)
@@ -180,7 +185,29 @@ def screen(graph: ScheduleGraph, capture,
                              operands, flops, cost, successors, scratch=scratch))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
     # GPT-2 on H100): on CPU the readers' indices of a value are what its copies split on.
-    return (with_slots(out) if gpu else out), why
+    # Values parked in an output allocation serve as feeders, and are
+    # candidates of their own only when fed: all of them would add many small
+    # values (gpt2: 192 -> 909) for little (an output's idle bytes cost the arena nothing).
+    parked = {c.value for c in out if graph.values[c.value].allocation != graph.temp_allocation}
+    if gpu:
+        out = [c for c in out if c.value not in parked]
+        return with_slots(out), {**why, **{v: _PARKED for v in parked}}
+    fed = with_feeders(graph, out, recompute_cost) if feeders else out
+    kept = [c for c in fed if c.value not in parked or c.feeders]
+    left = parked - {c.value for c in kept}
+    return kept, {**why, **{v: _PARKED for v in left}}
+
+
+_PARKED = "parked in an output allocation (recomputed only as a copy's feeder)"
+
+
+def placed_by_plan(graph: ScheduleGraph, unit, value) -> bool:
+    """Whether the plan places ``value``'s unit: a movable one in the temp
+    allocation, or one XLA parked in an output allocation's idle bytes (the
+    planner moves those too, ``graph.model``): its first run's place is the
+    plan's either way, and its copy goes where the placement puts it."""
+    return unit.movable and (value.allocation == graph.temp_allocation or
+                             graph.allocations[value.allocation].kind == "output")
 
 
 # How far down a chain of candidates the readers of a dependent become slots.
@@ -215,6 +242,46 @@ def with_slots(cands: Sequence[Candidate], depth: int = SLOT_DEPTH) -> list[Cand
         extra.discard(c.producer)
         out.append(dataclasses.replace(c, users=c.users + tuple(sorted(extra)),
                                        slots=tuple(sorted(extra))) if extra else c)
+    return out
+
+
+def with_feeders(graph: ScheduleGraph, cands: Sequence[Candidate],
+                 recompute_cost: str = "time") -> list[Candidate]:
+    """``cands`` where a copy reads, instead of an operand kept live for it,
+    that operand's own copy made just before (a *feeder*): an operand that is
+    a candidate read by this copy's producer alone, with no value written over
+    it in place, whose own operands are inputs that stay intact for the whole
+    step (parameters that are not donated, constants).  The feeder's copy
+    then lives only while the copy runs, where the operand would otherwise
+    be kept from its first run to the copy (e.g. a layer's input gathered from
+    an embedding table, read by a forward loop and, much later, the backward
+    loop).  The copy's cost and FLOPs include the feeder's."""
+    by_value = {c.value: c for c in cands}
+
+    def intact_input(v: int) -> bool:
+        value = graph.values[v]
+        alloc = graph.allocations[value.allocation]
+        return not graph.units[graph.unit_of_value[v]].movable and \
+            alloc.kind in ("parameter", "constant") and not alloc.live_out
+    out = []
+    for c in cands:
+        feeders = [by_value[o] for o in c.operands
+                   if o in by_value and o != c.value and not by_value[o].feeders and
+                   not by_value[o].successors and not by_value[o].scratch and
+                   by_value[o].users == (c.producer,) and
+                   all(intact_input(x) for x in by_value[o].operands)]
+        if not feeders:
+            out.append(c)
+            continue
+        fed = {f.value for f in feeders}
+        operands = tuple(dict.fromkeys(
+            [o for o in c.operands if o not in fed] + [x for f in feeders for x in f.operands]))
+        flops = c.flops + sum(f.flops for f in feeders)
+        moved = graph.values[c.value].size + sum(graph.values[o].size for o in operands) + \
+            sum(2 * graph.values[f.value].size for f in feeders)
+        out.append(dataclasses.replace(c, operands=operands, flops=flops,
+                                       cost_s=copy_cost(flops, moved, recompute_cost),
+                                       feeders=tuple(sorted(fed))))
     return out
 
 

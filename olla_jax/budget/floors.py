@@ -89,7 +89,9 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     ``refusals`` gives for the rest."""
     order = layout.order if layout is not None else graph.xla_order
     places = dict(layout.places) if layout is not None else {}
-    cands, refused = screen(graph, capture)
+    # (without feeders: a copy whose operand has a feeder's copy before it
+    # reads that, and the operand is not kept for it, below)
+    cands, refused = screen(graph, capture, feeders=False)
     by_value = {c.value: c for c in cands}
     why = named_refusals(graph, cands, refused)
     step = step_index(graph, order)
@@ -101,6 +103,10 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     recomputes = sorted((layout.recomputes if layout is not None else ()),
                         key=lambda r: step[graph.node_index[r.before]])
     for j, r in enumerate(recomputes):
+        if not r.late_users:        # a feeder's copy: read by the next copy alone
+            at = copy_time(graph, step, graph.node_index[r.before])
+            copies.append((r.size, at, at, r.place[0] == graph.temp_allocation))
+            continue
         c = by_value.get(r.value)
         if c is None:
             continue
@@ -120,7 +126,10 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
         iv[2] = 2 * step[earlier[-1] if earlier else c.producer] + 1
     for r in (layout.recomputes if layout is not None else ()):
         c = by_value.get(r.value)
-        for o in (c.operands if c is not None else ()):
+        fed = {q.value for q in layout.recomputes if not q.late_users and q.before == r.before}
+        for o in (c.operands if c is not None and r.late_users else ()):
+            if o in fed:
+                continue
             i = state.interval_of_unit.get(unit_of[o])
             if i is not None:
                 state.intervals[i][2] = max(state.intervals[i][2],

@@ -93,7 +93,7 @@ class State:
 
     def add_scratch(self, graph: ScheduleGraph, c: Candidate, clone_t: int) -> None:
         """The scratch of ``c``'s copy (the last pick), live at its time alone."""
-        for v in c.scratch:
+        for v in (*c.scratch, *c.feeders):     # (a feeder's copy: read by this one alone)
             self.scratch.append((len(self.picks) - 1, v, [graph.values[v].size, clone_t, clone_t]))
 
     def problem(self) -> sp.PlacementProblem:
@@ -345,6 +345,20 @@ def copies_outside_parameters(graph: ScheduleGraph, state: State,
     return sp.Placement(tuple(region), tuple(offset), arena)
 
 
+def _feeder_copies(graph: ScheduleGraph, c: Candidate, before: str, placed) -> list:
+    """The copies of ``c``'s feeders (``candidates.with_feeders``) run just
+    before ``c``'s own copy (listed first: copies before one instruction run
+    in list order), each read by that copy alone (a chain, no late reader);
+    ``placed``: (value, place) of ``c``'s copy's scratch and feeders."""
+    out = []
+    for v, place in placed:
+        if v in c.feeders:
+            out.append(layout_lib.Recompute(
+                value=v, producer=graph.nodes[graph.values[v].def_node], before=before,
+                late_users=(), place=place, size=graph.values[v].size))
+    return out
+
+
 def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
             placement: sp.Placement) -> RecomputePlan:
     placement = copies_outside_parameters(graph, state, placement)
@@ -367,12 +381,13 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
         users = sorted(c.users, key=lambda u: step[u])
         upto = min((j for j in ks_of[c.value] if j > k), default=len(users))
         alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
+        recomputes.extend(_feeder_copies(graph, c, graph.nodes[users[k]], scratch_of[i]))
         recomputes.append(layout_lib.Recompute(
             value=c.value, producer=graph.nodes[c.producer], before=graph.nodes[users[k]],
             late_users=tuple(graph.nodes[u] for u in users[k:upto] if u not in c.slots),
             place=(alloc, offset),
             size=graph.values[c.value].size,
-            scratch=tuple(scratch_of[i])))
+            scratch=tuple((v, at) for v, at in scratch_of[i] if v not in c.feeders)))
     problem = state.problem()
     events = defaultdict(int)
     blocks = []
@@ -386,7 +401,8 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
     arena_live = max(running, default=0)
     peak_at = times[int(np.argmax(running))] if len(running) else -1
     places = dict(layout.places)
-    for (c, k), r in zip(state.picks, recomputes):
+    own = [r for r in recomputes if r.late_users]   # (a feeder's copy has none)
+    for (c, k), r in zip(state.picks, own):
         if k != max(ks_of[c.value]):
             continue
         for o in c.successors:      # written in place over the (last) copy: its bytes

@@ -47,7 +47,8 @@ def held():
         warnings.simplefilter("ignore")
         cap = capture(held_thrice, *args)
     graph = model.build(cap.hlo_proto, cap.values_text, cap.live_range_text)
-    cands = budget.candidates(graph, cap)
+    # (without feeders: tanh(z), a's operand, is kept alive for the copies here)
+    cands = budget.candidates(graph, cap, feeders=False)
     a = max((c for c in cands if len(c.users) >= 3), key=lambda c: len(c.users), default=None)
     assert a is not None, "a = tanh(x) @ w is read three times: a candidate with three readers"
     return cap, args, graph, graph.xla_order, a
@@ -185,7 +186,7 @@ def test_the_model_recomputes_a_value_idle_across_two_peaks_twice(held):
     """``choose_model`` offers two-copy options (``Option.more``): asked for
     less than any one-copy plan reaches, it picks two copies of ``a``."""
     cap, _, graph, order, a = held
-    cands = budget.candidates(graph, cap)
+    cands = budget.candidates(graph, cap, feeders=False)
     single = [budget.plan_of(graph, order, [(a, k)]) for k in range(len(a.users))]
     target = min(p.temp_bytes for p in single) - 1
     got = budget.choose_model(graph, order, cands, target, time_limit_s=3)
