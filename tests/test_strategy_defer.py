@@ -4,7 +4,6 @@ below the best arena (its placement cannot beat it)."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from olla_jax import strategy
