@@ -155,3 +155,30 @@ def random_order(graph, seed: int) -> tuple[int, ...]:
                 ready.append(v)
     assert len(order) == len(graph.nodes)
     return tuple(order)
+
+
+def stacked_best_fit(spent: list[float], seconds_per_order: float = 1.0):
+    """A stand-in for ``place_greedy.best_fit_model`` that stacks every block in
+    the arena and adds ``seconds_per_order`` fake seconds per sort order to
+    ``spent[0]`` (a slow best-fit, for the strategy's deadline tests)."""
+    from olla_jax.solve import place_greedy
+    from olla_jax.solve import problem as sp
+
+    def stacked(model_, orders=place_greedy.SORT_ORDERS, **kw):
+        spent[0] += seconds_per_order * len(orders)
+        offsets, top = [], 0
+        for b in model_.blocks:
+            offsets.append(top)
+            top += -(-b.size // model_.alignment) * model_.alignment
+        return model_.to_placement([sp.ARENA] * len(model_.blocks), offsets)
+    return stacked
+
+
+def with_copy_scratch(layout, producer: str, scratch: tuple):
+    """The checker's claims of ``layout`` with the copy of ``producer``
+    claiming ``scratch`` ((value, place) pairs) instead of its own."""
+    from olla_jax import checked
+    claims = checked.candidate_plan(layout)
+    return dataclasses.replace(claims, recomputes=tuple(
+        dataclasses.replace(c, scratch=scratch) if c.producer == producer else c
+        for c in claims.recomputes))

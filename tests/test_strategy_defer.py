@@ -9,7 +9,7 @@ import time
 from olla_jax import strategy
 from olla_jax.solve import defer, place, place_check
 from tests.graph.test_model_bound_fill import KIB, _graph
-from tests.small_steps import mlp_graph
+from tests.small_steps import mlp_graph, stacked_best_fit
 
 
 def _setup():
@@ -51,21 +51,13 @@ def test_deferral_leaves_the_repair_its_best_fits(monkeypatch):
     stage before the repair) ends REPAIR_BEST_FITS best-fits before the
     finish, not at its mark of the limit."""
     from olla_jax.solve import bounds, order as order_lib, place_greedy
-    from olla_jax.solve import problem as sp
     graph = mlp_graph()
     spent = [0.0]
 
     def clock() -> float:
         return time.monotonic() + spent[0]
 
-    def stacked(model_, orders=place_greedy.SORT_ORDERS, **kw):
-        spent[0] += 1.0 * len(orders)
-        offsets, top = [], 0
-        for b in model_.blocks:
-            offsets.append(top)
-            top += -(-b.size // model_.alignment) * model_.alignment
-        return model_.to_placement([sp.ARENA] * len(model_.blocks), offsets)
-    monkeypatch.setattr(place_greedy, "best_fit_model", stacked)
+    monkeypatch.setattr(place_greedy, "best_fit_model", stacked_best_fit(spent))
     real_order, real_bound = order_lib.solve_order, bounds.min_cut_bound
 
     def solve_order(problem, **kw):

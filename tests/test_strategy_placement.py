@@ -8,8 +8,7 @@ import time
 
 from olla_jax import strategy
 from olla_jax.solve import bounds, order as order_lib, place as place_lib, place_greedy
-from olla_jax.solve import problem as sp
-from tests.small_steps import mlp_graph
+from tests.small_steps import mlp_graph, stacked_best_fit
 
 
 def test_slow_best_fit_still_leaves_the_exact_engine_its_turn(monkeypatch):
@@ -23,14 +22,7 @@ def test_slow_best_fit_still_leaves_the_exact_engine_its_turn(monkeypatch):
     def clock() -> float:
         return time.monotonic() + spent[0]
 
-    def stacked(model_, orders=place_greedy.SORT_ORDERS, **kw):
-        spent[0] += 1.0 * len(orders)
-        offsets, top = [], 0
-        for b in model_.blocks:
-            offsets.append(top)
-            top += -(-b.size // model_.alignment) * model_.alignment
-        return model_.to_placement([sp.ARENA] * len(model_.blocks), offsets)
-    monkeypatch.setattr(place_greedy, "best_fit_model", stacked)
+    monkeypatch.setattr(place_greedy, "best_fit_model", stacked_best_fit(spent))
     given = []
     real_exact = place_lib.place_exact
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
+from tests.small_steps import with_copy_scratch  # noqa: E402
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -83,16 +84,14 @@ def test_a_cublas_call_is_copied_with_a_workspace_of_its_own(recomputed):
 
 @needs_plugin
 def test_checker_refuses_a_copy_whose_workspace_overlaps_a_live_value(recomputed):
-    from olla_jax import check, checked
+    from olla_jax import check
     base, plan = recomputed
     r = _library_copy(plan)
     ((ws, _),) = r.scratch
     cap = base.capture
 
     def with_scratch(scratch):
-        claims = tuple(dataclasses.replace(c, scratch=scratch) if c.producer == r.producer else c
-                       for c in checked.candidate_plan(plan.layout).recomputes)
-        return dataclasses.replace(checked.candidate_plan(plan.layout), recomputes=claims)
+        return with_copy_scratch(plan.layout, r.producer, scratch)
     # over the copy's own result, written by the same call and live from then on
     with pytest.raises(check.PlanRejected, match="scratch.*overlap|overlap.*scratch"):
         check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
