@@ -182,3 +182,18 @@ def with_copy_scratch(layout, producer: str, scratch: tuple):
     return dataclasses.replace(claims, recomputes=tuple(
         dataclasses.replace(c, scratch=scratch) if c.producer == producer else c
         for c in claims.recomputes))
+
+
+def recomputed_on_h100(fn, args, compiler_options=None, fraction: float = 0.9):
+    """(base plan, budget plan) of ``fn`` on the compile-only H100 target: the
+    budget keeps arguments and outputs and ``fraction`` of the base's temp."""
+    import olla_jax
+    from olla_jax import budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(fn, *args, backend="gpu:h100", time_limit_s=1,
+                             compiler_options=compiler_options)
+        target = (base.runs_total_bytes - base.runs_temp_bytes
+                  + int(fraction * base.runs_temp_bytes))
+        plan = budget.recompute_to_budget(base, target, time_limit_s=5, measure_time=False)
+    return base, plan

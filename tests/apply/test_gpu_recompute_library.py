@@ -21,7 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
-from tests.small_steps import with_copy_scratch  # noqa: E402
+from tests.small_steps import recomputed_on_h100, with_copy_scratch  # noqa: E402
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -41,15 +41,7 @@ ARGS = (S((2048, 256), jnp.float32), S((256, 256), jnp.float32), S((256, 1024), 
 
 @pytest.fixture(scope="module")
 def recomputed():
-    import olla_jax
-    from olla_jax import budget
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = olla_jax.plan(held_step, *ARGS, backend="gpu:h100", time_limit_s=1,
-                             compiler_options=CUBLAS)
-        target = base.runs_total_bytes - base.runs_temp_bytes + int(0.9 * base.runs_temp_bytes)
-        plan = budget.recompute_to_budget(base, target, time_limit_s=5, measure_time=False)
-    return base, plan
+    return recomputed_on_h100(held_step, ARGS, CUBLAS)
 
 
 def _library_copy(plan):
