@@ -22,6 +22,7 @@ import dataclasses
 import time
 from typing import Any, Callable, Sequence
 
+from olla_jax.capture.base import Backend
 from olla_jax.result import warn
 
 
@@ -188,7 +189,7 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
     from olla_jax import xla_remat
     base = points[0]
     io = base.memory.argument + base.memory.output
-    target = result.backend.split(":", 1)[1]
+    target = Backend.parse(result.backend).target
     start = time.monotonic()
     best, tried = None, []
     seconds = dict(solve=0.0, verify=0.0, capture=0.0)
