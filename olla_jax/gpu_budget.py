@@ -23,7 +23,6 @@ import time
 from typing import Any, Callable, Sequence
 
 from olla_jax.capture.base import Backend
-from olla_jax.result import warn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,23 +82,11 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     XLA's compiles count as ``capture_seconds``; ours and the planning of
     XLA's programs share ``time_limit_s``."""
     from olla_jax import budget as budget_lib
-    from olla_jax import xla_remat
     from olla_jax.budget import feed_back
-    t0 = time.monotonic()
-    try:
-        points = xla_remat.search(fn, *args, backend=result.backend, budget_bytes=budget,
-                                  static_argnums=static_argnums, donate_argnums=donate_argnums,
-                                  compiler_options=compiler_options)
-    except Exception as err:  # noqa: BLE001 - the answer is then ours or order and placement
-        points = []
-        failed = f"XLA's rematerialization could not be searched ({type(err).__name__}: {err})"
-        warn(f"olla_jax: {failed}")
-    compile_s = time.monotonic() - t0
-    if points:
-        xla = feed_back.xla_remat_plan(result, points, budget, compile_s)
-    else:
-        xla = dataclasses.replace(result, notes=result.notes + (failed,),
-                                  capture_seconds=result.capture_seconds + compile_s)
+    points, xla = feed_back.xla_remat_points(result, budget, fn, args,
+                                             static_argnums=static_argnums,
+                                             donate_argnums=donate_argnums,
+                                             compiler_options=compiler_options)
     candidates = remat_candidates(points, budget) if plan_on is not None else []
     ours_s = time_limit_s * (1 - REMAT_PLAN_SHARE if candidates else 1.0)
     ours = budget_lib.recompute_to_budget(result, budget,

@@ -177,6 +177,15 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
     (``olla_jax.xla_remat``); ``result`` with XLA's best point when it fits
     better, the reason in its notes otherwise.  The search is XLA's compiles:
     its seconds go to ``capture_seconds``, never to the planner's."""
+    return xla_remat_points(result, budget, fn, args, static_argnums=static_argnums,
+                            donate_argnums=donate_argnums, compiler_options=compiler_options)[1]
+
+
+def xla_remat_points(result, budget: int, fn, args: Sequence[Any], *,
+                     static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+                     compiler_options=None) -> tuple[list, Any]:
+    """(``xla_remat.search``'s points, none when it failed; the plan
+    ``xla_remat_to_budget`` gives from them)."""
     from olla_jax import xla_remat
     t0 = time.monotonic()
     try:
@@ -186,9 +195,10 @@ def xla_remat_to_budget(result, budget: int, fn, args: Sequence[Any], *,
     except Exception as err:  # noqa: BLE001 - the answer is then order and placement alone
         text = f"XLA's rematerialization could not be searched ({type(err).__name__}: {err})"
         warn(f"olla_jax: {text}")
-        return dataclasses.replace(result, notes=result.notes + (text,),
-                                   capture_seconds=result.capture_seconds + time.monotonic() - t0)
-    return xla_remat_plan(result, points, budget, time.monotonic() - t0)
+        return [], dataclasses.replace(result, notes=result.notes + (text,),
+                                       capture_seconds=result.capture_seconds
+                                       + time.monotonic() - t0)
+    return points, xla_remat_plan(result, points, budget, time.monotonic() - t0)
 
 
 def xla_remat_plan(result, points, budget: int, compile_s: float):
