@@ -82,20 +82,15 @@ def parse_args(argv=None):
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
-    import olla_jax
     from olla_jax import strategy
     from olla_jax.solve import bound_chain, bound_cpsat, bounds, place_check
     from olla_jax.solve.problem import order_cost
 
     step = examples.get(name, args.size)
     load_start = common.load()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
-                          time_limit_s=args.time_limit_s, feed_back=False,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s,
+                            feed_back=False)
     g = p.graph
     if p.layout is not None:
         order, planned, bound = p.layout.order, p.layout.temp_bytes, p.lower_bound_bytes
