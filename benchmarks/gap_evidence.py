@@ -48,18 +48,13 @@ def parse_args(argv=None):
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
-    import olla_jax
     from olla_jax import strategy
     from olla_jax.solve import bound_reduced, place_check
 
     step = examples.get(name, args.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
-                          time_limit_s=args.time_limit_s, feed_back=False,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s,
+                            feed_back=False)
     g = p.graph
     row = dict(model=name, backend=args.backend, instructions=len(g.nodes), limit_s=args.time_limit_s,
                planned=p.planned_temp_bytes, xla_best=p.xla_best_temp_bytes,
