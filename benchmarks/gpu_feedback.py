@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 
 from benchmarks import common
 
@@ -73,16 +72,12 @@ def step_added_bytes(fn, make_args, device) -> int | None:
 def run_one(spec: str, args) -> dict:
     import jax
     import examples
-    import olla_jax
     from olla_jax.apply import timing
 
     name, size = (spec.split(":", 1) + [args.size])[:2]
     step = examples.get(name, size)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=args.backend, time_limit_s=args.time_limit_s,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s)
     row = {"model": f"{name}:{size}", "backend": args.backend, "plan_s": time.perf_counter() - t0,
            "instructions": len(p.graph.nodes) if p.graph else None,
            "xla_temp": p.xla_best_temp_bytes, "planned": p.planned_temp_bytes,
