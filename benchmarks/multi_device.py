@@ -21,7 +21,6 @@ executable is rewritten and decoded, not run: no GPU here).
 from __future__ import annotations
 
 import sys
-import warnings
 
 from benchmarks import common
 
@@ -58,17 +57,13 @@ def in_shardings(step, kind: str, devices: int):
 
 def run_one(spec: str, args) -> dict:
     import examples
-    import olla_jax
     model, kind, fraction = spec.split(":")
     step = examples.get(model, args.size)
     timer = common.Timer()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
-                          time_limit_s=args.time_limit_s, static_argnums=step.static_argnums,
-                          donate_argnums=step.donate_argnums, num_devices=args.devices,
-                          in_shardings=in_shardings(step, kind, args.devices),
-                          collective_overlap=float(fraction))
+    p = common.plan_quietly(step, backend=f"gpu:{args.target}", time_limit_s=args.time_limit_s,
+                            num_devices=args.devices,
+                            in_shardings=in_shardings(step, kind, args.devices),
+                            collective_overlap=float(fraction))
     s = p.settings
     return {"model": model, "sharding": kind, "fraction": float(fraction),
             "instructions": len(p.graph.nodes) if p.graph else None,
