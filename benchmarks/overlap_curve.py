@@ -23,7 +23,6 @@ and the exposed communication.
 from __future__ import annotations
 
 import sys
-import warnings
 
 from benchmarks import common
 
@@ -70,7 +69,6 @@ def step_of(model: str, args):
 
 
 def run_model(model: str, args) -> list[dict]:
-    import olla_jax
     from benchmarks.sharded_llm import _reuse_compiles
     from olla_jax.graph import collectives
     _reuse_compiles()   # the points share XLA's compiles of the step
@@ -82,13 +80,9 @@ def run_model(model: str, args) -> list[dict]:
 
     def plan(mode, **extra):
         extra["compiler_options"] = {**options, **extra.get("compiler_options", {})}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
-                                 time_limit_s=args.time_limit_s,
-                                 static_argnums=step.static_argnums,
-                                 donate_argnums=step.donate_argnums, num_devices=args.devices,
-                                 in_shardings=shardings, collective_overlap=mode, **extra)
+        return common.plan_quietly(step, backend=f"gpu:{args.target}",
+                                   time_limit_s=args.time_limit_s, num_devices=args.devices,
+                                   in_shardings=shardings, collective_overlap=mode, **extra)
     rows = []
     hidden = plan("hidden")
     s = hidden.settings
