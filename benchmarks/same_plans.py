@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,18 +53,13 @@ def _tree() -> dict:
 
 def plan_one(name: str, args) -> dict:
     import examples
-    import olla_jax
 
     step = examples.get(name, args.size)
     runs = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = olla_jax.plan(step.fn, *step.args, backend="cpu", time_limit_s=args.time_limit_s,
-                              static_argnums=step.static_argnums,
-                              donate_argnums=step.donate_argnums, seed=args.seed,
-                              feed_back=False)
+        p = common.plan_quietly(step, backend="cpu", time_limit_s=args.time_limit_s,
+                                seed=args.seed, feed_back=False)
         runs.append({"planned_temp_bytes": int(p.planned_temp_bytes),
                      "lower_bound_bytes": int(p.lower_bound_bytes),
                      "xla_best_temp_bytes": int(p.xla_best_temp_bytes),
