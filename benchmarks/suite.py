@@ -58,9 +58,7 @@ def baseline_temp(graph) -> tuple[int, float]:
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
-    from olla_jax.plan import plan
     from olla_jax.apply.timing import time_ratio
 
     row = {"model": name, "backend": args.backend}
@@ -68,10 +66,7 @@ def run_one(name: str, args) -> dict:
     step = examples.get(name, args.size)
     row["description"] = step.description
     timer = common.Timer()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = plan(step.fn, *step.args, backend=args.backend, time_limit_s=args.time_limit_s,
-                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s)
     row.update(instructions=len(p.graph.nodes) if p.graph else None,
                buffers=len(p.graph.units) if p.graph else None,
                xla_default=p.xla_default_temp_bytes, xla_best=p.xla_best_temp_bytes,
