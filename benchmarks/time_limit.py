@@ -53,17 +53,11 @@ def parse_args(argv=None):
 
 def run_one(name: str, args) -> dict:
     import json
-    import warnings
     import examples
-    import olla_jax
 
     step = examples.get(name, args.size)
     t0 = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
-                          backend=args.backend, static_argnums=step.static_argnums,
-                          donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, time_limit_s=args.time_limit_s, backend=args.backend)
     s = p.settings
     row = dict(model=name, limit_s=args.time_limit_s, solve_s=p.solve_seconds,
                capture_s=p.capture_seconds, verify_s=p.verify_seconds,
