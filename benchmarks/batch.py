@@ -35,7 +35,6 @@ alone exceed the capacity there).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -48,12 +47,10 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="tiny", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="all", help="comma-separated example names, or all")
+    p = common.parser(__doc__, worker=True, size="tiny", models="all", time_limit_s=5.0,
+                      out="benchmarks/results/batch_cpu")
     p.add_argument("--modes", default="xla,olla,recompute")
     p.add_argument("--capacity_factor", type=float, default=4.0)
-    p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--step_time_limit", type=float, default=1.10)
     p.add_argument("--search", default="predict", choices=("predict", "bisect"))
     p.add_argument("--xla_probes", default="quick", choices=("quick", "full"),
@@ -80,7 +77,6 @@ def parse_args(argv=None):
                    help="seconds for the working-set floor search per model (0: skip it)")
     p.add_argument("--target", type=float, default=1.5,
                    help="the batch ratio to XLA's the floor is checked against")
-    p.add_argument("--out", default="benchmarks/results/batch_cpu")
     p.add_argument("--render", default=None,
                    help="rewrite <out>.md from a finished (or cut short) run's <out>.json; "
                         "several (A.json,B.json: runs of the same settings on other models) "
@@ -88,8 +84,6 @@ def parse_args(argv=None):
     p.add_argument("--compare", default=None,
                    help="BEFORE.json,AFTER.json: probes, seconds and answers of two runs, per "
                         "model both ran (written to <out>.md)")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -526,25 +520,16 @@ def main(argv=None) -> None:
         return worker(args)
     import signal
     signal.signal(signal.SIGTERM, stop_workers)
-    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
-            "load_start": common.load()}
+    meta = common.run_meta()
     rows = []
-    if args.models == "all":
-        import examples
-        names = examples.names()
-    else:
-        names = args.models.split(",")
+    names = common.model_names(args.models)
+    flags = [*common.forward(args, "size", "modes", "mode_time_s", "reach_time_s", "hints",
+                             "target", "capacity_factor", "time_limit_s", "step_time_limit",
+                             "search", "xla_probes", "plan_probes"),
+             f"--time_s={model_time_s(args)}"]
     for i, name in enumerate(names):
         if STOPPED:
             break
-        flags = [f"--size={args.size}", f"--modes={args.modes}",
-                 f"--mode_time_s={args.mode_time_s}", f"--reach_time_s={args.reach_time_s}",
-                 f"--time_s={model_time_s(args)}",
-                 *([f"--hints={args.hints}"] if args.hints else []),
-                 f"--target={args.target}",
-                 f"--capacity_factor={args.capacity_factor}", f"--time_limit_s={args.time_limit_s}",
-                 f"--step_time_limit={args.step_time_limit}", f"--search={args.search}",
-                 f"--xla_probes={args.xla_probes}", f"--plan_probes={args.plan_probes}"]
         with private_tmp():
             row = common.run_worker("benchmarks.batch", name, flags,
                                     lambda message: {"model": name, "error": message},

@@ -14,7 +14,6 @@ seconds (to compare with the limit).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -26,16 +25,10 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="unet,densenet,lstm")
-    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=10.0)
+    p = common.parser(__doc__, worker=True, models="unet,densenet,lstm", backend="cpu",
+                      size="small", time_limit_s=10.0, out="benchmarks/results/bound_chain_ab_cpu")
     p.add_argument("--capture_limit_s", type=float, default=2.0)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/results/bound_chain_ab_cpu")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -69,12 +62,12 @@ def worker(args) -> None:
                                lambda msg: {"model": args.worker, "error": msg})
 
 
-def render(rows: list, info: dict, command: str) -> str:
+def render(rows: list, run: dict) -> str:
     mib = common.mib
     lines = common.header("The chain bound on and off, on the same graphs", {
         "backend": ", ".join(sorted({r.get("backend", "cpu") for r in rows})),
         "note": "2 cores shared with other helpers' jobs (loads per run below)"},
-        command=command, machine_info=info)
+        command=run["command"], machine_info=run["machine"])
     lines += [__doc__.split("\n\n", 2)[2].strip(), ""]
     body = []
     for r in rows:
@@ -92,15 +85,10 @@ def render(rows: list, info: dict, command: str) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment(args.backend)
-    if args.worker:
-        worker(args)
+    if common.begin(args, worker):
         return
-    print(f"$ {common.command_line()}", flush=True)
-    flags = [f"--backend={args.backend}", f"--size={args.size}",
-             f"--time_limit_s={args.time_limit_s}", f"--capture_limit_s={args.capture_limit_s}",
-             f"--repeats={args.repeats}"]
-    common.run_rows("benchmarks.bound_chain_ab", args.models.split(","), flags,
+    flags = common.forward(args, "backend", "size", "time_limit_s", "capture_limit_s", "repeats")
+    common.run_rows("benchmarks.bound_chain_ab", common.model_names(args.models), flags,
                     lambda spec, msg: {"model": spec, "error": msg}, render, args.out,
                     timeout_s=4 * args.repeats * args.time_limit_s + 1800)
 

@@ -47,7 +47,6 @@ above some threshold's relaxation: a better order or a tighter bound).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -61,11 +60,8 @@ CLOSE = 0.02
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="unet,lstm,densenet")
-    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=10.0)
+    p = common.parser(__doc__, worker=True, models="unet,lstm,densenet", backend="cpu",
+                      size="small", time_limit_s=10.0, out="benchmarks/results/bound_verdict_cpu")
     p.add_argument("--prove_s", type=float, default=30.0, help="CP-SAT's time per problem")
     p.add_argument("--prove_nodes", type=int, default=120)
     p.add_argument("--long_s", type=float, default=0.0,
@@ -80,29 +76,21 @@ def parse_args(argv=None):
     p.add_argument("--list_s", type=float, default=0.0,
                    help="the list schedules' orders: region-fit floors, and the least placed "
                         "by the exact engine within this many seconds (0: not)")
-    p.add_argument("--out", default="benchmarks/results/bound_verdict_cpu")
     p.add_argument("--render", default=None,
                    help="rewrite <out>.md from a finished run's <out>.json (its rows and command)")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
-    import olla_jax
     from olla_jax import strategy
     from olla_jax.solve import bound_chain, bound_cpsat, bounds, place_check
     from olla_jax.solve.problem import order_cost
 
     step = examples.get(name, args.size)
     load_start = common.load()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
-                          time_limit_s=args.time_limit_s, feed_back=False,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s,
+                            feed_back=False)
     g = p.graph
     if p.layout is not None:
         order, planned, bound = p.layout.order, p.layout.temp_bytes, p.lower_bound_bytes
@@ -272,14 +260,13 @@ def verdict(r: dict) -> tuple[int, int, str]:
     return best, above, "order or bound: the order is above a threshold's relaxation"
 
 
-def render(rows: list, info: dict, command: str) -> str:
+def render(rows: list, run: dict) -> str:
     mib = common.mib
     lines = common.header("Whose is the gap to the bound: the bound's or the plan's", {
         "backend": ", ".join(sorted({r.get("backend", "cpu") for r in rows})),
-        "loads (1/5/15 min) per model": "; ".join(
-            f"{r['model']}: {r.get('load_start', '?')} -> {r.get('load_end', '?')}" for r in rows),
+        "loads (1/5/15 min) per model": common.row_loads(rows),
         "note": "2 cores shared with other helpers' jobs: the plans at the limit are what a "
-                "loaded machine gives"}, command=command, machine_info=info)
+                "loaded machine gives"}, command=run["command"], machine_info=run["machine"])
     lines += [__doc__.split("\n\n", 2)[2].strip(), ""]
     body = []
     for r in rows:
@@ -323,24 +310,18 @@ def render(rows: list, info: dict, command: str) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment(args.backend)
-    if args.worker:
-        worker(args)
-        return
     if args.render:
         import json
         with open(args.render + ".json") as f:
             run = json.load(f)
-        common.write_results(args.render, run, render(run["rows"], run["machine"], run["command"])
+        common.write_results(args.render, run, render(run["rows"], run)
                              + f"\n(rendered again by `{common.command_line()}`)\n")
         return
-    print(f"$ {common.command_line()}", flush=True)
-    flags = [f"--backend={args.backend}", f"--size={args.size}",
-             f"--time_limit_s={args.time_limit_s}", f"--prove_s={args.prove_s}",
-             f"--prove_nodes={args.prove_nodes}", f"--long_s={args.long_s}",
-             f"--assign_s={args.assign_s}", f"--class_s={args.class_s}",
-             f"--list_s={args.list_s}"]
-    common.run_rows("benchmarks.bound_verdict", args.models.split(","), flags,
+    if common.begin(args, worker):
+        return
+    flags = common.forward(args, "backend", "size", "time_limit_s", "prove_s", "prove_nodes",
+                           "long_s", "assign_s", "class_s", "list_s")
+    common.run_rows("benchmarks.bound_verdict", common.model_names(args.models), flags,
                     lambda spec, msg: {"model": spec, "error": msg}, render, args.out,
                     timeout_s=8 * args.prove_s + 2 * args.long_s + 2 * args.assign_s
                     + 3 * args.class_s + 2 * args.list_s + 1800)

@@ -40,7 +40,6 @@ by XLA for the whole step, possibly holding nothing yet).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -60,16 +59,13 @@ WORKSPACE = ("forward workspace", "backward workspace", "other workspace")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", default="cpu")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="all")
+    p = common.parser(__doc__, backend="cpu", size="small", models="all",
+                      out="benchmarks/results/breakdown")
     p.add_argument("--plans_dir", default="benchmarks/results/suite_cpu_final_plans",
                    help="saved plans of the suite; models without one are planned here")
     p.add_argument("--time_limit_s", type=float, default=30.0, help="for models planned here")
     p.add_argument("--wait_s", type=float, default=0,
                    help="wait up to this long for the suite's saved plans before planning here")
-    p.add_argument("--out", default="benchmarks/results/breakdown")
     return p.parse_args(argv)
 
 
@@ -260,7 +256,6 @@ def breakdown(graph, order, cap, param_kind, out_kinds, places=None) -> dict:
 
 
 def run_model(name: str, args) -> dict:
-    import warnings
     import examples
     from olla_jax import saved as saved_lib
     from olla_jax.capture import capture
@@ -283,12 +278,8 @@ def run_model(name: str, args) -> dict:
         temp, places = saved.figures["planned_temp_bytes"], saved.places
         source = f"saved plan ({saved.engine})"
     else:
-        from olla_jax.plan import plan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = plan(step.fn, *step.args, backend=args.backend, time_limit_s=args.time_limit_s,
-                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
-                     feed_back=False)
+        p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s,
+                                feed_back=False)
         if p.graph is None:
             raise RuntimeError("; ".join(p.notes))
         cap, graph = p.capture, p.graph
@@ -354,8 +345,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     common.gpu_environment(args.backend)
     print(f"$ {common.command_line()}", flush=True)
-    import examples
-    models = examples.names() if args.models == "all" else args.models.split(",")
+    models = common.model_names(args.models)
     rows, pending, deadline = [], list(models), time.monotonic() + args.wait_s
     while pending:
         ready = [m for m in pending if os.path.exists(os.path.join(args.plans_dir, f"{m}.json"))]

@@ -18,7 +18,6 @@ Writes ``<out>.md`` and ``<out>.json``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -29,12 +28,9 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="lstm")
+    p = common.parser(__doc__, size="small", models="lstm", time_limit_s=10.0,
+                      out="benchmarks/results/budget_reach")
     p.add_argument("--fraction", type=float, default=0.75)
-    p.add_argument("--time_limit_s", type=float, default=10.0)
-    p.add_argument("--out", default="benchmarks/results/budget_reach")
     return p.parse_args(argv)
 
 
@@ -118,7 +114,7 @@ def render(rows: list[dict], args) -> list[str]:
 
 def main(argv=None):
     args = parse_args(argv)
-    rows = [run_one(name, args) for name in args.models.split(",")]
+    rows = [run_one(name, args) for name in common.model_names(args.models)]
     lines = render(rows, args)
     common.write_lines_and_rows(args.out, lines, rows)
     print("\n".join(lines))

@@ -13,7 +13,6 @@ search, the working-set bound.  Writes ``<out>.md`` and ``<out>.json``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -25,12 +24,9 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="lm_adamw,vit,donated,densenet")
+    p = common.parser(__doc__, size="small", models="lm_adamw,vit,donated,densenet",
+                      time_limit_s=10.0, out="benchmarks/results/budget_time_cpu")
     p.add_argument("--fractions", default="0.75,0")
-    p.add_argument("--time_limit_s", type=float, default=10.0)
-    p.add_argument("--out", default="benchmarks/results/budget_time_cpu")
     return p.parse_args(argv)
 
 
@@ -74,7 +70,7 @@ def run_one(name: str, args) -> list[dict]:
 
 def main(argv=None):
     args = parse_args(argv)
-    rows = [r for name in args.models.split(",") for r in run_one(name, args)]
+    rows = [r for name in common.model_names(args.models) for r in run_one(name, args)]
     lines = common.header("olla_jax recomputation search: wall time against its limit (cpu)",
                           {"load average at end": common.load()})
     lines += ["Temps in MiB.  wall: recompute_to_budget without its feed-back (the part the "

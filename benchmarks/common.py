@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: machine header, byte formatting, markdown."""
+"""Helpers shared by the benchmark scripts: their common flags and main()'s opening,
+worker processes, results files, machine header, byte formatting, markdown."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import math
@@ -10,6 +12,72 @@ import platform
 import shlex
 import sys
 from typing import Any, Callable
+
+
+SIZES = ("tiny", "small", "full")
+
+# The flags most benchmarks take; each script gives its own defaults.
+_FLAGS: dict[str, dict] = {
+    "models": dict(help="comma-separated example names, or all"),
+    "backend": dict(help="cpu, or a compile-only GPU target (gpu:h100, gpu:a100)"),
+    "size": dict(choices=SIZES),
+    "time_limit_s": dict(type=float, help="plan()'s time limit in seconds"),
+    "out": dict(help="output path without extension: <out>.md and <out>.json"),
+}
+
+
+def parser(doc: str, *, worker: bool = False, **defaults: Any) -> argparse.ArgumentParser:
+    """A benchmark's argument parser (described by the first paragraph of ``doc``)
+    with the shared flags named in ``defaults`` (models, backend, size,
+    time_limit_s, out) at those defaults, and with ``worker`` the hidden
+    ``--worker`` / ``--worker_out`` of a script that runs each job in a child."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    for name, default in defaults.items():
+        p.add_argument(f"--{name}", default=default, **_FLAGS[name])
+    if worker:
+        p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+        p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def model_names(models: str) -> list[str]:
+    """``--models``: comma-separated example names, or ``all``."""
+    if models == "all":
+        import examples
+        return examples.names()
+    return [m.strip() for m in models.split(",") if m.strip()]
+
+
+def forward(args: argparse.Namespace, *names: str) -> list[str]:
+    """The flags ``names`` as this run was given them, for a worker: ``--name=value``;
+    a switch only when on, a flag that is None not at all."""
+    flags = []
+    for name in names:
+        value = getattr(args, name)
+        if value is True:
+            flags.append(f"--{name}")
+        elif value is not None and value is not False:
+            flags.append(f"--{name}={value}")
+    return flags
+
+
+def begin(args: argparse.Namespace, worker: Callable[[argparse.Namespace], Any],
+          backend: str | None = None) -> bool:
+    """The opening of a main() that runs its jobs in workers: jax kept off any GPU
+    for a CPU backend (``backend``, else ``args.backend``); in a worker's process,
+    its one job (True: main() is done); else the command, printed first."""
+    gpu_environment(backend or getattr(args, "backend", "cpu"))
+    if getattr(args, "worker", None):
+        worker(args)
+        return True
+    print(f"$ {command_line()}", flush=True)
+    return False
+
+
+def run_meta() -> dict:
+    """What a results file says of its run before the rows: the command, the
+    machine, the date and the load at the start (``load_end`` is added later)."""
+    return {"command": command_line(), "machine": machine(), "date": now(), "load_start": load()}
 
 
 def command_line() -> str:
@@ -67,6 +135,13 @@ def header(title: str, extra: dict | None = None, *, command: str | None = None,
 def load() -> str:
     """1, 5 and 15 minute load averages: the machine may be shared."""
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def row_loads(rows: list[dict], key: str = "model") -> str:
+    """Each row's load averages at its start and end (``load_start``, ``load_end``),
+    for a header: ``name: start -> end; ...``."""
+    return "; ".join(f"{r[key]}: {r.get('load_start', '?')} -> {r.get('load_end', '?')}"
+                     for r in rows)
 
 
 class Timer:
@@ -127,26 +202,44 @@ def worker_files():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def start_log(path: str, fresh: bool = True) -> str:
+    """``path``, begun as the log of a run's workers (``run_worker(log=path)``) with
+    the command that made it; ``fresh``: an earlier run's log there is replaced."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w" if fresh else "a") as f:
+        f.write(f"$ {command_line()}\n")
+    return path
+
+
 def run_worker(module: str, name: str, flags: list[str], error: Any,
-               timeout_s: float | None = None) -> Any:
+               timeout_s: float | None = None, log: str | None = None) -> Any:
     """Run ``python -m module --worker=name --worker_out=FILE *flags`` and read the
     JSON it wrote; ``error(message)`` stands in when the child wrote nothing
-    (or ran past ``timeout_s``)."""
+    (or ran past ``timeout_s``), and a row it wrote gets an ``error`` when it
+    then exited with a failure.  With ``log``, the child's output is appended
+    to that file under a line ``==== name``."""
     import json
     import subprocess
     with worker_files() as (out, env):
         try:
             proc = subprocess.run([sys.executable, "-m", module, f"--worker={name}",
-                                   f"--worker_out={out}", *flags], capture_output=True,
+                                   f"--worker_out={out}", *flags], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT if log else subprocess.PIPE,
                                   text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired:
             return error(f"worker killed after {timeout_s:.0f} s")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"==== {name}\n{proc.stdout}\n")
         try:
             with open(out) as f:
-                return json.load(f)
+                result = json.load(f)
         except (OSError, json.JSONDecodeError):
-            return error(f"worker exited {proc.returncode}: "
-                         f"{proc.stderr.strip().splitlines()[-1:]}")
+            said = (proc.stdout if log else proc.stderr).strip().splitlines()[-1:]
+            return error(f"worker exited {proc.returncode}: {said}")
+    if proc.returncode and isinstance(result, dict) and "error" not in result:
+        result["error"] = f"worker exited {proc.returncode}"
+    return result
 
 
 def write_worker_result(worker_out: str, run: Callable[[], Any],
@@ -166,14 +259,18 @@ def write_worker_result(worker_out: str, run: Callable[[], Any],
 
 
 def run_rows(module: str, specs: list[str], flags: list[str], error: Callable[[str, str], Any],
-             render: Callable[[list, dict, str], str], out: str, timeout_s: float) -> list:
+             render: Callable[[list, dict], str], out: str, timeout_s: float, *,
+             settings: dict | None = None) -> list:
     """Run ``module``'s worker on each spec in turn (``run_worker``; a worker may
     write one row or a list of them), print each row as JSON, and rewrite
-    ``<out>.json`` / ``<out>.md`` (``render(rows, machine, command)``) after each
-    spec, so an interrupted run keeps what finished; then print the table.
+    ``<out>.json`` (``run_meta()``, ``load_end``, ``settings`` if given, the rows)
+    and ``<out>.md`` (``render(rows, run)``, run: that JSON less its rows) after
+    each spec, so an interrupted run keeps what finished; then print the table.
     ``error(spec, message)`` stands in for a worker that wrote nothing."""
     import json
-    command, info = command_line(), machine()
+    run = run_meta()
+    if settings is not None:
+        run["settings"] = settings
     rows: list = []
     for spec in specs:
         got = run_worker(module, spec, flags, lambda msg, s=spec: error(s, msg),
@@ -181,8 +278,8 @@ def run_rows(module: str, specs: list[str], flags: list[str], error: Callable[[s
         for row in got if isinstance(got, list) else [got]:
             print(json.dumps(row), flush=True)
             rows.append(row)
-        write_results(out, {"command": command, "machine": info, "rows": rows},
-                      render(rows, info, command))
+        run["load_end"] = load()
+        write_results(out, {**run, "rows": rows}, render(rows, run))
     print(open(out + ".md").read())
     return rows
 

@@ -10,7 +10,6 @@ as in benchmarks.scale.  It tells whether a step too large to plan fails in XLA 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -40,15 +39,13 @@ print(json.dumps({"mode": mode, "depth": depth, "seconds": time.perf_counter() -
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.parser(__doc__, out="benchmarks/results/compile_memory")
     p.add_argument("--depths", default="16,40")
-    p.add_argument("--out", default="benchmarks/results/compile_memory")
     args = p.parse_args(argv)
     common.gpu_environment("cpu")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
-            "load_start": common.load()}
+    meta = common.run_meta()
     rows = []
     for depth in [int(d) for d in args.depths.split(",")]:
         for mode in ("plain", "capture"):

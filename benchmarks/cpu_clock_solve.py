@@ -15,7 +15,6 @@ are the solve's own.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,12 +26,9 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="densenet,resnet50,unet")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=10.0)
+    p = common.parser(__doc__, models="densenet,resnet50,unet", size="small", time_limit_s=10.0,
+                      out="benchmarks/results/cpu_clock_solve")
     p.add_argument("--capture_s", type=float, default=1.0, help="plan()'s limit for the capture")
-    p.add_argument("--out", default="benchmarks/results/cpu_clock_solve")
     p.add_argument("--code", default="this checkout", help="which code ran (said in the header)")
     return p.parse_args(argv)
 
@@ -63,7 +59,7 @@ def main(argv=None):
     args = parse_args(argv)
     common.gpu_environment("cpu")
     rows = []
-    for name in args.models.split(","):
+    for name in common.model_names(args.models):
         rows.append(run_one(name, args))
         print(rows[-1], flush=True)
     lines = common.header("The solve stage on CPU time", {

@@ -24,7 +24,6 @@ max(long live, bound+)) / planned.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -38,34 +37,24 @@ CLOSE = 0.02   # within 2% of planned: the suite's target
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="densenet,remat,lm_adamw,mlp_mixer,vit")
-    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=10.0)
+    p = common.parser(__doc__, worker=True, models="densenet,remat,lm_adamw,mlp_mixer,vit",
+                      backend="cpu", size="small", time_limit_s=10.0,
+                      out="benchmarks/results/gap_evidence_cpu")
     p.add_argument("--long_s", type=float, default=180.0)
     p.add_argument("--reduced_s", type=float, default=45.0)
     p.add_argument("--reduced_nodes", type=int, default=150)
-    p.add_argument("--out", default="benchmarks/results/gap_evidence_cpu")
     p.add_argument("--render", default=None, help="rewrite <out>.md from a finished run's <out>.json")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
-    import olla_jax
     from olla_jax import strategy
     from olla_jax.solve import bound_reduced, place_check
 
     step = examples.get(name, args.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=args.backend,
-                          time_limit_s=args.time_limit_s, feed_back=False,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s,
+                            feed_back=False)
     g = p.graph
     row = dict(model=name, backend=args.backend, instructions=len(g.nodes), limit_s=args.time_limit_s,
                planned=p.planned_temp_bytes, xla_best=p.xla_best_temp_bytes,
@@ -124,15 +113,14 @@ def verdict(r: dict) -> dict:
                 placement=placement, is_=is_)
 
 
-def render(rows: list, info: dict, command: str) -> str:
+def render(rows: list, run: dict) -> str:
     mib = common.mib
     lines = common.header("Where the gap to the bound is: long searches and reduced CP-SAT bounds", {
         "backend": ", ".join(sorted({r.get("backend", "cpu") for r in rows})),
-        "loads (1/5/15 min) per model": "; ".join(
-            f"{r['model']}: {r.get('load_start', '?')} -> {r.get('load_end', '?')}" for r in rows),
+        "loads (1/5/15 min) per model": common.row_loads(rows),
         "note": "2 cores shared with other helpers' jobs (loads above 2 mean the searches got less "
                 "than a core): what a wall-clock limit buys is then less"},
-        command=command, machine_info=info)
+        command=run["command"], machine_info=run["machine"])
     lines += [__doc__.split("\n\n", 3)[3].strip(), ""]
     body = []
     for r in rows:
@@ -157,21 +145,17 @@ def render(rows: list, info: dict, command: str) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment(args.backend)
-    if args.worker:
-        worker(args)
-        return
     if args.render:   # same rows, same command; the table as this code draws it
         import json
         data = json.load(open(args.render))
         with open(args.render[:-len(".json")] + ".md", "w") as f:
-            f.write(render(data["rows"], data["machine"], data["command"]))
+            f.write(render(data["rows"], data))
         return
-    print(f"$ {common.command_line()}", flush=True)
-    flags = [f"--backend={args.backend}", f"--size={args.size}",
-             f"--time_limit_s={args.time_limit_s}", f"--long_s={args.long_s}",
-             f"--reduced_s={args.reduced_s}", f"--reduced_nodes={args.reduced_nodes}"]
-    common.run_rows("benchmarks.gap_evidence", args.models.split(","), flags,
+    if common.begin(args, worker):
+        return
+    flags = common.forward(args, "backend", "size", "time_limit_s", "long_s", "reduced_s",
+                           "reduced_nodes")
+    common.run_rows("benchmarks.gap_evidence", common.model_names(args.models), flags,
                     lambda spec, msg: {"model": spec, "error": msg}, render, args.out,
                     timeout_s=args.long_s + 2 * args.reduced_s + 900)
 

@@ -23,12 +23,8 @@ Writes ``<out>.json`` and ``<out>.md``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-import traceback
-import warnings
 
 from benchmarks import common
 
@@ -36,16 +32,12 @@ DEFAULT_MODELS = "cnn_adam,resnet18,lm_adamw,gpt2,unet,lstm,bert,mlp_mixer,dense
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.parser(__doc__, worker=True, time_limit_s=10.0, out="gpu_feedback")
     p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated name[:size]")
     p.add_argument("--size", default="small", help="example size where a model names none")
     p.add_argument("--backend", default="gpu", help='"gpu" (local GPU) or a compile-only target')
-    p.add_argument("--time_limit_s", type=float, default=10.0, help="plan() time limit")
     p.add_argument("--model_timeout_s", type=float, default=600.0, help="kill a model's child after")
     p.add_argument("--timing_repeats", type=int, default=30)
-    p.add_argument("--out", default="gpu_feedback", help="output path without extension")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -80,16 +72,12 @@ def step_added_bytes(fn, make_args, device) -> int | None:
 def run_one(spec: str, args) -> dict:
     import jax
     import examples
-    import olla_jax
     from olla_jax.apply import timing
 
     name, size = (spec.split(":", 1) + [args.size])[:2]
     step = examples.get(name, size)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=args.backend, time_limit_s=args.time_limit_s,
-                          static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s)
     row = {"model": f"{name}:{size}", "backend": args.backend, "plan_s": time.perf_counter() - t0,
            "instructions": len(p.graph.nodes) if p.graph else None,
            "xla_temp": p.xla_best_temp_bytes, "planned": p.planned_temp_bytes,
@@ -112,17 +100,12 @@ def run_one(spec: str, args) -> dict:
 
 
 def worker(args) -> None:
-    common.gpu_environment(args.backend)
-    try:
-        row = run_one(args.worker, args)
-    except Exception as err:  # noqa: BLE001 - reported in the table
-        traceback.print_exc()
-        row = {"model": args.worker, "error": f"{type(err).__name__}: {err}"[:600]}
-    with open(args.worker_out, "w") as f:
-        json.dump(row, f)
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+                               lambda msg: {"model": args.worker, "error": msg[:600]})
 
 
-def markdown(rows: list[dict], args, machine: dict, command: str) -> str:
+def markdown(rows: list[dict], args, run: dict) -> str:
+    machine, command = run["machine"], run["command"]
     lines = common.header(f"olla_jax plans fed back into XLA:GPU executables ({args.backend})",
                           {"plan time limit": f"{args.time_limit_s:g} s"},
                           command=command, machine_info=machine)
@@ -158,15 +141,13 @@ def markdown(rows: list[dict], args, machine: dict, command: str) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    common.gpu_environment(args.backend)
-    flags = [f"--backend={args.backend}", f"--time_limit_s={args.time_limit_s}",
-             f"--size={args.size}", f"--timing_repeats={args.timing_repeats}"]
-    common.run_rows("benchmarks.gpu_feedback", [m for m in args.models.split(",") if m], flags,
+    if common.begin(args, worker):
+        return
+    flags = common.forward(args, "backend", "time_limit_s", "size", "timing_repeats")
+    common.run_rows("benchmarks.gpu_feedback", common.model_names(args.models), flags,
                     lambda spec, msg: {"model": spec, "error": msg},
-                    lambda rows, machine, command: markdown(rows, args, machine, command),
-                    args.out, timeout_s=args.model_timeout_s)
+                    lambda rows, run: markdown(rows, args, run), args.out,
+                    timeout_s=args.model_timeout_s)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the seconds taken.  Steps with loops are marked unsupported by the joint model.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -25,12 +24,8 @@ from benchmarks import common  # noqa: E402
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="tiny", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="cnn_adam,mlp,lm_adamw,gpt2,resnet18")
-    p.add_argument("--time_limit_s", type=float, default=20.0)
-    p.add_argument("--out", default="benchmarks/results/joint")
-    args = p.parse_args(argv)
+    args = common.parser(__doc__, size="tiny", models="cnn_adam,mlp,lm_adamw,gpt2,resnet18",
+                         time_limit_s=20.0, out="benchmarks/results/joint").parse_args(argv)
     common.gpu_environment("cpu")
     import warnings
     import examples
@@ -38,10 +33,9 @@ def main(argv=None) -> None:
     from olla_jax.graph import model
     from olla_jax.solve import joint
     plan_mod = importlib.import_module("olla_jax.plan")
-    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
-            "load_start": common.load()}
+    meta = common.run_meta()
     rows = []
-    for name in args.models.split(","):
+    for name in common.model_names(args.models):
         step = examples.get(name, args.size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

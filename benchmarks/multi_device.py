@@ -20,27 +20,18 @@ executable is rewritten and decoded, not run: no GPU here).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import traceback
-import warnings
 
 from benchmarks import common
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="lm_adamw,gpt2,bert,resnet18")
-    p.add_argument("--size", default="small")
+    p = common.parser(__doc__, worker=True, models="lm_adamw,gpt2,bert,resnet18", size="small",
+                      time_limit_s=10.0, out="multi_device")
     p.add_argument("--devices", type=int, default=4)
     p.add_argument("--shardings", default="dp,fsdp")
     p.add_argument("--fractions", default="1,0.5,0")
     p.add_argument("--target", default="h100")
-    p.add_argument("--time_limit_s", type=float, default=10.0)
-    p.add_argument("--out", default="multi_device")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -66,17 +57,13 @@ def in_shardings(step, kind: str, devices: int):
 
 def run_one(spec: str, args) -> dict:
     import examples
-    import olla_jax
     model, kind, fraction = spec.split(":")
     step = examples.get(model, args.size)
     timer = common.Timer()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
-                          time_limit_s=args.time_limit_s, static_argnums=step.static_argnums,
-                          donate_argnums=step.donate_argnums, num_devices=args.devices,
-                          in_shardings=in_shardings(step, kind, args.devices),
-                          collective_overlap=float(fraction))
+    p = common.plan_quietly(step, backend=f"gpu:{args.target}", time_limit_s=args.time_limit_s,
+                            num_devices=args.devices,
+                            in_shardings=in_shardings(step, kind, args.devices),
+                            collective_overlap=float(fraction))
     s = p.settings
     return {"model": model, "sharding": kind, "fraction": float(fraction),
             "instructions": len(p.graph.nodes) if p.graph else None,
@@ -89,19 +76,17 @@ def run_one(spec: str, args) -> dict:
 
 
 def worker(args) -> None:
-    common.gpu_environment("gpu")
-    try:
-        row = run_one(args.worker, args)
-    except Exception as err:  # noqa: BLE001 - reported in the table
-        traceback.print_exc()
-        model, kind, fraction = args.worker.split(":")
-        row = {"model": model, "sharding": kind, "fraction": float(fraction),
-               "error": f"{type(err).__name__}: {err}"[:500]}
-    with open(args.worker_out, "w") as f:
-        json.dump(row, f)
+    common.write_worker_result(args.worker_out, lambda: run_one(args.worker, args),
+                               lambda msg: error_row(args.worker, msg[:500]))
 
 
-def markdown(rows, args, machine, command) -> str:
+def error_row(spec: str, msg: str) -> dict:
+    model, kind, fraction = spec.split(":")
+    return {"model": model, "sharding": kind, "fraction": float(fraction), "error": msg}
+
+
+def markdown(rows, args, run) -> str:
+    machine, command = run["machine"], run["command"]
     lines = common.header(f"olla_jax on sharded steps: {args.devices} x {args.target} (compile-only)",
                           {"example size": args.size, "plan time limit": f"{args.time_limit_s:g} s"},
                           command=command, machine_info=machine)
@@ -133,20 +118,13 @@ def markdown(rows, args, machine, command) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    common.gpu_environment("gpu")
-    flags = [f"--size={args.size}", f"--devices={args.devices}", f"--target={args.target}",
-             f"--time_limit_s={args.time_limit_s}"]
-    specs = [f"{model}:{kind}:{fraction}" for model in args.models.split(",")
+    if common.begin(args, worker, backend="gpu"):
+        return
+    flags = common.forward(args, "size", "devices", "target", "time_limit_s")
+    specs = [f"{model}:{kind}:{fraction}" for model in common.model_names(args.models)
              for kind in args.shardings.split(",") for fraction in args.fractions.split(",")]
-
-    def error(spec: str, msg: str) -> dict:
-        model, kind, fraction = spec.split(":")
-        return {"model": model, "sharding": kind, "fraction": float(fraction), "error": msg}
-    common.run_rows("benchmarks.multi_device", specs, flags, error,
-                    lambda rows, machine, command: markdown(rows, args, machine, command),
-                    args.out, timeout_s=900)
+    common.run_rows("benchmarks.multi_device", specs, flags, error_row,
+                    lambda rows, run: markdown(rows, args, run), args.out, timeout_s=900)
 
 
 if __name__ == "__main__":

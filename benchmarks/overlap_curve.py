@@ -22,30 +22,21 @@ and the exposed communication.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import traceback
-import warnings
 
 from benchmarks import common
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="lm_adamw,gpt2")
-    p.add_argument("--size", default="small")
+    p = common.parser(__doc__, worker=True, models="lm_adamw,gpt2", size="small",
+                      time_limit_s=8.0, out="overlap_curve")
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--sharding", default="fsdp")
     p.add_argument("--target", default="h100")
-    p.add_argument("--time_limit_s", type=float, default=8.0)
     p.add_argument("--combine_threshold_bytes", type=int, default=None,
                    help="XLA's collective combiners' thresholds (all-gather, reduce-scatter, "
                         "all-reduce); 0 keeps one collective per array; default: XLA's")
     p.add_argument("--orders_only", action="store_true")
-    p.add_argument("--out", default="overlap_curve")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -78,7 +69,6 @@ def step_of(model: str, args):
 
 
 def run_model(model: str, args) -> list[dict]:
-    import olla_jax
     from benchmarks.sharded_llm import _reuse_compiles
     from olla_jax.graph import collectives
     _reuse_compiles()   # the points share XLA's compiles of the step
@@ -90,13 +80,9 @@ def run_model(model: str, args) -> list[dict]:
 
     def plan(mode, **extra):
         extra["compiler_options"] = {**options, **extra.get("compiler_options", {})}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
-                                 time_limit_s=args.time_limit_s,
-                                 static_argnums=step.static_argnums,
-                                 donate_argnums=step.donate_argnums, num_devices=args.devices,
-                                 in_shardings=shardings, collective_overlap=mode, **extra)
+        return common.plan_quietly(step, backend=f"gpu:{args.target}",
+                                   time_limit_s=args.time_limit_s, num_devices=args.devices,
+                                   in_shardings=shardings, collective_overlap=mode, **extra)
     rows = []
     hidden = plan("hidden")
     s = hidden.settings
@@ -192,21 +178,21 @@ def orders_only(model: str, args) -> list[dict]:
 
 
 def worker(args) -> None:
-    common.gpu_environment("gpu")
-    try:
-        rows = (orders_only if args.orders_only else run_model)(args.worker, args)
-    except Exception as err:  # noqa: BLE001 - reported in the table
-        traceback.print_exc()
-        rows = [{"model": args.worker, "point": "-", "error": f"{type(err).__name__}: {err}"[:500]}]
-    with open(args.worker_out, "w") as f:
-        json.dump(rows, f)
+    common.write_worker_result(
+        args.worker_out, lambda: (orders_only if args.orders_only else run_model)(args.worker, args),
+        lambda msg: error_rows(args.worker, msg[:500]))
+
+
+def error_rows(model: str, msg: str) -> list[dict]:
+    return [{"model": model, "point": "-", "error": msg}]
 
 
 def _us(x) -> str:
     return "-" if x is None else f"{x * 1e6:,.1f}"
 
 
-def markdown(rows, args, machine, command) -> str:
+def markdown(rows, args, run) -> str:
+    machine, command = run["machine"], run["command"]
     lines = common.header(
         f"Memory against exposed communication: {args.devices} x {args.target}, "
         f"{args.sharding} (compile-only)",
@@ -242,19 +228,13 @@ def markdown(rows, args, machine, command) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    common.gpu_environment("gpu")
-    flags = [f"--size={args.size}", f"--devices={args.devices}", f"--target={args.target}",
-             f"--sharding={args.sharding}", f"--time_limit_s={args.time_limit_s}"]
-    if args.combine_threshold_bytes is not None:
-        flags.append(f"--combine_threshold_bytes={args.combine_threshold_bytes}")
-    if args.orders_only:
-        flags.append("--orders_only")
-    common.run_rows("benchmarks.overlap_curve", args.models.split(","), flags,
-                    lambda model, msg: [{"model": model, "point": "-", "error": msg}],
-                    lambda rows, machine, command: markdown(rows, args, machine, command),
-                    args.out, timeout_s=1800)
+    if common.begin(args, worker, backend="gpu"):
+        return
+    flags = common.forward(args, "size", "devices", "target", "sharding", "time_limit_s",
+                           "combine_threshold_bytes", "orders_only")
+    common.run_rows("benchmarks.overlap_curve", common.model_names(args.models), flags,
+                    error_rows, lambda rows, run: markdown(rows, args, run), args.out,
+                    timeout_s=1800)
 
 
 if __name__ == "__main__":

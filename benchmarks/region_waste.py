@@ -21,7 +21,6 @@ blocks (packing whole blocks), whole blocks -> placed (the placement).
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import os
 import sys
@@ -33,16 +32,10 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="unet")
-    p.add_argument("--backend", default="cpu", help="cpu, or a compile-only GPU target (gpu:h100)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=10.0)
+    p = common.parser(__doc__, worker=True, models="unet", backend="cpu", size="small",
+                      time_limit_s=10.0, out="benchmarks/results/region_waste")
     p.add_argument("--exact_s", type=float, default=10.0,
                    help="CP-SAT's time for the whole-block assignment at the moment")
-    p.add_argument("--out", default="benchmarks/results/region_waste")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -150,21 +143,13 @@ def markdown(rows, args, meta) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment(args.backend)
-    if args.worker:
-        worker(args)
+    if common.begin(args, worker):
         return
-    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now()}
-    rows = []
-    for name in args.models.split(","):
-        rows.append(common.run_worker("benchmarks.region_waste", name,
-                                      [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}",
-                                       f"--backend={args.backend}", f"--exact_s={args.exact_s}"],
-                                      lambda msg, name=name: {"model": name, "error": msg},
-                                      timeout_s=1800))
-        common.write_results(args.out, {**meta, "settings": vars(args), "rows": rows},
-                             markdown(rows, args, meta))
-    print(markdown(rows, args, meta))
+    common.run_rows("benchmarks.region_waste", common.model_names(args.models),
+                    common.forward(args, "size", "time_limit_s", "backend", "exact_s"),
+                    lambda spec, msg: {"model": spec, "error": msg},
+                    lambda rows, run: markdown(rows, args, run), args.out, timeout_s=1800,
+                    settings=vars(args))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ planner's figures.  Writes ``<out>.json`` and ``<out>.md`` when ``--out`` is giv
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
-import warnings
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,13 +27,10 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="mlp,cnn_adam,lstm", help="comma-separated example names")
-    p.add_argument("--size", default="tiny", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=2.0)
+    p = common.parser(__doc__, models="mlp,cnn_adam,lstm", size="tiny", time_limit_s=2.0,
+                      out=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="plans per example, in this process")
-    p.add_argument("--out", default=None, help="output path without extension")
     p.add_argument("--render", default=None, help="only rewrite the markdown of a run's <out>.json")
     return p.parse_args(argv)
 
@@ -58,18 +53,13 @@ def _tree() -> dict:
 
 def plan_one(name: str, args) -> dict:
     import examples
-    import olla_jax
 
     step = examples.get(name, args.size)
     runs = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = olla_jax.plan(step.fn, *step.args, backend="cpu", time_limit_s=args.time_limit_s,
-                              static_argnums=step.static_argnums,
-                              donate_argnums=step.donate_argnums, seed=args.seed,
-                              feed_back=False)
+        p = common.plan_quietly(step, backend="cpu", time_limit_s=args.time_limit_s,
+                                seed=args.seed, feed_back=False)
         runs.append({"planned_temp_bytes": int(p.planned_temp_bytes),
                      "lower_bound_bytes": int(p.lower_bound_bytes),
                      "xla_best_temp_bytes": int(p.xla_best_temp_bytes),
@@ -116,18 +106,14 @@ def main(argv=None) -> int:
               "tree": _tree(), "size": args.size, "time_limit_s": args.time_limit_s,
               "seed": args.seed, "repeats": args.repeats, "load_before": common.load(),
               "rows": []}
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for name in common.model_names(args.models):
         report["rows"].append(plan_one(name, args))
         print(json.dumps(report["rows"][-1]), flush=True)
     report["load_after"] = common.load()
     text = markdown(report)
     print(text)
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out + ".json", "w") as f:
-            json.dump(report, f, indent=1)
-        with open(args.out + ".md", "w") as f:
-            f.write(text)
+        common.write_results(args.out, report, text)
     return 0
 
 

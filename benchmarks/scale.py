@@ -32,14 +32,10 @@ dumps of a compile that is still in its code generation.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,8 +47,7 @@ DEFAULT_DEPTHS = {"mlp": (20, 100), "transformer": (8, 40, 80, 152)}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--time_limit_s", type=float, default=60.0, help="planner time limit per program")
+    p = common.parser(__doc__, worker=True, time_limit_s=60.0, out="benchmarks/results/scale")
     p.add_argument("--families", default="mlp,transformer")
     p.add_argument("--mlp_depths", default=",".join(map(str, DEFAULT_DEPTHS["mlp"])))
     p.add_argument("--transformer_depths", default=",".join(map(str, DEFAULT_DEPTHS["transformer"])))
@@ -81,11 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--capture_only", action="store_true",
                    help="with --capture_dir: compile and store the captures, do not plan")
     p.add_argument("--note", default="", help="a line for the markdown (what was not run, and why)")
-    p.add_argument("--out", default="benchmarks/results/scale")
     p.add_argument("--render", default=None, help="rewrite the markdown and plot of <out>.json")
     p.add_argument("--append", action="store_true", help="keep the rows of <out>.json not rerun")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.fast_capture:   # expanded here: workers get the options themselves
         if not args.backend.startswith("gpu"):
@@ -280,14 +272,11 @@ def _max_rss_mib() -> float:
 
 def worker(args) -> None:
     family, depth = args.worker.split(":")
-    try:
-        row = run_one(family, int(depth), args.time_limit_s, args.opt_level, args.backend,
-                      args.mlp_batch, args.compiler_options, args.capture_dir, args.capture_only)
-    except Exception as err:  # noqa: BLE001
-        traceback.print_exc()
-        row = {"family": family, "depth": int(depth), "error": f"{type(err).__name__}: {err}"}
-    with open(args.worker_out, "w") as f:
-        json.dump(row, f)
+    common.write_worker_result(
+        args.worker_out,
+        lambda: run_one(family, int(depth), args.time_limit_s, args.opt_level, args.backend,
+                        args.mlp_batch, args.compiler_options, args.capture_dir, args.capture_only),
+        lambda msg: {"family": family, "depth": int(depth), "error": msg})
 
 
 # ---------------------------------------------------------------------------
@@ -423,14 +412,11 @@ def render(path: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment(args.backend)
-    if args.worker:
-        worker(args)
+    if common.begin(args, worker):
         return
     if args.render:
         render(args.render)
         return
-    print(f"$ {common.command_line()}", flush=True)
     args.load_start, args.date = common.load(), common.now()
     jobs = [(f, int(d)) for f in args.families.split(",")
             for d in getattr(args, f"{f}_depths").split(",") if d]
@@ -443,41 +429,29 @@ def main(argv=None) -> None:
         todo = set(jobs)
         rows = [r for r in prior["rows"] if (r["family"], r["depth"]) not in todo]
     args.earlier = earlier
+    log = common.start_log(args.out + ".log", fresh=not args.append)
     for family, depth in jobs:
         if time.perf_counter() - t_start > args.budget_s:
             skipped.append(f"{family}:{depth}")
             continue
-        with common.worker_files() as (path, env):
-            t0 = time.perf_counter()
-            cmd = [sys.executable, "-m", "benchmarks.scale", f"--worker={family}:{depth}",
-                   f"--worker_out={path}", f"--time_limit_s={args.time_limit_s}",
-                   f"--opt_level={args.opt_level}", f"--backend={args.backend}",
-                   f"--mlp_batch={args.mlp_batch}", f"--compiler_options={args.compiler_options}",
-                   f"--capture_dir={args.capture_dir}"] + (["--capture_only"] if args.capture_only else [])
-            try:
-                proc = subprocess.run(cmd, timeout=args.program_timeout_s, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, env=env)
-                with open(args.out + ".log", "a") as log:
-                    log.write(f"==== {family}:{depth}\n{proc.stdout}\n")
-                with open(path) as f:
-                    row = json.load(f)
-            except subprocess.TimeoutExpired:
-                row = {"family": family, "depth": depth,
-                       "error": f"not finished in {args.program_timeout_s:.0f} s (compile + plan)"}
-            except (OSError, ValueError) as err:
-                row = {"family": family, "depth": depth, "error": f"worker failed: {err}"}
+        t0 = time.perf_counter()
+        row = common.run_worker(
+            "benchmarks.scale", f"{family}:{depth}",
+            common.forward(args, "time_limit_s", "opt_level", "backend", "mlp_batch",
+                           "compiler_options", "capture_dir", "capture_only"),
+            lambda msg, family=family, depth=depth: {"family": family, "depth": depth,
+                                                     "error": msg},
+            timeout_s=args.program_timeout_s, log=log)
         rows.append(row)
         print(f"{family}:{depth} " + (row.get("error") or
               f"instr {row['instructions']} solve {common.solve_seconds(row):.1f}s planned/xla "
               f"{row['planned'] / max(1, row['xla_best']):.3f} gap {100 * row['gap']:.2f}%")
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
         note = f"Not run (time budget of {args.budget_s:g} s spent): {', '.join(skipped)}." if skipped else ""
-        with open(args.out + ".md", "w") as f:
-            f.write(markdown(rows, args, note))
-        with open(args.out + ".json", "w") as f:
-            json.dump({"command": common.command_line(), "rows": rows, "skipped": skipped,
-                       "earlier": earlier, "date": args.date, "load_start": args.load_start},
-                      f, indent=1)
+        common.write_results(args.out, {"command": common.command_line(), "rows": rows,
+                                        "skipped": skipped, "earlier": earlier, "date": args.date,
+                                        "load_start": args.load_start},
+                             markdown(rows, args, note))
         plot(rows, args.out + ".png", args.time_limit_s)
     if skipped:
         note = f"Not run (time budget of {args.budget_s:g} s spent): {', '.join(skipped)}."

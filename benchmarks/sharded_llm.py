@@ -36,11 +36,8 @@ run (no GPU here).  Each row runs in its own process.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-import traceback
 import warnings
 
 from benchmarks import common
@@ -50,7 +47,7 @@ LHS_OFF = {"xla_gpu_enable_latency_hiding_scheduler": False,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.parser(__doc__, worker=True, time_limit_s=10.0, out="sharded_llm")
     p.add_argument("--sizes", default="2x256,4x256",
                    help="layers x d_model, comma-separated (heads = d/64, kv_heads = heads/2)")
     p.add_argument("--shardings", default="fsdp,dp")
@@ -60,7 +57,6 @@ def parse_args(argv=None):
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--target", default="h100")
-    p.add_argument("--time_limit_s", type=float, default=10.0)
     p.add_argument("--budget", type=float, default=None,
                    help="also plan 'hidden' with memory_budget = this fraction of the hidden "
                         "plan's total bytes (exposure ladder, then our recomputation)")
@@ -70,9 +66,6 @@ def parse_args(argv=None):
     p.add_argument("--regather", type=int, default=0,
                    help="1: also re-gather on the hidden plan's order (olla_jax.graph.regather): "
                         "its placed temp, exposure and how many all-gathers run twice")
-    p.add_argument("--out", default="sharded_llm")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -291,18 +284,13 @@ def run_one(spec: str, args) -> dict:
 
 
 def worker(args) -> None:
-    common.gpu_environment("gpu")
-    try:
-        row = run_one(args.worker, args)
-    except Exception as err:  # noqa: BLE001 - reported in the table
-        traceback.print_exc()
-        row = {"spec": args.worker, "error": f"{type(err).__name__}: {err}"[:500]}
-    row["load"] = common.load()
-    with open(args.worker_out, "w") as f:
-        json.dump(row, f)
+    common.write_worker_result(
+        args.worker_out, lambda: {**run_one(args.worker, args), "load": common.load()},
+        lambda msg: {"spec": args.worker, "error": msg[:500], "load": common.load()})
 
 
-def markdown(rows, args, machine, command) -> str:
+def markdown(rows, args, run) -> str:
+    machine, command = run["machine"], run["command"]
     lines = common.header(
         f"Sharded Llama-style step on {args.devices} x {args.target} (compile-only)",
         {"batch / seq / vocab": f"{args.batch} / {args.seq} / {args.vocab} (heads d/64, kv heads "
@@ -396,25 +384,16 @@ def markdown(rows, args, machine, command) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    common.gpu_environment("gpu")
-    flags = [f"--devices={args.devices}", f"--batch={args.batch}", f"--seq={args.seq}",
-             f"--vocab={args.vocab}", f"--target={args.target}",
-             f"--time_limit_s={args.time_limit_s}"]
-    if args.budget:
-        flags.append(f"--budget={args.budget}")
-    if args.regather:
-        flags.append(f"--regather={args.regather}")
-    if args.overlaps != "keep,free,hidden":
-        flags.append(f"--overlaps={args.overlaps}")
+    if common.begin(args, worker, backend="gpu"):
+        return
+    flags = common.forward(args, "devices", "batch", "seq", "vocab", "target", "time_limit_s",
+                           "budget", "regather", "overlaps")
     sizes = [size.lower().split("x") for size in args.sizes.split(",")]
     specs = [f"{int(layers)}:{int(d)}:{kind}:{remat}" for layers, d in sizes
              for kind in args.shardings.split(",") for remat in args.remat.split(",")]
     common.run_rows("benchmarks.sharded_llm", specs, flags,
                     lambda spec, msg: {"spec": spec, "error": msg},
-                    lambda rows, machine, command: markdown(rows, args, machine, command),
-                    args.out, timeout_s=1800)
+                    lambda rows, run: markdown(rows, args, run), args.out, timeout_s=1800)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 if __package__ in (None, ""):
@@ -31,20 +29,14 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", default="cpu", help="cpu, or gpu:h100 / gpu:a100 (compile-only)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=30.0)
-    p.add_argument("--models", default="all", help="comma-separated example names, or all")
-    p.add_argument("--out", default=None, help="output path without extension")
+    p = common.parser(__doc__, worker=True, backend="cpu", size="small", time_limit_s=30.0,
+                      models="all", out=None)
     p.add_argument("--timing_repeats", type=int, default=20, help="calls per side for the step-time ratio")
     p.add_argument("--timing_budget_s", type=float, default=60.0,
                    help="fewer repeats for slow steps, so timing takes about this long")
     p.add_argument("--model_timeout_s", type=float, default=0, help="per-model limit (0: 12x time limit + 600)")
     p.add_argument("--render", default=None, help="rewrite the markdown of a finished run's <out>.json")
     p.add_argument("--merge", default=None, help="with --render: rows of a rerun (<out>.json) replace these")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--plans_dir", default=None, help="where each plan is saved (default <out>_plans)")
     p.add_argument("--evidence", default=None,
                    help="a benchmarks.gap_evidence <out>.json: its long searches and stronger "
@@ -66,9 +58,7 @@ def baseline_temp(graph) -> tuple[int, float]:
 
 
 def run_one(name: str, args) -> dict:
-    import warnings
     import examples
-    from olla_jax.plan import plan
     from olla_jax.apply.timing import time_ratio
 
     row = {"model": name, "backend": args.backend}
@@ -76,10 +66,7 @@ def run_one(name: str, args) -> dict:
     step = examples.get(name, args.size)
     row["description"] = step.description
     timer = common.Timer()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = plan(step.fn, *step.args, backend=args.backend, time_limit_s=args.time_limit_s,
-                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.time_limit_s)
     row.update(instructions=len(p.graph.nodes) if p.graph else None,
                buffers=len(p.graph.units) if p.graph else None,
                xla_default=p.xla_default_temp_bytes, xla_best=p.xla_best_temp_bytes,
@@ -334,48 +321,25 @@ def render(path: str, merge: str | None = None, evidence: str | None = None) -> 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment(args.backend)
-    if args.worker:
-        worker(args)
+    if common.begin(args, worker):
         return
     if args.render:
         render(args.render, args.merge, args.evidence)
         return
-    print(f"$ {common.command_line()}", flush=True)
-    import examples
-    models = examples.names() if args.models == "all" else args.models.split(",")
+    models = common.model_names(args.models)
     out = args.out or f"benchmarks/results/suite_{args.backend.replace(':', '_')}"
     timeout = args.model_timeout_s or 12 * args.time_limit_s + 600
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    if os.path.exists(out + ".log"):
-        os.unlink(out + ".log")
-    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
-            "load_start": common.load()}
+    log = common.start_log(out + ".log")
+    meta = common.run_meta()
+    flags = [*common.forward(args, "backend", "size", "time_limit_s", "timing_repeats",
+                             "timing_budget_s"), f"--plans_dir={args.plans_dir or out + '_plans'}"]
     rows = []
     for name in models:
         t0 = time.perf_counter()
-        with common.worker_files() as (path, env):
-            cmd = [sys.executable, "-m", "benchmarks.suite", f"--worker={name}", f"--worker_out={path}",
-                   f"--backend={args.backend}", f"--size={args.size}",
-                   f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
-                   f"--timing_budget_s={args.timing_budget_s}",
-                   f"--plans_dir={args.plans_dir or out + '_plans'}"]
-            proc = None
-            try:
-                proc = subprocess.run(cmd, timeout=timeout, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, env=env)
-                with open(out + ".log", "a") as log:
-                    log.write(f"==== {name}\n{proc.stdout}\n")
-                with open(path) as f:
-                    row = json.load(f)
-                if proc.returncode and "error" not in row:
-                    row["error"] = f"worker exited {proc.returncode}"
-            except subprocess.TimeoutExpired:
-                row = {"model": name, "backend": args.backend, "error": f"timed out after {timeout:.0f} s"}
-            except (OSError, ValueError):
-                tail = proc.stdout.strip().splitlines()[-1:] if proc and proc.stdout else []
-                row = {"model": name, "backend": args.backend,
-                       "error": f"worker exited {proc and proc.returncode}: {' '.join(tail)[:300]}"}
+        row = common.run_worker("benchmarks.suite", name, flags,
+                                lambda msg, name=name: {"model": name, "backend": args.backend,
+                                                        "error": msg[:300]},
+                                timeout_s=timeout, log=log)
         rows.append(row)
         if "error" in row:
             print(f"{name:12s} ERROR {row['error'][:200]}  ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -11,7 +11,6 @@ min-cut above the plan is not a bound.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -24,17 +23,14 @@ from benchmarks import common  # noqa: E402
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="grad_accum,lstm")
-    p.add_argument("--size", default="small")
-    p.add_argument("--time_limit_s", type=float, default=10.0)
-    args = p.parse_args(argv)
+    args = common.parser(__doc__, models="grad_accum,lstm", size="small",
+                         time_limit_s=10.0).parse_args(argv)
     import examples
     import olla_jax
     from olla_jax.solve import bounds
     warnings.simplefilter("ignore")
     print(f"$ {common.command_line()}\n- date: {common.now()}\n- load: {common.load()}", flush=True)
-    for name in args.models.split(","):
+    for name in common.model_names(args.models):
         step = examples.get(name, args.size)
         plan = olla_jax.plan(step.fn, *step.args, time_limit_s=args.time_limit_s, feed_back=False,
                              static_argnums=step.static_argnums,

@@ -26,7 +26,6 @@ floor).  Writes ``<out>.md`` and ``<out>.json``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -38,12 +37,9 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="cnn_adam,unet,resnet50,densenet,remat")
-    p.add_argument("--backend", default="cpu", help="cpu, or a compile-only GPU target (gpu:h100)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--time_limit_s", type=float, default=5.0)
-    p.add_argument("--out", default="benchmarks/results/time_limit_5s")
+    p = common.parser(__doc__, worker=True, models="cnn_adam,unet,resnet50,densenet,remat",
+                      backend="cpu", size="small", time_limit_s=5.0,
+                      out="benchmarks/results/time_limit_5s")
     p.add_argument("--offline_exact_s", type=float, default=0.0,
                    help="after the plan (untimed): the exact engine the repair uses, given this "
                         "many seconds on the chosen order from best-fit (0: skip)")
@@ -52,24 +48,16 @@ def parse_args(argv=None):
                         "assignment at its highest moments solved whole by CP-SAT "
                         "(place_check.region_fit_bound(exact_s=...)), within this many seconds "
                         "(0: skip)")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def run_one(name: str, args) -> dict:
     import json
-    import warnings
     import examples
-    import olla_jax
 
     step = examples.get(name, args.size)
     t0 = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(step.fn, *step.args, time_limit_s=args.time_limit_s,
-                          backend=args.backend, static_argnums=step.static_argnums,
-                          donate_argnums=step.donate_argnums)
+    p = common.plan_quietly(step, time_limit_s=args.time_limit_s, backend=args.backend)
     s = p.settings
     row = dict(model=name, limit_s=args.time_limit_s, solve_s=p.solve_seconds,
                capture_s=p.capture_seconds, verify_s=p.verify_seconds,
@@ -218,30 +206,14 @@ def markdown(rows, args, meta) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.gpu_environment(args.backend)
-    if args.worker:
-        worker(args)
+    if common.begin(args, worker):
         return
-    print(f"$ {common.command_line()}", flush=True)
-    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
-            "load_start": common.load()}
-    rows = []
-    for name in args.models.split(","):
-        row = common.run_worker("benchmarks.time_limit", name,
-                                [f"--size={args.size}", f"--time_limit_s={args.time_limit_s}",
-                                 f"--backend={args.backend}",
-                                 f"--offline_exact_s={args.offline_exact_s}",
-                                 f"--floor_exact_s={args.floor_exact_s}"],
-                                lambda msg, name=name: {"model": name, "error": msg},
-                                timeout_s=1800)
-        rows.append(row)
-        print({k: v for k, v in row.items() if k != "notes"}, flush=True)
-        common.write_results(args.out, {**meta, "settings": vars(args), "rows": rows},
-                             markdown(rows, args, meta))
-    meta["load_end"] = common.load()
-    text = markdown(rows, args, meta)
-    common.write_results(args.out, {**meta, "settings": vars(args), "rows": rows}, text)
-    print(text)
+    flags = common.forward(args, "size", "time_limit_s", "backend", "offline_exact_s",
+                           "floor_exact_s")
+    common.run_rows("benchmarks.time_limit", common.model_names(args.models), flags,
+                    lambda spec, msg: {"model": spec, "error": msg},
+                    lambda rows, run: markdown(rows, args, run), args.out, timeout_s=1800,
+                    settings=vars(args))
 
 
 if __name__ == "__main__":
