@@ -26,7 +26,6 @@ own is worse), each plan fed back (``budget.feed_back_plan``) and timed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -38,24 +37,19 @@ from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="small", choices=("tiny", "small", "full"))
-    p.add_argument("--models", default="all")
+    p = common.parser(__doc__, worker=True, size="small", models="all", time_limit_s=20.0,
+                      out="benchmarks/results/budget_cpu")
     p.add_argument("--fractions", default="0.75,0",
                    help="budget temp as fractions of XLA's best temp; 0: the least reachable")
-    p.add_argument("--time_limit_s", type=float, default=20.0)
     p.add_argument("--engines", default="cpsat",
                    help="recomputation searches side by side: greedy, cpsat, mip (comma-separated)")
     p.add_argument("--timing_repeats", type=int, default=20)
     p.add_argument("--timing_budget_s", type=float, default=30.0)
-    p.add_argument("--out", default="benchmarks/results/budget_cpu")
     p.add_argument("--render", default=None,
                    help="a run's .json: write its .md again with this code (same rows, same command)")
     p.add_argument("--curve", action="store_true",
                    help="the Pareto curve: one monotone ladder (budget.ladder) over the fractions "
                         "on one captured graph and order, each point fed back and timed")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -312,15 +306,12 @@ def main(argv=None) -> None:
         with open(args.render[:-len(".json")] + ".md", "w") as f:
             f.write((curve_markdown if made.curve else markdown)(data["rows"], made, data["meta"]))
         return
-    import examples
-    names = examples.names() if args.models == "all" else args.models.split(",")
-    meta = {"command": common.command_line(), "machine": common.machine(), "date": common.now(),
-            "load_start": common.load()}
+    names = common.model_names(args.models)
+    meta = common.run_meta()
     rows = []
     for name in names:
-        flags = [f"--size={args.size}", f"--fractions={args.fractions}", f"--engines={args.engines}",
-                 f"--time_limit_s={args.time_limit_s}", f"--timing_repeats={args.timing_repeats}",
-                 f"--timing_budget_s={args.timing_budget_s}"] + (["--curve"] if args.curve else [])
+        flags = common.forward(args, "size", "fractions", "engines", "time_limit_s",
+                               "timing_repeats", "timing_budget_s", "curve")
         t0 = time.perf_counter()
         got = common.run_worker("benchmarks.budget", name, flags,
                                 lambda message: [{"model": name, "error": message}])
