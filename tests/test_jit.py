@@ -389,3 +389,28 @@ def test_cache_key_changes_with_the_planner_code(tmp_path, monkeypatch):
     here = _cached_file(olla_jax.jit(step, cache=tmp_path), *args)
     monkeypatch.setattr(decorator, "planner_identity", lambda: "another planner")
     assert _cached_file(olla_jax.jit(step, cache=tmp_path), *args) != here
+
+
+def test_a_call_jax_jit_refuses_raises_jaxs_error_and_keeps_the_warning(monkeypatch):
+    """A wrong call is the caller's mistake: jax.jit's own error, no 'planning
+    failed' warning; a later real planning failure still gets its warning."""
+    jitted = olla_jax.jit(step, time_limit_s=1, cache=False)
+    p, x, y = mlp_args(0)
+    bad_calls = (((p, x, "text"), {}), ((p, x), {}), ((p, x, y), {"no_such": 1}),
+                 ((p, x[:, :3], y), {}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for args, kwargs in bad_calls:
+            with pytest.raises(TypeError) as got:
+                jitted(*args, **kwargs)
+            with pytest.raises(TypeError) as expected:
+                jax.jit(step)(*args, **kwargs)
+            assert str(got.value) == str(expected.value)
+        assert not [w for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("planner broke")
+        monkeypatch.setattr(decorator, "plan_step", fail)
+        assert_same(jitted(p, x, y), jax.jit(step)(p, x, y))
+    messages = [str(w.message) for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+    assert len(messages) == 1 and "planner broke" in messages[0]
