@@ -151,6 +151,33 @@ def test_nnx_jit_step_is_bit_identical():
     assert_same(nnx.state(ours[0]), nnx.state(theirs[0]))
 
 
+
+def test_nnx_jit_step_with_static_arguments_is_bit_identical():
+    """nnx.jit's Compiled takes the dynamic arguments only: the static ones
+    (here a keyword and a positional one) are its jax.jit's, split as it splits them."""
+    nnx, make, _, x, y = _nnx_parts()
+
+    def step(model, opt, x, y, scale, *, mode="mse", w=1.0):
+        err = model(x) - y
+        loss_of = (lambda e: jnp.mean(e ** 2)) if mode == "mse" else (lambda e: jnp.mean(abs(e)))
+        loss, grads = nnx.value_and_grad(lambda m: w * scale * loss_of(m(x) - y))(model)
+        opt.update(model, grads)
+        return loss + 0 * err.sum()
+    nnx_step = nnx.jit(step, static_argnums=4, static_argnames="mode")
+    f = olla_jax.jit(nnx_step, time_limit_s=1, cache=False)
+    ours, theirs = make(), make()
+    for mode in ("mse", "mae", "mse"):
+        assert_same(f(*ours, x, y, 2.0, mode=mode, w=0.5),
+                    nnx_step(*theirs, x, y, 2.0, mode=mode, w=0.5))
+    assert len(f._plans) == 2   # one plan per static value
+    assert_same(nnx.state(ours[0]), nnx.state(theirs[0]))
+    fresh, again = make(), make()   # (nnx's Compiled is called with the objects it was lowered for)
+    planned = olla_jax.plan(nnx_step, *fresh, x, y, 3.0, kwargs={"mode": "mae"}, time_limit_s=1)
+    assert_same(planned.compiled(*fresh, x, y, 3.0, mode="mae"),
+                nnx_step(*again, x, y, 3.0, mode="mae"))
+    with pytest.raises(ValueError, match="planned for 'mae'"):
+        planned.compiled(*fresh, x, y, 3.0, mode="mse")
+
 # --- the cache ---------------------------------------------------------------
 
 def _cached_file(f, *args, **kwargs):
