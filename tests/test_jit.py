@@ -171,12 +171,10 @@ def test_nnx_jit_step_with_static_arguments_is_bit_identical():
                     nnx_step(*theirs, x, y, 2.0, mode=mode, w=0.5))
     assert len(f._plans) == 2   # one plan per static value
     assert_same(nnx.state(ours[0]), nnx.state(theirs[0]))
-    fresh, again = make(), make()   # (nnx's Compiled is called with the objects it was lowered for)
-    planned = olla_jax.plan(nnx_step, *fresh, x, y, 3.0, kwargs={"mode": "mae"}, time_limit_s=1)
-    assert_same(planned.compiled(*fresh, x, y, 3.0, mode="mae"),
-                nnx_step(*again, x, y, 3.0, mode="mae"))
+    planned = f.plan_for(*ours, x, y, 2.0, mode="mae", w=0.5)   # the plan already made
     with pytest.raises(ValueError, match="planned for 'mae'"):
-        planned.compiled(*fresh, x, y, 3.0, mode="mse")
+        planned.compiled(*ours, x, y, 2.0, mode="mse", w=0.5)
+
 
 # --- the cache ---------------------------------------------------------------
 
