@@ -231,21 +231,31 @@ class Entry:
 
 def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
     """(static_argnums, static_argnames) of a ``jax.jit`` object, as jax resolved them
-    (names given for positional parameters are in both); None when not a jax.jit object."""
+    (names given for positional parameters are in both), or of the ``jax.jit`` inside a
+    ``flax.nnx.jit`` object (it takes the call's arguments at the same places, after
+    any bound ``partial_args``); None for anything else."""
     options = jax_compat.jit_options(jitted)
+    if options is not None:
+        return options.static_argnums, options.static_argnames
+    inner = getattr(jitted, "jitted_fn", None)
+    options = jax_compat.jit_options(inner) if inner is not None else None
     if options is None:
         return None
-    return options.static_argnums, options.static_argnames
+    bound = len(getattr(jitted, "partial_args", None) or ())
+    return (tuple(i - bound if i >= 0 else i for i in options.static_argnums if i < 0 or i >= bound),
+            options.static_argnames)
 
 
 def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entry:
     """Lower ``jitted(*args, **kwargs)`` (jax.jit or flax.nnx.jit) and say how it splits."""
     info = static_info(jitted)
+    nnx = jax_compat.jit_options(jitted) is None   # flax.nnx.jit (its modules are no arrays)
     if info is not None:
         nums, names = info
         fixed = {i % len(args) for i in nums if -len(args) <= i < len(args)} if args else set()
-        _check_dynamic({i: a for i, a in enumerate(args) if i not in fixed})
-        _check_dynamic({k: v for k, v in kwargs.items() if k not in names})
+        if not nnx:
+            _check_dynamic({i: a for i, a in enumerate(args) if i not in fixed})
+            _check_dynamic({k: v for k, v in kwargs.items() if k not in names})
     try:
         lowered = jitted.lower(*args, **kwargs)
     except (TypeError, ValueError) as err:
@@ -254,10 +264,12 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
     except Exception as err:  # noqa: BLE001 - tracing the user's code raises anything
         raise CaptureError(f"jax could not trace/lower the step: {type(err).__name__}: "
                            f"{err}") from err
-    if info is None:   # flax.nnx.jit: its Compiled takes the whole call and splits it itself
+    if info is None:
         return Entry(lowered, len(args), (), (), (), ())
     static = tuple((i, args[i]) for i in sorted(fixed))
     static_kwargs = tuple((k, kwargs[k]) for k in sorted(kwargs) if k in names)
+    if nnx:   # its Compiled takes the dynamic arguments, modules whole, and splits them itself
+        return Entry(lowered, len(args), static, static_kwargs, (), ())
     if not kwargs:
         verify_args, verify_static = tuple(args), tuple(sorted(fixed))
     else:

@@ -27,8 +27,9 @@ examples:
   {prog} batch --example=remat --size=tiny --capacity=16777216 --modes=xla,olla
 
 --module names a callable taking no arguments that returns a Step-like object
-(fn, args, static_argnums, donate_argnums) or a tuple (fn, args); for batch it
-takes the batch size instead.
+(fn, args, static_argnums, donate_argnums and, for plan, kwargs, static_argnames,
+donate_argnames where it has them) or a tuple (fn, args) or (fn, args, kwargs);
+for batch it takes the batch size instead.
 Only warnings are logged unless --verbosity=0 (info) or --verbosity=1 (debug logs
 and full tracebacks) is given; --helpfull lists absl's flags too.
 """
@@ -48,7 +49,7 @@ import textwrap
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, NoReturn, Sequence
 
 from absl import app, flags, logging
 
@@ -127,6 +128,11 @@ MIB = 2 ** 20
 
 class UsageError(OllaJaxError):
     """The command line is wrong: exit 2 with the message and a pointer to --help."""
+
+
+class MakeStepError(OllaJaxError):
+    """The --module callable raised: exit 1 with its error on one line (the
+    traceback with --verbosity=1)."""
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -318,7 +324,8 @@ def parse_bytes(text: str) -> int:
 
 
 def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = (),
-              donate_argnums: Sequence[int] = ()) -> Any:
+              donate_argnums: Sequence[int] = (), kwargs: dict[str, Any] | None = None,
+              static_argnames: Sequence[str] = (), donate_argnames: Sequence[str] = ()) -> Any:
     import olla_jax
     budget = None if _MEMORY_BUDGET.value is None else parse_bytes(_MEMORY_BUDGET.value)
     logging.info("planning on %s, time limit %.0f s, engine %s", _BACKEND.value,
@@ -328,7 +335,9 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
         try:
             plan = olla_jax.plan(fn, *args, backend=_BACKEND.value, time_limit_s=_TIME_LIMIT.value,
                                  static_argnums=tuple(static_argnums),
-                                 donate_argnums=tuple(donate_argnums), engine=_ENGINE.value,
+                                 donate_argnums=tuple(donate_argnums), kwargs=kwargs,
+                                 static_argnames=tuple(static_argnames),
+                                 donate_argnames=tuple(donate_argnames), engine=_ENGINE.value,
                                  feed_back=not _NO_FEED_BACK.value, seed=_SEED.value,
                                  progress=status.callback, memory_budget=budget,
                                  recompute_cost=_RECOMPUTE_COST.value)
@@ -379,15 +388,45 @@ def _load_callable(spec: str) -> Callable[[], Any]:
     return fn
 
 
-def _step_parts(obj: Any, spec: str) -> tuple[Callable, tuple, tuple[int, ...], tuple[int, ...]]:
-    """(fn, args, static_argnums, donate_argnums) of a Step-like object or a (fn, args) tuple."""
+class _StepParts(NamedTuple):
+    fn: Callable
+    args: tuple
+    static_argnums: tuple[int, ...] = ()
+    donate_argnums: tuple[int, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    static_argnames: tuple[str, ...] = ()
+    donate_argnames: tuple[str, ...] = ()
+
+
+def _step_parts(obj: Any, spec: str) -> _StepParts:
+    """The step of a Step-like object (fn, args and, where it has them, kwargs,
+    static_argnums, donate_argnums, static_argnames, donate_argnames) or of a
+    tuple (fn, args) or (fn, args, kwargs): every part is used, none dropped."""
     if hasattr(obj, "fn") and hasattr(obj, "args"):
-        return (obj.fn, tuple(obj.args), tuple(getattr(obj, "static_argnums", ())),
-                tuple(getattr(obj, "donate_argnums", ())))
-    if isinstance(obj, tuple) and len(obj) == 2 and callable(obj[0]) and isinstance(obj[1], (tuple, list)):
-        return obj[0], tuple(obj[1]), (), ()
+        return _StepParts(obj.fn, tuple(obj.args), tuple(getattr(obj, "static_argnums", ()) or ()),
+                          tuple(getattr(obj, "donate_argnums", ()) or ()),
+                          dict(getattr(obj, "kwargs", None) or {}) or None,
+                          _names(getattr(obj, "static_argnames", ())),
+                          _names(getattr(obj, "donate_argnames", ())))
+    if isinstance(obj, tuple) and len(obj) in (2, 3) and callable(obj[0]) \
+            and isinstance(obj[1], (tuple, list)) and (len(obj) == 2 or isinstance(obj[2], dict)):
+        return _StepParts(obj[0], tuple(obj[1]), kwargs=(dict(obj[2]) or None) if len(obj) == 3
+                          else None)
     raise UsageError(f"--module={spec} returned a {type(obj).__name__}; it must return an object "
-                     "with fn and args (like examples.Step) or a tuple (fn, args)")
+                     "with fn and args (like examples.Step) or a tuple (fn, args) or "
+                     "(fn, args, kwargs)")
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def _call_maker(maker: Callable, spec: str, *args: Any) -> Any:
+    """``maker(*args)``, the user's --module callable; what it raises becomes one line."""
+    try:
+        return maker(*args)
+    except Exception as err:  # noqa: BLE001 - the user's code raises anything
+        raise MakeStepError(f"--module={spec} raised {type(err).__name__}: {err}") from err
 
 
 # ---- subcommands ---------------------------------------------------------------
@@ -409,9 +448,9 @@ def cmd_plan() -> None:
         step = _example(_EXAMPLE.value, _SIZE.value)
         parts = _step_parts(step, _EXAMPLE.value)
     else:
-        made = _load_callable(_MODULE.value)()
+        made = _call_maker(_load_callable(_MODULE.value), _MODULE.value)
         parts = _step_parts(made, _MODULE.value)
-    _run_plan(*parts)
+    _run_plan(**parts._asdict())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -539,9 +578,14 @@ def _step_source(subcommand: str) -> None:
 def cmd_donate() -> None:
     _step_source("donate")
     if _EXAMPLE.value is not None:
-        fn, args, static, donate = _step_parts(_example(_EXAMPLE.value, _SIZE.value), _EXAMPLE.value)
+        parts = _step_parts(_example(_EXAMPLE.value, _SIZE.value), _EXAMPLE.value)
     else:
-        fn, args, static, donate = _step_parts(_load_callable(_MODULE.value)(), _MODULE.value)
+        parts = _step_parts(_call_maker(_load_callable(_MODULE.value), _MODULE.value),
+                            _MODULE.value)
+    fn, args, static, donate = parts[:4]
+    if parts.kwargs or parts.static_argnames or parts.donate_argnames:
+        raise UsageError("donate measures positional steps: return (fn, args) with "
+                         "static_argnums/donate_argnums, no kwargs or argnames")
     import olla_jax
     logging.info("measuring donation candidates on %s", _BACKEND.value)
     advice = olla_jax.advise_donation(fn, *args, static_argnums=static, donate_argnums=donate,
@@ -552,7 +596,8 @@ def cmd_donate() -> None:
 def _batch_maker() -> Callable[[int], Any]:
     _step_source("batch")
     if _MODULE.value is not None:
-        return _load_callable(_MODULE.value)
+        maker, spec = _load_callable(_MODULE.value), _MODULE.value
+        return lambda batch: _call_maker(maker, spec, batch)
     name, size = _EXAMPLE.value, _SIZE.value
     try:
         import examples
@@ -631,7 +676,7 @@ def main(argv: list[str]) -> None:
         COMMANDS[name]()
     except UsageError as err:
         _fail(str(err), 2)
-    except (CaptureError, ValueError, KeyError, ImportError, OSError) as err:
+    except (CaptureError, MakeStepError, ValueError, KeyError, ImportError, OSError) as err:
         if logging.get_verbosity() >= 1:
             raise
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)

@@ -249,6 +249,7 @@ class Jitted:
         try:
             result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
+            self._raise_if_jax_refuses(args, kwargs)
             self._warn(f"planning failed ({type(err).__name__}: {err}); running plain jax.jit")
             return None
         if path is not None and result.layout is not None and result.verified:
@@ -276,6 +277,13 @@ class Jitted:
             self._drop(path)
             return None
         return result
+
+    def _raise_if_jax_refuses(self, args, kwargs) -> None:
+        """Raise jax's own error for a call jax.jit cannot lower (a wrong
+        argument type, a missing argument, an error in the traced code), as
+        jax.jit's call would: the caller's mistake is no planning failure, so
+        it neither warns nor uses up the one warning a real failure gets."""
+        self._jitted.lower(*args, **kwargs)
 
     def _drop(self, path: Path) -> None:
         try:

@@ -412,6 +412,14 @@ def _claimable(bound: int, plan_bytes: int) -> int:
     return bound if bound <= plan_bytes else 0
 
 
+def _size_text(n: int) -> str:
+    """Bytes in the unit that keeps a small step's figures readable (a budget
+    of a few KiB is not '0.00 MiB')."""
+    if abs(n) >= 2**20:
+        return f"{n / 2**20:,.2f} MiB"
+    return f"{n / 2**10:,.1f} KiB" if abs(n) >= 2**10 else f"{n:,} B"
+
+
 def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     from olla_jax import report
     try:
@@ -421,17 +429,18 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     least = result.runs_total_bytes
     how = "order, placement and recomputation" if recompute else "order and placement"
     # ``least`` is what the search reached, not a floor (the floor follows)
-    message = (f"the best plan found needs {least / 2**20:,.2f} MiB with {how} "
-               f"(XLA's plan: {result.xla_total_bytes / 2**20:,.2f} MiB), over the budget of "
-               f"{budget / 2**20:,.2f} MiB; lower the batch size, donate arguments "
+    size = _size_text
+    message = (f"the best plan found needs {size(least)} with {how} "
+               f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
+               f"{size(budget)}; lower the batch size, donate arguments "
                f"(olla_jax.advise_donation) or use a larger device")
     if result.graph is not None and recompute:
         from olla_jax import budget
         floor, where = budget.working_set_bound(result.graph)
         if floor:
             message += (f"; no plan that runs the same kernels goes below "
-                        f"{(floor + least - result.runs_temp_bytes) / 2**20:,.2f} MiB "
-                        f"({where} needs {floor / 2**20:,.2f} MiB of temp for its operands "
+                        f"{size(floor + least - result.runs_temp_bytes)} "
+                        f"({where} needs {size(floor)} of temp for its operands "
                         "and results)")
     if breakdown:
         message += "\n" + breakdown

@@ -220,3 +220,42 @@ def test_plan_with_a_budget_it_cannot_meet_saves_the_least_and_exits_1(tmp_path)
     assert saved.exists() and "olla_jax" in result.stdout    # the least plan's summary
     bad = olla("plan", "--example=mlp", "--size=tiny", "--memory_budget=lots")
     assert bad.returncode == 2 and "positive size in bytes" in bad.stderr
+
+
+MODULE_STEPS = '''
+import dataclasses
+import jax, jax.numpy as jnp
+
+def step(p, x, *, act=None, scale=1.0):
+    f = getattr(jnp, act)            # act=None (the default) fails: the kwargs must arrive
+    g = jax.grad(lambda p: jnp.sum(f(x @ p) ** 2))(p)
+    return p - scale * g, f(x @ p).sum()
+
+@dataclasses.dataclass
+class Step:
+    fn: object
+    args: tuple
+    kwargs: dict
+    static_argnames: tuple
+    donate_argnames: tuple
+
+def make_step():
+    return Step(step, (jnp.ones((32, 32)), jnp.ones((8, 32))), {"act": "sin", "scale": 0.5},
+                ("act",), ("p",))
+
+def make_broken():
+    raise RuntimeError("the data loader is broken")
+'''
+
+
+def test_module_step_keeps_its_kwargs_and_argnames_and_its_errors_are_one_line(tmp_path):
+    (tmp_path / "user_steps.py").write_text(MODULE_STEPS)
+    result = olla("plan", "--module=user_steps:make_step", "--time_limit_s=1", "--no_feed_back",
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    aliased = re.search(r"aliased .* / (\S+) (\S+)\n", result.stdout)
+    assert aliased and float(aliased.group(1)) > 0, result.stdout   # p donated: its output aliases it
+    broken = olla("plan", "--module=user_steps:make_broken", cwd=tmp_path)
+    assert broken.returncode == 1
+    assert "RuntimeError: the data loader is broken" in broken.stderr
+    assert "Traceback" not in broken.stderr

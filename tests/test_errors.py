@@ -9,6 +9,8 @@ import pkgutil
 
 import pytest
 
+import jax.numpy as jnp
+
 import olla_jax
 from olla_jax.errors import OllaJaxError
 
@@ -59,3 +61,14 @@ def test_twin_names_are_distinct_with_old_names_kept():
     assert executable.ExecutableFormatError is not layout.LayoutError
     with pytest.raises(OllaJaxError, match="not a serialized XLA:CPU executable"):
         executable.decode(b"not an executable")
+
+
+def test_budget_not_met_states_a_small_budget_readably():
+    """A few-KiB budget of a small step is said in KiB, not as '0.00 MiB'."""
+    step = lambda w, x: jnp.tanh(x @ w).sum()   # noqa: E731
+    with pytest.warns(olla_jax.PlanWarning), pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((32, 32)), jnp.ones((16, 32)), memory_budget=3000,
+                      time_limit_s=1, verify_trials=2)
+    first = str(err.value).splitlines()[0]
+    assert "over the budget of 2.9 KiB" in first, first
+    assert "0.00 MiB" not in first

@@ -151,6 +151,31 @@ def test_nnx_jit_step_is_bit_identical():
     assert_same(nnx.state(ours[0]), nnx.state(theirs[0]))
 
 
+
+def test_nnx_jit_step_with_static_arguments_is_bit_identical():
+    """nnx.jit's Compiled takes the dynamic arguments only: the static ones
+    (here a keyword and a positional one) are its jax.jit's, split as it splits them."""
+    nnx, make, _, x, y = _nnx_parts()
+
+    def step(model, opt, x, y, scale, *, mode="mse", w=1.0):
+        err = model(x) - y
+        loss_of = (lambda e: jnp.mean(e ** 2)) if mode == "mse" else (lambda e: jnp.mean(abs(e)))
+        loss, grads = nnx.value_and_grad(lambda m: w * scale * loss_of(m(x) - y))(model)
+        opt.update(model, grads)
+        return loss + 0 * err.sum()
+    nnx_step = nnx.jit(step, static_argnums=4, static_argnames="mode")
+    f = olla_jax.jit(nnx_step, time_limit_s=1, cache=False)
+    ours, theirs = make(), make()
+    for mode in ("mse", "mae", "mse"):
+        assert_same(f(*ours, x, y, 2.0, mode=mode, w=0.5),
+                    nnx_step(*theirs, x, y, 2.0, mode=mode, w=0.5))
+    assert len(f._plans) == 2   # one plan per static value
+    assert_same(nnx.state(ours[0]), nnx.state(theirs[0]))
+    planned = f.plan_for(*ours, x, y, 2.0, mode="mae", w=0.5)   # the plan already made
+    with pytest.raises(ValueError, match="planned for 'mae'"):
+        planned.compiled(*ours, x, y, 2.0, mode="mse", w=0.5)
+
+
 # --- the cache ---------------------------------------------------------------
 
 def _cached_file(f, *args, **kwargs):
@@ -389,3 +414,28 @@ def test_cache_key_changes_with_the_planner_code(tmp_path, monkeypatch):
     here = _cached_file(olla_jax.jit(step, cache=tmp_path), *args)
     monkeypatch.setattr(decorator, "planner_identity", lambda: "another planner")
     assert _cached_file(olla_jax.jit(step, cache=tmp_path), *args) != here
+
+
+def test_a_call_jax_jit_refuses_raises_jaxs_error_and_keeps_the_warning(monkeypatch):
+    """A wrong call is the caller's mistake: jax.jit's own error, no 'planning
+    failed' warning; a later real planning failure still gets its warning."""
+    jitted = olla_jax.jit(step, time_limit_s=1, cache=False)
+    p, x, y = mlp_args(0)
+    bad_calls = (((p, x, "text"), {}), ((p, x), {}), ((p, x, y), {"no_such": 1}),
+                 ((p, x[:, :3], y), {}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for args, kwargs in bad_calls:
+            with pytest.raises(TypeError) as got:
+                jitted(*args, **kwargs)
+            with pytest.raises(TypeError) as expected:
+                jax.jit(step)(*args, **kwargs)
+            assert str(got.value) == str(expected.value)
+        assert not [w for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("planner broke")
+        monkeypatch.setattr(decorator, "plan_step", fail)
+        assert_same(jitted(p, x, y), jax.jit(step)(p, x, y))
+    messages = [str(w.message) for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+    assert len(messages) == 1 and "planner broke" in messages[0]

@@ -127,6 +127,15 @@ class Layout:
         covering = [v for v in self._by_allocation[allocation]
                     if v.offset <= offset and offset + size <= v.offset + v.size]
         live = [v for v in covering if v.xla_range[0] <= last and first <= v.xla_range[1]]
+        if not live and instruction not in self.graph.node_index:
+            # A control-flow instruction nested in a block (a while loop in a while
+            # body) touches its own block's values (its predicate), which the graph
+            # does not delimit: look in the enclosing entry block.  Any value found
+            # there answers correctly when all of them moved to one place, and
+            # where they moved apart the answer is refused below as ambiguous.
+            node = self.graph.flat_node[self._flat_step[instruction]]
+            first, last = self.graph.block_start[node], self.graph.block_end[node]
+            live = [v for v in covering if v.xla_range[0] <= last and first <= v.xla_range[1]]
         if not live:
             raise LayoutError(f"slice {allocation}:{offset}+{size} of {instruction} matches no live value")
         exact = [v for v in live if v.offset == offset and v.size == size]
