@@ -27,10 +27,9 @@ from benchmarks import common  # noqa: E402
 
 def parse_args(argv=None):
     p = common.parser(__doc__, models="densenet,resnet50,unet", size="small", time_limit_s=10.0,
-                      out="benchmarks/results/cpu_clock_solve")
+                      backend="cpu", out="benchmarks/results/cpu_clock_solve")
     p.add_argument("--capture_s", type=float, default=1.0, help="plan()'s limit for the capture")
     p.add_argument("--code", default="this checkout", help="which code ran (said in the header)")
-    p.add_argument("--backend", default="cpu", help="cpu, or a compile-only GPU target (gpu:h100)")
     return p.parse_args(argv)
 
 
