@@ -55,6 +55,7 @@ from absl import app, flags, logging
 
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
+from olla_jax.sizes import size_text
 
 if TYPE_CHECKING:   # types only: the CLI imports the pipeline when a command runs
     from olla_jax.graph.layout import Layout
@@ -215,9 +216,7 @@ def _subcommand_help(name: str) -> str:
 
 
 def _mib(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / MIB:,.2f} MiB" if n >= MIB else f"{n / 2**10:,.1f} KiB"
+    return "-" if n is None else size_text(n)
 
 
 def _change(old: int, new: int) -> str:

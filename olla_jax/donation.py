@@ -20,8 +20,7 @@ import jax
 import numpy as np
 
 from olla_jax.capture import Capture, capture
-
-MIB = 2 ** 20
+from olla_jax.sizes import size_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,19 +78,19 @@ class DonationAdvice:
         for c in self.candidates:
             verdict = "donate" if c.suggested else "do not donate"
             lines.append(f"  argument {c.index}: {len(c.leaves)} of {c.leaf_count} leaves could be "
-                         f"reused ({_mib(c.reusable_bytes)}); measured saving "
-                         f"{_mib(c.measured_saved_bytes)} (XLA aliased {_mib(c.alias_bytes)}) "
+                         f"reused ({size_text(c.reusable_bytes)}); measured saving "
+                         f"{size_text(c.measured_saved_bytes)} (XLA aliased {size_text(c.alias_bytes)}) "
                          f"-> {verdict}" + (f" ({c.note})" if c.note else ""))
             largest = sorted(c.leaves, key=lambda leaf: -leaf.bytes)
             for leaf in largest[:5]:
                 lines.append(f"      {leaf.path or '(the array)'} {leaf.dtype}{list(leaf.shape)} "
-                             f"{_mib(leaf.bytes)} -> output {leaf.output_path or '(the array)'}")
+                             f"{size_text(leaf.bytes)} -> output {leaf.output_path or '(the array)'}")
             if len(c.leaves) > 5:
                 more = len(c.leaves) - 5
                 lines.append(f"      ... and {more} smaller {'leaf' if more == 1 else 'leaves'}")
-        lines.append(f"  total: {_mib(self.bytes_before)} -> {_mib(self.bytes_after)} "
-                     f"(saved {_mib(self.saved_bytes)}; aliased {_mib(self.alias_bytes_before)} "
-                     f"-> {_mib(self.alias_bytes_after)})")
+        lines.append(f"  total: {size_text(self.bytes_before)} -> {size_text(self.bytes_after)} "
+                     f"(saved {size_text(self.saved_bytes)}; aliased {size_text(self.alias_bytes_before)} "
+                     f"-> {size_text(self.alias_bytes_after)})")
         if self.suggested:
             lines.append(f"  pass donate_argnums={self.donate_argnums} to jax.jit or "
                          "olla_jax.optimize / olla_jax.plan.")
@@ -102,10 +101,6 @@ class DonationAdvice:
             lines.append(f"  nothing to add: keep donate_argnums={self.user_donate_argnums}.")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def _mib(n: int) -> str:
-    return f"{n / MIB:,.2f} MiB" if abs(n) >= MIB else f"{n / 2**10:,.1f} KiB"
 
 
 def _nbytes(leaf: Any) -> int:

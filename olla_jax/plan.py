@@ -30,6 +30,7 @@ from olla_jax.graph import collectives, model, overlap
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
 from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, solve_graph  # noqa: F401
+from olla_jax.sizes import size_text
 
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
 RETIME_SHARE = 0.5             # _plan: re-timing collectives ("hidden"), kept back from the searches
@@ -412,14 +413,6 @@ def _claimable(bound: int, plan_bytes: int) -> int:
     return bound if bound <= plan_bytes else 0
 
 
-def _size_text(n: int) -> str:
-    """Bytes in the unit that keeps a small step's figures readable (a budget
-    of a few KiB is not '0.00 MiB')."""
-    if abs(n) >= 2**20:
-        return f"{n / 2**20:,.2f} MiB"
-    return f"{n / 2**10:,.1f} KiB" if abs(n) >= 2**10 else f"{n:,} B"
-
-
 def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     from olla_jax import report
     try:
@@ -429,7 +422,7 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     least = result.runs_total_bytes
     how = "order, placement and recomputation" if recompute else "order and placement"
     # ``least`` is what the search reached, not a floor (the floor follows)
-    size = _size_text
+    size = size_text
     message = (f"the best plan found needs {size(least)} with {how} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
                f"{size(budget)}; lower the batch size, donate arguments "

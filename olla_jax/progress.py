@@ -12,11 +12,7 @@ import dataclasses
 import time
 from typing import Callable
 
-MIB = 2 ** 20
-
-
-def _mib(n: int) -> str:
-    return f"{n / MIB:,.2f} MiB" if n >= MIB else f"{n / 2**10:,.1f} KiB"
+from olla_jax.sizes import size_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +37,11 @@ class Progress:
             clock = f"{self.total_s + since_s:5.1f} s in all"
         parts = [f"{self.stage:<12} {clock}"]
         if self.best_bytes is not None or self.xla_bytes is not None:
-            best = "-" if self.best_bytes is None else _mib(self.best_bytes)
-            xla = "" if self.xla_bytes is None else f" (XLA {_mib(self.xla_bytes)})"
+            best = "-" if self.best_bytes is None else size_text(self.best_bytes)
+            xla = "" if self.xla_bytes is None else f" (XLA {size_text(self.xla_bytes)})"
             parts.append(f"best {best}{xla}")
         if self.bound_bytes is not None:
-            parts.append(f"bound {_mib(self.bound_bytes)}")
+            parts.append(f"bound {size_text(self.bound_bytes)}")
         return "olla_jax: " + " | ".join(parts)
 
 

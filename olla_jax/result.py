@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from olla_jax.calls import StepCallable  # noqa: F401 - Plan.compiled's type
 from olla_jax.errors import OllaJaxError
+from olla_jax.sizes import size_text
 
 if TYPE_CHECKING:   # types only: a Plan is read without importing the pipeline
     from olla_jax.capture.base import Capture
@@ -169,9 +170,7 @@ class Plan:
 
     def summary(self) -> str:
         def mb(x):
-            if x is None:
-                return "-"
-            return f"{x / 2**20:,.2f} MiB" if abs(x) >= 2**20 or x == 0 else f"{x / 2**10:,.1f} KiB"
+            return "-" if x is None else size_text(x)
         rows = [
             ("XLA temp, default scheduler", mb(self.xla_default_temp_bytes)),
             (f"XLA temp, best ({self.xla_scheduler})", mb(self.xla_best_temp_bytes)),

@@ -158,7 +158,7 @@ def test_type_checking_imports_make_no_cycle_but_count_for_layering():
 STAGES = (
     ("ground", ("olla_jax.errors", "olla_jax.protos", "olla_jax.dumps", "olla_jax.envelope",
                 "olla_jax.jax_compat",
-                "olla_jax.progress", "olla_jax.flops",
+                "olla_jax.progress", "olla_jax.flops", "olla_jax.sizes",
                 # the problems the graph poses and the solver reads: plain data, imports
                 # nothing (the graph builds them, so they sit below both)
                 "olla_jax.solve.problem")),

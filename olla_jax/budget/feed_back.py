@@ -18,6 +18,7 @@ from olla_jax.budget.candidates import candidates, check_cost
 from olla_jax.budget.recompute_plan import RecomputePlan
 from olla_jax.budget.timed_search import search
 from olla_jax.budget.floors import working_set_bound
+from olla_jax.sizes import size_text
 
 
 def _noted(plan, text: str, spent: dict[str, float]):
@@ -67,7 +68,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
     target = budget - fixed
     if target <= 0:
-        return note(result, f"arguments and outputs alone take {fixed / 2**20:,.2f} MiB, more "
+        return note(result, f"arguments and outputs alone take {size_text(fixed)}, more "
                             "than the budget")
     order = result.layout.order if result.layout is not None else graph.xla_order
     cands = candidates(graph, cap, recompute_cost)
