@@ -203,14 +203,9 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
         # within 1% of it (the arena search has more to win there).
         share = (_IMPROVE_SHARE if k == 0 and 1.01 * goal < start.arena_size <= _NEAR * goal
                  else 0.1)
-        improved = improve_regions(model, start, time.monotonic() + share * max(0.0, left()))
-        if improved is not start:
-            try:   # its moves are checked here, as an engine's result is
-                validate_placement(problem, improved)
-                start = improved
-            except ValueError as err:
-                warnings.warn(f"the region pass returned an invalid placement, keeping its "
-                              f"start: {err}", RuntimeWarning)
+        pass_end = time.monotonic() + share * max(0.0, left())
+        start = _region_pass(problem, model, start, pass_end)
+        cut = time.monotonic() >= pass_end     # moves may be left: see _resume_regions
         peak = int(arena_profile(model, model.from_placement(start)[0], horizon).max())
         if (order is not None or best is not hint) and peak >= best.arena_size:
             continue                       # its arena cannot go below its live peak
@@ -223,12 +218,64 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
         found = start
         if budget > 0.01 and start.arena_size > max(peak, goal):
             found = solve_canonical(model, start, budget, stop=max(goal, peak), target=target).placement
+        if k == 0 and cut:
+            found = _resume_regions(problem, model, found, horizon, goal, target,
+                                    end - left() / 2 if len(starts) > 1 else end, share)
         if found.arena_size < best.arena_size:
             validate_placement(problem, found)
             best = found
         if best.arena_size <= max(goal, target or 0) or left() <= 0:
             break
     return best
+
+
+def _region_pass(problem: PlacementProblem, model, start: Placement, deadline: float) -> Placement:
+    """``improve_regions`` on ``start`` by ``deadline`` (``time.monotonic()``),
+    its moves checked as an engine's result is (``start`` kept if invalid)."""
+    improved = improve_regions(model, start, deadline)
+    if improved is not start:
+        try:
+            validate_placement(problem, improved)
+            return improved
+        except ValueError as err:
+            warnings.warn(f"the region pass returned an invalid placement, keeping its "
+                          f"start: {err}", RuntimeWarning)
+    return start
+
+
+def _resume_regions(problem: PlacementProblem, model, found: Placement, horizon: int, goal: int,
+                    target: int | None, end: float, share: float) -> Placement:
+    """The hint's region pass, cut at its deadline, resumed on ``found``
+    while the arena search has brought the arena down to its region choices'
+    live peak (only region moves lower it then) and the time before ``end``
+    (``time.perf_counter()``) lasts: the pass (``share`` of what is left),
+    then the arena search to the new peak.  Without it, a pass cut short (a
+    short repair, a loaded machine) left the moves it had not made to the
+    other starts, whose passes get a tenth of the time each from a fresh
+    best-fit.  Never worse than ``found``."""
+    while end - time.perf_counter() > 0.01:
+        peak = int(arena_profile(model, model.from_placement(found)[0], horizon).max())
+        if found.arena_size > max(peak, goal) or found.arena_size <= max(goal, target or 0):
+            return found      # the arena search, not the regions, is what is left (or done)
+        pass_end = time.monotonic() + share * (end - time.perf_counter())
+        moved = _region_pass(problem, model, found, pass_end)
+        if moved is found:
+            return found      # no move lowers the peak: the pass is done
+        cut = time.monotonic() >= pass_end
+        peak = int(arena_profile(model, model.from_placement(moved)[0], horizon).max())
+        if peak >= found.arena_size:
+            return found
+        left = end - time.perf_counter()
+        if left > 0.01 and moved.arena_size > max(peak, goal):
+            moved = solve_canonical(model, moved, left, stop=max(goal, peak),
+                                    target=target).placement
+        if moved.arena_size >= found.arena_size:
+            return found
+        validate_placement(problem, moved)
+        found = moved
+        if not cut:
+            return found
+    return found
 
 
 # Of _regions_and_arena's time, what the start from class choices may take
