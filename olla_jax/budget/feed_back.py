@@ -75,6 +75,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     found = search(graph, order, cands, target, engine=engine,
                    time_limit_s=time_limit_s - (time.monotonic() - t0),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
+    found = _with_body_copies(graph, cap, order, found, cands, target, recompute_cost,
+                              t0 + time_limit_s - time.monotonic())
     floor, where = working_set_bound(graph)
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
@@ -88,6 +90,20 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     return feed_back_plan(result, found, args=args, static_argnums=static_argnums,
                           verify_trials=verify_trials, measure_time=measure_time,
                           search_s=search_s, time_limit_s=time_limit_s, floor=floor)
+
+
+def _with_body_copies(graph, cap, order, found, cands, target: int, recompute_cost: str,
+                      left_s: float):
+    """``found`` with copies inside while loops' bodies (``budget.body``, CPU)
+    where its peak is in a body above ``target``; ``left_s``: the seconds
+    left of the limit (an exact placement gets part of them)."""
+    from olla_jax.budget import body
+    if found is not None and found.temp_bytes <= target:
+        return found
+    bodies = body.candidates(graph, cap, recompute_cost)
+    logging.info("recomputation: %d candidate values inside loop bodies", len(bodies))
+    return body.extend(graph, order, found, cands, bodies, target,
+                       exact_s=max(0.0, left_s / 2 - 0.2))
 
 
 def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
