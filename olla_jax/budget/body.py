@@ -241,3 +241,26 @@ def extend(graph: ScheduleGraph, order: Sequence[int], found, entry_cands, cands
         return found
     how = (found.how + " + " if found is not None else "") + "loop-body greedy"
     return dataclasses.replace(got, how=how)
+
+
+def relaxed(graph: ScheduleGraph, cands: Sequence[BodyCandidate]) -> ScheduleGraph:
+    """``graph`` where each candidate's value is live only at the steps that
+    write or read it (its producer's, then one unit of its size per reader),
+    not in between: some copy of it is live there in any plan that
+    recomputes it in the body, so bounds taken on this graph
+    (``floors.working_set_bound``, ``floors.recompute_floor``) hold for
+    those plans too (its operands kept live for a copy only add bytes)."""
+    if not cands:
+        return graph
+    values, units = dict(graph.values), list(graph.units)
+    next_id = max(values) + 1
+    for c in cands:
+        v = values[c.value]
+        unit = units[graph.unit_of_value[c.value]]
+        values[c.value] = dataclasses.replace(v, xla_range=(c.steps[0], c.steps[0]))
+        for s in c.steps[1:]:
+            values[next_id] = dataclasses.replace(v, id=next_id, key=f"{v.key}@{s}",
+                                                  xla_range=(s, s))
+            units.append(dataclasses.replace(unit, id=len(units), values=(next_id,)))
+            next_id += 1
+    return dataclasses.replace(graph, values=values, units=tuple(units))

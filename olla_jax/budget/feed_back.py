@@ -14,6 +14,7 @@ from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
 from olla_jax.graph.layout import xla_layout
 from olla_jax.result import warn
+from olla_jax.budget import body
 from olla_jax.budget.candidates import candidates, check_cost
 from olla_jax.budget.recompute_plan import RecomputePlan
 from olla_jax.budget.timed_search import search
@@ -71,13 +72,18 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                             "than the budget")
     order = result.layout.order if result.layout is not None else graph.xla_order
     cands = candidates(graph, cap, recompute_cost)
-    logging.info("recomputation: %d candidate values", len(cands))
+    bodies = body.candidates(graph, cap, recompute_cost)     # [] without while loops
+    logging.info("recomputation: %d candidate values, %d inside loop bodies", len(cands),
+                 len(bodies))
+    left = time_limit_s - (time.monotonic() - t0)
     found = search(graph, order, cands, target, engine=engine,
-                   time_limit_s=time_limit_s - (time.monotonic() - t0),
+                   time_limit_s=left * (_BODY_SHARE if bodies else 1.0),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
-    found = _with_body_copies(graph, cap, order, found, cands, target, recompute_cost,
-                              t0 + time_limit_s - time.monotonic())
-    floor, where = working_set_bound(graph)
+    if bodies and (found is None or found.temp_bytes > target):
+        left = t0 + time_limit_s - time.monotonic()
+        found = body.extend(graph, order, found, cands, bodies, target,
+                            exact_s=max(0.0, left / 2 - 0.2))
+    floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
     search_s = spent["search"] = time.monotonic() - t0
@@ -92,18 +98,9 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                           search_s=search_s, time_limit_s=time_limit_s, floor=floor)
 
 
-def _with_body_copies(graph, cap, order, found, cands, target: int, recompute_cost: str,
-                      left_s: float):
-    """``found`` with copies inside while loops' bodies (``budget.body``, CPU)
-    where its peak is in a body above ``target``; ``left_s``: the seconds
-    left of the limit (an exact placement gets part of them)."""
-    from olla_jax.budget import body
-    if found is not None and found.temp_bytes <= target:
-        return found
-    bodies = body.candidates(graph, cap, recompute_cost)
-    logging.info("recomputation: %d candidate values inside loop bodies", len(bodies))
-    return body.extend(graph, order, found, cands, bodies, target,
-                       exact_s=max(0.0, left_s / 2 - 0.2))
+# With while loops, the entry search's share of the limit: the rest places
+# the copies inside loop bodies (``budget.body.extend``) where the peak is there.
+_BODY_SHARE = 0.8
 
 
 def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
@@ -123,7 +120,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
     graph, cap = result.graph, result.capture
     backend = Backend.parse(result.backend)
     if floor is None:
-        floor, _ = working_set_bound(graph)
+        floor, _ = working_set_bound(graph, cap)
     layout = found.layout
     t_check = time.monotonic()
     rejected = checked.rejection(cap, layout, alignment=graph.alignment)

@@ -15,19 +15,24 @@ from olla_jax.budget.recompute_plan import (
     copy_time, late_part_ok, new_state, operand_intact, step_index)
 
 
-def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
+def working_set_bound(graph: ScheduleGraph, capture=None) -> tuple[int, str]:
     """(bytes, instruction): a lower bound of the temp of any plan that runs the
     same kernels, recomputed or not: at one step, the operands and results of
     an instruction (and what a while, call or conditional holds inside) that
     no idle output space can take (``graph.resident``, without values held
-    across instructions, which recomputation may drop)."""
+    across instructions, which recomputation may drop).  With ``capture``
+    (CPU), values a loop body may recompute (``body.candidates``) count only
+    at the steps that write or read them (``body.relaxed``)."""
     from olla_jax.graph import resident
+    if capture is not None:
+        from olla_jax.budget import body
+        graph = body.relaxed(graph, body.candidates(graph, capture))
     found = resident.resident_bound(graph, across=False)
     return found.value, graph.nodes[found.node] if found.value else ""
 
 
 def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
-                    time_limit_s: float = 10.0) -> int:
+                    time_limit_s: float = 10.0, capture=None) -> int:
     """A lower bound of the temp of any plan that recomputes only values of
     ``cands`` (each as often as it likes), under any order: the order lower
     bounds (``solve.bounds``, simple and min-cut over ``graph.bound_problems``)
@@ -36,8 +41,12 @@ def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
     That is a relaxation of every such plan: every other value lives at least
     as long with recomputation (an operand is kept for a copy, never freed
     early), so a budget below this is out of reach without recomputing other
-    values (a loop's results, say)."""
+    values (a loop's results, say).  With ``capture`` (CPU), values a loop
+    body may recompute count only where written or read (``body.relaxed``)."""
     from olla_jax.solve import bounds
+    if capture is not None:
+        from olla_jax.budget import body
+        graph = body.relaxed(graph, body.candidates(graph, capture))
     drop = {graph.unit_of_value[c.value] for c in cands}
     relaxed = dataclasses.replace(graph, units=tuple(
         dataclasses.replace(u, size=0) if u.id in drop else u for u in graph.units))
