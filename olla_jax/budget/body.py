@@ -221,28 +221,6 @@ def choose(graph: ScheduleGraph, order: Sequence[int], state, cands: Sequence[Bo
         added += 1
 
 
-def extend(graph: ScheduleGraph, order: Sequence[int], found, entry_cands, cands:
-           Sequence[BodyCandidate], target_temp: int, *, exact_s: float = 0.0):
-    """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
-    with copies inside loop bodies added by ``choose`` where its peak is
-    inside a body above ``target_temp``; ``found`` itself when that does not
-    lower the temp (or there are no such copies).  ``exact_s``: an exact
-    placement's seconds when best-fit's misses the target."""
-    from olla_jax.budget.recompute_plan import plan_of
-    if not cands or (found is not None and found.temp_bytes <= target_temp):
-        return found
-    by_value = {c.value: c for c in entry_cands}
-    order = found.layout.order if found is not None else tuple(order)
-    picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
-    got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp,
-                  exact_s=exact_s)
-    if not got.layout.recomputes[len(picks):] or \
-            (found is not None and got.temp_bytes >= found.temp_bytes):
-        return found
-    how = (found.how + " + " if found is not None else "") + "loop-body greedy"
-    return dataclasses.replace(got, how=how)
-
-
 def relaxed(graph: ScheduleGraph, cands: Sequence[BodyCandidate]) -> ScheduleGraph:
     """``graph`` where each candidate's value is live only at the steps that
     write or read it (its producer's, then one unit of its size per reader),

@@ -16,7 +16,7 @@ from olla_jax.graph.layout import xla_layout
 from olla_jax.result import warn
 from olla_jax.budget import body
 from olla_jax.budget.candidates import candidates, check_cost
-from olla_jax.budget.recompute_plan import RecomputePlan
+from olla_jax.budget.recompute_plan import RecomputePlan, plan_of
 from olla_jax.budget.timed_search import search
 from olla_jax.budget.floors import working_set_bound
 
@@ -81,8 +81,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
     if bodies and (found is None or found.temp_bytes > target):
         left = t0 + time_limit_s - time.monotonic()
-        found = body.extend(graph, order, found, cands, bodies, target,
-                            exact_s=max(0.0, left / 2 - 0.2))
+        found = extend_into_bodies(graph, order, found, cands, bodies, target,
+                                   exact_s=max(0.0, left / 2 - 0.2))
     floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
@@ -96,6 +96,28 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     return feed_back_plan(result, found, args=args, static_argnums=static_argnums,
                           verify_trials=verify_trials, measure_time=measure_time,
                           search_s=search_s, time_limit_s=time_limit_s, floor=floor)
+
+
+def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,
+                       cands: Sequence[body.BodyCandidate], target_temp: int, *,
+                       exact_s: float = 0.0) -> RecomputePlan | None:
+    """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
+    with copies inside loop bodies added by ``body.choose`` where its peak is
+    inside a body above ``target_temp``; ``found`` itself when that does not
+    lower the temp (or there are no such copies).  ``exact_s``: an exact
+    placement's seconds when best-fit's misses the target."""
+    if not cands or (found is not None and found.temp_bytes <= target_temp):
+        return found
+    by_value = {c.value: c for c in entry_cands}
+    order = found.layout.order if found is not None else tuple(order)
+    picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
+    got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp,
+                  exact_s=exact_s)
+    if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
+            (found is not None and got.temp_bytes >= found.temp_bytes):
+        return found
+    how = (found.how + " + " if found is not None else "") + "loop-body greedy"
+    return dataclasses.replace(got, how=how)
 
 
 # With while loops, the entry search's share of the limit: the rest places
@@ -161,9 +183,12 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
 
 def _copies_stated(found: RecomputePlan) -> str:
     """"N values", and how many copies when a value is recomputed several times."""
-    values = len({v for v, _ in found.splits}) if found.splits else len(found.picked)
-    copies = len(found.picked)
-    return f"{values} values" + (f" ({copies} copies)" if copies != values else "")
+    graph = found.layout.graph
+    inner = sum(r.producer not in graph.node_index for r in found.layout.recomputes)
+    entry = len(found.picked) - inner
+    values = len({v for v, _ in found.splits}) if found.splits else entry
+    text = f"{values} values" + (f" ({entry} copies)" if entry != values else "")
+    return text + (f" and {inner} inside loop bodies" if inner else "")
 
 
 def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,

@@ -109,8 +109,13 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     unit_of = graph.unit_of_value
     users = {c.value: sorted(c.users, key=lambda n: step[n]) for c in cands}
     copies = []                                 # (size, start, end, in the arena)
-    recomputes = sorted((layout.recomputes if layout is not None else ()),
+    recomputes = sorted((r for r in (layout.recomputes if layout is not None else ())
+                         if r.before in graph.node_index),
                         key=lambda r: step[graph.node_index[r.before]])
+    inner = _body_copies(graph, capture, order, state, layout)
+    copies += inner
+    for v in _body_values(graph, capture):
+        why[v] = "made inside a loop body, recomputable there (budget.body)"
     for j, r in enumerate(recomputes):
         if not r.late_users:        # a feeder's copy: read by the next copy alone
             at = copy_time(graph, step, graph.node_index[r.before])
@@ -133,7 +138,7 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
         earlier = [u for u in users[value] if step[u] < first]
         iv = state.intervals[state.interval_of_unit[unit_of[value]]]
         iv[2] = 2 * step[earlier[-1] if earlier else c.producer] + 1
-    for r in (layout.recomputes if layout is not None else ()):
+    for r in recomputes:
         c = by_value.get(r.value)
         fed = {q.value for q in layout.recomputes if not q.late_users and q.before == r.before}
         for o in (c.operands if c is not None and r.late_users else ()):
@@ -186,3 +191,37 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     node = graph.nodes[graph.flat_node[min(max(t - 1, 0) // 2, len(graph.flat_node) - 1)]]
     return HeldAtPeak(node, int(profile[t]) if len(profile) else 0,
                       tuple(sorted(held.items(), key=lambda x: -x[1])))
+
+
+def _body_values(graph: ScheduleGraph, capture) -> set[int]:
+    """Values a loop body may recompute (``body.candidates``)."""
+    from olla_jax.budget import body
+    return {c.value for c in body.candidates(graph, capture)}
+
+
+def _body_copies(graph: ScheduleGraph, capture, order, state, layout) -> list:
+    """``layout``'s copies inside loop bodies as (size, start, end, in the
+    arena) on ``state``'s axis, each first run cut after its reader before
+    the copy and each operand kept until it (in ``state``)."""
+    from olla_jax.budget import body
+    inner = [r for r in (layout.recomputes if layout is not None else ())
+             if r.before not in graph.node_index]
+    if not inner:
+        return []
+    by_value = {c.value: c for c in body.candidates(graph, capture)}
+    unit_of = graph.unit_of_value
+    out = []
+    for r in inner:
+        c = by_value.get(r.value)
+        i = state.interval_of_unit.get(unit_of[r.value])
+        if c is None or i is None or r.before not in c.readers:
+            continue
+        early_end, clone_t = body.times(graph, order, c, c.readers.index(r.before))
+        iv = state.intervals[i]
+        out.append((r.size, clone_t, iv[2], r.place[0] == graph.temp_allocation))
+        iv[2] = early_end
+        for o in c.operands:
+            j = state.interval_of_unit.get(unit_of[o])
+            if j is not None and graph.units[unit_of[o]].movable:
+                state.intervals[j][2] = max(state.intervals[j][2], clone_t)
+    return out

@@ -433,7 +433,8 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
     return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
                          extra_flops=sum(c.flops for c, _ in state.picks) +
                          sum(c.flops for c, _, _ in state.body),
-                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks),
+                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks) +
+                         tuple(c.producer for c, _, _ in state.body),
                          splits=tuple((c.value, k) for c, k in state.picks),
                          extra_cost_s=sum(c.cost_s for c, _ in state.picks) +
                          sum(c.cost_s for c, _, _ in state.body),
