@@ -185,7 +185,9 @@ def choose(graph: ScheduleGraph, order: Sequence[int], state, cands: Sequence[Bo
     """Greedy copies inside loop bodies, added to ``state`` while the live
     bytes peak inside a body above ``target_temp``: at the peak, the value
     idle across it that saves the most bytes (its size less operands kept
-    live there for it) per unit of cost.  Returns how many were added."""
+    live there for it) per unit of cost, until the live bytes (in the arena
+    or in idle output space: a placement may need fewer copies) are at most
+    ``target_temp``.  Returns how many were added."""
     horizon = 2 * len(graph.flat) + 2
     unit_of = graph.unit_of_value
     done, added = set(), 0

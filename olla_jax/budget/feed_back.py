@@ -80,9 +80,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                    time_limit_s=left * (_BODY_SHARE if bodies else 1.0),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
     if bodies and (found is None or found.temp_bytes > target):
-        left = t0 + time_limit_s - time.monotonic()
         found = extend_into_bodies(graph, order, found, cands, bodies, target,
-                                   exact_s=max(0.0, left / 2 - 0.2))
+                                   deadline=t0 + time_limit_s)
     floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
@@ -100,19 +99,33 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
 
 def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,
                        cands: Sequence[body.BodyCandidate], target_temp: int, *,
-                       exact_s: float = 0.0) -> RecomputePlan | None:
+                       deadline: float) -> RecomputePlan | None:
     """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
     with copies inside loop bodies added by ``body.choose`` where its peak is
     inside a body above ``target_temp``; ``found`` itself when that does not
-    lower the temp (or there are no such copies).  ``exact_s``: an exact
-    placement's seconds when best-fit's misses the target."""
+    lower the temp (or there are no such copies).  ``deadline`` (a
+    ``time.monotonic()`` time) ends the bisection; what is left of it goes
+    to an exact placement when best-fit's misses the target."""
     if not cands or (found is not None and found.temp_bytes <= target_temp):
         return found
     by_value = {c.value: c for c in entry_cands}
     order = found.layout.order if found is not None else tuple(order)
     picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
-    got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp,
-                  exact_s=exact_s)
+    got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp)
+    # the greedy stops on live bytes, output space included: the fewest of
+    # its copies (a prefix, by bisection) whose placement meets the target
+    lo, hi = 0, len(got.body)
+    while got.temp_bytes <= target_temp and hi - lo > 1 and time.monotonic() < deadline:
+        mid = (lo + hi) // 2
+        fewer = plan_of(graph, order, picks, body_picks=got.body[:mid])
+        if fewer.temp_bytes <= target_temp:
+            hi, got = mid, fewer
+        else:
+            lo = mid
+    exact_s = (deadline - time.monotonic()) / 2 - 0.2
+    if exact_s > 0.05 and got.temp_bytes > target_temp and got.body:
+        got = plan_of(graph, order, picks, body_picks=got.body, exact_s=exact_s,
+                      target_temp=target_temp)
     if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
             (found is not None and got.temp_bytes >= found.temp_bytes):
         return found

@@ -32,6 +32,8 @@ class RecomputePlan:
     arena_blocks: tuple[tuple[int, int, int], ...] = ()
     # The (doubled) time at which those live bytes peak, -1 when none.
     arena_peak_at: int = -1
+    # Copies inside loop bodies: (budget.body.BodyCandidate, split) each, in pick order.
+    body: tuple = ()
 
 
 def late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before: int) -> bool:
@@ -439,4 +441,5 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
                          extra_cost_s=sum(c.cost_s for c, _ in state.picks) +
                          sum(c.cost_s for c, _, _ in state.body),
                          arena_live=int(arena_live), arena_blocks=tuple(blocks),
-                         arena_peak_at=int(peak_at))
+                         arena_peak_at=int(peak_at),
+                         body=tuple((c, k) for c, k, _ in state.body))
