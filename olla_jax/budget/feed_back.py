@@ -136,9 +136,10 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
 # With while loops, the entry search's share of what is left of the limit;
 # the copies inside loop bodies (``extend_into_bodies``, where the peak is
 # there) get until _BODY_END of it (its placements are not interrupted:
-# grad_accum's search ran to 24 s of a 20 s limit at 0.8 and 1.0, load 20).
+# grad_accum: 24 s of a 20 s limit at 0.8 and 1.0, load 20; 23 s at 0.5 and 0.85,
+# load 5, where the working-set floor after it took seconds).
 _BODY_SHARE = 0.5
-_BODY_END = 0.85
+_BODY_END = 0.7
 
 
 def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
