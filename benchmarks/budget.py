@@ -61,10 +61,11 @@ def run_one(name: str, args) -> list[dict]:
     step = examples.get(name, args.size)
     base = common.plan_quietly(step, time_limit_s=args.time_limit_s)
     fixed = base.argument_bytes + base.output_bytes - base.alias_bytes
-    floor, where = budget.working_set_bound(base.graph) if base.graph else (None, "")
+    floor, where = budget.working_set_bound(base.graph, base.capture) if base.graph else (None, "")
     # no plan recomputing only the candidates goes below this, under any order
     remat_floor = (budget.recompute_floor(base.graph, budget.candidates(base.graph, base.capture),
-                                          time_limit_s=args.time_limit_s / 2)
+                                          time_limit_s=args.time_limit_s / 2,
+                                          capture=base.capture)
                    if base.graph else None)
     total_flops = budget.step_flops(base.capture)
     rows = []

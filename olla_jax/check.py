@@ -110,6 +110,11 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         raise PlanRejected("XLA's flattened schedule ends inside a nested computation")
     claims_before = defaultdict(list)
     for claim in plan.recomputes:
+        if claim.producer not in entry_set:     # a copy inside a while loop's body
+            _check_body_claim(claim, records, instr_by_name, instr_by_id, comp_by_instr, comps,
+                              entry)
+            claims_before[claim.before].append(claim)
+            continue
         for name in (claim.producer, claim.before, *claim.late_users,
                      *((claim.done_before,) if claim.done_before else ())):
             if name not in entry_set:
@@ -139,6 +144,9 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             claim_step[claim_index[id(claim)]] = t
             t += 1
         for inner in inner_before[name]:
+            for claim in claims_before[inner]:      # a copy in a loop body: every iteration
+                claim_step[claim_index[id(claim)]] = t
+                t += 1
             flat[inner] = t
             t += 1
         flat[name] = t
@@ -523,6 +531,43 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             peak = max(peak, live)
         peaks[a] = peak
     return CheckReport(values_checked=len(new_place), pairs_checked=pairs, peak_bytes=peaks)
+
+
+def _check_body_claim(claim, records, instr_by_name, instr_by_id, comp_by_instr, comps,
+                      entry) -> None:
+    """A copy inside a loop body: its producer, the instruction it runs
+    before and its late readers are instructions of the body of one entry
+    while loop (not its condition: the body runs once per iteration, in XLA's
+    inner order, which the flattened schedule lists once), none calls a
+    computation, and it is a plain copy (no collective, no scratch).  The
+    rest (one plain result, operands intact until the copy, no reader of the
+    first run after it) is checked as for entry copies, on that schedule:
+    every iteration runs it the same way."""
+    body = comp_by_instr.get(claim.producer)
+    loops = [i for i in entry.instructions if i.opcode == "while" and
+             i.called_computation_ids and i.called_computation_ids[0] == body]
+    if len(loops) != 1 or sum(body in i.called_computation_ids
+                              for c in comps.values() for i in c.instructions) != 1:
+        raise PlanRejected(f"recomputation of {claim.producer}: it is neither an entry instruction "
+                           "nor in the body of one entry while loop")
+    for name in (claim.before, *claim.late_users):
+        if comp_by_instr.get(name) != body:
+            raise PlanRejected(f"recomputation of {claim.producer} names {name}, which is not in "
+                               f"the body of {loops[0].name} with it")
+    for name in (claim.producer, claim.before, *claim.late_users):
+        if instr_by_name[name].called_computation_ids and \
+                instr_by_name[name].opcode in ("while", "conditional", "call"):
+            raise PlanRejected(f"recomputation of {claim.producer} in a loop body: {name} runs a "
+                               "nested computation")
+    if claim.done_before or claim.scratch:
+        raise PlanRejected(f"recomputation of {claim.producer} in a loop body: only a plain "
+                           "kernel's copy may run there")
+    if claim.value not in records or records[claim.value].defining_instruction != claim.producer:
+        raise PlanRejected(f"recomputation of {claim.producer}: value {claim.value} is not what "
+                           "it defines")
+    if claim.before not in claim.late_users:
+        raise PlanRejected(f"recomputation of {claim.producer} in a loop body before "
+                           f"{claim.before}, which does not read it")
 
 
 def _feeds_loop_copy(claim, claims) -> bool:

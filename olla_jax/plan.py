@@ -429,7 +429,7 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
                f"(olla_jax.advise_donation) or use a larger device")
     if result.graph is not None and recompute:
         from olla_jax import budget
-        floor, where = budget.working_set_bound(result.graph)
+        floor, where = budget.working_set_bound(result.graph, result.capture)
         if floor:
             message += (f"; no plan that runs the same kernels goes below "
                         f"{size(floor + least - result.runs_temp_bytes)} "

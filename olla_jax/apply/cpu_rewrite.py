@@ -126,10 +126,17 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
     # one thunk per producer, counted before any copy of it is inserted (a
     # value recomputed several times has several copies of one producer)
     names = [thunk_instruction(t, instructions) for t in decoded.thunk_sequence.thunks]
+    entry = set(names)
+    inner = [c for c in edit.clones if c.producer not in entry]
+    bodies = {id(c): _body_sequence(decoded, instructions, c) for c in inner}
     for clone in edit.clones:
-        producer_thunk(names, clone)
+        if id(clone) not in bodies:
+            producer_thunk(names, clone)
+        else:
+            producer_thunk([thunk_instruction(t, instructions)
+                            for t in bodies[id(clone)].thunks], clone)
     for clone in edit.clones:
-        _insert_clone(decoded, instructions, clone, allocations, sizes)
+        _insert_clone(decoded, instructions, clone, allocations, sizes, bodies.get(id(clone)))
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
 
@@ -154,13 +161,33 @@ def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -
 
 # --- recomputation ---------------------------------------------------------
 
-def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes) -> None:
-    """Copy ``clone.producer``'s thunk (already relocated) before ``clone.before``.
+def _body_sequence(decoded, instructions, clone: Clone):
+    """The body thunk sequence of the entry while loop that runs
+    ``clone.producer`` and ``clone.before`` (a copy inside a loop body,
+    run every iteration); RewriteError when no one body runs both."""
+    found = []
+    for thunk in decoded.thunk_sequence.thunks:
+        if thunk.kind != "while":
+            continue
+        body = thunk.while_thunk.body_sequence
+        names = {thunk_instruction(t, instructions) for t in body.thunks}
+        if clone.producer in names and clone.before in names:
+            found.append(body)
+    if len(found) != 1:
+        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: neither an "
+                           "entry thunk nor in one while loop's body with it")
+    return found[0]
+
+
+def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes,
+                  sequence=None) -> None:
+    """Copy ``clone.producer``'s thunk (already relocated) before ``clone.before``,
+    in ``sequence`` (a while loop's body sequence; the entry's when None).
 
     The copy is not covered by a logical buffer of the assignment: adding an
     entry for a logical buffer that already has one aborts the loader, and
     the runtime reads only thunk slices."""
-    sequence = decoded.thunk_sequence
+    sequence = decoded.thunk_sequence if sequence is None else sequence
     names = [thunk_instruction(t, instructions) for t in sequence.thunks]
     made = first_run_thunk(names, clone)
     source = sequence.thunks[made]

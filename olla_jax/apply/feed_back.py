@@ -60,10 +60,14 @@ def _chained(layout, recomputes, k: int) -> tuple:
         return ()
     position = {name: i for i, name in enumerate(layout.order_names)}
     r = recomputes[k]
+    if r.producer not in graph.node_index:
+        return ()       # a copy inside a loop body reads its operands' only runs
     node = graph.node_index[r.producer]
     at = (position[r.before], k)
     latest = {}         # operand value -> (its copy's run, index) of its latest copy before r's
     for j, q in enumerate(recomputes):
+        if q.before not in position:
+            continue    # (a body copy: no entry copy reads it)
         value = graph.values[q.value]
         if (position[q.before], j) < at and node in value.touches and value.def_node != node:
             latest[q.value] = max(latest.get(q.value, (position[q.before], j)),

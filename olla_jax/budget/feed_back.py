@@ -14,8 +14,9 @@ from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
 from olla_jax.graph.layout import xla_layout
 from olla_jax.result import warn
+from olla_jax.budget import body
 from olla_jax.budget.candidates import candidates, check_cost
-from olla_jax.budget.recompute_plan import RecomputePlan
+from olla_jax.budget.recompute_plan import RecomputePlan, plan_of
 from olla_jax.budget.timed_search import search
 from olla_jax.budget.floors import working_set_bound
 from olla_jax.sizes import size_text
@@ -72,11 +73,17 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                             "than the budget")
     order = result.layout.order if result.layout is not None else graph.xla_order
     cands = candidates(graph, cap, recompute_cost)
-    logging.info("recomputation: %d candidate values", len(cands))
+    bodies = body.candidates(graph, cap, recompute_cost)     # [] without while loops
+    logging.info("recomputation: %d candidate values, %d inside loop bodies", len(cands),
+                 len(bodies))
+    left = time_limit_s - (time.monotonic() - t0)
     found = search(graph, order, cands, target, engine=engine,
-                   time_limit_s=time_limit_s - (time.monotonic() - t0),
+                   time_limit_s=left * (_BODY_SHARE if bodies else 1.0),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
-    floor, where = working_set_bound(graph)
+    if bodies and (found is None or found.temp_bytes > target):
+        found = extend_into_bodies(graph, order, found, cands, bodies, target,
+                                   deadline=t0 + _BODY_END * time_limit_s)
+    floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
     search_s = spent["search"] = time.monotonic() - t0
@@ -89,6 +96,51 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     return feed_back_plan(result, found, args=args, static_argnums=static_argnums,
                           verify_trials=verify_trials, measure_time=measure_time,
                           search_s=search_s, time_limit_s=time_limit_s, floor=floor)
+
+
+def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,
+                       cands: Sequence[body.BodyCandidate], target_temp: int, *,
+                       deadline: float) -> RecomputePlan | None:
+    """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
+    with copies inside loop bodies added by ``body.choose`` where its peak is
+    inside a body above ``target_temp``; ``found`` itself when that does not
+    lower the temp (or there are no such copies).  ``deadline`` (a
+    ``time.monotonic()`` time) ends the bisection; what is left of it goes
+    to an exact placement when best-fit's misses the target."""
+    if not cands or (found is not None and found.temp_bytes <= target_temp):
+        return found
+    by_value = {c.value: c for c in entry_cands}
+    order = found.layout.order if found is not None else tuple(order)
+    picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
+    got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp)
+    # the greedy stops on live bytes, output space included: the fewest of
+    # its copies (a prefix, by bisection) whose placement meets the target
+    lo, hi = 0, len(got.body)
+    while got.temp_bytes <= target_temp and hi - lo > 1 and time.monotonic() < deadline:
+        mid = (lo + hi) // 2
+        fewer = plan_of(graph, order, picks, body_picks=got.body[:mid])
+        if fewer.temp_bytes <= target_temp:
+            hi, got = mid, fewer
+        else:
+            lo = mid
+    exact_s = (deadline - time.monotonic()) / 2 - 0.2
+    if exact_s > 0.05 and got.temp_bytes > target_temp and got.body:
+        got = plan_of(graph, order, picks, body_picks=got.body, exact_s=exact_s,
+                      target_temp=target_temp)
+    if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
+            (found is not None and got.temp_bytes >= found.temp_bytes):
+        return found
+    how = (found.how + " + " if found is not None else "") + "loop-body greedy"
+    return dataclasses.replace(got, how=how)
+
+
+# With while loops, the entry search's share of what is left of the limit;
+# the copies inside loop bodies (``extend_into_bodies``, where the peak is
+# there) get until _BODY_END of it (its placements are not interrupted:
+# grad_accum: 24 s of a 20 s limit at 0.8 and 1.0, load 20; 23 s at 0.5 and 0.85,
+# load 5, where the working-set floor after it took seconds).
+_BODY_SHARE = 0.5
+_BODY_END = 0.7
 
 
 def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
@@ -108,7 +160,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
     graph, cap = result.graph, result.capture
     backend = Backend.parse(result.backend)
     if floor is None:
-        floor, _ = working_set_bound(graph)
+        floor, _ = working_set_bound(graph, cap)
     layout = found.layout
     t_check = time.monotonic()
     rejected = checked.rejection(cap, layout, alignment=graph.alignment)
@@ -149,9 +201,12 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
 
 def _copies_stated(found: RecomputePlan) -> str:
     """"N values", and how many copies when a value is recomputed several times."""
-    values = len({v for v, _ in found.splits}) if found.splits else len(found.picked)
-    copies = len(found.picked)
-    return f"{values} values" + (f" ({copies} copies)" if copies != values else "")
+    graph = found.layout.graph
+    inner = sum(r.producer not in graph.node_index for r in found.layout.recomputes)
+    entry = len(found.picked) - inner
+    values = len({v for v, _ in found.splits}) if found.splits else entry
+    text = f"{values} values" + (f" ({entry} copies)" if entry != values else "")
+    return text + (f" and {inner} inside loop bodies" if inner else "")
 
 
 def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,

@@ -15,19 +15,24 @@ from olla_jax.budget.recompute_plan import (
     copy_time, late_part_ok, new_state, operand_intact, step_index)
 
 
-def working_set_bound(graph: ScheduleGraph) -> tuple[int, str]:
+def working_set_bound(graph: ScheduleGraph, capture=None) -> tuple[int, str]:
     """(bytes, instruction): a lower bound of the temp of any plan that runs the
     same kernels, recomputed or not: at one step, the operands and results of
     an instruction (and what a while, call or conditional holds inside) that
     no idle output space can take (``graph.resident``, without values held
-    across instructions, which recomputation may drop)."""
+    across instructions, which recomputation may drop).  With ``capture``
+    (CPU), values a loop body may recompute (``body.candidates``) count only
+    at the steps that write or read them (``body.relaxed``)."""
     from olla_jax.graph import resident
+    if capture is not None:
+        from olla_jax.budget import body
+        graph = body.relaxed(graph, body.candidates(graph, capture))
     found = resident.resident_bound(graph, across=False)
     return found.value, graph.nodes[found.node] if found.value else ""
 
 
 def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
-                    time_limit_s: float = 10.0) -> int:
+                    time_limit_s: float = 10.0, capture=None) -> int:
     """A lower bound of the temp of any plan that recomputes only values of
     ``cands`` (each as often as it likes), under any order: the order lower
     bounds (``solve.bounds``, simple and min-cut over ``graph.bound_problems``)
@@ -36,8 +41,12 @@ def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
     That is a relaxation of every such plan: every other value lives at least
     as long with recomputation (an operand is kept for a copy, never freed
     early), so a budget below this is out of reach without recomputing other
-    values (a loop's results, say)."""
+    values (a loop's results, say).  With ``capture`` (CPU), values a loop
+    body may recompute count only where written or read (``body.relaxed``)."""
     from olla_jax.solve import bounds
+    if capture is not None:
+        from olla_jax.budget import body
+        graph = body.relaxed(graph, body.candidates(graph, capture))
     drop = {graph.unit_of_value[c.value] for c in cands}
     relaxed = dataclasses.replace(graph, units=tuple(
         dataclasses.replace(u, size=0) if u.id in drop else u for u in graph.units))
@@ -100,8 +109,13 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     unit_of = graph.unit_of_value
     users = {c.value: sorted(c.users, key=lambda n: step[n]) for c in cands}
     copies = []                                 # (size, start, end, in the arena)
-    recomputes = sorted((layout.recomputes if layout is not None else ()),
+    recomputes = sorted((r for r in (layout.recomputes if layout is not None else ())
+                         if r.before in graph.node_index),
                         key=lambda r: step[graph.node_index[r.before]])
+    inner = _body_copies(graph, capture, order, state, layout)
+    copies += inner
+    for v in _body_values(graph, capture):
+        why[v] = "made inside a loop body, recomputable there (budget.body)"
     for j, r in enumerate(recomputes):
         if not r.late_users:        # a feeder's copy: read by the next copy alone
             at = copy_time(graph, step, graph.node_index[r.before])
@@ -124,7 +138,7 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
         earlier = [u for u in users[value] if step[u] < first]
         iv = state.intervals[state.interval_of_unit[unit_of[value]]]
         iv[2] = 2 * step[earlier[-1] if earlier else c.producer] + 1
-    for r in (layout.recomputes if layout is not None else ()):
+    for r in recomputes:
         c = by_value.get(r.value)
         fed = {q.value for q in layout.recomputes if not q.late_users and q.before == r.before}
         for o in (c.operands if c is not None and r.late_users else ()):
@@ -177,3 +191,37 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     node = graph.nodes[graph.flat_node[min(max(t - 1, 0) // 2, len(graph.flat_node) - 1)]]
     return HeldAtPeak(node, int(profile[t]) if len(profile) else 0,
                       tuple(sorted(held.items(), key=lambda x: -x[1])))
+
+
+def _body_values(graph: ScheduleGraph, capture) -> set[int]:
+    """Values a loop body may recompute (``body.candidates``)."""
+    from olla_jax.budget import body
+    return {c.value for c in body.candidates(graph, capture)}
+
+
+def _body_copies(graph: ScheduleGraph, capture, order, state, layout) -> list:
+    """``layout``'s copies inside loop bodies as (size, start, end, in the
+    arena) on ``state``'s axis, each first run cut after its reader before
+    the copy and each operand kept until it (in ``state``)."""
+    from olla_jax.budget import body
+    inner = [r for r in (layout.recomputes if layout is not None else ())
+             if r.before not in graph.node_index]
+    if not inner:
+        return []
+    by_value = {c.value: c for c in body.candidates(graph, capture)}
+    unit_of = graph.unit_of_value
+    out = []
+    for r in inner:
+        c = by_value.get(r.value)
+        i = state.interval_of_unit.get(unit_of[r.value])
+        if c is None or i is None or r.before not in c.readers:
+            continue
+        early_end, clone_t = body.times(graph, order, c, c.readers.index(r.before))
+        iv = state.intervals[i]
+        out.append((r.size, clone_t, iv[2], r.place[0] == graph.temp_allocation))
+        iv[2] = early_end
+        for o in c.operands:
+            j = state.interval_of_unit.get(unit_of[o])
+            if j is not None and graph.units[unit_of[o]].movable:
+                state.intervals[j][2] = max(state.intervals[j][2], clone_t)
+    return out

@@ -32,6 +32,8 @@ class RecomputePlan:
     arena_blocks: tuple[tuple[int, int, int], ...] = ()
     # The (doubled) time at which those live bytes peak, -1 when none.
     arena_peak_at: int = -1
+    # Copies inside loop bodies: (budget.body.BodyCandidate, split) each, in pick order.
+    body: tuple = ()
 
 
 def late_part_ok(graph: ScheduleGraph, step: Sequence[int], c: Candidate, before: int) -> bool:
@@ -90,6 +92,9 @@ class State:
     # A library call's copy writes its scratch too: (pick index, scratch value,
     # [size, copy time, copy time]) each, placed after ``extra``.
     scratch: list[tuple[int, int, list[int]]] = dataclasses.field(default_factory=list)
+    # Copies inside while bodies (``budget.body``): (BodyCandidate, split,
+    # [size, copy time, end]) each, placed after ``scratch``.
+    body: list[tuple[Any, int, list[int]]] = dataclasses.field(default_factory=list)
 
     def add_scratch(self, graph: ScheduleGraph, c: Candidate, clone_t: int) -> None:
         """The scratch of ``c``'s copy (the last pick), live at its time alone."""
@@ -100,6 +105,7 @@ class State:
         ivs = [sp.Interval(s, a, b) for s, a, b in self.intervals]
         ivs += [sp.Interval(s, a, b) for s, a, b in self.extra]
         ivs += [sp.Interval(s, a, b) for _, _, (s, a, b) in self.scratch]
+        ivs += [sp.Interval(s, a, b) for _, _, (s, a, b) in self.body]
         regions = tuple(sp.Region(r.capacity, tuple(
             sp.Occupant(o.offset, o.size, 2 * o.start + 1, 2 * o.end + 1) for o in r.occupants))
             for r in self.base.regions)
@@ -109,7 +115,8 @@ class State:
 
     def profile(self, horizon: int) -> np.ndarray:
         diff = np.zeros(horizon + 2, dtype=np.int64)
-        for s, a, b in [*self.intervals, *self.extra, *(iv for _, _, iv in self.scratch)]:
+        for s, a, b in [*self.intervals, *self.extra, *(iv for _, _, iv in self.scratch),
+                        *(iv for _, _, iv in self.body)]:
             diff[a] += s
             diff[b + 1] -= s
         return np.cumsum(diff)[:horizon]
@@ -164,7 +171,7 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
             picks: Sequence[tuple[Candidate, int]], *,
             base: sp.Placement | None = None, exact_s: float = 0.0,
             target_temp: int | None = None, orders: Sequence[str] | None = None,
-            anchor=None) -> RecomputePlan:
+            anchor=None, body_picks: Sequence = (), body_cands: Sequence = ()) -> RecomputePlan:
     """The plan that recomputes each candidate of ``picks`` before its k-th
     reader (in ``order``), placed by best-fit (``place_state``; ``base``: best-fit's
     placement without recomputation, computed when None).  Copies run by
@@ -173,7 +180,10 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
     then lowers the arena for that long at most, stopping at ``target_temp``:
     the copies' short lives fragment best-fit's arena.  ``orders``: best-fit's
     sort orders (``fit_orders``; all when None); ``anchor``: the plan's own
-    placement of ``order``, kept where smaller (``anchor.smaller``)."""
+    placement of ``order``, kept where smaller (``anchor.smaller``).
+    ``body_picks``: copies inside loop bodies, (``budget.body.BodyCandidate``,
+    split) each; then, with ``body_cands`` and ``target_temp``, the body
+    greedy's (``body.choose``)."""
     from olla_jax.solve import place as place_lib
     from olla_jax.budget.anchor import smaller
     step = step_index(graph, order)
@@ -200,6 +210,13 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
         state.picks.append((c, k))
         state.add_scratch(graph, c, clone_t)
     state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
+    if body_picks or body_cands:
+        from olla_jax.budget import body
+        for c, k in body_picks:
+            if not body.add(graph, order, state, c, k):
+                raise ValueError(f"value {c.value}: its copy in a loop body cannot be placed")
+        if body_cands and target_temp is not None:
+            body.choose(graph, order, state, body_cands, target_temp)
     placement = smaller(place_state(state, base, orders), state, anchor)
     if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
         placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
@@ -388,6 +405,12 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
             place=(alloc, offset),
             size=graph.values[c.value].size,
             scratch=tuple((v, at) for v, at in scratch_of[i] if v not in c.feeders)))
+    at += len(state.scratch)
+    for (c, k, _), region, offset in zip(state.body, placement.region[at:], placement.offset[at:]):
+        alloc = graph.temp_allocation if region == sp.ARENA else graph.regions[region]
+        recomputes.append(layout_lib.Recompute(
+            value=c.value, producer=c.producer, before=c.readers[k], late_users=c.readers[k:],
+            place=(alloc, offset), size=graph.values[c.value].size))
     problem = state.problem()
     events = defaultdict(int)
     blocks = []
@@ -401,7 +424,8 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
     arena_live = max(running, default=0)
     peak_at = times[int(np.argmax(running))] if len(running) else -1
     places = dict(layout.places)
-    own = [r for r in recomputes if r.late_users]   # (a feeder's copy has none)
+    own = [r for r in recomputes[:len(recomputes) - len(state.body)]
+           if r.late_users]   # (a feeder's copy has none; a body copy moves nothing with it)
     for (c, k), r in zip(state.picks, own):
         if k != max(ks_of[c.value]):
             continue
@@ -409,9 +433,13 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
             places[o] = r.place
     layout = dataclasses.replace(layout, places=places, recomputes=tuple(recomputes))
     return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
-                         extra_flops=sum(c.flops for c, _ in state.picks),
-                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks),
+                         extra_flops=sum(c.flops for c, _ in state.picks) +
+                         sum(c.flops for c, _, _ in state.body),
+                         picked=tuple(graph.nodes[c.producer] for c, _ in state.picks) +
+                         tuple(c.producer for c, _, _ in state.body),
                          splits=tuple((c.value, k) for c, k in state.picks),
-                         extra_cost_s=sum(c.cost_s for c, _ in state.picks),
+                         extra_cost_s=sum(c.cost_s for c, _ in state.picks) +
+                         sum(c.cost_s for c, _, _ in state.body),
                          arena_live=int(arena_live), arena_blocks=tuple(blocks),
-                         arena_peak_at=int(peak_at))
+                         arena_peak_at=int(peak_at),
+                         body=tuple((c, k) for c, k, _ in state.body))

@@ -98,7 +98,10 @@ class Layout:
         out = {}
         for r in self.recomputes:
             for user in r.late_users:
-                node = g.node_index[user]
+                node = g.node_index.get(user)
+                if node is None:    # a copy inside a loop body: its readers there
+                    out[(user, r.value)] = r.place
+                    continue
                 for name in g.flat[g.block_start[node]:g.block_end[node] + 1]:
                     out[(name, r.value)] = r.place
         return out
