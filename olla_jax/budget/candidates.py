@@ -187,7 +187,9 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
         if kinds.get(name) == ["kernel"]:   # a multi-result fusion's other results: written too
             moved += sum(graph.values[o].size for o in scratch)
         cost = copy_cost(flops, moved, recompute_cost)
-        views = [graph.node_index[x] for x in held[1:] if x in graph.node_index]
+        # (the held[1:] of a value read by a loop on CPU are the loop's domain, no views)
+        views = [graph.node_index[x] for x in held[1:] if loops is None and gpu and
+                 _entry_bitcast(graph, instructions, kinds, x)]
         gtes = tuple(n for n in views if instructions[graph.nodes[n]].opcode == "get-tuple-element")
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
                              operands, flops, cost, successors, scratch=scratch,
