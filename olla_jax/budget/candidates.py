@@ -66,6 +66,12 @@ class Candidate:
     # Operands recomputed just before this copy, for it alone (``with_feeders``):
     # each a copy of its own producer, read by this copy and dead after it.
     feeders: tuple[int, ...] = ()
+    # GPU: entry nodes that hold the value and run nothing (``_entry_bitcast``):
+    # XLA's liveness keeps the first run live at each (``read_times``): a
+    # bitcast when it runs before the first copy (after, it names the copy),
+    # a get-tuple-element (``tuple_views``) wherever it runs.
+    views: tuple[int, ...] = ()
+    tuple_views: tuple[int, ...] = ()
 
     @property
     def readers(self) -> tuple[int, ...]:
@@ -181,8 +187,13 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
         if kinds.get(name) == ["kernel"]:   # a multi-result fusion's other results: written too
             moved += sum(graph.values[o].size for o in scratch)
         cost = copy_cost(flops, moved, recompute_cost)
+        # (the held[1:] of a value read by a loop on CPU are the loop's domain, no views)
+        views = [graph.node_index[x] for x in held[1:] if loops is None and gpu and
+                 _entry_bitcast(graph, instructions, kinds, x)]
+        gtes = tuple(n for n in views if instructions[graph.nodes[n]].opcode == "get-tuple-element")
         out.append(Candidate(value.id, node, tuple(graph.node_index[u] for u in users),
-                             operands, flops, cost, successors, scratch=scratch))
+                             operands, flops, cost, successors, scratch=scratch,
+                             views=tuple(n for n in views if n not in gtes), tuple_views=gtes))
     # Slots on GPU targets only, where they were built and measured (mlp_mixer, full-size
     # GPT-2 on H100): on CPU the readers' indices of a value are what its copies split on.
     # Values parked in an output allocation serve as feeders, and are

@@ -58,13 +58,22 @@ def read_times(c: Candidate, users: Sequence[int], step: Sequence[int]) -> list[
     time until which the run before it must live: its producer's, or the last
     of ``c``'s own readers before ``users[k]``.  Slots do not count: a slot
     reads nothing of ``c`` unless a dependent's copy runs there, and that copy
-    keeps what it reads alive itself (``plan_of``)."""
-    out, last = [], 2 * step[c.producer] + 1
+    keeps what it reads alive itself (``plan_of``).  A view of ``c`` (a GPU
+    bitcast, ``c.views``) before the split counts as a reader, and each
+    get-tuple-element holding it (``c.tuple_views``) keeps the first run
+    live wherever it runs: the independent checker holds a value live at its
+    positions (a get-tuple-element moved late by the order was missed here,
+    and the first run's bytes were given to others while it was still held)."""
+    held = max((2 * step[n] + 1 for n in c.tuple_views), default=-1)
+    out, last = [], max(2 * step[c.producer] + 1, held)
+    views = sorted(step[n] for n in c.views)
     for u in users:
-        out.append(last)
+        seen = [s for s in views if s < step[u]]
+        out.append(max(last, 2 * seen[-1] + 1) if seen else last)
         if u not in c.slots:
             last = max(last, 2 * step[u] + 1)
-    out.append(last)
+    seen = views[-1:]
+    out.append(max(last, 2 * seen[-1] + 1) if seen else last)
     return out
 
 
