@@ -4,6 +4,7 @@ copy of the plan, each writing its own place, read back as the plan says."""
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
@@ -37,10 +38,18 @@ def test_two_copies_of_one_kernel_are_built_and_read_back():
     step = recompute_plan.step_index(graph, order)
     cands = [c for c in budget.candidates(graph, cap) if len(c.users) >= 2]
     assert cands, "a value with two readers can be recomputed on GPU"
-    a = max(cands, key=lambda c: len(c.users))
-    ks = [k for k in range(len(a.users)) if k > 0 or step[a.producer] + 1 < step[
-        sorted(a.users, key=lambda n: step[n])[0]]]
-    plan = budget.plan_of(graph, order, [(a, k) for k in ks[:2]])
+
+    def two_splits(c):
+        """Two splits of ``c`` whose copies each have a reader of their own (a slot
+        reads nothing), or None."""
+        users = sorted(c.users, key=lambda n: step[n])
+        ks = [k for k in range(len(users)) if k > 0 or step[c.producer] + 1 < step[users[0]]]
+        return next((p for p in itertools.combinations(ks, 2)
+                     if recompute_plan.copies_read(c, users, p)), None)
+
+    a, pair = next((c, two_splits(c)) for c in sorted(cands, key=lambda c: -len(c.users))
+                   if two_splits(c) is not None)
+    plan = budget.plan_of(graph, order, [(a, k) for k in pair])
     assert len(plan.layout.recomputes) == 2
     check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
                      candidate_plan(plan.layout), alignment=graph.alignment)
