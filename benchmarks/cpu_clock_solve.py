@@ -40,6 +40,9 @@ def run_one(name: str, args) -> dict:
     p = common.plan_quietly(step, backend=args.backend, time_limit_s=args.capture_s,
                            feed_back=False)
     graph, xla = p.graph, p.xla_best_temp_bytes
+    if graph is None:   # plan() kept XLA's plan before building the graph (a loaded machine)
+        raise SystemExit(f"{name}: plan() kept no graph at --capture_s={args.capture_s:g} "
+                         f"({'; '.join(p.notes) or 'no note'}); give the capture more time")
     load_start = common.load()
     # Both wall clocks the solve reads: the stages' deadlines (time.monotonic)
     # and the budgets some engines measure their own use by (time.perf_counter:
