@@ -184,6 +184,27 @@ def with_copy_scratch(layout, producer: str, scratch: tuple):
         for c in claims.recomputes))
 
 
+def assert_scratch_refused(capture, layout, producer: str, scratch: tuple, match: str):
+    """The independent checker refuses ``layout`` with the copy of ``producer``
+    claiming ``scratch`` (``with_copy_scratch``), saying ``match``."""
+    import pytest
+    from olla_jax import check
+    with pytest.raises(check.PlanRejected, match=match):
+        check.check_plan(capture.hlo_proto, capture.values_text, capture.live_range_text,
+                         with_copy_scratch(layout, producer, scratch), alignment=256)
+
+
+def scratch_moved_and_bare(layout, r):
+    """Two wrong layouts for the read-back and the rewrite: ``layout`` with
+    copy ``r``'s one scratch place moved 256 bytes up, and with none."""
+    ((value, place),) = r.scratch
+    moved = dataclasses.replace(r, scratch=((value, (place[0], place[1] + 256)),))
+    return (dataclasses.replace(layout, recomputes=tuple(
+                moved if q is r else q for q in layout.recomputes)),
+            dataclasses.replace(layout, recomputes=tuple(
+                dataclasses.replace(q, scratch=()) if q is r else q for q in layout.recomputes)))
+
+
 def recomputed_on_h100(fn, args, compiler_options=None, fraction: float = 0.9):
     """(base plan, budget plan) of ``fn`` on the compile-only H100 target: the
     budget keeps arguments and outputs and ``fraction`` of the base's temp."""

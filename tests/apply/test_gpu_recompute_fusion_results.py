@@ -12,7 +12,6 @@ for a GEMM (cuBLAS: Triton GEMMs are switched off, so no fusion takes it in).
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import pytest
@@ -22,7 +21,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
-from tests.small_steps import recomputed_on_h100, with_copy_scratch  # noqa: E402
+from tests.small_steps import (assert_scratch_refused, recomputed_on_h100,  # noqa: E402
+                               scratch_moved_and_bare)
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -79,44 +79,30 @@ def test_a_multi_result_fusion_is_copied_with_its_other_result_at_a_scratch_plac
 
 @needs_plugin
 def test_checker_refuses_the_other_result_over_a_live_value_or_unplaced(recomputed):
-    from olla_jax import check
     base, plan = recomputed
     r = _fusion_copy(plan)
     ((other, _),) = r.scratch
-    cap = base.capture
 
-    def with_scratch(scratch):
-        return with_copy_scratch(plan.layout, r.producer, scratch)
+    def refused(scratch, match):
+        assert_scratch_refused(base.capture, plan.layout, r.producer, scratch, match)
     # over the copy's own result, written by the same kernel and live from then on
-    with pytest.raises(check.PlanRejected, match="overlap"):
-        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
-                         with_scratch(((other, r.place),)), alignment=256)
+    refused(((other, r.place),), "overlap")
     # no place claimed for it, or a claim on a value that is no result of the fusion
-    with pytest.raises(check.PlanRejected, match="no place claimed"):
-        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text, with_scratch(()),
-                         alignment=256)
+    refused((), "no place claimed")
     stranger = next(v.id for v in plan.graph.values.values()
                     if v.def_node != plan.graph.node_index[r.producer] and v.size > 0
                     and v.allocation == plan.graph.temp_allocation)
-    with pytest.raises(check.PlanRejected, match="no other result of that fusion"):
-        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
-                         with_scratch(((other, r.scratch[0][1]), (stranger, r.scratch[0][1]))),
-                         alignment=256)
+    refused(((other, r.scratch[0][1]), (stranger, r.scratch[0][1])),
+            "no other result of that fusion")
 
 
 @needs_plugin
 def test_readback_and_rewrite_hold_the_other_result_to_the_plan(recomputed):
     from olla_jax.apply import feed_back
     base, plan = recomputed
-    r = _fusion_copy(plan)
-    ((other, place),) = r.scratch
-    moved = dataclasses.replace(r, scratch=((other, (place[0], place[1] + 256)),))
-    wrong = dataclasses.replace(plan.layout, recomputes=tuple(
-        moved if q is r else q for q in plan.layout.recomputes))
+    wrong, bare = scratch_moved_and_bare(plan.layout, _fusion_copy(plan))
     assert "where the plan puts" in gpu_readback.compare(plan.executable_bytes, wrong)
     # the rewrite refuses a copy that would write the other result over its first run's
-    bare = dataclasses.replace(plan.layout, recomputes=tuple(
-        dataclasses.replace(q, scratch=()) if q is r else q for q in plan.layout.recomputes))
     with pytest.raises(gpu_rewrite.RewriteError, match="multi-output"):
         gpu_rewrite.rewrite(base.capture.executable, feed_back.edit_of(bare))
 

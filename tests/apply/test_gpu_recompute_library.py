@@ -11,7 +11,6 @@ when no default Triton tile fits a dot, as in vit).
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import pytest
@@ -21,7 +20,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
-from tests.small_steps import recomputed_on_h100, with_copy_scratch  # noqa: E402
+from tests.small_steps import (assert_scratch_refused, recomputed_on_h100,  # noqa: E402
+                               scratch_moved_and_bare)
 
 needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
                                   reason="jax's CUDA plugin is not installed")
@@ -76,50 +76,33 @@ def test_a_cublas_call_is_copied_with_a_workspace_of_its_own(recomputed):
 
 @needs_plugin
 def test_checker_refuses_a_copy_whose_workspace_overlaps_a_live_value(recomputed):
-    from olla_jax import check
     base, plan = recomputed
     r = _library_copy(plan)
     ((ws, _),) = r.scratch
-    cap = base.capture
 
-    def with_scratch(scratch):
-        return with_copy_scratch(plan.layout, r.producer, scratch)
+    def refused(scratch, match):
+        assert_scratch_refused(base.capture, plan.layout, r.producer, scratch, match)
     # over the copy's own result, written by the same call and live from then on
-    with pytest.raises(check.PlanRejected, match="scratch.*overlap|overlap.*scratch"):
-        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
-                         with_scratch(((ws, r.place),)), alignment=256)
+    refused(((ws, r.place),), "scratch.*overlap|overlap.*scratch")
     # over an operand the copy reads (kept live until the copy runs)
     operand = max((v for v in plan.graph.values.values() if plan.graph.node_index[r.producer]
                    in v.touches and v.def_node != plan.graph.node_index[r.producer]
                    and v.allocation == plan.graph.temp_allocation), key=lambda v: v.size,
                   default=None)
     if operand is not None:
-        with pytest.raises(check.PlanRejected, match="overlap"):
-            check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
-                             with_scratch(((ws, plan.layout.early_place(operand.id)),)),
-                             alignment=256)
+        refused(((ws, plan.layout.early_place(operand.id)),), "overlap")
     # no place claimed for it, or a claim on a value that is no scratch of the call
-    with pytest.raises(check.PlanRejected, match="no place claimed"):
-        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text, with_scratch(()),
-                         alignment=256)
-    with pytest.raises(check.PlanRejected, match="no scratch of that library call"):
-        check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
-                         with_scratch(((ws, r.place), (r.value, r.place))), alignment=256)
+    refused((), "no place claimed")
+    refused(((ws, r.place), (r.value, r.place)), "no scratch of that library call")
 
 
 @needs_plugin
 def test_readback_and_rewrite_hold_the_workspace_to_the_plan(recomputed):
     from olla_jax.apply import feed_back
     base, plan = recomputed
-    r = _library_copy(plan)
-    ((ws, place),) = r.scratch
-    moved = dataclasses.replace(r, scratch=((ws, (place[0], place[1] + 256)),))
-    wrong = dataclasses.replace(plan.layout, recomputes=tuple(
-        moved if q is r else q for q in plan.layout.recomputes))
+    wrong, bare = scratch_moved_and_bare(plan.layout, _library_copy(plan))
     assert "where the plan puts" in gpu_readback.compare(plan.executable_bytes, wrong)
     # the rewrite refuses a copy of the call with no place for its workspace
-    bare = dataclasses.replace(plan.layout, recomputes=tuple(
-        dataclasses.replace(q, scratch=()) if q is r else q for q in plan.layout.recomputes))
     with pytest.raises(gpu_rewrite.RewriteError, match="scratch"):
         gpu_rewrite.rewrite(base.capture.executable, feed_back.edit_of(bare))
 
