@@ -22,14 +22,13 @@ import pytest
 
 from benchmarks import gpu_device as gd
 from olla_jax.capture import gpu
+from tests.marks import needs_plugin  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOTUNE_DIR = REPO / "benchmarks" / "data" / "autotune"
 RESULTS = REPO / "benchmarks" / "results" / "gpu_device.json"
 FILES = sorted(AUTOTUNE_DIR.glob(f"*_h200{gd.AUTOTUNE_SUFFIX}"))
 FAST = {"cnn_adam_small"}            # the rest are slow (a compile each, 10-60 s)
-
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None, reason="jax's CUDA plugin is not installed")
 
 
 def example_of(path: Path) -> tuple[str, str]:

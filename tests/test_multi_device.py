@@ -13,12 +13,9 @@ jax = pytest.importorskip("jax")
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import olla_jax  # noqa: E402
-from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 from olla_jax.graph import collectives  # noqa: E402
 from small_steps import dp_args, dp_step  # noqa: E402
-
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 
 
 ARGS = dp_args()

@@ -11,9 +11,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from olla_jax import offload  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 S = jax.ShapeDtypeStruct
 ARGS = (S((256, 512), jnp.float32), S((512, 512), jnp.float32))
 

@@ -20,9 +20,8 @@ import jax.numpy as jnp  # noqa: E402
 from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
 from olla_jax.apply.edits import Clone, ExecutableEdit, RewriteError  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 S = jax.ShapeDtypeStruct
 
 

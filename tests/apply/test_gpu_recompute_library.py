@@ -19,12 +19,10 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
 from olla_jax.apply import gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
-from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 from tests.small_steps import (assert_scratch_refused, recomputed_on_h100,  # noqa: E402
                                scratch_moved_and_bare)
 
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 S = jax.ShapeDtypeStruct
 CUBLAS = {"xla_gpu_enable_triton_gemm": False}
 

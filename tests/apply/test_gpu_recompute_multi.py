@@ -14,13 +14,10 @@ jax = pytest.importorskip("jax")
 from olla_jax import budget, check  # noqa: E402
 from olla_jax.budget import recompute_plan  # noqa: E402
 from olla_jax.apply import feed_back, gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
-from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 from olla_jax.plan import candidate_plan  # noqa: E402
 
 from test_recompute_multi import _args, held_thrice  # noqa: E402  (tests/apply is on the path)
-
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 
 
 @pytest.mark.slow     # a compile-only GPU build: ~20 s

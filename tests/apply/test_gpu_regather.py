@@ -12,13 +12,10 @@ jax = pytest.importorskip("jax")
 
 from olla_jax import check, checked, dumps  # noqa: E402
 from olla_jax.apply import feed_back, gpu_executable, gpu_readback, gpu_rewrite  # noqa: E402
-from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 from olla_jax.graph import collectives, layout as layout_lib, regather  # noqa: E402
 from olla_jax.solve import place as place_lib  # noqa: E402
 from small_steps import regather_step  # noqa: E402
-
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 
 
 @functools.lru_cache(maxsize=1)

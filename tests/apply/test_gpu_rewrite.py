@@ -19,7 +19,7 @@ import pytest
 from olla_jax.apply import gpu_executable, gpu_rewrite, riegeli, snappy
 from olla_jax.apply.edits import ExecutableEdit, RewriteError
 from olla_jax.apply.highwayhash import hash64
-from olla_jax.capture import gpu
+from tests.marks import needs_plugin  # noqa: E402
 
 
 def test_highwayhash_matches_riegeli_signature_constants():
@@ -55,10 +55,6 @@ def test_snappy_literals_and_overlapping_copies():
         snappy.decompress(bytes([5, 0]) + b"a")  # says 5 bytes, holds 1
     with pytest.raises(snappy.SnappyError):
         snappy.decompress(bytes([4, (3 << 2) | 1, 9]))  # copies from before the start
-
-
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from olla_jax.apply import gpu_executable, gpu_rewrite  # noqa: E402
 from olla_jax.apply.edits import ExecutableEdit, fixed_kind  # noqa: E402
-from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 EMBEDDING = ("dynamic_slice_thunk", "dynamic_slice_fusion_thunk")
 
 

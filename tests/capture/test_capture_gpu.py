@@ -19,9 +19,8 @@ import jax.numpy as jnp  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from olla_jax.capture import gpu  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
 
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
 DUMP_OPTIONS = {"xla_dump_hlo_as_proto": True, "xla_dump_hlo_as_text": True}
 DUMP_SUFFIXES = ("-buffer-assignment.txt", "-buffer-assignment-values.txt",
                  "-live-range.txt", "after_optimizations.hlo.pb")

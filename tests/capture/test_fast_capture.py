@@ -11,9 +11,7 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
 from olla_jax.capture import gpu  # noqa: E402
-
-needs_plugin = pytest.mark.skipif(gpu.cuda_plugin() is None,
-                                  reason="jax's CUDA plugin is not installed")
+from tests.marks import needs_plugin  # noqa: E402
 
 
 def test_merge_keeps_the_callers_passes_and_values():
