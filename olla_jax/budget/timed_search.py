@@ -142,9 +142,11 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     if xla not in orders and len(xla) == len(orders[0]):
         orders.append(xla)
     best, best_order, pool = None, orders[0], []
+    # (XLA's order, when added, gets what the others leave of the greedy's time)
+    shared = len(orders) - (orders[-1] == xla and len(orders) > 1)
     for i, o in enumerate(orders):
         share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_order) \
-            / (len(orders) - i)
+            / max(1, shared - i)
         if share <= 0.05 and i > 0:
             break       # (on the order given the greedy makes one pick at least)
         fit_o = fit
