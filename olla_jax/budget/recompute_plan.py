@@ -117,7 +117,9 @@ class State:
         self.copy_times.append(clone_t)
         joined = self.merged_with(i)
         self.scratch = [s for s in self.scratch if not (s[0] in joined and s[1] == c.value)]
-        copied = {self.picks[j][0].value for j in joined}
+        # (a result none of them recomputes is written once, at the first's scratch)
+        copied = {self.picks[j][0].value for j in joined} | \
+            {v for j, v, _ in self.scratch if j in joined}
         for v in (*c.scratch, *c.feeders):     # (a feeder's copy: read by this one alone)
             if v in c.scratch and v in copied:
                 continue
