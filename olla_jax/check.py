@@ -139,9 +139,20 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
     claim_step: dict[int, int] = {}     # claim index -> step of its copy's run
     flat: dict[str, int] = {}
     t = 0
+    launch_of: dict[int, int] = {}      # claim index -> first claim of its launch
     for name in plan.order:
         for claim in claims_before[name]:
-            claim_step[claim_index[id(claim)]] = t
+            j = claim_index[id(claim)]
+            # copies of other results of one multi-result fusion before one
+            # instruction are one launch: one step, writing each result
+            first = next((claim_index[id(c)] for c in claims_before[name] if c is not claim and
+                          claim_index[id(c)] in claim_step and c.producer == claim.producer and
+                          c.value != claim.value and not c.done_before and
+                          _multi_result_fusion(instr_by_name[claim.producer])), None)
+            if first is not None and not claim.done_before:
+                claim_step[j], launch_of[j] = claim_step[first], launch_of[first]
+                continue
+            claim_step[j], launch_of[j] = t, j
             t += 1
         for inner in inner_before[name]:
             for claim in claims_before[inner]:      # a copy in a loop body: every iteration
@@ -414,8 +425,10 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
                 if other != op.id and find(other) == find(op.id) and s0 < intervals[other][0] <= step:
                     raise PlanRejected(f"operand {op.key} of recomputed {claim.producer} is written "
                                        f"over (by {records[other].key}) before the second run")
+        launch = [c for i, c in enumerate(plan.recomputes)
+                  if i != j and launch_of.get(i, i) == launch_of.get(j, j)]
         _scratch_claims(claim, records, placements, horizon, intervals, parent, extra_places,
-                        step, instr_by_name)
+                        step, instr_by_name, launch)
         # (a copy no instruction reads is a chain's operand: the copies that
         # read it extend its life, and ``_chain_read`` makes sure one does)
         late_end = max((flat[name] for name in claim.late_users), default=step)
@@ -689,18 +702,21 @@ def _library_side(rec, producer, instr_by_name, instr_by_id, comp_by_instr, entr
 
 
 def _scratch_claims(claim, records, placements, horizon, intervals, parent, extra_places, step,
-                    instr_by_name) -> None:
+                    instr_by_name, launch=()) -> None:
     """The scratch a library call's copy writes: each scratch value of the
     producer with bytes gets the claimed place for the copy's step alone (the
     overlap check then refuses it over any value live there), and only such
-    values may be claimed."""
+    values may be claimed.  ``launch``: the other claims whose copy is the
+    same launch (other results of a multi-result fusion, ``_result_claims``)."""
     producer = instr_by_name[claim.producer]
     claimed = dict(claim.scratch)
     if len(claimed) != len(claim.scratch):
         raise PlanRejected(f"the copy of {claim.producer} claims one scratch value twice")
     if _multi_result_fusion(producer):
-        _result_claims(claim, records, placements, intervals, parent, extra_places, step)
+        _result_claims(claim, records, placements, intervals, parent, extra_places, step, launch)
         return
+    if launch:
+        raise PlanRejected(f"{claim.producer} is copied twice before {claim.before}")
     for sid, place in claim.scratch:
         rec = records.get(sid)
         if rec is None or rec.defining_instruction != claim.producer or rec.uses or \
@@ -759,12 +775,16 @@ def _fusion_side(rec, claim, instr_by_name, instr_by_id, comp_by_instr, entry_id
     return True
 
 
-def _result_claims(claim, records, placements, intervals, parent, extra_places, step) -> None:
+def _result_claims(claim, records, placements, intervals, parent, extra_places, step,
+                   launch=()) -> None:
     """A multi-result fusion's copy writes every result: each one besides the
     recomputed value that has bytes must have a claimed place, held for the
     copy's step alone (the overlap check then refuses it over any value live
     there: an operand kept for the copy, the copy's own result...), and only
-    such results may be claimed."""
+    such results may be claimed.  Copies of several results before one
+    instruction (``launch``, the others' claims) are one launch: a result
+    another of them recomputes is written at that claim's place (checked as
+    its copy), and each other result is claimed as scratch by one of them."""
     results = {r.id: r for r in records.values() if r.defining_instruction == claim.producer
                and r.positions and r.positions[0].instruction == claim.producer
                and r.positions[0].index != ()}
@@ -772,17 +792,23 @@ def _result_claims(claim, records, placements, intervals, parent, extra_places, 
         raise PlanRejected(f"value {claim.value}, recomputed by a copy of {claim.producer}, is "
                            "none of that fusion's results (its tuple table is not written)")
     claimed = dict(claim.scratch)
+    recomputed = {c.value for c in launch}
+    elsewhere = {sid for c in launch for sid, _ in c.scratch}
     for sid in claimed:
-        if sid not in results or sid == claim.value or sid not in placements:
+        if sid not in results or sid == claim.value or sid not in placements or \
+                sid in recomputed:
             raise PlanRejected(f"value {sid}, claimed as scratch of the copy of {claim.producer}, "
                                "is no other result of that fusion")
+        if sid in elsewhere:
+            raise PlanRejected(f"value {sid} is claimed as scratch twice by one launch of "
+                               f"{claim.producer}")
     for rid, rec in sorted(results.items()):
-        if rid == claim.value:
+        if rid == claim.value or rid in recomputed:
             continue
         if rid not in placements:
             raise PlanRejected(f"the copy of {claim.producer} writes its result {rec.key}, "
                                "which has no place of XLA's to size it by")
-        if placements[rid][2] == 0:
+        if placements[rid][2] == 0 or (rid in elsewhere and rid not in claimed):
             continue
         if rid not in claimed:
             raise PlanRejected(f"the copy of {claim.producer} writes its result {rec.key} "

@@ -58,6 +58,11 @@ class Clone:
     # A library call's copy: ((allocation, offset, size) of its scratch in the
     # first run, (allocation, offset) of the copy's scratch) per scratch slice.
     scratch: tuple[tuple[tuple[int, int, int], tuple[int, int]], ...] = ()
+    # GPU, a multi-result fusion whose copies of several results run before
+    # one instruction: one launch writes them all; (allocation, offset, size)
+    # of the places of the others (their slices in ``scratch`` too), which
+    # their late readers read.
+    merged: tuple[tuple[int, int, int], ...] = ()
 
 
 SLICE = "xla.buffer_assignment.BufferAllocationSliceProto"

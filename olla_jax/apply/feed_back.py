@@ -31,11 +31,26 @@ class Outcome:
 
 def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
     recomputes = getattr(layout, "recomputes", ())
-    clones = tuple(cpu_rewrite.Clone(r.producer, r.before, (*layout.early_place(r.value), r.size),
-                                     r.place, _chained(layout, recomputes, k),
-                                     done_before=getattr(r, "done_before", ""),
-                                     scratch=_scratch(layout, r))
-                   for k, r in enumerate(recomputes))
+    clones, launch = [], {}     # (producer, before) -> index in clones of its one launch
+    for k, r in enumerate(recomputes):
+        done = getattr(r, "done_before", "")
+        first = launch.get((r.producer, r.before)) if not done else None
+        if first is not None and clones[first].early[:2] != layout.early_place(r.value):
+            # another result of a multi-result fusion copied before the same
+            # instruction: one launch writes it, at this copy's place
+            c = clones[first]
+            extent = (*layout.early_place(r.value), r.size)
+            clones[first] = dataclasses.replace(
+                c, scratch=c.scratch + ((extent, r.place),) + _scratch(layout, r),
+                merged=c.merged + ((*r.place, r.size),))
+            continue
+        if not done:
+            launch[(r.producer, r.before)] = len(clones)
+        clones.append(cpu_rewrite.Clone(r.producer, r.before,
+                                        (*layout.early_place(r.value), r.size), r.place,
+                                        _chained(layout, recomputes, k), done_before=done,
+                                        scratch=_scratch(layout, r)))
+    clones = tuple(clones)
     return cpu_rewrite.ExecutableEdit(order=layout.order_names, relocate=layout.relocate,
                                       relocate_logical=layout.relocate_logical,
                                       allocation_sizes=dict(layout.allocation_sizes),

@@ -255,7 +255,17 @@ def compare(raw: bytes, layout) -> str | None:
     # Recomputed copies: the thunks of a producer beyond the first (and of a
     # re-gathered all-gather's done: its start and done both run twice).
     done_of = _dones(decoded)
-    wanted = Counter(r.producer for r in layout.recomputes)
+    # copies of several results of one multi-result fusion before one
+    # instruction are one launch (``feed_back.edit_of``): recompute index ->
+    # the index of the first of them, whose thunk it shares
+    launch, joins = {}, {}
+    for j, r in enumerate(layout.recomputes):
+        if getattr(r, "done_before", ""):
+            continue
+        first = launch.setdefault((r.producer, r.before), j)
+        if first != j and layout.recomputes[first].value != r.value:
+            joins[j] = first
+    wanted = Counter(r.producer for j, r in enumerate(layout.recomputes) if j not in joins)
     wanted.update(done_of.get(r.producer, "?") for r in layout.recomputes
                   if getattr(r, "done_before", ""))
     firsts: dict[str, int] = {}
@@ -277,6 +287,7 @@ def compare(raw: bytes, layout) -> str | None:
     if steps != sorted(steps):
         return "the entry thunks do not follow the plan's order"
 
+    thunk_of: dict[int, int] = {}
     for j, r in enumerate(layout.recomputes):
         if getattr(r, "done_before", ""):
             differs = _compare_regather(decoded, names, copies, copy_at, firsts, position,
@@ -284,7 +295,10 @@ def compare(raw: bytes, layout) -> str | None:
             if differs is not None:
                 return differs
             continue
-        k = copies[r.producer].pop(0)
+        k = thunk_of[joins[j]] if j in joins else copies[r.producer].pop(0)
+        thunk_of[j] = k
+        group = [q for i, q in enumerate(layout.recomputes) if i != j and
+                 (joins.get(i, i) == joins.get(j, j))]
         nxt = next((j for j in range(k + 1, len(names)) if j not in copy_at), None)
         if r.before in position and r.before not in names:   # a bitcast: no thunk of its own
             if not _just_before(names, copy_at, k, position, r.before):
@@ -313,8 +327,15 @@ def compare(raw: bytes, layout) -> str | None:
                 if sb != expect:
                     return (f"the copy of {r.producer} writes {sb}, not the plan's place "
                             f"{expect}")
-            elif wa:    # another result of a multi-result fusion: at its scratch place
-                expect = _scratch_place(layout, r, sa)
+            elif wa:    # another result of a multi-result fusion: at its scratch place,
+                # or the place of its own copy when this launch makes that too
+                expect = next((p for p in (_scratch_place(layout, q, sa) for q in (r, *group))
+                               if p is not None), None)
+                sibling = next((q for q in group if _overlaps(sa, *layout.early_place(q.value),
+                                                              q.size)), None)
+                if sibling is not None:
+                    e = layout.early_place(sibling.value)
+                    expect = (sibling.place[0], sibling.place[1] + sa[1] - e[1], sa[2])
                 if sb != expect:
                     return (f"the copy of {r.producer} writes {sb}, where the plan puts "
                             f"{expect or 'nothing'}")

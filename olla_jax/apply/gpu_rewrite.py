@@ -89,6 +89,7 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
     # A recomputed copy has no logical buffer of its own (as on CPU): its
     # readers' slices are covered by the copy's place.
     buffer_extents += [(c.late[0], c.late[1], c.early[2]) for c in edit.clones]
+    buffer_extents += [m for c in edit.clones for m in c.merged]
     check_covered(thunk_extents, buffer_extents)
     # one thunk per producer, counted before any copy of it is inserted (a
     # value recomputed several times has several copies of one producer)

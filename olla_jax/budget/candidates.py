@@ -202,7 +202,7 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
     parked = {c.value for c in out if graph.values[c.value].allocation != graph.temp_allocation}
     if gpu:
         out = [c for c in out if c.value not in parked]
-        return with_slots(out), {**why, **{v: _PARKED for v in parked}}
+        return with_sibling_slots(with_slots(out)), {**why, **{v: _PARKED for v in parked}}
     fed = with_feeders(graph, out, recompute_cost) if feeders else out
     kept = [c for c in fed if c.value not in parked or c.feeders]
     left = parked - {c.value for c in kept}
@@ -253,6 +253,27 @@ def with_slots(cands: Sequence[Candidate], depth: int = SLOT_DEPTH) -> list[Cand
         extra.discard(c.producer)
         out.append(dataclasses.replace(c, users=c.users + tuple(sorted(extra)),
                                        slots=tuple(sorted(extra))) if extra else c)
+    return out
+
+
+def with_sibling_slots(cands: Sequence[Candidate]) -> list[Candidate]:
+    """``cands`` where a result of a multi-result fusion (GPU, ``_pieces``)
+    may also be recomputed just before the readers of the fusion's other
+    results that are candidates too (slots): copies of several results run
+    before one instruction are one launch of the fusion, which writes each
+    at its copy's place (``recompute_plan.State.merged_with``) instead of
+    the others at a scratch place.  Without them the copies of two results
+    read at different steps (a max-pool's zeros and its select-and-scatter's)
+    run apart and each writes the other at a scratch place of its size."""
+    by_value = {c.value: c for c in cands}
+    out = []
+    for c in cands:
+        siblings = [by_value[v] for v in c.scratch
+                    if v in by_value and by_value[v].producer == c.producer]
+        extra = sorted({u for d in siblings for u in d.readers} - set(c.users) - {c.producer})
+        out.append(dataclasses.replace(c, users=c.users + tuple(extra),
+                                       slots=tuple(sorted({*c.slots, *extra})))
+                   if extra else c)
     return out
 
 

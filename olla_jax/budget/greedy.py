@@ -52,16 +52,22 @@ def choose(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         return operand_intact(graph, spans, step, interval_of_unit, value_id, at)
 
     def split_at(c: Candidate, peak: int):
-        """The last split of ``c``'s readers whose gap covers ``peak``: (k, early end, clone time)."""
+        """The last split of ``c``'s readers whose gap covers ``peak``: (k,
+        early end, clone time); one whose copy joins the launch of a picked
+        sibling's copy (another result of its fusion, ``State.merged_with``)
+        first: it then writes no scratch, and takes the sibling's none."""
         iv = state.intervals[interval_of_unit[unit_of[c.value]]]
         users = sorted(c.users, key=lambda n: step[n])
         times = read_times(c, users, step)     # (the run before a split lives until times[k])
+        siblings = {state.copy_times[j] for j, (d, _) in enumerate(state.picks)
+                    if d.producer == c.producer and d.value in c.scratch}
+        found = []
         for k in reversed(range(len(users))):   # the latest: its copy lives the least
             early_end, clone_t = times[k], copy_time(graph, step, users[k])
             if early_end < peak < clone_t and iv[1] <= peak <= iv[2] and \
                     late_part_ok(graph, step, c, users[k]):
-                return k, early_end, clone_t
-        return None
+                found.append((k, early_end, clone_t))
+        return next((f for f in found if f[2] in siblings), found[0] if found else None)
 
     best = None
     picks_since_place = 0

@@ -105,10 +105,46 @@ class State:
     # [size, copy time, end]) each, placed after ``scratch``.
     body: list[tuple[Any, int, list[int]]] = dataclasses.field(default_factory=list)
 
+    # Per pick, the doubled time its copy runs (set by ``add_scratch``).
+    copy_times: list[int] = dataclasses.field(default_factory=list)
+
     def add_scratch(self, graph: ScheduleGraph, c: Candidate, clone_t: int) -> None:
-        """The scratch of ``c``'s copy (the last pick), live at its time alone."""
+        """The scratch of ``c``'s copy (the last pick), live at its time alone.
+        Copies of results of one multi-result fusion run at one time are one
+        launch (``merged_with``): it writes each of them at its own copy's
+        place, so none of them is the others' scratch."""
+        i = len(self.picks) - 1
+        self.copy_times.append(clone_t)
+        joined = self.merged_with(i)
+        self.scratch = [s for s in self.scratch if not (s[0] in joined and s[1] == c.value)]
+        # (a result none of them recomputes is written once, at the first's scratch)
+        copied = {self.picks[j][0].value for j in joined} | \
+            {v for j, v, _ in self.scratch if j in joined}
         for v in (*c.scratch, *c.feeders):     # (a feeder's copy: read by this one alone)
-            self.scratch.append((len(self.picks) - 1, v, [graph.values[v].size, clone_t, clone_t]))
+            if v in c.scratch and v in copied:
+                continue
+            self.scratch.append((i, v, [graph.values[v].size, clone_t, clone_t]))
+
+    def merged_with(self, i: int) -> set[int]:
+        """The other picks whose copy is one launch with pick ``i``'s: copies
+        of other results of its producer (a multi-result fusion's pieces,
+        ``candidates._pieces``) run at the same time."""
+        c = self.picks[i][0]
+        if not c.scratch:
+            return set()
+        return {j for j, (d, _) in enumerate(self.picks[:len(self.copy_times)])
+                if j != i and d.producer == c.producer and d.value in c.scratch and
+                self.copy_times[j] == self.copy_times[i]}
+
+    def launches_flops(self) -> int:
+        """Extra FLOPs of the picks' copies, a merged launch counted once."""
+        total, seen = 0, set()
+        for i, (c, _) in enumerate(self.picks):
+            if i < len(self.copy_times) and self.merged_with(i) & seen:
+                continue
+            seen.add(i)
+            total += c.flops
+        return total
 
     def problem(self) -> sp.PlacementProblem:
         ivs = [sp.Interval(s, a, b) for s, a, b in self.intervals]
@@ -442,7 +478,7 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
             places[o] = r.place
     layout = dataclasses.replace(layout, places=places, recomputes=tuple(recomputes))
     return RecomputePlan(layout=layout, temp_bytes=layout.temp_bytes,
-                         extra_flops=sum(c.flops for c, _ in state.picks) +
+                         extra_flops=state.launches_flops() +
                          sum(c.flops for c, _, _ in state.body),
                          picked=tuple(graph.nodes[c.producer] for c, _ in state.picks) +
                          tuple(c.producer for c, _, _ in state.body),

@@ -119,6 +119,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                      max(0.0, left(1.0)), time_limit_s, one_fit)
         return None
     orders = [tuple(order)]
+    xla = tuple(graph.xla_order)
     anchor = anchor_of(graph, orders[0], new_state(graph, orders[0]), layout)
     if left(_SINK_END) > 0.05:
         problem = graph.order_problem()
@@ -133,14 +134,28 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                                     pairs=True))
         if paired not in orders:
             orders.append(paired)
+    # and XLA's own order, last: the one its rematerialization works on, where
+    # values it schedules early (a fusion with no operands, run at the start)
+    # sit idle across the peak, and ours (planned without recomputation) may
+    # keep their readers apart (a max-pool's zeros, two results of one fusion
+    # copied in one launch: far better on XLA's order than on ours, measured)
+    if xla not in orders and len(xla) == len(orders[0]):
+        orders.append(xla)
     best, best_order, pool = None, orders[0], []
+    # (XLA's order, when added, gets what the others leave of the greedy's time)
+    shared = len(orders) - (orders[-1] == xla and len(orders) > 1)
     for i, o in enumerate(orders):
         share = (left(_GREEDY_END if engine != "greedy" else _PLACE_END) - one_order) \
-            / (len(orders) - i)
+            / max(1, shared - i)
         if share <= 0.05 and i > 0:
             break       # (on the order given the greedy makes one pick at least)
+        fit_o = fit
+        if o == xla and i > 0 and share > 3 * one_fit:
+            # best-fit's sort order that places XLA's order best (its own
+            # values' lives, not those of the order given)
+            fit_o = fit_orders(new_state(graph, o).problem())[1][:1]
         found = choose(graph, o, cands, target_temp, time_limit_s=max(0.0, share),
-                       base=base0 if i == 0 else None, orders=fit, clock=clock,
+                       base=base0 if i == 0 else None, orders=fit_o, clock=clock,
                        anchor=anchor if i == 0 else None)
         if found is not None:
             pool.append(found)
