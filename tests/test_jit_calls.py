@@ -1,0 +1,80 @@
+"""olla_jax.jit called the ways a jax.jit function is called in the wild: jax's
+configuration changed between calls, abstract arguments, a wrong call's error."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import olla_jax
+
+
+def f(w, x):
+    return jnp.tanh(x @ w).sum(), x @ w
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        yield
+
+
+@pytest.fixture
+def x64_restored():
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+def test_x64_switched_on_after_a_call_is_another_program(x64_restored):
+    """The same NumPy float64 arrays trace to float32 without x64 and to float64
+    with it: jax.jit traces again, so must the plan (it ran the float32 plan)."""
+    jitted = olla_jax.jit(f, time_limit_s=1, cache=False)
+    w, x = np.ones((8, 8)), np.ones((4, 8))
+    assert jitted(w, x)[1].dtype == jnp.float32
+    jax.config.update("jax_enable_x64", True)
+    got, expected = jitted(w, x), jax.jit(f)(w, x)
+    assert got[1].dtype == expected[1].dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(expected[1]))
+    jax.config.update("jax_enable_x64", False)
+    assert jitted(w, x)[1].dtype == jnp.float32
+    assert len(jitted._plans) == 2
+
+
+def test_numpy_float64_and_float32_arrays_share_a_plan_without_x64():
+    """Without x64 jax traces a NumPy float64 array as float32: one program, one plan."""
+    jitted = olla_jax.jit(f, time_limit_s=1, cache=False)
+    jitted(np.ones((8, 8)), np.ones((4, 8)))
+    jitted(jnp.ones((8, 8)), jnp.ones((4, 8)))
+    assert len(jitted._plans) == 1
+
+
+def test_a_call_with_shape_dtype_structs_raises_jaxs_error_and_plans_nothing():
+    jitted = olla_jax.jit(f, time_limit_s=1, cache=False)
+    spec = jax.ShapeDtypeStruct((8, 8), jnp.float32)
+    with pytest.raises(TypeError) as got:
+        jitted(spec, jnp.ones((4, 8)))
+    with pytest.raises(TypeError) as expected:
+        jax.jit(f)(spec, jnp.ones((4, 8)))
+    assert str(got.value) == str(expected.value)
+    assert jitted._plans == {}
+    # planning ahead from shapes alone is what plan_for is for
+    assert jitted.plan_for(spec, jax.ShapeDtypeStruct((4, 8), jnp.float32)) is not None
+
+
+def test_a_wrong_call_raises_jaxs_error_without_olla_jaxs_failure_chained():
+    """jax.jit's error alone, as jax.jit raises it: not 'During handling of the
+    above exception' after olla_jax's own capture error."""
+    jitted = olla_jax.jit(f, time_limit_s=1, cache=False)
+    with pytest.raises(TypeError, match="missing 1 required positional argument") as got:
+        jitted(jnp.ones((8, 8)))
+    chain, err = [], got.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert not [e for e in chain if type(e).__module__.startswith("olla_jax")], chain
