@@ -198,10 +198,32 @@ class StepCallable:
             names = {n for n, _ in self.static_kwargs}
             kwargs = {k: v for k, v in kwargs.items() if k not in names}
         target = self.executable if self.wrap is None else self.wrap(self.executable)
-        return target(*args, **kwargs)
+        try:
+            return target(*args, **kwargs)
+        except TypeError as err:
+            if not str(err).startswith(_OTHER_SIGNATURE):
+                raise
+            # jax's AOT error (a flax.nnx model's whole graph in it: pages), cut
+            # short, and what to do: this executable takes one signature only
+            raise TypeError(
+                f"{_shortened(str(err))}\nThe planned step runs the executable planned for "
+                "the arguments it was given (as jax's .lower().compile() does): arguments of "
+                "other shapes, dtypes or structure (for flax.nnx, a model or optimizer built "
+                "again: its static fields, e.g. an optax transformation, compare by identity) "
+                "need a plan of their own: call olla_jax.plan again, or use olla_jax.jit, which "
+                "plans each signature") from None
 
     def memory_analysis(self):
         return self.executable.memory_analysis()
+
+
+# How jax.stages.Compiled refuses arguments it was not compiled for.
+_OTHER_SIGNATURE = ("Function compiled with input pytree does not match",
+                    "Argument types differ from the types for which this computation was compiled")
+
+
+def _shortened(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " ... (cut short)"
 
 
 def _same_static(a: Any, b: Any) -> bool:

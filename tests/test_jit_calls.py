@@ -78,3 +78,32 @@ def test_a_wrong_call_raises_jaxs_error_without_olla_jaxs_failure_chained():
         chain.append(err)
         err = err.__cause__ or err.__context__
     assert not [e for e in chain if type(e).__module__.startswith("olla_jax")], chain
+
+
+def test_plan_compiled_called_with_another_signature_says_what_to_do():
+    planned = olla_jax.plan(f, jnp.ones((8, 8)), jnp.ones((4, 8)), time_limit_s=1)
+    with pytest.raises(TypeError, match="compiled with float32\\[4,8\\] and called with "
+                                        "float32\\[3,8\\](.|\\n)*olla_jax.jit"):
+        planned.compiled(jnp.ones((8, 8)), jnp.ones((3, 8)))
+
+
+def test_nnx_plan_called_with_a_rebuilt_optimizer_says_what_to_do_in_a_few_lines():
+    """A rebuilt nnx.Optimizer has a new optax transformation in its static graph:
+    jax's AOT error prints the whole graph (6,000 characters for one Linear)."""
+    optax = pytest.importorskip("optax")
+    nnx = pytest.importorskip("flax.nnx")
+
+    def make():
+        model = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+        return model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+    def train_step(model, opt, x):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        opt.update(model, grads)
+        return loss
+
+    x = jnp.ones((2, 4))
+    planned = olla_jax.plan(nnx.jit(train_step), *make(), x, time_limit_s=1)
+    with pytest.raises(TypeError, match="input pytree does not match") as got:
+        planned.compiled(*make(), x)
+    assert "optimizer built again" in str(got.value) and len(str(got.value)) < 1500
