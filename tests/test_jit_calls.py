@@ -107,3 +107,13 @@ def test_nnx_plan_called_with_a_rebuilt_optimizer_says_what_to_do_in_a_few_lines
     with pytest.raises(TypeError, match="input pytree does not match") as got:
         planned.compiled(*make(), x)
     assert "optimizer built again" in str(got.value) and len(str(got.value)) < 1500
+
+
+def test_a_flag_the_step_branches_on_is_refused_with_what_to_do():
+    def step(x, *, train=True):
+        return x * 2 if train else x
+    with pytest.raises(olla_jax.CaptureError, match="argument train(.|\\n)*pass it as static"):
+        olla_jax.plan(step, jnp.ones(3), kwargs={"train": True})
+    planned = olla_jax.plan(step, jnp.ones(3), kwargs={"train": True}, static_argnames="train",
+                            time_limit_s=1)
+    np.testing.assert_array_equal(planned.compiled(jnp.ones(3), train=True), 2 * jnp.ones(3))
