@@ -117,3 +117,12 @@ def test_a_flag_the_step_branches_on_is_refused_with_what_to_do():
     planned = olla_jax.plan(step, jnp.ones(3), kwargs={"train": True}, static_argnames="train",
                             time_limit_s=1)
     np.testing.assert_array_equal(planned.compiled(jnp.ones(3), train=True), 2 * jnp.ones(3))
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="this machine has a GPU")
+def test_the_local_gpu_backend_without_a_gpu_is_refused_with_what_to_do():
+    """Not a CPU executable planned as if it were a GPU one."""
+    with pytest.raises(olla_jax.CaptureError, match="no GPU(.|\\n)*gpu:h100"):
+        olla_jax.plan(f, jnp.ones((8, 8)), jnp.ones((4, 8)), backend="gpu", time_limit_s=1)
+    with pytest.raises(olla_jax.CaptureError, match="no GPU"):
+        olla_jax.jit(f, backend="gpu")
