@@ -514,6 +514,20 @@ def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, d
     return hidden.layout, hidden.source
 
 
+def _import_solver_libraries() -> None:
+    """OR-Tools' CP-SAT and max-flow modules, imported before the planner's clock
+    starts (counted with XLA's compiles): the first plan of a process paid
+    their first import (pandas comes with CP-SAT) from its limit, inside the
+    first CP-SAT search, which then ran past its share and the plan past its
+    limit on a short one.  Once per process; the solver still imports them
+    where it uses them."""
+    try:
+        from ortools.graph.python import max_flow  # noqa: F401
+        from ortools.sat.python import cp_model  # noqa: F401
+    except ImportError:   # the solver says what is missing where it needs it
+        pass
+
+
 def _fixed_solve_seconds(graph) -> float:
     """What one ``solve_graph`` costs however short its limit: a list schedule
     and a best-fit, each about ``strategy.BEST_FIT_US`` per movable unit and
@@ -533,6 +547,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     t_start = time.monotonic()
     notes: list[str] = []
     caps = _baselines(step, backend, compiler_options, spmd)
+    _import_solver_libraries()
     # Three clocks, reported apart: XLA's compiles and dumps (capture), the
     # planner's part (graph build, order search, bound, placement: what
     # time_limit_s bounds), the check, rewrite and verification after it.
