@@ -733,7 +733,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                     **result, **common)
     if not outcome.ok:
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
-        warn(f"olla_jax keeps XLA's executable: {outcome.reason}")
+        first, _, rest = outcome.reason.partition("\n")   # a child's traceback: notes only
+        warn(f"olla_jax keeps XLA's executable: {first}"
+             + (" (Plan.notes has the details)" if rest.strip() else ""))
         return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled),
                     verify_seconds=verify_seconds(), **result, **common)

@@ -126,3 +126,22 @@ def test_the_local_gpu_backend_without_a_gpu_is_refused_with_what_to_do():
         olla_jax.plan(f, jnp.ones((8, 8)), jnp.ones((4, 8)), backend="gpu", time_limit_s=1)
     with pytest.raises(olla_jax.CaptureError, match="no GPU"):
         olla_jax.jit(f, backend="gpu")
+
+
+def test_a_verification_failure_warns_in_one_line_and_keeps_the_details_in_the_notes(
+        monkeypatch):
+    from olla_jax import checked
+    from olla_jax.apply.feed_back import Outcome
+    from small_steps import mlp_args, mlp_step
+
+    reason = ("the rewritten executable did not match XLA's: RuntimeError: child failed\n"
+              "Traceback (most recent call last):\n  File \"child.py\", line 1")
+    monkeypatch.setattr(checked, "apply", lambda *a, **k: Outcome(False, reason))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        planned = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=2)
+    if planned.source == "xla":   # nothing below XLA's plan found: nothing was applied
+        pytest.skip("the planner found nothing to apply at this load")
+    messages = [str(w.message) for w in caught if "keeps XLA's executable" in str(w.message)]
+    assert messages and "Traceback" not in messages[0] and "Plan.notes" in messages[0]
+    assert any("Traceback" in note for note in planned.notes)
