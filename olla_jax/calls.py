@@ -198,10 +198,32 @@ class StepCallable:
             names = {n for n, _ in self.static_kwargs}
             kwargs = {k: v for k, v in kwargs.items() if k not in names}
         target = self.executable if self.wrap is None else self.wrap(self.executable)
-        return target(*args, **kwargs)
+        try:
+            return target(*args, **kwargs)
+        except TypeError as err:
+            if not str(err).startswith(_OTHER_SIGNATURE):
+                raise
+            # jax's AOT error (a flax.nnx model's whole graph in it: pages), cut
+            # short, and what to do: this executable takes one signature only
+            raise TypeError(
+                f"{_shortened(str(err))}\nThe planned step runs the executable planned for "
+                "the arguments it was given (as jax's .lower().compile() does): arguments of "
+                "other shapes, dtypes or structure (for flax.nnx, a model or optimizer built "
+                "again: its static fields, e.g. an optax transformation, compare by identity) "
+                "need a plan of their own: call olla_jax.plan again, or use olla_jax.jit, which "
+                "plans each signature") from None
 
     def memory_analysis(self):
         return self.executable.memory_analysis()
+
+
+# How jax.stages.Compiled refuses arguments it was not compiled for.
+_OTHER_SIGNATURE = ("Function compiled with input pytree does not match",
+                    "Argument types differ from the types for which this computation was compiled")
+
+
+def _shortened(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " ... (cut short)"
 
 
 def _same_static(a: Any, b: Any) -> bool:
@@ -260,7 +282,7 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
         lowered = jitted.lower(*args, **kwargs)
     except (TypeError, ValueError) as err:
         raise CaptureError(f"jax could not trace/lower the step with these arguments: "
-                           f"{type(err).__name__}: {err}") from err
+                           f"{type(err).__name__}: {_first_line(err)}{_hint(err)}") from err
     except Exception as err:  # noqa: BLE001 - tracing the user's code raises anything
         raise CaptureError(f"jax could not trace/lower the step: {type(err).__name__}: "
                            f"{err}") from err
@@ -277,6 +299,23 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in names}
         verify_args, verify_static = tuple(jax.tree_util.tree_leaves((dyn_args, dyn_kwargs))), ()
     return Entry(lowered, len(args), static, static_kwargs, verify_args, verify_static)
+
+
+def _first_line(err: Exception) -> str:
+    """jax's message up to its pointer to the docs (its own traceback explains the rest)."""
+    text = str(err)
+    return text.split("\nSee https://", 1)[0].rstrip() if isinstance(
+        err, (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError)) else text
+
+
+def _hint(err: Exception) -> str:
+    """What to do when a traced argument is used as a Python value."""
+    if isinstance(err, (jax.errors.ConcretizationTypeError,
+                        jax.errors.TracerIntegerConversionError)):
+        return (" (the step uses an argument as a Python value: a flag it branches on, a size, "
+                "a count; pass it as static, with static_argnums/static_argnames, as jax.jit "
+                "needs; on the command line, return a Step whose static_argnames name it)")
+    return ""
 
 
 def _check_dynamic(dynamic: dict[Any, Any]) -> None:

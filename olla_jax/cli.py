@@ -26,7 +26,8 @@ examples:
   {prog} donate --example=gpt2 --size=tiny
   {prog} batch --example=remat --size=tiny --capacity=16777216 --modes=xla,olla
 
---module names a callable taking no arguments that returns a Step-like object
+--module names a callable (pkg.mod:make_step, or path/to/file.py:make_step)
+taking no arguments that returns a Step-like object
 (fn, args, static_argnums, donate_argnums and, for plan, kwargs, static_argnames,
 donate_argnames where it has them) or a tuple (fn, args) or (fn, args, kwargs);
 for batch it takes the batch size instead.
@@ -39,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import importlib
+import importlib.util
 import json
 import logging as pylogging
 import os
@@ -69,7 +71,8 @@ _EXAMPLE = flags.DEFINE_string("example", None, "plan/donate/batch: the example 
                                "(python -m examples lists them), e.g. gpt2.")
 _SIZE = flags.DEFINE_enum("size", "small", ["tiny", "small", "full"], "plan/donate/batch: the "
                           "example's size (batch: everything but the batch size).")
-_MODULE = flags.DEFINE_string("module", None, "plan/donate: 'pkg.mod:make_step', a callable "
+_MODULE = flags.DEFINE_string("module", None, "plan/donate: 'pkg.mod:make_step' (or "
+                              "'path/to/file.py:make_step'), a callable "
                               "returning a Step-like object or a tuple (fn, args); batch: the "
                               "same callable taking the batch size; imported from the current "
                               "directory too.")
@@ -106,10 +109,10 @@ _HLO_MODULE = flags.DEFINE_string("hlo_module", None, "hlo: pick the dumped modu
 _CSV = flags.DEFINE_string("csv", None, "place: the buffers to place, as MiniMalloc CSV (columns "
                            "id,lower,upper,size; live on [lower, upper)).")
 _OUT = flags.DEFINE_string("out", None, "place: where to write the buffers with an offset column.")
-_CAPACITY = flags.DEFINE_integer("capacity", None, "place: arena capacity in bytes "
-                                 "(default: none, minimise the arena); batch: the bytes one step "
-                                 "may use (default for a GPU --backend: its memory less "
-                                 "--reserve_bytes).", lower_bound=0)
+_CAPACITY = flags.DEFINE_string("capacity", None, "place: arena capacity in bytes "
+                                "(default: none, minimise the arena); batch: the bytes one step "
+                                "may use (default for a GPU --backend: its memory less "
+                                "--reserve_bytes); e.g. 16777216, 16MiB or 1.5GiB.")
 _PLAN = flags.DEFINE_string("plan", None, "show: the saved plan (JSON) to print.")
 _MODES = flags.DEFINE_list("modes", ["xla", "olla"], "batch: planners to compare, from xla "
                            "(XLA's best plan), olla (olla_jax's order and placement), recompute "
@@ -312,14 +315,18 @@ _BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**1
                "mib": 2**20, "gib": 2**30}
 
 
-def parse_bytes(text: str) -> int:
+def parse_bytes(text: str, flag: str = "memory_budget") -> int:
     """``text`` such as '123456', '200MiB' or '1.5 GB' as a positive number of bytes."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     unit = match and _BYTE_UNITS.get(match.group(2).lower())
     if not unit or float(match.group(1)) * unit < 1:
-        raise UsageError(f"--memory_budget={text!r}: give a positive size in bytes, e.g. 123456789, "
+        raise UsageError(f"--{flag}={text!r}: give a positive size in bytes, e.g. 123456789, "
                          "200MiB or 1.5GiB (units B, KB, MB, GB, KiB, MiB, GiB)")
     return int(float(match.group(1)) * unit)
+
+
+def _capacity() -> int | None:
+    return None if _CAPACITY.value is None else parse_bytes(_CAPACITY.value, "capacity")
 
 
 def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = (),
@@ -378,13 +385,33 @@ def _load_callable(spec: str) -> Callable[[], Any]:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        module = (_import_file(module_name) if module_name.endswith(".py") or os.sep in module_name
+                  else importlib.import_module(module_name))
     except ImportError as err:
         raise UsageError(f"--module: cannot import {module_name}: {err}") from err
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise UsageError(f"--module: {module_name} has no callable {attr!r}")
     return fn
+
+
+def _import_file(path: str) -> Any:
+    """A module given by its file (``--module=train.py:make_step``), imported as
+    ``python train.py`` would find its neighbours: its folder first on the path."""
+    if not os.path.isfile(path):
+        raise ImportError(f"no file {path!r} (write a module as pkg.mod or a file as "
+                          "path/to/file.py)")
+    folder, name = os.path.split(os.path.abspath(path))
+    name = name[:-len(".py")] if name.endswith(".py") else name
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path!r} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module     # as an import would: dataclasses and pickling look it up
+    spec.loader.exec_module(module)
+    return module
 
 
 class _StepParts(NamedTuple):
@@ -552,7 +579,7 @@ def cmd_place() -> None:
     except ImportError as err:
         raise ImportError(f"the CSV placement entry point is not available in this olla_jax ({err})") from err
     logging.info("placing %s, time limit %.0f s", in_path, _TIME_LIMIT.value)
-    placement = solve_csv(in_path, out_path, capacity=_CAPACITY.value, time_limit_s=_TIME_LIMIT.value)
+    placement = solve_csv(in_path, out_path, capacity=_capacity(), time_limit_s=_TIME_LIMIT.value)
     print(f"placed {len(placement.offset):,} buffers in an arena of {placement.arena_size:,} bytes; "
           f"wrote {out_path}")
 
@@ -614,12 +641,13 @@ def _batch_maker() -> Callable[[int], Any]:
 
 def cmd_batch() -> None:
     make = _batch_maker()
-    if _CAPACITY.value is None and Backend.parse(_BACKEND.value).kind != "gpu":
+    capacity = _capacity()
+    if capacity is None and Backend.parse(_BACKEND.value).kind != "gpu":
         raise UsageError("batch needs --capacity=BYTES on CPU (or a GPU --backend, whose memory "
                          "is the default)")
     import olla_jax
     modes = tuple(m.strip() for m in _MODES.value if m.strip())
-    report = olla_jax.largest_batch(make, capacity_bytes=_CAPACITY.value, backend=_BACKEND.value,
+    report = olla_jax.largest_batch(make, capacity_bytes=capacity, backend=_BACKEND.value,
                                     modes=modes, low=_MIN_BATCH.value, high=_MAX_BATCH.value,
                                     time_limit_s=_TIME_LIMIT.value, reserve_bytes=_RESERVE.value)
     print(report.table())

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import jax
 
-from olla_jax import calls
+from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
 from olla_jax.plan import PlanWarning, check_options, plan as plan_step, quiet, warn
 
@@ -139,8 +139,17 @@ def _leaf(x: Any) -> tuple:
     if isinstance(x, (bool, int, float, complex)):
         return ("py", type(x).__name__)
     sharding = getattr(x, "sharding", None) if getattr(x, "committed", True) else None
-    return (getattr(x, "dtype", type(x).__name__), tuple(getattr(x, "shape", ())),
+    return (_canonical(getattr(x, "dtype", type(x).__name__)), tuple(getattr(x, "shape", ())),
             bool(getattr(x, "weak_type", False)), sharding)
+
+
+def _canonical(dtype: Any) -> Any:
+    """The dtype jax traces a leaf of ``dtype`` as (a NumPy float64 is float32
+    unless x64 is on): two calls that trace alike share a plan."""
+    try:
+        return jax.dtypes.canonicalize_dtype(dtype)
+    except (TypeError, ValueError):   # not a dtype jax knows (the call will say so)
+        return dtype
 
 
 class Jitted:
@@ -207,19 +216,22 @@ class Jitted:
 
     def _key(self, args, kwargs):
         """In memory: static values themselves (hash and equality, as jax.jit keys
-        them) and the dynamic arguments' structure and avals."""
+        them), the dynamic arguments' structure and avals, and jax's configuration
+        that changes the trace (``jax_enable_x64`` switched on after a call is
+        another program, as it is to jax.jit)."""
         (positional, named), dynamic = self._split(args, kwargs)
         # the type too: 1, 1.0 and True are equal and hash alike, but trace differently
         static = (tuple((i, type(v), v) for i, v in positional),
                   tuple((k, type(v), v) for k, v in named))
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
-        return (static, tree, tuple(_leaf(x) for x in leaves))
+        return (static, tree, tuple(_leaf(x) for x in leaves), jax_compat.trace_context())
 
     def _file_key(self, key) -> str:
-        (positional, named), tree, leaves = key
+        (positional, named), tree, leaves, context = key
         static = (tuple((i, v) for i, _, v in positional), tuple((k, v) for k, _, v in named))
         text = "|".join((self._identity, _stable(static), _ADDRESS.sub("", str(tree)),
-                         _ADDRESS.sub("", repr([tuple(map(str, leaf)) for leaf in leaves]))))
+                         _ADDRESS.sub("", repr([tuple(map(str, leaf)) for leaf in leaves])),
+                         _ADDRESS.sub("", repr(context))))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     # -- planning -----------------------------------------------------------
@@ -249,8 +261,15 @@ class Jitted:
         try:
             result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
+            failure = err
+        else:
+            failure = None
+        if failure is not None:
+            # outside the handler: jax's error then reads as jax.jit's, not chained
+            # to olla_jax's own failure
             self._raise_if_jax_refuses(args, kwargs)
-            self._warn(f"planning failed ({type(err).__name__}: {err}); running plain jax.jit")
+            self._warn(f"planning failed ({type(failure).__name__}: {failure}); running plain "
+                       "jax.jit")
             return None
         if path is not None and result.layout is not None and result.verified:
             try:
@@ -302,8 +321,11 @@ class Jitted:
 
     # -- jax.jit's surface ----------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
-            return self._jitted(*args, **kwargs)   # inside another transformation: jax's job
+        leaves = jax.tree_util.tree_leaves((args, kwargs))
+        if any(isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)) for x in leaves):
+            # inside another transformation: jax's job; a ShapeDtypeStruct is no
+            # value to run on: jax.jit's own error (plan_for and lower take them)
+            return self._jitted(*args, **kwargs)
         result = self.plan_for(*args, **kwargs)
         if result is None:
             return self._jitted(*args, **kwargs)

@@ -261,3 +261,14 @@ def jit_options(jitted: Any) -> JitOptions | None:
         return None
     return JitOptions(tuple(info.static_argnums), tuple(info.static_argnames),
                       tuple(info.donate_argnums), tuple(info.donate_argnames))
+
+
+def trace_context() -> Any:
+    """jax's configuration that changes what a call traces to (``jax_enable_x64``,
+    the default matmul precision, ...), as jax.jit keys its own cache by it:
+    hashable, compared by value."""
+    try:
+        from jax._src import config as _config
+        return _config.trace_context()
+    except (ImportError, AttributeError):   # jax moved it: x64, the one most steps change
+        return (bool(jax.config.jax_enable_x64),)

@@ -22,7 +22,7 @@ from olla_jax.calls import StepCallable  # noqa: F401 - re-exported: Plan.compil
 from olla_jax.checked import candidate_plan  # noqa: F401
 from olla_jax.result import BudgetNotMet, Plan, PlanWarning, quiet, warn  # noqa: F401
 from olla_jax.capture import Capture, capture
-from olla_jax.capture.base import GPU_ALIGNMENT, Backend  # noqa: F401 - GPU_ALIGNMENT re-exported
+from olla_jax.capture.base import GPU_ALIGNMENT, Backend, CaptureError  # noqa: F401 - GPU_ALIGNMENT re-exported
 from olla_jax.capture.record import capture_lowered
 from olla_jax.graph import layout as layout_lib
 from olla_jax import dumps
@@ -164,7 +164,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if kwargs is not None and (not isinstance(kwargs, dict)
                                or not all(isinstance(k, str) for k in kwargs)):
         raise TypeError(f"kwargs must be a dict of keyword arguments for the step, got {kwargs!r}")
-    Backend.parse(backend)   # raises CaptureError("unknown backend ...")
+    _check_local_gpu(Backend.parse(backend))   # raises CaptureError("unknown backend ...")
     check_cost(recompute_cost)
     if not _is_number(time_limit_s) or not math.isfinite(time_limit_s) or time_limit_s <= 0:
         raise (TypeError if not _is_number(time_limit_s) else ValueError)(
@@ -197,6 +197,20 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
             or memory_budget < 1 or memory_budget != int(memory_budget)):
         raise ValueError(f"memory_budget must be a whole number of bytes, at least 1 (e.g. 2e9 "
                          f"or 2 << 30), got {memory_budget!r}")
+
+
+def _check_local_gpu(backend: Backend) -> None:
+    """``backend="gpu"`` plans what jax runs on this machine's GPU: without one,
+    jax lowers for the CPU, and that executable is no GPU plan."""
+    if backend.kind != "gpu" or backend.compile_only:
+        return
+    import jax
+    here = jax.default_backend()
+    if here != "gpu":
+        raise CaptureError(f"backend={backend.name!r} plans for this machine's GPU, but jax runs "
+                           f"on {here!r} here (no GPU it can use): plan for {here!r} with "
+                           f"backend={here!r}, or for a GPU you do not have with a compile-only "
+                           "target, backend='gpu:h100' or 'gpu:a100' (olla_jax.plan)")
 
 
 def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str = "cpu",
@@ -500,6 +514,20 @@ def _hidden(graph, step_cost, mode, settings: dict, notes: list, orders: dict, d
     return hidden.layout, hidden.source
 
 
+def _import_solver_libraries() -> None:
+    """OR-Tools' CP-SAT and max-flow modules, imported before the planner's clock
+    starts (counted with XLA's compiles): the first plan of a process paid
+    their first import (pandas comes with CP-SAT) from its limit, inside the
+    first CP-SAT search, which then ran past its share and the plan past its
+    limit on a short one.  Once per process; the solver still imports them
+    where it uses them."""
+    try:
+        from ortools.graph.python import max_flow  # noqa: F401
+        from ortools.sat.python import cp_model  # noqa: F401
+    except ImportError:   # the solver says what is missing where it needs it
+        pass
+
+
 def _fixed_solve_seconds(graph) -> float:
     """What one ``solve_graph`` costs however short its limit: a list schedule
     and a best-fit, each about ``strategy.BEST_FIT_US`` per movable unit and
@@ -519,6 +547,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     t_start = time.monotonic()
     notes: list[str] = []
     caps = _baselines(step, backend, compiler_options, spmd)
+    _import_solver_libraries()
     # Three clocks, reported apart: XLA's compiles and dumps (capture), the
     # planner's part (graph build, order search, bound, placement: what
     # time_limit_s bounds), the check, rewrite and verification after it.
@@ -704,7 +733,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                     **result, **common)
     if not outcome.ok:
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
-        warn(f"olla_jax keeps XLA's executable: {outcome.reason}")
+        first, _, rest = outcome.reason.partition("\n")   # a child's traceback: notes only
+        warn(f"olla_jax keeps XLA's executable: {first}"
+             + (" (Plan.notes has the details)" if rest.strip() else ""))
         return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
                     notes=tuple(notes), compiled=callable_of(best.compiled),
                     verify_seconds=verify_seconds(), **result, **common)

@@ -56,6 +56,12 @@ def test_place_csv(tmp_path):
     assert lines[0] == "id,lower,upper,size,offset" and len(lines) == 4
     tight = olla("place", f"--csv={src}", f"--out={tmp_path / 'no.csv'}", "--capacity=100")
     assert tight.returncode == 1 and "capacity" in tight.stderr
+    # sizes as --memory_budget takes them
+    fits = olla("place", f"--csv={src}", f"--out={out}", "--capacity=0.25KiB", "--time_limit_s=2")
+    assert fits.returncode == 0 and "arena of 192 bytes" in fits.stdout, fits.stderr
+    bad = olla("place", f"--csv={src}", f"--out={out}", "--capacity=lots")
+    assert bad.returncode == 2 and "--capacity='lots'" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def _dump(directory: Path) -> None:
@@ -259,3 +265,17 @@ def test_module_step_keeps_its_kwargs_and_argnames_and_its_errors_are_one_line(t
     assert broken.returncode == 1
     assert "RuntimeError: the data loader is broken" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_module_given_as_a_file_path(tmp_path):
+    """--module=path/to/file.py:make_step, from another folder, as a new user writes it."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "user_steps.py").write_text(MODULE_STEPS)
+    path = tmp_path / "sub" / "user_steps.py"
+    result = olla("plan", f"--module={path}:make_step", "--time_limit_s=1", "--no_feed_back",
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "olla_jax" in result.stdout
+    missing = olla("plan", f"--module={tmp_path / 'nope.py'}:make_step", cwd=tmp_path)
+    assert missing.returncode == 2 and "no file" in missing.stderr, missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -12,6 +12,7 @@ handed back unrun.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Sequence
 
 from olla_jax.apply import (cpu_rewrite, executable, gpu_executable, gpu_readback, gpu_rewrite,
@@ -97,6 +98,17 @@ def _chained(layout, recomputes, k: int) -> tuple:
     return tuple(out)
 
 
+def devices_of(hlo_text: str) -> int:
+    """How many devices the module runs on (its replicas times its partitions),
+    from the header of its text."""
+    header = hlo_text.split("\n", 1)[0]
+    count = 1
+    for name in ("replica_count", "num_partitions"):
+        match = re.search(rf"\b{name}=(\d+)", header)
+        count *= int(match.group(1)) if match else 1
+    return count
+
+
 def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Sequence[Any] = (),
                  static_argnums: Sequence[int] = (), trials: int = 2,
                  timeout_s: float = 300.0) -> Outcome:
@@ -135,6 +147,13 @@ def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Seque
                               "or io_callback), and a rewritten executable is only loaded once "
                               "it ran in a separate verification process, where that Python "
                               "function does not exist", raw=raw)
+    devices = devices_of(capture.hlo_text)
+    if devices > 1:
+        return Outcome(False, f"not fed back: the step runs on {devices} devices (a sharded "
+                              "program), and the verification runs a rewritten executable on one "
+                              "device; XLA's executable runs it (plan a sharded step for a "
+                              "compile-only GPU target: olla_jax.plan(..., backend='gpu:h100', "
+                              "num_devices=...))", raw=raw)
     user_args = None
     dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]
     if dynamic and _concrete(dynamic):
