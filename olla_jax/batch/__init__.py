@@ -55,8 +55,8 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
-# ``_largest_batch`` calls the probes by these names, so tests replace them here;
-# the rest is imported for ``olla_jax.batch``'s users and tests.
+# The search calls the probes by these names, so tests replace them here; the
+# rest is imported for ``olla_jax.batch``'s users and tests.
 from olla_jax.batch.capacity import (  # noqa: F401
     _FRACTION_VARS, JAX_GPU_MEM_FRACTION, device_capacity, target_memory_bytes)
 from olla_jax.batch.probes import (  # noqa: F401
@@ -228,318 +228,163 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                              f"batch; got {key!r}: {value!r}")
     cache = cache if cache is not None else CaptureCache()
     with cache.shared_with_plan():
-        return _largest_batch(make_step, capacity_bytes, target, modes, low, high, time_limit_s,
-                              step_time_limit, search, mode_time_s, cache, memory, reserve,
-                              time_s, reach_time_s, reach_target, hints, quick_xla,
-                              quick_plans)
+        return _Search(make_step, capacity_bytes, target, modes, low, high, time_limit_s,
+                       step_time_limit, search, mode_time_s, cache, time_s, reach_time_s,
+                       reach_target, hints, quick_xla, quick_plans).run(memory, reserve)
 
 
-def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, high,
-                   time_limit_s, step_time_limit, search, mode_time_s, cache, memory,
-                   reserve, time_s=None, reach_time_s=None, reach_target=1.5,
-                   hints=None, quick_xla=True, quick_plans=True) -> BatchReport:
-    hints = hints or {}
-    quick_xla = quick_xla and (high is None or high - low > 1)   # (two batches: both edges)
-    # Ours and recomputation probe plans of figures-only compiles while this holds
-    # (cleared where one differs from the full compile of the same batch).
-    quick_on = [quick_plans and target.kind == "cpu" and search == "predict"]
-    backend = target.name
-    probes: list[Probe] = []
-    notes: list[str] = []
-    end = time.monotonic() + time_s if time_s else float("inf")   # the whole call's
-    deadline = [end]   # the current mode's, time.monotonic()
-    points: dict[str, dict[int, _Point]] = {m: {} for m in modes}   # compiled probes per mode
-    plans: dict[int, Any] = {}          # ours (order and placement) per batch, for recomputation
-    quick_plans_made: set[int] = set()  # batches whose ``plans`` entry is of figures-only compiles
-    full_plans: dict[int, Any] = {}     # ours from full compiles where ``plans`` has a quick one
-    compared: dict[int, list[str]] = {}   # batch -> what the quick compile had that the full did not
-    memory_fits: dict[int, _MemoryFit] = {}   # recomputation by memory alone, per batch
-    confirmed: dict[int, _Point] = {}         # recomputation fed back, verified, timed
+class _Search:
+    """One ``largest_batch`` call: the modes searched in turn, each from what the
+    earlier ones settled, every probe recorded.  The probes it makes
+    (``_xla_total``, ``_olla_plan``, ``_recompute_memory``, ...), ``reachable_batch``
+    and ``time`` are this module's names, looked up at each call (tests replace
+    them here)."""
 
-    @functools.lru_cache(maxsize=32)   # modes and the floor search probe the same batches
-    def step_at(batch: int) -> _Step:
+    def __init__(self, make_step: Callable[[int], Any], capacity: int, target: Backend,
+                 modes: Sequence[str], low: int, high: int | None, time_limit_s: float,
+                 step_time_limit: float, search: str, mode_time_s: float | None,
+                 cache: CaptureCache, time_s: float | None, reach_time_s: float | None,
+                 reach_target: float, hints: dict[str, int], quick_xla: bool,
+                 quick_plans: bool) -> None:
+        self.make_step, self.capacity, self.target, self.cache = make_step, capacity, target, cache
+        self.modes, self.low, self.high, self.search = modes, low, high, search
+        self.time_limit_s, self.step_time_limit = time_limit_s, step_time_limit
+        self.time_s, self.mode_time_s = time_s, mode_time_s
+        self.reach_time_s, self.reach_target, self.hints = reach_time_s, reach_target, hints
+        self.quick_xla = quick_xla and (high is None or high - low > 1)   # (two batches: both edges)
+        # Ours and recomputation probe plans of figures-only compiles while this holds
+        # (cleared where one differs from the full compile of the same batch).
+        self.quick_on = quick_plans and target.kind == "cpu" and search == "predict"
+        self.end = time.monotonic() + time_s if time_s else float("inf")   # the whole call's
+        self.deadline = self.end   # the current mode's, time.monotonic()
+        self.probes: list[Probe] = []      # every probe, in the order made
+        self.notes: list[str] = []         # the report's notes
+        self.results: list[ModeResult] = []   # the modes searched so far
+        self.reach: Reach | None = None    # the working-set floor's search, once run
+        self.points: dict[str, dict[int, _Point]] = {m: {} for m in modes}   # compiled probes per mode
+        self.quick: dict[int, _Point] = {}   # XLA's search by figures-only compiles (``quick_total``)
+        self.plans: dict[int, Any] = {}      # ours (order and placement) per batch, for recomputation
+        self.quick_plans_made: set[int] = set()   # batches whose ``plans`` entry is of figures-only compiles
+        self.full_plans: dict[int, Any] = {}   # ours from full compiles where ``plans`` has a quick one
+        self.compared: dict[int, list[str]] = {}   # batch -> what the quick compile had that the full did not
+        self.memory_fits: dict[int, _MemoryFit] = {}   # recomputation by memory alone, per batch
+        self.confirmed: dict[int, _Point] = {}         # recomputation fed back, verified, timed
+        # modes and the floor search probe the same batches
+        self.step_at: Callable[[int], _Step] = functools.lru_cache(maxsize=32)(self._make_step)
+
+    # ---- the modes in turn ----------------------------------------------------------
+
+    def run(self, device_memory: int | None, reserve: int | None) -> BatchReport:
+        """Every mode in turn, then the report (``device_memory``, ``reserve``:
+        where the capacity came from, for it)."""
+        for mode in self.modes:
+            if mode == "recompute" and self.search == "predict":
+                self.floor_search()
+            self.results.append(self.mode(mode))
+        if "recompute" not in self.modes or self.search != "predict":
+            self.floor_search()
+        if self.cache.hits:
+            self.notes.append(f"XLA's compiles shared between modes: {self.cache.hits} reused, "
+                              f"{self.cache.misses} made")
+        return BatchReport(backend=self.target.name, capacity_bytes=int(self.capacity),
+                           device_memory_bytes=device_memory, reserve_bytes=reserve,
+                           results=tuple(self.results), probes=tuple(self.probes),
+                           notes=tuple(self.notes), reach=self.reach)
+
+    def mode(self, mode: str) -> ModeResult:
+        """One mode's search, from what the earlier modes settled, and its answer."""
+        known = self.known_for(mode)
+        hint = None
+        for earlier in _FLOORS.get(mode, ()):
+            if earlier in self.points and hint is None:
+                hint = _boundary_slope(self.points[earlier].values(), self.capacity)
+        # XLA's answer is the denominator of every ratio: only the whole call's time cuts it.
+        self.deadline = min(self.end, time.monotonic() + self.mode_time_s
+                            if self.mode_time_s and mode != "xla" else float("inf"))
+        mine = (self.confirmed if mode == "recompute" and self.search == "predict"
+                else self.points[mode])
         try:
-            made = make_step(batch)
-        except Exception as err:
-            raise ValueError(f"make_step({batch}) failed: {type(err).__name__}: {err}") from err
-        return _step_of(made, batch)
+            largest = self.search_mode(mode, known, hint)
+        except _Skip as skip:
+            return ModeResult(mode, None, None, None, f"skipped: {skip}")
+        except _OutOfTime:   # the largest batch seen to fit, a lower bound
+            largest = max((b for b, p in {**known, **mine}.items() if p.fits), default=None)
+            quick = max((b for b, p in self.quick.items() if p.fits), default=0)
+            if mode == "xla" and quick > (largest or 0):
+                return self.answer(mode, quick, known, {**mine, quick: self.quick[quick]},
+                                   stopped=True,
+                                   how="by a figures-only compile, not compiled in full")
+            return self.answer(mode, largest, known, mine, stopped=True)
+        return self.answer(mode, largest, known, mine)
 
-    def plan_at(batch: int):
-        """The probe's plan: of figures-only compiles (``quick_plans``) unless
-        XLA's search compiled this batch in full already (shared, no compile)."""
-        if batch not in plans:
-            quick_here = quick_on[0] and batch not in points["xla"]
-            plans[batch] = _olla_plan(step_at(batch), target, time_limit_s, quick=quick_here)
-            if quick_here:
-                quick_plans_made.add(batch)
-        return plans[batch]
-
-    def compare_at(batch: int) -> list[str]:
-        """The quick plan's capture at ``batch`` against the full compile of the
-        same scheduler; where they differ, said in ``notes`` and no further probe
-        is made by figures-only compiles."""
-        if batch in compared or batch not in quick_plans_made:
-            return compared.get(batch, [])
-        differ = compared[batch] = _quick_differences(plans[batch], step_at(batch), target,
-                                                      cache)
-        if differ and quick_on[0]:
-            quick_on[0] = False
-            notes.append(f"ours and recomputation: the figures-only compile at batch {batch} "
-                         f"differs from the full compile ({', '.join(differ)}); probed by full "
-                         "compiles from there on")
-            for b in sorted(quick_plans_made):   # nothing planned from them is used again
-                del plans[b]
-                memory_fits.pop(b, None)
-                points["olla"].pop(b, None)
-                if b in full_plans:
-                    plans[b] = full_plans.pop(b)
-            quick_plans_made.clear()
-        return differ
-
-    def full_plan_at(batch: int):
-        """Ours at ``batch`` from full compiles (what is fed back, verified and
-        timed), compared with the figures-only plan's compile where there was one."""
-        if batch not in quick_plans_made:
-            return plan_at(batch)
-        if batch not in full_plans:
-            full = full_plans[batch] = _olla_plan(step_at(batch), target, time_limit_s)
-            compare_at(batch)   # (plan's compiles, cached: no compile)
-            return full
-        return full_plans[batch]
-
-    def settle_olla(largest: int | None, hint, known: dict[int, _Point]) -> int | None:
-        """Ours found by plans of figures-only compiles: the batches at the
-        answer's edge compiled in full and compared (the plan's input, not its
-        figures: a plan of the same module and buffer assignment is the same
-        plan).  Where they differ, searched again by full compiles."""
-        edge = [b for b in (largest, (largest or low - 1) + 1)
-                if b is not None and b in quick_plans_made and b in points["olla"]]
-        for b in edge:
-            t0 = started()
-            differ = compare_at(b)
-            notes.append(f"ours at batch {b}: the full compile compared with the figures-only "
-                         "one, " + (f"{', '.join(differ)} differ" if differ else
-                                    "the same module and buffer assignment")
-                         + f" ({time.monotonic() - t0:.0f} s)")
-            if differ:
-                break
-        if quick_on[0] or not edge:
-            return largest
-        again = {b: p for b, p in known.items() if p.total is None or b in points["olla"]}
-        return _predict(lambda b: probe_point("olla", b), low, high, capacity_bytes,
-                        tuple({**again, **points["olla"]}.values()), hint)
-
-    def measure(mode: str, batch: int) -> tuple[int, bool, str]:
-        step = step_at(batch)
-        if mode == "xla":
-            total = _xla_total(step, target, cache)
-            return total, total <= capacity_bytes, ""
-        if mode == "olla":
-            total = int(plan_at(batch).total_bytes)
-            return total, total <= capacity_bytes, (QUICK_NOTE if batch in quick_plans_made
-                                                    else "")
-        return _recompute_total(step, target, time_limit_s, capacity_bytes, step_time_limit)
-
-    def started() -> float:
-        if time.monotonic() > deadline[0]:
-            raise _OutOfTime()
-        return time.monotonic()
-
-    def check_batch_used(mode: str, mine: dict[int, _Point], batch: int, total, fits: bool):
-        if fits and high is None and total is not None:
-            same = [b for b, p in mine.items() if p.fits and p.total == total
-                    and (2 * b <= batch or 2 * batch <= b)]
-            if same:
-                raise ValueError(f"mode {mode}: the step needs {total:,} bytes at batch "
-                                 f"{min(same[0], batch)} and at batch {max(same[0], batch)}; does "
-                                 "make_step use its batch size? (give high= to search a bounded "
-                                 "range anyway)")
-
-    def probe_point(mode: str, batch: int) -> _Point:
-        mine = points[mode]
-        if batch in mine:
-            return mine[batch]
-        t0 = started()
-        total, fits, note = measure(mode, batch)
-        probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
-        check_batch_used(mode, mine, batch, total, fits)
-        mine[batch] = _Point(batch, fits, total)
-        return mine[batch]
-
-    quick: dict[int, _Point] = {}   # XLA's search by figures-only compiles (``quick_total``)
-
-    def quick_point(batch: int) -> _Point:
-        if batch in points["xla"]:
-            return points["xla"][batch]
-        below = batch == low or (batch - 1 in quick and quick[batch - 1].fits)
-        above = batch == high or (batch + 1 in quick and not quick[batch + 1].fits)
-        if below and above:   # the answer's edge either way: compiled in full, once
-            return probe_point("xla", batch)
-        if batch not in quick:
-            t0 = started()
-            total = _xla_quick_total(step_at(batch), target, cache)
-            fits = total <= capacity_bytes
-            probes.append(Probe("xla", batch, total, fits, time.monotonic() - t0,
-                                "figures only (LLVM -O0, no dumps)"))
-            check_batch_used("xla", quick, batch, total, fits)
-            quick[batch] = _Point(batch, fits, total)
-        return quick[batch]
-
-    def settle_xla(largest: int | None, hint) -> int | None:
-        """XLA's answer by figures-only compiles, compiled again as every other
-        XLA figure is (with its dumps, shared with ours): the answer and the
-        batch above it.  Where either disagrees, the search goes on from the
-        full compiles alone."""
-        edge = [b for b in (largest, (largest or low - 1) + 1)
-                if b is not None and low <= b and (high is None or b <= high)]
-        full = {b: probe_point("xla", b) for b in edge}
-        if all(full[b].fits == quick[b].fits for b in edge if b in quick):
-            return largest
-        notes.append("XLA's figures-only compiles disagreed with its full compiles at batch "
-                     + ", ".join(f"{b} ({quick[b].total:,} vs {full[b].total:,} bytes)"
-                                 for b in edge if b in quick and full[b].fits != quick[b].fits)
-                     + "; searched again by full compiles")
-        return _predict(lambda b: probe_point("xla", b), low, high, capacity_bytes,
-                        tuple(points["xla"].values()), hint)
-
-    def memory_point(batch: int) -> _Point:
-        """Recomputation at ``batch`` by the plan's figures (no feed-back, no timing)."""
-        if target.kind != "cpu":   # GPU: plan(memory_budget=...) whole (ours and XLA's remat)
-            point = probe_point("recompute", batch)
-            memory_fits.setdefault(batch, _MemoryFit(point.total, point.fits, ""))
-            return point
-        if batch not in memory_fits:
-            t0 = started()
-            fit = _recompute_memory(plan_at(batch), capacity_bytes, time_limit_s)
-            memory_fits[batch] = fit
-            probes.append(Probe("recompute", batch, fit.total, fit.fits,
-                                time.monotonic() - t0, "memory only: " + fit.note
-                                + (f" ({QUICK_NOTE})" if batch in quick_plans_made else "")))
-            check_batch_used("recompute", {b: _Point(b, m.fits, m.total)
-                                           for b, m in memory_fits.items() if b != batch},
-                             batch, fit.total, fit.fits)
-        fit = memory_fits[batch]
-        return _Point(batch, fit.fits, fit.total)
-
-    def confirm_point(batch: int) -> _Point:
-        """The batch the memory search settled on: fed back, verified and timed."""
-        if batch not in confirmed:
-            mem = memory_point(batch)
-            if not mem.fits:
-                confirmed[batch] = mem
-                return mem
-            if memory_fits[batch].found is None and batch not in quick_plans_made:
-                confirmed[batch] = mem   # no recomputation: nothing to verify or time
-                return mem
-            t0 = started()
-            full, fit, said = plan_at(batch), memory_fits[batch], ""
-            if batch in quick_plans_made:   # planned again from the full compiles
-                full = full_plan_at(batch)
-                fit = _recompute_memory(full, capacity_bytes, time_limit_s)
-                differ = compared.get(batch, [])
-                said = ("; planned again from full compiles (the figures-only compile's "
-                        + (f"{', '.join(differ)} differed)" if differ else
-                           "module and buffer assignment the same)"))
-            if fit.found is None:   # fits without recomputation, or no longer fits
-                total, fits, note = fit.total, fit.fits, "memory only: " + fit.note
-            else:
-                total, fits, note = _recompute_confirm(full, fit, step_at(batch),
-                                                       capacity_bytes, step_time_limit)
-            probes.append(Probe("recompute", batch, total, fits, time.monotonic() - t0,
-                                note + said))
-            confirmed[batch] = _Point(batch, fits, total)
-        return confirmed[batch]
-
-    reach: Reach | None = None
-
-    def floor_search() -> None:
-        nonlocal reach
-        xla = next((r.largest_batch for r in results if r.mode == "xla"), None)
-        if not reach_time_s or not xla or time.monotonic() > end:
-            return
-        aim = max(xla + 1, math.ceil(reach_target * xla))
-        smallest = min(points["xla"], default=xla)   # (compiled in full: shared, no new compile)
-        hinted = (hints["reach"], hints["reach"] + 1) if hints.get("reach", 0) > smallest else ()
-        try:
-            reach = reachable_batch(step_at, capacity_bytes, backend=target,
-                                    batches=(smallest, xla, aim, *hinted), low=smallest,
-                                    time_s=min(reach_time_s, end - time.monotonic()),
-                                    cache=cache, quick=lambda b: quick_on[0]
-                                    and b not in points["xla"]
-                                    and (b not in plans or b in quick_plans_made))
-        except _OutOfTime:
-            pass
-
-    # What an earlier mode settles for a later one: ours fits wherever XLA's plan
-    # fits (no figure: ours is lower), recomputation wherever ours fits (the same plan).
-    floors = {"olla": ("xla",), "recompute": ("olla", "xla")}
-    results: list[ModeResult] = []
-    for mode in modes:
-        if mode == "recompute" and search == "predict":
-            floor_search()
+    def known_for(self, mode: str) -> dict[int, _Point]:
+        """The batches an earlier mode settled for ``mode``: ours fits wherever XLA's
+        plan fits (no figure: ours is lower), recomputation wherever ours fits (the
+        same plan)."""
         known: dict[int, _Point] = {}
-        for earlier in reversed([m for m in floors.get(mode, ()) if m in points]):
-            for b, p in points[earlier].items():
+        for earlier in reversed([m for m in _FLOORS.get(mode, ()) if m in self.points]):
+            for b, p in self.points[earlier].items():
                 if p.fits:
                     known[b] = p if earlier == "olla" else _Point(b, True, None)
-        for r in results:   # fits an earlier mode inferred without a probe
-            if r.mode in floors.get(mode, ()) and r.largest_batch and r.largest_batch not in known:
+        for r in self.results:   # fits an earlier mode inferred without a probe
+            if r.mode in _FLOORS.get(mode, ()) and r.largest_batch \
+                    and r.largest_batch not in known:
                 known[r.largest_batch] = _Point(r.largest_batch, True, r.total_bytes
                                                 if r.mode == "olla" else None)
-        hint = None
-        for earlier in floors.get(mode, ()):
-            if earlier in points and hint is None:
-                hint = _boundary_slope(points[earlier].values(), capacity_bytes)
-        # XLA's answer is the denominator of every ratio: only the whole call's time cuts it.
-        deadline[0] = min(end, time.monotonic() + mode_time_s if mode_time_s and mode != "xla"
-                          else float("inf"))
-        stopped, quick_note = False, ""
-        mine = points[mode]
-        try:
-            if mode == "recompute":
-                _recompute_support()
-            if search == "bisect":
-                largest = _bisect_mode(lambda b, m=mode: probe_point(m, b).fits, low, high,
-                                       results, mode)
-            elif mode == "recompute":
-                mine = confirmed
-                ceiling = high
-                if reach is not None and reach.complete and reach.smallest_failing is not None:
-                    ceiling = min(c for c in (high, reach.smallest_failing - 1) if c is not None)
-                aim = None
-                xla = next((r.largest_batch for r in results if r.mode == "xla"), None)
-                if xla:
-                    aim = max(xla + 1, math.ceil(reach_target * xla))
-                largest = _recompute_search(memory_point, confirm_point, known, low, ceiling,
-                                            aim, hints.get("recompute"))
-            else:
-                probe = ((lambda b: quick_point(b)) if mode == "xla" and quick_xla
-                         else (lambda b, m=mode: probe_point(m, b)))
-                h = hints.get(mode)
-                for b in ((h, h + 1) if h and h >= low and (high is None or h < high) else ()):
-                    if not (b in known and known[b].fits):   # (full: where they bracket
-                        known[b] = probe_point(mode, b)      # the answer, it is settled)
-                largest = _predict(probe, low, high, capacity_bytes, tuple(known.values()), hint)
-                if mode == "xla" and quick_xla:
-                    largest = settle_xla(largest, hint)
-                if mode == "olla":
-                    largest = settle_olla(largest, hint, known)
-        except _Skip as skip:
-            results.append(ModeResult(mode, None, None, None, f"skipped: {skip}"))
-            continue
-        except _OutOfTime:
-            stopped = True   # the largest batch seen to fit, a lower bound
-            seen = [b for b, p in {**known, **mine}.items() if p.fits]
-            largest = max(seen, default=None)
-            if mode == "xla" and max((b for b, p in quick.items() if p.fits),
-                                     default=0) > (largest or 0):
-                largest = max(b for b, p in quick.items() if p.fits)
-                mine = {**mine, largest: quick[largest]}
-                quick_note = "by a figures-only compile, not compiled in full"
+        return known
+
+    def search_mode(self, mode: str, known: dict[int, _Point], hint: float | None) -> int | None:
+        """The mode's largest fitting batch by ``self.search``; ``known`` gains the
+        hinted probes (``hints``)."""
+        if mode == "recompute":
+            _recompute_support()
+        if self.search == "bisect":
+            return _bisect_mode(lambda b: self.probe_point(mode, b).fits, self.low, self.high,
+                                self.results, mode)
+        if mode == "recompute":
+            floor = self.floor_failing()
+            ceiling = (self.high if floor is None else
+                       min(c for c in (self.high, floor - 1) if c is not None))
+            return _recompute_search(self.memory_point, self.confirm_point, known, self.low,
+                                     ceiling, self.aim(), self.hints.get("recompute"))
+        probe = (self.quick_point if mode == "xla" and self.quick_xla
+                 else (lambda b: self.probe_point(mode, b)))
+        h, high = self.hints.get(mode), self.high
+        for b in ((h, h + 1) if h and h >= self.low and (high is None or h < high) else ()):
+            if not (b in known and known[b].fits):   # (full: where they bracket
+                known[b] = self.probe_point(mode, b)      # the answer, it is settled)
+        largest = _predict(probe, self.low, high, self.capacity, tuple(known.values()), hint)
+        if mode == "xla" and self.quick_xla:
+            largest = self.settle_xla(largest, hint)
+        if mode == "olla":
+            largest = self.settle_olla(largest, hint, known)
+        return largest
+
+    def xla_answer(self) -> int | None:
+        return next((r.largest_batch for r in self.results if r.mode == "xla"), None)
+
+    def aim(self) -> int | None:
+        """The batch recomputation is asked about first: ``reach_target`` x XLA's."""
+        xla = self.xla_answer()
+        return max(xla + 1, math.ceil(self.reach_target * xla)) if xla else None
+
+    def floor_failing(self) -> int | None:
+        """The least batch whose working-set floor does not fit, where the floor
+        search finished."""
+        reach = self.reach
+        return reach.smallest_failing if reach is not None and reach.complete else None
+
+    # ---- a mode's answer ------------------------------------------------------------
+
+    def answer(self, mode: str, largest: int | None, known: dict[int, _Point],
+               mine: dict[int, _Point], stopped: bool = False, how: str = "") -> ModeResult:
+        """``mode``'s result from its probes ``mine`` and the batches ``known``
+        from earlier modes; ``stopped``: out of time, ``largest`` a lower bound
+        (``how``: how it was measured, where not in full)."""
         failing = sorted(b for b, p in mine.items()
                          if not p.fits and (largest is None or b > largest))
-        if mode == "recompute" and mine is confirmed:
-            failing = sorted(set(failing) | {b for b, m in memory_fits.items()
+        if mine is self.confirmed:   # (recomputation: what failed by memory alone counts too)
+            failing = sorted(set(failing) | {b for b, m in self.memory_fits.items()
                                              if not m.fits and (largest is None or b > largest)})
         note, total = "", None
         if mode == "recompute" and largest is not None and largest in mine \
@@ -554,38 +399,274 @@ def _largest_batch(make_step, capacity_bytes: int, target: Backend, modes, low, 
                         if mode == "recompute" and total is not None else
                         "fits: XLA's plan does, and ours is never above it; not planned at this "
                         "batch")
+        floor = self.floor_failing()
         if stopped:
-            above = f"; {failing[0]} does not fit" if failing else ""
-            unconfirmed = sorted(b for b, m in memory_fits.items() if m.fits and m.found is not None
-                                 and b not in confirmed and (largest is None or b > largest)) \
-                if mode == "recompute" else []
-            note = (f"stopped after the {'call' if deadline[0] >= end else 'mode'}'s "
-                    f"{(time_s if deadline[0] >= end else mode_time_s):g} s, before the answer "
-                    "was bracketed: "
-                    + (f"batch {largest} fits, larger ones were not all tried{above}"
-                       if largest is not None else f"no batch seen to fit{above}")
-                    + (f"; {unconfirmed[-1]} fits by memory, not yet verified or timed"
-                       if unconfirmed else "")
-                    + (f" ({note})" if note else "") + (f" ({quick_note})" if quick_note else ""))
+            note = self.stopped_note(mode, largest, failing, note, how)
         elif largest is None:
-            note = f"batch {low} does not fit"
-        elif largest == high:
-            note = f"reached high={high}; larger batches were not tried"
-        elif mode == "recompute" and reach is not None and reach.complete \
-                and reach.smallest_failing is not None and largest == reach.smallest_failing - 1:
-            note = (f"the working-set floor does not fit at batch {reach.smallest_failing}: "
+            note = f"batch {self.low} does not fit"
+        elif largest == self.high:
+            note = f"reached high={self.high}; larger batches were not tried"
+        elif mode == "recompute" and floor is not None and largest == floor - 1:
+            note = (f"the working-set floor does not fit at batch {floor}: "
                     "no plan of these kernels fits it")
-        results.append(ModeResult(mode, largest, total, failing[0] if failing else None, note,
-                                  complete=not stopped))
-    if "recompute" not in modes or search != "predict":
-        floor_search()
-    if cache.hits:
-        notes.append(f"XLA's compiles shared between modes: {cache.hits} reused, "
-                     f"{cache.misses} made")
-    return BatchReport(backend=backend, capacity_bytes=int(capacity_bytes),
-                       device_memory_bytes=memory, reserve_bytes=reserve,
-                       results=tuple(results), probes=tuple(probes), notes=tuple(notes),
-                       reach=reach)
+        return ModeResult(mode, largest, total, failing[0] if failing else None, note,
+                          complete=not stopped)
+
+    def stopped_note(self, mode: str, largest: int | None, failing: list[int], note: str,
+                     how: str) -> str:
+        above = f"; {failing[0]} does not fit" if failing else ""
+        unconfirmed = sorted(b for b, m in self.memory_fits.items()
+                             if m.fits and m.found is not None and b not in self.confirmed
+                             and (largest is None or b > largest)) if mode == "recompute" else []
+        call = self.deadline >= self.end
+        return (f"stopped after the {'call' if call else 'mode'}'s "
+                f"{(self.time_s if call else self.mode_time_s):g} s, before the answer "
+                "was bracketed: "
+                + (f"batch {largest} fits, larger ones were not all tried{above}"
+                   if largest is not None else f"no batch seen to fit{above}")
+                + (f"; {unconfirmed[-1]} fits by memory, not yet verified or timed"
+                   if unconfirmed else "")
+                + (f" ({note})" if note else "") + (f" ({how})" if how else ""))
+
+    # ---- probes -----------------------------------------------------------------------
+
+    def _make_step(self, batch: int) -> _Step:
+        try:
+            made = self.make_step(batch)
+        except Exception as err:
+            raise ValueError(f"make_step({batch}) failed: {type(err).__name__}: {err}") from err
+        return _step_of(made, batch)
+
+    def started(self) -> float:
+        """The time a probe starts; ``_OutOfTime`` past the mode's deadline."""
+        if time.monotonic() > self.deadline:
+            raise _OutOfTime()
+        return time.monotonic()
+
+    def record(self, mode: str, batch: int, total: int | None, fits: bool, t0: float,
+               note: str) -> None:
+        self.probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
+
+    def check_batch_used(self, mode: str, mine: dict[int, _Point], batch: int,
+                         total: int | None, fits: bool) -> None:
+        """A ValueError where two batches, one at least twice the other, need the
+        same bytes: ``make_step`` likely ignores its batch size."""
+        if fits and self.high is None and total is not None:
+            same = [b for b, p in mine.items() if p.fits and p.total == total
+                    and (2 * b <= batch or 2 * batch <= b)]
+            if same:
+                raise ValueError(f"mode {mode}: the step needs {total:,} bytes at batch "
+                                 f"{min(same[0], batch)} and at batch {max(same[0], batch)}; does "
+                                 "make_step use its batch size? (give high= to search a bounded "
+                                 "range anyway)")
+
+    def probe_point(self, mode: str, batch: int) -> _Point:
+        """``mode`` at ``batch`` (each once): XLA's full compiles, ours, or the
+        recomputing plan whole (``search="bisect"``, or GPU)."""
+        mine = self.points[mode]
+        if batch in mine:
+            return mine[batch]
+        t0 = self.started()
+        total, fits, note = self.measure(mode, batch)
+        self.record(mode, batch, total, fits, t0, note)
+        self.check_batch_used(mode, mine, batch, total, fits)
+        mine[batch] = _Point(batch, fits, total)
+        return mine[batch]
+
+    def measure(self, mode: str, batch: int) -> tuple[int, bool, str]:
+        step = self.step_at(batch)
+        if mode == "xla":
+            total = _xla_total(step, self.target, self.cache)
+            return total, total <= self.capacity, ""
+        if mode == "olla":
+            total = int(self.plan_at(batch).total_bytes)
+            return total, total <= self.capacity, (QUICK_NOTE if batch in self.quick_plans_made
+                                                   else "")
+        return _recompute_total(step, self.target, self.time_limit_s, self.capacity,
+                                self.step_time_limit)
+
+    def quick_point(self, batch: int) -> _Point:
+        """XLA at ``batch`` by figures-only compiles, but in full where the batch
+        is the answer's edge either way (its neighbours known)."""
+        xla, quick = self.points["xla"], self.quick
+        if batch in xla:
+            return xla[batch]
+        below = batch == self.low or (batch - 1 in quick and quick[batch - 1].fits)
+        above = batch == self.high or (batch + 1 in quick and not quick[batch + 1].fits)
+        if below and above:   # the answer's edge either way: compiled in full, once
+            return self.probe_point("xla", batch)
+        if batch not in quick:
+            t0 = self.started()
+            total = _xla_quick_total(self.step_at(batch), self.target, self.cache)
+            fits = total <= self.capacity
+            self.record("xla", batch, total, fits, t0, "figures only (LLVM -O0, no dumps)")
+            self.check_batch_used("xla", quick, batch, total, fits)
+            quick[batch] = _Point(batch, fits, total)
+        return quick[batch]
+
+    def settle_xla(self, largest: int | None, hint: float | None) -> int | None:
+        """XLA's answer by figures-only compiles, compiled again as every other
+        XLA figure is (with its dumps, shared with ours): the answer and the
+        batch above it.  Where either disagrees, the search goes on from the
+        full compiles alone."""
+        low, high, quick = self.low, self.high, self.quick
+        edge = [b for b in (largest, (largest or low - 1) + 1)
+                if b is not None and low <= b and (high is None or b <= high)]
+        full = {b: self.probe_point("xla", b) for b in edge}
+        if all(full[b].fits == quick[b].fits for b in edge if b in quick):
+            return largest
+        self.notes.append("XLA's figures-only compiles disagreed with its full compiles at batch "
+                          + ", ".join(f"{b} ({quick[b].total:,} vs {full[b].total:,} bytes)"
+                                      for b in edge if b in quick
+                                      and full[b].fits != quick[b].fits)
+                          + "; searched again by full compiles")
+        return _predict(lambda b: self.probe_point("xla", b), low, high, self.capacity,
+                        tuple(self.points["xla"].values()), hint)
+
+    # ---- ours, by figures-only compiles or full ones ----------------------------------
+
+    def plan_at(self, batch: int):
+        """The probe's plan: of figures-only compiles (``quick_plans``) unless
+        XLA's search compiled this batch in full already (shared, no compile)."""
+        if batch not in self.plans:
+            quick_here = self.quick_on and batch not in self.points["xla"]
+            self.plans[batch] = _olla_plan(self.step_at(batch), self.target, self.time_limit_s,
+                                           quick=quick_here)
+            if quick_here:
+                self.quick_plans_made.add(batch)
+        return self.plans[batch]
+
+    def compare_at(self, batch: int) -> list[str]:
+        """The quick plan's capture at ``batch`` against the full compile of the
+        same scheduler; where they differ, said in ``notes`` and no further probe
+        is made by figures-only compiles."""
+        if batch in self.compared or batch not in self.quick_plans_made:
+            return self.compared.get(batch, [])
+        differ = self.compared[batch] = _quick_differences(self.plans[batch], self.step_at(batch),
+                                                           self.target, self.cache)
+        if differ and self.quick_on:
+            self.quick_on = False
+            self.notes.append(f"ours and recomputation: the figures-only compile at batch {batch} "
+                              f"differs from the full compile ({', '.join(differ)}); probed by "
+                              "full compiles from there on")
+            for b in sorted(self.quick_plans_made):   # nothing planned from them is used again
+                del self.plans[b]
+                self.memory_fits.pop(b, None)
+                self.points["olla"].pop(b, None)
+                if b in self.full_plans:
+                    self.plans[b] = self.full_plans.pop(b)
+            self.quick_plans_made.clear()
+        return differ
+
+    def full_plan_at(self, batch: int):
+        """Ours at ``batch`` from full compiles (what is fed back, verified and
+        timed), compared with the figures-only plan's compile where there was one."""
+        if batch not in self.quick_plans_made:
+            return self.plan_at(batch)
+        if batch not in self.full_plans:
+            full = self.full_plans[batch] = _olla_plan(self.step_at(batch), self.target,
+                                                       self.time_limit_s)
+            self.compare_at(batch)   # (plan's compiles, cached: no compile)
+            return full
+        return self.full_plans[batch]
+
+    def settle_olla(self, largest: int | None, hint: float | None,
+                    known: dict[int, _Point]) -> int | None:
+        """Ours found by plans of figures-only compiles: the batches at the
+        answer's edge compiled in full and compared (the plan's input, not its
+        figures: a plan of the same module and buffer assignment is the same
+        plan).  Where they differ, searched again by full compiles."""
+        ours = self.points["olla"]
+        edge = [b for b in (largest, (largest or self.low - 1) + 1)
+                if b is not None and b in self.quick_plans_made and b in ours]
+        for b in edge:
+            t0 = self.started()
+            differ = self.compare_at(b)
+            self.notes.append(f"ours at batch {b}: the full compile compared with the "
+                              "figures-only one, " + (f"{', '.join(differ)} differ" if differ else
+                                                      "the same module and buffer assignment")
+                              + f" ({time.monotonic() - t0:.0f} s)")
+            if differ:
+                break
+        if self.quick_on or not edge:
+            return largest
+        again = {b: p for b, p in known.items() if p.total is None or b in ours}
+        return _predict(lambda b: self.probe_point("olla", b), self.low, self.high,
+                        self.capacity, tuple({**again, **ours}.values()), hint)
+
+    # ---- recomputation: by memory, then confirmed ---------------------------------------
+
+    def memory_point(self, batch: int) -> _Point:
+        """Recomputation at ``batch`` by the plan's figures (no feed-back, no timing)."""
+        if self.target.kind != "cpu":   # GPU: plan(memory_budget=...) whole (ours and XLA's remat)
+            point = self.probe_point("recompute", batch)
+            self.memory_fits.setdefault(batch, _MemoryFit(point.total, point.fits, ""))
+            return point
+        if batch not in self.memory_fits:
+            t0 = self.started()
+            fit = _recompute_memory(self.plan_at(batch), self.capacity, self.time_limit_s)
+            self.memory_fits[batch] = fit
+            self.record("recompute", batch, fit.total, fit.fits, t0, "memory only: " + fit.note
+                        + (f" ({QUICK_NOTE})" if batch in self.quick_plans_made else ""))
+            self.check_batch_used("recompute", {b: _Point(b, m.fits, m.total)
+                                                for b, m in self.memory_fits.items()
+                                                if b != batch},
+                                  batch, fit.total, fit.fits)
+        fit = self.memory_fits[batch]
+        return _Point(batch, fit.fits, fit.total)
+
+    def confirm_point(self, batch: int) -> _Point:
+        """The batch the memory search settled on: fed back, verified and timed."""
+        if batch not in self.confirmed:
+            mem = self.memory_point(batch)
+            if not mem.fits:
+                self.confirmed[batch] = mem
+                return mem
+            if self.memory_fits[batch].found is None and batch not in self.quick_plans_made:
+                self.confirmed[batch] = mem   # no recomputation: nothing to verify or time
+                return mem
+            t0 = self.started()
+            full, fit, said = self.plan_at(batch), self.memory_fits[batch], ""
+            if batch in self.quick_plans_made:   # planned again from the full compiles
+                full = self.full_plan_at(batch)
+                fit = _recompute_memory(full, self.capacity, self.time_limit_s)
+                differ = self.compared.get(batch, [])
+                said = ("; planned again from full compiles (the figures-only compile's "
+                        + (f"{', '.join(differ)} differed)" if differ else
+                           "module and buffer assignment the same)"))
+            if fit.found is None:   # fits without recomputation, or no longer fits
+                total, fits, note = fit.total, fit.fits, "memory only: " + fit.note
+            else:
+                total, fits, note = _recompute_confirm(full, fit, self.step_at(batch),
+                                                       self.capacity, self.step_time_limit)
+            self.record("recompute", batch, total, fits, t0, note + said)
+            self.confirmed[batch] = _Point(batch, fits, total)
+        return self.confirmed[batch]
+
+    # ---- what no plan of these kernels can beat -----------------------------------------
+
+    def floor_search(self) -> None:
+        """``reachable_batch`` (``reach_time_s``), from XLA's answer and ``aim``."""
+        xla = self.xla_answer()
+        if not self.reach_time_s or not xla or time.monotonic() > self.end:
+            return
+        points = self.points["xla"]
+        smallest = min(points, default=xla)   # (compiled in full: shared, no new compile)
+        reach = self.hints.get("reach", 0)
+        hinted = (reach, reach + 1) if reach > smallest else ()
+        try:
+            self.reach = reachable_batch(
+                self.step_at, self.capacity, backend=self.target,
+                batches=(smallest, xla, self.aim(), *hinted), low=smallest,
+                time_s=min(self.reach_time_s, self.end - time.monotonic()), cache=self.cache,
+                quick=lambda b: self.quick_on and b not in points
+                and (b not in self.plans or b in self.quick_plans_made))
+        except _OutOfTime:
+            pass
+
+
+# What an earlier mode settles for a later one (``_Search.known_for``).
+_FLOORS = {"olla": ("xla",), "recompute": ("olla", "xla")}
 
 
 __all__ = ["BatchReport", "CaptureCache", "FloorPoint", "ModeResult", "Probe", "Reach",
