@@ -65,7 +65,8 @@ from olla_jax.batch.probes import (  # noqa: F401
 from olla_jax.batch.recompute import (  # noqa: F401
     STEP_TIME_REPEATS, STEP_TIME_ROUNDS, _MemoryFit, _recompute_confirm, _recompute_memory,
     _recompute_support, _recompute_total, _retimed, _Skip, _why_not_met)
-from olla_jax.batch.report import MIB, BatchReport, FloorPoint, ModeResult, Probe, Reach  # noqa: F401
+from olla_jax.batch.report import (  # noqa: F401
+    MIB, BatchReport, FloorPoint, ModeResult, Probe, Reach)
 from olla_jax.batch.search import (  # noqa: F401
     _GROWTH, _bisect_mode, _boundary_slope, _Point, _predict, _recompute_search, _search)
 from olla_jax.capture.base import Backend
@@ -228,9 +229,16 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                              f"batch; got {key!r}: {value!r}")
     cache = cache if cache is not None else CaptureCache()
     with cache.shared_with_plan():
-        return _Search(make_step, capacity_bytes, target, modes, low, high, time_limit_s,
-                       step_time_limit, search, mode_time_s, cache, time_s, reach_time_s,
-                       reach_target, hints, quick_xla, quick_plans).run(memory, reserve)
+        call = _Search(make_step, capacity_bytes, target, modes, low=low, high=high,
+                       time_limit_s=time_limit_s, step_time_limit=step_time_limit,
+                       search=search, mode_time_s=mode_time_s, cache=cache, time_s=time_s,
+                       reach_time_s=reach_time_s, reach_target=reach_target, hints=hints,
+                       quick_xla=quick_xla, quick_plans=quick_plans)
+        return call.run(memory, reserve)
+
+
+# What an earlier mode settles for a later one (``_Search.known_for``).
+_FLOORS = {"olla": ("xla",), "recompute": ("olla", "xla")}
 
 
 class _Search:
@@ -241,7 +249,7 @@ class _Search:
     them here)."""
 
     def __init__(self, make_step: Callable[[int], Any], capacity: int, target: Backend,
-                 modes: Sequence[str], low: int, high: int | None, time_limit_s: float,
+                 modes: Sequence[str], *, low: int, high: int | None, time_limit_s: float,
                  step_time_limit: float, search: str, mode_time_s: float | None,
                  cache: CaptureCache, time_s: float | None, reach_time_s: float | None,
                  reach_target: float, hints: dict[str, int], quick_xla: bool,
@@ -256,20 +264,29 @@ class _Search:
         # (cleared where one differs from the full compile of the same batch).
         self.quick_on = quick_plans and target.kind == "cpu" and search == "predict"
         self.end = time.monotonic() + time_s if time_s else float("inf")   # the whole call's
-        self.deadline = self.end   # the current mode's, time.monotonic()
-        self.probes: list[Probe] = []      # every probe, in the order made
-        self.notes: list[str] = []         # the report's notes
-        self.results: list[ModeResult] = []   # the modes searched so far
-        self.reach: Reach | None = None    # the working-set floor's search, once run
-        self.points: dict[str, dict[int, _Point]] = {m: {} for m in modes}   # compiled probes per mode
-        self.quick: dict[int, _Point] = {}   # XLA's search by figures-only compiles (``quick_total``)
-        self.plans: dict[int, Any] = {}      # ours (order and placement) per batch, for recomputation
-        self.quick_plans_made: set[int] = set()   # batches whose ``plans`` entry is of figures-only compiles
-        self.full_plans: dict[int, Any] = {}   # ours from full compiles where ``plans`` has a quick one
-        self.compared: dict[int, list[str]] = {}   # batch -> what the quick compile had that the full did not
-        self.memory_fits: dict[int, _MemoryFit] = {}   # recomputation by memory alone, per batch
-        self.confirmed: dict[int, _Point] = {}         # recomputation fed back, verified, timed
-        # modes and the floor search probe the same batches
+        self.deadline = self.end   # the current mode's (time.monotonic())
+        # What the report gets: every probe in the order made, the notes, each
+        # mode's answer so far, and the working-set floor's search once run.
+        self.probes: list[Probe] = []
+        self.notes: list[str] = []
+        self.results: list[ModeResult] = []
+        self.reach: Reach | None = None
+        # compiled probes per mode (recomputation's, with search="bisect" or on GPU)
+        self.points: dict[str, dict[int, _Point]] = {m: {} for m in modes}
+        # XLA's search by figures-only compiles (``quick_total``)
+        self.quick: dict[int, _Point] = {}
+        # ours (order and placement) per batch, recomputation's starting point
+        self.plans: dict[int, Any] = {}
+        # the batches whose ``plans`` entry is of figures-only compiles
+        self.quick_plans_made: set[int] = set()
+        # ours from full compiles, where ``plans`` holds a figures-only one
+        self.full_plans: dict[int, Any] = {}
+        # per batch, what its figures-only compile had that the full one did not
+        self.compared: dict[int, list[str]] = {}
+        # recomputation by memory alone, then fed back, verified and timed, per batch
+        self.memory_fits: dict[int, _MemoryFit] = {}
+        self.confirmed: dict[int, _Point] = {}
+        # the step per batch (the modes and the floor search probe the same batches)
         self.step_at: Callable[[int], _Step] = functools.lru_cache(maxsize=32)(self._make_step)
 
     # ---- the modes in turn ----------------------------------------------------------
@@ -352,7 +369,7 @@ class _Search:
         h, high = self.hints.get(mode), self.high
         for b in ((h, h + 1) if h and h >= self.low and (high is None or h < high) else ()):
             if not (b in known and known[b].fits):   # (full: where they bracket
-                known[b] = self.probe_point(mode, b)      # the answer, it is settled)
+                known[b] = self.probe_point(mode, b)   # the answer, it is settled)
         largest = _predict(probe, self.low, high, self.capacity, tuple(known.values()), hint)
         if mode == "xla" and self.quick_xla:
             largest = self.settle_xla(largest, hint)
@@ -663,10 +680,6 @@ class _Search:
                 and (b not in self.plans or b in self.quick_plans_made))
         except _OutOfTime:
             pass
-
-
-# What an earlier mode settles for a later one (``_Search.known_for``).
-_FLOORS = {"olla": ("xla",), "recompute": ("olla", "xla")}
 
 
 __all__ = ["BatchReport", "CaptureCache", "FloorPoint", "ModeResult", "Probe", "Reach",
