@@ -131,7 +131,6 @@ def _olla_total(step: _Step, backend: Backend, time_limit_s: float) -> int:
     return int(_olla_plan(step, backend, time_limit_s).total_bytes)
 
 
-
 def _olla_plan(step: _Step, backend: Backend, time_limit_s: float, quick: bool = False):
     """``olla_jax.plan`` (order and placement, planned figures): the olla mode's
     probe, and the plan recomputation starts from at the same batch.  ``quick``:
@@ -180,7 +179,6 @@ def _compile_differences(quick, full) -> list[str]:
     if any(getattr(a.hlo_module, f) != getattr(b.hlo_module, f) for f in fields - {"id"}):
         differ.append("the proto's module")
     return differ
-
 
 
 def floor_point(step: "_Step", backend: Backend, cache: "CaptureCache", batch: int,

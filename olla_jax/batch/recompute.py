@@ -1,7 +1,7 @@
 """Recomputation's probes: a batch judged by the plan's memory alone
 (``_recompute_memory``), the batch the search settles on fed back, verified
-and timed (``_recompute_confirm``, ``_retimed``), and the earlier search's
-probe that does all of it at once (``_recompute_total``)."""
+and timed (``_recompute_confirm``, ``_retimed``), and the probe that does all
+of it at once (``_recompute_total``: ``search="bisect"``'s, and GPU's)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from olla_jax.capture.base import Backend
 
 class _Skip(Exception):
     """This olla_jax cannot run the mode; the search records why and moves on."""
-
 
 
 def _recompute_support() -> tuple[Any, set[str]]:

@@ -96,6 +96,7 @@ class BatchReport:
 def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / MIB:,.2f} MiB"
 
+
 # ---- what no plan of these kernels can beat ---------------------------------------
 
 @dataclasses.dataclass(frozen=True)
