@@ -1,4 +1,4 @@
-"""Recomputation inside a while loop's body (CPU).
+"""Recomputation inside a while loop's body (CPU, and GPU executables).
 
 A scan's or fori_loop's body keeps XLA's inner order (``graph.model``), so a
 value made in the body and read twice in the same iteration (a micro-batch's
@@ -13,12 +13,16 @@ and a split (a later reader to run the copy before) leaves every operand
 intact: no value XLA writes over an operand's bytes (a loop counter bumped in
 place, say) is written between the producer's run and the copy, on XLA's
 inner order, which every iteration follows.  Operands are kept live until
-the copy (counted, like an entry copy's).
+the copy (counted, like an entry copy's).  The same on a GPU executable,
+whose while thunks hold a body thunk sequence too: a kernel launch
+(``gpu_rewrite.clone_refusal``) qualifies, a library call (which needs a
+scratch place of its own) does not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import defaultdict
 from typing import Sequence
 
@@ -46,9 +50,8 @@ class BodyCandidate:
 
 def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> list[BodyCandidate]:
     """The values of ``graph``'s while bodies that may be recomputed in the
-    body (see module doc); [] on a GPU target (the rewrite is CPU's)."""
-    from olla_jax.capture.base import Backend
-    if Backend.parse(capture.backend).kind == "gpu" or \
+    body (see module doc)."""
+    if capture is None or capture.executable is None or \
             all(graph.block_length(n) == 1 for n in range(len(graph.nodes))):
         return []
     module = dumps.parse_hlo_proto(capture.hlo_proto).hlo_module
@@ -73,7 +76,10 @@ def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> l
         body = comps[loop.called_computation_ids[0]]
         names = {i.name for i in body.instructions}
         for instr in body.instructions:
-            c = _candidate(graph, node, instr, names, kinds, defined, reads, by_key, flat_step)
+            views = {i.name for i in body.instructions
+                     if i.opcode == "bitcast" and i.name not in kinds}
+            c = _candidate(graph, node, instr, names, views, kinds, defined, reads, by_key,
+                           flat_step)
             if c is None:
                 continue
             flops = flops_lib.instruction_flops(instr, by_id, comps, payloads)
@@ -83,11 +89,15 @@ def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> l
     return out
 
 
-def _candidate(graph, node, instr, body_names, kinds, defined, reads, by_key, flat_step):
-    """``instr``'s BodyCandidate (flops and cost left 0), or None."""
-    from olla_jax.apply import cpu_rewrite
+def _candidate(graph, node, instr, body_names, views, kinds, defined, reads, by_key,
+               flat_step):
+    """``instr``'s BodyCandidate (flops and cost left 0), or None.  ``views``:
+    the body's bitcasts that run no thunk (XLA:GPU holds a value at a bitcast
+    of it, which a GEMM fusion reads): positions of the value besides its
+    producer, and readers of it before which no copy runs (what reads them
+    reads the value's bytes, so the copy's where they come after it)."""
     name = instr.name
-    if kinds.get(name) not in ([k] for k in cpu_rewrite.CLONABLE_KINDS):
+    if kinds.get(name) != ["kernel"]:
         return None
     recs = defined.get(name, [])
     if len(recs) != 1 or recs[0].key not in by_key:
@@ -96,18 +106,18 @@ def _candidate(graph, node, instr, body_names, kinds, defined, reads, by_key, fl
     unit = graph.units[graph.unit_of_value[value.id]]
     if value.live_in or value.live_out or unit.values != (value.id,) or \
             not placed_by_plan(graph, unit, value) or \
-            [p.instruction for p in rec.positions] != [name]:
+            [p.instruction for p in rec.positions if p.instruction not in views] != [name]:
         return None
     readers = sorted({u.instruction for u in rec.uses}, key=lambda u: flat_step.get(u, -1))
-    if len(readers) < 2 or any(u not in body_names or len(kinds.get(u, ())) != 1 or
-                               kinds[u] == ["nested"] for u in readers):
+    if len(readers) < 2 or any(u not in body_names or u not in views and (
+            len(kinds.get(u, ())) != 1 or kinds[u] == ["nested"]) for u in readers):
         return None
     operands = tuple(dict.fromkeys(by_key[k].id for k in reads.get(name, ()) if k in by_key))
     if len(operands) != len(set(reads.get(name, ()))):
         return None     # an operand the graph does not track (a thread-local value)
     steps = (flat_step[name], *(flat_step[u] for u in readers))
     splits = tuple(k for k in range(1, len(readers))
-                   if steps[k + 1] > steps[k] + 1 and
+                   if steps[k + 1] > steps[k] + 1 and readers[k] not in views and
                    all(_intact(graph, o, steps[0], steps[k + 1]) for o in operands))
     if not splits:
         return None
@@ -133,7 +143,12 @@ def _intact(graph: ScheduleGraph, operand: int, made: int, copy: int) -> bool:
 
 def body_thunk_kinds(capture, instructions) -> dict[str, list[str]]:
     """Body instruction -> kinds of its thunks in a while thunk's body
-    sequence ("nested" for one holding sequences), over every entry while."""
+    sequence, over every entry while: "kernel" for one the backend's rewrite
+    may copy there, "nested" for one holding sequences, else its own kind."""
+    from olla_jax.capture.base import Backend
+    if Backend.parse(capture.backend).kind == "gpu":
+        from olla_jax.apply import gpu_executable, gpu_rewrite
+        return gpu_rewrite.body_thunk_kinds(gpu_executable.decode(capture.executable))
     from olla_jax.apply import cpu_rewrite, executable
     decoded = executable.decode(capture.executable)
     kinds = defaultdict(list)
@@ -144,7 +159,8 @@ def body_thunk_kinds(capture, instructions) -> dict[str, list[str]]:
         for inner in body.thunks:
             name = cpu_rewrite.thunk_instruction(inner, instructions)
             nested = any(True for _ in cpu_rewrite._nested_sequences(inner))
-            kinds[name].append("nested" if nested else inner.kind)
+            kinds[name].append("nested" if nested else
+                               "kernel" if inner.kind in cpu_rewrite.CLONABLE_KINDS else inner.kind)
     return kinds
 
 
@@ -221,6 +237,64 @@ def choose(graph: ScheduleGraph, order: Sequence[int], state, cands: Sequence[Bo
         done.add(best[1].value)
         done.update(best[1].operands)
         added += 1
+
+
+def live_reaches(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[BodyCandidate],
+                 target_temp: int) -> bool:
+    """Whether ``choose``'s copies bring the live bytes (arena and idle
+    output space together) to ``target_temp`` on ``order`` (entry copies
+    left out).  Where they cannot, what the arena holds depends on which
+    values fit in idle output allocations (on XLA:GPU each output is an
+    allocation of its own, parking body values), and ``choose_placed``
+    judges copies by the placed arena instead."""
+    from olla_jax.budget.recompute_plan import new_state
+    state = new_state(graph, order)
+    choose(graph, order, state, cands, target_temp)
+    return int(state.profile(2 * len(graph.flat) + 2).max()) <= target_temp
+
+
+def choose_placed(graph: ScheduleGraph, order: Sequence[int], picks, cands: Sequence[BodyCandidate],
+                  target_temp: int, *, deadline: float, clock=time.monotonic):
+    """Copies inside loop bodies chosen by the placed arena (a
+    ``recompute_plan.RecomputePlan``, or None when none lowers it): while
+    the arena is above ``target_temp``, at the step where its live bytes
+    peak, of the candidates idle across it (a split around it), the
+    cheapest whose bytes cover the excess (freed, wherever they sit, they
+    make room for the peak's values), else the most bytes per cost; kept
+    when the placement (best-fit by ``orders``) gets smaller, passed over
+    otherwise.  ``picks``: the entry copies, kept; each round places once
+    (best-fit with the sort order that places ``order`` best), until
+    ``deadline`` (on ``clock``)."""
+    from olla_jax.budget.recompute_plan import fit_orders, new_state, plan_of
+    base, orders = fit_orders(new_state(graph, order).problem())
+    orders = orders[:1]
+    got = plan_of(graph, order, picks, base=base, orders=orders)
+    chosen, passed = [], set()
+    while got.temp_bytes > target_temp and clock() < deadline:
+        done = {c.value for c, _ in chosen} | {o for c, _ in chosen for o in c.operands}
+        options = []
+        for c in cands:
+            if c.value in done or any(o in done for o in c.operands):
+                continue
+            for k in reversed(c.splits):
+                early_end, clone_t = times(graph, order, c, k)
+                if early_end < got.arena_peak_at < clone_t and (c.value, k) not in passed:
+                    options.append((c, k))
+                    break
+        if not options:
+            break
+        excess = got.temp_bytes - target_temp
+        covering = [o for o in options if graph.values[o[0].value].size >= excess]
+        pick = (min(covering, key=lambda o: o[0].cost_s) if covering else
+                max(options, key=lambda o: graph.values[o[0].value].size / (o[0].cost_s + 1e-9)))
+        tried = plan_of(graph, order, picks, body_picks=[*chosen, pick], base=base,
+                        orders=orders)
+        if tried.temp_bytes < got.temp_bytes:
+            chosen.append(pick)
+            got = tried
+        else:
+            passed.add((pick[0].value, pick[1]))
+    return got if chosen else None
 
 
 def relaxed(graph: ScheduleGraph, cands: Sequence[BodyCandidate]) -> ScheduleGraph:

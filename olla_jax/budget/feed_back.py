@@ -112,6 +112,32 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     by_value = {c.value: c for c in entry_cands}
     order = found.layout.order if found is not None else tuple(order)
     picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
+    placed = None
+    if not body.live_reaches(graph, order, cands, target_temp):
+        placed = body.choose_placed(graph, order, picks, cands, target_temp, deadline=deadline)
+        if placed is not None and (placed.temp_bytes <= target_temp or
+                                   time.monotonic() >= deadline):
+            return _with_how(placed, found, "loop-body greedy on the placed arena")
+    got = _live_greedy(graph, order, picks, cands, target_temp, deadline)
+    if placed is not None and placed.temp_bytes < got.temp_bytes:
+        return _with_how(placed, found, "loop-body greedy on the placed arena")
+    if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
+            (found is not None and got.temp_bytes >= found.temp_bytes):
+        return found
+    return _with_how(got, found, "loop-body greedy")
+
+
+def _with_how(got: RecomputePlan, found: RecomputePlan | None, how: str) -> RecomputePlan | None:
+    """``got`` named by ``how`` after ``found``'s search; ``found`` where it is smaller."""
+    if found is not None and got.temp_bytes >= found.temp_bytes:
+        return found
+    return dataclasses.replace(got, how=(found.how + " + " if found is not None else "") + how)
+
+
+def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float) -> RecomputePlan:
+    """``body.choose``'s copies on ``order`` after the entry ``picks``: the
+    fewest of them that meet ``target_temp`` placed, else all of them,
+    placed exactly with what is left before ``deadline``."""
     got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp)
     # the greedy stops on live bytes, output space included: the fewest of
     # its copies (a prefix, by bisection) whose placement meets the target
@@ -127,11 +153,7 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     if exact_s > 0.05 and got.temp_bytes > target_temp and got.body:
         got = plan_of(graph, order, picks, body_picks=got.body, exact_s=exact_s,
                       target_temp=target_temp)
-    if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
-            (found is not None and got.temp_bytes >= found.temp_bytes):
-        return found
-    how = (found.how + " + " if found is not None else "") + "loop-body greedy"
-    return dataclasses.replace(got, how=how)
+    return got
 
 
 # With while loops, the entry search's share of what is left of the limit;
