@@ -364,6 +364,9 @@ def _compare_body_copies(decoded, recomputes, layout) -> str | None:
         return None
     bodies = [t.while_thunk.body_thunk_sequence.thunks for t in decoded.thunks
               if t.WhichOneof("impl") == "while_thunk"]
+    ids = {i.id: i.name for c in decoded.hlo_module.computations for i in c.instructions}
+    position = {ids.get(i): k for seq in decoded.hlo_module.schedule.sequences.values()
+                for k, i in enumerate(seq.instruction_ids)}
     for producer, count in Counter(r.producer for r in recomputes).items():
         holding = [b for b in bodies if any(t.thunk_info.profile_annotation == producer
                                             for t in b)]
@@ -379,10 +382,15 @@ def _compare_body_copies(decoded, recomputes, layout) -> str | None:
         names = [t.thunk_info.profile_annotation for t in thunks]
         runs = [k for k, n in enumerate(names) if n == r.producer]
         copies = runs[1:]
-        # this copy: the one right before the first thunk of ``before``
-        at = next((k for k in copies if k + 1 < len(names) and names[k + 1] == r.before), None)
-        if at is None or any(n == r.before for n in names[:at]):
-            return f"the copy of {r.producer} does not run just before {r.before}'s first thunk"
+        # this copy: the one right before the first thunk of ``before``, or,
+        # when that runs none (a bitcast), of the first instruction after it
+        at = next((k for k in copies if _body_next(names, copies, k) is not None and
+                   position.get(names[_body_next(names, copies, k)], -1) >=
+                   position.get(r.before, len(position)) and
+                   all(position.get(names[j], -1) < position.get(r.before, -1)
+                       for j in range(k) if j not in copies)), None)
+        if at is None:
+            return f"the copy of {r.producer} does not run just before {r.before} in its loop body"
         first, copy = thunks[runs[0]], thunks[at]
         a, b = _args(first), _args(copy)
         if a is None or b is None or len(a) != len(b):
@@ -411,3 +419,8 @@ def _compare_body_copies(decoded, recomputes, layout) -> str | None:
                 return (f"late reader {user} does not read the recomputed {value.key} at "
                         f"allocation {r.place[0]} +{r.place[1]}")
     return None
+
+
+def _body_next(names, copies, k: int) -> int | None:
+    """Index of the first thunk after ``k`` that is no copy, or None."""
+    return next((j for j in range(k + 1, len(names)) if j not in copies), None)

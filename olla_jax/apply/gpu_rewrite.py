@@ -48,7 +48,8 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import gpu_executable
 from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
-    ExecutableEdit, RewriteError, check_covered, check_move, check_order, clone_slot, edited_sizes,
+    ExecutableEdit, RewriteError, body_slot, check_covered, check_move, check_order, clone_slot,
+    edited_sizes,
     entry_order, first_run_thunk, nested_of_type, producer_thunk, relocate_buffers,
     reorder_thunks, slices, thunk_groups)
 
@@ -106,8 +107,10 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
             _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
                                     tuple(edit.order), next_id=next_id)
         else:
+            # (looked up again: inserting an entry copy rebuilt the entry thunks)
+            body = body_sequence(decoded, instructions, clone) if id(clone) in bodies else None
             _insert_clone(decoded, instructions, owner, clone, allocations, sizes,
-                          tuple(edit.order), next_id=next_id, sequence=bodies.get(id(clone)))
+                          tuple(edit.order), next_id=next_id, sequence=body)
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
     for alloc, edited in zip(decoded.allocations, decoded.buffer_assignment.buffer_allocations):
@@ -258,19 +261,18 @@ def body_thunk_kinds(decoded) -> dict[str, list[str]]:
 
 def body_sequence(decoded, instructions, clone):
     """The body thunk sequence of the one entry while thunk whose body runs
-    ``clone.producer`` and ``clone.before`` (a copy there runs every
-    iteration); RewriteError when no one body runs both."""
+    ``clone.producer`` (a copy there runs every iteration; ``body_slot``
+    finds ``clone.before`` in it); RewriteError when no one body runs it."""
     found = []
     for loop in decoded.thunks:
         if thunk_kind(loop) != "while_thunk":
             continue
         body = loop.while_thunk.body_thunk_sequence
-        names = {thunk_instruction(t, instructions) for t in body.thunks}
-        if clone.producer in names and clone.before in names:
+        if any(thunk_instruction(t, instructions) == clone.producer for t in body.thunks):
             found.append(body)
     if len(found) != 1:
         raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: neither an "
-                           "entry instruction nor in one while loop's body with it")
+                           "entry instruction nor in one while loop's body")
     return found[0]
 
 
@@ -330,7 +332,9 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
         why = f"its {thunk_kind(source)} needs a scratch place, which no copy in a loop body gets"
     if why is not None:
         raise RewriteError(f"cannot recompute {clone.producer}: {why}")
-    if sequence is None and clone.before not in names and order:
+    if sequence is not None:
+        at = body_slot(decoded.hlo_module, names, clone, made)
+    elif clone.before not in names and order:
         at = slot_at_or_after(names, order, clone.before)
         if at is None or at <= made:
             raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no "

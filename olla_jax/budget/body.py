@@ -22,7 +22,6 @@ scratch place of its own) does not.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import defaultdict
 from typing import Sequence
 
@@ -94,8 +93,9 @@ def _candidate(graph, node, instr, body_names, views, kinds, defined, reads, by_
     """``instr``'s BodyCandidate (flops and cost left 0), or None.  ``views``:
     the body's bitcasts that run no thunk (XLA:GPU holds a value at a bitcast
     of it, which a GEMM fusion reads): positions of the value besides its
-    producer, and readers of it before which no copy runs (what reads them
-    reads the value's bytes, so the copy's where they come after it)."""
+    producer, and readers of it (what reads them reads the value's bytes, the
+    copy's where they come after it; a copy before one runs before the next
+    thunk of the body)."""
     name = instr.name
     if kinds.get(name) != ["kernel"]:
         return None
@@ -117,7 +117,7 @@ def _candidate(graph, node, instr, body_names, views, kinds, defined, reads, by_
         return None     # an operand the graph does not track (a thread-local value)
     steps = (flat_step[name], *(flat_step[u] for u in readers))
     splits = tuple(k for k in range(1, len(readers))
-                   if steps[k + 1] > steps[k] + 1 and readers[k] not in views and
+                   if steps[k + 1] > steps[k] + 1 and
                    all(_intact(graph, o, steps[0], steps[k + 1]) for o in operands))
     if not splits:
         return None
@@ -237,64 +237,6 @@ def choose(graph: ScheduleGraph, order: Sequence[int], state, cands: Sequence[Bo
         done.add(best[1].value)
         done.update(best[1].operands)
         added += 1
-
-
-def live_reaches(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[BodyCandidate],
-                 target_temp: int) -> bool:
-    """Whether ``choose``'s copies bring the live bytes (arena and idle
-    output space together) to ``target_temp`` on ``order`` (entry copies
-    left out).  Where they cannot, what the arena holds depends on which
-    values fit in idle output allocations (on XLA:GPU each output is an
-    allocation of its own, parking body values), and ``choose_placed``
-    judges copies by the placed arena instead."""
-    from olla_jax.budget.recompute_plan import new_state
-    state = new_state(graph, order)
-    choose(graph, order, state, cands, target_temp)
-    return int(state.profile(2 * len(graph.flat) + 2).max()) <= target_temp
-
-
-def choose_placed(graph: ScheduleGraph, order: Sequence[int], picks, cands: Sequence[BodyCandidate],
-                  target_temp: int, *, deadline: float, clock=time.monotonic):
-    """Copies inside loop bodies chosen by the placed arena (a
-    ``recompute_plan.RecomputePlan``, or None when none lowers it): while
-    the arena is above ``target_temp``, at the step where its live bytes
-    peak, of the candidates idle across it (a split around it), the
-    cheapest whose bytes cover the excess (freed, wherever they sit, they
-    make room for the peak's values), else the most bytes per cost; kept
-    when the placement (best-fit by ``orders``) gets smaller, passed over
-    otherwise.  ``picks``: the entry copies, kept; each round places once
-    (best-fit with the sort order that places ``order`` best), until
-    ``deadline`` (on ``clock``)."""
-    from olla_jax.budget.recompute_plan import fit_orders, new_state, plan_of
-    base, orders = fit_orders(new_state(graph, order).problem())
-    orders = orders[:1]
-    got = plan_of(graph, order, picks, base=base, orders=orders)
-    chosen, passed = [], set()
-    while got.temp_bytes > target_temp and clock() < deadline:
-        done = {c.value for c, _ in chosen} | {o for c, _ in chosen for o in c.operands}
-        options = []
-        for c in cands:
-            if c.value in done or any(o in done for o in c.operands):
-                continue
-            for k in reversed(c.splits):
-                early_end, clone_t = times(graph, order, c, k)
-                if early_end < got.arena_peak_at < clone_t and (c.value, k) not in passed:
-                    options.append((c, k))
-                    break
-        if not options:
-            break
-        excess = got.temp_bytes - target_temp
-        covering = [o for o in options if graph.values[o[0].value].size >= excess]
-        pick = (min(covering, key=lambda o: o[0].cost_s) if covering else
-                max(options, key=lambda o: graph.values[o[0].value].size / (o[0].cost_s + 1e-9)))
-        tried = plan_of(graph, order, picks, body_picks=[*chosen, pick], base=base,
-                        orders=orders)
-        if tried.temp_bytes < got.temp_bytes:
-            chosen.append(pick)
-            got = tried
-        else:
-            passed.add((pick[0].value, pick[1]))
-    return got if chosen else None
 
 
 def relaxed(graph: ScheduleGraph, cands: Sequence[BodyCandidate]) -> ScheduleGraph:

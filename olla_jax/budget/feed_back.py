@@ -14,7 +14,7 @@ from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
 from olla_jax.graph.layout import xla_layout
 from olla_jax.result import warn
-from olla_jax.budget import body
+from olla_jax.budget import body, body_placed
 from olla_jax.budget.candidates import candidates, check_cost
 from olla_jax.budget.recompute_plan import RecomputePlan, plan_of
 from olla_jax.budget.timed_search import search
@@ -106,15 +106,18 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     inside a body above ``target_temp``; ``found`` itself when that does not
     lower the temp (or there are no such copies).  ``deadline`` (a
     ``time.monotonic()`` time) ends the bisection; what is left of it goes
-    to an exact placement when best-fit's misses the target."""
+    to an exact placement when best-fit's misses the target.  Where those
+    copies cannot bring the live bytes to the target (values parked in idle
+    output allocations, XLA:GPU's), ``body_placed.choose_placed`` picks
+    them by the placed arena first; the smaller plan is kept."""
     if not cands or (found is not None and found.temp_bytes <= target_temp):
         return found
     by_value = {c.value: c for c in entry_cands}
     order = found.layout.order if found is not None else tuple(order)
     picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
     placed = None
-    if not body.live_reaches(graph, order, cands, target_temp):
-        placed = body.choose_placed(graph, order, picks, cands, target_temp, deadline=deadline)
+    if not body_placed.live_reaches(graph, order, cands, target_temp):
+        placed = body_placed.choose_placed(graph, order, picks, cands, target_temp, deadline=deadline)
         if placed is not None and (placed.temp_bytes <= target_temp or
                                    time.monotonic() >= deadline):
             return _with_how(placed, found, "loop-body greedy on the placed arena")
@@ -127,7 +130,7 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     return _with_how(got, found, "loop-body greedy")
 
 
-def _with_how(got: RecomputePlan, found: RecomputePlan | None, how: str) -> RecomputePlan | None:
+def _with_how(got: RecomputePlan, found: RecomputePlan | None, how: str):
     """``got`` named by ``how`` after ``found``'s search; ``found`` where it is smaller."""
     if found is not None and got.temp_bytes >= found.temp_bytes:
         return found
