@@ -34,13 +34,25 @@ def _loss(w, x, y):
     return jnp.mean((h - y) ** 2)
 
 
-def accumulating_step(w, xs, ys):
+def _micro(w):
     def micro(acc, xy):
         value, grads = jax.value_and_grad(_loss)(w, *xy)
         return jax.tree.map(jnp.add, acc, (value, grads)), None
+    return micro
+
+
+def accumulating_step(w, xs, ys):
     zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, w))
-    (total, grads), _ = lax.scan(micro, zero, (xs, ys))
+    (total, grads), _ = lax.scan(_micro(w), zero, (xs, ys))
     return [wi - 0.1 * gi for wi, gi in zip(w, grads)], total
+
+
+def with_entry_value(w, xs, ys):
+    """The same, with an entry value read before the loop and after it."""
+    a = xs[0] @ w[0]
+    zero = (jnp.sum(jnp.tanh(a)), jax.tree.map(jnp.zeros_like, w))
+    (total, grads), _ = lax.scan(_micro(w), zero, (xs, ys))
+    return [wi - 0.1 * gi for wi, gi in zip(w, grads)], total + jnp.sum(a * a)
 
 
 ARGS = ([S((256, 256), jnp.float32)] * 4, S((4, 1024, 256), jnp.float32),
@@ -165,3 +177,33 @@ def test_the_checker_refuses_wrong_body_claims(base, recomputed):
                 and v.xla_range[0] < step <= v.xla_range[1] and v.id != claim.value),
                key=lambda v: v.size)
     refused("overlap", place=plan.layout.early_place(live.id))
+
+
+@needs_plugin
+def test_an_entry_copy_and_a_body_copy_in_one_executable():
+    """Inserting an entry copy rebuilds the entry thunks, the while thunk
+    among them: the body copy goes into the rebuilt loop's body."""
+    import olla_jax
+    from olla_jax import checked
+    from olla_jax.budget import body, candidates, recompute_plan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(with_entry_value, *ARGS, backend="gpu:h100", time_limit_s=2)
+    graph, cap = base.graph, base.capture
+    order = base.layout.order
+    step = recompute_plan.step_index(graph, order)
+    loop = next(n for n in range(len(graph.nodes)) if graph.block_length(n) > 1)
+    entry = [c for c in candidates(graph, cap)
+             if any(step[u] > step[loop] for u in c.users)]
+    assert entry, "no entry value read after the loop"
+    c = entry[0]
+    users = sorted(c.users, key=lambda n: step[n])
+    k = next(j for j, u in enumerate(users) if step[u] > step[loop])
+    inner = body.candidates(graph, cap)[0]
+    rp = recompute_plan.plan_of(graph, order, [(c, k)], body_picks=[(inner, inner.splits[-1])])
+    assert {r.producer in graph.node_index for r in rp.layout.recomputes} == {True, False}
+    assert checked.rejection(cap, rp.layout, alignment=256) is None
+    out = checked.apply(cap, rp.layout, backend=base.backend)
+    assert out.raw is not None and "not run" in out.reason, out.reason
+    _, thunks = _body_thunks(out.raw)
+    assert [t.thunk_info.profile_annotation for t in thunks].count(inner.producer) == 2
