@@ -37,7 +37,10 @@ workspace, which only the first run's slice held, moves to the place the plan
 gave the copy's scratch (``Clone.scratch``; none is needed when it has no
 bytes).  cuDNN graphs, collectives, copies, other custom calls and control
 flow are refused with their reason.  A copy whose operand is itself recomputed before it (a chain)
-reads that operand's copy (``Clone.operands``), as on CPU.  The copy gets a
+reads that operand's copy (``Clone.operands``), as on CPU.  A copy of a kernel
+inside a while loop's body (its producer an instruction of the body) goes into
+that while thunk's body sequence (``body_sequence``, ``body_slot``): every
+iteration runs it; library calls are not copied there.  The copy gets a
 thunk id of its own; the HLO module and its schedule stay as they are.  Not
 yet run on a GPU.
 """

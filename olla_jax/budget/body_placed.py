@@ -48,6 +48,8 @@ def choose_placed(graph: ScheduleGraph, order: Sequence[int], picks,
     otherwise.  ``picks``: the entry copies, kept; each round places once
     (best-fit with the sort order that places ``order`` best), until
     ``deadline`` (on ``clock``)."""
+    if clock() >= deadline:
+        return None
     base, orders = fit_orders(new_state(graph, order).problem())
     orders = orders[:1]
     got = plan_of(graph, order, picks, base=base, orders=orders)
