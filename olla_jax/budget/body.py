@@ -74,9 +74,8 @@ def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> l
             continue
         body = comps[loop.called_computation_ids[0]]
         names = {i.name for i in body.instructions}
+        views = {i.name for i in body.instructions if i.opcode == "bitcast" and i.name not in kinds}
         for instr in body.instructions:
-            views = {i.name for i in body.instructions
-                     if i.opcode == "bitcast" and i.name not in kinds}
             c = _candidate(graph, node, instr, names, views, kinds, defined, reads, by_key,
                            flat_step)
             if c is None:
