@@ -17,22 +17,46 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+import numpy as np
+
 from olla_jax.budget import body
 from olla_jax.budget.recompute_plan import fit_orders, new_state, plan_of
 from olla_jax.graph.model import ScheduleGraph
 
 
-def live_reaches(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[body.BodyCandidate],
-                 target_temp: int) -> bool:
-    """Whether ``body.choose``'s copies bring the live bytes (arena and idle
-    output space together) to ``target_temp`` on ``order`` (entry copies
-    left out).  Where they cannot, what the arena holds depends on which
-    values fit in idle output allocations (on XLA:GPU each output is an
-    allocation of its own, parking body values), and ``choose_placed``
-    judges copies by the placed arena instead."""
+def needs_room(graph: ScheduleGraph, layout, cands: Sequence[body.BodyCandidate],
+               target_temp: int) -> bool:
+    """Whether ``layout``'s arena (its places, on its order) peaks inside a
+    loop body above ``target_temp`` by more than the body candidates it
+    holds there, idle across that peak, could free: copies of those lower
+    it directly (``body.choose``); beyond them, copies must make room
+    elsewhere (``choose_placed``), e.g. in an idle output allocation that
+    can then take what tops the arena.  No placement is run."""
+    order = layout.order
     state = new_state(graph, order)
-    body.choose(graph, order, state, cands, target_temp)
-    return int(state.profile(2 * len(graph.flat) + 2).max()) <= target_temp
+    horizon = 2 * len(graph.flat) + 2
+    diff = np.zeros(horizon + 2, dtype=np.int64)
+    in_arena = []
+    for i, (size, start, end) in enumerate(state.intervals):
+        unit = graph.units[state.owners[i]]
+        if all(layout.places.get(v, (graph.values[v].allocation, 0))[0] == graph.temp_allocation
+               for v in unit.values):
+            diff[start] += size
+            diff[end + 1] -= size
+            in_arena.append((unit.values, start, end))
+    live = np.cumsum(diff)[:horizon]
+    peak = int(np.argmax(live))
+    if live[peak] <= target_temp or graph.block_length(graph.flat_node[(peak - 1) // 2]) == 1:
+        return False
+    by_value = {c.value: c for c in cands}
+    freed = 0
+    for values, start, end in in_arena:
+        c = by_value.get(values[0]) if len(values) == 1 else None
+        if c is not None and start <= peak <= end and any(
+                early < peak < copy for early, copy in (body.times(graph, order, c, k)
+                                                       for k in c.splits)):
+            freed += graph.values[c.value].size
+    return live[peak] - freed > target_temp
 
 
 def choose_placed(graph: ScheduleGraph, order: Sequence[int], picks,

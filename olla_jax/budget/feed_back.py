@@ -82,7 +82,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
     if bodies and (found is None or found.temp_bytes > target):
         found = extend_into_bodies(graph, order, found, cands, bodies, target,
-                                   deadline=t0 + _BODY_END * time_limit_s)
+                                   deadline=t0 + _BODY_END * time_limit_s, layout=result.layout)
     floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
@@ -100,26 +100,32 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
 
 def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,
                        cands: Sequence[body.BodyCandidate], target_temp: int, *,
-                       deadline: float) -> RecomputePlan | None:
+                       deadline: float, layout=None) -> RecomputePlan | None:
     """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
     with copies inside loop bodies added by ``body.choose`` where its peak is
     inside a body above ``target_temp``; ``found`` itself when that does not
     lower the temp (or there are no such copies).  ``deadline`` (a
     ``time.monotonic()`` time) ends the bisection; what is left of it goes
-    to an exact placement when best-fit's misses the target.  Where those
-    copies cannot bring the live bytes to the target (values parked in idle
-    output allocations, XLA:GPU's), ``body_placed.choose_placed`` picks
-    them by the placed arena first; the smaller plan is kept."""
+    to an exact placement when best-fit's misses the target.  Where the
+    arena of ``found``'s layout (else ``layout``, the plan's) peaks in a
+    body above the target by more than the candidates idle in it there
+    (``body_placed.needs_room``: body values parked in idle output
+    allocations, XLA:GPU's), ``body_placed.choose_placed`` picks copies by
+    the placed arena first, for half the time left; the smaller plan is kept."""
     if not cands or (found is not None and found.temp_bytes <= target_temp):
         return found
     by_value = {c.value: c for c in entry_cands}
     order = found.layout.order if found is not None else tuple(order)
     picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
     placed = None
-    if not body_placed.live_reaches(graph, order, cands, target_temp):
-        placed = body_placed.choose_placed(graph, order, picks, cands, target_temp, deadline=deadline)
-        if placed is not None and (placed.temp_bytes <= target_temp or
-                                   time.monotonic() >= deadline):
+    layout = found.layout if found is not None else layout
+    if layout is not None and body_placed.needs_room(graph, layout, cands, target_temp):
+        # (half of what is left: where it misses, the live-bytes greedy
+        # below may still meet the target, with the rest)
+        now = time.monotonic()
+        placed = body_placed.choose_placed(graph, order, picks, cands, target_temp,
+                                           deadline=now + (deadline - now) / 2)
+        if placed is not None and placed.temp_bytes <= target_temp:
             return _with_how(placed, found, "loop-body greedy on the placed arena")
     got = _live_greedy(graph, order, picks, cands, target_temp, deadline)
     if placed is not None and placed.temp_bytes < got.temp_bytes:
