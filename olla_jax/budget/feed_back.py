@@ -82,7 +82,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
     if bodies and (found is None or found.temp_bytes > target):
         found = extend_into_bodies(graph, order, found, cands, bodies, target,
-                                   deadline=t0 + _BODY_END * time_limit_s, layout=result.layout)
+                                   deadline=t0 + _BODY_END * time_limit_s, layout=result.layout,
+                                   placed_first=backend.kind == "gpu")
     floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
@@ -100,7 +101,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
 
 def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,
                        cands: Sequence[body.BodyCandidate], target_temp: int, *,
-                       deadline: float, layout=None) -> RecomputePlan | None:
+                       deadline: float, layout=None,
+                       placed_first: bool = False) -> RecomputePlan | None:
     """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
     with copies inside loop bodies added by ``body.choose`` where its peak is
     inside a body above ``target_temp``; ``found`` itself when that does not
@@ -110,24 +112,29 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     arena of ``found``'s layout (else ``layout``, the plan's) peaks in a
     body above the target by more than the candidates idle in it there
     (``body_placed.needs_room``: body values parked in idle output
-    allocations, XLA:GPU's), ``body_placed.choose_placed`` picks copies by
-    the placed arena first, for half the time left; the smaller plan is kept."""
+    allocations), ``body_placed.choose_placed`` picks copies by the placed
+    arena too: first with ``placed_first`` (a compile-only GPU target, whose
+    search gets a small share of the limit: the build after it is long),
+    else with what the live-bytes greedy leaves when it misses; the smaller
+    plan is kept."""
     if not cands or (found is not None and found.temp_bytes <= target_temp):
         return found
     by_value = {c.value: c for c in entry_cands}
     order = found.layout.order if found is not None else tuple(order)
     picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
-    placed = None
     layout = found.layout if found is not None else layout
-    if layout is not None and body_placed.needs_room(graph, layout, cands, target_temp):
-        # (half of what is left: where it misses, the live-bytes greedy
-        # below may still meet the target, with the rest)
-        now = time.monotonic()
+    room = layout is not None and body_placed.needs_room(graph, layout, cands, target_temp)
+    placed = None
+    if room and placed_first:
         placed = body_placed.choose_placed(graph, order, picks, cands, target_temp,
-                                           deadline=now + (deadline - now) / 2)
-        if placed is not None and placed.temp_bytes <= target_temp:
+                                           deadline=deadline)
+        if placed is not None and (placed.temp_bytes <= target_temp or
+                                   time.monotonic() >= deadline):
             return _with_how(placed, found, "loop-body greedy on the placed arena")
     got = _live_greedy(graph, order, picks, cands, target_temp, deadline)
+    if room and not placed_first and got.temp_bytes > target_temp:
+        placed = body_placed.choose_placed(graph, order, picks, cands, target_temp,
+                                           deadline=deadline)
     if placed is not None and placed.temp_bytes < got.temp_bytes:
         return _with_how(placed, found, "loop-body greedy on the placed arena")
     if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
