@@ -383,8 +383,8 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
         if claim.done_before:
             _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat, step)
         elif [p.instruction for p in rec.positions   # a bitcast of it runs nothing: a view
-              if not (instr_by_name[p.instruction].opcode == "bitcast" and
-                      comp_by_instr.get(p.instruction) == entry.id) and
+              if not (instr_by_name[p.instruction].opcode == "bitcast" and   # (a body's: in it)
+                      comp_by_instr.get(p.instruction) == comp_by_instr[claim.producer]) and
               p.instruction not in _loops_reading(rec, instr_by_name, instr_by_id, entry, comps) and
               not _tuple_view(instr_by_name[p.instruction], instr_by_name[claim.producer],
                               instr_by_id, comp_by_instr, entry.id) and

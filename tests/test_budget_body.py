@@ -195,3 +195,37 @@ def test_a_budget_below_the_body_peak_is_met_by_recompute_to_budget(base, planne
                                          measure_time=False)
     assert got.verified and got.runs_total_bytes <= target, got.notes
     assert any(r.producer not in got.graph.node_index for r in got.layout.recomputes)
+
+
+def _with_entry_value(w, xs, ys):
+    """``_step`` with an entry value read before the loop and after it."""
+    def micro(acc, xy):
+        value, grads = jax.value_and_grad(_loss)(w, *xy)
+        return jax.tree.map(jnp.add, acc, (value, grads)), None
+    a = xs[0] @ w[0]
+    zero = (jnp.sum(jnp.tanh(a)), jax.tree.map(jnp.zeros_like, w))
+    (total, grads), _ = lax.scan(micro, zero, (xs, ys))
+    return [wi - 0.1 * gi for wi, gi in zip(w, grads)], total + jnp.sum(a * a)
+
+
+def test_an_entry_copy_and_a_body_copy_are_fed_back_together():
+    """Inserting the entry copy rebuilds the entry thunks, the while thunk
+    among them: the body copy must go into the rebuilt loop's body (it was
+    lost, and the step's results differed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        base = olla_jax.plan(_with_entry_value, *_args(), time_limit_s=2, feed_back=False)
+    graph, cap = base.graph, base.capture
+    order = base.layout.order
+    step = recompute_plan.step_index(graph, order)
+    loop = next(n for n in range(len(graph.nodes)) if graph.block_length(n) > 1)
+    entry = [c for c in budget.candidates(graph, cap) if any(step[u] > step[loop] for u in c.users)]
+    assert entry, "no entry value read after the loop"
+    c = entry[0]
+    users = sorted(c.users, key=lambda n: step[n])
+    k = next(j for j, u in enumerate(users) if step[u] > step[loop])
+    inner = body.candidates(graph, cap)[0]
+    rp = recompute_plan.plan_of(graph, order, [(c, k)], body_picks=[(inner, inner.splits[-1])])
+    assert {r.producer in graph.node_index for r in rp.layout.recomputes} == {True, False}
+    out = feed_back.apply_layout(cap, rp.layout, args=_args())
+    assert out.ok, out.reason

@@ -36,8 +36,8 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import executable
 from olla_jax.apply.edits import (  # noqa: F401 - fixed_kind, possibly_live_out re-exported
-    Clone, ExecutableEdit, RewriteError, check_covered, check_move, check_order, clone_slot,
-    edited_sizes, entry_order, first_run_thunk, fixed_kind, nested_of_type, possibly_live_out,
+    Clone, ExecutableEdit, RewriteError, body_slot, check_covered, check_move, check_order,
+    clone_slot, edited_sizes, entry_order, first_run_thunk, fixed_kind, nested_of_type, possibly_live_out,
     producer_thunk, relocate_buffers, reorder_thunks, slices, thunk_groups)
 
 ALIGNMENT = 64  # XLA:CPU's minimum buffer alignment; kernels are compiled for it
@@ -136,7 +136,9 @@ def apply_edit(decoded: executable.DecodedExecutable, edit: ExecutableEdit) -> N
             producer_thunk([thunk_instruction(t, instructions)
                             for t in bodies[id(clone)].thunks], clone)
     for clone in edit.clones:
-        _insert_clone(decoded, instructions, clone, allocations, sizes, bodies.get(id(clone)))
+        # (looked up again: inserting an entry copy rebuilds the entry thunks)
+        body = _body_sequence(decoded, instructions, clone) if id(clone) in bodies else None
+        _insert_clone(decoded, instructions, clone, allocations, sizes, body)
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
 
@@ -163,19 +165,19 @@ def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -
 
 def _body_sequence(decoded, instructions, clone: Clone):
     """The body thunk sequence of the entry while loop that runs
-    ``clone.producer`` and ``clone.before`` (a copy inside a loop body,
-    run every iteration); RewriteError when no one body runs both."""
+    ``clone.producer`` (a copy inside a loop body, run every iteration;
+    ``body_slot`` finds ``clone.before`` in it); RewriteError when no one
+    body runs it."""
     found = []
     for thunk in decoded.thunk_sequence.thunks:
         if thunk.kind != "while":
             continue
         body = thunk.while_thunk.body_sequence
-        names = {thunk_instruction(t, instructions) for t in body.thunks}
-        if clone.producer in names and clone.before in names:
+        if any(thunk_instruction(t, instructions) == clone.producer for t in body.thunks):
             found.append(body)
     if len(found) != 1:
         raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: neither an "
-                           "entry thunk nor in one while loop's body with it")
+                           "entry thunk nor in one while loop's body")
     return found[0]
 
 
@@ -187,6 +189,7 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes,
     The copy is not covered by a logical buffer of the assignment: adding an
     entry for a logical buffer that already has one aborts the loader, and
     the runtime reads only thunk slices."""
+    in_body = sequence is not None
     sequence = decoded.thunk_sequence if sequence is None else sequence
     names = [thunk_instruction(t, instructions) for t in sequence.thunks]
     made = first_run_thunk(names, clone)
@@ -196,7 +199,8 @@ def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes,
                            f"one of {sorted(CLONABLE_KINDS)}")
     if any(made in users.thunk_indices for users in sequence.thunk_resources):
         raise RewriteError(f"cannot recompute {clone.producer}: its thunk holds a resource")
-    at = clone_slot(names, clone, made)
+    at = (body_slot(decoded.hlo_module, names, clone, made) if in_body else
+          clone_slot(names, clone, made))
     e_alloc, e_offset, size = clone.early
     l_alloc, l_offset = clone.late
     copy = type(source)()

@@ -129,6 +129,29 @@ def clone_slot(names: Sequence[str], clone: Clone, producer: int) -> int:
     return at
 
 
+def body_slot(module, names: Sequence[str], clone: Clone, producer: int) -> int:
+    """Where a copy inside a loop body goes in its body's thunks (``names``:
+    the instruction of each): before the first thunk of ``clone.before``,
+    or, when that runs none (a bitcast: a view of the value), before the
+    first thunk of an instruction after it in the schedule of the body that
+    holds the producer; after the producer's thunk (index ``producer``)."""
+    if clone.before in names:
+        return clone_slot(names, clone, producer)
+    ids = {i.id: i.name for c in module.computations for i in c.instructions}
+    for sequence in module.schedule.sequences.values():
+        order = [ids.get(i) for i in sequence.instruction_ids]
+        if clone.producer in order:
+            position = {name: k for k, name in enumerate(order)}
+            if clone.before in position:
+                at = next((k for k, name in enumerate(names)
+                           if position.get(name, -1) > position[clone.before]), None)
+                if at is not None and at > producer:
+                    return at
+            break
+    raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no thunk of its "
+                       "loop body after the producer's follows it")
+
+
 def check_order(module, entry, instructions: Mapping[str, Any],
                 order: Sequence[str]) -> dict[str, int]:
     """``order`` must be a topological permutation of the entry schedule; returns

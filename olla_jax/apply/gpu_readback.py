@@ -4,7 +4,8 @@ A compile-only GPU target cannot run what the rewrite wrote, so the bytes are
 decoded again and held against the layout, thunk by thunk, without the
 rewrite's code (only the decoder is shared): the entry thunks follow the
 plan's order; each recomputation added exactly one copy of its producer's
-thunk, just before the first thunk of ``before``, with the same kernel and
+thunk, just before the first thunk of ``before`` (in a while thunk's body
+sequence for a copy inside a loop body), with the same kernel and
 launch and every argument the same as the producer's except the value's
 bytes, now at the plan's place; every late reader reads the value there; the
 allocation sizes are the plan's.  The first difference is reported.
@@ -252,6 +253,11 @@ def compare(raw: bytes, layout) -> str | None:
         name = t.thunk_info.profile_annotation
         names.append(name if name in position else inner_owner.get(name, name))
 
+    # Copies inside loop bodies: in the body sequences, compared there.
+    inner = [r for r in layout.recomputes if r.producer not in position]
+    differs = _compare_body_copies(decoded, inner, layout)
+    if differs is not None:
+        return differs
     # Recomputed copies: the thunks of a producer beyond the first (and of a
     # re-gathered all-gather's done: its start and done both run twice).
     done_of = _dones(decoded)
@@ -260,12 +266,13 @@ def compare(raw: bytes, layout) -> str | None:
     # the index of the first of them, whose thunk it shares
     launch, joins = {}, {}
     for j, r in enumerate(layout.recomputes):
-        if getattr(r, "done_before", ""):
-            continue
+        if getattr(r, "done_before", "") or r.producer not in position:
+            continue    # (a re-gather, or a copy inside a loop body: compared above)
         first = launch.setdefault((r.producer, r.before), j)
         if first != j and layout.recomputes[first].value != r.value:
             joins[j] = first
-    wanted = Counter(r.producer for j, r in enumerate(layout.recomputes) if j not in joins)
+    wanted = Counter(r.producer for j, r in enumerate(layout.recomputes)
+                     if j not in joins and r.producer in position)
     wanted.update(done_of.get(r.producer, "?") for r in layout.recomputes
                   if getattr(r, "done_before", ""))
     firsts: dict[str, int] = {}
@@ -289,6 +296,8 @@ def compare(raw: bytes, layout) -> str | None:
 
     thunk_of: dict[int, int] = {}
     for j, r in enumerate(layout.recomputes):
+        if r.producer not in position:
+            continue    # (a copy inside a loop body: compared above)
         if getattr(r, "done_before", ""):
             differs = _compare_regather(decoded, names, copies, copy_at, firsts, position,
                                         r, done_of.get(r.producer, "?"), layout)
@@ -363,3 +372,77 @@ def compare(raw: bytes, layout) -> str | None:
         if sizes.get(index) != size:
             return f"allocation {index} has {sizes.get(index)} bytes, the plan asked {size}"
     return None
+
+
+def _compare_body_copies(decoded, recomputes, layout) -> str | None:
+    """Copies inside loop bodies (``recomputes``, whose producers are body
+    instructions): in the body sequence of the one entry while thunk that
+    runs the producer, one more kernel thunk of it per copy, each just
+    before the first thunk of its ``before`` there, the same kernel and
+    launch as the producer's run, writing the value at the plan's place and
+    reading what that run reads (nothing else is written: no scratch in a
+    body); every late reader's thunk in the body reads the plan's place."""
+    if not recomputes:
+        return None
+    bodies = [t.while_thunk.body_thunk_sequence.thunks for t in decoded.thunks
+              if t.WhichOneof("impl") == "while_thunk"]
+    ids = {i.id: i.name for c in decoded.hlo_module.computations for i in c.instructions}
+    position = {ids.get(i): k for seq in decoded.hlo_module.schedule.sequences.values()
+                for k, i in enumerate(seq.instruction_ids)}
+    for producer, count in Counter(r.producer for r in recomputes).items():
+        holding = [b for b in bodies if any(t.thunk_info.profile_annotation == producer
+                                            for t in b)]
+        if len(holding) != 1:
+            return f"{producer} runs in {len(holding)} while loop bodies, not one"
+        runs = [k for k, t in enumerate(holding[0]) if t.thunk_info.profile_annotation == producer]
+        if len(runs) != count + 1:
+            return (f"{producer} should run {count + 1} times in its loop body, its thunk "
+                    f"appears {len(runs)} times")
+    for r in recomputes:
+        thunks = next(b for b in bodies if any(t.thunk_info.profile_annotation == r.producer
+                                               for t in b))
+        names = [t.thunk_info.profile_annotation for t in thunks]
+        runs = [k for k, n in enumerate(names) if n == r.producer]
+        copies = runs[1:]
+        # this copy: the one right before the first thunk of ``before``, or,
+        # when that runs none (a bitcast), of the first instruction after it
+        at = next((k for k in copies if _body_next(names, copies, k) is not None and
+                   position.get(names[_body_next(names, copies, k)], -1) >=
+                   position.get(r.before, len(position)) and
+                   all(position.get(names[j], -1) < position.get(r.before, -1)
+                       for j in range(k) if j not in copies)), None)
+        if at is None:
+            return f"the copy of {r.producer} does not run just before {r.before} in its loop body"
+        first, copy = thunks[runs[0]], thunks[at]
+        a, b = _args(first), _args(copy)
+        if a is None or b is None or len(a) != len(b):
+            return f"the copy of {r.producer} in its loop body is not the same kernel thunk"
+        if _launch(first) != _launch(copy):
+            return f"the copy of {r.producer} launches another kernel or another grid"
+        early = layout.early_place(r.value)
+        for (sa, wa), (sb, wb) in zip(a, b):
+            if wa != wb:
+                return f"the copy of {r.producer} writes other arguments"
+            if wa and _overlaps(sa, early[0], early[1], r.size):
+                expect = (r.place[0], r.place[1] + sa[1] - early[1], sa[2])
+                if sb != expect:
+                    return f"the copy of {r.producer} writes {sb}, not the plan's place {expect}"
+            elif wa:
+                return f"the copy of {r.producer} in its loop body writes {sb} besides the value"
+            elif sa != sb:
+                return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
+        value = layout.graph.values[r.value]
+        for user in r.late_users:
+            reads = [s for k, n in enumerate(names) if n == user and k not in copies
+                     for s in _arguments(thunks[k])]
+            if user in names and not any(
+                    s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
+                    for s in reads):
+                return (f"late reader {user} does not read the recomputed {value.key} at "
+                        f"allocation {r.place[0]} +{r.place[1]}")
+    return None
+
+
+def _body_next(names, copies, k: int) -> int | None:
+    """Index of the first thunk after ``k`` that is no copy, or None."""
+    return next((j for j in range(k + 1, len(names)) if j not in copies), None)

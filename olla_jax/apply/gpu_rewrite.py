@@ -37,7 +37,10 @@ workspace, which only the first run's slice held, moves to the place the plan
 gave the copy's scratch (``Clone.scratch``; none is needed when it has no
 bytes).  cuDNN graphs, collectives, copies, other custom calls and control
 flow are refused with their reason.  A copy whose operand is itself recomputed before it (a chain)
-reads that operand's copy (``Clone.operands``), as on CPU.  The copy gets a
+reads that operand's copy (``Clone.operands``), as on CPU.  A copy of a kernel
+inside a while loop's body (its producer an instruction of the body) goes into
+that while thunk's body sequence (``body_sequence``, ``body_slot``): every
+iteration runs it; library calls are not copied there.  The copy gets a
 thunk id of its own; the HLO module and its schedule stay as they are.  Not
 yet run on a GPU.
 """
@@ -48,7 +51,8 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import gpu_executable
 from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
-    ExecutableEdit, RewriteError, check_covered, check_move, check_order, clone_slot, edited_sizes,
+    ExecutableEdit, RewriteError, body_slot, check_covered, check_move, check_order, clone_slot,
+    edited_sizes,
     entry_order, first_run_thunk, nested_of_type, producer_thunk, relocate_buffers,
     reorder_thunks, slices, thunk_groups)
 
@@ -94,16 +98,23 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
     # one thunk per producer, counted before any copy of it is inserted (a
     # value recomputed several times has several copies of one producer)
     names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
+    entry = {i.name for i in decoded.entry_computation().instructions}
+    bodies = {id(c): body_sequence(decoded, instructions, c) for c in edit.clones
+              if c.producer not in entry}   # a copy inside a loop body: every iteration
     for clone in edit.clones:
-        producer_thunk(names, clone)
+        producer_thunk(names if id(clone) not in bodies else
+                       [thunk_instruction(t, instructions) for t in bodies[id(clone)].thunks],
+                       clone)
     next_id = [_unused_thunk_id(decoded)]   # (walking every nested thunk once, not per copy)
     for clone in edit.clones:
         if clone.done_before:
             _insert_collective_copy(decoded, instructions, owner, clone, allocations, sizes,
                                     tuple(edit.order), next_id=next_id)
         else:
+            # (looked up again: inserting an entry copy rebuilt the entry thunks)
+            body = body_sequence(decoded, instructions, clone) if id(clone) in bodies else None
             _insert_clone(decoded, instructions, owner, clone, allocations, sizes,
-                          tuple(edit.order), next_id=next_id)
+                          tuple(edit.order), next_id=next_id, sequence=body)
     for alloc in decoded.buffer_assignment.buffer_allocations:
         alloc.size = sizes[alloc.index]
     for alloc, edited in zip(decoded.allocations, decoded.buffer_assignment.buffer_allocations):
@@ -229,6 +240,46 @@ def entry_thunk_kinds(decoded) -> tuple[dict[str, list[str]], Any]:
     return kinds, module
 
 
+def body_thunk_kinds(decoded) -> dict[str, list[str]]:
+    """Body instruction -> kinds of its thunks in the body sequences of the
+    entry while thunks, named as by :func:`entry_thunk_kinds` ("kernel",
+    "library", "nested" or the thunk's own kind)."""
+    module = decoded.hlo_module
+    instructions = {i.name: i for c in module.computations for i in c.instructions}
+    comps = {c.id: c for c in module.computations}
+    kinds: dict[str, list[str]] = {}
+    for loop in decoded.thunks:
+        if thunk_kind(loop) != "while_thunk":
+            continue
+        for thunk in loop.while_thunk.body_thunk_sequence.thunks:
+            name = thunk_instruction(thunk, instructions)
+            if any(True for _ in _nested(thunk)):
+                kind = "nested"
+            elif clone_refusal(thunk, instructions[name], comps) is None:
+                kind = "library" if thunk_kind(thunk) in LIBRARY_KINDS else "kernel"
+            else:
+                kind = thunk_kind(thunk)
+            kinds.setdefault(name, []).append(kind)
+    return kinds
+
+
+def body_sequence(decoded, instructions, clone):
+    """The body thunk sequence of the one entry while thunk whose body runs
+    ``clone.producer`` (a copy there runs every iteration; ``body_slot``
+    finds ``clone.before`` in it); RewriteError when no one body runs it."""
+    found = []
+    for loop in decoded.thunks:
+        if thunk_kind(loop) != "while_thunk":
+            continue
+        body = loop.while_thunk.body_thunk_sequence
+        if any(thunk_instruction(t, instructions) == clone.producer for t in body.thunks):
+            found.append(body)
+    if len(found) != 1:
+        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: neither an "
+                           "entry instruction nor in one while loop's body")
+    return found[0]
+
+
 def kernel_arguments(thunk: Any) -> list[tuple[Any, bool]]:
     """(slice, written) per argument of a kernel thunk, in launch order."""
     kind = thunk_kind(thunk)
@@ -267,19 +318,27 @@ def clone_arguments(thunk: Any) -> list[tuple[Any, str]]:
 
 
 def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order=(),
-                  next_id: list[int] | None = None) -> None:
+                  next_id: list[int] | None = None, sequence=None) -> None:
     """Copy ``clone.producer``'s (relocated) entry thunk before ``clone.before``'s
     first, or, when ``clone.before`` runs none (a bitcast of the value), before
     the first thunk after it in ``order``.  ``next_id``: [the first thunk id
-    no thunk has], advanced past the id the copy takes (None: looked up)."""
-    names = [owner.get(thunk_instruction(t, instructions), "") for t in decoded.thunks]
+    no thunk has], advanced past the id the copy takes (None: looked up).
+    ``sequence``: a while loop's body sequence (``body_sequence``) holding
+    both, where the copy goes instead (a kernel only: no scratch there)."""
+    thunks = decoded.thunks if sequence is None else sequence.thunks
+    names = ([owner.get(thunk_instruction(t, instructions), "") for t in thunks]
+             if sequence is None else [thunk_instruction(t, instructions) for t in thunks])
     made = first_run_thunk(names, clone)
-    source = decoded.thunks[made]
+    source = thunks[made]
     comps = {c.id: c for c in decoded.hlo_module.computations}
     why = clone_refusal(source, instructions[thunk_instruction(source, instructions)], comps)
+    if why is None and sequence is not None and thunk_kind(source) not in CLONABLE_KINDS:
+        why = f"its {thunk_kind(source)} needs a scratch place, which no copy in a loop body gets"
     if why is not None:
         raise RewriteError(f"cannot recompute {clone.producer}: {why}")
-    if clone.before not in names and order:
+    if sequence is not None:
+        at = body_slot(decoded.hlo_module, names, clone, made)
+    elif clone.before not in names and order:
         at = slot_at_or_after(names, order, clone.before)
         if at is None or at <= made:
             raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: no "
@@ -355,7 +414,7 @@ def _insert_clone(decoded, instructions, owner, clone, allocations, sizes, order
                            "bytes its thunk does not write")
     _check_aliasing(moves)
     copy.thunk_info.thunk_id = _take_ids(decoded, next_id, 1)
-    _splice(decoded, [(at, copy)])
+    _splice(decoded, [(at, copy)], thunks)
 
 
 def slot_at_or_after(names, order: tuple[str, ...], name: str) -> int | None:
@@ -575,12 +634,14 @@ def _take_ids(decoded, next_id: list[int] | None, n: int) -> int:
     return fresh
 
 
-def _splice(decoded, inserts: list[tuple[int, Any]]) -> None:
+def _splice(decoded, inserts: list[tuple[int, Any]], thunks=None) -> None:
     """Put each ``(index, thunk)`` of ``inserts`` before the thunk now at
-    ``index`` of ``decoded.thunks`` (in the order given where indices tie).
-    The repeated field is rebuilt from copies: protobuf has no insert."""
+    ``index`` of ``thunks`` (``decoded.thunks`` when None; a body sequence's
+    otherwise), in the order given where indices tie.  The repeated field is
+    rebuilt from copies: protobuf has no insert."""
+    thunks = decoded.thunks if thunks is None else thunks
     kept = []
-    for thunk in decoded.thunks:
+    for thunk in thunks:
         same = type(thunk)()
         same.CopyFrom(thunk)
         kept.append(same)
@@ -593,5 +654,5 @@ def _splice(decoded, inserts: list[tuple[int, Any]]) -> None:
             k += 1
         spliced.append(thunk)
     spliced.extend(t for _, t in pending[k:])
-    del decoded.thunks[:]
-    decoded.thunks.extend(spliced)
+    del thunks[:]
+    thunks.extend(spliced)

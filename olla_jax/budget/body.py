@@ -1,4 +1,4 @@
-"""Recomputation inside a while loop's body (CPU).
+"""Recomputation inside a while loop's body (CPU, and GPU executables).
 
 A scan's or fori_loop's body keeps XLA's inner order (``graph.model``), so a
 value made in the body and read twice in the same iteration (a micro-batch's
@@ -13,7 +13,10 @@ and a split (a later reader to run the copy before) leaves every operand
 intact: no value XLA writes over an operand's bytes (a loop counter bumped in
 place, say) is written between the producer's run and the copy, on XLA's
 inner order, which every iteration follows.  Operands are kept live until
-the copy (counted, like an entry copy's).
+the copy (counted, like an entry copy's).  The same on a GPU executable,
+whose while thunks hold a body thunk sequence too: a kernel launch
+(``gpu_rewrite.clone_refusal``) qualifies, a library call (which needs a
+scratch place of its own) does not.
 """
 
 from __future__ import annotations
@@ -46,9 +49,8 @@ class BodyCandidate:
 
 def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> list[BodyCandidate]:
     """The values of ``graph``'s while bodies that may be recomputed in the
-    body (see module doc); [] on a GPU target (the rewrite is CPU's)."""
-    from olla_jax.capture.base import Backend
-    if Backend.parse(capture.backend).kind == "gpu" or \
+    body (see module doc)."""
+    if capture is None or capture.executable is None or \
             all(graph.block_length(n) == 1 for n in range(len(graph.nodes))):
         return []
     module = dumps.parse_hlo_proto(capture.hlo_proto).hlo_module
@@ -72,8 +74,10 @@ def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> l
             continue
         body = comps[loop.called_computation_ids[0]]
         names = {i.name for i in body.instructions}
+        views = {i.name for i in body.instructions if i.opcode == "bitcast" and i.name not in kinds}
         for instr in body.instructions:
-            c = _candidate(graph, node, instr, names, kinds, defined, reads, by_key, flat_step)
+            c = _candidate(graph, node, instr, names, views, kinds, defined, reads, by_key,
+                           flat_step)
             if c is None:
                 continue
             flops = flops_lib.instruction_flops(instr, by_id, comps, payloads)
@@ -83,11 +87,16 @@ def candidates(graph: ScheduleGraph, capture, recompute_cost: str = "time") -> l
     return out
 
 
-def _candidate(graph, node, instr, body_names, kinds, defined, reads, by_key, flat_step):
-    """``instr``'s BodyCandidate (flops and cost left 0), or None."""
-    from olla_jax.apply import cpu_rewrite
+def _candidate(graph, node, instr, body_names, views, kinds, defined, reads, by_key,
+               flat_step):
+    """``instr``'s BodyCandidate (flops and cost left 0), or None.  ``views``:
+    the body's bitcasts that run no thunk (XLA:GPU holds a value at a bitcast
+    of it, which a GEMM fusion reads): positions of the value besides its
+    producer, and readers of it (what reads them reads the value's bytes, the
+    copy's where they come after it; a copy before one runs before the next
+    thunk of the body)."""
     name = instr.name
-    if kinds.get(name) not in ([k] for k in cpu_rewrite.CLONABLE_KINDS):
+    if kinds.get(name) != ["kernel"]:
         return None
     recs = defined.get(name, [])
     if len(recs) != 1 or recs[0].key not in by_key:
@@ -96,11 +105,11 @@ def _candidate(graph, node, instr, body_names, kinds, defined, reads, by_key, fl
     unit = graph.units[graph.unit_of_value[value.id]]
     if value.live_in or value.live_out or unit.values != (value.id,) or \
             not placed_by_plan(graph, unit, value) or \
-            [p.instruction for p in rec.positions] != [name]:
+            [p.instruction for p in rec.positions if p.instruction not in views] != [name]:
         return None
     readers = sorted({u.instruction for u in rec.uses}, key=lambda u: flat_step.get(u, -1))
-    if len(readers) < 2 or any(u not in body_names or len(kinds.get(u, ())) != 1 or
-                               kinds[u] == ["nested"] for u in readers):
+    if len(readers) < 2 or any(u not in body_names or u not in views and (
+            len(kinds.get(u, ())) != 1 or kinds[u] == ["nested"]) for u in readers):
         return None
     operands = tuple(dict.fromkeys(by_key[k].id for k in reads.get(name, ()) if k in by_key))
     if len(operands) != len(set(reads.get(name, ()))):
@@ -133,7 +142,12 @@ def _intact(graph: ScheduleGraph, operand: int, made: int, copy: int) -> bool:
 
 def body_thunk_kinds(capture, instructions) -> dict[str, list[str]]:
     """Body instruction -> kinds of its thunks in a while thunk's body
-    sequence ("nested" for one holding sequences), over every entry while."""
+    sequence, over every entry while: "kernel" for one the backend's rewrite
+    may copy there, "nested" for one holding sequences, else its own kind."""
+    from olla_jax.capture.base import Backend
+    if Backend.parse(capture.backend).kind == "gpu":
+        from olla_jax.apply import gpu_executable, gpu_rewrite
+        return gpu_rewrite.body_thunk_kinds(gpu_executable.decode(capture.executable))
     from olla_jax.apply import cpu_rewrite, executable
     decoded = executable.decode(capture.executable)
     kinds = defaultdict(list)
@@ -144,7 +158,8 @@ def body_thunk_kinds(capture, instructions) -> dict[str, list[str]]:
         for inner in body.thunks:
             name = cpu_rewrite.thunk_instruction(inner, instructions)
             nested = any(True for _ in cpu_rewrite._nested_sequences(inner))
-            kinds[name].append("nested" if nested else inner.kind)
+            kinds[name].append("nested" if nested else
+                               "kernel" if inner.kind in cpu_rewrite.CLONABLE_KINDS else inner.kind)
     return kinds
 
 

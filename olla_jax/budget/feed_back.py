@@ -14,7 +14,7 @@ from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
 from olla_jax.graph.layout import xla_layout
 from olla_jax.result import warn
-from olla_jax.budget import body
+from olla_jax.budget import body, body_placed
 from olla_jax.budget.candidates import candidates, check_cost
 from olla_jax.budget.recompute_plan import RecomputePlan, plan_of
 from olla_jax.budget.timed_search import search
@@ -82,7 +82,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                    layout=result.layout if result.layout is not None else xla_layout(graph))
     if bodies and (found is None or found.temp_bytes > target):
         found = extend_into_bodies(graph, order, found, cands, bodies, target,
-                                   deadline=t0 + _BODY_END * time_limit_s)
+                                   deadline=t0 + _BODY_END * time_limit_s, layout=result.layout,
+                                   placed_first=backend.kind == "gpu")
     floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
@@ -100,18 +101,59 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
 
 def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,
                        cands: Sequence[body.BodyCandidate], target_temp: int, *,
-                       deadline: float) -> RecomputePlan | None:
+                       deadline: float, layout=None,
+                       placed_first: bool = False) -> RecomputePlan | None:
     """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
     with copies inside loop bodies added by ``body.choose`` where its peak is
     inside a body above ``target_temp``; ``found`` itself when that does not
     lower the temp (or there are no such copies).  ``deadline`` (a
     ``time.monotonic()`` time) ends the bisection; what is left of it goes
-    to an exact placement when best-fit's misses the target."""
+    to an exact placement when best-fit's misses the target.  Where the
+    arena of ``found``'s layout (else ``layout``, the plan's) peaks in a
+    body above the target by more than the candidates idle in it there
+    (``body_placed.needs_room``: body values parked in idle output
+    allocations), ``body_placed.choose_placed`` picks copies by the placed
+    arena too: first with ``placed_first`` (a compile-only GPU target, whose
+    search gets a small share of the limit: the build after it is long),
+    else with what the live-bytes greedy leaves when it misses; the smaller
+    plan is kept."""
     if not cands or (found is not None and found.temp_bytes <= target_temp):
         return found
     by_value = {c.value: c for c in entry_cands}
     order = found.layout.order if found is not None else tuple(order)
     picks = [(by_value[v], k) for v, k in found.splits] if found is not None else []
+    layout = found.layout if found is not None else layout
+    room = layout is not None and body_placed.needs_room(graph, layout, cands, target_temp)
+    placed = None
+    if room and placed_first:
+        placed = body_placed.choose_placed(graph, order, picks, cands, target_temp,
+                                           deadline=deadline)
+        if placed is not None and (placed.temp_bytes <= target_temp or
+                                   time.monotonic() >= deadline):
+            return _with_how(placed, found, "loop-body greedy on the placed arena")
+    got = _live_greedy(graph, order, picks, cands, target_temp, deadline)
+    if room and not placed_first and got.temp_bytes > target_temp:
+        placed = body_placed.choose_placed(graph, order, picks, cands, target_temp,
+                                           deadline=deadline)
+    if placed is not None and placed.temp_bytes < got.temp_bytes:
+        return _with_how(placed, found, "loop-body greedy on the placed arena")
+    if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
+            (found is not None and got.temp_bytes >= found.temp_bytes):
+        return found
+    return _with_how(got, found, "loop-body greedy")
+
+
+def _with_how(got: RecomputePlan, found: RecomputePlan | None, how: str):
+    """``got`` named by ``how`` after ``found``'s search; ``found`` where it is smaller."""
+    if found is not None and got.temp_bytes >= found.temp_bytes:
+        return found
+    return dataclasses.replace(got, how=(found.how + " + " if found is not None else "") + how)
+
+
+def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float) -> RecomputePlan:
+    """``body.choose``'s copies on ``order`` after the entry ``picks``: the
+    fewest of them that meet ``target_temp`` placed, else all of them,
+    placed exactly with what is left before ``deadline``."""
     got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp)
     # the greedy stops on live bytes, output space included: the fewest of
     # its copies (a prefix, by bisection) whose placement meets the target
@@ -127,11 +169,7 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     if exact_s > 0.05 and got.temp_bytes > target_temp and got.body:
         got = plan_of(graph, order, picks, body_picks=got.body, exact_s=exact_s,
                       target_temp=target_temp)
-    if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
-            (found is not None and got.temp_bytes >= found.temp_bytes):
-        return found
-    how = (found.how + " + " if found is not None else "") + "loop-body greedy"
-    return dataclasses.replace(got, how=how)
+    return got
 
 
 # With while loops, the entry search's share of what is left of the limit;
