@@ -71,8 +71,11 @@ def run_one(item: str, limit: float, args) -> dict:
                              budget_bytes=base.xla_temp_bytes, fractions=[limit],
                              static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                              io_bytes=base.argument_bytes + base.output_bytes)[0]
-    xla_flops = point.flops - budget.step_flops(base.capture)
     graph, cap = base.graph, base.capture
+    if graph is None or cap is None:
+        raise SystemExit(f"{item}: its plan kept no memory model ({'; '.join(base.notes)[:300]}); "
+                         "try a longer --plan_time_limit_s")
+    xla_flops = point.flops - budget.step_flops(base.capture)
     cands, why = screen(graph, cap, args.recompute_cost)
     why = named_refusals(graph, cands, why)
     by_producer = {graph.nodes[c.producer]: c for c in cands}
@@ -131,7 +134,7 @@ def render(rows, args, loads) -> str:
         lines.append(f"## {r['example']} at {r['limit']} x XLA's temp: XLA {r['point_temp'] / MIB:,.2f} MiB "
                      f"at {r['point_flops']:,} extra FLOPs (XLA's own temp {r['xla_temp'] / MIB:,.2f}, "
                      f"our plan {r['plan_temp'] / MIB:,.2f}, on "
-                     f"{'our' if r['on_our_order'] else 'XLA'}'s order; {r['candidates']} candidates)")
+                     f"{'our plan' if r['on_our_order'] else 'XLA'}'s order; {r['candidates']} candidates)")
         lines += ["", "| XLA's copy | FLOPs | MiB | ours |", "|---|---:|---:|---|"]
         for c in sorted(r["xla_copies"], key=lambda c: -c["flops"]):
             lines.append(f"| {c['clone']} | {c['flops']:,} | {c['mib']:.2f} | {c['ours']} |")
