@@ -409,7 +409,7 @@ def main(argv=None) -> int:
                    help="XLA's points by jax version, example, target, limit ('' for none)")
     p.add_argument("--of_xla_temp", default="",
                    help="also ours alone at these shares of XLA's own temp (e.g. 0.6)")
-    p.add_argument("--recompute_cost", default="time",
+    p.add_argument("--recompute_cost", default="flops",
                    help="what our search minimises per copy, comma-separated to ask each: "
                         "time (roofline), flops (olla_jax.budget.candidates.copy_cost)")
     p.add_argument("--remat_planned", type=int, default=1, choices=(0, 1),

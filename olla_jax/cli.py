@@ -98,9 +98,9 @@ _MEMORY_BUDGET = flags.DEFINE_string(
     "memory_budget", None, "plan: the bytes the whole step may use (arguments, outputs and temp), "
     "e.g. 200MiB, 1.5GiB or 123456789; order and placement first, then recomputation. A budget "
     "not met exits 1 with the least reached (and --save writes that plan).")
-_RECOMPUTE_COST = flags.DEFINE_enum("recompute_cost", "time", ["time", "flops"], "plan: what "
+_RECOMPUTE_COST = flags.DEFINE_enum("recompute_cost", None, ["time", "flops"], "plan: what "
                                     "recomputation minimises with --memory_budget: estimated "
-                                    "time (roofline) or extra FLOPs.")
+                                    "time (roofline; CPU's default) or extra FLOPs (GPU's).")
 _DUMP_DIR = flags.DEFINE_string("dump_dir", None, "hlo: folder XLA dumped the module into "
                                 "(*after_optimizations.hlo.pb, *-buffer-assignment-values.txt, "
                                 "*-live-range.txt).")

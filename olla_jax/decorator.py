@@ -365,7 +365,7 @@ def _stable_option(value: Any) -> str:
 def jit(fun: Callable | None = None, /, *, backend: str | None = None, time_limit_s: float = 30.0,
         cache: bool | str | Path = True, compiler_options: dict | None = None,
         engine: str = "auto", verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
-        memory_budget: int | None = None, recompute: bool = True, recompute_cost: str = "time",
+        memory_budget: int | None = None, recompute: bool = True, recompute_cost: str | None = None,
         **jit_kwargs):
     """``jax.jit`` with planned memory.  ``jit_kwargs`` are ``jax.jit``'s own
     (static_argnums/static_argnames, donate_argnums/donate_argnames,

@@ -153,7 +153,7 @@ def _is_number(x) -> bool:
 
 def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
-                  memory_budget=None, recompute=True, recompute_cost="time") -> None:
+                  memory_budget=None, recompute=True, recompute_cost=None) -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
@@ -165,7 +165,8 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                                or not all(isinstance(k, str) for k in kwargs)):
         raise TypeError(f"kwargs must be a dict of keyword arguments for the step, got {kwargs!r}")
     _check_local_gpu(Backend.parse(backend))   # raises CaptureError("unknown backend ...")
-    check_cost(recompute_cost)
+    if recompute_cost is not None:
+        check_cost(recompute_cost)
     if not _is_number(time_limit_s) or not math.isfinite(time_limit_s) or time_limit_s <= 0:
         raise (TypeError if not _is_number(time_limit_s) else ValueError)(
             f"time_limit_s must be a positive number of seconds, got {time_limit_s!r}")
@@ -220,7 +221,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
          saved=None, memory_budget: int | None = None, recompute: bool = True,
-         recompute_cost: str = "time", num_devices: int = 1, in_shardings: Any = None,
+         recompute_cost: str | None = None, num_devices: int = 1, in_shardings: Any = None,
          out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
          collective_overlap: str | float = "keep", progress=None, **unknown) -> Plan:
@@ -253,11 +254,11 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     the stages): with a budget, the first order and placement gets
     ``FIRST_PLAN_SHARE`` of it, the overlap retries and recomputation the rest.
     ``recompute_cost``: what the recomputation search minimises per copy,
-    ``"time"`` (default: a roofline estimate of its time from its FLOPs and
-    bytes) or ``"flops"`` (its FLOPs, bytes moved breaking ties: on a GPU a
-    roofline makes a GEMM or convolution copy look about as cheap per byte as
-    an elementwise one; ``"flops"`` prefers the kernels of few FLOPs that XLA's
-    rematerialization picks).
+    ``"time"`` (a roofline estimate of its time from its FLOPs and bytes; the
+    default on CPU) or ``"flops"`` (its FLOPs, bytes moved breaking ties; the
+    default on GPU targets, where a roofline makes a GEMM or convolution copy
+    look about as cheap per byte as an elementwise one; ``"flops"`` prefers
+    the kernels of few FLOPs that XLA's rematerialization picks).
 
     Sharded steps (compile-only GPU targets): ``num_devices``, ``in_shardings``,
     ``out_shardings`` (PartitionSpecs over ``mesh_axes``, default ``{"x":
@@ -310,6 +311,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         spmd = dict(num_devices=num_devices, in_shardings=in_shardings,
                     out_shardings=out_shardings, mesh_axes=mesh_axes)
     target = Backend.parse(backend)
+    from olla_jax.budget.candidates import default_cost
+    recompute_cost = default_cost(recompute_cost, target)     # "flops" on GPU targets
     step = _step(fn, args, dict(kwargs or {}), target, static_argnums, donate_argnums, spmd,
                  static_argnames, donate_argnames)
     options = dict(backend=target, time_limit_s=time_limit_s, compiler_options=compiler_options,

@@ -113,3 +113,44 @@ def test_jit_takes_the_cost_and_refuses_an_unknown_one():
     assert f._options["recompute_cost"] == "flops"
     with pytest.raises(ValueError, match="recompute_cost must be one of"):
         olla_jax.jit(lambda x: x + 1, recompute_cost="energy")
+
+
+def test_the_default_cost_is_flops_on_gpu_targets_and_time_on_cpu():
+    from olla_jax.budget.candidates import default_cost
+    assert default_cost(None, "gpu:h100") == "flops"
+    assert default_cost(None, "gpu") == "flops"
+    assert default_cost(None, "cpu") == "time"
+    assert default_cost("time", "gpu:h100") == "time"       # asked for: kept
+    with pytest.raises(ValueError, match="recompute_cost must be one of"):
+        default_cost("energy", "gpu:h100")
+    import olla_jax
+    assert olla_jax.jit(lambda x: x + 1)._options["recompute_cost"] is None   # plan decides
+
+
+def _cost_plan_asks_for(monkeypatch, backend: str, **options) -> list[str]:
+    """The ``recompute_cost`` ``olla_jax.plan`` hands the recomputation of a
+    budget that order and placement miss (the recomputation itself stubbed)."""
+    import olla_jax
+    from olla_jax import budget, gpu_budget
+    asked = []
+
+    def ours(result, budget_bytes, *args, recompute_cost="time", **kw):
+        asked.append(recompute_cost)
+        return result
+    monkeypatch.setattr(gpu_budget, "to_budget", ours)
+    monkeypatch.setattr(budget, "recompute_to_budget", ours)
+    with warnings.catch_warnings(), pytest.raises(olla_jax.BudgetNotMet):
+        warnings.simplefilter("ignore")
+        olla_jax.plan(step, *ARGS, backend=backend, time_limit_s=2, feed_back=False,
+                      memory_budget=VALUE, **options)
+    return asked
+
+
+@needs_plugin
+def test_plan_on_a_gpu_target_minimises_flops_unless_told(monkeypatch):
+    assert _cost_plan_asks_for(monkeypatch, "gpu:h100") == ["flops"]
+    assert _cost_plan_asks_for(monkeypatch, "gpu:h100", recompute_cost="time") == ["time"]
+
+
+def test_plan_on_cpu_minimises_time_by_default(monkeypatch):
+    assert _cost_plan_asks_for(monkeypatch, "cpu") == ["time"]

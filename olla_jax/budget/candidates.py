@@ -37,6 +37,17 @@ def check_cost(recompute_cost) -> str:
     return recompute_cost
 
 
+def default_cost(recompute_cost: str | None, backend) -> str:
+    """``recompute_cost``, or when None the default for ``backend``: "flops"
+    on GPU targets (the CPU roofline's rates rank a GEMM copy about as cheap
+    per byte as an elementwise one there, and on the H100 suite "flops" met
+    XLA's remat points with fewer or as many extra FLOPs at every point
+    measured, ``benchmarks/results/vitremat_*.md``), "time" on CPU."""
+    if recompute_cost is not None:
+        return check_cost(recompute_cost)
+    return "flops" if Backend.parse(backend).kind == "gpu" else "time"
+
+
 def copy_cost(flops: int, moved: int, recompute_cost: str = "time") -> float:
     """What the search minimises for one copy of FLOPs ``flops`` that moves
     ``moved`` bytes, in seconds of FLOPS_PER_S / BYTES_PER_S (see RECOMPUTE_COSTS)."""

@@ -38,61 +38,17 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
     placing the first took); ``orders``: best-fit's sort orders (all when None); ``clock``: seconds."""
     from olla_jax.solve import recompute as model
     t0 = clock()
-    state0 = new_state(graph, order)
-    step = step_index(graph, order)
-    spans = graph.unit_spans(order)
-    unit_of = graph.unit_of_value
-    choices, keys = [], []                      # keys: (candidate, [splits per option])
-    for c in cands:
-        unit = unit_of[c.value]
-        if unit not in state0.interval_of_unit:
-            continue
-        iv_index = state0.interval_of_unit[unit]
-        _, iv_start, iv_end = state0.intervals[iv_index]
-        users = sorted(c.users, key=lambda n: step[n])
-        times = read_times(c, users, step)     # (the run before a split lives until times[k])
-        options, ks = [], []
-        for k in range(len(users)):
-            early_end, clone_t = times[k], copy_time(graph, step, users[k])
-            if not (iv_start <= early_end and early_end + 1 <= clone_t - 1 and clone_t <= iv_end):
-                continue
-            if not late_part_ok(graph, step, c, users[k]):
-                continue
-            if not all(operand_intact(graph, spans, step, state0.interval_of_unit, o, clone_t)
-                       for o in c.operands):
-                continue
-            extend = []
-            for o in c.operands:
-                unit_o = graph.units[unit_of[o]]
-                if unit_o.movable and unit_o.id in state0.interval_of_unit:
-                    extend.append((state0.interval_of_unit[unit_o.id], clone_t))
-            options.append(model.Option((early_end + 1, clone_t - 1), tuple(sorted(set(extend)))))
-            ks.append(k)
-        more, ks_more = _two_copy_options(options, ks)
-        if c.slots:     # (a copy before a slot must have readers before the next)
-            kept = [j for j, pair in enumerate(ks_more) if copies_read(c, users, pair)]
-            more, ks_more = [more[j] for j in kept], [ks_more[j] for j in kept]
-        options, ks = options + more, [(k,) for k in ks] + ks_more
-        if options:
-            choices.append(model.Choice(iv_index, tuple(options), max(1, round(c.cost_s * 1e9))))
-            keys.append((c, ks))
-    if not choices:
+    built = model_problem(graph, order, cands, base=base, orders=orders)
+    if built is None:
         return None
-    # Only what best-fit puts in the arena counts (idle output space takes the
-    # rest): the live bytes of those are the model's proxy for the arena.
-    placed = base if base is not None else best_fit(state0.problem(), orders)
-    sizes = tuple(iv[0] if region == sp.ARENA else 0
-                  for iv, region in zip(state0.intervals, placed.region))
-    starts = tuple(iv[1] for iv in state0.intervals)
-    ends = tuple(iv[2] for iv in state0.intervals)
+    problem0, keys, placed = built
     hint = None
     if warm is not None and warm.splits:
         chosen = defaultdict(tuple)
         for v, k in sorted(warm.splits):
             chosen[v] += (k,)
         hint = [ks.index(chosen[c.value]) if chosen.get(c.value) in ks else -1 for c, ks in keys]
-    none = [-1] * len(choices)
-    problem0 = model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0)
+    none = [-1] * len(problem0.choices)
     peak0 = int(model.profile(problem0, none).max())
     base = placed.arena_size
     # live bytes the arena does not hold (idle output space takes them), or
@@ -140,6 +96,66 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Can
         caps = _over_target_caps(problem, sol.picks, plan, target_temp, caps)
         hint = list(sol.picks)
     return best
+
+
+def model_problem(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate], *,
+                  base: sp.Placement | None = None, orders: Sequence[str] | None = None):
+    """The model's problem on ``order`` (``olla_jax.solve.recompute``, budget
+    0: the caller sets it): one ``Choice`` per candidate with a copy that may
+    run there, its options one or two splits of its readers; the interval
+    sizes are the live bytes best-fit puts in the arena (``base``, computed
+    with ``orders`` when None).  (problem, keys: per choice its candidate and
+    the splits of each option, that placement), or None when no candidate has
+    an option."""
+    from olla_jax.solve import recompute as model
+    state0 = new_state(graph, order)
+    step = step_index(graph, order)
+    spans = graph.unit_spans(order)
+    unit_of = graph.unit_of_value
+    choices, keys = [], []                      # keys: (candidate, [splits per option])
+    for c in cands:
+        unit = unit_of[c.value]
+        if unit not in state0.interval_of_unit:
+            continue
+        iv_index = state0.interval_of_unit[unit]
+        _, iv_start, iv_end = state0.intervals[iv_index]
+        users = sorted(c.users, key=lambda n: step[n])
+        times = read_times(c, users, step)     # (the run before a split lives until times[k])
+        options, ks = [], []
+        for k in range(len(users)):
+            early_end, clone_t = times[k], copy_time(graph, step, users[k])
+            if not (iv_start <= early_end and early_end + 1 <= clone_t - 1 and clone_t <= iv_end):
+                continue
+            if not late_part_ok(graph, step, c, users[k]):
+                continue
+            if not all(operand_intact(graph, spans, step, state0.interval_of_unit, o, clone_t)
+                       for o in c.operands):
+                continue
+            extend = []
+            for o in c.operands:
+                unit_o = graph.units[unit_of[o]]
+                if unit_o.movable and unit_o.id in state0.interval_of_unit:
+                    extend.append((state0.interval_of_unit[unit_o.id], clone_t))
+            options.append(model.Option((early_end + 1, clone_t - 1), tuple(sorted(set(extend)))))
+            ks.append(k)
+        more, ks_more = _two_copy_options(options, ks)
+        if c.slots:     # (a copy before a slot must have readers before the next)
+            kept = [j for j, pair in enumerate(ks_more) if copies_read(c, users, pair)]
+            more, ks_more = [more[j] for j in kept], [ks_more[j] for j in kept]
+        options, ks = options + more, [(k,) for k in ks] + ks_more
+        if options:
+            choices.append(model.Choice(iv_index, tuple(options), max(1, round(c.cost_s * 1e9))))
+            keys.append((c, ks))
+    if not choices:
+        return None
+    # Only what best-fit puts in the arena counts (idle output space takes the
+    # rest): the live bytes of those are the model's proxy for the arena.
+    placed = base if base is not None else best_fit(state0.problem(), orders)
+    sizes = tuple(iv[0] if region == sp.ARENA else 0
+                  for iv, region in zip(state0.intervals, placed.region))
+    starts = tuple(iv[1] for iv in state0.intervals)
+    ends = tuple(iv[2] for iv in state0.intervals)
+    return model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0), keys, placed
 
 
 # Two-copy options per value: pairs among its this many longest gaps.

@@ -305,6 +305,31 @@ def solve(problem: RecomputeProblem, *, engine: str = "cpsat", time_limit_s: flo
                              optimal, engine, time.monotonic() - t0)
 
 
+def least_peak_within(problem: RecomputeProblem, cost_cap: int, *, time_limit_s: float = 10.0,
+                      engine: str = "cpsat") -> RecomputeSolution:
+    """The least live-bytes peak whose extra cost is at most ``cost_cap``
+    (``problem.budget`` and caps ignored): where a budget's cost frontier
+    lies, e.g. against another planner's point.  ``met``: the peak is at most
+    ``problem.budget``."""
+    if engine not in ("cpsat", "mip"):
+        raise ValueError(f"engine must be 'cpsat' or 'mip', not {engine!r}")
+    t0 = time.monotonic()
+    none = [-1] * len(problem.choices)
+    peak0, _ = evaluate(problem, none)
+    base, steps, removable, addable = _rows(problem)
+    lower = int(max((base[t] - removable[t] for t in steps), default=0))
+    got = None
+    if problem.choices:
+        run = _solve_cpsat if engine == "cpsat" else _solve_mip
+        got = run(problem, base, steps, addable, cap=int(peak0), lower=lower, objective="peak",
+                  hint=none, time_limit_s=time_limit_s, conflicting=conflicts(problem),
+                  built=[0.0], cost_cap=int(cost_cap))
+    picks, optimal = (tuple(got[0]), got[1]) if got is not None else (tuple(none), False)
+    peak, cost = evaluate(problem, picks)
+    return RecomputeSolution(picks, peak, cost, peak <= problem.budget, optimal, engine,
+                             time.monotonic() - t0)
+
+
 def _terms(problem: RecomputeProblem, steps, addable, prune: int, base):
     """Per row step: (step, fixed bytes, [(size, choice, option) removed]).
     Rows that cannot exceed ``prune`` whatever is picked are left out (``prune``:

@@ -101,3 +101,33 @@ def test_bad_input_is_refused():
         rc.RecomputeProblem((1,), (0,), (5,), (rc.Choice(0, (rc.Option((0, 2)),), 1),), 1)
     with pytest.raises(ValueError, match="engine"):
         rc.solve(rc.RecomputeProblem((1,), (0,), (5,), (), 1), engine="x")
+
+
+@pytest.mark.parametrize("engine", ["cpsat", "mip"])
+@pytest.mark.parametrize("seed", range(8))
+def test_least_peak_within_a_cost_cap_matches_brute_force(engine, seed):
+    """``least_peak_within``: the least live-bytes peak of any plan whose cost
+    is at most the cap (the budget plays no part but in ``met``)."""
+    import itertools
+    rng = random.Random(100 + seed)
+    problem = _random_problem(rng, budget_share=0.7)
+    costs = [0]
+    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
+        try:
+            costs.append(rc.evaluate(problem, picks)[1])
+        except ValueError:
+            continue
+    cap = rng.choice(sorted(set(costs)))
+    best = None
+    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
+        try:
+            peak, cost = rc.evaluate(problem, picks)
+        except ValueError:
+            continue
+        if cost <= cap and (best is None or peak < best):
+            best = peak
+    sol = rc.least_peak_within(problem, cap, engine=engine, time_limit_s=10)
+    assert sol.optimal
+    assert sol.peak == best and sol.cost <= cap
+    assert sol.met == (sol.peak <= problem.budget)
+    assert rc.evaluate(problem, sol.picks) == (sol.peak, sol.cost)
