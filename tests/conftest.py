@@ -18,28 +18,13 @@ settings.load_profile(os.environ.get("OLLA_HYPOTHESIS", "repeatable"))
 
 
 @pytest.fixture(scope="session")
-def vit_tiny_unfed():
-    """(step, plan): vit tiny planned without a budget and not fed back (order
-    and placement only), shared by the budget tests that start from its graph,
-    order and candidates (one plan of vit in the default run, not three)."""
-    import warnings
-
-    import examples
-    import olla_jax
-    step = examples.get("vit", "tiny")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", olla_jax.PlanWarning)
-        return step, olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
-                                   time_limit_s=3, feed_back=False)
-
-
-@pytest.fixture(scope="session")
 def planned_example():
     """``planned_example(name)``: (step, plan) of the example ``name`` at size
     tiny, planned once per session (fed back and verified, 3 s, its own static
     and donated arguments, on fresh copies of its arguments) for the tests
-    that start from the same plan (tests/test_plan_examples.py,
-    tests/test_budget_feeder.py)."""
+    that start from the same plan: vit by the budget tests (test_budget,
+    test_budget_in_place, test_budget_deadline), lstm by test_plan_examples
+    and test_budget_feeder."""
     import warnings
 
     import jax

@@ -32,8 +32,8 @@ class FakeClock:
 
 
 @pytest.fixture(scope="module")
-def vit_tiny(vit_tiny_unfed):
-    _, plan = vit_tiny_unfed   # tests/conftest.py: one plan of vit tiny, shared
+def vit_tiny(planned_example):
+    _, plan = planned_example("vit")   # one plan of vit tiny a session (tests/conftest.py)
     graph = plan.graph
     order = plan.layout.order if plan.layout is not None else graph.xla_order
     return graph, order, budget.candidates(graph, plan.capture)

@@ -19,8 +19,8 @@ from olla_jax.plan import candidate_plan
 
 
 @pytest.fixture(scope="module")
-def vit_base(vit_tiny_unfed):
-    step, plan = vit_tiny_unfed   # tests/conftest.py: one plan of vit tiny, shared
+def vit_base(planned_example):
+    step, plan = planned_example("vit")   # one plan of vit tiny a session (tests/conftest.py)
     graph = plan.graph
     return step, plan, graph, budget.candidates(graph, plan.capture)
 
