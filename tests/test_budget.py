@@ -242,10 +242,10 @@ def test_flops_count_matmuls_and_convolutions():
 # --- recomputation chosen by a model (olla_jax.solve.recompute) --------------
 
 @pytest.fixture(scope="module")
-def vit_base():
-    """vit tiny planned without a budget (order and placement only)."""
-    step = examples.get("vit", "tiny")
-    return step, _plan(step, time_limit_s=3)
+def vit_base(planned_example):
+    """vit tiny planned without a budget (order and placement only; one plan
+    a session, shared with the other budget tests: tests/conftest.py)."""
+    return planned_example("vit")
 
 
 def _base(vit_base):

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import time
 import types
-import warnings
 
 import pytest
 
-import examples
-import olla_jax
 from olla_jax import budget
 from olla_jax.solve import place as place_lib
 from olla_jax.solve import place_greedy
@@ -35,12 +32,8 @@ class FakeClock:
 
 
 @pytest.fixture(scope="module")
-def vit_tiny():
-    step = examples.get("vit", "tiny")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", olla_jax.PlanWarning)
-        plan = olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
-                             time_limit_s=1, feed_back=False)
+def vit_tiny(planned_example):
+    _, plan = planned_example("vit")   # one plan of vit tiny a session (tests/conftest.py)
     graph = plan.graph
     order = plan.layout.order if plan.layout is not None else graph.xla_order
     return graph, order, budget.candidates(graph, plan.capture)

@@ -10,12 +10,9 @@ that nothing reads), and the rewritten executable is bit-identical (CPU)."""
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import pytest
 
-import examples
-import olla_jax
 from olla_jax import budget, check
 from olla_jax.apply import feed_back
 from olla_jax.budget import recompute_plan
@@ -23,12 +20,10 @@ from olla_jax.plan import candidate_plan
 
 
 @pytest.fixture(scope="module")
-def base():
-    step = examples.get("lstm", "tiny")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return step, olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
-                                   donate_argnums=step.donate_argnums, time_limit_s=3)
+def base(planned_example):
+    # lstm tiny planned (3 s, fed back) once a session, shared with
+    # tests/test_plan_examples.py (tests/conftest.py)
+    return planned_example("lstm")
 
 
 def _fed(plan):

@@ -19,12 +19,8 @@ from olla_jax.plan import candidate_plan
 
 
 @pytest.fixture(scope="module")
-def vit_base():
-    step = examples.get("vit", "tiny")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", olla_jax.PlanWarning)
-        plan = olla_jax.plan(step.fn, *step.args, static_argnums=step.static_argnums,
-                             time_limit_s=2, feed_back=False)
+def vit_base(planned_example):
+    step, plan = planned_example("vit")   # one plan of vit tiny a session (tests/conftest.py)
     graph = plan.graph
     return step, plan, graph, budget.candidates(graph, plan.capture)
 

@@ -4,14 +4,11 @@ bit-identical to XLA's executable."""
 
 from __future__ import annotations
 
-import warnings
-
 import jax
 import numpy as np
 import pytest
 
 import examples
-import olla_jax
 
 # The default run: a plain step, a loop (lstm) and jax.checkpoint (remat).  The
 # others are slow: donation is planned bit-exact by test_donation (cnn_adam,
@@ -31,12 +28,10 @@ def _fresh_args(step):
                                   if isinstance(x, jax.Array) else x, step.args)
 
 
-def check_example(name: str) -> None:
-    step = examples.get(name, "tiny")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", olla_jax.PlanWarning)
-        plan = olla_jax.plan(step.fn, *_fresh_args(step), static_argnums=step.static_argnums,
-                             donate_argnums=step.donate_argnums, time_limit_s=3)
+def check_example(name: str, planned_example) -> None:
+    # planned_example (tests/conftest.py): plan() of the tiny step on fresh
+    # copies of its arguments, 3 s, shared with the tests that start from it
+    step, plan = planned_example(name)
     assert plan.planned_temp_bytes <= plan.xla_best_temp_bytes
     assert plan.lower_bound_bytes <= plan.planned_temp_bytes
     if plan.verified:
@@ -50,11 +45,11 @@ def check_example(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", FAST)
-def test_example_plan_is_exact(name):
-    check_example(name)
+def test_example_plan_is_exact(name, planned_example):
+    check_example(name, planned_example)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SLOW)
-def test_example_plan_is_exact_slow(name):
-    check_example(name)
+def test_example_plan_is_exact_slow(name, planned_example):
+    check_example(name, planned_example)
