@@ -230,14 +230,19 @@ def entry_thunk_kinds(decoded) -> tuple[dict[str, list[str]], Any]:
     kinds: dict[str, list[str]] = {}
     for thunk in decoded.thunks:
         name = thunk_instruction(thunk, instructions)
-        if any(True for _ in _nested(thunk)):
-            kind = "nested"
-        elif clone_refusal(thunk, instructions[name], comps) is None:
-            kind = "library" if thunk_kind(thunk) in LIBRARY_KINDS else "kernel"
-        else:
-            kind = thunk_kind(thunk)
-        kinds.setdefault(owner.get(name, name), []).append(kind)
+        kinds.setdefault(owner.get(name, name), []).append(
+            _copy_kind(thunk, instructions[name], comps))
     return kinds, module
+
+
+def _copy_kind(thunk, instruction, comps) -> str:
+    """What a copy of ``thunk`` would be: "nested" (it runs thunks of its own),
+    "kernel" or "library" (a copy may be built), else the thunk's own kind."""
+    if any(True for _ in _nested(thunk)):
+        return "nested"
+    if clone_refusal(thunk, instruction, comps) is None:
+        return "library" if thunk_kind(thunk) in LIBRARY_KINDS else "kernel"
+    return thunk_kind(thunk)
 
 
 def body_thunk_kinds(decoded) -> dict[str, list[str]]:
@@ -253,13 +258,7 @@ def body_thunk_kinds(decoded) -> dict[str, list[str]]:
             continue
         for thunk in loop.while_thunk.body_thunk_sequence.thunks:
             name = thunk_instruction(thunk, instructions)
-            if any(True for _ in _nested(thunk)):
-                kind = "nested"
-            elif clone_refusal(thunk, instructions[name], comps) is None:
-                kind = "library" if thunk_kind(thunk) in LIBRARY_KINDS else "kernel"
-            else:
-                kind = thunk_kind(thunk)
-            kinds.setdefault(name, []).append(kind)
+            kinds.setdefault(name, []).append(_copy_kind(thunk, instructions[name], comps))
     return kinds
 
 
