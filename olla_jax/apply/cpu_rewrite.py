@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import executable
 from olla_jax.apply.edits import (  # noqa: F401 - fixed_kind, possibly_live_out re-exported
-    Clone, ExecutableEdit, RewriteError, body_slot, check_covered, check_move, check_order,
+    Clone, ExecutableEdit, RewriteError, body_running, body_slot, check_covered, check_move, check_order,
     clone_slot, edited_sizes, entry_order, first_run_thunk, fixed_kind, nested_of_type, possibly_live_out,
     producer_thunk, relocate_buffers, reorder_thunks, slices, thunk_groups)
 
@@ -165,20 +165,10 @@ def _reorder(decoded, instructions: Mapping[str, Any], order: tuple[str, ...]) -
 
 def _body_sequence(decoded, instructions, clone: Clone):
     """The body thunk sequence of the entry while loop that runs
-    ``clone.producer`` (a copy inside a loop body, run every iteration;
-    ``body_slot`` finds ``clone.before`` in it); RewriteError when no one
-    body runs it."""
-    found = []
-    for thunk in decoded.thunk_sequence.thunks:
-        if thunk.kind != "while":
-            continue
-        body = thunk.while_thunk.body_sequence
-        if any(thunk_instruction(t, instructions) == clone.producer for t in body.thunks):
-            found.append(body)
-    if len(found) != 1:
-        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: neither an "
-                           "entry thunk nor in one while loop's body")
-    return found[0]
+    ``clone.producer`` (``edits.body_running``)."""
+    return body_running(clone, (t.while_thunk.body_sequence for t in decoded.thunk_sequence.thunks
+                                if t.kind == "while"),
+                        lambda t: thunk_instruction(t, instructions))
 
 
 def _insert_clone(decoded, instructions, clone: Clone, allocations, sizes,

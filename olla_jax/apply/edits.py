@@ -129,6 +129,19 @@ def clone_slot(names: Sequence[str], clone: Clone, producer: int) -> int:
     return at
 
 
+def body_running(clone: Clone, bodies, instruction_of):
+    """The one of ``bodies`` (the body thunk sequences of the entry while
+    loops) whose thunks run ``clone.producer``, by ``instruction_of(thunk)``:
+    a copy there runs every iteration (``body_slot`` finds ``clone.before``
+    in it); RewriteError when no one body runs it."""
+    found = [body for body in bodies
+             if any(instruction_of(t) == clone.producer for t in body.thunks)]
+    if len(found) != 1:
+        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: neither an "
+                           "entry instruction nor in one while loop's body")
+    return found[0]
+
+
 def body_slot(module, names: Sequence[str], clone: Clone, producer: int) -> int:
     """Where a copy inside a loop body goes in its body's thunks (``names``:
     the instruction of each): before the first thunk of ``clone.before``,

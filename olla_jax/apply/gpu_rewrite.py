@@ -51,7 +51,7 @@ from typing import Any, Iterator, Mapping
 
 from olla_jax.apply import gpu_executable
 from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
-    ExecutableEdit, RewriteError, body_slot, check_covered, check_move, check_order, clone_slot,
+    ExecutableEdit, RewriteError, body_running, body_slot, check_covered, check_move, check_order, clone_slot,
     edited_sizes,
     entry_order, first_run_thunk, nested_of_type, producer_thunk, relocate_buffers,
     reorder_thunks, slices, thunk_groups)
@@ -264,19 +264,10 @@ def body_thunk_kinds(decoded) -> dict[str, list[str]]:
 
 def body_sequence(decoded, instructions, clone):
     """The body thunk sequence of the one entry while thunk whose body runs
-    ``clone.producer`` (a copy there runs every iteration; ``body_slot``
-    finds ``clone.before`` in it); RewriteError when no one body runs it."""
-    found = []
-    for loop in decoded.thunks:
-        if thunk_kind(loop) != "while_thunk":
-            continue
-        body = loop.while_thunk.body_thunk_sequence
-        if any(thunk_instruction(t, instructions) == clone.producer for t in body.thunks):
-            found.append(body)
-    if len(found) != 1:
-        raise RewriteError(f"cannot recompute {clone.producer} before {clone.before}: neither an "
-                           "entry instruction nor in one while loop's body")
-    return found[0]
+    ``clone.producer`` (``edits.body_running``)."""
+    return body_running(clone, (t.while_thunk.body_thunk_sequence for t in decoded.thunks
+                                if thunk_kind(t) == "while_thunk"),
+                        lambda t: thunk_instruction(t, instructions))
 
 
 def kernel_arguments(thunk: Any) -> list[tuple[Any, bool]]:
