@@ -11,7 +11,10 @@ memory and on disk (``$OLLA_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/olla_jax``,
 else ``~/.cache/olla_jax``), so a later process re-applies it without solving
 (it is still checked and verified).  The cache never breaks a call: a cache
 entry that cannot be read, written or applied is planned again.  When planning
-is impossible the function runs under plain ``jax.jit``, with one warning.
+is impossible the function runs under plain ``jax.jit``, with one warning.  A
+``memory_budget`` that is not met runs the least-memory plan found (XLA's
+executable when that plan was not verified), with a warning per signature that
+says by how much the budget was missed.
 ``olla_jax.optimize`` is the same decorator under its old name.
 """
 
@@ -30,7 +33,8 @@ import jax
 
 from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
-from olla_jax.plan import PlanWarning, check_options, plan as plan_step, quiet, warn
+from olla_jax.plan import BudgetNotMet, PlanWarning, check_options, plan as plan_step, quiet, warn
+from olla_jax.sizes import size_text
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
 PLAN_OPTIONS = ("engine", "verify_trials", "feed_back", "seed", "memory_budget", "recompute",
@@ -260,6 +264,9 @@ class Jitted:
                 return cached
         try:
             result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
+        except BudgetNotMet as err:   # the least-memory plan found still runs, with a warning
+            result = self._budget_missed(err)
+            failure = None
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
             failure = err
         else:
@@ -289,6 +296,11 @@ class Jitted:
             saved = saved_lib.load_plan(path)
             with quiet():   # a refused entry is planned again: its fallback is no news
                 result = plan_step(self._jitted, *args, kwargs=kwargs, saved=saved, **options)
+        except BudgetNotMet as err:   # a plan cached after it missed the budget: it misses again
+            if not err.plan.verified:
+                self._drop(path)
+                return None
+            return self._budget_missed(err)
         except Exception:  # noqa: BLE001 - a stale or damaged entry: plan again
             self._drop(path)
             return None
@@ -296,6 +308,27 @@ class Jitted:
             self._drop(path)
             return None
         return result
+
+    def _budget_missed(self, err: BudgetNotMet):
+        """The plan to run when ``memory_budget`` was not met: the least-memory
+        plan found when it was verified and fed back, else XLA's executable
+        (``err.plan.compiled`` is XLA's then); either way one warning per
+        signature saying by how much the budget was missed."""
+        plan = err.plan
+        budget = self._options["memory_budget"]
+        over = size_text(plan.runs_total_bytes - budget)
+        if plan.verified:
+            what = (f"the least-memory plan found needs {size_text(plan.runs_total_bytes)}, "
+                    f"{over} over; running it")
+        else:
+            what = (f"the least-memory plan found (planned {size_text(plan.total_bytes)}) was not "
+                    f"verified (Plan.notes says why): running XLA's executable, "
+                    f"{size_text(plan.runs_total_bytes)}, {over} over")
+        warn(f"olla_jax.jit: memory_budget of {size_text(budget)} not met: {what} (XLA's plan: "
+             f"{size_text(plan.xla_total_bytes)}). olla_jax.plan(..., memory_budget=...) raises "
+             "BudgetNotMet with what holds the peak; lower the batch size, donate arguments or "
+             "raise the budget", PlanWarning)
+        return plan
 
     def _raise_if_jax_refuses(self, args, kwargs) -> None:
         """Raise jax's own error for a call jax.jit cannot lower (a wrong

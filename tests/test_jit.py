@@ -439,3 +439,28 @@ def test_a_call_jax_jit_refuses_raises_jaxs_error_and_keeps_the_warning(monkeypa
         assert_same(jitted(p, x, y), jax.jit(step)(p, x, y))
     messages = [str(w.message) for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
     assert len(messages) == 1 and "planner broke" in messages[0]
+
+
+@pytest.mark.parametrize("feed_back", [True, False])
+def test_jit_budget_not_met_runs_the_least_memory_plan_with_a_warning(tmp_path, feed_back):
+    """A missed memory_budget is no planning failure: the least-memory plan found
+    runs (XLA's executable when that plan is not verified), and the warning says
+    by how much the budget was missed; a later process re-applies the cached plan."""
+    from small_steps import mlp_step
+    budget = 1024   # below the arguments alone: no plan meets it
+    for attempt in range(2 if feed_back else 1):   # the second: from the cache
+        f = olla_jax.jit(mlp_step, memory_budget=budget, time_limit_s=2, cache=tmp_path,
+                         feed_back=feed_back)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = f(*mlp_args(0))
+        assert_same(got, jax.jit(mlp_step)(*mlp_args(0)))
+        planned = f.plan_for(*mlp_args(0))
+        assert planned is not None, "a missed budget must not fall back to plain jax.jit"
+        assert planned.verified == feed_back
+        missed = [str(w.message) for w in caught if "memory_budget of 1.0 KiB not met" in
+                  str(w.message)]
+        assert len(missed) == 1, [str(w.message) for w in caught]
+        over = planned.runs_total_bytes - budget
+        assert f"{olla_jax.sizes.size_text(over)} over" in missed[0]
+        assert ("running it" if feed_back else "running XLA's executable") in missed[0]
