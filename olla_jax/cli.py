@@ -28,8 +28,8 @@ examples:
 
 --module names a callable (pkg.mod:make_step, or path/to/file.py:make_step)
 taking no arguments that returns a Step-like object
-(fn, args, static_argnums, donate_argnums and, for plan, kwargs, static_argnames,
-donate_argnames where it has them) or a tuple (fn, args) or (fn, args, kwargs);
+(fn, args, static_argnums, donate_argnums and, for plan and donate, kwargs,
+static_argnames, donate_argnames where it has them) or a tuple (fn, args) or (fn, args, kwargs);
 for batch it takes the batch size instead.
 Only warnings are logged unless --verbosity=0 (info) or --verbosity=1 (debug logs
 and full tracebacks) is given; --helpfull lists absl's flags too.
@@ -609,13 +609,12 @@ def cmd_donate() -> None:
         parts = _step_parts(_call_maker(_load_callable(_MODULE.value), _MODULE.value),
                             _MODULE.value)
     fn, args, static, donate = parts[:4]
-    if parts.kwargs or parts.static_argnames or parts.donate_argnames:
-        raise UsageError("donate measures positional steps: return (fn, args) with "
-                         "static_argnums/donate_argnums, no kwargs or argnames")
     import olla_jax
     logging.info("measuring donation candidates on %s", _BACKEND.value)
     advice = olla_jax.advise_donation(fn, *args, static_argnums=static, donate_argnums=donate,
-                                      backend=_BACKEND.value)
+                                      backend=_BACKEND.value, kwargs=parts.kwargs,
+                                      static_argnames=parts.static_argnames,
+                                      donate_argnames=parts.donate_argnames)
     print(advice.summary())
 
 

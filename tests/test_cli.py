@@ -251,6 +251,14 @@ def make_step():
 
 def make_broken():
     raise RuntimeError("the data loader is broken")
+
+def kw_step(x, *, state, act=None, lr=0.5):
+    f = getattr(jnp, act)            # act is static, passed by keyword
+    return state * lr + f(state) * x.sum(), f(x).sum()
+
+def make_kw_step():
+    return Step(kw_step, (jnp.ones((8, 64)),), {"state": jnp.ones((64, 64)), "act": "sin",
+                "lr": 0.5}, ("act",), ())
 '''
 
 
@@ -265,6 +273,19 @@ def test_module_step_keeps_its_kwargs_and_argnames_and_its_errors_are_one_line(t
     assert broken.returncode == 1
     assert "RuntimeError: the data loader is broken" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_donate_module_step_with_keyword_and_static_argnames(tmp_path):
+    """donate --module takes a step's kwargs and argnames as plan does; a keyword
+    argument worth donating is suggested by name."""
+    (tmp_path / "user_steps.py").write_text(MODULE_STEPS)
+    result = olla("donate", "--module=user_steps:make_kw_step", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "keyword argument 'state'" in result.stdout and "-> donate" in result.stdout
+    assert "pass donate_argnames=('state',)" in result.stdout, result.stdout
+    own = olla("donate", "--module=user_steps:make_step", cwd=tmp_path)   # p donated by name
+    assert own.returncode == 0, own.stderr
+    assert "nothing to add: keep donate_argnums=(0,)" in own.stdout, own.stdout
 
 
 def test_module_given_as_a_file_path(tmp_path):
