@@ -142,6 +142,10 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
     (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe
     (order and placement; the recomputation search gets as much again).
+    The "olla" and "recompute" answers are what the planner finds within that
+    limit: where it runs to the limit (no plan met its bound first), a longer
+    limit or a quieter machine may find a batch more (``olla-jax batch`` uses
+    this default unless given ``--time_limit_s``).
     ``step_time_limit``: the slowest step, relative to XLA's at the same batch, a
     plan that recomputes values may take to count as fitting: measured on CPU with
     concrete arguments, in this process, XLA's executable and the recomputing one
