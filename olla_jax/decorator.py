@@ -133,6 +133,34 @@ def _stable(value: Any) -> str:
         return f"{type(value).__module__}.{type(value).__qualname__}#unhashable"
 
 
+# Leaf types read the fast way (jax's concrete array type, found on first sight):
+# their aval's fields directly, no dtype canonicalized (an array's dtype is
+# jax's already).  A leaf's dtype, shape and weak_type properties each build
+# from the aval, and canonicalizing a dtype costs as much again: per call over
+# a model's hundreds of leaves, that was most of the drop-in's overhead.
+_ARRAY_TYPES: set[type] = set()
+
+
+class _LeftToJax(Exception):
+    """A call under another transformation (a Tracer leaf) or with
+    ShapeDtypeStructs: jax.jit's, not planned."""
+
+
+def _leaves_key(leaves: list, calling: bool) -> tuple:
+    """``_leaf`` of each leaf; ``calling``: raise _LeftToJax on a Tracer or a
+    ShapeDtypeStruct (a call, not ``plan_for``, which plans ahead with them)."""
+    out = []
+    for x in leaves:
+        if type(x) in _ARRAY_TYPES:
+            a = x.aval
+            out.append((a.dtype, a.shape, a.weak_type, x.sharding if x.committed else None))
+            continue
+        if calling and isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)):
+            raise _LeftToJax
+        out.append(_leaf(x))
+    return tuple(out)
+
+
 def _leaf(x: Any) -> tuple:
     """What of an argument leaf the program depends on (the sharding object as
     it is: hashable, and cheap where its text is not; the file key prints it).
@@ -143,8 +171,14 @@ def _leaf(x: Any) -> tuple:
     if isinstance(x, (bool, int, float, complex)):
         return ("py", type(x).__name__)
     sharding = getattr(x, "sharding", None) if getattr(x, "committed", True) else None
-    return (_canonical(getattr(x, "dtype", type(x).__name__)), tuple(getattr(x, "shape", ())),
-            bool(getattr(x, "weak_type", False)), sharding)
+    key = (_canonical(getattr(x, "dtype", type(x).__name__)), tuple(getattr(x, "shape", ())),
+           bool(getattr(x, "weak_type", False)), sharding)
+    if (type(x) not in _ARRAY_TYPES and isinstance(x, jax.Array)
+            and not isinstance(x, jax.core.Tracer)
+            and type(getattr(x, "aval", None)) is jax.core.ShapedArray
+            and key[:3] == (x.aval.dtype, x.aval.shape, x.aval.weak_type)):
+        _ARRAY_TYPES.add(type(x))     # its aval gives the same key: read it so from now on
+    return key
 
 
 def _canonical(dtype: Any) -> Any:
@@ -218,17 +252,18 @@ class Jitted:
                    {k: v for k, v in kwargs.items() if k not in names})
         return static, dynamic
 
-    def _key(self, args, kwargs):
+    def _key(self, args, kwargs, calling: bool = False):
         """In memory: static values themselves (hash and equality, as jax.jit keys
         them), the dynamic arguments' structure and avals, and jax's configuration
         that changes the trace (``jax_enable_x64`` switched on after a call is
-        another program, as it is to jax.jit)."""
+        another program, as it is to jax.jit).  ``calling``: raise _LeftToJax for
+        a call jax.jit must take (a Tracer or ShapeDtypeStruct among the leaves)."""
         (positional, named), dynamic = self._split(args, kwargs)
         # the type too: 1, 1.0 and True are equal and hash alike, but trace differently
         static = (tuple((i, type(v), v) for i, v in positional),
                   tuple((k, type(v), v) for k, v in named))
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
-        return (static, tree, tuple(_leaf(x) for x in leaves), jax_compat.trace_context())
+        return (static, tree, _leaves_key(leaves, calling), jax_compat.trace_context())
 
     def _file_key(self, key) -> str:
         (positional, named), tree, leaves, context = key
@@ -247,6 +282,9 @@ class Jitted:
             hash(key)
         except TypeError:   # an unhashable static value: jax.jit itself will say so
             return None
+        return self._plan_of(key, args, kwargs)
+
+    def _plan_of(self, key, args, kwargs):
         with self._lock:
             if key not in self._plans:
                 self._plans[key] = self._make_plan(key, args, kwargs)
@@ -354,12 +392,17 @@ class Jitted:
 
     # -- jax.jit's surface ----------------------------------------------------
     def __call__(self, *args, **kwargs):
-        leaves = jax.tree_util.tree_leaves((args, kwargs))
-        if any(isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)) for x in leaves):
+        try:
+            key = self._key(args, kwargs, calling=True)
+            result = self._plans.get(key, _MISSING)   # a dict read: no lock needed
+        except _LeftToJax:
             # inside another transformation: jax's job; a ShapeDtypeStruct is no
             # value to run on: jax.jit's own error (plan_for and lower take them)
             return self._jitted(*args, **kwargs)
-        result = self.plan_for(*args, **kwargs)
+        except TypeError:   # an unhashable static value: jax.jit itself will say so
+            return self._jitted(*args, **kwargs)
+        if result is _MISSING:
+            result = self._plan_of(key, args, kwargs)
         if result is None:
             return self._jitted(*args, **kwargs)
         return result.compiled(*args, **kwargs)
@@ -387,6 +430,7 @@ class Jitted:
 
 # The old name: the same class.
 Optimized = Jitted
+_MISSING = object()
 
 
 def _stable_option(value: Any) -> str:

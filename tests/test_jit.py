@@ -464,3 +464,25 @@ def test_jit_budget_not_met_runs_the_least_memory_plan_with_a_warning(tmp_path, 
         over = planned.runs_total_bytes - budget
         assert f"{olla_jax.sizes.size_text(over)} over" in missed[0]
         assert ("running it" if feed_back else "running XLA's executable") in missed[0]
+
+
+def test_cache_key_of_a_planned_call_canonicalizes_no_dtype(monkeypatch):
+    """The per-call key reads a jax array's aval once, not its dtype, shape and
+    weak_type properties and a canonicalized dtype per leaf (most of the drop-in's
+    overhead over jax.jit on a many-leaf pytree); it is the same key either way."""
+    tree = {f"w{i}": jnp.full((3,), i, dtype) for i, dtype in enumerate(
+        [jnp.float32, jnp.bfloat16, jnp.int32, jnp.bool_, jnp.uint8] * 4)}
+    tree["weak"] = jnp.asarray(1.0)
+    f = olla_jax.jit(lambda t: jax.tree.map(lambda a: a + a, t), cache=False, time_limit_s=1)
+    slow = tuple(decorator._leaf(x) for x in jax.tree.leaves(tree))
+    assert_same(f(tree), jax.jit(lambda t: jax.tree.map(lambda a: a + a, t))(tree))
+    calls = []
+    real = jax.dtypes.canonicalize_dtype
+    monkeypatch.setattr(jax.dtypes, "canonicalize_dtype", lambda *a, **k: calls.append(a) or real(*a, **k))
+    key = f._key((tree,), {}, calling=True)
+    assert key[2] == slow and key in f._plans
+    f(tree)
+    assert calls == [], f"{len(calls)} dtypes canonicalized per call"
+    with pytest.raises(decorator._LeftToJax):      # a ShapeDtypeStruct call is jax.jit's
+        f._key((jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree),), {},
+               calling=True)
