@@ -392,6 +392,8 @@ class Jitted:
 
     # -- jax.jit's surface ----------------------------------------------------
     def __call__(self, *args, **kwargs):
+        if jax.config.jax_disable_jit:   # jax.disable_jit(): jax.jit runs the function as
+            return self._jitted(*args, **kwargs)   # Python, so nothing is compiled or planned
         try:
             key = self._key(args, kwargs, calling=True)
             result = self._plans.get(key, _MISSING)   # a dict read: no lock needed

@@ -486,3 +486,21 @@ def test_cache_key_of_a_planned_call_canonicalizes_no_dtype(monkeypatch):
     with pytest.raises(decorator._LeftToJax):      # a ShapeDtypeStruct call is jax.jit's
         f._key((jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree),), {},
                calling=True)
+
+
+def test_jit_under_disable_jit_runs_the_function_as_jax_jit_does():
+    """Under jax.disable_jit jax.jit runs the Python function (a debugging aid:
+    prints and breakpoints work); the drop-in plans nothing and does the same
+    (it ran the AOT executable, which jax refuses there)."""
+    seen = []
+
+    def traced(p, x, y):
+        seen.append(type(x).__name__)
+        return step(p, x, y)
+    f = olla_jax.jit(traced, time_limit_s=1, cache=False)
+    with jax.disable_jit():
+        got = f(*mlp_args(0))
+        expected = jax.jit(step)(*mlp_args(0))
+    assert not f._plans, "nothing is planned under disable_jit"
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(expected[1]), rtol=1e-5)
+    assert seen and all("Tracer" not in s for s in seen), seen
