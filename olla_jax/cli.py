@@ -28,8 +28,8 @@ examples:
 
 --module names a callable (pkg.mod:make_step, or path/to/file.py:make_step)
 taking no arguments that returns a Step-like object
-(fn, args, static_argnums, donate_argnums and, for plan and donate, kwargs,
-static_argnames, donate_argnames where it has them) or a tuple (fn, args) or (fn, args, kwargs);
+(fn, args and, where it has them, kwargs, static_argnums, donate_argnums,
+static_argnames, donate_argnames) or a tuple (fn, args) or (fn, args, kwargs);
 for batch it takes the batch size instead.
 Only warnings are logged unless --verbosity=0 (info) or --verbosity=1 (debug logs
 and full tracebacks) is given; --helpfull lists absl's flags too.

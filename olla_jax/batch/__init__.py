@@ -136,9 +136,10 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                   quick_plans: bool = True) -> BatchReport:
     """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
 
-    ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
-    args, static_argnums, donate_argnums), e.g. ``lambda b: examples.make("gpt2",
-    "tiny", b)``.  ``capacity_bytes``: the bytes one step may use; required on CPU.
+    ``make_step(batch_size)`` returns ``(fn, args)``, ``(fn, args, kwargs)`` or a
+    Step-like object (fn, args and, where it has them, kwargs, static_argnums,
+    donate_argnums, static_argnames, donate_argnames), e.g. ``lambda b:
+    examples.make("gpt2", "tiny", b)``.  ``capacity_bytes``: the bytes one step may use; required on CPU.
     For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
     (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe
     (order and placement; the recomputation search gets as much again).
