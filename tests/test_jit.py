@@ -504,3 +504,19 @@ def test_jit_under_disable_jit_runs_the_function_as_jax_jit_does():
     assert not f._plans, "nothing is planned under disable_jit"
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(expected[1]), rtol=1e-5)
     assert seen and all("Tracer" not in s for s in seen), seen
+
+
+def test_a_bug_in_the_step_is_the_users_error_with_its_line():
+    """olla_jax.jit raises the step's own exception, as jax.jit does; olla_jax.plan
+    says it is the step's, names the user's line, and chains the exception."""
+    def buggy(p, x):
+        h = x @ p["w1"]
+        return h + p["missing"]           # the user's bug
+    line = buggy.__code__.co_firstlineno + 2
+    p, x, _ = mlp_args(0)
+    with pytest.raises(KeyError, match="missing"):
+        olla_jax.jit(buggy, cache=False, time_limit_s=1)(p, x)
+    with pytest.raises(olla_jax.CaptureError) as info:
+        olla_jax.plan(buggy, p, x, time_limit_s=1)
+    assert f"KeyError: 'missing' (raised at {__file__}:{line}, in buggy)" in str(info.value)
+    assert isinstance(info.value.__cause__, KeyError)
