@@ -358,6 +358,9 @@ class Jitted:
         if plan.verified:
             what = (f"the least-memory plan found needs {size_text(plan.runs_total_bytes)}, "
                     f"{over} over; running it")
+        elif plan.source == "xla":
+            what = (f"nothing below XLA's plan was found: running XLA's executable, "
+                    f"{size_text(plan.runs_total_bytes)}, {over} over")
         else:
             what = (f"the least-memory plan found (planned {size_text(plan.total_bytes)}) was not "
                     f"verified (Plan.notes says why): running XLA's executable, "
