@@ -313,7 +313,8 @@ def _spy(make, **kwargs):
                 if p.default is not inspect.Parameter.empty}
     used = {k: kwargs.get(k, defaults.get(k)) for k in ("time_limit_s", "low", "high", "modes",
                                                            "capacity_bytes", "reserve_bytes")}
-    print("USED " + json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in used.items()}))
+    print("USED " + json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                for k, v in used.items()}))
     raise SystemExit(0)
 
 _real, olla_jax.largest_batch = olla_jax.largest_batch, _spy

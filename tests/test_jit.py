@@ -478,7 +478,8 @@ def test_cache_key_of_a_planned_call_canonicalizes_no_dtype(monkeypatch):
     assert_same(f(tree), jax.jit(lambda t: jax.tree.map(lambda a: a + a, t))(tree))
     calls = []
     real = jax.dtypes.canonicalize_dtype
-    monkeypatch.setattr(jax.dtypes, "canonicalize_dtype", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(jax.dtypes, "canonicalize_dtype",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
     key = f._key((tree,), {}, calling=True)
     assert key[2] == slow and key in f._plans
     f(tree)

@@ -139,7 +139,8 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     ``make_step(batch_size)`` returns ``(fn, args)``, ``(fn, args, kwargs)`` or a
     Step-like object (fn, args and, where it has them, kwargs, static_argnums,
     donate_argnums, static_argnames, donate_argnames), e.g. ``lambda b:
-    examples.make("gpt2", "tiny", b)``.  ``capacity_bytes``: the bytes one step may use; required on CPU.
+    examples.make("gpt2", "tiny", b)``.  ``capacity_bytes``: the bytes one step
+    may use; required on CPU.
     For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
     (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe
     (order and placement; the recomputation search gets as much again).
