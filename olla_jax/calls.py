@@ -282,10 +282,11 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
         lowered = jitted.lower(*args, **kwargs)
     except (TypeError, ValueError) as err:
         raise CaptureError(f"jax could not trace/lower the step with these arguments: "
-                           f"{type(err).__name__}: {_first_line(err)}{_hint(err)}") from err
+                           f"{type(err).__name__}: {_first_line(err)}{_where(err)}"
+                           f"{_hint(err)}") from err
     except Exception as err:  # noqa: BLE001 - tracing the user's code raises anything
         raise CaptureError(f"jax could not trace/lower the step: {type(err).__name__}: "
-                           f"{err}") from err
+                           f"{err}{_where(err)}") from err
     if info is None:
         return Entry(lowered, len(args), (), (), (), ())
     static = tuple((i, args[i]) for i in sorted(fixed))
@@ -306,6 +307,22 @@ def _first_line(err: Exception) -> str:
     text = str(err)
     return text.split("\nSee https://", 1)[0].rstrip() if isinstance(
         err, (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError)) else text
+
+
+def _where(err: BaseException) -> str:
+    """`` (raised at train.py:12, in loss)``: the last line of the traceback in
+    the user's code (not jax's, olla_jax's or an installed package's), where the
+    step's own bug usually is; "" when there is none."""
+    import os
+    import traceback
+    skip = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                 for m in (jax, __import__("olla_jax")))
+    user = [f for f in traceback.extract_tb(err.__traceback__)
+            if not os.path.abspath(f.filename).startswith(skip)
+            and "site-packages" not in f.filename and not f.filename.startswith("<")]
+    if not user:
+        return ""
+    return f" (raised at {user[-1].filename}:{user[-1].lineno}, in {user[-1].name})"
 
 
 def _hint(err: Exception) -> str:

@@ -28,8 +28,8 @@ examples:
 
 --module names a callable (pkg.mod:make_step, or path/to/file.py:make_step)
 taking no arguments that returns a Step-like object
-(fn, args, static_argnums, donate_argnums and, for plan, kwargs, static_argnames,
-donate_argnames where it has them) or a tuple (fn, args) or (fn, args, kwargs);
+(fn, args and, where it has them, kwargs, static_argnums, donate_argnums,
+static_argnames, donate_argnames) or a tuple (fn, args) or (fn, args, kwargs);
 for batch it takes the batch size instead.
 Only warnings are logged unless --verbosity=0 (info) or --verbosity=1 (debug logs
 and full tracebacks) is given; --helpfull lists absl's flags too.
@@ -81,7 +81,8 @@ _BACKEND = flags.DEFINE_enum("backend", "cpu", ["cpu", "gpu", "gpu:h100", "gpu:a
                              "GPU, gpu:h100/gpu:a100 are compiled without a GPU (needs pip "
                              "install 'olla_jax[gpu]').")
 _TIME_LIMIT = flags.DEFINE_float("time_limit_s", 20.0, "demo/plan/hlo/place/batch: solver time "
-                                 "limit in seconds (batch: per probed batch size).", lower_bound=0.0)
+                                 "limit in seconds (batch: per probed batch size, default 10 as "
+                                 "olla_jax.largest_batch's).", lower_bound=0.0)
 _ENGINE = flags.DEFINE_string("engine", "auto", f"plan/hlo: order engine, one of {ORDER_ENGINES}.")
 _SEED = flags.DEFINE_integer("seed", 0, "plan/hlo: random seed of the order search.")
 _SAVE = flags.DEFINE_string("save", None, "demo/plan: write the plan as JSON to this path "
@@ -609,13 +610,12 @@ def cmd_donate() -> None:
         parts = _step_parts(_call_maker(_load_callable(_MODULE.value), _MODULE.value),
                             _MODULE.value)
     fn, args, static, donate = parts[:4]
-    if parts.kwargs or parts.static_argnames or parts.donate_argnames:
-        raise UsageError("donate measures positional steps: return (fn, args) with "
-                         "static_argnums/donate_argnums, no kwargs or argnames")
     import olla_jax
     logging.info("measuring donation candidates on %s", _BACKEND.value)
     advice = olla_jax.advise_donation(fn, *args, static_argnums=static, donate_argnums=donate,
-                                      backend=_BACKEND.value)
+                                      backend=_BACKEND.value, kwargs=parts.kwargs,
+                                      static_argnames=parts.static_argnames,
+                                      donate_argnames=parts.donate_argnames)
     print(advice.summary())
 
 
@@ -647,9 +647,13 @@ def cmd_batch() -> None:
                          "is the default)")
     import olla_jax
     modes = tuple(m.strip() for m in _MODES.value if m.strip())
+    # --time_limit_s's default is plan's (20 s); batch without it takes
+    # largest_batch's own default, so that the command and the function answer
+    # alike (the olla answer depends on the planner's limit where it runs to it).
+    limit = {"time_limit_s": _TIME_LIMIT.value} if FLAGS["time_limit_s"].present else {}
     report = olla_jax.largest_batch(make, capacity_bytes=capacity, backend=_BACKEND.value,
                                     modes=modes, low=_MIN_BATCH.value, high=_MAX_BATCH.value,
-                                    time_limit_s=_TIME_LIMIT.value, reserve_bytes=_RESERVE.value)
+                                    reserve_bytes=_RESERVE.value, **limit)
     print(report.table())
     print("\nprobes (in search order):")
     print(report.probes_table())

@@ -11,7 +11,10 @@ memory and on disk (``$OLLA_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/olla_jax``,
 else ``~/.cache/olla_jax``), so a later process re-applies it without solving
 (it is still checked and verified).  The cache never breaks a call: a cache
 entry that cannot be read, written or applied is planned again.  When planning
-is impossible the function runs under plain ``jax.jit``, with one warning.
+is impossible the function runs under plain ``jax.jit``, with one warning.  A
+``memory_budget`` that is not met runs the least-memory plan found (XLA's
+executable when that plan was not verified), with a warning per signature that
+says by how much the budget was missed.
 ``olla_jax.optimize`` is the same decorator under its old name.
 """
 
@@ -30,7 +33,8 @@ import jax
 
 from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
-from olla_jax.plan import PlanWarning, check_options, plan as plan_step, quiet, warn
+from olla_jax.plan import BudgetNotMet, PlanWarning, check_options, plan as plan_step, quiet, warn
+from olla_jax.sizes import size_text
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
 PLAN_OPTIONS = ("engine", "verify_trials", "feed_back", "seed", "memory_budget", "recompute",
@@ -129,6 +133,34 @@ def _stable(value: Any) -> str:
         return f"{type(value).__module__}.{type(value).__qualname__}#unhashable"
 
 
+# Leaf types read the fast way (jax's concrete array type, found on first sight):
+# their aval's fields directly, no dtype canonicalized (an array's dtype is
+# jax's already).  A leaf's dtype, shape and weak_type properties each build
+# from the aval, and canonicalizing a dtype costs as much again: per call over
+# a model's hundreds of leaves, that was most of the drop-in's overhead.
+_ARRAY_TYPES: set[type] = set()
+
+
+class _LeftToJax(Exception):
+    """A call under another transformation (a Tracer leaf) or with
+    ShapeDtypeStructs: jax.jit's, not planned."""
+
+
+def _leaves_key(leaves: list, calling: bool) -> tuple:
+    """``_leaf`` of each leaf; ``calling``: raise _LeftToJax on a Tracer or a
+    ShapeDtypeStruct (a call, not ``plan_for``, which plans ahead with them)."""
+    out = []
+    for x in leaves:
+        if type(x) in _ARRAY_TYPES:
+            a = x.aval
+            out.append((a.dtype, a.shape, a.weak_type, x.sharding if x.committed else None))
+            continue
+        if calling and isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)):
+            raise _LeftToJax
+        out.append(_leaf(x))
+    return tuple(out)
+
+
 def _leaf(x: Any) -> tuple:
     """What of an argument leaf the program depends on (the sharding object as
     it is: hashable, and cheap where its text is not; the file key prints it).
@@ -139,8 +171,14 @@ def _leaf(x: Any) -> tuple:
     if isinstance(x, (bool, int, float, complex)):
         return ("py", type(x).__name__)
     sharding = getattr(x, "sharding", None) if getattr(x, "committed", True) else None
-    return (_canonical(getattr(x, "dtype", type(x).__name__)), tuple(getattr(x, "shape", ())),
-            bool(getattr(x, "weak_type", False)), sharding)
+    key = (_canonical(getattr(x, "dtype", type(x).__name__)), tuple(getattr(x, "shape", ())),
+           bool(getattr(x, "weak_type", False)), sharding)
+    if (type(x) not in _ARRAY_TYPES and isinstance(x, jax.Array)
+            and not isinstance(x, jax.core.Tracer)
+            and type(getattr(x, "aval", None)) is jax.core.ShapedArray
+            and key[:3] == (x.aval.dtype, x.aval.shape, x.aval.weak_type)):
+        _ARRAY_TYPES.add(type(x))     # its aval gives the same key: read it so from now on
+    return key
 
 
 def _canonical(dtype: Any) -> Any:
@@ -214,17 +252,18 @@ class Jitted:
                    {k: v for k, v in kwargs.items() if k not in names})
         return static, dynamic
 
-    def _key(self, args, kwargs):
+    def _key(self, args, kwargs, calling: bool = False):
         """In memory: static values themselves (hash and equality, as jax.jit keys
         them), the dynamic arguments' structure and avals, and jax's configuration
         that changes the trace (``jax_enable_x64`` switched on after a call is
-        another program, as it is to jax.jit)."""
+        another program, as it is to jax.jit).  ``calling``: raise _LeftToJax for
+        a call jax.jit must take (a Tracer or ShapeDtypeStruct among the leaves)."""
         (positional, named), dynamic = self._split(args, kwargs)
         # the type too: 1, 1.0 and True are equal and hash alike, but trace differently
         static = (tuple((i, type(v), v) for i, v in positional),
                   tuple((k, type(v), v) for k, v in named))
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
-        return (static, tree, tuple(_leaf(x) for x in leaves), jax_compat.trace_context())
+        return (static, tree, _leaves_key(leaves, calling), jax_compat.trace_context())
 
     def _file_key(self, key) -> str:
         (positional, named), tree, leaves, context = key
@@ -243,6 +282,9 @@ class Jitted:
             hash(key)
         except TypeError:   # an unhashable static value: jax.jit itself will say so
             return None
+        return self._plan_of(key, args, kwargs)
+
+    def _plan_of(self, key, args, kwargs):
         with self._lock:
             if key not in self._plans:
                 self._plans[key] = self._make_plan(key, args, kwargs)
@@ -260,6 +302,9 @@ class Jitted:
                 return cached
         try:
             result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
+        except BudgetNotMet as err:   # the least-memory plan found still runs, with a warning
+            result = self._budget_missed(err)
+            failure = None
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
             failure = err
         else:
@@ -289,6 +334,11 @@ class Jitted:
             saved = saved_lib.load_plan(path)
             with quiet():   # a refused entry is planned again: its fallback is no news
                 result = plan_step(self._jitted, *args, kwargs=kwargs, saved=saved, **options)
+        except BudgetNotMet as err:   # a plan cached after it missed the budget: it misses again
+            if not err.plan.verified:
+                self._drop(path)
+                return None
+            return self._budget_missed(err)
         except Exception:  # noqa: BLE001 - a stale or damaged entry: plan again
             self._drop(path)
             return None
@@ -296,6 +346,30 @@ class Jitted:
             self._drop(path)
             return None
         return result
+
+    def _budget_missed(self, err: BudgetNotMet):
+        """The plan to run when ``memory_budget`` was not met: the least-memory
+        plan found when it was verified and fed back, else XLA's executable
+        (``err.plan.compiled`` is XLA's then); either way one warning per
+        signature saying by how much the budget was missed."""
+        plan = err.plan
+        budget = self._options["memory_budget"]
+        over = size_text(plan.runs_total_bytes - budget)
+        if plan.verified:
+            what = (f"the least-memory plan found needs {size_text(plan.runs_total_bytes)}, "
+                    f"{over} over; running it")
+        elif plan.source == "xla":
+            what = (f"nothing below XLA's plan was found: running XLA's executable, "
+                    f"{size_text(plan.runs_total_bytes)}, {over} over")
+        else:
+            what = (f"the least-memory plan found (planned {size_text(plan.total_bytes)}) was not "
+                    f"verified (Plan.notes says why): running XLA's executable, "
+                    f"{size_text(plan.runs_total_bytes)}, {over} over")
+        warn(f"olla_jax.jit: memory_budget of {size_text(budget)} not met: {what} (XLA's plan: "
+             f"{size_text(plan.xla_total_bytes)}). olla_jax.plan(..., memory_budget=...) raises "
+             "BudgetNotMet with what holds the peak; lower the batch size, donate arguments or "
+             "raise the budget", PlanWarning)
+        return plan
 
     def _raise_if_jax_refuses(self, args, kwargs) -> None:
         """Raise jax's own error for a call jax.jit cannot lower (a wrong
@@ -321,12 +395,19 @@ class Jitted:
 
     # -- jax.jit's surface ----------------------------------------------------
     def __call__(self, *args, **kwargs):
-        leaves = jax.tree_util.tree_leaves((args, kwargs))
-        if any(isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)) for x in leaves):
+        if jax.config.jax_disable_jit:   # jax.disable_jit(): jax.jit runs the function as
+            return self._jitted(*args, **kwargs)   # Python, so nothing is compiled or planned
+        try:
+            key = self._key(args, kwargs, calling=True)
+            result = self._plans.get(key, _MISSING)   # a dict read: no lock needed
+        except _LeftToJax:
             # inside another transformation: jax's job; a ShapeDtypeStruct is no
             # value to run on: jax.jit's own error (plan_for and lower take them)
             return self._jitted(*args, **kwargs)
-        result = self.plan_for(*args, **kwargs)
+        except TypeError:   # an unhashable static value: jax.jit itself will say so
+            return self._jitted(*args, **kwargs)
+        if result is _MISSING:
+            result = self._plan_of(key, args, kwargs)
         if result is None:
             return self._jitted(*args, **kwargs)
         return result.compiled(*args, **kwargs)
@@ -354,6 +435,7 @@ class Jitted:
 
 # The old name: the same class.
 Optimized = Jitted
+_MISSING = object()
 
 
 def _stable_option(value: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from olla_jax import calls
 from olla_jax.capture import Capture, capture
 from olla_jax.sizes import size_text
 
@@ -46,6 +47,11 @@ class DonationCandidate:
     alias_bytes: int                # alias bytes XLA reported with this argument donated too
     suggested: bool
     note: str = ""
+    keyword: str = ""               # the keyword argument it is, for a step's keyword arguments
+
+    @property
+    def what(self) -> str:
+        return f"keyword argument {self.keyword!r}" if self.keyword else f"argument {self.index}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,10 @@ class DonationAdvice:
     alias_bytes_before: int
     alias_bytes_after: int                # what XLA actually aliased with the suggestion
     notes: tuple[str, ...] = ()
+    # Keyword arguments of the step (not static), in the order of the indices
+    # after its positional ones: donate_argnums holds positions only, these by name.
+    donate_argnames: tuple[str, ...] = ()
+    user_donate_argnames: tuple[str, ...] = ()
 
     @property
     def saved_bytes(self) -> int:
@@ -70,6 +80,11 @@ class DonationAdvice:
         """Arguments suggested on top of the user's own donate_argnums."""
         return tuple(i for i in self.donate_argnums if i not in self.user_donate_argnums)
 
+    @property
+    def suggested_argnames(self) -> tuple[str, ...]:
+        """Keyword arguments suggested on top of the user's own donate_argnames."""
+        return tuple(k for k in self.donate_argnames if k not in self.user_donate_argnames)
+
     def summary(self) -> str:
         lines = [f"olla_jax donation advice ({self.backend})"]
         if not self.candidates:
@@ -77,7 +92,7 @@ class DonationAdvice:
                          "could reuse; nothing to donate")
         for c in self.candidates:
             verdict = "donate" if c.suggested else "do not donate"
-            lines.append(f"  argument {c.index}: {len(c.leaves)} of {c.leaf_count} leaves could be "
+            lines.append(f"  {c.what}: {len(c.leaves)} of {c.leaf_count} leaves could be "
                          f"reused ({size_text(c.reusable_bytes)}); measured saving "
                          f"{size_text(c.measured_saved_bytes)} (XLA aliased {size_text(c.alias_bytes)}) "
                          f"-> {verdict}" + (f" ({c.note})" if c.note else ""))
@@ -91,14 +106,19 @@ class DonationAdvice:
         lines.append(f"  total: {size_text(self.bytes_before)} -> {size_text(self.bytes_after)} "
                      f"(saved {size_text(self.saved_bytes)}; aliased {size_text(self.alias_bytes_before)} "
                      f"-> {size_text(self.alias_bytes_after)})")
-        if self.suggested:
-            lines.append(f"  pass donate_argnums={self.donate_argnums} to jax.jit or "
+        if self.suggested or self.suggested_argnames:
+            given = [f"donate_argnums={self.donate_argnums}"] if self.donate_argnums else []
+            given += [f"donate_argnames={self.donate_argnames}"] if self.donate_argnames else []
+            lines.append(f"  pass {' and '.join(given)} to jax.jit or "
                          "olla_jax.optimize / olla_jax.plan.")
             lines.append("  Donation invalidates the caller's arrays: after the call the donated "
                          "arguments\n  (every leaf of them) are deleted and must not be used "
                          "again; keep the step's outputs\n  instead (params = step(params, ...)).")
         else:
-            lines.append(f"  nothing to add: keep donate_argnums={self.user_donate_argnums}.")
+            kept = f"donate_argnums={self.user_donate_argnums}"
+            if self.user_donate_argnames:
+                kept += f", donate_argnames={self.user_donate_argnames}"
+            lines.append(f"  nothing to add: keep {kept}.")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -182,7 +202,9 @@ def _measure(fn, args, *, backend, scheduler, static_argnums, donate_argnums,
 def advise_donation(fn: Callable, *args, static_argnums: Sequence[int] = (),
                     donate_argnums: Sequence[int] = (), backend: str = "cpu",
                     compiler_options: dict[str, Any] | None = None,
-                    scheduler: str = "default") -> DonationAdvice:
+                    scheduler: str = "default", kwargs: dict[str, Any] | None = None,
+                    static_argnames: Sequence[str] = (),
+                    donate_argnames: Sequence[str] = ()) -> DonationAdvice:
     """Suggest ``donate_argnums`` for ``fn(*args)`` and measure what they save.
 
     A top-level positional argument is a candidate when some of its array leaves
@@ -194,6 +216,11 @@ def advise_donation(fn: Callable, *args, static_argnums: Sequence[int] = (),
     combined total still goes down.  ``scheduler`` is XLA:CPU's scheduler used for
     every compile ("default" is what ``jax.jit`` compiles with).
 
+    ``kwargs``: the step's keyword arguments; ``static_argnames`` and
+    ``donate_argnames`` mean what they mean to ``jax.jit``.  A keyword argument
+    that is not static is a candidate too, suggested by name
+    (``DonationAdvice.donate_argnames``).
+
     ``fn`` must be the plain function (not ``jax.jit``-wrapped): donation is a jit
     option, so it is re-jitted here with each candidate set.
     """
@@ -201,6 +228,26 @@ def advise_donation(fn: Callable, *args, static_argnums: Sequence[int] = (),
         raise ValueError("advise_donation needs the plain function, not a jax.jit-wrapped one "
                          "(donation is a jit option it must vary): pass fn.__wrapped__ or the "
                          "undecorated function, with its static_argnums")
+    keywords: tuple[str, ...] = ()    # the dynamic keyword arguments, after the positional ones
+    user_names: tuple[str, ...] = ()
+    if kwargs or static_argnames or donate_argnames:
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict of the step's keyword arguments, got "
+                            f"{type(kwargs).__name__}")
+        kwargs = dict(kwargs or {})
+        static_argnames = calls.argnames(static_argnames, "static_argnames")
+        donate_argnames = calls.argnames(donate_argnames, "donate_argnames")
+        keywords = tuple(sorted(k for k in kwargs if k not in static_argnames))
+        user_names = tuple(k for k in donate_argnames if k in keywords)
+        call = calls.positional_call(fn, args, kwargs, calls.argnums(static_argnums,
+                                     "static_argnums"), calls.argnums(donate_argnums,
+                                     "donate_argnums"), static_argnames, donate_argnames)
+        fn, args = call.fn, call.args
+        static_argnums, donate_argnums = call.static_argnums, call.donate_argnums
+    positional = len(args) - len(keywords)
+
+    def keyword(i: int) -> str:
+        return keywords[i - positional] if i >= positional else ""
     static = set(int(i) for i in static_argnums)
     user = tuple(sorted(set(int(i) for i in donate_argnums)))
     for i in (*static, *user):
@@ -249,8 +296,9 @@ def advise_donation(fn: Callable, *args, static_argnums: Sequence[int] = (),
             chosen.append(i)
             current = trial
         else:
-            notes.append(f"argument {i} saves on its own but not together with "
-                         f"{sorted(chosen)}; not suggested")
+            notes.append(f"{f'keyword argument {keyword(i)!r}' if keyword(i) else f'argument {i}'}"
+                         f" saves on its own but not together with "
+                         f"{[keyword(j) or j for j in chosen]}; not suggested")
 
     candidates = []
     for i, leaves in found:
@@ -269,10 +317,13 @@ def advise_donation(fn: Callable, *args, static_argnums: Sequence[int] = (),
             index=i, leaves=tuple(leaves), leaf_count=leaf_count,
             reusable_bytes=sum(leaf.bytes for leaf in leaves),
             measured_total_bytes=cap.memory.total, measured_saved_bytes=saved,
-            alias_bytes=cap.memory.alias, suggested=i in chosen, note=note))
+            alias_bytes=cap.memory.alias, suggested=i in chosen, note=note, keyword=keyword(i)))
+    donated = sorted(set(user) | set(chosen))
     return DonationAdvice(
-        backend=backend, user_donate_argnums=user,
-        donate_argnums=tuple(sorted(set(user) | set(chosen))), candidates=tuple(candidates),
+        backend=backend, user_donate_argnums=tuple(i for i in user if i < positional),
+        donate_argnums=tuple(i for i in donated if i < positional),
+        donate_argnames=tuple(keyword(i) for i in donated if i >= positional),
+        user_donate_argnames=user_names, candidates=tuple(candidates),
         bytes_before=before, bytes_after=current.memory.total,
         alias_bytes_before=base.memory.alias, alias_bytes_after=current.memory.alias,
         notes=tuple(notes))

@@ -142,3 +142,37 @@ def test_cli_batch():
     assert "probes (in search order)" in result.stdout
     usage = olla("batch", "--example=mlp", "--size=tiny")
     assert usage.returncode == 2 and "--capacity" in usage.stderr
+
+
+def _kw_step(w, x, *, act, scale):
+    return w - scale * jax.grad(lambda w: getattr(jnp, act)(x @ w).sum())(w)
+
+
+def test_make_step_with_keyword_and_static_arguments_is_probed_with_them():
+    """A Step's kwargs and static/donate argnames (or a (fn, args, kwargs) tuple),
+    as plan and the CLI take them, reach every probe: they were dropped (the
+    step then failed with "missing 1 required positional argument")."""
+    import dataclasses
+    from olla_jax.batch.probes import _step_of, _xla_total
+    from olla_jax.capture.base import Backend
+
+    @dataclasses.dataclass
+    class Step:
+        fn: object
+        args: tuple
+        kwargs: dict
+        static_argnames: tuple = ()
+        donate_argnames: tuple = ()
+    w, x = jnp.ones((16, 16)), jnp.ones((4, 16))
+    made = _step_of(Step(_kw_step, (w,), {"x": x, "act": "tanh", "scale": 0.5}, ("act",),
+                         ("w",)), 4)
+    assert made.static_argnums == () and made.donate_argnums == (0,) and len(made.args) == 3
+    expected = jax.jit(_kw_step, static_argnames="act")(w, x=x, act="tanh", scale=0.5)
+    assert jnp.array_equal(jax.jit(made.fn)(*made.args), expected)
+    cpu = Backend.parse("cpu")
+    assert _xla_total(made, cpu) > 0
+    as_tuple = _step_of((_kw_step, (w, x), {"act": "tanh", "scale": 0.5}), 4)
+    with pytest.raises(Exception, match="is a str, not an array.*static"):   # act not static
+        _xla_total(as_tuple, cpu)
+    with pytest.raises(ValueError, match="kwargs must be a dict"):
+        _step_of((_kw_step, (w,), [x]), 4)

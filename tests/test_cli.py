@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -251,6 +252,14 @@ def make_step():
 
 def make_broken():
     raise RuntimeError("the data loader is broken")
+
+def kw_step(x, *, state, act=None, lr=0.5):
+    f = getattr(jnp, act)            # act is static, passed by keyword
+    return state * lr + f(state) * x.sum(), f(x).sum()
+
+def make_kw_step():
+    return Step(kw_step, (jnp.ones((8, 64)),), {"state": jnp.ones((64, 64)), "act": "sin",
+                "lr": 0.5}, ("act",), ())
 '''
 
 
@@ -267,6 +276,19 @@ def test_module_step_keeps_its_kwargs_and_argnames_and_its_errors_are_one_line(t
     assert "Traceback" not in broken.stderr
 
 
+def test_donate_module_step_with_keyword_and_static_argnames(tmp_path):
+    """donate --module takes a step's kwargs and argnames as plan does; a keyword
+    argument worth donating is suggested by name."""
+    (tmp_path / "user_steps.py").write_text(MODULE_STEPS)
+    result = olla("donate", "--module=user_steps:make_kw_step", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "keyword argument 'state'" in result.stdout and "-> donate" in result.stdout
+    assert "pass donate_argnames=('state',)" in result.stdout, result.stdout
+    own = olla("donate", "--module=user_steps:make_step", cwd=tmp_path)   # p donated by name
+    assert own.returncode == 0, own.stderr
+    assert "nothing to add: keep donate_argnums=(0,)" in own.stdout, own.stdout
+
+
 def test_module_given_as_a_file_path(tmp_path):
     """--module=path/to/file.py:make_step, from another folder, as a new user writes it."""
     (tmp_path / "sub").mkdir()
@@ -279,3 +301,46 @@ def test_module_given_as_a_file_path(tmp_path):
     missing = olla("plan", f"--module={tmp_path / 'nope.py'}:make_step", cwd=tmp_path)
     assert missing.returncode == 2 and "no file" in missing.stderr, missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+SPY_BATCH = '''
+import inspect, json
+import jax.numpy as jnp
+import olla_jax
+
+def _spy(make, **kwargs):
+    defaults = {k: p.default for k, p in inspect.signature(_real).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    used = {k: kwargs.get(k, defaults.get(k)) for k in ("time_limit_s", "low", "high", "modes",
+                                                           "capacity_bytes", "reserve_bytes")}
+    print("USED " + json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                for k, v in used.items()}))
+    raise SystemExit(0)
+
+_real, olla_jax.largest_batch = olla_jax.largest_batch, _spy
+
+def make(batch):
+    return (lambda x: x * 2, (jnp.ones((batch, 4)),))
+'''
+
+
+def test_batch_command_answers_as_largest_batch_does_by_default(tmp_path):
+    """The CLI's defaults are largest_batch's: its --time_limit_s default is plan's
+    20 s, but batch without the flag must use largest_batch's 10 s (the olla answer
+    depends on the planner's limit: the command and the function answered 142 and
+    141 on one step); --capacity=16MiB is the exact byte count."""
+    import inspect
+    import olla_jax
+    (tmp_path / "spy_steps.py").write_text(SPY_BATCH)
+    defaults = inspect.signature(olla_jax.largest_batch).parameters
+    result = olla("batch", "--module=spy_steps:make", "--capacity=16MiB", cwd=tmp_path)
+    used = json.loads(result.stdout.split("USED ", 1)[1].splitlines()[0])
+    assert used["time_limit_s"] == defaults["time_limit_s"].default
+    assert used["low"] == defaults["low"].default and used["high"] == defaults["high"].default
+    assert tuple(used["modes"]) == defaults["modes"].default
+    assert used["capacity_bytes"] == 16 * 2**20
+    given = olla("batch", "--module=spy_steps:make", "--capacity=1.5MiB", "--time_limit_s=3",
+                 cwd=tmp_path)
+    used = json.loads(given.stdout.split("USED ", 1)[1].splitlines()[0])
+    assert used["time_limit_s"] == 3 and used["capacity_bytes"] == 1572864
+

@@ -439,3 +439,85 @@ def test_a_call_jax_jit_refuses_raises_jaxs_error_and_keeps_the_warning(monkeypa
         assert_same(jitted(p, x, y), jax.jit(step)(p, x, y))
     messages = [str(w.message) for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
     assert len(messages) == 1 and "planner broke" in messages[0]
+
+
+@pytest.mark.parametrize("feed_back", [True, False])
+def test_jit_budget_not_met_runs_the_least_memory_plan_with_a_warning(tmp_path, feed_back):
+    """A missed memory_budget is no planning failure: the least-memory plan found
+    runs (XLA's executable when that plan is not verified), and the warning says
+    by how much the budget was missed; a later process re-applies the cached plan."""
+    from small_steps import mlp_step
+    budget = 1024   # below the arguments alone: no plan meets it
+    for attempt in range(2 if feed_back else 1):   # the second: from the cache
+        f = olla_jax.jit(mlp_step, memory_budget=budget, time_limit_s=2, cache=tmp_path,
+                         feed_back=feed_back)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = f(*mlp_args(0))
+        assert_same(got, jax.jit(mlp_step)(*mlp_args(0)))
+        planned = f.plan_for(*mlp_args(0))
+        assert planned is not None, "a missed budget must not fall back to plain jax.jit"
+        assert planned.verified == feed_back
+        missed = [str(w.message) for w in caught if "memory_budget of 1.0 KiB not met" in
+                  str(w.message)]
+        assert len(missed) == 1, [str(w.message) for w in caught]
+        over = planned.runs_total_bytes - budget
+        assert f"{olla_jax.sizes.size_text(over)} over" in missed[0]
+        assert ("running it" if feed_back else "running XLA's executable") in missed[0]
+
+
+def test_cache_key_of_a_planned_call_canonicalizes_no_dtype(monkeypatch):
+    """The per-call key reads a jax array's aval once, not its dtype, shape and
+    weak_type properties and a canonicalized dtype per leaf (most of the drop-in's
+    overhead over jax.jit on a many-leaf pytree); it is the same key either way."""
+    tree = {f"w{i}": jnp.full((3,), i, dtype) for i, dtype in enumerate(
+        [jnp.float32, jnp.bfloat16, jnp.int32, jnp.bool_, jnp.uint8] * 4)}
+    tree["weak"] = jnp.asarray(1.0)
+    f = olla_jax.jit(lambda t: jax.tree.map(lambda a: a + a, t), cache=False, time_limit_s=1)
+    slow = tuple(decorator._leaf(x) for x in jax.tree.leaves(tree))
+    assert_same(f(tree), jax.jit(lambda t: jax.tree.map(lambda a: a + a, t))(tree))
+    calls = []
+    real = jax.dtypes.canonicalize_dtype
+    monkeypatch.setattr(jax.dtypes, "canonicalize_dtype",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    key = f._key((tree,), {}, calling=True)
+    assert key[2] == slow and key in f._plans
+    f(tree)
+    assert calls == [], f"{len(calls)} dtypes canonicalized per call"
+    with pytest.raises(decorator._LeftToJax):      # a ShapeDtypeStruct call is jax.jit's
+        f._key((jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree),), {},
+               calling=True)
+
+
+def test_jit_under_disable_jit_runs_the_function_as_jax_jit_does():
+    """Under jax.disable_jit jax.jit runs the Python function (a debugging aid:
+    prints and breakpoints work); the drop-in plans nothing and does the same
+    (it ran the AOT executable, which jax refuses there)."""
+    seen = []
+
+    def traced(p, x, y):
+        seen.append(type(x).__name__)
+        return step(p, x, y)
+    f = olla_jax.jit(traced, time_limit_s=1, cache=False)
+    with jax.disable_jit():
+        got = f(*mlp_args(0))
+        expected = jax.jit(step)(*mlp_args(0))
+    assert not f._plans, "nothing is planned under disable_jit"
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(expected[1]), rtol=1e-5)
+    assert seen and all("Tracer" not in s for s in seen), seen
+
+
+def test_a_bug_in_the_step_is_the_users_error_with_its_line():
+    """olla_jax.jit raises the step's own exception, as jax.jit does; olla_jax.plan
+    says it is the step's, names the user's line, and chains the exception."""
+    def buggy(p, x):
+        h = x @ p["w1"]
+        return h + p["missing"]           # the user's bug
+    line = buggy.__code__.co_firstlineno + 2
+    p, x, _ = mlp_args(0)
+    with pytest.raises(KeyError, match="missing"):
+        olla_jax.jit(buggy, cache=False, time_limit_s=1)(p, x)
+    with pytest.raises(olla_jax.CaptureError) as info:
+        olla_jax.plan(buggy, p, x, time_limit_s=1)
+    assert f"KeyError: 'missing' (raised at {__file__}:{line}, in buggy)" in str(info.value)
+    assert isinstance(info.value.__cause__, KeyError)

@@ -136,12 +136,18 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                   quick_plans: bool = True) -> BatchReport:
     """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
 
-    ``make_step(batch_size)`` returns ``(fn, args)`` or a Step-like object (fn,
-    args, static_argnums, donate_argnums), e.g. ``lambda b: examples.make("gpt2",
-    "tiny", b)``.  ``capacity_bytes``: the bytes one step may use; required on CPU.
+    ``make_step(batch_size)`` returns ``(fn, args)``, ``(fn, args, kwargs)`` or a
+    Step-like object (fn, args and, where it has them, kwargs, static_argnums,
+    donate_argnums, static_argnames, donate_argnames), e.g. ``lambda b:
+    examples.make("gpt2", "tiny", b)``.  ``capacity_bytes``: the bytes one step
+    may use; required on CPU.
     For ``gpu:<target>`` it defaults to the device's memory less ``reserve_bytes``
     (see ``device_capacity``).  ``time_limit_s``: the planner's limit per probe
     (order and placement; the recomputation search gets as much again).
+    The "olla" and "recompute" answers are what the planner finds within that
+    limit: where it runs to the limit (no plan met its bound first), a longer
+    limit or a quieter machine may find a batch more (``olla-jax batch`` uses
+    this default unless given ``--time_limit_s``).
     ``step_time_limit``: the slowest step, relative to XLA's at the same batch, a
     plan that recomputes values may take to count as fitting: measured on CPU with
     concrete arguments, in this process, XLA's executable and the recomputing one

@@ -10,6 +10,7 @@ import dataclasses
 import warnings
 from typing import Any, Callable
 
+from olla_jax import calls
 from olla_jax.batch.report import FloorPoint
 from olla_jax.capture.base import Backend, CaptureError
 from olla_jax.capture.record import CompileStore, capture, capture_lowered, sharing_compiles
@@ -24,14 +25,34 @@ class _Step:
 
 
 def _step_of(made: Any, batch: int) -> _Step:
+    """The step ``make_step(batch)`` returned, as a positional call: its keyword
+    arguments (a Step's ``kwargs``, or a tuple's third item) follow the
+    positional ones, static ones bound in (``calls.positional_call``, as the
+    compile-only targets take them), so that every probe compiles alike."""
     if hasattr(made, "fn") and hasattr(made, "args"):
-        return _Step(made.fn, tuple(made.args), tuple(getattr(made, "static_argnums", ())),
-                     tuple(getattr(made, "donate_argnums", ())))
-    if isinstance(made, tuple) and len(made) == 2 and callable(made[0]):
-        return _Step(made[0], tuple(made[1]), (), ())
-    raise ValueError(f"make_step({batch}) returned a {type(made).__name__}; it must return a "
-                    "tuple (fn, args) or an object with fn and args (and optionally "
-                    "static_argnums, donate_argnums), like examples.Step")
+        fn, args, kwargs = made.fn, tuple(made.args), getattr(made, "kwargs", None)
+        static, donate = getattr(made, "static_argnums", ()), getattr(made, "donate_argnums", ())
+        names = (getattr(made, "static_argnames", ()), getattr(made, "donate_argnames", ()))
+    elif isinstance(made, tuple) and len(made) in (2, 3) and callable(made[0]):
+        fn, args, kwargs = made[0], tuple(made[1]), made[2] if len(made) == 3 else None
+        static, donate, names = (), (), ((), ())
+    else:
+        raise ValueError(f"make_step({batch}) returned a {type(made).__name__}; it must return a "
+                         "tuple (fn, args) or (fn, args, kwargs), or an object with fn and args "
+                         "(and optionally kwargs, static_argnums, donate_argnums, "
+                         "static_argnames, donate_argnames), like examples.Step")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError(f"make_step({batch})'s kwargs must be a dict of the step's keyword "
+                         f"arguments, not a {type(kwargs).__name__}")
+    static, donate = calls.argnums(static or (), "static_argnums"), calls.argnums(
+        donate or (), "donate_argnums")
+    static_names, donate_names = (calls.argnames(n or (), what) for n, what in zip(
+        names, ("static_argnames", "donate_argnames")))
+    if not (kwargs or static_names or donate_names):
+        return _Step(fn, args, static, donate)
+    call = calls.positional_call(fn, args, dict(kwargs or {}), static, donate, static_names,
+                                 donate_names)
+    return _Step(call.fn, call.args, tuple(call.static_argnums), tuple(call.donate_argnums))
 
 
 # The XLA search's probes compile for ``memory_analysis()`` alone: LLVM's
@@ -90,7 +111,6 @@ class CaptureCache:
         compiled again as ``xla_total`` does).  Other backends: ``xla_total``."""
         if backend.kind != "cpu":
             return self.xla_total(step, backend)
-        from olla_jax import calls
         from olla_jax.capture.base import MemoryFigures
         from olla_jax.capture.record import cpu_scheduler_options
         lowered = calls.lower_call(calls.jit_of(step.fn, step.static_argnums,
