@@ -322,20 +322,18 @@ def compare(raw: bytes, layout) -> str | None:
                 return differs
             a = b = []
         else:
+            differs = _kernel_differs(first, copy, r.producer)
+            if differs is not None:
+                return differs
             a, b = _args(first), _args(copy)
-            if a is None or b is None or len(a) != len(b):
-                return f"the copy of {r.producer} is not the same kernel thunk"
-            if _launch(first) != _launch(copy):
-                return f"the copy of {r.producer} launches another kernel or another grid"
         early = layout.early_place(r.value)
         for (sa, wa), (sb, wb) in zip(a, b):
             if wa != wb:
                 return f"the copy of {r.producer} writes other arguments"
             if wa and _overlaps(sa, early[0], early[1], r.size):
-                expect = (r.place[0], r.place[1] + sa[1] - early[1], sa[2])
-                if sb != expect:
-                    return (f"the copy of {r.producer} writes {sb}, not the plan's place "
-                            f"{expect}")
+                differs = _value_write_differs(sa, sb, r, early)
+                if differs is not None:
+                    return differs
             elif wa:    # another result of a multi-result fusion: at its scratch place,
                 # or the place of its own copy when this launch makes that too
                 expect = next((p for p in (_scratch_place(layout, q, sa) for q in (r, *group))
@@ -358,15 +356,11 @@ def compare(raw: bytes, layout) -> str | None:
             elif _chained_read(layout, j, position, sa) not in (None, sa):
                 return (f"the copy of {r.producer} reads {sb}, not the copy of its recomputed "
                         f"operand at {_chained_read(layout, j, position, sa)}")
-        value = layout.graph.values[r.value]
-        for user in r.late_users:
-            thunks = [j for j, n in enumerate(names) if n == user and j not in copy_at]
-            # (an argument a reader also writes, in place over the copy, is read too)
-            reads = [s for j in thunks for s in _arguments(decoded.thunks[j])]
-            if thunks and not any(s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
-                       for s in reads):
-                return (f"late reader {user} does not read the recomputed {value.key} at "
-                        f"allocation {r.place[0]} +{r.place[1]}")
+        differs = _late_readers_differ(
+            layout, r, {user: [decoded.thunks[j] for j, n in enumerate(names)
+                               if n == user and j not in copy_at] for user in r.late_users})
+        if differs is not None:
+            return differs
     sizes = {a.index: a.size for a in decoded.allocations}
     for index, size in layout.allocation_sizes.items():
         if sizes.get(index) != size:
@@ -414,32 +408,62 @@ def _compare_body_copies(decoded, recomputes, layout) -> str | None:
         if at is None:
             return f"the copy of {r.producer} does not run just before {r.before} in its loop body"
         first, copy = thunks[runs[0]], thunks[at]
+        differs = _kernel_differs(first, copy, r.producer, " in its loop body")
+        if differs is not None:
+            return differs
         a, b = _args(first), _args(copy)
-        if a is None or b is None or len(a) != len(b):
-            return f"the copy of {r.producer} in its loop body is not the same kernel thunk"
-        if _launch(first) != _launch(copy):
-            return f"the copy of {r.producer} launches another kernel or another grid"
         early = layout.early_place(r.value)
         for (sa, wa), (sb, wb) in zip(a, b):
             if wa != wb:
                 return f"the copy of {r.producer} writes other arguments"
             if wa and _overlaps(sa, early[0], early[1], r.size):
-                expect = (r.place[0], r.place[1] + sa[1] - early[1], sa[2])
-                if sb != expect:
-                    return f"the copy of {r.producer} writes {sb}, not the plan's place {expect}"
+                differs = _value_write_differs(sa, sb, r, early)
+                if differs is not None:
+                    return differs
             elif wa:
                 return f"the copy of {r.producer} in its loop body writes {sb} besides the value"
             elif sa != sb:
                 return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
-        value = layout.graph.values[r.value]
-        for user in r.late_users:
-            reads = [s for k, n in enumerate(names) if n == user and k not in copies
-                     for s in _arguments(thunks[k])]
-            if user in names and not any(
-                    s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
-                    for s in reads):
-                return (f"late reader {user} does not read the recomputed {value.key} at "
-                        f"allocation {r.place[0]} +{r.place[1]}")
+        differs = _late_readers_differ(
+            layout, r, {user: [thunks[k] for k, n in enumerate(names)
+                               if n == user and k not in copies] for user in r.late_users})
+        if differs is not None:
+            return differs
+    return None
+
+
+def _kernel_differs(first: Any, copy: Any, producer: str, where: str = "") -> str | None:
+    """Why ``copy`` is not another launch of ``first``'s kernel thunk, or None."""
+    a, b = _args(first), _args(copy)
+    if a is None or b is None or len(a) != len(b):
+        return f"the copy of {producer}{where} is not the same kernel thunk"
+    if _launch(first) != _launch(copy):
+        return f"the copy of {producer} launches another kernel or another grid"
+    return None
+
+
+def _value_write_differs(sa, sb, r, early) -> str | None:
+    """A copy's write ``sb`` of the value its first run wrote at ``sa`` (inside
+    the value's first place ``early``) must land at the same offset inside
+    the plan's place for the copy."""
+    expect = (r.place[0], r.place[1] + sa[1] - early[1], sa[2])
+    if sb != expect:
+        return f"the copy of {r.producer} writes {sb}, not the plan's place {expect}"
+    return None
+
+
+def _late_readers_differ(layout, r, thunks_of: dict[str, list]) -> str | None:
+    """Every late reader of ``r`` that runs (its thunks, copies left out, in
+    ``thunks_of``) reads somewhere in the copy's place; an argument a
+    reader also writes, in place over the copy, counts as read."""
+    for user in r.late_users:
+        reads = [s for t in thunks_of[user] for s in _arguments(t)]
+        if thunks_of[user] and not any(
+                s[0] == r.place[0] and r.place[1] <= s[1] < r.place[1] + r.size
+                for s in reads):
+            value = layout.graph.values[r.value]
+            return (f"late reader {user} does not read the recomputed {value.key} at "
+                    f"allocation {r.place[0]} +{r.place[1]}")
     return None
 
 
