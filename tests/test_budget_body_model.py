@@ -6,6 +6,7 @@ greedy's plan is the warm start and the fallback."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import jax
@@ -97,3 +98,20 @@ def test_the_model_meets_a_target_at_no_more_cost_than_the_greedy(base, cands):
     cap = base.capture
     check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
                      candidate_plan(got.layout))      # raises when rejected
+
+
+def test_exclusive_pairs_are_never_both_taken():
+    """Two values dropped over one peak would meet the budget; a caller's
+    ``exclusive`` pair rules that out, so the least peak keeps one."""
+    problem = model.RecomputeProblem(
+        sizes=(10, 10, 25), starts=(0, 0, 4), ends=(9, 9, 4),
+        choices=(model.Choice(0, (model.Option((2, 6)),), 1),
+                 model.Choice(1, (model.Option((2, 6)),), 1)), budget=25)
+    assert model.solve(problem, time_limit_s=5).met
+    ruled = dataclasses.replace(problem, exclusive=(((0, 0), (1, 0)),))
+    got = model.solve(ruled, time_limit_s=5)
+    assert not got.met and sorted(got.picks) == [-1, 0] and got.peak == 35
+    with pytest.raises(ValueError):
+        model.evaluate(ruled, (0, 0))
+    with pytest.raises(ValueError):
+        dataclasses.replace(problem, exclusive=(((0, 0), (2, 0)),))

@@ -169,17 +169,15 @@ def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float,
     """``body.choose``'s copies on ``order`` after the entry ``picks``: the
     fewest of them that meet ``target_temp`` placed, else all of them; with
     ``model`` ((engine, trip counts)), then the model's where better
-    (``body_model``, warm-started from the greedy's; the greedy's bisection
-    gets _BODY_GREEDY_SHARE of the time left, the model most of the rest);
-    placed exactly with what is left before ``deadline``."""
+    (``body_model``, warm-started from the greedy's, given _BODY_MODEL_SHARE
+    of the time the greedy leaves); placed exactly with what is left before
+    ``deadline``."""
     base, orders = fit_orders(new_state(graph, order).problem())  # (each plan_of's, placed once)
     got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp, base=base)
-    now = time.monotonic()
-    until = now + _BODY_GREEDY_SHARE * (deadline - now) if model else deadline
     # the greedy stops on live bytes, output space included: the fewest of
     # its copies (a prefix, by bisection) whose placement meets the target
     lo, hi = 0, len(got.body)
-    while got.temp_bytes <= target_temp and hi - lo > 1 and time.monotonic() < until:
+    while got.temp_bytes <= target_temp and hi - lo > 1 and time.monotonic() < deadline:
         mid = (lo + hi) // 2
         fewer = plan_of(graph, order, picks, body_picks=got.body[:mid], base=base)
         if fewer.temp_bytes <= target_temp:
@@ -210,10 +208,8 @@ def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float,
 # load 5, where the working-set floor after it took seconds).
 _BODY_SHARE = 0.5
 _BODY_END = 0.7
-# With the model, the body greedy's bisection gets this share of what is
-# left after its first placement, the model then this share of the rest (an
-# exact placement, where the target is missed, half of what remains).
-_BODY_GREEDY_SHARE = 0.4
+# Of what the body greedy leaves, the model's share (an exact placement,
+# where the target is missed, gets half of what remains).
 _BODY_MODEL_SHARE = 0.8
 
 
