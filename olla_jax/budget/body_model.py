@@ -12,12 +12,11 @@ count (1 where XLA does not know it).  The rewrites copy one kernel per body
 value and a body copy reads no other copy, so two body values where one is
 the other's operand exclude each other (``RecomputeProblem.exclusive``).
 
-As in ``budget.model.choose_model``, the live bytes are not best-fit's arena
-(idle output space takes some values, fragmentation adds some): only what
-best-fit puts in the arena counts, the budget is offset by what placement
-reached and solved again while time is left.  The greedy's plan is the warm
-start and is kept unless the model's is better (``recompute_plan.better``
-on the trip-weighted cost).
+The model bounds all live bytes (output space included), not the arena:
+where the plan parks body values in idle output space, the arena's peak is
+what did not fit there.  So the model's budget is searched against the
+placement (``choose_model``).  The greedy's plan is the warm start and is
+kept unless the model's is better (``better``, on the trip-weighted cost).
 """
 
 from __future__ import annotations
@@ -162,8 +161,8 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], picks, cands, targe
             hint = None
     step = max(1, min(problem0.sizes[c.interval] for c in problem0.choices))
     # each probe places once, with the sort order that places ``order`` best
-    mark = clock()
     if fitted is None:
+        mark = clock()
         base, orders = fit_orders(new_state(graph, order).problem())
         fitted = (base, orders[:1])
         placing = (clock() - mark) / 2      # (four placements: one, and the plan's rest)
