@@ -170,8 +170,20 @@ def times(graph: ScheduleGraph, order: Sequence[int], c: BodyCandidate, k: int
     """(doubled time the first run lives until, doubled time of the copy) of
     ``c`` split before ``readers[k]`` under ``order`` (the State's axis: flat
     step t -> 2t + 1, a copy just before it at 2t)."""
-    shift = graph.flat_layout(order)[c.loop] - graph.block_start[c.loop]
+    shift = _flat_layout(graph, order)[c.loop] - graph.block_start[c.loop]
     return 2 * (c.steps[k] + shift) + 1, 2 * (c.steps[k + 1] + shift)
+
+
+_LAST_LAYOUT: list = [None, (), None]     # graph, order, its flat layout
+
+
+def _flat_layout(graph: ScheduleGraph, order: Sequence[int]):
+    """``graph.flat_layout(order)``, the last one kept: the greedies ask for
+    it per candidate and split, on one order."""
+    order = tuple(order)
+    if _LAST_LAYOUT[0] is not graph or _LAST_LAYOUT[1] != order:
+        _LAST_LAYOUT[:] = [graph, order, graph.flat_layout(order)]
+    return _LAST_LAYOUT[2]
 
 
 def add(graph: ScheduleGraph, order: Sequence[int], state, c: BodyCandidate, k: int) -> bool:

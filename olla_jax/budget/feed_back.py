@@ -14,9 +14,9 @@ from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
 from olla_jax.graph.layout import xla_layout
 from olla_jax.result import warn
-from olla_jax.budget import body, body_placed
+from olla_jax.budget import body, body_model, body_placed
 from olla_jax.budget.candidates import candidates, check_cost
-from olla_jax.budget.recompute_plan import RecomputePlan, plan_of
+from olla_jax.budget.recompute_plan import RecomputePlan, fit_orders, new_state, plan_of
 from olla_jax.budget.timed_search import search
 from olla_jax.budget.floors import working_set_bound
 from olla_jax.sizes import size_text
@@ -83,7 +83,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if bodies and (found is None or found.temp_bytes > target):
         found = extend_into_bodies(graph, order, found, cands, bodies, target,
                                    deadline=t0 + _BODY_END * time_limit_s, layout=result.layout,
-                                   placed_first=backend.kind == "gpu")
+                                   placed_first=backend.kind == "gpu",
+                                   engine=None if engine == "greedy" else engine, capture=cap)
     floor, where = working_set_bound(body.relaxed(graph, bodies))
     # the planner's part, which ``time_limit_s`` bounds; the check, rewrite,
     # verification and timing after it go to ``verify_seconds`` (and the note)
@@ -101,8 +102,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
 
 def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,
                        cands: Sequence[body.BodyCandidate], target_temp: int, *,
-                       deadline: float, layout=None,
-                       placed_first: bool = False) -> RecomputePlan | None:
+                       deadline: float, layout=None, placed_first: bool = False,
+                       engine: str | None = None, capture=None) -> RecomputePlan | None:
     """``found`` (an entry plan on ``order``, a ``RecomputePlan``, or None)
     with copies inside loop bodies added by ``body.choose`` where its peak is
     inside a body above ``target_temp``; ``found`` itself when that does not
@@ -116,7 +117,10 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     arena too: first with ``placed_first`` (a compile-only GPU target, whose
     search gets a small share of the limit: the build after it is long),
     else with what the live-bytes greedy leaves when it misses; the smaller
-    plan is kept."""
+    plan is kept.  With ``engine`` ("cpsat" or "mip"), the model
+    (``body_model.choose_model``, trip counts read from ``capture``) then
+    chooses the body copies too, warm-started from the live-bytes greedy's,
+    which it replaces only when better."""
     if not cands or (found is not None and found.temp_bytes <= target_temp):
         return found
     by_value = {c.value: c for c in entry_cands}
@@ -125,13 +129,22 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     layout = found.layout if found is not None else layout
     room = layout is not None and body_placed.needs_room(graph, layout, cands, target_temp)
     placed = None
+    model = engine and (engine, body_model.trip_counts(capture, graph))
     if room and placed_first:
         placed = body_placed.choose_placed(graph, order, picks, cands, target_temp,
                                            deadline=deadline)
         if placed is not None and (placed.temp_bytes <= target_temp or
                                    time.monotonic() >= deadline):
-            return _with_how(placed, found, "loop-body greedy on the placed arena")
-    got = _live_greedy(graph, order, picks, cands, target_temp, deadline)
+            placed = dataclasses.replace(placed, how="loop-body greedy on the placed arena")
+            if model:       # the model's copies where better, until the deadline
+                modeled = body_model.named(body_model.choose_model(
+                    graph, order, picks, cands, target_temp, trips=model[1], warm=placed,
+                    engine=model[0], deadline=deadline), model[0])
+                if modeled is not None and body_model.better(modeled, placed, target_temp,
+                                                             model[1]):
+                    placed = modeled
+            return _with_how(placed, found, placed.how)
+    got = _live_greedy(graph, order, picks, cands, target_temp, deadline, model=model)
     if room and not placed_first and got.temp_bytes > target_temp:
         placed = body_placed.choose_placed(graph, order, picks, cands, target_temp,
                                            deadline=deadline)
@@ -140,7 +153,8 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     if all(r.producer in graph.node_index for r in got.layout.recomputes) or \
             (found is not None and got.temp_bytes >= found.temp_bytes):
         return found
-    return _with_how(got, found, "loop-body greedy")
+    return _with_how(got, found, got.how if got.how.startswith("loop-body model") else
+                     "loop-body greedy")
 
 
 def _with_how(got: RecomputePlan, found: RecomputePlan | None, how: str):
@@ -150,25 +164,40 @@ def _with_how(got: RecomputePlan, found: RecomputePlan | None, how: str):
     return dataclasses.replace(got, how=(found.how + " + " if found is not None else "") + how)
 
 
-def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float) -> RecomputePlan:
+def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float,
+                 model=None) -> RecomputePlan:
     """``body.choose``'s copies on ``order`` after the entry ``picks``: the
-    fewest of them that meet ``target_temp`` placed, else all of them,
-    placed exactly with what is left before ``deadline``."""
-    got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp)
+    fewest of them that meet ``target_temp`` placed, else all of them; with
+    ``model`` ((engine, trip counts)), then the model's where better
+    (``body_model``, warm-started from the greedy's, given _BODY_MODEL_SHARE
+    of the time the greedy leaves); placed exactly with what is left before
+    ``deadline``."""
+    base, orders = fit_orders(new_state(graph, order).problem())  # (each plan_of's, placed once)
+    got = plan_of(graph, order, picks, body_cands=cands, target_temp=target_temp, base=base)
     # the greedy stops on live bytes, output space included: the fewest of
     # its copies (a prefix, by bisection) whose placement meets the target
     lo, hi = 0, len(got.body)
     while got.temp_bytes <= target_temp and hi - lo > 1 and time.monotonic() < deadline:
         mid = (lo + hi) // 2
-        fewer = plan_of(graph, order, picks, body_picks=got.body[:mid])
+        fewer = plan_of(graph, order, picks, body_picks=got.body[:mid], base=base)
         if fewer.temp_bytes <= target_temp:
             hi, got = mid, fewer
         else:
             lo = mid
+    if model:
+        engine, trips = model
+        now = time.monotonic()
+        modeled = body_model.named(body_model.choose_model(
+            graph, order, picks, cands, target_temp, trips=trips, warm=got, engine=engine,
+            deadline=now + _BODY_MODEL_SHARE * (deadline - now), fitted=(base, orders[:1])),
+            engine)
+        if modeled is not None and body_model.better(modeled, got, target_temp, trips):
+            got = modeled
     exact_s = (deadline - time.monotonic()) / 2 - 0.2
     if exact_s > 0.05 and got.temp_bytes > target_temp and got.body:
-        got = plan_of(graph, order, picks, body_picks=got.body, exact_s=exact_s,
-                      target_temp=target_temp)
+        got = dataclasses.replace(plan_of(graph, order, picks, body_picks=got.body, base=base,
+                                          exact_s=exact_s, target_temp=target_temp),
+                                  how=got.how)
     return got
 
 
@@ -179,6 +208,9 @@ def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float) 
 # load 5, where the working-set floor after it took seconds).
 _BODY_SHARE = 0.5
 _BODY_END = 0.7
+# Of what the body greedy leaves, the model's share (an exact placement,
+# where the target is missed, gets half of what remains).
+_BODY_MODEL_SHARE = 0.8
 
 
 def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),

@@ -231,11 +231,30 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
     greedy's (``body.choose``)."""
     from olla_jax.solve import place as place_lib
     from olla_jax.budget.anchor import smaller
-    step = step_index(graph, order)
-    unit_of = graph.unit_of_value
     state = new_state(graph, order)
     if base is None:
         base = best_fit(state.problem(), orders)
+    add_entry_picks(graph, order, state, picks)
+    if body_picks or body_cands:
+        from olla_jax.budget import body
+        for c, k in body_picks:
+            if not body.add(graph, order, state, c, k):
+                raise ValueError(f"value {c.value}: its copy in a loop body cannot be placed")
+        if body_cands and target_temp is not None:
+            body.choose(graph, order, state, body_cands, target_temp)
+    placement = smaller(place_state(state, base, orders), state, anchor)
+    if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
+        placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
+                                          target=target_temp)
+    return realize(graph, order, state, placement)
+
+
+def add_entry_picks(graph: ScheduleGraph, order: Sequence[int], state: State,
+                    picks: Sequence[tuple[Candidate, int]]) -> None:
+    """Record ``picks`` (entry copies, each before its k-th reader in
+    ``order``) in ``state`` (``plan_of``'s first part)."""
+    step = step_index(graph, order)
+    unit_of = graph.unit_of_value
     picked = []                                 # (clone time, candidate, k)
     for c, k in picks:
         users = sorted(c.users, key=lambda n: step[n])
@@ -255,18 +274,6 @@ def plan_of(graph: ScheduleGraph, order: Sequence[int],
         state.picks.append((c, k))
         state.add_scratch(graph, c, clone_t)
     state.extra = [tuple(copy[(c.value, k)]) for c, k in state.picks]
-    if body_picks or body_cands:
-        from olla_jax.budget import body
-        for c, k in body_picks:
-            if not body.add(graph, order, state, c, k):
-                raise ValueError(f"value {c.value}: its copy in a loop body cannot be placed")
-        if body_cands and target_temp is not None:
-            body.choose(graph, order, state, body_cands, target_temp)
-    placement = smaller(place_state(state, base, orders), state, anchor)
-    if exact_s > 0.05 and (target_temp is None or placement.arena_size > target_temp):
-        placement = place_lib.place_exact(state.problem(), time_limit_s=exact_s, hint=placement,
-                                          target=target_temp)
-    return realize(graph, order, state, placement)
 
 
 def _copy_lives(graph: ScheduleGraph, state: State, step, picked) -> dict:

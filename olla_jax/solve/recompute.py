@@ -73,6 +73,9 @@ class RecomputeProblem:
     # (step, bytes): live bytes at that step at most this, besides the budget
     # (a caller's per-step correction, e.g. where placement fragments most)
     caps: tuple[tuple[int, int], ...] = ()
+    # ((choice, option), (choice, option)) pairs a caller rules out besides
+    # ``conflicts``' own (e.g. copies its rewrite cannot chain)
+    exclusive: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()
 
     def __post_init__(self):
         n = len(self.sizes)
@@ -93,6 +96,10 @@ class RecomputeProblem:
                 for i, e in o.extend:
                     if not 0 <= i < n or i == c.interval:
                         raise ValueError(f"option extends interval {i}: not an operand")
+        for pair in self.exclusive:
+            for k, j in pair:
+                if not (0 <= k < len(self.choices) and 0 <= j < len(self.choices[k].options)):
+                    raise ValueError(f"exclusive names option {(k, j)}, not one of the choices'")
         for t, _ in self.caps:
             if t < 0:
                 raise ValueError(f"cap at step {t}: steps are >= 0")
@@ -113,9 +120,10 @@ def conflicts(problem: RecomputeProblem) -> list[tuple[tuple[int, int], tuple[in
     """Pairs of (choice, option) that cannot both be taken: the second run of
     the first reads an operand that the second has dropped at that moment
     (its copy runs inside the operand's gap).  Before the gap the copy reads
-    the operand's first copy; after it, its second copy (a chain)."""
+    the operand's first copy; after it, its second copy (a chain).  The
+    problem's ``exclusive`` pairs too."""
     of_interval = {c.interval: k for k, c in enumerate(problem.choices)}
-    out = set()
+    out = {tuple(pair) for pair in problem.exclusive}
     for k, c in enumerate(problem.choices):
         for j, o in enumerate(c.options):
             runs = [e for _, e in o.extend] + [b + 1 for _, b in o.gaps]  # every copy's run
