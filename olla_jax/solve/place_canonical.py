@@ -518,7 +518,8 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
     """The least arena over placements that keep ``hint``'s region choices,
     within ``time_limit_s``; never worse than ``hint``.
 
-    Searches for an arena below the best one found until none exists (then
+    Searches for an arena below the best one found (probing halfway to the
+    least not ruled out first, ``_descend``) until none exists (then
     ``optimal``), the time is up, or the arena is at most ``stop`` (e.g. a
     lower bound).  With ``target``, the first search asks for an arena of at
     most ``target`` at once (stronger pruning) and a fit ends the search."""
