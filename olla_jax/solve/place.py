@@ -197,7 +197,7 @@ def _regions_and_arena(problem: PlacementProblem, model, hint: Placement, time_l
     # (its arena blocks' best-fit costs up to a whole one: none it cannot finish)
     if _CLASSES_SHARE * time_limit_s >= max(_CLASSES_PER_BUILD * built, 1.5 * best_fit_s):
         classed = _from_classes(problem, model, t0 + _CLASSES_SHARE * time_limit_s, goal,
-                                target)
+                                target, settled_end=end)
         if classed is not None and classed.arena_size < best.arena_size:
             best = classed
             if best.arena_size <= max(goal, target or 0):
@@ -318,7 +318,7 @@ _CLASS_PASS_SHARE = 0.15
 
 
 def _from_classes(problem: PlacementProblem, model, end: float, goal: int,
-                  target: int | None) -> Placement | None:
+                  target: int | None, settled_end: float | None = None) -> Placement | None:
     """A placement whose region choices start from class choices
     (``place_classes.greedy_classes``, placed by ``class_start``), improved
     by the region pass, and whose arena blocks are then placed on their own
@@ -326,7 +326,9 @@ def _from_classes(problem: PlacementProblem, model, end: float, goal: int,
     whole model, its region blocks kept, the search found nothing below
     best-fit's 9.00 MiB in 3 s where alone it reached the live peak, 8.50,
     in 1 s); by ``end`` (``time.perf_counter()``), checked; None when time
-    is short or the start is invalid."""
+    is short or the start is invalid.  ``settled_end``: a later end for the
+    arena search, taken when the region choices hold the arena's live bytes
+    within _REGIONS_SETTLED of ``goal`` (the arena search is what is left)."""
     def left() -> float:
         return end - time.perf_counter()
     if left() <= 0.05:
@@ -346,6 +348,8 @@ def _from_classes(problem: PlacementProblem, model, end: float, goal: int,
     sub_model = build_model(sub)
     found = best_fit_model(sub_model)
     stop = max(goal, live_bytes_bound(sub))
+    if settled_end is not None and stop <= (1 + _REGIONS_SETTLED) * goal:
+        end = max(end, settled_end)
     if left() > 0.01 and found.arena_size > stop:
         # First with the stop as its target, for half the time: it prunes
         # from the start (on that step 0.5 s to the live peak, where without
