@@ -518,7 +518,8 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
     """The least arena over placements that keep ``hint``'s region choices,
     within ``time_limit_s``; never worse than ``hint``.
 
-    Searches for an arena below the best one found until none exists (then
+    Searches for an arena below the best one found (probing halfway to the
+    least not ruled out first, ``_descend``) until none exists (then
     ``optimal``), the time is up, or the arena is at most ``stop`` (e.g. a
     lower bound).  With ``target``, the first search asks for an arena of at
     most ``target`` at once (stronger pruning) and a fit ends the search."""
@@ -555,25 +556,79 @@ def solve_canonical(model: BlockModel, hint: Placement, time_limit_s: float, *,
     jobs.sort(key=lambda job: -job[0])
     optimal, infeasible, nodes = True, False, 0
     for k, (height, goal, comp, search) in enumerate(jobs):
-        cap = height - 1 if target is None else min(height - 1, max(target, goal))
         share_end = time.monotonic() + (deadline - time.monotonic()) / (len(jobs) - k)
-        try:
-            while True:
-                found = search.run(cap, share_end)
+
+        def keep(found: np.ndarray) -> int:
+            for i, g in enumerate(comp.tolist()):
+                offset[active[g]] = int(found[i])
+            return int((found + sizes[comp]).max())
+        if target is not None:
+            try:
+                found = search.run(min(height - 1, max(target, goal)), share_end)
                 if found is None:
-                    infeasible = infeasible or target is not None
-                    break
-                for i, g in enumerate(comp.tolist()):
-                    offset[active[g]] = int(found[i])
-                height = int((found + sizes[comp]).max())
-                if height <= goal or target is not None:
-                    break
-                cap = height - 1
-        except _Timeout:
-            optimal = False
+                    infeasible = True
+                else:
+                    keep(found)
+            except _Timeout:
+                optimal = False
+        else:
+            height, done = _descend(search, height, goal, share_end, keep, model.alignment)
+            optimal = optimal and done
         nodes += search.nodes
     optimal = optimal and target is None
     return CanonicalResult(model.to_placement(list(region), offset), optimal, infeasible, nodes)
+
+
+# The descent without a target (``_descend``): each probe asks for an arena
+# halfway between the best found and the least not yet ruled out, for at most
+# this share of the time left (and at least _PROBE_MIN_S).  A low cap prunes
+# from the start: on densenet small's arena (CPU, 384 blocks, live bytes
+# 52.80 MiB) a cap 1% above the live bytes found 53.25 in 0.34 s, where
+# lowering the cap one byte below each arena found reached 53.66 in 1 s and
+# 53.19 in 8 s.
+_PROBE_SHARE = 0.5
+_PROBE_MIN_S = 0.05
+# Probes stop once the range left is below this share of the arena: the
+# descent one byte at a time takes the rest of the time.
+_PROBE_MIN_GAP = 0.001
+
+
+def _descend(search: "_Race", height: int, goal: int, deadline: float, keep,
+             alignment: int) -> tuple[int, bool]:
+    """Lowers a component's arena from ``height`` towards ``goal`` (no arena
+    below it) by ``deadline``: probes halfway between the best found and the
+    least not ruled out (a probe that times out rules nothing out, but the
+    next probes look above it), then one byte below the best found at a
+    time.  ``keep(offsets)`` takes each placement found and returns its
+    height.  Returns the height and whether it is proven least."""
+    soft = goal            # probes look above this (proven, or where one timed out)
+    try:
+        while height > goal:
+            gap = height - soft
+            if gap > max(alignment, _PROBE_MIN_GAP * height):
+                cap = soft + gap // 2
+                left = deadline - time.monotonic()
+                probe_end = min(deadline, time.monotonic()
+                                + max(_PROBE_MIN_S, _PROBE_SHARE * left))
+                try:
+                    found = search.run(cap, probe_end)
+                except _Timeout:
+                    if time.monotonic() >= deadline:
+                        raise
+                    soft = cap + 1
+                    continue
+                if found is None:
+                    goal = soft = cap + 1      # proven: nothing fits under cap
+                else:
+                    height = keep(found)
+                continue
+            found = search.run(height - 1, deadline)
+            if found is None:
+                return height, True
+            height = keep(found)
+    except _Timeout:
+        return height, False
+    return height, True
 
 
 _LIMIT = object()

@@ -80,3 +80,17 @@ def test_hint_and_no_time_keep_it_a_floor():
     assert hinted.proven == plain.proven <= exact.arena_size
     empty = place_classes.class_floor(PlacementProblem(intervals=()), time_limit_s=1)
     assert (empty.proven, empty.found, empty.classes) == (0, 0, ())
+
+
+def test_class_start_tries_the_earliest_first_order_where_longest_first_leaves_one_out():
+    # Two regions of 2 KiB (one class).  A 2 KiB block fills the first on
+    # [0, 4]; three 1 KiB blocks: Y on [2, 12], Z on [3, 21], X on [5, 20].
+    # Longest first: Z, then X take the second region (its room is tighter
+    # than the first's, empty from 5) and Y, live at 2-4, has none.  Earliest
+    # first: Y and Z in the second region, X in the first: all fit.
+    ivs = (Interval(2048, 0, 4), Interval(1024, 2, 12), Interval(1024, 3, 21),
+           Interval(1024, 5, 20))
+    p = PlacementProblem(ivs, regions=(Region(2048), Region(2048)), alignment=64)
+    start = place_classes.class_start(p, (2048,) * 4, pack=False)
+    place_check.validate_placement(p, start)
+    assert ARENA not in start.region

@@ -89,3 +89,28 @@ def test_place_exact_stops_at_the_floor_it_is_given():
                                   floor=place_check.live_bytes_bound(problem))
     place_lib.validate_placement(problem, found)
     assert found.arena_size >= place_check.live_bytes_bound(problem)
+
+
+def test_a_lone_order_gets_all_the_time_and_what_it_leaves(monkeypatch):
+    """One order to repair (nothing else could beat it): its exact placement
+    gets all the time to the finish, not EXACT_PLACEMENT_SHARE of it kept
+    for others; one that ends early above its floor goes on from its result
+    in what it left."""
+    problem = _problem((100, 0, 3), (50, 1, 4))       # floor 150
+    cand = _candidate((0,), problem, 260, 10)
+    budgets, hints = [], []
+
+    def place_exact(problem, *, time_limit_s, hint, engine, floor=None, **kw):
+        budgets.append(time_limit_s)
+        hints.append(hint.arena_size)
+        return dataclasses.replace(hint, arena_size=hint.arena_size - 10)   # short of the floor
+    monkeypatch.setattr(place_lib, "place_exact", place_exact)
+    clock = strategy.Deadline(10.0)
+    cost = strategy._Cost(clock.clock)
+    cost.measured = True
+    found, tried = strategy._repair(None, cand, {cand.order: cand}, [], {cand.order: 10}, 0,
+                                    None, clock, cost)
+    finish = (1 - strategy.FINISH_RESERVE) * 10.0
+    assert tried and len(budgets) == 2
+    assert budgets[0] > 0.9 * finish
+    assert hints == [260, 250] and found.placement.arena_size == 240
