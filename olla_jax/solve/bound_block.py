@@ -77,7 +77,8 @@ def block_minimum(block: BlockPark, steps: Sequence[int], *, time_limit_s: float
         return built, True
     end = time.monotonic() + max(0.01, time_limit_s)
     if not built[2]:          # no writer to split on
-        return _solve_case(built, [], end, floor)
+        value, exact = _solve_case(built, [], end, floor)
+        return (floor, exact) if value is None else (value, exact)
 
     def search(tail: list[int], until: float) -> tuple[int, bool]:
         nexts = _next_last(built[2], built[3], tail)
@@ -87,6 +88,8 @@ def block_minimum(block: BlockPark, steps: Sequence[int], *, time_limit_s: float
         for k, w in enumerate(nexts):
             share = (until - time.monotonic()) / (len(nexts) - k)
             value, done = _solve_case(built, [*tail, w], time.monotonic() + share, floor)
+            if value is None:
+                continue          # no solution has this tail: no order either
             if not done and len(tail) + 1 < depth and share > 0:
                 deeper, done = search([*tail, w], time.monotonic() + share)
                 value = max(value, deeper)
@@ -94,14 +97,15 @@ def block_minimum(block: BlockPark, steps: Sequence[int], *, time_limit_s: float
             exact = exact and done
             if low <= floor:
                 break             # nothing above the floor: the rest cannot help
-        return max(floor, low), exact
+        return (floor, exact) if low is None else (max(floor, low), exact)
 
     return search([], end)
 
 
-def _solve_case(built, tail: list[int], until: float, floor: int) -> tuple[int, bool]:
+def _solve_case(built, tail: list[int], until: float, floor: int) -> tuple[int | None, bool]:
     """(proven value, exact) of ``built``'s model with ``tail`` (last first)
-    the writers run last, CP-SAT solving until ``until`` (``time.monotonic``)."""
+    the writers run last, CP-SAT solving until ``until`` (``time.monotonic``);
+    the value is None where CP-SAT proves the case has no solution."""
     import time
     from ortools.sat.python import cp_model
     m, pos, _, writer_desc = built
@@ -121,7 +125,7 @@ def _solve_case(built, tail: list[int], until: float, floor: int) -> tuple[int, 
     if status == cp_model.FEASIBLE:
         return max(floor, int(solver.best_objective_bound)), False
     if status == cp_model.INFEASIBLE:
-        return floor, True       # no order has this tail, or every one is below the floor
+        return None, True
     return floor, False
 
 
