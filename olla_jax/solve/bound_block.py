@@ -64,13 +64,14 @@ def block_minimum(block: BlockPark, steps: Sequence[int], *, time_limit_s: float
     a value known to hold (returned when CP-SAT proves nothing more).
 
     The positions' constraints are big-M ones, which CP-SAT's relaxation
-    barely sees (on grad_accum, H100: 7.97 MiB proven in 90 s, 8.22 found),
-    so the model is split by the writer that runs last (every order has
-    one; of writers alike, the last in node order: ``_alike_writers``), and
-    a case CP-SAT does not settle in its share, by the one before it, up to
-    ``depth`` writers: in each case, the last one's reads park in no
-    writer's region, the one before it only in the last one's, and so on.
-    The cases cover every order: the least of their proven values holds."""
+    barely sees (grad_accum, H100, 4 KiB threshold: 7.97 MiB proven in 60 s,
+    8.25 found), so the model is split by the writer that runs last (every
+    order has one; of writers alike, the last in node order:
+    ``_alike_writers``), and a case CP-SAT does not settle in its share, by
+    the one before it, up to ``depth`` writers: in each case, the last one's
+    reads park in no writer's region, the one before it only in the last
+    one's, and so on (grad_accum: four cases, 8.25 each, 0.2 s each).  The
+    cases cover every order: the least of their proven values holds."""
     import time
     built = _model(block, sorted(set(steps)), floor)
     if isinstance(built, int):
