@@ -77,6 +77,21 @@ PARK_MAX_NODES = 2500
 # (quiet); begun with 1 s left at load 16, its bound top-up ended 3.8 s past
 # the limit's mark (solve 21.7 s at 20).
 PARK_SETUP_US = 10.0
+# Loop nodes (blocks) with whole units parked and the writers' order
+# (solve.bound_block): at most BLOCK_PROBLEMS thresholds, those whose
+# min-cuts proved within BLOCK_NEAR of the most, largest threshold first
+# (the fewest units: the smallest models; each gets an even share of what
+# the earlier left), at the BLOCK_STEPS block steps of the most inner bytes,
+# in BLOCK_SHARE of the time the min-cuts left (before the chain and park
+# bounds: it runs only where the graph has loops); graphs of at
+# most PARK_MAX_NODES nodes.  grad_accum H100 small: 8.00 -> 8.25 MiB, the
+# plan, at its fourth largest threshold, 4 KiB (four cases of 1-2 s each at
+# load 6; the three larger ones proved 8.00 in 0.5 s; with three, the
+# bound stayed at 8.00).
+BLOCK_PROBLEMS = 4
+BLOCK_NEAR = 0.95
+BLOCK_STEPS = 2
+BLOCK_SHARE = 0.5
 RESIDENT_NODE_PAIR_S = 1e-8    # the resident floor's set-up per node pair (2 s on 10k nodes, loaded)
 MIN_CUT_NODE_S = 2e-4          # one threshold min-cut per node on a big graph (47 s on 100k, loaded)
 PLACE_CANDIDATES_END = 0.7     # no further candidate order is placed by best-fit past here
@@ -491,6 +506,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     per_cap: dict = {}    # threshold -> what its min-cut proved (for _prove_below)
     settled: set = set()  # thresholds whose optimum CP-SAT proved
     parked: set = set()   # (threshold, node) whose parked minimum is proven (_park_up)
+    blocked: set = set()  # (threshold, loop node) whose minimum is proven (_block_up)
     if cost.sweep and now() >= min(bound_end, _finish_mark(clock, cost)):
         # A big graph already past the layout's reserve: no bound starts (on
         # 93k nodes at load 21, 240 s limit, two forced-live probes given no
@@ -506,6 +522,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         value = _lower_bound(graph, with_regions, list(orders), now, cuts_end, big=cost.sweep,
                              done=proven, values=per_cap)
     if not cost.sweep:   # the time the min-cuts left: the orders' best proven optimal
+        value = _block_up(graph, per_cap, value, now,
+                          now() + BLOCK_SHARE * max(0.0, bound_end - now()), done=blocked)
         value = _chain_up(graph, per_cap, value, list(orders), now,
                           now() + CHAIN_REST_SHARE * max(0.0, bound_end - now()))
         value = _park_up(graph, per_cap, value, list(orders), now,
@@ -609,6 +627,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
             value = _lower_bound(graph, with_regions, list(orders), now, end, big=cost.sweep,
                                  floor=value, done=proven, values=per_cap)
             if not cost.sweep:   # a big graph's reduction alone takes seconds
+                value = _block_up(graph, per_cap, value, now,
+                                  now() + BLOCK_SHARE * max(0.0, end - now()), done=blocked)
                 value = _chain_up(graph, per_cap, value, [*orders, best.order], now,
                                   now() + CHAIN_SHARE * max(0.0, end - now()))
                 value = _park_up(graph, per_cap, value, [*orders, best.order], now,
@@ -861,6 +881,42 @@ def _park_up(graph: model.ScheduleGraph, per_cap: dict, value: int,
             value = max(value, proven)
             if exact:
                 done.add((cap, n))
+    return value
+
+
+def _block_up(graph: model.ScheduleGraph, per_cap: dict, value: int, now, end: float,
+              done: set | None = None) -> int:
+    """``value`` raised at the loop nodes by whole units parked in the regions
+    over the block's busiest steps, with the writers' order
+    (``solve.bound_block``), on the thresholds ``per_cap`` ranks (see
+    BLOCK_PROBLEMS), by ``end`` (a ``now()`` time).  ``done``: (threshold,
+    node) pairs solved exactly, skipped; those solved here are added."""
+    from olla_jax.graph import park
+    from olla_jax.solve import bound_block
+    if len(graph.nodes) > PARK_MAX_NODES or not per_cap:
+        return value
+    blocks = park.block_nodes(graph)
+    if not blocks:
+        return value
+    done = set() if done is None else done
+    strongest = max(per_cap.values())
+    ranked = sorted((c for c in per_cap if per_cap[c] >= BLOCK_NEAR * strongest),
+                    reverse=True)[:BLOCK_PROBLEMS]
+    work = [(c, n) for c in ranked for n in blocks if (c, n) not in done]
+    for k, (cap, n) in enumerate(work):
+        left = (end - now()) / (len(work) - k)
+        if left < CHAIN_MIN_S:
+            break
+        t = now()
+        found = park.block_park(graph, cap, n)
+        steps = bound_block.busiest_steps(found, BLOCK_STEPS)
+        proven, exact = bound_block.block_minimum(found, steps, floor=value, time_limit_s=left)
+        logging.info("block bound, threshold %d, node %d: %d bytes (%s, %.2f s of %.2f)", cap, n,
+                     proven, "exact" if exact else "stopped", now() - t, left)
+        per_cap[cap] = max(per_cap[cap], proven)
+        value = max(value, proven)
+        if exact:
+            done.add((cap, n))
     return value
 
 

@@ -61,6 +61,24 @@ class ParkProblem:
     nodes: frozenset[int]
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockPark:
+    """``solve.bound_block``'s view of one block node (a loop whose body order
+    is fixed): ``park`` as ``ParkProblem`` (its ``barred`` and ``nodes``
+    unused; the node's ``node_extra`` ignored); ``inner``: per unit living
+    inside the block only, its size and live spans as (first, last) steps
+    counted from the block's first; ``gap``: bytes of units idle in a gap of
+    the block, subtracted at every step; ``busy_from``: per region, the first
+    block step from which a unit written inside the block holds it until the
+    end (whatever the entry order)."""
+    park: ParkProblem
+    node: int
+    length: int
+    inner: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
+    gap: int
+    busy_from: dict[int, int]
+
+
 def live_intervals(problem: OrderProblem, order: Sequence[int]) -> list[tuple[int, int]]:
     """Per item, the inclusive [first, last] step it is resident under ``order``."""
     pos = [0] * problem.num_nodes
