@@ -52,14 +52,12 @@ def xla_copies(compiled) -> list[tuple[str, str, int]]:
     return out
 
 
-def run_one(item: str, limit: float, args) -> dict:
+def plan_and_point(item: str, limit: float, args):
+    """(our plan of ``item`` on the GPU target, XLA's remat point at ``limit``,
+    its extra FLOPs): what both diagnoses start from."""
     import examples
     import olla_jax
     from olla_jax import budget, xla_remat
-    from olla_jax.budget.candidates import FLOPS_PER_S
-    from olla_jax.budget.candidates import named_refusals, screen
-    from olla_jax.budget.model import model_problem
-    from olla_jax.solve import recompute as rm
     name, size = item.split(":")
     step = examples.get(name, size)
     with warnings.catch_warnings():
@@ -71,11 +69,19 @@ def run_one(item: str, limit: float, args) -> dict:
                              budget_bytes=base.xla_temp_bytes, fractions=[limit],
                              static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                              io_bytes=base.argument_bytes + base.output_bytes)[0]
-    graph, cap = base.graph, base.capture
-    if graph is None or cap is None:
+    if base.graph is None or base.capture is None:
         raise SystemExit(f"{item}: its plan kept no memory model ({'; '.join(base.notes)[:300]}); "
                          "try a longer --plan_time_limit_s")
-    xla_flops = point.flops - budget.step_flops(base.capture)
+    return base, point, point.flops - budget.step_flops(base.capture)
+
+
+def run_one(item: str, limit: float, args) -> dict:
+    from olla_jax.budget.candidates import FLOPS_PER_S
+    from olla_jax.budget.candidates import named_refusals, screen
+    from olla_jax.budget.model import model_problem
+    from olla_jax.solve import recompute as rm
+    base, point, xla_flops = plan_and_point(item, limit, args)
+    graph, cap = base.graph, base.capture
     cands, why = screen(graph, cap, args.recompute_cost)
     why = named_refusals(graph, cands, why)
     by_producer = {graph.nodes[c.producer]: c for c in cands}

@@ -22,11 +22,11 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
+from benchmarks.remat_sets import plan_and_point  # noqa: E402
 
 MIB = 2**20
 
@@ -34,9 +34,6 @@ MIB = 2**20
 def run_one(item: str, limit: float, args) -> dict:
     import numpy as np
 
-    import examples
-    import olla_jax
-    from olla_jax import budget, xla_remat
     from olla_jax.budget import reorder as ro
     from olla_jax.budget.candidates import FLOPS_PER_S, named_refusals, screen
     from olla_jax.budget.model import model_problem
@@ -46,22 +43,10 @@ def run_one(item: str, limit: float, args) -> dict:
     from olla_jax.solve import sink
     from olla_jax.solve.dag import Dag
     from olla_jax.solve.evaluate import Evaluator
-    name, size = item.split(":")
-    step = examples.get(name, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
-                             time_limit_s=args.plan_time_limit_s,
-                             static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
-    point = xla_remat.search(step.fn, *step.args, backend=f"gpu:{args.target}",
-                             budget_bytes=base.xla_temp_bytes, fractions=[limit],
-                             static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
-                             io_bytes=base.argument_bytes + base.output_bytes)[0]
+    base, point, xla_flops = plan_and_point(item, limit, args)
     graph, cap = base.graph, base.capture
-    if graph is None or cap is None or base.layout is None:
-        raise SystemExit(f"{item}: its plan kept no memory model or order; try a longer "
-                         "--plan_time_limit_s")
-    xla_flops = point.flops - budget.step_flops(cap)
+    if base.layout is None:
+        raise SystemExit(f"{item}: its plan kept no order; try a longer --plan_time_limit_s")
     cands, why = screen(graph, cap, "flops")
     why = named_refusals(graph, cands, why)
     cap_cost = int(args.share * xla_flops * 1e9 / FLOPS_PER_S)

@@ -1,6 +1,7 @@
 """Small training steps shared by tests: one the whole pipeline improves and
 verifies (``mlp_step``, and its memory model: ``mlp_graph``), one for sharded
-plans on two devices (``dp_step``)."""
+plans on two devices (``dp_step``), one whose peak is inside a gradient
+accumulation loop (``accumulate_step``)."""
 
 import collections
 import dataclasses
@@ -218,3 +219,26 @@ def recomputed_on_h100(fn, args, compiler_options=None, fraction: float = 0.9):
                   + int(fraction * base.runs_temp_bytes))
         plan = budget.recompute_to_budget(base, target, time_limit_s=5, measure_time=False)
     return base, plan
+
+
+def accumulate_loss(w, x, y):
+    h = x
+    for wi in w:
+        h = jnp.tanh(h @ wi)
+    return jnp.mean((h - y) ** 2)
+
+
+def accumulate_step(w, xs, ys):
+    """Gradients summed over micro-batches by a scan, then one SGD update."""
+    def micro(acc, xy):
+        value, grads = jax.value_and_grad(accumulate_loss)(w, *xy)
+        return jax.tree.map(jnp.add, acc, (value, grads)), None
+    zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, w))
+    (total, grads), _ = jax.lax.scan(micro, zero, (xs, ys))
+    return [wi - 0.1 * gi for wi, gi in zip(w, grads)], total
+
+
+def accumulate_args(micro: int):
+    w = [jax.random.normal(jax.random.PRNGKey(i), (256, 256)) * 0.05 for i in range(4)]
+    key = jax.random.PRNGKey(9)
+    return w, jax.random.normal(key, (micro, 1024, 256)), jax.random.normal(key, (micro, 1024, 256))

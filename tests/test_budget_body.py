@@ -20,28 +20,11 @@ from olla_jax import budget, check
 from olla_jax.apply import feed_back
 from olla_jax.budget import body, recompute_plan
 from olla_jax.plan import candidate_plan
-
-
-def _loss(w, x, y):
-    h = x
-    for wi in w:
-        h = jnp.tanh(h @ wi)
-    return jnp.mean((h - y) ** 2)
-
-
-def _step(w, xs, ys):
-    def micro(acc, xy):
-        value, grads = jax.value_and_grad(_loss)(w, *xy)
-        return jax.tree.map(jnp.add, acc, (value, grads)), None
-    zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, w))
-    (total, grads), _ = lax.scan(micro, zero, (xs, ys))
-    return [wi - 0.1 * gi for wi, gi in zip(w, grads)], total
+from tests.small_steps import accumulate_args, accumulate_loss as _loss, accumulate_step as _step
 
 
 def _args():
-    w = [jax.random.normal(jax.random.PRNGKey(i), (256, 256)) * 0.05 for i in range(4)]
-    key = jax.random.PRNGKey(9)
-    return w, jax.random.normal(key, (4, 1024, 256)), jax.random.normal(key, (4, 1024, 256))
+    return accumulate_args(4)
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,9 @@ such plan's arena (not on plans that reorder a body).
 
 from __future__ import annotations
 
-
 from typing import Sequence
 
+from olla_jax.solve.cpsat_lits import Lits, neg
 from olla_jax.solve.dag import reachable
 from olla_jax.solve.problem import ARENA, BlockPark
 
@@ -144,46 +144,6 @@ def _next_last(classes: list[list[int]], writer_desc: dict[int, set[int]],
     return out
 
 
-class _Lits:
-    """Literal helpers on one CP-SAT model: True/False stand for constants."""
-
-    def __init__(self, m):
-        self.m = m
-
-    def any_of(self, terms):
-        lits = []
-        for t in terms:
-            if t is True:
-                return True
-            if t is not False:
-                lits.append(t)
-        if not lits:
-            return False
-        if len(lits) == 1:
-            return lits[0]
-        v = self.m.new_bool_var("")
-        self.m.add_bool_or(lits).only_enforce_if(v)
-        for lit in lits:
-            self.m.add_implication(lit, v)
-        return v
-
-    def both(self, a, b):
-        if a is False or b is False:
-            return False
-        if a is True:
-            return b
-        if b is True:
-            return a
-        v = self.m.new_bool_var("")
-        self.m.add_bool_and([a, b]).only_enforce_if(v)
-        self.m.add_bool_or([a.Not(), b.Not()]).only_enforce_if(v.Not())
-        return v
-
-
-def _neg(t):
-    return (not t) if isinstance(t, bool) else t.Not()
-
-
 def _model(block: BlockPark, steps: list[int], floor: int):
     """``block_minimum``'s model, or its value where nothing is left to choose."""
     from ortools.sat.python import cp_model
@@ -200,7 +160,7 @@ def _model(block: BlockPark, steps: list[int], floor: int):
     anc = reachable(preds, preds[n])
     desc = reachable(succs, succs[n])
     m = cp_model.CpModel()
-    lits = _Lits(m)
+    lits = Lits(m)
     x: dict[int, object] = {}
 
     def ran(v: int):
@@ -219,7 +179,7 @@ def _model(block: BlockPark, steps: list[int], floor: int):
         started = True if it.live_in or not it.defs else lits.any_of(
             [ran(d) for d in it.defs if d != n])
         unfinished = True if it.live_out else lits.any_of(
-            [_neg(ran(t)) for t in it.touches if t != n])
+            [neg(ran(t)) for t in it.touches if t != n])
         through.append(lits.both(started, unfinished))
     for u, v in p.edges:
         a, b = ran(u), ran(v)
@@ -233,7 +193,7 @@ def _model(block: BlockPark, steps: list[int], floor: int):
         busy.setdefault(it.region, []).append(lv)
         if it.live_out and not it.live_in and len(it.defs) == 1:
             writers.setdefault(it.region, set()).add(it.defs[0])
-    idle = {r: _neg(lits.any_of(busy.get(r, []))) for r in range(len(p.region_sizes))}
+    idle = {r: neg(lits.any_of(busy.get(r, []))) for r in range(len(p.region_sizes))}
 
     # Positions in one order for the writers and the parked units' readers:
     # the block node at 0, the nodes run before it below.

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Collection, Sequence
 
+from olla_jax.solve.cpsat_lits import Lits, neg
 from olla_jax.solve.dag import reachable
 from olla_jax.solve.problem import ARENA, OrderProblem, ParkProblem
 
@@ -86,40 +87,8 @@ def _model(park: ParkProblem, n: int, *, floor: int, anc: set[int] | None,
             x[v] = m.new_bool_var("")
         return x[v]
 
-    def any_of(terms):
-        """A literal equal to the OR of ``terms`` (bools or literals)."""
-        lits = []
-        for t in terms:
-            if t is True:
-                return True
-            if t is not False:
-                lits.append(t)
-        if not lits:
-            return False
-        if len(lits) == 1:
-            return lits[0]
-        v = m.new_bool_var("")
-        m.add_bool_or(lits).only_enforce_if(v)
-        for lit in lits:
-            m.add_implication(lit, v)
-        rules.append((v, lambda val: any(val[lit] for lit in lits)))
-        return v
-
-    def neg(t):
-        return (not t) if isinstance(t, bool) else t.Not()
-
-    def both(a, b):
-        if a is False or b is False:
-            return False
-        if a is True:
-            return b
-        if b is True:
-            return a
-        v = m.new_bool_var("")
-        m.add_bool_and([a, b]).only_enforce_if(v)
-        m.add_bool_or([a.Not(), b.Not()]).only_enforce_if(v.Not())
-        rules.append((v, lambda val: val[a] and val[b]))
-        return v
+    lits = Lits(m, rules)
+    any_of, both = lits.any_of, lits.both
 
     live = []
     for it in p.items:
