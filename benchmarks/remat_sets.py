@@ -75,6 +75,20 @@ def plan_and_point(item: str, limit: float, args):
     return base, point, point.flops - budget.step_flops(base.capture)
 
 
+def run_points(run_one, args) -> tuple[list[dict], list]:
+    """(``run_one``'s row for each example and limit of ``args``, each with its
+    seconds; the machine's load before and after)."""
+    loads = [common.load()]
+    rows = []
+    for item in [m for m in args.models.split(",") if m]:
+        for limit in [float(x) for x in args.limits.split(",") if x]:
+            t = time.monotonic()
+            rows.append(run_one(item, limit, args))
+            rows[-1]["seconds"] = round(time.monotonic() - t, 1)
+    loads.append(common.load())
+    return rows, loads
+
+
 def run_one(item: str, limit: float, args) -> dict:
     from olla_jax.budget.candidates import FLOPS_PER_S
     from olla_jax.budget.candidates import named_refusals, screen
@@ -179,14 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--plan_time_limit_s", type=float, default=3.0)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    loads = [common.load()]
-    rows = []
-    for item in [m for m in args.models.split(",") if m]:
-        for limit in [float(x) for x in args.limits.split(",") if x]:
-            t = time.monotonic()
-            rows.append(run_one(item, limit, args))
-            rows[-1]["seconds"] = round(time.monotonic() - t, 1)
-    loads.append(common.load())
+    rows, loads = run_points(run_one, args)
     text = render(rows, args, loads)
     print(text)
     if args.out:

@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.remat_sets import plan_and_point  # noqa: E402
+from benchmarks.remat_sets import plan_and_point, run_points  # noqa: E402
 
 MIB = 2**20
 
@@ -163,14 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--held", type=int, default=16, help="values listed at the peak")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    loads = [common.load()]
-    rows = []
-    for item in [m for m in args.models.split(",") if m]:
-        for limit in [float(x) for x in args.limits.split(",") if x]:
-            t = time.monotonic()
-            rows.append(run_one(item, limit, args))
-            rows[-1]["seconds"] = round(time.monotonic() - t, 1)
-    loads.append(common.load())
+    rows, loads = run_points(run_one, args)
     text = render(rows, args, loads)
     print(text)
     if args.out:

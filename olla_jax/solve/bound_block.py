@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from olla_jax.solve.cpsat_lits import Lits, neg
+from olla_jax.solve.cpsat_lits import Lits, RanBefore, neg
 from olla_jax.solve.dag import reachable
 from olla_jax.solve.problem import ARENA, BlockPark
 
@@ -161,17 +161,7 @@ def _model(block: BlockPark, steps: list[int], floor: int):
     desc = reachable(succs, succs[n])
     m = cp_model.CpModel()
     lits = Lits(m)
-    x: dict[int, object] = {}
-
-    def ran(v: int):
-        """True/False, or the literal: whether ``v`` ran before ``n``."""
-        if v in anc:
-            return True
-        if v == n or v in desc:
-            return False
-        if v not in x:
-            x[v] = m.new_bool_var("")
-        return x[v]
+    ran = RanBefore(m, n, anc, desc)
 
     # Live across the block: started before it (not by it) and needed after it.
     through = []

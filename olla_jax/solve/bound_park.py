@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Collection, Sequence
 
-from olla_jax.solve.cpsat_lits import Lits, neg
+from olla_jax.solve.cpsat_lits import Lits, RanBefore, neg
 from olla_jax.solve.dag import reachable
 from olla_jax.solve.problem import ARENA, OrderProblem, ParkProblem
 
@@ -74,18 +74,9 @@ def _model(park: ParkProblem, n: int, *, floor: int, anc: set[int] | None,
     if anc is None or desc is None:
         anc, desc = _reach(p, n)
     m = cp_model.CpModel()
-    x: dict[int, object] = {}     # free node -> "runs before n"
+    ran = RanBefore(m, n, anc, desc)
+    x = ran.variables             # free node -> "runs before n"
     rules: list = []              # (variable, its value from the earlier ones' values)
-
-    def ran(v: int):
-        """True/False, or the variable: whether ``v`` ran before ``n``."""
-        if v in anc:
-            return True
-        if v == n or v in desc:
-            return False
-        if v not in x:
-            x[v] = m.new_bool_var("")
-        return x[v]
 
     lits = Lits(m, rules)
     any_of, both = lits.any_of, lits.both

@@ -56,6 +56,25 @@ class Lits:
         return v
 
 
+class RanBefore:
+    """Whether node ``v`` ran before node ``n``: True for ``n``'s ancestors
+    ``anc``, False for ``n`` and its descendants ``desc``, else one variable
+    per node, made on first asking (``variables``: node -> variable)."""
+
+    def __init__(self, model: Any, n: int, anc, desc):
+        self.model, self.n, self.anc, self.desc = model, n, anc, desc
+        self.variables: dict[int, Any] = {}
+
+    def __call__(self, v: int) -> Any:
+        if v in self.anc:
+            return True
+        if v == self.n or v in self.desc:
+            return False
+        if v not in self.variables:
+            self.variables[v] = self.model.new_bool_var("")
+        return self.variables[v]
+
+
 def neg(t) -> Any:
     """NOT ``t``."""
     return (not t) if isinstance(t, bool) else t.Not()
