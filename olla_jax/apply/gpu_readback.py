@@ -326,36 +326,35 @@ def compare(raw: bytes, layout) -> str | None:
             if differs is not None:
                 return differs
             a, b = _args(first), _args(copy)
-        early = layout.early_place(r.value)
-        for (sa, wa), (sb, wb) in zip(a, b):
-            if wa != wb:
-                return f"the copy of {r.producer} writes other arguments"
-            if wa and _overlaps(sa, early[0], early[1], r.size):
-                differs = _value_write_differs(sa, sb, r, early)
-                if differs is not None:
-                    return differs
-            elif wa:    # another result of a multi-result fusion: at its scratch place,
-                # or the place of its own copy when this launch makes that too
-                expect = next((p for p in (_scratch_place(layout, q, sa) for q in (r, *group))
-                               if p is not None), None)
-                sibling = next((q for q in group if _overlaps(sa, *layout.early_place(q.value),
-                                                              q.size)), None)
-                if sibling is not None:
-                    e = layout.early_place(sibling.value)
-                    expect = (sibling.place[0], sibling.place[1] + sa[1] - e[1], sa[2])
-                if sb != expect:
-                    return (f"the copy of {r.producer} writes {sb}, where the plan puts "
-                            f"{expect or 'nothing'}")
-            elif sa != sb:
-                chained = _chained_read(layout, j, position, sa)
-                if chained is None:
-                    return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
-                if sb != chained:
-                    return (f"the copy of {r.producer} reads {sb}, not the copy of its "
-                            f"recomputed operand at {chained}")
-            elif _chained_read(layout, j, position, sa) not in (None, sa):
-                return (f"the copy of {r.producer} reads {sb}, not the copy of its recomputed "
-                        f"operand at {_chained_read(layout, j, position, sa)}")
+
+        def other_write(sa, sb, r=r, group=group):
+            # another result of a multi-result fusion: at its scratch place,
+            # or the place of its own copy when this launch makes that too
+            expect = next((p for p in (_scratch_place(layout, q, sa) for q in (r, *group))
+                           if p is not None), None)
+            sibling = next((q for q in group if _overlaps(sa, *layout.early_place(q.value),
+                                                          q.size)), None)
+            if sibling is not None:
+                e = layout.early_place(sibling.value)
+                expect = (sibling.place[0], sibling.place[1] + sa[1] - e[1], sa[2])
+            if sb != expect:
+                return (f"the copy of {r.producer} writes {sb}, where the plan puts "
+                        f"{expect or 'nothing'}")
+            return None
+
+        def read(sa, sb, r=r, j=j):
+            # where the first run read a recomputed operand, the copy reads its copy
+            chained = _chained_read(layout, j, position, sa)
+            if sa != sb and chained is None:
+                return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
+            if chained is not None and sb != chained:
+                return (f"the copy of {r.producer} reads {sb}, not the copy of its "
+                        f"recomputed operand at {chained}")
+            return None
+
+        differs = _arguments_differ(a, b, r, layout.early_place(r.value), other_write, read)
+        if differs is not None:
+            return differs
         differs = _late_readers_differ(
             layout, r, {user: [decoded.thunks[j] for j, n in enumerate(names)
                                if n == user and j not in copy_at] for user in r.late_users})
@@ -412,18 +411,14 @@ def _compare_body_copies(decoded, recomputes, layout) -> str | None:
         if differs is not None:
             return differs
         a, b = _args(first), _args(copy)
-        early = layout.early_place(r.value)
-        for (sa, wa), (sb, wb) in zip(a, b):
-            if wa != wb:
-                return f"the copy of {r.producer} writes other arguments"
-            if wa and _overlaps(sa, early[0], early[1], r.size):
-                differs = _value_write_differs(sa, sb, r, early)
-                if differs is not None:
-                    return differs
-            elif wa:
-                return f"the copy of {r.producer} in its loop body writes {sb} besides the value"
-            elif sa != sb:
-                return f"the copy of {r.producer} reads {sb} where its first run read {sa}"
+        differs = _arguments_differ(
+            a, b, r, layout.early_place(r.value),
+            lambda sa, sb, r=r: (f"the copy of {r.producer} in its loop body writes {sb} "
+                                 "besides the value"),
+            lambda sa, sb, r=r: (None if sa == sb else f"the copy of {r.producer} reads {sb} "
+                                 f"where its first run read {sa}"))
+        if differs is not None:
+            return differs
         differs = _late_readers_differ(
             layout, r, {user: [thunks[k] for k, n in enumerate(names)
                                if n == user and k not in copies] for user in r.late_users})
@@ -439,6 +434,23 @@ def _kernel_differs(first: Any, copy: Any, producer: str, where: str = "") -> st
         return f"the copy of {producer}{where} is not the same kernel thunk"
     if _launch(first) != _launch(copy):
         return f"the copy of {producer} launches another kernel or another grid"
+    return None
+
+
+def _arguments_differ(a, b, r, early, other_write, read) -> str | None:
+    """Why the copy's arguments ``b`` differ from its first run's ``a`` (both
+    ``_args``), or None: the same arguments written, the value's own write at
+    the plan's place; ``other_write(sa, sb)`` and ``read(sa, sb)`` judge the
+    other written and the read arguments (str: why they differ)."""
+    for (sa, wa), (sb, wb) in zip(a, b):
+        if wa != wb:
+            return f"the copy of {r.producer} writes other arguments"
+        if wa and _overlaps(sa, early[0], early[1], r.size):
+            differs = _value_write_differs(sa, sb, r, early)
+        else:
+            differs = other_write(sa, sb) if wa else read(sa, sb)
+        if differs is not None:
+            return differs
     return None
 
 
