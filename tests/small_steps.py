@@ -107,15 +107,8 @@ class FakePlan:
 def recompute_brute_force(problem):
     """Every plan of a ``solve.recompute.RecomputeProblem``: the best (key, picks)
     by the module's lexicographic rule (budget met first, then least cost)."""
-    import itertools
-
-    from olla_jax.solve import recompute as rc
     best = None
-    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
-        try:
-            peak, cost = rc.evaluate(problem, picks)
-        except ValueError:
-            continue
+    for picks, peak, cost in evaluations(problem):
         key = (0, cost, peak) if peak <= problem.budget else (1, peak, cost)
         if best is None or key < best[0]:
             best = (key, picks)
@@ -242,3 +235,34 @@ def accumulate_args(micro: int):
     w = [jax.random.normal(jax.random.PRNGKey(i), (256, 256)) * 0.05 for i in range(4)]
     key = jax.random.PRNGKey(9)
     return w, jax.random.normal(key, (micro, 1024, 256)), jax.random.normal(key, (micro, 1024, 256))
+
+
+def entry_and_body_copy(graph, cap, order):
+    """A recompute plan on ``order`` with one entry copy (of a value read
+    after the loop, before that reader) and one copy inside the loop body."""
+    from olla_jax.budget import body, candidates, recompute_plan
+    step = recompute_plan.step_index(graph, order)
+    loop = next(n for n in range(len(graph.nodes)) if graph.block_length(n) > 1)
+    entry = [c for c in candidates(graph, cap) if any(step[u] > step[loop] for u in c.users)]
+    assert entry, "no entry value read after the loop"
+    c = entry[0]
+    users = sorted(c.users, key=lambda n: step[n])
+    k = next(j for j, u in enumerate(users) if step[u] > step[loop])
+    inner = body.candidates(graph, cap)[0]
+    rp = recompute_plan.plan_of(graph, order, [(c, k)], body_picks=[(inner, inner.splits[-1])])
+    assert {r.producer in graph.node_index for r in rp.layout.recomputes} == {True, False}
+    return rp
+
+
+def evaluations(problem):
+    """(picks, peak, cost) of every plan of a ``solve.recompute.RecomputeProblem``
+    that ``evaluate`` accepts."""
+    import itertools
+
+    from olla_jax.solve import recompute as rc
+    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
+        try:
+            peak, cost = rc.evaluate(problem, picks)
+        except ValueError:
+            continue
+        yield picks, peak, cost

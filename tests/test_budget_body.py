@@ -20,7 +20,8 @@ from olla_jax import budget, check
 from olla_jax.apply import feed_back
 from olla_jax.budget import body, recompute_plan
 from olla_jax.plan import candidate_plan
-from tests.small_steps import accumulate_args, accumulate_loss as _loss, accumulate_step as _step
+from tests.small_steps import (accumulate_args, accumulate_loss as _loss,
+                               accumulate_step as _step, entry_and_body_copy)
 
 
 def _args():
@@ -199,16 +200,6 @@ def test_an_entry_copy_and_a_body_copy_are_fed_back_together():
         warnings.simplefilter("ignore", olla_jax.PlanWarning)
         base = olla_jax.plan(_with_entry_value, *_args(), time_limit_s=2, feed_back=False)
     graph, cap = base.graph, base.capture
-    order = base.layout.order
-    step = recompute_plan.step_index(graph, order)
-    loop = next(n for n in range(len(graph.nodes)) if graph.block_length(n) > 1)
-    entry = [c for c in budget.candidates(graph, cap) if any(step[u] > step[loop] for u in c.users)]
-    assert entry, "no entry value read after the loop"
-    c = entry[0]
-    users = sorted(c.users, key=lambda n: step[n])
-    k = next(j for j, u in enumerate(users) if step[u] > step[loop])
-    inner = body.candidates(graph, cap)[0]
-    rp = recompute_plan.plan_of(graph, order, [(c, k)], body_picks=[(inner, inner.splits[-1])])
-    assert {r.producer in graph.node_index for r in rp.layout.recomputes} == {True, False}
+    rp = entry_and_body_copy(graph, cap, base.layout.order)
     out = feed_back.apply_layout(cap, rp.layout, args=_args())
     assert out.ok, out.reason

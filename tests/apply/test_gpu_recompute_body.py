@@ -185,25 +185,15 @@ def test_an_entry_copy_and_a_body_copy_in_one_executable():
     among them: the body copy goes into the rebuilt loop's body."""
     import olla_jax
     from olla_jax import checked
-    from olla_jax.budget import body, candidates, recompute_plan
+    from tests.small_steps import entry_and_body_copy
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = olla_jax.plan(with_entry_value, *ARGS, backend="gpu:h100", time_limit_s=2)
     graph, cap = base.graph, base.capture
-    order = base.layout.order
-    step = recompute_plan.step_index(graph, order)
-    loop = next(n for n in range(len(graph.nodes)) if graph.block_length(n) > 1)
-    entry = [c for c in candidates(graph, cap)
-             if any(step[u] > step[loop] for u in c.users)]
-    assert entry, "no entry value read after the loop"
-    c = entry[0]
-    users = sorted(c.users, key=lambda n: step[n])
-    k = next(j for j, u in enumerate(users) if step[u] > step[loop])
-    inner = body.candidates(graph, cap)[0]
-    rp = recompute_plan.plan_of(graph, order, [(c, k)], body_picks=[(inner, inner.splits[-1])])
-    assert {r.producer in graph.node_index for r in rp.layout.recomputes} == {True, False}
+    rp = entry_and_body_copy(graph, cap, base.layout.order)
     assert checked.rejection(cap, rp.layout, alignment=256) is None
     out = checked.apply(cap, rp.layout, backend=base.backend)
     assert out.raw is not None and "not run" in out.reason, out.reason
     _, thunks = _body_thunks(out.raw)
+    inner = next(r for r in rp.layout.recomputes if r.producer not in graph.node_index)
     assert [t.thunk_info.profile_annotation for t in thunks].count(inner.producer) == 2

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from olla_jax.solve import recompute as rc
-from tests.small_steps import recompute_brute_force
+from tests.small_steps import evaluations, recompute_brute_force
 
 
 def _random_problem(rng: random.Random, n: int = 6, budget_share: float = 0.7):
@@ -108,24 +108,11 @@ def test_bad_input_is_refused():
 def test_least_peak_within_a_cost_cap_matches_brute_force(engine, seed):
     """``least_peak_within``: the least live-bytes peak of any plan whose cost
     is at most the cap (the budget plays no part but in ``met``)."""
-    import itertools
     rng = random.Random(100 + seed)
     problem = _random_problem(rng, budget_share=0.7)
-    costs = [0]
-    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
-        try:
-            costs.append(rc.evaluate(problem, picks)[1])
-        except ValueError:
-            continue
-    cap = rng.choice(sorted(set(costs)))
-    best = None
-    for picks in itertools.product(*[range(-1, len(c.options)) for c in problem.choices]):
-        try:
-            peak, cost = rc.evaluate(problem, picks)
-        except ValueError:
-            continue
-        if cost <= cap and (best is None or peak < best):
-            best = peak
+    plans = list(evaluations(problem))
+    cap = rng.choice(sorted({0, *(cost for _, _, cost in plans)}))
+    best = min((peak for _, peak, cost in plans if cost <= cap), default=None)
     sol = rc.least_peak_within(problem, cap, engine=engine, time_limit_s=10)
     assert sol.optimal
     assert sol.peak == best and sol.cost <= cap
