@@ -75,9 +75,10 @@ def plan_and_point(item: str, limit: float, args):
     return base, point, point.flops - budget.step_flops(base.capture)
 
 
-def run_points(run_one, args) -> tuple[list[dict], list]:
-    """(``run_one``'s row for each example and limit of ``args``, each with its
-    seconds; the machine's load before and after)."""
+def run_points(run_one, render, args) -> int:
+    """``run_one``'s row for each example and limit of ``args`` (each with its
+    seconds), rendered by ``render`` with the machine's load before and
+    after, printed and, with ``--out``, written."""
     loads = [common.load()]
     rows = []
     for item in [m for m in args.models.split(",") if m]:
@@ -86,7 +87,11 @@ def run_points(run_one, args) -> tuple[list[dict], list]:
             rows.append(run_one(item, limit, args))
             rows[-1]["seconds"] = round(time.monotonic() - t, 1)
     loads.append(common.load())
-    return rows, loads
+    text = render(rows, args, loads)
+    print(text)
+    if args.out:
+        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
+    return 0
 
 
 def run_one(item: str, limit: float, args) -> dict:
@@ -193,12 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--plan_time_limit_s", type=float, default=3.0)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    rows, loads = run_points(run_one, args)
-    text = render(rows, args, loads)
-    print(text)
-    if args.out:
-        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
-    return 0
+    return run_points(run_one, render, args)
 
 
 if __name__ == "__main__":

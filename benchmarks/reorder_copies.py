@@ -163,12 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--held", type=int, default=16, help="values listed at the peak")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    rows, loads = run_points(run_one, args)
-    text = render(rows, args, loads)
-    print(text)
-    if args.out:
-        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
-    return 0
+    return run_points(run_one, render, args)
 
 
 if __name__ == "__main__":
