@@ -213,6 +213,7 @@ def choose_model(graph: ScheduleGraph, order: Sequence[int], picks, cands, targe
             unmet = (met + unmet) // 2
     return best
 
+
 def named(plan: RecomputePlan | None, engine: str) -> RecomputePlan | None:
     """``plan`` (the model's) named as the loop-body model's."""
     if plan is None:

@@ -137,12 +137,8 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
                                    time.monotonic() >= deadline):
             placed = dataclasses.replace(placed, how="loop-body greedy on the placed arena")
             if model:       # the model's copies where better, until the deadline
-                modeled = body_model.named(body_model.choose_model(
-                    graph, order, picks, cands, target_temp, trips=model[1], warm=placed,
-                    engine=model[0], deadline=deadline), model[0])
-                if modeled is not None and body_model.better(modeled, placed, target_temp,
-                                                             model[1]):
-                    placed = modeled
+                placed = _modeled_where_better(graph, order, picks, cands, target_temp, placed,
+                                               model, deadline)
             return _with_how(placed, found, placed.how)
     got = _live_greedy(graph, order, picks, cands, target_temp, deadline, model=model)
     if room and not placed_first and got.temp_bytes > target_temp:
@@ -185,20 +181,30 @@ def _live_greedy(graph, order, picks, cands, target_temp: int, deadline: float,
         else:
             lo = mid
     if model:
-        engine, trips = model
         now = time.monotonic()
-        modeled = body_model.named(body_model.choose_model(
-            graph, order, picks, cands, target_temp, trips=trips, warm=got, engine=engine,
-            deadline=now + _BODY_MODEL_SHARE * (deadline - now), fitted=(base, orders[:1])),
-            engine)
-        if modeled is not None and body_model.better(modeled, got, target_temp, trips):
-            got = modeled
+        got = _modeled_where_better(graph, order, picks, cands, target_temp, got, model,
+                                    now + _BODY_MODEL_SHARE * (deadline - now),
+                                    fitted=(base, orders[:1]))
     exact_s = (deadline - time.monotonic()) / 2 - 0.2
     if exact_s > 0.05 and got.temp_bytes > target_temp and got.body:
         got = dataclasses.replace(plan_of(graph, order, picks, body_picks=got.body, base=base,
                                           exact_s=exact_s, target_temp=target_temp),
                                   how=got.how)
     return got
+
+
+def _modeled_where_better(graph, order, picks, cands, target_temp: int, warm: RecomputePlan,
+                          model, deadline: float, fitted=None) -> RecomputePlan:
+    """The model's body copies (``body_model.choose_model``, warm-started from
+    ``warm``, until ``deadline``) where ``body_model.better`` than ``warm``,
+    else ``warm``; ``model``: (engine, trip counts)."""
+    engine, trips = model
+    modeled = body_model.named(body_model.choose_model(
+        graph, order, picks, cands, target_temp, trips=trips, warm=warm, engine=engine,
+        deadline=deadline, fitted=fitted), engine)
+    if modeled is not None and body_model.better(modeled, warm, target_temp, trips):
+        return modeled
+    return warm
 
 
 # With while loops, the entry search's share of what is left of the limit;
