@@ -9,7 +9,7 @@ from typing import Sequence
 from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
 from olla_jax import dumps
-from olla_jax.graph.model import ScheduleGraph
+from olla_jax.graph.model import ScheduleGraph, callee_instructions
 
 
 FLOPS_PER_S = 1e11
@@ -360,20 +360,6 @@ def loop_reads(graph: ScheduleGraph, instructions, comps, rec, plain) -> list[st
     if any(u.instruction not in domain and not plain(u.instruction) for u in rec.uses):
         return None
     return loops
-
-
-def callee_instructions(instr, comps) -> set[str]:
-    """Names of the instructions of the computations ``instr`` calls, at any depth."""
-    out, stack, seen = set(), list(instr.called_computation_ids), set()
-    while stack:
-        cid = stack.pop()
-        if cid in seen or cid not in comps:
-            continue
-        seen.add(cid)
-        for x in comps[cid].instructions:
-            out.add(x.name)
-            stack.extend(x.called_computation_ids)
-    return out
 
 
 def _pieces(graph: ScheduleGraph, defined, reads, kinds, by_key, instructions, gpu: bool, refuse):

@@ -815,16 +815,21 @@ def one_kernel_calls(instructions, comps) -> list[set[str]]:
         if call.opcode != "call" or \
                 call.frontend_attributes.map.get(ONE_KERNEL_CALL[0]) != ONE_KERNEL_CALL[1]:
             continue
-        todo, seen, names = list(call.called_computation_ids), set(), set()
-        while todo:
-            cid = todo.pop()
-            if cid in seen or cid not in comps:
-                continue
-            seen.add(cid)
-            for i in comps[cid].instructions:
-                names.add(i.name)
-                todo.extend(i.called_computation_ids)
-        out.append(names)
+        out.append(callee_instructions(call, comps))
+    return out
+
+
+def callee_instructions(instr, comps) -> set[str]:
+    """Names of the instructions of the computations ``instr`` calls, at any depth."""
+    out, stack, seen = set(), list(instr.called_computation_ids), set()
+    while stack:
+        cid = stack.pop()
+        if cid in seen or cid not in comps:
+            continue
+        seen.add(cid)
+        for x in comps[cid].instructions:
+            out.add(x.name)
+            stack.extend(x.called_computation_ids)
     return out
 
 
