@@ -31,6 +31,7 @@ def test_order_floor_counts_only_region_space_whole_blocks_fit():
     # at least 2 (and 2 is reached: one block in the region, one in the arena).
     pp = PlacementProblem(intervals=(Interval(2, 0, 1), Interval(2, 1, 2)),
                           regions=(Region(3),), alignment=1)
-    assert suite.order_floor(pp, arena=2, other_floor=1) == (2, 0.0)
-    # An arena far above that floor gets the exact pass too: still 2, proven.
-    assert suite.order_floor(pp, arena=4, other_floor=1) == (2, suite.FIT_EXACT_S)
+    assert suite.order_floor(pp, arena=2, exact=True) == (2, 0.0)
+    assert suite.order_floor(pp, arena=4, exact=False) == (2, 0.0)
+    # An arena above that floor gets the exact pass when asked: still 2, proven.
+    assert suite.order_floor(pp, arena=4, exact=True) == (2, suite.FIT_EXACT_S)
