@@ -248,8 +248,10 @@ def test_checker_shares_nothing_with_solver_or_model():
 # checks benchmarks/gpu_device.py's autotune text helpers against its recorded
 # results; test_check.py runs benchmarks/fuzz_plans.py's mutation campaign,
 # whose worker is a child ``python -m benchmarks.fuzz_plans --worker``;
-# test_scale_capture.py checks benchmarks/scale_capture.py's reading of XLA's pass log.
-BENCHMARK_TESTS = {"test_autotune.py", "test_check.py", "test_scale_capture.py"}
+# test_scale_capture.py checks benchmarks/scale_capture.py's reading of XLA's pass log;
+# test_suite_gap.py checks benchmarks/suite.py's split of the gap (placement's or the order's).
+BENCHMARK_TESTS = {"test_autotune.py", "test_check.py", "test_scale_capture.py",
+                   "test_suite_gap.py"}
 
 
 def test_tests_import_nothing_from_benchmarks():
