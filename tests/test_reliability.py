@@ -131,7 +131,8 @@ class _StepError(Exception):
 
 @pytest.mark.parametrize("error", [ValueError("bad batch"), KeyError("missing"),
                                    FileNotFoundError(2, "no such file"), _StepError(7, "odd"),
-                                   MemoryError("out")])
+                                   MemoryError("out"), RuntimeError("a CaptureError's base"),
+                                   Exception("plain")])
 def test_the_steps_own_exception_type_catches_what_plan_raises(error):
     """A user who catches their own exception type around olla_jax.plan still
     catches it (as around jax.jit), with olla_jax's context (the user's line) in
