@@ -147,6 +147,7 @@ def test_the_steps_own_exception_type_catches_what_plan_raises(error):
     assert f"in step)" in str(info.value) and str(error) in str(info.value)
     if isinstance(error, _StepError):
         assert info.value.code == 7
+    assert not getattr(info.value, "__notes__", None)   # the notes jax adds stay on the cause
     with pytest.raises(type(error)):
         jax.jit(step)(jnp.ones(4))     # where jax.jit raises the same type
 

@@ -27,7 +27,8 @@ def step_error(message: str, err: Exception) -> CaptureError:
     try:
         joined = kind(message)
         if kind is not CaptureError and hasattr(err, "__dict__"):
-            joined.__dict__.update(err.__dict__)
+            # not its notes (jax's "removed its internal frames" is about its traceback)
+            joined.__dict__.update({k: v for k, v in err.__dict__.items() if k != "__notes__"})
         return joined
     except Exception:  # noqa: BLE001 - an exception type that cannot be built so
         return CaptureError(message)
