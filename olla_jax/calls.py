@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from olla_jax import jax_compat
-from olla_jax.capture.base import CaptureError
+from olla_jax.capture.base import CaptureError, step_error
 
 
 def is_lowered(obj: Any) -> bool:
@@ -281,12 +281,12 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
     try:
         lowered = jitted.lower(*args, **kwargs)
     except (TypeError, ValueError) as err:
-        raise CaptureError(f"jax could not trace/lower the step with these arguments: "
-                           f"{type(err).__name__}: {_first_line(err)}{_where(err)}"
-                           f"{_hint(err)}") from err
+        raise step_error(f"jax could not trace/lower the step with these arguments: "
+                         f"{type(err).__name__}: {_first_line(err)}{_where(err)}"
+                         f"{_hint(err)}", err) from err
     except Exception as err:  # noqa: BLE001 - tracing the user's code raises anything
-        raise CaptureError(f"jax could not trace/lower the step: {type(err).__name__}: "
-                           f"{err}{_where(err)}") from err
+        raise step_error(f"jax could not trace/lower the step: {type(err).__name__}: "
+                         f"{err}{_where(err)}", err) from err
     if info is None:
         return Entry(lowered, len(args), (), (), (), ())
     static = tuple((i, args[i]) for i in sorted(fixed))

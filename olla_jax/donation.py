@@ -109,8 +109,8 @@ class DonationAdvice:
         if self.suggested or self.suggested_argnames:
             given = [f"donate_argnums={self.donate_argnums}"] if self.donate_argnums else []
             given += [f"donate_argnames={self.donate_argnames}"] if self.donate_argnames else []
-            lines.append(f"  pass {' and '.join(given)} to jax.jit or "
-                         "olla_jax.optimize / olla_jax.plan.")
+            lines.append(f"  pass {' and '.join(given)} to jax.jit, olla_jax.jit or "
+                         "olla_jax.plan.")
             lines.append("  Donation invalidates the caller's arrays: after the call the donated "
                          "arguments\n  (every leaf of them) are deleted and must not be used "
                          "again; keep the step's outputs\n  instead (params = step(params, ...)).")

@@ -582,9 +582,15 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                   alias_bytes=best.memory.alias, settings=settings, capture=best,
                   xla_compiled=callable_of(best.compiled), capture_seconds=capture_seconds)
 
-    def fallback(reason: str, graph=None, bound: int = 0) -> Plan:
+    def fallback(reason: str, graph=None, bound: int = 0, *, failure: bool = True) -> Plan:
+        """XLA's plan, with the reason in the notes; a PlanWarning where
+        something failed, only an info log where XLA's plan was simply not beaten
+        (a small step, an optimal XLA order: nothing for the user to do)."""
         notes.append(reason)
-        warn(f"olla_jax keeps XLA's plan: {reason}")
+        if failure:
+            warn(f"olla_jax keeps XLA's plan: {reason}")
+        else:
+            logging.info("olla_jax keeps XLA's plan: %s", reason)
         return Plan(planned_temp_bytes=best.memory.temp, lower_bound_bytes=bound,
                     solve_seconds=solve_seconds(), verify_seconds=verify_seconds(),
                     engine="xla", source="xla",
@@ -701,7 +707,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         tried = (" (exact placement was tried on the orders whose live bytes are below it)"
                  if settings.get("exact_placement_tried") else "")
         return fallback(f"no order and placement below XLA's best was found{tried}", graph,
-                        _claimable(bound, best.memory.temp))
+                        _claimable(bound, best.memory.temp), failure=False)
     report("checking")
     rejected = checked.rejection(best, layout, alignment=graph.alignment)
     if rejected is not None:

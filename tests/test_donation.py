@@ -72,6 +72,7 @@ def test_sgd_step_suggests_params_and_figures_are_xla_s():
     assert advice.saved_bytes <= nbytes(params)
     text = advice.summary()
     assert "donate_argnums=(0,)" in text and "must not be used again" in text
+    assert "to jax.jit, olla_jax.jit or olla_jax.plan" in text   # the decorator by its name
 
 
 def test_aliased_but_no_saving_is_not_suggested():

@@ -3,6 +3,7 @@ donated arguments, Lowered and nnx.jit entries, the plan cache, argument checks.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import warnings
@@ -386,15 +387,35 @@ def test_jit_checks_its_arguments():
     assert olla_jax.optimize is not None and isinstance(olla_jax.optimize(step), decorator.Jitted)
 
 
-def test_plan_warnings_name_the_callers_file():
-    tiny = lambda x: jnp.sin(x) * 2   # noqa: E731 - nothing to plan: XLA's plan is kept
+def test_plan_warnings_name_the_callers_file(monkeypatch):
+    tiny = lambda x: jnp.sin(x) * 2   # noqa: E731
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver bug")
+    monkeypatch.setattr(importlib.import_module("olla_jax.plan"), "solve_graph", broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         olla_jax.plan(tiny, jnp.ones(8), time_limit_s=1)
         olla_jax.jit(tiny, time_limit_s=1, cache=False)(jnp.ones(16))
     plan_warnings = [w for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
-    assert len(plan_warnings) >= 2
+    assert len(plan_warnings) >= 2 and all("solver bug" in str(w.message) for w in plan_warnings)
     assert {w.filename for w in plan_warnings} == {__file__}
+
+
+def test_a_step_with_nothing_to_plan_is_quiet_and_says_why_in_its_notes():
+    """XLA's plan not beaten (a tiny step) is no failure: no PlanWarning from
+    olla_jax.jit or olla_jax.plan, the reason in the plan's notes."""
+    tiny = lambda x: jnp.sin(x) * 2   # noqa: E731 - nothing to plan: XLA's plan is kept
+    f = olla_jax.jit(tiny, time_limit_s=1, cache=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        planned = olla_jax.plan(tiny, jnp.ones(8), time_limit_s=1)
+        for n in (16, 32):
+            assert_same(f(jnp.ones(n)), jax.jit(tiny)(jnp.ones(n)))
+    assert not [w for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+    assert planned.source == "xla"
+    for notes in (planned.notes, f.plan_for(jnp.ones(16)).notes):
+        assert any("no order and placement below XLA's best" in n for n in notes), notes
 
 
 def test_cache_key_changes_with_the_planner_code(tmp_path, monkeypatch):

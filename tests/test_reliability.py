@@ -120,6 +120,36 @@ def test_function_that_raises_keeps_the_users_error():
     with pytest.raises(olla_jax.CaptureError, match="user bug") as info:
         olla_jax.plan(broken, jnp.ones(4))
     assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert isinstance(info.value, ZeroDivisionError)   # `except ZeroDivisionError` catches it
+
+
+class _StepError(Exception):
+    def __init__(self, code, detail):
+        super().__init__(f"code {code}: {detail}")
+        self.code = code
+
+
+@pytest.mark.parametrize("error", [ValueError("bad batch"), KeyError("missing"),
+                                   FileNotFoundError(2, "no such file"), _StepError(7, "odd"),
+                                   MemoryError("out"), RuntimeError("a CaptureError's base"),
+                                   Exception("plain")])
+def test_the_steps_own_exception_type_catches_what_plan_raises(error):
+    """A user who catches their own exception type around olla_jax.plan still
+    catches it (as around jax.jit), with olla_jax's context (the user's line) in
+    the message and the attributes of their exception kept."""
+    def step(x):
+        raise error
+
+    with pytest.raises(type(error)) as info:
+        olla_jax.plan(step, jnp.ones(4), time_limit_s=1)
+    assert isinstance(info.value, olla_jax.CaptureError) and info.value.__cause__ is error
+    assert "jax could not trace/lower the step" in str(info.value)
+    assert f"in step)" in str(info.value) and str(error) in str(info.value)
+    if isinstance(error, _StepError):
+        assert info.value.code == 7
+    assert not getattr(info.value, "__notes__", None)   # the notes jax adds stay on the cause
+    with pytest.raises(type(error)):
+        jax.jit(step)(jnp.ones(4))     # where jax.jit raises the same type
 
 
 def test_jitted_function_with_argnums_says_where_they_go():

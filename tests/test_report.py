@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import types
@@ -69,6 +70,42 @@ def test_timeline_follows_moved_units():
     (start, end), *_ = graph.unit_spans(graph.xla_order)[unit.id]
     assert after[start] == before[start] - unit.size
     assert sum(before) - sum(after) >= unit.size * (end - start + 1)
+
+
+def test_timeline_of_a_recomputed_value_counts_its_copy_not_its_first_copy_meanwhile():
+    """A recomputed value's first copy dies after its early readers; the copy
+    lives from the instruction it runs before to its late reader.  (The plot
+    once kept the first copy live throughout and drew no copy: bytes in use
+    above the arena's size.)"""
+    graph = _graph()
+    start = graph.flat_layout(graph.xla_order)
+    end = lambda n: start[n] + graph.block_length(n) - 1   # noqa: E731
+    picked = None
+    for unit in graph.units:
+        if unit.allocation != graph.temp_allocation or len(unit.values) != 1:
+            continue
+        v = graph.values[unit.values[0]]
+        if v.live_in or v.live_out:
+            continue
+        last = max(v.touches, key=lambda n: start[n])
+        early_end = max(end(n) for n in v.touches if n != last)
+        if start[last] - early_end > 1:
+            picked = (unit, v, last, early_end)
+            break
+    assert picked is not None, "the step has a temp value read early and late"
+    unit, v, last, early_end = picked
+    late = graph.nodes[last]
+    copy = layout_lib.Recompute(value=v.id, producer=graph.nodes[v.def_node], before=late,
+                                late_users=(late,), place=(graph.temp_allocation, 0),
+                                size=unit.size)
+    xla = layout_lib.xla_layout(graph)
+    before = report.memory_timeline(graph, xla)
+    after = report.memory_timeline(graph, dataclasses.replace(xla, recomputes=(copy,)))
+    for step in range(early_end + 1, start[last]):
+        assert after[step] == before[step] - unit.size, step
+    for step in range(start[last], end(last) + 1):
+        assert after[step] == before[step], step
+    assert after[:early_end + 1] == before[:early_end + 1]
 
 
 def _is_png(path) -> bool:

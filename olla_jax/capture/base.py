@@ -8,6 +8,7 @@ module, never each other, so the capture package has no import cycle.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from olla_jax.errors import OllaJaxError
@@ -15,6 +16,36 @@ from olla_jax.errors import OllaJaxError
 
 class CaptureError(OllaJaxError, RuntimeError):
     """The step could not be compiled or its dumps could not be read."""
+
+
+def step_error(message: str, err: Exception) -> CaptureError:
+    """A CaptureError that is also an instance of ``err``'s own type (its
+    attributes copied), so that ``except ValueError`` around ``olla_jax.plan``
+    still catches the step's own ValueError, as around a ``jax.jit`` call;
+    a plain CaptureError where Python cannot join the two types."""
+    kind = _joined(type(err))
+    try:
+        joined = kind(message)
+        if kind is not CaptureError and hasattr(err, "__dict__"):
+            # not its notes (jax's "removed its internal frames" is about its traceback)
+            joined.__dict__.update({k: v for k, v in err.__dict__.items() if k != "__notes__"})
+        return joined
+    except Exception:  # noqa: BLE001 - an exception type that cannot be built so
+        return CaptureError(message)
+
+
+@functools.lru_cache(maxsize=None)
+def _joined(kind: type) -> type:
+    if issubclass(kind, CaptureError) or not issubclass(kind, Exception):
+        return CaptureError
+    try:
+        return type(f"CaptureError({kind.__name__})", (kind, CaptureError), {
+            "__init__": lambda self, message: BaseException.__init__(self, message),
+            "__str__": BaseException.__str__,          # not KeyError's quoted repr
+            "__reduce__": lambda self: (CaptureError, self.args),  # pickled as a CaptureError
+            "__module__": CaptureError.__module__})
+    except TypeError:   # e.g. a final type, or layouts that cannot be joined
+        return CaptureError
 
 
 GPU_ALIGNMENT = 256  # XLA:GPU allocations and kernels: offsets move by multiples of this

@@ -29,21 +29,81 @@ def unit_place(graph: ScheduleGraph, layout: Layout, unit_id: int) -> tuple[int,
 
 
 def boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
-    """One box per live span of every unit, at its place under ``layout``."""
+    """One box per live span of every unit, at its place under ``layout`` (a
+    recomputed value's first copy dies after its early readers)."""
     boxes = []
-    for unit, spans in zip(graph.units, graph.unit_spans(layout.order)):
+    for unit, spans in zip(graph.units, _unit_spans(graph, layout)):
         alloc, offset = unit_place(graph, layout, unit.id)
         boxes += [Box(unit.id, alloc, offset, unit.size, s, e) for s, e in spans]
     return boxes
 
 
+def _late_readers(graph: ScheduleGraph, layout: Layout) -> dict[int, set[str]]:
+    """Per recomputed value, the readers of its copies; values with a copy
+    inside a loop body (a reader that is no entry instruction) are left out."""
+    late: dict[int, set[str]] = {}
+    skip = set()
+    for r in layout.recomputes:
+        if r.before not in graph.node_index or any(u not in graph.node_index for u in r.late_users):
+            skip.add(r.value)
+        late.setdefault(r.value, set()).update(r.late_users)
+    return {v: users for v, users in late.items() if v not in skip}
+
+
+def _unit_spans(graph: ScheduleGraph, layout: Layout) -> list[list[tuple[int, int]]]:
+    """``graph.unit_spans(layout.order)``, with each recomputed value live only
+    up to its last reader that is not served by a copy."""
+    late = _late_readers(graph, layout)
+    if not late:
+        return graph.unit_spans(layout.order)
+    pos = [0] * len(graph.nodes)
+    for i, n in enumerate(layout.order):
+        pos[n] = i
+    start, horizon = graph.flat_layout(layout.order), len(graph.flat)
+    out = []
+    for unit in graph.units:
+        spans = []
+        for v in unit.values:
+            value = graph.values[v]
+            s, e = graph.value_interval(value, pos, start, horizon)
+            if v in late:
+                early = [n for n in value.touches if graph.nodes[n] not in late[v]]
+                e = max([s, *(start[n] + graph.block_length(n) - 1 for n in early)])
+            spans.append((s, e))
+        spans.sort()
+        merged = [list(spans[0])]
+        for s, e in spans[1:]:
+            if s <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        out.append([(s, e) for s, e in merged])
+    return out
+
+
+def copy_boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
+    """One box per recomputed copy (unit -1): from the step of the instruction
+    it runs before to its last late reader, at its place."""
+    late = _late_readers(graph, layout)
+    start = graph.flat_layout(layout.order)
+    out = []
+    for r in layout.recomputes:
+        if r.value in late:
+            end = max(start[graph.node_index[u]] + graph.block_length(graph.node_index[u]) - 1
+                      for u in r.late_users)
+            first = start[graph.node_index[r.before]]
+            out.append(Box(-1, r.place[0], r.place[1], r.size, first, max(first, end)))
+    return out
+
+
 def memory_timeline(graph: ScheduleGraph, layout: Layout) -> list[int]:
     """Per step of the flattened schedule under ``layout.order``: bytes of the
-    temp arena in use (units placed in it that are live then; a unit's bytes
-    are counted once however many aliased values it holds)."""
+    temp arena in use (units placed in it that are live then, and recomputed
+    copies; a unit's bytes are counted once however many aliased values it
+    holds)."""
     horizon = len(graph.flat)
     delta = [0] * (horizon + 1)
-    for box in boxes(graph, layout):
+    for box in boxes(graph, layout) + copy_boxes(graph, layout):
         if box.allocation == graph.temp_allocation:
             delta[box.start] += box.size
             delta[min(box.end, horizon - 1) + 1] -= box.size
