@@ -120,11 +120,23 @@ def named_refusals(graph: ScheduleGraph, found: Sequence[Candidate], why: dict[i
     return why
 
 
+# What a GPU target's candidates may take besides their own (``screen``'s
+# ``gpu_extra``; a diagnosis, ``benchmarks/remat_kinds.py``: neither closed a
+# missed XLA point there, so neither is on by default): "feeders" (as on CPU,
+# ``with_feeders``) and "parked" (values XLA parked in an output allocation's
+# idle bytes, which our placement may put in the arena).  For the model's
+# figures only: no test builds their copies through the GPU rewrite.
+GPU_EXTRA = ("feeders", "parked")
+
+
 def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
-           feeders: bool = True) -> tuple[list[Candidate], dict[int, str]]:
+           feeders: bool = True, gpu_extra: Sequence[str] = ()) -> tuple[list[Candidate], dict[int, str]]:
     """(``candidates``, value id -> reason for the values of entry
-    instructions that do not qualify)."""
+    instructions that do not qualify); on a GPU target, with the kinds of
+    ``gpu_extra`` (GPU_EXTRA) too."""
     check_cost(recompute_cost)
+    if any(x not in GPU_EXTRA for x in gpu_extra):
+        raise ValueError(f"gpu_extra takes {', '.join(map(repr, GPU_EXTRA))}, not {list(gpu_extra)!r}")
     from olla_jax.apply import cpu_rewrite
     kinds, module = _thunk_kinds(capture)
     instructions = {i.name: i for c in module.computations for i in c.instructions}
@@ -212,8 +224,12 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
     # values (gpt2: 192 -> 909) for little (an output's idle bytes cost the arena nothing).
     parked = {c.value for c in out if graph.values[c.value].allocation != graph.temp_allocation}
     if gpu:
-        out = [c for c in out if c.value not in parked]
-        return with_sibling_slots(with_slots(out)), {**why, **{v: _PARKED for v in parked}}
+        if "feeders" in gpu_extra:
+            out = with_feeders(graph, out, recompute_cost)
+        if "parked" not in gpu_extra:
+            out = [c for c in out if c.value not in parked or c.feeders]
+        left = parked - {c.value for c in out}
+        return with_sibling_slots(with_slots(out)), {**why, **{v: _PARKED for v in left}}
     fed = with_feeders(graph, out, recompute_cost) if feeders else out
     kept = [c for c in fed if c.value not in parked or c.feeders]
     left = parked - {c.value for c in kept}
