@@ -34,6 +34,15 @@ ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for
 BOUND_END = 0.55               # the lower bounds end here
 BOUND_TOP_UP_SHARE = 0.05      # of the limit: the least left after the repair that goes on to the bound
 RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
+# A big graph's forced-live floor (its resident floor's stand-in) takes this
+# share instead where a min-cut fits in the rest (else all of it), and its
+# thresholds go largest first with the plain one (0) last: min-cuts cost
+# seconds each there and few run.  On the 10k-instruction
+# transformer (gpu:h100) the two largest proved 100.75 and 108.12 MiB (XLA
+# 108.69, plan 108.50), the plain one nothing over them, and the forced-live
+# floor alone 1.09 MiB a layer at 40k (row 320 of scale_100k_240s: 349.63
+# against XLA's 431.78, no min-cut started after it).
+BIG_PROBE_SHARE = 0.1
 # Of the time left, the least each threshold min-cut gets (it stops when done,
 # leaving the rest to the next): an equal share of 27 left densenet's largest
 # (gpu:h100, small, loaded) 0.06 s of the 0.5 s it needed (bound 70.78 MiB, not
@@ -736,8 +745,12 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
-    share = RESIDENT_BOUND_SHARE * max(0.0, end - now())
     nodes = len(graph.nodes)
+    share = max(0.0, end - now())
+    if not big:
+        share *= RESIDENT_BOUND_SHARE
+    elif (1 - BIG_PROBE_SHARE) * share >= MIN_CUT_NODE_S * nodes:
+        share *= BIG_PROBE_SHARE    # else no min-cut would start: the floor takes it all
     if done and "probe" in done:
         value = 0    # the forced-live floor ran to the end: its value is in ``floor``
     elif RESIDENT_NODE_PAIR_S * nodes * nodes > share:
@@ -763,10 +776,12 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     # The largest threshold first (few units, often the strongest: what it
     # proves lets the others skip every node that cannot beat it), then the
     # plain relaxation, then the rest, largest first, while the time lasts:
-    # any subset of these bounds is a bound, only maybe weaker.  Each problem
-    # is built when its turn comes (building them all costs seconds on 2k nodes).
+    # any subset of these bounds is a bound, only maybe weaker (a big graph:
+    # the plain one last, see BIG_PROBE_SHARE).  Each problem is built when
+    # its turn comes (building them all costs seconds on 2k nodes).
     thresholds = sorted({0, *with_regions.region_sizes})
-    thresholds = [thresholds[-1], *thresholds[:1], *thresholds[-2:0:-1]][:len(thresholds)]
+    thresholds = thresholds[::-1] if big else \
+        [thresholds[-1], *thresholds[:1], *thresholds[-2:0:-1]][:len(thresholds)]
     solved = 0
     if done:   # proven already (the value is in ``floor``): the time goes to the others
         thresholds = [c for c in thresholds if c not in done]
