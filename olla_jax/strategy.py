@@ -477,11 +477,16 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         # The first objective (the plain one, the best on the examples) gets the most.
         share = FIRST_OBJECTIVE_SHARE * left if k == 0 and len(problems) > 1 else \
             left / (len(problems) - k)
-        if share <= 0 or (k and share + overrun > left) or (k == 0 and share < list_s):
+        if share <= 0 or (k and share + overrun > left) or \
+                ((k == 0 or cost.sweep) and share < list_s):
             # Each search has a fixed cost (its problem, floor and list
             # schedules): on densenet small, loaded, 0.1-0.3 s shares took
             # 0.44-0.51 s, and the order searches ended 0.4 s past their mark.
             # None starts that would end past the mark by the most one overran.
+            # On a big graph a threshold objective's fixed part (its problem,
+            # evaluator, the warm starts checked and costed) is seconds, as
+            # the first list schedule's: 100k nodes (synthetic, 60 s limit)
+            # took 9.4 s for a 0.84 s share and the bound lost its stage.
             logging.info("time limit: %d of %d order objectives not searched",
                          len(problems) - k, len(problems))
             break

@@ -64,3 +64,43 @@ def test_a_big_graph_with_no_time_for_a_min_cut_gives_the_floor_all_of_it(graph,
                                     min_cut_node_s=1.0 / len(graph.nodes) * 1e3)
     assert caps == []
     assert probe_given == [pytest.approx(100.0)]
+
+
+@pytest.mark.parametrize("sweep", [True, False])
+def test_a_big_graph_starts_no_threshold_search_with_a_share_below_the_list_stage(
+        graph, monkeypatch, sweep):
+    """On 100k nodes (synthetic, 60 s limit) a threshold objective given 0.84 s
+    took 9.4 s (its problem, evaluator, warm starts: as the list stage's 9.6 s)
+    and the bound lost its stage.  On a big graph (sweep mode) none starts with
+    a share below what the list stage took; small graphs keep theirs."""
+    import time
+    from olla_jax.solve import list_schedule
+    from olla_jax.solve import order as order_lib
+    if sweep:
+        monkeypatch.setattr(strategy, "SWEEP_MIN_PAIRS", 0)
+        monkeypatch.setattr(strategy, "PAIR_US", 1e9)
+    spent = [0.0]
+
+    def clock():
+        return time.monotonic() + spent[0]
+    list_s, searched = 1.5, []
+    real_list, real_order = list_schedule.best_list_schedule, order_lib.solve_order
+
+    def best_list_schedule(*a, **kw):
+        spent[0] += list_s
+        return real_list(*a, **kw)
+
+    def solve_order(problem, **kw):
+        searched.append(kw["time_limit_s"])
+        spent[0] += kw["time_limit_s"]
+        return real_order(problem, **{**kw, "time_limit_s": 0.01, "engine": "list"})
+    monkeypatch.setattr(list_schedule, "best_list_schedule", best_list_schedule)
+    monkeypatch.setattr(order_lib, "solve_order", solve_order)
+    monkeypatch.setattr(bounds, "min_cut_bound", lambda problem, **kw: bounds.Bound(
+        0, (), "stub", 0.0, True))
+    strategy.solve_graph(graph, deadline=strategy.Deadline(20.0, clock=clock))
+    assert searched and searched[0] >= list_s
+    if sweep:
+        assert len(searched) == 1, searched
+    else:
+        assert len(searched) > 1 and min(searched) < list_s, searched
