@@ -34,6 +34,15 @@ ORDER_FLOOR_SHARE = 0.25       # of one objective's share: the min-cut floor for
 BOUND_END = 0.55               # the lower bounds end here
 BOUND_TOP_UP_SHARE = 0.05      # of the limit: the least left after the repair that goes on to the bound
 RESIDENT_BOUND_SHARE = 0.5     # of the bounds' time: the resident floor (threshold min-cuts: the rest)
+# A big graph's forced-live floor (its resident floor's stand-in) takes this
+# share instead where a min-cut fits in the rest (else all of it), and its
+# thresholds go largest first with the plain one (0) last: min-cuts cost
+# seconds each there and few run.  On the 10k-instruction
+# transformer (gpu:h100) the two largest proved 100.75 and 108.12 MiB (XLA
+# 108.69, plan 108.50), the plain one nothing over them, and the forced-live
+# floor alone 1.09 MiB a layer at 40k (row 320 of scale_100k_240s: 349.63
+# against XLA's 431.78, no min-cut started after it).
+BIG_PROBE_SHARE = 0.1
 # Of the time left, the least each threshold min-cut gets (it stops when done,
 # leaving the rest to the next): an equal share of 27 left densenet's largest
 # (gpu:h100, small, loaded) 0.06 s of the 0.5 s it needed (bound 70.78 MiB, not
@@ -468,11 +477,16 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         # The first objective (the plain one, the best on the examples) gets the most.
         share = FIRST_OBJECTIVE_SHARE * left if k == 0 and len(problems) > 1 else \
             left / (len(problems) - k)
-        if share <= 0 or (k and share + overrun > left) or (k == 0 and share < list_s):
+        if share <= 0 or (k and share + overrun > left) or \
+                ((k == 0 or cost.sweep) and share < list_s):
             # Each search has a fixed cost (its problem, floor and list
             # schedules): on densenet small, loaded, 0.1-0.3 s shares took
             # 0.44-0.51 s, and the order searches ended 0.4 s past their mark.
             # None starts that would end past the mark by the most one overran.
+            # On a big graph a threshold objective's fixed part (its problem,
+            # evaluator, the warm starts checked and costed) is seconds, as
+            # the first list schedule's: 100k nodes (synthetic, 60 s limit)
+            # took 9.4 s for a 0.84 s share and the bound lost its stage.
             logging.info("time limit: %d of %d order objectives not searched",
                          len(problems) - k, len(problems))
             break
@@ -736,8 +750,12 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     from olla_jax.graph import resident
     from olla_jax.solve import bounds
     t0 = now()
-    share = RESIDENT_BOUND_SHARE * max(0.0, end - now())
     nodes = len(graph.nodes)
+    share = max(0.0, end - now())
+    if not big:
+        share *= RESIDENT_BOUND_SHARE
+    elif (1 - BIG_PROBE_SHARE) * share >= MIN_CUT_NODE_S * nodes:
+        share *= BIG_PROBE_SHARE    # else no min-cut would start: the floor takes it all
     if done and "probe" in done:
         value = 0    # the forced-live floor ran to the end: its value is in ``floor``
     elif RESIDENT_NODE_PAIR_S * nodes * nodes > share:
@@ -763,10 +781,12 @@ def _lower_bound(graph: model.ScheduleGraph, with_regions, orders, now, end: flo
     # The largest threshold first (few units, often the strongest: what it
     # proves lets the others skip every node that cannot beat it), then the
     # plain relaxation, then the rest, largest first, while the time lasts:
-    # any subset of these bounds is a bound, only maybe weaker.  Each problem
-    # is built when its turn comes (building them all costs seconds on 2k nodes).
+    # any subset of these bounds is a bound, only maybe weaker (a big graph:
+    # the plain one last, see BIG_PROBE_SHARE).  Each problem is built when
+    # its turn comes (building them all costs seconds on 2k nodes).
     thresholds = sorted({0, *with_regions.region_sizes})
-    thresholds = [thresholds[-1], *thresholds[:1], *thresholds[-2:0:-1]][:len(thresholds)]
+    thresholds = thresholds[::-1] if big else \
+        [thresholds[-1], *thresholds[:1], *thresholds[-2:0:-1]][:len(thresholds)]
     solved = 0
     if done:   # proven already (the value is in ``floor``): the time goes to the others
         thresholds = [c for c in thresholds if c not in done]
