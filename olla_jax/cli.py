@@ -57,7 +57,7 @@ from absl import app, flags, logging
 
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
-from olla_jax.sizes import size_text
+from olla_jax.sizes import parse_size, size_text
 
 if TYPE_CHECKING:   # types only: the CLI imports the pipeline when a command runs
     from olla_jax.graph.layout import Layout
@@ -312,18 +312,13 @@ def _plot(plan: Plan) -> None:
         print("wrote " + ", ".join(paths))
 
 
-_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10,
-               "mib": 2**20, "gib": 2**30}
-
-
 def parse_bytes(text: str, flag: str = "memory_budget") -> int:
-    """``text`` such as '123456', '200MiB' or '1.5 GB' as a positive number of bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    unit = match and _BYTE_UNITS.get(match.group(2).lower())
-    if not unit or float(match.group(1)) * unit < 1:
-        raise UsageError(f"--{flag}={text!r}: give a positive size in bytes, e.g. 123456789, "
-                         "200MiB or 1.5GiB (units B, KB, MB, GB, KiB, MiB, GiB)")
-    return int(float(match.group(1)) * unit)
+    """``text`` such as '123456', '200MiB' or '1.5 GB' as a positive number of bytes
+    (``olla_jax.sizes.parse_size``, as the Python API reads it)."""
+    try:
+        return parse_size(text, f"--{flag}")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _capacity() -> int | None:

@@ -30,7 +30,7 @@ from olla_jax.graph import collectives, model, overlap
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
 from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, solve_graph  # noqa: F401
-from olla_jax.sizes import size_text
+from olla_jax.sizes import parse_size, size_text
 
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
 RETIME_SHARE = 0.5             # _plan: re-timing collectives ("hidden"), kept back from the searches
@@ -193,11 +193,8 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if saved is not None and not isinstance(saved, SavedPlan):
         raise TypeError(f"saved must be a plan read by olla_jax.load_plan(path), got a "
                         f"{type(saved).__name__}")
-    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(
-            memory_budget, numbers.Real) or not math.isfinite(memory_budget)
-            or memory_budget < 1 or memory_budget != int(memory_budget)):
-        raise ValueError(f"memory_budget must be a whole number of bytes, at least 1 (e.g. 2e9 "
-                         f"or 2 << 30), got {memory_budget!r}")
+    if memory_budget is not None:
+        parse_size(memory_budget, "memory_budget")
 
 
 def _check_local_gpu(backend: Backend) -> None:
@@ -220,7 +217,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          static_argnames: str | Sequence[str] = (), donate_argnames: str | Sequence[str] = (),
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
-         saved=None, memory_budget: int | None = None, recompute: bool = True,
+         saved=None, memory_budget: int | str | None = None, recompute: bool = True,
          recompute_cost: str | None = None, num_devices: int = 1, in_shardings: Any = None,
          out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
@@ -241,7 +238,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     this very module.
 
     ``memory_budget``: bytes the whole step may use on the device (arguments +
-    outputs - donated + temp, as ``Plan.total_bytes``).  Order and placement
+    outputs - donated + temp, as ``Plan.total_bytes``): a whole number or a
+    string such as ``"160MiB"`` or ``"1.5GB"`` (as the CLI's ``--memory_budget``).  Order and placement
     come first; when they are not enough and ``recompute`` is on, values are
     recomputed (extra compute) until the budget is met: on CPU by copying
     kernel thunks in the executable (``olla_jax.budget``), on a compile-only
@@ -301,7 +299,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
                   recompute=recompute, recompute_cost=recompute_cost)
     if memory_budget is not None:
-        memory_budget = int(memory_budget)   # 2e9 as well as 2_000_000_000
+        memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None
