@@ -26,7 +26,7 @@ from olla_jax.capture.base import GPU_ALIGNMENT, Backend, CaptureError  # noqa: 
 from olla_jax.capture.record import capture_lowered
 from olla_jax.graph import layout as layout_lib
 from olla_jax import dumps
-from olla_jax.graph import collectives, model, overlap
+from olla_jax.graph import collectives, model, overlap, resident
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
 from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, solve_graph  # noqa: F401
@@ -47,6 +47,22 @@ MIN_STAGE_S = 0.5              # less than this left: a later stage is skipped (
 # (3.2 s after a 15.3 s build, 2.4 s after 7.6 s).  With less left, XLA's
 # plan is kept at once rather than the limit overrun.
 SOLVE_FLOOR_OF_BUILD = 0.35
+# A temp allocation XLA:CPU marked as a tuple table cannot take a plan (the step
+# keeps XLA's).  That warrants a PlanWarning only when a plan could have saved a
+# meaningful amount: at least WARN_SAVING_BYTES and WARN_SAVING_SHARE of XLA's
+# temp, judged without solving by XLA's temp minus the bytes every order must
+# hold at one step (``resident.resident_bound``: an upper limit of the saving).
+# Below it (a jax.random, cond, debug.print or fori_loop step of a few KiB) the
+# reason goes to the notes and an info log: nothing the user can act on.
+WARN_SAVING_BYTES = 2 ** 20
+WARN_SAVING_SHARE = 0.05
+
+
+def saving_worth_a_warning(xla_temp_bytes: int, floor_bytes: int) -> bool:
+    """Whether a plan that could save at most ``xla_temp_bytes - floor_bytes``
+    saves enough to warn that it could not be applied (see WARN_SAVING_BYTES)."""
+    return xla_temp_bytes - floor_bytes >= max(WARN_SAVING_BYTES,
+                                               WARN_SAVING_SHARE * xla_temp_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -631,10 +647,16 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         f"model: {settings.get('overlap_model')}", graph)
     temp = graph.temp_allocation
     if feed_back and backend.kind == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
+        floor = resident.resident_bound(graph, deadline=deadline.at).value
+        worth = saving_worth_a_warning(best.memory.temp, floor)
         return fallback("XLA marked its temp allocation as a tuple table (the index table of a "
                         "tuple-shaped value lives there: a while loop's state, a variadic reduce "
                         "or sort result); XLA:CPU's executable cannot take a new size for it, so "
-                        "the plan could not be applied", graph)
+                        "the plan could not be applied (a plan could save at most "
+                        f"{size_text(best.memory.temp - floor)} of XLA's "
+                        f"{size_text(best.memory.temp)} temp"
+                        + ("" if worth else ": too little to warn about") + ")",
+                        graph, floor, failure=worth)
     if saved is not None:
         from olla_jax.saved import PlanFileError, recompute_of
         unknown = [n for n in saved.order if n not in graph.node_index]
