@@ -33,6 +33,8 @@ static_argnames, donate_argnames) or a tuple (fn, args) or (fn, args, kwargs);
 for batch it takes the batch size instead.
 Only warnings are logged unless --verbosity=0 (info) or --verbosity=1 (debug logs
 and full tracebacks) is given; --helpfull lists absl's flags too.
+Exit status: 0 done, 2 a usage error (a flag or its value), 1 the run failed
+(e.g. a --memory_budget or --capacity not met).
 """
 
 from __future__ import annotations
@@ -233,6 +235,15 @@ def _require(flag: flags.FlagHolder, subcommand: str) -> Any:
     return flag.value
 
 
+def _require_file(flag: flags.FlagHolder, subcommand: str) -> str:
+    """A flag naming an input file: missing, a usage error (exit 2) as a bad
+    --module path is; a file that is there but wrong fails the run (exit 1)."""
+    path = _require(flag, subcommand)
+    if not os.path.isfile(path):
+        raise UsageError(f"--{flag.name}={path!r}: no such file")
+    return path
+
+
 def _log_warnings() -> None:
     """Warnings (e.g. PlanWarning: XLA's plan kept) as one log line each."""
     def show(message, category, filename, lineno, file=None, line=None):
@@ -319,6 +330,32 @@ def parse_bytes(text: str, flag: str = "memory_budget") -> int:
         return parse_size(text, f"--{flag}")
     except ValueError as err:
         raise UsageError(str(err)) from None
+
+
+def _check_flag_values() -> None:
+    """Flag values the library would refuse (a ValueError, exit 1 as a failed
+    run), refused here as the usage errors they are: exit 2, as absl's own."""
+    import math
+    from olla_jax.batch import MODES
+    from olla_jax.solve.order import ENGINES
+    limit = _TIME_LIMIT.value
+    if not (math.isfinite(limit) and limit > 0):
+        raise UsageError(f"--time_limit_s={limit:g}: give a positive number of seconds")
+    engines = (*ENGINES, "joint")
+    if _ENGINE.value not in engines:
+        raise UsageError(f"--engine={_ENGINE.value!r}: choose one of {', '.join(engines)}")
+    modes = [m.strip() for m in _MODES.value if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise UsageError(f"--modes={','.join(_MODES.value)!r}: choose from {', '.join(MODES)}")
+    if _MAX_BATCH.value is not None and _MAX_BATCH.value < _MIN_BATCH.value:
+        raise UsageError(f"--max_batch={_MAX_BATCH.value} is below --min_batch={_MIN_BATCH.value}")
+    if _RESERVE.value is not None and _CAPACITY.value is not None:
+        raise UsageError("give --capacity or --reserve_bytes, not both: --reserve_bytes is held "
+                         "back from a GPU's memory when --capacity is not given")
+    if _MEMORY_BUDGET.value is not None:
+        parse_bytes(_MEMORY_BUDGET.value)
+    _capacity()
 
 
 def _capacity() -> int | None:
@@ -569,7 +606,7 @@ def cmd_hlo() -> None:
 
 
 def cmd_place() -> None:
-    in_path, out_path = _require(_CSV, "place"), _require(_OUT, "place")
+    in_path, out_path = _require_file(_CSV, "place"), _require(_OUT, "place")
     try:
         from olla_jax.solve.csv_io import solve_csv
     except ImportError as err:
@@ -581,7 +618,7 @@ def cmd_place() -> None:
 
 
 def cmd_show() -> None:
-    path = _require(_PLAN, "show")
+    path = _require_file(_PLAN, "show")
     import olla_jax
     load = getattr(olla_jax, "load_plan", None)
     if load is not None:
@@ -699,6 +736,7 @@ def main(argv: list[str]) -> None:
     from olla_jax import CaptureError, jax_compat
     jax_compat.discover_plugins()   # now, before any step touches jax: quietly
     try:
+        _check_flag_values()
         COMMANDS[name]()
     except UsageError as err:
         _fail(str(err), 2)
