@@ -686,7 +686,7 @@ def cmd_batch() -> None:
     report = olla_jax.largest_batch(make, capacity_bytes=capacity, backend=_BACKEND.value,
                                     modes=modes, low=_MIN_BATCH.value, high=_MAX_BATCH.value,
                                     reserve_bytes=_RESERVE.value, **limit)
-    print(report.table())
+    print(report.summary())
     print("\nprobes (in search order):")
     print(report.probes_table())
 
