@@ -33,6 +33,8 @@ static_argnames, donate_argnames) or a tuple (fn, args) or (fn, args, kwargs);
 for batch it takes the batch size instead.
 Only warnings are logged unless --verbosity=0 (info) or --verbosity=1 (debug logs
 and full tracebacks) is given; --helpfull lists absl's flags too.
+Exit status: 0 done, 2 a usage error (a flag or its value), 1 the run failed
+(e.g. a --memory_budget or --capacity not met).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from absl import app, flags, logging
 
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
-from olla_jax.sizes import size_text
+from olla_jax.sizes import parse_size, size_text
 
 if TYPE_CHECKING:   # types only: the CLI imports the pipeline when a command runs
     from olla_jax.graph.layout import Layout
@@ -233,6 +235,15 @@ def _require(flag: flags.FlagHolder, subcommand: str) -> Any:
     return flag.value
 
 
+def _require_file(flag: flags.FlagHolder, subcommand: str) -> str:
+    """A flag naming an input file: missing, a usage error (exit 2) as a bad
+    --module path is; a file that is there but wrong fails the run (exit 1)."""
+    path = _require(flag, subcommand)
+    if not os.path.isfile(path):
+        raise UsageError(f"--{flag.name}={path!r}: no such file")
+    return path
+
+
 def _log_warnings() -> None:
     """Warnings (e.g. PlanWarning: XLA's plan kept) as one log line each."""
     def show(message, category, filename, lineno, file=None, line=None):
@@ -312,18 +323,39 @@ def _plot(plan: Plan) -> None:
         print("wrote " + ", ".join(paths))
 
 
-_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10,
-               "mib": 2**20, "gib": 2**30}
-
-
 def parse_bytes(text: str, flag: str = "memory_budget") -> int:
-    """``text`` such as '123456', '200MiB' or '1.5 GB' as a positive number of bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    unit = match and _BYTE_UNITS.get(match.group(2).lower())
-    if not unit or float(match.group(1)) * unit < 1:
-        raise UsageError(f"--{flag}={text!r}: give a positive size in bytes, e.g. 123456789, "
-                         "200MiB or 1.5GiB (units B, KB, MB, GB, KiB, MiB, GiB)")
-    return int(float(match.group(1)) * unit)
+    """``text`` such as '123456', '200MiB' or '1.5 GB' as a positive number of bytes
+    (``olla_jax.sizes.parse_size``, as the Python API reads it)."""
+    try:
+        return parse_size(text, f"--{flag}")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _check_flag_values() -> None:
+    """Flag values the library would refuse (a ValueError, exit 1 as a failed
+    run), refused here as the usage errors they are: exit 2, as absl's own."""
+    import math
+    from olla_jax.batch import MODES
+    from olla_jax.solve.order import ENGINES
+    limit = _TIME_LIMIT.value
+    if not (math.isfinite(limit) and limit > 0):
+        raise UsageError(f"--time_limit_s={limit:g}: give a positive number of seconds")
+    engines = (*ENGINES, "joint")
+    if _ENGINE.value not in engines:
+        raise UsageError(f"--engine={_ENGINE.value!r}: choose one of {', '.join(engines)}")
+    modes = [m.strip() for m in _MODES.value if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise UsageError(f"--modes={','.join(_MODES.value)!r}: choose from {', '.join(MODES)}")
+    if _MAX_BATCH.value is not None and _MAX_BATCH.value < _MIN_BATCH.value:
+        raise UsageError(f"--max_batch={_MAX_BATCH.value} is below --min_batch={_MIN_BATCH.value}")
+    if _RESERVE.value is not None and _CAPACITY.value is not None:
+        raise UsageError("give --capacity or --reserve_bytes, not both: --reserve_bytes is held "
+                         "back from a GPU's memory when --capacity is not given")
+    if _MEMORY_BUDGET.value is not None:
+        parse_bytes(_MEMORY_BUDGET.value)
+    _capacity()
 
 
 def _capacity() -> int | None:
@@ -574,7 +606,7 @@ def cmd_hlo() -> None:
 
 
 def cmd_place() -> None:
-    in_path, out_path = _require(_CSV, "place"), _require(_OUT, "place")
+    in_path, out_path = _require_file(_CSV, "place"), _require(_OUT, "place")
     try:
         from olla_jax.solve.csv_io import solve_csv
     except ImportError as err:
@@ -586,7 +618,7 @@ def cmd_place() -> None:
 
 
 def cmd_show() -> None:
-    path = _require(_PLAN, "show")
+    path = _require_file(_PLAN, "show")
     import olla_jax
     load = getattr(olla_jax, "load_plan", None)
     if load is not None:
@@ -654,7 +686,7 @@ def cmd_batch() -> None:
     report = olla_jax.largest_batch(make, capacity_bytes=capacity, backend=_BACKEND.value,
                                     modes=modes, low=_MIN_BATCH.value, high=_MAX_BATCH.value,
                                     reserve_bytes=_RESERVE.value, **limit)
-    print(report.table())
+    print(report.summary())
     print("\nprobes (in search order):")
     print(report.probes_table())
 
@@ -704,6 +736,7 @@ def main(argv: list[str]) -> None:
     from olla_jax import CaptureError, jax_compat
     jax_compat.discover_plugins()   # now, before any step touches jax: quietly
     try:
+        _check_flag_values()
         COMMANDS[name]()
     except UsageError as err:
         _fail(str(err), 2)

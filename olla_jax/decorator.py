@@ -34,7 +34,7 @@ import jax
 from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
 from olla_jax.plan import BudgetNotMet, PlanWarning, check_options, plan as plan_step, quiet, warn
-from olla_jax.sizes import size_text
+from olla_jax.sizes import parse_size, size_text
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
 PLAN_OPTIONS = ("engine", "verify_trials", "feed_back", "seed", "memory_budget", "recompute",
@@ -209,6 +209,8 @@ class Jitted:
                              f"not {backend!r} (plan a compile-only target with olla_jax.plan)")
         check_options(fun, backend=backend, time_limit_s=time_limit_s,
                       compiler_options=compiler_options, **plan_options)
+        if plan_options.get("memory_budget") is not None:   # "1GiB" and 2**30 plan alike
+            plan_options["memory_budget"] = parse_size(plan_options["memory_budget"])
         if not isinstance(cache, (bool, str, os.PathLike)):
             raise TypeError(f"cache must be True, False or a folder, got {cache!r}")
         jit_kwargs = dict(jit_kwargs or {})
@@ -447,7 +449,8 @@ def _stable_option(value: Any) -> str:
 def jit(fun: Callable | None = None, /, *, backend: str | None = None, time_limit_s: float = 30.0,
         cache: bool | str | Path = True, compiler_options: dict | None = None,
         engine: str = "auto", verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
-        memory_budget: int | None = None, recompute: bool = True, recompute_cost: str | None = None,
+        memory_budget: int | str | None = None, recompute: bool = True,
+        recompute_cost: str | None = None,
         **jit_kwargs):
     """``jax.jit`` with planned memory.  ``jit_kwargs`` are ``jax.jit``'s own
     (static_argnums/static_argnames, donate_argnums/donate_argnames,

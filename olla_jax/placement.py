@@ -6,18 +6,24 @@ from typing import Iterable
 
 from olla_jax.solve import place as place_lib
 from olla_jax.solve.csv_io import CapacityError
+from olla_jax.sizes import parse_size
 from olla_jax.solve.problem import Interval, Placement, PlacementProblem
 
 
-def place(buffers: Iterable[tuple[int, int, int]] | PlacementProblem, *, capacity: int | None = None,
+def place(buffers: Iterable[tuple[int, int, int]] | PlacementProblem, *,
+          capacity: int | str | None = None,
           alignment: int = 1, time_limit_s: float = 10.0, engine: str = "auto") -> Placement:
     """Offsets for buffers given as ``(lower, upper, size)``, live on [lower, upper).
 
     Returns a ``Placement`` (``offset`` per buffer, ``arena_size``) with no two
     buffers live at once on overlapping bytes.  With ``capacity``, raises
     ``CapacityError`` (the least arena found and the live-bytes bound) when it
-    does not fit; the search stops at the first placement that fits.
+    does not fit; the search stops at the first placement that fits.  ``capacity``
+    is a whole number of bytes or a string such as ``"64MiB"`` (as the CLI's
+    ``--capacity``).
     """
+    if capacity is not None:
+        capacity = parse_size(capacity, "capacity")
     if isinstance(buffers, PlacementProblem):
         problem = buffers
     else:

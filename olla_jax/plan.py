@@ -26,11 +26,11 @@ from olla_jax.capture.base import GPU_ALIGNMENT, Backend, CaptureError  # noqa: 
 from olla_jax.capture.record import capture_lowered
 from olla_jax.graph import layout as layout_lib
 from olla_jax import dumps
-from olla_jax.graph import collectives, model, overlap
+from olla_jax.graph import collectives, model, overlap, resident
 from olla_jax.solve import problem as sp
 # The solve stage: solve_graph and its types, re-exported (tests, benchmarks, the CLI use them here).
 from olla_jax.strategy import Candidate, Deadline, Solution, hide_collectives, solve_graph  # noqa: F401
-from olla_jax.sizes import size_text
+from olla_jax.sizes import parse_size, size_text
 
 # How _plan shares the time limit (solve_graph's shares: olla_jax.strategy).
 RETIME_SHARE = 0.5             # _plan: re-timing collectives ("hidden"), kept back from the searches
@@ -47,6 +47,22 @@ MIN_STAGE_S = 0.5              # less than this left: a later stage is skipped (
 # (3.2 s after a 15.3 s build, 2.4 s after 7.6 s).  With less left, XLA's
 # plan is kept at once rather than the limit overrun.
 SOLVE_FLOOR_OF_BUILD = 0.35
+# A temp allocation XLA:CPU marked as a tuple table cannot take a plan (the step
+# keeps XLA's).  That warrants a PlanWarning only when a plan could have saved a
+# meaningful amount: at least WARN_SAVING_BYTES and WARN_SAVING_SHARE of XLA's
+# temp, judged without solving by XLA's temp minus the bytes every order must
+# hold at one step (``resident.resident_bound``: an upper limit of the saving).
+# Below it (a jax.random, cond, debug.print or fori_loop step of a few KiB) the
+# reason goes to the notes and an info log: nothing the user can act on.
+WARN_SAVING_BYTES = 2 ** 20
+WARN_SAVING_SHARE = 0.05
+
+
+def saving_worth_a_warning(xla_temp_bytes: int, floor_bytes: int) -> bool:
+    """Whether a plan that could save at most ``xla_temp_bytes - floor_bytes``
+    saves enough to warn that it could not be applied (see WARN_SAVING_BYTES)."""
+    return xla_temp_bytes - floor_bytes >= max(WARN_SAVING_BYTES,
+                                               WARN_SAVING_SHARE * xla_temp_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,11 +209,8 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if saved is not None and not isinstance(saved, SavedPlan):
         raise TypeError(f"saved must be a plan read by olla_jax.load_plan(path), got a "
                         f"{type(saved).__name__}")
-    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(
-            memory_budget, numbers.Real) or not math.isfinite(memory_budget)
-            or memory_budget < 1 or memory_budget != int(memory_budget)):
-        raise ValueError(f"memory_budget must be a whole number of bytes, at least 1 (e.g. 2e9 "
-                         f"or 2 << 30), got {memory_budget!r}")
+    if memory_budget is not None:
+        parse_size(memory_budget, "memory_budget")
 
 
 def _check_local_gpu(backend: Backend) -> None:
@@ -220,7 +233,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          static_argnames: str | Sequence[str] = (), donate_argnames: str | Sequence[str] = (),
          compiler_options: dict[str, Any] | None = None, engine: str = "auto",
          verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
-         saved=None, memory_budget: int | None = None, recompute: bool = True,
+         saved=None, memory_budget: int | str | None = None, recompute: bool = True,
          recompute_cost: str | None = None, num_devices: int = 1, in_shardings: Any = None,
          out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
@@ -241,7 +254,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     this very module.
 
     ``memory_budget``: bytes the whole step may use on the device (arguments +
-    outputs - donated + temp, as ``Plan.total_bytes``).  Order and placement
+    outputs - donated + temp, as ``Plan.total_bytes``): a whole number or a
+    string such as ``"160MiB"`` or ``"1.5GB"`` (as the CLI's ``--memory_budget``).  Order and placement
     come first; when they are not enough and ``recompute`` is on, values are
     recomputed (extra compute) until the budget is met: on CPU by copying
     kernel thunks in the executable (``olla_jax.budget``), on a compile-only
@@ -301,7 +315,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
                   recompute=recompute, recompute_cost=recompute_cost)
     if memory_budget is not None:
-        memory_budget = int(memory_budget)   # 2e9 as well as 2_000_000_000
+        memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None
@@ -633,10 +647,16 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         f"model: {settings.get('overlap_model')}", graph)
     temp = graph.temp_allocation
     if feed_back and backend.kind == "cpu" and temp >= 0 and graph.allocations[temp].is_tuple:
+        floor = resident.resident_bound(graph, deadline=deadline.at).value
+        worth = saving_worth_a_warning(best.memory.temp, floor)
         return fallback("XLA marked its temp allocation as a tuple table (the index table of a "
                         "tuple-shaped value lives there: a while loop's state, a variadic reduce "
                         "or sort result); XLA:CPU's executable cannot take a new size for it, so "
-                        "the plan could not be applied", graph)
+                        "the plan could not be applied (a plan could save at most "
+                        f"{size_text(best.memory.temp - floor)} of XLA's "
+                        f"{size_text(best.memory.temp)} temp"
+                        + ("" if worth else ": too little to warn about") + ")",
+                        graph, floor, failure=worth)
     if saved is not None:
         from olla_jax.saved import PlanFileError, recompute_of
         unknown = [n for n in saved.order if n not in graph.node_index]

@@ -57,11 +57,23 @@ def test_olla_fits_at_least_xla_s_batch(report):
     assert report.largest("olla") >= report.largest("xla")
     olla_probe = report.probe("olla", report.largest("olla"))
     assert olla_probe.fits and olla_probe.total_bytes <= report.capacity_bytes
-    table = report.table()
+    table = report.summary()
+    assert table == report.table()   # the first name, kept
     assert "| xla |" in table and "| olla |" in table and "vs xla" in table
     ratio = report.largest("olla") / report.largest("xla")
     assert f"{ratio:.2f}x" in table
     assert len(report.probes_table().splitlines()) == len(report.probes) + 2
+
+
+def test_report_has_summary_as_plan_and_donation_advice_do():
+    report = batch_lib.BatchReport(
+        backend="cpu", capacity_bytes=2**24, device_memory_bytes=None, reserve_bytes=None,
+        results=(batch_lib.ModeResult("xla", 8, 2**23, 9), batch_lib.ModeResult("olla", 12, 2**23, 13)),
+        probes=())
+    assert all(callable(getattr(kind, "summary", None))
+               for kind in (olla_jax.Plan, olla_jax.DonationAdvice, batch_lib.BatchReport))
+    assert "| olla | 12 |" in report.summary() and "1.50x" in report.summary()
+    assert report.table() == report.summary()
 
 
 def test_high_bounds_the_search(capacity):

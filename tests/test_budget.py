@@ -194,11 +194,17 @@ def test_budget_that_cannot_be_met_is_refused_with_the_least_reached():
     assert floor <= err.plan.runs_temp_bytes and where
 
 
-@pytest.mark.parametrize("bad", [0, -5, 1.5, "1GB"])
+@pytest.mark.parametrize("bad", [0, -5, 1.5, "1 GBs", True, float("nan"), "-1MiB"])
 def test_budget_must_be_positive_bytes(bad):
     step = examples.get("mlp", "tiny")
-    with pytest.raises(ValueError, match="memory_budget"):
+    with pytest.raises(ValueError, match="memory_budget=.*: give a positive size in bytes"):
         olla_jax.plan(step.fn, *step.args, memory_budget=bad)
+
+
+def test_budget_takes_a_size_string_as_the_cli_does():
+    step = examples.get("mlp", "tiny")
+    plan = _plan(step, time_limit_s=2, memory_budget="160MiB", feed_back=False)
+    assert plan.runs_total_bytes <= 160 << 20
 
 
 def _gpu_plugin():

@@ -34,17 +34,36 @@ def test_help_documents_every_subcommand_and_flag():
         assert word in result.stdout, word
 
 
-@pytest.mark.parametrize("args", [("frobnicate",), (), ("plan",), ("plan", "--bogus_flag=1")])
-def test_usage_errors_exit_2(args):
+TINY = ("--example=mlp", "--size=tiny")
+BATCH = ("batch", "--example=remat", "--size=tiny", "--capacity=16MiB")
+
+
+@pytest.mark.parametrize("args, says", [
+    (("frobnicate",), "unknown subcommand"), ((), "give a subcommand"), (("plan",), "needs"),
+    (("plan", "--bogus_flag=1"), "bogus_flag"),
+    # flag values the library refuses are usage errors too (they exited 1, as a failed run)
+    (("plan", *TINY, "--time_limit_s=0"), "--time_limit_s=0"),
+    (("plan", *TINY, "--time_limit_s=nan"), "--time_limit_s=nan"),
+    (("plan", *TINY, "--engine=fast"), "--engine='fast'"),
+    (("plan", *TINY, "--memory_budget=0"), "--memory_budget='0'"),
+    ((*BATCH, "--modes=xla,bogus"), "--modes="),
+    ((*BATCH, "--min_batch=4", "--max_batch=2"), "--max_batch=2"),
+    ((*BATCH, "--reserve_bytes=1"), "not both"),
+    (("show", "--plan=/no/such/plan.json"), "no such file"),
+    (("place", "--csv=/no/such/in.csv", "--out=/tmp/x.csv"), "no such file")])
+def test_usage_errors_exit_2(args, says):
     result = olla(*args)
-    assert result.returncode == 2
-    assert "error:" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "error:" in result.stderr and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_library_error_is_one_line(tmp_path):
-    result = olla("show", f"--plan={tmp_path / 'missing.json'}")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = olla("show", f"--plan={broken}")
     assert result.returncode == 1
-    assert "missing.json" in result.stderr and "Traceback" not in result.stderr
+    assert "broken.json" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_place_csv(tmp_path):

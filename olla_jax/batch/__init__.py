@@ -70,6 +70,7 @@ from olla_jax.batch.report import (  # noqa: F401
 from olla_jax.batch.search import (  # noqa: F401
     _GROWTH, _bisect_mode, _boundary_slope, _Point, _predict, _recompute_search, _search)
 from olla_jax.capture.base import Backend
+from olla_jax.sizes import parse_size
 
 MODES = ("xla", "olla", "recompute")
 SEARCHES = ("predict", "bisect")
@@ -79,7 +80,7 @@ class _OutOfTime(Exception):
     """The mode's seconds (``mode_time_s``) are spent: no further probe is started."""
 
 
-def reachable_batch(make_step: Callable[[int], Any], capacity_bytes: int, *, backend: str = "cpu",
+def reachable_batch(make_step: Callable[[int], Any], capacity_bytes: int | str, *, backend: str = "cpu",
                     batches: Sequence[int] = (), low: int = 1, time_s: float | None = None,
                     cache: CaptureCache | None = None,
                     quick: Callable[[int], bool] | None = None) -> Reach:
@@ -91,6 +92,7 @@ def reachable_batch(make_step: Callable[[int], Any], capacity_bytes: int, *, bac
     ``time_s``: no further batch starts after it (the answer is then a lower
     bound, ``complete`` False); ``quick(batch)``: compile that batch with
     ``QUICK_OPTIONS`` (``floor_point``)."""
+    capacity_bytes = parse_size(capacity_bytes, "capacity_bytes")
     target = Backend.parse(backend)
     cache = cache if cache is not None else CaptureCache()
     t0 = time.monotonic()
@@ -125,7 +127,7 @@ def reachable_batch(make_step: Callable[[int], Any], capacity_bytes: int, *, bac
                  tuple(points[b] for b in sorted(points)), complete, time.monotonic() - t0)
 
 
-def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None = None,
+def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | str | None = None,
                   backend: str = "cpu", modes: Sequence[str] = ("xla", "olla"), low: int = 1,
                   high: int | None = None, time_limit_s: float = 10.0,
                   step_time_limit: float = 1.10, reserve_bytes: int | None = None,
@@ -134,7 +136,8 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
                   reach_time_s: float | None = None, reach_target: float = 1.5,
                   hints: dict[str, int] | None = None, quick_xla: bool = True,
                   quick_plans: bool = True) -> BatchReport:
-    """The largest batch size whose step fits ``capacity_bytes``, for each of ``modes``.
+    """The largest batch size whose step fits ``capacity_bytes`` (bytes, or a
+    string such as ``"64MiB"`` as the CLI's ``--capacity``), for each of ``modes``.
 
     ``make_step(batch_size)`` returns ``(fn, args)``, ``(fn, args, kwargs)`` or a
     Step-like object (fn, args and, where it has them, kwargs, static_argnums,
@@ -212,8 +215,7 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | None
     elif reserve_bytes is not None:
         raise ValueError("give capacity_bytes or reserve_bytes, not both: reserve_bytes is held "
                          "back from a GPU's device memory when capacity_bytes is not given")
-    if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes <= 0:
-        raise ValueError(f"capacity_bytes must be a positive integer, got {capacity_bytes!r}")
+    capacity_bytes = parse_size(capacity_bytes, "capacity_bytes")   # 2**26 or "64MiB"
     for name, value in (("mode_time_s", mode_time_s), ("time_s", time_s),
                         ("reach_time_s", reach_time_s), ("time_limit_s", time_limit_s)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))

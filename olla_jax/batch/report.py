@@ -63,8 +63,13 @@ class BatchReport:
                 return p
         return None
 
+    def summary(self) -> str:
+        """Markdown: per mode, the largest batch, its total and the ratio to XLA's
+        batch (``summary()`` as ``Plan`` and ``DonationAdvice`` have it)."""
+        return self.table()
+
     def table(self) -> str:
-        """Markdown: per mode, the largest batch, its total and the ratio to XLA's batch."""
+        """The text of ``summary()`` (its first name, kept)."""
         xla = self.largest_batches.get("xla")
         lines = [f"capacity {_mib(self.capacity_bytes)} ({self.capacity_bytes:,} bytes), "
                  f"backend {self.backend}", "",
