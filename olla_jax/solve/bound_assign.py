@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from olla_jax.solve import cpsat_run
 from olla_jax.solve import place_check
 from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
 
@@ -77,10 +78,7 @@ def whole_life_floor(problem: PlacementProblem, *, time_limit_s: float, min_size
         m.add_cumulative(ivs, dem, region.capacity)
     m.add_cumulative(arena_ivs, arena_dem, arena)
     m.minimize(arena)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
-    solver.parameters.num_workers = workers
-    status = solver.solve(m)
+    solver, status = cpsat_run.solve(m, time_limit_s, workers=workers)
     name = solver.status_name(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return AssignFloor(0, sum(sizes), name, len(keep))

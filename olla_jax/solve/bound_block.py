@@ -38,6 +38,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from olla_jax.solve.cpsat_lits import Lits, RanBefore, neg
+from olla_jax.solve import cpsat_run
 from olla_jax.solve.dag import reachable
 from olla_jax.solve.problem import ARENA, BlockPark
 
@@ -115,12 +116,8 @@ def _solve_case(built, tail: list[int], until: float, floor: int) -> tuple[int |
         for x in writer_desc:
             if x not in tail[:k + 1]:
                 case.add(pos[x] + 1 <= pos[w])
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, until - time.monotonic())
-    solver.parameters.num_workers = 1
     # Measured on grad_accum (H100) at one case: 1.0 s with probing, 0.7 without.
-    solver.parameters.cp_model_probing_level = 0
-    status = solver.solve(case)
+    solver, status = cpsat_run.solve(case, until - time.monotonic(), cp_model_probing_level=0)
     if status == cp_model.OPTIMAL:
         return max(floor, int(round(solver.objective_value))), True
     if status == cp_model.FEASIBLE:

@@ -29,6 +29,7 @@ import time
 
 from olla_jax.solve import bound_reduced
 from olla_jax.solve.cpsat_order import _cp_model, position_variables
+from olla_jax.solve import cpsat_run
 from olla_jax.solve.dag import Dag
 from olla_jax.solve.problem import ARENA, OrderProblem
 
@@ -145,11 +146,8 @@ def prove(problem: OrderProblem, target: int, *, time_limit_s: float, floor: int
         m.add(capacity == peak + idle)
     m.add_cumulative(arena_ivs, arena_dem, capacity)
     m.minimize(peak)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s - (time.monotonic() - t0))
-    solver.parameters.num_workers = max(1, workers)
-    solver.parameters.random_seed = seed
-    status = solver.solve(m)
+    solver, status = cpsat_run.solve(m, time_limit_s - (time.monotonic() - t0),
+                                     workers=workers, seed=seed)
     if status == cp_model.INFEASIBLE:
         return done(target, "below-none")
     if status == cp_model.OPTIMAL:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Collection, Sequence
 
 from olla_jax.solve.cpsat_lits import Lits, RanBefore, neg
+from olla_jax.solve import cpsat_run
 from olla_jax.solve.dag import reachable
 from olla_jax.solve.problem import ARENA, OrderProblem, ParkProblem
 
@@ -52,10 +53,7 @@ def node_minimum(park: ParkProblem, n: int, *, time_limit_s: float, floor: int =
     if isinstance(built, int):
         return built, True
     m = built[0]
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
-    solver.parameters.num_workers = 1
-    status = solver.solve(m)
+    solver, status = cpsat_run.solve(m, time_limit_s)
     if status == cp_model.OPTIMAL:
         return max(floor, int(round(solver.objective_value))), True
     if status == cp_model.INFEASIBLE:     # every S costs less than the floor: cannot be

@@ -20,6 +20,7 @@ import dataclasses
 import time
 from typing import Sequence
 
+from olla_jax.solve import cpsat_run
 from olla_jax.solve.dag import Dag
 from olla_jax.solve.evaluate import Evaluator, OrderState
 from olla_jax.solve.problem import ARENA, OrderProblem
@@ -187,13 +188,9 @@ def solve_cpsat(problem: OrderProblem, *, hint: Sequence[int] | None = None,
     m.add_cumulative(intervals, demands, capacity)
     m.minimize(peak)
 
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s - (time.monotonic() - t0))
-    solver.parameters.num_workers = max(1, workers)
-    solver.parameters.random_seed = seed
-    if deterministic_time is not None:
-        solver.parameters.max_deterministic_time = deterministic_time
-    status = solver.solve(m)
+    extra = {} if deterministic_time is None else {"max_deterministic_time": deterministic_time}
+    solver, status = cpsat_run.solve(m, time_limit_s - (time.monotonic() - t0),
+                                     workers=workers, seed=seed, **extra)
     seconds = time.monotonic() - t0
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return CpsatResult(None, None, int(solver.best_objective_bound) if status != cp_model.UNKNOWN else 0,

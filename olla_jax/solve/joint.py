@@ -22,6 +22,7 @@ import dataclasses
 import time
 from typing import AbstractSet, Mapping, Protocol, Sequence
 
+from olla_jax.solve import cpsat_run
 from olla_jax.solve import problem as sp
 from olla_jax.solve.cpsat_order import _cp_model, position_variables
 from olla_jax.solve.dag import Dag
@@ -233,11 +234,8 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
     m.add_hint(height, hint_height)
     m.minimize(height)
 
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s - (time.monotonic() - t0))
-    solver.parameters.num_workers = max(1, workers)
-    solver.parameters.random_seed = seed
-    status = solver.solve(m)
+    solver, status = cpsat_run.solve(m, time_limit_s - (time.monotonic() - t0),
+                                     workers=workers, seed=seed)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     values = [solver.value(p) for p in pos]

@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 
+from olla_jax.solve import cpsat_run
 from olla_jax.solve.place_model import check_problem
 from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
 
@@ -310,10 +311,7 @@ def _assign_out(sizes: np.ndarray, fits: np.ndarray, free: np.ndarray, time_limi
     for r, vs in by_region.items():
         model.Add(sum(v * u for v, u in vs) <= int(free[r]) // g)
     model.Maximize(sum(v * (int(sizes[b]) // g) for (b, _), v in take.items()))
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
-    solver.parameters.num_workers = 1
-    status = solver.Solve(model)
+    solver, status = cpsat_run.solve(model, time_limit_s)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return float(sum(int(sizes[b]) for b in by_block))
     return float(np.floor(solver.BestObjectiveBound() + 1e-6)) * g

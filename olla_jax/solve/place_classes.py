@@ -44,6 +44,7 @@ import time
 
 import numpy as np
 
+from olla_jax.solve import cpsat_run
 from olla_jax.solve import place_check
 from olla_jax.solve.place_greedy import _tightest
 from olla_jax.solve.problem import ARENA, Placement, PlacementProblem
@@ -114,10 +115,7 @@ def class_floor(problem: PlacementProblem, *, time_limit_s: float, min_size: int
             if sum(ivs[i].size for i in there) > free[c][k]:
                 m.add(sum(ivs[i].size * choice[i][c] for i in there) <= int(free[c][k]))
     m.minimize(peak)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
-    solver.parameters.num_workers = workers
-    status = solver.solve(m)
+    solver, status = cpsat_run.solve(m, time_limit_s, workers=workers)
     name = solver.status_name(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return ClassChoice(0, _arena_peak(problem, none, keep), none, name, len(keep))

@@ -16,6 +16,7 @@ import os
 import time
 
 from olla_jax.errors import OllaJaxError
+from olla_jax.solve import cpsat_run
 from olla_jax.solve.isolated import ChildFailed, run_isolated
 from olla_jax.solve.place_model import BlockModel
 from olla_jax.solve.problem import ARENA, Placement
@@ -174,18 +175,14 @@ def solve_cpsat(model: BlockModel, hint: Placement, time_limit_s: float,
     left = time_limit_s - (time.perf_counter() - t0)
     if left <= 0.05:
         return None             # loading the model alone would outlast the limit
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = left
-    solver.parameters.num_workers = min(8, os.cpu_count() or 1)
     # Probing the region literals of a few hundred blocks can outlast the
     # whole limit (seen on every suite model), leaving no time to search.
-    solver.parameters.cp_model_probing_level = 0
-    solver.parameters.symmetry_level = 0
     # Presolve pays on arena-only models (random buffers without regions end
     # closer to the live-bytes bound with it), but on 63k optional rectangles
     # (400 blocks x 157 regions, the test of that name) it alone outlasted 5 s.
-    solver.parameters.cp_model_presolve = optional <= _PRESOLVE_MAX_OPTIONAL
-    status = solver.solve(m)
+    solver, status = cpsat_run.solve(m, left, workers=min(8, os.cpu_count() or 1),
+                                     cp_model_probing_level=0, symmetry_level=0,
+                                     cp_model_presolve=optional <= _PRESOLVE_MAX_OPTIONAL)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     region, offset = [ARENA] * len(model.blocks), [0] * len(model.blocks)

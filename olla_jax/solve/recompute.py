@@ -38,6 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
+from olla_jax.solve import cpsat_run
+
 
 @dataclasses.dataclass(frozen=True)
 class Option:
@@ -448,12 +450,8 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
     left = time_limit_s - built[0]
     if left <= 0.02:
         return None
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
     # deterministic when the machine keeps up; never past the limit when it does not
-    solver.parameters.max_deterministic_time = float(left)
-    solver.parameters.max_time_in_seconds = float(left)
-    status = solver.Solve(m)
+    solver, status = cpsat_run.solve(m, left, max_deterministic_time=float(left))
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     picks = [next((j for j, v in enumerate(row) if solver.Value(v)), -1) for row in x]
