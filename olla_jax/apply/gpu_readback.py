@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from olla_jax.apply import gpu_executable
+from olla_jax.graph.model import callee_instructions
 
 
 def _args(thunk: Any) -> list[tuple[tuple[int, int, int], bool]] | None:
@@ -238,16 +239,8 @@ def compare(raw: bytes, layout) -> str | None:
     entry = comps[decoded.hlo_module.entry_computation_id]
     inner_owner: dict[str, str] = {}
     for instr in entry.instructions:
-        stack = list(instr.called_computation_ids)
-        seen: set[int] = set()
-        while stack:
-            cid = stack.pop()
-            if cid in seen or cid not in comps:
-                continue
-            seen.add(cid)
-            for inner in comps[cid].instructions:
-                inner_owner.setdefault(inner.name, instr.name)
-                stack.extend(inner.called_computation_ids)
+        for inner in callee_instructions(instr, comps):
+            inner_owner.setdefault(inner, instr.name)
     names = []
     for t in decoded.thunks:
         name = t.thunk_info.profile_annotation

@@ -55,6 +55,7 @@ from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
     edited_sizes,
     entry_order, first_run_thunk, nested_of_type, producer_thunk, relocate_buffers,
     reorder_thunks, slices, thunk_groups)
+from olla_jax.graph.model import callee_instructions
 
 ALIGNMENT = 256
 _THUNK = "xla.gpu.ThunkProto"
@@ -554,15 +555,8 @@ def _entry_owners(decoded) -> dict[str, str]:
     owners: dict[str, set[str]] = {}
     for instr in entry.instructions:
         owners.setdefault(instr.name, set()).add(instr.name)
-        stack, seen = list(instr.called_computation_ids), set()
-        while stack:
-            cid = stack.pop()
-            if cid in seen or cid not in comps:
-                continue
-            seen.add(cid)
-            for inner in comps[cid].instructions:
-                owners.setdefault(inner.name, set()).add(instr.name)
-                stack.extend(inner.called_computation_ids)
+        for inner in callee_instructions(instr, comps):
+            owners.setdefault(inner, set()).add(instr.name)
     return {name: next(iter(found)) for name, found in owners.items() if len(found) == 1}
 
 

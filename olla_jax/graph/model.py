@@ -161,15 +161,8 @@ class ScheduleGraph:
         horizon = len(self.flat)
         out = []
         for unit in self.units:
-            spans = sorted(self.value_interval(self.values[v], pos, layout, horizon)
-                           for v in unit.values)
-            merged = [list(spans[0])]
-            for s, e in spans[1:]:
-                if s <= merged[-1][1] + 1:
-                    merged[-1][1] = max(merged[-1][1], e)
-                else:
-                    merged.append([s, e])
-            out.append([tuple(m) for m in merged])
+            out.append(merged_spans(self.value_interval(self.values[v], pos, layout, horizon)
+                                    for v in unit.values))
         return out
 
     def unit_intervals(self, order: Sequence[int]) -> list[tuple[int, int]]:
@@ -817,6 +810,17 @@ def one_kernel_calls(instructions, comps) -> list[set[str]]:
             continue
         out.append(callee_instructions(call, comps))
     return out
+
+
+def merged_spans(spans) -> list[tuple[int, int]]:
+    """Inclusive (start, end) steps, sorted, with overlapping or adjacent ones joined."""
+    merged: list[list[int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return [(s, e) for s, e in merged]
 
 
 def callee_instructions(instr, comps) -> set[str]:

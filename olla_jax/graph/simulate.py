@@ -7,7 +7,7 @@ import dataclasses
 from typing import NamedTuple
 
 from olla_jax.graph.layout import Layout
-from olla_jax.graph.model import ScheduleGraph
+from olla_jax.graph.model import ScheduleGraph, merged_spans
 
 
 class Box(NamedTuple):
@@ -70,14 +70,7 @@ def _unit_spans(graph: ScheduleGraph, layout: Layout) -> list[list[tuple[int, in
                 early = [n for n in value.touches if graph.nodes[n] not in late[v]]
                 e = max([s, *(start[n] + graph.block_length(n) - 1 for n in early)])
             spans.append((s, e))
-        spans.sort()
-        merged = [list(spans[0])]
-        for s, e in spans[1:]:
-            if s <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], e)
-            else:
-                merged.append([s, e])
-        out.append([(s, e) for s, e in merged])
+        out.append(merged_spans(spans))
     return out
 
 
