@@ -20,7 +20,6 @@ checked: a diagnosis.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -28,7 +27,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.remat_sets import plan_and_point, run_points  # noqa: E402
+from benchmarks.remat_sets import plan_and_point, points_parser, run_points  # noqa: E402
 
 MIB = 2**20
 SHARES = (0.5, 1.0)
@@ -171,13 +170,7 @@ def render(rows, args, loads) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--target", default="h100")
-    p.add_argument("--models", default="vit:small")
-    p.add_argument("--limits", default="0.8", help="XLA's limits, as shares of its own temp")
-    p.add_argument("--time_limit_s", type=float, default=20.0, help="per model solve")
-    p.add_argument("--plan_time_limit_s", type=float, default=3.0)
-    p.add_argument("--out", default="")
+    p = points_parser(__doc__, time_limit_s=20.0, plan_time_limit_s=3.0)
     args = p.parse_args(argv)
     return run_points(run_one, render, args)
 

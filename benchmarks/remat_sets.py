@@ -188,15 +188,23 @@ def render(rows, args, loads) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def points_parser(doc: str, *, time_limit_s: float, plan_time_limit_s: float,
+                  time_help: str = "per model solve") -> argparse.ArgumentParser:
+    """The flags the diagnoses of XLA's remat points share (this module,
+    reorder_copies, remat_kinds): which points, and how long each solve runs."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
     p.add_argument("--target", default="h100")
     p.add_argument("--models", default="vit:small")
     p.add_argument("--limits", default="0.8", help="XLA's limits, as shares of its own temp")
-    p.add_argument("--recompute_cost", default="flops", choices=("time", "flops"))
-    p.add_argument("--time_limit_s", type=float, default=60.0, help="per model solve")
-    p.add_argument("--plan_time_limit_s", type=float, default=3.0)
+    p.add_argument("--time_limit_s", type=float, default=time_limit_s, help=time_help)
+    p.add_argument("--plan_time_limit_s", type=float, default=plan_time_limit_s)
     p.add_argument("--out", default="")
+    return p
+
+
+def main(argv=None) -> int:
+    p = points_parser(__doc__, time_limit_s=60.0, plan_time_limit_s=3.0)
+    p.add_argument("--recompute_cost", default="flops", choices=("time", "flops"))
     args = p.parse_args(argv)
     return run_points(run_one, render, args)
 

@@ -18,7 +18,6 @@ live at the peak of that problem: the largest values, each a candidate
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.remat_sets import plan_and_point, run_points  # noqa: E402
+from benchmarks.remat_sets import plan_and_point, points_parser, run_points  # noqa: E402
 
 MIB = 2**20
 
@@ -152,16 +151,10 @@ def render(rows, args, loads) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--target", default="h100")
-    p.add_argument("--models", default="vit:small")
-    p.add_argument("--limits", default="0.8", help="XLA's limits, as shares of its own temp")
+    p = points_parser(__doc__, time_limit_s=20.0, plan_time_limit_s=10.0,
+                      time_help="per model solve, and the order search")
     p.add_argument("--share", type=float, default=0.5, help="of XLA's extra FLOPs")
-    p.add_argument("--time_limit_s", type=float, default=20.0,
-                   help="per model solve, and the order search")
-    p.add_argument("--plan_time_limit_s", type=float, default=10.0)
     p.add_argument("--held", type=int, default=16, help="values listed at the peak")
-    p.add_argument("--out", default="")
     args = p.parse_args(argv)
     return run_points(run_one, render, args)
 
