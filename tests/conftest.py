@@ -41,9 +41,12 @@ def shared_compiles():
     ``sharing_compiles``, as ``olla_jax.batch`` uses it): tests that plan or
     capture the same step with the same options (vit tiny, cnn_adam tiny,
     the small steps) compile it once, not once per test; the dumps and figures
-    are XLA's own either way.  A context of its own (``sharing_compiles``
-    within a test, a thread, a child process) compiles afresh, as
-    tests/capture/test_sharing_compiles.py checks."""
+    are XLA's own either way, except the HLO's source locations, which are
+    those of the first caller: a test that compares HLO text across captures
+    compiles them in a ``sharing_compiles()`` of its own (as
+    test_batch_recompute_search's figures-only test does).  A context of its
+    own (``sharing_compiles`` within a test, a thread, a child process)
+    compiles afresh, as tests/capture/test_sharing_compiles.py checks."""
     from olla_jax.capture import record
     store = record.CompileStore(captures=_RecentCaptures())
     with record.sharing_compiles(store):
