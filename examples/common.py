@@ -139,18 +139,25 @@ def train_step(loss_fn: Callable, tx: optax.GradientTransformation, has_state: b
     return step
 
 
-_LAST_INIT: list = []   # [(key, variables)]: the last model initialised
+_INITS: dict = {}   # {(model, input shape): variables}: recent inits, the most recent last
+INIT_CACHE_BYTES = 256 * 2**20   # what the kept variables may hold together (one at least)
 
 
 def _init(model, x) -> dict:
     """``model.init(KEY, x)``; the same model on the same shape again (a step remade at
-    another batch size, as ``olla_jax.largest_batch`` does per probe) reuses the last
-    variables instead of compiling init again (seconds per call on a loaded machine)."""
+    another batch size, as ``olla_jax.largest_batch`` does per probe, or built again
+    after other examples, as the test suite does) reuses its variables instead of
+    compiling init again (seconds per call on a loaded machine)."""
     key = (type(model).__module__, type(model).__qualname__, repr(model), x.shape, str(x.dtype))
-    if not _LAST_INIT or _LAST_INIT[0][0] != key:
-        _LAST_INIT[:] = [(key, jax.jit(model.init)(KEY, x))]
+    if key in _INITS:
+        _INITS[key] = _INITS.pop(key)
+    else:
+        _INITS[key] = jax.jit(model.init)(KEY, x)
+    while len(_INITS) > 1 and sum(leaf.nbytes for v in _INITS.values()
+                                  for leaf in jax.tree_util.tree_leaves(v)) > INIT_CACHE_BYTES:
+        del _INITS[next(iter(_INITS))]     # the least recently used
     # copies: a step that donates its parameters must not delete the next step's
-    return dict(jax.tree_util.tree_map(jnp.copy, _LAST_INIT[0][1]))
+    return dict(jax.tree_util.tree_map(jnp.copy, _INITS[key]))
 
 
 def flax_step(name: str, description: str, model, batch: dict, tx: optax.GradientTransformation,

@@ -17,6 +17,42 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("OLLA_HYPOTHESIS", "repeatable"))
 
 
+class _RecentCaptures(dict):
+    """The session's shared compiles, the ``SHARED_COMPILES`` most recent only
+    (each holds an executable: the whole suite's would not fit in memory)."""
+
+    def __getitem__(self, key):
+        value = self.pop(key)     # a hit moves to the end (most recent)
+        super().__setitem__(key, value)
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > SHARED_COMPILES:
+            del self[next(iter(self))]
+
+
+SHARED_COMPILES = 48
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compiles():
+    """One XLA:CPU compile per module for the whole session (``capture``'s
+    ``sharing_compiles``, as ``olla_jax.batch`` uses it): tests that plan or
+    capture the same step with the same options (vit tiny, cnn_adam tiny,
+    the small steps) compile it once, not once per test; the dumps and figures
+    are XLA's own either way, except the HLO's source locations, which are
+    those of the first caller: a test that compares HLO text across captures
+    compiles them in a ``sharing_compiles()`` of its own (as
+    test_batch_recompute_search's figures-only test does).  A context of its
+    own (``sharing_compiles`` within a test, a thread, a child process)
+    compiles afresh, as tests/capture/test_sharing_compiles.py checks."""
+    from olla_jax.capture import record
+    store = record.CompileStore(captures=_RecentCaptures())
+    with record.sharing_compiles(store):
+        yield store
+
+
 @pytest.fixture(scope="session")
 def planned_example():
     """``planned_example(name)``: (step, plan) of the example ``name`` at size

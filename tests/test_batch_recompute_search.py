@@ -254,11 +254,14 @@ def test_a_figures_only_compile_has_the_full_compile_s_module_and_buffer_assignm
     import dataclasses
 
     import examples
-    from olla_jax.capture.record import capture
+    from olla_jax.capture.record import capture, sharing_compiles
     step = batch_lib._step_of(examples.make("mlp", "tiny"), 8)
-    full = capture(step.fn, *step.args, scheduler="memory")
-    quick = capture(step.fn, *step.args, scheduler="memory",
-                    compiler_options=dict(batch_lib.QUICK_OPTIONS))
+    # both compiled here (not the session's shared compile of another test:
+    # the HLO's source locations would be that test's)
+    with sharing_compiles():
+        full = capture(step.fn, *step.args, scheduler="memory")
+        quick = capture(step.fn, *step.args, scheduler="memory",
+                        compiler_options=dict(batch_lib.QUICK_OPTIONS))
     assert quick.executable != full.executable   # other code, compiled otherwise
     assert batch_lib._compile_differences(quick, full) == []
     moved = dataclasses.replace(quick, buffer_assignment_text=quick.buffer_assignment_text + " ")

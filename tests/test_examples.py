@@ -76,3 +76,29 @@ def test_small_step_compiles(name):
     step = examples.get(name, "small")
     memory = step.lower().compile().memory_analysis()
     assert memory.temp_size_in_bytes > 0 or name == "mlp"
+
+
+def test_an_example_built_again_after_others_reuses_its_init(monkeypatch):
+    """examples.common keeps recent model inits (a byte cap, the least recently
+    used dropped first): lstm built again after mlp compiles no init, and gets
+    its own copies of the same variables."""
+    from examples import common
+    monkeypatch.setattr(common, "_INITS", {})
+    inits = []
+    real_jit = common.jax.jit
+
+    def counting_jit(fn, *args, **kwargs):
+        inits.append(getattr(fn, "__self__", fn))
+        return real_jit(fn, *args, **kwargs)
+    monkeypatch.setattr(common.jax, "jit", counting_jit)
+    first = examples.get("lstm", "tiny")
+    examples.get("mlp", "tiny")
+    again = examples.get("lstm", "tiny")
+    assert len(inits) == 2 and len(common._INITS) == 2
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), first.args[0],
+                                     again.args[0]))
+    leaf = jax.tree.leaves(again.args[0])[0]
+    assert leaf is not jax.tree.leaves(first.args[0])[0]
+    monkeypatch.setattr(common, "INIT_CACHE_BYTES", 0)    # over the cap: only the newest kept
+    examples.get("mlp", "tiny")
+    assert len(inits) == 2 and len(common._INITS) == 1

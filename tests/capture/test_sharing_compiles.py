@@ -1,5 +1,7 @@
 """capture.record.sharing_compiles: one compile per module, within the context only."""
 
+import contextvars
+
 import jax.numpy as jnp
 
 from olla_jax.capture import record
@@ -20,3 +22,13 @@ def test_the_same_module_is_compiled_once_within_and_again_outside():
     assert (store.hits, store.misses) == (1, 2)
     assert record.capture(_step, x) is not first     # outside: compiled afresh
     assert (store.hits, store.misses) == (1, 2)
+
+
+def test_without_a_store_each_capture_compiles():
+    """The default (no sharing_compiles around the call; tests/conftest.py
+    shares the session's compiles, so a fresh context stands for a user's)."""
+    x = jnp.ones((8, 8), jnp.float32)
+    bare = contextvars.Context()
+    first = bare.run(record.capture, _step, x)
+    assert bare.run(record._SHARED_COMPILES.get) is None
+    assert bare.run(record.capture, _step, x) is not first
