@@ -30,7 +30,7 @@ import functools
 import heapq
 import math
 from collections import defaultdict
-from typing import Sequence
+from typing import AbstractSet, Mapping, Sequence
 
 from olla_jax import dumps
 from olla_jax.solve import problem as sp
@@ -150,20 +150,28 @@ class ScheduleGraph:
             end = layout[last] + self.block_length(last) - 1
         return start, max(start, end)
 
-    def unit_spans(self, order: Sequence[int]) -> list[list[tuple[int, int]]]:
+    def unit_spans(self, order: Sequence[int],
+                   late_readers: Mapping[int, AbstractSet[str]] | None = None
+                   ) -> list[list[tuple[int, int]]]:
         """Per unit, its disjoint live spans under ``order``.  A unit tied by
         control flow can be idle inside a loop body (XLA reuses those bytes
-        between the body's last read of the carried value and its new write)."""
+        between the body's last read of the carried value and its new write).
+        ``late_readers``: per value id, the readers a recomputed copy serves
+        instead (the value then dies after its other readers)."""
         pos = [0] * len(self.nodes)
         for i, n in enumerate(order):
             pos[n] = i
         layout = self.flat_layout(order)
         horizon = len(self.flat)
-        out = []
-        for unit in self.units:
-            out.append(merged_spans(self.value_interval(self.values[v], pos, layout, horizon)
-                                    for v in unit.values))
-        return out
+        late_readers = late_readers or {}
+
+        def span(v: int) -> tuple[int, int]:
+            s, e = self.value_interval(self.values[v], pos, layout, horizon)
+            if v in late_readers:
+                early = [n for n in self.values[v].touches if self.nodes[n] not in late_readers[v]]
+                e = max([s, *(layout[n] + self.block_length(n) - 1 for n in early)])
+            return s, e
+        return [merged_spans(span(v) for v in unit.values) for unit in self.units]
 
     def unit_intervals(self, order: Sequence[int]) -> list[tuple[int, int]]:
         """Per unit, the hull [first, last] of its live spans."""

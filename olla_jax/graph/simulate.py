@@ -7,7 +7,7 @@ import dataclasses
 from typing import NamedTuple
 
 from olla_jax.graph.layout import Layout
-from olla_jax.graph.model import ScheduleGraph, merged_spans
+from olla_jax.graph.model import ScheduleGraph
 
 
 class Box(NamedTuple):
@@ -32,7 +32,8 @@ def boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
     """One box per live span of every unit, at its place under ``layout`` (a
     recomputed value's first copy dies after its early readers)."""
     boxes = []
-    for unit, spans in zip(graph.units, _unit_spans(graph, layout)):
+    spans_of = graph.unit_spans(layout.order, _late_readers(graph, layout))
+    for unit, spans in zip(graph.units, spans_of):
         alloc, offset = unit_place(graph, layout, unit.id)
         boxes += [Box(unit.id, alloc, offset, unit.size, s, e) for s, e in spans]
     return boxes
@@ -48,30 +49,6 @@ def _late_readers(graph: ScheduleGraph, layout: Layout) -> dict[int, set[str]]:
             skip.add(r.value)
         late.setdefault(r.value, set()).update(r.late_users)
     return {v: users for v, users in late.items() if v not in skip}
-
-
-def _unit_spans(graph: ScheduleGraph, layout: Layout) -> list[list[tuple[int, int]]]:
-    """``graph.unit_spans(layout.order)``, with each recomputed value live only
-    up to its last reader that is not served by a copy."""
-    late = _late_readers(graph, layout)
-    if not late:
-        return graph.unit_spans(layout.order)
-    pos = [0] * len(graph.nodes)
-    for i, n in enumerate(layout.order):
-        pos[n] = i
-    start, horizon = graph.flat_layout(layout.order), len(graph.flat)
-    out = []
-    for unit in graph.units:
-        spans = []
-        for v in unit.values:
-            value = graph.values[v]
-            s, e = graph.value_interval(value, pos, start, horizon)
-            if v in late:
-                early = [n for n in value.touches if graph.nodes[n] not in late[v]]
-                e = max([s, *(start[n] + graph.block_length(n) - 1 for n in early)])
-            spans.append((s, e))
-        out.append(merged_spans(spans))
-    return out
 
 
 def copy_boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
