@@ -237,6 +237,15 @@ def accumulate_args(micro: int):
     return w, jax.random.normal(key, (micro, 1024, 256)), jax.random.normal(key, (micro, 1024, 256))
 
 
+def planned_accumulate(micro: int):
+    """``accumulate_step`` at ``micro`` micro-batches, planned (3 s, not fed back)."""
+    import olla_jax
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        return olla_jax.plan(accumulate_step, *accumulate_args(micro), time_limit_s=3,
+                             feed_back=False)
+
+
 def entry_and_body_copy(graph, cap, order):
     """A recompute plan on ``order`` with one entry copy (of a value read
     after the loop, before that reader) and one copy inside the loop body."""

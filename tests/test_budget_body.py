@@ -21,7 +21,8 @@ from olla_jax.apply import feed_back
 from olla_jax.budget import body, recompute_plan
 from olla_jax.plan import candidate_plan
 from tests.small_steps import (accumulate_args, accumulate_loss as _loss,
-                               accumulate_step as _step, entry_and_body_copy)
+                               accumulate_step as _step, entry_and_body_copy,
+                               planned_accumulate)
 
 
 def _args():
@@ -30,9 +31,7 @@ def _args():
 
 @pytest.fixture(scope="module")
 def base():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", olla_jax.PlanWarning)
-        return olla_jax.plan(_step, *_args(), time_limit_s=3, feed_back=False)
+    return planned_accumulate(4)
 
 
 @pytest.fixture(scope="module")

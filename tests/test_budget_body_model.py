@@ -7,17 +7,14 @@ greedy's plan is the warm start and the fallback."""
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
-import jax
 import pytest
 
-import olla_jax
 from olla_jax import check
 from olla_jax.budget import body, body_model, recompute_plan
 from olla_jax.plan import candidate_plan
 from olla_jax.solve import recompute as model
-from tests.small_steps import accumulate_args, accumulate_step as _step
+from tests.small_steps import accumulate_args, planned_accumulate
 
 
 MICRO = 3
@@ -29,9 +26,7 @@ def _args():
 
 @pytest.fixture(scope="module")
 def base():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", olla_jax.PlanWarning)
-        return olla_jax.plan(_step, *_args(), time_limit_s=3, feed_back=False)
+    return planned_accumulate(MICRO)
 
 
 @pytest.fixture(scope="module")
