@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from olla_jax.graph.model import ScheduleGraph
+from olla_jax.graph.model import ScheduleGraph, merged_spans
 from olla_jax.solve.problem import topological_order
 
 
@@ -86,16 +86,6 @@ def _parkable(sizes: np.ndarray, capacities: np.ndarray) -> int:
     nxt = np.concatenate([caps, [0]])                         # the (k+1)-th region's size
     fits = prefix[np.searchsorted(sizes, nxt, side="right")]
     return int(min(prefix[-1], (whole + fits).min()))
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
 
 
 class _Surely:
@@ -198,7 +188,7 @@ class _Surely:
                 continue
             diff = np.zeros(length + 1, dtype=np.int64)
             for uid, spans in mine:     # the rest is already in the whole-block total
-                for a, b in _merge(spans):
+                for a, b in merged_spans(spans):
                     diff[a] += units[uid].size
                     diff[b + 1] -= units[uid].size
             totals.extend((int(whole[n]) + np.cumsum(diff[:-1])).tolist())
