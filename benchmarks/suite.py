@@ -136,9 +136,6 @@ def _ratio(a, b):
 # and the arena itself after 30 s.
 FIT_EXACT_S = 30.0
 GAP_TARGET = 0.02
-# Orders with more blocks than this get the plain live-bytes bound only
-# (strategy.FIT_BOUND_MAX_INTERVALS: the region-fit bound's memory).
-FIT_MAX_INTERVALS = 4000
 
 
 def order_floor(pp, arena: int, exact: bool) -> tuple[int | None, float]:
@@ -147,7 +144,8 @@ def order_floor(pp, arena: int, exact: bool) -> tuple[int | None, float]:
     when ``exact`` and the arena is above the fast floor, and the seconds
     that pass was given (0: none); None on an order too large for it."""
     from olla_jax.solve import place_check
-    if len(pp.intervals) > FIT_MAX_INTERVALS:
+    from olla_jax.strategy import FIT_BOUND_MAX_INTERVALS   # the region-fit bound's memory
+    if len(pp.intervals) > FIT_BOUND_MAX_INTERVALS:
         return None, 0.0
     fit = place_check.region_fit_bound(pp)
     if not exact or arena <= fit:
