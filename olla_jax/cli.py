@@ -124,10 +124,10 @@ _MIN_BATCH = flags.DEFINE_integer("min_batch", 1, "batch: the smallest batch siz
                                   "search doubles from it).", lower_bound=1)
 _MAX_BATCH = flags.DEFINE_integer("max_batch", None, "batch: the largest batch size tried "
                                   "(default: no limit).", lower_bound=1)
-_RESERVE = flags.DEFINE_integer("reserve_bytes", None, "batch: bytes of a GPU's memory held back "
-                                "from the step (default: the 25% jax's GPU client leaves "
-                                "outside its allocator, or 1 - XLA_CLIENT_MEM_FRACTION).",
-                                lower_bound=0)
+_RESERVE = flags.DEFINE_string("reserve_bytes", None, "batch: bytes of a GPU's memory held back "
+                               "from the step, e.g. 0, 1073741824 or 1GiB (default: the 25% jax's "
+                               "GPU client leaves outside its allocator, or 1 - "
+                               "XLA_CLIENT_MEM_FRACTION).")
 
 FLAGS = flags.FLAGS
 MIB = 2 ** 20
@@ -356,10 +356,22 @@ def _check_flag_values() -> None:
     if _MEMORY_BUDGET.value is not None:
         parse_bytes(_MEMORY_BUDGET.value)
     _capacity()
+    _reserve()
 
 
 def _capacity() -> int | None:
     return None if _CAPACITY.value is None else parse_bytes(_CAPACITY.value, "capacity")
+
+
+def _reserve() -> int | None:
+    """--reserve_bytes as bytes (zero allowed), a usage error when unreadable."""
+    from olla_jax.batch.capacity import reserve_size
+    if _RESERVE.value is None:
+        return None
+    try:
+        return reserve_size(_RESERVE.value)
+    except ValueError as err:
+        raise UsageError(str(err).replace("reserve_bytes=", "--reserve_bytes=", 1)) from None
 
 
 def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = (),
@@ -685,7 +697,7 @@ def cmd_batch() -> None:
     limit = {"time_limit_s": _TIME_LIMIT.value} if FLAGS["time_limit_s"].present else {}
     report = olla_jax.largest_batch(make, capacity_bytes=capacity, backend=_BACKEND.value,
                                     modes=modes, low=_MIN_BATCH.value, high=_MAX_BATCH.value,
-                                    reserve_bytes=_RESERVE.value, **limit)
+                                    reserve_bytes=_reserve(), **limit)
     print(report.summary())
     print("\nprobes (in search order):")
     print(report.probes_table())

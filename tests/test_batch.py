@@ -110,6 +110,11 @@ def test_gpu_capacity_from_the_device_description(monkeypatch):
     assert read == memory and reserve == memory - int(memory * 0.75)
     assert capacity == memory - reserve
     assert batch_lib.device_capacity("gpu:h100", reserve_bytes=2**30)[0] == memory - 2**30
+    # a size as every other size is given, and zero
+    assert batch_lib.device_capacity("gpu:h100", reserve_bytes="1GiB")[0] == memory - 2**30
+    assert batch_lib.device_capacity("gpu:h100", reserve_bytes="0")[0] == memory
+    with pytest.raises(ValueError, match="reserve_bytes='lots'"):
+        batch_lib.device_capacity("gpu:h100", reserve_bytes="lots")
     monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "0.5")
     assert batch_lib.device_capacity("gpu:h100")[0] == int(memory * 0.5)
 

@@ -49,6 +49,8 @@ BATCH = ("batch", "--example=remat", "--size=tiny", "--capacity=16MiB")
     ((*BATCH, "--modes=xla,bogus"), "--modes="),
     ((*BATCH, "--min_batch=4", "--max_batch=2"), "--max_batch=2"),
     ((*BATCH, "--reserve_bytes=1"), "not both"),
+    (("batch", "--example=mlp", "--size=tiny", "--backend=gpu:h100", "--reserve_bytes=lots"),
+     "--reserve_bytes='lots'"),
     (("show", "--plan=/no/such/plan.json"), "no such file"),
     (("place", "--csv=/no/such/in.csv", "--out=/tmp/x.csv"), "no such file")])
 def test_usage_errors_exit_2(args, says):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from olla_jax.capture.base import Backend, CaptureError
+from olla_jax.sizes import parse_size
 
 # The share of GPU memory jax's GPU client gives its allocator unless told otherwise
 # (XLA_CLIENT_MEM_FRACTION / XLA_PYTHON_CLIENT_MEM_FRACTION; jax's "GPU memory allocation" docs).
@@ -42,7 +43,16 @@ def target_memory_bytes(target: str) -> int:
     return size
 
 
-def device_capacity(backend: str | Backend, reserve_bytes: int | None = None) -> tuple[int, int, int]:
+def reserve_size(value: int | str) -> int:
+    """``reserve_bytes`` as bytes: zero, or a size as ``parse_size`` reads it
+    (``2**30``, ``"1GiB"``)."""
+    if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).strip() == "0":
+        return 0
+    return parse_size(value, "reserve_bytes")
+
+
+def device_capacity(backend: str | Backend,
+                    reserve_bytes: int | str | None = None) -> tuple[int, int, int]:
     """(capacity, device memory, reserve) in bytes for a GPU backend.
 
     ``gpu:<target>``: the description's ``device_memory_size`` less ``reserve_bytes``;
@@ -66,11 +76,11 @@ def device_capacity(backend: str | Backend, reserve_bytes: int | None = None) ->
         memory = int(stats.get("bytes_limit", 0))
         if memory <= 0:
             raise ValueError("the local GPU reports no bytes_limit; pass capacity_bytes")
-        reserve = 0 if reserve_bytes is None else int(reserve_bytes)
+        reserve = 0 if reserve_bytes is None else reserve_size(reserve_bytes)
     elif target is not None and target.kind == "gpu":
         memory = target_memory_bytes(target.target)
         reserve = (memory - int(memory * _memory_fraction()) if reserve_bytes is None
-                   else int(reserve_bytes))
+                   else reserve_size(reserve_bytes))
     else:
         raise ValueError(f"backend {backend!r} has no device memory size to read: pass "
                          "capacity_bytes (the bytes one step may use)")
