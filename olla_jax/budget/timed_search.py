@@ -101,9 +101,6 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     the greedy on ``order`` and the exact placements keep its places where
     that is smaller than best-fit's (``budget.anchor``)."""
     from olla_jax.budget.anchor import anchor_of
-    from olla_jax.solve import sink
-    from olla_jax.solve.dag import Dag
-    from olla_jax.solve.evaluate import Evaluator
     t0 = clock()
 
     def left(until: float) -> float:
@@ -127,29 +124,11 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         logging.info("recomputation not searched: %.2f s of %.2f s left, a placement takes %.2f s",
                      max(0.0, left(1.0)), time_limit_s, one_fit)
         return None
-    orders = [tuple(order)]
+    orders = search_orders(graph, order, (time.monotonic() + left(_SINK_END / 2),
+                                          time.monotonic() + left(_SINK_END))
+                           if left(_SINK_END) > 0.05 else None)
     xla = tuple(graph.xla_order)
     anchor = anchor_of(graph, orders[0], new_state(graph, orders[0]), layout)
-    if left(_SINK_END) > 0.05:
-        problem = graph.order_problem()
-        ev, dag = Evaluator(problem), Dag.of(problem)
-        moved = tuple(sink.improve(ev, dag, order, deadline=time.monotonic() + left(_SINK_END / 2)))
-        if moved != orders[0]:
-            orders.append(moved)
-        # and with pair hoists (a weight gradient's dot with the copy before
-        # it): a third order, since on some steps they lower the order's peak
-        # and leave recomputation less to drop
-        paired = tuple(sink.improve(ev, dag, moved, deadline=time.monotonic() + left(_SINK_END),
-                                    pairs=True))
-        if paired not in orders:
-            orders.append(paired)
-    # and XLA's own order, last: the one its rematerialization works on, where
-    # values it schedules early (a fusion with no operands, run at the start)
-    # sit idle across the peak, and ours (planned without recomputation) may
-    # keep their readers apart (a max-pool's zeros, two results of one fusion
-    # copied in one launch: far better on XLA's order than on ours, measured)
-    if xla not in orders and len(xla) == len(orders[0]):
-        orders.append(xla)
     best, pool = None, []
     greedy_on: dict[tuple[int, ...], RecomputePlan] = {}   # order -> the greedy's plan
     # (XLA's order, when added, gets what the others leave of the greedy's time)
@@ -239,6 +218,40 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             if best.temp_bytes <= target_temp:
                 break
     return best
+
+
+def search_orders(graph: ScheduleGraph, order: Sequence[int],
+                  deadlines: tuple[float, float] | None) -> list[tuple[int, ...]]:
+    """The orders ``search`` plans on, each once: ``order``; with sink moves
+    (``solve.sink``: nodes run just after their producers or before their
+    consumers) until ``deadlines[0]``, then with pair hoists too until
+    ``deadlines[1]`` (``time.monotonic()`` times; no sink moves when None);
+    XLA's own order last."""
+    from olla_jax.solve import sink
+    from olla_jax.solve.dag import Dag
+    from olla_jax.solve.evaluate import Evaluator
+    orders = [tuple(order)]
+    if deadlines is not None:
+        problem = graph.order_problem()
+        ev, dag = Evaluator(problem), Dag.of(problem)
+        moved = tuple(sink.improve(ev, dag, order, deadline=deadlines[0]))
+        if moved != orders[0]:
+            orders.append(moved)
+        # and with pair hoists (a weight gradient's dot with the copy before
+        # it): a third order, since on some steps they lower the order's peak
+        # and leave recomputation less to drop
+        paired = tuple(sink.improve(ev, dag, moved, deadline=deadlines[1], pairs=True))
+        if paired not in orders:
+            orders.append(paired)
+    # and XLA's own order, last: the one its rematerialization works on, where
+    # values it schedules early (a fusion with no operands, run at the start)
+    # sit idle across the peak, and ours (planned without recomputation) may
+    # keep their readers apart (a max-pool's zeros, two results of one fusion
+    # copied in one launch: far better on XLA's order than on ours, measured)
+    xla = tuple(graph.xla_order)
+    if xla not in orders and len(xla) == len(orders[0]):
+        orders.append(xla)
+    return orders
 
 
 def model_orders(orders: Sequence[tuple[int, ...]],
