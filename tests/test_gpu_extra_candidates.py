@@ -68,3 +68,29 @@ def test_feeders_on_gpu_only_when_asked(base):
         by_value = {d.value: d for d in fed}
         assert all(f not in c.operands for f in c.feeders)     # the copy reads the feeder's operands
         assert c.flops >= sum(by_value[f].flops for f in c.feeders if f in by_value)
+
+
+def shared_step(x, w1, w2, p):
+    h = p @ w1                          # made from intact inputs, read by two kernels
+    a = jnp.tanh(h @ w2)
+    b = jnp.exp(h).sum(axis=1)
+    return (a * x) @ w2 + b[:, None]
+
+
+@needs_plugin
+def test_shared_feeders_take_an_operand_with_readers_of_its_own():
+    import olla_jax
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        planned = olla_jax.plan(shared_step, *ARGS, backend="gpu:h100", time_limit_s=2,
+                                feed_back=False)
+    g, cap = planned.graph, planned.capture
+    fed, _ = screen(g, cap, "flops", gpu_extra=("feeders",))
+    shared, _ = screen(g, cap, "flops", gpu_extra=("shared_feeders",))
+    by_value = {c.value: c for c in shared}
+    with_shared = [c for c in shared if any(by_value[f].readers != (c.producer,)
+                                            for f in c.feeders if f in by_value)]
+    assert with_shared, "no copy got a feeder with readers of its own"
+    assert not any(c.feeders for c in fed if c.value in {d.value for d in with_shared})
+    for c in with_shared:
+        assert all(f in by_value for f in c.feeders)   # the operand stays a candidate

@@ -29,7 +29,7 @@ goes through the independent checker, and on CPU the executable with the
 copied thunks is verified bit for bit against XLA's before it is used.
 
 ``search`` runs it all within a time limit: the order given and the same with
-sink moves, the greedy on each, the model on the better, then an exact
+sink moves, the greedy on each, the model on each (the better first), then an exact
 placement of the most promising plan (best-fit fragments around the copies).
 """
 

@@ -61,7 +61,7 @@ def ladder(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
 
 # Shares of ``search``'s time limit (ends, as fractions of it): sink moves,
-# the greedy on each order, the model on the order the greedy did best on,
+# the greedy on each order, the model on each (``model_orders``),
 # the exact placement of the best plan; the last tenth is left for what runs
 # past its share (a best-fit after the model, a solver's stop).
 _SINK_END = 0.1
@@ -71,6 +71,14 @@ _GREEDY_END = 0.35      # the greedy is the warm start: the model does better wi
 
 
 _MODEL_END = 0.7        # then ``polish`` (half of what is left) and the exact placement
+
+
+# The model's share on the order the greedy did best on, when there are
+# others: the rest is split among them (the greedy's rank is a poor guide to
+# the model's: on mlp:small at H100's 96 MiB point its plans on our order and
+# on XLA's were 512 bytes apart, and the model's least peak within XLA's
+# FLOPs 128 MiB on ours, 96 on XLA's, both proven).
+_FIRST_MODEL_SHARE = 0.5
 
 
 _PLACE_END = 0.93
@@ -85,16 +93,14 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     their consumers), which shorten lives that recomputation on a fixed order
     cannot cut (a weight gradient's dot left at the end of the step keeps its
     activation until then).  The greedy runs on each; the model (``engine``
-    "cpsat" / "mip") on the order the greedy did best on, warm-started from
-    it; the best plan's placement is then searched exactly (``plan_of``'s
+    "cpsat" / "mip") on each order the greedy found a plan on, warm-started
+    from it, the one it did best on first with the larger share
+    (``model_orders``); the best plan's placement is then searched exactly (``plan_of``'s
     ``exact_s``) with what is left.  ``clock``: seconds, for the shares.
     ``layout``: the plan recomputation starts from (its Layout on ``order``):
     the greedy on ``order`` and the exact placements keep its places where
     that is smaller than best-fit's (``budget.anchor``)."""
     from olla_jax.budget.anchor import anchor_of
-    from olla_jax.solve import sink
-    from olla_jax.solve.dag import Dag
-    from olla_jax.solve.evaluate import Evaluator
     t0 = clock()
 
     def left(until: float) -> float:
@@ -118,30 +124,13 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         logging.info("recomputation not searched: %.2f s of %.2f s left, a placement takes %.2f s",
                      max(0.0, left(1.0)), time_limit_s, one_fit)
         return None
-    orders = [tuple(order)]
+    orders = search_orders(graph, order, (time.monotonic() + left(_SINK_END / 2),
+                                          time.monotonic() + left(_SINK_END))
+                           if left(_SINK_END) > 0.05 else None)
     xla = tuple(graph.xla_order)
     anchor = anchor_of(graph, orders[0], new_state(graph, orders[0]), layout)
-    if left(_SINK_END) > 0.05:
-        problem = graph.order_problem()
-        ev, dag = Evaluator(problem), Dag.of(problem)
-        moved = tuple(sink.improve(ev, dag, order, deadline=time.monotonic() + left(_SINK_END / 2)))
-        if moved != orders[0]:
-            orders.append(moved)
-        # and with pair hoists (a weight gradient's dot with the copy before
-        # it): a third order, since on some steps they lower the order's peak
-        # and leave recomputation less to drop
-        paired = tuple(sink.improve(ev, dag, moved, deadline=time.monotonic() + left(_SINK_END),
-                                    pairs=True))
-        if paired not in orders:
-            orders.append(paired)
-    # and XLA's own order, last: the one its rematerialization works on, where
-    # values it schedules early (a fusion with no operands, run at the start)
-    # sit idle across the peak, and ours (planned without recomputation) may
-    # keep their readers apart (a max-pool's zeros, two results of one fusion
-    # copied in one launch: far better on XLA's order than on ours, measured)
-    if xla not in orders and len(xla) == len(orders[0]):
-        orders.append(xla)
-    best, best_order, pool = None, orders[0], []
+    best, pool = None, []
+    greedy_on: dict[tuple[int, ...], RecomputePlan] = {}   # order -> the greedy's plan
     # (XLA's order, when added, gets what the others leave of the greedy's time)
     shared = len(orders) - (orders[-1] == xla and len(orders) > 1)
     for i, o in enumerate(orders):
@@ -159,19 +148,26 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
                        anchor=anchor if i == 0 else None)
         if found is not None:
             pool.append(found)
+            greedy_on[o] = found
             logging.info("recomputation, greedy on order %d of %d: temp %d, %.1f s in", i + 1,
                          len(orders), found.temp_bytes, clock() - t0)
         if found is not None and (best is None or better(found, best, target_temp)):
-            best, best_order = found, o
-    if engine != "greedy" and left(_MODEL_END) - one_fit > 0.2:
+            best = found
+    ranked = model_orders(orders, greedy_on, target_temp)
+    for j, o in enumerate(ranked if engine != "greedy" else ()):
         # (its plans are placed past its solves' limit: two best-fits, ``place_state``)
-        got = choose_model(graph, best_order, cands, target_temp, engine=engine, warm=best,
-                           time_limit_s=left(_MODEL_END) - one_fit, tried=pool,
-                           base=base0 if best_order == orders[0] else None, fit_s=one_fit,
+        avail = left(_MODEL_END) - one_fit
+        if avail <= 0.2:
+            break
+        share = avail * (_FIRST_MODEL_SHARE if j == 0 and len(ranked) > 1 else
+                         1 / (len(ranked) - j))
+        got = choose_model(graph, o, cands, target_temp, engine=engine, warm=greedy_on.get(o),
+                           time_limit_s=share, tried=pool,
+                           base=base0 if o == orders[0] else None, fit_s=one_fit,
                            clock=clock)     # (its few plans placed with all four orders)
         if got is not None:
-            logging.info("recomputation, model: temp %d (%s), %.1f s in", got.temp_bytes, got.how,
-                         clock() - t0)
+            logging.info("recomputation, model on order %d of %d: temp %d (%s), %.1f s in",
+                         orders.index(o) + 1, len(orders), got.temp_bytes, got.how, clock() - t0)
         if got is not None and (best is None or better(got, best, target_temp)):
             best = got
     if engine != "greedy" and best is not None and best.temp_bytes > target_temp \
@@ -222,6 +218,58 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
             if best.temp_bytes <= target_temp:
                 break
     return best
+
+
+def search_orders(graph: ScheduleGraph, order: Sequence[int],
+                  deadlines: tuple[float, float] | None) -> list[tuple[int, ...]]:
+    """The orders ``search`` plans on, each once: ``order``; with sink moves
+    (``solve.sink``: nodes run just after their producers or before their
+    consumers) until ``deadlines[0]``, then with pair hoists too until
+    ``deadlines[1]`` (``time.monotonic()`` times; no sink moves when None);
+    XLA's own order last."""
+    from olla_jax.solve import sink
+    from olla_jax.solve.dag import Dag
+    from olla_jax.solve.evaluate import Evaluator
+    orders = [tuple(order)]
+    if deadlines is not None:
+        problem = graph.order_problem()
+        ev, dag = Evaluator(problem), Dag.of(problem)
+        moved = tuple(sink.improve(ev, dag, order, deadline=deadlines[0]))
+        if moved != orders[0]:
+            orders.append(moved)
+        # and with pair hoists (a weight gradient's dot with the copy before
+        # it): a third order, since on some steps they lower the order's peak
+        # and leave recomputation less to drop
+        paired = tuple(sink.improve(ev, dag, moved, deadline=deadlines[1], pairs=True))
+        if paired not in orders:
+            orders.append(paired)
+    # and XLA's own order, last: the one its rematerialization works on, where
+    # values it schedules early (a fusion with no operands, run at the start)
+    # sit idle across the peak, and ours (planned without recomputation) may
+    # keep their readers apart (a max-pool's zeros, two results of one fusion
+    # copied in one launch: far better on XLA's order than on ours, measured)
+    xla = tuple(graph.xla_order)
+    if xla not in orders and len(xla) == len(orders[0]):
+        orders.append(xla)
+    return orders
+
+
+def model_orders(orders: Sequence[tuple[int, ...]],
+                 greedy_on: dict[tuple[int, ...], RecomputePlan],
+                 target_temp: int) -> list[tuple[int, ...]]:
+    """The orders the model runs on, in turn: every one of ``orders`` the
+    greedy found a plan on, the best by ``better`` first (it gets the model's
+    larger share), then the others by the same rank; the first of ``orders``
+    when the greedy found none."""
+    import functools
+    found = [o for o in orders if o in greedy_on]
+    if not found:
+        return list(orders[:1])
+
+    def rank(a, b) -> int:
+        pa, pb = greedy_on[a], greedy_on[b]
+        return -1 if better(pa, pb, target_temp) else (1 if better(pb, pa, target_temp) else 0)
+    return sorted(found, key=functools.cmp_to_key(rank))
 
 
 def _split_in_search(graph, cands, pool, best, target_temp, engine, share, base0, order0,
