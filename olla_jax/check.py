@@ -269,6 +269,11 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
             start, end = 0, horizon - 1  # initialised once, at load: live in every call
         intervals[rec.id] = (start, end)
 
+    # 3a. An asynchronous copy (a host offload's copy to or from host memory)
+    # reads its operand on another stream until its copy-done: whatever the
+    # dumps say of the operand's uses, its bytes stay intact until then.
+    _hold_copy_operands(entry, instr_by_id, records, intervals, flat)
+
     # 4. Which values XLA compiled to share bytes: in-place pairs and control flow.
     parent = {v: v for v in intervals}
 
@@ -859,6 +864,29 @@ def _check_regather(claim, rec, records, instr_by_name, instr_by_id, comps, flat
     if early:
         raise PlanRejected(f"late reader {early[0]} of {rec.key} runs before the copy of "
                            f"{claim.producer} is done (before {claim.done_before})")
+
+
+def _hold_copy_operands(entry, instr_by_id, records, intervals, flat) -> None:
+    """Extend the interval of the value each ``copy-start`` of the entry reads
+    (the one at its operand's top-level position) to its ``copy-done``, the
+    step the runtime waits for the copy."""
+    done_of = {}
+    for instr in entry.instructions:
+        if instr.opcode == "copy-done":
+            for o in instr.operand_ids:
+                done_of[instr_by_id[o].name] = instr.name
+    if not done_of:
+        return
+    operands = {instr_by_id[i.operand_ids[0]].name: i.name for i in entry.instructions
+                if i.opcode == "copy-start" and i.operand_ids}
+    for rec in records.values():
+        if rec.id not in intervals:
+            continue
+        for p in rec.positions:
+            done = done_of.get(operands.get(p.instruction, ""))
+            if not p.index and done in flat:
+                s0, e0 = intervals[rec.id]
+                intervals[rec.id] = (s0, max(e0, flat[done]))
 
 
 def _fixed_kind(alloc) -> str:

@@ -13,8 +13,9 @@ that ends it (the anchor), and the anchor to that instruction's outputs, so
 that XLA neither starts the copy back early nor defers the reader (it defers
 a weight gradient's matmul to the end of the backward pass).
 XLA:CPU lowers no host transfer at all (jax drops the memory kinds there).
-olla_jax's own planner cannot take the offloaded step yet: its graph supports
-one temp allocation and XLA makes a second one in host memory.
+``olla_jax.plan`` takes the offloaded step (``OffloadResult.fn``): it orders
+and places the device temp; XLA's second temp allocation, in host memory
+(``S(5)``), stays where XLA put it (``graph.model``: memory spaces).
 
 The lever: the step is traced to a jaxpr; each value computed in it whose uses
 leave a long gap (in the jaxpr's own order, top-level equations; the HLO

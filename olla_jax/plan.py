@@ -622,6 +622,11 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         return fallback(f"no time to plan: the graph build ran past the {time_limit_s:g} s limit")
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
+    for color, nbytes in sorted(graph.other_space_bytes.items()):
+        notes.append(f"{size_text(nbytes)} of temporaries in memory space {color}"
+                     + (" (host memory: XLA's host offloading)" if color == model.HOST_SPACE else "")
+                     + " kept where XLA put them, outside the planned device temp; "
+                       "the order keeps XLA's reuse of those bytes")
     module = dumps.parse_hlo_proto(best.hlo_proto).hlo_module
     pairs = collectives.async_pairs(module)
     if pairs:

@@ -250,9 +250,10 @@ def test_checker_shares_nothing_with_solver_or_model():
 # whose worker is a child ``python -m benchmarks.fuzz_plans --worker``;
 # test_scale_capture.py checks benchmarks/scale_capture.py's reading of XLA's pass log;
 # test_suite_gap.py checks benchmarks/suite.py's split of the gap (placement's or the order's);
-# test_scale_room.py checks benchmarks/scale_room.py's figures on a small captured step.
+# test_scale_room.py checks benchmarks/scale_room.py's figures on a small captured step;
+# test_offload_plan_benchmark.py checks benchmarks/offload_plan.py's table.
 BENCHMARK_TESTS = {"test_autotune.py", "test_check.py", "test_scale_capture.py",
-                   "test_suite_gap.py", "test_scale_room.py"}
+                   "test_suite_gap.py", "test_scale_room.py", "test_offload_plan_benchmark.py"}
 
 
 def test_tests_import_nothing_from_benchmarks():

@@ -90,6 +90,33 @@ def _dones(decoded) -> dict[str, str]:
             for o in i.operand_ids if o in names}
 
 
+def _async_pairs_differ(thunks) -> str | None:
+    """Each async done (a host offload's copy back or out, a collective's done)
+    runs after its start, the only one with its execution id, and each start
+    has its done: the done waits on an event the start records."""
+    started: dict[int, str] = {}
+    done: set[int] = set()
+    for t in thunks:
+        kind = t.WhichOneof("impl")
+        name = t.thunk_info.profile_annotation
+        if kind == "async_start_thunk":
+            key = t.async_start_thunk.async_execution_id
+            if key in started:
+                return f"async start {name} reuses execution id {key} of {started[key]}"
+            started[key] = name
+        elif kind == "async_done_thunk":
+            key = t.async_done_thunk.async_execution_id
+            if key not in started or key in done:
+                return (f"async done {name} (execution id {key}) does not follow "
+                        "its start" if key not in started else
+                        f"async done {name} waits on execution id {key} a second time")
+            done.add(key)
+    missing = sorted(set(started) - done)
+    if missing:
+        return f"async start {started[missing[0]]} has no done after it"
+    return None
+
+
 def _just_before(names, copy_at, k: int, position, name: str) -> bool:
     """Thunk ``k`` runs right before the first thunk at or after ``name`` in the order."""
     nxt = next((j for j in range(k + 1, len(names)) if j not in copy_at), None)
@@ -286,6 +313,9 @@ def compare(raw: bytes, layout) -> str | None:
         return "a thunk names no entry instruction of the plan's order"
     if steps != sorted(steps):
         return "the entry thunks do not follow the plan's order"
+    differs = _async_pairs_differ(decoded.thunks)
+    if differs is not None:
+        return differs
 
     thunk_of: dict[int, int] = {}
     for j, r in enumerate(layout.recomputes):

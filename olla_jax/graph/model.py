@@ -11,7 +11,11 @@ that must share one place: values XLA put at the same bytes while both were
 live (aliases and in-place pairs) and values tied by control flow (a while's
 operand, body parameter, body root and result).  Units in the temp allocation
 or parked as scratch in an output allocation are *movable*; parameters,
-constants and everything live out are *fixed* where XLA put them.
+constants and everything live out are *fixed* where XLA put them, and so are
+temporaries in another memory space (host memory, ``S(5)``: what XLA's host
+offloader copied there), in allocations of their own that are not the arena;
+XLA's order between those that take turns on the same bytes is kept
+(``_fixed_reuse_edges``).
 
 Donation: a donated parameter's allocation is also its aliased output's
 (XLA's input_output_alias) and XLA does not treat it as read-only: it holds
@@ -37,6 +41,12 @@ from olla_jax.solve import problem as sp
 from olla_jax.errors import OllaJaxError
 
 
+# XLA's default memory space (device memory); another (host memory is S(5)) holds what
+# XLA's host offloader moved there: kept where XLA put it, out of the arena.
+DEFAULT_SPACE = 0
+HOST_SPACE = 5      # XLA:GPU's host memory space (a shape's layout ``S(5)``)
+
+
 class UnsupportedProgram(OllaJaxError, ValueError):
     """The module has a construct the memory model does not cover."""
 
@@ -49,10 +59,11 @@ class OutOfTime(OllaJaxError):
 class Allocation:
     index: int
     size: int
-    kind: str            # "parameter", "constant", "thread_local", "output", "temp"
+    kind: str            # "parameter", "constant", "thread_local", "output", "temp", "other_space"
     parameter_number: int = -1
     live_out: bool = False
     is_tuple: bool = False      # holds a tuple's index table (the runtime writes it)
+    color: int = 0              # XLA's memory space (0: device memory; 5: host memory, S(5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +128,16 @@ class ScheduleGraph:
     def block_length(self, node: int) -> int:
         return self.block_end[node] - self.block_start[node] + 1
 
+    @functools.cached_property
+    def other_space_bytes(self) -> dict[int, int]:
+        """Per memory space other than device memory (5: host), the bytes of XLA's
+        temp allocations there: fixed, outside the arena (host offloading)."""
+        out: dict[int, int] = defaultdict(int)
+        for a in self.allocations:
+            if a.kind == "other_space":
+                out[a.color] += a.size
+        return dict(out)
+
     @property
     def xla_order(self) -> tuple[int, ...]:
         return tuple(range(len(self.nodes)))
@@ -180,11 +201,12 @@ class ScheduleGraph:
     # ---- the solver's problems ------------------------------------------
     @functools.cached_property
     def regions(self) -> tuple[int, ...]:
-        """Allocations whose idle space may hold movable units: outputs (and donated inputs)."""
+        """Allocations whose idle space may hold movable units: outputs (and donated
+        inputs) in device memory (a movable unit is a device value: never host bytes)."""
         fixed_allocs = {u.allocation for u in self.units if not u.movable}
         return tuple(a.index for a in self.allocations
                      if a.live_out and a.kind in ("output", "parameter") and not a.is_tuple
-                     and a.index in fixed_allocs)
+                     and a.color == DEFAULT_SPACE and a.index in fixed_allocs)
 
     def _inner_units(self) -> dict[int, int]:
         """Movable units that live inside one node's block only: unit id -> node."""
@@ -541,11 +563,13 @@ def _allocations(assignment) -> tuple[tuple[Allocation, ...], dict[int, tuple[in
             kind = "constant"
         elif a.maybe_live_out:
             kind = "output"
+        elif a.color != DEFAULT_SPACE:
+            kind = "other_space"
         else:
             kind = "temp"
         allocs.append(Allocation(a.index, a.size, kind,
                                  a.parameter_number if a.is_entry_computation_parameter else -1,
-                                 bool(a.maybe_live_out), bool(a.is_tuple)))
+                                 bool(a.maybe_live_out), bool(a.is_tuple), int(a.color)))
         for assigned in a.assigned:
             place[assigned.logical_buffer_id] = (a.index, assigned.offset, assigned.size)
     allocs.sort(key=lambda a: a.index)
@@ -801,7 +825,8 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
         units.append(Unit(id=len(units), values=tuple(members), allocation=alloc.index,
                           offset=base, size=size,
                           member_offsets=tuple(v.offset - base for v in vals),
-                          movable=not fixed and alloc.kind in ("temp", "output")))
+                          movable=not fixed and alloc.kind in ("temp", "output")
+                          and alloc.color == DEFAULT_SPACE))
     return tuple(u for u in units if allocations[u.allocation].kind != "thread_local")
 
 
