@@ -72,3 +72,22 @@ def test_budget_not_met_states_a_small_budget_readably():
     first = str(err.value).splitlines()[0]
     assert "over the budget of 2.9 KiB" in first, first
     assert "0.00 MiB" not in first
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+@pytest.mark.parametrize("donate, advised", [((), True), ((0,), False)])
+def test_budget_not_met_suggests_donation_only_where_it_could_help(donate, advised):
+    """A step whose weights are donated already is not told to donate arguments."""
+    import jax
+
+    def step(w, x):
+        loss, grad = jax.value_and_grad(lambda w: jnp.tanh(x @ w).sum())(w)
+        return w - 0.1 * grad, loss
+
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((128, 128)), jnp.ones((16, 128)), donate_argnums=donate,
+                      memory_budget=3000, time_limit_s=1, feed_back=False)
+    first = str(err.value).splitlines()[0]
+    assert ("donate arguments" in first) is advised, first
+    if advised:
+        assert "at most 64.0 KiB more" in first, first
