@@ -461,7 +461,7 @@ def budget_advice(result: "Plan", budget: int) -> str:
                     f"{size_text(shareable)} more could share outputs' bytes: "
                     "olla_jax.advise_donation says which)")
     ways.append("raise the budget or use a larger device")
-    return ", ".join(ways[:-1]) + " or " + ways[-1]
+    return ", ".join(ways)
 
 
 def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
