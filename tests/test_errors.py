@@ -91,3 +91,19 @@ def test_budget_not_met_suggests_donation_only_where_it_could_help(donate, advis
     assert ("donate arguments" in first) is advised, first
     if advised:
         assert "at most 64.0 KiB more" in first, first
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+def test_budget_not_met_names_the_users_line_of_each_buffer_at_the_peak():
+    """The largest buffers at the peak carry the op and the line that made them."""
+    import jax
+
+    def step(w, x):
+        loss, grad = jax.value_and_grad(lambda w: jnp.tanh(x @ w).sum())(w)
+        return w - 0.1 * grad, loss
+
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((128, 128)), jnp.ones((16, 128)), memory_budget=3000,
+                      time_limit_s=1, feed_back=False)
+    buffers = str(err.value).split("the largest:\n", 1)[1].splitlines()
+    assert buffers and all("test_errors.py:" in line for line in buffers), buffers
