@@ -485,6 +485,13 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
                         f"{size(floor + least - result.runs_temp_bytes)} "
                         f"({where} needs {size(floor)} of temp for its operands "
                         "and results)")
+    if breakdown and result.graph is not None and recompute and result.capture is not None:
+        try:     # why recomputation left the peak as it is
+            from olla_jax import budget
+            held = budget.held_at_peak(result.graph, result.capture, result.layout)
+            breakdown += "\n  why it stays: " + held.describe(top=6)
+        except Exception:  # noqa: BLE001 - the answer matters more than its detail
+            pass
     if breakdown:
         message += "\n" + breakdown
     return BudgetNotMet(message, result, least, breakdown)

@@ -105,5 +105,18 @@ def test_budget_not_met_names_the_users_line_of_each_buffer_at_the_peak():
     with pytest.raises(olla_jax.BudgetNotMet) as err:
         olla_jax.plan(step, jnp.ones((128, 128)), jnp.ones((16, 128)), memory_budget=3000,
                       time_limit_s=1, feed_back=False)
-    buffers = str(err.value).split("the largest:\n", 1)[1].splitlines()
+    buffers = [line for line in str(err.value).split("the largest:\n", 1)[1].splitlines()
+               if "why it stays:" not in line]
     assert buffers and all("test_errors.py:" in line for line in buffers), buffers
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+def test_budget_not_met_says_why_recomputation_left_the_peak():
+    """The message says what the arena holds at its peak and why none of it was
+    recomputed (budget.held_at_peak), in KiB for a small step."""
+    step = lambda w, x: jnp.tanh(x @ w).sum()   # noqa: E731
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((32, 32)), jnp.ones((16, 32)), memory_budget=3000,
+                      time_limit_s=1, feed_back=False)
+    why = [line for line in str(err.value).splitlines() if "why it stays:" in line]
+    assert len(why) == 1 and "KiB" in why[0] and "0.00 MiB" not in why[0], why
