@@ -370,7 +370,8 @@ class Jitted:
                     f"{size_text(plan.runs_total_bytes)}, {over} over")
         warn(f"olla_jax.jit: memory_budget of {size_text(budget)} not met: {what} (XLA's plan: "
              f"{size_text(plan.xla_total_bytes)}). olla_jax.plan(..., memory_budget=...) raises "
-             f"BudgetNotMet with what holds the peak; {budget_advice(plan, budget)}", PlanWarning)
+             "BudgetNotMet with what holds the peak; "
+             f"{budget_advice(plan, budget, self._options.get('recompute', True))}", PlanWarning)
         return plan
 
     def _raise_if_jax_refuses(self, args, kwargs) -> None:

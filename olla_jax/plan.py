@@ -449,13 +449,15 @@ def _claimable(bound: int, plan_bytes: int) -> int:
     return bound if bound <= plan_bytes else 0
 
 
-def budget_advice(result: "Plan", budget: int) -> str:
+def budget_advice(result: "Plan", budget: int, recompute: bool = True) -> str:
     """What the caller can do about a missed ``budget``, judged from ``result``'s
     own figures: donation is suggested (with the bytes it could share at most)
-    only where un-aliased arguments could still share bytes with outputs."""
+    only where un-aliased arguments could still share bytes with outputs;
+    recomputation where it was switched off."""
     excess = max(result.runs_total_bytes - budget, 1)
     shareable = min(result.argument_bytes, result.output_bytes) - result.alias_bytes
-    ways = ["lower the batch size"]
+    ways = [] if recompute else ["let it recompute values (recompute=True, the default)"]
+    ways.append("lower the batch size")
     if shareable >= DONATION_ADVICE_SHARE * excess:
         ways.append(f"donate arguments (donate_argnums or donate_argnames; at most "
                     f"{size_text(shareable)} more could share outputs' bytes: "
@@ -476,7 +478,7 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     size = size_text
     message = (f"the best plan found needs {size(least)} with {how} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
-               f"{size(budget)}; {budget_advice(result, budget)}")
+               f"{size(budget)}; {budget_advice(result, budget, recompute)}")
     if result.graph is not None and recompute:
         from olla_jax import budget
         floor, where = budget.working_set_bound(result.graph, result.capture)

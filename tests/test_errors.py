@@ -120,3 +120,29 @@ def test_budget_not_met_says_why_recomputation_left_the_peak():
                       time_limit_s=1, feed_back=False)
     why = [line for line in str(err.value).splitlines() if "why it stays:" in line]
     assert len(why) == 1 and "KiB" in why[0] and "0.00 MiB" not in why[0], why
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+def test_budget_not_met_without_recomputation_says_it_may_recompute():
+    step = lambda w, x: jnp.tanh(x @ w).sum()   # noqa: E731
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((32, 32)), jnp.ones((16, 32)), memory_budget=1000,
+                      recompute=False, time_limit_s=1, feed_back=False)
+    assert "recompute=True" in str(err.value).splitlines()[0]
+
+
+def test_jit_missed_budget_warning_gives_the_same_advice():
+    """olla_jax.jit's warning for a missed budget: no donation advice for donated
+    weights, recomputation suggested where it was switched off."""
+    import jax
+
+    def step(w, x):
+        loss, grad = jax.value_and_grad(lambda w: jnp.tanh(x @ w).sum())(w)
+        return w - 0.1 * grad, loss
+
+    f = olla_jax.jit(step, donate_argnums=(0,), memory_budget=3000, recompute=False,
+                     time_limit_s=1, feed_back=False, cache=False)
+    with pytest.warns(olla_jax.PlanWarning, match="memory_budget of 2.9 KiB not met") as got:
+        f(jnp.ones((128, 128)), jnp.ones((16, 128)))
+    text = " ".join(str(w.message) for w in got if "memory_budget" in str(w.message))
+    assert "recompute=True" in text and "donate arguments" not in text, text
