@@ -745,8 +745,8 @@ def main(argv: list[str]) -> None:
             raise
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         lines = message.strip().splitlines() or [type(err).__name__]
-        if isinstance(err, BudgetNotMet):   # its further lines are the diagnosis:
-            _fail("\n".join(lines), 1)               # what holds the peak, and why
+        if isinstance(err, BudgetNotMet):   # its further lines are the diagnosis
+            _fail("\n".join(lines), 1)     # (what holds the peak, and why), no traceback
         _fail(lines[0] + (" [more with --verbosity=1]" if len(lines) > 1 else ""), 1)
 
 
