@@ -745,7 +745,7 @@ def main(argv: list[str]) -> None:
         _fail(f"unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}", 2)
     if extra:
         _fail(f"unexpected arguments {' '.join(extra)!r} (flags are written --name=value)", 2)
-    from olla_jax import CaptureError, jax_compat
+    from olla_jax import BudgetNotMet, CaptureError, jax_compat
     jax_compat.discover_plugins()   # now, before any step touches jax: quietly
     try:
         _check_flag_values()
@@ -757,6 +757,8 @@ def main(argv: list[str]) -> None:
             raise
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         lines = message.strip().splitlines() or [type(err).__name__]
+        if isinstance(err, BudgetNotMet):   # its further lines are the diagnosis
+            _fail("\n".join(lines), 1)     # (what holds the peak, and why), no traceback
         _fail(lines[0] + (" [more with --verbosity=1]" if len(lines) > 1 else ""), 1)
 
 

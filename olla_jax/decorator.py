@@ -33,7 +33,8 @@ import jax
 
 from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
-from olla_jax.plan import BudgetNotMet, PlanWarning, check_options, plan as plan_step, quiet, warn
+from olla_jax.plan import (BudgetNotMet, PlanWarning, budget_advice, check_options,
+                           plan as plan_step, quiet, warn)
 from olla_jax.sizes import parse_size, size_text
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
@@ -369,8 +370,8 @@ class Jitted:
                     f"{size_text(plan.runs_total_bytes)}, {over} over")
         warn(f"olla_jax.jit: memory_budget of {size_text(budget)} not met: {what} (XLA's plan: "
              f"{size_text(plan.xla_total_bytes)}). olla_jax.plan(..., memory_budget=...) raises "
-             "BudgetNotMet with what holds the peak; lower the batch size, donate arguments or "
-             "raise the budget", PlanWarning)
+             "BudgetNotMet with what holds the peak; "
+             f"{budget_advice(plan, budget, self._options.get('recompute', True))}", PlanWarning)
         return plan
 
     def _raise_if_jax_refuses(self, args, kwargs) -> None:

@@ -56,6 +56,11 @@ SOLVE_FLOOR_OF_BUILD = 0.35
 # reason goes to the notes and an info log: nothing the user can act on.
 WARN_SAVING_BYTES = 2 ** 20
 WARN_SAVING_SHARE = 0.05
+# A missed budget suggests donating arguments only where the bytes arguments
+# could still share with outputs are at least this share of the excess: a step
+# whose every large argument is donated is not told to donate (its loss scalar
+# is no way to the budget).
+DONATION_ADVICE_SHARE = 0.01
 
 
 def saving_worth_a_warning(xla_temp_bytes: int, floor_bytes: int) -> bool:
@@ -444,6 +449,23 @@ def _claimable(bound: int, plan_bytes: int) -> int:
     return bound if bound <= plan_bytes else 0
 
 
+def budget_advice(result: "Plan", budget: int, recompute: bool = True) -> str:
+    """What the caller can do about a missed ``budget``, judged from ``result``'s
+    own figures: donation is suggested (with the bytes it could share at most)
+    only where un-aliased arguments could still share bytes with outputs;
+    recomputation where it was switched off."""
+    excess = max(result.runs_total_bytes - budget, 1)
+    shareable = min(result.argument_bytes, result.output_bytes) - result.alias_bytes
+    ways = [] if recompute else ["let it recompute values (recompute=True, the default)"]
+    ways.append("lower the batch size")
+    if shareable >= DONATION_ADVICE_SHARE * excess:
+        ways.append(f"donate arguments (donate_argnums or donate_argnames; at most "
+                    f"{size_text(shareable)} more could share outputs' bytes: "
+                    "olla_jax.advise_donation says which)")
+    ways.append("raise the budget or use a larger device")
+    return ", ".join(ways)
+
+
 def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     from olla_jax import report
     try:
@@ -456,8 +478,7 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
     size = size_text
     message = (f"the best plan found needs {size(least)} with {how} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
-               f"{size(budget)}; lower the batch size, donate arguments "
-               f"(olla_jax.advise_donation) or use a larger device")
+               f"{size(budget)}; {budget_advice(result, budget, recompute)}")
     if result.graph is not None and recompute:
         from olla_jax import budget
         floor, where = budget.working_set_bound(result.graph, result.capture)
@@ -466,6 +487,13 @@ def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
                         f"{size(floor + least - result.runs_temp_bytes)} "
                         f"({where} needs {size(floor)} of temp for its operands "
                         "and results)")
+    if breakdown and result.graph is not None and recompute and result.capture is not None:
+        try:     # why recomputation left the peak as it is
+            from olla_jax import budget
+            held = budget.held_at_peak(result.graph, result.capture, result.layout)
+            breakdown += "\n  why it stays: " + held.describe(top=6)
+        except Exception:  # noqa: BLE001 - the answer matters more than its detail
+            pass
     if breakdown:
         message += "\n" + breakdown
     return BudgetNotMet(message, result, least, breakdown)

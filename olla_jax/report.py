@@ -388,11 +388,25 @@ def peak_breakdown_text(plan: Plan, top: int = 8) -> str:
     live.sort(key=lambda b: -b.size)
     lines.append(f"  temp peak at step {peak} of {len(timeline)}: {_size(timeline[peak])} in "
                  f"{len(live)} buffers; the largest:")
+    sources = _sources_of(plan)
     for b in live[:top]:
         unit = graph.units[b.unit]
         key = graph.values[unit.values[0]].key
-        lines.append(f"    {_size(b.size):>10}  {key}")
+        src = sources.get(key.split("{", 1)[0])
+        made_by = ", ".join(x for x in (src.short_op, src.where) if x) if src else ""
+        lines.append(f"    {_size(b.size):>10}  {key}" + (f"  ({made_by})" if made_by else ""))
     return "\n".join(lines)
+
+
+def _sources_of(plan: Plan) -> dict[str, OpSource]:
+    """The user's op and line per instruction of ``plan``'s module; none when
+    the plan kept no module or its metadata cannot be read (a message goes on
+    without them)."""
+    capture = getattr(plan, "capture", None)
+    try:
+        return op_sources(capture.hlo_proto) if capture is not None else {}
+    except Exception:  # noqa: BLE001 - names are a courtesy; the breakdown stands without
+        return {}
 
 
 __all__ = ["OpSource", "layout_figure", "memory_timeline", "op_sources", "peak_breakdown_text", "plot_layout",

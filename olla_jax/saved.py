@@ -54,6 +54,13 @@ class SavedPlan:
     # place, size, and where set, scratch and done_before (``recompute_record``)
     recomputes: tuple[dict[str, Any], ...] = ()
 
+    def __repr__(self) -> str:
+        # The order and places run to thousands of entries: printing a loaded plan
+        # said nothing for screens of them.  summary() has the figures.
+        return (f"SavedPlan(backend={self.backend!r}, fingerprint={self.fingerprint[:12]!r}..., "
+                f"engine={self.engine!r}, {len(self.order):,} instructions, "
+                f"{len(self.places):,} placed values, {len(self.recomputes):,} recomputed)")
+
     def summary(self) -> str:
         f = self.figures
         lines = [f"saved olla_jax plan for {self.backend} (module {self.fingerprint[:12]}...)"]

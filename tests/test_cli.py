@@ -246,6 +246,8 @@ def test_plan_with_a_budget_it_cannot_meet_saves_the_least_and_exits_1(tmp_path)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "budget" in result.stderr.lower()
     assert saved.exists() and "olla_jax" in result.stdout    # the least plan's summary
+    # what holds the peak comes with the error, not behind --verbosity=1 (a traceback)
+    assert "temp peak at step" in result.stderr and "--verbosity=1" not in result.stderr
     bad = olla("plan", "--example=mlp", "--size=tiny", "--memory_budget=lots")
     assert bad.returncode == 2 and "positive size in bytes" in bad.stderr
 

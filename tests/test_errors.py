@@ -72,3 +72,77 @@ def test_budget_not_met_states_a_small_budget_readably():
     first = str(err.value).splitlines()[0]
     assert "over the budget of 2.9 KiB" in first, first
     assert "0.00 MiB" not in first
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+@pytest.mark.parametrize("donate, advised", [((), True), ((0,), False)])
+def test_budget_not_met_suggests_donation_only_where_it_could_help(donate, advised):
+    """A step whose weights are donated already is not told to donate arguments."""
+    import jax
+
+    def step(w, x):
+        loss, grad = jax.value_and_grad(lambda w: jnp.tanh(x @ w).sum())(w)
+        return w - 0.1 * grad, loss
+
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((128, 128)), jnp.ones((16, 128)), donate_argnums=donate,
+                      memory_budget=3000, time_limit_s=1, feed_back=False)
+    first = str(err.value).splitlines()[0]
+    assert ("donate arguments" in first) is advised, first
+    if advised:
+        assert "at most 64.0 KiB more" in first, first
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+def test_budget_not_met_names_the_users_line_of_each_buffer_at_the_peak():
+    """The largest buffers at the peak carry the op and the line that made them."""
+    import jax
+
+    def step(w, x):
+        loss, grad = jax.value_and_grad(lambda w: jnp.tanh(x @ w).sum())(w)
+        return w - 0.1 * grad, loss
+
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((128, 128)), jnp.ones((16, 128)), memory_budget=3000,
+                      time_limit_s=1, feed_back=False)
+    buffers = [line for line in str(err.value).split("the largest:\n", 1)[1].splitlines()
+               if "why it stays:" not in line]
+    assert buffers and all("test_errors.py:" in line for line in buffers), buffers
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+def test_budget_not_met_says_why_recomputation_left_the_peak():
+    """The message says what the arena holds at its peak and why none of it was
+    recomputed (budget.held_at_peak), in KiB for a small step."""
+    step = lambda w, x: jnp.tanh(x @ w).sum()   # noqa: E731
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((32, 32)), jnp.ones((16, 32)), memory_budget=3000,
+                      time_limit_s=1, feed_back=False)
+    why = [line for line in str(err.value).splitlines() if "why it stays:" in line]
+    assert len(why) == 1 and "KiB" in why[0] and "0.00 MiB" not in why[0], why
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+def test_budget_not_met_without_recomputation_says_it_may_recompute():
+    step = lambda w, x: jnp.tanh(x @ w).sum()   # noqa: E731
+    with pytest.raises(olla_jax.BudgetNotMet) as err:
+        olla_jax.plan(step, jnp.ones((32, 32)), jnp.ones((16, 32)), memory_budget=1000,
+                      recompute=False, time_limit_s=1, feed_back=False)
+    assert "recompute=True" in str(err.value).splitlines()[0]
+
+
+def test_jit_missed_budget_warning_gives_the_same_advice():
+    """olla_jax.jit's warning for a missed budget: no donation advice for donated
+    weights, recomputation suggested where it was switched off."""
+    import jax
+
+    def step(w, x):
+        loss, grad = jax.value_and_grad(lambda w: jnp.tanh(x @ w).sum())(w)
+        return w - 0.1 * grad, loss
+
+    f = olla_jax.jit(step, donate_argnums=(0,), memory_budget=3000, recompute=False,
+                     time_limit_s=1, feed_back=False, cache=False)
+    with pytest.warns(olla_jax.PlanWarning, match="memory_budget of 2.9 KiB not met") as got:
+        f(jnp.ones((128, 128)), jnp.ones((16, 128)))
+    text = " ".join(str(w.message) for w in got if "memory_budget" in str(w.message))
+    assert "recompute=True" in text and "donate arguments" not in text, text

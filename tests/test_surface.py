@@ -64,6 +64,8 @@ def test_save_and_load_roundtrip(planned, tmp_path):
     saved = olla_jax.load_plan(path)
     assert saved.figures["planned_temp_bytes"] == planned.planned_temp_bytes
     assert "saved olla_jax plan" in saved.summary()
+    shown = repr(saved)           # counts, not every instruction and offset
+    assert len(shown) < 200 and f"{len(saved.order):,} instructions" in shown, shown
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", olla_jax.PlanWarning)
         again = olla_jax.plan(step, *args(), static_argnums=(2,), saved=saved)

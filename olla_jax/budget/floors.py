@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from olla_jax.graph.model import ScheduleGraph
+from olla_jax.sizes import size_text
 from olla_jax.budget.candidates import Candidate, named_refusals, screen
 from olla_jax.budget.recompute_plan import (
     copy_time, late_part_ok, new_state, operand_intact, step_index)
@@ -85,8 +86,8 @@ class HeldAtPeak:
     by_reason: tuple[tuple[str, int], ...]      # (reason, bytes), most bytes first
 
     def describe(self, top: int = 4) -> str:
-        parts = [f"{b / 2**20:,.2f} MiB {why}" for why, b in self.by_reason[:top]]
-        return (f"arena live bytes peak at {self.node} ({self.arena_live / 2**20:,.2f} MiB): "
+        parts = [f"{size_text(b)} {why}" for why, b in self.by_reason[:top]]
+        return (f"arena live bytes peak at {self.node} ({size_text(self.arena_live)}): "
                 + "; ".join(parts))
 
 
