@@ -15,7 +15,7 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from olla_jax.budget.candidates import _PARKED, screen  # noqa: E402
+from olla_jax.budget.candidates import _PARKED, screen, thunk_kinds_text  # noqa: E402
 from tests.marks import needs_plugin  # noqa: E402
 
 S = jax.ShapeDtypeStruct
@@ -94,3 +94,12 @@ def test_shared_feeders_take_an_operand_with_readers_of_its_own():
     assert not any(c.feeders for c in fed if c.value in {d.value for d in with_shared})
     for c in with_shared:
         assert all(f in by_value for f in c.feeders)   # the operand stays a candidate
+
+
+def test_thunk_kinds_text_names_each_kind_once():
+    # the read-back's kinds end in "_thunk": a reason read "runs
+    # device_to_device_copy_thunk thunk" before
+    assert thunk_kinds_text(["device_to_device_copy_thunk"]) == \
+        "a device_to_device_copy thunk"
+    assert thunk_kinds_text(["kernel", "gemm"]) == "a kernel/gemm thunk"
+    assert thunk_kinds_text([]) == "no thunk"

@@ -174,7 +174,7 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
             continue
         if kinds.get(name, []) not in ([k] for k in (*cpu_rewrite.CLONABLE_KINDS,
                                                      *(("library",) if gpu else ()))):
-            refuse(recs, f"its producer runs {'/'.join(kinds.get(name, [])) or 'no'} thunk, "
+            refuse(recs, f"its producer runs {thunk_kinds_text(kinds.get(name, []))}, "
                          "not one kernel")
             continue
         rec = recs[0]
@@ -483,3 +483,10 @@ def _thunk_kinds(capture):
         nested = any(True for _ in cpu_rewrite._nested_sequences(thunk))
         kinds[name].append("nested" if nested else thunk.kind)
     return kinds, decoded.hlo_module
+
+
+def thunk_kinds_text(kinds: Sequence[str]) -> str:
+    """The thunk kinds an instruction runs, for a reason: ``'a device_to_device_copy
+    thunk'``, ``'no thunk'`` (the read-back's kinds end in ``_thunk`` or not)."""
+    names = "/".join(k.removesuffix("_thunk") for k in kinds)
+    return f"a {names} thunk" if names else "no thunk"
