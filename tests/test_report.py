@@ -219,5 +219,11 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
     built = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None,
                          executable_bytes=b"gpu")
     assert "was not run" in _row(built.summary(), "verified bit-for-bit")
+    # a recomputing plan's floor is the working set: its gap is not called a
+    # gap to the bound (a user read 72.5% as what the plan left on the table)
+    recomputing = _plan_record(recomputed=("fusion.1",), extra_flops=10).summary()
+    assert _row(recomputing, "lower bound (working set)")
+    assert _row(recomputing, "above the working set") == "50.00%"
+    assert not [ln for ln in recomputing.splitlines() if ln.strip().startswith("gap to bound")]
     small = _plan_record(planned_temp_bytes=208 << 10).summary()
     assert _row(small, "olla_jax temp, planned") == "208.0 KiB"
