@@ -11,8 +11,9 @@ the schema embedded in the installed jaxlib (``olla_jax.protos``): fields
 that jaxlib does not know are dropped, so one file serves several versions.
 
 Limits of compile-only: no autotuning (GEMMs get default Triton tiles, convs
-default cuDNN algorithms), cuDNN fused attention cannot be compiled, and CUB
-sorts need ``xla_gpu_deviceless_cub_mode`` (set here by default).
+default cuDNN algorithms), cuDNN fused attention cannot be compiled, and a sort
+that XLA would give to CUB on a GPU stays XLA's own sort unless XLA's deviceless
+table knows its scratch size (``DEVICELESS_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,17 @@ log = logging.getLogger(__name__)
 TARGETS_DIR = Path(__file__).parent / "targets"
 TARGET_PROTO = "stream_executor.GpuTargetConfigProto"
 INSTALL_HINT = "pip install 'olla_jax[gpu]'"
-# Options every compile-only GPU compile gets unless the caller overrides them.
-DEVICELESS_OPTIONS: dict[str, Any] = {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"}
+# Options every compile-only GPU compile gets unless the caller overrides them (those
+# the installed jaxlib does not know are left out).  The CUB mode, read in XLA's
+# sort_rewriter.cc and seen with jaxlib 0.10.2: on a GPU XLA gives a big enough sort to
+# CUB, whose scratch size needs the device; without one WITH_FALLBACK looks the size up
+# in XLA's table, keyed by device name and exact cub_version, and keeps XLA's own sort
+# where there is no entry (a warning at most once a minute, only for such a sort).
+# DISABLED always keeps XLA's sort, and warns twice on every compile, sort or not.
+# The shipped targets carry no cub_version: no entry matches and both modes compile the
+# same program (tests/capture/test_capture_gpu.py); a description that names one may get
+# CUB's sort, as a GPU compile would.  NO_FALLBACK fails on a miss.
+DEVICELESS_OPTIONS: dict[str, Any] = {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_WITH_FALLBACK"}
 LOCAL = "local"  # target name: compile for the GPUs attached to this machine
 # Opt-in options that make XLA:GPU's compile of a big unrolled step cheaper
 # (``plan(..., compiler_options=with_fast_capture(...))``; benchmarks/scale.py
@@ -312,7 +322,7 @@ def compile_for_target(
 
     options = dict(compiler_options or {})
     if target != LOCAL:
-        for key, value in DEVICELESS_OPTIONS.items():
+        for key, value in known_debug_options(DEVICELESS_OPTIONS).items():
             options.setdefault(key, value)
     with _mesh_context(mesh):
         lowered = jitted.lower(*abstract_args)
@@ -331,6 +341,24 @@ def compile_for_target(
                                       num_devices=num_devices, in_shardings=in_shardings,
                                       out_shardings=out_shardings, mesh_axes=mesh_axes)
         raise GpuCaptureError(f"XLA could not compile for GPU target {target!r}: {err}") from err
+
+
+def known_debug_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` less those whose name or enum value the installed jaxlib's
+    ``xla.DebugOptions`` lacks (XLA would refuse the compile)."""
+    try:
+        fields = protos.message_class("xla.DebugOptions").DESCRIPTOR.fields_by_name
+    except protos.SchemaError:
+        return dict(options)
+    known = {}
+    for name, value in options.items():
+        field = fields.get(name)
+        if field is None or (field.enum_type is not None
+                             and value not in field.enum_type.values_by_name):
+            log.info("compile-only GPU option %s=%s unknown to this jaxlib: left out", name, value)
+            continue
+        known[name] = value
+    return known
 
 
 _UNTILED = "Couldn't find output tile sizes"

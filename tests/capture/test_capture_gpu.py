@@ -233,3 +233,51 @@ def test_library_on_cpu_prints_no_traceback(tmp_path):
     assert_ok(proc)
     assert "planned cpu" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+@needs_plugin
+def test_sort_step_plans_without_xla_sort_warnings(tmp_path):
+    # XLA's sort rewriter warned twice per compile-only compile (sort or not) with
+    # xla_gpu_deviceless_cub_mode=DISABLED; a budget search compiles many times.
+    (tmp_path / "user.py").write_text(textwrap.dedent("""
+        import jax, jax.numpy as jnp
+        import olla_jax
+        def step(w, x):
+            def loss(w):
+                h = jnp.tanh(x @ w)
+                top, _ = jax.lax.top_k(h, 4)
+                return jnp.sort(h, axis=-1)[:, :8].sum() + top.sum()
+            return w - 0.1 * jax.grad(loss)(w)
+        p = olla_jax.plan(step, jnp.ones((64, 64)), jnp.ones((32, 64)),
+                          backend="gpu:h100", time_limit_s=1)
+        print("planned", p.backend)
+    """))
+    proc = run_as_user(["user.py"], tmp_path)
+    assert_ok(proc)
+    assert "planned gpu:h100" in proc.stdout
+    assert "sort_rewriter" not in proc.stderr, proc.stderr[-2000:]
+
+
+@needs_plugin
+def test_deviceless_cub_mode_compiles_the_program_disabled_did():
+    # A sort XLA gives to CUB on an H100 (one row of 32768 f32): the shipped target has
+    # no cub_version, so XLA's table has no entry and its own sort stays, as with DISABLED.
+    def f(x):
+        return jnp.sort(x.reshape(-1)), jnp.argsort(x, axis=-1)
+    args = (S((128, 256), jnp.float32),)
+    ours = gpu.compile_for_target(f, args, target="h100")
+    disabled = gpu.compile_for_target(
+        f, args, target="h100",
+        compiler_options={"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"})
+    assert " sort(" in ours.as_text()
+    assert ours.as_text() == disabled.as_text()
+
+
+def test_debug_options_unknown_to_jaxlib_are_left_out():
+    given = {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_WITH_FALLBACK",
+             "xla_no_such_option": True, "xla_gpu_enable_triton_gemm": False}
+    assert gpu.known_debug_options(given) == {
+        "xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_WITH_FALLBACK",
+        "xla_gpu_enable_triton_gemm": False}
+    assert gpu.known_debug_options({"xla_gpu_deviceless_cub_mode": "NO_SUCH_MODE"}) == {}
+    assert gpu.known_debug_options(gpu.DEVICELESS_OPTIONS) == gpu.DEVICELESS_OPTIONS
