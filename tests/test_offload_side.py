@@ -81,3 +81,69 @@ def test_h100_budget_met_by_offloading_with_no_extra_flops():
     assert "host temp" in note and "0 extra FLOPs from offloading" in note
     assert "not run: the copies' time is unknown" in note
     assert got.solve_seconds <= 1.1 * 5
+
+
+def test_to_budget_keeps_offloading_that_meets_the_budget_with_no_flops(monkeypatch):
+    """Ours misses the budget, XLA's remat meets it at 200 extra FLOPs, the
+    offloaded step planned by us meets it with none: offloading is kept, with
+    its host bytes and copies in the notes, XLA's own temp as the reference,
+    the lever's compiles counted as XLA's and its planning as the planner's,
+    within its share of the limit."""
+    import dataclasses
+    import time
+
+    from olla_jax import budget as budget_lib
+    from olla_jax import offload, xla_remat
+    from olla_jax.capture import record
+    from tests.test_gpu_budget import _fake_plan
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def memory(temp):
+        return types.SimpleNamespace(total=temp, temp=temp, argument=0, output=0, alias=0)
+
+    def search(*args, **kwargs):
+        clock[0] += 30.0
+        return [xla_remat.RematPoint(None, memory(1000), 100, None),
+                xla_remat.RematPoint(500, memory(700), 300, None)]
+    monkeypatch.setattr(xla_remat, "search", search)
+    monkeypatch.setattr(record, "serialize_executable", lambda compiled: b"")
+    monkeypatch.setattr(budget_lib, "recompute_to_budget", lambda result, budget, **kw: (
+        _fake_plan(850, solve_seconds=result.solve_seconds + 10.0, extra_flops=0)))
+    lever_budgets = []
+
+    def lever(fn, *args, budget, **kw):
+        clock[0] += 40.0
+        lever_budgets.append(budget)
+        return types.SimpleNamespace(
+            chosen=("a", "b"), fn="offloaded step", temp=820, xla_temp=1000, host_temp=3 * 2**20,
+            transfers=offload.Transfers(2, 2, 5 * 2**20, 5 * 2**20, 4), tried=((2, 820),))
+    monkeypatch.setattr(offload, "offload", lever)
+    asked = []
+
+    def plan_offloaded(fn, limit_s):
+        asked.append((fn, limit_s))
+        return _fake_plan(780, xla_best_temp_bytes=820, xla_default_temp_bytes=820,
+                          solve_seconds=3.0, verify_seconds=1.0, capture_seconds=20.0)
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        executable: object = None
+    result = _fake_plan(950, compiled=Compiled())
+    got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0,
+                               plan_offloaded=plan_offloaded)
+    assert lever_budgets == [800]                       # no arguments or outputs here
+    assert asked == [("offloaded step", 40.0 * gpu_budget.OFFLOAD_SHARE
+                      * gpu_budget.OFFLOAD_PLAN_SHARE)]
+    assert got.engine == "offload+list" and got.extra_flops == 0
+    assert got.runs_total_bytes == 780 and got.xla_best_temp_bytes == 1000
+    assert got.settings["host_temp_bytes"] == 3 * 2**20 and got.settings["to_host_bytes"] == 5 * 2**20
+    note = next(n for n in got.notes if n.startswith("host offloading"))
+    assert "2 value(s) parked" in note and "5.00 MiB copied to host" in note
+    assert "not run: the copies' time is unknown" in note
+    assert "3 sides" in got.notes[-1] and "host offloading: total" in got.notes[-1]
+    assert got.solve_seconds == 2.0 + 10.0 + 3.0
+    assert got.capture_seconds == 5.0 + 30.0 + 40.0 + 20.0
+
+    # not asked for: XLA's remat is kept
+    got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0)
+    assert got.engine == "xla-remat" and got.extra_flops == 200
