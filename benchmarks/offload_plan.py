@@ -13,6 +13,15 @@ steps that offload themselves (``jax.checkpoint`` per block with an offloading
 policy, ``benchmarks/offload_reach.py``), XLA's temp against olla_jax's plan.  Compile-only: the
 rewritten executables are built and decoded again, not run (no GPU here), so
 nothing says how long the copies take.
+
+With ``--budget_fraction=F``, instead: ``olla_jax.plan`` under a memory budget
+of the step's arguments and outputs plus F x XLA's device temp, with its usual
+sides (order and placement, then our recomputation and XLA's
+rematerialization, ``olla_jax.gpu_budget``) and again with ``offload=True``
+(host offloading as one more side), in the same run:
+
+    python -m benchmarks.offload_plan --examples=gpt2:small,vit:small \
+        --budget_fraction=0.6 --time_limit_s=20 --out=benchmarks/results/offload_side
 """
 
 from __future__ import annotations
@@ -91,6 +100,90 @@ def measure(spec: str, target: str, limit: float, max_values: int | None,
     return rows
 
 
+def _budget_plan(fn, args, static, donate, target: str, limit: float, budget: int,
+                 offload: bool) -> dict:
+    import olla_jax
+    t0 = time.perf_counter()
+    met = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            p = olla_jax.plan(fn, *args, backend=target, static_argnums=static,
+                              donate_argnums=donate, time_limit_s=limit, memory_budget=budget,
+                              offload=offload)
+        except olla_jax.BudgetNotMet as err:
+            met, p = False, err.plan
+    return {"xla_temp": p.xla_temp_bytes, "temp": p.runs_temp_bytes, "total": p.runs_total_bytes,
+            "budget": budget, "met": met, "extra_flops": p.extra_flops, "engine": p.engine,
+            "host_temp": p.settings.get("host_temp_bytes"),
+            "to_host_bytes": p.settings.get("to_host_bytes"),
+            "to_device_bytes": p.settings.get("to_device_bytes"),
+            "solve_s": round(p.solve_seconds, 1), "capture_s": round(p.capture_seconds, 1),
+            "verify_s": round(p.verify_seconds, 1), "notes": list(p.notes),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def measure_budget(spec: str, target: str, limit: float, fraction: float) -> list[dict]:
+    """The example's step planned under io + ``fraction`` x XLA's temp, without
+    and with host offloading as a side."""
+    name, _, size = spec.partition(":")
+    st = importlib.import_module(f"examples.{name}").make_step(size or "small")
+    args, static, donate = st.abstract_args(), st.static_argnums, st.donate_argnums
+    from olla_jax.plan import plan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = plan(st.fn, *args, backend=target, static_argnums=static, donate_argnums=donate,
+                    time_limit_s=limit, feed_back=False)
+    io = base.runs_total_bytes - base.runs_temp_bytes
+    budget = io + int(fraction * base.xla_temp_bytes)
+    rows = []
+    for offload in (False, True):
+        route = "plan, budget: our sides" + (" + host offloading (offload=True)" if offload else "")
+        r: dict[str, Any] = {"example": spec, "route": route, "io": io}
+        t0 = time.perf_counter()
+        try:
+            r.update(_budget_plan(st.fn, args, static, donate, target, limit, budget, offload))
+        except Exception as err:  # noqa: BLE001 - the error is the answer
+            r["error"] = traceback.format_exception_only(type(err), err)[-1].strip()[:600]
+        r.setdefault("seconds", round(time.perf_counter() - t0, 1))
+        r["load"] = common.load()
+        rows.append(r)
+        print(f"{spec} | {route}: total {common.mib(r.get('total'))} MiB of budget "
+              f"{common.mib(budget)}, extra FLOPs {r.get('extra_flops')}, {r.get('engine')} "
+              f"{r.get('error', '')[:200]} ({r['seconds']} s, load {r['load']})", flush=True)
+    return rows
+
+
+def render_budget(rows: list[dict], header: list[str]) -> str:
+    lines = list(header)
+    cols = ["example", "route", "XLA device temp MiB", "budget MiB", "total MiB", "met",
+            "device temp MiB", "vs XLA temp", "extra FLOPs", "kept", "host temp MiB",
+            "to host MiB", "back MiB", "planner s", "seconds", "load"]
+    body = []
+    for r in rows:
+        xla = r.get("xla_temp")
+        body.append([r["example"], r["route"], common.mib(xla), common.mib(r.get("budget")),
+                     common.mib(r.get("total")), {True: "yes", False: "no"}.get(r.get("met"), ""),
+                     common.mib(r.get("temp")),
+                     f"{r['temp'] / xla:.3f}" if r.get("temp") is not None and xla else "",
+                     f"{r['extra_flops']:,}" if r.get("extra_flops") is not None else "",
+                     r.get("engine", ""), common.mib(r.get("host_temp")),
+                     common.mib(r.get("to_host_bytes")), common.mib(r.get("to_device_bytes")),
+                     r.get("solve_s", ""), r.get("seconds", ""), r.get("load", "")])
+    lines += common.table(cols, body, right={2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14})
+    lines.append("")
+    lines.append("Budget: the step's arguments and outputs plus the fraction of XLA's device temp; "
+                 "total: device bytes (host temp not counted); planner s: the planner's part, "
+                 "which time_limit_s bounds (XLA's compiles and the builds not in it).")
+    lines.append("")
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"- {r['example']}, {r['route']}: error `{r['error']}`")
+        for note in r.get("notes", ()):
+            lines.append(f"- {r['example']}, {r['route']}: note: {note}")
+    return "\n".join(lines) + "\n"
+
+
 def render(rows: list[dict], header: list[str]) -> str:
     lines = list(header)
     cols = ["example", "route", "XLA device temp MiB", "device temp MiB", "vs XLA",
@@ -137,11 +230,31 @@ def main(argv=None) -> int:
     p.add_argument("--user_routes", type=int, default=1,
                    help="also plan lm_adamw's own offloading steps (jax.checkpoint policies "
                         "of benchmarks/offload_reach.py)")
+    p.add_argument("--budget_fraction", type=float, default=0.0,
+                   help="instead: olla_jax.plan under io + this x XLA's temp, with and without "
+                        "offload=True (0: off)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     common.gpu_environment(args.target)
     load_before = common.load()
     rows = []
+    if args.budget_fraction > 0:
+        for spec in [s for s in args.examples.split(",") if s]:
+            rows += measure_budget(spec, args.target, args.time_limit_s, args.budget_fraction)
+        header = common.header(
+            "Host offloading as a side of a memory budget (olla_jax.plan offload=True)",
+            {"target": f"{args.target} (compile-only: built, not run; the copies' time is "
+                       "unknown)",
+             "budget": f"arguments + outputs + {args.budget_fraction:g} x XLA's device temp",
+             "olla_jax.plan time limit": f"{args.time_limit_s:g} s",
+             "load average (1/5/15 min) at the start and end; per row in the table":
+                 f"{load_before}, {common.load()}"})
+        text = render_budget(rows, header)
+        print(text)
+        if args.out:
+            common.write_results(args.out, {"command": common.command_line(), "rows": rows},
+                                 text)
+        return 0
     for spec in [s for s in args.examples.split(",") if s]:
         rows += measure(spec, args.target, args.time_limit_s,
                         None if args.max_values < 0 else args.max_values, bool(args.user_routes))

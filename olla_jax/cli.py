@@ -104,6 +104,11 @@ _MEMORY_BUDGET = flags.DEFINE_string(
 _RECOMPUTE_COST = flags.DEFINE_enum("recompute_cost", None, ["time", "flops"], "plan: what "
                                     "recomputation minimises with --memory_budget: estimated "
                                     "time (roofline; CPU's default) or extra FLOPs (GPU's).")
+_OFFLOAD = flags.DEFINE_boolean("offload", False, "plan: with --memory_budget on a compile-only "
+                                "GPU target, also try parking the longest-idle values in host "
+                                "memory (olla_jax.offload), then our order and placement; kept "
+                                "only with fewer extra FLOPs than the other sides or where none "
+                                "meets the budget (built, not run: the copies' time is unknown).")
 _DUMP_DIR = flags.DEFINE_string("dump_dir", None, "hlo: folder XLA dumped the module into "
                                 "(*after_optimizations.hlo.pb, *-buffer-assignment-values.txt, "
                                 "*-live-range.txt).")
@@ -355,6 +360,15 @@ def _check_flag_values() -> None:
                          "back from a GPU's memory when --capacity is not given")
     if _MEMORY_BUDGET.value is not None:
         parse_bytes(_MEMORY_BUDGET.value)
+    if _OFFLOAD.value:
+        from olla_jax.capture.base import Backend
+        from olla_jax.plan import check_offload
+        try:
+            check_offload(Backend.parse(_BACKEND.value), _MEMORY_BUDGET.value, True, None)
+        except ValueError as err:
+            raise UsageError("--offload: " + str(err).replace("offload=True", "it")
+                             .replace("memory_budget=...", "--memory_budget")
+                             .replace("backend=", "--backend=")) from None
     _capacity()
     _reserve()
 
@@ -391,7 +405,7 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
                                  donate_argnames=tuple(donate_argnames), engine=_ENGINE.value,
                                  feed_back=not _NO_FEED_BACK.value, seed=_SEED.value,
                                  progress=status.callback, memory_budget=budget,
-                                 recompute_cost=_RECOMPUTE_COST.value)
+                                 recompute_cost=_RECOMPUTE_COST.value, offload=_OFFLOAD.value)
         except olla_jax.BudgetNotMet as err:
             if err.plan is None:
                 raise

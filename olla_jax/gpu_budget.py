@@ -12,8 +12,14 @@ Three ways to trade compute for memory are tried on the same plan:
   its limit and planned by our order and placement (``remat_planned``): XLA's
   FLOPs, at most its memory.
 
-The one kept: among those that meet the budget, the fewest extra FLOPs; when
-none does, the least memory.  The others' figures stay in the notes.
+Asked for (``offload=True``), a fourth: the longest-idle values parked in
+host memory (``olla_jax.offload``), the offloaded step then ordered and placed
+by us, and recomputed by us on top where still over the budget
+(``offload_side``).  Opt-in: nothing here measures the copies' time (no GPU).
+
+The one kept: among those that meet the budget, the fewest extra FLOPs (the
+offloading side loses ties: its copies' time is unknown); when none does, the
+least memory.  The others' figures stay in the notes.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class Side:
     """One way of meeting the budget, as a Plan, with how it is described."""
     name: str
     plan: Any   # olla_jax.result.Plan
+    moves_to_host: bool = False   # host offloading: copies whose time nothing measures
 
 
 def _figures(side: Side) -> str:
@@ -39,11 +46,14 @@ def _figures(side: Side) -> str:
 
 
 def choose(sides: Sequence[Side], budget: int) -> Side:
-    """Fewest extra FLOPs among the sides within ``budget``, else the least memory."""
+    """Fewest extra FLOPs among the sides within ``budget``, else the least
+    memory; on a tie, a side that moves nothing to host."""
     fitting = [s for s in sides if s.plan.runs_total_bytes <= budget]
     if fitting:
-        return min(fitting, key=lambda s: (s.plan.extra_flops, s.plan.runs_total_bytes))
-    return min(sides, key=lambda s: (s.plan.runs_total_bytes, s.plan.extra_flops))
+        return min(fitting, key=lambda s: (s.plan.extra_flops, s.moves_to_host,
+                                           s.plan.runs_total_bytes))
+    return min(sides, key=lambda s: (s.plan.runs_total_bytes, s.plan.extra_flops,
+                                     s.moves_to_host))
 
 
 # What checking, rewriting, building and reading back a recomputing GPU
@@ -72,17 +82,27 @@ def search_limit_s(result, time_limit_s: float) -> float:
 def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: Sequence[int] = (),
               donate_argnums: Sequence[int] = (), compiler_options=None,
               time_limit_s: float = 30.0, recompute_cost: str = "time",
-              plan_on: Callable[[str, float], Any] | None = None):
+              plan_on: Callable[[str, float], Any] | None = None,
+              plan_offloaded: Callable[[Callable, float], Any] | None = None):
     """``result`` (a Plan over ``budget`` on a compile-only GPU target) with
     the best of our recomputation (its search costing copies by
     ``recompute_cost``, ``budget.candidates.copy_cost``), XLA's
     rematerialization, and, given ``plan_on`` (a target file's path and a
     time limit to a Plan of the same step on that target), XLA's
     rematerialized program under our order and placement (``remat_planned``).
-    XLA's compiles count as ``capture_seconds``; ours and the planning of
-    XLA's programs share ``time_limit_s``."""
+    Given ``plan_offloaded`` (a step with the same arguments and a time limit
+    to its Plan), host offloading too (``offload_side``, ``OFFLOAD_SHARE`` of
+    the time).  XLA's compiles count as ``capture_seconds``; ours and the
+    planning of XLA's or the offloaded programs share ``time_limit_s``."""
     from olla_jax import budget as budget_lib
     from olla_jax.budget import feed_back
+    offloaded, off_seconds, off_note = None, {}, ""
+    if plan_offloaded is not None:
+        offloaded, off_seconds, off_note = offload_side(
+            result, budget, fn, args, plan_offloaded, static_argnums=static_argnums,
+            donate_argnums=donate_argnums, compiler_options=compiler_options,
+            time_limit_s=time_limit_s * OFFLOAD_SHARE, recompute_cost=recompute_cost)
+        time_limit_s -= off_seconds.get("solve", 0.0) + off_seconds.get("verify", 0.0)
     points, xla = feed_back.xla_remat_points(result, budget, fn, args,
                                              static_argnums=static_argnums,
                                              donate_argnums=donate_argnums,
@@ -103,6 +123,8 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
                                if candidates else (None, {}, ""))
     if planned is not None:
         sides.append(planned)
+    if offloaded is not None:
+        sides.append(offloaded)
     kept = choose(sides, budget)
     others = [s for s in sides if s is not kept]
     text = (f"budget {budget / 2**20:,.2f} MiB side by side ({len(sides)} sides): "
@@ -113,9 +135,12 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     # every second of every side is reported: XLA's compiles (its remat
     # search's, and those planned again) with XLA's compiles, our searches
     # and order/placement with the planner's, our builds with verification
-    solve = ours.solve_seconds + seconds.get("solve", 0.0)
-    verify = ours.verify_seconds + seconds.get("verify", 0.0)
-    capture = xla.capture_seconds + seconds.get("capture", 0.0)
+    solve = ours.solve_seconds + seconds.get("solve", 0.0) + off_seconds.get("solve", 0.0)
+    verify = ours.verify_seconds + seconds.get("verify", 0.0) + off_seconds.get("verify", 0.0)
+    capture = (xla.capture_seconds + seconds.get("capture", 0.0)
+               + off_seconds.get("capture", 0.0))
+    if off_note:
+        extra += (off_note,)
     if tries and planned is None:
         extra += (f"XLA's rematerialized programs planned by us: none below XLA's temp there "
                   f"({tries})",)
@@ -228,6 +253,97 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
         settings={**got.settings, "time_limit_s": result.settings.get("time_limit_s",
                                                                      time_limit_s)})
     return Side("XLA's rematerialization planned by us", plan), seconds, tries
+
+
+# --- host offloading as a side ------------------------------------------------
+
+# The share of the stage's time limit the offloading side gets (the offloaded
+# step's order and placement, then our recomputation on top), when asked for.
+OFFLOAD_SHARE = 0.4
+# Of that share, what the order and placement of the offloaded step may take
+# when recomputation may follow (the rest: the recomputation search).
+OFFLOAD_PLAN_SHARE = 0.5
+
+
+def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
+                 *, static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+                 compiler_options=None, time_limit_s: float = 10.0,
+                 recompute_cost: str = "flops") -> tuple[Side | None, dict, str]:
+    """Host offloading as a side of ``budget``: the values ``olla_jax.offload``
+    parks (the top 1, 2, 4, ... of its candidates until XLA's device temp meets
+    the budget's temp share, else the least device temp), the offloaded step
+    ordered and placed by ``plan_offloaded`` (the normal pipeline), and our
+    recomputation on top when still over ``budget`` and time is left.  The
+    Side, or None (the reason in the note), with the seconds spent (``solve``,
+    ``verify``, ``capture``: the offload lever's compiles).  Its host
+    allocation and copies are reported, not counted in the device total."""
+    from olla_jax import budget as budget_lib
+    from olla_jax import offload
+    mib = 2 ** 20
+    seconds = dict(solve=0.0, verify=0.0, capture=0.0)
+    io = result.runs_total_bytes - result.runs_temp_bytes
+    if budget - io <= 0:
+        return None, seconds, (f"host offloading not tried: arguments and outputs alone "
+                               f"({io / mib:,.2f} MiB) exceed the budget")
+    start = time.monotonic()
+    try:
+        lever = offload.offload(fn, *args, backend=result.backend, budget=budget - io,
+                                static_argnums=static_argnums, donate_argnums=donate_argnums,
+                                compiler_options=compiler_options)
+    except offload.OffloadError as err:
+        return None, seconds, f"host offloading not tried: {err}"
+    finally:
+        seconds["capture"] += time.monotonic() - start
+    if not lever.chosen:
+        return None, seconds, (f"host offloading: no set of parked values lowered XLA's device "
+                               f"temp ({lever.xla_temp / mib:,.2f} MiB; tried "
+                               f"{list(lever.tried)})")
+    got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE)
+    seconds["solve"] += got.solve_seconds
+    seconds["verify"] += got.verify_seconds
+    seconds["capture"] += got.capture_seconds
+    if got.source != "olla_jax":
+        # XLA's own plan of the offloaded step (its temp read from memory_analysis)
+        got = dataclasses.replace(got, achieved_temp_bytes=got.xla_best_temp_bytes)
+    how = "ordered and placed by us" if got.source == "olla_jax" else "XLA's order and placement"
+    left = time_limit_s - seconds["solve"] - seconds["verify"]
+    if got.runs_total_bytes > budget and got.graph is not None:
+        if left >= REMAT_MIN_S:
+            try:
+                more = budget_lib.recompute_to_budget(
+                    got, budget, measure_time=False, recompute_cost=recompute_cost,
+                    time_limit_s=search_limit_s(got, left))
+            except Exception as err:  # noqa: BLE001 - the side without recomputation stays
+                how += f" (our recomputation on top failed: {type(err).__name__}: {err})"
+            else:
+                seconds["solve"] += more.solve_seconds - got.solve_seconds
+                seconds["verify"] += more.verify_seconds - got.verify_seconds
+                if more.runs_total_bytes < got.runs_total_bytes:
+                    got, how = more, how + ", then recomputed by us"
+                else:
+                    how += " (our recomputation on top did not lower it)"
+        else:
+            how += f" (no recomputation on top: {max(left, 0):.1f} s left)"
+    t = lever.transfers
+    text = (f"host offloading (olla_jax.offload: {len(lever.chosen)} value(s) parked), {how}: "
+            f"device temp {got.runs_temp_bytes / mib:,.2f} MiB against XLA's "
+            f"{result.xla_best_temp_bytes / mib:,.2f} for the step as given "
+            f"(XLA's offloaded step: {lever.temp / mib:,.2f}); host temp "
+            f"{lever.host_temp / mib:,.2f} MiB (not in the device total); "
+            f"{t.to_host_bytes / mib:,.2f} MiB copied to host in {t.to_host} cop(ies), "
+            f"{t.to_device_bytes / mib:,.2f} MiB back in {t.to_device}; 0 extra FLOPs from "
+            f"offloading, {got.extra_flops:,} from recomputation; not run: the copies' time is "
+            "unknown (no GPU here)")
+    plan = dataclasses.replace(
+        got, backend=result.backend, xla_default_temp_bytes=result.xla_default_temp_bytes,
+        xla_best_temp_bytes=result.xla_best_temp_bytes, xla_scheduler=result.xla_scheduler,
+        xla_compiled=result.xla_compiled, lower_bound_bytes=0,
+        engine=f"offload+{got.engine}", notes=got.notes + (text,),
+        settings={**got.settings, "time_limit_s": result.settings.get("time_limit_s",
+                                                                     time_limit_s),
+                  "offloaded_values": len(lever.chosen), "host_temp_bytes": lever.host_temp,
+                  "to_host_bytes": t.to_host_bytes, "to_device_bytes": t.to_device_bytes})
+    return Side("host offloading", plan, moves_to_host=True), seconds, ""
 
 
 # --- the issue's terms: ours against one point of XLA's rematerialization -----

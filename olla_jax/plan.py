@@ -174,7 +174,8 @@ def _is_number(x) -> bool:
 
 def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
-                  memory_budget=None, recompute=True, recompute_cost=None) -> None:
+                  memory_budget=None, recompute=True, recompute_cost=None,
+                  offload=False) -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
@@ -206,7 +207,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                          "only loaded once its executable matched XLA's on at least two random "
                          "input sets; to skip verification, pass feed_back=False (the plan is "
                          "then not applied)")
-    for name, value in (("feed_back", feed_back), ("recompute", recompute)):
+    for name, value in (("feed_back", feed_back), ("recompute", recompute), ("offload", offload)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -216,6 +217,28 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                         f"{type(saved).__name__}")
     if memory_budget is not None:
         parse_size(memory_budget, "memory_budget")
+    if offload:
+        check_offload(Backend.parse(backend), memory_budget, recompute, saved)
+
+
+def check_offload(backend: Backend, memory_budget, recompute, saved) -> None:
+    """``offload=True``: a side of a memory budget on a compile-only GPU target."""
+    if backend.kind != "gpu":
+        raise ValueError(f"offload=True parks values in host memory, which backend "
+                         f"{backend.name!r} cannot: jax drops memory kinds there (XLA:CPU lowers "
+                         "no host transfer, benchmarks/results/offload_reach.md); plan for a "
+                         "compile-only GPU target such as backend='gpu:h100', or leave offload off")
+    if not backend.compile_only:
+        raise ValueError("offload=True is built for compile-only GPU targets such as "
+                         "backend='gpu:h100' (nothing measures the copies' time on this machine's "
+                         "GPU yet); leave offload off here")
+    if memory_budget is None:
+        raise ValueError("offload=True is a side of a memory budget: pass memory_budget=... "
+                         "(or park values yourself with olla_jax.offload.offload and plan its "
+                         "OffloadResult.fn)")
+    if not recompute or saved is not None:
+        raise ValueError("offload=True is tried beside recomputation: it needs recompute=True "
+                         "and no saved plan (a saved plan is applied, not searched)")
 
 
 def _check_local_gpu(backend: Backend) -> None:
@@ -242,7 +265,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          recompute_cost: str | None = None, num_devices: int = 1, in_shardings: Any = None,
          out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
-         collective_overlap: str | float = "keep", progress=None, **unknown) -> Plan:
+         collective_overlap: str | float = "keep", offload: bool = False, progress=None,
+         **unknown) -> Plan:
     """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
@@ -267,7 +291,12 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     GPU target by the same copies in the GPU executable (built, not run) or
     XLA's own rematerialization under a searched memory limit
     (``olla_jax.xla_remat``), whichever meets it with fewer extra FLOPs
-    (``olla_jax.gpu_budget``).  A budget that cannot be met raises
+    (``olla_jax.gpu_budget``).  ``offload=True`` (compile-only GPU targets,
+    with a budget) adds host offloading as one more side: the longest-idle
+    values parked in host memory (``olla_jax.offload``), then our order and
+    placement (and recomputation on top); kept only where it meets the budget
+    with fewer extra FLOPs than the others, or where none does (built, not
+    run: the copies' time is unknown).  A budget that cannot be met raises
     ``BudgetNotMet`` with the least memory reached.  ``time_limit_s`` bounds
     the planner's part of the whole call (``Plan.solve_seconds``, summed over
     the stages): with a budget, the first order and placement gets
@@ -318,7 +347,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     check_options(fn, kwargs=kwargs, backend=backend, time_limit_s=time_limit_s,
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
-                  recompute=recompute, recompute_cost=recompute_cost)
+                  recompute=recompute, recompute_cost=recompute_cost, offload=offload)
     if memory_budget is not None:
         memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
     report = Reporter(progress, time_limit_s)
@@ -329,6 +358,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             raise ValueError(f"num_devices must be a positive int, got {num_devices!r}")
         spmd = dict(num_devices=num_devices, in_shardings=in_shardings,
                     out_shardings=out_shardings, mesh_axes=mesh_axes)
+        if offload:
+            raise ValueError("offload=True is for single-device steps: a sharded step "
+                             "(num_devices, in_shardings, out_shardings, mesh_axes) is not "
+                             "offloaded")
     target = Backend.parse(backend)
     from olla_jax.budget.candidates import default_cost
     recompute_cost = default_cost(recompute_cost, target)     # "flops" on GPU targets
@@ -425,11 +458,19 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                 """The same step planned for the device description at ``path``."""
                 return _plan(step, collective_overlap=collective_overlap, **dict(
                     options, backend=Backend.parse(f"gpu:{path}"), time_limit_s=limit_s))
+
+            def plan_offloaded(fn_off: Callable, limit_s: float) -> Plan:
+                """``fn_off`` (the step with values parked in host memory) planned."""
+                off = _step(fn_off, step.args, {}, target, step.static_argnums,
+                            step.donate_argnums, spmd)
+                return _plan(off, collective_overlap=collective_overlap,
+                             **dict(options, time_limit_s=limit_s))
             result = gpu_budget.to_budget(
                 result, int(memory_budget), step.fn, step.args,
                 static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                 compiler_options=compiler_options, time_limit_s=limit,
-                recompute_cost=recompute_cost, plan_on=plan_on)
+                recompute_cost=recompute_cost, plan_on=plan_on,
+                plan_offloaded=plan_offloaded if offload else None)
         else:
             result = budget.recompute_to_budget(result, int(memory_budget),
                                                 args=step.entry.verify_args,

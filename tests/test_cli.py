@@ -46,6 +46,8 @@ BATCH = ("batch", "--example=remat", "--size=tiny", "--capacity=16MiB")
     (("plan", *TINY, "--time_limit_s=nan"), "--time_limit_s=nan"),
     (("plan", *TINY, "--engine=fast"), "--engine='fast'"),
     (("plan", *TINY, "--memory_budget=0"), "--memory_budget='0'"),
+    (("plan", *TINY, "--offload", "--memory_budget=1MiB"), "jax drops memory kinds"),
+    (("plan", *TINY, "--backend=gpu:h100", "--offload"), "--memory_budget"),
     ((*BATCH, "--modes=xla,bogus"), "--modes="),
     ((*BATCH, "--min_batch=4", "--max_batch=2"), "--max_batch=2"),
     ((*BATCH, "--reserve_bytes=1"), "not both"),

@@ -1,0 +1,149 @@
+"""Host offloading as a side of a memory budget (``olla_jax.plan(...,
+offload=True)``): refused with the reason where it cannot work, kept only
+where it meets the budget with fewer extra FLOPs or where no side meets it,
+its host bytes and copies in the notes (compile-only H100)."""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+import olla_jax  # noqa: E402
+from olla_jax import gpu_budget  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
+
+S = jax.ShapeDtypeStruct
+ARGS = (S((1024, 512), jnp.float32), S((512, 512), jnp.float32), S((512, 2048), jnp.float32))
+
+
+def park_across(x, w, u):
+    """``h`` (a matmul's output, 2 MiB) idle across three wide blocks, read by
+    the last matmul: parking it lowers the peak in the middle."""
+    h = x @ w
+    y = jnp.tanh(h)
+    for _ in range(3):
+        y = jnp.tanh(jnp.tanh(y @ u) @ u.T)
+    return (y @ h.T).sum()
+
+
+def test_cpu_refuses_offload_saying_jax_drops_memory_kinds():
+    with pytest.raises(ValueError, match="jax drops memory kinds"):
+        olla_jax.plan(park_across, *ARGS, backend="cpu", memory_budget="1MiB", offload=True)
+
+
+@pytest.mark.parametrize("options, says", [
+    (dict(), "side of a memory budget"),
+    (dict(memory_budget="1MiB", recompute=False), "recompute=True"),
+    (dict(memory_budget="1MiB", offload=1), "True or False"),
+    (dict(memory_budget="1MiB", num_devices=2), "single-device")])
+def test_offload_options_are_checked_before_compiling(options, says):
+    with pytest.raises((ValueError, TypeError), match=says):
+        olla_jax.plan(park_across, *ARGS, backend="gpu:h100", **{"offload": True, **options})
+
+
+def _side(name, total, flops, host=False):
+    plan = types.SimpleNamespace(runs_total_bytes=total, extra_flops=flops)
+    return gpu_budget.Side(name, plan, moves_to_host=host)
+
+
+def test_offloading_is_kept_only_with_fewer_flops_or_where_nothing_else_fits():
+    ours, off = _side("ours", 90, 5), _side("offload", 80, 0, host=True)
+    assert gpu_budget.choose([ours, off], 100) is off            # fewer extra FLOPs
+    free = _side("order", 95, 0)
+    assert gpu_budget.choose([free, off], 100) is free           # a tie: no copies wins
+    over = _side("ours", 120, 5)
+    assert gpu_budget.choose([over, off], 100) is off            # the only one that fits
+    assert gpu_budget.choose([over, _side("offload", 130, 0, True)], 100) is over
+
+
+@needs_plugin
+@pytest.mark.slow   # 15-30 s on 2 shared cores: XLA's remat search and the offload lever compile ~15 times
+def test_h100_budget_met_by_offloading_with_no_extra_flops():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(park_across, *ARGS, backend="gpu:h100", time_limit_s=5,
+                             feed_back=False)
+        io = base.runs_total_bytes - base.runs_temp_bytes
+        # order and placement alone reach 18 MiB; recomputation meets it with
+        # extra FLOPs (16 MiB), offloading with none (16 MiB and a few KiB)
+        budget = io + base.xla_temp_bytes * 33 // 40
+        got = olla_jax.plan(park_across, *ARGS, backend="gpu:h100", time_limit_s=5,
+                            memory_budget=budget, offload=True)
+    assert got.runs_total_bytes <= budget and got.extra_flops == 0
+    assert got.engine.startswith("offload+")
+    assert got.settings["host_temp_bytes"] > 0 and got.settings["to_host_bytes"] > 0
+    note = next(n for n in got.notes if n.startswith("host offloading"))
+    assert "host temp" in note and "0 extra FLOPs from offloading" in note
+    assert "not run: the copies' time is unknown" in note
+    assert got.solve_seconds <= 1.1 * 5
+
+
+def test_to_budget_keeps_offloading_that_meets_the_budget_with_no_flops(monkeypatch):
+    """Ours misses the budget, XLA's remat meets it at 200 extra FLOPs, the
+    offloaded step planned by us meets it with none: offloading is kept, with
+    its host bytes and copies in the notes, XLA's own temp as the reference,
+    the lever's compiles counted as XLA's and its planning as the planner's,
+    within its share of the limit."""
+    import dataclasses
+    import time
+
+    from olla_jax import budget as budget_lib
+    from olla_jax import offload, xla_remat
+    from olla_jax.capture import record
+    from tests.test_gpu_budget import _fake_plan
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def memory(temp):
+        return types.SimpleNamespace(total=temp, temp=temp, argument=0, output=0, alias=0)
+
+    def search(*args, **kwargs):
+        clock[0] += 30.0
+        return [xla_remat.RematPoint(None, memory(1000), 100, None),
+                xla_remat.RematPoint(500, memory(700), 300, None)]
+    monkeypatch.setattr(xla_remat, "search", search)
+    monkeypatch.setattr(record, "serialize_executable", lambda compiled: b"")
+    monkeypatch.setattr(budget_lib, "recompute_to_budget", lambda result, budget, **kw: (
+        _fake_plan(850, solve_seconds=result.solve_seconds + 10.0, extra_flops=0)))
+    lever_budgets = []
+
+    def lever(fn, *args, budget, **kw):
+        clock[0] += 40.0
+        lever_budgets.append(budget)
+        return types.SimpleNamespace(
+            chosen=("a", "b"), fn="offloaded step", temp=820, xla_temp=1000, host_temp=3 * 2**20,
+            transfers=offload.Transfers(2, 2, 5 * 2**20, 5 * 2**20, 4), tried=((2, 820),))
+    monkeypatch.setattr(offload, "offload", lever)
+    asked = []
+
+    def plan_offloaded(fn, limit_s):
+        asked.append((fn, limit_s))
+        return _fake_plan(780, xla_best_temp_bytes=820, xla_default_temp_bytes=820,
+                          solve_seconds=3.0, verify_seconds=1.0, capture_seconds=20.0)
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        executable: object = None
+    result = _fake_plan(950, compiled=Compiled())
+    got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0,
+                               plan_offloaded=plan_offloaded)
+    assert lever_budgets == [800]                       # no arguments or outputs here
+    assert asked == [("offloaded step", 40.0 * gpu_budget.OFFLOAD_SHARE
+                      * gpu_budget.OFFLOAD_PLAN_SHARE)]
+    assert got.engine == "offload+list" and got.extra_flops == 0
+    assert got.runs_total_bytes == 780 and got.xla_best_temp_bytes == 1000
+    assert got.settings["host_temp_bytes"] == 3 * 2**20 and got.settings["to_host_bytes"] == 5 * 2**20
+    note = next(n for n in got.notes if n.startswith("host offloading"))
+    assert "2 value(s) parked" in note and "5.00 MiB copied to host" in note
+    assert "not run: the copies' time is unknown" in note
+    assert "3 sides" in got.notes[-1] and "host offloading: total" in got.notes[-1]
+    assert got.solve_seconds == 2.0 + 10.0 + 3.0
+    assert got.capture_seconds == 5.0 + 30.0 + 40.0 + 20.0
+
+    # not asked for: XLA's remat is kept
+    got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0)
+    assert got.engine == "xla-remat" and got.extra_flops == 200
