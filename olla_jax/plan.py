@@ -480,7 +480,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                                                 recompute_cost=recompute_cost)
         if result.runs_total_bytes <= memory_budget:
             return result
-    raise _budget_error(result, int(memory_budget), recompute)
+    raise _budget_error(result, int(memory_budget), recompute, offload=offload)
 
 
 def _claimable(bound: int, plan_bytes: int) -> int:
@@ -507,14 +507,16 @@ def budget_advice(result: "Plan", budget: int, recompute: bool = True) -> str:
     return ", ".join(ways)
 
 
-def _budget_error(result: "Plan", budget: int, recompute: bool) -> BudgetNotMet:
+def _budget_error(result: "Plan", budget: int, recompute: bool,
+                  offload: bool = False) -> BudgetNotMet:
     from olla_jax import report
     try:
         breakdown = report.peak_breakdown_text(result)
     except Exception:  # noqa: BLE001 - the answer matters more than its detail
         breakdown = ""
     least = result.runs_total_bytes
-    how = "order, placement and recomputation" if recompute else "order and placement"
+    how = ("order, placement, recomputation and host offloading" if recompute and offload else
+           "order, placement and recomputation" if recompute else "order and placement")
     # ``least`` is what the search reached, not a floor (the floor follows)
     size = size_text
     message = (f"the best plan found needs {size(least)} with {how} "

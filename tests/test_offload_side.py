@@ -147,3 +147,12 @@ def test_to_budget_keeps_offloading_that_meets_the_budget_with_no_flops(monkeypa
     # not asked for: XLA's remat is kept
     got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0)
     assert got.engine == "xla-remat" and got.extra_flops == 200
+
+
+def test_a_missed_budget_says_host_offloading_was_tried_too():
+    import importlib
+    from tests.small_steps import FakePlan
+    plan_lib = importlib.import_module("olla_jax.plan")   # olla_jax.plan is also the function
+    tried = str(plan_lib._budget_error(FakePlan(3000, {}), 1000, True, offload=True))
+    assert "with order, placement, recomputation and host offloading" in tried
+    assert "host offloading" not in str(plan_lib._budget_error(FakePlan(3000, {}), 1000, True))
