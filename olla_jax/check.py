@@ -12,10 +12,11 @@ XLA put them, alignment, and every value inside its allocation.
 What the executable owns is never a destination, whatever its occupants'
 lifetimes: a constant allocation (its bytes are initialised once, when the
 executable loads, so a write corrupts every later call), a tuple table (the
-runtime writes its index table), a thread-local allocation (no real buffer:
-kernels keep those values on their own stacks) and an entry parameter that is
-not donated (the caller's bytes).  Only allocations that are neither these nor
-possibly live out may change size.  Every byte of a destination is checked
+runtime writes its index table; on XLA:GPU only where a thunk of the
+executable touches one, as the caller finds and says), a thread-local
+allocation (no real buffer: kernels keep those values on their own stacks)
+and an entry parameter that is not donated (the caller's bytes).  Only
+allocations that are neither these nor possibly live out may change size.  Every byte of a destination is checked
 against every occupant for its whole life: constants are live for the whole
 program, and a logical buffer the values dump does not describe is too.
 """
