@@ -63,9 +63,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if not (backend.kind == "cpu" or backend.compile_only) or cap.executable is None:
         return note(result, f"recomputation is applied only on CPU executables and built for "
                             f"compile-only GPU targets (this step is for {result.backend})")
-    temp = graph.temp_allocation
-    if temp < 0 or (graph.allocations[temp].is_tuple
-                    and temp not in checked.unheld_tuple_flags(cap)):
+    if graph.temp_allocation < 0 or graph.allocations[graph.temp_allocation].is_tuple:
         return note(result, "XLA's temp allocation cannot be resized here: recomputation not tried")
     t0 = time.monotonic()
     fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
