@@ -27,11 +27,15 @@ def candidate_plan(layout) -> check.CandidatePlan:
 
 def unheld_tuple_flags(cap) -> frozenset[int]:
     """The tuple-table flags of ``cap``'s XLA:GPU executable that none of its
-    thunks bears out (``olla_jax.apply.tuple_tables``); none on other backends."""
+    thunks bears out (``olla_jax.apply.tuple_tables``); none on other backends
+    or where the executable cannot be read (then every flag is honoured)."""
     if not cap.backend.startswith("gpu") or cap.executable is None:
         return frozenset()
-    from olla_jax.apply import tuple_tables
-    return tuple_tables.unheld_tuple_flags_of(cap.executable)
+    from olla_jax.apply import gpu_executable, tuple_tables
+    try:
+        return tuple_tables.unheld_tuple_flags_of(cap.executable)
+    except gpu_executable.GpuLayoutError:
+        return frozenset()
 
 
 def rejection(cap, layout, *, alignment: int) -> str | None:

@@ -111,3 +111,9 @@ def test_the_rewrite_resizes_an_arena_only_while_its_tuple_flag_is_unheld(cap):
     arg.buffer_allocation_index, arg.offset = arena, offset
     with pytest.raises(RewriteError, match="tuple table"):
         gpu_rewrite.rewrite(gpu_executable.encode(decoded), edit)
+
+
+def test_an_unreadable_gpu_executable_leaves_every_flag_honoured():
+    class Cap:
+        backend, executable = "gpu:h100", b"not an executable"
+    assert checked.unheld_tuple_flags(Cap()) == frozenset()
