@@ -12,10 +12,11 @@ XLA put them, alignment, and every value inside its allocation.
 What the executable owns is never a destination, whatever its occupants'
 lifetimes: a constant allocation (its bytes are initialised once, when the
 executable loads, so a write corrupts every later call), a tuple table (the
-runtime writes its index table), a thread-local allocation (no real buffer:
-kernels keep those values on their own stacks) and an entry parameter that is
-not donated (the caller's bytes).  Only allocations that are neither these nor
-possibly live out may change size.  Every byte of a destination is checked
+runtime writes its index table; on XLA:GPU only where a thunk of the
+executable touches one, as the caller finds and says), a thread-local
+allocation (no real buffer: kernels keep those values on their own stacks)
+and an entry parameter that is not donated (the caller's bytes).  Only
+allocations that are neither these nor possibly live out may change size.  Every byte of a destination is checked
 against every occupant for its whole life: constants are live for the whole
 program, and a logical buffer the values dump does not describe is too.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from olla_jax import dumps
 from olla_jax.errors import OllaJaxError
@@ -72,8 +73,13 @@ class CheckReport:
 
 
 def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: CandidatePlan,
-               alignment: int = 64) -> CheckReport:
-    """Raise PlanRejected unless ``plan`` is safe; return what was checked."""
+               alignment: int = 64, unheld_tuple_flags: Collection[int] = ()) -> CheckReport:
+    """Raise PlanRejected unless ``plan`` is safe; return what was checked.
+
+    ``unheld_tuple_flags``: allocations XLA flags as tuple tables whose tables
+    the executable's code never touches (XLA:GPU; found from the executable,
+    ``olla_jax.apply.tuple_tables``): judged as plain temp allocations.  Every
+    other flag is honoured (XLA:CPU's runtime writes its tuple tables)."""
     proto = dumps.parse_hlo_proto(hlo_proto)
     records = dumps.parse_values(values_text)
     xla = dumps.parse_live_ranges(live_range_text)
@@ -188,8 +194,10 @@ def check_plan(hlo_proto: bytes, values_text: str, live_range_text: str, plan: C
 
     # 3. Live intervals, derived from definitions, positions and uses.
     placements = {}
-    allocs_by_index = {x.index: x for x in proto.buffer_assignment.buffer_allocations}
-    for a in proto.buffer_assignment.buffer_allocations:
+    allocations = [_without_tuple_flag(a) if a.index in unheld_tuple_flags else a
+                   for a in proto.buffer_assignment.buffer_allocations]
+    allocs_by_index = {x.index: x for x in allocations}
+    for a in allocations:
         for assigned in a.assigned:
             placements[assigned.logical_buffer_id] = (a.index, assigned.offset, assigned.size, a)
     _check_sizes(plan, allocs_by_index)
@@ -887,6 +895,14 @@ def _hold_copy_operands(entry, instr_by_id, records, intervals, flat) -> None:
             if not p.index and done in flat:
                 s0, e0 = intervals[rec.id]
                 intervals[rec.id] = (s0, max(e0, flat[done]))
+
+
+def _without_tuple_flag(alloc):
+    """A copy of allocation ``alloc`` not flagged as a tuple table."""
+    copy = type(alloc)()
+    copy.CopyFrom(alloc)
+    copy.is_tuple = False
+    return copy
 
 
 def _fixed_kind(alloc) -> str:

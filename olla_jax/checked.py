@@ -25,11 +25,25 @@ def candidate_plan(layout) -> check.CandidatePlan:
                          for r in layout.recomputes))
 
 
+def unheld_tuple_flags(cap) -> frozenset[int]:
+    """The tuple-table flags of ``cap``'s XLA:GPU executable that none of its
+    thunks bears out (``olla_jax.apply.tuple_tables``); none on other backends
+    or where the executable cannot be read (then every flag is honoured)."""
+    if not cap.backend.startswith("gpu") or cap.executable is None:
+        return frozenset()
+    from olla_jax.apply import gpu_executable, tuple_tables
+    try:
+        return tuple_tables.unheld_tuple_flags_of(cap.executable)
+    except gpu_executable.GpuLayoutError:
+        return frozenset()
+
+
 def rejection(cap, layout, *, alignment: int) -> str | None:
     """Why the independent checker rejects ``layout`` for ``cap``'s module, or None."""
     try:
         check.check_plan(cap.hlo_proto, cap.values_text, cap.live_range_text,
-                         candidate_plan(layout), alignment=alignment)
+                         candidate_plan(layout), alignment=alignment,
+                         unheld_tuple_flags=unheld_tuple_flags(cap))
     except check.PlanRejected as err:
         return str(err)
     return None

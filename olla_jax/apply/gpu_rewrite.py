@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from olla_jax.apply import gpu_executable
+from olla_jax.apply import gpu_executable, tuple_tables
 from olla_jax.apply.edits import (  # noqa: F401 - entry_order re-exported
     ExecutableEdit, RewriteError, body_running, body_slot, check_covered, check_move, check_order, clone_slot,
     edited_sizes,
@@ -84,6 +84,10 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
             for a, b in zip(runtime, allocations)):
         raise RewriteError("the runtime allocations differ from the buffer assignment's: "
                            "this executable's layout is not the one this rewrite knows")
+    # a tuple-table flag no thunk bears out does not fix the allocation (tuple_tables)
+    unheld = tuple_tables.unheld_tuple_flags(decoded)
+    allocations = [tuple_tables.without_tuple_flag(a) if a.index in unheld else a
+                   for a in allocations]
     sizes = edited_sizes(allocations, edit.allocation_sizes, ALIGNMENT)
 
     owner = _entry_owners(decoded)
