@@ -278,3 +278,17 @@ def evaluations(problem):
         except ValueError:
             continue
         yield picks, peak, cost
+
+
+# A step for host offloading (tests/test_offload.py, tests/test_offload_plan.py)
+OFFLOAD_ARGS = (jax.ShapeDtypeStruct((256, 512), jnp.float32),
+                jax.ShapeDtypeStruct((512, 512), jnp.float32))
+
+
+def park_across(x, w):
+    """``h`` idle across six matmuls, read at the end by an elementwise multiply."""
+    h = jnp.tanh(x @ w)
+    y = h
+    for _ in range(6):
+        y = jnp.tanh(y @ w)
+    return (y * h).sum()

@@ -12,9 +12,9 @@ import jax.numpy as jnp  # noqa: E402
 from olla_jax import offload  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
 from tests.marks import needs_plugin  # noqa: E402
+from tests.small_steps import OFFLOAD_ARGS, park_across  # noqa: E402
 
-S = jax.ShapeDtypeStruct
-ARGS = (S((256, 512), jnp.float32), S((512, 512), jnp.float32))
+ARGS = OFFLOAD_ARGS
 
 
 def chain(x, w):
@@ -25,15 +25,6 @@ def chain(x, w):
         y = jnp.tanh(y @ w)
     small = jnp.sum(x, axis=1)          # 1 KiB: under MIN_BYTES
     return (y.T @ h).sum() + small.sum()
-
-
-def park_across(x, w):
-    """``h`` idle across six matmuls, read at the end by an elementwise multiply."""
-    h = jnp.tanh(x @ w)
-    y = h
-    for _ in range(6):
-        y = jnp.tanh(y @ w)
-    return (y * h).sum()
 
 
 def test_longest_idle_value_comes_first():

@@ -18,20 +18,11 @@ from olla_jax.apply import gpu_executable, gpu_readback  # noqa: E402
 from olla_jax.capture import record  # noqa: E402
 from olla_jax.graph import model  # noqa: E402
 from tests.marks import needs_plugin  # noqa: E402
+from tests.small_steps import OFFLOAD_ARGS, park_across  # noqa: E402
 
 pytestmark = needs_plugin
 
-S = jax.ShapeDtypeStruct
-ARGS = (S((256, 512), jnp.float32), S((512, 512), jnp.float32))
-
-
-def park_across(x, w):
-    """``h`` idle across six matmuls, read at the end by an elementwise multiply."""
-    h = jnp.tanh(x @ w)
-    y = h
-    for _ in range(6):
-        y = jnp.tanh(y @ w)
-    return (y * h).sum()
+ARGS = OFFLOAD_ARGS
 
 
 def _offloaded():
