@@ -51,6 +51,19 @@ def _plan(fn, args, static, donate, target: str, limit: float) -> dict:
             "notes": list(p.notes), "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _row(r: dict[str, Any], run) -> dict[str, Any]:
+    """``r`` with what ``run()`` returns (or its error, one line), its seconds
+    and the load after it."""
+    t0 = time.perf_counter()
+    try:
+        r.update(run())
+    except Exception as err:  # noqa: BLE001 - the error is the answer
+        r["error"] = traceback.format_exception_only(type(err), err)[-1].strip()[:600]
+    r.setdefault("seconds", round(time.perf_counter() - t0, 1))
+    r["load"] = common.load()
+    return r
+
+
 def measure(spec: str, target: str, limit: float, max_values: int | None,
             user_routes: bool = True) -> list[dict]:
     from olla_jax import offload
@@ -60,14 +73,7 @@ def measure(spec: str, target: str, limit: float, max_values: int | None,
     rows: list[dict[str, Any]] = []
 
     def row(route: str, run) -> None:
-        r: dict[str, Any] = {"example": spec, "route": route}
-        t0 = time.perf_counter()
-        try:
-            r.update(run())
-        except Exception as err:  # noqa: BLE001 - the error is the answer
-            r["error"] = traceback.format_exception_only(type(err), err)[-1].strip()[:600]
-        r.setdefault("seconds", round(time.perf_counter() - t0, 1))
-        r["load"] = common.load()
+        r = _row({"example": spec, "route": route}, run)
         rows.append(r)
         print(f"{spec} | {route}: temp {common.mib(r.get('temp'))} MiB, host "
               f"{common.mib(r.get('host_temp'))} MiB {r.get('error', '')[:200]} "
@@ -139,14 +145,9 @@ def measure_budget(spec: str, target: str, limit: float, fraction: float) -> lis
     rows = []
     for offload in (False, True):
         route = "plan, budget: our sides" + (" + host offloading (offload=True)" if offload else "")
-        r: dict[str, Any] = {"example": spec, "route": route, "io": io}
-        t0 = time.perf_counter()
-        try:
-            r.update(_budget_plan(st.fn, args, static, donate, target, limit, budget, offload))
-        except Exception as err:  # noqa: BLE001 - the error is the answer
-            r["error"] = traceback.format_exception_only(type(err), err)[-1].strip()[:600]
-        r.setdefault("seconds", round(time.perf_counter() - t0, 1))
-        r["load"] = common.load()
+        r = _row({"example": spec, "route": route, "io": io},
+                 lambda: _budget_plan(st.fn, args, static, donate, target, limit, budget,
+                                      offload))
         rows.append(r)
         print(f"{spec} | {route}: total {common.mib(r.get('total'))} MiB of budget "
               f"{common.mib(budget)}, extra FLOPs {r.get('extra_flops')}, {r.get('engine')} "
