@@ -82,3 +82,15 @@ def planned_example():
                     donate_argnums=step.donate_argnums, time_limit_s=3)
         return plans[name]
     return planned
+
+
+@pytest.fixture(scope="session")
+def vit_tiny(planned_example):
+    """(graph, our order, recomputation candidates) of vit tiny's session plan,
+    where the budget search's tests start (test_budget_deadline,
+    test_budget_model_orders)."""
+    from olla_jax import budget
+    _, plan = planned_example("vit")
+    graph = plan.graph
+    order = plan.layout.order if plan.layout is not None else graph.xla_order
+    return graph, order, budget.candidates(graph, plan.capture)

@@ -31,14 +31,6 @@ class FakeClock:
         return time.monotonic() + self.spent
 
 
-@pytest.fixture(scope="module")
-def vit_tiny(planned_example):
-    _, plan = planned_example("vit")   # one plan of vit tiny a session (tests/conftest.py)
-    graph = plan.graph
-    order = plan.layout.order if plan.layout is not None else graph.xla_order
-    return graph, order, budget.candidates(graph, plan.capture)
-
-
 def _slow_stages(monkeypatch, clock: FakeClock, *, fit_s: float, build_s: float) -> dict:
     """Each best-fit sort order takes ``fit_s`` more, each model build
     ``build_s`` more (and its conflicts as much, once), the exact placement

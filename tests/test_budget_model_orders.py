@@ -33,14 +33,6 @@ def test_model_orders_puts_the_greedys_best_first_and_keeps_each_found():
     assert timed_search.model_orders([a, b], {}, 100) == [a]
 
 
-@pytest.fixture(scope="module")
-def vit_tiny(planned_example):
-    _, plan = planned_example("vit")   # one plan of vit tiny a session (tests/conftest.py)
-    graph = plan.graph
-    order = plan.layout.order if plan.layout is not None else graph.xla_order
-    return graph, order, budget.candidates(graph, plan.capture)
-
-
 def test_search_runs_the_model_on_each_order_the_greedy_found_a_plan_on(vit_tiny, monkeypatch):
     graph, order, cands = vit_tiny
     found_on, modelled = [], []
