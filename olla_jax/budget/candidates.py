@@ -490,3 +490,13 @@ def thunk_kinds_text(kinds: Sequence[str]) -> str:
     thunk'``, ``'no thunk'`` (the read-back's kinds end in ``_thunk`` or not)."""
     names = "/".join(k.removesuffix("_thunk") for k in kinds)
     return f"a {names} thunk" if names else "no thunk"
+
+
+def op_names(capture, names) -> dict[str, str]:
+    """Entry instruction name -> its op_name (the jax source path, e.g.
+    ``jit(step)/jit(_bernoulli)/jit(_uniform)/while``) for ``names`` in
+    ``capture``'s executable: for reports naming a loop."""
+    module = _thunk_kinds(capture)[1]
+    wanted = set(names)
+    return {i.name: i.metadata.op_name for c in module.computations for i in c.instructions
+            if i.name in wanted}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections import defaultdict
 from typing import Sequence
@@ -11,7 +12,7 @@ import numpy as np
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.sizes import size_text
-from olla_jax.budget.candidates import Candidate, named_refusals, screen
+from olla_jax.budget.candidates import Candidate, named_refusals, op_names, screen
 from olla_jax.budget.recompute_plan import (
     copy_time, late_part_ok, new_state, operand_intact, step_index)
 
@@ -84,11 +85,34 @@ class HeldAtPeak:
     node: str                                   # the entry instruction at the peak
     arena_live: int                             # bytes live in the arena there
     by_reason: tuple[tuple[str, int], ...]      # (reason, bytes), most bytes first
+    # The loops and calls whose results (or values sharing their bytes) are
+    # held there, under LOOP_HELD: (instruction, its op_name, bytes), most first.
+    loops: tuple[tuple[str, str, int], ...] = ()
 
     def describe(self, top: int = 4) -> str:
         parts = [f"{size_text(b)} {why}" for why, b in self.by_reason[:top]]
-        return (f"arena live bytes peak at {self.node} ({size_text(self.arena_live)}): "
+        text = (f"arena live bytes peak at {self.node} ({size_text(self.arena_live)}): "
                 + "; ".join(parts))
+        if self.loops:
+            if any(PRNG_OP_NAME.search(op) for _, op, _ in self.loops):
+                text += ("; jax.random's bits come from loops or calls on CPU (threefry2x32 "
+                         "is lowered to a while loop, an rbg key's generator to a call), so they stay")
+            text += "; loops held: " + ", ".join(
+                f"{name} ({op_name or 'no op_name'}) {size_text(b)}"
+                for name, op_name, b in self.loops[:top])
+        return text
+
+
+# Why a loop's or call's results stay (held_at_peak): a copy reruns one kernel,
+# never a whole loop.
+LOOP_HELD = ("made inside a loop or call, or sharing bytes with its results "
+             "(recomputing it needs a copy of the whole loop, which is not made)")
+
+# The op_names of jax.random's loops: on CPU jax lowers threefry2x32, its
+# default PRNG, to a rolled while loop (rbg keys: a call), so dropout masks'
+# random bits are loops' results (benchmarks/rng_loops.py).
+PRNG_OP_NAME = re.compile(r"threefry|rng_bit_generator|"
+                          r"jit\(_(uniform|bernoulli|normal|randint|shuffle|random_bits)\)")
 
 
 def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
@@ -115,7 +139,8 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
                         key=lambda r: step[graph.node_index[r.before]])
     inner = _body_copies(graph, capture, order, state, layout)
     copies += inner
-    for v in _body_values(graph, capture):
+    inner_values = _body_values(graph, capture)
+    for v in inner_values:
         why[v] = "made inside a loop body, recomputable there (budget.body)"
     for j, r in enumerate(recomputes):
         if not r.late_users:        # a feeder's copy: read by the next copy alone
@@ -168,14 +193,23 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     profile = np.cumsum(diff)[:horizon]
     t = int(np.argmax(profile))
     held: dict[str, int] = defaultdict(int)
+    loops: dict[str, int] = defaultdict(int)
     for size, a, b, unit in live:
         if not (a <= t <= b and in_arena(unit)):
             continue
         member = next((v for v in unit.values if v in by_value), None)
         if member is None:
             # a loop's or call's share names the unit (it cannot be dropped without it)
-            texts = [why.get(v, "an input or output") for v in
-                     sorted(unit.values, key=lambda v: step[graph.values[v].def_node])]
+            ordered = sorted(unit.values, key=lambda v: step[graph.values[v].def_node])
+            # (a unit a loop body may recompute keeps that reason)
+            loop = None if inner_values.intersection(unit.values) else next(
+                (graph.values[v].def_node for v in ordered
+                 if graph.block_length(graph.values[v].def_node) != 1), None)
+            if loop is not None:
+                held[LOOP_HELD] += size
+                loops[graph.nodes[loop]] += size
+                continue
+            texts = [why.get(v, "an input or output") for v in ordered]
             held[next((x for x in texts if "loop" in x), texts[0])] += size
             continue
         c = by_value[member]
@@ -190,8 +224,11 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
         if arena and a <= t <= b:
             held["copies of recomputed values"] += size
     node = graph.nodes[graph.flat_node[min(max(t - 1, 0) // 2, len(graph.flat_node) - 1)]]
+    sources = op_names(capture, loops) if loops else {}
     return HeldAtPeak(node, int(profile[t]) if len(profile) else 0,
-                      tuple(sorted(held.items(), key=lambda x: -x[1])))
+                      tuple(sorted(held.items(), key=lambda x: -x[1])),
+                      tuple((n, sources.get(n, ""), b)
+                            for n, b in sorted(loops.items(), key=lambda x: -x[1])))
 
 
 def _body_values(graph: ScheduleGraph, capture) -> set[int]:
