@@ -97,6 +97,9 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
     if not (backend.local and not spmd):    # compiled from a positional call
         call = calls.positional_call(fn, args, kwargs, static_argnums, donate_argnums,
                                      static_argnames, donate_argnames)
+        if spmd:
+            _check_in_shardings(spmd.get("in_shardings"), len(args), call,
+                                sorted(k for k in kwargs if k not in static_argnames))
         fn, args, kwargs = call.fn, call.args, {}
         static_argnums, donate_argnums = call.static_argnums, call.donate_argnums
         static_argnames = donate_argnames = ()
@@ -111,6 +114,31 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
     entry = calls.Entry(None, len(args), tuple((i, args[i]) for i in static), (),
                         tuple(args), static)
     return _Step(entry, fn, tuple(args), static, donate)
+
+
+def _check_in_shardings(in_shardings: Any, num_positional: int, call: calls.PositionalCall,
+                        keywords: Sequence[str]) -> None:
+    """A tuple of ``in_shardings`` must give one entry per dynamic argument of
+    the positional call a sharded step compiles: the dynamic positional
+    arguments, then the non-static keyword ones (``keywords``, sorted by name).
+    Refused here, before any compile, with that order spelled out."""
+    if not isinstance(in_shardings, (tuple, list)):
+        return                            # None or one sharding for every argument
+    static = set(call.static_argnums)
+    dynamic = len(call.args) - len(static)
+    if len(in_shardings) == dynamic:
+        return
+    num_keywords = len(call.args) - num_positional
+    names = list(keywords) if len(keywords) == num_keywords else ["..."] * num_keywords
+    order = [f"argument {i}" for i in range(num_positional) if i not in static]
+    order += [f"keyword {k!r}" for k in names]
+    hint = ("; a compile-only target passes the non-static keyword arguments after the "
+            "positional ones, sorted by name (make a keyword static with static_argnames, or "
+            "pass it positionally)" if num_keywords else "")
+    raise ValueError(f"in_shardings has {len(in_shardings)} entries but the sharded step has "
+                     f"{dynamic} dynamic arguments ({', '.join(order) or 'none'}){hint}: give "
+                     "one sharding per dynamic argument in that order, or one PartitionSpec "
+                     "(or None) for all")
 
 
 def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:

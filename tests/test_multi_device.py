@@ -98,3 +98,12 @@ def test_a_budget_below_the_plan_is_met_by_recomputation_on_a_sharded_step():
                           in_shardings=SHARDING, collective_overlap="free", memory_budget=budget)
     assert p.runs_total_bytes <= budget < free.runs_total_bytes
     assert p.extra_flops > 0 and p.executable_bytes is not None   # kernel copies, built
+
+
+def test_in_shardings_count_is_checked_against_keyword_arguments_before_compiling():
+    def step(params, x, *, y):
+        return dp_step(params, x, y)
+    with pytest.raises(ValueError, match=r"3 dynamic arguments \(argument 0, argument 1, "
+                                         r"keyword 'y'\).*static_argnames"):
+        olla_jax.plan(step, *ARGS[:2], kwargs={"y": ARGS[2]}, backend="gpu:h100",
+                      num_devices=2, in_shardings=SHARDING[:2])
