@@ -80,6 +80,10 @@ class _Step:
     args: tuple[Any, ...] = ()
     static_argnums: tuple[int, ...] = ()
     donate_argnums: tuple[int, ...] = ()
+    # XLA's compiles of this step, by backend, options and sharding: a budget
+    # search plans one step several times (overlap given up step by step), and
+    # pays for its compiles once.
+    captures: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd,
@@ -142,6 +146,15 @@ def _check_in_shardings(in_shardings: Any, num_positional: int, call: calls.Posi
 
 
 def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:
+    """XLA's compiles of ``step``, each scheduler's; made once per step and settings."""
+    key = (backend.name, repr(sorted((compiler_options or {}).items())), repr(spmd))
+    if key not in step.captures:
+        step.captures[key] = tuple(_compile_baselines(step, backend, compiler_options, spmd))
+    return list(step.captures[key])
+
+
+def _compile_baselines(step: _Step, backend: Backend, compiler_options,
+                       spmd=None) -> list[Capture]:
     schedulers = backend.schedulers
     if step.fn is None:
         return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
@@ -405,12 +418,22 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     first = _plan(step, collective_overlap=collective_overlap,
                   **dict(options, time_limit_s=time_limit_s * (FIRST_PLAN_SHARE if later else 1.0)))
     spent = [first.solve_seconds]    # planner seconds over the stages so far
+    clocks = {"capture": first.capture_seconds, "verify": first.verify_seconds}
+
+    def tried(trial: Plan) -> Plan:
+        """``trial``, a later stage's plan, its seconds added to the call's."""
+        spent[0] += trial.solve_seconds
+        clocks["capture"] += trial.capture_seconds
+        clocks["verify"] += trial.verify_seconds
+        return trial
 
     def total(plan: Plan, *notes: str) -> Plan:
-        """``plan`` reporting every stage's seconds against the whole call's limit."""
+        """``plan`` reporting every stage's seconds (the planner's against the
+        whole call's limit, XLA's compiles, the checks and rewrites)."""
         settings = dict(plan.settings, time_limit_s=time_limit_s)
         return dataclasses.replace(plan, solve_seconds=spent[0], notes=plan.notes + notes,
-                                   settings=settings)
+                                   settings=settings, capture_seconds=clocks["capture"],
+                                   verify_seconds=clocks["verify"])
 
     skipped: list[str] = []          # later stages with no time left, for the notes
 
@@ -440,9 +463,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
             if limit is None:
                 break
-            trial = _plan(step, collective_overlap=collectives.ExposedAtMost(
-                low + share * (high - low)), **dict(options, time_limit_s=limit))
-            spent[0] += trial.solve_seconds
+            trial = tried(_plan(step, collective_overlap=collectives.ExposedAtMost(
+                low + share * (high - low)), **dict(options, time_limit_s=limit)))
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"exposed communication allowed to grow to "
@@ -457,8 +479,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
             if limit is None:
                 break
-            trial = _plan(step, collective_overlap=share * asked, **dict(options, time_limit_s=limit))
-            spent[0] += trial.solve_seconds
+            trial = tried(_plan(step, collective_overlap=share * asked,
+                                **dict(options, time_limit_s=limit)))
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"collective overlap reduced to {share:.0%} of what was asked to meet the "

@@ -107,3 +107,30 @@ def test_in_shardings_count_is_checked_against_keyword_arguments_before_compilin
                                          r"keyword 'y'\).*static_argnames"):
         olla_jax.plan(step, *ARGS[:2], kwargs={"y": ARGS[2]}, backend="gpu:h100",
                       num_devices=2, in_shardings=SHARDING[:2])
+
+
+@needs_plugin
+def test_a_budget_search_compiles_the_sharded_step_once(monkeypatch):
+    import importlib
+    from olla_jax.capture import gpu
+    planner = importlib.import_module("olla_jax.plan")
+    compiles, plans = [], []
+    compile_for_target, plan_once = gpu.compile_for_target, planner._plan
+
+    def counted(*args, **kwargs):
+        compiles.append(kwargs.get("compiler_options"))
+        return compile_for_target(*args, **kwargs)
+
+    def planned(*args, **kwargs):
+        plans.append(kwargs.get("collective_overlap"))
+        return plan_once(*args, **kwargs)
+    monkeypatch.setattr(gpu, "compile_for_target", counted)
+    monkeypatch.setattr(planner, "_plan", planned)
+    with warnings.catch_warnings(), pytest.raises(olla_jax.BudgetNotMet) as err:
+        warnings.simplefilter("ignore")
+        olla_jax.plan(dp_step, *ARGS, backend="gpu:h100", time_limit_s=4, num_devices=2,
+                      in_shardings=SHARDING, memory_budget=1024, recompute=False)
+    plan = err.value.plan
+    assert len(plans) > 1                          # overlap given up stage by stage ...
+    assert len(compiles) == len(plan.settings["schedulers"])   # ... on the first compiles
+    assert plan.capture_seconds > 0
