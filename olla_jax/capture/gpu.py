@@ -29,7 +29,7 @@ import numpy as np
 from google.protobuf import text_format
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from olla_jax import jax_compat, protos
+from olla_jax import calls, jax_compat, protos
 from olla_jax.capture.base import CaptureError as _CaptureErrorBase
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ def compile_for_target(
         for key, value in known_debug_options(DEVICELESS_OPTIONS).items():
             options.setdefault(key, value)
     with _mesh_context(mesh):
-        lowered = jitted.lower(*abstract_args)
+        lowered = calls.lower_traced(jitted, abstract_args, {})
     try:
         return lowered.compile(compiler_options=options or None)
     except Exception as err:  # noqa: BLE001 - XLA raises several kinds; name the target
