@@ -82,7 +82,8 @@ def argnames(value: Any, name: str) -> tuple[str, ...]:
 
 def name_positions(fn: Callable, names: Sequence[str], num_args: int, what: str) -> tuple[int, ...]:
     """Positions of the parameters ``names`` among ``fn``'s first ``num_args``
-    (for a call made with positional arguments only)."""
+    (for a call made with positional arguments only).  A parameter the call
+    leaves to its default has no position and is skipped, as jax.jit skips it."""
     if not names:
         return ()
     try:
@@ -91,6 +92,10 @@ def name_positions(fn: Callable, names: Sequence[str], num_args: int, what: str)
         params = []
     positional = [p.name for p in params[:num_args]
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    defaulted = {p.name for p in params if p.name not in positional
+                 and p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                             p.KEYWORD_ONLY)}
+    names = [n for n in names if n not in defaulted]
     missing = [n for n in names if n not in positional]
     if missing:
         raise TypeError(f"{what} names {missing}, which are neither keyword arguments of the "

@@ -104,3 +104,18 @@ def test_a_bug_in_the_step_on_a_compile_only_target_is_the_users_error_with_its_
     assert isinstance(info.value, olla_jax.CaptureError)
     assert "XLA could not compile" not in str(info.value)
     assert f"(raised at {__file__}:{line}, in buggy)" in str(info.value)
+
+
+@needs_plugin
+def test_argnames_of_parameters_left_to_their_defaults_are_taken_as_jax_jit_takes_them():
+    """static_argnames/donate_argnames naming a parameter the call leaves to its
+    default: jax.jit accepts it (the default is used), so does a compile-only target."""
+    def step2(w, x, *, act="tanh", extra=None):
+        return step(w, x, scale=1.0, act=act)
+    w, x = _args()
+    jax.jit(step2, static_argnames=("act",), donate_argnames=("extra",)).lower(w, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = olla_jax.plan(step2, w, x, backend="gpu:h100", static_argnames=("act",),
+                             donate_argnames=("extra",), time_limit_s=1)
+    assert "tanh" in plan.capture.hlo_text
