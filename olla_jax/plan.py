@@ -145,6 +145,17 @@ def _check_in_shardings(in_shardings: Any, num_positional: int, call: calls.Posi
                      "(or None) for all")
 
 
+def _saved_recomputation(saved) -> dict[str, Any]:
+    """A saved recomputing plan's ``recomputed`` and ``extra_flops`` as it was
+    saved (a file from before they were kept: its copies' producers, and the
+    FLOPs unknown, said in the notes), so that its summary reads as one."""
+    figures = saved.figures
+    if "recomputed" in figures:
+        return dict(recomputed=tuple(figures["recomputed"]),
+                    extra_flops=int(figures.get("extra_flops") or 0))
+    return dict(recomputed=tuple(dict.fromkeys(r["producer"] for r in saved.recomputes)))
+
+
 def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:
     """XLA's compiles of ``step``, each scheduler's; made once per step and settings."""
     key = (backend.name, repr(sorted((compiler_options or {}).items())), repr(spmd))
@@ -870,6 +881,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=_claimable(bound, planned),
                   solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)
+    if saved is not None and layout.recomputes:
+        result.update(_saved_recomputation(saved))
     if not feed_back or best.executable is None or not backend.can_rewrite:
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend.name} executable cannot be rewritten here"))

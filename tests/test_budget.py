@@ -121,6 +121,9 @@ def test_saved_plan_keeps_its_recomputation(vit, tmp_path):
     again = _plan(step, saved=olla_jax.load_plan(path))
     assert again.verified and again.layout.recomputes == plan.layout.recomputes
     assert again.achieved_temp_bytes == plan.achieved_temp_bytes
+    # what it recomputes, at what cost, as the plan that was saved says
+    assert again.recomputed == plan.recomputed and again.extra_flops == plan.extra_flops > 0
+    assert "lower bound (working set)" in again.summary()
 
 
 def test_rewrite_refuses_what_it_cannot_copy(vit):
