@@ -147,8 +147,8 @@ def _check_in_shardings(in_shardings: Any, num_positional: int, call: calls.Posi
 
 def _saved_recomputation(saved) -> dict[str, Any]:
     """A saved recomputing plan's ``recomputed`` and ``extra_flops`` as it was
-    saved (a file from before they were kept: its copies' producers, and the
-    FLOPs unknown, said in the notes), so that its summary reads as one."""
+    saved (a file from before they were kept: its copies' producers, the FLOPs
+    unknown), so that its summary reads as one."""
     figures = saved.figures
     if "recomputed" in figures:
         return dict(recomputed=tuple(figures["recomputed"]),
@@ -883,6 +883,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                   solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)
     if saved is not None and layout.recomputes:
         result.update(_saved_recomputation(saved))
+        if "recomputed" not in saved.figures:
+            notes.append("this plan file does not keep its recomputation's extra FLOPs (saved "
+                         "by an older olla_jax): extra_flops is 0 here, not measured")
     if not feed_back or best.executable is None or not backend.can_rewrite:
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend.name} executable cannot be rewritten here"))
