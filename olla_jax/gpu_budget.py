@@ -297,8 +297,10 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
         seconds["capture"] += time.monotonic() - start
     if not lever.chosen:
         return None, seconds, (f"host offloading: no set of parked values lowered XLA's device "
-                               f"temp ({lever.xla_temp / mib:,.2f} MiB; tried "
-                               f"{list(lever.tried)})")
+                               f"temp ({lever.xla_temp / mib:,.2f} MiB; device temp with the "
+                               "top values parked: " + ", ".join(
+                                   f"{n} -> {temp / mib:,.2f} MiB" for n, temp in lever.tried)
+                               + ")")
     got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE)
     seconds["solve"] += got.solve_seconds
     seconds["verify"] += got.verify_seconds

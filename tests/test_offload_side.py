@@ -182,3 +182,15 @@ def test_recomputation_on_top_of_offloading_warns_nobody_and_says_why_in_the_not
             _fake_plan(950), 800, lambda x: x, (), lambda fn, s: _fake_plan(900, graph=graph),
             time_limit_s=40.0)
     assert "did not lower it: XLA's temp allocation cannot be resized here" in side.plan.notes[-1]
+
+
+def test_offloading_that_lowers_nothing_says_what_each_try_reached_in_mib(monkeypatch):
+    from olla_jax import offload
+    from tests.test_gpu_budget import _fake_plan
+    monkeypatch.setattr(offload, "offload", lambda fn, *a, **kw: types.SimpleNamespace(
+        chosen=(), fn=None, temp=50 * 2**20, xla_temp=50 * 2**20, host_temp=0, transfers=None,
+        tried=((1, 86 * 2**20), (2, 50 * 2**20 + 4096))))
+    side, _, note = gpu_budget.offload_side(_fake_plan(950), 800, lambda x: x, (),
+                                            lambda fn, s: None, time_limit_s=10.0)
+    assert side is None
+    assert "1 -> 86.00 MiB, 2 -> 50.00 MiB" in note and "90177536" not in note
