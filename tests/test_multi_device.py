@@ -134,3 +134,29 @@ def test_a_budget_search_compiles_the_sharded_step_once(monkeypatch):
     assert len(plans) > 1                          # overlap given up stage by stage ...
     assert len(compiles) == len(plan.settings["schedulers"])   # ... on the first compiles
     assert plan.capture_seconds > 0
+
+
+@needs_plugin
+def test_a_shard_map_over_a_local_mesh_is_told_to_use_the_targets_mesh():
+    """shard_map over this machine's devices cannot be compiled for H100s: the
+    error says which mesh to build instead, and is still jax's ValueError."""
+    from functools import partial
+    from olla_jax.capture import gpu
+    local = jax.make_mesh((1,), ("x",))
+
+    def step(w):
+        @partial(jax.shard_map, mesh=local, in_specs=P("x"), out_specs=P("x"))
+        def inner(w):
+            return jnp.tanh(w)
+        return inner(w)
+    import jax.numpy as jnp
+    with pytest.raises(ValueError, match=r"gpu_mesh\('h100', 2, \{'x': 2\}\)"):
+        olla_jax.plan(step, jax.ShapeDtypeStruct((8, 8), "float32"), backend="gpu:h100",
+                      num_devices=2, in_shardings=P("x"))
+    # the mesh it names works
+    mesh = gpu.gpu_mesh("h100", 2, {"x": 2})
+
+    def good(w):
+        return jax.shard_map(jnp.tanh, mesh=mesh, in_specs=P("x"), out_specs=P("x"))(w)
+    olla_jax.plan(good, jax.ShapeDtypeStruct((8, 8), "float32"), backend="gpu:h100",
+                  num_devices=2, in_shardings=P("x"), time_limit_s=1)
