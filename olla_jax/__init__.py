@@ -24,3 +24,13 @@ __all__ = ["BatchReport", "BudgetNotMet", "Capture", "CaptureError", "DonationAd
            "OllaJaxError", "Plan", "PlanFileError", "PlanWarning", "SavedPlan", "advise_donation",
            "jit", "largest_batch", "load_plan", "optimize", "place", "plan"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``olla_jax.offload``, ``olla_jax.gpu_budget``, ... (the modules the README
+    names) after a bare ``import olla_jax``: a submodule is imported on first use."""
+    import importlib
+    import importlib.util
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

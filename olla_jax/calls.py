@@ -82,7 +82,8 @@ def argnames(value: Any, name: str) -> tuple[str, ...]:
 
 def name_positions(fn: Callable, names: Sequence[str], num_args: int, what: str) -> tuple[int, ...]:
     """Positions of the parameters ``names`` among ``fn``'s first ``num_args``
-    (for a call made with positional arguments only)."""
+    (for a call made with positional arguments only).  A parameter the call
+    leaves to its default has no position and is skipped, as jax.jit skips it."""
     if not names:
         return ()
     try:
@@ -91,6 +92,10 @@ def name_positions(fn: Callable, names: Sequence[str], num_args: int, what: str)
         params = []
     positional = [p.name for p in params[:num_args]
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    defaulted = {p.name for p in params if p.name not in positional
+                 and p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                             p.KEYWORD_ONLY)}
+    names = [n for n in names if n not in defaulted]
     missing = [n for n in names if n not in positional]
     if missing:
         raise TypeError(f"{what} names {missing}, which are neither keyword arguments of the "
@@ -278,15 +283,7 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
         if not nnx:
             _check_dynamic({i: a for i, a in enumerate(args) if i not in fixed})
             _check_dynamic({k: v for k, v in kwargs.items() if k not in names})
-    try:
-        lowered = jitted.lower(*args, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise step_error(f"jax could not trace/lower the step with these arguments: "
-                         f"{type(err).__name__}: {_first_line(err)}{_where(err)}"
-                         f"{_hint(err)}", err) from err
-    except Exception as err:  # noqa: BLE001 - tracing the user's code raises anything
-        raise step_error(f"jax could not trace/lower the step: {type(err).__name__}: "
-                         f"{err}{_where(err)}", err) from err
+    lowered = lower_traced(jitted, args, kwargs)
     if info is None:
         return Entry(lowered, len(args), (), (), (), ())
     static = tuple((i, args[i]) for i in sorted(fixed))
@@ -300,6 +297,21 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in names}
         verify_args, verify_static = tuple(jax.tree_util.tree_leaves((dyn_args, dyn_kwargs))), ()
     return Entry(lowered, len(args), static, static_kwargs, verify_args, verify_static)
+
+
+def lower_traced(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """``jitted.lower(*args, **kwargs)``; what the step raises while jax traces
+    it becomes a CaptureError naming the step's line, also an instance of the
+    step's own exception type."""
+    try:
+        return jitted.lower(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise step_error(f"jax could not trace/lower the step with these arguments: "
+                         f"{type(err).__name__}: {_first_line(err)}{_where(err)}"
+                         f"{_hint(err)}", err) from err
+    except Exception as err:  # noqa: BLE001 - tracing the user's code raises anything
+        raise step_error(f"jax could not trace/lower the step: {type(err).__name__}: "
+                         f"{err}{_where(err)}", err) from err
 
 
 def _first_line(err: Exception) -> str:

@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from olla_jax.capture.base import Backend
+from olla_jax.result import quiet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,8 +297,10 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
         seconds["capture"] += time.monotonic() - start
     if not lever.chosen:
         return None, seconds, (f"host offloading: no set of parked values lowered XLA's device "
-                               f"temp ({lever.xla_temp / mib:,.2f} MiB; tried "
-                               f"{list(lever.tried)})")
+                               f"temp ({lever.xla_temp / mib:,.2f} MiB; device temp with the "
+                               "top values parked: " + ", ".join(
+                                   f"{n} -> {temp / mib:,.2f} MiB" for n, temp in lever.tried)
+                               + ")")
     got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE)
     seconds["solve"] += got.solve_seconds
     seconds["verify"] += got.verify_seconds
@@ -310,9 +313,10 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
     if got.runs_total_bytes > budget and got.graph is not None:
         if left >= REMAT_MIN_S:
             try:
-                more = budget_lib.recompute_to_budget(
-                    got, budget, measure_time=False, recompute_cost=recompute_cost,
-                    time_limit_s=search_limit_s(got, left))
+                with quiet():   # a side that may not be kept: its reasons go in its note
+                    more = budget_lib.recompute_to_budget(
+                        got, budget, measure_time=False, recompute_cost=recompute_cost,
+                        time_limit_s=search_limit_s(got, left))
             except Exception as err:  # noqa: BLE001 - the side without recomputation stays
                 how += f" (our recomputation on top failed: {type(err).__name__}: {err})"
             else:
@@ -321,7 +325,9 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                 if more.runs_total_bytes < got.runs_total_bytes:
                     got, how = more, how + ", then recomputed by us"
                 else:
-                    how += " (our recomputation on top did not lower it)"
+                    why = [n for n in more.notes if n not in got.notes]
+                    how += (" (our recomputation on top did not lower it"
+                            f"{': ' + why[-1] if why else ''})")
         else:
             how += f" (no recomputation on top: {max(left, 0):.1f} s left)"
     t = lever.transfers

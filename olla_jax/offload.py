@@ -40,6 +40,7 @@ from jax.extend import core as jex
 from olla_jax.capture import record
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
+from olla_jax.sizes import parse_size
 
 # Values smaller than this are not worth a transfer (and keep the candidate list short).
 MIN_BYTES = 64 * 1024
@@ -379,8 +380,8 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
         raise OffloadError(f"host offloading is built for compile-only GPU targets such as "
                            f"'gpu:h100', not {parsed.name!r}: XLA:CPU lowers no host transfer "
                            "(see benchmarks/results/offload_reach.md)")
-    if budget is not None and budget < 0:
-        raise ValueError(f"budget must be a non-negative number of bytes, got {budget}")
+    if budget is not None and not (type(budget) is int and budget == 0):
+        budget = parse_size(budget, "budget")   # "160MiB" as well; 0: park as much as helps
     kw = dict(backend=parsed, static_argnums=tuple(static_argnums),
               donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
     base = record.capture(fn, *args, **kw)

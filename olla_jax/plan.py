@@ -80,6 +80,10 @@ class _Step:
     args: tuple[Any, ...] = ()
     static_argnums: tuple[int, ...] = ()
     donate_argnums: tuple[int, ...] = ()
+    # XLA's compiles of this step, by backend, options and sharding: a budget
+    # search plans one step several times (overlap given up step by step), and
+    # pays for its compiles once.
+    captures: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd,
@@ -97,6 +101,9 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
     if not (backend.local and not spmd):    # compiled from a positional call
         call = calls.positional_call(fn, args, kwargs, static_argnums, donate_argnums,
                                      static_argnames, donate_argnames)
+        if spmd:
+            _check_in_shardings(spmd.get("in_shardings"), len(args), call,
+                                sorted(k for k in kwargs if k not in static_argnames))
         fn, args, kwargs = call.fn, call.args, {}
         static_argnums, donate_argnums = call.static_argnums, call.donate_argnums
         static_argnames = donate_argnames = ()
@@ -113,7 +120,52 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
     return _Step(entry, fn, tuple(args), static, donate)
 
 
+def _check_in_shardings(in_shardings: Any, num_positional: int, call: calls.PositionalCall,
+                        keywords: Sequence[str]) -> None:
+    """A tuple of ``in_shardings`` must give one entry per dynamic argument of
+    the positional call a sharded step compiles: the dynamic positional
+    arguments, then the non-static keyword ones (``keywords``, sorted by name).
+    Refused here, before any compile, with that order spelled out."""
+    if not isinstance(in_shardings, (tuple, list)):
+        return                            # None or one sharding for every argument
+    static = set(call.static_argnums)
+    dynamic = len(call.args) - len(static)
+    if len(in_shardings) == dynamic:
+        return
+    num_keywords = len(call.args) - num_positional
+    names = list(keywords) if len(keywords) == num_keywords else ["..."] * num_keywords
+    order = [f"argument {i}" for i in range(num_positional) if i not in static]
+    order += [f"keyword {k!r}" for k in names]
+    hint = ("; a compile-only target passes the non-static keyword arguments after the "
+            "positional ones, sorted by name (make a keyword static with static_argnames, or "
+            "pass it positionally)" if num_keywords else "")
+    raise ValueError(f"in_shardings has {len(in_shardings)} entries but the sharded step has "
+                     f"{dynamic} dynamic arguments ({', '.join(order) or 'none'}){hint}: give "
+                     "one sharding per dynamic argument in that order, or one PartitionSpec "
+                     "(or None) for all")
+
+
+def _saved_recomputation(saved) -> dict[str, Any]:
+    """A saved recomputing plan's ``recomputed`` and ``extra_flops`` as it was
+    saved (a file from before they were kept: its copies' producers, the FLOPs
+    unknown), so that its summary reads as one."""
+    figures = saved.figures
+    if "recomputed" in figures:
+        return dict(recomputed=tuple(figures["recomputed"]),
+                    extra_flops=int(figures.get("extra_flops") or 0))
+    return dict(recomputed=tuple(dict.fromkeys(r["producer"] for r in saved.recomputes)))
+
+
 def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:
+    """XLA's compiles of ``step``, each scheduler's; made once per step and settings."""
+    key = (backend.name, repr(sorted((compiler_options or {}).items())), repr(spmd))
+    if key not in step.captures:
+        step.captures[key] = tuple(_compile_baselines(step, backend, compiler_options, spmd))
+    return list(step.captures[key])
+
+
+def _compile_baselines(step: _Step, backend: Backend, compiler_options,
+                       spmd=None) -> list[Capture]:
     schedulers = backend.schedulers
     if step.fn is None:
         return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
@@ -377,12 +429,22 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     first = _plan(step, collective_overlap=collective_overlap,
                   **dict(options, time_limit_s=time_limit_s * (FIRST_PLAN_SHARE if later else 1.0)))
     spent = [first.solve_seconds]    # planner seconds over the stages so far
+    clocks = {"capture": first.capture_seconds, "verify": first.verify_seconds}
+
+    def tried(trial: Plan) -> Plan:
+        """``trial``, a later stage's plan, its seconds added to the call's."""
+        spent[0] += trial.solve_seconds
+        clocks["capture"] += trial.capture_seconds
+        clocks["verify"] += trial.verify_seconds
+        return trial
 
     def total(plan: Plan, *notes: str) -> Plan:
-        """``plan`` reporting every stage's seconds against the whole call's limit."""
+        """``plan`` reporting every stage's seconds (the planner's against the
+        whole call's limit, XLA's compiles, the checks and rewrites)."""
         settings = dict(plan.settings, time_limit_s=time_limit_s)
         return dataclasses.replace(plan, solve_seconds=spent[0], notes=plan.notes + notes,
-                                   settings=settings)
+                                   settings=settings, capture_seconds=clocks["capture"],
+                                   verify_seconds=clocks["verify"])
 
     skipped: list[str] = []          # later stages with no time left, for the notes
 
@@ -412,9 +474,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
             if limit is None:
                 break
-            trial = _plan(step, collective_overlap=collectives.ExposedAtMost(
-                low + share * (high - low)), **dict(options, time_limit_s=limit))
-            spent[0] += trial.solve_seconds
+            trial = tried(_plan(step, collective_overlap=collectives.ExposedAtMost(
+                low + share * (high - low)), **dict(options, time_limit_s=limit)))
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"exposed communication allowed to grow to "
@@ -429,8 +490,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
             if limit is None:
                 break
-            trial = _plan(step, collective_overlap=share * asked, **dict(options, time_limit_s=limit))
-            spent[0] += trial.solve_seconds
+            trial = tried(_plan(step, collective_overlap=share * asked,
+                                **dict(options, time_limit_s=limit)))
             if trial.runs_total_bytes < result.runs_total_bytes:
                 result = dataclasses.replace(trial, notes=trial.notes + (
                     f"collective overlap reduced to {share:.0%} of what was asked to meet the "
@@ -820,6 +881,11 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=_claimable(bound, planned),
                   solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)
+    if saved is not None and layout.recomputes:
+        result.update(_saved_recomputation(saved))
+        if "recomputed" not in saved.figures:
+            notes.append("this plan file does not keep its recomputation's extra FLOPs (saved "
+                         "by an older olla_jax): extra_flops is 0 here, not measured")
     if not feed_back or best.executable is None or not backend.can_rewrite:
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend.name} executable cannot be rewritten here"))

@@ -130,7 +130,9 @@ class Plan:
         figures = {k: getattr(self, k) for k in (
             "xla_default_temp_bytes", "xla_best_temp_bytes", "planned_temp_bytes",
             "achieved_temp_bytes", "lower_bound_bytes", "argument_bytes", "output_bytes",
-            "alias_bytes", "verified", "solve_seconds", "capture_seconds", "verify_seconds")}
+            "alias_bytes", "verified", "solve_seconds", "capture_seconds", "verify_seconds",
+            "extra_flops", "step_time_ratio")}
+        figures["recomputed"] = list(self.recomputed)
         return saved.SavedPlan(
             fingerprint=saved.fingerprint(self.capture.hlo_text), backend=self.backend,
             xla_scheduler=self.xla_scheduler,

@@ -23,6 +23,7 @@ from olla_jax.solve import problem as sp
 # How solve_graph shares the time limit: every stage ends at a mark, a
 # fraction of the limit from the start, or at the deadline itself.
 JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
+JOINT_GRACE_SHARE = 0.05       # of its time: the joint model's child is stopped this long after its deadline
 LIST_SHARE = 0.1               # the list schedules placed first end here (the first rule always runs)
 LIST_TIE = 1e-4                # list orders whose order costs are this close tie (_tied_list_order)
 LIST_FLOOR_SHARE = 0.25        # of the time left, what ranking tied list orders by floor may take
@@ -1223,10 +1224,15 @@ def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, see
     if limit <= 0:
         logging.info("joint engine skipped: no time left")
         return best
-    try:   # in a child: a solver abort must not take the user's process with it
+    # In a child (a solver abort must not take the user's process with it),
+    # whose start-up (a fresh interpreter importing olla_jax: seconds) counts
+    # against the limit: it ends by one deadline, and is stopped soon after it.
+    deadline = time.monotonic() + limit
+    try:
         found = isolated.run_isolated("olla_jax.solve.joint", "solve_joint", graph,
                                       hint_order=tuple(order), hint_places=hint,
-                                      time_limit_s=limit, seed=seed, timeout_s=limit + 60)
+                                      time_limit_s=limit, seed=seed, deadline=deadline,
+                                      timeout_s=limit * (1 + JOINT_GRACE_SHARE))
     except isolated.ChildFailed as err:
         logging.warning("joint engine failed: %s", err)
         return best

@@ -4,6 +4,7 @@ fed back and bit-identical; a budget that cannot be met is refused clearly."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 
 import jax
@@ -121,6 +122,15 @@ def test_saved_plan_keeps_its_recomputation(vit, tmp_path):
     again = _plan(step, saved=olla_jax.load_plan(path))
     assert again.verified and again.layout.recomputes == plan.layout.recomputes
     assert again.achieved_temp_bytes == plan.achieved_temp_bytes
+    # what it recomputes, at what cost, as the plan that was saved says
+    assert again.recomputed == plan.recomputed and again.extra_flops == plan.extra_flops > 0
+    assert "lower bound (working set)" in again.summary()
+    older = json.loads(path.read_text())             # a file saved before they were kept
+    for key in ("recomputed", "extra_flops"):
+        del older["figures"][key]
+    path.write_text(json.dumps(older))
+    again = _plan(step, saved=olla_jax.load_plan(path))
+    assert again.recomputed and any("older olla_jax" in n for n in again.notes)
 
 
 def test_rewrite_refuses_what_it_cannot_copy(vit):

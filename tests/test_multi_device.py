@@ -98,3 +98,65 @@ def test_a_budget_below_the_plan_is_met_by_recomputation_on_a_sharded_step():
                           in_shardings=SHARDING, collective_overlap="free", memory_budget=budget)
     assert p.runs_total_bytes <= budget < free.runs_total_bytes
     assert p.extra_flops > 0 and p.executable_bytes is not None   # kernel copies, built
+
+
+def test_in_shardings_count_is_checked_against_keyword_arguments_before_compiling():
+    def step(params, x, *, y):
+        return dp_step(params, x, y)
+    with pytest.raises(ValueError, match=r"3 dynamic arguments \(argument 0, argument 1, "
+                                         r"keyword 'y'\).*static_argnames"):
+        olla_jax.plan(step, *ARGS[:2], kwargs={"y": ARGS[2]}, backend="gpu:h100",
+                      num_devices=2, in_shardings=SHARDING[:2])
+
+
+@needs_plugin
+def test_a_budget_search_compiles_the_sharded_step_once(monkeypatch):
+    import importlib
+    from olla_jax.capture import gpu
+    planner = importlib.import_module("olla_jax.plan")
+    compiles, plans = [], []
+    compile_for_target, plan_once = gpu.compile_for_target, planner._plan
+
+    def counted(*args, **kwargs):
+        compiles.append(kwargs.get("compiler_options"))
+        return compile_for_target(*args, **kwargs)
+
+    def planned(*args, **kwargs):
+        plans.append(kwargs.get("collective_overlap"))
+        return plan_once(*args, **kwargs)
+    monkeypatch.setattr(gpu, "compile_for_target", counted)
+    monkeypatch.setattr(planner, "_plan", planned)
+    with warnings.catch_warnings(), pytest.raises(olla_jax.BudgetNotMet) as err:
+        warnings.simplefilter("ignore")
+        olla_jax.plan(dp_step, *ARGS, backend="gpu:h100", time_limit_s=4, num_devices=2,
+                      in_shardings=SHARDING, memory_budget=1024, recompute=False)
+    plan = err.value.plan
+    assert len(plans) > 1                          # overlap given up stage by stage ...
+    assert len(compiles) == len(plan.settings["schedulers"])   # ... on the first compiles
+    assert plan.capture_seconds > 0
+
+
+@needs_plugin
+def test_a_shard_map_over_a_local_mesh_is_told_to_use_the_targets_mesh():
+    """shard_map over this machine's devices cannot be compiled for H100s: the
+    error says which mesh to build instead, and is still jax's ValueError."""
+    from functools import partial
+    from olla_jax.capture import gpu
+    local = jax.make_mesh((1,), ("x",))
+
+    def step(w):
+        @partial(jax.shard_map, mesh=local, in_specs=P("x"), out_specs=P("x"))
+        def inner(w):
+            return jnp.tanh(w)
+        return inner(w)
+    import jax.numpy as jnp
+    with pytest.raises(ValueError, match=r"gpu_mesh\('h100', 2, \{'x': 2\}\)"):
+        olla_jax.plan(step, jax.ShapeDtypeStruct((8, 8), "float32"), backend="gpu:h100",
+                      num_devices=2, in_shardings=P("x"))
+    # the mesh it names works
+    mesh = gpu.gpu_mesh("h100", 2, {"x": 2})
+
+    def good(w):
+        return jax.shard_map(jnp.tanh, mesh=mesh, in_specs=P("x"), out_specs=P("x"))(w)
+    olla_jax.plan(good, jax.ShapeDtypeStruct((8, 8), "float32"), backend="gpu:h100",
+                  num_devices=2, in_shardings=P("x"), time_limit_s=1)

@@ -120,3 +120,31 @@ def test_rewritten_training_step_keeps_its_results_on_cpu():
     assert jax.tree.structure(ours) == jax.tree.structure(xla)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(xla)):   # bit for bit on CPU
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_offload_budget_is_read_as_every_size_and_checked_before_compiling(monkeypatch):
+    from olla_jax.capture import record
+
+    class Compiled(Exception):
+        pass
+
+    def no_compile(*args, **kwargs):
+        raise Compiled
+    monkeypatch.setattr(record, "capture", no_compile)
+    for bad in (True, 2.5, -5, "lots"):
+        with pytest.raises(ValueError, match="budget"):
+            offload.offload(park_across, *ARGS, backend="gpu:h100", budget=bad)
+    for good in ("1.5MiB", 2e6, 0, None):
+        with pytest.raises(Compiled):
+            offload.offload(park_across, *ARGS, backend="gpu:h100", budget=good)
+
+
+def test_the_modules_the_readme_names_are_reached_from_a_bare_import():
+    import subprocess
+    import sys
+    code = ("import jax, olla_jax\n"
+            "print(olla_jax.offload.offload.__name__, olla_jax.gpu_budget.__name__)\n"
+            "try:\n    olla_jax.no_such_module\nexcept AttributeError as e:\n    print('ok', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "offload olla_jax.gpu_budget" in out and "ok module 'olla_jax'" in out

@@ -156,3 +156,41 @@ def test_a_missed_budget_says_host_offloading_was_tried_too():
     tried = str(plan_lib._budget_error(FakePlan(3000, {}), 1000, True, offload=True))
     assert "with order, placement, recomputation and host offloading" in tried
     assert "host offloading" not in str(plan_lib._budget_error(FakePlan(3000, {}), 1000, True))
+
+
+def test_recomputation_on_top_of_offloading_warns_nobody_and_says_why_in_the_note(monkeypatch):
+    """The offloaded side may not be kept: why our recomputation could not
+    lower it goes in its note, not in a PlanWarning about recomputation that
+    the kept plan may well use."""
+    from olla_jax import budget as budget_lib
+    from olla_jax import offload
+    from olla_jax.result import warn
+    from tests.test_gpu_budget import _fake_plan
+
+    def not_tried(result, budget, **kw):
+        warn("olla_jax recomputation: XLA's temp allocation cannot be resized here")
+        return _fake_plan(result.planned_temp_bytes, notes=result.notes + (
+            "XLA's temp allocation cannot be resized here",))
+    monkeypatch.setattr(budget_lib, "recompute_to_budget", not_tried)
+    monkeypatch.setattr(offload, "offload", lambda fn, *a, **kw: types.SimpleNamespace(
+        chosen=("a",), fn="offloaded step", temp=900, xla_temp=1000, host_temp=2**20,
+        transfers=offload.Transfers(1, 1, 2**20, 2**20, 2), tried=((1, 900),)))
+    graph = types.SimpleNamespace()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        side, _, _ = gpu_budget.offload_side(
+            _fake_plan(950), 800, lambda x: x, (), lambda fn, s: _fake_plan(900, graph=graph),
+            time_limit_s=40.0)
+    assert "did not lower it: XLA's temp allocation cannot be resized here" in side.plan.notes[-1]
+
+
+def test_offloading_that_lowers_nothing_says_what_each_try_reached_in_mib(monkeypatch):
+    from olla_jax import offload
+    from tests.test_gpu_budget import _fake_plan
+    monkeypatch.setattr(offload, "offload", lambda fn, *a, **kw: types.SimpleNamespace(
+        chosen=(), fn=None, temp=50 * 2**20, xla_temp=50 * 2**20, host_temp=0, transfers=None,
+        tried=((1, 86 * 2**20), (2, 50 * 2**20 + 4096))))
+    side, _, note = gpu_budget.offload_side(_fake_plan(950), 800, lambda x: x, (),
+                                            lambda fn, s: None, time_limit_s=10.0)
+    assert side is None
+    assert "1 -> 86.00 MiB, 2 -> 50.00 MiB" in note and "90177536" not in note

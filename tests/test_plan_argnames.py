@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import olla_jax
+from tests.marks import needs_plugin
 
 
 def step(w, x, *, scale, act):
@@ -89,3 +90,32 @@ def test_names_must_be_strings():
     w, x = _args()
     with pytest.raises(TypeError, match="static_argnames must be a str"):
         olla_jax.plan(step, w, x, static_argnames=(1,), time_limit_s=1)
+
+
+@needs_plugin
+def test_a_bug_in_the_step_on_a_compile_only_target_is_the_users_error_with_its_line():
+    """As on CPU: the step's own exception type, its line, not "XLA could not compile"."""
+
+    def buggy(w, x):
+        return jnp.sum(x @ w) + jax.no_such_function(w)   # the user's bug
+    line = buggy.__code__.co_firstlineno + 1
+    with pytest.raises(AttributeError) as info:
+        olla_jax.plan(buggy, *_args(), backend="gpu:h100", time_limit_s=1)
+    assert isinstance(info.value, olla_jax.CaptureError)
+    assert "XLA could not compile" not in str(info.value)
+    assert f"(raised at {__file__}:{line}, in buggy)" in str(info.value)
+
+
+@needs_plugin
+def test_argnames_of_parameters_left_to_their_defaults_are_taken_as_jax_jit_takes_them():
+    """static_argnames/donate_argnames naming a parameter the call leaves to its
+    default: jax.jit accepts it (the default is used), so does a compile-only target."""
+    def step2(w, x, *, act="tanh", extra=None):
+        return step(w, x, scale=1.0, act=act)
+    w, x = _args()
+    jax.jit(step2, static_argnames=("act",), donate_argnames=("extra",)).lower(w, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = olla_jax.plan(step2, w, x, backend="gpu:h100", static_argnames=("act",),
+                             donate_argnames=("extra",), time_limit_s=1)
+    assert "tanh" in plan.capture.hlo_text

@@ -29,8 +29,8 @@ import numpy as np
 from google.protobuf import text_format
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from olla_jax import jax_compat, protos
-from olla_jax.capture.base import CaptureError as _CaptureErrorBase
+from olla_jax import calls, jax_compat, protos
+from olla_jax.capture.base import CaptureError as _CaptureErrorBase, step_error
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,9 @@ def _to_shardings(spec: Any, mesh: Mesh) -> Any:
         spec, is_leaf=lambda s: isinstance(s, PartitionSpec) or s is None)
 
 
+_FOREIGN_MESH = "should match the mesh passed to shard_map"   # jax's words for another mesh
+
+
 def compile_for_target(
     fn: Callable[..., Any],
     args: tuple,
@@ -325,7 +328,16 @@ def compile_for_target(
         for key, value in known_debug_options(DEVICELESS_OPTIONS).items():
             options.setdefault(key, value)
     with _mesh_context(mesh):
-        lowered = jitted.lower(*abstract_args)
+        try:
+            lowered = calls.lower_traced(jitted, abstract_args, {})
+        except _CaptureErrorBase as err:
+            if _FOREIGN_MESH not in str(err) or err.__cause__ is None:
+                raise
+            raise step_error(
+                f"{err}; a step compiled for a compile-only target runs on that target's "
+                f"devices: build the mesh its shard_map uses with olla_jax.capture.gpu.gpu_mesh("
+                f"{target!r}, {num_devices}, {dict(mesh.shape)!r}) (the num_devices and mesh_axes "
+                "given to plan)", err.__cause__) from err.__cause__
     try:
         return lowered.compile(compiler_options=options or None)
     except Exception as err:  # noqa: BLE001 - XLA raises several kinds; name the target

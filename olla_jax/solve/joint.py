@@ -139,10 +139,13 @@ def _hull_occupants(occupants):
 
 def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
                 hint_places: dict[int, tuple[int, int]], time_limit_s: float = 10.0,
-                workers: int = 2, seed: int = 0) -> JointResult | None:
+                workers: int = 2, seed: int = 0,
+                deadline: float | None = None) -> JointResult | None:
     """Minimise the arena over orders and placements together.  ``hint_places``:
     unit id -> (region or ARENA, offset) of a valid plan under ``hint_order``.
-    None when CP-SAT finds nothing in time."""
+    None when CP-SAT finds nothing in time.  ``deadline``: a ``time.monotonic()``
+    instant (system-wide, so a parent's deadline holds in the child it starts)
+    that the search ends by too, whatever this process's start-up took."""
     cp_model = _cp_model()
     t0 = time.monotonic()
     n = len(graph.nodes)
@@ -234,8 +237,12 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
     m.add_hint(height, hint_height)
     m.minimize(height)
 
-    solver, status = cpsat_run.solve(m, time_limit_s - (time.monotonic() - t0),
-                                     workers=workers, seed=seed)
+    left = time_limit_s - (time.monotonic() - t0)
+    if deadline is not None:
+        left = min(left, deadline - time.monotonic())
+    if left <= 0:
+        return None
+    solver, status = cpsat_run.solve(m, left, workers=workers, seed=seed)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     values = [solver.value(p) for p in pos]
