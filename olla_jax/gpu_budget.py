@@ -12,10 +12,11 @@ Three ways to trade compute for memory are tried on the same plan:
   its limit and planned by our order and placement (``remat_planned``): XLA's
   FLOPs, at most its memory.
 
-Asked for (``offload=True``), a fourth: the longest-idle values parked in
-host memory (``olla_jax.offload``), the offloaded step then ordered and placed
-by us, and recomputed by us on top where still over the budget
-(``offload_side``).  Opt-in: nothing here measures the copies' time (no GPU).
+Asked for (``offload=True``), a fourth, last, in the time the others leave:
+the longest-idle values parked in host memory (``olla_jax.offload``), the
+offloaded step then ordered and placed by us, and recomputed by us on top
+where still over the budget (``offload_side``).  Opt-in: nothing here
+measures the copies' time (no GPU).
 
 The one kept: among those that meet the budget, the fewest extra FLOPs (the
 offloading side loses ties: its copies' time is unknown); when none does, the
@@ -92,18 +93,13 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     time limit to a Plan of the same step on that target), XLA's
     rematerialized program under our order and placement (``remat_planned``).
     Given ``plan_offloaded`` (a step with the same arguments and a time limit
-    to its Plan), host offloading too (``offload_side``, ``OFFLOAD_SHARE`` of
-    the time).  XLA's compiles count as ``capture_seconds``; ours and the
-    planning of XLA's or the offloaded programs share ``time_limit_s``."""
+    to its Plan), host offloading too (``offload_side``), last, in the time
+    the others leave (``offload_after``): they run as without it, so what is
+    kept is never worse than without offloading.  XLA's compiles count as
+    ``capture_seconds``; ours and the planning of XLA's or the offloaded
+    programs share ``time_limit_s``."""
     from olla_jax import budget as budget_lib
     from olla_jax.budget import feed_back
-    offloaded, off_seconds, off_note = None, {}, ""
-    if plan_offloaded is not None:
-        offloaded, off_seconds, off_note = offload_side(
-            result, budget, fn, args, plan_offloaded, static_argnums=static_argnums,
-            donate_argnums=donate_argnums, compiler_options=compiler_options,
-            time_limit_s=time_limit_s * OFFLOAD_SHARE, recompute_cost=recompute_cost)
-        time_limit_s -= off_seconds.get("solve", 0.0) + off_seconds.get("verify", 0.0)
     points, xla = feed_back.xla_remat_points(result, budget, fn, args,
                                              static_argnums=static_argnums,
                                              donate_argnums=donate_argnums,
@@ -124,6 +120,14 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
                                if candidates else (None, {}, ""))
     if planned is not None:
         sides.append(planned)
+    offloaded, off_seconds, off_note = None, {}, ""
+    if plan_offloaded is not None:
+        left = time_limit_s - spent - seconds.get("solve", 0.0) - seconds.get("verify", 0.0)
+        offloaded, off_seconds, off_note = offload_after(
+            choose(sides, budget), left, lambda limit_s: offload_side(
+                result, budget, fn, args, plan_offloaded, static_argnums=static_argnums,
+                donate_argnums=donate_argnums, compiler_options=compiler_options,
+                time_limit_s=limit_s, recompute_cost=recompute_cost), budget)
     if offloaded is not None:
         sides.append(offloaded)
     kept = choose(sides, budget)
@@ -258,12 +262,26 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
 
 # --- host offloading as a side ------------------------------------------------
 
-# The share of the stage's time limit the offloading side gets (the offloaded
-# step's order and placement, then our recomputation on top), when asked for.
-OFFLOAD_SHARE = 0.4
-# Of that share, what the order and placement of the offloaded step may take
-# when recomputation may follow (the rest: the recomputation search).
+# Of the time the other sides leave the offloading side, what the order and
+# placement of the offloaded step may take when recomputation may follow (the
+# rest: the recomputation search).
 OFFLOAD_PLAN_SHARE = 0.5
+
+
+def offload_after(best: Side, left_s: float, run: Callable[[float], tuple], budget: int
+                  ) -> tuple[Side | None, dict, str]:
+    """Host offloading after the other sides (``best``, the one ``choose``
+    keeps of them), in the ``left_s`` seconds of the limit they leave:
+    ``run(limit_s)`` (``offload_side``'s result), unless ``best`` already
+    meets ``budget`` with no extra FLOPs (offloading cannot beat it: it loses
+    ties) or too little time is left for the offloaded step's planning."""
+    if best.plan.runs_total_bytes <= budget and best.plan.extra_flops == 0:
+        return None, {}, (f"host offloading not tried: {best.name} meets the budget with no "
+                          "extra FLOPs")
+    if left_s * OFFLOAD_PLAN_SHARE < REMAT_MIN_S:
+        return None, {}, (f"host offloading not tried: {max(left_s, 0):.1f} s of the limit left "
+                          "after the other sides (a longer time_limit_s gives it time)")
+    return run(left_s)
 
 
 def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,

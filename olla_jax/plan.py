@@ -344,7 +344,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     XLA's own rematerialization under a searched memory limit
     (``olla_jax.xla_remat``), whichever meets it with fewer extra FLOPs
     (``olla_jax.gpu_budget``).  ``offload=True`` (compile-only GPU targets,
-    with a budget) adds host offloading as one more side: the longest-idle
+    with a budget) adds host offloading as one more side, tried last in the
+    time the others leave (never where one meets the budget with no extra
+    FLOPs): the longest-idle
     values parked in host memory (``olla_jax.offload``), then our order and
     placement (and recomputation on top); kept only where it meets the budget
     with fewer extra FLOPs than the others, or where none does (built, not

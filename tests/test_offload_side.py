@@ -5,6 +5,7 @@ its host bytes and copies in the notes (compile-only H100)."""
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import warnings
 
@@ -88,7 +89,7 @@ def test_to_budget_keeps_offloading_that_meets_the_budget_with_no_flops(monkeypa
     offloaded step planned by us meets it with none: offloading is kept, with
     its host bytes and copies in the notes, XLA's own temp as the reference,
     the lever's compiles counted as XLA's and its planning as the planner's,
-    within its share of the limit."""
+    within what the other sides left of the limit."""
     import dataclasses
     import time
 
@@ -132,8 +133,8 @@ def test_to_budget_keeps_offloading_that_meets_the_budget_with_no_flops(monkeypa
     got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0,
                                plan_offloaded=plan_offloaded)
     assert lever_budgets == [800]                       # no arguments or outputs here
-    assert asked == [("offloaded step", 40.0 * gpu_budget.OFFLOAD_SHARE
-                      * gpu_budget.OFFLOAD_PLAN_SHARE)]
+    # last, in what ours left of the limit (its 10 s of search)
+    assert asked == [("offloaded step", (40.0 - 10.0) * gpu_budget.OFFLOAD_PLAN_SHARE)]
     assert got.engine == "offload+list" and got.extra_flops == 0
     assert got.runs_total_bytes == 780 and got.xla_best_temp_bytes == 1000
     assert got.settings["host_temp_bytes"] == 3 * 2**20 and got.settings["to_host_bytes"] == 5 * 2**20
@@ -194,3 +195,98 @@ def test_offloading_that_lowers_nothing_says_what_each_try_reached_in_mib(monkey
                                             lambda fn, s: None, time_limit_s=10.0)
     assert side is None
     assert "1 -> 86.00 MiB, 2 -> 50.00 MiB" in note and "90177536" not in note
+
+
+def _three_sides(monkeypatch, ours_flops: int):
+    """``to_budget``'s fakes on a fake clock: ours (10 s of search) at 850
+    bytes with ``ours_flops`` (within an 800-byte budget when 0: 780 then),
+    XLA's remat at 700 with 200 extra FLOPs, XLA's program at a higher limit
+    planned by us to 780 with 50; the offload lever (40 s of compiles) and
+    the offloaded step's planning (15 s, 820 bytes, 0 FLOPs).  The limits
+    ``plan_on`` and ``plan_offloaded`` were given, and the lever's calls."""
+    import re
+    import time
+
+    from olla_jax import budget as budget_lib
+    from olla_jax import offload, xla_remat
+    from olla_jax.capture import record
+    from tests.test_gpu_budget import _fake_plan
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def memory(temp):
+        return types.SimpleNamespace(total=temp, temp=temp, argument=0, output=0, alias=0)
+    monkeypatch.setattr(xla_remat, "search", lambda *a, **k: [
+        xla_remat.RematPoint(None, memory(1000), 100, None),
+        xla_remat.RematPoint(800, memory(900), 150, None),
+        xla_remat.RematPoint(500, memory(700), 300, None)])
+    monkeypatch.setattr(record, "serialize_executable", lambda compiled: b"")
+    monkeypatch.setattr(budget_lib, "recompute_to_budget", lambda result, budget, **kw: (
+        _fake_plan(850 if ours_flops else 780, solve_seconds=result.solve_seconds + 10.0,
+                   extra_flops=ours_flops)))
+    calls = dict(plan_on=[], plan_offloaded=[], lever=0)
+
+    def plan_on(path, limit_s):
+        calls["plan_on"].append(limit_s)
+        assert re.search(r"device_memory_size", open(path).read())
+        return _fake_plan(780, xla_default_temp_bytes=900, xla_best_temp_bytes=900,
+                          solve_seconds=4.0, verify_seconds=1.5)
+
+    def lever(fn, *args, budget, **kw):
+        clock[0] += 40.0
+        calls["lever"] += 1
+        return types.SimpleNamespace(
+            chosen=("a",), fn="offloaded step", temp=820, xla_temp=1000, host_temp=2**20,
+            transfers=offload.Transfers(1, 1, 2**20, 2**20, 2), tried=((1, 820),))
+    monkeypatch.setattr(offload, "offload", lever)
+
+    def plan_offloaded(fn, limit_s):
+        calls["plan_offloaded"].append(limit_s)
+        return _fake_plan(820, xla_best_temp_bytes=820, solve_seconds=15.0, verify_seconds=1.0)
+
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        executable: object = None
+    result = _fake_plan(950, compiled=Compiled())
+
+    def run(offload_too: bool):
+        return gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0,
+                                    plan_on=plan_on,
+                                    plan_offloaded=plan_offloaded if offload_too else None)
+    return run, calls
+
+
+def test_offloading_runs_after_the_other_sides_in_the_time_they_leave(monkeypatch):
+    """Before: offloading ran first on a share of the limit, taken from the
+    others (gpt2:small's XLA remat planned by us had 4.7 s, was not tried).
+    Now the others get what they get without it, and keep what they keep
+    when offloading does not beat them (here: it misses the budget)."""
+    run, calls = _three_sides(monkeypatch, ours_flops=5)
+    alone = run(False)
+    both = run(True)
+    assert calls["plan_on"][0] == calls["plan_on"][1]      # the same share either way
+    assert calls["lever"] == 1
+    # what ours (10 s) and XLA's program planned (4 + 1.5 s) left of 40 s
+    assert calls["plan_offloaded"] == [(40.0 - 10.0 - 5.5) * gpu_budget.OFFLOAD_PLAN_SHARE]
+    assert (alone.runs_total_bytes, alone.extra_flops) == (780, 50)
+    assert (both.runs_total_bytes, both.extra_flops, both.engine) == (780, 50, alone.engine)
+    assert "host offloading: total" in both.notes[-1] and "4 sides" in both.notes[-1]
+
+
+def test_offloading_is_not_tried_where_a_side_meets_the_budget_with_no_flops(monkeypatch):
+    run, calls = _three_sides(monkeypatch, ours_flops=0)
+    got = run(True)
+    assert calls["lever"] == 0 and calls["plan_offloaded"] == []
+    assert got.extra_flops == 0 and got.runs_total_bytes == 780
+    assert any("host offloading not tried: our recomputation meets the budget with no extra "
+               "FLOPs" in n for n in got.notes)
+
+
+def test_offloading_is_not_tried_without_time_left():
+    over = gpu_budget.Side("ours", types.SimpleNamespace(runs_total_bytes=900, extra_flops=5))
+    ran = []
+    got = gpu_budget.offload_after(over, 2 * gpu_budget.REMAT_MIN_S - 0.1,
+                                   lambda limit_s: ran.append(limit_s), 800)
+    assert got[0] is None and ran == [] and "s of the limit left" in got[2]
+    gpu_budget.offload_after(over, 10.0, lambda limit_s: ran.append(limit_s), 800)
+    assert ran == [10.0]

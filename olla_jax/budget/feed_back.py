@@ -63,7 +63,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if not (backend.kind == "cpu" or backend.compile_only) or cap.executable is None:
         return note(result, f"recomputation is applied only on CPU executables and built for "
                             f"compile-only GPU targets (this step is for {result.backend})")
-    if graph.temp_allocation < 0 or graph.allocations[graph.temp_allocation].is_tuple:
+    if not temp_resizable(graph, cap):
         return note(result, "XLA's temp allocation cannot be resized here: recomputation not tried")
     t0 = time.monotonic()
     fixed = result.argument_bytes + result.output_bytes - result.alias_bytes
@@ -98,6 +98,16 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     return feed_back_plan(result, found, args=args, static_argnums=static_argnums,
                           verify_trials=verify_trials, measure_time=measure_time,
                           search_s=search_s, time_limit_s=time_limit_s, floor=floor)
+
+
+def temp_resizable(graph, cap) -> bool:
+    """Whether the plan may resize XLA's temp allocation: there is one, and
+    it is not a tuple table, or its tuple-table flag is one no thunk of the
+    executable bears out (``checked.unheld_tuple_flags``: the checker and the
+    GPU rewrite resize it then too)."""
+    temp = graph.temp_allocation
+    return temp >= 0 and (not graph.allocations[temp].is_tuple
+                          or temp in checked.unheld_tuple_flags(cap))
 
 
 def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None, entry_cands,

@@ -117,3 +117,49 @@ def test_an_unreadable_gpu_executable_leaves_every_flag_honoured():
     class Cap:
         backend, executable = "gpu:h100", b"not an executable"
     assert checked.unheld_tuple_flags(Cap()) == frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    """What ``recompute_to_budget`` reads before its search."""
+    graph: object
+    capture: object
+    backend: str = "gpu:h100"
+    argument_bytes: int = 1 << 20
+    output_bytes: int = 0
+    alias_bytes: int = 0
+    notes: tuple = ()
+    solve_seconds: float = 0.0
+    verify_seconds: float = 0.0
+
+
+@needs_plugin
+def test_recomputation_resizes_a_temp_arena_only_while_its_tuple_flag_is_unheld(cap):
+    """Before: recomputation to a budget refused any temp allocation flagged
+    ``is_tuple`` (lm_adamw offloaded kept 50.09 MiB, over the budget), though
+    the checker and the rewrite let it grow while no thunk bears the flag out."""
+    import warnings
+
+    from olla_jax.budget import feed_back
+    from olla_jax.graph import model
+    arena = _arena(gpu_executable.decode(cap.executable))
+    flagged = _flagged(cap, arena)
+    graph = model.build(flagged.hlo_proto, flagged.values_text, flagged.live_range_text)
+    assert graph.temp_allocation == arena and graph.allocations[arena].is_tuple
+    assert feed_back.temp_resizable(graph, flagged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # a budget below the arguments: the first refusal after the temp's
+        got = feed_back.recompute_to_budget(_Result(graph, flagged), 1024, time_limit_s=1.0)
+    assert "cannot be resized" not in got.notes[-1] and "arguments and outputs" in got.notes[-1]
+    # once a thunk names a table's bytes, the flag holds: not tried
+    decoded = gpu_executable.decode(flagged.executable)
+    offset, _ = tuple_tables.tuple_table_extents(decoded)[arena][0]
+    arg = next(s for t in decoded.thunks for s in nested_of_type(t, SLICE))
+    arg.buffer_allocation_index, arg.offset = arena, offset
+    held = dataclasses.replace(flagged, executable=gpu_executable.encode(decoded))
+    assert not feed_back.temp_resizable(graph, held)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = feed_back.recompute_to_budget(_Result(graph, held), 1024, time_limit_s=1.0)
+    assert "cannot be resized" in got.notes[-1]
