@@ -287,3 +287,13 @@ def test_graph_model_has_what_the_joint_model_reads():
         have = {f.name for f in dataclasses.fields(cls)} | set(dir(cls))
         missing = members(protocol) - have
         assert not missing, f"{cls.__name__} lacks {sorted(missing)} of {protocol.__name__}"
+
+
+def test_test_files_have_unique_basenames():
+    # tests/ has no packages: pytest imports each test file by its basename, and
+    # two alike (tests/test_joint.py beside tests/solve/test_joint.py) stop the
+    # whole suite at collection
+    seen: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
