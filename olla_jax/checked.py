@@ -29,7 +29,7 @@ def unheld_tuple_flags(cap) -> frozenset[int]:
     """The tuple-table flags of ``cap``'s XLA:GPU executable that none of its
     thunks bears out (``olla_jax.apply.tuple_tables``); none on other backends
     or where the executable cannot be read (then every flag is honoured)."""
-    if not cap.backend.startswith("gpu") or cap.executable is None:
+    if Backend.parse(cap.backend).kind != "gpu" or cap.executable is None:
         return frozenset()
     from olla_jax.apply import gpu_executable, tuple_tables
     try:

@@ -102,6 +102,8 @@ class FakePlan:
     runs_temp_bytes: int = 0
     graph: None = None
     solve_seconds: float = 0.0
+    capture_seconds: float = 0.0   # what plan() sums over its stages
+    verify_seconds: float = 0.0
     argument_bytes: int = 0        # what a missed budget's advice reads (plan.budget_advice)
     output_bytes: int = 0
     alias_bytes: int = 0
