@@ -252,6 +252,12 @@ def slices(msg, skip: str, path: str = "") -> Iterator[tuple[str, Any]]:
                 yield from slices(item, skip, path + field.name + ".")
 
 
+def all_slices(msg) -> list[tuple[int, int, int]]:
+    """(allocation, offset, size) of every buffer slice inside ``msg``, the
+    thunks nested in it included (a while loop's body, an async start's)."""
+    return [(s.buffer_allocation_index, s.offset, s.size) for _, s in slices(msg, skip="")]
+
+
 def repeated(field) -> bool:
     repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; label() is deprecated
     return repeated if isinstance(repeated, bool) else field.label == field.LABEL_REPEATED

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 
 from olla_jax.apply import gpu_executable
-from olla_jax.apply.edits import SLICE, repeated
+from olla_jax.apply.edits import all_slices
 
 
 def _subshape(shape, index):
@@ -50,25 +50,10 @@ def tuple_table_extents(decoded) -> dict[int, list[tuple[int, int]]]:
     return extents
 
 
-def _slices(msg, out: list[tuple[int, int, int]]) -> None:
-    for field, value in msg.ListFields():
-        if field.message_type is None:
-            continue
-        items = value if repeated(field) else (value,)
-        for item in items:
-            if field.message_type.full_name == SLICE:
-                out.append((item.buffer_allocation_index, item.offset, item.size))
-            else:
-                _slices(item, out)
-
-
 def thunk_slices(decoded) -> list[tuple[int, int, int]]:
     """(allocation, offset, size) of every buffer slice any thunk names, at
     any depth (a while loop's body, an async start's thunks...)."""
-    out: list[tuple[int, int, int]] = []
-    for thunk in decoded.thunks:
-        _slices(thunk, out)
-    return out
+    return [s for thunk in decoded.thunks for s in all_slices(thunk)]
 
 
 def unheld_tuple_flags(decoded) -> frozenset[int]:
