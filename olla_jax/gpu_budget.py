@@ -249,15 +249,27 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
             f"ordered and placed by us: temp {got.runs_temp_bytes / 2**20:,.2f} MiB against "
             f"XLA's {got.xla_best_temp_bytes / 2**20:,.2f}, {extra:,} extra FLOPs; tried: "
             + tries)
-    plan = dataclasses.replace(
+    plan = _of_the_step(result, got, f"xla-remat+{got.engine}", text, time_limit_s,
+                        extra_flops=extra)
+    return Side("XLA's rematerialization planned by us", plan), seconds, tries
+
+
+def _of_the_step(result, got, engine: str, note: str, time_limit_s: float, *,
+                 extra_flops: int | None = None, **settings):
+    """``got``, a plan of another program of the step (XLA's rematerialized one,
+    the offloaded one), reported as a side of ``result``: XLA's figures for the
+    step as given, no bound (``got``'s is its own program's), ``note`` added,
+    and the call's time limit as every other side reports it (the try had a
+    share), with ``settings`` added."""
+    changes = {} if extra_flops is None else {"extra_flops": extra_flops}
+    return dataclasses.replace(
         got, backend=result.backend, xla_default_temp_bytes=result.xla_default_temp_bytes,
         xla_best_temp_bytes=result.xla_best_temp_bytes, xla_scheduler=result.xla_scheduler,
-        xla_compiled=result.xla_compiled, lower_bound_bytes=0, extra_flops=extra,
-        engine=f"xla-remat+{got.engine}", notes=got.notes + (text,),
-        # the call's limit, as every other side reports it (the try had a share)
+        xla_compiled=result.xla_compiled, lower_bound_bytes=0, engine=engine,
+        notes=got.notes + (note,),
         settings={**got.settings, "time_limit_s": result.settings.get("time_limit_s",
-                                                                     time_limit_s)})
-    return Side("XLA's rematerialization planned by us", plan), seconds, tries
+                                                                     time_limit_s), **settings},
+        **changes)
 
 
 # --- host offloading as a side ------------------------------------------------
@@ -358,15 +370,9 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
             f"{t.to_device_bytes / mib:,.2f} MiB back in {t.to_device}; 0 extra FLOPs from "
             f"offloading, {got.extra_flops:,} from recomputation; not run: the copies' time is "
             "unknown (no GPU here)")
-    plan = dataclasses.replace(
-        got, backend=result.backend, xla_default_temp_bytes=result.xla_default_temp_bytes,
-        xla_best_temp_bytes=result.xla_best_temp_bytes, xla_scheduler=result.xla_scheduler,
-        xla_compiled=result.xla_compiled, lower_bound_bytes=0,
-        engine=f"offload+{got.engine}", notes=got.notes + (text,),
-        settings={**got.settings, "time_limit_s": result.settings.get("time_limit_s",
-                                                                     time_limit_s),
-                  "offloaded_values": len(lever.chosen), "host_temp_bytes": lever.host_temp,
-                  "to_host_bytes": t.to_host_bytes, "to_device_bytes": t.to_device_bytes})
+    plan = _of_the_step(result, got, f"offload+{got.engine}", text, time_limit_s,
+                        offloaded_values=len(lever.chosen), host_temp_bytes=lever.host_temp,
+                        to_host_bytes=t.to_host_bytes, to_device_bytes=t.to_device_bytes)
     return Side("host offloading", plan, moves_to_host=True), seconds, ""
 
 
