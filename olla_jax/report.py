@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from olla_jax.graph.layout import Layout, xla_layout
-from olla_jax.graph.model import ScheduleGraph
+from olla_jax.graph.model import HOST_SPACE, ScheduleGraph
 from olla_jax.graph.simulate import Box as _Box, boxes as _boxes, memory_timeline
 
 if TYPE_CHECKING:   # result.py imports this module: the type only
@@ -153,7 +153,37 @@ def _save(fig, path: str) -> str:
 def plot_memory(graph: ScheduleGraph, xla: Layout, ours: Layout, path: str, *,
                 title: str = "temp memory over time", lower_bound: int | None = None) -> str:
     """Temp arena bytes in use per step, XLA's plan vs ours; dashed lines at
-    each plan's temp size and (optionally) a proven lower bound.  PNG."""
+    each plan's temp size and (optionally) a proven lower bound; the bytes in
+    host memory (an offloaded step's), outside the arena, as a line of their
+    own.  PNG."""
+    return _save(memory_figure(graph, xla, ours, title=title, lower_bound=lower_bound), path)
+
+
+def space_name(color: int) -> str:
+    """What XLA's memory space ``color`` is, in words."""
+    return (f"host memory (memory space {color})" if color == HOST_SPACE
+            else f"memory space {color}")
+
+
+def other_space_text(graph: ScheduleGraph) -> str:
+    """'' or what an offloaded step holds outside the device temp arena (the
+    plots draw the arena; this says what they leave out of it)."""
+    return "; ".join(f"{_size(n)} of temporaries in {space_name(c)}, outside the temp arena"
+                     for c, n in sorted(graph.other_space_bytes.items()))
+
+
+def _space_allocations(graph: ScheduleGraph) -> dict[int, list[int]]:
+    """Per memory space other than device memory, its allocations' indices."""
+    out: dict[int, list[int]] = defaultdict(list)
+    for a in graph.allocations:
+        if a.kind == "other_space":
+            out[a.color].append(a.index)
+    return dict(sorted(out.items()))
+
+
+def memory_figure(graph: ScheduleGraph, xla: Layout, ours: Layout, *,
+                  title: str = "temp memory over time", lower_bound: int | None = None):
+    """The matplotlib Figure of ``plot_memory`` (not saved)."""
     fig = _figure(10, 5)
     ax = fig.add_subplot()
     lines = [("XLA", xla, "tab:red"), ("olla_jax", ours, "tab:blue")]
@@ -168,15 +198,24 @@ def plot_memory(graph: ScheduleGraph, xla: Layout, ours: Layout, path: str, *,
     if lower_bound:
         ax.axhline(lower_bound / MIB, color="black", linestyle=":", linewidth=1,
                    label=f"lower bound {lower_bound / MIB:,.2f} MiB")
+    name, layout, _ = lines[-1]
+    for color, allocs in _space_allocations(graph).items():
+        # kept where XLA put it: only the order (the last line's) moves its spans
+        timeline = memory_timeline(graph, layout, allocations=allocs)
+        ax.step(range(len(timeline)), [b / MIB for b in timeline], where="post",
+                color="tab:green", linewidth=1.2, linestyle="-.",
+                label=f"{name}: {space_name(color)} in use, not in the arena "
+                      f"({_size(graph.other_space_bytes[color])} allocated)")
+    outside = other_space_text(graph)
     ax.set_xlim(0, max(1, len(graph.flat)))
     ax.set_ylim(bottom=0)
     ax.set_xlabel("step of the flattened schedule")
-    ax.set_ylabel("temp arena in use (MiB)")
-    ax.set_title(title)
+    ax.set_ylabel("temp arena in use (MiB)" if not outside else "bytes in use (MiB)")
+    ax.set_title(title + (f"\n+ {outside} (green)" if outside else ""))
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize="small",
-              frameon=False)
-    return _save(fig, path)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3 if not outside else 2,
+              fontsize="small", frameon=False)
+    return fig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,11 +335,15 @@ def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer 
     region_allocs = set(graph.regions)
     parked_units = {b.unit for b in boxes if b.allocation in region_allocs
                     and graph.units[b.unit].movable}
-    hosts = sorted({b.allocation for b in boxes if b.unit in parked_units})
-    region_boxes = [b for b in boxes if b.allocation in hosts]
-    key = _key(graph, all_arena + [b for b in region_boxes if b.unit in parked_units], sources)
+    outputs = sorted({b.allocation for b in boxes if b.unit in parked_units})
+    # an offloaded step's host-memory allocations: XLA's, outside the arena, drawn below it
+    spaces = [a for allocs in _space_allocations(graph).values() for a in allocs]
+    bands = outputs + spaces
+    band_boxes = [b for b in boxes if b.allocation in bands]
+    shown = parked_units | {b.unit for b in band_boxes if b.allocation in spaces}
+    key = _key(graph, all_arena + [b for b in band_boxes if b.unit in shown], sources)
 
-    lower = min(5.0, max(1.2, 0.16 * len(hosts))) if hosts else 0.4
+    lower = min(5.0, max(1.2, 0.16 * len(bands))) if bands else 0.4
     keyed = len(key.legend)
     fig = _figure(9 + 6 * (len(panels) - 1), 6.2 + lower + 0.2 * keyed)
     grid = fig.add_gridspec(2, len(panels), height_ratios=(5, lower))
@@ -312,7 +355,8 @@ def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer 
         axes.append(ax)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    fig.suptitle(title)
+    outside = other_space_text(graph)
+    fig.suptitle(title + (f"\n+ {outside} (drawn below)" if outside else ""))
     from matplotlib.patches import Patch
     fig.legend([Patch(facecolor=c, edgecolor=(0, 0, 0, 0.4)) for c, _ in key.legend],
                [t for _, t in key.legend], loc="outside lower center", ncol=2 if keyed > 4 else 1,
@@ -320,23 +364,34 @@ def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer 
                title="colour: the user's source line (op names from XLA's op metadata)",
                title_fontsize="small")
 
-    # Output allocations hosting parked values: one band each, offsets scaled to the band.
+    # One band each, offsets scaled to the band: the output allocations hosting
+    # parked values, then the allocations in host memory.
     ax2 = fig.add_subplot(grid[1, :])
-    if hosts:
-        base = {a: float(i) for i, a in enumerate(hosts)}
-        scale = {a: 0.9 / max(1, graph.allocations[a].size) for a in hosts}
-        colours = [key.colour_of_unit[b.unit] if b.unit in parked_units else _OUTPUT
-                   for b in region_boxes]
-        _draw_boxes(ax2, region_boxes, base, scale, colours)
-        every = -(-len(hosts) // 24)   # at most 24 labels
-        ax2.set_yticks([i + 0.45 for i in range(0, len(hosts), every)],
-                       [f"alloc {a} ({_size(graph.allocations[a].size)})" for a in hosts[::every]],
-                       fontsize="x-small")
+    if bands:
+        base = {a: float(i) for i, a in enumerate(bands)}
+        scale = {a: 0.9 / max(1, graph.allocations[a].size) for a in bands}
+        colours = [key.colour_of_unit[b.unit] if b.unit in shown else _OUTPUT
+                   for b in band_boxes]
+        _draw_boxes(ax2, band_boxes, base, scale, colours)
+        every = -(-len(bands) // 24)   # at most 24 labels
+
+        def band_label(a: int) -> str:
+            alloc = graph.allocations[a]
+            where = "host " if alloc.color == HOST_SPACE else "" if a in outputs else \
+                f"space {alloc.color} "
+            return f"{where}alloc {a} ({_size(alloc.size)})"
+        ax2.set_yticks([i + 0.45 for i in range(0, len(bands), every)],
+                       [band_label(a) for a in bands[::every]], fontsize="x-small")
         ax2.set_xlim(0, horizon)
-        ax2.set_ylim(-0.05, len(hosts))
-        values = f"{len(parked_units)} temp value{'' if len(parked_units) == 1 else 's'}"
-        ax2.set_title(f"{name}: {values} parked in idle output allocations (light grey: the "
-                      "outputs themselves)", fontsize="medium")
+        ax2.set_ylim(-0.05, len(bands))
+        parts = []
+        if outputs:
+            values = f"{len(parked_units)} temp value{'' if len(parked_units) == 1 else 's'}"
+            parts.append(f"{name}: {values} parked in idle output allocations (light grey: the "
+                         "outputs themselves)")
+        if spaces:
+            parts.append(f"XLA's: {outside}")
+        ax2.set_title("\n".join(parts), fontsize="medium")
         ax2.set_xlabel("step of the schedule")
     else:
         ax2.axis("off")
@@ -409,5 +464,6 @@ def _sources_of(plan: Plan) -> dict[str, OpSource]:
         return {}
 
 
-__all__ = ["OpSource", "layout_figure", "memory_timeline", "op_sources", "peak_breakdown_text", "plot_layout",
-           "plot_memory", "plot_plan"]
+__all__ = ["OpSource", "layout_figure", "memory_figure", "memory_timeline", "op_sources",
+           "other_space_text", "peak_breakdown_text", "plot_layout", "plot_memory", "plot_plan",
+           "space_name"]

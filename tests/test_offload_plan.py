@@ -143,3 +143,24 @@ def test_host_memory_outputs_hold_no_device_values():
                                 values=values, units=units, allocations=allocs,
                                 temp_allocation=0)
     assert graph.regions == (2,)
+
+
+def test_plots_say_what_is_in_host_memory(captured):
+    """The arena drawn is device memory: the plots say (and draw) the host bytes beside it."""
+    pytest.importorskip("matplotlib")
+    from olla_jax import report
+    from olla_jax.graph import layout as layout_lib
+    graph = model.build(captured.hlo_proto, captured.values_text, captured.live_range_text)
+    host = graph.other_space_bytes[model.HOST_SPACE]
+    said = f"{report._size(host)} of temporaries in host memory (memory space 5), outside"
+    xla = layout_lib.xla_layout(graph)
+    memory = report.memory_figure(graph, xla, xla)
+    ax = memory.axes[0]
+    assert said in ax.get_title()
+    host_line = [line for line in ax.get_lines() if "host memory" in line.get_label()]
+    assert len(host_line) == 1 and max(host_line[0].get_ydata()) == host / report.MIB
+    layout = report.layout_figure(graph, xla)
+    assert said in layout.get_suptitle()
+    band = layout.axes[-1]
+    assert said in band.get_title()
+    assert any(t.get_text().startswith("host alloc") for t in band.get_yticklabels())

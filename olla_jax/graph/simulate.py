@@ -4,6 +4,7 @@ fragmentation.  The model's own view (the checker re-derives it separately)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import NamedTuple
 
 from olla_jax.graph.layout import Layout
@@ -66,15 +67,18 @@ def copy_boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
     return out
 
 
-def memory_timeline(graph: ScheduleGraph, layout: Layout) -> list[int]:
+def memory_timeline(graph: ScheduleGraph, layout: Layout,
+                    allocations: Collection[int] | None = None) -> list[int]:
     """Per step of the flattened schedule under ``layout.order``: bytes of the
     temp arena in use (units placed in it that are live then, and recomputed
     copies; a unit's bytes are counted once however many aliased values it
-    holds)."""
+    holds).  ``allocations``: those allocations instead of the arena (e.g. the
+    host-memory ones of an offloaded step)."""
     horizon = len(graph.flat)
+    within = {graph.temp_allocation} if allocations is None else set(allocations)
     delta = [0] * (horizon + 1)
     for box in boxes(graph, layout) + copy_boxes(graph, layout):
-        if box.allocation == graph.temp_allocation:
+        if box.allocation in within:
             delta[box.start] += box.size
             delta[min(box.end, horizon - 1) + 1] -= box.size
     out, live = [], 0
