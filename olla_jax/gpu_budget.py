@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 from olla_jax.capture.base import Backend
 from olla_jax.result import quiet
+from olla_jax.sizes import size_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,12 +220,16 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
                 tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: not tried ({max(left, 0):.1f} s "
                              "left)")
                 continue
+            named = f"{result.backend} with XLA's memory limit at {size_text(point.limit_bytes)}"
+            path = ""
             try:
-                got = plan_on(xla_remat.target_file(target, point.limit_bytes, io, folder), share)
+                path = xla_remat.target_file(target, point.limit_bytes, io, folder)
+                got = plan_on(path, share)
             except Exception as err:  # noqa: BLE001 - this side is then left out
                 tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: failed "
-                             f"({type(err).__name__}: {err})")
+                             f"({type(err).__name__}: {_named(str(err), path, named)})")
                 continue
+            got = dataclasses.replace(got, notes=tuple(_named(n, path, named) for n in got.notes))
             seconds["solve"] += got.solve_seconds
             seconds["verify"] += got.verify_seconds
             seconds["capture"] += got.capture_seconds
@@ -252,6 +257,15 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
     plan = _of_the_step(result, got, f"xla-remat+{got.engine}", text, time_limit_s,
                         extra_flops=extra)
     return Side("XLA's rematerialization planned by us", plan), seconds, tries
+
+
+def _named(text: str, path: str, name: str) -> str:
+    """``text`` with the device description written for a forced limit (a
+    temporary file, gone when the search ends: meaningless to a user) called
+    ``name``, what it stands for."""
+    if not path:
+        return text
+    return text.replace(f"gpu:{path}", name).replace(path, name)
 
 
 def _of_the_step(result, got, engine: str, note: str, time_limit_s: float, *,

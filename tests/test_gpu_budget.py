@@ -295,9 +295,12 @@ def test_to_budget_keeps_xlas_remat_planned_by_us_when_it_has_the_fewest_flops(m
     def plan_on(path, limit_s):
         memory_size = int(re.search(r"device_memory_size:\s*(\d+)", open(path).read()).group(1))
         asked.append((memory_size, limit_s))
+        paths.append(path)
         return _fake_plan(780, xla_default_temp_bytes=900, xla_best_temp_bytes=900,
                           backend=f"gpu:{path}", solve_seconds=4.0, verify_seconds=1.5,
-                          capture_seconds=20.0)
+                          capture_seconds=20.0,   # as apply.feed_back words a build
+                          notes=(f"not fed back: rewritten gpu:{path} executable built",))
+    paths = []
     @dataclasses.dataclass(frozen=True)
     class Compiled:
         executable: object = None
@@ -312,6 +315,12 @@ def test_to_budget_keeps_xlas_remat_planned_by_us_when_it_has_the_fewest_flops(m
     assert "3 sides" in got.notes[-1] and "200 extra FLOPs" in got.notes[-1]
     assert got.solve_seconds == 2.0 + 10.0 + 4.0
     assert got.capture_seconds == 5.0 + 30.0 + 20.0
+    # the device description written for the limit: named by its limit, and gone
+    import os
+    assert not any(paths[0] in n or "/tmp" in n for n in got.notes), got.notes
+    assert any("rewritten gpu:h100 with XLA's memory limit at 800 B executable built" in n
+               for n in got.notes), got.notes
+    assert not os.path.exists(paths[0])
 
     # without a planner for the target files, XLA's remat is kept as before
     got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0)
