@@ -122,6 +122,20 @@ class Plan:
     def xla_total_bytes(self) -> int:
         return self.xla_best_temp_bytes + self.argument_bytes + self.output_bytes - self.alias_bytes
 
+    @property
+    def recomputed_text(self) -> str:
+        """"3 values (4 copies)": values and copies as the notes count them
+        (``recomputed`` has one producer per copy)."""
+        from olla_jax.graph import layout as layout_lib
+        if self.layout is not None and self.layout.recomputes:
+            count = layout_lib.recompute_count(self.layout)
+            if count.copies + count.in_bodies == len(self.recomputed):
+                return count.text
+        # no layout kept (an old saved plan): its copies' producers are all there is
+        copies, producers = len(self.recomputed), len(set(self.recomputed))
+        return f"{copies} cop{'y' if copies == 1 else 'ies'} of {producers} producer" + (
+            "" if producers == 1 else "s")
+
     def to_saved(self):
         from olla_jax import saved
         if self.capture is None:
@@ -194,8 +208,8 @@ class Plan:
         ]
         if self.recomputed:
             ratio = "-" if self.step_time_ratio is None else f"{self.step_time_ratio:.3f} x XLA's"
-            rows.append(("recomputed values, extra FLOPs",
-                         f"{len(self.recomputed)}, {self.extra_flops:,}"))
+            rows.append(("recomputed, extra FLOPs",
+                         f"{self.recomputed_text}, {self.extra_flops:,} extra FLOPs"))
             rows.append(("step time (measured)", ratio))
         rows += [
             ("verified bit-for-bit", self._verified_text()),

@@ -70,7 +70,10 @@ class SavedPlan:
             lines.append(f"  {key:24s} {'-' if value is None else f'{value:,d} B'}")
         lines.append(f"  engine                   {self.engine}")
         if self.recomputes:
-            lines.append(f"  recomputed values        {len(self.recomputes)}")
+            from olla_jax.graph import layout
+            count = layout.count_recomputes([recompute_of(r) for r in self.recomputes],
+                                            set(self.order))
+            lines.append(f"  recomputed               {count.text}")
         lines.append(f"  verified when saved      {f.get('verified')}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -59,7 +59,10 @@ def test_recomputation_meets_the_budget_bit_for_bit(vit):
     ours = plan.compiled(*step.args)
     xla = jax.jit(step.fn, static_argnums=step.static_argnums)(*step.args)
     assert _bits(ours) == _bits(xla)
-    assert "recomputed values" in plan.summary()
+    from olla_jax.graph.layout import recompute_count
+    said = recompute_count(plan.layout).text     # "N values (M copies)"
+    assert f"recomputed, extra FLOPs  {said}, " in plan.summary()
+    assert any(n.startswith(f"recomputed {said} ") for n in plan.notes), plan.notes
 
 
 def test_checker_accepts_the_recomputation_and_rejects_broken_ones(vit):

@@ -227,3 +227,35 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
     assert not [ln for ln in recomputing.splitlines() if ln.strip().startswith("gap to bound")]
     small = _plan_record(planned_temp_bytes=208 << 10).summary()
     assert _row(small, "olla_jax temp, planned") == "208.0 KiB"
+
+
+def test_summary_counts_recomputed_values_and_copies_as_the_notes_do():
+    """``recomputed`` holds one producer per copy: the summary says values and
+    copies as the note does ("3 values (4 copies)"), not the copies as values;
+    a feeder's copy (no late reader) is not counted, a loop body's is said."""
+    from olla_jax.budget import feed_back
+    from olla_jax.graph.layout import Recompute
+
+    def rec(value, producer, users=("late",)):
+        return Recompute(value=value, producer=producer, before="b", late_users=users,
+                         place=(0, 0), size=4)
+    recomputes = (rec(1, "f1"), rec(1, "f1"), rec(2, "f2"), rec(3, "f3"),
+                  rec(9, "feeder", users=()), rec(7, "body_fusion"))
+    graph = types.SimpleNamespace(node_index={"f1": 0, "f2": 1, "f3": 2, "feeder": 3})
+    layout = types.SimpleNamespace(graph=graph, recomputes=recomputes)
+    plan = _plan_record(recomputed=("f1", "f1", "f2", "f3", "body_fusion"), extra_flops=10,
+                        layout=layout)
+    said = "3 values (4 copies) and 1 inside loop bodies"
+    assert _row(plan.summary(), "recomputed, extra FLOPs") == f"{said}, 10 extra FLOPs"
+    assert feed_back._copies_stated(types.SimpleNamespace(layout=layout)) == said
+    one = _plan_record(recomputed=("f2",), extra_flops=10,
+                       layout=types.SimpleNamespace(graph=graph, recomputes=(rec(2, "f2"),)))
+    assert _row(one.summary(), "recomputed, extra FLOPs") == "1 value, 10 extra FLOPs"
+    # a saved plan of old with no layout: its copies' producers
+    old = _plan_record(recomputed=("f1", "f1", "f2"), extra_flops=10)
+    assert _row(old.summary(), "recomputed, extra FLOPs") == "3 copies of 2 producers, 10 extra FLOPs"
+    # a plan file says the same
+    from olla_jax import saved
+    file = saved.SavedPlan("f" * 64, "cpu", "default", ("f1", "f2", "f3", "feeder"), {}, {}, {},
+                           "auto", (), tuple(saved.recompute_record(r) for r in recomputes))
+    assert f"recomputed               {said}" in file.summary()

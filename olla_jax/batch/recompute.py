@@ -216,5 +216,5 @@ def _recompute_confirm(result, memory: _MemoryFit, step: _Step, capacity: int,
     if timed.ratio > step_time_limit:
         return total, False, (f"recomputed, but step time {timed.ratio:.2f} x XLA's > "
                               f"{step_time_limit} ({timed.how})")
-    return total, True, (f"recomputed {len(fed.recomputed)} values, verified, step time "
+    return total, True, (f"recomputed {fed.recomputed_text}, verified, step time "
                          f"{timed.ratio:.2f} x XLA's ({timed.how})")

@@ -12,7 +12,7 @@ from absl import logging
 from olla_jax import checked
 from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
-from olla_jax.graph.layout import xla_layout
+from olla_jax.graph.layout import recompute_count, xla_layout
 from olla_jax.result import warn
 from olla_jax.budget import body, body_model, body_placed
 from olla_jax.budget.candidates import candidates, check_cost
@@ -287,12 +287,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
 
 def _copies_stated(found: RecomputePlan) -> str:
     """"N values", and how many copies when a value is recomputed several times."""
-    graph = found.layout.graph
-    inner = sum(r.producer not in graph.node_index for r in found.layout.recomputes)
-    entry = len(found.picked) - inner
-    values = len({v for v, _ in found.splits}) if found.splits else entry
-    text = f"{values} values" + (f" ({entry} copies)" if entry != values else "")
-    return text + (f" and {inner} inside loop bodies" if inner else "")
+    return recompute_count(found.layout).text
 
 
 def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: float,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Container, Mapping, Sequence
 
 from olla_jax.graph.model import ScheduleGraph
 from olla_jax.solve import problem as sp
@@ -48,6 +48,37 @@ class Recompute:
     # written by the copy and read by nothing, each with the (allocation,
     # offset) the copy's own scratch takes (free while the copy runs).
     scratch: tuple[tuple[int, tuple[int, int]], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RecomputeCount:
+    """How much a layout recomputes, as its notes and summary say it."""
+    values: int          # entry values recomputed
+    copies: int          # their copies (a value may be recomputed before several readers)
+    in_bodies: int = 0   # copies inside loop bodies
+
+    @property
+    def text(self) -> str:
+        """"3 values (4 copies)", "3 values" when each has one copy."""
+        text = f"{self.values} value{'' if self.values == 1 else 's'}" + (
+            f" ({self.copies} copies)" if self.copies != self.values else "")
+        return text + (f" and {self.in_bodies} inside loop bodies" if self.in_bodies else "")
+
+
+def count_recomputes(recomputes: Sequence[Recompute], entry: Container[str]) -> RecomputeCount:
+    """The copies a reader is served by (a feeder's copy, which only feeds
+    another copy, has no late reader and is not counted) and their values;
+    a copy whose producer is not in ``entry`` (the entry instructions) is a
+    loop body's."""
+    own = [r for r in recomputes if r.late_users]
+    top = [r for r in own if r.producer in entry]
+    return RecomputeCount(values=len({r.value for r in top}), copies=len(top),
+                          in_bodies=len(own) - len(top))
+
+
+def recompute_count(layout: "Layout") -> RecomputeCount:
+    """``count_recomputes`` of ``layout``'s copies."""
+    return count_recomputes(layout.recomputes, layout.graph.node_index)
 
 
 @dataclasses.dataclass(frozen=True)
