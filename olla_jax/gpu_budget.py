@@ -211,7 +211,8 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
     start = time.monotonic()
     best, tried = None, []
     seconds = dict(solve=0.0, verify=0.0, capture=0.0)
-    with tempfile.TemporaryDirectory(prefix="olla_jax_remat_plan_") as folder:
+    with (tempfile.TemporaryDirectory(prefix="olla_jax_remat_plan_") as folder,
+          xla_remat.limit_warnings_held()):
         for i, point in enumerate(candidates):
             # the planner's part of the time left, shared by the tries left
             left = time_limit_s - seconds["solve"] - seconds["verify"]

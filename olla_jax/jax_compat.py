@@ -22,8 +22,10 @@ import importlib.util
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any, Iterator, Sequence
 
 from olla_jax.errors import OllaJaxError
@@ -105,6 +107,81 @@ def quiet_native_stderr() -> Iterator[None]:
         held.close()
         if kept:
             os.write(2, kept.encode())
+
+
+# A filter process between file descriptor 2 and the real stderr: it drops the
+# lines that match its pattern (writing them to a file for the caller) and
+# passes every other line on as it comes.  A process of its own, so that what
+# native code writes just before it aborts (a CHECK failure) still reaches
+# stderr: the filter drains the pipe after we are gone.
+_FILTER = r"""
+import re, sys
+drop = re.compile(sys.argv[1])
+with open(int(sys.argv[2]), "wb") as dropped:
+    for line in sys.stdin.buffer:
+        if drop.search(line.decode(errors="replace")):
+            dropped.write(line)
+            dropped.flush()
+        else:
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+"""
+_FILTER_EXIT_S = 10.0      # after fd 2 is back, how long the filter may take to drain
+_FD2 = threading.Lock()    # one filter at a time: fd 2 is the process's
+
+
+@contextlib.contextmanager
+def native_stderr_without(pattern: str) -> Iterator[list[str]]:
+    """Meanwhile, lines written to file descriptor 2 (native logs) that match
+    ``pattern`` are held back and handed to the caller (the list yielded, filled
+    on exit); every other line goes on to stderr as it comes, in order, even if
+    the process dies meanwhile.  Where fd 2 cannot be redirected, nothing is
+    filtered."""
+    dropped: list[str] = []
+    if not _FD2.acquire(blocking=False):   # another thread filters fd 2 now: its filter
+        yield dropped                      # stays in place (two would swap fd 2 under
+        return                             # each other), its pattern applies meanwhile
+    try:
+        with _fd2_filtered(pattern, dropped):
+            yield dropped
+    finally:
+        _FD2.release()
+
+
+@contextlib.contextmanager
+def _fd2_filtered(pattern: str, dropped: list[str]) -> Iterator[None]:
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):   # no usable fd 2: nothing to filter
+        yield
+        return
+    held = tempfile.TemporaryFile()     # no name: nothing is left behind, even by a crash
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, pattern,
+                                 str(held.fileno())], stdin=subprocess.PIPE, stdout=saved,
+                                stderr=saved, pass_fds=(held.fileno(),))
+    except (OSError, ValueError):   # no interpreter to start (an embedded Python)
+        os.close(saved)
+        held.close()
+        yield
+        return
+    try:
+        os.dup2(proc.stdin.fileno(), 2)
+        proc.stdin.close()          # fd 2 is now the pipe's only write end here
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)           # the pipe closes: the filter drains it and ends
+        os.close(saved)
+        try:
+            proc.wait(timeout=_FILTER_EXIT_S)
+        except subprocess.TimeoutExpired:   # a child of ours still holds the pipe: the
+            pass                            # filter goes on passing its lines through
+        held.seek(0)
+        dropped += held.read().decode(errors="replace").splitlines()
+        held.close()
 
 
 # --- the CUDA plugin -------------------------------------------------------

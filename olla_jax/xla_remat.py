@@ -13,17 +13,41 @@ This is the baseline (and GPU fallback) for ``plan(..., memory_budget=...)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import tempfile
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from absl import logging
+
+from olla_jax import jax_compat
 from olla_jax.capture.base import Backend, CaptureError, MemoryFigures
 from olla_jax.flops import compiled_flops
 
 _DEVICE_FRACTION = 0.8        # of device_memory_size, in XLA:GPU's limit
 _DEFAULT_SLOP = 0.95          # xla_gpu_memory_limit_slop_factor's default, 95 (%)
+
+
+# XLA:GPU logs a warning on stderr for each compile whose memory limit its
+# rematerialization cannot reach.  The search asks for such limits on purpose
+# (each point's figures say what XLA reached), so during its compiles these
+# lines, and only these, are held back and logged at INFO instead.
+_CANNOT_REACH = r"hlo_rematerialization\.cc:\d+\] Can't reduce memory use below"
+
+
+@contextlib.contextmanager
+def limit_warnings_held() -> Iterator[None]:
+    """XLA's "Can't reduce memory use below" warnings of the compiles inside
+    go to ``absl.logging`` at INFO, not stderr; all else on stderr stays."""
+    held: list[str] = []
+    try:
+        with jax_compat.native_stderr_without(_CANNOT_REACH) as held:
+            yield
+    finally:   # the lines are there once the filter has ended
+        for line in held:
+            logging.info("XLA under a forced memory limit: %s", line)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +123,7 @@ def search(fn: Callable, *args, backend: str | Backend, budget_bytes: int,
         io = points[0].memory.argument + points[0].memory.output
     else:
         points, io = [], int(io_bytes)
-    with tempfile.TemporaryDirectory(prefix="olla_jax_remat_") as folder:
+    with tempfile.TemporaryDirectory(prefix="olla_jax_remat_") as folder, limit_warnings_held():
         for fraction in fractions:
             limit = int(fraction * budget_bytes)
             try:

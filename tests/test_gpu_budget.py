@@ -109,6 +109,27 @@ def test_xla_remat_search_skips_xlas_own_compile_when_told_the_io_bytes():
     assert points[0].flops > 0
 
 
+@needs_plugin
+def test_xla_remat_search_keeps_xlas_cannot_reach_warnings_off_stderr(capfd, monkeypatch):
+    """A limit XLA cannot reach makes XLA:GPU log "Can't reduce memory use
+    below" on stderr at each compile; the search asks for such limits on
+    purpose: they go to absl's log, not the user's terminal."""
+    from absl import logging as absl_logging
+
+    from olla_jax import xla_remat
+    logged = []
+
+    def f(x):
+        return jnp.tanh(x @ x.T).sum(0)
+    x = S((256, 256), jnp.float32)
+    monkeypatch.setattr(absl_logging, "info", lambda msg, *a: logged.append(msg % a))
+    points = xla_remat.search(f, x, backend="gpu:h100", budget_bytes=2**20, fractions=(0.01,),
+                              io_bytes=256 * 256 * 4 + 256 * 4)
+    assert points[0].memory.temp > 2**20 // 100            # XLA could not reach it
+    assert "Can't reduce memory use below" not in capfd.readouterr().err
+    assert any("Can't reduce memory use below" in line for line in logged), logged
+
+
 def test_a_plan_file_keeps_a_copys_workspace_and_done():
     """A recomputation read back from a plan file is the one saved, scratch
     (a library call's workspace) and done_before included; a file without

@@ -65,6 +65,43 @@ def test_quiet_native_stderr_keeps_other_output(capfd):
     assert "kept line\n" in err and "from python\n" in err
 
 
+def test_native_stderr_without_holds_back_only_the_lines_asked(capfd):
+    with jax_compat.native_stderr_without(r"Can't reduce") as held:
+        os.write(2, b"W1207 hlo_rematerialization.cc:3231] Can't reduce memory use below 1KiB\n")
+        os.write(2, b"kept line\n")
+        print("from python", file=sys.stderr)
+        os.write(2, b"no newline at the end")
+    assert held == ["W1207 hlo_rematerialization.cc:3231] Can't reduce memory use below 1KiB"]
+    err = capfd.readouterr().err
+    assert "Can't reduce" not in err
+    assert "kept line\nno newline at the end" in err.replace("from python\n", ""), err
+    assert "from python\n" in err
+
+
+def test_a_second_filter_meanwhile_leaves_the_first_in_place(capfd):
+    """fd 2 is the process's: a filter asked for while one is in place (another
+    thread's search) filters nothing itself, and the first stays whole."""
+    with jax_compat.native_stderr_without("first") as outer:
+        with jax_compat.native_stderr_without("second") as inner:
+            os.write(2, b"first line\nsecond line\n")
+        os.write(2, b"first again\n")
+    assert inner == [] and outer == ["first line", "first again"]
+    assert capfd.readouterr().err == "second line\n"
+
+
+def test_native_stderr_without_lets_a_crashs_last_words_through():
+    """What native code writes just before the process aborts still reaches
+    stderr (the filter is a process of its own), and nothing is left on disk."""
+    code = ("import os; from olla_jax import jax_compat\n"
+            "with jax_compat.native_stderr_without('dropped'):\n"
+            "    os.write(2, b'dropped line\\n'); os.write(2, b'F1207 check failed\\n')\n"
+            "    os.abort()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "F1207 check failed" in result.stderr and "dropped line" not in result.stderr
+
+
 def test_jit_options_read_as_jax_resolved_them():
     def step(w, x, *, scale):
         return w * scale + x
