@@ -148,8 +148,7 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     if off_note:
         extra += (off_note,)
     if tries and planned is None:
-        extra += (f"XLA's rematerialized programs planned by us: none below XLA's temp there "
-                  f"({tries})",)
+        extra += (tries,)
     return dataclasses.replace(kept.plan, notes=kept.plan.notes + extra + (text,),
                                solve_seconds=solve, verify_seconds=verify,
                                capture_seconds=capture)
@@ -199,7 +198,7 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
     back), until one meets ``budget``; the Side of the best (that one, else
     the least memory), or None when none goes below XLA's temp there, with
     the seconds of all tries (``solve``, ``verify``, ``capture``) and what
-    each gave.  Its FLOPs
+    each gave (with None: the note that says so).  Its FLOPs
     are XLA's at that point; ``time_limit_s`` covers the planner's part and
     the builds of all tries (each try's share less its build estimate)."""
     import tempfile
@@ -247,7 +246,10 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
                 best = (point, got)
     tries = "; ".join(tried) + f" ({time.monotonic() - start:.1f} s)"
     if best is None:
-        return None, seconds, tries
+        planned = [t for t in tried if ": not tried (" not in t]
+        return None, seconds, ("XLA's rematerialized programs planned by us: "
+                               + ("none below XLA's temp there" if planned else "none tried")
+                               + f" ({tries})")
     point, got = best
     extra = max(0, point.flops - base.flops)
     text = (f"XLA's rematerialization at its limit {point.limit_bytes / 2**20:,.1f} MiB "

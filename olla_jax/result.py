@@ -193,7 +193,7 @@ class Plan:
             ("olla_jax temp, planned", mb(self.planned_temp_bytes)),
             ("olla_jax temp, achieved", mb(self.achieved_temp_bytes)),
             ("lower bound (proven)" if not self.recomputed else
-             "lower bound (working set)", mb(self.lower_bound_bytes)),
+             "lower bound (working set)", mb(self.lower_bound_bytes or None)),   # 0: none
             # a recomputing plan's floor is what no recomputation of these kernels
             # beats, not what order and placement could still save
             ("gap to bound" if not self.recomputed else "above the working set",

@@ -346,7 +346,32 @@ def test_to_budget_keeps_xlas_remat_planned_by_us_when_it_has_the_fewest_flops(m
     # without a planner for the target files, XLA's remat is kept as before
     got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0)
     assert got.engine == "xla-remat" and got.extra_flops == 200
+    # each limit tried says what XLA's total was there, with its unit
+    (said,) = [n for n in got.notes if n.startswith("XLA's rematerialization with its memory")]
+    assert "limits tried: 0.0 MiB -> total 0.0 MiB, " in said, said
     assert "2 sides" in got.notes[-1] and limits[-1] > limits[0]
+    # the executable built for our order and placement is not the one XLA's remat keeps
+    built = "not fed back: rewritten gpu:h100 executable built (9 bytes, decoded again)"
+    got = gpu_budget.to_budget(dataclasses.replace(result, notes=(built,)), 800, lambda x: x, (),
+                               time_limit_s=40.0)
+    assert got.engine == "xla-remat" and built not in got.notes
+    assert f"our order and placement (not kept): {built}" in got.notes, got.notes
+
+
+def test_remat_planned_says_none_was_tried_when_no_time_was_left():
+    """Not "none below XLA's temp there" when no program was planned at all."""
+    import types
+
+    from olla_jax import xla_remat
+    m = types.SimpleNamespace(total=900, temp=900, argument=0, output=0, alias=0)
+    points = [xla_remat.RematPoint(None, m, 100, None), xla_remat.RematPoint(800, m, 150, None)]
+
+    def plan_on(path, limit_s):
+        raise AssertionError("no time was left to plan")
+    side, _, note = gpu_budget.remat_planned(_fake_plan(950), points, points[1:], 800, plan_on,
+                                             time_limit_s=0.5)
+    assert side is None
+    assert note.startswith("XLA's rematerialized programs planned by us: none tried ("), note
 
 
 def test_remat_candidates_one_per_program_fewest_flops_first_and_within_reach():

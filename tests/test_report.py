@@ -213,6 +213,7 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
                         planned_temp_bytes=3 << 20, lower_bound_bytes=0).summary()
     assert _row(kept, "verified bit-for-bit") == "n/a (XLA's executable)"
     assert _row(kept, "gap to bound") == "n/a (no bound)"
+    assert _row(kept, "lower bound (proven)") == "-"     # not "0.00 MiB (proven)"
     # Not fed back: XLA's executable runs although the plan is ours.
     report_only = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None)
     assert _row(report_only.summary(), "verified bit-for-bit") == "n/a (XLA's executable)"

@@ -280,9 +280,17 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
         lower_bound_bytes=min(floor, found.temp_bytes), verified=True, source="olla_jax",
         engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
         verify_seconds=result.verify_seconds + verify_s,
-        notes=result.notes + (text,), compiled=compiled, layout=layout,
+        notes=_replaced_build(result.notes, "before recomputation") + (text,),
+        compiled=compiled, layout=layout,
         recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio,
         executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
+
+
+def _replaced_build(notes: tuple[str, ...], which: str) -> tuple[str, ...]:
+    """``notes`` of a plan whose executable another replaces: the note of the
+    one built before (a compile-only target's) says whose it was, so that it
+    is not read as the plan's own."""
+    return tuple(f"{which}: {n}" if n.startswith("not fed back: rewritten") else n for n in notes)
 
 
 def _copies_stated(found: RecomputePlan) -> str:
@@ -303,7 +311,8 @@ def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: fl
         lower_bound_bytes=min(floor, found.temp_bytes), verified=False, source="olla_jax",
         engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
         verify_seconds=result.verify_seconds + verify_s,
-        notes=result.notes + (text,), layout=found.layout, recomputed=found.picked,
+        notes=_replaced_build(result.notes, "before recomputation") + (text,),
+        layout=found.layout, recomputed=found.picked,
         extra_flops=found.extra_flops, executable_bytes=outcome.raw)
 
 
@@ -346,7 +355,7 @@ def xla_remat_plan(result, points, budget: int, compile_s: float):
     from olla_jax import xla_remat
     result = dataclasses.replace(result, capture_seconds=result.capture_seconds + compile_s)
     base, chosen = points[0], xla_remat.best(points, budget)
-    tried = ", ".join(f"{p.limit_bytes / 2**20:,.0f} MiB -> {p.total / 2**20:,.1f}"
+    tried = ", ".join(f"{p.limit_bytes / 2**20:,.1f} MiB -> total {p.total / 2**20:,.1f} MiB"
                       for p in points[1:]) + f" ({len(points)} compiles, {compile_s:.1f} s)"
     if chosen.total >= result.runs_total_bytes:
         return dataclasses.replace(result, notes=result.notes + (
@@ -364,7 +373,8 @@ def xla_remat_plan(result, points, budget: int, compile_s: float):
         alias_bytes=chosen.memory.alias, lower_bound_bytes=0, source="xla",
         engine="xla-remat", verified=False, compiled=compiled, layout=None,
         executable_bytes=serialize_executable(chosen.compiled),   # XLA's rematerializing one, not ours
-        extra_flops=extra, notes=result.notes + (text,))
+        extra_flops=extra,
+        notes=_replaced_build(result.notes, "our order and placement (not kept)") + (text,))
 
 
 # step_flops's last _STEP_FLOPS_KEPT answers, by capture (kept alive with it,
