@@ -201,6 +201,13 @@ class Plan:
             ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
                                               f"{mb(self.alias_bytes)}"),
             ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
+        ]
+        host = getattr(self.graph, "other_space_bytes", None) or {}
+        if host:   # an offloaded step: XLA's host-memory temp, where XLA put it
+            rows.append(("host memory, not in the total",   # 5: graph.model.HOST_SPACE
+                         ", ".join(mb(n) + ("" if c == 5 else f" (memory space {c})")
+                                   for c, n in sorted(host.items()))))
+        rows += [
             ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s (limit "
                                    f"{_seconds(self.settings.get('time_limit_s'))})"),
             ("XLA compiles, verification", f"{self.capture_seconds:.1f} s, "

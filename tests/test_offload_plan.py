@@ -5,6 +5,7 @@ and their operand until the done."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -17,6 +18,7 @@ from olla_jax import check, dumps, offload  # noqa: E402
 from olla_jax.apply import gpu_executable, gpu_readback  # noqa: E402
 from olla_jax.capture import record  # noqa: E402
 from olla_jax.graph import model  # noqa: E402
+from olla_jax.sizes import size_text  # noqa: E402
 from tests.marks import needs_plugin  # noqa: E402
 from tests.small_steps import OFFLOAD_ARGS, park_across  # noqa: E402
 
@@ -55,6 +57,9 @@ def test_plan_takes_the_offloaded_step_and_leaves_host_copies_in_place(captured)
     assert plan.source == "olla_jax" and plan.executable_bytes is not None
     assert plan.planned_temp_bytes <= plan.xla_temp_bytes
     assert any("memory space 5" in n for n in plan.notes), plan.notes
+    host = plan.graph.other_space_bytes[model.HOST_SPACE]
+    row = re.escape("host memory, not in the total") + r"\s+" + re.escape(size_text(host)) + "\n"
+    assert re.search(row, plan.summary()), plan.summary()
     assert not any("does not cover" in n for n in plan.notes), plan.notes
     assert any("decoded again" in n for n in plan.notes), plan.notes
 
