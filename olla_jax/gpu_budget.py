@@ -136,7 +136,7 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     text = (f"budget {budget / 2**20:,.2f} MiB side by side ({len(sides)} sides): "
             f"{_figures(kept)} (kept); "
             + "; ".join(_figures(o) for o in others))
-    extra = tuple(dict.fromkeys(n for o in others for n in o.plan.notes
+    extra = tuple(dict.fromkeys(n for o in others for n in _unbuilt(o.plan.notes)
                                 if n not in kept.plan.notes))
     # every second of every side is reported: XLA's compiles (its remat
     # search's, and those planned again) with XLA's compiles, our searches
@@ -260,6 +260,20 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
     plan = _of_the_step(result, got, f"xla-remat+{got.engine}", text, time_limit_s,
                         extra_flops=extra)
     return Side("XLA's rematerialization planned by us", plan), seconds, tries
+
+
+_BUILT = "not fed back: rewritten"    # apply.feed_back's note of a compile-only build
+
+
+def _unbuilt(notes: Sequence[str]) -> list[str]:
+    """A side not kept: its notes without what they say of the executable
+    built for it (not the plan's: read as its, they named two builds)."""
+    out = []
+    for note in notes:
+        head = note.split(f"; {_BUILT}", 1)[0]
+        if _BUILT not in head:
+            out.append(head)
+    return out
 
 
 def _named(text: str, path: str, name: str) -> str:

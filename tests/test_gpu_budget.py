@@ -309,7 +309,10 @@ def test_to_budget_keeps_xlas_remat_planned_by_us_when_it_has_the_fewest_flops(m
     def recompute_to_budget(result, budget, *, time_limit_s, **kw):
         limits.append(time_limit_s)
         return _fake_plan(850, solve_seconds=result.solve_seconds + 10.0, engine="list+recompute",
-                          extra_flops=0)
+                          extra_flops=0, notes=(
+                              "recomputed 1 value: 0 extra FLOPs; not fed back: rewritten "
+                              "gpu:h100 executable built (5 bytes, decoded again); not run: a "
+                              "compile-only target has no GPU here",))
     monkeypatch.setattr(budget_lib, "recompute_to_budget", recompute_to_budget)
     asked = []
 
@@ -342,6 +345,9 @@ def test_to_budget_keeps_xlas_remat_planned_by_us_when_it_has_the_fewest_flops(m
     assert any("rewritten gpu:h100 with XLA's memory limit at 800 B executable built" in n
                for n in got.notes), got.notes
     assert not os.path.exists(paths[0])
+    # a side not kept: what it did is said, not the executable built for it
+    assert "recomputed 1 value: 0 extra FLOPs" in got.notes, got.notes
+    assert not any("(5 bytes" in n for n in got.notes), got.notes
 
     # without a planner for the target files, XLA's remat is kept as before
     got = gpu_budget.to_budget(result, 800, lambda x: x, (), time_limit_s=40.0)
