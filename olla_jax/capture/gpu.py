@@ -149,10 +149,23 @@ def normalize_target_config(text: str) -> tuple[str, list[str]]:
     return text_format.MessageToString(message), dropped
 
 
-@functools.lru_cache(maxsize=None)
 def target_config(target: str) -> str:
-    """The device description of ``target`` as text the installed jaxlib accepts."""
-    text, dropped = normalize_target_config(_target_path(target).read_text())
+    """The device description of ``target`` as text the installed jaxlib
+    accepts.  A shipped one is read once; a file given by path each time (it
+    may change, or be gone: ``xla_remat``'s are temporary, one per limit)."""
+    path = _target_path(target)
+    if path.parent == TARGETS_DIR:
+        return _shipped_config(target)
+    return _config_of(path, target)
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_config(target: str) -> str:
+    return _config_of(_target_path(target), target)
+
+
+def _config_of(path: Path, target: str) -> str:
+    text, dropped = normalize_target_config(path.read_text())
     if dropped:
         log.info("GPU target %s: fields unknown to this jaxlib dropped: %s", target, dropped)
     return text
@@ -197,18 +210,24 @@ def topology_name(num_devices: int) -> str:
     return f"1x1x{num_devices}"
 
 
-@functools.lru_cache(maxsize=None)
 def _compile_only_devices(target: str, num_devices: int) -> tuple[jax.Device, ...]:
     config = target_config(target)
     _require_cuda_plugin()
-    from jax.experimental import topologies
-
     try:
-        topology = topologies.get_topology_desc(
-            platform="cuda", topology=topology_name(num_devices), target_config=config)
+        return _devices_of(config, num_devices)
     except (RuntimeError, NotImplementedError) as err:
         raise GpuCaptureError(f"the CUDA plugin refused target {target!r} "
                               f"with {num_devices} device(s): {err}") from err
+
+
+# By the description's text, not its path: the same description gives the same
+# devices, and a search's temporary ones (a new path per limit) are not kept
+# for ever.
+@functools.lru_cache(maxsize=32)
+def _devices_of(config: str, num_devices: int) -> tuple[jax.Device, ...]:
+    from jax.experimental import topologies
+    topology = topologies.get_topology_desc(
+        platform="cuda", topology=topology_name(num_devices), target_config=config)
     return tuple(topology.devices)
 
 

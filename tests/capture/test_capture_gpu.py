@@ -79,6 +79,18 @@ def test_targets_parse_with_installed_jaxlib():
         assert "core_count" in text and 'platform_name: "CUDA"' in text
 
 
+def test_a_target_file_is_read_again_each_time(tmp_path):
+    """A description given by path is not kept by its path (xla_remat writes a
+    temporary one per limit; a user may edit theirs); a shipped one is kept."""
+    text = (gpu.TARGETS_DIR / "h100.txtpb").read_text()
+    path = tmp_path / "mine.txtpb"
+    path.write_text(text.replace("core_count: 132", "core_count: 100"))
+    assert "core_count: 100" in gpu.target_config(str(path))
+    path.write_text(text.replace("core_count: 132", "core_count: 50"))
+    assert "core_count: 50" in gpu.target_config(str(path))
+    assert gpu.target_config("h100") is gpu.target_config("h100")
+
+
 def test_unknown_fields_are_dropped():
     text = (gpu.TARGETS_DIR / "h100.txtpb").read_text()
     text = text.replace("ecc_enabled: true",
