@@ -115,7 +115,8 @@ def quiet_native_stderr() -> Iterator[None]:
 # native code writes just before it aborts (a CHECK failure) still reaches
 # stderr: the filter drains the pipe after we are gone.
 _FILTER = r"""
-import re, sys
+import re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is the caller's: drain to the end
 drop = re.compile(sys.argv[1])
 with open(int(sys.argv[2]), "wb") as dropped:
     for line in sys.stdin.buffer:
