@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import warnings
 
 import jax
@@ -61,7 +62,7 @@ def test_recomputation_meets_the_budget_bit_for_bit(vit):
     assert _bits(ours) == _bits(xla)
     from olla_jax.graph.layout import recompute_count
     said = recompute_count(plan.layout).text     # "N values (M copies)"
-    assert f"recomputed, extra FLOPs  {said}, " in plan.summary()
+    assert re.search(r"recomputed, extra FLOPs +" + re.escape(f"{said}, "), plan.summary())
     assert any(n.startswith(f"recomputed {said} ") for n in plan.notes), plan.notes
 
 
