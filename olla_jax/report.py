@@ -315,7 +315,8 @@ def plot_layout(graph: ScheduleGraph, layout: Layout, path: str, *,
     offset, one rectangle per live span), ``xla``'s layout beside it on the
     same scale when given; buffers coloured and named by the user's source
     line and op (``sources``, from ``op_sources``) with a colour key; below,
-    the output allocations with the values parked in their idle space.  PNG."""
+    the output allocations with the values parked in their idle space, and
+    an offloaded step's host-memory allocations (outside the arena).  PNG."""
     return _save(layout_figure(graph, layout, title=title, xla=xla, sources=sources, name=name),
                  path)
 
