@@ -151,6 +151,9 @@ def native_stderr_without(pattern: str) -> Iterator[list[str]]:
 
 @contextlib.contextmanager
 def _fd2_filtered(pattern: str, dropped: list[str]) -> Iterator[None]:
+    if getattr(sys, "frozen", False) or not sys.executable:   # no interpreter to run it
+        yield
+        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -162,7 +165,7 @@ def _fd2_filtered(pattern: str, dropped: list[str]) -> Iterator[None]:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, pattern,
                                  str(held.fileno())], stdin=subprocess.PIPE, stdout=saved,
                                 stderr=saved, pass_fds=(held.fileno(),))
-    except (OSError, ValueError):   # no interpreter to start (an embedded Python)
+    except (OSError, ValueError):   # the interpreter would not start
         os.close(saved)
         held.close()
         yield
