@@ -218,7 +218,8 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
             share = search_limit_s(result, left / (len(candidates) - i))
             if share < REMAT_MIN_S or left < REMAT_MIN_S:
                 tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: not tried ({max(left, 0):.1f} s "
-                             "left)")
+                             f"left of the limit, {max(share, 0):.1f} s of it to plan after the "
+                             f"build's share; {REMAT_MIN_S:g} s needed)")
                 continue
             named = f"{result.backend} with XLA's memory limit at {size_text(point.limit_bytes)}"
             path = ""

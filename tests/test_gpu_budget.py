@@ -378,6 +378,7 @@ def test_remat_planned_says_none_was_tried_when_no_time_was_left():
                                              time_limit_s=0.5)
     assert side is None
     assert note.startswith("XLA's rematerialized programs planned by us: none tried ("), note
+    assert "0.0 MiB: not tried (0.5 s left of the limit, " in note, note
 
 
 def test_remat_candidates_one_per_program_fewest_flops_first_and_within_reach():
