@@ -582,7 +582,8 @@ def _budget_error(result: "Plan", budget: int, recompute: bool,
            "order, placement and recomputation" if recompute else "order and placement")
     # ``least`` is what the search reached, not a floor (the floor follows)
     size = size_text
-    message = (f"the best plan found needs {size(least)} with {how} "
+    # ``how``: what was tried, not what the plan uses (offloading may have found nothing)
+    message = (f"the best plan found (trying {how}) needs {size(least)} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
                f"{size(budget)}; {budget_advice(result, budget, recompute)}")
     if result.graph is not None and recompute:

@@ -155,7 +155,7 @@ def test_a_missed_budget_says_host_offloading_was_tried_too():
     from tests.small_steps import FakePlan
     plan_lib = importlib.import_module("olla_jax.plan")   # olla_jax.plan is also the function
     tried = str(plan_lib._budget_error(FakePlan(3000, {}), 1000, True, offload=True))
-    assert "with order, placement, recomputation and host offloading" in tried
+    assert "(trying order, placement, recomputation and host offloading) needs" in tried
     assert "host offloading" not in str(plan_lib._budget_error(FakePlan(3000, {}), 1000, True))
 
 
