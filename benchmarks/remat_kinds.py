@@ -97,7 +97,7 @@ def run_one(item: str, limit: float, args) -> dict:
     import numpy as np
 
     from olla_jax.budget.candidates import FLOPS_PER_S, named_refusals, screen
-    from olla_jax.budget.model import model_problem
+    from olla_jax.budget.model import model_problem, picks_flops
     from olla_jax.budget.recompute_plan import new_state
     from olla_jax.solve import recompute as rm
     base, point, xla_flops = plan_and_point(item, limit, args)
@@ -124,8 +124,7 @@ def run_one(item: str, limit: float, args) -> dict:
         for share in SHARES:
             sol = rm.least_peak_within(problem, int(share * xla_flops * 1e9 / FLOPS_PER_S),
                                        time_limit_s=args.time_limit_s)
-            flops = sum(keys[k][0].flops * len(keys[k][1][j]) for k, j in enumerate(sol.picks)
-                        if j >= 0)
+            flops = picks_flops(problem, keys, sol.picks)
             need = problem.budget - (1 - (1 if share == 0.5 else 0.85)) * point.memory.temp
             got[str(share)] = {"peak": sol.peak - offset, "asks": int(need - offset),
                                "flops": flops, "optimal": sol.optimal}
