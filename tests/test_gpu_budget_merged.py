@@ -6,6 +6,7 @@ counted once; a result's copy may run before a sibling's reader (a slot,
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import types
 
@@ -71,3 +72,20 @@ def test_a_result_may_be_copied_before_its_siblings_readers():
     # a candidate of another producer is no sibling
     lone = Candidate(9, 4, (6,), (), 7, 0.0, scratch=(1,))
     assert candidates.with_sibling_slots([a, lone])[1] == lone
+
+
+def test_a_plans_note_counts_a_merged_launch_once():
+    feed_back = importlib.import_module("olla_jax.budget.feed_back")
+    graph = types.SimpleNamespace(node_index={"f": 0, "g": 1})
+    copy = lambda v, producer, before: types.SimpleNamespace(  # noqa: E731
+        value=v, producer=producer, before=before)
+    plan = types.SimpleNamespace(
+        layout=types.SimpleNamespace(graph=graph, recomputes=(
+            copy(1, "f", "x"), copy(2, "f", "x"), copy(9, "g", "x"), copy(1, "f", "y"))),
+        picked=("f", "f", "g", "f"), splits=((1, 0), (2, 0), (9, 0), (1, 1)))
+    assert feed_back._copies_stated(plan) == "3 values (4 copies, 3 launches)"
+    # the search's cost, as its FLOPs: results 1 and 2 at 10 are one launch, 3 at 14 another
+    s = state_with((dataclasses.replace(result(1, (5,)), cost_s=2.0), 10),
+                   (dataclasses.replace(result(2, (7,)), cost_s=2.0), 10),
+                   (dataclasses.replace(result(3, (7,)), cost_s=2.0), 14))
+    assert s.launches_cost() == 4.0 and s.launches_flops() == 20

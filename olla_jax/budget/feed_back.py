@@ -286,12 +286,20 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
 
 
 def _copies_stated(found: RecomputePlan) -> str:
-    """"N values", and how many copies when a value is recomputed several times."""
+    """"N values", and how many copies when a value is recomputed several
+    times, and how many launches when copies of several results of one
+    multi-result fusion run as one (before one instruction: ``apply.feed_back.edit_of``)."""
     graph = found.layout.graph
     inner = sum(r.producer not in graph.node_index for r in found.layout.recomputes)
     entry = len(found.picked) - inner
-    values = len({v for v, _ in found.splits}) if found.splits else entry
-    text = f"{values} values" + (f" ({entry} copies)" if entry != values else "")
+    split = {v for v, _ in found.splits}
+    values = len(split) if found.splits else entry
+    launches = len({(r.producer, r.before) if not getattr(r, "done_before", "") else k
+                    for k, r in enumerate(found.layout.recomputes) if r.value in split}) \
+        if found.splits else entry
+    counts = ([f"{entry} copies"] if entry != values else []) + \
+        ([f"{launches} launches"] if launches != entry else [])
+    text = f"{values} values" + (f" ({', '.join(counts)})" if counts else "")
     return text + (f" and {inner} inside loop bodies" if inner else "")
 
 
