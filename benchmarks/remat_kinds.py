@@ -18,10 +18,6 @@ plan's, with sink moves, XLA's), not on our plan's alone: on mlp:small at
 H100's 96 MiB point the least peak within XLA's FLOPs was 128 MiB on ours,
 96 on XLA's.  The other orders are solved with the product's candidates
 alone (none of the extra kinds); the held values are those of our plan's order.
-``--variants=per_copy`` adds, on each order, the model that costs each copy on
-its own (no launches: as before copies of a multi-result fusion's results at
-one step were one launch, ``solve.recompute.Launch``), its picks then costed
-and peaked as built: whether costing a launch once finds other plans.
 
     python -m benchmarks.remat_kinds --models=vit:small --limits=0.8 \\
         --out=benchmarks/results/remat_kinds_vit
@@ -40,11 +36,6 @@ from benchmarks.remat_sets import plan_and_point, points_parser, run_points  # n
 
 MIB = 2**20
 SHARES = (0.5, 1.0)
-GPU_EXTRAS = (("feeders",), ("parked",), ("feeders", "parked"), ("shared_feeders",))
-# The product's candidates solved with each copy costed on its own (no
-# ``solve.recompute.Launch``: the model before copies of one multi-result
-# fusion's results were one launch), then costed and peaked as built.
-PER_COPY = ", per copy"
 
 
 def entry_flops(compiled) -> dict[str, int]:
@@ -106,7 +97,7 @@ def run_one(item: str, limit: float, args) -> dict:
     import numpy as np
 
     from olla_jax.budget.candidates import FLOPS_PER_S, named_refusals, screen
-    from olla_jax.budget.model import model_problem, picks_flops
+    from olla_jax.budget.model import model_problem
     from olla_jax.budget.recompute_plan import new_state
     from olla_jax.solve import recompute as rm
     base, point, xla_flops = plan_and_point(item, limit, args)
@@ -116,11 +107,11 @@ def run_one(item: str, limit: float, args) -> dict:
            "point_flops": xla_flops, "variants": []}
     peak_of_base = None
     # the other orders with the product's candidates alone (their solves add up)
-    orders = [("ours", order), *named_orders(graph, order, args)[1:]]
-    runs = [((), o, False) for o in orders] + \
-        [(e, ("ours", order), False) for e in GPU_EXTRAS if "extras" in args.variants] + \
-        [((), o, True) for o in orders if "per_copy" in args.variants]
-    for extra, (label, on), per_copy in runs:
+    others = named_orders(graph, order, args)[1:]
+    for extra, (label, on) in [((), ("ours", order)), *(((), o) for o in others),
+                               *((e, ("ours", order)) for e in
+                                 (("feeders",), ("parked",), ("feeders", "parked"),
+                                  ("shared_feeders",)))]:
         cands, why = screen(graph, cap, "flops", gpu_extra=extra)
         built = model_problem(graph, on, cands)
         if built is None:
@@ -129,21 +120,16 @@ def run_one(item: str, limit: float, args) -> dict:
         none = [-1] * len(problem.choices)
         offset = int(rm.profile(problem, none).max()) - placed.arena_size
         problem = dataclasses.replace(problem, budget=point.memory.temp + offset)
-        got = {"extra": ("+".join(extra) or "none") + (PER_COPY if per_copy else ""),
-               "order": label, "candidates": len(cands)}
+        got = {"extra": "+".join(extra) or "none", "order": label, "candidates": len(cands)}
         for share in SHARES:
-            # (per copy: solved without launches, the picks then costed and
-            # their peak taken with them, as the rewrite builds them)
-            sol = rm.least_peak_within(dataclasses.replace(problem, launches=()) if per_copy
-                                       else problem,
-                                       int(share * xla_flops * 1e9 / FLOPS_PER_S),
+            sol = rm.least_peak_within(problem, int(share * xla_flops * 1e9 / FLOPS_PER_S),
                                        time_limit_s=args.time_limit_s)
-            flops = picks_flops(problem, keys, sol.picks)
-            peak = rm.evaluate(problem, sol.picks)[0]
+            flops = sum(keys[k][0].flops * len(keys[k][1][j]) for k, j in enumerate(sol.picks)
+                        if j >= 0)
             need = problem.budget - (1 - (1 if share == 0.5 else 0.85)) * point.memory.temp
-            got[str(share)] = {"peak": peak - offset, "asks": int(need - offset),
+            got[str(share)] = {"peak": sol.peak - offset, "asks": int(need - offset),
                                "flops": flops, "optimal": sol.optimal}
-            if not extra and not per_copy and share == 0.5 and on == order:
+            if not extra and share == 0.5 and on == order:
                 peak_of_base = (problem, sol, cands, why)
         row["variants"].append(got)
     if peak_of_base is None:
@@ -216,14 +202,7 @@ def main(argv=None) -> int:
                    help="the model on our plan's order alone, or on each budget.search plans on")
     p.add_argument("--sink_s", type=float, default=4.0,
                    help="seconds for the sink-moved orders (budget.search gives 0.1 x its limit)")
-    p.add_argument("--variants", default="extras",
-                   help="besides the product's candidates on each order, comma-separated: "
-                        "extras (each of candidates.GPU_EXTRA on ours), per_copy (each copy "
-                        "costed on its own, on each order)")
     args = p.parse_args(argv)
-    args.variants = [v for v in args.variants.split(",") if v]
-    if any(v not in ("extras", "per_copy") for v in args.variants):
-        p.error(f"--variants takes extras, per_copy, not {args.variants}")
     return run_points(run_one, render, args)
 
 

@@ -97,7 +97,7 @@ def run_points(run_one, render, args) -> int:
 def run_one(item: str, limit: float, args) -> dict:
     from olla_jax.budget.candidates import FLOPS_PER_S
     from olla_jax.budget.candidates import named_refusals, screen
-    from olla_jax.budget.model import model_problem, picks_flops
+    from olla_jax.budget.model import model_problem
     from olla_jax.solve import recompute as rm
     base, point, xla_flops = plan_and_point(item, limit, args)
     graph, cap = base.graph, base.capture
@@ -128,14 +128,16 @@ def run_one(item: str, limit: float, args) -> dict:
     problem = dataclasses.replace(problem, budget=point.memory.temp + offset)
 
     def figures(sol, chosen=None) -> dict:
-        flops = picks_flops(problem, keys, sol.picks) if chosen is None else chosen
+        flops = sum(keys[k][0].flops * len(keys[k][1][j]) for k, j in enumerate(sol.picks)
+                    if j >= 0) if chosen is None else chosen
         return {"peak": sol.peak, "flops": flops, "met": sol.met, "optimal": sol.optimal,
                 "seconds": round(sol.seconds, 1)}
     xla_names = {re.sub(r"\.remat\d*", "", c["clone"]) for c in copies}
     sel = [k for k, (c, _) in enumerate(keys) if graph.nodes[c.producer] in xla_names]
-    sub = rm.restricted(problem, sel)
+    sub = dataclasses.replace(problem, choices=tuple(problem.choices[k] for k in sel))
     sol = rm.least_peak_within(sub, 2**62, time_limit_s=args.time_limit_s)
-    row["xla_set"] = figures(sol, picks_flops(sub, [keys[k] for k in sel], sol.picks))
+    row["xla_set"] = figures(sol, sum(keys[k][0].flops * len(keys[k][1][j])
+                                      for k, j in zip(sel, sol.picks) if j >= 0))
     row["model_budget"] = problem.budget
     row["least_cost"] = figures(rm.solve(problem, time_limit_s=args.time_limit_s))
     unit = 1e9 / FLOPS_PER_S if args.recompute_cost == "flops" else None

@@ -6,7 +6,6 @@ counted once; a result's copy may run before a sibling's reader (a slot,
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import types
 
@@ -84,8 +83,3 @@ def test_a_plans_note_counts_a_merged_launch_once():
             copy(1, "f", "x"), copy(2, "f", "x"), copy(9, "g", "x"), copy(1, "f", "y"))),
         picked=("f", "f", "g", "f"), splits=((1, 0), (2, 0), (9, 0), (1, 1)))
     assert feed_back._copies_stated(plan) == "3 values (4 copies, 3 launches)"
-    # the search's cost, as its FLOPs: results 1 and 2 at 10 are one launch, 3 at 14 another
-    s = state_with((dataclasses.replace(result(1, (5,)), cost_s=2.0), 10),
-                   (dataclasses.replace(result(2, (7,)), cost_s=2.0), 10),
-                   (dataclasses.replace(result(3, (7,)), cost_s=2.0), 14))
-    assert s.launches_cost() == 4.0 and s.launches_flops() == 20

@@ -155,54 +155,7 @@ def model_problem(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Ca
                   for iv, region in zip(state0.intervals, placed.region))
     starts = tuple(iv[1] for iv in state0.intervals)
     ends = tuple(iv[2] for iv in state0.intervals)
-    return model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0,
-                                  launches=launches_of(graph, choices, keys)), keys, placed
-
-
-def launches_of(graph: ScheduleGraph, choices, keys) -> tuple:
-    """The model's launches (``solve.recompute.Launch``): per producer that
-    writes more than its value (a multi-result fusion's other results, a
-    library call's workspace: ``Candidate.scratch``) and per step a copy of
-    it may run at, one launch for the copies of its results there, as the
-    rewrite makes them (``recompute_plan.State.merged_with``): costed once,
-    writing at that step the bytes of the results it does not copy."""
-    from olla_jax.solve import recompute as model
-    at = defaultdict(list)          # (producer, copy's step) -> choices
-    for k, (choice, (c, _)) in enumerate(zip(choices, keys)):
-        if c.scratch:
-            for t in sorted({b + 1 for o in choice.options for _, b in o.gaps}):
-                at[(c.producer, t)].append(k)
-    out = []
-    for (_, t), ks in sorted(at.items(), key=lambda item: item[0][1]):
-        cands = [keys[k][0] for k in ks]
-        values = {c.value for c in cands}
-        if any(values - {c.value} - set(c.scratch) for c in cands):
-            raise ValueError(f"copies of {sorted(values)} share a producer and are not its "
-                             "results: no launch makes them together")
-        written = set(cands[0].scratch) | {cands[0].value}
-        out.append(model.Launch(
-            at=t, members=tuple(ks), written=tuple(graph.values[c.value].size for c in cands),
-            cost=max(choices[k].cost for k in ks),
-            others=sum(graph.values[v].size for v in written - values)))
-    return tuple(out)
-
-
-def picks_flops(problem, keys, picks) -> int:
-    """Extra FLOPs of the model's ``picks`` on ``problem`` (``model_problem``'s,
-    with ``keys``): a launch's FLOPs counted once, as the built program runs it."""
-    launched = {(k, g.at): g for g in problem.launches for k in g.members}
-    total, seen = 0, set()
-    for k, j in enumerate(picks):
-        if j < 0:
-            continue
-        c = keys[k][0]
-        for _, b in problem.choices[k].options[j].gaps:
-            g = launched.get((k, b + 1))
-            if g is None or id(g) not in seen:
-                total += c.flops
-            if g is not None:
-                seen.add(id(g))
-    return total
+    return model.RecomputeProblem(sizes, starts, ends, tuple(choices), 0), keys, placed
 
 
 # Two-copy options per value: pairs among its this many longest gaps.

@@ -138,22 +138,13 @@ class State:
 
     def launches_flops(self) -> int:
         """Extra FLOPs of the picks' copies, a merged launch counted once."""
-        return sum(c.flops for c, _ in self._launches())
-
-    def launches_cost(self) -> float:
-        """The search's cost (``Candidate.cost_s``) of the picks' copies, a
-        merged launch counted once (``model.launches_of`` costs it so)."""
-        return sum(c.cost_s for c, _ in self._launches())
-
-    def _launches(self) -> list[tuple[Candidate, int]]:
-        """The picks, one per launch (the first of each merged one)."""
-        out, seen = [], set()
-        for i, pick in enumerate(self.picks):
+        total, seen = 0, set()
+        for i, (c, _) in enumerate(self.picks):
             if i < len(self.copy_times) and self.merged_with(i) & seen:
                 continue
             seen.add(i)
-            out.append(pick)
-        return out
+            total += c.flops
+        return total
 
     def problem(self) -> sp.PlacementProblem:
         ivs = [sp.Interval(s, a, b) for s, a, b in self.intervals]
@@ -499,7 +490,7 @@ def realize(graph: ScheduleGraph, order: Sequence[int], state: State,
                          picked=tuple(graph.nodes[c.producer] for c, _ in state.picks) +
                          tuple(c.producer for c, _, _ in state.body),
                          splits=tuple((c.value, k) for c, k in state.picks),
-                         extra_cost_s=state.launches_cost() +
+                         extra_cost_s=sum(c.cost_s for c, _ in state.picks) +
                          sum(c.cost_s for c, _, _ in state.body),
                          arena_live=int(arena_live), arena_blocks=tuple(blocks),
                          arena_peak_at=int(peak_at),

@@ -26,11 +26,7 @@ the wall-clock limit does not stop it first) and python-mip with
 HiGHS (``mip``); both take a warm start (``hint``, e.g. the greedy's picks).
 ``caps`` bound the live bytes at single steps as well (a plan meets the budget
 only when it holds them too): a caller feeds back where its placement of the
-live bytes ran over.  ``launches``: copies that one kernel run makes together
-(GPU: the results of a multi-result fusion copied before one instruction):
-such a copy costs nothing of its own, its launch costs once whatever number
-of its copies it makes, and writes the bytes of the results it does not copy
-at its step (scratch).
+live bytes ran over.
 """
 
 from __future__ import annotations
@@ -57,36 +53,9 @@ class Option:
         return (self.gap, *self.more)
 
 
-def _cost(choice: "Choice", option: Option, launched=frozenset(), k: int = -1) -> int:
-    """An option's own extra cost: one recomputation per gap, but for the
-    gaps whose copy runs in a launch (``launched``: (choice, at) pairs; ``k``:
-    this choice's index), which costs on its own (``Launch``)."""
-    return choice.cost * sum((k, b + 1) not in launched for _, b in option.gaps)
-
-
-def _launched(problem) -> frozenset:
-    """(choice, at) of every copy made in a launch."""
-    return frozenset((k, g.at) for g in problem.launches for k in g.members)
-
-
-def _launch_members(problem, g: Launch) -> list[list[tuple[int, int]]]:
-    """Per member of ``g``: its (choice, option) whose copy runs in ``g``."""
-    return [[(k, j) for j, o in enumerate(problem.choices[k].options)
-             if any(b + 1 == g.at for _, b in o.gaps)] for k in g.members]
-
-
-def _launch_use(problem, picks) -> list[tuple[bool, list[bool]]]:
-    """Per launch under ``picks``: (taken, per member whether its copy runs in it)."""
-    out = []
-    for g in problem.launches:
-        copied = [any(picks[k] == j for k, j in opts) for opts in _launch_members(problem, g)]
-        out.append((any(copied), copied))
-    return out
-
-
-def _launch_bytes(g: Launch, copied: Sequence[bool]) -> int:
-    """What launch ``g`` holds at its step besides its copies."""
-    return g.others + sum(w for w, c in zip(g.written, copied) if not c)
+def _cost(choice: "Choice", option: Option) -> int:
+    """An option's extra cost: one recomputation per gap."""
+    return choice.cost * len(option.gaps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,20 +63,6 @@ class Choice:
     interval: int                            # the value's interval
     options: tuple[Option, ...]
     cost: int                                # extra cost of one recomputation (> 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Launch:
-    """One kernel run that makes the copies of ``members`` (choices) born at
-    step ``at`` (a gap's last + 1): every option of a member with a gap
-    ending at ``at - 1`` runs in it.  It costs ``cost`` once when any of them
-    is taken, and holds at ``at`` alone ``others`` bytes (what it writes that
-    no member recomputes) plus ``written[m]`` for each member not copied there."""
-    at: int
-    members: tuple[int, ...]
-    written: tuple[int, ...]                 # per member: its bytes when not copied at ``at``
-    cost: int
-    others: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +78,6 @@ class RecomputeProblem:
     # ((choice, option), (choice, option)) pairs a caller rules out besides
     # ``conflicts``' own (e.g. copies its rewrite cannot chain)
     exclusive: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()
-    # copies made together (``Launch``): each (choice, at) in one at most
-    launches: tuple[Launch, ...] = ()
 
     def __post_init__(self):
         n = len(self.sizes)
@@ -152,17 +105,6 @@ class RecomputeProblem:
         for t, _ in self.caps:
             if t < 0:
                 raise ValueError(f"cap at step {t}: steps are >= 0")
-        seen = set()
-        for g in self.launches:
-            if len(g.written) != len(g.members) or g.cost <= 0 or g.others < 0 or \
-                    min(g.written, default=0) < 0:
-                raise ValueError(f"launch at {g.at}: one written size per member, a positive "
-                                 "cost and sizes >= 0")
-            for k in g.members:
-                if not 0 <= k < len(self.choices) or (k, g.at) in seen:
-                    raise ValueError(f"launch at {g.at} names choice {k}: not a choice, or "
-                                     "one already in a launch at that step")
-                seen.add((k, g.at))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,25 +116,6 @@ class RecomputeSolution:
     optimal: bool                            # proven lexicographically optimal
     engine: str
     seconds: float
-
-
-def restricted(problem: RecomputeProblem, kept: Sequence[int]) -> RecomputeProblem:
-    """``problem`` with choices ``kept`` alone (in that order), its launches
-    and exclusive pairs renumbered (a launch's members not kept write their
-    bytes as others; a launch with none left, a pair with one, dropped)."""
-    index = {k: i for i, k in enumerate(kept)}
-    launches = []
-    for g in problem.launches:
-        pairs = [(index[k], w) for k, w in zip(g.members, g.written) if k in index]
-        if pairs:
-            gone = sum(w for k, w in zip(g.members, g.written) if k not in index)
-            launches.append(dataclasses.replace(g, members=tuple(k for k, _ in pairs),
-                                                written=tuple(w for _, w in pairs),
-                                                others=g.others + gone))
-    exclusive = tuple(((index[a], i), (index[b], j)) for (a, i), (b, j) in problem.exclusive
-                      if a in index and b in index)
-    return dataclasses.replace(problem, choices=tuple(problem.choices[k] for k in kept),
-                               launches=tuple(launches), exclusive=exclusive)
 
 
 def conflicts(problem: RecomputeProblem) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -238,9 +161,6 @@ def intervals_after(problem: RecomputeProblem, picks: Sequence[int]) -> list[tup
 def profile(problem: RecomputeProblem, picks: Sequence[int]) -> np.ndarray:
     """Live bytes per step under ``picks``."""
     pieces = intervals_after(problem, picks)
-    for g, (taken, copied) in zip(problem.launches, _launch_use(problem, picks)):
-        if taken:       # (what it writes besides its copies, for its step alone)
-            pieces.append((_launch_bytes(g, copied), g.at, g.at))
     horizon = max([e for _, _, e in pieces], default=-1) + 2
     diff = np.zeros(horizon + 1, dtype=np.int64)
     for size, s, e in pieces:
@@ -259,11 +179,7 @@ def evaluate(problem: RecomputeProblem, picks: Sequence[int],
             raise ValueError(f"options {a} and {b} (choice, option) cannot both be taken: the "
                              "first's copy runs while the second has dropped its operand")
     prof = profile(problem, picks)
-    launched = _launched(problem)
-    cost = sum(_cost(c, c.options[p], launched, k)
-               for k, (c, p) in enumerate(zip(problem.choices, picks)) if p >= 0)
-    cost += sum(g.cost for g, (taken, _) in zip(problem.launches, _launch_use(problem, picks))
-                if taken)
+    cost = sum(_cost(c, c.options[p]) for c, p in zip(problem.choices, picks) if p >= 0)
     return (int(prof.max()) if len(prof) else 0), cost
 
 
@@ -310,9 +226,6 @@ def _rows(problem: RecomputeProblem):
     for i, e in ext_end.items():
         if e > problem.ends[i]:
             addable[problem.ends[i] + 1:e + 1] += problem.sizes[i]
-    for g in problem.launches:
-        if g.at < horizon:
-            addable[g.at] += g.others + sum(g.written)
     return base, steps, removable, addable
 
 
@@ -487,26 +400,6 @@ def _cap_rows(problem: RecomputeProblem, caps, addable, base):
     return [(r, least[r[0]]) for r in rows if base[r[0]] + addable[r[0]] > least[r[0]]]
 
 
-def _launch_vars(problem: RecomputeProblem, x, new_var, implies, some):
-    """Per launch its variable (``new_var(index)``): each copy it makes
-    implies it (``implies(a, b)``: a -> b), and it is taken only with one
-    (``some(vars, var)``: sum(vars) >= var); and, per row step, the (bytes,
-    variable) terms of what the launches there write besides their copies."""
-    launch, scratch = [], {}
-    for gi, g in enumerate(problem.launches):
-        v = new_var(gi)
-        launch.append(v)
-        members = [[x[k][j] for k, j in opts] for opts in _launch_members(problem, g)]
-        for ys in members:
-            for y in ys:
-                implies(y, v)
-        some([y for ys in members for y in ys], v)
-        terms = scratch.setdefault(g.at, [])
-        terms.append((g.others + sum(g.written), v))
-        terms += [(-w, y) for w, ys in zip(g.written, members) for y in ys]
-    return launch, scratch
-
-
 def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, time_limit_s,
                  conflicting, built, cost_cap=None, caps=()):
     """The CP-SAT run: ``time_limit_s`` from its start, the model's build
@@ -536,32 +429,23 @@ def _solve_cpsat(problem, base, steps, addable, *, cap, lower, objective, hint, 
     capped = _cap_rows(problem, caps, addable, base)
     held = _kept_terms(problem, levels, [t for t, _, _ in rows] + [r[0] for r, _ in capped])
 
-    launch, scratch = _launch_vars(problem, x, lambda g: m.NewBoolVar(f"l{g}"),
-                                   m.AddImplication, lambda ys, l: m.Add(sum(ys) >= l))
-
     def live(t, fixed, removed):
         terms = [x[k][j] for _, k, j in removed] + [kept[i][lv] for _, i, lv in held.get(t, ())]
         coefs = [-size for size, _, _ in removed] + [size for size, _, _ in held.get(t, ())]
-        terms += [v for _, v in scratch.get(t, ())]
-        coefs += [size for size, _ in scratch.get(t, ())]
         return cp_model.LinearExpr.WeightedSum(terms, coefs) + fixed
     for row in rows:
         m.Add(live(*row) <= peak)
     for row, b in capped:
         m.Add(live(*row) <= b)
-    launched = _launched(problem)
     cost = cp_model.LinearExpr.WeightedSum(
-        [v for row in x for v in row] + launch,
-        [_cost(c, o, launched, k) for k, c in enumerate(problem.choices) for o in c.options]
-        + [g.cost for g in problem.launches])
+        [v for row in x for v in row],
+        [_cost(c, o) for c in problem.choices for o in c.options])
     if cost_cap is not None:
         m.Add(cost <= cost_cap)
     m.Minimize(cost if objective == "cost" else peak)
     for k, row in enumerate(x):
         for j, v in enumerate(row):
             m.AddHint(v, 1 if hint[k] == j else 0)
-    for v, (taken, _) in zip(launch, _launch_use(problem, hint)):
-        m.AddHint(v, 1 if taken else 0)
     built[0] = time.monotonic() - t0
     left = time_limit_s - built[0]
     if left <= 0.02:
@@ -602,22 +486,15 @@ def _solve_mip(problem, base, steps, addable, *, cap, lower, objective, hint, ti
     capped = _cap_rows(problem, caps, addable, base)
     held = _kept_terms(problem, levels, [t for t, _, _ in rows] + [r[0] for r, _ in capped])
 
-    launch, scratch = _launch_vars(problem, x, lambda g: m.add_var(var_type=mip.BINARY),
-                                   lambda a, b: m.add_constr(b >= a),
-                                   lambda ys, v: m.add_constr(mip.xsum(ys) >= v))
-
     def live(t, fixed, removed):
         return (fixed - mip.xsum(size * x[k][j] for size, k, j in removed)
-                + mip.xsum(size * kept[i][lv] for size, i, lv in held.get(t, ()))
-                + mip.xsum(size * v for size, v in scratch.get(t, ())))
+                + mip.xsum(size * kept[i][lv] for size, i, lv in held.get(t, ())))
     for row in rows:
         m += live(*row) <= peak
     for row, b in capped:
         m += live(*row) <= b
-    launched = _launched(problem)
-    cost = mip.xsum(_cost(c, o, launched, k) * x[k][j] for k, c in enumerate(problem.choices)
-                    for j, o in enumerate(c.options)) + \
-        mip.xsum(g.cost * v for g, v in zip(problem.launches, launch))
+    cost = mip.xsum(_cost(c, o) * x[k][j] for k, c in enumerate(problem.choices)
+                    for j, o in enumerate(c.options))
     if cost_cap is not None:
         m += cost <= cost_cap
     m.objective = mip.minimize(cost if objective == "cost" else peak)
