@@ -71,3 +71,15 @@ def test_a_result_may_be_copied_before_its_siblings_readers():
     # a candidate of another producer is no sibling
     lone = Candidate(9, 4, (6,), (), 7, 0.0, scratch=(1,))
     assert candidates.with_sibling_slots([a, lone])[1] == lone
+
+
+def test_a_plans_note_counts_a_merged_launch_once():
+    feed_back = importlib.import_module("olla_jax.budget.feed_back")
+    graph = types.SimpleNamespace(node_index={"f": 0, "g": 1})
+    copy = lambda v, producer, before: types.SimpleNamespace(  # noqa: E731
+        value=v, producer=producer, before=before, late_users=(before,), done_before="")
+    plan = types.SimpleNamespace(
+        layout=types.SimpleNamespace(graph=graph, recomputes=(
+            copy(1, "f", "x"), copy(2, "f", "x"), copy(9, "g", "x"), copy(1, "f", "y"))),
+        picked=("f", "f", "g", "f"), splits=((1, 0), (2, 0), (9, 0), (1, 1)))
+    assert feed_back._copies_stated(plan) == "3 values (4 copies, 3 launches)"

@@ -56,12 +56,17 @@ class RecomputeCount:
     values: int          # entry values recomputed
     copies: int          # their copies (a value may be recomputed before several readers)
     in_bodies: int = 0   # copies inside loop bodies
+    launches: int = -1   # kernel launches of the copies (-1: one each)
 
     @property
     def text(self) -> str:
-        """"3 values (4 copies)", "3 values" when each has one copy."""
+        """"3 values (4 copies)", "3 values" when each has one copy; the launches
+        too where copies of several results of one fusion run as one."""
+        launches = self.copies if self.launches < 0 else self.launches
+        counts = ([f"{self.copies} copies"] if self.copies != self.values else []) + (
+            [f"{launches} launches"] if launches != self.copies else [])
         text = f"{self.values} value{'' if self.values == 1 else 's'}" + (
-            f" ({self.copies} copies)" if self.copies != self.values else "")
+            f" ({', '.join(counts)})" if counts else "")
         return text + (f" and {self.in_bodies} inside loop bodies" if self.in_bodies else "")
 
 
@@ -69,11 +74,18 @@ def count_recomputes(recomputes: Sequence[Recompute], entry: Container[str]) -> 
     """The copies a reader is served by (a feeder's copy, which only feeds
     another copy, has no late reader and is not counted) and their values;
     a copy whose producer is not in ``entry`` (the entry instructions) is a
-    loop body's."""
+    loop body's.  Copies of one producer before one instruction run as one
+    launch (``apply.feed_back.edit_of``), a collective run again as its own."""
     own = [r for r in recomputes if r.late_users]
     top = [r for r in own if r.producer in entry]
+    first: dict[tuple[str, str], int] = {}   # (producer, before) -> value of its launch
+    launches = 0
+    for r in top:
+        key = (r.producer, r.before)
+        if r.done_before or first.setdefault(key, r.value) == r.value:
+            launches += 1   # its own launch (a value copied again before one instruction too)
     return RecomputeCount(values=len({r.value for r in top}), copies=len(top),
-                          in_bodies=len(own) - len(top))
+                          in_bodies=len(own) - len(top), launches=launches)
 
 
 def recompute_count(layout: "Layout") -> RecomputeCount:

@@ -101,3 +101,28 @@ def test_checker_and_readback_hold_a_merged_launch_to_the_plan(merged):
     moved = dataclasses.replace(recs[i], place=(recs[i].place[0], recs[i].place[1] + 256))
     wrong = dataclasses.replace(plan.layout, recomputes=recs[:i] + (moved,) + recs[i + 1:])
     assert gpu_readback.compare(fed.executable_bytes, wrong) is not None
+
+
+def _thunk_flops(raw: bytes, capture) -> int:
+    """FLOPs of the entry thunks an executable runs: each thunk's instruction
+    (its profile annotation) counted by ``olla_jax.flops``, once per thunk."""
+    from olla_jax import flops as flops_lib
+    module = importlib.import_module("olla_jax.budget.candidates")._thunk_kinds(capture)[1]
+    by_id = {i.id: i for c in module.computations for i in c.instructions}
+    comps = {c.id: c for c in module.computations}
+    by_name = {i.name: i for i in by_id.values()}
+    payloads = tuple(getattr(module, "payloads", ()))
+    names = [t.thunk_info.profile_annotation for t in gpu_executable.decode(raw).thunks]
+    return sum(flops_lib.instruction_flops(by_name[n], by_id, comps, payloads)
+               for n in names if n in by_name)
+
+
+@pytest.mark.slow
+@needs_plugin
+def test_a_merged_launchs_flops_are_counted_once_as_the_built_program_runs_it(merged):
+    base, plan, alone, fed, c, d = merged
+    assert alone.extra_flops == plan.extra_flops == c.flops == d.flops
+    # the FLOPs the plan reports are those its built program adds: one copy's
+    added = _thunk_flops(fed.executable_bytes, base.capture) - \
+        _thunk_flops(base.capture.executable, base.capture)
+    assert added == plan.extra_flops
