@@ -76,6 +76,16 @@ def test_save_and_load_roundtrip(planned, tmp_path):
         olla_jax.plan(step, *args(batch=16), static_argnums=(2,), saved=saved)
 
 
+def test_save_and_plot_into_a_missing_folder_name_the_folder(planned, tmp_path):
+    """Not an error about a temporary file, nor one from inside the image library."""
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match=f"the folder {missing} does not exist"):
+        planned.save(missing / "plan.json")
+    with pytest.raises(FileNotFoundError, match=f"the folder {missing} does not exist"):
+        planned.plot(missing / "step")
+    assert not (tmp_path / "no").exists()
+
+
 def test_load_plan_errors(tmp_path):
     with pytest.raises(olla_jax.PlanFileError, match="cannot read"):
         olla_jax.load_plan(tmp_path / "missing.json")
