@@ -26,6 +26,12 @@ def is_lowered(obj: Any) -> bool:
         isinstance(getattr(obj, "lowered", None), jax.stages.Lowered) and hasattr(obj, "compile"))
 
 
+def is_compiled(obj: Any) -> bool:
+    """A ``jax.stages.Compiled`` (or ``flax.nnx``'s wrapper of one): XLA's
+    executable already, too late to plan."""
+    return isinstance(inner_compiled(obj), jax.stages.Compiled)
+
+
 def is_jitted(fn: Any) -> bool:
     """A ``jax.jit`` (or ``flax.nnx.jit``) object: it lowers itself."""
     return callable(fn) and hasattr(fn, "lower") and not is_lowered(fn)

@@ -232,6 +232,10 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
     from olla_jax.solve.order import ENGINES
+    if calls.is_compiled(fn):
+        raise TypeError("olla_jax plans a step before XLA compiles it: pass the jax.stages.Lowered "
+                        "(olla_jax.plan(jitted.lower(*args))), the jitted function or the "
+                        "function itself, not the .compile() result")
     if not (callable(fn) or calls.is_lowered(fn)):
         raise TypeError(f"olla_jax plans a function, a jax.jit-wrapped function or a "
                         f"jax.stages.Lowered, not a {type(fn).__name__}")

@@ -108,6 +108,15 @@ def test_plan_of_a_lowered():
         olla_jax.plan(lowered, *mlp_args(0))
 
 
+def test_plan_of_a_compiled_says_to_pass_the_lowered():
+    """Not jax's pytree mismatch from calling the executable with no arguments."""
+    compiled = jax.jit(positional_step, static_argnums=(3,)).lower(*mlp_args(0), 3.0).compile()
+    with pytest.raises(TypeError, match=r"before XLA compiles it: pass the jax.stages.Lowered"):
+        olla_jax.plan(compiled, time_limit_s=1)
+    with pytest.raises(TypeError, match=r"not the .compile\(\) result"):
+        olla_jax.plan(compiled, *mlp_args(0), time_limit_s=1)
+
+
 def _nnx_parts():
     optax = pytest.importorskip("optax")
     nnx = pytest.importorskip("flax.nnx")
