@@ -189,8 +189,12 @@ class StepCallable:
 
     def __call__(self, *args, **kwargs):
         if self.num_args is not None and len(args) != self.num_args:
-            raise TypeError(f"the planned step takes {self.num_args} positional arguments, "
-                            f"got {len(args)}")
+            named = f" and keyword argument(s) {', '.join(sorted(kwargs))}" if kwargs else ""
+            raise TypeError(
+                f"the planned step takes {self.num_args} positional arguments, got {len(args)}"
+                f"{named}: call it as the step was called when it was planned, each argument "
+                "by position or by name as then (as jax's .lower().compile() does), or use "
+                "olla_jax.jit, which plans each way of calling")
         for i, value in self.static:
             if not _same_static(args[i], value):
                 raise ValueError(f"static argument {i} is {args[i]!r}, but the step was planned "

@@ -55,6 +55,12 @@ def test_plan_figures_and_compiled(planned):
     assert same(p.compiled(*args()), expected)
     with pytest.raises(ValueError, match="static argument 2"):
         p.compiled(args()[0], args()[1], 3.0)
+    # planned positionally, called by name: says how to call it (jax's AOT executable
+    # refuses such a call too)
+    params, x, scale = args()
+    with pytest.raises(TypeError, match=r"got 0 and keyword argument\(s\) params, scale, x: "
+                                        "call it as the step was called"):
+        p.compiled(params=params, x=x, scale=scale)
     assert "olla_jax plan" in p.summary()
 
 
