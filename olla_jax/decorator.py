@@ -430,6 +430,13 @@ class Jitted:
     def eval_shape(self, *args, **kwargs):
         return self._jitted.eval_shape(*args, **kwargs)
 
+    def clear_cache(self) -> None:
+        """As jax.jit's: forget this process's plans and jax's traces (a later
+        call plans again, reading the disk cache)."""
+        with self._lock:
+            self._plans.clear()
+        self._jitted.clear_cache()
+
     def __get__(self, obj, objtype=None):
         if obj is None:
             return self

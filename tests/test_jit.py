@@ -96,6 +96,19 @@ def test_jit_inside_other_transformations_is_left_to_jax():
     assert f._plans == {}, "traced calls are not planned"
 
 
+def test_clear_cache_as_jax_jit_s():
+    """jax.jit objects have clear_cache(); the drop-in too: its plans in memory go."""
+    f = olla_jax.jit(lambda x: jnp.sin(x) * 2, cache=False, time_limit_s=1)
+    xs = jnp.arange(12.0).reshape(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        first = f(xs)
+        assert len(f._plans) == 1
+        f.clear_cache()
+        assert f._plans == {}
+        assert_same(f(xs), first)
+
+
 def test_plan_of_a_lowered():
     jitted = jax.jit(positional_step, static_argnums=(3,))
     lowered = jitted.lower(*mlp_args(0), 3.0)
