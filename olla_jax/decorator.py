@@ -35,6 +35,7 @@ from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
 from olla_jax.plan import (BudgetNotMet, PlanWarning, budget_advice, check_options,
                            plan as plan_step, quiet, warn)
+from olla_jax.result import held
 from olla_jax.sizes import parse_size, size_text
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
@@ -303,15 +304,23 @@ class Jitted:
                 cached = None
             if cached is not None:
                 return cached
+        said: list[tuple[str, type[Warning]]] = []   # plan()'s warnings, given below
         try:
-            result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
+            with held(said):
+                result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
         except BudgetNotMet as err:   # the least-memory plan found still runs, with a warning
-            result = self._budget_missed(err)
+            # one warning for the signature: plan()'s own (why recomputation
+            # did not reach the budget) are folded into it
+            folded = [m for m, category in said if issubclass(category, PlanWarning)]
+            said = [(m, c) for m, c in said if not issubclass(c, PlanWarning)]
+            result = self._budget_missed(err, folded)
             failure = None
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
             failure = err
         else:
             failure = None
+        for message, category in said:
+            warn(message, category)
         if failure is not None:
             # outside the handler: jax's error then reads as jax.jit's, not chained
             # to olla_jax's own failure
@@ -350,7 +359,7 @@ class Jitted:
             return None
         return result
 
-    def _budget_missed(self, err: BudgetNotMet):
+    def _budget_missed(self, err: BudgetNotMet, said: list[str] = ()):
         """The plan to run when ``memory_budget`` was not met: the least-memory
         plan found when it was verified and fed back, else XLA's executable
         (``err.plan.compiled`` is XLA's then); either way one warning per
@@ -371,7 +380,8 @@ class Jitted:
         warn(f"olla_jax.jit: memory_budget of {size_text(budget)} not met: {what} (XLA's plan: "
              f"{size_text(plan.xla_total_bytes)}). olla_jax.plan(..., memory_budget=...) raises "
              "BudgetNotMet with what holds the peak; "
-             f"{budget_advice(plan, budget, self._options.get('recompute', True))}", PlanWarning)
+             f"{budget_advice(plan, budget, self._options.get('recompute', True))}"
+             + "".join(f"; {message}" for message in said), PlanWarning)
         return plan
 
     def _raise_if_jax_refuses(self, args, kwargs) -> None:

@@ -504,6 +504,11 @@ def test_jit_budget_not_met_runs_the_least_memory_plan_with_a_warning(tmp_path, 
         missed = [str(w.message) for w in caught if "memory_budget of 1.0 KiB not met" in
                   str(w.message)]
         assert len(missed) == 1, [str(w.message) for w in caught]
+        # one PlanWarning for the signature: why recomputation fell short is in it
+        said = [str(w.message) for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+        assert said == missed, said
+        if attempt == 0:
+            assert "arguments and outputs alone take" in missed[0], missed[0]
         over = planned.runs_total_bytes - budget
         assert f"{olla_jax.sizes.size_text(over)} over" in missed[0]
         assert ("running it" if feed_back else "running XLA's executable") in missed[0]
