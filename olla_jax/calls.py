@@ -26,6 +26,15 @@ def is_lowered(obj: Any) -> bool:
         isinstance(getattr(obj, "lowered", None), jax.stages.Lowered) and hasattr(obj, "compile"))
 
 
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt keyword
+    argument, or nothing: ``budget`` is ``memory_budget``, ``time_limit`` is
+    ``time_limit_s``."""
+    import difflib
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def is_compiled(obj: Any) -> bool:
     """A ``jax.stages.Compiled`` (or ``flax.nnx``'s wrapper of one): XLA's
     executable already, too late to plan."""

@@ -216,6 +216,7 @@ class Jitted:
         if not isinstance(cache, (bool, str, os.PathLike)):
             raise TypeError(f"cache must be True, False or a folder, got {cache!r}")
         jit_kwargs = dict(jit_kwargs or {})
+        _check_jit_kwargs(jit_kwargs)
         if compiler_options:
             jit_kwargs["compiler_options"] = compiler_options
         for name in ("static_argnums", "donate_argnums"):
@@ -451,6 +452,27 @@ class Jitted:
         if obj is None:
             return self
         return functools.partial(self, obj)
+
+
+def _check_jit_kwargs(jit_kwargs: dict) -> None:
+    """A keyword argument neither jax.jit nor olla_jax.jit takes: a TypeError
+    naming the closest of both (``budget=`` is most likely ``memory_budget=``,
+    not something jax.jit refused)."""
+    import inspect
+    try:
+        params = inspect.signature(jax.jit).parameters
+    except (TypeError, ValueError):   # no signature to read: jax.jit will say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return                        # a jax.jit taking **kwargs judges them itself
+    accepted = set(params)
+    ours = [*PLAN_OPTIONS, "backend", "time_limit_s", "cache", "compiler_options"]
+    unknown = sorted(set(jit_kwargs) - accepted)
+    if unknown:
+        choices = [*ours, *sorted(accepted - {"fun"})]
+        hints = "".join(calls.did_you_mean(name, choices) for name in unknown)
+        raise TypeError(f"olla_jax.jit got unexpected keyword argument(s) {unknown}{hints}; it "
+                        f"takes jax.jit's arguments and {', '.join(ours)}")
 
 
 # The old name: the same class.

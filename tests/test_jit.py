@@ -380,10 +380,25 @@ def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypa
     (dict(compiler_options=["xla_foo"]), TypeError, "compiler_options"),
     (dict(kwargs=[1]), TypeError, "kwargs"),
     (dict(y=1), TypeError, r"no keyword argument y: the step's own keyword arguments go in kwargs"),
+    (dict(budget="1GiB"), TypeError, r"no keyword argument budget \(did you mean 'memory_budget'"),
+    (dict(time_limit=3), TypeError, r"time_limit \(did you mean 'time_limit_s'\?\)"),
 ])
 def test_plan_checks_every_argument_first(options, error, match):
     with pytest.raises(error, match=match):
         olla_jax.plan(step, *mlp_args(0), **options)
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(budget="1GiB"), r"\['budget'\] \(did you mean 'memory_budget'\?\)"),
+    (dict(time_limt_s=3), r"\(did you mean 'time_limit_s'\?\)"),
+    (dict(static_argnum=1), r"\(did you mean 'static_argnums'\?\)"),
+    (dict(frobnicate=1), r"\['frobnicate'\]; it takes jax.jit's arguments and"),
+])
+def test_jit_names_the_option_a_misspelt_keyword_most_likely_meant(options, match):
+    """Not 'jax.jit refused these arguments': budget= is olla_jax's memory_budget=."""
+    with pytest.raises(TypeError, match=match) as got:
+        olla_jax.jit(step, **options)
+    assert "jax.jit refused" not in str(got.value)
 
 
 def test_plan_refuses_what_it_cannot_plan():
@@ -396,7 +411,7 @@ def test_plan_refuses_what_it_cannot_plan():
 
 
 def test_jit_checks_its_arguments():
-    with pytest.raises(TypeError, match="jax.jit refused"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['no_such_option'\]"):
         olla_jax.jit(step, no_such_option=1)
     with pytest.raises(ValueError, match="unknown engine"):
         olla_jax.jit(step, engine="fast")
