@@ -411,6 +411,11 @@ class Jitted:
     def __call__(self, *args, **kwargs):
         if jax.config.jax_disable_jit:   # jax.disable_jit(): jax.jit runs the function as
             return self._jitted(*args, **kwargs)   # Python, so nothing is compiled or planned
+        if jax.config.jax_debug_nans or jax.config.jax_debug_infs:
+            # jax.jit checks the outputs and re-runs the step op by op to raise
+            # FloatingPointError at the op; a planned (AOT) executable raises
+            # jax's internal signal for that instead: debugging is jax.jit's
+            return self._jitted(*args, **kwargs)
         try:
             key = self._key(args, kwargs, calling=True)
             result = self._plans.get(key, _MISSING)   # a dict read: no lock needed

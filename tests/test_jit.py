@@ -96,6 +96,23 @@ def test_jit_inside_other_transformations_is_left_to_jax():
     assert f._plans == {}, "traced calls are not planned"
 
 
+def test_debug_nans_raises_floating_point_error_as_jax_jit():
+    """jax_debug_nans: jax.jit's FloatingPointError at the op, not jax's internal
+    signal from the planned executable (which `except FloatingPointError` misses)."""
+    f = olla_jax.jit(lambda x: jnp.log(x - 2.0), cache=False, time_limit_s=1)
+    xs = jnp.ones((4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        f(xs)           # planned with debug_nans off: a NaN is just a value
+        jax.config.update("jax_debug_nans", True)
+        try:
+            with pytest.raises(FloatingPointError, match="nan"):
+                f(xs)
+        finally:
+            jax.config.update("jax_debug_nans", False)
+    assert bool(jnp.isnan(f(xs)).all())
+
+
 def test_clear_cache_as_jax_jit_s():
     """jax.jit objects have clear_cache(); the drop-in too: its plans in memory go."""
     f = olla_jax.jit(lambda x: jnp.sin(x) * 2, cache=False, time_limit_s=1)
