@@ -26,6 +26,21 @@ def is_lowered(obj: Any) -> bool:
         isinstance(getattr(obj, "lowered", None), jax.stages.Lowered) and hasattr(obj, "compile"))
 
 
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt keyword
+    argument, or nothing: ``budget`` is ``memory_budget``, ``time_limit`` is
+    ``time_limit_s``."""
+    import difflib
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def is_compiled(obj: Any) -> bool:
+    """A ``jax.stages.Compiled`` (or ``flax.nnx``'s wrapper of one): XLA's
+    executable already, too late to plan."""
+    return isinstance(inner_compiled(obj), jax.stages.Compiled)
+
+
 def is_jitted(fn: Any) -> bool:
     """A ``jax.jit`` (or ``flax.nnx.jit``) object: it lowers itself."""
     return callable(fn) and hasattr(fn, "lower") and not is_lowered(fn)
@@ -183,8 +198,12 @@ class StepCallable:
 
     def __call__(self, *args, **kwargs):
         if self.num_args is not None and len(args) != self.num_args:
-            raise TypeError(f"the planned step takes {self.num_args} positional arguments, "
-                            f"got {len(args)}")
+            named = f" and keyword argument(s) {', '.join(sorted(kwargs))}" if kwargs else ""
+            raise TypeError(
+                f"the planned step takes {self.num_args} positional arguments, got {len(args)}"
+                f"{named}: call it as the step was called when it was planned, each argument "
+                "by position or by name as then (as jax's .lower().compile() does), or use "
+                "olla_jax.jit, which plans each way of calling")
         for i, value in self.static:
             if not _same_static(args[i], value):
                 raise ValueError(f"static argument {i} is {args[i]!r}, but the step was planned "

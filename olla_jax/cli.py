@@ -371,6 +371,20 @@ def _check_flag_values() -> None:
                              .replace("backend=", "--backend=")) from None
     _capacity()
     _reserve()
+    _check_out_folders()
+
+
+def _check_out_folders() -> None:
+    """--save, --plot, --executable_out and --out into a folder that exists:
+    refused before the run, not after the plan was paid for."""
+    from olla_jax.saved import check_folder
+    for flag, path in (("save", _SAVE.value), ("plot", _PLOT.value and f"{_PLOT.value}-memory.png"),
+                       ("executable_out", _EXECUTABLE_OUT.value), ("out", _OUT.value)):
+        if path:
+            try:
+                check_folder(path, f"--{flag}")
+            except FileNotFoundError as err:
+                raise UsageError(str(err)) from None
 
 
 def _capacity() -> int | None:

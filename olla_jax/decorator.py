@@ -35,6 +35,7 @@ from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
 from olla_jax.plan import (BudgetNotMet, PlanWarning, budget_advice, check_options,
                            plan as plan_step, quiet, warn)
+from olla_jax.result import held
 from olla_jax.sizes import parse_size, size_text
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
@@ -215,6 +216,7 @@ class Jitted:
         if not isinstance(cache, (bool, str, os.PathLike)):
             raise TypeError(f"cache must be True, False or a folder, got {cache!r}")
         jit_kwargs = dict(jit_kwargs or {})
+        _check_jit_kwargs(jit_kwargs)
         if compiler_options:
             jit_kwargs["compiler_options"] = compiler_options
         for name in ("static_argnums", "donate_argnums"):
@@ -303,15 +305,23 @@ class Jitted:
                 cached = None
             if cached is not None:
                 return cached
+        said: list[tuple[str, type[Warning]]] = []   # plan()'s warnings, given below
         try:
-            result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
+            with held(said):
+                result = plan_step(self._jitted, *args, kwargs=kwargs, **options)
         except BudgetNotMet as err:   # the least-memory plan found still runs, with a warning
-            result = self._budget_missed(err)
+            # one warning for the signature: plan()'s own (why recomputation
+            # did not reach the budget) are folded into it
+            folded = [m for m, category in said if issubclass(category, PlanWarning)]
+            said = [(m, c) for m, c in said if not issubclass(c, PlanWarning)]
+            result = self._budget_missed(err, folded)
             failure = None
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
             failure = err
         else:
             failure = None
+        for message, category in said:
+            warn(message, category)
         if failure is not None:
             # outside the handler: jax's error then reads as jax.jit's, not chained
             # to olla_jax's own failure
@@ -350,7 +360,7 @@ class Jitted:
             return None
         return result
 
-    def _budget_missed(self, err: BudgetNotMet):
+    def _budget_missed(self, err: BudgetNotMet, said: list[str] = ()):
         """The plan to run when ``memory_budget`` was not met: the least-memory
         plan found when it was verified and fed back, else XLA's executable
         (``err.plan.compiled`` is XLA's then); either way one warning per
@@ -371,7 +381,8 @@ class Jitted:
         warn(f"olla_jax.jit: memory_budget of {size_text(budget)} not met: {what} (XLA's plan: "
              f"{size_text(plan.xla_total_bytes)}). olla_jax.plan(..., memory_budget=...) raises "
              "BudgetNotMet with what holds the peak; "
-             f"{budget_advice(plan, budget, self._options.get('recompute', True))}", PlanWarning)
+             f"{budget_advice(plan, budget, self._options.get('recompute', True))}"
+             + "".join(f"; {message}" for message in said), PlanWarning)
         return plan
 
     def _raise_if_jax_refuses(self, args, kwargs) -> None:
@@ -400,6 +411,11 @@ class Jitted:
     def __call__(self, *args, **kwargs):
         if jax.config.jax_disable_jit:   # jax.disable_jit(): jax.jit runs the function as
             return self._jitted(*args, **kwargs)   # Python, so nothing is compiled or planned
+        if jax.config.jax_debug_nans or jax.config.jax_debug_infs:
+            # jax.jit checks the outputs and re-runs the step op by op to raise
+            # FloatingPointError at the op; a planned (AOT) executable raises
+            # jax's internal signal for that instead: debugging is jax.jit's
+            return self._jitted(*args, **kwargs)
         try:
             key = self._key(args, kwargs, calling=True)
             result = self._plans.get(key, _MISSING)   # a dict read: no lock needed
@@ -430,10 +446,38 @@ class Jitted:
     def eval_shape(self, *args, **kwargs):
         return self._jitted.eval_shape(*args, **kwargs)
 
+    def clear_cache(self) -> None:
+        """As jax.jit's: forget this process's plans and jax's traces (a later
+        call plans again, reading the disk cache)."""
+        with self._lock:
+            self._plans.clear()
+        self._jitted.clear_cache()
+
     def __get__(self, obj, objtype=None):
         if obj is None:
             return self
         return functools.partial(self, obj)
+
+
+def _check_jit_kwargs(jit_kwargs: dict) -> None:
+    """A keyword argument neither jax.jit nor olla_jax.jit takes: a TypeError
+    naming the closest of both (``budget=`` is most likely ``memory_budget=``,
+    not something jax.jit refused)."""
+    import inspect
+    try:
+        params = inspect.signature(jax.jit).parameters
+    except (TypeError, ValueError):   # no signature to read: jax.jit will say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return                        # a jax.jit taking **kwargs judges them itself
+    accepted = set(params)
+    ours = [*PLAN_OPTIONS, "backend", "time_limit_s", "cache", "compiler_options"]
+    unknown = sorted(set(jit_kwargs) - accepted)
+    if unknown:
+        choices = [*ours, *sorted(accepted - {"fun"})]
+        hints = "".join(calls.did_you_mean(name, choices) for name in unknown)
+        raise TypeError(f"olla_jax.jit got unexpected keyword argument(s) {unknown}{hints}; it "
+                        f"takes jax.jit's arguments and {', '.join(ours)}")
 
 
 # The old name: the same class.

@@ -232,6 +232,10 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
     from olla_jax.solve.order import ENGINES
+    if calls.is_compiled(fn):
+        raise TypeError("olla_jax plans a step before XLA compiles it: pass the jax.stages.Lowered "
+                        "(olla_jax.plan(jitted.lower(*args))), the jitted function or the "
+                        "function itself, not the .compile() result")
     if not (callable(fn) or calls.is_lowered(fn)):
         raise TypeError(f"olla_jax plans a function, a jax.jit-wrapped function or a "
                         f"jax.stages.Lowered, not a {type(fn).__name__}")
@@ -391,9 +395,12 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     improvement; by default nothing is reported."""
     from olla_jax.progress import Reporter
     if unknown:
-        raise TypeError(f"plan() takes no keyword argument {', '.join(sorted(unknown))}: the "
-                        "step's own keyword arguments go in kwargs={...} (olla_jax.jit takes "
-                        "them directly, as jax.jit does)")
+        import inspect
+        names = [n for n in inspect.signature(plan).parameters if n not in ("fn", "args", "unknown")]
+        hints = "".join(calls.did_you_mean(name, names) for name in sorted(unknown))
+        raise TypeError(f"plan() takes no keyword argument {', '.join(sorted(unknown))}{hints}: "
+                        "the step's own keyword arguments go in kwargs={...} (olla_jax.jit "
+                        "takes them directly, as jax.jit does)")
     static_argnums = calls.argnums(static_argnums, "static_argnums")
     donate_argnums = calls.argnums(donate_argnums, "donate_argnums")
     static_argnames = calls.argnames(static_argnames, "static_argnames")

@@ -404,6 +404,8 @@ def layout_figure(graph: ScheduleGraph, layout: Layout, *, title: str = "buffer 
 def plot_plan(plan: Plan, path_prefix: str) -> list[str]:
     """``<prefix>-memory.png`` and ``<prefix>-layout.png`` for an ``olla_jax.Plan``
     (XLA's own layout for both when the plan kept XLA's; beside ours otherwise)."""
+    from olla_jax.saved import check_folder
+    check_folder(f"{path_prefix}-memory.png", "the plot")
     graph: ScheduleGraph | None = plan.graph
     if graph is None:
         raise ValueError("this plan has no scheduling graph (the memory model did not cover the "

@@ -44,9 +44,29 @@ def quiet():
         _QUIET.reset(token)
 
 
+# Set while a caller (olla_jax.jit) collects this thread's PlanWarnings to
+# give them itself (folded into one warning per signature).  Per thread/context.
+_HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("olla_jax_held", default=None)
+
+
+@contextlib.contextmanager
+def held(into: list[tuple[str, type[Warning]]]):
+    """This thread's warnings from ``warn`` inside go into ``into`` as
+    (message, category), not to ``warnings``: the caller gives them."""
+    token = _HELD.set(into)
+    try:
+        yield into
+    finally:
+        _HELD.reset(token)
+
+
 def warn(message: str, category: type[Warning] = PlanWarning) -> None:
     """``warnings.warn`` attributed to the user's line: the first frame outside olla_jax."""
     if _QUIET.get():
+        return
+    into = _HELD.get()
+    if into is not None:
+        into.append((message, category))
         return
     frame, level = sys._getframe(1), 2
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):

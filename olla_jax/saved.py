@@ -154,11 +154,22 @@ def _figures(raw) -> dict[str, Any]:
     return figures
 
 
+def check_folder(path: str | Path, what: str = "the file") -> None:
+    """Raise ``FileNotFoundError`` naming ``path``'s folder when it does not
+    exist: what to do, rather than an error about a temporary file or from
+    inside an image library, after the plan was paid for."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {what} {path}: the folder {folder} does not "
+                                "exist (create it first, or give a path in an existing folder)")
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a
     reader (another process sharing a cache) sees the old file or the new one,
     never half of one."""
     path = Path(path)
+    check_folder(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

@@ -54,6 +54,10 @@ BATCH = ("batch", "--example=remat", "--size=tiny", "--capacity=16MiB")
     (("batch", "--example=mlp", "--size=tiny", "--backend=gpu:h100", "--reserve_bytes=lots"),
      "--reserve_bytes='lots'"),
     (("show", "--plan=/no/such/plan.json"), "no such file"),
+    # an output folder that does not exist: refused before the plan is paid for
+    (("plan", *TINY, "--save=/no/such/folder/plan.json"), "the folder /no/such/folder does not"),
+    (("plan", *TINY, "--plot=/no/such/folder/step"), "--plot /no/such/folder/step-memory.png"),
+    (("plan", *TINY, "--executable_out=/no/such/x.bin"), "the folder /no/such does not exist"),
     (("place", "--csv=/no/such/in.csv", "--out=/tmp/x.csv"), "no such file")])
 def test_usage_errors_exit_2(args, says):
     result = olla(*args)

@@ -96,6 +96,36 @@ def test_jit_inside_other_transformations_is_left_to_jax():
     assert f._plans == {}, "traced calls are not planned"
 
 
+def test_debug_nans_raises_floating_point_error_as_jax_jit():
+    """jax_debug_nans: jax.jit's FloatingPointError at the op, not jax's internal
+    signal from the planned executable (which `except FloatingPointError` misses)."""
+    f = olla_jax.jit(lambda x: jnp.log(x - 2.0), cache=False, time_limit_s=1)
+    xs = jnp.ones((4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        f(xs)           # planned with debug_nans off: a NaN is just a value
+        jax.config.update("jax_debug_nans", True)
+        try:
+            with pytest.raises(FloatingPointError, match="nan"):
+                f(xs)
+        finally:
+            jax.config.update("jax_debug_nans", False)
+    assert bool(jnp.isnan(f(xs)).all())
+
+
+def test_clear_cache_as_jax_jit_s():
+    """jax.jit objects have clear_cache(); the drop-in too: its plans in memory go."""
+    f = olla_jax.jit(lambda x: jnp.sin(x) * 2, cache=False, time_limit_s=1)
+    xs = jnp.arange(12.0).reshape(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        first = f(xs)
+        assert len(f._plans) == 1
+        f.clear_cache()
+        assert f._plans == {}
+        assert_same(f(xs), first)
+
+
 def test_plan_of_a_lowered():
     jitted = jax.jit(positional_step, static_argnums=(3,))
     lowered = jitted.lower(*mlp_args(0), 3.0)
@@ -106,6 +136,15 @@ def test_plan_of_a_lowered():
     assert_same(planned.compiled(*mlp_args(1)), jitted(*mlp_args(1), 3.0))
     with pytest.raises(TypeError, match="no arguments"):
         olla_jax.plan(lowered, *mlp_args(0))
+
+
+def test_plan_of_a_compiled_says_to_pass_the_lowered():
+    """Not jax's pytree mismatch from calling the executable with no arguments."""
+    compiled = jax.jit(positional_step, static_argnums=(3,)).lower(*mlp_args(0), 3.0).compile()
+    with pytest.raises(TypeError, match=r"before XLA compiles it: pass the jax.stages.Lowered"):
+        olla_jax.plan(compiled, time_limit_s=1)
+    with pytest.raises(TypeError, match=r"not the .compile\(\) result"):
+        olla_jax.plan(compiled, *mlp_args(0), time_limit_s=1)
 
 
 def _nnx_parts():
@@ -358,10 +397,25 @@ def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypa
     (dict(compiler_options=["xla_foo"]), TypeError, "compiler_options"),
     (dict(kwargs=[1]), TypeError, "kwargs"),
     (dict(y=1), TypeError, r"no keyword argument y: the step's own keyword arguments go in kwargs"),
+    (dict(budget="1GiB"), TypeError, r"no keyword argument budget \(did you mean 'memory_budget'"),
+    (dict(time_limit=3), TypeError, r"time_limit \(did you mean 'time_limit_s'\?\)"),
 ])
 def test_plan_checks_every_argument_first(options, error, match):
     with pytest.raises(error, match=match):
         olla_jax.plan(step, *mlp_args(0), **options)
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(budget="1GiB"), r"\['budget'\] \(did you mean 'memory_budget'\?\)"),
+    (dict(time_limt_s=3), r"\(did you mean 'time_limit_s'\?\)"),
+    (dict(static_argnum=1), r"\(did you mean 'static_argnums'\?\)"),
+    (dict(frobnicate=1), r"\['frobnicate'\]; it takes jax.jit's arguments and"),
+])
+def test_jit_names_the_option_a_misspelt_keyword_most_likely_meant(options, match):
+    """Not 'jax.jit refused these arguments': budget= is olla_jax's memory_budget=."""
+    with pytest.raises(TypeError, match=match) as got:
+        olla_jax.jit(step, **options)
+    assert "jax.jit refused" not in str(got.value)
 
 
 def test_plan_refuses_what_it_cannot_plan():
@@ -374,7 +428,7 @@ def test_plan_refuses_what_it_cannot_plan():
 
 
 def test_jit_checks_its_arguments():
-    with pytest.raises(TypeError, match="jax.jit refused"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['no_such_option'\]"):
         olla_jax.jit(step, no_such_option=1)
     with pytest.raises(ValueError, match="unknown engine"):
         olla_jax.jit(step, engine="fast")
@@ -482,6 +536,11 @@ def test_jit_budget_not_met_runs_the_least_memory_plan_with_a_warning(tmp_path, 
         missed = [str(w.message) for w in caught if "memory_budget of 1.0 KiB not met" in
                   str(w.message)]
         assert len(missed) == 1, [str(w.message) for w in caught]
+        # one PlanWarning for the signature: why recomputation fell short is in it
+        said = [str(w.message) for w in caught if issubclass(w.category, olla_jax.PlanWarning)]
+        assert said == missed, said
+        if attempt == 0:
+            assert "arguments and outputs alone take" in missed[0], missed[0]
         over = planned.runs_total_bytes - budget
         assert f"{olla_jax.sizes.size_text(over)} over" in missed[0]
         assert ("running it" if feed_back else "running XLA's executable") in missed[0]

@@ -55,6 +55,12 @@ def test_plan_figures_and_compiled(planned):
     assert same(p.compiled(*args()), expected)
     with pytest.raises(ValueError, match="static argument 2"):
         p.compiled(args()[0], args()[1], 3.0)
+    # planned positionally, called by name: says how to call it (jax's AOT executable
+    # refuses such a call too)
+    params, x, scale = args()
+    with pytest.raises(TypeError, match=r"got 0 and keyword argument\(s\) params, scale, x: "
+                                        "call it as the step was called"):
+        p.compiled(params=params, x=x, scale=scale)
     assert "olla_jax plan" in p.summary()
 
 
@@ -74,6 +80,16 @@ def test_save_and_load_roundtrip(planned, tmp_path):
     # Another program (another batch size) refuses the plan.
     with pytest.raises(olla_jax.PlanFileError, match="another program"):
         olla_jax.plan(step, *args(batch=16), static_argnums=(2,), saved=saved)
+
+
+def test_save_and_plot_into_a_missing_folder_name_the_folder(planned, tmp_path):
+    """Not an error about a temporary file, nor one from inside the image library."""
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match=f"the folder {missing} does not exist"):
+        planned.save(missing / "plan.json")
+    with pytest.raises(FileNotFoundError, match=f"the folder {missing} does not exist"):
+        planned.plot(missing / "step")
+    assert not (tmp_path / "no").exists()
 
 
 def test_load_plan_errors(tmp_path):
