@@ -314,7 +314,7 @@ class Jitted:
             # did not reach the budget) are folded into it
             folded = [m for m, category in said if issubclass(category, PlanWarning)]
             said = [(m, c) for m, c in said if not issubclass(c, PlanWarning)]
-            result = self._budget_missed(err, folded)
+            result = self._budget_missed(err, [*err.reasons, *folded])
             failure = None
         except Exception as err:  # noqa: BLE001 - planning must never stop the user's step
             failure = err

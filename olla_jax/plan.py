@@ -20,7 +20,7 @@ from olla_jax import calls, checked
 from olla_jax.calls import StepCallable  # noqa: F401 - re-exported: Plan.compiled's type
 # The result types live in olla_jax.result (the budget package needs them too); re-exported here.
 from olla_jax.checked import candidate_plan  # noqa: F401
-from olla_jax.result import BudgetNotMet, Plan, PlanWarning, quiet, warn  # noqa: F401
+from olla_jax.result import BudgetNotMet, Plan, PlanWarning, held, quiet, warn  # noqa: F401
 from olla_jax.capture import Capture, capture
 from olla_jax.capture.base import GPU_ALIGNMENT, Backend, CaptureError  # noqa: F401 - GPU_ALIGNMENT re-exported
 from olla_jax.capture.record import capture_lowered
@@ -510,47 +510,64 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                 return total(result)
     limit = time_for(1, "recomputation") if recompute and saved is None else None
     result = total(result, *skipped)
+    said: list[tuple[str, type[Warning]]] = []   # recomputation's warnings: given, or in the error
     if limit is not None:
-        from olla_jax import budget
-        report("recomputing", "to meet the memory budget")
-        if spmd:
-            # Our kernel copies in the per-device executable (built, not run: the
-            # target is compile-only); XLA's rematerialization is driven for
-            # single-device steps only.
-            from olla_jax import gpu_budget
-            result = budget.recompute_to_budget(
-                result, int(memory_budget), measure_time=False, recompute_cost=recompute_cost,
-                time_limit_s=gpu_budget.search_limit_s(result, limit))  # the build fits too
-        elif target.compile_only:   # ours and XLA's rematerialization, side by side
-            from olla_jax import gpu_budget
+        with held(said):
+            result = _recompute_stage(result, step, target, options, spmd, int(memory_budget),
+                                      limit, collective_overlap, compiler_options,
+                                      recompute_cost, offload, verify_trials, report)
+    reasons = [m for m, category in said if issubclass(category, PlanWarning)]
+    for message, category in said:
+        if result.runs_total_bytes <= memory_budget or not issubclass(category, PlanWarning):
+            warn(message, category)
+    if result.runs_total_bytes <= memory_budget:
+        return result
+    raise _budget_error(result, int(memory_budget), recompute, offload=offload, reasons=reasons)
 
-            def plan_on(path: str, limit_s: float) -> Plan:
-                """The same step planned for the device description at ``path``."""
-                return _plan(step, collective_overlap=collective_overlap, **dict(
-                    options, backend=Backend.parse(f"gpu:{path}"), time_limit_s=limit_s))
 
-            def plan_offloaded(fn_off: Callable, limit_s: float) -> Plan:
-                """``fn_off`` (the step with values parked in host memory) planned."""
-                off = _step(fn_off, step.args, {}, target, step.static_argnums,
-                            step.donate_argnums, spmd)
-                return _plan(off, collective_overlap=collective_overlap,
-                             **dict(options, time_limit_s=limit_s))
-            result = gpu_budget.to_budget(
-                result, int(memory_budget), step.fn, step.args,
-                static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
-                compiler_options=compiler_options, time_limit_s=limit,
-                recompute_cost=recompute_cost, plan_on=plan_on,
-                plan_offloaded=plan_offloaded if offload else None)
-        else:
-            result = budget.recompute_to_budget(result, int(memory_budget),
-                                                args=step.entry.verify_args,
-                                                static_argnums=step.entry.verify_static,
-                                                time_limit_s=limit,
-                                                verify_trials=verify_trials,
-                                                recompute_cost=recompute_cost)
-        if result.runs_total_bytes <= memory_budget:
-            return result
-    raise _budget_error(result, int(memory_budget), recompute, offload=offload)
+def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, memory_budget: int,
+                     limit: float, collective_overlap, compiler_options, recompute_cost: str,
+                     offload: bool, verify_trials: int, report) -> Plan:
+    """``result`` recomputing values to meet ``memory_budget`` within ``limit``
+    seconds: our copies (CPU; per device on a sharded step) or the GPU sides."""
+    from olla_jax import budget
+    report("recomputing", "to meet the memory budget")
+    if spmd:
+        # Our kernel copies in the per-device executable (built, not run: the
+        # target is compile-only); XLA's rematerialization is driven for
+        # single-device steps only.
+        from olla_jax import gpu_budget
+        result = budget.recompute_to_budget(
+            result, int(memory_budget), measure_time=False, recompute_cost=recompute_cost,
+            time_limit_s=gpu_budget.search_limit_s(result, limit))  # the build fits too
+    elif target.compile_only:   # ours and XLA's rematerialization, side by side
+        from olla_jax import gpu_budget
+
+        def plan_on(path: str, limit_s: float) -> Plan:
+            """The same step planned for the device description at ``path``."""
+            return _plan(step, collective_overlap=collective_overlap, **dict(
+                options, backend=Backend.parse(f"gpu:{path}"), time_limit_s=limit_s))
+
+        def plan_offloaded(fn_off: Callable, limit_s: float) -> Plan:
+            """``fn_off`` (the step with values parked in host memory) planned."""
+            off = _step(fn_off, step.args, {}, target, step.static_argnums,
+                        step.donate_argnums, spmd)
+            return _plan(off, collective_overlap=collective_overlap,
+                         **dict(options, time_limit_s=limit_s))
+        result = gpu_budget.to_budget(
+            result, int(memory_budget), step.fn, step.args,
+            static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+            compiler_options=compiler_options, time_limit_s=limit,
+            recompute_cost=recompute_cost, plan_on=plan_on,
+            plan_offloaded=plan_offloaded if offload else None)
+    else:
+        result = budget.recompute_to_budget(result, int(memory_budget),
+                                            args=step.entry.verify_args,
+                                            static_argnums=step.entry.verify_static,
+                                            time_limit_s=limit,
+                                            verify_trials=verify_trials,
+                                            recompute_cost=recompute_cost)
+    return result
 
 
 def _claimable(bound: int, plan_bytes: int) -> int:
@@ -577,8 +594,8 @@ def budget_advice(result: "Plan", budget: int, recompute: bool = True) -> str:
     return ", ".join(ways)
 
 
-def _budget_error(result: "Plan", budget: int, recompute: bool,
-                  offload: bool = False) -> BudgetNotMet:
+def _budget_error(result: "Plan", budget: int, recompute: bool, offload: bool = False,
+                  reasons: Sequence[str] = ()) -> BudgetNotMet:
     from olla_jax import report
     try:
         breakdown = report.peak_breakdown_text(result)
@@ -593,6 +610,8 @@ def _budget_error(result: "Plan", budget: int, recompute: bool,
     message = (f"the best plan found (trying {how}) needs {size(least)} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
                f"{size(budget)}; {budget_advice(result, budget, recompute)}")
+    for reason in dict.fromkeys(reasons):   # what recomputation said of its stop, once each
+        message += f"; {reason}"
     if result.graph is not None and recompute:
         from olla_jax import budget
         floor, where = budget.working_set_bound(result.graph, result.capture)
@@ -610,7 +629,7 @@ def _budget_error(result: "Plan", budget: int, recompute: bool,
             pass
     if breakdown:
         message += "\n" + breakdown
-    return BudgetNotMet(message, result, least, breakdown)
+    return BudgetNotMet(message, result, least, breakdown, tuple(dict.fromkeys(reasons)))
 
 
 def _overlap_model(backend: Backend, module, graph, pairs, spmd, settings: dict,

@@ -256,10 +256,13 @@ class BudgetNotMet(OllaJaxError, ValueError):
     """No plan olla_jax can make keeps the step within the memory budget.
 
     ``plan`` holds the least-memory plan found (usable, but above the budget);
-    ``least_bytes`` its total; ``breakdown`` what holds the peak."""
+    ``least_bytes`` its total; ``breakdown`` what holds the peak; ``reasons``
+    what recomputation said of where it stopped (also in the message)."""
 
-    def __init__(self, message: str, plan: "Plan", least_bytes: int, breakdown: str = ""):
+    def __init__(self, message: str, plan: "Plan", least_bytes: int, breakdown: str = "",
+                 reasons: tuple[str, ...] = ()):
         super().__init__(message)
         self.plan = plan
         self.least_bytes = least_bytes
         self.breakdown = breakdown
+        self.reasons = reasons

@@ -64,14 +64,21 @@ def test_twin_names_are_distinct_with_old_names_kept():
 
 
 def test_budget_not_met_states_a_small_budget_readably():
-    """A few-KiB budget of a small step is said in KiB, not as '0.00 MiB'."""
+    """A few-KiB budget of a small step is said in KiB, not as '0.00 MiB'; why
+    recomputation stopped is in the error, not given once more as a warning."""
+    import warnings
     step = lambda w, x: jnp.tanh(x @ w).sum()   # noqa: E731
-    with pytest.warns(olla_jax.PlanWarning), pytest.raises(olla_jax.BudgetNotMet) as err:
+    with warnings.catch_warnings(record=True) as said, \
+            pytest.raises(olla_jax.BudgetNotMet) as err:
+        warnings.simplefilter("always")
         olla_jax.plan(step, jnp.ones((32, 32)), jnp.ones((16, 32)), memory_budget=3000,
                       time_limit_s=1, verify_trials=2)
     first = str(err.value).splitlines()[0]
     assert "over the budget of 2.9 KiB" in first, first
     assert "0.00 MiB" not in first
+    assert "olla_jax recomputation: arguments and outputs alone take" in first, first
+    assert not [w for w in said if issubclass(w.category, olla_jax.PlanWarning)], \
+        [str(w.message) for w in said]
 
 
 @pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
