@@ -762,7 +762,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                   xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                   argument_bytes=best.memory.argument, output_bytes=best.memory.output,
                   alias_bytes=best.memory.alias, settings=settings, capture=best,
-                  xla_compiled=callable_of(best.compiled), capture_seconds=capture_seconds)
+                  xla_compiled=callable_of(best.reference.compiled),
+                  capture_seconds=capture_seconds)
 
     def fallback(reason: str, graph=None, bound: int = 0, *, failure: bool = True) -> Plan:
         """XLA's plan, with the reason in the notes; a PlanWarning where
@@ -773,16 +774,20 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             warn(f"olla_jax keeps XLA's plan: {reason}")
         else:
             logging.info("olla_jax keeps XLA's plan: %s", reason)
-        return Plan(planned_temp_bytes=best.memory.temp, lower_bound_bytes=bound,
+        # jax.jit's own program where the one planned is another (never unverified)
+        kept = best.reference
+        if kept is not best:
+            notes.append("XLA's executable of jax.jit's own program is kept (threefry2x32 rolled)")
+        return Plan(planned_temp_bytes=kept.memory.temp, lower_bound_bytes=bound,
                     solve_seconds=solve_seconds(), verify_seconds=verify_seconds(),
                     engine="xla", source="xla",
-                    achieved_temp_bytes=best.memory.temp, verified=False, notes=tuple(notes),
-                    compiled=callable_of(best.compiled), graph=graph, **common)
+                    achieved_temp_bytes=kept.memory.temp, verified=False, notes=tuple(notes),
+                    compiled=callable_of(kept.compiled), graph=graph, **common)
 
     if saved is not None:
         best = _matching_capture(caps, saved)
         common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
-                      capture=best, xla_compiled=callable_of(best.compiled))
+                      capture=best, xla_compiled=callable_of(best.reference.compiled))
     try:
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
                             alignment=backend.alignment, deadline=deadline.at)
@@ -899,8 +904,15 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     if layout.temp_bytes >= best.memory.temp:
         tried = (" (exact placement was tried on the orders whose live bytes are below it)"
                  if settings.get("exact_placement_tried") else "")
-        return fallback(f"no order and placement below XLA's best was found{tried}", graph,
-                        _claimable(bound, best.memory.temp), failure=False)
+        if best.memory.temp >= best.reference.memory.temp:
+            return fallback(f"no order and placement below XLA's best was found{tried}", graph,
+                            _claimable(bound, best.memory.temp), failure=False)
+        # XLA's own plan of the program planned is below jax.jit's: it runs only
+        # once verified against jax.jit's program, as ours would.
+        layout, engine_used = layout_lib.xla_layout(graph), "xla"
+        notes.append(f"no order and placement below XLA's best of the program planned was "
+                     f"found{tried}: XLA's own plan of it is fed back")
+    for_compiled = best.reference       # what runs where ours does not (jax.jit's program)
     report("checking")
     rejected = checked.rejection(best, layout, alignment=graph.alignment)
     if rejected is not None:
@@ -926,7 +938,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend.name} executable cannot be rewritten here"))
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled),
+                    notes=tuple(notes), compiled=callable_of(for_compiled.compiled),
                     verify_seconds=verify_seconds(), **result, **common)
     report("verifying", "rewriting the executable and checking it bit for bit")
     outcome = checked.apply(best, layout, backend=backend, args=step.entry.verify_args,
@@ -935,7 +947,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             and outcome.verification is None:
         notes.append(f"not fed back: {outcome.reason}")  # compile-only: built, nothing to run on
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled),
+                    notes=tuple(notes), compiled=callable_of(for_compiled.compiled),
                     executable_bytes=outcome.raw, verify_seconds=verify_seconds(),
                     **result, **common)
     if not outcome.ok:
@@ -943,8 +955,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         first, _, rest = outcome.reason.partition("\n")   # a child's traceback: notes only
         warn(f"olla_jax keeps XLA's executable: {first}"
              + (" (Plan.notes has the details)" if rest.strip() else ""))
-        return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled),
+        return Plan(source="olla_jax", achieved_temp_bytes=for_compiled.memory.temp,
+                    verified=False, notes=tuple(notes), compiled=callable_of(for_compiled.compiled),
                     verify_seconds=verify_seconds(), **result, **common)
     return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,
                 notes=tuple(notes), compiled=callable_of(outcome.compiled),

@@ -75,6 +75,7 @@ class Plan:
     verified: bool                       # outputs bit-identical to XLA's executable
     notes: tuple[str, ...]               # why something fell back, what was skipped
     compiled: Any = dataclasses.field(repr=False, compare=False)   # callable like the jitted fn
+    # XLA's executable of jax.jit's own program (best scheduler), what the step is timed against
     xla_compiled: Any = dataclasses.field(repr=False, compare=False)
     graph: ScheduleGraph | None = dataclasses.field(repr=False, compare=False, default=None)
     layout: Layout | None = dataclasses.field(repr=False, compare=False, default=None)
