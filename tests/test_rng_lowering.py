@@ -201,3 +201,65 @@ def test_jax_imported_and_used_before_olla_jax():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_xla_plan_of_the_unrolled_program_runs_only_verified(monkeypatch):
+    """Where no order and placement beats XLA's plan of the unrolled program
+    but that is below jax.jit's, XLA's own plan of it is fed back and verified
+    against jax.jit's program; with rng_lowering="jax" the same is XLA's plan."""
+    import dataclasses
+    plan_module = sys.modules["olla_jax.plan"]
+    from olla_jax.graph.layout import xla_layout
+    real = plan_module.solve_graph
+
+    def xla_only(graph, **kw):      # a solver that finds nothing below XLA's plan
+        return dataclasses.replace(real(graph, **kw), layout=xla_layout(graph), engine="xla")
+    monkeypatch.setattr(plan_module, "solve_graph", xla_only)
+    params, x, key = _args()
+    expected = jax.jit(_step)(params, x, key)
+    result = _plan(_step, params, x, key)
+    assert result.source == "olla_jax" and result.verified
+    assert result.runs_temp_bytes == result.xla_best_temp_bytes < result.jax_program_temp_bytes
+    assert any("XLA's own plan of it is fed back" in n for n in result.notes)
+    assert _same(result.compiled(params, x, key), expected)
+    kept = _plan(_step, params, x, key, rng_lowering="jax")
+    assert kept.source == "xla" and kept.runs_temp_bytes == kept.xla_temp_bytes
+
+
+def test_a_plan_not_fed_back_runs_jax_jits_program():
+    params, x, key = _args()
+    result = _plan(_step, params, x, key, feed_back=False)
+    assert result.jax_program_temp_bytes is not None
+    assert result.compiled.executable is result.capture.jax_program.compiled
+
+
+@pytest.mark.slow
+def test_flax_nnx_dropout_step_planned_unrolled_is_bit_identical():
+    nnx = pytest.importorskip("flax.nnx")
+    optax = pytest.importorskip("optax")
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(64, 64, rngs=rngs) for _ in range(2)])
+            self.drop = nnx.Dropout(0.1, rngs=rngs)
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = self.drop(jnp.tanh(layer(x)))
+            return x
+
+    def make():
+        model = MLP(nnx.Rngs(0, dropout=1))
+        return model, nnx.Optimizer(model, optax.sgd(1e-3), wrt=nnx.Param)
+
+    def train_step(model, opt, x):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        opt.update(model, grads)
+        return loss
+    x = jnp.ones((128, 64))
+    model, opt = make()
+    expected = [nnx.jit(train_step)(model, opt, x) for _ in range(2)]
+    model, opt = make()
+    result = _plan(nnx.jit(train_step), model, opt, x)
+    assert result.jax_program_temp_bytes is not None and result.verified, result.notes
+    assert [result.compiled(model, opt, x) for _ in range(2)] == expected
