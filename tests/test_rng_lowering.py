@@ -263,3 +263,13 @@ def test_flax_nnx_dropout_step_planned_unrolled_is_bit_identical():
     result = _plan(nnx.jit(train_step), model, opt, x)
     assert result.jax_program_temp_bytes is not None and result.verified, result.notes
     assert [result.compiled(model, opt, x) for _ in range(2)] == expected
+
+
+def test_a_jax_without_the_internals_keeps_jax_jits_program(monkeypatch):
+    """Where jax's threefry lowering rule is not where jax 0.10 keeps it (a
+    later jax), the step is planned as jax.jit lowers it, quietly."""
+    from jax._src.random import threefry2x32
+    monkeypatch.delattr(threefry2x32, "_threefry2x32_lowering_rule")
+    params, x, key = _args()
+    entry = calls.lower_call(jax.jit(_step), (params, x, key), {}, rng_lowering="unrolled")
+    assert entry.jax_lowered is None and _loops(entry.lowered) > 0
