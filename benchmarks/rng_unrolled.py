@@ -9,12 +9,13 @@ Per step and ``rng_lowering``: XLA's temp of jax.jit's program (the headline
 our executable runs with, verified (bit for bit against jax.jit's program),
 its step time / that of XLA's executable of jax.jit's program
 (``Plan.xla_compiled``; medians of ``--timing_repeats`` calls each,
-interleaved in one process), XLA's compiles (``Plan.capture_seconds``: with
-the unrolled lowering both programs are compiled per scheduler), and, for
-budgets of 0.75 and 0.5 of jax.jit's temp (the same budgets both ways), the
-temp reached, the values recomputed and the budget plan's measured step time
-ratio.  Separately: lowering plus one XLA compile of each program (a fresh
-function each time, so jax caches nothing), in alternating order.
+interleaved in one process, of wall time and of the process's CPU time),
+XLA's compiles (``Plan.capture_seconds``: with the unrolled lowering both
+programs are compiled per scheduler), and, for budgets of 0.75 and 0.5 of
+jax.jit's temp (the same budgets both ways), the temp reached, the values
+recomputed and the budget plan's measured step time ratio.  Separately:
+lowering plus one XLA compile of each program (a fresh function each time,
+so jax caches nothing), in alternating order.
 """
 
 from __future__ import annotations
@@ -86,6 +87,24 @@ def compile_seconds(name: str, shape: tuple, rounds: int = 2) -> dict:
     return {side: min(t) for side, t in times.items()}
 
 
+def cpu_time_ratio(original, ours, args, repeats: int) -> float:
+    """Median process CPU seconds per call (every thread of XLA's pool) of
+    ``ours`` / ``original``, calls interleaved A B B A: on a loaded machine
+    CPU time moves less with other processes than wall time does."""
+    import statistics
+    import jax
+    times = {0: [], 1: []}
+    fns = (original, ours)
+    for fn in fns:                         # warm up
+        jax.block_until_ready(fn(*args))
+    for k in range(repeats):
+        for i in ((0, 1) if k % 2 == 0 else (1, 0)):
+            start = time.process_time()
+            jax.block_until_ready(fns[i](*args))
+            times[i].append(time.process_time() - start)
+    return statistics.median(times[1]) / statistics.median(times[0])
+
+
 def _plan(jitted, args, **options):
     import olla_jax
     with warnings.catch_warnings():
@@ -102,10 +121,11 @@ def measure(name: str, shape: tuple, rng_lowering: str, time_limit_s: float, rep
     jitted, args = _jitted(name, *shape)
     p, _ = _plan(jitted, args, time_limit_s=time_limit_s, rng_lowering=rng_lowering)
     ratio = timing.time_ratio(p.xla_compiled, p.compiled, args, repeats=repeats).ratio
+    cpu_ratio = cpu_time_ratio(p.xla_compiled, p.compiled, args, repeats)
     row = {"step": f"{name} {shape[0]}x{shape[1]} b{shape[2]}", "rng_lowering": rng_lowering,
            "jax_jit_temp": p.xla_temp_bytes, "planned_program_temp": p.xla_best_temp_bytes,
            "ours": p.runs_temp_bytes, "verified": p.verified, "source": p.source,
-           "time_ratio": ratio, "capture_s": p.capture_seconds,
+           "time_ratio": ratio, "cpu_time_ratio": cpu_ratio, "capture_s": p.capture_seconds,
            "fixed": p.argument_bytes + p.output_bytes - p.alias_bytes, "load": common.load()}
     # the same budgets both ways: fractions of jax.jit's program's temp
     base = p.xla_temp_bytes
@@ -148,12 +168,12 @@ def main(argv=None) -> None:
                           {"load": common.load()})
     lines += common.table(
         ["step", "rng_lowering", "XLA temp, jax.jit's program", "XLA temp, program planned",
-         "ours", "verified", "step time / jax.jit's", "XLA compiles s",
+         "ours", "verified", "step time / jax.jit's: wall, CPU", "XLA compiles s",
          "budget 0.75 of jax.jit's temp", "budget 0.5", "load"],
         [[r["step"], r["rng_lowering"], m(r["jax_jit_temp"]), m(r["planned_program_temp"]),
           m(r["ours"]), "yes" if r["verified"] else f"no ({r['source']})",
-          f"{r['time_ratio']:.2f}", f"{r['capture_s']:.1f}", budget_cell(r, 0.75),
-          budget_cell(r, 0.5), r["load"]] for r in rows])
+          f"{r['time_ratio']:.2f}, {r['cpu_time_ratio']:.2f}", f"{r['capture_s']:.1f}",
+          budget_cell(r, 0.75), budget_cell(r, 0.5), r["load"]] for r in rows])
     lines += ["", "Lowering + one XLA compile (s, least of 2, alternating order):", ""]
     lines += common.table(["step", "jax.jit's program", "threefry unrolled"],
                           [[s, f"{c['jax']:.2f}", f"{c['unrolled']:.2f}"]
