@@ -279,8 +279,9 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if offload:
         check_offload(Backend.parse(backend), memory_budget, recompute, saved)
     if rng_lowering not in jax_compat.RNG_LOWERINGS:
-        raise ValueError(f"rng_lowering must be one of {', '.join(map(repr, jax_compat.RNG_LOWERINGS))}"
-                         f", got {rng_lowering!r}: 'unrolled' plans a CPU step with jax.random's "
+        choices = ", ".join(map(repr, jax_compat.RNG_LOWERINGS))
+        raise ValueError(f"rng_lowering must be one of {choices}, got {rng_lowering!r}: "
+                         "'unrolled' plans a CPU step with jax.random's "
                          "threefry2x32 unrolled (as jax lowers it on GPU and TPU), 'jax' plans "
                          "the program jax.jit compiles")
 
@@ -748,8 +749,14 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     report("graph", xla=best.memory.temp)
     settings = {"time_limit_s": time_limit_s, "engine": engine, "seed": seed,
                 "schedulers": [c.scheduler for c in caps]}
-    jax_temp = (min(c.jax_program.memory.temp for c in caps)
-                if all(c.jax_program is not None for c in caps) else None)
+    # XLA's compile of jax.jit's own program (its best scheduler): what runs where
+    # nothing of ours does, and what the step is timed against.  ``best`` itself
+    # unless the program planned is another (threefry2x32 unrolled).
+    def jax_jit_compile(best: Capture) -> Capture:
+        return best if best.jax_program is None else min(
+            (c.reference for c in caps), key=lambda c: c.memory.temp)
+    kept = jax_jit_compile(best)
+    jax_temp = kept.memory.temp if kept is not best else None
     if jax_temp is not None:
         settings["rng_lowering"] = "unrolled"
         notes.append(f"planned on the step with jax.random's threefry2x32 lowered unrolled (as "
@@ -762,8 +769,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                   xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                   argument_bytes=best.memory.argument, output_bytes=best.memory.output,
                   alias_bytes=best.memory.alias, settings=settings, capture=best,
-                  xla_compiled=callable_of(best.reference.compiled),
-                  capture_seconds=capture_seconds)
+                  xla_compiled=callable_of(kept.compiled), capture_seconds=capture_seconds)
 
     def fallback(reason: str, graph=None, bound: int = 0, *, failure: bool = True) -> Plan:
         """XLA's plan, with the reason in the notes; a PlanWarning where
@@ -774,9 +780,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             warn(f"olla_jax keeps XLA's plan: {reason}")
         else:
             logging.info("olla_jax keeps XLA's plan: %s", reason)
-        # jax.jit's own program where the one planned is another (never unverified)
-        kept = best.reference
-        if kept is not best:
+        if kept is not best:   # jax.jit's own program, not another one unverified
             notes.append("XLA's executable of jax.jit's own program is kept (threefry2x32 rolled)")
         return Plan(planned_temp_bytes=kept.memory.temp, lower_bound_bytes=bound,
                     solve_seconds=solve_seconds(), verify_seconds=verify_seconds(),
@@ -787,7 +791,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     if saved is not None:
         best = _matching_capture(caps, saved)
         common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
-                      capture=best, xla_compiled=callable_of(best.reference.compiled))
+                      capture=best)
+        kept = jax_jit_compile(best)
+        common.update(xla_compiled=callable_of(kept.compiled))
     try:
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
                             alignment=backend.alignment, deadline=deadline.at)
@@ -804,12 +810,12 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     pairs = collectives.async_pairs(module)
     if pairs:
         weights = dict(zip(graph.nodes, collectives.node_flops(module, graph.nodes)))
-        kept = collectives.pairs_to_keep(graph.nodes, pairs, weights,
-                                         collectives.keep_fraction(collective_overlap))
+        kept_pairs = collectives.pairs_to_keep(graph.nodes, pairs, weights,
+                                               collectives.keep_fraction(collective_overlap))
         settings.update(collective_overlap=collective_overlap, async_pairs=len(pairs),
-                        pairs_kept=len(kept))
+                        pairs_kept=len(kept_pairs))
         graph = dataclasses.replace(graph, edges=tuple(sorted(
-            set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
+            set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept_pairs)))))
     default_module = (dumps.parse_hlo_proto(default.hlo_proto).hlo_module
                        if pairs and best is not default
                        and collectives.exposure_mode(collective_overlap) else None)
@@ -859,7 +865,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         first = None
         try:
             keep_share = KEEP_OVERLAP_SHARE * search.left()
-            if pairs and len(kept) < len(pairs) and keep_share >= _fixed_solve_seconds(graph):
+            if pairs and len(kept_pairs) < len(pairs) \
+                    and keep_share >= _fixed_solve_seconds(graph):
                 # Freer than XLA's overlap: the plan that keeps it all is feasible
                 # here too; found first, it warm-starts the freer search (when its
                 # share of the limit covers a solve's fixed part).
@@ -901,18 +908,17 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     solved_at.append(time.monotonic())  # graph, order, placement, bound (not XLA's compiles)
     settings["solve_cpu_s"] = time.process_time() - cpu_solve
     report.stop_planning()
-    if layout.temp_bytes >= best.memory.temp:
-        tried = (" (exact placement was tried on the orders whose live bytes are below it)"
-                 if settings.get("exact_placement_tried") else "")
-        if best.memory.temp >= best.reference.memory.temp:
-            return fallback(f"no order and placement below XLA's best was found{tried}", graph,
-                            _claimable(bound, best.memory.temp), failure=False)
+    tried = (" (exact placement was tried on the orders whose live bytes are below it)"
+             if settings.get("exact_placement_tried") else "")
+    if layout.temp_bytes >= best.memory.temp and best.memory.temp < kept.memory.temp:
         # XLA's own plan of the program planned is below jax.jit's: it runs only
         # once verified against jax.jit's program, as ours would.
         layout, engine_used = layout_lib.xla_layout(graph), "xla"
         notes.append(f"no order and placement below XLA's best of the program planned was "
                      f"found{tried}: XLA's own plan of it is fed back")
-    for_compiled = best.reference       # what runs where ours does not (jax.jit's program)
+    if layout.temp_bytes >= kept.memory.temp:
+        return fallback(f"no order and placement below XLA's best was found{tried}", graph,
+                        _claimable(bound, kept.memory.temp), failure=False)
     report("checking")
     rejected = checked.rejection(best, layout, alignment=graph.alignment)
     if rejected is not None:
@@ -938,7 +944,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend.name} executable cannot be rewritten here"))
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=callable_of(for_compiled.compiled),
+                    notes=tuple(notes), compiled=callable_of(kept.compiled),
                     verify_seconds=verify_seconds(), **result, **common)
     report("verifying", "rewriting the executable and checking it bit for bit")
     outcome = checked.apply(best, layout, backend=backend, args=step.entry.verify_args,
@@ -947,7 +953,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             and outcome.verification is None:
         notes.append(f"not fed back: {outcome.reason}")  # compile-only: built, nothing to run on
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=callable_of(for_compiled.compiled),
+                    notes=tuple(notes), compiled=callable_of(kept.compiled),
                     executable_bytes=outcome.raw, verify_seconds=verify_seconds(),
                     **result, **common)
     if not outcome.ok:
@@ -955,8 +961,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         first, _, rest = outcome.reason.partition("\n")   # a child's traceback: notes only
         warn(f"olla_jax keeps XLA's executable: {first}"
              + (" (Plan.notes has the details)" if rest.strip() else ""))
-        return Plan(source="olla_jax", achieved_temp_bytes=for_compiled.memory.temp,
-                    verified=False, notes=tuple(notes), compiled=callable_of(for_compiled.compiled),
+        return Plan(source="olla_jax", achieved_temp_bytes=kept.memory.temp,
+                    verified=False, notes=tuple(notes), compiled=callable_of(kept.compiled),
                     verify_seconds=verify_seconds(), **result, **common)
     return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,
                 notes=tuple(notes), compiled=callable_of(outcome.compiled),
