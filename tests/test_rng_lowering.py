@@ -273,3 +273,16 @@ def test_a_jax_without_the_internals_keeps_jax_jits_program(monkeypatch):
     params, x, key = _args()
     entry = calls.lower_call(jax.jit(_step), (params, x, key), {}, rng_lowering="unrolled")
     assert entry.jax_lowered is None and _loops(entry.lowered) > 0
+
+
+def test_a_saved_unrolled_plan_is_applied_again_and_says_so(tmp_path):
+    params, x, key = _args()
+    first = _plan(_step, params, x, key)
+    first.save(tmp_path / "p.json")
+    saved = olla_jax.load_plan(tmp_path / "p.json")
+    assert "jax_program_temp_bytes" in saved.summary()
+    again = _plan(_step, params, x, key, saved=saved)
+    assert again.verified and again.runs_temp_bytes == first.runs_temp_bytes
+    assert again.jax_program_temp_bytes == first.jax_program_temp_bytes
+    with pytest.raises(olla_jax.PlanFileError, match="rng_lowering"):
+        _plan(_step, params, x, key, saved=saved, rng_lowering="jax")
