@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import numbers
 from typing import Any, Callable, Sequence
 
@@ -18,6 +19,8 @@ import jax
 
 from olla_jax import jax_compat
 from olla_jax.capture.base import CaptureError, step_error
+
+log = logging.getLogger(__name__)
 
 
 def is_lowered(obj: Any) -> bool:
@@ -270,6 +273,9 @@ class Entry:
     # as before where the call is positional only, else the flat dynamic leaves.
     verify_args: tuple[Any, ...]
     verify_static: tuple[int, ...]
+    # jax.jit's own lowering of the call where ``lowered`` is another program
+    # of the same step (threefry2x32 unrolled on CPU); None: ``lowered`` is it.
+    jax_lowered: Any = None
 
     def callable_of(self, compiled: Any, wrap=None) -> StepCallable:
         return StepCallable(compiled, self.num_args, self.static, self.static_kwargs, wrap)
@@ -292,8 +298,13 @@ def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
             options.static_argnames)
 
 
-def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entry:
-    """Lower ``jitted(*args, **kwargs)`` (jax.jit or flax.nnx.jit) and say how it splits."""
+def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any],
+               rng_lowering: str = "jax") -> Entry:
+    """Lower ``jitted(*args, **kwargs)`` (jax.jit or flax.nnx.jit) and say how it splits.
+
+    ``rng_lowering="unrolled"`` (for CPU): where the step uses threefry2x32,
+    ``Entry.lowered`` has it unrolled (:func:`threefry_unrolled`) and
+    ``Entry.jax_lowered`` is jax.jit's own lowering; "jax": jax's only."""
     info = static_info(jitted)
     nnx = jax_compat.jit_options(jitted) is None   # flax.nnx.jit (its modules are no arrays)
     if info is not None:
@@ -303,19 +314,57 @@ def lower_call(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Entr
             _check_dynamic({i: a for i, a in enumerate(args) if i not in fixed})
             _check_dynamic({k: v for k, v in kwargs.items() if k not in names})
     lowered = lower_traced(jitted, args, kwargs)
+    jax_lowered = None
+    if rng_lowering == "unrolled":
+        unrolled = threefry_unrolled(jitted, args, kwargs, lowered)
+        if unrolled is not None:
+            lowered, jax_lowered = unrolled, lowered
     if info is None:
-        return Entry(lowered, len(args), (), (), (), ())
+        return Entry(lowered, len(args), (), (), (), (), jax_lowered)
     static = tuple((i, args[i]) for i in sorted(fixed))
     static_kwargs = tuple((k, kwargs[k]) for k in sorted(kwargs) if k in names)
     if nnx:   # its Compiled takes the dynamic arguments, modules whole, and splits them itself
-        return Entry(lowered, len(args), static, static_kwargs, (), ())
+        return Entry(lowered, len(args), static, static_kwargs, (), (), jax_lowered)
     if not kwargs:
         verify_args, verify_static = tuple(args), tuple(sorted(fixed))
     else:
         dyn_args = tuple(a for i, a in enumerate(args) if i not in fixed)
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in names}
         verify_args, verify_static = tuple(jax.tree_util.tree_leaves((dyn_args, dyn_kwargs))), ()
-    return Entry(lowered, len(args), static, static_kwargs, verify_args, verify_static)
+    return Entry(lowered, len(args), static, static_kwargs, verify_args, verify_static,
+                 jax_lowered)
+
+
+def _module_text(lowered: Any) -> str:
+    return (lowered if isinstance(lowered, jax.stages.Lowered) else lowered.lowered).as_text()
+
+
+def threefry_unrolled(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any],
+                      lowered: Any) -> Any | None:
+    """``jitted(*args, **kwargs)`` lowered with jax.random's threefry2x32
+    unrolled (``jax_compat.lower_threefry_unrolled``), in the same wrapper as
+    ``lowered`` (jax's own lowering of the call: a ``jax.stages.Lowered`` or
+    flax.nnx's); None where the step has no threefry2x32, where this jax cannot,
+    or where the module kept all its loops (the lowering did not take)."""
+    try:
+        traced = jitted.trace(*args, **kwargs)   # jax's cached trace of the lowering just made
+    except Exception as err:  # noqa: BLE001 - lowered once already; jax's own lowering stays
+        log.info("threefry2x32 keeps jax's lowering: tracing again failed: %r", err)
+        return None
+    inner = traced if isinstance(traced, jax.stages.Traced) else getattr(traced, "traced", None)
+    unrolled = jax_compat.lower_threefry_unrolled(inner)
+    if unrolled is None:
+        return None
+    if not isinstance(lowered, jax.stages.Lowered):   # flax.nnx's: a dataclass holding jax's
+        if not (dataclasses.is_dataclass(lowered)
+                and isinstance(getattr(lowered, "lowered", None), jax.stages.Lowered)):
+            return None
+        unrolled = dataclasses.replace(lowered, lowered=unrolled)
+    if jax_compat.rolled_loops(_module_text(unrolled)) >= \
+            jax_compat.rolled_loops(_module_text(lowered)):
+        log.info("threefry2x32 keeps jax's lowering: the unrolled module has as many loops")
+        return None
+    return unrolled
 
 
 def lower_traced(jitted: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:

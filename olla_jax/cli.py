@@ -109,6 +109,12 @@ _OFFLOAD = flags.DEFINE_boolean("offload", False, "plan: with --memory_budget on
                                 "memory (olla_jax.offload), then our order and placement; kept "
                                 "only with fewer extra FLOPs than the other sides or where none "
                                 "meets the budget (built, not run: the copies' time is unknown).")
+_RNG_LOWERING = flags.DEFINE_enum("rng_lowering", "unrolled", ["unrolled", "jax"], "plan: on "
+                                  "CPU, plan a step that uses jax.random's threefry2x32 with it "
+                                  "unrolled, as jax lowers it on GPU and TPU (its bits become "
+                                  "fusions; the report still compares with jax.jit's program, "
+                                  "and the plan is verified against it), or 'jax': the rolled "
+                                  "loop jax.jit compiles on CPU.")
 _DUMP_DIR = flags.DEFINE_string("dump_dir", None, "hlo: folder XLA dumped the module into "
                                 "(*after_optimizations.hlo.pb, *-buffer-assignment-values.txt, "
                                 "*-live-range.txt).")
@@ -419,7 +425,8 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
                                  donate_argnames=tuple(donate_argnames), engine=_ENGINE.value,
                                  feed_back=not _NO_FEED_BACK.value, seed=_SEED.value,
                                  progress=status.callback, memory_budget=budget,
-                                 recompute_cost=_RECOMPUTE_COST.value, offload=_OFFLOAD.value)
+                                 recompute_cost=_RECOMPUTE_COST.value, offload=_OFFLOAD.value,
+                                 rng_lowering=_RNG_LOWERING.value)
         except olla_jax.BudgetNotMet as err:
             if err.plan is None:
                 raise
@@ -533,7 +540,7 @@ def _call_maker(maker: Callable, spec: str, *args: Any) -> Any:
 def cmd_demo() -> None:
     step = _example("cnn_adam", "small")
     plan = _run_plan(step.fn, step.args, step.static_argnums, step.donate_argnums)
-    xla, ours = plan.xla_best_temp_bytes, plan.planned_temp_bytes
+    xla, ours = plan.xla_temp_bytes, plan.planned_temp_bytes
     line = f"XLA best temp {xla / MIB:,.2f} MiB -> olla_jax {ours / MIB:,.2f} MiB ({_change(xla, ours)})"
     if plan.source == "olla_jax" and plan.achieved_temp_bytes != ours:
         line += "  [planned; the executable was not rewritten, see the notes]"

@@ -353,3 +353,78 @@ def trace_context() -> Any:
         return _config.trace_context()
     except (ImportError, AttributeError):   # jax moved it: x64, the one most steps change
         return (bool(jax.config.jax_enable_x64),)
+
+
+# --- jax.random's threefry2x32, lowered unrolled on CPU ---------------------
+#
+# On CPU jax lowers the threefry2x32 primitive (the default PRNG: dropout,
+# jax.random.bernoulli) to a rolled while loop (``use_rolled_loops=True``);
+# every other platform gets the unrolled rule, ordinary elementwise ops that
+# XLA fuses and our recomputation can copy.  Both compute the same uint32
+# arithmetic.  The unrolled rule is given to one lowering as jax's own
+# per-lowering override (``LoweringParameters.override_lowering_rules``, what
+# jax.export uses): no registry is changed, so the user's jax.jit calls, on
+# any thread, before, during or after, lower as before; the parameters are
+# part of jax's lowering cache keys, so a function the user jitted (and jax
+# cached) first still lowers unrolled here.
+
+RNG_LOWERINGS = ("unrolled", "jax")
+# The primitives whose lowering may hold threefry2x32: itself, and the typed-key
+# operations (a key's impl, threefry or rbg, is picked only when they lower).
+PRNG_PRIMITIVES = frozenset({"threefry2x32", "random_bits", "random_split", "random_fold_in"})
+
+
+def _threefry_override() -> Any | None:
+    """jax's LoweringParameters that lower threefry2x32 with its unrolled
+    (non-CPU) rule, or None where this jax's internals differ."""
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32 as threefry
+        primitive, rule = threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule
+        return mlir.LoweringParameters(override_lowering_rules=((primitive, rule),))
+    except (ImportError, AttributeError, TypeError) as err:
+        log.info("threefry2x32 keeps jax's lowering (this jax's internals differ: %r)", err)
+        return None
+
+
+def uses_prng(closed_jaxpr: Any) -> bool:
+    """Whether a primitive of ``PRNG_PRIMITIVES`` occurs anywhere in
+    ``closed_jaxpr`` (inner jits, scans, conds, custom derivatives included)."""
+    seen: set[int] = set()
+    todo = [closed_jaxpr]
+    while todo:
+        jaxpr = todo.pop()
+        jaxpr = getattr(jaxpr, "jaxpr", jaxpr)       # a ClosedJaxpr holds a Jaxpr
+        if id(jaxpr) in seen or not hasattr(jaxpr, "eqns"):
+            continue
+        seen.add(id(jaxpr))
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in PRNG_PRIMITIVES:
+                return True
+            for value in eqn.params.values():
+                items = value if isinstance(value, (tuple, list)) else (value,)
+                todo.extend(v for v in items if hasattr(v, "eqns") or hasattr(
+                    getattr(v, "jaxpr", None), "eqns"))
+    return False
+
+
+def rolled_loops(module_text: str) -> int:
+    """How many while loops a lowered (StableHLO) module has."""
+    return module_text.count("stablehlo.while")
+
+
+def lower_threefry_unrolled(traced: Any) -> Any | None:
+    """``traced`` (a ``jax.stages.Traced``) lowered with threefry2x32 unrolled,
+    or None where that does not apply: no jax.random in the step, or a jax
+    whose internals differ (the caller keeps jax's own lowering; it also keeps
+    it where this module has as many loops: no threefry2x32 was lowered)."""
+    if not isinstance(traced, jax.stages.Traced) or not uses_prng(traced.jaxpr):
+        return None
+    params = _threefry_override()
+    if params is None:
+        return None
+    try:
+        return traced.lower(_private_parameters=params)
+    except TypeError as err:      # a jax whose lower() takes no such parameters
+        log.info("threefry2x32 keeps jax's lowering: %r", err)
+        return None

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from absl import logging
 
-from olla_jax import calls, checked
+from olla_jax import calls, checked, jax_compat
 from olla_jax.calls import StepCallable  # noqa: F401 - re-exported: Plan.compiled's type
 # The result types live in olla_jax.result (the budget package needs them too); re-exported here.
 from olla_jax.checked import candidate_plan  # noqa: F401
@@ -87,7 +87,7 @@ class _Step:
 
 
 def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd,
-          static_argnames=(), donate_argnames=()) -> _Step:
+          static_argnames=(), donate_argnames=(), rng_lowering: str = "jax") -> _Step:
     if calls.is_lowered(fn):
         if args or kwargs or static_argnums or donate_argnums or static_argnames or donate_argnames:
             raise TypeError("a jax.stages.Lowered is planned as it is: pass no arguments, "
@@ -114,7 +114,9 @@ def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, sp
                          "donated: a static argument is not an array and cannot be donated")
     if backend.local and not spmd:
         jitted = calls.jit_of(fn, static, donate, static_argnames, donate_argnames)
-        return _Step(calls.lower_call(jitted, args, kwargs))
+        # jax unrolls threefry2x32 on every platform but CPU (capture.base.Capture.jax_program)
+        return _Step(calls.lower_call(jitted, args, kwargs,
+                                      rng_lowering if backend.kind == "cpu" else "jax"))
     entry = calls.Entry(None, len(args), tuple((i, args[i]) for i in static), (),
                         tuple(args), static)
     return _Step(entry, fn, tuple(args), static, donate)
@@ -168,8 +170,13 @@ def _compile_baselines(step: _Step, backend: Backend, compiler_options,
                        spmd=None) -> list[Capture]:
     schedulers = backend.schedulers
     if step.fn is None:
-        return [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
+        caps = [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
                                 compiler_options=compiler_options) for s in schedulers]
+        if step.entry.jax_lowered is not None:   # another program than jax.jit's: its too
+            caps = [dataclasses.replace(cap, jax_program=capture_lowered(
+                step.entry.jax_lowered, backend=backend, scheduler=cap.scheduler,
+                compiler_options=compiler_options)) for cap in caps]
+        return caps
     caps = [capture(step.fn, *step.args, backend=backend, scheduler=s,
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
                     compiler_options=compiler_options, spmd=spmd)
@@ -198,7 +205,7 @@ def _matching_capture(caps: Sequence[Capture], saved) -> Capture:
     raise saved_lib.PlanFileError(
         "the saved plan was made for another program (its module fingerprint "
         f"{saved.fingerprint[:12]}... matches none compiled here): a different function, "
-        "argument shapes, compile options or jax version; plan this step again")
+        "argument shapes, compile options, rng_lowering or jax version; plan this step again")
 
 
 def _warm_starts(graph: model.ScheduleGraph, others: Sequence[Capture]) -> list[tuple[int, ...]]:
@@ -227,7 +234,7 @@ def _is_number(x) -> bool:
 def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
                   memory_budget=None, recompute=True, recompute_cost=None,
-                  offload=False) -> None:
+                  offload=False, rng_lowering="unrolled") -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
@@ -275,6 +282,12 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
         parse_size(memory_budget, "memory_budget")
     if offload:
         check_offload(Backend.parse(backend), memory_budget, recompute, saved)
+    if rng_lowering not in jax_compat.RNG_LOWERINGS:
+        choices = ", ".join(map(repr, jax_compat.RNG_LOWERINGS))
+        raise ValueError(f"rng_lowering must be one of {choices}, got {rng_lowering!r}: "
+                         "'unrolled' plans a CPU step with jax.random's "
+                         "threefry2x32 unrolled (as jax lowers it on GPU and TPU), 'jax' plans "
+                         "the program jax.jit compiles")
 
 
 def check_offload(backend: Backend, memory_budget, recompute, saved) -> None:
@@ -321,8 +334,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          recompute_cost: str | None = None, num_devices: int = 1, in_shardings: Any = None,
          out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
-         collective_overlap: str | float = "keep", offload: bool = False, progress=None,
-         **unknown) -> Plan:
+         collective_overlap: str | float = "keep", offload: bool = False,
+         rng_lowering: str = "unrolled", progress=None, **unknown) -> Plan:
     """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
@@ -390,6 +403,17 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     the budget first) before anything is recomputed (on a sharded step: our
     kernel copies in the per-device executable, not XLA's rematerialization).
 
+    ``rng_lowering``: on CPU jax lowers jax.random's threefry2x32 (the default
+    PRNG: dropout, ``jax.random.bernoulli``) to a rolled while loop, whose
+    random bits XLA cannot fuse and our recomputation cannot copy.
+    ``"unrolled"`` (the default) plans a CPU step that uses it with the
+    unrolled lowering jax uses on GPU and TPU (the same uint32 arithmetic; the
+    user's own jax.jit calls are unaffected); ``Plan.jax_program_temp_bytes``
+    is XLA's temp of the program jax.jit compiles, which the headline figures
+    (``Plan.xla_temp_bytes``) compare with, and the plan is verified against
+    that program's outputs.  ``"jax"`` plans jax.jit's program as it is.
+    Other backends and steps without threefry2x32 are untouched.
+
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
     improvement; by default nothing is reported."""
@@ -408,7 +432,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     check_options(fn, kwargs=kwargs, backend=backend, time_limit_s=time_limit_s,
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
-                  recompute=recompute, recompute_cost=recompute_cost, offload=offload)
+                  recompute=recompute, recompute_cost=recompute_cost, offload=offload,
+                  rng_lowering=rng_lowering)
     if memory_budget is not None:
         memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
     report = Reporter(progress, time_limit_s)
@@ -427,7 +452,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     from olla_jax.budget.candidates import default_cost
     recompute_cost = default_cost(recompute_cost, target)     # "flops" on GPU targets
     step = _step(fn, args, dict(kwargs or {}), target, static_argnums, donate_argnums, spmd,
-                 static_argnames, donate_argnames)
+                 static_argnames, donate_argnames, rng_lowering)
     options = dict(backend=target, time_limit_s=time_limit_s, compiler_options=compiler_options,
                    engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
                    saved=saved, spmd=spmd, progress=report)
@@ -751,11 +776,27 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     report("graph", xla=best.memory.temp)
     settings = {"time_limit_s": time_limit_s, "engine": engine, "seed": seed,
                 "schedulers": [c.scheduler for c in caps]}
+    # XLA's compile of jax.jit's own program (its best scheduler): what runs where
+    # nothing of ours does, and what the step is timed against.  ``best`` itself
+    # unless the program planned is another (threefry2x32 unrolled).
+    def jax_jit_compile(best: Capture) -> Capture:
+        return best if best.jax_program is None else min(
+            (c.reference for c in caps), key=lambda c: c.memory.temp)
+    kept = jax_jit_compile(best)
+    jax_temp = kept.memory.temp if kept is not best else None
+    if jax_temp is not None:
+        settings["rng_lowering"] = "unrolled"
+        notes.append(f"planned on the step with jax.random's threefry2x32 lowered unrolled (as "
+                     f"jax lowers it on GPU and TPU; on CPU jax.jit makes it a while loop): XLA "
+                     f"plans that program in {size_text(best.memory.temp)}, jax.jit's own in "
+                     f"{size_text(jax_temp)}; a plan is verified against jax.jit's program's "
+                     "outputs (rng_lowering='jax' plans jax.jit's program)")
     common = dict(backend=backend.name, xla_default_temp_bytes=default.memory.temp,
+                  jax_program_temp_bytes=jax_temp,
                   xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                   argument_bytes=best.memory.argument, output_bytes=best.memory.output,
                   alias_bytes=best.memory.alias, settings=settings, capture=best,
-                  xla_compiled=callable_of(best.compiled), capture_seconds=capture_seconds)
+                  xla_compiled=callable_of(kept.compiled), capture_seconds=capture_seconds)
 
     def fallback(reason: str, graph=None, bound: int = 0, *, failure: bool = True) -> Plan:
         """XLA's plan, with the reason in the notes; a PlanWarning where
@@ -766,16 +807,20 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             warn(f"olla_jax keeps XLA's plan: {reason}")
         else:
             logging.info("olla_jax keeps XLA's plan: %s", reason)
-        return Plan(planned_temp_bytes=best.memory.temp, lower_bound_bytes=bound,
+        if kept is not best:   # jax.jit's own program, not another one unverified
+            notes.append("XLA's executable of jax.jit's own program is kept (threefry2x32 rolled)")
+        return Plan(planned_temp_bytes=kept.memory.temp, lower_bound_bytes=bound,
                     solve_seconds=solve_seconds(), verify_seconds=verify_seconds(),
                     engine="xla", source="xla",
-                    achieved_temp_bytes=best.memory.temp, verified=False, notes=tuple(notes),
-                    compiled=callable_of(best.compiled), graph=graph, **common)
+                    achieved_temp_bytes=kept.memory.temp, verified=False, notes=tuple(notes),
+                    compiled=callable_of(kept.compiled), graph=graph, **common)
 
     if saved is not None:
         best = _matching_capture(caps, saved)
         common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
-                      capture=best, xla_compiled=callable_of(best.compiled))
+                      capture=best)
+        kept = jax_jit_compile(best)
+        common.update(xla_compiled=callable_of(kept.compiled))
     try:
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
                             alignment=backend.alignment, deadline=deadline.at)
@@ -792,12 +837,12 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     pairs = collectives.async_pairs(module)
     if pairs:
         weights = dict(zip(graph.nodes, collectives.node_flops(module, graph.nodes)))
-        kept = collectives.pairs_to_keep(graph.nodes, pairs, weights,
-                                         collectives.keep_fraction(collective_overlap))
+        kept_pairs = collectives.pairs_to_keep(graph.nodes, pairs, weights,
+                                               collectives.keep_fraction(collective_overlap))
         settings.update(collective_overlap=collective_overlap, async_pairs=len(pairs),
-                        pairs_kept=len(kept))
+                        pairs_kept=len(kept_pairs))
         graph = dataclasses.replace(graph, edges=tuple(sorted(
-            set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept)))))
+            set(graph.edges) | set(collectives.overlap_edges(graph.nodes, kept_pairs)))))
     default_module = (dumps.parse_hlo_proto(default.hlo_proto).hlo_module
                        if pairs and best is not default
                        and collectives.exposure_mode(collective_overlap) else None)
@@ -847,7 +892,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         first = None
         try:
             keep_share = KEEP_OVERLAP_SHARE * search.left()
-            if pairs and len(kept) < len(pairs) and keep_share >= _fixed_solve_seconds(graph):
+            if pairs and len(kept_pairs) < len(pairs) \
+                    and keep_share >= _fixed_solve_seconds(graph):
                 # Freer than XLA's overlap: the plan that keeps it all is feasible
                 # here too; found first, it warm-starts the freer search (when its
                 # share of the limit covers a solve's fixed part).
@@ -889,11 +935,17 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     solved_at.append(time.monotonic())  # graph, order, placement, bound (not XLA's compiles)
     settings["solve_cpu_s"] = time.process_time() - cpu_solve
     report.stop_planning()
-    if layout.temp_bytes >= best.memory.temp:
-        tried = (" (exact placement was tried on the orders whose live bytes are below it)"
-                 if settings.get("exact_placement_tried") else "")
+    tried = (" (exact placement was tried on the orders whose live bytes are below it)"
+             if settings.get("exact_placement_tried") else "")
+    if layout.temp_bytes >= best.memory.temp and best.memory.temp < kept.memory.temp:
+        # XLA's own plan of the program planned is below jax.jit's: it runs only
+        # once verified against jax.jit's program, as ours would.
+        layout, engine_used = layout_lib.xla_layout(graph), "xla"
+        notes.append(f"no order and placement below XLA's best of the program planned was "
+                     f"found{tried}: XLA's own plan of it is fed back")
+    if layout.temp_bytes >= kept.memory.temp:
         return fallback(f"no order and placement below XLA's best was found{tried}", graph,
-                        _claimable(bound, best.memory.temp), failure=False)
+                        _claimable(bound, kept.memory.temp), failure=False)
     report("checking")
     rejected = checked.rejection(best, layout, alignment=graph.alignment)
     if rejected is not None:
@@ -919,7 +971,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         notes.append("not fed back: " + ("asked not to" if not feed_back else
                                           f"the {backend.name} executable cannot be rewritten here"))
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled),
+                    notes=tuple(notes), compiled=callable_of(kept.compiled),
                     verify_seconds=verify_seconds(), **result, **common)
     report("verifying", "rewriting the executable and checking it bit for bit")
     outcome = checked.apply(best, layout, backend=backend, args=step.entry.verify_args,
@@ -928,7 +980,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
             and outcome.verification is None:
         notes.append(f"not fed back: {outcome.reason}")  # compile-only: built, nothing to run on
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled),
+                    notes=tuple(notes), compiled=callable_of(kept.compiled),
                     executable_bytes=outcome.raw, verify_seconds=verify_seconds(),
                     **result, **common)
     if not outcome.ok:
@@ -936,8 +988,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         first, _, rest = outcome.reason.partition("\n")   # a child's traceback: notes only
         warn(f"olla_jax keeps XLA's executable: {first}"
              + (" (Plan.notes has the details)" if rest.strip() else ""))
-        return Plan(source="olla_jax", achieved_temp_bytes=best.memory.temp, verified=False,
-                    notes=tuple(notes), compiled=callable_of(best.compiled),
+        return Plan(source="olla_jax", achieved_temp_bytes=kept.memory.temp,
+                    verified=False, notes=tuple(notes), compiled=callable_of(kept.compiled),
                     verify_seconds=verify_seconds(), **result, **common)
     return Plan(source="olla_jax", achieved_temp_bytes=outcome.achieved_temp_bytes, verified=True,
                 notes=tuple(notes), compiled=callable_of(outcome.compiled),

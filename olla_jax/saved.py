@@ -64,8 +64,11 @@ class SavedPlan:
     def summary(self) -> str:
         f = self.figures
         lines = [f"saved olla_jax plan for {self.backend} (module {self.fingerprint[:12]}...)"]
-        for key in ("xla_default_temp_bytes", "xla_best_temp_bytes", "planned_temp_bytes",
-                    "achieved_temp_bytes", "lower_bound_bytes"):
+        keys = ("xla_default_temp_bytes", "xla_best_temp_bytes", "planned_temp_bytes",
+                "achieved_temp_bytes", "lower_bound_bytes")
+        if f.get("jax_program_temp_bytes") is not None:   # planned with threefry2x32 unrolled
+            keys = ("jax_program_temp_bytes",) + keys
+        for key in keys:
             value = f.get(key)
             lines.append(f"  {key:24s} {'-' if value is None else f'{value:,d} B'}")
         lines.append(f"  engine                   {self.engine}")

@@ -1,6 +1,8 @@
-"""A dropout step on CPU: jax lowers threefry2x32 to a rolled while loop, so
-the random bits are a loop's results, which recomputation does not copy;
-``budget.held_at_peak`` names those loops and why they stay."""
+"""A dropout step on CPU as jax.jit compiles it (``rng_lowering="jax"``; by
+default olla_jax plans threefry2x32 unrolled, tests/test_rng_lowering.py): jax
+lowers threefry2x32 to a rolled while loop, so the random bits are a loop's
+results, which recomputation does not copy; ``budget.held_at_peak`` names
+those loops and why they stay."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def test_held_at_peak_names_the_prng_loops_holding_dropout_bits():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plan = olla_jax.plan(_step, params, x, jax.random.key(7), time_limit_s=1,
-                             feed_back=False)
+                             feed_back=False, rng_lowering="jax")
     held = budget.held_at_peak(plan.graph, plan.capture)
     loop_bytes = dict(held.by_reason).get(LOOP_HELD, 0)
     assert loop_bytes > 0, held.describe()

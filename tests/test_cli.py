@@ -373,3 +373,30 @@ def test_batch_command_answers_as_largest_batch_does_by_default(tmp_path):
     used = json.loads(given.stdout.split("USED ", 1)[1].splitlines()[0])
     assert used["time_limit_s"] == 3 and used["capacity_bytes"] == 1572864
 
+
+
+DROPOUT_STEP = '''
+import jax, jax.numpy as jnp
+
+def step(w, x, key):
+    keep = jax.random.bernoulli(key, 0.9, (x.shape[0], w.shape[1]))
+    return jax.grad(lambda w: jnp.mean(jnp.where(keep, jnp.tanh(x @ w), 0.0) ** 2))(w)
+
+def make_step():
+    return step, (jnp.ones((64, 64)) * 0.01, jnp.ones((256, 64)), jax.random.key(1))
+'''
+
+
+def test_plan_rng_lowering_flag(tmp_path):
+    """A dropout step is planned with threefry2x32 unrolled by default (the
+    report shows jax.jit's program first); --rng_lowering=jax plans jax.jit's."""
+    (tmp_path / "drop_steps.py").write_text(DROPOUT_STEP)
+    args = ("plan", "--module=drop_steps:make_step", "--time_limit_s=1", "--no_feed_back")
+    unrolled = olla(*args, cwd=tmp_path)
+    assert unrolled.returncode == 0, unrolled.stderr
+    assert "XLA temp, jax.jit's program" in unrolled.stdout, unrolled.stdout
+    rolled = olla(*args, "--rng_lowering=jax", cwd=tmp_path)
+    assert rolled.returncode == 0, rolled.stderr
+    assert "jax.jit's program" not in rolled.stdout and "olla_jax" in rolled.stdout
+    bad = olla(*args, "--rng_lowering=rolled", cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr

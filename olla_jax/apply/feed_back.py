@@ -161,11 +161,18 @@ def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Seque
             user_args = verify.executable_arguments(capture.compiled, *dynamic)
         except Exception:  # noqa: BLE001 - fall back to random inputs only
             user_args = None
-    result = verify.verify_executable(raw, capture.executable, trials=trials,
+    # The reference is jax.jit's own program where the one planned is another
+    # program of the step (capture.base.Capture.jax_program), else XLA's executable.
+    reference = capture.reference
+    if reference.executable is None:
+        return Outcome(False, "the executable of jax.jit's own program could not be "
+                              "serialized: nothing to verify against", raw=raw)
+    result = verify.verify_executable(raw, reference.executable, trials=trials,
                                       user_args=user_args, timeout_s=timeout_s,
                                       platform=platform)
     if not result.ok:
-        return Outcome(False, f"the rewritten executable did not match XLA's: {result.reason}",
+        whose = "XLA's" if reference is capture else "jax.jit's program's"
+        return Outcome(False, f"the rewritten executable did not match {whose}: {result.reason}",
                        raw=raw, verification=result)
     try:
         compiled = load.load_compiled(capture.compiled, raw, platform=platform)

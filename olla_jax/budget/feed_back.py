@@ -408,7 +408,7 @@ def _time_ratio(result, compiled, args, static_argnums) -> float | None:
                           for x in jax.tree_util.tree_leaves(dynamic)):
         return None
     try:
-        original = result.xla_compiled.executable
+        original = result.xla_compiled.executable    # XLA's of jax.jit's own program
         call_args, call_kwargs = _as_called(original, dynamic)
         return timing.time_ratio(original, compiled.executable, call_args, repeats=10,
                                  kwargs=call_kwargs).ratio

@@ -96,7 +96,9 @@ class HeldAtPeak:
         if self.loops:
             if any(PRNG_OP_NAME.search(op) for _, op, _ in self.loops):
                 text += ("; jax.random's bits come from loops or calls on CPU (threefry2x32 "
-                         "is lowered to a while loop, an rbg key's generator to a call), so they stay")
+                         "is lowered to a while loop, an rbg key's generator to a call), so they "
+                         "stay (olla_jax.plan's default rng_lowering='unrolled' plans "
+                         "threefry2x32 unrolled, as fusions)")
             text += "; loops held: " + ", ".join(
                 f"{name} ({op_name or 'no op_name'}) {size_text(b)}"
                 for name, op_name, b in self.loops[:top])

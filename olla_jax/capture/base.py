@@ -135,3 +135,13 @@ class Capture:
     # For a flax.nnx.jit step: puts a jax.stages.Compiled back into nnx's Compiled
     # (which moves the modules' state in and out); None for jax.jit steps.
     wrap: Any = dataclasses.field(repr=False, compare=False, default=None)
+    # Where this capture's program is not the one jax.jit compiles for the step
+    # (jax.random's threefry2x32 lowered unrolled on CPU): jax.jit's own program,
+    # compiled with the same scheduler and options.  Its outputs are the
+    # reference a plan is verified against, its temp XLA's figure for the step.
+    jax_program: "Capture | None" = dataclasses.field(repr=False, compare=False, default=None)
+
+    @property
+    def reference(self) -> "Capture":
+        """The capture whose executable's outputs a plan must reproduce: jax.jit's program."""
+        return self.jax_program if self.jax_program is not None else self
