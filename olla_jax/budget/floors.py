@@ -144,6 +144,7 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     inner_values = _body_values(graph, capture)
     for v in inner_values:
         why[v] = "made inside a loop body, recomputable there (budget.body)"
+    copy_of = {}                                # index in recomputes -> index in copies
     for j, r in enumerate(recomputes):
         if not r.late_users:        # a feeder's copy: read by the next copy alone
             at = copy_time(graph, step, graph.node_index[r.before])
@@ -158,6 +159,7 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
         # move with it); an earlier one dies after its own last reader.
         end = (iv[2] if not later else
                2 * max(step[graph.node_index[u]] for u in r.late_users) + 1)
+        copy_of[j] = len(copies)
         copies.append((r.size, copy_time(graph, step, graph.node_index[r.before]), end,
                        r.place[0] == graph.temp_allocation))
     for value in {r.value for r in recomputes if r.value in by_value}:
@@ -169,8 +171,19 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None) -> HeldAtPeak:
     for r in recomputes:
         c = by_value.get(r.value)
         fed = {q.value for q in layout.recomputes if not q.late_users and q.before == r.before}
+        at = copy_time(graph, step, graph.node_index[r.before])
         for o in (c.operands if c is not None and r.late_users else ()):
             if o in fed:
+                continue
+            # A chain: a copy made after (or just before) its operand's copy
+            # reads that copy (``recompute_plan.add_entry_picks``), which
+            # lives until it; the operand's own place is not kept for it.
+            made = [j for j in copy_of if recomputes[j].value == o and
+                    copies[copy_of[j]][1] <= at]
+            if made:
+                k = copy_of[max(made, key=lambda j: copies[copy_of[j]][1])]
+                size, born, end, arena = copies[k]
+                copies[k] = (size, born, max(end, at), arena)
                 continue
             i = state.interval_of_unit.get(unit_of[o])
             if i is not None:
