@@ -31,13 +31,40 @@ def unit_place(graph: ScheduleGraph, layout: Layout, unit_id: int) -> tuple[int,
 
 def boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
     """One box per live span of every unit, at its place under ``layout`` (a
-    recomputed value's first copy dies after its early readers)."""
+    recomputed value's first copy dies after its early readers; the spans of
+    values XLA writes over it in place after its last copy are that copy's,
+    ``copy_boxes``)."""
     boxes = []
-    spans_of = graph.unit_spans(layout.order, _late_readers(graph, layout))
+    late = _late_readers(graph, layout)
+    spans_of = graph.unit_spans(layout.order, late)
+    moved = _moved_from(graph, layout, late)
     for unit, spans in zip(graph.units, spans_of):
         alloc, offset = unit_place(graph, layout, unit.id)
-        boxes += [Box(unit.id, alloc, offset, unit.size, s, e) for s, e in spans]
+        at = moved.get(unit.id)
+        boxes += [Box(unit.id, alloc, offset, unit.size, s, e) for s, e in spans
+                  if at is None or s < at]
     return boxes
+
+
+def _last_copies(graph: ScheduleGraph, layout: Layout, late) -> dict[int, object]:
+    """Per recomputed value of ``late``, its last copy (the latest to run)."""
+    start = graph.flat_layout(layout.order)
+    last = {}
+    for r in layout.recomputes:
+        if r.value in late and r.late_users and (
+                r.value not in last or
+                start[graph.node_index[r.before]] > start[graph.node_index[last[r.value].before]]):
+            last[r.value] = r
+    return last
+
+
+def _moved_from(graph: ScheduleGraph, layout: Layout, late) -> dict[int, int]:
+    """Unit -> the step its last copy runs at: the unit's values written in
+    place after it (its late part) live at the copy's place from then on
+    (``budget.candidates.Candidate.successors``)."""
+    start = graph.flat_layout(layout.order)
+    return {graph.unit_of_value[v]: start[graph.node_index[r.before]]
+            for v, r in _last_copies(graph, layout, late).items()}
 
 
 def _late_readers(graph: ScheduleGraph, layout: Layout) -> dict[int, set[str]]:
@@ -57,12 +84,17 @@ def copy_boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
     it runs before to its last late reader, at its place."""
     late = _late_readers(graph, layout)
     start = graph.flat_layout(layout.order)
+    last = _last_copies(graph, layout, late)
+    spans_of = graph.unit_spans(layout.order, late) if last else []
     out = []
     for r in layout.recomputes:
         if r.value in late:
-            end = max(start[graph.node_index[u]] + graph.block_length(graph.node_index[u]) - 1
-                      for u in r.late_users)
+            end = max((start[graph.node_index[u]] + graph.block_length(graph.node_index[u]) - 1
+                       for u in r.late_users), default=0)   # (a feeder's: read by its copy alone)
             first = start[graph.node_index[r.before]]
+            if last.get(r.value) is r:      # (and the late part written over it in place)
+                end = max([end] + [e for s, e in spans_of[graph.unit_of_value[r.value]]
+                                   if s >= first])
             out.append(Box(-1, r.place[0], r.place[1], r.size, first, max(first, end)))
     return out
 
