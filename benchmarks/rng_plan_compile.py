@@ -1,0 +1,128 @@
+"""XLA's compiles inside ``olla_jax.plan`` of a dropout step planned with
+threefry2x32 unrolled, this tree against a baseline commit, alternating.
+
+    python -m benchmarks.rng_plan_compile --baseline=735433b \\
+        --out=benchmarks/results/rng_plan_compile
+
+Per step (those of ``benchmarks.rng_unrolled``) and round, one fresh process
+each, in alternating order (A B C, then C B A): the baseline commit's plan
+with ``rng_lowering="unrolled"`` (checked out into a temporary git worktree),
+this tree's with "unrolled", and this tree's with "jax" (one program).  Each
+records ``Plan.capture_seconds`` (wall) and the process CPU seconds of the
+same compiles (``plan._compile_baselines`` timed), with XLA's figures and
+whether the plan was verified, so that a change in the compiles shows beside
+figures that must not change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks import common
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = {"mlp": (3, 256, 512), "linen": (2, 128, 8), "nnx": (3, 256, 512)}
+
+# One plan in a fresh process, in the tree it runs in (its own olla_jax).
+CHILD = r"""
+import json, sys, time, warnings
+import olla_jax
+from olla_jax import plan as plan_module
+from benchmarks.rng_unrolled import _jitted
+name, rng, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+shape = tuple(int(v) for v in sys.argv[4].split(","))
+clock = {}
+real = plan_module._compile_baselines
+def timed(*a, **k):
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        return real(*a, **k)
+    finally:
+        clock["wall"], clock["cpu"] = time.perf_counter() - wall, time.process_time() - cpu
+plan_module._compile_baselines = timed
+jitted, args = _jitted(name, *shape)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    p = olla_jax.plan(jitted, *args, time_limit_s=limit, rng_lowering=rng)
+print("RESULT " + json.dumps({
+    "capture_s": p.capture_seconds, "compile_wall_s": clock["wall"],
+    "compile_cpu_s": clock["cpu"], "xla_temp": p.xla_temp_bytes,
+    "jax_program_temp": p.jax_program_temp_bytes, "planned_program_temp": p.xla_best_temp_bytes,
+    "runs_temp": p.runs_temp_bytes, "verified": p.verified, "source": p.source}))
+"""
+
+
+def run_one(tree: Path, name: str, rng: str, limit: float) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(tree))
+    shape = ",".join(str(v) for v in STEPS[name])
+    load = common.load()
+    done = subprocess.run([sys.executable, "-c", CHILD, name, rng, str(limit), shape],
+                          cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{tree} {name} {rng} failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(lines[-1][len("RESULT "):]), "load": load}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--baseline", required=True, help="git commit to compare this tree with")
+    p.add_argument("--out", default="rng_plan_compile")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--time_limit_s", type=float, default=5.0)
+    p.add_argument("--steps", default="mlp,linen,nnx")
+    args = p.parse_args(argv)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    base = Path(tempfile.mkdtemp(prefix="olla_baseline_")) / "tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), commit],
+                   check=True, capture_output=True)
+    sides = (("before", base, "unrolled"), ("after", ROOT, "unrolled"), ("after", ROOT, "jax"))
+    runs: dict = {}
+    try:
+        for name in args.steps.split(","):
+            for r in range(args.rounds):
+                for side, tree, rng in (sides if r % 2 == 0 else sides[::-1]):
+                    row = run_one(tree, name, rng, args.time_limit_s)
+                    runs.setdefault((name, side, rng), []).append(row)
+                    print(name, side, rng, row, flush=True)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                       capture_output=True)
+    m = common.mib
+
+    def med(rows, key):
+        return statistics.median(x[key] for x in rows)
+    lines = common.header("XLA's compiles in plan, threefry2x32 unrolled: before/after",
+                          {"baseline (before)": commit, "this tree (after)": head,
+                           "load at the end": common.load()})
+    table = []
+    for (name, side, rng), rows in runs.items():
+        table.append([f"{name} {'x'.join(str(v) for v in STEPS[name])}", side, rng,
+                      f"{med(rows, 'compile_cpu_s'):.2f}",
+                      ", ".join(f"{x['compile_cpu_s']:.2f}" for x in rows),
+                      f"{med(rows, 'capture_s'):.2f}",
+                      m(rows[0]["xla_temp"]), m(rows[0]["planned_program_temp"]),
+                      m(rows[0]["runs_temp"]),
+                      "yes" if all(x["verified"] for x in rows) else "no",
+                      "; ".join(x["load"] for x in rows)])
+    lines += common.table(
+        ["step", "tree", "rng_lowering", "compiles CPU s (median)", "each round",
+         "capture_seconds wall (median)", "XLA temp, jax.jit's program (headline)",
+         "XLA temp, program planned", "runs", "verified", "load at each start"], table)
+    print("\n".join(lines))
+    common.write_lines_and_rows(args.out, lines, [
+        {"step": k[0], "tree": k[1], "rng_lowering": k[2], "runs": v} for k, v in runs.items()])
+
+
+if __name__ == "__main__":
+    main()
