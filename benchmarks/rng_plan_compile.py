@@ -34,7 +34,7 @@ STEPS = {"mlp": (3, 256, 512), "linen": (2, 128, 8), "nnx": (3, 256, 512)}
 CHILD = r"""
 import json, sys, time, warnings
 import olla_jax
-from olla_jax import plan as plan_module
+plan_module = sys.modules["olla_jax.plan"]
 from benchmarks.rng_unrolled import _jitted
 name, rng, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
 shape = tuple(int(v) for v in sys.argv[4].split(","))
@@ -98,6 +98,7 @@ def main(argv=None) -> None:
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
                        capture_output=True)
+        base.parent.rmdir()
     m = common.mib
 
     def med(rows, key):
