@@ -348,3 +348,22 @@ def test_a_compile_only_gpu_target_lowers_the_dropout_step_as_jax_does(monkeypat
     assert plans["unrolled"].jax_program_temp_bytes is None
     assert plans["unrolled"].capture.jax_program is None
     assert "rng_lowering" not in plans["unrolled"].settings
+
+
+def test_jax_jits_program_is_compiled_without_dumps_to_the_same_figures(monkeypatch):
+    """Beside the unrolled program, jax.jit's own is compiled for its figures and
+    executable only (capture.base.ProgramCompile): no dump folder, the same
+    memory figures as a compile with dumps, an executable to verify against."""
+    from olla_jax.capture import base, record
+    params, x, key = _args(width=64, batch=64)
+    entry = calls.lower_call(jax.jit(_step), (params, x, key), {}, rng_lowering="unrolled")
+    dumped = record.capture_lowered(entry.jax_lowered, scheduler="memory")
+    folders = []
+    real = record.tempfile.mkdtemp
+    monkeypatch.setattr(record.tempfile, "mkdtemp", lambda *a, **k: folders.append(1) or real(*a, **k))
+    plain = record.compile_without_dumps(entry.jax_lowered, scheduler="memory")
+    assert not folders and isinstance(plain, base.ProgramCompile)
+    assert plain.memory == dumped.memory and plain.executable
+    result = _plan(_step, params, x, key, feed_back=False)
+    assert isinstance(result.capture.jax_program, base.ProgramCompile)
+    assert result.capture.jax_program.scheduler == result.capture.scheduler
