@@ -364,6 +364,10 @@ def test_jax_jits_program_is_compiled_without_dumps_to_the_same_figures(monkeypa
     plain = record.compile_without_dumps(entry.jax_lowered, scheduler="memory")
     assert not folders and isinstance(plain, base.ProgramCompile)
     assert plain.memory == dumped.memory and plain.executable
+    with record.sharing_compiles() as store:     # olla_jax.batch's probes compile it once
+        first = record.compile_without_dumps(entry.jax_lowered, scheduler="memory")
+        again = record.compile_without_dumps(entry.jax_lowered, scheduler="memory")
+    assert again is first and (store.misses, store.hits) == (1, 1)
     result = _plan(_step, params, x, key, feed_back=False)
     assert isinstance(result.capture.jax_program, base.ProgramCompile)
     assert result.capture.jax_program.scheduler == result.capture.scheduler
