@@ -11,7 +11,11 @@ this tree's with "unrolled", and this tree's with "jax" (one program).  Each
 records ``Plan.capture_seconds`` (wall) and the process CPU seconds of the
 same compiles (``plan._compile_baselines`` timed), with XLA's figures and
 whether the plan was verified, so that a change in the compiles shows beside
-figures that must not change.
+figures that must not change.  Then, in this process, the part that changed
+alone: jax.jit's program of each step compiled with XLA's dumps (as the
+baseline did, ``record.compile_with_dumps``) and without (as now,
+``record.compile_without_dumps``), each scheduler, alternating, a fresh
+lowering each time (jax caches nothing), process CPU seconds.
 """
 
 from __future__ import annotations
@@ -71,6 +75,30 @@ def run_one(tree: Path, name: str, rng: str, limit: float) -> dict:
     return {**json.loads(lines[-1][len("RESULT "):]), "load": load}
 
 
+def dumps_cost(name: str, rounds: int) -> dict:
+    """CPU seconds of compiling jax.jit's program of step ``name`` with dumps
+    and without, per scheduler, ``rounds`` times alternating (A B, B A)."""
+    import time
+    from benchmarks.rng_unrolled import _jitted
+    from olla_jax import calls
+    from olla_jax.capture import record
+    times: dict = {}
+    for r in range(rounds):
+        for dumps in ((True, False) if r % 2 == 0 else (False, True)):
+            for scheduler in ("default", "memory"):
+                jitted, args = _jitted(name, *STEPS[name], fresh=True)
+                lowered = calls.lower_call(jitted, args, {}, rng_lowering="jax").lowered
+                start = time.process_time()
+                if dumps:
+                    record.compile_with_dumps(lowered, record.cpu_scheduler_options(scheduler),
+                                              backend="cpu", scheduler=scheduler)
+                else:
+                    record.compile_without_dumps(lowered, scheduler=scheduler)
+                times.setdefault(("with dumps" if dumps else "without", scheduler), []).append(
+                    time.process_time() - start)
+    return times
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", required=True, help="git commit to compare this tree with")
@@ -78,6 +106,8 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--time_limit_s", type=float, default=5.0)
     p.add_argument("--steps", default="mlp,linen,nnx")
+    p.add_argument("--dumps_rounds", type=int, default=4,
+                   help="rounds of jax.jit's program compiled with and without dumps")
     args = p.parse_args(argv)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
                             check=True, capture_output=True, text=True).stdout.strip()
@@ -120,9 +150,23 @@ def main(argv=None) -> None:
         ["step", "tree", "rng_lowering", "compiles CPU s (median)", "each round",
          "capture_seconds wall (median)", "XLA temp, jax.jit's program (headline)",
          "XLA temp, program planned", "runs", "verified", "load at each start"], table)
+    costs = {name: dumps_cost(name, args.dumps_rounds) for name in args.steps.split(",")}
+    lines += ["", f"jax.jit's program alone, compiled with XLA's dumps and without (CPU s, "
+              f"{args.dumps_rounds} rounds alternating, median; load at the end {common.load()}):",
+              ""]
+    lines += common.table(
+        ["step", "scheduler", "with dumps", "without", "each round with", "each round without"],
+        [[name, scheduler, f"{statistics.median(t[('with dumps', scheduler)]):.2f}",
+          f"{statistics.median(t[('without', scheduler)]):.2f}",
+          ", ".join(f"{x:.2f}" for x in t[("with dumps", scheduler)]),
+          ", ".join(f"{x:.2f}" for x in t[("without", scheduler)])]
+         for name, t in costs.items() for scheduler in ("default", "memory")])
     print("\n".join(lines))
-    common.write_lines_and_rows(args.out, lines, [
-        {"step": k[0], "tree": k[1], "rng_lowering": k[2], "runs": v} for k, v in runs.items()])
+    common.write_lines_and_rows(args.out, [*lines], {
+        "plans": [{"step": k[0], "tree": k[1], "rng_lowering": k[2], "runs": v}
+                  for k, v in runs.items()],
+        "dumps_cost": {name: {f"{k[0]} {k[1]}": v for k, v in t.items()}
+                       for name, t in costs.items()}})
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def sharing_compiles(store: CompileStore | None = None):
 
 
 def _compile_local(lowered, options: dict[str, Any], *, backend: str, scheduler: str,
-                   compile_fn: Callable = compile_with_dumps):
+                   compile_fn: Callable = compile_with_dumps) -> "Capture | ProgramCompile":
     """``compile_fn(lowered, options, ...)``, shared through the store of
     ``sharing_compiles`` where one is open (keyed by ``compile_fn`` too: a
     compile without dumps is no Capture)."""
