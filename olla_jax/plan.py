@@ -23,7 +23,7 @@ from olla_jax.checked import candidate_plan  # noqa: F401
 from olla_jax.result import BudgetNotMet, Plan, PlanWarning, held, quiet, warn  # noqa: F401
 from olla_jax.capture import Capture, capture
 from olla_jax.capture.base import GPU_ALIGNMENT, Backend, CaptureError  # noqa: F401 - GPU_ALIGNMENT re-exported
-from olla_jax.capture.record import capture_lowered
+from olla_jax.capture.record import capture_lowered, compile_without_dumps
 from olla_jax.graph import layout as layout_lib
 from olla_jax import dumps
 from olla_jax.graph import collectives, model, overlap, resident
@@ -173,7 +173,8 @@ def _compile_baselines(step: _Step, backend: Backend, compiler_options,
         caps = [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
                                 compiler_options=compiler_options) for s in schedulers]
         if step.entry.jax_lowered is not None:   # another program than jax.jit's: its too
-            caps = [dataclasses.replace(cap, jax_program=capture_lowered(
+            # only its figures and executables are needed: compiled without dumps
+            caps = [dataclasses.replace(cap, jax_program=compile_without_dumps(
                 step.entry.jax_lowered, backend=backend, scheduler=cap.scheduler,
                 compiler_options=compiler_options)) for cap in caps]
         return caps

@@ -103,7 +103,9 @@ class Plan:
     recomputed: tuple[str, ...] = ()      # producers run a second time (memory budgets)
     extra_flops: int = 0                  # their FLOPs (estimated from the HLO)
     step_time_ratio: float | None = None  # measured step time / XLA's, when measured
-    capture_seconds: float = 0.0          # XLA's compiles (each scheduler) and their dumps
+    capture_seconds: float = 0.0          # XLA's compiles (each scheduler) and their dumps;
+                                          # with threefry2x32 unrolled, also jax.jit's program's
+                                          # (each scheduler, no dumps: only its figures are read)
     verify_seconds: float = 0.0           # after the plan: the independent check, the
                                           # rewrite and the bit-for-bit verification
     # Our serialized executable, when one was built: the one ``compiled`` runs,

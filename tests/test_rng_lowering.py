@@ -286,3 +286,88 @@ def test_a_saved_unrolled_plan_is_applied_again_and_says_so(tmp_path):
     assert again.jax_program_temp_bytes == first.jax_program_temp_bytes
     with pytest.raises(olla_jax.PlanFileError, match="rng_lowering"):
         _plan(_step, params, x, key, saved=saved, rng_lowering="jax")
+
+
+@pytest.mark.parametrize("above", [0, 64 * 1024], ids=["at", "above"])
+def test_an_unrolled_program_not_below_jax_jits_runs_jax_jits_program(monkeypatch, above):
+    """Where XLA plans the unrolled program at or above jax.jit's own (forced:
+    jax.jit's program's figure set to the unrolled one's best, or below it, and
+    a solver that finds nothing below XLA's plan), no plan is kept: the step
+    runs XLA's executable of jax.jit's program, the rolled loop, same outputs."""
+    import dataclasses
+    plan_module = sys.modules["olla_jax.plan"]
+    from olla_jax.graph.layout import xla_layout
+    real_solve, real_compile = plan_module.solve_graph, plan_module._compile_baselines
+
+    def xla_only(graph, **kw):
+        return dataclasses.replace(real_solve(graph, **kw), layout=xla_layout(graph), engine="xla")
+
+    def rigged(*args, **kw):        # jax.jit's program's temp: the unrolled best, less `above`
+        caps = real_compile(*args, **kw)
+        temp = min(c.memory.temp for c in caps) - above
+        return [dataclasses.replace(c, jax_program=dataclasses.replace(
+            c.jax_program, memory=dataclasses.replace(c.jax_program.memory, temp=temp)))
+            for c in caps]
+    monkeypatch.setattr(plan_module, "solve_graph", xla_only)
+    monkeypatch.setattr(plan_module, "_compile_baselines", rigged)
+    params, x, key = _args(width=64, batch=64)
+    expected = jax.jit(_step)(params, x, key)
+    result = _plan(_step, params, x, key)
+    assert result.jax_program_temp_bytes == result.xla_best_temp_bytes - above
+    assert result.source == "xla" and not result.verified
+    assert result.runs_temp_bytes == result.xla_temp_bytes == result.jax_program_temp_bytes
+    assert any("jax.jit's own program is kept" in n for n in result.notes), result.notes
+    assert result.compiled.executable is result.xla_compiled.executable
+    assert " while(" in result.compiled.executable.as_text()    # jax.jit's rolled loops
+    assert _same(result.compiled(params, x, key), expected)
+
+
+def test_a_compile_only_gpu_target_lowers_the_dropout_step_as_jax_does(monkeypatch):
+    """threefry2x32 is unrolled for CPU only: for ``gpu:h100`` the step is
+    lowered by jax.jit alone, the same module with either rng_lowering."""
+    lowered_texts, unrolled_calls = [], []
+    real_lower = calls.lower_traced
+
+    def recording(jitted, args, kwargs):
+        lowered = real_lower(jitted, args, kwargs)
+        lowered_texts.append(lowered.as_text())
+        return lowered
+    monkeypatch.setattr(calls, "lower_traced", recording)
+    monkeypatch.setattr(jax_compat, "lower_threefry_unrolled",
+                        lambda traced: unrolled_calls.append(traced))
+    params, x, key = _args(width=64, batch=64)
+    plans = {}
+    for rng in ("unrolled", "jax"):
+        lowered_texts.clear()
+        plans[rng] = _plan(_step, params, x, key, backend="gpu:h100", feed_back=False,
+                           rng_lowering=rng)
+        plans[rng + " lowered"] = list(lowered_texts)
+    assert not unrolled_calls
+    assert plans["unrolled lowered"] and plans["unrolled lowered"] == plans["jax lowered"]
+    assert plans["unrolled"].capture.hlo_text == plans["jax"].capture.hlo_text
+    assert plans["unrolled"].jax_program_temp_bytes is None
+    assert plans["unrolled"].capture.jax_program is None
+    assert "rng_lowering" not in plans["unrolled"].settings
+
+
+def test_jax_jits_program_is_compiled_without_dumps_to_the_same_figures(monkeypatch):
+    """Beside the unrolled program, jax.jit's own is compiled for its figures and
+    executable only (capture.base.ProgramCompile): no dump folder, the same
+    memory figures as a compile with dumps, an executable to verify against."""
+    from olla_jax.capture import base, record
+    params, x, key = _args(width=64, batch=64)
+    entry = calls.lower_call(jax.jit(_step), (params, x, key), {}, rng_lowering="unrolled")
+    dumped = record.capture_lowered(entry.jax_lowered, scheduler="memory")
+    folders = []
+    real = record.tempfile.mkdtemp
+    monkeypatch.setattr(record.tempfile, "mkdtemp", lambda *a, **k: folders.append(1) or real(*a, **k))
+    plain = record.compile_without_dumps(entry.jax_lowered, scheduler="memory")
+    assert not folders and isinstance(plain, base.ProgramCompile)
+    assert plain.memory == dumped.memory and plain.executable
+    with record.sharing_compiles() as store:     # olla_jax.batch's probes compile it once
+        first = record.compile_without_dumps(entry.jax_lowered, scheduler="memory")
+        again = record.compile_without_dumps(entry.jax_lowered, scheduler="memory")
+    assert again is first and (store.misses, store.hits) == (1, 1)
+    result = _plan(_step, params, x, key, feed_back=False)
+    assert isinstance(result.capture.jax_program, base.ProgramCompile)
+    assert result.capture.jax_program.scheduler == result.capture.scheduler

@@ -137,11 +137,27 @@ class Capture:
     wrap: Any = dataclasses.field(repr=False, compare=False, default=None)
     # Where this capture's program is not the one jax.jit compiles for the step
     # (jax.random's threefry2x32 lowered unrolled on CPU): jax.jit's own program,
-    # compiled with the same scheduler and options.  Its outputs are the
-    # reference a plan is verified against, its temp XLA's figure for the step.
-    jax_program: "Capture | None" = dataclasses.field(repr=False, compare=False, default=None)
+    # compiled with the same scheduler and options, without dumps (it is not
+    # planned).  Its outputs are the reference a plan is verified against, its
+    # temp XLA's figure for the step.
+    jax_program: "ProgramCompile | Capture | None" = dataclasses.field(
+        repr=False, compare=False, default=None)
 
     @property
-    def reference(self) -> "Capture":
-        """The capture whose executable's outputs a plan must reproduce: jax.jit's program."""
+    def reference(self) -> "ProgramCompile | Capture":
+        """The compile whose executable's outputs a plan must reproduce: jax.jit's program."""
         return self.jax_program if self.jax_program is not None else self
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramCompile:
+    """XLA's compile of a program that is not planned, without XLA's dumps
+    (no HLO, buffer assignment or live ranges to read): its memory figures and
+    its executable, live and serialized, which is all a reference needs."""
+    backend: str
+    scheduler: str
+    compiler_options: dict[str, Any]
+    memory: MemoryFigures
+    executable: bytes | None          # serialized, for the verification's subprocess
+    compiled: Any = dataclasses.field(repr=False, compare=False)  # jax.stages.Compiled
+    wrap: Any = dataclasses.field(repr=False, compare=False, default=None)

@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 import jax
 
 from olla_jax import calls
-from olla_jax.capture.base import Backend, Capture, CaptureError, MemoryFigures  # noqa: F401 - re-exported
+from olla_jax.capture.base import (  # noqa: F401 - re-exported
+    Backend, Capture, CaptureError, MemoryFigures, ProgramCompile)
 from olla_jax.envelope import without_dump_options
 
 # XLA:CPU's scheduler choices (xla.DebugOptions.xla_cpu_scheduler_type).
@@ -95,6 +96,21 @@ def compile_with_dumps(lowered, compiler_options: dict[str, Any], *, backend: st
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _compile_plain(lowered, options: dict[str, Any], *, backend: str,
+                   scheduler: str) -> ProgramCompile:
+    try:
+        compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
+    except CaptureError:
+        raise
+    except Exception as err:  # noqa: BLE001 - XLA raises many types
+        raise CaptureError(f"XLA could not compile the step: {err}") from err
+    wrap = calls.rewrapper(compiled)
+    compiled = calls.inner_compiled(compiled)
+    return ProgramCompile(backend=backend, scheduler=scheduler, compiler_options=dict(options),
+                          memory=MemoryFigures.of(compiled),
+                          executable=serialize_executable(compiled), compiled=compiled, wrap=wrap)
+
+
 def _check_args(args: Sequence[Any], static: set[int]) -> None:
     dynamic = {i: a for i, a in enumerate(args) if i not in static}
     for path, leaf in jax.tree_util.tree_flatten_with_path(dynamic)[0]:
@@ -134,21 +150,24 @@ def sharing_compiles(store: CompileStore | None = None):
         _SHARED_COMPILES.reset(token)
 
 
-def _compile_local(lowered, options: dict[str, Any], *, backend: str, scheduler: str) -> Capture:
+def _compile_local(lowered, options: dict[str, Any], *, backend: str, scheduler: str,
+                   compile_fn: Callable = compile_with_dumps) -> "Capture | ProgramCompile":
+    """``compile_fn(lowered, options, ...)``, shared through the store of
+    ``sharing_compiles`` where one is open (keyed by ``compile_fn`` too: a
+    compile without dumps is no Capture)."""
     store = _SHARED_COMPILES.get()
     if store is None:
-        return compile_with_dumps(lowered, options, backend=backend, scheduler=scheduler)
+        return compile_fn(lowered, options, backend=backend, scheduler=scheduler)
     try:
-        key = (backend, scheduler, tuple(sorted((k, repr(v)) for k, v in options.items())),
-               lowered.as_text())
+        key = (compile_fn.__name__, backend, scheduler,
+               tuple(sorted((k, repr(v)) for k, v in options.items())), lowered.as_text())
     except Exception:  # noqa: BLE001 - a module with no text is not shared
-        return compile_with_dumps(lowered, options, backend=backend, scheduler=scheduler)
+        return compile_fn(lowered, options, backend=backend, scheduler=scheduler)
     if key in store.captures:
         store.hits += 1
     else:
         store.misses += 1
-        store.captures[key] = compile_with_dumps(lowered, options, backend=backend,
-                                                 scheduler=scheduler)
+        store.captures[key] = compile_fn(lowered, options, backend=backend, scheduler=scheduler)
     return store.captures[key]
 
 
@@ -232,6 +251,22 @@ def capture_lowered(lowered, *, backend: str | Backend = "cpu", scheduler: str =
                            f"{getattr(backend, 'name', backend)!r}: for a compile-only target pass "
                            "the function and its positional arguments")
     return _compile_local(lowered, options, backend=name, scheduler=scheduler)
+
+
+def compile_without_dumps(lowered, *, backend: str | Backend = "cpu", scheduler: str = "default",
+                          compiler_options: dict[str, Any] | None = None) -> ProgramCompile:
+    """Compile a Lowered for this machine with ``scheduler`` but no dumps: for a
+    program whose figures and executable are needed, not its schedule (jax.jit's
+    own program beside the unrolled one planned)."""
+    parsed = _parse(backend)
+    if not parsed.local:
+        raise CaptureError(f"a lowered step is compiled for this machine ('cpu' or 'gpu'), not "
+                           f"{parsed.name!r}")
+    options = dict(compiler_options or {})
+    if parsed.kind == "cpu":
+        options.update(cpu_scheduler_options(scheduler))
+    return _compile_local(lowered, options, backend="cpu" if parsed.kind == "cpu" else "gpu:local",
+                          scheduler=scheduler, compile_fn=_compile_plain)
 
 
 def _capture_via(compile_fn, compiler_options, *, backend, scheduler) -> Capture:
