@@ -139,7 +139,7 @@ def main(argv=None) -> None:
         return
     codes = {"old": os.path.abspath(args.old), "new": HERE}
     steps = args.steps.split(",")
-    limits = [float(x) for x in args.limits.split(",")]
+    limits = [float(x) for x in args.limits.split(",") if x]
     rows, short = [], []
     for r in range(args.rounds):
         for step in steps:
@@ -154,7 +154,7 @@ def main(argv=None) -> None:
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "plain"}),
                           flush=True)
         for step in steps:
-            for limit in [float(x) for x in args.short_limits.split(",")]:
+            for limit in [float(x) for x in args.short_limits.split(",") if x]:
                 for code in (("old", "new") if r % 2 == 0 else ("new", "old")):
                     got = run_child(dict(code=codes[code], step=step, limit=limit, budget=None))
                     short.append(dict(got, round=r, which=code))
