@@ -741,9 +741,9 @@ def _import_solver_libraries() -> None:
     # The solver's modules that solve_graph and the bounds import where they
     # use them (0.05 s idle, more loaded: a sixth of a 0.3 s limit).
     for name in ("solve.order", "solve.list_schedule", "solve.sink", "solve.search",
-                 "solve.ilp_order", "solve.bounds", "solve.bound_block", "solve.bound_chain", "solve.bound_cpsat",
-                 "solve.bound_park", "solve.bound_reduced", "solve.cpsat_lits",
-                 "solve.place_sweep", "graph.park"):
+                 "solve.ilp_order", "solve.bounds", "solve.bound_block", "solve.bound_chain",
+                 "solve.bound_cpsat", "solve.bound_park", "solve.bound_reduced",
+                 "solve.cpsat_lits", "solve.place_sweep", "graph.park"):
         importlib.import_module(f"olla_jax.{name}")
 
 
