@@ -8,6 +8,7 @@ failure falls back to XLA's best executable with a warning that says why, so a
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import numbers
 import time
@@ -39,7 +40,14 @@ RETIME_SHARE = 0.5             # _plan: re-timing collectives ("hidden"), kept b
 KEEP_OVERLAP_SHARE = 0.35      # _plan, of the time left: the plan keeping all collective overlap first
 UNCOMBINED = "uncombined"      # Capture.scheduler of a sharded step compiled with no collective combining
 # How plan() shares one time limit over its stages when a budget may need more than one solve.
-FIRST_PLAN_SHARE = 0.5         # the first order and placement; overlap retries, recomputation: the rest
+# The first order and placement takes its graph build, then this share of
+# the time the build left; the overlap retries and recomputation the rest.
+# Its search is thus never shorter than that of a call with no budget and a
+# limit of FIRST_PLAN_SHARE x this one: share x (limit - build) >= share x
+# limit - build.  (It was a share of the whole limit, the build paid from it:
+# a 6-layer LM at load 7, 5 s and a budget, kept no order search where a 3 s
+# call with no budget searched, and recomputation ended above that call.)
+FIRST_PLAN_SHARE = 0.6
 MIN_STAGE_S = 0.5              # less than this left: a later stage is skipped (said in notes), not overrun
 # After the graph build, the least the solve costs (its list schedule, a
 # placement and the layout, which run however short the time), as a share of
@@ -371,8 +379,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     run: the copies' time is unknown).  A budget that cannot be met raises
     ``BudgetNotMet`` with the least memory reached.  ``time_limit_s`` bounds
     the planner's part of the whole call (``Plan.solve_seconds``, summed over
-    the stages): with a budget, the first order and placement gets
-    ``FIRST_PLAN_SHARE`` of it, the overlap retries and recomputation the rest.
+    the stages): with a budget, the first order and placement gets its graph
+    build and ``FIRST_PLAN_SHARE`` of the time left after it, the overlap
+    retries and recomputation the rest.
     ``recompute_cost``: what the recomputation search minimises per copy,
     ``"time"`` (a roofline estimate of its time from its FLOPs and bytes; the
     default on CPU) or ``"flops"`` (its FLOPs, bytes moved breaking ties; the
@@ -462,7 +471,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     # with a budget that may need later stages, the first plan gets a share.
     later = memory_budget is not None and ((recompute and saved is None) or spmd is not None)
     first = _plan(step, collective_overlap=collective_overlap,
-                  **dict(options, time_limit_s=time_limit_s * (FIRST_PLAN_SHARE if later else 1.0)))
+                  solve_share=FIRST_PLAN_SHARE if later else 1.0, **options)
     spent = [first.solve_seconds]    # planner seconds over the stages so far
     clocks = {"capture": first.capture_seconds, "verify": first.verify_seconds}
 
@@ -730,6 +739,13 @@ def _import_solver_libraries() -> None:
         from ortools.sat.python import cp_model  # noqa: F401
     except ImportError:   # the solver says what is missing where it needs it
         pass
+    # The solver's modules that solve_graph and the bounds import where they
+    # use them (0.05 s idle, more loaded: a sixth of a 0.3 s limit).
+    for name in ("solve.order", "solve.list_schedule", "solve.sink", "solve.search",
+                 "solve.ilp_order", "solve.bounds", "solve.bound_block", "solve.bound_chain",
+                 "solve.bound_cpsat", "solve.bound_park", "solve.bound_reduced",
+                 "solve.cpsat_lits", "solve.place_sweep", "graph.park"):
+        importlib.import_module(f"olla_jax.{name}")
 
 
 def _fixed_solve_seconds(graph) -> float:
@@ -744,7 +760,11 @@ def _fixed_solve_seconds(graph) -> float:
 def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
           compiler_options: dict[str, Any] | None, engine: str,
           verify_trials: int, feed_back: bool, seed: int, saved, spmd=None,
-          collective_overlap: str | float = "keep", progress=None) -> Plan:
+          collective_overlap: str | float = "keep", progress=None,
+          solve_share: float = 1.0) -> Plan:
+    """One order-and-placement plan of ``step``.  ``solve_share``: of the time
+    the graph build leaves of ``time_limit_s``, what the solve may take
+    (plan() keeps the rest for the stages after it: recomputation)."""
     from olla_jax.progress import reporter
     report = reporter(progress, time_limit_s)
     report("compiling")   # XLA, with each of its schedulers
@@ -823,8 +843,11 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         kept = jax_jit_compile(best)
         common.update(xla_compiled=callable_of(kept.compiled))
     try:
+        # Stopped where it would leave the solve less than its floor (XLA's
+        # plan is kept then anyway), not at the limit, which it then overran.
         graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
-                            alignment=backend.alignment, deadline=deadline.at)
+                            alignment=backend.alignment,
+                            deadline=deadline.mark(1 / (1 + SOLVE_FLOOR_OF_BUILD)))
     except model.OutOfTime:
         return fallback(f"no time to plan: the graph build ran past the {time_limit_s:g} s limit")
     except (model.UnsupportedProgram, ValueError) as err:
@@ -885,11 +908,14 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         return fallback(f"no time to plan: the graph build took {deadline.elapsed():.1f} s of "
                         f"the {time_limit_s:g} s limit", graph)
     else:
+        # The solve's clock: all that is left, or its share (at least its fixed part's floor).
+        clock = deadline if solve_share >= 1 else Deadline(min(deadline.left(), max(
+            solve_share * deadline.left(), SOLVE_FLOOR_OF_BUILD * deadline.elapsed())))
         starts = _warm_starts(graph, [c for c in caps if c is not best])
         # With an exposure mode the searches leave RETIME_SHARE of the limit to re-timing.
-        search = (Deadline((1 - RETIME_SHARE) * deadline.left())
+        search = (Deadline((1 - RETIME_SHARE) * clock.left())
                   if step_cost is not None and collectives.exposure_mode(collective_overlap)
-                  else deadline)
+                  else clock)
         first = None
         try:
             keep_share = KEEP_OVERLAP_SHARE * search.left()
@@ -927,7 +953,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                 # Re-timing gets what the searches left of the limit (RETIME_SHARE at least).
                 layout, engine_used = _hidden(
                     graph, step_cost, collective_overlap, settings, notes, tried,
-                    deadline=deadline.at, exclude=collectives.sync_starts(module),
+                    deadline=clock.at, exclude=collectives.sync_starts(module),
                     accept=lambda lay: checked.rejection(best, lay,
                                                          alignment=graph.alignment) is None)
         except Exception as err:  # noqa: BLE001 - a solver bug must not cost the user their step

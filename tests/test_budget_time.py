@@ -56,11 +56,13 @@ def test_overlap_retries_share_what_the_first_plan_left(monkeypatch, first_overr
     # a stand-in planner that spends all the time it is given (the first one,
     # when it overruns, the whole limit): the retries get what is left, and
     # none when nothing is, said in the notes, never a limit of their own
-    limits = []
+    limits, asked = [], []
 
-    def fake(step, *, collective_overlap, time_limit_s, **options):
-        spent = 10.0 if first_overruns and not limits else time_limit_s
-        limits.append(time_limit_s)
+    def fake(step, *, collective_overlap, time_limit_s, solve_share=1.0, **options):
+        given = time_limit_s * solve_share   # (no graph build here)
+        spent = 10.0 if first_overruns and not limits else given
+        limits.append(given)
+        asked.append((time_limit_s, solve_share))
         return FakePlan(1000, {"async_pairs": 3}, solve_seconds=spent)
     monkeypatch.setattr(plan_lib, "_plan", fake)
     monkeypatch.setattr(plan_lib, "_step", lambda *a, **k: None)
@@ -68,6 +70,8 @@ def test_overlap_retries_share_what_the_first_plan_left(monkeypatch, first_overr
         olla_jax.plan(lambda x: x, 1.0, backend="gpu:h100", num_devices=2, recompute=False,
                       time_limit_s=10.0, memory_budget=100)
     assert limits[0] == 10.0 * plan_lib.FIRST_PLAN_SHARE
+    # the first plan builds its graph on the whole limit; only its solve takes a share
+    assert asked[0] == (10.0, plan_lib.FIRST_PLAN_SHARE) and all(s == 1.0 for _, s in asked[1:])
     assert info.value.plan.solve_seconds == pytest.approx(sum(
         10.0 if first_overruns and i == 0 else t for i, t in enumerate(limits)))
     if first_overruns:
@@ -83,8 +87,9 @@ def test_overlap_retries_share_what_the_first_plan_left(monkeypatch, first_overr
 def test_a_budget_met_by_the_first_plan_reports_the_whole_limit(monkeypatch, budget):
     # the first plan gets a share of the limit; met at once, the plan says
     # the call's limit (the one asked for), not that share
-    def fake(step, *, collective_overlap, time_limit_s, **options):
-        return FakePlan(50, {"time_limit_s": time_limit_s}, solve_seconds=time_limit_s / 2)
+    def fake(step, *, collective_overlap, time_limit_s, solve_share=1.0, **options):
+        return FakePlan(50, {"time_limit_s": time_limit_s},
+                        solve_seconds=time_limit_s * solve_share / 2)
     monkeypatch.setattr(plan_lib, "_plan", fake)
     monkeypatch.setattr(plan_lib, "_step", lambda *a, **k: None)
     got = olla_jax.plan(lambda x: x, 1.0, time_limit_s=10.0, memory_budget=budget)

@@ -63,3 +63,84 @@ def test_xlas_plan_is_kept_at_once_when_the_build_leaves_less_than_the_solve_nee
     assert any("no time to plan" in n for n in p.notes) != searched, p.notes
     if not searched:
         assert p.source == "xla" and p.graph is not None
+
+
+def _solve_seconds_given(monkeypatch, limit: float, build_s: float, budget) -> float | None:
+    """The seconds plan() gives the first solve_graph (None: XLA's plan kept
+    before any), the graph build claiming ``build_s`` on a fake clock."""
+    spent = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + spent[0]
+    monkeypatch.setattr(plan_mod, "Deadline", lambda s: strategy.Deadline(s, clock=clock))
+    real_build, real_solve = model.build, strategy.solve_graph
+    given = []
+
+    def build(*a, **kw):
+        graph = real_build(*a, **{**kw, "deadline": None})
+        spent[0] += build_s
+        return graph
+
+    def solve_graph(graph, **kw):
+        given.append(kw["deadline"].left())
+        return real_solve(graph, **{**kw, "deadline": strategy.Deadline(0.5)})
+    monkeypatch.setattr(model, "build", build)
+    monkeypatch.setattr(plan_mod, "solve_graph", solve_graph)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False,
+                      memory_budget=budget)
+    return given[0] if given else None
+
+
+def test_a_budgeted_first_plan_searches_as_long_as_an_unbudgeted_call_of_its_share(
+        monkeypatch):
+    # A 6-layer LM at load 7: a 5 s call with a budget kept no order search
+    # (its first plan got 2.5 s, the build most of it), where a 3 s call with
+    # no budget searched and met that budget.  The share is of what the build
+    # leaves, so the budgeted search is the longer (here 0.6 x 6 s against 2 s).
+    limit, build_s = 10.0, 4.0
+    share = plan_mod.FIRST_PLAN_SHARE
+    budgeted = _solve_seconds_given(monkeypatch, limit, build_s, "1GiB")
+    plain = _solve_seconds_given(monkeypatch, share * limit, build_s, None)
+    assert budgeted is not None, "XLA's plan kept without a search"
+    assert plain is not None and budgeted >= plain - 0.05, (budgeted, plain)
+    assert budgeted == pytest.approx(share * (limit - build_s), abs=0.05)
+
+
+def test_the_graph_build_stops_where_it_would_leave_the_solve_less_than_its_floor(monkeypatch):
+    # The build past limit / (1 + SOLVE_FLOOR_OF_BUILD) leaves less than the
+    # solve's floor: XLA's plan would be kept after it anyway, so it stops
+    # there, not at the limit (at 0.2 s it ran to 0.27 s, then kept XLA's).
+    asked = []
+    real_build = model.build
+
+    def build(*a, deadline=None, **kw):
+        asked.append(deadline - time.monotonic())
+        return real_build(*a, deadline=None, **kw)
+    monkeypatch.setattr(model, "build", build)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=10.0, feed_back=False)
+    assert asked and asked[0] <= 10.0 / (1 + plan_mod.SOLVE_FLOOR_OF_BUILD) + 1e-3, asked
+    assert asked[0] > 0.9 * 10.0 / (1 + plan_mod.SOLVE_FLOOR_OF_BUILD), asked
+
+
+def test_the_solvers_modules_are_imported_before_the_planners_clock_starts():
+    # Imported inside solve_graph, a fresh process paid them from its limit
+    # (0.05 s idle: a sixth of a 0.3 s one).  A fresh interpreter (this one
+    # has imported them): no olla_jax module is first imported between the
+    # compiles and the end of plan()'s planner part.
+    import subprocess
+    import sys
+    code = ("import sys, importlib, warnings; p = importlib.import_module('olla_jax.plan'); "
+            "real = p._import_solver_libraries; seen = []; "
+            "p._import_solver_libraries = lambda: (real(), seen.append(set(sys.modules))); "
+            "from tests.small_steps import mlp_args, mlp_step; "
+            "warnings.simplefilter('ignore'); "
+            "p.plan(mlp_step, *mlp_args(0), time_limit_s=1.0, feed_back=False); "
+            "print(sorted(m for m in set(sys.modules) - seen[0] if m.startswith('olla_jax')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
