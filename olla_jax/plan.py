@@ -942,6 +942,12 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                             best_fit_bytes=solution.best_fit_bytes,
                             exact_placement_tried=solution.exact_tried,
                             stage_ends_s=dict(solution.stage_ends))
+            if engine != "joint" and not any(stage.startswith("order search")
+                                             for stage, _ in solution.stage_ends):
+                # otherwise said only by the info log: a user sees why a longer limit helps
+                notes.append("no order search ran: the time limit left too little after the "
+                             "graph build and the first list schedule (a longer time_limit_s "
+                             "searches orders)")
             if step_cost is not None and collectives.exposure_mode(collective_overlap):
                 # XLA's order with XLA's placement first: it costs no placement
                 # and meets "hidden" whenever the planned compile exposes no more

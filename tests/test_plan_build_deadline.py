@@ -144,3 +144,24 @@ def test_the_solvers_modules_are_imported_before_the_planners_clock_starts():
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+@pytest.mark.parametrize("searched", [True, False])
+def test_a_plan_whose_order_search_never_ran_says_so_in_its_notes(monkeypatch, searched):
+    """Skipped order searches were said only by the info log: the notes now
+    tell the user, and only where no order objective was searched."""
+    import dataclasses
+    real = plan_mod.solve_graph
+
+    def solve(*args, **kwargs):
+        solution = real(*args, **kwargs)
+        # the stages as if the machine's load had (not) left time for a search
+        others = tuple(s for s in solution.stage_ends if not s[0].startswith("order search"))
+        searches = (("order search 0", 0.0),) if searched else ()
+        return dataclasses.replace(solution, stage_ends=others + searches)
+    monkeypatch.setattr(plan_mod, "solve_graph", solve)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        planned = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=2, feed_back=False)
+    said = [n for n in planned.notes if n.startswith("no order search ran")]
+    assert bool(said) == (not searched), planned.notes
