@@ -294,3 +294,16 @@ def park_across(x, w):
     for _ in range(6):
         y = jnp.tanh(y @ w)
     return (y * h).sum()
+
+
+def _dropout_loss(params, x, key):
+    for i, w in enumerate(params):
+        x = jnp.tanh(x @ w)
+        keep = jax.random.bernoulli(jax.random.fold_in(key, i), 0.9, x.shape)
+        x = jnp.where(keep, x / 0.9, 0.0)
+    return jnp.mean(x ** 2)
+
+
+def dropout_step(params, x, key):
+    """An MLP step with dropout (jax.random's threefry2x32: a rolled loop on CPU)."""
+    return [w - 1e-3 * g for w, g in zip(params, jax.grad(_dropout_loss)(params, x, key))]

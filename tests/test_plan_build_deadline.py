@@ -34,41 +34,11 @@ def test_a_graph_build_past_its_deadline_stops_with_out_of_time():
                     deadline=time.monotonic() - 1)
 
 
-@pytest.mark.parametrize("build_share, searched", [(0.9, False), (0.1, True)])
-def test_xlas_plan_is_kept_at_once_when_the_build_leaves_less_than_the_solve_needs(
-        monkeypatch, build_share, searched):
+def _plan_building_for(monkeypatch, limit: float, build_s: float, **options):
+    """plan() of the small MLP with its graph build claiming ``build_s`` on a
+    fake clock, and the seconds it gave each solve_graph (none: XLA's plan kept
+    before any; each solve then runs on 0.5 s)."""
     spent = [0.0]   # fake seconds the build claims, on the planner's clock
-    limit = 10.0
-
-    def clock() -> float:
-        return time.monotonic() + spent[0]
-    monkeypatch.setattr(plan_mod, "Deadline", lambda s: strategy.Deadline(s, clock=clock))
-    real_build, real_solve = model.build, plan_mod.solve_graph
-    solved = []
-
-    def build(*a, **kw):
-        graph = real_build(*a, **{**kw, "deadline": None})
-        spent[0] += build_share * limit
-        return graph
-
-    def solve_graph(graph, **kw):
-        solved.append(1)
-        return real_solve(graph, **{**kw, "deadline": strategy.Deadline(0.5)})
-    monkeypatch.setattr(model, "build", build)
-    monkeypatch.setattr(plan_mod, "solve_graph", solve_graph)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False)
-    assert bool(solved) == searched
-    assert any("no time to plan" in n for n in p.notes) != searched, p.notes
-    if not searched:
-        assert p.source == "xla" and p.graph is not None
-
-
-def _solve_seconds_given(monkeypatch, limit: float, build_s: float, budget) -> float | None:
-    """The seconds plan() gives the first solve_graph (None: XLA's plan kept
-    before any), the graph build claiming ``build_s`` on a fake clock."""
-    spent = [0.0]
 
     def clock() -> float:
         return time.monotonic() + spent[0]
@@ -88,8 +58,26 @@ def _solve_seconds_given(monkeypatch, limit: float, build_s: float, budget) -> f
     monkeypatch.setattr(plan_mod, "solve_graph", solve_graph)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False,
-                      memory_budget=budget)
+        planned = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False,
+                                **options)
+    return planned, given
+
+
+@pytest.mark.parametrize("build_share, searched", [(0.9, False), (0.1, True)])
+def test_xlas_plan_is_kept_at_once_when_the_build_leaves_less_than_the_solve_needs(
+        monkeypatch, build_share, searched):
+    limit = 10.0
+    p, solved = _plan_building_for(monkeypatch, limit, build_share * limit)
+    assert bool(solved) == searched
+    assert any("no time to plan" in n for n in p.notes) != searched, p.notes
+    if not searched:
+        assert p.source == "xla" and p.graph is not None
+
+
+def _solve_seconds_given(monkeypatch, limit: float, build_s: float, budget) -> float | None:
+    """The seconds plan() gives the first solve_graph (None: XLA's plan kept
+    before any), the graph build claiming ``build_s`` on a fake clock."""
+    _, given = _plan_building_for(monkeypatch, limit, build_s, memory_budget=budget)
     return given[0] if given else None
 
 

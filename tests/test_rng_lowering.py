@@ -16,18 +16,10 @@ import pytest
 import olla_jax
 from olla_jax import budget, calls, jax_compat
 from olla_jax.budget.floors import LOOP_HELD
+from tests.small_steps import dropout_step
 
 
-def _loss(params, x, key):
-    for i, w in enumerate(params):
-        x = jnp.tanh(x @ w)
-        keep = jax.random.bernoulli(jax.random.fold_in(key, i), 0.9, x.shape)
-        x = jnp.where(keep, x / 0.9, 0.0)
-    return jnp.mean(x ** 2)
-
-
-def _step(params, x, key):
-    return [w - 1e-3 * g for w, g in zip(params, jax.grad(_loss)(params, x, key))]
+_step = dropout_step
 
 
 def _plain(params, x):
