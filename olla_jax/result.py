@@ -241,8 +241,9 @@ class Plan:
         ]
         host = getattr(self.graph, "other_space_bytes", None) or {}
         if host:   # an offloaded step: XLA's host-memory temp, where XLA put it
-            rows.append(("host memory, not in the total",   # 5: graph.model.HOST_SPACE
-                         ", ".join(mb(n) + ("" if c == 5 else f" (memory space {c})")
+            from olla_jax.graph.model import HOST_SPACE
+            rows.append(("host memory, not in the total",
+                         ", ".join(mb(n) + ("" if c == HOST_SPACE else f" (memory space {c})")
                                    for c, n in sorted(host.items()))))
         rows += [
             ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s (limit "
