@@ -37,7 +37,7 @@ def boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
     boxes = []
     late = _late_readers(graph, layout)
     spans_of = graph.unit_spans(layout.order, late)
-    moved = _moved_from(graph, layout, late)
+    moved = _moved_from(graph, layout, late, graph.flat_layout(layout.order))
     for unit, spans in zip(graph.units, spans_of):
         alloc, offset = unit_place(graph, layout, unit.id)
         at = moved.get(unit.id)
@@ -46,9 +46,9 @@ def boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
     return boxes
 
 
-def _last_copies(graph: ScheduleGraph, layout: Layout, late) -> dict[int, object]:
-    """Per recomputed value of ``late``, its last copy (the latest to run)."""
-    start = graph.flat_layout(layout.order)
+def _last_copies(graph: ScheduleGraph, layout: Layout, late, start) -> dict[int, object]:
+    """Per recomputed value of ``late``, its last copy (the latest to run);
+    ``start``: ``graph.flat_layout(layout.order)``."""
     last = {}
     for r in layout.recomputes:
         if r.value in late and r.late_users and (
@@ -58,13 +58,12 @@ def _last_copies(graph: ScheduleGraph, layout: Layout, late) -> dict[int, object
     return last
 
 
-def _moved_from(graph: ScheduleGraph, layout: Layout, late) -> dict[int, int]:
+def _moved_from(graph: ScheduleGraph, layout: Layout, late, start) -> dict[int, int]:
     """Unit -> the step its last copy runs at: the unit's values written in
     place after it (its late part) live at the copy's place from then on
     (``budget.candidates.Candidate.successors``)."""
-    start = graph.flat_layout(layout.order)
     return {graph.unit_of_value[v]: start[graph.node_index[r.before]]
-            for v, r in _last_copies(graph, layout, late).items()}
+            for v, r in _last_copies(graph, layout, late, start).items()}
 
 
 def _late_readers(graph: ScheduleGraph, layout: Layout) -> dict[int, set[str]]:
@@ -84,7 +83,7 @@ def copy_boxes(graph: ScheduleGraph, layout: Layout) -> list[Box]:
     it runs before to its last late reader, at its place."""
     late = _late_readers(graph, layout)
     start = graph.flat_layout(layout.order)
-    last = _last_copies(graph, layout, late)
+    last = _last_copies(graph, layout, late, start)
     spans_of = graph.unit_spans(layout.order, late) if last else []
     out = []
     for r in layout.recomputes:
