@@ -92,6 +92,9 @@ class _Step:
     # search plans one step several times (overlap given up step by step), and
     # pays for its compiles once.
     captures: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # What the compiles of each key in ``captures`` leave for the notes (jax.jit's
+    # program planned where the unrolled one's results differ from it).
+    capture_notes: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd,
@@ -166,16 +169,44 @@ def _saved_recomputation(saved) -> dict[str, Any]:
     return dict(recomputed=tuple(dict.fromkeys(r["producer"] for r in saved.recomputes)))
 
 
+def _capture_key(backend: Backend, compiler_options, spmd) -> tuple:
+    return backend.name, repr(sorted((compiler_options or {}).items())), repr(spmd)
+
+
 def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:
     """XLA's compiles of ``step``, each scheduler's; made once per step and settings."""
-    key = (backend.name, repr(sorted((compiler_options or {}).items())), repr(spmd))
+    key = _capture_key(backend, compiler_options, spmd)
     if key not in step.captures:
-        step.captures[key] = tuple(_compile_baselines(step, backend, compiler_options, spmd))
+        step.captures[key] = tuple(_compile_baselines(step, backend, compiler_options, spmd, key))
     return list(step.captures[key])
 
 
+def _unrolled_differs(cap: Capture, entry: calls.Entry) -> str:
+    """'' where XLA's executable of ``cap`` (threefry2x32 unrolled) gives jax.jit's
+    program's outputs bit for bit (on the call's inputs where they are concrete,
+    else on random ones), else how they differ.  Both are XLA's own executables,
+    run in the verification's child process."""
+    import jax
+    from olla_jax.apply import verify
+    reference = cap.reference.executable
+    if cap.executable is None or reference is None or verify.host_callbacks(reference):
+        return ""       # nothing to compare here; the plan's verification says why
+    dynamic = [a for i, a in enumerate(entry.verify_args) if i not in set(entry.verify_static)]
+    user_args = None
+    if dynamic and all(not isinstance(x, jax.ShapeDtypeStruct)
+                       for x in jax.tree_util.tree_leaves(dynamic)):
+        try:
+            user_args = verify.executable_arguments(cap.compiled, *dynamic)
+        except Exception:  # noqa: BLE001 - random inputs only
+            user_args = None
+    result = verify.verify_executable(cap.executable, reference,
+                                      trials=0 if user_args is not None else 2,
+                                      user_args=user_args)
+    return "" if result.ok else result.reason.split("\n")[0]
+
+
 def _compile_baselines(step: _Step, backend: Backend, compiler_options,
-                       spmd=None) -> list[Capture]:
+                       spmd=None, key=None) -> list[Capture]:
     schedulers = backend.schedulers
     if step.fn is None:
         caps = [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
@@ -185,6 +216,18 @@ def _compile_baselines(step: _Step, backend: Backend, compiler_options,
             caps = [dataclasses.replace(cap, jax_program=compile_without_dumps(
                 step.entry.jax_lowered, backend=backend, scheduler=cap.scheduler,
                 compiler_options=compiler_options)) for cap in caps]
+            differs = _unrolled_differs(min(caps, key=lambda c: c.memory.temp), step.entry)
+            if differs:
+                # A plan of the unrolled program would fail its verification
+                # against jax.jit's and be dropped: plan jax.jit's program.
+                step.capture_notes[key] = (
+                    "planned jax.jit's program (threefry2x32 rolled): XLA's executable of the "
+                    "step with threefry2x32 unrolled does not reproduce jax.jit's results (the "
+                    "random bits are the same, XLA compiles the arithmetic after them "
+                    f"differently: {differs}), so no plan of it could be verified",)
+                caps = [capture_lowered(step.entry.jax_lowered, backend=backend, scheduler=s,
+                                        compiler_options=compiler_options)
+                        for s in schedulers]
         return caps
     caps = [capture(step.fn, *step.args, backend=backend, scheduler=s,
                     static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
@@ -771,6 +814,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     t_start = time.monotonic()
     notes: list[str] = []
     caps = _baselines(step, backend, compiler_options, spmd)
+    notes.extend(step.capture_notes.get(_capture_key(backend, compiler_options, spmd), ()))
     _import_solver_libraries()
     # Three clocks, reported apart: XLA's compiles and dumps (capture), the
     # planner's part (graph build, order search, bound, placement: what

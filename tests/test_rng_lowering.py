@@ -363,3 +363,28 @@ def test_jax_jits_program_is_compiled_without_dumps_to_the_same_figures(monkeypa
     result = _plan(_step, params, x, key, feed_back=False)
     assert isinstance(result.capture.jax_program, base.ProgramCompile)
     assert result.capture.jax_program.scheduler == result.capture.scheduler
+
+
+def test_an_unrolled_program_whose_results_differ_plans_jax_jits_program(monkeypatch):
+    """Where XLA's executable of the unrolled program does not reproduce jax.jit's
+    results (forced: the unrolled lowering is of a step that scales its outputs;
+    seen on a diffusion UNet step, XLA compiling the arithmetic after the random
+    bits differently), jax.jit's program is planned (verified where a plan applies), not XLA's
+    executable kept after a plan of the other program failed its verification
+    (this small step's rolled program holds a tuple table in temp, so no plan of
+    it applies; the diffusion step's did and was verified)."""
+    real = calls.threefry_unrolled
+
+    def other(params, x, key):
+        return [w * 1.0001 for w in _step(params, x, key)]
+    monkeypatch.setattr(calls, "threefry_unrolled",
+                        lambda jitted, args, kwargs, lowered: real(jax.jit(other), args, kwargs,
+                                                                   lowered))
+    params, x, key = _args(width=64, batch=64)
+    expected = jax.jit(_step)(params, x, key)
+    result = _plan(_step, params, x, key)
+    assert result.jax_program_temp_bytes is None and "while" in result.capture.hlo_text
+    assert any("does not reproduce jax.jit's results" in n for n in result.notes), result.notes
+    assert result.xla_temp_bytes == result.xla_best_temp_bytes
+    assert result.compiled.executable is result.xla_compiled.executable
+    assert _same(result.compiled(params, x, key), expected)
