@@ -288,3 +288,24 @@ def test_xla_cut_short_counts_its_figures_only_fits(monkeypatch):
     xla = r.result("xla")
     assert not xla.complete and xla.largest_batch is not None and XLA(xla.largest_batch) <= CAPACITY
     assert "figures-only" in xla.note
+
+
+def test_ours_cut_short_while_comparing_its_edge_says_what_is_left(monkeypatch):
+    """Out of time after ours found its edge by figures-only plans (30 fits, 31
+    does not) but before 31's full compile was compared: the note says so, not
+    that larger batches were not all tried (once said beside '31 does not fit')."""
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
+    clock = [0.0]
+    monkeypatch.setattr(batch_lib.time, "monotonic", lambda: clock[0])
+
+    def slow_compare(*args):
+        clock[0] += 1000.0
+        return []
+    monkeypatch.setattr(batch_lib, "_quick_differences", slow_compare)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla", "olla"),
+                               time_s=100.0)
+    ours = r.result("olla")
+    assert not ours.complete and ours.largest_batch == 30 and ours.smallest_failing == 31
+    assert "not all tried" not in ours.note and "bracketed" not in ours.note, ours.note
+    assert "batch 30 fits and 31 does not, by plans of figures-only compiles at 31 not yet " \
+           "compared with full compiles" in ours.note, ours.note

@@ -443,15 +443,23 @@ class _Search:
         unconfirmed = sorted(b for b, m in self.memory_fits.items()
                              if m.fits and m.found is not None and b not in self.confirmed
                              and (largest is None or b > largest)) if mode == "recompute" else []
+        later = (f"; {unconfirmed[-1]} fits by memory, not yet verified or timed"
+                 if unconfirmed else "")
         call = self.deadline >= self.end
-        return (f"stopped after the {'call' if call else 'mode'}'s "
-                f"{(self.time_s if call else self.mode_time_s):g} s, before the answer "
-                "was bracketed: "
+        stopped = (f"stopped after the {'call' if call else 'mode'}'s "
+                   f"{(self.time_s if call else self.mode_time_s):g} s, ")
+        if largest is not None and failing and failing[0] == largest + 1:
+            # the edge was found; what is left is the full compiles' comparison
+            unsure = [b for b in (largest, largest + 1) if mode != "xla"
+                      and b in self.quick_plans_made and b not in self.compared]
+            return (stopped + f"batch {largest} fits and {largest + 1} does not"
+                    + (f", by plans of figures-only compiles at {' and '.join(map(str, unsure))} "
+                       "not yet compared with full compiles" if unsure else "")
+                    + later + (f" ({note})" if note else "") + (f" ({how})" if how else ""))
+        return (stopped + "before the answer was bracketed: "
                 + (f"batch {largest} fits, larger ones were not all tried{above}"
                    if largest is not None else f"no batch seen to fit{above}")
-                + (f"; {unconfirmed[-1]} fits by memory, not yet verified or timed"
-                   if unconfirmed else "")
-                + (f" ({note})" if note else "") + (f" ({how})" if how else ""))
+                + later + (f" ({note})" if note else "") + (f" ({how})" if how else ""))
 
     # ---- probes -----------------------------------------------------------------------
 
