@@ -173,11 +173,16 @@ def _capture_key(backend: Backend, compiler_options, spmd) -> tuple:
     return backend.name, repr(sorted((compiler_options or {}).items())), repr(spmd)
 
 
-def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None) -> list[Capture]:
-    """XLA's compiles of ``step``, each scheduler's; made once per step and settings."""
+def _baselines(step: _Step, backend: Backend, compiler_options, spmd=None,
+               check_unrolled: bool = True) -> list[Capture]:
+    """XLA's compiles of ``step``, each scheduler's; made once per step and settings.
+    ``check_unrolled``: where threefry2x32 is unrolled, check first that XLA's
+    executable of that program gives jax.jit's results (a plan not fed back is
+    not verified: it skips the check's seconds)."""
     key = _capture_key(backend, compiler_options, spmd)
     if key not in step.captures:
-        step.captures[key] = tuple(_compile_baselines(step, backend, compiler_options, spmd, key))
+        step.captures[key] = tuple(_compile_baselines(step, backend, compiler_options, spmd, key,
+                                                      check_unrolled))
     return list(step.captures[key])
 
 
@@ -206,7 +211,7 @@ def _unrolled_differs(cap: Capture, entry: calls.Entry) -> str:
 
 
 def _compile_baselines(step: _Step, backend: Backend, compiler_options,
-                       spmd=None, key=None) -> list[Capture]:
+                       spmd=None, key=None, check_unrolled: bool = True) -> list[Capture]:
     schedulers = backend.schedulers
     if step.fn is None:
         caps = [capture_lowered(step.entry.lowered, backend=backend, scheduler=s,
@@ -216,7 +221,8 @@ def _compile_baselines(step: _Step, backend: Backend, compiler_options,
             caps = [dataclasses.replace(cap, jax_program=compile_without_dumps(
                 step.entry.jax_lowered, backend=backend, scheduler=cap.scheduler,
                 compiler_options=compiler_options)) for cap in caps]
-            differs = _unrolled_differs(min(caps, key=lambda c: c.memory.temp), step.entry)
+            differs = check_unrolled and _unrolled_differs(
+                min(caps, key=lambda c: c.memory.temp), step.entry)
             if differs:
                 # A plan of the unrolled program would fail its verification
                 # against jax.jit's and be dropped: plan jax.jit's program.
@@ -813,7 +819,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     report("compiling")   # XLA, with each of its schedulers
     t_start = time.monotonic()
     notes: list[str] = []
-    caps = _baselines(step, backend, compiler_options, spmd)
+    caps = _baselines(step, backend, compiler_options, spmd, check_unrolled=feed_back)
     notes.extend(step.capture_notes.get(_capture_key(backend, compiler_options, spmd), ()))
     _import_solver_libraries()
     # Three clocks, reported apart: XLA's compiles and dumps (capture), the
