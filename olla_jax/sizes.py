@@ -23,6 +23,7 @@ def size_text(n: int) -> str:
 _BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*")
+_SHARE = re.compile(r"0?\.[0-9]+")      # '0.75': meant as a share of XLA's memory
 
 
 def parse_size(value: int | float | str, name: str = "memory_budget") -> int:
@@ -40,6 +41,13 @@ def parse_size(value: int | float | str, name: str = "memory_budget") -> int:
     elif (isinstance(value, numbers.Real) and not isinstance(value, bool)
           and math.isfinite(value) and value >= 1 and value == int(value)):
         return int(value)
+    share = ""
+    text = value.strip() if isinstance(value, str) else ""
+    if (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < 1) \
+            or text.endswith("%") or (text and _SHARE.fullmatch(text)):
+        # 0.75 or "75%": a share of XLA's memory was meant, which no size option takes
+        share = ("; a share such as 0.75 is not a size: plan once without one and pass e.g. "
+                 "int(0.75 * plan.xla_total_bytes) (XLA's temp + arguments + outputs - aliased)")
     raise ValueError(f"{name}={value!r}: give a positive size in bytes, a whole number of bytes "
                      f"(e.g. 123456789, 2e9 or 2 << 30) or a string such as '200MiB' or "
-                     f"'1.5GiB' (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+                     f"'1.5GiB' (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB){share}")

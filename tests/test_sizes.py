@@ -52,3 +52,18 @@ def test_the_api_takes_size_strings_as_the_cli_does():
         olla_jax.largest_batch(lambda b: None, capacity_bytes="64MiB", time_limit_s=-1)
     with pytest.raises(ValueError, match="capacity_bytes=True: give a positive size"):
         olla_jax.largest_batch(lambda b: None, capacity_bytes=True)
+
+
+@pytest.mark.parametrize("value", [0.75, 0.5, "0.6", ".5", "75%"])
+def test_a_share_of_xlas_memory_is_refused_with_how_to_ask_for_one(value):
+    """memory_budget=0.75 (meant: 0.75 x XLA's) is refused saying how to give that share."""
+    with pytest.raises(ValueError, match=r"not a size: plan once without one and pass e\.g\. "
+                                         r"int\(0\.75 \* plan\.xla_total_bytes\)"):
+        parse_size(value)
+
+
+@pytest.mark.parametrize("value", [2.5, "12 parsecs", -0.5, "lots"])
+def test_other_refused_sizes_get_no_share_hint(value):
+    with pytest.raises(ValueError) as err:
+        parse_size(value)
+    assert "share" not in str(err.value)
