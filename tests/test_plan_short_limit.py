@@ -139,3 +139,32 @@ def test_the_build_stops_past_its_deadline_inside_its_phases(monkeypatch, mlp_ca
     with pytest.raises(model.OutOfTime):
         model.build(mlp_capture.hlo_proto, mlp_capture.values_text,
                     mlp_capture.live_range_text, deadline=50.0)
+
+
+def test_recomputation_is_not_searched_when_its_candidates_took_its_time(monkeypatch):
+    # The search's fixed part (its problem, a placement) runs however short
+    # its share: lm_adamw small, 2 s limit with a budget, 0.47 s for a 0.07 s
+    # share after candidates that took 0.68 s of the stage's 0.75 (1.23 x the
+    # limit in all).  On a fake clock the candidates take 0.6 of a 1 s stage.
+    import types
+    from olla_jax import budget
+    feed_back = importlib.import_module("olla_jax.budget.feed_back")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=1, feed_back=False)
+    now = [0.0]
+    monkeypatch.setattr(feed_back, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    real_candidates, searched = feed_back.candidates, []
+
+    def candidates(*a, **kw):
+        now[0] += 0.6
+        return real_candidates(*a, **kw)
+    monkeypatch.setattr(feed_back, "candidates", candidates)
+    monkeypatch.setattr(feed_back, "search", lambda *a, **kw: searched.append(kw) or None)
+    target = base.runs_total_bytes - base.runs_temp_bytes + base.runs_temp_bytes // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = budget.recompute_to_budget(base, target, time_limit_s=1.0, measure_time=False)
+    assert not searched, searched
+    assert any(n.startswith("recomputation not searched") for n in got.notes), got.notes
+    assert got.solve_seconds == pytest.approx(base.solve_seconds + 0.6)
