@@ -42,6 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--budget_limits", default="0.3,1")
     p.add_argument("--budget_share", type=float, default=0.9)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--render", default=None,
+                   help="no runs: the tables of the JSON rows in this file (a run's printed "
+                        "log, e.g. one stopped before its end)")
+    p.add_argument("--render_note", default="", help="with --render: where its rows came from")
     p.add_argument("--worker", default=None, help=argparse_suppress())
     return p.parse_args(argv)
 
@@ -100,6 +104,11 @@ def main(argv=None) -> None:
     codes = {"old": os.path.abspath(args.old), "new": HERE}
     limits = [(float(x), 0.0) for x in args.limits.split(",") if x]
     limits += [(float(x), args.budget_share) for x in args.budget_limits.split(",") if x]
+    if args.render:
+        with open(args.render) as f:
+            rows = [json.loads(line) for line in f if line.startswith("{")]
+        print("\n".join(write(args, rows)))
+        return
     rows = []
     for r in range(args.rounds):
         for step in args.steps.split(","):
@@ -110,9 +119,16 @@ def main(argv=None) -> None:
                     rows.append(dict(got, round=r, which=code))
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "code"}),
                           flush=True)
-    lines = common.header("plan()'s planner part against short time limits",
-                          {"old": f"{args.old} (the checkout compared against)",
-                           "new": "this checkout"})
+                    write(args, rows)   # each row: a run stopped early keeps its tables
+    print("\n".join(write(args, rows)))
+
+
+def write(args, rows: list[dict]) -> list[str]:
+    """``<out>.md`` and ``<out>.json`` of ``rows``; the lines of the first."""
+    extra = {"old": f"{args.old} (the checkout compared against)", "new": "this checkout"}
+    if args.render:
+        extra["rows"] = args.render_note or f"read from {args.render}"
+    lines = common.header("plan()'s planner part against short time limits", extra)
     lines += ["Planner s: Plan.solve_seconds (fresh process, feed_back=False). Budget: "
               f"{args.budget_share:g} x XLA's total where given. MiB: the planned total.", "",
               "| round | step | limit s | budget MiB | code | planner s | ratio | kept XLA's "
@@ -141,7 +157,7 @@ def main(argv=None) -> None:
         f.write("\n".join(lines) + "\n")
     with open(args.out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
