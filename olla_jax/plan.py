@@ -56,9 +56,10 @@ MIN_STAGE_S = 0.5              # less than this left: a later stage is skipped (
 # plan is kept at once rather than the limit overrun.
 SOLVE_FLOOR_OF_BUILD = 0.35
 # On small graphs the build is quick and the solve's fixed part is not a share
-# of it: about 0.1-0.35 ms a node and 0.01 s of Python at load 5 (mlp tiny, 71
+# of it: about 0.1-0.35 ms a node and 0.01-0.02 s of Python at load 5 (mlp tiny, 71
 # nodes: 0.02 s after a 0.003 s build; unet small, 811 nodes: 0.2 s after
-# 0.17 s), three times that at load 7 on 2 cores.  The floor is the larger of
+# 0.17 s), three times that at load 7 on 2 cores; the constants below are a quiet
+# machine's, about half that.  The floor is the larger of
 # the build's share and SOLVE_FLOOR_NODE_S a node plus SOLVE_FLOOR_S, times
 # how much slower than BUILD_S_PER_BYTE's guess the build ran (the machine's
 # load, seen on this very step; at most SLOWNESS_CAP).
@@ -67,7 +68,7 @@ SOLVE_FLOOR_S = 0.005
 SLOWNESS_CAP = 4.0
 # The graph build before it starts, from the size of XLA's dumps (the module
 # proto, the values and live-range texts): 0.06-0.25 us a byte on the examples
-# at load 5; the least is taken, so that only a build that could not fit
+# at load 5 (0.3 on lstm small); a little below the least, so that only a build that could not fit
 # even on a quiet machine is skipped (the build's own checks catch the rest).
 BUILD_S_PER_BYTE = 5e-8
 # A temp allocation XLA:CPU marked as a tuple table cannot take a plan (the step
