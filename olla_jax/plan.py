@@ -68,8 +68,9 @@ SOLVE_FLOOR_S = 0.005
 SLOWNESS_CAP = 4.0
 # The graph build before it starts, from the size of XLA's dumps (the module
 # proto, the values and live-range texts): 0.06-0.25 us a byte on the examples
-# at load 5 (0.3 on lstm small); a little below the least, so that only a build that could not fit
-# even on a quiet machine is skipped (the build's own checks catch the rest).
+# at load 5 (0.3 on lstm small); a little below the least, so that only a
+# build that could not fit even on a quiet machine is skipped (the build's
+# own checks catch the rest).
 BUILD_S_PER_BYTE = 5e-8
 # A temp allocation XLA:CPU marked as a tuple table cannot take a plan (the step
 # keeps XLA's).  That warrants a PlanWarning only when a plan could have saved a
