@@ -55,6 +55,23 @@ MIN_STAGE_S = 0.5              # less than this left: a later stage is skipped (
 # (3.2 s after a 15.3 s build, 2.4 s after 7.6 s).  With less left, XLA's
 # plan is kept at once rather than the limit overrun.
 SOLVE_FLOOR_OF_BUILD = 0.35
+# On small graphs the build is quick and the solve's fixed part is not a share
+# of it: about 0.1-0.35 ms a node and 0.01-0.02 s of Python at load 5 (mlp tiny, 71
+# nodes: 0.02 s after a 0.003 s build; unet small, 811 nodes: 0.2 s after
+# 0.17 s), three times that at load 7 on 2 cores; the constants below are a quiet
+# machine's, about half that.  The floor is the larger of
+# the build's share and SOLVE_FLOOR_NODE_S a node plus SOLVE_FLOOR_S, times
+# how much slower than BUILD_S_PER_BYTE's guess the build ran (the machine's
+# load, seen on this very step; at most SLOWNESS_CAP).
+SOLVE_FLOOR_NODE_S = 1.5e-4
+SOLVE_FLOOR_S = 0.005
+SLOWNESS_CAP = 4.0
+# The graph build before it starts, from the size of XLA's dumps (the module
+# proto, the values and live-range texts): 0.06-0.25 us a byte on the examples
+# at load 5 (0.3 on lstm small); a little below the least, so that only a
+# build that could not fit even on a quiet machine is skipped (the build's
+# own checks catch the rest).
+BUILD_S_PER_BYTE = 5e-8
 # A temp allocation XLA:CPU marked as a tuple table cannot take a plan (the step
 # keeps XLA's).  That warrants a PlanWarning only when a plan could have saved a
 # meaningful amount: at least WARN_SAVING_BYTES and WARN_SAVING_SHARE of XLA's
@@ -545,8 +562,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         """Seconds for the next of ``stages_left`` stages; None (noted) if too few are left."""
         left = time_limit_s - spent[0]
         if left < MIN_STAGE_S:
-            skipped.append(f"{what} not tried: {max(left, 0):.1f} s of the {time_limit_s:g} s "
-                           "limit left after the stages before it")
+            skipped.append(f"{what} not tried: {max(left, 0):.2g} s of the {time_limit_s:g} s "
+                           f"limit left after the stages before it (it needs {MIN_STAGE_S:g} s)")
             return None
         return max(MIN_STAGE_S, left / stages_left)
 
@@ -601,6 +618,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                                       limit, collective_overlap, compiler_options,
                                       recompute_cost, offload, verify_trials, report)
     reasons = [m for m, category in said if issubclass(category, PlanWarning)]
+    # A limit too short for a search or a stage: said in the error too (a longer one may meet it).
+    reasons += [n for n in result.notes if n.startswith("no time to plan") or n in skipped]
     for message, category in said:
         if result.runs_total_bytes <= memory_budget or not issubclass(category, PlanWarning):
             warn(message, category)
@@ -797,6 +816,41 @@ def _import_solver_libraries() -> None:
         importlib.import_module(f"olla_jax.{name}")
 
 
+def build_seconds_guess(cap: Capture) -> float:
+    """The graph build's seconds on a quiet machine, guessed from the size of
+    XLA's dumps it reads (``BUILD_S_PER_BYTE``), before it starts."""
+    return BUILD_S_PER_BYTE * (len(cap.hlo_proto) + len(cap.values_text)
+                               + len(cap.live_range_text))
+
+
+def solve_floor_seconds(build_s: float, graph=None, guess_s: float = 0.0) -> float:
+    """The least the solve costs after a ``build_s`` graph build (its list
+    schedule, a placement, the layout, which run however short the limit):
+    ``SOLVE_FLOOR_OF_BUILD`` of the build on big graphs; on small ones
+    ``SOLVE_FLOOR_NODE_S`` a node of ``graph`` (when built) and
+    ``SOLVE_FLOOR_S``, scaled by how much slower than ``guess_s`` (the quiet
+    machine's guess, ``build_seconds_guess``) the build ran."""
+    nodes = len(graph.nodes) if graph is not None else 0
+    slowness = min(SLOWNESS_CAP, max(1.0, build_s / guess_s)) if guess_s > 0 else 1.0
+    return max(SOLVE_FLOOR_OF_BUILD * build_s,
+               (SOLVE_FLOOR_NODE_S * nodes + SOLVE_FLOOR_S) * slowness)
+
+
+def too_short(limit_s: float, build_s: float, floor_s: float, built: bool = True) -> str:
+    """Why XLA's plan is kept when the limit leaves no room for a solve, with
+    the limit that would (the build and the solve's floor, rounded up: more
+    searches orders)."""
+    need = build_s + floor_s
+    at_least = math.ceil(need * 10 ** (1 - math.floor(math.log10(need)))) / \
+        10 ** (1 - math.floor(math.log10(need)))   # two significant digits, up
+    build = (f"the graph build took {build_s:.2g} s" if built else
+             f"the graph build alone takes about {build_s:.2g} s (guessed from XLA's dumps)")
+    return (f"no time to plan: the time limit of {limit_s:g} s is too short for a search "
+            f"({build} and a solve at least {floor_s:.2g} s more); XLA's plan is kept. "
+            f"A time_limit_s of at least about {at_least:g} s plans this step (more searches "
+            "orders)")
+
+
 def _fixed_solve_seconds(graph) -> float:
     """What one ``solve_graph`` costs however short its limit: a list schedule
     and a best-fit, each about ``strategy.BEST_FIT_US`` per movable unit and
@@ -892,6 +946,10 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                       capture=best)
         kept = jax_jit_compile(best)
         common.update(xla_compiled=callable_of(kept.compiled))
+    build_guess = build_seconds_guess(best)
+    if saved is None and time_limit_s < build_guess + solve_floor_seconds(build_guess):
+        return fallback(too_short(time_limit_s, build_guess, solve_floor_seconds(build_guess),
+                                  built=False))
     try:
         # Stopped where it would leave the solve less than its floor (XLA's
         # plan is kept then anyway), not at the limit, which it then overran.
@@ -899,7 +957,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                             alignment=backend.alignment,
                             deadline=deadline.mark(1 / (1 + SOLVE_FLOOR_OF_BUILD)))
     except model.OutOfTime:
-        return fallback(f"no time to plan: the graph build ran past the {time_limit_s:g} s limit")
+        return fallback(f"no time to plan: the graph build ran past the {time_limit_s:g} s limit "
+                        f"(stopped after {deadline.elapsed():.2g} s, unfinished); XLA's plan is "
+                        "kept. A longer time_limit_s plans this step")
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
     for color, nbytes in sorted(graph.other_space_bytes.items()):
@@ -954,14 +1014,17 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                                    allocation_sizes=dict(saved.allocation_sizes),
                                    recomputes=recomputes)
         bound, engine_used = int(saved.figures.get("lower_bound_bytes") or 0), saved.engine
-    elif deadline.left() < SOLVE_FLOOR_OF_BUILD * deadline.elapsed():
-        return fallback(f"no time to plan: the graph build took {deadline.elapsed():.1f} s of "
-                        f"the {time_limit_s:g} s limit", graph)
+    elif deadline.left() < solve_floor_seconds(build_s := deadline.elapsed(), graph, build_guess):
+        return fallback(too_short(time_limit_s, build_s,
+                                  solve_floor_seconds(build_s, graph, build_guess)), graph)
     else:
+        starts = _warm_starts(graph, [c for c in caps if c is not best])
+        floor_s = solve_floor_seconds(build_s, graph, build_guess)
+        if deadline.left() < floor_s:   # the warm starts took what the solve needed
+            return fallback(too_short(time_limit_s, deadline.elapsed(), floor_s), graph)
         # The solve's clock: all that is left, or its share (at least its fixed part's floor).
         clock = deadline if solve_share >= 1 else Deadline(min(deadline.left(), max(
-            solve_share * deadline.left(), SOLVE_FLOOR_OF_BUILD * deadline.elapsed())))
-        starts = _warm_starts(graph, [c for c in caps if c is not best])
+            solve_share * deadline.left(), floor_s)))
         # With an exposure mode the searches leave RETIME_SHARE of the limit to re-timing.
         search = (Deadline((1 - RETIME_SHARE) * clock.left())
                   if step_cost is not None and collectives.exposure_mode(collective_overlap)

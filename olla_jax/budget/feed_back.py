@@ -22,6 +22,12 @@ from olla_jax.budget.floors import working_set_bound
 from olla_jax.sizes import size_text
 
 
+# The least left for the recomputation search after its candidates, as a
+# share of what they took (the search's problem and first placement cost
+# about as much, and run however little time is left).
+SEARCH_FLOOR_OF_CANDIDATES = 1.0
+
+
 def _noted(plan, text: str, spent: dict[str, float]):
     """``plan`` with ``text`` in its notes (and warned), and the seconds
     ``spent`` on the search and on verification added to its own."""
@@ -76,7 +82,16 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     bodies = body.candidates(graph, cap, recompute_cost)     # [] without while loops
     logging.info("recomputation: %d candidate values, %d inside loop bodies", len(cands),
                  len(bodies))
-    left = time_limit_s - (time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    left = time_limit_s - elapsed
+    if left < SEARCH_FLOOR_OF_CANDIDATES * elapsed:
+        # The search's fixed part (its problem, one placement) runs however
+        # short its limit: lm_adamw small, 2 s limit, load 7: 0.47 s for a
+        # 0.07 s share, after candidates that took 0.68 s of the stage's 0.75.
+        spent["search"] = time.monotonic() - t0
+        return note(result, f"recomputation not searched: finding its candidates took "
+                            f"{elapsed:.2g} s of its {time_limit_s:.2g} s (a longer time_limit_s "
+                            "searches)")
     found = search(graph, order, cands, target, engine=engine,
                    time_limit_s=left * (_BODY_SHARE if bodies else 1.0),
                    layout=result.layout if result.layout is not None else xla_layout(graph))

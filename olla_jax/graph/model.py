@@ -34,7 +34,7 @@ import functools
 import heapq
 import math
 from collections import defaultdict
-from typing import AbstractSet, Mapping, Sequence
+from typing import AbstractSet, Callable, Mapping, Sequence
 
 from olla_jax import dumps
 from olla_jax.solve import problem as sp
@@ -664,7 +664,9 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
     horizon = len(flat)
 
     values: dict[int, Value] = {}
-    for rec in records.values():
+    for k, rec in enumerate(records.values()):
+        if k % 512 == 511:
+            in_time()   # a quarter of the build on a few thousand values
         if rec.key not in live.ranges:
             if rec.id in place and allocations[place[rec.id][0]].kind in ("temp", "output"):
                 raise UnsupportedProgram(f"value {rec.key} has an allocation but no live range")
@@ -689,7 +691,7 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
             touches=frozenset(touches), live_in=live_in, live_out=live_out)
 
     in_time()
-    units = _units(values, records, allocations, by_name, comps)
+    units = _units(values, records, allocations, by_name, comps, in_time)
     in_time()
     temps = [a.index for a in allocations if a.kind == "temp"]
     if len(temps) > 1:
@@ -697,12 +699,15 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
     graph = ScheduleGraph(nodes=nodes, flat=flat, block_end=block_end, edges=(), values=values,
                           units=units, allocations=allocations,
                           temp_allocation=temps[0] if temps else -1, alignment=alignment)
+    in_time()
     edges |= _in_place_edges(graph)
     edges |= _fixed_reuse_edges(graph)
+    in_time()
     return dataclasses.replace(graph, edges=tuple(sorted(edges)))
 
 
-def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
+def _units(values, records, allocations, by_name, comps,
+           in_time: Callable[[], None] = lambda: None) -> tuple[Unit, ...]:
     uf = _UnionFind(values)
     # Rule 1: same bytes of one allocation while both are live (aliases, in-place pairs).
     by_alloc = defaultdict(list)
@@ -736,6 +741,7 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
             heapq.heappush(ending, (v.xla_range[1], v.offset, v.id))
             heapq.heappush(largest, (-v.size, v.id))
             alive.add(v.id)
+    in_time()   # between the rules: raises OutOfTime past the build's deadline
     # Rule 2: control flow ties a callee's parameters and root to the caller.
     at = defaultdict(set)
     for rec in records.values():
@@ -786,6 +792,7 @@ def _units(values, records, allocations, by_name, comps) -> tuple[Unit, ...]:
             for o, p in zip(operands, params(called[0])):
                 tie([o, p])
 
+    in_time()
     # Rule 3: a call XLA:CPU compiles into one kernel (its small-call
     # attribute) addresses its callees' values by XLA's slices from that one
     # thunk, over its whole block: values there sharing bytes keep XLA's
