@@ -380,7 +380,12 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     placement (and recomputation on top); kept only where it meets the budget
     with fewer extra FLOPs than the others, or where none does (built, not
     run: the copies' time is unknown).  A budget that cannot be met raises
-    ``BudgetNotMet`` with the least memory reached.  ``time_limit_s`` bounds
+    ``BudgetNotMet`` with the least memory reached.  Plans that earlier
+    budgeted calls of this process applied to the same program with the same
+    options compete with the call's own (``olla_jax.plan_memo``: the least
+    extra cost that meets the budget, else the least memory; applied again,
+    checked and verified; said in the notes), so separate calls are monotone
+    in the budget; ``olla_jax.clear_cache()`` forgets them.  ``time_limit_s`` bounds
     the planner's part of the whole call (``Plan.solve_seconds``, summed over
     the stages): with a budget, the first order and placement gets its graph
     build and ``FIRST_PLAN_SHARE`` of the time left after it, the overlap
@@ -531,9 +536,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                 if trial.runs_total_bytes < result.runs_total_bytes:
                     result = dataclasses.replace(trial, notes=trial.notes + (
                         f"exposed communication allowed to grow to "
-                        f"{trial.settings.get('exposed_allowance_s', 0) * 1e6:,.1f} us (XLA's order: "
-                        f"{trial.settings.get('exposed_s_xla', 0) * 1e6:,.1f} us) to meet the memory "
-                        "budget",))
+                        f"{trial.settings.get('exposed_allowance_s', 0) * 1e6:,.1f} us "
+                        f"(XLA's order: {trial.settings.get('exposed_s_xla', 0) * 1e6:,.1f} us) "
+                        "to meet the memory budget",))
                 if result.runs_total_bytes <= memory_budget:
                     return total(result)
         elif result.settings.get("async_pairs") and asked > 0:
@@ -546,8 +551,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                                     **dict(options, time_limit_s=limit)))
                 if trial.runs_total_bytes < result.runs_total_bytes:
                     result = dataclasses.replace(trial, notes=trial.notes + (
-                        f"collective overlap reduced to {share:.0%} of what was asked to meet the "
-                        f"memory budget (overlapped FLOPs {trial.settings.get('overlapped_flops', 0):,} "
+                        f"collective overlap reduced to {share:.0%} of what was asked to meet "
+                        f"the memory budget (overlapped FLOPs "
+                        f"{trial.settings.get('overlapped_flops', 0):,} "
                         f"of XLA's {trial.settings.get('overlapped_flops_xla', 0):,})",))
                 if result.runs_total_bytes <= memory_budget:
                     return total(result)
@@ -563,7 +569,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     result = searched()
     key = _memo_key(first, target, spmd, saved, compiler_options=compiler_options,
                     recompute=recompute, recompute_cost=recompute_cost, offload=offload,
-                    rng_lowering=rng_lowering, collective_overlap=collective_overlap)
+                    rng_lowering=rng_lowering, collective_overlap=collective_overlap,
+                    feed_back=feed_back)
     if key is not None:
         best = _with_memo(result, first, key, int(memory_budget), step, options,
                           time_limit_s, recompute_cost)
@@ -582,9 +589,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
 
 def _memo_key(first: Plan, target: Backend, spmd, saved, **options) -> tuple | None:
     """``plan_memo``'s key for a budgeted call of the program ``first`` planned
-    and the options plans depend on; None where the memo is off or does not
-    serve: a saved plan applied, a sharded step (its plans depend on the
-    collective overlap given up), no capture."""
+    and the options its plans depend on (not the search's own: time limit,
+    engine, seed); None where the memo is off or does not serve: a saved plan
+    applied, a sharded step (its plans depend on the collective overlap given
+    up), no capture."""
     capture = getattr(first, "capture", None)
     if saved is not None or spmd is not None or capture is None or not plan_memo.enabled():
         return None
