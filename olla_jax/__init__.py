@@ -22,8 +22,15 @@ from olla_jax.batch import BatchReport, largest_batch
 
 __all__ = ["BatchReport", "BudgetNotMet", "Capture", "CaptureError", "DonationAdvice",
            "OllaJaxError", "Plan", "PlanFileError", "PlanWarning", "SavedPlan", "advise_donation",
-           "jit", "largest_batch", "load_plan", "optimize", "place", "plan"]
+           "clear_cache", "jit", "largest_batch", "load_plan", "optimize", "place", "plan"]
 __version__ = "0.1.0"
+
+
+def clear_cache() -> None:
+    """Forget the plans earlier budgeted ``plan()`` calls of this process found
+    (``olla_jax.plan_memo``: a later call with a budget searches on its own)."""
+    from olla_jax import plan_memo
+    plan_memo.clear()
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from absl import logging
 
-from olla_jax import calls, checked, jax_compat
+from olla_jax import calls, checked, jax_compat, plan_memo
 from olla_jax.calls import StepCallable  # noqa: F401 - re-exported: Plan.compiled's type
 # The result types live in olla_jax.result (the budget package needs them too); re-exported here.
 from olla_jax.checked import candidate_plan  # noqa: F401
@@ -112,6 +112,9 @@ class _Step:
     # What the compiles of each key in ``captures`` leave for the notes (jax.jit's
     # program planned where the unrolled one's results differ from it).
     capture_notes: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # The graph built of each capture (by id, with the capture kept alive):
+    # a plan applied again in the same call (``plan_memo``) pays no second build.
+    graphs: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def _step(fn, args, kwargs, backend: Backend, static_argnums, donate_argnums, spmd,
@@ -443,7 +446,12 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     placement (and recomputation on top); kept only where it meets the budget
     with fewer extra FLOPs than the others, or where none does (built, not
     run: the copies' time is unknown).  A budget that cannot be met raises
-    ``BudgetNotMet`` with the least memory reached.  ``time_limit_s`` bounds
+    ``BudgetNotMet`` with the least memory reached.  Plans that earlier
+    budgeted calls of this process applied to the same program with the same
+    options compete with the call's own (``olla_jax.plan_memo``: the least
+    extra cost that meets the budget, else the least memory; applied again,
+    checked and verified; said in the notes), so separate calls are monotone
+    in the budget; ``olla_jax.clear_cache()`` forgets them.  ``time_limit_s`` bounds
     the planner's part of the whole call (``Plan.solve_seconds``, summed over
     the stages): with a budget, the first order and placement gets its graph
     build and ``FIRST_PLAN_SHARE`` of the time left after it, the overlap
@@ -567,56 +575,75 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             return None
         return max(MIN_STAGE_S, left / stages_left)
 
-    result = first
     if memory_budget is None:
-        return result
-    if result.runs_total_bytes <= memory_budget:
-        return total(result)
-    asked = collectives.keep_fraction(collective_overlap)
-    if result.settings.get("async_pairs") and collectives.exposure_mode(collective_overlap) \
-            and "comm_s" in result.settings:
-        # The least exposed communication that meets the budget: allowances
-        # from what was asked up to all of the step's communication.
-        low = result.settings.get("exposed_allowance_s", result.settings["exposed_s_xla"])
-        high = max(low, result.settings["comm_s"])
-        shares = (0.25, 0.5, 0.75, 1.0)
-        for i, share in enumerate(shares):
-            limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
-            if limit is None:
-                break
-            trial = tried(_plan(step, collective_overlap=collectives.ExposedAtMost(
-                low + share * (high - low)), **dict(options, time_limit_s=limit)))
-            if trial.runs_total_bytes < result.runs_total_bytes:
-                result = dataclasses.replace(trial, notes=trial.notes + (
-                    f"exposed communication allowed to grow to "
-                    f"{trial.settings.get('exposed_allowance_s', 0) * 1e6:,.1f} us (XLA's order: "
-                    f"{trial.settings.get('exposed_s_xla', 0) * 1e6:,.1f} us) to meet the memory "
-                    "budget",))
-            if result.runs_total_bytes <= memory_budget:
-                return total(result)
-    elif result.settings.get("async_pairs") and asked > 0:
-        shares = (0.75, 0.5, 0.25, 0.0)
-        for i, share in enumerate(shares):
-            limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
-            if limit is None:
-                break
-            trial = tried(_plan(step, collective_overlap=share * asked,
-                                **dict(options, time_limit_s=limit)))
-            if trial.runs_total_bytes < result.runs_total_bytes:
-                result = dataclasses.replace(trial, notes=trial.notes + (
-                    f"collective overlap reduced to {share:.0%} of what was asked to meet the "
-                    f"memory budget (overlapped FLOPs {trial.settings.get('overlapped_flops', 0):,} "
-                    f"of XLA's {trial.settings.get('overlapped_flops_xla', 0):,})",))
-            if result.runs_total_bytes <= memory_budget:
-                return total(result)
-    limit = time_for(1, "recomputation") if recompute and saved is None else None
-    result = total(result, *skipped)
+        return first
     said: list[tuple[str, type[Warning]]] = []   # recomputation's warnings: given, or in the error
-    if limit is not None:
-        with held(said):
-            result = _recompute_stage(result, step, target, options, spmd, int(memory_budget),
-                                      limit, collective_overlap, compiler_options,
-                                      recompute_cost, offload, verify_trials, report)
+
+    def searched() -> Plan:
+        """This call's own plan for the budget: order and placement, then
+        less collective overlap, then recomputation, until it is met."""
+        result = first
+        if result.runs_total_bytes <= memory_budget:
+            return total(result)
+        asked = collectives.keep_fraction(collective_overlap)
+        if result.settings.get("async_pairs") and collectives.exposure_mode(collective_overlap) \
+                and "comm_s" in result.settings:
+            # The least exposed communication that meets the budget: allowances
+            # from what was asked up to all of the step's communication.
+            low = result.settings.get("exposed_allowance_s", result.settings["exposed_s_xla"])
+            high = max(low, result.settings["comm_s"])
+            shares = (0.25, 0.5, 0.75, 1.0)
+            for i, share in enumerate(shares):
+                limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
+                if limit is None:
+                    break
+                trial = tried(_plan(step, collective_overlap=collectives.ExposedAtMost(
+                    low + share * (high - low)), **dict(options, time_limit_s=limit)))
+                if trial.runs_total_bytes < result.runs_total_bytes:
+                    result = dataclasses.replace(trial, notes=trial.notes + (
+                        f"exposed communication allowed to grow to "
+                        f"{trial.settings.get('exposed_allowance_s', 0) * 1e6:,.1f} us "
+                        f"(XLA's order: {trial.settings.get('exposed_s_xla', 0) * 1e6:,.1f} us) "
+                        "to meet the memory budget",))
+                if result.runs_total_bytes <= memory_budget:
+                    return total(result)
+        elif result.settings.get("async_pairs") and asked > 0:
+            shares = (0.75, 0.5, 0.25, 0.0)
+            for i, share in enumerate(shares):
+                limit = time_for(len(shares) - i + int(recompute), "reducing collective overlap")
+                if limit is None:
+                    break
+                trial = tried(_plan(step, collective_overlap=share * asked,
+                                    **dict(options, time_limit_s=limit)))
+                if trial.runs_total_bytes < result.runs_total_bytes:
+                    result = dataclasses.replace(trial, notes=trial.notes + (
+                        f"collective overlap reduced to {share:.0%} of what was asked to meet "
+                        f"the memory budget (overlapped FLOPs "
+                        f"{trial.settings.get('overlapped_flops', 0):,} "
+                        f"of XLA's {trial.settings.get('overlapped_flops_xla', 0):,})",))
+                if result.runs_total_bytes <= memory_budget:
+                    return total(result)
+        limit = time_for(1, "recomputation") if recompute and saved is None else None
+        result = total(result, *skipped)
+        if limit is not None:
+            with held(said):
+                result = _recompute_stage(result, step, target, options, spmd, int(memory_budget),
+                                          limit, collective_overlap, compiler_options,
+                                          recompute_cost, offload, verify_trials, report)
+        return result
+
+    result = searched()
+    key = _memo_key(first, target, spmd, saved, compiler_options=compiler_options,
+                    recompute=recompute, recompute_cost=recompute_cost, offload=offload,
+                    rng_lowering=rng_lowering, collective_overlap=collective_overlap,
+                    feed_back=feed_back)
+    if key is not None:
+        best = _with_memo(result, first, key, int(memory_budget), step, options,
+                          time_limit_s, recompute_cost)
+        if best is not result and best.runs_total_bytes <= memory_budget:
+            # this call's own search's complaints are of a plan not kept
+            said[:] = [(m, c) for m, c in said if not issubclass(c, PlanWarning)]
+        result = best
     reasons = [m for m, category in said if issubclass(category, PlanWarning)]
     # A limit too short for a search or a stage: said in the error too (a longer one may meet it).
     reasons += [n for n in result.notes if n.startswith("no time to plan") or n in skipped]
@@ -626,6 +653,105 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     if result.runs_total_bytes <= memory_budget:
         return result
     raise _budget_error(result, int(memory_budget), recompute, offload=offload, reasons=reasons)
+
+
+def _memo_key(first: Plan, target: Backend, spmd, saved, **options) -> tuple | None:
+    """``plan_memo``'s key for a budgeted call of the program ``first`` planned
+    and the options its plans depend on (not the search's own: time limit,
+    engine, seed); None where the memo is off or does not serve: a saved plan
+    applied, a sharded step (its plans depend on the collective overlap given
+    up), no capture."""
+    capture = getattr(first, "capture", None)
+    if saved is not None or spmd is not None or capture is None or not plan_memo.enabled():
+        return None
+    from olla_jax import saved as saved_lib
+    options["compiler_options"] = sorted((options["compiler_options"] or {}).items())
+    return plan_memo.program_key(saved_lib.fingerprint(capture.hlo_text), backend=target.name,
+                                 **options)
+
+
+def _extra_cost(plan: Plan, recompute_cost: str) -> float:
+    """What ``plan`` adds to the step, as the recomputation search weighs it
+    (``RecomputePlan.extra_cost_s``); 0 for none; its extra FLOPs when the
+    search weighs FLOPs and the plan is another side's (XLA's
+    rematerialization); else unknown (infinite: any known plan ranks first)."""
+    if not plan.recomputed and not plan.extra_flops:
+        return 0.0
+    cost = plan.settings.get("recompute_extra_cost")
+    if cost is not None:
+        return float(cost)
+    return float(plan.extra_flops) if recompute_cost == "flops" else math.inf
+
+
+def _applied(plan: Plan) -> bool:
+    """``plan`` is ours and was applied: verified, or on a compile-only target built."""
+    return plan.source == "olla_jax" and plan.layout is not None and (
+        plan.verified or (Backend.parse(plan.backend).compile_only
+                          and plan.executable_bytes is not None))
+
+
+def _with_memo(result: Plan, first: Plan, key: tuple, budget: int, step: _Step, options: dict,
+               time_limit_s: float, recompute_cost: str) -> Plan:
+    """``result`` (this call's own plan for ``budget``) or a plan an earlier
+    call found (``plan_memo``) that ranks before it, applied again; ``result``
+    joins the memo when it was applied and is of the same program."""
+    from olla_jax import saved as saved_lib
+    cost = _extra_cost(result, recompute_cost)
+    chosen = result
+    for known in plan_memo.better(key, budget, result.runs_total_bytes, cost):
+        again = _applied_again(step, known, options, time_limit_s - result.solve_seconds)
+        if again is None:
+            plan_memo.forget(key, known)
+            continue
+        chosen = _from_memo(again, known, result, cost, budget, time_limit_s)
+        break
+    if _applied(result) and result.capture is not None and (
+            result.capture is first.capture
+            or saved_lib.fingerprint(result.capture.hlo_text) == key[0]):
+        plan_memo.record(key, plan_memo.Known(result.to_saved(), result.runs_total_bytes, cost,
+                                              result.extra_flops, budget))
+    return chosen
+
+
+def _applied_again(step: _Step, known, options: dict, limit: float) -> Plan | None:
+    """``known`` applied to ``step`` through the saved-plan path (checked,
+    rewritten, verified as a plan file is); None unless applied at no more
+    memory than it was."""
+    try:
+        with quiet():
+            again = _plan(step, **dict(options, saved=known.saved, progress=None,
+                                       time_limit_s=max(MIN_STAGE_S, limit)))
+    except Exception:  # noqa: BLE001 - this call's own plan is there
+        logging.exception("a plan of an earlier call could not be applied again")
+        return None
+    if not _applied(again) or again.runs_total_bytes > known.total_bytes:
+        logging.info("a plan of an earlier call was not applied again: %s", again.notes[-1:])
+        return None
+    return again
+
+
+def _from_memo(again: Plan, known, own: Plan, own_cost: float, budget: int,
+               time_limit_s: float) -> Plan:
+    """``again`` (``known`` applied again) with the whole call's seconds, its
+    extra cost and a note that says where it came from and why it was kept."""
+    own_text = (f"the plan this call's own search found ({size_text(own.runs_total_bytes)}, "
+                f"{own.extra_flops:,} extra FLOPs)")
+    why = (f"it needs less memory than {own_text}" if known.total_bytes > budget else
+           f"it meets the budget, which {own_text} does not" if own.runs_total_bytes > budget else
+           f"it meets the budget with less extra cost than {own_text}" if known.cost < own_cost
+           else f"it meets the budget with the same extra cost as {own_text}, in less memory")
+    earlier = tuple(f"(earlier call) {n}" for n in known.saved.notes if n.startswith("recomputed"))
+    checked = "checked and verified" if again.verified else "checked and built"
+    note = (f"plan found by an earlier plan() call in this process (memory_budget "
+            f"{size_text(known.budget)}), applied again here ({checked}): {why}; "
+            "olla_jax.clear_cache() forgets such plans, OLLA_JAX_PLAN_MEMO=0 turns this off")
+    return dataclasses.replace(
+        again, solve_seconds=own.solve_seconds + again.solve_seconds,
+        capture_seconds=own.capture_seconds + again.capture_seconds,
+        verify_seconds=own.verify_seconds + again.verify_seconds,
+        settings=dict(again.settings, time_limit_s=time_limit_s,
+                      recompute_extra_cost=known.cost, from_earlier_call=True),
+        notes=again.notes + earlier + (note,))
 
 
 def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, memory_budget: int,
@@ -953,9 +1079,14 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     try:
         # Stopped where it would leave the solve less than its floor (XLA's
         # plan is kept then anyway), not at the limit, which it then overran.
-        graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
-                            alignment=backend.alignment,
-                            deadline=deadline.mark(1 / (1 + SOLVE_FLOOR_OF_BUILD)))
+        built = step.graphs.get(id(best))
+        if saved is not None and built is not None and built[0] is best:
+            graph = built[1]
+        else:
+            graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
+                                alignment=backend.alignment,
+                                deadline=deadline.mark(1 / (1 + SOLVE_FLOOR_OF_BUILD)))
+            step.graphs[id(best)] = (best, graph)
     except model.OutOfTime:
         return fallback(f"no time to plan: the graph build ran past the {time_limit_s:g} s limit "
                         f"(stopped after {deadline.elapsed():.2g} s, unfinished); XLA's plan is "

@@ -53,6 +53,16 @@ def shared_compiles():
         yield store
 
 
+@pytest.fixture(autouse=True)
+def no_plans_of_other_tests():
+    """Each test starts with an empty ``plan_memo`` (budgeted plan() calls of
+    earlier tests on the same step would otherwise compete with its own)."""
+    from olla_jax import plan_memo
+    plan_memo.clear()
+    yield
+    plan_memo.clear()
+
+
 @pytest.fixture(scope="session")
 def planned_example():
     """``planned_example(name)``: (step, plan) of the example ``name`` at size

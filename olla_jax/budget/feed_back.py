@@ -296,9 +296,15 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
         engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
         verify_seconds=result.verify_seconds + verify_s,
         notes=_replaced_build(result.notes, "before recomputation") + (text,),
-        compiled=compiled, layout=layout,
+        settings=_with_cost(result.settings, found), compiled=compiled, layout=layout,
         recomputed=found.picked, extra_flops=found.extra_flops, step_time_ratio=ratio,
         executable_bytes=outcome.raw)   # the recomputing executable, the one ``compiled`` runs
+
+
+def _with_cost(settings: dict, found: RecomputePlan) -> dict:
+    """``settings`` with the recomputation's extra cost as its search weighed it
+    (``recompute_cost``): what plan() compares plans of separate calls by."""
+    return dict(settings, recompute_extra_cost=found.extra_cost_s)
 
 
 def _replaced_build(notes: tuple[str, ...], which: str) -> tuple[str, ...]:
@@ -327,7 +333,7 @@ def _built_unrun(result, found: RecomputePlan, floor: int, outcome, search_s: fl
         engine=result.engine + "+recompute", solve_seconds=result.solve_seconds + search_s,
         verify_seconds=result.verify_seconds + verify_s,
         notes=_replaced_build(result.notes, "before recomputation") + (text,),
-        layout=found.layout, recomputed=found.picked,
+        settings=_with_cost(result.settings, found), layout=found.layout, recomputed=found.picked,
         extra_flops=found.extra_flops, executable_bytes=outcome.raw)
 
 
