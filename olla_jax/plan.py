@@ -795,6 +795,9 @@ def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, m
                                             static_argnums=step.entry.verify_static,
                                             time_limit_s=limit,
                                             verify_trials=verify_trials,
+                                            # timing runs the step 20 times: not where
+                                            # the user asked for figures only
+                                            measure_time=options["feed_back"],
                                             recompute_cost=recompute_cost)
     return result
 
