@@ -307,3 +307,43 @@ def _dropout_loss(params, x, key):
 def dropout_step(params, x, key):
     """An MLP step with dropout (jax.random's threefry2x32: a rolled loop on CPU)."""
     return [w - 1e-3 * g for w, g in zip(params, jax.grad(_dropout_loss)(params, x, key))]
+
+
+def plan_with_build_claiming(monkeypatch, limit: float, build_s: float, *, frozen: bool = False,
+                             **options):
+    """plan() of the small MLP (figures only) with its graph build claiming
+    ``build_s`` on the planner's fake clock (``frozen``: a clock that moves only
+    by those seconds; else the real clock plus them): (the plan, whether the
+    build ran, the seconds given to each solve_graph, each of which then runs
+    on its own 0.5 s; none where XLA's plan was kept before any)."""
+    import importlib
+    import time
+
+    import olla_jax
+    from olla_jax import strategy
+    from olla_jax.graph import model
+    plan_mod = importlib.import_module("olla_jax.plan")
+    spent = [0.0]
+
+    def clock() -> float:
+        return (1000.0 if frozen else time.monotonic()) + spent[0]
+    monkeypatch.setattr(plan_mod, "Deadline", lambda s: strategy.Deadline(s, clock=clock))
+    real_build, real_solve = model.build, strategy.solve_graph
+    built, given = [], []
+
+    def build(*a, **kw):
+        built.append(True)
+        graph = real_build(*a, **{**kw, "deadline": None})
+        spent[0] += build_s
+        return graph
+
+    def solve_graph(graph, **kw):
+        given.append(kw["deadline"].left())
+        return real_solve(graph, **{**kw, "deadline": strategy.Deadline(0.5)})
+    monkeypatch.setattr(model, "build", build)
+    monkeypatch.setattr(plan_mod, "solve_graph", solve_graph)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        planned = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False,
+                                **options)
+    return planned, bool(built), given

@@ -14,10 +14,9 @@ import warnings
 import pytest
 
 import olla_jax
-from olla_jax import strategy
 from olla_jax.capture.record import capture
 from olla_jax.graph import model
-from tests.small_steps import mlp_args, mlp_step
+from tests.small_steps import mlp_args, mlp_step, plan_with_build_claiming
 
 plan_mod = importlib.import_module("olla_jax.plan")
 
@@ -35,31 +34,7 @@ def test_a_graph_build_past_its_deadline_stops_with_out_of_time():
 
 
 def _plan_building_for(monkeypatch, limit: float, build_s: float, **options):
-    """plan() of the small MLP with its graph build claiming ``build_s`` on a
-    fake clock, and the seconds it gave each solve_graph (none: XLA's plan kept
-    before any; each solve then runs on 0.5 s)."""
-    spent = [0.0]   # fake seconds the build claims, on the planner's clock
-
-    def clock() -> float:
-        return time.monotonic() + spent[0]
-    monkeypatch.setattr(plan_mod, "Deadline", lambda s: strategy.Deadline(s, clock=clock))
-    real_build, real_solve = model.build, strategy.solve_graph
-    given = []
-
-    def build(*a, **kw):
-        graph = real_build(*a, **{**kw, "deadline": None})
-        spent[0] += build_s
-        return graph
-
-    def solve_graph(graph, **kw):
-        given.append(kw["deadline"].left())
-        return real_solve(graph, **{**kw, "deadline": strategy.Deadline(0.5)})
-    monkeypatch.setattr(model, "build", build)
-    monkeypatch.setattr(plan_mod, "solve_graph", solve_graph)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        planned = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False,
-                                **options)
+    planned, _, given = plan_with_build_claiming(monkeypatch, limit, build_s, **options)
     return planned, given
 
 
@@ -124,7 +99,7 @@ def test_the_solvers_modules_are_imported_before_the_planners_clock_starts():
     code = ("import sys, importlib, warnings; p = importlib.import_module('olla_jax.plan'); "
             "real = p._import_solver_libraries; seen = []; "
             "p._import_solver_libraries = lambda: (real(), seen.append(set(sys.modules))); "
-            "from tests.small_steps import mlp_args, mlp_step; "
+            "from tests.small_steps import mlp_args, mlp_step, plan_with_build_claiming; "
             "warnings.simplefilter('ignore'); "
             "p.plan(mlp_step, *mlp_args(0), time_limit_s=1.0, feed_back=False); "
             "print(sorted(m for m in set(sys.modules) - seen[0] if m.startswith('olla_jax')))")

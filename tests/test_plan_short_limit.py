@@ -16,10 +16,9 @@ import warnings
 import pytest
 
 import olla_jax
-from olla_jax import strategy
 from olla_jax.capture.record import capture
 from olla_jax.graph import model
-from tests.small_steps import mlp_args, mlp_step
+from tests.small_steps import mlp_args, mlp_step, plan_with_build_claiming
 
 plan_mod = importlib.import_module("olla_jax.plan")
 
@@ -32,31 +31,7 @@ def mlp_capture():
 
 
 def _plan_on_a_frozen_clock(monkeypatch, limit: float, build_s: float, **options):
-    """plan() of the small MLP on a clock that moves only by the ``build_s``
-    its graph build claims: the plan, whether the build ran, and the seconds
-    given to each solve_graph (each then runs on its own 0.5 s)."""
-    now = [1000.0]
-    monkeypatch.setattr(plan_mod, "Deadline",
-                        lambda s: strategy.Deadline(s, clock=lambda: now[0]))
-    real_build, real_solve = model.build, strategy.solve_graph
-    built, given = [], []
-
-    def build(*a, **kw):
-        built.append(True)
-        graph = real_build(*a, **{**kw, "deadline": None})
-        now[0] += build_s
-        return graph
-
-    def solve_graph(graph, **kw):
-        given.append(kw["deadline"].left())
-        return real_solve(graph, **{**kw, "deadline": strategy.Deadline(0.5)})
-    monkeypatch.setattr(model, "build", build)
-    monkeypatch.setattr(plan_mod, "solve_graph", solve_graph)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        planned = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False,
-                                **options)
-    return planned, bool(built), given
+    return plan_with_build_claiming(monkeypatch, limit, build_s, frozen=True, **options)
 
 
 def _floor(mlp_capture, build_s: float) -> float:
