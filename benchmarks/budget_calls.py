@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -121,16 +120,11 @@ def violations(calls: list[dict]) -> dict[str, int]:
 def run_child(job: dict) -> dict:
     env = {**os.environ, "OLLA_JAX_PLAN_MEMO": "1" if job["memo"] else "0",
            "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.budget_calls",
-                          "--worker=" + json.dumps(job)], capture_output=True, text=True,
-                         cwd=HERE, env=env, timeout=1800)
-    if out.returncode:
-        raise SystemExit(f"{job}: {out.stderr[-3000:]}")
-    return dict(job, **json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def mib(n) -> str:
-    return f"{n / 2**20:.2f}"
+    got, err = common.child_json([sys.executable, "-m", "benchmarks.budget_calls",
+                                  "--worker=" + json.dumps(job)], cwd=HERE, env=env, timeout=1800)
+    if got is None:
+        raise SystemExit(f"{job}: {err}")
+    return dict(job, **got)
 
 
 def main(argv=None) -> None:
@@ -179,7 +173,7 @@ def write(out: str, meta: dict, runs: list[dict], load_end: str, quiet: bool = F
     body = []
     for r in runs:
         cells = " ; ".join(
-            f"{mib(c['budget'])} -> {mib(c['total'])} {'ok' if c['met'] else 'miss'}"
+            f"{common.mib(c['budget'])} -> {common.mib(c['total'])} {'ok' if c['met'] else 'miss'}"
             + (f" +{c['extra_flops'] / 1e9:.3g}" if c["extra_flops"] else "")
             + ("*" if c["earlier"] else "") for c in r["calls"])
         v = r["violations"]
@@ -202,7 +196,7 @@ def write(out: str, meta: dict, runs: list[dict], load_end: str, quiet: bool = F
                      f"{sum(len(r['calls']) for r in mine)} budgets met, "
                      f"{sum(c['earlier'] for r in mine for c in r['calls'])} plans from an "
                      "earlier call, total of the plans "
-                     f"{mib(sum(c['total'] for r in mine for c in r['calls']))} MiB")
+                     f"{common.mib(sum(c['total'] for r in mine for c in r['calls']))} MiB")
     common.write_results(out, dict(meta, load_end=load_end, runs=runs), "\n".join(lines) + "\n")
     if not quiet:
         print("\n".join(lines))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 if __package__ in (None, ""):
@@ -120,16 +119,11 @@ def worker(job: dict) -> dict:
 
 
 def run_child(job: dict) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--old=-",
-                          "--worker=" + json.dumps(job)], capture_output=True, text=True,
-                         cwd=job["code"], timeout=900)
-    if out.returncode:
-        raise SystemExit(f"{job}: {out.stderr[-3000:]}")
-    return dict(job, **json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def mib(n) -> str:
-    return f"{n / 2**20:.2f}"
+    got, err = common.child_json([sys.executable, os.path.abspath(__file__), "--old=-",
+                                  "--worker=" + json.dumps(job)], cwd=job["code"], timeout=900)
+    if got is None:
+        raise SystemExit(f"{job}: {err}")
+    return dict(job, **got)
 
 
 def main(argv=None) -> None:
@@ -168,8 +162,9 @@ def main(argv=None) -> None:
               "| recomputed | planner s | load start -> end |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
-        lines.append(f"| {x['round']} | {x['step']} | {x['limit']:g} | {mib(x['budget'])} | "
-                     f"{x['which']} | {x['met']} | {mib(x['total'])} | {x['order_search']} | "
+        lines.append(f"| {x['round']} | {x['step']} | {x['limit']:g} | "
+                     f"{common.mib(x['budget'])} | {x['which']} | {x['met']} | "
+                     f"{common.mib(x['total'])} | {x['order_search']} | "
                      f"{x['recomputed']} | {x['solve_s']:.2f} | {x['load_start']} -> "
                      f"{x['load_end']} |")
     lines += ["", "Short limits, no budget (fresh process each): the planner's part against "
@@ -179,7 +174,7 @@ def main(argv=None) -> None:
     for x in short:
         lines.append(f"| {x['round']} | {x['step']} | {x['limit']:g} | {x['which']} | "
                      f"{x['solve_s']:.3f} | {x['solve_s'] / x['limit']:.2f} | {x['kept_xla']} | "
-                     f"{mib(x['total'])} | {x['load_start']} -> {x['load_end']} |")
+                     f"{common.mib(x['total'])} | {x['load_start']} -> {x['load_end']} |")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -304,6 +304,19 @@ def write_lines_and_rows(out, lines: list[str], rows: list) -> None:
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def child_json(argv: list[str], *, cwd: str, timeout: float,
+               env: dict | None = None) -> tuple[dict | None, str]:
+    """Run ``argv`` (a benchmark's worker in a fresh process) and read the JSON
+    object its stdout ends with: (that object, ""), or (None, the end of its
+    stderr) where it failed."""
+    import json
+    import subprocess
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+    if out.returncode:
+        return None, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1]), ""
+
+
 def mib(x) -> str:
     return "-" if x is None else f"{x / 2**20:,.3f}" if x < 2**20 else f"{x / 2**20:,.2f}"
 

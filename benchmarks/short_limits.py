@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 if __package__ in (None, ""):
@@ -88,12 +87,11 @@ def worker(job: dict) -> dict:
 
 
 def run_child(job: dict) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--old=-",
-                          "--worker=" + json.dumps(job)], capture_output=True, text=True,
-                         cwd=job["code"], timeout=900)
-    if out.returncode:
-        return dict(job, crashed=out.stderr[-1500:])
-    return dict(job, **json.loads(out.stdout.strip().splitlines()[-1]))
+    got, err = common.child_json([sys.executable, os.path.abspath(__file__), "--old=-",
+                                  "--worker=" + json.dumps(job)], cwd=job["code"], timeout=900)
+    if got is None:
+        return dict(job, crashed=err[-1500:])
+    return dict(job, **got)
 
 
 def main(argv=None) -> None:
