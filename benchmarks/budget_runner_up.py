@@ -86,13 +86,18 @@ def run_one(limit: float) -> dict:
             got = err.plan
         wall = time.monotonic() - t0
     how = next((n for n in got.notes if n.startswith("recomputed")), "")
-    how = how[how.find("(") + 1:how.find(")")] if "(" in how else "none"
+    how = how[how.find("(") + 1:how.find("): ")] if "): " in how else "none"
     return dict(budget=budget, least_total=got.runs_total_bytes, met=got.runs_total_bytes <= budget,
                 how=how, solve_s=got.solve_seconds, wall_s=wall,
                 olla_jax=os.path.dirname(os.path.dirname(olla_jax.__file__)))
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    one = [a for a in argv if a.startswith("--one=")]
+    if one:     # a row's child (no benchmarks package on its path)
+        print(json.dumps(run_one(float(one[0].split("=", 1)[1]))), flush=True)
+        return
     from benchmarks import common
     p = common.parser(__doc__, out="benchmarks/results/budget_runner_up")
     p.add_argument("--limits", default="5,15,60", help="time limits (s), comma-separated")
@@ -100,9 +105,6 @@ def main(argv=None):
                    help="name=path of each olla_jax checkout to run, comma-separated")
     p.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.one is not None:
-        print(json.dumps(run_one(args.one)), flush=True)
-        return
     checkouts = [c.split("=", 1) for c in args.checkouts.split(",")]
     rows = []
     for limit in (float(x) for x in args.limits.split(",")):
@@ -110,7 +112,10 @@ def main(argv=None):
             load = common.load()
             env = dict(os.environ, PYTHONPATH=os.path.abspath(path))
             out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--one={limit}"],
-                                 env=env, capture_output=True, text=True, check=True)
+                                 env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"limit {limit:g}, {name}: the row's process failed:\n"
+                                 + out.stderr[-3000:])
             row = dict(json.loads(out.stdout.strip().splitlines()[-1]), limit=limit, code=name,
                        load_start=load, load_end=common.load())
             rows.append(row)

@@ -75,3 +75,20 @@ def test_recompute_to_budget_hands_the_plans_runner_ups_to_the_search(planned_ex
         warnings.simplefilter("ignore")
         budget.recompute_to_budget(plan, fixed + plan.planned_temp_bytes // 2, time_limit_s=2.0)
     assert asked["also"] == (alt,)
+
+
+def test_held_at_peak_names_the_peak_step_with_the_least_recomputable(vit_tiny,
+                                                                       planned_example):
+    """The arena may peak at several steps; "why it stays" names the one
+    where the least is recomputable across it (before, the first: its bytes
+    "recomputable across the peak" lowered none of the others)."""
+    from olla_jax.budget.floors import ACROSS
+    graph, order, cands = vit_tiny
+    _, plan = planned_example("vit")
+    layout = plan.layout
+    held = budget.held_at_peak(graph, plan.capture, layout)
+    assert len(held.peak_times) > 1, "the test needs a peak reached at several steps"
+    across = [dict(budget.held_at_peak(graph, plan.capture, layout, peak_time=t).by_reason)
+              .get(ACROSS, 0) for t in held.peak_times[::4]]
+    assert dict(held.by_reason).get(ACROSS, 0) <= min(across)
+    assert f"reached at {held.peak_steps} steps" in held.describe()
