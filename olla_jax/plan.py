@@ -1136,6 +1136,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         f"{size_text(best.memory.temp)} temp"
                         + ("" if worth else ": too little to warn about") + ")",
                         graph, floor, failure=worth)
+    runner_ups: tuple = ()     # (the order search's other placed orders, none when saved)
     if saved is not None:
         from olla_jax.saved import PlanFileError, recompute_of
         unknown = [n for n in saved.order if n not in graph.node_index]
@@ -1184,6 +1185,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                 solution = dataclasses.replace(
                     solution, layout=dataclasses.replace(first.layout, graph=graph))
             layout, bound, engine_used = solution.layout, solution.lower_bound_bytes, solution.engine
+            runner_ups = solution.runner_up_orders
             settings.update(live_bytes=solution.live_bytes,
                             least_live_bytes=solution.least_live_bytes,
                             best_fit_bytes=solution.best_fit_bytes,
@@ -1241,7 +1243,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                 step_cost.exposure(layout.order).exposed_s
     planned = layout.temp_bytes
     result = dict(planned_temp_bytes=planned, lower_bound_bytes=_claimable(bound, planned),
-                  solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout)
+                  solve_seconds=solve_seconds(), engine=engine_used, graph=graph, layout=layout,
+                  runner_up_orders=runner_ups)
     if saved is not None and layout.recomputes:
         result.update(_saved_recomputation(saved))
         if "recomputed" not in saved.figures:

@@ -100,6 +100,10 @@ class Plan:
     graph: ScheduleGraph | None = dataclasses.field(repr=False, compare=False, default=None)
     layout: Layout | None = dataclasses.field(repr=False, compare=False, default=None)
     capture: Capture | None = dataclasses.field(repr=False, compare=False, default=None)
+    # Orders the order search placed but did not choose, least arena first: a
+    # memory budget's recomputation searches from them too (``budget.search``).
+    runner_up_orders: tuple[tuple[int, ...], ...] = dataclasses.field(
+        repr=False, compare=False, default=())
     recomputed: tuple[str, ...] = ()      # producers run a second time (memory budgets)
     extra_flops: int = 0                  # their FLOPs (estimated from the HLO)
     step_time_ratio: float | None = None  # measured step time / XLA's, when measured

@@ -367,6 +367,10 @@ class Solution:
     # seconds from the solve's start at the end of each stage, in order (logged
     # and reported by plan() so that an overrun of the limit can be located)
     stage_ends: tuple[tuple[str, float], ...] = ()
+    # The other orders best-fit placed, least arena first (RUNNER_UP_ORDERS at
+    # most): recomputation searches from them too, since the order a few bytes
+    # better before recomputation can be far worse after it.
+    runner_up_orders: tuple[tuple[int, ...], ...] = ()
 
 
 def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[int]] = (),
@@ -672,7 +676,21 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                     engine=best.source, live_bytes=best.live,
                     least_live_bytes=min([*live.values(), best.live]),
                     best_fit_bytes=best_fit_bytes.get(best.order, best.placement.arena_size),
-                    exact_tried=exact_tried, stage_ends=tuple(stage_ends))
+                    exact_tried=exact_tried, stage_ends=tuple(stage_ends),
+                    runner_up_orders=runner_ups(placed, best.order))
+
+
+# How many of the orders best-fit placed besides the chosen one a Solution
+# keeps for recomputation (each costs the budget search a share of its time).
+RUNNER_UP_ORDERS = 2
+
+
+def runner_ups(placed: dict, chosen: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The orders of ``placed`` (order -> Candidate) other than ``chosen``,
+    least best-fit arena first, RUNNER_UP_ORDERS at most."""
+    others = sorted((c for o, c in placed.items() if tuple(o) != tuple(chosen)),
+                    key=lambda c: c.placement.arena_size)
+    return tuple(tuple(c.order) for c in others[:RUNNER_UP_ORDERS])
 
 
 def _tied_list_order(graph: model.ScheduleGraph, found, until: float):

@@ -94,7 +94,8 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                             "searches)")
     found = search(graph, order, cands, target, engine=engine,
                    time_limit_s=left * (_BODY_SHARE if bodies else 1.0),
-                   layout=result.layout if result.layout is not None else xla_layout(graph))
+                   layout=result.layout if result.layout is not None else xla_layout(graph),
+                   also=result.runner_up_orders)
     if bodies and (found is None or found.temp_bytes > target):
         found = extend_into_bodies(graph, order, found, cands, bodies, target,
                                    deadline=t0 + _BODY_END * time_limit_s, layout=result.layout,

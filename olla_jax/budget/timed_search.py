@@ -86,7 +86,8 @@ _PLACE_END = 0.93
 
 def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate],
            target_temp: int, *, time_limit_s: float, engine: str = "cpsat",
-           clock=time.monotonic, layout=None) -> RecomputePlan | None:
+           clock=time.monotonic, layout=None,
+           also: Sequence[tuple[int, ...]] = ()) -> RecomputePlan | None:
     """The recomputation plan for ``target_temp`` (the best by ``better``),
     found within ``time_limit_s``.  Orders: ``order`` and ``order`` with sink
     moves (``solve.sink``: nodes run just after their producers or before
@@ -99,7 +100,9 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
     ``exact_s``) with what is left.  ``clock``: seconds, for the shares.
     ``layout``: the plan recomputation starts from (its Layout on ``order``):
     the greedy on ``order`` and the exact placements keep its places where
-    that is smaller than best-fit's (``budget.anchor``)."""
+    that is smaller than best-fit's (``budget.anchor``).  ``also``: other
+    orders to search on (the order search's runner-ups, ``Plan.runner_up_orders``),
+    after ``order``'s own and before XLA's."""
     from olla_jax.budget.anchor import anchor_of
     t0 = clock()
 
@@ -126,7 +129,7 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
         return None
     orders = search_orders(graph, order, (time.monotonic() + left(_SINK_END / 2),
                                           time.monotonic() + left(_SINK_END))
-                           if left(_SINK_END) > 0.05 else None)
+                           if left(_SINK_END) > 0.05 else None, also=also)
     xla = tuple(graph.xla_order)
     anchor = anchor_of(graph, orders[0], new_state(graph, orders[0]), layout)
     best, pool = None, []
@@ -221,12 +224,13 @@ def search(graph: ScheduleGraph, order: Sequence[int], cands: Sequence[Candidate
 
 
 def search_orders(graph: ScheduleGraph, order: Sequence[int],
-                  deadlines: tuple[float, float] | None) -> list[tuple[int, ...]]:
+                  deadlines: tuple[float, float] | None,
+                  also: Sequence[tuple[int, ...]] = ()) -> list[tuple[int, ...]]:
     """The orders ``search`` plans on, each once: ``order``; with sink moves
     (``solve.sink``: nodes run just after their producers or before their
     consumers) until ``deadlines[0]``, then with pair hoists too until
     ``deadlines[1]`` (``time.monotonic()`` times; no sink moves when None);
-    XLA's own order last."""
+    each of ``also``; XLA's own order last."""
     from olla_jax.solve import sink
     from olla_jax.solve.dag import Dag
     from olla_jax.solve.evaluate import Evaluator
@@ -248,6 +252,13 @@ def search_orders(graph: ScheduleGraph, order: Sequence[int],
     # sit idle across the peak, and ours (planned without recomputation) may
     # keep their readers apart (a max-pool's zeros, two results of one fusion
     # copied in one launch: far better on XLA's order than on ours, measured)
+    # the order search's runner-ups: the order chosen for the least arena
+    # without recomputation may be far from the best with it (the flax MLP of
+    # benchmarks/budget_runner_up.py: a cut order 1.7 KB below the list order
+    # before recomputation, 0.77 MB above it after)
+    for other in also:
+        if tuple(other) not in orders and len(other) == len(orders[0]):
+            orders.append(tuple(other))
     xla = tuple(graph.xla_order)
     if xla not in orders and len(xla) == len(orders[0]):
         orders.append(xla)
