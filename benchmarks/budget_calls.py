@@ -120,11 +120,8 @@ def violations(calls: list[dict]) -> dict[str, int]:
 def run_child(job: dict) -> dict:
     env = {**os.environ, "OLLA_JAX_PLAN_MEMO": "1" if job["memo"] else "0",
            "JAX_PLATFORMS": "cpu"}
-    got, err = common.child_json([sys.executable, "-m", "benchmarks.budget_calls",
-                                  "--worker=" + json.dumps(job)], cwd=HERE, env=env, timeout=1800)
-    if got is None:
-        raise SystemExit(f"{job}: {err}")
-    return dict(job, **got)
+    return common.child_row(job, [sys.executable, "-m", "benchmarks.budget_calls"], cwd=HERE,
+                            env=env, timeout=1800)
 
 
 def main(argv=None) -> None:

@@ -119,11 +119,8 @@ def worker(job: dict) -> dict:
 
 
 def run_child(job: dict) -> dict:
-    got, err = common.child_json([sys.executable, os.path.abspath(__file__), "--old=-",
-                                  "--worker=" + json.dumps(job)], cwd=job["code"], timeout=900)
-    if got is None:
-        raise SystemExit(f"{job}: {err}")
-    return dict(job, **got)
+    return common.child_row(job, [sys.executable, os.path.abspath(__file__), "--old=-"],
+                            cwd=job["code"], timeout=900)
 
 
 def main(argv=None) -> None:

@@ -304,17 +304,21 @@ def write_lines_and_rows(out, lines: list[str], rows: list) -> None:
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
-def child_json(argv: list[str], *, cwd: str, timeout: float,
-               env: dict | None = None) -> tuple[dict | None, str]:
-    """Run ``argv`` (a benchmark's worker in a fresh process) and read the JSON
-    object its stdout ends with: (that object, ""), or (None, the end of its
-    stderr) where it failed."""
+def child_row(job: dict, argv: list[str], *, cwd: str, timeout: float, env: dict | None = None,
+              keep_crash: bool = False) -> dict:
+    """``job`` with the JSON object that ``argv`` (a benchmark's worker run
+    for ``job`` in a fresh process) prints last; where the worker fails,
+    ``job`` with ``crashed`` (the end of its stderr) if ``keep_crash``, else
+    SystemExit naming the job."""
     import json
     import subprocess
-    out = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+    out = subprocess.run(argv + ["--worker=" + json.dumps(job)], capture_output=True, text=True,
+                         cwd=cwd, timeout=timeout, env=env)
     if out.returncode:
-        return None, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1]), ""
+        if keep_crash:
+            return dict(job, crashed=out.stderr[-1500:])
+        raise SystemExit(f"{job}: {out.stderr[-3000:]}")
+    return dict(job, **json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def mib(x) -> str:

@@ -87,11 +87,8 @@ def worker(job: dict) -> dict:
 
 
 def run_child(job: dict) -> dict:
-    got, err = common.child_json([sys.executable, os.path.abspath(__file__), "--old=-",
-                                  "--worker=" + json.dumps(job)], cwd=job["code"], timeout=900)
-    if got is None:
-        return dict(job, crashed=err[-1500:])
-    return dict(job, **got)
+    return common.child_row(job, [sys.executable, os.path.abspath(__file__), "--old=-"],
+                            cwd=job["code"], timeout=900, keep_crash=True)
 
 
 def main(argv=None) -> None:
