@@ -309,3 +309,23 @@ def test_ours_cut_short_while_comparing_its_edge_says_what_is_left(monkeypatch):
     assert "not all tried" not in ours.note and "bracketed" not in ours.note, ours.note
     assert "batch 30 fits and 31 does not, by plans of figures-only compiles at 31 not yet " \
            "compared with full compiles" in ours.note, ours.note
+
+
+def test_no_probe_starts_that_the_longest_of_its_kind_would_carry_past_time_s(monkeypatch):
+    """A probe, once started, runs to its end: one started just before ``time_s``
+    ran the call past it (286 s for time_s=240 on a UNet step).  A probe of a
+    kind now starts only where the longest of that kind so far would end in time."""
+    fake_totals(monkeypatch, XLA, OLLA, RECOMPUTE)
+    clock = [0.0]
+    monkeypatch.setattr(batch_lib.time, "monotonic", lambda: clock[0])
+    planned = batch_lib._olla_plan
+
+    def slow_plan(*args, **kwargs):
+        clock[0] += 30.0
+        return planned(*args, **kwargs)
+    monkeypatch.setattr(batch_lib, "_olla_plan", slow_plan)
+    r = olla_jax.largest_batch(make_step, capacity_bytes=CAPACITY, modes=("xla", "olla"),
+                               time_s=100.0)
+    assert clock[0] <= 100.0, clock[0]
+    ours = r.result("olla")
+    assert not ours.complete and ours.largest_batch is not None, ours.note

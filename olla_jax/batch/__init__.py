@@ -273,6 +273,7 @@ class _Search:
         self.quick_on = quick_plans and target.kind == "cpu" and search == "predict"
         self.end = time.monotonic() + time_s if time_s else float("inf")   # the whole call's
         self.deadline = self.end   # the current mode's (time.monotonic())
+        self.longest: dict[str, float] = {}   # seconds of the longest probe, per kind
         # What the report gets: every probe in the order made, the notes, each
         # mode's answer so far, and the working-set floor's search once run.
         self.probes: list[Probe] = []
@@ -470,15 +471,24 @@ class _Search:
             raise ValueError(f"make_step({batch}) failed: {type(err).__name__}: {err}") from err
         return _step_of(made, batch)
 
-    def started(self) -> float:
-        """The time a probe starts; ``_OutOfTime`` past the mode's deadline."""
-        if time.monotonic() > self.deadline:
+    def started(self, kind: str) -> float:
+        """The time a probe of ``kind`` starts; ``_OutOfTime`` where the longest
+        probe of that kind so far, started now, would end past the deadline (a
+        probe, once started, runs to its end: larger batches take no less)."""
+        if time.monotonic() + self.longest.get(kind, 0.0) > self.deadline:
             raise _OutOfTime()
         return time.monotonic()
 
+    def ended(self, kind: str, t0: float) -> float:
+        """The seconds since ``t0`` of a probe of ``kind``, kept if its longest."""
+        took = time.monotonic() - t0
+        self.longest[kind] = max(self.longest.get(kind, 0.0), took)
+        return took
+
     def record(self, mode: str, batch: int, total: int | None, fits: bool, t0: float,
-               note: str) -> None:
-        self.probes.append(Probe(mode, batch, total, fits, time.monotonic() - t0, note))
+               note: str, kind: str | None = None) -> None:
+        took = self.ended(kind or mode, t0)
+        self.probes.append(Probe(mode, batch, total, fits, took, note))
 
     def check_batch_used(self, mode: str, mine: dict[int, _Point], batch: int,
                          total: int | None, fits: bool) -> None:
@@ -499,7 +509,7 @@ class _Search:
         mine = self.points[mode]
         if batch in mine:
             return mine[batch]
-        t0 = self.started()
+        t0 = self.started(mode)
         total, fits, note = self.measure(mode, batch)
         self.record(mode, batch, total, fits, t0, note)
         self.check_batch_used(mode, mine, batch, total, fits)
@@ -529,10 +539,11 @@ class _Search:
         if below and above:   # the answer's edge either way: compiled in full, once
             return self.probe_point("xla", batch)
         if batch not in quick:
-            t0 = self.started()
+            t0 = self.started("xla quick")
             total = _xla_quick_total(self.step_at(batch), self.target, self.cache)
             fits = total <= self.capacity
-            self.record("xla", batch, total, fits, t0, "figures only (LLVM -O0, no dumps)")
+            self.record("xla", batch, total, fits, t0, "figures only (LLVM -O0, no dumps)",
+                        kind="xla quick")
             self.check_batch_used("xla", quick, batch, total, fits)
             quick[batch] = _Point(batch, fits, total)
         return quick[batch]
@@ -613,12 +624,12 @@ class _Search:
         edge = [b for b in (largest, (largest or self.low - 1) + 1)
                 if b is not None and b in self.quick_plans_made and b in ours]
         for b in edge:
-            t0 = self.started()
+            t0 = self.started("compare")
             differ = self.compare_at(b)
             self.notes.append(f"ours at batch {b}: the full compile compared with the "
                               "figures-only one, " + (f"{', '.join(differ)} differ" if differ else
                                                       "the same module and buffer assignment")
-                              + f" ({time.monotonic() - t0:.0f} s)")
+                              + f" ({self.ended('compare', t0):.0f} s)")
             if differ:
                 break
         if self.quick_on or not edge:
@@ -636,11 +647,12 @@ class _Search:
             self.memory_fits.setdefault(batch, _MemoryFit(point.total, point.fits, ""))
             return point
         if batch not in self.memory_fits:
-            t0 = self.started()
+            t0 = self.started("recompute memory")
             fit = _recompute_memory(self.plan_at(batch), self.capacity, self.time_limit_s)
             self.memory_fits[batch] = fit
             self.record("recompute", batch, fit.total, fit.fits, t0, "memory only: " + fit.note
-                        + (f" ({QUICK_NOTE})" if batch in self.quick_plans_made else ""))
+                        + (f" ({QUICK_NOTE})" if batch in self.quick_plans_made else ""),
+                        kind="recompute memory")
             self.check_batch_used("recompute", {b: _Point(b, m.fits, m.total)
                                                 for b, m in self.memory_fits.items()
                                                 if b != batch},
@@ -658,7 +670,7 @@ class _Search:
             if self.memory_fits[batch].found is None and batch not in self.quick_plans_made:
                 self.confirmed[batch] = mem   # no recomputation: nothing to verify or time
                 return mem
-            t0 = self.started()
+            t0 = self.started("recompute confirm")
             full, fit, said = self.plan_at(batch), self.memory_fits[batch], ""
             if batch in self.quick_plans_made:   # planned again from the full compiles
                 full = self.full_plan_at(batch)
@@ -672,7 +684,8 @@ class _Search:
             else:
                 total, fits, note = _recompute_confirm(full, fit, self.step_at(batch),
                                                        self.capacity, self.step_time_limit)
-            self.record("recompute", batch, total, fits, t0, note + said)
+            self.record("recompute", batch, total, fits, t0, note + said,
+                        kind="recompute confirm")
             self.confirmed[batch] = _Point(batch, fits, total)
         return self.confirmed[batch]
 
