@@ -448,7 +448,8 @@ class Jitted:
 
     def clear_cache(self) -> None:
         """As jax.jit's: forget this process's plans and jax's traces (a later
-        call plans again, reading the disk cache)."""
+        call plans again, reading the disk cache; the plans budgeted calls
+        share stay until ``olla_jax.clear_cache()``)."""
         with self._lock:
             self._plans.clear()
         self._jitted.clear_cache()
