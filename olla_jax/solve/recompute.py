@@ -302,7 +302,10 @@ def solve(problem: RecomputeProblem, *, engine: str = "cpsat", time_limit_s: flo
     if got is not None:
         p, c = evaluate(problem, got[0], conflicting)
         if (p, c) < (best_peak, best_cost):
-            best, best_peak, best_cost, optimal = got[0], p, c, got[1]
+            best, best_peak, best_cost = got[0], p, c
+        # a proven least peak is proven for the plan kept too when its peak
+        # is that one (the warm start often is: the solver returns it as is)
+        optimal = got[1] and best_peak == p
     got = run(problem, base, steps, addable, lower=lower, cap=best_peak, objective="cost",
               hint=best)
     if got is not None:

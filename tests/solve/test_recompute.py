@@ -96,6 +96,20 @@ def test_warm_start_is_kept_or_improved():
     assert rc.evaluate(p, got.picks) <= rc.evaluate(p, picks) or got.met
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_unreachable_budget_least_peak_is_proven_from_any_start(seed):
+    """A budget no plan meets: the least peak is proven (``optimal``) also
+    when the warm start, or picking nothing, already is it (the solver then
+    returns it unchanged)."""
+    rng = random.Random(seed)
+    problem = _random_problem(rng, budget_share=0.3)
+    key, picks = recompute_brute_force(problem)
+    assert key[0] == 1                      # (no plan meets it)
+    for hint in (None, picks):
+        got = rc.solve(problem, time_limit_s=5, hint=hint)
+        assert (1, got.peak, got.cost) == key and got.optimal, hint
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="gap"):
         rc.RecomputeProblem((1,), (0,), (5,), (rc.Choice(0, (rc.Option((0, 2)),), 1),), 1)
