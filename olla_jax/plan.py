@@ -970,8 +970,8 @@ def too_short(limit_s: float, build_s: float, floor_s: float, built: bool = True
     the limit that would (the build and the solve's floor, rounded up: more
     searches orders)."""
     need = build_s + floor_s
-    at_least = math.ceil(need * 10 ** (1 - math.floor(math.log10(need)))) / \
-        10 ** (1 - math.floor(math.log10(need)))   # two significant digits, up
+    scale = 10 ** (1 - math.floor(math.log10(need)))   # to two significant digits, up
+    at_least = math.ceil(need * scale) / scale
     build = (f"the graph build took {build_s:.2g} s" if built else
              f"the graph build alone takes about {build_s:.2g} s (guessed from XLA's dumps)")
     return (f"no time to plan: the time limit of {limit_s:g} s is too short for a search "
@@ -1137,6 +1137,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                         + ("" if worth else ": too little to warn about") + ")",
                         graph, floor, failure=worth)
     runner_ups: tuple = ()     # (the order search's other placed orders, none when saved)
+    build_s = deadline.elapsed()
+    floor_s = solve_floor_seconds(build_s, graph, build_guess)
     if saved is not None:
         from olla_jax.saved import PlanFileError, recompute_of
         unknown = [n for n in saved.order if n not in graph.node_index]
@@ -1149,12 +1151,10 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                                    allocation_sizes=dict(saved.allocation_sizes),
                                    recomputes=recomputes)
         bound, engine_used = int(saved.figures.get("lower_bound_bytes") or 0), saved.engine
-    elif deadline.left() < solve_floor_seconds(build_s := deadline.elapsed(), graph, build_guess):
-        return fallback(too_short(time_limit_s, build_s,
-                                  solve_floor_seconds(build_s, graph, build_guess)), graph)
+    elif deadline.left() < floor_s:
+        return fallback(too_short(time_limit_s, build_s, floor_s), graph)
     else:
         starts = _warm_starts(graph, [c for c in caps if c is not best])
-        floor_s = solve_floor_seconds(build_s, graph, build_guess)
         if deadline.left() < floor_s:   # the warm starts took what the solve needed
             return fallback(too_short(time_limit_s, deadline.elapsed(), floor_s), graph)
         # The solve's clock: all that is left, or its share (at least its fixed part's floor).

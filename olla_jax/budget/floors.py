@@ -279,13 +279,13 @@ def held_at_peak(graph: ScheduleGraph, capture, layout=None, *,
     # lower each, so the one named is where the least is recomputable across
     # it (the first peak alone claimed bytes recomputable that lowered none of
     # the others: a flax MLP's 4.06 MiB, benchmarks/budget_runner_up.py).
-    tops = np.flatnonzero(profile == profile.max()) if len(profile) else np.zeros(1, np.int64)
-    tops = tops[np.unique(np.linspace(0, len(tops) - 1, min(len(tops), PEAK_STEPS)).astype(int))]
+    at_peak = np.flatnonzero(profile == profile.max()) if len(profile) else np.zeros(1, np.int64)
+    tops = at_peak[np.unique(np.linspace(0, len(at_peak) - 1,
+                                         min(len(at_peak), PEAK_STEPS)).astype(int))]
     weighed = [peak_time] if peak_time is not None else tops
     t, (held, loops) = min(((int(t), held_at(int(t))) for t in weighed),
                            key=lambda x: (x[1][0].get(ACROSS, 0), x[0]))
-    peaks = len({(int(x) - 1) // 2 for x in np.flatnonzero(profile == profile.max())}) \
-        if len(profile) else 1
+    peaks = len({(int(x) - 1) // 2 for x in at_peak}) if len(profile) else 1
     node = graph.nodes[graph.flat_node[min(max(t - 1, 0) // 2, len(graph.flat_node) - 1)]]
     sources = op_names(capture, loops) if loops else {}
     return HeldAtPeak(node, int(profile[t]) if len(profile) else 0,

@@ -247,11 +247,6 @@ def search_orders(graph: ScheduleGraph, order: Sequence[int],
         paired = tuple(sink.improve(ev, dag, moved, deadline=deadlines[1], pairs=True))
         if paired not in orders:
             orders.append(paired)
-    # and XLA's own order, last: the one its rematerialization works on, where
-    # values it schedules early (a fusion with no operands, run at the start)
-    # sit idle across the peak, and ours (planned without recomputation) may
-    # keep their readers apart (a max-pool's zeros, two results of one fusion
-    # copied in one launch: far better on XLA's order than on ours, measured)
     # the order search's runner-ups: the order chosen for the least arena
     # without recomputation may be far from the best with it (the flax MLP of
     # benchmarks/budget_runner_up.py: a cut order 1.7 KB below the list order
@@ -259,6 +254,11 @@ def search_orders(graph: ScheduleGraph, order: Sequence[int],
     for other in also:
         if tuple(other) not in orders and len(other) == len(orders[0]):
             orders.append(tuple(other))
+    # and XLA's own order, last: the one its rematerialization works on, where
+    # values it schedules early (a fusion with no operands, run at the start)
+    # sit idle across the peak, and ours (planned without recomputation) may
+    # keep their readers apart (a max-pool's zeros, two results of one fusion
+    # copied in one launch: far better on XLA's order than on ours, measured)
     xla = tuple(graph.xla_order)
     if xla not in orders and len(xla) == len(orders[0]):
         orders.append(xla)
