@@ -28,8 +28,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
-    p = common.parser(__doc__, out="benchmarks/results/budget_share")
-    p.add_argument("--old", required=True, help="a checkout of the code to compare against")
+    p = common.parser(__doc__, worker=True, out="benchmarks/results/budget_share", old=None)
     p.add_argument("--steps", default="flax_lm,lm_adamw:small",
                    help="flax_lm (a 6-layer flax linen LM with optax adam, defined here) or "
                         "example:size")
@@ -37,13 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--plain_share", type=float, default=0.6)
     p.add_argument("--short_limits", default="0.3")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--worker", default=None, help=argparse_suppress())
     return p.parse_args(argv)
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
 
 
 def flax_lm():
@@ -90,11 +83,9 @@ def flax_lm():
 
 def worker(job: dict) -> dict:
     """One plan() in this process, on the code at ``job['code']``."""
-    sys.path.insert(0, job["code"])
+    olla_jax = common.olla_jax_at(job["code"])
     import warnings
-    import olla_jax
     from olla_jax.plan import BudgetNotMet
-    assert olla_jax.__file__.startswith(os.path.abspath(job["code"])), olla_jax.__file__
     if job["step"] == "flax_lm":
         fn, args, static = flax_lm()
     else:

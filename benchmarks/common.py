@@ -23,6 +23,7 @@ _FLAGS: dict[str, dict] = {
     "size": dict(choices=SIZES),
     "time_limit_s": dict(type=float, help="plan()'s time limit in seconds"),
     "out": dict(help="output path without extension: <out>.md and <out>.json"),
+    "old": dict(required=True, help="a checkout of the code to compare against"),
 }
 
 
@@ -302,6 +303,15 @@ def write_lines_and_rows(out, lines: list[str], rows: list) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def olla_jax_at(code: str):
+    """``olla_jax`` imported from the checkout at ``code`` (a worker comparing
+    two checkouts, in its own process), checked to be that one."""
+    sys.path.insert(0, code)
+    import olla_jax
+    assert olla_jax.__file__.startswith(os.path.abspath(code)), olla_jax.__file__
+    return olla_jax
 
 
 def child_row(job: dict, argv: list[str], *, cwd: str, timeout: float, env: dict | None = None,

@@ -34,8 +34,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
-    p = common.parser(__doc__, out="benchmarks/results/short_limits")
-    p.add_argument("--old", required=True, help="a checkout of the code to compare against")
+    p = common.parser(__doc__, worker=True, out="benchmarks/results/short_limits", old=None)
     p.add_argument("--steps", default="mlp:tiny,lm_adamw:small,unet:small")
     p.add_argument("--limits", default="0.01,0.1,0.3,1")
     p.add_argument("--budget_limits", default="0.3,1")
@@ -45,23 +44,15 @@ def parse_args(argv=None):
                    help="no runs: the tables of the JSON rows in this file (a run's printed "
                         "log, e.g. one stopped before its end)")
     p.add_argument("--render_note", default="", help="with --render: where its rows came from")
-    p.add_argument("--worker", default=None, help=argparse_suppress())
     return p.parse_args(argv)
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
 
 
 def worker(job: dict) -> dict:
     """One plan() in this process, on the code at ``job['code']``."""
-    sys.path.insert(0, job["code"])
+    olla_jax = common.olla_jax_at(job["code"])
     import importlib
     import warnings
     import examples
-    import olla_jax
-    assert olla_jax.__file__.startswith(os.path.abspath(job["code"])), olla_jax.__file__
     plan_mod = importlib.import_module("olla_jax.plan")
     name, _, size = job["step"].partition(":")
     ex = examples.get(name, size or "tiny")
