@@ -331,7 +331,7 @@ def offload_after(best: Side, left_s: float, run: Callable[[float], tuple], budg
 def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                  *, static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
                  compiler_options=None, time_limit_s: float = 10.0,
-                 recompute_cost: str = "flops") -> tuple[Side | None, dict, str]:
+                 recompute_cost: str = "flops", lever=None) -> tuple[Side | None, dict, str]:
     """Host offloading as a side of ``budget``: the values ``olla_jax.offload``
     parks (the top 1, 2, 4, ... of its candidates until XLA's device temp meets
     the budget's temp share, else the least device temp), the offloaded step
@@ -339,7 +339,10 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
     recomputation on top when still over ``budget`` and time is left.  The
     Side, or None (the reason in the note), with the seconds spent (``solve``,
     ``verify``, ``capture``: the offload lever's compiles).  Its host
-    allocation and copies are reported, not counted in the device total."""
+    allocation and copies are reported, not counted in the device total.
+    ``lever``: an ``offload.offload`` result of this step already captured
+    (a benchmark that also reports the lever alone), used instead of
+    capturing it again."""
     from olla_jax import budget as budget_lib
     from olla_jax import offload
     mib = 2 ** 20
@@ -350,9 +353,10 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                                f"({io / mib:,.2f} MiB) exceed the budget")
     start = time.monotonic()
     try:
-        lever = offload.offload(fn, *args, backend=result.backend, budget=budget - io,
-                                static_argnums=static_argnums, donate_argnums=donate_argnums,
-                                compiler_options=compiler_options)
+        if lever is None:
+            lever = offload.offload(fn, *args, backend=result.backend, budget=budget - io,
+                                    static_argnums=static_argnums, donate_argnums=donate_argnums,
+                                    compiler_options=compiler_options)
     except offload.OffloadError as err:
         return None, seconds, f"host offloading not tried: {err}"
     finally:

@@ -197,6 +197,20 @@ def test_offloading_that_lowers_nothing_says_what_each_try_reached_in_mib(monkey
     assert "1 -> 86.00 MiB, 2 -> 50.00 MiB" in note and "90177536" not in note
 
 
+def test_a_lever_already_captured_is_used_not_captured_again(monkeypatch):
+    from olla_jax import offload
+    from tests.test_gpu_budget import _fake_plan
+
+    def capture_again(*a, **kw):
+        raise AssertionError("the lever was captured again")
+    monkeypatch.setattr(offload, "offload", capture_again)
+    lever = types.SimpleNamespace(chosen=(), fn=None, temp=50 * 2**20, xla_temp=50 * 2**20,
+                                  host_temp=0, transfers=None, tried=((1, 77 * 2**20),))
+    side, _, note = gpu_budget.offload_side(_fake_plan(950), 800, lambda x: x, (),
+                                            lambda fn, s: None, time_limit_s=10.0, lever=lever)
+    assert side is None and "1 -> 77.00 MiB" in note
+
+
 def _three_sides(monkeypatch, ours_flops: int):
     """``to_budget``'s fakes on a fake clock: ours (10 s of search) at 850
     bytes with ``ours_flops`` (within an 800-byte budget when 0: 780 then),
