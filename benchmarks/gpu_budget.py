@@ -26,6 +26,15 @@ is also compiled again for a device description of its limit and planned by
 terms (at XLA's FLOPs there, it meets a point at <= 0.85 x its temp, or a
 point with twice its FLOPs or more at its temp).  Here each side has its own
 limit; in ``plan`` they share one.
+With ``--offload=1``, at each XLA point compared (temp M), host offloading
+too, beside ours without it: the lever alone (``olla_jax.offload.offload``
+asked for a device temp of M: the longest-idle values parked in host memory,
+XLA's order and placement, 0 extra FLOPs), then ``plan(..., offload=True)``'s
+side on that lever (``gpu_budget.offload_side``: the offloaded step ordered
+and placed by us, recomputed by us on top when still over, with its own
+``--time_limit_s``), each with its host temp and the bytes copied each way.
+Offloading meeting a point is not recomputation meeting it: copies over PCIe
+instead of FLOPs, whose time nothing here measures (compile-only).
 """
 
 from __future__ import annotations
@@ -173,6 +182,56 @@ def _best_planned(planned: list[dict], xla_temp: int, xla_flops: int):
     return best[-2], best[-1]
 
 
+def offload_at(step, base, temp: int, args, cost: str, step_flops: int) -> dict:
+    """Host offloading asked for a device temp of ``temp``: the lever alone
+    (XLA's order and placement), and ``plan(..., offload=True)``'s side on it
+    (ordered and placed by us, recomputed by us on top); bytes moved each way."""
+    import olla_jax
+    from olla_jax import gpu_budget, offload
+    t = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            lever = offload.offload(step.fn, *step.args, backend=base.backend, budget=temp,
+                                    static_argnums=step.static_argnums,
+                                    donate_argnums=step.donate_argnums)
+        except offload.OffloadError as err:
+            return {"budget_temp": temp, "error": str(err), "seconds": round(time.monotonic() - t, 1)}
+    tr = lever.transfers
+    got = {"budget_temp": temp, "cost": cost, "lever": {
+        "temp": lever.temp, "xla_temp": lever.xla_temp, "values": len(lever.chosen),
+        "parked": [c.name for c in lever.chosen], "host_temp": lever.host_temp,
+        "to_host": tr.to_host, "to_host_bytes": tr.to_host_bytes, "to_device": tr.to_device,
+        "to_device_bytes": tr.to_device_bytes, "tried": [list(x) for x in lever.tried],
+        "flops": 0, "seconds": round(time.monotonic() - t, 1)}}
+
+    def plan_offloaded(fn, limit_s: float):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return olla_jax.plan(fn, *step.args, backend=base.backend, time_limit_s=limit_s,
+                                 static_argnums=step.static_argnums,
+                                 donate_argnums=step.donate_argnums)
+    t = time.monotonic()
+    fixed = base.runs_total_bytes - base.runs_temp_bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        side, seconds, note = gpu_budget.offload_side(
+            base, fixed + temp, step.fn, step.args, plan_offloaded,
+            static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+            time_limit_s=args.time_limit_s, recompute_cost=cost, lever=lever)
+    planner_s = seconds.get("solve", 0.0) + seconds.get("verify", 0.0)
+    got["side"] = None if side is None else {
+        "temp": side.plan.runs_temp_bytes, "flops": side.plan.extra_flops or 0,
+        "engine": side.plan.engine, "host_temp": side.plan.settings.get("host_temp_bytes"),
+        "note": side.plan.notes[-1]}
+    got["side_note"] = note
+    got["planner_s"] = round(planner_s, 1)
+    # plan()'s rule: the planner's part within 1.1 x its limit
+    got["limit_kept"] = planner_s <= 1.1 * args.time_limit_s
+    got["side_seconds"] = round(time.monotonic() - t, 1)
+    return got
+
+
 def run_one(item: str, args, cache: dict) -> dict:
     import examples
     import olla_jax
@@ -240,7 +299,17 @@ def run_one(item: str, args, cache: dict) -> dict:
                 if second.met:
                     verdict = second
             q, v = _best_planned(planned, xla_temp, xla_flops)
-            row["comparisons"].append({"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
+            off = None
+            if args.offload:
+                off = offload_at(step, base, xla_temp, args, cost, step_flops)
+                for part in ("lever", "side"):
+                    if off.get(part):
+                        w = gpu_budget.against_xla(off[part]["temp"], off[part]["flops"],
+                                                   xla_temp, xla_flops)
+                        off[part]["met"], off[part]["how"] = w.met, w.how
+                print(json.dumps({"example": item, "xla_temp": xla_temp, "offload": off})[:1500],
+                      flush=True)
+            row["comparisons"].append({"offload": off,"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
                                        "cost": cost, "ours": tries, "met": verdict.met,
                                        "how": verdict.how, "planned": q,
                                        "met_planned": bool(v and v.met),
@@ -352,6 +421,8 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
                              f"{common.mib(q['temp'])} MiB at {share(q['flops'], r['step_flops'])}"
                              + ("" if q["built"] else " (NOT built)")
                              + f" ({q['solve_s']} s planner, {q['seconds']} s in all): {q['note']}")
+    if args.offload:
+        lines += render_offload(rows)
     lines += ["", "XLA's points (limit x its temp: temp MiB, extra FLOPs; 'cached': not compiled "
                   "in this run):"]
     for r in rows:
@@ -394,6 +465,76 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_offload(rows: list[dict]) -> list[str]:
+    """The host offloading rows (``--offload=1``) beside ours without it."""
+    lines = ["", "Host offloading at the same XLA points (compile-only: built, not run; the "
+                 "copies' time over PCIe is unknown, so meeting a point by offloading is NOT "
+                 "recomputation meeting it). Lever alone: olla_jax.offload.offload asked for XLA's "
+                 "temp M, XLA's order and placement; side: plan(..., offload=True)'s side "
+                 "(gpu_budget.offload_side) on that lever, ordered and placed by us and recomputed "
+                 "by us on top when still over. Extra FLOPs: offloading adds none; the side's are "
+                 "its recomputation's. Host temp: XLA's host allocation (not in the device temp); "
+                 "to host / back: bytes copied each way (copies).", ""]
+    table = []
+    for r in rows:
+        for c in r.get("comparisons", ()):
+            o = c.get("offload")
+            if o is None:
+                continue
+            ours = min(c["ours"], key=lambda t: (t["temp"], t["flops"]))
+            head = [r["example"], f"{common.mib(c['xla_remat_temp'])} at "
+                                  f"{share(c['xla_remat_flops'], r['step_flops'])}",
+                    c.get("cost", "time"),
+                    f"{common.mib(ours['temp'])} at {share(ours['flops'], r['step_flops'])}",
+                    "yes" if c["met"] else "no"]
+            if "error" in o:
+                table.append(head + [f"error: {o['error'][:120]}"] + [""] * 8)
+                continue
+            lv, sd = o["lever"], o.get("side")
+            table.append(head + [
+                f"{common.mib(lv['temp'])} ({lv['values']} parked)",
+                f"{common.mib(lv['host_temp'])}",
+                f"{common.mib(lv['to_host_bytes'])} ({lv['to_host']})",
+                f"{common.mib(lv['to_device_bytes'])} ({lv['to_device']})",
+                "yes" if lv["met"] else "no",
+                (f"{common.mib(sd['temp'])} at {share(sd['flops'], r['step_flops'])}"
+                 if sd else "none"),
+                ("yes" if sd["met"] else "no") if sd else "no",
+                f"{o['planner_s']} ({'kept' if o['limit_kept'] else 'NOT kept'})",
+                f"{lv['seconds']} / {o['side_seconds']}"])
+    lines += common.table(["example", "XLA remat point", "our cost", "ours, no offload (least)",
+                           "met", "lever alone: temp", "host temp", "to host MiB (copies)",
+                           "back MiB (copies)", "lever met", "side: temp at extra FLOPs",
+                           "side met", "side planner s (1.1 x limit)", "seconds lever / side"],
+                          table, right={1, 3, 5, 6, 7, 8, 10})
+    comps = [c for r in rows for c in r.get("comparisons", ()) if c.get("offload")]
+    if comps:
+        def count(f):
+            return sum(1 for c in comps if f(c))
+        lines += ["", f"Of {len(comps)} XLA points: ours without offloading meets "
+                      f"{count(lambda c: c['met'])}; the lever alone "
+                      f"{count(lambda c: (c['offload'].get('lever') or {}).get('met'))}; "
+                      f"plan's offloading side "
+                      f"{count(lambda c: (c['offload'].get('side') or {}).get('met'))}; "
+                      f"either offloading route but not ours "
+                      f"{count(lambda c: not c['met'] and ((c['offload'].get('lever') or {}).get('met') or (c['offload'].get('side') or {}).get('met')))}."]
+    lines += ["", "Offloading, per point (values parked; device temps tried by count of values "
+                  "parked; the side's note):"]
+    for r in rows:
+        for c in r.get("comparisons", ()):
+            o = c.get("offload")
+            if not o or "error" in o:
+                continue
+            tried = ", ".join(f"{k} -> {common.mib(t)}" for k, t in o["lever"]["tried"])
+            parked = kinds(n.split(": ")[-1] for n in o["lever"]["parked"])
+            lines.append(f"- {r['example']} at {common.mib(o['budget_temp'])} MiB: "
+                         f"XLA's step {common.mib(o['lever']['xla_temp'])} MiB; tried {tried}; "
+                         f"parked ({o['lever']['values']}, by the primitive making them): "
+                         f"{parked or 'none'}; side: "
+                         + (o["side"]["note"] if o.get("side") else o.get("side_note", "")))
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--target", default="h100")
@@ -415,6 +556,9 @@ def main(argv=None) -> int:
     p.add_argument("--remat_planned", type=int, default=1, choices=(0, 1),
                    help="also plan XLA's rematerialized program at each of its points with our "
                         "order and placement (gpu_budget.to_budget's third side)")
+    p.add_argument("--offload", type=int, default=0, choices=(0, 1),
+                   help="also host offloading at each XLA point compared: the lever alone and "
+                        "plan(..., offload=True)'s side on it (compile-only: copies' time unknown)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     args.limits = [float(x) for x in args.limits.split(",") if x]
