@@ -182,7 +182,7 @@ def _best_planned(planned: list[dict], xla_temp: int, xla_flops: int):
     return best[-2], best[-1]
 
 
-def offload_at(step, base, temp: int, args, cost: str, step_flops: int) -> dict:
+def offload_at(step, base, temp: int, args, cost: str) -> dict:
     """Host offloading asked for a device temp of ``temp``: the lever alone
     (XLA's order and placement), and ``plan(..., offload=True)``'s side on it
     (ordered and placed by us, recomputed by us on top); bytes moved each way."""
@@ -196,7 +196,8 @@ def offload_at(step, base, temp: int, args, cost: str, step_flops: int) -> dict:
                                     static_argnums=step.static_argnums,
                                     donate_argnums=step.donate_argnums)
         except offload.OffloadError as err:
-            return {"budget_temp": temp, "error": str(err), "seconds": round(time.monotonic() - t, 1)}
+            return {"budget_temp": temp, "error": str(err),
+                    "seconds": round(time.monotonic() - t, 1)}
     tr = lever.transfers
     got = {"budget_temp": temp, "cost": cost, "lever": {
         "temp": lever.temp, "xla_temp": lever.xla_temp, "values": len(lever.chosen),
@@ -301,7 +302,7 @@ def run_one(item: str, args, cache: dict) -> dict:
             q, v = _best_planned(planned, xla_temp, xla_flops)
             off = None
             if args.offload:
-                off = offload_at(step, base, xla_temp, args, cost, step_flops)
+                off = offload_at(step, base, xla_temp, args, cost)
                 for part in ("lever", "side"):
                     if off.get(part):
                         w = gpu_budget.against_xla(off[part]["temp"], off[part]["flops"],
@@ -309,8 +310,9 @@ def run_one(item: str, args, cache: dict) -> dict:
                         off[part]["met"], off[part]["how"] = w.met, w.how
                 print(json.dumps({"example": item, "xla_temp": xla_temp, "offload": off})[:1500],
                       flush=True)
-            row["comparisons"].append({"offload": off,"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
+            row["comparisons"].append({"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
                                        "cost": cost, "ours": tries, "met": verdict.met,
+                                       "offload": off,
                                        "how": verdict.how, "planned": q,
                                        "met_planned": bool(v and v.met),
                                        "how_planned": v.how if v else "no point planned"})
@@ -511,13 +513,16 @@ def render_offload(rows: list[dict]) -> list[str]:
     if comps:
         def count(f):
             return sum(1 for c in comps if f(c))
+
+        def offload_met(c: dict, *parts: str) -> bool:
+            """Whether any of ``parts`` (lever, side) met the point."""
+            return any((c["offload"].get(part) or {}).get("met") for part in parts)
         lines += ["", f"Of {len(comps)} XLA points: ours without offloading meets "
                       f"{count(lambda c: c['met'])}; the lever alone "
-                      f"{count(lambda c: (c['offload'].get('lever') or {}).get('met'))}; "
-                      f"plan's offloading side "
-                      f"{count(lambda c: (c['offload'].get('side') or {}).get('met'))}; "
-                      f"either offloading route but not ours "
-                      f"{count(lambda c: not c['met'] and ((c['offload'].get('lever') or {}).get('met') or (c['offload'].get('side') or {}).get('met')))}."]
+                      f"{count(lambda c: offload_met(c, 'lever'))}; "
+                      f"plan's offloading side {count(lambda c: offload_met(c, 'side'))}; "
+                      "either offloading route but not ours "
+                      f"{count(lambda c: not c['met'] and offload_met(c, 'lever', 'side'))}."]
     lines += ["", "Offloading, per point (values parked; device temps tried by count of values "
                   "parked; the side's note):"]
     for r in rows:
