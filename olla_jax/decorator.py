@@ -20,6 +20,7 @@ says by how much the budget was missed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -33,8 +34,8 @@ import jax
 
 from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
-from olla_jax.plan import (BudgetNotMet, PlanWarning, budget_advice, check_options,
-                           plan as plan_step, quiet, warn)
+from olla_jax.plan import (NOTHING_BETTER, BudgetNotMet, PlanWarning, budget_advice,
+                           check_options, plan as plan_step, quiet, warn)
 from olla_jax.result import held
 from olla_jax.sizes import parse_size, size_text
 
@@ -329,13 +330,23 @@ class Jitted:
             self._warn(f"planning failed ({type(failure).__name__}: {failure}); running plain "
                        "jax.jit")
             return None
-        if path is not None and result.layout is not None and result.verified:
+        if path is not None and ((result.layout is not None and result.verified)
+                                 or self._searched_in_vain(result)):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                result.save(path)
+                saved = result.to_saved()
+                saved_lib.write_atomic(path, dataclasses.replace(saved, figures=dict(
+                    saved.figures, time_limit_s=self._time_limit_s)).to_json())
             except OSError as err:
                 self._warn(f"could not cache the plan in {path}: {err}")
         return result
+
+    def _searched_in_vain(self, result) -> bool:
+        """XLA's plan kept because the search found nothing below it (no failure,
+        no budget): cached too, so that a later process keeps it without searching
+        as long again (a longer ``time_limit_s`` searches again)."""
+        return (result.source == "xla" and self._options.get("memory_budget") is None
+                and result.settings.get("xla_plan_kept") == NOTHING_BETTER)
 
     def _cached(self, path: Path, args, kwargs, options):
         """The cached plan applied to this call, or None (then it is planned again)."""
@@ -345,6 +356,9 @@ class Jitted:
             return None
         try:
             saved = saved_lib.load_plan(path)
+            searched_s = saved.figures.get("time_limit_s") or 0
+            if not saved.figures.get("verified") and self._time_limit_s > searched_s:
+                return None   # XLA's plan kept after a shorter search: search again
             with quiet():   # a refused entry is planned again: its fallback is no news
                 result = plan_step(self._jitted, *args, kwargs=kwargs, saved=saved, **options)
         except BudgetNotMet as err:   # a plan cached after it missed the budget: it misses again
@@ -355,6 +369,10 @@ class Jitted:
         except Exception:  # noqa: BLE001 - a stale or damaged entry: plan again
             self._drop(path)
             return None
+        if self._searched_in_vain(result):
+            return dataclasses.replace(result, notes=(*result.notes, (
+                f"kept from the plan cache ({path}): searched for "
+                f"{saved.figures['time_limit_s']:g} s when cached")))
         if not result.verified:   # the checker or the verification refused it: plan again
             self._drop(path)
             return None

@@ -79,6 +79,11 @@ BUILD_S_PER_BYTE = 5e-8
 # hold at one step (``resident.resident_bound``: an upper limit of the saving).
 # Below it (a jax.random, cond, debug.print or fori_loop step of a few KiB) the
 # reason goes to the notes and an info log: nothing the user can act on.
+# Plan.settings["xla_plan_kept"] where the search found no plan below XLA's (no
+# failure): olla_jax.jit caches such a plan too, so a later process does not
+# search as long again to keep XLA's plan.
+NOTHING_BETTER = "nothing better found"
+
 WARN_SAVING_BYTES = 2 ** 20
 WARN_SAVING_SHARE = 0.05
 # A missed budget suggests donating arguments only where the bytes arguments
@@ -1226,6 +1231,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         notes.append(f"no order and placement below XLA's best of the program planned was "
                      f"found{tried}: XLA's own plan of it is fed back")
     if layout.temp_bytes >= kept.memory.temp:
+        settings["xla_plan_kept"] = NOTHING_BETTER   # no failure: olla_jax.jit caches it
         return fallback(f"no order and placement below XLA's best was found{tried}", graph,
                         _claimable(bound, kept.memory.temp), failure=False)
     report("checking")

@@ -601,3 +601,27 @@ def test_a_bug_in_the_step_is_the_users_error_with_its_line():
         olla_jax.plan(buggy, p, x, time_limit_s=1)
     assert f"KeyError: 'missing' (raised at {__file__}:{line}, in buggy)" in str(info.value)
     assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_xla_plan_kept_by_a_search_is_cached_and_not_searched_again(tmp_path, monkeypatch):
+    """Where the search finds nothing below XLA's plan, a later process keeps
+    XLA's plan from the cache without searching again (it searched up to its
+    whole time limit for nothing); a longer time limit searches again."""
+    tiny = lambda x: jnp.sin(x) * 2   # noqa: E731 - nothing to plan: XLA's plan is kept
+    first = olla_jax.jit(tiny, time_limit_s=1, cache=tmp_path).plan_for(jnp.ones(8))
+    assert first.source == "xla", first.notes
+
+    plan_module = importlib.import_module("olla_jax.plan")
+    searched = []
+
+    def search(*args):
+        searched.append(args)
+        raise AssertionError("searched again")
+    monkeypatch.setattr(plan_module, "_warm_starts", search)
+    again = olla_jax.jit(tiny, time_limit_s=1, cache=tmp_path)   # as in another process
+    kept = again.plan_for(jnp.ones(8))
+    assert not searched and kept is not None and kept.source == "xla", kept
+    assert any("kept from the plan cache" in n for n in kept.notes), kept.notes
+    assert_same(again(jnp.ones(8)), jax.jit(tiny)(jnp.ones(8)))
+    assert olla_jax.jit(tiny, time_limit_s=2, cache=tmp_path).plan_for(jnp.ones(8)) is None
+    assert searched, "a longer limit searches again"
