@@ -79,6 +79,10 @@ BUILD_S_PER_BYTE = 5e-8
 # hold at one step (``resident.resident_bound``: an upper limit of the saving).
 # Below it (a jax.random, cond, debug.print or fori_loop step of a few KiB) the
 # reason goes to the notes and an info log: nothing the user can act on.
+# A progress callback that takes more than this share of time_limit_s is said
+# to be slow (a warning and a note): its time is the planner's.
+SLOW_PROGRESS_SHARE = 0.1
+
 # Plan.settings["xla_plan_kept"] where the search found no plan below XLA's (no
 # failure): olla_jax.jit caches such a plan too, so a later process does not
 # search as long again to keep XLA's plan.
@@ -1222,6 +1226,13 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     solved_at.append(time.monotonic())  # graph, order, placement, bound (not XLA's compiles)
     settings["solve_cpu_s"] = time.process_time() - cpu_solve
     report.stop_planning()
+    if report.callback_s > SLOW_PROGRESS_SHARE * time_limit_s and not report.said_slow:
+        report.said_slow = True
+        slow = (f"the progress callback took {report.callback_s:.2g} s of the planner's "
+                f"{time_limit_s:g} s time limit: it runs in the planner's thread, and its time "
+                "counts against the limit (keep it quick; hand slow work to another thread)")
+        notes.append(slow)
+        warn(slow)
     tried = (" (exact placement was tried on the orders whose live bytes are below it)"
              if settings.get("exact_placement_tried") else "")
     if layout.temp_bytes >= best.memory.temp and best.memory.temp < kept.memory.temp:

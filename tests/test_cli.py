@@ -221,6 +221,26 @@ def test_plan_reports_progress_to_a_callback():
         olla_jax.plan(step.fn, *step.args, progress="loud")
 
 
+def test_a_slow_progress_callback_is_said_to_eat_the_time_limit():
+    """The callback runs in the planner's thread: a slow one takes the
+    planner's time (the plan found less, or nothing): a warning and a note say so."""
+    import olla_jax
+    from small_steps import mlp_args, mlp_step
+
+    def slow(progress):
+        if progress.planning:
+            time.sleep(0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=0.5, feed_back=False,
+                             progress=slow)
+    said = [str(w.message) for w in caught if "progress callback took" in str(w.message)]
+    assert len(said) == 1 and said[0] in plan.notes, [str(w.message) for w in caught]
+    quick = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=0.5, feed_back=False,
+                          progress=lambda p: None)
+    assert not [n for n in quick.notes if "progress callback" in n]
+
+
 def test_examples_listing_prints_no_cuda_noise():
     # a CPU install with jax's CUDA plugin: importing examples imports jax through olla_jax
     env = dict(os.environ, PYTHONPATH=str(REPO))
