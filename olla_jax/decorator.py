@@ -161,9 +161,12 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
     if isinstance(value, jax.tree_util.PyTreeDef):
         return f"treedef:{_ADDRESS.sub('', str(value))}"
     if isinstance(value, Mapping):
-        items = sorted(f"{_stable(k, depth + 1, reach)}:{_stable(v, depth + 1, reach)}"
-                       for k, v in value.items())
-        return f"{kind}({','.join(items)})"
+        try:
+            items = sorted(f"{_stable(k, depth + 1, reach)}:{_stable(v, depth + 1, reach)}"
+                           for k, v in value.items())
+            return f"{kind}({','.join(items)})"
+        except Exception:  # noqa: BLE001 - a mapping that cannot be read: keyed by hash below
+            pass
     # str and type hashes are salted or addresses: each process had its own key
     if isinstance(value, type):
         return f"type:{value.__module__}.{value.__qualname__}"

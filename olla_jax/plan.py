@@ -365,6 +365,10 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if saved is not None and not isinstance(saved, SavedPlan):
         raise TypeError(f"saved must be a plan read by olla_jax.load_plan(path), got a "
                         f"{type(saved).__name__}")
+    if saved is not None and _target(saved.backend) not in (None, _target(backend)):
+        from olla_jax.saved import PlanFileError   # its fingerprint would say only "another program"
+        raise PlanFileError(f"the saved plan is for backend={saved.backend!r}, not {backend!r}: "
+                            f"pass backend={saved.backend!r}, or plan the step for this backend")
     if memory_budget is not None:
         parse_size(memory_budget, "memory_budget")
     if offload:
@@ -375,6 +379,16 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                          "'unrolled' plans a CPU step with jax.random's "
                          "threefry2x32 unrolled (as jax lowers it on GPU and TPU), 'jax' plans "
                          "the program jax.jit compiles")
+
+
+def _target(backend) -> tuple[str, str | None] | None:
+    """(kind, target) of a backend string ("gpu" and "gpu:local" alike); None
+    for one that does not parse (a hand-edited plan file: its fingerprint decides)."""
+    try:
+        parsed = Backend.parse(backend)
+    except CaptureError:
+        return None
+    return parsed.kind, parsed.target
 
 
 def check_offload(backend: Backend, memory_budget, recompute, saved) -> None:

@@ -393,6 +393,8 @@ def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypa
     (dict(memory_budget=1.5), ValueError, "memory_budget"),
     (dict(memory_budget=float("inf")), ValueError, "whole number of bytes"),
     (dict(saved="plan.json"), TypeError, "load_plan"),
+    (dict(saved=saved_lib.SavedPlan("f", "cpu", "default", (), {}, {}, {}, "list", ()),
+          backend="gpu:h100"), olla_jax.PlanFileError, "for backend='cpu', not 'gpu:h100'"),
     (dict(feed_back="yes"), TypeError, "feed_back"),
     (dict(compiler_options=["xla_foo"]), TypeError, "compiler_options"),
     (dict(kwargs=[1]), TypeError, "kwargs"),
