@@ -112,6 +112,16 @@ def test_hlo_plans_a_dump(tmp_path):
         assert Path(f"{prefix}{suffix}").stat().st_size > 0
 
 
+def test_hlo_of_a_proto_only_dump_names_the_text_dump_flag(tmp_path):
+    """XLA writes the buffer assignment and live ranges only as text dumps:
+    --xla_dump_to with --xla_dump_hlo_as_proto (what the help said) is not enough."""
+    jax.jit(lambda x: jnp.sin(x) * 2).lower(jnp.ones(8)).compile(compiler_options={
+        "xla_dump_to": str(tmp_path), "xla_dump_hlo_as_proto": True})
+    result = olla("hlo", f"--dump_dir={tmp_path}")
+    assert result.returncode == 2 and "--xla_dump_hlo_as_text" in result.stderr, result.stderr
+    assert "--xla_dump_hlo_as_text" in olla("hlo", "--help").stdout
+
+
 def test_hlo_without_dumps_is_a_usage_error(tmp_path):
     result = olla("hlo", f"--dump_dir={tmp_path}")
     assert result.returncode == 2 and "after_optimizations.hlo.pb" in result.stderr
