@@ -1177,6 +1177,12 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     elif deadline.left() < floor_s:
         return fallback(too_short(time_limit_s, build_s, floor_s), graph)
     else:
+        if engine == "joint":
+            from olla_jax.solve.joint import unsupported
+            if unsupported(graph):   # asked for, so said (the log alone said it at info)
+                notes.append(f"engine='joint' was not run: {unsupported(graph)}, which its "
+                             "model does not cover; the separate order and placement search "
+                             "planned it")
         starts = _warm_starts(graph, [c for c in caps if c is not best])
         if deadline.left() < floor_s:   # the warm starts took what the solve needed
             return fallback(too_short(time_limit_s, deadline.elapsed(), floor_s), graph)
