@@ -5,8 +5,9 @@ usage: {prog} SUBCOMMAND [--flags]
 subcommands:
   demo    plan the example cnn_adam (size small) on CPU and print the result
   plan    plan one step: --example=NAME [--size=small] or --module=pkg.mod:make_step
-  hlo     plan a module XLA dumped (--dump_dir=DIR, written with --xla_dump_to and
-          --xla_dump_hlo_as_proto); a report only, nothing is executed
+  hlo     plan a module XLA dumped (--dump_dir=DIR, written with --xla_dump_to,
+          --xla_dump_hlo_as_proto and --xla_dump_hlo_as_text); a report only, nothing is
+          executed
   place   place buffers given as MiniMalloc CSV (id,lower,upper,size):
           --csv=in.csv --out=out.csv [--capacity=BYTES]
   show    print a saved plan: --plan=plan.json
@@ -117,7 +118,8 @@ _RNG_LOWERING = flags.DEFINE_enum("rng_lowering", "unrolled", ["unrolled", "jax"
                                   "loop jax.jit compiles on CPU.")
 _DUMP_DIR = flags.DEFINE_string("dump_dir", None, "hlo: folder XLA dumped the module into "
                                 "(*after_optimizations.hlo.pb, *-buffer-assignment-values.txt, "
-                                "*-live-range.txt).")
+                                "*-live-range.txt: XLA_FLAGS='--xla_dump_to=DIR "
+                                "--xla_dump_hlo_as_proto --xla_dump_hlo_as_text').")
 _HLO_MODULE = flags.DEFINE_string("hlo_module", None, "hlo: pick the dumped module whose file name "
                                   "contains this text (default: the largest module).")
 _CSV = flags.DEFINE_string("csv", None, "place: the buffers to place, as MiniMalloc CSV (columns "
@@ -567,6 +569,11 @@ class _Dump:
     live_range_text: str
 
 
+# What XLA must dump for `hlo`: the optimized module as a proto, and the text
+# dumps, which alone hold its buffer assignment and live ranges.
+DUMP_FLAGS = "--xla_dump_to=DIR --xla_dump_hlo_as_proto --xla_dump_hlo_as_text"
+
+
 def _read_dump(directory: str, pick: str | None) -> _Dump:
     if not os.path.isdir(directory):
         raise UsageError(f"--dump_dir={directory} is not a folder")
@@ -576,7 +583,7 @@ def _read_dump(directory: str, pick: str | None) -> _Dump:
         protos = [p for p in protos if pick in os.path.basename(p)]
     if not protos:
         raise UsageError(f"no *{suffix}{f' matching {pick!r}' if pick else ''} in {directory}: "
-                         "dump with XLA_FLAGS='--xla_dump_to=DIR --xla_dump_hlo_as_proto'")
+                         f"dump with XLA_FLAGS='{DUMP_FLAGS}'")
     path = max(protos, key=os.path.getsize)
     if len(protos) > 1:
         logging.info("%d modules in %s; planning the largest, %s (choose with --hlo_module)",
@@ -589,7 +596,8 @@ def _read_dump(directory: str, pick: str | None) -> _Dump:
                 return f.read()
         except OSError as err:
             raise UsageError(f"{os.path.basename(path)} has no {tail} next to it ({err.strerror}): "
-                             "XLA writes it with --xla_dump_to") from err
+                             "XLA writes it with --xla_dump_hlo_as_text; dump with "
+                             f"XLA_FLAGS='{DUMP_FLAGS}'") from err
     with open(path, "rb") as f:
         proto = f.read()
     return _Dump(os.path.basename(prefix), proto, text("-buffer-assignment-values.txt"),

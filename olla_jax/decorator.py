@@ -20,21 +20,25 @@ says by how much the budget was missed.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import hashlib
 import os
 import re
 import threading
 import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from olla_jax import calls, jax_compat
 from olla_jax import saved as saved_lib
-from olla_jax.plan import (BudgetNotMet, PlanWarning, budget_advice, check_options,
-                           plan as plan_step, quiet, warn)
+from olla_jax.plan import (NOTHING_BETTER, BudgetNotMet, PlanWarning, budget_advice,
+                           check_options, plan as plan_step, quiet, warn)
 from olla_jax.result import held
 from olla_jax.sizes import parse_size, size_text
 
@@ -84,15 +88,16 @@ def _code_hash(code: types.CodeType, h) -> None:
             h.update(_stable(const).encode())
 
 
-def function_identity(fn: Any) -> str:
+def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> str:
     """Module, qualified name and a hash of the code of the function under any
     jit wrappers: two functions never share a cache entry, an edited one is
     planned afresh."""
+    reach = reach or _Reach()
     target = inspect_unwrap(fn)
     h = hashlib.sha256()
     if isinstance(target, functools.partial):
-        h.update(f"partial({_stable(target.args)},{_stable(sorted(target.keywords.items()))})"
-                 .encode())
+        h.update(f"partial({_stable(target.args, depth, reach)},"
+                 f"{_stable(sorted(target.keywords.items()), depth, reach)})".encode())
         target = inspect_unwrap(target.func)
     name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
     h.update(name.encode())
@@ -102,7 +107,7 @@ def function_identity(fn: Any) -> str:
         _code_hash(code, h)
     for cell in getattr(target, "__closure__", None) or ():
         try:   # closed-over values (a closure made per setting is another function)
-            h.update(_stable(cell.cell_contents).encode())
+            h.update(_stable(cell.cell_contents, depth, reach).encode())
         except ValueError:   # an empty cell
             pass
     return h.hexdigest()[:24]
@@ -119,20 +124,73 @@ def inspect_unwrap(fn: Any) -> Any:
     return fn
 
 
-def _stable(value: Any) -> str:
+# How deep and how far _stable reads into functions, dataclasses and
+# containers: a step's closure over an optimizer (closures over closures over
+# its settings) or a flax module (a dataclass of settings and initializer
+# closures) is read whole; past either limit a value is keyed by its type.
+_STABLE_DEPTH = 12
+_STABLE_VALUES = 20_000
+
+
+class _Reach:
+    """The values one key may still read (``_STABLE_VALUES``)."""
+
+    def __init__(self) -> None:
+        self.left = _STABLE_VALUES
+
+
+def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
     """A text for a static value that is the same in every process: exact for
-    plain Python values, else its type and hash (an object hashed by identity
-    then never matches another process's: planned again, never a wrong hit)."""
+    plain Python values, types, functions (their identity, closures included),
+    dataclasses and containers of them, else its type and hash (an object hashed
+    by identity then never matches another process's: planned again, never a
+    wrong hit; a cached plan is applied only to the module it was made for)."""
     if value is None or value is Ellipsis or isinstance(value, (bool, int, float, complex, str,
                                                                  bytes)):
         return f"{type(value).__name__}:{value!r}"
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    reach = reach or _Reach()
+    reach.left -= 1
+    if depth >= _STABLE_DEPTH or reach.left < 0:
+        return f"{kind}#deep"
     if isinstance(value, (tuple, list, frozenset)):
-        items = sorted(map(_stable, value)) if isinstance(value, frozenset) else map(_stable, value)
+        items = [_stable(v, depth + 1, reach) for v in value]
+        if isinstance(value, frozenset):
+            items.sort()
         return f"{type(value).__name__}({','.join(items)})"
+    if isinstance(value, jax.tree_util.PyTreeDef):
+        return f"treedef:{_ADDRESS.sub('', str(value))}"
+    if isinstance(value, Mapping):
+        try:
+            items = sorted(f"{_stable(k, depth + 1, reach)}:{_stable(v, depth + 1, reach)}"
+                           for k, v in value.items())
+            return f"{kind}({','.join(items)})"
+        except Exception:  # noqa: BLE001 - a mapping that cannot be read: keyed by hash below
+            pass
+    # str and type hashes are salted or addresses: each process had its own key
+    if isinstance(value, type):
+        return f"type:{value.__module__}.{value.__qualname__}"
+    if isinstance(value, enum.Enum):
+        return f"{kind}.{value.name}"
+    if isinstance(value, np.dtype):
+        return f"dtype:{value.str}"
+    if isinstance(value, (types.FunctionType, functools.partial)):
+        return f"function:{function_identity(value, depth + 1, reach)}"
+    if isinstance(value, types.MethodType):
+        return (f"method:{function_identity(value.__func__, depth + 1, reach)}"
+                f"@{_stable(value.__self__, depth + 1, reach)}")
+    if dataclasses.is_dataclass(value):
+        try:
+            fields = ",".join(
+                f"{f.name}={_stable(getattr(value, f.name, None), depth + 1, reach)}"
+                for f in dataclasses.fields(value))
+            return f"{kind}({fields})"
+        except Exception:  # noqa: BLE001 - a field that cannot be read: keyed by hash below
+            pass
     try:
-        return f"{type(value).__module__}.{type(value).__qualname__}#{hash(value)}"
+        return f"{kind}#{hash(value)}"
     except TypeError:
-        return f"{type(value).__module__}.{type(value).__qualname__}#unhashable"
+        return f"{kind}#unhashable"
 
 
 # Leaf types read the fast way (jax's concrete array type, found on first sight):
@@ -329,13 +387,23 @@ class Jitted:
             self._warn(f"planning failed ({type(failure).__name__}: {failure}); running plain "
                        "jax.jit")
             return None
-        if path is not None and result.layout is not None and result.verified:
+        if path is not None and ((result.layout is not None and result.verified)
+                                 or self._searched_in_vain(result)):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                result.save(path)
+                saved = result.to_saved()
+                saved_lib.write_atomic(path, dataclasses.replace(saved, figures=dict(
+                    saved.figures, time_limit_s=self._time_limit_s)).to_json())
             except OSError as err:
                 self._warn(f"could not cache the plan in {path}: {err}")
         return result
+
+    def _searched_in_vain(self, result) -> bool:
+        """XLA's plan kept because the search found nothing below it (no failure,
+        no budget): cached too, so that a later process keeps it without searching
+        as long again (a longer ``time_limit_s`` searches again)."""
+        return (result.source == "xla" and self._options.get("memory_budget") is None
+                and result.settings.get("xla_plan_kept") == NOTHING_BETTER)
 
     def _cached(self, path: Path, args, kwargs, options):
         """The cached plan applied to this call, or None (then it is planned again)."""
@@ -345,6 +413,9 @@ class Jitted:
             return None
         try:
             saved = saved_lib.load_plan(path)
+            searched_s = saved.figures.get("time_limit_s") or 0
+            if not saved.figures.get("verified") and self._time_limit_s > searched_s:
+                return None   # XLA's plan kept after a shorter search: search again
             with quiet():   # a refused entry is planned again: its fallback is no news
                 result = plan_step(self._jitted, *args, kwargs=kwargs, saved=saved, **options)
         except BudgetNotMet as err:   # a plan cached after it missed the budget: it misses again
@@ -355,6 +426,10 @@ class Jitted:
         except Exception:  # noqa: BLE001 - a stale or damaged entry: plan again
             self._drop(path)
             return None
+        if self._searched_in_vain(result):
+            return dataclasses.replace(result, notes=(*result.notes, (
+                f"kept from the plan cache ({path}): searched for "
+                f"{saved.figures['time_limit_s']:g} s when cached")))
         if not result.verified:   # the checker or the verification refused it: plan again
             self._drop(path)
             return None
@@ -487,7 +562,9 @@ _MISSING = object()
 
 
 def _stable_option(value: Any) -> str:
-    if isinstance(value, dict):
+    if isinstance(value, jax.tree_util.PyTreeDef):
+        return f"treedef:{_ADDRESS.sub('', str(value))}"
+    if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{_stable_option(v)}" for k, v in sorted(value.items())) + "}"
     return _ADDRESS.sub("", _stable(value) if not hasattr(value, "__dict__") else repr(value))
 

@@ -228,6 +228,10 @@ def advise_donation(fn: Callable, *args, static_argnums: Sequence[int] = (),
         raise ValueError("advise_donation needs the plain function, not a jax.jit-wrapped one "
                          "(donation is a jit option it must vary): pass fn.__wrapped__ or the "
                          "undecorated function, with its static_argnums")
+    if compiler_options is not None and (not isinstance(compiler_options, dict) or not all(
+            isinstance(k, str) for k in compiler_options)):
+        raise TypeError(f"compiler_options must be a dict of XLA option names to values, got "
+                        f"{compiler_options!r}")
     keywords: tuple[str, ...] = ()    # the dynamic keyword arguments, after the positional ones
     user_names: tuple[str, ...] = ()
     if kwargs or static_argnames or donate_argnames:

@@ -79,6 +79,15 @@ BUILD_S_PER_BYTE = 5e-8
 # hold at one step (``resident.resident_bound``: an upper limit of the saving).
 # Below it (a jax.random, cond, debug.print or fori_loop step of a few KiB) the
 # reason goes to the notes and an info log: nothing the user can act on.
+# A progress callback that takes more than this share of time_limit_s is said
+# to be slow (a warning and a note): its time is the planner's.
+SLOW_PROGRESS_SHARE = 0.1
+
+# Plan.settings["xla_plan_kept"] where the search found no plan below XLA's (no
+# failure): olla_jax.jit caches such a plan too, so a later process does not
+# search as long again to keep XLA's plan.
+NOTHING_BETTER = "nothing better found"
+
 WARN_SAVING_BYTES = 2 ** 20
 WARN_SAVING_SHARE = 0.05
 # A missed budget suggests donating arguments only where the bytes arguments
@@ -356,6 +365,10 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
     if saved is not None and not isinstance(saved, SavedPlan):
         raise TypeError(f"saved must be a plan read by olla_jax.load_plan(path), got a "
                         f"{type(saved).__name__}")
+    if saved is not None and _target(saved.backend) not in (None, _target(backend)):
+        from olla_jax.saved import PlanFileError   # its fingerprint would say only "another program"
+        raise PlanFileError(f"the saved plan is for backend={saved.backend!r}, not {backend!r}: "
+                            f"pass backend={saved.backend!r}, or plan the step for this backend")
     if memory_budget is not None:
         parse_size(memory_budget, "memory_budget")
     if offload:
@@ -366,6 +379,16 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                          "'unrolled' plans a CPU step with jax.random's "
                          "threefry2x32 unrolled (as jax lowers it on GPU and TPU), 'jax' plans "
                          "the program jax.jit compiles")
+
+
+def _target(backend) -> tuple[str, str | None] | None:
+    """(kind, target) of a backend string ("gpu" and "gpu:local" alike); None
+    for one that does not parse (a hand-edited plan file: its fingerprint decides)."""
+    try:
+        parsed = Backend.parse(backend)
+    except CaptureError:
+        return None
+    return parsed.kind, parsed.target
 
 
 def check_offload(backend: Backend, memory_budget, recompute, saved) -> None:
@@ -1154,6 +1177,12 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     elif deadline.left() < floor_s:
         return fallback(too_short(time_limit_s, build_s, floor_s), graph)
     else:
+        if engine == "joint":
+            from olla_jax.solve.joint import unsupported
+            if unsupported(graph):   # asked for, so said (the log alone said it at info)
+                notes.append(f"engine='joint' was not run: {unsupported(graph)}, which its "
+                             "model does not cover; the separate order and placement search "
+                             "planned it")
         starts = _warm_starts(graph, [c for c in caps if c is not best])
         if deadline.left() < floor_s:   # the warm starts took what the solve needed
             return fallback(too_short(time_limit_s, deadline.elapsed(), floor_s), graph)
@@ -1217,6 +1246,13 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     solved_at.append(time.monotonic())  # graph, order, placement, bound (not XLA's compiles)
     settings["solve_cpu_s"] = time.process_time() - cpu_solve
     report.stop_planning()
+    if report.callback_s > SLOW_PROGRESS_SHARE * time_limit_s and not report.said_slow:
+        report.said_slow = True
+        slow = (f"the progress callback took {report.callback_s:.2g} s of the planner's "
+                f"{time_limit_s:g} s time limit: it runs in the planner's thread, and its time "
+                "counts against the limit (keep it quick; hand slow work to another thread)")
+        notes.append(slow)
+        warn(slow)
     tried = (" (exact placement was tried on the orders whose live bytes are below it)"
              if settings.get("exact_placement_tried") else "")
     if layout.temp_bytes >= best.memory.temp and best.memory.temp < kept.memory.temp:
@@ -1226,6 +1262,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         notes.append(f"no order and placement below XLA's best of the program planned was "
                      f"found{tried}: XLA's own plan of it is fed back")
     if layout.temp_bytes >= kept.memory.temp:
+        settings["xla_plan_kept"] = NOTHING_BETTER   # no failure: olla_jax.jit caches it
         return fallback(f"no order and placement below XLA's best was found{tried}", graph,
                         _claimable(bound, kept.memory.temp), failure=False)
     report("checking")

@@ -59,6 +59,8 @@ class Reporter:
         self.best: int | None = None
         self.xla: int | None = None
         self.bound: int | None = None
+        self.callback_s = 0.0                # the callback's own time (the planner's thread)
+        self.said_slow = False               # the planner said once that it was slow
 
     def start_planning(self) -> None:
         """The planner's clock runs (the time ``time_limit_s`` bounds)."""
@@ -85,6 +87,7 @@ class Reporter:
         elapsed = self.planned_s + (now - self.t_plan if planning else 0.0)
         self.callback(Progress(stage, elapsed, self.time_limit_s, now - self.t0, self.best,
                                self.xla, self.bound, message, planning))
+        self.callback_s += time.monotonic() - now
 
 
 def reporter(progress: Reporter | Callable[[Progress], None] | None,

@@ -151,12 +151,14 @@ def _save(fig, path: str) -> str:
 
 
 def plot_memory(graph: ScheduleGraph, xla: Layout, ours: Layout, path: str, *,
-                title: str = "temp memory over time", lower_bound: int | None = None) -> str:
+                title: str = "temp memory over time", lower_bound: int | None = None,
+                bound_name: str = "lower bound") -> str:
     """Temp arena bytes in use per step, XLA's plan vs ours; dashed lines at
     each plan's temp size and (optionally) a proven lower bound; the bytes in
     host memory (an offloaded step's), outside the arena, as a line of their
-    own.  PNG."""
-    return _save(memory_figure(graph, xla, ours, title=title, lower_bound=lower_bound), path)
+    own.  ``bound_name``: what that floor is (a recomputing plan's is the working set).  PNG."""
+    return _save(memory_figure(graph, xla, ours, title=title, lower_bound=lower_bound,
+                               bound_name=bound_name), path)
 
 
 def space_name(color: int) -> str:
@@ -182,7 +184,8 @@ def _space_allocations(graph: ScheduleGraph) -> dict[int, list[int]]:
 
 
 def memory_figure(graph: ScheduleGraph, xla: Layout, ours: Layout, *,
-                  title: str = "temp memory over time", lower_bound: int | None = None):
+                  title: str = "temp memory over time", lower_bound: int | None = None,
+                  bound_name: str = "lower bound"):
     """The matplotlib Figure of ``plot_memory`` (not saved)."""
     fig = _figure(10, 5)
     ax = fig.add_subplot()
@@ -197,7 +200,7 @@ def memory_figure(graph: ScheduleGraph, xla: Layout, ours: Layout, *,
                    label=f"{name} temp size {layout.temp_bytes / MIB:,.2f} MiB")
     if lower_bound:
         ax.axhline(lower_bound / MIB, color="black", linestyle=":", linewidth=1,
-                   label=f"lower bound {lower_bound / MIB:,.2f} MiB")
+                   label=f"{bound_name} {lower_bound / MIB:,.2f} MiB")
     name, layout, _ = lines[-1]
     for color, allocs in _space_allocations(graph).items():
         # kept where XLA put it: only the order (the last line's) moves its spans
@@ -418,7 +421,10 @@ def plot_plan(plan: Plan, path_prefix: str) -> list[str]:
     memory = plot_memory(graph, xla, ours, f"{path_prefix}-memory.png",
                          title=f"temp memory over time ({plan.backend}): " + (
                              "XLA vs olla_jax" if plan.layout is not None else "XLA's plan kept"),
-                         lower_bound=plan.lower_bound_bytes or None)
+                         lower_bound=plan.lower_bound_bytes or None,
+                         # as the summary says: a recomputing plan's floor is no bound on it
+                         bound_name=("working set (floor with recomputation)"
+                                     if getattr(plan, "recomputed", ()) else "lower bound"))
     layout = plot_layout(graph, ours, f"{path_prefix}-layout.png", xla=xla, sources=sources,
                          title=f"{who} buffer layout ({plan.backend})",
                          name="olla_jax" if plan.layout is not None else "XLA")

@@ -94,6 +94,11 @@ def test_cpu_needs_a_capacity_and_bad_arguments_are_refused():
         olla_jax.largest_batch(make_mlp, capacity_bytes=10**6, modes=("xla", "fast"))
     with pytest.raises(ValueError, match="not both"):
         olla_jax.largest_batch(make_mlp, capacity_bytes=10**6, reserve_bytes=1)
+    # a list of batches was a raw TypeError (dict() of it); "xla" was modes x, l and a
+    with pytest.raises(ValueError, match="hints maps a mode"):
+        olla_jax.largest_batch(make_mlp, capacity_bytes=10**6, hints=[8, 16])
+    with pytest.raises(ValueError, match=r"unknown modes \['fast'\]"):
+        olla_jax.largest_batch(make_mlp, capacity_bytes=10**6, modes="fast")
 
 
 def test_a_step_that_ignores_the_batch_is_reported():

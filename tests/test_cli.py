@@ -112,6 +112,16 @@ def test_hlo_plans_a_dump(tmp_path):
         assert Path(f"{prefix}{suffix}").stat().st_size > 0
 
 
+def test_hlo_of_a_proto_only_dump_names_the_text_dump_flag(tmp_path):
+    """XLA writes the buffer assignment and live ranges only as text dumps:
+    --xla_dump_to with --xla_dump_hlo_as_proto (what the help said) is not enough."""
+    jax.jit(lambda x: jnp.sin(x) * 2).lower(jnp.ones(8)).compile(compiler_options={
+        "xla_dump_to": str(tmp_path), "xla_dump_hlo_as_proto": True})
+    result = olla("hlo", f"--dump_dir={tmp_path}")
+    assert result.returncode == 2 and "--xla_dump_hlo_as_text" in result.stderr, result.stderr
+    assert "--xla_dump_hlo_as_text" in olla("hlo", "--help").stdout
+
+
 def test_hlo_without_dumps_is_a_usage_error(tmp_path):
     result = olla("hlo", f"--dump_dir={tmp_path}")
     assert result.returncode == 2 and "after_optimizations.hlo.pb" in result.stderr
@@ -219,6 +229,26 @@ def test_plan_reports_progress_to_a_callback():
         assert min(events[-1].bound_bytes, plan.planned_temp_bytes) == plan.lower_bound_bytes
     with pytest.raises(TypeError, match="progress"):
         olla_jax.plan(step.fn, *step.args, progress="loud")
+
+
+def test_a_slow_progress_callback_is_said_to_eat_the_time_limit():
+    """The callback runs in the planner's thread: a slow one takes the
+    planner's time (the plan found less, or nothing): a warning and a note say so."""
+    import olla_jax
+    from small_steps import mlp_args, mlp_step
+
+    def slow(progress):
+        if progress.planning:
+            time.sleep(0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=0.5, feed_back=False,
+                             progress=slow)
+    said = [str(w.message) for w in caught if "progress callback took" in str(w.message)]
+    assert len(said) == 1 and said[0] in plan.notes, [str(w.message) for w in caught]
+    quick = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=0.5, feed_back=False,
+                          progress=lambda p: None)
+    assert not [n for n in quick.notes if "progress callback" in n]
 
 
 def test_examples_listing_prints_no_cuda_noise():

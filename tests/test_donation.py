@@ -117,6 +117,8 @@ def test_errors_say_what_to_do():
         olla_jax.advise_donation(jax.jit(decay), params, batch)
     with pytest.raises(ValueError, match="out of range"):
         olla_jax.advise_donation(decay, params, batch, donate_argnums=(5,))
+    with pytest.raises(TypeError, match="compiler_options must be a dict"):   # was dict()'s own
+        olla_jax.advise_donation(decay, params, batch, compiler_options="xla_foo")
 
 
 def olla(*args: str) -> subprocess.CompletedProcess:

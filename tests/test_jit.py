@@ -393,6 +393,8 @@ def test_write_atomic_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypa
     (dict(memory_budget=1.5), ValueError, "memory_budget"),
     (dict(memory_budget=float("inf")), ValueError, "whole number of bytes"),
     (dict(saved="plan.json"), TypeError, "load_plan"),
+    (dict(saved=saved_lib.SavedPlan("f", "cpu", "default", (), {}, {}, {}, "list", ()),
+          backend="gpu:h100"), olla_jax.PlanFileError, "for backend='cpu', not 'gpu:h100'"),
     (dict(feed_back="yes"), TypeError, "feed_back"),
     (dict(compiler_options=["xla_foo"]), TypeError, "compiler_options"),
     (dict(kwargs=[1]), TypeError, "kwargs"),
@@ -601,3 +603,79 @@ def test_a_bug_in_the_step_is_the_users_error_with_its_line():
         olla_jax.plan(buggy, p, x, time_limit_s=1)
     assert f"KeyError: 'missing' (raised at {__file__}:{line}, in buggy)" in str(info.value)
     assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_xla_plan_kept_by_a_search_is_cached_and_not_searched_again(tmp_path, monkeypatch):
+    """Where the search finds nothing below XLA's plan, a later process keeps
+    XLA's plan from the cache without searching again (it searched up to its
+    whole time limit for nothing); a longer time limit searches again."""
+    tiny = lambda x: jnp.sin(x) * 2   # noqa: E731 - nothing to plan: XLA's plan is kept
+    first = olla_jax.jit(tiny, time_limit_s=1, cache=tmp_path).plan_for(jnp.ones(8))
+    assert first.source == "xla", first.notes
+
+    plan_module = importlib.import_module("olla_jax.plan")
+    searched = []
+
+    def search(*args):
+        searched.append(args)
+        raise AssertionError("searched again")
+    monkeypatch.setattr(plan_module, "_warm_starts", search)
+    again = olla_jax.jit(tiny, time_limit_s=1, cache=tmp_path)   # as in another process
+    kept = again.plan_for(jnp.ones(8))
+    assert not searched and kept is not None and kept.source == "xla", kept
+    assert any("kept from the plan cache" in n for n in kept.notes), kept.notes
+    assert_same(again(jnp.ones(8)), jax.jit(tiny)(jnp.ones(8)))
+    assert olla_jax.jit(tiny, time_limit_s=2, cache=tmp_path).plan_for(jnp.ones(8)) is None
+    assert searched, "a longer limit searches again"
+
+
+_FACTORY_KEYS = """
+import functools, sys
+import jax, jax.numpy as jnp, optax, flax.linen as nn
+import olla_jax
+
+def make(lr):   # a step closing over an optimizer and a flax module, as factories make them
+    model, opt = nn.Dense(4), optax.adam(lr)
+    def step(p, s, x):
+        g = jax.grad(lambda p: model.apply(p, x).sum())(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+    return model, opt, step
+
+def sgd(p, x, *, opt):
+    return p - jax.grad(lambda p: (x @ p).sum())(p), opt
+
+for lr in (1e-3, 1e-2):
+    model, opt, step = make(lr)
+    x = jnp.ones((2, 3))
+    p = model.init(jax.random.key(0), x)
+    f = olla_jax.jit(step, cache=sys.argv[1])
+    g = olla_jax.jit(functools.partial(sgd, opt=opt), cache=sys.argv[1])
+    print(f._file_key(f._key((p, opt.init(p), x), {})), g._file_key(g._key((x, x), {})))
+"""
+
+
+def test_cache_key_of_a_step_closing_over_an_optimizer_and_a_module_is_the_same_in_another_process(
+        tmp_path):
+    """A step made by a factory (closing over an optax optimizer and a flax
+    module) or a partial with an optimizer: its disk key was their hashes, by
+    identity or salted per process, so no later process ever found its plan."""
+    import subprocess
+    import sys
+    keys = [subprocess.run([sys.executable, "-c", _FACTORY_KEYS, str(tmp_path)],
+                           capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONHASHSEED=seed)).stdout.split()
+            for seed in ("1", "2")]
+    assert len(keys[0]) == 4 and keys[0] == keys[1], keys
+    assert len(set(keys[0])) == 4, "another learning rate is another entry"
+
+
+def test_cache_key_reads_a_bounded_part_of_a_wide_closure():
+    """A closed-over value of many shared parts reads at most a bounded number
+    of values, the same text each time."""
+    wide: list = [1.0]
+    for _ in range(30):
+        wide = [wide] * 10
+    step = (lambda x: x * len(wide))   # noqa: E731 - closes over ``wide``
+    assert decorator.function_identity(step) == decorator.function_identity(step)
+    assert "#deep" in decorator._stable(wide)

@@ -32,3 +32,17 @@ def test_the_joint_engine_ends_within_its_limit_child_start_up_included():
     elapsed = time.monotonic() - start
     assert solution.layout is not None
     assert elapsed <= 1.1 * limit + 0.3, elapsed   # was the limit plus the child's imports
+
+
+def test_the_joint_engine_asked_for_on_a_step_with_a_loop_says_it_did_not_run():
+    """It covers steps without loops or calls: asked for on a scan, the plan's
+    notes say the separate search planned it (the log said so at info only)."""
+    import warnings
+
+    import olla_jax
+    from tests.small_steps import accumulate_args, accumulate_step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        plan = olla_jax.plan(accumulate_step, *accumulate_args(4), engine="joint",
+                             time_limit_s=2, feed_back=False)
+    assert any("engine='joint' was not run" in n and "loops" in n for n in plan.notes), plan.notes

@@ -126,6 +126,27 @@ def test_plots_are_written(tmp_path):
     assert all(_is_png(p) for p in paths)
 
 
+def test_memory_plot_of_a_recomputing_plan_names_its_floor_the_working_set(tmp_path,
+                                                                          monkeypatch):
+    """A recomputing plan's lower_bound_bytes is the working set, not a bound on
+    its order and placement: the memory plot says so, as the summary does."""
+    figures = []
+
+    def keep(fig, path):
+        figures.append(fig)
+        return path
+    monkeypatch.setattr(report, "_save", keep)
+    graph = _graph()
+    for recomputed, name in (((), "lower bound"),
+                             (("fusion.1",), "working set (floor with recomputation)")):
+        figures.clear()
+        plan = types.SimpleNamespace(graph=graph, layout=None, backend="cpu",
+                                     lower_bound_bytes=1000, recomputed=recomputed)
+        report.plot_plan(plan, str(tmp_path / "p"))
+        labels = figures[0].axes[0].get_legend_handles_labels()[1]
+        assert f"{name} 0.00 MiB" in labels, labels
+
+
 def test_plot_plan_needs_a_graph(tmp_path):
     plan = types.SimpleNamespace(graph=None, layout=None, backend="cpu", lower_bound_bytes=0)
     with pytest.raises(ValueError, match="nothing to plot"):

@@ -165,3 +165,19 @@ def test_place_standalone():
         olla_jax.place(buffers, capacity=100)
     with pytest.raises(ValueError, match="lower < upper"):
         olla_jax.place([(3, 3, 8)])
+
+
+@pytest.mark.parametrize("buffers, options, error, match", [
+    ([(0, 4, 100.5)], {}, ValueError, "whole numbers"),       # was placed as 100 bytes
+    ([(0.5, 4, 100)], {}, ValueError, "whole numbers"),
+    ([(0, 4, 100)], dict(alignment=2.5), ValueError, "alignment"),   # gave float offsets
+    ([(0, 4, 100)], dict(alignment="8"), ValueError, "alignment"),   # a raw TypeError
+    ([(0, 4, 100)], dict(time_limit_s=0), ValueError, "time_limit_s"),   # ran
+    ([(0, 4, 100)], dict(time_limit_s=-1), ValueError, "time_limit_s"),
+    ([(0, 4, 100)], dict(time_limit_s=None), TypeError, "time_limit_s"),  # a raw TypeError
+])
+def test_place_refuses_what_it_cannot_place(buffers, options, error, match):
+    with pytest.raises(error, match=match):
+        olla_jax.place(buffers, **options)
+    whole = olla_jax.place([(0, 4, 1e2), (np.int64(2), 6, 8)], alignment=8.0)
+    assert whole.arena_size == 108 and all(o % 8 == 0 and type(o) is int for o in whole.offset)

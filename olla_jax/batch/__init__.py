@@ -53,6 +53,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
 # The search calls the probes by these names, so tests replace them here; the
@@ -196,6 +197,8 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | str 
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
+    if isinstance(modes, str):   # one mode, as jax.jit takes static_argnames="x"
+        modes = (modes,)
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
@@ -229,6 +232,9 @@ def largest_batch(make_step: Callable[[int], Any], *, capacity_bytes: int | str 
     if isinstance(reach_target, bool) or not isinstance(reach_target, (int, float)) \
             or not reach_target > 1.0:
         raise ValueError(f"reach_target must be a ratio above 1.0, got {reach_target!r}")
+    if hints is not None and not isinstance(hints, Mapping):
+        raise ValueError(f"hints maps a mode ({', '.join(MODES)}) or 'reach' to a batch to probe "
+                         f"first, e.g. {{'xla': 38, 'olla': 39}}; got a {type(hints).__name__}")
     hints = dict(hints or {})
     for key, value in hints.items():
         if key not in MODES + ("reach",) or isinstance(value, bool) or not isinstance(value, int) \
