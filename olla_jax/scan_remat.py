@@ -184,24 +184,107 @@ def eqn_flops(eqn) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Pair:
-    """A forward scan, the residual stacks it emits for one backward scan, and how
-    its body's inputs are found from there."""
-    forward: int
-    backward: int
-    carry_stacks: dict[int, int]     # forward body carry position -> output position stacking it
+class _Forward:
+    """A forward scan's body seen from the backward scan: what is there at iteration i.
+
+    ``canon`` maps each body variable to the first one computed the same way (same
+    primitive, parameters and inputs: the body often computes ``x - mean`` twice,
+    once for a residual, once for the value's own use); ``avail`` maps canonical
+    variables the backward body can have to where they come from: ("const", k),
+    ("xs", k) or ("stack", output position) for a kept stack, the carried value
+    where the body stacks it unchanged (the layer input) and the anchors: the
+    stacks whose computation reads a carried value that is not stacked (kept,
+    everything else is recomputed from them)."""
+    eqn: Any
+    canon: dict[Any, Any]
+    defined: dict[Any, int]          # canonical variable -> body equation making it
+    avail: dict[Any, tuple[str, int]]
+    anchors: frozenset[int]          # output positions kept as anchors
+
+    @property
+    def body(self):
+        return self.eqn.params["jaxpr"].jaxpr
+
+    def cone(self, outs: Sequence[Any], stops: dict[Any, Any] | None = None) -> list[int] | None:
+        """Body equations that compute ``outs`` from ``stops`` (default ``avail``), in
+        order; None where one of them needs a carried value that is not there."""
+        stops = self.avail if stops is None else stops
+        carry = set(self.body.invars[self.eqn.params["num_consts"]:][:self.eqn.params["num_carry"]])
+        need: set[int] = set()
+        todo = [self.canon.get(v, v) for v in outs if isinstance(v, jex.Var)]
+        seen = set()
+        while todo:
+            v = todo.pop()
+            if v in seen or v in stops:
+                continue
+            seen.add(v)
+            if v in carry or v not in self.defined:
+                return None            # a carried value (or an input) not at hand
+            i = self.defined[v]
+            if self.body.eqns[i].effects:
+                return None
+            need.add(i)
+            todo += [self.canon.get(u, u) for u in self.body.eqns[i].invars
+                     if isinstance(u, jex.Var)]
+        return sorted(need)
 
 
-def _forward_deps(body) -> dict[Any, set[Any]]:
-    """Each variable of ``body`` -> the body inputs it depends on."""
-    deps: dict[Any, set[Any]] = {v: {v} for v in body.invars}
-    for v in body.constvars:
-        deps[v] = set()
-    for eqn in body.eqns:
-        d = set().union(*(deps.get(u, set()) for u in eqn.invars if isinstance(u, jex.Var)))
-        for v in eqn.outvars:
-            deps[v] = d
-    return deps
+def _key(eqn, canon) -> tuple | None:
+    """What makes two equations compute the same values (None: never merged)."""
+    if eqn.effects or list(_sub_jaxprs(eqn)):
+        return None
+    ins = tuple(("v", id(canon.get(v, v))) if isinstance(v, jex.Var)
+                else ("l", repr(v.val), str(v.aval)) for v in eqn.invars)
+    try:
+        params = repr(sorted(eqn.params.items()))
+    except Exception:  # noqa: BLE001 - parameters that do not print: never merged
+        return None
+    return eqn.primitive.name, params, ins
+
+
+def _forward(eqn, outvars) -> _Forward:
+    """The analysis of the forward scan ``eqn``; ``outvars``: its top-level outputs."""
+    p = eqn.params
+    body = p["jaxpr"].jaxpr
+    nc, nk = p["num_consts"], p["num_carry"]
+    canon: dict[Any, Any] = {}
+    defined: dict[Any, int] = {}
+    made: dict[tuple, list[Any]] = {}
+    for i, e in enumerate(body.eqns):
+        key = _key(e, canon)
+        outs = [v for v in e.outvars]
+        if key is not None and key in made and len(made[key]) == len(outs):
+            for v, w in zip(outs, made[key]):
+                if not isinstance(v, jex.DropVar):
+                    canon[v] = w
+            continue
+        if key is not None:
+            made[key] = outs
+        for v in outs:
+            if not isinstance(v, jex.DropVar):
+                defined[v] = i
+    avail: dict[Any, tuple[str, int]] = {}
+    for k, v in enumerate(body.invars[:nc]):
+        avail[v] = ("const", k)
+    for k, v in enumerate(body.invars[nc + nk:]):
+        avail[v] = ("xs", k)
+    ys = [(out, canon.get(y, y)) for out, y in enumerate(body.outvars) if out >= nk
+          and isinstance(y, jex.Var) and not isinstance(outvars[out], jex.DropVar)]
+    for out, y in ys:
+        if y in body.invars[nc:nc + nk]:
+            avail.setdefault(y, ("stack", out))      # the carried value, stacked
+    shell = _Forward(eqn, canon, defined, avail, frozenset())
+    anchors = set()
+    for out, y in ys:
+        if y in avail:
+            continue
+        others = {**avail, **{w: ("stack", o) for o, w in ys if w is not y}}
+        if shell.cone([y], others) is None:
+            anchors.add(out)
+    for out, y in ys:
+        if out in anchors:
+            avail.setdefault(y, ("stack", out))
+    return _Forward(eqn, canon, defined, avail, frozenset(anchors))
 
 
 def residual_stacks(closed, *, min_bytes: int = MIN_BYTES) -> tuple[ResidualStack, ...]:
@@ -216,9 +299,8 @@ def residual_stacks(closed, *, min_bytes: int = MIN_BYTES) -> tuple[ResidualStac
     outputs = {v for v in jaxpr.outvars if isinstance(v, jex.Var)}
     found = []
     for f, eqn in enumerate(jaxpr.eqns):
-        if eqn.primitive.name != "scan":
-            continue
-        found += _stacks_of(jaxpr, f, uses, outputs, min_bytes)
+        if eqn.primitive.name == "scan":
+            found += _stacks_of(jaxpr, f, uses, outputs, min_bytes)
     # one forward scan's stacks per backward scan (the rewrite recomputes from one body)
     first: dict[int, int] = {}
     for s in found:
@@ -230,26 +312,16 @@ def residual_stacks(closed, *, min_bytes: int = MIN_BYTES) -> tuple[ResidualStac
 def _stacks_of(jaxpr, f: int, uses, outputs, min_bytes: int) -> list[ResidualStack]:
     eqn = jaxpr.eqns[f]
     p = eqn.params
-    body = p["jaxpr"].jaxpr
-    nc, nk, length = p["num_consts"], p["num_carry"], p["length"]
     if eqn.effects or p["jaxpr"].effects:
         return []
-    carry_in = body.invars[nc:nc + nk]
-    ys = body.outvars[nk:]
-    # carried values the body emits unchanged as a stack: at iteration i, the carry in
-    carry_stacks = {}
-    for k, c in enumerate(carry_in):
-        for j, y in enumerate(ys):
-            if y is c:
-                carry_stacks[k] = nk + j
-                break
-    deps = _forward_deps(body)
+    fwd = _forward(eqn, eqn.outvars)
+    body = fwd.body
+    nk, length = p["num_carry"], p["length"]
     found = []
-    for j, y in enumerate(ys):
-        out = nk + j
-        top = eqn.outvars[out]
+    for out in range(nk, len(body.outvars)):
+        y, top = body.outvars[out], eqn.outvars[out]
         if (isinstance(top, jex.DropVar) or not isinstance(y, jex.Var) or top in outputs
-                or any(y is c for c in carry_in)):
+                or out in fwd.anchors or fwd.avail.get(fwd.canon.get(y, y)) == ("stack", out)):
             continue
         readers = uses.get(top, [])
         if len({i for i, _ in readers}) != 1:
@@ -258,24 +330,16 @@ def _stacks_of(jaxpr, f: int, uses, outputs, min_bytes: int) -> list[ResidualSta
         beqn = jaxpr.eqns[b]
         if beqn.primitive.name != "scan" or beqn.params["length"] != length or beqn.effects:
             continue
-        first_xs = beqn.params["num_consts"] + beqn.params["num_carry"]
-        if any(k < first_xs for _, k in readers):
+        if any(k < beqn.params["num_consts"] + beqn.params["num_carry"] for _, k in readers):
             continue
-        needs = [k for k, c in enumerate(carry_in) if c in deps[y]]
-        if any(k not in carry_stacks for k in needs):
-            continue
-        if any(carry_stacks[k] == out for k in needs):
-            continue
+        cone = fwd.cone([y])
         nbytes = _nbytes(top.aval)
-        if nbytes < min_bytes:
-            continue
-        slice_flops = sum(eqn_flops(body.eqns[i]) for i in _needed(body, [y]))
-        if any(body.eqns[i].effects for i in _needed(body, [y])):
+        if cone is None or nbytes < min_bytes:
             continue
         found.append(ResidualStack(
-            name=f"e{f}.ys{j}", forward=f, output=out, backward=b,
+            name=f"e{f}.ys{out - nk}", forward=f, output=out, backward=b,
             shape=tuple(int(d) for d in top.aval.shape), dtype=str(top.aval.dtype),
-            nbytes=nbytes, flops=int(length) * slice_flops))
+            nbytes=nbytes, flops=int(length) * sum(eqn_flops(body.eqns[i]) for i in cone)))
     return found
 
 
@@ -287,10 +351,9 @@ def extra_flops(closed, dropped: Sequence[ResidualStack]) -> int:
         groups.setdefault((s.forward, s.backward), []).append(s)
     for (f, _), group in groups.items():
         eqn = closed.jaxpr.eqns[f]
-        body = eqn.params["jaxpr"].jaxpr
-        outs = [body.outvars[s.output] for s in group]
-        total += int(eqn.params["length"]) * sum(eqn_flops(body.eqns[i])
-                                                 for i in _needed(body, outs))
+        fwd = _forward(eqn, eqn.outvars)
+        cone = fwd.cone([fwd.body.outvars[s.output] for s in group]) or []
+        total += int(eqn.params["length"]) * sum(eqn_flops(fwd.body.eqns[i]) for i in cone)
     return total
 
 
@@ -328,11 +391,11 @@ def _forward_without(eqn, invals, dropped_outs: set[int]) -> list[Any]:
     return outs
 
 
-def _backward_with(beqn, binvals, feqn, finvals, fouts, dropped: Sequence[ResidualStack],
-                   carry_stacks: dict[int, int]) -> list[Any]:
+def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
+                   dropped: Sequence[ResidualStack]) -> list[Any]:
     """The backward scan with each of ``dropped`` (its xs) recomputed in its body
-    from the forward scan's consts, xs and kept carry stacks ``fouts``."""
-    bp, fp = beqn.params, feqn.params
+    from the forward scan's consts, xs and kept stacks (``fouts``)."""
+    feqn, bp, fp = fwd.eqn, beqn.params, fwd.eqn.params
     bclosed, fclosed = bp["jaxpr"], fp["jaxpr"]
     bbody, fbody = bclosed.jaxpr, fclosed.jaxpr
     bnc, bnk = bp["num_consts"], bp["num_carry"]
@@ -345,68 +408,63 @@ def _backward_with(beqn, binvals, feqn, finvals, fouts, dropped: Sequence[Residu
             if v is top and k >= bnc + bnk:
                 replaced[k - bnc - bnk] = out
     recompute = [fbody.outvars[out] for out in sorted(set(replaced.values()))]
-    order = _needed(fbody, recompute)
-    used = set()
-    for i in order:
-        used.update(v for v in fbody.eqns[i].invars if isinstance(v, jex.Var))
-    used.update(v for v in recompute)
-    needs_carry = [k for k, c in enumerate(fbody.invars[fnc:fnc + fnk]) if c in used]
-    f_xs_used = [k for k, x in enumerate(fbody.invars[fnc + fnk:]) if x in used]
+    order = fwd.cone(recompute)
+    if order is None:
+        raise ScanRematError("a dropped stack cannot be recomputed from what is kept")
+    read = {fwd.canon.get(u, u) for i in order for u in fbody.eqns[i].invars
+            if isinstance(u, jex.Var)} | {fwd.canon.get(v, v) for v in recompute}
+    inputs = [v for v in fwd.avail if v in read]       # what the recomputation reads
+    consts = [v for v in inputs if fwd.avail[v][0] == "const"]
+    sliced = [v for v in inputs if fwd.avail[v][0] != "const"]
     b_xs = [x for k, x in enumerate(binvals[bnc + bnk:]) if k not in replaced]
-    extra_xs = ([fouts[carry_stacks[k]] for k in needs_carry]
-                + [finvals[fnc + fnk + k] for k in f_xs_used])
+    extra_xs = [finvals[fnc + fnk + fwd.avail[v][1]] if fwd.avail[v][0] == "xs"
+                else fouts[fwd.avail[v][1]] for v in sliced]
     n_bxs = len(bbody.invars) - bnc - bnk
+    materialized = {fwd.canon.get(v, v) for v in fbody.outvars if isinstance(v, jex.Var)}
 
-    def fn(consts, carry, xs):
-        b_consts, f_consts = consts
+    def tied(i, eqn, invals):
+        outs = _bind(eqn, invals)
+        return _apart(outs) if any(v in materialized for v in eqn.outvars) else outs
+
+    def fn(consts_in, carry, xs):
+        b_consts, f_consts = consts_in
         kept_xs, more = xs[:len(b_xs)], xs[len(b_xs):]
         fenv = dict(zip(fbody.constvars, fclosed.consts))
-        fenv.update(zip(fbody.invars[:fnc], f_consts))
-        for k, x in zip(needs_carry, more[:len(needs_carry)]):
-            fenv[fbody.invars[fnc + k]] = x
-        for k, x in zip(f_xs_used, more[len(needs_carry):]):
-            fenv[fbody.invars[fnc + fnk + k]] = x
-        _run(fbody, fenv, order, _tied(fbody))
+        fenv.update(zip(consts, f_consts))
+        fenv.update(zip(sliced, more))
+        _run_canon(fbody, fenv, order, fwd.canon, tied)
         it = iter(kept_xs)
-        full_xs = [_read(fenv, fbody.outvars[replaced[k]]) if k in replaced else next(it)
-                   for k in range(n_bxs)]
+        full_xs = [fenv[fwd.canon.get(fbody.outvars[replaced[k]], fbody.outvars[replaced[k]])]
+                   if k in replaced else next(it) for k in range(n_bxs)]
         env = dict(zip(bbody.constvars, bclosed.consts))
         env.update(zip(bbody.invars, [*b_consts, *carry, *full_xs]))
         _run(bbody, env)
         outs = [_read(env, v) for v in bbody.outvars]
         return outs[:bnk], outs[bnk:]
-    carry, ys = _scan(fn, (binvals[:bnc], finvals[:fnc]), binvals[bnc:bnc + bnk],
-                      [*b_xs, *extra_xs], bp)
+    carry, ys = _scan(fn, (binvals[:bnc], [finvals[fwd.avail[v][1]] for v in consts]),
+                      binvals[bnc:bnc + bnk], [*b_xs, *extra_xs], bp)
     return [*carry, *ys]
 
 
-def _tied(fbody) -> Callable:
-    """An evaluation hook for the recomputation: each equation that makes one of
-    the forward body's outputs (a value the forward loop materializes) has its
-    outputs behind an optimization barrier.  Without it XLA simplifies the
-    recomputed chain where the forward one kept the value for other readers
-    (``x / sqrt(v)`` becomes ``x * rsqrt(v)`` once the ``sqrt`` is read only
-    once) and the gradients differ in their last bits."""
-    materialized = {v for v in fbody.outvars if isinstance(v, jex.Var)}
-
-    def hook(i, eqn, invals):
-        if not any(v in materialized for v in eqn.outvars):
-            return None
-        return list(jax.lax.optimization_barrier(_bind(eqn, invals)))
-    return hook
+def _apart(values: list[Any]) -> list[Any]:
+    """A recomputed value the forward loop materializes (one of its outputs), kept
+    apart from its readers by an optimization barrier.  Without it XLA simplifies
+    the recomputed chain where the forward one kept a value for other readers
+    (``x / sqrt(v)`` becomes ``x * rsqrt(v)`` once the ``sqrt`` is read once) and
+    the gradients differ in their last bits."""
+    return list(jax.lax.optimization_barrier(values))
 
 
-def _carry_stacks(feqn) -> dict[int, int]:
-    p = feqn.params
-    body = p["jaxpr"].jaxpr
-    nc, nk = p["num_consts"], p["num_carry"]
-    found = {}
-    for k, c in enumerate(body.invars[nc:nc + nk]):
-        for j, y in enumerate(body.outvars[nk:]):
-            if y is c:
-                found[k] = nk + j
-                break
-    return found
+def _run_canon(jaxpr, env: dict[Any, Any], eqns: Sequence[int], canon: dict[Any, Any],
+               hook: Callable) -> None:
+    """``eqns`` of ``jaxpr`` into ``env``, each input read as its canonical variable."""
+    for i in eqns:
+        eqn = jaxpr.eqns[i]
+        invals = [v.val if isinstance(v, jex.Literal) else env[canon.get(v, v)]
+                  for v in eqn.invars]
+        for v, x in zip(eqn.outvars, hook(i, eqn, invals)):
+            if not isinstance(v, jex.DropVar):
+                env[v] = x
 
 
 def evaluate(closed, flat_args: Sequence[Any], dropped: Sequence[ResidualStack]) -> list[Any]:
@@ -434,12 +492,12 @@ def evaluate(closed, flat_args: Sequence[Any], dropped: Sequence[ResidualStack])
                                      "scan: not supported; drop one scan's stacks at a time")
             f = forwards.pop()
             finvals, fouts = forward_io[f]
-            return _backward_with(eqn, invals, jaxpr.eqns[f], finvals, fouts, group,
-                                  _carry_stacks(jaxpr.eqns[f]))
+            feqn = jaxpr.eqns[f]
+            return _backward_with(eqn, invals, _forward(feqn, feqn.outvars), finvals, fouts,
+                                  group)
         return None
     # the dropped stacks are read by nothing any more: evaluate only what is needed
-    order = _needed(jaxpr, jaxpr.outvars)
-    _run(jaxpr, env, order, hook)   # a dropped stack is None in env
+    _run(jaxpr, env, _needed(jaxpr, jaxpr.outvars), hook)   # a dropped stack is None in env
     return [_read(env, v) for v in jaxpr.outvars]
 
 

@@ -82,7 +82,7 @@ def test_all_stacks_dropped_same_bits_less_temp():
 def test_without_the_barriers_the_bits_differ_and_nothing_is_dropped(monkeypatch):
     # XLA turns the recomputed x / sqrt(v) into x * rsqrt(v): the gradients differ in
     # their last bits; the lever's child comparison must refuse that rewrite.
-    monkeypatch.setattr(scan_remat, "_tied", lambda fbody: None)
+    monkeypatch.setattr(scan_remat, "_apart", lambda values: values)
     result = scan_remat.scan_remat(sgd_step, *_args())
     assert result.differs and not result.dropped and not result.identical
     assert result.fn is sgd_step and result.temp == result.xla_temp
@@ -126,3 +126,30 @@ def test_plan_meets_a_budget_only_with_scan_remat():
     assert met.runs_total_bytes <= budget
     assert any("scan rematerialization" in n and "bit for bit" in n for n in met.notes)
     assert _bits(met.compiled(*args)) == _bits(jax.jit(sgd_step)(*args))
+
+
+def _ln_block(x, w):
+    # the carried x is not stacked: jax keeps x - mean (computed twice in the body) instead
+    mu = jnp.mean(x, -1, keepdims=True)
+    n = (x - mu) / jnp.sqrt(jnp.mean((x - mu) ** 2, -1, keepdims=True) + 1e-5)
+    return x + jnp.tanh(n @ w["a"]) @ w["b"], None
+
+
+def ln_step(p, x):
+    loss, g = jax.value_and_grad(lambda p: jnp.mean(jax.lax.scan(_ln_block, x, p)[0] ** 2))(p)
+    return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), loss
+
+
+def test_stacks_recomputed_from_an_anchor_when_the_carry_is_not_stacked():
+    k = jax.random.split(jax.random.PRNGKey(1), 3)
+    args = ({"a": jax.random.normal(k[0], (L, 128, 512)) * 0.05,
+             "b": jax.random.normal(k[1], (L, 512, 128)) * 0.05},
+            jax.random.normal(k[2], (64, 128)))
+    traced = scan_remat.trace(ln_step, args)
+    found = scan_remat.residual_stacks(traced.closed)
+    assert (L, 64, 512) in {s.shape for s in found}      # tanh's output and its derivative
+    step = scan_remat.rewrite(ln_step, args, found, traced=traced)
+    before, after = (jax.jit(f).lower(*args).compile() for f in (ln_step, step))
+    assert _bits(before(*args)) == _bits(after(*args))
+    assert (after.memory_analysis().temp_size_in_bytes
+            < before.memory_analysis().temp_size_in_bytes - sum(s.nbytes for s in found) // 2)
