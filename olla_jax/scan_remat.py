@@ -228,6 +228,19 @@ class _Forward:
                      if isinstance(u, jex.Var)]
         return sorted(need)
 
+    def with_kept(self, dropped_outs: set[int]) -> dict[Any, tuple[str, int]]:
+        """``avail`` and the stacks not dropped: a dropped stack is recomputed from
+        the kept ones where it can (attention probabilities from the kept q and k,
+        not from the layer input)."""
+        p = self.eqn.params
+        stops = dict(self.avail)
+        for out in range(p["num_carry"], len(self.body.outvars)):
+            y = self.body.outvars[out]
+            if (out not in dropped_outs and isinstance(y, jex.Var)
+                    and not isinstance(self.eqn.outvars[out], jex.DropVar)):
+                stops.setdefault(self.canon.get(y, y), ("stack", out))
+        return stops
+
 
 def _key(eqn, canon) -> tuple | None:
     """What makes two equations compute the same values (None: never merged)."""
@@ -352,7 +365,8 @@ def extra_flops(closed, dropped: Sequence[ResidualStack]) -> int:
     for (f, _), group in groups.items():
         eqn = closed.jaxpr.eqns[f]
         fwd = _forward(eqn, eqn.outvars)
-        cone = fwd.cone([fwd.body.outvars[s.output] for s in group]) or []
+        stops = fwd.with_kept({s.output for s in group})
+        cone = fwd.cone([fwd.body.outvars[s.output] for s in group], stops) or []
         total += int(eqn.params["length"]) * sum(eqn_flops(fwd.body.eqns[i]) for i in cone)
     return total
 
@@ -408,17 +422,18 @@ def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
             if v is top and k >= bnc + bnk:
                 replaced[k - bnc - bnk] = out
     recompute = [fbody.outvars[out] for out in sorted(set(replaced.values()))]
-    order = fwd.cone(recompute)
+    stops = fwd.with_kept(set(top_of))
+    order = fwd.cone(recompute, stops)
     if order is None:
         raise ScanRematError("a dropped stack cannot be recomputed from what is kept")
     read = {fwd.canon.get(u, u) for i in order for u in fbody.eqns[i].invars
             if isinstance(u, jex.Var)} | {fwd.canon.get(v, v) for v in recompute}
-    inputs = [v for v in fwd.avail if v in read]       # what the recomputation reads
-    consts = [v for v in inputs if fwd.avail[v][0] == "const"]
-    sliced = [v for v in inputs if fwd.avail[v][0] != "const"]
+    inputs = [v for v in stops if v in read]       # what the recomputation reads
+    consts = [v for v in inputs if stops[v][0] == "const"]
+    sliced = [v for v in inputs if stops[v][0] != "const"]
     b_xs = [x for k, x in enumerate(binvals[bnc + bnk:]) if k not in replaced]
-    extra_xs = [finvals[fnc + fnk + fwd.avail[v][1]] if fwd.avail[v][0] == "xs"
-                else fouts[fwd.avail[v][1]] for v in sliced]
+    extra_xs = [finvals[fnc + fnk + stops[v][1]] if stops[v][0] == "xs"
+                else fouts[stops[v][1]] for v in sliced]
     n_bxs = len(bbody.invars) - bnc - bnk
     materialized = {fwd.canon.get(v, v) for v in fbody.outvars if isinstance(v, jex.Var)}
 
@@ -441,7 +456,7 @@ def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
         _run(bbody, env)
         outs = [_read(env, v) for v in bbody.outvars]
         return outs[:bnk], outs[bnk:]
-    carry, ys = _scan(fn, (binvals[:bnc], [finvals[fwd.avail[v][1]] for v in consts]),
+    carry, ys = _scan(fn, (binvals[:bnc], [finvals[stops[v][1]] for v in consts]),
                       binvals[bnc:bnc + bnk], [*b_xs, *extra_xs], bp)
     return [*carry, *ys]
 
