@@ -58,7 +58,7 @@ class ResidualStack:
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
-    flops: int           # extra FLOPs to recompute it alone, all iterations
+    flops: int           # extra FLOPs to recompute it, the others kept, all iterations
 
     @property
     def score(self) -> float:
@@ -345,7 +345,7 @@ def _stacks_of(jaxpr, f: int, uses, outputs, min_bytes: int) -> list[ResidualSta
             continue
         if any(k < beqn.params["num_consts"] + beqn.params["num_carry"] for _, k in readers):
             continue
-        cone = fwd.cone([y])
+        cone = fwd.cone([y], fwd.with_kept({out}))     # its cost when dropped alone
         nbytes = _nbytes(top.aval)
         if cone is None or nbytes < min_bytes:
             continue
