@@ -391,11 +391,19 @@ def _forward_without(eqn, invals, dropped_outs: set[int]) -> list[Any]:
     kept = [k for k in range(len(body.outvars)) if k not in dropped_outs]
     wanted = [body.outvars[k] for k in kept]
     order = _needed(body, wanted)
+    # A dropped value is still made here when something kept reads it: behind a
+    # barrier, as it was when it was an output (else XLA simplifies its readers, e.g.
+    # x / sqrt(v) into x * rsqrt(v), and the forward's own results change).
+    dropped = {body.outvars[k] for k in dropped_outs if isinstance(body.outvars[k], jex.Var)}
+
+    def tied(i, eqn, invals):
+        outs = _bind(eqn, invals)
+        return _apart(outs) if any(v in dropped for v in eqn.outvars) else outs
 
     def fn(consts, carry, xs):
         env = dict(zip(body.constvars, closed.consts))
         env.update(zip(body.invars, [*consts, *carry, *xs]))
-        _run(body, env, order)
+        _run(body, env, order, tied)
         outs = [_read(env, v) for v in wanted]
         return outs[:nk], outs[nk:]
     carry, ys = _scan(fn, invals[:nc], invals[nc:nc + nk], invals[nc + nk:], p)
