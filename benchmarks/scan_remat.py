@@ -3,7 +3,7 @@
 For each scan model (written here, not tuned): XLA's temp for the step, ours
 (olla_jax.plan, no budget) for the step as given and for the step with every
 candidate stack dropped (``scan_remat(..., budget=0)``), XLA's temp for that
-rewrite, the extra FLOPs (jaxpr count, against the step's), whether the
+rewrite and for each of the greedy's smaller sets, the extra FLOPs (jaxpr count, against the step's), whether the
 rewrite's outputs equal jax.jit's bit for bit (the lever's child comparison),
 and the measured step time ratio (rewrite / original: both jitted, called
 alternately, median of per-round ratios, in this process).
@@ -147,12 +147,16 @@ def run(name: str, time_limit_s: float, rounds: int) -> dict:
     row = {"model": name, "load_start": common.load()}
     lever = scan_remat.scan_remat(step, *args, budget=0)
     traced = scan_remat.trace(step, args)
+    stacks = scan_remat.residual_stacks(traced.closed)     # the lever's order
     row.update(xla_temp=lever.xla_temp, xla_temp_remat=lever.temp,
                candidates=lever.candidates, dropped=len(lever.dropped),
                dropped_bytes=sum(s.nbytes for s in lever.dropped),
                extra_flops=lever.extra_flops,
                step_flops=sum(scan_remat.eqn_flops(e) for e in traced.closed.jaxpr.eqns),
-               identical=lever.identical, differs=lever.differs)
+               identical=lever.identical, differs=lever.differs,
+               # the greedy's sets: (stacks dropped, XLA temp, extra FLOPs)
+               growth=[(k, temp, scan_remat.extra_flops(traced.closed, stacks[:k]))
+                       for k, temp in lever.tried])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = plan(step, *args, time_limit_s=time_limit_s)
@@ -192,7 +196,12 @@ def main(argv=None) -> None:
                            "time_limit_s": args.time_limit_s, "rounds": args.rounds},
                           command=meta["command"], machine_info=meta["machine"],
                           date=meta["date"])
-    lines += table + ["",
+    growth = common.table(
+        ["model", "stacks dropped", "XLA temp", "extra FLOPs"],
+        [[r["model"], k, mib(temp), f"{flops:,} ({flops / max(r['step_flops'], 1):.1%})"]
+         for r in rows for k, temp, flops in r["growth"]])
+    lines += table + ["", "The greedy's sets (most bytes per extra FLOP first, each stack's "
+                      "FLOPs counted with the others kept):", ""] + growth + ["",
                       "ours: olla_jax.plan's planned temp (order, placement, its own "
                       "recomputation), no budget; remat: every candidate stack dropped "
                       "(scan_remat budget=0). Extra FLOPs: jaxpr count of the recomputation, "

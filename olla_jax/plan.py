@@ -693,7 +693,7 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
                                  donate_argnums=donate_argnums,
                                  compiler_options=options["compiler_options"])
     except lever.ScanRematError as err:
-        return None, (f"scan rematerialization not tried: {err}",)
+        return None, (f"scan rematerialization not used: {err}",)
     if not found.dropped:
         return None, found.notes()
     try:

@@ -639,7 +639,12 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
     best_k, best_cap, best_step, tried = 0, base, fn, []
     for k in sizes(len(candidates)):
         step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums, traced=traced)
-        cap = record.capture(step, *args, **kw)
+        try:
+            cap = record.capture(step, *args, **kw)
+        except Exception as err:  # noqa: BLE001 - a scan this rewrite does not handle
+            raise ScanRematError(f"the step with {k} residual stack(s) recomputed did not "
+                                 f"compile ({type(err).__name__}: {str(err)[:300]}); plan the "
+                                 "step without scan_remat") from err
         tried.append((k, cap.memory.temp))
         if cap.memory.temp < best_cap.memory.temp:
             best_k, best_cap, best_step = k, cap, step
