@@ -5,8 +5,10 @@ For each scan model (written here, not tuned): XLA's temp for the step, ours
 candidate stack dropped (``scan_remat(..., budget=0)``), XLA's temp for that
 rewrite and for each of the greedy's smaller sets, the extra FLOPs (jaxpr count, against the step's), whether the
 rewrite's outputs equal jax.jit's bit for bit (the lever's child comparison),
-and the measured step time ratio (rewrite / original: both jitted, called
-alternately, median of per-round ratios, in this process).
+the measured step time ratio (rewrite / original: both jitted, called
+alternately, median of per-round ratios, in this process), and whether
+``plan(step, memory_budget=arguments + outputs + F x XLA's temp)`` meets it
+without and with ``scan_remat=True``.
 
     python -m benchmarks.scan_remat --out=benchmarks/results/scan_remat
 """
@@ -137,8 +139,10 @@ def step_time_ratio(a, b, args, rounds: int) -> float:
     return statistics.median(ratios)
 
 
-def run(name: str, time_limit_s: float, rounds: int) -> dict:
+def run(name: str, time_limit_s: float, rounds: int, budget_fraction: float) -> dict:
     import warnings
+
+    from olla_jax import BudgetNotMet
 
     import jax
     from olla_jax import scan_remat
@@ -164,6 +168,21 @@ def run(name: str, time_limit_s: float, rounds: int) -> dict:
     row.update(ours_temp=ours.planned_temp_bytes, ours_temp_remat=ours_remat.planned_temp_bytes,
                ours_fed_back=ours.achieved_temp_bytes is not None,
                ours_remat_fed_back=ours_remat.achieved_temp_bytes is not None)
+    if budget_fraction:
+        # the step's arguments and outputs and this share of XLA's temp: without the lever, then with
+        budget = int(ours.xla_total_bytes - (1 - budget_fraction) * ours.xla_temp_bytes)
+        row["budget"] = budget
+        for key, flag in (("budget_plain", False), ("budget_scan_remat", True)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    met = plan(step, *args, time_limit_s=time_limit_s, memory_budget=budget,
+                               scan_remat=flag)
+                    row[key] = {"met": True, "total": met.runs_total_bytes,
+                                "extra_flops": met.extra_flops,
+                                "notes": [n for n in met.notes if "scan rematerialization" in n]}
+                except BudgetNotMet as err:
+                    row[key] = {"met": False, "total": err.plan.runs_total_bytes}
     row["time_ratio"] = step_time_ratio(jax.jit(step), jax.jit(lever.fn), args, rounds)
     row["load_end"] = common.load()
     return row
@@ -173,13 +192,16 @@ def main(argv=None) -> None:
     p = common.parser(__doc__, time_limit_s=20.0, out="benchmarks/results/scan_remat")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--rounds", type=int, default=30, help="alternate timing rounds per model")
+    p.add_argument("--budget_fraction", type=float, default=0.3,
+                   help="also plan with a memory budget of the step's arguments and outputs and "
+                        "this share of XLA's temp (0: not)")
     args = p.parse_args(argv)
     common.gpu_environment("cpu")
     print(f"$ {common.command_line()}", flush=True)
     meta = common.run_meta()
     rows = []
     for name in common.model_names(args.models):
-        row = run(name, float(args.time_limit_s), args.rounds)
+        row = run(name, float(args.time_limit_s), args.rounds, args.budget_fraction)
         print(row, flush=True)
         rows.append(row)
     mib = common.mib
@@ -207,6 +229,14 @@ def main(argv=None) -> None:
                       "(scan_remat budget=0). Extra FLOPs: jaxpr count of the recomputation, "
                       "in parentheses against the step's. Time ratio: jitted rewrite / "
                       "jitted step on CPU, median of alternate calls."]
+    if args.budget_fraction:
+        def said(b):
+            return (f"met, {mib(b['total'])}" if b["met"] else f"missed ({mib(b['total'])} reached)")
+        lines += ["", f"plan(step, memory_budget=arguments + outputs + {args.budget_fraction:g} x "
+                  "XLA's temp), without and with scan_remat=True (totals, MiB):", ""] + common.table(
+            ["model", "budget", "scan_remat=False", "scan_remat=True"],
+            [[r["model"], mib(r["budget"]), said(r["budget_plain"]), said(r["budget_scan_remat"])]
+             for r in rows])
     text = "\n".join(lines) + "\n"
     print(text)
     common.write_results(args.out, {**meta, "load_end": common.load(), "rows": rows}, text)
