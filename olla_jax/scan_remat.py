@@ -11,16 +11,22 @@ recomputation cannot touch it (a value made inside a loop).
 Here the step is traced to a jaxpr (top-level calls inlined) and, for chosen
 stacks, evaluated again with the forward scan no longer emitting them and the
 backward scan's body recomputing each iteration's slice from what is still
-there: the forward scan's consts, its xs, and the stack of its carried value
-where the forward body emits that unchanged (the layer input).  That is what
+there: the forward scan's consts, its xs, and the stacks kept.  That is what
 ``jax.checkpoint`` on the scan body does, done on the traced step.  A stack is
-a candidate when it is read only by one other scan as an xs of the same length,
-and its slice in the forward body depends on consts, xs and such carried values
-only, without effects.
+a candidate when it is read only by one other scan as an xs of the same length
+and its slice in the forward body can be computed, without effects, from the
+consts, the xs, the carried value where the body stacks it unchanged (the layer
+input) and the anchors: the stacks whose own computation reads a carried value
+that is not stacked (``x - mean`` of a layer norm over the carry), always kept.
 
-The rewritten program is not jax.jit's: ``scan_remat`` compiles it on CPU and
-compares its outputs with jax.jit's executable bit for bit (olla_jax.apply.verify,
-in a child); a rewrite that differs is not used.
+Bit for bit: values the forward loop materialized (its outputs) are kept apart
+by optimization barriers, where the backward body recomputes them and where the
+forward body still makes a dropped one for its own readers; without them XLA
+simplifies the changed chains (``x / sqrt(v)`` into ``x * rsqrt(v)``) and the
+gradients differ in their last bits.  The rewritten program is still not
+jax.jit's: ``scan_remat`` compiles it on CPU and compares its outputs with
+jax.jit's executable bit for bit (olla_jax.apply.verify, in a child); a
+rewrite that differs is not used.
 """
 
 from __future__ import annotations
@@ -264,9 +270,9 @@ def _forward(eqn, outvars) -> _Forward:
     defined: dict[Any, int] = {}
     made: dict[tuple, list[Any]] = {}
     for i, e in enumerate(body.eqns):
-        key = _key(e, canon)
-        outs = [v for v in e.outvars]
-        if key is not None and key in made and len(made[key]) == len(outs):
+        outs = list(e.outvars)
+        key = None if any(isinstance(v, jex.DropVar) for v in outs) else _key(e, canon)
+        if key is not None and key in made:
             for v, w in zip(outs, made[key]):
                 if not isinstance(v, jex.DropVar):
                     canon[v] = w
