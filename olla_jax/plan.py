@@ -669,6 +669,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             if side is not None:
                 return total(tried(side), *side_notes)
             reasons += side_notes
+        else:
+            reasons.append(skipped[-1])
     for message, category in said:
         if result.runs_total_bytes <= memory_budget or not issubclass(category, PlanWarning):
             warn(message, category)

@@ -155,3 +155,11 @@ def test_stacks_recomputed_from_an_anchor_when_the_carry_is_not_stacked():
     assert _bits(before(*args)) == _bits(after(*args))
     assert (after.memory_analysis().temp_size_in_bytes
             < before.memory_analysis().temp_size_in_bytes - sum(s.nbytes for s in found) // 2)
+
+
+@pytest.mark.slow
+def test_a_budget_missed_with_scan_remat_says_what_it_dropped():
+    with pytest.raises(olla_jax.BudgetNotMet) as info:
+        olla_jax.plan(sgd_step, *_args(), time_limit_s=5, memory_budget=100_000,
+                      scan_remat=True)
+    assert any("scan rematerialization" in r for r in info.value.reasons)
