@@ -499,12 +499,13 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     that program's outputs.  ``"jax"`` plans jax.jit's program as it is.
     Other backends and steps without threefry2x32 are untouched.
 
-    ``scan_remat=True`` (with a budget, a function of positional arguments) adds
-    one more side where the budget is missed: the step with its scans' residual
-    stacks (forward ``lax.scan``/``nn.scan`` outputs kept for the backward scan)
-    recomputed inside the backward scan (``olla_jax.scan_remat``), kept only
-    where its outputs equal jax.jit's bit for bit on CPU, then planned with the
-    same budget; the notes say what was dropped and the extra FLOPs.
+    ``scan_remat=True`` (with a budget; a single-device function of positional
+    arguments, no saved plan) adds one more side where the budget is missed: the
+    step with its scans' residual stacks (forward ``lax.scan``/``nn.scan``
+    outputs kept for the backward scan) recomputed inside the backward scan
+    (``olla_jax.scan_remat``), kept only where its outputs equal jax.jit's bit
+    for bit on CPU, then planned with the same budget; the notes say what was
+    dropped and the extra FLOPs.
 
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
@@ -657,7 +658,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     reasons = [m for m, category in said if issubclass(category, PlanWarning)]
     # A limit too short for a search or a stage: said in the error too (a longer one may meet it).
     reasons += [n for n in result.notes if n.startswith("no time to plan") or n in skipped]
-    if result.runs_total_bytes > memory_budget and scan_remat:
+    if result.runs_total_bytes > memory_budget and scan_remat and spmd is None and saved is None:
         limit = time_for(1, "scan rematerialization")
         if limit is not None:
             side, side_notes = _scan_remat_side(
