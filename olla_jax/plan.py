@@ -436,7 +436,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          out_shardings: Any = None,
          mesh_axes: dict[str, int] | None = None,
          collective_overlap: str | float = "keep", offload: bool = False,
-         rng_lowering: str = "unrolled", progress=None, **unknown) -> Plan:
+         rng_lowering: str = "unrolled", progress=None, scan_remat: bool = False,
+         **unknown) -> Plan:
     """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
@@ -521,6 +522,14 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     that program's outputs.  ``"jax"`` plans jax.jit's program as it is.
     Other backends and steps without threefry2x32 are untouched.
 
+    ``scan_remat=True`` (with a budget; a single-device function of positional
+    arguments, no saved plan) adds one more side where the budget is missed: the
+    step with its scans' residual stacks (forward ``lax.scan``/``nn.scan``
+    outputs kept for the backward scan) recomputed inside the backward scan
+    (``olla_jax.scan_remat``), kept only where its outputs equal jax.jit's bit
+    for bit on CPU, then planned with the same budget; the notes say what was
+    dropped and the extra FLOPs.
+
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
     improvement; by default nothing is reported."""
@@ -543,6 +552,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   rng_lowering=rng_lowering)
     if memory_budget is not None:
         memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
+    if type(scan_remat) is not bool:
+        raise TypeError(f"scan_remat must be True or False, got {scan_remat!r}")
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None
@@ -670,12 +681,54 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     reasons = [m for m, category in said if issubclass(category, PlanWarning)]
     # A limit too short for a search or a stage: said in the error too (a longer one may meet it).
     reasons += [n for n in result.notes if n.startswith("no time to plan") or n in skipped]
+    if result.runs_total_bytes > memory_budget and scan_remat and spmd is None and saved is None:
+        limit = time_for(1, "scan rematerialization")
+        if limit is not None:
+            side, side_notes = _scan_remat_side(
+                fn, args, kwargs, result, int(memory_budget), static_argnums, donate_argnums,
+                dict(backend=backend, time_limit_s=limit, compiler_options=compiler_options,
+                     engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
+                     recompute=recompute, recompute_cost=recompute_cost,
+                     rng_lowering=rng_lowering))
+            if side is not None:
+                return total(tried(side), *side_notes)
+            reasons += side_notes
+        else:
+            reasons.append(skipped[-1])
     for message, category in said:
         if result.runs_total_bytes <= memory_budget or not issubclass(category, PlanWarning):
             warn(message, category)
     if result.runs_total_bytes <= memory_budget:
         return result
     raise _budget_error(result, int(memory_budget), recompute, offload=offload, reasons=reasons)
+
+
+def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_argnums,
+                     donate_argnums, options: dict) -> tuple[Plan | None, tuple[str, ...]]:
+    """``scan_remat=True``'s side: the step with its scans' residual stacks recomputed
+    in the backward scans (``olla_jax.scan_remat``, outputs compared with jax.jit's bit
+    for bit), planned with the same budget; (None, why) where it does not meet it."""
+    from olla_jax import scan_remat as lever
+    if kwargs or not callable(fn):
+        return None, ("scan rematerialization not tried: it takes a function of positional "
+                      "arguments only",)
+    # the whole step's budget less what is not temp: XLA's temp to reach
+    temp_budget = max(memory_budget - (result.runs_total_bytes - result.runs_temp_bytes), 0)
+    try:
+        found = lever.scan_remat(fn, *args, budget=temp_budget, static_argnums=static_argnums,
+                                 donate_argnums=donate_argnums,
+                                 compiler_options=options["compiler_options"])
+    except lever.ScanRematError as err:
+        return None, (f"scan rematerialization not used: {err}",)
+    if not found.dropped:
+        return None, found.notes()
+    try:
+        side = plan(found.fn, *args, memory_budget=memory_budget, static_argnums=static_argnums,
+                    donate_argnums=donate_argnums, scan_remat=False, **options)
+    except BudgetNotMet as err:
+        return None, (*found.notes(), f"the step with them recomputed misses it too "
+                      f"({str(err).splitlines()[0]})")
+    return side, found.notes()
 
 
 def _memo_key(first: Plan, target: Backend, spmd, saved, **options) -> tuple | None:

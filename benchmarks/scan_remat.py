@@ -1,0 +1,246 @@
+"""Scan residual stacks recomputed in the backward scan (olla_jax.scan_remat, issue 20).
+
+For each scan model (written here, not tuned): XLA's temp for the step, ours
+(olla_jax.plan, no budget) for the step as given and for the step with every
+candidate stack dropped (``scan_remat(..., budget=0)``), XLA's temp for that
+rewrite and for each of the greedy's smaller sets, the extra FLOPs (jaxpr count, against the step's), whether the
+rewrite's outputs equal jax.jit's bit for bit (the lever's child comparison),
+the measured step time ratio (rewrite / original: both jitted, called
+alternately, median of per-round ratios, in this process), and whether
+``plan(step, memory_budget=arguments + outputs + F x XLA's temp)`` meets it
+without and with ``scan_remat=True``.
+
+    python -m benchmarks.scan_remat --out=benchmarks/results/scan_remat
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan")
+
+
+def lm_adamw():
+    """Pre-norm transformer LM, layers in a lax.scan, adamw."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    L, B, S, d, H, V = 6, 4, 128, 128, 4, 512
+    ks = jax.random.split(jax.random.PRNGKey(0), 6)
+    params = {"emb": jax.random.normal(ks[0], (V, d)) * 0.02,
+              "wqkv": jax.random.normal(ks[1], (L, d, 3 * d)) * 0.02,
+              "wo": jax.random.normal(ks[2], (L, d, d)) * 0.02,
+              "w1": jax.random.normal(ks[3], (L, d, 4 * d)) * 0.02,
+              "w2": jax.random.normal(ks[4], (L, 4 * d, d)) * 0.02}
+    tok = jax.random.randint(ks[5], (B, S), 0, V)
+    opt = optax.adamw(1e-3)
+
+    def norm(x):
+        return x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
+
+    def layer(x, w):
+        q, k, v = jnp.split(norm(x) @ w["wqkv"], 3, -1)
+        q, k, v = (t.reshape(B, S, H, d // H) for t in (q, k, v))
+        a = jax.nn.softmax(jnp.einsum("bshd,bthd->bhst", q, k) / jnp.sqrt(d // H), -1)
+        x = x + jnp.einsum("bhst,bthd->bshd", a, v).reshape(B, S, d) @ w["wo"]
+        return x + jax.nn.gelu(norm(x) @ w["w1"]) @ w["w2"], None
+
+    def loss(p, tok):
+        x, _ = jax.lax.scan(layer, p["emb"][tok], {k: p[k] for k in ("wqkv", "wo", "w1", "w2")})
+        logp = jax.nn.log_softmax(norm(x) @ p["emb"].T)
+        return -jnp.mean(jnp.take_along_axis(logp, tok[..., None], -1))
+
+    def step(p, s, tok):
+        loss_value, g = jax.value_and_grad(loss)(p, tok)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss_value
+    return step, (params, opt.init(params), tok)
+
+
+def gru_nnscan():
+    """A flax.linen nn.scan GRU over time, a dense head, adam."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+    B, T, F, Hd = 16, 128, 64, 256
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            cell = nn.scan(nn.GRUCell, variable_broadcast="params",
+                           split_rngs={"params": False}, in_axes=1, out_axes=1)(features=Hd)
+            _, ys = cell(jnp.zeros((xs.shape[0], Hd)), xs)
+            return jnp.mean(nn.Dense(1)(ys) ** 2)
+
+    m = Model()
+    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, F))
+    params = m.init(jax.random.PRNGKey(0), xs)
+    opt = optax.adam(1e-3)
+
+    def step(p, s, xs):
+        loss_value, g = jax.value_and_grad(lambda p: m.apply(p, xs))(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss_value
+    return step, (params, opt.init(params), xs)
+
+
+def mlp_scan():
+    """A deep residual MLP (layer norm, tanh) with its blocks in a lax.scan, SGD with momentum."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    L, B, d, h = 12, 256, 256, 1024
+    ks = jax.random.split(jax.random.PRNGKey(2), 4)
+    params = {"w1": jax.random.normal(ks[0], (L, d, h)) / d ** 0.5,
+              "w2": jax.random.normal(ks[1], (L, h, d)) / h ** 0.5,
+              "g": jnp.ones((L, d))}
+    x = jax.random.normal(ks[2], (B, d))
+    y = jax.random.normal(ks[3], (B, d))
+    opt = optax.sgd(1e-2, momentum=0.9)
+
+    def block(x, w):
+        mu = jnp.mean(x, -1, keepdims=True)
+        var = jnp.mean((x - mu) ** 2, -1, keepdims=True)
+        n = (x - mu) / jnp.sqrt(var + 1e-5) * w["g"]
+        return x + jnp.tanh(n @ w["w1"]) @ w["w2"], None
+
+    def loss(p):
+        out, _ = jax.lax.scan(block, x, p)
+        return jnp.mean((out - y) ** 2)
+
+    def step(p, s):
+        loss_value, g = jax.value_and_grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss_value
+    return step, (params, opt.init(params))
+
+
+def step_time_ratio(a, b, args, rounds: int) -> float:
+    """Median over ``rounds`` of (time of ``b``) / (time of ``a``), called alternately."""
+    import jax
+    for f in (a, b):
+        jax.block_until_ready(f(*args))
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for f in (a, b):
+            t = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            times.append(time.perf_counter() - t)
+        ratios.append(times[1] / times[0])
+    return statistics.median(ratios)
+
+
+def run(name: str, time_limit_s: float, rounds: int, budget_fraction: float) -> dict:
+    import warnings
+
+    from olla_jax import BudgetNotMet
+
+    import jax
+    from olla_jax import scan_remat
+    from olla_jax.plan import plan
+    step, args = globals()[name]()
+    row = {"model": name, "load_start": common.load()}
+    lever = scan_remat.scan_remat(step, *args, budget=0)
+    traced = scan_remat.trace(step, args)
+    stacks = scan_remat.residual_stacks(traced.closed)     # the lever's order
+    row.update(xla_temp=lever.xla_temp, xla_temp_remat=lever.temp,
+               candidates=lever.candidates, dropped=len(lever.dropped),
+               dropped_bytes=sum(s.nbytes for s in lever.dropped),
+               extra_flops=lever.extra_flops,
+               step_flops=sum(scan_remat.eqn_flops(e) for e in traced.closed.jaxpr.eqns),
+               identical=lever.identical, differs=lever.differs,
+               # the greedy's sets: (stacks dropped, XLA temp, extra FLOPs)
+               growth=[(k, temp, scan_remat.extra_flops(traced.closed, stacks[:k]))
+                       for k, temp in lever.tried])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = plan(step, *args, time_limit_s=time_limit_s)
+        ours_remat = plan(lever.fn, *args, time_limit_s=time_limit_s) if lever.dropped else ours
+    row.update(ours_temp=ours.planned_temp_bytes, ours_temp_remat=ours_remat.planned_temp_bytes,
+               ours_fed_back=ours.achieved_temp_bytes is not None,
+               ours_remat_fed_back=ours_remat.achieved_temp_bytes is not None)
+    if budget_fraction:
+        # the step's arguments and outputs and this share of XLA's temp: without the lever, then with
+        budget = int(ours.xla_total_bytes - (1 - budget_fraction) * ours.xla_temp_bytes)
+        row["budget"] = budget
+        for key, flag in (("budget_plain", False), ("budget_scan_remat", True)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    met = plan(step, *args, time_limit_s=time_limit_s, memory_budget=budget,
+                               scan_remat=flag)
+                    row[key] = {"met": True, "total": met.runs_total_bytes,
+                                "extra_flops": met.extra_flops,
+                                "notes": [n for n in met.notes if "scan rematerialization" in n]}
+                except BudgetNotMet as err:
+                    row[key] = {"met": False, "total": err.plan.runs_total_bytes}
+    row["time_ratio"] = step_time_ratio(jax.jit(step), jax.jit(lever.fn), args, rounds)
+    row["load_end"] = common.load()
+    return row
+
+
+def main(argv=None) -> None:
+    p = common.parser(__doc__, time_limit_s=20.0, out="benchmarks/results/scan_remat")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--rounds", type=int, default=30, help="alternate timing rounds per model")
+    p.add_argument("--budget_fraction", type=float, default=0.3,
+                   help="also plan with a memory budget of the step's arguments and outputs and "
+                        "this share of XLA's temp (0: not)")
+    args = p.parse_args(argv)
+    common.gpu_environment("cpu")
+    print(f"$ {common.command_line()}", flush=True)
+    meta = common.run_meta()
+    rows = []
+    for name in common.model_names(args.models):
+        row = run(name, float(args.time_limit_s), args.rounds, args.budget_fraction)
+        print(row, flush=True)
+        rows.append(row)
+    mib = common.mib
+    table = common.table(
+        ["model", "XLA temp", "ours", "XLA temp, remat", "ours, remat", "dropped",
+         "extra FLOPs", "time ratio", "bit-identical"],
+        [[r["model"], mib(r["xla_temp"]), mib(r["ours_temp"]), mib(r["xla_temp_remat"]),
+          mib(r["ours_temp_remat"]), f"{r['dropped']}/{r['candidates']} ({mib(r['dropped_bytes'])})",
+          f"{r['extra_flops']:,} ({r['extra_flops'] / max(r['step_flops'], 1):.0%})",
+          f"{r['time_ratio']:.2f}", "yes" if r["identical"] else f"no: {r['differs']}"]
+         for r in rows], right={1, 2, 3, 4, 6, 7})
+    lines = common.header("Scan residual stacks recomputed in the backward scan (scan_remat)",
+                          {"loads (1/5/15 min)": common.row_loads(rows),
+                           "time_limit_s": args.time_limit_s, "rounds": args.rounds},
+                          command=meta["command"], machine_info=meta["machine"],
+                          date=meta["date"])
+    growth = common.table(
+        ["model", "stacks dropped", "XLA temp", "extra FLOPs"],
+        [[r["model"], k, mib(temp), f"{flops:,} ({flops / max(r['step_flops'], 1):.1%})"]
+         for r in rows for k, temp, flops in r["growth"]])
+    lines += table + ["", "The greedy's sets (most bytes per extra FLOP first, each stack's "
+                      "FLOPs counted with the others kept):", ""] + growth + ["",
+                      "ours: olla_jax.plan's planned temp (order, placement, its own "
+                      "recomputation), no budget; remat: every candidate stack dropped "
+                      "(scan_remat budget=0). Extra FLOPs: jaxpr count of the recomputation, "
+                      "in parentheses against the step's. Time ratio: jitted rewrite / "
+                      "jitted step on CPU, median of alternate calls."]
+    if args.budget_fraction:
+        def said(b):
+            return (f"met, {mib(b['total'])}" if b["met"] else f"missed ({mib(b['total'])} reached)")
+        lines += ["", f"plan(step, memory_budget=arguments + outputs + {args.budget_fraction:g} x "
+                  "XLA's temp), without and with scan_remat=True (totals, MiB):", ""] + common.table(
+            ["model", "budget", "scan_remat=False", "scan_remat=True"],
+            [[r["model"], mib(r["budget"]), said(r["budget_plain"]), said(r["budget_scan_remat"])]
+             for r in rows])
+    text = "\n".join(lines) + "\n"
+    print(text)
+    common.write_results(args.out, {**meta, "load_end": common.load(), "rows": rows}, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,664 @@
+"""Recomputing a scan's residual stacks inside the backward scan (issue 20,
+"whole-loop copies").
+
+After autodiff, a step whose layers run in ``jax.lax.scan`` (``nn.scan``, an
+RNN over time) has a forward scan that stacks its residuals along the scan
+axis (``[L, B, H, S, S]`` attention probabilities, an RNN's gates per step)
+and a backward scan that reads them back one slice per iteration.  XLA keeps
+each whole stack from the forward loop to the backward one, and the planner's
+recomputation cannot touch it (a value made inside a loop).
+
+Here the step is traced to a jaxpr (top-level calls inlined) and, for chosen
+stacks, evaluated again with the forward scan no longer emitting them and the
+backward scan's body recomputing each iteration's slice from what is still
+there: the forward scan's consts, its xs, and the stacks kept.  That is what
+``jax.checkpoint`` on the scan body does, done on the traced step.  A stack is
+a candidate when it is read only by one other scan as an xs of the same length
+and its slice in the forward body can be computed, without effects, from the
+consts, the xs, the carried value where the body stacks it unchanged (the layer
+input) and the anchors: the stacks whose own computation reads a carried value
+that is not stacked (``x - mean`` of a layer norm over the carry), always kept.
+
+Bit for bit: values the forward loop materialized (its outputs) are kept apart
+by optimization barriers, where the backward body recomputes them and where the
+forward body still makes a dropped one for its own readers; without them XLA
+simplifies the changed chains (``x / sqrt(v)`` into ``x * rsqrt(v)``) and the
+gradients differ in their last bits.  The rewritten program is still not
+jax.jit's: ``scan_remat`` compiles it on CPU and compares its outputs with
+jax.jit's executable bit for bit (olla_jax.apply.verify, in a child); a
+rewrite that differs is not used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.extend import core as jex
+
+from olla_jax.errors import OllaJaxError
+from olla_jax.sizes import parse_size
+
+# Stacks smaller than this are not worth the recomputation.
+MIN_BYTES = 64 * 1024
+# Candidate sets tried: the top 1, 2, 4, ... up to all of them (as offload.GROWTH).
+GROWTH = 2
+# Calls inlined before looking for scans (their bodies are where the scans sit when
+# the loss or the step is itself jitted).
+INLINED = frozenset({"pjit", "jit", "closed_call", "core_call"})
+
+
+class ScanRematError(OllaJaxError, ValueError):
+    """The step's scan residuals cannot be recomputed (nothing to drop, or a bad input)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualStack:
+    """A forward scan's stacked output read only by a backward scan, one slice per iteration."""
+    name: str            # "e<forward eqn>.ys<k>": unique in one (inlined) trace
+    forward: int         # the forward scan's equation
+    output: int          # its output position (a ys)
+    backward: int        # the scan equation that reads it
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    flops: int           # extra FLOPs to recompute it, the others kept, all iterations
+
+    @property
+    def score(self) -> float:
+        """Bytes freed per extra FLOP (higher first)."""
+        return self.nbytes / max(self.flops, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """A step's jaxpr, top-level calls inlined, and the pytree of its outputs."""
+    closed: Any          # jax.extend.core.ClosedJaxpr
+    out_shape: Any
+
+
+# --- evaluation of jaxprs ----------------------------------------------------------
+
+def _bind(eqn, invals: Sequence[Any]) -> list[Any]:
+    params = eqn.primitive.get_bind_params(eqn.params)   # jax 0.10: the params only
+    subfuns, params = params if isinstance(params, tuple) else ((), params)
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _run(jaxpr, env: dict[Any, Any], eqns: Sequence[int] | None = None,
+         hook: Callable[[int, Any, list[Any]], list[Any] | None] | None = None) -> None:
+    """Evaluate ``jaxpr``'s equations (all, or the indices ``eqns``) into ``env``;
+    ``hook(i, eqn, invals)`` may return an equation's outputs instead of binding it."""
+    def read(v):
+        return v.val if isinstance(v, jex.Literal) else env[v]
+    for i in (range(len(jaxpr.eqns)) if eqns is None else eqns):
+        eqn = jaxpr.eqns[i]
+        invals = [read(v) for v in eqn.invars]
+        outs = hook(i, eqn, invals) if hook is not None else None
+        if outs is None:
+            outs = _bind(eqn, invals)
+        for v, x in zip(eqn.outvars, outs):
+            if not isinstance(v, jex.DropVar):
+                env[v] = x
+
+
+def _read(env, v):
+    return v.val if isinstance(v, jex.Literal) else env[v]
+
+
+def _needed(jaxpr, outvars: Sequence[Any]) -> list[int]:
+    """Indices of the equations ``outvars`` depend on (effectful ones kept), in order."""
+    live = {v for v in outvars if isinstance(v, jex.Var)}
+    keep = []
+    for i in range(len(jaxpr.eqns) - 1, -1, -1):
+        eqn = jaxpr.eqns[i]
+        if eqn.effects or any(v in live for v in eqn.outvars if not isinstance(v, jex.DropVar)):
+            keep.append(i)
+            live.update(v for v in eqn.invars if isinstance(v, jex.Var))
+    return keep[::-1]
+
+
+def _inline_eval(closed, args: Sequence[Any]) -> list[Any]:
+    """``closed`` on ``args`` with pjit/closed_call equations evaluated inline."""
+    jaxpr = closed.jaxpr
+    env = dict(zip(jaxpr.constvars, closed.consts))
+    env.update(zip(jaxpr.invars, args))
+
+    def hook(i, eqn, invals):
+        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+        if eqn.primitive.name not in INLINED or inner is None:
+            return None
+        if not hasattr(inner, "consts"):
+            inner = jex.ClosedJaxpr(inner, ())
+        return _inline_eval(inner, invals)
+    _run(jaxpr, env, hook=hook)
+    return [_read(env, v) for v in jaxpr.outvars]
+
+
+def trace(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = ()) -> Traced:
+    """``fn(*args)`` traced to a jaxpr with its calls inlined."""
+    try:
+        closed, out_shape = jax.make_jaxpr(fn, static_argnums=tuple(static_argnums),
+                                           return_shape=True)(*args)
+        if any(e.primitive.name in INLINED for e in closed.jaxpr.eqns):
+            avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
+            closed = jax.make_jaxpr(lambda *xs: _inline_eval(closed, xs))(*avals)
+        return Traced(closed, out_shape)
+    except Exception as err:  # noqa: BLE001 - the user's step failed to trace
+        raise ScanRematError(f"the step could not be traced to a jaxpr for scan "
+                             f"rematerialization: {type(err).__name__}: {err}") from err
+
+
+# --- which stacks can be recomputed ------------------------------------------------
+
+def _nbytes(aval) -> int:
+    return int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+
+
+def _sub_jaxprs(eqn):
+    for p in eqn.params.values():
+        for q in (p if isinstance(p, (tuple, list)) else (p,)):
+            if isinstance(q, jex.ClosedJaxpr):
+                yield q.jaxpr
+            elif isinstance(q, jex.Jaxpr):
+                yield q
+
+
+def eqn_flops(eqn) -> int:
+    """FLOPs of one equation: 2 x output x contraction for a dot, one per output
+    element for other arithmetic, callees counted (a nested scan's times its length)."""
+    name = eqn.primitive.name
+    subs = list(_sub_jaxprs(eqn))
+    if subs:
+        times = int(eqn.params.get("length", 1)) if name == "scan" else 1
+        return times * sum(eqn_flops(e) for s in subs for e in s.eqns)
+    out = sum(int(np.prod(v.aval.shape, dtype=np.int64)) for v in eqn.outvars
+              if hasattr(v.aval, "shape"))
+    if name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        shape = eqn.invars[0].aval.shape
+        return 2 * out * int(np.prod([shape[d] for d in lhs_contract], dtype=np.int64))
+    if name in ("broadcast_in_dim", "reshape", "transpose", "squeeze", "expand_dims", "slice",
+                "dynamic_slice", "concatenate", "pad", "copy", "convert_element_type",
+                "select_n", "iota", "gather", "dynamic_update_slice"):
+        return 0
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Forward:
+    """A forward scan's body seen from the backward scan: what is there at iteration i.
+
+    ``canon`` maps each body variable to the first one computed the same way (same
+    primitive, parameters and inputs: the body often computes ``x - mean`` twice,
+    once for a residual, once for the value's own use); ``avail`` maps canonical
+    variables the backward body can have to where they come from: ("const", k),
+    ("xs", k) or ("stack", output position) for a kept stack, the carried value
+    where the body stacks it unchanged (the layer input) and the anchors: the
+    stacks whose computation reads a carried value that is not stacked (kept,
+    everything else is recomputed from them)."""
+    eqn: Any
+    canon: dict[Any, Any]
+    defined: dict[Any, int]          # canonical variable -> body equation making it
+    avail: dict[Any, tuple[str, int]]
+    anchors: frozenset[int]          # output positions kept as anchors
+
+    @property
+    def body(self):
+        return self.eqn.params["jaxpr"].jaxpr
+
+    def cone(self, outs: Sequence[Any], stops: dict[Any, Any] | None = None) -> list[int] | None:
+        """Body equations that compute ``outs`` from ``stops`` (default ``avail``), in
+        order; None where one of them needs a carried value that is not there."""
+        stops = self.avail if stops is None else stops
+        carry = set(self.body.invars[self.eqn.params["num_consts"]:][:self.eqn.params["num_carry"]])
+        need: set[int] = set()
+        todo = [self.canon.get(v, v) for v in outs if isinstance(v, jex.Var)]
+        seen = set()
+        while todo:
+            v = todo.pop()
+            if v in seen or v in stops:
+                continue
+            seen.add(v)
+            if v in carry or v not in self.defined:
+                return None            # a carried value (or an input) not at hand
+            i = self.defined[v]
+            if self.body.eqns[i].effects:
+                return None
+            need.add(i)
+            todo += [self.canon.get(u, u) for u in self.body.eqns[i].invars
+                     if isinstance(u, jex.Var)]
+        return sorted(need)
+
+    def with_kept(self, dropped_outs: set[int]) -> dict[Any, tuple[str, int]]:
+        """``avail`` and the stacks not dropped: a dropped stack is recomputed from
+        the kept ones where it can (attention probabilities from the kept q and k,
+        not from the layer input)."""
+        p = self.eqn.params
+        stops = dict(self.avail)
+        for out in range(p["num_carry"], len(self.body.outvars)):
+            y = self.body.outvars[out]
+            if (out not in dropped_outs and isinstance(y, jex.Var)
+                    and not isinstance(self.eqn.outvars[out], jex.DropVar)):
+                stops.setdefault(self.canon.get(y, y), ("stack", out))
+        return stops
+
+
+def _key(eqn, canon) -> tuple | None:
+    """What makes two equations compute the same values (None: never merged)."""
+    if eqn.effects or list(_sub_jaxprs(eqn)):
+        return None
+    ins = tuple(("v", id(canon.get(v, v))) if isinstance(v, jex.Var)
+                else ("l", repr(v.val), str(v.aval)) for v in eqn.invars)
+    try:
+        params = repr(sorted(eqn.params.items()))
+    except Exception:  # noqa: BLE001 - parameters that do not print: never merged
+        return None
+    return eqn.primitive.name, params, ins
+
+
+def _forward(eqn, outvars) -> _Forward:
+    """The analysis of the forward scan ``eqn``; ``outvars``: its top-level outputs."""
+    p = eqn.params
+    body = p["jaxpr"].jaxpr
+    nc, nk = p["num_consts"], p["num_carry"]
+    canon: dict[Any, Any] = {}
+    defined: dict[Any, int] = {}
+    made: dict[tuple, list[Any]] = {}
+    for i, e in enumerate(body.eqns):
+        outs = list(e.outvars)
+        key = None if any(isinstance(v, jex.DropVar) for v in outs) else _key(e, canon)
+        if key is not None and key in made:
+            for v, w in zip(outs, made[key]):
+                if not isinstance(v, jex.DropVar):
+                    canon[v] = w
+            continue
+        if key is not None:
+            made[key] = outs
+        for v in outs:
+            if not isinstance(v, jex.DropVar):
+                defined[v] = i
+    avail: dict[Any, tuple[str, int]] = {}
+    for k, v in enumerate(body.invars[:nc]):
+        avail[v] = ("const", k)
+    for k, v in enumerate(body.invars[nc + nk:]):
+        avail[v] = ("xs", k)
+    ys = [(out, canon.get(y, y)) for out, y in enumerate(body.outvars) if out >= nk
+          and isinstance(y, jex.Var) and not isinstance(outvars[out], jex.DropVar)]
+    for out, y in ys:
+        if y in body.invars[nc:nc + nk]:
+            avail.setdefault(y, ("stack", out))      # the carried value, stacked
+    shell = _Forward(eqn, canon, defined, avail, frozenset())
+    anchors = set()
+    for out, y in ys:
+        if y in avail:
+            continue
+        others = {**avail, **{w: ("stack", o) for o, w in ys if w is not y}}
+        if shell.cone([y], others) is None:
+            anchors.add(out)
+    for out, y in ys:
+        if out in anchors:
+            avail.setdefault(y, ("stack", out))
+    return _Forward(eqn, canon, defined, avail, frozenset(anchors))
+
+
+def residual_stacks(closed, *, min_bytes: int = MIN_BYTES) -> tuple[ResidualStack, ...]:
+    """The stacks of ``closed``'s top-level scans that a backward scan can
+    recompute, most bytes per extra FLOP first."""
+    jaxpr = closed.jaxpr
+    uses: dict[Any, list[tuple[int, int]]] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for k, v in enumerate(eqn.invars):
+            if isinstance(v, jex.Var):
+                uses.setdefault(v, []).append((i, k))
+    outputs = {v for v in jaxpr.outvars if isinstance(v, jex.Var)}
+    found = []
+    for f, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name == "scan":
+            found += _stacks_of(jaxpr, f, uses, outputs, min_bytes)
+    # one forward scan's stacks per backward scan (the rewrite recomputes from one body)
+    first: dict[int, int] = {}
+    for s in found:
+        first.setdefault(s.backward, s.forward)
+    found = [s for s in found if first[s.backward] == s.forward]
+    return tuple(sorted(found, key=lambda s: (-s.score, s.forward, s.output)))
+
+
+def _stacks_of(jaxpr, f: int, uses, outputs, min_bytes: int) -> list[ResidualStack]:
+    eqn = jaxpr.eqns[f]
+    p = eqn.params
+    if eqn.effects or p["jaxpr"].effects:
+        return []
+    fwd = _forward(eqn, eqn.outvars)
+    body = fwd.body
+    nk, length = p["num_carry"], p["length"]
+    found = []
+    for out in range(nk, len(body.outvars)):
+        y, top = body.outvars[out], eqn.outvars[out]
+        if (isinstance(top, jex.DropVar) or not isinstance(y, jex.Var) or top in outputs
+                or out in fwd.anchors or fwd.avail.get(fwd.canon.get(y, y)) == ("stack", out)):
+            continue
+        readers = uses.get(top, [])
+        if len({i for i, _ in readers}) != 1:
+            continue
+        b = readers[0][0]
+        beqn = jaxpr.eqns[b]
+        if beqn.primitive.name != "scan" or beqn.params["length"] != length or beqn.effects:
+            continue
+        if any(k < beqn.params["num_consts"] + beqn.params["num_carry"] for _, k in readers):
+            continue
+        cone = fwd.cone([y], fwd.with_kept({out}))     # its cost when dropped alone
+        nbytes = _nbytes(top.aval)
+        if cone is None or nbytes < min_bytes:
+            continue
+        found.append(ResidualStack(
+            name=f"e{f}.ys{out - nk}", forward=f, output=out, backward=b,
+            shape=tuple(int(d) for d in top.aval.shape), dtype=str(top.aval.dtype),
+            nbytes=nbytes, flops=int(length) * sum(eqn_flops(body.eqns[i]) for i in cone)))
+    return found
+
+
+def extra_flops(closed, dropped: Sequence[ResidualStack]) -> int:
+    """Extra FLOPs of recomputing ``dropped`` (shared work counted once per backward scan)."""
+    total = 0
+    groups: dict[tuple[int, int], list[ResidualStack]] = {}
+    for s in dropped:
+        groups.setdefault((s.forward, s.backward), []).append(s)
+    for (f, _), group in groups.items():
+        eqn = closed.jaxpr.eqns[f]
+        fwd = _forward(eqn, eqn.outvars)
+        stops = fwd.with_kept({s.output for s in group})
+        cone = fwd.cone([fwd.body.outvars[s.output] for s in group], stops) or []
+        total += int(eqn.params["length"]) * sum(eqn_flops(fwd.body.eqns[i]) for i in cone)
+    return total
+
+
+# --- the rewrite -------------------------------------------------------------------
+
+def _scan(body_fn, consts, init, xs, params):
+    """A scan of ``body_fn(consts, carry, xs) -> (carry, ys)`` with ``params``'s
+    length, direction and unrolling."""
+    return jax.lax.scan(lambda c, x: body_fn(consts, c, x), list(init), list(xs),
+                        length=params["length"], reverse=params["reverse"],
+                        unroll=params.get("unroll", 1))
+
+
+def _forward_without(eqn, invals, dropped_outs: set[int]) -> list[Any]:
+    """The forward scan with its outputs ``dropped_outs`` (ys positions) no longer
+    stacked; returns all outputs, ``None`` at the dropped ones."""
+    p = eqn.params
+    closed = p["jaxpr"]
+    body = closed.jaxpr
+    nc, nk = p["num_consts"], p["num_carry"]
+    kept = [k for k in range(len(body.outvars)) if k not in dropped_outs]
+    wanted = [body.outvars[k] for k in kept]
+    order = _needed(body, wanted)
+    # A dropped value is still made here when something kept reads it: behind a
+    # barrier, as it was when it was an output (else XLA simplifies its readers, e.g.
+    # x / sqrt(v) into x * rsqrt(v), and the forward's own results change).
+    dropped = {body.outvars[k] for k in dropped_outs if isinstance(body.outvars[k], jex.Var)}
+
+    def tied(i, eqn, invals):
+        outs = _bind(eqn, invals)
+        return _apart(outs) if any(v in dropped for v in eqn.outvars) else outs
+
+    def fn(consts, carry, xs):
+        env = dict(zip(body.constvars, closed.consts))
+        env.update(zip(body.invars, [*consts, *carry, *xs]))
+        _run(body, env, order, tied)
+        outs = [_read(env, v) for v in wanted]
+        return outs[:nk], outs[nk:]
+    carry, ys = _scan(fn, invals[:nc], invals[nc:nc + nk], invals[nc + nk:], p)
+    outs: list[Any] = [None] * len(body.outvars)
+    for k, x in zip(kept, [*carry, *ys]):
+        outs[k] = x
+    return outs
+
+
+def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
+                   dropped: Sequence[ResidualStack]) -> list[Any]:
+    """The backward scan with each of ``dropped`` (its xs) recomputed in its body
+    from the forward scan's consts, xs and kept stacks (``fouts``)."""
+    feqn, bp, fp = fwd.eqn, beqn.params, fwd.eqn.params
+    bclosed, fclosed = bp["jaxpr"], fp["jaxpr"]
+    bbody, fbody = bclosed.jaxpr, fclosed.jaxpr
+    bnc, bnk = bp["num_consts"], bp["num_carry"]
+    fnc, fnk = fp["num_consts"], fp["num_carry"]
+    top_of = {s.output: feqn.outvars[s.output] for s in dropped}
+    # backward xs positions fed by a dropped stack -> the forward body's output position
+    replaced = {}
+    for k, v in enumerate(beqn.invars):
+        for out, top in top_of.items():
+            if v is top and k >= bnc + bnk:
+                replaced[k - bnc - bnk] = out
+    recompute = [fbody.outvars[out] for out in sorted(set(replaced.values()))]
+    stops = fwd.with_kept(set(top_of))
+    order = fwd.cone(recompute, stops)
+    if order is None:
+        raise ScanRematError("a dropped stack cannot be recomputed from what is kept")
+    read = {fwd.canon.get(u, u) for i in order for u in fbody.eqns[i].invars
+            if isinstance(u, jex.Var)} | {fwd.canon.get(v, v) for v in recompute}
+    inputs = [v for v in stops if v in read]       # what the recomputation reads
+    consts = [v for v in inputs if stops[v][0] == "const"]
+    sliced = [v for v in inputs if stops[v][0] != "const"]
+    b_xs = [x for k, x in enumerate(binvals[bnc + bnk:]) if k not in replaced]
+    extra_xs = [finvals[fnc + fnk + stops[v][1]] if stops[v][0] == "xs"
+                else fouts[stops[v][1]] for v in sliced]
+    n_bxs = len(bbody.invars) - bnc - bnk
+    materialized = {fwd.canon.get(v, v) for v in fbody.outvars if isinstance(v, jex.Var)}
+
+    def tied(i, eqn, invals):
+        outs = _bind(eqn, invals)
+        return _apart(outs) if any(v in materialized for v in eqn.outvars) else outs
+
+    def fn(consts_in, carry, xs):
+        b_consts, f_consts = consts_in
+        kept_xs, more = xs[:len(b_xs)], xs[len(b_xs):]
+        fenv = dict(zip(fbody.constvars, fclosed.consts))
+        fenv.update(zip(consts, f_consts))
+        fenv.update(zip(sliced, more))
+        _run_canon(fbody, fenv, order, fwd.canon, tied)
+        it = iter(kept_xs)
+        full_xs = [fenv[fwd.canon.get(fbody.outvars[replaced[k]], fbody.outvars[replaced[k]])]
+                   if k in replaced else next(it) for k in range(n_bxs)]
+        env = dict(zip(bbody.constvars, bclosed.consts))
+        env.update(zip(bbody.invars, [*b_consts, *carry, *full_xs]))
+        _run(bbody, env)
+        outs = [_read(env, v) for v in bbody.outvars]
+        return outs[:bnk], outs[bnk:]
+    carry, ys = _scan(fn, (binvals[:bnc], [finvals[stops[v][1]] for v in consts]),
+                      binvals[bnc:bnc + bnk], [*b_xs, *extra_xs], bp)
+    return [*carry, *ys]
+
+
+def _apart(values: list[Any]) -> list[Any]:
+    """A recomputed value the forward loop materializes (one of its outputs), kept
+    apart from its readers by an optimization barrier.  Without it XLA simplifies
+    the recomputed chain where the forward one kept a value for other readers
+    (``x / sqrt(v)`` becomes ``x * rsqrt(v)`` once the ``sqrt`` is read once) and
+    the gradients differ in their last bits."""
+    return list(jax.lax.optimization_barrier(values))
+
+
+def _run_canon(jaxpr, env: dict[Any, Any], eqns: Sequence[int], canon: dict[Any, Any],
+               hook: Callable) -> None:
+    """``eqns`` of ``jaxpr`` into ``env``, each input read as its canonical variable."""
+    for i in eqns:
+        eqn = jaxpr.eqns[i]
+        invals = [v.val if isinstance(v, jex.Literal) else env[canon.get(v, v)]
+                  for v in eqn.invars]
+        for v, x in zip(eqn.outvars, hook(i, eqn, invals)):
+            if not isinstance(v, jex.DropVar):
+                env[v] = x
+
+
+def evaluate(closed, flat_args: Sequence[Any], dropped: Sequence[ResidualStack]) -> list[Any]:
+    """``closed`` on ``flat_args`` with ``dropped`` recomputed in their backward scans."""
+    jaxpr = closed.jaxpr
+    by_forward: dict[int, list[ResidualStack]] = {}
+    by_backward: dict[int, list[ResidualStack]] = {}
+    for s in dropped:
+        by_forward.setdefault(s.forward, []).append(s)
+        by_backward.setdefault(s.backward, []).append(s)
+    env = dict(zip(jaxpr.constvars, closed.consts))
+    env.update(zip(jaxpr.invars, flat_args))
+    forward_io: dict[int, tuple[list[Any], list[Any]]] = {}
+
+    def hook(i, eqn, invals):
+        if i in by_forward:
+            outs = _forward_without(eqn, invals, {s.output for s in by_forward[i]})
+            forward_io[i] = (invals, outs)
+            return outs
+        if i in by_backward:
+            group = by_backward[i]
+            forwards = {s.forward for s in group}
+            if len(forwards) != 1:
+                raise ScanRematError("stacks of two forward scans dropped for one backward "
+                                     "scan: not supported; drop one scan's stacks at a time")
+            f = forwards.pop()
+            finvals, fouts = forward_io[f]
+            feqn = jaxpr.eqns[f]
+            return _backward_with(eqn, invals, _forward(feqn, feqn.outvars), finvals, fouts,
+                                  group)
+        return None
+    # the dropped stacks are read by nothing any more: evaluate only what is needed
+    _run(jaxpr, env, _needed(jaxpr, jaxpr.outvars), hook)   # a dropped stack is None in env
+    return [_read(env, v) for v in jaxpr.outvars]
+
+
+def rewrite(fn: Callable, args: Sequence[Any], dropped: Sequence[ResidualStack], *,
+            static_argnums: Sequence[int] = (), traced: Traced | None = None) -> Callable:
+    """``fn`` (same arguments, same outputs) with ``dropped`` recomputed in the
+    backward scans; ``dropped`` come from ``residual_stacks`` of ``traced``."""
+    traced = traced or trace(fn, args, static_argnums)
+    static = set(static_argnums)
+    out_tree = jax.tree.structure(traced.out_shape)
+
+    def rematerialized(*call_args):
+        dynamic = [a for i, a in enumerate(call_args) if i not in static]
+        return jax.tree.unflatten(out_tree, evaluate(traced.closed, jax.tree.leaves(dynamic),
+                                                     dropped))
+
+    rematerialized.__name__ = getattr(fn, "__name__", "step") + "_scan_remat"
+    return rematerialized
+
+
+def sizes(n: int) -> list[int]:
+    """Candidate counts tried: 1, 2, 4, ... and all."""
+    out, k = [], 1
+    while k < n:
+        out.append(k)
+        k *= GROWTH
+    return out + [n] if n else []
+
+
+# --- the lever -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ScanRematResult:
+    """The step with scan residual stacks recomputed, compiled on CPU and compared."""
+    xla_temp: int                 # XLA's temp for the step as given
+    temp: int                     # XLA's temp for the rewritten step (xla_temp where none)
+    dropped: tuple[ResidualStack, ...]
+    candidates: int               # stacks that could be dropped
+    extra_flops: int              # of the recomputation, all iterations
+    tried: tuple[tuple[int, int], ...]   # (stacks dropped, XLA temp) per compile
+    budget: int | None
+    met: bool | None              # None without a budget
+    identical: bool               # the chosen rewrite's outputs equal jax.jit's bit for bit
+    differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
+    fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
+
+    def notes(self) -> tuple[str, ...]:
+        """What was done, for a plan's notes."""
+        mib = 2 ** 20
+        if self.differs:
+            return (f"scan rematerialization not used: the rewritten step's outputs differ from "
+                    f"jax.jit's ({self.differs})",)
+        if not self.dropped:
+            return ("scan rematerialization: no residual stack dropped "
+                    f"({self.candidates} candidate(s))",)
+        names = ", ".join(f"{s.name} {list(s.shape)}" for s in self.dropped[:6])
+        more = f" and {len(self.dropped) - 6} more" if len(self.dropped) > 6 else ""
+        return (f"scan rematerialization: {len(self.dropped)} residual stack(s) of the forward "
+                f"scan ({sum(s.nbytes for s in self.dropped) / mib:,.2f} MiB: {names}{more}) no "
+                f"longer kept, recomputed in the backward scan's body "
+                f"(+{self.extra_flops:,} FLOPs); XLA's temp {self.xla_temp / mib:,.2f} -> "
+                f"{self.temp / mib:,.2f} MiB. The program differs from jax.jit's; its outputs "
+                "were compared with jax.jit's on CPU and are the same bit for bit",)
+
+
+def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -> str:
+    """'' where ``cap``'s executable gives ``base``'s (jax.jit's) outputs bit for bit,
+    on the call's inputs where they are concrete (else random ones), else how not."""
+    from olla_jax.apply import verify
+    reference = base.reference.executable
+    if cap.executable is None or reference is None:
+        return "no serialized executable to compare"
+    dynamic = [a for i, a in enumerate(fn_args) if i not in set(static_argnums)]
+    user_args = None
+    if dynamic and all(not isinstance(x, jax.ShapeDtypeStruct)
+                       for x in jax.tree_util.tree_leaves(dynamic)):
+        try:
+            user_args = verify.executable_arguments(base.compiled, *dynamic)
+        except Exception:  # noqa: BLE001 - random inputs only
+            user_args = None
+    result = verify.verify_executable(cap.executable, reference,
+                                      trials=0 if user_args is not None else 2,
+                                      user_args=user_args)
+    return "" if result.ok else (result.reason.split("\n")[0] or "outputs differ")
+
+
+def scan_remat(fn: Callable, *args, budget: int | str | None = None,
+               static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+               compiler_options: dict[str, Any] | None = None, max_stacks: int | None = None,
+               min_bytes: int = MIN_BYTES, check: bool = True) -> ScanRematResult:
+    """``fn(*args)`` with its scans' residual stacks recomputed in the backward
+    scans, compiled on CPU: the top 1, 2, 4, ... of ``residual_stacks`` (most
+    bytes per extra FLOP first) until XLA's temp is at most ``budget`` bytes
+    (without a budget: all of them, at most ``max_stacks``).  ``check``: compare
+    the chosen rewrite's outputs with jax.jit's bit for bit in a child process;
+    where they differ nothing is dropped (``differs`` says how)."""
+    from olla_jax.capture import record
+    if budget is not None and not (type(budget) is int and budget == 0):
+        budget = parse_size(budget, "budget")   # "160MiB" as well; 0: drop as much as helps
+    kw = dict(backend="cpu", static_argnums=tuple(static_argnums),
+              donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
+    base = record.capture(fn, *args, **kw)
+    traced = trace(fn, args, static_argnums)
+    candidates = residual_stacks(traced.closed, min_bytes=min_bytes)[:max_stacks]
+
+    def result(k, cap, step, tried, identical=False, differs=""):
+        dropped = candidates[:k]
+        temp = cap.memory.temp
+        return ScanRematResult(
+            xla_temp=base.memory.temp, temp=temp, dropped=dropped, candidates=len(candidates),
+            extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
+            met=None if budget is None else temp <= budget, identical=identical,
+            differs=differs, fn=step)
+    if not candidates or (budget is not None and base.memory.temp <= budget):
+        return result(0, base, fn, (), identical=True)
+    best_k, best_cap, best_step, tried = 0, base, fn, []
+    for k in sizes(len(candidates)):
+        step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums, traced=traced)
+        try:
+            cap = record.capture(step, *args, **kw)
+        except Exception as err:  # noqa: BLE001 - a scan this rewrite does not handle
+            raise ScanRematError(f"the step with {k} residual stack(s) recomputed did not "
+                                 f"compile ({type(err).__name__}: {str(err)[:300]}); plan the "
+                                 "step without scan_remat") from err
+        tried.append((k, cap.memory.temp))
+        if cap.memory.temp < best_cap.memory.temp:
+            best_k, best_cap, best_step = k, cap, step
+        if budget is not None and cap.memory.temp <= budget:
+            break
+    if best_k == 0:
+        return result(0, base, fn, tried, identical=True)
+    differs = _differs(best_cap, base, args, static_argnums) if check else ""
+    if differs:
+        return result(0, base, fn, tried, differs=differs)
+    return result(best_k, best_cap, best_step, tried, identical=check)

@@ -1,0 +1,165 @@
+"""olla_jax.scan_remat: a scan's residual stacks found in the post-autodiff jaxpr,
+recomputed in the backward scan bit for bit, and the plan() side that meets a
+budget only with them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+import olla_jax  # noqa: E402
+from olla_jax import scan_remat  # noqa: E402
+
+L, B, S, D = 4, 2, 64, 32
+
+
+def _layer(x, w):
+    h = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)   # rmsnorm: sqrt then divide
+    a = jax.nn.softmax(jnp.einsum("bsd,btd->bst", h @ w["q"], h @ w["k"]), -1)
+    x = x + jnp.einsum("bst,btd->bsd", a, h)
+    return x + jnp.tanh(x @ w["m"]), None
+
+
+def _loss(p, x):
+    x, _ = jax.lax.scan(_layer, x, p)
+    return jnp.mean(x * x)
+
+
+def sgd_step(p, x):
+    loss, g = jax.value_and_grad(_loss)(p, x)
+    return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), loss
+
+
+def _args():
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    p = {n: jax.random.normal(kk, (L, D, D)) * 0.1 for n, kk in zip("qkm", k)}
+    return p, jax.random.normal(k[3], (B, S, D))
+
+
+def _bits(tree):
+    return [np.asarray(x).tobytes() for x in jax.tree.leaves(tree)]
+
+
+def test_stacks_of_the_forward_scan_read_by_the_backward_one():
+    traced = scan_remat.trace(sgd_step, _args())
+    found = scan_remat.residual_stacks(traced.closed)
+    eqns = traced.closed.jaxpr.eqns
+    shapes = {s.shape for s in found}
+    assert (L, B, S, S) in shapes          # the attention probabilities, per layer
+    for s in found:
+        assert eqns[s.forward].primitive.name == "scan" == eqns[s.backward].primitive.name
+        assert not eqns[s.forward].params["reverse"] and eqns[s.backward].params["reverse"]
+        assert s.shape[0] == L and s.flops > 0
+    # the carried layer input is what the others are recomputed from: never dropped
+    body = eqns[found[0].forward].params["jaxpr"].jaxpr
+    nc, nk = eqns[found[0].forward].params["num_consts"], eqns[found[0].forward].params["num_carry"]
+    carry_stack = [k for k, y in enumerate(body.outvars[nk:], nk) if y is body.invars[nc]]
+    assert carry_stack and carry_stack[0] not in {s.output for s in found}
+    assert [s.score for s in found] == sorted((s.score for s in found), reverse=True)
+
+
+def test_all_stacks_dropped_same_bits_less_temp():
+    args = _args()
+    traced = scan_remat.trace(sgd_step, args)
+    found = scan_remat.residual_stacks(traced.closed)
+    step = scan_remat.rewrite(sgd_step, args, found, traced=traced)
+    before, after = (jax.jit(f).lower(*args).compile() for f in (sgd_step, step))
+    assert _bits(before(*args)) == _bits(after(*args))
+    saved = sum(s.nbytes for s in found)
+    assert (after.memory_analysis().temp_size_in_bytes
+            <= before.memory_analysis().temp_size_in_bytes - saved // 2)
+    # the forward scan no longer emits them
+    fwd = [e for e in jax.make_jaxpr(step)(*args).jaxpr.eqns
+           if e.primitive.name == "scan" and not e.params["reverse"]]
+    assert len(fwd[0].outvars) == len(traced.closed.jaxpr.eqns[found[0].forward].outvars) \
+        - len(found)
+    assert scan_remat.extra_flops(traced.closed, found) >= max(s.flops for s in found)
+
+
+def test_without_the_barriers_the_bits_differ_and_nothing_is_dropped(monkeypatch):
+    # XLA turns the recomputed x / sqrt(v) into x * rsqrt(v): the gradients differ in
+    # their last bits; the lever's child comparison must refuse that rewrite.
+    # (min_bytes=0: the small sqrt stack is dropped too, so the divide is recomputed with it)
+    monkeypatch.setattr(scan_remat, "_apart", lambda values: values)
+    result = scan_remat.scan_remat(sgd_step, *_args(), min_bytes=0)
+    assert result.differs and not result.dropped and not result.identical
+    assert result.fn is sgd_step and result.temp == result.xla_temp
+    assert "differ" in result.notes()[0]
+
+
+def test_lever_meets_a_temp_budget_and_compares_bits():
+    args = _args()
+    # every stack dropped, the small ones too: the barriers keep the bits (see the test above)
+    result = scan_remat.scan_remat(sgd_step, *args, budget=0, min_bytes=0)
+    assert result.identical and not result.differs and result.dropped
+    assert result.temp < result.xla_temp and result.met is False
+    assert _bits(jax.jit(result.fn)(*args)) == _bits(jax.jit(sgd_step)(*args))
+
+
+def test_a_step_without_scans_has_nothing_to_drop():
+    def plain(w, x):
+        return jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w)))(w)
+    args = (jnp.ones((256, 256)), jnp.ones((256, 256)))
+    assert scan_remat.residual_stacks(scan_remat.trace(plain, args).closed) == ()
+    result = scan_remat.scan_remat(plain, *args)
+    assert not result.dropped and result.fn is plain and "no residual" in result.notes()[0]
+
+
+def test_jitted_step_is_inlined():
+    traced = scan_remat.trace(jax.jit(sgd_step), _args())
+    assert scan_remat.residual_stacks(traced.closed)
+
+
+def test_plan_rejects_a_non_bool_flag():
+    with pytest.raises(TypeError, match="scan_remat"):
+        olla_jax.plan(sgd_step, *_args(), scan_remat="yes")
+
+
+def test_plan_meets_a_budget_only_with_scan_remat():
+    args = _args()
+    free = olla_jax.plan(sgd_step, *args, time_limit_s=5)
+    budget = free.runs_total_bytes - free.runs_temp_bytes + free.runs_temp_bytes // 2
+    with pytest.raises(olla_jax.BudgetNotMet):
+        olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget)
+    met = olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget, scan_remat=True)
+    assert met.runs_total_bytes <= budget
+    assert any("scan rematerialization" in n and "bit for bit" in n for n in met.notes)
+    assert _bits(met.compiled(*args)) == _bits(jax.jit(sgd_step)(*args))
+
+
+def _ln_block(x, w):
+    # the carried x is not stacked: jax keeps x - mean (computed twice in the body) instead
+    mu = jnp.mean(x, -1, keepdims=True)
+    n = (x - mu) / jnp.sqrt(jnp.mean((x - mu) ** 2, -1, keepdims=True) + 1e-5)
+    return x + jnp.tanh(n @ w["a"]) @ w["b"], None
+
+
+def ln_step(p, x):
+    loss, g = jax.value_and_grad(lambda p: jnp.mean(jax.lax.scan(_ln_block, x, p)[0] ** 2))(p)
+    return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), loss
+
+
+def test_stacks_recomputed_from_an_anchor_when_the_carry_is_not_stacked():
+    k = jax.random.split(jax.random.PRNGKey(1), 3)
+    args = ({"a": jax.random.normal(k[0], (L, 128, 512)) * 0.05,
+             "b": jax.random.normal(k[1], (L, 512, 128)) * 0.05},
+            jax.random.normal(k[2], (64, 128)))
+    traced = scan_remat.trace(ln_step, args)
+    found = scan_remat.residual_stacks(traced.closed)
+    assert (L, 64, 512) in {s.shape for s in found}      # tanh's output and its derivative
+    step = scan_remat.rewrite(ln_step, args, found, traced=traced)
+    before, after = (jax.jit(f).lower(*args).compile() for f in (ln_step, step))
+    assert _bits(before(*args)) == _bits(after(*args))
+    assert (after.memory_analysis().temp_size_in_bytes
+            < before.memory_analysis().temp_size_in_bytes - sum(s.nbytes for s in found) // 2)
+
+
+@pytest.mark.slow
+def test_a_budget_missed_with_scan_remat_says_what_it_dropped():
+    with pytest.raises(olla_jax.BudgetNotMet) as info:
+        olla_jax.plan(sgd_step, *_args(), time_limit_s=5, memory_budget=100_000,
+                      scan_remat=True)
+    assert any("scan rematerialization" in r for r in info.value.reasons)
