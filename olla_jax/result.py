@@ -210,13 +210,21 @@ class Plan:
             return getattr(c, "executable", c)
         return self.source == "xla" or exe(self.compiled) is exe(self.xla_compiled)
 
+    @property
+    def compile_only(self) -> bool:
+        """Planned for a GPU target compiled without the device (``gpu:h100``):
+        executables are built here, none is run."""
+        from olla_jax.capture.base import Backend
+        return Backend.parse(self.backend).compile_only
+
     def _verified_text(self) -> str:
         if self.verified:
             return "yes"
-        if self.runs_xla_executable:
+        if self.compile_only:   # nothing runs here, neither ours nor XLA's
             if self.source != "xla" and self.executable_bytes is not None:
-                # a compile-only target: ours was built and decoded, not run here
-                return "n/a (XLA's executable runs; ours, in executable_bytes, was not run)"
+                return "n/a (compile-only target: ours built, in executable_bytes, not run)"
+            return "n/a (compile-only target: XLA's executable, built, not run)"
+        if self.runs_xla_executable:
             return "n/a (XLA's executable)"
         return "no"
 

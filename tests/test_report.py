@@ -238,9 +238,17 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
     # Not fed back: XLA's executable runs although the plan is ours.
     report_only = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None)
     assert _row(report_only.summary(), "verified bit-for-bit") == "n/a (XLA's executable)"
-    built = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None,
-                         executable_bytes=b"gpu")
-    assert "was not run" in _row(built.summary(), "verified bit-for-bit")
+    # A compile-only target runs nothing: neither ours nor XLA's executable
+    built = _plan_record(backend="gpu:h100", verified=False, compiled="xla",
+                         achieved_temp_bytes=None, executable_bytes=b"gpu")
+    assert _row(built.summary(), "verified bit-for-bit") == (
+        "n/a (compile-only target: ours built, in executable_bytes, not run)")
+    xla_built = _plan_record(backend="gpu:h100", source="xla", engine="xla", verified=False,
+                             compiled="xla", achieved_temp_bytes=None)
+    assert _row(xla_built.summary(), "verified bit-for-bit") == (
+        "n/a (compile-only target: XLA's executable, built, not run)")
+    assert not [ln for ln in (built.summary() + xla_built.summary()).splitlines()
+                if "runs" in ln]
     # a recomputing plan's floor is the working set: its gap is not called a
     # gap to the bound (a user read 72.5% as what the plan left on the table)
     recomputing = _plan_record(recomputed=("fusion.1",), extra_flops=10).summary()
