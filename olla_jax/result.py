@@ -234,6 +234,9 @@ class Plan:
         # Where the program planned is not jax.jit's (threefry2x32 unrolled),
         # XLA's figures of both, jax.jit's first: the one the headline compares with.
         unrolled = "" if self.jax_program_temp_bytes is None else ", threefry unrolled"
+        # A bound of 0 is "none proven", unless the plan needs no temp at all:
+        # then 0 is the bound (no plan needs less) and nothing is left to save.
+        bounded = self.lower_bound_bytes > 0 or self.planned_temp_bytes <= 0
         rows = [] if not unrolled else [
             ("XLA temp, jax.jit's program (best)", mb(self.jax_program_temp_bytes))]
         rows += [
@@ -242,11 +245,12 @@ class Plan:
             ("olla_jax temp, planned", mb(self.planned_temp_bytes)),
             ("olla_jax temp, achieved", mb(self.achieved_temp_bytes)),
             ("lower bound (proven)" if not self.recomputed else
-             "lower bound (working set)", mb(self.lower_bound_bytes or None)),   # 0: none
+             "lower bound (working set)", mb(self.lower_bound_bytes if bounded else None)),
             # a recomputing plan's floor is what no recomputation of these kernels
             # beats, not what order and placement could still save
             ("gap to bound" if not self.recomputed else "above the working set",
-             f"{100 * self.gap:.2f}%" if self.lower_bound_bytes > 0 else "n/a (no bound)"),
+             f"{100 * self.gap:.2f}%" + (" (no temp)" if not self.planned_temp_bytes else "")
+             if bounded else "n/a (no bound)"),
             ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
                                               f"{mb(self.alias_bytes)}"),
             ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),

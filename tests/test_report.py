@@ -259,6 +259,16 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
     assert _row(small, "olla_jax temp, planned") == "208.0 KiB"
 
 
+def test_summary_of_a_plan_with_no_temp_shows_the_bound_zero():
+    """No temp at all: 0 is the bound (no plan needs less), not "no bound";
+    nothing is left to save (it read "lower bound -" and gap "n/a")."""
+    empty = _plan_record(source="xla", engine="xla", verified=False, compiled="xla",
+                         planned_temp_bytes=0, achieved_temp_bytes=0, lower_bound_bytes=0,
+                         xla_default_temp_bytes=0, xla_best_temp_bytes=0).summary()
+    assert _row(empty, "lower bound (proven)") == "0.00 MiB"
+    assert _row(empty, "gap to bound") == "0.00% (no temp)"
+
+
 def test_summary_counts_recomputed_values_and_copies_as_the_notes_do():
     """``recomputed`` holds one producer per copy: the summary says values and
     copies as the note does ("3 values (4 copies)"), not the copies as values;
