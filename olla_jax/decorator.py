@@ -428,8 +428,9 @@ class Jitted:
             return None
         if self._searched_in_vain(result):
             return dataclasses.replace(result, notes=(*result.notes, (
-                f"kept from the plan cache ({path}): searched for "
-                f"{saved.figures['time_limit_s']:g} s when cached")))
+                "XLA's plan kept from the plan cache: the search found nothing below it in "
+                f"{saved.figures['time_limit_s']:g} s when cached (a longer time_limit_s "
+                "searches again)")))
         if not result.verified:   # the checker or the verification refused it: plan again
             self._drop(path)
             return None

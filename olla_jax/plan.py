@@ -772,9 +772,11 @@ def _from_memo(again: Plan, known, own: Plan, own_cost: float, budget: int,
         again, solve_seconds=own.solve_seconds + again.solve_seconds,
         capture_seconds=own.capture_seconds + again.capture_seconds,
         verify_seconds=own.verify_seconds + again.verify_seconds,
-        settings=dict(again.settings, time_limit_s=time_limit_s,
-                      recompute_extra_cost=known.cost, from_earlier_call=True),
-        notes=again.notes + earlier + (note,))
+        # its seconds are this call's search's too: not a saved plan's application alone
+        settings={**{k: v for k, v in again.settings.items() if k != "saved_plan"},
+                  "time_limit_s": time_limit_s, "recompute_extra_cost": known.cost,
+                  "from_earlier_call": True},
+        notes=tuple(n for n in again.notes if not n.startswith(SAVED_NOTE)) + earlier + (note,))
 
 
 def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, memory_budget: int,
@@ -1003,6 +1005,31 @@ def too_short(limit_s: float, build_s: float, floor_s: float, built: bool = True
             "orders)")
 
 
+SAVED_NOTE = "order and placement applied from a saved plan"
+
+
+def saved_origin(saved) -> dict[str, Any]:
+    """``Plan.saved_from`` of a plan applied from ``saved``: its file and the
+    search that made it (None where the file does not keep them)."""
+    searched = saved.figures.get("solve_seconds")
+    limit = saved.figures.get("time_limit_s")
+    return {"path": saved.path,
+            "searched_s": float(searched) if isinstance(searched, (int, float)) else None,
+            "time_limit_s": float(limit) if isinstance(limit, (int, float)) else None}
+
+
+def saved_note(saved) -> str:
+    """Where a plan applied from a file came from, and what its seconds are."""
+    origin = saved_origin(saved)
+    made = (f"found by the {saved.engine!r} engine"
+            + ("" if origin["searched_s"] is None else f" in {origin['searched_s']:.1f} s")
+            + ("" if origin["time_limit_s"] is None else
+               f", time_limit_s {origin['time_limit_s']:g},") + " when saved")
+    return (f"{SAVED_NOTE} ({origin['path'] or 'a SavedPlan not read from a file'}; {made}), "
+            "not searched here: the solve time is the graph build alone; the memory figures "
+            "are this compile's, the lower bound the file's")
+
+
 def _fixed_solve_seconds(graph) -> float:
     """What one ``solve_graph`` costs however short its limit: a list schedule
     and a best-fit, each about ``strategy.BEST_FIT_US`` per movable unit and
@@ -1093,6 +1120,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                     compiled=callable_of(kept.compiled), graph=graph, **common)
 
     if saved is not None:
+        settings["saved_plan"] = saved_origin(saved)
+        notes.append(saved_note(saved))
         best = _matching_capture(caps, saved)
         common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                       capture=best)

@@ -183,6 +183,12 @@ class Plan:
             "alias_bytes", "verified", "solve_seconds", "capture_seconds", "verify_seconds",
             "extra_flops", "step_time_ratio", "jax_program_temp_bytes")}
         figures["recomputed"] = list(self.recomputed)
+        # the search's seconds and limit: a plan applied from a file keeps its file's
+        origin = self.saved_from
+        figures["solve_seconds"] = (self.solve_seconds if origin is None
+                                    else origin.get("searched_s"))
+        figures["time_limit_s"] = (self.settings.get("time_limit_s") if origin is None
+                                   else origin.get("time_limit_s"))
         return saved.SavedPlan(
             fingerprint=saved.fingerprint(self.capture.hlo_text), backend=self.backend,
             xla_scheduler=self.xla_scheduler,
@@ -228,6 +234,27 @@ class Plan:
             return "n/a (XLA's executable)"
         return "no"
 
+    @property
+    def saved_from(self) -> dict[str, Any] | None:
+        """Where a plan applied from a file came from (``plan(..., saved=...)``,
+        olla_jax.jit's disk cache): its ``path`` ('' for a SavedPlan not read
+        from a file) and the search that made it, ``searched_s`` and
+        ``time_limit_s`` (None where the file does not keep them); None for a
+        plan searched here."""
+        return self.settings.get("saved_plan")
+
+    def _solve_text(self) -> str:
+        saved = self.saved_from
+        if saved is None:
+            return (f"{self.engine}, {self.solve_seconds:.1f} s (limit "
+                    f"{_seconds(self.settings.get('time_limit_s'))})")
+        # applied, not searched: the seconds here are the graph build and the
+        # check; the search's own are the file's
+        searched = ("not kept in the file" if saved.get("searched_s") is None else
+                    f"{_seconds(saved['searched_s'])} (limit {_seconds(saved.get('time_limit_s'))})")
+        return (f"{self.engine}, saved plan applied in {self.solve_seconds:.1f} s, no search "
+                f"(its search when saved: {searched})")
+
     def summary(self) -> str:
         def mb(x):
             return "-" if x is None else size_text(x)
@@ -262,8 +289,7 @@ class Plan:
                          ", ".join(mb(n) + ("" if c == HOST_SPACE else f" (memory space {c})")
                                    for c, n in sorted(host.items()))))
         rows += [
-            ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s (limit "
-                                   f"{_seconds(self.settings.get('time_limit_s'))})"),
+            ("engine, solve time", self._solve_text()),
             ("XLA compiles, verification", f"{self.capture_seconds:.1f} s, "
                                            f"{self.verify_seconds:.1f} s"),
         ]
@@ -276,7 +302,8 @@ class Plan:
             ("verified bit-for-bit", self._verified_text()),
         ]
         width = max(len(k) for k, _ in rows)
-        lines = [f"olla_jax plan ({self.backend}, plan from {self.source})"]
+        from_file = ", applied from a saved plan" if self.saved_from is not None else ""
+        lines = [f"olla_jax plan ({self.backend}, plan from {self.source}{from_file})"]
         lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -321,6 +321,19 @@ def test_cache_entry_that_is_a_folder_is_replaced(cache_with_plan, tmp_path):
         saved_lib.load_plan(good).fingerprint
 
 
+def test_plan_from_the_disk_cache_says_where_it_came_from(cache_with_plan):
+    """A later process's plan from the cache is applied, not searched: its
+    summary and notes say so and name the file (it read "solve time 0.0 s")."""
+    folder, path, first = cache_with_plan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        reused = olla_jax.jit(step, time_limit_s=1, cache=folder).plan_for(*mlp_args(0))
+    assert reused.verified and reused.saved_from["path"] == str(path)
+    assert reused.saved_from["searched_s"] == first.solve_seconds
+    assert "applied from a saved plan" in reused.summary().splitlines()[0]
+    assert any(str(path) in n for n in reused.notes), reused.notes
+
+
 def test_cached_plan_the_checker_rejects_is_planned_again(cache_with_plan, tmp_path):
     _, good, first = cache_with_plan
     f = olla_jax.jit(step, time_limit_s=1, cache=tmp_path)

@@ -269,6 +269,20 @@ def test_summary_of_a_plan_with_no_temp_shows_the_bound_zero():
     assert _row(empty, "gap to bound") == "0.00% (no temp)"
 
 
+def test_summary_of_a_plan_applied_from_a_file_keeps_its_search_apart():
+    """Read from a file, the row says the plan was applied, not searched, with
+    the search's own seconds and limit (or that the file does not keep them)."""
+    origin = {"path": "/p.json", "searched_s": 4.25, "time_limit_s": 10.0}
+    text = _plan_record(solve_seconds=0.01, settings={"time_limit_s": 30.0,
+                                                      "saved_plan": origin}).summary()
+    assert text.splitlines()[0] == "olla_jax plan (cpu, plan from olla_jax, applied from a saved plan)"
+    assert _row(text, "engine, solve time") == (
+        "lns, saved plan applied in 0.0 s, no search (its search when saved: 4.2 s "
+        "(limit 10.0 s))")
+    old = _plan_record(settings={"saved_plan": dict(origin, searched_s=None)}).summary()
+    assert "its search when saved: not kept in the file" in _row(old, "engine, solve time")
+
+
 def test_summary_counts_recomputed_values_and_copies_as_the_notes_do():
     """``recomputed`` holds one producer per copy: the summary says values and
     copies as the note does ("3 values (4 copies)"), not the copies as values;
