@@ -853,9 +853,15 @@ def budget_advice(result: "Plan", budget: int, recompute: bool = True) -> str:
 
 def _budget_error(result: "Plan", budget: int, recompute: bool, offload: bool = False,
                   reasons: Sequence[str] = ()) -> BudgetNotMet:
-    from olla_jax import report
-    try:
-        breakdown = report.peak_breakdown_text(result)
+    from olla_jax import budget as budget_lib, report
+    held = None
+    if result.graph is not None and recompute and result.capture is not None:
+        try:     # why recomputation left the peak as it is
+            held = budget_lib.held_at_peak(result.graph, result.capture, result.layout)
+        except Exception:  # noqa: BLE001 - the answer matters more than its detail
+            pass
+    try:   # at held's peak step: both name one instruction
+        breakdown = report.peak_breakdown_text(result, at=held.node if held else None)
     except Exception:  # noqa: BLE001 - the answer matters more than its detail
         breakdown = ""
     least = result.runs_total_bytes
@@ -867,23 +873,19 @@ def _budget_error(result: "Plan", budget: int, recompute: bool, offload: bool = 
     message = (f"the best plan found (trying {how}) needs {size(least)} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
                f"{size(budget)}; {budget_advice(result, budget, recompute)}")
+    floor, where = (budget_lib.working_set_bound(result.graph, result.capture)
+                    if result.graph is not None and recompute else (0, ""))
     for reason in dict.fromkeys(reasons):   # what recomputation said of its stop, once each
-        message += f"; {reason}"
-    if result.graph is not None and recompute:
-        from olla_jax import budget
-        floor, where = budget.working_set_bound(result.graph, result.capture)
-        if floor:
-            message += (f"; no plan that runs the same kernels goes below "
-                        f"{size(floor + least - result.runs_temp_bytes)} "
-                        f"({where} needs {size(floor)} of temp for its operands "
-                        "and results)")
-    if breakdown and result.graph is not None and recompute and result.capture is not None:
-        try:     # why recomputation left the peak as it is
-            from olla_jax import budget
-            held = budget.held_at_peak(result.graph, result.capture, result.layout)
-            breakdown += "\n  why it stays: " + held.describe(top=6)
-        except Exception:  # noqa: BLE001 - the answer matters more than its detail
-            pass
+        # the working set, which recomputation's note may give too, is said once, below
+        message += f"; {budget_lib.WORKING_SET_CLAUSE.sub('', reason) if floor else reason}"
+    if floor:
+        # the working set's instruction need not be where the plan peaks (which follows)
+        message += (f"; no plan that runs the same kernels goes below "
+                    f"{size(floor + least - result.runs_temp_bytes)}, in any order: that is "
+                    f"their working set ({budget_lib.working_set_text(floor, where)}), not "
+                    "where this plan peaks (below)")
+    if breakdown and held is not None:
+        breakdown += "\n  why it stays: " + held.describe(top=6)
     if breakdown:
         message += "\n" + breakdown
     return BudgetNotMet(message, result, least, breakdown, tuple(dict.fromkeys(reasons)))
