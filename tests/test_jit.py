@@ -683,6 +683,43 @@ def test_cache_key_of_a_step_closing_over_an_optimizer_and_a_module_is_the_same_
     assert len(set(keys[0])) == 4, "another learning rate is another entry"
 
 
+_OBJECT_KEYS = """
+import sys
+import jax.numpy as jnp, olla_jax
+
+class Scaled:   # hashed by identity, configured by its attributes
+    def __init__(self, s):
+        self.s, self.name = s, "scaled"
+    def __call__(self, w, x):
+        return jnp.tanh(x @ w) * self.s
+    def step(self, w, x):
+        return self(w, x)
+
+w, x = jnp.ones((4, 4)), jnp.ones((2, 4))
+for s in (2.0, 3.0, 2.0):
+    for fn in (Scaled(s), Scaled(s).step):
+        f = olla_jax.jit(fn, cache=sys.argv[1])
+        print(f._file_key(f._key((w, x), {})))
+"""
+
+
+def test_cache_key_of_a_callable_object_or_bound_method_is_its_state(tmp_path):
+    """Two differently configured objects of one class (same shapes) shared one
+    disk entry: each planned again over the other's (the fingerprint check
+    refused the other's plan). Their attributes are in the key now, read the
+    same in every process."""
+    import subprocess
+    import sys
+    keys = [subprocess.run([sys.executable, "-c", _OBJECT_KEYS, str(tmp_path)],
+                           capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONHASHSEED=seed)).stdout.split()
+            for seed in ("1", "2")]
+    assert len(keys[0]) == 6 and keys[0] == keys[1], keys
+    call_2, method_2, call_3, method_3, call_2_again, method_2_again = keys[0]
+    assert len({call_2, method_2, call_3, method_3}) == 4, keys[0]
+    assert (call_2_again, method_2_again) == (call_2, method_2), "same state, same entry"
+
+
 def test_cache_key_reads_a_bounded_part_of_a_wide_closure():
     """A closed-over value of many shared parts reads at most a bounded number
     of values, the same text each time."""
