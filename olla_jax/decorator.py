@@ -101,6 +101,13 @@ def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> s
         target = inspect_unwrap(target.func)
     name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
     h.update(name.encode())
+    # what the code reads besides its arguments: a bound method's object, a
+    # callable object's own state (two differently configured objects of one
+    # class are two entries, not one that each plans over the other's)
+    if isinstance(target, types.MethodType):
+        h.update(f"self={_stable(target.__self__, depth + 1, reach)}".encode())
+    elif not isinstance(target, (types.FunctionType, types.BuiltinFunctionType, type)):
+        h.update(f"state={_stable(target, depth + 1, reach)}".encode())
     code = getattr(target, "__code__", None) or getattr(getattr(target, "__call__", None),
                                                         "__code__", None)
     if code is not None:
@@ -142,9 +149,10 @@ class _Reach:
 def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
     """A text for a static value that is the same in every process: exact for
     plain Python values, types, functions (their identity, closures included),
-    dataclasses and containers of them, else its type and hash (an object hashed
-    by identity then never matches another process's: planned again, never a
-    wrong hit; a cached plan is applied only to the module it was made for)."""
+    dataclasses, objects hashed by identity (their attributes) and containers of
+    them, else its type and hash (a hash salted per process then never matches
+    another process's: planned again, never a wrong hit; a cached plan is
+    applied only to the module it was made for)."""
     if value is None or value is Ellipsis or isinstance(value, (bool, int, float, complex, str,
                                                                  bytes)):
         return f"{type(value).__name__}:{value!r}"
@@ -187,6 +195,13 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
             return f"{kind}({fields})"
         except Exception:  # noqa: BLE001 - a field that cannot be read: keyed by hash below
             pass
+    if isinstance(value, types.ModuleType):
+        return f"module:{value.__name__}"
+    if type(value).__hash__ in (object.__hash__, None):
+        # hashed by identity (or not at all): its attributes, as a dataclass's fields
+        attrs = getattr(value, "__dict__", None)
+        if isinstance(attrs, dict):
+            return f"{kind}{_stable(attrs, depth + 1, reach)[len('builtins.dict'):]}"
     try:
         return f"{kind}#{hash(value)}"
     except TypeError:
@@ -428,8 +443,9 @@ class Jitted:
             return None
         if self._searched_in_vain(result):
             return dataclasses.replace(result, notes=(*result.notes, (
-                f"kept from the plan cache ({path}): searched for "
-                f"{saved.figures['time_limit_s']:g} s when cached")))
+                "XLA's plan kept from the plan cache: the search found nothing below it in "
+                f"{saved.figures['time_limit_s']:g} s when cached (a longer time_limit_s "
+                "searches again)")))
         if not result.verified:   # the checker or the verification refused it: plan again
             self._drop(path)
             return None

@@ -825,9 +825,11 @@ def _from_memo(again: Plan, known, own: Plan, own_cost: float, budget: int,
         again, solve_seconds=own.solve_seconds + again.solve_seconds,
         capture_seconds=own.capture_seconds + again.capture_seconds,
         verify_seconds=own.verify_seconds + again.verify_seconds,
-        settings=dict(again.settings, time_limit_s=time_limit_s,
-                      recompute_extra_cost=known.cost, from_earlier_call=True),
-        notes=again.notes + earlier + (note,))
+        # its seconds are this call's search's too: not a saved plan's application alone
+        settings={**{k: v for k, v in again.settings.items() if k != "saved_plan"},
+                  "time_limit_s": time_limit_s, "recompute_extra_cost": known.cost,
+                  "from_earlier_call": True},
+        notes=tuple(n for n in again.notes if not n.startswith(SAVED_NOTE)) + earlier + (note,))
 
 
 def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, memory_budget: int,
@@ -904,9 +906,15 @@ def budget_advice(result: "Plan", budget: int, recompute: bool = True) -> str:
 
 def _budget_error(result: "Plan", budget: int, recompute: bool, offload: bool = False,
                   reasons: Sequence[str] = ()) -> BudgetNotMet:
-    from olla_jax import report
-    try:
-        breakdown = report.peak_breakdown_text(result)
+    from olla_jax import budget as budget_lib, report
+    held = None
+    if result.graph is not None and recompute and result.capture is not None:
+        try:     # why recomputation left the peak as it is
+            held = budget_lib.held_at_peak(result.graph, result.capture, result.layout)
+        except Exception:  # noqa: BLE001 - the answer matters more than its detail
+            pass
+    try:   # at held's peak step: both name one instruction
+        breakdown = report.peak_breakdown_text(result, at=held.node if held else None)
     except Exception:  # noqa: BLE001 - the answer matters more than its detail
         breakdown = ""
     least = result.runs_total_bytes
@@ -918,23 +926,19 @@ def _budget_error(result: "Plan", budget: int, recompute: bool, offload: bool = 
     message = (f"the best plan found (trying {how}) needs {size(least)} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
                f"{size(budget)}; {budget_advice(result, budget, recompute)}")
+    floor, where = (budget_lib.working_set_bound(result.graph, result.capture)
+                    if result.graph is not None and recompute else (0, ""))
     for reason in dict.fromkeys(reasons):   # what recomputation said of its stop, once each
-        message += f"; {reason}"
-    if result.graph is not None and recompute:
-        from olla_jax import budget
-        floor, where = budget.working_set_bound(result.graph, result.capture)
-        if floor:
-            message += (f"; no plan that runs the same kernels goes below "
-                        f"{size(floor + least - result.runs_temp_bytes)} "
-                        f"({where} needs {size(floor)} of temp for its operands "
-                        "and results)")
-    if breakdown and result.graph is not None and recompute and result.capture is not None:
-        try:     # why recomputation left the peak as it is
-            from olla_jax import budget
-            held = budget.held_at_peak(result.graph, result.capture, result.layout)
-            breakdown += "\n  why it stays: " + held.describe(top=6)
-        except Exception:  # noqa: BLE001 - the answer matters more than its detail
-            pass
+        # the working set, which recomputation's note may give too, is said once, below
+        message += f"; {budget_lib.WORKING_SET_CLAUSE.sub('', reason) if floor else reason}"
+    if floor:
+        # the working set's instruction need not be where the plan peaks (which follows)
+        message += (f"; no plan that runs the same kernels goes below "
+                    f"{size(floor + least - result.runs_temp_bytes)}, in any order: that is "
+                    f"their working set ({budget_lib.working_set_text(floor, where)}), not "
+                    "where this plan peaks (below)")
+    if breakdown and held is not None:
+        breakdown += "\n  why it stays: " + held.describe(top=6)
     if breakdown:
         message += "\n" + breakdown
     return BudgetNotMet(message, result, least, breakdown, tuple(dict.fromkeys(reasons)))
@@ -1056,6 +1060,31 @@ def too_short(limit_s: float, build_s: float, floor_s: float, built: bool = True
             "orders)")
 
 
+SAVED_NOTE = "order and placement applied from a saved plan"
+
+
+def saved_origin(saved) -> dict[str, Any]:
+    """``Plan.saved_from`` of a plan applied from ``saved``: its file and the
+    search that made it (None where the file does not keep them)."""
+    searched = saved.figures.get("solve_seconds")
+    limit = saved.figures.get("time_limit_s")
+    return {"path": saved.path,
+            "searched_s": float(searched) if isinstance(searched, (int, float)) else None,
+            "time_limit_s": float(limit) if isinstance(limit, (int, float)) else None}
+
+
+def saved_note(saved) -> str:
+    """Where a plan applied from a file came from, and what its seconds are."""
+    origin = saved_origin(saved)
+    made = (f"found by the {saved.engine!r} engine"
+            + ("" if origin["searched_s"] is None else f" in {origin['searched_s']:.1f} s")
+            + ("" if origin["time_limit_s"] is None else
+               f", time_limit_s {origin['time_limit_s']:g},") + " when saved")
+    return (f"{SAVED_NOTE} ({origin['path'] or 'a SavedPlan not read from a file'}; {made}), "
+            "not searched here: the solve time is the graph build alone; the memory figures "
+            "are this compile's, the lower bound the file's")
+
+
 def _fixed_solve_seconds(graph) -> float:
     """What one ``solve_graph`` costs however short its limit: a list schedule
     and a best-fit, each about ``strategy.BEST_FIT_US`` per movable unit and
@@ -1146,6 +1175,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
                     compiled=callable_of(kept.compiled), graph=graph, **common)
 
     if saved is not None:
+        settings["saved_plan"] = saved_origin(saved)
+        notes.append(saved_note(saved))
         best = _matching_capture(caps, saved)
         common.update(xla_best_temp_bytes=best.memory.temp, xla_scheduler=best.scheduler,
                       capture=best)

@@ -433,9 +433,12 @@ def plot_plan(plan: Plan, path_prefix: str) -> list[str]:
 
 # ---- text ------------------------------------------------------------------
 
-def peak_breakdown_text(plan: Plan, top: int = 8) -> str:
+def peak_breakdown_text(plan: Plan, top: int = 8, at: str | None = None) -> str:
     """What holds a plan's memory: arguments, outputs, and the largest temp
-    values live at the temp peak (model view; recomputed copies not drawn)."""
+    values live at the temp peak (model view; recomputed copies not drawn),
+    named by the entry instruction there.  ``at``: of the steps at that peak,
+    the one of this instruction (``budget.held_at_peak``'s, so that a message
+    quoting both names one peak); else the first."""
     lines = [f"  arguments {_size(plan.argument_bytes)}, outputs {_size(plan.output_bytes)}, "
              f"donated (shared) {_size(plan.alias_bytes)}, temp "
              f"{_size(plan.achieved_temp_bytes or plan.planned_temp_bytes)}"]
@@ -446,12 +449,18 @@ def peak_breakdown_text(plan: Plan, top: int = 8) -> str:
     timeline = memory_timeline(graph, layout)
     if not timeline:
         return "\n".join(lines)
-    peak = max(range(len(timeline)), key=timeline.__getitem__)
+    node_at = _node_at_step(graph, layout.order, len(timeline))
+    peaks = [s for s, n in enumerate(timeline) if n == max(timeline)]
+    peak = next((s for s in peaks if node_at[s] is not None and graph.nodes[node_at[s]] == at),
+                peaks[0])
     live = [b for b in _boxes(graph, layout)
             if b.allocation == graph.temp_allocation and b.start <= peak <= b.end]
     live.sort(key=lambda b: -b.size)
-    lines.append(f"  temp peak at step {peak} of {len(timeline)}: {_size(timeline[peak])} in "
-                 f"{len(live)} buffers; the largest:")
+    where = "" if node_at[peak] is None else f" ({graph.nodes[node_at[peak]]})"
+    also = "" if len(peaks) == 1 else f", one of {len(peaks)} steps at that peak"
+    lines.append(f"  the plan's temp peak at step {peak} of {len(timeline)}{where}{also}: "
+                 f"{_size(timeline[peak])} in {len(live)} buffer{'' if len(live) == 1 else 's'}; "
+                 "the largest:")
     sources = _sources_of(plan)
     for b in live[:top]:
         unit = graph.units[b.unit]
@@ -460,6 +469,17 @@ def peak_breakdown_text(plan: Plan, top: int = 8) -> str:
         made_by = ", ".join(x for x in (src.short_op, src.where) if x) if src else ""
         lines.append(f"    {_size(b.size):>10}  {key}" + (f"  ({made_by})" if made_by else ""))
     return "\n".join(lines)
+
+
+def _node_at_step(graph: ScheduleGraph, order, horizon: int) -> list[int | None]:
+    """Per step of the flattened schedule under ``order``, the entry node whose
+    block holds it."""
+    out: list[int | None] = [None] * horizon
+    starts = graph.flat_layout(order)
+    for node in order:
+        for step in range(starts[node], min(starts[node] + graph.block_length(node), horizon)):
+            out[step] = node
+    return out
 
 
 def _sources_of(plan: Plan) -> dict[str, OpSource]:

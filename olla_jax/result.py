@@ -183,6 +183,12 @@ class Plan:
             "alias_bytes", "verified", "solve_seconds", "capture_seconds", "verify_seconds",
             "extra_flops", "step_time_ratio", "jax_program_temp_bytes")}
         figures["recomputed"] = list(self.recomputed)
+        # the search's seconds and limit: a plan applied from a file keeps its file's
+        origin = self.saved_from
+        figures["solve_seconds"] = (self.solve_seconds if origin is None
+                                    else origin.get("searched_s"))
+        figures["time_limit_s"] = (self.settings.get("time_limit_s") if origin is None
+                                   else origin.get("time_limit_s"))
         return saved.SavedPlan(
             fingerprint=saved.fingerprint(self.capture.hlo_text), backend=self.backend,
             xla_scheduler=self.xla_scheduler,
@@ -210,15 +216,44 @@ class Plan:
             return getattr(c, "executable", c)
         return self.source == "xla" or exe(self.compiled) is exe(self.xla_compiled)
 
+    @property
+    def compile_only(self) -> bool:
+        """Planned for a GPU target compiled without the device (``gpu:h100``):
+        executables are built here, none is run."""
+        from olla_jax.capture.base import Backend
+        return Backend.parse(self.backend).compile_only
+
     def _verified_text(self) -> str:
         if self.verified:
             return "yes"
-        if self.runs_xla_executable:
+        if self.compile_only:   # nothing runs here, neither ours nor XLA's
             if self.source != "xla" and self.executable_bytes is not None:
-                # a compile-only target: ours was built and decoded, not run here
-                return "n/a (XLA's executable runs; ours, in executable_bytes, was not run)"
+                return "n/a (compile-only target: ours built, in executable_bytes, not run)"
+            return "n/a (compile-only target: XLA's executable, built, not run)"
+        if self.runs_xla_executable:
             return "n/a (XLA's executable)"
         return "no"
+
+    @property
+    def saved_from(self) -> dict[str, Any] | None:
+        """Where a plan applied from a file came from (``plan(..., saved=...)``,
+        olla_jax.jit's disk cache): its ``path`` ('' for a SavedPlan not read
+        from a file) and the search that made it, ``searched_s`` and
+        ``time_limit_s`` (None where the file does not keep them); None for a
+        plan searched here."""
+        return self.settings.get("saved_plan")
+
+    def _solve_text(self) -> str:
+        saved = self.saved_from
+        if saved is None:
+            return (f"{self.engine}, {self.solve_seconds:.1f} s (limit "
+                    f"{_seconds(self.settings.get('time_limit_s'))})")
+        # applied, not searched: the seconds here are the graph build and the
+        # check; the search's own are the file's
+        searched = ("not kept in the file" if saved.get("searched_s") is None else
+                    f"{_seconds(saved['searched_s'])} (limit {_seconds(saved.get('time_limit_s'))})")
+        return (f"{self.engine}, saved plan applied in {self.solve_seconds:.1f} s, no search "
+                f"(its search when saved: {searched})")
 
     def summary(self) -> str:
         def mb(x):
@@ -226,6 +261,9 @@ class Plan:
         # Where the program planned is not jax.jit's (threefry2x32 unrolled),
         # XLA's figures of both, jax.jit's first: the one the headline compares with.
         unrolled = "" if self.jax_program_temp_bytes is None else ", threefry unrolled"
+        # A bound of 0 is "none proven", unless the plan needs no temp at all:
+        # then 0 is the bound (no plan needs less) and nothing is left to save.
+        bounded = self.lower_bound_bytes > 0 or self.planned_temp_bytes <= 0
         rows = [] if not unrolled else [
             ("XLA temp, jax.jit's program (best)", mb(self.jax_program_temp_bytes))]
         rows += [
@@ -234,11 +272,12 @@ class Plan:
             ("olla_jax temp, planned", mb(self.planned_temp_bytes)),
             ("olla_jax temp, achieved", mb(self.achieved_temp_bytes)),
             ("lower bound (proven)" if not self.recomputed else
-             "lower bound (working set)", mb(self.lower_bound_bytes or None)),   # 0: none
+             "lower bound (working set)", mb(self.lower_bound_bytes if bounded else None)),
             # a recomputing plan's floor is what no recomputation of these kernels
             # beats, not what order and placement could still save
             ("gap to bound" if not self.recomputed else "above the working set",
-             f"{100 * self.gap:.2f}%" if self.lower_bound_bytes > 0 else "n/a (no bound)"),
+             f"{100 * self.gap:.2f}%" + (" (no temp)" if not self.planned_temp_bytes else "")
+             if bounded else "n/a (no bound)"),
             ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
                                               f"{mb(self.alias_bytes)}"),
             ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
@@ -250,8 +289,7 @@ class Plan:
                          ", ".join(mb(n) + ("" if c == HOST_SPACE else f" (memory space {c})")
                                    for c, n in sorted(host.items()))))
         rows += [
-            ("engine, solve time", f"{self.engine}, {self.solve_seconds:.1f} s (limit "
-                                   f"{_seconds(self.settings.get('time_limit_s'))})"),
+            ("engine, solve time", self._solve_text()),
             ("XLA compiles, verification", f"{self.capture_seconds:.1f} s, "
                                            f"{self.verify_seconds:.1f} s"),
         ]
@@ -264,7 +302,8 @@ class Plan:
             ("verified bit-for-bit", self._verified_text()),
         ]
         width = max(len(k) for k, _ in rows)
-        lines = [f"olla_jax plan ({self.backend}, plan from {self.source})"]
+        from_file = ", applied from a saved plan" if self.saved_from is not None else ""
+        lines = [f"olla_jax plan ({self.backend}, plan from {self.source}{from_file})"]
         lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -53,6 +53,8 @@ class SavedPlan:
     # values computed twice: dicts with value, producer, before, late_users,
     # place, size, and where set, scratch and done_before (``recompute_record``)
     recomputes: tuple[dict[str, Any], ...] = ()
+    # the file it was read from ('' where it was not: ``Plan.to_saved()``); not in the file
+    path: str = dataclasses.field(default="", compare=False)
 
     def __repr__(self) -> str:
         # The order and places run to thousands of entries: printing a loaded plan
@@ -195,4 +197,4 @@ def load_plan(path: str | Path) -> SavedPlan:
         raise PlanFileError(f"{path} is not a plan file (not UTF-8 text)") from err
     except OSError as err:
         raise PlanFileError(f"cannot read plan file {path}: {err}") from err
-    return from_json(text, str(path))
+    return dataclasses.replace(from_json(text, str(path)), path=str(path))

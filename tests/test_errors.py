@@ -153,3 +153,25 @@ def test_jit_missed_budget_warning_gives_the_same_advice():
         f(jnp.ones((128, 128)), jnp.ones((16, 128)))
     text = " ".join(str(w.message) for w in got if "memory_budget" in str(w.message))
     assert "recompute=True" in text and "donate arguments" not in text, text
+
+
+@pytest.mark.filterwarnings("ignore::olla_jax.PlanWarning")
+def test_budget_not_met_says_the_working_set_once_and_names_one_peak():
+    """Recomputation's note gave the working set (in MiB: "0.00 MiB" for 4 KiB)
+    and the message gave it again; the peak was named three ways (the working
+    set's instruction, the breakdown's first peak step, held_at_peak's step).
+    Now: the working set once, said not to be the plan's peak, and the
+    breakdown at held_at_peak's instruction."""
+    import re
+    from small_steps import mlp_args, mlp_step
+    with pytest.raises(olla_jax.BudgetNotMet) as err:   # above arguments and outputs,
+        olla_jax.plan(mlp_step, *mlp_args(0), memory_budget=25_000, time_limit_s=2)  # below
+    text = str(err.value)                                                  # the working set
+    assert text.count("of temp for its operands and results") == 1, text
+    assert "not where this plan peaks" in text and "0.00 MiB" not in text, text
+    (peak,) = [ln for ln in text.splitlines() if "the plan's temp peak at step" in ln]
+    (why,) = [ln for ln in text.splitlines() if "why it stays:" in ln]
+    assert re.search(r"peak at step \d+ of \d+ \((\S+)\)", peak)[1] == \
+        re.search(r"peak at (\S+) \(", why)[1], (peak, why)
+    # the note itself (what olla_jax.jit's warning quotes) keeps the fact, in KiB
+    assert any("alone needs 4.0 KiB of temp" in r for r in err.value.reasons), err.value.reasons

@@ -321,6 +321,19 @@ def test_cache_entry_that_is_a_folder_is_replaced(cache_with_plan, tmp_path):
         saved_lib.load_plan(good).fingerprint
 
 
+def test_plan_from_the_disk_cache_says_where_it_came_from(cache_with_plan):
+    """A later process's plan from the cache is applied, not searched: its
+    summary and notes say so and name the file (it read "solve time 0.0 s")."""
+    folder, path, first = cache_with_plan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        reused = olla_jax.jit(step, time_limit_s=1, cache=folder).plan_for(*mlp_args(0))
+    assert reused.verified and reused.saved_from["path"] == str(path)
+    assert reused.saved_from["searched_s"] == first.solve_seconds
+    assert "applied from a saved plan" in reused.summary().splitlines()[0]
+    assert any(str(path) in n for n in reused.notes), reused.notes
+
+
 def test_cached_plan_the_checker_rejects_is_planned_again(cache_with_plan, tmp_path):
     _, good, first = cache_with_plan
     f = olla_jax.jit(step, time_limit_s=1, cache=tmp_path)
@@ -668,6 +681,43 @@ def test_cache_key_of_a_step_closing_over_an_optimizer_and_a_module_is_the_same_
             for seed in ("1", "2")]
     assert len(keys[0]) == 4 and keys[0] == keys[1], keys
     assert len(set(keys[0])) == 4, "another learning rate is another entry"
+
+
+_OBJECT_KEYS = """
+import sys
+import jax.numpy as jnp, olla_jax
+
+class Scaled:   # hashed by identity, configured by its attributes
+    def __init__(self, s):
+        self.s, self.name = s, "scaled"
+    def __call__(self, w, x):
+        return jnp.tanh(x @ w) * self.s
+    def step(self, w, x):
+        return self(w, x)
+
+w, x = jnp.ones((4, 4)), jnp.ones((2, 4))
+for s in (2.0, 3.0, 2.0):
+    for fn in (Scaled(s), Scaled(s).step):
+        f = olla_jax.jit(fn, cache=sys.argv[1])
+        print(f._file_key(f._key((w, x), {})))
+"""
+
+
+def test_cache_key_of_a_callable_object_or_bound_method_is_its_state(tmp_path):
+    """Two differently configured objects of one class (same shapes) shared one
+    disk entry: each planned again over the other's (the fingerprint check
+    refused the other's plan). Their attributes are in the key now, read the
+    same in every process."""
+    import subprocess
+    import sys
+    keys = [subprocess.run([sys.executable, "-c", _OBJECT_KEYS, str(tmp_path)],
+                           capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONHASHSEED=seed)).stdout.split()
+            for seed in ("1", "2")]
+    assert len(keys[0]) == 6 and keys[0] == keys[1], keys
+    call_2, method_2, call_3, method_3, call_2_again, method_2_again = keys[0]
+    assert len({call_2, method_2, call_3, method_3}) == 4, keys[0]
+    assert (call_2_again, method_2_again) == (call_2, method_2), "same state, same entry"
 
 
 def test_cache_key_reads_a_bounded_part_of_a_wide_closure():

@@ -108,6 +108,8 @@ def test_a_lower_budget_never_ends_above_a_plan_an_earlier_call_found(planned_ex
     assert missed.verified and missed.settings["from_earlier_call"], missed.notes
     assert "earlier plan() call" in missed.notes[-1] and "applied again" in missed.notes[-1]
     assert missed.recomputed == found.recomputed and missed.extra_flops == found.extra_flops
+    # this call searched too: its seconds are no saved plan's application alone
+    assert missed.saved_from is None and "saved plan" not in missed.summary(), missed.summary()
 
 
 @pytest.mark.slow

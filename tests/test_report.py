@@ -238,9 +238,17 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
     # Not fed back: XLA's executable runs although the plan is ours.
     report_only = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None)
     assert _row(report_only.summary(), "verified bit-for-bit") == "n/a (XLA's executable)"
-    built = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=None,
-                         executable_bytes=b"gpu")
-    assert "was not run" in _row(built.summary(), "verified bit-for-bit")
+    # A compile-only target runs nothing: neither ours nor XLA's executable
+    built = _plan_record(backend="gpu:h100", verified=False, compiled="xla",
+                         achieved_temp_bytes=None, executable_bytes=b"gpu")
+    assert _row(built.summary(), "verified bit-for-bit") == (
+        "n/a (compile-only target: ours built, in executable_bytes, not run)")
+    xla_built = _plan_record(backend="gpu:h100", source="xla", engine="xla", verified=False,
+                             compiled="xla", achieved_temp_bytes=None)
+    assert _row(xla_built.summary(), "verified bit-for-bit") == (
+        "n/a (compile-only target: XLA's executable, built, not run)")
+    assert not [ln for ln in (built.summary() + xla_built.summary()).splitlines()
+                if "runs" in ln]
     # a recomputing plan's floor is the working set: its gap is not called a
     # gap to the bound (a user read 72.5% as what the plan left on the table)
     recomputing = _plan_record(recomputed=("fusion.1",), extra_flops=10).summary()
@@ -249,6 +257,30 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
     assert not [ln for ln in recomputing.splitlines() if ln.strip().startswith("gap to bound")]
     small = _plan_record(planned_temp_bytes=208 << 10).summary()
     assert _row(small, "olla_jax temp, planned") == "208.0 KiB"
+
+
+def test_summary_of_a_plan_with_no_temp_shows_the_bound_zero():
+    """No temp at all: 0 is the bound (no plan needs less), not "no bound";
+    nothing is left to save (it read "lower bound -" and gap "n/a")."""
+    empty = _plan_record(source="xla", engine="xla", verified=False, compiled="xla",
+                         planned_temp_bytes=0, achieved_temp_bytes=0, lower_bound_bytes=0,
+                         xla_default_temp_bytes=0, xla_best_temp_bytes=0).summary()
+    assert _row(empty, "lower bound (proven)") == "0.00 MiB"
+    assert _row(empty, "gap to bound") == "0.00% (no temp)"
+
+
+def test_summary_of_a_plan_applied_from_a_file_keeps_its_search_apart():
+    """Read from a file, the row says the plan was applied, not searched, with
+    the search's own seconds and limit (or that the file does not keep them)."""
+    origin = {"path": "/p.json", "searched_s": 4.25, "time_limit_s": 10.0}
+    text = _plan_record(solve_seconds=0.01, settings={"time_limit_s": 30.0,
+                                                      "saved_plan": origin}).summary()
+    assert text.splitlines()[0] == "olla_jax plan (cpu, plan from olla_jax, applied from a saved plan)"
+    assert _row(text, "engine, solve time") == (
+        "lns, saved plan applied in 0.0 s, no search (its search when saved: 4.2 s "
+        "(limit 10.0 s))")
+    old = _plan_record(settings={"saved_plan": dict(origin, searched_s=None)}).summary()
+    assert "its search when saved: not kept in the file" in _row(old, "engine, solve time")
 
 
 def test_summary_counts_recomputed_values_and_copies_as_the_notes_do():

@@ -82,6 +82,27 @@ def test_save_and_load_roundtrip(planned, tmp_path):
         olla_jax.plan(step, *args(batch=16), static_argnums=(2,), saved=saved)
 
 
+def test_plan_applied_from_a_file_says_so_and_keeps_the_search_seconds(planned, tmp_path):
+    """A saved plan is applied, not searched: its summary said "solve time 0.0 s
+    (limit 2.0 s)" and nothing said where the plan came from."""
+    assert "saved plan" not in planned.summary() and planned.saved_from is None
+    path = tmp_path / "plan.json"
+    planned.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        again = olla_jax.plan(step, *args(), static_argnums=(2,), saved=olla_jax.load_plan(path))
+    text = again.summary()
+    assert text.splitlines()[0].endswith(", applied from a saved plan)"), text
+    (row,) = [ln for ln in text.splitlines() if "engine, solve time" in ln]
+    assert "no search" in row and f"{planned.solve_seconds:.1f} s (limit 2.0 s)" in row, row
+    assert any(str(path) in n and "not searched here" in n for n in again.notes), again.notes
+    assert again.saved_from == {"path": str(path), "searched_s": planned.solve_seconds,
+                                "time_limit_s": 2.0}
+    # saved again, it keeps the search's seconds, not the application's
+    figures = again.to_saved().figures
+    assert (figures["solve_seconds"], figures["time_limit_s"]) == (planned.solve_seconds, 2.0)
+
+
 def test_save_and_plot_into_a_missing_folder_name_the_folder(planned, tmp_path):
     """Not an error about a temporary file, nor one from inside the image library."""
     missing = tmp_path / "no" / "such"

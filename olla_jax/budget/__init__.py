@@ -41,11 +41,13 @@ from olla_jax.budget.greedy import choose
 from olla_jax.budget.model import choose_model
 from olla_jax.budget.refine import polish, split_copies
 from olla_jax.budget.timed_search import ladder, search
-from olla_jax.budget.floors import HeldAtPeak, held_at_peak, recompute_floor, working_set_bound
+from olla_jax.budget.floors import (WORKING_SET_CLAUSE, HeldAtPeak, held_at_peak, recompute_floor,
+                                    working_set_bound, working_set_text)
 from olla_jax.budget.feed_back import (
     feed_back_plan, recompute_to_budget, step_flops, xla_remat_to_budget)
 
-__all__ = ["Candidate", "HeldAtPeak", "RecomputePlan", "candidates", "choose", "choose_model",
+__all__ = ["WORKING_SET_CLAUSE", "Candidate", "HeldAtPeak", "RecomputePlan", "candidates",
+           "choose", "choose_model",
            "feed_back_plan", "held_at_peak", "ladder", "plan_of", "polish", "recompute_floor",
            "recompute_to_budget", "refusals", "search", "split_copies", "step_flops",
-           "working_set_bound", "xla_remat_to_budget"]
+           "working_set_bound", "working_set_text", "xla_remat_to_budget"]

@@ -18,7 +18,7 @@ from olla_jax.budget import body, body_model, body_placed
 from olla_jax.budget.candidates import candidates, check_cost
 from olla_jax.budget.recompute_plan import RecomputePlan, fit_orders, new_state, plan_of
 from olla_jax.budget.timed_search import search
-from olla_jax.budget.floors import working_set_bound
+from olla_jax.budget.floors import working_set_bound, working_set_text
 from olla_jax.sizes import size_text
 
 
@@ -107,8 +107,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     search_s = spent["search"] = time.monotonic() - t0
     if found is None or found.temp_bytes >= min(result.planned_temp_bytes,
                                                 result.achieved_temp_bytes or math.inf):
-        why = (f"; {where} alone needs {floor / 2**20:,.2f} MiB of temp for its operands and "
-               "results" if floor else "")
+        why = f"; {working_set_text(floor, where)}" if floor else ""
         return note(result, f"recomputation found nothing that lowers the peak "
                             f"({len(cands)} values qualified{why})")
     return feed_back_plan(result, found, args=args, static_argnums=static_argnums,

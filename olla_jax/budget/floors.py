@@ -33,6 +33,16 @@ def working_set_bound(graph: ScheduleGraph, capture=None) -> tuple[int, str]:
     return found.value, graph.nodes[found.node] if found.value else ""
 
 
+def working_set_text(floor: int, where: str) -> str:
+    """The working-set fact (``working_set_bound``) as the notes and errors say it."""
+    return f"{where} alone needs {size_text(floor)} of temp for its operands and results"
+
+
+# ``working_set_text`` inside a longer text, after "; " (a recomputation note
+# that BudgetNotMet's message quotes, where it states the fact itself).
+WORKING_SET_CLAUSE = re.compile(r"; \S+ alone needs [^;()]*? of temp for its operands and results")
+
+
 def recompute_floor(graph: ScheduleGraph, cands: Sequence[Candidate], *,
                     time_limit_s: float = 10.0, capture=None) -> int:
     """A lower bound of the temp of any plan that recomputes only values of
