@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 
-MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan")
+MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan", "linen_attn_scan")
 
 
 def lm_adamw():
@@ -121,6 +121,45 @@ def mlp_scan():
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, loss_value
     return step, (params, opt.init(params))
+
+
+def linen_attn_scan():
+    """A flax.linen LM: pre-norm blocks (nn.SelfAttention, nn.LayerNorm, a GELU MLP) in an
+    nn.scan over 4 layers, tied embedding, clip_by_global_norm + adamw."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+    V, d, B, S, L = 1000, 128, 8, 64, 4
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            x = x + nn.SelfAttention(num_heads=4, deterministic=True)(nn.LayerNorm()(x))
+            h = nn.gelu(nn.Dense(4 * d)(nn.LayerNorm()(x)))
+            return x + nn.Dense(d)(h), None
+
+    class LM(nn.Module):
+        @nn.compact
+        def __call__(self, tok):
+            embed = nn.Embed(V, d)
+            x, _ = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
+                           length=L)()(embed(tok), None)
+            return embed.attend(nn.LayerNorm()(x))
+
+    m = LM()
+    tok = jax.random.randint(jax.random.PRNGKey(3), (B, S), 0, V)
+    params = m.init(jax.random.PRNGKey(0), tok)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
+
+    def step(p, s, tok):
+        def loss(p):
+            logits = m.apply(p, tok)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, tok).mean()
+        loss_value, g = jax.value_and_grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss_value
+    return step, (params, opt.init(params), tok)
 
 
 def step_time_ratio(a, b, args, rounds: int) -> float:
