@@ -728,7 +728,21 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
     except BudgetNotMet as err:
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")
-    return side, found.notes()
+    return _with_scan_remat(side, found), found.notes()
+
+
+def _with_scan_remat(side: Plan, found) -> Plan:
+    """``side`` (the plan of the step with scan residual stacks recomputed) with
+    the lever's extra FLOPs in ``extra_flops`` beside the planner's own, the split
+    in the notes and the stacks' count in ``settings["scan_remat_stacks"]``."""
+    own, lever = side.extra_flops, found.extra_flops
+    return dataclasses.replace(
+        side, extra_flops=own + lever,
+        settings=dict(side.settings, scan_remat_stacks=len(found.dropped),
+                      scan_remat_flops=lever),
+        notes=side.notes + (f"extra FLOPs {own + lever:,}: {lever:,} of scan rematerialization "
+                            f"({len(found.dropped)} residual stack(s) recomputed in the "
+                            f"backward scan), {own:,} of the planner's recomputation",))
 
 
 def _memo_key(first: Plan, target: Backend, spmd, saved, **options) -> tuple | None:
