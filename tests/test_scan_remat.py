@@ -169,3 +169,20 @@ def test_a_budget_missed_with_scan_remat_says_what_it_dropped():
         olla_jax.plan(sgd_step, *_args(), time_limit_s=5, memory_budget=100_000,
                       scan_remat=True)
     assert any("scan rematerialization" in r for r in info.value.reasons)
+
+
+def test_bind_equation_evaluates_a_jaxpr_as_jax_does():
+    from jax.extend import core as jex
+
+    from olla_jax import jax_compat
+    closed = jax.make_jaxpr(sgd_step)(*_args())
+    env = dict(zip(closed.jaxpr.invars, jax.tree.leaves(_args())))
+    for eqn in closed.jaxpr.eqns:
+        ins = [v.val if isinstance(v, jex.Literal) else env[v] for v in eqn.invars]
+        env.update(zip(eqn.outvars, jax_compat.bind_equation(eqn, ins)))
+    ours = [env[v] for v in closed.jaxpr.outvars]
+    assert _bits(ours) == _bits(jax.core.eval_jaxpr(closed.jaxpr, closed.consts,
+                                                    *jax.tree.leaves(_args())))
+    scans = [e for e in closed.jaxpr.eqns if e.primitive.name == "scan"]
+    p = jax_compat.scan_params(scans[0])
+    assert p.length == L and p.reverse is False and p.body.jaxpr.eqns
