@@ -558,14 +558,15 @@ def sizes(n: int) -> list[int]:
 @dataclasses.dataclass(frozen=True)
 class ScanRematResult:
     """The step with scan residual stacks recomputed, compiled on CPU and compared."""
-    xla_temp: int                 # XLA's temp for the step as given
-    temp: int                     # XLA's temp for the rewritten step (xla_temp where none)
+    xla_temp: int | None          # XLA's temp for the step as given (None: no candidate,
+                                  # nothing compiled)
+    temp: int | None              # XLA's temp for the rewritten step (xla_temp where none)
     dropped: tuple[ResidualStack, ...]
     candidates: int               # stacks that could be dropped
     extra_flops: int              # of the recomputation, all iterations
     tried: tuple[tuple[int, int], ...]   # (stacks dropped, XLA temp) per compile
     budget: int | None
-    met: bool | None              # None without a budget
+    met: bool | None              # None without a budget or without candidates
     identical: bool               # the chosen rewrite's outputs equal jax.jit's bit for bit
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
@@ -619,15 +620,20 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
     bytes per extra FLOP first) until XLA's temp is at most ``budget`` bytes
     (without a budget: all of them, at most ``max_stacks``).  ``check``: compare
     the chosen rewrite's outputs with jax.jit's bit for bit in a child process;
-    where they differ nothing is dropped (``differs`` says how)."""
+    where they differ nothing is dropped (``differs`` says how).  A step without
+    candidates is only traced, not compiled (``xla_temp`` None)."""
     from olla_jax.capture import record
     if budget is not None and not (type(budget) is int and budget == 0):
         budget = parse_size(budget, "budget")   # "160MiB" as well; 0: drop as much as helps
     kw = dict(backend="cpu", static_argnums=tuple(static_argnums),
               donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
-    base = record.capture(fn, *args, **kw)
     traced = trace(fn, args, static_argnums)
     candidates = residual_stacks(traced.closed, min_bytes=min_bytes)[:max_stacks]
+    if not candidates:      # a trace, no compile: most steps have no scan
+        return ScanRematResult(xla_temp=None, temp=None, dropped=(), candidates=0,
+                               extra_flops=0, tried=(), budget=budget, met=None, identical=True,
+                               differs="", fn=fn)
+    base = record.capture(fn, *args, **kw)
 
     def result(k, cap, step, tried, identical=False, differs=""):
         dropped = candidates[:k]
@@ -637,7 +643,7 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
             extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
             met=None if budget is None else temp <= budget, identical=identical,
             differs=differs, fn=step)
-    if not candidates or (budget is not None and base.memory.temp <= budget):
+    if budget is not None and base.memory.temp <= budget:
         return result(0, base, fn, (), identical=True)
     best_k, best_cap, best_step, tried = 0, base, fn, []
     for k in sizes(len(candidates)):

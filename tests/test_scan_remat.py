@@ -99,12 +99,18 @@ def test_lever_meets_a_temp_budget_and_compares_bits():
     assert _bits(jax.jit(result.fn)(*args)) == _bits(jax.jit(sgd_step)(*args))
 
 
-def test_a_step_without_scans_has_nothing_to_drop():
+def test_a_step_without_scans_has_nothing_to_drop(monkeypatch):
     def plain(w, x):
         return jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w)))(w)
     args = (jnp.ones((256, 256)), jnp.ones((256, 256)))
     assert scan_remat.residual_stacks(scan_remat.trace(plain, args).closed) == ()
-    result = scan_remat.scan_remat(plain, *args)
+
+    def no_compile(*_, **__):
+        raise AssertionError("a step without candidates is traced, not compiled")
+    from olla_jax.capture import record
+    monkeypatch.setattr(record, "capture", no_compile)
+    result = scan_remat.scan_remat(plain, *args, budget=1)
+    assert result.xla_temp is None and result.met is None
     assert not result.dropped and result.fn is plain and "no residual" in result.notes()[0]
 
 
