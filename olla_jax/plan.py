@@ -522,8 +522,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     that program's outputs.  ``"jax"`` plans jax.jit's program as it is.
     Other backends and steps without threefry2x32 are untouched.
 
-    ``scan_remat=True`` (with a budget; a single-device function of positional
-    arguments, no saved plan) adds one more side where the budget is missed: the
+    ``scan_remat=True`` (with a budget; a single-device function, no saved
+    plan) adds one more side where the budget is missed: the
     step with its scans' residual stacks (forward ``lax.scan``/``nn.scan``
     outputs kept for the backward scan) recomputed inside the backward scan
     (``olla_jax.scan_remat``), kept only where its outputs equal jax.jit's bit
@@ -686,6 +686,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         if limit is not None:
             side, side_notes = _scan_remat_side(
                 fn, args, kwargs, result, int(memory_budget), static_argnums, donate_argnums,
+                static_argnames, donate_argnames,
                 dict(backend=backend, time_limit_s=limit, compiler_options=compiler_options,
                      engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
                      recompute=recompute, recompute_cost=recompute_cost,
@@ -704,27 +705,49 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
 
 
 def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_argnums,
-                     donate_argnums, options: dict) -> tuple[Plan | None, tuple[str, ...]]:
+                     donate_argnums, static_argnames, donate_argnames,
+                     options: dict) -> tuple[Plan | None, tuple[str, ...]]:
     """``scan_remat=True``'s side: the step with its scans' residual stacks recomputed
     in the backward scans (``olla_jax.scan_remat``, outputs compared with jax.jit's bit
-    for bit), planned with the same budget; (None, why) where it does not meet it."""
+    for bit), planned with the same budget; (None, why) where it does not meet it.
+    The lever takes the call as positional (``calls.positional_call``); the step
+    planned takes it as it was made (keyword, static and donated arguments)."""
     from olla_jax import scan_remat as lever
-    if kwargs or not callable(fn):
-        return None, ("scan rematerialization not tried: it takes a function of positional "
-                      "arguments only",)
+    if not callable(fn):
+        return None, ("scan rematerialization not tried: it takes a function and its "
+                      "arguments",)
+    kwargs = dict(kwargs or {})
+    n = len(args)
+    try:
+        call = calls.positional_call(
+            fn, args, kwargs, calls.positions(static_argnums, n, "static_argnums"),
+            calls.positions(donate_argnums, n, "donate_argnums"), static_argnames,
+            donate_argnames)
+    except (TypeError, ValueError) as err:
+        return None, (f"scan rematerialization not tried: {err}",)
     # the whole step's budget less what is not temp: XLA's temp to reach
     temp_budget = max(memory_budget - (result.runs_total_bytes - result.runs_temp_bytes), 0)
     try:
-        found = lever.scan_remat(fn, *args, budget=temp_budget, static_argnums=static_argnums,
-                                 donate_argnums=donate_argnums,
+        found = lever.scan_remat(call.fn, *call.args, budget=temp_budget,
+                                 static_argnums=call.static_argnums,
+                                 donate_argnums=call.donate_argnums,
                                  compiler_options=options["compiler_options"])
     except lever.ScanRematError as err:
         return None, (f"scan rematerialization not used: {err}",)
     if not found.dropped:
         return None, found.notes()
+    rewritten, keywords = found.fn, call.keywords
+
+    def step(*positional, **named):       # called as the step was: keywords in their places
+        return rewritten(*positional, *(named[k] for k in keywords))
+    step.__name__ = getattr(rewritten, "__name__", "step")
     try:
-        side = plan(found.fn, *args, memory_budget=memory_budget, static_argnums=static_argnums,
-                    donate_argnums=donate_argnums, scan_remat=False, **options)
+        side = plan(step, *args, kwargs=kwargs, memory_budget=memory_budget,
+                    static_argnums=[i for i in call.static_argnums if i < n],
+                    donate_argnums=[i for i in call.donate_argnums if i < n],
+                    static_argnames=[k for k in kwargs if k not in keywords],
+                    donate_argnames=[keywords[i - n] for i in call.donate_argnums if i >= n],
+                    scan_remat=False, **options)
     except BudgetNotMet as err:
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")

@@ -192,3 +192,38 @@ def test_bind_equation_evaluates_a_jaxpr_as_jax_does():
     scans = [e for e in closed.jaxpr.eqns if e.primitive.name == "scan"]
     p = jax_compat.scan_params(scans[0])
     assert p.length == L and p.reverse is False and p.body.jaxpr.eqns
+
+
+def test_flax_step_with_keyword_static_and_donated_arguments():
+    # jax.jit's contract on the side: x by keyword, lr a static keyword, params donated by name
+    nn = pytest.importorskip("flax.linen")
+
+    class Layer(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            h = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
+            q, k = nn.Dense(D, use_bias=False)(h), nn.Dense(D, use_bias=False)(h)
+            x = x + jnp.einsum("bst,btd->bsd", jax.nn.softmax(jnp.einsum(
+                "bsd,btd->bst", q, k), -1), h)
+            return x + jnp.tanh(nn.Dense(D, use_bias=False)(x)), None
+
+    stack = nn.scan(Layer, variable_axes={"params": 0}, split_rngs={"params": True}, length=L)
+
+    def step(params, x, *, lr):
+        loss, g = jax.value_and_grad(
+            lambda p: jnp.mean(stack().apply(p, x, None)[0] ** 2))(params)
+        return jax.tree.map(lambda a, b: a - lr * b, params, g), loss
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (B, S, D))
+    params = stack().init(jax.random.PRNGKey(4), x, None)
+    jitted = jax.jit(step, static_argnames="lr", donate_argnames="params")
+    ref = _bits(jitted(jax.tree.map(jnp.copy, params), x=x, lr=0.1))
+    mem = jitted.lower(params, x=x, lr=0.1).compile().memory_analysis()
+    budget = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+              + mem.temp_size_in_bytes // 2)
+    met = olla_jax.plan(step, params, kwargs={"x": x, "lr": 0.1}, static_argnames="lr",
+                        donate_argnames="params", time_limit_s=5, memory_budget=budget,
+                        scan_remat=True)
+    assert met.runs_total_bytes <= budget and met.alias_bytes > 0     # still donated
+    assert met.settings["scan_remat_stacks"] >= 1
+    assert _bits(met.compiled(jax.tree.map(jnp.copy, params), x=x, lr=0.1)) == ref
