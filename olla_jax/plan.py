@@ -321,7 +321,7 @@ def _is_number(x) -> bool:
 def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
                   memory_budget=None, recompute=True, recompute_cost=None,
-                  offload=False, rng_lowering="unrolled") -> None:
+                  offload=False, rng_lowering="unrolled", scan_remat=False) -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
@@ -357,7 +357,8 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                          "only loaded once its executable matched XLA's on at least two random "
                          "input sets; to skip verification, pass feed_back=False (the plan is "
                          "then not applied)")
-    for name, value in (("feed_back", feed_back), ("recompute", recompute), ("offload", offload)):
+    for name, value in (("feed_back", feed_back), ("recompute", recompute), ("offload", offload),
+                        ("scan_remat", scan_remat)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -549,11 +550,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
                   recompute=recompute, recompute_cost=recompute_cost, offload=offload,
-                  rng_lowering=rng_lowering)
+                  rng_lowering=rng_lowering, scan_remat=scan_remat)
     if memory_budget is not None:
         memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
-    if type(scan_remat) is not bool:
-        raise TypeError(f"scan_remat must be True or False, got {scan_remat!r}")
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None

@@ -227,3 +227,21 @@ def test_flax_step_with_keyword_static_and_donated_arguments():
     assert met.runs_total_bytes <= budget and met.alias_bytes > 0     # still donated
     assert met.settings["scan_remat_stacks"] >= 1
     assert _bits(met.compiled(jax.tree.map(jnp.copy, params), x=x, lr=0.1)) == ref
+
+
+@pytest.mark.slow
+def test_jit_takes_scan_remat_and_does_not_cache_its_plans(tmp_path):
+    with pytest.raises(TypeError, match="scan_remat"):
+        olla_jax.jit(sgd_step, scan_remat="yes")
+    args = _args()
+    mem = jax.jit(sgd_step).lower(*args).compile().memory_analysis()
+    budget = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+              + mem.temp_size_in_bytes // 2)
+    plain = olla_jax.jit(sgd_step, memory_budget=budget, cache=tmp_path)
+    step = olla_jax.jit(sgd_step, memory_budget=budget, scan_remat=True, time_limit_s=5,
+                        cache=tmp_path)
+    assert step._identity != plain._identity        # its own entries in the cache
+    met = step.plan_for(*args)
+    assert met.runs_total_bytes <= budget and met.settings["scan_remat_stacks"] >= 1
+    assert _bits(step(*args)) == _bits(jax.jit(sgd_step)(*args))
+    assert not list(tmp_path.rglob("*.json"))       # not jax.jit's program: not cached
