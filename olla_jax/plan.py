@@ -695,6 +695,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
+    elif result.runs_total_bytes > memory_budget and spmd is None and saved is None:
+        reasons += _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames)
     for message, category in said:
         if result.runs_total_bytes <= memory_budget or not issubclass(category, PlanWarning):
             warn(message, category)
@@ -751,6 +753,33 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")
     return _with_scan_remat(side, found), found.notes()
+
+
+def _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames) -> list[str]:
+    """A missed budget's way out where ``scan_remat`` was not asked for: the
+    residual stacks the step's scans keep (a trace, no compile), or nothing."""
+    from olla_jax import scan_remat as lever
+    if not callable(fn):
+        return []
+    t0 = time.monotonic()
+    try:
+        call = calls.positional_call(fn, args, dict(kwargs or {}),
+                                     calls.positions(static_argnums, len(args), "static_argnums"),
+                                     (), static_argnames, ())
+        closed = lever.trace(call.fn, call.args, call.static_argnums).closed
+        stacks = lever.residual_stacks(closed)
+        flops = lever.extra_flops(closed, stacks)
+    except Exception as err:  # noqa: BLE001 - a hint only: the budget's error stands
+        logging.info("scan_remat hint: the step was not traced (%r)", err)
+        return []
+    logging.info("scan_remat hint: %d candidate stack(s), traced in %.2f s", len(stacks),
+                 time.monotonic() - t0)
+    if not stacks:
+        return []
+    return [f"scan_remat=True (CLI --scan_remat) may reach it: the step's scans keep "
+            f"{len(stacks)} residual stack(s) of {size_text(sum(s.nbytes for s in stacks))} "
+            "from the forward loop to the backward one that it can recompute there "
+            f"(+{flops:,} FLOPs with all of them recomputed)"]
 
 
 def _with_scan_remat(side: Plan, found) -> Plan:

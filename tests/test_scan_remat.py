@@ -128,8 +128,13 @@ def test_plan_meets_a_budget_only_with_scan_remat():
     args = _args()
     free = olla_jax.plan(sgd_step, *args, time_limit_s=5)
     budget = free.runs_total_bytes - free.runs_temp_bytes + free.runs_temp_bytes // 2
-    with pytest.raises(olla_jax.BudgetNotMet):
+    with pytest.raises(olla_jax.BudgetNotMet) as missed:
         olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget)
+    # the way out is named, with the stacks' bytes (a trace, no compile)
+    stacks = scan_remat.residual_stacks(scan_remat.trace(sgd_step, args).closed)
+    from olla_jax.sizes import size_text
+    assert any(r.startswith("scan_remat=True") and size_text(sum(s.nbytes for s in stacks)) in r
+               for r in missed.value.reasons)
     met = olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget, scan_remat=True)
     assert met.runs_total_bytes <= budget
     assert any("scan rematerialization" in n and "bit for bit" in n for n in met.notes)
