@@ -529,7 +529,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     outputs kept for the backward scan) recomputed inside the backward scan
     (``olla_jax.scan_remat``), kept only where its outputs equal jax.jit's bit
     for bit on CPU, then planned with the same budget; the notes say what was
-    dropped and the extra FLOPs.
+    dropped and the extra FLOPs (``Plan.extra_flops`` counts them).  Without it, a
+    missed budget's ``BudgetNotMet.reasons`` name ``scan_remat=True`` where the
+    step's trace (no compile) finds candidate stacks.
 
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
