@@ -142,7 +142,8 @@ def test_plan_meets_a_budget_only_with_scan_remat():
     # the lever's FLOPs are the plan's extra FLOPs (with the planner's own), split in the notes
     lever = met.settings["scan_remat_flops"]
     assert lever > 0 and met.extra_flops >= lever and met.settings["scan_remat_stacks"] >= 1
-    assert any(n.startswith(f"extra FLOPs {met.extra_flops:,}: {lever:,} of scan") for n in met.notes)
+    split = f"extra FLOPs {met.extra_flops:,}: {lever:,} of scan"
+    assert any(n.startswith(split) for n in met.notes)
     assert f"{met.extra_flops:,} extra FLOPs" in met.summary()
     assert "scan residual stack" in met.summary()
 
