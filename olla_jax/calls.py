@@ -128,6 +128,8 @@ class PositionalCall:
     args: tuple[Any, ...]
     static_argnums: tuple[int, ...]
     donate_argnums: tuple[int, ...]
+    # the call's dynamic keyword arguments, in the order they follow the positional ones
+    keywords: tuple[str, ...] = ()
 
 
 def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
@@ -168,7 +170,7 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
         return fn(*flat[:n], **fixed, **dict(zip(dynamic, flat[n:])))
     call.__name__ = getattr(fn, "__name__", "step")
     return PositionalCall(call, (*args, *(kwargs[k] for k in dynamic)), tuple(static),
-                          tuple(donate))
+                          tuple(donate), tuple(dynamic))
 
 
 def positions(nums: Sequence[int], num_args: int, name: str) -> tuple[int, ...]:

@@ -110,6 +110,11 @@ _OFFLOAD = flags.DEFINE_boolean("offload", False, "plan: with --memory_budget on
                                 "memory (olla_jax.offload), then our order and placement; kept "
                                 "only with fewer extra FLOPs than the other sides or where none "
                                 "meets the budget (built, not run: the copies' time is unknown).")
+_SCAN_REMAT = flags.DEFINE_boolean("scan_remat", False, "plan: with --memory_budget, where "
+                                   "the budget is missed, also try the step with its scans' "
+                                   "residual stacks recomputed in the backward scan "
+                                   "(olla_jax.scan_remat; outputs compared with jax.jit's bit "
+                                   "for bit on CPU), then planned with the same budget.")
 _RNG_LOWERING = flags.DEFINE_enum("rng_lowering", "unrolled", ["unrolled", "jax"], "plan: on "
                                   "CPU, plan a step that uses jax.random's threefry2x32 with it "
                                   "unrolled, as jax lowers it on GPU and TPU (its bits become "
@@ -428,7 +433,8 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
                                  feed_back=not _NO_FEED_BACK.value, seed=_SEED.value,
                                  progress=status.callback, memory_budget=budget,
                                  recompute_cost=_RECOMPUTE_COST.value, offload=_OFFLOAD.value,
-                                 rng_lowering=_RNG_LOWERING.value)
+                                 rng_lowering=_RNG_LOWERING.value,
+                                 scan_remat=_SCAN_REMAT.value)
         except olla_jax.BudgetNotMet as err:
             if err.plan is None:
                 raise

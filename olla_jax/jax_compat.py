@@ -428,3 +428,43 @@ def lower_threefry_unrolled(traced: Any) -> Any | None:
     except TypeError as err:      # a jax whose lower() takes no such parameters
         log.info("threefry2x32 keeps jax's lowering: %r", err)
         return None
+
+
+# --- evaluating a jaxpr one equation at a time -----------------------------
+#
+# olla_jax.scan_remat and olla_jax.offload evaluate a traced step's jaxpr
+# themselves (to change what a scan keeps, or where a value lives) as
+# jax.core.eval_jaxpr does, and read a scan equation's parameters.  Both lean
+# on jax's equation objects (``get_bind_params``, ``eqn.ctx``, the scan
+# primitive's params), which change between releases: they are read here only.
+
+def bind_equation(eqn: Any, invals: Sequence[Any]) -> list[Any]:
+    """The outputs of the jaxpr equation ``eqn`` on ``invals`` (one per outvar),
+    bound in the current trace as ``jax.core.eval_jaxpr`` binds it."""
+    params = eqn.primitive.get_bind_params(eqn.params)
+    # jax <= 0.4.3x returned (subfuns, params); 0.10 returns the params only
+    subfuns, params = params if isinstance(params, tuple) else ((), params)
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    with ctx if ctx is not None else contextlib.nullcontext():
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanParams:
+    """A ``scan`` equation's parameters: its body (a ClosedJaxpr) takes
+    ``num_consts`` consts, ``num_carry`` carried values, then the xs; ``length``
+    iterations, backwards when ``reverse``, ``unroll`` iterations per loop trip."""
+    body: Any
+    num_consts: int
+    num_carry: int
+    length: int
+    reverse: bool
+    unroll: int | bool
+
+
+def scan_params(eqn: Any) -> ScanParams:
+    """``eqn``'s parameters (``eqn.primitive.name == "scan"``)."""
+    p = eqn.params
+    return ScanParams(p["jaxpr"], int(p["num_consts"]), int(p["num_carry"]), int(p["length"]),
+                      bool(p["reverse"]), p.get("unroll", 1))

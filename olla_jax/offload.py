@@ -37,6 +37,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
+from olla_jax import jax_compat
 from olla_jax.capture import record
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
@@ -255,11 +256,7 @@ def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
             for u, x in zip(others, tied[1:]):
                 env[u] = x
             env[v] = jax.device_put(tied[0], jax.memory.Space.Device) if move else tied[0]
-        params = eqn.primitive.get_bind_params(eqn.params)   # jax 0.10: the params only
-        subfuns, params = params if isinstance(params, tuple) else ((), params)
-        with eqn.ctx.manager:
-            out = eqn.primitive.bind(*subfuns, *map(read, eqn.invars), **params)
-        outs = out if eqn.primitive.multiple_results else [out]
+        outs = jax_compat.bind_equation(eqn, [read(v) for v in eqn.invars])
         for v, x in zip(eqn.outvars, outs):
             if not isinstance(v, jex.DropVar):
                 env[v] = x

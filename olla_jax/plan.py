@@ -321,7 +321,7 @@ def _is_number(x) -> bool:
 def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
                   memory_budget=None, recompute=True, recompute_cost=None,
-                  offload=False, rng_lowering="unrolled") -> None:
+                  offload=False, rng_lowering="unrolled", scan_remat=False) -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
@@ -357,7 +357,8 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                          "only loaded once its executable matched XLA's on at least two random "
                          "input sets; to skip verification, pass feed_back=False (the plan is "
                          "then not applied)")
-    for name, value in (("feed_back", feed_back), ("recompute", recompute), ("offload", offload)):
+    for name, value in (("feed_back", feed_back), ("recompute", recompute), ("offload", offload),
+                        ("scan_remat", scan_remat)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -522,13 +523,15 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     that program's outputs.  ``"jax"`` plans jax.jit's program as it is.
     Other backends and steps without threefry2x32 are untouched.
 
-    ``scan_remat=True`` (with a budget; a single-device function of positional
-    arguments, no saved plan) adds one more side where the budget is missed: the
+    ``scan_remat=True`` (with a budget; a single-device function, no saved
+    plan) adds one more side where the budget is missed: the
     step with its scans' residual stacks (forward ``lax.scan``/``nn.scan``
     outputs kept for the backward scan) recomputed inside the backward scan
     (``olla_jax.scan_remat``), kept only where its outputs equal jax.jit's bit
     for bit on CPU, then planned with the same budget; the notes say what was
-    dropped and the extra FLOPs.
+    dropped and the extra FLOPs (``Plan.extra_flops`` counts them).  Without it, a
+    missed budget's ``BudgetNotMet.reasons`` name ``scan_remat=True`` where the
+    step's trace (no compile) finds candidate stacks.
 
     ``progress``: called with an ``olla_jax.progress.Progress`` (stage, elapsed
     seconds, the least temp placed so far, XLA's, the bound) at each stage and
@@ -549,11 +552,9 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
                   recompute=recompute, recompute_cost=recompute_cost, offload=offload,
-                  rng_lowering=rng_lowering)
+                  rng_lowering=rng_lowering, scan_remat=scan_remat)
     if memory_budget is not None:
         memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
-    if type(scan_remat) is not bool:
-        raise TypeError(f"scan_remat must be True or False, got {scan_remat!r}")
     report = Reporter(progress, time_limit_s)
     collectives.keep_fraction(collective_overlap)  # raises on a bad value
     spmd = None
@@ -686,6 +687,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
         if limit is not None:
             side, side_notes = _scan_remat_side(
                 fn, args, kwargs, result, int(memory_budget), static_argnums, donate_argnums,
+                static_argnames, donate_argnames,
                 dict(backend=backend, time_limit_s=limit, compiler_options=compiler_options,
                      engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
                      recompute=recompute, recompute_cost=recompute_cost,
@@ -695,6 +697,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
+    elif result.runs_total_bytes > memory_budget and spmd is None and saved is None:
+        reasons += _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames)
     for message, category in said:
         if result.runs_total_bytes <= memory_budget or not issubclass(category, PlanWarning):
             warn(message, category)
@@ -704,31 +708,94 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
 
 
 def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_argnums,
-                     donate_argnums, options: dict) -> tuple[Plan | None, tuple[str, ...]]:
+                     donate_argnums, static_argnames, donate_argnames,
+                     options: dict) -> tuple[Plan | None, tuple[str, ...]]:
     """``scan_remat=True``'s side: the step with its scans' residual stacks recomputed
     in the backward scans (``olla_jax.scan_remat``, outputs compared with jax.jit's bit
-    for bit), planned with the same budget; (None, why) where it does not meet it."""
+    for bit), planned with the same budget; (None, why) where it does not meet it.
+    The lever takes the call as positional (``calls.positional_call``); the step
+    planned takes it as it was made (keyword, static and donated arguments)."""
     from olla_jax import scan_remat as lever
-    if kwargs or not callable(fn):
-        return None, ("scan rematerialization not tried: it takes a function of positional "
-                      "arguments only",)
+    if not callable(fn):
+        return None, ("scan rematerialization not tried: it takes a function and its "
+                      "arguments",)
+    kwargs = dict(kwargs or {})
+    n = len(args)
+    try:
+        call = calls.positional_call(
+            fn, args, kwargs, calls.positions(static_argnums, n, "static_argnums"),
+            calls.positions(donate_argnums, n, "donate_argnums"), static_argnames,
+            donate_argnames)
+    except (TypeError, ValueError) as err:
+        return None, (f"scan rematerialization not tried: {err}",)
     # the whole step's budget less what is not temp: XLA's temp to reach
     temp_budget = max(memory_budget - (result.runs_total_bytes - result.runs_temp_bytes), 0)
     try:
-        found = lever.scan_remat(fn, *args, budget=temp_budget, static_argnums=static_argnums,
-                                 donate_argnums=donate_argnums,
+        found = lever.scan_remat(call.fn, *call.args, budget=temp_budget,
+                                 static_argnums=call.static_argnums,
+                                 donate_argnums=call.donate_argnums,
                                  compiler_options=options["compiler_options"])
     except lever.ScanRematError as err:
         return None, (f"scan rematerialization not used: {err}",)
     if not found.dropped:
         return None, found.notes()
+    rewritten, keywords = found.fn, call.keywords
+
+    def step(*positional, **named):       # called as the step was: keywords in their places
+        return rewritten(*positional, *(named[k] for k in keywords))
+    step.__name__ = getattr(rewritten, "__name__", "step")
     try:
-        side = plan(found.fn, *args, memory_budget=memory_budget, static_argnums=static_argnums,
-                    donate_argnums=donate_argnums, scan_remat=False, **options)
+        side = plan(step, *args, kwargs=kwargs, memory_budget=memory_budget,
+                    static_argnums=[i for i in call.static_argnums if i < n],
+                    donate_argnums=[i for i in call.donate_argnums if i < n],
+                    static_argnames=[k for k in kwargs if k not in keywords],
+                    donate_argnames=[keywords[i - n] for i in call.donate_argnums if i >= n],
+                    scan_remat=False, **options)
     except BudgetNotMet as err:
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")
-    return side, found.notes()
+    return _with_scan_remat(side, found), found.notes()
+
+
+def _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames) -> list[str]:
+    """A missed budget's way out where ``scan_remat`` was not asked for: the
+    residual stacks the step's scans keep (a trace, no compile), or nothing."""
+    from olla_jax import scan_remat as lever
+    if not callable(fn):
+        return []
+    t0 = time.monotonic()
+    try:
+        call = calls.positional_call(fn, args, dict(kwargs or {}),
+                                     calls.positions(static_argnums, len(args), "static_argnums"),
+                                     (), static_argnames, ())
+        closed = lever.trace(call.fn, call.args, call.static_argnums).closed
+        stacks = lever.residual_stacks(closed)
+        flops = lever.extra_flops(closed, stacks)
+    except Exception as err:  # noqa: BLE001 - a hint only: the budget's error stands
+        logging.info("scan_remat hint: the step was not traced (%r)", err)
+        return []
+    logging.info("scan_remat hint: %d candidate stack(s), traced in %.2f s", len(stacks),
+                 time.monotonic() - t0)
+    if not stacks:
+        return []
+    return [f"scan_remat=True (CLI --scan_remat) may reach it: the step's scans keep "
+            f"{len(stacks)} residual stack(s) of {size_text(sum(s.nbytes for s in stacks))} "
+            "from the forward loop to the backward one that it can recompute there "
+            f"(+{flops:,} FLOPs with all of them recomputed)"]
+
+
+def _with_scan_remat(side: Plan, found) -> Plan:
+    """``side`` (the plan of the step with scan residual stacks recomputed) with
+    the lever's extra FLOPs in ``extra_flops`` beside the planner's own, the split
+    in the notes and the stacks' count in ``settings["scan_remat_stacks"]``."""
+    own, lever = side.extra_flops, found.extra_flops
+    return dataclasses.replace(
+        side, extra_flops=own + lever,
+        settings=dict(side.settings, scan_remat_stacks=len(found.dropped),
+                      scan_remat_flops=lever),
+        notes=side.notes + (f"extra FLOPs {own + lever:,}: {lever:,} of scan rematerialization "
+                            f"({len(found.dropped)} residual stack(s) recomputed in the "
+                            f"backward scan), {own:,} of the planner's recomputation",))
 
 
 def _memo_key(first: Plan, target: Backend, spmd, saved, **options) -> tuple | None:

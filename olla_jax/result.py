@@ -293,10 +293,15 @@ class Plan:
             ("XLA compiles, verification", f"{self.capture_seconds:.1f} s, "
                                            f"{self.verify_seconds:.1f} s"),
         ]
-        if self.recomputed:
+        scan_stacks = self.settings.get("scan_remat_stacks") or 0
+        if self.recomputed or scan_stacks:
             ratio = "-" if self.step_time_ratio is None else f"{self.step_time_ratio:.3f} x XLA's"
+            what = [self.recomputed_text] if self.recomputed else []
+            if scan_stacks:     # olla_jax.scan_remat: the stacks recomputed in the backward scan
+                what.append(f"{scan_stacks} scan residual stack{'s' if scan_stacks != 1 else ''}"
+                            " (in the backward scan)")
             rows.append(("recomputed, extra FLOPs",
-                         f"{self.recomputed_text}, {self.extra_flops:,} extra FLOPs"))
+                         f"{' and '.join(what)}, {self.extra_flops:,} extra FLOPs"))
             rows.append(("step time (measured)", ratio))
         rows += [
             ("verified bit-for-bit", self._verified_text()),

@@ -38,6 +38,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
+from olla_jax import jax_compat
 from olla_jax.errors import OllaJaxError
 from olla_jax.sizes import parse_size
 
@@ -81,14 +82,6 @@ class Traced:
 
 # --- evaluation of jaxprs ----------------------------------------------------------
 
-def _bind(eqn, invals: Sequence[Any]) -> list[Any]:
-    params = eqn.primitive.get_bind_params(eqn.params)   # jax 0.10: the params only
-    subfuns, params = params if isinstance(params, tuple) else ((), params)
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*subfuns, *invals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
 def _run(jaxpr, env: dict[Any, Any], eqns: Sequence[int] | None = None,
          hook: Callable[[int, Any, list[Any]], list[Any] | None] | None = None) -> None:
     """Evaluate ``jaxpr``'s equations (all, or the indices ``eqns``) into ``env``;
@@ -100,7 +93,7 @@ def _run(jaxpr, env: dict[Any, Any], eqns: Sequence[int] | None = None,
         invals = [read(v) for v in eqn.invars]
         outs = hook(i, eqn, invals) if hook is not None else None
         if outs is None:
-            outs = _bind(eqn, invals)
+            outs = jax_compat.bind_equation(eqn, invals)
         for v, x in zip(eqn.outvars, outs):
             if not isinstance(v, jex.DropVar):
                 env[v] = x
@@ -174,7 +167,7 @@ def eqn_flops(eqn) -> int:
     name = eqn.primitive.name
     subs = list(_sub_jaxprs(eqn))
     if subs:
-        times = int(eqn.params.get("length", 1)) if name == "scan" else 1
+        times = jax_compat.scan_params(eqn).length if name == "scan" else 1
         return times * sum(eqn_flops(e) for s in subs for e in s.eqns)
     out = sum(int(np.prod(v.aval.shape, dtype=np.int64)) for v in eqn.outvars
               if hasattr(v.aval, "shape"))
@@ -209,13 +202,18 @@ class _Forward:
 
     @property
     def body(self):
-        return self.eqn.params["jaxpr"].jaxpr
+        return self.params.body.jaxpr
+
+    @property
+    def params(self) -> jax_compat.ScanParams:
+        return jax_compat.scan_params(self.eqn)
 
     def cone(self, outs: Sequence[Any], stops: dict[Any, Any] | None = None) -> list[int] | None:
         """Body equations that compute ``outs`` from ``stops`` (default ``avail``), in
         order; None where one of them needs a carried value that is not there."""
         stops = self.avail if stops is None else stops
-        carry = set(self.body.invars[self.eqn.params["num_consts"]:][:self.eqn.params["num_carry"]])
+        p = self.params
+        carry = set(self.body.invars[p.num_consts:][:p.num_carry])
         need: set[int] = set()
         todo = [self.canon.get(v, v) for v in outs if isinstance(v, jex.Var)]
         seen = set()
@@ -238,9 +236,8 @@ class _Forward:
         """``avail`` and the stacks not dropped: a dropped stack is recomputed from
         the kept ones where it can (attention probabilities from the kept q and k,
         not from the layer input)."""
-        p = self.eqn.params
         stops = dict(self.avail)
-        for out in range(p["num_carry"], len(self.body.outvars)):
+        for out in range(self.params.num_carry, len(self.body.outvars)):
             y = self.body.outvars[out]
             if (out not in dropped_outs and isinstance(y, jex.Var)
                     and not isinstance(self.eqn.outvars[out], jex.DropVar)):
@@ -263,9 +260,9 @@ def _key(eqn, canon) -> tuple | None:
 
 def _forward(eqn, outvars) -> _Forward:
     """The analysis of the forward scan ``eqn``; ``outvars``: its top-level outputs."""
-    p = eqn.params
-    body = p["jaxpr"].jaxpr
-    nc, nk = p["num_consts"], p["num_carry"]
+    p = jax_compat.scan_params(eqn)
+    body = p.body.jaxpr
+    nc, nk = p.num_consts, p.num_carry
     canon: dict[Any, Any] = {}
     defined: dict[Any, int] = {}
     made: dict[tuple, list[Any]] = {}
@@ -330,12 +327,12 @@ def residual_stacks(closed, *, min_bytes: int = MIN_BYTES) -> tuple[ResidualStac
 
 def _stacks_of(jaxpr, f: int, uses, outputs, min_bytes: int) -> list[ResidualStack]:
     eqn = jaxpr.eqns[f]
-    p = eqn.params
-    if eqn.effects or p["jaxpr"].effects:
+    p = jax_compat.scan_params(eqn)
+    if eqn.effects or p.body.effects:
         return []
     fwd = _forward(eqn, eqn.outvars)
     body = fwd.body
-    nk, length = p["num_carry"], p["length"]
+    nk, length = p.num_carry, p.length
     found = []
     for out in range(nk, len(body.outvars)):
         y, top = body.outvars[out], eqn.outvars[out]
@@ -347,9 +344,10 @@ def _stacks_of(jaxpr, f: int, uses, outputs, min_bytes: int) -> list[ResidualSta
             continue
         b = readers[0][0]
         beqn = jaxpr.eqns[b]
-        if beqn.primitive.name != "scan" or beqn.params["length"] != length or beqn.effects:
+        if beqn.primitive.name != "scan" or beqn.effects:
             continue
-        if any(k < beqn.params["num_consts"] + beqn.params["num_carry"] for _, k in readers):
+        bp = jax_compat.scan_params(beqn)
+        if bp.length != length or any(k < bp.num_consts + bp.num_carry for _, k in readers):
             continue
         cone = fwd.cone([y], fwd.with_kept({out}))     # its cost when dropped alone
         nbytes = _nbytes(top.aval)
@@ -373,27 +371,26 @@ def extra_flops(closed, dropped: Sequence[ResidualStack]) -> int:
         fwd = _forward(eqn, eqn.outvars)
         stops = fwd.with_kept({s.output for s in group})
         cone = fwd.cone([fwd.body.outvars[s.output] for s in group], stops) or []
-        total += int(eqn.params["length"]) * sum(eqn_flops(fwd.body.eqns[i]) for i in cone)
+        total += fwd.params.length * sum(eqn_flops(fwd.body.eqns[i]) for i in cone)
     return total
 
 
 # --- the rewrite -------------------------------------------------------------------
 
-def _scan(body_fn, consts, init, xs, params):
+def _scan(body_fn, consts, init, xs, params: jax_compat.ScanParams):
     """A scan of ``body_fn(consts, carry, xs) -> (carry, ys)`` with ``params``'s
     length, direction and unrolling."""
     return jax.lax.scan(lambda c, x: body_fn(consts, c, x), list(init), list(xs),
-                        length=params["length"], reverse=params["reverse"],
-                        unroll=params.get("unroll", 1))
+                        length=params.length, reverse=params.reverse, unroll=params.unroll)
 
 
 def _forward_without(eqn, invals, dropped_outs: set[int]) -> list[Any]:
     """The forward scan with its outputs ``dropped_outs`` (ys positions) no longer
     stacked; returns all outputs, ``None`` at the dropped ones."""
-    p = eqn.params
-    closed = p["jaxpr"]
+    p = jax_compat.scan_params(eqn)
+    closed = p.body
     body = closed.jaxpr
-    nc, nk = p["num_consts"], p["num_carry"]
+    nc, nk = p.num_consts, p.num_carry
     kept = [k for k in range(len(body.outvars)) if k not in dropped_outs]
     wanted = [body.outvars[k] for k in kept]
     order = _needed(body, wanted)
@@ -403,7 +400,7 @@ def _forward_without(eqn, invals, dropped_outs: set[int]) -> list[Any]:
     dropped = {body.outvars[k] for k in dropped_outs if isinstance(body.outvars[k], jex.Var)}
 
     def tied(i, eqn, invals):
-        outs = _bind(eqn, invals)
+        outs = jax_compat.bind_equation(eqn, invals)
         return _apart(outs) if any(v in dropped for v in eqn.outvars) else outs
 
     def fn(consts, carry, xs):
@@ -423,11 +420,11 @@ def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
                    dropped: Sequence[ResidualStack]) -> list[Any]:
     """The backward scan with each of ``dropped`` (its xs) recomputed in its body
     from the forward scan's consts, xs and kept stacks (``fouts``)."""
-    feqn, bp, fp = fwd.eqn, beqn.params, fwd.eqn.params
-    bclosed, fclosed = bp["jaxpr"], fp["jaxpr"]
+    feqn, bp, fp = fwd.eqn, jax_compat.scan_params(beqn), fwd.params
+    bclosed, fclosed = bp.body, fp.body
     bbody, fbody = bclosed.jaxpr, fclosed.jaxpr
-    bnc, bnk = bp["num_consts"], bp["num_carry"]
-    fnc, fnk = fp["num_consts"], fp["num_carry"]
+    bnc, bnk = bp.num_consts, bp.num_carry
+    fnc, fnk = fp.num_consts, fp.num_carry
     top_of = {s.output: feqn.outvars[s.output] for s in dropped}
     # backward xs positions fed by a dropped stack -> the forward body's output position
     replaced = {}
@@ -452,7 +449,7 @@ def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
     materialized = {fwd.canon.get(v, v) for v in fbody.outvars if isinstance(v, jex.Var)}
 
     def tied(i, eqn, invals):
-        outs = _bind(eqn, invals)
+        outs = jax_compat.bind_equation(eqn, invals)
         return _apart(outs) if any(v in materialized for v in eqn.outvars) else outs
 
     def fn(consts_in, carry, xs):
@@ -561,14 +558,15 @@ def sizes(n: int) -> list[int]:
 @dataclasses.dataclass(frozen=True)
 class ScanRematResult:
     """The step with scan residual stacks recomputed, compiled on CPU and compared."""
-    xla_temp: int                 # XLA's temp for the step as given
-    temp: int                     # XLA's temp for the rewritten step (xla_temp where none)
+    xla_temp: int | None          # XLA's temp for the step as given (None: no candidate,
+                                  # nothing compiled)
+    temp: int | None              # XLA's temp for the rewritten step (xla_temp where none)
     dropped: tuple[ResidualStack, ...]
     candidates: int               # stacks that could be dropped
     extra_flops: int              # of the recomputation, all iterations
     tried: tuple[tuple[int, int], ...]   # (stacks dropped, XLA temp) per compile
     budget: int | None
-    met: bool | None              # None without a budget
+    met: bool | None              # None without a budget or without candidates
     identical: bool               # the chosen rewrite's outputs equal jax.jit's bit for bit
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
@@ -622,15 +620,20 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
     bytes per extra FLOP first) until XLA's temp is at most ``budget`` bytes
     (without a budget: all of them, at most ``max_stacks``).  ``check``: compare
     the chosen rewrite's outputs with jax.jit's bit for bit in a child process;
-    where they differ nothing is dropped (``differs`` says how)."""
+    where they differ nothing is dropped (``differs`` says how).  A step without
+    candidates is only traced, not compiled (``xla_temp`` None)."""
     from olla_jax.capture import record
     if budget is not None and not (type(budget) is int and budget == 0):
         budget = parse_size(budget, "budget")   # "160MiB" as well; 0: drop as much as helps
     kw = dict(backend="cpu", static_argnums=tuple(static_argnums),
               donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
-    base = record.capture(fn, *args, **kw)
     traced = trace(fn, args, static_argnums)
     candidates = residual_stacks(traced.closed, min_bytes=min_bytes)[:max_stacks]
+    if not candidates:      # a trace, no compile: most steps have no scan
+        return ScanRematResult(xla_temp=None, temp=None, dropped=(), candidates=0,
+                               extra_flops=0, tried=(), budget=budget, met=None, identical=True,
+                               differs="", fn=fn)
+    base = record.capture(fn, *args, **kw)
 
     def result(k, cap, step, tried, identical=False, differs=""):
         dropped = candidates[:k]
@@ -640,7 +643,7 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
             extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
             met=None if budget is None else temp <= budget, identical=identical,
             differs=differs, fn=step)
-    if not candidates or (budget is not None and base.memory.temp <= budget):
+    if budget is not None and base.memory.temp <= budget:
         return result(0, base, fn, (), identical=True)
     best_k, best_cap, best_step, tried = 0, base, fn, []
     for k in sizes(len(candidates)):

@@ -299,3 +299,15 @@ def test_test_files_have_unique_basenames():
     for path in (ROOT / "tests").rglob("test_*.py"):
         seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
     assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
+
+
+# jax internals that move between releases: read in olla_jax/jax_compat.py only
+# (jax's private modules, how an equation of a jaxpr is bound).
+JAX_INTERNALS = ("jax._src", "get_bind_params", ".ctx.manager")
+
+
+def test_jax_internals_only_in_jax_compat():
+    used = sorted(f"{name}: {what}" for name, path in _modules().items()
+                  if name != "olla_jax.jax_compat"
+                  for what in JAX_INTERNALS if what in path.read_text())
+    assert not used, f"jax internals outside olla_jax/jax_compat.py: {used}"

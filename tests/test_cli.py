@@ -134,7 +134,7 @@ def test_subcommand_help_lists_its_own_flags(args):
     out = result.stdout
     assert out.startswith("usage:") and " plan [--flags]" in out.splitlines()[0]
     for flag in ("--example", "--module", "--size={tiny,small,full}", "--time_limit_s=FLOAT",
-                 "--no_feed_back", "--executable_out", "--verbosity"):
+                 "--no_feed_back", "--executable_out", "--verbosity", "--scan_remat"):
         assert flag in out, flag
     for other in ("--csv", "--dump_dir", "--min_batch", "--plan="):
         assert other not in out, other

@@ -99,12 +99,18 @@ def test_lever_meets_a_temp_budget_and_compares_bits():
     assert _bits(jax.jit(result.fn)(*args)) == _bits(jax.jit(sgd_step)(*args))
 
 
-def test_a_step_without_scans_has_nothing_to_drop():
+def test_a_step_without_scans_has_nothing_to_drop(monkeypatch):
     def plain(w, x):
         return jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w)))(w)
     args = (jnp.ones((256, 256)), jnp.ones((256, 256)))
     assert scan_remat.residual_stacks(scan_remat.trace(plain, args).closed) == ()
-    result = scan_remat.scan_remat(plain, *args)
+
+    def no_compile(*_, **__):
+        raise AssertionError("a step without candidates is traced, not compiled")
+    from olla_jax.capture import record
+    monkeypatch.setattr(record, "capture", no_compile)
+    result = scan_remat.scan_remat(plain, *args, budget=1)
+    assert result.xla_temp is None and result.met is None
     assert not result.dropped and result.fn is plain and "no residual" in result.notes()[0]
 
 
@@ -122,12 +128,24 @@ def test_plan_meets_a_budget_only_with_scan_remat():
     args = _args()
     free = olla_jax.plan(sgd_step, *args, time_limit_s=5)
     budget = free.runs_total_bytes - free.runs_temp_bytes + free.runs_temp_bytes // 2
-    with pytest.raises(olla_jax.BudgetNotMet):
+    with pytest.raises(olla_jax.BudgetNotMet) as missed:
         olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget)
+    # the way out is named, with the stacks' bytes (a trace, no compile)
+    stacks = scan_remat.residual_stacks(scan_remat.trace(sgd_step, args).closed)
+    from olla_jax.sizes import size_text
+    assert any(r.startswith("scan_remat=True") and size_text(sum(s.nbytes for s in stacks)) in r
+               for r in missed.value.reasons)
     met = olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget, scan_remat=True)
     assert met.runs_total_bytes <= budget
     assert any("scan rematerialization" in n and "bit for bit" in n for n in met.notes)
     assert _bits(met.compiled(*args)) == _bits(jax.jit(sgd_step)(*args))
+    # the lever's FLOPs are the plan's extra FLOPs (with the planner's own), split in the notes
+    lever = met.settings["scan_remat_flops"]
+    assert lever > 0 and met.extra_flops >= lever and met.settings["scan_remat_stacks"] >= 1
+    split = f"extra FLOPs {met.extra_flops:,}: {lever:,} of scan"
+    assert any(n.startswith(split) for n in met.notes)
+    assert f"{met.extra_flops:,} extra FLOPs" in met.summary()
+    assert "scan residual stack" in met.summary()
 
 
 def _ln_block(x, w):
@@ -163,3 +181,73 @@ def test_a_budget_missed_with_scan_remat_says_what_it_dropped():
         olla_jax.plan(sgd_step, *_args(), time_limit_s=5, memory_budget=100_000,
                       scan_remat=True)
     assert any("scan rematerialization" in r for r in info.value.reasons)
+
+
+def test_bind_equation_evaluates_a_jaxpr_as_jax_does():
+    from jax.extend import core as jex
+
+    from olla_jax import jax_compat
+    closed = jax.make_jaxpr(sgd_step)(*_args())
+    env = dict(zip(closed.jaxpr.invars, jax.tree.leaves(_args())))
+    for eqn in closed.jaxpr.eqns:
+        ins = [v.val if isinstance(v, jex.Literal) else env[v] for v in eqn.invars]
+        env.update(zip(eqn.outvars, jax_compat.bind_equation(eqn, ins)))
+    ours = [env[v] for v in closed.jaxpr.outvars]
+    assert _bits(ours) == _bits(jax.core.eval_jaxpr(closed.jaxpr, closed.consts,
+                                                    *jax.tree.leaves(_args())))
+    scans = [e for e in closed.jaxpr.eqns if e.primitive.name == "scan"]
+    p = jax_compat.scan_params(scans[0])
+    assert p.length == L and p.reverse is False and p.body.jaxpr.eqns
+
+
+def test_flax_step_with_keyword_static_and_donated_arguments():
+    # jax.jit's contract on the side: x by keyword, lr a static keyword, params donated by name
+    nn = pytest.importorskip("flax.linen")
+
+    class Layer(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            h = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
+            q, k = nn.Dense(D, use_bias=False)(h), nn.Dense(D, use_bias=False)(h)
+            x = x + jnp.einsum("bst,btd->bsd", jax.nn.softmax(jnp.einsum(
+                "bsd,btd->bst", q, k), -1), h)
+            return x + jnp.tanh(nn.Dense(D, use_bias=False)(x)), None
+
+    stack = nn.scan(Layer, variable_axes={"params": 0}, split_rngs={"params": True}, length=L)
+
+    def step(params, x, *, lr):
+        loss, g = jax.value_and_grad(
+            lambda p: jnp.mean(stack().apply(p, x, None)[0] ** 2))(params)
+        return jax.tree.map(lambda a, b: a - lr * b, params, g), loss
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (B, S, D))
+    params = stack().init(jax.random.PRNGKey(4), x, None)
+    jitted = jax.jit(step, static_argnames="lr", donate_argnames="params")
+    ref = _bits(jitted(jax.tree.map(jnp.copy, params), x=x, lr=0.1))
+    mem = jitted.lower(params, x=x, lr=0.1).compile().memory_analysis()
+    budget = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+              + mem.temp_size_in_bytes // 2)
+    met = olla_jax.plan(step, params, kwargs={"x": x, "lr": 0.1}, static_argnames="lr",
+                        donate_argnames="params", time_limit_s=5, memory_budget=budget,
+                        scan_remat=True)
+    assert met.runs_total_bytes <= budget and met.alias_bytes > 0     # still donated
+    assert met.settings["scan_remat_stacks"] >= 1
+    assert _bits(met.compiled(jax.tree.map(jnp.copy, params), x=x, lr=0.1)) == ref
+
+
+@pytest.mark.slow
+def test_jit_takes_scan_remat_and_does_not_cache_its_plans(tmp_path):
+    with pytest.raises(TypeError, match="scan_remat"):
+        olla_jax.jit(sgd_step, scan_remat="yes")
+    args = _args()
+    mem = jax.jit(sgd_step).lower(*args).compile().memory_analysis()
+    budget = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+              + mem.temp_size_in_bytes // 2)
+    plain = olla_jax.jit(sgd_step, memory_budget=budget, cache=tmp_path)
+    step = olla_jax.jit(sgd_step, memory_budget=budget, scan_remat=True, time_limit_s=5,
+                        cache=tmp_path)
+    assert step._identity != plain._identity        # its own entries in the cache
+    met = step.plan_for(*args)
+    assert met.runs_total_bytes <= budget and met.settings["scan_remat_stacks"] >= 1
+    assert _bits(step(*args)) == _bits(jax.jit(sgd_step)(*args))
+    assert not list(tmp_path.rglob("*.json"))       # not jax.jit's program: not cached

@@ -159,8 +159,13 @@ def _compile_local(lowered, options: dict[str, Any], *, backend: str, scheduler:
     if store is None:
         return compile_fn(lowered, options, backend=backend, scheduler=scheduler)
     try:
+        # the call's structure too: f(a, x=b) and f(a, b) lower to the same text, but
+        # their executables take their arguments differently
+        in_tree = getattr(lowered, "in_tree", getattr(getattr(lowered, "lowered", None),
+                                                      "in_tree", None))
         key = (compile_fn.__name__, backend, scheduler,
-               tuple(sorted((k, repr(v)) for k, v in options.items())), lowered.as_text())
+               tuple(sorted((k, repr(v)) for k, v in options.items())), lowered.as_text(),
+               str(in_tree))
     except Exception:  # noqa: BLE001 - a module with no text is not shared
         return compile_fn(lowered, options, backend=backend, scheduler=scheduler)
     if key in store.captures:

@@ -32,3 +32,18 @@ def test_without_a_store_each_capture_compiles():
     first = bare.run(record.capture, _step, x)
     assert bare.run(record._SHARED_COMPILES.get) is None
     assert bare.run(record.capture, _step, x) is not first
+
+
+def test_a_keyword_call_is_not_served_a_positional_calls_compile():
+    # f(w, x) and f(w, x=x) lower to the same module text; their executables
+    # take their arguments differently
+    import jax
+
+    def step(w, x):
+        return jnp.tanh(x @ w).sum()
+    w = x = jnp.ones((8, 8), jnp.float32)
+    with record.sharing_compiles() as store:
+        positional = record.capture_lowered(jax.jit(step).lower(w, x))
+        keyword = record.capture_lowered(jax.jit(step).lower(w, x=x))
+    assert store.misses == 2 and keyword is not positional
+    assert float(keyword.compiled(w, x=x)) == float(positional.compiled(w, x))
