@@ -460,7 +460,9 @@ def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
         kept_xs, more = xs[:len(b_xs)], xs[len(b_xs):]
         fenv = dict(zip(fbody.constvars, fclosed.consts))
         fenv.update(zip(consts, f_consts))
-        fenv.update(zip(sliced, more))
+        # the slices it reads behind a barrier too: else XLA merges them with the
+        # backward's own and its reductions change (see _apart)
+        fenv.update(zip(sliced, _apart(list(more)) if more else []))
         _run_canon(fbody, fenv, order, fwd.canon, tied)
         it = iter(kept_xs)
         full_xs = [fenv[fwd.canon.get(fbody.outvars[replaced[k]], fbody.outvars[replaced[k]])]
@@ -480,7 +482,13 @@ def _apart(values: list[Any]) -> list[Any]:
     apart from its readers by an optimization barrier.  Without it XLA simplifies
     the recomputed chain where the forward one kept a value for other readers
     (``x / sqrt(v)`` becomes ``x * rsqrt(v)`` once the ``sqrt`` is read once) and
-    the gradients differ in their last bits."""
+    the gradients differ in their last bits.  Also the slices the backward body's
+    recomputation reads: without it the recomputation's ``broadcast(slice)`` is
+    merged with the backward's own (a flax LayerNorm's ``rsqrt(var) * scale``,
+    recomputed, broadcasts the same two slices that the scale's and the variance's
+    gradients reduce against); the shared broadcast is then materialized as a loop
+    fusion, the reductions that read it inline before (``__ynn_fusion``) read a
+    full operand instead and sum in another order."""
     return list(jax.lax.optimization_barrier(values))
 
 
