@@ -163,3 +163,36 @@ def test_a_budget_missed_with_scan_remat_says_what_it_dropped():
         olla_jax.plan(sgd_step, *_args(), time_limit_s=5, memory_budget=100_000,
                       scan_remat=True)
     assert any("scan rematerialization" in r for r in info.value.reasons)
+
+
+def _flax_ln_block(x, w):
+    # a layer norm as flax.linen's nn.LayerNorm writes it: rsqrt(var) * scale first (the
+    # [B, S, 1] and [1, 1, D] values are stacked, their [B, S, D] product too), then
+    # (x - mean) * that
+    mean = jnp.mean(x, -1, keepdims=True)
+    var = jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(mean)
+    mul = jax.lax.rsqrt(var + 1e-6) * w["g"].reshape(1, 1, -1)
+    return x + jnp.tanh(((x - mean) * mul) @ w["m"]), None
+
+
+def flax_ln_grad(p, x):
+    return jax.grad(lambda p: jnp.mean(jax.lax.scan(_flax_ln_block, x, p)[0] ** 2))(p)
+
+
+def test_recomputed_broadcast_of_kept_slices_keeps_the_backward_reductions():
+    # Recomputing rsqrt(var) * scale in the backward body broadcasts the same two slices
+    # that the scale's and the variance's gradients reduce against; unless the slices the
+    # recomputation reads are kept apart, XLA merges those broadcasts and the reductions
+    # change their last bits (every stack recomputed by one elementwise equation, alone).
+    k = jax.random.split(jax.random.PRNGKey(4), 3)
+    args = ({"m": jax.random.normal(k[0], (L, D, D)) * 0.1,
+             "g": 1 + 0.1 * jax.random.normal(k[1], (L, D))},
+            jax.random.normal(k[2], (B, S, D)))
+    traced = scan_remat.trace(flax_ln_grad, args)
+    single = [s for s in scan_remat.residual_stacks(traced.closed, min_bytes=0)
+              if s.flops == np.prod(s.shape)]
+    assert len(single) >= 2
+    expected = _bits(jax.jit(flax_ln_grad)(*args))
+    for s in single:
+        step = scan_remat.rewrite(flax_ln_grad, args, [s], traced=traced)
+        assert _bits(jax.jit(step)(*args)) == expected, s.name
