@@ -23,7 +23,10 @@ Bit for bit: values the forward loop materialized (its outputs) are kept apart
 by optimization barriers, where the backward body recomputes them and where the
 forward body still makes a dropped one for its own readers; without them XLA
 simplifies the changed chains (``x / sqrt(v)`` into ``x * rsqrt(v)``) and the
-gradients differ in their last bits.  The rewritten program is still not
+gradients differ in their last bits.  So are the kept slices the backward body's
+recomputation reads: else XLA merges the broadcasts it makes of them with the
+backward's own, and reductions that read those change their last bits (a
+flax.linen LayerNorm's ``rsqrt(var) * scale``).  The rewritten program is still not
 jax.jit's: ``scan_remat`` compiles it on CPU and compares its outputs with
 jax.jit's executable bit for bit (olla_jax.apply.verify, in a child); a
 rewrite that differs is not used.
