@@ -490,8 +490,9 @@ def _apart(values: list[Any]) -> list[Any]:
     merged with the backward's own (a flax LayerNorm's ``rsqrt(var) * scale``,
     recomputed, broadcasts the same two slices that the scale's and the variance's
     gradients reduce against); the shared broadcast is then materialized as a loop
-    fusion, the reductions that read it inline before (``__ynn_fusion``) read a
-    full operand instead and sum in another order."""
+    fusion, and the reductions that read it inline before (``__ynn_fusion`` on CPU)
+    read a full operand instead and give other last bits (``sum(g * c, -1)`` with
+    ``c`` broadcast from ``[1, 1, D]`` does, once that broadcast is materialized)."""
     return list(jax.lax.optimization_barrier(values))
 
 
