@@ -23,7 +23,10 @@ Bit for bit: values the forward loop materialized (its outputs) are kept apart
 by optimization barriers, where the backward body recomputes them and where the
 forward body still makes a dropped one for its own readers; without them XLA
 simplifies the changed chains (``x / sqrt(v)`` into ``x * rsqrt(v)``) and the
-gradients differ in their last bits.  The rewritten program is still not
+gradients differ in their last bits.  So are the kept slices the backward body's
+recomputation reads: else XLA merges the broadcasts it makes of them with the
+backward's own, and reductions that read those change their last bits (a
+flax.linen LayerNorm's ``rsqrt(var) * scale``).  The rewritten program is still not
 jax.jit's: ``scan_remat`` compiles it on CPU and compares its outputs with
 jax.jit's executable bit for bit (olla_jax.apply.verify, in a child); a
 rewrite that differs is not used.
@@ -457,7 +460,9 @@ def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
         kept_xs, more = xs[:len(b_xs)], xs[len(b_xs):]
         fenv = dict(zip(fbody.constvars, fclosed.consts))
         fenv.update(zip(consts, f_consts))
-        fenv.update(zip(sliced, more))
+        # the slices it reads behind a barrier too: else XLA merges them with the
+        # backward's own and its reductions change (see _apart)
+        fenv.update(zip(sliced, _apart(list(more)) if more else []))
         _run_canon(fbody, fenv, order, fwd.canon, tied)
         it = iter(kept_xs)
         full_xs = [fenv[fwd.canon.get(fbody.outvars[replaced[k]], fbody.outvars[replaced[k]])]
@@ -477,7 +482,14 @@ def _apart(values: list[Any]) -> list[Any]:
     apart from its readers by an optimization barrier.  Without it XLA simplifies
     the recomputed chain where the forward one kept a value for other readers
     (``x / sqrt(v)`` becomes ``x * rsqrt(v)`` once the ``sqrt`` is read once) and
-    the gradients differ in their last bits."""
+    the gradients differ in their last bits.  Also the slices the backward body's
+    recomputation reads: without it the recomputation's ``broadcast(slice)`` is
+    merged with the backward's own (a flax LayerNorm's ``rsqrt(var) * scale``,
+    recomputed, broadcasts the same two slices that the scale's and the variance's
+    gradients reduce against); the shared broadcast is then materialized as a loop
+    fusion, and the reductions that read it inline before (``__ynn_fusion`` on CPU)
+    read a full operand instead and give other last bits (``sum(g * c, -1)`` with
+    ``c`` broadcast from ``[1, 1, D]`` does, once that broadcast is materialized)."""
     return list(jax.lax.optimization_barrier(values))
 
 

@@ -251,3 +251,36 @@ def test_jit_takes_scan_remat_and_does_not_cache_its_plans(tmp_path):
     assert met.runs_total_bytes <= budget and met.settings["scan_remat_stacks"] >= 1
     assert _bits(step(*args)) == _bits(jax.jit(sgd_step)(*args))
     assert not list(tmp_path.rglob("*.json"))       # not jax.jit's program: not cached
+
+
+def _flax_ln_block(x, w):
+    # a layer norm as flax.linen's nn.LayerNorm writes it: rsqrt(var) * scale first (the
+    # [B, S, 1] and [1, 1, D] values are stacked, their [B, S, D] product too), then
+    # (x - mean) * that
+    mean = jnp.mean(x, -1, keepdims=True)
+    var = jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(mean)
+    mul = jax.lax.rsqrt(var + 1e-6) * w["g"].reshape(1, 1, -1)
+    return x + jnp.tanh(((x - mean) * mul) @ w["m"]), None
+
+
+def flax_ln_grad(p, x):
+    return jax.grad(lambda p: jnp.mean(jax.lax.scan(_flax_ln_block, x, p)[0] ** 2))(p)
+
+
+def test_recomputed_broadcast_of_kept_slices_keeps_the_backward_reductions():
+    # Recomputing rsqrt(var) * scale in the backward body broadcasts the same two slices
+    # that the scale's and the variance's gradients reduce against; unless the slices the
+    # recomputation reads are kept apart, XLA merges those broadcasts and the reductions
+    # change their last bits (every stack recomputed by one elementwise equation, alone).
+    k = jax.random.split(jax.random.PRNGKey(4), 3)
+    args = ({"m": jax.random.normal(k[0], (L, D, D)) * 0.1,
+             "g": 1 + 0.1 * jax.random.normal(k[1], (L, D))},
+            jax.random.normal(k[2], (B, S, D)))
+    traced = scan_remat.trace(flax_ln_grad, args)
+    single = [s for s in scan_remat.residual_stacks(traced.closed, min_bytes=0)
+              if s.flops == np.prod(s.shape)]
+    assert len(single) >= 2
+    expected = _bits(jax.jit(flax_ln_grad)(*args))
+    for s in single:
+        step = scan_remat.rewrite(flax_ln_grad, args, [s], traced=traced)
+        assert _bits(jax.jit(step)(*args)) == expected, s.name
