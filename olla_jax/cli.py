@@ -373,6 +373,9 @@ def _check_flag_values() -> None:
                          "back from a GPU's memory when --capacity is not given")
     if _MEMORY_BUDGET.value is not None:
         parse_bytes(_MEMORY_BUDGET.value)
+    if _SCAN_REMAT.value and _MEMORY_BUDGET.value is None:
+        raise UsageError("--scan_remat is a side of a memory budget (tried where it is missed): "
+                         "give --memory_budget")
     if _OFFLOAD.value:
         from olla_jax.capture.base import Backend
         from olla_jax.plan import check_offload

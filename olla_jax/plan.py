@@ -361,6 +361,10 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                         ("scan_remat", scan_remat)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
+    if scan_remat and memory_budget is None:
+        raise ValueError("scan_remat=True is a side of a memory budget (tried where the budget is "
+                         "missed): pass memory_budget=..., or rewrite the step yourself with "
+                         "olla_jax.scan_remat.scan_remat and plan its ScanRematResult.fn")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if saved is not None and not isinstance(saved, SavedPlan):
@@ -754,7 +758,7 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
     except BudgetNotMet as err:
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")
-    return _with_scan_remat(side, found), found.notes()
+    return _with_scan_remat(side, found, result.xla_temp_bytes), found.notes()
 
 
 def _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames) -> list[str]:
@@ -784,13 +788,15 @@ def _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames) -> list[
             f"(+{flops:,} FLOPs with all of them recomputed)"]
 
 
-def _with_scan_remat(side: Plan, found) -> Plan:
+def _with_scan_remat(side: Plan, found, jax_temp: int) -> Plan:
     """``side`` (the plan of the step with scan residual stacks recomputed) with
     the lever's extra FLOPs in ``extra_flops`` beside the planner's own, the split
-    in the notes and the stacks' count in ``settings["scan_remat_stacks"]``."""
+    in the notes and the stacks' count in ``settings["scan_remat_stacks"]``;
+    ``jax_temp`` (XLA's temp for jax.jit's program of the user's step) is what its
+    headline compares with, not XLA's temp for the rewritten program."""
     own, lever = side.extra_flops, found.extra_flops
     return dataclasses.replace(
-        side, extra_flops=own + lever,
+        side, extra_flops=own + lever, jax_program_temp_bytes=jax_temp,
         settings=dict(side.settings, scan_remat_stacks=len(found.dropped),
                       scan_remat_flops=lever),
         notes=side.notes + (f"extra FLOPs {own + lever:,}: {lever:,} of scan rematerialization "

@@ -117,7 +117,8 @@ class Plan:
     executable_bytes: bytes | None = dataclasses.field(repr=False, compare=False, default=None)
     # XLA's temp (best scheduler) of the program jax.jit compiles, where the
     # program planned is another of the same step (threefry2x32 unrolled on
-    # CPU, ``rng_lowering``); None where the program planned is jax.jit's.  The
+    # CPU, ``rng_lowering``; scan residual stacks recomputed, ``scan_remat``);
+    # None where the program planned is jax.jit's.  The
     # xla_*_temp_bytes above are then the planned program's.
     jax_program_temp_bytes: int | None = None
 
@@ -258,9 +259,12 @@ class Plan:
     def summary(self) -> str:
         def mb(x):
             return "-" if x is None else size_text(x)
-        # Where the program planned is not jax.jit's (threefry2x32 unrolled),
-        # XLA's figures of both, jax.jit's first: the one the headline compares with.
-        unrolled = "" if self.jax_program_temp_bytes is None else ", threefry unrolled"
+        # Where the program planned is not jax.jit's (threefry2x32 unrolled, or scan
+        # residual stacks recomputed), XLA's figures of both, jax.jit's first: the one
+        # the headline compares with.
+        unrolled = ("" if self.jax_program_temp_bytes is None else
+                    ", scan stacks recomputed" if self.settings.get("scan_remat_stacks") else
+                    ", threefry unrolled")
         # A bound of 0 is "none proven", unless the plan needs no temp at all:
         # then 0 is the bound (no plan needs less) and nothing is left to save.
         bounded = self.lower_bound_bytes > 0 or self.planned_temp_bytes <= 0

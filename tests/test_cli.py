@@ -48,6 +48,7 @@ BATCH = ("batch", "--example=remat", "--size=tiny", "--capacity=16MiB")
     (("plan", *TINY, "--memory_budget=0"), "--memory_budget='0'"),
     (("plan", *TINY, "--offload", "--memory_budget=1MiB"), "jax drops memory kinds"),
     (("plan", *TINY, "--backend=gpu:h100", "--offload"), "--memory_budget"),
+    (("plan", *TINY, "--scan_remat"), "give --memory_budget"),
     ((*BATCH, "--modes=xla,bogus"), "--modes="),
     ((*BATCH, "--min_batch=4", "--max_batch=2"), "--max_batch=2"),
     ((*BATCH, "--reserve_bytes=1"), "not both"),

@@ -124,6 +124,14 @@ def test_plan_rejects_a_non_bool_flag():
         olla_jax.plan(sgd_step, *_args(), scan_remat="yes")
 
 
+def test_scan_remat_without_a_budget_is_refused():
+    # it is a side of a budget: without one it would be silently ignored
+    for call in (lambda: olla_jax.plan(sgd_step, *_args(), scan_remat=True),
+                 lambda: olla_jax.jit(sgd_step, scan_remat=True)):
+        with pytest.raises(ValueError, match="memory_budget"):
+            call()
+
+
 def test_plan_meets_a_budget_only_with_scan_remat():
     args = _args()
     free = olla_jax.plan(sgd_step, *args, time_limit_s=5)
@@ -146,6 +154,10 @@ def test_plan_meets_a_budget_only_with_scan_remat():
     assert any(n.startswith(split) for n in met.notes)
     assert f"{met.extra_flops:,} extra FLOPs" in met.summary()
     assert "scan residual stack" in met.summary()
+    # the headline compares with XLA's temp for jax.jit's program, not the rewrite's
+    assert met.xla_temp_bytes == free.xla_temp_bytes > met.xla_best_temp_bytes
+    assert "XLA temp, jax.jit's program (best)" in met.summary()
+    assert "scan stacks recomputed" in met.summary()
 
 
 def _ln_block(x, w):
