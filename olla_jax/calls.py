@@ -157,7 +157,10 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
     fixed = {k: v for k, v in kwargs.items() if k in static_argnames}
     dynamic = sorted(k for k in kwargs if k not in fixed)
     n = len(args)
-    static, donate = list(static_argnums), list(donate_argnums)
+    # negative positions count from the end of the positional arguments, as jax.jit
+    # counts them, not of these with the keyword arguments appended
+    static, donate = ([i + n if -n <= i < 0 else i for i in nums]
+                      for nums in (static_argnums, donate_argnums))
     for what, names, out in (("static_argnames", static_argnames, static),
                              ("donate_argnames", donate_argnames, donate)):
         by_position = [k for k in names if k not in kwargs]

@@ -145,3 +145,17 @@ def test_a_verification_failure_warns_in_one_line_and_keeps_the_details_in_the_n
     messages = [str(w.message) for w in caught if "keeps XLA's executable" in str(w.message)]
     assert messages and "Traceback" not in messages[0] and "Plan.notes" in messages[0]
     assert any("Traceback" in note for note in planned.notes)
+
+
+def test_negative_argnums_count_the_positional_arguments_when_keywords_follow():
+    # jax.jit counts static_argnums=-1 from the end of the positional arguments; the
+    # keyword arguments a positional call appends must not shift it
+    from olla_jax import calls
+
+    def step(w, x, *, scale):
+        return w * x * scale
+    call = calls.positional_call(step, (1.0, 2.0), {"scale": 3.0}, static_argnums=(-1,),
+                                 donate_argnums=(-2,), static_argnames=(),
+                                 donate_argnames=())
+    assert call.static_argnums == (1,) and call.donate_argnums == (0,)
+    assert len(call.args) == 3
