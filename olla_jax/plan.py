@@ -689,13 +689,16 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     if result.runs_total_bytes > memory_budget and scan_remat and spmd is None and saved is None:
         limit = time_for(1, "scan rematerialization")
         if limit is not None:
+            lever_s = [0.0, 0.0]      # the lever's own: its compiles, its bit comparison
             side, side_notes = _scan_remat_side(
                 fn, args, kwargs, result, int(memory_budget), static_argnums, donate_argnums,
                 static_argnames, donate_argnames,
                 dict(backend=backend, time_limit_s=limit, compiler_options=compiler_options,
                      engine=engine, verify_trials=verify_trials, feed_back=feed_back, seed=seed,
                      recompute=recompute, recompute_cost=recompute_cost,
-                     rng_lowering=rng_lowering))
+                     rng_lowering=rng_lowering), lever_s)
+            clocks["capture"] += lever_s[0]
+            clocks["verify"] += lever_s[1]
             if side is not None:
                 return total(tried(side), *side_notes)
             reasons += side_notes
@@ -713,12 +716,13 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
 
 def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_argnums,
                      donate_argnums, static_argnames, donate_argnames,
-                     options: dict) -> tuple[Plan | None, tuple[str, ...]]:
+                     options: dict, seconds: list[float]) -> tuple[Plan | None, tuple[str, ...]]:
     """``scan_remat=True``'s side: the step with its scans' residual stacks recomputed
     in the backward scans (``olla_jax.scan_remat``, outputs compared with jax.jit's bit
     for bit), planned with the same budget; (None, why) where it does not meet it.
     The lever takes the call as positional (``calls.positional_call``); the step
-    planned takes it as it was made (keyword, static and donated arguments)."""
+    planned takes it as it was made (keyword, static and donated arguments).
+    ``seconds`` gets the lever's own: its trace and compiles, its bit comparison."""
     from olla_jax import scan_remat as lever
     if not callable(fn):
         return None, ("scan rematerialization not tried: it takes a function and its "
@@ -741,6 +745,7 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
                                  compiler_options=options["compiler_options"])
     except lever.ScanRematError as err:
         return None, (f"scan rematerialization not used: {err}",)
+    seconds[:] = [found.seconds, found.compare_seconds]
     if not found.dropped:
         return None, found.notes()
     rewritten, keywords = found.fn, call.keywords

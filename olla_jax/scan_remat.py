@@ -35,6 +35,7 @@ rewrite that differs is not used.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -582,6 +583,9 @@ class ScanRematResult:
     identical: bool               # the chosen rewrite's outputs equal jax.jit's bit for bit
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
+    # wall seconds: the trace, the candidates and XLA's compiles; the bit comparison's child
+    seconds: float = 0.0
+    compare_seconds: float = 0.0
 
     def notes(self) -> tuple[str, ...]:
         """What was done, for a plan's notes."""
@@ -635,6 +639,7 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
     where they differ nothing is dropped (``differs`` says how).  A step without
     candidates is only traced, not compiled (``xla_temp`` None)."""
     from olla_jax.capture import record
+    start, compared = time.monotonic(), [0.0]
     if budget is not None and not (type(budget) is int and budget == 0):
         budget = parse_size(budget, "budget")   # "160MiB" as well; 0: drop as much as helps
     kw = dict(backend="cpu", static_argnums=tuple(static_argnums),
@@ -644,7 +649,7 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
     if not candidates:      # a trace, no compile: most steps have no scan
         return ScanRematResult(xla_temp=None, temp=None, dropped=(), candidates=0,
                                extra_flops=0, tried=(), budget=budget, met=None, identical=True,
-                               differs="", fn=fn)
+                               differs="", fn=fn, seconds=time.monotonic() - start)
     base = record.capture(fn, *args, **kw)
 
     def result(k, cap, step, tried, identical=False, differs=""):
@@ -654,7 +659,8 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
             xla_temp=base.memory.temp, temp=temp, dropped=dropped, candidates=len(candidates),
             extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
             met=None if budget is None else temp <= budget, identical=identical,
-            differs=differs, fn=step)
+            differs=differs, fn=step, seconds=time.monotonic() - start - compared[0],
+            compare_seconds=compared[0])
     if budget is not None and base.memory.temp <= budget:
         return result(0, base, fn, (), identical=True)
     best_k, best_cap, best_step, tried = 0, base, fn, []
@@ -673,7 +679,9 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
             break
     if best_k == 0:
         return result(0, base, fn, tried, identical=True)
+    at = time.monotonic()
     differs = _differs(best_cap, base, args, static_argnums) if check else ""
+    compared[0] = time.monotonic() - at
     if differs:
         return result(0, base, fn, tried, differs=differs)
     return result(best_k, best_cap, best_step, tried, identical=check)

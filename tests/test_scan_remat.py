@@ -132,7 +132,7 @@ def test_scan_remat_without_a_budget_is_refused():
             call()
 
 
-def test_plan_meets_a_budget_only_with_scan_remat():
+def test_plan_meets_a_budget_only_with_scan_remat(monkeypatch):
     args = _args()
     free = olla_jax.plan(sgd_step, *args, time_limit_s=5)
     budget = free.runs_total_bytes - free.runs_temp_bytes + free.runs_temp_bytes // 2
@@ -143,8 +143,19 @@ def test_plan_meets_a_budget_only_with_scan_remat():
     from olla_jax.sizes import size_text
     assert any(r.startswith("scan_remat=True") and size_text(sum(s.nbytes for s in stacks)) in r
                for r in missed.value.reasons)
+    # the lever's compiles and bit comparison count in the call's capture and
+    # verification seconds (here made long enough to see)
+    import dataclasses
+    real = scan_remat.scan_remat
+
+    def slow(*a, **k):
+        found = real(*a, **k)
+        return dataclasses.replace(found, seconds=found.seconds + 1000,
+                                   compare_seconds=found.compare_seconds + 2000)
+    monkeypatch.setattr(scan_remat, "scan_remat", slow)
     met = olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget, scan_remat=True)
     assert met.runs_total_bytes <= budget
+    assert met.capture_seconds >= 1000 and met.verify_seconds >= 2000
     assert any("scan rematerialization" in n and "bit for bit" in n for n in met.notes)
     assert _bits(met.compiled(*args)) == _bits(jax.jit(sgd_step)(*args))
     # the lever's FLOPs are the plan's extra FLOPs (with the planner's own), split in the notes
@@ -296,3 +307,4 @@ def test_recomputed_broadcast_of_kept_slices_keeps_the_backward_reductions():
     for s in single:
         step = scan_remat.rewrite(flax_ln_grad, args, [s], traced=traced)
         assert _bits(jax.jit(step)(*args)) == expected, s.name
+
