@@ -50,8 +50,11 @@ MIN_BYTES = 64 * 1024
 # Candidate sets tried: the top 1, 2, 4, ... up to all of them (as offload.GROWTH).
 GROWTH = 2
 # Calls inlined before looking for scans (their bodies are where the scans sit when
-# the loss or the step is itself jitted).
-INLINED = frozenset({"pjit", "jit", "closed_call", "core_call"})
+# the loss or the step is itself jitted, or, for jax.checkpoint's remat equation
+# ("remat2"; "checkpoint" in other jax versions), where a forward wrapped in
+# jax.checkpoint has its recomputed forward scan and the backward scan after autodiff:
+# inlined, its barriers go, which the bit-for-bit comparison judges).
+INLINED = frozenset({"pjit", "jit", "closed_call", "core_call", "remat2", "checkpoint"})
 
 
 class ScanRematError(OllaJaxError, ValueError):

@@ -296,3 +296,22 @@ def test_recomputed_broadcast_of_kept_slices_keeps_the_backward_reductions():
     for s in single:
         step = scan_remat.rewrite(flax_ln_grad, args, [s], traced=traced)
         assert _bits(jax.jit(step)(*args)) == expected, s.name
+
+
+def test_scan_inside_jax_checkpoint_is_found_and_recomputed():
+    # jax.checkpoint around the whole forward: after autodiff its recomputation and the
+    # backward scan sit in one remat equation, whose forward scan still stacks residuals
+    # for the backward one; the trace inlines it as it does jit calls
+    fwd = jax.checkpoint(lambda p, x: jax.lax.scan(_layer, x, p)[0])
+
+    def step(p, x):
+        return jax.grad(lambda p: jnp.mean(fwd(p, x) ** 2))(p)
+    args = _args()
+    traced = scan_remat.trace(step, args)
+    found = scan_remat.residual_stacks(traced.closed)
+    assert (L, B, S, S) in {s.shape for s in found}
+    rewritten = scan_remat.rewrite(step, args, found, traced=traced)
+    before, after = (jax.jit(f).lower(*args).compile() for f in (step, rewritten))
+    assert _bits(before(*args)) == _bits(after(*args))
+    assert (after.memory_analysis().temp_size_in_bytes
+            < before.memory_analysis().temp_size_in_bytes - sum(s.nbytes for s in found) // 2)
