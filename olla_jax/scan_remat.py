@@ -585,6 +585,8 @@ class ScanRematResult:
     identical: bool               # the chosen rewrite's outputs equal jax.jit's bit for bit
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
+    refused: tuple[tuple[int, str], ...] = ()   # (stacks, how its outputs differed) of the
+                                                # sets with less temp not used for their bits
 
     def notes(self) -> tuple[str, ...]:
         """What was done, for a plan's notes."""
@@ -597,12 +599,14 @@ class ScanRematResult:
                     f"({self.candidates} candidate(s))",)
         names = ", ".join(f"{s.name} {list(s.shape)}" for s in self.dropped[:6])
         more = f" and {len(self.dropped) - 6} more" if len(self.dropped) > 6 else ""
+        refused = "".join(f" Dropping {k} stack(s) gave other bits ({why}): not used."
+                          for k, why in self.refused)
         return (f"scan rematerialization: {len(self.dropped)} residual stack(s) of the forward "
                 f"scan ({sum(s.nbytes for s in self.dropped) / mib:,.2f} MiB: {names}{more}) no "
                 f"longer kept, recomputed in the backward scan's body "
                 f"(+{self.extra_flops:,} FLOPs); XLA's temp {self.xla_temp / mib:,.2f} -> "
                 f"{self.temp / mib:,.2f} MiB. The program differs from jax.jit's; its outputs "
-                "were compared with jax.jit's on CPU and are the same bit for bit",)
+                "were compared with jax.jit's on CPU and are the same bit for bit" + refused,)
 
 
 def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -> str:
@@ -650,17 +654,17 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                                differs="", fn=fn)
     base = record.capture(fn, *args, **kw)
 
-    def result(k, cap, step, tried, identical=False, differs=""):
+    def result(k, cap, step, tried, identical=False, differs="", refused=()):
         dropped = candidates[:k]
         temp = cap.memory.temp
         return ScanRematResult(
             xla_temp=base.memory.temp, temp=temp, dropped=dropped, candidates=len(candidates),
             extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
             met=None if budget is None else temp <= budget, identical=identical,
-            differs=differs, fn=step)
+            differs=differs, fn=step, refused=tuple(refused))
     if budget is not None and base.memory.temp <= budget:
         return result(0, base, fn, (), identical=True)
-    best_k, best_cap, best_step, tried = 0, base, fn, []
+    tried, better = [], []       # better: (k, capture, step) with less temp than jax.jit's
     for k in sizes(len(candidates)):
         step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums, traced=traced)
         try:
@@ -670,13 +674,21 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                                  f"compile ({type(err).__name__}: {str(err)[:300]}); plan the "
                                  "step without scan_remat") from err
         tried.append((k, cap.memory.temp))
-        if cap.memory.temp < best_cap.memory.temp:
-            best_k, best_cap, best_step = k, cap, step
+        if cap.memory.temp < base.memory.temp:
+            better.append((k, cap, step))
         if budget is not None and cap.memory.temp <= budget:
             break
-    if best_k == 0:
+    if not better:
         return result(0, base, fn, tried, identical=True)
-    differs = _differs(best_cap, base, args, static_argnums) if check else ""
-    if differs:
-        return result(0, base, fn, tried, differs=differs)
-    return result(best_k, best_cap, best_step, tried, identical=check)
+    if not check:
+        k, cap, step = min(better, key=lambda t: t[1].memory.temp)
+        return result(k, cap, step, tried)
+    # least temp first; a set whose outputs differ (one stack's recomputation changes the
+    # last bits, e.g. a bf16 chain) gives way to the next one, a smaller set of the top stacks
+    refused = []
+    for k, cap, step in sorted(better, key=lambda t: (t[1].memory.temp, t[0])):
+        differs = _differs(cap, base, args, static_argnums)
+        if not differs:
+            return result(k, cap, step, tried, identical=True, refused=refused)
+        refused.append((k, differs))
+    return result(0, base, fn, tried, differs=refused[0][1])
