@@ -594,6 +594,13 @@ class ScanRematResult:
         if self.differs:
             return (f"scan rematerialization not used: the rewritten step's outputs differ from "
                     f"jax.jit's ({self.differs})",)
+        if not self.candidates:
+            return ("scan rematerialization: no residual stack dropped: the step's top-level "
+                    "scans keep none it can recompute (a stack of at least min_bytes that a "
+                    "forward scan makes and only one backward scan reads, its slice computable "
+                    "from the body's consts, xs and stacked carry). A scan body already under "
+                    "jax.checkpoint / nnx.remat / nn.remat keeps no such stack, and a scan "
+                    "nested in another scan's body is not looked into",)
         if not self.dropped:
             return ("scan rematerialization: no residual stack dropped "
                     f"({self.candidates} candidate(s))",)

@@ -343,3 +343,14 @@ def test_a_set_whose_bits_differ_falls_back_to_a_smaller_one(monkeypatch):
     assert len(result.dropped) < max(k for k, _ in result.tried)
     assert "gave other bits" in result.notes()[0] and "outputs differ (test)" in result.notes()[0]
     assert _bits(jax.jit(result.fn)(*args)) == _bits(jax.jit(sgd_step)(*args))
+
+
+def test_a_scan_body_under_checkpoint_has_nothing_to_drop_and_the_note_says_why():
+    # nnx.remat / nn.remat / jax.checkpoint on the body: the forward scan stacks only its
+    # carry; the note a missed budget carries says so instead of "0 candidate(s)"
+    def step(p, x):
+        body = jax.checkpoint(_layer)
+        return jax.grad(lambda p: jnp.mean(jax.lax.scan(body, x, p)[0] ** 2))(p)
+    result = scan_remat.scan_remat(step, *_args(), budget=1)
+    assert result.candidates == 0 and not result.dropped
+    assert "no residual stack" in result.notes()[0] and "jax.checkpoint" in result.notes()[0]
