@@ -606,7 +606,7 @@ class ScanRematResult:
                     f"({self.candidates} candidate(s))",)
         names = ", ".join(f"{s.name} {list(s.shape)}" for s in self.dropped[:6])
         more = f" and {len(self.dropped) - 6} more" if len(self.dropped) > 6 else ""
-        refused = "".join(f" Dropping {k} stack(s) gave other bits ({why}): not used."
+        refused = "".join(f"; dropping {k} stack(s) gave other bits ({why}): not used"
                           for k, why in self.refused)
         return (f"scan rematerialization: {len(self.dropped)} residual stack(s) of the forward "
                 f"scan ({sum(s.nbytes for s in self.dropped) / mib:,.2f} MiB: {names}{more}) no "
