@@ -51,8 +51,11 @@ MIN_BYTES = 64 * 1024
 # Candidate sets tried: the top 1, 2, 4, ... up to all of them (as offload.GROWTH).
 GROWTH = 2
 # Calls inlined before looking for scans (their bodies are where the scans sit when
-# the loss or the step is itself jitted).
-INLINED = frozenset({"pjit", "jit", "closed_call", "core_call"})
+# the loss or the step is itself jitted, or, for jax.checkpoint's remat equation
+# ("remat2"; "checkpoint" in other jax versions), where a forward wrapped in
+# jax.checkpoint has its recomputed forward scan and the backward scan after autodiff:
+# inlined, its barriers go, which the bit-for-bit comparison judges).
+INLINED = frozenset({"pjit", "jit", "closed_call", "core_call", "remat2", "checkpoint"})
 
 
 class ScanRematError(OllaJaxError, ValueError):
@@ -583,7 +586,9 @@ class ScanRematResult:
     identical: bool               # the chosen rewrite's outputs equal jax.jit's bit for bit
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
-    # wall seconds: the trace, the candidates and XLA's compiles; the bit comparison's child
+    refused: tuple[tuple[int, str], ...] = ()   # (stacks, how its outputs differed) of the
+                                                # sets with less temp not used for their bits
+    # wall seconds: the trace, the candidates and XLA's compiles; the bit comparisons' children
     seconds: float = 0.0
     compare_seconds: float = 0.0
 
@@ -593,17 +598,26 @@ class ScanRematResult:
         if self.differs:
             return (f"scan rematerialization not used: the rewritten step's outputs differ from "
                     f"jax.jit's ({self.differs})",)
+        if not self.candidates:
+            return ("scan rematerialization: no residual stack dropped: the step's top-level "
+                    "scans keep none it can recompute (a stack of at least min_bytes that a "
+                    "forward scan makes and only one backward scan reads, its slice computable "
+                    "from the body's consts, xs and stacked carry). A scan body already under "
+                    "jax.checkpoint / nnx.remat / nn.remat keeps no such stack, and a scan "
+                    "nested in another scan's body is not looked into",)
         if not self.dropped:
             return ("scan rematerialization: no residual stack dropped "
                     f"({self.candidates} candidate(s))",)
         names = ", ".join(f"{s.name} {list(s.shape)}" for s in self.dropped[:6])
         more = f" and {len(self.dropped) - 6} more" if len(self.dropped) > 6 else ""
+        refused = "".join(f"; dropping {k} stack(s) gave other bits ({why}): not used"
+                          for k, why in self.refused)
         return (f"scan rematerialization: {len(self.dropped)} residual stack(s) of the forward "
                 f"scan ({sum(s.nbytes for s in self.dropped) / mib:,.2f} MiB: {names}{more}) no "
                 f"longer kept, recomputed in the backward scan's body "
                 f"(+{self.extra_flops:,} FLOPs); XLA's temp {self.xla_temp / mib:,.2f} -> "
                 f"{self.temp / mib:,.2f} MiB. The program differs from jax.jit's; its outputs "
-                "were compared with jax.jit's on CPU and are the same bit for bit",)
+                "were compared with jax.jit's on CPU and are the same bit for bit" + refused,)
 
 
 def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -> str:
@@ -652,18 +666,18 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                                differs="", fn=fn, seconds=time.monotonic() - start)
     base = record.capture(fn, *args, **kw)
 
-    def result(k, cap, step, tried, identical=False, differs=""):
+    def result(k, cap, step, tried, identical=False, differs="", refused=()):
         dropped = candidates[:k]
         temp = cap.memory.temp
         return ScanRematResult(
             xla_temp=base.memory.temp, temp=temp, dropped=dropped, candidates=len(candidates),
             extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
             met=None if budget is None else temp <= budget, identical=identical,
-            differs=differs, fn=step, seconds=time.monotonic() - start - compared[0],
-            compare_seconds=compared[0])
+            differs=differs, fn=step, refused=tuple(refused),
+            seconds=time.monotonic() - start - compared[0], compare_seconds=compared[0])
     if budget is not None and base.memory.temp <= budget:
         return result(0, base, fn, (), identical=True)
-    best_k, best_cap, best_step, tried = 0, base, fn, []
+    tried, better = [], []       # better: (k, capture, step) with less temp than jax.jit's
     for k in sizes(len(candidates)):
         step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums, traced=traced)
         try:
@@ -673,15 +687,23 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                                  f"compile ({type(err).__name__}: {str(err)[:300]}); plan the "
                                  "step without scan_remat") from err
         tried.append((k, cap.memory.temp))
-        if cap.memory.temp < best_cap.memory.temp:
-            best_k, best_cap, best_step = k, cap, step
+        if cap.memory.temp < base.memory.temp:
+            better.append((k, cap, step))
         if budget is not None and cap.memory.temp <= budget:
             break
-    if best_k == 0:
+    if not better:
         return result(0, base, fn, tried, identical=True)
-    at = time.monotonic()
-    differs = _differs(best_cap, base, args, static_argnums) if check else ""
-    compared[0] = time.monotonic() - at
-    if differs:
-        return result(0, base, fn, tried, differs=differs)
-    return result(best_k, best_cap, best_step, tried, identical=check)
+    if not check:
+        k, cap, step = min(better, key=lambda t: t[1].memory.temp)
+        return result(k, cap, step, tried)
+    # least temp first; a set whose outputs differ (one stack's recomputation changes the
+    # last bits, e.g. a bf16 chain) gives way to the next one, a smaller set of the top stacks
+    refused = []
+    for k, cap, step in sorted(better, key=lambda t: (t[1].memory.temp, t[0])):
+        at = time.monotonic()
+        differs = _differs(cap, base, args, static_argnums)
+        compared[0] += time.monotonic() - at
+        if not differs:
+            return result(k, cap, step, tried, identical=True, refused=refused)
+        refused.append((k, differs))
+    return result(0, base, fn, tried, differs=refused[0][1])
