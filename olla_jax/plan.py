@@ -220,23 +220,12 @@ def _unrolled_differs(cap: Capture, entry: calls.Entry) -> str:
     program's outputs bit for bit (on the call's inputs where they are concrete,
     else on random ones), else how they differ.  Both are XLA's own executables,
     run in the verification's child process."""
-    import jax
     from olla_jax.apply import verify
     reference = cap.reference.executable
     if cap.executable is None or reference is None or verify.host_callbacks(reference):
         return ""       # nothing to compare here; the plan's verification says why
     dynamic = [a for i, a in enumerate(entry.verify_args) if i not in set(entry.verify_static)]
-    user_args = None
-    if dynamic and all(not isinstance(x, jax.ShapeDtypeStruct)
-                       for x in jax.tree_util.tree_leaves(dynamic)):
-        try:
-            user_args = verify.executable_arguments(cap.compiled, *dynamic)
-        except Exception:  # noqa: BLE001 - random inputs only
-            user_args = None
-    result = verify.verify_executable(cap.executable, reference,
-                                      trials=0 if user_args is not None else 2,
-                                      user_args=user_args)
-    return "" if result.ok else result.reason.split("\n")[0]
+    return verify.outputs_differ(cap.executable, reference, cap.compiled, dynamic)
 
 
 def _compile_baselines(step: _Step, backend: Backend, compiler_options,

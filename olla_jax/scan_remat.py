@@ -628,17 +628,7 @@ def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -
     if cap.executable is None or reference is None:
         return "no serialized executable to compare"
     dynamic = [a for i, a in enumerate(fn_args) if i not in set(static_argnums)]
-    user_args = None
-    if dynamic and all(not isinstance(x, jax.ShapeDtypeStruct)
-                       for x in jax.tree_util.tree_leaves(dynamic)):
-        try:
-            user_args = verify.executable_arguments(base.compiled, *dynamic)
-        except Exception:  # noqa: BLE001 - random inputs only
-            user_args = None
-    result = verify.verify_executable(cap.executable, reference,
-                                      trials=0 if user_args is not None else 2,
-                                      user_args=user_args)
-    return "" if result.ok else (result.reason.split("\n")[0] or "outputs differ")
+    return verify.outputs_differ(cap.executable, reference, base.compiled, dynamic)
 
 
 def scan_remat(fn: Callable, *args, budget: int | str | None = None,

@@ -138,6 +138,26 @@ def _as_parameters(user_args: Sequence[Any], specs) -> list[np.ndarray]:
     return out
 
 
+def outputs_differ(candidate: bytes, reference: bytes, compiled: Any,
+                   dynamic_args: Sequence[Any]) -> str:
+    """'' where ``candidate`` gives ``reference``'s outputs bit for bit, else the first
+    line of how they differ.  Both run in a child on the call's dynamic arguments
+    where they are concrete arrays (laid out for ``compiled``, the jax.stages.Compiled
+    of the reference's program), else on two random input sets.  For two programs
+    of one step (not a plan against its module), e.g. a rewritten jaxpr's."""
+    import jax
+    user_args = None
+    if dynamic_args and all(not isinstance(x, jax.ShapeDtypeStruct)
+                            for x in jax.tree_util.tree_leaves(list(dynamic_args))):
+        try:
+            user_args = executable_arguments(compiled, *dynamic_args)
+        except Exception:  # noqa: BLE001 - random inputs only
+            user_args = None
+    result = verify_executable(candidate, reference, trials=0 if user_args is not None else 2,
+                               user_args=user_args)
+    return "" if result.ok else (result.reason.split("\n")[0] or "outputs differ")
+
+
 def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None, *,
                       trials: int = 3, user_args: Sequence[Any] | None = None,
                       timeout_s: float = 120, seed: int = 0,
