@@ -582,6 +582,7 @@ class ScanRematResult:
     identical: bool               # the chosen rewrite's outputs equal jax.jit's bit for bit
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
+    backend: str = "cpu"          # whose XLA temp chose the set (bits are compared on CPU)
 
     def notes(self) -> tuple[str, ...]:
         """What was done, for a plan's notes."""
@@ -592,14 +593,20 @@ class ScanRematResult:
         if not self.dropped:
             return ("scan rematerialization: no residual stack dropped "
                     f"({self.candidates} candidate(s))",)
+        on, elsewhere = "", ""
+        if self.backend != "cpu":
+            on = f" on {self.backend}"
+            elsewhere = (f" (on CPU only: the {self.backend} executable is built, not run, "
+                         "and its bits are not compared)")
         names = ", ".join(f"{s.name} {list(s.shape)}" for s in self.dropped[:6])
         more = f" and {len(self.dropped) - 6} more" if len(self.dropped) > 6 else ""
         return (f"scan rematerialization: {len(self.dropped)} residual stack(s) of the forward "
                 f"scan ({sum(s.nbytes for s in self.dropped) / mib:,.2f} MiB: {names}{more}) no "
                 f"longer kept, recomputed in the backward scan's body "
                 f"(+{self.extra_flops:,} FLOPs); XLA's temp {self.xla_temp / mib:,.2f} -> "
-                f"{self.temp / mib:,.2f} MiB. The program differs from jax.jit's; its outputs "
-                "were compared with jax.jit's on CPU and are the same bit for bit",)
+                f"{self.temp / mib:,.2f} MiB{on}. The program differs from jax.jit's; its "
+                f"outputs were compared with jax.jit's on CPU and are the same bit for bit"
+                f"{elsewhere}",)
 
 
 def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -> str:
@@ -626,18 +633,27 @@ def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -
 def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
                compiler_options: dict[str, Any] | None = None, max_stacks: int | None = None,
-               min_bytes: int = MIN_BYTES, check: bool = True) -> ScanRematResult:
+               min_bytes: int = MIN_BYTES, check: bool = True,
+               backend: str = "cpu") -> ScanRematResult:
     """``fn(*args)`` with its scans' residual stacks recomputed in the backward
-    scans, compiled on CPU: the top 1, 2, 4, ... of ``residual_stacks`` (most
-    bytes per extra FLOP first) until XLA's temp is at most ``budget`` bytes
+    scans, compiled for ``backend`` ("cpu", or a compile-only target such as
+    "gpu:h100"): the top 1, 2, 4, ... of ``residual_stacks`` (most bytes per
+    extra FLOP first) until that backend's XLA temp is at most ``budget`` bytes
     (without a budget: all of them, at most ``max_stacks``).  ``check``: compare
-    the chosen rewrite's outputs with jax.jit's bit for bit in a child process;
-    where they differ nothing is dropped (``differs`` says how).  A step without
-    candidates is only traced, not compiled (``xla_temp`` None)."""
+    the chosen rewrite's outputs with jax.jit's bit for bit in a child process,
+    on CPU whatever ``backend`` is (a compile-only target's executable is not
+    run: the CPU compile of the same rewrite is compared); where they differ
+    nothing is dropped (``differs`` says how).  A step without candidates is only
+    traced, not compiled (``xla_temp`` None)."""
     from olla_jax.capture import record
+    from olla_jax.capture.base import Backend
     if budget is not None and not (type(budget) is int and budget == 0):
         budget = parse_size(budget, "budget")   # "160MiB" as well; 0: drop as much as helps
-    kw = dict(backend="cpu", static_argnums=tuple(static_argnums),
+    target = Backend.parse(backend)
+    if target.kind != "cpu" and not target.compile_only:
+        raise ScanRematError(f"scan_remat compiles for 'cpu' or a compile-only GPU target such "
+                             f"as 'gpu:h100', not {target.name!r}")
+    kw = dict(backend=target.name, static_argnums=tuple(static_argnums),
               donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
     traced = trace(fn, args, static_argnums)
     candidates = residual_stacks(traced.closed, min_bytes=min_bytes)[:max_stacks]
@@ -654,7 +670,7 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
             xla_temp=base.memory.temp, temp=temp, dropped=dropped, candidates=len(candidates),
             extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
             met=None if budget is None else temp <= budget, identical=identical,
-            differs=differs, fn=step)
+            differs=differs, fn=step, backend=target.name)
     if budget is not None and base.memory.temp <= budget:
         return result(0, base, fn, (), identical=True)
     best_k, best_cap, best_step, tried = 0, base, fn, []
@@ -673,7 +689,13 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
             break
     if best_k == 0:
         return result(0, base, fn, tried, identical=True)
-    differs = _differs(best_cap, base, args, static_argnums) if check else ""
+    differs = ""
+    if check and target.kind == "cpu":
+        differs = _differs(best_cap, base, args, static_argnums)
+    elif check:     # the target's executable is not run here: the same rewrite on CPU
+        cpu = dict(kw, backend="cpu")
+        differs = _differs(record.capture(best_step, *args, **cpu),
+                           record.capture(fn, *args, **cpu), args, static_argnums)
     if differs:
         return result(0, base, fn, tried, differs=differs)
     return result(best_k, best_cap, best_step, tried, identical=check)
