@@ -288,6 +288,15 @@ def run_target(name: str, backend: str, time_limit_s: float, fraction: float) ->
     if lever.dropped:
         rewritten = compiled_flops(gpu.compile_for_target(lever.fn, tuple(args), target=target))
         row["lever"]["hlo_flops"] = rewritten - base_flops
+    # the set chosen by CPU's temp at the same temp budget (what plan() did before the
+    # lever took the backend), and the target's temp with it
+    from olla_jax.capture import record
+    by_cpu = scan_remat.scan_remat(step, *args, budget=max(budget - io, 0), check=False)
+    cpu_choice = {"stacks": len(by_cpu.dropped), "cpu_temp": by_cpu.temp}
+    if by_cpu.dropped:
+        temp = record.capture(by_cpu.fn, *args, backend=backend).memory.temp
+        cpu_choice.update(target_temp=temp, met=temp <= budget - io)
+    row["cpu_choice"] = cpu_choice
     points = xla_remat.search(step, *args, backend=backend, budget_bytes=ours.xla_temp_bytes,
                               fractions=[fraction], io_bytes=io)
     row["xla_remat"] = [{"limit": p.limit_bytes, "temp": p.memory.temp, "total": p.total,
@@ -328,6 +337,14 @@ def target_text(rows: list[dict], backend: str, fraction: float) -> list[str]:
                             "target's compiles, rewrite minus step):", ""] + common.table(
         ["model", "step FLOPs (HLO)", "lever"],
         [[r["model"], f"{r['step_flops']:,}", lever(r)] for r in rows]) + [
+        "", "The set CPU's temp chooses at the same temp budget (stacks, XLA:CPU's temp, the "
+        "target's temp with that set, whether that meets the budget's temp):", ""] + common.table(
+        ["model", "temp budget", "stacks by CPU temp", "XLA:CPU temp", "target temp", "met"],
+        [[r["model"], mib(r["budget"] - r["io"]), r["cpu_choice"]["stacks"],
+          mib(r["cpu_choice"]["cpu_temp"] or 0),
+          mib(r["cpu_choice"].get("target_temp", r["xla_temp"])),
+          "yes" if r["cpu_choice"].get("met") else "no"] for r in rows],
+        right={1, 2, 3, 4}) + [
         "", "Extra FLOPs of ours: the plan's extra_flops (the lever's jaxpr count plus the "
         "planner's own recomputation); of XLA's: olla_jax.flops of its compile at the limit "
         "minus its own compile's. olla_jax.flops counts a while loop's body once, so the "
