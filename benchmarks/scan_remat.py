@@ -11,6 +11,15 @@ alternately, median of per-round ratios, in this process), and whether
 without and with ``scan_remat=True``.
 
     python -m benchmarks.scan_remat --out=benchmarks/results/scan_remat
+
+With ``--backend=gpu:h100`` (a compile-only target: built, not run; bits are
+compared on CPU) each model gets instead: XLA:GPU's temp, ours without a
+budget, and at ``memory_budget`` = arguments + outputs + F x XLA's temp: our
+plan without and with ``scan_remat=True`` (the stacks chosen by the target's
+temp), against XLA:GPU's own rematerialization at that memory limit
+(``olla_jax.xla_remat.search``), each with its extra FLOPs; the lever's FLOPs
+both as its jaxpr count and as olla_jax.flops of the target's compiles (the
+counter XLA's points use).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 
-MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan", "linen_attn_scan")
+MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan", "linen_attn_scan", "llama_scan")
 
 
 def lm_adamw():
@@ -162,6 +171,15 @@ def linen_attn_scan():
     return step, (params, opt.init(params), tok)
 
 
+def llama_scan():
+    """examples/llama.py with its blocks in a lax.scan, no per-block jax.checkpoint (which
+    leaves the scan no residual stack), abstract arguments; donation not passed (as for
+    the other models here)."""
+    from examples import llama
+    step = llama.make_step(llama.Config(scan=True, remat=False))
+    return step.fn, step.args
+
+
 def step_time_ratio(a, b, args, rounds: int) -> float:
     """Median over ``rounds`` of (time of ``b``) / (time of ``a``), called alternately."""
     import jax
@@ -227,6 +245,112 @@ def run(name: str, time_limit_s: float, rounds: int, budget_fraction: float) -> 
     return row
 
 
+def run_target(name: str, backend: str, time_limit_s: float, fraction: float) -> dict:
+    """A compile-only target: ours without and with the lever at the budget against
+    XLA's own rematerialization at that limit, with the extra FLOPs of each."""
+    import warnings
+
+    from olla_jax import BudgetNotMet, scan_remat, xla_remat
+    from olla_jax.capture import gpu
+    from olla_jax.flops import compiled_flops
+    from olla_jax.plan import plan
+    step, args = globals()[name]()
+    target = backend.split(":", 1)[1]
+    row = {"model": name, "load_start": common.load()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = plan(step, *args, backend=backend, time_limit_s=time_limit_s)
+    io = ours.xla_total_bytes - ours.xla_temp_bytes
+    budget = int(io + fraction * ours.xla_temp_bytes)
+    base_flops = compiled_flops(gpu.compile_for_target(step, tuple(args), target=target))
+    row.update(xla_temp=ours.xla_temp_bytes, ours_temp=ours.planned_temp_bytes, io=io,
+               budget=budget, step_flops=base_flops)
+    for key, flag in (("budget_plain", False), ("budget_scan_remat", True)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                met = plan(step, *args, backend=backend, time_limit_s=time_limit_s,
+                           memory_budget=budget, scan_remat=flag)
+                row[key] = {"met": True, "total": met.runs_total_bytes,
+                            "extra_flops": met.extra_flops,
+                            "lever_flops": met.settings.get("scan_remat_flops", 0),
+                            "stacks": met.settings.get("scan_remat_stacks", 0),
+                            "notes": [n for n in met.notes if "scan rematerialization" in n]}
+            except BudgetNotMet as err:
+                row[key] = {"met": False, "total": err.plan.runs_total_bytes,
+                            "reasons": [r for r in err.reasons if "scan" in r]}
+    # the lever's set as plan() chose it (the same call: the XLA temp to reach), its
+    # FLOPs counted on the target's compiles as XLA's points are
+    lever = scan_remat.scan_remat(step, *args, budget=max(budget - io, 0), backend=backend)
+    row["lever"] = {"stacks": len(lever.dropped), "candidates": lever.candidates,
+                    "temp": lever.temp, "jaxpr_flops": lever.extra_flops,
+                    "identical_on_cpu": lever.identical, "tried": list(lever.tried)}
+    if lever.dropped:
+        rewritten = compiled_flops(gpu.compile_for_target(lever.fn, tuple(args), target=target))
+        row["lever"]["hlo_flops"] = rewritten - base_flops
+    # the set chosen by CPU's temp at the same temp budget (what plan() did before the
+    # lever took the backend), and the target's temp with it
+    from olla_jax.capture import record
+    by_cpu = scan_remat.scan_remat(step, *args, budget=max(budget - io, 0), check=False)
+    cpu_choice = {"stacks": len(by_cpu.dropped), "cpu_temp": by_cpu.temp}
+    if by_cpu.dropped:
+        temp = record.capture(by_cpu.fn, *args, backend=backend).memory.temp
+        cpu_choice.update(target_temp=temp, met=temp <= budget - io)
+    row["cpu_choice"] = cpu_choice
+    points = xla_remat.search(step, *args, backend=backend, budget_bytes=ours.xla_temp_bytes,
+                              fractions=[fraction], io_bytes=io)
+    row["xla_remat"] = [{"limit": p.limit_bytes, "temp": p.memory.temp, "total": p.total,
+                         "extra_flops": p.flops - base_flops, "met": p.total <= budget}
+                        for p in points]
+    row["load_end"] = common.load()
+    return row
+
+
+def target_text(rows: list[dict], backend: str, fraction: float) -> list[str]:
+    mib = common.mib
+
+    def ours(b):
+        if not b["met"]:
+            return f"missed ({mib(b['total'])})"
+        lever = f", {b['stacks']} stack(s)" if b.get("stacks") else ""
+        return f"met, {mib(b['total'])}, +{b['extra_flops']:,} FLOPs{lever}"
+
+    def xla(r):
+        return "; ".join(f"{'met' if p['met'] else 'missed'}, {mib(p['total'])} "
+                         f"(temp {mib(p['temp'])}), +{p['extra_flops']:,} FLOPs"
+                         for p in r["xla_remat"]) or "no point"
+
+    def lever(r):
+        v = r["lever"]
+        hlo = f"{v['hlo_flops']:,}" if "hlo_flops" in v else "-"
+        return (f"{v['stacks']}/{v['candidates']}, temp {mib(v['temp'] or 0)}, jaxpr "
+                f"+{v['jaxpr_flops']:,}, HLO +{hlo}, bits on CPU "
+                f"{'same' if v['identical_on_cpu'] else 'differ'}")
+    return [f"{backend} (compile-only: built, not run), budget = arguments + outputs + "
+            f"{fraction:g} x XLA's temp (MiB):", ""] + common.table(
+        ["model", "XLA temp", "ours temp", "budget", "ours, scan_remat=False",
+         "ours, scan_remat=True", f"XLA remat at limit {fraction:g} x temp"],
+        [[r["model"], mib(r["xla_temp"]), mib(r["ours_temp"]), mib(r["budget"]),
+          ours(r["budget_plain"]), ours(r["budget_scan_remat"]), xla(r)] for r in rows],
+        right={1, 2, 3}) + ["", "The lever's set at that budget (stacks, XLA temp on the "
+                            "target, extra FLOPs: jaxpr count and olla_jax.flops of the "
+                            "target's compiles, rewrite minus step):", ""] + common.table(
+        ["model", "step FLOPs (HLO)", "lever"],
+        [[r["model"], f"{r['step_flops']:,}", lever(r)] for r in rows]) + [
+        "", "The set CPU's temp chooses at the same temp budget (stacks, XLA:CPU's temp, the "
+        "target's temp with that set, whether that meets the budget's temp):", ""] + common.table(
+        ["model", "temp budget", "stacks by CPU temp", "XLA:CPU temp", "target temp", "met"],
+        [[r["model"], mib(r["budget"] - r["io"]), r["cpu_choice"]["stacks"],
+          mib(r["cpu_choice"]["cpu_temp"] or 0),
+          mib(r["cpu_choice"].get("target_temp", r["xla_temp"])),
+          "yes" if r["cpu_choice"].get("met") else "no"] for r in rows],
+        right={1, 2, 3, 4}) + [
+        "", "Extra FLOPs of ours: the plan's extra_flops (the lever's jaxpr count plus the "
+        "planner's own recomputation); of XLA's: olla_jax.flops of its compile at the limit "
+        "minus its own compile's. olla_jax.flops counts a while loop's body once, so the "
+        "lever's HLO figure is about one iteration's; its jaxpr count is all iterations'."]
+
+
 def main(argv=None) -> None:
     p = common.parser(__doc__, time_limit_s=20.0, out="benchmarks/results/scan_remat")
     p.add_argument("--models", default=",".join(MODELS))
@@ -234,10 +358,31 @@ def main(argv=None) -> None:
     p.add_argument("--budget_fraction", type=float, default=0.3,
                    help="also plan with a memory budget of the step's arguments and outputs and "
                         "this share of XLA's temp (0: not)")
+    p.add_argument("--backend", default="cpu",
+                   help="cpu, or a compile-only GPU target (gpu:h100): ours with and without "
+                        "the lever against XLA's rematerialization at --budget_fraction")
     args = p.parse_args(argv)
-    common.gpu_environment("cpu")
+    common.gpu_environment(args.backend)
     print(f"$ {common.command_line()}", flush=True)
     meta = common.run_meta()
+    if args.backend != "cpu":
+        if not args.backend.startswith("gpu:") or not args.budget_fraction:
+            p.error("--backend takes a compile-only GPU target such as gpu:h100, with a "
+                    "--budget_fraction above 0")
+        rows = []
+        for name in common.model_names(args.models):
+            row = run_target(name, args.backend, float(args.time_limit_s), args.budget_fraction)
+            print(row, flush=True)
+            rows.append(row)
+        lines = common.header(f"Scan rematerialization on {args.backend} against XLA's own",
+                              {"loads (1/5/15 min)": common.row_loads(rows),
+                               "time_limit_s": args.time_limit_s},
+                              command=meta["command"], machine_info=meta["machine"],
+                              date=meta["date"])
+        text = "\n".join(lines + target_text(rows, args.backend, args.budget_fraction)) + "\n"
+        print(text)
+        common.write_results(args.out, {**meta, "load_end": common.load(), "rows": rows}, text)
+        return
     rows = []
     for name in common.model_names(args.models):
         row = run(name, float(args.time_limit_s), args.rounds, args.budget_fraction)

@@ -707,8 +707,9 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
                      donate_argnums, static_argnames, donate_argnames,
                      options: dict, seconds: list[float]) -> tuple[Plan | None, tuple[str, ...]]:
     """``scan_remat=True``'s side: the step with its scans' residual stacks recomputed
-    in the backward scans (``olla_jax.scan_remat``, outputs compared with jax.jit's bit
-    for bit), planned with the same budget; (None, why) where it does not meet it.
+    in the backward scans (``olla_jax.scan_remat``: the set chosen by the target's
+    XLA temp, outputs compared with jax.jit's bit for bit on CPU), planned with the
+    same budget; (None, why) where it does not meet it.
     The lever takes the call as positional (``calls.positional_call``); the step
     planned takes it as it was made (keyword, static and donated arguments).
     ``seconds`` gets the lever's own: its trace and compiles, its bit comparison."""
@@ -731,7 +732,8 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
         found = lever.scan_remat(call.fn, *call.args, budget=temp_budget,
                                  static_argnums=call.static_argnums,
                                  donate_argnums=call.donate_argnums,
-                                 compiler_options=options["compiler_options"])
+                                 compiler_options=options["compiler_options"],
+                                 backend=options["backend"])
     except lever.ScanRematError as err:
         return None, (f"scan rematerialization not used: {err}",)
     seconds[:] = [found.seconds, found.compare_seconds]

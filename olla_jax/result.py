@@ -228,9 +228,13 @@ class Plan:
         if self.verified:
             return "yes"
         if self.compile_only:   # nothing runs here, neither ours nor XLA's
+            # scan_remat's rewrite of the step: its CPU compile compared with jax.jit's
+            rewrite = ("; the scan-rematerialized program's outputs equal jax.jit's on CPU"
+                       if self.settings.get("scan_remat_stacks") else "")
             if self.source != "xla" and self.executable_bytes is not None:
-                return "n/a (compile-only target: ours built, in executable_bytes, not run)"
-            return "n/a (compile-only target: XLA's executable, built, not run)"
+                return ("n/a (compile-only target: ours built, in executable_bytes, not run"
+                        f"{rewrite})")
+            return f"n/a (compile-only target: XLA's executable, built, not run{rewrite})"
         if self.runs_xla_executable:
             return "n/a (XLA's executable)"
         return "no"

@@ -591,6 +591,7 @@ class ScanRematResult:
     # wall seconds: the trace, the candidates and XLA's compiles; the bit comparisons' children
     seconds: float = 0.0
     compare_seconds: float = 0.0
+    backend: str = "cpu"          # whose XLA temp chose the set (bits are compared on CPU)
 
     def notes(self) -> tuple[str, ...]:
         """What was done, for a plan's notes."""
@@ -608,6 +609,11 @@ class ScanRematResult:
         if not self.dropped:
             return ("scan rematerialization: no residual stack dropped "
                     f"({self.candidates} candidate(s))",)
+        on, elsewhere = "", ""
+        if self.backend != "cpu":
+            on = f" on {self.backend}"
+            elsewhere = (f" (on CPU only: the {self.backend} executable is built, not run, "
+                         "and its bits are not compared)")
         names = ", ".join(f"{s.name} {list(s.shape)}" for s in self.dropped[:6])
         more = f" and {len(self.dropped) - 6} more" if len(self.dropped) > 6 else ""
         refused = "".join(f"; dropping {k} stack(s) gave other bits ({why}): not used"
@@ -616,8 +622,9 @@ class ScanRematResult:
                 f"scan ({sum(s.nbytes for s in self.dropped) / mib:,.2f} MiB: {names}{more}) no "
                 f"longer kept, recomputed in the backward scan's body "
                 f"(+{self.extra_flops:,} FLOPs); XLA's temp {self.xla_temp / mib:,.2f} -> "
-                f"{self.temp / mib:,.2f} MiB. The program differs from jax.jit's; its outputs "
-                "were compared with jax.jit's on CPU and are the same bit for bit" + refused,)
+                f"{self.temp / mib:,.2f} MiB{on}. The program differs from jax.jit's; its "
+                f"outputs were compared with jax.jit's on CPU and are the same bit for bit"
+                f"{elsewhere}" + refused,)
 
 
 def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -> str:
@@ -634,19 +641,28 @@ def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -
 def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
                compiler_options: dict[str, Any] | None = None, max_stacks: int | None = None,
-               min_bytes: int = MIN_BYTES, check: bool = True) -> ScanRematResult:
+               min_bytes: int = MIN_BYTES, check: bool = True,
+               backend: str = "cpu") -> ScanRematResult:
     """``fn(*args)`` with its scans' residual stacks recomputed in the backward
-    scans, compiled on CPU: the top 1, 2, 4, ... of ``residual_stacks`` (most
-    bytes per extra FLOP first) until XLA's temp is at most ``budget`` bytes
+    scans, compiled for ``backend`` ("cpu", or a compile-only target such as
+    "gpu:h100"): the top 1, 2, 4, ... of ``residual_stacks`` (most bytes per
+    extra FLOP first) until that backend's XLA temp is at most ``budget`` bytes
     (without a budget: all of them, at most ``max_stacks``).  ``check``: compare
-    the chosen rewrite's outputs with jax.jit's bit for bit in a child process;
-    where they differ nothing is dropped (``differs`` says how).  A step without
-    candidates is only traced, not compiled (``xla_temp`` None)."""
+    the chosen rewrite's outputs with jax.jit's bit for bit in a child process,
+    on CPU whatever ``backend`` is (a compile-only target's executable is not
+    run: the CPU compile of the same rewrite is compared); where they differ
+    nothing is dropped (``differs`` says how).  A step without candidates is only
+    traced, not compiled (``xla_temp`` None)."""
     from olla_jax.capture import record
+    from olla_jax.capture.base import Backend
     start, compared = time.monotonic(), [0.0]
     if budget is not None and not (type(budget) is int and budget == 0):
         budget = parse_size(budget, "budget")   # "160MiB" as well; 0: drop as much as helps
-    kw = dict(backend="cpu", static_argnums=tuple(static_argnums),
+    target = Backend.parse(backend)
+    if target.kind != "cpu" and not target.compile_only:
+        raise ScanRematError(f"scan_remat compiles for 'cpu' or a compile-only GPU target such "
+                             f"as 'gpu:h100', not {target.name!r}")
+    kw = dict(backend=target.name, static_argnums=tuple(static_argnums),
               donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
     traced = trace(fn, args, static_argnums)
     candidates = residual_stacks(traced.closed, min_bytes=min_bytes)[:max_stacks]
@@ -663,7 +679,7 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
             xla_temp=base.memory.temp, temp=temp, dropped=dropped, candidates=len(candidates),
             extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
             met=None if budget is None else temp <= budget, identical=identical,
-            differs=differs, fn=step, refused=tuple(refused),
+            differs=differs, fn=step, refused=tuple(refused), backend=target.name,
             seconds=time.monotonic() - start - compared[0], compare_seconds=compared[0])
     if budget is not None and base.memory.temp <= budget:
         return result(0, base, fn, (), identical=True)
@@ -686,12 +702,23 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
     if not check:
         k, cap, step = min(better, key=lambda t: t[1].memory.temp)
         return result(k, cap, step, tried)
+    cpu_base = []
+
+    def differs_on_cpu(cap, step) -> str:
+        """The bit comparison, on CPU whatever the target (its executable is not
+        run here: the CPU compile of the same rewrite is compared)."""
+        if target.kind == "cpu":
+            return _differs(cap, base, args, static_argnums)
+        cpu = dict(kw, backend="cpu")
+        if not cpu_base:
+            cpu_base.append(record.capture(fn, *args, **cpu))
+        return _differs(record.capture(step, *args, **cpu), cpu_base[0], args, static_argnums)
     # least temp first; a set whose outputs differ (one stack's recomputation changes the
     # last bits, e.g. a bf16 chain) gives way to the next one, a smaller set of the top stacks
     refused = []
     for k, cap, step in sorted(better, key=lambda t: (t[1].memory.temp, t[0])):
         at = time.monotonic()
-        differs = _differs(cap, base, args, static_argnums)
+        differs = differs_on_cpu(cap, step)
         compared[0] += time.monotonic() - at
         if not differs:
             return result(k, cap, step, tried, identical=True, refused=refused)

@@ -365,3 +365,32 @@ def test_a_scan_body_under_checkpoint_has_nothing_to_drop_and_the_note_says_why(
     result = scan_remat.scan_remat(step, *_args(), budget=1)
     assert result.candidates == 0 and not result.dropped
     assert "no residual stack" in result.notes()[0] and "jax.checkpoint" in result.notes()[0]
+
+@pytest.mark.slow
+def test_scan_remat_for_a_gpu_target_chooses_by_its_temp_and_says_where_bits_were_compared():
+    """For a compile-only GPU target the set is chosen by that target's XLA temp (not
+    CPU's), the bits are compared on CPU, and the notes and summary say both."""
+    from olla_jax.capture import record
+    args = _args()
+    gpu_temp = record.capture(sgd_step, *args, backend="gpu:h100").memory.temp
+    cpu_temp = record.capture(sgd_step, *args, backend="cpu").memory.temp
+    assert gpu_temp != cpu_temp    # else this test could not tell the two apart
+    result = scan_remat.scan_remat(sgd_step, *args, budget=0, min_bytes=0, backend="gpu:h100")
+    assert result.backend == "gpu:h100" and result.xla_temp == gpu_temp
+    assert result.dropped and result.identical and result.temp < gpu_temp
+    assert result.temp == dict(result.tried)[len(result.dropped)]
+    note = result.notes()[0]
+    assert "on gpu:h100" in note and "on CPU only" in note and "built, not run" in note
+    # plan() on the target: the lever's set chosen by the GPU temp, the summary says so
+    free = olla_jax.plan(sgd_step, *args, backend="gpu:h100", time_limit_s=5)
+    budget = free.runs_total_bytes - free.runs_temp_bytes + free.runs_temp_bytes // 2
+    met = olla_jax.plan(sgd_step, *args, backend="gpu:h100", time_limit_s=5,
+                        memory_budget=budget, scan_remat=True)
+    assert met.runs_total_bytes <= budget and met.settings["scan_remat_stacks"] >= 1
+    assert any("on gpu:h100" in n and "built, not run" in n for n in met.notes)
+    assert "outputs equal jax.jit's on CPU" in met.summary()
+
+
+def test_scan_remat_refuses_a_backend_it_cannot_compile_for():
+    with pytest.raises(olla_jax.OllaJaxError, match="compile-only"):
+        scan_remat.scan_remat(sgd_step, *_args(), budget=0, backend="gpu")
