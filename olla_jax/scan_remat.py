@@ -609,8 +609,9 @@ class ScanRematResult:
         if not self.dropped:
             return ("scan rematerialization: no residual stack dropped "
                     f"({self.candidates} candidate(s))",)
+        from olla_jax.capture.base import Backend
         on, elsewhere = "", ""
-        if self.backend != "cpu":
+        if Backend.parse(self.backend).kind != "cpu":
             on = f" on {self.backend}"
             elsewhere = (f" (on CPU only: the {self.backend} executable is built, not run, "
                          "and its bits are not compared)")
