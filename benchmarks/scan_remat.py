@@ -340,6 +340,8 @@ def run_budgets(name: str, fractions: list[float]) -> dict:
             got["refined" if refine else "doubling"] = {
                 "stacks": len(r.dropped), "temp": r.temp, "met": r.met,
                 "extra_flops": r.extra_flops, "compiles": len(r.tried) + 1,
+                # the sets refused for their bits and the one used (not the comparisons
+                # of the culprit search that kept the bits)
                 "compares": len(r.refused) + (1 if r.dropped else 0), "identical": r.identical,
                 "left_out": list(r.left_out), "wall_s": time.perf_counter() - t,
                 "compare_s": r.compare_seconds, "tried": list(r.tried),
@@ -357,12 +359,14 @@ def budgets_text(rows: list[dict]) -> list[str]:
         left = f", left out {len(v['left_out'])}" if v["left_out"] else ""
         return (f"{v['stacks']}{left}, {mib(v['temp'])} {'met' if v['met'] else 'missed'}, "
                 f"+{v['extra_flops']:,} ({v['extra_flops'] / max(r['step_flops'], 1):.2%}), "
-                f"{v['compiles']} compiles / {v['compares']} compares, {v['wall_s']:.1f} s "
+                f"{v['compiles']} compiles, {v['compares'] - bool(v['stacks'])} refused for "
+                f"bits, {v['wall_s']:.1f} s "
                 f"({v['compare_s']:.1f} s comparing){'' if v['identical'] else ', bits differ'}")
     return ["The lever's set at temp budgets of a share of XLA's temp: the plain doubling "
             "(refine=False) against the refined search (refine=True), called alternately "
-            "(stacks dropped, XLA temp (MiB), extra FLOPs against the step's, compiles with "
-            "jax.jit's own, bit comparisons, wall seconds):", ""] + common.table(
+            "(stacks dropped, stacks left out for their bits, XLA temp (MiB), extra FLOPs "
+            "against the step's, compiles with jax.jit's own, sets refused for their bits, "
+            "wall seconds of the call, of which comparing bits):", ""] + common.table(
         ["model", "XLA temp", "budget", "doubling", "refined"],
         [[r["model"], mib(r["xla_temp"]), f"{b['fraction']:g} x = {mib(b['budget'])}",
           side(r, b["doubling"]), side(r, b["refined"])] for r in rows for b in r["budgets"]],

@@ -644,7 +644,8 @@ class ScanRematResult:
                 f"(+{self.extra_flops:,} FLOPs); XLA's temp {self.xla_temp / mib:,.2f} -> "
                 f"{self.temp / mib:,.2f} MiB{on}. The program differs from jax.jit's; its "
                 f"outputs were compared with jax.jit's on CPU and are the same bit for bit"
-                f"{elsewhere}" + refused,)
+                f"{elsewhere}; chosen in {len(self.tried)} compile(s) of rewrites "
+                f"({', '.join(str(k) for k, _ in self.tried)} stack(s))" + refused,)
 
 
 def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -> str:

@@ -445,6 +445,7 @@ def test_refine_finds_the_smallest_prefix_that_meets_the_budget(monkeypatch):
     assert len(fine.tried) <= 4 + scan_remat.REFINE_PROBES
     assert len(compiled) - doubling == len(fine.tried) + 1      # and jax.jit's own
     assert [set(n) for n in fine.tried_sets] == compiled[doubling + 1:]
+    assert f"chosen in {len(fine.tried)} compile(s) of rewrites (1, 2, 4, 8, " in fine.notes()[0]
 
 
 def test_a_stack_that_changes_the_bits_is_found_and_left_out(monkeypatch):
