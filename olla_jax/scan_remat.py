@@ -59,6 +59,8 @@ GROWTH = 2
 # Compiles spent finding the smallest prefix that meets the budget between the last two
 # sizes tried (one where the stacks' bytes predict it, then bisection).
 REFINE_PROBES = 4
+# ... and only while the FLOPs they can save exceed this share of the step's FLOPs.
+REFINE_MIN_SHARE = 0.01
 # Where a set's bits differ: the stacks that change them are found by bisection over
 # its prefixes (at most CULPRIT_PROBES compiles and comparisons) and the search runs
 # again without them, at most CULPRIT_ROUNDS times.
@@ -716,7 +718,9 @@ class _Choice:
         most ``refine`` more compiles, the smallest prefix between the last two
         that meets it (first the one the stacks' bytes predict, the temp taken
         as linear in them, then bisection): the last doubling can add most of
-        the FLOPs (a flax LM: 8 stacks +0.2 %, 16 stacks +18 %)."""
+        the FLOPs (a flax LM: 8 stacks +0.2 %, 16 stacks +18 %).  A compile is
+        spent only where the FLOPs it can save are over REFINE_MIN_SHARE of the
+        step's (a jaxpr count, no compile)."""
         lo = 0
         for k in sizes(len(order)):
             if self.meets(self.probe(order[:k])):
@@ -725,8 +729,11 @@ class _Choice:
         else:
             return
         hi, cum = k, np.cumsum([0] + [s.nbytes for s in order])
+        closed = self.traced.closed
+        least = REFINE_MIN_SHARE * sum(eqn_flops(e) for e in closed.jaxpr.eqns)
         for n in range(refine):
-            if hi - lo <= 1:
+            if (hi - lo <= 1 or extra_flops(closed, order[:hi])
+                    - extra_flops(closed, order[:lo + 1]) <= least):
                 return
             mid = (lo + hi) // 2
             if n == 0:

@@ -429,6 +429,7 @@ def test_refine_finds_the_smallest_prefix_that_meets_the_budget(monkeypatch):
     # the doubling overshoots (8 stacks meet the budget, 4 do not): the smallest prefix
     # that meets it is found in a bounded number of extra compiles, and costs fewer FLOPs
     base_temp, compiled = _fake_compiles(monkeypatch)
+    monkeypatch.setattr(scan_remat, "REFINE_MIN_SHARE", 0.0)    # this step's stacks are cheap
     args = _args()
     stacks = scan_remat.residual_stacks(scan_remat.trace(sgd_step, args).closed, min_bytes=0)
     cum = np.cumsum([s.nbytes for s in stacks])
@@ -446,6 +447,14 @@ def test_refine_finds_the_smallest_prefix_that_meets_the_budget(monkeypatch):
     assert len(compiled) - doubling == len(fine.tried) + 1      # and jax.jit's own
     assert [set(n) for n in fine.tried_sets] == compiled[doubling + 1:]
     assert f"chosen in {len(fine.tried)} compile(s) of rewrites (1, 2, 4, 8, " in fine.notes()[0]
+    # where the FLOPs a probe can save are under that share of the step's, none is spent
+    traced = scan_remat.trace(sgd_step, args)
+    saved = scan_remat.extra_flops(traced.closed, stacks[:8]) - scan_remat.extra_flops(
+        traced.closed, stacks[:5])
+    step_flops = sum(scan_remat.eqn_flops(e) for e in traced.closed.jaxpr.eqns)
+    monkeypatch.setattr(scan_remat, "REFINE_MIN_SHARE", saved / step_flops)
+    gated = scan_remat.scan_remat(sgd_step, *args, budget=budget, min_bytes=0)
+    assert gated.tried == plain.tried and gated.dropped == plain.dropped
 
 
 def test_a_stack_that_changes_the_bits_is_found_and_left_out(monkeypatch):
