@@ -603,7 +603,7 @@ class ScanRematResult:
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
     refused: tuple[tuple[int, str], ...] = ()   # (stacks, how its outputs differed) of the
-                                                # sets with less temp not used for their bits
+                                                # sets compared and not used for their bits
     # wall seconds: the trace, the candidates and XLA's compiles; the bit comparisons' children
     seconds: float = 0.0
     compare_seconds: float = 0.0
