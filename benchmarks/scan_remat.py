@@ -33,10 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 
-MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan", "linen_attn_scan", "llama_scan")
+MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan", "linen_attn_scan", "llama_scan", "lm_bf16")
 
 
-def lm_adamw():
+def lm_adamw(compute_dtype=None):
     """Pre-norm transformer LM, layers in a lax.scan, adamw."""
     import jax
     import jax.numpy as jnp
@@ -54,12 +54,19 @@ def lm_adamw():
     def norm(x):
         return x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
 
+    def cast(t):       # into the layer's compute dtype (lm_bf16), out of it: float32
+        return t if compute_dtype is None else t.astype(compute_dtype)
+
+    def back(t):
+        return t if compute_dtype is None else t.astype(jnp.float32)
+
     def layer(x, w):
-        q, k, v = jnp.split(norm(x) @ w["wqkv"], 3, -1)
+        w = jax.tree.map(cast, w)
+        q, k, v = jnp.split(cast(norm(x)) @ w["wqkv"], 3, -1)
         q, k, v = (t.reshape(B, S, H, d // H) for t in (q, k, v))
-        a = jax.nn.softmax(jnp.einsum("bshd,bthd->bhst", q, k) / jnp.sqrt(d // H), -1)
-        x = x + jnp.einsum("bhst,bthd->bshd", a, v).reshape(B, S, d) @ w["wo"]
-        return x + jax.nn.gelu(norm(x) @ w["w1"]) @ w["w2"], None
+        a = jax.nn.softmax(jnp.einsum("bshd,bthd->bhst", q, k) / cast(jnp.sqrt(d // H)), -1)
+        x = x + back(jnp.einsum("bhst,bthd->bshd", a, v).reshape(B, S, d) @ w["wo"])
+        return x + back(jax.nn.gelu(cast(norm(x)) @ w["w1"]) @ w["w2"]), None
 
     def loss(p, tok):
         x, _ = jax.lax.scan(layer, p["emb"][tok], {k: p[k] for k in ("wqkv", "wo", "w1", "w2")})
@@ -71,6 +78,13 @@ def lm_adamw():
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, loss_value
     return step, (params, opt.init(params), tok)
+
+
+def lm_bf16():
+    """lm_adamw with its layers computed in bfloat16 (float32 weights and residual
+    stream): some stacks' recomputation changes the gradients' last bits."""
+    import jax.numpy as jnp
+    return lm_adamw(jnp.bfloat16)
 
 
 def gru_nnscan():
@@ -306,6 +320,59 @@ def run_target(name: str, backend: str, time_limit_s: float, fraction: float) ->
     return row
 
 
+def run_budgets(name: str, fractions: list[float]) -> dict:
+    """The lever's choice at temp budgets of ``fractions`` x XLA's temp: the plain
+    doubling (``refine=False``) and the refined search, called alternately (which
+    goes first alternates per budget), each with its compiles and wall seconds."""
+    from olla_jax import scan_remat
+    from olla_jax.capture import record
+    step, args = globals()[name]()
+    row = {"model": name, "load_start": common.load(), "budgets": []}
+    traced = scan_remat.trace(step, args)
+    row["step_flops"] = sum(scan_remat.eqn_flops(e) for e in traced.closed.jaxpr.eqns)
+    row["xla_temp"] = record.capture(step, *args).memory.temp
+    for n, fraction in enumerate(fractions):
+        budget = int(fraction * row["xla_temp"])
+        got = {}
+        for refine in ((False, True) if n % 2 == 0 else (True, False)):
+            t = time.perf_counter()
+            r = scan_remat.scan_remat(step, *args, budget=budget, refine=refine)
+            got["refined" if refine else "doubling"] = {
+                "stacks": len(r.dropped), "temp": r.temp, "met": r.met,
+                "extra_flops": r.extra_flops, "compiles": len(r.tried) + 1,
+                # the sets refused for their bits and the one used (not the comparisons
+                # of the culprit search that kept the bits)
+                "compares": len(r.refused) + (1 if r.dropped else 0), "identical": r.identical,
+                "left_out": list(r.left_out), "wall_s": time.perf_counter() - t,
+                "compare_s": r.compare_seconds, "tried": list(r.tried),
+                "load": common.load()}
+        row["budgets"].append({"fraction": fraction, "budget": budget, **got})
+        print(name, row["budgets"][-1], flush=True)
+    row["load_end"] = common.load()
+    return row
+
+
+def budgets_text(rows: list[dict]) -> list[str]:
+    mib = common.mib
+
+    def side(r, v):
+        left = f", left out {len(v['left_out'])}" if v["left_out"] else ""
+        return (f"{v['stacks']}{left}, {mib(v['temp'])} {'met' if v['met'] else 'missed'}, "
+                f"+{v['extra_flops']:,} ({v['extra_flops'] / max(r['step_flops'], 1):.2%}), "
+                f"{v['compiles']} compiles, {v['compares'] - bool(v['stacks'])} refused for "
+                f"bits, {v['wall_s']:.1f} s "
+                f"({v['compare_s']:.1f} s comparing){'' if v['identical'] else ', bits differ'}")
+    return ["The lever's set at temp budgets of a share of XLA's temp: the plain doubling "
+            "(refine=False) against the refined search (refine=True), called alternately "
+            "(stacks dropped, stacks left out for their bits, XLA temp (MiB), extra FLOPs "
+            "against the step's, compiles with jax.jit's own, sets refused for their bits, "
+            "wall seconds of the call, of which comparing bits):", ""] + common.table(
+        ["model", "XLA temp", "budget", "doubling", "refined"],
+        [[r["model"], mib(r["xla_temp"]), f"{b['fraction']:g} x = {mib(b['budget'])}",
+          side(r, b["doubling"]), side(r, b["refined"])] for r in rows for b in r["budgets"]],
+        right={1})
+
+
 def target_text(rows: list[dict], backend: str, fraction: float) -> list[str]:
     mib = common.mib
 
@@ -361,10 +428,25 @@ def main(argv=None) -> None:
     p.add_argument("--backend", default="cpu",
                    help="cpu, or a compile-only GPU target (gpu:h100): ours with and without "
                         "the lever against XLA's rematerialization at --budget_fraction")
+    p.add_argument("--budgets", default="",
+                   help="comma-separated shares of XLA's temp: instead of the above, the "
+                        "lever's choice at each as a temp budget, the plain doubling against "
+                        "the refined search (CPU)")
     args = p.parse_args(argv)
     common.gpu_environment(args.backend)
     print(f"$ {common.command_line()}", flush=True)
     meta = common.run_meta()
+    if args.budgets:
+        fractions = [float(x) for x in args.budgets.split(",")]
+        rows = [run_budgets(name, fractions) for name in common.model_names(args.models)]
+        lines = common.header("Scan rematerialization: the set chosen at a temp budget",
+                              {"loads (1/5/15 min)": common.row_loads(rows)},
+                              command=meta["command"], machine_info=meta["machine"],
+                              date=meta["date"])
+        text = "\n".join(lines + budgets_text(rows)) + "\n"
+        print(text)
+        common.write_results(args.out, {**meta, "load_end": common.load(), "rows": rows}, text)
+        return
     if args.backend != "cpu":
         if not args.backend.startswith("gpu:") or not args.budget_fraction:
             p.error("--backend takes a compile-only GPU target such as gpu:h100, with a "

@@ -29,7 +29,13 @@ backward's own, and reductions that read those change their last bits (a
 flax.linen LayerNorm's ``rsqrt(var) * scale``).  The rewritten program is still not
 jax.jit's: ``scan_remat`` compiles it on CPU and compares its outputs with
 jax.jit's executable bit for bit (olla_jax.apply.verify, in a child); a
-rewrite that differs is not used.
+rewrite that differs is not used.  bf16 steps differ for some stacks: XLA:CPU
+computes bf16 operations in float32 and drops the round trips to bf16 between
+them inside a fusion (``xla_allow_excess_precision``, on by default), so a bf16
+value recomputed in another fusion of the backward body is rounded where the
+forward's was not, or not where it was (with the option off in both programs,
+every stack of such a step keeps the bits: tests/test_scan_remat.py).  Those
+stacks are found by bisection over the differing set and left out.
 """
 
 from __future__ import annotations
@@ -50,6 +56,16 @@ from olla_jax.sizes import parse_size
 MIN_BYTES = 64 * 1024
 # Candidate sets tried: the top 1, 2, 4, ... up to all of them (as offload.GROWTH).
 GROWTH = 2
+# Compiles spent finding the smallest prefix that meets the budget between the last two
+# sizes tried (one where the stacks' bytes predict it, then bisection).
+REFINE_PROBES = 4
+# ... and only while the FLOPs they can save exceed this share of the step's FLOPs.
+REFINE_MIN_SHARE = 0.01
+# Where a set's bits differ: the stacks that change them are found by bisection over
+# its prefixes (at most CULPRIT_PROBES compiles and comparisons) and the search runs
+# again without them, at most CULPRIT_ROUNDS times.
+CULPRIT_ROUNDS = 2
+CULPRIT_PROBES = 5
 # Calls inlined before looking for scans (their bodies are where the scans sit when
 # the loss or the step is itself jitted, or, for jax.checkpoint's remat equation
 # ("remat2"; "checkpoint" in other jax versions), where a forward wrapped in
@@ -587,11 +603,13 @@ class ScanRematResult:
     differs: str                  # how a rewrite's outputs differed (then nothing is dropped)
     fn: Any = dataclasses.field(repr=False, compare=False)   # the rewritten step (or fn)
     refused: tuple[tuple[int, str], ...] = ()   # (stacks, how its outputs differed) of the
-                                                # sets with less temp not used for their bits
+                                                # sets compared and not used for their bits
     # wall seconds: the trace, the candidates and XLA's compiles; the bit comparisons' children
     seconds: float = 0.0
     compare_seconds: float = 0.0
     backend: str = "cpu"          # whose XLA temp chose the set (bits are compared on CPU)
+    tried_sets: tuple[tuple[str, ...], ...] = ()   # the stacks' names per compile (as tried)
+    left_out: tuple[str, ...] = ()  # stacks left out: their recomputation changed the bits
 
     def notes(self) -> tuple[str, ...]:
         """What was done, for a plan's notes."""
@@ -619,13 +637,17 @@ class ScanRematResult:
         more = f" and {len(self.dropped) - 6} more" if len(self.dropped) > 6 else ""
         refused = "".join(f"; dropping {k} stack(s) gave other bits ({why}): not used"
                           for k, why in self.refused)
+        if self.left_out:
+            refused += (f"; left out: {', '.join(self.left_out)} (recomputed, they changed "
+                        "the bits)")
         return (f"scan rematerialization: {len(self.dropped)} residual stack(s) of the forward "
                 f"scan ({sum(s.nbytes for s in self.dropped) / mib:,.2f} MiB: {names}{more}) no "
                 f"longer kept, recomputed in the backward scan's body "
                 f"(+{self.extra_flops:,} FLOPs); XLA's temp {self.xla_temp / mib:,.2f} -> "
                 f"{self.temp / mib:,.2f} MiB{on}. The program differs from jax.jit's; its "
                 f"outputs were compared with jax.jit's on CPU and are the same bit for bit"
-                f"{elsewhere}" + refused,)
+                f"{elsewhere}; chosen in {len(self.tried)} compile(s) of rewrites "
+                f"({', '.join(str(k) for k, _ in self.tried)} stack(s))" + refused,)
 
 
 def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -> str:
@@ -639,24 +661,181 @@ def _differs(cap, base, fn_args: Sequence[Any], static_argnums: Sequence[int]) -
     return verify.outputs_differ(cap.executable, reference, base.compiled, dynamic)
 
 
+@dataclasses.dataclass
+class _Probe:
+    """One set of stacks dropped: its rewrite, its compile, and how its bits compare."""
+    stacks: tuple[ResidualStack, ...]    # in the candidates' order
+    cap: Any                             # record.capture of the rewrite, for the backend
+    step: Callable
+    flops: int
+    differs: str | None = None           # None: not compared yet; '': the same bits
+
+
+class _Choice:
+    """The compiles and bit comparisons of one ``scan_remat`` call (each set at
+    most once): prefixes of the candidates by doubling, the smallest prefix
+    between the last two that meets the budget, and the stacks left out whose
+    recomputation changes the bits."""
+
+    def __init__(self, fn, args, traced: Traced, candidates, base, budget, kw: dict,
+                 check: bool, target):
+        self.fn, self.args, self.traced, self.base = fn, args, traced, base
+        self.candidates, self.budget, self.kw, self.check, self.target = (
+            candidates, budget, kw, check, target)
+        self.index = {s.name: i for i, s in enumerate(candidates)}
+        self.probes: dict[tuple[int, ...], _Probe] = {}       # in compile order
+        self.refused: list[tuple[int, str]] = []              # in comparison order
+        self.excluded: list[ResidualStack] = []
+        self.compare_seconds = 0.0
+        self._cpu_base: list[Any] = []
+
+    def probe(self, stacks: Sequence[ResidualStack]) -> _Probe:
+        """``stacks`` dropped, compiled for the backend (once per set)."""
+        from olla_jax.capture import record
+        key = tuple(sorted(self.index[s.name] for s in stacks))
+        if key not in self.probes:
+            stacks = tuple(self.candidates[i] for i in key)
+            step = rewrite(self.fn, self.args, stacks,
+                           static_argnums=self.kw["static_argnums"], traced=self.traced)
+            try:
+                cap = record.capture(step, *self.args, **self.kw)
+            except Exception as err:  # noqa: BLE001 - a scan this rewrite does not handle
+                raise ScanRematError(
+                    f"the step with {len(stacks)} residual stack(s) recomputed did not "
+                    f"compile ({type(err).__name__}: {str(err)[:300]}); plan the step without "
+                    "scan_remat") from err
+            self.probes[key] = _Probe(stacks, cap, step, extra_flops(self.traced.closed, stacks))
+        return self.probes[key]
+
+    def meets(self, p: _Probe) -> bool:
+        return self.budget is not None and p.cap.memory.temp <= self.budget
+
+    def temp(self, order: Sequence[ResidualStack], k: int) -> int:
+        return self.probe(order[:k]).cap.memory.temp if k else self.base.memory.temp
+
+    def search(self, order: Sequence[ResidualStack], refine: int) -> None:
+        """Prefixes of ``order``: 1, 2, 4, ... until one meets the budget; then, at
+        most ``refine`` more compiles, the smallest prefix between the last two
+        that meets it (first the one the stacks' bytes predict, the temp taken
+        as linear in them, then bisection): the last doubling can add most of
+        the FLOPs (a flax LM: 8 stacks +0.2 %, 16 stacks +18 %).  A compile is
+        spent only where the FLOPs it can save are over REFINE_MIN_SHARE of the
+        step's (a jaxpr count, no compile)."""
+        lo = 0
+        for k in sizes(len(order)):
+            if self.meets(self.probe(order[:k])):
+                break
+            lo = k
+        else:
+            return
+        hi, cum = k, np.cumsum([0] + [s.nbytes for s in order])
+        closed = self.traced.closed
+        least = REFINE_MIN_SHARE * sum(eqn_flops(e) for e in closed.jaxpr.eqns)
+        for n in range(refine):
+            if (hi - lo <= 1 or extra_flops(closed, order[:hi])
+                    - extra_flops(closed, order[:lo + 1]) <= least):
+                return
+            mid = (lo + hi) // 2
+            if n == 0:
+                t_lo, t_hi = self.temp(order, lo), self.temp(order, hi)
+                want = cum[lo] + (cum[hi] - cum[lo]) * (t_lo - self.budget) / (t_lo - t_hi)
+                mid = min(max(int(np.searchsorted(cum, want)), lo + 1), hi - 1)
+            if self.meets(self.probe(order[:mid])):
+                hi = mid
+            else:
+                lo = mid
+
+    def differs(self, p: _Probe) -> str:
+        """How ``p``'s outputs differ from jax.jit's ('' where not), on CPU whatever
+        the target (its executable is not run: the same rewrite's CPU compile is)."""
+        from olla_jax.capture import record
+        if p.differs is None:
+            at = time.monotonic()
+            static = self.kw["static_argnums"]
+            if self.target.kind == "cpu":
+                p.differs = _differs(p.cap, self.base, self.args, static)
+            else:
+                cpu = dict(self.kw, backend="cpu")
+                if not self._cpu_base:
+                    self._cpu_base.append(record.capture(self.fn, *self.args, **cpu))
+                p.differs = _differs(record.capture(p.step, *self.args, **cpu),
+                                     self._cpu_base[0], self.args, static)
+            self.compare_seconds += time.monotonic() - at
+            if p.differs:
+                self.refused.append((len(p.stacks), p.differs))
+        return p.differs
+
+    def culprits(self, p: _Probe, probes: int) -> list[ResidualStack]:
+        """The stacks of ``p`` (whose bits differ) that change the bits: bisection
+        over its prefixes (none dropped keeps them), at most ``probes`` compiles and
+        comparisons; the range left where it stops."""
+        lo, hi = 0, len(p.stacks)
+        for _ in range(probes):
+            if hi - lo <= 1:
+                break
+            mid = (lo + hi) // 2
+            if self.differs(self.probe(p.stacks[:mid])):
+                hi = mid
+            else:
+                lo = mid
+        return list(p.stacks[lo:hi])
+
+    def ranked(self) -> list[_Probe]:
+        """The sets that lowered XLA's temp, none known to differ or holding a stack
+        left out: those that meet the budget, fewest extra FLOPs first, then the
+        others, least temp first."""
+        left_out = {s.name for s in self.excluded}
+        pool = [p for p in self.probes.values()
+                if p.cap.memory.temp < self.base.memory.temp and not p.differs
+                and not left_out & {s.name for s in p.stacks}]
+        return sorted(pool, key=lambda p: (False, p.flops, p.cap.memory.temp) if self.meets(p)
+                      else (True, p.cap.memory.temp, p.flops))
+
+    def choose(self, refine: bool) -> _Probe | None:
+        """The set used: the first of ``ranked`` whose bits are jax.jit's (without
+        ``check``: the first).  With ``refine``: the prefix search refined, and where
+        a set's bits differ, the stacks that change them found and the search run
+        again without them (CULPRIT_ROUNDS times at most); without it the plain
+        doubling, a set that differs giving way to the next one."""
+        rounds = CULPRIT_ROUNDS if refine else 0
+        while True:
+            left_out = {s.name for s in self.excluded}
+            self.search([s for s in self.candidates if s.name not in left_out],
+                        REFINE_PROBES if refine else 0)
+            for p in self.ranked():
+                if not self.check or not self.differs(p):
+                    return p
+                if rounds:
+                    rounds -= 1
+                    self.excluded += self.culprits(p, CULPRIT_PROBES)
+                    break
+            else:
+                return None
+
+
 def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
                compiler_options: dict[str, Any] | None = None, max_stacks: int | None = None,
                min_bytes: int = MIN_BYTES, check: bool = True,
-               backend: str = "cpu") -> ScanRematResult:
+               backend: str = "cpu", refine: bool = True) -> ScanRematResult:
     """``fn(*args)`` with its scans' residual stacks recomputed in the backward
     scans, compiled for ``backend`` ("cpu", or a compile-only target such as
     "gpu:h100"): the top 1, 2, 4, ... of ``residual_stacks`` (most bytes per
     extra FLOP first) until that backend's XLA temp is at most ``budget`` bytes
-    (without a budget: all of them, at most ``max_stacks``).  ``check``: compare
-    the chosen rewrite's outputs with jax.jit's bit for bit in a child process,
-    on CPU whatever ``backend`` is (a compile-only target's executable is not
-    run: the CPU compile of the same rewrite is compared); where they differ
-    nothing is dropped (``differs`` says how).  A step without candidates is only
-    traced, not compiled (``xla_temp`` None)."""
+    (without a budget: all of them, at most ``max_stacks``), then (``refine``)
+    the smallest prefix between the last two sizes that meets it.  ``check``:
+    compare the chosen rewrite's outputs with jax.jit's bit for bit in a child
+    process, on CPU whatever ``backend`` is (a compile-only target's executable
+    is not run: the CPU compile of the same rewrite is compared); where they
+    differ, the stacks that change the bits are found by bisection and left out
+    (``refine``; else the next smaller set is tried), and where no set keeps the
+    bits nothing is dropped (``differs`` says how).  Compiles: one per doubling,
+    at most REFINE_PROBES more, and CULPRIT_ROUNDS x (CULPRIT_PROBES + a search)
+    where bits differ.  A step without candidates is only traced, not compiled
+    (``xla_temp`` None); ``refine=False``: the plain doubling (as before)."""
     from olla_jax.capture import record
     from olla_jax.capture.base import Backend
-    start, compared = time.monotonic(), [0.0]
+    start = time.monotonic()
     if budget is not None and not (type(budget) is int and budget == 0):
         budget = parse_size(budget, "budget")   # "160MiB" as well; 0: drop as much as helps
     target = Backend.parse(backend)
@@ -672,56 +851,25 @@ def scan_remat(fn: Callable, *args, budget: int | str | None = None,
                                extra_flops=0, tried=(), budget=budget, met=None, identical=True,
                                differs="", fn=fn, seconds=time.monotonic() - start)
     base = record.capture(fn, *args, **kw)
+    choice = _Choice(fn, args, traced, candidates, base, budget, kw, check, target)
 
-    def result(k, cap, step, tried, identical=False, differs="", refused=()):
-        dropped = candidates[:k]
-        temp = cap.memory.temp
+    def result(p: _Probe | None, identical: bool, differs: str = "") -> ScanRematResult:
+        temp = base.memory.temp if p is None else p.cap.memory.temp
+        tried = tuple((len(q.stacks), q.cap.memory.temp) for q in choice.probes.values())
         return ScanRematResult(
-            xla_temp=base.memory.temp, temp=temp, dropped=dropped, candidates=len(candidates),
-            extra_flops=extra_flops(traced.closed, dropped), tried=tuple(tried), budget=budget,
-            met=None if budget is None else temp <= budget, identical=identical,
-            differs=differs, fn=step, refused=tuple(refused), backend=target.name,
-            seconds=time.monotonic() - start - compared[0], compare_seconds=compared[0])
+            xla_temp=base.memory.temp, temp=temp, dropped=() if p is None else p.stacks,
+            candidates=len(candidates), extra_flops=0 if p is None else p.flops, tried=tried,
+            budget=budget, met=None if budget is None else temp <= budget, identical=identical,
+            differs=differs, fn=fn if p is None else p.step, refused=tuple(choice.refused),
+            backend=target.name, seconds=time.monotonic() - start - choice.compare_seconds,
+            compare_seconds=choice.compare_seconds,
+            tried_sets=tuple(tuple(s.name for s in q.stacks) for q in choice.probes.values()),
+            left_out=tuple(s.name for s in choice.excluded))
     if budget is not None and base.memory.temp <= budget:
-        return result(0, base, fn, (), identical=True)
-    tried, better = [], []       # better: (k, capture, step) with less temp than jax.jit's
-    for k in sizes(len(candidates)):
-        step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums, traced=traced)
-        try:
-            cap = record.capture(step, *args, **kw)
-        except Exception as err:  # noqa: BLE001 - a scan this rewrite does not handle
-            raise ScanRematError(f"the step with {k} residual stack(s) recomputed did not "
-                                 f"compile ({type(err).__name__}: {str(err)[:300]}); plan the "
-                                 "step without scan_remat") from err
-        tried.append((k, cap.memory.temp))
-        if cap.memory.temp < base.memory.temp:
-            better.append((k, cap, step))
-        if budget is not None and cap.memory.temp <= budget:
-            break
-    if not better:
-        return result(0, base, fn, tried, identical=True)
-    if not check:
-        k, cap, step = min(better, key=lambda t: t[1].memory.temp)
-        return result(k, cap, step, tried)
-    cpu_base = []
-
-    def differs_on_cpu(cap, step) -> str:
-        """The bit comparison, on CPU whatever the target (its executable is not
-        run here: the CPU compile of the same rewrite is compared)."""
-        if target.kind == "cpu":
-            return _differs(cap, base, args, static_argnums)
-        cpu = dict(kw, backend="cpu")
-        if not cpu_base:
-            cpu_base.append(record.capture(fn, *args, **cpu))
-        return _differs(record.capture(step, *args, **cpu), cpu_base[0], args, static_argnums)
-    # least temp first; a set whose outputs differ (one stack's recomputation changes the
-    # last bits, e.g. a bf16 chain) gives way to the next one, a smaller set of the top stacks
-    refused = []
-    for k, cap, step in sorted(better, key=lambda t: (t[1].memory.temp, t[0])):
-        at = time.monotonic()
-        differs = differs_on_cpu(cap, step)
-        compared[0] += time.monotonic() - at
-        if not differs:
-            return result(k, cap, step, tried, identical=True, refused=refused)
-        refused.append((k, differs))
-    return result(0, base, fn, tried, differs=refused[0][1])
+        return result(None, identical=True)
+    chosen = choice.choose(refine)
+    if chosen is not None:
+        return result(chosen, identical=check)
+    if not choice.refused:       # no set lowered XLA's temp
+        return result(None, identical=True)
+    return result(None, identical=False, differs=choice.refused[0][1])

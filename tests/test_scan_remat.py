@@ -337,7 +337,7 @@ def test_scan_inside_jax_checkpoint_is_found_and_recomputed():
 
 
 def test_a_set_whose_bits_differ_falls_back_to_a_smaller_one(monkeypatch):
-    # bf16 steps do this: one stack's recomputation (the attention logits) changes the
+    # (refine=False: the plain doubling's fallback) bf16 steps do this: one stack's recomputation (the attention logits) changes the
     # last bits, the top stacks without it do not; the set with the least temp differs
     # here, the next one is kept instead of dropping nothing
     real, calls = scan_remat._differs, []
@@ -347,7 +347,7 @@ def test_a_set_whose_bits_differ_falls_back_to_a_smaller_one(monkeypatch):
         return "outputs differ (test)" if len(calls) == 1 else real(cap, *rest)
     monkeypatch.setattr(scan_remat, "_differs", first_differs)
     args = _args()
-    result = scan_remat.scan_remat(sgd_step, *args, budget=0)
+    result = scan_remat.scan_remat(sgd_step, *args, budget=0, refine=False)
     assert len(calls) == 2 and calls[0] < calls[1]
     assert result.dropped and result.identical and not result.differs
     assert result.temp == calls[1] < result.xla_temp
@@ -394,3 +394,132 @@ def test_scan_remat_for_a_gpu_target_chooses_by_its_temp_and_says_where_bits_wer
 def test_scan_remat_refuses_a_backend_it_cannot_compile_for():
     with pytest.raises(olla_jax.OllaJaxError, match="compile-only"):
         scan_remat.scan_remat(sgd_step, *_args(), budget=0, backend="gpu")
+
+
+def _fake_compiles(monkeypatch, differs_with=None):
+    """``record.capture`` without XLA: the temp is jax.jit's less the bytes of the
+    stacks dropped; ``_differs`` says other bits for sets holding ``differs_with``.
+    Returns the list of the sets compiled (names)."""
+    from types import SimpleNamespace
+
+    from olla_jax.capture import record
+    base_temp, compiled = 10 * 2 ** 20, []
+    real_rewrite = scan_remat.rewrite
+
+    def rewrite(fn, args, dropped, **kw):
+        step = real_rewrite(fn, args, dropped, **kw)
+        step.dropped = tuple(dropped)
+        return step
+
+    def capture(step, *args, **kw):
+        dropped = getattr(step, "dropped", ())
+        compiled.append({s.name for s in dropped})
+        return SimpleNamespace(memory=SimpleNamespace(temp=base_temp - sum(s.nbytes for s in dropped)),
+                               names={s.name for s in dropped}, executable=None)
+
+    def differs(cap, *_):
+        return "other bits (test)" if differs_with in cap.names else ""
+    monkeypatch.setattr(scan_remat, "rewrite", rewrite)
+    monkeypatch.setattr(record, "capture", capture)
+    monkeypatch.setattr(scan_remat, "_differs", differs)
+    return base_temp, compiled
+
+
+def test_refine_finds_the_smallest_prefix_that_meets_the_budget(monkeypatch):
+    # the doubling overshoots (8 stacks meet the budget, 4 do not): the smallest prefix
+    # that meets it is found in a bounded number of extra compiles, and costs fewer FLOPs
+    base_temp, compiled = _fake_compiles(monkeypatch)
+    monkeypatch.setattr(scan_remat, "REFINE_MIN_SHARE", 0.0)    # this step's stacks are cheap
+    args = _args()
+    stacks = scan_remat.residual_stacks(scan_remat.trace(sgd_step, args).closed, min_bytes=0)
+    cum = np.cumsum([s.nbytes for s in stacks])
+    smallest = 6
+    assert cum[3] < cum[smallest - 1] and cum[smallest - 2] < cum[smallest - 1] < cum[7]
+    budget = base_temp - int(cum[smallest - 2] + cum[smallest - 1]) // 2
+    plain = scan_remat.scan_remat(sgd_step, *args, budget=budget, min_bytes=0, refine=False)
+    doubling = len(compiled)
+    fine = scan_remat.scan_remat(sgd_step, *args, budget=budget, min_bytes=0)
+    assert [k for k, _ in plain.tried] == [1, 2, 4, 8] and len(plain.dropped) == 8
+    assert len(fine.dropped) == smallest and fine.met and fine.identical
+    assert fine.dropped == stacks[:smallest]
+    assert fine.extra_flops < plain.extra_flops
+    assert len(fine.tried) <= 4 + scan_remat.REFINE_PROBES
+    assert len(compiled) - doubling == len(fine.tried) + 1      # and jax.jit's own
+    assert [set(n) for n in fine.tried_sets] == compiled[doubling + 1:]
+    assert f"chosen in {len(fine.tried)} compile(s) of rewrites (1, 2, 4, 8, " in fine.notes()[0]
+    # where the FLOPs a probe can save are under that share of the step's, none is spent
+    traced = scan_remat.trace(sgd_step, args)
+    saved = scan_remat.extra_flops(traced.closed, stacks[:8]) - scan_remat.extra_flops(
+        traced.closed, stacks[:5])
+    step_flops = sum(scan_remat.eqn_flops(e) for e in traced.closed.jaxpr.eqns)
+    monkeypatch.setattr(scan_remat, "REFINE_MIN_SHARE", saved / step_flops)
+    gated = scan_remat.scan_remat(sgd_step, *args, budget=budget, min_bytes=0)
+    assert gated.tried == plain.tried and gated.dropped == plain.dropped
+
+
+def test_a_stack_that_changes_the_bits_is_found_and_left_out(monkeypatch):
+    # one stack's recomputation changes the bits (a bf16 chain does): instead of giving
+    # way to a smaller prefix without it (2 stacks here), it is found by bisection and
+    # every other stack is dropped
+    args = _args()
+    stacks = scan_remat.residual_stacks(scan_remat.trace(sgd_step, args).closed, min_bytes=0)
+    bad = stacks[2].name
+    _fake_compiles(monkeypatch, differs_with=bad)
+    plain = scan_remat.scan_remat(sgd_step, *args, budget=0, min_bytes=0, refine=False)
+    assert len(plain.dropped) == 2 and not plain.left_out
+    fine = scan_remat.scan_remat(sgd_step, *args, budget=0, min_bytes=0)
+    assert fine.left_out == (bad,) and fine.identical
+    assert {s.name for s in fine.dropped} == {s.name for s in stacks} - {bad}
+    assert fine.temp < plain.temp
+    assert all("other bits (test)" == why for _, why in fine.refused)
+    assert len(fine.refused) <= 1 + scan_remat.CULPRIT_PROBES
+    assert f"left out: {bad}" in fine.notes()[0]
+
+
+def _bf16_layer(x, w):
+    bf = jnp.bfloat16
+    w = jax.tree.map(lambda a: a.astype(bf), w)
+    h = (x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)).astype(bf)
+    a = jax.nn.softmax(jnp.einsum("bsd,btd->bst", h @ w["q"], h @ w["k"]), -1)
+    x = x + jnp.einsum("bst,btd->bsd", a, h).astype(x.dtype)
+    return x + jnp.tanh(x.astype(bf) @ w["m"]).astype(x.dtype), None
+
+
+def bf16_step(p, x):
+    loss, g = jax.value_and_grad(lambda p: jnp.mean(jax.lax.scan(_bf16_layer, x, p)[0] ** 2))(p)
+    return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), loss
+
+
+@pytest.mark.slow
+def test_bf16_stacks_that_change_the_bits_are_left_out_and_the_later_ones_dropped():
+    # a bf16 layer: recomputing some stacks changes the gradients' last bits (every set
+    # holding one is refused); they are found and left out, and stacks after the first
+    # of them in the order are dropped, which no prefix of the order that keeps the bits
+    # (the plain doubling's choice) holds
+    args = _args()
+    stacks = scan_remat.residual_stacks(scan_remat.trace(bf16_step, args).closed, min_bytes=0)
+    result = scan_remat.scan_remat(bf16_step, *args, budget=0, min_bytes=0)
+    assert result.left_out and result.refused and result.identical
+    names = [s.name for s in stacks]
+    first = min(names.index(n) for n in result.left_out)
+    assert any(names.index(s.name) > first for s in result.dropped)
+    assert not set(result.left_out) & {s.name for s in result.dropped}
+    assert _bits(jax.jit(result.fn)(*args)) == _bits(jax.jit(bf16_step)(*args))
+
+
+@pytest.mark.slow
+def test_bf16_bits_differ_through_excess_precision():
+    # the diagnosis: XLA:CPU computes bf16 ops in float32 and drops the bf16 round trips
+    # between them (xla_allow_excess_precision, on by default); a bf16 value recomputed in
+    # the backward body is rounded where the forward rounded it no longer: other bits.
+    # With it off for both programs, every stack dropped keeps jax.jit's bits.
+    args = _args()
+    traced = scan_remat.trace(bf16_step, args)
+    stacks = scan_remat.residual_stacks(traced.closed, min_bytes=0)
+    step = scan_remat.rewrite(bf16_step, args, stacks, traced=traced)
+    same = []
+    for options in ({}, {"xla_allow_excess_precision": False}):
+        before, after = (jax.jit(f).lower(*args).compile(compiler_options=options)
+                         for f in (bf16_step, step))
+        same.append(_bits(before(*args)) == _bits(after(*args)))
+    assert same == [False, True]
