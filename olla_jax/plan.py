@@ -1255,6 +1255,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     if saved is None and time_limit_s < build_guess + solve_floor_seconds(build_guess):
         return fallback(too_short(time_limit_s, build_guess, solve_floor_seconds(build_guess),
                                   built=False))
+    build_share = 1 / (1 + SOLVE_FLOOR_OF_BUILD)
     try:
         # Stopped where it would leave the solve less than its floor (XLA's
         # plan is kept then anyway), not at the limit, which it then overran.
@@ -1264,12 +1265,14 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         else:
             graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
                                 alignment=backend.alignment,
-                                deadline=deadline.mark(1 / (1 + SOLVE_FLOOR_OF_BUILD)))
+                                deadline=deadline.mark(build_share))
             step.graphs[id(best)] = (best, graph)
     except model.OutOfTime:
-        return fallback(f"no time to plan: the graph build ran past the {time_limit_s:g} s limit "
-                        f"(stopped after {deadline.elapsed():.2g} s, unfinished); XLA's plan is "
-                        "kept. A longer time_limit_s plans this step")
+        # its share ends before the limit: the note must not say it passed the limit
+        return fallback(f"no time to plan: the graph build ran past its share of the "
+                        f"{time_limit_s:g} s limit ({build_share * time_limit_s:.2g} s, the rest "
+                        f"being the solve's; stopped after {deadline.elapsed():.2g} s, "
+                        "unfinished); XLA's plan is kept. A longer time_limit_s plans this step")
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
     for color, nbytes in sorted(graph.other_space_bytes.items()):
