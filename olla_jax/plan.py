@@ -8,6 +8,7 @@ failure falls back to XLA's best executable with a warning that says why, so a
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import math
 import numbers
@@ -72,6 +73,11 @@ SLOWNESS_CAP = 4.0
 # build that could not fit even on a quiet machine is skipped (the build's
 # own checks catch the rest).
 BUILD_S_PER_BYTE = 5e-8
+# Python's full garbage collection, due after XLA's compiles made their
+# objects, came inside a process's first graph build (a MoE step's build at a
+# 0.02 s limit ran several times the limit).  Under this limit one runs
+# before the planner's clock starts (counted with the compiles).
+COLLECT_BELOW_S = 1.0
 # A temp allocation XLA:CPU marked as a tuple table cannot take a plan (the step
 # keeps XLA's).  That warrants a PlanWarning only when a plan could have saved a
 # meaningful amount: at least WARN_SAVING_BYTES and WARN_SAVING_SHARE of XLA's
@@ -1179,6 +1185,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     caps = _baselines(step, backend, compiler_options, spmd, check_unrolled=feed_back)
     notes.extend(step.capture_notes.get(_capture_key(backend, compiler_options, spmd), ()))
     _import_solver_libraries()
+    if time_limit_s < COLLECT_BELOW_S:
+        gc.collect()
     # Three clocks, reported apart: XLA's compiles and dumps (capture), the
     # planner's part (graph build, order search, bound, placement: what
     # time_limit_s bounds), the check, rewrite and verification after it.
