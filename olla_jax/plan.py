@@ -695,7 +695,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             clocks["capture"] += lever_s[0]
             clocks["verify"] += lever_s[1]
             if side is not None:
-                return total(tried(side), *side_notes)
+                return total(tried(_timed_scan_remat(side, result, args, static_argnums,
+                                                     feed_back, target)), *side_notes)
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
@@ -761,6 +762,21 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")
     return _with_scan_remat(side, found, result.xla_temp_bytes), found.notes()
+
+
+def _timed_scan_remat(side: Plan, result: Plan, args, static_argnums, feed_back: bool,
+                      backend: Backend) -> Plan:
+    """``side`` with its step time over that of XLA's executable of the user's
+    own step (``result``'s): its program is not jax.jit's (more FLOPs), and the
+    plan of it times a recomputation, if any, against the rewritten program's
+    (its summary's row read "-" where nothing else was recomputed)."""
+    if not feed_back or not side.verified or backend.compile_only:
+        return side
+    from olla_jax.budget.feed_back import time_ratio_against_xla
+    t0 = time.monotonic()
+    ratio = time_ratio_against_xla(result, side.compiled, args, static_argnums)
+    return dataclasses.replace(side, step_time_ratio=ratio,
+                               verify_seconds=side.verify_seconds + time.monotonic() - t0)
 
 
 def _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames) -> list[str]:
