@@ -20,6 +20,7 @@ says by how much the budget was missed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import functools
@@ -546,6 +547,16 @@ class Jitted:
         with self._lock:
             self._plans.clear()
         self._jitted.clear_cache()
+
+    def __deepcopy__(self, memo):
+        """A copy with its own table of plans and lock, as jax.jit's deep-copies
+        (a dataclass or flax module holding the step); the plans' loaded
+        executables cannot be copied and are shared: nothing changes them."""
+        new = copy.copy(self)
+        new._plans = dict(self._plans)
+        new._lock = threading.Lock()
+        memo[id(self)] = new
+        return new
 
     def __get__(self, obj, objtype=None):
         if obj is None:

@@ -124,7 +124,17 @@ class DonationAdvice:
 
 
 def _nbytes(leaf: Any) -> int:
-    return int(math.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+    itemsize = getattr(leaf.dtype, "itemsize", None)   # a typed PRNG key's dtype has one
+    return int(math.prod(leaf.shape)) * (itemsize or np.dtype(leaf.dtype).itemsize)
+
+
+def _dtype_name(dtype: Any) -> str:
+    """NumPy's name of ``dtype``; a jax extended dtype (a typed PRNG key,
+    ``key<fry>``) has no NumPy dtype: its own name."""
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        return str(dtype)
 
 
 def _layout(fmt: Any) -> Any:
@@ -158,7 +168,7 @@ class _Output:
 
 def _outputs(cap: Capture) -> list[_Output]:
     info = cap.compiled.out_info
-    return [_Output(jax.tree_util.keystr(path), tuple(leaf.shape), str(np.dtype(leaf.dtype)),
+    return [_Output(jax.tree_util.keystr(path), tuple(leaf.shape), _dtype_name(leaf.dtype),
                     _layout(leaf))
             for path, leaf in jax.tree_util.tree_flatten_with_path(info)[0]]
 
@@ -175,7 +185,7 @@ def _match(arg_index: int, arg: Any, outputs: list[_Output],
     (jax pairs donated buffers with outputs in the same greedy way)."""
     matched = []
     for path, leaf in _array_leaves(arg):
-        shape, dtype = tuple(leaf.shape), str(np.dtype(leaf.dtype))
+        shape, dtype = tuple(leaf.shape), _dtype_name(leaf.dtype)
         layout = layouts.get((arg_index, path))
         for out in outputs:
             if out.taken or out.shape != shape or out.dtype != dtype:

@@ -8,6 +8,7 @@ failure falls back to XLA's best executable with a warning that says why, so a
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import math
 import numbers
@@ -72,6 +73,11 @@ SLOWNESS_CAP = 4.0
 # build that could not fit even on a quiet machine is skipped (the build's
 # own checks catch the rest).
 BUILD_S_PER_BYTE = 5e-8
+# Python's full garbage collection, due after XLA's compiles made their
+# objects, came inside a process's first graph build (a MoE step's build at a
+# 0.02 s limit ran several times the limit).  Under this limit one runs
+# before the planner's clock starts (counted with the compiles).
+COLLECT_BELOW_S = 1.0
 # A temp allocation XLA:CPU marked as a tuple table cannot take a plan (the step
 # keeps XLA's).  That warrants a PlanWarning only when a plan could have saved a
 # meaningful amount: at least WARN_SAVING_BYTES and WARN_SAVING_SHARE of XLA's
@@ -689,7 +695,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             clocks["capture"] += lever_s[0]
             clocks["verify"] += lever_s[1]
             if side is not None:
-                return total(tried(side), *side_notes)
+                return total(tried(_timed_scan_remat(side, result, args, static_argnums,
+                                                     feed_back, target)), *side_notes)
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
@@ -755,6 +762,21 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")
     return _with_scan_remat(side, found, result.xla_temp_bytes), found.notes()
+
+
+def _timed_scan_remat(side: Plan, result: Plan, args, static_argnums, feed_back: bool,
+                      backend: Backend) -> Plan:
+    """``side`` with its step time over that of XLA's executable of the user's
+    own step (``result``'s): its program is not jax.jit's (more FLOPs), and the
+    plan of it times a recomputation, if any, against the rewritten program's
+    (its summary's row read "-" where nothing else was recomputed)."""
+    if not feed_back or not side.verified or backend.compile_only:
+        return side
+    from olla_jax.budget.feed_back import time_ratio_against_xla
+    t0 = time.monotonic()
+    ratio = time_ratio_against_xla(result, side.compiled, args, static_argnums)
+    return dataclasses.replace(side, step_time_ratio=ratio,
+                               verify_seconds=side.verify_seconds + time.monotonic() - t0)
 
 
 def _scan_remat_hint(fn, args, kwargs, static_argnums, static_argnames) -> list[str]:
@@ -1179,6 +1201,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     caps = _baselines(step, backend, compiler_options, spmd, check_unrolled=feed_back)
     notes.extend(step.capture_notes.get(_capture_key(backend, compiler_options, spmd), ()))
     _import_solver_libraries()
+    if time_limit_s < COLLECT_BELOW_S:
+        gc.collect()
     # Three clocks, reported apart: XLA's compiles and dumps (capture), the
     # planner's part (graph build, order search, bound, placement: what
     # time_limit_s bounds), the check, rewrite and verification after it.
@@ -1255,6 +1279,7 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     if saved is None and time_limit_s < build_guess + solve_floor_seconds(build_guess):
         return fallback(too_short(time_limit_s, build_guess, solve_floor_seconds(build_guess),
                                   built=False))
+    build_share = 1 / (1 + SOLVE_FLOOR_OF_BUILD)
     try:
         # Stopped where it would leave the solve less than its floor (XLA's
         # plan is kept then anyway), not at the limit, which it then overran.
@@ -1264,12 +1289,14 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         else:
             graph = model.build(best.hlo_proto, best.values_text, best.live_range_text,
                                 alignment=backend.alignment,
-                                deadline=deadline.mark(1 / (1 + SOLVE_FLOOR_OF_BUILD)))
+                                deadline=deadline.mark(build_share))
             step.graphs[id(best)] = (best, graph)
     except model.OutOfTime:
-        return fallback(f"no time to plan: the graph build ran past the {time_limit_s:g} s limit "
-                        f"(stopped after {deadline.elapsed():.2g} s, unfinished); XLA's plan is "
-                        "kept. A longer time_limit_s plans this step")
+        # its share ends before the limit: the note must not say it passed the limit
+        return fallback(f"no time to plan: the graph build ran past its share of the "
+                        f"{time_limit_s:g} s limit ({build_share * time_limit_s:.2g} s, the rest "
+                        f"being the solve's; stopped after {deadline.elapsed():.2g} s, "
+                        "unfinished); XLA's plan is kept. A longer time_limit_s plans this step")
     except (model.UnsupportedProgram, ValueError) as err:
         return fallback(f"the memory model does not cover this program: {err}")
     for color, nbytes in sorted(graph.other_space_bytes.items()):

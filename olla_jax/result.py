@@ -224,6 +224,15 @@ class Plan:
         from olla_jax.capture.base import Backend
         return Backend.parse(self.backend).compile_only
 
+    def _runs_text(self, mb) -> str:
+        """Where the executable ``compiled`` runs needs another total than the
+        plan's (a plan checked but not loaded: host callbacks, a sharded step,
+        a failed verification), that total beside the planned one."""
+        if self.achieved_temp_bytes is None or self.runs_total_bytes == self.total_bytes:
+            return ""
+        what = " (XLA's executable)" if self.runs_xla_executable else ""
+        return f" planned, {mb(self.runs_total_bytes)} as it runs{what}"
+
     def _verified_text(self) -> str:
         if self.verified:
             return "yes"
@@ -288,7 +297,8 @@ class Plan:
              if bounded else "n/a (no bound)"),
             ("arguments / outputs / aliased", f"{mb(self.argument_bytes)} / {mb(self.output_bytes)} / "
                                               f"{mb(self.alias_bytes)}"),
-            ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"),
+            ("total: XLA -> olla_jax", f"{mb(self.xla_total_bytes)} -> {mb(self.total_bytes)}"
+                                       + self._runs_text(mb)),
         ]
         host = getattr(self.graph, "other_space_bytes", None) or {}
         if host:   # an offloaded step: XLA's host-memory temp, where XLA put it

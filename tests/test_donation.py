@@ -75,6 +75,19 @@ def test_sgd_step_suggests_params_and_figures_are_xla_s():
     assert "to jax.jit, olla_jax.jit or olla_jax.plan" in text   # the decorator by its name
 
 
+def test_a_typed_prng_key_argument_is_advised_on_not_a_raw_type_error():
+    """A step taking ``jax.random.key`` (a VAE's noise, DP-SGD's) raised
+    "Cannot interpret 'key<fry>' as a data type" from the leaf matching; the key
+    that the step returns is a candidate like any leaf."""
+    def noisy(x, key):   # the key handed on, as a training loop carries it
+        return x * 2, key
+
+    advice = olla_jax.advise_donation(noisy, jnp.zeros(256), jax.random.key(0))
+    (key_leaf,) = next(c for c in advice.candidates if c.index == 1).leaves
+    assert key_leaf.dtype == "key<fry>" and key_leaf.bytes == 8
+    assert "key<fry>" in advice.summary()
+
+
 def test_aliased_but_no_saving_is_not_suggested():
     a, b = jnp.ones((64, 64)), jnp.ones((64, 64))
 

@@ -159,3 +159,21 @@ def test_negative_argnums_count_the_positional_arguments_when_keywords_follow():
                                  donate_argnames=())
     assert call.static_argnums == (1,) and call.donate_argnums == (0,)
     assert len(call.args) == 3
+
+
+def test_a_jitted_step_deep_copies_after_a_call_as_jax_jits_does():
+    """A config or flax module holding the step is deep-copied (``copy.deepcopy``):
+    jax.jit's function copies; ours raised "cannot pickle 'LoadedExecutable'"
+    once a call had loaded a plan.  The copy runs its plan, and forgets its
+    plans without the original forgetting its own."""
+    import copy
+    def double(x):
+        return 2 * x
+    jitted = olla_jax.jit(double, time_limit_s=1, cache=False, feed_back=False)
+    x = jnp.arange(4.0)
+    assert jitted.plan_for(x).compiled is not None
+    twin = copy.deepcopy({"step": jitted})["step"]
+    assert twin is not jitted and twin.__name__ == "double"
+    assert bool(jnp.array_equal(twin(x), 2 * x))
+    twin.clear_cache()
+    assert jitted._plans and not twin._plans

@@ -128,3 +128,24 @@ def test_a_plan_whose_order_search_never_ran_says_so_in_its_notes(monkeypatch, s
         planned = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=2, feed_back=False)
     said = [n for n in planned.notes if n.startswith("no order search ran")]
     assert bool(said) == (not searched), planned.notes
+
+
+def test_a_build_stopped_at_its_share_says_so_not_that_it_passed_the_limit(monkeypatch):
+    """The build's deadline is its share of the limit (the rest is the solve's):
+    a build stopped there, short of the limit, was said to have "ran past the
+    limit", stopped after fewer seconds than the limit: it read as a broken limit."""
+    from olla_jax import strategy
+    spent = [0.0]
+    monkeypatch.setattr(plan_mod, "Deadline",
+                        lambda s: strategy.Deadline(s, clock=lambda: 1000.0 + spent[0]))
+    monkeypatch.setattr(plan_mod, "build_seconds_guess", lambda capture: 0.0)
+
+    def build(*args, deadline=None, **kwargs):
+        spent[0] = 8.0          # past the build's share of 10 s, short of the limit
+        raise model.OutOfTime("the graph build ran past its deadline")
+    monkeypatch.setattr(model, "build", build)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=10, feed_back=False)
+    note = next(n for n in p.notes if n.startswith("no time to plan"))
+    assert "past its share of the 10 s limit (7.4 s" in note and "after 8 s" in note, note

@@ -143,3 +143,22 @@ def test_recomputation_is_not_searched_when_its_candidates_took_its_time(monkeyp
     assert not searched, searched
     assert any(n.startswith("recomputation not searched") for n in got.notes), got.notes
     assert got.solve_seconds == pytest.approx(base.solve_seconds + 0.6)
+
+
+@pytest.mark.parametrize("limit, collected", [(0.5, True), (5.0, False)])
+def test_a_short_limit_collects_garbage_before_the_planners_clock_starts(
+        monkeypatch, limit, collected):
+    """A full garbage collection due after XLA's compiles came inside a
+    process's first graph build: a MoE step's plans at a 0.02 s limit ran
+    several times the limit.  Under COLLECT_BELOW_S it runs before the clock."""
+    import gc
+    from olla_jax import strategy
+    events = []
+    monkeypatch.setattr(plan_mod.gc, "collect", lambda *a: events.append("collect"))
+    monkeypatch.setattr(plan_mod, "Deadline",
+                        lambda s: events.append("clock") or strategy.Deadline(s))
+    assert plan_mod.gc is gc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        olla_jax.plan(mlp_step, *mlp_args(0), time_limit_s=limit, feed_back=False)
+    assert events[0] == ("collect" if collected else "clock"), events

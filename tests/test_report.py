@@ -255,6 +255,12 @@ def test_summary_says_what_was_verified_and_when_there_is_no_bound():
     assert _row(recomputing, "lower bound (working set)")
     assert _row(recomputing, "above the working set") == "50.00%"
     assert not [ln for ln in recomputing.splitlines() if ln.strip().startswith("gap to bound")]
+    # checked but not loaded (host callbacks, a sharded step): the total that runs
+    # is XLA's, beside the planned one (it read as if the step now took less)
+    unloaded = _plan_record(verified=False, compiled="xla", achieved_temp_bytes=3 << 20)
+    assert _row(unloaded.summary(), "total: XLA -> olla_jax") == (
+        "5.00 MiB -> 4.00 MiB planned, 5.00 MiB as it runs (XLA's executable)")
+    assert _row(ours, "total: XLA -> olla_jax") == "5.00 MiB -> 4.00 MiB"
     small = _plan_record(planned_temp_bytes=208 << 10).summary()
     assert _row(small, "olla_jax temp, planned") == "208.0 KiB"
 

@@ -173,6 +173,9 @@ def test_plan_meets_a_budget_only_with_scan_remat(monkeypatch):
     assert any(n.startswith(split) for n in met.notes)
     assert f"{met.extra_flops:,} extra FLOPs" in met.summary()
     assert "scan residual stack" in met.summary()
+    # its program is not jax.jit's: timed against XLA's executable of the user's step
+    assert met.step_time_ratio is not None and met.step_time_ratio > 0
+    assert f"{met.step_time_ratio:.3f} x XLA's" in met.summary()
     # the headline compares with XLA's temp for jax.jit's program, not the rewrite's
     assert met.xla_temp_bytes == free.xla_temp_bytes > met.xla_best_temp_bytes
     assert "XLA temp, jax.jit's program (best)" in met.summary()

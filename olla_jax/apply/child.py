@@ -150,8 +150,16 @@ def compare(request: dict[str, Any]) -> dict[str, Any]:
     # The inputs already have the executable's exact dtypes: keep float64 and
     # int64 as they are whatever the caller's script configured.
     jax.config.update("jax_enable_x64", True)
+    platform, device_id = request.get("platform", "cpu"), int(request.get("device", 0))
+    if platform == "cpu" and device_id:   # compiled for cpu:N: this process needs N + 1 CPUs
+        jax.config.update("jax_num_cpu_devices", device_id + 1)
     _prepare_runtime()
-    device = jax.devices(request.get("platform", "cpu"))[0]
+    device = next((d for d in jax.devices(platform) if d.id == device_id), None)
+    if device is None:
+        return {"ok": False, "trials": 0,
+                "reason": f"both executables run on {platform}:{device_id}, which the "
+                          f"verification process does not have ({len(jax.devices(platform))} "
+                          f"{platform} devices)"}
     devices = jax_compat.device_list([device])
     client = device.client
 

@@ -169,7 +169,7 @@ def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Seque
                               "serialized: nothing to verify against", raw=raw)
     result = verify.verify_executable(raw, reference.executable, trials=trials,
                                       user_args=user_args, timeout_s=timeout_s,
-                                      platform=platform)
+                                      platform=platform, device=verify.device_id(reference.compiled))
     if not result.ok:
         whose = "XLA's" if reference is capture else "jax.jit's program's"
         return Outcome(False, f"the rewritten executable did not match {whose}: {result.reason}",

@@ -23,8 +23,8 @@ from olla_jax.apply import executable, gpu_executable
 class _SwapExecutable(_se._JaxPjrtUnpickler):
     """Unpickler that loads ``raw`` in place of the pickled executable."""
 
-    def __init__(self, file, backend, raw: bytes):
-        super().__init__(file, backend)
+    def __init__(self, file, backend, raw: bytes, devices):
+        super().__init__(file, backend, devices)
         self._raw = raw
         self.swapped = 0
 
@@ -41,9 +41,13 @@ def load_compiled(original: jax.stages.Compiled, raw: bytes, *,
     # Refuse anything that is not an executable we understand.
     (gpu_executable.decode if platform == "gpu" else executable.decode)(raw)
     raw = executable.without_dump_options(raw)  # else XLA dumps the module again on load
-    backend = original.runtime_executable().client
+    runtime = original.runtime_executable()
     payload, in_tree, out_tree = _se.serialize(original)
-    unpickler = _SwapExecutable(io.BytesIO(payload), backend, bytes(raw))
+    # On the original's devices: jax's unpickler loads over every device of the
+    # client by default, and with 4 local devices a one-device step's executable
+    # then refused its arguments ("expected ... to have 4 shards").
+    unpickler = _SwapExecutable(io.BytesIO(payload), runtime.client, bytes(raw),
+                                runtime.local_devices())
     unloaded, args_info_flat, no_kwargs = unpickler.load()
     if unpickler.swapped != 1:
         raise RuntimeError(f"expected one executable in the pickled Compiled, found "

@@ -87,6 +87,17 @@ def host_callbacks(raw: bytes, platform: str = "cpu") -> list[str]:
             and "callback" in i.custom_call_target]
 
 
+def device_id(compiled: Any) -> int:
+    """The id of the device ``compiled`` (a single-device jax Compiled) runs on:
+    arguments committed to another device than the first (``jax.device_put(x,
+    jax.devices()[2])``) compile for that one, and the verification's child
+    must run both executables there."""
+    try:
+        return int(compiled.runtime_executable().local_devices()[0].id)
+    except Exception:  # noqa: BLE001 - not a single-device executable: the first device
+        return 0
+
+
 def executable_arguments(compiled: Any, *args: Any, **kwargs: Any) -> list[np.ndarray]:
     """The flat host arrays the executable of ``compiled`` takes for a call
     ``f(*args, **kwargs)`` (pytrees flattened, arguments jit pruned dropped)."""
@@ -154,14 +165,14 @@ def outputs_differ(candidate: bytes, reference: bytes, compiled: Any,
         except Exception:  # noqa: BLE001 - random inputs only
             user_args = None
     result = verify_executable(candidate, reference, trials=0 if user_args is not None else 2,
-                               user_args=user_args)
+                               user_args=user_args, device=device_id(compiled))
     return "" if result.ok else (result.reason.split("\n")[0] or "outputs differ")
 
 
 def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None, *,
                       trials: int = 3, user_args: Sequence[Any] | None = None,
                       timeout_s: float = 120, seed: int = 0,
-                      platform: str = "cpu") -> Verification:
+                      platform: str = "cpu", device: int = 0) -> Verification:
     """Run ``candidate`` and ``reference`` on the same inputs in a child process.
 
     ``args_spec``: the executable's flat parameters (anything with .shape and
@@ -172,7 +183,7 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
     random input sets besides those; at least two sets in all, else
     ValueError.  Crashes, aborts, timeouts and exceptions in the child give
     ok=False.  ``platform``: "cpu", or "gpu" to run both on this machine's
-    first GPU.
+    GPU; ``device``: the id of the device both were compiled for (``device_id``).
     """
     if not isinstance(trials, (int, np.integer)) or trials < 0 or \
             trials + (2 if user_args is not None else 0) < 2:
@@ -194,7 +205,7 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
                                    "executable cannot be run in the verification child", 0, 0.0)
     request = pickle.dumps(
         {"candidate": candidate, "reference": reference, "specs": specs, "donated": donated,
-         "trials": int(trials), "seed": int(seed), "platform": platform,
+         "trials": int(trials), "seed": int(seed), "platform": platform, "device": int(device),
          "user_args": None if user_args is None else _as_parameters(user_args, specs)},
         protocol=pickle.HIGHEST_PROTOCOL)
     env = dict(os.environ)

@@ -279,7 +279,7 @@ def feed_back_plan(result, found: RecomputePlan, *, args: Sequence[Any] = (),
     ratio = None
     if measure_time:
         t_time = time.monotonic()
-        ratio = _time_ratio(result, compiled, args, static_argnums)
+        ratio = time_ratio_against_xla(result, compiled, args, static_argnums)
         verify_s += time.monotonic() - t_time
     total_flops = step_flops(cap)
     share = f" ({100 * found.extra_flops / total_flops:.1f}% of the step's)" if total_flops else ""
@@ -421,7 +421,9 @@ def step_flops(cap) -> int:
     return got
 
 
-def _time_ratio(result, compiled, args, static_argnums) -> float | None:
+def time_ratio_against_xla(result, compiled, args, static_argnums) -> float | None:
+    """``compiled``'s step time over that of XLA's executable of jax.jit's own
+    program (``result.xla_compiled``), on ``args``; None where not measured."""
     from olla_jax.apply import timing
     import jax
     dynamic = [a for i, a in enumerate(args) if i not in set(static_argnums)]

@@ -297,6 +297,10 @@ class ScheduleGraph:
         spans_in = []
         for unit_id in inner:
             unit = self.units[unit_id]
+            if xla_spans:   # a bound's: idle between its spans (carried through an inner
+                # loop, its bytes reused there: over its hull a MAML step's bound passed the plan)
+                spans_in.extend((unit.size, s, e) for s, e in xla_spans[unit_id])
+                continue
             spans_in.append((unit.size, min(self.values[v].xla_range[0] for v in unit.values),
                              max(self.values[v].xla_range[1] for v in unit.values)))
         gaps = []

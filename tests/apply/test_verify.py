@@ -354,3 +354,36 @@ def test_a_candidate_that_consumes_an_undonated_argument_is_refused():
     assert verify.donated_parameters(candidate) == [0] and not verify.donated_parameters(reference)
     result = verify.verify_executable(candidate, reference, trials=2)
     assert not result.ok and "changed parameter(s) [0]" in result.reason, result.reason
+
+
+_FOUR_DEVICES = """
+import jax, jax.numpy as jnp
+import olla_jax
+from tests.small_steps import mlp_args, mlp_step
+assert len(jax.devices()) == 4
+for device in (jax.devices()[0], jax.devices()[2]):
+    args = jax.device_put(mlp_args(0), device)
+    plan = olla_jax.plan(mlp_step, *args, time_limit_s=1)
+    out = plan.compiled(*args)
+    ref = jax.jit(mlp_step)(*args)
+    same = all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)))
+    print(device.id, plan.verified, same, {d.id for o in jax.tree.leaves(out) for d in o.devices()},
+          plan.notes)
+"""
+
+
+@pytest.mark.slow
+def test_a_one_device_step_in_a_process_with_four_devices_is_verified_and_runs(tmp_path):
+    """With several local devices (XLA_FLAGS' host device count, a multi-GPU
+    machine) a plan verified and loaded crashed its first call ("expected ...
+    to have 4 shards": loaded over every device), and a step on the third
+    device failed its verification (the child ran it on the first)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", _FOUR_DEVICES], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [ln for ln in run.stdout.splitlines() if ln[:1].isdigit()]
+    assert [ln.split()[:4] for ln in lines] == [["0", "True", "True", "{0}"],
+                                               ["2", "True", "True", "{2}"]], run.stdout
