@@ -198,3 +198,14 @@ def test_make_step_with_keyword_and_static_arguments_is_probed_with_them():
         _xla_total(as_tuple, cpu)
     with pytest.raises(ValueError, match="kwargs must be a dict"):
         _step_of((_kw_step, (w,), [x]), 4)
+
+
+def test_a_step_that_refuses_a_size_names_the_way_to_search_in_units(capacity):
+    def even_only(batch):
+        if batch % 2:
+            raise ValueError("the batch must be even")
+        return make_mlp(batch)
+
+    with pytest.raises(ValueError, match=r"make_step\(\d+\) failed: ValueError: the batch must "
+                                         r"be even.*in units: make_step=lambda k"):
+        olla_jax.largest_batch(even_only, capacity_bytes=capacity, modes=("xla",), low=2)

@@ -474,7 +474,11 @@ class _Search:
         try:
             made = self.make_step(batch)
         except Exception as err:
-            raise ValueError(f"make_step({batch}) failed: {type(err).__name__}: {err}") from err
+            raise ValueError(
+                f"make_step({batch}) failed: {type(err).__name__}: {err}. largest_batch probes "
+                "any size from low to high; a step that takes only some sizes (say multiples of "
+                "8) can be searched in units: make_step=lambda k: step_for(8 * k), the answer "
+                "then in units too") from err
         return _step_of(made, batch)
 
     def started(self, kind: str) -> float:
