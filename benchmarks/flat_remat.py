@@ -184,6 +184,9 @@ class Residuals:
         by_v = {c["v"]: c for c in chosen}
         made_at = {(q, c["v"]): (q if per_reader else c["first_late"])
                    for c in chosen for q in c["late"]}
+        # a copy is keyed by where it is made (per_reader), else by its value alone:
+        # one residual's copy made for another's chain is the one its readers read
+        key = (lambda v, m: (v, m)) if per_reader else (lambda v, m: (v, None))
         at: dict[int, list[dict]] = {}
         for (q, v), m in made_at.items():
             if by_v[v] not in at.setdefault(m, []):
@@ -191,8 +194,8 @@ class Residuals:
         copies: dict[tuple[Any, int], Any] = {}
 
         def copy_of(c, tie, m):
-            if (c["v"], m) in copies:
-                return copies[c["v"], m]
+            if key(c["v"], m) in copies:
+                return copies[key(c["v"], m)]
             stops = sorted(c["stops"], key=lambda w: self.defn.get(w, -1))
             vals = [copy_of(by_v[w], tie, m) if w in by_v else env[w] for w in stops]
             local = dict(zip(stops, jax.lax.optimization_barrier((vals, tie))[0]))
@@ -202,8 +205,8 @@ class Residuals:
                 for w, x in zip(eq.outvars, jax_compat.bind_equation(eq, ins)):
                     if not isinstance(w, jex.DropVar):
                         local[w] = x
-            copies[c["v"], m] = local[c["v"]]
-            return copies[c["v"], m]
+            copies[key(c["v"], m)] = local[c["v"]]
+            return local[c["v"]]
 
         for i, e in enumerate(j.eqns):
             if i in at:
@@ -216,7 +219,7 @@ class Residuals:
                 for c in sorted(at[i], key=lambda c: self.defn[c["v"]]):
                     copy_of(c, tie, i)
             ins = [w.val if isinstance(w, jex.Literal) else
-                   (copies[w, made_at[i, w]] if (i, w) in made_at else env[w])
+                   (copies[key(w, made_at[i, w])] if (i, w) in made_at else env[w])
                    for w in e.invars]
             for w, x in zip(e.outvars, jax_compat.bind_equation(e, ins)):
                 if not isinstance(w, jex.DropVar):
