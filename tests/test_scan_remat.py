@@ -79,6 +79,7 @@ def test_all_stacks_dropped_same_bits_less_temp():
     assert scan_remat.extra_flops(traced.closed, found) >= max(s.flops for s in found)
 
 
+@pytest.mark.slow   # ~20 s: the refusal logic is tested fast with fake compiles below
 def test_without_the_barriers_the_bits_differ_and_that_set_is_refused(monkeypatch):
     # XLA turns the recomputed x / sqrt(v) into x * rsqrt(v): the gradients differ in
     # their last bits; the lever's child comparison must refuse that rewrite (a smaller
