@@ -695,7 +695,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             clocks["capture"] += lever_s[0]
             clocks["verify"] += lever_s[1]
             if side is not None:
-                return total(tried(_timed_scan_remat(side, result, args, static_argnums,
+                return total(tried(_timed_scan_remat(side, result, args, kwargs,
+                                                     static_argnums, static_argnames,
                                                      feed_back, target)), *side_notes)
             reasons += side_notes
         else:
@@ -764,8 +765,8 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
     return _with_scan_remat(side, found, result.xla_temp_bytes), found.notes()
 
 
-def _timed_scan_remat(side: Plan, result: Plan, args, static_argnums, feed_back: bool,
-                      backend: Backend) -> Plan:
+def _timed_scan_remat(side: Plan, result: Plan, args, kwargs, static_argnums,
+                      static_argnames, feed_back: bool, backend: Backend) -> Plan:
     """``side`` with its step time over that of XLA's executable of the user's
     own step (``result``'s): its program is not jax.jit's (more FLOPs), and the
     plan of it times a recomputation, if any, against the rewritten program's
@@ -774,7 +775,12 @@ def _timed_scan_remat(side: Plan, result: Plan, args, static_argnums, feed_back:
         return side
     from olla_jax.budget.feed_back import time_ratio_against_xla
     t0 = time.monotonic()
-    ratio = time_ratio_against_xla(result, side.compiled, args, static_argnums)
+    # the dynamic keyword arguments after the positional ones, by name: the
+    # order jax.jit's executable flattens them in (its in_tree rebuilds the call)
+    kwargs = kwargs or {}
+    dynamic = [*args, *(kwargs[k] for k in sorted(kwargs) if k not in set(static_argnames))]
+    ratio = time_ratio_against_xla(result, side.compiled, dynamic,
+                                   calls.positions(static_argnums, len(args), "static_argnums"))
     return dataclasses.replace(side, step_time_ratio=ratio,
                                verify_seconds=side.verify_seconds + time.monotonic() - t0)
 

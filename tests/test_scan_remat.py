@@ -267,6 +267,7 @@ def test_flax_step_with_keyword_static_and_donated_arguments():
                         scan_remat=True)
     assert met.runs_total_bytes <= budget and met.alias_bytes > 0     # still donated
     assert met.settings["scan_remat_stacks"] >= 1
+    assert met.step_time_ratio is not None      # timed with x given by keyword
     assert _bits(met.compiled(jax.tree.map(jnp.copy, params), x=x, lr=0.1)) == ref
 
 
