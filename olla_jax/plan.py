@@ -695,9 +695,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             clocks["capture"] += lever_s[0]
             clocks["verify"] += lever_s[1]
             if side is not None:
-                return total(tried(_timed_scan_remat(side, result, args, kwargs,
-                                                     static_argnums, static_argnames,
-                                                     feed_back, target)), *side_notes)
+                return total(tried(side), *side_notes)
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
@@ -762,25 +760,24 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
     except BudgetNotMet as err:
         return None, (*found.notes(), f"the step with them recomputed misses it too "
                       f"({str(err).splitlines()[0]})")
-    return _with_scan_remat(side, found, result.xla_temp_bytes), found.notes()
+    side = _with_scan_remat(side, found, result.xla_temp_bytes)
+    return _timed_scan_remat(side, result, call, options), found.notes()
 
 
-def _timed_scan_remat(side: Plan, result: Plan, args, kwargs, static_argnums,
-                      static_argnames, feed_back: bool, backend: Backend) -> Plan:
+def _timed_scan_remat(side: Plan, result: Plan, call: calls.PositionalCall,
+                      options: dict) -> Plan:
     """``side`` with its step time over that of XLA's executable of the user's
-    own step (``result``'s): its program is not jax.jit's (more FLOPs), and the
-    plan of it times a recomputation, if any, against the rewritten program's
-    (its summary's row read "-" where nothing else was recomputed)."""
-    if not feed_back or not side.verified or backend.compile_only:
+    own step (``result``'s), on ``call``'s arguments (positional, the dynamic
+    keyword ones after them as jax.jit's executable flattens them): its program
+    is not jax.jit's (more FLOPs), and the plan of it times a recomputation, if
+    any, against the rewritten program's (its summary's row read "-" where
+    nothing else was recomputed)."""
+    if not options["feed_back"] or not side.verified or \
+            Backend.parse(options["backend"]).compile_only:
         return side
     from olla_jax.budget.feed_back import time_ratio_against_xla
     t0 = time.monotonic()
-    # the dynamic keyword arguments after the positional ones, by name: the
-    # order jax.jit's executable flattens them in (its in_tree rebuilds the call)
-    kwargs = kwargs or {}
-    dynamic = [*args, *(kwargs[k] for k in sorted(kwargs) if k not in set(static_argnames))]
-    ratio = time_ratio_against_xla(result, side.compiled, dynamic,
-                                   calls.positions(static_argnums, len(args), "static_argnums"))
+    ratio = time_ratio_against_xla(result, side.compiled, call.args, call.static_argnums)
     return dataclasses.replace(side, step_time_ratio=ratio,
                                verify_seconds=side.verify_seconds + time.monotonic() - t0)
 
