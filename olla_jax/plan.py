@@ -695,7 +695,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             clocks["capture"] += lever_s[0]
             clocks["verify"] += lever_s[1]
             if side is not None:
-                return total(tried(side), *side_notes)
+                return _budgeted(total(tried(side), *side_notes), int(memory_budget))
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
@@ -704,9 +704,17 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     for message, category in said:
         if result.runs_total_bytes <= memory_budget or not issubclass(category, PlanWarning):
             warn(message, category)
+    result = _budgeted(result, int(memory_budget))
     if result.runs_total_bytes <= memory_budget:
         return result
     raise _budget_error(result, int(memory_budget), recompute, offload=offload, reasons=reasons)
+
+
+def _budgeted(result: Plan, memory_budget: int) -> Plan:
+    """``result`` recording the budget it was searched for, so that its summary
+    says whether it was met (a missed one's plan is ``BudgetNotMet.plan``, and
+    what ``olla_jax.jit`` runs and ``plan_for`` returns)."""
+    return dataclasses.replace(result, settings=dict(result.settings, memory_budget=memory_budget))
 
 
 def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_argnums,

@@ -321,6 +321,11 @@ class Plan:
             rows.append(("recomputed, extra FLOPs",
                          f"{' and '.join(what)}, {self.extra_flops:,} extra FLOPs"))
             rows.append(("step time (measured)", ratio))
+        budget = self.settings.get("memory_budget")
+        if budget is not None:   # met or not: what the total above is judged against
+            over = self.runs_total_bytes - budget
+            rows.append(("memory budget", f"{mb(budget)}, " + (
+                "met" if over <= 0 else f"NOT met: {mb(over)} over (the least-memory plan found)")))
         rows += [
             ("verified bit-for-bit", self._verified_text()),
         ]

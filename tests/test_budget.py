@@ -208,6 +208,28 @@ def test_budget_that_cannot_be_met_is_refused_with_the_least_reached():
     assert floor <= err.plan.runs_temp_bytes and where
 
 
+@jax.grad
+def _two_products(w, x):
+    return jax.numpy.tanh(jax.numpy.tanh(x @ w) @ w.T).sum()
+
+
+def test_summary_says_whether_the_budget_was_met():
+    # A budgeted plan's summary named no budget: plan_for's plan under
+    # olla_jax.jit, or err.plan, read like any plan, met or not.
+    x, w = np.ones((128, 256), np.float32), np.ones((256, 512), np.float32)
+    budget = 700_000     # below the arguments and outputs: never met
+    with pytest.raises(BudgetNotMet) as info:
+        olla_jax.plan(_two_products, w, x, memory_budget=budget, time_limit_s=0.5,
+                      feed_back=False, recompute=False)
+    missed = info.value.plan
+    over = olla_jax.sizes.size_text(missed.runs_total_bytes - budget)
+    assert f"memory budget" in missed.summary() and f"NOT met: {over} over" in missed.summary()
+    met = dataclasses.replace(missed, settings=dict(missed.settings, memory_budget=160 << 20))
+    assert re.search(r"memory budget +160\.00 MiB, met\n", met.summary()), met.summary()
+    unbudgeted = {k: v for k, v in missed.settings.items() if k != "memory_budget"}
+    assert "memory budget" not in dataclasses.replace(missed, settings=unbudgeted).summary()
+
+
 @pytest.mark.parametrize("bad", [0, -5, 1.5, "1 GBs", True, float("nan"), "-1MiB"])
 def test_budget_must_be_positive_bytes(bad):
     step = examples.get("mlp", "tiny")
