@@ -19,6 +19,7 @@ import jax
 
 from olla_jax import jax_compat
 from olla_jax.capture.base import CaptureError, step_error
+from olla_jax.errors import OllaJaxError
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,10 @@ def positions(nums: Sequence[int], num_args: int, name: str) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+class CompileOnlyError(OllaJaxError, RuntimeError):
+    """A compile-only target's plan was called: nothing of it can run here."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StepCallable:
     """A compiled step callable with the original arguments, static ones included.
@@ -203,8 +208,17 @@ class StepCallable:
     static: tuple[tuple[int, Any], ...] = ()        # (position, value) of each static argument
     static_kwargs: tuple[tuple[str, Any], ...] = ()  # (name, value) of static keyword arguments
     wrap: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
+    # The compile-only target (``"gpu:h100"``) whose executable this is: built
+    # without the device, it runs nowhere here (jax fails deep in its internals).
+    compile_only: str | None = None
 
     def __call__(self, *args, **kwargs):
+        if self.compile_only is not None:
+            raise CompileOnlyError(
+                f"this plan is for the compile-only target {self.compile_only!r}: its executable "
+                "was built without the device and cannot run here; take Plan.executable_bytes "
+                "to a machine with that GPU (client.deserialize_executable), or plan with "
+                "backend='cpu' or 'gpu' (the local GPU) for a step to call")
         if self.num_args is not None and len(args) != self.num_args:
             named = f" and keyword argument(s) {', '.join(sorted(kwargs))}" if kwargs else ""
             raise TypeError(
@@ -282,8 +296,9 @@ class Entry:
     # of the same step (threefry2x32 unrolled on CPU); None: ``lowered`` is it.
     jax_lowered: Any = None
 
-    def callable_of(self, compiled: Any, wrap=None) -> StepCallable:
-        return StepCallable(compiled, self.num_args, self.static, self.static_kwargs, wrap)
+    def callable_of(self, compiled: Any, wrap=None, compile_only: str | None = None) -> StepCallable:
+        return StepCallable(compiled, self.num_args, self.static, self.static_kwargs, wrap,
+                            compile_only)
 
 
 def static_info(jitted: Any) -> tuple[tuple[int, ...], tuple[str, ...]] | None:

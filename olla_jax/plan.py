@@ -1231,7 +1231,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
         return time.monotonic() - solved_at[0] if solved_at else 0.0
 
     def callable_of(executable) -> StepCallable:
-        return step.entry.callable_of(executable, caps[0].wrap)
+        return step.entry.callable_of(executable, caps[0].wrap,
+                                      backend.name if backend.compile_only else None)
 
     default = caps[0]
     best = min(caps, key=lambda c: c.memory.temp)

@@ -64,6 +64,34 @@ def test_plan_figures_and_compiled(planned):
     assert "olla_jax plan" in p.summary()
 
 
+def _gpu_plugin():
+    from olla_jax.capture import gpu
+    return gpu.cuda_plugin() is not None
+
+
+def test_compile_only_callable_refuses_to_run():
+    from olla_jax.calls import StepCallable
+    runs = StepCallable(executable=None, num_args=1, compile_only="gpu:a100")
+    with pytest.raises(olla_jax.OllaJaxError, match="compile-only target 'gpu:a100'"):
+        runs(np.ones(3))
+
+
+@pytest.mark.slow   # a GPU compile: about 5 s
+@pytest.mark.skipif(not _gpu_plugin(), reason="needs jax's CUDA plugin (pip install 'olla_jax[gpu]')")
+def test_compile_only_plan_says_it_cannot_run_here():
+    # Calling a compile-only target's plan raised an AttributeError from jax's
+    # internals ('Executable' object has no attribute 'local_devices').
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", olla_jax.PlanWarning)
+        plan = olla_jax.plan(step, *args(), static_argnums=(2,), backend="gpu:h100",
+                             time_limit_s=0.5)
+    for runs in (plan.compiled, plan.xla_compiled):
+        with pytest.raises(olla_jax.OllaJaxError, match="compile-only target 'gpu:h100'.*"
+                           "Plan.executable_bytes") as info:
+            runs(*args())
+        assert isinstance(info.value, RuntimeError)
+
+
 def test_save_and_load_roundtrip(planned, tmp_path):
     path = tmp_path / "plan.json"
     planned.save(path)
