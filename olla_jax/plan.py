@@ -707,7 +707,8 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     result = _budgeted(result, int(memory_budget))
     if result.runs_total_bytes <= memory_budget:
         return result
-    raise _budget_error(result, int(memory_budget), recompute, offload=offload, reasons=reasons)
+    raise _budget_error(result, int(memory_budget), recompute, offload=offload, reasons=reasons,
+                        saved=saved is not None)
 
 
 def _budgeted(result: Plan, memory_budget: int) -> Plan:
@@ -1007,7 +1008,7 @@ def budget_advice(result: "Plan", budget: int, recompute: bool = True) -> str:
 
 
 def _budget_error(result: "Plan", budget: int, recompute: bool, offload: bool = False,
-                  reasons: Sequence[str] = ()) -> BudgetNotMet:
+                  reasons: Sequence[str] = (), saved: bool = False) -> BudgetNotMet:
     from olla_jax import budget as budget_lib, report
     held = None
     if result.graph is not None and recompute and result.capture is not None:
@@ -1025,7 +1026,11 @@ def _budget_error(result: "Plan", budget: int, recompute: bool, offload: bool = 
     # ``least`` is what the search reached, not a floor (the floor follows)
     size = size_text
     # ``how``: what was tried, not what the plan uses (offloading may have found nothing)
-    message = (f"the best plan found (trying {how}) needs {size(least)} "
+    # a saved plan is applied as it is: nothing was searched for this budget
+    found = ("the saved plan, applied as it is (saved=: no order, placement or recomputation "
+             "searched for this budget; plan without saved= to search),"
+             if saved else f"the best plan found (trying {how})")
+    message = (f"{found} needs {size(least)} "
                f"(XLA's plan: {size(result.xla_total_bytes)}), over the budget of "
                f"{size(budget)}; {budget_advice(result, budget, recompute)}")
     floor, where = (budget_lib.working_set_bound(result.graph, result.capture)

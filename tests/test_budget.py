@@ -230,6 +230,20 @@ def test_summary_says_whether_the_budget_was_met():
     assert "memory budget" not in dataclasses.replace(missed, settings=unbudgeted).summary()
 
 
+def test_budget_missed_by_a_saved_plan_says_nothing_was_searched(tmp_path):
+    # With saved=, the plan is applied as it is; the error claimed "the best plan
+    # found (trying order, placement and recomputation)" though none was tried.
+    x, w = np.ones((128, 256), np.float32), np.ones((256, 512), np.float32)
+    kw = dict(time_limit_s=0.5, feed_back=False)
+    first = olla_jax.plan(_two_products, w, x, **kw)
+    first.save(tmp_path / "p.json")
+    with pytest.raises(BudgetNotMet) as info:
+        olla_jax.plan(_two_products, w, x, saved=olla_jax.load_plan(tmp_path / "p.json"),
+                      memory_budget=700_000, **kw)
+    assert str(info.value).startswith("the saved plan, applied as it is"), str(info.value)
+    assert "plan without saved= to search" in str(info.value)
+
+
 @pytest.mark.parametrize("bad", [0, -5, 1.5, "1 GBs", True, float("nan"), "-1MiB"])
 def test_budget_must_be_positive_bytes(bad):
     step = examples.get("mlp", "tiny")
