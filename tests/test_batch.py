@@ -65,6 +65,21 @@ def test_olla_fits_at_least_xla_s_batch(report):
     assert len(report.probes_table().splitlines()) == len(report.probes) + 2
 
 
+def test_probes_table_keeps_each_note_in_a_cell():
+    # The notes (verified, step time) came after the row's last cell, where
+    # rendered markdown drops them.
+    report = batch_lib.BatchReport(
+        backend="cpu", capacity_bytes=2**24, device_memory_bytes=None, reserve_bytes=None,
+        results=(), probes=(batch_lib.Probe("recompute", 8, 2**20, True, 1.0, "verified | timed"),
+                            batch_lib.Probe("xla", 4, None, False, 0.5)))
+    header, rule, *rows = report.probes_table().splitlines()
+    def cells(line):
+        return re.split(r"(?<!\\)\|", line)[1:-1]
+    assert len(cells(rule)) == len(cells(header)) and cells(header)[-1].strip() == "note"
+    assert [len(cells(r)) for r in rows] == [len(cells(header))] * 2, rows
+    assert cells(rows[0])[-1].strip() == "verified \\| timed" and rows[1].endswith("|  |")
+
+
 def test_report_has_summary_as_plan_and_donation_advice_do():
     report = batch_lib.BatchReport(
         backend="cpu", capacity_bytes=2**24, device_memory_bytes=None, reserve_bytes=None,

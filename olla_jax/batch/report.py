@@ -90,11 +90,13 @@ class BatchReport:
 
     def probes_table(self) -> str:
         """Markdown: every probe in the order it was made."""
-        lines = ["| mode | batch | total | fits | seconds |", "|---|---:|---:|---|---:|"]
+        # the note in a column of its own: text past a row's last cell is dropped
+        # where markdown is rendered
+        lines = ["| mode | batch | total | fits | seconds | note |", "|---|---:|---:|---|---:|---|"]
         for p in self.probes:
+            note = p.note.replace("|", "\\|")
             lines.append(f"| {p.mode} | {p.batch} | {_mib(p.total_bytes)} | "
-                         f"{'yes' if p.fits else 'no'} | {p.seconds:.1f} |"
-                         + (f" {p.note}" if p.note else ""))
+                         f"{'yes' if p.fits else 'no'} | {p.seconds:.1f} | {note} |")
         return "\n".join(lines)
 
 
