@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from olla_jax.graph.layout import Layout, xla_layout
+from olla_jax.graph.layout import Layout, recompute_count, xla_layout
 from olla_jax.graph.model import HOST_SPACE, ScheduleGraph
 from olla_jax.graph.simulate import Box as _Box, boxes as _boxes, memory_timeline
 
@@ -458,7 +458,13 @@ def peak_breakdown_text(plan: Plan, top: int = 8, at: str | None = None) -> str:
     live.sort(key=lambda b: -b.size)
     where = "" if node_at[peak] is None else f" ({graph.nodes[node_at[peak]]})"
     also = "" if len(peaks) == 1 else f", one of {len(peaks)} steps at that peak"
-    lines.append(f"  the plan's temp peak at step {peak} of {len(timeline)}{where}{also}: "
+    # Copies inside loop bodies are not drawn: the body's values are at their
+    # full lives here, above the temp the plan reaches with the copies.
+    in_bodies = recompute_count(layout).in_bodies if layout.recomputes else 0
+    what = ("the plan's temp peak" if not in_bodies else
+            f"the plan's temp peak without its {in_bodies} loop-body cop"
+            f"{'y' if in_bodies == 1 else 'ies'} (they lower it to the temp above)")
+    lines.append(f"  {what} at step {peak} of {len(timeline)}{where}{also}: "
                  f"{_size(timeline[peak])} in {len(live)} buffer{'' if len(live) == 1 else 's'}; "
                  "the largest:")
     sources = _sources_of(plan)

@@ -202,3 +202,18 @@ def test_an_entry_copy_and_a_body_copy_are_fed_back_together():
     rp = entry_and_body_copy(graph, cap, base.layout.order)
     out = feed_back.apply_layout(cap, rp.layout, args=_args())
     assert out.ok, out.reason
+
+
+def test_peak_breakdown_does_not_put_the_body_peak_above_the_plans_temp(base, planned):
+    """BudgetNotMet's breakdown drew the body's values at their full lives: a
+    plan with body copies read "temp 14.0 MiB" then "the plan's temp peak ...
+    18.0 MiB"."""
+    from olla_jax import report
+    _, rp = planned
+    plan = dataclasses.replace(base, layout=rp.layout, planned_temp_bytes=rp.temp_bytes,
+                               achieved_temp_bytes=rp.temp_bytes)
+    text = report.peak_breakdown_text(plan)
+    peak_line = next(ln for ln in text.splitlines() if "temp peak" in ln)
+    drawn = report.memory_timeline(plan.graph, plan.layout)
+    assert max(drawn) > rp.temp_bytes       # the model's view: copies not drawn
+    assert "without its 1 loop-body cop" in peak_line, peak_line
