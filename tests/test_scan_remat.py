@@ -528,3 +528,50 @@ def test_bf16_bits_differ_through_excess_precision():
                          for f in (bf16_step, step))
         same.append(_bits(before(*args)) == _bits(after(*args)))
     assert same == [False, True]
+
+
+def _jit_rnn_layer_step(p, xs):
+    # layers in a scan, each a jax.jit function running an RNN over time in an inner
+    # scan: the outer forward body is one call whose outputs are the inner scan's
+    # stacks, all computed from the layer input, which the body does not stack
+    @jax.jit
+    def layer(seq, w):
+        def cell(h, x):
+            h = jnp.tanh(x + h @ w)
+            return h, h
+        _, ys = jax.lax.scan(cell, jnp.zeros(seq.shape[1:]), seq)
+        return seq + ys * ys, None
+
+    def loss(p):
+        return jnp.mean(jax.lax.scan(layer, xs, p)[0] ** 2)
+    return jax.grad(loss)(p)
+
+
+def _jit_rnn_layer_args():
+    k = jax.random.split(jax.random.PRNGKey(3), 2)
+    return jax.random.normal(k[0], (L, 64, 64)) * 0.05, jax.random.normal(k[1], (16, 8, 64))
+
+
+def test_stacks_of_an_inner_scan_in_a_jitted_layer_are_candidates():
+    traced = scan_remat.trace(_jit_rnn_layer_step, _jit_rnn_layer_args())
+    found = scan_remat.residual_stacks(traced.closed)
+    assert (L, 16, 8, 64) in {s.shape for s in found}
+
+
+@pytest.mark.slow   # ~5 s: two compiles of nested scans
+def test_stacks_of_an_inner_scan_in_a_jitted_layer_are_recomputed():
+    args = _jit_rnn_layer_args()
+    traced = scan_remat.trace(_jit_rnn_layer_step, args)
+    forward = [e for e in traced.closed.jaxpr.eqns
+               if e.primitive.name == "scan" and not e.params["reverse"]][0]
+    assert "scan" in {e.primitive.name for e in forward.params["jaxpr"].jaxpr.eqns}  # inlined
+    found = scan_remat.residual_stacks(traced.closed)
+    assert (L, 16, 8, 64) in {s.shape for s in found}
+    # each recomputes the layer's inner scan: its FLOPs times the time steps, per layer
+    assert min(s.flops for s in found) >= L * 16 * 2 * 8 * 64 * 64
+    step = scan_remat.rewrite(_jit_rnn_layer_step, args, found, traced=traced)
+    before, after = (jax.jit(f).lower(*args).compile() for f in (_jit_rnn_layer_step, step))
+    assert _bits(before(*args)) == _bits(after(*args))
+    # the layer input is stacked instead (one stack for those dropped)
+    assert (after.memory_analysis().temp_size_in_bytes
+            < before.memory_analysis().temp_size_in_bytes - sum(s.nbytes for s in found) // 2)
