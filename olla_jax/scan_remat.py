@@ -18,8 +18,9 @@ and its slice in the forward body can be computed, without effects, from the
 consts, the xs, the carried value where the body stacks it unchanged (the layer
 input) and the anchors: the stacks whose own computation reads a carried value
 that is not stacked (``x - mean`` of a layer norm over the carry), always kept,
-unless they hold over CARRY_STACK_RATIO times that carried value's stack: then the
-rewrite stacks the carried value and recomputes them from it.  A scan nested in the
+unless they hold most of the stacked bytes and over CARRY_STACK_RATIO times that
+carried value's stack: then the rewrite stacks the carried value and recomputes
+them from it.  A scan nested in the
 body (an RNN layer over time in a scan over layers, ``lax.map``) is one equation of
 the slice's computation: the backward body re-runs it whole, as ``jax.checkpoint``
 on the outer body would; calls in scan bodies (a layer written as a ``jax.jit``
@@ -73,7 +74,10 @@ REFINE_MIN_SHARE = 0.01
 CULPRIT_ROUNDS = 2
 CULPRIT_PROBES = 5
 # A carried value the forward body does not stack is stacked by the rewrite where the
-# stacks only it lets recompute (the anchors) hold more than this many times its stack.
+# stacks only it lets recompute (the anchors) hold most of the body's stacked bytes and
+# more than this many times its stack (elsewhere the anchors are a layer norm's few
+# stacks, and those the rewrite drops first would then need the carried value stacked:
+# a flax LM's first 8 stacks left 4 MiB more XLA temp).
 CARRY_STACK_RATIO = 2
 # Calls inlined before looking for scans (their bodies are where the scans sit when
 # the loss or the step is itself jitted, or, for jax.checkpoint's remat equation
@@ -251,7 +255,7 @@ class _Forward:
     stacks whose computation reads a carried value that is not stacked (kept,
     everything else is recomputed from them); or ("carry", k): the k-th carried
     value, not stacked by the body, stacked by the rewrite where the anchors
-    would hold more than twice its stack (a layer run through an inner scan
+    would hold most of the stacks' bytes (a layer run through an inner scan
     keeps the inner scan's stacks, all read from the layer input, and not the
     layer input itself)."""
     eqn: Any
@@ -358,7 +362,9 @@ def _forward(eqn, outvars) -> _Forward:
     carry = body.invars[nc:nc + nk]
     if anchors and reached:
         held = sum(_nbytes(outvars[out].aval) for out in anchors)
-        if held > CARRY_STACK_RATIO * p.length * sum(_nbytes(v.aval) for v in reached):
+        stacked = sum(_nbytes(outvars[out].aval) for out, _ in ys)
+        if (2 * held > stacked
+                and held > CARRY_STACK_RATIO * p.length * sum(_nbytes(v.aval) for v in reached)):
             for v in reached:
                 avail[v] = ("carry", carry.index(v))
             anchors, _ = _anchors(eqn, canon, defined, avail, ys)
