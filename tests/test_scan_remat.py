@@ -576,3 +576,23 @@ def test_stacks_of_an_inner_scan_in_a_jitted_layer_are_recomputed():
     # the layer input is stacked instead (one stack for those dropped)
     assert (after.memory_analysis().temp_size_in_bytes
             < before.memory_analysis().temp_size_in_bytes - sum(s.nbytes for s in found) // 2)
+
+
+def test_two_scan_pairs_each_keep_their_candidates():
+    # an encoder scan and a decoder scan (which reads the encoder's output) in one step:
+    # each backward scan gets the stacks of its own forward scan
+    def block(x, w):
+        return x + jnp.tanh(x @ w[0]) @ w[1], None
+
+    def step(p, x):
+        def loss(p):
+            enc = jax.lax.scan(block, x, p["enc"])[0]
+            return jnp.mean(jax.lax.scan(lambda h, w: block(h + enc, w), x, p["dec"])[0] ** 2)
+        return jax.grad(loss)(p)
+    r = np.random.RandomState(4)
+    w = lambda: (jnp.asarray(r.normal(size=(L, 64, 256)) * 0.1, jnp.float32),  # noqa: E731
+                 jnp.asarray(r.normal(size=(L, 256, 64)) * 0.1, jnp.float32))
+    args = ({"enc": w(), "dec": w()}, jnp.asarray(r.normal(size=(128, 64)), jnp.float32))
+    found = scan_remat.residual_stacks(scan_remat.trace(step, args).closed)
+    pairs = {(s.forward, s.backward) for s in found}
+    assert len(pairs) == 2 and len({f for f, _ in pairs}) == 2 == len({b for _, b in pairs})
