@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 
-MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan", "linen_attn_scan", "llama_scan", "lm_bf16")
+MODELS = ("lm_adamw", "gru_nnscan", "mlp_scan", "linen_attn_scan", "llama_scan", "lm_bf16",
+          "stacked_lstm", "jit_layer_birnn")
 
 
 def lm_adamw(compute_dtype=None):
@@ -183,6 +184,75 @@ def linen_attn_scan():
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, loss_value
     return step, (params, opt.init(params), tok)
+
+
+def stacked_lstm():
+    """A flax.linen stacked LSTM: an nn.scan over 3 layers, each an nn.RNN
+    (OptimizedLSTMCell) over time (a scan nested in the layer scan's body) with a
+    residual connection, adam."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+    L, B, T, H = 3, 16, 64, 128
+
+    class Layer(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            return x + nn.RNN(nn.OptimizedLSTMCell(H))(x), None
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x, _ = nn.scan(Layer, variable_axes={"params": 0}, split_rngs={"params": True},
+                           length=L)()(x, None)
+            return jnp.mean(nn.Dense(1)(x) ** 2)
+
+    m = Model()
+    xs = jax.random.normal(jax.random.PRNGKey(4), (B, T, H))
+    params = m.init(jax.random.PRNGKey(0), xs)
+    opt = optax.adam(1e-3)
+
+    def step(p, s, xs):
+        loss_value, g = jax.value_and_grad(lambda p: m.apply(p, xs))(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss_value
+    return step, (params, opt.init(params), xs)
+
+
+def jit_layer_birnn():
+    """A stacked bidirectional RNN: a lax.scan over 3 layers, each a jax.jit function
+    running two tanh RNNs over time (lax.scans forward and reverse, h = tanh(x + h W))
+    merged by a product, adam.  Its layer input is no residual: the layer scan's
+    stacks are all the inner scans' (the rewrite stacks the layer input to drop them)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    L, B, T, H = 3, 16, 64, 128
+    ks = jax.random.split(jax.random.PRNGKey(5), 3)
+    params = {n: jax.random.normal(k, (L, H, H)) / H ** 0.5 for n, k in zip(("f", "b"), ks[:2])}
+    xs = jax.random.normal(ks[2], (T, B, H))
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def layer(seq, w):
+        def cell(wh):
+            def f(h, x):
+                h = jnp.tanh(x + h @ wh)
+                return h, h
+            return f
+        _, fwd = jax.lax.scan(cell(w["f"]), jnp.zeros((B, H)), seq)
+        _, bwd = jax.lax.scan(cell(w["b"]), jnp.zeros((B, H)), seq, reverse=True)
+        return seq + fwd * bwd, None
+
+    def loss(p):
+        return jnp.mean(jax.lax.scan(layer, xs, p)[0] ** 2)
+
+    def step(p, s):
+        loss_value, g = jax.value_and_grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss_value
+    return step, (params, opt.init(params))
 
 
 def llama_scan():

@@ -17,7 +17,14 @@ a candidate when it is read only by one other scan as an xs of the same length
 and its slice in the forward body can be computed, without effects, from the
 consts, the xs, the carried value where the body stacks it unchanged (the layer
 input) and the anchors: the stacks whose own computation reads a carried value
-that is not stacked (``x - mean`` of a layer norm over the carry), always kept.
+that is not stacked (``x - mean`` of a layer norm over the carry), always kept,
+unless they hold most of the stacked bytes and over CARRY_STACK_RATIO times that
+carried value's stack: then the rewrite stacks the carried value and recomputes
+them from it.  A scan nested in the
+body (an RNN layer over time in a scan over layers, ``lax.map``) is one equation of
+the slice's computation: the backward body re-runs it whole, as ``jax.checkpoint``
+on the outer body would; calls in scan bodies (a layer written as a ``jax.jit``
+function) are inlined first.
 
 Bit for bit: values the forward loop materialized (its outputs) are kept apart
 by optimization barriers, where the backward body recomputes them and where the
@@ -66,12 +73,21 @@ REFINE_MIN_SHARE = 0.01
 # again without them, at most CULPRIT_ROUNDS times.
 CULPRIT_ROUNDS = 2
 CULPRIT_PROBES = 5
+# A carried value the forward body does not stack is stacked by the rewrite where the
+# stacks only it lets recompute (the anchors) hold most of the body's stacked bytes and
+# more than this many times its stack (elsewhere the anchors are a layer norm's few
+# stacks, and those the rewrite drops first would then need the carried value stacked:
+# a flax LM's first 8 stacks left 4 MiB more XLA temp).
+CARRY_STACK_RATIO = 2
 # Calls inlined before looking for scans (their bodies are where the scans sit when
 # the loss or the step is itself jitted, or, for jax.checkpoint's remat equation
 # ("remat2"; "checkpoint" in other jax versions), where a forward wrapped in
 # jax.checkpoint has its recomputed forward scan and the backward scan after autodiff:
 # inlined, its barriers go, which the bit-for-bit comparison judges).
 INLINED = frozenset({"pjit", "jit", "closed_call", "core_call", "remat2", "checkpoint"})
+# ... and in scan bodies (a layer written as a jax.jit function), jax.checkpoint's
+# equation kept whole there (it recomputes in the body already).
+BODY_INLINED = frozenset({"pjit", "jit", "closed_call", "core_call"})
 
 
 class ScanRematError(OllaJaxError, ValueError):
@@ -138,19 +154,40 @@ def _needed(jaxpr, outvars: Sequence[Any]) -> list[int]:
     return keep[::-1]
 
 
-def _inline_eval(closed, args: Sequence[Any]) -> list[Any]:
-    """``closed`` on ``args`` with pjit/closed_call equations evaluated inline."""
+def _has_call(jaxpr, calls: frozenset[str] = INLINED) -> bool:
+    """Whether ``jaxpr`` has a call to inline: one of ``calls`` at its top level, or
+    one of BODY_INLINED in a scan body (at any depth)."""
+    return any(e.primitive.name in calls
+               or (e.primitive.name == "scan"
+                   and _has_call(e.params["jaxpr"].jaxpr, BODY_INLINED))
+               for e in jaxpr.eqns)
+
+
+def _inline_eval(closed, args: Sequence[Any], calls: frozenset[str] = INLINED) -> list[Any]:
+    """``closed`` on ``args`` with the ``calls`` equations evaluated inline, and the
+    BODY_INLINED ones in scan bodies: a layer written as a ``jax.jit`` function and
+    scanned keeps its residuals in one call equation of the body, whose outputs
+    hide the values they are computed from."""
     jaxpr = closed.jaxpr
     env = dict(zip(jaxpr.constvars, closed.consts))
     env.update(zip(jaxpr.invars, args))
 
     def hook(i, eqn, invals):
+        if eqn.primitive.name == "scan" and _has_call(eqn.params["jaxpr"].jaxpr, BODY_INLINED):
+            p = jax_compat.scan_params(eqn)
+            nc, nk = p.num_consts, p.num_carry
+
+            def body(consts, carry, xs):
+                outs = _inline_eval(p.body, [*consts, *carry, *xs], BODY_INLINED)
+                return outs[:nk], outs[nk:]
+            carry, ys = _scan(body, invals[:nc], invals[nc:nc + nk], invals[nc + nk:], p)
+            return [*carry, *ys]
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-        if eqn.primitive.name not in INLINED or inner is None:
+        if eqn.primitive.name not in calls or inner is None:
             return None
         if not hasattr(inner, "consts"):
             inner = jex.ClosedJaxpr(inner, ())
-        return _inline_eval(inner, invals)
+        return _inline_eval(inner, invals, calls)
     _run(jaxpr, env, hook=hook)
     return [_read(env, v) for v in jaxpr.outvars]
 
@@ -160,7 +197,7 @@ def trace(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] = ())
     try:
         closed, out_shape = jax.make_jaxpr(fn, static_argnums=tuple(static_argnums),
                                            return_shape=True)(*args)
-        if any(e.primitive.name in INLINED for e in closed.jaxpr.eqns):
+        if _has_call(closed.jaxpr):
             avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
             closed = jax.make_jaxpr(lambda *xs: _inline_eval(closed, xs))(*avals)
         return Traced(closed, out_shape)
@@ -216,7 +253,11 @@ class _Forward:
     ("xs", k) or ("stack", output position) for a kept stack, the carried value
     where the body stacks it unchanged (the layer input) and the anchors: the
     stacks whose computation reads a carried value that is not stacked (kept,
-    everything else is recomputed from them)."""
+    everything else is recomputed from them); or ("carry", k): the k-th carried
+    value, not stacked by the body, stacked by the rewrite where the anchors
+    would hold most of the stacks' bytes (a layer run through an inner scan
+    keeps the inner scan's stacks, all read from the layer input, and not the
+    layer input itself)."""
     eqn: Any
     canon: dict[Any, Any]
     defined: dict[Any, int]          # canonical variable -> body equation making it
@@ -231,9 +272,11 @@ class _Forward:
     def params(self) -> jax_compat.ScanParams:
         return jax_compat.scan_params(self.eqn)
 
-    def cone(self, outs: Sequence[Any], stops: dict[Any, Any] | None = None) -> list[int] | None:
+    def cone(self, outs: Sequence[Any], stops: dict[Any, Any] | None = None,
+             reached: set[Any] | None = None) -> list[int] | None:
         """Body equations that compute ``outs`` from ``stops`` (default ``avail``), in
-        order; None where one of them needs a carried value that is not there."""
+        order; None where one of them needs a carried value that is not there (added
+        to ``reached`` where given)."""
         stops = self.avail if stops is None else stops
         p = self.params
         carry = set(self.body.invars[p.num_consts:][:p.num_carry])
@@ -245,6 +288,9 @@ class _Forward:
             if v in seen or v in stops:
                 continue
             seen.add(v)
+            if v in carry and reached is not None:
+                reached.add(v)
+                return None
             if v in carry or v not in self.defined:
                 return None            # a carried value (or an input) not at hand
             i = self.defined[v]
@@ -312,18 +358,35 @@ def _forward(eqn, outvars) -> _Forward:
     for out, y in ys:
         if y in body.invars[nc:nc + nk]:
             avail.setdefault(y, ("stack", out))      # the carried value, stacked
-    shell = _Forward(eqn, canon, defined, avail, frozenset())
-    anchors = set()
-    for out, y in ys:
-        if y in avail:
-            continue
-        others = {**avail, **{w: ("stack", o) for o, w in ys if w is not y}}
-        if shell.cone([y], others) is None:
-            anchors.add(out)
+    anchors, reached = _anchors(eqn, canon, defined, avail, ys)
+    carry = body.invars[nc:nc + nk]
+    if anchors and reached:
+        held = sum(_nbytes(outvars[out].aval) for out in anchors)
+        stacked = sum(_nbytes(outvars[out].aval) for out, _ in ys)
+        if (2 * held > stacked
+                and held > CARRY_STACK_RATIO * p.length * sum(_nbytes(v.aval) for v in reached)):
+            for v in reached:
+                avail[v] = ("carry", carry.index(v))
+            anchors, _ = _anchors(eqn, canon, defined, avail, ys)
     for out, y in ys:
         if out in anchors:
             avail.setdefault(y, ("stack", out))
     return _Forward(eqn, canon, defined, avail, frozenset(anchors))
+
+
+def _anchors(eqn, canon, defined, avail, ys) -> tuple[set[int], set[Any]]:
+    """The ys positions whose slice needs a carried value not in ``avail``, and
+    those carried values."""
+    shell = _Forward(eqn, canon, defined, avail, frozenset())
+    anchors: set[int] = set()
+    reached: set[Any] = set()
+    for out, y in ys:
+        if y in avail:
+            continue
+        others = {**avail, **{w: ("stack", o) for o, w in ys if w is not y}}
+        if shell.cone([y], others, reached) is None:
+            anchors.add(out)
+    return anchors, reached
 
 
 def residual_stacks(closed, *, min_bytes: int = MIN_BYTES) -> tuple[ResidualStack, ...]:
@@ -407,9 +470,11 @@ def _scan(body_fn, consts, init, xs, params: jax_compat.ScanParams):
                         length=params.length, reverse=params.reverse, unroll=params.unroll)
 
 
-def _forward_without(eqn, invals, dropped_outs: set[int]) -> list[Any]:
+def _forward_without(eqn, invals, dropped_outs: set[int],
+                     carries: Sequence[int] = ()) -> tuple[list[Any], dict[int, Any]]:
     """The forward scan with its outputs ``dropped_outs`` (ys positions) no longer
-    stacked; returns all outputs, ``None`` at the dropped ones."""
+    stacked and its carried values ``carries`` (positions) stacked; returns all
+    outputs, ``None`` at the dropped ones, and the carried values' stacks."""
     p = jax_compat.scan_params(eqn)
     closed = p.body
     body = closed.jaxpr
@@ -431,24 +496,32 @@ def _forward_without(eqn, invals, dropped_outs: set[int]) -> list[Any]:
         env.update(zip(body.invars, [*consts, *carry, *xs]))
         _run(body, env, order, tied)
         outs = [_read(env, v) for v in wanted]
-        return outs[:nk], outs[nk:]
+        return outs[:nk], outs[nk:] + [carry[k] for k in carries]
     carry, ys = _scan(fn, invals[:nc], invals[nc:nc + nk], invals[nc + nk:], p)
     outs: list[Any] = [None] * len(body.outvars)
-    for k, x in zip(kept, [*carry, *ys]):
+    stacked = [*carry, *ys]
+    for k, x in zip(kept, stacked):
         outs[k] = x
-    return outs
+    return outs, dict(zip(carries, stacked[len(kept):]))
 
 
-def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
-                   dropped: Sequence[ResidualStack]) -> list[Any]:
-    """The backward scan with each of ``dropped`` (its xs) recomputed in its body
-    from the forward scan's consts, xs and kept stacks (``fouts``)."""
-    feqn, bp, fp = fwd.eqn, jax_compat.scan_params(beqn), fwd.params
-    bclosed, fclosed = bp.body, fp.body
-    bbody, fbody = bclosed.jaxpr, fclosed.jaxpr
+@dataclasses.dataclass(frozen=True)
+class _Recomputation:
+    """What a backward scan's body recomputes of a forward body, and from what."""
+    replaced: dict[int, int]     # backward xs position -> forward body output position
+    stops: dict[Any, tuple[str, int]]
+    order: list[int]             # forward body equations run
+    inputs: list[Any]            # forward body variables read, in ``stops``
+
+    def carries(self) -> set[int]:
+        """The carried values (positions) it reads, stacked by the rewrite."""
+        return {self.stops[v][1] for v in self.inputs if self.stops[v][0] == "carry"}
+
+
+def _recomputation(beqn, fwd: _Forward, dropped: Sequence[ResidualStack]) -> _Recomputation:
+    bp, fbody = jax_compat.scan_params(beqn), fwd.body
     bnc, bnk = bp.num_consts, bp.num_carry
-    fnc, fnk = fp.num_consts, fp.num_carry
-    top_of = {s.output: feqn.outvars[s.output] for s in dropped}
+    top_of = {s.output: fwd.eqn.outvars[s.output] for s in dropped}
     # backward xs positions fed by a dropped stack -> the forward body's output position
     replaced = {}
     for k, v in enumerate(beqn.invars):
@@ -462,12 +535,27 @@ def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts,
         raise ScanRematError("a dropped stack cannot be recomputed from what is kept")
     read = {fwd.canon.get(u, u) for i in order for u in fbody.eqns[i].invars
             if isinstance(u, jex.Var)} | {fwd.canon.get(v, v) for v in recompute}
-    inputs = [v for v in stops if v in read]       # what the recomputation reads
-    consts = [v for v in inputs if stops[v][0] == "const"]
-    sliced = [v for v in inputs if stops[v][0] != "const"]
+    return _Recomputation(replaced, stops, order, [v for v in stops if v in read])
+
+
+def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts, carry_stacks: dict[int, Any],
+                   dropped: Sequence[ResidualStack]) -> list[Any]:
+    """The backward scan with each of ``dropped`` (its xs) recomputed in its body
+    from the forward scan's consts, xs, kept stacks (``fouts``) and the carried
+    values it stacked for them (``carry_stacks``)."""
+    bp, fp = jax_compat.scan_params(beqn), fwd.params
+    bclosed, fclosed = bp.body, fp.body
+    bbody, fbody = bclosed.jaxpr, fclosed.jaxpr
+    bnc, bnk = bp.num_consts, bp.num_carry
+    fnc, fnk = fp.num_consts, fp.num_carry
+    r = _recomputation(beqn, fwd, dropped)
+    replaced, stops, order = r.replaced, r.stops, r.order
+    consts = [v for v in r.inputs if stops[v][0] == "const"]
+    sliced = [v for v in r.inputs if stops[v][0] != "const"]
     b_xs = [x for k, x in enumerate(binvals[bnc + bnk:]) if k not in replaced]
-    extra_xs = [finvals[fnc + fnk + stops[v][1]] if stops[v][0] == "xs"
-                else fouts[stops[v][1]] for v in sliced]
+    where = {"xs": lambda k: finvals[fnc + fnk + k], "stack": lambda k: fouts[k],
+             "carry": lambda k: carry_stacks[k]}
+    extra_xs = [where[stops[v][0]](stops[v][1]) for v in sliced]
     n_bxs = len(bbody.invars) - bnc - bnk
     materialized = {fwd.canon.get(v, v) for v in fbody.outvars if isinstance(v, jex.Var)}
 
@@ -535,24 +623,29 @@ def evaluate(closed, flat_args: Sequence[Any], dropped: Sequence[ResidualStack])
         by_backward.setdefault(s.backward, []).append(s)
     env = dict(zip(jaxpr.constvars, closed.consts))
     env.update(zip(jaxpr.invars, flat_args))
-    forward_io: dict[int, tuple[list[Any], list[Any]]] = {}
+    forward_io: dict[int, tuple[list[Any], list[Any], dict[int, Any]]] = {}
+    analysed = {f: _forward(jaxpr.eqns[f], jaxpr.eqns[f].outvars) for f in by_forward}
+    # the carried values each forward scan stacks for its backward scans' recomputation
+    carries: dict[int, set[int]] = {f: set() for f in by_forward}
+    for b, group in by_backward.items():
+        forwards = {s.forward for s in group}
+        if len(forwards) != 1:
+            raise ScanRematError("stacks of two forward scans dropped for one backward "
+                                 "scan: not supported; drop one scan's stacks at a time")
+        f = next(iter(forwards))
+        carries[f] |= _recomputation(jaxpr.eqns[b], analysed[f], group).carries()
 
     def hook(i, eqn, invals):
         if i in by_forward:
-            outs = _forward_without(eqn, invals, {s.output for s in by_forward[i]})
-            forward_io[i] = (invals, outs)
+            outs, stacked = _forward_without(eqn, invals, {s.output for s in by_forward[i]},
+                                             sorted(carries[i]))
+            forward_io[i] = (invals, outs, stacked)
             return outs
         if i in by_backward:
             group = by_backward[i]
-            forwards = {s.forward for s in group}
-            if len(forwards) != 1:
-                raise ScanRematError("stacks of two forward scans dropped for one backward "
-                                     "scan: not supported; drop one scan's stacks at a time")
-            f = forwards.pop()
-            finvals, fouts = forward_io[f]
-            feqn = jaxpr.eqns[f]
-            return _backward_with(eqn, invals, _forward(feqn, feqn.outvars), finvals, fouts,
-                                  group)
+            f = group[0].forward
+            finvals, fouts, stacked = forward_io[f]
+            return _backward_with(eqn, invals, analysed[f], finvals, fouts, stacked, group)
         return None
     # the dropped stacks are read by nothing any more: evaluate only what is needed
     _run(jaxpr, env, _needed(jaxpr, jaxpr.outvars), hook)   # a dropped stack is None in env
@@ -622,8 +715,9 @@ class ScanRematResult:
                     "scans keep none it can recompute (a stack of at least min_bytes that a "
                     "forward scan makes and only one backward scan reads, its slice computable "
                     "from the body's consts, xs and stacked carry). A scan body already under "
-                    "jax.checkpoint / nnx.remat / nn.remat keeps no such stack, and a scan "
-                    "nested in another scan's body is not looked into",)
+                    "jax.checkpoint / nnx.remat / nn.remat keeps no such stack; a scan nested "
+                    "in another scan's body is re-run whole for the outer stacks it makes, "
+                    "its own stacks inside the outer body are not dropped",)
         if not self.dropped:
             return ("scan rematerialization: no residual stack dropped "
                     f"({self.candidates} candidate(s))",)

@@ -528,3 +528,71 @@ def test_bf16_bits_differ_through_excess_precision():
                          for f in (bf16_step, step))
         same.append(_bits(before(*args)) == _bits(after(*args)))
     assert same == [False, True]
+
+
+def _jit_rnn_layer_step(p, xs):
+    # layers in a scan, each a jax.jit function running an RNN over time in an inner
+    # scan: the outer forward body is one call whose outputs are the inner scan's
+    # stacks, all computed from the layer input, which the body does not stack
+    @jax.jit
+    def layer(seq, w):
+        def cell(h, x):
+            h = jnp.tanh(x + h @ w)
+            return h, h
+        _, ys = jax.lax.scan(cell, jnp.zeros(seq.shape[1:]), seq)
+        return seq + ys * ys, None
+
+    def loss(p):
+        return jnp.mean(jax.lax.scan(layer, xs, p)[0] ** 2)
+    return jax.grad(loss)(p)
+
+
+def _jit_rnn_layer_args():
+    r = np.random.RandomState(3)      # no jax compile for the arguments
+    return (jnp.asarray(r.normal(size=(L, 64, 64)) * 0.05, jnp.float32),
+            jnp.asarray(r.normal(size=(16, 8, 64)), jnp.float32))
+
+
+def test_stacks_of_an_inner_scan_in_a_jitted_layer_are_candidates():
+    traced = scan_remat.trace(_jit_rnn_layer_step, _jit_rnn_layer_args())
+    found = scan_remat.residual_stacks(traced.closed)
+    assert (L, 16, 8, 64) in {s.shape for s in found}
+
+
+@pytest.mark.slow   # ~5 s: two compiles of nested scans
+def test_stacks_of_an_inner_scan_in_a_jitted_layer_are_recomputed():
+    args = _jit_rnn_layer_args()
+    traced = scan_remat.trace(_jit_rnn_layer_step, args)
+    forward = [e for e in traced.closed.jaxpr.eqns
+               if e.primitive.name == "scan" and not e.params["reverse"]][0]
+    assert "scan" in {e.primitive.name for e in forward.params["jaxpr"].jaxpr.eqns}  # inlined
+    found = scan_remat.residual_stacks(traced.closed)
+    assert (L, 16, 8, 64) in {s.shape for s in found}
+    # each recomputes the layer's inner scan: its FLOPs times the time steps, per layer
+    assert min(s.flops for s in found) >= L * 16 * 2 * 8 * 64 * 64
+    step = scan_remat.rewrite(_jit_rnn_layer_step, args, found, traced=traced)
+    before, after = (jax.jit(f).lower(*args).compile() for f in (_jit_rnn_layer_step, step))
+    assert _bits(before(*args)) == _bits(after(*args))
+    # the layer input is stacked instead (one stack for those dropped)
+    assert (after.memory_analysis().temp_size_in_bytes
+            < before.memory_analysis().temp_size_in_bytes - sum(s.nbytes for s in found) // 2)
+
+
+def test_two_scan_pairs_each_keep_their_candidates():
+    # an encoder scan and a decoder scan (which reads the encoder's output) in one step:
+    # each backward scan gets the stacks of its own forward scan
+    def block(x, w):
+        return x + jnp.tanh(x @ w[0]) @ w[1], None
+
+    def step(p, x):
+        def loss(p):
+            enc = jax.lax.scan(block, x, p["enc"])[0]
+            return jnp.mean(jax.lax.scan(lambda h, w: block(h + enc, w), x, p["dec"])[0] ** 2)
+        return jax.grad(loss)(p)
+    r = np.random.RandomState(4)
+    w = lambda: (jnp.asarray(r.normal(size=(L, 64, 256)) * 0.1, jnp.float32),  # noqa: E731
+                 jnp.asarray(r.normal(size=(L, 256, 64)) * 0.1, jnp.float32))
+    args = ({"enc": w(), "dec": w()}, jnp.asarray(r.normal(size=(128, 64)), jnp.float32))
+    found = scan_remat.residual_stacks(scan_remat.trace(step, args).closed)
+    pairs = {(s.forward, s.backward) for s in found}
+    assert len(pairs) == 2 and len({f for f, _ in pairs}) == 2 == len({b for _, b in pairs})
