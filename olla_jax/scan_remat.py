@@ -159,7 +159,7 @@ def _has_call(jaxpr, calls: frozenset[str] = INLINED) -> bool:
     one of BODY_INLINED in a scan body (at any depth)."""
     return any(e.primitive.name in calls
                or (e.primitive.name == "scan"
-                   and _has_call(e.params["jaxpr"].jaxpr, BODY_INLINED))
+                   and _has_call(jax_compat.scan_params(e).body.jaxpr, BODY_INLINED))
                for e in jaxpr.eqns)
 
 
@@ -173,8 +173,8 @@ def _inline_eval(closed, args: Sequence[Any], calls: frozenset[str] = INLINED) -
     env.update(zip(jaxpr.invars, args))
 
     def hook(i, eqn, invals):
-        if eqn.primitive.name == "scan" and _has_call(eqn.params["jaxpr"].jaxpr, BODY_INLINED):
-            p = jax_compat.scan_params(eqn)
+        p = jax_compat.scan_params(eqn) if eqn.primitive.name == "scan" else None
+        if p is not None and _has_call(p.body.jaxpr, BODY_INLINED):
             nc, nk = p.num_consts, p.num_carry
 
             def body(consts, carry, xs):
