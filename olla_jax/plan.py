@@ -694,8 +694,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                      rng_lowering=rng_lowering), lever_s)
             clocks["capture"] += lever_s[0]
             clocks["verify"] += lever_s[1]
-            if side is not None:
+            if side is not None and side.runs_total_bytes <= memory_budget:
                 return _budgeted(total(tried(side), *side_notes), int(memory_budget))
+            if side is not None:    # missed too, below the plan without it: the one to give
+                result = total(tried(side), *side_notes)
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
@@ -724,7 +726,8 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
     """``scan_remat=True``'s side: the step with its scans' residual stacks recomputed
     in the backward scans (``olla_jax.scan_remat``: the set chosen by the target's
     XLA temp, outputs compared with jax.jit's bit for bit on CPU), planned with the
-    same budget; (None, why) where it does not meet it.
+    same budget; where that misses the budget too, its least-memory plan if it is
+    below ``result``'s total (else None), with why.
     The lever takes the call as positional (``calls.positional_call``); the step
     planned takes it as it was made (keyword, static and donated arguments).
     ``seconds`` gets the lever's own: its trace and compiles, its bit comparison."""
@@ -767,10 +770,15 @@ def _scan_remat_side(fn, args, kwargs, result: Plan, memory_budget: int, static_
                     donate_argnames=[keywords[i - n] for i in call.donate_argnums if i >= n],
                     scan_remat=False, **options)
     except BudgetNotMet as err:
-        return None, (*found.notes(), f"the step with them recomputed misses it too "
-                      f"({str(err).splitlines()[0]})")
+        notes = (*found.notes(), f"the step with them recomputed misses it too "
+                 f"({str(err).splitlines()[0]})")
+        if err.plan is None or err.plan.runs_total_bytes >= result.runs_total_bytes:
+            return None, notes
+        side = err.plan
+    else:
+        notes = found.notes()
     side = _with_scan_remat(side, found, result.xla_temp_bytes)
-    return _timed_scan_remat(side, result, call, options), found.notes()
+    return _timed_scan_remat(side, result, call, options), notes
 
 
 def _timed_scan_remat(side: Plan, result: Plan, call: calls.PositionalCall,

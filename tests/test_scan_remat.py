@@ -183,6 +183,23 @@ def test_plan_meets_a_budget_only_with_scan_remat(monkeypatch):
     assert "scan stacks recomputed" in met.summary()
 
 
+@pytest.mark.slow   # a plan, the lever's compiles and a second plan that misses too
+def test_a_budget_missed_with_scan_remat_gives_the_lower_plan():
+    # below what dropping every stack reaches: the error's plan is the rewrite's,
+    # below the plan without it (it gave the plain plan's total)
+    args = _args()
+    free = olla_jax.plan(sgd_step, *args, time_limit_s=5)
+    budget = free.runs_total_bytes - free.runs_temp_bytes + 1
+    with pytest.raises(olla_jax.BudgetNotMet) as missed:
+        olla_jax.plan(sgd_step, *args, time_limit_s=5, memory_budget=budget, scan_remat=True)
+    least = missed.value.plan
+    assert least.settings.get("scan_remat_stacks", 0) >= 1
+    assert least.runs_total_bytes < free.runs_total_bytes
+    assert missed.value.least_bytes == least.runs_total_bytes
+    assert any("misses it too" in r for r in missed.value.reasons)
+    assert _bits(least.compiled(*args)) == _bits(jax.jit(sgd_step)(*args))
+
+
 def _ln_block(x, w):
     # the carried x is not stacked: jax keeps x - mean (computed twice in the body) instead
     mu = jnp.mean(x, -1, keepdims=True)
