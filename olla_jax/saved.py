@@ -72,7 +72,10 @@ class SavedPlan:
             keys = ("jax_program_temp_bytes",) + keys
         for key in keys:
             value = f.get(key)
-            lines.append(f"  {key:24s} {'-' if value is None else f'{value:,d} B'}")
+            # a recomputing plan's bound is the working set's floor (as Plan.summary says)
+            label = ("lower_bound (working set)" if key == "lower_bound_bytes" and self.recomputes
+                     else key)
+            lines.append(f"  {label:24s} {'-' if value is None else f'{value:,d} B'}")
         lines.append(f"  engine                   {self.engine}")
         if self.recomputes:
             from olla_jax.graph import layout

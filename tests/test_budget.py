@@ -123,6 +123,8 @@ def test_saved_plan_keeps_its_recomputation(vit, tmp_path):
     step, _, plan = vit
     path = tmp_path / "vit.json"
     plan.save(path)
+    # `olla-jax show`'s summary names the recomputing plan's bound for what it is
+    assert "lower_bound (working set)" in olla_jax.load_plan(path).summary()
     again = _plan(step, saved=olla_jax.load_plan(path))
     assert again.verified and again.layout.recomputes == plan.layout.recomputes
     assert again.achieved_temp_bytes == plan.achieved_temp_bytes
