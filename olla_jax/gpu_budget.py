@@ -225,7 +225,8 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
             path = ""
             try:
                 path = xla_remat.target_file(target, point.limit_bytes, io, folder)
-                got = plan_on(path, share)
+                with quiet():   # may not be kept: its complaints are in its notes
+                    got = plan_on(path, share)
             except Exception as err:  # noqa: BLE001 - this side is then left out
                 tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: failed "
                              f"({type(err).__name__}: {_named(str(err), path, named)})")
@@ -367,7 +368,8 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                                "top values parked: " + ", ".join(
                                    f"{n} -> {temp / mib:,.2f} MiB" for n, temp in lever.tried)
                                + ")")
-    got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE)
+    with quiet():   # a side that may not be kept: a short share's complaints are in its notes
+        got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE)
     seconds["solve"] += got.solve_seconds
     seconds["verify"] += got.verify_seconds
     seconds["capture"] += got.capture_seconds

@@ -185,6 +185,26 @@ def test_recomputation_on_top_of_offloading_warns_nobody_and_says_why_in_the_not
     assert "did not lower it: XLA's temp allocation cannot be resized here" in side.plan.notes[-1]
 
 
+def test_planning_the_offloaded_step_warns_nobody(monkeypatch):
+    """Its share of the limit is not the user's: a met budget once warned "the
+    time limit of 1.8 s is too short" under a 10 s limit (the note keeps it)."""
+    from olla_jax import offload
+    from olla_jax.result import warn
+    from tests.test_gpu_budget import _fake_plan
+    monkeypatch.setattr(offload, "offload", lambda fn, *a, **kw: types.SimpleNamespace(
+        chosen=("a",), fn="offloaded step", temp=700, xla_temp=1000, host_temp=2**20,
+        transfers=offload.Transfers(1, 1, 2**20, 2**20, 2), tried=((1, 700),)))
+
+    def short(fn, limit_s):
+        warn(f"no time to plan: the time limit of {limit_s:g} s is too short")
+        return _fake_plan(700, notes=(f"no time to plan: the time limit of {limit_s:g} s",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        side, _, _ = gpu_budget.offload_side(_fake_plan(950), 800, lambda x: x, (), short,
+                                             time_limit_s=10.0)
+    assert any(n.startswith("no time to plan") for n in side.plan.notes)
+
+
 def test_offloading_that_lowers_nothing_says_what_each_try_reached_in_mib(monkeypatch):
     from olla_jax import offload
     from tests.test_gpu_budget import _fake_plan
