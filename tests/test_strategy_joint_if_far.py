@@ -22,6 +22,8 @@ def test_why_the_joint_model_is_skipped(monkeypatch):
     far = arena // 2
     assert "within" in strategy.joint_skipped(graph, arena, near, 60.0)
     assert "within" in strategy.joint_skipped(graph, arena, arena, 60.0)
+    small = 2 * strategy.JOINT_MIN_GAP_BYTES   # far by the share, a few bytes by the count
+    assert "within" in strategy.joint_skipped(graph, small, small // 2 + 1, 60.0)
     assert "left" in strategy.joint_skipped(graph, arena, far, strategy.JOINT_MIN_S / 2)
     assert strategy.joint_skipped(graph, arena, far, 60.0) is None
     assert strategy.joint_skipped(graph, arena, 0, 60.0) is None   # no bound: as far as it gets
