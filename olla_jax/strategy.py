@@ -24,6 +24,19 @@ from olla_jax.solve import problem as sp
 # fraction of the limit from the start, or at the deadline itself.
 JOINT_WARM_START_SHARE = 0.4   # engine="joint": the separate search warm-starting the joint model
 JOINT_GRACE_SHARE = 0.05       # of its time: the joint model's child is stopped this long after its deadline
+# engine="auto": where the plan ends further than JOINT_GAP of its arena (and
+# JOINT_MIN_GAP_BYTES) above the bound, on a loop-free graph of at most
+# JOINT_MAX_NODES nodes, with at least JOINT_MIN_S left, the joint model gets
+# what the limit leaves (it stops once it proves its optimum or reaches the
+# bound).  A custom_vjp MLP (27 nodes, tests/solve/test_auto_stops_early.py)
+# ended at 0.6 s of 8 at twice the bound (8 KiB over), which the joint model
+# reaches.  The suite's tiny mlp (71 nodes) keeps XLA's 68 bytes over a bound
+# of 8 (88%): not worth the seconds.  The child's start-up (a fresh interpreter
+# importing olla_jax and jax) took 1.8 s unloaded.
+JOINT_GAP = 0.05
+JOINT_MIN_GAP_BYTES = 4096
+JOINT_MIN_S = 3.0
+JOINT_MAX_NODES = 400
 LIST_SHARE = 0.1               # the list schedules placed first end here (the first rule always runs)
 LIST_TIE = 1e-4                # list orders whose order costs are this close tie (_tied_list_order)
 LIST_FLOOR_SHARE = 0.25        # of the time left, what ranking tied list orders by floor may take
@@ -413,6 +426,7 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
         report("order search", msg)
 
     joint = engine == "joint"
+    joint_if_far = engine == "auto"   # the joint model where the plan stays far from the bound
     if joint:   # a short separate search warm-starts the joint model, which gets the rest
         engine = "auto"
         search = Deadline(JOINT_WARM_START_SHARE * clock.left(), now)
@@ -619,7 +633,8 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
     live[best.order] = best.live
     lap("defer and sink")
     if joint:
-        best = _joint(graph, best, clock.left() - FINISH_RESERVE * clock.seconds, seed)
+        best = _joint(graph, best, clock.left() - FINISH_RESERVE * clock.seconds, seed,
+                      live_of=live_of)
         placed[best.order] = best
         live[best.order] = best.live
     unplaced = [(o, orders[o]) for o in orders
@@ -657,6 +672,18 @@ def solve_graph(graph: model.ScheduleGraph, *, warm_starts: Sequence[Sequence[in
                                      end, settled=settled)
             report("lower bound", bound=value)
     lap("bound top-up")
+    if joint_if_far:
+        left = clock.left() - FINISH_RESERVE * clock.seconds
+        skipped = joint_skipped(graph, best.placement.arena_size, value, left)
+        if skipped:
+            logging.info("joint model not run: %s", skipped)
+        else:
+            logging.info("joint model: arena %d, bound %d; %.1f s left", best.placement.arena_size,
+                         value, left)
+            best = _joint(graph, best, left, seed, lower_bound=value, live_of=live_of)
+            placed[best.order] = best
+            live[best.order] = best.live
+            lap("joint model")
     layout = layout_lib.realize(graph, best.order, best.placement, best.owners)
     lap("layout")
     logging.info("stage ends (s from the solve's start): %s",
@@ -1228,9 +1255,25 @@ def _defer_outputs(graph: model.ScheduleGraph, problem: sp.OrderProblem, best: C
     return best
 
 
-def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, seed: int) -> Candidate:
+def joint_skipped(graph: model.ScheduleGraph, arena: int, bound: int, left_s: float) -> str | None:
+    """Why engine="auto" does not run the joint model on a plan of ``arena``
+    bytes above a proven ``bound`` with ``left_s`` left (None: it runs)."""
+    from olla_jax.solve import joint
+    if arena - bound <= max(JOINT_GAP * arena, JOINT_MIN_GAP_BYTES):
+        return f"the plan is within {JOINT_GAP:.0%} or {JOINT_MIN_GAP_BYTES} bytes of the bound"
+    if left_s < JOINT_MIN_S:
+        return f"{max(0.0, left_s):.1f} s left, under {JOINT_MIN_S:g} s"
+    if len(graph.nodes) > JOINT_MAX_NODES:
+        return f"{len(graph.nodes)} nodes, over {JOINT_MAX_NODES}"
+    return joint.unsupported(graph)
+
+
+def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, seed: int, *,
+           lower_bound: int = 0, live_of=None) -> Candidate:
     """The joint order-and-placement model, warm-started from ``best``; ``best``
-    itself unless the joint model finds a valid plan with a smaller arena."""
+    itself unless the joint model finds a valid plan with a smaller arena.
+    ``lower_bound``: proven, so the model stops once it reaches it;
+    ``live_of``: an order's live bytes (the Candidate's ``live``)."""
     from olla_jax.solve import isolated, joint, place_check
     order, placement = best.order, best.placement
     reason = joint.unsupported(graph)
@@ -1250,6 +1293,7 @@ def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, see
         found = isolated.run_isolated("olla_jax.solve.joint", "solve_joint", graph,
                                       hint_order=tuple(order), hint_places=hint,
                                       time_limit_s=limit, seed=seed, deadline=deadline,
+                                      lower_bound=lower_bound,
                                       timeout_s=limit * (1 + JOINT_GRACE_SHARE))
     except isolated.ChildFailed as err:
         logging.warning("joint engine failed: %s", err)
@@ -1265,7 +1309,7 @@ def _joint(graph: model.ScheduleGraph, best: Candidate, time_limit_s: float, see
                  found.placement.arena_size, placement.arena_size, found.bound, found.optimal)
     if found.placement.arena_size < placement.arena_size:
         return Candidate(found.order, "joint", found.placement, found.owners, found.problem,
-                         best.live)
+                         live_of(found.order) if live_of else best.live)
     return best
 
 

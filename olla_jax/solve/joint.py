@@ -140,12 +140,15 @@ def _hull_occupants(occupants):
 def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
                 hint_places: dict[int, tuple[int, int]], time_limit_s: float = 10.0,
                 workers: int = 2, seed: int = 0,
-                deadline: float | None = None) -> JointResult | None:
+                deadline: float | None = None, lower_bound: int = 0) -> JointResult | None:
     """Minimise the arena over orders and placements together.  ``hint_places``:
     unit id -> (region or ARENA, offset) of a valid plan under ``hint_order``.
     None when CP-SAT finds nothing in time.  ``deadline``: a ``time.monotonic()``
     instant (system-wide, so a parent's deadline holds in the child it starts)
-    that the search ends by too, whatever this process's start-up took."""
+    that the search ends by too, whatever this process's start-up took.
+    ``lower_bound``: an arena no valid plan goes below (the caller's proven
+    bound); the model's height starts there, so CP-SAT proves optimality and
+    stops as soon as it reaches it."""
     cp_model = _cp_model()
     t0 = time.monotonic()
     n = len(graph.nodes)
@@ -235,6 +238,8 @@ def solve_joint(graph: ScheduleGraph, *, hint_order: Sequence[int],
         if len(xs) > 1:
             m.add_no_overlap_2d(xs, ys)
     m.add_hint(height, hint_height)
+    # Valid plans only: the hint stays feasible even if the bound were wrong.
+    m.add(height >= min(lower_bound, hint_height))
     m.minimize(height)
 
     left = time_limit_s - (time.monotonic() - t0)
