@@ -88,12 +88,26 @@ def lm_bf16():
     return lm_adamw(jnp.bfloat16)
 
 
+def _adam_step(m, shape, seed: int):
+    """A flax model ``m`` of one input of ``shape`` (normal, from ``seed``) whose
+    output is the loss, trained by adam: (step, (params, opt_state, xs))."""
+    import jax
+    import optax
+    xs = jax.random.normal(jax.random.PRNGKey(seed), shape)
+    params = m.init(jax.random.PRNGKey(0), xs)
+    opt = optax.adam(1e-3)
+
+    def step(p, s, xs):
+        loss_value, g = jax.value_and_grad(lambda p: m.apply(p, xs))(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss_value
+    return step, (params, opt.init(params), xs)
+
+
 def gru_nnscan():
     """A flax.linen nn.scan GRU over time, a dense head, adam."""
     import flax.linen as nn
-    import jax
     import jax.numpy as jnp
-    import optax
     B, T, F, Hd = 16, 128, 64, 256
 
     class Model(nn.Module):
@@ -104,16 +118,7 @@ def gru_nnscan():
             _, ys = cell(jnp.zeros((xs.shape[0], Hd)), xs)
             return jnp.mean(nn.Dense(1)(ys) ** 2)
 
-    m = Model()
-    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, F))
-    params = m.init(jax.random.PRNGKey(0), xs)
-    opt = optax.adam(1e-3)
-
-    def step(p, s, xs):
-        loss_value, g = jax.value_and_grad(lambda p: m.apply(p, xs))(p)
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss_value
-    return step, (params, opt.init(params), xs)
+    return _adam_step(Model(), (B, T, F), seed=1)
 
 
 def mlp_scan():
@@ -191,9 +196,7 @@ def stacked_lstm():
     (OptimizedLSTMCell) over time (a scan nested in the layer scan's body) with a
     residual connection, adam."""
     import flax.linen as nn
-    import jax
     import jax.numpy as jnp
-    import optax
     L, B, T, H = 3, 16, 64, 128
 
     class Layer(nn.Module):
@@ -208,16 +211,7 @@ def stacked_lstm():
                            length=L)()(x, None)
             return jnp.mean(nn.Dense(1)(x) ** 2)
 
-    m = Model()
-    xs = jax.random.normal(jax.random.PRNGKey(4), (B, T, H))
-    params = m.init(jax.random.PRNGKey(0), xs)
-    opt = optax.adam(1e-3)
-
-    def step(p, s, xs):
-        loss_value, g = jax.value_and_grad(lambda p: m.apply(p, xs))(p)
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss_value
-    return step, (params, opt.init(params), xs)
+    return _adam_step(Model(), (B, T, H), seed=4)
 
 
 def jit_layer_birnn():
