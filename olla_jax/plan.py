@@ -1136,7 +1136,7 @@ def _import_solver_libraries() -> None:
     for name in ("solve.order", "solve.list_schedule", "solve.sink", "solve.search",
                  "solve.ilp_order", "solve.bounds", "solve.bound_block", "solve.bound_chain",
                  "solve.bound_cpsat", "solve.bound_park", "solve.bound_reduced",
-                 "solve.cpsat_lits", "solve.place_sweep", "graph.park"):
+                 "solve.cpsat_lits", "solve.place_sweep", "solve.joint", "graph.park"):
         importlib.import_module(f"olla_jax.{name}")
 
 
