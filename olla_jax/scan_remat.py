@@ -539,16 +539,15 @@ def _recomputation(beqn, fwd: _Forward, dropped: Sequence[ResidualStack]) -> _Re
 
 
 def _backward_with(beqn, binvals, fwd: _Forward, finvals, fouts, carry_stacks: dict[int, Any],
-                   dropped: Sequence[ResidualStack]) -> list[Any]:
-    """The backward scan with each of ``dropped`` (its xs) recomputed in its body
-    from the forward scan's consts, xs, kept stacks (``fouts``) and the carried
-    values it stacked for them (``carry_stacks``)."""
+                   r: _Recomputation) -> list[Any]:
+    """The backward scan with the dropped stacks ``r`` replaces (its xs) recomputed
+    in its body from the forward scan's consts, xs, kept stacks (``fouts``) and the
+    carried values it stacked for them (``carry_stacks``)."""
     bp, fp = jax_compat.scan_params(beqn), fwd.params
     bclosed, fclosed = bp.body, fp.body
     bbody, fbody = bclosed.jaxpr, fclosed.jaxpr
     bnc, bnk = bp.num_consts, bp.num_carry
     fnc, fnk = fp.num_consts, fp.num_carry
-    r = _recomputation(beqn, fwd, dropped)
     replaced, stops, order = r.replaced, r.stops, r.order
     consts = [v for v in r.inputs if stops[v][0] == "const"]
     sliced = [v for v in r.inputs if stops[v][0] != "const"]
@@ -625,7 +624,9 @@ def evaluate(closed, flat_args: Sequence[Any], dropped: Sequence[ResidualStack])
     env.update(zip(jaxpr.invars, flat_args))
     forward_io: dict[int, tuple[list[Any], list[Any], dict[int, Any]]] = {}
     analysed = {f: _forward(jaxpr.eqns[f], jaxpr.eqns[f].outvars) for f in by_forward}
-    # the carried values each forward scan stacks for its backward scans' recomputation
+    # what each backward scan recomputes, and the carried values each forward scan
+    # stacks for it
+    recomputations: dict[int, _Recomputation] = {}
     carries: dict[int, set[int]] = {f: set() for f in by_forward}
     for b, group in by_backward.items():
         forwards = {s.forward for s in group}
@@ -633,7 +634,8 @@ def evaluate(closed, flat_args: Sequence[Any], dropped: Sequence[ResidualStack])
             raise ScanRematError("stacks of two forward scans dropped for one backward "
                                  "scan: not supported; drop one scan's stacks at a time")
         f = next(iter(forwards))
-        carries[f] |= _recomputation(jaxpr.eqns[b], analysed[f], group).carries()
+        recomputations[b] = _recomputation(jaxpr.eqns[b], analysed[f], group)
+        carries[f] |= recomputations[b].carries()
 
     def hook(i, eqn, invals):
         if i in by_forward:
@@ -642,10 +644,10 @@ def evaluate(closed, flat_args: Sequence[Any], dropped: Sequence[ResidualStack])
             forward_io[i] = (invals, outs, stacked)
             return outs
         if i in by_backward:
-            group = by_backward[i]
-            f = group[0].forward
+            f = by_backward[i][0].forward
             finvals, fouts, stacked = forward_io[f]
-            return _backward_with(eqn, invals, analysed[f], finvals, fouts, stacked, group)
+            return _backward_with(eqn, invals, analysed[f], finvals, fouts, stacked,
+                                  recomputations[i])
         return None
     # the dropped stacks are read by nothing any more: evaluate only what is needed
     _run(jaxpr, env, _needed(jaxpr, jaxpr.outvars), hook)   # a dropped stack is None in env
