@@ -694,10 +694,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                      rng_lowering=rng_lowering), lever_s)
             clocks["capture"] += lever_s[0]
             clocks["verify"] += lever_s[1]
-            if side is not None and side.runs_total_bytes <= memory_budget:
-                return _budgeted(total(tried(side), *side_notes), int(memory_budget))
-            if side is not None:    # missed too, below the plan without it: the one to give
+            if side is not None:    # met, or missed too below the plan without it
                 result = total(tried(side), *side_notes)
+                if result.runs_total_bytes <= memory_budget:
+                    return _budgeted(result, int(memory_budget))
             reasons += side_notes
         else:
             reasons.append(skipped[-1])
