@@ -29,10 +29,10 @@ JOINT_GRACE_SHARE = 0.05       # of its time: the joint model's child is stopped
 # JOINT_MAX_NODES nodes, with at least JOINT_MIN_S left, the joint model gets
 # what the limit leaves (it stops once it proves its optimum or reaches the
 # bound).  A custom_vjp MLP (27 nodes, tests/solve/test_auto_stops_early.py)
-# ended at 0.6 s of 8 at twice the bound (8 KiB over), which the joint model
+# ended long before its limit at twice the bound, which the joint model
 # reaches.  The suite's tiny mlp (71 nodes) keeps XLA's 68 bytes over a bound
-# of 8 (88%): not worth the seconds.  The child's start-up (a fresh interpreter
-# importing olla_jax and jax) took 1.8 s unloaded.
+# of 8 (88%): not worth the seconds.  JOINT_MIN_S leaves room for the child's
+# start-up (a fresh interpreter importing olla_jax and jax).
 JOINT_GAP = 0.05
 JOINT_MIN_GAP_BYTES = 4096
 JOINT_MIN_S = 3.0
