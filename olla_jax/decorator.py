@@ -222,9 +222,12 @@ class _LeftToJax(Exception):
     ShapeDtypeStructs: jax.jit's, not planned."""
 
 
-def _leaves_key(leaves: list, calling: bool) -> tuple:
+def _leaves_key(leaves: list, calling: bool, static_leaves: bool = False) -> tuple:
     """``_leaf`` of each leaf; ``calling``: raise _LeftToJax on a Tracer or a
-    ShapeDtypeStruct (a call, not ``plan_for``, which plans ahead with them)."""
+    ShapeDtypeStruct (a call, not ``plan_for``, which plans ahead with them).
+    ``static_leaves``: a leaf that is not an array is keyed by its value (a jit
+    wrapper that is not jax.jit, equinox's ``filter_jit``, bakes such leaves
+    into the program: 2.0 and 3.0 are two programs there)."""
     out = []
     for x in leaves:
         if type(x) in _ARRAY_TYPES:
@@ -233,8 +236,15 @@ def _leaves_key(leaves: list, calling: bool) -> tuple:
             continue
         if calling and isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)):
             raise _LeftToJax
+        if static_leaves and not isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)):
+            out.append((_STATIC_LEAF, type(x), x))   # hashed with the key: TypeError if it cannot be
+            continue
         out.append(_leaf(x))
     return tuple(out)
+
+
+# Marks a leaf keyed by its value (``_leaves_key``'s ``static_leaves``).
+_STATIC_LEAF = "static leaf"
 
 
 def _leaf(x: Any) -> tuple:
@@ -272,6 +282,9 @@ class Jitted:
     def __init__(self, fun: Callable, *, backend: str | None = None, time_limit_s: float = 30.0,
                  cache: bool | str | Path = True, compiler_options: dict | None = None,
                  plan_options: dict | None = None, jit_kwargs: dict | None = None):
+        # first: copying the function's __dict__ (functools.wraps does) must not
+        # replace this object's own attributes (a wrapper object's ``_jitted``)
+        functools.update_wrapper(self, inspect_unwrap(fun) if calls.is_jitted(fun) else fun)
         plan_options = dict(plan_options or {})
         unknown = set(plan_options) - set(PLAN_OPTIONS)
         if unknown:
@@ -317,7 +330,9 @@ class Jitted:
         self._plans: dict[Any, Any] = {}
         self._lock = threading.Lock()
         self._warned = False
-        functools.update_wrapper(self, inspect_unwrap(fun) if calls.is_jitted(fun) else fun)
+        # a jit wrapper whose static arguments jax.jit's options do not tell
+        # (equinox's filter_jit: every leaf that is not an array is static)
+        self._static_leaves = calls.static_info(self._jitted) is None
 
     # -- signatures ---------------------------------------------------------
     def _split(self, args, kwargs):
@@ -342,13 +357,15 @@ class Jitted:
         static = (tuple((i, type(v), v) for i, v in positional),
                   tuple((k, type(v), v) for k, v in named))
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
-        return (static, tree, _leaves_key(leaves, calling), jax_compat.trace_context())
+        return (static, tree, _leaves_key(leaves, calling, self._static_leaves),
+                jax_compat.trace_context())
 
     def _file_key(self, key) -> str:
         (positional, named), tree, leaves, context = key
         static = (tuple((i, v) for i, _, v in positional), tuple((k, v) for k, _, v in named))
         text = "|".join((self._identity, _stable(static), _ADDRESS.sub("", str(tree)),
-                         _ADDRESS.sub("", repr([tuple(map(str, leaf)) for leaf in leaves])),
+                         _ADDRESS.sub("", repr([_stable(leaf[2]) if leaf[0] is _STATIC_LEAF
+                                                else tuple(map(str, leaf)) for leaf in leaves])),
                          _ADDRESS.sub("", repr(context))))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
