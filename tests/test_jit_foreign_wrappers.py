@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import olla_jax
+from tests.marks import needs_plugin
 
 
 def _is_array(x: Any) -> bool:
@@ -130,3 +131,15 @@ def test_a_wrappers_own_attributes_do_not_replace_the_jitted_objects():
     np.testing.assert_array_equal(np.asarray(jitted(x, 2.0, jax.nn.relu)),
                                   np.asarray(wrapped(x, 2.0, jax.nn.relu)))
     assert jitted.plan_for(x, 2.0, jax.nn.relu) is not None
+
+
+@needs_plugin
+def test_a_compile_only_target_refuses_a_wrapper_with_static_leaves_saying_what_to_do():
+    """A compile-only target compiles the wrapper's function under jax.jit: the
+    wrapper's static leaves (its function) were refused as 'not an array ...
+    mark it static (static_argnums)', though the wrapper marks them itself."""
+    x = jnp.ones((8, 8))
+    with pytest.raises(TypeError, match=r"argument leaf \[1\] is a float, not an array(.|\n)*"
+                                        r"not jax\.jit(.|\n)*backend='cpu'(.|\n)*static_argnums"):
+        olla_jax.plan(StaticLeavesJit(scaled), x, 2.0, jax.nn.relu, backend="gpu:h100",
+                      time_limit_s=1)
