@@ -45,6 +45,9 @@ class _Lowered:
     def compile(self, compiler_options=None):
         return _Compiled(self.lowered.compile(compiler_options=compiler_options))
 
+    def as_text(self):
+        return self.lowered.as_text()
+
 
 class StaticLeavesJit:
     """A jit wrapper whose non-array leaves are static (baked into the program)."""
@@ -143,3 +146,32 @@ def test_a_compile_only_target_refuses_a_wrapper_with_static_leaves_saying_what_
                                         r"not jax\.jit(.|\n)*backend='cpu'(.|\n)*static_argnums"):
         olla_jax.plan(StaticLeavesJit(scaled), x, 2.0, jax.nn.relu, backend="gpu:h100",
                       time_limit_s=1)
+
+
+def test_largest_batch_takes_a_wrapper_whose_compiled_holds_jaxs():
+    """The quick probes read memory_analysis() of the wrapper's Compiled, which
+    holds jax's (equinox's does): an AttributeError traceback before."""
+    def make_step(b, wrap):
+        return wrap(scaled), (jnp.ones((b, 64)), 2.0, jax.nn.relu)
+
+    def plain(fn):
+        return jax.jit(fn, static_argnums=(1, 2))
+
+    capacity = 64 * 1024
+    got = olla_jax.largest_batch(lambda b: make_step(b, StaticLeavesJit),
+                                 capacity_bytes=capacity, modes=("xla",), high=256)
+    expected = olla_jax.largest_batch(lambda b: make_step(b, plain), capacity_bytes=capacity,
+                                      modes=("xla",), high=256)
+    assert got.largest("xla") == expected.largest("xla") is not None
+
+
+def test_largest_batch_takes_a_jax_jit_with_its_own_static_argnums():
+    """The full compiles checked the arguments without the jit's own static
+    positions: 'argument leaf [1] is a str, not an array ... mark it static'."""
+    def step(x, act):
+        return getattr(jax.nn, act)(x).sum()
+
+    report = olla_jax.largest_batch(
+        lambda b: (jax.jit(step, static_argnums=1), (jnp.ones((b, 64)), "relu")),
+        capacity_bytes=64 * 1024, modes=("xla",), high=256)
+    assert report.largest("xla") is not None
