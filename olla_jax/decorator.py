@@ -25,6 +25,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import inspect
 import os
 import re
 import threading
@@ -185,6 +186,13 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
         return f"dtype:{value.str}"
     if isinstance(value, (types.FunctionType, functools.partial)):
         return f"function:{function_identity(value, depth + 1, reach)}"
+    options = jax_compat.jit_options(value) if callable(value) else None
+    if options is not None:   # a jax.jit object (jax.nn.relu): its function and options, not
+        # jax's private record of it (its inspect.Signature hashes salted strings)
+        return (f"jit:{function_identity(value, depth + 1, reach)}"
+                f"{_stable(dataclasses.astuple(options), depth + 1, reach)}")
+    if isinstance(value, inspect.Signature):
+        return f"signature:{_ADDRESS.sub('', str(value))}"
     if isinstance(value, types.MethodType):
         return (f"method:{function_identity(value.__func__, depth + 1, reach)}"
                 f"@{_stable(value.__self__, depth + 1, reach)}")
