@@ -16,6 +16,7 @@ import numbers
 from typing import Any, Callable, Sequence
 
 import jax
+import numpy as np
 
 from olla_jax import jax_compat
 from olla_jax.capture.base import CaptureError, step_error
@@ -149,6 +150,8 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
         static_argnames = (*static_argnames, *own.static_argnames)
         donate_argnums = (*donate_argnums, *own.donate_argnums)
         donate_argnames = (*donate_argnames, *own.donate_argnames)
+    elif is_jitted(fn) and static_info(fn) is None:
+        _check_wrapper_leaves(args, kwargs)
     elif kwargs and is_jitted(fn):
         raise TypeError("keyword arguments with a flax.nnx.jit-wrapped function on a "
                         "compile-only target: pass the plain function, with static_argnames/"
@@ -175,6 +178,25 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
     call.__name__ = getattr(fn, "__name__", "step")
     return PositionalCall(call, (*args, *(kwargs[k] for k in dynamic)), tuple(static),
                           tuple(donate), tuple(dynamic))
+
+
+def _check_wrapper_leaves(args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """A jit wrapper that is neither jax.jit nor flax.nnx.jit (equinox's
+    ``filter_jit``) decides itself which leaves are static; a compile-only target
+    compiles the call under jax.jit, where every leaf is an array: refuse a leaf
+    that is not one, saying what to do, rather than plan another program."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path((tuple(args), kwargs))[0]:
+        if isinstance(leaf, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)):
+            continue
+        where = ("argument leaf " if path[0].idx == 0 else "keyword argument leaf ") + \
+            jax.tree_util.keystr(path[1:])
+        raise TypeError(
+            f"{where} is a {type(leaf).__name__}, not an array: the step's jit wrapper is not "
+            "jax.jit (equinox's filter_jit, say, which keeps such leaves static itself), and "
+            "olla_jax plans it through the wrapper's own .lower() for backend='cpu' only; a "
+            "compile-only target compiles the call under jax.jit: pass the plain function, "
+            "with the parts that are not arrays as static arguments (static_argnums / "
+            "static_argnames; equinox: params, static = eqx.partition(model, eqx.is_array))")
 
 
 def positions(nums: Sequence[int], num_args: int, name: str) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import inspect
 import os
 import re
 import threading
@@ -185,6 +186,13 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
         return f"dtype:{value.str}"
     if isinstance(value, (types.FunctionType, functools.partial)):
         return f"function:{function_identity(value, depth + 1, reach)}"
+    options = jax_compat.jit_options(value) if callable(value) else None
+    if options is not None:   # a jax.jit object (jax.nn.relu): its function and options, not
+        # jax's private record of it (its inspect.Signature hashes salted strings)
+        return (f"jit:{function_identity(value, depth + 1, reach)}"
+                f"{_stable(dataclasses.astuple(options), depth + 1, reach)}")
+    if isinstance(value, inspect.Signature):
+        return f"signature:{_ADDRESS.sub('', str(value))}"
     if isinstance(value, types.MethodType):
         return (f"method:{function_identity(value.__func__, depth + 1, reach)}"
                 f"@{_stable(value.__self__, depth + 1, reach)}")
@@ -222,9 +230,12 @@ class _LeftToJax(Exception):
     ShapeDtypeStructs: jax.jit's, not planned."""
 
 
-def _leaves_key(leaves: list, calling: bool) -> tuple:
+def _leaves_key(leaves: list, calling: bool, static_leaves: bool = False) -> tuple:
     """``_leaf`` of each leaf; ``calling``: raise _LeftToJax on a Tracer or a
-    ShapeDtypeStruct (a call, not ``plan_for``, which plans ahead with them)."""
+    ShapeDtypeStruct (a call, not ``plan_for``, which plans ahead with them).
+    ``static_leaves``: a leaf that is not an array is keyed by its value (a jit
+    wrapper that is not jax.jit, equinox's ``filter_jit``, bakes such leaves
+    into the program: 2.0 and 3.0 are two programs there)."""
     out = []
     for x in leaves:
         if type(x) in _ARRAY_TYPES:
@@ -233,8 +244,15 @@ def _leaves_key(leaves: list, calling: bool) -> tuple:
             continue
         if calling and isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)):
             raise _LeftToJax
+        if static_leaves and not isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)):
+            out.append((_STATIC_LEAF, type(x), x))   # hashed with the key: TypeError if it cannot be
+            continue
         out.append(_leaf(x))
     return tuple(out)
+
+
+# Marks a leaf keyed by its value (``_leaves_key``'s ``static_leaves``).
+_STATIC_LEAF = "static leaf"
 
 
 def _leaf(x: Any) -> tuple:
@@ -272,6 +290,9 @@ class Jitted:
     def __init__(self, fun: Callable, *, backend: str | None = None, time_limit_s: float = 30.0,
                  cache: bool | str | Path = True, compiler_options: dict | None = None,
                  plan_options: dict | None = None, jit_kwargs: dict | None = None):
+        # first: copying the function's __dict__ (functools.wraps does) must not
+        # replace this object's own attributes (a wrapper object's ``_jitted``)
+        functools.update_wrapper(self, inspect_unwrap(fun) if calls.is_jitted(fun) else fun)
         plan_options = dict(plan_options or {})
         unknown = set(plan_options) - set(PLAN_OPTIONS)
         if unknown:
@@ -317,7 +338,9 @@ class Jitted:
         self._plans: dict[Any, Any] = {}
         self._lock = threading.Lock()
         self._warned = False
-        functools.update_wrapper(self, inspect_unwrap(fun) if calls.is_jitted(fun) else fun)
+        # a jit wrapper whose static arguments jax.jit's options do not tell
+        # (equinox's filter_jit: every leaf that is not an array is static)
+        self._static_leaves = calls.static_info(self._jitted) is None
 
     # -- signatures ---------------------------------------------------------
     def _split(self, args, kwargs):
@@ -342,13 +365,15 @@ class Jitted:
         static = (tuple((i, type(v), v) for i, v in positional),
                   tuple((k, type(v), v) for k, v in named))
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
-        return (static, tree, _leaves_key(leaves, calling), jax_compat.trace_context())
+        return (static, tree, _leaves_key(leaves, calling, self._static_leaves),
+                jax_compat.trace_context())
 
     def _file_key(self, key) -> str:
         (positional, named), tree, leaves, context = key
         static = (tuple((i, v) for i, _, v in positional), tuple((k, v) for k, _, v in named))
         text = "|".join((self._identity, _stable(static), _ADDRESS.sub("", str(tree)),
-                         _ADDRESS.sub("", repr([tuple(map(str, leaf)) for leaf in leaves])),
+                         _ADDRESS.sub("", repr([_stable(leaf[2]) if leaf[0] is _STATIC_LEAF
+                                                else tuple(map(str, leaf)) for leaf in leaves])),
                          _ADDRESS.sub("", repr(context))))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 

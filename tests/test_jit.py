@@ -8,6 +8,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -729,3 +730,45 @@ def test_cache_key_reads_a_bounded_part_of_a_wide_closure():
     step = (lambda x: x * len(wide))   # noqa: E731 - closes over ``wide``
     assert decorator.function_identity(step) == decorator.function_identity(step)
     assert "#deep" in decorator._stable(wide)
+
+
+_JIT_STATIC_KEYS = """
+import dataclasses, sys
+import jax, jax.numpy as jnp
+import olla_jax
+
+@dataclasses.dataclass(frozen=True)
+class Static:   # as equinox's eqx.partition leaves a module's static part
+    activation: object
+    width: int
+
+def step(w, x, static):
+    return static.activation(x @ w).sum()
+
+f = olla_jax.jit(step, static_argnums=2, cache=sys.argv[1])
+w, x = jnp.ones((4, 4)), jnp.ones((2, 4))
+for act in (jax.nn.relu, jax.nn.gelu):
+    print(f._file_key(f._key((w, x, Static(act, 4)), {})))
+"""
+
+
+def test_cache_key_of_a_static_jax_jit_function_is_the_same_in_every_process(tmp_path):
+    """jax.nn.relu is a jax.jit object: its key read jax's private record of it,
+    whose inspect.Signature hashes salted strings, so a step with it in a
+    static argument (an equinox module's static part) missed the disk cache in
+    every new process."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+    here = io.StringIO()   # this process's keys (its own hash salt), then another's
+    with contextlib.redirect_stdout(here), mock.patch.object(sys, "argv", ["-c", str(tmp_path)]):
+        exec(compile(_JIT_STATIC_KEYS, "<string>", "exec"), {"__name__": "__main__"})
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    there = subprocess.run([sys.executable, "-c", _JIT_STATIC_KEYS, str(tmp_path)],
+                           capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONHASHSEED=seed)).stdout
+    keys = [here.getvalue().split(), there.split()]
+    assert len(keys[0]) == 2 and keys[0] == keys[1], keys
+    assert keys[0][0] != keys[0][1], "relu and gelu are two programs"
+    assert "#" not in decorator._stable(jax.nn.relu)

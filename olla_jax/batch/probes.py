@@ -124,7 +124,7 @@ class CaptureCache:
                     compiled = lowered.compile(compiler_options=options)
                 except Exception as err:  # noqa: BLE001 - XLA raises many types
                     raise CaptureError(f"XLA could not compile the step: {err}") from err
-                figures.append(MemoryFigures.of(compiled))
+                figures.append(MemoryFigures.of(calls.inner_compiled(compiled)))
             self.quick[key] = min(figures, key=lambda m: m.temp).total
         return self.quick[key]
 

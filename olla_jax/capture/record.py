@@ -195,7 +195,12 @@ def capture(fn: Callable, *args, backend: str | Backend = "cpu", scheduler: str 
         raise CaptureError("sharded (multi-device) steps are planned for compile-only GPU "
                            f"targets such as 'gpu:h100', not {parsed.name!r}")
     options = dict(compiler_options or {})
-    _check_args(args, set(static_argnums))
+    own = calls.static_info(fn) if calls.is_jitted(fn) else ((), ())
+    if own is not None:   # a wrapper that is not jax.jit (equinox's filter_jit) decides itself
+        n = len(args)     # which leaves are static; a jit object's own static ones are no arrays
+        _check_args(args, set(static_argnums) | {i % n for i in own[0] if -n <= i < n})
+    elif parsed.kind != "cpu":   # compiled under jax.jit there, every leaf an array
+        _check_args(args, set(static_argnums))
     if parsed.kind == "cpu":
         options.update(cpu_scheduler_options(scheduler))
         lowered = calls.lower_call(calls.jit_of(fn, static_argnums, donate_argnums), args,
