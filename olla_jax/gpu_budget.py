@@ -60,25 +60,42 @@ def choose(sides: Sequence[Side], budget: int) -> Side:
 
 
 # What checking, rewriting, building and reading back a recomputing GPU
-# executable takes, by the size of XLA's serialized executable (compressed):
-# about this many bytes a second (pure-Python Riegeli hash and Snappy on a
-# loaded 2-core machine), plus a second; set by hand from mlp_mixer:small and
-# vit:small (about 1 MB each) on this machine shared by several runs.
-BUILD_BYTES_PER_S = 0.1e6
+# executable takes.  Measured where this call built the step's plan without
+# copies (``Plan.settings["build_s"]``, the same check, rewrite, build and
+# read-back): BUILD_MARGIN x that, the copies' thunks being more to rewrite
+# and hash.  Else by the size of XLA's serialized executable: about
+# BUILD_BYTES_PER_S bytes a second plus BUILD_FIXED_S (gpt2:small's 5.3 MB
+# built in 3.3 s at load 3 and 5.3 s at load 9, benchmarks/gpu_time_split).
+BUILD_BYTES_PER_S = 1.0e6
 
 
 BUILD_FIXED_S = 1.0
+
+
+BUILD_MARGIN = 1.5
+
+
+def build_estimate_s(result) -> float | None:
+    """Seconds a recomputing build of ``result`` (a Plan on a compile-only GPU
+    target) is expected to take: measured by its own build when it has one,
+    else guessed from its executable's size; None without an executable."""
+    measured = (getattr(result, "settings", None) or {}).get("build_s")
+    if measured is not None:
+        return BUILD_MARGIN * measured
+    cap = getattr(result, "capture", None)
+    if cap is None or not cap.executable:
+        return None
+    return BUILD_FIXED_S + len(cap.executable) / BUILD_BYTES_PER_S
 
 
 def search_limit_s(result, time_limit_s: float) -> float:
     """The share of ``time_limit_s`` the recomputation search of ``result``
     (a Plan on a compile-only GPU target) may take, so that the check, the
     rewrite and the read-back after it end within the limit too: the limit
-    less their estimate (``BUILD_BYTES_PER_S``), a fifth of it at least."""
-    cap = getattr(result, "capture", None)
-    if cap is None or not cap.executable:
+    less their estimate (``build_estimate_s``), a fifth of it at least."""
+    build = build_estimate_s(result)
+    if build is None:
         return time_limit_s
-    build = BUILD_FIXED_S + len(cap.executable) / BUILD_BYTES_PER_S
     return max(time_limit_s / 5, time_limit_s - build)
 
 
@@ -106,7 +123,7 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
                                              donate_argnums=donate_argnums,
                                              compiler_options=compiler_options)
     candidates = remat_candidates(points, budget) if plan_on is not None else []
-    ours_s = time_limit_s * (1 - REMAT_PLAN_SHARE if candidates else 1.0)
+    ours_s = time_limit_s * (1 - remat_share(result, candidates, time_limit_s))
     ours = budget_lib.recompute_to_budget(result, budget,
                                           time_limit_s=search_limit_s(result, ours_s),
                                           measure_time=False, recompute_cost=recompute_cost)
@@ -166,6 +183,19 @@ REMAT_MAX_GAIN = 0.35
 REMAT_MAX_TRIES = 2
 # Least planner seconds worth a try (a solve's fixed part, roughly).
 REMAT_MIN_S = 1.0
+
+
+def remat_share(result, candidates, time_limit_s: float) -> float:
+    """The share of ``time_limit_s`` our recomputation leaves to XLA's
+    rematerialized programs planned by us: ``REMAT_PLAN_SHARE`` where
+    ``remat_planned`` could try one of ``candidates`` in it (the last gets
+    all that the others did not take: its share, less the build's estimate,
+    ``REMAT_MIN_S`` at least), else none: a side that cannot try holds
+    nothing back from ours."""
+    held = REMAT_PLAN_SHARE * time_limit_s
+    if not candidates or search_limit_s(result, held) < REMAT_MIN_S:
+        return 0.0
+    return REMAT_PLAN_SHARE
 
 
 def remat_candidates(points, budget: int) -> list:

@@ -1504,6 +1504,8 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     if not outcome.ok and outcome.raw is not None and backend.compile_only \
             and outcome.verification is None:
         notes.append(f"not fed back: {outcome.reason}")  # compile-only: built, nothing to run on
+        # measured: a recomputing build of this step leaves the search its time by it
+        settings["build_s"] = verify_seconds()
         return Plan(source="olla_jax", achieved_temp_bytes=None, verified=False,
                     notes=tuple(notes), compiled=callable_of(kept.compiled),
                     executable_bytes=outcome.raw, verify_seconds=verify_seconds(),
