@@ -83,11 +83,12 @@ def worker(job: dict) -> dict:
     except olla_jax.BudgetNotMet as err:
         p, met = err.plan, False
     said = [n for n in p.notes if "not searched" in n or "not tried" in n or "none tried" in n]
+    sides = next((n for n in p.notes if " side by side (" in n), "")
     return dict(met=met, total=p.runs_total_bytes, temp=p.runs_temp_bytes,
                 extra_flops=p.extra_flops, engine=p.engine, solve_s=round(p.solve_seconds, 2),
                 verify_s=round(p.verify_seconds, 2), capture_s=round(p.capture_seconds, 1),
                 wall_s=round(time.monotonic() - t0, 1), searches=searches,
-                first_build_s=p.settings.get("build_s"), short=[n[:300] for n in said],
+                short=[n[:300] for n in said], sides=sides,
                 load_start=load_start, load_end=common.load())
 
 
@@ -120,6 +121,10 @@ def render(rows: list[dict], args, meta: dict) -> str:
                      f"{common.mib(x['temp'])} | {x['extra_flops'] / 1e9:.2f} | {x['engine']} | "
                      f"{ours} | {x['solve_s']:.2f} | {x['verify_s']:.1f} | {x['capture_s']:.0f} | "
                      f"{x['load_start']} -> {x['load_end']} |")
+    lines += ["", "Each side's figures, as the plan's notes give them:", ""]
+    for x in rows:
+        if x.get("sides"):
+            lines.append(f"- {x['example']} {x['limit']:g} s {x['which']}: {x['sides']}")
     lines += ["", "What each plan said of a side not searched or not tried:", ""]
     for x in rows:
         for n in x.get("short", []):
