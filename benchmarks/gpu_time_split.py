@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--limits", default="10,30")
     p.add_argument("--fraction", type=float, default=0.8,
                    help="the budget: arguments and outputs + this x XLA's temp")
+    p.add_argument("--new_first", type=int, default=0, choices=(0, 1),
+                   help="1: this checkout's code first at the first row (a second round's order)")
     return p.parse_args(argv)
 
 
@@ -141,7 +143,7 @@ def main(argv=None) -> None:
     print(f"$ {meta['cmd']}", flush=True)
     codes = {"old": os.path.abspath(args.old), "new": HERE}
     limits = [float(x) for x in args.limits.split(",") if x]
-    rows, k = [], 0
+    rows, k = [], args.new_first
     for example in args.examples.split(","):
         base = run_child(dict(code=HERE, example=example, target=args.target, budget=None,
                               limit=0))
