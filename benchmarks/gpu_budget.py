@@ -21,7 +21,7 @@ minimise (``olla_jax.budget.candidates.copy_cost``), each its own rows.
 With ``--remat_planned=1`` (the default) each of XLA's points below its temp
 is also compiled again for a device description of its limit and planned by
 ``olla_jax.plan`` (order and placement on XLA's rematerialized program, with
-``--time_limit_s`` less the build estimate, like ours):
+``--time_limit_s``, like ours):
 ``gpu_budget.to_budget``'s third side, set against XLA's points on the same
 terms (at XLA's FLOPs there, it meets a point at <= 0.85 x its temp, or a
 point with twice its FLOPs or more at its temp).  Here each side has its own
@@ -140,7 +140,7 @@ def remat_planned(step, base, points: list[dict], args, step_flops: int) -> list
     (``olla_jax.gpu_budget.remat_planned`` is this side in ``plan``)."""
     import tempfile
     import olla_jax
-    from olla_jax import budget, gpu_budget, xla_remat
+    from olla_jax import budget, xla_remat
     io = base.argument_bytes + base.output_bytes
     got, seen = [], set()
     with tempfile.TemporaryDirectory(prefix="olla_jax_bench_remat_") as folder:
@@ -153,7 +153,7 @@ def remat_planned(step, base, points: list[dict], args, step_flops: int) -> list
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 res = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{path}",
-                                    time_limit_s=gpu_budget.search_limit_s(base, args.time_limit_s),
+                                    time_limit_s=args.time_limit_s,
                                     static_argnums=step.static_argnums,
                                     donate_argnums=step.donate_argnums)
             ours = res.source == "olla_jax"
@@ -272,8 +272,7 @@ def run_one(item: str, args, cache: dict) -> dict:
                 warnings.simplefilter("ignore")
                 res = budget.recompute_to_budget(
                     base, fixed + temp, measure_time=False, recompute_cost=cost,
-                    # the search's share: the check and the build after it fit too
-                    time_limit_s=gpu_budget.search_limit_s(base, args.time_limit_s))
+                    time_limit_s=args.time_limit_s)
             note = res.notes[-1] if res.notes else ""
             got = {"temp": res.runs_temp_bytes, "flops": res.extra_flops or 0,
                    "recomputed": len(res.recomputed or ()), "note": note,

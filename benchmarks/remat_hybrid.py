@@ -54,7 +54,7 @@ def _mild_program(item: str, fraction: float, args):
     """XLA's program at ``fraction`` x its own temp, planned by us (order and
     placement), with its extra FLOPs over the step's; planned once per example."""
     import olla_jax
-    from olla_jax import budget, gpu_budget, xla_remat
+    from olla_jax import budget, xla_remat
     step, base, step_flops, mild = _base(item, args)
     if fraction not in mild:
         t = time.monotonic()
@@ -64,7 +64,7 @@ def _mild_program(item: str, fraction: float, args):
             path = xla_remat.target_file(args.target, int(fraction * base.xla_temp_bytes),
                                          base.argument_bytes + base.output_bytes, folder)
             got = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{path}",
-                                time_limit_s=gpu_budget.search_limit_s(base, args.time_limit_s),
+                                time_limit_s=args.time_limit_s,
                                 static_argnums=step.static_argnums,
                                 donate_argnums=step.donate_argnums)
         mild[fraction] = (got, max(0, budget.step_flops(got.capture) - step_flops),
@@ -98,7 +98,7 @@ def run_one(item: str, limit: float, args) -> dict:
                 warnings.simplefilter("ignore")
                 got = (planned if planned.runs_temp_bytes <= temp else budget.recompute_to_budget(
                     planned, fixed + temp, measure_time=False, recompute_cost=args.recompute_cost,
-                    time_limit_s=gpu_budget.search_limit_s(planned, args.time_limit_s)))
+                    time_limit_s=args.time_limit_s))
             ours = got.extra_flops or 0
             verdict = gpu_budget.against_xla(got.runs_temp_bytes, mild_flops + ours, xla_temp,
                                              xla_flops)
@@ -119,7 +119,7 @@ def render(rows: list[dict], args, loads) -> str:
              f"{loads[0]} ; {loads[1]}",
          "milder limits": ", ".join(f"{f:g}" for f in args.mild) + " x XLA's own temp",
          "time limits": f"each mild program's plan and each recomputation {args.time_limit_s:g} s "
-                        f"(less the build estimate), recompute_cost={args.recompute_cost!r}"})
+                        f"recompute_cost={args.recompute_cost!r}"})
     lines += ["Temps in MiB. Target per XLA point (temp M, extra FLOPs F): M within 0.5 F, or "
               "0.85 M within F; a hybrid's FLOPs are XLA's at the milder limit plus our copies' "
               "on that program.", ""]

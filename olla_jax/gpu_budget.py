@@ -59,29 +59,6 @@ def choose(sides: Sequence[Side], budget: int) -> Side:
                                      s.moves_to_host))
 
 
-# What checking, rewriting, building and reading back a recomputing GPU
-# executable takes, by the size of XLA's serialized executable (compressed):
-# about this many bytes a second (pure-Python Riegeli hash and Snappy on a
-# loaded 2-core machine), plus a second; set by hand from mlp_mixer:small and
-# vit:small (about 1 MB each) on this machine shared by several runs.
-BUILD_BYTES_PER_S = 0.1e6
-
-
-BUILD_FIXED_S = 1.0
-
-
-def search_limit_s(result, time_limit_s: float) -> float:
-    """The share of ``time_limit_s`` the recomputation search of ``result``
-    (a Plan on a compile-only GPU target) may take, so that the check, the
-    rewrite and the read-back after it end within the limit too: the limit
-    less their estimate (``BUILD_BYTES_PER_S``), a fifth of it at least."""
-    cap = getattr(result, "capture", None)
-    if cap is None or not cap.executable:
-        return time_limit_s
-    build = BUILD_FIXED_S + len(cap.executable) / BUILD_BYTES_PER_S
-    return max(time_limit_s / 5, time_limit_s - build)
-
-
 def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: Sequence[int] = (),
               donate_argnums: Sequence[int] = (), compiler_options=None,
               time_limit_s: float = 30.0, recompute_cost: str = "time",
@@ -98,7 +75,9 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     the others leave (``offload_after``): they run as without it, so what is
     kept is never worse than without offloading.  XLA's compiles count as
     ``capture_seconds``; ours and the planning of XLA's or the offloaded
-    programs share ``time_limit_s``."""
+    programs share ``time_limit_s`` (the planner's part: checks, rewrites,
+    builds and read-backs come on top, ``verify_seconds``, as in ``plan``);
+    what one side leaves unused goes to the next."""
     from olla_jax import budget as budget_lib
     from olla_jax.budget import feed_back
     points, xla = feed_back.xla_remat_points(result, budget, fn, args,
@@ -106,13 +85,11 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
                                              donate_argnums=donate_argnums,
                                              compiler_options=compiler_options)
     candidates = remat_candidates(points, budget) if plan_on is not None else []
-    ours_s = time_limit_s * (1 - REMAT_PLAN_SHARE if candidates else 1.0)
-    ours = budget_lib.recompute_to_budget(result, budget,
-                                          time_limit_s=search_limit_s(result, ours_s),
+    ours_s = time_limit_s * (1 - remat_share(candidates, time_limit_s))
+    ours = budget_lib.recompute_to_budget(result, budget, time_limit_s=ours_s,
                                           measure_time=False, recompute_cost=recompute_cost)
     sides = [Side("our recomputation", ours), Side("XLA's rematerialization", xla)]
-    spent = (ours.solve_seconds + ours.verify_seconds
-             - result.solve_seconds - result.verify_seconds)
+    spent = ours.solve_seconds - result.solve_seconds   # the planner's part: builds on top
     if ours.runs_total_bytes <= budget:   # only a point with no more FLOPs can be kept
         base = points[0].flops
         candidates = [p for p in candidates if p.flops - base <= ours.extra_flops]
@@ -123,7 +100,7 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
         sides.append(planned)
     offloaded, off_seconds, off_note = None, {}, ""
     if plan_offloaded is not None:
-        left = time_limit_s - spent - seconds.get("solve", 0.0) - seconds.get("verify", 0.0)
+        left = time_limit_s - spent - seconds.get("solve", 0.0)
         offloaded, off_seconds, off_note = offload_after(
             choose(sides, budget), left, lambda limit_s: offload_side(
                 result, budget, fn, args, plan_offloaded, static_argnums=static_argnums,
@@ -168,6 +145,16 @@ REMAT_MAX_TRIES = 2
 REMAT_MIN_S = 1.0
 
 
+def remat_share(candidates, time_limit_s: float) -> float:
+    """The share of ``time_limit_s`` our recomputation leaves to XLA's
+    rematerialized programs planned by us: ``REMAT_PLAN_SHARE`` where
+    ``remat_planned`` could try one of ``candidates`` in it (``REMAT_MIN_S``
+    at least), else none: a side that cannot try holds nothing back."""
+    if not candidates or REMAT_PLAN_SHARE * time_limit_s < REMAT_MIN_S:
+        return 0.0
+    return REMAT_PLAN_SHARE
+
+
 def remat_candidates(points, budget: int) -> list:
     """XLA's forced-limit ``points`` (``xla_remat.search``'s, XLA's own compile
     first) worth planning: one per program, fewest FLOPs first, none with more
@@ -199,8 +186,8 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
     the least memory), or None when none goes below XLA's temp there, with
     the seconds of all tries (``solve``, ``verify``, ``capture``) and what
     each gave (with None: the note that says so).  Its FLOPs
-    are XLA's at that point; ``time_limit_s`` covers the planner's part and
-    the builds of all tries (each try's share less its build estimate)."""
+    are XLA's at that point; ``time_limit_s`` covers the planner's part of
+    all tries (shared by the tries left; their builds come on top)."""
     import tempfile
 
     from olla_jax import xla_remat
@@ -214,12 +201,12 @@ def remat_planned(result, points, candidates, budget: int, plan_on, time_limit_s
           xla_remat.limit_warnings_held()):
         for i, point in enumerate(candidates):
             # the planner's part of the time left, shared by the tries left
-            left = time_limit_s - seconds["solve"] - seconds["verify"]
-            share = search_limit_s(result, left / (len(candidates) - i))
-            if share < REMAT_MIN_S or left < REMAT_MIN_S:
+            left = time_limit_s - seconds["solve"]
+            share = left / (len(candidates) - i)
+            if share < REMAT_MIN_S:
                 tried.append(f"{point.limit_bytes / 2**20:,.1f} MiB: not tried ({max(left, 0):.1f} s "
-                             f"left of the limit, {max(share, 0):.1f} s of it to plan after the "
-                             f"build's share; {REMAT_MIN_S:g} s needed)")
+                             f"left of the limit, {max(share, 0):.1f} s of it to plan; "
+                             f"{REMAT_MIN_S:g} s needed)")
                 continue
             named = f"{result.backend} with XLA's memory limit at {size_text(point.limit_bytes)}"
             path = ""
@@ -377,14 +364,14 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
         # XLA's own plan of the offloaded step (its temp read from memory_analysis)
         got = dataclasses.replace(got, achieved_temp_bytes=got.xla_best_temp_bytes)
     how = "ordered and placed by us" if got.source == "olla_jax" else "XLA's order and placement"
-    left = time_limit_s - seconds["solve"] - seconds["verify"]
+    left = time_limit_s - seconds["solve"]
     if got.runs_total_bytes > budget and got.graph is not None:
         if left >= REMAT_MIN_S:
             try:
                 with quiet():   # a side that may not be kept: its reasons go in its note
                     more = budget_lib.recompute_to_budget(
                         got, budget, measure_time=False, recompute_cost=recompute_cost,
-                        time_limit_s=search_limit_s(got, left))
+                        time_limit_s=left)
             except Exception as err:  # noqa: BLE001 - the side without recomputation stays
                 how += f" (our recomputation on top failed: {type(err).__name__}: {err})"
             else:

@@ -953,11 +953,10 @@ def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, m
     if spmd:
         # Our kernel copies in the per-device executable (built, not run: the
         # target is compile-only); XLA's rematerialization is driven for
-        # single-device steps only.
-        from olla_jax import gpu_budget
+        # single-device steps only.  The build comes on top of the limit.
         result = budget.recompute_to_budget(
             result, int(memory_budget), measure_time=False, recompute_cost=recompute_cost,
-            time_limit_s=gpu_budget.search_limit_s(result, limit))  # the build fits too
+            time_limit_s=limit)
     elif target.compile_only:   # ours and XLA's rematerialization, side by side
         from olla_jax import gpu_budget
 

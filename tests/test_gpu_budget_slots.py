@@ -1,13 +1,9 @@
 """Slots (``budget.candidates.with_slots``): a value may be recomputed just
 before the readers of a value recomputed from it, so that the dependent's
-copy reads its copy (a chain), and the search's share on a compile-only GPU
-target (``gpu_budget.search_limit_s``).  Pure: no jax compile."""
+copy reads its copy (a chain).  Pure: no jax compile."""
 
 from __future__ import annotations
 
-import types
-
-from olla_jax import gpu_budget
 from olla_jax.budget.candidates import Candidate, with_slots
 from olla_jax.budget.recompute_plan import copies_read, late_part_ok
 
@@ -46,12 +42,3 @@ def test_a_copy_before_a_slot_needs_a_reader_after_it():
 def dataclass_replace(c, **kw):
     import dataclasses
     return dataclasses.replace(c, **kw)
-
-
-def test_search_share_leaves_the_build_its_time():
-    result = types.SimpleNamespace(capture=None)
-    assert gpu_budget.search_limit_s(result, 30) == 30
-    none = types.SimpleNamespace(capture=types.SimpleNamespace(executable=None))
-    assert gpu_budget.search_limit_s(none, 30) == 30    # no executable: the whole limit
-    big = types.SimpleNamespace(capture=types.SimpleNamespace(executable=bytes(10**8)))
-    assert gpu_budget.search_limit_s(big, 30) == 6      # a fifth at least

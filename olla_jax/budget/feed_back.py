@@ -139,8 +139,7 @@ def extend_into_bodies(graph, order: Sequence[int], found: RecomputePlan | None,
     body above the target by more than the candidates idle in it there
     (``body_placed.needs_room``: body values parked in idle output
     allocations), ``body_placed.choose_placed`` picks copies by the placed
-    arena too: first with ``placed_first`` (a compile-only GPU target, whose
-    search gets a small share of the limit: the build after it is long),
+    arena too: first with ``placed_first`` (a compile-only GPU target),
     else with what the live-bytes greedy leaves when it misses; the smaller
     plan is kept.  With ``engine`` ("cpsat" or "mip"), the model
     (``body_model.choose_model``, trip counts read from ``capture``) then
