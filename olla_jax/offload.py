@@ -300,21 +300,27 @@ def materialized_names(hlo_text: str, closed) -> frozenset[str]:
     fuses into its readers has no instruction of its own."""
     jaxpr = closed.jaxpr
     entry = hlo_text[hlo_text.find("\nENTRY"):] if "\nENTRY" in hlo_text else hlo_text
-    sizes: dict[int, set[int]] = {}
+    buffers: dict[tuple[int, int], int] = {}    # (equation, element count) -> buffers
     for line in entry.splitlines():
         m, v = _OP_NAME.search(line), _ENTRY_VALUE.match(line)
         if not (m and v) or v.group(2) in ("parameter", "get-tuple-element", "tuple"):
             continue
-        counts = sizes.setdefault(int(m.group(1)), set())
         for _, dims, _ in _ARRAY.findall(v.group(1)):
-            counts.add(int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64)))
+            key = (int(m.group(1)), int(np.prod([int(d) for d in dims.split(",") if d],
+                                                dtype=np.int64)))
+            buffers[key] = buffers.get(key, 0) + 1
     found = set()
     for i, eqn in enumerate(jaxpr.eqns):
+        by_count: dict[int, list[int]] = {}
         for k, u in enumerate(eqn.outvars):
             shape = getattr(getattr(u, "aval", None), "shape", None)
-            if (not isinstance(u, jex.DropVar) and shape is not None
-                    and int(np.prod(shape, dtype=np.int64)) in sizes.get(i, ())):
-                found.add(f"e{i}.{k}: {eqn.primitive.name}")
+            if not isinstance(u, jex.DropVar) and shape is not None:
+                by_count.setdefault(int(np.prod(shape, dtype=np.int64)), []).append(k)
+        for count, ks in by_count.items():
+            # fewer buffers than same-sized outputs: which ones XLA keeps is not
+            # known (a SiLU's three outputs, one kept): none is taken as kept
+            if buffers.get((i, count), 0) >= len(ks):
+                found.update(f"e{i}.{k}: {eqn.primitive.name}" for k in ks)
     return frozenset(found)
 
 

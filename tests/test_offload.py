@@ -188,6 +188,18 @@ ENTRY %main (a: f32[256,512], b: f32[512,512]) -> f32[256,512] {
                                                               "e2.0: dot_general"}
 
 
+def test_materialized_names_take_none_of_same_sized_outputs_when_fewer_buffers():
+    pair = jax.jit(lambda a: (jnp.sin(a), jnp.cos(a)))
+    traced = offload.trace(lambda x: pair(x), ARGS[:1])
+    assert len(traced.closed.jaxpr.eqns) == 1 and len(traced.closed.jaxpr.eqns[0].outvars) == 2
+    line = ('  %f{} = f32[256,512]{{1,0}} fusion(%a), kind=kLoop, '
+            'metadata={{op_name="jit(f)/olla_e0/jit(<lambda>)/sin"}}\n')
+    one = "ENTRY %main {\n" + line.format(1) + "}\n"
+    two = "ENTRY %main {\n" + line.format(1) + line.format(2) + "}\n"
+    assert offload.materialized_names(one, traced.closed) == frozenset()
+    assert len(offload.materialized_names(two, traced.closed)) == 2
+
+
 def test_materialized_pick_parks_the_pre_activation_and_rederives_the_relu():
     traced = offload.trace(relu_mlp_step, RELU_MLP_ARGS)
     eqns = traced.closed.jaxpr.eqns
