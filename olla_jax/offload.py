@@ -18,11 +18,18 @@ and places the device temp; XLA's second temp allocation, in host memory
 (``S(5)``), stays where XLA put it (``graph.model``: memory spaces).
 
 The lever: the step is traced to a jaxpr; each value computed in it whose uses
-leave a long gap (in the jaxpr's own order, top-level equations; the HLO
-planner's view is not mapped back to jaxpr variables) is a candidate, ranked by
-bytes x gap.  The step is evaluated again with the moves inserted for the top
-candidates, re-jitted and captured with ``olla_jax.capture``; growing sets of
-candidates are tried until the device temp meets ``budget`` (or all are in).
+leave a long gap (in the jaxpr's own order, top-level equations) is a
+candidate, ranked by bytes x gap.  By default (``pick="xla"``) only values XLA
+keeps in a buffer of its own are candidates: the step is compiled once with
+each equation under a named scope, and the optimized module's op_name
+metadata maps its buffers back to jaxpr variables (``materialized_names``);
+readers XLA fuses into their consumers (a ReLU, its mask) are computed again
+from the copy back (``IdleValue.rederive``), and the barriers hold only kept
+values.  The step is evaluated again with the moves inserted for the top
+candidates, re-jitted and captured with ``olla_jax.capture`` with XLA's
+latency-hiding scheduler off (``NO_LATENCY_HIDING``: with it a single copy
+reordered the whole step and raised its temp); growing sets of candidates are
+tried until the device temp meets ``budget`` (or all are in).
 Compile-only: built, not run (no GPU here), so nothing says how long the copies
 take or whether the results match bit for bit.
 """
@@ -54,13 +61,12 @@ MIN_BYTES = 64 * 1024
 MATMULS = frozenset({"dot_general", "conv_general_dilated"})
 # Candidate sets tried: the top 1, 2, 4, ... up to all of them.
 GROWTH = 2
-# XLA:GPU schedules a step with no asynchronous work with its memory scheduler; a
-# copy to host brings in its latency-hiding scheduler, which reorders the whole
-# step to overlap the copies and keeps values live longer: one value parked raised
-# the device temp (vit:small 115.98 -> 130.26 MiB, mlp:small 160.00 -> 288.01),
-# where with these options it lowered it by the value's size (111.92, 128.00), and
-# the step without copies kept its temp (benchmarks/README.md, "Host offloading:
-# why one parked value raised the device temp").
+# With XLA:GPU's default options one copy to host changed the order of the whole
+# step (mlp:small: other layers' weight gradients deferred into the copy's window,
+# the values they read live longer) and raised the device temp; with these options
+# one value parked lowered it by about its size and the step without copies kept
+# its temp (benchmarks/README.md, "Host offloading: why one parked value raised
+# the device temp"; python -m benchmarks.offload_why).
 NO_LATENCY_HIDING = {"xla_gpu_enable_latency_hiding_scheduler": False,
                      "xla_gpu_enable_analytical_sol_latency_estimator": False}
 
