@@ -375,26 +375,6 @@ def _latest(jaxpr, at: int, v, depth: dict[Any, int], env: dict[Any, Any],
     return [max(pool, key=lambda u: depth.get(u, 0))] if pool else []
 
 
-def _live_across(jaxpr, at: int, kept: Callable[[Any], bool]) -> list[Any]:
-    """Values XLA keeps, computed before equation ``at`` and read at or after it
-    (or returned): the fence a copy back waits for.  Else XLA's latency-hiding
-    scheduler fills the copy's window with work it can defer (other layers'
-    weight gradients, on mlp:small) and the values they read stay live longer."""
-    defined: dict[Any, int] = {}
-    last: dict[Any, int] = {}
-    for i, eqn in enumerate(jaxpr.eqns):
-        for u in eqn.invars:
-            if isinstance(u, jex.Var):
-                last[u] = i
-        for u in eqn.outvars:
-            if not isinstance(u, jex.DropVar):
-                defined[u] = i
-    for u in jaxpr.outvars:
-        if isinstance(u, jex.Var):
-            last[u] = len(jaxpr.eqns)
-    return [u for u, i in defined.items() if i < at and last.get(u, -1) >= at and kept(u)]
-
-
 def _tie_at(jaxpr, start: int, stop: int, kept: Callable[[Any], bool]) -> tuple[int, list[Any]]:
     """The first equation from ``start`` (before ``stop``) with outputs XLA keeps,
     and those outputs: what a copy to host is tied to (``start``'s own outputs
@@ -458,10 +438,10 @@ def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
     for i, eqn in enumerate(jaxpr.eqns):
         anchors: list[Any] = []
         for v, c in back_at.get(i, []):
+            # (a fence, the copy back waiting for every kept value computed before
+            # it, undid the latency-hiding scheduler's reordering on mlp:small, but
+            # without that scheduler it only raised the peak: densenet:small)
             others = _latest(jaxpr, i, v, depth, env, kept)
-            if materialized is not None:
-                others = list(dict.fromkeys([*others, *(u for u in _live_across(jaxpr, i, kept)
-                                                         if u is not v and u in env)]))
             anchors += others
             tied = barrier([host.pop(v), *(env[u] for u in others)])
             for u, x in zip(others, tied[1:]):
