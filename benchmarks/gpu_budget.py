@@ -204,14 +204,17 @@ def offload_at(step, base, temp: int, args, cost: str) -> dict:
         "parked": [c.name for c in lever.chosen], "host_temp": lever.host_temp,
         "to_host": tr.to_host, "to_host_bytes": tr.to_host_bytes, "to_device": tr.to_device,
         "to_device_bytes": tr.to_device_bytes, "tried": [list(x) for x in lever.tried],
+        "compiler_options": dict(getattr(lever, "compiler_options", None) or {}),
+        "options_temp": getattr(lever, "options_temp", None),
         "flops": 0, "seconds": round(time.monotonic() - t, 1)}}
 
-    def plan_offloaded(fn, limit_s: float):
+    def plan_offloaded(fn, limit_s: float, compiler_options=None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return olla_jax.plan(fn, *step.args, backend=base.backend, time_limit_s=limit_s,
                                  static_argnums=step.static_argnums,
-                                 donate_argnums=step.donate_argnums)
+                                 donate_argnums=step.donate_argnums,
+                                 compiler_options=compiler_options)
     t = time.monotonic()
     fixed = base.runs_total_bytes - base.runs_temp_bytes
     with warnings.catch_warnings():
@@ -475,7 +478,9 @@ def render_offload(rows: list[dict]) -> list[str]:
                  "(gpu_budget.offload_side) on that lever, ordered and placed by us and recomputed "
                  "by us on top when still over. Extra FLOPs: offloading adds none; the side's are "
                  "its recomputation's. Host temp: XLA's host allocation (not in the device temp); "
-                 "to host / back: bytes copied each way (copies).", ""]
+                 "to host / back: bytes copied each way (copies). The offloaded steps are compiled "
+                 "with the lever's XLA options where it has some (per point below: the step "
+                 "without copies under them).", ""]
     table = []
     for r in rows:
         for c in r.get("comparisons", ()):
@@ -531,8 +536,14 @@ def render_offload(rows: list[dict]) -> list[str]:
                 continue
             tried = ", ".join(f"{k} -> {common.mib(t)}" for k, t in o["lever"]["tried"])
             parked = kinds(n.split(": ")[-1] for n in o["lever"]["parked"])
+            opts = o["lever"].get("compiler_options") or {}
+            under = ("" if not opts else
+                     f" (offloaded steps compiled with {', '.join(f'{k}={v}' for k, v in opts.items())}"
+                     + ("" if o["lever"].get("options_temp") is None else
+                        f"; XLA's step without copies under them: "
+                        f"{common.mib(o['lever']['options_temp'])} MiB") + ")")
             lines.append(f"- {r['example']} at {common.mib(o['budget_temp'])} MiB: "
-                         f"XLA's step {common.mib(o['lever']['xla_temp'])} MiB; tried {tried}; "
+                         f"XLA's step {common.mib(o['lever']['xla_temp'])} MiB{under}; tried {tried}; "
                          f"parked ({o['lever']['values']}, by the primitive making them): "
                          f"{parked or 'none'}; side: "
                          + (o["side"]["note"] if o.get("side") else o.get("side_note", "")))

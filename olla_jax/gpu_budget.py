@@ -355,8 +355,12 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                                "top values parked: " + ", ".join(
                                    f"{n} -> {temp / mib:,.2f} MiB" for n, temp in lever.tried)
                                + ")")
+    # the offloaded step compiled as the lever compiled it (XLA's latency-hiding
+    # scheduler off: olla_jax.offload.NO_LATENCY_HIDING)
+    options = getattr(lever, "compiler_options", None)
+    more = {"compiler_options": options} if options else {}
     with quiet():   # a side that may not be kept: a short share's complaints are in its notes
-        got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE)
+        got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE, **more)
     seconds["solve"] += got.solve_seconds
     seconds["verify"] += got.verify_seconds
     seconds["capture"] += got.capture_seconds

@@ -18,17 +18,25 @@ and places the device temp; XLA's second temp allocation, in host memory
 (``S(5)``), stays where XLA put it (``graph.model``: memory spaces).
 
 The lever: the step is traced to a jaxpr; each value computed in it whose uses
-leave a long gap (in the jaxpr's own order, top-level equations; the HLO
-planner's view is not mapped back to jaxpr variables) is a candidate, ranked by
-bytes x gap.  The step is evaluated again with the moves inserted for the top
-candidates, re-jitted and captured with ``olla_jax.capture``; growing sets of
-candidates are tried until the device temp meets ``budget`` (or all are in).
+leave a long gap (in the jaxpr's own order, top-level equations) is a
+candidate, ranked by bytes x gap.  By default (``pick="xla"``) only values XLA
+keeps in a buffer of its own are candidates: the step is compiled once with
+each equation under a named scope, and the optimized module's op_name
+metadata maps its buffers back to jaxpr variables (``materialized_names``);
+readers XLA fuses into their consumers (a ReLU, its mask) are computed again
+from the copy back (``IdleValue.rederive``), and the barriers hold only kept
+values.  The step is evaluated again with the moves inserted for the top
+candidates, re-jitted and captured with ``olla_jax.capture`` with XLA's
+latency-hiding scheduler off (``NO_LATENCY_HIDING``: with it a single copy
+reordered the whole step and raised its temp); growing sets of candidates are
+tried until the device temp meets ``budget`` (or all are in).
 Compile-only: built, not run (no GPU here), so nothing says how long the copies
 take or whether the results match bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from typing import Any, Callable, Sequence
@@ -53,6 +61,14 @@ MIN_BYTES = 64 * 1024
 MATMULS = frozenset({"dot_general", "conv_general_dilated"})
 # Candidate sets tried: the top 1, 2, 4, ... up to all of them.
 GROWTH = 2
+# With XLA:GPU's default options one copy to host changed the order of the whole
+# step (mlp:small: other layers' weight gradients deferred into the copy's window,
+# the values they read live longer) and raised the device temp; with these options
+# one value parked lowered it by about its size and the step without copies kept
+# its temp (benchmarks/README.md, "Host offloading: why one parked value raised
+# the device temp"; python -m benchmarks.offload_why).
+NO_LATENCY_HIDING = {"xla_gpu_enable_latency_hiding_scheduler": False,
+                     "xla_gpu_enable_analytical_sol_latency_estimator": False}
 
 
 class OffloadError(OllaJaxError, ValueError):
@@ -69,6 +85,10 @@ class IdleValue:
     defined_at: int    # equation that computes it
     park_after: int    # equation after which it is idle (its definition or a use)
     back_before: int   # equation that reads it next (the end of the idle stretch)
+    # Equations re-run on the copy back, before ``back_before``: the values XLA
+    # derives from this one inside its fusions (a ReLU, its mask), read again
+    # after the stretch (``idle_values`` with ``materialized``).
+    rederive: tuple[int, ...] = ()
 
     @property
     def gap(self) -> int:
@@ -104,6 +124,13 @@ class OffloadResult:
     met: bool | None              # None without a budget
     capture: Any = dataclasses.field(repr=False, compare=False)   # olla_jax Capture
     fn: Any = dataclasses.field(repr=False, compare=False)        # the rewritten step
+    # XLA's options for the offloaded step's compiles (the caller's, and
+    # NO_LATENCY_HIDING unless offload(latency_hiding=True)); a plan of ``fn``
+    # compiles it with them
+    compiler_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # XLA's device temp for the step without copies under ``compiler_options``
+    # (None where not compiled): what the options alone do to it
+    options_temp: int | None = None
 
     def summary(self) -> str:
         mib = 2 ** 20
@@ -177,6 +204,132 @@ def idle_values(closed, *, min_bytes: int = MIN_BYTES,
     return tuple(sorted(found, key=lambda c: (-c.score, c.defined_at, c.name)))
 
 
+def _nbytes(v) -> int:
+    aval = getattr(v, "aval", None)
+    if not hasattr(aval, "shape") or not hasattr(aval, "dtype"):
+        return 0
+    return int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+
+
+def materialized_idle_values(closed, materialized: frozenset[str], *,
+                             min_bytes: int = MIN_BYTES) -> tuple[IdleValue, ...]:
+    """Like ``idle_values``, but only values XLA keeps in a buffer of its own
+    (``materialized``: names from ``materialized_names`` of the step as given).
+
+    Parking a value XLA fuses away (a ReLU's output, recomputed inside each
+    reader from the matmul's output) makes XLA materialize it to copy it, while
+    the buffer XLA does keep stays live for the other readers (the ReLU's mask):
+    the device temp grows.  Here the value XLA keeps is parked instead, and the
+    values derived from it through fused, same-shaped equations whose other
+    inputs are small or the step's own (``rederive``) are computed again from
+    its copy back, as XLA's fusions did from the original."""
+    jaxpr = closed.jaxpr
+    names = _names(jaxpr)
+    step_inputs = set(jaxpr.invars) | set(jaxpr.constvars)
+    defined: dict[Any, int] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.outvars:
+            if not isinstance(v, jex.DropVar):
+                defined[v] = i
+    found = []
+    readers: dict[Any, set[int]] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for u in eqn.invars:
+            if isinstance(u, jex.Var):
+                readers.setdefault(u, set()).add(i)
+
+    def epilogue(m) -> Any:
+        """``m``'s sole reader's output where that reader is a same-shaped
+        equation XLA fused into ``m``'s producer (a bias add into the matmul or
+        convolution: the buffer XLA keeps holds it, under the producer's name)."""
+        (j,) = readers.get(m, {-1}) if len(readers.get(m, ())) == 1 else (-1,)
+        if j < 0 or m in outs_of_step:
+            return None
+        eqn = jaxpr.eqns[j]
+        outs = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
+        ins = [u for u in eqn.invars if isinstance(u, jex.Var) and u is not m]
+        if (len(outs) == 1 and names[outs[0]] not in materialized
+                and getattr(outs[0].aval, "shape", None) == m.aval.shape
+                and all(u in step_inputs or _nbytes(u) < min_bytes for u in ins)):
+            return outs[0]
+        return None
+
+    outs_of_step = {u for u in jaxpr.outvars if isinstance(u, jex.Var)}
+    for m, at in list(defined.items()):
+        nbytes = _nbytes(m)
+        if nbytes < min_bytes or names[m] not in materialized:
+            continue
+        while (after := epilogue(m)) is not None:
+            m, at = after, defined[after]
+        group, chain, consumers = {m}, [], set()
+        # walk forward: an equation reading the group joins the chain when XLA
+        # fused all its outputs (same shape as m) and its other inputs are cheap
+        for j in range(at + 1, len(jaxpr.eqns)):
+            eqn = jaxpr.eqns[j]
+            ins = [u for u in eqn.invars if isinstance(u, jex.Var)]
+            if not any(u in group for u in ins):
+                continue
+            outs = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
+            fused = bool(outs) and all(
+                names[u] not in materialized and getattr(u.aval, "shape", None) == m.aval.shape
+                for u in outs)
+            cheap = all(u in group or u in step_inputs or _nbytes(u) < min_bytes for u in ins)
+            if fused and cheap:
+                chain.append(j)
+                group.update(outs)
+            else:
+                consumers.add(j)
+        if not consumers:
+            continue   # only an output of the step (not temp)
+        points = sorted({at, *chain, *consumers})
+        start, stop = max(zip(points, points[1:]), key=lambda p: p[1] - p[0])
+        if stop - start < 2:
+            continue
+        found.append(IdleValue(name=names[m], shape=tuple(int(d) for d in m.aval.shape),
+                               dtype=str(m.aval.dtype), nbytes=nbytes, defined_at=at,
+                               park_after=start, back_before=stop,
+                               rederive=tuple(j for j in chain if j <= start)))
+    return tuple(sorted(found, key=lambda c: (-c.score, c.defined_at, c.name)))
+
+
+_OP_NAME = re.compile(r'op_name="[^"]*?' + r'olla_e(\d+)/')
+_ENTRY_VALUE = re.compile(r"^\s*(?:ROOT\s+)?%[\w.\-]+\s*=\s*(\((?:[^()]|\(\d+\))*\)|\S+)\s+([\w\-]+)\(")
+SCOPE = "olla_e{}"
+
+
+def materialized_names(hlo_text: str, closed) -> frozenset[str]:
+    """Names (``_names``) of the top-level values of ``closed`` that XLA keeps
+    in a buffer: an instruction of the optimized module's entry computation
+    whose op_name carries the equation's scope (``SCOPE``, from evaluating the
+    jaxpr with ``scoped=True``) and whose result (or one of a tuple's) has the
+    value's element count.  Fusions take their root's op_name, so a value XLA
+    fuses into its readers has no instruction of its own."""
+    jaxpr = closed.jaxpr
+    entry = hlo_text[hlo_text.find("\nENTRY"):] if "\nENTRY" in hlo_text else hlo_text
+    buffers: dict[tuple[int, int], int] = {}    # (equation, element count) -> buffers
+    for line in entry.splitlines():
+        m, v = _OP_NAME.search(line), _ENTRY_VALUE.match(line)
+        if not (m and v) or v.group(2) in ("parameter", "get-tuple-element", "tuple"):
+            continue
+        for _, dims, _ in _ARRAY.findall(v.group(1)):
+            key = (int(m.group(1)), int(np.prod([int(d) for d in dims.split(",") if d],
+                                                dtype=np.int64)))
+            buffers[key] = buffers.get(key, 0) + 1
+    found = set()
+    for i, eqn in enumerate(jaxpr.eqns):
+        by_count: dict[int, list[int]] = {}
+        for k, u in enumerate(eqn.outvars):
+            shape = getattr(getattr(u, "aval", None), "shape", None)
+            if not isinstance(u, jex.DropVar) and shape is not None:
+                by_count.setdefault(int(np.prod(shape, dtype=np.int64)), []).append(k)
+        for count, ks in by_count.items():
+            # fewer buffers than same-sized outputs: which ones XLA keeps is not
+            # known (a SiLU's three outputs, one kept): none is taken as kept
+            if buffers.get((i, count), 0) >= len(ks):
+                found.update(f"e{i}.{k}: {eqn.primitive.name}" for k in ks)
+    return frozenset(found)
+
+
 def _names(jaxpr) -> dict[Any, str]:
     """Each top-level equation's outputs by a name stable for one trace."""
     return {v: f"e{i}.{k}: {eqn.primitive.name}"
@@ -205,37 +358,63 @@ def _depths(jaxpr) -> dict[Any, int]:
     return depth
 
 
-def _latest(jaxpr, at: int, v, depth: dict[Any, int], env: dict[Any, Any]) -> list[Any]:
+def _latest(jaxpr, at: int, v, depth: dict[Any, int], env: dict[Any, Any],
+            kept: Callable[[Any], bool]) -> list[Any]:
     """What the copy back of ``v`` before equation ``at`` waits for: the deepest
     value among that equation's other inputs and the outputs of the ``LOOKBACK``
     equations before it.  Without it XLA's scheduler starts the copy back early,
     to hide it, and the value is back on the device over most of its idle stretch;
     the reader's own inputs are not enough (a transpose has none, and a weight's
-    transpose is ready from the start)."""
+    transpose is ready from the start).  Only values ``kept`` (in a buffer of
+    XLA's own): a barrier on a value XLA fuses would make it materialize it."""
     pool = [*jaxpr.eqns[at].invars]
     for eqn in jaxpr.eqns[max(0, at - LOOKBACK):at]:
         pool += eqn.outvars
     pool = [u for u in pool if isinstance(u, jex.Var) and not isinstance(u, jex.DropVar)
-            and u is not v and u in env and hasattr(u.aval, "shape")]
+            and u is not v and u in env and hasattr(u.aval, "shape") and kept(u)]
     return [max(pool, key=lambda u: depth.get(u, 0))] if pool else []
 
 
+def _tie_at(jaxpr, start: int, stop: int, kept: Callable[[Any], bool]) -> tuple[int, list[Any]]:
+    """The first equation from ``start`` (before ``stop``) with outputs XLA keeps,
+    and those outputs: what a copy to host is tied to (``start``'s own outputs
+    when it has any kept)."""
+    for i in range(start, stop):
+        outs = [u for u in jaxpr.eqns[i].outvars if not isinstance(u, jex.DropVar) and kept(u)]
+        if outs:
+            return i, outs
+    return start, [u for u in jaxpr.eqns[start].outvars if not isinstance(u, jex.DropVar)]
+
+
 def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
-              tie: bool = True, move: bool = True) -> list[Any]:
+              tie: bool = True, move: bool = True, *,
+              materialized: frozenset[str] | None = None, scoped: bool = False) -> list[Any]:
     """``closed`` on ``flat_args`` with each of ``parked`` copied to host after
-    its ``park_after`` equation and back before its ``back_before`` one;
+    its ``park_after`` equation and back before its ``back_before`` one (its
+    ``rederive`` equations run again on the copy back);
     ``tie=False`` leaves out the barriers (XLA then folds the moves away),
-    ``move=False`` the copies (the barriers alone: a control)."""
+    ``move=False`` the copies (the barriers alone: a control).  With
+    ``materialized`` (``materialized_names``), the barriers hold only values XLA
+    keeps in buffers anyway.  ``scoped``: each equation under a named scope
+    (``SCOPE``) that XLA's op_name metadata keeps (``materialized_names``)."""
     jaxpr = closed.jaxpr
     barrier = _barrier if tie else (lambda values: values)
+    names = _names(jaxpr)
+
+    def kept(u) -> bool:
+        return materialized is None or names.get(u) in materialized
+
     by_name = {c.name: c for c in parked}
     park_at: dict[int, list[Any]] = {}
-    back_at: dict[int, list[Any]] = {}
-    for v, name in _names(jaxpr).items():
+    back_at: dict[int, list[tuple[Any, IdleValue]]] = {}
+    tie_to: dict[Any, list[Any]] = {}
+    for v, name in names.items():
         c = by_name.get(name)
         if c is not None:
-            park_at.setdefault(c.park_after, []).append(v)
-            back_at.setdefault(c.back_before, []).append(v)
+            at, tie_to[v] = ((c.park_after, []) if materialized is None
+                             else _tie_at(jaxpr, c.park_after, c.back_before, kept))
+            park_at.setdefault(at, []).append(v)
+            back_at.setdefault(c.back_before, []).append((v, c))
     env: dict[Any, Any] = {}
     host: dict[Any, Any] = {}
     depth = _depths(jaxpr)
@@ -243,35 +422,46 @@ def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
     def read(v):
         return v.val if isinstance(v, jex.Literal) else env[v]
 
+    def bind(i: int) -> None:
+        eqn = jaxpr.eqns[i]
+        scope = jax.named_scope(SCOPE.format(i)) if scoped else contextlib.nullcontext()
+        with scope:
+            outs = jax_compat.bind_equation(eqn, [read(v) for v in eqn.invars])
+        for v, x in zip(eqn.outvars, outs):
+            if not isinstance(v, jex.DropVar):
+                env[v] = x
+
     for v, x in zip(jaxpr.constvars, closed.consts):
         env[v] = x
     for v, x in zip(jaxpr.invars, flat_args):
         env[v] = x
     for i, eqn in enumerate(jaxpr.eqns):
         anchors: list[Any] = []
-        for v in back_at.get(i, []):
-            others = _latest(jaxpr, i, v, depth, env)
+        for v, c in back_at.get(i, []):
+            # (a fence, the copy back waiting for every kept value computed before
+            # it, undid the latency-hiding scheduler's reordering on mlp:small, but
+            # without that scheduler it only raised the peak: densenet:small)
+            others = _latest(jaxpr, i, v, depth, env, kept)
             anchors += others
             tied = barrier([host.pop(v), *(env[u] for u in others)])
             for u, x in zip(others, tied[1:]):
                 env[u] = x
             env[v] = jax.device_put(tied[0], jax.memory.Space.Device) if move else tied[0]
-        outs = jax_compat.bind_equation(eqn, [read(v) for v in eqn.invars])
-        for v, x in zip(eqn.outvars, outs):
-            if not isinstance(v, jex.DropVar):
-                env[v] = x
-        if tie and anchors:
+            for j in c.rederive:
+                bind(j)
+        bind(i)
+        made = [u for u in eqn.outvars if not isinstance(u, jex.DropVar) and kept(u)]
+        if tie and anchors and made:
             # The reader runs where the jaxpr has it: the anchor (on the critical
             # path) waits for its outputs.  Else XLA defers it (a weight gradient's
             # matmul, to the end of the backward pass) and the value copied back
             # stays on the device all that time.
-            made = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
             anchors = list(dict.fromkeys(anchors))
             tied = _barrier([*(env[u] for u in made), *(env[u] for u in anchors)])
             for u, x in zip([*made, *anchors], tied):
                 env[u] = x
         for v in park_at.get(i, []):
-            live = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)] or [v]
+            live = tie_to[v] or [u for u in eqn.outvars if not isinstance(u, jex.DropVar)] or [v]
             tied = barrier([jax.device_put(env[v], jax.memory.Space.Host) if move else env[v],
                             *(env[u] for u in live)])
             for u, x in zip(live, tied[1:]):
@@ -282,10 +472,12 @@ def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
 
 def rewrite(fn: Callable, args: Sequence[Any], parked: Sequence[IdleValue], *,
             static_argnums: Sequence[int] = (), traced: Traced | None = None,
-            tie: bool = True, move: bool = True) -> Callable:
+            tie: bool = True, move: bool = True,
+            materialized: frozenset[str] | None = None, scoped: bool = False) -> Callable:
     """``fn`` (same arguments, same outputs) with ``parked`` moved to host memory
-    over their idle stretches; ``parked`` come from ``idle_values`` of this
-    step's jaxpr (the names are its variables)."""
+    over their idle stretches; ``parked`` come from ``idle_values`` (or
+    ``materialized_idle_values``) of this step's jaxpr (the names are its
+    variables); ``materialized`` and ``scoped`` as in ``_evaluate``."""
     traced = traced or trace(fn, args, static_argnums)
     closed = traced.closed
     static = set(static_argnums)
@@ -293,7 +485,8 @@ def rewrite(fn: Callable, args: Sequence[Any], parked: Sequence[IdleValue], *,
 
     def offloaded(*call_args):
         dynamic = [a for i, a in enumerate(call_args) if i not in static]
-        outs = _evaluate(closed, jax.tree.leaves(dynamic), parked, tie, move)
+        outs = _evaluate(closed, jax.tree.leaves(dynamic), parked, tie, move,
+                         materialized=materialized, scoped=scoped)
         return jax.tree.unflatten(out_tree, outs)
 
     offloaded.__name__ = getattr(fn, "__name__", "step") + "_offloaded"
@@ -366,12 +559,24 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
             static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
             compiler_options: dict[str, Any] | None = None, max_values: int | None = None,
             min_bytes: int = MIN_BYTES,
-            kinds: frozenset[str] | None = MATMULS) -> OffloadResult:
+            kinds: frozenset[str] | None = MATMULS, pick: str = "xla",
+            latency_hiding: bool = False) -> OffloadResult:
     """``fn(*args)`` with its longest-idle values parked in host memory, captured
     for a compile-only GPU ``backend``: the top 1, 2, 4, ... candidates of
     ``idle_values`` until the device temp is at most ``budget`` bytes (without a
     budget: all of them, at most ``max_values``), keeping the least device temp,
-    XLA's own step (nothing parked) included.  Built, not run."""
+    XLA's own step (nothing parked) included.  Built, not run.
+
+    ``pick="xla"``: the candidates are the values XLA keeps in buffers of its
+    own in the step as given (one more compile, with each equation's scope in
+    the op_name metadata; ``materialized_idle_values``), and the barriers hold
+    only such values; ``pick="jaxpr"``: any value of ``idle_values`` made or
+    read by one of ``kinds`` (each parked value first raised the device temp:
+    benchmarks/README.md, "Host offloading at XLA's remat points").
+    ``latency_hiding=False``: the offloaded steps are compiled with
+    ``NO_LATENCY_HIDING`` (``OffloadResult.compiler_options``)."""
+    if pick not in ("xla", "jaxpr"):
+        raise OffloadError(f"pick must be 'xla' or 'jaxpr', not {pick!r}")
     parsed = Backend.parse(backend)
     if not (parsed.kind == "gpu" and parsed.compile_only):
         raise OffloadError(f"host offloading is built for compile-only GPU targets such as "
@@ -382,13 +587,25 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
     kw = dict(backend=parsed, static_argnums=tuple(static_argnums),
               donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
     base = record.capture(fn, *args, **kw)
+    off_options = {**(compiler_options or {}), **({} if latency_hiding else NO_LATENCY_HIDING)}
+    kw_off = dict(kw, compiler_options=off_options)
     if budget is not None and base.memory.temp <= budget:
         return OffloadResult(backend=parsed.name, xla_temp=base.memory.temp,
                              temp=base.memory.temp, host_temp=host_temp(base.compiled),
                              transfers=transfers(base.hlo_text), chosen=(), tried=(),
-                             budget=budget, met=True, capture=base, fn=fn)
+                             budget=budget, met=True, capture=base, fn=fn,
+                             compiler_options=dict(compiler_options or {}))
     traced = trace(fn, args, static_argnums)
-    candidates = idle_values(traced.closed, min_bytes=min_bytes, kinds=kinds)[:max_values]
+    materialized, options_temp = None, None
+    if pick == "xla":
+        scoped = record.capture(rewrite(fn, args, (), static_argnums=static_argnums,
+                                        traced=traced, scoped=True), *args, **kw_off)
+        options_temp = scoped.memory.temp
+        materialized = materialized_names(scoped.hlo_text, traced.closed)
+        candidates = materialized_idle_values(traced.closed, materialized,
+                                              min_bytes=min_bytes)[:max_values]
+    else:
+        candidates = idle_values(traced.closed, min_bytes=min_bytes, kinds=kinds)[:max_values]
     if not candidates:
         raise OffloadError(f"no value of the step is over {min_bytes} bytes and idle across "
                            "two or more equations: nothing to offload")
@@ -397,8 +614,8 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
     tried = []
     for k in _sizes(len(candidates)):
         step = rewrite(fn, args, candidates[:k], static_argnums=static_argnums,
-                       traced=traced)
-        cap = record.capture(step, *args, **kw)
+                       traced=traced, materialized=materialized)
+        cap = record.capture(step, *args, **kw_off)
         tried.append((k, cap.memory.temp))
         if cap.memory.temp < best_cap.memory.temp:
             best_k, best_cap, best_step = k, cap, step
@@ -409,4 +626,6 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
         backend=parsed.name, xla_temp=base.memory.temp, temp=cap.memory.temp,
         host_temp=host_temp(cap.compiled), transfers=transfers(cap.hlo_text),
         chosen=candidates[:best_k], tried=tuple(tried), budget=budget,
-        met=None if budget is None else cap.memory.temp <= budget, capture=cap, fn=best_step)
+        met=None if budget is None else cap.memory.temp <= budget, capture=cap, fn=best_step,
+        compiler_options=off_options if best_k else dict(compiler_options or {}),
+        options_temp=options_temp)

@@ -965,12 +965,15 @@ def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, m
             return _plan(step, collective_overlap=collective_overlap, **dict(
                 options, backend=Backend.parse(f"gpu:{path}"), time_limit_s=limit_s))
 
-        def plan_offloaded(fn_off: Callable, limit_s: float) -> Plan:
-            """``fn_off`` (the step with values parked in host memory) planned."""
+        def plan_offloaded(fn_off: Callable, limit_s: float,
+                           compiler_options: dict[str, Any] | None = None) -> Plan:
+            """``fn_off`` (the step with values parked in host memory) planned,
+            compiled with the lever's ``compiler_options`` where it has some."""
             off = _step(fn_off, step.args, {}, target, step.static_argnums,
                         step.donate_argnums, spmd)
+            more = {} if compiler_options is None else {"compiler_options": compiler_options}
             return _plan(off, collective_overlap=collective_overlap,
-                         **dict(options, time_limit_s=limit_s))
+                         **dict(options, time_limit_s=limit_s, **more))
         result = gpu_budget.to_budget(
             result, int(memory_budget), step.fn, step.args,
             static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,

@@ -148,3 +148,113 @@ def test_the_modules_the_readme_names_are_reached_from_a_bare_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert "offload olla_jax.gpu_budget" in out and "ok module 'olla_jax'" in out
+
+
+def relu_mlp_loss(params, x):
+    """A ReLU MLP's loss: XLA keeps each matmul's output (bias added) and
+    recomputes the ReLU and its mask from it inside the readers."""
+    for w, b in params:
+        x = jax.nn.relu(x @ w + b)
+    return (x ** 2).sum()
+
+
+RELU_MLP_ARGS = ([(jax.ShapeDtypeStruct((256, 256), jnp.float32),
+                   jax.ShapeDtypeStruct((256,), jnp.float32))] * 4,
+                 jax.ShapeDtypeStruct((512, 256), jnp.float32))
+
+
+def relu_mlp_step(params, x):
+    return jax.grad(relu_mlp_loss)(params, x)
+
+
+def test_materialized_names_read_the_scoped_entry_computation():
+    traced = offload.trace(lambda x, w: jnp.tanh(x @ w) @ w, ARGS)
+    eqns = traced.closed.jaxpr.eqns
+    assert [e.primitive.name for e in eqns] == ["dot_general", "tanh", "dot_general"]
+    hlo = """
+%fused (p: f32[256,512]) -> f32[256,512] {
+  ROOT %t = f32[256,512]{1,0} tanh(%p), metadata={op_name="jit(f)/olla_e1/tanh"}
+}
+
+ENTRY %main (a: f32[256,512], b: f32[512,512]) -> f32[256,512] {
+  %a = f32[256,512]{1,0} parameter(0), metadata={op_name="a[0]"}
+  %split = f32[4,256,512]{2,1,0} fusion(%a, %b), kind=kCustom, metadata={op_name="jit(f)/olla_e0/dot_general"}
+  %d = f32[256,512]{1,0} fusion(%split), kind=kLoop, metadata={op_name="jit(f)/olla_e0/dot_general"}
+  ROOT %r = (f32[256,512]{1,0}, f32[8]{0}) fusion(%d, %b), kind=kCustom, metadata={op_name="jit(f)/olla_e2/dot_general"}
+}
+"""
+    # e1 (tanh) only inside a fusion: XLA keeps no buffer of it; a tuple result counts
+    assert offload.materialized_names(hlo, traced.closed) == {"e0.0: dot_general",
+                                                              "e2.0: dot_general"}
+
+
+def test_materialized_names_take_none_of_same_sized_outputs_when_fewer_buffers():
+    pair = jax.jit(lambda a: (jnp.sin(a), jnp.cos(a)))
+    traced = offload.trace(lambda x: pair(x), ARGS[:1])
+    assert len(traced.closed.jaxpr.eqns) == 1 and len(traced.closed.jaxpr.eqns[0].outvars) == 2
+    line = ('  %f{} = f32[256,512]{{1,0}} fusion(%a), kind=kLoop, '
+            'metadata={{op_name="jit(f)/olla_e0/jit(<lambda>)/sin"}}\n')
+    one = "ENTRY %main {\n" + line.format(1) + "}\n"
+    two = "ENTRY %main {\n" + line.format(1) + line.format(2) + "}\n"
+    assert offload.materialized_names(one, traced.closed) == frozenset()
+    assert len(offload.materialized_names(two, traced.closed)) == 2
+
+
+def test_materialized_pick_parks_the_pre_activation_and_rederives_the_relu():
+    traced = offload.trace(relu_mlp_step, RELU_MLP_ARGS)
+    eqns = traced.closed.jaxpr.eqns
+    names = offload._names(traced.closed.jaxpr)
+    # as XLA:GPU's step keeps them: the matmuls' outputs, nothing elementwise
+    kept = frozenset(n for n in names.values() if n.endswith("dot_general"))
+    found = offload.materialized_idle_values(traced.closed, kept)
+    assert found
+    first = found[0]
+    # the matmul's output with the bias added: XLA adds it in the matmul's epilogue
+    # (the buffer it keeps, named after the matmul)
+    made = eqns[first.defined_at]
+    assert made.primitive.name == "add"
+    producers = {u: e.primitive.name for e in eqns for u in e.outvars}
+    assert "dot_general" in {producers.get(u) for u in made.invars}
+    # the ReLU and its mask are computed again on the copy back
+    again = {eqns[j].primitive.name for j in first.rederive}
+    assert "gt" in again and len(again) >= 2
+    assert first.defined_at < min(first.rederive) <= first.park_after
+    # the jaxpr pick parks a value XLA fuses away instead (the ReLU's output)
+    old = offload.idle_values(traced.closed)[0]
+    assert eqns[old.defined_at].primitive.name == "custom_jvp_call"
+    assert old.name not in {c.name for c in found}
+
+
+@pytest.mark.slow   # about 2 s alone (5 s at load 7): two CPU compiles of a training step
+def test_rewrite_with_rederived_values_keeps_the_results_on_cpu():
+    keys = jax.random.split(jax.random.key(0), 7)
+    params = [(jax.random.normal(keys[2 * i], (32, 32)) * 0.3,
+               jax.random.normal(keys[2 * i + 1], (32,)) * 0.1) for i in range(3)]
+    x = jax.random.normal(keys[6], (16, 32))
+    traced = offload.trace(relu_mlp_step, (params, x))
+    names = offload._names(traced.closed.jaxpr)
+    kept = frozenset(n for n in names.values() if n.endswith("dot_general"))
+    parked = offload.materialized_idle_values(traced.closed, kept, min_bytes=1024)[:2]
+    assert any(c.rederive for c in parked)
+    step = offload.rewrite(relu_mlp_step, (params, x), parked, traced=traced, materialized=kept)
+    for a, b in zip(jax.tree.leaves(jax.jit(step)(params, x)),
+                    jax.tree.leaves(jax.jit(relu_mlp_step)(params, x))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow   # about 15 s: six compile-only H100 compiles of a small training step
+@needs_plugin
+def test_parking_what_xla_keeps_does_not_raise_device_temp_on_h100():
+    # the lever as it was: the jaxpr's pick, XLA's default options
+    old = offload.offload(relu_mlp_step, *RELU_MLP_ARGS, backend="gpu:h100", budget=0,
+                          max_values=1, pick="jaxpr", latency_hiding=True)
+    new = offload.offload(relu_mlp_step, *RELU_MLP_ARGS, backend="gpu:h100", budget=0,
+                          max_values=1)
+    assert old.xla_temp == new.xla_temp
+    # the ReLU's output parked: XLA materializes it to copy it and keeps its input
+    # (its device temp rose by 1 KiB here, by 15 MiB on vit:small)
+    assert old.tried[0][1] >= old.xla_temp
+    # the pre-activation parked (the ReLU and its mask derived again on the copy
+    # back), compiled without XLA's latency-hiding scheduler
+    assert new.tried[0][1] < 0.8 * new.xla_temp
+    assert new.options_temp == new.xla_temp      # the options alone change nothing here

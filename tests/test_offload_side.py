@@ -205,6 +205,25 @@ def test_planning_the_offloaded_step_warns_nobody(monkeypatch):
     assert any(n.startswith("no time to plan") for n in side.plan.notes)
 
 
+def test_the_offloaded_step_is_planned_with_the_levers_compiler_options(monkeypatch):
+    """The lever compiles the offloaded step without XLA's latency-hiding
+    scheduler (with it one copy raised the device temp); its plan compiles it so too."""
+    from olla_jax import offload
+    from tests.test_gpu_budget import _fake_plan
+    lever = types.SimpleNamespace(
+        chosen=("a",), fn="offloaded step", temp=700, xla_temp=1000, host_temp=2**20,
+        transfers=offload.Transfers(1, 1, 2**20, 2**20, 2), tried=((1, 700),),
+        compiler_options=dict(offload.NO_LATENCY_HIDING))
+    asked = []
+
+    def plan_offloaded(fn, limit_s, compiler_options=None):
+        asked.append(compiler_options)
+        return _fake_plan(700)
+    gpu_budget.offload_side(_fake_plan(950), 800, lambda x: x, (), plan_offloaded,
+                            time_limit_s=10.0, lever=lever)
+    assert asked == [offload.NO_LATENCY_HIDING]
+
+
 def test_offloading_that_lowers_nothing_says_what_each_try_reached_in_mib(monkeypatch):
     from olla_jax import offload
     from tests.test_gpu_budget import _fake_plan
