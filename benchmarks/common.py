@@ -295,6 +295,14 @@ def write_results(out: str, payload: dict, text: str) -> None:
         f.write(text)
 
 
+def print_and_write(text: str, rows: list, out: str | None) -> None:
+    """``text`` printed, then written with ``rows`` and the command (``write_results``)
+    where ``out`` is given."""
+    print(text)
+    if out:
+        write_results(out, {"command": command_line(), "rows": rows}, text)
+
+
 def write_lines_and_rows(out, lines: list[str], rows: list) -> None:
     """``<out>.md`` (the printed lines) and ``<out>.json`` (the rows as a list)."""
     import json

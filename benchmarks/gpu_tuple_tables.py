@@ -82,9 +82,7 @@ def main(argv=None) -> int:
           r["touching_slices"], r["unheld"] or "-", r["seconds"], r["load"]] for r in rows],
         right={1, 3, 4, 5, 7})
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
+    common.print_and_write(text, rows, args.out)
     return 0
 
 

@@ -267,9 +267,7 @@ def main(argv=None) -> int:
          "load average (1/5/15 min) at the start and end; per row in the table":
              f"{load_before}, {common.load()}"})
     text = render(rows, header)
-    print(text)
-    if args.out:
-        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
+    common.print_and_write(text, rows, args.out)
     return 0
 
 

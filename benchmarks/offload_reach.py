@@ -363,9 +363,7 @@ def main(argv=None) -> int:
          "load average (1/5/15 min; the machine is shared by several jobs)": common.load(),
          "nothing ran": "compiled only (no GPU here); temp and host bytes are XLA's own figures"})
     text = render(rows, header)
-    print(text)
-    if args.out:
-        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
+    common.print_and_write(text, rows, args.out)
     return 0
 
 

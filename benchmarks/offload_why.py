@@ -92,9 +92,7 @@ def main(argv=None) -> int:
     head = common.header("Why one parked value raised XLA:GPU's device temp (compile-only h100)",
                          {"load at start / end per example": common.row_loads(rows, "example")})
     text = render(rows, head)
-    print(text)
-    if args.out:
-        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
+    common.print_and_write(text, rows, args.out)
     return 0
 
 

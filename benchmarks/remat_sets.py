@@ -88,9 +88,7 @@ def run_points(run_one, render, args) -> int:
             rows[-1]["seconds"] = round(time.monotonic() - t, 1)
     loads.append(common.load())
     text = render(rows, args, loads)
-    print(text)
-    if args.out:
-        common.write_results(args.out, {"command": common.command_line(), "rows": rows}, text)
+    common.print_and_write(text, rows, args.out)
     return 0
 
 
