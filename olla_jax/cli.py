@@ -527,11 +527,31 @@ def _step_parts(obj: Any, spec: str) -> _StepParts:
                           _names(getattr(obj, "donate_argnames", ())))
     if isinstance(obj, tuple) and len(obj) in (2, 3) and callable(obj[0]) \
             and isinstance(obj[1], (tuple, list)) and (len(obj) == 2 or isinstance(obj[2], dict)):
+        _check_tuple_leaves(obj, spec)
         return _StepParts(obj[0], tuple(obj[1]), kwargs=(dict(obj[2]) or None) if len(obj) == 3
                           else None)
     raise UsageError(f"--module={spec} returned a {type(obj).__name__}; it must return an object "
                      "with fn and args (like examples.Step) or a tuple (fn, args) or "
                      "(fn, args, kwargs)")
+
+
+def _check_tuple_leaves(made: tuple, spec: str) -> None:
+    """A (fn, args[, kwargs]) tuple marks nothing static: a leaf that is no array
+    (nor a Python number, traced as jax.jit does) is refused here, saying how to
+    mark it, rather than by the planner's hint to pass static_argnums."""
+    import jax
+    parts = (made[1],) if len(made) == 2 else (made[1], made[2])
+    for path, leaf in jax.tree_util.tree_flatten_with_path(parts)[0]:
+        if isinstance(leaf, (bool, int, float, complex)) or (
+                hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            continue
+        where = ("argument leaf " if path[0].idx == 0 else "keyword argument leaf ") + \
+            jax.tree_util.keystr(path[1:])
+        raise UsageError(
+            f"--module={spec} returned a tuple whose {where} is a {type(leaf).__name__}, not an "
+            "array, and a tuple cannot mark it static: return an object with fn, args and "
+            "static_argnums / static_argnames (like examples.Step), or bind it into fn "
+            "(functools.partial)")
 
 
 def _names(value: Any) -> tuple[str, ...]:

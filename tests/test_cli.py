@@ -431,3 +431,21 @@ def test_plan_rng_lowering_flag(tmp_path):
     assert "jax.jit's program" not in rolled.stdout and "olla_jax" in rolled.stdout
     bad = olla(*args, "--rng_lowering=rolled", cwd=tmp_path)
     assert bad.returncode == 2, bad.stderr
+
+
+def test_a_module_tuple_with_a_leaf_that_is_no_array_says_how_to_mark_it_static():
+    # (fn, args) cannot carry static_argnums: the planner's own hint ("mark it
+    # static (static_argnums)") named an option the tuple has no room for
+    import jax.numpy as jnp
+
+    from olla_jax import cli
+
+    def f(x, act, *, scale):
+        return getattr(jnp, act)(x) * scale
+
+    with pytest.raises(cli.UsageError, match=r"argument leaf \[1\] is a str.*examples.Step"):
+        cli._step_parts((f, (jnp.ones(3), "tanh")), "m:make")
+    with pytest.raises(cli.UsageError, match=r"keyword argument leaf \['scale'\] is a object"):
+        cli._step_parts((f, (jnp.ones(3),), {"scale": object()}), "m:make")
+    parts = cli._step_parts((f, (jnp.ones(3), 2.0), {"scale": 3}), "m:make")   # numbers pass
+    assert parts.args[1] == 2.0 and parts.kwargs == {"scale": 3}
