@@ -180,16 +180,26 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
                           tuple(donate), tuple(dynamic))
 
 
+def leaf_that_is_no_array(args: Sequence[Any], kwargs: dict[str, Any] | None,
+                          keep: Callable[[Any], bool]) -> tuple[str, Any] | None:
+    """The first leaf of ``args`` and ``kwargs`` that ``keep`` refuses, with
+    where it is ("argument leaf [1]", "keyword argument leaf ['scale']")."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path((tuple(args), kwargs or {}))[0]:
+        if not keep(leaf):
+            return (("argument leaf " if path[0].idx == 0 else "keyword argument leaf ")
+                    + jax.tree_util.keystr(path[1:])), leaf
+    return None
+
+
 def _check_wrapper_leaves(args: Sequence[Any], kwargs: dict[str, Any]) -> None:
     """A jit wrapper that is neither jax.jit nor flax.nnx.jit (equinox's
     ``filter_jit``) decides itself which leaves are static; a compile-only target
     compiles the call under jax.jit, where every leaf is an array: refuse a leaf
     that is not one, saying what to do, rather than plan another program."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path((tuple(args), kwargs))[0]:
-        if isinstance(leaf, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)):
-            continue
-        where = ("argument leaf " if path[0].idx == 0 else "keyword argument leaf ") + \
-            jax.tree_util.keystr(path[1:])
+    found = leaf_that_is_no_array(args, kwargs, lambda x: isinstance(
+        x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)))
+    if found is not None:
+        where, leaf = found
         raise TypeError(
             f"{where} is a {type(leaf).__name__}, not an array: the step's jit wrapper is not "
             "jax.jit (equinox's filter_jit, say, which keeps such leaves static itself), and "

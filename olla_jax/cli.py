@@ -539,14 +539,13 @@ def _check_tuple_leaves(made: tuple, spec: str) -> None:
     """A (fn, args[, kwargs]) tuple marks nothing static: a leaf that is no array
     (nor a Python number, traced as jax.jit does) is refused here, saying how to
     mark it, rather than by the planner's hint to pass static_argnums."""
-    import jax
-    parts = (made[1],) if len(made) == 2 else (made[1], made[2])
-    for path, leaf in jax.tree_util.tree_flatten_with_path(parts)[0]:
-        if isinstance(leaf, (bool, int, float, complex)) or (
-                hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
-            continue
-        where = ("argument leaf " if path[0].idx == 0 else "keyword argument leaf ") + \
-            jax.tree_util.keystr(path[1:])
+    from olla_jax import calls
+    found = calls.leaf_that_is_no_array(
+        made[1], made[2] if len(made) == 3 else None,
+        lambda x: isinstance(x, (bool, int, float, complex))
+        or (hasattr(x, "shape") and hasattr(x, "dtype")))
+    if found is not None:
+        where, leaf = found
         raise UsageError(
             f"--module={spec} returned a tuple whose {where} is a {type(leaf).__name__}, not an "
             "array, and a tuple cannot mark it static: return an object with fn, args and "
