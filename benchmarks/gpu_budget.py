@@ -29,7 +29,8 @@ limit; in ``plan`` they share one.
 With ``--offload=1``, at each XLA point compared (temp M), host offloading
 too, beside ours without it: the lever alone (``olla_jax.offload.offload``
 asked for a device temp of M: the longest-idle values parked in host memory,
-XLA's order and placement, 0 extra FLOPs), then ``plan(..., offload=True)``'s
+XLA's order and placement; its extra FLOPs: XLA's offloaded program's less the
+step's, the readers computed again from a copy back), then ``plan(..., offload=True)``'s
 side on that lever (``gpu_budget.offload_side``: the offloaded step ordered
 and placed by us, recomputed by us on top when still over, with its own
 ``--time_limit_s``), each with its host temp and the bytes copied each way.
@@ -206,7 +207,8 @@ def offload_at(step, base, temp: int, args, cost: str) -> dict:
         "to_device_bytes": tr.to_device_bytes, "tried": [list(x) for x in lever.tried],
         "compiler_options": dict(getattr(lever, "compiler_options", None) or {}),
         "options_temp": getattr(lever, "options_temp", None),
-        "flops": 0, "seconds": round(time.monotonic() - t, 1)}}
+        "flops": lever.extra_flops, "flops_delta": lever.flops_delta,
+        "seconds": round(time.monotonic() - t, 1)}}
 
     def plan_offloaded(fn, limit_s: float, compiler_options=None):
         with warnings.catch_warnings():
@@ -476,8 +478,9 @@ def render_offload(rows: list[dict]) -> list[str]:
                  "recomputation meeting it). Lever alone: olla_jax.offload.offload asked for XLA's "
                  "temp M, XLA's order and placement; side: plan(..., offload=True)'s side "
                  "(gpu_budget.offload_side) on that lever, ordered and placed by us and recomputed "
-                 "by us on top when still over. Extra FLOPs: offloading adds none; the side's are "
-                 "its recomputation's. Host temp: XLA's host allocation (not in the device temp); "
+                 "by us on top when still over. Extra FLOPs: the FLOPs of XLA's offloaded program "
+                 "less the step's (the readers computed again from a copy back; 0 where it has "
+                 "fewer), and on the side its recomputation's too. Host temp: XLA's host allocation (not in the device temp); "
                  "to host / back: bytes copied each way (copies). The offloaded steps are compiled "
                  "with the lever's XLA options where it has some (per point below: the step "
                  "without copies under them).", ""]
@@ -498,7 +501,8 @@ def render_offload(rows: list[dict]) -> list[str]:
                 continue
             lv, sd = o["lever"], o.get("side")
             table.append(head + [
-                f"{common.mib(lv['temp'])} ({lv['values']} parked)",
+                f"{common.mib(lv['temp'])} at {share(lv['flops'], r['step_flops'])} "
+                f"({lv['values']} parked)",
                 f"{common.mib(lv['host_temp'])}",
                 f"{common.mib(lv['to_host_bytes'])} ({lv['to_host']})",
                 f"{common.mib(lv['to_device_bytes'])} ({lv['to_device']})",
@@ -509,7 +513,7 @@ def render_offload(rows: list[dict]) -> list[str]:
                 f"{o['planner_s']} ({'kept' if o['limit_kept'] else 'NOT kept'})",
                 f"{lv['seconds']} / {o['side_seconds']}"])
     lines += common.table(["example", "XLA remat point", "our cost", "ours, no offload (least)",
-                           "met", "lever alone: temp", "host temp", "to host MiB (copies)",
+                           "met", "lever alone: temp at extra FLOPs", "host temp", "to host MiB (copies)",
                            "back MiB (copies)", "lever met", "side: temp at extra FLOPs",
                            "side met", "side planner s (1.1 x limit)", "seconds lever / side"],
                           table, right={1, 3, 5, 6, 7, 8, 10})

@@ -390,16 +390,24 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
         else:
             how += f" (no recomputation on top: {max(left, 0):.1f} s left)"
     t = lever.transfers
+    # the readers derived again from a copy back, as XLA compiled the offloaded
+    # step (OffloadResult.flops_delta; None: not counted)
+    delta = getattr(lever, "flops_delta", None)
+    off_extra = max(0, delta or 0)
+    off_flops = ("offloading's FLOPs not counted" if delta is None else
+                 f"{off_extra:,} extra FLOPs from offloading (XLA's offloaded program "
+                 f"{delta:+,} FLOPs against the step as given)")
     text = (f"host offloading (olla_jax.offload: {len(lever.chosen)} value(s) parked), {how}: "
             f"device temp {got.runs_temp_bytes / mib:,.2f} MiB against XLA's "
             f"{result.xla_best_temp_bytes / mib:,.2f} for the step as given "
             f"(XLA's offloaded step: {lever.temp / mib:,.2f}); host temp "
             f"{lever.host_temp / mib:,.2f} MiB (not in the device total); "
             f"{t.to_host_bytes / mib:,.2f} MiB copied to host in {t.to_host} cop(ies), "
-            f"{t.to_device_bytes / mib:,.2f} MiB back in {t.to_device}; 0 extra FLOPs from "
-            f"offloading, {got.extra_flops:,} from recomputation; not run: the copies' time is "
+            f"{t.to_device_bytes / mib:,.2f} MiB back in {t.to_device}; {off_flops}, "
+            f"{got.extra_flops:,} from recomputation; not run: the copies' time is "
             "unknown (no GPU here)")
     plan = _of_the_step(result, got, f"offload+{got.engine}", text, time_limit_s,
+                        extra_flops=off_extra + (got.extra_flops or 0),
                         offloaded_values=len(lever.chosen), host_temp_bytes=lever.host_temp,
                         to_host_bytes=t.to_host_bytes, to_device_bytes=t.to_device_bytes)
     return Side("host offloading", plan, moves_to_host=True), seconds, ""

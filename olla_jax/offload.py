@@ -45,6 +45,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
+from olla_jax import flops as flops_lib
 from olla_jax import jax_compat
 from olla_jax.capture import record
 from olla_jax.capture.base import Backend
@@ -131,6 +132,17 @@ class OffloadResult:
     # XLA's device temp for the step without copies under ``compiler_options``
     # (None where not compiled): what the options alone do to it
     options_temp: int | None = None
+    # FLOPs of XLA's offloaded program less those of the step as given (olla_jax.flops;
+    # None where not counted): the readers derived again from a copy back, and
+    # whatever XLA's fusions of the rewritten program do differently (it can be
+    # negative); ``extra_flops`` is the part above zero
+    flops_delta: int | None = None
+
+    @property
+    def extra_flops(self) -> int:
+        """Extra FLOPs of the offloaded step (0 where it has fewer or they were
+        not counted), counted as those of XLA's rematerialized programs are."""
+        return max(0, self.flops_delta or 0)
 
     def summary(self) -> str:
         mib = 2 ** 20
@@ -140,6 +152,8 @@ class OffloadResult:
                 f"{len(self.chosen)} value(s) parked, host temp {self.host_temp / mib:,.2f} MiB, "
                 f"{t.to_host} cop(ies) to host ({t.to_host_bytes / mib:,.2f} MiB) and "
                 f"{t.to_device} back ({t.to_device_bytes / mib:,.2f} MiB)")
+        if self.flops_delta is not None:
+            head += f", {self.flops_delta:+,} FLOPs against the step as given"
         if self.budget is not None:
             head += (f"; budget {self.budget / mib:,.2f} MiB "
                      + ("met" if self.met else "not met"))
@@ -547,6 +561,15 @@ def host_temp(compiled) -> int:
 
 # --- the lever -------------------------------------------------------------------
 
+def _flops_delta(base, cap) -> int | None:
+    """FLOPs of ``cap``'s compiled step less ``base``'s (None where either
+    cannot be counted)."""
+    try:
+        return flops_lib.compiled_flops(cap.compiled) - flops_lib.compiled_flops(base.compiled)
+    except Exception:  # noqa: BLE001 - a report detail: left uncounted, said so
+        return None
+
+
 def _sizes(n: int) -> list[int]:
     sizes, k = [], 1
     while k < n:
@@ -594,7 +617,7 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
                              temp=base.memory.temp, host_temp=host_temp(base.compiled),
                              transfers=transfers(base.hlo_text), chosen=(), tried=(),
                              budget=budget, met=True, capture=base, fn=fn,
-                             compiler_options=dict(compiler_options or {}))
+                             compiler_options=dict(compiler_options or {}), flops_delta=0)
     traced = trace(fn, args, static_argnums)
     materialized, options_temp = None, None
     if pick == "xla":
@@ -628,4 +651,4 @@ def offload(fn: Callable, *args, backend: str | Backend = "gpu:h100", budget: in
         chosen=candidates[:best_k], tried=tuple(tried), budget=budget,
         met=None if budget is None else cap.memory.temp <= budget, capture=cap, fn=best_step,
         compiler_options=off_options if best_k else dict(compiler_options or {}),
-        options_temp=options_temp)
+        options_temp=options_temp, flops_delta=_flops_delta(base, cap) if best_k else 0)

@@ -96,14 +96,19 @@ def test_h100_moves_need_the_barriers_and_lower_device_temp():
 
 @needs_plugin
 def test_offload_meets_a_budget_below_xla_on_h100():
-    base = gpu.compile_for_target(park_across, ARGS,
-                                  target="h100").memory_analysis().temp_size_in_bytes
+    from olla_jax import flops
+    compiled = gpu.compile_for_target(park_across, ARGS, target="h100")
+    base = compiled.memory_analysis().temp_size_in_bytes
     result = offload.offload(park_across, *ARGS, backend="gpu:h100", budget=base - 1,
                              max_values=1, kinds=None)
     assert result.xla_temp == base
     assert result.met and result.temp < base and len(result.chosen) == 1
     assert result.host_temp > 0 and result.transfers.to_host == 1
     assert "built, not run" in result.summary()
+    # the offloaded program's FLOPs against the step's, as XLA compiled both
+    delta = flops.compiled_flops(result.capture.compiled) - flops.compiled_flops(compiled)
+    assert result.flops_delta == delta and result.extra_flops == max(0, delta)
+    assert f"{delta:+,} FLOPs against the step as given" in result.summary()
 
 
 @pytest.mark.slow   # about a minute on 2 shared cores: two CPU compiles of a training step

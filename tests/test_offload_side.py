@@ -224,6 +224,30 @@ def test_the_offloaded_step_is_planned_with_the_levers_compiler_options(monkeypa
     assert asked == [offload.NO_LATENCY_HIDING]
 
 
+def test_the_side_counts_the_offloaded_programs_extra_flops(monkeypatch):
+    """The readers computed again from a copy back are FLOPs the offloaded
+    program runs and the step did not: the side's extra FLOPs count them (with
+    our recomputation's), and its note gives XLA's program's signed difference."""
+    from olla_jax import offload
+    from tests.test_gpu_budget import _fake_plan
+
+    def lever(delta):
+        return types.SimpleNamespace(
+            chosen=("a",), fn="offloaded step", temp=700, xla_temp=1000, host_temp=2**20,
+            transfers=offload.Transfers(1, 1, 2**20, 2**20, 2), tried=((1, 700),),
+            flops_delta=delta)
+    got = {}
+    for delta in (40, -25, None):
+        side, _, _ = gpu_budget.offload_side(
+            _fake_plan(950), 800, lambda x: x, (), lambda fn, s: _fake_plan(700, extra_flops=3),
+            time_limit_s=10.0, lever=lever(delta))
+        got[delta] = side.plan
+    assert got[40].extra_flops == 43 and "40 extra FLOPs from offloading" in got[40].notes[-1]
+    assert "+40 FLOPs against the step as given" in got[40].notes[-1]
+    assert got[-25].extra_flops == 3 and "-25 FLOPs against" in got[-25].notes[-1]
+    assert got[None].extra_flops == 3 and "offloading's FLOPs not counted" in got[None].notes[-1]
+
+
 def test_offloading_that_lowers_nothing_says_what_each_try_reached_in_mib(monkeypatch):
     from olla_jax import offload
     from tests.test_gpu_budget import _fake_plan
