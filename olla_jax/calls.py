@@ -180,6 +180,13 @@ def positional_call(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any],
                           tuple(donate), tuple(dynamic))
 
 
+def traced_as_array(leaf: Any) -> bool:
+    """Whether jax.jit traces ``leaf`` as an argument: an array or
+    ShapeDtypeStruct, or a Python number (a weakly typed array)."""
+    return isinstance(leaf, (bool, int, float, complex)) or (
+        hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
+
+
 def leaf_that_is_no_array(args: Sequence[Any], kwargs: dict[str, Any] | None,
                           keep: Callable[[Any], bool]) -> tuple[str, Any] | None:
     """The first leaf of ``args`` and ``kwargs`` that ``keep`` refuses, with

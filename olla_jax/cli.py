@@ -541,9 +541,7 @@ def _check_tuple_leaves(made: tuple, spec: str) -> None:
     mark it, rather than by the planner's hint to pass static_argnums."""
     from olla_jax import calls
     found = calls.leaf_that_is_no_array(
-        made[1], made[2] if len(made) == 3 else None,
-        lambda x: isinstance(x, (bool, int, float, complex))
-        or (hasattr(x, "shape") and hasattr(x, "dtype")))
+        made[1], made[2] if len(made) == 3 else None, calls.traced_as_array)
     if found is not None:
         where, leaf = found
         raise UsageError(

@@ -112,15 +112,14 @@ def _compile_plain(lowered, options: dict[str, Any], *, backend: str,
 
 
 def _check_args(args: Sequence[Any], static: set[int]) -> None:
-    dynamic = {i: a for i, a in enumerate(args) if i not in static}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(dynamic)[0]:
-        if isinstance(leaf, (bool, int, float, complex)):
-            continue  # Python scalars are traced as weakly typed arrays, as jax.jit does
-        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-            where = jax.tree_util.keystr(path)
-            raise CaptureError(
-                f"argument leaf {where} is a {type(leaf).__name__}, not an array: pass arrays or "
-                "jax.ShapeDtypeStruct leaves, and mark other arguments static (static_argnums)")
+    # static arguments as None (no leaves), so positions stay the user's
+    found = calls.leaf_that_is_no_array(
+        [None if i in static else a for i, a in enumerate(args)], None, calls.traced_as_array)
+    if found is not None:
+        where, leaf = found
+        raise CaptureError(
+            f"{where} is a {type(leaf).__name__}, not an array: pass arrays or "
+            "jax.ShapeDtypeStruct leaves, and mark other arguments static (static_argnums)")
 
 
 @dataclasses.dataclass
