@@ -397,7 +397,17 @@ _TRITON_GEMM = "xla_gpu_enable_triton_gemm"
 
 
 def _mesh_context(mesh: Mesh):
-    """Make ``mesh`` current so bare PartitionSpecs inside ``fn`` resolve to it."""
+    """Make ``mesh`` current so bare PartitionSpecs inside ``fn`` resolve to it.
+
+    Its abstract mesh only: what jax's tracing reads (shard_map without a mesh,
+    sharding constraints, device_put with a spec lower the same).  As the
+    concrete mesh (``jax.set_mesh``) it would also be where jax runs what the
+    step evaluates eagerly (``jax.ensure_compile_time_eval``: equinox's
+    enumerations, hence optimistix and diffrax), on compile-only devices that
+    cannot run anything ("'Executable' object has no attribute 'local_devices'")."""
+    use_abstract = getattr(jax.sharding, "use_abstract_mesh", None)
+    if use_abstract is not None:
+        return use_abstract(mesh.abstract_mesh)
     set_mesh = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
     return set_mesh(mesh) if set_mesh is not None else mesh
 
