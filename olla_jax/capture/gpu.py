@@ -287,6 +287,7 @@ def _to_shardings(spec: Any, mesh: Mesh) -> Any:
 
 
 _FOREIGN_MESH = "should match the mesh passed to shard_map"   # jax's words for another mesh
+_NO_CLIENT = "Unknown backend: 'gpu' requested"   # jax's words lowering a host callback
 
 
 def compile_for_target(
@@ -350,6 +351,14 @@ def compile_for_target(
         try:
             lowered = calls.lower_traced(jitted, abstract_args, {})
         except _CaptureErrorBase as err:
+            if target != LOCAL and _NO_CLIENT in str(err):
+                raise step_error(
+                    f"{err}; the step calls back into Python (jax.pure_callback, "
+                    "jax.debug.print or .callback, io_callback; equinox's error_if, which "
+                    "diffrax and optimistix use), and jax lowers a host callback only for a "
+                    f"platform it has a client for: a compile-only target ({target!r}) has none. "
+                    "Plan the step without its callbacks (equinox's: environment variable "
+                    "EQX_ON_ERROR=nan)", err.__cause__ or err) from (err.__cause__ or err)
             if _FOREIGN_MESH not in str(err) or err.__cause__ is None:
                 raise
             raise step_error(

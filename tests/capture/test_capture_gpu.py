@@ -175,6 +175,19 @@ def test_a_step_that_evaluates_eagerly_while_traced_compiles(num_devices):
 
 
 @needs_plugin
+def test_a_host_callback_is_refused_saying_so():
+    """jax lowers a callback only for a platform it has a client for; the
+    compile-only target has none, and jax's own words ("Unknown backend: 'gpu'
+    requested") named no callback."""
+    def f(x):
+        jax.debug.print("{}", x.sum())
+        return x + 1
+    from olla_jax.capture.base import CaptureError
+    with pytest.raises(CaptureError, match="calls back into Python.*EQX_ON_ERROR"):
+        gpu.compile_for_target(f, (S((64,), jnp.float32),), target="h100")
+
+
+@needs_plugin
 def test_local_gpu_detection_does_not_fail():
     devices = gpu.local_gpu_devices()
     assert all(d.platform == "gpu" for d in devices)
