@@ -12,11 +12,13 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import olla_jax
 from olla_jax import dumps
 from olla_jax.capture import capture
 from olla_jax.graph import layout, model
+from tests.marks import needs_plugin
 
 
 def newton(a, b):
@@ -80,9 +82,21 @@ def test_relocate_gives_the_predicates_place_where_a_flag_shared_its_byte():
         assert lay.relocate(loop, pred.allocation, pred.offset, pred.size) == places[pred.id]
 
 
+@pytest.mark.slow   # the planner and the verification: 16 s at load 7
 def test_plan_of_a_newton_loop_is_applied_and_bit_identical():
     plan = olla_jax.plan(newton, *ARGS, time_limit_s=3)
     assert not any("rewrite refused" in note for note in plan.notes), plan.notes
     assert plan.source == "xla" or plan.verified, plan.notes
     for got, want in zip(plan.compiled(*ARGS), jax.jit(newton)(*ARGS)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@needs_plugin
+def test_gpu_plan_of_a_loop_with_a_triangular_solve_is_built():
+    """XLA:GPU runs a triangular solve in a loop body as an unnamed group of a
+    copy and the solve: the rewrite refused every plan of such a step ("thunk
+    'sequential_thunk' names ''"); the group runs for the instruction it holds."""
+    shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in ARGS]
+    plan = olla_jax.plan(newton, *shapes, backend="gpu:h100", time_limit_s=2)
+    assert not any("rewrite refused" in note for note in plan.notes), plan.notes
+    assert plan.source == "xla" or plan.executable_bytes, plan.notes
