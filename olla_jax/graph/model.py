@@ -772,6 +772,22 @@ def _units(values, records, allocations, by_name, comps,
             heapq.heappush(largest, (-v.size, v.id))
             alive.add(v.id)
     in_time()   # between the rules: raises OutOfTime past the build's deadline
+    # Rule 1b: an empty value (a conditional's ``()`` operand, as lax.cond gives
+    # a branch that ignores its operand) shares no byte, but where XLA wrote its
+    # user's result at its place it is that result's in-place operand, as the
+    # checker reads it (a diffrax step's plan was refused: "value tuple.170{} and
+    # the values XLA compiled to share its bytes were split").
+    defined_by = defaultdict(list)
+    for rec in records.values():
+        if rec.id in values:
+            defined_by[rec.defining_instruction].append(rec.id)
+    for rec in records.values():
+        a = values.get(rec.id)
+        for use in (rec.uses if a is not None else ()):
+            for out in defined_by.get(use.instruction, ()):
+                b = values[out]
+                if (a.size == 0 or b.size == 0) and (a.allocation, a.offset) == (b.allocation, b.offset):
+                    uf.union(a.id, b.id)
     # Rule 2: control flow ties a callee's parameters and root to the caller.
     at = defaultdict(set)
     for rec in records.values():
