@@ -128,6 +128,12 @@ def apply_edit(decoded: gpu_executable.DecodedGpuExecutable, edit: ExecutableEdi
 
 def thunk_instruction(thunk: Any, instructions: Mapping[str, Any]) -> str:
     name = thunk.thunk_info.profile_annotation
+    if not name and thunk_kind(thunk) == "sequential_thunk":
+        # XLA:GPU groups some thunks of one instruction unnamed (in a loop body, a
+        # triangular solve's copy and solve): the group runs for that instruction.
+        inner = {thunk_instruction(t, instructions) for t in _nested(thunk)}
+        if len(inner) == 1:
+            return inner.pop()
     if name not in instructions:
         raise RewriteError(f"thunk {thunk_kind(thunk)!r} names {name!r}, which is no HLO "
                            "instruction of the module")

@@ -287,6 +287,7 @@ def _to_shardings(spec: Any, mesh: Mesh) -> Any:
 
 
 _FOREIGN_MESH = "should match the mesh passed to shard_map"   # jax's words for another mesh
+_NO_CLIENT = "Unknown backend: 'gpu' requested"   # jax's words lowering a host callback
 
 
 def compile_for_target(
@@ -350,6 +351,14 @@ def compile_for_target(
         try:
             lowered = calls.lower_traced(jitted, abstract_args, {})
         except _CaptureErrorBase as err:
+            if target != LOCAL and _NO_CLIENT in str(err):
+                raise step_error(
+                    f"{err}; the step calls back into Python (jax.pure_callback, "
+                    "jax.debug.print or .callback, io_callback; equinox's error_if, which "
+                    "diffrax and optimistix use), and jax lowers a host callback only for a "
+                    f"platform it has a client for: a compile-only target ({target!r}) has none. "
+                    "Plan the step without its callbacks (equinox's: environment variable "
+                    "EQX_ON_ERROR=nan)", err.__cause__ or err) from (err.__cause__ or err)
             if _FOREIGN_MESH not in str(err) or err.__cause__ is None:
                 raise
             raise step_error(
@@ -397,7 +406,17 @@ _TRITON_GEMM = "xla_gpu_enable_triton_gemm"
 
 
 def _mesh_context(mesh: Mesh):
-    """Make ``mesh`` current so bare PartitionSpecs inside ``fn`` resolve to it."""
+    """Make ``mesh`` current so bare PartitionSpecs inside ``fn`` resolve to it.
+
+    Its abstract mesh only: what jax's tracing reads (shard_map without a mesh,
+    sharding constraints, device_put with a spec lower the same).  As the
+    concrete mesh (``jax.set_mesh``) it would also be where jax runs what the
+    step evaluates eagerly (``jax.ensure_compile_time_eval``: equinox's
+    enumerations, hence optimistix and diffrax), on compile-only devices that
+    cannot run anything ("'Executable' object has no attribute 'local_devices'")."""
+    use_abstract = getattr(jax.sharding, "use_abstract_mesh", None)
+    if use_abstract is not None:
+        return use_abstract(mesh.abstract_mesh)
     set_mesh = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
     return set_mesh(mesh) if set_mesh is not None else mesh
 

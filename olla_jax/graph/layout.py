@@ -185,6 +185,11 @@ class Layout:
         if not live:
             raise LayoutError(f"slice {allocation}:{offset}+{size} of {instruction} matches no live value")
         exact = [v for v in live if v.offset == offset and v.size == size]
+        predicate = self.graph.predicates.get(instruction)
+        if any(v.id == predicate for v in exact):
+            # A while thunk's own slice is its predicate (cond_buffer): the value
+            # at its condition's root, whatever other flags shared that byte.
+            exact = [v for v in exact if v.id == predicate]
         if len({self.places.get(v.id, (v.allocation, v.offset)) for v in exact}) == 1:
             live = exact  # e.g. a while thunk's predicate among values reusing its bytes
         new = set()

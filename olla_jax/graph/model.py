@@ -103,6 +103,9 @@ class ScheduleGraph:
     allocations: tuple[Allocation, ...]
     temp_allocation: int                     # the arena we re-plan (-1 when XLA has none)
     alignment: int = 64
+    # while instruction (entry or nested) -> id of the value its thunk reads as
+    # its predicate (its condition's root); see Layout.relocate
+    predicates: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     # ---- derived views -------------------------------------------------
     @functools.cached_property
@@ -702,12 +705,35 @@ def build(hlo_proto_bytes: bytes, values_text: str, live_range_text: str,
         raise UnsupportedProgram(f"XLA made {len(temps)} temp allocations; one is supported")
     graph = ScheduleGraph(nodes=nodes, flat=flat, block_end=block_end, edges=(), values=values,
                           units=units, allocations=allocations,
-                          temp_allocation=temps[0] if temps else -1, alignment=alignment)
+                          temp_allocation=temps[0] if temps else -1, alignment=alignment,
+                          predicates=_while_predicates(records, values, by_name, comps))
     in_time()
     edges |= _in_place_edges(graph)
     edges |= _fixed_reuse_edges(graph)
     in_time()
     return dataclasses.replace(graph, edges=tuple(sorted(edges)))
+
+
+def _while_predicates(records, values, by_name, comps) -> dict[str, int]:
+    """Per while instruction, the value at its condition's root: the byte its
+    thunk's ``cond_buffer`` names.  XLA may give that byte to other predicates
+    of the loop's block (a flag computed in the body) that a plan moves apart,
+    so the slice alone does not say which value it is."""
+    roots = {}
+    for instr in by_name.values():
+        if instr.opcode == "while" and len(instr.called_computation_ids) == 2:
+            cond = comps.get(instr.called_computation_ids[1])  # body first, then condition
+            root = next((i.name for i in cond.instructions if i.id == cond.root_id), None) \
+                if cond is not None else None
+            if root is not None:
+                roots[root] = instr.name
+    found = defaultdict(set)
+    for rec in records.values():
+        if rec.id in values:
+            for p in rec.positions:
+                if p.instruction in roots and p.index == ():
+                    found[roots[p.instruction]].add(rec.id)
+    return {name: ids.pop() for name, ids in found.items() if len(ids) == 1}
 
 
 def _units(values, records, allocations, by_name, comps,
@@ -746,6 +772,22 @@ def _units(values, records, allocations, by_name, comps,
             heapq.heappush(largest, (-v.size, v.id))
             alive.add(v.id)
     in_time()   # between the rules: raises OutOfTime past the build's deadline
+    # Rule 1b: an empty value (a conditional's ``()`` operand, as lax.cond gives
+    # a branch that ignores its operand) shares no byte, but where XLA wrote its
+    # user's result at its place it is that result's in-place operand, as the
+    # checker reads it (a diffrax step's plan was refused: "value tuple.170{} and
+    # the values XLA compiled to share its bytes were split").
+    defined_by = defaultdict(list)
+    for rec in records.values():
+        if rec.id in values:
+            defined_by[rec.defining_instruction].append(rec.id)
+    for rec in records.values():
+        a = values.get(rec.id)
+        for use in (rec.uses if a is not None else ()):
+            for out in defined_by.get(use.instruction, ()):
+                b = values[out]
+                if (a.size == 0 or b.size == 0) and (a.allocation, a.offset) == (b.allocation, b.offset):
+                    uf.union(a.id, b.id)
     # Rule 2: control flow ties a callee's parameters and root to the caller.
     at = defaultdict(set)
     for rec in records.values():

@@ -159,6 +159,35 @@ def test_data_parallel_over_several_devices():
 
 
 @needs_plugin
+@pytest.mark.parametrize("num_devices", [1, 2])
+def test_a_step_that_evaluates_eagerly_while_traced_compiles(num_devices):
+    """``jax.ensure_compile_time_eval`` (equinox's enumerations: optimistix,
+    diffrax) runs ops on this machine while the step is traced; with the target's
+    mesh made the concrete mesh they ran on its compile-only devices and raised
+    "'Executable' object has no attribute 'local_devices'"."""
+    def f(x):
+        with jax.ensure_compile_time_eval():
+            scale = jnp.arange(1.0, 33.0) * 2
+        return jax.lax.with_sharding_constraint(x * scale, P("x"))
+    compiled = gpu.compile_for_target(f, (S((64, 32), jnp.float32),), target="h100",
+                                      num_devices=num_devices, in_shardings=(P("x"),))
+    assert compiled.out_info.shape == (64, 32)
+
+
+@needs_plugin
+def test_a_host_callback_is_refused_saying_so():
+    """jax lowers a callback only for a platform it has a client for; the
+    compile-only target has none, and jax's own words ("Unknown backend: 'gpu'
+    requested") named no callback."""
+    def f(x):
+        jax.debug.print("{}", x.sum())
+        return x + 1
+    from olla_jax.capture.base import CaptureError
+    with pytest.raises(CaptureError, match="calls back into Python.*EQX_ON_ERROR"):
+        gpu.compile_for_target(f, (S((64,), jnp.float32),), target="h100")
+
+
+@needs_plugin
 def test_local_gpu_detection_does_not_fail():
     devices = gpu.local_gpu_devices()
     assert all(d.platform == "gpu" for d in devices)
