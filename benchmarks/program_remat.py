@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--limits", default="0.8,0.5",
                    help="XLA's forced memory limits, as fractions of its own temp")
     p.add_argument("--plan_time_limit_s", type=float, default=3.0)
-    p.add_argument("--max_chain", type=int, default=8,
+    p.add_argument("--max_chain", type=int, default=16,
                    help="equations recomputed for one value at most (program_remat.MAX_CHAIN)")
     p.add_argument("--plan_rewrite", type=int, default=1, choices=(0, 1),
                    help="plan the least-temp rewrite with olla_jax.plan (no budget)")

@@ -47,12 +47,12 @@ from olla_jax.flops import compiled_flops
 from olla_jax.offload import (MIN_BYTES, NO_LATENCY_HIDING, Traced, _depths, _latest, _names,
                               _nbytes, idle_values, materialized_idle_values, materialized_names,
                               rewrite as offload_rewrite, trace)
-from olla_jax.scan_remat import eqn_flops, sizes
+from olla_jax.scan_remat import _sub_jaxprs, eqn_flops, sizes
 from olla_jax.sizes import parse_size
 
 # Equations recomputed for one value at most (its producer included); inputs of
 # the chain's last equations beyond this are held alive to the late reader.
-MAX_CHAIN = 8
+MAX_CHAIN = 16   # vit's tanh GELU from its kept pre-activation: 10
 # A value idle over fewer equations than this is not a candidate.
 MIN_GAP = 2
 # Compiles spent narrowing the last doubling down to the smallest prefix that meets
@@ -189,8 +189,14 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
         if stop - iv.park_after - 1 < MIN_GAP - 1 or jaxpr.eqns[at].effects:
             continue
 
-        def alive(u, stop=stop) -> bool:
-            return u in step_inputs or (kept(u) and (u in outputs or last_read(u) >= stop))
+        # a kept value read by the producer alone is the candidate's own buffer (a
+        # GEMM's output its bias add is fused into: offload's epilogue walk)
+        own = {u for u in jaxpr.eqns[at].invars
+               if isinstance(u, jex.Var) and kept(u) and set(reads.get(u, ())) == {at}}
+
+        def alive(u, stop=stop, own=own) -> bool:
+            return u in step_inputs or (kept(u) and u not in own
+                                        and (u in outputs or last_read(u) >= stop))
         chain, held, todo = {at}, set(), [at]
         while todo:
             for u in jaxpr.eqns[todo.pop()].invars:
@@ -208,11 +214,85 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
         if held_bytes >= iv.nbytes or var_of[iv.name] in outputs:
             continue
         chain.update(iv.rederive)
-        found.append(Recomputation(
+        chain.update(_derived(jaxpr, chain, alive, kept, reads, stop))
+        found.append((Recomputation(
             name=iv.name, shape=iv.shape, dtype=iv.dtype, nbytes=iv.nbytes, defined_at=at,
             idle_after=iv.park_after, late_at=stop, chain=tuple(sorted(chain)),
-            held_bytes=held_bytes, flops=sum(eqn_flops(jaxpr.eqns[j]) for j in chain)))
-    return tuple(sorted(found, key=lambda c: (-c.score, -c.saved, c.defined_at, c.name)))
+            held_bytes=held_bytes, flops=sum(_eqn_flops(jaxpr.eqns[j]) for j in chain)),
+            [(_nbytes(u), last_read(u)) for u in held]))
+    found.sort(key=lambda f: (-f[0].score, -f[0].saved, f[0].defined_at, f[0].name))
+    # the live bytes of the values XLA keeps, in the jaxpr's order (outputs and the
+    # step's inputs are not temp)
+    live = np.zeros(len(jaxpr.eqns) + 1)
+    for u, i in defined.items():
+        if kept(u) and u not in outputs and last_read(u) >= i:
+            live[i] += _nbytes(u)
+            live[last_read(u) + 1] -= _nbytes(u)
+    return _at_the_peak(np.cumsum(live)[:-1], found)
+
+
+def _derived(jaxpr, chain: set[int], alive: Callable[[Any], bool], kept: Callable[[Any], bool],
+             reads: dict[Any, list[int]], stop: int) -> set[int]:
+    """Equations before ``stop`` outside ``chain`` that XLA fuses (it keeps none of
+    their outputs), computable from the chain's outputs and values alive at
+    ``stop``, whose outputs are read at or after ``stop`` (or feed such ones): a
+    GELU's derivative reads 1 - tanh and 3x^2 that its forward chain does not
+    make; left to the original, XLA keeps the tanh across the peak for them."""
+    made = {u for j in chain for u in jaxpr.eqns[j].outvars}
+    derivable: dict[int, Any] = {}
+    for j in range(min(chain), stop):
+        eqn = jaxpr.eqns[j]
+        if j in chain or eqn.effects or any(True for _ in _sub_jaxprs(eqn)):
+            continue
+        ins = [u for u in eqn.invars if isinstance(u, jex.Var)]
+        outs = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
+        if (outs and ins and not any(kept(u) for u in outs) and any(u in made for u in ins)
+                and all(u in made or alive(u) for u in ins)):
+            derivable[j] = eqn
+            made.update(outs)
+    needed = {j for j, eqn in derivable.items()
+              if any(r >= stop for u in eqn.outvars for r in reads.get(u, ()))}
+    todo = list(needed)
+    producer = {u: j for j, eqn in derivable.items() for u in eqn.outvars}
+    while todo:
+        for u in jaxpr.eqns[todo.pop()].invars:
+            j = producer.get(u) if isinstance(u, jex.Var) else None
+            if j is not None and j not in needed:
+                needed.add(j)
+                todo.append(j)
+    return needed
+
+
+def _at_the_peak(live: np.ndarray, found: list) -> tuple[Recomputation, ...]:
+    """``found`` (candidate, [(held bytes, last read)]) in the order a greedy picks
+    them on the jaxpr's live-bytes profile ``live``: at each step the candidate
+    idle across the peak with the most bytes saved per FLOP, the profile updated
+    (its bytes gone over its idle stretch, held inputs' kept to the late reader);
+    then those never idle across the peak, best bytes per FLOP first."""
+    live, left, order = live.copy(), list(found), []
+    while left:
+        peak = int(np.argmax(live))
+        over = [f for f in left if f[0].idle_after < peak < f[0].late_at]
+        if not over:
+            break
+        c, held = over[0]        # ``left`` keeps the best-score-first order
+        live[c.idle_after + 1:c.late_at] -= c.nbytes
+        for nbytes, last in held:
+            live[last + 1:c.late_at + 1] += nbytes
+        order.append(c)
+        left.remove((c, held))
+    return tuple(order) + tuple(c for c, _ in left)
+
+
+def _eqn_flops(eqn) -> int:
+    """``scan_remat.eqn_flops``, a convolution as 2 x output x its kernel's elements
+    per output feature (there: one per output element)."""
+    if eqn.primitive.name != "conv_general_dilated":
+        return eqn_flops(eqn)
+    rhs = eqn.invars[1].aval.shape
+    out_feature = eqn.params["dimension_numbers"].rhs_spec[0]
+    per_output = int(np.prod(rhs, dtype=np.int64)) // max(int(rhs[out_feature]), 1)
+    return 2 * int(np.prod(eqn.outvars[0].aval.shape, dtype=np.int64)) * per_output
 
 
 # --- the rewrite -----------------------------------------------------------------
