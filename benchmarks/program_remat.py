@@ -71,7 +71,8 @@ def run_one(item: str, args, cache: dict) -> dict:
            "comparisons": []}
     memo: dict = {}
     kw = dict(backend=f"gpu:{args.target}", static_argnums=step.static_argnums,
-              donate_argnums=step.donate_argnums, memo=memo, max_chain=args.max_chain)
+              donate_argnums=step.donate_argnums, memo=memo, max_chain=args.max_chain,
+              check=bool(args.check))
     lower = sorted({(p["temp"], max(0, p["flops"] - step_flops)) for p in points
                     if p["temp"] < base.xla_temp_bytes})
     for m, f in lower:
@@ -96,6 +97,16 @@ def run_one(item: str, args, cache: dict) -> dict:
                     "names": [c.name for c in least.chosen],
                     "chains": [len(c.chain) for c in least.chosen],
                     "compare_seconds": round(least.compare_seconds, 1)}
+    if least.chosen and args.bits:
+        # one CPU comparison of the least-temp rewrite, and the control: the step
+        # itself compiled as the rewrites are (CSE off)
+        t = time.monotonic()
+        kwb = dict(static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+        row["least"]["bits_compared"] = program_remat.compare_bits(
+            least.fn, step.fn, *step.args, **kwb) or "same"
+        row["least"]["bits_control"] = program_remat.compare_bits(
+            step.fn, step.fn, *step.args, **kwb) or "same"
+        row["least"]["bits_seconds"] = round(time.monotonic() - t, 1)
     if least.chosen and args.plan_rewrite:
         t = time.monotonic()
         with warnings.catch_warnings():
@@ -122,7 +133,9 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
     lines += ["Temps in MiB (XLA's temp of each compiled program); extra FLOPs by olla_jax.flops "
               "against the step's. Target per XLA point (temp M, extra FLOPs F): M at <= 0.5 F, "
               "or 0.85 M at <= F. Ours is asked for M, then (when that misses) 0.85 M. "
-              "Compile-only: not run on a GPU; bits compared on CPU (CSE off).", ""]
+              "Compile-only: not run on a GPU; bits compared on CPU (CSE off): per budget with "
+              "--check=1, else 'not compared' there and once for the least-temp rewrite "
+              "(--bits=1). Kernels: fusions and custom calls in the entry, step -> rewrite.", ""]
     table = []
     for r in rows:
         if "error" in r:
@@ -154,9 +167,15 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
                                 sorted(r["tried"])),
                       f"{q['temp'] / MIB:,.2f} at {q['extra_flops']:,} ({q['values']})",
                       q["bits"], f"{q['kernels_step']} -> {q['kernels']}", planned])
+    bits = [f"- {r['example']}: least-temp rewrite's outputs on CPU (CSE off) against "
+            f"jax.jit's: {r['least']['bits_compared']}; control, the step itself with CSE off: "
+            f"{r['least']['bits_control']} ({r['least']['bits_seconds']} s)"
+            for r in rows if "error" not in r and "bits_compared" in r["least"]]
     lines += common.table(["example", "XLA temp", "plan temp", "candidates",
                            "sets compiled (values: temp at extra FLOPs)", "least temp",
                            "bits", "kernels", "least planned"], table, right={1, 2, 3})
+    if bits:
+        lines += ["", "Bits compared once (not per budget):", ""] + bits
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +188,12 @@ def main(argv=None) -> int:
     p.add_argument("--plan_time_limit_s", type=float, default=3.0)
     p.add_argument("--max_chain", type=int, default=16,
                    help="equations recomputed for one value at most (program_remat.MAX_CHAIN)")
+    p.add_argument("--check", type=int, default=1, choices=(0, 1),
+                   help="program_remat's own bit check per budget (values that change the "
+                        "bits on CPU left out, by bisection)")
+    p.add_argument("--bits", type=int, default=1, choices=(0, 1),
+                   help="compare the least-temp rewrite's bits on CPU once, and the step "
+                        "with CSE off as a control")
     p.add_argument("--plan_rewrite", type=int, default=1, choices=(0, 1),
                    help="plan the least-temp rewrite with olla_jax.plan (no budget)")
     p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "olla_jax",

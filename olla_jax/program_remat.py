@@ -564,6 +564,17 @@ def _culprits(p: _Probe, probe: Callable, bits: Callable) -> list[Recomputation]
     return list(p.chosen[lo:hi])
 
 
+def compare_bits(step: Callable, fn: Callable, *args, static_argnums: Sequence[int] = (),
+                 donate_argnums: Sequence[int] = (),
+                 compiler_options: dict[str, Any] | None = None) -> str:
+    """'' where ``step`` (a rewrite of ``fn``) compiled for CPU gives jax.jit's
+    outputs of ``fn`` bit for bit, else how they differ (``step=fn``: what CSE
+    off alone does to the bits: a control)."""
+    kw = dict(static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums),
+              compiler_options=compiler_options)
+    return _differs(step, fn, args, kw, [])
+
+
 def _differs(step: Callable, fn: Callable, args: Sequence[Any], kw: dict,
              cpu_base: list[Any]) -> str:
     """'' where ``step`` compiled for CPU gives jax.jit's outputs of ``fn`` bit for
