@@ -10,12 +10,14 @@ writes a buffer of its own.  Here the copy is made before XLA fuses.
 
 Candidates are values XLA keeps in a buffer of its own (``offload.materialized_names``
 of the step as given), with a long idle stretch in the jaxpr's order
-(``offload``'s definition: the longest gap between two of its uses), ranked by
-bytes saved per extra FLOP (a jaxpr estimate, ``scan_remat.eqn_flops``).  The
-recomputation is a chain: the producer, and the producers of its inputs that are
+(``offload.materialized_idle_values``), ordered by a greedy on the jaxpr's live
+bytes: at each step the candidate idle across the peak with the most bytes
+saved per estimated FLOP (``scan_remat.eqn_flops``, convolutions from shapes).
+The recomputation is a chain: the producer, the producers of its inputs that are
 not alive at the late reader anyway (alive: the step's inputs, or values XLA
-keeps and something reads at or after the late reader), up to ``MAX_CHAIN``
-equations; an input beyond that is held (its bytes count against the saving).
+keeps whose buffer something reads at or after it), up to ``MAX_CHAIN``
+equations (an input beyond that is held: its bytes count against the saving),
+and the fused values derived from the chain that are read late.
 The chain's inputs go through ``lax.optimization_barrier`` together with a value
 ready just before the late reader (``offload._latest``), so that XLA neither
 CSEs the chain with the original nor hoists it early; the reader's outputs are
@@ -25,8 +27,10 @@ The top 1, 2, 4, ... candidates are compiled for ``backend`` until XLA's temp
 meets the budget, then the smallest prefix between the last two that meets it;
 the extra FLOPs are the compiled module's minus the step's (``olla_jax.flops``).
 The chosen rewrite is compiled for CPU too and its outputs compared with
-jax.jit's bit for bit (in a child); values whose recomputation changes the bits
-are found by bisection and left out.
+jax.jit's bit for bit (in a child), with XLA's CSE off (else XLA:CPU merges the
+copies away); values whose recomputation changes the bits are found by bisection
+and left out.  Where CSE off alone changes a step's bits (vit:small), every set is
+refused: the check cannot tell them apart (benchmarks/README.md).
 """
 
 from __future__ import annotations
