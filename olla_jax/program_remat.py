@@ -1,0 +1,606 @@
+"""Recomputation in the program (issue 20): a long-idle value is dropped after its
+early readers and computed again, from its producer equation, just before its
+late reader; the step's jaxpr is rewritten and XLA compiles it (and fuses the
+recomputation into the late reader's fusion where it can).
+
+The kernel-thunk copies of ``olla_jax.budget`` copy kernels of XLA's executable:
+on H100 a cheap elementwise value (bias, GELU, ReLU) often lives only in a
+cuBLASLt/cuDNN epilogue, so copying it means copying the GEMM, and the copy
+writes a buffer of its own.  Here the copy is made before XLA fuses.
+
+Candidates are values XLA keeps in a buffer of its own (``offload.materialized_names``
+of the step as given), with a long idle stretch in the jaxpr's order
+(``offload.materialized_idle_values``), ordered by a greedy on the jaxpr's live
+bytes: at each step the candidate idle across the peak with the most bytes
+saved per estimated FLOP (``scan_remat.eqn_flops``, convolutions from shapes).
+The recomputation is a chain: the producer, the producers of its inputs that are
+not alive at the late reader anyway (alive: the step's inputs, or values XLA
+keeps whose buffer something reads at or after it), up to ``MAX_CHAIN``
+equations (an input beyond that is held: its bytes count against the saving),
+and the fused values derived from the chain that are read late.
+The chain's inputs go through ``lax.optimization_barrier`` together with a value
+ready just before the late reader (``offload._latest``), so that XLA neither
+CSEs the chain with the original nor hoists it early; the reader's outputs are
+tied to that value as offloading ties them (else XLA may defer the reader).
+
+The top 1, 2, 4, ... candidates are compiled for ``backend`` until XLA's temp
+meets the budget, then the smallest prefix between the last two that meets it;
+the extra FLOPs are the compiled module's minus the step's (``olla_jax.flops``).
+The chosen rewrite is compiled for CPU too and its outputs compared with
+jax.jit's bit for bit (in a child), with XLA's CSE off (else XLA:CPU merges the
+copies away); values whose recomputation changes the bits are found by bisection
+and left out.  Where CSE off alone changes a step's bits (vit:small), every set is
+refused: the check cannot tell them apart (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.extend import core as jex
+
+from olla_jax import jax_compat
+from olla_jax.capture import record
+from olla_jax.capture.base import Backend
+from olla_jax.errors import OllaJaxError
+from olla_jax.flops import compiled_flops
+from olla_jax.offload import (MIN_BYTES, NO_LATENCY_HIDING, Traced, _depths, _latest, _names,
+                              _nbytes, idle_values, materialized_idle_values, materialized_names,
+                              rewrite as offload_rewrite, trace)
+from olla_jax.scan_remat import _sub_jaxprs, eqn_flops, sizes
+from olla_jax.sizes import parse_size
+
+# Equations recomputed for one value at most (its producer included); inputs of
+# the chain's last equations beyond this are held alive to the late reader.
+MAX_CHAIN = 16   # vit's tanh GELU from its kept pre-activation: 10
+# A value idle over fewer equations than this is not a candidate.
+MIN_GAP = 2
+# Compiles spent narrowing the last doubling down to the smallest prefix that meets
+# the budget, and rounds of leaving out values whose recomputation changed the bits.
+REFINE_PROBES = 3
+# XLA:CPU turns optimization barriers into control dependencies and its CSE then
+# merges a recomputation with the original: the CPU compile that the bits are
+# compared on disables this pass (a rewrite of 2 values in a 4-layer MLP: 7
+# matmuls with it, 10 without).
+CPU_KEEPS_COPIES = "cse"
+CULPRIT_ROUNDS = 2
+
+
+class ProgramRematError(OllaJaxError, ValueError):
+    """Program recomputation cannot be set up for this step, budget or backend."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recomputation:
+    """One value of the step's jaxpr dropped after its early readers and computed
+    again just before its late reader."""
+    name: str                   # offload._names: "e<equation>.<output>: <primitive>"
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    defined_at: int             # its producer equation
+    idle_after: int             # the last early reader (or the producer)
+    # (chain: the producer, producers of its inputs not alive at the late reader,
+    # and the values XLA derives from it in its fusions that are read late)
+    late_at: int                # the late reader: the chain runs just before it
+    chain: tuple[int, ...]      # equations run again, in order (the producer last)
+    held_bytes: int             # inputs of the chain kept alive to the late reader for it
+    flops: int                  # the chain's FLOPs (jaxpr estimate)
+
+    @property
+    def saved(self) -> int:
+        return self.nbytes - self.held_bytes
+
+    @property
+    def score(self) -> float:
+        return self.saved / max(self.flops, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramRematResult:
+    """The step with program recomputation, compiled for ``backend`` (a compile-only
+    target is built, not run)."""
+    backend: str
+    xla_temp: int                   # XLA's temp for the step as given
+    temp: int                       # XLA's temp for the rewritten step (xla_temp: none chosen)
+    step_flops: int                 # the step's compiled FLOPs (olla_jax.flops)
+    extra_flops: int                # the rewrite's compiled FLOPs minus step_flops
+    estimated_flops: int            # the chosen chains' FLOPs by the jaxpr
+    chosen: tuple[Recomputation, ...]
+    candidates: int
+    budget: int | None
+    met: bool | None                # None without a budget
+    bits: str                       # "same", "differ: ...", "not compared[ (...)]"
+    # (values, XLA's temp, extra FLOPs) per compile for backend, in compile order
+    tried: tuple[tuple[int, int, int], ...]
+    tried_sets: tuple[tuple[str, ...], ...]
+    left_out: tuple[str, ...]       # values whose recomputation changed the bits
+    seconds: float
+    compare_seconds: float
+    fn: Any = dataclasses.field(repr=False, compare=False)        # the rewritten step
+    capture: Any = dataclasses.field(repr=False, compare=False)   # its capture for backend
+    compiler_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def compared(self) -> bool:
+        """Whether the chosen rewrite's outputs were compared with jax.jit's."""
+        return self.bits == "same" or self.bits.startswith("differ")
+
+    def summary(self) -> str:
+        mib = 2 ** 20
+        head = (f"program recomputation on {self.backend}: XLA's temp "
+                f"{self.temp / mib:,.2f} MiB against {self.xla_temp / mib:,.2f} as given, "
+                f"{len(self.chosen)} of {self.candidates} value(s) recomputed, "
+                f"+{self.extra_flops:,} FLOPs ({self.extra_flops / max(self.step_flops, 1):.3%}); "
+                f"bits {self.bits}")
+        if self.budget is not None:
+            head += f"; budget {self.budget / mib:,.2f} MiB " + ("met" if self.met else "not met")
+        return head
+
+
+# --- candidates ------------------------------------------------------------------
+
+def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = MIN_BYTES,
+               max_chain: int = MAX_CHAIN) -> tuple[Recomputation, ...]:
+    """Long-idle values of ``closed``'s top-level equations with the chain that
+    recomputes each before its late reader, best bytes saved per FLOP first.
+    With ``materialized`` (``offload.materialized_names``): the values XLA keeps
+    (``offload.materialized_idle_values``: their idle stretch ends at the first
+    late reader of the value or of what XLA derives from it inside its fusions,
+    a ReLU or its mask, which the chain derives again); None: any value
+    (``offload.idle_values``)."""
+    jaxpr = closed.jaxpr
+    names = _names(jaxpr)
+    var_of = {name: v for v, name in names.items()}
+    kept = (lambda u: True) if materialized is None else (lambda u: names.get(u) in materialized)
+    step_inputs = set(jaxpr.invars) | set(jaxpr.constvars)
+    outputs = {u for u in jaxpr.outvars if isinstance(u, jex.Var)}
+    defined: dict[Any, int] = {}
+    reads: dict[Any, list[int]] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for u in eqn.invars:
+            if isinstance(u, jex.Var):
+                reads.setdefault(u, []).append(i)
+        for u in eqn.outvars:
+            if not isinstance(u, jex.DropVar):
+                defined[u] = i
+    last: dict[Any, int] = {}
+
+    def last_read(u) -> int:
+        """The last equation that reads ``u``'s buffer: a reader of ``u``, or of a
+        value XLA derives from it inside its fusions (one it keeps no buffer for)."""
+        if u not in last:
+            seen, todo, at = {u}, [u], -1
+            while todo:
+                for j in reads.get(todo.pop(), ()):
+                    at = max(at, j)
+                    for w in jaxpr.eqns[j].outvars:
+                        if not isinstance(w, jex.DropVar) and not kept(w) and w not in seen:
+                            seen.add(w)
+                            todo.append(w)
+            last[u] = at
+        return last[u]
+
+    idle = (idle_values(closed, min_bytes=min_bytes, kinds=None) if materialized is None
+            else materialized_idle_values(closed, materialized, min_bytes=min_bytes))
+    found = []
+    for iv in idle:
+        at, stop = iv.defined_at, iv.back_before
+        if stop - iv.park_after - 1 < MIN_GAP - 1 or jaxpr.eqns[at].effects:
+            continue
+
+        # a kept value read by the producer alone is the candidate's own buffer (a
+        # GEMM's output its bias add is fused into: offload's epilogue walk)
+        own = {u for u in jaxpr.eqns[at].invars
+               if isinstance(u, jex.Var) and kept(u) and set(reads.get(u, ())) == {at}}
+
+        def alive(u, stop=stop, own=own) -> bool:
+            return u in step_inputs or (kept(u) and u not in own
+                                        and (u in outputs or last_read(u) >= stop))
+        chain, held, todo = {at}, set(), [at]
+        while todo:
+            for u in jaxpr.eqns[todo.pop()].invars:
+                if not isinstance(u, jex.Var) or alive(u) or u in held:
+                    continue
+                p = defined[u]
+                if p in chain:
+                    continue
+                if len(chain) < max_chain and not jaxpr.eqns[p].effects:
+                    chain.add(p)
+                    todo.append(p)
+                else:
+                    held.add(u)
+        held_bytes = sum(_nbytes(u) for u in held)
+        if held_bytes >= iv.nbytes or var_of[iv.name] in outputs:
+            continue
+        chain.update(iv.rederive)
+        chain.update(_derived(jaxpr, chain, alive, kept, reads, stop))
+        found.append((Recomputation(
+            name=iv.name, shape=iv.shape, dtype=iv.dtype, nbytes=iv.nbytes, defined_at=at,
+            idle_after=iv.park_after, late_at=stop, chain=tuple(sorted(chain)),
+            held_bytes=held_bytes, flops=sum(_eqn_flops(jaxpr.eqns[j]) for j in chain)),
+            [(_nbytes(u), last_read(u)) for u in held]))
+    found.sort(key=lambda f: (-f[0].score, -f[0].saved, f[0].defined_at, f[0].name))
+    # the live bytes of the values XLA keeps, in the jaxpr's order (outputs and the
+    # step's inputs are not temp)
+    live = np.zeros(len(jaxpr.eqns) + 1)
+    for u, i in defined.items():
+        if kept(u) and u not in outputs and last_read(u) >= i:
+            live[i] += _nbytes(u)
+            live[last_read(u) + 1] -= _nbytes(u)
+    return _at_the_peak(np.cumsum(live)[:-1], found)
+
+
+def _derived(jaxpr, chain: set[int], alive: Callable[[Any], bool], kept: Callable[[Any], bool],
+             reads: dict[Any, list[int]], stop: int) -> set[int]:
+    """Equations before ``stop`` outside ``chain`` that XLA fuses (it keeps none of
+    their outputs), computable from the chain's outputs and values alive at
+    ``stop``, whose outputs are read at or after ``stop`` (or feed such ones): a
+    GELU's derivative reads 1 - tanh and 3x^2 that its forward chain does not
+    make; left to the original, XLA keeps the tanh across the peak for them."""
+    made = {u for j in chain for u in jaxpr.eqns[j].outvars}
+    derivable: dict[int, Any] = {}
+    for j in range(min(chain), stop):
+        eqn = jaxpr.eqns[j]
+        if j in chain or eqn.effects or any(True for _ in _sub_jaxprs(eqn)):
+            continue
+        ins = [u for u in eqn.invars if isinstance(u, jex.Var)]
+        outs = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
+        if (outs and ins and not any(kept(u) for u in outs) and any(u in made for u in ins)
+                and all(u in made or alive(u) for u in ins)):
+            derivable[j] = eqn
+            made.update(outs)
+    needed = {j for j, eqn in derivable.items()
+              if any(r >= stop for u in eqn.outvars for r in reads.get(u, ()))}
+    todo = list(needed)
+    producer = {u: j for j, eqn in derivable.items() for u in eqn.outvars}
+    while todo:
+        for u in jaxpr.eqns[todo.pop()].invars:
+            j = producer.get(u) if isinstance(u, jex.Var) else None
+            if j is not None and j not in needed:
+                needed.add(j)
+                todo.append(j)
+    return needed
+
+
+def _at_the_peak(live: np.ndarray, found: list) -> tuple[Recomputation, ...]:
+    """``found`` (candidate, [(held bytes, last read)]) in the order a greedy picks
+    them on the jaxpr's live-bytes profile ``live``: at each step the candidate
+    idle across the peak with the most bytes saved per FLOP, the profile updated
+    (its bytes gone over its idle stretch, held inputs' kept to the late reader);
+    then those never idle across the peak, best bytes per FLOP first."""
+    live, left, order = live.copy(), list(found), []
+    while left:
+        peak = int(np.argmax(live))
+        over = [f for f in left if f[0].idle_after < peak < f[0].late_at]
+        if not over:
+            break
+        c, held = over[0]        # ``left`` keeps the best-score-first order
+        live[c.idle_after + 1:c.late_at] -= c.nbytes
+        for nbytes, last in held:
+            live[last + 1:c.late_at + 1] += nbytes
+        order.append(c)
+        left.remove((c, held))
+    return tuple(order) + tuple(c for c, _ in left)
+
+
+def _eqn_flops(eqn) -> int:
+    """``scan_remat.eqn_flops``, a convolution as 2 x output x its kernel's elements
+    per output feature (there: one per output element)."""
+    if eqn.primitive.name != "conv_general_dilated":
+        return eqn_flops(eqn)
+    rhs = eqn.invars[1].aval.shape
+    out_feature = eqn.params["dimension_numbers"].rhs_spec[0]
+    per_output = int(np.prod(rhs, dtype=np.int64)) // max(int(rhs[out_feature]), 1)
+    return 2 * int(np.prod(eqn.outvars[0].aval.shape, dtype=np.int64)) * per_output
+
+
+# --- the rewrite -----------------------------------------------------------------
+
+def _evaluate(closed, flat_args: Sequence[Any], chosen: Sequence[Recomputation],
+              materialized: frozenset[str] | None) -> list[Any]:
+    """``closed`` on ``flat_args``, each of ``chosen`` computed again just before
+    its late reader (from its chain's inputs passed through a barrier with a value
+    ready then), which with every later reader reads the new value."""
+    jaxpr = closed.jaxpr
+    names = _names(jaxpr)
+    var_of = {name: v for v, name in names.items()}
+
+    def kept(u) -> bool:
+        return materialized is None or names.get(u) in materialized
+
+    at_reader: dict[int, list[Recomputation]] = {}
+    for c in chosen:
+        at_reader.setdefault(c.late_at, []).append(c)
+    depth = _depths(jaxpr)
+    env: dict[Any, Any] = {}
+
+    def read(scope: dict[Any, Any], v):
+        return v.val if isinstance(v, jex.Literal) else scope[v]
+
+    for v, x in zip(jaxpr.constvars, closed.consts):
+        env[v] = x
+    for v, x in zip(jaxpr.invars, flat_args):
+        env[v] = x
+    for i, eqn in enumerate(jaxpr.eqns):
+        anchors: list[Any] = []
+        for c in at_reader.get(i, []):
+            v = var_of[c.name]
+            made = {u for j in c.chain for u in jaxpr.eqns[j].outvars}
+            inputs = list(dict.fromkeys(u for j in c.chain for u in jaxpr.eqns[j].invars
+                                        if isinstance(u, jex.Var) and u not in made))
+            ties = [u for u in _latest(jaxpr, i, v, depth, env, kept)
+                    if u not in inputs and u not in made]
+            tied = list(jax.lax.optimization_barrier(
+                tuple(env[u] for u in [*inputs, *ties])))
+            local = dict(zip(inputs, tied))
+            for u, x in zip(ties, tied[len(inputs):]):
+                env[u] = x
+            for j in c.chain:
+                e = jaxpr.eqns[j]
+                for u, x in zip(e.outvars, jax_compat.bind_equation(
+                        e, [read(local, u) for u in e.invars])):
+                    local[u] = x
+            for j in c.chain:      # every later reader reads the new values
+                for u in jaxpr.eqns[j].outvars:
+                    if not isinstance(u, jex.DropVar):
+                        env[u] = local[u]
+            anchors += ties
+        outs = jax_compat.bind_equation(eqn, [read(env, u) for u in eqn.invars])
+        for u, x in zip(eqn.outvars, outs):
+            if not isinstance(u, jex.DropVar):
+                env[u] = x
+        made = [u for u in eqn.outvars if not isinstance(u, jex.DropVar) and kept(u)]
+        if anchors and made:
+            # the late reader runs where the jaxpr has it (as offload ties its readers)
+            both = [*made, *dict.fromkeys(anchors)]
+            for u, x in zip(both, jax.lax.optimization_barrier(tuple(env[u] for u in both))):
+                env[u] = x
+    return [read(env, v) for v in jaxpr.outvars]
+
+
+def rewrite(fn: Callable, args: Sequence[Any], chosen: Sequence[Recomputation], *,
+            static_argnums: Sequence[int] = (), traced: Traced | None = None,
+            materialized: frozenset[str] | None = None) -> Callable:
+    """``fn`` (same arguments, same outputs) with ``chosen`` (from ``candidates``
+    of this step's jaxpr) recomputed before their late readers; with
+    ``materialized``, barriers hold only values XLA keeps anyway."""
+    traced = traced or trace(fn, args, static_argnums)
+    closed, static = traced.closed, set(static_argnums)
+    out_tree = jax.tree.structure(traced.out_shape)
+
+    def recomputed(*call_args):
+        dynamic = [a for i, a in enumerate(call_args) if i not in static]
+        return jax.tree.unflatten(out_tree, _evaluate(closed, jax.tree.leaves(dynamic), chosen,
+                                                      materialized))
+
+    recomputed.__name__ = getattr(fn, "__name__", "step") + "_recomputed"
+    return recomputed
+
+
+# --- the lever -------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Probe:
+    chosen: tuple[Recomputation, ...]
+    cap: Any
+    step: Callable
+    flops: int                      # extra, compiled
+    bits: str | None = None         # None: not compared; "" the same
+
+
+def _flops(cap) -> int:
+    try:
+        return compiled_flops(cap.compiled)
+    except Exception:  # noqa: BLE001 - a module olla_jax.flops cannot walk: 0 counted
+        return 0
+
+
+def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
+                  budget: int | str | None = None, static_argnums: Sequence[int] = (),
+                  donate_argnums: Sequence[int] = (),
+                  compiler_options: dict[str, Any] | None = None,
+                  max_values: int | None = None, min_bytes: int = MIN_BYTES,
+                  max_chain: int = MAX_CHAIN, check: bool = True,
+                  latency_hiding: bool = True, pick: str = "xla",
+                  memo: dict | None = None) -> ProgramRematResult:
+    """``fn(*args)`` with its long-idle values recomputed in the program, compiled
+    for ``backend``: the top 1, 2, 4, ... of ``candidates`` until XLA's temp is at
+    most ``budget`` bytes (then the smallest prefix between the last two sizes
+    that meets it), or without a budget the set with the least temp; XLA's step
+    (nothing recomputed) wins where no set lowers its temp.  ``check``: the chosen
+    rewrite compiled for CPU, its outputs compared with jax.jit's bit for bit.
+    ``pick="xla"``: candidates are values XLA keeps in buffers (one more compile);
+    ``"jaxpr"``: any value.  ``latency_hiding=False``: rewrites compiled with
+    ``offload.NO_LATENCY_HIDING``.  ``memo``: a dict kept by the caller across calls
+    on one step with the same arguments and options (several budgets): the step's
+    compiles and every set compiled are reused from it."""
+    start = time.monotonic()
+    if pick not in ("xla", "jaxpr"):
+        raise ProgramRematError(f"pick must be 'xla' or 'jaxpr', not {pick!r}")
+    if budget is not None:
+        try:
+            budget = parse_size(budget, "budget")
+        except ValueError as err:
+            raise ProgramRematError(f"{err} (program_remat's budget is XLA's temp in bytes; "
+                                    "leave it None for the least temp)") from err
+    if max_values is not None and (type(max_values) is not int or max_values < 1):
+        raise ProgramRematError(f"max_values must be a whole number >= 1 or None, "
+                                f"not {max_values!r}")
+    try:
+        parsed = Backend.parse(backend)
+    except Exception as err:  # noqa: BLE001 - the backend's own message says what it takes
+        raise ProgramRematError(str(err)) from err
+    if parsed.kind != "gpu":
+        raise ProgramRematError(
+            f"program recomputation is built for GPU targets ('gpu:h100' compile-only, or "
+            f"'gpu'), not {parsed.name!r}: XLA:CPU removes the optimization barriers and its "
+            "CSE merges the recomputation with the original, so the temp cannot drop there "
+            "(the bits are still compared on CPU, with CSE off)")
+    kw = dict(backend=parsed.name, static_argnums=tuple(static_argnums),
+              donate_argnums=tuple(donate_argnums), compiler_options=compiler_options)
+    options = {**(compiler_options or {}), **({} if latency_hiding else NO_LATENCY_HIDING)}
+    kw_re = dict(kw, compiler_options=options)
+    memo = {} if memo is None else memo
+    key = (parsed.name, repr(sorted(options.items())), tuple(static_argnums),
+           tuple(donate_argnums), min_bytes, max_chain, pick)
+    if memo.setdefault("key", key) != key:
+        raise ProgramRematError("memo holds the compiles of a call with other options: "
+                                "pass a fresh dict")
+    if "base" not in memo:
+        memo["base"] = record.capture(fn, *args, **kw)
+        memo["base_flops"] = _flops(memo["base"])
+        memo["traced"] = trace(fn, args, static_argnums)
+        memo["materialized"] = None
+        if pick == "xla":
+            scoped = record.capture(offload_rewrite(fn, args, (), static_argnums=static_argnums,
+                                                    traced=memo["traced"], scoped=True),
+                                    *args, **kw_re)
+            memo["materialized"] = materialized_names(scoped.hlo_text, memo["traced"].closed)
+    base, base_flops, traced, materialized = (memo["base"], memo["base_flops"], memo["traced"],
+                                              memo["materialized"])
+    pool = candidates(traced.closed, materialized, min_bytes=min_bytes,
+                      max_chain=max_chain)[:max_values]
+    probes: dict[tuple[str, ...], _Probe] = memo.setdefault("probes", {})
+    refused: list[str] = []
+    compare_seconds = [0.0]
+    cpu_base: list[Any] = memo.setdefault("cpu_base", [])
+
+    def probe(chosen: Sequence[Recomputation]) -> _Probe:
+        key = tuple(c.name for c in chosen)
+        if key not in probes:
+            step = rewrite(fn, args, chosen, static_argnums=static_argnums, traced=traced,
+                           materialized=materialized)
+            try:
+                cap = record.capture(step, *args, **kw_re)
+            except Exception as err:  # noqa: BLE001 - say which set did not compile
+                raise ProgramRematError(
+                    f"the step with {len(chosen)} value(s) recomputed did not compile "
+                    f"({type(err).__name__}: {str(err)[:300]})") from err
+            probes[key] = _Probe(tuple(chosen), cap, step, _flops(cap) - base_flops)
+        return probes[key]
+
+    def meets(p: _Probe) -> bool:
+        return budget is not None and p.cap.memory.temp <= budget
+
+    def search(order: list[Recomputation]) -> None:
+        lo = 0
+        for k in sizes(len(order)):
+            if meets(probe(order[:k])):
+                break
+            lo = k
+        else:
+            return
+        hi = k
+        for _ in range(REFINE_PROBES):
+            if hi - lo <= 1:
+                return
+            mid = (lo + hi) // 2
+            if meets(probe(order[:mid])):
+                hi = mid
+            else:
+                lo = mid
+
+    def bits(p: _Probe) -> str:
+        if p.bits is None:
+            at = time.monotonic()
+            p.bits = _differs(p.step, fn, args, kw, cpu_base)
+            compare_seconds[0] += time.monotonic() - at
+            if p.bits:
+                refused.append(p.bits)
+        return p.bits
+
+    def ranked(left_out: set[str]) -> list[_Probe]:
+        """Sets that lowered XLA's temp, not known to change the bits, none of
+        ``left_out`` in them: those meeting the budget fewest FLOPs first, then
+        the others least temp first."""
+        ok = [p for p in probes.values() if p.cap.memory.temp < base.memory.temp
+              and not p.bits and not left_out & {c.name for c in p.chosen}]
+        return sorted(ok, key=lambda p: (False, p.flops, p.cap.memory.temp) if meets(p)
+                      else (True, p.cap.memory.temp, p.flops))
+
+    left_out: list[str] = []
+    chosen: _Probe | None = None
+    if not (budget is not None and base.memory.temp <= budget) and pool:
+        for round_ in range(CULPRIT_ROUNDS + 1):
+            search([c for c in pool if c.name not in left_out])
+            best = next(iter(ranked(set(left_out))), None)
+            if best is None or not check or not bits(best):
+                chosen = best
+                break
+            if round_ < CULPRIT_ROUNDS:
+                left_out += [c.name for c in _culprits(best, probe, bits)]
+    p = chosen
+    if p is not None:
+        verdict = "same" if check else "not compared"
+    elif refused:
+        verdict = f"differ: {refused[0]} (nothing recomputed)"
+    else:
+        verdict = "not compared (nothing recomputed)"
+    cap = base if p is None else p.cap
+    return ProgramRematResult(
+        backend=parsed.name, xla_temp=base.memory.temp, temp=cap.memory.temp,
+        step_flops=base_flops, extra_flops=0 if p is None else p.flops,
+        estimated_flops=0 if p is None else sum(c.flops for c in p.chosen),
+        chosen=() if p is None else p.chosen, candidates=len(pool), budget=budget,
+        met=None if budget is None else cap.memory.temp <= budget, bits=verdict,
+        tried=tuple((len(q.chosen), q.cap.memory.temp, q.flops) for q in probes.values()),
+        tried_sets=tuple(tuple(c.name for c in q.chosen) for q in probes.values()),
+        left_out=tuple(left_out), seconds=time.monotonic() - start,
+        compare_seconds=compare_seconds[0], fn=fn if p is None else p.step, capture=cap,
+        compiler_options=options if p is not None else dict(compiler_options or {}))
+
+
+def _culprits(p: _Probe, probe: Callable, bits: Callable) -> list[Recomputation]:
+    """Values of ``p`` (whose bits differ) that change them: bisection over its
+    prefixes (the empty one keeps them); the range left where it stops."""
+    lo, hi = 0, len(p.chosen)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bits(probe(p.chosen[:mid])):
+            hi = mid
+        else:
+            lo = mid
+    return list(p.chosen[lo:hi])
+
+
+def compare_bits(step: Callable, fn: Callable, *args, static_argnums: Sequence[int] = (),
+                 donate_argnums: Sequence[int] = (),
+                 compiler_options: dict[str, Any] | None = None) -> str:
+    """'' where ``step`` (a rewrite of ``fn``) compiled for CPU gives jax.jit's
+    outputs of ``fn`` bit for bit, else how they differ (``step=fn``: what CSE
+    off alone does to the bits: a control)."""
+    kw = dict(static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums),
+              compiler_options=compiler_options)
+    return _differs(step, fn, args, kw, [])
+
+
+def _differs(step: Callable, fn: Callable, args: Sequence[Any], kw: dict,
+             cpu_base: list[Any]) -> str:
+    """'' where ``step`` compiled for CPU gives jax.jit's outputs of ``fn`` bit for
+    bit (run in a child, on ``args`` where concrete, else on random inputs).  XLA:CPU
+    expands the barriers and its CSE merges the recomputation with the original:
+    ``step`` is compiled with CSE off (``CPU_KEEPS_COPIES``) so that it runs."""
+    from olla_jax.apply import verify
+    cpu = dict(kw, backend="cpu")
+    if not cpu_base:
+        cpu_base.append(record.capture(fn, *args, **cpu))
+    ref = cpu_base[0]
+    cap = record.capture(step, *args, **dict(cpu, compiler_options=cpu_options(
+        kw.get("compiler_options"))))
+    if cap.executable is None or ref.reference.executable is None:
+        return "no serialized executable to compare"
+    dynamic = [a for i, a in enumerate(args) if i not in set(kw["static_argnums"])]
+    return verify.outputs_differ(cap.executable, ref.reference.executable, ref.compiled, dynamic)
+
+
+def cpu_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` with XLA's CSE pass off as well (``CPU_KEEPS_COPIES``)."""
+    options = dict(options or {})
+    passes = [p for p in str(options.get("xla_disable_hlo_passes", "")).split(",") if p]
+    options["xla_disable_hlo_passes"] = ",".join(dict.fromkeys([*passes, CPU_KEEPS_COPIES]))
+    return options

@@ -1,0 +1,99 @@
+"""olla_jax.program_remat: a value recomputed in the jaxpr keeps the outputs'
+bits, is really computed twice, lowers XLA's temp on the compile-only H100, and
+bad input is refused before anything compiles."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+from olla_jax import offload, program_remat  # noqa: E402
+from tests.marks import needs_plugin  # noqa: E402
+
+
+def deep_step(ws, x, y):
+    """Four ReLU layers: each layer's pre-activation is read again late in the backward."""
+    def loss(ws):
+        h = x
+        for w in ws:
+            h = jax.nn.relu(h @ w)
+        return jnp.mean((h - y) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(ws)
+    return [w - 0.01 * g for w, g in zip(ws, grads)], value
+
+
+def deep_args(n: int = 256, width: int = 128):
+    k = jax.random.split(jax.random.PRNGKey(0), 6)
+    ws = [jax.random.normal(k[i], (width, width)) * 0.1 for i in range(4)]
+    return ws, jax.random.normal(k[4], (n, width)), jax.random.normal(k[5], (n, width))
+
+
+def _dots(hlo_text: str) -> int:
+    """Matmuls in the entry of XLA:CPU's optimized module (dots and ynn fusions)."""
+    entry = hlo_text[hlo_text.find("\nENTRY"):]
+    return len(re.findall(r"\s(?:dot|fusion)\(.*?(?:lhs_contracting|__ynn_fusion)", entry))
+
+
+def test_rewrite_recomputes_and_keeps_the_bits_on_cpu():
+    args = deep_args(n=64, width=64)
+    traced = offload.trace(deep_step, args)
+    cands = program_remat.candidates(traced.closed, None, min_bytes=16 * 1024)
+    # the layers' outputs are idle from the forward to the backward: candidates
+    assert cands and all(c.late_at > c.idle_after + 1 for c in cands)
+    chosen = cands[:1]   # (the second, a matmul read from a barrier, gets other bits on CPU)
+    step = program_remat.rewrite(deep_step, args, chosen, traced=traced)
+    prims = [e.primitive.name for e in jax.make_jaxpr(step)(*args).jaxpr.eqns]
+    before = [e.primitive.name for e in traced.closed.jaxpr.eqns]
+    # each chosen value's producer is bound again (a chain may add more)
+    for c in chosen:
+        name = traced.closed.jaxpr.eqns[c.defined_at].primitive.name
+        assert prims.count(name) >= before.count(name) + 1
+    assert prims.count("optimization_barrier") >= len(chosen)
+    # XLA:CPU merges the copies with CSE on, keeps them with CSE off (what is compared)
+    lowered = jax.jit(step).lower(*args)
+    kept = lowered.compile(program_remat.cpu_options(None))
+    assert _dots(kept.as_text()) > _dots(lowered.compile().as_text())
+    ours = kept(*args)
+    theirs = jax.jit(deep_step)(*args)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+@pytest.mark.parametrize("budget", [0, -1, "lots", 0.5])
+def test_a_budget_that_is_no_size_is_refused(budget):
+    with pytest.raises(program_remat.ProgramRematError, match="budget"):
+        program_remat.program_remat(deep_step, *deep_args(), budget=budget)
+
+
+def test_a_cpu_backend_is_refused_saying_why():
+    with pytest.raises(program_remat.ProgramRematError, match="GPU targets.*CSE"):
+        program_remat.program_remat(deep_step, *deep_args(), backend="cpu")
+
+
+def test_max_values_below_one_is_refused():
+    with pytest.raises(program_remat.ProgramRematError, match="max_values"):
+        program_remat.program_remat(deep_step, *deep_args(), max_values=0)
+
+
+@pytest.mark.slow   # about 25 s on 2 shared cores at load 5: compile-only H100 and CPU compiles
+@needs_plugin
+def test_h100_temp_drops_with_the_bits_compared():
+    args = deep_args(n=512, width=256)
+    memo: dict = {}
+    r = program_remat.program_remat(deep_step, *args, backend="gpu:h100", memo=memo)
+    assert r.chosen and r.temp < r.xla_temp
+    assert r.bits == "same" and r.compared
+    assert r.extra_flops > 0
+    # the chosen values' GEMMs run twice in the compiled H100 module
+    gemms = len(re.findall(r"= \S+ fusion\(.*kind=kCustom", r.capture.hlo_text))
+    assert gemms > len(re.findall(r"= \S+ fusion\(.*kind=kCustom", memo["base"].hlo_text))
+    # a budget it meets: the least FLOPs among the sets compiled that meet it
+    again = program_remat.program_remat(deep_step, *args, backend="gpu:h100", budget=r.temp,
+                                        memo=memo, check=False)
+    assert again.met and again.extra_flops <= r.extra_flops
