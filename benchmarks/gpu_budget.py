@@ -47,6 +47,7 @@ import sys
 import time
 import traceback
 import warnings
+from typing import Callable
 
 from benchmarks import common
 
@@ -589,6 +590,13 @@ def main(argv=None) -> int:
         p.error(str(err))
     if not args.recompute_cost:
         p.error("--recompute_cost needs at least one of time, flops")
+    return run_models(args, run_one, render)
+
+
+def run_models(args, run_one: Callable, render: Callable) -> int:
+    """``run_one(item, args, cache)`` for each of ``args.models`` (a failure is
+    its row), XLA's points cached in ``args.cache``; the results rendered and
+    written after each example, so a run cut short keeps what it did."""
     start_load = common.load()
     cache = _cache_load(args.cache)
     rows = []
@@ -601,7 +609,7 @@ def main(argv=None) -> int:
         _cache_save(args.cache, cache)
         print(json.dumps(rows[-1])[:2000], flush=True)
         text = render(rows, args, (start_load, common.load()))
-        if args.out:   # after each example: a run cut short keeps what it did
+        if args.out:
             common.write_results(args.out, {"rows": rows, "command": common.command_line()}, text)
     print(text)
     return 0

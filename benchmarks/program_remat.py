@@ -27,7 +27,6 @@ import os
 import re
 import sys
 import time
-import traceback
 import warnings
 
 from benchmarks import common
@@ -202,23 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     args.limits = [float(x) for x in args.limits.split(",") if x]
-    from benchmarks.gpu_budget import _cache_load, _cache_save
-    start_load = common.load()
-    cache = _cache_load(args.cache)
-    rows = []
-    for item in args.models.split(","):
-        try:
-            rows.append(run_one(item, args, cache))
-        except Exception as err:  # noqa: BLE001 - one example's failure is its row
-            traceback.print_exc()
-            rows.append({"example": item, "error": f"{type(err).__name__}: {err}"[:300]})
-        _cache_save(args.cache, cache)
-        print(json.dumps(rows[-1])[:2000], flush=True)
-        text = render(rows, args, (start_load, common.load()))
-        if args.out:   # after each example: a run cut short keeps what it did
-            common.write_results(args.out, {"rows": rows, "command": common.command_line()}, text)
-    print(text)
-    return 0
+    from benchmarks.gpu_budget import run_models
+    return run_models(args, run_one, render)
 
 
 if __name__ == "__main__":
