@@ -239,19 +239,26 @@ def offload_at(step, base, temp: int, args, cost: str) -> dict:
     return got
 
 
-def run_one(item: str, args, cache: dict) -> dict:
+def base_plan(item: str, args):
+    """The example ``item`` ("name:size") and its plan (no budget) for the
+    compile-only ``args.target``, with ``args.plan_time_limit_s``."""
     import examples
     import olla_jax
-    from olla_jax import budget, gpu_budget
-
     name, size = item.split(":")
     step = examples.get(name, size)
-    t0 = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
                              time_limit_s=args.plan_time_limit_s,
                              static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    return step, base
+
+
+def run_one(item: str, args, cache: dict) -> dict:
+    from olla_jax import budget, gpu_budget
+
+    t0 = time.monotonic()
+    step, base = base_plan(item, args)
     t1 = time.monotonic()
     step_flops = budget.step_flops(base.capture)
     points, compiled = xla_points(step, item, base, args, cache)

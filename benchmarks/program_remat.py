@@ -50,19 +50,12 @@ def _ours(r, xla_temp: int, xla_flops: int) -> dict:
 
 
 def run_one(item: str, args, cache: dict) -> dict:
-    import examples
     import olla_jax
     from olla_jax import budget, gpu_budget, program_remat
-    from benchmarks.gpu_budget import xla_points
+    from benchmarks.gpu_budget import base_plan, xla_points
 
-    name, size = item.split(":")
-    step = examples.get(name, size)
     t0 = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = olla_jax.plan(step.fn, *step.args, backend=f"gpu:{args.target}",
-                             time_limit_s=args.plan_time_limit_s,
-                             static_argnums=step.static_argnums, donate_argnums=step.donate_argnums)
+    step, base = base_plan(item, args)
     step_flops = budget.step_flops(base.capture)
     points, compiled = xla_points(step, item, base, args, cache)
     row = {"example": item, "xla_temp": base.xla_temp_bytes, "plan_temp": base.runs_temp_bytes,
