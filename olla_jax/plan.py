@@ -1226,6 +1226,9 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     notes: list[str] = []
     caps = _baselines(step, backend, compiler_options, spmd, check_unrolled=feed_back)
     notes.extend(step.capture_notes.get(_capture_key(backend, compiler_options, spmd), ()))
+    if feed_back and backend.kind == "cpu":
+        from olla_jax.apply import verify
+        verify.prepare_child()   # its interpreter starts while the solver works
     _import_solver_libraries()
     if time_limit_s < COLLECT_BELOW_S:
         gc.collect()

@@ -1,11 +1,14 @@
 """Child process: load two executables, run both on the same inputs, compare.
 
-Run as ``python -m olla_jax.apply.child LIFELINE_FD PARENT_PID`` by
+Run as ``python -m olla_jax.apply.child LIFELINE_FD PARENT_PID [IDLE_S]`` by
 :mod:`olla_jax.apply.verify`: the request (a pickle) comes on stdin, the
 result (a JSON object ``{"ok", "reason", "trials"}``) goes to stdout, so no
 file holds the user's inputs.  A bad executable may abort this process (XLA
 CHECK failures, segfaults): that is why it runs here and not in the caller.
 Progress lines on stderr (``olla-child: ...``) tell the parent how far it got.
+A child started ahead of its request (``IDLE_S``: verify's spare) imports
+jax first and exits quietly if no request comes within IDLE_S seconds; each
+child still serves one request only.
 The child dies with its parent: SIGKILL on the parent's death (Linux), and
 end of file on LIFELINE_FD, a pipe whose only writer is the parent.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -246,6 +250,7 @@ def _die_with_parent(lifeline: int, parent: int) -> None:
 
 def main(argv: Sequence[str]) -> int:
     lifeline, parent = int(argv[1]), int(argv[2])
+    idle_s = float(argv[3]) if len(argv) > 3 else None
     _die_with_parent(lifeline, parent)
     try:
         import resource
@@ -256,6 +261,9 @@ def main(argv: Sequence[str]) -> int:
     # The result gets stdout to itself: anything else printing goes to stderr.
     result_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    if idle_s is not None and not select.select([sys.stdin.buffer], [], [], idle_s)[0]:
+        _log("no request came: idle")
+        return 0
     try:
         request = pickle.load(sys.stdin.buffer)
         result = compare(request)

@@ -9,6 +9,13 @@ The request (both executables and the inputs, a pickle) goes to the child on
 a pipe and the result comes back on one: no file holds the user's inputs, and
 the child dies with this process (see :mod:`olla_jax.apply.child`).
 
+Starting that interpreter (importing jax) takes seconds, so a CPU child is
+started ahead of time (``prepare_child``: when ``plan`` starts solving, and
+after each verification) and the next verification with the same environment
+takes it; one that finds none starts its own.  Each child still runs one
+verification: no executable is ever run in a process another one ran in.  A
+spare nobody takes exits by itself after ``SPARE_IDLE_S``.
+
 "Verified" means: outputs bit-identical on at least two distinct input sets
 (the user's, the user's with their floats perturbed, ``trials`` random sets),
 the first set called once more after the others, and no parameter that is not
@@ -24,6 +31,7 @@ executable start from different RNG states and such programs are reported as
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -31,6 +39,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +49,10 @@ import numpy as np
 from olla_jax.apply import executable, gpu_executable
 
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding olla_jax/
+# A spare child waits this long for its request, then exits; one older than
+# SPARE_IDLE_S - SPARE_MARGIN_S is not taken (it may be leaving).
+SPARE_IDLE_S = 60.0
+SPARE_MARGIN_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,29 +221,25 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
          "trials": int(trials), "seed": int(seed), "platform": platform, "device": int(device),
          "user_args": None if user_args is None else _as_parameters(user_args, specs)},
         protocol=pickle.HIGHEST_PROTOCOL)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    if platform == "gpu":
-        env.pop("JAX_PLATFORMS", None)
-        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # share the GPU with this process
-    else:
-        env["JAX_PLATFORMS"] = "cpu"
-    # The child's lifeline: this process holds the only write end, so the
-    # child reads end of file when this process dies, however it dies.
-    lifeline, keep = os.pipe()
+    child = _take_child(platform)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "olla_jax.apply.child", str(lifeline), str(os.getpid())],
-            input=request, capture_output=True, timeout=timeout_s, env=env, cwd=str(_ROOT),
-            pass_fds=(lifeline,))
-    except subprocess.TimeoutExpired as err:
-        tail = _tail(err.stderr)
+        stdout, stderr = child.proc.communicate(request, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.proc.kill()
+        _, stderr = child.proc.communicate()
+        tail = _tail(stderr)
         return Verification(False, f"timed out after {timeout_s} s; {_stage(tail)}\n{tail}",
                             0, time.monotonic() - start)
     finally:
-        os.close(lifeline)
-        os.close(keep)
+        child.close()
+        if platform == "cpu":
+            prepare_child()   # for the next verification, started while this one's caller works
+    if child.proc.returncode == 0 and not stdout and b"no request came" in stderr:
+        # a spare that left as it was taken (it waits SPARE_IDLE_S): once more, anew
+        return verify_executable(candidate, reference, args_spec, trials=trials,
+                                 user_args=user_args, timeout_s=timeout_s, seed=seed,
+                                 platform=platform, device=device)
+    proc = subprocess.CompletedProcess(child.proc.args, child.proc.returncode, stdout, stderr)
     seconds = time.monotonic() - start
     tail = _tail(proc.stderr)
     if proc.returncode < 0:
@@ -244,6 +253,105 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
         return Verification(False, f"child exited with status {proc.returncode} "
                                    f"{_stage(tail)}\n{tail}", 0, seconds)
     return Verification(bool(result["ok"]), str(result["reason"]), int(result["trials"]), seconds)
+
+
+def _child_env(platform: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if platform == "gpu":
+        env.pop("JAX_PLATFORMS", None)
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # share the GPU with this process
+    else:
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+@dataclasses.dataclass
+class _Child:
+    """A verification child and the write end of its lifeline: this process
+    holds the only one, so the child reads end of file when this process dies,
+    however it dies."""
+    proc: subprocess.Popen
+    keep: int
+    env: dict[str, str]
+    started: float
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+        if self.keep >= 0:
+            os.close(self.keep)
+            self.keep = -1
+
+
+def _start_child(env: dict[str, str], idle_s: float | None = None) -> _Child:
+    lifeline, keep = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "olla_jax.apply.child", str(lifeline), str(os.getpid()),
+             *([] if idle_s is None else [str(idle_s)])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            cwd=str(_ROOT), pass_fds=(lifeline,))
+    except BaseException:
+        os.close(keep)
+        raise
+    finally:
+        os.close(lifeline)
+    return _Child(proc, keep, env, time.monotonic())
+
+
+_spare_lock = threading.Lock()
+_spare: list[_Child] = []   # at most one
+
+
+def prepare_child() -> None:
+    """Start a CPU verification child now, for the next verification to take
+    (if the environment is then the same); none on a machine of one CPU,
+    where it would slow the caller's own work."""
+    if (os.cpu_count() or 1) < 2:
+        return
+    env = _child_env("cpu")
+    with _spare_lock:
+        if _spare and _spare[0].env == env and _spare[0].proc.poll() is None:
+            return
+        stale = _spare[:]
+        _spare.clear()
+        try:
+            _spare.append(_start_child(env, SPARE_IDLE_S))
+        except OSError:
+            pass   # the verification starts its own
+    for child in stale:
+        child.close()
+
+
+def _take_child(platform: str) -> _Child:
+    """The spare if it suits (same environment, alive, not about to leave),
+    else a new child."""
+    env = _child_env(platform)
+    with _spare_lock:
+        spare = _spare.pop() if _spare else None
+    if spare is not None:
+        if (spare.env == env and spare.proc.poll() is None
+                and time.monotonic() - spare.started < SPARE_IDLE_S - SPARE_MARGIN_S):
+            return spare
+        spare.close()
+    return _start_child(env)
+
+
+def _close_spare() -> None:
+    with _spare_lock:
+        stale = _spare[:]
+        _spare.clear()
+    for child in stale:
+        child.close()
+
+
+atexit.register(_close_spare)
 
 
 def _tail(text: Any, limit: int = 2000) -> str:
