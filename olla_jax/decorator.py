@@ -92,11 +92,12 @@ def _code_hash(code: types.CodeType, h) -> None:
 
 def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> str:
     """Module, qualified name and a hash of the code of the function under any
-    jit wrappers: two functions never share a cache entry, an edited one is
-    planned afresh."""
+    wrappers, and the wrappers' own code and options: two functions never share
+    a cache entry, an edited one is planned afresh."""
     reach = reach or _Reach()
     target = inspect_unwrap(fn)
     h = hashlib.sha256()
+    h.update(_wrappers(fn, target, depth, reach).encode())
     if isinstance(target, functools.partial):
         h.update(f"partial({_stable(target.args, depth, reach)},"
                  f"{_stable(sorted(target.keywords.items()), depth, reach)})".encode())
@@ -120,6 +121,33 @@ def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> s
         except ValueError:   # an empty cell
             pass
     return h.hexdigest()[:24]
+
+
+def _wrappers(fn: Any, target: Any, depth: int, reach: _Reach) -> str:
+    """The layers between ``fn`` and ``target``: a jit's options, a wrapping
+    function's code and closure (``jax.grad(f)``, ``jax.vmap(f)`` or a
+    ``functools.wraps`` decorator is another program than ``f``: keyed as
+    ``f`` alone, each process planned over the other's cache entry)."""
+    parts, seen = [], set()
+    while fn is not target and id(fn) not in seen:
+        seen.add(id(fn))
+        options = jax_compat.jit_options(fn)
+        if options is not None:   # jax.jit(f) without options is f's program
+            if any(dataclasses.astuple(options)):
+                parts.append(f"jit{_stable(dataclasses.astuple(options), depth + 1, reach)}")
+        elif isinstance(fn, types.FunctionType):
+            h = hashlib.sha256()
+            _code_hash(fn.__code__, h)
+            for cell in fn.__closure__ or ():
+                try:
+                    h.update(_stable(cell.cell_contents, depth + 1, reach).encode())
+                except ValueError:   # an empty cell
+                    pass
+            parts.append(f"wraps:{h.hexdigest()[:16]}")
+        else:
+            parts.append(f"{type(fn).__module__}.{type(fn).__qualname__}")
+        fn = getattr(fn, "__wrapped__", None) or getattr(fn, "fun", None)
+    return "/".join(parts)
 
 
 def inspect_unwrap(fn: Any) -> Any:
@@ -206,6 +234,8 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
             pass
     if isinstance(value, types.ModuleType):
         return f"module:{value.__name__}"
+    if type(value) is object:   # a sentinel (jax.vmap's default axis_name): no state
+        return "builtins.object()"
     if type(value).__hash__ in (object.__hash__, None):
         # hashed by identity (or not at all): its attributes, as a dataclass's fields
         attrs = getattr(value, "__dict__", None)

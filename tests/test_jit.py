@@ -772,3 +772,31 @@ def test_cache_key_of_a_static_jax_jit_function_is_the_same_in_every_process(tmp
     assert len(keys[0]) == 2 and keys[0] == keys[1], keys
     assert keys[0][0] != keys[0][1], "relu and gelu are two programs"
     assert "#" not in decorator._stable(jax.nn.relu)
+
+
+def test_cache_key_of_a_wrapped_step_is_not_its_inner_functions():
+    """jax.grad(loss), jax.vmap(loss) or a functools.wraps decorator over loss
+    was keyed as loss alone (the key read under every __wrapped__): two steps
+    of one project shared one disk entry and each process planned both again,
+    each refusing the other's plan."""
+    import functools
+
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x @ w) ** 2)
+
+    def doubled(f):
+        @functools.wraps(f)
+        def g(*args):
+            return f(*args) * 2
+        return g
+
+    ident = decorator.function_identity
+    wrapped = (jax.grad(loss), jax.grad(loss, argnums=1), jax.value_and_grad(loss),
+               jax.vmap(loss), jax.checkpoint(loss), doubled(loss), jax.jit(loss, donate_argnums=0))
+    keys = [ident(loss), *map(ident, wrapped)]
+    assert len(set(keys)) == len(keys), keys
+    assert ident(jax.jit(loss)) == ident(loss), "jax.jit without options is the same program"
+    assert ident(jax.vmap(loss)) == ident(jax.vmap(loss))
+    # jax.vmap's default axis_name is a bare object(): keyed by its per-process hash
+    # it missed the disk cache in every new process
+    assert decorator._stable(object()) == decorator._stable(object())
