@@ -95,8 +95,13 @@ def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> s
     wrappers, and the wrappers' own code and options: two functions never share
     a cache entry, an edited one is planned afresh."""
     reach = reach or _Reach()
-    target = inspect_unwrap(fn)
     h = hashlib.sha256()
+    if isinstance(fn, types.MethodType) and hasattr(fn.__func__, "__wrapped__"):
+        # a jit's bound method: its __wrapped__ is the unbound function's, so
+        # the object is read here, not lost under it
+        h.update(f"self={_stable(fn.__self__, depth + 1, reach)}".encode())
+        fn = fn.__func__
+    target = inspect_unwrap(fn)
     h.update(_wrappers(fn, target, depth, reach).encode())
     if isinstance(target, functools.partial):
         h.update(f"partial({_stable(target.args, depth, reach)},"
@@ -614,9 +619,10 @@ class Jitted:
         return new
 
     def __get__(self, obj, objtype=None):
+        """A bound method, as jax.jit's (``obj.step.__name__``, ``__wrapped__``)."""
         if obj is None:
             return self
-        return functools.partial(self, obj)
+        return types.MethodType(self, obj)
 
 
 def _check_jit_kwargs(jit_kwargs: dict) -> None:
