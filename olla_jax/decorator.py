@@ -325,6 +325,12 @@ class Jitted:
     def __init__(self, fun: Callable, *, backend: str | None = None, time_limit_s: float = 30.0,
                  cache: bool | str | Path = True, compiler_options: dict | None = None,
                  plan_options: dict | None = None, jit_kwargs: dict | None = None):
+        if not callable(fun):
+            raise TypeError(
+                "olla_jax.jit takes the function to jit (or a jax.jit-wrapped one), got "
+                + ("None" if fun is None else f"an object of type {type(fun).__name__}")
+                + (": plan a jax.stages.Lowered with olla_jax.plan(lowered)"
+                   if calls.is_lowered(fun) else ""))
         # first: copying the function's __dict__ (functools.wraps does) must not
         # replace this object's own attributes (a wrapper object's ``_jitted``)
         functools.update_wrapper(self, inspect_unwrap(fun) if calls.is_jitted(fun) else fun)
@@ -659,7 +665,12 @@ def _stable_option(value: Any) -> str:
     return _ADDRESS.sub("", _stable(value) if not hasattr(value, "__dict__") else repr(value))
 
 
-def jit(fun: Callable | None = None, /, *, backend: str | None = None, time_limit_s: float = 30.0,
+# jit()'s function when none is given: ``@olla_jax.jit(...)`` makes a decorator
+# (a None given is a mistake, said at once rather than at the first call).
+_DECORATOR: Any = object()
+
+
+def jit(fun: Callable = _DECORATOR, /, *, backend: str | None = None, time_limit_s: float = 30.0,
         cache: bool | str | Path = True, compiler_options: dict | None = None,
         engine: str = "auto", verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
         memory_budget: int | str | None = None, recompute: bool = True,
@@ -685,9 +696,9 @@ def jit(fun: Callable | None = None, /, *, backend: str | None = None, time_limi
         return Jitted(f, backend=backend, time_limit_s=time_limit_s, cache=cache,
                       compiler_options=compiler_options, plan_options=plan_options,
                       jit_kwargs=jit_kwargs)
-    return wrap(fun) if fun is not None else wrap
+    return wrap if fun is _DECORATOR else wrap(fun)
 
 
-def optimize(fun: Callable | None = None, /, **kwargs):
+def optimize(fun: Callable = _DECORATOR, /, **kwargs):
     """The old name of :func:`jit` (same arguments, same class)."""
     return jit(fun, **kwargs)

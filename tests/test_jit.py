@@ -457,6 +457,19 @@ def test_jit_checks_its_arguments():
     assert olla_jax.optimize is not None and isinstance(olla_jax.optimize(step), decorator.Jitted)
 
 
+def test_jit_of_none_or_a_lowered_says_so_at_once():
+    """olla_jax.jit(None) (a factory that returned None) gave back a decorator,
+    whose first call then said "not a ArrayImpl" about the step's argument."""
+    for wrong, match in ((None, "got None$"), (3, "of type int$"),
+                         (jax.jit(jnp.sin).lower(jnp.ones(3)), r"olla_jax.plan\(lowered\)")):
+        with pytest.raises(TypeError, match=match):
+            olla_jax.jit(wrong)
+        with pytest.raises(TypeError, match=match):
+            olla_jax.optimize(wrong, time_limit_s=5)
+    assert isinstance(olla_jax.jit(time_limit_s=5)(step), decorator.Jitted)
+    assert isinstance(olla_jax.optimize(time_limit_s=5)(step), decorator.Jitted)
+
+
 def test_plan_warnings_name_the_callers_file(monkeypatch):
     tiny = lambda x: jnp.sin(x) * 2   # noqa: E731
 
