@@ -172,6 +172,9 @@ def inspect_unwrap(fn: Any) -> Any:
 # closures) is read whole; past either limit a value is keyed by its type.
 _STABLE_DEPTH = 12
 _STABLE_VALUES = 20_000
+# The array bytes one key may read (closed-over constants: a mask, a table);
+# past it an array is keyed by its dtype and shape only.
+_STABLE_ARRAY_BYTES = 64 << 20
 
 
 class _Reach:
@@ -179,6 +182,7 @@ class _Reach:
 
     def __init__(self) -> None:
         self.left = _STABLE_VALUES
+        self.array_bytes = _STABLE_ARRAY_BYTES
 
 
 def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
@@ -239,6 +243,8 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
             pass
     if isinstance(value, types.ModuleType):
         return f"module:{value.__name__}"
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return _array_text(value, reach)
     if type(value) is object:   # a sentinel (jax.vmap's default axis_name): no state
         return "builtins.object()"
     if type(value).__hash__ in (object.__hash__, None):
@@ -250,6 +256,24 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
         return f"{kind}#{hash(value)}"
     except TypeError:
         return f"{kind}#unhashable"
+
+
+def _array_text(value: Any, reach: _Reach) -> str:
+    """An array (a closed-over constant) by dtype, shape and a hash of its
+    contents: closures over two different arrays are two programs (keyed by
+    type alone they shared one disk entry, each process planning both again)."""
+    kind = f"array:{getattr(value, 'dtype', '?')}{tuple(getattr(value, 'shape', ()))}"
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(value, jax.core.Tracer) or nbytes is None or nbytes > reach.array_bytes:
+        return f"{kind}#unread"
+    reach.array_bytes -= nbytes
+    try:   # explicit: allowed under jax.transfer_guard("disallow")
+        data = np.asarray(jax.device_get(value))
+    except Exception:  # noqa: BLE001 - a key array, a deleted buffer: dtype and shape
+        return f"{kind}#unread"
+    if data.dtype.hasobject:   # pointers: no content to hash
+        return f"{kind}#unread"
+    return f"{kind}:{hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]}"
 
 
 # Leaf types read the fast way (jax's concrete array type, found on first sight):

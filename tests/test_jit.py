@@ -813,3 +813,22 @@ def test_cache_key_of_a_wrapped_step_is_not_its_inner_functions():
     # jax.vmap's default axis_name is a bare object(): keyed by its per-process hash
     # it missed the disk cache in every new process
     assert decorator._stable(object()) == decorator._stable(object())
+
+
+def test_cache_key_of_a_closure_over_an_array_reads_its_contents(monkeypatch):
+    """Steps closing over two different arrays (a mask, a table) are two
+    programs; keyed by the array's type alone they shared one disk entry and
+    each process planned both again."""
+    def make(table):
+        return lambda x: jnp.tanh(x @ table)
+
+    ident = decorator.function_identity
+    ones, twos = jnp.ones((8, 8)), jnp.full((8, 8), 2.0)
+    assert ident(make(ones)) != ident(make(twos))
+    assert ident(make(ones)) == ident(make(jnp.ones((8, 8)))), "same contents, same entry"
+    assert ident(make(np.ones((8, 8), np.float32))) != ident(make(np.ones((8, 8))))
+    more_ones = jnp.ones((8, 8))
+    with jax.transfer_guard("disallow"):   # read explicitly: no implicit transfer
+        assert ident(make(ones)) == ident(make(more_ones))
+    monkeypatch.setattr(decorator, "_STABLE_ARRAY_BYTES", 100)   # past the bound: dtype, shape
+    assert decorator._stable(ones).endswith("#unread") and ident(make(ones)) == ident(make(twos))
