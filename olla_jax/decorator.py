@@ -83,6 +83,8 @@ def planner_identity() -> str:
 def _code_hash(code: types.CodeType, h) -> None:
     h.update(code.co_code)
     h.update(code.co_name.encode())
+    # the names it reads (globals, attributes): jnp.sin and jnp.cos compile alike
+    h.update(repr(code.co_names).encode())
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             _code_hash(const, h)

@@ -832,3 +832,13 @@ def test_cache_key_of_a_closure_over_an_array_reads_its_contents(monkeypatch):
         assert ident(make(ones)) == ident(make(more_ones))
     monkeypatch.setattr(decorator, "_STABLE_ARRAY_BYTES", 100)   # past the bound: dtype, shape
     assert decorator._stable(ones).endswith("#unread") and ident(make(ones)) == ident(make(twos))
+
+
+def test_cache_key_reads_the_names_a_function_uses():
+    """``lambda x: jnp.sin(x)`` and ``lambda x: jnp.cos(x)`` have the same
+    bytecode (only the attribute name differs): they shared one disk entry, and
+    a step edited from one to the other kept its key."""
+    ident = decorator.function_identity
+    assert ident(lambda x: jnp.sin(x)) != ident(lambda x: jnp.cos(x))
+    assert ident(lambda x: x.sum()) != ident(lambda x: x.mean())
+    assert ident(lambda x: jnp.sin(x)) == ident(lambda x: jnp.sin(x))
