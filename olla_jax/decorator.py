@@ -127,6 +127,10 @@ def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> s
             h.update(_stable(cell.cell_contents, depth, reach).encode())
         except ValueError:   # an empty cell
             pass
+    # default values, traced in where the call leaves them out (def f(x, k=n) made per n)
+    for defaults in (getattr(target, "__defaults__", None), getattr(target, "__kwdefaults__", None)):
+        if defaults:
+            h.update(_stable(defaults, depth, reach).encode())
     return h.hexdigest()[:24]
 
 

@@ -842,3 +842,21 @@ def test_cache_key_reads_the_names_a_function_uses():
     assert ident(lambda x: jnp.sin(x)) != ident(lambda x: jnp.cos(x))
     assert ident(lambda x: x.sum()) != ident(lambda x: x.mean())
     assert ident(lambda x: jnp.sin(x)) == ident(lambda x: jnp.sin(x))
+
+
+def test_cache_key_reads_a_functions_default_values():
+    """``def f(x, k=n)`` made per n: jax.jit traces the default in where the
+    call leaves it out, but the key did not read it (one disk entry for all)."""
+    def make(n):
+        def f(x, k=n, *, m=n):
+            return x * k * m
+        return f
+
+    def make_keyword(n):
+        def f(x, *, m=n):
+            return x * m
+        return f
+
+    ident = decorator.function_identity
+    assert ident(make(2)) != ident(make(3)) and ident(make(2)) == ident(make(2))
+    assert ident(make_keyword(2)) != ident(make_keyword(3))
