@@ -301,6 +301,21 @@ class StepCallable:
     def memory_analysis(self):
         return self.executable.memory_analysis()
 
+    def __getattr__(self, name: str):
+        """The rest of jax.stages.Compiled's surface (``cost_analysis()``,
+        ``as_text()``, ``out_info``, ...) is the executable's."""
+        if name.startswith("_"):   # copy/pickle probing a half-built object
+            raise AttributeError(name)
+        try:
+            executable = object.__getattribute__(self, "executable")
+        except AttributeError:
+            raise AttributeError(name) from None
+        try:
+            return getattr(executable, name)
+        except AttributeError:
+            raise AttributeError(f"Plan.compiled has no attribute {name!r}, nor has its "
+                                 f"{type(executable).__name__} (Plan.compiled.executable)") from None
+
 
 # How jax.stages.Compiled refuses arguments it was not compiled for.
 _OTHER_SIGNATURE = ("Function compiled with input pytree does not match",

@@ -83,6 +83,8 @@ def planner_identity() -> str:
 def _code_hash(code: types.CodeType, h) -> None:
     h.update(code.co_code)
     h.update(code.co_name.encode())
+    # the names it reads (globals, attributes): jnp.sin and jnp.cos compile alike
+    h.update(repr(code.co_names).encode())
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             _code_hash(const, h)
@@ -92,11 +94,17 @@ def _code_hash(code: types.CodeType, h) -> None:
 
 def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> str:
     """Module, qualified name and a hash of the code of the function under any
-    jit wrappers: two functions never share a cache entry, an edited one is
-    planned afresh."""
+    wrappers, and the wrappers' own code and options: two functions never share
+    a cache entry, an edited one is planned afresh."""
     reach = reach or _Reach()
-    target = inspect_unwrap(fn)
     h = hashlib.sha256()
+    if isinstance(fn, types.MethodType) and hasattr(fn.__func__, "__wrapped__"):
+        # a jit's bound method: its __wrapped__ is the unbound function's, so
+        # the object is read here, not lost under it
+        h.update(f"self={_stable(fn.__self__, depth + 1, reach)}".encode())
+        fn = fn.__func__
+    target = inspect_unwrap(fn)
+    h.update(_wrappers(fn, target, depth, reach).encode())
     if isinstance(target, functools.partial):
         h.update(f"partial({_stable(target.args, depth, reach)},"
                  f"{_stable(sorted(target.keywords.items()), depth, reach)})".encode())
@@ -119,7 +127,38 @@ def function_identity(fn: Any, depth: int = 0, reach: _Reach | None = None) -> s
             h.update(_stable(cell.cell_contents, depth, reach).encode())
         except ValueError:   # an empty cell
             pass
+    # default values, traced in where the call leaves them out (def f(x, k=n) made per n)
+    for defaults in (getattr(target, "__defaults__", None), getattr(target, "__kwdefaults__", None)):
+        if defaults:
+            h.update(_stable(defaults, depth, reach).encode())
     return h.hexdigest()[:24]
+
+
+def _wrappers(fn: Any, target: Any, depth: int, reach: _Reach) -> str:
+    """The layers between ``fn`` and ``target``: a jit's options, a wrapping
+    function's code and closure (``jax.grad(f)``, ``jax.vmap(f)`` or a
+    ``functools.wraps`` decorator is another program than ``f``: keyed as
+    ``f`` alone, each process planned over the other's cache entry)."""
+    parts, seen = [], set()
+    while fn is not target and id(fn) not in seen:
+        seen.add(id(fn))
+        options = jax_compat.jit_options(fn)
+        if options is not None:   # jax.jit(f) without options is f's program
+            if any(dataclasses.astuple(options)):
+                parts.append(f"jit{_stable(dataclasses.astuple(options), depth + 1, reach)}")
+        elif isinstance(fn, types.FunctionType):
+            h = hashlib.sha256()
+            _code_hash(fn.__code__, h)
+            for cell in fn.__closure__ or ():
+                try:
+                    h.update(_stable(cell.cell_contents, depth + 1, reach).encode())
+                except ValueError:   # an empty cell
+                    pass
+            parts.append(f"wraps:{h.hexdigest()[:16]}")
+        else:
+            parts.append(f"{type(fn).__module__}.{type(fn).__qualname__}")
+        fn = getattr(fn, "__wrapped__", None) or getattr(fn, "fun", None)
+    return "/".join(parts)
 
 
 def inspect_unwrap(fn: Any) -> Any:
@@ -139,6 +178,9 @@ def inspect_unwrap(fn: Any) -> Any:
 # closures) is read whole; past either limit a value is keyed by its type.
 _STABLE_DEPTH = 12
 _STABLE_VALUES = 20_000
+# The array bytes one key may read (closed-over constants: a mask, a table);
+# past it an array is keyed by its dtype and shape only.
+_STABLE_ARRAY_BYTES = 64 << 20
 
 
 class _Reach:
@@ -146,6 +188,7 @@ class _Reach:
 
     def __init__(self) -> None:
         self.left = _STABLE_VALUES
+        self.array_bytes = _STABLE_ARRAY_BYTES
 
 
 def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
@@ -206,6 +249,10 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
             pass
     if isinstance(value, types.ModuleType):
         return f"module:{value.__name__}"
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return _array_text(value, reach)
+    if type(value) is object:   # a sentinel (jax.vmap's default axis_name): no state
+        return "builtins.object()"
     if type(value).__hash__ in (object.__hash__, None):
         # hashed by identity (or not at all): its attributes, as a dataclass's fields
         attrs = getattr(value, "__dict__", None)
@@ -215,6 +262,24 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
         return f"{kind}#{hash(value)}"
     except TypeError:
         return f"{kind}#unhashable"
+
+
+def _array_text(value: Any, reach: _Reach) -> str:
+    """An array (a closed-over constant) by dtype, shape and a hash of its
+    contents: closures over two different arrays are two programs (keyed by
+    type alone they shared one disk entry, each process planning both again)."""
+    kind = f"array:{getattr(value, 'dtype', '?')}{tuple(getattr(value, 'shape', ()))}"
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(value, jax.core.Tracer) or nbytes is None or nbytes > reach.array_bytes:
+        return f"{kind}#unread"
+    reach.array_bytes -= nbytes
+    try:   # explicit: allowed under jax.transfer_guard("disallow")
+        data = np.asarray(jax.device_get(value))
+    except Exception:  # noqa: BLE001 - a key array, a deleted buffer: dtype and shape
+        return f"{kind}#unread"
+    if data.dtype.hasobject:   # pointers: no content to hash
+        return f"{kind}#unread"
+    return f"{kind}:{hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]}"
 
 
 # Leaf types read the fast way (jax's concrete array type, found on first sight):
@@ -290,6 +355,12 @@ class Jitted:
     def __init__(self, fun: Callable, *, backend: str | None = None, time_limit_s: float = 30.0,
                  cache: bool | str | Path = True, compiler_options: dict | None = None,
                  plan_options: dict | None = None, jit_kwargs: dict | None = None):
+        if not callable(fun):
+            raise TypeError(
+                "olla_jax.jit takes the function to jit (or a jax.jit-wrapped one), got "
+                + ("None" if fun is None else f"an object of type {type(fun).__name__}")
+                + (": plan a jax.stages.Lowered with olla_jax.plan(lowered)"
+                   if calls.is_lowered(fun) else ""))
         # first: copying the function's __dict__ (functools.wraps does) must not
         # replace this object's own attributes (a wrapper object's ``_jitted``)
         functools.update_wrapper(self, inspect_unwrap(fun) if calls.is_jitted(fun) else fun)
@@ -584,9 +655,10 @@ class Jitted:
         return new
 
     def __get__(self, obj, objtype=None):
+        """A bound method, as jax.jit's (``obj.step.__name__``, ``__wrapped__``)."""
         if obj is None:
             return self
-        return functools.partial(self, obj)
+        return types.MethodType(self, obj)
 
 
 def _check_jit_kwargs(jit_kwargs: dict) -> None:
@@ -623,7 +695,12 @@ def _stable_option(value: Any) -> str:
     return _ADDRESS.sub("", _stable(value) if not hasattr(value, "__dict__") else repr(value))
 
 
-def jit(fun: Callable | None = None, /, *, backend: str | None = None, time_limit_s: float = 30.0,
+# jit()'s function when none is given: ``@olla_jax.jit(...)`` makes a decorator
+# (a None given is a mistake, said at once rather than at the first call).
+_DECORATOR: Any = object()
+
+
+def jit(fun: Callable = _DECORATOR, /, *, backend: str | None = None, time_limit_s: float = 30.0,
         cache: bool | str | Path = True, compiler_options: dict | None = None,
         engine: str = "auto", verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
         memory_budget: int | str | None = None, recompute: bool = True,
@@ -649,9 +726,9 @@ def jit(fun: Callable | None = None, /, *, backend: str | None = None, time_limi
         return Jitted(f, backend=backend, time_limit_s=time_limit_s, cache=cache,
                       compiler_options=compiler_options, plan_options=plan_options,
                       jit_kwargs=jit_kwargs)
-    return wrap(fun) if fun is not None else wrap
+    return wrap if fun is _DECORATOR else wrap(fun)
 
 
-def optimize(fun: Callable | None = None, /, **kwargs):
+def optimize(fun: Callable = _DECORATOR, /, **kwargs):
     """The old name of :func:`jit` (same arguments, same class)."""
     return jit(fun, **kwargs)

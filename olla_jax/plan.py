@@ -1516,8 +1516,12 @@ def _plan(step: _Step, *, backend: Backend, time_limit_s: float,
     if not outcome.ok:
         notes.append(f"plan not applied, XLA's executable kept: {outcome.reason}")
         first, _, rest = outcome.reason.partition("\n")   # a child's traceback: notes only
-        warn(f"olla_jax keeps XLA's executable: {first}"
-             + (" (Plan.notes has the details)" if rest.strip() else ""))
+        if outcome.host_callbacks and not saving_worth_a_warning(kept.memory.temp, planned):
+            # a jax.debug.print in a small step: nothing lost worth a warning
+            logging.info("olla_jax keeps XLA's executable: %s", first)
+        else:
+            warn(f"olla_jax keeps XLA's executable: {first}"
+                 + (" (Plan.notes has the details)" if rest.strip() else ""))
         return Plan(source="olla_jax", achieved_temp_bytes=kept.memory.temp,
                     verified=False, notes=tuple(notes), compiled=callable_of(kept.compiled),
                     verify_seconds=verify_seconds(), **result, **common)

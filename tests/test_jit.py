@@ -457,6 +457,19 @@ def test_jit_checks_its_arguments():
     assert olla_jax.optimize is not None and isinstance(olla_jax.optimize(step), decorator.Jitted)
 
 
+def test_jit_of_none_or_a_lowered_says_so_at_once():
+    """olla_jax.jit(None) (a factory that returned None) gave back a decorator,
+    whose first call then said "not a ArrayImpl" about the step's argument."""
+    for wrong, match in ((None, "got None$"), (3, "of type int$"),
+                         (jax.jit(jnp.sin).lower(jnp.ones(3)), r"olla_jax.plan\(lowered\)")):
+        with pytest.raises(TypeError, match=match):
+            olla_jax.jit(wrong)
+        with pytest.raises(TypeError, match=match):
+            olla_jax.optimize(wrong, time_limit_s=5)
+    assert isinstance(olla_jax.jit(time_limit_s=5)(step), decorator.Jitted)
+    assert isinstance(olla_jax.optimize(time_limit_s=5)(step), decorator.Jitted)
+
+
 def test_plan_warnings_name_the_callers_file(monkeypatch):
     tiny = lambda x: jnp.sin(x) * 2   # noqa: E731
 
@@ -772,3 +785,78 @@ def test_cache_key_of_a_static_jax_jit_function_is_the_same_in_every_process(tmp
     assert len(keys[0]) == 2 and keys[0] == keys[1], keys
     assert keys[0][0] != keys[0][1], "relu and gelu are two programs"
     assert "#" not in decorator._stable(jax.nn.relu)
+
+
+def test_cache_key_of_a_wrapped_step_is_not_its_inner_functions():
+    """jax.grad(loss), jax.vmap(loss) or a functools.wraps decorator over loss
+    was keyed as loss alone (the key read under every __wrapped__): two steps
+    of one project shared one disk entry and each process planned both again,
+    each refusing the other's plan."""
+    import functools
+
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x @ w) ** 2)
+
+    def doubled(f):
+        @functools.wraps(f)
+        def g(*args):
+            return f(*args) * 2
+        return g
+
+    ident = decorator.function_identity
+    wrapped = (jax.grad(loss), jax.grad(loss, argnums=1), jax.value_and_grad(loss),
+               jax.vmap(loss), jax.checkpoint(loss), doubled(loss), jax.jit(loss, donate_argnums=0))
+    keys = [ident(loss), *map(ident, wrapped)]
+    assert len(set(keys)) == len(keys), keys
+    assert ident(jax.jit(loss)) == ident(loss), "jax.jit without options is the same program"
+    assert ident(jax.vmap(loss)) == ident(jax.vmap(loss))
+    # jax.vmap's default axis_name is a bare object(): keyed by its per-process hash
+    # it missed the disk cache in every new process
+    assert decorator._stable(object()) == decorator._stable(object())
+
+
+def test_cache_key_of_a_closure_over_an_array_reads_its_contents(monkeypatch):
+    """Steps closing over two different arrays (a mask, a table) are two
+    programs; keyed by the array's type alone they shared one disk entry and
+    each process planned both again."""
+    def make(table):
+        return lambda x: jnp.tanh(x @ table)
+
+    ident = decorator.function_identity
+    ones, twos = jnp.ones((8, 8)), jnp.full((8, 8), 2.0)
+    assert ident(make(ones)) != ident(make(twos))
+    assert ident(make(ones)) == ident(make(jnp.ones((8, 8)))), "same contents, same entry"
+    assert ident(make(np.ones((8, 8), np.float32))) != ident(make(np.ones((8, 8))))
+    more_ones = jnp.ones((8, 8))
+    with jax.transfer_guard("disallow"):   # read explicitly: no implicit transfer
+        assert ident(make(ones)) == ident(make(more_ones))
+    monkeypatch.setattr(decorator, "_STABLE_ARRAY_BYTES", 100)   # past the bound: dtype, shape
+    assert decorator._stable(ones).endswith("#unread") and ident(make(ones)) == ident(make(twos))
+
+
+def test_cache_key_reads_the_names_a_function_uses():
+    """``lambda x: jnp.sin(x)`` and ``lambda x: jnp.cos(x)`` have the same
+    bytecode (only the attribute name differs): they shared one disk entry, and
+    a step edited from one to the other kept its key."""
+    ident = decorator.function_identity
+    assert ident(lambda x: jnp.sin(x)) != ident(lambda x: jnp.cos(x))
+    assert ident(lambda x: x.sum()) != ident(lambda x: x.mean())
+    assert ident(lambda x: jnp.sin(x)) == ident(lambda x: jnp.sin(x))
+
+
+def test_cache_key_reads_a_functions_default_values():
+    """``def f(x, k=n)`` made per n: jax.jit traces the default in where the
+    call leaves it out, but the key did not read it (one disk entry for all)."""
+    def make(n):
+        def f(x, k=n, *, m=n):
+            return x * k * m
+        return f
+
+    def make_keyword(n):
+        def f(x, *, m=n):
+            return x * m
+        return f
+
+    ident = decorator.function_identity
+    assert ident(make(2)) != ident(make(3)) and ident(make(2)) == ident(make(2))
+    assert ident(make_keyword(2)) != ident(make_keyword(3))

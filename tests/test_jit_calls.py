@@ -177,3 +177,31 @@ def test_a_jitted_step_deep_copies_after_a_call_as_jax_jits_does():
     assert bool(jnp.array_equal(twin(x), 2 * x))
     twin.clear_cache()
     assert jitted._plans and not twin._plans
+
+
+def test_a_jitted_method_is_a_bound_method_as_jax_jits_is():
+    """A method decorated with olla_jax.jit came back from its instance as a
+    functools.partial: ``obj.step.__name__`` and ``__wrapped__``, which jax.jit's
+    bound method has, raised AttributeError."""
+    import functools
+
+    class Model:
+        def __init__(self, scale):
+            self.scale = scale
+
+        def __hash__(self):
+            return hash(self.scale)
+
+        def __eq__(self, other):
+            return isinstance(other, Model) and other.scale == self.scale
+
+        @functools.partial(olla_jax.jit, static_argnums=0, cache=False)
+        def step(self, x):
+            return x * self.scale
+
+    model = Model(3.0)
+    assert model.step.__name__ == "step"
+    assert model.step.__wrapped__ is Model.__dict__["step"].__wrapped__
+    assert model.step.__self__ is model
+    from olla_jax.decorator import function_identity
+    assert function_identity(model.step) != function_identity(Model(2.0).step), "its object is read"

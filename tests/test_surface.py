@@ -64,6 +64,20 @@ def test_plan_figures_and_compiled(planned):
     assert "olla_jax plan" in p.summary()
 
 
+def test_plan_compiled_has_jax_compileds_surface(planned):
+    """Plan.compiled is called like jax's Compiled; its cost_analysis(),
+    as_text() and out_info raised AttributeError (memory_analysis() alone was there)."""
+    import copy
+    compiled = planned.compiled
+    reference = jax.jit(step, static_argnums=(2,)).lower(*args()).compile()
+    assert compiled.cost_analysis().keys() == reference.cost_analysis().keys()
+    assert compiled.as_text().startswith("HloModule")
+    assert compiled.out_info == reference.out_info
+    with pytest.raises(AttributeError, match="Plan.compiled has no attribute 'no_such'"):
+        compiled.no_such
+    assert copy.copy(compiled).executable is compiled.executable
+
+
 def _gpu_plugin():
     from olla_jax.capture import gpu
     return gpu.cuda_plugin() is not None

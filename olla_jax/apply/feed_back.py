@@ -28,6 +28,7 @@ class Outcome:
     compiled: Any = None
     raw: bytes | None = dataclasses.field(default=None, repr=False)
     verification: verify.Verification | None = None
+    host_callbacks: bool = False   # refused only because the step calls back into Python
 
 
 def edit_of(layout) -> cpu_rewrite.ExecutableEdit:
@@ -146,7 +147,7 @@ def apply_layout(capture, layout, *, backend: str | Backend = "cpu", args: Seque
                               f"({', '.join(callbacks[:3])}: jax.debug.callback, pure_callback "
                               "or io_callback), and a rewritten executable is only loaded once "
                               "it ran in a separate verification process, where that Python "
-                              "function does not exist", raw=raw)
+                              "function does not exist", raw=raw, host_callbacks=True)
     devices = devices_of(capture.hlo_text)
     if devices > 1:
         return Outcome(False, f"not fed back: the step runs on {devices} devices (a sharded "

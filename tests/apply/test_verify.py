@@ -321,24 +321,48 @@ def test_plan_verifies_a_float64_step_and_leaves_nothing_in_tmp(monkeypatch, tmp
     assert not list(tmp.rglob("*")), "left in TMPDIR"
 
 
-def test_plan_keeps_xla_for_a_step_with_host_callbacks():
-    import olla_jax
-    from small_steps import mlp_args, mlp_step
-
-    seen = []
+def _callback_step(seen):
+    from small_steps import mlp_step
 
     def step(p, x, y):
         new, loss = mlp_step(p, x, y)
         jax.debug.callback(seen.append, loss)
         return new, loss
+    return step
 
-    with pytest.warns(olla_jax.PlanWarning, match="host callbacks"):
-        planned = olla_jax.plan(step, *mlp_args(0), time_limit_s=1)
+
+def test_plan_keeps_xla_for_a_step_with_host_callbacks():
+    """A small step's plan, refused for its callback, saved too little to warn
+    about (a jax.debug.print in a small step warned every signature under
+    olla_jax.jit, which jax.jit runs silently): the notes say it."""
+    import warnings
+
+    import olla_jax
+    from small_steps import mlp_args
+
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", olla_jax.PlanWarning)
+        planned = olla_jax.plan(_callback_step(seen), *mlp_args(0), time_limit_s=1)
     assert not planned.verified
     assert any("host callbacks: not fed back" in n for n in planned.notes), planned.notes
     planned.compiled(*mlp_args(0))
     jax.effects_barrier()
     assert seen, "XLA's executable, kept, still calls back"
+
+
+@pytest.mark.slow
+def test_a_host_callback_that_costs_a_plans_saving_warns(monkeypatch):
+    import importlib
+
+    import olla_jax
+    from small_steps import mlp_args
+
+    monkeypatch.setattr(importlib.import_module("olla_jax.plan"), "WARN_SAVING_BYTES", 0)
+    monkeypatch.setattr(importlib.import_module("olla_jax.plan"), "WARN_SAVING_SHARE", 0.0)
+    with pytest.warns(olla_jax.PlanWarning, match="host callbacks"):
+        planned = olla_jax.plan(_callback_step([]), *mlp_args(0), time_limit_s=1)
+    assert not planned.verified
 
 
 def test_a_candidate_that_consumes_an_undonated_argument_is_refused():
