@@ -166,6 +166,7 @@ def olla(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow   # ~20 s; test_cli.py runs `batch` against largest_batch by default
 def test_cli_batch():
     step = examples.make("mlp", "tiny", 16)
     caps = [capture(step.fn, *step.args, scheduler=s) for s in ("default", "memory")]

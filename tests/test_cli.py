@@ -38,7 +38,7 @@ TINY = ("--example=mlp", "--size=tiny")
 BATCH = ("batch", "--example=remat", "--size=tiny", "--capacity=16MiB")
 
 
-@pytest.mark.parametrize("args, says", [
+USAGE_ERRORS = [
     (("frobnicate",), "unknown subcommand"), ((), "give a subcommand"), (("plan",), "needs"),
     (("plan", "--bogus_flag=1"), "bogus_flag"),
     # flag values the library refuses are usage errors too (they exited 1, as a failed run)
@@ -59,11 +59,52 @@ BATCH = ("batch", "--example=remat", "--size=tiny", "--capacity=16MiB")
     (("plan", *TINY, "--save=/no/such/folder/plan.json"), "the folder /no/such/folder does not"),
     (("plan", *TINY, "--plot=/no/such/folder/step"), "--plot /no/such/folder/step-memory.png"),
     (("plan", *TINY, "--executable_out=/no/such/x.bin"), "the folder /no/such does not exist"),
-    (("place", "--csv=/no/such/in.csv", "--out=/tmp/x.csv"), "no such file")])
-def test_usage_errors_exit_2(args, says):
-    result = olla(*args)
+    (("place", "--csv=/no/such/in.csv", "--out=/tmp/x.csv"), "no such file")]
+
+
+# Every usage error above, each a fresh `olla_jax.cli.run` (flags unparsed), in one child
+# process: one jax import for all of them, not one each.
+_USAGE_DRIVER = r"""
+import contextlib, io, json, sys, traceback
+from olla_jax import cli
+found = []
+for args in json.loads(sys.stdin.read()):
+    err, code = io.StringIO(), 0
+    cli.FLAGS.unparse_flags()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            cli.run(["olla_jax", *args])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:
+            code, _ = -1, err.write(traceback.format_exc())
+    found.append({"code": code, "stderr": err.getvalue()})
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def usage_errors():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", _USAGE_DRIVER], cwd=REPO, env=env, text=True,
+                          input=json.dumps([list(args) for args, _ in USAGE_ERRORS]),
+                          capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {tuple(args): found for (args, _), found in zip(USAGE_ERRORS, json.loads(done.stdout))}
+
+
+@pytest.mark.parametrize("args, says", USAGE_ERRORS)
+def test_usage_errors_exit_2(args, says, usage_errors):
+    result = usage_errors[tuple(args)]
+    assert result["code"] == 2, result["stderr"]
+    assert "error:" in result["stderr"] and says in result["stderr"], result["stderr"]
+    assert "Traceback" not in result["stderr"]
+
+
+def test_a_usage_error_from_its_own_process_exits_2():
+    result = olla("plan", "--bogus_flag=1")
     assert result.returncode == 2, result.stderr
-    assert "error:" in result.stderr and says in result.stderr, result.stderr
+    assert "error:" in result.stderr and "bogus_flag" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -140,6 +140,7 @@ def olla(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow   # ~20 s; test_cli.py runs `donate` on a user module by default
 def test_cli_donate():
     result = olla("donate", "--example=mlp", "--size=tiny")
     assert result.returncode == 0, result.stderr

@@ -32,7 +32,13 @@ def test_registry():
         examples.get("mlp", size="huge")
 
 
-@pytest.mark.parametrize("name", examples.names())
+# the three longest (12-15 s each) run with make test-slow; their plans are also
+# exercised by test_plan_examples' slow half and the benchmarks
+LONG_TINY = ("resnet50", "densenet", "resnet18")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LONG_TINY else n
+                                  for n in examples.names()])
 def test_tiny_step_compiles_and_runs(name):
     step = examples.get(name, "tiny")
     assert isinstance(step, Step) and step.name == name and step.description

@@ -14,7 +14,7 @@ import examples
 # others are slow: donation is planned bit-exact by test_donation (cnn_adam,
 # flax + optax, donated), static arguments by test_jit and test_surface, scan
 # loops by lstm here and by test_fuzz_programs.
-FAST = ("mlp", "lstm", "remat")
+FAST = ("mlp", "lstm")   # remat (28 s) is in the slow half
 SLOW = tuple(n for n in examples.names() if n not in FAST)
 
 

@@ -88,6 +88,7 @@ def _plan(step, budget, time_limit_s=3):
             return err.plan, False
 
 
+@pytest.mark.slow   # ~30 s; test_budget's ladder checks monotone budgets by default
 def test_a_lower_budget_never_ends_above_a_plan_an_earlier_call_found(planned_example,
                                                                        monkeypatch):
     step, base = planned_example("vit")

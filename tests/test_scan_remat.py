@@ -252,6 +252,7 @@ def test_bind_equation_evaluates_a_jaxpr_as_jax_does():
     assert p.length == L and p.reverse is False and p.body.jaxpr.eqns
 
 
+@pytest.mark.slow   # ~50 s; the default run plans scan_remat in test_plan_meets_a_budget_only...
 def test_flax_step_with_keyword_static_and_donated_arguments():
     # jax.jit's contract on the side: x by keyword, lr a static keyword, params donated by name
     nn = pytest.importorskip("flax.linen")
