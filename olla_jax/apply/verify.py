@@ -317,7 +317,7 @@ def prepare_child() -> None:
         return
     env = _child_env("cpu")
     with _spare_lock:
-        if _spare and _spare[0].env == env and _spare[0].proc.poll() is None:
+        if _spare and _suits(_spare[0], env):
             return
         stale = _spare[:]
         _spare.clear()
@@ -336,11 +336,16 @@ def _take_child(platform: str) -> _Child:
     with _spare_lock:
         spare = _spare.pop() if _spare else None
     if spare is not None:
-        if (spare.env == env and spare.proc.poll() is None
-                and time.monotonic() - spare.started < SPARE_IDLE_S - SPARE_MARGIN_S):
+        if _suits(spare, env):
             return spare
         spare.close()
     return _start_child(env)
+
+
+def _suits(spare: _Child, env: dict[str, str]) -> bool:
+    """Same environment, alive, and not about to leave."""
+    return (spare.env == env and spare.proc.poll() is None
+            and time.monotonic() - spare.started < SPARE_IDLE_S - SPARE_MARGIN_S)
 
 
 def _close_spare() -> None:
