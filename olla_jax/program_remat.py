@@ -19,7 +19,7 @@ keeps whose buffer something reads at or after it), up to ``MAX_CHAIN``
 equations (an input beyond that is held: its bytes count against the saving),
 and the fused values derived from the chain that are read late.
 The chain's inputs go through ``lax.optimization_barrier`` together with a value
-ready just before the late reader (``offload._latest``), so that XLA neither
+ready just before the late reader (``jaxpr_walk.latest``), so that XLA neither
 CSEs the chain with the original nor hoists it early; the reader's outputs are
 tied to that value as offloading ties them (else XLA may defer the reader).
 
@@ -43,15 +43,15 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
-from olla_jax import jax_compat
+from olla_jax import jax_compat, jaxpr_walk
 from olla_jax.capture import record
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
 from olla_jax.flops import compiled_flops
-from olla_jax.offload import (MIN_BYTES, NO_LATENCY_HIDING, Traced, _depths, _latest, _names,
-                              _nbytes, idle_values, materialized_idle_values, materialized_names,
+from olla_jax.offload import (MIN_BYTES, NO_LATENCY_HIDING, Traced, idle_values,
+                              materialized_idle_values, materialized_names,
                               rewrite as offload_rewrite, trace)
-from olla_jax.scan_remat import _sub_jaxprs, eqn_flops, sizes
+from olla_jax.scan_remat import eqn_flops, sizes
 from olla_jax.sizes import parse_size
 
 # Equations recomputed for one value at most (its producer included); inputs of
@@ -78,7 +78,7 @@ class ProgramRematError(OllaJaxError, ValueError):
 class Recomputation:
     """One value of the step's jaxpr dropped after its early readers and computed
     again just before its late reader."""
-    name: str                   # offload._names: "e<equation>.<output>: <primitive>"
+    name: str                   # jaxpr_walk.names: "e<equation>.<output>: <primitive>"
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
@@ -154,7 +154,7 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
     a ReLU or its mask, which the chain derives again); None: any value
     (``offload.idle_values``)."""
     jaxpr = closed.jaxpr
-    names = _names(jaxpr)
+    names = jaxpr_walk.names(jaxpr)
     var_of = {name: v for v, name in names.items()}
     kept = (lambda u: True) if materialized is None else (lambda u: names.get(u) in materialized)
     step_inputs = set(jaxpr.invars) | set(jaxpr.constvars)
@@ -214,7 +214,7 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
                     todo.append(p)
                 else:
                     held.add(u)
-        held_bytes = sum(_nbytes(u) for u in held)
+        held_bytes = sum(jaxpr_walk.nbytes(u) for u in held)
         if held_bytes >= iv.nbytes or var_of[iv.name] in outputs:
             continue
         chain.update(iv.rederive)
@@ -223,15 +223,15 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
             name=iv.name, shape=iv.shape, dtype=iv.dtype, nbytes=iv.nbytes, defined_at=at,
             idle_after=iv.park_after, late_at=stop, chain=tuple(sorted(chain)),
             held_bytes=held_bytes, flops=sum(_eqn_flops(jaxpr.eqns[j]) for j in chain)),
-            [(_nbytes(u), last_read(u)) for u in held]))
+            [(jaxpr_walk.nbytes(u), last_read(u)) for u in held]))
     found.sort(key=lambda f: (-f[0].score, -f[0].saved, f[0].defined_at, f[0].name))
     # the live bytes of the values XLA keeps, in the jaxpr's order (outputs and the
     # step's inputs are not temp)
     live = np.zeros(len(jaxpr.eqns) + 1)
     for u, i in defined.items():
         if kept(u) and u not in outputs and last_read(u) >= i:
-            live[i] += _nbytes(u)
-            live[last_read(u) + 1] -= _nbytes(u)
+            live[i] += jaxpr_walk.nbytes(u)
+            live[last_read(u) + 1] -= jaxpr_walk.nbytes(u)
     return _at_the_peak(np.cumsum(live)[:-1], found)
 
 
@@ -246,7 +246,7 @@ def _derived(jaxpr, chain: set[int], alive: Callable[[Any], bool], kept: Callabl
     derivable: dict[int, Any] = {}
     for j in range(min(chain), stop):
         eqn = jaxpr.eqns[j]
-        if j in chain or eqn.effects or any(True for _ in _sub_jaxprs(eqn)):
+        if j in chain or eqn.effects or any(True for _ in jaxpr_walk.sub_jaxprs(eqn)):
             continue
         ins = [u for u in eqn.invars if isinstance(u, jex.Var)]
         outs = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
@@ -307,7 +307,7 @@ def _evaluate(closed, flat_args: Sequence[Any], chosen: Sequence[Recomputation],
     its late reader (from its chain's inputs passed through a barrier with a value
     ready then), which with every later reader reads the new value."""
     jaxpr = closed.jaxpr
-    names = _names(jaxpr)
+    names = jaxpr_walk.names(jaxpr)
     var_of = {name: v for v, name in names.items()}
 
     def kept(u) -> bool:
@@ -316,16 +316,9 @@ def _evaluate(closed, flat_args: Sequence[Any], chosen: Sequence[Recomputation],
     at_reader: dict[int, list[Recomputation]] = {}
     for c in chosen:
         at_reader.setdefault(c.late_at, []).append(c)
-    depth = _depths(jaxpr)
-    env: dict[Any, Any] = {}
-
-    def read(scope: dict[Any, Any], v):
-        return v.val if isinstance(v, jex.Literal) else scope[v]
-
-    for v, x in zip(jaxpr.constvars, closed.consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, flat_args):
-        env[v] = x
+    depth = jaxpr_walk.depths(jaxpr)
+    env = jaxpr_walk.seed(closed, flat_args)
+    read = jaxpr_walk.read
     for i, eqn in enumerate(jaxpr.eqns):
         anchors: list[Any] = []
         for c in at_reader.get(i, []):
@@ -333,7 +326,7 @@ def _evaluate(closed, flat_args: Sequence[Any], chosen: Sequence[Recomputation],
             made = {u for j in c.chain for u in jaxpr.eqns[j].outvars}
             inputs = list(dict.fromkeys(u for j in c.chain for u in jaxpr.eqns[j].invars
                                         if isinstance(u, jex.Var) and u not in made))
-            ties = [u for u in _latest(jaxpr, i, v, depth, env, kept)
+            ties = [u for u in jaxpr_walk.latest(jaxpr, i, v, depth, env, kept)
                     if u not in inputs and u not in made]
             tied = list(jax.lax.optimization_barrier(
                 tuple(env[u] for u in [*inputs, *ties])))

@@ -157,7 +157,7 @@ def test_type_checking_imports_make_no_cycle_but_count_for_layering():
 # one must be placed).  Ground floor: shared by every stage, importing no stage.
 STAGES = (
     ("ground", ("olla_jax.errors", "olla_jax.protos", "olla_jax.dumps", "olla_jax.envelope",
-                "olla_jax.jax_compat",
+                "olla_jax.jax_compat", "olla_jax.jaxpr_walk",
                 "olla_jax.progress", "olla_jax.flops", "olla_jax.sizes",
                 # the problems the graph poses and the solver reads: plain data, imports
                 # nothing (the graph builds them, so they sit below both)
