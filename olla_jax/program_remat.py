@@ -26,16 +26,20 @@ tied to that value as offloading ties them (else XLA may defer the reader).
 The top 1, 2, 4, ... candidates are compiled for ``backend`` until XLA's temp
 meets the budget, then the smallest prefix between the last two that meets it;
 the extra FLOPs are the compiled module's minus the step's (``olla_jax.flops``).
-The chosen rewrite is compiled for CPU too and its outputs compared with
-jax.jit's bit for bit (in a child), with XLA's CSE off (else XLA:CPU merges the
-copies away); values whose recomputation changes the bits are found by bisection
-and left out.  Where CSE off alone changes a step's bits (vit:small), every set is
-refused: the check cannot tell them apart (benchmarks/README.md).
+The chosen rewrite is compiled for CPU too, with XLA's CSE off (else XLA:CPU
+merges the copies away), and its outputs compared bit for bit (in a child)
+(``BitCheck``): first a control, the step unchanged with the same options against
+jax.jit's compile.  Where the control agrees, rewrites are compared with jax.jit;
+where it does not (CSE off alone changes vit:small's bits), with the step's own
+CSE-off compile (the same compiler and options: what the recomputation changes),
+and the verdict says so, never "same" as jax.jit.  Values whose recomputation
+changes the bits are found by bisection and left out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -114,7 +118,9 @@ class ProgramRematResult:
     candidates: int
     budget: int | None
     met: bool | None                # None without a budget
-    bits: str                       # "same", "differ: ...", "not compared[ (...)]"
+    # "same" (as jax.jit's), "same as the step compiled with CSE off; ..." (the
+    # control differs: BitCheck), "differ: ...", "not compared[ (...)]"
+    bits: str
     # (values, XLA's temp, extra FLOPs) per compile for backend, in compile order
     tried: tuple[tuple[int, int, int], ...]
     tried_sets: tuple[tuple[str, ...], ...]
@@ -127,8 +133,9 @@ class ProgramRematResult:
 
     @property
     def compared(self) -> bool:
-        """Whether the chosen rewrite's outputs were compared with jax.jit's."""
-        return self.bits == "same" or self.bits.startswith("differ")
+        """Whether the chosen rewrite's outputs were compared (with jax.jit's, or
+        with the step's own CSE-off compile where that differs: ``BitCheck``)."""
+        return self.bits.startswith(("same", "differ"))
 
     def summary(self) -> str:
         mib = 2 ** 20
@@ -461,7 +468,9 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     probes: dict[tuple[str, ...], _Probe] = memo.setdefault("probes", {})
     refused: list[str] = []
     compare_seconds = [0.0]
-    cpu_base: list[Any] = memo.setdefault("cpu_base", [])
+    if "bits" not in memo:
+        memo["bits"] = BitCheck.on_cpu(fn, args, kw)
+    checker: BitCheck = memo["bits"]
 
     def probe(chosen: Sequence[Recomputation]) -> _Probe:
         key = tuple(c.name for c in chosen)
@@ -501,7 +510,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     def bits(p: _Probe) -> str:
         if p.bits is None:
             at = time.monotonic()
-            p.bits = _differs(p.step, fn, args, kw, cpu_base)
+            p.bits = checker.differs(p.step)
             compare_seconds[0] += time.monotonic() - at
             if p.bits:
                 refused.append(p.bits)
@@ -529,7 +538,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
                 left_out += [c.name for c in _culprits(best, probe, bits)]
     p = chosen
     if p is not None:
-        verdict = "same" if check else "not compared"
+        verdict = checker.same if check else "not compared"
     elif refused:
         verdict = f"differ: {refused[0]} (nothing recomputed)"
     else:
@@ -564,31 +573,90 @@ def _culprits(p: _Probe, probe: Callable, bits: Callable) -> list[Recomputation]
 def compare_bits(step: Callable, fn: Callable, *args, static_argnums: Sequence[int] = (),
                  donate_argnums: Sequence[int] = (),
                  compiler_options: dict[str, Any] | None = None) -> str:
-    """'' where ``step`` (a rewrite of ``fn``) compiled for CPU gives jax.jit's
-    outputs of ``fn`` bit for bit, else how they differ (``step=fn``: what CSE
-    off alone does to the bits: a control)."""
+    """'' where ``step`` (a rewrite of ``fn``) compiled for CPU with CSE off gives
+    jax.jit's outputs of ``fn`` bit for bit, else how they differ (``step=fn``:
+    what CSE off alone does to the bits: ``BitCheck``'s control)."""
     kw = dict(static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums),
               compiler_options=compiler_options)
-    return _differs(step, fn, args, kw, [])
+    check = BitCheck.on_cpu(fn, args, kw)
+    jit, own = check.jit_reference(), check.compile_cse_off(step)
+    if jit is None or own is None:
+        return NO_EXECUTABLE
+    return check.compare(own, jit)
 
 
-def _differs(step: Callable, fn: Callable, args: Sequence[Any], kw: dict,
-             cpu_base: list[Any]) -> str:
-    """'' where ``step`` compiled for CPU gives jax.jit's outputs of ``fn`` bit for
-    bit (run in a child, on ``args`` where concrete, else on random inputs).  XLA:CPU
-    expands the barriers and its CSE merges the recomputation with the original:
-    ``step`` is compiled with CSE off (``CPU_KEEPS_COPIES``) so that it runs."""
-    from olla_jax.apply import verify
-    cpu = dict(kw, backend="cpu")
-    if not cpu_base:
-        cpu_base.append(record.capture(fn, *args, **cpu))
-    ref = cpu_base[0]
-    cap = record.capture(step, *args, **dict(cpu, compiler_options=cpu_options(
-        kw.get("compiler_options"))))
-    if cap.executable is None or ref.reference.executable is None:
-        return "no serialized executable to compare"
-    dynamic = [a for i, a in enumerate(args) if i not in set(kw["static_argnums"])]
-    return verify.outputs_differ(cap.executable, ref.reference.executable, ref.compiled, dynamic)
+NO_EXECUTABLE = "no serialized executable to compare"
+_DIFFERING = re.compile(r"output (\d+) \(([^)]*)\) differs in (\d+) of (\d+) bytes")
+
+
+@dataclasses.dataclass
+class BitCheck:
+    """Rewrites of one step compared bit for bit with XLA's CSE off
+    (``CPU_KEEPS_COPIES``), after a control: the step itself compiled with those
+    options against jax.jit's compile.  Control equal: a rewrite is compared with
+    jax.jit's compile.  Control different: with the step's own CSE-off compile
+    (same compiler, same options: what the recomputation itself changes), and the
+    verdict (``same``) says that, not "same as jax.jit"."""
+    step: Callable
+    compile_cse_off: Callable[[Callable], Any]    # a step -> its executable, CSE off
+    jit_reference: Callable[[], Any]              # jax.jit's executable of ``step``
+    compare: Callable[[Any, Any], str]            # '' where the outputs agree bit for bit
+    control: str | None = None                    # None: not run yet; '' equal
+    _against: Any = None
+
+    @classmethod
+    def on_cpu(cls, fn: Callable, args: Sequence[Any], kw: dict) -> "BitCheck":
+        """The check on this machine's CPU, run in a child (``verify.outputs_differ``,
+        on ``args`` where concrete, else on random inputs)."""
+        from olla_jax.apply import verify
+        cpu = dict(kw, backend="cpu")
+        ref: list[Any] = []
+
+        def jit_capture():
+            if not ref:
+                ref.append(record.capture(fn, *args, **cpu))
+            return ref[0]
+
+        def compile_cse_off(step):
+            return record.capture(step, *args, **dict(cpu, compiler_options=cpu_options(
+                kw.get("compiler_options")))).executable
+
+        dynamic = [a for i, a in enumerate(args) if i not in set(kw.get("static_argnums", ()))]
+        return cls(fn, compile_cse_off, lambda: jit_capture().reference.executable,
+                   lambda a, b: verify.outputs_differ(a, b, jit_capture().compiled, dynamic))
+
+    def _reference(self) -> Any:
+        if self.control is None:
+            jit, own = self.jit_reference(), self.compile_cse_off(self.step)
+            if jit is None or own is None:
+                self.control, self._against = NO_EXECUTABLE, None
+            else:
+                self.control = self.compare(own, jit)
+                self._against = own if self.control else jit
+        return self._against
+
+    def differs(self, rewrite: Callable) -> str:
+        """'' where ``rewrite``'s outputs are its reference's bit for bit, else how
+        they differ (naming the step's own CSE-off compile where that is the
+        reference)."""
+        against = self._reference()
+        got = None if against is None else self.compile_cse_off(rewrite)
+        if got is None:
+            return NO_EXECUTABLE
+        why = self.compare(got, against)
+        return why and (why if not self.control else
+                        f"against the step compiled with CSE off: {why}")
+
+    @property
+    def same(self) -> str:
+        """The verdict of a rewrite ``differs`` accepted."""
+        if not self.control:
+            return "same"
+        m = _DIFFERING.search(self.control)
+        how = (f"in {m.group(3)} of {m.group(4)} bytes of its output {m.group(1)} "
+               f"({m.group(2)}, the first that differs)" if m else f"({self.control})")
+        return ("same as the step compiled with CSE off; the step's own CSE-off compile "
+                f"differs from jax.jit's {how}")
 
 
 def cpu_options(options: dict[str, Any] | None) -> dict[str, Any]:
