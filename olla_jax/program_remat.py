@@ -413,7 +413,9 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     most ``budget`` bytes (then the smallest prefix between the last two sizes
     that meets it), or without a budget the set with the least temp; XLA's step
     (nothing recomputed) wins where no set lowers its temp.  ``check``: the chosen
-    rewrite compiled for CPU, its outputs compared with jax.jit's bit for bit.
+    rewrite compiled for CPU with CSE off, its outputs compared bit for bit with
+    jax.jit's (or, where the step's own CSE-off compile differs from jax.jit's,
+    with that compile: ``BitCheck``).
     ``pick="xla"``: candidates are values XLA keeps in buffers (one more compile);
     ``"jaxpr"``: any value.  ``latency_hiding=False``: rewrites compiled with
     ``offload.NO_LATENCY_HIDING``.  ``memo``: a dict kept by the caller across calls
