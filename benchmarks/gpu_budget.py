@@ -36,6 +36,12 @@ and placed by us, recomputed by us on top when still over, with its own
 ``--time_limit_s``), each with its host temp and the bytes copied each way.
 Offloading meeting a point is not recomputation meeting it: copies over PCIe
 instead of FLOPs, whose time nothing here measures (compile-only).
+With ``--program_remat=1``, at each XLA point compared (temp M), program
+recomputation too: ``gpu_budget.program_side`` asked for M (then 0.85 M when
+that misses): the step's jaxpr rewritten by ``olla_jax.program_remat`` (its
+compiles kept across the example's points), its bits compared on CPU
+(``program_remat.BitCheck``), ordered and placed by ``olla_jax.plan`` with
+``--time_limit_s``; its extra FLOPs the compiled rewrite's less the step's.
 """
 
 from __future__ import annotations
@@ -254,6 +260,40 @@ def base_plan(item: str, args):
     return step, base
 
 
+def program_at(step, base, temp: int, args, memo: dict) -> dict:
+    """``gpu_budget.program_side`` asked for a temp of ``temp`` (the whole
+    footprint less the step's arguments and outputs): the side's temp, extra
+    FLOPs, values, bits and seconds (``capture_s``: program_remat's compiles and
+    bit checks; ``planner_s``: our planning of the rewritten step)."""
+    import olla_jax
+    from olla_jax import gpu_budget
+
+    def plan_step(fn, limit_s: float, compiler_options=None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return olla_jax.plan(fn, *step.args, backend=base.backend, time_limit_s=limit_s,
+                                 static_argnums=step.static_argnums,
+                                 donate_argnums=step.donate_argnums,
+                                 compiler_options=compiler_options)
+    t = time.monotonic()
+    fixed = base.runs_total_bytes - base.runs_temp_bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        side, seconds, note = gpu_budget.program_side(
+            base, fixed + temp, step.fn, step.args, plan_step,
+            static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
+            time_limit_s=args.time_limit_s, memo=memo)
+    got = {"budget_temp": temp, "note": note, "capture_s": round(seconds["capture"], 1),
+           "planner_s": round(seconds["solve"] + seconds["verify"], 1)}
+    if side is not None:
+        got.update(temp=side.plan.runs_temp_bytes, flops=side.plan.extra_flops or 0,
+                   values=side.plan.settings.get("program_remat_values"),
+                   bits=side.plan.settings.get("program_remat_bits"),
+                   engine=side.plan.engine, note=side.plan.notes[-1])
+    got["seconds"] = round(time.monotonic() - t, 1)
+    return got
+
+
 def run_one(item: str, args, cache: dict) -> dict:
     from olla_jax import budget, gpu_budget
 
@@ -297,6 +337,7 @@ def run_one(item: str, args, cache: dict) -> dict:
         ours_cache[temp, cost] = got
         return got
 
+    program_memo: dict = {"at": {}}
     t3 = time.monotonic()
     planned = remat_planned(step, base, points, args, step_flops) if args.remat_planned else []
     row["remat_planned"], row["remat_planned_s"] = planned, round(time.monotonic() - t3, 1)
@@ -322,9 +363,26 @@ def run_one(item: str, args, cache: dict) -> dict:
                         off[part]["met"], off[part]["how"] = w.met, w.how
                 print(json.dumps({"example": item, "xla_temp": xla_temp, "offload": off})[:1500],
                       flush=True)
+            prog = None
+            if args.program_remat:
+                prog = []
+                for temp in (xla_temp, int(gpu_budget.MEMORY_SHARE * xla_temp)):
+                    got = program_memo["at"].get(temp) or program_at(step, base, temp, args,
+                                                                     program_memo)
+                    program_memo["at"][temp] = got
+                    if "temp" in got:
+                        w = gpu_budget.against_xla(got["temp"], got["flops"], xla_temp, xla_flops)
+                        got = dict(got, met=w.met, how=w.how)
+                    else:
+                        got = dict(got, met=False, how="no side: " + got["note"])
+                    prog.append(got)
+                    print(json.dumps({"example": item, "xla_temp": xla_temp,
+                                      "program_remat": got})[:1500], flush=True)
+                    if got["met"]:
+                        break
             row["comparisons"].append({"xla_remat_temp": xla_temp, "xla_remat_flops": xla_flops,
                                        "cost": cost, "ours": tries, "met": verdict.met,
-                                       "offload": off,
+                                       "offload": off, "program_remat": prog,
                                        "how": verdict.how, "planned": q,
                                        "met_planned": bool(v and v.met),
                                        "how_planned": v.how if v else "no point planned"})
@@ -437,6 +495,8 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
                              + f" ({q['solve_s']} s planner, {q['seconds']} s in all): {q['note']}")
     if args.offload:
         lines += render_offload(rows)
+    if getattr(args, "program_remat", 0):
+        lines += render_program(rows, args)
     lines += ["", "XLA's points (limit x its temp: temp MiB, extra FLOPs; 'cached': not compiled "
                   "in this run):"]
     for r in rows:
@@ -477,6 +537,43 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
                          + (f"; copies of: {kinds(t['recomputed_names'])}"
                             if t.get("recomputed_names") else ""))
     return "\n".join(lines) + "\n"
+
+
+def render_program(rows: list[dict], args) -> list[str]:
+    """The program recomputation rows (``--program_remat=1``) and, per XLA point,
+    which sides meet it."""
+    lines = ["", "Program recomputation at the same XLA points (gpu_budget.program_side: the "
+                 "step's jaxpr rewritten by olla_jax.program_remat for XLA's temp M, then 0.85 M "
+                 "when that misses; bits compared on CPU with XLA's CSE off, against jax.jit's "
+                 "compile or, where the step's own CSE-off compile differs from it, against that "
+                 "compile; ordered and placed by olla_jax.plan with the time limit; checked, "
+                 "built and decoded again, not run). Extra FLOPs: the compiled rewrite's less "
+                 "the step's. Seconds: program_remat's compiles and bit checks / our planning "
+                 "(the compiles are shared by an example's points).", ""]
+    table = []
+    for r in rows:
+        for c in r.get("comparisons", ()):
+            for g in c.get("program_remat") or ():
+                got = (f"{common.mib(g['temp'])} at {share(g['flops'], r['step_flops'])} "
+                       f"({g['values']} values)" if "temp" in g else "none")
+                met_by = [n for n, ok in (("ours", c["met"]), ("XLA's planned", c["met_planned"]),
+                                          ("program", g["met"])) if ok]
+                table.append([r["example"], f"{common.mib(c['xla_remat_temp'])} at "
+                                            f"{share(c['xla_remat_flops'], r['step_flops'])}",
+                              common.mib(g["budget_temp"]), got, g.get("bits", "-"),
+                              "yes" if g["met"] else "no", g["how"],
+                              ", ".join(met_by) or "none",
+                              f"{g['capture_s']} / {g['planner_s']}"])
+    lines += common.table(["example", "XLA remat point", "asked", "program side: temp at extra "
+                           "FLOPs", "bits", "met", "how", "point met by", "seconds"],
+                          table, right={2, 3})
+    lines += ["", "Program recomputation notes:"]
+    for r in rows:
+        for c in r.get("comparisons", ()):
+            for g in c.get("program_remat") or ():
+                lines.append(f"- {r['example']} at {common.mib(g['budget_temp'])} MiB: "
+                             f"{g['note']} ({g['seconds']} s)")
+    return lines
 
 
 def render_offload(rows: list[dict]) -> list[str]:
@@ -586,6 +683,9 @@ def main(argv=None) -> int:
     p.add_argument("--offload", type=int, default=0, choices=(0, 1),
                    help="also host offloading at each XLA point compared: the lever alone and "
                         "plan(..., offload=True)'s side on it (compile-only: copies' time unknown)")
+    p.add_argument("--program_remat", type=int, default=0, choices=(0, 1),
+                   help="also program recomputation at each XLA point compared "
+                        "(gpu_budget.program_side: the jaxpr rewritten, bits compared on CPU)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     args.limits = [float(x) for x in args.limits.split(",") if x]

@@ -18,6 +18,14 @@ offloaded step then ordered and placed by us, and recomputed by us on top
 where still over the budget (``offload_side``).  Opt-in: nothing here
 measures the copies' time (no GPU).
 
+Given a way to plan another program of the step (``plan_program``), program
+recomputation too (``olla_jax.program_remat``: long-idle values dropped and
+computed again in the step's jaxpr before XLA fuses, their bits compared on
+CPU), after the three above and before offloading, in the time they leave
+(``program_after``): the rewritten step ordered and placed by us
+(``program_side``).  Opt-in: its XLA compiles (each set tried is compiled for
+the target, the chosen one for CPU too and compared in a child) take minutes.
+
 The one kept: among those that meet the budget, the fewest extra FLOPs (the
 offloading side loses ties: its copies' time is unknown); when none does, the
 least memory.  The others' figures stay in the notes.
@@ -48,6 +56,12 @@ def _figures(side: Side) -> str:
             f"{p.runs_temp_bytes / 2**20:,.2f} MiB), {p.extra_flops:,} extra FLOPs")
 
 
+def _bits(side: Side) -> str:
+    """A program recomputation side's bits verdict (its outputs compared on CPU)."""
+    bits = side.plan.settings.get("program_remat_bits")
+    return "" if bits is None else f"; bits {bits}"
+
+
 def choose(sides: Sequence[Side], budget: int) -> Side:
     """Fewest extra FLOPs among the sides within ``budget``, else the least
     memory; on a tie, a side that moves nothing to host."""
@@ -63,7 +77,9 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
               donate_argnums: Sequence[int] = (), compiler_options=None,
               time_limit_s: float = 30.0, recompute_cost: str = "time",
               plan_on: Callable[[str, float], Any] | None = None,
-              plan_offloaded: Callable[[Callable, float], Any] | None = None):
+              plan_offloaded: Callable[[Callable, float], Any] | None = None,
+              plan_program: Callable[[Callable, float], Any] | None = None,
+              program_memo: dict | None = None):
     """``result`` (a Plan over ``budget`` on a compile-only GPU target) with
     the best of our recomputation (its search costing copies by
     ``recompute_cost``, ``budget.candidates.copy_cost``), XLA's
@@ -77,7 +93,10 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     ``capture_seconds``; ours and the planning of XLA's or the offloaded
     programs share ``time_limit_s`` (the planner's part: checks, rewrites,
     builds and read-backs come on top, ``verify_seconds``, as in ``plan``);
-    what one side leaves unused goes to the next."""
+    what one side leaves unused goes to the next.  Given ``plan_program`` (as
+    ``plan_offloaded``), program recomputation before offloading
+    (``program_after``, ``program_side``; ``program_memo``: its compiles kept
+    across calls on one step)."""
     from olla_jax import budget as budget_lib
     from olla_jax.budget import feed_back
     points, xla = feed_back.xla_remat_points(result, budget, fn, args,
@@ -98,9 +117,22 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
                                if candidates else (None, {}, ""))
     if planned is not None:
         sides.append(planned)
+    programmed, prog_seconds, prog_note = None, {}, ""
+    if plan_program is not None:
+        left = time_limit_s - spent - seconds.get("solve", 0.0)
+        # offloading after it gets a share of what is left
+        limit = left * (PROGRAM_PLAN_SHARE if plan_offloaded is not None else 1.0)
+        programmed, prog_seconds, prog_note = program_after(
+            choose(sides, budget), limit, lambda limit_s: program_side(
+                result, budget, fn, args, plan_program, static_argnums=static_argnums,
+                donate_argnums=donate_argnums, compiler_options=compiler_options,
+                time_limit_s=limit_s, memo=program_memo), budget)
+    if programmed is not None:
+        sides.append(programmed)
     offloaded, off_seconds, off_note = None, {}, ""
     if plan_offloaded is not None:
-        left = time_limit_s - spent - seconds.get("solve", 0.0)
+        left = (time_limit_s - spent - seconds.get("solve", 0.0)
+                - prog_seconds.get("solve", 0.0))
         offloaded, off_seconds, off_note = offload_after(
             choose(sides, budget), left, lambda limit_s: offload_side(
                 result, budget, fn, args, plan_offloaded, static_argnums=static_argnums,
@@ -111,8 +143,8 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     kept = choose(sides, budget)
     others = [s for s in sides if s is not kept]
     text = (f"budget {budget / 2**20:,.2f} MiB side by side ({len(sides)} sides): "
-            f"{_figures(kept)} (kept); "
-            + "; ".join(_figures(o) for o in others))
+            f"{_figures(kept)} (kept{_bits(kept)}); "
+            + "; ".join(_figures(o) + _bits(o) for o in others))
     extra = tuple(dict.fromkeys(n for o in others for n in _unbuilt(o.plan.notes)
                                 if n not in kept.plan.notes))
     # every second of every side is reported: XLA's compiles (its remat
@@ -122,6 +154,12 @@ def to_budget(result, budget: int, fn, args: Sequence[Any], *, static_argnums: S
     verify = ours.verify_seconds + seconds.get("verify", 0.0) + off_seconds.get("verify", 0.0)
     capture = (xla.capture_seconds + seconds.get("capture", 0.0)
                + off_seconds.get("capture", 0.0))
+    for key, value in prog_seconds.items():
+        solve, verify, capture = (solve + (key == "solve") * value,
+                                  verify + (key == "verify") * value,
+                                  capture + (key == "capture") * value)
+    if prog_note:
+        extra += (prog_note,)
     if off_note:
         extra += (off_note,)
     if tries and planned is None:
@@ -411,6 +449,83 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                         offloaded_values=len(lever.chosen), host_temp_bytes=lever.host_temp,
                         to_host_bytes=t.to_host_bytes, to_device_bytes=t.to_device_bytes)
     return Side("host offloading", plan, moves_to_host=True), seconds, ""
+
+
+# --- program recomputation as a side --------------------------------------------
+
+# Of the time the sides before it leave, what program recomputation's planning
+# of the rewritten step takes when offloading follows (the rest: offloading).
+PROGRAM_PLAN_SHARE = 0.5
+
+
+def program_after(best: Side, left_s: float, run: Callable[[float], tuple], budget: int
+                  ) -> tuple[Side | None, dict, str]:
+    """Program recomputation after the sides ``best`` was chosen from, with
+    ``left_s`` seconds of the limit to plan the rewritten step: ``run(limit_s)``
+    (``program_side``'s result), unless ``best`` meets ``budget`` with no extra
+    FLOPs (nothing to gain) or too little time is left to plan."""
+    if best.plan.runs_total_bytes <= budget and best.plan.extra_flops == 0:
+        return None, {}, (f"program recomputation not tried: {best.name} meets the budget "
+                          "with no extra FLOPs")
+    if left_s < REMAT_MIN_S:
+        return None, {}, (f"program recomputation not tried: {max(left_s, 0):.1f} s of the "
+                          "limit left after the other sides (a longer time_limit_s gives it time)")
+    return run(left_s)
+
+
+def program_side(result, budget: int, fn, args: Sequence[Any], plan_program, *,
+                 static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
+                 compiler_options=None, time_limit_s: float = 10.0, memo: dict | None = None,
+                 check: bool = True) -> tuple[Side | None, dict, str]:
+    """Program recomputation as a side of ``budget`` (the whole footprint): the
+    step's jaxpr rewritten by ``olla_jax.program_remat`` for XLA's temp within
+    ``budget`` less the arguments and outputs, its bits compared on CPU
+    (``check``: ``program_remat.BitCheck``), then ordered and placed by
+    ``plan_program`` (the normal pipeline: checker, GPU rewrite build and
+    read-back).  Extra FLOPs: the compiled rewrite's less the step's.  The
+    Side, or None (the reason in the note), with the seconds spent (``capture``:
+    program_remat's compiles and bit checks)."""
+    from olla_jax import program_remat
+    mib = 2 ** 20
+    seconds = dict(solve=0.0, verify=0.0, capture=0.0)
+    io = result.runs_total_bytes - result.runs_temp_bytes
+    if budget - io <= 0:
+        return None, seconds, (f"program recomputation not tried: arguments and outputs alone "
+                               f"({io / mib:,.2f} MiB) exceed the budget")
+    start = time.monotonic()
+    try:
+        lever = program_remat.program_remat(
+            fn, *args, backend=result.backend, budget=budget - io, static_argnums=static_argnums,
+            donate_argnums=donate_argnums, compiler_options=compiler_options, check=check,
+            memo=memo)
+    except program_remat.ProgramRematError as err:
+        return None, seconds, f"program recomputation not tried: {err}"
+    finally:
+        seconds["capture"] += time.monotonic() - start
+    if not lever.chosen:
+        return None, seconds, (f"program recomputation: nothing kept ({lever.candidates} "
+                               f"candidate(s), {len(lever.tried)} set(s) compiled; bits "
+                               f"{lever.bits}; {lever.seconds:.0f} s)")
+    more = {"compiler_options": lever.compiler_options} if lever.compiler_options else {}
+    with quiet():   # a side that may not be kept: its complaints are in its notes
+        got = plan_program(lever.fn, time_limit_s, **more)
+    seconds["solve"] += got.solve_seconds
+    seconds["verify"] += got.verify_seconds
+    seconds["capture"] += got.capture_seconds
+    if got.source != "olla_jax":
+        got = dataclasses.replace(got, achieved_temp_bytes=got.xla_best_temp_bytes)
+    how = "ordered and placed by us" if got.source == "olla_jax" else "XLA's order and placement"
+    extra = max(0, lever.extra_flops)
+    text = (f"program recomputation (olla_jax.program_remat: {len(lever.chosen)} of "
+            f"{lever.candidates} value(s) computed again in the jaxpr), {how}: temp "
+            f"{got.runs_temp_bytes / mib:,.2f} MiB against XLA's "
+            f"{result.xla_best_temp_bytes / mib:,.2f} for the step as given (XLA's rewritten "
+            f"step: {lever.temp / mib:,.2f}); {extra:,} extra FLOPs (compiled); bits "
+            f"{lever.bits}; {lever.seconds:.0f} s of compiles and bit checks")
+    plan = _of_the_step(result, got, f"program-remat+{got.engine}", text, time_limit_s,
+                        extra_flops=extra, program_remat_values=len(lever.chosen),
+                        program_remat_bits=lever.bits)
+    return Side("program recomputation", plan), seconds, ""
 
 
 # --- the issue's terms: ours against one point of XLA's rematerialization -----

@@ -46,7 +46,7 @@ import numpy as np
 from jax.extend import core as jex
 
 from olla_jax import flops as flops_lib
-from olla_jax import jax_compat
+from olla_jax import jax_compat, jaxpr_walk
 from olla_jax.capture import record
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
@@ -195,7 +195,7 @@ def idle_values(closed, *, min_bytes: int = MIN_BYTES,
         for v in eqn.outvars:
             if not isinstance(v, jex.DropVar):
                 defined[v] = i
-    names = _names(jaxpr)
+    names = jaxpr_walk.names(jaxpr)
     found = []
     for v, at in defined.items():
         aval = v.aval
@@ -218,13 +218,6 @@ def idle_values(closed, *, min_bytes: int = MIN_BYTES,
     return tuple(sorted(found, key=lambda c: (-c.score, c.defined_at, c.name)))
 
 
-def _nbytes(v) -> int:
-    aval = getattr(v, "aval", None)
-    if not hasattr(aval, "shape") or not hasattr(aval, "dtype"):
-        return 0
-    return int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
-
-
 def materialized_idle_values(closed, materialized: frozenset[str], *,
                              min_bytes: int = MIN_BYTES) -> tuple[IdleValue, ...]:
     """Like ``idle_values``, but only values XLA keeps in a buffer of its own
@@ -238,7 +231,7 @@ def materialized_idle_values(closed, materialized: frozenset[str], *,
     inputs are small or the step's own (``rederive``) are computed again from
     its copy back, as XLA's fusions did from the original."""
     jaxpr = closed.jaxpr
-    names = _names(jaxpr)
+    names = jaxpr_walk.names(jaxpr)
     step_inputs = set(jaxpr.invars) | set(jaxpr.constvars)
     defined: dict[Any, int] = {}
     for i, eqn in enumerate(jaxpr.eqns):
@@ -264,13 +257,13 @@ def materialized_idle_values(closed, materialized: frozenset[str], *,
         ins = [u for u in eqn.invars if isinstance(u, jex.Var) and u is not m]
         if (len(outs) == 1 and names[outs[0]] not in materialized
                 and getattr(outs[0].aval, "shape", None) == m.aval.shape
-                and all(u in step_inputs or _nbytes(u) < min_bytes for u in ins)):
+                and all(u in step_inputs or jaxpr_walk.nbytes(u) < min_bytes for u in ins)):
             return outs[0]
         return None
 
     outs_of_step = {u for u in jaxpr.outvars if isinstance(u, jex.Var)}
     for m, at in list(defined.items()):
-        nbytes = _nbytes(m)
+        nbytes = jaxpr_walk.nbytes(m)
         if nbytes < min_bytes or names[m] not in materialized:
             continue
         while (after := epilogue(m)) is not None:
@@ -287,7 +280,7 @@ def materialized_idle_values(closed, materialized: frozenset[str], *,
             fused = bool(outs) and all(
                 names[u] not in materialized and getattr(u.aval, "shape", None) == m.aval.shape
                 for u in outs)
-            cheap = all(u in group or u in step_inputs or _nbytes(u) < min_bytes for u in ins)
+            cheap = all(u in group or u in step_inputs or jaxpr_walk.nbytes(u) < min_bytes for u in ins)
             if fused and cheap:
                 chain.append(j)
                 group.update(outs)
@@ -312,7 +305,7 @@ SCOPE = "olla_e{}"
 
 
 def materialized_names(hlo_text: str, closed) -> frozenset[str]:
-    """Names (``_names``) of the top-level values of ``closed`` that XLA keeps
+    """Names (``jaxpr_walk.names``) of the top-level values of ``closed`` that XLA keeps
     in a buffer: an instruction of the optimized module's entry computation
     whose op_name carries the equation's scope (``SCOPE``, from evaluating the
     jaxpr with ``scoped=True``) and whose result (or one of a tuple's) has the
@@ -344,49 +337,10 @@ def materialized_names(hlo_text: str, closed) -> frozenset[str]:
     return frozenset(found)
 
 
-def _names(jaxpr) -> dict[Any, str]:
-    """Each top-level equation's outputs by a name stable for one trace."""
-    return {v: f"e{i}.{k}: {eqn.primitive.name}"
-            for i, eqn in enumerate(jaxpr.eqns) for k, v in enumerate(eqn.outvars)
-            if not isinstance(v, jex.DropVar)}
-
-
 # --- the rewrite: evaluate the jaxpr with the moves in ----------------------------
 
 def _barrier(values: list[Any]) -> list[Any]:
     return list(jax.lax.optimization_barrier(tuple(values))) if len(values) > 1 else values
-
-
-# The copy back waits for the deepest value among the reader's other inputs and
-# the outputs of this many equations before it.
-LOOKBACK = 4
-
-
-def _depths(jaxpr) -> dict[Any, int]:
-    """Each variable's longest path from the step's inputs, in equations."""
-    depth: dict[Any, int] = {}
-    for eqn in jaxpr.eqns:
-        d = 1 + max((depth.get(u, 0) for u in eqn.invars if isinstance(u, jex.Var)), default=0)
-        for v in eqn.outvars:
-            depth[v] = d
-    return depth
-
-
-def _latest(jaxpr, at: int, v, depth: dict[Any, int], env: dict[Any, Any],
-            kept: Callable[[Any], bool]) -> list[Any]:
-    """What the copy back of ``v`` before equation ``at`` waits for: the deepest
-    value among that equation's other inputs and the outputs of the ``LOOKBACK``
-    equations before it.  Without it XLA's scheduler starts the copy back early,
-    to hide it, and the value is back on the device over most of its idle stretch;
-    the reader's own inputs are not enough (a transpose has none, and a weight's
-    transpose is ready from the start).  Only values ``kept`` (in a buffer of
-    XLA's own): a barrier on a value XLA fuses would make it materialize it."""
-    pool = [*jaxpr.eqns[at].invars]
-    for eqn in jaxpr.eqns[max(0, at - LOOKBACK):at]:
-        pool += eqn.outvars
-    pool = [u for u in pool if isinstance(u, jex.Var) and not isinstance(u, jex.DropVar)
-            and u is not v and u in env and hasattr(u.aval, "shape") and kept(u)]
-    return [max(pool, key=lambda u: depth.get(u, 0))] if pool else []
 
 
 def _tie_at(jaxpr, start: int, stop: int, kept: Callable[[Any], bool]) -> tuple[int, list[Any]]:
@@ -413,7 +367,7 @@ def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
     (``SCOPE``) that XLA's op_name metadata keeps (``materialized_names``)."""
     jaxpr = closed.jaxpr
     barrier = _barrier if tie else (lambda values: values)
-    names = _names(jaxpr)
+    names = jaxpr_walk.names(jaxpr)
 
     def kept(u) -> bool:
         return materialized is None or names.get(u) in materialized
@@ -429,12 +383,12 @@ def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
                              else _tie_at(jaxpr, c.park_after, c.back_before, kept))
             park_at.setdefault(at, []).append(v)
             back_at.setdefault(c.back_before, []).append((v, c))
-    env: dict[Any, Any] = {}
+    env = jaxpr_walk.seed(closed, flat_args)
     host: dict[Any, Any] = {}
-    depth = _depths(jaxpr)
+    depth = jaxpr_walk.depths(jaxpr)
 
     def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
+        return jaxpr_walk.read(env, v)
 
     def bind(i: int) -> None:
         eqn = jaxpr.eqns[i]
@@ -445,17 +399,13 @@ def _evaluate(closed, flat_args: Sequence[Any], parked: Sequence[IdleValue],
             if not isinstance(v, jex.DropVar):
                 env[v] = x
 
-    for v, x in zip(jaxpr.constvars, closed.consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, flat_args):
-        env[v] = x
     for i, eqn in enumerate(jaxpr.eqns):
         anchors: list[Any] = []
         for v, c in back_at.get(i, []):
             # (a fence, the copy back waiting for every kept value computed before
             # it, undid the latency-hiding scheduler's reordering on mlp:small, but
             # without that scheduler it only raised the peak: densenet:small)
-            others = _latest(jaxpr, i, v, depth, env, kept)
+            others = jaxpr_walk.latest(jaxpr, i, v, depth, env, kept)
             anchors += others
             tied = barrier([host.pop(v), *(env[u] for u in others)])
             for u, x in zip(others, tied[1:]):

@@ -316,7 +316,8 @@ def _is_number(x) -> bool:
 def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler_options=None,
                   engine="auto", verify_trials=2, feed_back=True, seed=0, saved=None,
                   memory_budget=None, recompute=True, recompute_cost=None,
-                  offload=False, rng_lowering="unrolled", scan_remat=False) -> None:
+                  offload=False, rng_lowering="unrolled", scan_remat=False,
+                  program_remat=False) -> None:
     """Every planning option checked before anything is compiled, with what to do instead."""
     from olla_jax.budget.candidates import check_cost
     from olla_jax.saved import SavedPlan
@@ -353,7 +354,7 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
                          "input sets; to skip verification, pass feed_back=False (the plan is "
                          "then not applied)")
     for name, value in (("feed_back", feed_back), ("recompute", recompute), ("offload", offload),
-                        ("scan_remat", scan_remat)):
+                        ("scan_remat", scan_remat), ("program_remat", program_remat)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
     if scan_remat and memory_budget is None:
@@ -373,6 +374,8 @@ def check_options(fn, *, kwargs=None, backend="cpu", time_limit_s=30.0, compiler
         parse_size(memory_budget, "memory_budget")
     if offload:
         check_offload(Backend.parse(backend), memory_budget, recompute, saved)
+    if program_remat:
+        check_program_remat(Backend.parse(backend), memory_budget, recompute)
     if rng_lowering not in jax_compat.RNG_LOWERINGS:
         choices = ", ".join(map(repr, jax_compat.RNG_LOWERINGS))
         raise ValueError(f"rng_lowering must be one of {choices}, got {rng_lowering!r}: "
@@ -389,6 +392,21 @@ def _target(backend) -> tuple[str, str | None] | None:
     except CaptureError:
         return None
     return parsed.kind, parsed.target
+
+
+def check_program_remat(backend: Backend, memory_budget, recompute) -> None:
+    """``program_remat=True``: a side of a memory budget on a compile-only GPU target."""
+    if not (backend.kind == "gpu" and backend.compile_only):
+        raise ValueError("program_remat=True is a side of gpu_budget's sides, on compile-only GPU "
+                         f"targets such as backend='gpu:h100', not {backend.name!r} (XLA:CPU "
+                         "merges the recomputation with the original): leave it off here")
+    if memory_budget is None:
+        raise ValueError("program_remat=True is a side of a memory budget: pass memory_budget=... "
+                         "(or rewrite the step yourself with olla_jax.program_remat.program_remat "
+                         "and plan its .fn)")
+    if not recompute:
+        raise ValueError("program_remat=True is tried beside recomputation: it needs "
+                         "recompute=True (the default)")
 
 
 def check_offload(backend: Backend, memory_budget, recompute, saved) -> None:
@@ -437,7 +455,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
          mesh_axes: dict[str, int] | None = None,
          collective_overlap: str | float = "keep", offload: bool = False,
          rng_lowering: str = "unrolled", progress=None, scan_remat: bool = False,
-         **unknown) -> Plan:
+         program_remat: bool = False, **unknown) -> Plan:
     """Plan ``fn(*args, **kwargs)``: the least temp memory order and placement we can find,
     applied to a real executable when the backend allows it, checked bit-for-bit
     against XLA's, else XLA's best plan with the reason in ``notes``.
@@ -469,7 +487,11 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
     values parked in host memory (``olla_jax.offload``), then our order and
     placement (and recomputation on top); kept only where it meets the budget
     with fewer extra FLOPs than the others, or where none does (built, not
-    run: the copies' time is unknown).  A budget that cannot be met raises
+    run: the copies' time is unknown).  ``program_remat=True`` (compile-only
+    GPU targets, with a budget) adds program recomputation before offloading
+    (``olla_jax.program_remat``: long-idle values computed again in the step's
+    jaxpr, bits compared on CPU; the rewritten step ordered and placed by us),
+    in the time the others leave; opt-in: its compiles take minutes.  A budget that cannot be met raises
     ``BudgetNotMet`` with the least memory reached.  Plans that earlier
     budgeted calls of this process applied to the same program with the same
     options compete with the call's own (``olla_jax.plan_memo``: the least
@@ -551,7 +573,7 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
                   compiler_options=compiler_options, engine=engine, verify_trials=verify_trials,
                   feed_back=feed_back, seed=seed, saved=saved, memory_budget=memory_budget,
                   recompute=recompute, recompute_cost=recompute_cost, offload=offload,
-                  rng_lowering=rng_lowering, scan_remat=scan_remat)
+                  rng_lowering=rng_lowering, scan_remat=scan_remat, program_remat=program_remat)
     if memory_budget is not None:
         memory_budget = parse_size(memory_budget, "memory_budget")   # 2e9, "160MiB" as well
     report = Reporter(progress, time_limit_s)
@@ -562,6 +584,10 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             raise ValueError(f"num_devices must be a positive int, got {num_devices!r}")
         spmd = dict(num_devices=num_devices, in_shardings=in_shardings,
                     out_shardings=out_shardings, mesh_axes=mesh_axes)
+        if program_remat:
+            raise ValueError("program_remat=True is for single-device steps: a sharded step "
+                             "(num_devices, in_shardings, out_shardings, mesh_axes) is not "
+                             "rewritten")
         if offload:
             raise ValueError("offload=True is for single-device steps: a sharded step "
                              "(num_devices, in_shardings, out_shardings, mesh_axes) is not "
@@ -663,13 +689,15 @@ def plan(fn: Callable, *args, kwargs: dict[str, Any] | None = None, backend: str
             with held(said):
                 result = _recompute_stage(result, step, target, options, spmd, int(memory_budget),
                                           limit, collective_overlap, compiler_options,
-                                          recompute_cost, offload, verify_trials, report)
+                                          recompute_cost, offload, verify_trials, report,
+                                          program_remat=program_remat)
         return result
 
     result = searched()
     key = _memo_key(first, target, spmd, saved, compiler_options=compiler_options,
-                    recompute=recompute, recompute_cost=recompute_cost, offload=offload,
-                    rng_lowering=rng_lowering, collective_overlap=collective_overlap,
+                    recompute=recompute, recompute_cost=recompute_cost,
+                    offload=offload, rng_lowering=rng_lowering,
+                    **({"program_remat": True} if program_remat else {}), collective_overlap=collective_overlap,
                     feed_back=feed_back)
     if key is not None:
         best = _with_memo(result, first, key, int(memory_budget), step, options,
@@ -945,7 +973,8 @@ def _from_memo(again: Plan, known, own: Plan, own_cost: float, budget: int,
 
 def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, memory_budget: int,
                      limit: float, collective_overlap, compiler_options, recompute_cost: str,
-                     offload: bool, verify_trials: int, report) -> Plan:
+                     offload: bool, verify_trials: int, report, *,
+                     program_remat: bool = False) -> Plan:
     """``result`` recomputing values to meet ``memory_budget`` within ``limit``
     seconds: our copies (CPU; per device on a sharded step) or the GPU sides."""
     from olla_jax import budget
@@ -967,7 +996,8 @@ def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, m
 
         def plan_offloaded(fn_off: Callable, limit_s: float,
                            compiler_options: dict[str, Any] | None = None) -> Plan:
-            """``fn_off`` (the step with values parked in host memory) planned,
+            """``fn_off`` (the step with values parked in host memory, or rewritten
+            by program recomputation) planned,
             compiled with the lever's ``compiler_options`` where it has some."""
             off = _step(fn_off, step.args, {}, target, step.static_argnums,
                         step.donate_argnums, spmd)
@@ -979,7 +1009,8 @@ def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, m
             static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
             compiler_options=compiler_options, time_limit_s=limit,
             recompute_cost=recompute_cost, plan_on=plan_on,
-            plan_offloaded=plan_offloaded if offload else None)
+            plan_offloaded=plan_offloaded if offload else None,
+            plan_program=plan_offloaded if program_remat else None)
     else:
         result = budget.recompute_to_budget(result, int(memory_budget),
                                             args=step.entry.verify_args,

@@ -19,23 +19,27 @@ keeps whose buffer something reads at or after it), up to ``MAX_CHAIN``
 equations (an input beyond that is held: its bytes count against the saving),
 and the fused values derived from the chain that are read late.
 The chain's inputs go through ``lax.optimization_barrier`` together with a value
-ready just before the late reader (``offload._latest``), so that XLA neither
+ready just before the late reader (``jaxpr_walk.latest``), so that XLA neither
 CSEs the chain with the original nor hoists it early; the reader's outputs are
 tied to that value as offloading ties them (else XLA may defer the reader).
 
 The top 1, 2, 4, ... candidates are compiled for ``backend`` until XLA's temp
 meets the budget, then the smallest prefix between the last two that meets it;
 the extra FLOPs are the compiled module's minus the step's (``olla_jax.flops``).
-The chosen rewrite is compiled for CPU too and its outputs compared with
-jax.jit's bit for bit (in a child), with XLA's CSE off (else XLA:CPU merges the
-copies away); values whose recomputation changes the bits are found by bisection
-and left out.  Where CSE off alone changes a step's bits (vit:small), every set is
-refused: the check cannot tell them apart (benchmarks/README.md).
+The chosen rewrite is compiled for CPU too, with XLA's CSE off (else XLA:CPU
+merges the copies away), and its outputs compared bit for bit (in a child)
+(``BitCheck``): first a control, the step unchanged with the same options against
+jax.jit's compile.  Where the control agrees, rewrites are compared with jax.jit;
+where it does not (CSE off alone changes vit:small's bits), with the step's own
+CSE-off compile (the same compiler and options: what the recomputation changes),
+and the verdict says so, never "same" as jax.jit.  Values whose recomputation
+changes the bits are found by bisection and left out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -43,15 +47,15 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
-from olla_jax import jax_compat
+from olla_jax import jax_compat, jaxpr_walk
 from olla_jax.capture import record
 from olla_jax.capture.base import Backend
 from olla_jax.errors import OllaJaxError
 from olla_jax.flops import compiled_flops
-from olla_jax.offload import (MIN_BYTES, NO_LATENCY_HIDING, Traced, _depths, _latest, _names,
-                              _nbytes, idle_values, materialized_idle_values, materialized_names,
+from olla_jax.offload import (MIN_BYTES, NO_LATENCY_HIDING, Traced, idle_values,
+                              materialized_idle_values, materialized_names,
                               rewrite as offload_rewrite, trace)
-from olla_jax.scan_remat import _sub_jaxprs, eqn_flops, sizes
+from olla_jax.scan_remat import eqn_flops, sizes
 from olla_jax.sizes import parse_size
 
 # Equations recomputed for one value at most (its producer included); inputs of
@@ -78,7 +82,7 @@ class ProgramRematError(OllaJaxError, ValueError):
 class Recomputation:
     """One value of the step's jaxpr dropped after its early readers and computed
     again just before its late reader."""
-    name: str                   # offload._names: "e<equation>.<output>: <primitive>"
+    name: str                   # jaxpr_walk.names: "e<equation>.<output>: <primitive>"
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
@@ -114,7 +118,9 @@ class ProgramRematResult:
     candidates: int
     budget: int | None
     met: bool | None                # None without a budget
-    bits: str                       # "same", "differ: ...", "not compared[ (...)]"
+    # "same" (as jax.jit's), "same as the step compiled with CSE off; ..." (the
+    # control differs: BitCheck), "differ: ...", "not compared[ (...)]"
+    bits: str
     # (values, XLA's temp, extra FLOPs) per compile for backend, in compile order
     tried: tuple[tuple[int, int, int], ...]
     tried_sets: tuple[tuple[str, ...], ...]
@@ -127,8 +133,9 @@ class ProgramRematResult:
 
     @property
     def compared(self) -> bool:
-        """Whether the chosen rewrite's outputs were compared with jax.jit's."""
-        return self.bits == "same" or self.bits.startswith("differ")
+        """Whether the chosen rewrite's outputs were compared (with jax.jit's, or
+        with the step's own CSE-off compile where that differs: ``BitCheck``)."""
+        return self.bits.startswith(("same", "differ"))
 
     def summary(self) -> str:
         mib = 2 ** 20
@@ -154,7 +161,7 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
     a ReLU or its mask, which the chain derives again); None: any value
     (``offload.idle_values``)."""
     jaxpr = closed.jaxpr
-    names = _names(jaxpr)
+    names = jaxpr_walk.names(jaxpr)
     var_of = {name: v for v, name in names.items()}
     kept = (lambda u: True) if materialized is None else (lambda u: names.get(u) in materialized)
     step_inputs = set(jaxpr.invars) | set(jaxpr.constvars)
@@ -214,7 +221,7 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
                     todo.append(p)
                 else:
                     held.add(u)
-        held_bytes = sum(_nbytes(u) for u in held)
+        held_bytes = sum(jaxpr_walk.nbytes(u) for u in held)
         if held_bytes >= iv.nbytes or var_of[iv.name] in outputs:
             continue
         chain.update(iv.rederive)
@@ -223,15 +230,15 @@ def candidates(closed, materialized: frozenset[str] | None, *, min_bytes: int = 
             name=iv.name, shape=iv.shape, dtype=iv.dtype, nbytes=iv.nbytes, defined_at=at,
             idle_after=iv.park_after, late_at=stop, chain=tuple(sorted(chain)),
             held_bytes=held_bytes, flops=sum(_eqn_flops(jaxpr.eqns[j]) for j in chain)),
-            [(_nbytes(u), last_read(u)) for u in held]))
+            [(jaxpr_walk.nbytes(u), last_read(u)) for u in held]))
     found.sort(key=lambda f: (-f[0].score, -f[0].saved, f[0].defined_at, f[0].name))
     # the live bytes of the values XLA keeps, in the jaxpr's order (outputs and the
     # step's inputs are not temp)
     live = np.zeros(len(jaxpr.eqns) + 1)
     for u, i in defined.items():
         if kept(u) and u not in outputs and last_read(u) >= i:
-            live[i] += _nbytes(u)
-            live[last_read(u) + 1] -= _nbytes(u)
+            live[i] += jaxpr_walk.nbytes(u)
+            live[last_read(u) + 1] -= jaxpr_walk.nbytes(u)
     return _at_the_peak(np.cumsum(live)[:-1], found)
 
 
@@ -246,7 +253,7 @@ def _derived(jaxpr, chain: set[int], alive: Callable[[Any], bool], kept: Callabl
     derivable: dict[int, Any] = {}
     for j in range(min(chain), stop):
         eqn = jaxpr.eqns[j]
-        if j in chain or eqn.effects or any(True for _ in _sub_jaxprs(eqn)):
+        if j in chain or eqn.effects or any(True for _ in jaxpr_walk.sub_jaxprs(eqn)):
             continue
         ins = [u for u in eqn.invars if isinstance(u, jex.Var)]
         outs = [u for u in eqn.outvars if not isinstance(u, jex.DropVar)]
@@ -307,7 +314,7 @@ def _evaluate(closed, flat_args: Sequence[Any], chosen: Sequence[Recomputation],
     its late reader (from its chain's inputs passed through a barrier with a value
     ready then), which with every later reader reads the new value."""
     jaxpr = closed.jaxpr
-    names = _names(jaxpr)
+    names = jaxpr_walk.names(jaxpr)
     var_of = {name: v for v, name in names.items()}
 
     def kept(u) -> bool:
@@ -316,16 +323,9 @@ def _evaluate(closed, flat_args: Sequence[Any], chosen: Sequence[Recomputation],
     at_reader: dict[int, list[Recomputation]] = {}
     for c in chosen:
         at_reader.setdefault(c.late_at, []).append(c)
-    depth = _depths(jaxpr)
-    env: dict[Any, Any] = {}
-
-    def read(scope: dict[Any, Any], v):
-        return v.val if isinstance(v, jex.Literal) else scope[v]
-
-    for v, x in zip(jaxpr.constvars, closed.consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, flat_args):
-        env[v] = x
+    depth = jaxpr_walk.depths(jaxpr)
+    env = jaxpr_walk.seed(closed, flat_args)
+    read = jaxpr_walk.read
     for i, eqn in enumerate(jaxpr.eqns):
         anchors: list[Any] = []
         for c in at_reader.get(i, []):
@@ -333,7 +333,7 @@ def _evaluate(closed, flat_args: Sequence[Any], chosen: Sequence[Recomputation],
             made = {u for j in c.chain for u in jaxpr.eqns[j].outvars}
             inputs = list(dict.fromkeys(u for j in c.chain for u in jaxpr.eqns[j].invars
                                         if isinstance(u, jex.Var) and u not in made))
-            ties = [u for u in _latest(jaxpr, i, v, depth, env, kept)
+            ties = [u for u in jaxpr_walk.latest(jaxpr, i, v, depth, env, kept)
                     if u not in inputs and u not in made]
             tied = list(jax.lax.optimization_barrier(
                 tuple(env[u] for u in [*inputs, *ties])))
@@ -413,7 +413,9 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     most ``budget`` bytes (then the smallest prefix between the last two sizes
     that meets it), or without a budget the set with the least temp; XLA's step
     (nothing recomputed) wins where no set lowers its temp.  ``check``: the chosen
-    rewrite compiled for CPU, its outputs compared with jax.jit's bit for bit.
+    rewrite compiled for CPU with CSE off, its outputs compared bit for bit with
+    jax.jit's (or, where the step's own CSE-off compile differs from jax.jit's,
+    with that compile: ``BitCheck``).
     ``pick="xla"``: candidates are values XLA keeps in buffers (one more compile);
     ``"jaxpr"``: any value.  ``latency_hiding=False``: rewrites compiled with
     ``offload.NO_LATENCY_HIDING``.  ``memo``: a dict kept by the caller across calls
@@ -468,7 +470,9 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     probes: dict[tuple[str, ...], _Probe] = memo.setdefault("probes", {})
     refused: list[str] = []
     compare_seconds = [0.0]
-    cpu_base: list[Any] = memo.setdefault("cpu_base", [])
+    if "bits" not in memo:
+        memo["bits"] = BitCheck.on_cpu(fn, args, kw)
+    checker: BitCheck = memo["bits"]
 
     def probe(chosen: Sequence[Recomputation]) -> _Probe:
         key = tuple(c.name for c in chosen)
@@ -508,7 +512,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     def bits(p: _Probe) -> str:
         if p.bits is None:
             at = time.monotonic()
-            p.bits = _differs(p.step, fn, args, kw, cpu_base)
+            p.bits = checker.differs(p.step)
             compare_seconds[0] += time.monotonic() - at
             if p.bits:
                 refused.append(p.bits)
@@ -536,7 +540,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
                 left_out += [c.name for c in _culprits(best, probe, bits)]
     p = chosen
     if p is not None:
-        verdict = "same" if check else "not compared"
+        verdict = checker.same if check else "not compared"
     elif refused:
         verdict = f"differ: {refused[0]} (nothing recomputed)"
     else:
@@ -571,31 +575,90 @@ def _culprits(p: _Probe, probe: Callable, bits: Callable) -> list[Recomputation]
 def compare_bits(step: Callable, fn: Callable, *args, static_argnums: Sequence[int] = (),
                  donate_argnums: Sequence[int] = (),
                  compiler_options: dict[str, Any] | None = None) -> str:
-    """'' where ``step`` (a rewrite of ``fn``) compiled for CPU gives jax.jit's
-    outputs of ``fn`` bit for bit, else how they differ (``step=fn``: what CSE
-    off alone does to the bits: a control)."""
+    """'' where ``step`` (a rewrite of ``fn``) compiled for CPU with CSE off gives
+    jax.jit's outputs of ``fn`` bit for bit, else how they differ (``step=fn``:
+    what CSE off alone does to the bits: ``BitCheck``'s control)."""
     kw = dict(static_argnums=tuple(static_argnums), donate_argnums=tuple(donate_argnums),
               compiler_options=compiler_options)
-    return _differs(step, fn, args, kw, [])
+    check = BitCheck.on_cpu(fn, args, kw)
+    jit, own = check.jit_reference(), check.compile_cse_off(step)
+    if jit is None or own is None:
+        return NO_EXECUTABLE
+    return check.compare(own, jit)
 
 
-def _differs(step: Callable, fn: Callable, args: Sequence[Any], kw: dict,
-             cpu_base: list[Any]) -> str:
-    """'' where ``step`` compiled for CPU gives jax.jit's outputs of ``fn`` bit for
-    bit (run in a child, on ``args`` where concrete, else on random inputs).  XLA:CPU
-    expands the barriers and its CSE merges the recomputation with the original:
-    ``step`` is compiled with CSE off (``CPU_KEEPS_COPIES``) so that it runs."""
-    from olla_jax.apply import verify
-    cpu = dict(kw, backend="cpu")
-    if not cpu_base:
-        cpu_base.append(record.capture(fn, *args, **cpu))
-    ref = cpu_base[0]
-    cap = record.capture(step, *args, **dict(cpu, compiler_options=cpu_options(
-        kw.get("compiler_options"))))
-    if cap.executable is None or ref.reference.executable is None:
-        return "no serialized executable to compare"
-    dynamic = [a for i, a in enumerate(args) if i not in set(kw["static_argnums"])]
-    return verify.outputs_differ(cap.executable, ref.reference.executable, ref.compiled, dynamic)
+NO_EXECUTABLE = "no serialized executable to compare"
+_DIFFERING = re.compile(r"output (\d+) \(([^)]*)\) differs in (\d+) of (\d+) bytes")
+
+
+@dataclasses.dataclass
+class BitCheck:
+    """Rewrites of one step compared bit for bit with XLA's CSE off
+    (``CPU_KEEPS_COPIES``), after a control: the step itself compiled with those
+    options against jax.jit's compile.  Control equal: a rewrite is compared with
+    jax.jit's compile.  Control different: with the step's own CSE-off compile
+    (same compiler, same options: what the recomputation itself changes), and the
+    verdict (``same``) says that, not "same as jax.jit"."""
+    step: Callable
+    compile_cse_off: Callable[[Callable], Any]    # a step -> its executable, CSE off
+    jit_reference: Callable[[], Any]              # jax.jit's executable of ``step``
+    compare: Callable[[Any, Any], str]            # '' where the outputs agree bit for bit
+    control: str | None = None                    # None: not run yet; '' equal
+    _against: Any = None
+
+    @classmethod
+    def on_cpu(cls, fn: Callable, args: Sequence[Any], kw: dict) -> "BitCheck":
+        """The check on this machine's CPU, run in a child (``verify.outputs_differ``,
+        on ``args`` where concrete, else on random inputs)."""
+        from olla_jax.apply import verify
+        cpu = dict(kw, backend="cpu")
+        ref: list[Any] = []
+
+        def jit_capture():
+            if not ref:
+                ref.append(record.capture(fn, *args, **cpu))
+            return ref[0]
+
+        def compile_cse_off(step):
+            return record.capture(step, *args, **dict(cpu, compiler_options=cpu_options(
+                kw.get("compiler_options")))).executable
+
+        dynamic = [a for i, a in enumerate(args) if i not in set(kw.get("static_argnums", ()))]
+        return cls(fn, compile_cse_off, lambda: jit_capture().reference.executable,
+                   lambda a, b: verify.outputs_differ(a, b, jit_capture().compiled, dynamic))
+
+    def _reference(self) -> Any:
+        if self.control is None:
+            jit, own = self.jit_reference(), self.compile_cse_off(self.step)
+            if jit is None or own is None:
+                self.control, self._against = NO_EXECUTABLE, None
+            else:
+                self.control = self.compare(own, jit)
+                self._against = own if self.control else jit
+        return self._against
+
+    def differs(self, rewrite: Callable) -> str:
+        """'' where ``rewrite``'s outputs are its reference's bit for bit, else how
+        they differ (naming the step's own CSE-off compile where that is the
+        reference)."""
+        against = self._reference()
+        got = None if against is None else self.compile_cse_off(rewrite)
+        if got is None:
+            return NO_EXECUTABLE
+        why = self.compare(got, against)
+        return why and (why if not self.control else
+                        f"against the step compiled with CSE off: {why}")
+
+    @property
+    def same(self) -> str:
+        """The verdict of a rewrite ``differs`` accepted."""
+        if not self.control:
+            return "same"
+        m = _DIFFERING.search(self.control)
+        how = (f"in {m.group(3)} of {m.group(4)} bytes of its output {m.group(1)} "
+               f"({m.group(2)}, the first that differs)" if m else f"({self.control})")
+        return ("same as the step compiled with CSE off; the step's own CSE-off compile "
+                f"differs from jax.jit's {how}")
 
 
 def cpu_options(options: dict[str, Any] | None) -> dict[str, Any]:

@@ -55,7 +55,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
-from olla_jax import jax_compat
+from olla_jax import jax_compat, jaxpr_walk
 from olla_jax.errors import OllaJaxError
 from olla_jax.sizes import parse_size
 
@@ -125,11 +125,9 @@ def _run(jaxpr, env: dict[Any, Any], eqns: Sequence[int] | None = None,
          hook: Callable[[int, Any, list[Any]], list[Any] | None] | None = None) -> None:
     """Evaluate ``jaxpr``'s equations (all, or the indices ``eqns``) into ``env``;
     ``hook(i, eqn, invals)`` may return an equation's outputs instead of binding it."""
-    def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
     for i in (range(len(jaxpr.eqns)) if eqns is None else eqns):
         eqn = jaxpr.eqns[i]
-        invals = [read(v) for v in eqn.invars]
+        invals = [jaxpr_walk.read(env, v) for v in eqn.invars]
         outs = hook(i, eqn, invals) if hook is not None else None
         if outs is None:
             outs = jax_compat.bind_equation(eqn, invals)
@@ -138,8 +136,7 @@ def _run(jaxpr, env: dict[Any, Any], eqns: Sequence[int] | None = None,
                 env[v] = x
 
 
-def _read(env, v):
-    return v.val if isinstance(v, jex.Literal) else env[v]
+_read = jaxpr_walk.read
 
 
 def _needed(jaxpr, outvars: Sequence[Any]) -> list[int]:
@@ -212,20 +209,11 @@ def _nbytes(aval) -> int:
     return int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
 
 
-def _sub_jaxprs(eqn):
-    for p in eqn.params.values():
-        for q in (p if isinstance(p, (tuple, list)) else (p,)):
-            if isinstance(q, jex.ClosedJaxpr):
-                yield q.jaxpr
-            elif isinstance(q, jex.Jaxpr):
-                yield q
-
-
 def eqn_flops(eqn) -> int:
     """FLOPs of one equation: 2 x output x contraction for a dot, one per output
     element for other arithmetic, callees counted (a nested scan's times its length)."""
     name = eqn.primitive.name
-    subs = list(_sub_jaxprs(eqn))
+    subs = list(jaxpr_walk.sub_jaxprs(eqn))
     if subs:
         times = jax_compat.scan_params(eqn).length if name == "scan" else 1
         return times * sum(eqn_flops(e) for s in subs for e in s.eqns)
@@ -316,7 +304,7 @@ class _Forward:
 
 def _key(eqn, canon) -> tuple | None:
     """What makes two equations compute the same values (None: never merged)."""
-    if eqn.effects or list(_sub_jaxprs(eqn)):
+    if eqn.effects or list(jaxpr_walk.sub_jaxprs(eqn)):
         return None
     ins = tuple(("v", id(canon.get(v, v))) if isinstance(v, jex.Var)
                 else ("l", repr(v.val), str(v.aval)) for v in eqn.invars)

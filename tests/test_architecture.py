@@ -157,7 +157,7 @@ def test_type_checking_imports_make_no_cycle_but_count_for_layering():
 # one must be placed).  Ground floor: shared by every stage, importing no stage.
 STAGES = (
     ("ground", ("olla_jax.errors", "olla_jax.protos", "olla_jax.dumps", "olla_jax.envelope",
-                "olla_jax.jax_compat",
+                "olla_jax.jax_compat", "olla_jax.jaxpr_walk",
                 "olla_jax.progress", "olla_jax.flops", "olla_jax.sizes",
                 # the problems the graph poses and the solver reads: plain data, imports
                 # nothing (the graph builds them, so they sit below both)
@@ -252,10 +252,11 @@ def test_checker_shares_nothing_with_solver_or_model():
 # test_suite_gap.py checks benchmarks/suite.py's split of the gap (placement's or the order's);
 # test_scale_room.py checks benchmarks/scale_room.py's figures on a small captured step;
 # test_offload_plan_benchmark.py checks benchmarks/offload_plan.py's table.
-# test_gpu_budget_benchmark_offload.py checks benchmarks/gpu_budget.py --offload=1's table.
+# test_gpu_budget_benchmark_offload.py checks benchmarks/gpu_budget.py --offload=1's table,
+# test_gpu_budget_benchmark_program.py its --program_remat=1 table.
 BENCHMARK_TESTS = {"test_autotune.py", "test_check.py", "test_scale_capture.py",
                    "test_suite_gap.py", "test_scale_room.py", "test_offload_plan_benchmark.py",
-                   "test_gpu_budget_benchmark_offload.py"}
+                   "test_gpu_budget_benchmark_offload.py", "test_gpu_budget_benchmark_program.py"}
 
 
 def test_tests_import_nothing_from_benchmarks():

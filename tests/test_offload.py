@@ -9,7 +9,7 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from olla_jax import offload  # noqa: E402
+from olla_jax import jaxpr_walk, offload  # noqa: E402
 from olla_jax.capture import gpu  # noqa: E402
 from tests.marks import needs_plugin  # noqa: E402
 from tests.small_steps import OFFLOAD_ARGS, park_across  # noqa: E402
@@ -208,7 +208,7 @@ def test_materialized_names_take_none_of_same_sized_outputs_when_fewer_buffers()
 def test_materialized_pick_parks_the_pre_activation_and_rederives_the_relu():
     traced = offload.trace(relu_mlp_step, RELU_MLP_ARGS)
     eqns = traced.closed.jaxpr.eqns
-    names = offload._names(traced.closed.jaxpr)
+    names = jaxpr_walk.names(traced.closed.jaxpr)
     # as XLA:GPU's step keeps them: the matmuls' outputs, nothing elementwise
     kept = frozenset(n for n in names.values() if n.endswith("dot_general"))
     found = offload.materialized_idle_values(traced.closed, kept)
@@ -237,7 +237,7 @@ def test_rewrite_with_rederived_values_keeps_the_results_on_cpu():
                jax.random.normal(keys[2 * i + 1], (32,)) * 0.1) for i in range(3)]
     x = jax.random.normal(keys[6], (16, 32))
     traced = offload.trace(relu_mlp_step, (params, x))
-    names = offload._names(traced.closed.jaxpr)
+    names = jaxpr_walk.names(traced.closed.jaxpr)
     kept = frozenset(n for n in names.values() if n.endswith("dot_general"))
     parked = offload.materialized_idle_values(traced.closed, kept, min_bytes=1024)[:2]
     assert any(c.rederive for c in parked)

@@ -97,3 +97,36 @@ def test_h100_temp_drops_with_the_bits_compared():
     again = program_remat.program_remat(deep_step, *args, backend="gpu:h100", budget=r.temp,
                                         memo=memo, check=False)
     assert again.met and again.extra_flops <= r.extra_flops
+
+
+def _fake_check(outputs: dict[str, int]) -> program_remat.BitCheck:
+    """A BitCheck on named stand-ins: ``outputs`` maps each executable ("J" jax.jit's,
+    "S" the step with CSE off, "G"/"B" rewrites) to the outputs it gives."""
+    compiled = {"step": "S", "good": "G", "bad": "B"}
+
+    def compare(a: str, b: str) -> str:
+        return "" if outputs[a] == outputs[b] else (
+            "on the user's inputs: output 0 (float32[4]) differs in 8 of 16 bytes")
+    return program_remat.BitCheck("step", compiled.__getitem__, lambda: "J", compare)
+
+
+def test_where_cse_off_alone_changes_the_bits_a_rewrite_is_judged_against_that_compile():
+    check = _fake_check({"J": 1, "S": 2, "G": 2, "B": 3})
+    assert check.differs("good") == ""           # (the old check refused every set here)
+    assert check.control.endswith("differs in 8 of 16 bytes")
+    assert check.same != "same"
+    assert check.same.startswith("same as the step compiled with CSE off; the step's own "
+                                 "CSE-off compile differs from jax.jit's in 8 of 16 bytes")
+    assert "jax.jit's" not in check.same.split(";")[0]
+    assert check.differs("bad").startswith("against the step compiled with CSE off: ")
+
+
+def test_where_the_control_agrees_a_rewrite_is_judged_against_jax_jit():
+    check = _fake_check({"J": 1, "S": 1, "G": 1, "B": 2})
+    assert check.differs("good") == "" and check.same == "same" and check.control == ""
+    assert check.differs("bad").startswith("on the user's inputs: output 0")
+
+
+def test_no_executable_to_compare_refuses_the_rewrite():
+    check = program_remat.BitCheck("step", lambda step: None, lambda: "J", lambda a, b: "")
+    assert check.differs("good") == program_remat.NO_EXECUTABLE
