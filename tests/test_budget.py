@@ -264,6 +264,7 @@ def _gpu_plugin():
     return gpu.cuda_plugin() is not None
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 @pytest.mark.skipif(not _gpu_plugin(), reason="needs jax's CUDA plugin (pip install 'olla_jax[gpu]')")
 def test_gpu_budget_uses_xla_rematerialization_under_a_forced_limit():
     from olla_jax import xla_remat

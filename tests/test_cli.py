@@ -459,6 +459,7 @@ def make_step():
 '''
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 def test_plan_rng_lowering_flag(tmp_path):
     """A dropout step is planned with threefry2x32 unrolled by default (the
     report shows jax.jit's program first); --rng_lowering=jax plans jax.jit's."""

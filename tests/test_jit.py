@@ -598,6 +598,7 @@ def test_cache_key_of_a_planned_call_canonicalizes_no_dtype(monkeypatch):
                calling=True)
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 def test_jit_under_disable_jit_runs_the_function_as_jax_jit_does():
     """Under jax.disable_jit jax.jit runs the Python function (a debugging aid:
     prints and breakpoints work); the drop-in plans nothing and does the same
@@ -682,6 +683,7 @@ for lr in (1e-3, 1e-2):
 """
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 def test_cache_key_of_a_step_closing_over_an_optimizer_and_a_module_is_the_same_in_another_process(
         tmp_path):
     """A step made by a factory (closing over an optax optimizer and a flax

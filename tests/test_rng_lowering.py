@@ -267,6 +267,7 @@ def test_a_jax_without_the_internals_keeps_jax_jits_program(monkeypatch):
     assert entry.jax_lowered is None and _loops(entry.lowered) > 0
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 def test_a_saved_unrolled_plan_is_applied_again_and_says_so(tmp_path):
     params, x, key = _args()
     first = _plan(_step, params, x, key)
@@ -314,6 +315,7 @@ def test_an_unrolled_program_not_below_jax_jits_runs_jax_jits_program(monkeypatc
     assert _same(result.compiled(params, x, key), expected)
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 def test_a_compile_only_gpu_target_lowers_the_dropout_step_as_jax_does(monkeypatch):
     """threefry2x32 is unrolled for CPU only: for ``gpu:h100`` the step is
     lowered by jax.jit alone, the same module with either rng_lowering."""

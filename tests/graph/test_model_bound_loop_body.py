@@ -18,6 +18,7 @@ from collections import defaultdict
 import jax
 import jax.numpy as jnp
 import optax
+import pytest
 from absl import logging
 
 from olla_jax import strategy
@@ -105,6 +106,7 @@ def _flat_need(graph: model.ScheduleGraph, order, c: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 def test_a_loop_node_asks_no_more_than_its_block_needs_at_one_step():
     graph = _graph()
     caps = sorted({0, *graph.order_problem_for_bound.region_sizes})

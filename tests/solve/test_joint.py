@@ -44,6 +44,7 @@ def test_joint_plan_is_valid_and_no_worse_than_its_hint():
     assert found.bound <= found.placement.arena_size
 
 
+@pytest.mark.slow   # ~6-12 s; cut from the default run for its 15-minute aim (make test-slow)
 def test_joint_engine_through_solve_graph():
     graph = _graph("cnn_adam")
     separate = plan_mod.solve_graph(graph, time_limit_s=3)
