@@ -217,13 +217,7 @@ def offload_at(step, base, temp: int, args, cost: str) -> dict:
         "flops": lever.extra_flops, "flops_delta": lever.flops_delta,
         "seconds": round(time.monotonic() - t, 1)}}
 
-    def plan_offloaded(fn, limit_s: float, compiler_options=None):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return olla_jax.plan(fn, *step.args, backend=base.backend, time_limit_s=limit_s,
-                                 static_argnums=step.static_argnums,
-                                 donate_argnums=step.donate_argnums,
-                                 compiler_options=compiler_options)
+    plan_offloaded = planner_of(step, base)
     t = time.monotonic()
     fixed = base.runs_total_bytes - base.runs_temp_bytes
     with warnings.catch_warnings():
@@ -243,6 +237,22 @@ def offload_at(step, base, temp: int, args, cost: str) -> dict:
     got["limit_kept"] = planner_s <= 1.1 * args.time_limit_s
     got["side_seconds"] = round(time.monotonic() - t, 1)
     return got
+
+
+def planner_of(step, base):
+    """``(fn, limit_s, compiler_options) -> Plan``: a rewrite of ``step``'s function
+    (offloaded, or recomputed in the program) planned on ``step``'s arguments for
+    ``base``'s target, warnings quiet: the callback the GPU budget's sides take."""
+    import olla_jax
+
+    def plan_rewrite(fn, limit_s: float, compiler_options=None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return olla_jax.plan(fn, *step.args, backend=base.backend, time_limit_s=limit_s,
+                                 static_argnums=step.static_argnums,
+                                 donate_argnums=step.donate_argnums,
+                                 compiler_options=compiler_options)
+    return plan_rewrite
 
 
 def base_plan(item: str, args):
@@ -268,13 +278,7 @@ def program_at(step, base, temp: int, args, memo: dict) -> dict:
     import olla_jax
     from olla_jax import gpu_budget
 
-    def plan_step(fn, limit_s: float, compiler_options=None):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return olla_jax.plan(fn, *step.args, backend=base.backend, time_limit_s=limit_s,
-                                 static_argnums=step.static_argnums,
-                                 donate_argnums=step.donate_argnums,
-                                 compiler_options=compiler_options)
+    plan_step = planner_of(step, base)
     t = time.monotonic()
     fixed = base.runs_total_bytes - base.runs_temp_bytes
     with warnings.catch_warnings():

@@ -354,6 +354,15 @@ def offload_after(best: Side, left_s: float, run: Callable[[float], tuple], budg
     return run(left_s)
 
 
+def _room(result, budget: int, what: str) -> tuple[dict[str, float], int, str]:
+    """A side's seconds (none spent yet), the step's argument and output bytes,
+    and why ``what`` is not tried where those alone exceed ``budget`` (else '')."""
+    io = result.runs_total_bytes - result.runs_temp_bytes
+    full = (f"{what} not tried: arguments and outputs alone ({io / 2**20:,.2f} MiB) exceed "
+            "the budget") if budget - io <= 0 else ""
+    return dict(solve=0.0, verify=0.0, capture=0.0), io, full
+
+
 def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                  *, static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
                  compiler_options=None, time_limit_s: float = 10.0,
@@ -372,11 +381,9 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
     from olla_jax import budget as budget_lib
     from olla_jax import offload
     mib = 2 ** 20
-    seconds = dict(solve=0.0, verify=0.0, capture=0.0)
-    io = result.runs_total_bytes - result.runs_temp_bytes
-    if budget - io <= 0:
-        return None, seconds, (f"host offloading not tried: arguments and outputs alone "
-                               f"({io / mib:,.2f} MiB) exceed the budget")
+    seconds, io, full = _room(result, budget, "host offloading")
+    if full:
+        return None, seconds, full
     start = time.monotonic()
     try:
         if lever is None:
@@ -487,11 +494,9 @@ def program_side(result, budget: int, fn, args: Sequence[Any], plan_program, *,
     program_remat's compiles and bit checks)."""
     from olla_jax import program_remat
     mib = 2 ** 20
-    seconds = dict(solve=0.0, verify=0.0, capture=0.0)
-    io = result.runs_total_bytes - result.runs_temp_bytes
-    if budget - io <= 0:
-        return None, seconds, (f"program recomputation not tried: arguments and outputs alone "
-                               f"({io / mib:,.2f} MiB) exceed the budget")
+    seconds, io, full = _room(result, budget, "program recomputation")
+    if full:
+        return None, seconds, full
     start = time.monotonic()
     try:
         lever = program_remat.program_remat(
