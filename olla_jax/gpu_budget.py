@@ -363,6 +363,18 @@ def _room(result, budget: int, what: str) -> tuple[dict[str, float], int, str]:
     return dict(solve=0.0, verify=0.0, capture=0.0), io, full
 
 
+def _planned(plan_fn: Callable, fn: Callable, limit_s: float, more: dict,
+             seconds: dict[str, float]):
+    """``plan_fn``'s Plan of a rewritten step, quietly (a side that may not be
+    kept: its complaints are in its notes), its seconds added to ``seconds``."""
+    with quiet():
+        got = plan_fn(fn, limit_s, **more)
+    seconds["solve"] += got.solve_seconds
+    seconds["verify"] += got.verify_seconds
+    seconds["capture"] += got.capture_seconds
+    return got
+
+
 def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
                  *, static_argnums: Sequence[int] = (), donate_argnums: Sequence[int] = (),
                  compiler_options=None, time_limit_s: float = 10.0,
@@ -404,11 +416,7 @@ def offload_side(result, budget: int, fn, args: Sequence[Any], plan_offloaded,
     # scheduler off: olla_jax.offload.NO_LATENCY_HIDING)
     options = getattr(lever, "compiler_options", None)
     more = {"compiler_options": options} if options else {}
-    with quiet():   # a side that may not be kept: a short share's complaints are in its notes
-        got = plan_offloaded(lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE, **more)
-    seconds["solve"] += got.solve_seconds
-    seconds["verify"] += got.verify_seconds
-    seconds["capture"] += got.capture_seconds
+    got = _planned(plan_offloaded, lever.fn, time_limit_s * OFFLOAD_PLAN_SHARE, more, seconds)
     if got.source != "olla_jax":
         # XLA's own plan of the offloaded step (its temp read from memory_analysis)
         got = dataclasses.replace(got, achieved_temp_bytes=got.xla_best_temp_bytes)
@@ -512,11 +520,7 @@ def program_side(result, budget: int, fn, args: Sequence[Any], plan_program, *,
                                f"candidate(s), {len(lever.tried)} set(s) compiled; bits "
                                f"{lever.bits}; {lever.seconds:.0f} s)")
     more = {"compiler_options": lever.compiler_options} if lever.compiler_options else {}
-    with quiet():   # a side that may not be kept: its complaints are in its notes
-        got = plan_program(lever.fn, time_limit_s, **more)
-    seconds["solve"] += got.solve_seconds
-    seconds["verify"] += got.verify_seconds
-    seconds["capture"] += got.capture_seconds
+    got = _planned(plan_program, lever.fn, time_limit_s, more, seconds)
     if got.source != "olla_jax":
         got = dataclasses.replace(got, achieved_temp_bytes=got.xla_best_temp_bytes)
     how = "ordered and placed by us" if got.source == "olla_jax" else "XLA's order and placement"
