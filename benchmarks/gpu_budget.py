@@ -194,7 +194,6 @@ def offload_at(step, base, temp: int, args, cost: str) -> dict:
     """Host offloading asked for a device temp of ``temp``: the lever alone
     (XLA's order and placement), and ``plan(..., offload=True)``'s side on it
     (ordered and placed by us, recomputed by us on top); bytes moved each way."""
-    import olla_jax
     from olla_jax import gpu_budget, offload
     t = time.monotonic()
     with warnings.catch_warnings():
@@ -275,7 +274,6 @@ def program_at(step, base, temp: int, args, memo: dict) -> dict:
     footprint less the step's arguments and outputs): the side's temp, extra
     FLOPs, values, bits and seconds (``capture_s``: program_remat's compiles and
     bit checks; ``planner_s``: our planning of the rewritten step)."""
-    import olla_jax
     from olla_jax import gpu_budget
 
     plan_step = planner_of(step, base)
