@@ -234,8 +234,10 @@ def verify_executable(candidate: bytes, reference: bytes, args_spec: Any = None,
         child.close()
         if platform == "cpu":
             prepare_child()   # for the next verification, started while this one's caller works
-    if child.proc.returncode == 0 and not stdout and b"no request came" in stderr:
-        # a spare that left as it was taken (it waits SPARE_IDLE_S): once more, anew
+    if child.spare and not stdout and (b"no request came" in stderr
+                                       or b"olla-child: " not in stderr):
+        # a spare gone before it read the request (it waits SPARE_IDLE_S; Linux kills it
+        # with the thread that started it): once more, in a new child
         return verify_executable(candidate, reference, args_spec, trials=trials,
                                  user_args=user_args, timeout_s=timeout_s, seed=seed,
                                  platform=platform, device=device)
@@ -276,6 +278,7 @@ class _Child:
     keep: int
     env: dict[str, str]
     started: float
+    spare: bool   # started ahead of its request (prepare_child)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -302,7 +305,7 @@ def _start_child(env: dict[str, str], idle_s: float | None = None) -> _Child:
         raise
     finally:
         os.close(lifeline)
-    return _Child(proc, keep, env, time.monotonic())
+    return _Child(proc, keep, env, time.monotonic(), spare=idle_s is not None)
 
 
 _spare_lock = threading.Lock()

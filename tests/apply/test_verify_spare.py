@@ -50,3 +50,17 @@ def test_no_spare_on_one_cpu(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     verify.prepare_child()
     assert not verify._spare
+
+
+def test_a_spare_killed_before_its_request_is_replaced_not_reported(monkeypatch):
+    # Linux kills a child with the thread that started it (PR_SET_PDEATHSIG): a spare
+    # taken just as that happens must not fail the verification
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    verify.prepare_child()
+    spare = verify._spare[0]
+    spare.proc.kill()
+    spare.proc.wait()
+    monkeypatch.setattr(verify, "_suits", lambda child, env: True)   # taken all the same
+    raw = _raw()
+    result = verify.verify_executable(raw, raw, trials=2)
+    assert result.ok, result.reason
