@@ -345,12 +345,19 @@ def offload_after(best: Side, left_s: float, run: Callable[[float], tuple], budg
     ``run(limit_s)`` (``offload_side``'s result), unless ``best`` already
     meets ``budget`` with no extra FLOPs (offloading cannot beat it: it loses
     ties) or too little time is left for the offloaded step's planning."""
+    return _after("host offloading", OFFLOAD_PLAN_SHARE, best, left_s, run, budget)
+
+
+def _after(what: str, plan_share: float, best: Side, left_s: float,
+           run: Callable[[float], tuple], budget: int) -> tuple[Side | None, dict, str]:
+    """``run(left_s)``, a side tried after ``best`` was chosen, unless ``best``
+    meets ``budget`` with no extra FLOPs or ``plan_share`` of ``left_s`` is
+    too short to plan the side's rewritten step."""
     if best.plan.runs_total_bytes <= budget and best.plan.extra_flops == 0:
-        return None, {}, (f"host offloading not tried: {best.name} meets the budget with no "
-                          "extra FLOPs")
-    if left_s * OFFLOAD_PLAN_SHARE < REMAT_MIN_S:
-        return None, {}, (f"host offloading not tried: {max(left_s, 0):.1f} s of the limit left "
-                          "after the other sides (a longer time_limit_s gives it time)")
+        return None, {}, f"{what} not tried: {best.name} meets the budget with no extra FLOPs"
+    if left_s * plan_share < REMAT_MIN_S:
+        return None, {}, (f"{what} not tried: {max(left_s, 0):.1f} s of the limit left after "
+                          "the other sides (a longer time_limit_s gives it time)")
     return run(left_s)
 
 
@@ -479,13 +486,7 @@ def program_after(best: Side, left_s: float, run: Callable[[float], tuple], budg
     ``left_s`` seconds of the limit to plan the rewritten step: ``run(limit_s)``
     (``program_side``'s result), unless ``best`` meets ``budget`` with no extra
     FLOPs (nothing to gain) or too little time is left to plan."""
-    if best.plan.runs_total_bytes <= budget and best.plan.extra_flops == 0:
-        return None, {}, (f"program recomputation not tried: {best.name} meets the budget "
-                          "with no extra FLOPs")
-    if left_s < REMAT_MIN_S:
-        return None, {}, (f"program recomputation not tried: {max(left_s, 0):.1f} s of the "
-                          "limit left after the other sides (a longer time_limit_s gives it time)")
-    return run(left_s)
+    return _after("program recomputation", 1.0, best, left_s, run, budget)
 
 
 def program_side(result, budget: int, fn, args: Sequence[Any], plan_program, *,
