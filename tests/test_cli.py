@@ -25,8 +25,8 @@ def olla(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_help_documents_every_subcommand_and_flag():
-    result = olla("--help")
+def test_help_documents_every_subcommand_and_flag(quick):
+    result = quick["help"]
     assert result.returncode == 0, result.stderr
     for word in ("demo", "plan", "hlo", "place", "show", "--example", "--module", "--backend",
                  "--time_limit_s", "--engine", "--save", "--plot", "no_feed_back", "--dump_dir",
@@ -46,6 +46,7 @@ USAGE_ERRORS = [
     (("plan", *TINY, "--time_limit_s=nan"), "--time_limit_s=nan"),
     (("plan", *TINY, "--engine=fast"), "--engine='fast'"),
     (("plan", *TINY, "--memory_budget=0"), "--memory_budget='0'"),
+    (("plan", *TINY, "--memory_budget=lots"), "positive size in bytes"),
     (("plan", *TINY, "--offload", "--memory_budget=1MiB"), "jax drops memory kinds"),
     (("plan", *TINY, "--backend=gpu:h100", "--offload"), "--memory_budget"),
     (("plan", *TINY, "--scan_remat"), "give --memory_budget"),
@@ -62,35 +63,75 @@ USAGE_ERRORS = [
     (("place", "--csv=/no/such/in.csv", "--out=/tmp/x.csv"), "no such file")]
 
 
-# Every usage error above, each a fresh `olla_jax.cli.run` (flags unparsed), in one child
-# process: one jax import for all of them, not one each.
-_USAGE_DRIVER = r"""
+# Command lines run in one child process, each a fresh `olla_jax.cli.run` (flags
+# unparsed): one jax import for all of them, not one each (~3 s a process).
+# Only lines whose output is Python's own (help, usage errors, placement, plan
+# files); a plan of a step, whose logs come from XLA too, runs in its own process.
+_DRIVER = r"""
 import contextlib, io, json, sys, traceback
 from olla_jax import cli
 found = []
 for args in json.loads(sys.stdin.read()):
-    err, code = io.StringIO(), 0
+    out, err, code = io.StringIO(), io.StringIO(), 0
     cli.FLAGS.unparse_flags()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             cli.run(["olla_jax", *args])
         except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
+            code = exit_.code if isinstance(exit_.code, int) else (exit_.code is not None)
         except BaseException:
             code, _ = -1, err.write(traceback.format_exc())
-    found.append({"code": code, "stderr": err.getvalue()})
+    found.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
 print(json.dumps(found))
 """
 
 
-@pytest.fixture(scope="module")
-def usage_errors():
+def in_one_child(lines: list[tuple[str, ...]]) -> list[subprocess.CompletedProcess]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", _USAGE_DRIVER], cwd=REPO, env=env, text=True,
-                          input=json.dumps([list(args) for args, _ in USAGE_ERRORS]),
+    done = subprocess.run([sys.executable, "-c", _DRIVER], cwd=REPO, env=env, text=True,
+                          input=json.dumps([list(args) for args in lines]),
                           capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return {tuple(args): found for (args, _), found in zip(USAGE_ERRORS, json.loads(done.stdout))}
+    return [subprocess.CompletedProcess(args, f["code"], f["stdout"], f["stderr"])
+            for args, f in zip(lines, json.loads(done.stdout))]
+
+
+@pytest.fixture(scope="module")
+def usage_errors(quick):
+    return {args: {"code": quick[args].returncode, "stderr": quick[args].stderr}
+            for args, _ in USAGE_ERRORS}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """Named results of the short command lines below and of USAGE_ERRORS (by
+    their arguments), all run in one child."""
+    folder = tmp_path_factory.mktemp("cli_quick")
+    (folder / "in.csv").write_text("id,lower,upper,size\na,0,3,64\nb,1,4,128\nc,3,6,64\n")
+    (folder / "broken.json").write_text("{not json")
+    (folder / "empty").mkdir()
+    jax.jit(lambda x: jnp.sin(x) * 2).lower(jnp.ones(8)).compile(compiler_options={
+        "xla_dump_to": str(folder / "proto"), "xla_dump_hlo_as_proto": True})
+    csv, out = f"--csv={folder / 'in.csv'}", f"--out={folder / 'out.csv'}"
+    lines = {
+        "help": ("--help",),
+        "plan help": ("plan", "--help"), "help first": ("--help", "plan"),
+        "help plan": ("help", "plan"),
+        "place help": ("place", "--help"), "help unknown": ("help", "frobnicate"),
+        "hlo help": ("hlo", "--help"),
+        "broken plan file": ("show", f"--plan={folder / 'broken.json'}"),
+        "hlo without dumps": ("hlo", f"--dump_dir={folder / 'empty'}"),
+        "hlo of a proto-only dump": ("hlo", f"--dump_dir={folder / 'proto'}"),
+        "place": ("place", csv, out, "--time_limit_s=2"),
+        "place tight": ("place", csv, f"--out={folder / 'no.csv'}", "--capacity=100"),
+        "place fits": ("place", csv, f"--out={folder / 'fits.csv'}", "--capacity=0.25KiB",
+                       "--time_limit_s=2"),
+        "place lots": ("place", csv, out, "--capacity=lots"),
+    }
+    lines.update({tuple(args): tuple(args) for args, _ in USAGE_ERRORS})
+    found = dict(zip(lines, in_one_child(list(lines.values()))))
+    found["folder"] = folder
+    return found
 
 
 @pytest.mark.parametrize("args, says", USAGE_ERRORS)
@@ -108,28 +149,26 @@ def test_a_usage_error_from_its_own_process_exits_2():
     assert "Traceback" not in result.stderr
 
 
-def test_library_error_is_one_line(tmp_path):
-    broken = tmp_path / "broken.json"
-    broken.write_text("{not json")
-    result = olla("show", f"--plan={broken}")
+def test_library_error_is_one_line(quick):
+    result = quick["broken plan file"]
     assert result.returncode == 1
     assert "broken.json" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_place_csv(tmp_path):
-    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
-    src.write_text("id,lower,upper,size\na,0,3,64\nb,1,4,128\nc,3,6,64\n")
-    result = olla("place", f"--csv={src}", f"--out={out}", "--time_limit_s=2")
+def test_place_csv(quick):
+    result = quick["place"]
     assert result.returncode == 0, result.stderr
     assert "arena of 192 bytes" in result.stdout
-    lines = out.read_text().splitlines()
+    lines = (quick["folder"] / "out.csv").read_text().splitlines()
     assert lines[0] == "id,lower,upper,size,offset" and len(lines) == 4
-    tight = olla("place", f"--csv={src}", f"--out={tmp_path / 'no.csv'}", "--capacity=100")
+    tight = quick["place tight"]
     assert tight.returncode == 1 and "capacity" in tight.stderr
+    assert not (quick["folder"] / "no.csv").exists()
     # sizes as --memory_budget takes them
-    fits = olla("place", f"--csv={src}", f"--out={out}", "--capacity=0.25KiB", "--time_limit_s=2")
+    fits = quick["place fits"]
     assert fits.returncode == 0 and "arena of 192 bytes" in fits.stdout, fits.stderr
-    bad = olla("place", f"--csv={src}", f"--out={out}", "--capacity=lots")
+    assert (quick["folder"] / "fits.csv").read_text().splitlines()[0].endswith(",offset")
+    bad = quick["place lots"]
     assert bad.returncode == 2 and "--capacity='lots'" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -154,24 +193,22 @@ def test_hlo_plans_a_dump(tmp_path):
         assert Path(f"{prefix}{suffix}").stat().st_size > 0
 
 
-def test_hlo_of_a_proto_only_dump_names_the_text_dump_flag(tmp_path):
+def test_hlo_of_a_proto_only_dump_names_the_text_dump_flag(quick):
     """XLA writes the buffer assignment and live ranges only as text dumps:
     --xla_dump_to with --xla_dump_hlo_as_proto (what the help said) is not enough."""
-    jax.jit(lambda x: jnp.sin(x) * 2).lower(jnp.ones(8)).compile(compiler_options={
-        "xla_dump_to": str(tmp_path), "xla_dump_hlo_as_proto": True})
-    result = olla("hlo", f"--dump_dir={tmp_path}")
+    result = quick["hlo of a proto-only dump"]
     assert result.returncode == 2 and "--xla_dump_hlo_as_text" in result.stderr, result.stderr
-    assert "--xla_dump_hlo_as_text" in olla("hlo", "--help").stdout
+    assert "--xla_dump_hlo_as_text" in quick["hlo help"].stdout
 
 
-def test_hlo_without_dumps_is_a_usage_error(tmp_path):
-    result = olla("hlo", f"--dump_dir={tmp_path}")
+def test_hlo_without_dumps_is_a_usage_error(quick):
+    result = quick["hlo without dumps"]
     assert result.returncode == 2 and "after_optimizations.hlo.pb" in result.stderr
 
 
-@pytest.mark.parametrize("args", [("plan", "--help"), ("--help", "plan"), ("help", "plan")])
-def test_subcommand_help_lists_its_own_flags(args):
-    result = olla(*args)
+@pytest.mark.parametrize("line", ["plan help", "help first", "help plan"])
+def test_subcommand_help_lists_its_own_flags(line, quick):
+    result = quick[line]
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith("usage:") and " plan [--flags]" in out.splitlines()[0]
@@ -182,12 +219,12 @@ def test_subcommand_help_lists_its_own_flags(args):
         assert other not in out, other
 
 
-def test_place_help_is_not_plans():
-    out = olla("place", "--help").stdout
+def test_place_help_is_not_plans(quick):
+    out = quick["place help"].stdout
     assert "--csv" in out and "--capacity" in out and "--example" not in out
     assert "arena capacity in bytes" in out          # place's part of --capacity's help
     assert "the bytes one step may use" not in out   # batch's part
-    bad = olla("help", "frobnicate")
+    bad = quick["help unknown"]
     assert bad.returncode == 2 and "unknown subcommand" in bad.stderr
 
 
@@ -326,8 +363,6 @@ def test_plan_with_a_budget_it_cannot_meet_saves_the_least_and_exits_1(tmp_path)
     assert saved.exists() and "olla_jax" in result.stdout    # the least plan's summary
     # what holds the peak comes with the error, not behind --verbosity=1 (a traceback)
     assert "temp peak at step" in result.stderr and "--verbosity=1" not in result.stderr
-    bad = olla("plan", "--example=mlp", "--size=tiny", "--memory_budget=lots")
-    assert bad.returncode == 2 and "positive size in bytes" in bad.stderr
 
 
 MODULE_STEPS = '''
