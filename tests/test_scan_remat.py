@@ -99,6 +99,8 @@ def test_without_the_barriers_the_bits_differ_and_that_set_is_refused(monkeypatc
         assert result.temp == result.xla_temp and "differ" in result.notes()[0]
 
 
+@pytest.mark.slow   # ~12 s: the lever end to end runs in the plan test below, the
+# rewrite of every stack in test_all_stacks_dropped_same_bits_less_temp
 def test_lever_meets_a_temp_budget_and_compares_bits():
     args = _args()
     # every stack dropped, the small ones too: the barriers keep the bits (see the test above)
