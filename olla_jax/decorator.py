@@ -26,6 +26,7 @@ import enum
 import functools
 import hashlib
 import inspect
+import math
 import os
 import re
 import threading
@@ -191,6 +192,34 @@ class _Reach:
         self.array_bytes = _STABLE_ARRAY_BYTES
 
 
+# A static NaN keyed as one value: NaN != NaN, so each call would plan again
+# (jax.jit traces again; the program is the same).
+_NAN = "static NaN"
+
+
+def _nan_as_one(value: Any) -> Any:
+    return _NAN if isinstance(value, float) and value != value else value
+
+
+def _as_nan(value: Any) -> Any:
+    return math.nan if value is _NAN else value
+
+
+def _tree_text(tree: jax.tree_util.PyTreeDef, depth: int = 0, reach: _Reach | None = None) -> str:
+    """A pytree structure as text, its nodes' static data by ``_stable``: a
+    flax TrainState keeps its optimizer there, and ``str(tree)`` without
+    addresses reads adam at 1e-3 and at 1e-2 alike (one disk key, each
+    planning over the other's entry)."""
+    reach = reach or _Reach()
+    node = tree.node_data()
+    if node is None:
+        return "*"
+    kind, data = node
+    children = ",".join(_tree_text(c, depth, reach) for c in tree.children())
+    return (f"{kind.__module__}.{kind.__qualname__}[{_stable(data, depth + 1, reach)}]"
+            f"({children})")
+
+
 def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
     """A text for a static value that is the same in every process: exact for
     plain Python values, types, functions (their identity, closures included),
@@ -212,7 +241,7 @@ def _stable(value: Any, depth: int = 0, reach: _Reach | None = None) -> str:
             items.sort()
         return f"{type(value).__name__}({','.join(items)})"
     if isinstance(value, jax.tree_util.PyTreeDef):
-        return f"treedef:{_ADDRESS.sub('', str(value))}"
+        return f"treedef:{_tree_text(value, depth, reach)}"
     if isinstance(value, Mapping):
         try:
             items = sorted(f"{_stable(k, depth + 1, reach)}:{_stable(v, depth + 1, reach)}"
@@ -433,16 +462,17 @@ class Jitted:
         a call jax.jit must take (a Tracer or ShapeDtypeStruct among the leaves)."""
         (positional, named), dynamic = self._split(args, kwargs)
         # the type too: 1, 1.0 and True are equal and hash alike, but trace differently
-        static = (tuple((i, type(v), v) for i, v in positional),
-                  tuple((k, type(v), v) for k, v in named))
+        static = (tuple((i, type(v), _nan_as_one(v)) for i, v in positional),
+                  tuple((k, type(v), _nan_as_one(v)) for k, v in named))
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
         return (static, tree, _leaves_key(leaves, calling, self._static_leaves),
                 jax_compat.trace_context())
 
     def _file_key(self, key) -> str:
         (positional, named), tree, leaves, context = key
-        static = (tuple((i, v) for i, _, v in positional), tuple((k, v) for k, _, v in named))
-        text = "|".join((self._identity, _stable(static), _ADDRESS.sub("", str(tree)),
+        static = (tuple((i, _as_nan(v)) for i, _, v in positional),
+                  tuple((k, _as_nan(v)) for k, _, v in named))
+        text = "|".join((self._identity, _stable(static), _tree_text(tree),
                          _ADDRESS.sub("", repr([_stable(leaf[2]) if leaf[0] is _STATIC_LEAF
                                                 else tuple(map(str, leaf)) for leaf in leaves])),
                          _ADDRESS.sub("", repr(context))))
@@ -689,7 +719,7 @@ _MISSING = object()
 
 def _stable_option(value: Any) -> str:
     if isinstance(value, jax.tree_util.PyTreeDef):
-        return f"treedef:{_ADDRESS.sub('', str(value))}"
+        return f"treedef:{_tree_text(value)}"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{_stable_option(v)}" for k, v in sorted(value.items())) + "}"
     return _ADDRESS.sub("", _stable(value) if not hasattr(value, "__dict__") else repr(value))

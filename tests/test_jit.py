@@ -862,3 +862,43 @@ def test_cache_key_reads_a_functions_default_values():
     ident = decorator.function_identity
     assert ident(make(2)) != ident(make(3)) and ident(make(2)) == ident(make(2))
     assert ident(make_keyword(2)) != ident(make_keyword(3))
+
+
+def test_cache_key_reads_the_static_data_of_pytree_nodes():
+    """A pytree node's static data (a flax TrainState's optimizer) is keyed by
+    value: two learning rates in one optimizer's closure are two disk entries,
+    the same optimizer built twice one."""
+    import dataclasses
+    import functools
+
+    def sgd(lr):
+        def update(w, g):
+            return w - lr * g
+        return update
+
+    @functools.partial(jax.tree_util.register_dataclass, data_fields=["w"],
+                       meta_fields=["update"])
+    @dataclasses.dataclass
+    class State:
+        w: jax.Array
+        update: object
+
+    def step(state, x):
+        return state.update(state.w, x)
+
+    f = olla_jax.jit(step, cache=False)
+    x = jnp.ones(3)
+
+    def key(lr):
+        return f._file_key(f._key((State(x, sgd(lr)), x), {}))
+    assert key(0.1) == key(0.1) != key(0.2)
+
+
+def test_a_static_nan_is_one_key():
+    """NaN != NaN: keyed by its value, each call with a fresh NaN planned again."""
+    f = olla_jax.jit(lambda x, a: x * a, static_argnums=1, cache=False)
+    x = jnp.ones(3)
+    one, other = float("nan"), float("nan")
+    assert f._key((x, one), {}) == f._key((x, other), {})
+    assert f._key((x, one), {}) != f._key((x, 1.0), {})
+    assert f._file_key(f._key((x, one), {})) == f._file_key(f._key((x, other), {}))
