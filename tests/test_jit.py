@@ -193,6 +193,8 @@ def test_nnx_jit_step_is_bit_identical():
 
 
 
+@pytest.mark.slow   # 10-15 s; nnx.jit in the default run: the test above, static
+# arguments: test_plan_of_a_jitted_function_with_static_arguments
 def test_nnx_jit_step_with_static_arguments_is_bit_identical():
     """nnx.jit's Compiled takes the dynamic arguments only: the static ones
     (here a keyword and a positional one) are its jax.jit's, split as it splits them."""
