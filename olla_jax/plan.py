@@ -397,9 +397,11 @@ def _target(backend) -> tuple[str, str | None] | None:
 def check_program_remat(backend: Backend, memory_budget, recompute) -> None:
     """``program_remat=True``: a side of a memory budget on a compile-only GPU target."""
     if not (backend.kind == "gpu" and backend.compile_only):
-        raise ValueError("program_remat=True is a side of gpu_budget's sides, on compile-only GPU "
-                         f"targets such as backend='gpu:h100', not {backend.name!r} (XLA:CPU "
-                         "merges the recomputation with the original): leave it off here")
+        why = ("XLA:CPU merges the recomputation with the original" if backend.kind != "gpu"
+               else "nothing has run the rewritten step on a GPU yet")
+        raise ValueError("program_remat=True is a side of memory budgets on compile-only GPU "
+                         f"targets such as backend='gpu:h100', not {backend.name!r} ({why}): "
+                         "leave it off here, or plan the step for such a target")
     if memory_budget is None:
         raise ValueError("program_remat=True is a side of a memory budget: pass memory_budget=... "
                          "(or rewrite the step yourself with olla_jax.program_remat.program_remat "

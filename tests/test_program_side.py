@@ -138,3 +138,26 @@ def jax_struct(shape):
     import jax
     import jax.numpy as jnp
     return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+@pytest.mark.parametrize("options, error, says", [
+    (dict(memory_budget="1MiB"), ValueError, "compile-only GPU targets such as "
+                                             "backend='gpu:h100', not 'cpu'"),
+    (dict(), ValueError, "not 'cpu'"),
+    (dict(memory_budget="1MiB", program_remat=1), TypeError, "True or False")])
+def test_jit_takes_program_remat_and_refuses_it_as_plan_does(options, error, says):
+    """olla_jax.jit runs the step here (cpu or the local gpu): plan's rule
+    (compile-only GPU targets) refuses it at decoration, before any compile."""
+    import jax.numpy as jnp
+
+    import olla_jax
+    with pytest.raises(error, match=says):
+        olla_jax.jit(jnp.tanh, backend="cpu", **{"program_remat": True, **options})
+
+
+def test_jit_without_program_remat_keeps_its_cache_key():
+    import jax.numpy as jnp
+
+    import olla_jax
+    assert (olla_jax.jit(jnp.tanh, backend="cpu", program_remat=False)._identity
+            == olla_jax.jit(jnp.tanh, backend="cpu")._identity)
