@@ -28,12 +28,12 @@ meets the budget, then the smallest prefix between the last two that meets it;
 the extra FLOPs are the compiled module's minus the step's (``olla_jax.flops``).
 The chosen rewrite is compiled for CPU too, with XLA's CSE off (else XLA:CPU
 merges the copies away), and its outputs compared bit for bit (in a child)
-(``BitCheck``): first a control, the step unchanged with the same options against
-jax.jit's compile.  Where the control agrees, rewrites are compared with jax.jit;
-where it does not (CSE off alone changes vit:small's bits), with the step's own
-CSE-off compile (the same compiler and options: what the recomputation changes),
-and the verdict says so, never "same" as jax.jit.  Values whose recomputation
-changes the bits are found by bisection and left out.
+(``BitCheck``): against jax.jit's compile first; where that differs, a control (the
+step unchanged with the same options against jax.jit's compile, once per step) says
+whether CSE off alone changes the bits (it does on vit:small); then the rewrite is
+compared with the step's own CSE-off compile (the same compiler and options: what
+the recomputation changes), and the verdict says so, never "same" as jax.jit.
+Values whose recomputation changes the bits are found by bisection and left out.
 """
 
 from __future__ import annotations
@@ -540,7 +540,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
                 left_out += [c.name for c in _culprits(best, probe, bits)]
     p = chosen
     if p is not None:
-        verdict = checker.same if check else "not compared"
+        verdict = checker.verdict(p.step) if check else "not compared"
     elif refused:
         verdict = f"differ: {refused[0]} (nothing recomputed)"
     else:
@@ -594,17 +594,21 @@ _DIFFERING = re.compile(r"output (\d+) \(([^)]*)\) differs in (\d+) of (\d+) byt
 @dataclasses.dataclass
 class BitCheck:
     """Rewrites of one step compared bit for bit with XLA's CSE off
-    (``CPU_KEEPS_COPIES``), after a control: the step itself compiled with those
-    options against jax.jit's compile.  Control equal: a rewrite is compared with
-    jax.jit's compile.  Control different: with the step's own CSE-off compile
-    (same compiler, same options: what the recomputation itself changes), and the
-    verdict (``same``) says that, not "same as jax.jit"."""
+    (``CPU_KEEPS_COPIES``).  A rewrite is compared with jax.jit's compile
+    first; only where it differs is the control run (once per step: the step
+    itself compiled with those options against jax.jit's compile).  Control
+    equal: the rewrite changes the bits.  Control different: the rewrite is
+    compared with the step's own CSE-off compile (same compiler, same options:
+    what the recomputation itself changes), and its verdict (``verdict``) says
+    that, not "same as jax.jit".  Each comparison runs both executables in a
+    child, so the control is not paid for where jax.jit's outputs are met."""
     step: Callable
     compile_cse_off: Callable[[Callable], Any]    # a step -> its executable, CSE off
     jit_reference: Callable[[], Any]              # jax.jit's executable of ``step``
     compare: Callable[[Any, Any], str]            # '' where the outputs agree bit for bit
     control: str | None = None                    # None: not run yet; '' equal
-    _against: Any = None
+    _own: Any = None                              # the step's CSE-off executable
+    _same_as_jit: set = dataclasses.field(default_factory=set)
 
     @classmethod
     def on_cpu(cls, fn: Callable, args: Sequence[Any], kw: dict) -> "BitCheck":
@@ -627,31 +631,42 @@ class BitCheck:
         return cls(fn, compile_cse_off, lambda: jit_capture().reference.executable,
                    lambda a, b: verify.outputs_differ(a, b, jit_capture().compiled, dynamic))
 
-    def _reference(self) -> Any:
+    def _run_control(self, jit: Any) -> None:
         if self.control is None:
-            jit, own = self.jit_reference(), self.compile_cse_off(self.step)
-            if jit is None or own is None:
-                self.control, self._against = NO_EXECUTABLE, None
-            else:
-                self.control = self.compare(own, jit)
-                self._against = own if self.control else jit
-        return self._against
+            own = self.compile_cse_off(self.step)
+            self.control, self._own = (NO_EXECUTABLE, None) if own is None else (
+                self.compare(own, jit), own)
 
     def differs(self, rewrite: Callable) -> str:
         """'' where ``rewrite``'s outputs are its reference's bit for bit, else how
         they differ (naming the step's own CSE-off compile where that is the
         reference)."""
-        against = self._reference()
-        got = None if against is None else self.compile_cse_off(rewrite)
+        jit = self.jit_reference()
+        got = None if jit is None else self.compile_cse_off(rewrite)
         if got is None:
             return NO_EXECUTABLE
-        why = self.compare(got, against)
-        return why and (why if not self.control else
-                        f"against the step compiled with CSE off: {why}")
+        if not self.control:    # not run, or equal: jax.jit's compile is the reference
+            why = self.compare(got, jit)
+            if not why:
+                self._same_as_jit.add(rewrite)
+                return ""
+            self._run_control(jit)
+            if not self.control:
+                return why
+        if self._own is None:
+            return NO_EXECUTABLE
+        why = self.compare(got, self._own)
+        return why and f"against the step compiled with CSE off: {why}"
+
+    def verdict(self, rewrite: Callable) -> str:
+        """The verdict of a rewrite ``differs`` accepted: "same" (as jax.jit's),
+        else what it was the same as."""
+        return "same" if rewrite in self._same_as_jit else self.same
 
     @property
     def same(self) -> str:
-        """The verdict of a rewrite ``differs`` accepted."""
+        """The verdict of a rewrite accepted against the step's own CSE-off
+        compile (where the control differs), else "same"."""
         if not self.control:
             return "same"
         m = _DIFFERING.search(self.control)

@@ -114,7 +114,7 @@ def test_where_cse_off_alone_changes_the_bits_a_rewrite_is_judged_against_that_c
     check = _fake_check({"J": 1, "S": 2, "G": 2, "B": 3})
     assert check.differs("good") == ""           # (the old check refused every set here)
     assert check.control.endswith("differs in 8 of 16 bytes")
-    assert check.same != "same"
+    assert check.verdict("good") != "same" and check.verdict("good") == check.same
     assert check.same.startswith("same as the step compiled with CSE off; the step's own "
                                  "CSE-off compile differs from jax.jit's in 8 of 16 bytes")
     assert "jax.jit's" not in check.same.split(";")[0]
@@ -123,10 +123,38 @@ def test_where_cse_off_alone_changes_the_bits_a_rewrite_is_judged_against_that_c
 
 def test_where_the_control_agrees_a_rewrite_is_judged_against_jax_jit():
     check = _fake_check({"J": 1, "S": 1, "G": 1, "B": 2})
-    assert check.differs("good") == "" and check.same == "same" and check.control == ""
+    assert check.differs("good") == "" and check.verdict("good") == "same"
     assert check.differs("bad").startswith("on the user's inputs: output 0")
+    assert check.control == "" and check.verdict("good") == "same"
+
+
+def test_a_rewrite_with_jax_jits_bits_costs_no_control():
+    """Each comparison runs both executables in a child: the control (the step
+    compiled with CSE off against jax.jit's) is run only where a rewrite differs
+    from jax.jit's, once per step."""
+    compiled, compared = [], []
+    outputs = {"J": 1, "S": 2, "G": 1, "H": 2, "B": 3}
+
+    def compile_cse_off(step):
+        compiled.append(step)
+        return {"step": "S", "good": "G", "cse": "H", "bad": "B"}[step]
+
+    def compare(a, b):
+        compared.append((a, b))
+        return "" if outputs[a] == outputs[b] else "output 0 (f32[4]) differs in 8 of 16 bytes"
+    check = program_remat.BitCheck("step", compile_cse_off, lambda: "J", compare)
+    assert check.differs("good") == "" and check.control is None
+    assert (compiled, compared) == (["good"], [("G", "J")]) and check.verdict("good") == "same"
+    # differs from jax.jit's: the control runs (CSE off alone differs), then the step's own
+    assert check.differs("cse") == "" and compared[1:] == [("H", "J"), ("S", "J"), ("H", "S")]
+    assert check.verdict("cse").startswith("same as the step compiled with CSE off")
+    assert check.verdict("good") == "same"
+    # the control is known now: a later rewrite goes to the step's own compile at once
+    assert check.differs("bad").startswith("against the step compiled with CSE off")
+    assert compared[4:] == [("B", "S")] and compiled.count("step") == 1
 
 
 def test_no_executable_to_compare_refuses_the_rewrite():
     check = program_remat.BitCheck("step", lambda step: None, lambda: "J", lambda a, b: "")
     assert check.differs("good") == program_remat.NO_EXECUTABLE
+
