@@ -453,8 +453,17 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     if memo.setdefault("key", key) != key:
         raise ProgramRematError("memo holds the compiles of a call with other options: "
                                 "pass a fresh dict")
+    from olla_jax.capture import gpu
     if "base" not in memo:
+        retried = gpu.untiled_retries()
         memo["base"] = record.capture(fn, *args, **kw)
+        # the step's dots fit no default Triton tiles: nor do its rewrites' (the same
+        # dots), compiled with the option the retry took at once
+        memo["untiled"] = gpu.untiled_retries() > retried
+    if memo["untiled"]:
+        options = {**options, **gpu.NO_TRITON_GEMM}
+        kw_re = dict(kw, compiler_options=options)
+    if "base_flops" not in memo:
         memo["base_flops"] = _flops(memo["base"])
         memo["traced"] = trace(fn, args, static_argnums)
         memo["materialized"] = None

@@ -158,3 +158,31 @@ def test_no_executable_to_compare_refuses_the_rewrite():
     check = program_remat.BitCheck("step", lambda step: None, lambda: "J", lambda a, b: "")
     assert check.differs("good") == program_remat.NO_EXECUTABLE
 
+
+def test_a_step_whose_dots_fit_no_triton_tiles_has_its_rewrites_compiled_without_them(
+        monkeypatch):
+    """The step's compile retried with NO_TRITON_GEMM (no default Triton tiles fit
+    its dots; the failed try costs a third of each compile on vit:small): its
+    rewrites are compiled with that option at once, and the kept rewrite carries it
+    (fake compiles: no XLA)."""
+    import types
+
+    from olla_jax.capture import gpu, record
+    asked = []
+
+    def capture(fn, *args, backend, compiler_options=None, **kw):
+        options = dict(compiler_options or {})
+        asked.append(options)
+        if options.get("xla_gpu_enable_triton_gemm") is not False:
+            gpu._retried.count = gpu.untiled_retries() + 1   # as compile_for_target's retry
+        temp = 1000 if len(asked) == 1 else 500
+        return types.SimpleNamespace(memory=types.SimpleNamespace(temp=temp), compiled=None,
+                                     hlo_text="")
+    monkeypatch.setattr(record, "capture", capture)
+    args = deep_args(n=64, width=64)
+    r = program_remat.program_remat(deep_step, *args, backend="gpu:h100", budget=600,
+                                    pick="jaxpr", min_bytes=1024, check=False)
+    assert r.chosen and r.met and len(asked) >= 2
+    assert "xla_gpu_enable_triton_gemm" not in asked[0]
+    assert all(o == gpu.NO_TRITON_GEMM for o in asked[1:])
+    assert r.compiler_options == gpu.NO_TRITON_GEMM
