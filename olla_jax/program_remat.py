@@ -24,7 +24,9 @@ CSEs the chain with the original nor hoists it early; the reader's outputs are
 tied to that value as offloading ties them (else XLA may defer the reader).
 
 The top 1, 2, 4, ... candidates are compiled for ``backend`` until XLA's temp
-meets the budget, then the smallest prefix between the last two that meets it;
+meets the budget, then the smallest prefix between the last two that meets it
+(none meets: the smallest below the least-temp prefix that reaches its temp;
+``prefix_search``);
 the extra FLOPs are the compiled module's minus the step's (``olla_jax.flops``).
 The chosen rewrite is compiled for CPU too, with XLA's CSE off (else XLA:CPU
 merges the copies away), and its outputs compared bit for bit (in a child)
@@ -410,9 +412,11 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
                   memo: dict | None = None) -> ProgramRematResult:
     """``fn(*args)`` with its long-idle values recomputed in the program, compiled
     for ``backend``: the top 1, 2, 4, ... of ``candidates`` until XLA's temp is at
-    most ``budget`` bytes (then the smallest prefix between the last two sizes
-    that meets it), or without a budget the set with the least temp; XLA's step
-    (nothing recomputed) wins where no set lowers its temp.  ``check``: the chosen
+    most ``budget`` bytes, then bisected (``prefix_search``: the fewest values that
+    meet it, or, where none does or without a budget, that reach the least temp
+    the doubling found), the set kept the one with the fewest FLOPs that meets the
+    budget, else the least temp; XLA's step (nothing recomputed) wins where no set
+    lowers its temp.  ``check``: the chosen
     rewrite compiled for CPU with CSE off, its outputs compared bit for bit with
     jax.jit's (or, where the step's own CSE-off compile differs from jax.jit's,
     with that compile: ``BitCheck``).
@@ -501,22 +505,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
         return budget is not None and p.cap.memory.temp <= budget
 
     def search(order: list[Recomputation]) -> None:
-        lo = 0
-        for k in sizes(len(order)):
-            if meets(probe(order[:k])):
-                break
-            lo = k
-        else:
-            return
-        hi = k
-        for _ in range(REFINE_PROBES):
-            if hi - lo <= 1:
-                return
-            mid = (lo + hi) // 2
-            if meets(probe(order[:mid])):
-                hi = mid
-            else:
-                lo = mid
+        prefix_search(len(order), lambda k: probe(order[:k]).cap.memory.temp, budget)
 
     def bits(p: _Probe) -> str:
         if p.bits is None:
@@ -566,6 +555,45 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
         left_out=tuple(left_out), seconds=time.monotonic() - start,
         compare_seconds=compare_seconds[0], fn=fn if p is None else p.step, capture=cap,
         compiler_options=options if p is not None else dict(compiler_options or {}))
+
+
+def prefix_search(n: int, temp_of: Callable[[int], int], budget: int | None,
+                  refine: int = REFINE_PROBES) -> tuple[int, dict[int, int]]:
+    """The prefix sizes of ``n`` ordered candidates to compile (``temp_of(k)``:
+    XLA's temp with the top ``k`` recomputed, asked once per size): 1, 2, 4, ...
+    until one meets ``budget``, then ``refine`` bisection steps between the last
+    size that missed and the first that met, towards the fewest values that
+    meet it.  Where none meets (or no budget), the same steps between the size
+    of least temp and the size tried below it, towards the fewest values that
+    reach that temp (XLA's temp is not monotone in the values: on vit:small 12
+    reach less than the 16 the doubling tries).  The size it ends at, and each
+    size's temp."""
+    tried: dict[int, int] = {}
+
+    def temp(k: int) -> int:
+        if k not in tried:
+            tried[k] = temp_of(k)
+        return tried[k]
+    goal = None
+    for k in sizes(n):
+        if budget is not None and temp(k) <= budget:
+            goal, hi = budget, k
+            break
+    if not tried:
+        return 0, tried
+    if goal is None:
+        hi = min(tried, key=lambda k: (tried[k], k))
+        goal = tried[hi]
+    lo = max((k for k in tried if k < hi), default=0)
+    for _ in range(refine):
+        if hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2
+        if temp(mid) <= goal:
+            hi = mid
+        else:
+            lo = mid
+    return hi, tried
 
 
 def _culprits(p: _Probe, probe: Callable, bits: Callable) -> list[Recomputation]:

@@ -186,3 +186,40 @@ def test_a_step_whose_dots_fit_no_triton_tiles_has_its_rewrites_compiled_without
     assert "xla_gpu_enable_triton_gemm" not in asked[0]
     assert all(o == gpu.NO_TRITON_GEMM for o in asked[1:])
     assert r.compiler_options == gpu.NO_TRITON_GEMM
+
+
+def _temps(**by_size):
+    """A fake compile: XLA's temp (MiB) per prefix size, every size asked recorded."""
+    asked = []
+
+    def temp_of(k):
+        asked.append(k)
+        return by_size[f"k{k}"]
+    return temp_of, asked
+
+
+def test_prefix_search_bisects_to_12_where_12_meets_and_8_misses():
+    temp_of, asked = _temps(k1=120, k2=110, k4=100, k8=95, k16=88, k12=89, k10=91, k11=92)
+    end, tried = program_remat.prefix_search(62, temp_of, budget=90)
+    assert end == 12 and asked == [1, 2, 4, 8, 16, 12, 10, 11] and tried[12] == 89
+    # where 11 meets too, the fewest values that meet
+    temp_of, asked = _temps(k1=120, k2=110, k4=100, k8=95, k16=88, k12=89, k10=91, k11=90)
+    end, _ = program_remat.prefix_search(62, temp_of, budget=90)
+    assert end == 11 and asked == [1, 2, 4, 8, 16, 12, 10, 11]
+
+
+def test_prefix_search_where_none_meets_bisects_below_the_least_temp():
+    """vit:small at 77.36 MiB: the doubling's least temp is at 16 values, 12
+    reach less (program_remat_h100.md); the old search kept 16."""
+    temp_of, asked = _temps(k1=110, k2=105, k4=100, k8=95, k16=88.53, k32=89.2, k62=89.67,
+                            k12=88.47, k10=90, k11=89)
+    end, tried = program_remat.prefix_search(62, temp_of, budget=77.36)
+    assert asked == [1, 2, 4, 8, 16, 32, 62, 12, 10, 11] and end == 12
+    assert min(tried, key=tried.get) == 12
+
+
+def test_prefix_search_stops_at_the_first_size_that_meets_and_asks_no_size_twice():
+    temp_of, asked = _temps(k1=50)
+    assert program_remat.prefix_search(62, temp_of, budget=60) == (1, {1: 50})
+    assert asked == [1]
+    assert program_remat.prefix_search(0, temp_of, budget=60) == (0, {})
