@@ -66,7 +66,8 @@ MAX_CHAIN = 16   # vit's tanh GELU from its kept pre-activation: 10
 # A value idle over fewer equations than this is not a candidate.
 MIN_GAP = 2
 # Compiles spent narrowing the last doubling down to the smallest prefix that meets
-# the budget, and rounds of leaving out values whose recomputation changed the bits.
+# the budget (none meets: that reaches the least temp; ``prefix_search``), and rounds
+# of leaving out values whose recomputation changed the bits.
 REFINE_PROBES = 3
 # XLA:CPU turns optimization barriers into control dependencies and its CSE then
 # merges a recomputation with the original: the CPU compile that the bits are
