@@ -577,7 +577,8 @@ def prefix_search(n: int, temp_of: Callable[[int], int], budget: int | None,
         return tried[k]
     goal = None
     for k in sizes(n):
-        if budget is not None and temp(k) <= budget:
+        reached = temp(k)   # compiled with or without a budget
+        if budget is not None and reached <= budget:
             goal, hi = budget, k
             break
     if not tried:

@@ -216,6 +216,11 @@ def test_prefix_search_where_none_meets_bisects_below_the_least_temp():
     end, tried = program_remat.prefix_search(62, temp_of, budget=77.36)
     assert asked == [1, 2, 4, 8, 16, 32, 62, 12, 10, 11] and end == 12
     assert min(tried, key=tried.get) == 12
+    # without a budget the same: every doubling size, then below the least temp
+    temp_of, asked = _temps(k1=110, k2=105, k4=100, k8=95, k16=88.53, k32=89.2, k62=89.67,
+                            k12=88.47, k10=90, k11=89)
+    assert program_remat.prefix_search(62, temp_of, budget=None)[0] == 12
+    assert asked == [1, 2, 4, 8, 16, 32, 62, 12, 10, 11]
 
 
 def test_prefix_search_stops_at_the_first_size_that_meets_and_asks_no_size_twice():
