@@ -273,7 +273,9 @@ def program_at(step, base, temp: int, args, memo: dict) -> dict:
     """``gpu_budget.program_side`` asked for a temp of ``temp`` (the whole
     footprint less the step's arguments and outputs): the side's temp, extra
     FLOPs, values, bits and seconds (``capture_s``: program_remat's compiles and
-    bit checks; ``planner_s``: our planning of the rewritten step)."""
+    bit checks; ``planner_s``: our planning of the rewritten step, ``solve_s`` its
+    planner's part, what the time limit bounds, ``verify_s`` its check, build and
+    read-back, which plan() puts on top of the limit)."""
     from olla_jax import gpu_budget
 
     plan_step = planner_of(step, base)
@@ -286,7 +288,8 @@ def program_at(step, base, temp: int, args, memo: dict) -> dict:
             static_argnums=step.static_argnums, donate_argnums=step.donate_argnums,
             time_limit_s=args.time_limit_s, memo=memo)
     got = {"budget_temp": temp, "note": note, "capture_s": round(seconds["capture"], 1),
-           "planner_s": round(seconds["solve"] + seconds["verify"], 1)}
+           "planner_s": round(seconds["solve"] + seconds["verify"], 1),
+           "solve_s": round(seconds["solve"], 1), "verify_s": round(seconds["verify"], 1)}
     if side is not None:
         got.update(temp=side.plan.runs_temp_bytes, flops=side.plan.extra_flops or 0,
                    values=side.plan.settings.get("program_remat_values"),
@@ -551,7 +554,9 @@ def render_program(rows: list[dict], args) -> list[str]:
                  "compile; ordered and placed by olla_jax.plan with the time limit; checked, "
                  "built and decoded again, not run). Extra FLOPs: the compiled rewrite's less "
                  "the step's. Seconds: program_remat's compiles and bit checks / our planning "
-                 "(the compiles are shared by an example's points).", ""]
+                 "(the compiles are shared by an example's points): its planner's part, what "
+                 "the time limit bounds, + the check, build and read-back, which plan() puts "
+                 "on top of it.", ""]
     table = []
     for r in rows:
         for c in r.get("comparisons", ()):
@@ -565,7 +570,9 @@ def render_program(rows: list[dict], args) -> list[str]:
                               common.mib(g["budget_temp"]), got, g.get("bits", "-"),
                               "yes" if g["met"] else "no", g["how"],
                               ", ".join(met_by) or "none",
-                              f"{g['capture_s']} / {g['planner_s']}"])
+                              f"{g['capture_s']} / " + (
+                                  f"{g['solve_s']} + {g['verify_s']}" if "solve_s" in g
+                                  else f"{g['planner_s']}")])
     lines += common.table(["example", "XLA remat point", "asked", "program side: temp at extra "
                            "FLOPs", "bits", "met", "how", "point met by", "seconds"],
                           table, right={2, 3})

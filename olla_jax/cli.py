@@ -110,6 +110,11 @@ _OFFLOAD = flags.DEFINE_boolean("offload", False, "plan: with --memory_budget on
                                 "memory (olla_jax.offload), then our order and placement; kept "
                                 "only with fewer extra FLOPs than the other sides or where none "
                                 "meets the budget (built, not run: the copies' time is unknown).")
+_PROGRAM_REMAT = flags.DEFINE_boolean("program_remat", False, "plan: with --memory_budget on a "
+                                      "compile-only GPU target, also try the step with long-idle "
+                                      "values computed again in its jaxpr (olla_jax.program_remat; "
+                                      "bits compared on CPU), then our order and placement; "
+                                      "opt-in: minutes of XLA compiles.")
 _SCAN_REMAT = flags.DEFINE_boolean("scan_remat", False, "plan: with --memory_budget, where "
                                    "the budget is missed, also try the step with its scans' "
                                    "residual stacks recomputed in the backward scan "
@@ -382,12 +387,23 @@ def _check_flag_values() -> None:
         try:
             check_offload(Backend.parse(_BACKEND.value), _MEMORY_BUDGET.value, True, None)
         except ValueError as err:
-            raise UsageError("--offload: " + str(err).replace("offload=True", "it")
-                             .replace("memory_budget=...", "--memory_budget")
-                             .replace("backend=", "--backend=")) from None
+            raise UsageError("--offload: " + _as_flags(str(err), "offload")) from None
+    if _PROGRAM_REMAT.value:
+        from olla_jax.capture.base import Backend
+        from olla_jax.plan import check_program_remat
+        try:
+            check_program_remat(Backend.parse(_BACKEND.value), _MEMORY_BUDGET.value, True)
+        except ValueError as err:
+            raise UsageError("--program_remat: " + _as_flags(str(err), "program_remat")) from None
     _capacity()
     _reserve()
     _check_out_folders()
+
+
+def _as_flags(message: str, option: str) -> str:
+    """A library refusal of ``option=True`` worded with the command line's flags."""
+    return (message.replace(f"{option}=True", "it").replace("memory_budget=...", "--memory_budget")
+            .replace("backend=", "--backend="))
 
 
 def _check_out_folders() -> None:
@@ -437,7 +453,8 @@ def _run_plan(fn: Callable, args: Sequence[Any], static_argnums: Sequence[int] =
                                  progress=status.callback, memory_budget=budget,
                                  recompute_cost=_RECOMPUTE_COST.value, offload=_OFFLOAD.value,
                                  rng_lowering=_RNG_LOWERING.value,
-                                 scan_remat=_SCAN_REMAT.value)
+                                 scan_remat=_SCAN_REMAT.value,
+                                 program_remat=_PROGRAM_REMAT.value)
         except olla_jax.BudgetNotMet as err:
             if err.plan is None:
                 raise

@@ -47,7 +47,7 @@ from olla_jax.sizes import parse_size, size_text
 
 # Keyword arguments of olla_jax.jit that are planning options, not jax.jit's.
 PLAN_OPTIONS = ("engine", "verify_trials", "feed_back", "seed", "memory_budget", "recompute",
-                "recompute_cost", "rng_lowering", "scan_remat")
+                "recompute_cost", "rng_lowering", "scan_remat", "program_remat")
 
 
 def cache_dir() -> Path:
@@ -735,22 +735,25 @@ def jit(fun: Callable = _DECORATOR, /, *, backend: str | None = None, time_limit
         engine: str = "auto", verify_trials: int = 2, feed_back: bool = True, seed: int = 0,
         memory_budget: int | str | None = None, recompute: bool = True,
         recompute_cost: str | None = None, rng_lowering: str = "unrolled",
-        scan_remat: bool = False, **jit_kwargs):
+        scan_remat: bool = False, program_remat: bool = False, **jit_kwargs):
     """``jax.jit`` with planned memory.  ``jit_kwargs`` are ``jax.jit``'s own
     (static_argnums/static_argnames, donate_argnums/donate_argnames,
     in_shardings/out_shardings, keep_unused, device, inline, ...); ``backend``
     ("cpu" or "gpu", default: jax's default backend), ``time_limit_s``,
     ``engine``, ``verify_trials``, ``feed_back``, ``seed``, ``memory_budget``,
-    ``recompute``, ``recompute_cost``, ``rng_lowering``, ``scan_remat`` mean what they mean to
-    ``olla_jax.plan`` (a plan made with scan_remat's rewritten step is not cached: it is
-    not jax.jit's program); ``compiler_options``
+    ``recompute``, ``recompute_cost``, ``rng_lowering``, ``scan_remat``, ``program_remat`` mean
+    what they mean to ``olla_jax.plan`` (a plan made with scan_remat's rewritten step is not
+    cached: it is not jax.jit's program; ``program_remat=True`` is refused as ``plan`` refuses
+    it off compile-only GPU targets, so always here, where the step runs); ``compiler_options``
     go to jax.jit (so to XLA) as well.  ``cache``: True (the default folder),
     False, or a folder.  Donation is never added on its own (it invalidates
     the caller's arrays).  Usable with or without arguments."""
     plan_options = dict(engine=engine, verify_trials=verify_trials, feed_back=feed_back,
                         seed=seed, memory_budget=memory_budget, recompute=recompute,
                         recompute_cost=recompute_cost, rng_lowering=rng_lowering,
-                        scan_remat=scan_remat)
+                        scan_remat=scan_remat,
+                        # only when asked: the options are part of the disk cache's key
+                        **({} if program_remat is False else {"program_remat": program_remat}))
 
     def wrap(f):
         return Jitted(f, backend=backend, time_limit_s=time_limit_s, cache=cache,

@@ -397,9 +397,11 @@ def _target(backend) -> tuple[str, str | None] | None:
 def check_program_remat(backend: Backend, memory_budget, recompute) -> None:
     """``program_remat=True``: a side of a memory budget on a compile-only GPU target."""
     if not (backend.kind == "gpu" and backend.compile_only):
-        raise ValueError("program_remat=True is a side of gpu_budget's sides, on compile-only GPU "
-                         f"targets such as backend='gpu:h100', not {backend.name!r} (XLA:CPU "
-                         "merges the recomputation with the original): leave it off here")
+        why = ("XLA:CPU merges the recomputation with the original" if backend.kind != "gpu"
+               else "nothing has run the rewritten step on a GPU yet")
+        raise ValueError("program_remat=True is a side of memory budgets on compile-only GPU "
+                         f"targets such as backend='gpu:h100', not {backend.name!r} ({why}): "
+                         "leave it off here, or plan the step for such a target")
     if memory_budget is None:
         raise ValueError("program_remat=True is a side of a memory budget: pass memory_budget=... "
                          "(or rewrite the step yourself with olla_jax.program_remat.program_remat "
@@ -1010,7 +1012,9 @@ def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, m
             compiler_options=compiler_options, time_limit_s=limit,
             recompute_cost=recompute_cost, plan_on=plan_on,
             plan_offloaded=plan_offloaded if offload else None,
-            plan_program=plan_offloaded if program_remat else None)
+            plan_program=plan_offloaded if program_remat else None,
+            program_memo=_program_memo(result, target, step, compiler_options)
+            if program_remat else None)
     else:
         result = budget.recompute_to_budget(result, int(memory_budget),
                                             args=step.entry.verify_args,
@@ -1022,6 +1026,20 @@ def _recompute_stage(result: Plan, step, target: Backend, options: dict, spmd, m
                                             measure_time=options["feed_back"],
                                             recompute_cost=recompute_cost)
     return result
+
+
+def _program_memo(result: Plan, target: Backend, step, compiler_options) -> dict | None:
+    """program recomputation's compiles of this program, kept across budgeted
+    calls (``plan_memo.lever_memo``; None where the memo is off or there is no
+    capture): the step's module fingerprint, target and arguments' roles."""
+    capture = getattr(result, "capture", None)
+    if capture is None:
+        return None
+    from olla_jax import saved as saved_lib
+    return plan_memo.lever_memo((
+        "program_remat", saved_lib.fingerprint(capture.hlo_text), target.name,
+        tuple(step.static_argnums), tuple(step.donate_argnums),
+        repr(sorted((compiler_options or {}).items()))))
 
 
 def _claimable(bound: int, plan_bytes: int) -> int:

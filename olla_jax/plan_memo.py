@@ -16,6 +16,12 @@ verified), never trusted.
 Bounded: ``MAX_PROGRAMS`` programs (least recently used dropped), ``MAX_PLANS``
 plans each.  ``clear()`` (``olla_jax.clear_cache()``) forgets them all;
 ``OLLA_JAX_PLAN_MEMO=0`` in the environment turns the memo off.
+
+Beside the plans, ``lever_memo``: per program, the dict program recomputation
+keeps its XLA compiles and bit checks in (``olla_jax.program_remat``'s
+``memo``), so a second budget of one step does not compile the step and the
+sets an earlier call compiled again (``MAX_LEVER_PROGRAMS`` programs: each
+holds compiled executables).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class Known:
 
 _LOCK = threading.Lock()
 _FRONTS: collections.OrderedDict[Hashable, list[Known]] = collections.OrderedDict()
+MAX_LEVER_PROGRAMS = 2
+_LEVERS: collections.OrderedDict[Hashable, dict] = collections.OrderedDict()
 
 
 def enabled() -> bool:
@@ -56,6 +64,21 @@ def clear() -> None:
     """Forget every plan of every program."""
     with _LOCK:
         _FRONTS.clear()
+        _LEVERS.clear()
+
+
+def lever_memo(key: Hashable) -> dict | None:
+    """The memo dict a lever keeps its compiles in for the program ``key``
+    (the same dict for the same key until dropped or ``clear()``), or None
+    where the memo is off."""
+    if not enabled():
+        return None
+    with _LOCK:
+        memo = _LEVERS.setdefault(key, {})
+        _LEVERS.move_to_end(key)
+        while len(_LEVERS) > MAX_LEVER_PROGRAMS:
+            _LEVERS.popitem(last=False)
+        return memo
 
 
 def rank(total_bytes: int, cost: float, budget: int) -> tuple:

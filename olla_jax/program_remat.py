@@ -24,16 +24,18 @@ CSEs the chain with the original nor hoists it early; the reader's outputs are
 tied to that value as offloading ties them (else XLA may defer the reader).
 
 The top 1, 2, 4, ... candidates are compiled for ``backend`` until XLA's temp
-meets the budget, then the smallest prefix between the last two that meets it;
+meets the budget, then the smallest prefix between the last two that meets it
+(none meets: the smallest below the least-temp prefix that reaches its temp;
+``prefix_search``);
 the extra FLOPs are the compiled module's minus the step's (``olla_jax.flops``).
 The chosen rewrite is compiled for CPU too, with XLA's CSE off (else XLA:CPU
 merges the copies away), and its outputs compared bit for bit (in a child)
-(``BitCheck``): first a control, the step unchanged with the same options against
-jax.jit's compile.  Where the control agrees, rewrites are compared with jax.jit;
-where it does not (CSE off alone changes vit:small's bits), with the step's own
-CSE-off compile (the same compiler and options: what the recomputation changes),
-and the verdict says so, never "same" as jax.jit.  Values whose recomputation
-changes the bits are found by bisection and left out.
+(``BitCheck``): against jax.jit's compile first; where that differs, a control (the
+step unchanged with the same options against jax.jit's compile, once per step) says
+whether CSE off alone changes the bits (it does on vit:small); then the rewrite is
+compared with the step's own CSE-off compile (the same compiler and options: what
+the recomputation changes), and the verdict says so, never "same" as jax.jit.
+Values whose recomputation changes the bits are found by bisection and left out.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ MAX_CHAIN = 16   # vit's tanh GELU from its kept pre-activation: 10
 # A value idle over fewer equations than this is not a candidate.
 MIN_GAP = 2
 # Compiles spent narrowing the last doubling down to the smallest prefix that meets
-# the budget, and rounds of leaving out values whose recomputation changed the bits.
+# the budget (none meets: that reaches the least temp; ``prefix_search``), and rounds
+# of leaving out values whose recomputation changed the bits.
 REFINE_PROBES = 3
 # XLA:CPU turns optimization barriers into control dependencies and its CSE then
 # merges a recomputation with the original: the CPU compile that the bits are
@@ -410,9 +413,11 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
                   memo: dict | None = None) -> ProgramRematResult:
     """``fn(*args)`` with its long-idle values recomputed in the program, compiled
     for ``backend``: the top 1, 2, 4, ... of ``candidates`` until XLA's temp is at
-    most ``budget`` bytes (then the smallest prefix between the last two sizes
-    that meets it), or without a budget the set with the least temp; XLA's step
-    (nothing recomputed) wins where no set lowers its temp.  ``check``: the chosen
+    most ``budget`` bytes, then bisected (``prefix_search``: the fewest values that
+    meet it, or, where none does or without a budget, that reach the least temp
+    the doubling found), the set kept the one with the fewest FLOPs that meets the
+    budget, else the least temp; XLA's step (nothing recomputed) wins where no set
+    lowers its temp.  ``check``: the chosen
     rewrite compiled for CPU with CSE off, its outputs compared bit for bit with
     jax.jit's (or, where the step's own CSE-off compile differs from jax.jit's,
     with that compile: ``BitCheck``).
@@ -453,8 +458,17 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
     if memo.setdefault("key", key) != key:
         raise ProgramRematError("memo holds the compiles of a call with other options: "
                                 "pass a fresh dict")
+    from olla_jax.capture import gpu
     if "base" not in memo:
+        retried = gpu.untiled_retries()
         memo["base"] = record.capture(fn, *args, **kw)
+        # the step's dots fit no default Triton tiles: nor do its rewrites' (the same
+        # dots), compiled with the option the retry took at once
+        memo["untiled"] = gpu.untiled_retries() > retried
+    if memo["untiled"]:
+        options = {**options, **gpu.NO_TRITON_GEMM}
+        kw_re = dict(kw, compiler_options=options)
+    if "base_flops" not in memo:
         memo["base_flops"] = _flops(memo["base"])
         memo["traced"] = trace(fn, args, static_argnums)
         memo["materialized"] = None
@@ -492,22 +506,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
         return budget is not None and p.cap.memory.temp <= budget
 
     def search(order: list[Recomputation]) -> None:
-        lo = 0
-        for k in sizes(len(order)):
-            if meets(probe(order[:k])):
-                break
-            lo = k
-        else:
-            return
-        hi = k
-        for _ in range(REFINE_PROBES):
-            if hi - lo <= 1:
-                return
-            mid = (lo + hi) // 2
-            if meets(probe(order[:mid])):
-                hi = mid
-            else:
-                lo = mid
+        prefix_search(len(order), lambda k: probe(order[:k]).cap.memory.temp, budget)
 
     def bits(p: _Probe) -> str:
         if p.bits is None:
@@ -540,7 +539,7 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
                 left_out += [c.name for c in _culprits(best, probe, bits)]
     p = chosen
     if p is not None:
-        verdict = checker.same if check else "not compared"
+        verdict = checker.verdict(p.step) if check else "not compared"
     elif refused:
         verdict = f"differ: {refused[0]} (nothing recomputed)"
     else:
@@ -557,6 +556,46 @@ def program_remat(fn: Callable, *args, backend: str | Backend = "gpu:h100",
         left_out=tuple(left_out), seconds=time.monotonic() - start,
         compare_seconds=compare_seconds[0], fn=fn if p is None else p.step, capture=cap,
         compiler_options=options if p is not None else dict(compiler_options or {}))
+
+
+def prefix_search(n: int, temp_of: Callable[[int], int], budget: int | None,
+                  refine: int = REFINE_PROBES) -> tuple[int, dict[int, int]]:
+    """The prefix sizes of ``n`` ordered candidates to compile (``temp_of(k)``:
+    XLA's temp with the top ``k`` recomputed, asked once per size): 1, 2, 4, ...
+    until one meets ``budget``, then ``refine`` bisection steps between the last
+    size that missed and the first that met, towards the fewest values that
+    meet it.  Where none meets (or no budget), the same steps between the size
+    of least temp and the size tried below it, towards the fewest values that
+    reach that temp (XLA's temp is not monotone in the values: on vit:small 12
+    reach less than the 16 the doubling tries).  The size it ends at, and each
+    size's temp."""
+    tried: dict[int, int] = {}
+
+    def temp(k: int) -> int:
+        if k not in tried:
+            tried[k] = temp_of(k)
+        return tried[k]
+    goal = None
+    for k in sizes(n):
+        reached = temp(k)   # compiled with or without a budget
+        if budget is not None and reached <= budget:
+            goal, hi = budget, k
+            break
+    if not tried:
+        return 0, tried
+    if goal is None:
+        hi = min(tried, key=lambda k: (tried[k], k))
+        goal = tried[hi]
+    lo = max((k for k in tried if k < hi), default=0)
+    for _ in range(refine):
+        if hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2
+        if temp(mid) <= goal:
+            hi = mid
+        else:
+            lo = mid
+    return hi, tried
 
 
 def _culprits(p: _Probe, probe: Callable, bits: Callable) -> list[Recomputation]:
@@ -594,17 +633,21 @@ _DIFFERING = re.compile(r"output (\d+) \(([^)]*)\) differs in (\d+) of (\d+) byt
 @dataclasses.dataclass
 class BitCheck:
     """Rewrites of one step compared bit for bit with XLA's CSE off
-    (``CPU_KEEPS_COPIES``), after a control: the step itself compiled with those
-    options against jax.jit's compile.  Control equal: a rewrite is compared with
-    jax.jit's compile.  Control different: with the step's own CSE-off compile
-    (same compiler, same options: what the recomputation itself changes), and the
-    verdict (``same``) says that, not "same as jax.jit"."""
+    (``CPU_KEEPS_COPIES``).  A rewrite is compared with jax.jit's compile
+    first; only where it differs is the control run (once per step: the step
+    itself compiled with those options against jax.jit's compile).  Control
+    equal: the rewrite changes the bits.  Control different: the rewrite is
+    compared with the step's own CSE-off compile (same compiler, same options:
+    what the recomputation itself changes), and its verdict (``verdict``) says
+    that, not "same as jax.jit".  Each comparison runs both executables in a
+    child, so the control is not paid for where jax.jit's outputs are met."""
     step: Callable
     compile_cse_off: Callable[[Callable], Any]    # a step -> its executable, CSE off
     jit_reference: Callable[[], Any]              # jax.jit's executable of ``step``
     compare: Callable[[Any, Any], str]            # '' where the outputs agree bit for bit
     control: str | None = None                    # None: not run yet; '' equal
-    _against: Any = None
+    _own: Any = None                              # the step's CSE-off executable
+    _same_as_jit: set = dataclasses.field(default_factory=set)
 
     @classmethod
     def on_cpu(cls, fn: Callable, args: Sequence[Any], kw: dict) -> "BitCheck":
@@ -627,31 +670,42 @@ class BitCheck:
         return cls(fn, compile_cse_off, lambda: jit_capture().reference.executable,
                    lambda a, b: verify.outputs_differ(a, b, jit_capture().compiled, dynamic))
 
-    def _reference(self) -> Any:
+    def _run_control(self, jit: Any) -> None:
         if self.control is None:
-            jit, own = self.jit_reference(), self.compile_cse_off(self.step)
-            if jit is None or own is None:
-                self.control, self._against = NO_EXECUTABLE, None
-            else:
-                self.control = self.compare(own, jit)
-                self._against = own if self.control else jit
-        return self._against
+            own = self.compile_cse_off(self.step)
+            self.control, self._own = (NO_EXECUTABLE, None) if own is None else (
+                self.compare(own, jit), own)
 
     def differs(self, rewrite: Callable) -> str:
         """'' where ``rewrite``'s outputs are its reference's bit for bit, else how
         they differ (naming the step's own CSE-off compile where that is the
         reference)."""
-        against = self._reference()
-        got = None if against is None else self.compile_cse_off(rewrite)
+        jit = self.jit_reference()
+        got = None if jit is None else self.compile_cse_off(rewrite)
         if got is None:
             return NO_EXECUTABLE
-        why = self.compare(got, against)
-        return why and (why if not self.control else
-                        f"against the step compiled with CSE off: {why}")
+        if not self.control:    # not run, or equal: jax.jit's compile is the reference
+            why = self.compare(got, jit)
+            if not why:
+                self._same_as_jit.add(rewrite)
+                return ""
+            self._run_control(jit)
+            if not self.control:
+                return why
+        if self._own is None:
+            return NO_EXECUTABLE
+        why = self.compare(got, self._own)
+        return why and f"against the step compiled with CSE off: {why}"
+
+    def verdict(self, rewrite: Callable) -> str:
+        """The verdict of a rewrite ``differs`` accepted: "same" (as jax.jit's),
+        else what it was the same as."""
+        return "same" if rewrite in self._same_as_jit else self.same
 
     @property
     def same(self) -> str:
-        """The verdict of a rewrite ``differs`` accepted."""
+        """The verdict of a rewrite accepted against the step's own CSE-off
+        compile (where the control differs), else "same"."""
         if not self.control:
             return "same"
         m = _DIFFERING.search(self.control)

@@ -50,6 +50,10 @@ USAGE_ERRORS = [
     (("plan", *TINY, "--offload", "--memory_budget=1MiB"), "jax drops memory kinds"),
     (("plan", *TINY, "--backend=gpu:h100", "--offload"), "--memory_budget"),
     (("plan", *TINY, "--scan_remat"), "give --memory_budget"),
+    (("plan", *TINY, "--program_remat", "--memory_budget=1MiB"), "compile-only GPU targets such "
+     "as --backend='gpu:h100', not 'cpu'"),
+    (("plan", *TINY, "--backend=gpu:h100", "--program_remat"), "--program_remat: it is a side "
+     "of a memory budget: pass --memory_budget"),
     ((*BATCH, "--modes=xla,bogus"), "--modes="),
     ((*BATCH, "--min_batch=4", "--max_batch=2"), "--max_batch=2"),
     ((*BATCH, "--reserve_bytes=1"), "not both"),
@@ -213,7 +217,8 @@ def test_subcommand_help_lists_its_own_flags(line, quick):
     out = result.stdout
     assert out.startswith("usage:") and " plan [--flags]" in out.splitlines()[0]
     for flag in ("--example", "--module", "--size={tiny,small,full}", "--time_limit_s=FLOAT",
-                 "--no_feed_back", "--executable_out", "--verbosity", "--scan_remat"):
+                 "--no_feed_back", "--executable_out", "--verbosity", "--scan_remat",
+                 "--program_remat"):
         assert flag in out, flag
     for other in ("--csv", "--dump_dir", "--min_batch", "--plan="):
         assert other not in out, other
@@ -526,3 +531,28 @@ def test_a_module_tuple_with_a_leaf_that_is_no_array_says_how_to_mark_it_static(
         cli._step_parts((f, (jnp.ones(3),), {"scale": object()}), "m:make")
     parts = cli._step_parts((f, (jnp.ones(3), 2.0), {"scale": 3}), "m:make")   # numbers pass
     assert parts.args[1] == 2.0 and parts.kwargs == {"scale": 3}
+
+
+def test_program_remat_flag_reaches_plan(monkeypatch):
+    """--program_remat with a budget on a compile-only target passes the checks
+    and is given to olla_jax.plan (stopped there: no compile)."""
+    import olla_jax
+    from olla_jax import cli
+
+    asked = {}
+
+    def plan(fn, *args, **kw):
+        asked.update(kw)
+        raise KeyboardInterrupt   # not an error the command line turns into an exit code
+
+    monkeypatch.setattr(olla_jax, "plan", plan)
+    cli.FLAGS.unparse_flags()
+    try:
+        cli.FLAGS(["olla_jax", "--backend=gpu:h100", "--memory_budget=1GiB", "--program_remat"])
+        cli._check_flag_values()
+        with pytest.raises(KeyboardInterrupt):
+            cli._run_plan(jnp.tanh, (jnp.ones(3),))
+    finally:
+        cli.FLAGS.unparse_flags()
+    assert asked["program_remat"] is True and asked["memory_budget"] == 2 ** 30
+    assert asked["backend"] == "gpu:h100"

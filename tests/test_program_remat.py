@@ -114,7 +114,7 @@ def test_where_cse_off_alone_changes_the_bits_a_rewrite_is_judged_against_that_c
     check = _fake_check({"J": 1, "S": 2, "G": 2, "B": 3})
     assert check.differs("good") == ""           # (the old check refused every set here)
     assert check.control.endswith("differs in 8 of 16 bytes")
-    assert check.same != "same"
+    assert check.verdict("good") != "same" and check.verdict("good") == check.same
     assert check.same.startswith("same as the step compiled with CSE off; the step's own "
                                  "CSE-off compile differs from jax.jit's in 8 of 16 bytes")
     assert "jax.jit's" not in check.same.split(";")[0]
@@ -123,10 +123,108 @@ def test_where_cse_off_alone_changes_the_bits_a_rewrite_is_judged_against_that_c
 
 def test_where_the_control_agrees_a_rewrite_is_judged_against_jax_jit():
     check = _fake_check({"J": 1, "S": 1, "G": 1, "B": 2})
-    assert check.differs("good") == "" and check.same == "same" and check.control == ""
+    assert check.differs("good") == "" and check.verdict("good") == "same"
     assert check.differs("bad").startswith("on the user's inputs: output 0")
+    assert check.control == "" and check.verdict("good") == "same"
+
+
+def test_a_rewrite_with_jax_jits_bits_costs_no_control():
+    """Each comparison runs both executables in a child: the control (the step
+    compiled with CSE off against jax.jit's) is run only where a rewrite differs
+    from jax.jit's, once per step."""
+    compiled, compared = [], []
+    outputs = {"J": 1, "S": 2, "G": 1, "H": 2, "B": 3}
+
+    def compile_cse_off(step):
+        compiled.append(step)
+        return {"step": "S", "good": "G", "cse": "H", "bad": "B"}[step]
+
+    def compare(a, b):
+        compared.append((a, b))
+        return "" if outputs[a] == outputs[b] else "output 0 (f32[4]) differs in 8 of 16 bytes"
+    check = program_remat.BitCheck("step", compile_cse_off, lambda: "J", compare)
+    assert check.differs("good") == "" and check.control is None
+    assert (compiled, compared) == (["good"], [("G", "J")]) and check.verdict("good") == "same"
+    # differs from jax.jit's: the control runs (CSE off alone differs), then the step's own
+    assert check.differs("cse") == "" and compared[1:] == [("H", "J"), ("S", "J"), ("H", "S")]
+    assert check.verdict("cse").startswith("same as the step compiled with CSE off")
+    assert check.verdict("good") == "same"
+    # the control is known now: a later rewrite goes to the step's own compile at once
+    assert check.differs("bad").startswith("against the step compiled with CSE off")
+    assert compared[4:] == [("B", "S")] and compiled.count("step") == 1
 
 
 def test_no_executable_to_compare_refuses_the_rewrite():
     check = program_remat.BitCheck("step", lambda step: None, lambda: "J", lambda a, b: "")
     assert check.differs("good") == program_remat.NO_EXECUTABLE
+
+
+def test_a_step_whose_dots_fit_no_triton_tiles_has_its_rewrites_compiled_without_them(
+        monkeypatch):
+    """The step's compile retried with NO_TRITON_GEMM (no default Triton tiles fit
+    its dots; the failed try costs a third of each compile on vit:small): its
+    rewrites are compiled with that option at once, and the kept rewrite carries it
+    (fake compiles: no XLA)."""
+    import types
+
+    from olla_jax.capture import gpu, record
+    asked = []
+
+    def capture(fn, *args, backend, compiler_options=None, **kw):
+        options = dict(compiler_options or {})
+        asked.append(options)
+        if options.get("xla_gpu_enable_triton_gemm") is not False:
+            gpu._retried.count = gpu.untiled_retries() + 1   # as compile_for_target's retry
+        temp = 1000 if len(asked) == 1 else 500
+        return types.SimpleNamespace(memory=types.SimpleNamespace(temp=temp), compiled=None,
+                                     hlo_text="")
+    monkeypatch.setattr(record, "capture", capture)
+    args = deep_args(n=64, width=64)
+    r = program_remat.program_remat(deep_step, *args, backend="gpu:h100", budget=600,
+                                    pick="jaxpr", min_bytes=1024, check=False)
+    assert r.chosen and r.met and len(asked) >= 2
+    assert "xla_gpu_enable_triton_gemm" not in asked[0]
+    assert all(o == gpu.NO_TRITON_GEMM for o in asked[1:])
+    assert r.compiler_options == gpu.NO_TRITON_GEMM
+
+
+def _temps(**by_size):
+    """A fake compile: XLA's temp (MiB) per prefix size, every size asked recorded."""
+    asked = []
+
+    def temp_of(k):
+        asked.append(k)
+        return by_size[f"k{k}"]
+    return temp_of, asked
+
+
+def test_prefix_search_bisects_to_12_where_12_meets_and_8_misses():
+    temp_of, asked = _temps(k1=120, k2=110, k4=100, k8=95, k16=88, k12=89, k10=91, k11=92)
+    end, tried = program_remat.prefix_search(62, temp_of, budget=90)
+    assert end == 12 and asked == [1, 2, 4, 8, 16, 12, 10, 11] and tried[12] == 89
+    # where 11 meets too, the fewest values that meet
+    temp_of, asked = _temps(k1=120, k2=110, k4=100, k8=95, k16=88, k12=89, k10=91, k11=90)
+    end, _ = program_remat.prefix_search(62, temp_of, budget=90)
+    assert end == 11 and asked == [1, 2, 4, 8, 16, 12, 10, 11]
+
+
+def test_prefix_search_where_none_meets_bisects_below_the_least_temp():
+    """vit:small at 77.36 MiB: the doubling's least temp is at 16 values, 12
+    reach less (program_remat_h100.md); the old search kept 16."""
+    temp_of, asked = _temps(k1=110, k2=105, k4=100, k8=95, k16=88.53, k32=89.2, k62=89.67,
+                            k12=88.47, k10=90, k11=89)
+    end, tried = program_remat.prefix_search(62, temp_of, budget=77.36)
+    assert asked == [1, 2, 4, 8, 16, 32, 62, 12, 10, 11] and end == 12
+    assert min(tried, key=tried.get) == 12
+    # without a budget the same: every doubling size, then below the least temp
+    temp_of, asked = _temps(k1=110, k2=105, k4=100, k8=95, k16=88.53, k32=89.2, k62=89.67,
+                            k12=88.47, k10=90, k11=89)
+    assert program_remat.prefix_search(62, temp_of, budget=None)[0] == 12
+    assert asked == [1, 2, 4, 8, 16, 32, 62, 12, 10, 11]
+
+
+def test_prefix_search_stops_at_the_first_size_that_meets_and_asks_no_size_twice():
+    temp_of, asked = _temps(k1=50)
+    assert program_remat.prefix_search(62, temp_of, budget=60) == (1, {1: 50})
+    assert asked == [1]
+    assert program_remat.prefix_search(0, temp_of, budget=60) == (0, {})

@@ -138,3 +138,62 @@ def jax_struct(shape):
     import jax
     import jax.numpy as jnp
     return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+@pytest.mark.parametrize("options, error, says", [
+    (dict(memory_budget="1MiB"), ValueError, "compile-only GPU targets such as "
+                                             "backend='gpu:h100', not 'cpu'"),
+    (dict(), ValueError, "not 'cpu'"),
+    (dict(memory_budget="1MiB", program_remat=1), TypeError, "True or False")])
+def test_jit_takes_program_remat_and_refuses_it_as_plan_does(options, error, says):
+    """olla_jax.jit runs the step here (cpu or the local gpu): plan's rule
+    (compile-only GPU targets) refuses it at decoration, before any compile."""
+    import jax.numpy as jnp
+
+    import olla_jax
+    with pytest.raises(error, match=says):
+        olla_jax.jit(jnp.tanh, backend="cpu", **{"program_remat": True, **options})
+
+
+def test_jit_without_program_remat_keeps_its_cache_key():
+    import jax.numpy as jnp
+
+    import olla_jax
+    assert (olla_jax.jit(jnp.tanh, backend="cpu", program_remat=False)._identity
+            == olla_jax.jit(jnp.tanh, backend="cpu")._identity)
+
+
+def test_program_remat_compiles_are_kept_across_budgeted_calls_on_one_program(monkeypatch):
+    """plan()'s GPU sides get one program_remat memo per program (the step's
+    module fingerprint, target, argument roles, options), so a second budget
+    reuses the first's compiles; clear_cache() and OLLA_JAX_PLAN_MEMO=0 drop it."""
+    import importlib
+
+    import olla_jax
+    from olla_jax.capture.base import Backend
+    plan_lib = importlib.import_module("olla_jax.plan")
+    memos = []
+    monkeypatch.setattr(gpu_budget, "to_budget",
+                        lambda result, budget, *a, program_memo=None, **kw: memos.append(
+                            program_memo) or result)
+
+    def stage(hlo_text, budget, program_remat=True, options=None):
+        result = types.SimpleNamespace(capture=types.SimpleNamespace(hlo_text=hlo_text))
+        step = types.SimpleNamespace(fn=None, args=(), static_argnums=(), donate_argnums=())
+        plan_lib._recompute_stage(result, step, Backend.parse("gpu:h100"), {}, None, budget, 10.0,
+                                  "keep", options, "flops", False, 2, lambda *a: None,
+                                  program_remat=program_remat)
+    olla_jax.clear_cache()
+    stage("HloModule a", 100)
+    stage("HloModule a", 80)
+    stage("HloModule b", 80)
+    stage("HloModule a", 80, options={"xla_foo": 1})
+    stage("HloModule a", 80, program_remat=False)
+    assert memos[0] is memos[1] and isinstance(memos[0], dict)
+    assert memos[2] is not memos[0] and memos[3] is not memos[0] and memos[4] is None
+    olla_jax.clear_cache()
+    stage("HloModule a", 100)
+    assert memos[5] is not memos[0]
+    monkeypatch.setenv("OLLA_JAX_PLAN_MEMO", "0")
+    stage("HloModule a", 100)
+    assert memos[6] is None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -375,6 +376,7 @@ def compile_for_target(
             # an autotuned one only in how those GEMMs are emitted.
             log.warning("compile-only %s: no default Triton tiles fit a dot; compiling with "
                         "%s=False", target, _TRITON_GEMM)
+            _retried.count = untiled_retries() + 1
             return compile_for_target(fn, args, target=target, static_argnums=static_argnums,
                                       donate_argnums=donate_argnums,
                                       compiler_options={**options, _TRITON_GEMM: False},
@@ -403,6 +405,18 @@ def known_debug_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 _UNTILED = "Couldn't find output tile sizes"
 _TRITON_GEMM = "xla_gpu_enable_triton_gemm"
+# The option a compile that found no Triton tiles is retried with (a caller that
+# compiles many variants of one step passes it at once: ``untiled_retries``).
+NO_TRITON_GEMM = {_TRITON_GEMM: False}
+_retried = threading.local()
+
+
+def untiled_retries() -> int:
+    """Compiles this thread retried with ``NO_TRITON_GEMM`` (no default Triton
+    tiles fit a dot; each such compile costs the failed try, a third of it on
+    vit:small): a caller that compiles many rewrites of one step passes the
+    option at once where the step needed it."""
+    return getattr(_retried, "count", 0)
 
 
 def _mesh_context(mesh: Mesh):
