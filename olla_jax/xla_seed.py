@@ -123,3 +123,11 @@ def original_of(name: str) -> str:
     """``name`` without its rematerialization suffixes (itself when it has none)."""
     c = _CLONE.fullmatch(name)
     return c.group(1) if c else name
+
+
+def cloned_instructions(hlo_text: str) -> frozenset[str]:
+    """Names of the instructions XLA's rematerialization cloned in ``hlo_text``
+    (their clones' ``original``): in a compile of the same step without the
+    limit they are the same instructions, by name, as far as XLA's passes
+    before rematerialization name them alike (``budget.candidates.of_producers``)."""
+    return frozenset(c.original for c in clones(hlo_text))

@@ -68,3 +68,23 @@ def test_no_clones_no_seeds():
     assert xla_seed.clones("ENTRY %main () -> f32[] {\n  ROOT %c = f32[] constant(0)\n}") == []
     closed = jax.make_jaxpr(lambda x: x + 1)(1.0)
     assert xla_seed.seeded_values([], closed) == {}
+
+
+def test_cloned_instructions_and_candidates_of_them():
+    import importlib
+    from types import SimpleNamespace
+    cands_lib = importlib.import_module("olla_jax.budget.candidates")
+    names = xla_seed.cloned_instructions(_TEXT)
+    assert names == {"loop_multiply_fusion.2", "pool", "wrapped_transpose"}
+    graph = SimpleNamespace(nodes=["loop_multiply_fusion.2", "conv", "pool"])
+    cands = [SimpleNamespace(producer=i, value=i) for i in range(3)]
+    assert [c.value for c in cands_lib.of_producers(graph, cands, names)] == [0, 2]
+    assert cands_lib.of_producers(graph, cands, ()) == []
+    with pytest.raises(ValueError, match="collection of instruction names"):
+        cands_lib.of_producers(graph, cands, "pool")
+
+
+def test_recompute_to_budget_refuses_a_string_of_producers():
+    from olla_jax import budget
+    with pytest.raises(ValueError, match="collection of instruction names"):
+        budget.recompute_to_budget(None, 1, producers="loop_multiply_fusion")
