@@ -14,8 +14,11 @@ jaxpr values (``xla_seed.seeded_values``).  Then, beside them:
   the clones' originals that qualify, and why the others do not; the search
   (``budget.timed_search.search``, ``--time_limit_s`` each) asked for XLA's
   temp with candidates restricted to those originals, as on by default and
-  with ``screen``'s ``gpu_extra`` kinds (model figures: their copies are not
-  built by the GPU rewrite), and with every candidate (the default lever);
+  with ``screen``'s ``gpu_extra`` kinds (the search's model figures), and with
+  every candidate (the default lever); with ``--built=1`` (the default) the
+  lever itself (``recompute_to_budget``: checked, rewritten and built) as by
+  default, with parked candidates, and with those restricted to XLA's
+  originals (its ``producers``);
 * program recomputation (``olla_jax.program_remat``): which seeded values are
   among the values XLA keeps (``offload.materialized_names``) and among its
   candidates, with the chain FLOPs it would spend on each; with
@@ -46,6 +49,10 @@ def _args(argv=None):
                    help="our plan's and each recomputation search's time limit")
     p.add_argument("--program_seeded", type=int, default=0,
                    help="1: run program_remat with XLA's seeded values kept (minutes)")
+    p.add_argument("--built", type=int, default=1,
+                   help="1: our recomputation (budget.recompute_to_budget) asked for XLA's temp "
+                        "as on by default, with parked candidates, and with those restricted "
+                        "to XLA's originals: checked, rewritten and built (not run)")
     p.add_argument("--out", default=None, help="output path without extension")
     a = p.parse_args(argv)
     if not 0 < a.fraction <= 1:
@@ -185,6 +192,35 @@ def run(a) -> tuple[list[str], dict]:
                      f"{'-' if s['flops'] is None else format(s['flops'], ',')} | "
                      f"{', '.join(s['picked'])} |")
 
+    built = []
+    if a.built:
+        from olla_jax import budget as budget_lib
+        fixed = base.runs_total_bytes - base.runs_temp_bytes
+        for tag, extra, only in (("as by default", (), None),
+                                 ("+ parked", ("parked",), None),
+                                 ("+ parked, XLA's originals only", ("parked",), originals)):
+            t = time.monotonic()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = budget_lib.recompute_to_budget(
+                    base, fixed + plain_temp, measure_time=False, recompute_cost="flops",
+                    time_limit_s=a.time_limit_s, gpu_extra=extra, producers=only)
+            built.append({"set": tag, "temp": res.runs_temp_bytes, "flops": res.extra_flops or 0,
+                          "recomputed": sorted(res.recomputed or ()),
+                          "built": res.executable_bytes is not None,
+                          "note": res.notes[-1] if res.notes else "",
+                          "seconds": round(time.monotonic() - t, 1)})
+        lines += ["", f"Our recomputation (budget.recompute_to_budget, recompute_cost='flops', "
+                  f"{a.time_limit_s:g} s) asked for XLA's temp {_mib(plain_temp)} MiB: checked, "
+                  "rewritten and built (not run):", "",
+                  "| candidates | temp MiB | extra FLOPs | x XLA's FLOPs | built | seconds | "
+                  "recomputed |", "|---|---:|---:|---:|---|---:|---|"]
+        for b in built:
+            lines.append(f"| {b['set']} | {_mib(b['temp'])} | {b['flops']:,} | "
+                         f"{b['flops'] / max(plain_flops - step_flops, 1):.2f} | "
+                         f"{'yes' if b['built'] else 'no'} | {b['seconds']} | "
+                         f"{', '.join(b['recomputed'])} |")
+
     # --- program recomputation -----------------------------------------------------
     kw_cap = dict(backend=f"gpu:{a.target}", **kw)
     named_cap = record.capture(scoped, *step.args, **kw_cap)
@@ -228,7 +264,7 @@ def run(a) -> tuple[list[str], dict]:
                "clones": [{"name": c.name, "kind": f"{c.opcode} {c.kind}".strip(),
                            "bytes": c.nbytes, "flops": flops.get(c.name, 0),
                            "equation": c.equation, "op_name": c.op_name} for c in found],
-               "seeds": seeds, "kernel_status": status, "searches": searches,
+               "seeds": seeds, "kernel_status": status, "searches": searches, "built": built,
                "program_seeded": program}
     return lines, payload
 
