@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Sequence
+from typing import Collection, Sequence
 
 from olla_jax import flops as flops_lib
 from olla_jax.capture.base import Backend
@@ -239,6 +239,19 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
     kept = [c for c in fed if c.value not in parked or c.feeders]
     left = parked - {c.value for c in kept}
     return kept, {**why, **{v: _PARKED for v in left}}
+
+
+def of_producers(graph: ScheduleGraph, cands: Sequence[Candidate],
+                 producers: Collection[str]) -> list[Candidate]:
+    """Those of ``cands`` whose producer instruction is named in ``producers``
+    (the instructions XLA's rematerialization cloned, ``olla_jax.xla_seed``: a
+    search over these alone finds XLA's cheap copies, which a search over every
+    candidate may not reach in its time)."""
+    if isinstance(producers, str):
+        raise ValueError(f"producers takes a collection of instruction names, not the "
+                         f"string {producers!r}")
+    names = set(producers)
+    return [c for c in cands if graph.nodes[c.producer] in names]
 
 
 _PARKED = "parked in an output allocation (recomputed only as a copy's feeder)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from absl import logging
 
@@ -15,7 +15,7 @@ from olla_jax.capture.base import Backend
 from olla_jax.graph.layout import recompute_count, xla_layout
 from olla_jax.result import warn
 from olla_jax.budget import body, body_model, body_placed
-from olla_jax.budget.candidates import candidates, check_cost
+from olla_jax.budget.candidates import candidates, check_cost, of_producers, screen
 from olla_jax.budget.recompute_plan import RecomputePlan, fit_orders, new_state, plan_of
 from olla_jax.budget.timed_search import search
 from olla_jax.budget.floors import working_set_bound, working_set_text
@@ -40,7 +40,8 @@ def _noted(plan, text: str, spent: dict[str, float]):
 def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
                         static_argnums: Sequence[int] = (), time_limit_s: float = 30.0,
                         verify_trials: int = 2, measure_time: bool = True,
-                        engine: str = "cpsat", recompute_cost: str = "time"):
+                        engine: str = "cpsat", recompute_cost: str = "time",
+                        gpu_extra: Sequence[str] = (), producers: Collection[str] | None = None):
     """``result`` (a Plan over the budget) with values recomputed until the
     step's total fits ``budget``, checked, applied and verified; or the least
     memory reached, with the reason in its notes.
@@ -52,10 +53,17 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
 
     ``recompute_cost``: what a copy costs the search, "time" (a roofline
     estimate from its FLOPs and bytes) or "flops" (its FLOPs, bytes moved
-    breaking ties); see ``candidates.copy_cost``."""
+    breaking ties); see ``candidates.copy_cost``.
+
+    ``gpu_extra``: more kinds of candidates on GPU targets (``candidates.screen``);
+    ``producers``: only candidates made by instructions of these names
+    (``candidates.of_producers``; None: all)."""
     if engine not in ("greedy", "cpsat", "mip"):
         raise ValueError(f"engine must be 'greedy', 'cpsat' or 'mip', not {engine!r}")
     check_cost(recompute_cost)
+    if isinstance(producers, str):
+        raise ValueError(f"producers takes a collection of instruction names, not the "
+                         f"string {producers!r}")
 
     spent = {"search": 0.0, "verify": 0.0}      # seconds, once the search has run
 
@@ -78,7 +86,10 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
         return note(result, f"arguments and outputs alone take {size_text(fixed)}, more "
                             "than the budget")
     order = result.layout.order if result.layout is not None else graph.xla_order
-    cands = candidates(graph, cap, recompute_cost)
+    cands = (screen(graph, cap, recompute_cost, gpu_extra=gpu_extra)[0] if gpu_extra
+             else candidates(graph, cap, recompute_cost))
+    if producers is not None:
+        cands = of_producers(graph, cands, producers)
     bodies = body.candidates(graph, cap, recompute_cost)     # [] without while loops
     logging.info("recomputation: %d candidate values, %d inside loop bodies", len(cands),
                  len(bodies))
