@@ -171,6 +171,7 @@ STAGES = (
     ("surface", ("olla_jax.checked", "olla_jax.result", "olla_jax.report", "olla_jax.saved",
                  "olla_jax.plan", "olla_jax.plan_memo", "olla_jax.budget", "olla_jax.gpu_budget", "olla_jax.xla_remat",
                  "olla_jax.batch", "olla_jax.offload", "olla_jax.scan_remat", "olla_jax.program_remat",
+                 "olla_jax.xla_seed",
                  "olla_jax.donation", "olla_jax.placement", "olla_jax.decorator",
                  "olla_jax.cli", "olla_jax.__main__", "olla_jax")),
 )
