@@ -600,7 +600,10 @@ def render_program(rows: list[dict], args) -> list[str]:
             for g in c.get("program_remat") or ():
                 got = (f"{common.mib(g['temp'])} at {share(g['flops'], r['step_flops'])} "
                        f"({g['values']} values)" if "temp" in g else "none")
+                off = c.get("offload") or {}
                 met_by = [n for n, ok in (("ours", c["met"]), ("XLA's planned", c["met_planned"]),
+                                          ("offloading", any((off.get(part) or {}).get("met")
+                                                             for part in ("lever", "side"))),
                                           ("program", g["met"])) if ok]
                 table.append([r["example"], f"{common.mib(c['xla_remat_temp'])} at "
                                             f"{share(c['xla_remat_flops'], r['step_flops'])}",
