@@ -772,16 +772,17 @@ _PER_PART = ("models", "out", "cache", "render")
 
 
 def _part_meta(path: str, data: dict) -> tuple[str, str]:
-    """A finished run's date and load line: from its .json, or (a run written
-    before they were kept there) from the header of the .md beside it."""
+    """A finished run's date and load line: from its .json (the date it
+    started), or (a run written before they were kept there) from the header of
+    the .md beside it (the date it was last written)."""
     if "date" in data and "loads" in data:
-        return data["date"], " ; ".join(data["loads"])
+        return "started " + data["date"], " ; ".join(data["loads"])
     found = {"date": "?", "load": "?"}
     md = path[:-len(".json")] + ".md" if path.endswith(".json") else ""
     if md and os.path.exists(md):
         for line in open(md):
             if line.startswith("- date: "):
-                found["date"] = line[len("- date: "):].strip()
+                found["date"] = "written " + line[len("- date: "):].strip()
             elif line.startswith("- load average at start / end"):
                 found["load"] = line.split(": ", 1)[1].strip()
     return found["date"], found["load"]

@@ -66,8 +66,8 @@ def test_render_merges_runs_rows_with_each_runs_command_date_and_load(tmp_path):
     b = _run(tmp_path, "part_b", "b:small,c:small")
     text = gpu_budget.render_merged([a, b], str(tmp_path / "merged"))
     assert "- part 1: `python -m benchmarks.gpu_budget --target=h100 --models=a:small" in text
-    assert ("--out=x/part_b` (2026-12-08 04:00 UTC; load at start / end 1 / 2 / 3 ; 4 / 5 / 6)"
-            in text)
+    assert ("--out=x/part_b` (written 2026-12-08 04:00 UTC; load at start / end 1 / 2 / 3 ; "
+            "4 / 5 / 6)") in text
     assert "Met by any lever at 1 of 3 XLA points; missed by every lever: b:small at 50.00 MiB" in text
     assert [ln.split(" |")[0] for ln in text.splitlines() if ln.startswith("| ") and "small" in ln] \
         == ["| a:small", "| b:small", "| c:small"]
