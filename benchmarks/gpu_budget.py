@@ -814,7 +814,10 @@ def render_merged(paths: list[str], out: str) -> str:
             raise SystemExit(f"{path}: {', '.join(again)} already in an earlier run")
         rows += data["rows"]
         date, load = _part_meta(path, data)
-        parts.append(f"`{data['command']}` ({date}; load at start / end {load})")
+        got = [r["example"] for r in data["rows"]]
+        short = [m for m in args.models.split(",") if m not in got]   # a run stopped early
+        parts.append(f"`{data['command']}` ({date}; load at start / end {load})"
+                     + (f"; no rows for {', '.join(short)} (not finished)" if short else ""))
         commands.append(data["command"])
     base.models = ",".join(r["example"] for r in rows)
     text = render(rows, base, ("", ""), parts=parts)

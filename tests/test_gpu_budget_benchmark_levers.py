@@ -47,8 +47,9 @@ def test_a_point_asked_with_two_costs_counts_once():
     assert line == "Per lever, of 1 XLA points: recomputation 1. Met by any lever at 1 of 1 XLA points."
 
 
-def _run(tmp_path, name: str, models: str, extra: str = "") -> str:
-    command = (f"python -m benchmarks.gpu_budget --target=h100 --models={models} --limits=0.8,0.5 "
+def _run(tmp_path, name: str, models: str, extra: str = "", asked: str = "") -> str:
+    command = (f"python -m benchmarks.gpu_budget --target=h100 --models={asked or models} "
+               "--limits=0.8,0.5 "
                f"--time_limit_s=20 --remat_planned=0 {extra}--out=x/{name}")
     rows = [{"example": m, "xla_temp": 80 * MIB, "plan_temp": 78 * MIB, "step_flops": 10_000,
              "xla_points": [], "xla_compiled": 0, "plan_s": 1.0, "xla_s": 2.0,
@@ -63,11 +64,12 @@ def _run(tmp_path, name: str, models: str, extra: str = "") -> str:
 
 def test_render_merges_runs_rows_with_each_runs_command_date_and_load(tmp_path):
     a = _run(tmp_path, "part_a", "a:small")
-    b = _run(tmp_path, "part_b", "b:small,c:small")
+    b = _run(tmp_path, "part_b", "b:small,c:small", asked="b:small,c:small,d:small")
     text = gpu_budget.render_merged([a, b], str(tmp_path / "merged"))
     assert "- part 1: `python -m benchmarks.gpu_budget --target=h100 --models=a:small" in text
     assert ("--out=x/part_b` (written 2026-12-08 04:00 UTC; load at start / end 1 / 2 / 3 ; "
-            "4 / 5 / 6)") in text
+            "4 / 5 / 6); no rows for d:small (not finished)") in text
+    assert "--out=x/part_a` (written 2026-12-08 04:00 UTC; load at start / end 1 / 2 / 3 ; 4 / 5 / 6)\n" in text
     assert "Met by any lever at 1 of 3 XLA points; missed by every lever: b:small at 50.00 MiB" in text
     assert [ln.split(" |")[0] for ln in text.splitlines() if ln.startswith("| ") and "small" in ln] \
         == ["| a:small", "| b:small", "| c:small"]
