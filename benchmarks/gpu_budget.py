@@ -42,6 +42,10 @@ that misses): the step's jaxpr rewritten by ``olla_jax.program_remat`` (its
 compiles kept across the example's points), its bits compared on CPU
 (``program_remat.BitCheck``), ordered and placed by ``olla_jax.plan`` with
 ``--time_limit_s``; its extra FLOPs the compiled rewrite's less the step's.
+The summary counts the XLA points each lever meets and those any lever meets.
+``--render=a.json,b.json,... --out=merged``: finished runs (same settings,
+models aside; a suite run in parts) rendered as one, each run's command, date
+and load in the header.
 """
 
 from __future__ import annotations
@@ -413,11 +417,15 @@ def share(flops: int, total: int) -> str:
     return f"{flops:,} ({100 * flops / total:.2f}%)" if total else f"{flops:,}"
 
 
-def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
+def render(rows: list[dict], args, loads: tuple[str, str], parts: list[str] | None = None) -> str:
+    """The markdown of one run; ``parts`` (a merged render, ``--render``): one line
+    per run merged (its command, date and load), in place of this run's load."""
+    extra = ({f"part {i}": part for i, part in enumerate(parts, 1)} if parts else
+             {"load average at start / end (1/5/15 min; 2 cores shared by several helpers)":
+              f"{loads[0]} ; {loads[1]}"})
     lines = common.header(
         f"Our recomputation vs XLA's rematerialization, compile-only {args.target}",
-        {"load average at start / end (1/5/15 min; 2 cores shared by several helpers)":
-             f"{loads[0]} ; {loads[1]}",
+        {**extra,
          "XLA's limits": ", ".join(f"{f:g}" for f in args.limits) + " x XLA's own temp",
          "our time limit per budget": f"{args.time_limit_s:g} s (plan {args.plan_time_limit_s:g} s)"})
     lines += ["Temps in MiB; extra FLOPs with their share of the step's. Target per XLA point "
@@ -470,6 +478,7 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
             for c in r.get("comparisons", ()):
                 points[r["example"], c["xla_remat_temp"], c["xla_remat_flops"]] |= c["met"]
         lines.append(f"Met by either cost at {sum(points.values())} of {len(points)} XLA points.")
+    lines += levers_met(rows, args)
     planned_rows = [(r, c) for r in rows for c in r.get("comparisons", ())]
     if args.remat_planned and planned_rows:
         lines += ["", "XLA's rematerialized programs planned by us (order and placement on the "
@@ -544,6 +553,39 @@ def render(rows: list[dict], args, loads: tuple[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def levers_met(rows: list[dict], args) -> list[str]:
+    """Per XLA point (an example's temp and extra FLOPs, whatever the cost asked),
+    the levers of this run that meet it, counted per lever and by any of them,
+    and the points no lever meets."""
+    levers = ["recomputation"]
+    levers += ["XLA's program planned by us"] if args.remat_planned else []
+    levers += ["host offloading (lever or side)"] if getattr(args, "offload", 0) else []
+    levers += ["program recomputation"] if getattr(args, "program_remat", 0) else []
+    points: dict[tuple, set] = {}
+    for r in rows:
+        for c in r.get("comparisons", ()):
+            by = points.setdefault((r["example"], c["xla_remat_temp"], c["xla_remat_flops"]), set())
+            off = c.get("offload") or {}
+            by |= {name for name, ok in (
+                ("recomputation", c["met"]),
+                ("XLA's program planned by us", c.get("met_planned")),
+                ("host offloading (lever or side)",
+                 any((off.get(part) or {}).get("met") for part in ("lever", "side"))),
+                ("program recomputation",
+                 any(g.get("met") for g in c.get("program_remat") or ()))) if ok}
+    if not points:
+        return []
+    n = len(points)
+    per = "; ".join(f"{name} {sum(name in by for by in points.values())}" for name in levers)
+    missed = [f"{ex} at {common.mib(t)} MiB" for (ex, t, _), by in points.items() if not by]
+    failed = [r["example"] for r in rows if "error" in r]
+    return [f"Per lever, of {n} XLA points: {per}. Met by any lever at "
+            f"{sum(bool(by) for by in points.values())} of {n} XLA points"
+            + ("; missed by every lever: " + ", ".join(missed) if missed else "")
+            + (" (examples with an error, no points counted: " + ", ".join(failed) + ")"
+               if failed else "") + "."]
+
+
 def render_program(rows: list[dict], args) -> list[str]:
     """The program recomputation rows (``--program_remat=1``) and, per XLA point,
     which sides meet it."""
@@ -563,7 +605,10 @@ def render_program(rows: list[dict], args) -> list[str]:
             for g in c.get("program_remat") or ():
                 got = (f"{common.mib(g['temp'])} at {share(g['flops'], r['step_flops'])} "
                        f"({g['values']} values)" if "temp" in g else "none")
+                off = c.get("offload") or {}
                 met_by = [n for n, ok in (("ours", c["met"]), ("XLA's planned", c["met_planned"]),
+                                          ("offloading", any((off.get(part) or {}).get("met")
+                                                             for part in ("lever", "side"))),
                                           ("program", g["met"])) if ok]
                 table.append([r["example"], f"{common.mib(c['xla_remat_temp'])} at "
                                             f"{share(c['xla_remat_flops'], r['step_flops'])}",
@@ -668,7 +713,7 @@ def render_offload(rows: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--target", default="h100")
     p.add_argument("--models", default="mlp:small,vit:tiny,cnn_adam:tiny")
@@ -696,6 +741,14 @@ def main(argv=None) -> int:
                    help="also program recomputation at each XLA point compared "
                         "(gpu_budget.program_side: the jaxpr rewritten, bits compared on CPU)")
     p.add_argument("--out", default="")
+    p.add_argument("--render", default="",
+                   help="comma-separated <out>.json of finished runs with the same settings "
+                        "(models aside): their rows rendered as one, written to --out")
+    return p
+
+
+def settings(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """The parsed arguments, lists split and costs checked."""
     args = p.parse_args(argv)
     args.limits = [float(x) for x in args.limits.split(",") if x]
     args.of_xla_temp = [float(x) for x in args.of_xla_temp.split(",") if x]
@@ -706,14 +759,85 @@ def main(argv=None) -> int:
         p.error(str(err))
     if not args.recompute_cost:
         p.error("--recompute_cost needs at least one of time, flops")
+    return args
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = settings(p, argv)
+    if args.render:
+        if not args.out:
+            p.error("--render needs --out (where the merged .md and .json go)")
+        text = render_merged(args.render.split(","), args.out)
+        print(text)
+        return 0
     return run_models(args, run_one, render)
+
+
+# settings a merged render may differ in: what ran, where it went, and the cache
+_PER_PART = ("models", "out", "cache", "render")
+
+
+def _part_meta(path: str, data: dict) -> tuple[str, str]:
+    """A finished run's date and load line: from its .json (the date it
+    started), or (a run written before they were kept there) from the header of
+    the .md beside it (the date it was last written)."""
+    if "date" in data and "loads" in data:
+        return "started " + data["date"], " ; ".join(data["loads"])
+    found = {"date": "?", "load": "?"}
+    md = path[:-len(".json")] + ".md" if path.endswith(".json") else ""
+    if md and os.path.exists(md):
+        for line in open(md):
+            if line.startswith("- date: "):
+                found["date"] = "written " + line[len("- date: "):].strip()
+            elif line.startswith("- load average at start / end"):
+                found["load"] = line.split(": ", 1)[1].strip()
+    return found["date"], found["load"]
+
+
+def render_merged(paths: list[str], out: str) -> str:
+    """The rows of several finished runs (their ``<out>.json``) rendered as one
+    run, each run's command, date and load in the header; written to ``out``
+    (.md and .json).  Runs whose settings differ beyond ``_PER_PART``, or that
+    share an example, are refused: their points would not be comparable."""
+    import shlex
+    p = parser()
+    rows, parts, commands, first = [], [], [], None
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        words = shlex.split(data["command"])
+        argv = words[next((i for i, w in enumerate(words) if w.startswith("--")), len(words)):]
+        args = settings(p, argv)
+        mine = {k: v for k, v in vars(args).items() if k not in _PER_PART}
+        if first is None:
+            first, base = mine, args
+        elif mine != first:
+            differ = sorted(k for k in mine if mine[k] != first.get(k))
+            raise SystemExit(f"{path}: settings differ from {paths[0]}'s in {', '.join(differ)}")
+        seen = {r["example"] for r in rows}
+        again = [r["example"] for r in data["rows"] if r["example"] in seen]
+        if again:
+            raise SystemExit(f"{path}: {', '.join(again)} already in an earlier run")
+        rows += data["rows"]
+        date, load = _part_meta(path, data)
+        got = [r["example"] for r in data["rows"]]
+        short = [m for m in args.models.split(",") if m not in got]   # a run stopped early
+        parts.append(f"`{data['command']}` ({date}; load at start / end {load})"
+                     + (f"; no rows for {', '.join(short)} (not finished)" if short else ""))
+        commands.append(data["command"])
+    base.models = ",".join(r["example"] for r in rows)
+    text = render(rows, base, ("", ""), parts=parts)
+    common.write_results(out, {"rows": rows, "command": common.command_line(),
+                               "parts": commands}, text)
+    return text
 
 
 def run_models(args, run_one: Callable, render: Callable) -> int:
     """``run_one(item, args, cache)`` for each of ``args.models`` (a failure is
     its row), XLA's points cached in ``args.cache``; the results rendered and
     written after each example, so a run cut short keeps what it did."""
-    start_load = common.load()
+    start_load, date = common.load(), common.now()
     cache = _cache_load(args.cache)
     rows = []
     for item in args.models.split(","):
@@ -726,7 +850,9 @@ def run_models(args, run_one: Callable, render: Callable) -> int:
         print(json.dumps(rows[-1])[:2000], flush=True)
         text = render(rows, args, (start_load, common.load()))
         if args.out:
-            common.write_results(args.out, {"rows": rows, "command": common.command_line()}, text)
+            common.write_results(args.out, {"rows": rows, "command": common.command_line(),
+                                            "date": date,
+                                            "loads": [start_load, common.load()]}, text)
     print(text)
     return 0
 

@@ -254,12 +254,13 @@ def test_checker_shares_nothing_with_solver_or_model():
 # test_scale_room.py checks benchmarks/scale_room.py's figures on a small captured step;
 # test_offload_plan_benchmark.py checks benchmarks/offload_plan.py's table.
 # test_gpu_budget_benchmark_offload.py checks benchmarks/gpu_budget.py --offload=1's table,
-# test_gpu_budget_benchmark_program.py its --program_remat=1 table, test_program_cost_benchmark.py
-# benchmarks/program_cost.py's phases.
+# test_gpu_budget_benchmark_program.py its --program_remat=1 table,
+# test_gpu_budget_benchmark_levers.py its count of points met per lever and --render,
+# test_program_cost_benchmark.py benchmarks/program_cost.py's phases.
 BENCHMARK_TESTS = {"test_autotune.py", "test_check.py", "test_scale_capture.py",
                    "test_suite_gap.py", "test_scale_room.py", "test_offload_plan_benchmark.py",
                    "test_gpu_budget_benchmark_offload.py", "test_gpu_budget_benchmark_program.py",
-                   "test_program_cost_benchmark.py"}
+                   "test_gpu_budget_benchmark_levers.py", "test_program_cost_benchmark.py"}
 
 
 def test_tests_import_nothing_from_benchmarks():

@@ -1,6 +1,6 @@
 """benchmarks/gpu_budget.py --program_remat=1's table: program recomputation at
 each XLA point with its bits verdict, whether it meets the point, and which
-sides meet each point."""
+sides (offloading among them) meet each point."""
 
 import types
 
@@ -22,11 +22,12 @@ def test_program_rows_say_the_bits_and_which_sides_meet_each_point():
         {"xla_remat_temp": 52 * MIB, "xla_remat_flops": 1000, "met": False,
          "met_planned": False, "program_remat": [met]},
         {"xla_remat_temp": 44 * MIB, "xla_remat_flops": 2000, "met": True,
-         "met_planned": True, "program_remat": [none]}]}]
+         "met_planned": True, "program_remat": [none],
+         "offload": {"lever": {"met": False}, "side": {"met": True}}}]}]
     text = "\n".join(gpu_budget.render_program(rows, types.SimpleNamespace()))
     first, second = [line for line in text.splitlines() if line.startswith("| m:small")]
     assert "| 50.00 at 300 (3.00%) (11 values) | same as the step compiled with CSE off" in first
     # the planner's part (what the time limit bounds) apart from the build on top
     assert "| yes |" in first and "| program | 120.0 / 7.0 + 2.5 |" in first
-    assert "| none | - | no | no side: nothing kept | ours, XLA's planned |" in second
+    assert "| none | - | no | no side: nothing kept | ours, XLA's planned, offloading |" in second
     assert "- m:small at 44.00 MiB: program recomputation: nothing kept (40.0 s)" in text
