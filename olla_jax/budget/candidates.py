@@ -241,15 +241,21 @@ def screen(graph: ScheduleGraph, capture, recompute_cost: str = "time", *,
     return kept, {**why, **{v: _PARKED for v in left}}
 
 
+def check_producers(producers: Collection[str] | None) -> None:
+    """``producers`` is None or a collection of instruction names: a single
+    name given as a string would be read as its letters."""
+    if isinstance(producers, str):
+        raise ValueError(f"producers takes a collection of instruction names, not the "
+                         f"string {producers!r}")
+
+
 def of_producers(graph: ScheduleGraph, cands: Sequence[Candidate],
                  producers: Collection[str]) -> list[Candidate]:
     """Those of ``cands`` whose producer instruction is named in ``producers``
     (the instructions XLA's rematerialization cloned, ``olla_jax.xla_seed``: a
     search over these alone finds XLA's cheap copies, which a search over every
     candidate may not reach in its time)."""
-    if isinstance(producers, str):
-        raise ValueError(f"producers takes a collection of instruction names, not the "
-                         f"string {producers!r}")
+    check_producers(producers)
     names = set(producers)
     return [c for c in cands if graph.nodes[c.producer] in names]
 

@@ -15,7 +15,8 @@ from olla_jax.capture.base import Backend
 from olla_jax.graph.layout import recompute_count, xla_layout
 from olla_jax.result import warn
 from olla_jax.budget import body, body_model, body_placed
-from olla_jax.budget.candidates import candidates, check_cost, of_producers, screen
+from olla_jax.budget.candidates import (candidates, check_cost, check_producers,
+                                        of_producers, screen)
 from olla_jax.budget.recompute_plan import RecomputePlan, fit_orders, new_state, plan_of
 from olla_jax.budget.timed_search import search
 from olla_jax.budget.floors import working_set_bound, working_set_text
@@ -61,9 +62,7 @@ def recompute_to_budget(result, budget: int, *, args: Sequence[Any] = (),
     if engine not in ("greedy", "cpsat", "mip"):
         raise ValueError(f"engine must be 'greedy', 'cpsat' or 'mip', not {engine!r}")
     check_cost(recompute_cost)
-    if isinstance(producers, str):
-        raise ValueError(f"producers takes a collection of instruction names, not the "
-                         f"string {producers!r}")
+    check_producers(producers)
 
     spent = {"search": 0.0, "verify": 0.0}      # seconds, once the search has run
 
